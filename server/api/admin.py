@@ -1,0 +1,115 @@
+"""AdminService: thin translation between protobuf and the engine's use cases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from client_sdk.proto.tessera.v1 import admin_service_pb2 as api
+from client_sdk.proto.tessera.v1 import admin_service_pb2_grpc
+from server import __version__
+from server.api import convert as cv
+from server.api import paging
+from server.domain.errors import InvalidArgument
+from server.domain.teams import Team
+from server.engine import Engine
+
+Ctx = Any
+
+
+class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self.e = engine
+
+    def _team(self, team: Team) -> Any:
+        ledger = self.e.ledger
+        return cv.team_out(team, ledger.available(team.team_id), ledger.held(team.team_id))
+
+    # -- server and clock ----------------------------------------------------
+
+    async def GetServerInfo(self, request: api.GetServerInfoRequest, context: Ctx) -> Any:
+        return api.GetServerInfoResponse(
+            version=__version__, now=cv.ts(self.e.now()), test_clock=self.e.clock.is_test
+        )
+
+    async def AdvanceClock(self, request: api.AdvanceClockRequest, context: Ctx) -> Any:
+        which = request.WhichOneof("target")
+        if which == "to_time":
+            to = cv.from_ts(request.to_time, "to_time")
+            now = await self.e.advance_clock(to, None)
+        elif which == "by":
+            seconds = request.by.seconds + request.by.nanos / 1e9
+            if seconds > 100 * 366 * 86400:
+                raise InvalidArgument.field("by", "must be at most 100 years")
+            now = await self.e.advance_clock(None, seconds)
+        else:
+            now = await self.e.advance_clock(None, None)
+        return api.AdvanceClockResponse(now=cv.ts(now))
+
+    # -- teams ---------------------------------------------------------------
+
+    async def CreateTeam(self, request: api.CreateTeamRequest, context: Ctx) -> Any:
+        plan = cv.plan_in(request.plan)
+        team = await self.e.accounts.create_team(request.team_id, request.display_name, plan)
+        return api.CreateTeamResponse(team=self._team(team))
+
+    async def GetTeam(self, request: api.GetTeamRequest, context: Ctx) -> Any:
+        return api.GetTeamResponse(team=self._team(self.e.accounts.team(request.team_id)))
+
+    async def ListTeams(self, request: api.ListTeamsRequest, context: Ctx) -> Any:
+        return api.ListTeamsResponse(teams=[self._team(t) for t in self.e.accounts.list_teams()])
+
+    async def UpdateTeamSettings(self, request: api.UpdateTeamSettingsRequest, context: Ctx) -> Any:
+        plan = cv.plan_in(request.plan)
+        guests = (
+            request.guest_default_assignments
+            if request.HasField("guest_default_assignments")
+            else None
+        )
+        team = await self.e.accounts.update_team_settings(
+            request.team_id, plan, guests, request.display_name or None
+        )
+        return api.UpdateTeamSettingsResponse(team=self._team(team))
+
+    # -- tokens --------------------------------------------------------------
+
+    async def PurchaseTokens(self, request: api.PurchaseTokensRequest, context: Ctx) -> Any:
+        pack = await self.e.accounts.purchase(request.team_id, request.tokens, request.request_id)
+        return api.PurchaseTokensResponse(token_pack=cv.pack_out(pack))
+
+    async def ListTokenPacks(self, request: api.ListTokenPacksRequest, context: Ctx) -> Any:
+        packs = self.e.accounts.list_packs(request.team_id)
+        return api.ListTokenPacksResponse(packs=[cv.pack_out(p) for p in packs])
+
+    async def MoveTokenPack(self, request: api.MoveTokenPackRequest, context: Ctx) -> Any:
+        pack = await self.e.accounts.move_pack(request.pack_id, request.to_team_id)
+        return api.MoveTokenPackResponse(token_pack=cv.pack_out(pack))
+
+    async def ListLedgerEntries(self, request: api.ListLedgerEntriesRequest, context: Ctx) -> Any:
+        size = paging.page_size(request.page_size)
+        position = paging.decode(request.page_token, "ledger")
+        try:
+            after = int(position) if position is not None else 0
+        except ValueError as exc:
+            raise InvalidArgument.field("page_token", "is not a page token this server gave out") from exc
+        entries = await self.e.accounts.ledger_page(
+            request.team_id, after, size + 1, request.pack_id
+        )
+        more = len(entries) > size
+        entries = entries[:size]
+        token = paging.encode("ledger", str(entries[-1].seq)) if more and entries else ""
+        return api.ListLedgerEntriesResponse(
+            entries=[cv.entry_out(x) for x in entries], next_page_token=token
+        )
+
+    # -- rate sheet ------------------------------------------------------------
+
+    async def UpsertProduct(self, request: api.UpsertProductRequest, context: Ctx) -> Any:
+        if not request.HasField("product"):
+            raise InvalidArgument.field("product", "is required")
+        product = await self.e.accounts.upsert_product(cv.product_in(request.product))
+        return api.UpsertProductResponse(product=cv.product_out(product))
+
+    async def ListProducts(self, request: api.ListProductsRequest, context: Ctx) -> Any:
+        return api.ListProductsResponse(
+            products=[cv.product_out(p) for p in self.e.accounts.list_products()]
+        )

@@ -1,0 +1,179 @@
+"""Between protobuf messages and domain objects, both ways."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from client_sdk.proto.tessera.v1 import common_pb2 as pb
+from server.domain.errors import InvalidArgument
+from server.domain.ledger import EntryKind, LedgerEntry, PackState, TokenPack
+from server.domain.products import (
+    DEFAULT_MIN_LINUX_VERSION,
+    Platform,
+    Product,
+    ProductKind,
+)
+from server.domain.teams import Plan, Team
+
+# -- scalars ----------------------------------------------------------------
+
+
+def ts(t: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if t is None:
+        return None
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(t)
+    return out
+
+
+def dur(d: timedelta) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    out.FromTimedelta(d)
+    return out
+
+
+MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+def from_ts(msg: timestamp_pb2.Timestamp, field: str) -> datetime:
+    try:
+        t = msg.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidArgument.field(field, "is not a valid instant") from exc
+    if not MIN_TIME <= t <= MAX_TIME:
+        raise InvalidArgument.field(field, "must be between 1970 and 9999")
+    return t
+
+
+# -- enums ------------------------------------------------------------------
+
+PLANS = {pb.PLAN_STANDARD: Plan.STANDARD, pb.PLAN_PREMIUM: Plan.PREMIUM}
+PLANS_OUT = {v: k for k, v in PLANS.items()}
+PLATFORMS = {
+    pb.PLATFORM_WINDOWS: Platform.WINDOWS,
+    pb.PLATFORM_MACOS: Platform.MACOS,
+    pb.PLATFORM_LINUX: Platform.LINUX,
+}
+PLATFORMS_OUT = {v: k for k, v in PLATFORMS.items()}
+KINDS = {pb.PRODUCT_KIND_PRODUCT: ProductKind.PRODUCT, pb.PRODUCT_KIND_PLUGIN: ProductKind.PLUGIN}
+KINDS_OUT = {v: k for k, v in KINDS.items()}
+PACK_STATES_OUT = {
+    PackState.ACTIVE: pb.PACK_STATE_ACTIVE,
+    PackState.DEPLETED: pb.PACK_STATE_DEPLETED,
+    PackState.EXPIRED: pb.PACK_STATE_EXPIRED,
+}
+ENTRY_KINDS_OUT = {k: pb.LedgerEntryKind.Value(f"LEDGER_ENTRY_KIND_{k.value}") for k in EntryKind}
+
+
+def plan_in(value: int, field: str = "plan", *, required: bool = False) -> Plan | None:
+    if value == pb.PLAN_UNSPECIFIED and not required:
+        return None
+    plan = PLANS.get(value)  # type: ignore[call-overload]
+    if plan is None:
+        raise InvalidArgument.field(field, "must be PLAN_STANDARD or PLAN_PREMIUM")
+    return plan
+
+
+def platform_in(value: int, field: str = "platform") -> Platform:
+    platform = PLATFORMS.get(value)  # type: ignore[call-overload]
+    if platform is None:
+        raise InvalidArgument.field(
+            field, "must be PLATFORM_WINDOWS, PLATFORM_MACOS or PLATFORM_LINUX"
+        )
+    return platform
+
+
+# -- messages ---------------------------------------------------------------
+
+
+def team_out(team: Team, available: int, held: int) -> pb.Team:
+    return pb.Team(
+        team_id=team.team_id,
+        display_name=team.display_name,
+        plan=PLANS_OUT[team.plan],
+        guest_default_assignments=team.guest_default_assignments,
+        default_product_ids=sorted(team.default_product_ids),
+        available_tokens=available,
+        held_tokens=held,
+        create_time=ts(team.create_time),
+    )
+
+
+def pack_out(p: TokenPack) -> pb.TokenPack:
+    return pb.TokenPack(
+        pack_id=p.pack_id,
+        team_id=p.team_id,
+        tokens=p.tokens,
+        remaining_tokens=p.remaining,
+        held_tokens=p.held,
+        consumed_tokens=p.consumed,
+        expired_tokens=p.expired_tokens,
+        purchase_time=ts(p.purchase_time),
+        expire_time=ts(p.expire_time),
+        state=PACK_STATES_OUT[p.state],
+        request_id=p.request_id,
+    )
+
+
+def entry_out(e: LedgerEntry) -> pb.LedgerEntry:
+    return pb.LedgerEntry(
+        entry_id=e.entry_id,
+        time=ts(e.time),
+        kind=ENTRY_KINDS_OUT[e.kind],
+        pack_id=e.pack_id,
+        amount=e.amount,
+        session_id=e.cause.session_id,
+        user_id=e.cause.user_id,
+        product_id=e.cause.product_id,
+        team_id=e.team_id,
+        remaining_delta=e.remaining_delta,
+        held_delta=e.held_delta,
+    )
+
+
+def product_out(p: Product) -> pb.Product:
+    return pb.Product(
+        product_id=p.product_id,
+        display_name=p.display_name,
+        daily_rate=p.daily_rate,
+        kind=KINDS_OUT[p.kind],
+        host_product_id=p.host_product_id,
+        idle_aware=p.idle_aware,
+        platforms=sorted(PLATFORMS_OUT[x] for x in p.platforms),
+        min_linux_version=p.min_linux_version,
+    )
+
+
+def product_in(msg: pb.Product) -> Product:
+    problems: dict[str, str] = {}
+    kind = ProductKind.PRODUCT
+    if msg.kind != pb.PRODUCT_KIND_UNSPECIFIED:
+        k = KINDS.get(msg.kind)  # type: ignore[call-overload]
+        if k is None:
+            problems["product.kind"] = "must be PRODUCT_KIND_PRODUCT or PRODUCT_KIND_PLUGIN"
+        else:
+            kind = k
+    platforms: set[Platform] = set()
+    for i, value in enumerate(msg.platforms):
+        platform = PLATFORMS.get(value)  # type: ignore[call-overload]
+        if platform is None:
+            problems[f"product.platforms[{i}]"] = (
+                "must be PLATFORM_WINDOWS, PLATFORM_MACOS or PLATFORM_LINUX"
+            )
+        else:
+            platforms.add(platform)
+    if problems:
+        raise InvalidArgument(problems)
+    return Product(
+        product_id=msg.product_id.strip(),
+        display_name=msg.display_name,
+        daily_rate=msg.daily_rate,
+        kind=kind,
+        host_product_id=msg.host_product_id.strip(),
+        idle_aware=msg.idle_aware,
+        platforms=frozenset(platforms),
+        min_linux_version=msg.min_linux_version or DEFAULT_MIN_LINUX_VERSION,
+    )

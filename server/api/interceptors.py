@@ -1,0 +1,142 @@
+"""The edge every Tessera call passes through: credentials, errors, one log line.
+
+``EdgeInterceptor`` wraps each ``tessera.v1`` method's behaviour so that, in
+the call's own task, it:
+
+1. checks the credential (``authorization: Bearer <secret>``): the admin token
+   on ``AdminService`` (constant-time comparison), a user key on
+   ``LicensingService`` (resolved to its user by hash, in memory), none on
+   ``AcceptInvitation``; the resolved user is in ``current_user``;
+2. turns a ``DomainError`` into its status with details (``api/errors.py``),
+   and anything unexpected into ``INTERNAL``, logged with its traceback;
+3. writes one log line: method, status code, duration, request id.
+
+Secrets are never logged: neither metadata nor request bodies are.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+
+from server.api.errors import (
+    PermissionDenied,
+    Unauthenticated,
+    internal_status,
+    to_status,
+)
+from server.clock import monotonic
+from server.credentials import bearer, same_secret
+from server.domain.errors import DomainError
+
+log = structlog.get_logger()
+
+current_user: contextvars.ContextVar[str] = contextvars.ContextVar("current_user", default="")
+
+ADMIN_PREFIX = "/tessera.v1.AdminService/"
+LICENSING_PREFIX = "/tessera.v1.LicensingService/"
+NO_CREDENTIAL = frozenset({"/tessera.v1.AdminService/AcceptInvitation",
+                           "/tessera.v1.LicensingService/GetSigningKeys"})
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+UserResolver = Callable[[str], str | None]
+
+
+class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, admin_token: str, resolve_user: UserResolver, *,
+                 log_calls: Callable[[str], bool] = lambda method: True) -> None:
+        self._admin_token = admin_token
+        self._resolve_user = resolve_user
+        self._log_calls = log_calls
+        self._counter = 0
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or handler.unary_unary is None:
+            return handler
+        if method.startswith(ADMIN_PREFIX):
+            kind = "none" if method in NO_CREDENTIAL else "admin"
+        elif method.startswith(LICENSING_PREFIX):
+            kind = "none" if method in NO_CREDENTIAL else "user"
+        else:
+            return handler
+        wrapped = self._wrap(handler.unary_unary, method, kind, self._log_calls(method))
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _authenticate(self, kind: str, metadata: Any) -> str:
+        if kind == "none":
+            return ""
+        secret = bearer(metadata)
+        if secret is None:
+            raise Unauthenticated("missing credential: send 'authorization: Bearer <secret>'")
+        if kind == "admin":
+            if same_secret(secret, self._admin_token):
+                return ""
+            if self._resolve_user(secret) is not None:
+                raise PermissionDenied("a user key cannot call AdminService; use the admin token")
+            raise Unauthenticated("wrong admin token")
+        user_id = self._resolve_user(secret)
+        if user_id is None:
+            raise Unauthenticated("unknown or revoked user key")
+        return user_id
+
+    def _wrap(self, behavior: Behavior, method: str, kind: str, logged: bool) -> Behavior:
+        short = method.rsplit("/", 1)[-1]
+
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            start = monotonic()
+            code = grpc.StatusCode.OK
+            user_id = ""
+            try:
+                user_id = self._authenticate(kind, context.invocation_metadata())
+                current_user.set(user_id)
+                return await behavior(request, context)
+            except DomainError as exc:
+                status = to_status(exc)
+                code = status.code
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            except NotImplementedError:
+                code = grpc.StatusCode.UNIMPLEMENTED
+                await context.abort(code, f"{short} is not implemented yet")
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("rpc_failed", method=short)
+                status = internal_status()
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            finally:
+                if logged or code is not grpc.StatusCode.OK:
+                    self._counter += 1
+                    log.info(
+                        "rpc",
+                        method=short,
+                        code=code.name,
+                        duration_ms=round((monotonic() - start) * 1000, 3),
+                        request_id=_request_id(context, request),
+                        user_id=user_id or None,
+                    )
+
+        return wrapped
+
+
+def _request_id(context: grpc.aio.ServicerContext[Any, Any], request: Any) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id":
+            return str(value)[:100]
+    rid = getattr(request, "request_id", "")
+    return str(rid)[:100] if rid else None

@@ -1,0 +1,162 @@
+"""Wiring: builds the store, engine, servicers and gRPC server from a Config,
+and runs the process (health, reflection, signals, drain)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from datetime import datetime
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from client_sdk.proto.tessera.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    licensing_service_pb2,
+    licensing_service_pb2_grpc,
+)
+from server.api.admin import AdminServicer
+from server.api.interceptors import EdgeInterceptor
+from server.api.licensing import LicensingServicer
+from server.clock import Clock, SystemClock, TestClock
+from server.config import Config, parse_instant
+from server.credentials import load_or_create_admin_token
+from server.engine import Engine
+from server.engine.core import TEST_CLOCK_KEY
+from server.store.codec import MetaValue
+from server.store.sqlite import Store
+
+log = structlog.get_logger()
+
+SERVICE_NAMES = (
+    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    licensing_service_pb2.DESCRIPTOR.services_by_name["LicensingService"].full_name,
+)
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def _clock(config: Config, stored: dict[str, str]) -> Clock:
+    if config.test_clock is None:
+        return SystemClock()
+    # RULES §7: a restart on the same database resumes from the stored time.
+    saved = stored.get(TEST_CLOCK_KEY)
+    start: datetime = parse_instant(saved) if saved else config.test_clock
+    return TestClock(start)
+
+
+def _mount_reflection_v1(server: grpc.aio.Server) -> None:
+    """grpcio-reflection serves only v1alpha; v1 has identical messages, so the
+    same servicer answers under the v1 name (``../shared/PERF.md``, Reflection)."""
+    from grpc_reflection.v1alpha import reflection_pb2
+    from grpc_reflection.v1alpha._async import ReflectionServicer
+
+    servicer = ReflectionServicer((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME))
+    handler = grpc.method_handlers_generic_handler(
+        REFLECTION_V1,
+        {
+            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                servicer.ServerReflectionInfo,
+                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((handler,))
+
+
+class TesseraServer:
+    """One running server: ``start()`` returns the bound port, ``stop()`` drains."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.port = 0
+        self.admin_token = ""
+        self.engine: Engine | None = None
+        self.store: Store | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+
+    async def start(self) -> int:
+        cfg = self.config
+        self.store = store = await Store.open(cfg.db, synchronous=cfg.sync)
+        snapshot = await store.load()
+        stored = {m.key: m.value for m in snapshot.of(MetaValue)}
+        clock = _clock(cfg, stored)
+        self.engine = engine = Engine.restore(snapshot, clock, store)
+        if isinstance(clock, TestClock) and TEST_CLOCK_KEY not in stored:
+            await store.commit([MetaValue(TEST_CLOCK_KEY, clock.now().isoformat())])
+        self.admin_token = cfg.admin_token or load_or_create_admin_token(cfg.admin_token_path)
+
+        server = grpc.aio.server(
+            interceptors=[EdgeInterceptor(self.admin_token, engine.resolve_user_key)],
+            options=[
+                ("grpc.max_receive_message_length", cfg.max_message_bytes),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(engine), server)
+        licensing_service_pb2_grpc.add_LicensingServiceServicer_to_server(
+            LicensingServicer(engine), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        _mount_reflection_v1(server)
+        self.port = server.add_insecure_port(cfg.listen)
+        if self.port == 0:
+            raise OSError(f"could not listen on {cfg.listen}")
+        await server.start()
+        self._server = server
+        await engine.start()
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", listen=cfg.listen, port=self.port, db=str(cfg.db),
+                 test_clock=clock.is_test, now=clock.now().isoformat())
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking calls, finish those under way, write everything out."""
+        await self._health.enter_graceful_shutdown()  # NOT_SERVING
+        if self._server is not None:
+            await self._server.stop(self.config.shutdown_grace if grace is None else grace)
+        if self.engine is not None:
+            await self.engine.stop()
+        if self.store is not None:
+            await self.store.close()
+        log.info("stopped")
+
+
+def _banner(server: TesseraServer) -> None:
+    host = server.config.listen.rsplit(":", 1)[0] or "127.0.0.1"
+    target = f"{host}:{server.port}"
+    out = sys.stderr
+    print(f"Tessera is serving on {target} (database {server.config.db})", file=out)
+    print(f"Admin token: {server.admin_token}", file=out)
+    print("Try:", file=out)
+    print(f"  grpcurl -plaintext -H 'authorization: Bearer {server.admin_token}' "
+          f"{target} tessera.v1.AdminService/GetServerInfo", file=out, flush=True)
+
+
+async def run(config: Config) -> int:
+    server = TesseraServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    _banner(server)
+    await stop.wait()
+    log.info("draining")
+    await server.stop()
+    return 0
+
+
+def main_async(config: Config) -> Any:
+    return run(config)

@@ -1,0 +1,79 @@
+"""Configuration from flags and environment (API.md "Starting the server")."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: str = "127.0.0.1:50051"
+    db: Path = Path("var/tessera.db")
+    admin_token: str | None = None
+    test_clock: datetime | None = None
+    log_format: str = "auto"  # auto: console on a terminal, JSON otherwise
+    log_level: str = "info"
+    sync: str = "FULL"
+    shutdown_grace: float = 10.0
+    max_message_bytes: int = 4 * 1024 * 1024
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.db.parent / (self.db.name + ".admin-token")
+
+
+def parse_instant(text: str) -> datetime:
+    """An RFC 3339 instant; one without an offset is taken as UTC."""
+    t = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC)
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Config:
+    p = argparse.ArgumentParser(
+        prog="tessera-server", description="Tessera license server (gRPC)"
+    )
+    p.add_argument("--listen", default=_env("TESSERA_LISTEN", Config.listen),
+                   help="host:port to serve on (TESSERA_LISTEN; default %(default)s)")
+    p.add_argument("--db", default=_env("TESSERA_DB", str(Config.db)),
+                   help="SQLite file (TESSERA_DB; default %(default)s)")
+    p.add_argument("--admin-token", default=_env("TESSERA_ADMIN_TOKEN"),
+                   help="operators' bearer token (TESSERA_ADMIN_TOKEN; default: generated "
+                        "once and kept beside the database)")
+    p.add_argument("--test-clock", default=_env("TESSERA_TEST_CLOCK"), metavar="RFC3339",
+                   help="start in test-clock mode at this instant (TESSERA_TEST_CLOCK)")
+    p.add_argument("--log-format", choices=["auto", "json", "console"],
+                   default=_env("TESSERA_LOG_FORMAT", "auto"))
+    p.add_argument("--log-level", default=_env("TESSERA_LOG_LEVEL", "info"))
+    p.add_argument("--sync", choices=["FULL", "NORMAL"], default=_env("TESSERA_SYNC", "FULL"),
+                   help="SQLite synchronous mode (default FULL: a commit survives power loss)")
+    p.add_argument("--shutdown-grace", type=float, default=10.0,
+                   help="seconds to let calls under way finish on SIGTERM")
+    a = p.parse_args(argv)
+    test_clock = None
+    if a.test_clock:
+        try:
+            test_clock = parse_instant(a.test_clock)
+        except ValueError:
+            p.error(f"--test-clock: {a.test_clock!r} is not an RFC 3339 instant")
+    return Config(
+        listen=a.listen,
+        db=Path(a.db),
+        admin_token=a.admin_token,
+        test_clock=test_clock,
+        log_format=a.log_format,
+        log_level=a.log_level,
+        sync=a.sync,
+        shutdown_grace=a.shutdown_grace,
+    )

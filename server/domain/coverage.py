@@ -1,0 +1,148 @@
+"""Who pays when it is not the team: subscriptions (C1) and trials (C2).
+
+A ``Subscription`` covers one user and one product from ``start_time``
+(included) to ``end_time`` (excluded). When several cover the same moment, a
+subscription comes before a trial (C1, then C2); among those of one kind, the
+one that ends last is chosen (then the smallest id), so that coverage lasts as
+long as it can. Periods may overlap; nothing is ever shortened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+from server.domain.changes import Changes
+from server.domain.errors import InvalidArgument, UnknownProduct, UnknownUser
+
+
+class SubscriptionKind(Enum):
+    SUBSCRIPTION = "SUBSCRIPTION"
+    TRIAL = "TRIAL"
+
+
+@dataclass(slots=True)
+class Subscription:
+    subscription_id: str
+    user_id: str
+    product_id: str
+    kind: SubscriptionKind
+    start_time: datetime
+    end_time: datetime
+
+    def active_at(self, now: datetime) -> bool:
+        return self.start_time <= now < self.end_time
+
+
+def _preference(sub: Subscription) -> tuple[int, float, str]:
+    """Sort key: subscriptions first, then the latest end, then the id."""
+    kind_rank = 0 if sub.kind is SubscriptionKind.SUBSCRIPTION else 1
+    return (kind_rank, -sub.end_time.timestamp(), sub.subscription_id)
+
+
+class Coverages:
+    """Every subscription and trial, by (user, product)."""
+
+    def __init__(self) -> None:
+        self._by_meter: dict[tuple[str, str], list[Subscription]] = {}
+        self._by_id: dict[str, Subscription] = {}
+        self._by_user: dict[str, list[Subscription]] = {}
+
+    @classmethod
+    def restore(cls, subscriptions: Iterable[Subscription]) -> Coverages:
+        coverages = cls()
+        for sub in subscriptions:
+            coverages._add(sub)
+        return coverages
+
+    def grant(
+        self,
+        user_id: str,
+        product_id: str,
+        start_time: datetime | None,
+        end_time: datetime | None,
+        kind: SubscriptionKind,
+        new_id: Callable[[], str],
+        changes: Changes,
+        known_users: Collection[str],
+        known_products: Collection[str],
+    ) -> Subscription:
+        """C1/C2: record a subscription or trial after checking every field."""
+        problems: dict[str, str] = {}
+        if not user_id:
+            problems["user_id"] = "is required"
+        if not product_id:
+            problems["product_id"] = "is required"
+        for name, value in (("start_time", start_time), ("end_time", end_time)):
+            if value is None:
+                problems[name] = "is required"
+            elif value.utcoffset() is None:
+                problems[name] = "must be an instant with a time zone (UTC)"
+        if start_time and end_time and "start_time" not in problems and end_time <= start_time:
+            problems["end_time"] = (
+                f"must be after the start ({start_time.isoformat()}); it is {end_time.isoformat()}"
+            )
+        if problems or start_time is None or end_time is None:
+            raise InvalidArgument(problems)
+        if user_id not in known_users:
+            raise UnknownUser(f"there is no user {user_id!r}", user_id=user_id)
+        if product_id not in known_products:
+            raise UnknownProduct(f"{product_id!r} is not on the rate sheet", product_id=product_id)
+        sub = Subscription(new_id(), user_id, product_id, kind, start_time, end_time)
+        self._add(sub)
+        changes.upsert(sub)
+        return sub
+
+    def start_trial(
+        self,
+        user_id: str,
+        product_id: str,
+        end_time: datetime | None,
+        now: datetime,
+        new_id: Callable[[], str],
+        changes: Changes,
+        known_users: Collection[str],
+        known_products: Collection[str],
+    ) -> Subscription:
+        """C2: a trial from now until ``end_time``."""
+        return self.grant(
+            user_id,
+            product_id,
+            now,
+            end_time,
+            SubscriptionKind.TRIAL,
+            new_id,
+            changes,
+            known_users,
+            known_products,
+        )
+
+    def covering(self, user_id: str, product_id: str, now: datetime) -> Subscription | None:
+        """C1 then C2: what covers this user and product at ``now``, if anything."""
+        active = [s for s in self._by_meter.get((user_id, product_id), ()) if s.active_at(now)]
+        return min(active, key=_preference) if active else None
+
+    def next_change(self, user_id: str, product_id: str, now: datetime) -> datetime | None:
+        """The first instant after ``now`` at which ``covering`` may change (a start or an end)."""
+        later = [
+            t
+            for s in self._by_meter.get((user_id, product_id), ())
+            for t in (s.start_time, s.end_time)
+            if t > now
+        ]
+        return min(later) if later else None
+
+    def of_user(self, user_id: str) -> list[Subscription]:
+        """A user's subscriptions and trials, by product and start."""
+        subs = self._by_user.get(user_id, [])
+        return sorted(subs, key=lambda s: (s.product_id, s.start_time, s.subscription_id))
+
+    def get(self, subscription_id: str) -> Subscription | None:
+        return self._by_id.get(subscription_id)
+
+    def _add(self, sub: Subscription) -> None:
+        self._by_id[sub.subscription_id] = sub
+        self._by_meter.setdefault((sub.user_id, sub.product_id), []).append(sub)
+        self._by_user.setdefault(sub.user_id, []).append(sub)

@@ -1,0 +1,690 @@
+"""Who may run what: users, team members, invitations and the outbox (A1-A7).
+
+The ``Directory`` holds every user, membership and invitation in memory, with
+the indexes the hot path needs (a user's teams, a key hash's user). Each
+mutating method validates everything first, then applies the change and
+records every object it created or changed in ``changes`` (``upsert``) or
+removed (``delete``), parents before children, for the store to write.
+
+Decisions where the rules are silent:
+
+- An invitation is valid for ``INVITATION_VALIDITY`` from ``send_time``:
+  accepting at ``expire_time - 1 s`` works, at ``expire_time`` it is expired.
+- A membership has at most one invitation. Resending reuses its id with a new
+  token, ``send_time`` and ``expire_time``; the old token's hash is forgotten,
+  so the old token is unknown (``UnknownInvitation``). An accepted token stays
+  known and answers ``AlreadyExists`` (it cannot be spent twice).
+- An existing user is one the server already vouches for: they hold a key
+  or are an active member somewhere. They join at once. A user known only
+  through pending invitations is still new: another team invites them too.
+  ``Full Name <email>`` for a known address keeps the name on file.
+- Assigning someone who is already a member replaces their guest flag and
+  individual products with those given. An invited member whose invitation
+  has expired is sent a new one. Importing an invited member activates them
+  and withdraws the invitation.
+- ACCESS_CHANGED is queued when an individual assignment (not an import)
+  adds a member or changes their guest flag or individual products, unless an
+  invitation went out in the same call; a change that changes nothing
+  queues nothing.
+- ``all_products`` makes the explicit set irrelevant, so it is stored empty.
+- An invited member can run nothing: their effective products are empty;
+  ``granted_products`` says what they will get once they accept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Collection, Iterable, KeysView, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import NamedTuple
+
+from server.domain.changes import Changes
+from server.domain.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    InvitationExpired,
+    InvitationPending,
+    NotAssigned,
+    UnknownInvitation,
+    UnknownUser,
+)
+from server.domain.teams import Team
+from server.domain.terms import DEFAULT_TERMS
+from server.domain.userentries import (
+    ExistingRef,
+    NewUser,
+    UserEntry,
+    check_user_entries,
+    entry_violations,
+)
+
+INVITATION_VALIDITY = DEFAULT_TERMS.invitation_validity
+
+
+class MemberState(Enum):
+    INVITED = "INVITED"
+    ACTIVE = "ACTIVE"
+
+
+class InvitationState(Enum):
+    PENDING = "PENDING"
+    ACCEPTED = "ACCEPTED"
+    EXPIRED = "EXPIRED"
+
+
+class NotificationKind(Enum):
+    INVITATION = "INVITATION"
+    ACCESS_CHANGED = "ACCESS_CHANGED"
+
+
+ACCESS_CHANGED = NotificationKind.ACCESS_CHANGED
+
+
+def secret_hash(secret: str) -> bytes:
+    """The only form in which invitation tokens (and user keys) are kept."""
+    return hashlib.sha256(secret.encode()).digest()
+
+
+@dataclass(slots=True)
+class User:
+    user_id: str  # the email address in lower case
+    display_name: str
+    email: str
+    key_hash: bytes | None = None
+
+
+@dataclass(slots=True)
+class Member:
+    team_id: str
+    user_id: str
+    state: MemberState
+    guest: bool
+    all_products: bool
+    product_ids: frozenset[str]  # the individual explicit set (A3)
+    invitation_id: str | None
+    join_time: datetime  # when they were added to the team
+
+
+@dataclass(slots=True)
+class Invitation:
+    invitation_id: str
+    team_id: str
+    user_id: str
+    token_hash: bytes
+    send_time: datetime
+    expire_time: datetime
+    state: InvitationState  # as stored; ``state_at`` also derives EXPIRED
+
+    def state_at(self, now: datetime) -> InvitationState:
+        if self.state is InvitationState.PENDING and now >= self.expire_time:
+            return InvitationState.EXPIRED
+        return self.state
+
+
+@dataclass(slots=True)
+class Notification:
+    notification_id: str
+    team_id: str
+    user_id: str
+    email: str
+    kind: NotificationKind
+    create_time: datetime
+    invitation_token: str = ""  # the secret an invitation email carries
+
+
+def _defaults_apply(member: Member, team: Team) -> bool:
+    """A4/A5: the default set applies to members, to guests only if the team says so."""
+    return bool(team.default_product_ids) and (not member.guest or team.guest_default_assignments)
+
+
+def granted_products(
+    member: Member, team: Team, all_product_ids: Collection[str]
+) -> frozenset[str]:
+    """What the member's assignment grants, whether or not they have accepted."""
+    individual = frozenset(all_product_ids) if member.all_products else member.product_ids
+    if _defaults_apply(member, team):
+        return individual | team.default_product_ids
+    return individual
+
+
+def effective_products(
+    member: Member, team: Team, all_product_ids: Collection[str]
+) -> frozenset[str]:
+    """A3-A5: what the member may run now; nothing until they accept (A1)."""
+    if member.state is not MemberState.ACTIVE:
+        return frozenset()
+    return granted_products(member, team, all_product_ids)
+
+
+def grants(member: Member, team: Team, product_id: str, all_product_ids: Collection[str]) -> bool:
+    """``product_id in granted_products(...)`` without building the set."""
+    return (
+        (member.all_products and product_id in all_product_ids)
+        or product_id in member.product_ids
+        or (product_id in team.default_product_ids and _defaults_apply(member, team))
+    )
+
+
+def check_product_ids(
+    product_ids: Sequence[str], known_products: Collection[str], field: str = "product_ids"
+) -> frozenset[str]:
+    """Every id must be on the rate sheet; raise InvalidArgument naming each one that is not."""
+    problems = _product_problems(product_ids, known_products, field)
+    if problems:
+        raise InvalidArgument(problems)
+    return frozenset(product_ids)
+
+
+def _product_problems(
+    product_ids: Sequence[str], known_products: Collection[str], field: str
+) -> dict[str, str]:
+    problems: dict[str, str] = {}
+    for i, product_id in enumerate(product_ids):
+        if not product_id:
+            problems[f"{field}[{i}]"] = "is empty; name a product id such as ACAD"
+        elif product_id not in known_products:
+            problems[f"{field}[{i}]"] = f"names {product_id!r}, which is not on the rate sheet"
+    return problems
+
+
+class Directory:
+    """Users, memberships, invitations and the outbox, with their indexes."""
+
+    def __init__(self, invitation_validity: timedelta = INVITATION_VALIDITY) -> None:
+        self.invitation_validity = invitation_validity
+        self._users: dict[str, User] = {}
+        self._members: dict[tuple[str, str], Member] = {}
+        self._teams_of: dict[str, dict[str, Member]] = {}  # user_id -> team_id -> member
+        self._members_of: dict[str, dict[str, Member]] = {}  # team_id -> user_id -> member
+        self._invitations: dict[str, Invitation] = {}
+        self._invitation_by_token: dict[bytes, str] = {}
+        self._user_by_key: dict[bytes, str] = {}
+        self._outbox: list[Notification] = []
+        self._outbox_of_team: dict[str, list[Notification]] = {}
+        self._outbox_of_user: dict[str, list[Notification]] = {}
+
+    @classmethod
+    def restore(
+        cls,
+        users: Iterable[User],
+        members: Iterable[Member],
+        invitations: Iterable[Invitation],
+        notifications: Iterable[Notification],
+        invitation_validity: timedelta = INVITATION_VALIDITY,
+    ) -> Directory:
+        """Rebuild from what the store loaded; the outbox is ordered by create_time."""
+        directory = cls(invitation_validity)
+        for user in users:
+            directory._users[user.user_id] = user
+            if user.key_hash is not None:
+                directory._user_by_key[user.key_hash] = user.user_id
+        for member in members:
+            directory._add_member(member)
+        for invitation in invitations:
+            directory._invitations[invitation.invitation_id] = invitation
+            directory._invitation_by_token[invitation.token_hash] = invitation.invitation_id
+        for notification in sorted(notifications, key=lambda n: n.create_time):
+            directory._file(notification)
+        return directory
+
+    # Reading.
+
+    def user_ids(self) -> KeysView[str]:
+        return self._users.keys()
+
+    def find_user(self, user_id: str) -> User | None:
+        return self._users.get(user_id)
+
+    def user(self, user_id: str) -> User:
+        user = self._users.get(user_id)
+        if user is None:
+            raise UnknownUser(f"there is no user {user_id!r}", user_id=user_id)
+        return user
+
+    def member(self, team_id: str, user_id: str) -> Member:
+        member = self._members.get((team_id, user_id))
+        if member is None:
+            raise UnknownUser(
+                f"{user_id!r} is not a member of team {team_id!r}",
+                team_id=team_id,
+                user_id=user_id,
+            )
+        return member
+
+    def members_of(self, team_id: str) -> list[Member]:
+        """A team's members, by user id."""
+        return sorted(self._members_of.get(team_id, {}).values(), key=lambda m: m.user_id)
+
+    def teams_of(self, user_id: str) -> list[Member]:
+        """A user's memberships, by team id."""
+        return sorted(self._teams_of.get(user_id, {}).values(), key=lambda m: m.team_id)
+
+    def invitation(self, invitation_id: str | None) -> Invitation | None:
+        return self._invitations.get(invitation_id) if invitation_id else None
+
+    def pending_invitations(self) -> list[Invitation]:
+        """Invitations stored PENDING: the engine sets their expiry timers at start."""
+        return [i for i in self._invitations.values() if i.state is InvitationState.PENDING]
+
+    def user_for_key_hash(self, key_hash: bytes) -> str | None:
+        return self._user_by_key.get(key_hash)
+
+    def list_notifications(self, team_id: str = "", user_id: str = "") -> list[Notification]:
+        """The outbox in creation order: for a team, a user, both, or (neither) all."""
+        if user_id:
+            found = self._outbox_of_user.get(user_id, [])
+            return [n for n in found if n.team_id == team_id] if team_id else list(found)
+        if team_id:
+            return list(self._outbox_of_team.get(team_id, []))
+        return list(self._outbox)
+
+    def teams_for(
+        self,
+        user_id: str,
+        product_id: str,
+        now: datetime,
+        teams: Mapping[str, Team],
+        all_product_ids: Collection[str],
+    ) -> list[str]:
+        """M1: the ids (sorted) of the teams where the user may run the product now.
+
+        When there are none, say why: a pending invitation to a team that would
+        grant it (``InvitationPending``), else an expired one
+        (``InvitationExpired``), else ``NotAssigned``.
+        """
+        allowed: list[str] = []
+        pending: Invitation | None = None
+        expired: Invitation | None = None
+        for team_id, member in self._teams_of.get(user_id, {}).items():
+            team = teams.get(team_id)
+            if team is None or not grants(member, team, product_id, all_product_ids):
+                continue
+            if member.state is MemberState.ACTIVE:
+                allowed.append(team_id)
+                continue
+            invitation = self.invitation(member.invitation_id)
+            if invitation is None:
+                continue
+            if invitation.state_at(now) is InvitationState.PENDING:
+                pending = pending or invitation
+            else:
+                expired = expired or invitation
+        if allowed:
+            return sorted(allowed)
+        if pending is not None:
+            raise InvitationPending(
+                f"{user_id} has not yet accepted the invitation to team "
+                f"{pending.team_id!r}, which would let them run {product_id}",
+                team_id=pending.team_id,
+                user_id=user_id,
+                product_id=product_id,
+            )
+        if expired is not None:
+            raise InvitationExpired(
+                f"the invitation of {user_id} to team {expired.team_id!r} expired at "
+                f"{expired.expire_time.isoformat()}; an administrator must resend it",
+                team_id=expired.team_id,
+                user_id=user_id,
+                product_id=product_id,
+                expire_time=expired.expire_time.isoformat(),
+            )
+        raise NotAssigned(
+            f"{user_id} is not assigned {product_id} in any team",
+            user_id=user_id,
+            product_id=product_id,
+        )
+
+    # Assigning and inviting (A1, A2, A7).
+
+    def assign(
+        self,
+        team: Team,
+        entries: Sequence[str],
+        product_ids: Sequence[str],
+        all_products: bool,
+        guest: bool,
+        now: datetime,
+        new_token: Callable[[], str],
+        new_id: Callable[[], str],
+        changes: Changes,
+        *,
+        import_: bool = False,
+        known_products: Collection[str],
+    ) -> list[tuple[Member, str | None]]:
+        """A1: assign (``import_``: import) users to a team, all or nothing.
+
+        Checks every entry and product id before changing anything, then
+        returns each member named, in request order (a duplicate once), with
+        the plaintext invitation token when this call sent one.
+        """
+        if not entries:
+            raise InvalidArgument.field("users", "must name at least one user")
+        parsed, errors = check_user_entries(entries)
+        for entry in parsed:
+            if isinstance(entry, ExistingRef) and entry.user_id not in self._users:
+                errors[entry.index] = (
+                    f"{entry.user_id!r} is not a known user id; "
+                    "to invite a new user write Full Name <email>"
+                )
+        problems = entry_violations("users", errors)
+        problems.update(_product_problems(product_ids, known_products, "product_ids"))
+        if problems:
+            raise InvalidArgument(problems)
+        call = _Call(now, new_token, new_id, changes)
+        wanted = _Wanted(
+            guest, all_products, frozenset() if all_products else frozenset(product_ids)
+        )
+        return [self._assign_one(call, team, entry, wanted, import_) for entry in parsed]
+
+    def _assign_one(
+        self, call: _Call, team: Team, entry: UserEntry, wanted: _Wanted, import_: bool
+    ) -> tuple[Member, str | None]:
+        user = self._users.get(entry.user_id)
+        if user is None:  # assign has rejected bare ids of unknown users
+            name = entry.display_name if isinstance(entry, NewUser) else entry.user_id
+            user = User(entry.user_id, name, entry.user_id)
+            self._users[user.user_id] = user
+            call.changes.upsert(user)
+        member = self._members.get((team.team_id, user.user_id))
+        if member is None:
+            invite = not import_ and not self._vouched_for(user)
+            state = MemberState.INVITED if invite else MemberState.ACTIVE
+            member = Member(
+                team.team_id,
+                user.user_id,
+                state,
+                wanted.guest,
+                wanted.all_products,
+                wanted.product_ids,
+                None,
+                call.now,
+            )
+            self._add_member(member)
+            if invite:
+                return member, self._send_invitation(call, member, user)
+            call.changes.upsert(member)
+            if not import_:
+                self._notify(call, user, team.team_id, ACCESS_CHANGED)
+            return member, None
+        changed = (member.guest, member.all_products, member.product_ids) != wanted
+        member.guest, member.all_products, member.product_ids = wanted
+        invitation = self.invitation(member.invitation_id)
+        if member.state is MemberState.INVITED and import_:
+            member.state = MemberState.ACTIVE
+            member.invitation_id = None
+            call.changes.upsert(member)
+            if invitation is not None:
+                self._drop_invitation(invitation, call.changes)
+        elif member.state is MemberState.INVITED and (
+            invitation is None or invitation.state_at(call.now) is not InvitationState.PENDING
+        ):
+            return member, self._send_invitation(call, member, user)
+        elif changed:
+            call.changes.upsert(member)
+            if not import_:
+                self._notify(call, user, team.team_id, ACCESS_CHANGED)
+        return member, None
+
+    def resend_invitation(
+        self,
+        team_id: str,
+        user_id: str,
+        now: datetime,
+        new_token: Callable[[], str],
+        new_id: Callable[[], str],
+        changes: Changes,
+    ) -> tuple[Invitation, str]:
+        """A2: a new token and 7 days from now; the old token becomes unknown.
+
+        The caller checks that the team exists. Not a member: ``UnknownUser``;
+        already active: ``AlreadyExists``.
+        """
+        member = self.member(team_id, user_id)
+        if member.state is MemberState.ACTIVE:
+            raise AlreadyExists(
+                f"{user_id} is already an active member of team {team_id!r}; "
+                "there is no invitation to resend",
+                team_id=team_id,
+                user_id=user_id,
+            )
+        call = _Call(now, new_token, new_id, changes)
+        token = self._send_invitation(call, member, self._users[user_id])
+        return self._invitations[str(member.invitation_id)], token
+
+    def accept_invitation(self, token: str, now: datetime, changes: Changes) -> User:
+        """A2: activate the membership the token invites to; the caller issues the key."""
+        invitation_id = self._invitation_by_token.get(secret_hash(token))
+        if invitation_id is None:
+            raise UnknownInvitation(
+                "this invitation token is not known: it is mistyped, "
+                "or a newer invitation has replaced it"
+            )
+        invitation = self._invitations[invitation_id]
+        state = invitation.state_at(now)
+        ids = {"team_id": invitation.team_id, "user_id": invitation.user_id}
+        if state is InvitationState.ACCEPTED:
+            raise AlreadyExists(
+                f"this invitation to team {invitation.team_id!r} was already accepted; "
+                "an administrator can issue a new user key",
+                **ids,
+            )
+        if state is InvitationState.EXPIRED:
+            raise InvitationExpired(
+                f"this invitation to team {invitation.team_id!r} expired at "
+                f"{invitation.expire_time.isoformat()}; ask an administrator to resend it",
+                expire_time=invitation.expire_time.isoformat(),
+                **ids,
+            )
+        member = self._members[(invitation.team_id, invitation.user_id)]
+        member.state = MemberState.ACTIVE
+        invitation.state = InvitationState.ACCEPTED
+        changes.upsert(member)
+        changes.upsert(invitation)
+        return self._users[invitation.user_id]
+
+    def expire_invitation(
+        self, invitation_id: str, now: datetime, changes: Changes
+    ) -> Invitation | None:
+        """A2, for the engine's timer: record the expiry if due and still pending."""
+        invitation = self._invitations.get(invitation_id)
+        if invitation is None or invitation.state is not InvitationState.PENDING:
+            return None
+        if now < invitation.expire_time:
+            return None  # resent since the timer was set
+        invitation.state = InvitationState.EXPIRED
+        changes.upsert(invitation)
+        return invitation
+
+    def set_user_key(self, user_id: str, key_hash: bytes, changes: Changes) -> User:
+        """Replace the user's key hash; the old key stops working at once."""
+        user = self.user(user_id)
+        if user.key_hash is not None:
+            self._user_by_key.pop(user.key_hash, None)
+        user.key_hash = key_hash
+        self._user_by_key[key_hash] = user_id
+        changes.upsert(user)
+        return user
+
+    # Access (A3-A6).
+
+    def set_user_products(
+        self,
+        team: Team,
+        user_id: str,
+        product_ids: Sequence[str],
+        all_products: bool,
+        now: datetime,
+        new_id: Callable[[], str],
+        changes: Changes,
+        known_products: Collection[str],
+    ) -> tuple[Member, frozenset[str]]:
+        """A3: replace a member's individual products (A7: notify).
+
+        Returns the member and the products they could run before and cannot
+        now, whose sessions the engine revokes (A6).
+        """
+        member = self.member(team.team_id, user_id)
+        chosen = check_product_ids(product_ids, known_products)
+        individual: frozenset[str] = frozenset() if all_products else chosen
+        if (member.all_products, member.product_ids) == (all_products, individual):
+            return member, frozenset()
+        before = effective_products(member, team, known_products)
+        member.all_products, member.product_ids = all_products, individual
+        lost = before - effective_products(member, team, known_products)
+        changes.upsert(member)
+        call = _Call(now, _no_token, new_id, changes)
+        self._notify(call, self._users[user_id], team.team_id, ACCESS_CHANGED)
+        return member, lost
+
+    def unassign(self, team_id: str, user_id: str, changes: Changes) -> Member:
+        """A6: remove a membership and its invitation; the engine revokes the sessions."""
+        member = self.member(team_id, user_id)
+        invitation = self.invitation(member.invitation_id)
+        if invitation is not None:
+            self._drop_invitation(invitation, changes)
+        del self._members[(team_id, user_id)]
+        del self._teams_of[user_id][team_id]
+        if not self._teams_of[user_id]:
+            del self._teams_of[user_id]
+        del self._members_of[team_id][user_id]
+        changes.delete(member)
+        return member
+
+    def set_default_assignments(
+        self,
+        team: Team,
+        product_ids: Sequence[str],
+        changes: Changes,
+        known_products: Collection[str],
+    ) -> dict[str, frozenset[str]]:
+        """A4: set the team's default set (empty turns it off); no notifications (A7).
+
+        Returns, by user id, what each member can no longer run (A6).
+        """
+        chosen = check_product_ids(product_ids, known_products)
+        losses = self._losses(team, team.default_product_ids - chosen, known_products)
+        if chosen != team.default_product_ids:
+            team.default_product_ids = chosen
+            changes.upsert(team)
+        return losses
+
+    def set_guest_default_assignments(
+        self, team: Team, enabled: bool, changes: Changes, known_products: Collection[str]
+    ) -> dict[str, frozenset[str]]:
+        """A5: whether defaults apply to guests; returns what guests lost (A6)."""
+        losses: dict[str, frozenset[str]] = {}
+        if team.guest_default_assignments and not enabled:
+            losses = self._losses(team, team.default_product_ids, known_products, guests_only=True)
+        if team.guest_default_assignments != enabled:
+            team.guest_default_assignments = enabled
+            changes.upsert(team)
+        return losses
+
+    def _losses(
+        self,
+        team: Team,
+        removed: frozenset[str],
+        known_products: Collection[str],
+        guests_only: bool = False,
+    ) -> dict[str, frozenset[str]]:
+        """What each active member loses when the defaults ``removed`` stop applying."""
+        losses: dict[str, frozenset[str]] = {}
+        if not removed:
+            return losses
+        for member in self._members_of.get(team.team_id, {}).values():
+            if member.state is not MemberState.ACTIVE or not _defaults_apply(member, team):
+                continue
+            if guests_only and not member.guest:
+                continue
+            if member.all_products:
+                lost = frozenset(p for p in removed if p not in known_products)
+            else:
+                lost = removed - member.product_ids
+            if lost:
+                losses[member.user_id] = lost
+        return losses
+
+    # Internals.
+
+    def _vouched_for(self, user: User) -> bool:
+        """An existing user (A1): holds a key or is an active member of some team."""
+        return user.key_hash is not None or any(
+            m.state is MemberState.ACTIVE for m in self._teams_of.get(user.user_id, {}).values()
+        )
+
+    def _add_member(self, member: Member) -> None:
+        self._members[(member.team_id, member.user_id)] = member
+        self._teams_of.setdefault(member.user_id, {})[member.team_id] = member
+        self._members_of.setdefault(member.team_id, {})[member.user_id] = member
+
+    def _send_invitation(self, call: _Call, member: Member, user: User) -> str:
+        """Send, or resend reusing its id, the member's invitation; return the token."""
+        token = call.new_token()
+        token_hash = secret_hash(token)
+        expire_time = call.now + self.invitation_validity
+        invitation = self.invitation(member.invitation_id)
+        if invitation is None:
+            invitation = Invitation(
+                call.new_id(),
+                member.team_id,
+                member.user_id,
+                token_hash,
+                call.now,
+                expire_time,
+                InvitationState.PENDING,
+            )
+            self._invitations[invitation.invitation_id] = invitation
+            member.invitation_id = invitation.invitation_id
+        else:
+            self._invitation_by_token.pop(invitation.token_hash, None)
+            invitation.token_hash = token_hash
+            invitation.send_time, invitation.expire_time = call.now, expire_time
+            invitation.state = InvitationState.PENDING
+        self._invitation_by_token[token_hash] = invitation.invitation_id
+        call.changes.upsert(member)
+        call.changes.upsert(invitation)
+        self._notify(call, user, member.team_id, NotificationKind.INVITATION, token)
+        return token
+
+    def _drop_invitation(self, invitation: Invitation, changes: Changes) -> None:
+        del self._invitations[invitation.invitation_id]
+        self._invitation_by_token.pop(invitation.token_hash, None)
+        changes.delete(invitation)
+
+    def _notify(
+        self, call: _Call, user: User, team_id: str, kind: NotificationKind, token: str = ""
+    ) -> None:
+        notification = Notification(
+            call.new_id(), team_id, user.user_id, user.email, kind, call.now, token
+        )
+        self._file(notification)
+        call.changes.upsert(notification)
+
+    def _file(self, notification: Notification) -> None:
+        self._outbox.append(notification)
+        self._outbox_of_team.setdefault(notification.team_id, []).append(notification)
+        self._outbox_of_user.setdefault(notification.user_id, []).append(notification)
+
+
+class _Wanted(NamedTuple):
+    """An individual assignment, in Member's field order."""
+
+    guest: bool
+    all_products: bool
+    product_ids: frozenset[str]
+
+
+@dataclass(slots=True, frozen=True)
+class _Call:
+    """What one use case brings: the time, makers of secrets and ids, the change set."""
+
+    now: datetime
+    new_token: Callable[[], str]
+    new_id: Callable[[], str]
+    changes: Changes
+
+
+def _no_token() -> str:
+    raise AssertionError("this use case sends no invitation")

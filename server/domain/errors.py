@@ -1,0 +1,160 @@
+"""Every refusal the rules define, as one exception tree.
+
+    DomainError                      root; carries ``reason`` and ``metadata``
+    ├── InvalidArgument              bad fields (``violations``: field -> message)
+    ├── FailedPrecondition
+    │   ├── InsufficientTokens       INSUFFICIENT_TOKENS (available, daily_rate)
+    │   ├── RunningElsewhere         RUNNING_ELSEWHERE (device_id)
+    │   ├── DeviceLimit              DEVICE_LIMIT (limit)
+    │   ├── UnsupportedPlatform      UNSUPPORTED_PLATFORM
+    │   ├── UnsupportedVersion       UNSUPPORTED_VERSION
+    │   ├── HostSessionRequired      HOST_SESSION_REQUIRED
+    │   ├── IdleNotSupported         IDLE_NOT_SUPPORTED
+    │   ├── InvitationPending        INVITATION_PENDING
+    │   ├── InvitationExpired        INVITATION_EXPIRED
+    │   ├── PackHasHolds             PACK_HAS_HOLDS
+    │   └── TestClockDisabled        TEST_CLOCK_DISABLED
+    ├── NotAssigned                  NOT_ASSIGNED
+    ├── NotFound                     UNKNOWN_* (one subclass per kind)
+    └── AlreadyExists                ALREADY_EXISTS
+
+The domain raises these and knows nothing of gRPC: the table that turns a
+class into a status code lives at the API edge (``server/api/errors.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class DomainError(Exception):
+    reason: str = "INTERNAL"
+
+    def __init__(self, message: str, **metadata: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata: dict[str, str] = {k: str(v) for k, v in metadata.items()}
+
+
+class InvalidArgument(DomainError):
+    """One or more fields are malformed; ``violations`` maps field to message."""
+
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: Mapping[str, str]) -> None:
+        self.violations = dict(violations)
+        text = "; ".join(f"{field}: {msg}" for field, msg in self.violations.items())
+        super().__init__(text or "invalid argument")
+
+    @classmethod
+    def field(cls, field: str, message: str) -> InvalidArgument:
+        return cls({field: message})
+
+
+class FailedPrecondition(DomainError):
+    pass
+
+
+class InsufficientTokens(FailedPrecondition):
+    reason = "INSUFFICIENT_TOKENS"
+
+    def __init__(self, team_id: str, available: int, daily_rate: int) -> None:
+        super().__init__(
+            f"team {team_id!r} has {available} tokens available; the daily rate is {daily_rate}",
+            team_id=team_id,
+            available=available,
+            daily_rate=daily_rate,
+        )
+        self.available = available
+        self.daily_rate = daily_rate
+
+
+class RunningElsewhere(FailedPrecondition):
+    reason = "RUNNING_ELSEWHERE"
+
+    def __init__(self, product_id: str, device_id: str) -> None:
+        super().__init__(
+            f"{product_id} is running on device {device_id!r}; set takeover to move it here",
+            product_id=product_id,
+            device_id=device_id,
+        )
+
+
+class DeviceLimit(FailedPrecondition):
+    reason = "DEVICE_LIMIT"
+
+    def __init__(self, product_id: str, limit: int) -> None:
+        super().__init__(
+            f"{product_id} is already registered on {limit} devices; an administrator must remove one",
+            product_id=product_id,
+            limit=limit,
+        )
+
+
+class UnsupportedPlatform(FailedPrecondition):
+    reason = "UNSUPPORTED_PLATFORM"
+
+
+class UnsupportedVersion(FailedPrecondition):
+    reason = "UNSUPPORTED_VERSION"
+
+
+class HostSessionRequired(FailedPrecondition):
+    reason = "HOST_SESSION_REQUIRED"
+
+
+class IdleNotSupported(FailedPrecondition):
+    reason = "IDLE_NOT_SUPPORTED"
+
+
+class InvitationPending(FailedPrecondition):
+    reason = "INVITATION_PENDING"
+
+
+class InvitationExpired(FailedPrecondition):
+    reason = "INVITATION_EXPIRED"
+
+
+class PackHasHolds(FailedPrecondition):
+    reason = "PACK_HAS_HOLDS"
+
+
+class TestClockDisabled(FailedPrecondition):
+    __test__ = False  # not a pytest class
+    reason = "TEST_CLOCK_DISABLED"
+
+
+class NotAssigned(DomainError):
+    reason = "NOT_ASSIGNED"
+
+
+class NotFound(DomainError):
+    reason = "NOT_FOUND"
+
+
+class UnknownProduct(NotFound):
+    reason = "UNKNOWN_PRODUCT"
+
+
+class UnknownTeam(NotFound):
+    reason = "UNKNOWN_TEAM"
+
+
+class UnknownUser(NotFound):
+    reason = "UNKNOWN_USER"
+
+
+class UnknownSession(NotFound):
+    reason = "UNKNOWN_SESSION"
+
+
+class UnknownPack(NotFound):
+    reason = "UNKNOWN_PACK"
+
+
+class UnknownInvitation(NotFound):
+    reason = "UNKNOWN_INVITATION"
+
+
+class AlreadyExists(DomainError):
+    reason = "ALREADY_EXISTS"

@@ -1,0 +1,384 @@
+"""Token packs and their ledger: RULES T1-T6.
+
+Every change to a pack is one append-only ``LedgerEntry`` that says how many
+tokens moved between the pack's *remaining* and *held* counts, so summing a
+pack's entries always gives its state (T6):
+
+    kind          remaining_delta   held_delta   also
+    PURCHASE      +n                 0
+    HOLD          -n                +n           (grace begins, M2)
+    CAPTURE        0                -n           consumed += n (M3)
+    HOLD_RELEASE  +n                -n
+    EXPIRY        -n                 0           expired += n (T4)
+    MOVE_OUT      -n                 0           the pack leaves a team (T5)
+    MOVE_IN       +n                 0           ... and joins another
+
+A debit is a hold that is later captured: ``hold`` takes the daily rate from
+the team's packs in the order of T3, possibly spanning several packs, and
+``capture`` or ``release`` settles exactly the parts that the hold took.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+from server.domain.changes import Changes
+from server.domain.errors import (
+    AlreadyExists,
+    InsufficientTokens,
+    InvalidArgument,
+    PackHasHolds,
+    UnknownPack,
+    UnknownTeam,
+)
+
+MAX_PURCHASE_TOKENS = 1_000_000_000
+
+
+class EntryKind(Enum):
+    PURCHASE = "PURCHASE"
+    HOLD = "HOLD"
+    CAPTURE = "CAPTURE"
+    HOLD_RELEASE = "HOLD_RELEASE"
+    EXPIRY = "EXPIRY"
+    MOVE_OUT = "MOVE_OUT"
+    MOVE_IN = "MOVE_IN"
+
+
+class PackState(Enum):
+    ACTIVE = "ACTIVE"
+    DEPLETED = "DEPLETED"
+    EXPIRED = "EXPIRED"
+
+
+def add_one_year(t: datetime) -> datetime:
+    """T1: one calendar year later; 29 February maps to 28 February."""
+    year = t.year + 1
+    day = t.day
+    if t.month == 2 and day == 29 and not calendar.isleap(year):
+        day = 28
+    return t.replace(year=year, day=day)
+
+
+@dataclass(slots=True)
+class TokenPack:
+    pack_id: str
+    team_id: str
+    tokens: int
+    purchase_time: datetime
+    expire_time: datetime
+    request_id: str = ""
+    remaining: int = 0
+    held: int = 0
+    consumed: int = 0
+    expired_tokens: int = 0
+    expired: bool = False
+
+    @property
+    def state(self) -> PackState:
+        if self.expired:
+            return PackState.EXPIRED
+        if self.remaining == 0 and self.held == 0:
+            return PackState.DEPLETED
+        return PackState.ACTIVE
+
+    def order_key(self) -> tuple[datetime, int, datetime, str]:
+        """T3: earliest expiry, then smallest pack, then earliest purchase, then id."""
+        return (self.expire_time, self.tokens, self.purchase_time, self.pack_id)
+
+
+@dataclass(slots=True, frozen=True)
+class Cause:
+    """Who a hold, capture or release is for (T6)."""
+
+    session_id: str = ""
+    user_id: str = ""
+    product_id: str = ""
+
+
+NO_CAUSE = Cause()
+
+
+@dataclass(slots=True, frozen=True)
+class LedgerEntry:
+    seq: int
+    time: datetime
+    kind: EntryKind
+    team_id: str
+    pack_id: str
+    amount: int
+    remaining_delta: int
+    held_delta: int
+    cause: Cause = NO_CAUSE
+
+    @property
+    def entry_id(self) -> str:
+        return f"{self.seq:012d}"
+
+
+@dataclass(slots=True)
+class Hold:
+    """Tokens held for one meter in grace (M2): which packs gave how many."""
+
+    hold_id: str
+    team_id: str
+    amount: int
+    parts: tuple[tuple[str, int], ...]
+    cause: Cause
+    time: datetime
+
+
+@dataclass(slots=True)
+class _Balance:
+    remaining: int = 0
+    held: int = 0
+    packs: list[TokenPack] = field(default_factory=list)
+
+
+class Ledger:
+    """All teams' packs, their balances and the append-only entries."""
+
+    def __init__(self, next_seq: int = 1) -> None:
+        self.packs: dict[str, TokenPack] = {}
+        self._balances: dict[str, _Balance] = {}
+        self._by_request: dict[str, str] = {}
+        self._next_seq = next_seq
+
+    # -- building -----------------------------------------------------------
+
+    def add_team(self, team_id: str) -> None:
+        self._balances.setdefault(team_id, _Balance())
+
+    @classmethod
+    def restore(cls, team_ids: Iterable[str], packs: Iterable[TokenPack], next_seq: int) -> Ledger:
+        ledger = cls(next_seq=next_seq)
+        for team_id in team_ids:
+            ledger.add_team(team_id)
+        for pack in packs:
+            ledger._index(pack)
+        return ledger
+
+    def _index(self, pack: TokenPack) -> None:
+        self.packs[pack.pack_id] = pack
+        bal = self._balances.setdefault(pack.team_id, _Balance())
+        bal.packs.append(pack)
+        bal.remaining += pack.remaining
+        bal.held += pack.held
+        if pack.request_id:
+            self._by_request[pack.request_id] = pack.pack_id
+
+    def _balance(self, team_id: str) -> _Balance:
+        bal = self._balances.get(team_id)
+        if bal is None:
+            raise UnknownTeam(f"no team {team_id!r}", team_id=team_id)
+        return bal
+
+    # -- reading ------------------------------------------------------------
+
+    def available(self, team_id: str) -> int:
+        """T2: tokens of unexpired packs neither consumed nor held."""
+        return self._balance(team_id).remaining
+
+    def held(self, team_id: str) -> int:
+        return self._balance(team_id).held
+
+    def team_packs(self, team_id: str) -> list[TokenPack]:
+        return sorted(self._balance(team_id).packs, key=lambda p: (p.purchase_time, p.pack_id))
+
+    def pack(self, pack_id: str) -> TokenPack:
+        pack = self.packs.get(pack_id)
+        if pack is None:
+            raise UnknownPack(f"no token pack {pack_id!r}", pack_id=pack_id)
+        return pack
+
+    def next_expiry(self, team_id: str) -> datetime | None:
+        """C3: when the team's next tokens to be consumed expire."""
+        candidates = [p for p in self._balance(team_id).packs if p.remaining > 0 and not p.expired]
+        if not candidates:
+            return None
+        return min(candidates, key=TokenPack.order_key).expire_time
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    # -- changing -----------------------------------------------------------
+
+    def _entry(
+        self,
+        changes: Changes,
+        now: datetime,
+        kind: EntryKind,
+        pack: TokenPack,
+        amount: int,
+        remaining_delta: int,
+        held_delta: int,
+        cause: Cause = NO_CAUSE,
+    ) -> None:
+        entry = LedgerEntry(
+            seq=self._next_seq,
+            time=now,
+            kind=kind,
+            team_id=pack.team_id,
+            pack_id=pack.pack_id,
+            amount=amount,
+            remaining_delta=remaining_delta,
+            held_delta=held_delta,
+            cause=cause,
+        )
+        self._next_seq += 1
+        changes.upsert(entry)
+
+    def purchase(
+        self,
+        team_id: str,
+        tokens: int,
+        request_id: str,
+        now: datetime,
+        new_id: Callable[[], str],
+        changes: Changes,
+    ) -> tuple[TokenPack, bool]:
+        """T1: a new pack of ``tokens`` for the team; a repeated request_id returns the
+        first purchase's pack. Returns (pack, created)."""
+        if request_id and request_id in self._by_request:
+            pack = self.packs[self._by_request[request_id]]
+            if pack.tokens != tokens:
+                raise AlreadyExists(
+                    f"request_id {request_id!r} was already used for a purchase of "
+                    f"{pack.tokens} tokens",
+                    request_id=request_id,
+                    pack_id=pack.pack_id,
+                )
+            return pack, False
+        if tokens <= 0 or tokens > MAX_PURCHASE_TOKENS:
+            raise InvalidArgument.field(
+                "tokens", f"must be a whole number from 1 to {MAX_PURCHASE_TOKENS:,}"
+            )
+        self._balance(team_id)  # the team must exist
+        pack = TokenPack(
+            pack_id=new_id(),
+            team_id=team_id,
+            tokens=tokens,
+            purchase_time=now,
+            expire_time=add_one_year(now),
+            request_id=request_id,
+            remaining=tokens,
+        )
+        self._index(pack)  # counts the new tokens into the team's balance
+        self._entry(changes, now, EntryKind.PURCHASE, pack, tokens, tokens, 0)
+        changes.upsert(pack)
+        return pack, True
+
+    def hold(
+        self,
+        team_id: str,
+        amount: int,
+        cause: Cause,
+        now: datetime,
+        hold_id: str,
+        changes: Changes,
+    ) -> Hold:
+        """M2: hold ``amount`` tokens, taken from packs in T3 order, or refuse."""
+        bal = self._balance(team_id)
+        if amount <= 0:
+            raise ValueError("a hold is for a positive amount")
+        if bal.remaining < amount:
+            raise InsufficientTokens(team_id, bal.remaining, amount)
+        parts: list[tuple[str, int]] = []
+        need = amount
+        for pack in sorted(
+            (p for p in bal.packs if p.remaining > 0 and not p.expired), key=TokenPack.order_key
+        ):
+            take = min(need, pack.remaining)
+            pack.remaining -= take
+            pack.held += take
+            parts.append((pack.pack_id, take))
+            self._entry(changes, now, EntryKind.HOLD, pack, take, -take, take, cause)
+            changes.upsert(pack)
+            need -= take
+            if need == 0:
+                break
+        bal.remaining -= amount
+        bal.held += amount
+        hold = Hold(hold_id, team_id, amount, tuple(parts), cause, now)
+        changes.upsert(hold)
+        return hold
+
+    def capture(self, hold: Hold, now: datetime, changes: Changes) -> None:
+        """M3: the held tokens are consumed, pack by pack as the hold took them."""
+        for pack_id, take in hold.parts:
+            pack = self.packs[pack_id]
+            pack.held -= take
+            pack.consumed += take
+            self._balance(pack.team_id).held -= take
+            self._entry(changes, now, EntryKind.CAPTURE, pack, take, 0, -take, hold.cause)
+            changes.upsert(pack)
+        changes.delete(hold)
+
+    def release(self, hold: Hold, now: datetime, changes: Changes) -> None:
+        """M3: the held tokens go back; tokens of a pack that expired meanwhile
+        expire at once (T4)."""
+        for pack_id, take in hold.parts:
+            pack = self.packs[pack_id]
+            bal = self._balance(pack.team_id)
+            pack.held -= take
+            pack.remaining += take
+            bal.held -= take
+            bal.remaining += take
+            self._entry(changes, now, EntryKind.HOLD_RELEASE, pack, take, take, -take, hold.cause)
+            if pack.expired:
+                self._expire_remaining(pack, now, changes)
+            changes.upsert(pack)
+        changes.delete(hold)
+
+    def expire(self, pack_id: str, now: datetime, changes: Changes) -> bool:
+        """T4: at its expiry the pack's unconsumed tokens leave the balance for good.
+
+        Held tokens stay held until their hold is captured or released. Returns
+        whether anything changed (firing twice is harmless)."""
+        pack = self.packs.get(pack_id)
+        if pack is None or pack.expired or now < pack.expire_time:
+            return False
+        pack.expired = True
+        self._expire_remaining(pack, now, changes)
+        changes.upsert(pack)
+        return True
+
+    def _expire_remaining(self, pack: TokenPack, now: datetime, changes: Changes) -> None:
+        n = pack.remaining
+        if n == 0:
+            return
+        pack.remaining = 0
+        pack.expired_tokens += n
+        self._balance(pack.team_id).remaining -= n
+        self._entry(changes, now, EntryKind.EXPIRY, pack, n, -n, 0)
+
+    def move(self, pack_id: str, to_team_id: str, now: datetime, changes: Changes) -> TokenPack:
+        """T5: the pack and its remaining tokens go to another team; what it paid
+        for stays in the first team's entries."""
+        pack = self.pack(pack_id)
+        to_bal = self._balance(to_team_id)
+        if to_team_id == pack.team_id:
+            raise InvalidArgument.field("to_team_id", f"the pack already belongs to {to_team_id!r}")
+        if pack.held:
+            raise PackHasHolds(
+                f"pack {pack_id!r} has {pack.held} tokens held by sessions in grace; "
+                "it can move once they are captured or released",
+                pack_id=pack_id,
+                held_tokens=pack.held,
+            )
+        from_bal = self._balance(pack.team_id)
+        n = pack.remaining
+        self._entry(changes, now, EntryKind.MOVE_OUT, pack, n, -n, 0)
+        from_bal.packs.remove(pack)
+        from_bal.remaining -= n
+        pack.team_id = to_team_id
+        to_bal.packs.append(pack)
+        to_bal.remaining += n
+        self._entry(changes, now, EntryKind.MOVE_IN, pack, n, n, 0)
+        changes.upsert(pack)
+        return pack

@@ -1,0 +1,39 @@
+"""Teams: the unit that buys tokens (T1) and carries a plan (A8)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+from server.domain.errors import InvalidArgument
+
+TEAM_ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+
+
+class Plan(Enum):
+    STANDARD = "STANDARD"
+    PREMIUM = "PREMIUM"
+
+
+@dataclass(slots=True)
+class Team:
+    team_id: str
+    display_name: str
+    plan: Plan
+    create_time: datetime
+    guest_default_assignments: bool = False
+    # A4: the default set; empty means default assignments are off.
+    default_product_ids: frozenset[str] = field(default_factory=frozenset)
+
+
+def validate_team_id(team_id: str, field_name: str = "team_id") -> None:
+    if not team_id:
+        raise InvalidArgument.field(field_name, "is required")
+    if not TEAM_ID_RE.match(team_id):
+        raise InvalidArgument.field(
+            field_name,
+            "must be 1-64 lowercase letters, digits and dashes, "
+            "starting and ending with a letter or digit",
+        )

@@ -1,0 +1,156 @@
+"""A1: reading the ``users`` entries of AssignUsers and ImportUsers.
+
+An entry is either a user id (a known user's email address) or a new user as
+``Full Name <email>``. Parsing is strict about structure and kind about
+spelling: spaces around the parts are trimmed, the name is kept as written (any
+script, accents, dots, apostrophes, inner quotes; a name wrapped in double
+quotes loses them), and the address is checked by ``email-validator`` (syntax
+only, never the network) and lower-cased to make the user id.
+
+``<email>`` with no name is read as a user id. Whether a user id names a known
+user is for the directory to say; this module only reads text.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from email_validator import EmailNotValidError, validate_email
+
+from server.domain.errors import InvalidArgument
+
+MAX_NAME_LENGTH = 256
+# Unicode categories a name may not contain: control characters, line and paragraph breaks.
+_NOT_IN_NAMES = frozenset({"Cc", "Zl", "Zp"})
+
+
+@dataclass(slots=True, frozen=True)
+class ExistingRef:
+    """A user named by id; ``index`` is the entry's position in the request."""
+
+    user_id: str
+    index: int
+
+
+@dataclass(slots=True, frozen=True)
+class NewUser:
+    """``Full Name <email>``: a new user unless the address is already known."""
+
+    display_name: str
+    email: str
+    index: int
+
+    @property
+    def user_id(self) -> str:
+        return self.email
+
+
+UserEntry = ExistingRef | NewUser
+
+
+class EntryError(ValueError):
+    """One entry is malformed; the message says how, in plain words."""
+
+
+def normalize_email(address: str) -> str:
+    """Check an address's syntax and return it as a user id (lower case).
+
+    ``test_environment`` lets ``*.test`` addresses through (reserved for
+    testing, never delivered); deliverability is never checked.
+    """
+    try:
+        result = validate_email(address, check_deliverability=False, test_environment=True)
+    except EmailNotValidError as exc:
+        raise EntryError(f"the address {address!r} is not valid: {exc}") from None
+    return result.normalized.lower()
+
+
+def parse_entry(raw: str, index: int) -> UserEntry:
+    """Read one entry; raise EntryError saying what is wrong with it."""
+    text = raw.strip()
+    if not text:
+        raise EntryError("is empty; write a user id or Full Name <email>")
+    opens, closes = text.count("<"), text.count(">")
+    if opens == 0 and closes == 0:
+        if "@" not in text:
+            raise EntryError(
+                f"{text!r} is neither a user id (an email address) nor Full Name <email>"
+            )
+        return ExistingRef(normalize_email(text), index)
+    if opens == 0:
+        raise EntryError("has '>' but no opening '<'; write Full Name <email>")
+    if closes == 0:
+        raise EntryError("has '<' but no closing '>'; write Full Name <email>")
+    if opens > 1 or closes > 1:
+        raise EntryError("has more than one '<' or '>'; write one address in angle brackets")
+    start, end = text.index("<"), text.index(">")
+    if end < start:
+        raise EntryError("has '>' before '<'; write Full Name <email>")
+    tail = text[end + 1 :].strip()
+    if tail:
+        raise EntryError(f"has text after the closing '>': {tail!r}")
+    address = text[start + 1 : end].strip()
+    if not address:
+        raise EntryError("has nothing between '<' and '>'; write the email address there")
+    name = text[:start].strip()
+    quoted = len(name) >= 2 and name[0] == name[-1] == '"'
+    if quoted:
+        name = name[1:-1].strip()
+    email = normalize_email(address)
+    if not name:
+        if quoted:
+            raise EntryError("has an empty name between the double quotes")
+        return ExistingRef(email, index)
+    _check_name(name)
+    return NewUser(name, email, index)
+
+
+def _check_name(name: str) -> None:
+    if len(name) > MAX_NAME_LENGTH:
+        raise EntryError(f"has a name longer than {MAX_NAME_LENGTH} characters")
+    if name.count('"') % 2:
+        raise EntryError("has an unmatched double quote in the name")
+    if any(unicodedata.category(ch) in _NOT_IN_NAMES for ch in name):
+        raise EntryError("has a control character (such as a tab or line break) in the name")
+
+
+def check_user_entries(entries: Sequence[str]) -> tuple[list[UserEntry], dict[int, str]]:
+    """Read every entry; return the good ones (duplicates once) and the errors by index.
+
+    A user named twice counts once, at the place of their first entry; when one
+    of the duplicates gives a name (``Full Name <email>``) and the first did not,
+    the named form is kept so that a new user can still be invited.
+    """
+    kept: list[UserEntry] = []
+    position: dict[str, int] = {}
+    errors: dict[int, str] = {}
+    for index, raw in enumerate(entries):
+        try:
+            entry = parse_entry(raw, index)
+        except EntryError as exc:
+            errors[index] = str(exc)
+            continue
+        at = position.get(entry.user_id)
+        if at is None:
+            position[entry.user_id] = len(kept)
+            kept.append(entry)
+        elif isinstance(entry, NewUser) and isinstance(kept[at], ExistingRef):
+            kept[at] = entry
+    return kept, errors
+
+
+def entry_violations(field: str, errors: dict[int, str]) -> dict[str, str]:
+    """Errors by index as BadRequest fields (``users[3]``), in entry order."""
+    return {f"{field}[{index}]": errors[index] for index in sorted(errors)}
+
+
+def parse_user_entries(entries: Sequence[str], field: str = "users") -> list[UserEntry]:
+    """A1: read a request's entries, or raise InvalidArgument naming every bad one."""
+    if not entries:
+        raise InvalidArgument.field(field, "must name at least one user")
+    kept, errors = check_user_entries(entries)
+    if errors:
+        raise InvalidArgument(entry_violations(field, errors))
+    return kept

@@ -1,0 +1,102 @@
+"""Fires deadlines in time order, driven by either clock.
+
+The real clock: a background task sleeps until the next deadline (or until an
+earlier one is scheduled), fires everything due, and commits. The test clock:
+``advance`` fires everything due on the way to the new instant, each at its
+own instant, and commits once (RULES §7). Both go through ``fire_due``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+import structlog
+
+from server.clock import Clock, TestClock
+from server.domain.changes import Changes
+from server.domain.timers import TimerHeap, TimerKind
+
+Handler = Callable[[str, datetime, Changes], None]
+Commit = Callable[[Changes], Awaitable[None]]
+
+log = structlog.get_logger()
+
+
+class Scheduler:
+    def __init__(self, clock: Clock, commit: Commit) -> None:
+        self.clock = clock
+        self.heap = TimerHeap()
+        self._handlers: dict[TimerKind, Handler] = {}
+        self._commit = commit
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.fired = 0
+
+    def on(self, kind: TimerKind, handler: Handler) -> None:
+        self._handlers[kind] = handler
+
+    def schedule(self, due: datetime, kind: TimerKind, key: str) -> None:
+        nxt = self.heap.next_due()
+        self.heap.schedule(due, kind, key)
+        if self._task is not None and (nxt is None or due < nxt):
+            self._wake.set()
+
+    def fire_due(self, until: datetime, changes: Changes) -> int:
+        """Fire, in time order, every deadline at or before ``until``."""
+        n = 0
+        heap = self.heap
+        handlers = self._handlers
+        test_clock = self.clock if isinstance(self.clock, TestClock) else None
+        while (deadline := heap.pop_due(until)) is not None:
+            due, _, kind, key = deadline
+            if test_clock is not None and due > test_clock.now():
+                test_clock.set(due)  # each fires at its own instant
+            handlers[kind](key, due, changes)
+            n += 1
+        self.fired += n
+        return n
+
+    async def advance(self, to: datetime, extra: Changes | None = None) -> datetime:
+        """Test clock only: move to ``to``, firing what falls due; answer once stored."""
+        assert isinstance(self.clock, TestClock)
+        changes = extra if extra is not None else Changes()
+        self.fire_due(to, changes)
+        self.clock.set(to)
+        await self._commit(changes)
+        return to
+
+    # -- the real clock's loop -------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None and not isinstance(self.clock, TestClock):
+            self._task = asyncio.create_task(self._run(), name="scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            now = self.clock.now()
+            changes = Changes()
+            try:
+                self.fire_due(now, changes)
+                if changes:
+                    await self._commit(changes)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("timer_failed")
+            nxt = self.heap.next_due()
+            self._wake.clear()
+            timeout = None if nxt is None else max(0.0, (nxt - self.clock.now()).total_seconds())
+            # Wake at least every minute, so a wall clock that jumps is noticed.
+            timeout = 60.0 if timeout is None else min(timeout, 60.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)

@@ -1,0 +1,38 @@
+"""Identifiers that grow with time, so SQLite appends instead of scattering
+inserts across its B-trees (``../shared/PERF.md``, "Keys in insertion order")."""
+
+from __future__ import annotations
+
+import os
+import time
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+
+
+def _b32(n: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        n, r = divmod(n, 32)
+        out.append(_ALPHABET[r])
+    return "".join(reversed(out))
+
+
+class IdFactory:
+    """ULID-like ids: 48-bit milliseconds, then a counter that only grows, so ids
+    made by one process sort in the order they were made; random bits keep ids
+    of different processes apart."""
+
+    def __init__(self) -> None:
+        self._last_ms = 0
+        self._counter = 0
+        self._salt = int.from_bytes(os.urandom(4), "big")
+
+    def new(self, prefix: str) -> str:
+        ms = time.time_ns() // 1_000_000
+        if ms <= self._last_ms:
+            ms = self._last_ms
+            self._counter += 1
+        else:
+            self._last_ms = ms
+            self._counter = int.from_bytes(os.urandom(2), "big")
+        return f"{prefix}_{_b32(ms, 10)}{_b32(self._counter, 6)}{_b32(self._salt, 7)}"

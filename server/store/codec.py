@@ -1,0 +1,168 @@
+"""How each durable domain object becomes a row and comes back.
+
+One ``Table`` per persisted type. ``to_row`` runs at once when a change is
+handed to the store (so later changes in memory cannot leak into it);
+``from_row`` runs when the state loads at start.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack
+from server.domain.products import Platform, Product, ProductKind
+from server.domain.teams import Plan, Team
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+Row = tuple[Any, ...]
+
+
+def t2i(t: datetime) -> int:
+    return (t - EPOCH) // timedelta(microseconds=1)
+
+
+def i2t(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def opt_t2i(t: datetime | None) -> int | None:
+    return None if t is None else t2i(t)
+
+
+def opt_i2t(us: int | None) -> datetime | None:
+    return None if us is None else i2t(us)
+
+
+def ids2s(ids: frozenset[str]) -> str:
+    return ",".join(sorted(ids))
+
+
+def s2ids(s: str) -> frozenset[str]:
+    return frozenset(x for x in s.split(",") if x)
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    to_row: Callable[[Any], Row]
+    from_row: Callable[[Row], Any]
+    append_only: bool = False
+
+    @property
+    def upsert_sql(self) -> str:
+        verb = "INSERT" if self.append_only else "INSERT OR REPLACE"
+        cols = ", ".join(self.columns)
+        marks = ", ".join("?" for _ in self.columns)
+        return f"{verb} INTO {self.name} ({cols}) VALUES ({marks})"  # noqa: S608 - fixed names
+
+    @property
+    def delete_sql(self) -> str:
+        where = " AND ".join(f"{k} = ?" for k in self.key)
+        return f"DELETE FROM {self.name} WHERE {where}"  # noqa: S608 - fixed names
+
+    def key_of(self, row: Row) -> Row:
+        return tuple(row[self.columns.index(k)] for k in self.key)
+
+    @property
+    def select_sql(self) -> str:
+        return f"SELECT {', '.join(self.columns)} FROM {self.name}"  # noqa: S608 - fixed names
+
+
+TEAMS = Table(
+    "teams",
+    ("team_id", "display_name", "plan", "guest_default_assignments", "default_product_ids",
+     "create_time"),
+    ("team_id",),
+    lambda t: (t.team_id, t.display_name, t.plan.value, int(t.guest_default_assignments),
+               ids2s(t.default_product_ids), t2i(t.create_time)),
+    lambda r: Team(team_id=r[0], display_name=r[1], plan=Plan(r[2]),
+                   guest_default_assignments=bool(r[3]), default_product_ids=s2ids(r[4]),
+                   create_time=i2t(r[5])),
+)
+
+PACKS = Table(
+    "packs",
+    ("pack_id", "team_id", "tokens", "purchase_time", "expire_time", "request_id", "remaining",
+     "held", "consumed", "expired_tokens", "expired"),
+    ("pack_id",),
+    lambda p: (p.pack_id, p.team_id, p.tokens, t2i(p.purchase_time), t2i(p.expire_time),
+               p.request_id, p.remaining, p.held, p.consumed, p.expired_tokens, int(p.expired)),
+    lambda r: TokenPack(pack_id=r[0], team_id=r[1], tokens=r[2], purchase_time=i2t(r[3]),
+                        expire_time=i2t(r[4]), request_id=r[5], remaining=r[6], held=r[7],
+                        consumed=r[8], expired_tokens=r[9], expired=bool(r[10])),
+)
+
+LEDGER = Table(
+    "ledger",
+    ("seq", "time", "kind", "team_id", "pack_id", "amount", "remaining_delta", "held_delta",
+     "session_id", "user_id", "product_id"),
+    ("seq",),
+    lambda e: (e.seq, t2i(e.time), e.kind.value, e.team_id, e.pack_id, e.amount,
+               e.remaining_delta, e.held_delta, e.cause.session_id, e.cause.user_id,
+               e.cause.product_id),
+    lambda r: LedgerEntry(seq=r[0], time=i2t(r[1]), kind=EntryKind(r[2]), team_id=r[3],
+                          pack_id=r[4], amount=r[5], remaining_delta=r[6], held_delta=r[7],
+                          cause=Cause(r[8], r[9], r[10])),
+    append_only=True,
+)
+
+HOLDS = Table(
+    "holds",
+    ("hold_id", "team_id", "amount", "parts", "session_id", "user_id", "product_id", "time"),
+    ("hold_id",),
+    lambda h: (h.hold_id, h.team_id, h.amount, json.dumps(h.parts), h.cause.session_id,
+               h.cause.user_id, h.cause.product_id, t2i(h.time)),
+    lambda r: Hold(hold_id=r[0], team_id=r[1], amount=r[2],
+                   parts=tuple((p, n) for p, n in json.loads(r[3])),
+                   cause=Cause(r[4], r[5], r[6]), time=i2t(r[7])),
+)
+
+PRODUCTS = Table(
+    "products",
+    ("product_id", "display_name", "daily_rate", "kind", "host_product_id", "idle_aware",
+     "platforms", "min_linux_version"),
+    ("product_id",),
+    lambda p: (p.product_id, p.display_name, p.daily_rate, p.kind.value, p.host_product_id,
+               int(p.idle_aware), ",".join(sorted(x.value for x in p.platforms)),
+               p.min_linux_version),
+    lambda r: Product(product_id=r[0], display_name=r[1], daily_rate=r[2], kind=ProductKind(r[3]),
+                      host_product_id=r[4], idle_aware=bool(r[5]),
+                      platforms=frozenset(Platform(x) for x in r[6].split(",") if x),
+                      min_linux_version=r[7]),
+)
+
+# Which table each durable type is written to. Loaded at start in this order.
+TABLES: dict[type, Table] = {
+    Team: TEAMS,
+    Product: PRODUCTS,
+    TokenPack: PACKS,
+    Hold: HOLDS,
+    LedgerEntry: LEDGER,
+}
+
+# History that stays on disk: read on demand, not loaded into memory at start.
+NOT_LOADED: frozenset[str] = frozenset({"ledger"})
+
+
+@dataclass(frozen=True, slots=True)
+class MetaValue:
+    """A named setting stored with the data (the test clock's time, ...)."""
+
+    key: str
+    value: str
+
+
+META = Table(
+    "meta",
+    ("key", "value"),
+    ("key",),
+    lambda m: (m.key, m.value),
+    lambda r: MetaValue(r[0], r[1]),
+)
+TABLES[MetaValue] = META

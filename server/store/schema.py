@@ -1,0 +1,74 @@
+"""The database schema, as numbered migrations applied in order at start.
+
+``PRAGMA user_version`` records how far a database has come; a migration is
+never edited once released: change the schema by appending a new one.
+Instants are stored as integer microseconds since the Unix epoch (UTC).
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: token accounts and the rate sheet (RULES T1-T6, P1)
+    """
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE teams (
+        team_id TEXT PRIMARY KEY,
+        display_name TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        guest_default_assignments INTEGER NOT NULL,
+        default_product_ids TEXT NOT NULL,
+        create_time INTEGER NOT NULL
+    );
+    CREATE TABLE packs (
+        pack_id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        tokens INTEGER NOT NULL,
+        purchase_time INTEGER NOT NULL,
+        expire_time INTEGER NOT NULL,
+        request_id TEXT NOT NULL,
+        remaining INTEGER NOT NULL,
+        held INTEGER NOT NULL,
+        consumed INTEGER NOT NULL,
+        expired_tokens INTEGER NOT NULL,
+        expired INTEGER NOT NULL
+    );
+    CREATE TABLE ledger (
+        seq INTEGER PRIMARY KEY,
+        time INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        team_id TEXT NOT NULL,
+        pack_id TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        remaining_delta INTEGER NOT NULL,
+        held_delta INTEGER NOT NULL,
+        session_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        product_id TEXT NOT NULL
+    );
+    CREATE INDEX ledger_team ON ledger (team_id, seq);
+    CREATE INDEX ledger_pack ON ledger (pack_id, seq);
+    CREATE TABLE holds (
+        hold_id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        parts TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        product_id TEXT NOT NULL,
+        time INTEGER NOT NULL
+    );
+    CREATE TABLE products (
+        product_id TEXT PRIMARY KEY,
+        display_name TEXT NOT NULL,
+        daily_rate INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        host_product_id TEXT NOT NULL,
+        idle_aware INTEGER NOT NULL,
+        platforms TEXT NOT NULL,
+        min_linux_version INTEGER NOT NULL
+    );
+    """,
+]
