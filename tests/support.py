@@ -1,0 +1,136 @@
+"""Real servers for tests: in a thread of this process, or as a child process.
+
+Both listen on 127.0.0.1 port 0 and use the test clock, so tests talk to a
+real gRPC server over a real channel and move time without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from server.app import TesseraServer
+from server.config import Config, parse_instant
+
+ADMIN_TOKEN = "tsa_test-admin-token"
+T0 = "2026-01-01T00:00:00Z"
+REPO = Path(__file__).resolve().parent.parent
+
+
+class ServerThread:
+    """A TesseraServer running on its own event loop in a background thread."""
+
+    def __init__(self, db: Path, *, test_clock: str | None = T0, **overrides: Any) -> None:
+        self.config = Config(
+            listen="127.0.0.1:0",
+            db=db,
+            admin_token=ADMIN_TOKEN,
+            test_clock=parse_instant(test_clock) if test_clock else None,
+            log_format="json",
+            **overrides,
+        )
+        self.server = TesseraServer(self.config)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def call(self, coro: Any, timeout: float = 60) -> Any:
+        """Run a coroutine on the server's loop (to reach the engine directly)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        self.call(self.server.start())
+        return self
+
+    def stop(self) -> None:
+        try:
+            self.call(self.server.stop(grace=1.0))
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            self.loop.close()
+
+
+@dataclass
+class ServerProcess:
+    """``python -m server`` as a child process, as an operator would run it."""
+
+    db: Path
+    test_clock: str | None = T0
+    extra: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    lines: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> ServerProcess:
+        args = [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--db", str(self.db),
+                "--admin-token", ADMIN_TOKEN, "--log-format", "json", *self.extra]
+        if self.test_clock:
+            args += ["--test-clock", self.test_clock]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            raw = self.proc.stdout.readline()
+            if not raw:
+                raise RuntimeError(f"server exited with {self.proc.wait()}")
+            line = json.loads(raw)
+            self.lines.append(line)
+            if line.get("event") == "serving":
+                self.port = int(line["port"])
+                threading.Thread(target=self._drain, daemon=True).start()
+                return self
+        raise TimeoutError("server did not start")
+
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            try:
+                self.lines.append(json.loads(raw))
+            except ValueError:
+                self.lines.append({"raw": raw.decode(errors="replace")})
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> int:
+        assert self.proc is not None
+        self.proc.kill()
+        return self.proc.wait(10)
+
+
+@contextmanager
+def running(db: Path, **kw: Any) -> Iterator[ServerThread]:
+    srv = ServerThread(db, **kw).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def instant(text: str) -> datetime:
+    return parse_instant(text)
