@@ -37,9 +37,8 @@ def bearer(metadata: object) -> str | None:
         return None
     for key, value in metadata:  # type: ignore[attr-defined]
         if key == "authorization":
-            if isinstance(value, bytes):
-                value = value.decode("utf-8", "replace")
-            scheme, _, token = value.strip().partition(" ")
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            scheme, _, token = text.strip().partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
             return None

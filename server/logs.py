@@ -18,6 +18,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.typing.Processor
+    processors: list[structlog.typing.Processor]
     if fmt == "console":
         processors = [
             *shared,

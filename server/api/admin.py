@@ -9,6 +9,8 @@ from client_sdk.proto.tessera.v1 import admin_service_pb2_grpc
 from server import __version__
 from server.api import convert as cv
 from server.api import paging
+from server.domain.coverage import SubscriptionKind
+from server.domain.directory import Invitation, Member
 from server.domain.errors import InvalidArgument
 from server.domain.teams import Team
 from server.engine import Engine
@@ -113,3 +115,93 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return api.ListProductsResponse(
             products=[cv.product_out(p) for p in self.e.accounts.list_products()]
         )
+
+    # -- users and access (RULES §3) ------------------------------------------------
+
+    def _member(self, member: Member) -> Any:
+        d = self.e.directory
+        return cv.member_out(
+            member,
+            d.find_user(member.user_id),
+            self.e.access.effective(member),
+            d.invitation(member.invitation_id),
+            self.e.now(),
+        )
+
+    async def AssignUsers(self, request: api.AssignUsersRequest, context: Ctx) -> Any:
+        members = await self.e.access.assign(
+            request.team_id, list(request.users), list(request.product_ids),
+            request.all_products, request.guest, import_=False,
+        )
+        return api.AssignUsersResponse(members=[self._member(m) for m in members])
+
+    async def ImportUsers(self, request: api.ImportUsersRequest, context: Ctx) -> Any:
+        members = await self.e.access.assign(
+            request.team_id, list(request.users), list(request.product_ids),
+            request.all_products, request.guest, import_=True,
+        )
+        return api.ImportUsersResponse(members=[self._member(m) for m in members])
+
+    async def UnassignUser(self, request: api.UnassignUserRequest, context: Ctx) -> Any:
+        await self.e.access.unassign(request.team_id, request.user_id)
+        return api.UnassignUserResponse()
+
+    async def SetUserProducts(self, request: api.SetUserProductsRequest, context: Ctx) -> Any:
+        member = await self.e.access.set_user_products(
+            request.team_id, request.user_id, list(request.product_ids), request.all_products
+        )
+        return api.SetUserProductsResponse(member=self._member(member))
+
+    async def GetMember(self, request: api.GetMemberRequest, context: Ctx) -> Any:
+        member = self.e.access.member(request.team_id, request.user_id)
+        return api.GetMemberResponse(member=self._member(member))
+
+    async def ListMembers(self, request: api.ListMembersRequest, context: Ctx) -> Any:
+        members = self.e.access.members(request.team_id)
+        return api.ListMembersResponse(members=[self._member(m) for m in members])
+
+    async def SetDefaultAssignments(
+        self, request: api.SetDefaultAssignmentsRequest, context: Ctx
+    ) -> Any:
+        await self.e.access.set_default_assignments(request.team_id, list(request.product_ids))
+        return api.SetDefaultAssignmentsResponse(
+            team=self._team(self.e.accounts.team(request.team_id))
+        )
+
+    async def ResendInvitation(self, request: api.ResendInvitationRequest, context: Ctx) -> Any:
+        invitation, _token = await self.e.access.resend_invitation(
+            request.team_id, request.user_id
+        )
+        assert isinstance(invitation, Invitation)
+        return api.ResendInvitationResponse(
+            invitation=cv.invitation_out(invitation, self.e.now())
+        )
+
+    async def AcceptInvitation(self, request: api.AcceptInvitationRequest, context: Ctx) -> Any:
+        user_id, key = await self.e.access.accept_invitation(request.invitation_token)
+        return api.AcceptInvitationResponse(user_id=user_id, user_key=key)
+
+    async def IssueUserKey(self, request: api.IssueUserKeyRequest, context: Ctx) -> Any:
+        key = await self.e.access.issue_user_key(request.user_id)
+        return api.IssueUserKeyResponse(user_id=request.user_id, user_key=key)
+
+    async def ListNotifications(self, request: api.ListNotificationsRequest, context: Ctx) -> Any:
+        notes = self.e.access.notifications(request.team_id, request.user_id)
+        return api.ListNotificationsResponse(notifications=[cv.notification_out(n) for n in notes])
+
+    # -- subscriptions and trials (RULES C1, C2) -----------------------------------
+
+    async def GrantSubscription(self, request: api.GrantSubscriptionRequest, context: Ctx) -> Any:
+        start = cv.from_ts(request.start_time, "start_time") if request.HasField("start_time") else None
+        end = cv.from_ts(request.end_time, "end_time") if request.HasField("end_time") else None
+        sub = await self.e.access.grant(
+            request.user_id, request.product_id, start, end, SubscriptionKind.SUBSCRIPTION
+        )
+        return api.GrantSubscriptionResponse(subscription=cv.subscription_out(sub))
+
+    async def StartTrial(self, request: api.StartTrialRequest, context: Ctx) -> Any:
+        end = cv.from_ts(request.end_time, "end_time") if request.HasField("end_time") else None
+        sub = await self.e.access.grant(
+            request.user_id, request.product_id, None, end, SubscriptionKind.TRIAL
+        )
+        return api.StartTrialResponse(subscription=cv.subscription_out(sub))

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from client_sdk.proto.tessera.v1 import common_pb2 as pb
+from server.domain.coverage import Subscription, SubscriptionKind
+from server.domain.directory import (
+    Invitation,
+    InvitationState,
+    Member,
+    MemberState,
+    Notification,
+    NotificationKind,
+    User,
+)
 from server.domain.errors import InvalidArgument
 from server.domain.ledger import EntryKind, LedgerEntry, PackState, TokenPack
 from server.domain.products import (
@@ -65,20 +76,22 @@ PACK_STATES_OUT = {
     PackState.DEPLETED: pb.PACK_STATE_DEPLETED,
     PackState.EXPIRED: pb.PACK_STATE_EXPIRED,
 }
-ENTRY_KINDS_OUT = {k: pb.LedgerEntryKind.Value(f"LEDGER_ENTRY_KIND_{k.value}") for k in EntryKind}
+ENTRY_KINDS_OUT: dict[EntryKind, Any] = {
+    k: pb.LedgerEntryKind.Value(f"LEDGER_ENTRY_KIND_{k.value}") for k in EntryKind
+}
 
 
 def plan_in(value: int, field: str = "plan", *, required: bool = False) -> Plan | None:
     if value == pb.PLAN_UNSPECIFIED and not required:
         return None
-    plan = PLANS.get(value)  # type: ignore[call-overload]
+    plan: Plan | None = PLANS.get(value)  # type: ignore[call-overload]
     if plan is None:
         raise InvalidArgument.field(field, "must be PLAN_STANDARD or PLAN_PREMIUM")
     return plan
 
 
 def platform_in(value: int, field: str = "platform") -> Platform:
-    platform = PLATFORMS.get(value)  # type: ignore[call-overload]
+    platform: Platform | None = PLATFORMS.get(value)  # type: ignore[call-overload]
     if platform is None:
         raise InvalidArgument.field(
             field, "must be PLATFORM_WINDOWS, PLATFORM_MACOS or PLATFORM_LINUX"
@@ -151,14 +164,14 @@ def product_in(msg: pb.Product) -> Product:
     problems: dict[str, str] = {}
     kind = ProductKind.PRODUCT
     if msg.kind != pb.PRODUCT_KIND_UNSPECIFIED:
-        k = KINDS.get(msg.kind)  # type: ignore[call-overload]
+        k = KINDS.get(msg.kind)
         if k is None:
             problems["product.kind"] = "must be PRODUCT_KIND_PRODUCT or PRODUCT_KIND_PLUGIN"
         else:
             kind = k
     platforms: set[Platform] = set()
     for i, value in enumerate(msg.platforms):
-        platform = PLATFORMS.get(value)  # type: ignore[call-overload]
+        platform = PLATFORMS.get(value)
         if platform is None:
             problems[f"product.platforms[{i}]"] = (
                 "must be PLATFORM_WINDOWS, PLATFORM_MACOS or PLATFORM_LINUX"
@@ -176,4 +189,77 @@ def product_in(msg: pb.Product) -> Product:
         idle_aware=msg.idle_aware,
         platforms=frozenset(platforms),
         min_linux_version=msg.min_linux_version or DEFAULT_MIN_LINUX_VERSION,
+    )
+
+
+# -- users and access -----------------------------------------------------------
+
+MEMBER_STATES_OUT = {
+    MemberState.INVITED: pb.MEMBER_STATE_INVITED,
+    MemberState.ACTIVE: pb.MEMBER_STATE_ACTIVE,
+}
+INVITATION_STATES_OUT = {
+    InvitationState.PENDING: pb.INVITATION_STATE_PENDING,
+    InvitationState.ACCEPTED: pb.INVITATION_STATE_ACCEPTED,
+    InvitationState.EXPIRED: pb.INVITATION_STATE_EXPIRED,
+}
+NOTIFICATION_KINDS_OUT = {
+    NotificationKind.INVITATION: pb.NOTIFICATION_KIND_INVITATION,
+    NotificationKind.ACCESS_CHANGED: pb.NOTIFICATION_KIND_ACCESS_CHANGED,
+}
+SUBSCRIPTION_KINDS_OUT = {
+    SubscriptionKind.SUBSCRIPTION: pb.SUBSCRIPTION_KIND_SUBSCRIPTION,
+    SubscriptionKind.TRIAL: pb.SUBSCRIPTION_KIND_TRIAL,
+}
+
+
+def invitation_out(i: Invitation, now: datetime) -> pb.Invitation:
+    return pb.Invitation(
+        invitation_id=i.invitation_id,
+        team_id=i.team_id,
+        user_id=i.user_id,
+        send_time=ts(i.send_time),
+        expire_time=ts(i.expire_time),
+        state=INVITATION_STATES_OUT[i.state_at(now)],
+    )
+
+
+def member_out(
+    m: Member, user: User | None, effective: frozenset[str], invitation: Invitation | None,
+    now: datetime,
+) -> pb.Member:
+    return pb.Member(
+        team_id=m.team_id,
+        user_id=m.user_id,
+        display_name=user.display_name if user else "",
+        email=user.email if user else "",
+        state=MEMBER_STATES_OUT[m.state],
+        guest=m.guest,
+        all_products=m.all_products,
+        product_ids=sorted(m.product_ids),
+        effective_product_ids=sorted(effective),
+        invitation=invitation_out(invitation, now) if invitation is not None else None,
+    )
+
+
+def notification_out(n: Notification) -> pb.Notification:
+    return pb.Notification(
+        notification_id=n.notification_id,
+        team_id=n.team_id,
+        user_id=n.user_id,
+        email=n.email,
+        kind=NOTIFICATION_KINDS_OUT[n.kind],
+        create_time=ts(n.create_time),
+        invitation_token=n.invitation_token,
+    )
+
+
+def subscription_out(s: Subscription) -> pb.Subscription:
+    return pb.Subscription(
+        subscription_id=s.subscription_id,
+        user_id=s.user_id,
+        product_id=s.product_id,
+        kind=SUBSCRIPTION_KINDS_OUT[s.kind],
+        start_time=ts(s.start_time),
+        end_time=ts(s.end_time),
     )

@@ -80,7 +80,8 @@ class Coverages:
                 problems[name] = "is required"
             elif value.utcoffset() is None:
                 problems[name] = "must be an instant with a time zone (UTC)"
-        if start_time and end_time and "start_time" not in problems and end_time <= start_time:
+        times_ok = not problems.keys() & {"start_time", "end_time"}
+        if times_ok and start_time and end_time and end_time <= start_time:
             problems["end_time"] = (
                 f"must be after the start ({start_time.isoformat()}); it is {end_time.isoformat()}"
             )

@@ -214,7 +214,11 @@ class Directory:
         notifications: Iterable[Notification],
         invitation_validity: timedelta = INVITATION_VALIDITY,
     ) -> Directory:
-        """Rebuild from what the store loaded; the outbox is ordered by create_time."""
+        """Rebuild from what the store loaded.
+
+        Give notifications in the order they were created (by rowid, say); the
+        outbox is sorted by ``create_time``, keeping that order among equals.
+        """
         directory = cls(invitation_validity)
         for user in users:
             directory._users[user.user_id] = user
@@ -308,9 +312,9 @@ class Directory:
             if invitation is None:
                 continue
             if invitation.state_at(now) is InvitationState.PENDING:
-                pending = pending or invitation
+                pending = _first_team(pending, invitation)
             else:
-                expired = expired or invitation
+                expired = _first_team(expired, invitation)
         if allowed:
             return sorted(allowed)
         if pending is not None:
@@ -684,6 +688,11 @@ class _Call:
     new_token: Callable[[], str]
     new_id: Callable[[], str]
     changes: Changes
+
+
+def _first_team(kept: Invitation | None, other: Invitation) -> Invitation:
+    """Of two invitations, the one to the team whose id sorts first (a stable answer)."""
+    return other if kept is None or other.team_id < kept.team_id else kept
 
 
 def _no_token() -> str:

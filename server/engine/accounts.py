@@ -76,11 +76,11 @@ class Accounts:
         name = _display_name(display_name, "display_name") if display_name else None
         if plan is not None:
             team.plan = plan
+        changes = Changes()
         if guest_default_assignments is not None:
-            team.guest_default_assignments = guest_default_assignments
+            self.e.access.set_guest_defaults(team_id, guest_default_assignments, changes)
         if name:
             team.display_name = name
-        changes = Changes()
         changes.upsert(team)
         await self.e.commit(changes)
         return team

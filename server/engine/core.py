@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from server.clock import Clock, TestClock
+from server.credentials import hash_secret
 from server.domain.changes import Changes
+from server.domain.coverage import Coverages, Subscription
+from server.domain.directory import Directory, Invitation, Member, Notification, User
 from server.domain.errors import InvalidArgument, TestClockDisabled
 from server.domain.ledger import Hold, Ledger, TokenPack
 from server.domain.products import Product
 from server.domain.teams import Team
 from server.domain.terms import DEFAULT_TERMS, Terms
+from server.engine.access import Access
 from server.engine.accounts import Accounts
 from server.engine.scheduler import Scheduler
 from server.ids import IdFactory
@@ -32,8 +37,11 @@ class Engine:
         self.products: dict[str, Product] = {}
         self.ledger = Ledger()
         self.holds: dict[str, Hold] = {}
+        self.directory = Directory(terms.invitation_validity)
+        self.coverages = Coverages()
         # use cases
         self.accounts = Accounts(self)
+        self.access = Access(self)
 
     @classmethod
     def restore(
@@ -49,12 +57,35 @@ class Engine:
         )
         for hold in snapshot.of(Hold):
             engine.holds[hold.hold_id] = hold
+        engine.directory = Directory.restore(
+            snapshot.of(User),
+            snapshot.of(Member),
+            snapshot.of(Invitation),
+            snapshot.of(Notification),
+            terms.invitation_validity,
+        )
+        engine.coverages = Coverages.restore(snapshot.of(Subscription))
         engine.accounts.schedule_all()
+        engine.access.schedule_all()
         return engine
 
     def resolve_user_key(self, secret: str) -> str | None:
         """The user a key belongs to (in memory; never touches SQLite)."""
-        return None
+        return self.directory.user_for_key_hash(hash_secret(secret))
+
+    def revoke_access(
+        self,
+        team_id: str,
+        user_id: str,
+        product_ids: Collection[str] | None,
+        now: datetime,
+        changes: Changes,
+    ) -> None:
+        """A6: end the user's live sessions in the team for what they lost
+        (None: everything). Sessions arrive with RULES §5."""
+
+    def coverage_changed(self, sub: Subscription, now: datetime, changes: Changes) -> None:
+        """C2: a subscription or trial was granted; sessions follow it (RULES §5)."""
 
     async def commit(self, changes: Changes) -> None:
         await self.store.commit(changes)

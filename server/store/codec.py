@@ -13,6 +13,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from server.domain.coverage import Subscription, SubscriptionKind
+from server.domain.directory import (
+    Invitation,
+    InvitationState,
+    Member,
+    MemberState,
+    Notification,
+    NotificationKind,
+    User,
+)
 from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack
 from server.domain.products import Platform, Product, ProductKind
 from server.domain.teams import Plan, Team
@@ -53,25 +63,26 @@ class Table:
     to_row: Callable[[Any], Row]
     from_row: Callable[[Row], Any]
     append_only: bool = False
+    order_by: str = ""
 
     @property
     def upsert_sql(self) -> str:
         verb = "INSERT" if self.append_only else "INSERT OR REPLACE"
         cols = ", ".join(self.columns)
         marks = ", ".join("?" for _ in self.columns)
-        return f"{verb} INTO {self.name} ({cols}) VALUES ({marks})"  # noqa: S608 - fixed names
+        return f"{verb} INTO {self.name} ({cols}) VALUES ({marks})"
 
     @property
     def delete_sql(self) -> str:
         where = " AND ".join(f"{k} = ?" for k in self.key)
-        return f"DELETE FROM {self.name} WHERE {where}"  # noqa: S608 - fixed names
+        return f"DELETE FROM {self.name} WHERE {where}"
 
     def key_of(self, row: Row) -> Row:
         return tuple(row[self.columns.index(k)] for k in self.key)
 
     @property
     def select_sql(self) -> str:
-        return f"SELECT {', '.join(self.columns)} FROM {self.name}"  # noqa: S608 - fixed names
+        return f"SELECT {', '.join(self.columns)} FROM {self.name}"
 
 
 TEAMS = Table(
@@ -137,6 +148,63 @@ PRODUCTS = Table(
                       min_linux_version=r[7]),
 )
 
+USERS = Table(
+    "users",
+    ("user_id", "display_name", "email", "key_hash"),
+    ("user_id",),
+    lambda u: (u.user_id, u.display_name, u.email, u.key_hash),
+    lambda r: User(user_id=r[0], display_name=r[1], email=r[2],
+                   key_hash=bytes(r[3]) if r[3] is not None else None),
+)
+
+MEMBERS = Table(
+    "members",
+    ("team_id", "user_id", "state", "guest", "all_products", "product_ids", "invitation_id",
+     "join_time"),
+    ("team_id", "user_id"),
+    lambda m: (m.team_id, m.user_id, m.state.value, int(m.guest), int(m.all_products),
+               ids2s(m.product_ids), m.invitation_id, t2i(m.join_time)),
+    lambda r: Member(team_id=r[0], user_id=r[1], state=MemberState(r[2]), guest=bool(r[3]),
+                     all_products=bool(r[4]), product_ids=s2ids(r[5]), invitation_id=r[6],
+                     join_time=i2t(r[7])),
+)
+
+INVITATIONS = Table(
+    "invitations",
+    ("invitation_id", "team_id", "user_id", "token_hash", "send_time", "expire_time", "state"),
+    ("invitation_id",),
+    lambda i: (i.invitation_id, i.team_id, i.user_id, i.token_hash, t2i(i.send_time),
+               t2i(i.expire_time), i.state.value),
+    lambda r: Invitation(invitation_id=r[0], team_id=r[1], user_id=r[2], token_hash=bytes(r[3]),
+                         send_time=i2t(r[4]), expire_time=i2t(r[5]),
+                         state=InvitationState(r[6])),
+)
+
+NOTIFICATIONS = Table(
+    "notifications",
+    ("notification_id", "team_id", "user_id", "email", "kind", "create_time",
+     "invitation_token"),
+    ("notification_id",),
+    lambda n: (n.notification_id, n.team_id, n.user_id, n.email, n.kind.value,
+               t2i(n.create_time), n.invitation_token),
+    lambda r: Notification(notification_id=r[0], team_id=r[1], user_id=r[2], email=r[3],
+                           kind=NotificationKind(r[4]), create_time=i2t(r[5]),
+                           invitation_token=r[6]),
+    append_only=True,
+    order_by="ORDER BY seq",
+)
+
+SUBSCRIPTIONS = Table(
+    "subscriptions",
+    ("subscription_id", "user_id", "product_id", "kind", "start_time", "end_time"),
+    ("subscription_id",),
+    lambda s: (s.subscription_id, s.user_id, s.product_id, s.kind.value, t2i(s.start_time),
+               t2i(s.end_time)),
+    lambda r: Subscription(subscription_id=r[0], user_id=r[1], product_id=r[2],
+                           kind=SubscriptionKind(r[3]), start_time=i2t(r[4]),
+                           end_time=i2t(r[5])),
+)
+
 # Which table each durable type is written to. Loaded at start in this order.
 TABLES: dict[type, Table] = {
     Team: TEAMS,
@@ -144,6 +212,11 @@ TABLES: dict[type, Table] = {
     TokenPack: PACKS,
     Hold: HOLDS,
     LedgerEntry: LEDGER,
+    User: USERS,
+    Member: MEMBERS,
+    Invitation: INVITATIONS,
+    Notification: NOTIFICATIONS,
+    Subscription: SUBSCRIPTIONS,
 }
 
 # History that stays on disk: read on demand, not loaded into memory at start.

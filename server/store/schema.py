@@ -71,4 +71,52 @@ MIGRATIONS: list[str] = [
         min_linux_version INTEGER NOT NULL
     );
     """,
+    # 2: users, memberships, invitations, the outbox, subscriptions (RULES A1-A8, C1-C2)
+    """
+    CREATE TABLE users (
+        user_id TEXT PRIMARY KEY,
+        display_name TEXT NOT NULL,
+        email TEXT NOT NULL,
+        key_hash BLOB
+    );
+    CREATE UNIQUE INDEX users_key ON users (key_hash) WHERE key_hash IS NOT NULL;
+    CREATE TABLE members (
+        team_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        guest INTEGER NOT NULL,
+        all_products INTEGER NOT NULL,
+        product_ids TEXT NOT NULL,
+        invitation_id TEXT,
+        join_time INTEGER NOT NULL,
+        PRIMARY KEY (team_id, user_id)
+    );
+    CREATE TABLE invitations (
+        invitation_id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        token_hash BLOB NOT NULL,
+        send_time INTEGER NOT NULL,
+        expire_time INTEGER NOT NULL,
+        state TEXT NOT NULL
+    );
+    CREATE TABLE notifications (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        notification_id TEXT NOT NULL UNIQUE,
+        team_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        email TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        create_time INTEGER NOT NULL,
+        invitation_token TEXT NOT NULL
+    );
+    CREATE TABLE subscriptions (
+        subscription_id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        product_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        start_time INTEGER NOT NULL,
+        end_time INTEGER NOT NULL
+    );
+    """,
 ]

@@ -109,7 +109,7 @@ class Store:
         for kind, table in TABLES.items():
             if table.name in NOT_LOADED:
                 continue
-            async with self._db.execute(table.select_sql) as cur:
+            async with self._db.execute(f"{table.select_sql} {table.order_by}") as cur:
                 rows = await cur.fetchall()
             snap.objects[kind] = [table.from_row(tuple(r)) for r in rows]
         async with self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger") as cur:

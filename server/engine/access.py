@@ -1,0 +1,225 @@
+"""Use cases for users, invitations, keys, access and coverage (RULES A1-A8, C1-C2)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from server.credentials import INVITATION_PREFIX, USER_KEY_PREFIX, hash_secret, new_secret
+from server.domain.changes import Changes
+from server.domain.coverage import Subscription, SubscriptionKind
+from server.domain.directory import Member, Notification, effective_products
+from server.domain.errors import InvalidArgument
+from server.domain.timers import TimerKind
+
+if TYPE_CHECKING:
+    from server.engine.core import Engine
+
+# Limits on one request, so one call cannot hold the server for long.
+MAX_USERS_PER_REQUEST = 10_000
+
+
+class Access:
+    def __init__(self, engine: Engine) -> None:
+        self.e = engine
+        engine.scheduler.on(TimerKind.INVITATION_EXPIRY, self._on_invitation_expiry)
+
+    def schedule_all(self) -> None:
+        for invitation in self.e.directory.pending_invitations():
+            self.e.scheduler.schedule(
+                invitation.expire_time, TimerKind.INVITATION_EXPIRY, invitation.invitation_id
+            )
+
+    def _on_invitation_expiry(self, invitation_id: str, due: datetime, changes: Changes) -> None:
+        self.e.directory.expire_invitation(invitation_id, due, changes)
+
+    def _schedule_invitation(self, team_id: str, user_id: str) -> None:
+        member = self.e.directory.member(team_id, user_id)
+        invitation = self.e.directory.invitation(member.invitation_id)
+        if invitation is not None:
+            self.e.scheduler.schedule(
+                invitation.expire_time, TimerKind.INVITATION_EXPIRY, invitation.invitation_id
+            )
+
+    def effective(self, member: Member) -> frozenset[str]:
+        team = self.e.accounts.team(member.team_id)
+        return effective_products(member, team, self.e.products.keys())
+
+    def _revoke_losses(self, team_id: str, losses: Mapping[str, Collection[str]],
+                       changes: Changes) -> None:
+        """A6: end the live sessions of what each user lost in this team."""
+        now = self.e.now()
+        for user_id, lost in losses.items():
+            if lost:
+                self.e.revoke_access(team_id, user_id, lost, now, changes)
+
+    # -- assigning -----------------------------------------------------------
+
+    async def assign(
+        self,
+        team_id: str,
+        users: Sequence[str],
+        product_ids: Sequence[str],
+        all_products: bool,
+        guest: bool,
+        *,
+        import_: bool,
+    ) -> list[Member]:
+        team = self.e.accounts.team(team_id)
+        if len(users) > MAX_USERS_PER_REQUEST:
+            raise InvalidArgument.field(
+                "users", f"must name at most {MAX_USERS_PER_REQUEST:,} users per request"
+            )
+        changes = Changes()
+        before = {m.user_id: self.effective(m) for m in self.e.directory.members_of(team_id)}
+        assigned = self.e.directory.assign(
+            team,
+            users,
+            product_ids,
+            all_products,
+            guest,
+            self.e.now(),
+            lambda: new_secret(INVITATION_PREFIX),
+            lambda: self.e.ids.new("ntf"),
+            changes,
+            import_=import_,
+            known_products=self.e.products.keys(),
+        )
+        losses: dict[str, frozenset[str]] = {}
+        for member, token in assigned:
+            if token is not None:
+                self._schedule_invitation(team_id, member.user_id)
+            if member.user_id in before:
+                losses[member.user_id] = before[member.user_id] - self.effective(member)
+        self._revoke_losses(team_id, losses, changes)
+        await self.e.commit(changes)
+        return [m for m, _ in assigned]
+
+    async def unassign(self, team_id: str, user_id: str) -> None:
+        self.e.accounts.team(team_id)
+        if not user_id:
+            raise InvalidArgument.field("user_id", "is required")
+        changes = Changes()
+        self.e.directory.unassign(team_id, user_id, changes)
+        self.e.revoke_access(team_id, user_id, None, self.e.now(), changes)
+        await self.e.commit(changes)
+
+    async def set_user_products(
+        self, team_id: str, user_id: str, product_ids: Sequence[str], all_products: bool
+    ) -> Member:
+        team = self.e.accounts.team(team_id)
+        changes = Changes()
+        member, lost = self.e.directory.set_user_products(
+            team,
+            user_id,
+            product_ids,
+            all_products,
+            self.e.now(),
+            lambda: self.e.ids.new("ntf"),
+            changes,
+            self.e.products.keys(),
+        )
+        self._revoke_losses(team_id, {user_id: lost}, changes)
+        await self.e.commit(changes)
+        return member
+
+    async def set_default_assignments(self, team_id: str, product_ids: Sequence[str]) -> None:
+        team = self.e.accounts.team(team_id)
+        changes = Changes()
+        losses = self.e.directory.set_default_assignments(
+            team, product_ids, changes, self.e.products.keys()
+        )
+        self._revoke_losses(team_id, losses, changes)
+        await self.e.commit(changes)
+
+    def set_guest_defaults(self, team_id: str, enabled: bool, changes: Changes) -> None:
+        """A5 via UpdateTeamSettings: guests may lose the default set (A6)."""
+        team = self.e.accounts.team(team_id)
+        losses = self.e.directory.set_guest_default_assignments(
+            team, enabled, changes, self.e.products.keys()
+        )
+        self._revoke_losses(team_id, losses, changes)
+
+    def member(self, team_id: str, user_id: str) -> Member:
+        self.e.accounts.team(team_id)
+        if not user_id:
+            raise InvalidArgument.field("user_id", "is required")
+        return self.e.directory.member(team_id, user_id)
+
+    def members(self, team_id: str) -> list[Member]:
+        self.e.accounts.team(team_id)
+        return self.e.directory.members_of(team_id)
+
+    # -- invitations and keys ------------------------------------------------
+
+    async def resend_invitation(self, team_id: str, user_id: str) -> tuple[object, str]:
+        self.e.accounts.team(team_id)
+        if not user_id:
+            raise InvalidArgument.field("user_id", "is required")
+        changes = Changes()
+        invitation, token = self.e.directory.resend_invitation(
+            team_id,
+            user_id,
+            self.e.now(),
+            lambda: new_secret(INVITATION_PREFIX),
+            lambda: self.e.ids.new("ntf"),
+            changes,
+        )
+        self._schedule_invitation(team_id, user_id)
+        await self.e.commit(changes)
+        return invitation, token
+
+    async def accept_invitation(self, token: str) -> tuple[str, str]:
+        if not token:
+            raise InvalidArgument.field("invitation_token", "is required")
+        if len(token) > 512:
+            raise InvalidArgument.field("invitation_token", "is too long to be a token")
+        changes = Changes()
+        user = self.e.directory.accept_invitation(token, self.e.now(), changes)
+        key = new_secret(USER_KEY_PREFIX)
+        self.e.directory.set_user_key(user.user_id, hash_secret(key), changes)
+        await self.e.commit(changes)
+        return user.user_id, key
+
+    async def issue_user_key(self, user_id: str) -> str:
+        if not user_id:
+            raise InvalidArgument.field("user_id", "is required")
+        changes = Changes()
+        key = new_secret(USER_KEY_PREFIX)
+        self.e.directory.set_user_key(user_id, hash_secret(key), changes)
+        await self.e.commit(changes)
+        return key
+
+    def notifications(self, team_id: str, user_id: str) -> list[Notification]:
+        if team_id:
+            self.e.accounts.team(team_id)
+        return self.e.directory.list_notifications(team_id, user_id)
+
+    # -- subscriptions and trials (C1, C2) -------------------------------------
+
+    async def grant(
+        self,
+        user_id: str,
+        product_id: str,
+        start: datetime | None,
+        end: datetime | None,
+        kind: SubscriptionKind,
+    ) -> Subscription:
+        changes = Changes()
+        now = self.e.now()
+        new_id = lambda: self.e.ids.new("sub")  # noqa: E731
+        known_users = self.e.directory.user_ids()
+        known_products = self.e.products.keys()
+        if kind is SubscriptionKind.TRIAL:
+            sub = self.e.coverages.start_trial(
+                user_id, product_id, end, now, new_id, changes, known_users, known_products
+            )
+        else:
+            sub = self.e.coverages.grant(
+                user_id, product_id, start, end, kind, new_id, changes, known_users,
+                known_products,
+            )
+        self.e.coverage_changed(sub, now, changes)
+        await self.e.commit(changes)
+        return sub

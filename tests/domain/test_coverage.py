@@ -1,0 +1,178 @@
+"""C1, C2: subscriptions and trials, stored and looked up."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from server.domain.changes import Changes
+from server.domain.coverage import Coverages, Subscription, SubscriptionKind
+from server.domain.errors import InvalidArgument, UnknownProduct, UnknownUser
+
+T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+DAY = timedelta(days=1)
+SECOND = timedelta(seconds=1)
+USERS = frozenset({"ann@x.com", "bob@x.com"})
+PRODUCTS = frozenset({"ACAD", "REVIT"})
+SUB = SubscriptionKind.SUBSCRIPTION
+TRIAL = SubscriptionKind.TRIAL
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> str:
+        self.count += 1
+        return f"sub-{self.count}"
+
+
+@pytest.fixture
+def coverages() -> Coverages:
+    return Coverages()
+
+
+def grant(
+    coverages: Coverages,
+    start: datetime | None,
+    end: datetime | None,
+    kind: SubscriptionKind = SUB,
+    user_id: str = "ann@x.com",
+    product_id: str = "ACAD",
+    changes: Changes | None = None,
+    new_id: Counter | None = None,
+) -> Subscription:
+    return coverages.grant(
+        user_id,
+        product_id,
+        start,
+        end,
+        kind,
+        new_id or Counter(),
+        changes if changes is not None else Changes(),
+        USERS,
+        PRODUCTS,
+    )
+
+
+def test_c1_subscription_covers_from_start_until_just_before_end(coverages: Coverages) -> None:
+    changes = Changes()
+    sub = grant(coverages, T0, T0 + 30 * DAY, changes=changes)
+    assert sub == Subscription("sub-1", "ann@x.com", "ACAD", SUB, T0, T0 + 30 * DAY)
+    assert changes.items == [sub]
+    assert coverages.covering("ann@x.com", "ACAD", T0 - SECOND) is None
+    assert coverages.covering("ann@x.com", "ACAD", T0) is sub
+    assert coverages.covering("ann@x.com", "ACAD", T0 + 30 * DAY - SECOND) is sub
+    assert coverages.covering("ann@x.com", "ACAD", T0 + 30 * DAY) is None
+    assert coverages.covering("ann@x.com", "REVIT", T0) is None
+    assert coverages.covering("bob@x.com", "ACAD", T0) is None
+
+
+def test_c1_subscription_comes_before_a_trial_then_the_trial_takes_over(
+    coverages: Coverages,
+) -> None:
+    ids = Counter()
+    trial = grant(coverages, T0, T0 + 14 * DAY, TRIAL, new_id=ids)
+    sub = grant(coverages, T0 + DAY, T0 + 5 * DAY, SUB, new_id=ids)
+    assert coverages.covering("ann@x.com", "ACAD", T0) is trial
+    assert coverages.covering("ann@x.com", "ACAD", T0 + DAY) is sub
+    assert coverages.covering("ann@x.com", "ACAD", T0 + 5 * DAY) is trial
+    assert coverages.covering("ann@x.com", "ACAD", T0 + 14 * DAY) is None
+
+
+def test_c1_of_two_subscriptions_the_one_ending_last_is_chosen(coverages: Coverages) -> None:
+    ids = Counter()
+    grant(coverages, T0, T0 + 10 * DAY, new_id=ids)
+    longer = grant(coverages, T0 + DAY, T0 + 20 * DAY, new_id=ids)
+    assert coverages.covering("ann@x.com", "ACAD", T0 + 2 * DAY) is longer
+
+
+def test_c2_trial_starts_now_and_must_end_later(coverages: Coverages) -> None:
+    now = T0 + 3 * DAY
+    trial = coverages.start_trial(
+        "bob@x.com", "REVIT", now + 14 * DAY, now, Counter(), Changes(), USERS, PRODUCTS
+    )
+    assert (trial.kind, trial.start_time, trial.end_time) == (TRIAL, now, now + 14 * DAY)
+    assert coverages.covering("bob@x.com", "REVIT", now) is trial
+    with pytest.raises(InvalidArgument) as caught:
+        coverages.start_trial("bob@x.com", "REVIT", now, now, Counter(), Changes(), USERS, PRODUCTS)
+    assert list(caught.value.violations) == ["end_time"]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "violations"),
+    [
+        (T0, T0, {"end_time"}),
+        (T0, T0 - SECOND, {"end_time"}),
+        (None, T0, {"start_time"}),
+        (T0, None, {"end_time"}),
+        (None, None, {"start_time", "end_time"}),
+        (datetime(2026, 3, 1), T0 + DAY, {"start_time"}),  # naive: no time zone
+        (T0, datetime(2026, 2, 1), {"end_time"}),  # naive, and before the start
+        (T0 + DAY, T0 + 2 * DAY, set()),
+    ],
+)
+def test_grant_checks_times_and_records_nothing_when_bad(
+    coverages: Coverages,
+    start: datetime | None,
+    end: datetime | None,
+    violations: set[str],
+) -> None:
+    changes = Changes()
+    if not violations:
+        grant(coverages, start, end, changes=changes)
+        assert len(changes) == 1
+        return
+    with pytest.raises(InvalidArgument) as caught:
+        grant(coverages, start, end, changes=changes)
+    assert set(caught.value.violations) == violations
+    assert not changes
+
+
+def test_grant_end_before_start_says_so(coverages: Coverages) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        grant(coverages, T0, T0 - DAY)
+    assert caught.value.violations == {
+        "end_time": "must be after the start (2026-03-01T12:00:00+00:00); "
+        "it is 2026-02-28T12:00:00+00:00"
+    }
+
+
+def test_grant_requires_a_known_user_and_product(coverages: Coverages) -> None:
+    changes = Changes()
+    with pytest.raises(UnknownUser) as user:
+        grant(coverages, T0, T0 + DAY, user_id="ghost@x.com", changes=changes)
+    assert user.value.metadata == {"user_id": "ghost@x.com"}
+    with pytest.raises(UnknownProduct) as product:
+        grant(coverages, T0, T0 + DAY, product_id="MAYA", changes=changes)
+    assert product.value.metadata == {"product_id": "MAYA"}
+    with pytest.raises(InvalidArgument) as missing:
+        grant(coverages, T0, T0 + DAY, user_id="", product_id="", changes=changes)
+    assert missing.value.violations == {"user_id": "is required", "product_id": "is required"}
+    assert not changes
+    assert coverages.of_user("ghost@x.com") == []
+
+
+def test_next_change_is_the_next_start_or_end(coverages: Coverages) -> None:
+    ids = Counter()
+    grant(coverages, T0 + DAY, T0 + 3 * DAY, SUB, new_id=ids)
+    grant(coverages, T0 + 2 * DAY, T0 + 10 * DAY, TRIAL, new_id=ids)
+    assert coverages.next_change("ann@x.com", "ACAD", T0) == T0 + DAY
+    assert coverages.next_change("ann@x.com", "ACAD", T0 + DAY) == T0 + 2 * DAY
+    assert coverages.next_change("ann@x.com", "ACAD", T0 + 2 * DAY) == T0 + 3 * DAY
+    assert coverages.next_change("ann@x.com", "ACAD", T0 + 3 * DAY) == T0 + 10 * DAY
+    assert coverages.next_change("ann@x.com", "ACAD", T0 + 10 * DAY) is None
+    assert coverages.next_change("bob@x.com", "ACAD", T0) is None
+
+
+def test_restore_gives_back_the_same_lookups(coverages: Coverages) -> None:
+    ids = Counter()
+    sub = grant(coverages, T0, T0 + 5 * DAY, SUB, new_id=ids)
+    trial = grant(coverages, T0, T0 + 9 * DAY, TRIAL, new_id=ids)
+    other = grant(coverages, T0, T0 + DAY, SUB, product_id="REVIT", new_id=ids)
+    restored = Coverages.restore([trial, other, sub])
+    assert restored.covering("ann@x.com", "ACAD", T0 + DAY) is sub
+    assert restored.covering("ann@x.com", "ACAD", T0 + 5 * DAY) is trial
+    assert restored.of_user("ann@x.com") == [sub, trial, other]
+    assert restored.get("sub-3") is other
