@@ -49,13 +49,49 @@ def _clock(config: Config, stored: dict[str, str]) -> Clock:
     return TestClock(start)
 
 
+def _register_reflection_v1_descriptor() -> None:
+    """Put ``grpc/reflection/v1/reflection.proto`` into the default pool.
+
+    grpcio-reflection ships only v1alpha's descriptor. v1 is the same file under
+    another package, so it is derived from v1alpha's; with it in the pool the v1
+    name can be advertised and ``grpcurl describe`` answers for it too (PERF.md
+    warns against advertising a name whose descriptor is missing)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName("grpc/reflection/v1/reflection.proto")
+        return
+    except KeyError:
+        pass
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+    proto.name = "grpc/reflection/v1/reflection.proto"
+    proto.package = "grpc.reflection.v1"
+    proto.ClearField("options")
+    for message in proto.message_type:
+        for field in message.field:
+            if field.HasField("type_name"):
+                field.type_name = field.type_name.replace(".v1alpha.", ".v1.")
+    for service in proto.service:
+        for method in service.method:
+            method.input_type = method.input_type.replace(".v1alpha.", ".v1.")
+            method.output_type = method.output_type.replace(".v1alpha.", ".v1.")
+    pool.Add(proto)
+
+
+REFLECTED = (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1)
+
+
 def _mount_reflection_v1(server: grpc.aio.Server) -> None:
     """grpcio-reflection serves only v1alpha; v1 has identical messages, so the
     same servicer answers under the v1 name (``../shared/PERF.md``, Reflection)."""
     from grpc_reflection.v1alpha import reflection_pb2
     from grpc_reflection.v1alpha._async import ReflectionServicer
 
-    servicer = ReflectionServicer((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME))
+    _register_reflection_v1_descriptor()
+    servicer = ReflectionServicer(REFLECTED)
     handler = grpc.method_handlers_generic_handler(
         REFLECTION_V1,
         {
@@ -105,10 +141,8 @@ class TesseraServer:
             LicensingServicer(engine), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
         _mount_reflection_v1(server)
+        reflection.enable_server_reflection(REFLECTED, server)
         self.port = server.add_insecure_port(cfg.listen)
         if self.port == 0:
             raise OSError(f"could not listen on {cfg.listen}")

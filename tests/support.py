@@ -100,7 +100,8 @@ class ServerProcess:
             self.lines.append(line)
             if line.get("event") == "serving":
                 self.port = int(line["port"])
-                threading.Thread(target=self._drain, daemon=True).start()
+                self._drainer = threading.Thread(target=self._drain, daemon=True)
+                self._drainer.start()
                 return self
         raise TimeoutError("server did not start")
 
@@ -115,12 +116,23 @@ class ServerProcess:
     def terminate(self, timeout: float = 30) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        return self._reap(timeout)
 
     def kill(self) -> int:
         assert self.proc is not None
         self.proc.kill()
-        return self.proc.wait(10)
+        return self._reap(10)
+
+    def _reap(self, timeout: float) -> int:
+        """Wait for the exit, read the output to its end, close the pipe."""
+        assert self.proc is not None
+        code = self.proc.wait(timeout)
+        drainer = getattr(self, "_drainer", None)
+        if drainer is not None:
+            drainer.join(timeout)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return code
 
 
 @contextmanager

@@ -1,0 +1,368 @@
+"""The licensing aggregate: sessions, devices and meters (RULES §4, §5, A6, R2).
+
+``Licensing`` applies Entitle, Heartbeat, Idle and Release, the operators'
+EndSession and RemoveDevice, access revocations and coverage grants to the
+in-memory state, and records every durable object it creates or changes in
+``changes`` (``Session``, ``Meter``, ``Device``, append-only
+``ActivitySpan``; the ledger records its own entries and holds). It never
+reads a clock: every method takes ``now``; a deadline's handler takes its
+``due`` (``on_timer``, see ``lifecycle``). A refused call changes nothing.
+
+    SessionBook (lifecycle.py)   state, indexes, transitions, deadlines
+      └── LiveView (liveview.py) queries, session views, restore, schedule_all
+            └── Licensing        the use cases below
+
+Decisions where the rules are silent (more in ``lifecycle`` and
+``policies.choose_team``):
+
+- Instants are half-open: a window [start, start + 24 h) no longer covers its
+  end. Use up to exactly grace end counts as 5 minutes: an idle, release or
+  lease end at that instant is charged. A meter that stops at exactly window
+  end is not renewed.
+- A heartbeat resumes an idle session only if the activity it reports is
+  newer than the moment the session went idle *and* less than the idle
+  threshold ago: activity that has lapsed again changes nothing.
+- Idle on a product without idle awareness is refused even when the session
+  has ended (the call itself is wrong); Heartbeat, Idle and Release otherwise
+  answer an ended session as it is (M12).
+- A repeated ``request_id`` naming another product or device is
+  ``AlreadyExists``, not an answer about something else. Idempotency holds for
+  the sessions in memory (see ``forget_ended``).
+- ``parent_session_id`` on a product that is not a plugin is ignored.
+- Plugin sessions register their device (the host's) without a device limit
+  and never count as running elsewhere: the host governs both.
+- Removing a device ends its live sessions with ENDED_BY_ADMIN.
+- Holds are for the product's rate at the moment of the hold (a rate changed
+  on the rate sheet applies from the next hold); a session's ``daily_rate``
+  is the rate at its Entitle.
+- An ended session's view shows its meter's state now (a window it paid for
+  stays visible) and no lease.
+- ``revoke_access`` returns every session it ended, plugins included.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Collection
+from datetime import datetime, timedelta
+
+from server.domain.changes import Changes
+from server.domain.errors import (
+    AlreadyExists,
+    DeviceLimit,
+    HostSessionRequired,
+    IdleNotSupported,
+    InsufficientTokens,
+    InvalidArgument,
+    RunningElsewhere,
+    UnknownProduct,
+    UnknownSession,
+)
+from server.domain.lifecycle import order
+from server.domain.liveview import LiveView
+from server.domain.meters import Meters
+from server.domain.policies import (
+    TimerSink,
+    choose_team,
+    coverage_of,
+)
+from server.domain.products import Platform, Product, ProductKind, check_runs_on
+from server.domain.sessions import (
+    Coverage,
+    Device,
+    EndReason,
+    Session,
+    SessionState,
+)
+
+MAX_FIELD = 200
+_COVERED = (Coverage.SUBSCRIPTION, Coverage.TRIAL)
+
+
+def _check_text(problems: dict[str, str], name: str, value: str, required: bool) -> None:
+    if not value:
+        if required:
+            problems[name] = "is required"
+    elif len(value) > MAX_FIELD:
+        problems[name] = f"must be at most {MAX_FIELD} characters"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in value):
+        problems[name] = "must not contain control characters"
+
+
+class Licensing(LiveView):
+    # == the four RPCs ========================================================
+
+    def entitle(
+        self,
+        user_id: str,
+        product_id: str,
+        product_version: str,
+        platform: Platform | None,
+        device_id: str,
+        parent_session_id: str,
+        request_id: str,
+        takeover: bool,
+        preferred_team: str,
+        now: datetime,
+        changes: Changes,
+        timers: TimerSink,
+    ) -> Session:
+        """M1: open a session, or refuse and change nothing."""
+        problems: dict[str, str] = {}
+        _check_text(problems, "product_id", product_id, required=True)
+        _check_text(problems, "device_id", device_id, required=True)
+        _check_text(problems, "product_version", product_version, required=False)  # format: P2
+        _check_text(problems, "request_id", request_id, required=False)
+        _check_text(problems, "parent_session_id", parent_session_id, required=False)
+        _check_text(problems, "team_id", preferred_team, required=False)
+        if problems or platform is None:
+            if platform is None:
+                problems["platform"] = "is required: WINDOWS, MACOS or LINUX"
+            raise InvalidArgument(problems)
+        if request_id:  # M11
+            earlier = self._earlier(user_id, request_id)
+            if earlier is not None:
+                if earlier.product_id != product_id or earlier.device_id != device_id:
+                    raise AlreadyExists(
+                        f"request_id {request_id!r} was already used to entitle "
+                        f"{earlier.product_id} on device {earlier.device_id!r}",
+                        request_id=request_id,
+                        session_id=earlier.session_id,
+                    )
+                return earlier
+        product = self.products.get(product_id)
+        if product is None:
+            raise UnknownProduct(f"{product_id!r} is not on the rate sheet", product_id=product_id)
+        check_runs_on(product, platform, product_version)  # P2, P3
+        teams = self.access.teams_for(user_id, product_id, now)  # A1-A5
+        devices = self._devices_of(user_id, product_id)
+        device = next((d for d in devices if d.device_id == device_id), None)
+        host: Session | None = None
+        taken: list[Session] = []
+        if product.kind is ProductKind.PLUGIN:  # P4: the host governs devices
+            host = self._host_session(user_id, product, device_id, parent_session_id)
+        else:
+            limit = self.terms.devices_per_product
+            if device is None and len(devices) >= limit:  # M8
+                raise DeviceLimit(product_id, limit)
+            running = [d for d in devices if d.running and d.device_id != device_id]
+            if running and len(running) >= self.terms.running_devices_per_product:  # M9
+                if not takeover:
+                    raise RunningElsewhere(product_id, running[0].device_id)
+                taken = order(s for d in running for s in d.sessions())
+        rate = product.daily_rate
+        cov = coverage_of(self.coverage.covering(user_id, product_id, now), rate)
+        team_id = choose_team(  # C3
+            teams,
+            preferred=preferred_team,
+            host_team=host.team_id if host is not None else "",
+            covered=cov in _COVERED,
+            meters=[self.meters.get(t, user_id, product_id) for t in teams],
+            ledger=self.ledger,
+            daily_rate=rate,
+            now=now,
+        )
+        meter = self.meters.get(team_id, user_id, product_id)
+        if cov is Coverage.TOKENS and rate > 0 and Meters.needs_hold(meter, now):  # M2
+            available = self.ledger.available(team_id)
+            if available < rate:
+                raise InsufficientTokens(team_id, available, rate)
+
+        # -- accepted: nothing below refuses --------------------------------------------
+        if any(s.coverage is not cov for s in self._seat_sessions(user_id, product_id)):
+            self._apply_coverage(user_id, product_id, now, changes, timers)  # a grant we missed
+        team_id = sys.intern(team_id)
+        product_id = product.product_id
+        if device is None:
+            device = Device(user_id, product_id, device_id, now, now)
+            self._add_device(device)
+        device.last_seen_time = now
+        changes.upsert(device)
+        session = Session(
+            session_id=self._new_id("se"),
+            user_id=user_id,
+            team_id=team_id,
+            product_id=product_id,
+            product_version=sys.intern(product_version),
+            platform=platform,
+            device_id=device.device_id,
+            parent_session_id=host.session_id if host is not None else "",
+            request_id=request_id,
+            coverage=cov,
+            plan=self.teams[team_id].plan,
+            daily_rate=rate,
+            start_time=now,
+            lease_end=now + self.terms.lease,
+            last_activity=now,
+            state_since=now,
+            coverage_since=now,
+        )
+        self._sessions[session.session_id] = session
+        if request_id:
+            self._remember(session)
+        meter = self.meters.get_or_create(team_id, user_id, product_id)
+        self._link(session, meter, device, host)
+        changes.upsert(session)
+        self._ensure_paid(session, now, changes, timers)  # cannot fail: checked above
+        self._watch(session, timers)
+        self._schedule_coverage(user_id, product_id, now, timers)
+        for old in taken:  # M9: after the new session opened, so the meter stays in use
+            self._end(old, EndReason.TAKEN_OVER, now, changes, timers)
+        return session
+
+    def heartbeat(
+        self,
+        user_id: str,
+        session_id: str,
+        seconds_since_activity: int,
+        now: datetime,
+        changes: Changes,
+        timers: TimerSink,
+    ) -> Session:
+        """M7: extend the lease; M6: take the activity report; M12 on ended sessions."""
+        if seconds_since_activity < 0:
+            raise InvalidArgument.field(
+                "seconds_since_activity",
+                "must be 0 or more: how many seconds ago the user last did something",
+            )
+        session = self._own(user_id, session_id)
+        if not session.live:
+            return session
+        session.lease_end = now + self.terms.lease
+        if session.device is not None:
+            session.device.last_seen_time = now
+            changes.upsert(session.device)
+        changes.upsert(session)
+        if self._product(session).idle_aware:
+            # Activity before the session began says nothing (and an int64 would overflow).
+            age = (now - session.start_time) // timedelta(seconds=1) + 1
+            activity = now - timedelta(seconds=min(seconds_since_activity, age))
+            session.last_activity = max(session.last_activity, activity)
+            if (
+                session.state is SessionState.IDLE
+                and activity > session.state_since
+                and activity + self.terms.idle_threshold > now
+            ):
+                self._resume(session, now, changes, timers)
+        return session
+
+    def idle(
+        self, user_id: str, session_id: str, now: datetime, changes: Changes, timers: TimerSink
+    ) -> Session:
+        """M6: the product says its user went idle."""
+        session = self._own(user_id, session_id)
+        if not self._product(session).idle_aware:
+            raise IdleNotSupported(
+                f"{session.product_id} does not support idle awareness",
+                product_id=session.product_id,
+            )
+        if session.active:
+            self._go_idle(session, now, changes, timers)
+        return session
+
+    def release(
+        self, user_id: str, session_id: str, now: datetime, changes: Changes, timers: TimerSink
+    ) -> Session:
+        """M10: end the session; a second release answers the ended session."""
+        session = self._own(user_id, session_id)
+        if session.live:
+            self._end(session, EndReason.RELEASED, now, changes, timers)
+        return session
+
+    # == operators, access and coverage changes ===================================
+
+    def end_session(
+        self, session_id: str, reason: EndReason, now: datetime, changes: Changes, timers: TimerSink
+    ) -> Session:
+        """R2 EndSession (ENDED_BY_ADMIN), or any other reason the engine needs."""
+        session = self.session(session_id)
+        if session.live:
+            self._end(session, reason, now, changes, timers)
+        return session
+
+    def revoke_access(
+        self,
+        team_id: str,
+        user_id: str,
+        product_ids: Collection[str] | None,
+        now: datetime,
+        changes: Changes,
+        timers: TimerSink,
+    ) -> list[Session]:
+        """A6: end the user's live sessions in the team of what they lost (None:
+        everything) with NOT_ASSIGNED; paid windows stay paid. Returns every
+        session ended, plugins (HOST_ENDED) included."""
+        lost = sorted(self.products if product_ids is None else product_ids)
+        doomed = order(
+            s for p in lost for s in self._seat_sessions(user_id, p) if s.team_id == team_id
+        )
+        ended: list[Session] = []
+        for session in doomed:
+            ended += self._end(session, EndReason.NOT_ASSIGNED, now, changes, timers)
+        return ended
+
+    def remove_device(
+        self,
+        user_id: str,
+        product_id: str,
+        device_id: str,
+        now: datetime,
+        changes: Changes,
+        timers: TimerSink,
+    ) -> None:
+        """R2/M8: forget a device; its live sessions end with ENDED_BY_ADMIN."""
+        problems: dict[str, str] = {}
+        _check_text(problems, "user_id", user_id, required=True)
+        _check_text(problems, "product_id", product_id, required=True)
+        _check_text(problems, "device_id", device_id, required=True)
+        if problems:
+            raise InvalidArgument(problems)
+        devices = self._devices_of(user_id, product_id)
+        device = next((d for d in devices if d.device_id == device_id), None)
+        if device is None:
+            raise InvalidArgument.field(
+                "device_id", f"{device_id!r} is not registered for {user_id} and {product_id}"
+            )
+        for session in order(device.sessions()):
+            self._end(session, EndReason.ENDED_BY_ADMIN, now, changes, timers)
+        self._drop_device(device)
+        changes.delete(device)
+
+    def coverage_changed(
+        self, user_id: str, product_id: str, now: datetime, changes: Changes, timers: TimerSink
+    ) -> None:
+        """C1/C2: a subscription or trial was granted (or changed) at ``now``: apply
+        it to the user's running sessions and watch for its next start or end."""
+        self._apply_coverage(user_id, product_id, now, changes, timers)
+        if self._seat_sessions(user_id, product_id):
+            self._schedule_coverage(user_id, product_id, now, timers)
+
+    # == helpers ======================================================================
+
+    def _own(self, user_id: str, session_id: str) -> Session:
+        """M12: a session belongs to its user; anyone else is told it does not exist."""
+        session = self.session(session_id)
+        if session.user_id != user_id:
+            raise UnknownSession(f"no session {session_id!r}", session_id=session_id)
+        return session
+
+    def _host_session(
+        self, user_id: str, plugin: Product, device_id: str, parent_session_id: str
+    ) -> Session:
+        """P4: a live session of the plugin's host, same user, same device."""
+        host = self._sessions.get(parent_session_id) if parent_session_id else None
+        if (
+            host is None
+            or not host.live
+            or host.user_id != user_id
+            or host.device_id != device_id
+            or host.product_id != plugin.host_product_id
+        ):
+            raise HostSessionRequired(
+                f"{plugin.product_id} is a plugin of {plugin.host_product_id}: parent_session_id "
+                f"must name a live {plugin.host_product_id} session of yours on this device",
+                product_id=plugin.product_id,
+                host_product_id=plugin.host_product_id,
+                parent_session_id=parent_session_id,
+            )
+        return host

@@ -1,0 +1,428 @@
+"""How sessions move, and what each move does to their meter (M3-M7, C2, P4).
+
+    ACTIVE ──Idle, or 15 min without activity (M6)──▶ IDLE
+      ▲                                                │
+      └──── a heartbeat reporting newer activity ──────┘
+    ACTIVE/IDLE ──release, lease end, takeover, revocation, tokens, host end──▶ ENDED
+
+A meter is *in use* while one of its sessions is ACTIVE. An active period
+that ends (idle or end) is recorded as an ``ActivitySpan``, and when it was
+the meter's last one, a grace under way is broken and its hold goes back
+(M3). A period that starts (Entitle, resume) is paid for (M2): nothing if the
+session is covered or free, or the meter is in grace or a window covers now;
+else a hold and a new grace.
+
+Deadlines are lazy, so a heartbeat pushes nothing onto the heap:
+
+- each live session has one outstanding deadline, ``Session.due``: IDLE while
+  it is active on an idle-aware product (its idle instant always comes before
+  its lease end), else LEASE_END. When it fires early, because heartbeats
+  moved the lease or the activity on, it is pushed again at the new instant;
+  an older entry for the session (``due`` differs) is ignored;
+- GRACE_END and WINDOW_END are keyed by user id; they act on the user's
+  meters that still have a grace or window ending at that instant;
+- COVERAGE_CHANGE is keyed by ``user|product``, at most one outstanding.
+
+Ties at one instant are settled the same way whatever order the heap pops
+them in: a grace whose end has come is captured before anything else happens
+at that instant (use up to exactly grace end is 5 minutes of use), and a
+window end first applies the idle instants and lease ends that fall at that
+instant (a meter that stops at exactly window end is not renewed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+
+from server.domain.changes import Changes
+from server.domain.errors import InsufficientTokens
+from server.domain.ledger import Cause, Ledger
+from server.domain.meters import Meters
+from server.domain.policies import AccessPolicy, CoveragePolicy, TimerSink, coverage_of
+from server.domain.products import Product
+from server.domain.sessions import (
+    ActivitySpan,
+    ChargeState,
+    Coverage,
+    Device,
+    EndReason,
+    Meter,
+    Session,
+    SessionState,
+    few,
+    live_add,
+    live_list,
+    live_remove,
+    pack_few,
+    seat_key,
+)
+from server.domain.teams import Team
+from server.domain.terms import Terms
+from server.domain.timers import TimerKind
+
+_Requests = Session | tuple[Session, ...]
+
+
+def order(sessions: Iterable[Session]) -> list[Session]:
+    """Oldest first: the order in which several sessions are ended or listed."""
+    return sorted(sessions, key=lambda s: (s.start_time, s.session_id))
+
+
+class SessionBook:
+    """The state: sessions by id, devices by (user, product), meters by key,
+    with the transitions and deadline handlers that keep them consistent."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        products: Mapping[str, Product],
+        teams: Mapping[str, Team],
+        terms: Terms,
+        access: AccessPolicy,
+        coverage: CoveragePolicy,
+        new_id: Callable[[str], str],
+    ) -> None:
+        self.ledger = ledger
+        self.products = products
+        self.teams = teams
+        self.terms = terms
+        self.access = access
+        self.coverage = coverage
+        self._new_id = new_id
+        self.meters = Meters(ledger, terms, new_id)
+        self._sessions: dict[str, Session] = {}
+        self._by_request: dict[str, _Requests] = {}  # M11, by request_id (users may collide)
+        # by user id (a string the directory already holds): a user has a few devices
+        self._devices: dict[str, Device | tuple[Device, ...]] = {}
+        self._coverage_due: dict[str, datetime] = {}  # outstanding COVERAGE_CHANGE by seat
+
+    # == indexes ===================================================================
+
+    def _product(self, session: Session) -> Product:
+        return self.products[session.product_id]
+
+    def _devices_of(self, user_id: str, product_id: str) -> tuple[Device, ...]:
+        return tuple(d for d in few(self._devices.get(user_id)) if d.product_id == product_id)
+
+    def _add_device(self, device: Device) -> None:
+        mine = few(self._devices.get(device.user_id))
+        self._devices[device.user_id] = (*mine, device) if mine else device
+
+    def _drop_device(self, device: Device) -> None:
+        rest = pack_few(tuple(d for d in few(self._devices.get(device.user_id)) if d is not device))
+        if rest is None:
+            self._devices.pop(device.user_id, None)
+        else:
+            self._devices[device.user_id] = rest
+
+    def _seat_sessions(self, user_id: str, product_id: str) -> list[Session]:
+        """The user's live sessions of a product, on every device and in every team."""
+        devices = self._devices_of(user_id, product_id)
+        return order(s for d in devices for s in live_list(d.live))
+
+    def _meter_sessions(self, meter: Meter) -> list[Session]:
+        return [
+            s
+            for s in self._seat_sessions(meter.user_id, meter.product_id)
+            if s.team_id == meter.team_id
+        ]
+
+    def _earlier(self, user_id: str, request_id: str) -> Session | None:
+        found = self._by_request.get(request_id)
+        if found is None:
+            return None
+        candidates = (found,) if isinstance(found, Session) else found
+        return next((s for s in candidates if s.user_id == user_id), None)
+
+    def _remember(self, session: Session) -> None:
+        found = self._by_request.get(session.request_id)
+        if found is None:
+            self._by_request[session.request_id] = session
+        elif isinstance(found, Session):
+            self._by_request[session.request_id] = (found, session)
+        else:
+            self._by_request[session.request_id] = (*found, session)
+
+    def _forget_request(self, session: Session) -> None:
+        found = self._by_request.pop(session.request_id, None)
+        if found is None or isinstance(found, Session):
+            return
+        rest = tuple(s for s in found if s is not session)
+        if rest:
+            self._by_request[session.request_id] = rest[0] if len(rest) == 1 else rest
+
+    def _link(self, session: Session, meter: Meter, device: Device, host: Session | None) -> None:
+        session.meter = meter
+        session.device = device
+        meter.live += 1
+        if session.active:
+            meter.active += 1
+        device.live = live_add(device.live, session)
+        if host is not None:
+            host.plugins = live_add(host.plugins, session)
+
+    # == deadlines ===================================================================
+
+    def on_timer(
+        self, kind: TimerKind, key: str, due: datetime, changes: Changes, timers: TimerSink
+    ) -> None:
+        """A deadline of this aggregate fell due; ``due`` is the handler's now."""
+        if kind is TimerKind.LEASE_END or kind is TimerKind.IDLE:
+            self._on_session_due(key, due, changes, timers)
+        elif kind is TimerKind.GRACE_END:
+            self._on_grace_end(key, due, changes, timers)
+        elif kind is TimerKind.WINDOW_END:
+            self._on_window_end(key, due, changes, timers)
+        elif kind is TimerKind.COVERAGE_CHANGE:
+            self._on_coverage_change(key, due, changes, timers)
+
+    def _watch(self, session: Session, timers: TimerSink) -> None:
+        """Make sure the session's deadline comes no later than it must: its idle
+        instant while active and idle-aware, else its lease end."""
+        due, kind = session.lease_end, TimerKind.LEASE_END
+        if session.active and self._product(session).idle_aware:
+            idle_at = session.idle_instant(self.terms.idle_threshold)
+            if idle_at < due:
+                due, kind = idle_at, TimerKind.IDLE
+        if session.due is None or due < session.due:
+            session.due = due
+            timers.schedule(due, kind, session.session_id)
+
+    def _on_session_due(self, key: str, due: datetime, changes: Changes, timers: TimerSink) -> None:
+        session = self._sessions.get(key)
+        if session is None or not session.live:
+            return
+        if session.due is not None and session.due != due:
+            return  # an older entry: the session's deadline is elsewhere
+        session.due = None
+        if session.lease_end <= due:
+            self._end(session, EndReason.LEASE_EXPIRED, due, changes, timers)  # M7
+            return
+        if (
+            session.active
+            and self._product(session).idle_aware
+            and session.idle_instant(self.terms.idle_threshold) <= due
+        ):
+            self._go_idle(session, due, changes, timers)  # M6
+        self._watch(session, timers)
+
+    def _on_grace_end(
+        self, user_id: str, due: datetime, changes: Changes, timers: TimerSink
+    ) -> None:
+        for meter in self.meters.of_user(user_id):
+            if meter.state is not ChargeState.GRACE or meter.grace_end != due:
+                continue  # not this meter, or that grace was broken
+            if meter.in_use:
+                self.meters.capture(meter, changes, timers)  # M3
+            else:  # cannot happen (a break releases at once); never charge an unused meter
+                self.meters.release(meter, due, changes)
+                self.meters.drop_if_unused(meter, changes)
+
+    def _on_window_end(
+        self, user_id: str, due: datetime, changes: Changes, timers: TimerSink
+    ) -> None:
+        for meter in self.meters.of_user(user_id):
+            if meter.state is not ChargeState.CHARGED or meter.window_end != due:
+                continue
+            sessions = self._meter_sessions(meter)
+            self._catch_up(sessions, due, changes, timers)
+            self.meters.close_window(meter, changes)
+            if any(s.active and s.coverage is Coverage.TOKENS for s in sessions):
+                self._charge_or_end(meter, due, changes, timers)  # M5: renewal
+            else:
+                self.meters.drop_if_unused(meter, changes)
+
+    def _on_coverage_change(
+        self, key: str, due: datetime, changes: Changes, timers: TimerSink
+    ) -> None:
+        if self._coverage_due.get(key) != due:
+            return
+        del self._coverage_due[key]
+        user_id, product_id = key.rsplit("|", 1)  # product ids never hold "|"
+        self._apply_coverage(user_id, product_id, due, changes, timers)
+        if self._seat_sessions(user_id, product_id):  # else the next Entitle looks again
+            self._schedule_coverage(user_id, product_id, due, timers)
+
+    def _catch_up(
+        self, sessions: Iterable[Session], due: datetime, changes: Changes, timers: TimerSink
+    ) -> None:
+        """Apply the lease ends and idle instants that fall at ``due`` before
+        deciding at ``due`` whether a meter is in use."""
+        for s in sessions:
+            if not s.live:
+                continue
+            if s.lease_end <= due:
+                self._end(s, EndReason.LEASE_EXPIRED, due, changes, timers)
+            elif (
+                s.active
+                and self._product(s).idle_aware
+                and s.idle_instant(self.terms.idle_threshold) <= due
+            ):
+                self._go_idle(s, due, changes, timers)
+
+    # == paying ========================================================================
+
+    def _ensure_paid(
+        self, session: Session, now: datetime, changes: Changes, timers: TimerSink
+    ) -> None:
+        """M2 for an active session: nothing if covered or free, or if its meter is
+        in grace or a window covers now; else hold and begin grace (raises
+        InsufficientTokens, having changed nothing)."""
+        meter = session.meter
+        if meter is None or session.coverage is not Coverage.TOKENS:
+            return
+        if not Meters.needs_hold(meter, now):
+            return
+        rate = self._product(session).daily_rate
+        if rate > 0:
+            cause = Cause(session.session_id, session.user_id, session.product_id)
+            self.meters.start_grace(meter, rate, cause, now, changes, timers)
+        elif meter.state is ChargeState.CHARGED:  # a window already over, nothing to pay
+            self.meters.close_window(meter, changes)
+
+    def _charge_or_end(
+        self, meter: Meter, now: datetime, changes: Changes, timers: TimerSink
+    ) -> None:
+        """M5/C2: the meter is in use under tokens: hold, or end all its sessions."""
+        sessions = self._meter_sessions(meter)
+        payer = next((s for s in sessions if s.active and s.coverage is Coverage.TOKENS), None)
+        if payer is None:
+            return
+        try:
+            self._ensure_paid(payer, now, changes, timers)
+        except InsufficientTokens:
+            for s in sessions:
+                self._end(s, EndReason.INSUFFICIENT_TOKENS, now, changes, timers)
+
+    # == moving ==========================================================================
+
+    def _stop_active(
+        self, session: Session, now: datetime, changes: Changes, timers: TimerSink
+    ) -> None:
+        """An active period ends (idle or end): record it; a meter no longer in
+        use breaks its grace and the hold goes back (M3)."""
+        if now > session.state_since:
+            changes.upsert(
+                ActivitySpan(
+                    session.session_id,
+                    session.team_id,
+                    session.user_id,
+                    session.product_id,
+                    session.state_since,
+                    now,
+                )
+            )
+        meter = session.meter
+        if meter is None:
+            return
+        if self.meters.grace_due(meter, now) and meter.in_use:
+            self.meters.capture(meter, changes, timers)  # its 5 minutes were up: charged
+        meter.active -= 1
+        if meter.active == 0 and meter.state is ChargeState.GRACE:
+            self.meters.release(meter, now, changes)
+
+    def _go_idle(
+        self, session: Session, now: datetime, changes: Changes, timers: TimerSink
+    ) -> None:
+        self._stop_active(session, now, changes, timers)
+        session.state = SessionState.IDLE
+        session.state_since = now
+        changes.upsert(session)
+
+    def _resume(self, session: Session, now: datetime, changes: Changes, timers: TimerSink) -> None:
+        """M6: active again from ``now``; a new grace unless a window covers now,
+        and the session ends if that hold cannot be made."""
+        session.state = SessionState.ACTIVE
+        session.state_since = now
+        if session.meter is not None:
+            session.meter.active += 1
+        changes.upsert(session)
+        try:
+            self._ensure_paid(session, now, changes, timers)
+        except InsufficientTokens:
+            self._end(session, EndReason.INSUFFICIENT_TOKENS, now, changes, timers)
+            return
+        self._watch(session, timers)
+
+    def _end(
+        self,
+        session: Session,
+        reason: EndReason,
+        now: datetime,
+        changes: Changes,
+        timers: TimerSink,
+    ) -> list[Session]:
+        """End a live session and then its plugins (HOST_ENDED, P4). Returns
+        every session ended."""
+        if not session.live:
+            return []
+        if session.active:
+            self._stop_active(session, now, changes, timers)
+        session.state = SessionState.ENDED
+        session.end_reason = reason
+        session.end_time = now
+        session.state_since = now
+        meter, device = session.meter, session.device
+        if device is not None:
+            device.live = live_remove(device.live, session)
+        if session.parent_session_id:
+            host = self._sessions.get(session.parent_session_id)
+            if host is not None:
+                host.plugins = live_remove(host.plugins, session)
+        session.meter = session.device = None
+        session.due = None
+        changes.upsert(session)
+        ended = [session]
+        plugins, session.plugins = order(live_list(session.plugins)), None
+        for plugin in plugins:
+            ended += self._end(plugin, EndReason.HOST_ENDED, now, changes, timers)
+        if meter is not None:
+            meter.live -= 1
+            self.meters.drop_if_unused(meter, changes)
+        return ended
+
+    # == who pays (C1, C2) ======================================================================
+
+    def _apply_coverage(
+        self, user_id: str, product_id: str, now: datetime, changes: Changes, timers: TimerSink
+    ) -> None:
+        """C1/C2 at ``now`` for the user's running sessions of a product. Losing
+        coverage: tokens from now (a new grace if in use, unless a window covers
+        now). Gaining it: a hold in grace goes back; a paid window stays paid."""
+        sessions = self._seat_sessions(user_id, product_id)
+        if not sessions:
+            return
+        product = self.products[product_id]
+        cov = coverage_of(self.coverage.covering(user_id, product_id, now), product.daily_rate)
+        if all(s.coverage is cov for s in sessions):
+            return
+        self._catch_up(sessions, now, changes, timers)
+        meters: dict[str, Meter] = {}
+        for s in sessions:
+            if s.live and s.coverage is not cov:
+                s.coverage = cov
+                s.coverage_since = now
+                changes.upsert(s)
+                if s.meter is not None:
+                    meters.setdefault(s.meter.team_id, s.meter)
+        for _, meter in sorted(meters.items()):
+            if cov is Coverage.TOKENS:
+                if meter.in_use:
+                    self._charge_or_end(meter, now, changes, timers)
+            elif meter.state is ChargeState.GRACE:
+                self.meters.release(meter, now, changes)
+
+    def _schedule_coverage(
+        self, user_id: str, product_id: str, now: datetime, timers: TimerSink
+    ) -> None:
+        """Watch for the next start or end of a subscription or trial (C2)."""
+        nxt = self.coverage.next_change(user_id, product_id, now)
+        if nxt is None:
+            return
+        seat = seat_key(user_id, product_id)
+        pending = self._coverage_due.get(seat)
+        if pending is None or nxt < pending:
+            self._coverage_due[seat] = nxt
+            timers.schedule(nxt, TimerKind.COVERAGE_CHANGE, seat)

@@ -1,0 +1,189 @@
+"""The live view (R2) and the restart path of the licensing aggregate.
+
+Queries that the API and operators need (a session and how it looks now,
+live sessions, a user's devices, a meter) and ``restore`` / ``schedule_all``,
+which rebuild the in-memory state and its deadlines from stored objects.
+Scans are confined to operator paths (``live_sessions``, ``all_sessions``,
+``forget_ended``); everything else is a dictionary read.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Self
+
+from server.domain.errors import InvalidArgument, UnknownSession
+from server.domain.ledger import Hold, Ledger
+from server.domain.lifecycle import SessionBook, order
+from server.domain.meters import holds_by_id
+from server.domain.policies import AccessPolicy, CoveragePolicy, TimerSink
+from server.domain.products import Product
+from server.domain.sessions import ChargeState, Device, Meter, Session, SessionView, seat_key
+from server.domain.teams import Team
+from server.domain.terms import Terms
+
+
+class LiveView(SessionBook):
+    # == queries ======================================================================
+
+    def find_session(self, session_id: str) -> Session | None:
+        return self._sessions.get(session_id)
+
+    def session(self, session_id: str) -> Session:
+        if not session_id:
+            raise InvalidArgument.field("session_id", "is required")
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise UnknownSession(f"no session {session_id!r}", session_id=session_id)
+        return session
+
+    def sessions_of_user(self, user_id: str, product_id: str | None = None) -> list[Session]:
+        """A user's live sessions (of one product, or of all), oldest first."""
+        products = sorted(self.products) if product_id is None else [product_id]
+        return order(s for p in products for s in self._seat_sessions(user_id, p))
+
+    def live_sessions(self, team_id: str | None = None) -> Iterator[Session]:
+        """Live sessions (of a team) in the order they opened. Scans: the admin path."""
+        return (
+            s
+            for s in self._sessions.values()
+            if s.live and (team_id is None or s.team_id == team_id)
+        )
+
+    def all_sessions(self, team_id: str | None = None) -> Iterator[Session]:
+        """Every session in memory, ended ones included (ListSessions include_ended)."""
+        return (s for s in self._sessions.values() if team_id is None or s.team_id == team_id)
+
+    def devices(self, user_id: str, product_id: str) -> list[Device]:
+        """M8/R2: the registered devices, oldest first; ``Device.running`` says
+        whether a live session runs there."""
+        found = self._devices_of(user_id, product_id)
+        return sorted(found, key=lambda d: (d.register_time, d.device_id))
+
+    def meter(self, team_id: str, user_id: str, product_id: str) -> Meter | None:
+        return self.meters.get(team_id, user_id, product_id)
+
+    def session_view(self, session: Session, now: datetime) -> SessionView:
+        """What the API shows of a session (API.md ``Session``)."""
+        meter = session.meter or self.meters.get(
+            session.team_id, session.user_id, session.product_id
+        )
+        state = meter.state if meter is not None else ChargeState.NONE
+        return SessionView(
+            session=session,
+            charge_state=state,
+            grace_end_time=meter.grace_end if meter and state is ChargeState.GRACE else None,
+            window_end_time=meter.window_end if meter and state is ChargeState.CHARGED else None,
+            lease_expire_time=session.lease_end if session.live else None,
+            heartbeat_interval=self.terms.heartbeat_interval,
+            team_available_tokens=self.ledger.available(session.team_id),
+            plan=session.plan,
+        )
+
+    def forget_ended(self, ended_before: datetime) -> int:
+        """Drop from memory the sessions that ended before an instant (they stay
+        stored). M11/M12 answers for them must then come from the store."""
+        old = [
+            s
+            for s in self._sessions.values()
+            if s.end_time is not None and s.end_time < ended_before
+        ]
+        for s in old:
+            del self._sessions[s.session_id]
+            if s.request_id:
+                self._forget_request(s)
+        return len(old)
+
+    # == restart ======================================================================
+
+    @classmethod
+    def restore(
+        cls,
+        sessions: Iterable[Session],
+        meters: Iterable[Meter],
+        devices: Iterable[Device],
+        holds: Iterable[Hold],
+        *,
+        ledger: Ledger,
+        products: Mapping[str, Product],
+        teams: Mapping[str, Team],
+        terms: Terms,
+        access: AccessPolicy,
+        coverage: CoveragePolicy,
+        new_id: Callable[[str], str],
+    ) -> Self:
+        """Rebuild the state and its indexes from stored objects (sessions may
+        include ended ones, for M11 and M12); then call ``schedule_all``."""
+        lic = cls(
+            ledger=ledger,
+            products=products,
+            teams=teams,
+            terms=terms,
+            access=access,
+            coverage=coverage,
+            new_id=new_id,
+        )
+        by_hold = holds_by_id(holds)
+        users: dict[str, str] = {}  # one string per user id, shared by all its objects
+        for meter in meters:
+            meter.live = meter.active = 0
+            meter.user_id = users.setdefault(meter.user_id, meter.user_id)
+            meter.team_id = sys.intern(meter.team_id)
+            meter.product_id = sys.intern(meter.product_id)
+            lic.meters.add(meter, by_hold)
+        for device in devices:
+            device.live = None
+            device.user_id = users.setdefault(device.user_id, device.user_id)
+            device.product_id = sys.intern(device.product_id)
+            lic._add_device(device)
+        for session in order(sessions):
+            session.meter = session.device = session.plugins = session.due = None
+            session.user_id = users.setdefault(session.user_id, session.user_id)
+            session.team_id = sys.intern(session.team_id)
+            session.product_id = sys.intern(session.product_id)
+            session.product_version = sys.intern(session.product_version)
+            lic._sessions[session.session_id] = session
+            if session.request_id:
+                lic._remember(session)
+        for session in order(s for s in lic._sessions.values() if s.live):
+            host = (
+                lic._sessions.get(session.parent_session_id) if session.parent_session_id else None
+            )
+            if host is not None:
+                session.parent_session_id = host.session_id
+            found = lic._devices_of(session.user_id, session.product_id)
+            on = next((d for d in found if d.device_id == session.device_id), None)
+            if on is None:  # a live session always has its device: recreate it
+                on = Device(
+                    session.user_id,
+                    session.product_id,
+                    session.device_id,
+                    session.start_time,
+                    session.start_time,
+                )
+                lic._add_device(on)
+            session.device_id = on.device_id  # share the string
+            meter = lic.meters.get_or_create(session.team_id, session.user_id, session.product_id)
+            lic._link(session, meter, on, host if host is not None and host.live else None)
+        return lic
+
+    def schedule_all(self, timers: TimerSink, now: datetime) -> None:
+        """Re-create every outstanding deadline after a restart. Deadlines already
+        past are due: the engine fires them, in time order, at their own instants.
+        Coverage changes are looked for from the last instant each user's
+        coverage was decided (``coverage_since``), so one that fell while the
+        server was down still applies at its own instant."""
+        seats: dict[str, datetime] = {}
+        for s in self._sessions.values():
+            if not s.live:
+                continue
+            s.due = None
+            self._watch(s, timers)
+            seat = seat_key(s.user_id, s.product_id)
+            seats[seat] = max(seats.get(seat, s.coverage_since), s.coverage_since)
+        self.meters.schedule_all(timers)
+        for seat, since in seats.items():
+            user_id, product_id = seat.rsplit("|", 1)
+            self._schedule_coverage(user_id, product_id, min(since, now), timers)

@@ -1,0 +1,176 @@
+"""Meters and their tokens: hold, grace, capture, window (RULES M2-M5).
+
+``Meters`` keeps every meter by key and moves a meter between its three
+states, with the ledger doing the token side:
+
+    NONE ──hold (M2)──▶ GRACE ──grace end, in use throughout (M3)──▶ CHARGED
+      ▲                   │ break: every session ended or idle (M3)     │
+      └───── release ─────┘                                             │
+      ▲                                                                 │
+      └──── window end, not in use (M5) ◀───────────────────────────────┘
+                window end, in use (M5): a new GRACE from that instant
+
+Which sessions are in use, and what to end when a hold cannot be made, is
+the licensing aggregate's business; this module only knows counts.
+
+Meters are found by user: a user has a handful (one per team and product in
+use), and the user id is a string the directory already holds, so the index
+costs no key of its own. For the same reason GRACE_END and WINDOW_END
+deadlines are keyed by user id; their handler looks for the user's meters
+whose grace or window ends at that instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+
+from server.domain.changes import Changes
+from server.domain.ledger import Cause, Hold, Ledger
+from server.domain.policies import TimerSink
+from server.domain.sessions import ChargeState, Meter, few, pack_few
+from server.domain.terms import Terms
+from server.domain.timers import TimerKind
+
+
+class Meters:
+    def __init__(self, ledger: Ledger, terms: Terms, new_id: Callable[[str], str]) -> None:
+        self.ledger = ledger
+        self.terms = terms
+        self._new_id = new_id
+        self._by_user: dict[str, Meter | tuple[Meter, ...]] = {}
+
+    # -- finding -------------------------------------------------------------
+
+    def of_user(self, user_id: str) -> tuple[Meter, ...]:
+        return few(self._by_user.get(user_id))
+
+    def get(self, team_id: str, user_id: str, product_id: str) -> Meter | None:
+        for meter in few(self._by_user.get(user_id)):
+            if meter.product_id == product_id and meter.team_id == team_id:
+                return meter
+        return None
+
+    def get_or_create(self, team_id: str, user_id: str, product_id: str) -> Meter:
+        meter = self.get(team_id, user_id, product_id)
+        if meter is None:
+            meter = Meter(team_id, user_id, product_id)
+            self._put(meter)
+        return meter
+
+    def add(self, meter: Meter, holds: dict[str, Hold]) -> None:
+        """Restore: index a stored meter and reattach its hold."""
+        if meter.hold_id:
+            meter.hold = holds[meter.hold_id]
+        self._put(meter)
+
+    def _put(self, meter: Meter) -> None:
+        mine = self.of_user(meter.user_id)
+        self._by_user[meter.user_id] = (*mine, meter) if mine else meter
+
+    def drop_if_unused(self, meter: Meter, changes: Changes) -> None:
+        """A meter with nothing held, no window and no live session carries no
+        information: forget it (it comes back as NONE when used again)."""
+        if meter.state is not ChargeState.NONE or meter.live != 0:
+            return
+        mine = self.of_user(meter.user_id)
+        rest = tuple(m for m in mine if m is not meter)
+        if len(rest) == len(mine):
+            return  # already forgotten
+        packed = pack_few(rest)
+        if packed is None:
+            del self._by_user[meter.user_id]
+        else:
+            self._by_user[meter.user_id] = packed
+        changes.delete(meter)
+
+    def __iter__(self) -> Iterator[Meter]:
+        return (m for found in self._by_user.values() for m in few(found))
+
+    def __len__(self) -> int:
+        return sum(len(few(found)) for found in self._by_user.values())
+
+    # -- M2: payment ------------------------------------------------------------
+
+    @staticmethod
+    def needs_hold(meter: Meter | None, now: datetime) -> bool:
+        """M2: tokens must be held unless the meter is in grace or a window covers now."""
+        if meter is None:
+            return True
+        return not (meter.state is ChargeState.GRACE or meter.window_covers(now))
+
+    def start_grace(
+        self,
+        meter: Meter,
+        rate: int,
+        cause: Cause,
+        now: datetime,
+        changes: Changes,
+        timers: TimerSink,
+    ) -> None:
+        """M2/M5: hold ``rate`` tokens (T3 order) and begin grace; raises
+        InsufficientTokens and changes nothing when the team cannot pay."""
+        hold = self.ledger.hold(meter.team_id, rate, cause, now, self._new_id("hd"), changes)
+        meter.state = ChargeState.GRACE
+        meter.grace_start = now
+        meter.grace_end = now + self.terms.grace
+        meter.window_start = meter.window_end = None
+        meter.hold = hold
+        meter.hold_id = hold.hold_id
+        changes.upsert(meter)
+        timers.schedule(meter.grace_end, TimerKind.GRACE_END, meter.user_id)
+
+    # -- M3: grace ----------------------------------------------------------------
+
+    def grace_due(self, meter: Meter, now: datetime) -> bool:
+        return (
+            meter.state is ChargeState.GRACE
+            and meter.grace_end is not None
+            and meter.grace_end <= now
+        )
+
+    def capture(self, meter: Meter, changes: Changes, timers: TimerSink) -> None:
+        """M3: 5 minutes of unbroken use: the hold is consumed, at grace end, and a
+        window opens from when grace began."""
+        hold, start, end = meter.hold, meter.grace_start, meter.grace_end
+        if hold is None or start is None or end is None:
+            raise RuntimeError(f"meter {meter.key} is not in grace")
+        self.ledger.capture(hold, end, changes)
+        meter.state = ChargeState.CHARGED
+        meter.window_start = start
+        meter.window_end = start + self.terms.charge_window
+        meter.grace_start = meter.grace_end = None
+        meter.hold = None
+        meter.hold_id = ""
+        changes.upsert(meter)
+        timers.schedule(meter.window_end, TimerKind.WINDOW_END, meter.user_id)
+
+    def release(self, meter: Meter, now: datetime, changes: Changes) -> None:
+        """M3: grace broken (or no longer needed, C2): the hold goes back, nothing is charged."""
+        if meter.hold is not None:
+            self.ledger.release(meter.hold, now, changes)
+        meter.state = ChargeState.NONE
+        meter.grace_start = meter.grace_end = None
+        meter.hold = None
+        meter.hold_id = ""
+        changes.upsert(meter)
+
+    # -- M5: window end -------------------------------------------------------------
+
+    def close_window(self, meter: Meter, changes: Changes) -> None:
+        meter.state = ChargeState.NONE
+        meter.window_start = meter.window_end = None
+        changes.upsert(meter)
+
+    # -- restart --------------------------------------------------------------
+
+    def schedule_all(self, timers: TimerSink) -> None:
+        for meter in self:
+            if meter.state is ChargeState.GRACE and meter.grace_end is not None:
+                timers.schedule(meter.grace_end, TimerKind.GRACE_END, meter.user_id)
+            elif meter.state is ChargeState.CHARGED and meter.window_end is not None:
+                timers.schedule(meter.window_end, TimerKind.WINDOW_END, meter.user_id)
+
+
+def holds_by_id(holds: Iterable[Hold]) -> dict[str, Hold]:
+    return {h.hold_id: h for h in holds}

@@ -1,0 +1,263 @@
+"""Sessions, meters, devices and active time: the objects of RULES §5.
+
+A ``Session`` is one running copy of a product on one device. A ``Meter`` is
+the pair (team, user, product) that charges are made on (M2-M5). A ``Device``
+is registered per (user, product) at its first Entitle (M8). An
+``ActivitySpan`` is one period of active use, appended when it ends, for the
+usage report (R1).
+
+Memory: at a million live sessions every byte counts, so every class has
+``__slots__``; strings repeated across users (team, product, version) are
+interned, and per-user strings (user and device ids) are shared by reference
+with the first object that holds them; a set of sessions that is almost
+always of one is that one session (``Live``), a tuple while small, a dict
+only when it grows. Fields marked *derived* are indexes that the aggregate
+rebuilds on restore: the store does not write them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import TypeAlias, TypeVar
+
+from server.domain.ledger import Hold
+from server.domain.products import Platform
+from server.domain.teams import Plan
+
+
+class SessionState(Enum):
+    ACTIVE = "ACTIVE"
+    IDLE = "IDLE"
+    ENDED = "ENDED"
+
+
+class EndReason(Enum):
+    RELEASED = "RELEASED"
+    LEASE_EXPIRED = "LEASE_EXPIRED"
+    TAKEN_OVER = "TAKEN_OVER"
+    INSUFFICIENT_TOKENS = "INSUFFICIENT_TOKENS"
+    NOT_ASSIGNED = "NOT_ASSIGNED"
+    HOST_ENDED = "HOST_ENDED"
+    ENDED_BY_ADMIN = "ENDED_BY_ADMIN"
+
+
+class Coverage(Enum):
+    """Who pays for a session (C1, C2, P1)."""
+
+    TOKENS = "TOKENS"
+    SUBSCRIPTION = "SUBSCRIPTION"
+    TRIAL = "TRIAL"
+    FREE = "FREE"
+
+
+class ChargeState(Enum):
+    """A meter's state: nothing held or charged, tokens held in grace, a window open."""
+
+    NONE = "NONE"
+    GRACE = "GRACE"
+    CHARGED = "CHARGED"
+
+
+# A set of sessions, smallest form first: none, the one session, a tuple while
+# small, a dict (insertion-ordered, O(1) removal) once it grows, so a device with
+# thousands of sessions stays fast and the usual one costs no container at all.
+Live: TypeAlias = "Session | tuple[Session, ...] | dict[Session, None] | None"
+_SMALL = 8
+
+
+def live_add(live: Live, session: Session) -> Live:
+    if live is None:
+        return session
+    if isinstance(live, Session):
+        return (live, session)
+    if isinstance(live, dict):
+        live[session] = None
+        return live
+    if len(live) < _SMALL:
+        return (*live, session)
+    grown = dict.fromkeys(live)
+    grown[session] = None
+    return grown
+
+
+def live_remove(live: Live, session: Session) -> Live:
+    if live is None or live is session:
+        return None
+    if isinstance(live, Session):
+        return live
+    if isinstance(live, dict):
+        live.pop(session, None)
+        if len(live) > _SMALL:
+            return live
+        rest = tuple(live)
+    else:
+        rest = tuple(s for s in live if s is not session)
+    return rest if len(rest) > 1 else rest[0] if rest else None
+
+
+_T = TypeVar("_T")
+
+
+def few(found: _T | tuple[_T, ...] | None) -> tuple[_T, ...]:
+    """The items of a small index entry: nothing, one object, or a tuple of them."""
+    if found is None:
+        return ()
+    if isinstance(found, tuple):
+        return found
+    return (found,)
+
+
+def pack_few(items: tuple[_T, ...]) -> _T | tuple[_T, ...] | None:
+    """The smallest index entry for ``items`` (the inverse of ``few``)."""
+    return None if not items else items[0] if len(items) == 1 else items
+
+
+def live_list(live: Live) -> tuple[Session, ...]:
+    """A snapshot of the set, safe to iterate while sessions end."""
+    if live is None:
+        return ()
+    if isinstance(live, Session):
+        return (live,)
+    return tuple(live)
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    """One running copy of a product (M1). Identity is the object (``eq=False``)."""
+
+    session_id: str
+    user_id: str
+    team_id: str
+    product_id: str
+    product_version: str
+    platform: Platform
+    device_id: str
+    parent_session_id: str  # the host session of a plugin; "" for a product
+    request_id: str  # M11; "" when the Entitle named none
+    coverage: Coverage
+    plan: Plan  # the team's plan at Entitle (A8)
+    daily_rate: int  # the product's rate at Entitle
+    start_time: datetime
+    lease_end: datetime  # M7: Entitle/Heartbeat + lease
+    last_activity: datetime  # M6: latest meaningful activity reported (Entitle counts)
+    state_since: datetime  # when the current state (ACTIVE, IDLE, ENDED) began
+    coverage_since: datetime  # when ``coverage`` was last decided (C2 timers on restore)
+    state: SessionState = SessionState.ACTIVE
+    end_reason: EndReason | None = None
+    end_time: datetime | None = None
+    # derived, not stored:
+    meter: Meter | None = field(default=None, repr=False)
+    device: Device | None = field(default=None, repr=False)
+    plugins: Live = field(default=None, repr=False)  # live plugin sessions hosted here
+    # the session's one outstanding deadline (IDLE while active and idle-aware, else LEASE_END)
+    due: datetime | None = field(default=None, repr=False)
+
+    @property
+    def live(self) -> bool:
+        return self.state is not SessionState.ENDED
+
+    @property
+    def active(self) -> bool:
+        return self.state is SessionState.ACTIVE
+
+    def idle_instant(self, threshold: timedelta) -> datetime:
+        """M6: when the session turns idle unless newer activity is reported."""
+        return self.last_activity + threshold
+
+
+@dataclass(slots=True, eq=False)
+class Meter:
+    """Charges per (team, user, product), never per session (M2-M5).
+
+    ``state`` is NONE, GRACE (``hold`` taken at ``grace_start``, captured at
+    ``grace_end`` if use goes on unbroken) or CHARGED (a window
+    [``window_start``, ``window_end``) is paid for). GRACE implies ``active``
+    > 0: a break releases the hold at once.
+    """
+
+    team_id: str
+    user_id: str
+    product_id: str
+    state: ChargeState = ChargeState.NONE
+    grace_start: datetime | None = None
+    grace_end: datetime | None = None
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    hold_id: str = ""  # the ledger's Hold while in GRACE
+    # derived, not stored:
+    hold: Hold | None = field(default=None, repr=False)
+    live: int = field(default=0, repr=False)  # live sessions (active or idle)
+    active: int = field(default=0, repr=False)  # ACTIVE sessions: "in use" when > 0
+
+    @property
+    def key(self) -> str:
+        return meter_key(self.team_id, self.user_id, self.product_id)
+
+    @property
+    def in_use(self) -> bool:
+        return self.active > 0
+
+    def window_covers(self, now: datetime) -> bool:
+        return (
+            self.state is ChargeState.CHARGED
+            and self.window_start is not None
+            and self.window_end is not None
+            and self.window_start <= now < self.window_end
+        )
+
+
+def meter_key(team_id: str, user_id: str, product_id: str) -> str:
+    return f"{team_id}|{user_id}|{product_id}"
+
+
+def seat_key(user_id: str, product_id: str) -> str:
+    """(user, product): the key of COVERAGE_CHANGE timers."""
+    return f"{user_id}|{product_id}"
+
+
+@dataclass(slots=True, eq=False)
+class Device:
+    """A device registered for a user and product at its first Entitle (M8)."""
+
+    user_id: str
+    product_id: str
+    device_id: str
+    register_time: datetime
+    last_seen_time: datetime  # the latest Entitle or Heartbeat from it
+    # derived, not stored: the live sessions of this user and product on it
+    live: Live = field(default=None, repr=False)
+
+    @property
+    def running(self) -> bool:
+        return self.live is not None
+
+    def sessions(self) -> tuple[Session, ...]:
+        return live_list(self.live)
+
+
+@dataclass(slots=True, frozen=True)
+class ActivitySpan:
+    """One period of active use of a session (M6), appended when it ends (R1)."""
+
+    session_id: str
+    team_id: str
+    user_id: str
+    product_id: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(slots=True, frozen=True)
+class SessionView:
+    """What the API shows of a session at ``now`` (API.md ``Session``)."""
+
+    session: Session
+    charge_state: ChargeState
+    grace_end_time: datetime | None
+    window_end_time: datetime | None
+    lease_expire_time: datetime | None
+    heartbeat_interval: timedelta
+    team_available_tokens: int
+    plan: Plan

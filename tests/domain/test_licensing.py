@@ -1,0 +1,872 @@
+"""RULES §4-§6 on the licensing domain, one test per rule, on fixed UTC instants."""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+
+import pytest
+
+from server.domain.changes import Changes
+from server.domain.errors import (
+    AlreadyExists,
+    DeviceLimit,
+    HostSessionRequired,
+    IdleNotSupported,
+    InsufficientTokens,
+    InvalidArgument,
+    InvitationPending,
+    NotAssigned,
+    RunningElsewhere,
+    UnknownProduct,
+    UnknownSession,
+    UnsupportedPlatform,
+    UnsupportedVersion,
+)
+from server.domain.ledger import EntryKind, Hold
+from server.domain.licensing import Licensing
+from server.domain.products import Platform
+from server.domain.sessions import (
+    ChargeState,
+    Coverage,
+    Device,
+    EndReason,
+    Meter,
+    Session,
+    SessionState,
+)
+from server.domain.teams import Plan
+from server.domain.terms import DEFAULT_TERMS
+from server.domain.timers import TimerHeap
+from tests.domain.licensing_world import T0, FakeSub, World
+
+MIN = timedelta(minutes=1)
+SEC = timedelta(seconds=1)
+HOUR = timedelta(hours=1)
+DAY = timedelta(hours=24)
+
+
+@pytest.fixture
+def w() -> World:
+    world = World()
+    world.buy("alpha", 100)
+    world.access.grant("ann", "alpha", "ACAD", "MAYA", "PLUG", "FREE", "FPLUG")
+    world.access.grant("bob", "alpha", "ACAD", "MAYA", "PLUG")
+    return world
+
+
+def two_teams() -> World:
+    world = World({"alpha": Plan.STANDARD, "beta": Plan.PREMIUM})
+    world.access.grant("ann", "alpha", "ACAD", "MAYA", "PLUG")
+    world.access.grant("ann", "beta", "ACAD", "MAYA", "PLUG")
+    return world
+
+
+# -- M1: Entitle checks, in order ---------------------------------------------
+
+
+def test_m1_required_fields_are_named(w: World) -> None:
+    with pytest.raises(InvalidArgument) as e:
+        w.entitle(product="", device="")
+    assert set(e.value.violations) == {"product_id", "device_id"}
+    with pytest.raises(InvalidArgument) as e:
+        w.entitle(device="x" * 201)
+    assert set(e.value.violations) == {"device_id"}
+    with pytest.raises(InvalidArgument) as e:
+        w.entitle(device="bad\ndevice", request_id="r\x00")
+    assert set(e.value.violations) == {"device_id", "request_id"}
+
+
+def test_m1_unknown_product(w: World) -> None:
+    with pytest.raises(UnknownProduct):
+        w.entitle(product="NOPE")
+
+
+def test_p2_version_must_start_with_a_year(w: World) -> None:
+    with pytest.raises(InvalidArgument) as e:
+        w.entitle(version="latest")
+    assert set(e.value.violations) == {"product_version"}
+    assert w.entitle(version="2025.1").product_version == "2025.1"
+
+
+def test_p3_platform_and_linux_floor(w: World) -> None:
+    with pytest.raises(UnsupportedPlatform):
+        w.entitle(platform=Platform.LINUX)  # ACAD does not run on Linux
+    with pytest.raises(UnsupportedVersion):
+        w.entitle(product="MAYA", platform=Platform.LINUX, version="2019")
+    assert w.entitle(product="MAYA", platform=Platform.LINUX, version="2020").live
+
+
+def test_m1_access_refusals_come_from_the_directory(w: World) -> None:
+    with pytest.raises(NotAssigned):
+        w.entitle(user="cat")
+    w.access.pending.add("cat")
+    with pytest.raises(InvitationPending):
+        w.entitle(user="cat")
+
+
+def test_m1_checks_in_order(w: World) -> None:
+    # Unknown product wins over everything after it.
+    with pytest.raises(UnknownProduct):
+        w.entitle(user="cat", product="NOPE", platform=Platform.LINUX)
+    # Platform before access.
+    with pytest.raises(UnsupportedPlatform):
+        w.entitle(user="cat", platform=Platform.LINUX)
+    # Access before the device limit.
+    for d in ("d1", "d2", "d3"):
+        w.release(w.entitle(device=d))
+    w.access.revoke("ann", "alpha", "ACAD")
+    with pytest.raises(NotAssigned):
+        w.entitle(device="d4")
+    w.access.grant("ann", "alpha", "ACAD")
+    # Device limit before running elsewhere.
+    w.entitle(device="d1")
+    with pytest.raises(DeviceLimit):
+        w.entitle(device="d4")
+    # Running elsewhere before payment.
+    two = two_teams()
+    two.buy("alpha", 10)
+    two.entitle(device="d1")
+    with pytest.raises(InsufficientTokens):
+        two.entitle(device="d1", team="beta")
+    with pytest.raises(RunningElsewhere):
+        two.entitle(device="d2", team="beta")
+
+
+def test_m1_refused_entitle_changes_nothing(w: World) -> None:
+    w.access.grant("cat", "alpha", "ACAD")
+    first = w.entitle(user="cat", device="d1")
+    before_items = len(w.items)
+    before_heap = len(w.heap)
+    for kwargs in (
+        {"device": "d2"},  # running elsewhere
+        {"product": "NOPE"},
+        {"platform": Platform.LINUX},
+    ):
+        with pytest.raises(Exception):  # noqa: B017 (each refusal is tested elsewhere)
+            w.entitle(user="cat", **kwargs)  # type: ignore[arg-type]
+        assert not w.last_changes
+    assert len(w.items) == before_items and len(w.heap) == before_heap
+    assert [d.device_id for d in w.lic.devices("cat", "ACAD")] == ["d1"]
+    assert first.state is SessionState.ACTIVE
+
+
+# -- M2: payment check and hold ------------------------------------------------------
+
+
+def test_m2_entitle_holds_the_daily_rate_and_enters_grace(w: World) -> None:
+    s = w.entitle()
+    assert w.available() == 90 and w.held() == 10
+    [hold] = w.entries(EntryKind.HOLD)
+    assert hold.amount == 10 and hold.cause.session_id == s.session_id
+    view = w.lic.session_view(s, w.now)
+    assert view.charge_state is ChargeState.GRACE
+    assert view.grace_end_time == T0 + 5 * MIN
+    assert view.window_end_time is None
+    assert view.lease_expire_time == T0 + DAY
+    assert view.team_available_tokens == 90
+    assert view.heartbeat_interval == DEFAULT_TERMS.heartbeat_interval
+    assert s.coverage is Coverage.TOKENS and s.daily_rate == 10 and s.plan is Plan.STANDARD
+
+
+def test_m2_insufficient_tokens_carries_balance_and_rate() -> None:
+    w = World()
+    w.buy("alpha", 7)
+    w.access.grant("ann", "alpha", "ACAD")
+    with pytest.raises(InsufficientTokens) as e:
+        w.entitle()
+    assert (e.value.available, e.value.daily_rate) == (7, 10)
+    assert e.value.metadata == {"team_id": "alpha", "available": "7", "daily_rate": "10"}
+    assert w.lic.devices("ann", "ACAD") == []
+
+
+def test_m2_a_meter_in_grace_holds_nothing_more(w: World) -> None:
+    w.entitle(device="d1", version="2024")
+    w.entitle(device="d1", version="2025")
+    assert w.held() == 10 and len(w.entries(EntryKind.HOLD)) == 1
+
+
+def test_m2_race_for_the_last_tokens() -> None:
+    w = World()
+    w.buy("alpha", 10)
+    w.access.grant("ann", "alpha", "ACAD")
+    w.access.grant("bob", "alpha", "ACAD")
+    w.entitle(user="ann")
+    with pytest.raises(InsufficientTokens) as e:
+        w.entitle(user="bob")
+    assert (e.value.available, e.value.daily_rate) == (0, 10)
+
+
+def test_t3_hold_spans_packs_in_consumption_order() -> None:
+    w = World()
+    w.buy("alpha", 4)
+    w.now += DAY
+    w.buy("alpha", 50)
+    w.access.grant("ann", "alpha", "ACAD")
+    w.entitle()
+    parts = [(e.pack_id, e.amount) for e in w.entries(EntryKind.HOLD)]
+    assert parts == [("pk_000001", 4), ("pk_000002", 6)]
+
+
+# -- M3: grace ----------------------------------------------------------------------
+
+
+def test_m3_release_within_grace_is_free(w: World) -> None:
+    s = w.entitle()
+    w.advance(4 * MIN + 59 * SEC)
+    w.release(s)
+    assert w.charged() == 0 and w.available() == 100 and w.held() == 0
+    assert [e.amount for e in w.entries(EntryKind.HOLD_RELEASE)] == [10]
+    assert w.lic.meter("alpha", "ann", "ACAD") is None  # nothing left to remember
+    w.advance(DAY)
+    assert w.charged() == 0
+
+
+def test_m3_release_after_grace_is_charged(w: World) -> None:
+    s = w.entitle()
+    w.advance(5 * MIN + SEC)
+    w.release(s)
+    assert w.charged() == 10 and w.available() == 90 and w.held() == 0
+    [capture] = w.entries(EntryKind.CAPTURE)
+    assert capture.time == T0 + 5 * MIN
+
+
+def test_m3_release_at_exactly_grace_end_is_charged(w: World) -> None:
+    s = w.entitle()
+    w.advance(5 * MIN)
+    w.release(s)
+    assert w.charged() == 10
+
+
+def test_m3_window_opens_from_when_grace_began(w: World) -> None:
+    s = w.entitle()
+    w.advance(10 * MIN)
+    meter = w.lic.meter("alpha", "ann", "ACAD")
+    assert meter is not None and meter.state is ChargeState.CHARGED
+    assert (meter.window_start, meter.window_end) == (T0, T0 + DAY)
+    view = w.lic.session_view(s, w.now)
+    assert view.charge_state is ChargeState.CHARGED and view.window_end_time == T0 + DAY
+
+
+def test_m3_idle_before_grace_end_releases_the_hold(w: World) -> None:
+    s = w.entitle(product="MAYA")
+    w.advance(2 * MIN)
+    w.idle(s)
+    assert w.held() == 0 and w.available() == 100
+    w.advance(HOUR)
+    assert w.charged() == 0
+
+
+def test_m3_grace_continues_while_another_session_is_active(w: World) -> None:
+    a = w.entitle(version="2024")
+    w.advance(MIN)
+    w.entitle(version="2025")
+    w.advance(MIN)
+    w.release(a)
+    assert w.held() == 10
+    w.advance(3 * MIN)
+    assert w.charged() == 10
+
+
+def test_m3_lease_expiry_counts_as_release(w: World) -> None:
+    """A session whose lease lapses stops at its lease end, as if released then."""
+    w.products["MAYA"].idle_aware = False
+    s = w.entitle(product="MAYA")
+    w.advance(DAY + HOUR)
+    assert s.end_reason is EndReason.LEASE_EXPIRED and s.end_time == T0 + DAY
+    assert w.charged() == 8  # one capture at 5 min; no renewal at exactly 24 h
+
+
+# -- M4: window -------------------------------------------------------------------------
+
+
+def test_m4_window_covers_any_device_and_version(w: World) -> None:
+    s = w.entitle(device="d1", version="2024")
+    w.advance(HOUR)
+    w.release(s)
+    w.advance(HOUR)
+    t = w.entitle(device="d2", version="2026")
+    assert w.lic.session_view(t, w.now).charge_state is ChargeState.CHARGED
+    assert len(w.entries(EntryKind.HOLD)) == 1 and w.held() == 0
+    w.advance(20 * HOUR)
+    assert w.charged() == 10
+
+
+# -- M5: renewal -----------------------------------------------------------------------
+
+
+def test_m5_renewal_at_exactly_24_hours(w: World) -> None:
+    s = w.entitle()
+    w.advance(to=T0 + DAY - SEC)
+    assert len(w.entries(EntryKind.HOLD)) == 1 and w.held() == 0
+    w.heartbeat(s)
+    w.advance(to=T0 + DAY)
+    assert w.held() == 10
+    assert [e.time for e in w.entries(EntryKind.HOLD)] == [T0, T0 + DAY]
+    view = w.lic.session_view(s, w.now)
+    assert view.charge_state is ChargeState.GRACE and view.grace_end_time == T0 + DAY + 5 * MIN
+    w.advance(to=T0 + DAY + 5 * MIN)
+    captures = w.entries(EntryKind.CAPTURE)
+    assert [(e.time, e.amount) for e in captures] == [(T0 + 5 * MIN, 10), (T0 + DAY + 5 * MIN, 10)]
+    meter = w.lic.meter("alpha", "ann", "ACAD")
+    assert meter is not None and meter.window_start == T0 + DAY
+
+
+def test_m5_renewal_without_tokens_ends_every_session_of_the_meter() -> None:
+    w = World()
+    w.buy("alpha", 15)
+    w.access.grant("ann", "alpha", "MAYA")
+    a = w.entitle(product="MAYA", version="2024")
+    b = w.entitle(product="MAYA", version="2025")
+    w.advance(HOUR)
+    w.heartbeat(a, 0)
+    w.idle(b)  # idle sessions end too
+    w.advance(to=T0 + DAY - MIN)
+    w.heartbeat(a, 0)
+    w.heartbeat(b, seconds=10**6)  # still idle; lease extended
+    assert b.state is SessionState.IDLE
+    w.advance(to=T0 + DAY)
+    for s in (a, b):
+        assert s.end_reason is EndReason.INSUFFICIENT_TOKENS and s.end_time == T0 + DAY
+    assert w.charged() == 8 and w.held() == 0
+    # The product learns it from its next heartbeat.
+    assert w.heartbeat(a).state is SessionState.ENDED
+
+
+def test_m5_idle_at_exactly_the_window_end_does_not_renew(w: World) -> None:
+    """The idle deadline is pushed lazily, so the window's end pops first at
+    that instant; the meter is still not in use then."""
+    s = w.entitle(product="MAYA")
+    while w.now < T0 + 23 * HOUR + 40 * MIN:
+        w.advance(10 * MIN)
+        w.heartbeat(s, 0)
+    w.advance(10 * MIN)
+    w.heartbeat(s, seconds=5 * 60)  # last activity 23:45: idle at exactly 24:00
+    w.advance(to=T0 + DAY + HOUR)
+    assert s.state is SessionState.IDLE and s.state_since == T0 + DAY
+    assert len(w.entries(EntryKind.HOLD)) == 1 and w.held() == 0
+
+
+def test_m5_meter_not_in_use_at_window_end_costs_nothing(w: World) -> None:
+    s = w.entitle(product="MAYA")
+    w.advance(HOUR)
+    w.idle(s)
+    w.advance(to=T0 + DAY + HOUR)
+    assert len(w.entries(EntryKind.HOLD)) == 1 and w.charged() == 8
+    assert w.lic.session_view(s, w.now).charge_state is ChargeState.NONE
+
+
+# -- M6: idle ----------------------------------------------------------------------
+
+
+def test_m6_idle_15_minutes_after_last_activity(w: World) -> None:
+    s = w.entitle(product="MAYA")
+    w.advance(10 * MIN)
+    w.heartbeat(s, seconds=2 * 60)  # active 8 minutes after the start
+    w.advance(to=T0 + 23 * MIN - SEC)
+    assert s.state is SessionState.ACTIVE
+    w.advance(to=T0 + 23 * MIN)
+    assert s.state is SessionState.IDLE and s.state_since == T0 + 23 * MIN
+
+
+def test_m6_entitle_counts_as_activity_and_old_reports_do_not_go_back(w: World) -> None:
+    s = w.entitle(product="MAYA")
+    w.advance(5 * MIN)
+    w.heartbeat(s, seconds=3600)  # "an hour ago": before the session began
+    assert s.last_activity == T0
+    w.advance(to=T0 + 15 * MIN)
+    assert s.state is SessionState.IDLE
+
+
+def test_m6_idle_call_and_resume_with_new_grace(w: World) -> None:
+    s = w.entitle(product="MAYA")
+    w.advance(2 * MIN)
+    w.idle(s)
+    w.advance(10 * MIN)
+    w.heartbeat(s, seconds=5 * 60)  # activity at 7 min: after it went idle at 2 min
+    assert s.state is SessionState.ACTIVE and s.state_since == T0 + 12 * MIN
+    view = w.lic.session_view(s, w.now)
+    assert view.charge_state is ChargeState.GRACE and view.grace_end_time == T0 + 17 * MIN
+    w.advance(5 * MIN)
+    assert w.charged() == 8
+
+
+def test_m6_older_activity_does_not_resume(w: World) -> None:
+    s = w.entitle(product="MAYA")
+    w.advance(2 * MIN)
+    w.heartbeat(s, 0)
+    w.idle(s)
+    w.advance(5 * MIN)
+    w.heartbeat(s, seconds=6 * 60)  # 1 min: before it went idle
+    assert s.state is SessionState.IDLE and w.held() == 0
+
+
+def test_m6_lapsed_activity_does_not_resume(w: World) -> None:
+    """Decision: activity newer than the idle moment but already 15 minutes old
+    changes nothing (it would go idle again at once)."""
+    s = w.entitle(product="MAYA")
+    w.idle(s)
+    w.advance(40 * MIN)
+    w.heartbeat(s, seconds=20 * 60)
+    assert s.state is SessionState.IDLE and w.held() == 0 and s.last_activity == T0 + 20 * MIN
+
+
+def test_m6_resume_within_a_window_costs_nothing(w: World) -> None:
+    s = w.entitle(product="MAYA")
+    w.advance(HOUR)
+    assert s.state is SessionState.IDLE and w.charged() == 8
+    w.heartbeat(s, 0)
+    assert s.state is SessionState.ACTIVE
+    assert len(w.entries(EntryKind.HOLD)) == 1
+    assert w.lic.session_view(s, w.now).charge_state is ChargeState.CHARGED
+
+
+def test_m6_idle_across_a_window_end(w: World) -> None:
+    s = w.entitle(product="MAYA")
+    w.advance(to=T0 + 23 * HOUR)
+    w.heartbeat(s, 0)  # resumes (it went idle at 15 min) inside the window
+    w.idle(s)
+    w.advance(to=T0 + DAY + 2 * HOUR)
+    assert len(w.entries(EntryKind.HOLD)) == 1  # idle at the window's end: no renewal
+    w.heartbeat(s, 0)
+    holds = w.entries(EntryKind.HOLD)
+    assert [e.time for e in holds] == [T0, T0 + DAY + 2 * HOUR]
+    w.advance(5 * MIN)
+    assert w.charged() == 16
+    meter = w.lic.meter("alpha", "ann", "MAYA")
+    assert meter is not None and meter.window_start == T0 + DAY + 2 * HOUR
+
+
+def test_m6_resume_without_tokens_ends_the_session() -> None:
+    w = World()
+    w.buy("alpha", 8)
+    w.access.grant("ann", "alpha", "MAYA")
+    w.access.grant("bob", "alpha", "ACAD")
+    s = w.entitle(product="MAYA")
+    w.idle(s)  # within grace: released
+    w.buy("alpha", 2)
+    w.entitle(user="bob")  # takes 10 of the 10
+    w.advance(MIN)
+    w.heartbeat(s, 0)
+    assert s.state is SessionState.ENDED and s.end_reason is EndReason.INSUFFICIENT_TOKENS
+
+
+def test_m6_idle_not_supported_and_reports_ignored(w: World) -> None:
+    s = w.entitle()
+    with pytest.raises(IdleNotSupported):
+        w.idle(s)
+    w.advance(HOUR)
+    w.heartbeat(s, seconds=3600)
+    assert s.state is SessionState.ACTIVE and s.last_activity == T0
+
+
+def test_m6_negative_seconds_is_invalid_and_huge_ones_mean_before_the_start(w: World) -> None:
+    s = w.entitle(product="MAYA")
+    with pytest.raises(InvalidArgument) as e:
+        w.heartbeat(s, seconds=-1)
+    assert set(e.value.violations) == {"seconds_since_activity"}
+    w.advance(MIN)
+    w.heartbeat(s, seconds=2**63 - 1)
+    assert s.last_activity == T0 and s.lease_end == T0 + MIN + DAY
+
+
+def test_m6_active_time_is_recorded(w: World) -> None:
+    s = w.entitle(product="MAYA")
+    w.advance(20 * MIN)  # idle at 15
+    w.heartbeat(s, 0)  # active from 20
+    w.advance(2 * MIN)
+    w.release(s)
+    spans = [(x.start, x.end) for x in w.spans()]
+    assert spans == [(T0, T0 + 15 * MIN), (T0 + 20 * MIN, T0 + 22 * MIN)]
+
+
+# -- M7: lease --------------------------------------------------------------------------
+
+
+def test_m7_lease_expires_exactly_24_hours_after_the_last_heartbeat(w: World) -> None:
+    s = w.entitle()
+    w.advance(3 * HOUR)
+    w.heartbeat(s)
+    assert w.lic.session_view(s, w.now).lease_expire_time == T0 + 27 * HOUR
+    w.advance(to=T0 + 27 * HOUR - SEC)
+    assert s.live
+    w.advance(to=T0 + 27 * HOUR)
+    assert s.end_reason is EndReason.LEASE_EXPIRED and s.end_time == T0 + 27 * HOUR
+
+
+def test_m7_heartbeats_push_no_deadlines(w: World) -> None:
+    s = w.entitle(product="MAYA")
+    size = len(w.heap)
+    for _ in range(50):
+        w.advance(MIN)
+        w.heartbeat(s, 0)
+    assert len(w.heap) <= size + 1  # only the grace's capture scheduled the window end
+
+
+# -- M8, M9: devices ---------------------------------------------------------------------
+
+
+def test_m8_fourth_device_refused_and_nothing_registered(w: World) -> None:
+    for d in ("d1", "d2", "d3"):
+        w.release(w.entitle(device=d))
+    with pytest.raises(DeviceLimit) as e:
+        w.entitle(device="d4")
+    assert e.value.metadata["limit"] == "3"
+    assert [d.device_id for d in w.lic.devices("ann", "ACAD")] == ["d1", "d2", "d3"]
+    w.entitle(device="d2")  # a registered one is fine
+    changes = w.changes()
+    w.lic.remove_device("ann", "ACAD", "d1", w.now, changes, w.heap)
+    assert w.entitle(device="d4", takeover=True).live
+
+
+def test_m9_running_elsewhere(w: World) -> None:
+    s = w.entitle(device="d1")
+    with pytest.raises(RunningElsewhere) as e:
+        w.entitle(device="d2")
+    assert e.value.metadata["device_id"] == "d1"
+    assert s.live and [d.device_id for d in w.lic.devices("ann", "ACAD")] == ["d1"]
+    assert w.entitle(device="d1", version="2024").live  # same device: fine
+
+
+def test_m9_takeover_keeps_the_meter_in_use(w: World) -> None:
+    old = w.entitle(device="d1")
+    w.advance(2 * MIN)
+    new = w.entitle(device="d2", takeover=True)
+    assert old.end_reason is EndReason.TAKEN_OVER and old.end_time == T0 + 2 * MIN
+    assert new.state is SessionState.ACTIVE
+    assert w.entries(EntryKind.HOLD_RELEASE) == [] and w.held() == 10
+    w.advance(3 * MIN)
+    assert w.charged() == 10 and len(w.entries(EntryKind.HOLD)) == 1
+    assert w.heartbeat(old).end_reason is EndReason.TAKEN_OVER
+    running = {d.device_id: d.running for d in w.lic.devices("ann", "ACAD")}
+    assert running == {"d1": False, "d2": True}
+
+
+def test_m9_refused_takeover_revokes_nothing() -> None:
+    w = World()
+    w.buy("alpha", 10)
+    w.access.grant("ann", "alpha", "MAYA")
+    w.access.grant("bob", "alpha", "ACAD")
+    first = w.entitle(device="d1", product="MAYA")
+    w.idle(first)  # within grace: released, 10 available again
+    w.entitle(user="bob")  # takes all 10
+    with pytest.raises(InsufficientTokens):
+        w.entitle(device="d2", product="MAYA", takeover=True)
+    assert first.live and [d.device_id for d in w.lic.devices("ann", "MAYA")] == ["d1"]
+
+
+# -- M10-M12 ------------------------------------------------------------------------------
+
+
+def test_m10_release_twice_returns_the_same_ended_session(w: World) -> None:
+    s = w.entitle()
+    w.advance(10 * MIN)
+    first = w.release(s)
+    w.advance(MIN)
+    second = w.release(s)
+    assert second is first and second.end_time == T0 + 10 * MIN
+    assert not w.last_changes
+    assert w.charged() == 10 and w.entries(EntryKind.HOLD_RELEASE) == []
+
+
+def test_m11_repeated_request_id_returns_the_earlier_session(w: World) -> None:
+    s = w.entitle(request_id="req-1")
+    w.advance(MIN)
+    again = w.entitle(request_id="req-1")
+    assert again is s and not w.last_changes and len(w.entries(EntryKind.HOLD)) == 1
+    w.release(s)
+    assert w.entitle(request_id="req-1") is s  # its current state: ended
+    other = w.entitle(user="bob", request_id="req-1")  # another user's key space
+    assert other is not s
+    with pytest.raises(AlreadyExists):
+        w.entitle(request_id="req-1", product="MAYA")
+
+
+def test_m12_ended_sessions_answer_and_never_revive(w: World) -> None:
+    s = w.entitle(product="MAYA")
+    w.release(s)
+    w.advance(MIN)
+    for act in (lambda: w.heartbeat(s, 0), lambda: w.idle(s), lambda: w.release(s)):
+        got = act()
+        assert got.state is SessionState.ENDED and got.end_reason is EndReason.RELEASED
+        assert not w.last_changes
+    assert w.lic.session_view(s, w.now).lease_expire_time is None
+
+
+def test_m12_a_session_belongs_to_its_user(w: World) -> None:
+    s = w.entitle()
+    for act in (
+        lambda: w.heartbeat(s, 0, user="bob"),
+        lambda: w.release(s, user="bob"),
+        lambda: w.lic.idle("bob", s.session_id, w.now, Changes(), w.heap),
+        lambda: w.lic.heartbeat("ann", "se_missing", 0, w.now, Changes(), w.heap),
+    ):
+        with pytest.raises(UnknownSession) as e:
+            act()
+        assert e.value.reason == "UNKNOWN_SESSION"
+    assert s.state is SessionState.ACTIVE
+
+
+# -- P1, P4: free products and plugins -------------------------------------------------------
+
+
+def test_p1_rate_zero_is_free(w: World) -> None:
+    s = w.entitle(product="FREE")
+    w.advance(2 * DAY)
+    assert s.coverage is Coverage.FREE and w.entries(EntryKind.HOLD) == []
+    assert w.lic.session_view(s, w.now).charge_state is ChargeState.NONE
+
+
+def test_p4_plugin_needs_a_live_host_of_the_same_user_on_the_same_device(w: World) -> None:
+    host = w.entitle(device="d1")
+    bobs = w.entitle(user="bob", device="d1")
+    for parent, device in (("", "d1"), (host.session_id, "d2"), (bobs.session_id, "d1")):
+        with pytest.raises(HostSessionRequired):
+            w.entitle(product="PLUG", device=device, parent=parent)
+    maya = w.entitle(product="MAYA", device="d1")
+    with pytest.raises(HostSessionRequired):
+        w.entitle(product="PLUG", device="d1", parent=maya.session_id)  # not its host
+    w.idle(maya)
+    plug = w.entitle(product="PLUG", device="d1", parent=host.session_id)
+    assert plug.parent_session_id == host.session_id
+    w.release(host)
+    with pytest.raises(HostSessionRequired):
+        w.entitle(product="PLUG", device="d1", parent=host.session_id)
+
+
+def test_p4_plugin_metered_on_its_own_and_ended_with_its_host(w: World) -> None:
+    host = w.entitle(device="d1")
+    plug = w.entitle(product="PLUG", device="d1", parent=host.session_id)
+    assert w.held() == 13
+    w.advance(10 * MIN)
+    assert w.charged() == 13
+    w.release(host)
+    assert plug.end_reason is EndReason.HOST_ENDED and plug.end_time == w.now
+
+
+def test_p4_idle_host_keeps_plugins_and_takeover_ends_them(w: World) -> None:
+    host = w.entitle(product="MAYA", device="d1")
+    plug = w.entitle(product="FPLUG", device="d1", parent=host.session_id)
+    assert plug.coverage is Coverage.FREE
+    w.advance(HOUR)
+    assert host.state is SessionState.IDLE and plug.live
+    w.entitle(product="MAYA", device="d2", takeover=True)
+    assert host.end_reason is EndReason.TAKEN_OVER
+    assert plug.end_reason is EndReason.HOST_ENDED
+
+
+# -- C1-C3: who pays ---------------------------------------------------------------------------
+
+
+def test_c1_subscription_consumes_no_tokens(w: World) -> None:
+    w.coverage.subs.append(FakeSub("ann", "ACAD", "SUBSCRIPTION", T0 - DAY, T0 + 30 * DAY))
+    w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0 - DAY, T0 + 60 * DAY))
+    s = w.entitle()
+    w.advance(3 * DAY)
+    assert s.coverage is Coverage.SUBSCRIPTION and w.entries(EntryKind.HOLD) == []
+
+
+def test_c2_trial_ending_mid_session_starts_grace_then(w: World) -> None:
+    w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0 - DAY, T0 + 2 * HOUR))
+    s = w.entitle()
+    assert s.coverage is Coverage.TRIAL and w.held() == 0
+    w.advance(to=T0 + 2 * HOUR)
+    assert s.coverage is Coverage.TOKENS and w.held() == 10
+    assert [e.time for e in w.entries(EntryKind.HOLD)] == [T0 + 2 * HOUR]
+    w.advance(to=T0 + 2 * HOUR + 5 * MIN - SEC)
+    assert w.charged() == 0
+    w.advance(SEC)
+    assert w.charged() == 10
+    w.heartbeat(s)
+    w.advance(to=T0 + 2 * HOUR + DAY)  # renewal from when the tokens began
+    assert w.held() == 10
+
+
+def test_c2_trial_ending_without_tokens_ends_the_sessions() -> None:
+    w = World()
+    w.access.grant("ann", "alpha", "ACAD")
+    w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0, T0 + HOUR))
+    s = w.entitle()
+    w.advance(2 * HOUR)
+    assert s.end_reason is EndReason.INSUFFICIENT_TOKENS and s.end_time == T0 + HOUR
+
+
+def test_c2_trial_ending_while_idle_costs_nothing_until_resumed(w: World) -> None:
+    w.coverage.subs.append(FakeSub("ann", "MAYA", "TRIAL", T0, T0 + HOUR))
+    s = w.entitle(product="MAYA")
+    w.advance(2 * HOUR)
+    assert s.state is SessionState.IDLE and s.coverage is Coverage.TOKENS and w.held() == 0
+    w.heartbeat(s, 0)
+    assert w.held() == 8
+
+
+def test_c2_coverage_starting_mid_session_releases_the_hold(w: World) -> None:
+    w.coverage.subs.append(FakeSub("ann", "ACAD", "SUBSCRIPTION", T0 + 2 * MIN, T0 + DAY))
+    s = w.entitle()
+    assert w.held() == 10
+    w.advance(3 * MIN)
+    assert s.coverage is Coverage.SUBSCRIPTION and w.held() == 0 and w.charged() == 0
+
+
+def test_c2_granted_while_running_applies_at_once(w: World) -> None:
+    s = w.entitle()
+    w.advance(MIN)
+    w.coverage.subs.append(FakeSub("ann", "ACAD", "SUBSCRIPTION", w.now, T0 + HOUR))
+    changes = w.changes()
+    w.lic.coverage_changed("ann", "ACAD", w.now, changes, w.heap)
+    assert s.coverage is Coverage.SUBSCRIPTION and w.held() == 0
+    w.advance(to=T0 + HOUR)
+    assert s.coverage is Coverage.TOKENS and w.held() == 10
+
+
+def test_c3_preferred_team_is_honoured() -> None:
+    w = two_teams()
+    w.buy("alpha", 50)
+    w.buy("beta", 50)
+    s = w.entitle(team="beta")
+    assert s.team_id == "beta" and s.plan is Plan.PREMIUM
+    assert w.entitle(product="MAYA", team="gamma").team_id == "alpha"  # no access there
+
+
+def test_c3_team_whose_tokens_expire_soonest() -> None:
+    w = two_teams()
+    w.buy("beta", 50)
+    w.now += DAY
+    w.buy("alpha", 50)
+    assert w.entitle().team_id == "beta"
+
+
+def test_c3_ties_by_team_id_and_only_teams_that_can_pay() -> None:
+    w = two_teams()
+    w.buy("alpha", 5)
+    w.buy("beta", 50)
+    assert w.entitle().team_id == "beta"  # alpha cannot pay 10
+    w2 = two_teams()
+    w2.buy("alpha", 50)
+    w2.buy("beta", 50)
+    assert w2.entitle().team_id == "alpha"
+
+
+def test_c3_open_window_wins() -> None:
+    w = two_teams()
+    w.buy("alpha", 50)
+    w.buy("beta", 50)
+    s = w.entitle(team="beta")
+    w.advance(10 * MIN)
+    w.release(s)
+    assert w.entitle(device="d2").team_id == "beta"  # alpha's tokens are no sooner to expire
+
+
+def test_c3_nobody_can_pay_names_the_first_team() -> None:
+    w = two_teams()
+    w.buy("alpha", 3)
+    w.buy("beta", 4)
+    with pytest.raises(InsufficientTokens) as e:
+        w.entitle()
+    assert e.value.metadata == {"team_id": "alpha", "available": "3", "daily_rate": "10"}
+
+
+def test_c3_covered_user_runs_under_the_first_team() -> None:
+    w = two_teams()
+    w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0, T0 + DAY))
+    assert w.entitle().team_id == "alpha"
+
+
+def test_c3_plugin_prefers_its_host_team() -> None:
+    w = two_teams()
+    w.buy("alpha", 50)
+    w.buy("beta", 50)
+    host = w.entitle(team="beta")
+    assert w.entitle(product="PLUG", parent=host.session_id).team_id == "beta"
+
+
+# -- A6, R2 ---------------------------------------------------------------------------------------
+
+
+def test_a6_revoking_access_ends_sessions_without_refund(w: World) -> None:
+    acad = w.entitle()
+    maya = w.entitle(product="MAYA")
+    w.advance(10 * MIN)
+    plug = w.entitle(product="PLUG", parent=acad.session_id)
+    bobs = w.entitle(user="bob", device="b1")
+    changes = w.changes()
+    ended = w.lic.revoke_access("alpha", "ann", ["ACAD"], w.now, changes, w.heap)
+    assert ended == [acad, plug]
+    assert acad.end_reason is EndReason.NOT_ASSIGNED and plug.end_reason is EndReason.HOST_ENDED
+    assert maya.live and bobs.live
+    assert w.charged() == 18 and [e.amount for e in w.entries(EntryKind.HOLD_RELEASE)] == [3]
+    changes = w.changes()
+    assert w.lic.revoke_access("alpha", "ann", None, w.now, changes, w.heap) == [maya]
+
+
+def test_r2_end_session_by_admin(w: World) -> None:
+    s = w.entitle()
+    changes = w.changes()
+    got = w.lic.end_session(s.session_id, EndReason.ENDED_BY_ADMIN, w.now, changes, w.heap)
+    assert got.end_reason is EndReason.ENDED_BY_ADMIN and w.held() == 0
+    with pytest.raises(UnknownSession):
+        w.lic.end_session("nope", EndReason.ENDED_BY_ADMIN, w.now, changes, w.heap)
+
+
+def test_r2_remove_device_ends_its_sessions(w: World) -> None:
+    s = w.entitle(device="d1")
+    changes = w.changes()
+    w.lic.remove_device("ann", "ACAD", "d1", w.now, changes, w.heap)
+    assert s.end_reason is EndReason.ENDED_BY_ADMIN and w.lic.devices("ann", "ACAD") == []
+    with pytest.raises(InvalidArgument) as e:
+        w.lic.remove_device("ann", "ACAD", "d1", w.now, changes, w.heap)
+    assert set(e.value.violations) == {"device_id"}
+
+
+def test_r2_live_sessions_and_queries(w: World) -> None:
+    a = w.entitle()
+    b = w.entitle(user="bob", device="b1")
+    w.release(b)
+    assert list(w.lic.live_sessions("alpha")) == [a]
+    assert list(w.lic.all_sessions()) == [a, b]
+    assert w.lic.sessions_of_user("ann") == [a]
+    assert w.lic.session(a.session_id) is a
+
+
+# -- restart --------------------------------------------------------------------------------------
+
+
+def test_restore_rebuilds_state_and_deadlines(w: World) -> None:
+    a = w.entitle(product="MAYA", request_id="r1")
+    w.advance(10 * MIN)
+    w.heartbeat(a, 0)
+    b = w.entitle(device="d1")  # in grace
+    plug = w.entitle(product="PLUG", parent=b.session_id)
+    gone = [id(o) for o in w.deleted()]
+    stored = [copy.copy(o) for o in {id(o): o for o in w.items if id(o) not in gone}.values()]
+    sessions = [o for o in stored if isinstance(o, Session)]
+    meters = [o for o in stored if isinstance(o, Meter)]
+    devices = [o for o in stored if isinstance(o, Device)]
+    holds = [o for o in stored if isinstance(o, Hold)]
+    heap = TimerHeap()
+    lic = Licensing.restore(
+        sessions,
+        meters,
+        devices,
+        holds,
+        ledger=w.ledger,
+        products=w.products,
+        teams=w.teams,
+        terms=DEFAULT_TERMS,
+        access=w.access,
+        coverage=w.coverage,
+        new_id=w.new_id,
+    )
+    lic.schedule_all(heap, w.now)
+    w.lic, w.heap = lic, heap
+    assert {len(d.sessions()) for d in lic.devices("ann", "ACAD")} == {1}
+    a, b, plug = (lic.session(x.session_id) for x in (a, b, plug))
+    assert w.entitle(product="MAYA", request_id="r1") is a
+    with pytest.raises(RunningElsewhere):
+        w.entitle(device="d9")
+    w.advance(to=T0 + 25 * MIN)  # b grace ends at 15 min: captured; a idles at 25 min
+    assert w.charged() == 8 + 10 + 3 and a.state is SessionState.IDLE
+    w.release(b)
+    assert plug.end_reason is EndReason.HOST_ENDED
+    w.advance(to=T0 + 10 * MIN + DAY)
+    assert a.end_reason is EndReason.LEASE_EXPIRED

@@ -1,0 +1,408 @@
+"""The store: restart after SIGTERM and after kill -9, group commit, migrations
+and the round trip of every durable object (issue 2, "Store")."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from client_sdk.proto.tessera.v1 import admin_service_pb2 as api
+from client_sdk.proto.tessera.v1 import admin_service_pb2_grpc
+from server.domain.changes import Changes
+from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack
+from server.domain.products import Platform, Product, ProductKind
+from server.domain.teams import Plan, Team
+from server.store.codec import LEDGER, MetaValue
+from server.store.schema import MIGRATIONS
+from server.store.sqlite import Store
+from tests.grpcurl import Grpcurl
+from tests.support import ADMIN_TOKEN, ServerProcess, running
+
+A = "tessera.v1.AdminService/"
+T0 = "2026-01-01T00:00:00Z"
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ServerProcess]]:
+    """Every child server a test starts; any still running at the end is killed."""
+    started: list[ServerProcess] = []
+    yield started
+    for proc in started:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.kill()
+    # ServerProcess reads each child's stdout in a thread until EOF; let those
+    # threads finish, then close the pipes (warnings are errors here).
+    for thread in threading.enumerate():
+        if thread.name.endswith("(_drain)"):
+            thread.join(10)
+    for proc in started:
+        if proc.proc is not None and proc.proc.stdout is not None:
+            proc.proc.stdout.close()
+
+
+def start(processes: list[ServerProcess], db: Path) -> ServerProcess:
+    proc = ServerProcess(db).start()
+    processes.append(proc)
+    return proc
+
+
+def ledger(client: Grpcurl, team_id: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    token = ""
+    for _ in range(1000):
+        page = client(
+            A + "ListLedgerEntries", {"team_id": team_id, "page_size": 3, "page_token": token}
+        )
+        out.extend(page.get("entries", []))
+        token = page.get("next_page_token", "")
+        if not token:
+            return out
+    raise AssertionError("the ledger's pages never end")
+
+
+def state(client: Grpcurl) -> dict[str, Any]:
+    """Everything an operator can read back: teams, packs, ledger, products, clock."""
+    teams = client(A + "ListTeams", {}).get("teams", [])
+    ids = [t["team_id"] for t in teams]
+    return {
+        "teams": teams,
+        "packs": {t: client(A + "ListTokenPacks", {"team_id": t}).get("packs", []) for t in ids},
+        "ledger": {t: ledger(client, t) for t in ids},
+        "products": client(A + "ListProducts", {}).get("products", []),
+        "now": client(A + "GetServerInfo", {})["now"],
+    }
+
+
+# -- restart of the real process ---------------------------------------------------
+
+
+def test_store_sigterm_then_restart_shows_the_same_state(
+    tmp_path: Path, processes: list[ServerProcess]
+) -> None:
+    db = tmp_path / "tessera.db"
+    first = start(processes, db)
+    client = Grpcurl(first.target, ADMIN_TOKEN)
+    try:
+        client(
+            A + "CreateTeam", {"team_id": "acme", "display_name": "Acme", "plan": "PLAN_PREMIUM"}
+        )
+        client(A + "CreateTeam", {"teamId": "beta"})
+        client(A + "UpdateTeamSettings", {"team_id": "beta", "guestDefaultAssignments": True})
+        client(
+            A + "UpsertProduct",
+            {
+                "product": {
+                    "product_id": "ACAD",
+                    "display_name": "AutoCAD",
+                    "daily_rate": 10,
+                    "idle_aware": True,
+                    "platforms": ["PLATFORM_WINDOWS", "PLATFORM_LINUX"],
+                    "min_linux_version": 2022,
+                }
+            },
+        )
+        client(
+            A + "UpsertProduct",
+            {
+                "product": {
+                    "productId": "ACADEL",
+                    "dailyRate": "3",
+                    "kind": "PRODUCT_KIND_PLUGIN",
+                    "hostProductId": "ACAD",
+                    "platforms": ["PLATFORM_WINDOWS"],
+                }
+            },
+        )
+        a1 = client(A + "PurchaseTokens", {"team_id": "acme", "tokens": 100, "request_id": "po-1"})[
+            "token_pack"
+        ]
+        client(A + "AdvanceClock", {"by": "3600s"})
+        a2 = client(A + "PurchaseTokens", {"teamId": "acme", "tokens": "250"})["token_pack"]
+        client(A + "PurchaseTokens", {"team_id": "beta", "tokens": 30})
+        client(A + "MoveTokenPack", {"pack_id": a2["pack_id"], "to_team_id": "beta"})
+        client(A + "AdvanceClock", {"to_time": "2026-03-15T12:00:00Z"})
+        before = state(client)
+    finally:
+        client.close()
+    assert before["now"] == "2026-03-15T12:00:00Z"
+    assert len(before["ledger"]["acme"]) == 3  # purchase, purchase, move out
+    assert len(before["ledger"]["beta"]) == 2  # purchase, move in
+
+    assert first.terminate() == 0
+    assert any(line.get("event") == "stopped" for line in first.lines)
+
+    # Restarted with the same --test-clock flag: the stored time wins (RULES §7).
+    second = start(processes, db)
+    client = Grpcurl(second.target, ADMIN_TOKEN)
+    try:
+        after = state(client)
+        assert after == before
+        assert after["now"] == "2026-03-15T12:00:00Z"
+        # The idempotency key survives the restart (T1).
+        again = client(
+            A + "PurchaseTokens", {"team_id": "acme", "tokens": 100, "request_id": "po-1"}
+        )["token_pack"]
+        assert again == a1
+        # New entries continue the sequence: nothing is overwritten (T6).
+        client(A + "PurchaseTokens", {"team_id": "acme", "tokens": 5})
+        entries = ledger(client, "acme")
+        assert entries[:3] == before["ledger"]["acme"]
+        assert len(entries) == 4
+        old_ids = {e["entry_id"] for t in before["ledger"].values() for e in t}
+        assert entries[3]["entry_id"] not in old_ids
+        assert entries[3]["entry_id"] > max(old_ids)
+        # Expiry deadlines were rebuilt from the stored packs (T4).
+        client(A + "AdvanceClock", {"to_time": "2027-01-01T00:00:00Z"})
+        expired = {
+            p["pack_id"]: p for p in client(A + "ListTokenPacks", {"team_id": "acme"})["packs"]
+        }
+        assert expired[a1["pack_id"]]["state"] == "PACK_STATE_EXPIRED"
+        assert expired[a1["pack_id"]]["expired_tokens"] == "100"
+    finally:
+        client.close()
+    assert second.terminate() == 0
+
+
+def test_store_kill_9_after_acknowledged_purchase_keeps_it(
+    tmp_path: Path, processes: list[ServerProcess]
+) -> None:
+    db = tmp_path / "tessera.db"
+    first = start(processes, db)
+    client = Grpcurl(first.target, ADMIN_TOKEN)
+    try:
+        client(A + "CreateTeam", {"team_id": "acme"})
+        client(A + "AdvanceClock", {"by": "7200s"})
+        pack = client(
+            A + "PurchaseTokens", {"team_id": "acme", "tokens": 100, "request_id": "po-kill"}
+        )["token_pack"]
+    finally:
+        client.close()
+    assert first.kill() == -signal.SIGKILL  # right after the RPC returned
+
+    second = start(processes, db)
+    client = Grpcurl(second.target, ADMIN_TOKEN)
+    try:
+        assert client(A + "GetServerInfo", {})["now"] == "2026-01-01T02:00:00Z"
+        assert client(A + "ListTokenPacks", {"team_id": "acme"})["packs"] == [pack]
+        assert pack["purchase_time"] == "2026-01-01T02:00:00Z"
+        assert pack["expire_time"] == "2027-01-01T02:00:00Z"
+        (entry,) = ledger(client, "acme")
+        assert (entry["kind"], entry["pack_id"], entry["amount"], entry["time"]) == (
+            "LEDGER_ENTRY_KIND_PURCHASE",
+            pack["pack_id"],
+            "100",
+            "2026-01-01T02:00:00Z",
+        )
+        team = client(A + "GetTeam", {"team_id": "acme"})["team"]
+        assert team["available_tokens"] == "100"
+    finally:
+        client.close()
+    assert second.terminate() == 0
+
+
+def test_store_kill_9_after_advance_clock_keeps_the_time_and_expiry(
+    tmp_path: Path, processes: list[ServerProcess]
+) -> None:
+    db = tmp_path / "tessera.db"
+    first = start(processes, db)
+    client = Grpcurl(first.target, ADMIN_TOKEN)
+    try:
+        client(A + "CreateTeam", {"team_id": "acme"})
+        pack = client(A + "PurchaseTokens", {"team_id": "acme", "tokens": 40})["token_pack"]
+        client(A + "AdvanceClock", {"toTime": "2027-01-01T00:00:00Z"})  # answered once stored
+    finally:
+        client.close()
+    first.kill()
+
+    second = start(processes, db)
+    client = Grpcurl(second.target, ADMIN_TOKEN)
+    try:
+        assert client(A + "GetServerInfo", {})["now"] == "2027-01-01T00:00:00Z"
+        (after,) = client(A + "ListTokenPacks", {"team_id": "acme"})["packs"]
+        assert after["pack_id"] == pack["pack_id"]
+        assert after["state"] == "PACK_STATE_EXPIRED"
+        assert after["expired_tokens"] == "40"
+        assert [e["kind"] for e in ledger(client, "acme")] == [
+            "LEDGER_ENTRY_KIND_PURCHASE",
+            "LEDGER_ENTRY_KIND_EXPIRY",
+        ]
+    finally:
+        client.close()
+    second.kill()
+
+
+# -- group commit ---------------------------------------------------------------------
+
+
+async def _purchase_many(target: str, n: int) -> list[api.PurchaseTokensResponse]:
+    metadata = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = admin_service_pb2_grpc.AdminServiceStub(channel)
+        return await asyncio.gather(
+            *(
+                stub.PurchaseTokens(
+                    api.PurchaseTokensRequest(
+                        team_id="acme", tokens=i + 1, request_id=f"burst-{i}"
+                    ),
+                    metadata=metadata,
+                    timeout=30,
+                )
+                for i in range(n)
+            )
+        )
+
+
+def test_store_group_commit_shares_commits_and_keeps_every_purchase(tmp_path: Path) -> None:
+    db = tmp_path / "tessera.db"
+    n = 200
+    with running(db) as srv:
+        client = Grpcurl(srv.target, ADMIN_TOKEN)
+        try:
+            client(A + "CreateTeam", {"team_id": "acme"})
+        finally:
+            client.close()
+        store = srv.server.store
+        assert store is not None
+        commits_before = store.commits
+        replies = asyncio.run(_purchase_many(srv.target, n))
+        commits = store.commits - commits_before
+        pack_ids = {r.token_pack.pack_id for r in replies}
+    assert len(pack_ids) == n
+    assert 1 <= commits < n, f"{n} purchases took {commits} commits"
+
+    with running(db) as srv:
+        client = Grpcurl(srv.target, ADMIN_TOKEN)
+        try:
+            stored = client(A + "ListTokenPacks", {"team_id": "acme"})["packs"]
+            team = client(A + "GetTeam", {"team_id": "acme"})["team"]
+            entries = client(A + "ListLedgerEntries", {"team_id": "acme", "page_size": 1000})[
+                "entries"
+            ]
+        finally:
+            client.close()
+    assert {p["pack_id"] for p in stored} == pack_ids
+    assert int(team["available_tokens"]) == n * (n + 1) // 2
+    assert len(entries) == n
+    assert len({e["entry_id"] for e in entries}) == n
+
+
+# -- the store on its own (aiosqlite on tmp_path) --------------------------------------
+
+
+async def test_store_open_applies_every_migration_once(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    store = await Store.open(db)
+    try:
+        assert await store.schema_version() == len(MIGRATIONS)
+        tables = {
+            r[0] for r in await store.query("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        assert {"meta", "teams", "packs", "ledger", "holds", "products"} <= tables
+        journal = await store.query("PRAGMA journal_mode")
+        assert journal[0][0] == "wal"
+        await store.commit([MetaValue("marker", "kept")])
+    finally:
+        await store.close()
+
+    # Reopening applies nothing again (CREATE TABLE would fail) and keeps the data.
+    store = await Store.open(db)
+    try:
+        assert await store.schema_version() == len(MIGRATIONS)
+        snapshot = await store.load()
+        assert snapshot.of(MetaValue) == [MetaValue("marker", "kept")]
+    finally:
+        await store.close()
+
+
+async def test_store_commit_then_load_round_trips_every_object(tmp_path: Path) -> None:
+    t = datetime(2028, 2, 29, 12, 34, 56, 789012, tzinfo=UTC)
+    team = Team(
+        "acme",
+        "Acme Corp",
+        Plan.PREMIUM,
+        create_time=t,
+        guest_default_assignments=True,
+        default_product_ids=frozenset({"ACAD", "REVIT"}),
+    )
+    other = Team("beta", "Beta", Plan.STANDARD, create_time=datetime(2026, 1, 1, tzinfo=UTC))
+    pack = TokenPack(
+        "pk_1",
+        "acme",
+        100,
+        purchase_time=t,
+        expire_time=datetime(2029, 2, 28, 12, 34, 56, 789012, tzinfo=UTC),
+        request_id="po-1",
+        remaining=60,
+        held=10,
+        consumed=25,
+        expired_tokens=5,
+        expired=False,
+    )
+    expired = TokenPack(
+        "pk_2",
+        "beta",
+        7,
+        purchase_time=t,
+        expire_time=t,
+        remaining=0,
+        expired_tokens=7,
+        expired=True,
+    )
+    hold = Hold(
+        "h1", "acme", 10, (("pk_1", 6), ("pk_3", 4)), Cause("s1", "ann@example.com", "ACAD"), t
+    )
+    gone = Hold("h2", "acme", 1, (("pk_1", 1),), Cause(), t)
+    product = Product(
+        "ACAD",
+        "AutoCAD",
+        10,
+        ProductKind.PRODUCT,
+        "",
+        True,
+        frozenset({Platform.WINDOWS, Platform.LINUX}),
+        2022,
+    )
+    plugin = Product(
+        "ACADEL", "Electrical", 0, ProductKind.PLUGIN, "ACAD", False, frozenset({Platform.MACOS})
+    )
+    entry = LedgerEntry(
+        7, t, EntryKind.HOLD, "acme", "pk_1", 6, -6, 6, Cause("s1", "ann@example.com", "ACAD")
+    )
+
+    db = tmp_path / "s.db"
+    store = await Store.open(db)
+    try:
+        changes = Changes()
+        for obj in (team, other, pack, expired, hold, gone, product, plugin, entry):
+            changes.upsert(obj)
+        await store.commit(changes)
+        removal = Changes()
+        removal.delete(gone)
+        await store.commit(removal)
+    finally:
+        await store.close()
+
+    store = await Store.open(db)
+    try:
+        snapshot = await store.load()
+        assert sorted(snapshot.of(Team), key=lambda x: x.team_id) == [team, other]
+        assert sorted(snapshot.of(TokenPack), key=lambda x: x.pack_id) == [pack, expired]
+        assert snapshot.of(Hold) == [hold]
+        assert sorted(snapshot.of(Product), key=lambda x: x.product_id) == [product, plugin]
+        assert snapshot.max_ledger_seq == 7
+        assert await store.select(LEDGER) == [entry]
+        loaded = snapshot.of(Team)[0]
+        assert loaded.create_time.tzinfo is not None
+    finally:
+        await store.close()
