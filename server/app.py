@@ -151,8 +151,14 @@ class TesseraServer:
         await engine.start()
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving", listen=cfg.listen, port=self.port, db=str(cfg.db),
-                 test_clock=clock.is_test, now=clock.now().isoformat())
+        log.info(
+            "serving",
+            listen=cfg.listen,
+            port=self.port,
+            db=str(cfg.db),
+            test_clock=clock.is_test,
+            now=clock.now().isoformat(),
+        )
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
@@ -174,8 +180,12 @@ def _banner(server: TesseraServer) -> None:
     print(f"Tessera is serving on {target} (database {server.config.db})", file=out)
     print(f"Admin token: {server.admin_token}", file=out)
     print("Try:", file=out)
-    print(f"  grpcurl -plaintext -H 'authorization: Bearer {server.admin_token}' "
-          f"{target} tessera.v1.AdminService/GetServerInfo", file=out, flush=True)
+    print(
+        f"  grpcurl -plaintext -H 'authorization: Bearer {server.admin_token}' "
+        f"{target} tessera.v1.AdminService/GetServerInfo",
+        file=out,
+        flush=True,
+    )
 
 
 async def run(config: Config) -> int:

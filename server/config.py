@@ -41,25 +41,47 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Config:
-    p = argparse.ArgumentParser(
-        prog="tessera-server", description="Tessera license server (gRPC)"
+    p = argparse.ArgumentParser(prog="tessera-server", description="Tessera license server (gRPC)")
+    p.add_argument(
+        "--listen",
+        default=_env("TESSERA_LISTEN", Config.listen),
+        help="host:port to serve on (TESSERA_LISTEN; default %(default)s)",
     )
-    p.add_argument("--listen", default=_env("TESSERA_LISTEN", Config.listen),
-                   help="host:port to serve on (TESSERA_LISTEN; default %(default)s)")
-    p.add_argument("--db", default=_env("TESSERA_DB", str(Config.db)),
-                   help="SQLite file (TESSERA_DB; default %(default)s)")
-    p.add_argument("--admin-token", default=_env("TESSERA_ADMIN_TOKEN"),
-                   help="operators' bearer token (TESSERA_ADMIN_TOKEN; default: generated "
-                        "once and kept beside the database)")
-    p.add_argument("--test-clock", default=_env("TESSERA_TEST_CLOCK"), metavar="RFC3339",
-                   help="start in test-clock mode at this instant (TESSERA_TEST_CLOCK)")
-    p.add_argument("--log-format", choices=["auto", "json", "console"],
-                   default=_env("TESSERA_LOG_FORMAT", "auto"))
+    p.add_argument(
+        "--db",
+        default=_env("TESSERA_DB", str(Config.db)),
+        help="SQLite file (TESSERA_DB; default %(default)s)",
+    )
+    p.add_argument(
+        "--admin-token",
+        default=_env("TESSERA_ADMIN_TOKEN"),
+        help="operators' bearer token (TESSERA_ADMIN_TOKEN; default: generated "
+        "once and kept beside the database)",
+    )
+    p.add_argument(
+        "--test-clock",
+        default=_env("TESSERA_TEST_CLOCK"),
+        metavar="RFC3339",
+        help="start in test-clock mode at this instant (TESSERA_TEST_CLOCK)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        default=_env("TESSERA_LOG_FORMAT", "auto"),
+    )
     p.add_argument("--log-level", default=_env("TESSERA_LOG_LEVEL", "info"))
-    p.add_argument("--sync", choices=["FULL", "NORMAL"], default=_env("TESSERA_SYNC", "FULL"),
-                   help="SQLite synchronous mode (default FULL: a commit survives power loss)")
-    p.add_argument("--shutdown-grace", type=float, default=10.0,
-                   help="seconds to let calls under way finish on SIGTERM")
+    p.add_argument(
+        "--sync",
+        choices=["FULL", "NORMAL"],
+        default=_env("TESSERA_SYNC", "FULL"),
+        help="SQLite synchronous mode (default FULL: a commit survives power loss)",
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=10.0,
+        help="seconds to let calls under way finish on SIGTERM",
+    )
     a = p.parse_args(argv)
     test_clock = None
     if a.test_clock:

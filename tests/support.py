@@ -83,13 +83,26 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30) -> ServerProcess:
-        args = [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--db", str(self.db),
-                "--admin-token", ADMIN_TOKEN, "--log-format", "json", *self.extra]
+        args = [
+            sys.executable,
+            "-m",
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            str(self.db),
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--log-format",
+            "json",
+            *self.extra,
+        ]
         if self.test_clock:
             args += ["--test-clock", self.test_clock]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, env=env)
+        self.proc = subprocess.Popen(
+            args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+        )
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
         while time.monotonic() < deadline:

@@ -10,7 +10,7 @@ from server import __version__
 from server.api import convert as cv
 from server.api import paging
 from server.domain.coverage import SubscriptionKind
-from server.domain.directory import Invitation, Member
+from server.domain.directory import Member
 from server.domain.errors import InvalidArgument
 from server.domain.teams import Team
 from server.engine import Engine
@@ -92,7 +92,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         try:
             after = int(position) if position is not None else 0
         except ValueError as exc:
-            raise InvalidArgument.field("page_token", "is not a page token this server gave out") from exc
+            raise InvalidArgument.field(
+                "page_token", "is not a page token this server gave out"
+            ) from exc
         entries = await self.e.accounts.ledger_page(
             request.team_id, after, size + 1, request.pack_id
         )
@@ -130,15 +132,23 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
 
     async def AssignUsers(self, request: api.AssignUsersRequest, context: Ctx) -> Any:
         members = await self.e.access.assign(
-            request.team_id, list(request.users), list(request.product_ids),
-            request.all_products, request.guest, import_=False,
+            request.team_id,
+            list(request.users),
+            list(request.product_ids),
+            request.all_products,
+            request.guest,
+            import_=False,
         )
         return api.AssignUsersResponse(members=[self._member(m) for m in members])
 
     async def ImportUsers(self, request: api.ImportUsersRequest, context: Ctx) -> Any:
         members = await self.e.access.assign(
-            request.team_id, list(request.users), list(request.product_ids),
-            request.all_products, request.guest, import_=True,
+            request.team_id,
+            list(request.users),
+            list(request.product_ids),
+            request.all_products,
+            request.guest,
+            import_=True,
         )
         return api.ImportUsersResponse(members=[self._member(m) for m in members])
 
@@ -169,13 +179,8 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         )
 
     async def ResendInvitation(self, request: api.ResendInvitationRequest, context: Ctx) -> Any:
-        invitation, _token = await self.e.access.resend_invitation(
-            request.team_id, request.user_id
-        )
-        assert isinstance(invitation, Invitation)
-        return api.ResendInvitationResponse(
-            invitation=cv.invitation_out(invitation, self.e.now())
-        )
+        invitation, _token = await self.e.access.resend_invitation(request.team_id, request.user_id)
+        return api.ResendInvitationResponse(invitation=cv.invitation_out(invitation, self.e.now()))
 
     async def AcceptInvitation(self, request: api.AcceptInvitationRequest, context: Ctx) -> Any:
         user_id, key = await self.e.access.accept_invitation(request.invitation_token)
@@ -192,7 +197,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     # -- subscriptions and trials (RULES C1, C2) -----------------------------------
 
     async def GrantSubscription(self, request: api.GrantSubscriptionRequest, context: Ctx) -> Any:
-        start = cv.from_ts(request.start_time, "start_time") if request.HasField("start_time") else None
+        start = (
+            cv.from_ts(request.start_time, "start_time") if request.HasField("start_time") else None
+        )
         end = cv.from_ts(request.end_time, "end_time") if request.HasField("end_time") else None
         sub = await self.e.access.grant(
             request.user_id, request.product_id, start, end, SubscriptionKind.SUBSCRIPTION

@@ -225,7 +225,10 @@ def invitation_out(i: Invitation, now: datetime) -> pb.Invitation:
 
 
 def member_out(
-    m: Member, user: User | None, effective: frozenset[str], invitation: Invitation | None,
+    m: Member,
+    user: User | None,
+    effective: frozenset[str],
+    invitation: Invitation | None,
     now: datetime,
 ) -> pb.Member:
     return pb.Member(

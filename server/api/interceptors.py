@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import structlog
@@ -39,16 +39,22 @@ current_user: contextvars.ContextVar[str] = contextvars.ContextVar("current_user
 
 ADMIN_PREFIX = "/tessera.v1.AdminService/"
 LICENSING_PREFIX = "/tessera.v1.LicensingService/"
-NO_CREDENTIAL = frozenset({"/tessera.v1.AdminService/AcceptInvitation",
-                           "/tessera.v1.LicensingService/GetSigningKeys"})
+NO_CREDENTIAL = frozenset(
+    {"/tessera.v1.AdminService/AcceptInvitation", "/tessera.v1.LicensingService/GetSigningKeys"}
+)
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 UserResolver = Callable[[str], str | None]
 
 
-class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, admin_token: str, resolve_user: UserResolver, *,
-                 log_calls: Callable[[str], bool] = lambda method: True) -> None:
+class EdgeInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(
+        self,
+        admin_token: str,
+        resolve_user: UserResolver,
+        *,
+        log_calls: Callable[[str], bool] = lambda method: True,
+    ) -> None:
         self._admin_token = admin_token
         self._resolve_user = resolve_user
         self._log_calls = log_calls
@@ -56,9 +62,11 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
         method: str = details.method
         if handler is None or handler.unary_unary is None:
@@ -69,7 +77,8 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             kind = "none" if method in NO_CREDENTIAL else "user"
         else:
             return handler
-        wrapped = self._wrap(handler.unary_unary, method, kind, self._log_calls(method))
+        behavior = cast(Behavior, handler.unary_unary)  # grpc.aio handlers are coroutines
+        wrapped = self._wrap(behavior, method, kind, self._log_calls(method))
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
             request_deserializer=handler.request_deserializer,
@@ -112,7 +121,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 code = grpc.StatusCode.UNIMPLEMENTED
                 await context.abort(code, f"{short} is not implemented yet")
             except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+                code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
             except Exception:
                 code = grpc.StatusCode.INTERNAL

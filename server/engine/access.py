@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from server.credentials import INVITATION_PREFIX, USER_KEY_PREFIX, hash_secret, new_secret
 from server.domain.changes import Changes
 from server.domain.coverage import Subscription, SubscriptionKind
-from server.domain.directory import Member, Notification, effective_products
+from server.domain.directory import Invitation, Member, Notification, effective_products
 from server.domain.errors import InvalidArgument
 from server.domain.timers import TimerKind
 
@@ -46,8 +46,9 @@ class Access:
         team = self.e.accounts.team(member.team_id)
         return effective_products(member, team, self.e.products.keys())
 
-    def _revoke_losses(self, team_id: str, losses: Mapping[str, Collection[str]],
-                       changes: Changes) -> None:
+    def _revoke_losses(
+        self, team_id: str, losses: Mapping[str, Collection[str]], changes: Changes
+    ) -> None:
         """A6: end the live sessions of what each user lost in this team."""
         now = self.e.now()
         for user_id, lost in losses.items():
@@ -153,7 +154,7 @@ class Access:
 
     # -- invitations and keys ------------------------------------------------
 
-    async def resend_invitation(self, team_id: str, user_id: str) -> tuple[object, str]:
+    async def resend_invitation(self, team_id: str, user_id: str) -> tuple[Invitation, str]:
         self.e.accounts.team(team_id)
         if not user_id:
             raise InvalidArgument.field("user_id", "is required")
@@ -217,7 +218,14 @@ class Access:
             )
         else:
             sub = self.e.coverages.grant(
-                user_id, product_id, start, end, kind, new_id, changes, known_users,
+                user_id,
+                product_id,
+                start,
+                end,
+                kind,
+                new_id,
+                changes,
+                known_users,
                 known_products,
             )
         self.e.coverage_changed(sub, now, changes)

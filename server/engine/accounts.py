@@ -143,8 +143,11 @@ class Accounts:
     # -- the rate sheet --------------------------------------------------------
 
     async def upsert_product(self, product: Product) -> Product:
-        product = replace(product, display_name=_display_name(
-            product.display_name, "product.display_name") or product.product_id)
+        product = replace(
+            product,
+            display_name=_display_name(product.display_name, "product.display_name")
+            or product.product_id,
+        )
         validate_product(product, self.e.products)
         self.e.products[product.product_id] = product
         changes = Changes()

@@ -120,7 +120,8 @@ class Engine:
             to = now + timedelta(seconds=by_seconds)
         elif to < now:
             raise InvalidArgument.field(
-                "to_time", f"is before the clock's time {now.isoformat()}: the clock never goes back"
+                "to_time",
+                f"is before the clock's time {now.isoformat()}: the clock never goes back",
             )
         changes = Changes()
         changes.upsert(MetaValue(TEST_CLOCK_KEY, to.isoformat()))

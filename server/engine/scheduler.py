@@ -61,7 +61,8 @@ class Scheduler:
 
     async def advance(self, to: datetime, extra: Changes | None = None) -> datetime:
         """Test clock only: move to ``to``, firing what falls due; answer once stored."""
-        assert isinstance(self.clock, TestClock)
+        if not isinstance(self.clock, TestClock):
+            raise TypeError("only the test clock can be advanced")
         changes = extra if extra is not None else Changes()
         self.fire_due(to, changes)
         self.clock.set(to)

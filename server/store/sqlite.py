@@ -121,8 +121,9 @@ class Store:
         async with self._db.execute(sql, params) as cur:
             return [tuple(r) for r in await cur.fetchall()]
 
-    async def select(self, table: Table, where: str = "", params: Row = (),
-                     suffix: str = "") -> list[Any]:
+    async def select(
+        self, table: Table, where: str = "", params: Row = (), suffix: str = ""
+    ) -> list[Any]:
         sql = f"{table.select_sql} {where} {suffix}"
         return [table.from_row(r) for r in await self.query(sql, params)]
 
