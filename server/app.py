@@ -148,7 +148,7 @@ class TesseraServer:
             raise OSError(f"could not listen on {cfg.listen}")
         await server.start()
         self._server = server
-        await engine.start()
+        await engine.start(cfg.heartbeat_flush)
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(

@@ -21,6 +21,7 @@ class Config:
     sync: str = "FULL"
     shutdown_grace: float = 10.0
     max_message_bytes: int = 4 * 1024 * 1024
+    heartbeat_flush: float = 2.0  # seconds between writes of heartbeat history
 
     @property
     def admin_token_path(self) -> Path:
@@ -82,6 +83,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         default=10.0,
         help="seconds to let calls under way finish on SIGTERM",
     )
+    p.add_argument(
+        "--heartbeat-flush",
+        type=float,
+        default=float(_env("TESSERA_HEARTBEAT_FLUSH", "2.0") or 2.0),
+        metavar="SECONDS",
+        help="how often heartbeat history is written (TESSERA_HEARTBEAT_FLUSH; default "
+        "%(default)s): a crash loses at most this much of it, never a charge",
+    )
     a = p.parse_args(argv)
     test_clock = None
     if a.test_clock:
@@ -98,4 +107,5 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         log_level=a.log_level,
         sync=a.sync,
         shutdown_grace=a.shutdown_grace,
+        heartbeat_flush=a.heartbeat_flush,
     )

@@ -212,3 +212,44 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             request.user_id, request.product_id, None, end, SubscriptionKind.TRIAL
         )
         return api.StartTrialResponse(subscription=cv.subscription_out(sub))
+
+    # -- devices and sessions (RULES M8, R2) ---------------------------------------
+
+    async def ListDevices(self, request: api.ListDevicesRequest, context: Ctx) -> Any:
+        devices = self.e.sessions.devices(request.user_id, request.product_id)
+        return api.ListDevicesResponse(devices=[cv.device_out(d) for d in devices])
+
+    async def RemoveDevice(self, request: api.RemoveDeviceRequest, context: Ctx) -> Any:
+        await self.e.sessions.remove_device(request.user_id, request.product_id, request.device_id)
+        return api.RemoveDeviceResponse()
+
+    async def ListSessions(self, request: api.ListSessionsRequest, context: Ctx) -> Any:
+        limit = paging.page_size(request.page_size)
+        after = paging.decode(request.page_token, "sessions")
+        views, last = self.e.sessions.list_sessions(
+            request.team_id, request.user_id, request.include_ended, after, limit
+        )
+        return api.ListSessionsResponse(
+            sessions=[cv.session_out(v) for v in views],
+            next_page_token=paging.encode("sessions", last) if last else "",
+        )
+
+    async def EndSession(self, request: api.EndSessionRequest, context: Ctx) -> Any:
+        view = await self.e.sessions.end_session(request.session_id)
+        return api.EndSessionResponse(session=cv.session_out(view))
+
+    # -- the usage report (RULES R1) -----------------------------------------------
+
+    async def GetUsageReport(self, request: api.GetUsageReportRequest, context: Ctx) -> Any:
+        start = (
+            cv.from_ts(request.start_time, "start_time") if request.HasField("start_time") else None
+        )
+        end = cv.from_ts(request.end_time, "end_time") if request.HasField("end_time") else None
+        report = await self.e.sessions.usage_report(request.team_id, start, end)
+        return api.GetUsageReportResponse(
+            rows=[cv.usage_row_out(r) for r in report.rows],
+            total_tokens_charged=report.total_tokens_charged,
+            packs=[cv.pack_usage_out(p) for p in report.packs],
+            total_sessions=report.total_sessions,
+            total_active_seconds=report.total_active_seconds,
+        )

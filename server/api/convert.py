@@ -26,7 +26,16 @@ from server.domain.products import (
     Product,
     ProductKind,
 )
+from server.domain.sessions import (
+    ChargeState,
+    Coverage,
+    Device,
+    EndReason,
+    SessionState,
+    SessionView,
+)
 from server.domain.teams import Plan, Team
+from server.engine.sessions import PackUsage, UsageRow
 
 # -- scalars ----------------------------------------------------------------
 
@@ -265,4 +274,85 @@ def subscription_out(s: Subscription) -> pb.Subscription:
         kind=SUBSCRIPTION_KINDS_OUT[s.kind],
         start_time=ts(s.start_time),
         end_time=ts(s.end_time),
+    )
+
+
+# -- sessions and devices (RULES §4-§6, R2) ---------------------------------
+
+SESSION_STATES_OUT = {
+    SessionState.ACTIVE: pb.SESSION_STATE_ACTIVE,
+    SessionState.IDLE: pb.SESSION_STATE_IDLE,
+    SessionState.ENDED: pb.SESSION_STATE_ENDED,
+}
+END_REASONS_OUT: dict[EndReason | None, Any] = {
+    r: pb.EndReason.Value(f"END_REASON_{r.value}") for r in EndReason
+}
+COVERAGES_OUT: dict[Coverage, Any] = {c: pb.Coverage.Value(f"COVERAGE_{c.value}") for c in Coverage}
+CHARGE_STATES_OUT: dict[ChargeState, Any] = {
+    c: pb.ChargeState.Value(f"CHARGE_STATE_{c.value}") for c in ChargeState
+}
+
+
+def session_out(view: SessionView) -> pb.Session:
+    s = view.session
+    return pb.Session(
+        session_id=s.session_id,
+        user_id=s.user_id,
+        team_id=s.team_id,
+        product_id=s.product_id,
+        product_version=s.product_version,
+        platform=PLATFORMS_OUT[s.platform],
+        device_id=s.device_id,
+        parent_session_id=s.parent_session_id,
+        state=SESSION_STATES_OUT[s.state],
+        end_reason=END_REASONS_OUT.get(s.end_reason, pb.END_REASON_UNSPECIFIED),
+        coverage=COVERAGES_OUT[s.coverage],
+        plan=PLANS_OUT[view.plan],
+        daily_rate=s.daily_rate,
+        charge_state=CHARGE_STATES_OUT[view.charge_state],
+        start_time=ts(s.start_time),
+        end_time=ts(s.end_time),
+        grace_end_time=ts(view.grace_end_time),
+        window_end_time=ts(view.window_end_time),
+        lease_expire_time=ts(view.lease_expire_time),
+        heartbeat_interval=dur(view.heartbeat_interval),
+        team_available_tokens=view.team_available_tokens,
+    )
+
+
+def device_out(d: Device) -> pb.Device:
+    return pb.Device(
+        user_id=d.user_id,
+        product_id=d.product_id,
+        device_id=d.device_id,
+        register_time=ts(d.register_time),
+        last_seen_time=ts(d.last_seen_time),
+        running=d.running,
+    )
+
+
+def usage_row_out(r: UsageRow) -> pb.UsageRow:
+    return pb.UsageRow(
+        date=r.date,
+        user_id=r.user_id,
+        product_id=r.product_id,
+        tokens_charged=r.tokens_charged,
+        sessions=r.sessions,
+        active_seconds=int(r.active_seconds),
+    )
+
+
+def pack_usage_out(p: PackUsage) -> pb.PackUsage:
+    return pb.PackUsage(
+        pack_id=p.pack_id,
+        team_id=p.team_id,
+        purchased_tokens=p.purchased_tokens,
+        consumed_tokens=p.consumed_tokens,
+        held_tokens=p.held_tokens,
+        expired_tokens=p.expired_tokens,
+        moved_in_tokens=p.moved_in_tokens,
+        moved_out_tokens=p.moved_out_tokens,
+        remaining_tokens=p.remaining_tokens,
+        expire_time=ts(p.expire_time),
+        state=PACK_STATES_OUT[p.state],
     )

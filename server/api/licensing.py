@@ -1,11 +1,57 @@
-"""LicensingService: products and plugins ask here (sessions arrive with RULES §5)."""
+"""LicensingService: products and plugins ask here (RULES §4-§6).
+
+Thin: the caller is the user the edge resolved from the key
+(``current_user``); the engine decides; ``convert`` shapes the answer.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from client_sdk.proto.tessera.v1 import common_pb2 as pb
+from client_sdk.proto.tessera.v1 import licensing_service_pb2 as api
 from client_sdk.proto.tessera.v1 import licensing_service_pb2_grpc
+from server.api import convert as cv
+from server.api.interceptors import current_user
 from server.engine import Engine
+
+Ctx = Any
 
 
 class LicensingServicer(licensing_service_pb2_grpc.LicensingServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self.e = engine
+        self.s = engine.sessions
+
+    async def Entitle(self, request: api.EntitleRequest, context: Ctx) -> Any:
+        platform = (
+            None
+            if request.platform == pb.PLATFORM_UNSPECIFIED
+            else cv.platform_in(request.platform)
+        )
+        view = await self.s.entitle(
+            current_user.get(),
+            product_id=request.product_id,
+            product_version=request.product_version,
+            platform=platform,
+            device_id=request.device_id,
+            parent_session_id=request.parent_session_id,
+            request_id=request.request_id,
+            takeover=request.takeover,
+            team_id=request.team_id,
+        )
+        return api.EntitleResponse(session=cv.session_out(view))
+
+    async def Heartbeat(self, request: api.HeartbeatRequest, context: Ctx) -> Any:
+        view = await self.s.heartbeat(
+            current_user.get(), request.session_id, request.seconds_since_activity
+        )
+        return api.HeartbeatResponse(session=cv.session_out(view))
+
+    async def Idle(self, request: api.IdleRequest, context: Ctx) -> Any:
+        view = await self.s.idle(current_user.get(), request.session_id)
+        return api.IdleResponse(session=cv.session_out(view))
+
+    async def Release(self, request: api.ReleaseRequest, context: Ctx) -> Any:
+        view = await self.s.release(current_user.get(), request.session_id)
+        return api.ReleaseResponse(session=cv.session_out(view))

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from server.domain.changes import Changes
-from server.domain.errors import AlreadyExists, InvalidArgument, UnknownTeam
+from server.domain.errors import AlreadyExists, InvalidArgument, UnknownProduct, UnknownTeam
 from server.domain.ledger import LedgerEntry, TokenPack
 from server.domain.products import Product, validate_product
 from server.domain.teams import Plan, Team, validate_team_id
@@ -153,6 +153,12 @@ class Accounts:
         changes = Changes()
         changes.upsert(product)
         await self.e.commit(changes)
+        return product
+
+    def product(self, product_id: str) -> Product:
+        product = self.e.products.get(product_id)
+        if product is None:
+            raise UnknownProduct(f"{product_id!r} is not on the rate sheet", product_id=product_id)
         return product
 
     def list_products(self) -> list[Product]:

@@ -13,11 +13,13 @@ from server.domain.directory import Directory, Invitation, Member, Notification,
 from server.domain.errors import InvalidArgument, TestClockDisabled
 from server.domain.ledger import Hold, Ledger, TokenPack
 from server.domain.products import Product
+from server.domain.sessions import Device, Meter, Session
 from server.domain.teams import Team
 from server.domain.terms import DEFAULT_TERMS, Terms
 from server.engine.access import Access
 from server.engine.accounts import Accounts
 from server.engine.scheduler import Scheduler
+from server.engine.sessions import Sessions
 from server.ids import IdFactory
 from server.store.codec import MetaValue
 from server.store.sqlite import Snapshot, Store
@@ -42,6 +44,8 @@ class Engine:
         # use cases
         self.accounts = Accounts(self)
         self.access = Access(self)
+        self.sessions = Sessions(self)
+        self.sessions.register_timers()
 
     @classmethod
     def restore(
@@ -65,8 +69,12 @@ class Engine:
             terms.invitation_validity,
         )
         engine.coverages = Coverages.restore(snapshot.of(Subscription))
+        engine.sessions.restore(
+            snapshot.of(Session), snapshot.of(Meter), snapshot.of(Device), snapshot.of(Hold)
+        )
         engine.accounts.schedule_all()
         engine.access.schedule_all()
+        engine.sessions.schedule_all()
         return engine
 
     def resolve_user_key(self, secret: str) -> str | None:
@@ -82,10 +90,14 @@ class Engine:
         changes: Changes,
     ) -> None:
         """A6: end the user's live sessions in the team for what they lost
-        (None: everything). Sessions arrive with RULES §5."""
+        (None: everything)."""
+        self.sessions.lic.revoke_access(team_id, user_id, product_ids, now, changes, self.scheduler)
 
     def coverage_changed(self, sub: Subscription, now: datetime, changes: Changes) -> None:
-        """C2: a subscription or trial was granted; sessions follow it (RULES §5)."""
+        """C1/C2: a subscription or trial was granted; running sessions follow it."""
+        self.sessions.lic.coverage_changed(
+            sub.user_id, sub.product_id, now, changes, self.scheduler
+        )
 
     async def commit(self, changes: Changes) -> None:
         await self.store.commit(changes)
@@ -93,15 +105,17 @@ class Engine:
     def now(self) -> datetime:
         return self.clock.now()
 
-    async def start(self) -> None:
+    async def start(self, heartbeat_flush: float = 2.0) -> None:
         """Fire what fell due while the server was down, then follow the clock."""
         changes = Changes()
         self.scheduler.fire_due(self.clock.now(), changes)
         await self.commit(changes)
         self.scheduler.start()
+        self.sessions.start(heartbeat_flush)
 
     async def stop(self) -> None:
         await self.scheduler.stop()
+        await self.sessions.stop()
 
     # -- the test clock (RULES §7) ---------------------------------------------
 

@@ -25,6 +25,16 @@ from server.domain.directory import (
 )
 from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack
 from server.domain.products import Platform, Product, ProductKind
+from server.domain.sessions import (
+    ActivitySpan,
+    ChargeState,
+    Coverage,
+    Device,
+    EndReason,
+    Meter,
+    Session,
+    SessionState,
+)
 from server.domain.teams import Plan, Team
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -64,6 +74,7 @@ class Table:
     from_row: Callable[[Row], Any]
     append_only: bool = False
     order_by: str = ""
+    load_where: str = ""  # which rows come back into memory at start (all by default)
 
     @property
     def upsert_sql(self) -> str:
@@ -380,6 +391,151 @@ SUBSCRIPTIONS = Table(
     ),
 )
 
+SESSIONS = Table(
+    "sessions",
+    (
+        "session_id",
+        "user_id",
+        "team_id",
+        "product_id",
+        "product_version",
+        "platform",
+        "device_id",
+        "parent_session_id",
+        "request_id",
+        "coverage",
+        "plan",
+        "daily_rate",
+        "start_time",
+        "lease_end",
+        "last_activity",
+        "state_since",
+        "coverage_since",
+        "state",
+        "end_reason",
+        "end_time",
+    ),
+    ("session_id",),
+    lambda s: (
+        s.session_id,
+        s.user_id,
+        s.team_id,
+        s.product_id,
+        s.product_version,
+        s.platform.value,
+        s.device_id,
+        s.parent_session_id,
+        s.request_id,
+        s.coverage.value,
+        s.plan.value,
+        s.daily_rate,
+        t2i(s.start_time),
+        t2i(s.lease_end),
+        t2i(s.last_activity),
+        t2i(s.state_since),
+        t2i(s.coverage_since),
+        s.state.value,
+        s.end_reason.value if s.end_reason is not None else None,
+        opt_t2i(s.end_time),
+    ),
+    lambda r: Session(
+        session_id=r[0],
+        user_id=r[1],
+        team_id=r[2],
+        product_id=r[3],
+        product_version=r[4],
+        platform=Platform(r[5]),
+        device_id=r[6],
+        parent_session_id=r[7],
+        request_id=r[8],
+        coverage=Coverage(r[9]),
+        plan=Plan(r[10]),
+        daily_rate=r[11],
+        start_time=i2t(r[12]),
+        lease_end=i2t(r[13]),
+        last_activity=i2t(r[14]),
+        state_since=i2t(r[15]),
+        coverage_since=i2t(r[16]),
+        state=SessionState(r[17]),
+        end_reason=EndReason(r[18]) if r[18] is not None else None,
+        end_time=opt_i2t(r[19]),
+    ),
+    # Live sessions, and ended ones of the last days (M11 and M12 answer them).
+    load_where=(
+        "WHERE end_time IS NULL OR end_time >= "
+        "(SELECT COALESCE(MAX(end_time), 0) FROM sessions) - 7 * 86400 * 1000000"
+    ),
+    order_by="ORDER BY session_id",
+)
+
+METERS = Table(
+    "meters",
+    (
+        "team_id",
+        "user_id",
+        "product_id",
+        "state",
+        "grace_start",
+        "grace_end",
+        "window_start",
+        "window_end",
+        "hold_id",
+    ),
+    ("team_id", "user_id", "product_id"),
+    lambda m: (
+        m.team_id,
+        m.user_id,
+        m.product_id,
+        m.state.value,
+        opt_t2i(m.grace_start),
+        opt_t2i(m.grace_end),
+        opt_t2i(m.window_start),
+        opt_t2i(m.window_end),
+        m.hold_id,
+    ),
+    lambda r: Meter(
+        team_id=r[0],
+        user_id=r[1],
+        product_id=r[2],
+        state=ChargeState(r[3]),
+        grace_start=opt_i2t(r[4]),
+        grace_end=opt_i2t(r[5]),
+        window_start=opt_i2t(r[6]),
+        window_end=opt_i2t(r[7]),
+        hold_id=r[8],
+    ),
+)
+
+DEVICES = Table(
+    "devices",
+    ("user_id", "product_id", "device_id", "register_time", "last_seen_time"),
+    ("user_id", "product_id", "device_id"),
+    lambda d: (d.user_id, d.product_id, d.device_id, t2i(d.register_time), t2i(d.last_seen_time)),
+    lambda r: Device(
+        user_id=r[0],
+        product_id=r[1],
+        device_id=r[2],
+        register_time=i2t(r[3]),
+        last_seen_time=i2t(r[4]),
+    ),
+)
+
+ACTIVITY = Table(
+    "activity",
+    ("session_id", "team_id", "user_id", "product_id", "start_time", "end_time"),
+    ("session_id", "start_time"),
+    lambda a: (a.session_id, a.team_id, a.user_id, a.product_id, t2i(a.start), t2i(a.end)),
+    lambda r: ActivitySpan(
+        session_id=r[0],
+        team_id=r[1],
+        user_id=r[2],
+        product_id=r[3],
+        start=i2t(r[4]),
+        end=i2t(r[5]),
+    ),
+    append_only=True,
+)
+
 # Which table each durable type is written to. Loaded at start in this order.
 TABLES: dict[type, Table] = {
     Team: TEAMS,
@@ -392,10 +548,14 @@ TABLES: dict[type, Table] = {
     Invitation: INVITATIONS,
     Notification: NOTIFICATIONS,
     Subscription: SUBSCRIPTIONS,
+    Session: SESSIONS,
+    Meter: METERS,
+    Device: DEVICES,
+    ActivitySpan: ACTIVITY,
 }
 
 # History that stays on disk: read on demand, not loaded into memory at start.
-NOT_LOADED: frozenset[str] = frozenset({"ledger"})
+NOT_LOADED: frozenset[str] = frozenset({"ledger", "activity"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,4 +119,60 @@ MIGRATIONS: list[str] = [
         end_time INTEGER NOT NULL
     );
     """,
+    # 3: sessions, meters, devices and active time (RULES §4-§6, R1, R2)
+    """
+    CREATE TABLE sessions (
+        session_id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        team_id TEXT NOT NULL,
+        product_id TEXT NOT NULL,
+        product_version TEXT NOT NULL,
+        platform TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        parent_session_id TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        coverage TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        daily_rate INTEGER NOT NULL,
+        start_time INTEGER NOT NULL,
+        lease_end INTEGER NOT NULL,
+        last_activity INTEGER NOT NULL,
+        state_since INTEGER NOT NULL,
+        coverage_since INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        end_reason TEXT,
+        end_time INTEGER
+    );
+    CREATE INDEX sessions_end ON sessions (end_time);
+    CREATE INDEX sessions_team_start ON sessions (team_id, start_time);
+    CREATE TABLE meters (
+        team_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        product_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        grace_start INTEGER,
+        grace_end INTEGER,
+        window_start INTEGER,
+        window_end INTEGER,
+        hold_id TEXT NOT NULL,
+        PRIMARY KEY (team_id, user_id, product_id)
+    );
+    CREATE TABLE devices (
+        user_id TEXT NOT NULL,
+        product_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        register_time INTEGER NOT NULL,
+        last_seen_time INTEGER NOT NULL,
+        PRIMARY KEY (user_id, product_id, device_id)
+    );
+    CREATE TABLE activity (
+        session_id TEXT NOT NULL,
+        team_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        product_id TEXT NOT NULL,
+        start_time INTEGER NOT NULL,
+        end_time INTEGER NOT NULL
+    );
+    CREATE INDEX activity_team_start ON activity (team_id, start_time);
+    """,
 ]

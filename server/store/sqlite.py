@@ -109,7 +109,8 @@ class Store:
         for kind, table in TABLES.items():
             if table.name in NOT_LOADED:
                 continue
-            async with self._db.execute(f"{table.select_sql} {table.order_by}") as cur:
+            sql = f"{table.select_sql} {table.load_where} {table.order_by}"
+            async with self._db.execute(sql) as cur:
                 rows = await cur.fetchall()
             snap.objects[kind] = [table.from_row(tuple(r)) for r in rows]
         async with self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger") as cur:
@@ -141,6 +142,13 @@ class Store:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Batch(ops, done))
+        await done
+
+    async def barrier(self) -> None:
+        """Return once everything queued before this call is committed."""
+        self._check()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Batch([], done))
         await done
 
     def defer(self, changes: Changes | Iterable[object]) -> None:

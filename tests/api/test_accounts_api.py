@@ -226,13 +226,14 @@ def test_api_health_serving(server: ServerThread, service: str) -> None:
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_api_rpc_of_a_later_issue_is_unimplemented(admin: Grpcurl) -> None:
-    """ListSessions arrives with sessions (RULES §5); this assertion changes then."""
+def test_api_list_sessions_of_an_unknown_team_is_not_found(admin: Grpcurl) -> None:
+    """R2: ListSessions names the team it cannot find."""
     refused(
         admin,
         A + "ListSessions",
         {"team_id": "acme", "includeEnded": True},
-        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.NOT_FOUND,
+        "UNKNOWN_TEAM",
     )
 
 

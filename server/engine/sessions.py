@@ -1,0 +1,425 @@
+"""Sessions use cases: the licensing aggregate wired to the clock, the timer
+heap and the store (RULES §4-§6, A6, R1, R2).
+
+Every use case applies its change in memory with no ``await`` between the
+check and the change (two Entitles racing for the last tokens cannot both
+win), then awaits the group commit before answering. The one exception is a
+heartbeat that changes nothing but the lease, the activity and the device's
+last-seen time: those objects are marked dirty and written in batches every
+``heartbeat_flush`` seconds (and at shutdown), so a crash loses at most that
+much heartbeat history and never a hold, charge, session or device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+
+from server.domain.changes import Changes
+from server.domain.errors import InvalidArgument, UnknownTeam
+from server.domain.ledger import EntryKind, PackState
+from server.domain.licensing import Licensing
+from server.domain.products import Platform
+from server.domain.sessions import (
+    ActivitySpan,
+    Device,
+    EndReason,
+    Session,
+    SessionState,
+    SessionView,
+)
+from server.domain.timers import TimerKind
+from server.store.codec import ACTIVITY, i2t, t2i
+
+if TYPE_CHECKING:
+    from server.engine.core import Engine
+
+log = structlog.get_logger()
+
+SESSION_TIMERS = (
+    TimerKind.LEASE_END,
+    TimerKind.IDLE,
+    TimerKind.GRACE_END,
+    TimerKind.WINDOW_END,
+    TimerKind.COVERAGE_CHANGE,
+)
+_LIGHT = (Session, Device)  # what a plain heartbeat touches
+
+
+class DirectoryAccess:
+    """The licensing aggregate's view of the directory (A1-A5)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.e = engine
+
+    def teams_for(self, user_id: str, product_id: str, now: datetime) -> list[str]:
+        e = self.e
+        return e.directory.teams_for(user_id, product_id, now, e.teams, e.products.keys())
+
+
+@dataclass(slots=True)
+class UsageRow:
+    date: str
+    user_id: str
+    product_id: str
+    tokens_charged: int = 0
+    sessions: int = 0
+    active_seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class PackUsage:
+    pack_id: str
+    team_id: str
+    purchased_tokens: int
+    consumed_tokens: int
+    held_tokens: int
+    expired_tokens: int
+    remaining_tokens: int
+    expire_time: datetime
+    state: PackState
+    moved_in_tokens: int = 0
+    moved_out_tokens: int = 0
+
+
+@dataclass(slots=True)
+class UsageReport:
+    rows: list[UsageRow] = field(default_factory=list)
+    packs: list[PackUsage] = field(default_factory=list)
+
+    @property
+    def total_tokens_charged(self) -> int:
+        return sum(r.tokens_charged for r in self.rows)
+
+    @property
+    def total_sessions(self) -> int:
+        return sum(r.sessions for r in self.rows)
+
+    @property
+    def total_active_seconds(self) -> int:
+        return sum(int(r.active_seconds) for r in self.rows)
+
+
+def _days(start: datetime, end: datetime) -> Iterator[tuple[str, float]]:
+    """Split [start, end) by UTC day: (YYYY-MM-DD, seconds in that day)."""
+    t = start
+    while t < end:
+        midnight = datetime(t.year, t.month, t.day, tzinfo=UTC) + timedelta(days=1)
+        stop = min(midnight, end)
+        yield t.date().isoformat(), (stop - t).total_seconds()
+        t = stop
+
+
+class Sessions:
+    def __init__(self, engine: Engine) -> None:
+        self.e = engine
+        self.lic = self._new(engine)
+        self._dirty: dict[int, Session | Device] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _new(engine: Engine) -> Licensing:
+        return Licensing(
+            ledger=engine.ledger,
+            products=engine.products,
+            teams=engine.teams,
+            terms=engine.terms,
+            access=DirectoryAccess(engine),
+            coverage=engine.coverages,
+            new_id=engine.ids.new,
+        )
+
+    def restore(
+        self,
+        sessions: list[Session],
+        meters: list[object],
+        devices: list[Device],
+        holds: list[object],
+    ) -> None:
+        e = self.e
+        self.lic = Licensing.restore(
+            sessions,
+            meters,  # type: ignore[arg-type]
+            devices,
+            holds,  # type: ignore[arg-type]
+            ledger=e.ledger,
+            products=e.products,
+            teams=e.teams,
+            terms=e.terms,
+            access=DirectoryAccess(e),
+            coverage=e.coverages,
+            new_id=e.ids.new,
+        )
+
+    def register_timers(self) -> None:
+        for kind in SESSION_TIMERS:
+            self.e.scheduler.on(kind, self._timer_handler(kind))
+
+    def schedule_all(self) -> None:
+        self.lic.schedule_all(self.e.scheduler, self.e.now())
+
+    def _timer_handler(self, kind: TimerKind) -> Callable[[str, datetime, Changes], None]:
+        def handler(key: str, due: datetime, changes: Changes) -> None:
+            self.lic.on_timer(kind, key, due, changes, self.e.scheduler)
+
+        return handler
+
+    # -- the four RPCs (M1-M12) -----------------------------------------------
+
+    async def entitle(
+        self,
+        user_id: str,
+        *,
+        product_id: str,
+        product_version: str,
+        platform: Platform | None,
+        device_id: str,
+        parent_session_id: str,
+        request_id: str,
+        takeover: bool,
+        team_id: str,
+    ) -> SessionView:
+        e = self.e
+        changes = Changes()
+        now = e.now()
+        session = self.lic.entitle(
+            user_id,
+            product_id,
+            product_version,
+            platform,
+            device_id,
+            parent_session_id,
+            request_id,
+            takeover,
+            team_id,
+            now,
+            changes,
+            e.scheduler,
+        )
+        view = self.lic.session_view(session, now)
+        if changes:
+            await e.commit(changes)
+        else:  # M11: a repeat answers once the first one is stored
+            await e.store.barrier()
+        return view
+
+    async def heartbeat(
+        self, user_id: str, session_id: str, seconds_since_activity: int
+    ) -> SessionView:
+        e = self.e
+        changes = Changes()
+        now = e.now()
+        before = self.lic.find_session(session_id)
+        state = before.state if before is not None else None
+        session = self.lic.heartbeat(
+            user_id, session_id, seconds_since_activity, now, changes, e.scheduler
+        )
+        view = self.lic.session_view(session, now)
+        if session.state is state and all(type(x) in _LIGHT for x in changes.items):
+            dirty = self._dirty
+            for obj in changes.items:
+                dirty[id(obj)] = obj  # type: ignore[assignment]
+        else:  # it resumed, took a hold or ended: durable now
+            await e.commit(changes)
+        return view
+
+    async def idle(self, user_id: str, session_id: str) -> SessionView:
+        e = self.e
+        changes = Changes()
+        now = e.now()
+        session = self.lic.idle(user_id, session_id, now, changes, e.scheduler)
+        view = self.lic.session_view(session, now)
+        await e.commit(changes)
+        return view
+
+    async def release(self, user_id: str, session_id: str) -> SessionView:
+        e = self.e
+        changes = Changes()
+        now = e.now()
+        session = self.lic.release(user_id, session_id, now, changes, e.scheduler)
+        view = self.lic.session_view(session, now)
+        await e.commit(changes)
+        return view
+
+    # -- operators (R2) ------------------------------------------------------------
+
+    async def end_session(self, session_id: str) -> SessionView:
+        e = self.e
+        changes = Changes()
+        now = e.now()
+        session = self.lic.end_session(
+            session_id, EndReason.ENDED_BY_ADMIN, now, changes, e.scheduler
+        )
+        view = self.lic.session_view(session, now)
+        await e.commit(changes)
+        return view
+
+    def _check_user_product(self, user_id: str, product_id: str) -> None:
+        problems: dict[str, str] = {}
+        if not user_id:
+            problems["user_id"] = "is required"
+        if not product_id:
+            problems["product_id"] = "is required"
+        if problems:
+            raise InvalidArgument(problems)
+        self.e.directory.user(user_id)  # UNKNOWN_USER
+        self.e.accounts.product(product_id)  # UNKNOWN_PRODUCT
+
+    def devices(self, user_id: str, product_id: str) -> list[Device]:
+        self._check_user_product(user_id, product_id)
+        return self.lic.devices(user_id, product_id)
+
+    async def remove_device(self, user_id: str, product_id: str, device_id: str) -> None:
+        self._check_user_product(user_id, product_id)
+        e = self.e
+        changes = Changes()
+        self.lic.remove_device(user_id, product_id, device_id, e.now(), changes, e.scheduler)
+        await e.commit(changes)
+
+    def list_sessions(
+        self, team_id: str, user_id: str, include_ended: bool, after: str | None, limit: int
+    ) -> tuple[list[SessionView], str | None]:
+        """A page of sessions in the order they opened (ids grow with time)."""
+        if team_id:
+            self.e.accounts.team(team_id)
+        now = self.e.now()
+        found = (
+            self.lic.all_sessions(team_id or None)
+            if include_ended
+            else (self.lic.live_sessions(team_id or None))
+        )
+        page: list[SessionView] = []
+        last: str | None = None
+        for s in found:
+            if after is not None and s.session_id <= after:
+                continue
+            if user_id and s.user_id != user_id:
+                continue
+            if len(page) == limit:
+                return page, last
+            page.append(self.lic.session_view(s, now))
+            last = s.session_id
+        return page, None
+
+    def view(self, session: Session) -> SessionView:
+        return self.lic.session_view(session, self.e.now())
+
+    # -- the usage report (R1) -----------------------------------------------------
+
+    async def usage_report(
+        self, team_id: str, start: datetime | None, end: datetime | None
+    ) -> UsageReport:
+        e = self.e
+        if not team_id:
+            raise InvalidArgument.field("team_id", "is required")
+        if team_id not in e.teams:
+            raise UnknownTeam(f"no team {team_id!r}", team_id=team_id)
+        now = e.now()
+        end = end or now
+        start = start or datetime(1970, 1, 1, tzinfo=UTC)
+        if end <= start:
+            raise InvalidArgument.field("end_time", "must be after start_time")
+        await e.store.barrier()  # everything answered so far is in the tables read below
+        await self.flush()
+        lo, hi = t2i(start), t2i(end)
+        rows: dict[tuple[str, str, str], UsageRow] = {}
+
+        def row(day: str, user_id: str, product_id: str) -> UsageRow:
+            key = (day, user_id, product_id)
+            found = rows.get(key)
+            if found is None:
+                found = rows[key] = UsageRow(day, user_id, product_id)
+            return found
+
+        for t, user_id, product_id, amount in await e.store.query(
+            "SELECT time, user_id, product_id, amount FROM ledger "
+            "WHERE team_id = ? AND kind = ? AND time >= ? AND time < ?",
+            (team_id, EntryKind.CAPTURE.value, lo, hi),
+        ):
+            row(i2t(t).date().isoformat(), user_id, product_id).tokens_charged += amount
+        for t, user_id, product_id in await e.store.query(
+            "SELECT start_time, user_id, product_id FROM sessions "
+            "WHERE team_id = ? AND start_time >= ? AND start_time < ?",
+            (team_id, lo, hi),
+        ):
+            row(i2t(t).date().isoformat(), user_id, product_id).sessions += 1
+        spans: list[ActivitySpan] = await e.store.select(
+            ACTIVITY, "WHERE team_id = ? AND start_time < ? AND end_time > ?", (team_id, hi, lo)
+        )
+        spans += [
+            ActivitySpan(s.session_id, s.team_id, s.user_id, s.product_id, s.state_since, now)
+            for s in self.lic.live_sessions(team_id)
+            if s.state is SessionState.ACTIVE and s.state_since < now
+        ]
+        for span in spans:
+            a, b = max(span.start, start), min(span.end, end)
+            for day, seconds in _days(a, b):
+                row(day, span.user_id, span.product_id).active_seconds += seconds
+        report = UsageReport(rows=[rows[k] for k in sorted(rows)])
+        moved: dict[tuple[str, str], int] = defaultdict(int)
+        for pack_id, kind, amount in await e.store.query(
+            "SELECT pack_id, kind, SUM(amount) FROM ledger "
+            "WHERE team_id = ? AND kind IN (?, ?) GROUP BY pack_id, kind",
+            (team_id, EntryKind.MOVE_IN.value, EntryKind.MOVE_OUT.value),
+        ):
+            moved[(pack_id, kind)] += amount
+        for p in e.ledger.team_packs(team_id):
+            report.packs.append(
+                PackUsage(
+                    pack_id=p.pack_id,
+                    team_id=p.team_id,
+                    purchased_tokens=p.tokens,
+                    consumed_tokens=p.consumed,
+                    held_tokens=p.held,
+                    expired_tokens=p.expired_tokens,
+                    remaining_tokens=p.remaining,
+                    expire_time=p.expire_time,
+                    state=p.state,
+                    moved_in_tokens=moved[(p.pack_id, EntryKind.MOVE_IN.value)],
+                    moved_out_tokens=moved[(p.pack_id, EntryKind.MOVE_OUT.value)],
+                )
+            )
+        return report
+
+    # -- heartbeat batches ----------------------------------------------------------
+
+    @property
+    def dirty(self) -> int:
+        return len(self._dirty)
+
+    async def flush(self) -> None:
+        """Write the heartbeats' changes gathered so far."""
+        if self._dirty:
+            items = Changes(list(self._dirty.values()))
+            self._dirty = {}
+            await self.e.commit(items)
+
+    def start(self, every: float) -> None:
+        if self._flusher is None and every > 0:
+            self._flusher = asyncio.create_task(self._flush_loop(every), name="heartbeat-flush")
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        await self.flush()
+
+    async def _flush_loop(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("heartbeat_flush_failed")
+                raise
