@@ -1,4 +1,5 @@
-"""``python -m server`` / ``tessera-server``: run the license server."""
+"""``python -m server`` / ``tessera-server``: run the license server, or an
+operator tool (``verify``, ``backup``: see ``server/tools.py``)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,16 @@ from collections.abc import Sequence
 from server import app, logs
 from server.config import parse_args
 
+TOOLS = ("verify", "backup", "rotate-signing-key")
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config = parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in TOOLS:
+        from server import tools
+
+        return tools.main(args)
+    config = parse_args(args)
     logs.configure(config.log_format, config.log_level)
     try:
         return asyncio.run(app.run(config))

@@ -20,6 +20,7 @@ from client_sdk.proto.tessera.v1 import (
     licensing_service_pb2,
     licensing_service_pb2_grpc,
 )
+from server import leases
 from server.api.admin import AdminServicer
 from server.api.interceptors import EdgeInterceptor
 from server.api.licensing import LicensingServicer
@@ -28,6 +29,7 @@ from server.config import Config, parse_instant
 from server.credentials import load_or_create_admin_token
 from server.engine import Engine
 from server.engine.core import TEST_CLOCK_KEY
+from server.leases import LeaseSigner
 from server.store.codec import MetaValue
 from server.store.sqlite import Store
 
@@ -137,8 +139,11 @@ class TesseraServer:
             ],
         )
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(engine), server)
+        signer = LeaseSigner(
+            leases.load_or_create(leases.key_path(cfg.db), engine.now()), engine.terms.lease
+        )
         licensing_service_pb2_grpc.add_LicensingServiceServicer_to_server(
-            LicensingServicer(engine), server
+            LicensingServicer(engine, signer), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         _mount_reflection_v1(server)

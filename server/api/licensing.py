@@ -14,14 +14,16 @@ from client_sdk.proto.tessera.v1 import licensing_service_pb2_grpc
 from server.api import convert as cv
 from server.api.interceptors import current_user
 from server.engine import Engine
+from server.leases import LeaseSigner
 
 Ctx = Any
 
 
 class LicensingServicer(licensing_service_pb2_grpc.LicensingServiceServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, signer: LeaseSigner) -> None:
         self.e = engine
         self.s = engine.sessions
+        self.signer = signer
 
     async def Entitle(self, request: api.EntitleRequest, context: Ctx) -> Any:
         platform = (
@@ -40,13 +42,17 @@ class LicensingServicer(licensing_service_pb2_grpc.LicensingServiceServicer):
             takeover=request.takeover,
             team_id=request.team_id,
         )
-        return api.EntitleResponse(session=cv.session_out(view))
+        return api.EntitleResponse(
+            session=cv.session_out(view), lease=self.signer.sign(view, self.e.now())
+        )
 
     async def Heartbeat(self, request: api.HeartbeatRequest, context: Ctx) -> Any:
         view = await self.s.heartbeat(
             current_user.get(), request.session_id, request.seconds_since_activity
         )
-        return api.HeartbeatResponse(session=cv.session_out(view))
+        return api.HeartbeatResponse(
+            session=cv.session_out(view), lease=self.signer.sign(view, self.e.now())
+        )
 
     async def Idle(self, request: api.IdleRequest, context: Ctx) -> Any:
         view = await self.s.idle(current_user.get(), request.session_id)
@@ -55,3 +61,6 @@ class LicensingServicer(licensing_service_pb2_grpc.LicensingServiceServicer):
     async def Release(self, request: api.ReleaseRequest, context: Ctx) -> Any:
         view = await self.s.release(current_user.get(), request.session_id)
         return api.ReleaseResponse(session=cv.session_out(view))
+
+    async def GetSigningKeys(self, request: api.GetSigningKeysRequest, context: Ctx) -> Any:
+        return api.GetSigningKeysResponse(keys=self.signer.published(self.e.now()))

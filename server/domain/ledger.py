@@ -13,6 +13,11 @@ pack's entries always gives its state (T6):
     MOVE_OUT      -n                 0           the pack leaves a team (T5)
     MOVE_IN       +n                 0           ... and joins another
 
+Entries form a hash chain (tamper evidence): each carries
+``hash = sha256(previous hash | its own fields)`` (``entry_digest``), so
+editing, removing or reordering a stored entry breaks every hash after it;
+``python -m server verify`` checks the chain and the sums.
+
 A debit is a hold that is later captured: ``hold`` takes the daily rate from
 the team's packs in the order of T3, possibly spanning several packs, and
 ``capture`` or ``release`` settles exactly the parts that the hold took.
@@ -21,9 +26,10 @@ the team's packs in the order of T3, possibly spanning several packs, and
 from __future__ import annotations
 
 import calendar
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 from server.domain.changes import Changes
@@ -103,6 +109,45 @@ class Cause:
 NO_CAUSE = Cause()
 
 
+GENESIS_HASH = "0" * 64
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def entry_digest(
+    prev_hash: str,
+    seq: int,
+    time_us: int,
+    kind: str,
+    team_id: str,
+    pack_id: str,
+    amount: int,
+    remaining_delta: int,
+    held_delta: int,
+    session_id: str,
+    user_id: str,
+    product_id: str,
+) -> str:
+    """The chain hash of one entry: its predecessor's hash and every stored field
+    (times in microseconds since the epoch, as the store keeps them)."""
+    text = "|".join(
+        (
+            prev_hash,
+            str(seq),
+            str(time_us),
+            kind,
+            team_id,
+            pack_id,
+            str(amount),
+            str(remaining_delta),
+            str(held_delta),
+            session_id,
+            user_id,
+            product_id,
+        )
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 @dataclass(slots=True, frozen=True)
 class LedgerEntry:
     seq: int
@@ -114,6 +159,7 @@ class LedgerEntry:
     remaining_delta: int
     held_delta: int
     cause: Cause = NO_CAUSE
+    hash: str = ""
 
     @property
     def entry_id(self) -> str:
@@ -142,11 +188,12 @@ class _Balance:
 class Ledger:
     """All teams' packs, their balances and the append-only entries."""
 
-    def __init__(self, next_seq: int = 1) -> None:
+    def __init__(self, next_seq: int = 1, last_hash: str = GENESIS_HASH) -> None:
         self.packs: dict[str, TokenPack] = {}
         self._balances: dict[str, _Balance] = {}
         self._by_request: dict[str, str] = {}
         self._next_seq = next_seq
+        self._last_hash = last_hash or GENESIS_HASH
 
     # -- building -----------------------------------------------------------
 
@@ -154,8 +201,14 @@ class Ledger:
         self._balances.setdefault(team_id, _Balance())
 
     @classmethod
-    def restore(cls, team_ids: Iterable[str], packs: Iterable[TokenPack], next_seq: int) -> Ledger:
-        ledger = cls(next_seq=next_seq)
+    def restore(
+        cls,
+        team_ids: Iterable[str],
+        packs: Iterable[TokenPack],
+        next_seq: int,
+        last_hash: str = GENESIS_HASH,
+    ) -> Ledger:
+        ledger = cls(next_seq=next_seq, last_hash=last_hash)
         for team_id in team_ids:
             ledger.add_team(team_id)
         for pack in packs:
@@ -219,8 +272,23 @@ class Ledger:
         held_delta: int,
         cause: Cause = NO_CAUSE,
     ) -> None:
+        seq = self._next_seq
+        digest = entry_digest(
+            self._last_hash,
+            seq,
+            (now - _EPOCH) // timedelta(microseconds=1),
+            kind.value,
+            pack.team_id,
+            pack.pack_id,
+            amount,
+            remaining_delta,
+            held_delta,
+            cause.session_id,
+            cause.user_id,
+            cause.product_id,
+        )
         entry = LedgerEntry(
-            seq=self._next_seq,
+            seq=seq,
             time=now,
             kind=kind,
             team_id=pack.team_id,
@@ -229,8 +297,10 @@ class Ledger:
             remaining_delta=remaining_delta,
             held_delta=held_delta,
             cause=cause,
+            hash=digest,
         )
         self._next_seq += 1
+        self._last_hash = digest
         changes.upsert(entry)
 
     def purchase(

@@ -57,7 +57,10 @@ class Engine:
         for product in snapshot.of(Product):
             engine.products[product.product_id] = product
         engine.ledger = Ledger.restore(
-            engine.teams, snapshot.of(TokenPack), next_seq=snapshot.max_ledger_seq + 1
+            engine.teams,
+            snapshot.of(TokenPack),
+            next_seq=snapshot.max_ledger_seq + 1,
+            last_hash=snapshot.last_ledger_hash,
         )
         for hold in snapshot.of(Hold):
             engine.holds[hold.hold_id] = hold

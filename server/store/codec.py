@@ -183,6 +183,7 @@ LEDGER = Table(
         "session_id",
         "user_id",
         "product_id",
+        "hash",
     ),
     ("seq",),
     lambda e: (
@@ -197,6 +198,7 @@ LEDGER = Table(
         e.cause.session_id,
         e.cause.user_id,
         e.cause.product_id,
+        e.hash,
     ),
     lambda r: LedgerEntry(
         seq=r[0],
@@ -208,6 +210,7 @@ LEDGER = Table(
         remaining_delta=r[6],
         held_delta=r[7],
         cause=Cause(r[8], r[9], r[10]),
+        hash=r[11],
     ),
     append_only=True,
 )

@@ -175,4 +175,8 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX activity_team_start ON activity (team_id, start_time);
     """,
+    # 4: the ledger's hash chain (tamper evidence; see server/domain/ledger.py)
+    """
+    ALTER TABLE ledger ADD COLUMN hash TEXT NOT NULL DEFAULT '';
+    """,
 ]

@@ -49,6 +49,7 @@ class Snapshot:
 
     objects: dict[type, list[Any]] = field(default_factory=dict)
     max_ledger_seq: int = 0
+    last_ledger_hash: str = ""
 
     def of(self, kind: type) -> list[Any]:
         return self.objects.get(kind, [])
@@ -113,9 +114,12 @@ class Store:
             async with self._db.execute(sql) as cur:
                 rows = await cur.fetchall()
             snap.objects[kind] = [table.from_row(tuple(r)) for r in rows]
-        async with self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger") as cur:
+        async with self._db.execute(
+            "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1"
+        ) as cur:
             row = await cur.fetchone()
-        snap.max_ledger_seq = int(row[0]) if row else 0
+        if row is not None:
+            snap.max_ledger_seq, snap.last_ledger_hash = int(row[0]), str(row[1])
         return snap
 
     async def query(self, sql: str, params: Row = ()) -> list[Row]:

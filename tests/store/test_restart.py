@@ -279,6 +279,7 @@ def test_store_group_commit_shares_commits_and_keeps_every_purchase(tmp_path: Pa
         commits = store.commits - commits_before
         pack_ids = {r.token_pack.pack_id for r in replies}
     assert len(pack_ids) == n
+    print(f"group commit: {n} concurrent purchases in {commits} commits")
     assert 1 <= commits < n, f"{n} purchases took {commits} commits"
 
     with running(db) as srv:

@@ -431,3 +431,45 @@ class PackUsage(_message.Message):
     state: PackState
     team_id: str
     def __init__(self, pack_id: _Optional[str] = ..., purchased_tokens: _Optional[int] = ..., consumed_tokens: _Optional[int] = ..., held_tokens: _Optional[int] = ..., expired_tokens: _Optional[int] = ..., moved_in_tokens: _Optional[int] = ..., moved_out_tokens: _Optional[int] = ..., remaining_tokens: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[PackState, str]] = ..., team_id: _Optional[str] = ...) -> None: ...
+
+class Lease(_message.Message):
+    __slots__ = ("session_id", "user_id", "team_id", "product_id", "device_id", "coverage", "lease_expire_time", "issue_time")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    TEAM_ID_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ISSUE_TIME_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    user_id: str
+    team_id: str
+    product_id: str
+    device_id: str
+    coverage: Coverage
+    lease_expire_time: _timestamp_pb2.Timestamp
+    issue_time: _timestamp_pb2.Timestamp
+    def __init__(self, session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., team_id: _Optional[str] = ..., product_id: _Optional[str] = ..., device_id: _Optional[str] = ..., coverage: _Optional[_Union[Coverage, str]] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., issue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SignedLease(_message.Message):
+    __slots__ = ("lease", "signature", "key_id")
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    lease: bytes
+    signature: bytes
+    key_id: str
+    def __init__(self, lease: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., key_id: _Optional[str] = ...) -> None: ...
+
+class SigningKey(_message.Message):
+    __slots__ = ("key_id", "public_key", "create_time", "retired")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    public_key: bytes
+    create_time: _timestamp_pb2.Timestamp
+    retired: bool
+    def __init__(self, key_id: _Optional[str] = ..., public_key: _Optional[bytes] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., retired: _Optional[bool] = ...) -> None: ...

@@ -1,7 +1,8 @@
 from client_sdk.proto.tessera.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -27,10 +28,12 @@ class EntitleRequest(_message.Message):
     def __init__(self, product_id: _Optional[str] = ..., product_version: _Optional[str] = ..., platform: _Optional[_Union[_common_pb2.Platform, str]] = ..., device_id: _Optional[str] = ..., parent_session_id: _Optional[str] = ..., request_id: _Optional[str] = ..., takeover: _Optional[bool] = ..., team_id: _Optional[str] = ...) -> None: ...
 
 class EntitleResponse(_message.Message):
-    __slots__ = ("session",)
+    __slots__ = ("session", "lease")
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
     session: _common_pb2.Session
-    def __init__(self, session: _Optional[_Union[_common_pb2.Session, _Mapping]] = ...) -> None: ...
+    lease: _common_pb2.SignedLease
+    def __init__(self, session: _Optional[_Union[_common_pb2.Session, _Mapping]] = ..., lease: _Optional[_Union[_common_pb2.SignedLease, _Mapping]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("session_id", "seconds_since_activity")
@@ -41,10 +44,12 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., seconds_since_activity: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("session",)
+    __slots__ = ("session", "lease")
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
     session: _common_pb2.Session
-    def __init__(self, session: _Optional[_Union[_common_pb2.Session, _Mapping]] = ...) -> None: ...
+    lease: _common_pb2.SignedLease
+    def __init__(self, session: _Optional[_Union[_common_pb2.Session, _Mapping]] = ..., lease: _Optional[_Union[_common_pb2.SignedLease, _Mapping]] = ...) -> None: ...
 
 class IdleRequest(_message.Message):
     __slots__ = ("session_id",)
@@ -69,3 +74,13 @@ class ReleaseResponse(_message.Message):
     SESSION_FIELD_NUMBER: _ClassVar[int]
     session: _common_pb2.Session
     def __init__(self, session: _Optional[_Union[_common_pb2.Session, _Mapping]] = ...) -> None: ...
+
+class GetSigningKeysRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetSigningKeysResponse(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[_common_pb2.SigningKey]
+    def __init__(self, keys: _Optional[_Iterable[_Union[_common_pb2.SigningKey, _Mapping]]] = ...) -> None: ...

@@ -56,6 +56,11 @@ class LicensingServiceStub:
                 request_serializer=tessera_dot_v1_dot_licensing__service__pb2.ReleaseRequest.SerializeToString,
                 response_deserializer=tessera_dot_v1_dot_licensing__service__pb2.ReleaseResponse.FromString,
                 _registered_method=True)
+        self.GetSigningKeys = channel.unary_unary(
+                '/tessera.v1.LicensingService/GetSigningKeys',
+                request_serializer=tessera_dot_v1_dot_licensing__service__pb2.GetSigningKeysRequest.SerializeToString,
+                response_deserializer=tessera_dot_v1_dot_licensing__service__pb2.GetSigningKeysResponse.FromString,
+                _registered_method=True)
 
 
 class LicensingServiceServicer:
@@ -91,6 +96,14 @@ class LicensingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSigningKeys(self, request, context):
+        """The public keys that sign leases, so products verify them offline. Needs
+        no credential.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LicensingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +126,11 @@ def add_LicensingServiceServicer_to_server(servicer, server):
                     servicer.Release,
                     request_deserializer=tessera_dot_v1_dot_licensing__service__pb2.ReleaseRequest.FromString,
                     response_serializer=tessera_dot_v1_dot_licensing__service__pb2.ReleaseResponse.SerializeToString,
+            ),
+            'GetSigningKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSigningKeys,
+                    request_deserializer=tessera_dot_v1_dot_licensing__service__pb2.GetSigningKeysRequest.FromString,
+                    response_serializer=tessera_dot_v1_dot_licensing__service__pb2.GetSigningKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +243,33 @@ class LicensingService:
             '/tessera.v1.LicensingService/Release',
             tessera_dot_v1_dot_licensing__service__pb2.ReleaseRequest.SerializeToString,
             tessera_dot_v1_dot_licensing__service__pb2.ReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSigningKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.LicensingService/GetSigningKeys',
+            tessera_dot_v1_dot_licensing__service__pb2.GetSigningKeysRequest.SerializeToString,
+            tessera_dot_v1_dot_licensing__service__pb2.GetSigningKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,10 @@ class LicensingServiceStub:
     """The user stopped working (RULES M6)."""
     Release: _grpc.UnaryUnaryMultiCallable[_licensing_service_pb2.ReleaseRequest, _licensing_service_pb2.ReleaseResponse]
     """Ends the session (RULES M10)."""
+    GetSigningKeys: _grpc.UnaryUnaryMultiCallable[_licensing_service_pb2.GetSigningKeysRequest, _licensing_service_pb2.GetSigningKeysResponse]
+    """The public keys that sign leases, so products verify them offline. Needs
+    no credential.
+    """
 
 @_typing.type_check_only
 class LicensingServiceAsyncStub(LicensingServiceStub):
@@ -59,6 +63,10 @@ class LicensingServiceAsyncStub(LicensingServiceStub):
     """The user stopped working (RULES M6)."""
     Release: _aio.UnaryUnaryMultiCallable[_licensing_service_pb2.ReleaseRequest, _licensing_service_pb2.ReleaseResponse]  # type: ignore[assignment]
     """Ends the session (RULES M10)."""
+    GetSigningKeys: _aio.UnaryUnaryMultiCallable[_licensing_service_pb2.GetSigningKeysRequest, _licensing_service_pb2.GetSigningKeysResponse]  # type: ignore[assignment]
+    """The public keys that sign leases, so products verify them offline. Needs
+    no credential.
+    """
 
 class LicensingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Products and plugins ask here whether their user may run them. Every call
@@ -96,5 +104,15 @@ class LicensingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_licensing_service_pb2.ReleaseResponse, _abc.Awaitable[_licensing_service_pb2.ReleaseResponse]]:
         """Ends the session (RULES M10)."""
+
+    @_abc_1.abstractmethod
+    def GetSigningKeys(
+        self,
+        request: _licensing_service_pb2.GetSigningKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_licensing_service_pb2.GetSigningKeysResponse, _abc.Awaitable[_licensing_service_pb2.GetSigningKeysResponse]]:
+        """The public keys that sign leases, so products verify them offline. Needs
+        no credential.
+        """
 
 def add_LicensingServiceServicer_to_server(servicer: LicensingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
