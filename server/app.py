@@ -148,7 +148,16 @@ class TesseraServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         _mount_reflection_v1(server)
         reflection.enable_server_reflection(REFLECTED, server)
-        self.port = server.add_insecure_port(cfg.listen)
+        if cfg.tls_cert is not None and cfg.tls_key is not None:
+            client_ca = cfg.tls_client_ca.read_bytes() if cfg.tls_client_ca else None
+            credentials = grpc.ssl_server_credentials(
+                [(cfg.tls_key.read_bytes(), cfg.tls_cert.read_bytes())],
+                root_certificates=client_ca,
+                require_client_auth=client_ca is not None,
+            )
+            self.port = server.add_secure_port(cfg.listen, credentials)
+        else:
+            self.port = server.add_insecure_port(cfg.listen)
         if self.port == 0:
             raise OSError(f"could not listen on {cfg.listen}")
         await server.start()
@@ -163,6 +172,7 @@ class TesseraServer:
             db=str(cfg.db),
             test_clock=clock.is_test,
             now=clock.now().isoformat(),
+            tls="mutual" if cfg.tls_client_ca else "on" if cfg.tls_cert else "off",
         )
         return self.port
 
@@ -184,9 +194,16 @@ def _banner(server: TesseraServer) -> None:
     out = sys.stderr
     print(f"Tessera is serving on {target} (database {server.config.db})", file=out)
     print(f"Admin token: {server.admin_token}", file=out)
+    cfg = server.config
+    if cfg.tls_cert is None:
+        transport = "-plaintext"
+    else:
+        transport = "-cacert ca.pem"
+        if cfg.tls_client_ca is not None:
+            transport += " -cert client.pem -key client-key.pem"
     print("Try:", file=out)
     print(
-        f"  grpcurl -plaintext -H 'authorization: Bearer {server.admin_token}' "
+        f"  grpcurl {transport} -H 'authorization: Bearer {server.admin_token}' "
         f"{target} tessera.v1.AdminService/GetServerInfo",
         file=out,
         flush=True,

@@ -22,6 +22,9 @@ class Config:
     shutdown_grace: float = 10.0
     max_message_bytes: int = 4 * 1024 * 1024
     heartbeat_flush: float = 2.0  # seconds between writes of heartbeat history
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # demand client certificates signed by it (mTLS)
 
     @property
     def admin_token_path(self) -> Path:
@@ -91,7 +94,30 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         help="how often heartbeat history is written (TESSERA_HEARTBEAT_FLUSH; default "
         "%(default)s): a crash loses at most this much of it, never a charge",
     )
+    p.add_argument(
+        "--tls-cert",
+        default=_env("TESSERA_TLS_CERT"),
+        metavar="PEM",
+        help="serve TLS with this certificate chain (TESSERA_TLS_CERT; needs --tls-key)",
+    )
+    p.add_argument(
+        "--tls-key",
+        default=_env("TESSERA_TLS_KEY"),
+        metavar="PEM",
+        help="the certificate's private key (TESSERA_TLS_KEY)",
+    )
+    p.add_argument(
+        "--tls-client-ca",
+        default=_env("TESSERA_TLS_CLIENT_CA"),
+        metavar="PEM",
+        help="also demand client certificates signed by this CA: mutual TLS "
+        "(TESSERA_TLS_CLIENT_CA)",
+    )
     a = p.parse_args(argv)
+    if bool(a.tls_cert) != bool(a.tls_key):
+        p.error("--tls-cert and --tls-key go together")
+    if a.tls_client_ca and not a.tls_cert:
+        p.error("--tls-client-ca needs --tls-cert and --tls-key")
     test_clock = None
     if a.test_clock:
         try:
@@ -108,4 +134,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         sync=a.sync,
         shutdown_grace=a.shutdown_grace,
         heartbeat_flush=a.heartbeat_flush,
+        tls_cert=Path(a.tls_cert) if a.tls_cert else None,
+        tls_key=Path(a.tls_key) if a.tls_key else None,
+        tls_client_ca=Path(a.tls_client_ca) if a.tls_client_ca else None,
     )
