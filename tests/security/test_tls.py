@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server.clock import SystemClock
 from tests.support import running
 
 
@@ -32,7 +33,7 @@ def _name(cn: str) -> x509.Name:
 
 def _issue(cn: str, issuer: Pem | None, *, ca: bool = False, server: bool = False) -> Pem:
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
+    now = SystemClock().now()  # certificates are checked against the real time
     issuer_cert = x509.load_pem_x509_certificate(issuer.cert) if issuer else None
     issuer_key = serialization.load_pem_private_key(issuer.key, password=None) if issuer else key
     builder = (
