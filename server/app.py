@@ -24,6 +24,7 @@ from server import leases
 from server.api.admin import AdminServicer
 from server.api.interceptors import EdgeInterceptor
 from server.api.licensing import LicensingServicer
+from server.api.limits import RateLimits
 from server.clock import Clock, SystemClock, TestClock
 from server.config import Config, parse_instant
 from server.credentials import load_or_create_admin_token
@@ -126,12 +127,21 @@ class TesseraServer:
         stored = {m.key: m.value for m in snapshot.of(MetaValue)}
         clock = _clock(cfg, stored)
         self.engine = engine = Engine.restore(snapshot, clock, store)
+        engine.max_users_per_request = cfg.max_users_per_request
+        engine.max_page_size = cfg.max_page_size
         if isinstance(clock, TestClock) and TEST_CLOCK_KEY not in stored:
             await store.commit([MetaValue(TEST_CLOCK_KEY, clock.now().isoformat())])
         self.admin_token = cfg.admin_token or load_or_create_admin_token(cfg.admin_token_path)
 
         server = grpc.aio.server(
-            interceptors=[EdgeInterceptor(self.admin_token, engine.resolve_user_key)],
+            interceptors=[
+                EdgeInterceptor(
+                    self.admin_token,
+                    engine.resolve_user_key,
+                    user_limits=RateLimits(cfg.user_rate_limit, cfg.user_burst),
+                    admin_limits=RateLimits(cfg.admin_rate_limit, cfg.admin_burst),
+                )
+            ],
             options=[
                 ("grpc.max_receive_message_length", cfg.max_message_bytes),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),

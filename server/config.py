@@ -22,6 +22,12 @@ class Config:
     shutdown_grace: float = 10.0
     max_message_bytes: int = 4 * 1024 * 1024
     heartbeat_flush: float = 2.0  # seconds between writes of heartbeat history
+    user_rate_limit: float = 200.0  # calls per second per user key (0: off)
+    user_burst: int = 1000
+    admin_rate_limit: float = 0.0  # calls per second with the admin token (0: off)
+    admin_burst: int = 0
+    max_users_per_request: int = 10_000  # AssignUsers / ImportUsers entries
+    max_page_size: int = 1000
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # demand client certificates signed by it (mTLS)
@@ -95,6 +101,46 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         "%(default)s): a crash loses at most this much of it, never a charge",
     )
     p.add_argument(
+        "--user-rate-limit",
+        type=float,
+        default=float(_env("TESSERA_USER_RATE_LIMIT", "200") or 200),
+        metavar="PER_SECOND",
+        help="calls per second per user key before RESOURCE_EXHAUSTED (0: off; default "
+        "%(default)s)",
+    )
+    p.add_argument(
+        "--user-burst",
+        type=int,
+        default=int(_env("TESSERA_USER_BURST", "1000") or 1000),
+        help="calls a user key may make at once (default %(default)s)",
+    )
+    p.add_argument(
+        "--admin-rate-limit",
+        type=float,
+        default=float(_env("TESSERA_ADMIN_RATE_LIMIT", "0") or 0),
+        metavar="PER_SECOND",
+        help="calls per second with the admin token (0: off, the default)",
+    )
+    p.add_argument("--admin-burst", type=int, default=int(_env("TESSERA_ADMIN_BURST", "0") or 0))
+    p.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=int(_env("TESSERA_MAX_MESSAGE_BYTES", str(4 * 1024 * 1024)) or 0),
+        help="largest request accepted (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-users-per-request",
+        type=int,
+        default=int(_env("TESSERA_MAX_USERS_PER_REQUEST", "10000") or 10000),
+        help="most entries in one AssignUsers or ImportUsers (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-page-size",
+        type=int,
+        default=int(_env("TESSERA_MAX_PAGE_SIZE", "1000") or 1000),
+        help="most items in one page of a List call (default %(default)s)",
+    )
+    p.add_argument(
         "--tls-cert",
         default=_env("TESSERA_TLS_CERT"),
         metavar="PEM",
@@ -134,6 +180,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         sync=a.sync,
         shutdown_grace=a.shutdown_grace,
         heartbeat_flush=a.heartbeat_flush,
+        user_rate_limit=a.user_rate_limit,
+        user_burst=a.user_burst,
+        admin_rate_limit=a.admin_rate_limit,
+        admin_burst=a.admin_burst,
+        max_message_bytes=a.max_message_bytes,
+        max_users_per_request=a.max_users_per_request,
+        max_page_size=a.max_page_size,
         tls_cert=Path(a.tls_cert) if a.tls_cert else None,
         tls_key=Path(a.tls_key) if a.tls_key else None,
         tls_client_ca=Path(a.tls_client_ca) if a.tls_client_ca else None,

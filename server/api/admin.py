@@ -87,7 +87,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return api.MoveTokenPackResponse(token_pack=cv.pack_out(pack))
 
     async def ListLedgerEntries(self, request: api.ListLedgerEntriesRequest, context: Ctx) -> Any:
-        size = paging.page_size(request.page_size)
+        size = paging.page_size(request.page_size, limit=self.e.max_page_size)
         position = paging.decode(request.page_token, "ledger")
         try:
             after = int(position) if position is not None else 0
@@ -224,7 +224,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return api.RemoveDeviceResponse()
 
     async def ListSessions(self, request: api.ListSessionsRequest, context: Ctx) -> Any:
-        limit = paging.page_size(request.page_size)
+        limit = paging.page_size(request.page_size, limit=self.e.max_page_size)
         after = paging.decode(request.page_token, "sessions")
         views, last = self.e.sessions.list_sessions(
             request.team_id, request.user_id, request.include_ended, after, limit

@@ -9,7 +9,7 @@ is not a ``DomainError`` is ``INTERNAL`` with no internals shown.
 from __future__ import annotations
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -30,6 +30,16 @@ class Unimplemented(e.DomainError):
     reason = "UNIMPLEMENTED"
 
 
+class ResourceExhausted(e.DomainError):
+    """A credential's rate limit: ``retry_after_seconds`` goes out as RetryInfo."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after_seconds: float, **metadata: object) -> None:
+        super().__init__(message, retry_after_seconds=f"{retry_after_seconds:.3f}", **metadata)
+        self.retry_after = retry_after_seconds
+
+
 STATUS_CODES: dict[type[e.DomainError], grpc.StatusCode] = {
     e.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     e.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
@@ -39,6 +49,7 @@ STATUS_CODES: dict[type[e.DomainError], grpc.StatusCode] = {
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
@@ -72,6 +83,10 @@ def to_status(exc: e.DomainError) -> grpc.Status:
                 )
             )
         )
+    if isinstance(exc, ResourceExhausted):
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(exc.retry_after * 1e9))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     status = status_pb2.Status(code=code.value[0], message=exc.message, details=details)
     return rpc_status.to_status(status)
 

@@ -29,6 +29,7 @@ from server.api.errors import (
     internal_status,
     to_status,
 )
+from server.api.limits import RateLimits
 from server.clock import monotonic
 from server.credentials import bearer, same_secret
 from server.domain.errors import DomainError
@@ -54,11 +55,19 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         resolve_user: UserResolver,
         *,
         log_calls: Callable[[str], bool] = lambda method: True,
+        user_limits: RateLimits | None = None,
+        admin_limits: RateLimits | None = None,
     ) -> None:
         self._admin_token = admin_token
         self._resolve_user = resolve_user
         self._log_calls = log_calls
         self._counter = 0
+        self._user_limits = user_limits if user_limits is not None and user_limits.enabled else None
+        self._admin_limits = (
+            admin_limits if admin_limits is not None and admin_limits.enabled else None
+        )
+        # grpc.aio asks for the handler on every call: wrap each method once.
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -67,8 +76,11 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         ],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(details)
         method: str = details.method
+        done = self._wrapped.get(method)
+        if done is not None:
+            return done
+        handler = await continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
         if method.startswith(ADMIN_PREFIX):
@@ -79,11 +91,12 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             return handler
         behavior = cast(Behavior, handler.unary_unary)  # grpc.aio handlers are coroutines
         wrapped = self._wrap(behavior, method, kind, self._log_calls(method))
-        return grpc.unary_unary_rpc_method_handler(
+        done = self._wrapped[method] = grpc.unary_unary_rpc_method_handler(
             wrapped,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+        return done
 
     def _authenticate(self, kind: str, metadata: Any) -> str:
         if kind == "none":
@@ -111,6 +124,10 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             user_id = ""
             try:
                 user_id = self._authenticate(kind, context.invocation_metadata())
+                if kind == "user" and self._user_limits is not None:
+                    await self._user_limits.take(user_id)
+                elif kind == "admin" and self._admin_limits is not None:
+                    await self._admin_limits.take("admin")
                 current_user.set(user_id)
                 return await behavior(request, context)
             except DomainError as exc:

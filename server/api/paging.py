@@ -11,12 +11,13 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
 
-def page_size(value: int, field: str = "page_size") -> int:
+def page_size(value: int, field: str = "page_size", limit: int = MAX_PAGE_SIZE) -> int:
+    """AIP-158: 0 means the default; more than the maximum is the maximum."""
     if value < 0:
         raise InvalidArgument.field(field, "must not be negative")
     if value == 0:
-        return DEFAULT_PAGE_SIZE
-    return min(value, MAX_PAGE_SIZE)
+        return min(DEFAULT_PAGE_SIZE, limit)
+    return min(value, limit)
 
 
 def encode(kind: str, position: str) -> str:

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from server.engine.core import Engine
 
 # Limits on one request, so one call cannot hold the server for long.
-MAX_USERS_PER_REQUEST = 10_000
 
 
 class Access:
@@ -68,9 +67,9 @@ class Access:
         import_: bool,
     ) -> list[Member]:
         team = self.e.accounts.team(team_id)
-        if len(users) > MAX_USERS_PER_REQUEST:
+        if len(users) > self.e.max_users_per_request:
             raise InvalidArgument.field(
-                "users", f"must name at most {MAX_USERS_PER_REQUEST:,} users per request"
+                "users", f"must name at most {self.e.max_users_per_request:,} users per request"
             )
         changes = Changes()
         before = {m.user_id: self.effective(m) for m in self.e.directory.members_of(team_id)}

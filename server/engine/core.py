@@ -33,6 +33,8 @@ class Engine:
         self.store = store
         self.terms = terms
         self.ids = IdFactory()
+        self.max_users_per_request = 10_000  # configuration (server/config.py)
+        self.max_page_size = 1000
         self.scheduler = Scheduler(clock, self.commit)
         # state
         self.teams: dict[str, Team] = {}
