@@ -36,7 +36,7 @@ from server.domain.sessions import (
     SessionView,
 )
 from server.domain.timers import TimerKind
-from server.store.codec import ACTIVITY, i2t, t2i
+from server.store.codec import ACTIVITY, SESSIONS, i2t, t2i
 
 if TYPE_CHECKING:
     from server.engine.core import Engine
@@ -51,6 +51,8 @@ SESSION_TIMERS = (
     TimerKind.COVERAGE_CHANGE,
 )
 _LIGHT = (Session, Device)  # what a plain heartbeat touches
+ENDED_KEPT = timedelta(days=2)  # ended sessions stay in memory this long (M11, M12)
+FORGET_EVERY_SECONDS = 600.0
 
 
 class DirectoryAccess:
@@ -217,6 +219,8 @@ class Sessions:
         changes = Changes()
         now = e.now()
         before = self.lic.find_session(session_id)
+        if before is None and (old := await self._forgotten(user_id, session_id)) is not None:
+            return self.lic.session_view(old, now)
         state = before.state if before is not None else None
         session = self.lic.heartbeat(
             user_id, session_id, seconds_since_activity, now, changes, e.scheduler
@@ -234,6 +238,10 @@ class Sessions:
         e = self.e
         changes = Changes()
         now = e.now()
+        if self.lic.find_session(session_id) is None and (
+            old := await self._forgotten(user_id, session_id)
+        ):
+            return self.lic.session_view(old, now)
         session = self.lic.idle(user_id, session_id, now, changes, e.scheduler)
         view = self.lic.session_view(session, now)
         await e.commit(changes)
@@ -243,10 +251,30 @@ class Sessions:
         e = self.e
         changes = Changes()
         now = e.now()
+        if self.lic.find_session(session_id) is None and (
+            old := await self._forgotten(user_id, session_id)
+        ):
+            return self.lic.session_view(old, now)
         session = self.lic.release(user_id, session_id, now, changes, e.scheduler)
         view = self.lic.session_view(session, now)
         await e.commit(changes)
         return view
+
+    async def _forgotten(self, user_id: str, session_id: str) -> Session | None:
+        """M12 for a session ended so long ago that memory let it go: the stored
+        one, if it is this user's (anyone else is told it does not exist)."""
+        if not session_id or len(session_id) > 200:
+            return None
+        found: list[Session] = await self.e.store.select(
+            SESSIONS, "WHERE session_id = ?", (session_id,)
+        )
+        if found and found[0].user_id == user_id and found[0].state is SessionState.ENDED:
+            return found[0]
+        return None
+
+    def forget_ended(self) -> int:
+        """Let go of sessions ended more than ``ENDED_KEPT`` ago (they stay stored)."""
+        return self.lic.forget_ended(self.e.now() - ENDED_KEPT)
 
     # -- operators (R2) ------------------------------------------------------------
 
@@ -370,7 +398,17 @@ class Sessions:
             (team_id, EntryKind.MOVE_IN.value, EntryKind.MOVE_OUT.value),
         ):
             moved[(pack_id, kind)] += amount
-        for p in e.ledger.team_packs(team_id):
+        # Every pack the team holds, and those it moved out: what they paid for
+        # stays in this team's history (T5), and ``team_id`` names the holder now.
+        packs = e.ledger.team_packs(team_id)
+        here = {p.pack_id for p in packs}
+        packs += [
+            e.ledger.packs[pack_id]
+            for pack_id, kind in sorted(moved)
+            if kind == EntryKind.MOVE_OUT.value and pack_id not in here
+        ]
+        packs.sort(key=lambda p: (p.purchase_time, p.pack_id))
+        for p in packs:
             report.packs.append(
                 PackUsage(
                     pack_id=p.pack_id,
@@ -414,10 +452,14 @@ class Sessions:
         await self.flush()
 
     async def _flush_loop(self, every: float) -> None:
+        rounds = 0
         while True:
             await asyncio.sleep(every)
+            rounds += 1
             try:
                 await self.flush()
+                if rounds % max(1, int(FORGET_EVERY_SECONDS / every)) == 0:
+                    self.forget_ended()
             except asyncio.CancelledError:
                 raise
             except Exception:
