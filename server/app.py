@@ -170,9 +170,11 @@ class TesseraServer:
             self.port = server.add_insecure_port(cfg.listen)
         if self.port == 0:
             raise OSError(f"could not listen on {cfg.listen}")
+        # Deadlines that fell due while the server was down fire before any call
+        # is taken, so no call sees the state from before them.
+        await engine.start(cfg.heartbeat_flush)
         await server.start()
         self._server = server
-        await engine.start(cfg.heartbeat_flush)
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(

@@ -22,9 +22,10 @@ Decisions where the rules are silent (more in ``lifecycle`` and
 - A heartbeat resumes an idle session only if the activity it reports is
   newer than the moment the session went idle *and* less than the idle
   threshold ago: activity that has lapsed again changes nothing.
-- Idle on a product without idle awareness is refused even when the session
-  has ended (the call itself is wrong); Heartbeat, Idle and Release otherwise
-  answer an ended session as it is (M12).
+- Heartbeat, Idle and Release answer an ended session as it is (M12), Idle
+  too on a product without idle awareness: telling the product that its
+  session has ended (and why) matters more than that the call was needless.
+  Idle on a live session of such a product is refused (IDLE_NOT_SUPPORTED).
 - A repeated ``request_id`` naming another product or device is
   ``AlreadyExists``, not an answer about something else. Idempotency holds for
   the sessions in memory (see ``forget_ended``).
@@ -59,7 +60,7 @@ from server.domain.errors import (
     UnknownSession,
 )
 from server.domain.lifecycle import order
-from server.domain.liveview import LiveView
+from server.domain.liveview import MAX_FIELD, LiveView
 from server.domain.meters import Meters
 from server.domain.policies import (
     TimerSink,
@@ -75,7 +76,6 @@ from server.domain.sessions import (
     SessionState,
 )
 
-MAX_FIELD = 200
 _COVERED = (Coverage.SUBSCRIPTION, Coverage.TRIAL)
 
 
@@ -251,6 +251,8 @@ class Licensing(LiveView):
     ) -> Session:
         """M6: the product says its user went idle."""
         session = self._own(user_id, session_id)
+        if not session.live:
+            return session  # M12, whatever the product
         if not self._product(session).idle_aware:
             raise IdleNotSupported(
                 f"{session.product_id} does not support idle awareness",
@@ -290,12 +292,16 @@ class Licensing(LiveView):
         timers: TimerSink,
     ) -> list[Session]:
         """A6: end the user's live sessions in the team of what they lost (None:
-        everything) with NOT_ASSIGNED; paid windows stay paid. Returns every
-        session ended, plugins (HOST_ENDED) included."""
+        everything) with NOT_ASSIGNED; paid windows stay paid. Plugins of a
+        revoked host that the user keeps end as HOST_ENDED. Returns every
+        session ended."""
         lost = sorted(self.products if product_ids is None else product_ids)
         doomed = order(
             s for p in lost for s in self._seat_sessions(user_id, p) if s.team_id == team_id
         )
+        # A plugin the user lost too ends for that (NOT_ASSIGNED) before its host,
+        # whose end would otherwise end it as HOST_ENDED. Stable: oldest first.
+        doomed.sort(key=lambda s: not s.parent_session_id)
         ended: list[Session] = []
         for session in doomed:
             ended += self._end(session, EndReason.NOT_ASSIGNED, now, changes, timers)

@@ -24,6 +24,11 @@ from server.domain.sessions import ChargeState, Device, Meter, Session, SessionV
 from server.domain.teams import Team
 from server.domain.terms import Terms
 
+# The longest id or name a request may carry. Longer ones are refused as bad
+# fields before any lookup, so that no error repeats kilobytes of input back
+# (gRPC clients drop trailers over 8 KiB, turning NOT_FOUND into a failure).
+MAX_FIELD = 200
+
 
 class LiveView(SessionBook):
     # == queries ======================================================================
@@ -34,6 +39,10 @@ class LiveView(SessionBook):
     def session(self, session_id: str) -> Session:
         if not session_id:
             raise InvalidArgument.field("session_id", "is required")
+        if len(session_id) > MAX_FIELD:
+            raise InvalidArgument.field(
+                "session_id", f"must be at most {MAX_FIELD} characters: no session id is longer"
+            )
         session = self._sessions.get(session_id)
         if session is None:
             raise UnknownSession(f"no session {session_id!r}", session_id=session_id)

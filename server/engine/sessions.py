@@ -26,6 +26,7 @@ from server.domain.changes import Changes
 from server.domain.errors import InvalidArgument, UnknownTeam
 from server.domain.ledger import EntryKind, PackState
 from server.domain.licensing import Licensing
+from server.domain.liveview import MAX_FIELD
 from server.domain.products import Platform
 from server.domain.sessions import (
     ActivitySpan,
@@ -119,6 +120,12 @@ def _days(start: datetime, end: datetime) -> Iterator[tuple[str, float]]:
         t = stop
 
 
+def _check_length(name: str, value: str) -> None:
+    """Refuse an over-long id before looking it up (see ``liveview.MAX_FIELD``)."""
+    if len(value) > MAX_FIELD:
+        raise InvalidArgument.field(name, f"must be at most {MAX_FIELD} characters")
+
+
 class Sessions:
     def __init__(self, engine: Engine) -> None:
         self.e = engine
@@ -169,9 +176,31 @@ class Sessions:
 
     def _timer_handler(self, kind: TimerKind) -> Callable[[str, datetime, Changes], None]:
         def handler(key: str, due: datetime, changes: Changes) -> None:
+            if self._dirty:
+                self._settle(kind, key, changes)
             self.lic.on_timer(kind, key, due, changes, self.e.scheduler)
 
         return handler
+
+    def _settle(self, kind: TimerKind, key: str, changes: Changes) -> None:
+        """A deadline fires on the leases and activity that heartbeats reported,
+        some of them not yet written (they go in batches). Write those of the
+        sessions it concerns with its outcome, so that a crash cannot leave a
+        stored charge (or a session left alive) that the stored sessions
+        contradict: the session that a renewal charged for "expired" before it."""
+        if kind is TimerKind.LEASE_END or kind is TimerKind.IDLE:
+            found = self.lic.find_session(key)
+            sessions = [found] if found is not None else []
+        elif kind is TimerKind.COVERAGE_CHANGE:
+            user_id, product_id = key.rsplit("|", 1)
+            sessions = self.lic.sessions_of_user(user_id, product_id)
+        else:  # GRACE_END and WINDOW_END are keyed by user
+            sessions = self.lic.sessions_of_user(key)
+        dirty = self._dirty
+        for session in sessions:
+            for obj in (session, session.device):
+                if obj is not None and dirty.pop(id(obj), None) is not None:
+                    changes.upsert(obj)
 
     # -- the four RPCs (M1-M12) -----------------------------------------------
 
@@ -295,6 +324,9 @@ class Sessions:
             problems["user_id"] = "is required"
         if not product_id:
             problems["product_id"] = "is required"
+        for name, value in (("user_id", user_id), ("product_id", product_id)):
+            if len(value) > MAX_FIELD:
+                problems[name] = f"must be at most {MAX_FIELD} characters"
         if problems:
             raise InvalidArgument(problems)
         self.e.directory.user(user_id)  # UNKNOWN_USER
@@ -315,6 +347,8 @@ class Sessions:
         self, team_id: str, user_id: str, include_ended: bool, after: str | None, limit: int
     ) -> tuple[list[SessionView], str | None]:
         """A page of sessions in the order they opened (ids grow with time)."""
+        _check_length("team_id", team_id)
+        _check_length("user_id", user_id)
         if team_id:
             self.e.accounts.team(team_id)
         now = self.e.now()
@@ -347,6 +381,7 @@ class Sessions:
         e = self.e
         if not team_id:
             raise InvalidArgument.field("team_id", "is required")
+        _check_length("team_id", team_id)
         if team_id not in e.teams:
             raise UnknownTeam(f"no team {team_id!r}", team_id=team_id)
         now = e.now()

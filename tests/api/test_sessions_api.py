@@ -1,0 +1,745 @@
+"""Sessions over the wire (RULES M1, M7-M12, P1-P4, A6, R2), as grpcurl drives them.
+
+A real server on the test clock (2026-01-01T00:00:00Z); every call goes
+through reflection and JSON (``tests/grpcurl.py``) with the operator's token
+or a user's key. Time moves only through AdvanceClock. The rate sheet and
+the helpers are in ``tests/licensing_desk.py``: ACAD (10 a day, idle-aware),
+REVIT (10, not idle-aware, Windows only), ACADEL (plugin of ACAD, 3), VIEWER
+and FREEPLUG (rate 0). Team ``alpha`` has one pack of 100 tokens bought at T0.
+
+Metering (M2-M6), who pays (C1-C3), the usage report (R1) and the race for
+the last tokens are in ``test_metering_api.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from tests.grpcurl import GrpcurlError
+from tests.licensing_desk import Desk, L, at, ended, num
+from tests.support import ServerThread
+
+FP = grpc.StatusCode.FAILED_PRECONDITION
+NF = grpc.StatusCode.NOT_FOUND
+IA = grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.fixture
+def desk(server: ServerThread) -> Iterator[Desk]:
+    d = Desk(server.target).sheet()
+    d.team("alpha", 100)
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+@pytest.fixture
+def ann(desk: Desk) -> str:
+    return desk.user("alpha", "ann")
+
+
+@pytest.fixture
+def bob(desk: Desk) -> str:
+    return desk.user("alpha", "bob")
+
+
+# -- M1: the checks, in order ---------------------------------------------------------
+
+
+def test_m1_credential_comes_first(desk: Desk) -> None:
+    body = {"product_id": "NOPE", "platform": "PLATFORM_WINDOWS", "device_id": "d"}
+    for token in ("", "tsu_not-a-key"):
+        with pytest.raises(GrpcurlError) as info:
+            desk.admin(L + "Entitle", body, token=token)
+        assert info.value.code is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_m1_unknown_product_comes_before_platform_and_access(desk: Desk) -> None:
+    viewer_only = desk.user("alpha", "vic", products=["VIEWER"])
+    err = desk.refused_entitle(
+        viewer_only, NF, "UNKNOWN_PRODUCT", product_id="NOPE", platform="PLATFORM_LINUX"
+    )
+    assert err.metadata["product_id"] == "NOPE"
+
+
+def test_m1_platform_and_version_come_before_access(desk: Desk) -> None:
+    viewer_only = desk.user("alpha", "vic", products=["VIEWER"])
+    err = desk.refused_entitle(
+        viewer_only, FP, "UNSUPPORTED_PLATFORM", product_id="REVIT", platform="PLATFORM_MACOS"
+    )
+    assert err.metadata["platform"] == "MACOS"
+    desk.refused_entitle(
+        viewer_only,
+        FP,
+        "UNSUPPORTED_VERSION",
+        product_id="ACAD",
+        platform="PLATFORM_LINUX",
+        product_version="2021",
+    )
+    err = desk.refused_entitle(viewer_only, grpc.StatusCode.PERMISSION_DENIED, "NOT_ASSIGNED")
+    assert err.metadata["product_id"] == "ACAD"
+    assert desk.devices(viewer_only) == []
+
+
+def test_m1_invitation_pending_then_expired(desk: Desk) -> None:
+    desk.a(
+        "AssignUsers",
+        {"team_id": "alpha", "users": ["Nia <nia@example.com>"], "all_products": True},
+    )
+    desk.keys["nia@example.com"] = desk.a("IssueUserKey", {"user_id": "nia@example.com"})[
+        "user_key"
+    ]
+    err = desk.refused_entitle("nia@example.com", FP, "INVITATION_PENDING")
+    assert err.metadata["team_id"] == "alpha"
+    desk.to(at(d=7))
+    desk.refused_entitle("nia@example.com", FP, "INVITATION_EXPIRED")
+    assert desk.moves("alpha") == [("PURCHASE", 100, at())]
+
+
+def test_m1_access_comes_before_the_device_limit(desk: Desk, ann: str) -> None:
+    for device in ("dev-1", "dev-2", "dev-3"):
+        desk.release(ann, desk.entitle(ann, device_id=device)["session_id"])
+    desk.a("SetUserProducts", {"team_id": "alpha", "user_id": ann, "product_ids": ["REVIT"]})
+    desk.refused_entitle(ann, grpc.StatusCode.PERMISSION_DENIED, "NOT_ASSIGNED", device_id="dev-4")
+
+
+def test_m1_device_limit_comes_before_running_elsewhere(desk: Desk, ann: str) -> None:
+    for device in ("dev-1", "dev-2"):
+        desk.release(ann, desk.entitle(ann, device_id=device)["session_id"])
+    desk.entitle(ann, device_id="dev-3")  # running there
+    err = desk.refused_entitle(ann, FP, "DEVICE_LIMIT", device_id="dev-4")
+    assert err.metadata["limit"] == "3"
+
+
+def test_m1_running_elsewhere_comes_before_payment(desk: Desk) -> None:
+    desk.team("thin", 10)
+    cy = desk.user("thin", "cy")
+    di = desk.user("thin", "di")
+    s1 = desk.entitle(cy)
+    assert desk.idle(cy, s1["session_id"])["state"] == "SESSION_STATE_IDLE"  # hold goes back
+    desk.entitle(di, "REVIT")  # takes the team's last 10 tokens
+    assert desk.balance("thin") == (0, 10)
+
+    err = desk.refused_entitle(cy, FP, "RUNNING_ELSEWHERE", device_id="dev-2")
+    assert err.metadata["device_id"] == "dev-1"
+    err = desk.refused_entitle(cy, FP, "INSUFFICIENT_TOKENS", device_id="dev-2", takeover=True)
+    assert err.metadata["available"] == "0"
+    assert err.metadata["daily_rate"] == "10"
+
+    # A refused Entitle changes nothing: no takeover, no device.
+    again = desk.heartbeat(cy, s1["session_id"], 3600)
+    assert again["state"] == "SESSION_STATE_IDLE"
+    assert [d["device_id"] for d in desk.devices(cy)] == ["dev-1"]
+
+
+def test_m1_bad_fields_are_invalid_argument_naming_each(desk: Desk, ann: str) -> None:
+    err = desk.refused(ann, "Entitle", {"platform": "PLATFORM_WINDOWS", "device_id": "d"}, IA, None)
+    assert set(err.field_violations) == {"product_id"}
+    err = desk.refused(ann, "Entitle", {"product_id": "ACAD", "device_id": "d"}, IA)
+    assert set(err.field_violations) == {"platform"}
+    err = desk.refused(ann, "Entitle", {"product_id": "ACAD", "platform": 1}, IA)
+    assert set(err.field_violations) == {"device_id"}
+    err = desk.refused(ann, "Entitle", {}, IA)
+    assert {"product_id", "platform", "device_id"} <= set(err.field_violations)
+    err = desk.refused(
+        ann,
+        "Entitle",
+        {"product_id": "ACAD", "platform": 1, "device_id": "d", "product_version": "abc"},
+        IA,
+    )
+    assert set(err.field_violations) == {"product_version"}
+    err = desk.refused(ann, "Entitle", {"product_id": "ACAD", "platform": 9, "device_id": "d"}, IA)
+    assert set(err.field_violations) == {"platform"}
+    err = desk.refused(
+        ann, "Entitle", {"product_id": "ACAD", "platform": 1, "device_id": "d" * 201}, IA
+    )
+    assert set(err.field_violations) == {"device_id"}
+    assert desk.moves("alpha") == [("PURCHASE", 100, at())]
+    assert desk.devices(ann) == []
+
+
+# -- P1-P4: products, versions, platforms, plugins ----------------------------------
+
+
+def test_p2_any_version_of_a_year_shares_one_charge(desk: Desk, ann: str) -> None:
+    first = desk.entitle(ann, product_version="2026")
+    second = desk.entitle(ann, product_version="2025.1")
+    third = desk.entitle(ann, product_version="2024.2.1")
+    assert {s["product_version"] for s in (first, second, third)} == {"2026", "2025.1", "2024.2.1"}
+    assert len({s["session_id"] for s in (first, second, third)}) == 3
+    assert third["grace_end_time"] == at(m=5)
+    assert desk.balance("alpha") == (90, 10)
+    assert desk.token_moves("alpha") == [("HOLD", 10, at())]
+
+
+def test_p3_platforms_and_the_linux_floor(desk: Desk, ann: str) -> None:
+    desk.refused_entitle(
+        ann, FP, "UNSUPPORTED_PLATFORM", product_id="REVIT", platform="PLATFORM_LINUX"
+    )
+    err = desk.refused_entitle(
+        ann, FP, "UNSUPPORTED_VERSION", platform="PLATFORM_LINUX", product_version="2021.9"
+    )
+    assert err.metadata["min_linux_version"] == "2022"
+    linux = desk.entitle(ann, platform="PLATFORM_LINUX", product_version="2022")
+    assert linux["platform"] == "PLATFORM_LINUX"
+    old_on_windows = desk.entitle(ann, product_version="2019")  # the floor is Linux's only
+    assert old_on_windows["state"] == "SESSION_STATE_ACTIVE"
+    mac = desk.entitle(ann, platform="PLATFORM_MACOS")
+    assert mac["platform"] == "PLATFORM_MACOS"
+    assert desk.balance("alpha") == (90, 10)
+
+
+def test_p1_rate_0_products_and_plugins_are_coverage_free(desk: Desk) -> None:
+    desk.team("broke")
+    cy = desk.user("broke", "cy")
+    viewer = desk.entitle(cy, "VIEWER")
+    assert viewer["coverage"] == "COVERAGE_FREE"
+    assert viewer["charge_state"] == "CHARGE_STATE_NONE"
+    assert num(viewer, "daily_rate") == 0
+    assert "grace_end_time" not in viewer
+    desk.advance(301)
+    assert desk.heartbeat(cy, viewer["session_id"])["charge_state"] == "CHARGE_STATE_NONE"
+
+    ann = desk.user("alpha", "ann")
+    host = desk.entitle(ann)
+    plugin = desk.entitle(ann, "FREEPLUG", parent_session_id=host["session_id"])
+    assert plugin["coverage"] == "COVERAGE_FREE"
+    assert plugin["charge_state"] == "CHARGE_STATE_NONE"
+    assert desk.moves("broke") == []
+    assert desk.token_moves("alpha") == [("HOLD", 10, at(s=301))]
+
+
+def test_p4_plugin_needs_a_live_host_session_of_the_same_user_and_device(
+    desk: Desk, ann: str, bob: str
+) -> None:
+    host = desk.entitle(ann)
+    other_device = desk.entitle(ann, "REVIT", device_id="dev-2")
+    bobs = desk.entitle(bob)
+    gone = desk.entitle(ann, product_version="2025")
+    desk.release(ann, gone["session_id"])
+    for parent, device in (
+        ("", "dev-1"),  # none
+        (host["session_id"], "dev-2"),  # another device
+        (bobs["session_id"], "dev-1"),  # another user's
+        (gone["session_id"], "dev-1"),  # ended
+        (other_device["session_id"], "dev-2"),  # not the host product
+        ("se-nope", "dev-1"),  # no such session
+    ):
+        err = desk.refused_entitle(
+            ann,
+            FP,
+            "HOST_SESSION_REQUIRED",
+            product_id="ACADEL",
+            parent_session_id=parent,
+            device_id=device,
+        )
+        assert err.metadata["host_product_id"] == "ACAD"
+
+    plugin = desk.entitle(ann, "ACADEL", parent_session_id=host["session_id"])
+    assert plugin["parent_session_id"] == host["session_id"]
+    assert plugin["coverage"] == "COVERAGE_TOKENS"
+    assert num(plugin, "daily_rate") == 3
+    assert plugin["charge_state"] == "CHARGE_STATE_GRACE"
+    assert plugin["device_id"] == "dev-1"
+    # ann's ACAD (10) and REVIT (10), bob's ACAD (10), ann's ACADEL (3)
+    assert desk.balance("alpha") == (67, 33)
+    holds = [(e["product_id"], num(e, "amount")) for e in desk.ledger("alpha")[1:]]
+    assert holds == [("ACAD", 10), ("REVIT", 10), ("ACAD", 10), ("ACADEL", 3)]
+
+
+def test_p4_plugin_is_metered_on_its_own_at_its_own_rate(desk: Desk, ann: str) -> None:
+    host = desk.entitle(ann)
+    desk.advance(60)
+    plugin = desk.entitle(ann, "ACADEL", parent_session_id=host["session_id"])
+    assert plugin["grace_end_time"] == at(m=6)
+    desk.advance(120)
+    desk.release(ann, plugin["session_id"])  # 2 minutes: free
+    desk.to(at(m=10))
+    again = desk.entitle(ann, "ACADEL", parent_session_id=host["session_id"])
+    desk.heartbeat(ann, host["session_id"])
+    desk.to(at(m=15))
+    again = desk.heartbeat(ann, again["session_id"])
+    assert again["charge_state"] == "CHARGE_STATE_CHARGED"
+    assert again["window_end_time"] == at(d=1, m=10)
+    assert desk.token_moves("alpha") == [
+        ("HOLD", 10, at()),
+        ("HOLD", 3, at(m=1)),
+        ("HOLD_RELEASE", 3, at(m=3)),
+        ("CAPTURE", 10, at(m=5)),
+        ("HOLD", 3, at(m=10)),
+        ("CAPTURE", 3, at(m=15)),
+    ]
+    assert desk.balance("alpha") == (87, 0)
+    desk.assert_ledger_adds_up("alpha")
+
+
+def test_p4_plugin_sessions_end_with_their_host(desk: Desk, ann: str) -> None:
+    host = desk.entitle(ann)
+    plugin = desk.entitle(ann, "ACADEL", parent_session_id=host["session_id"])
+    free = desk.entitle(ann, "FREEPLUG", parent_session_id=host["session_id"])
+    desk.advance(120)
+    ended(desk.release(ann, host["session_id"]), "RELEASED", at(m=2))
+    ended(desk.heartbeat(ann, plugin["session_id"]), "HOST_ENDED", at(m=2))
+    ended(desk.heartbeat(ann, free["session_id"]), "HOST_ENDED", at(m=2))
+    assert desk.balance("alpha") == (100, 0)  # both graces broken: nothing charged
+    assert desk.sessions("alpha") == []
+
+
+def test_p4_plugin_of_a_taken_over_host_ends_with_it(desk: Desk, ann: str) -> None:
+    host = desk.entitle(ann)
+    plugin = desk.entitle(ann, "ACADEL", parent_session_id=host["session_id"])
+    desk.advance(60)
+    desk.entitle(ann, device_id="dev-2", takeover=True)
+    ended(desk.heartbeat(ann, host["session_id"]), "TAKEN_OVER", at(m=1))
+    ended(desk.heartbeat(ann, plugin["session_id"]), "HOST_ENDED", at(m=1))
+
+
+# -- M7: the lease ----------------------------------------------------------------------
+
+
+def test_m7_lease_expires_24h_after_the_last_heartbeat(desk: Desk, ann: str) -> None:
+    s = desk.entitle(ann, "REVIT")
+    assert s["lease_expire_time"] == at(d=1)
+    assert s["heartbeat_interval"] == "300s"
+    desk.to(at(h=1))
+    assert desk.heartbeat(ann, s["session_id"])["lease_expire_time"] == at(d=1, h=1)
+    desk.to(at(d=1, h=1, s=-1))
+    alive = desk.sessions("alpha")
+    assert [x["session_id"] for x in alive] == [s["session_id"]]
+    assert alive[0]["state"] == "SESSION_STATE_ACTIVE"
+    desk.to(at(d=1, h=1))
+    assert desk.sessions("alpha") == []
+    ended(desk.heartbeat(ann, s["session_id"]), "LEASE_EXPIRED", at(d=1, h=1))
+    # In use (offline) until the lease's end: renewed at 24 h, charged again at 24 h 5 min.
+    assert desk.token_moves("alpha") == [
+        ("HOLD", 10, at()),
+        ("CAPTURE", 10, at(m=5)),
+        ("HOLD", 10, at(d=1)),
+        ("CAPTURE", 10, at(d=1, m=5)),
+    ]
+    assert desk.balance("alpha") == (80, 0)
+
+
+def test_m7_lease_ending_at_the_window_end_is_not_renewed(desk: Desk, ann: str) -> None:
+    s = desk.entitle(ann, "REVIT")
+    desk.to(at(d=1))
+    ended(desk.heartbeat(ann, s["session_id"]), "LEASE_EXPIRED", at(d=1))
+    assert desk.token_moves("alpha") == [("HOLD", 10, at()), ("CAPTURE", 10, at(m=5))]
+    assert desk.balance("alpha") == (90, 0)
+
+
+def test_m7_lease_lapsing_in_grace_gives_the_hold_back(desk: Desk, ann: str) -> None:
+    s = desk.entitle(ann, "REVIT")
+    desk.to(at(m=2))
+    assert desk.heartbeat(ann, s["session_id"])["lease_expire_time"] == at(d=1, m=2)
+    desk.to(at(d=1))  # the window closes in use: renewed, a new grace until 24 h 5 min
+    renewed = desk.sessions("alpha")[0]
+    assert renewed["charge_state"] == "CHARGE_STATE_GRACE"
+    assert renewed["grace_end_time"] == at(d=1, m=5)
+    desk.to(at(d=1, m=5))  # ... but the lease lapsed at 24 h 2 min, in grace
+    ended(desk.heartbeat(ann, s["session_id"]), "LEASE_EXPIRED", at(d=1, m=2))
+    assert desk.token_moves("alpha") == [
+        ("HOLD", 10, at()),
+        ("CAPTURE", 10, at(m=5)),
+        ("HOLD", 10, at(d=1)),
+        ("HOLD_RELEASE", 10, at(d=1, m=2)),
+    ]
+    assert desk.balance("alpha") == (90, 0)
+
+
+# -- M8: three devices -------------------------------------------------------------------
+
+
+def test_m8_fourth_device_is_refused_until_an_admin_removes_one(desk: Desk, ann: str) -> None:
+    for i, device in enumerate(("dev-1", "dev-2", "dev-3")):
+        desk.to(at(m=i))
+        desk.release(ann, desk.entitle(ann, device_id=device)["session_id"])
+    desk.entitle(ann, device_id="dev-2")  # a known device again: fine
+    err = desk.refused_entitle(ann, FP, "DEVICE_LIMIT", device_id="dev-4", takeover=True)
+    assert err.metadata["limit"] == "3"
+    assert err.metadata["product_id"] == "ACAD"
+    listed = desk.devices(ann)
+    assert [(d["device_id"], d["register_time"], d.get("running", False)) for d in listed] == [
+        ("dev-1", at(), False),
+        ("dev-2", at(m=1), True),
+        ("dev-3", at(m=2), False),
+    ]
+    # Devices count per product: REVIT has none yet.
+    assert desk.devices(ann, "REVIT") == []
+
+    desk.a("RemoveDevice", {"user_id": ann, "product_id": "ACAD", "device_id": "dev-1"})
+    assert [d["device_id"] for d in desk.devices(ann)] == ["dev-2", "dev-3"]
+    fourth = desk.entitle(ann, device_id="dev-4", takeover=True)
+    assert fourth["state"] == "SESSION_STATE_ACTIVE"
+    assert [d["device_id"] for d in desk.devices(ann)] == ["dev-2", "dev-3", "dev-4"]
+
+
+# -- M9: one device at a time ----------------------------------------------------------
+
+
+def test_m9_another_device_is_running_elsewhere_naming_it(desk: Desk, ann: str) -> None:
+    s1 = desk.entitle(ann)
+    err = desk.refused_entitle(ann, FP, "RUNNING_ELSEWHERE", device_id="dev-2")
+    assert err.metadata["device_id"] == "dev-1"
+    assert [d["device_id"] for d in desk.devices(ann)] == ["dev-1"]
+    assert desk.heartbeat(ann, s1["session_id"])["state"] == "SESSION_STATE_ACTIVE"
+    # Another product is another matter.
+    assert desk.entitle(ann, "REVIT", device_id="dev-2")["state"] == "SESSION_STATE_ACTIVE"
+    # Two versions side by side on one device are allowed.
+    assert desk.entitle(ann, product_version="2025")["device_id"] == "dev-1"
+
+
+def test_m9_takeover_revokes_the_other_device_and_is_no_break(desk: Desk, ann: str) -> None:
+    s1 = desk.entitle(ann)
+    s1b = desk.entitle(ann, product_version="2025")
+    desk.to(at(m=3))
+    s2 = desk.entitle(ann, device_id="dev-2", takeover=True)
+    assert s2["charge_state"] == "CHARGE_STATE_GRACE"
+    assert s2["grace_end_time"] == at(m=5)  # the same grace: the meter stayed in use
+    ended(desk.heartbeat(ann, s1["session_id"]), "TAKEN_OVER", at(m=3))
+    ended(desk.heartbeat(ann, s1b["session_id"]), "TAKEN_OVER", at(m=3))
+    desk.to(at(m=5))
+    assert desk.heartbeat(ann, s2["session_id"])["charge_state"] == "CHARGE_STATE_CHARGED"
+    assert desk.token_moves("alpha") == [("HOLD", 10, at()), ("CAPTURE", 10, at(m=5))]
+    running = {d["device_id"]: d.get("running", False) for d in desk.devices(ann)}
+    assert running == {"dev-1": False, "dev-2": True}
+
+
+# -- M10-M12: release, idempotency, ended sessions ---------------------------------------
+
+
+def test_m10_release_twice_returns_the_same_ended_session(desk: Desk, ann: str) -> None:
+    s = desk.entitle(ann)
+    desk.to(at(m=10))
+    first = desk.release(ann, s["session_id"])
+    ended(first, "RELEASED", at(m=10))
+    assert first["charge_state"] == "CHARGE_STATE_CHARGED"  # the paid window stays
+    desk.to(at(m=20))
+    assert desk.release(ann, s["session_id"]) == first
+    assert desk.balance("alpha") == (90, 0)  # never refunded
+    assert desk.token_moves("alpha") == [("HOLD", 10, at()), ("CAPTURE", 10, at(m=5))]
+
+
+def test_m11_a_repeated_request_id_returns_the_first_session_and_holds_once(
+    desk: Desk, ann: str, bob: str
+) -> None:
+    first = desk.entitle(ann, request_id="req-1")
+    desk.advance(30)
+    again = desk.entitle(ann, request_id="req-1")
+    assert again["session_id"] == first["session_id"]
+    assert again["start_time"] == at()
+    assert desk.balance("alpha") == (90, 10)
+    assert len(desk.sessions("alpha")) == 1
+    # The key is the user's: bob's req-1 is his own Entitle.
+    bobs = desk.entitle(bob, request_id="req-1")
+    assert bobs["session_id"] != first["session_id"]
+    assert desk.balance("alpha") == (80, 20)
+    # After the release the repeat still answers that session and holds nothing.
+    desk.release(ann, first["session_id"])
+    repeat = desk.entitle(ann, request_id="req-1")
+    assert repeat["session_id"] == first["session_id"]
+    assert repeat["state"] == "SESSION_STATE_ENDED"
+    assert desk.balance("alpha") == (90, 10)
+    # A request_id reused for something else is not an answer about the first.
+    desk.refused_entitle(
+        ann,
+        grpc.StatusCode.ALREADY_EXISTS,
+        "ALREADY_EXISTS",
+        product_id="REVIT",
+        request_id="req-1",
+    )
+    assert [m[0] for m in desk.token_moves("alpha")] == ["HOLD", "HOLD", "HOLD_RELEASE"]
+
+
+def test_m12_ended_sessions_are_answered_as_they_are(desk: Desk, ann: str) -> None:
+    s = desk.entitle(ann)
+    desk.to(at(m=1))
+    released = desk.release(ann, s["session_id"])
+    ended(released, "RELEASED", at(m=1))
+    desk.to(at(m=2))
+    for answer in (
+        desk.heartbeat(ann, s["session_id"], 0),
+        desk.idle(ann, s["session_id"]),
+        desk.release(ann, s["session_id"]),
+    ):
+        ended(answer, "RELEASED", at(m=1))
+    assert desk.sessions("alpha") == []
+    assert desk.balance("alpha") == (100, 0)
+
+
+def test_m12_sessions_are_private_to_their_user(desk: Desk, ann: str, bob: str) -> None:
+    s = desk.entitle(ann)
+    for method, body in (
+        ("Heartbeat", {"session_id": s["session_id"], "seconds_since_activity": 0}),
+        ("Idle", {"session_id": s["session_id"]}),
+        ("Release", {"session_id": s["session_id"]}),
+    ):
+        err = desk.refused(bob, method, body, NF, "UNKNOWN_SESSION")
+        assert ann not in err.message
+    assert desk.heartbeat(ann, s["session_id"])["state"] == "SESSION_STATE_ACTIVE"
+
+
+def test_m12_unknown_or_missing_session_ids(desk: Desk, ann: str) -> None:
+    for method in ("Heartbeat", "Idle", "Release"):
+        desk.refused(ann, method, {"session_id": "se-nope"}, NF, "UNKNOWN_SESSION")
+        err = desk.refused(ann, method, {}, IA)
+        assert set(err.field_violations) == {"session_id"}
+
+
+# -- A6: losing access --------------------------------------------------------------------
+
+
+def test_a6_unassigning_revokes_live_sessions_with_not_assigned(desk: Desk, ann: str) -> None:
+    acad = desk.entitle(ann)
+    desk.to(at(m=3))
+    revit = desk.entitle(ann, "REVIT")
+    desk.to(at(m=6))
+    desk.a("UnassignUser", {"team_id": "alpha", "user_id": ann})
+    ended(desk.heartbeat(ann, acad["session_id"]), "NOT_ASSIGNED", at(m=6))
+    ended(desk.heartbeat(ann, revit["session_id"]), "NOT_ASSIGNED", at(m=6))
+    # ACAD's window was paid and stays paid; REVIT's grace was broken.
+    assert desk.token_moves("alpha") == [
+        ("HOLD", 10, at()),
+        ("HOLD", 10, at(m=3)),
+        ("CAPTURE", 10, at(m=5)),
+        ("HOLD_RELEASE", 10, at(m=6)),
+    ]
+    assert desk.balance("alpha") == (90, 0)
+    desk.refused_entitle(ann, grpc.StatusCode.PERMISSION_DENIED, "NOT_ASSIGNED")
+
+
+def test_a6_removing_a_product_revokes_only_its_sessions(desk: Desk, ann: str) -> None:
+    acad = desk.entitle(ann)
+    host_plugin = desk.entitle(ann, "ACADEL", parent_session_id=acad["session_id"])
+    revit = desk.entitle(ann, "REVIT")
+    desk.to(at(m=2))
+    desk.a("SetUserProducts", {"team_id": "alpha", "user_id": ann, "product_ids": ["REVIT"]})
+    ended(desk.heartbeat(ann, acad["session_id"]), "NOT_ASSIGNED", at(m=2))
+    # ACADEL was lost too: its session ends for that, not as its host's plugin.
+    ended(desk.heartbeat(ann, host_plugin["session_id"]), "NOT_ASSIGNED", at(m=2))
+    assert desk.heartbeat(ann, revit["session_id"])["state"] == "SESSION_STATE_ACTIVE"
+    assert desk.balance("alpha") == (90, 10)  # REVIT's hold only
+
+
+def test_a6_default_set_cleared_revokes_what_it_gave(desk: Desk) -> None:
+    desk.a("SetDefaultAssignments", {"team_id": "alpha", "product_ids": ["REVIT"]})
+    cy = desk.user("alpha", "cy", products=[])
+    s = desk.entitle(cy, "REVIT")
+    desk.to(at(m=1))
+    desk.a("SetDefaultAssignments", {"team_id": "alpha", "product_ids": []})
+    ended(desk.heartbeat(cy, s["session_id"]), "NOT_ASSIGNED", at(m=1))
+    assert desk.balance("alpha") == (100, 0)
+
+
+# -- R2: the live view -------------------------------------------------------------------
+
+
+def test_r2_list_sessions_pages_in_opening_order(desk: Desk) -> None:
+    desk.team("beta", 100)
+    users = [desk.user("alpha", n) for n in ("ann", "bob", "cy", "di", "eve")]
+    opened = []
+    for i, user in enumerate(users):
+        desk.to(at(s=i))
+        opened.append(desk.entitle(user)["session_id"])
+    elsewhere = desk.user("beta", "fay")
+    desk.entitle(elsewhere)
+    desk.release(users[0], opened[0])
+
+    page = desk.a("ListSessions", {"team_id": "alpha", "page_size": 2})
+    assert [s["session_id"] for s in page["sessions"]] == opened[1:3]
+    token = page["next_page_token"]
+    page = desk.a("ListSessions", {"team_id": "alpha", "page_size": 2, "page_token": token})
+    assert [s["session_id"] for s in page["sessions"]] == opened[3:5]
+    assert page.get("next_page_token", "") == ""
+
+    every = desk.sessions("alpha", include_ended=True)
+    assert [s["session_id"] for s in every] == opened
+    assert every[0]["state"] == "SESSION_STATE_ENDED"
+    seen: list[str] = []
+    token = ""
+    for _ in range(3):
+        page = desk.a(
+            "ListSessions",
+            {"team_id": "alpha", "include_ended": True, "page_size": 2, "page_token": token},
+        )
+        seen += [s["session_id"] for s in page.get("sessions", [])]
+        token = page.get("next_page_token", "")
+    assert seen == opened and token == ""
+    assert len(desk.sessions()) == 5  # every team
+    only_bob = desk.a("ListSessions", {"user_id": users[1]})["sessions"]
+    assert [s["session_id"] for s in only_bob] == [opened[1]]
+
+    desk.refused(None, "ListSessions", {"page_size": -1}, IA)
+    err = desk.refused(None, "ListSessions", {"page_token": "garbage!"}, IA)
+    assert set(err.field_violations) == {"page_token"}
+    desk.refused(None, "ListSessions", {"team_id": "nope"}, NF, "UNKNOWN_TEAM")
+
+
+def test_r2_end_session_ends_it_ended_by_admin(desk: Desk, ann: str) -> None:
+    s = desk.entitle(ann)
+    desk.to(at(m=2))
+    first = desk.a("EndSession", {"session_id": s["session_id"]})["session"]
+    ended(first, "ENDED_BY_ADMIN", at(m=2))
+    ended(desk.heartbeat(ann, s["session_id"]), "ENDED_BY_ADMIN", at(m=2))
+    assert desk.a("EndSession", {"session_id": s["session_id"]})["session"] == first
+    assert desk.token_moves("alpha") == [("HOLD", 10, at()), ("HOLD_RELEASE", 10, at(m=2))]
+    desk.refused(None, "EndSession", {"session_id": "se-nope"}, NF, "UNKNOWN_SESSION")
+    err = desk.refused(None, "EndSession", {}, IA)
+    assert set(err.field_violations) == {"session_id"}
+
+
+def test_r2_list_devices_and_remove_a_running_one(desk: Desk, ann: str) -> None:
+    desk.release(ann, desk.entitle(ann, device_id="dev-1")["session_id"])
+    desk.to(at(m=1))
+    s = desk.entitle(ann, device_id="dev-2")
+    desk.to(at(m=7))
+    desk.heartbeat(ann, s["session_id"])
+    listed = desk.devices(ann)
+    assert listed == [
+        {
+            "user_id": ann,
+            "product_id": "ACAD",
+            "device_id": "dev-1",
+            "register_time": at(),
+            "last_seen_time": at(),
+        },
+        {
+            "user_id": ann,
+            "product_id": "ACAD",
+            "device_id": "dev-2",
+            "register_time": at(m=1),
+            "last_seen_time": at(m=7),
+            "running": True,
+        },
+    ]
+    desk.a("RemoveDevice", {"user_id": ann, "product_id": "ACAD", "device_id": "dev-2"})
+    ended(desk.heartbeat(ann, s["session_id"]), "ENDED_BY_ADMIN", at(m=7))
+    assert [d["device_id"] for d in desk.devices(ann)] == ["dev-1"]
+
+    desk.refused(
+        None,
+        "ListDevices",
+        {"user_id": "nobody@example.com", "product_id": "ACAD"},
+        NF,
+        "UNKNOWN_USER",
+    )
+    desk.refused(None, "ListDevices", {"user_id": ann, "product_id": "NOPE"}, NF, "UNKNOWN_PRODUCT")
+    err = desk.refused(None, "ListDevices", {"user_id": ann}, IA)
+    assert set(err.field_violations) == {"product_id"}
+    err = desk.refused(
+        None, "RemoveDevice", {"user_id": ann, "product_id": "ACAD", "device_id": "dev-9"}, IA
+    )
+    assert set(err.field_violations) == {"device_id"}
+
+
+def test_m1_plugin_access_comes_before_its_host_and_then_payment(desk: Desk) -> None:
+    desk.team("thin", 12)
+    cy = desk.user("thin", "cy", products=["ACAD"])
+    desk.refused_entitle(cy, grpc.StatusCode.PERMISSION_DENIED, "NOT_ASSIGNED", product_id="ACADEL")
+    desk.a("SetUserProducts", {"team_id": "thin", "user_id": cy, "all_products": True})
+    desk.refused_entitle(cy, FP, "HOST_SESSION_REQUIRED", product_id="ACADEL")
+    host = desk.entitle(cy)  # 10 of 12
+    err = desk.refused_entitle(
+        cy, FP, "INSUFFICIENT_TOKENS", product_id="ACADEL", parent_session_id=host["session_id"]
+    )
+    assert (err.metadata["available"], err.metadata["daily_rate"]) == ("2", "3")
+
+
+def test_r2_end_session_of_a_host_ends_its_plugins(desk: Desk, ann: str) -> None:
+    host = desk.entitle(ann)
+    plugin = desk.entitle(ann, "ACADEL", parent_session_id=host["session_id"])
+    desk.to(at(m=1))
+    desk.a("EndSession", {"session_id": plugin["session_id"]})
+    assert desk.heartbeat(ann, host["session_id"])["state"] == "SESSION_STATE_ACTIVE"
+    plugin = desk.entitle(ann, "ACADEL", parent_session_id=host["session_id"])
+    desk.to(at(m=2))
+    desk.a("EndSession", {"session_id": host["session_id"]})
+    ended(desk.heartbeat(ann, plugin["session_id"]), "HOST_ENDED", at(m=2))
+    assert desk.balance("alpha") == (100, 0)
+
+
+def test_a6_a_guest_losing_the_default_set_is_revoked(desk: Desk) -> None:
+    desk.a("SetDefaultAssignments", {"team_id": "alpha", "product_ids": ["REVIT"]})
+    desk.a("UpdateTeamSettings", {"team_id": "alpha", "guest_default_assignments": True})
+    gus = desk.user("alpha", "gus", products=[], guest=True)
+    s = desk.entitle(gus, "REVIT")
+    desk.to(at(m=1))
+    desk.a("UpdateTeamSettings", {"team_id": "alpha", "guest_default_assignments": False})
+    ended(desk.heartbeat(gus, s["session_id"]), "NOT_ASSIGNED", at(m=1))
+    assert desk.balance("alpha") == (100, 0)
+
+
+def test_m12_idle_on_an_ended_session_answers_it_whatever_the_product(desk: Desk, ann: str) -> None:
+    # M6 refuses Idle for a product without idle awareness, but an ended
+    # session is answered as it is (M12): the product learns why it ended.
+    s = desk.entitle(ann, "REVIT")
+    desk.refused(ann, "Idle", {"session_id": s["session_id"]}, FP, "IDLE_NOT_SUPPORTED")
+    desk.to(at(m=1))
+    desk.a("EndSession", {"session_id": s["session_id"]})
+    ended(desk.idle(ann, s["session_id"]), "ENDED_BY_ADMIN", at(m=1))
+
+
+def test_m12_over_long_ids_are_invalid_argument_not_a_broken_stream(desk: Desk, ann: str) -> None:
+    """An id far longer than any the server makes is a bad field. (Echoed back in
+    a NOT_FOUND it overflowed the client's 8 KiB trailer limit: RESOURCE_EXHAUSTED.)"""
+    long = "x" * 5000
+    for method in ("Heartbeat", "Idle", "Release"):
+        err = desk.refused(ann, method, {"session_id": long}, IA)
+        assert set(err.field_violations) == {"session_id"}
+    for method, body, field in (
+        ("EndSession", {"session_id": long}, "session_id"),
+        ("ListDevices", {"user_id": long, "product_id": "ACAD"}, "user_id"),
+        ("ListDevices", {"user_id": ann, "product_id": long}, "product_id"),
+        ("RemoveDevice", {"user_id": long, "product_id": "ACAD", "device_id": "d"}, "user_id"),
+        ("RemoveDevice", {"user_id": ann, "product_id": "ACAD", "device_id": long}, "device_id"),
+        ("ListSessions", {"team_id": long}, "team_id"),
+        ("ListSessions", {"user_id": long}, "user_id"),
+        ("GetUsageReport", {"team_id": long}, "team_id"),
+    ):
+        err = desk.refused(None, method, body, IA)
+        assert set(err.field_violations) == {field}, method
+    for field in (
+        "product_id",
+        "product_version",
+        "device_id",
+        "parent_session_id",
+        "request_id",
+        "team_id",
+    ):
+        err = desk.refused_entitle(ann, IA, "INVALID_ARGUMENT", **{field: long})
+        assert set(err.field_violations) == {field}
+
+
+def test_a6_a_plugin_kept_ends_with_its_revoked_host(desk: Desk, ann: str) -> None:
+    host = desk.entitle(ann)
+    plugin = desk.entitle(ann, "ACADEL", parent_session_id=host["session_id"])
+    desk.to(at(m=1))
+    desk.a(
+        "SetUserProducts",
+        {"team_id": "alpha", "user_id": ann, "product_ids": ["ACADEL", "REVIT"]},
+    )
+    ended(desk.heartbeat(ann, host["session_id"]), "NOT_ASSIGNED", at(m=1))
+    ended(desk.heartbeat(ann, plugin["session_id"]), "HOST_ENDED", at(m=1))
+
+
+def test_a6_unassigning_ends_host_and_plugin_as_not_assigned(desk: Desk, ann: str) -> None:
+    host = desk.entitle(ann)
+    plugin = desk.entitle(ann, "ACADEL", parent_session_id=host["session_id"])
+    desk.to(at(m=1))
+    desk.a("UnassignUser", {"team_id": "alpha", "user_id": ann})
+    ended(desk.heartbeat(ann, host["session_id"]), "NOT_ASSIGNED", at(m=1))
+    ended(desk.heartbeat(ann, plugin["session_id"]), "NOT_ASSIGNED", at(m=1))
+    assert desk.balance("alpha") == (100, 0)
+
+
+def test_p4_an_idle_host_session_is_live_enough(desk: Desk, ann: str) -> None:
+    host = desk.entitle(ann)
+    desk.idle(ann, host["session_id"])
+    plugin = desk.entitle(ann, "ACADEL", parent_session_id=host["session_id"])
+    assert plugin["state"] == "SESSION_STATE_ACTIVE"
+    assert plugin["charge_state"] == "CHARGE_STATE_GRACE"
+    assert desk.balance("alpha") == (97, 3)  # the idle host holds nothing
