@@ -1,0 +1,106 @@
+"""Tessera client SDK: what products and plugins use to ask whether their user may run them.
+
+    import client_sdk
+
+    async with client_sdk.AsyncClient("127.0.0.1:50051", user_key) as client:
+        async with client.session("ACAD", "2026") as s:
+            ...             # the product runs; the SDK heartbeats in the background
+            s.touch()       # whenever the user does something meaningful
+            async with s.plugin("ARNOLD") as p:
+                ...
+
+``Client`` is the same for code without an event loop (``with`` instead of
+``async with``). Every refusal is a ``TesseraError`` subclass chosen by the
+server's reason (``InsufficientTokens``, ``RunningElsewhere``, ...); the
+generated protobuf types stay reachable under ``client_sdk.proto`` but are
+never needed.
+"""
+
+from client_sdk._retry import RetryPolicy
+from client_sdk.client import AsyncClient, new_request_id
+from client_sdk.clock import Clock, ManualClock, SystemClock
+from client_sdk.device import default_device_id, default_platform, device_id_for
+from client_sdk.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    DeviceLimit,
+    FailedPrecondition,
+    HostSessionRequired,
+    IdleNotSupported,
+    InsufficientTokens,
+    InvalidArgument,
+    InvitationExpired,
+    InvitationPending,
+    NotAssigned,
+    NotFound,
+    PermissionDenied,
+    RunningElsewhere,
+    ServerError,
+    SessionEnded,
+    TesseraError,
+    Unauthenticated,
+    Unavailable,
+    UnknownProduct,
+    UnknownSession,
+    UnsupportedPlatform,
+    UnsupportedVersion,
+)
+from client_sdk.models import (
+    ChargeState,
+    Coverage,
+    EndReason,
+    Plan,
+    Platform,
+    Session,
+    SessionState,
+)
+from client_sdk.session import AsyncSessionHandle, SessionOptions
+from client_sdk.sync import Client, SessionHandle
+from client_sdk.transport import TLS
+
+__all__ = [
+    "TLS",
+    "AlreadyExists",
+    "AsyncClient",
+    "AsyncSessionHandle",
+    "ChargeState",
+    "Client",
+    "Clock",
+    "Coverage",
+    "DeadlineExceeded",
+    "DeviceLimit",
+    "EndReason",
+    "FailedPrecondition",
+    "HostSessionRequired",
+    "IdleNotSupported",
+    "InsufficientTokens",
+    "InvalidArgument",
+    "InvitationExpired",
+    "InvitationPending",
+    "ManualClock",
+    "NotAssigned",
+    "NotFound",
+    "PermissionDenied",
+    "Plan",
+    "Platform",
+    "RetryPolicy",
+    "RunningElsewhere",
+    "ServerError",
+    "Session",
+    "SessionEnded",
+    "SessionHandle",
+    "SessionOptions",
+    "SessionState",
+    "SystemClock",
+    "TesseraError",
+    "Unauthenticated",
+    "Unavailable",
+    "UnknownProduct",
+    "UnknownSession",
+    "UnsupportedPlatform",
+    "UnsupportedVersion",
+    "default_device_id",
+    "default_platform",
+    "device_id_for",
+    "new_request_id",
+]

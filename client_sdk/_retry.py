@@ -1,0 +1,47 @@
+"""Retry policy: exponential backoff with jitter, on transient statuses only."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import grpc
+
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a call is retried on ``UNAVAILABLE`` and ``DEADLINE_EXCEEDED``.
+
+    Attempt ``n`` (0-based) that fails waits ``min(max_backoff, initial_backoff *
+    multiplier**n)`` seconds, less a random fraction of up to ``jitter`` of it, before
+    the next one; after ``max_attempts`` the call fails with ``Unavailable``. The
+    request is sent unchanged every time (same ``request_id``), so the server can tell a
+    retry from a new request. ``call_timeout`` is every attempt's deadline, in seconds.
+    """
+
+    max_attempts: int = 5
+    initial_backoff: float = 0.25
+    max_backoff: float = 8.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+    call_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ValueError("jitter is a fraction between 0 and 1")
+        if self.initial_backoff < 0 or self.max_backoff < 0 or self.multiplier < 1:
+            raise ValueError("backoffs must not be negative and the multiplier at least 1")
+        if self.call_timeout <= 0:
+            raise ValueError("call_timeout must be positive")
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (0-based)."""
+        base = min(self.max_backoff, self.initial_backoff * self.multiplier**attempt)
+        return base * (1.0 - self.jitter * rng.random())
+
+    def retryable(self, code: grpc.StatusCode) -> bool:
+        return code in RETRYABLE

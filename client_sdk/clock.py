@@ -1,0 +1,132 @@
+"""Where the SDK gets its time: one injectable clock.
+
+Every wait and every "how long ago" in the SDK (heartbeat intervals, the idle
+threshold, the offline lease, retry backoff) goes through a ``Clock``, so that
+a product's tests can drive time instead of sleeping:
+
+- ``SystemClock`` follows real time (monotonic underneath, so a wall-clock jump
+  never stretches or shortens a wait);
+- ``ManualClock`` stands still until ``advance()`` moves it; sleepers whose
+  deadline is reached wake up in deadline order. It is safe to advance from
+  another thread than the one the sleepers run on (the sync client's loop).
+
+Only gRPC's own per-call deadlines are real seconds: they bound a network call,
+not the product's time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current instant, timezone-aware (UTC)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time (return at once when not positive)."""
+        ...
+
+
+class SystemClock:
+    """Real time: a wall-clock anchor read once, then the monotonic clock."""
+
+    def __init__(self) -> None:
+        self._anchor = datetime.now(UTC)  # noqa: TID251 - the SDK's one read of the wall clock
+        self._mono = time.monotonic()
+
+    def now(self) -> datetime:
+        return self._anchor + timedelta(seconds=time.monotonic() - self._mono)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class ManualClock:
+    """A clock that moves only when told to: for tests and simulations."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        start = start or datetime(2026, 1, 1, tzinfo=UTC)
+        if start.tzinfo is None:
+            raise ValueError("ManualClock needs an aware (UTC) instant")
+        self._now = start.astimezone(UTC)
+        self._lock = threading.Lock()
+        self._seq = itertools.count()
+        self._sleepers: list[
+            tuple[datetime, int, asyncio.AbstractEventLoop, asyncio.Future[None]]
+        ] = []
+
+    def now(self) -> datetime:
+        return self._now
+
+    @property
+    def sleepers(self) -> int:
+        """How many sleeps are waiting for the clock to move."""
+        with self._lock:
+            return sum(1 for *_, fut in self._sleepers if not fut.done())
+
+    def next_deadline(self) -> datetime | None:
+        """The earliest instant a sleeper waits for, if any."""
+        with self._lock:
+            live = [d for d, _, _, fut in self._sleepers if not fut.done()]
+        return min(live) if live else None
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        entry = (self._now + timedelta(seconds=seconds), next(self._seq), loop, fut)
+        with self._lock:
+            heapq.heappush(self._sleepers, entry)
+        try:
+            await fut
+        finally:
+            if not fut.done() or fut.cancelled():
+                with self._lock:
+                    if entry in self._sleepers:
+                        self._sleepers.remove(entry)
+                        heapq.heapify(self._sleepers)
+
+    def advance(self, by: float | timedelta) -> datetime:
+        """Move the clock forward and wake every sleeper now due; returns the new time."""
+        span = by if isinstance(by, timedelta) else timedelta(seconds=by)
+        if span < timedelta(0):
+            raise ValueError("the clock never moves backwards")
+        return self.set(self._now + span)
+
+    def set(self, instant: datetime) -> datetime:
+        """Move the clock to ``instant`` (not before now) and wake the sleepers due."""
+        with self._lock:
+            if instant < self._now:
+                raise ValueError("the clock never moves backwards")
+            self._now = instant
+            due = []
+            while self._sleepers and self._sleepers[0][0] <= instant:
+                due.append(heapq.heappop(self._sleepers))
+        for _, _, loop, fut in due:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_wake, fut)
+        return instant
+
+    async def until_sleeping(self, count: int = 1, timeout: float = 5.0) -> None:
+        """Wait (real time, briefly) until at least ``count`` sleeps are pending."""
+        deadline = time.monotonic() + timeout
+        while self.sleepers < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"expected {count} sleepers, have {self.sleepers}")
+            await asyncio.sleep(0.001)
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

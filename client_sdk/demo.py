@@ -1,0 +1,268 @@
+"""A demo product: ``python -m client_sdk.demo --target 127.0.0.1:50051 --admin-token ...``.
+
+With the admin token it first provisions what it needs through AdminService (a team
+with tokens, the product ``DEMOCAD`` and its plugin ``DEMOPLUG``, an imported user and
+a key for them); with ``--user-key`` it uses that user's key as it is. Then it plays a
+product: entitles, works for a while, stops working until the SDK reports it idle, comes
+back, opens its plugin, and releases both, printing what happens on the way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import grpc
+
+from client_sdk.client import AsyncClient
+from client_sdk.clock import Clock, SystemClock
+from client_sdk.errors import TesseraError
+from client_sdk.models import ChargeState, EndReason, Platform, Session, SessionState
+from client_sdk.proto.tessera.v1 import admin_service_pb2 as admin_pb
+from client_sdk.proto.tessera.v1 import admin_service_pb2_grpc as admin_grpc
+from client_sdk.proto.tessera.v1 import common_pb2
+from client_sdk.session import AsyncSessionHandle, SessionOptions
+from client_sdk.transport import TLS, open_channel
+
+ALL_PLATFORMS = [common_pb2.PLATFORM_WINDOWS, common_pb2.PLATFORM_MACOS, common_pb2.PLATFORM_LINUX]
+
+
+class Printer:
+    def __init__(self, started: datetime, clock_now: Any) -> None:
+        self.started = started
+        self.now = clock_now
+
+    def __call__(self, text: str) -> None:
+        elapsed = (self.now() - self.started).total_seconds()
+        print(f"[{elapsed:6.1f}s] {text}", flush=True)
+
+
+def _when(t: datetime | None) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S UTC") if t else "-"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m client_sdk.demo", description="Play a product against a Tessera server."
+    )
+    p.add_argument("--target", default=os.environ.get("TESSERA_TARGET", "127.0.0.1:50051"))
+    who = p.add_mutually_exclusive_group()
+    who.add_argument(
+        "--admin-token",
+        default=os.environ.get("TESSERA_ADMIN_TOKEN"),
+        help="provision a team, products, a user and their key first (TESSERA_ADMIN_TOKEN)",
+    )
+    who.add_argument(
+        "--user-key", default=os.environ.get("TESSERA_USER_KEY"), help="(TESSERA_USER_KEY)"
+    )
+    p.add_argument("--product", default="DEMOCAD")
+    p.add_argument("--plugin", default="DEMOPLUG")
+    p.add_argument("--version", default="2026")
+    p.add_argument("--platform", type=Platform.parse, default=None, help="windows, macos, linux")
+    p.add_argument("--device-id", default=None, help="default: this machine's")
+    p.add_argument("--team", default="demo", help="the team to provision (with --admin-token)")
+    p.add_argument("--user", default="Demo User <demo@example.com>")
+    p.add_argument("--tokens", type=int, default=100, help="tokens to buy once for the team")
+    p.add_argument("--work", type=float, default=2.0, help="seconds of work before going idle")
+    p.add_argument(
+        "--idle-after", type=float, default=3.0, help="seconds without activity before Idle"
+    )
+    p.add_argument("--tls", action="store_true", help="TLS with the system roots or --root-ca")
+    p.add_argument("--root-ca", default=None, help="PEM file of the server's root CA")
+    p.add_argument("--client-cert", default=None, help="PEM file, for mutual TLS")
+    p.add_argument("--client-key", default=None, help="PEM file, for mutual TLS")
+    args = p.parse_args(argv)
+    if not args.admin_token and not args.user_key:
+        p.error("give --admin-token (to provision) or --user-key")
+    return args
+
+
+def _tls(args: argparse.Namespace) -> TLS | bool:
+    if args.root_ca or args.client_cert or args.client_key:
+        return TLS(root_ca=args.root_ca, client_cert=args.client_cert, client_key=args.client_key)
+    return bool(args.tls)
+
+
+async def provision(args: argparse.Namespace, say: Printer) -> str:
+    """Everything the demo needs, through AdminService; returns the user's key."""
+    channel = open_channel(args.target, _tls(args))
+    stub: Any = admin_grpc.AdminServiceStub(channel)
+    md = (("authorization", f"Bearer {args.admin_token}"),)
+
+    async def call(method: str, request: Any, *, exists_ok: bool = False) -> Any:
+        try:
+            return await getattr(stub, method)(request, metadata=md, timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            if exists_ok and exc.code() is grpc.StatusCode.ALREADY_EXISTS:
+                return None
+            raise
+
+    try:
+        info = await call("GetServerInfo", admin_pb.GetServerInfoRequest())
+        clock = "test clock" if info.test_clock else "real clock"
+        say(f"server {info.version} at {args.target}, {clock}, now {info.now.ToJsonString()}")
+        await call(
+            "CreateTeam",
+            admin_pb.CreateTeamRequest(team_id=args.team, display_name="Demo team"),
+            exists_ok=True,
+        )
+        pack = await call(
+            "PurchaseTokens",
+            admin_pb.PurchaseTokensRequest(
+                team_id=args.team, tokens=args.tokens, request_id=f"demo-{args.team}-tokens"
+            ),
+        )
+        for product in (
+            common_pb2.Product(
+                product_id=args.product,
+                display_name="Demo CAD",
+                daily_rate=10,
+                kind=common_pb2.PRODUCT_KIND_PRODUCT,
+                idle_aware=True,
+                platforms=ALL_PLATFORMS,
+            ),
+            common_pb2.Product(
+                product_id=args.plugin,
+                display_name="Demo plugin",
+                daily_rate=2,
+                kind=common_pb2.PRODUCT_KIND_PLUGIN,
+                host_product_id=args.product,
+                platforms=ALL_PLATFORMS,
+            ),
+        ):
+            await call("UpsertProduct", admin_pb.UpsertProductRequest(product=product))
+        members = await call(
+            "ImportUsers",
+            admin_pb.ImportUsersRequest(team_id=args.team, users=[args.user], all_products=True),
+            exists_ok=True,
+        )
+        user_id = members.members[0].user_id if members else _email(args.user)
+        issued = await call("IssueUserKey", admin_pb.IssueUserKeyRequest(user_id=user_id))
+        team = (await call("GetTeam", admin_pb.GetTeamRequest(team_id=args.team))).team
+        say(
+            f"provisioned team {args.team!r} ({team.available_tokens} tokens available; "
+            f"pack {pack.token_pack.pack_id}), products {args.product} and plugin {args.plugin}, "
+            f"user {user_id} with a fresh key"
+        )
+        return str(issued.user_key)
+    finally:
+        await channel.close()
+
+
+def _email(entry: str) -> str:
+    return entry.rsplit("<", 1)[-1].rstrip(">").strip().lower()
+
+
+def _describe(s: Session) -> str:
+    return (
+        f"session {s.session_id}: {s.state.name.lower()}, team {s.team_id}, "
+        f"{s.coverage.name.lower()} at {s.daily_rate} tokens/day, charge {s.charge_state.name.lower()}"
+    )
+
+
+async def _work(clock: Clock, handle: AsyncSessionHandle, seconds: float) -> None:
+    """The user does something meaningful every quarter of a second."""
+    until = clock.now() + timedelta(seconds=seconds)
+    while clock.now() < until:
+        handle.touch()
+        await clock.sleep(min(0.25, seconds))
+
+
+async def _wait_for(
+    clock: Clock, handle: AsyncSessionHandle, state: SessionState, timeout: float
+) -> bool:
+    async def reached() -> None:
+        while handle.state is not state and not handle.ended:
+            await clock.sleep(0.05)
+
+    try:
+        await asyncio.wait_for(reached(), timeout)
+    except TimeoutError:
+        return False
+    return handle.state is state
+
+
+async def play(args: argparse.Namespace) -> int:
+    options = SessionOptions(idle_threshold=timedelta(seconds=args.idle_after))
+    clock = SystemClock()
+    say = Printer(clock.now(), clock.now)
+    key = args.user_key or await provision(args, say)
+    async with AsyncClient(
+        args.target,
+        key,
+        tls=_tls(args),
+        clock=clock,
+        device_id=args.device_id,
+        platform=args.platform,
+        session_options=options,
+    ) as client:
+
+        def ended(reason: EndReason, s: Session) -> None:
+            say(f"{s.product_id} ended: {reason.name.lower()}")
+
+        def state(old: SessionState, new: SessionState, s: Session) -> None:
+            say(f"{s.product_id} is now {new.name.lower()} (was {old.name.lower()})")
+
+        def charge(old: ChargeState, new: ChargeState, s: Session) -> None:
+            say(f"{s.product_id} charge state: {old.name.lower()} -> {new.name.lower()}")
+
+        def lease(s: Session, left: timedelta) -> None:
+            say(f"{s.product_id} is offline and its lease ends in {left}: reconnect soon")
+
+        say(f"device {client.device_id}, platform {client.platform.name.lower()}")
+        try:
+            async with client.session(
+                args.product,
+                args.version,
+                on_ended=ended,
+                on_state_changed=state,
+                on_charge_state_changed=charge,
+                on_lease_expiring=lease,
+            ) as s:
+                say(f"entitled {args.product} {args.version}: {_describe(s.session)}")
+                say(
+                    f"grace ends {_when(s.session.grace_end_time)}, lease ends "
+                    f"{_when(s.session.lease_expire_time)}, "
+                    f"{s.session.team_available_tokens} tokens left"
+                )
+                say(f"working for {args.work:g}s (touching on every action)")
+                await _work(clock, s, args.work)
+                say(
+                    f"the user stops; the SDK calls Idle after {args.idle_after:g}s without activity"
+                )
+                if not await _wait_for(clock, s, SessionState.IDLE, args.idle_after + 10):
+                    say("the session did not go idle (is the product idle-aware?)")
+                say("the user is back: touch()")
+                s.touch()
+                if not await _wait_for(clock, s, SessionState.ACTIVE, 10):
+                    say("the session did not come back (a test clock that stands still?)")
+                async with s.plugin(args.plugin, on_ended=ended, on_state_changed=state) as p:
+                    say(f"opened plugin {args.plugin}: {_describe(p.session)}")
+                    say(f"plugin bound to host {p.session.parent_session_id}")
+                    await _work(clock, p, args.work)  # a plugin's activity is its host's too
+                say(f"released plugin {args.plugin}")
+            say(f"released {args.product}: {_describe(s.session)}")
+        except TesseraError as exc:
+            say(f"refused: {type(exc).__name__}: {exc}")
+            return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return asyncio.run(play(args))
+    except grpc.aio.AioRpcError as exc:  # only the admin calls of the provisioning step
+        print(f"provisioning failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

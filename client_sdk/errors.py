@@ -1,0 +1,295 @@
+"""Every error the SDK raises, as one tree; ``grpc.RpcError`` never leaves the SDK.
+
+    TesseraError                     root: code, reason, message, metadata
+    ├── Unavailable                  the server could not be reached (retries exhausted)
+    │   └── DeadlineExceeded         ... or did not answer in time (retries exhausted)
+    ├── Unauthenticated              missing or wrong user key
+    ├── PermissionDenied
+    │   └── NotAssigned              NOT_ASSIGNED: the user may not run this product
+    ├── InvalidArgument              bad fields (``field_violations``: field -> message)
+    ├── FailedPrecondition
+    │   ├── InsufficientTokens       INSUFFICIENT_TOKENS (available, daily_rate, team_id)
+    │   ├── RunningElsewhere         RUNNING_ELSEWHERE (device_id)
+    │   ├── DeviceLimit              DEVICE_LIMIT (limit)
+    │   ├── UnsupportedPlatform      UNSUPPORTED_PLATFORM
+    │   ├── UnsupportedVersion       UNSUPPORTED_VERSION
+    │   ├── HostSessionRequired      HOST_SESSION_REQUIRED
+    │   ├── IdleNotSupported         IDLE_NOT_SUPPORTED
+    │   ├── InvitationPending        INVITATION_PENDING
+    │   └── InvitationExpired        INVITATION_EXPIRED
+    ├── NotFound                     UNKNOWN_* (other kinds keep their reason)
+    │   ├── UnknownProduct           UNKNOWN_PRODUCT
+    │   └── UnknownSession           UNKNOWN_SESSION
+    ├── AlreadyExists                ALREADY_EXISTS (e.g. a request_id reused for another request)
+    ├── SessionEnded                 raised by the SDK: the session is over (reason)
+    └── ServerError                  INTERNAL, UNIMPLEMENTED and anything unforeseen
+
+The class is chosen by the ``google.rpc.ErrorInfo`` reason the server sends
+(``from_rpc_error``); a reason this SDK does not know falls back to the class
+of its status code, so a newer server's refusals still land in the right
+branch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+
+from client_sdk.models import EndReason
+
+DOMAIN = "tessera"
+
+
+class TesseraError(Exception):
+    """The root of every SDK error.
+
+    ``code`` is the gRPC status code (``None`` for errors the SDK makes itself),
+    ``reason`` the ``ErrorInfo`` reason word, ``metadata`` its figures.
+    """
+
+    default_reason = ""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        code: grpc.StatusCode | None = None,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.reason = reason if reason is not None else self.default_reason
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+    def __str__(self) -> str:
+        head = self.reason or (self.code.name if self.code else type(self).__name__)
+        return f"{head}: {self.message}" if self.message else head
+
+
+class Unavailable(TesseraError):
+    """The server could not be reached, after every retry."""
+
+    default_reason = "UNAVAILABLE"
+
+
+class DeadlineExceeded(Unavailable):
+    """The server did not answer within the call deadline, after every retry."""
+
+    default_reason = "DEADLINE_EXCEEDED"
+
+
+class Unauthenticated(TesseraError):
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(TesseraError):
+    default_reason = "PERMISSION_DENIED"
+
+
+class NotAssigned(PermissionDenied):
+    default_reason = "NOT_ASSIGNED"
+
+
+class InvalidArgument(TesseraError):
+    """Bad fields: ``field_violations`` maps each field to what is wrong with it."""
+
+    default_reason = "INVALID_ARGUMENT"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        field_violations: Mapping[str, str] | None = None,
+        **kw: object,
+    ) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.field_violations: dict[str, str] = dict(field_violations or {})
+
+
+class FailedPrecondition(TesseraError):
+    default_reason = "FAILED_PRECONDITION"
+
+
+def _int(metadata: Mapping[str, str], key: str) -> int | None:
+    try:
+        return int(metadata[key])
+    except (KeyError, ValueError):
+        return None
+
+
+class InsufficientTokens(FailedPrecondition):
+    """The team cannot pay the daily rate: ``available`` tokens against ``daily_rate``."""
+
+    default_reason = "INSUFFICIENT_TOKENS"
+
+    @property
+    def available(self) -> int | None:
+        return _int(self.metadata, "available")
+
+    @property
+    def daily_rate(self) -> int | None:
+        return _int(self.metadata, "daily_rate")
+
+    @property
+    def team_id(self) -> str | None:
+        return self.metadata.get("team_id")
+
+
+class RunningElsewhere(FailedPrecondition):
+    """The product runs on another device (``device_id``); entitle with takeover to move it."""
+
+    default_reason = "RUNNING_ELSEWHERE"
+
+    @property
+    def device_id(self) -> str | None:
+        return self.metadata.get("device_id")
+
+
+class DeviceLimit(FailedPrecondition):
+    """The product is registered on ``limit`` devices already."""
+
+    default_reason = "DEVICE_LIMIT"
+
+    @property
+    def limit(self) -> int | None:
+        return _int(self.metadata, "limit")
+
+
+class UnsupportedPlatform(FailedPrecondition):
+    default_reason = "UNSUPPORTED_PLATFORM"
+
+
+class UnsupportedVersion(FailedPrecondition):
+    default_reason = "UNSUPPORTED_VERSION"
+
+
+class HostSessionRequired(FailedPrecondition):
+    default_reason = "HOST_SESSION_REQUIRED"
+
+
+class IdleNotSupported(FailedPrecondition):
+    default_reason = "IDLE_NOT_SUPPORTED"
+
+
+class InvitationPending(FailedPrecondition):
+    default_reason = "INVITATION_PENDING"
+
+
+class InvitationExpired(FailedPrecondition):
+    default_reason = "INVITATION_EXPIRED"
+
+
+class NotFound(TesseraError):
+    default_reason = "NOT_FOUND"
+
+
+class UnknownProduct(NotFound):
+    default_reason = "UNKNOWN_PRODUCT"
+
+
+class UnknownSession(NotFound):
+    default_reason = "UNKNOWN_SESSION"
+
+
+class AlreadyExists(TesseraError):
+    """ALREADY_EXISTS: e.g. a ``request_id`` already used for a different Entitle."""
+
+    default_reason = "ALREADY_EXISTS"
+
+
+class SessionEnded(TesseraError):
+    """The SDK's own error: the session is over (``end_reason`` says why)."""
+
+    default_reason = "SESSION_ENDED"
+
+    def __init__(self, end_reason: EndReason, message: str = "") -> None:
+        super().__init__(message or f"the session ended ({end_reason.name})")
+        self.end_reason = end_reason
+
+
+class ServerError(TesseraError):
+    """INTERNAL, UNIMPLEMENTED or any status the SDK does not expect."""
+
+
+BY_REASON: dict[str, type[TesseraError]] = {
+    cls.default_reason: cls
+    for cls in (
+        NotAssigned,
+        InsufficientTokens,
+        RunningElsewhere,
+        DeviceLimit,
+        UnsupportedPlatform,
+        UnsupportedVersion,
+        HostSessionRequired,
+        IdleNotSupported,
+        InvitationPending,
+        InvitationExpired,
+        UnknownProduct,
+        UnknownSession,
+    )
+}
+
+BY_CODE: dict[grpc.StatusCode, type[TesseraError]] = {
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+}
+
+
+def from_status(
+    code: grpc.StatusCode, message: str, status: status_pb2.Status | None
+) -> TesseraError:
+    """The typed error for a failed call: by ErrorInfo reason, else by status code."""
+    reason: str | None = None
+    metadata: dict[str, str] = {}
+    violations: dict[str, str] = {}
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            if info.domain in (DOMAIN, ""):
+                reason, metadata = info.reason, dict(info.metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations = {v.field: v.description for v in bad.field_violations}
+    cls = BY_REASON.get(reason or "") or BY_CODE.get(code, ServerError)
+    if cls is InvalidArgument or violations:
+        return InvalidArgument(
+            message, code=code, reason=reason, metadata=metadata, field_violations=violations
+        )
+    return cls(
+        message, code=code, reason=reason or cls.default_reason or code.name, metadata=metadata
+    )
+
+
+def from_rpc_error(exc: grpc.RpcError, status: status_pb2.Status | None = None) -> TesseraError:
+    """Translate a failed call; ``status`` is the rich status when already read."""
+    code = exc.code()
+    message = exc.details() or ""
+    if status is None:
+        status = _status_from_trailers(exc)
+    return from_status(code, message, status)
+
+
+def _status_from_trailers(exc: grpc.RpcError) -> status_pb2.Status | None:
+    # grpc's sync errors give (key, value) namedtuples, grpc.aio's a Metadata of tuples.
+    trailers: Any = exc.trailing_metadata() or ()
+    for key, value in trailers:
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            try:
+                return status_pb2.Status.FromString(value)
+            except DecodeError:  # a garbled detail must not hide the error itself
+                return None
+    return None

@@ -1,0 +1,176 @@
+"""The SDK's own view of the wire types: plain enums and a frozen ``Session``.
+
+Callers never need the generated protobuf classes; the message a ``Session``
+was read from stays reachable as ``Session.raw`` for anyone who does.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from client_sdk.proto.tessera.v1 import common_pb2
+
+
+class Platform(enum.IntEnum):
+    UNSPECIFIED = common_pb2.PLATFORM_UNSPECIFIED
+    WINDOWS = common_pb2.PLATFORM_WINDOWS
+    MACOS = common_pb2.PLATFORM_MACOS
+    LINUX = common_pb2.PLATFORM_LINUX
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        """``windows``, ``WINDOWS`` or ``PLATFORM_WINDOWS``."""
+        name = text.strip().upper().removeprefix("PLATFORM_")
+        try:
+            return cls[name]
+        except KeyError:
+            raise ValueError(f"unknown platform {text!r}") from None
+
+
+class SessionState(enum.IntEnum):
+    UNSPECIFIED = common_pb2.SESSION_STATE_UNSPECIFIED
+    ACTIVE = common_pb2.SESSION_STATE_ACTIVE
+    IDLE = common_pb2.SESSION_STATE_IDLE
+    ENDED = common_pb2.SESSION_STATE_ENDED
+
+
+class EndReason(enum.IntEnum):
+    UNSPECIFIED = common_pb2.END_REASON_UNSPECIFIED
+    RELEASED = common_pb2.END_REASON_RELEASED
+    LEASE_EXPIRED = common_pb2.END_REASON_LEASE_EXPIRED
+    TAKEN_OVER = common_pb2.END_REASON_TAKEN_OVER
+    INSUFFICIENT_TOKENS = common_pb2.END_REASON_INSUFFICIENT_TOKENS
+    NOT_ASSIGNED = common_pb2.END_REASON_NOT_ASSIGNED
+    HOST_ENDED = common_pb2.END_REASON_HOST_ENDED
+    ENDED_BY_ADMIN = common_pb2.END_REASON_ENDED_BY_ADMIN
+
+
+class Coverage(enum.IntEnum):
+    UNSPECIFIED = common_pb2.COVERAGE_UNSPECIFIED
+    TOKENS = common_pb2.COVERAGE_TOKENS
+    SUBSCRIPTION = common_pb2.COVERAGE_SUBSCRIPTION
+    TRIAL = common_pb2.COVERAGE_TRIAL
+    FREE = common_pb2.COVERAGE_FREE
+
+
+class Plan(enum.IntEnum):
+    UNSPECIFIED = common_pb2.PLAN_UNSPECIFIED
+    STANDARD = common_pb2.PLAN_STANDARD
+    PREMIUM = common_pb2.PLAN_PREMIUM
+
+
+class ChargeState(enum.IntEnum):
+    UNSPECIFIED = common_pb2.CHARGE_STATE_UNSPECIFIED
+    NONE = common_pb2.CHARGE_STATE_NONE
+    GRACE = common_pb2.CHARGE_STATE_GRACE
+    CHARGED = common_pb2.CHARGE_STATE_CHARGED
+
+
+_E = TypeVar("_E", bound=enum.IntEnum)
+
+
+def _enum(cls: type[_E], value: int) -> _E:
+    """A value a newer server may send that this SDK does not know reads as UNSPECIFIED."""
+    try:
+        return cls(value)
+    except ValueError:
+        return cls(0)
+
+
+def _time(msg: common_pb2.Session, name: str) -> datetime | None:
+    if not msg.HasField(name):
+        return None
+    ts: timestamp_pb2.Timestamp = getattr(msg, name)
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def _span(d: duration_pb2.Duration) -> timedelta:
+    return d.ToTimedelta()
+
+
+@dataclass(frozen=True)
+class Session:
+    """One running copy of a product on one device, as the server last described it.
+
+    Times are the server's (UTC). ``lease_expire_time`` is when the server
+    will expire the session without a heartbeat (RULES M7).
+    """
+
+    session_id: str
+    user_id: str
+    team_id: str
+    product_id: str
+    product_version: str
+    platform: Platform
+    device_id: str
+    parent_session_id: str
+    state: SessionState
+    end_reason: EndReason
+    coverage: Coverage
+    plan: Plan
+    daily_rate: int
+    charge_state: ChargeState
+    start_time: datetime | None
+    end_time: datetime | None
+    grace_end_time: datetime | None
+    window_end_time: datetime | None
+    lease_expire_time: datetime | None
+    heartbeat_interval: timedelta | None
+    team_available_tokens: int
+    raw: common_pb2.Session = field(repr=False, compare=False)
+
+    @property
+    def active(self) -> bool:
+        return self.state is SessionState.ACTIVE
+
+    @property
+    def idle(self) -> bool:
+        return self.state is SessionState.IDLE
+
+    @property
+    def ended(self) -> bool:
+        return self.state is SessionState.ENDED
+
+    @classmethod
+    def from_proto(cls, msg: common_pb2.Session) -> Session:
+        return cls(
+            session_id=msg.session_id,
+            user_id=msg.user_id,
+            team_id=msg.team_id,
+            product_id=msg.product_id,
+            product_version=msg.product_version,
+            platform=_enum(Platform, msg.platform),
+            device_id=msg.device_id,
+            parent_session_id=msg.parent_session_id,
+            state=_enum(SessionState, msg.state),
+            end_reason=_enum(EndReason, msg.end_reason),
+            coverage=_enum(Coverage, msg.coverage),
+            plan=_enum(Plan, msg.plan),
+            daily_rate=msg.daily_rate,
+            charge_state=_enum(ChargeState, msg.charge_state),
+            start_time=_time(msg, "start_time"),
+            end_time=_time(msg, "end_time"),
+            grace_end_time=_time(msg, "grace_end_time"),
+            window_end_time=_time(msg, "window_end_time"),
+            lease_expire_time=_time(msg, "lease_expire_time"),
+            heartbeat_interval=(
+                _span(msg.heartbeat_interval) if msg.HasField("heartbeat_interval") else None
+            ),
+            team_available_tokens=msg.team_available_tokens,
+            raw=msg,
+        )
+
+    def ended_locally(self, reason: EndReason, at: datetime | None) -> Session:
+        """This session marked ended by the SDK itself (e.g. its lease ran out offline)."""
+        raw = common_pb2.Session()
+        raw.CopyFrom(self.raw)
+        raw.state = common_pb2.SESSION_STATE_ENDED
+        raw.end_reason = int(reason)  # type: ignore[assignment]
+        if at is not None:
+            raw.end_time.FromDatetime(at)
+        return Session.from_proto(raw)

@@ -1,0 +1,636 @@
+"""Sessions that look after themselves (issue 5, Client SDK §2-§4).
+
+``AsyncSessionHandle`` entitles on entry and, until it is left, runs one
+background task that:
+
+- heartbeats at the interval the server suggests (with jitter), reporting how
+  long ago ``touch()`` was last called (RULES M6, M7);
+- for idle-aware products, calls ``Idle`` once the user has been inactive for
+  the idle threshold, and heartbeats at once on the next ``touch()`` so that the
+  session is active again; it also makes sure the server hears of fresh activity
+  before the server's own idle deadline;
+- while the server is unreachable keeps the session usable, retries at least
+  every ``offline_retry_interval``, warns ``lease_warning`` before the lease ends,
+  and ends the session (``LEASE_EXPIRED``) only when the lease is over;
+- notices when the server ended the session (taken over, insufficient tokens,
+  not assigned, ended by an administrator) and tells the callbacks.
+
+Leaving the ``async with`` block releases the session's plugins, then the
+session, also on error or cancellation.
+
+The lease is tracked on the SDK's own clock: it ends ``lease span`` after the
+last successful Entitle or Heartbeat was *sent* (the span is the server's, read
+from the Entitle: ``lease_expire_time - start_time``), so the server's and the
+product's clocks need not agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from client_sdk.errors import (
+    IdleNotSupported,
+    NotFound,
+    PermissionDenied,
+    SessionEnded,
+    TesseraError,
+    Unauthenticated,
+    Unavailable,
+)
+from client_sdk.models import ChargeState, EndReason, Platform, Session, SessionState
+
+if TYPE_CHECKING:
+    from client_sdk.client import AsyncClient
+
+log = logging.getLogger("client_sdk")
+
+EndedCallback = Callable[[EndReason, Session], Awaitable[None] | None]
+LeaseExpiringCallback = Callable[[Session, timedelta], Awaitable[None] | None]
+ChargeStateCallback = Callable[[ChargeState, ChargeState, Session], Awaitable[None] | None]
+StateCallback = Callable[[SessionState, SessionState, Session], Awaitable[None] | None]
+
+DEFAULT_LEASE = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """How a session looks after itself.
+
+    - ``idle_threshold``: inactivity after which the SDK calls ``Idle`` (RULES M6).
+    - ``idle_aware``: whether the product supports idle awareness; ``None`` finds out (an
+      ``Idle`` refused with ``IDLE_NOT_SUPPORTED`` turns it off for the session).
+    - ``lease_warning``: how long before an offline lease ends ``on_lease_expiring`` fires.
+    - ``heartbeat_jitter``: each interval is the server's, plus or minus this fraction.
+    - ``default_heartbeat_interval``: used when the server suggests none.
+    - ``offline_retry_interval``: while the server is unreachable, try at least this often.
+    - ``activity_report_margin``: how long before the server's idle deadline a heartbeat
+      carries fresh activity that the server has not heard of yet.
+    """
+
+    idle_threshold: timedelta = timedelta(minutes=15)
+    idle_aware: bool | None = None
+    lease_warning: timedelta = timedelta(hours=1)
+    heartbeat_jitter: float = 0.1
+    default_heartbeat_interval: timedelta = timedelta(minutes=5)
+    offline_retry_interval: timedelta = timedelta(minutes=1)
+    activity_report_margin: timedelta = timedelta(seconds=30)
+
+    def __post_init__(self) -> None:
+        if self.idle_threshold <= timedelta(0):
+            raise ValueError("idle_threshold must be positive")
+        if not 0.0 <= self.heartbeat_jitter < 1.0:
+            raise ValueError("heartbeat_jitter is a fraction between 0 and 1")
+        if self.default_heartbeat_interval <= timedelta(0):
+            raise ValueError("default_heartbeat_interval must be positive")
+        if self.offline_retry_interval <= timedelta(0):
+            raise ValueError("offline_retry_interval must be positive")
+
+
+# Background tasks the SDK must keep a reference to (callbacks, releases under cancellation).
+_background: set[asyncio.Task[Any]] = set()
+
+
+def _keep(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
+class AsyncSessionHandle:
+    """One session of a product or plugin, kept alive in the background.
+
+    ``session`` is always the latest ``Session`` the server sent (or the SDK's own
+    ending of it); ``usable`` says whether the product may go on running.
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        product_id: str,
+        version: str,
+        *,
+        platform: Platform,
+        device_id: str,
+        takeover: bool = False,
+        team_id: str = "",
+        options: SessionOptions,
+        parent: AsyncSessionHandle | None = None,
+        on_ended: EndedCallback | None = None,
+        on_lease_expiring: LeaseExpiringCallback | None = None,
+        on_charge_state_changed: ChargeStateCallback | None = None,
+        on_state_changed: StateCallback | None = None,
+    ) -> None:
+        from client_sdk.client import new_request_id
+
+        self._client = client
+        self._clock = client.clock
+        self.product_id = product_id
+        self.version = version
+        self.platform = platform
+        self.device_id = device_id
+        self.takeover = takeover
+        self.team_id = team_id
+        self.options = options
+        self.parent = parent
+        self.request_id = new_request_id()
+        self._ended_cbs: list[EndedCallback] = [on_ended] if on_ended else []
+        self._lease_cbs: list[LeaseExpiringCallback] = (
+            [on_lease_expiring] if on_lease_expiring else []
+        )
+        self._charge_cbs: list[ChargeStateCallback] = (
+            [on_charge_state_changed] if on_charge_state_changed else []
+        )
+        self._state_cbs: list[StateCallback] = [on_state_changed] if on_state_changed else []
+
+        self._session: Session | None = None
+        self._started = False
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._ended_event = asyncio.Event()
+        self._plugins: list[AsyncSessionHandle] = []
+        self._idle_aware = options.idle_aware
+        # All on the SDK's clock:
+        self._last_activity: datetime = self._clock.now()
+        self._reported_activity: datetime = self._last_activity
+        self._idle_tried_for: datetime | None = None
+        self._lease_span = DEFAULT_LEASE
+        self._lease_end: datetime = self._last_activity + DEFAULT_LEASE
+        self._interval = options.default_heartbeat_interval
+        self._next_heartbeat: datetime = self._last_activity
+        self._resume = False
+        self._online = True
+        self._warned = False
+        #: The last error the background task met (the caller never sees it raised).
+        self.error: TesseraError | None = None
+
+    # -- what the product reads -----------------------------------------------------------
+
+    @property
+    def session(self) -> Session:
+        """The latest ``Session``; available once the session has started."""
+        if self._session is None:
+            raise RuntimeError("the session has not started; use `async with` or start()")
+        return self._session
+
+    @property
+    def session_id(self) -> str:
+        return self.session.session_id
+
+    @property
+    def state(self) -> SessionState:
+        return self._session.state if self._session else SessionState.UNSPECIFIED
+
+    @property
+    def ended(self) -> bool:
+        return self._ended_event.is_set()
+
+    @property
+    def end_reason(self) -> EndReason | None:
+        return self._session.end_reason if self.ended and self._session else None
+
+    @property
+    def usable(self) -> bool:
+        """Started and not ended: the product may run (offline too, until the lease ends)."""
+        return self._session is not None and not self.ended
+
+    @property
+    def online(self) -> bool:
+        """Whether the last call to the server got through."""
+        return self._online
+
+    @property
+    def lease_expires_at(self) -> datetime:
+        """When the lease ends, on the SDK's clock (the server's is ``session.lease_expire_time``)."""
+        return self._lease_end
+
+    @property
+    def last_activity(self) -> datetime:
+        return self._last_activity
+
+    @property
+    def plugins(self) -> tuple[AsyncSessionHandle, ...]:
+        return tuple(self._plugins)
+
+    def ensure_usable(self) -> None:
+        """Raise ``SessionEnded`` if the session is over."""
+        if self.ended:
+            raise SessionEnded(self.end_reason or EndReason.UNSPECIFIED)
+        if self._session is None:
+            raise RuntimeError("the session has not started")
+
+    async def wait_ended(self) -> EndReason:
+        """Wait until the session ends, however it ends; returns why."""
+        await self._ended_event.wait()
+        return self.end_reason or EndReason.UNSPECIFIED
+
+    # -- what the product does ------------------------------------------------------------
+
+    def on_ended(self, callback: EndedCallback) -> EndedCallback:
+        """Call ``callback(reason, session)`` once when the session ends, however it ends."""
+        self._ended_cbs.append(callback)
+        return callback
+
+    def on_lease_expiring(self, callback: LeaseExpiringCallback) -> LeaseExpiringCallback:
+        """Call ``callback(session, remaining)`` when the lease is about to end offline."""
+        self._lease_cbs.append(callback)
+        return callback
+
+    def on_charge_state_changed(self, callback: ChargeStateCallback) -> ChargeStateCallback:
+        """Call ``callback(old, new, session)`` when the charge state changes."""
+        self._charge_cbs.append(callback)
+        return callback
+
+    def on_state_changed(self, callback: StateCallback) -> StateCallback:
+        """Call ``callback(old, new, session)`` when the session goes active, idle or ended."""
+        self._state_cbs.append(callback)
+        return callback
+
+    def touch(self) -> None:
+        """Record meaningful activity now (cheap; call it as often as the user acts).
+
+        An idle session heartbeats at once to become active again. A plugin's activity
+        is its host's activity too.
+        """
+        self._touch_at(self._clock.now())
+
+    def _touch_at(self, now: datetime) -> None:
+        first_news = self._last_activity <= self._reported_activity
+        if now > self._last_activity:
+            self._last_activity = now
+        if self._session is not None and not self.ended:
+            if self._session.idle:
+                self._resume = True
+                self._wake.set()
+            elif first_news and now > self._reported_activity:
+                self._wake.set()  # the task must now plan to report it before the server idles
+        if self.parent is not None:
+            self.parent._touch_at(now)
+
+    def plugin(
+        self,
+        product_id: str,
+        version: str | None = None,
+        *,
+        options: SessionOptions | None = None,
+        on_ended: EndedCallback | None = None,
+        on_lease_expiring: LeaseExpiringCallback | None = None,
+        on_charge_state_changed: ChargeStateCallback | None = None,
+        on_state_changed: StateCallback | None = None,
+    ) -> AsyncSessionHandle:
+        """A plugin session bound to this one (same device; ``version`` defaults to the host's).
+
+        Use it as ``async with s.plugin("ARNOLD") as p:``. It ends when this session ends.
+        """
+        return AsyncSessionHandle(
+            self._client,
+            product_id,
+            version or self.version,
+            platform=self.platform,
+            device_id=self.device_id,
+            team_id=self.team_id,
+            options=options or self.options,
+            parent=self,
+            on_ended=on_ended,
+            on_lease_expiring=on_lease_expiring,
+            on_charge_state_changed=on_charge_state_changed,
+            on_state_changed=on_state_changed,
+        )
+
+    async def __aenter__(self) -> AsyncSessionHandle:
+        if not self._started:  # a handle already started with start() is simply managed
+            await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Shielded, so that a cancellation arriving now does not leave the session open.
+        task = _keep(asyncio.ensure_future(self._release_quietly()))
+        await asyncio.shield(task)
+
+    async def start(self) -> Session:
+        """Entitle and start looking after the session (what ``async with`` does on entry).
+
+        When it fails (``Unavailable`` after every retry, say), ``start()`` may be called
+        again on the same handle: it reuses the handle's ``request_id``.
+        """
+        if self._started:
+            raise RuntimeError("a session handle starts once; make a new one")
+        parent_id = ""
+        if self.parent is not None:
+            self.parent.ensure_usable()
+            parent_id = self.parent.session_id
+        self._started = True
+        sent = self._clock.now()
+        try:
+            session = await self._client.entitle(
+                self.product_id,
+                self.version,
+                platform=self.platform,
+                device_id=self.device_id,
+                parent_session_id=parent_id,
+                takeover=self.takeover,
+                team_id=self.team_id,
+                request_id=self.request_id,
+            )
+        except BaseException:
+            # Starting again sends the same request_id: if the server did open the session
+            # (and only the answer was lost), it answers with that session, charged once.
+            self._started = False
+            raise
+        if session.lease_expire_time and session.start_time:
+            span = session.lease_expire_time - session.start_time
+            if span > timedelta(0):
+                self._lease_span = span
+        self._last_activity = self._reported_activity = max(self._last_activity, sent)
+        self._apply(session, sent, extends_lease=True)
+        if self.parent is not None:
+            self.parent._plugins.append(self)
+        self._client._handles.add(self)
+        if not self.ended:
+            self._task = asyncio.create_task(
+                self._run(), name=f"tessera-session-{session.session_id}"
+            )
+        return session
+
+    async def release(self) -> Session:
+        """Release the plugins, then the session; stop looking after it.
+
+        Raises the ``TesseraError`` the server answered with (the session is treated as
+        ended all the same). Releasing an ended session returns it unchanged.
+        """
+        await self._stop_task()
+        for plugin in list(self._plugins):
+            with contextlib.suppress(TesseraError):
+                await plugin.release()
+        if self._session is None:
+            self._closed = True
+            raise RuntimeError("the session never started")
+        if self.ended:
+            self._detach()
+            return self._session
+        try:
+            session = await self._client.release(self._session.session_id)
+        except TesseraError:
+            self._finish(self._session.ended_locally(EndReason.RELEASED, None))
+            raise
+        finally:
+            self._detach()
+        if not session.ended:  # a server that does not end it on Release is wrong; end it here
+            session = session.ended_locally(EndReason.RELEASED, None)
+        self._finish(session)
+        return session
+
+    # -- internals ------------------------------------------------------------------------
+
+    async def _release_quietly(self) -> None:
+        if self._session is None or self._closed:
+            return
+        try:
+            await self.release()
+        except TesseraError as exc:
+            log.warning("tessera: releasing %s failed: %s", self._session.session_id, exc)
+
+    def _detach(self) -> None:
+        self._closed = True
+        self._client._handles.discard(self)
+        if self.parent is not None and self in self.parent._plugins:
+            self.parent._plugins.remove(self)
+
+    async def _stop_task(self) -> None:
+        task, self._task = self._task, None
+        if task is None or task is asyncio.current_task():
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def _apply(self, session: Session, sent: datetime, *, extends_lease: bool) -> None:
+        """Take a response: the new session, its lease, its interval, and the callbacks."""
+        old = self._session
+        self._session = session
+        if extends_lease and not session.ended:
+            self._lease_end = sent + self._lease_span
+            self._online = True
+            self._warned = False
+        if session.heartbeat_interval and session.heartbeat_interval > timedelta(0):
+            self._interval = session.heartbeat_interval
+        if old is not None:
+            if old.charge_state != session.charge_state:
+                for charge_cb in self._charge_cbs:
+                    self._fire(charge_cb, old.charge_state, session.charge_state, session)
+            if old.state != session.state and not session.ended:
+                for state_cb in self._state_cbs:
+                    self._fire(state_cb, old.state, session.state, session)
+        if session.ended:
+            self._finish(session, previous=old)
+
+    def _finish(self, session: Session, previous: Session | None = None) -> None:
+        """The session is over: record it, tell the callbacks once, end the plugins."""
+        if self._ended_event.is_set():
+            return
+        old_state = (previous or self._session or session).state
+        self._session = session
+        self._ended_event.set()
+        self._wake.set()
+        if old_state is not SessionState.ENDED:
+            for state_cb in self._state_cbs:
+                self._fire(state_cb, old_state, SessionState.ENDED, session)
+        for ended_cb in self._ended_cbs:
+            self._fire(ended_cb, session.end_reason, session)
+        for plugin in list(self._plugins):
+            _keep(asyncio.ensure_future(plugin._host_ended()))
+
+    async def _host_ended(self) -> None:
+        """The host is over, so this plugin is too (the server ended it: HOST_ENDED)."""
+        await self._stop_task()
+        if self.ended or self._session is None:
+            self._detach()
+            return
+        try:
+            session = await self._client.release(self._session.session_id)
+        except TesseraError:
+            session = self._session.ended_locally(EndReason.HOST_ENDED, None)
+        self._detach()
+        if not session.ended:
+            session = session.ended_locally(EndReason.HOST_ENDED, None)
+        self._finish(session)
+
+    def _fire(self, callback: Callable[..., Awaitable[None] | None], *args: object) -> None:
+        try:
+            result = callback(*args)
+        except Exception:
+            log.exception("tessera: a session callback raised")
+            return
+        if inspect.isawaitable(result):
+            _keep(asyncio.ensure_future(_guard(result)))
+
+    def _jittered(self, span: timedelta) -> timedelta:
+        j = self.options.heartbeat_jitter
+        return span * (1.0 + j * (2.0 * self._client.rng.random() - 1.0))
+
+    # -- the background task --------------------------------------------------------------
+
+    def _idle_due_at(self) -> datetime | None:
+        """When the SDK should call Idle, if it should."""
+        s = self._session
+        if (
+            s is None
+            or self._idle_aware is False
+            or not self._online
+            or s.state is not SessionState.ACTIVE
+            or self._idle_tried_for == self._last_activity
+        ):
+            return None
+        return self._last_activity + self.options.idle_threshold
+
+    def _report_due_at(self) -> datetime | None:
+        """When fresh activity must reach the server, before its own idle deadline."""
+        s = self._session
+        if (
+            s is None
+            or self._idle_aware is False
+            or not self._online
+            or s.state is not SessionState.ACTIVE
+            or self._last_activity <= self._reported_activity
+        ):
+            return None
+        margin = min(self.options.activity_report_margin, self.options.idle_threshold / 10)
+        return self._reported_activity + self.options.idle_threshold - margin
+
+    def _next_wake(self) -> datetime:
+        times = [self._next_heartbeat, self._lease_end]
+        if not self._online and not self._warned:
+            times.append(self._lease_end - self.options.lease_warning)
+        for due in (self._idle_due_at(), self._report_due_at()):
+            if due is not None:
+                times.append(due)
+        return min(times)
+
+    async def _sleep_until(self, when: datetime) -> None:
+        """Sleep on the SDK clock until ``when``, or until woken (touch, release)."""
+        delay = (when - self._clock.now()).total_seconds()
+        if delay <= 0 or self._wake.is_set():
+            return
+        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (sleeper, waker):
+                t.cancel()
+            await asyncio.gather(sleeper, waker, return_exceptions=True)
+
+    async def _run(self) -> None:
+        try:
+            self._next_heartbeat = self._clock.now() + self._jittered(self._interval)
+            while not self.ended:
+                await self._sleep_until(self._next_wake())
+                self._wake.clear()
+                if self.ended:
+                    return
+                await self._step(self._clock.now())
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never into the product; but loudly, as it is an SDK bug
+            log.exception("tessera: the task looking after the session failed")
+
+    async def _step(self, now: datetime) -> None:
+        s = self.session
+        if now >= self._lease_end:
+            log.warning("tessera: the lease of %s ended while offline", s.session_id)
+            self._finish(s.ended_locally(EndReason.LEASE_EXPIRED, s.lease_expire_time))
+            return
+        if (
+            not self._online
+            and not self._warned
+            and now >= self._lease_end - self.options.lease_warning
+        ):
+            self._warned = True
+            for lease_cb in self._lease_cbs:
+                self._fire(lease_cb, s, self._lease_end - now)
+        idle_at = self._idle_due_at()
+        if idle_at is not None and now >= idle_at:
+            await self._go_idle()
+        report_at = self._report_due_at()
+        if (
+            self._resume
+            or now >= self._next_heartbeat
+            or (report_at is not None and now >= report_at)
+        ) and not self.ended:
+            await self._heartbeat()
+
+    async def _heartbeat(self) -> None:
+        self._resume = False
+        sent = self._clock.now()
+        activity = self._last_activity
+        since = max(0, int((sent - activity).total_seconds()))
+        try:
+            session = await self._client.heartbeat(self.session.session_id, since)
+        except Unavailable as exc:
+            self._went_offline(exc, sent)
+            return
+        except TesseraError as exc:
+            self._refused(exc, sent)
+            return
+        self._reported_activity = max(self._reported_activity, activity)
+        self._next_heartbeat = sent + self._jittered(self._interval)
+        self._apply(session, sent, extends_lease=True)
+
+    async def _go_idle(self) -> None:
+        sent = self._clock.now()
+        self._idle_tried_for = activity = self._last_activity
+        try:
+            session = await self._client.idle(self.session.session_id)
+        except IdleNotSupported:
+            self._idle_aware = False
+            return
+        except Unavailable as exc:
+            self._went_offline(exc, sent)
+            return
+        except TesseraError as exc:
+            self._refused(exc, sent)
+            return
+        self._idle_aware = True
+        self._apply(session, sent, extends_lease=False)
+        if self._last_activity > activity and session.idle:
+            self._resume = True  # touched while Idle was on its way: come back at once
+
+    def _went_offline(self, exc: TesseraError, sent: datetime) -> None:
+        if self._online:
+            log.warning("tessera: server unreachable (%s); the session runs on its lease", exc)
+        self.error = exc
+        self._online = False
+        retry = min(self._interval, self.options.offline_retry_interval)
+        self._next_heartbeat = sent + self._jittered(retry)
+
+    def _refused(self, exc: TesseraError, sent: datetime) -> None:
+        """A refusal in the background: the session is gone (unknown, not ours) or we go on."""
+        self.error = exc
+        if isinstance(exc, NotFound | Unauthenticated | PermissionDenied):
+            log.warning(
+                "tessera: the server no longer accepts session %s: %s", self.session_id, exc
+            )
+            self._finish(self.session.ended_locally(EndReason.UNSPECIFIED, None))
+            return
+        log.warning("tessera: call for session %s refused: %s", self.session_id, exc)
+        self._next_heartbeat = sent + self._jittered(self._interval)
+
+
+async def _guard(awaitable: Awaitable[None]) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.exception("tessera: a session callback raised")

@@ -1,0 +1,327 @@
+"""``Client``: the same surface as ``AsyncClient`` for products without an event loop.
+
+One daemon thread runs an asyncio loop with an ``AsyncClient`` on it; every
+method hands its work to that loop and waits for the answer. Sessions look
+after themselves on that thread, so callbacks run there too: keep them short,
+and do not call back into the client from a callback (the SDK refuses that
+rather than deadlock).
+
+    with Client("127.0.0.1:50051", user_key) as client:
+        with client.session("ACAD", "2026") as s:
+            ...
+            s.touch()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import random
+import threading
+from collections.abc import Coroutine, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+from client_sdk._retry import RetryPolicy
+from client_sdk.client import AsyncClient
+from client_sdk.clock import Clock
+from client_sdk.errors import TesseraError
+from client_sdk.models import EndReason, Platform, Session, SessionState
+from client_sdk.session import (
+    AsyncSessionHandle,
+    ChargeStateCallback,
+    EndedCallback,
+    LeaseExpiringCallback,
+    SessionOptions,
+    StateCallback,
+)
+from client_sdk.transport import TLS
+
+_T = TypeVar("_T")
+
+
+class Client:
+    """A product's connection to Tessera, for code without an event loop.
+
+    Takes the same arguments as ``AsyncClient``; use it as ``with Client(...) as client:``
+    or call ``client.close()``.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        user_key: str,
+        *,
+        tls: TLS | bool = False,
+        retry: RetryPolicy | None = None,
+        clock: Clock | None = None,
+        device_id: str | None = None,
+        platform: Platform | None = None,
+        session_options: SessionOptions | None = None,
+        channel_options: Sequence[tuple[str, int | str]] = (),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.aio = AsyncClient(
+            target,
+            user_key,
+            tls=tls,
+            retry=retry,
+            clock=clock,
+            device_id=device_id,
+            platform=platform,
+            session_options=session_options,
+            channel_options=channel_options,
+            rng=rng,
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name="tessera-sdk", daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    @property
+    def clock(self) -> Clock:
+        return self.aio.clock
+
+    @property
+    def device_id(self) -> str:
+        return self.aio.device_id
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def _run(self, coro: Coroutine[Any, Any, _T], timeout: float | None = None) -> _T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("do not call the Tessera client from its own callbacks")
+        if self._closed:
+            coro.close()
+            raise TesseraError("the client is closed")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except BaseException:
+            future.cancel()
+            raise
+
+    def _soon(self, fn: Any, *args: object) -> None:
+        if not self._closed:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the sessions still open, close the channel, stop the thread."""
+        if self._closed:
+            return
+        try:
+            self._run(self.aio.close())
+        finally:
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    # -- the four calls -------------------------------------------------------------------
+
+    def entitle(
+        self,
+        product_id: str,
+        version: str,
+        *,
+        platform: Platform | None = None,
+        device_id: str | None = None,
+        parent_session_id: str = "",
+        takeover: bool = False,
+        team_id: str = "",
+        request_id: str | None = None,
+    ) -> Session:
+        return self._run(
+            self.aio.entitle(
+                product_id,
+                version,
+                platform=platform,
+                device_id=device_id,
+                parent_session_id=parent_session_id,
+                takeover=takeover,
+                team_id=team_id,
+                request_id=request_id,
+            )
+        )
+
+    def heartbeat(self, session_id: str, seconds_since_activity: int = 0) -> Session:
+        return self._run(self.aio.heartbeat(session_id, seconds_since_activity))
+
+    def idle(self, session_id: str) -> Session:
+        return self._run(self.aio.idle(session_id))
+
+    def release(self, session_id: str) -> Session:
+        return self._run(self.aio.release(session_id))
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def session(
+        self,
+        product_id: str,
+        version: str,
+        *,
+        platform: Platform | None = None,
+        device_id: str | None = None,
+        takeover: bool = False,
+        team_id: str = "",
+        options: SessionOptions | None = None,
+        on_ended: EndedCallback | None = None,
+        on_lease_expiring: LeaseExpiringCallback | None = None,
+        on_charge_state_changed: ChargeStateCallback | None = None,
+        on_state_changed: StateCallback | None = None,
+    ) -> SessionHandle:
+        """``with client.session("ACAD", "2026") as s:``; see ``AsyncClient.session``."""
+        return SessionHandle(
+            self,
+            self.aio.session(
+                product_id,
+                version,
+                platform=platform,
+                device_id=device_id,
+                takeover=takeover,
+                team_id=team_id,
+                options=options,
+                on_ended=on_ended,
+                on_lease_expiring=on_lease_expiring,
+                on_charge_state_changed=on_charge_state_changed,
+                on_state_changed=on_state_changed,
+            ),
+        )
+
+
+class SessionHandle:
+    """The synchronous face of an ``AsyncSessionHandle`` (same names, no ``await``)."""
+
+    def __init__(self, client: Client, handle: AsyncSessionHandle) -> None:
+        self._client = client
+        self.aio = handle
+
+    # -- what the product reads -----------------------------------------------------------
+
+    @property
+    def session(self) -> Session:
+        return self.aio.session
+
+    @property
+    def session_id(self) -> str:
+        return self.aio.session_id
+
+    @property
+    def state(self) -> SessionState:
+        return self.aio.state
+
+    @property
+    def ended(self) -> bool:
+        return self.aio.ended
+
+    @property
+    def end_reason(self) -> EndReason | None:
+        return self.aio.end_reason
+
+    @property
+    def usable(self) -> bool:
+        return self.aio.usable
+
+    @property
+    def online(self) -> bool:
+        return self.aio.online
+
+    @property
+    def lease_expires_at(self) -> datetime:
+        return self.aio.lease_expires_at
+
+    @property
+    def last_activity(self) -> datetime:
+        return self.aio.last_activity
+
+    @property
+    def error(self) -> TesseraError | None:
+        return self.aio.error
+
+    def ensure_usable(self) -> None:
+        self.aio.ensure_usable()
+
+    def wait_ended(self, timeout: float | None = None) -> EndReason | None:
+        """Block until the session ends (``None`` if ``timeout`` seconds pass first)."""
+        try:
+            return self._client._run(self.aio.wait_ended(), timeout)
+        except (TimeoutError, concurrent.futures.TimeoutError):
+            return None
+
+    # -- what the product does ------------------------------------------------------------
+
+    def on_ended(self, callback: EndedCallback) -> EndedCallback:
+        return self.aio.on_ended(callback)
+
+    def on_lease_expiring(self, callback: LeaseExpiringCallback) -> LeaseExpiringCallback:
+        return self.aio.on_lease_expiring(callback)
+
+    def on_charge_state_changed(self, callback: ChargeStateCallback) -> ChargeStateCallback:
+        return self.aio.on_charge_state_changed(callback)
+
+    def on_state_changed(self, callback: StateCallback) -> StateCallback:
+        return self.aio.on_state_changed(callback)
+
+    def touch(self) -> None:
+        """Record activity now; thread-safe and cheap (it does not wait for the SDK thread)."""
+        self._client._soon(self.aio._touch_at, self.aio._clock.now())
+
+    def plugin(
+        self,
+        product_id: str,
+        version: str | None = None,
+        *,
+        options: SessionOptions | None = None,
+        on_ended: EndedCallback | None = None,
+        on_lease_expiring: LeaseExpiringCallback | None = None,
+        on_charge_state_changed: ChargeStateCallback | None = None,
+        on_state_changed: StateCallback | None = None,
+    ) -> SessionHandle:
+        return SessionHandle(
+            self._client,
+            self.aio.plugin(
+                product_id,
+                version,
+                options=options,
+                on_ended=on_ended,
+                on_lease_expiring=on_lease_expiring,
+                on_charge_state_changed=on_charge_state_changed,
+                on_state_changed=on_state_changed,
+            ),
+        )
+
+    def start(self) -> Session:
+        return self._client._run(self.aio.start())
+
+    def release(self) -> Session:
+        return self._client._run(self.aio.release())
+
+    def __enter__(self) -> SessionHandle:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._client._run(self.aio._release_quietly())

@@ -1,0 +1,70 @@
+"""The channel: plain or TLS, with reconnect settings fit for a product."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+import grpc
+
+#: PEM as bytes, or the path of a PEM file (``str`` or ``Path``).
+PemSource = bytes | str | PathLike[str]
+
+#: gRPC reconnects with backoff when the server is away; these bound that backoff so that a
+#: product notices within seconds that the server is back (its heartbeats resume then).
+DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 10_000),
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+)
+
+
+def read_pem(source: PemSource | None) -> bytes | None:
+    """PEM bytes as given, or read from a path; a ``str`` starting ``-----BEGIN`` is PEM."""
+    if source is None:
+        return None
+    if isinstance(source, bytes):
+        return source
+    if isinstance(source, str) and source.lstrip().startswith("-----BEGIN"):
+        return source.encode()
+    return Path(source).read_bytes()
+
+
+@dataclass(frozen=True)
+class TLS:
+    """TLS to the server: its root CA (the system roots when None), and a client certificate
+    and key for mutual TLS. Each is PEM bytes or a path. ``server_name`` overrides the name
+    checked in the server's certificate (e.g. when dialling an IP address)."""
+
+    root_ca: PemSource | None = None
+    client_cert: PemSource | None = None
+    client_key: PemSource | None = None
+    server_name: str | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        cert, key = read_pem(self.client_cert), read_pem(self.client_key)
+        if (cert is None) != (key is None):
+            raise ValueError("a client certificate needs its key, and a key its certificate")
+        return grpc.ssl_channel_credentials(
+            root_certificates=read_pem(self.root_ca), private_key=key, certificate_chain=cert
+        )
+
+
+def open_channel(
+    target: str,
+    tls: TLS | bool,
+    options: Sequence[tuple[str, int | str]] = (),
+) -> grpc.aio.Channel:
+    """A grpc.aio channel (call inside the event loop that will use it)."""
+    merged = dict(DEFAULT_CHANNEL_OPTIONS)
+    merged.update(dict(options))
+    if tls is False:
+        return grpc.aio.insecure_channel(target, options=list(merged.items()))
+    config = TLS() if tls is True else tls
+    if config.server_name:
+        merged["grpc.ssl_target_name_override"] = config.server_name
+    return grpc.aio.secure_channel(target, config.credentials(), options=list(merged.items()))

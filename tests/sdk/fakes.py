@@ -1,0 +1,360 @@
+"""Fakes at the SDK's seams: a LicensingService that keeps sessions in memory, and a TCP
+proxy that can lose a response or play dead.
+
+``FakeLicensing`` is a real grpc.aio servicer on 127.0.0.1 port 0 that follows the
+rules closely enough for the SDK (leases, idle and resume, idempotent Entitle, ended
+sessions answering with their reason), tells time by the test's ``ManualClock``, records
+every call with its metadata, and refuses on demand with the same rich status the real
+server sends (``ErrorInfo`` in domain ``tessera``, ``BadRequest`` for bad fields).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from client_sdk.clock import ManualClock
+from client_sdk.proto.tessera.v1 import common_pb2 as c
+from client_sdk.proto.tessera.v1 import licensing_service_pb2 as pb
+from client_sdk.proto.tessera.v1 import licensing_service_pb2_grpc as pb_grpc
+
+LEASE = timedelta(hours=24)
+INTERVAL = timedelta(minutes=5)
+IDLE_AFTER = timedelta(minutes=15)
+
+
+@dataclass
+class Refusal:
+    code: grpc.StatusCode
+    reason: str
+    message: str = "refused"
+    metadata: dict[str, str] = field(default_factory=dict)
+    violations: dict[str, str] = field(default_factory=dict)
+    method: str | None = None  # only this RPC (any when None)
+
+    def status(self) -> grpc.Status:
+        details = []
+        if self.reason:
+            info = any_pb2.Any()
+            info.Pack(
+                error_details_pb2.ErrorInfo(
+                    reason=self.reason, domain="tessera", metadata=self.metadata
+                )
+            )
+            details.append(info)
+        if self.violations:
+            bad = any_pb2.Any()
+            bad.Pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=k, description=v)
+                        for k, v in self.violations.items()
+                    ]
+                )
+            )
+            details.append(bad)
+        return rpc_status.to_status(
+            status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
+        )
+
+
+@dataclass
+class Call:
+    method: str
+    request: Any
+    metadata: dict[str, str]
+    time: datetime
+    deadline: float | None  # seconds the caller gave the call, as the server sees them
+
+
+@dataclass
+class FakeSession:
+    msg: c.Session
+    last_activity: datetime
+    idle_since: datetime | None = None
+
+
+class FakeLicensing(pb_grpc.LicensingServiceServicer):
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.idle_aware: set[str] = {"ACAD", "ARNOLD"}
+        self.interval = INTERVAL
+        self.sessions: dict[str, FakeSession] = {}
+        self.by_request: dict[str, str] = {}
+        self.calls: list[Call] = []
+        self.refusals: deque[Refusal] = deque()
+        self.delay = 0.0  # real seconds to wait before answering
+        self.down = False  # answer UNAVAILABLE to everything
+        self._ids = itertools.count(1)
+        self.server: grpc.aio.Server | None = None
+        self.target = ""
+
+    async def start(self, credentials: grpc.ServerCredentials | None = None) -> FakeLicensing:
+        self.server = grpc.aio.server()
+        pb_grpc.add_LicensingServiceServicer_to_server(self, self.server)
+        if credentials is None:
+            port = self.server.add_insecure_port("127.0.0.1:0")
+        else:
+            port = self.server.add_secure_port("127.0.0.1:0", credentials)
+        await self.server.start()
+        self.target = f"127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(None)
+
+    # -- what tests do --------------------------------------------------------------------
+
+    def refuse(self, code: grpc.StatusCode, reason: str = "", **kw: Any) -> None:
+        """The next matching call is refused like this."""
+        self.refusals.append(Refusal(code, reason, **kw))
+
+    def called(self, method: str) -> list[Call]:
+        return [call for call in self.calls if call.method == method]
+
+    def end(self, session_id: str, reason: int) -> None:
+        """End a session as the server would (takeover, tokens, admin...)."""
+        msg = self.sessions[session_id].msg
+        msg.state = c.SESSION_STATE_ENDED
+        msg.end_reason = reason  # type: ignore[assignment]
+        msg.end_time.FromDatetime(self.clock.now())
+        for other in self.sessions.values():
+            if (
+                other.msg.parent_session_id == session_id
+                and other.msg.state != c.SESSION_STATE_ENDED
+            ):
+                self.end(other.msg.session_id, c.END_REASON_HOST_ENDED)
+
+    def set_charge(self, session_id: str, state: int) -> None:
+        self.sessions[session_id].msg.charge_state = state  # type: ignore[assignment]
+
+    # -- the service ----------------------------------------------------------------------
+
+    async def _enter(self, method: str, request: Any, context: Any) -> None:
+        metadata = {k: v for k, v in context.invocation_metadata() or ()}
+        self.calls.append(
+            Call(method, request, metadata, self.clock.now(), context.time_remaining())
+        )
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.down:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the fake is down")
+        for refusal in list(self.refusals):
+            if refusal.method in (None, method):
+                self.refusals.remove(refusal)
+                await context.abort_with_status(refusal.status())
+        if metadata.get("authorization", "") != "Bearer tsu_fake-key":
+            await context.abort_with_status(
+                Refusal(grpc.StatusCode.UNAUTHENTICATED, "", "unknown key").status()
+            )
+
+    async def _live(self, session_id: str, context: Any) -> FakeSession:
+        found = self.sessions.get(session_id)
+        if found is None:
+            await context.abort_with_status(
+                Refusal(grpc.StatusCode.NOT_FOUND, "UNKNOWN_SESSION", "no such session").status()
+            )
+            raise AssertionError("unreachable")
+        return found
+
+    def _tick(self, s: FakeSession) -> None:
+        """Server-side idle: 15 minutes after the last activity it heard of."""
+        now = self.clock.now()
+        if (
+            s.msg.state == c.SESSION_STATE_ACTIVE
+            and s.msg.product_id in self.idle_aware
+            and now >= s.last_activity + IDLE_AFTER
+        ):
+            s.msg.state = c.SESSION_STATE_IDLE
+            s.idle_since = s.last_activity + IDLE_AFTER
+        if s.msg.state != c.SESSION_STATE_ENDED and now >= s.msg.lease_expire_time.ToDatetime(
+            tzinfo=now.tzinfo
+        ):
+            self.end(s.msg.session_id, c.END_REASON_LEASE_EXPIRED)
+
+    async def Entitle(self, request: pb.EntitleRequest, context: Any) -> pb.EntitleResponse:
+        await self._enter("Entitle", request, context)
+        if request.request_id in self.by_request:
+            return pb.EntitleResponse(
+                session=self.sessions[self.by_request[request.request_id]].msg
+            )
+        now = self.clock.now()
+        msg = c.Session(
+            session_id=f"ses_{next(self._ids)}",
+            user_id="alice@example.com",
+            team_id="acme",
+            product_id=request.product_id,
+            product_version=request.product_version,
+            platform=request.platform,
+            device_id=request.device_id,
+            parent_session_id=request.parent_session_id,
+            state=c.SESSION_STATE_ACTIVE,
+            coverage=c.COVERAGE_TOKENS,
+            plan=c.PLAN_STANDARD,
+            daily_rate=10,
+            charge_state=c.CHARGE_STATE_GRACE,
+            team_available_tokens=90,
+        )
+        msg.start_time.FromDatetime(now)
+        msg.lease_expire_time.FromDatetime(now + LEASE)
+        msg.heartbeat_interval.FromTimedelta(self.interval)
+        self.sessions[msg.session_id] = FakeSession(msg, now)
+        self.by_request[request.request_id] = msg.session_id
+        return pb.EntitleResponse(session=msg)
+
+    async def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatResponse:
+        await self._enter("Heartbeat", request, context)
+        s = await self._live(request.session_id, context)
+        self._tick(s)
+        if s.msg.state == c.SESSION_STATE_ENDED:
+            return pb.HeartbeatResponse(session=s.msg)
+        now = self.clock.now()
+        activity = now - timedelta(seconds=request.seconds_since_activity)
+        if s.msg.product_id in self.idle_aware and activity > s.last_activity:
+            s.last_activity = activity
+            if s.msg.state == c.SESSION_STATE_IDLE and s.idle_since and activity > s.idle_since:
+                s.msg.state = c.SESSION_STATE_ACTIVE
+                s.idle_since = None
+        s.msg.lease_expire_time.FromDatetime(now + LEASE)
+        s.msg.heartbeat_interval.FromTimedelta(self.interval)
+        return pb.HeartbeatResponse(session=s.msg)
+
+    async def Idle(self, request: pb.IdleRequest, context: Any) -> pb.IdleResponse:
+        await self._enter("Idle", request, context)
+        s = await self._live(request.session_id, context)
+        if s.msg.product_id not in self.idle_aware:
+            await context.abort_with_status(
+                Refusal(
+                    grpc.StatusCode.FAILED_PRECONDITION, "IDLE_NOT_SUPPORTED", "no idle here"
+                ).status()
+            )
+        self._tick(s)
+        if s.msg.state == c.SESSION_STATE_ACTIVE:
+            s.msg.state = c.SESSION_STATE_IDLE
+            s.idle_since = self.clock.now()
+        return pb.IdleResponse(session=s.msg)
+
+    async def Release(self, request: pb.ReleaseRequest, context: Any) -> pb.ReleaseResponse:
+        await self._enter("Release", request, context)
+        s = await self._live(request.session_id, context)
+        self._tick(s)
+        if s.msg.state != c.SESSION_STATE_ENDED:
+            self.end(s.msg.session_id, c.END_REASON_RELEASED)
+        return pb.ReleaseResponse(session=s.msg)
+
+
+class Proxy:
+    """A loopback TCP proxy in front of a server, to lose a response or play dead.
+
+    - ``blackhole()``: pass requests on but swallow everything the server answers;
+    - ``drop()``: close every connection now (calls in flight fail ``UNAVAILABLE``);
+    - ``go_down()`` / ``go_up()``: refuse (accept and close) new connections, or not.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        host, _, port = upstream.rpartition(":")
+        self.upstream = (host, int(port))
+        self.swallow = False
+        self.down = False
+        self.connections = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self.target = ""
+
+    async def start(self) -> Proxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.target = f"127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        self.drop()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def blackhole(self) -> None:
+        self.swallow = True
+
+    def drop(self) -> None:
+        self.swallow = False
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def go_down(self) -> None:
+        self.down = True
+        self.drop()
+
+    def go_up(self) -> None:
+        self.down = False
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.connections += 1
+        self._writers.update({writer, up_writer})
+        for task in (
+            asyncio.ensure_future(self._pump(reader, up_writer, upstream=True)),
+            asyncio.ensure_future(self._pump(up_reader, writer, upstream=False)),
+        ):
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if not upstream and self.swallow:
+                    continue
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                writer.transport.abort()
+            self._writers.discard(writer)
+
+
+class FakeThread:
+    """The fake on its own event loop in a thread, for the synchronous client's tests."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.fake = FakeLicensing(clock)
+
+    def __enter__(self) -> FakeLicensing:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.fake.start(), self.loop).result(10)
+        return self.fake
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()

@@ -1,0 +1,253 @@
+"""Typed errors, retries and deadlines, against the fake LicensingService.
+
+``grpc.RpcError`` never reaches the caller: every failure is a ``TesseraError`` chosen by
+the ``ErrorInfo`` reason the server sends, or by the status code when the reason is new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import timedelta
+from typing import Any
+
+import grpc
+import pytest
+
+import client_sdk as sdk
+from client_sdk import AsyncClient, ManualClock, Platform, RetryPolicy
+from tests.sdk.conftest import FAKE_KEY, QUICK_RETRY
+from tests.sdk.fakes import FakeLicensing
+
+FP = grpc.StatusCode.FAILED_PRECONDITION
+
+CASES: list[tuple[grpc.StatusCode, str, dict[str, str], type[sdk.TesseraError]]] = [
+    (
+        FP,
+        "INSUFFICIENT_TOKENS",
+        {"available": "4", "daily_rate": "10", "team_id": "acme"},
+        sdk.InsufficientTokens,
+    ),
+    (
+        FP,
+        "RUNNING_ELSEWHERE",
+        {"device_id": "dev-other", "product_id": "ACAD"},
+        sdk.RunningElsewhere,
+    ),
+    (FP, "DEVICE_LIMIT", {"limit": "3"}, sdk.DeviceLimit),
+    (FP, "UNSUPPORTED_PLATFORM", {}, sdk.UnsupportedPlatform),
+    (FP, "UNSUPPORTED_VERSION", {}, sdk.UnsupportedVersion),
+    (FP, "HOST_SESSION_REQUIRED", {}, sdk.HostSessionRequired),
+    (FP, "IDLE_NOT_SUPPORTED", {}, sdk.IdleNotSupported),
+    (FP, "INVITATION_PENDING", {}, sdk.InvitationPending),
+    (FP, "INVITATION_EXPIRED", {}, sdk.InvitationExpired),
+    (grpc.StatusCode.PERMISSION_DENIED, "NOT_ASSIGNED", {}, sdk.NotAssigned),
+    (grpc.StatusCode.NOT_FOUND, "UNKNOWN_PRODUCT", {}, sdk.UnknownProduct),
+    (grpc.StatusCode.NOT_FOUND, "UNKNOWN_SESSION", {}, sdk.UnknownSession),
+    # Reasons this SDK has no class for land in their status code's class.
+    (FP, "PACK_HAS_HOLDS", {}, sdk.FailedPrecondition),
+    (grpc.StatusCode.NOT_FOUND, "UNKNOWN_TEAM", {}, sdk.NotFound),
+    (grpc.StatusCode.PERMISSION_DENIED, "", {}, sdk.PermissionDenied),
+    (grpc.StatusCode.UNAUTHENTICATED, "", {}, sdk.Unauthenticated),
+    (grpc.StatusCode.UNIMPLEMENTED, "", {}, sdk.ServerError),
+    (grpc.StatusCode.INTERNAL, "INTERNAL", {}, sdk.ServerError),
+    (grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS", {}, sdk.AlreadyExists),
+]
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "metadata", "cls"), CASES, ids=[c[1] or c[0].name for c in CASES]
+)
+async def test_errors_typed_by_reason(
+    client: AsyncClient,
+    fake: FakeLicensing,
+    code: grpc.StatusCode,
+    reason: str,
+    metadata: dict[str, str],
+    cls: type[sdk.TesseraError],
+) -> None:
+    fake.refuse(code, reason, message="words for a person", metadata=metadata)
+    with pytest.raises(sdk.TesseraError) as info:
+        await client.entitle("ACAD", "2026")
+    err = info.value
+    assert type(err) is cls
+    assert not isinstance(err, grpc.RpcError)
+    assert err.code is code and err.message == "words for a person"
+    assert err.reason == (reason or code.name)
+    assert err.metadata == metadata
+    assert len(fake.called("Entitle")) == 1  # refusals are not retried
+
+
+async def test_errors_carry_their_figures(client: AsyncClient, fake: FakeLicensing) -> None:
+    fake.refuse(
+        FP,
+        "INSUFFICIENT_TOKENS",
+        metadata={"available": "4", "daily_rate": "10", "team_id": "acme"},
+    )
+    with pytest.raises(sdk.InsufficientTokens) as tokens:
+        await client.entitle("ACAD", "2026")
+    assert (tokens.value.available, tokens.value.daily_rate, tokens.value.team_id) == (
+        4,
+        10,
+        "acme",
+    )
+    fake.refuse(FP, "RUNNING_ELSEWHERE", metadata={"device_id": "dev-other"})
+    with pytest.raises(sdk.RunningElsewhere) as elsewhere:
+        await client.entitle("ACAD", "2026")
+    assert elsewhere.value.device_id == "dev-other"
+    fake.refuse(FP, "DEVICE_LIMIT", metadata={"limit": "3"})
+    with pytest.raises(sdk.DeviceLimit) as limit:
+        await client.entitle("ACAD", "2026")
+    assert limit.value.limit == 3
+    assert isinstance(limit.value, sdk.FailedPrecondition)
+    assert str(limit.value) == "DEVICE_LIMIT: refused"
+
+
+async def test_errors_invalid_argument_names_each_field(
+    client: AsyncClient, fake: FakeLicensing
+) -> None:
+    fake.refuse(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+        message="product_version: must start with a year",
+        violations={"product_version": "must start with a year", "device_id": "is required"},
+    )
+    with pytest.raises(sdk.InvalidArgument) as info:
+        await client.entitle("ACAD", "latest")
+    assert info.value.field_violations == {
+        "product_version": "must start with a year",
+        "device_id": "is required",
+    }
+
+
+async def test_errors_wrong_key_is_unauthenticated(fake: FakeLicensing, clock: ManualClock) -> None:
+    async with AsyncClient(fake.target, "tsu_wrong", clock=clock, retry=QUICK_RETRY) as client:
+        with pytest.raises(sdk.Unauthenticated):
+            await client.entitle("ACAD", "2026")
+
+
+async def test_errors_refused_session_raises_on_entry_and_leaves_nothing_running(
+    client: AsyncClient, fake: FakeLicensing
+) -> None:
+    fake.refuse(grpc.StatusCode.PERMISSION_DENIED, "NOT_ASSIGNED")
+    with pytest.raises(sdk.NotAssigned):
+        async with client.session("ACAD", "2026"):
+            raise AssertionError("never entered")
+    assert fake.called("Release") == [] and fake.called("Heartbeat") == []
+
+
+async def test_sdk_retries_unavailable_reusing_request_id(
+    client: AsyncClient, fake: FakeLicensing
+) -> None:
+    fake.refuse(grpc.StatusCode.UNAVAILABLE, "", method="Entitle")
+    fake.refuse(grpc.StatusCode.DEADLINE_EXCEEDED, "", method="Entitle")
+    session = await client.entitle("ACAD", "2026")
+    calls = fake.called("Entitle")
+    assert len(calls) == 3
+    assert len({call.request.request_id for call in calls}) == 1
+    assert fake.by_request[calls[0].request.request_id] == session.session_id
+
+
+async def test_sdk_gives_up_with_unavailable_after_max_attempts(
+    client: AsyncClient, fake: FakeLicensing
+) -> None:
+    fake.down = True
+    with pytest.raises(sdk.Unavailable) as info:
+        await client.heartbeat("ses_1", 0)
+    assert info.value.code is grpc.StatusCode.UNAVAILABLE
+    assert len(fake.called("Heartbeat")) == QUICK_RETRY.max_attempts
+
+
+async def test_sdk_unreachable_server_is_unavailable(clock: ManualClock) -> None:
+    # Port 1 on loopback: nothing listens there, the connection is refused at once.
+    async with AsyncClient("127.0.0.1:1", FAKE_KEY, clock=clock, retry=QUICK_RETRY) as client:
+        with pytest.raises(sdk.Unavailable):
+            await client.entitle("ACAD", "2026")
+
+
+async def test_sdk_deadline_on_every_call(fake: FakeLicensing, clock: ManualClock) -> None:
+    retry = RetryPolicy(max_attempts=2, initial_backoff=0.0, call_timeout=0.25)
+    async with AsyncClient(fake.target, FAKE_KEY, clock=clock, retry=retry) as client:
+        session = await client.entitle("ACAD", "2026")
+        await client.heartbeat(session.session_id)
+        await client.idle(session.session_id)
+        await client.release(session.session_id)
+        # Each call carried a deadline of about 250 ms (the server's clock rounds a little).
+        assert all(call.deadline is not None and call.deadline < 0.26 for call in fake.calls)
+        fake.delay = 0.6
+        with pytest.raises(sdk.DeadlineExceeded) as info:
+            await client.heartbeat(session.session_id)
+    assert isinstance(info.value, sdk.Unavailable)
+    assert len(fake.called("Heartbeat")) == 1 + 2
+
+
+async def test_sdk_backoff_waits_on_the_injected_clock(
+    fake: FakeLicensing, clock: ManualClock
+) -> None:
+    retry = RetryPolicy(max_attempts=4, initial_backoff=1.0, multiplier=2.0, jitter=0.0)
+    async with AsyncClient(fake.target, FAKE_KEY, clock=clock, retry=retry) as client:
+        for _ in range(3):
+            fake.refuse(grpc.StatusCode.UNAVAILABLE, "")
+        call = asyncio.ensure_future(client.entitle("ACAD", "2026"))
+        waits = []
+        for _ in range(3):
+            await clock.until_sleeping()
+            deadline = clock.next_deadline()
+            assert deadline is not None
+            waits.append((deadline - clock.now()).total_seconds())
+            clock.set(deadline)
+        session = await asyncio.wait_for(call, 5)
+    assert waits == [1.0, 2.0, 4.0]
+    assert session.session_id and len(fake.called("Entitle")) == 4
+
+
+def test_sdk_backoff_is_exponential_capped_and_jittered() -> None:
+    policy = RetryPolicy(initial_backoff=0.5, multiplier=2.0, max_backoff=3.0, jitter=0.2)
+    rng = random.Random(3)
+    for attempt, base in enumerate([0.5, 1.0, 2.0, 3.0, 3.0]):
+        delays = {policy.backoff(attempt, rng) for _ in range(50)}
+        assert all(0.8 * base <= d <= base for d in delays)
+        assert len(delays) > 1
+    with pytest.raises(ValueError):
+        RetryPolicy(max_attempts=0)
+    with pytest.raises(ValueError):
+        RetryPolicy(jitter=1.5)
+
+
+async def test_sdk_background_refusal_never_raises_into_product(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    # The server forgot the session (e.g. another key): the background heartbeat meets
+    # NOT_FOUND; the product sees the session end and the error, never an exception.
+    async with client.session("REVIT", "2026", platform=Platform.WINDOWS) as s:
+        await clock.until_sleeping()
+        fake.refuse(grpc.StatusCode.NOT_FOUND, "UNKNOWN_SESSION", method="Heartbeat")
+        clock.advance(timedelta(minutes=6))
+        await s.wait_ended()
+        assert isinstance(s.error, sdk.UnknownSession)
+        assert s.end_reason is sdk.EndReason.UNSPECIFIED
+        with pytest.raises(sdk.SessionEnded):
+            s.ensure_usable()
+
+
+def test_errors_tree_has_one_root() -> None:
+    names: list[Any] = [getattr(sdk, name) for name in sdk.__all__]
+    errors = [cls for cls in names if isinstance(cls, type) and issubclass(cls, Exception)]
+    assert len(errors) > 15
+    assert all(issubclass(cls, sdk.TesseraError) for cls in errors)
+
+
+async def test_sdk_session_start_can_be_retried_with_the_same_request_id(
+    client: AsyncClient, fake: FakeLicensing
+) -> None:
+    fake.down = True
+    handle = client.session("ACAD", "2026")
+    with pytest.raises(sdk.Unavailable):
+        await handle.start()
+    assert not handle.usable
+    fake.down = False
+    async with handle:  # the product tries again with the same handle
+        assert handle.usable
+    ids = {call.request.request_id for call in fake.called("Entitle")}
+    assert ids == {handle.request_id}
+    assert len(fake.called("Entitle")) == QUICK_RETRY.max_attempts + 1

@@ -1,0 +1,344 @@
+"""Sessions that look after themselves, against the fake LicensingService and a manual clock.
+
+Time moves only through ``clock.advance``; after each move the test waits (briefly, in
+real time) for the SDK's background task to act and go back to sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import timedelta
+
+import pytest
+
+from client_sdk import (
+    AsyncClient,
+    ChargeState,
+    EndReason,
+    ManualClock,
+    SessionOptions,
+    SessionState,
+)
+from client_sdk.proto.tessera.v1 import common_pb2 as c
+from tests.sdk.conftest import eventually
+from tests.sdk.fakes import FakeLicensing
+
+MIN = timedelta(minutes=1)
+NO_JITTER = SessionOptions(heartbeat_jitter=0.0)
+
+
+async def step(clock: ManualClock, span: timedelta, sleepers: int = 1) -> None:
+    """Advance the clock and wait until the SDK's tasks are asleep again."""
+    clock.advance(span)
+    await clock.until_sleeping(sleepers)
+
+
+async def walk(
+    clock: ManualClock, span: timedelta, *, coarse: timedelta | None = None, sleepers: int = 1
+) -> None:
+    """Advance ``span``, letting the SDK act at each of its deadlines on the way (or, when
+    ``coarse``, at steps of that size only: faster, but deadlines are met late)."""
+    end = clock.now() + span
+    while clock.now() < end:
+        if coarse is not None:
+            target = min(end, clock.now() + coarse)
+        else:
+            deadline = clock.next_deadline()
+            target = end if deadline is None else max(clock.now(), min(end, deadline))
+        await step(clock, target - clock.now(), sleepers)
+
+
+async def test_m1_session_entitles_heartbeats_and_releases(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    ended: list[EndReason] = []
+    async with client.session(
+        "ACAD", "2026", options=NO_JITTER, on_ended=lambda r, s: ended.append(r)
+    ) as s:
+        assert s.session.state is SessionState.ACTIVE
+        assert s.session.product_id == "ACAD"
+        assert s.session.device_id == "dev-test"
+        entitle = fake.called("Entitle")[0].request
+        assert entitle.request_id and entitle.platform == c.PLATFORM_WINDOWS
+        await clock.until_sleeping()
+        await step(clock, 4 * MIN)
+        assert fake.called("Heartbeat") == []
+        await step(clock, MIN)  # the server's interval: 5 minutes
+        beats = fake.called("Heartbeat")
+        assert len(beats) == 1 and beats[0].request.seconds_since_activity == 300
+        await step(clock, 2 * MIN)
+        s.touch()
+        await step(clock, 3 * MIN)
+        assert fake.called("Heartbeat")[-1].request.seconds_since_activity == 180
+        assert s.lease_expires_at == clock.now() + timedelta(hours=24)
+        session_id = s.session_id
+    assert s.ended and s.end_reason is EndReason.RELEASED
+    assert ended == [EndReason.RELEASED]
+    assert [call.request.session_id for call in fake.called("Release")] == [session_id]
+    assert fake.sessions[session_id].msg.state == c.SESSION_STATE_ENDED
+
+
+async def test_sdk_sends_user_key_as_bearer_metadata(
+    client: AsyncClient, fake: FakeLicensing
+) -> None:
+    session = await client.entitle("ACAD", "2026")
+    await client.heartbeat(session.session_id, 5)
+    await client.idle(session.session_id)
+    await client.release(session.session_id)
+    assert [call.method for call in fake.calls] == ["Entitle", "Heartbeat", "Idle", "Release"]
+    assert {call.metadata["authorization"] for call in fake.calls} == {"Bearer tsu_fake-key"}
+
+
+async def test_sdk_heartbeat_interval_follows_server_with_jitter(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    fake.interval = timedelta(minutes=2)
+    async with client.session("REVIT", "2026") as s:  # jitter 10 %: every 108 to 132 s
+        await clock.until_sleeping()
+        await walk(clock, 30 * MIN)
+        times = [s.session.start_time] + [call.time for call in fake.called("Heartbeat")]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    assert len(gaps) >= 12
+    assert all(108 <= gap <= 133 for gap in gaps), gaps
+    assert len(set(gaps)) > 1  # jittered, not all the same
+
+
+async def test_m6_sdk_goes_idle_after_threshold_and_resumes_on_touch(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    states: list[tuple[SessionState, SessionState]] = []
+    options = SessionOptions(idle_threshold=10 * MIN, heartbeat_jitter=0.0)
+    async with client.session(
+        "ACAD", "2026", options=options, on_state_changed=lambda o, n, s: states.append((o, n))
+    ) as s:
+        await clock.until_sleeping()
+        await walk(clock, 9 * MIN)
+        assert s.state is SessionState.ACTIVE and fake.called("Idle") == []
+        await walk(clock, MIN)
+        assert len(fake.called("Idle")) == 1 and fake.called("Idle")[0].time == clock.now()
+        assert s.state is SessionState.IDLE
+        await walk(clock, 20 * MIN)  # heartbeats go on while idle; no second Idle
+        assert len(fake.called("Idle")) == 1 and s.state is SessionState.IDLE
+        beats_before = len(fake.called("Heartbeat"))
+        s.touch()  # the user is back: a heartbeat goes out at once, reporting it
+        await eventually(lambda: s.state is SessionState.ACTIVE)
+        resume = fake.called("Heartbeat")[beats_before]
+        assert resume.request.seconds_since_activity == 0 and resume.time == clock.now()
+    assert states == [
+        (SessionState.ACTIVE, SessionState.IDLE),
+        (SessionState.IDLE, SessionState.ACTIVE),
+        (SessionState.ACTIVE, SessionState.ENDED),
+    ]
+
+
+async def test_m6_fresh_activity_reaches_server_before_its_idle_deadline(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    # The server idles a session 15 minutes after the last activity it heard of; a touch
+    # between heartbeats must reach it before then, even if the next heartbeat is later.
+    fake.interval = timedelta(minutes=10)
+    async with client.session("ACAD", "2026", options=NO_JITTER) as s:
+        await clock.until_sleeping()
+        await walk(clock, 12 * MIN)  # heartbeat at 10 min reports 600 s
+        s.touch()  # the SDK plans a heartbeat 30 s before the server's idle deadline
+        report_at = s.session.start_time + timedelta(minutes=14, seconds=30)
+        await eventually(lambda: clock.next_deadline() == report_at)
+        await walk(clock, 3 * MIN)
+        beats = fake.called("Heartbeat")
+        assert [b.request.seconds_since_activity for b in beats] == [600, 150]
+        assert beats[1].time == report_at
+        assert s.state is SessionState.ACTIVE
+        await walk(clock, 5 * MIN)
+        assert s.state is SessionState.ACTIVE and fake.called("Idle") == []
+
+
+async def test_m6_sdk_stops_calling_idle_when_product_is_not_idle_aware(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    async with client.session("REVIT", "2026", options=NO_JITTER) as s:
+        await clock.until_sleeping()
+        await walk(clock, 60 * MIN)
+        assert len(fake.called("Idle")) == 1  # refused IDLE_NOT_SUPPORTED once, never again
+        assert s.state is SessionState.ACTIVE and s.usable and s.error is None
+
+
+async def test_sdk_charge_state_changes_reach_the_callback(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    changes: list[tuple[ChargeState, ChargeState]] = []
+    async with client.session("ACAD", "2026", options=NO_JITTER) as s:
+
+        @s.on_charge_state_changed
+        def seen(old: ChargeState, new: ChargeState, session: object) -> None:
+            changes.append((old, new))
+
+        assert s.session.charge_state is ChargeState.GRACE
+        await clock.until_sleeping()
+        fake.set_charge(s.session_id, c.CHARGE_STATE_CHARGED)
+        await walk(clock, 5 * MIN)
+        assert s.session.charge_state is ChargeState.CHARGED
+        await walk(clock, 5 * MIN)
+    assert changes == [(ChargeState.GRACE, ChargeState.CHARGED)]
+
+
+async def test_m9_takeover_seen_through_callback(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    seen: asyncio.Queue[EndReason] = asyncio.Queue()
+
+    async def ended(reason: EndReason, session: object) -> None:  # coroutines are fine too
+        await seen.put(reason)
+
+    async with client.session("ACAD", "2026", options=NO_JITTER, on_ended=ended) as s:
+        await clock.until_sleeping()
+        fake.end(s.session_id, c.END_REASON_TAKEN_OVER)
+        await step(clock, 5 * MIN, sleepers=0)
+        assert await asyncio.wait_for(seen.get(), 5) is EndReason.TAKEN_OVER
+        assert s.ended and not s.usable and s.end_reason is EndReason.TAKEN_OVER
+        assert await s.wait_ended() is EndReason.TAKEN_OVER
+    assert fake.called("Release") == []  # nothing to release: the server ended it
+    assert seen.empty()
+
+
+async def test_sdk_releases_on_error_and_on_cancellation(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    with pytest.raises(ZeroDivisionError):
+        async with client.session("ACAD", "2026") as s1:
+            raise ZeroDivisionError  # the product fails inside the block
+    assert s1.end_reason is EndReason.RELEASED
+
+    started = asyncio.Event()
+
+    async def product() -> None:
+        async with client.session("ACAD", "2026"):
+            started.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(product())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await eventually(lambda: len(fake.called("Release")) == 2)
+    assert all(s.msg.state == c.SESSION_STATE_ENDED for s in fake.sessions.values())
+
+
+async def test_p4_plugin_bound_to_host_and_released_first(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    async with client.session("ACAD", "2026", options=NO_JITTER) as host:
+        async with host.plugin("ARNOLD") as plugin:
+            request = fake.called("Entitle")[1].request
+            assert request.parent_session_id == host.session_id
+            assert request.device_id == "dev-test" and request.product_version == "2026"
+            assert plugin.session.parent_session_id == host.session_id
+            await clock.until_sleeping(2)
+            await walk(clock, 14 * MIN, sleepers=2)
+            plugin.touch()  # activity in a plugin is activity in its host
+            assert host.last_activity == clock.now()
+        assert plugin.end_reason is EndReason.RELEASED and host.usable
+        second = host.plugin("ARNOLD", "2026.1")
+        await second.start()
+    assert [call.request.session_id for call in fake.called("Release")] == [
+        plugin.session_id,
+        second.session_id,
+        host.session_id,
+    ]
+    assert second.end_reason is EndReason.RELEASED
+
+
+async def test_p4_plugin_ends_with_its_host(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    reasons: list[EndReason] = []
+    async with (
+        client.session("ACAD", "2026", options=NO_JITTER) as host,
+        host.plugin("ARNOLD", on_ended=lambda r, s: reasons.append(r)) as plugin,
+    ):
+        await clock.until_sleeping(2)
+        fake.end(host.session_id, c.END_REASON_ENDED_BY_ADMIN)
+        await step(clock, 5 * MIN, sleepers=0)
+        await eventually(lambda: plugin.ended)
+        assert host.end_reason is EndReason.ENDED_BY_ADMIN
+        assert plugin.end_reason is EndReason.HOST_ENDED
+    assert reasons == [EndReason.HOST_ENDED]
+
+
+async def test_m7_offline_session_usable_until_lease_ends(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    warnings: list[timedelta] = []
+    ended: list[EndReason] = []
+    async with client.session(
+        "REVIT",
+        "2026",
+        options=SessionOptions(heartbeat_jitter=0.0, idle_aware=False),
+        on_lease_expiring=lambda s, left: warnings.append(left),
+        on_ended=lambda r, s: ended.append(r),
+    ) as s:
+        await clock.until_sleeping()
+        await walk(clock, 5 * MIN)  # one heartbeat: the lease now ends at 24 h 5 min
+        lease_end = s.lease_expires_at
+        fake.down = True
+        await walk(clock, 22 * timedelta(hours=1), coarse=10 * MIN)
+        assert s.usable and not s.online and warnings == []
+        await walk(clock, lease_end - timedelta(hours=1) - clock.now())
+        assert warnings == [timedelta(hours=1)] and s.usable
+        await walk(clock, timedelta(minutes=59))
+        assert s.usable and ended == []
+        await step(clock, MIN, sleepers=0)
+        await eventually(lambda: s.ended)
+        assert s.end_reason is EndReason.LEASE_EXPIRED and ended == [EndReason.LEASE_EXPIRED]
+        assert clock.now() == lease_end and not s.usable
+        attempts = len(fake.called("Heartbeat"))
+        assert attempts > 24 * 60 // 10  # kept trying while offline
+        fake.down = False
+    assert warnings == [timedelta(hours=1)]
+    assert len(fake.called("Heartbeat")) == attempts  # no heartbeat after the end
+
+
+async def test_m7_heartbeats_resume_when_server_returns(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    async with client.session("REVIT", "2026", options=NO_JITTER) as s:
+        await clock.until_sleeping()
+        fake.down = True
+        await walk(clock, 3 * timedelta(hours=1), coarse=10 * MIN)
+        assert not s.online and s.usable and s.state is SessionState.ACTIVE
+        stale_lease = s.lease_expires_at
+        fake.down = False
+        await walk(clock, MIN)  # offline, the SDK tries every minute
+        assert s.online and s.lease_expires_at == clock.now() + timedelta(hours=24)
+        assert s.lease_expires_at > stale_lease
+        count = len(fake.called("Heartbeat"))
+        await walk(clock, 5 * MIN)  # back on the server's interval
+        assert len(fake.called("Heartbeat")) == count + 1
+
+
+async def test_sdk_session_handle_reports_state_before_start(client: AsyncClient) -> None:
+    handle = client.session("ACAD", "2026")
+    assert not handle.usable and handle.state is SessionState.UNSPECIFIED
+    with pytest.raises(RuntimeError):
+        _ = handle.session
+    await handle.start()
+    with pytest.raises(RuntimeError):
+        await handle.start()
+    await handle.release()
+    assert (await handle.release()).end_reason is EndReason.RELEASED
+
+
+async def test_sdk_client_close_releases_open_sessions(
+    client: AsyncClient, fake: FakeLicensing
+) -> None:
+    host = client.session("ACAD", "2026")
+    await host.start()
+    plugin = host.plugin("ARNOLD")
+    await plugin.start()
+    await client.close()
+    assert host.end_reason is EndReason.RELEASED and plugin.end_reason is EndReason.RELEASED
+    assert [call.request.session_id for call in fake.called("Release")] == [
+        plugin.session_id,
+        host.session_id,
+    ]

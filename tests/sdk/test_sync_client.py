@@ -1,0 +1,139 @@
+"""The synchronous client: the same surface, no event loop in the product.
+
+The fake runs on its own loop in a thread; the client runs its own in another.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import grpc
+import pytest
+
+import client_sdk as sdk
+from client_sdk import Client, EndReason, ManualClock, Platform, SessionOptions, SessionState
+from tests.sdk.conftest import FAKE_KEY, QUICK_RETRY
+from tests.sdk.fakes import FakeLicensing, FakeThread
+
+
+def wait(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition never held")
+        time.sleep(0.002)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def fake(clock: ManualClock) -> Iterator[FakeLicensing]:
+    with FakeThread(clock) as servicer:
+        yield servicer
+
+
+@pytest.fixture
+def client(fake: FakeLicensing, clock: ManualClock) -> Iterator[Client]:
+    with Client(
+        fake.target,
+        FAKE_KEY,
+        clock=clock,
+        retry=QUICK_RETRY,
+        device_id="dev-sync",
+        platform=Platform.MACOS,
+    ) as c:
+        yield c
+
+
+def test_sync_session_lifecycle_idle_and_plugin(
+    client: Client, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    ended: list[EndReason] = []
+    options = SessionOptions(idle_threshold=timedelta(minutes=10), heartbeat_jitter=0.0)
+    with client.session(
+        "ACAD", "2026", options=options, on_ended=lambda r, s: ended.append(r)
+    ) as s:
+        assert s.usable and s.state is SessionState.ACTIVE
+        assert s.session.device_id == "dev-sync" and s.session.platform is Platform.MACOS
+        wait(lambda: clock.sleepers == 1)
+        clock.advance(timedelta(minutes=5))
+        wait(lambda: len(fake.called("Heartbeat")) == 1)
+        wait(lambda: clock.sleepers == 1)
+        clock.advance(timedelta(minutes=5))
+        wait(lambda: s.state is SessionState.IDLE)
+        wait(lambda: clock.sleepers == 1)
+        clock.advance(timedelta(seconds=1))
+        s.touch()  # activity after the moment it went idle: a heartbeat at once resumes it
+        wait(lambda: s.state is SessionState.ACTIVE)
+        with s.plugin("ARNOLD") as p:
+            assert p.session.parent_session_id == s.session_id
+            assert p.session.device_id == "dev-sync"
+        assert p.end_reason is EndReason.RELEASED and s.usable
+    assert ended == [EndReason.RELEASED] and s.ended
+    assert [c.request.session_id for c in fake.called("Release")] == [p.session_id, s.session_id]
+
+
+def test_sync_plain_calls_and_typed_errors(client: Client, fake: FakeLicensing) -> None:
+    session = client.entitle("REVIT", "2026", request_id="req-fixed")
+    assert client.entitle("REVIT", "2026", request_id="req-fixed") == session
+    assert client.heartbeat(session.session_id, 3).session_id == session.session_id
+    with pytest.raises(sdk.IdleNotSupported):
+        client.idle(session.session_id)
+    assert client.release(session.session_id).end_reason is EndReason.RELEASED
+    fake.refuse(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "INSUFFICIENT_TOKENS",
+        metadata={"available": "2", "daily_rate": "10"},
+    )
+    with pytest.raises(sdk.InsufficientTokens) as info, client.session("ACAD", "2026"):
+        pass
+    assert (info.value.available, info.value.daily_rate) == (2, 10)
+
+
+def test_sync_takeover_callback_and_wait_ended(
+    client: Client, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    with client.session("ACAD", "2026") as s:
+        assert s.wait_ended(timeout=0.01) is None
+        wait(lambda: clock.sleepers == 1)
+        fake.end(s.session_id, 3)  # END_REASON_TAKEN_OVER
+        clock.advance(timedelta(minutes=6))
+        assert s.wait_ended(timeout=5) is EndReason.TAKEN_OVER
+        with pytest.raises(sdk.SessionEnded) as info:
+            s.ensure_usable()
+        assert info.value.end_reason is EndReason.TAKEN_OVER
+
+
+def test_sync_calling_the_client_from_a_callback_is_refused(
+    client: Client, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    errors: list[BaseException] = []
+
+    def callback(reason: EndReason, session: sdk.Session) -> None:
+        try:
+            client.release(session.session_id)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    with client.session("ACAD", "2026", on_ended=callback):
+        pass
+    wait(lambda: len(errors) == 1)
+
+
+def test_sync_client_close_releases_and_stops_thread(
+    fake: FakeLicensing, clock: ManualClock
+) -> None:
+    client = Client(fake.target, FAKE_KEY, clock=clock, retry=QUICK_RETRY)
+    s = client.session("ACAD", "2026")
+    s.start()
+    client.close()
+    assert s.end_reason is EndReason.RELEASED
+    assert not client._thread.is_alive()
+    with pytest.raises(sdk.TesseraError):
+        client.entitle("ACAD", "2026")
+    client.close()  # twice is harmless
