@@ -87,6 +87,8 @@ def _check_text(problems: dict[str, str], name: str, value: str, required: bool)
         problems[name] = f"must be at most {MAX_FIELD} characters"
     elif any(ord(c) < 32 or ord(c) == 127 for c in value):
         problems[name] = "must not contain control characters"
+    elif not value.strip():
+        problems[name] = "must not be blank"
 
 
 class Licensing(LiveView):

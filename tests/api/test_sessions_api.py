@@ -158,6 +158,8 @@ def test_m1_bad_fields_are_invalid_argument_naming_each(desk: Desk, ann: str) ->
         ann, "Entitle", {"product_id": "ACAD", "platform": 1, "device_id": "d" * 201}, IA
     )
     assert set(err.field_violations) == {"device_id"}
+    err = desk.refused(ann, "Entitle", {"product_id": "ACAD", "platform": 1, "device_id": "  "}, IA)
+    assert err.field_violations == {"device_id": "must not be blank"}
     assert desk.moves("alpha") == [("PURCHASE", 100, at())]
     assert desk.devices(ann) == []
 
