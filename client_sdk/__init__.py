@@ -14,6 +14,11 @@
 server's reason (``InsufficientTokens``, ``RunningElsewhere``, ...); the
 generated protobuf types stay reachable under ``client_sdk.proto`` but are
 never needed.
+
+Every lease the server sends is signed, and the SDK verifies it before the
+product runs on it (``client_sdk.leases``): ``s.lease`` is the last verified one,
+a forged or altered one raises (or ends the session with) ``LeaseInvalid``, and
+``verify_lease(s.lease.signed, keys)`` checks a stored lease again, offline.
 """
 
 from client_sdk._retry import RetryPolicy
@@ -31,6 +36,8 @@ from client_sdk.errors import (
     InvalidArgument,
     InvitationExpired,
     InvitationPending,
+    LeaseExpired,
+    LeaseInvalid,
     NotAssigned,
     NotFound,
     PermissionDenied,
@@ -42,13 +49,16 @@ from client_sdk.errors import (
     Unavailable,
     UnknownProduct,
     UnknownSession,
+    UnknownSigningKey,
     UnsupportedPlatform,
     UnsupportedVersion,
 )
+from client_sdk.leases import load_signing_keys, save_signing_keys, verify_lease
 from client_sdk.models import (
     ChargeState,
     Coverage,
     EndReason,
+    Lease,
     Plan,
     Platform,
     Session,
@@ -77,6 +87,9 @@ __all__ = [
     "InvalidArgument",
     "InvitationExpired",
     "InvitationPending",
+    "Lease",
+    "LeaseExpired",
+    "LeaseInvalid",
     "ManualClock",
     "NotAssigned",
     "NotFound",
@@ -97,10 +110,14 @@ __all__ = [
     "Unavailable",
     "UnknownProduct",
     "UnknownSession",
+    "UnknownSigningKey",
     "UnsupportedPlatform",
     "UnsupportedVersion",
     "default_device_id",
     "default_platform",
     "device_id_for",
+    "load_signing_keys",
     "new_request_id",
+    "save_signing_keys",
+    "verify_lease",
 ]

@@ -1,28 +1,49 @@
-"""``AsyncClient``: the four LicensingService calls, with retries, deadlines and typed errors.
+"""``AsyncClient``: the LicensingService calls, with retries, deadlines and typed errors.
 
 Most products only need ``client.session(...)`` (``client_sdk.session``); the
 plain calls (``entitle``, ``heartbeat``, ``idle``, ``release``) are there for
-those who manage sessions themselves.
+those who manage sessions themselves. Either way every signed lease is verified
+(``client_sdk.leases``) before a ``Session`` is handed out: a live session comes
+with ``Session.lease``, or the call raises ``LeaseInvalid`` (and the SDK releases
+the session it refused, so that nothing stays open or charged on its account).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from client_sdk._retry import RetryPolicy
 from client_sdk.clock import Clock, SystemClock
 from client_sdk.device import default_device_id, default_platform
-from client_sdk.errors import ServerError, TesseraError, from_rpc_error
-from client_sdk.models import Platform, Session
+from client_sdk.errors import (
+    LeaseInvalid,
+    ServerError,
+    TesseraError,
+    UnknownSigningKey,
+    from_rpc_error,
+)
+from client_sdk.leases import (
+    SigningKeysSource,
+    match_session,
+    public_keys,
+    raw_public_key,
+    verify_lease,
+)
+from client_sdk.models import Lease, Platform, Session
+from client_sdk.proto.tessera.v1 import common_pb2
 from client_sdk.proto.tessera.v1 import licensing_service_pb2 as pb
 from client_sdk.proto.tessera.v1 import licensing_service_pb2_grpc as pb_grpc
 from client_sdk.session import (
@@ -50,6 +71,13 @@ class AsyncClient:
     ``clock`` is where every wait and "how long ago" comes from (``ManualClock`` in tests).
     ``device_id`` and ``platform`` default to this machine's.
 
+    Signed leases are verified with the server's public keys, fetched once from
+    ``GetSigningKeys`` and cached (fetched again once when a lease names a key the client
+    does not know: a rotation). ``signing_keys`` pins the keys instead (a mapping
+    ``key_id -> public key``, or the path of a keys file; see ``client_sdk.leases``): then
+    only those are trusted and the server is never asked, unless ``fetch_signing_keys``
+    is ``True``.
+
     Use it as ``async with AsyncClient(...) as client:`` or call ``await client.close()``.
     """
 
@@ -66,9 +94,15 @@ class AsyncClient:
         session_options: SessionOptions | None = None,
         channel_options: Sequence[tuple[str, int | str]] = (),
         rng: random.Random | None = None,
+        signing_keys: SigningKeysSource | None = None,
+        fetch_signing_keys: bool | None = None,
     ) -> None:
         if not user_key:
             raise ValueError("a user key is required")
+        pinned = public_keys(signing_keys) if signing_keys is not None else {}
+        fetch = signing_keys is None if fetch_signing_keys is None else fetch_signing_keys
+        if not fetch and not pinned:
+            raise ValueError("no signing keys to verify leases with: pin some, or fetch them")
         self.target = target
         self.retry = retry or RetryPolicy()
         self.clock: Clock = clock or SystemClock()
@@ -83,6 +117,14 @@ class AsyncClient:
         self._stub: Any = None
         self._closed = False
         self._handles: set[AsyncSessionHandle] = set()
+        #: Whether the client asks the server for its signing keys (see the class docstring).
+        self.fetch_signing_keys = fetch
+        self._pinned: dict[str, Ed25519PublicKey] = pinned
+        self._fetched: dict[str, Ed25519PublicKey] | None = None  # None: not fetched yet
+        self._keys_generation = 0  # how many fetches succeeded
+        self._keys_lock: asyncio.Lock | None = None
+        self._refetched_for: set[str] = set()  # unknown key ids already worth one refetch
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -101,6 +143,8 @@ class AsyncClient:
         """Release the sessions still open (plugins first), then close the channel."""
         for handle in sorted(self._handles, key=lambda h: h.parent is None):
             await handle._release_quietly()
+        if self._cleanups:  # releases of sessions whose lease was refused
+            await asyncio.gather(*list(self._cleanups), return_exceptions=True)
         self._closed = True
         channel, self._channel, self._stub = self._channel, None, None
         if channel is not None:
@@ -152,7 +196,115 @@ class AsyncClient:
             on_state_changed=on_state_changed,
         )
 
-    # -- the four calls -------------------------------------------------------------------
+    # -- signing keys ---------------------------------------------------------------------
+
+    async def signing_keys(self, *, refresh: bool = False) -> dict[str, bytes]:
+        """The public keys this client trusts to sign leases: ``key_id -> raw 32 bytes``.
+
+        The pinned keys and, when the client fetches them, the server's (fetched on first
+        need and cached; ``refresh`` fetches them again). A product may store them
+        (``client_sdk.save_signing_keys``) to verify leases at a later start offline.
+        """
+        if self.fetch_signing_keys and (refresh or self._fetched is None):
+            await self._fetch_keys(self._keys_generation)
+        return {key_id: raw_public_key(key) for key_id, key in self._trusted().items()}
+
+    def _trusted(self) -> dict[str, Ed25519PublicKey]:
+        return {**(self._fetched or {}), **self._pinned}  # a pinned key wins over a fetched one
+
+    async def _fetch_keys(self, seen_generation: int) -> None:
+        """Fetch the server's keys (with the retry policy), unless another caller did since
+        ``seen_generation``: concurrent sessions share one fetch."""
+        if self._keys_lock is None:
+            self._keys_lock = asyncio.Lock()
+        async with self._keys_lock:
+            if self._keys_generation != seen_generation:
+                return
+            response = await self._invoke(
+                self._ensure_stub().GetSigningKeys, pb.GetSigningKeysRequest(), metadata=()
+            )
+            fetched: dict[str, Ed25519PublicKey] = {}
+            for key in response.keys:
+                try:
+                    fetched[key.key_id] = Ed25519PublicKey.from_public_bytes(key.public_key)
+                except ValueError:
+                    log.warning("tessera: ignoring malformed signing key %r", key.key_id)
+            self._fetched = fetched
+            self._keys_generation += 1
+
+    async def _ensure_keys(self) -> None:
+        if self.fetch_signing_keys and self._fetched is None:
+            await self._fetch_keys(self._keys_generation)
+
+    async def _verified(
+        self,
+        session: Session,
+        signed: common_pb2.SignedLease | None,
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        team_id: str | None = None,
+        product_id: str | None = None,
+        device_id: str | None = None,
+    ) -> Session:
+        """``session`` with its verified lease; raises ``LeaseInvalid`` (after releasing the
+        session) when the lease is not to be trusted, or ``Unavailable`` when the keys to
+        check it could not be fetched (nothing is released then: it may be a rotation)."""
+        if session.ended:
+            return session  # an ended session comes without a lease, and needs none
+        try:
+            if signed is None:
+                raise LeaseInvalid(
+                    "the server sent no signed lease with a live session", reason="LEASE_MISSING"
+                )
+            checked = signed
+            await self._ensure_keys()
+            generation = self._keys_generation
+
+            def verify() -> Lease:
+                return verify_lease(
+                    checked,
+                    self._trusted(),
+                    session_id=session_id,
+                    user_id=user_id,
+                    team_id=team_id,
+                    product_id=product_id,
+                    device_id=device_id,
+                )
+
+            try:
+                lease = verify()
+            except UnknownSigningKey:
+                if not self.fetch_signing_keys or signed.key_id in self._refetched_for:
+                    raise
+                log.info("tessera: lease signed by new key %r; fetching the keys", signed.key_id)
+                await self._fetch_keys(generation)
+                self._refetched_for.add(signed.key_id)
+                lease = verify()
+            match_session(lease, session)
+        except LeaseInvalid as exc:
+            exc.session_id = session.session_id
+            log.error(
+                "tessera: refusing the lease of session %s (%s); releasing it",
+                session.session_id,
+                exc,
+            )
+            self._release_refused(session.session_id)
+            raise
+        return replace(session, lease=lease)
+
+    def _release_refused(self, session_id: str) -> None:
+        """Release a session whose lease was refused, in the background (best effort)."""
+
+        async def release() -> None:
+            with contextlib.suppress(TesseraError):
+                await self.release(session_id)
+
+        task = asyncio.ensure_future(release())
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    # -- the calls ------------------------------------------------------------------------
 
     async def entitle(
         self,
@@ -166,27 +318,64 @@ class AsyncClient:
         team_id: str = "",
         request_id: str | None = None,
     ) -> Session:
-        """Open a session (RULES M1). Retries reuse ``request_id`` (a new one when None)."""
+        """Open a session (RULES M1). Retries reuse ``request_id`` (a new one when None).
+
+        The answer's signed lease is verified: the ``Session`` carries it as ``lease``, or
+        ``LeaseInvalid`` is raised (and the session released). The signing keys are fetched
+        first when the client has none yet, so that no session opens that it cannot verify.
+        """
+        await self._ensure_keys()
+        device = device_id or self.device_id
         request = pb.EntitleRequest(
             product_id=product_id,
             product_version=version,
             platform=int(self.platform if platform is None else platform),  # type: ignore[arg-type]
-            device_id=device_id or self.device_id,
+            device_id=device,
             parent_session_id=parent_session_id,
             request_id=request_id or new_request_id(),
             takeover=takeover,
             team_id=team_id,
         )
         response = await self._invoke(self._ensure_stub().Entitle, request)
-        return Session.from_proto(response.session)
+        return await self._verified(
+            Session.from_proto(response.session),
+            response.lease if response.HasField("lease") else None,
+            product_id=product_id,
+            device_id=device,
+        )
 
     async def heartbeat(self, session_id: str, seconds_since_activity: int = 0) -> Session:
-        """Extend the lease and report how long ago the user last did something (M6, M7)."""
+        """Extend the lease and report how long ago the user last did something (M6, M7).
+
+        The extended lease is verified as for ``entitle``; when it names a key the client
+        does not know and the keys cannot be fetched again, the call raises ``Unavailable``
+        (the heartbeat itself did reach the server).
+        """
+        return await self._heartbeat(session_id, seconds_since_activity)
+
+    async def _heartbeat(
+        self,
+        session_id: str,
+        seconds_since_activity: int,
+        *,
+        user_id: str | None = None,
+        team_id: str | None = None,
+        product_id: str | None = None,
+        device_id: str | None = None,
+    ) -> Session:
         request = pb.HeartbeatRequest(
             session_id=session_id, seconds_since_activity=max(0, int(seconds_since_activity))
         )
         response = await self._invoke(self._ensure_stub().Heartbeat, request)
-        return Session.from_proto(response.session)
+        return await self._verified(
+            Session.from_proto(response.session),
+            response.lease if response.HasField("lease") else None,
+            session_id=session_id,
+            user_id=user_id,
+            team_id=team_id,
+            product_id=product_id,
+            device_id=device_id,
+        )
 
     async def idle(self, session_id: str) -> Session:
         """Tell the server the user stopped working (M6)."""
@@ -205,17 +394,23 @@ class AsyncClient:
     # -- the one place a call is made -----------------------------------------------------
 
     async def _invoke(
-        self, method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp],
+        request: _Req,
+        *,
+        metadata: Sequence[tuple[str, str]] | None = None,
     ) -> _Resp:
         """One call with a deadline per attempt, retried with backoff on transient failures.
 
-        The same request object (hence the same ``request_id``) is sent every time.
-        Every ``grpc.RpcError`` is turned into a ``TesseraError`` here.
+        The same request object (hence the same ``request_id``) is sent every time, with
+        the user's key unless ``metadata`` says otherwise. Every ``grpc.RpcError`` is
+        turned into a ``TesseraError`` here.
         """
         policy = self.retry
         attempt = 0
+        sent_metadata = self._metadata if metadata is None else tuple(metadata)
         while True:
-            call = method(request, timeout=policy.call_timeout, metadata=self._metadata)
+            call = method(request, timeout=policy.call_timeout, metadata=sent_metadata)
             try:
                 return await call
             except grpc.aio.AioRpcError as exc:

@@ -225,10 +225,11 @@ async def play(args: argparse.Namespace) -> int:
                 on_lease_expiring=lease,
             ) as s:
                 say(f"entitled {args.product} {args.version}: {_describe(s.session)}")
+                lease_end = s.lease.lease_expire_time if s.lease else None
                 say(
-                    f"grace ends {_when(s.session.grace_end_time)}, lease ends "
-                    f"{_when(s.session.lease_expire_time)}, "
-                    f"{s.session.team_available_tokens} tokens left"
+                    f"grace ends {_when(s.session.grace_end_time)}, signed lease "
+                    f"(key {s.lease.key_id if s.lease else '-'}, verified) ends "
+                    f"{_when(lease_end)}, {s.session.team_available_tokens} tokens left"
                 )
                 say(f"working for {args.work:g}s (touching on every action)")
                 await _work(clock, s, args.work)

@@ -22,6 +22,9 @@
     │   └── UnknownSession           UNKNOWN_SESSION
     ├── AlreadyExists                ALREADY_EXISTS (e.g. a request_id reused for another request)
     ├── SessionEnded                 raised by the SDK: the session is over (reason)
+    ├── LeaseInvalid                 raised by the SDK: a signed lease failed verification
+    │   ├── UnknownSigningKey        ... signed by a key the SDK does not trust
+    │   └── LeaseExpired             ... genuine, but over (``verify_lease(..., now=...)``)
     └── ServerError                  INTERNAL, UNIMPLEMENTED and anything unforeseen
 
 The class is chosen by the ``google.rpc.ErrorInfo`` reason the server sends
@@ -211,6 +214,44 @@ class SessionEnded(TesseraError):
     def __init__(self, end_reason: EndReason, message: str = "") -> None:
         super().__init__(message or f"the session ended ({end_reason.name})")
         self.end_reason = end_reason
+
+
+class LeaseInvalid(TesseraError):
+    """The SDK's own error: a signed lease failed verification, so the SDK refuses it.
+
+    ``reason`` says how: ``LEASE_MISSING`` (a live session came without one),
+    ``LEASE_MALFORMED`` (not a lease), ``LEASE_BAD_SIGNATURE`` (forged or altered),
+    ``LEASE_UNKNOWN_KEY`` (``UnknownSigningKey``), ``LEASE_MISMATCH`` (a genuine lease,
+    but for another session, user, team, product or device than the one at hand),
+    ``LEASE_EXPIRED`` (``LeaseExpired``). ``session_id`` is the session the lease came
+    with, when there was one; ``key_id`` the key it names.
+    """
+
+    default_reason = "LEASE_INVALID"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        reason: str | None = None,
+        session_id: str = "",
+        key_id: str = "",
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.session_id = session_id
+        self.key_id = key_id
+
+
+class UnknownSigningKey(LeaseInvalid):
+    """The lease names a signing key the SDK does not know (after fetching the keys again)."""
+
+    default_reason = "LEASE_UNKNOWN_KEY"
+
+
+class LeaseExpired(LeaseInvalid):
+    """The lease is genuine but over: its ``lease_expire_time`` has passed."""
+
+    default_reason = "LEASE_EXPIRED"
 
 
 class ServerError(TesseraError):

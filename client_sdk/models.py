@@ -1,4 +1,4 @@
-"""The SDK's own view of the wire types: plain enums and a frozen ``Session``.
+"""The SDK's own view of the wire types: plain enums, a frozen ``Session`` and its ``Lease``.
 
 Callers never need the generated protobuf classes; the message a ``Session``
 was read from stays reachable as ``Session.raw`` for anyone who does.
@@ -7,7 +7,7 @@ was read from stays reachable as ``Session.raw`` for anyone who does.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
@@ -48,6 +48,10 @@ class EndReason(enum.IntEnum):
     NOT_ASSIGNED = common_pb2.END_REASON_NOT_ASSIGNED
     HOST_ENDED = common_pb2.END_REASON_HOST_ENDED
     ENDED_BY_ADMIN = common_pb2.END_REASON_ENDED_BY_ADMIN
+    #: The SDK's own (a server never sends it): a signed lease failed verification (forged,
+    #: altered, for another session, or signed by a key the SDK does not trust), so the SDK
+    #: ended the session. ``AsyncSessionHandle.error`` holds the ``LeaseInvalid``.
+    LEASE_INVALID = 1000
 
 
 class Coverage(enum.IntEnum):
@@ -89,6 +93,39 @@ def _time(msg: common_pb2.Session, name: str) -> datetime | None:
     return ts.ToDatetime(tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class Lease:
+    """A signed lease the SDK verified: the server's promise that this user may run this
+    product on this device until ``lease_expire_time`` (RULES M7).
+
+    Times are the server's (UTC), as signed. ``span`` (``lease_expire_time - issue_time``)
+    is what the SDK adds to its own clock, so that the two clocks need not agree.
+    ``signed`` is the ``tessera.v1.SignedLease`` as bytes: a product may store it and, at
+    its next start, check it again with no server (``client_sdk.verify_lease``).
+    """
+
+    session_id: str
+    user_id: str
+    team_id: str
+    product_id: str
+    device_id: str
+    coverage: Coverage
+    lease_expire_time: datetime
+    issue_time: datetime
+    key_id: str
+    signed: bytes = field(repr=False)
+    raw: common_pb2.Lease = field(repr=False, compare=False)
+
+    @property
+    def span(self) -> timedelta:
+        """How long the lease runs from when it was issued (never negative)."""
+        return max(timedelta(0), self.lease_expire_time - self.issue_time)
+
+    def signed_lease(self) -> common_pb2.SignedLease:
+        """``signed`` as the protobuf message."""
+        return common_pb2.SignedLease.FromString(self.signed)
+
+
 def _span(d: duration_pb2.Duration) -> timedelta:
     return d.ToTimedelta()
 
@@ -123,6 +160,9 @@ class Session:
     heartbeat_interval: timedelta | None
     team_available_tokens: int
     raw: common_pb2.Session = field(repr=False, compare=False)
+    #: The verified signed lease that came with this answer (Entitle and Heartbeat of a
+    #: live session); ``None`` for the others.
+    lease: Lease | None = field(default=None, repr=False, compare=False)
 
     @property
     def active(self) -> bool:
@@ -173,4 +213,4 @@ class Session:
         raw.end_reason = int(reason)  # type: ignore[assignment]
         if at is not None:
             raw.end_time.FromDatetime(at)
-        return Session.from_proto(raw)
+        return replace(Session.from_proto(raw), lease=self.lease)

@@ -13,15 +13,34 @@ background task that:
   every ``offline_retry_interval``, warns ``lease_warning`` before the lease ends,
   and ends the session (``LEASE_EXPIRED``) only when the lease is over;
 - notices when the server ended the session (taken over, insufficient tokens,
-  not assigned, ended by an administrator) and tells the callbacks.
+  not assigned, ended by an administrator) and tells the callbacks;
+- verifies the signed lease of every Entitle and Heartbeat answer
+  (``client_sdk.leases``) and keeps the last one as ``lease``.
 
 Leaving the ``async with`` block releases the session's plugins, then the
 session, also on error or cancellation.
 
-The lease is tracked on the SDK's own clock: it ends ``lease span`` after the
-last successful Entitle or Heartbeat was *sent* (the span is the server's, read
-from the Entitle: ``lease_expire_time - start_time``), so the server's and the
-product's clocks need not agree.
+The signed lease is the authority for how long the product may run without the
+server, tracked on the SDK's own clock so that the server's and the product's
+clocks need not agree: the first lease ends its ``span`` (``lease_expire_time -
+issue_time``, both signed) after the Entitle was *sent*; each later one moves
+that end by as much as the server moved the signed ``lease_expire_time``, and
+never past its own span after the Heartbeat was sent. So a lease replayed by
+someone between the product and the server extends nothing.
+
+A lease that fails verification is refused:
+
+- on entry (Entitle), ``start()`` / ``async with`` raises ``LeaseInvalid`` and
+  the session never becomes usable;
+- on a Heartbeat, the session ends at once: ``end_reason`` is
+  ``EndReason.LEASE_INVALID``, ``error`` the ``LeaseInvalid``, ``on_ended``
+  fires, plugins end with it. The product should stop as for any other end (save
+  the user's work, say why): something between it and the real server cannot be
+  trusted, and running on that answer would be running unlicensed. (When the keys
+  to check a rotated key's lease cannot be fetched, that is no refusal: the
+  session goes on offline, on the lease it has.)
+
+Either way the SDK releases the refused session on the server, best effort.
 """
 
 from __future__ import annotations
@@ -38,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from client_sdk.errors import (
     IdleNotSupported,
+    LeaseInvalid,
     NotFound,
     PermissionDenied,
     SessionEnded,
@@ -45,7 +65,7 @@ from client_sdk.errors import (
     Unauthenticated,
     Unavailable,
 )
-from client_sdk.models import ChargeState, EndReason, Platform, Session, SessionState
+from client_sdk.models import ChargeState, EndReason, Lease, Platform, Session, SessionState
 
 if TYPE_CHECKING:
     from client_sdk.client import AsyncClient
@@ -162,8 +182,8 @@ class AsyncSessionHandle:
         self._last_activity: datetime = self._clock.now()
         self._reported_activity: datetime = self._last_activity
         self._idle_tried_for: datetime | None = None
-        self._lease_span = DEFAULT_LEASE
-        self._lease_end: datetime = self._last_activity + DEFAULT_LEASE
+        self._lease: Lease | None = None  # the last verified signed lease
+        self._lease_end: datetime = self._last_activity + DEFAULT_LEASE  # set by the first lease
         self._interval = options.default_heartbeat_interval
         self._next_heartbeat: datetime = self._last_activity
         self._resume = False
@@ -208,8 +228,18 @@ class AsyncSessionHandle:
         return self._online
 
     @property
+    def lease(self) -> Lease | None:
+        """The last signed lease the SDK verified (``None`` before the session starts).
+
+        Its times are the server's; ``lease.signed`` is the lease as bytes, for a product
+        that stores it to check again at its next start (``client_sdk.verify_lease``).
+        """
+        return self._lease
+
+    @property
     def lease_expires_at(self) -> datetime:
-        """When the lease ends, on the SDK's clock (the server's is ``session.lease_expire_time``)."""
+        """When the verified lease ends, on the SDK's clock (the server's is
+        ``lease.lease_expire_time``): the session stays usable offline until then."""
         return self._lease_end
 
     @property
@@ -350,10 +380,6 @@ class AsyncSessionHandle:
             # (and only the answer was lost), it answers with that session, charged once.
             self._started = False
             raise
-        if session.lease_expire_time and session.start_time:
-            span = session.lease_expire_time - session.start_time
-            if span > timedelta(0):
-                self._lease_span = span
         self._last_activity = self._reported_activity = max(self._last_activity, sent)
         self._apply(session, sent, extends_lease=True)
         if self.parent is not None:
@@ -421,8 +447,9 @@ class AsyncSessionHandle:
         """Take a response: the new session, its lease, its interval, and the callbacks."""
         old = self._session
         self._session = session
-        if extends_lease and not session.ended:
-            self._lease_end = sent + self._lease_span
+        if extends_lease and not session.ended and session.lease is not None:
+            self._lease_end = self._next_lease_end(session.lease, sent)
+            self._lease = session.lease
             self._online = True
             self._warned = False
         if session.heartbeat_interval and session.heartbeat_interval > timedelta(0):
@@ -436,6 +463,20 @@ class AsyncSessionHandle:
                     self._fire(state_cb, old.state, session.state, session)
         if session.ended:
             self._finish(session, previous=old)
+
+    def _next_lease_end(self, lease: Lease, sent: datetime) -> datetime:
+        """Where a newly verified lease puts the end, on the SDK's clock (module docstring)."""
+        fresh = sent + lease.span
+        held = self._lease
+        if held is None:
+            return fresh
+        moved = lease.lease_expire_time - held.lease_expire_time
+        if moved <= timedelta(0) and lease.issue_time <= held.issue_time:
+            log.info(
+                "tessera: session %s got a lease no newer than the one it holds (replayed?)",
+                lease.session_id,
+            )
+        return min(fresh, self._lease_end + moved)
 
     def _finish(self, session: Session, previous: Session | None = None) -> None:
         """The session is over: record it, tell the callbacks once, end the plugins."""
@@ -551,7 +592,8 @@ class AsyncSessionHandle:
         s = self.session
         if now >= self._lease_end:
             log.warning("tessera: the lease of %s ended while offline", s.session_id)
-            self._finish(s.ended_locally(EndReason.LEASE_EXPIRED, s.lease_expire_time))
+            signed_end = self._lease.lease_expire_time if self._lease else s.lease_expire_time
+            self._finish(s.ended_locally(EndReason.LEASE_EXPIRED, signed_end))
             return
         if (
             not self._online
@@ -578,9 +620,14 @@ class AsyncSessionHandle:
         activity = self._last_activity
         since = max(0, int((sent - activity).total_seconds()))
         try:
-            session = await self._client.heartbeat(self.session.session_id, since)
+            session = await self._client._heartbeat(
+                self.session.session_id, since, **self._lease_expectations()
+            )
         except Unavailable as exc:
             self._went_offline(exc, sent)
+            return
+        except LeaseInvalid as exc:
+            self._lease_refused(exc)
             return
         except TesseraError as exc:
             self._refused(exc, sent)
@@ -615,6 +662,19 @@ class AsyncSessionHandle:
         self._online = False
         retry = min(self._interval, self.options.offline_retry_interval)
         self._next_heartbeat = sent + self._jittered(retry)
+
+    def _lease_expectations(self) -> dict[str, str]:
+        """What every lease of this session must say: its product, device, user and team."""
+        expect = {"product_id": self.product_id, "device_id": self.device_id}
+        if self._lease is not None:
+            expect.update(user_id=self._lease.user_id, team_id=self._lease.team_id)
+        return expect
+
+    def _lease_refused(self, exc: LeaseInvalid) -> None:
+        """A heartbeat's lease failed verification: the session ends (LEASE_INVALID)."""
+        self.error = exc
+        log.error("tessera: session %s ends: its lease was refused: %s", self.session_id, exc)
+        self._finish(self.session.ended_locally(EndReason.LEASE_INVALID, None))
 
     def _refused(self, exc: TesseraError, sent: datetime) -> None:
         """A refusal in the background: the session is gone (unknown, not ours) or we go on."""

@@ -27,7 +27,8 @@ from client_sdk._retry import RetryPolicy
 from client_sdk.client import AsyncClient
 from client_sdk.clock import Clock
 from client_sdk.errors import TesseraError
-from client_sdk.models import EndReason, Platform, Session, SessionState
+from client_sdk.leases import SigningKeysSource
+from client_sdk.models import EndReason, Lease, Platform, Session, SessionState
 from client_sdk.session import (
     AsyncSessionHandle,
     ChargeStateCallback,
@@ -61,6 +62,8 @@ class Client:
         session_options: SessionOptions | None = None,
         channel_options: Sequence[tuple[str, int | str]] = (),
         rng: random.Random | None = None,
+        signing_keys: SigningKeysSource | None = None,
+        fetch_signing_keys: bool | None = None,
     ) -> None:
         self.aio = AsyncClient(
             target,
@@ -73,6 +76,8 @@ class Client:
             session_options=session_options,
             channel_options=channel_options,
             rng=rng,
+            signing_keys=signing_keys,
+            fetch_signing_keys=fetch_signing_keys,
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name="tessera-sdk", daemon=True)
@@ -171,6 +176,10 @@ class Client:
     def release(self, session_id: str) -> Session:
         return self._run(self.aio.release(session_id))
 
+    def signing_keys(self, *, refresh: bool = False) -> dict[str, bytes]:
+        """The public keys trusted to sign leases; see ``AsyncClient.signing_keys``."""
+        return self._run(self.aio.signing_keys(refresh=refresh))
+
     # -- sessions -------------------------------------------------------------------------
 
     def session(
@@ -243,6 +252,10 @@ class SessionHandle:
     @property
     def online(self) -> bool:
         return self.aio.online
+
+    @property
+    def lease(self) -> Lease | None:
+        return self.aio.lease
 
     @property
     def lease_expires_at(self) -> datetime:

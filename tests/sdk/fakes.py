@@ -6,6 +6,12 @@ rules closely enough for the SDK (leases, idle and resume, idempotent Entitle, e
 sessions answering with their reason), tells time by the test's ``ManualClock``, records
 every call with its metadata, and refuses on demand with the same rich status the real
 server sends (``ErrorInfo`` in domain ``tessera``, ``BadRequest`` for bad fields).
+
+Like the real server it signs every live session's lease with an Ed25519 key and
+publishes its public keys through ``GetSigningKeys`` (no credential needed). Tests can
+rotate the key, sign with a key it does not publish, sign a lease that says something
+else (``edit_lease``), alter one after signing (``tamper_lease``), leave it out, or
+replay an old one; and run the fake's clock ahead of the test's (``skew``).
 """
 
 from __future__ import annotations
@@ -15,11 +21,14 @@ import contextlib
 import itertools
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -41,7 +50,7 @@ class Refusal:
     message: str = "refused"
     metadata: dict[str, str] = field(default_factory=dict)
     violations: dict[str, str] = field(default_factory=dict)
-    method: str | None = None  # only this RPC (any when None)
+    method: str | None = None  # only this RPC (any session call when None)
 
     def status(self) -> grpc.Status:
         details = []
@@ -99,6 +108,16 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
         self._ids = itertools.count(1)
         self.server: grpc.aio.Server | None = None
         self.target = ""
+        # -- signed leases --
+        self.lease = LEASE  # how long a lease runs
+        self.skew = timedelta(0)  # the fake's clock is the test's plus this
+        self.private_keys: dict[str, Ed25519PrivateKey] = {}
+        self.published: list[str] = []  # key ids GetSigningKeys answers with, newest first
+        self.signing_key_id = self.add_key()
+        self.sign_leases = True  # False: live sessions come without a lease
+        self.edit_lease: Callable[[c.Lease], None] | None = None  # before signing
+        self.tamper_lease: Callable[[c.SignedLease], None] | None = None  # after signing
+        self.replay: c.SignedLease | None = None  # answer Heartbeats with this old lease
 
     async def start(self, credentials: grpc.ServerCredentials | None = None) -> FakeLicensing:
         self.server = grpc.aio.server()
@@ -129,7 +148,7 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
         msg = self.sessions[session_id].msg
         msg.state = c.SESSION_STATE_ENDED
         msg.end_reason = reason  # type: ignore[assignment]
-        msg.end_time.FromDatetime(self.clock.now())
+        msg.end_time.FromDatetime(self.now())
         for other in self.sessions.values():
             if (
                 other.msg.parent_session_id == session_id
@@ -139,6 +158,53 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
 
     def set_charge(self, session_id: str, state: int) -> None:
         self.sessions[session_id].msg.charge_state = state  # type: ignore[assignment]
+
+    def add_key(self, *, publish: bool = True, sign: bool = True) -> str:
+        """A new signing key: published (newest first) and signing from now on, unless not."""
+        key_id = f"k_fake{len(self.private_keys) + 1}"
+        self.private_keys[key_id] = Ed25519PrivateKey.generate()
+        if publish:
+            self.published.insert(0, key_id)
+        if sign:
+            self.signing_key_id = key_id
+        return key_id
+
+    def public_keys(self, *key_ids: str) -> dict[str, bytes]:
+        """``key_id -> raw public key`` for these keys (the published ones by default)."""
+        return {
+            k: self.private_keys[k].public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            for k in key_ids or self.published
+        }
+
+    def now(self) -> datetime:
+        """The fake server's clock: the test's, plus ``skew``."""
+        return self.clock.now() + self.skew
+
+    def sign(self, msg: c.Session) -> c.SignedLease | None:
+        """The signed lease for a session, as the real server makes it (``server/leases.py``)."""
+        if not self.sign_leases or msg.state == c.SESSION_STATE_ENDED:
+            return None
+        lease = c.Lease(
+            session_id=msg.session_id,
+            user_id=msg.user_id,
+            team_id=msg.team_id,
+            product_id=msg.product_id,
+            device_id=msg.device_id,
+            coverage=msg.coverage,
+        )
+        lease.lease_expire_time.CopyFrom(msg.lease_expire_time)
+        lease.issue_time.FromDatetime(self.now())
+        if self.edit_lease is not None:
+            self.edit_lease(lease)
+        payload = lease.SerializeToString(deterministic=True)
+        signed = c.SignedLease(
+            lease=payload,
+            signature=self.private_keys[self.signing_key_id].sign(payload),
+            key_id=self.signing_key_id,
+        )
+        if self.tamper_lease is not None:
+            self.tamper_lease(signed)
+        return signed
 
     # -- the service ----------------------------------------------------------------------
 
@@ -152,9 +218,11 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
         if self.down:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the fake is down")
         for refusal in list(self.refusals):
-            if refusal.method in (None, method):
+            if refusal.method == method or (refusal.method is None and method != "GetSigningKeys"):
                 self.refusals.remove(refusal)
                 await context.abort_with_status(refusal.status())
+        if method == "GetSigningKeys":
+            return  # needs no credential
         if metadata.get("authorization", "") != "Bearer tsu_fake-key":
             await context.abort_with_status(
                 Refusal(grpc.StatusCode.UNAUTHENTICATED, "", "unknown key").status()
@@ -171,7 +239,7 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
 
     def _tick(self, s: FakeSession) -> None:
         """Server-side idle: 15 minutes after the last activity it heard of."""
-        now = self.clock.now()
+        now = self.now()
         if (
             s.msg.state == c.SESSION_STATE_ACTIVE
             and s.msg.product_id in self.idle_aware
@@ -187,10 +255,9 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
     async def Entitle(self, request: pb.EntitleRequest, context: Any) -> pb.EntitleResponse:
         await self._enter("Entitle", request, context)
         if request.request_id in self.by_request:
-            return pb.EntitleResponse(
-                session=self.sessions[self.by_request[request.request_id]].msg
-            )
-        now = self.clock.now()
+            msg = self.sessions[self.by_request[request.request_id]].msg
+            return pb.EntitleResponse(session=msg, lease=self.sign(msg))
+        now = self.now()
         msg = c.Session(
             session_id=f"ses_{next(self._ids)}",
             user_id="alice@example.com",
@@ -208,11 +275,11 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
             team_available_tokens=90,
         )
         msg.start_time.FromDatetime(now)
-        msg.lease_expire_time.FromDatetime(now + LEASE)
+        msg.lease_expire_time.FromDatetime(now + self.lease)
         msg.heartbeat_interval.FromTimedelta(self.interval)
         self.sessions[msg.session_id] = FakeSession(msg, now)
         self.by_request[request.request_id] = msg.session_id
-        return pb.EntitleResponse(session=msg)
+        return pb.EntitleResponse(session=msg, lease=self.sign(msg))
 
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatResponse:
         await self._enter("Heartbeat", request, context)
@@ -220,16 +287,23 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
         self._tick(s)
         if s.msg.state == c.SESSION_STATE_ENDED:
             return pb.HeartbeatResponse(session=s.msg)
-        now = self.clock.now()
+        now = self.now()
         activity = now - timedelta(seconds=request.seconds_since_activity)
         if s.msg.product_id in self.idle_aware and activity > s.last_activity:
             s.last_activity = activity
             if s.msg.state == c.SESSION_STATE_IDLE and s.idle_since and activity > s.idle_since:
                 s.msg.state = c.SESSION_STATE_ACTIVE
                 s.idle_since = None
-        s.msg.lease_expire_time.FromDatetime(now + LEASE)
+        s.msg.lease_expire_time.FromDatetime(now + self.lease)
         s.msg.heartbeat_interval.FromTimedelta(self.interval)
-        return pb.HeartbeatResponse(session=s.msg)
+        if self.replay is not None:  # someone in the middle answers with an old lease...
+            answer = c.Session()
+            answer.CopyFrom(s.msg)  # ...and makes the session say what it says
+            answer.lease_expire_time.CopyFrom(
+                c.Lease.FromString(self.replay.lease).lease_expire_time
+            )
+            return pb.HeartbeatResponse(session=answer, lease=self.replay)
+        return pb.HeartbeatResponse(session=s.msg, lease=self.sign(s.msg))
 
     async def Idle(self, request: pb.IdleRequest, context: Any) -> pb.IdleResponse:
         await self._enter("Idle", request, context)
@@ -243,7 +317,7 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
         self._tick(s)
         if s.msg.state == c.SESSION_STATE_ACTIVE:
             s.msg.state = c.SESSION_STATE_IDLE
-            s.idle_since = self.clock.now()
+            s.idle_since = self.now()
         return pb.IdleResponse(session=s.msg)
 
     async def Release(self, request: pb.ReleaseRequest, context: Any) -> pb.ReleaseResponse:
@@ -253,6 +327,17 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
         if s.msg.state != c.SESSION_STATE_ENDED:
             self.end(s.msg.session_id, c.END_REASON_RELEASED)
         return pb.ReleaseResponse(session=s.msg)
+
+    async def GetSigningKeys(
+        self, request: pb.GetSigningKeysRequest, context: Any
+    ) -> pb.GetSigningKeysResponse:
+        await self._enter("GetSigningKeys", request, context)
+        return pb.GetSigningKeysResponse(
+            keys=[
+                c.SigningKey(key_id=k, public_key=raw, retired=k != self.signing_key_id)
+                for k, raw in self.public_keys().items()
+            ]
+        )
 
 
 class Proxy:

@@ -240,12 +240,12 @@ def test_errors_tree_has_one_root() -> None:
 async def test_sdk_session_start_can_be_retried_with_the_same_request_id(
     client: AsyncClient, fake: FakeLicensing
 ) -> None:
-    fake.down = True
+    for _ in range(QUICK_RETRY.max_attempts):  # the keys arrive; every Entitle attempt fails
+        fake.refuse(grpc.StatusCode.UNAVAILABLE, "", method="Entitle")
     handle = client.session("ACAD", "2026")
     with pytest.raises(sdk.Unavailable):
         await handle.start()
     assert not handle.usable
-    fake.down = False
     async with handle:  # the product tries again with the same handle
         assert handle.usable
     ids = {call.request.request_id for call in fake.called("Entitle")}

@@ -86,8 +86,15 @@ async def test_sdk_sends_user_key_as_bearer_metadata(
     await client.heartbeat(session.session_id, 5)
     await client.idle(session.session_id)
     await client.release(session.session_id)
-    assert [call.method for call in fake.calls] == ["Entitle", "Heartbeat", "Idle", "Release"]
-    assert {call.metadata["authorization"] for call in fake.calls} == {"Bearer tsu_fake-key"}
+    assert [call.method for call in fake.calls] == [
+        "GetSigningKeys",  # once, before the first Entitle; it needs no key and gets none
+        "Entitle",
+        "Heartbeat",
+        "Idle",
+        "Release",
+    ]
+    assert "authorization" not in fake.calls[0].metadata
+    assert {call.metadata["authorization"] for call in fake.calls[1:]} == {"Bearer tsu_fake-key"}
 
 
 async def test_sdk_heartbeat_interval_follows_server_with_jitter(

@@ -1,0 +1,258 @@
+"""Signed leases, checked offline (issue 6; RULES M7).
+
+Every Entitle and Heartbeat answer for a live session carries a
+``tessera.v1.SignedLease``: a serialized ``tessera.v1.Lease`` (session, user,
+team, product, device, coverage, lease end, issue time) and the server's
+Ed25519 signature over exactly those bytes, naming the key (``key_id``) that
+made it. The SDK checks each one with the server's public keys before it lets
+the product run on it, and refuses (``LeaseInvalid``) a lease that is
+
+- missing, or not a lease at all;
+- signed by a key it does not trust (``UnknownSigningKey``);
+- altered or forged (the signature does not match);
+- for another session, user, team, product or device than the one at hand.
+
+Where the keys come from (``AsyncClient(signing_keys=..., fetch_signing_keys=...)``):
+
+- by default the client fetches them from ``LicensingService.GetSigningKeys`` once
+  (with its retry policy), caches them, and fetches once more when a lease names a
+  key it does not know (the server rotated its key);
+- ``signing_keys`` pins them: a mapping ``key_id -> public key`` (the raw 32 bytes,
+  their base64, or an ``Ed25519PublicKey``) or the path of a JSON file
+  (``save_signing_keys`` writes one; the output of ``grpcurl ...
+  tessera.v1.LicensingService/GetSigningKeys`` works too). Pinned keys are then the
+  only ones trusted and the client never asks the server for keys, so a product
+  verifies with no server at all, and a server that is not the real one cannot
+  vouch for itself. ``fetch_signing_keys=True`` trusts the server's keys as well.
+
+Keys fetched from the server are only as trustworthy as the connection they came
+over: use TLS, or pin the keys, when the network is not trusted.
+
+``verify_lease`` is the same check for a product's own use, e.g. on a lease it stored
+(``Lease.signed``) and reads back at its next start, offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+
+from client_sdk.errors import LeaseExpired, LeaseInvalid, UnknownSigningKey
+from client_sdk.models import Coverage, Lease, Session, _enum
+from client_sdk.proto.tessera.v1 import common_pb2
+from client_sdk.proto.tessera.v1 import licensing_service_pb2 as pb
+
+#: One public key: the raw 32 bytes, their base64 (standard or URL-safe), or a key object.
+PublicKey = bytes | str | Ed25519PublicKey
+#: Signing keys: ``key_id -> PublicKey``, or the path of a JSON file holding them.
+SigningKeysSource = Mapping[str, PublicKey] | str | os.PathLike[str]
+
+
+def raw_public_key(key: Ed25519PublicKey) -> bytes:
+    """The raw 32 bytes of a public key (what ``GetSigningKeys`` sends)."""
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def _public_key(key_id: str, key: PublicKey) -> Ed25519PublicKey:
+    if isinstance(key, Ed25519PublicKey):
+        return key
+    raw: bytes
+    if isinstance(key, str):
+        text = key.strip()
+        try:
+            raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError):
+            try:
+                raw = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError(f"signing key {key_id!r} is not base64") from None
+    else:
+        raw = key
+    try:
+        return Ed25519PublicKey.from_public_bytes(bytes(raw))
+    except ValueError:
+        raise ValueError(
+            f"signing key {key_id!r} is not a raw 32-byte Ed25519 public key"
+        ) from None
+
+
+def public_keys(source: SigningKeysSource) -> dict[str, Ed25519PublicKey]:
+    """Signing keys as key objects, from a mapping or a JSON file (``load_signing_keys``)."""
+    if isinstance(source, str | os.PathLike):
+        source = load_signing_keys(source)
+    return {str(key_id): _public_key(str(key_id), key) for key_id, key in source.items()}
+
+
+def keys_from_response(response: pb.GetSigningKeysResponse) -> dict[str, bytes]:
+    """``key_id -> raw public key`` from a ``GetSigningKeys`` answer."""
+    return {k.key_id: bytes(k.public_key) for k in response.keys}
+
+
+def load_signing_keys(path: str | os.PathLike[str]) -> dict[str, bytes]:
+    """Read pinned signing keys (``key_id -> raw public key``) from a JSON file.
+
+    Either ``{"<key_id>": "<base64 public key>", ...}`` (what ``save_signing_keys``
+    writes) or a ``GetSigningKeysResponse`` in JSON (``{"keys": [{"keyId": ...,
+    "publicKey": ...}]}``, as grpcurl prints it). Raises ``ValueError`` for anything else.
+    """
+    try:
+        data: Any = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not a JSON signing-keys file ({exc})") from None
+    if isinstance(data, dict) and isinstance(data.get("keys"), list):
+        response = pb.GetSigningKeysResponse()
+        try:
+            json_format.ParseDict(data, response, ignore_unknown_fields=True)
+        except json_format.ParseError as exc:
+            raise ValueError(f"{path}: not a GetSigningKeys answer ({exc})") from None
+        return {k: raw_public_key(v) for k, v in public_keys(keys_from_response(response)).items()}
+    if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
+        return {k: raw_public_key(v) for k, v in public_keys(data).items()}
+    raise ValueError(f"{path}: expected {{key_id: base64 public key}} or {{'keys': [...]}}")
+
+
+def save_signing_keys(path: str | os.PathLike[str], keys: Mapping[str, PublicKey]) -> None:
+    """Write signing keys as ``{"<key_id>": "<base64 public key>"}`` (public: not secret)."""
+    text = json.dumps(
+        {k: base64.b64encode(raw_public_key(v)).decode() for k, v in public_keys(keys).items()},
+        indent=1,
+        sort_keys=True,
+    )
+    Path(path).write_text(text + "\n")
+
+
+def _parse_signed(
+    signed: bytes | bytearray | memoryview | common_pb2.SignedLease,
+) -> tuple[common_pb2.SignedLease, bytes]:
+    if isinstance(signed, common_pb2.SignedLease):
+        return signed, signed.SerializeToString(deterministic=True)
+    data = bytes(signed)
+    try:
+        msg = common_pb2.SignedLease.FromString(data)
+    except DecodeError:
+        raise LeaseInvalid("not a signed lease", reason="LEASE_MALFORMED") from None
+    return msg, data
+
+
+def verify_lease(
+    signed: bytes | bytearray | memoryview | common_pb2.SignedLease,
+    keys: SigningKeysSource,
+    *,
+    session_id: str | None = None,
+    user_id: str | None = None,
+    team_id: str | None = None,
+    product_id: str | None = None,
+    device_id: str | None = None,
+    now: datetime | None = None,
+) -> Lease:
+    """Check a signed lease offline and return what it promises.
+
+    ``signed`` is a ``SignedLease`` or its bytes (``Lease.signed``); ``keys`` the public
+    keys to trust (``key_id -> PublicKey``, or a keys file: see ``load_signing_keys``).
+    Each of ``session_id``, ``user_id``, ``team_id``, ``product_id`` and ``device_id``
+    that is given must be what the lease says. With ``now`` (a UTC instant on the
+    *server's* clock, i.e. the wall clock) a lease whose end has passed is refused with
+    ``LeaseExpired``.
+
+    Raises ``LeaseInvalid`` (``UnknownSigningKey``, ``LeaseExpired``) when the lease is
+    not to be trusted; ``ValueError`` when ``keys`` itself is not usable.
+    """
+    msg, data = _parse_signed(signed)
+    trusted = public_keys(keys)
+    if not msg.lease or not msg.signature:
+        raise LeaseInvalid("the signed lease is empty", reason="LEASE_MALFORMED", key_id=msg.key_id)
+    key = trusted.get(msg.key_id)
+    if key is None:
+        raise UnknownSigningKey(
+            f"the lease is signed by a key this product does not trust ({msg.key_id!r})",
+            key_id=msg.key_id,
+        )
+    try:
+        key.verify(msg.signature, msg.lease)
+    except InvalidSignature:
+        raise LeaseInvalid(
+            "the lease signature does not match: forged or altered",
+            reason="LEASE_BAD_SIGNATURE",
+            key_id=msg.key_id,
+        ) from None
+    try:
+        raw = common_pb2.Lease.FromString(msg.lease)
+    except DecodeError:  # signed, yet not a lease: the signer is broken, not to be trusted
+        raise LeaseInvalid(
+            "the signed bytes are not a lease", reason="LEASE_MALFORMED", key_id=msg.key_id
+        ) from None
+    if not raw.HasField("lease_expire_time") or not raw.HasField("issue_time"):
+        raise LeaseInvalid(
+            "the lease has no end or issue time",
+            reason="LEASE_MALFORMED",
+            session_id=raw.session_id,
+            key_id=msg.key_id,
+        )
+    lease = Lease(
+        session_id=raw.session_id,
+        user_id=raw.user_id,
+        team_id=raw.team_id,
+        product_id=raw.product_id,
+        device_id=raw.device_id,
+        coverage=_enum(Coverage, raw.coverage),
+        lease_expire_time=raw.lease_expire_time.ToDatetime(tzinfo=UTC),
+        issue_time=raw.issue_time.ToDatetime(tzinfo=UTC),
+        key_id=msg.key_id,
+        signed=data,
+        raw=raw,
+    )
+    _expect(
+        lease,
+        session_id=session_id,
+        user_id=user_id,
+        team_id=team_id,
+        product_id=product_id,
+        device_id=device_id,
+    )
+    if now is not None and now >= lease.lease_expire_time:
+        raise LeaseExpired(
+            f"the lease ended at {lease.lease_expire_time.isoformat()}",
+            session_id=lease.session_id,
+            key_id=lease.key_id,
+        )
+    return lease
+
+
+def _expect(lease: Lease, **expected: object) -> None:
+    for name, want in expected.items():
+        if want is None:
+            continue
+        got = getattr(lease, name)
+        if got != want:
+            raise LeaseInvalid(
+                f"the lease is for {name} {got!r}, not {want!r}",
+                reason="LEASE_MISMATCH",
+                session_id=lease.session_id,
+                key_id=lease.key_id,
+            )
+
+
+def match_session(lease: Lease, session: Session) -> None:
+    """The lease must say what the (unsigned) session it came with says."""
+    _expect(
+        lease,
+        session_id=session.session_id,
+        user_id=session.user_id,
+        team_id=session.team_id,
+        product_id=session.product_id,
+        device_id=session.device_id,
+        coverage=session.coverage,
+        lease_expire_time=session.lease_expire_time,
+    )
