@@ -5,6 +5,8 @@
 #   make run   [ARGS='--listen 127.0.0.1:50051 ...']   start the server
 #   make test  [PYTEST_ARGS='-k ledger -x']             run the tests
 #   make lint                                           ruff, mypy, generated-code drift, buf lint
+#   make load  [ARGS='--target 127.0.0.1:50051 -n 1000']  the load generator against a server
+#   make bench [ARGS='--users 2000']                    Tessera vs a bare echo server; BENCH line last
 #   make protos                                         regenerate client_sdk/proto from protos/
 #   make clean                                          remove the venv, var/ and caches
 
@@ -20,7 +22,7 @@ GENERATED := client_sdk/proto
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint protos clean install protos-drift buf-lint
+.PHONY: run test lint protos clean install protos-drift buf-lint load bench
 
 install: $(STAMP)
 
@@ -36,6 +38,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+load: $(STAMP)
+	$(PY) -m client_sdk.load $(ARGS)
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.bench $(ARGS)
 
 protos: $(STAMP)
 	$(PY) scripts/gen_protos.py

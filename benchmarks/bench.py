@@ -1,0 +1,407 @@
+"""Benchmark: Tessera against the fastest thing Python gRPC does here (`make bench`).
+
+In one run, on this machine:
+
+1. starts a fresh server (``python -m server`` on 127.0.0.1 port 0, a
+   throwaway database, the real clock, JSON logs to a file);
+2. runs the load generator (``client_sdk.load``) against it: provisions
+   ``--users`` users (bulk ``ImportUsers``, one ``IssueUserKey`` each, many in
+   flight), ramps up one session per user (some users also run the plugin),
+   holds them in a steady state of Heartbeats (some Idle), then cycles
+   Release+Entitle, then releases everything; asks the server
+   (``ListSessions``) how many live sessions it held in the steady state;
+3. stops the server and starts ``benchmarks/echo_server.py``: a bare grpc.aio
+   server answering the same method paths with responses captured from the
+   Tessera run (so of the same size), and nothing else;
+4. runs the same generator against the echo: the same users and keys (same
+   metadata), worker processes, connections, concurrency and phases;
+5. prints both side by side; the last line reads
+
+   ``BENCH heartbeat_vs_echo=… entitle_release_vs_echo=… heartbeat_rps=…
+   echo_rps=… heartbeat_p99_ms=… echo_p99_ms=… live_sessions=…``
+
+   where the ratios divide successful calls per second (steady-state
+   Heartbeats; Release and Entitle calls of the cycle phase, two calls per
+   cycle on both sides), the p99s are of steady-state Heartbeats at the same
+   concurrency, and ``live_sessions`` is what the server listed.
+
+Targets (issue 5): heartbeat ≥ 0.80 of echo, Entitle+Release ≥ 0.50, heartbeat
+p99 ≤ 2x echo's, ≥ 100,000 live sessions. The generator and the servers share
+the machine's cores: note the load average printed beside the figures, and
+repeat a run taken while something else was busy.
+
+Run: ``.venv/bin/python -m benchmarks.bench`` (``--help`` for the knobs;
+``--users 2000 --steady 3 --cycle 2`` for a quick look).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+
+from client_sdk.load import LoadConfig, RunResult, run
+from client_sdk.load.__main__ import report
+from client_sdk.load.progress import make_progress
+from client_sdk.load.runner import Driver
+
+REPO = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class Child:
+    """A server as a child process: stdout and stderr to files, the port from the
+    JSON line ``{"event": "serving", "port": N}`` it prints once it listens."""
+
+    def __init__(self, name: str, args: list[str], logdir: Path) -> None:
+        self.name = name
+        self.args = args
+        self.out_path = logdir / f"{name}.out"
+        self.err_path = logdir / f"{name}.err"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else 0
+
+    def start(self, timeout: float = 60.0) -> Child:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
+            self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+                self.args, cwd=REPO, stdout=out, stderr=err, env=env, stdin=subprocess.DEVNULL
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}: "
+                    + self.err_path.read_text(errors="replace")[-2000:]
+                )
+            with self.out_path.open("rb") as f:
+                for raw in f:
+                    try:
+                        line = json.loads(raw)
+                    except ValueError:
+                        continue
+                    if isinstance(line, dict) and line.get("event") == "serving":
+                        self.port = int(line["port"])
+                        return self
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name} did not start within {timeout:.0f} s")
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc is not None else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU time of a process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def status_kib(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Meter:
+    """Phase hook: CPU used by the server and by the load workers in each phase,
+    the server's memory after the steady state, and optionally a py-spy profile
+    of the server during the steady state."""
+
+    def __init__(self, server: Child, py_spy: Path | None = None) -> None:
+        self.server = server
+        self.py_spy = py_spy
+        self.spy: subprocess.Popen[bytes] | None = None
+        self.marks: dict[str, tuple[float, float, float]] = {}
+        self.cores: dict[str, tuple[float, float]] = {}  # phase: (server, workers)
+        self.rss_kib = 0
+
+    def __call__(self, driver: Driver, phase: str, when: str) -> None:
+        now = time.monotonic()
+        server = cpu_seconds(self.server.pid)
+        workers = sum(cpu_seconds(p) for p in driver.worker_pids)
+        if when == "start":
+            self.marks[phase] = (now, server, workers)
+            if phase == "steady" and self.py_spy is not None:
+                self._start_spy()
+            return
+        t0, s0, w0 = self.marks.pop(phase, (now, server, workers))
+        if now > t0:
+            self.cores[phase] = ((server - s0) / (now - t0), (workers - w0) / (now - t0))
+        if phase == "steady":
+            self.rss_kib = status_kib(self.server.pid, "VmRSS")
+            self._stop_spy()
+
+    def _start_spy(self) -> None:
+        exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(exe).exists():
+            print("py-spy not found: no profile (pip install py-spy)", file=sys.stderr)
+            return
+        out = self.py_spy or Path("profile.svg")
+        fmt = {".json": "speedscope", ".txt": "raw"}.get(out.suffix, "flamegraph")
+        self.spy = subprocess.Popen(  # noqa: S603 - our own arguments
+            [
+                *(exe, "record", "--pid", str(self.server.pid), "--output", str(out)),
+                *("--format", fmt, "--rate", "100", "--nonblocking"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def _stop_spy(self) -> None:
+        if self.spy is not None:
+            self.spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                self.spy.wait(30)
+            except subprocess.TimeoutExpired:
+                self.spy.kill()
+            self.spy = None
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else 0.0
+
+
+def side_by_side(t: RunResult, e: RunResult) -> str:
+    keys = [(r.phase, r.rpc) for r in t.rows()]
+    keys += [(r.phase, r.rpc) for r in e.rows() if (r.phase, r.rpc) not in keys]
+    head = (
+        f"{'phase':<8} {'rpc':<10} | {'tessera rps':>11} {'p50 ms':>7} {'p99 ms':>8} "
+        f"{'errors':>6} | {'echo rps':>9} {'p50 ms':>7} {'p99 ms':>8} | {'rps ratio':>9}"
+    )
+    lines = [head, "-" * len(head)]
+    for phase, rpc in keys:
+        a, b = t.row(phase, rpc), e.row(phase, rpc)
+        ta = (
+            f"{a.rps:>11,.0f} {a.p50_ms:>7.2f} {a.p99_ms:>8.2f} {a.calls - a.ok:>6,}"
+            if a
+            else f"{'-':>11} {'':>7} {'':>8} {'':>6}"
+        )
+        tb = (
+            f"{b.rps:>9,.0f} {b.p50_ms:>7.2f} {b.p99_ms:>8.2f}"
+            if b
+            else f"{'-':>9} {'':>7} {'':>8}"
+        )
+        r = f"{ratio(a.rps, b.rps):>9.2f}" if a and b else f"{'-':>9}"
+        lines.append(f"{phase:<8} {rpc:<10} | {ta} | {tb} | {r}")
+    ct, ce = t.cycle_rps(), e.cycle_rps()
+    lines.append(
+        f"{'cycle':<8} {'Rel+Ent':<10} | {ct:>11,.0f} {'':>7} {'':>8} {'':>6} | "
+        f"{ce:>9,.0f} {'':>7} {'':>8} | {ratio(ct, ce):>9.2f}"
+    )
+    return "\n".join(lines)
+
+
+def bench_line(t: RunResult, e: RunResult) -> str:
+    th, eh = t.row("steady", "Heartbeat"), e.row("steady", "Heartbeat")
+    hb_rps = th.rps if th else 0.0
+    echo_rps = eh.rps if eh else 0.0
+    live = t.server_live_sessions if t.server_live_sessions is not None else t.live_steady
+    return (
+        f"BENCH heartbeat_vs_echo={ratio(hb_rps, echo_rps):.2f} "
+        f"entitle_release_vs_echo={ratio(t.cycle_rps(), e.cycle_rps()):.2f} "
+        f"heartbeat_rps={hb_rps:.0f} echo_rps={echo_rps:.0f} "
+        f"heartbeat_p99_ms={th.p99_ms if th else 0.0:.2f} "
+        f"echo_p99_ms={eh.p99_ms if eh else 0.0:.2f} "
+        f"live_sessions={live}"
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    d = LoadConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--users", type=int, default=100_000, help="users = live host sessions")
+    p.add_argument("--workers", type=int, default=2, help="load worker processes")
+    p.add_argument("--channels", type=int, default=1, help="connections per worker")
+    p.add_argument("--concurrency", type=int, default=16, help="calls in flight per worker")
+    p.add_argument(
+        "--ramp-concurrency",
+        type=int,
+        default=32,
+        help="calls in flight per worker while the sessions open and close",
+    )
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--steady", type=float, default=15.0, help="seconds of measured heartbeats")
+    p.add_argument("--cycle", type=float, default=10.0, help="seconds of Release+Entitle")
+    p.add_argument("--idle-fraction", type=float, default=d.idle_fraction)
+    p.add_argument("--plugin-fraction", type=float, default=d.plugin_fraction)
+    p.add_argument(
+        "--sync",
+        choices=["FULL", "NORMAL"],
+        default="FULL",
+        help="the server's SQLite synchronous mode (its own default: FULL)",
+    )
+    p.add_argument("--max-duration", type=float, default=1800.0, help="hard cap per run, s")
+    p.add_argument("--json", type=Path, help="write both results here")
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        help="profile the server in the steady state with py-spy "
+        "(.svg flame graph, .json speedscope, .txt collapsed stacks)",
+    )
+    p.add_argument(
+        "--release",
+        action="store_true",
+        help="release every session at the end (not compared; slow at 100,000 sessions)",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop servers
+
+
+def describe_cores(meter: Meter) -> str:
+    parts = [f"{phase} server {s:.2f} + load {w:.2f}" for phase, (s, w) in meter.cores.items()]
+    return "cores used: " + "; ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    tmp = Path(tempfile.mkdtemp(prefix="tessera-bench-"))
+    token = "tsa_" + secrets.token_urlsafe(24)
+    users_file = tmp / "users.json"
+    servers: list[Child] = []
+    try:
+        tessera = Child(
+            "tessera",
+            [
+                *(sys.executable, "-m", "server", "--listen", "127.0.0.1:0"),
+                *("--db", str(tmp / "t.db"), "--admin-token", token),
+                *("--log-format", "json", "--sync", a.sync),
+            ],
+            tmp,
+        )
+        servers.append(tessera)
+        tessera.start()
+        print(
+            f"tessera on {tessera.target} (pid {tessera.pid}, --sync {a.sync}); "
+            f"load average {os.getloadavg()[0]:.2f}",
+            file=sys.stderr,
+        )
+        cfg = LoadConfig(
+            target=tessera.target,
+            admin_token=token,
+            users=a.users,
+            save_users=users_file,
+            workers=a.workers,
+            channels=a.channels,
+            concurrency=a.concurrency,
+            ramp_concurrency=a.ramp_concurrency,
+            release=a.release,
+            warmup=a.warmup,
+            steady=a.steady,
+            cycle=a.cycle,
+            idle_fraction=a.idle_fraction,
+            plugin_fraction=a.plugin_fraction,
+            max_duration=a.max_duration,
+            count_server_sessions=True,
+        )
+        t_meter = Meter(tessera, a.py_spy)
+        t_result = run(cfg, make_progress(not a.no_progress), t_meter)
+        code = tessera.stop()
+        print(f"tessera stopped with exit code {code}", file=sys.stderr)
+
+        responses = tmp / "responses.json"
+        responses.write_text(json.dumps(t_result.samples), encoding="utf-8")
+        echo = Child(
+            "echo",
+            [
+                *(sys.executable, "-m", "benchmarks.echo_server", "--listen", "127.0.0.1:0"),
+                *("--responses", str(responses)),
+            ],
+            tmp,
+        )
+        servers.append(echo)
+        echo.start()
+        print(f"echo on {echo.target} (pid {echo.pid})", file=sys.stderr)
+        e_cfg = replace(
+            cfg,
+            target=echo.target,
+            admin_token=None,
+            users_file=users_file,
+            save_users=None,
+            count_server_sessions=False,
+        )
+        e_meter = Meter(echo)
+        e_result = run(e_cfg, make_progress(not a.no_progress), e_meter)
+        echo.stop()
+
+        print("== Tessera ==")
+        print(report(t_result))
+        print(describe_cores(t_meter))
+        if t_meter.rss_kib and t_result.live_steady:
+            print(
+                f"server RSS after the steady state {t_meter.rss_kib / 1024:,.0f} MiB "
+                f"({t_meter.rss_kib * 1024 / t_result.live_steady:,.0f} bytes per live session, "
+                "everything included)"
+            )
+        print("\n== echo (bare grpc.aio, canned responses of the same size) ==")
+        print(report(e_result))
+        print(describe_cores(e_meter))
+        print("\n== side by side ==")
+        print(side_by_side(t_result, e_result))
+        if a.json:
+            a.json.write_text(
+                json.dumps(
+                    {
+                        "tessera": t_result.as_dict(),
+                        "echo": e_result.as_dict(),
+                        "tessera_cores": t_meter.cores,
+                        "echo_cores": e_meter.cores,
+                    },
+                    indent=2,
+                ),
+                encoding="utf-8",
+            )
+        if a.py_spy:
+            print(f"profile of the server in the steady state: {a.py_spy}")
+        print(bench_line(t_result, e_result))
+        return 0
+    finally:
+        for child in servers:
+            child.stop()
+        if a.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

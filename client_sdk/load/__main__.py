@@ -1,0 +1,72 @@
+"""``python -m client_sdk.load``: run a load test and print what it measured."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+
+from client_sdk.load.config import RemoteTargetError, parse
+from client_sdk.load.progress import make_progress
+from client_sdk.load.runner import LoadError, RunResult, run
+from client_sdk.load.stats import render_table
+
+
+def report(result: RunResult) -> str:
+    r = result
+    cfg = r.config
+    lines = [
+        f"target {r.target}: {r.users:,} users, {r.sessions:,} sessions, "
+        f"{cfg.workers} workers x {cfg.channels} connections x {cfg.concurrency} in flight",
+        f"live sessions: {r.live_after_ramp:,} after ramp-up, {r.live_steady:,} at the end "
+        "of the steady state"
+        + (
+            f" ({r.server_live_sessions:,} listed by the server)"
+            if r.server_live_sessions is not None
+            else ""
+        )
+        + f", {r.live_at_end:,} at the end",
+    ]
+    if r.ended:
+        ended = ", ".join(f"{k} {v:,}" for k, v in sorted(r.ended.items()))
+        lines.append(f"sessions the server ended: {ended}")
+    if r.provision_seconds:
+        lines.append(f"provisioning took {r.provision_seconds:.1f} s")
+    if r.phases.get("cycle") is not None:
+        lines.append(f"Release+Entitle cycle: {r.cycle_rps():,.0f} calls/s")
+    la = ", ".join(f"{x:.2f}" for x in r.load_average)
+    lines.append(f"run took {r.seconds:.1f} s; load average at the start {la}")
+    if r.aborted:
+        lines.append(f"STOPPED EARLY: {r.aborted}")
+    return render_table(r.rows()) + "\n" + "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg, ns = parse(argv)
+    to_stdout = ns.json_out == "-"
+    try:
+        cfg.validate()
+        result = run(cfg, make_progress(not ns.no_progress))
+    except (RemoteTargetError, ValueError) as exc:
+        print(f"client_sdk.load: {exc}", file=sys.stderr)
+        return 2
+    except LoadError as exc:
+        print(f"client_sdk.load: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("client_sdk.load: interrupted", file=sys.stderr)
+        return 130
+    print(report(result), file=sys.stderr if to_stdout else sys.stdout)
+    if ns.json_out:
+        text = json.dumps(result.as_dict(), indent=2)
+        if to_stdout:
+            print(text)
+        else:
+            with open(ns.json_out, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+    errors = sum(row.calls - row.ok for row in result.rows())
+    return 1 if errors or result.aborted == "interrupted" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

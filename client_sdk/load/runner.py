@@ -1,0 +1,428 @@
+"""The driver of a load run: users, worker processes, phases, results.
+
+Phases, in order: provision (or read users), ramp (Entitle every host session
+and the plugin sessions), steady (Heartbeats, some Idle; a warm-up first, not
+measured), cycle (Release+Entitle, optional), release. Every phase is bounded
+by the run's hard caps: ``max_duration`` seconds from the start of the run and
+``max_calls`` LicensingService calls, shared out among the workers.
+
+A first SIGINT or SIGTERM ends the phase under way and goes on to the
+releases (for at most 30 s); a second one stops the workers at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import random
+import secrets
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from types import FrameType
+from typing import Any
+
+import grpc
+
+from client_sdk.load.config import LoadConfig
+from client_sdk.load.progress import NoProgress, Progress
+from client_sdk.load.provision import Users, count_live_sessions, fake_users, provision
+from client_sdk.load.stats import PhaseStats, RpcSummary, merge_phases, summarize
+from client_sdk.load.worker import (
+    CALLS,
+    ERRORS,
+    LIVE,
+    SLOTS,
+    UNITS,
+    UserSpec,
+    WorkerSpec,
+    worker_main,
+)
+
+ABORT_RELEASE_SECONDS = 30.0
+
+
+class LoadError(RuntimeError):
+    """A worker failed, or the run could not start."""
+
+
+@dataclass
+class RunResult:
+    target: str
+    config: LoadConfig
+    users: int = 0
+    sessions: int = 0  # host and plugin sessions the ramp-up opens
+    team_id: str = ""
+    phases: dict[str, PhaseStats] = field(default_factory=dict)
+    live_after_ramp: int = 0
+    live_steady: int = 0  # at the end of the steady state, as the responses said
+    server_live_sessions: int | None = None  # as ListSessions said then
+    live_at_end: int = 0
+    ended: dict[str, int] = field(default_factory=dict)  # sessions the server ended, by reason
+    samples: dict[str, str] = field(default_factory=dict)  # a response per RPC, hex
+    provision_seconds: float = 0.0
+    seconds: float = 0.0
+    load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)  # at the start
+    aborted: str | None = None
+
+    def rows(self) -> list[RpcSummary]:
+        return [row for p in self.phases.values() for row in summarize(p)]
+
+    def row(self, phase: str, rpc: str) -> RpcSummary | None:
+        p = self.phases.get(phase)
+        if p is None:
+            return None
+        return next((r for r in summarize(p) if r.rpc == rpc), None)
+
+    def cycle_rps(self) -> float:
+        """Successful Release and Entitle calls per second of the cycle phase."""
+        p = self.phases.get("cycle")
+        if p is None or p.seconds <= 0:
+            return 0.0
+        return sum(p.rpc(r).ok_count for r in ("Entitle", "Release")) / p.seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "target": self.target,
+            "users": self.users,
+            "sessions": self.sessions,
+            "team_id": self.team_id,
+            "workers": cfg.workers,
+            "channels_per_worker": cfg.channels,
+            "concurrency_per_worker": cfg.concurrency,
+            "live_after_ramp": self.live_after_ramp,
+            "live_steady": self.live_steady,
+            "server_live_sessions": self.server_live_sessions,
+            "live_at_end": self.live_at_end,
+            "ended_by_server": self.ended,
+            "cycle_rps": round(self.cycle_rps(), 1),
+            "provision_seconds": round(self.provision_seconds, 3),
+            "seconds": round(self.seconds, 3),
+            "load_average": self.load_average,
+            "aborted": self.aborted,
+            "response_bytes": {k: len(v) // 2 for k, v in self.samples.items()},
+            "rpcs": [r.as_dict() for r in self.rows()],
+        }
+
+
+def _split(total: int, parts: int) -> list[int]:
+    q, r = divmod(total, parts)
+    return [q + (1 if i < r else 0) for i in range(parts)]
+
+
+class _Signals:
+    """Counts SIGINT/SIGTERM while installed (main thread only)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.raise_now = False  # while nothing needs releasing: stop at once
+        self._saved: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.raise_now:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self) -> Iterator[_Signals]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._saved[sig] = signal.signal(sig, self._handle)
+        try:
+            yield self
+        finally:
+            for signum, handler in self._saved.items():
+                signal.signal(signum, handler)
+
+
+PhaseHook = Callable[["Driver", str, str], None]  # driver, phase, "start" or "end"
+
+
+class Driver:
+    def __init__(
+        self, cfg: LoadConfig, progress: Progress | None = None, on_phase: PhaseHook | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.progress = progress or NoProgress()
+        self.on_phase = on_phase
+        self.started = time.monotonic()
+        self.hard_deadline = self.started + cfg.max_duration
+        self.signals = _Signals()
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+        self.conns: list[Connection] = []
+        self.counters: Any = None
+        self.result = RunResult(cfg.target, cfg)
+        self.aborting = False
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid is not None]
+
+    # -- users -------------------------------------------------------------------
+
+    def users(self) -> Users:
+        cfg = self.cfg
+        if cfg.users_file is not None:
+            return Users.load(cfg.users_file).first(cfg.users)
+        if cfg.fake_users:
+            return fake_users(cfg.users, secrets.token_hex(5))
+        if cfg.admin_token is None:
+            raise ValueError("no admin token to provision users with")
+        self.progress.phase("provision", cfg.users)
+
+        def report(label: str, done: int, total: int) -> None:
+            self.progress.update(done, f"{label}: {done:,}/{total:,}")
+
+        t0 = time.monotonic()
+        try:
+            users = self._provision(report)
+        except TimeoutError:
+            raise LoadError("max_duration reached while provisioning") from None
+        except grpc.aio.AioRpcError as exc:
+            raise LoadError(f"provisioning failed: {exc.code().name}: {exc.details()}") from None
+        self.result.provision_seconds = time.monotonic() - t0
+        if cfg.save_users is not None:
+            users.save(cfg.save_users)
+        return users
+
+    def _provision(self, report: Callable[[str, int, int], None]) -> Users:
+        cfg = self.cfg
+        assert cfg.admin_token is not None  # noqa: S101 - checked by the caller
+        return asyncio.run(
+            asyncio.wait_for(
+                provision(
+                    cfg.target,
+                    cfg.admin_token,
+                    cfg.users,
+                    daily_rate=cfg.daily_rate,
+                    plugin_rate=cfg.plugin_rate,
+                    progress=report,
+                ),
+                timeout=max(1.0, self.hard_deadline - time.monotonic()),
+            )
+        )
+
+    # -- workers ------------------------------------------------------------------
+
+    def start_workers(self, users: Users) -> None:
+        cfg = self.cfg
+        ctx = multiprocessing.get_context("spawn")  # no fork: gRPC does not survive it
+        self.counters = ctx.RawArray("q", cfg.workers * SLOTS)
+        rng = random.Random(cfg.seed)  # noqa: S311 - which users run the plugin, not a secret
+        specs = [
+            UserSpec(n, user_id, key, rng.random() < cfg.plugin_fraction)
+            for n, (user_id, key) in enumerate(users.users)
+        ]
+        self.result.users = len(specs)
+        self.result.sessions = len(specs) + (sum(u.plugin for u in specs) if users.plugin_id else 0)
+        self.result.team_id = users.team_id
+        run_tag = secrets.token_hex(4)
+        budgets = _split(cfg.max_calls, cfg.workers)
+        for i in range(cfg.workers):
+            spec = WorkerSpec(
+                index=i,
+                config=cfg,
+                team_id=users.team_id or "load",
+                product_id=users.product_id,
+                plugin_id=users.plugin_id,
+                run_tag=run_tag,
+                users=specs[i :: cfg.workers],
+                budget=budgets[i],
+                hard_deadline=self.hard_deadline,
+            )
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(
+                target=worker_main,
+                args=(spec, child, self.counters),
+                name=f"load-worker-{i}",
+                daemon=True,
+            )
+            proc.start()
+            child.close()
+            self.procs.append(proc)
+            self.conns.append(parent)
+        self.progress.phase("connect", cfg.workers)
+        self._collect("ready", total=None)
+
+    def stop_workers(self) -> None:
+        for conn in self.conns:
+            with suppress(OSError):
+                conn.send(("exit", {}))
+        deadline = time.monotonic() + 10
+        for proc in self.procs:
+            proc.join(max(0.1, deadline - time.monotonic()))
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+        for conn in self.conns:
+            conn.close()
+
+    def _sum(self, slot: int) -> int:
+        c = self.counters
+        return sum(c[i * SLOTS + slot] for i in range(self.cfg.workers))
+
+    def _send_all(self, cmd: tuple[str, dict[str, Any]]) -> None:
+        for conn in self.conns:
+            conn.send(cmd)
+
+    def _collect(
+        self, kind: str, total: float | None, clock_from: float | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Wait for one ``kind`` message from every worker, showing progress meanwhile."""
+        pending = dict(enumerate(self.conns))
+        got: list[tuple[Any, ...]] = []
+        window: deque[tuple[float, int]] = deque()
+        while pending:
+            ready = wait(list(pending.values()), timeout=0.2)
+            for index, conn in list(pending.items()):
+                if conn not in ready:
+                    continue
+                try:
+                    msg = conn.recv()
+                except EOFError:
+                    code = self.procs[index].exitcode
+                    raise LoadError(f"worker {index} exited ({code})") from None
+                if msg[0] == "fatal":
+                    raise LoadError(f"worker {msg[1]} failed:\n{msg[2]}")
+                if msg[0] == kind:
+                    got.append(msg)
+                    pending.pop(index, None)
+            now = time.monotonic()
+            self._on_signals()
+            if now > self.hard_deadline + 15:
+                raise LoadError("workers did not stop at the hard deadline")
+            if self.counters is None or kind == "ready":
+                continue
+            calls = self._sum(CALLS)
+            window.append((now, calls))
+            while len(window) > 2 and now - window[0][0] > 1.0:
+                window.popleft()
+            t0, c0 = window[0]
+            rps = (calls - c0) / (now - t0) if now > t0 else 0.0
+            done: float = (now - clock_from) if clock_from is not None else self._sum(UNITS)
+            self.progress.update(
+                max(0.0, done),
+                f"{rps:7,.0f} calls/s  live {self._sum(LIVE):,}  errors {self._sum(ERRORS):,}",
+            )
+        return got
+
+    def _on_signals(self) -> None:
+        if self.signals.count >= 2:
+            raise KeyboardInterrupt
+        if self.signals.count == 1 and not self.aborting:
+            self.aborting = True
+            self.result.aborted = "interrupted"
+            for conn in self.conns:
+                with suppress(OSError):
+                    conn.send(("abort", {}))
+
+    # -- phases --------------------------------------------------------------------
+
+    def phase(
+        self, name: str, total: float | None, clock_from: float | None = None, **args: Any
+    ) -> PhaseStats:
+        self.progress.phase(name, total)
+        if self.on_phase is not None:
+            self.on_phase(self, name, "start")
+        self._send_all((name, args))
+        msgs = self._collect("done", total, clock_from)
+        if self.on_phase is not None:
+            self.on_phase(self, name, "end")
+        merged = merge_phases(m[2] for m in msgs) or PhaseStats(name)
+        extra: dict[str, list[PhaseStats]] = {}
+        for m in msgs:
+            for part in m[3]["extra"]:
+                extra.setdefault(part.phase, []).append(part)
+        for parts in extra.values():  # the warm-up comes before the steady state
+            before = merge_phases(parts)
+            if before is not None and any(rec.calls for rec in before.rpcs.values()):
+                self.result.phases[before.phase] = before
+        self.result.phases[name] = merged
+        r = self.result
+        r.live_at_end = sum(m[3]["live"] for m in msgs)
+        r.ended = {}
+        for m in msgs:
+            for reason, n in m[3]["ended"].items():
+                r.ended[reason] = r.ended.get(reason, 0) + n
+            for rpc, hexed in m[3]["samples"].items():
+                r.samples.setdefault(rpc, hexed)
+        if self._sum(CALLS) >= self.cfg.max_calls and r.aborted is None:
+            r.aborted = "max_calls reached"
+        if time.monotonic() >= self.hard_deadline and r.aborted is None:
+            r.aborted = "max_duration reached"
+        return merged
+
+    def run(self) -> RunResult:
+        cfg = self.cfg
+        cfg.validate()
+        r = self.result
+        r.load_average = os.getloadavg()
+        with self.signals.installed():
+            try:
+                self.signals.raise_now = True
+                users = self.users()
+                self.signals.raise_now = False
+                self.start_workers(users)
+                P = cfg.workers
+                if not self.aborting:
+                    self.phase("ramp", r.sessions, rate=cfg.ramp_rate / P, deadline=1e18)
+                r.live_after_ramp = r.live_at_end
+                if not self.aborting and cfg.warmup + cfg.steady > 0:
+                    start_at = time.monotonic() + 0.2
+                    self.phase(
+                        "steady",
+                        cfg.warmup + cfg.steady,
+                        clock_from=start_at,
+                        start_at=start_at,
+                        warmup=cfg.warmup,
+                        duration=cfg.steady,
+                        rate=cfg.heartbeat_rate / P,
+                        idle_fraction=cfg.idle_fraction,
+                    )
+                r.live_steady = r.live_at_end
+                if cfg.count_server_sessions and cfg.admin_token and users.team_id:
+                    self.progress.phase("count", None)
+                    try:
+                        r.server_live_sessions = asyncio.run(
+                            count_live_sessions(cfg.target, cfg.admin_token, users.team_id)
+                        )
+                    except Exception as exc:  # a count that fails leaves the figure out
+                        self.progress.update(0, f"ListSessions failed: {exc}")
+                if not self.aborting and cfg.cycle > 0:
+                    start_at = time.monotonic() + 0.2
+                    self.phase(
+                        "cycle",
+                        cfg.cycle,
+                        clock_from=start_at,
+                        start_at=start_at,
+                        duration=cfg.cycle,
+                    )
+                if cfg.release:
+                    deadline = time.monotonic() + ABORT_RELEASE_SECONDS if self.aborting else 1e18
+                    self.phase("release", r.live_at_end, deadline=deadline)
+            finally:
+                self.progress.close()
+                if self.procs:
+                    self.stop_workers()
+        r.seconds = time.monotonic() - self.started
+        return r
+
+
+def run(
+    cfg: LoadConfig, progress: Progress | None = None, on_phase: PhaseHook | None = None
+) -> RunResult:
+    """Run the whole load test described by ``cfg``; blocks until it is over.
+
+    ``on_phase`` is called in this process as each phase starts and ends (a
+    benchmark reads the server's CPU time there, or starts a profiler)."""
+    return Driver(cfg, progress, on_phase).run()

@@ -1,0 +1,149 @@
+"""A short load run against a real server proves the generator works end to end.
+
+The server runs in this process (``tests.support.ServerThread``, 127.0.0.1
+port 0, test clock); the generator provisions through AdminService and drives
+it from two worker processes, as ``python -m client_sdk.load`` would.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client_sdk.load import LoadConfig, run
+from client_sdk.load.__main__ import main
+from tests.support import ADMIN_TOKEN, ServerThread
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    srv = ServerThread(tmp_path_factory.mktemp("load") / "t.db").start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_a_short_run_opens_holds_cycles_and_releases_every_session(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    users_file = tmp_path / "users.json"
+    cfg = LoadConfig(
+        target=server.target,
+        admin_token=ADMIN_TOKEN,
+        users=300,
+        save_users=users_file,
+        plugin_fraction=0.2,
+        idle_fraction=0.05,
+        workers=2,
+        channels=2,
+        concurrency=8,
+        warmup=0.3,
+        steady=1.5,
+        cycle=1.0,
+        count_server_sessions=True,
+        max_duration=50,
+    )
+    r = run(cfg)
+
+    assert r.aborted is None
+    plugins = r.sessions - r.users
+    assert r.users == 300 and 30 <= plugins <= 90  # ~20 % of the users run the plugin
+    # Every session opened, was held through the steady state, and was released.
+    assert r.live_after_ramp == r.sessions
+    assert r.live_steady == r.sessions
+    assert r.server_live_sessions == r.sessions
+    assert r.live_at_end == 0
+    assert r.ended == {}
+    rows = {(x.phase, x.rpc): x for x in r.rows()}
+    assert {k: v.errors for k, v in rows.items() if v.errors} == {}
+    assert rows["ramp", "Entitle"].ok == r.sessions
+    assert rows["steady", "Heartbeat"].ok > 100
+    assert rows["steady", "Idle"].ok > 0
+    assert rows["cycle", "Entitle"].ok > 0 and rows["cycle", "Release"].ok > 0
+    assert rows["release", "Release"].ok == r.sessions
+    for row in rows.values():
+        assert 0 < row.p50_ms <= row.p95_ms <= row.p99_ms <= row.max_ms
+    # A response of each kind was kept (the benchmark's echo answers with them).
+    assert set(r.samples) == {"Entitle", "Heartbeat", "Idle", "Release"}
+    assert json.loads(users_file.read_text())["team_id"] == r.team_id
+
+
+def test_the_command_reuses_a_users_file_and_writes_json(
+    server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    users_file = tmp_path / "users.json"
+    first = run(
+        LoadConfig(
+            target=server.target,
+            admin_token=ADMIN_TOKEN,
+            users=50,
+            save_users=users_file,
+            workers=1,
+            warmup=0,
+            steady=0.3,
+        )
+    )
+    assert first.live_at_end == 0
+    out = tmp_path / "run.json"
+    code = main(
+        [
+            *("--target", server.target, "--users-file", str(users_file), "-n", "50"),
+            *("-P", "1", "--warmup", "0", "--steady", "0.3", "--json", str(out)),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "steady   Heartbeat" in table
+    data = json.loads(out.read_text())
+    assert data["users"] == 50 and data["live_at_end"] == 0
+    assert {(x["phase"], x["rpc"]) for x in data["rpcs"]} >= {
+        ("ramp", "Entitle"),
+        ("steady", "Heartbeat"),
+        ("release", "Release"),
+    }
+    assert all(x["errors"] == {} for x in data["rpcs"])
+
+
+def test_max_calls_is_a_hard_cap(server: ServerThread) -> None:
+    r = run(
+        LoadConfig(
+            target=server.target,
+            admin_token=ADMIN_TOKEN,
+            users=100,
+            plugin_fraction=0,
+            workers=2,
+            steady=30,  # would run for 30 s without the cap
+            max_calls=150,
+            max_duration=40,
+        )
+    )
+    calls = sum(row.calls for row in r.rows())
+    assert calls == 150
+    assert r.aborted == "max_calls reached"
+    # 100 Entitles, 50 Heartbeats, and no call left to release with.
+    assert r.live_at_end == 100 - sum(
+        row.ok for row in r.rows() if row.phase == "release" and row.rpc == "Release"
+    )
+
+
+def test_max_duration_is_a_hard_cap(server: ServerThread) -> None:
+    r = run(
+        LoadConfig(
+            target=server.target,
+            admin_token=ADMIN_TOKEN,
+            users=20,
+            plugin_fraction=0,
+            workers=1,
+            steady=60,
+            max_duration=6,
+        )
+    )
+    assert r.seconds < 15
+    assert r.aborted == "max_duration reached"
