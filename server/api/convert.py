@@ -40,12 +40,17 @@ from server.engine.sessions import PackUsage, UsageRow
 # -- scalars ----------------------------------------------------------------
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def ts(t: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """A Timestamp from integer arithmetic (a quarter of ``FromDatetime``'s cost,
+    which counts: a Session carries up to six)."""
     if t is None:
         return None
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(t)
-    return out
+    us = (t - _EPOCH) // _MICROSECOND
+    return timestamp_pb2.Timestamp(seconds=us // 1_000_000, nanos=us % 1_000_000 * 1000)
 
 
 def dur(d: timedelta) -> duration_pb2.Duration:
