@@ -205,8 +205,16 @@ def _banner(server: TesseraServer) -> None:
     target = f"{host}:{server.port}"
     out = sys.stderr
     print(f"Tessera is serving on {target} (database {server.config.db})", file=out)
-    print(f"Admin token: {server.admin_token}", file=out)
     cfg = server.config
+    # The token kept beside the database is shown so that an operator can start
+    # (README); one the operator passed in is theirs already: never echo it into
+    # output that a service manager keeps as a log.
+    if cfg.admin_token is not None:
+        print("Admin token: as given (--admin-token or TESSERA_ADMIN_TOKEN)", file=out)
+        shown = "$TESSERA_ADMIN_TOKEN"
+    else:
+        shown = server.admin_token
+        print(f"Admin token: {shown} (kept in {cfg.admin_token_path})", file=out)
     if cfg.tls_cert is None:
         transport = "-plaintext"
     else:
@@ -215,7 +223,7 @@ def _banner(server: TesseraServer) -> None:
             transport += " -cert client.pem -key client-key.pem"
     print("Try:", file=out)
     print(
-        f"  grpcurl {transport} -H 'authorization: Bearer {server.admin_token}' "
+        f'  grpcurl {transport} -H "authorization: Bearer {shown}" '
         f"{target} tessera.v1.AdminService/GetServerInfo",
         file=out,
         flush=True,
@@ -228,7 +236,13 @@ async def run(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        # Close what did open (the store's worker thread is not a daemon): a start
+        # that fails must end the process with an error, not leave it hanging.
+        await server.stop()
+        raise
     _banner(server)
     await stop.wait()
     log.info("draining")

@@ -89,12 +89,14 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     async def ListLedgerEntries(self, request: api.ListLedgerEntriesRequest, context: Ctx) -> Any:
         size = paging.page_size(request.page_size, limit=self.e.max_page_size)
         position = paging.decode(request.page_token, "ledger")
-        try:
-            after = int(position) if position is not None else 0
-        except ValueError as exc:
-            raise InvalidArgument.field(
-                "page_token", "is not a page token this server gave out"
-            ) from exc
+        # A ledger sequence number: up to 18 ASCII digits (a forged token with more
+        # would overflow SQLite's integers).
+        if position is None:
+            after = 0
+        elif position.isascii() and position.isdigit() and len(position) <= 18:
+            after = int(position)
+        else:
+            raise InvalidArgument.field("page_token", "is not a page token this server gave out")
         entries = await self.e.accounts.ledger_page(
             request.team_id, after, size + 1, request.pack_id
         )

@@ -8,11 +8,14 @@ is not a ``DomainError`` is ``INTERNAL`` with no internals shown.
 
 from __future__ import annotations
 
+import re
+
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from server.credentials import ADMIN_PREFIX, INVITATION_PREFIX, USER_KEY_PREFIX
 from server.domain import errors as e
 
 DOMAIN = "tessera"
@@ -67,18 +70,58 @@ def _pack(msg: object) -> any_pb2.Any:
     return packed
 
 
+# A status leaves in the trailers, and gRPC clients refuse trailers over 8 KiB
+# (``grpc.max_metadata_size``) with an unexplained RESOURCE_EXHAUSTED: messages echo
+# what the caller sent (an unknown id of 100 KB, hundreds of bad entries), so what is
+# echoed is clipped to keep every refusal deliverable and readable.
+MAX_MESSAGE_BYTES = 512
+MAX_VALUE_BYTES = 160
+MAX_VIOLATIONS = 8
+
+
+# Anything shaped like one of Tessera's secrets, should a caller paste one into a
+# field that an error repeats (a user key as a user id): kept out of every refusal.
+SECRET = re.compile(
+    "(" + "|".join(map(re.escape, (USER_KEY_PREFIX, INVITATION_PREFIX, ADMIN_PREFIX))) + ")"
+    r"[A-Za-z0-9_\-]{8,}"
+)
+
+
+def scrub(text: str) -> str:
+    return SECRET.sub("\\1\u2026", text)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8, marked with an ellipsis."""
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return text
+    return raw[: limit - 3].decode("utf-8", "ignore") + "…"
+
+
 def to_status(exc: e.DomainError) -> grpc.Status:
     code = status_code_for(exc)
+    metadata = {
+        clip(k, MAX_VALUE_BYTES): clip(scrub(v), MAX_VALUE_BYTES) for k, v in exc.metadata.items()
+    }
     details = [
-        _pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN, metadata=exc.metadata))
+        _pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN, metadata=metadata))
     ]
+    message = exc.message
     if isinstance(exc, e.InvalidArgument):
+        violations = list(exc.violations.items())
+        if len(violations) > MAX_VIOLATIONS:
+            shown = "; ".join(f"{f}: {d}" for f, d in violations[:MAX_VIOLATIONS])
+            message = f"{len(violations)} invalid fields; the first {MAX_VIOLATIONS}: {shown}"
         details.append(
             _pack(
                 error_details_pb2.BadRequest(
                     field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                        for f, d in exc.violations.items()
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=clip(f, MAX_VALUE_BYTES),
+                            description=clip(scrub(d), MAX_VALUE_BYTES),
+                        )
+                        for f, d in violations[:MAX_VIOLATIONS]
                     ]
                 )
             )
@@ -87,7 +130,9 @@ def to_status(exc: e.DomainError) -> grpc.Status:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(exc.retry_after * 1e9))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-    status = status_pb2.Status(code=code.value[0], message=exc.message, details=details)
+    status = status_pb2.Status(
+        code=code.value[0], message=clip(scrub(message), MAX_MESSAGE_BYTES), details=details
+    )
     return rpc_status.to_status(status)
 
 

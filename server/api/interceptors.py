@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 
 from server.api.errors import (
     PermissionDenied,
@@ -32,7 +33,7 @@ from server.api.errors import (
 from server.api.limits import RateLimits
 from server.clock import monotonic
 from server.credentials import bearer, same_secret
-from server.domain.errors import DomainError
+from server.domain.errors import DomainError, InvalidArgument
 
 log = structlog.get_logger()
 
@@ -93,7 +94,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         wrapped = self._wrap(behavior, method, kind, self._log_calls(method))
         done = self._wrapped[method] = grpc.unary_unary_rpc_method_handler(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
         return done
@@ -129,6 +130,8 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 elif kind == "admin" and self._admin_limits is not None:
                     await self._admin_limits.take("admin")
                 current_user.set(user_id)
+                if isinstance(request, Undecodable):
+                    raise InvalidArgument.field("request", request.problem)
                 return await behavior(request, context)
             except DomainError as exc:
                 status = to_status(exc)
@@ -158,6 +161,30 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                     )
 
         return wrapped
+
+
+class Undecodable:
+    """A request body that is not the method's message (corrupt wire format, a
+    string that is not UTF-8): answered INVALID_ARGUMENT once the caller is known,
+    where gRPC alone would answer UNKNOWN naming a Python exception."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as exc:
+            text = str(exc)
+            why = text.rsplit(": ", 1)[-1] if ": " in text else "the wire format was corrupt"
+            return Undecodable(f"is not a valid protobuf message for this method ({why})")
+
+    return parse
 
 
 def _request_id(context: grpc.aio.ServicerContext[Any, Any], request: Any) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from server.clock import Clock, TestClock
 from server.credentials import hash_secret
@@ -25,6 +25,10 @@ from server.store.codec import MetaValue
 from server.store.sqlite import Snapshot, Store
 
 TEST_CLOCK_KEY = "test_clock_now"
+# The test clock stops a year short of the last instant a Timestamp carries, so that
+# every instant the rules derive from it (a pack's expiry one calendar year on, a
+# lease, a window, an invitation) stays representable.
+LATEST_TEST_CLOCK = datetime(9998, 12, 31, tzinfo=UTC)
 
 
 class Engine:
@@ -36,6 +40,7 @@ class Engine:
         self.max_users_per_request = 10_000  # configuration (server/config.py)
         self.max_page_size = 1000
         self.scheduler = Scheduler(clock, self.commit)
+        self._committing = 0  # commits under way (see ``settled``)
         # state
         self.teams: dict[str, Team] = {}
         self.products: dict[str, Product] = {}
@@ -105,7 +110,24 @@ class Engine:
         )
 
     async def commit(self, changes: Changes) -> None:
-        await self.store.commit(changes)
+        """Store ``changes``; return once they and every change made before them are
+        stored. With nothing to store, still wait for what other calls are storing:
+        an answer drawn from memory (a session a pending deadline just ended or
+        charged) must not promise what a crash could undo."""
+        if not changes:
+            await self.settled()
+            return
+        self._committing += 1
+        try:
+            await self.store.commit(changes)
+        finally:
+            self._committing -= 1
+
+    async def settled(self) -> None:
+        """Return once every change already made in memory is stored (at once when
+        no commit is under way)."""
+        if self._committing:
+            await self.store.barrier()
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -136,11 +158,20 @@ class Engine:
                 raise InvalidArgument.field("by", "give either by or to_time")
             if by_seconds < 0:
                 raise InvalidArgument.field("by", "must not be negative: the clock never goes back")
+            if by_seconds > (LATEST_TEST_CLOCK - now).total_seconds():
+                raise InvalidArgument.field(
+                    "by",
+                    f"would move the clock past {LATEST_TEST_CLOCK.isoformat()}, its latest time",
+                )
             to = now + timedelta(seconds=by_seconds)
         elif to < now:
             raise InvalidArgument.field(
                 "to_time",
                 f"is before the clock's time {now.isoformat()}: the clock never goes back",
+            )
+        elif to > LATEST_TEST_CLOCK:
+            raise InvalidArgument.field(
+                "to_time", f"is past {LATEST_TEST_CLOCK.isoformat()}, the clock's latest time"
             )
         changes = Changes()
         changes.upsert(MetaValue(TEST_CLOCK_KEY, to.isoformat()))

@@ -51,7 +51,7 @@ class Scheduler:
         handlers = self._handlers
         test_clock = self.clock if isinstance(self.clock, TestClock) else None
         while (deadline := heap.pop_due(until)) is not None:
-            due, _, kind, key = deadline
+            due, kind, key = deadline
             if test_clock is not None and due > test_clock.now():
                 test_clock.set(due)  # each fires at its own instant
             handlers[kind](key, due, changes)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -118,6 +119,13 @@ def _days(start: datetime, end: datetime) -> Iterator[tuple[str, float]]:
         stop = min(midnight, end)
         yield t.date().isoformat(), (stop - t).total_seconds()
         t = stop
+
+
+def _snapshot(view: SessionView) -> SessionView:
+    """The answer as it stands now, apart from the live session object: while the
+    call waits for its commit, other calls (a deadline fired by the clock) may change
+    that object, and what they did is not stored yet, so it must not be told."""
+    return replace(view, session=copy.copy(view.session))
 
 
 def _check_length(name: str, value: str) -> None:
@@ -234,7 +242,7 @@ class Sessions:
             changes,
             e.scheduler,
         )
-        view = self.lic.session_view(session, now)
+        view = _snapshot(self.lic.session_view(session, now))
         if changes:
             await e.commit(changes)
         else:  # M11: a repeat answers once the first one is stored
@@ -254,11 +262,14 @@ class Sessions:
         session = self.lic.heartbeat(
             user_id, session_id, seconds_since_activity, now, changes, e.scheduler
         )
-        view = self.lic.session_view(session, now)
+        view = _snapshot(self.lic.session_view(session, now))
         if session.state is state and all(type(x) in _LIGHT for x in changes.items):
             dirty = self._dirty
             for obj in changes.items:
                 dirty[id(obj)] = obj  # type: ignore[assignment]
+            # Written in a batch later; but what the answer says (a charge, an end)
+            # may come from a deadline whose commit is still under way.
+            await e.settled()
         else:  # it resumed, took a hold or ended: durable now
             await e.commit(changes)
         return view
@@ -272,7 +283,7 @@ class Sessions:
         ):
             return self.lic.session_view(old, now)
         session = self.lic.idle(user_id, session_id, now, changes, e.scheduler)
-        view = self.lic.session_view(session, now)
+        view = _snapshot(self.lic.session_view(session, now))
         await e.commit(changes)
         return view
 
@@ -285,7 +296,7 @@ class Sessions:
         ):
             return self.lic.session_view(old, now)
         session = self.lic.release(user_id, session_id, now, changes, e.scheduler)
-        view = self.lic.session_view(session, now)
+        view = _snapshot(self.lic.session_view(session, now))
         await e.commit(changes)
         return view
 
@@ -314,7 +325,7 @@ class Sessions:
         session = self.lic.end_session(
             session_id, EndReason.ENDED_BY_ADMIN, now, changes, e.scheduler
         )
-        view = self.lic.session_view(session, now)
+        view = _snapshot(self.lic.session_view(session, now))
         await e.commit(changes)
         return view
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+import gc
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,11 @@ from typing import Any
 import aiosqlite
 
 from server.domain.changes import Changes, Deleted
-from server.store.codec import NOT_LOADED, TABLES, Row, Table
+from server.store.codec import NOT_LOADED, TABLES, Row, Table, sharing
 from server.store.schema import MIGRATIONS
 
-Op = tuple[str, Row]  # (sql, params)
+LOAD_CHUNK = 20_000  # rows per fetch at start
+Op = tuple[Table, bool, Row]  # (table, delete?, the row or, for a delete, its key)
 
 
 class StoreFailed(RuntimeError):
@@ -32,15 +34,78 @@ class StoreFailed(RuntimeError):
 
 
 def to_ops(changes: Iterable[object]) -> list[Op]:
+    """Snapshot changes into rows, now (later changes in memory cannot leak in)."""
     ops: list[Op] = []
+    add = ops.append
+    tables = TABLES
     for item in changes:
-        if isinstance(item, Deleted):
-            table = TABLES[type(item.obj)]
-            ops.append((table.delete_sql, table.key_of(table.to_row(item.obj))))
+        if type(item) is Deleted:
+            table = tables[type(item.obj)]
+            add((table, True, table.key_of(table.to_row(item.obj))))
         else:
-            table = TABLES[type(item)]
-            ops.append((table.upsert_sql, table.to_row(item)))
+            table = tables[type(item)]
+            add((table, False, table.to_row(item)))
     return ops
+
+
+def plan_writes(ops: Iterable[Op]) -> list[tuple[str, list[Row]]]:
+    """The statements that bring the tables to the state ``ops`` leave them in,
+    as few as possible: (sql, rows) for one ``executemany`` each.
+
+    Ops are grouped by table (tables are independent: no foreign keys, no
+    triggers). In a keyed table only the last op on each key matters (an
+    upsert is INSERT OR REPLACE), so a row changed by many calls gathered in one
+    commit (a pack held from a thousand times, a session heartbeat twice) is
+    written once: deletes first, then upserts. An append-only table keeps
+    every row, in order.
+    """
+    keyed: dict[str, tuple[Table, dict[Row, tuple[bool, Row]]]] = {}
+    appended: dict[str, tuple[Table, list[tuple[bool, Row]]]] = {}
+    for table, delete, row in ops:
+        if table.append_only:
+            found = appended.get(table.name)
+            if found is None:
+                found = appended[table.name] = (table, [])
+            found[1].append((delete, row))
+            continue
+        last = keyed.get(table.name)
+        if last is None:
+            last = keyed[table.name] = (table, {})
+        last[1][row if delete else table.key_of(row)] = (delete, row)
+    plan: list[tuple[str, list[Row]]] = []
+    for table, final in keyed.values():
+        deletes = [row for delete, row in final.values() if delete]
+        upserts = [row for delete, row in final.values() if not delete]
+        if deletes:
+            plan.append((table.delete_sql, deletes))
+        if upserts:
+            plan.append((table.upsert_sql, upserts))
+    for table, rows in appended.values():
+        # Runs of inserts (and, should one ever come, deletes) in their order.
+        i = 0
+        while i < len(rows):
+            delete = rows[i][0]
+            j = i
+            while j < len(rows) and rows[j][0] == delete:
+                j += 1
+            sql = table.delete_sql if delete else table.upsert_sql
+            plan.append((sql, [row for _, row in rows[i:j]]))
+            i = j
+    return plan
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """No cyclic garbage collection while millions of objects are made at start:
+    they are all kept, and every pass of the collector would walk them all again
+    (about a fifth of the time of a load). It runs again afterwards as before."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @dataclass
@@ -106,21 +171,39 @@ class Store:
     # -- loading --------------------------------------------------------------
 
     async def load(self) -> Snapshot:
+        """Every table that lives in memory, as objects, in table order. Equal
+        instants and ids come back as one object each (``codec.sharing``)."""
         snap = Snapshot()
-        for kind, table in TABLES.items():
-            if table.name in NOT_LOADED:
-                continue
-            sql = f"{table.select_sql} {table.load_where} {table.order_by}"
-            async with self._db.execute(sql) as cur:
-                rows = await cur.fetchall()
-            snap.objects[kind] = [table.from_row(tuple(r)) for r in rows]
-        async with self._db.execute(
-            "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1"
-        ) as cur:
+        with sharing(), _no_gc():
+            for kind, table in TABLES.items():
+                if table.name not in NOT_LOADED:
+                    snap.objects[kind] = await self._load_table(table)
+        # The chain continues from the last stored entry (server/domain/ledger.py).
+        async with self._db.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1") as cur:
             row = await cur.fetchone()
         if row is not None:
             snap.max_ledger_seq, snap.last_ledger_hash = int(row[0]), str(row[1])
         return snap
+
+    async def _load_table(self, table: Table) -> list[Any]:
+        """Read in chunks, the next one fetched (on aiosqlite's thread) while this
+        one becomes objects, so that reading and decoding overlap and the rows of a
+        whole table are never all in memory at once."""
+        sql = f"{table.select_sql} {table.load_where} {table.order_by}"
+        from_row = table.from_row
+        out: list[Any] = []
+        async with self._db.execute(sql) as cur:
+            pending = asyncio.ensure_future(cur.fetchmany(LOAD_CHUNK))
+            try:
+                while rows := await pending:
+                    pending = asyncio.ensure_future(cur.fetchmany(LOAD_CHUNK))
+                    out.extend([from_row(tuple(r)) for r in rows])
+            finally:
+                if not pending.done():
+                    pending.cancel()
+                    with contextlib.suppress(BaseException):
+                        await pending
+        return out
 
     async def query(self, sql: str, params: Row = ()) -> list[Row]:
         async with self._db.execute(sql, params) as cur:
@@ -169,56 +252,57 @@ class Store:
             first = await self._queue.get()
             if first is None:
                 return
-            batches = [first]
-            n = len(first.ops)
-            stop = False
-            while n < self._max_batch_ops and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stop = True
-                    break
-                batches.append(nxt)
-                n += len(nxt.ops)
-            ops = self._deferred
-            self._deferred = []
-            for b in batches:
-                ops.extend(b.ops)
-            try:
-                await self._write(ops)
-            except BaseException as exc:  # a failed write leaves memory ahead of disk
-                self._failed = exc
-                for b in batches:
-                    if b.done is not None and not b.done.done():
-                        b.done.set_exception(StoreFailed(str(exc)))
-                raise
-            self.commits += 1
+            if await self._write_batches(first):
+                return
+
+    async def _write_batches(self, first: _Batch) -> bool:
+        """Write ``first`` and everything queued behind it in one transaction and
+        wake their callers; True when the queue says stop. (Its own frame, so the
+        rows are let go as soon as they are written.)"""
+        batches = [first]
+        n = len(first.ops)
+        stop = False
+        while n < self._max_batch_ops and not self._queue.empty():
+            nxt = self._queue.get_nowait()
+            if nxt is None:
+                stop = True
+                break
+            batches.append(nxt)
+            n += len(nxt.ops)
+        ops = self._deferred
+        self._deferred = []
+        for b in batches:
+            ops.extend(b.ops)
+        try:
+            await self._write(ops)
+        except BaseException as exc:  # a failed write leaves memory ahead of disk
+            self._failed = exc
             for b in batches:
                 if b.done is not None and not b.done.done():
-                    b.done.set_result(None)
-            if stop:
-                return
+                    b.done.set_exception(StoreFailed(str(exc)))
+            raise
+        self.commits += 1
+        for b in batches:
+            if b.done is not None and not b.done.done():
+                b.done.set_result(None)
+        return stop
 
     async def _write(self, ops: list[Op]) -> None:
         if not ops:
             return
-        await self._db.execute("BEGIN")
+        plan = plan_writes(ops)
+        db = self._db
+        await db.execute("BEGIN")
         try:
-            # Runs of the same statement go in one executemany; order is kept.
-            i = 0
-            while i < len(ops):
-                sql = ops[i][0]
-                j = i
-                while j < len(ops) and ops[j][0] == sql:
-                    j += 1
-                if j - i == 1:
-                    await self._db.execute(sql, ops[i][1])
+            for sql, rows in plan:
+                if len(rows) == 1:
+                    await db.execute(sql, rows[0])
                 else:
-                    await self._db.executemany(sql, [p for _, p in ops[i:j]])
-                i = j
-            await self._db.execute("COMMIT")
+                    await db.executemany(sql, rows)
+            await db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
-                await self._db.execute("ROLLBACK")
+                await db.execute("ROLLBACK")
             raise
 
     async def close(self) -> None:

@@ -188,7 +188,7 @@ class World:
         target = to if to is not None else self.now + (by or timedelta())
         assert target >= self.now
         while (deadline := self.heap.pop_due(target)) is not None:
-            due, _, kind, key = deadline
+            due, kind, key = deadline
             self.now = max(self.now, due)
             self.lic.on_timer(kind, key, due, self.changes(), self.heap)
         self.now = target

@@ -177,7 +177,7 @@ def check_invariants(w: World) -> None:
     # than its lease end and, while active on an idle-aware product, its idle instant.
     pending = {
         (key, due)
-        for due, _, kind, key in w.heap._heap
+        for due, kind, key in w.heap.pending()
         if kind in (TimerKind.LEASE_END, TimerKind.IDLE)
     }
     for s in live:

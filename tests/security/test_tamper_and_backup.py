@@ -119,3 +119,18 @@ def test_backup_refuses_to_overwrite(tmp_path: Path) -> None:
     result = _cli("backup", "--db", str(db), "--to", str(target))
     assert result.returncode == 2
     assert target.read_bytes() == b"keep me"
+
+
+def test_t6_the_chain_continues_across_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "tessera.db"
+    with running(db) as srv:
+        _history(srv)
+    with running(db) as srv:  # the next entry chains to the last stored one
+        admin = Grpcurl(srv.target, ADMIN_TOKEN)
+        try:
+            admin(A + "PurchaseTokens", {"team_id": "acme", "tokens": 5, "request_id": "after"})
+        finally:
+            admin.close()
+    result = _cli("verify", "--db", str(db))
+    assert result.returncode == 0, result.stdout
+    assert "ok: 9 ledger entries chained, 4 packs add up" in result.stdout
