@@ -138,6 +138,9 @@ class TesseraServer:
                 EdgeInterceptor(
                     self.admin_token,
                     engine.resolve_user_key,
+                    log_calls=lambda method: (
+                        cfg.log_heartbeats or not method.endswith("/Heartbeat")
+                    ),
                     user_limits=RateLimits(cfg.user_rate_limit, cfg.user_burst),
                     admin_limits=RateLimits(cfg.admin_rate_limit, cfg.admin_burst),
                 )

@@ -22,6 +22,7 @@ class Config:
     shutdown_grace: float = 10.0
     max_message_bytes: int = 4 * 1024 * 1024
     heartbeat_flush: float = 2.0  # seconds between writes of heartbeat history
+    log_heartbeats: bool = False  # a line per successful Heartbeat too (failures always)
     user_rate_limit: float = 200.0  # calls per second per user key (0: off)
     user_burst: int = 1000
     admin_rate_limit: float = 0.0  # calls per second with the admin token (0: off)
@@ -159,6 +160,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         help="also demand client certificates signed by this CA: mutual TLS "
         "(TESSERA_TLS_CLIENT_CA)",
     )
+    p.add_argument(
+        "--log-heartbeats",
+        action=argparse.BooleanOptionalAction,
+        default=(_env("TESSERA_LOG_HEARTBEATS", "0") or "0").lower() in ("1", "true", "yes"),
+        help="also log a line for every successful Heartbeat (TESSERA_LOG_HEARTBEATS; "
+        "default off: failed heartbeats and every other call are always logged)",
+    )
     a = p.parse_args(argv)
     if bool(a.tls_cert) != bool(a.tls_key):
         p.error("--tls-cert and --tls-key go together")
@@ -180,6 +188,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         sync=a.sync,
         shutdown_grace=a.shutdown_grace,
         heartbeat_flush=a.heartbeat_flush,
+        log_heartbeats=a.log_heartbeats,
         user_rate_limit=a.user_rate_limit,
         user_burst=a.user_burst,
         admin_rate_limit=a.admin_rate_limit,
