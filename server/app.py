@@ -4,6 +4,7 @@ and runs the process (health, reflection, signals, drain)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sys
 from datetime import datetime
@@ -176,6 +177,10 @@ class TesseraServer:
         # Deadlines that fell due while the server was down fire before any call
         # is taken, so no call sees the state from before them.
         await engine.start(cfg.heartbeat_flush)
+        # What was loaded lives as long as the server: keep it out of the cyclic
+        # collector's full passes, which otherwise walk every session again.
+        gc.collect()
+        gc.freeze()
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
