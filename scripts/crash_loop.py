@@ -314,7 +314,7 @@ class Cluster:
         cycle = self.summary.cycles
         threads = [
             threading.Thread(
-                target=self._user,
+                target=self._guarded(self._user),
                 args=(u, k, stop, busy, busy_lock, random.Random(self.rng.random())),
                 daemon=True,
             )
@@ -322,7 +322,7 @@ class Cluster:
         ]
         threads.append(
             threading.Thread(
-                target=self._operator,
+                target=self._guarded(self._operator),
                 args=(cycle, stop, busy, busy_lock, random.Random(self.rng.random())),
                 daemon=True,
             )
@@ -339,6 +339,17 @@ class Cluster:
             if t.is_alive():
                 self.problem("a client thread hung after the kill")
         self.close_channel()
+
+    def _guarded(self, body: Callable[..., None]) -> Callable[..., None]:
+        """A client thread whose failure is a problem of the run, not a silent stop."""
+
+        def run(*args: Any) -> None:
+            try:
+                body(*args)
+            except Exception as exc:
+                self.problem(f"client thread {body.__name__} failed: {exc!r}")
+
+        return run
 
     def _call(
         self,
@@ -385,11 +396,12 @@ class Cluster:
         stub = licensing_service_pb2_grpc.LicensingServiceStub(self.channel)
         md = [("authorization", f"Bearer {key}")]
         device = f"{user_id.split('@')[0]}-d{rng.randint(1, 2)}"
-        live: list[pb.Session] = [
-            t.session
-            for t in self.acked.sessions.values()
-            if t.session.user_id == user_id and not t.ended
-        ]
+        with self.acked.lock:  # the other threads add to it meanwhile
+            live: list[pb.Session] = [
+                t.session
+                for t in self.acked.sessions.values()
+                if t.session.user_id == user_id and not t.ended
+            ]
         n = 0
         while not stop.is_set():
             n += 1
