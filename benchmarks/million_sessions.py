@@ -5,7 +5,9 @@ database (``synchronous=FULL`` as the server, unless ``--sync`` says
 otherwise) with a test clock, one team with a pack of enough tokens, one
 idle-aware product at 1 token a day, and N users, each assigned the product
 (users and memberships are built in the domain and written in bulk: they are
-the setting, not the measure). Then, in this order:
+the setting, not the measure), and the server restarts with them, as one
+would be when a million sessions open: loaded at start and frozen out of the
+garbage collector (``Store.load``, ``server/app.py``). Then, in this order:
 
 1. **Entitle**: one session per user, each on its own device with its own
    ``request_id`` (``--no-request-ids`` to leave it out), through
@@ -25,8 +27,9 @@ the setting, not the measure). Then, in this order:
    just now); a plain heartbeat changes memory only, so the batch of dirty
    sessions and devices is flushed and timed on its own.
 4. **Restart**: the engine stops, the store closes; then ``Store.open`` +
-   ``load`` + ``Engine.restore`` + ``engine.start`` rebuild the N live
-   sessions, meters, devices and deadlines from SQLite. The model of one
+   ``load`` + ``Engine.restore`` + ``engine.start`` + ``gc.collect`` and
+   ``gc.freeze`` (what ``server/app.py`` does before it takes calls) rebuild
+   the N live sessions, meters, devices and deadlines from SQLite. The model of one
    session is taken again: the steady state (window paid, no hold).
 5. **Fire N idle deadlines**: the clock moves past the sessions' own
    deadlines (15 minutes without activity, M6); every session goes idle.
@@ -406,16 +409,24 @@ class Bench:
         await engine.sessions.flush()
         self.figures.add(f"  flush of {dirty:,} dirty rows", secs(time.perf_counter() - t))
 
-    async def restart(self) -> None:
-        figures = self.figures
+    async def _close(self) -> float:
+        """Stop the engine and close its store; let all of it go (a new process
+        would not have it): the server froze it out of the garbage collector and
+        it holds cycles, so it is thawed and collected. Returns the seconds taken
+        to stop and close."""
         t = time.perf_counter()
         await self.engine.stop()
         await self.engine.store.close()
-        figures.add("stop + close the store", secs(time.perf_counter() - t))
-        self._engine = None  # the last reference: the old state goes
-        freed = settled_rss()
+        wall = time.perf_counter() - t
+        self._engine = None
+        gc.unfreeze()
+        gc.collect()
+        return wall
 
-        gc_mark = self.gc.mark()
+    async def _open(self) -> tuple[float, float, float, float, float]:
+        """What ``server/app.py`` does at start: Store.open, load, Engine.restore,
+        engine.start, then gc.collect and gc.freeze before it takes calls.
+        Returns the five durations."""
         t0 = time.perf_counter()
         store = await Store.open(self.db, synchronous=self.sync)
         t1 = time.perf_counter()
@@ -424,21 +435,34 @@ class Bench:
         self.clock = TestClock(self.clock.now())
         engine = self._engine = Engine.restore(snapshot, self.clock, store)
         t3 = time.perf_counter()
-        await engine.start(heartbeat_flush=0)
+        await engine.start(heartbeat_flush=0)  # heartbeat flushes are timed by hand
         t4 = time.perf_counter()
         del snapshot
+        gc.collect()
+        gc.freeze()
+        t5 = time.perf_counter()
+        return t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4
+
+    async def restart(self) -> None:
+        figures = self.figures
+        figures.add("stop + close the store", secs(await self._close()))
+        freed = settled_rss()
+        gc_mark = self.gc.mark()
+        times = await self._open()
         gc_spent = self.gc.since(gc_mark)
         reloaded = settled_rss()
-        figures.add(f"restart: reload {self.n:,} live sessions", secs(t4 - t0), "<= 30 s")
-        figures.add("  Store.open", secs(t1 - t0))
-        figures.add("  Store.load", secs(t2 - t1))
-        figures.add("  Engine.restore", secs(t3 - t2))
-        figures.add("  Engine.start (fire what fell due)", secs(t4 - t3))
+        figures.add(f"restart: reload {self.n:,} live sessions", secs(sum(times)), "<= 30 s")
+        figures.add("  Store.open", secs(times[0]))
+        figures.add("  Store.load", secs(times[1]))
+        figures.add("  Engine.restore", secs(times[2]))
+        figures.add("  Engine.start (fire what fell due)", secs(times[3]))
+        figures.add("  gc.collect + gc.freeze (as server/app.py)", secs(times[4]))
         figures.add("  of which garbage collector", gc_spent)
         figures.add(
             "  VmRSS old engine freed -> reloaded",
             f"{freed / MIB:,.0f} -> {reloaded / MIB:,.0f} MiB",
         )
+        engine = self.engine
         lic = engine.sessions.lic
         check(sum(1 for _ in lic.live_sessions()) == self.n, "not every session came back")
         check(len(engine.scheduler.heap) >= self.n, "the sessions' deadlines did not come back")
@@ -450,11 +474,19 @@ class Bench:
         figures = self.figures
         store = await Store.open(self.db, synchronous=self.sync)
         self._engine = Engine(self.clock, store)
-        await self.engine.start(heartbeat_flush=0)  # flushes are timed by hand
-
+        await self.engine.start(heartbeat_flush=0)
         t = time.perf_counter()
         self.user_ids = await build_setting(self.engine, self.n)
-        figures.add("setting: team, pack, product, N users", secs(time.perf_counter() - t))
+        # Then the server restarts with them, as it would be when a million
+        # sessions open: users loaded (and frozen out of the collector) at start.
+        await self._close()
+        await self._open()
+        directory = self.engine.directory
+        self.user_ids = [directory.user(u).user_id for u in self.user_ids]  # its strings
+        figures.add(
+            "setting: team, pack, product, N users; restart",
+            secs(time.perf_counter() - t),
+        )
 
         await self.open_sessions()
         await self.fire(self.clock.now() + self.engine.terms.grace, "GRACE_END (capture)")
@@ -469,9 +501,7 @@ class Bench:
             all(s.state is SessionState.IDLE for s in self.engine.sessions.lic.live_sessions()),
             "not every session went idle",
         )
-        await self.engine.stop()
-        await self.engine.store.close()
-        self._engine = None
+        await self._close()
 
 
 async def main_async(args: argparse.Namespace) -> int:

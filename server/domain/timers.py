@@ -13,7 +13,8 @@ scans.
 Memory: at a million live sessions the heap holds a million entries or more.
 An entry is one 3-tuple (64 bytes) and its slot in the list; ``due`` and
 ``key`` are the objects the caller already holds (the session's ``due``, its
-id), so they cost nothing more. A sequence number to keep scheduling order at
+id), so they cost nothing more, and ``kind`` is stored as a plain int (see
+``TimerHeap``). A sequence number to keep scheduling order at
 equal instants would cost an int (32 bytes) and a wider tuple (80) per entry.
 """
 
@@ -36,16 +37,23 @@ class TimerKind(IntEnum):
 
 
 Deadline = tuple[datetime, TimerKind, str]
+_KINDS: dict[int, TimerKind] = {int(kind): kind for kind in TimerKind}
 
 
 class TimerHeap:
+    """The heap holds ``(due, int(kind), key)``: a tuple of a datetime, a plain
+    int and a string refers to nothing the garbage collector follows, so the
+    collector stops tracking it after its first pass; with the ``TimerKind``
+    member (an object the collector tracks) in it, every full pass would walk
+    every entry again, a million or more."""
+
     __slots__ = ("_heap",)
 
     def __init__(self) -> None:
-        self._heap: list[Deadline] = []
+        self._heap: list[tuple[datetime, int, str]] = []
 
     def schedule(self, due: datetime, kind: TimerKind, key: str) -> None:
-        heapq.heappush(self._heap, (due, kind, key))
+        heapq.heappush(self._heap, (due, int(kind), key))
 
     def next_due(self) -> datetime | None:
         return self._heap[0][0] if self._heap else None
@@ -54,12 +62,13 @@ class TimerHeap:
         """The earliest deadline at or before ``until``, removed; else None."""
         heap = self._heap
         if heap and heap[0][0] <= until:
-            return heapq.heappop(heap)
+            due, kind, key = heapq.heappop(heap)
+            return due, _KINDS[kind], key
         return None
 
     def pending(self) -> Iterator[Deadline]:
         """Every outstanding deadline, in no particular order (for checks and tests)."""
-        return iter(self._heap)
+        return ((due, _KINDS[kind], key) for due, kind, key in self._heap)
 
     def __len__(self) -> int:
         return len(self._heap)

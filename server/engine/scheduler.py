@@ -39,9 +39,12 @@ class Scheduler:
         self._handlers[kind] = handler
 
     def schedule(self, due: datetime, kind: TimerKind, key: str) -> None:
+        if self._task is None:  # the test clock, or not started yet: nothing to wake
+            self.heap.schedule(due, kind, key)
+            return
         nxt = self.heap.next_due()
         self.heap.schedule(due, kind, key)
-        if self._task is not None and (nxt is None or due < nxt):
+        if nxt is None or due < nxt:
             self._wake.set()
 
     def fire_due(self, until: datetime, changes: Changes) -> int:

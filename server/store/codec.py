@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from functools import lru_cache
@@ -89,8 +89,30 @@ def _by_value(kind: type[_E]) -> dict[Any, _E]:
 # that a restarted server holds no more than the one that wrote the rows.
 # The tables are dropped when the load ends.
 
-_instants: dict[int, datetime] = {}
+
+class _Instants(dict[int, datetime]):
+    """Instants by microseconds; a missing one is made (and kept)."""
+
+    def __missing__(self, us: int) -> datetime:
+        t = self[us] = EPOCH + _US * us
+        return t
+
+
+class _FreshInstants(dict[int, datetime]):
+    """The same reads, outside ``sharing()``: a new instant each time, none kept."""
+
+    def __missing__(self, us: int) -> datetime:
+        return EPOCH + _US * us
+
+
+def _keep(s: str, _: str) -> str:
+    return s
+
+
+_instants = _Instants()
+_fresh = _FreshInstants()
 _strings: dict[str, str] = {}
+_share = _strings.setdefault  # _share(s, s): the string equal to s that came first
 _sharing = 0
 
 
@@ -107,13 +129,15 @@ def sharing() -> Iterator[None]:
             _strings.clear()
 
 
+def _tools() -> tuple[dict[int, datetime], Callable[[str, str], str]]:
+    """What a row decoder reads instants with and shares strings with, now: one
+    look at the flag per row; then a dictionary read per instant (C code but
+    for the first of each) and a ``setdefault`` per id."""
+    return (_instants, _share) if _sharing else (_fresh, _keep)
+
+
 def _t(us: int) -> datetime:
-    if not _sharing:
-        return EPOCH + _US * us
-    t = _instants.get(us)
-    if t is None:
-        t = _instants[us] = EPOCH + _US * us
-    return t
+    return _instants[us] if _sharing else EPOCH + _US * us
 
 
 def _opt_t(us: int | None) -> datetime | None:
@@ -121,7 +145,7 @@ def _opt_t(us: int | None) -> datetime | None:
 
 
 def _s(s: str) -> str:
-    return _strings.setdefault(s, s) if _sharing else s
+    return _share(s, s) if _sharing else s
 
 
 _PLAN = _by_value(Plan)
@@ -153,21 +177,91 @@ class Table:
     delete_sql: str = field(init=False, repr=False, compare=False)
     select_sql: str = field(init=False, repr=False, compare=False)
     key_positions: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    key_prefix: int = field(init=False, repr=False, compare=False)  # 0: not the first columns
 
     def __post_init__(self) -> None:
-        verb = "INSERT" if self.append_only else "INSERT OR REPLACE"
         cols = ", ".join(self.columns)
         marks = ", ".join("?" for _ in self.columns)
         where = " AND ".join(f"{k} = ?" for k in self.key)
+        upsert = f"INSERT INTO {self.name} ({cols}) VALUES ({marks})"
+        if not self.append_only:
+            # An upsert changes the row in place, touching only the indexes of the
+            # columns that changed (a heartbeat: none); INSERT OR REPLACE would
+            # delete the row and insert it anew, every index with it (a quarter
+            # more time for a million sessions).
+            sets = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c not in self.key)
+            action = f"DO UPDATE SET {sets}" if sets else "DO NOTHING"
+            upsert += f" ON CONFLICT ({', '.join(self.key)}) {action}"
         init = object.__setattr__  # frozen: set once, here
-        init(self, "upsert_sql", f"{verb} INTO {self.name} ({cols}) VALUES ({marks})")
+        init(self, "upsert_sql", upsert)
         init(self, "delete_sql", f"DELETE FROM {self.name} WHERE {where}")
         init(self, "select_sql", f"SELECT {cols} FROM {self.name}")
         init(self, "key_positions", tuple(self.columns.index(k) for k in self.key))
+        n = len(self.key)
+        init(self, "key_prefix", n if self.columns[:n] == self.key else 0)
 
     def key_of(self, row: Row) -> Row:
         """The primary key's values of a full row."""
+        if self.key_prefix:
+            return row[: self.key_prefix]
         return tuple(row[i] for i in self.key_positions)
+
+
+# -- the decoders of the big tables ---------------------------------------------------
+#
+# A million users bring a million rows each to users, members, sessions, meters
+# and devices: these decoders call the constructors with positional arguments
+# (a third faster than by keyword), so each first checks, once, that the
+# fields are still in the order the columns are.
+
+
+def _fields_are(kind: type, names: tuple[str, ...]) -> None:
+    found = tuple(f.name for f in fields(kind) if f.init)[: len(names)]
+    if found != names:
+        raise TypeError(
+            f"{kind.__name__}'s fields are now {found}: update its decoder in {__name__}"
+        )
+
+
+_fields_are(User, ("user_id", "display_name", "email", "key_hash"))
+_fields_are(
+    Member,
+    (
+        "team_id",
+        "user_id",
+        "state",
+        "guest",
+        "all_products",
+        "product_ids",
+        "invitation_id",
+        "join_time",
+    ),
+)
+
+
+def _user(r: Row) -> User:
+    _, share = _tools()
+    key_hash = r[3]
+    return User(
+        share(r[0], r[0]),
+        r[1],
+        share(r[2], r[2]),  # the same string as the user id, as a fresh user's
+        None if key_hash is None else bytes(key_hash),
+    )
+
+
+def _member(r: Row) -> Member:
+    t, share = _tools()
+    return Member(
+        share(r[0], r[0]),
+        share(r[1], r[1]),
+        _MEMBER_STATE[r[2]],
+        bool(r[3]),
+        bool(r[4]),
+        s2ids(r[5]),
+        r[6],
+        t[r[7]],
+    )
 
 
 TEAMS = Table(
@@ -353,12 +447,7 @@ USERS = Table(
     ("user_id", "display_name", "email", "key_hash"),
     ("user_id",),
     lambda u: (u.user_id, u.display_name, u.email, u.key_hash),
-    lambda r: User(
-        user_id=_s(r[0]),
-        display_name=r[1],
-        email=_s(r[2]),
-        key_hash=bytes(r[3]) if r[3] is not None else None,
-    ),
+    _user,
 )
 
 MEMBERS = Table(
@@ -384,16 +473,7 @@ MEMBERS = Table(
         m.invitation_id,
         t2i(m.join_time),
     ),
-    lambda r: Member(
-        team_id=_s(r[0]),
-        user_id=_s(r[1]),
-        state=_MEMBER_STATE[r[2]],
-        guest=bool(r[3]),
-        all_products=bool(r[4]),
-        product_ids=s2ids(r[5]),
-        invitation_id=r[6],
-        join_time=_t(r[7]),
-    ),
+    _member,
 )
 
 INVITATIONS = Table(
@@ -468,6 +548,163 @@ SUBSCRIPTIONS = Table(
     ),
 )
 
+_fields_are(
+    Session,
+    (
+        "session_id",
+        "user_id",
+        "team_id",
+        "product_id",
+        "product_version",
+        "platform",
+        "device_id",
+        "parent_session_id",
+        "request_id",
+        "coverage",
+        "plan",
+        "daily_rate",
+        "start_time",
+        "lease_end",
+        "last_activity",
+        "state_since",
+        "coverage_since",
+        "state",
+        "end_reason",
+        "end_time",
+    ),
+)
+_fields_are(
+    Meter,
+    (
+        "team_id",
+        "user_id",
+        "product_id",
+        "state",
+        "grace_start",
+        "grace_end",
+        "window_start",
+        "window_end",
+        "hold_id",
+    ),
+)
+_fields_are(Device, ("user_id", "product_id", "device_id", "register_time", "last_seen_time"))
+
+
+def _session(r: Row) -> Session:
+    t, share = _tools()
+    end_reason, end_time = r[18], r[19]
+    return Session(
+        r[0],
+        share(r[1], r[1]),
+        share(r[2], r[2]),
+        share(r[3], r[3]),
+        share(r[4], r[4]),
+        _PLATFORM[r[5]],
+        r[6],
+        r[7],
+        r[8],
+        _COVERAGE[r[9]],
+        _PLAN[r[10]],
+        r[11],
+        t[r[12]],
+        t[r[13]],
+        t[r[14]],
+        t[r[15]],
+        t[r[16]],
+        _SESSION_STATE[r[17]],
+        None if end_reason is None else _END_REASON[end_reason],
+        None if end_time is None else t[end_time],
+    )
+
+
+def _meter(r: Row) -> Meter:
+    t, share = _tools()
+    grace_start, grace_end, window_start, window_end = r[4], r[5], r[6], r[7]
+    return Meter(
+        share(r[0], r[0]),
+        share(r[1], r[1]),
+        share(r[2], r[2]),
+        _CHARGE_STATE[r[3]],
+        None if grace_start is None else t[grace_start],
+        None if grace_end is None else t[grace_end],
+        None if window_start is None else t[window_start],
+        None if window_end is None else t[window_end],
+        r[8],
+    )
+
+
+def _device(r: Row) -> Device:
+    t, share = _tools()
+    return Device(share(r[0], r[0]), share(r[1], r[1]), r[2], t[r[3]], t[r[4]])
+
+
+# Their encoders run for every change handed to the store (a heartbeat flush of
+# a million sessions: two million rows): an instant a row holds more than once
+# (a session's start is its state's and its coverage's start until they move)
+# is converted once, and an Enum's value is read as ``_value_`` (``.value`` is
+# a property, three times slower).
+
+
+def _session_row(s: Session) -> Row:
+    start = s.start_time
+    start_us = t2i(start)
+    since, covered, end_reason, end_time = s.state_since, s.coverage_since, s.end_reason, s.end_time
+    return (
+        s.session_id,
+        s.user_id,
+        s.team_id,
+        s.product_id,
+        s.product_version,
+        s.platform._value_,
+        s.device_id,
+        s.parent_session_id,
+        s.request_id,
+        s.coverage._value_,
+        s.plan._value_,
+        s.daily_rate,
+        start_us,
+        t2i(s.lease_end),
+        start_us if s.last_activity is start else t2i(s.last_activity),
+        start_us if since is start else t2i(since),
+        start_us if covered is start else t2i(covered),
+        s.state._value_,
+        None if end_reason is None else end_reason._value_,
+        None if end_time is None else t2i(end_time),
+    )
+
+
+def _meter_row(m: Meter) -> Row:
+    grace_start, grace_end, window_start, window_end = (
+        m.grace_start,
+        m.grace_end,
+        m.window_start,
+        m.window_end,
+    )
+    return (
+        m.team_id,
+        m.user_id,
+        m.product_id,
+        m.state._value_,
+        None if grace_start is None else t2i(grace_start),
+        None if grace_end is None else t2i(grace_end),
+        None if window_start is None else t2i(window_start),
+        None if window_end is None else t2i(window_end),
+        m.hold_id,
+    )
+
+
+def _device_row(d: Device) -> Row:
+    seen = d.last_seen_time
+    registered = t2i(d.register_time)
+    return (
+        d.user_id,
+        d.product_id,
+        d.device_id,
+        registered,
+        registered if seen is d.register_time else t2i(seen),
+    )
+
+
 SESSIONS = Table(
     "sessions",
     (
@@ -493,50 +730,8 @@ SESSIONS = Table(
         "end_time",
     ),
     ("session_id",),
-    lambda s: (
-        s.session_id,
-        s.user_id,
-        s.team_id,
-        s.product_id,
-        s.product_version,
-        s.platform.value,
-        s.device_id,
-        s.parent_session_id,
-        s.request_id,
-        s.coverage.value,
-        s.plan.value,
-        s.daily_rate,
-        t2i(s.start_time),
-        t2i(s.lease_end),
-        t2i(s.last_activity),
-        t2i(s.state_since),
-        t2i(s.coverage_since),
-        s.state.value,
-        s.end_reason.value if s.end_reason is not None else None,
-        opt_t2i(s.end_time),
-    ),
-    lambda r: Session(
-        session_id=r[0],
-        user_id=_s(r[1]),
-        team_id=_s(r[2]),
-        product_id=_s(r[3]),
-        product_version=_s(r[4]),
-        platform=_PLATFORM[r[5]],
-        device_id=r[6],
-        parent_session_id=r[7],
-        request_id=r[8],
-        coverage=_COVERAGE[r[9]],
-        plan=_PLAN[r[10]],
-        daily_rate=r[11],
-        start_time=_t(r[12]),
-        lease_end=_t(r[13]),
-        last_activity=_t(r[14]),
-        state_since=_t(r[15]),
-        coverage_since=_t(r[16]),
-        state=_SESSION_STATE[r[17]],
-        end_reason=_END_REASON[r[18]] if r[18] is not None else None,
-        end_time=_opt_t(r[19]),
-    ),
+    _session_row,
+    _session,
     # Live sessions, and ended ones of the last days (M11 and M12 answer them).
     load_where=(
         "WHERE end_time IS NULL OR end_time >= "
@@ -559,42 +754,16 @@ METERS = Table(
         "hold_id",
     ),
     ("team_id", "user_id", "product_id"),
-    lambda m: (
-        m.team_id,
-        m.user_id,
-        m.product_id,
-        m.state.value,
-        opt_t2i(m.grace_start),
-        opt_t2i(m.grace_end),
-        opt_t2i(m.window_start),
-        opt_t2i(m.window_end),
-        m.hold_id,
-    ),
-    lambda r: Meter(
-        team_id=_s(r[0]),
-        user_id=_s(r[1]),
-        product_id=_s(r[2]),
-        state=_CHARGE_STATE[r[3]],
-        grace_start=_opt_t(r[4]),
-        grace_end=_opt_t(r[5]),
-        window_start=_opt_t(r[6]),
-        window_end=_opt_t(r[7]),
-        hold_id=r[8],
-    ),
+    _meter_row,
+    _meter,
 )
 
 DEVICES = Table(
     "devices",
     ("user_id", "product_id", "device_id", "register_time", "last_seen_time"),
     ("user_id", "product_id", "device_id"),
-    lambda d: (d.user_id, d.product_id, d.device_id, t2i(d.register_time), t2i(d.last_seen_time)),
-    lambda r: Device(
-        user_id=_s(r[0]),
-        product_id=_s(r[1]),
-        device_id=r[2],
-        register_time=_t(r[3]),
-        last_seen_time=_t(r[4]),
-    ),
+    _device_row,
+    _device,
 )
 
 ACTIVITY = Table(

@@ -95,14 +95,25 @@ def plan_writes(ops: Iterable[Op]) -> list[tuple[str, list[Row]]]:
 
 
 @contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """No cyclic garbage collection while millions of objects are made at start:
-    they are all kept, and every pass of the collector would walk them all again
-    (about a fifth of the time of a load). It runs again afterwards as before."""
+def _loading() -> Iterator[None]:
+    """Keep the cyclic garbage collector off while the state loads, then freeze
+    what was loaded (``gc.freeze``).
+
+    A load makes millions of objects that all stay: every pass of the collector
+    would walk them again and again (a third of the time of a load and a restore
+    of a million sessions). Merely deferring the passes does not help, since the
+    objects would then be walked once per generation as they age, and every full
+    pass after that would walk them all. Frozen, they are left out of every pass;
+    freed by reference counting as ever. Garbage from before the load is
+    collected first so that none of it is frozen. (The server freezes again once
+    the engine is rebuilt: ``server/app.py``.)
+    """
     was_enabled = gc.isenabled()
+    gc.collect()
     gc.disable()
     try:
         yield
+        gc.freeze()
     finally:
         if was_enabled:
             gc.enable()
@@ -172,37 +183,31 @@ class Store:
 
     async def load(self) -> Snapshot:
         """Every table that lives in memory, as objects, in table order. Equal
-        instants and ids come back as one object each (``codec.sharing``)."""
+        instants and ids come back as one object each (``codec.sharing``), and
+        the objects are frozen out of the garbage collector (``_loading``)."""
         snap = Snapshot()
-        with sharing(), _no_gc():
+        with sharing(), _loading():
             for kind, table in TABLES.items():
                 if table.name not in NOT_LOADED:
                     snap.objects[kind] = await self._load_table(table)
         # The chain continues from the last stored entry (server/domain/ledger.py).
-        async with self._db.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1") as cur:
+        async with self._db.execute(
+            "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1"
+        ) as cur:
             row = await cur.fetchone()
         if row is not None:
             snap.max_ledger_seq, snap.last_ledger_hash = int(row[0]), str(row[1])
         return snap
 
     async def _load_table(self, table: Table) -> list[Any]:
-        """Read in chunks, the next one fetched (on aiosqlite's thread) while this
-        one becomes objects, so that reading and decoding overlap and the rows of a
-        whole table are never all in memory at once."""
+        """Read in chunks, so that the rows of a whole table are never all in memory
+        at once (a million sessions' rows are twice the size of their objects)."""
         sql = f"{table.select_sql} {table.load_where} {table.order_by}"
         from_row = table.from_row
         out: list[Any] = []
         async with self._db.execute(sql) as cur:
-            pending = asyncio.ensure_future(cur.fetchmany(LOAD_CHUNK))
-            try:
-                while rows := await pending:
-                    pending = asyncio.ensure_future(cur.fetchmany(LOAD_CHUNK))
-                    out.extend([from_row(tuple(r)) for r in rows])
-            finally:
-                if not pending.done():
-                    pending.cancel()
-                    with contextlib.suppress(BaseException):
-                        await pending
+            while rows := await cur.fetchmany(LOAD_CHUNK):
+                out.extend([from_row(tuple(r)) for r in rows])
         return out
 
     async def query(self, sql: str, params: Row = ()) -> list[Row]:
