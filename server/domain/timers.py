@@ -53,7 +53,7 @@ class TimerHeap:
         self._heap: list[tuple[datetime, int, str]] = []
 
     def schedule(self, due: datetime, kind: TimerKind, key: str) -> None:
-        heapq.heappush(self._heap, (due, int(kind), key))
+        heapq.heappush(self._heap, (due, kind._value_, key))
 
     def next_due(self) -> datetime | None:
         return self._heap[0][0] if self._heap else None

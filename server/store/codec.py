@@ -84,10 +84,12 @@ def _by_value(kind: type[_E]) -> dict[Any, _E]:
 # Every row read back makes new objects, even for values that many objects
 # share in memory: a session's start is also its device's registration and
 # its meter's window start; a user id is in the users, members, sessions,
-# meters and devices tables. While ``sharing()`` is on, ``_t`` and ``_s`` make
-# equal instants and ids one object (datetimes and strings are immutable), so
-# that a restarted server holds no more than the one that wrote the rows.
-# The tables are dropped when the load ends.
+# meters and devices tables. While ``sharing()`` is on, ``_t`` and ``_s`` (and
+# the decoders of the big tables, which read ``_instants`` and ``_share``
+# themselves, one look at the flag per row) make equal instants and ids one
+# object (datetimes and strings are immutable), so that a restarted server
+# holds no more than the one that wrote the rows. The tables are dropped when
+# the load ends.
 
 
 class _Instants(dict[int, datetime]):
@@ -127,13 +129,6 @@ def sharing() -> Iterator[None]:
         if not _sharing:
             _instants.clear()
             _strings.clear()
-
-
-def _tools() -> tuple[dict[int, datetime], Callable[[str, str], str]]:
-    """What a row decoder reads instants with and shares strings with, now: one
-    look at the flag per row; then a dictionary read per instant (C code but
-    for the first of each) and a ``setdefault`` per id."""
-    return (_instants, _share) if _sharing else (_fresh, _keep)
 
 
 def _t(us: int) -> datetime:
@@ -240,7 +235,7 @@ _fields_are(
 
 
 def _user(r: Row) -> User:
-    _, share = _tools()
+    share = _share if _sharing else _keep
     key_hash = r[3]
     return User(
         share(r[0], r[0]),
@@ -251,7 +246,7 @@ def _user(r: Row) -> User:
 
 
 def _member(r: Row) -> Member:
-    t, share = _tools()
+    t, share = (_instants, _share) if _sharing else (_fresh, _keep)
     return Member(
         share(r[0], r[0]),
         share(r[1], r[1]),
@@ -591,7 +586,7 @@ _fields_are(Device, ("user_id", "product_id", "device_id", "register_time", "las
 
 
 def _session(r: Row) -> Session:
-    t, share = _tools()
+    t, share = (_instants, _share) if _sharing else (_fresh, _keep)
     end_reason, end_time = r[18], r[19]
     return Session(
         r[0],
@@ -618,7 +613,7 @@ def _session(r: Row) -> Session:
 
 
 def _meter(r: Row) -> Meter:
-    t, share = _tools()
+    t, share = (_instants, _share) if _sharing else (_fresh, _keep)
     grace_start, grace_end, window_start, window_end = r[4], r[5], r[6], r[7]
     return Meter(
         share(r[0], r[0]),
@@ -634,7 +629,7 @@ def _meter(r: Row) -> Meter:
 
 
 def _device(r: Row) -> Device:
-    t, share = _tools()
+    t, share = (_instants, _share) if _sharing else (_fresh, _keep)
     return Device(share(r[0], r[0]), share(r[1], r[1]), r[2], t[r[3]], t[r[4]])
 
 
