@@ -212,6 +212,16 @@ class Sessions:
 
     # -- the four RPCs (M1-M12) -----------------------------------------------
 
+    def _caught_up(self, changes: Changes) -> datetime:
+        """Now, after firing every deadline already due (into ``changes``). The
+        scheduler's task fires them on time, but a busy loop may run a call first:
+        a heartbeat a second after its lease ended must find the session expired
+        at the lease's end (M7), not revive it."""
+        e = self.e
+        now = e.now()
+        e.scheduler.fire_due(now, changes)
+        return now
+
     async def entitle(
         self,
         user_id: str,
@@ -227,7 +237,7 @@ class Sessions:
     ) -> SessionView:
         e = self.e
         changes = Changes()
-        now = e.now()
+        now = self._caught_up(changes)
         session = self.lic.entitle(
             user_id,
             product_id,
@@ -254,7 +264,7 @@ class Sessions:
     ) -> SessionView:
         e = self.e
         changes = Changes()
-        now = e.now()
+        now = self._caught_up(changes)
         before = self.lic.find_session(session_id)
         if before is None and (old := await self._forgotten(user_id, session_id)) is not None:
             return self.lic.session_view(old, now)
@@ -277,7 +287,7 @@ class Sessions:
     async def idle(self, user_id: str, session_id: str) -> SessionView:
         e = self.e
         changes = Changes()
-        now = e.now()
+        now = self._caught_up(changes)
         if self.lic.find_session(session_id) is None and (
             old := await self._forgotten(user_id, session_id)
         ):
@@ -290,7 +300,7 @@ class Sessions:
     async def release(self, user_id: str, session_id: str) -> SessionView:
         e = self.e
         changes = Changes()
-        now = e.now()
+        now = self._caught_up(changes)
         if self.lic.find_session(session_id) is None and (
             old := await self._forgotten(user_id, session_id)
         ):

@@ -14,12 +14,13 @@ the last tokens are in ``test_metering_api.py``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import grpc
 import pytest
 
 from tests.grpcurl import GrpcurlError
-from tests.licensing_desk import Desk, L, at, ended, num
+from tests.licensing_desk import T0, Desk, L, at, ended, num
 from tests.support import ServerThread
 
 FP = grpc.StatusCode.FAILED_PRECONDITION
@@ -324,6 +325,25 @@ def test_m7_lease_expires_24h_after_the_last_heartbeat(desk: Desk, ann: str) -> 
         ("CAPTURE", 10, at(d=1, m=5)),
     ]
     assert desk.balance("alpha") == (80, 0)
+
+
+def test_m7_a_heartbeat_after_the_lease_end_never_revives_it_even_before_the_deadline_fires(
+    server: ServerThread, desk: Desk, ann: str
+) -> None:
+    """The scheduler fires deadlines on time, but a busy server may run a call
+    first. Here the clock passes the lease end without firing anything (a late
+    scheduler): the heartbeat must find the session expired at the lease's end."""
+    s = desk.entitle(ann, "REVIT")
+    desk.to(at(h=23, m=59))
+
+    async def late_scheduler() -> None:
+        assert server.server.engine is not None
+        server.server.engine.clock.set(T0 + timedelta(days=1, seconds=30))  # type: ignore[attr-defined]
+
+    server.call(late_scheduler())
+    ended(desk.heartbeat(ann, s["session_id"]), "LEASE_EXPIRED", at(d=1))
+    assert desk.sessions("alpha") == []
+    assert desk.token_moves("alpha") == [("HOLD", 10, at()), ("CAPTURE", 10, at(m=5))]
 
 
 def test_m7_lease_ending_at_the_window_end_is_not_renewed(desk: Desk, ann: str) -> None:
