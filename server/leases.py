@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from client_sdk.proto.tessera.v1 import common_pb2 as pb
-from server.api.convert import COVERAGES_OUT
+from server.api.convert import COVERAGES_OUT, ts
 from server.domain.sessions import SessionView
 
 KEY_FILE_SUFFIX = ".signing-keys"
@@ -148,9 +148,9 @@ class LeaseSigner:
             product_id=s.product_id,
             device_id=s.device_id,
             coverage=COVERAGES_OUT[s.coverage],
+            lease_expire_time=ts(view.lease_expire_time),
+            issue_time=ts(now),
         )
-        lease.lease_expire_time.FromDatetime(view.lease_expire_time)
-        lease.issue_time.FromDatetime(now)
         payload = lease.SerializeToString(deterministic=True)
         return pb.SignedLease(lease=payload, signature=self._sign(payload), key_id=self._key_id)
 

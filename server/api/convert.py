@@ -53,9 +53,18 @@ def ts(t: datetime | None) -> timestamp_pb2.Timestamp | None:
     return timestamp_pb2.Timestamp(seconds=us // 1_000_000, nanos=us % 1_000_000 * 1000)
 
 
+_DURATIONS: dict[timedelta, duration_pb2.Duration] = {}
+
+
 def dur(d: timedelta) -> duration_pb2.Duration:
-    out = duration_pb2.Duration()
-    out.FromTimedelta(d)
+    """A Duration; the few that answers repeat (the heartbeat interval) are made
+    once (a message given to a constructor is copied, so sharing it is safe)."""
+    out = _DURATIONS.get(d)
+    if out is None:
+        out = duration_pb2.Duration()
+        out.FromTimedelta(d)
+        if len(_DURATIONS) < 64:
+            _DURATIONS[d] = out
     return out
 
 

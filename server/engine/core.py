@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from server.clock import Clock, TestClock
 from server.credentials import hash_secret
-from server.domain.changes import Changes
+from server.domain.changes import Changes, Deleted
 from server.domain.coverage import Coverages, Subscription
 from server.domain.directory import Directory, Invitation, Member, Notification, User
 from server.domain.errors import InvalidArgument, TestClockDisabled
@@ -41,6 +41,9 @@ class Engine:
         self.max_page_size = 1000
         self.scheduler = Scheduler(clock, self.commit)
         self._committing = 0  # commits under way (see ``settled``)
+        # Sessions and meters in commits under way, by id: how many commits (see
+        # ``settled_for``).
+        self._unsettled: dict[int, int] = {}
         # state
         self.teams: dict[str, Team] = {}
         self.products: dict[str, Product] = {}
@@ -118,15 +121,42 @@ class Engine:
             await self.settled()
             return
         self._committing += 1
+        unsettled = self._unsettled
+        watched = [
+            id(o)
+            for x in changes.items
+            if type(o := x.obj if type(x) is Deleted else x) is Session or type(o) is Meter
+        ]
+        for key in watched:
+            unsettled[key] = unsettled.get(key, 0) + 1
         try:
             await self.store.commit(changes)
         finally:
             self._committing -= 1
+            for key in watched:
+                if (n := unsettled[key] - 1) > 0:
+                    unsettled[key] = n
+                else:
+                    del unsettled[key]
 
     async def settled(self) -> None:
         """Return once every change already made in memory is stored (at once when
         no commit is under way)."""
         if self._committing:
+            await self.store.barrier()
+
+    @property
+    def committing(self) -> bool:
+        return self._committing > 0
+
+    async def settled_for(self, *objs: Session | Meter | None) -> None:
+        """Return once no commit under way stores any of ``objs`` (at once, mostly).
+        A heartbeat's answer tells its session and meter; a deadline that just
+        ended or charged them may still be on its way to disk, and the answer must
+        not promise what a crash could undo. Commits of other sessions, meters
+        and packs do not hold it up (the team's available tokens in the answer
+        are a figure of the moment, not a promise)."""
+        if self._committing and any(id(o) in self._unsettled for o in objs if o is not None):
             await self.store.barrier()
 
     def now(self) -> datetime:

@@ -279,7 +279,11 @@ class Sessions:
                 dirty[id(obj)] = obj  # type: ignore[assignment]
             # Written in a batch later; but what the answer says (a charge, an end)
             # may come from a deadline whose commit is still under way.
-            await e.settled()
+            if e.committing:
+                meter = session.meter or self.lic.meters.get(
+                    session.team_id, session.user_id, session.product_id
+                )
+                await e.settled_for(session, meter)
         else:  # it resumed, took a hold or ended: durable now
             await e.commit(changes)
         return view

@@ -1,0 +1,75 @@
+"""A plain heartbeat is written in a batch later, but its answer tells the
+session's state and its meter's charge (issue 4: "every hold, capture, release,
+session start and end is committed ... before the RPC answers"). When a deadline
+that ended or charged them is still on its way to disk, the answer waits for it;
+a commit of other sessions does not hold it up (at 100,000 sessions, waiting for
+every commit under way left the server idle a sixth of the time).
+
+The store's writer is held at a gate, on the server's own loop, so that a
+commit stays "under way" for as long as the test wants, with no sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from server.domain.changes import Changes
+from tests.licensing_desk import Desk
+from tests.support import ServerThread
+
+
+@pytest.fixture
+def desk(server: ServerThread) -> Iterator[Desk]:
+    d = Desk(server.target).sheet()
+    d.team("alpha", 100)
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def test_durability_heartbeat_waits_for_the_commit_of_its_own_session_only(
+    server: ServerThread, desk: Desk
+) -> None:
+    ann, bob = desk.user("alpha", "ann"), desk.user("alpha", "bob")
+    anns = desk.entitle(ann, "REVIT")["session_id"]
+    bobs = desk.entitle(bob, "REVIT")["session_id"]
+
+    async def scenario() -> dict[str, Any]:
+        engine = server.server.engine
+        assert engine is not None
+        store = engine.store
+        gate = asyncio.Event()
+        write = store._write
+
+        async def held(ops: Any) -> None:
+            await gate.wait()
+            await write(ops)
+
+        store._write = held  # type: ignore[method-assign]
+        try:
+            ann_session = engine.sessions.lic.find_session(anns)
+            commit = asyncio.create_task(engine.commit(Changes([ann_session])))
+            await asyncio.sleep(0)  # the commit is queued and held
+            assert engine.committing
+            bob_view = await asyncio.wait_for(engine.sessions.heartbeat(bob, bobs, 0), 10)
+            ann_beat = asyncio.create_task(engine.sessions.heartbeat(ann, anns, 0))
+            for _ in range(50):  # give it every chance to answer early
+                await asyncio.sleep(0)
+            ann_waited = not ann_beat.done()
+            gate.set()
+            await commit
+            ann_view = await asyncio.wait_for(ann_beat, 10)
+            return {"bob": bob_view, "ann": ann_view, "ann_waited": ann_waited}
+        finally:
+            gate.set()
+            store._write = write  # type: ignore[method-assign]
+
+    out = server.call(scenario())
+    assert out["bob"].session.session_id == bobs  # answered while ann's commit was held
+    assert out["ann_waited"] is True
+    assert out["ann"].session.session_id == anns
