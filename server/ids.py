@@ -26,13 +26,17 @@ class IdFactory:
         self._last_ms = 0
         self._counter = 0
         self._salt = int.from_bytes(os.urandom(4), "big")
+        # Encoded once (salt) or once per millisecond (time): most ids of a busy
+        # second encode only their counter.
+        self._salt32 = _b32(self._salt, 7)
+        self._ms32 = _b32(0, 10)
 
     def new(self, prefix: str) -> str:
         ms = time.time_ns() // 1_000_000
         if ms <= self._last_ms:
-            ms = self._last_ms
             self._counter += 1
         else:
             self._last_ms = ms
+            self._ms32 = _b32(ms, 10)
             self._counter = int.from_bytes(os.urandom(2), "big")
-        return f"{prefix}_{_b32(ms, 10)}{_b32(self._counter, 6)}{_b32(self._salt, 7)}"
+        return f"{prefix}_{self._ms32}{_b32(self._counter, 6)}{self._salt32}"
