@@ -42,7 +42,7 @@ class Engine:
         self.scheduler = Scheduler(clock, self.commit)
         self._committing = 0  # commits under way (see ``settled``)
         # Sessions and meters in commits under way, by id: how many commits (see
-        # ``settled_for``).
+        # ``unsettled``).
         self._unsettled: dict[int, int] = {}
         # state
         self.teams: dict[str, Team] = {}
@@ -149,15 +149,15 @@ class Engine:
     def committing(self) -> bool:
         return self._committing > 0
 
-    async def settled_for(self, *objs: Session | Meter | None) -> None:
-        """Return once no commit under way stores any of ``objs`` (at once, mostly).
-        A heartbeat's answer tells its session and meter; a deadline that just
-        ended or charged them may still be on its way to disk, and the answer must
-        not promise what a crash could undo. Commits of other sessions, meters
-        and packs do not hold it up (the team's available tokens in the answer
-        are a figure of the moment, not a promise)."""
-        if self._committing and any(id(o) in self._unsettled for o in objs if o is not None):
-            await self.store.barrier()
+    def unsettled(self, *objs: Session | Meter | None) -> bool:
+        """Whether a commit under way stores one of ``objs``. A heartbeat's answer
+        tells its session and meter; a deadline that just ended or charged them
+        may still be on its way to disk, and the answer must not promise what a
+        crash could undo, so it waits (``store.barrier``). Commits of other
+        sessions, meters and packs do not hold it up (the team's available tokens
+        in the answer are a figure of the moment, not a promise)."""
+        unsettled = self._unsettled
+        return bool(unsettled) and any(id(o) in unsettled for o in objs if o is not None)
 
     def now(self) -> datetime:
         return self.clock.now()

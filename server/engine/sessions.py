@@ -262,6 +262,9 @@ class Sessions:
     async def heartbeat(
         self, user_id: str, session_id: str, seconds_since_activity: int
     ) -> SessionView:
+        """M6, M7, M12. A plain heartbeat answers at once with a view of the live
+        session (read it before the next ``await``); one that waits answers with
+        a snapshot."""
         e = self.e
         changes = Changes()
         now = self._caught_up(changes)
@@ -272,19 +275,24 @@ class Sessions:
         session = self.lic.heartbeat(
             user_id, session_id, seconds_since_activity, now, changes, e.scheduler
         )
-        view = _snapshot(self.lic.session_view(session, now))
+        view = self.lic.session_view(session, now)
         if session.state is state and all(type(x) in _LIGHT for x in changes.items):
             dirty = self._dirty
             for obj in changes.items:
                 dirty[id(obj)] = obj  # type: ignore[assignment]
             # Written in a batch later; but what the answer says (a charge, an end)
-            # may come from a deadline whose commit is still under way.
-            if e.committing:
-                meter = session.meter or self.lic.meters.get(
-                    session.team_id, session.user_id, session.product_id
-                )
-                await e.settled_for(session, meter)
+            # may come from a deadline whose commit is still under way. Only then
+            # does the call wait, and only then may other calls change the live
+            # session before it answers.
+            if e.committing and e.unsettled(
+                session,
+                session.meter
+                or self.lic.meters.get(session.team_id, session.user_id, session.product_id),
+            ):
+                view = _snapshot(view)
+                await e.store.barrier()
         else:  # it resumed, took a hold or ended: durable now
+            view = _snapshot(view)
             await e.commit(changes)
         return view
 
