@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from server.domain.changes import Changes
+from server.domain.changes import Changes, Deleted
 from server.domain.errors import InvalidArgument, UnknownTeam
 from server.domain.ledger import EntryKind, PackState
 from server.domain.licensing import Licensing
@@ -374,6 +374,11 @@ class Sessions:
         e = self.e
         changes = Changes()
         self.lic.remove_device(user_id, product_id, device_id, e.now(), changes, e.scheduler)
+        # A heartbeat may have left the device in the batch: written after the
+        # delete, it would store the device again.
+        for item in changes.items:
+            if type(item) is Deleted:
+                self._dirty.pop(id(item.obj), None)
         await e.commit(changes)
 
     def list_sessions(

@@ -73,3 +73,25 @@ def test_durability_heartbeat_waits_for_the_commit_of_its_own_session_only(
     assert out["bob"].session.session_id == bobs  # answered while ann's commit was held
     assert out["ann_waited"] is True
     assert out["ann"].session.session_id == anns
+
+
+def test_m8_a_removed_device_stays_removed_when_the_heartbeat_batch_is_written(
+    server: ServerThread, desk: Desk
+) -> None:
+    """RemoveDevice (R2) after a heartbeat whose device is still waiting in the
+    batch: the batch written later must not store the device again (after a
+    restart it would hold one of the user's three places, M8)."""
+    ann = desk.user("alpha", "ann")
+    sid = desk.entitle(ann, "REVIT")["session_id"]
+    desk.advance(60)
+    desk.heartbeat(ann, sid)  # the device's last-seen time waits in the batch
+    desk.a("RemoveDevice", {"user_id": ann, "product_id": "REVIT", "device_id": "dev-1"})
+
+    async def stored() -> list[Any]:
+        engine = server.server.engine
+        assert engine is not None
+        await engine.sessions.flush()
+        return await engine.store.query("SELECT device_id FROM devices WHERE user_id = ?", (ann,))
+
+    assert server.call(stored()) == []
+    assert desk.devices(ann, "REVIT") == []
