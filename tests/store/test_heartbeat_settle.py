@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from server.domain.changes import Changes
+from server.engine import sessions as sessions_module
 from tests.licensing_desk import Desk
 from tests.support import ServerThread
 
@@ -95,3 +96,91 @@ def test_m8_a_removed_device_stays_removed_when_the_heartbeat_batch_is_written(
 
     assert server.call(stored()) == []
     assert desk.devices(ann, "REVIT") == []
+
+
+def _held_writes(store: Any) -> tuple[asyncio.Event, list[list[Any]], Any]:
+    """Hold the store's writer at a gate; record the ops of each transaction."""
+    gate = asyncio.Event()
+    writes: list[list[Any]] = []
+    write = store._write
+
+    async def held(ops: Any) -> None:
+        await gate.wait()
+        writes.append(list(ops))
+        await write(ops)
+
+    store._write = held
+    return gate, writes, write
+
+
+def test_durability_an_idle_during_a_heartbeat_flush_waits_behind_one_chunk_only(
+    server: ServerThread, desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch is written FLUSH_CHUNK objects per commit, so a call that
+    commits during a flush (here an Idle, M6) is written after one chunk, not
+    after the whole batch."""
+    monkeypatch.setattr(sessions_module, "FLUSH_CHUNK", 2)
+    users = [desk.user("alpha", name) for name in ("ann", "bob", "cy", "dee")]
+    sids = [desk.entitle(u)["session_id"] for u in users]  # ACAD: idle-aware
+    desk.advance(60)
+    for u, sid in zip(users[:3], sids[:3], strict=True):
+        desk.heartbeat(u, sid)  # 3 sessions + 3 devices wait in the batch
+
+    async def scenario() -> list[list[Any]]:
+        engine = server.server.engine
+        assert engine is not None
+        assert engine.sessions.dirty == 6
+        gate, writes, write = _held_writes(engine.store)
+        try:
+            flush = asyncio.create_task(engine.sessions.flush())
+            await asyncio.sleep(0)  # the first chunk is queued and held
+            idle = asyncio.create_task(engine.sessions.idle(users[3], sids[3]))
+            await asyncio.sleep(0)
+            gate.set()
+            await asyncio.wait_for(idle, 10)
+            await asyncio.wait_for(flush, 10)
+        finally:
+            gate.set()
+            engine.store._write = write  # type: ignore[method-assign]
+        return writes
+
+    writes = server.call(scenario())
+    idle_write = next(
+        i for i, ops in enumerate(writes) if any(row[0] == sids[3] for _, _, row in ops)
+    )
+    assert idle_write == 1  # right after the first chunk
+    assert [len(ops) for ops in writes[:1]] == [2]
+    assert sum(len(ops) for i, ops in enumerate(writes) if i != idle_write) == 6
+    states = {s["session_id"]: s["state"] for s in desk.sessions("alpha")}
+    assert states[sids[3]] == "SESSION_STATE_IDLE"
+
+
+def test_m8_a_device_removed_while_its_batch_is_being_written_stays_removed(
+    server: ServerThread, desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sessions_module, "FLUSH_CHUNK", 1)
+    ann, bob = desk.user("alpha", "ann"), desk.user("alpha", "bob")
+    anns = desk.entitle(ann, "REVIT")["session_id"]
+    bobs = desk.entitle(bob, "REVIT")["session_id"]
+    desk.advance(60)
+    desk.heartbeat(ann, anns)
+    desk.heartbeat(bob, bobs)
+
+    async def scenario() -> list[Any]:
+        engine = server.server.engine
+        assert engine is not None
+        gate, _, write = _held_writes(engine.store)
+        try:
+            flush = asyncio.create_task(engine.sessions.flush())
+            await asyncio.sleep(0)  # one object of four is queued; three wait
+            remove = asyncio.create_task(engine.sessions.remove_device(ann, "REVIT", "dev-1"))
+            await asyncio.sleep(0)
+            gate.set()
+            await asyncio.wait_for(remove, 10)
+            await asyncio.wait_for(flush, 10)
+        finally:
+            gate.set()
+            engine.store._write = write  # type: ignore[method-assign]
+        return await engine.store.query("SELECT user_id FROM devices ORDER BY user_id")
+
+    assert server.call(scenario()) == [(bob,)]
