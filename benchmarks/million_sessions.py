@@ -64,7 +64,7 @@ from server.domain.products import Platform, Product
 from server.domain.sessions import ChargeState, Session, SessionState
 from server.domain.teams import Plan
 from server.engine.core import Engine
-from server.store.sqlite import Store
+from server.store.sqlite import Store, loading
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 TICK = timedelta(microseconds=1)
@@ -435,7 +435,8 @@ class Bench:
         snapshot = await store.load()
         t2 = time.perf_counter()
         self.clock = TestClock(self.clock.now())
-        engine = self._engine = Engine.restore(snapshot, self.clock, store)
+        with loading():
+            engine = self._engine = Engine.restore(snapshot, self.clock, store)
         t3 = time.perf_counter()
         await engine.start(heartbeat_flush=0)  # heartbeat flushes are timed by hand
         t4 = time.perf_counter()

@@ -33,7 +33,7 @@ from server.engine import Engine
 from server.engine.core import TEST_CLOCK_KEY
 from server.leases import LeaseSigner
 from server.store.codec import MetaValue
-from server.store.sqlite import Store
+from server.store.sqlite import Store, loading
 
 log = structlog.get_logger()
 
@@ -149,7 +149,8 @@ class TesseraServer:
         snapshot = await store.load()
         stored = {m.key: m.value for m in snapshot.of(MetaValue)}
         clock = _clock(cfg, stored)
-        self.engine = engine = Engine.restore(snapshot, clock, store)
+        with loading():  # the indexes and deadlines of what was loaded stay too
+            self.engine = engine = Engine.restore(snapshot, clock, store)
         engine.max_users_per_request = cfg.max_users_per_request
         engine.max_page_size = cfg.max_page_size
         if isinstance(clock, TestClock) and TEST_CLOCK_KEY not in stored:

@@ -95,7 +95,7 @@ def plan_writes(ops: Iterable[Op]) -> list[tuple[str, list[Row]]]:
 
 
 @contextlib.contextmanager
-def _loading() -> Iterator[None]:
+def loading() -> Iterator[None]:
     """Keep the cyclic garbage collector off while the state loads, then freeze
     what was loaded (``gc.freeze``).
 
@@ -105,8 +105,9 @@ def _loading() -> Iterator[None]:
     objects would then be walked once per generation as they age, and every full
     pass after that would walk them all. Frozen, they are left out of every pass;
     freed by reference counting as ever. Garbage from before the load is
-    collected first so that none of it is frozen. (The server freezes again once
-    the engine is rebuilt: ``server/app.py``.)
+    collected first so that none of it is frozen. ``Store.load`` runs in it, and
+    so does ``Engine.restore`` (``server/app.py``), whose indexes and deadlines
+    of what was loaded stay as long.
     """
     was_enabled = gc.isenabled()
     gc.collect()
@@ -184,9 +185,9 @@ class Store:
     async def load(self) -> Snapshot:
         """Every table that lives in memory, as objects, in table order. Equal
         instants and ids come back as one object each (``codec.sharing``), and
-        the objects are frozen out of the garbage collector (``_loading``)."""
+        the objects are frozen out of the garbage collector (``loading``)."""
         snap = Snapshot()
-        with sharing(), _loading():
+        with sharing(), loading():
             for kind, table in TABLES.items():
                 if table.name not in NOT_LOADED:
                     snap.objects[kind] = await self._load_table(table)
@@ -206,8 +207,18 @@ class Store:
         from_row = table.from_row
         out: list[Any] = []
         async with self._db.execute(sql) as cur:
-            while rows := await cur.fetchmany(LOAD_CHUNK):
-                out.extend([from_row(tuple(r)) for r in rows])
+            # The next chunk is read (on the connection's thread) while this one
+            # is decoded.
+            ahead = asyncio.ensure_future(cur.fetchmany(LOAD_CHUNK))
+            try:
+                while rows := await ahead:
+                    ahead = asyncio.ensure_future(cur.fetchmany(LOAD_CHUNK))
+                    out.extend([from_row(tuple(r)) for r in rows])
+            finally:
+                if not ahead.done():
+                    ahead.cancel()
+                    with contextlib.suppress(BaseException):
+                        await ahead
         return out
 
     async def query(self, sql: str, params: Row = ()) -> list[Row]:
