@@ -215,10 +215,7 @@ class Store:
                     ahead = asyncio.ensure_future(cur.fetchmany(LOAD_CHUNK))
                     out.extend([from_row(tuple(r)) for r in rows])
             finally:
-                if not ahead.done():
-                    ahead.cancel()
-                    with contextlib.suppress(BaseException):
-                        await ahead
+                ahead.cancel()  # a no-op once done; aiosqlite drops a late result
         return out
 
     async def query(self, sql: str, params: Row = ()) -> list[Row]:
