@@ -12,15 +12,39 @@ commit stays "under way" for as long as the test wants, with no sleeping.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
 
 import pytest
 
 from server.domain.changes import Changes
+from server.engine import Engine
 from server.engine import sessions as sessions_module
+from server.store.sqlite import Store
 from tests.licensing_desk import Desk
 from tests.support import ServerThread
+
+
+@contextlib.asynccontextmanager
+async def held_writer(store: Store) -> AsyncIterator[tuple[asyncio.Event, list[list[Any]]]]:
+    """Hold the store's writer at a gate (set it to let writes through) and
+    record the ops of each transaction; the writer is restored on the way out."""
+    gate = asyncio.Event()
+    writes: list[list[Any]] = []
+    write = store._write
+
+    async def held(ops: Any) -> None:
+        await gate.wait()
+        writes.append(list(ops))
+        await write(ops)
+
+    store._write = held  # type: ignore[method-assign]
+    try:
+        yield gate, writes
+    finally:
+        gate.set()
+        store._write = write  # type: ignore[method-assign]
 
 
 @pytest.fixture
@@ -43,16 +67,7 @@ def test_durability_heartbeat_waits_for_the_commit_of_its_own_session_only(
     async def scenario() -> dict[str, Any]:
         engine = server.server.engine
         assert engine is not None
-        store = engine.store
-        gate = asyncio.Event()
-        write = store._write
-
-        async def held(ops: Any) -> None:
-            await gate.wait()
-            await write(ops)
-
-        store._write = held  # type: ignore[method-assign]
-        try:
+        async with held_writer(engine.store) as (gate, _):
             ann_session = engine.sessions.lic.find_session(anns)
             commit = asyncio.create_task(engine.commit(Changes([ann_session])))
             await asyncio.sleep(0)  # the commit is queued and held
@@ -65,10 +80,7 @@ def test_durability_heartbeat_waits_for_the_commit_of_its_own_session_only(
             gate.set()
             await commit
             ann_view = await asyncio.wait_for(ann_beat, 10)
-            return {"bob": bob_view, "ann": ann_view, "ann_waited": ann_waited}
-        finally:
-            gate.set()
-            store._write = write  # type: ignore[method-assign]
+        return {"bob": bob_view, "ann": ann_view, "ann_waited": ann_waited}
 
     out = server.call(scenario())
     assert out["bob"].session.session_id == bobs  # answered while ann's commit was held
@@ -98,19 +110,20 @@ def test_m8_a_removed_device_stays_removed_when_the_heartbeat_batch_is_written(
     assert desk.devices(ann, "REVIT") == []
 
 
-def _held_writes(store: Any) -> tuple[asyncio.Event, list[list[Any]], Any]:
-    """Hold the store's writer at a gate; record the ops of each transaction."""
-    gate = asyncio.Event()
-    writes: list[list[Any]] = []
-    write = store._write
-
-    async def held(ops: Any) -> None:
-        await gate.wait()
-        writes.append(list(ops))
-        await write(ops)
-
-    store._write = held
-    return gate, writes, write
+async def flush_with_a_call_behind_its_first_chunk(
+    engine: Engine, call: Coroutine[Any, Any, Any]
+) -> list[list[Any]]:
+    """Flush the heartbeat batch with ``call`` made while its first chunk is
+    held at the writer; the ops of each transaction, in order."""
+    async with held_writer(engine.store) as (gate, writes):
+        flush = asyncio.create_task(engine.sessions.flush())
+        await asyncio.sleep(0)  # the first chunk is queued and held
+        other = asyncio.create_task(call)
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.wait_for(other, 10)
+        await asyncio.wait_for(flush, 10)
+    return writes
 
 
 def test_durability_an_idle_during_a_heartbeat_flush_waits_behind_one_chunk_only(
@@ -130,19 +143,9 @@ def test_durability_an_idle_during_a_heartbeat_flush_waits_behind_one_chunk_only
         engine = server.server.engine
         assert engine is not None
         assert engine.sessions.dirty == 6
-        gate, writes, write = _held_writes(engine.store)
-        try:
-            flush = asyncio.create_task(engine.sessions.flush())
-            await asyncio.sleep(0)  # the first chunk is queued and held
-            idle = asyncio.create_task(engine.sessions.idle(users[3], sids[3]))
-            await asyncio.sleep(0)
-            gate.set()
-            await asyncio.wait_for(idle, 10)
-            await asyncio.wait_for(flush, 10)
-        finally:
-            gate.set()
-            engine.store._write = write  # type: ignore[method-assign]
-        return writes
+        return await flush_with_a_call_behind_its_first_chunk(
+            engine, engine.sessions.idle(users[3], sids[3])
+        )
 
     writes = server.call(scenario())
     idle_write = next(
@@ -169,18 +172,10 @@ def test_m8_a_device_removed_while_its_batch_is_being_written_stays_removed(
     async def scenario() -> list[Any]:
         engine = server.server.engine
         assert engine is not None
-        gate, _, write = _held_writes(engine.store)
-        try:
-            flush = asyncio.create_task(engine.sessions.flush())
-            await asyncio.sleep(0)  # one object of four is queued; three wait
-            remove = asyncio.create_task(engine.sessions.remove_device(ann, "REVIT", "dev-1"))
-            await asyncio.sleep(0)
-            gate.set()
-            await asyncio.wait_for(remove, 10)
-            await asyncio.wait_for(flush, 10)
-        finally:
-            gate.set()
-            engine.store._write = write  # type: ignore[method-assign]
+        # One object of four is queued; three wait.
+        await flush_with_a_call_behind_its_first_chunk(
+            engine, engine.sessions.remove_device(ann, "REVIT", "dev-1")
+        )
         return await engine.store.query("SELECT user_id FROM devices ORDER BY user_id")
 
     assert server.call(scenario()) == [(bob,)]
