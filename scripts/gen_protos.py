@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 OUT_ROOT = ROOT / "client_sdk" / "proto"
 PY_PREFIX = "client_sdk.proto"
+DESCRIPTOR_SET = OUT_ROOT / "descriptors.binpb"
 # Top-level proto packages we own; their imports get the PY_PREFIX.
 OWN_PACKAGES = ("tessera",)
 
@@ -69,7 +70,7 @@ def _plugin(name: str) -> Path:
     return path
 
 
-def run_protoc(out_dir: Path) -> None:
+def run_protoc(out_dir: Path, descriptor_set: Path) -> None:
     protos = sorted(p.relative_to(ROOT).as_posix() for p in PROTO_ROOT.rglob("*.proto"))
     if not protos:
         sys.exit(f"gen_protos: no .proto files under {PROTO_ROOT}")
@@ -86,6 +87,9 @@ def run_protoc(out_dir: Path) -> None:
         f"--pyi_out={out}",
         f"--grpc_python_out={out}",
         f"--mypy_grpc_out={out}",
+        f"--descriptor_set_out={descriptor_set}",
+        "--include_source_info",
+        "--include_imports",
         *protos,
     ]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)  # noqa: S603 - fixed argv, no shell
@@ -144,9 +148,13 @@ def install(gen_dir: Path) -> list[Path]:
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tessera-protos-") as tmp:
-        gen_dir = Path(tmp)
-        run_protoc(gen_dir)
+        gen_dir = Path(tmp) / "out"
+        gen_dir.mkdir()
+        descriptor_set = Path(tmp) / DESCRIPTOR_SET.name
+        run_protoc(gen_dir, descriptor_set)
         written = install(gen_dir)
+        shutil.copyfile(descriptor_set, DESCRIPTOR_SET)
+        written.append(DESCRIPTOR_SET)
     print(f"gen_protos: wrote {len(written)} files under {OUT_ROOT.relative_to(ROOT)}/")
 
 
