@@ -68,14 +68,20 @@ class GetTeamResponse(_message.Message):
     def __init__(self, team: _Optional[_Union[_common_pb2.Team, _Mapping]] = ...) -> None: ...
 
 class ListTeamsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListTeamsResponse(_message.Message):
-    __slots__ = ("teams",)
+    __slots__ = ("teams", "next_page_token")
     TEAMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     teams: _containers.RepeatedCompositeFieldContainer[_common_pb2.Team]
-    def __init__(self, teams: _Optional[_Iterable[_Union[_common_pb2.Team, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, teams: _Optional[_Iterable[_Union[_common_pb2.Team, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UpdateTeamSettingsRequest(_message.Message):
     __slots__ = ("team_id", "plan", "guest_default_assignments", "display_name")
@@ -112,16 +118,22 @@ class PurchaseTokensResponse(_message.Message):
     def __init__(self, token_pack: _Optional[_Union[_common_pb2.TokenPack, _Mapping]] = ...) -> None: ...
 
 class ListTokenPacksRequest(_message.Message):
-    __slots__ = ("team_id",)
+    __slots__ = ("team_id", "page_size", "page_token")
     TEAM_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     team_id: str
-    def __init__(self, team_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, team_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListTokenPacksResponse(_message.Message):
-    __slots__ = ("packs",)
+    __slots__ = ("packs", "next_page_token")
     PACKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     packs: _containers.RepeatedCompositeFieldContainer[_common_pb2.TokenPack]
-    def __init__(self, packs: _Optional[_Iterable[_Union[_common_pb2.TokenPack, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, packs: _Optional[_Iterable[_Union[_common_pb2.TokenPack, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class MoveTokenPackRequest(_message.Message):
     __slots__ = ("pack_id", "to_team_id")
@@ -170,14 +182,20 @@ class UpsertProductResponse(_message.Message):
     def __init__(self, product: _Optional[_Union[_common_pb2.Product, _Mapping]] = ...) -> None: ...
 
 class ListProductsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListProductsResponse(_message.Message):
-    __slots__ = ("products",)
+    __slots__ = ("products", "next_page_token")
     PRODUCTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     products: _containers.RepeatedCompositeFieldContainer[_common_pb2.Product]
-    def __init__(self, products: _Optional[_Iterable[_Union[_common_pb2.Product, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, products: _Optional[_Iterable[_Union[_common_pb2.Product, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class AssignUsersRequest(_message.Message):
     __slots__ = ("team_id", "users", "product_ids", "all_products", "guest")
@@ -264,16 +282,22 @@ class GetMemberResponse(_message.Message):
     def __init__(self, member: _Optional[_Union[_common_pb2.Member, _Mapping]] = ...) -> None: ...
 
 class ListMembersRequest(_message.Message):
-    __slots__ = ("team_id",)
+    __slots__ = ("team_id", "page_size", "page_token")
     TEAM_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     team_id: str
-    def __init__(self, team_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, team_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListMembersResponse(_message.Message):
-    __slots__ = ("members",)
+    __slots__ = ("members", "next_page_token")
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     members: _containers.RepeatedCompositeFieldContainer[_common_pb2.Member]
-    def __init__(self, members: _Optional[_Iterable[_Union[_common_pb2.Member, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, members: _Optional[_Iterable[_Union[_common_pb2.Member, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class SetDefaultAssignmentsRequest(_message.Message):
     __slots__ = ("team_id", "product_ids")
@@ -332,18 +356,24 @@ class IssueUserKeyResponse(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., user_key: _Optional[str] = ...) -> None: ...
 
 class ListNotificationsRequest(_message.Message):
-    __slots__ = ("team_id", "user_id")
+    __slots__ = ("team_id", "user_id", "page_size", "page_token")
     TEAM_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     team_id: str
     user_id: str
-    def __init__(self, team_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, team_id: _Optional[str] = ..., user_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListNotificationsResponse(_message.Message):
-    __slots__ = ("notifications",)
+    __slots__ = ("notifications", "next_page_token")
     NOTIFICATIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     notifications: _containers.RepeatedCompositeFieldContainer[_common_pb2.Notification]
-    def __init__(self, notifications: _Optional[_Iterable[_Union[_common_pb2.Notification, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, notifications: _Optional[_Iterable[_Union[_common_pb2.Notification, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GrantSubscriptionRequest(_message.Message):
     __slots__ = ("user_id", "product_id", "start_time", "end_time")
@@ -394,18 +424,22 @@ class ListDevicesResponse(_message.Message):
     def __init__(self, devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ...) -> None: ...
 
 class RemoveDeviceRequest(_message.Message):
-    __slots__ = ("user_id", "product_id", "device_id")
+    __slots__ = ("user_id", "product_id", "device_id", "end_sessions")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    END_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     product_id: str
     device_id: str
-    def __init__(self, user_id: _Optional[str] = ..., product_id: _Optional[str] = ..., device_id: _Optional[str] = ...) -> None: ...
+    end_sessions: bool
+    def __init__(self, user_id: _Optional[str] = ..., product_id: _Optional[str] = ..., device_id: _Optional[str] = ..., end_sessions: _Optional[bool] = ...) -> None: ...
 
 class RemoveDeviceResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("ended_sessions",)
+    ENDED_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    ended_sessions: _containers.RepeatedCompositeFieldContainer[_common_pb2.Session]
+    def __init__(self, ended_sessions: _Optional[_Iterable[_Union[_common_pb2.Session, _Mapping]]] = ...) -> None: ...
 
 class ListSessionsRequest(_message.Message):
     __slots__ = ("team_id", "include_ended", "page_size", "page_token", "user_id")

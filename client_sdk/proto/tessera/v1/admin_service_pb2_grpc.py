@@ -220,7 +220,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTeams(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Teams by team id, a page at a time (AIP-158).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -232,14 +233,19 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PurchaseTokens(self, request, context):
-        """Buys a token pack for a team (RULES T1); idempotent by request_id.
+        """Buys a token pack for a team (RULES T1). `request_id` is required, so a
+        retried purchase never buys twice: repeating it with the same team and
+        tokens returns the first purchase's pack; repeating it with another team
+        or another number of tokens is refused with ALREADY_EXISTS (the key is
+        taken) and buys nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListTokenPacks(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A team's packs in the order they were bought, a page at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -265,13 +271,19 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListProducts(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The rate sheet by product id, a page at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AssignUsers(self, request, context):
-        """Assigns users individually; new users are invited (RULES A1).
+        """Assigns users individually; new users are invited (RULES A1). For a user
+        who is already a member it only ADDS: the given products join their
+        individual assignment (`all_products` sets all products) and nothing is
+        ever taken away; use SetUserProducts to replace an assignment. `guest`
+        is set as given, for new and existing members alike. An ACCESS_CHANGED
+        notification is queued only when the assignment actually changed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -291,7 +303,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetUserProducts(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Replaces a member's individual products with those given (RULES A3, A6).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -303,7 +316,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListMembers(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A team's members by user id, a page at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -334,7 +348,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListNotifications(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The outbox, oldest first, a page at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -352,13 +367,20 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListDevices(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A user's devices for a product (RULES M8). Not paged: there are at most
+        three.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveDevice(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Forgets a device, freeing one of the user's three places (RULES M8, R2).
+        A device with live sessions is refused with FAILED_PRECONDITION, reason
+        DEVICE_IN_USE (metadata `device_id`, `live_sessions`), unless
+        `end_sessions` is set: then those sessions end with
+        END_REASON_ENDED_BY_ADMIN and the response lists them.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

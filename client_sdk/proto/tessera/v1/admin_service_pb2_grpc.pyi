@@ -42,34 +42,60 @@ class AdminServiceStub:
     CreateTeam: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.CreateTeamRequest, _admin_service_pb2.CreateTeamResponse]
     GetTeam: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetTeamRequest, _admin_service_pb2.GetTeamResponse]
     ListTeams: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListTeamsRequest, _admin_service_pb2.ListTeamsResponse]
+    """Teams by team id, a page at a time (AIP-158)."""
     UpdateTeamSettings: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UpdateTeamSettingsRequest, _admin_service_pb2.UpdateTeamSettingsResponse]
     PurchaseTokens: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.PurchaseTokensRequest, _admin_service_pb2.PurchaseTokensResponse]
-    """Buys a token pack for a team (RULES T1); idempotent by request_id."""
+    """Buys a token pack for a team (RULES T1). `request_id` is required, so a
+    retried purchase never buys twice: repeating it with the same team and
+    tokens returns the first purchase's pack; repeating it with another team
+    or another number of tokens is refused with ALREADY_EXISTS (the key is
+    taken) and buys nothing.
+    """
     ListTokenPacks: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListTokenPacksRequest, _admin_service_pb2.ListTokenPacksResponse]
+    """A team's packs in the order they were bought, a page at a time."""
     MoveTokenPack: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.MoveTokenPackRequest, _admin_service_pb2.MoveTokenPackResponse]
     """Moves a pack to another team (RULES T5)."""
     ListLedgerEntries: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListLedgerEntriesRequest, _admin_service_pb2.ListLedgerEntriesResponse]
     UpsertProduct: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UpsertProductRequest, _admin_service_pb2.UpsertProductResponse]
     """Adds a product to the rate sheet or changes it (RULES P1)."""
     ListProducts: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListProductsRequest, _admin_service_pb2.ListProductsResponse]
+    """The rate sheet by product id, a page at a time."""
     AssignUsers: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.AssignUsersRequest, _admin_service_pb2.AssignUsersResponse]
-    """Assigns users individually; new users are invited (RULES A1)."""
+    """Assigns users individually; new users are invited (RULES A1). For a user
+    who is already a member it only ADDS: the given products join their
+    individual assignment (`all_products` sets all products) and nothing is
+    ever taken away; use SetUserProducts to replace an assignment. `guest`
+    is set as given, for new and existing members alike. An ACCESS_CHANGED
+    notification is queued only when the assignment actually changed.
+    """
     ImportUsers: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ImportUsersRequest, _admin_service_pb2.ImportUsersResponse]
     """Bulk assignment from a directory: active at once, no invitation (RULES A1)."""
     UnassignUser: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UnassignUserRequest, _admin_service_pb2.UnassignUserResponse]
     SetUserProducts: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SetUserProductsRequest, _admin_service_pb2.SetUserProductsResponse]
+    """Replaces a member's individual products with those given (RULES A3, A6)."""
     GetMember: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetMemberRequest, _admin_service_pb2.GetMemberResponse]
     ListMembers: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListMembersRequest, _admin_service_pb2.ListMembersResponse]
+    """A team's members by user id, a page at a time."""
     SetDefaultAssignments: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SetDefaultAssignmentsRequest, _admin_service_pb2.SetDefaultAssignmentsResponse]
     ResendInvitation: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ResendInvitationRequest, _admin_service_pb2.ResendInvitationResponse]
     AcceptInvitation: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.AcceptInvitationRequest, _admin_service_pb2.AcceptInvitationResponse]
     """Needs no credential: the invitation token is the credential."""
     IssueUserKey: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.IssueUserKeyRequest, _admin_service_pb2.IssueUserKeyResponse]
     ListNotifications: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListNotificationsRequest, _admin_service_pb2.ListNotificationsResponse]
+    """The outbox, oldest first, a page at a time."""
     GrantSubscription: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GrantSubscriptionRequest, _admin_service_pb2.GrantSubscriptionResponse]
     StartTrial: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.StartTrialRequest, _admin_service_pb2.StartTrialResponse]
     ListDevices: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListDevicesRequest, _admin_service_pb2.ListDevicesResponse]
+    """A user's devices for a product (RULES M8). Not paged: there are at most
+    three.
+    """
     RemoveDevice: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.RemoveDeviceRequest, _admin_service_pb2.RemoveDeviceResponse]
+    """Forgets a device, freeing one of the user's three places (RULES M8, R2).
+    A device with live sessions is refused with FAILED_PRECONDITION, reason
+    DEVICE_IN_USE (metadata `device_id`, `live_sessions`), unless
+    `end_sessions` is set: then those sessions end with
+    END_REASON_ENDED_BY_ADMIN and the response lists them.
+    """
     ListSessions: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListSessionsRequest, _admin_service_pb2.ListSessionsResponse]
     EndSession: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.EndSessionRequest, _admin_service_pb2.EndSessionResponse]
     GetUsageReport: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetUsageReportRequest, _admin_service_pb2.GetUsageReportResponse]
@@ -88,34 +114,60 @@ class AdminServiceAsyncStub(AdminServiceStub):
     CreateTeam: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.CreateTeamRequest, _admin_service_pb2.CreateTeamResponse]  # type: ignore[assignment]
     GetTeam: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetTeamRequest, _admin_service_pb2.GetTeamResponse]  # type: ignore[assignment]
     ListTeams: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListTeamsRequest, _admin_service_pb2.ListTeamsResponse]  # type: ignore[assignment]
+    """Teams by team id, a page at a time (AIP-158)."""
     UpdateTeamSettings: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UpdateTeamSettingsRequest, _admin_service_pb2.UpdateTeamSettingsResponse]  # type: ignore[assignment]
     PurchaseTokens: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.PurchaseTokensRequest, _admin_service_pb2.PurchaseTokensResponse]  # type: ignore[assignment]
-    """Buys a token pack for a team (RULES T1); idempotent by request_id."""
+    """Buys a token pack for a team (RULES T1). `request_id` is required, so a
+    retried purchase never buys twice: repeating it with the same team and
+    tokens returns the first purchase's pack; repeating it with another team
+    or another number of tokens is refused with ALREADY_EXISTS (the key is
+    taken) and buys nothing.
+    """
     ListTokenPacks: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListTokenPacksRequest, _admin_service_pb2.ListTokenPacksResponse]  # type: ignore[assignment]
+    """A team's packs in the order they were bought, a page at a time."""
     MoveTokenPack: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.MoveTokenPackRequest, _admin_service_pb2.MoveTokenPackResponse]  # type: ignore[assignment]
     """Moves a pack to another team (RULES T5)."""
     ListLedgerEntries: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListLedgerEntriesRequest, _admin_service_pb2.ListLedgerEntriesResponse]  # type: ignore[assignment]
     UpsertProduct: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UpsertProductRequest, _admin_service_pb2.UpsertProductResponse]  # type: ignore[assignment]
     """Adds a product to the rate sheet or changes it (RULES P1)."""
     ListProducts: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListProductsRequest, _admin_service_pb2.ListProductsResponse]  # type: ignore[assignment]
+    """The rate sheet by product id, a page at a time."""
     AssignUsers: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.AssignUsersRequest, _admin_service_pb2.AssignUsersResponse]  # type: ignore[assignment]
-    """Assigns users individually; new users are invited (RULES A1)."""
+    """Assigns users individually; new users are invited (RULES A1). For a user
+    who is already a member it only ADDS: the given products join their
+    individual assignment (`all_products` sets all products) and nothing is
+    ever taken away; use SetUserProducts to replace an assignment. `guest`
+    is set as given, for new and existing members alike. An ACCESS_CHANGED
+    notification is queued only when the assignment actually changed.
+    """
     ImportUsers: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ImportUsersRequest, _admin_service_pb2.ImportUsersResponse]  # type: ignore[assignment]
     """Bulk assignment from a directory: active at once, no invitation (RULES A1)."""
     UnassignUser: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UnassignUserRequest, _admin_service_pb2.UnassignUserResponse]  # type: ignore[assignment]
     SetUserProducts: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SetUserProductsRequest, _admin_service_pb2.SetUserProductsResponse]  # type: ignore[assignment]
+    """Replaces a member's individual products with those given (RULES A3, A6)."""
     GetMember: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetMemberRequest, _admin_service_pb2.GetMemberResponse]  # type: ignore[assignment]
     ListMembers: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListMembersRequest, _admin_service_pb2.ListMembersResponse]  # type: ignore[assignment]
+    """A team's members by user id, a page at a time."""
     SetDefaultAssignments: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SetDefaultAssignmentsRequest, _admin_service_pb2.SetDefaultAssignmentsResponse]  # type: ignore[assignment]
     ResendInvitation: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ResendInvitationRequest, _admin_service_pb2.ResendInvitationResponse]  # type: ignore[assignment]
     AcceptInvitation: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.AcceptInvitationRequest, _admin_service_pb2.AcceptInvitationResponse]  # type: ignore[assignment]
     """Needs no credential: the invitation token is the credential."""
     IssueUserKey: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.IssueUserKeyRequest, _admin_service_pb2.IssueUserKeyResponse]  # type: ignore[assignment]
     ListNotifications: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListNotificationsRequest, _admin_service_pb2.ListNotificationsResponse]  # type: ignore[assignment]
+    """The outbox, oldest first, a page at a time."""
     GrantSubscription: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GrantSubscriptionRequest, _admin_service_pb2.GrantSubscriptionResponse]  # type: ignore[assignment]
     StartTrial: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.StartTrialRequest, _admin_service_pb2.StartTrialResponse]  # type: ignore[assignment]
     ListDevices: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListDevicesRequest, _admin_service_pb2.ListDevicesResponse]  # type: ignore[assignment]
+    """A user's devices for a product (RULES M8). Not paged: there are at most
+    three.
+    """
     RemoveDevice: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.RemoveDeviceRequest, _admin_service_pb2.RemoveDeviceResponse]  # type: ignore[assignment]
+    """Forgets a device, freeing one of the user's three places (RULES M8, R2).
+    A device with live sessions is refused with FAILED_PRECONDITION, reason
+    DEVICE_IN_USE (metadata `device_id`, `live_sessions`), unless
+    `end_sessions` is set: then those sessions end with
+    END_REASON_ENDED_BY_ADMIN and the response lists them.
+    """
     ListSessions: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListSessionsRequest, _admin_service_pb2.ListSessionsResponse]  # type: ignore[assignment]
     EndSession: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.EndSessionRequest, _admin_service_pb2.EndSessionResponse]  # type: ignore[assignment]
     GetUsageReport: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetUsageReportRequest, _admin_service_pb2.GetUsageReportResponse]  # type: ignore[assignment]
@@ -160,7 +212,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_service_pb2.ListTeamsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.ListTeamsResponse, _abc.Awaitable[_admin_service_pb2.ListTeamsResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.ListTeamsResponse, _abc.Awaitable[_admin_service_pb2.ListTeamsResponse]]:
+        """Teams by team id, a page at a time (AIP-158)."""
 
     @_abc_1.abstractmethod
     def UpdateTeamSettings(
@@ -175,14 +228,20 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.PurchaseTokensRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.PurchaseTokensResponse, _abc.Awaitable[_admin_service_pb2.PurchaseTokensResponse]]:
-        """Buys a token pack for a team (RULES T1); idempotent by request_id."""
+        """Buys a token pack for a team (RULES T1). `request_id` is required, so a
+        retried purchase never buys twice: repeating it with the same team and
+        tokens returns the first purchase's pack; repeating it with another team
+        or another number of tokens is refused with ALREADY_EXISTS (the key is
+        taken) and buys nothing.
+        """
 
     @_abc_1.abstractmethod
     def ListTokenPacks(
         self,
         request: _admin_service_pb2.ListTokenPacksRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.ListTokenPacksResponse, _abc.Awaitable[_admin_service_pb2.ListTokenPacksResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.ListTokenPacksResponse, _abc.Awaitable[_admin_service_pb2.ListTokenPacksResponse]]:
+        """A team's packs in the order they were bought, a page at a time."""
 
     @_abc_1.abstractmethod
     def MoveTokenPack(
@@ -212,7 +271,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_service_pb2.ListProductsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.ListProductsResponse, _abc.Awaitable[_admin_service_pb2.ListProductsResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.ListProductsResponse, _abc.Awaitable[_admin_service_pb2.ListProductsResponse]]:
+        """The rate sheet by product id, a page at a time."""
 
     @_abc_1.abstractmethod
     def AssignUsers(
@@ -220,7 +280,13 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.AssignUsersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.AssignUsersResponse, _abc.Awaitable[_admin_service_pb2.AssignUsersResponse]]:
-        """Assigns users individually; new users are invited (RULES A1)."""
+        """Assigns users individually; new users are invited (RULES A1). For a user
+        who is already a member it only ADDS: the given products join their
+        individual assignment (`all_products` sets all products) and nothing is
+        ever taken away; use SetUserProducts to replace an assignment. `guest`
+        is set as given, for new and existing members alike. An ACCESS_CHANGED
+        notification is queued only when the assignment actually changed.
+        """
 
     @_abc_1.abstractmethod
     def ImportUsers(
@@ -242,7 +308,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_service_pb2.SetUserProductsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.SetUserProductsResponse, _abc.Awaitable[_admin_service_pb2.SetUserProductsResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.SetUserProductsResponse, _abc.Awaitable[_admin_service_pb2.SetUserProductsResponse]]:
+        """Replaces a member's individual products with those given (RULES A3, A6)."""
 
     @_abc_1.abstractmethod
     def GetMember(
@@ -256,7 +323,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_service_pb2.ListMembersRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.ListMembersResponse, _abc.Awaitable[_admin_service_pb2.ListMembersResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.ListMembersResponse, _abc.Awaitable[_admin_service_pb2.ListMembersResponse]]:
+        """A team's members by user id, a page at a time."""
 
     @_abc_1.abstractmethod
     def SetDefaultAssignments(
@@ -292,7 +360,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_service_pb2.ListNotificationsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.ListNotificationsResponse, _abc.Awaitable[_admin_service_pb2.ListNotificationsResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.ListNotificationsResponse, _abc.Awaitable[_admin_service_pb2.ListNotificationsResponse]]:
+        """The outbox, oldest first, a page at a time."""
 
     @_abc_1.abstractmethod
     def GrantSubscription(
@@ -313,14 +382,23 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_service_pb2.ListDevicesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.ListDevicesResponse, _abc.Awaitable[_admin_service_pb2.ListDevicesResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.ListDevicesResponse, _abc.Awaitable[_admin_service_pb2.ListDevicesResponse]]:
+        """A user's devices for a product (RULES M8). Not paged: there are at most
+        three.
+        """
 
     @_abc_1.abstractmethod
     def RemoveDevice(
         self,
         request: _admin_service_pb2.RemoveDeviceRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.RemoveDeviceResponse, _abc.Awaitable[_admin_service_pb2.RemoveDeviceResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.RemoveDeviceResponse, _abc.Awaitable[_admin_service_pb2.RemoveDeviceResponse]]:
+        """Forgets a device, freeing one of the user's three places (RULES M8, R2).
+        A device with live sessions is refused with FAILED_PRECONDITION, reason
+        DEVICE_IN_USE (metadata `device_id`, `live_sessions`), unless
+        `end_sessions` is set: then those sessions end with
+        END_REASON_ENDED_BY_ADMIN and the response lists them.
+        """
 
     @_abc_1.abstractmethod
     def ListSessions(

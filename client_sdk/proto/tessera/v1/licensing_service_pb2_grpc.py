@@ -69,7 +69,11 @@ class LicensingServiceServicer:
     """
 
     def Entitle(self, request, context):
-        """Opens a session (RULES M1, M2, M11).
+        """Opens a session (RULES M1, M2, M11). A user holds at most 10 live
+        sessions of one product (all devices, versions and teams together):
+        one more is refused with RESOURCE_EXHAUSTED, reason SESSION_LIMIT
+        (metadata `session_limit`, `product_id`; RULES M13); a released or
+        expired session frees its place at once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

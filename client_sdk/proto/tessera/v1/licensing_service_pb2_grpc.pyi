@@ -36,7 +36,12 @@ class LicensingServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> LicensingServiceAsyncStub: ...
     Entitle: _grpc.UnaryUnaryMultiCallable[_licensing_service_pb2.EntitleRequest, _licensing_service_pb2.EntitleResponse]
-    """Opens a session (RULES M1, M2, M11)."""
+    """Opens a session (RULES M1, M2, M11). A user holds at most 10 live
+    sessions of one product (all devices, versions and teams together):
+    one more is refused with RESOURCE_EXHAUSTED, reason SESSION_LIMIT
+    (metadata `session_limit`, `product_id`; RULES M13); a released or
+    expired session frees its place at once.
+    """
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_licensing_service_pb2.HeartbeatRequest, _licensing_service_pb2.HeartbeatResponse]
     """Extends the lease and reports activity (RULES M6, M7)."""
     Idle: _grpc.UnaryUnaryMultiCallable[_licensing_service_pb2.IdleRequest, _licensing_service_pb2.IdleResponse]
@@ -56,7 +61,12 @@ class LicensingServiceAsyncStub(LicensingServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Entitle: _aio.UnaryUnaryMultiCallable[_licensing_service_pb2.EntitleRequest, _licensing_service_pb2.EntitleResponse]  # type: ignore[assignment]
-    """Opens a session (RULES M1, M2, M11)."""
+    """Opens a session (RULES M1, M2, M11). A user holds at most 10 live
+    sessions of one product (all devices, versions and teams together):
+    one more is refused with RESOURCE_EXHAUSTED, reason SESSION_LIMIT
+    (metadata `session_limit`, `product_id`; RULES M13); a released or
+    expired session frees its place at once.
+    """
     Heartbeat: _aio.UnaryUnaryMultiCallable[_licensing_service_pb2.HeartbeatRequest, _licensing_service_pb2.HeartbeatResponse]  # type: ignore[assignment]
     """Extends the lease and reports activity (RULES M6, M7)."""
     Idle: _aio.UnaryUnaryMultiCallable[_licensing_service_pb2.IdleRequest, _licensing_service_pb2.IdleResponse]  # type: ignore[assignment]
@@ -79,7 +89,12 @@ class LicensingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _licensing_service_pb2.EntitleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_licensing_service_pb2.EntitleResponse, _abc.Awaitable[_licensing_service_pb2.EntitleResponse]]:
-        """Opens a session (RULES M1, M2, M11)."""
+        """Opens a session (RULES M1, M2, M11). A user holds at most 10 live
+        sessions of one product (all devices, versions and teams together):
+        one more is refused with RESOURCE_EXHAUSTED, reason SESSION_LIMIT
+        (metadata `session_limit`, `product_id`; RULES M13); a released or
+        expired session frees its place at once.
+        """
 
     @_abc_1.abstractmethod
     def Heartbeat(
