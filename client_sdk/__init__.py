@@ -17,8 +17,17 @@ never needed.
 
 Every lease the server sends is signed, and the SDK verifies it before the
 product runs on it (``client_sdk.leases``): ``s.lease`` is the last verified one,
-a forged or altered one raises (or ends the session with) ``LeaseInvalid``, and
-``verify_lease(s.lease.signed, keys)`` checks a stored lease again, offline.
+a forged or altered one raises (or ends the session with) ``LeaseInvalid``.
+A product that stored a lease checks it again at its next start, offline::
+
+    lease = client_sdk.verify_lease(
+        stored, keys, user_id=user_id, device_id=device_id, product_id="ACAD"
+    )
+
+which refuses (``LeaseInvalid``) a lease that is forged, made for another user,
+device or product, or over on the wall clock (``LeaseExpired``; pass ``now=`` or
+``clock=`` to check at another instant). ``verify_lease_signature(stored, keys)``
+checks the signature alone: neither expiry nor binding.
 """
 
 from client_sdk._retry import RetryPolicy
@@ -53,7 +62,12 @@ from client_sdk.errors import (
     UnsupportedPlatform,
     UnsupportedVersion,
 )
-from client_sdk.leases import load_signing_keys, save_signing_keys, verify_lease
+from client_sdk.leases import (
+    load_signing_keys,
+    save_signing_keys,
+    verify_lease,
+    verify_lease_signature,
+)
 from client_sdk.models import (
     ChargeState,
     Coverage,
@@ -120,4 +134,5 @@ __all__ = [
     "new_request_id",
     "save_signing_keys",
     "verify_lease",
+    "verify_lease_signature",
 ]

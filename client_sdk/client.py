@@ -37,10 +37,11 @@ from client_sdk.errors import (
 )
 from client_sdk.leases import (
     SigningKeysSource,
+    expect,
     match_session,
     public_keys,
     raw_public_key,
-    verify_lease,
+    verify_lease_signature,
 )
 from client_sdk.models import Lease, Platform, Session
 from client_sdk.proto.tessera.v1 import common_pb2
@@ -262,15 +263,18 @@ class AsyncClient:
             generation = self._keys_generation
 
             def verify() -> Lease:
-                return verify_lease(
-                    checked,
-                    self._trusted(),
+                # A fresh lease: its end is the session's business (it runs on it until
+                # then, on its own clock), so only the signature and binding are checked.
+                lease = verify_lease_signature(checked, self._trusted())
+                expect(
+                    lease,
                     session_id=session_id,
                     user_id=user_id,
                     team_id=team_id,
                     product_id=product_id,
                     device_id=device_id,
                 )
+                return lease
 
             try:
                 lease = verify()

@@ -24,7 +24,7 @@
     ├── SessionEnded                 raised by the SDK: the session is over (reason)
     ├── LeaseInvalid                 raised by the SDK: a signed lease failed verification
     │   ├── UnknownSigningKey        ... signed by a key the SDK does not trust
-    │   └── LeaseExpired             ... genuine, but over (``verify_lease(..., now=...)``)
+    │   └── LeaseExpired             ... genuine, but over (``verify_lease``)
     └── ServerError                  INTERNAL, UNIMPLEMENTED and anything unforeseen
 
 The class is chosen by the ``google.rpc.ErrorInfo`` reason the server sends

@@ -28,8 +28,11 @@ Where the keys come from (``AsyncClient(signing_keys=..., fetch_signing_keys=...
 Keys fetched from the server are only as trustworthy as the connection they came
 over: use TLS, or pin the keys, when the network is not trusted.
 
-``verify_lease`` is the same check for a product's own use, e.g. on a lease it stored
-(``Lease.signed``) and reads back at its next start, offline.
+``verify_lease(signed, keys, user_id=..., device_id=..., product_id=...)`` is the check
+for a product's own use, e.g. on a lease it stored (``Lease.signed``) and reads back at
+its next start, offline: the user, device and product are required and the lease must
+not be over on the wall clock (or a given ``now``/``clock``). ``verify_lease_signature``
+is the raw check of the signature alone, for tools: it checks neither expiry nor binding.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
+from client_sdk.clock import Clock, SystemClock
 from client_sdk.errors import LeaseExpired, LeaseInvalid, UnknownSigningKey
 from client_sdk.models import Coverage, Lease, Session, _enum
 from client_sdk.proto.tessera.v1 import common_pb2
@@ -150,24 +154,66 @@ def verify_lease(
     signed: bytes | bytearray | memoryview | common_pb2.SignedLease,
     keys: SigningKeysSource,
     *,
+    user_id: str,
+    device_id: str,
+    product_id: str,
     session_id: str | None = None,
-    user_id: str | None = None,
     team_id: str | None = None,
-    product_id: str | None = None,
-    device_id: str | None = None,
     now: datetime | None = None,
+    clock: Clock | None = None,
 ) -> Lease:
-    """Check a signed lease offline and return what it promises.
+    """Check a stored lease offline, as a product does at its next start, and return it.
 
     ``signed`` is a ``SignedLease`` or its bytes (``Lease.signed``); ``keys`` the public
     keys to trust (``key_id -> PublicKey``, or a keys file: see ``load_signing_keys``).
-    Each of ``session_id``, ``user_id``, ``team_id``, ``product_id`` and ``device_id``
-    that is given must be what the lease says. With ``now`` (a UTC instant on the
-    *server's* clock, i.e. the wall clock) a lease whose end has passed is refused with
-    ``LeaseExpired``.
 
-    Raises ``LeaseInvalid`` (``UnknownSigningKey``, ``LeaseExpired``) when the lease is
-    not to be trusted; ``ValueError`` when ``keys`` itself is not usable.
+    The lease is accepted only when it is genuine (``verify_lease_signature``), made for
+    this ``user_id``, ``device_id`` and ``product_id`` (required: a genuine lease of
+    another user, device or product is refused), and not over: its end must be after
+    ``now``, which is the wall clock unless given (or read from ``clock``, e.g. a
+    ``ManualClock`` in tests). ``session_id`` and ``team_id``, when given, must match too.
+
+    Raises ``LeaseInvalid`` when the lease is not to be trusted: ``LeaseExpired`` when it
+    is over, ``UnknownSigningKey`` when signed by a key not in ``keys``, reason
+    ``LEASE_MISMATCH`` when it is another's; ``ValueError`` when ``keys`` itself is not
+    usable, or ``now`` has no timezone.
+    """
+    if now is None:
+        now = (clock or SystemClock()).now()
+    elif clock is not None:
+        raise ValueError("give now or clock, not both")
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware (UTC)")
+    lease = verify_lease_signature(signed, keys)
+    expect(
+        lease,
+        session_id=session_id,
+        user_id=user_id,
+        team_id=team_id,
+        product_id=product_id,
+        device_id=device_id,
+    )
+    if now >= lease.lease_expire_time:
+        raise LeaseExpired(
+            f"the lease ended at {lease.lease_expire_time.isoformat()}",
+            session_id=lease.session_id,
+            key_id=lease.key_id,
+        )
+    return lease
+
+
+def verify_lease_signature(
+    signed: bytes | bytearray | memoryview | common_pb2.SignedLease,
+    keys: SigningKeysSource,
+) -> Lease:
+    """Only check that a lease was signed by one of ``keys``, and decode it.
+
+    This checks NEITHER expiry NOR binding: an expired lease, or one made for another
+    user, device or product, passes. It is the raw check for tools that inspect leases;
+    a product deciding whether to run calls ``verify_lease``.
+
+    Raises ``LeaseInvalid`` (``UnknownSigningKey``) when the lease is malformed, forged,
+    altered or signed by a key not in ``keys``; ``ValueError`` when ``keys`` is not usable.
     """
     msg, data = _parse_signed(signed)
     trusted = public_keys(keys)
@@ -200,7 +246,7 @@ def verify_lease(
             session_id=raw.session_id,
             key_id=msg.key_id,
         )
-    lease = Lease(
+    return Lease(
         session_id=raw.session_id,
         user_id=raw.user_id,
         team_id=raw.team_id,
@@ -213,24 +259,10 @@ def verify_lease(
         signed=data,
         raw=raw,
     )
-    _expect(
-        lease,
-        session_id=session_id,
-        user_id=user_id,
-        team_id=team_id,
-        product_id=product_id,
-        device_id=device_id,
-    )
-    if now is not None and now >= lease.lease_expire_time:
-        raise LeaseExpired(
-            f"the lease ended at {lease.lease_expire_time.isoformat()}",
-            session_id=lease.session_id,
-            key_id=lease.key_id,
-        )
-    return lease
 
 
-def _expect(lease: Lease, **expected: object) -> None:
+def expect(lease: Lease, **expected: object) -> None:
+    """Each expected value that is not None must be what the lease says (``LEASE_MISMATCH``)."""
     for name, want in expected.items():
         if want is None:
             continue
@@ -246,7 +278,7 @@ def _expect(lease: Lease, **expected: object) -> None:
 
 def match_session(lease: Lease, session: Session) -> None:
     """The lease must say what the (unsigned) session it came with says."""
-    _expect(
+    expect(
         lease,
         session_id=session.session_id,
         user_id=session.user_id,

@@ -45,6 +45,7 @@ HOUR = timedelta(hours=1)
 DAY = timedelta(hours=24)
 NO_JITTER = SessionOptions(heartbeat_jitter=0.0)
 NOT_IDLE = SessionOptions(heartbeat_jitter=0.0, idle_aware=False)
+ALICE_REVIT = {"user_id": "alice@example.com", "device_id": "dev-test", "product_id": "REVIT"}
 
 
 def client_for(fake: FakeLicensing, clock: ManualClock, **kw: object) -> AsyncClient:
@@ -87,8 +88,9 @@ async def test_m7_sdk_verifies_every_lease_and_exposes_the_last(
         assert lease.issue_time == clock.now() and lease.lease_expire_time == clock.now() + DAY
         assert lease.span == DAY and s.lease_expires_at == clock.now() + DAY
         # The stored bytes verify again, with no server, to the same lease.
-        assert sdk.verify_lease(lease.signed, fake.public_keys()) == lease
-        assert sdk.verify_lease(lease.signed_lease(), fake.public_keys()) == lease
+        mine = {"user_id": "alice@example.com", "device_id": "dev-test", "product_id": "ACAD"}
+        assert sdk.verify_lease(lease.signed, fake.public_keys(), **mine, clock=clock) == lease
+        assert sdk.verify_lease_signature(lease.signed_lease(), fake.public_keys()) == lease
         await clock.until_sleeping()
         await walk(clock, 5 * MIN)  # a heartbeat: a new lease, verified
         assert s.lease is not lease and s.lease.issue_time == clock.now()
@@ -295,7 +297,7 @@ async def test_m7_sdk_refetches_the_keys_once_on_rotation(
         # The old key is still published: a lease it signed verifies until it ends.
         keys = await client.signing_keys()
         assert set(keys) == {old.key_id, new_key}
-        assert sdk.verify_lease(old.signed, keys) == old
+        assert sdk.verify_lease(old.signed, keys, **ALICE_REVIT, clock=clock) == old
 
 
 async def test_m7_keys_out_of_reach_after_rotation_is_offline_not_forgery(
@@ -445,25 +447,109 @@ async def test_m7_stored_lease_verifies_again_offline_until_it_ends(
         now=clock.now() + DAY - MIN,
     )
     assert again == lease
+    mine = {"user_id": "alice@example.com", "device_id": "dev-test", "product_id": "ACAD"}
     with pytest.raises(sdk.LeaseExpired) as ended:
-        sdk.verify_lease(stored, keys, now=lease.lease_expire_time)
+        sdk.verify_lease(stored, keys, **mine, now=lease.lease_expire_time)
     assert isinstance(ended.value, LeaseInvalid) and ended.value.reason == "LEASE_EXPIRED"
     with pytest.raises(LeaseInvalid, match="product_id") as other:
-        sdk.verify_lease(stored, keys, product_id="REVIT")
+        sdk.verify_lease(stored, keys, **(mine | {"product_id": "REVIT"}), clock=clock)
     assert other.value.reason == "LEASE_MISMATCH"
     signed = c.SignedLease.FromString(stored)
     _alter_payload(signed)
     with pytest.raises(LeaseInvalid) as altered:
-        sdk.verify_lease(signed.SerializeToString(), keys)
+        sdk.verify_lease(signed.SerializeToString(), keys, **mine, clock=clock)
     assert altered.value.reason == "LEASE_BAD_SIGNATURE"
     with pytest.raises(LeaseInvalid) as garbage:
-        sdk.verify_lease(b"\xff\xff not a lease", keys)
+        sdk.verify_lease_signature(b"\xff\xff not a lease", keys)
     assert garbage.value.reason == "LEASE_MALFORMED"
     with pytest.raises(sdk.UnknownSigningKey):
-        sdk.verify_lease(stored, fake.public_keys(fake.add_key()))
+        sdk.verify_lease(stored, fake.public_keys(fake.add_key()), **mine, clock=clock)
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ValueError):
-        sdk.verify_lease(stored, tmp_path / "bad.json")
+        sdk.verify_lease_signature(stored, tmp_path / "bad.json")
+
+
+# -- issue 12 point 4: the safe check is the default one ---------------------------------
+
+
+def _stored_lease(
+    clock: ManualClock, *, user_id: str = "alice@example.com", device_id: str = "dev-test"
+) -> tuple[bytes, dict[str, bytes]]:
+    """A lease signed now on ``clock``, ending a day later, and the keys that verify it."""
+    fake = FakeLicensing(clock)
+    session = c.Session(
+        session_id="s_1", user_id=user_id, team_id="acme", product_id="ACAD", device_id=device_id
+    )
+    session.lease_expire_time.FromDatetime(clock.now() + DAY)
+    signed = fake.sign(session)
+    assert signed is not None
+    return signed.SerializeToString(), fake.public_keys()
+
+
+MINE = {"user_id": "alice@example.com", "device_id": "dev-test", "product_id": "ACAD"}
+
+
+def test_review_p4_verify_lease_refuses_an_expired_lease_on_the_wall_clock() -> None:
+    # Signed two days ago (on the wall clock), over one day ago: the default call, no now=.
+    stale, keys = _stored_lease(ManualClock(sdk.SystemClock().now() - 2 * DAY))
+    with pytest.raises(sdk.LeaseExpired) as ended:
+        sdk.verify_lease(stale, keys, **MINE)
+    assert ended.value.reason == "LEASE_EXPIRED" and ended.value.session_id == "s_1"
+    # The raw check says only that it is genuine...
+    raw = sdk.verify_lease_signature(stale, keys)
+    assert raw.lease_expire_time < sdk.SystemClock().now() - DAY + MIN
+    # ...and the default call takes a lease still running on the wall clock.
+    fresh, keys = _stored_lease(ManualClock(sdk.SystemClock().now() - HOUR))
+    assert sdk.verify_lease(fresh, keys, **MINE).session_id == "s_1"
+
+
+def test_review_p4_verify_lease_clock_is_injectable() -> None:
+    clock = ManualClock()
+    stored, keys = _stored_lease(clock)
+    assert sdk.verify_lease(stored, keys, **MINE, clock=clock).lease_expire_time == (
+        clock.now() + DAY
+    )
+    clock.advance(DAY - timedelta(seconds=1))
+    assert sdk.verify_lease(stored, keys, **MINE, clock=clock).session_id == "s_1"
+    clock.advance(timedelta(seconds=1))  # its end is not included
+    with pytest.raises(sdk.LeaseExpired):
+        sdk.verify_lease(stored, keys, **MINE, clock=clock)
+    with pytest.raises(sdk.LeaseExpired):
+        sdk.verify_lease(stored, keys, **MINE, now=clock.now())
+    with pytest.raises(ValueError, match="not both"):
+        sdk.verify_lease(stored, keys, **MINE, now=clock.now(), clock=clock)
+    with pytest.raises(ValueError, match="timezone"):
+        sdk.verify_lease(stored, keys, **MINE, now=clock.now().replace(tzinfo=None))
+
+
+@pytest.mark.parametrize(
+    ("field", "other"),
+    [("user_id", "bob@example.com"), ("device_id", "dev-bob"), ("product_id", "REVIT")],
+)
+def test_review_p4_verify_lease_refuses_another_users_device_or_product(
+    field: str, other: str
+) -> None:
+    clock = ManualClock()
+    stored, keys = _stored_lease(clock)
+    with pytest.raises(LeaseInvalid, match=field) as info:
+        sdk.verify_lease(stored, keys, **(MINE | {field: other}), clock=clock)
+    assert info.value.reason == "LEASE_MISMATCH" and not isinstance(info.value, sdk.LeaseExpired)
+    # Bob's own lease, checked by Alice's product on her device, is refused the same way.
+    bobs, keys = _stored_lease(clock, user_id="bob@example.com", device_id="dev-bob")
+    with pytest.raises(LeaseInvalid, match="user_id") as theirs:
+        sdk.verify_lease(bobs, keys, **MINE, clock=clock)
+    assert theirs.value.reason == "LEASE_MISMATCH"
+
+
+@pytest.mark.parametrize("missing", ["user_id", "device_id", "product_id"])
+def test_review_p4_verify_lease_without_the_binding_is_a_type_error(missing: str) -> None:
+    clock = ManualClock()
+    stored, keys = _stored_lease(clock)
+    given = {k: v for k, v in MINE.items() if k != missing}
+    with pytest.raises(TypeError, match=missing):
+        sdk.verify_lease(stored, keys, **given, clock=clock)
+    with pytest.raises(TypeError):
+        sdk.verify_lease(stored, keys)  # type: ignore[call-arg]
 
 
 def test_sync_client_verifies_leases_with_pinned_keys() -> None:
@@ -536,7 +622,8 @@ async def test_m7_sdk_verified_lease_end_is_the_servers_lease_expire_time(world:
             await world.advance(5 * MIN)
         keys = await client.signing_keys()
         assert s.lease.key_id in keys
-        assert sdk.verify_lease(s.lease.signed, keys, now=world.clock.now()) == s.lease
+        mine = {"user_id": ALICE, "device_id": "dev-1", "product_id": "ACAD"}
+        assert sdk.verify_lease(s.lease.signed, keys, **mine, clock=world.clock) == s.lease
     # Another product, given the keys beforehand, never needs to ask for them.
     pinned = AsyncClient(
         world.target,
@@ -569,7 +656,8 @@ async def test_m7_sdk_offline_use_continues_until_the_signed_lease_ends(
         await world.advance(signed_end - world.clock.now() - MIN, coarse=30 * MIN)
         assert s.usable and not s.online and ended == []
         # A product restarted now, still offline, can check the lease it stored.
-        assert sdk.verify_lease(stored, keys, now=world.clock.now()).lease_expire_time == (
+        mine = {"user_id": ALICE, "device_id": "dev-1", "product_id": "REVIT"}
+        assert sdk.verify_lease(stored, keys, **mine, now=world.clock.now()).lease_expire_time == (
             signed_end
         )
         await world.advance(MIN)
@@ -577,7 +665,7 @@ async def test_m7_sdk_offline_use_continues_until_the_signed_lease_ends(
         assert ended == [EndReason.LEASE_EXPIRED] and world.clock.now() == signed_end
         assert s.session.end_time == signed_end
         with pytest.raises(sdk.LeaseExpired):
-            sdk.verify_lease(stored, keys, now=world.clock.now())
+            sdk.verify_lease(stored, keys, **mine, now=world.clock.now())
         proxy.go_up()
     [stored_session] = await world.admin.sessions(ALICE)
     assert stored_session.end_reason == c.END_REASON_LEASE_EXPIRED
