@@ -1,5 +1,6 @@
 """``python -m server`` / ``tessera-server``: run the license server, or an
-operator tool (``verify``, ``backup``: see ``server/tools.py``)."""
+operator tool (``verify``, ``backup``, ``rotate-signing-key``: see
+``server/tools.py``)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,28 @@ from collections.abc import Sequence
 
 from server import app, logs
 from server.config import parse_args
+from server.tools import COMMANDS
 
-TOOLS = ("verify", "backup", "rotate-signing-key")
+
+def commands_help() -> str:
+    """The tools, one line each, for the server's ``--help``."""
+    lines = ["commands (python -m server COMMAND --help for a command's flags):"]
+    lines += [f"  {name:<20} {help}" for name, help in COMMANDS.items()]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in TOOLS:
+    if args and args[0] in COMMANDS:
         from server import tools
 
         return tools.main(args)
-    config = parse_args(args)
+    config = parse_args(args, epilog=commands_help())
     logs.configure(config.log_format, config.log_level)
     try:
         return asyncio.run(app.run(config))
-    except OSError as exc:
+    except (OSError, app.StartRefused) as exc:
+        # One line, no traceback: what is wrong and what to do is in the message.
         print(f"tessera-server: {exc}", file=sys.stderr)
         return 1
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+import socket
 import sys
-from datetime import datetime
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from client_sdk.proto.tessera.v1 import (
     admin_service_pb2,
@@ -22,6 +22,7 @@ from client_sdk.proto.tessera.v1 import (
     licensing_service_pb2_grpc,
 )
 from server import leases
+from server.api import reflection
 from server.api.admin import AdminServicer
 from server.api.interceptors import EdgeInterceptor
 from server.api.licensing import LicensingServicer
@@ -29,6 +30,7 @@ from server.api.limits import RateLimits
 from server.clock import Clock, SystemClock, TestClock
 from server.config import Config, parse_instant
 from server.credentials import load_or_create_admin_token
+from server.domain.changes import Deleted
 from server.engine import Engine
 from server.engine.core import TEST_CLOCK_KEY
 from server.leases import LeaseSigner
@@ -63,72 +65,127 @@ SERVICE_NAMES = (
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     licensing_service_pb2.DESCRIPTOR.services_by_name["LicensingService"].full_name,
 )
-REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+# Written at the first start on the real clock; a test-clock database has
+# TEST_CLOCK_KEY instead. Either tells a later start which clock the data is on.
+REAL_CLOCK_KEY = "real_clock_since"
 
 
-def _clock(config: Config, stored: dict[str, str]) -> Clock:
-    if config.test_clock is None:
-        return SystemClock()
-    # RULES §7: a restart on the same database resumes from the stored time.
+class StartRefused(Exception):
+    """The server will not start as configured; the message says why and what to do."""
+
+
+def _clock(config: Config, stored: dict[str, str], has_data: bool) -> Clock:
+    """The clock the database is on. A test-clock database resumes from its
+    stored time (RULES §7) and needs --test-clock: without it, its time would
+    jump to today. A database that ran on the real clock refuses a test clock,
+    which would move a production database's time."""
     saved = stored.get(TEST_CLOCK_KEY)
-    start: datetime = parse_instant(saved) if saved else config.test_clock
-    return TestClock(start)
-
-
-def _register_reflection_v1_descriptor() -> None:
-    """Put ``grpc/reflection/v1/reflection.proto`` into the default pool.
-
-    grpcio-reflection ships only v1alpha's descriptor. v1 is the same file under
-    another package, so it is derived from v1alpha's; with it in the pool the v1
-    name can be advertised and ``grpcurl describe`` answers for it too (PERF.md
-    warns against advertising a name whose descriptor is missing)."""
-    from google.protobuf import descriptor_pb2, descriptor_pool
-    from grpc_reflection.v1alpha import reflection_pb2
-
-    pool = descriptor_pool.Default()
-    try:
-        pool.FindFileByName("grpc/reflection/v1/reflection.proto")
-        return
-    except KeyError:
-        pass
-    proto = descriptor_pb2.FileDescriptorProto()
-    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
-    proto.name = "grpc/reflection/v1/reflection.proto"
-    proto.package = "grpc.reflection.v1"
-    proto.ClearField("options")
-    for message in proto.message_type:
-        for field in message.field:
-            if field.HasField("type_name"):
-                field.type_name = field.type_name.replace(".v1alpha.", ".v1.")
-    for service in proto.service:
-        for method in service.method:
-            method.input_type = method.input_type.replace(".v1alpha.", ".v1.")
-            method.output_type = method.output_type.replace(".v1alpha.", ".v1.")
-    pool.Add(proto)
-
-
-REFLECTED = (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1)
-
-
-def _mount_reflection_v1(server: grpc.aio.Server) -> None:
-    """grpcio-reflection serves only v1alpha; v1 has identical messages, so the
-    same servicer answers under the v1 name (``../shared/PERF.md``, Reflection)."""
-    from grpc_reflection.v1alpha import reflection_pb2
-    from grpc_reflection.v1alpha._async import ReflectionServicer
-
-    _register_reflection_v1_descriptor()
-    servicer = ReflectionServicer(REFLECTED)
-    handler = grpc.method_handlers_generic_handler(
-        REFLECTION_V1,
-        {
-            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
-                servicer.ServerReflectionInfo,
-                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
-                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    if config.test_clock is None:
+        if saved is not None and not config.end_test_clock:
+            raise StartRefused(
+                f"{config.db} is a test-clock database, its clock at {saved}: start with "
+                "--test-clock to resume it there (the flag's instant is then ignored), "
+                "or with --end-test-clock to move it to the real clock for good, or use "
+                "a fresh --db"
             )
-        },
-    )
-    server.add_generic_rpc_handlers((handler,))
+        return SystemClock()
+    if saved is None and (REAL_CLOCK_KEY in stored or has_data):
+        since = stored.get(REAL_CLOCK_KEY)
+        raise StartRefused(
+            f"{config.db} runs on the real clock"
+            + (f" (since {since})" if since else "")
+            + ": a test clock would move its time; start without --test-clock, "
+            "or use a fresh --db for test-clock mode"
+        )
+    return TestClock(parse_instant(saved) if saved is not None else config.test_clock)
+
+
+def _clock_mode(clock: Clock, stored: dict[str, str]) -> list[object]:
+    """What records the database's clock, if it is not recorded yet (or the
+    test clock was just ended)."""
+    changes: list[object] = []
+    if not clock.is_test and TEST_CLOCK_KEY in stored:
+        changes.append(Deleted(MetaValue(TEST_CLOCK_KEY, stored[TEST_CLOCK_KEY])))
+    mode_key = TEST_CLOCK_KEY if clock.is_test else REAL_CLOCK_KEY
+    if mode_key not in stored or changes:
+        changes.append(MetaValue(mode_key, clock.now().isoformat()))
+    return changes
+
+
+def _address(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _unavailable(listen: str) -> str | None:
+    """Why ``listen`` cannot be bound (e.g. "address already in use"), or None.
+
+    Asked with a plain socket before gRPC binds, so that a port in use is one
+    clear line and not gRPC's error log: no address of the host binds, with
+    SO_REUSEADDR as gRPC sets it."""
+    try:
+        host, port = _address(listen)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (ValueError, OSError) as exc:
+        return str(exc)
+    if port == 0:
+        return None
+    reason = "no address to bind"
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                reason = (exc.strerror or str(exc)).lower()
+                continue
+        return None
+    return reason
+
+
+def _bind(server: grpc.aio.Server, cfg: Config) -> int:
+    """Listen on ``cfg.listen`` (TLS if configured); the bound port."""
+    reason = _unavailable(cfg.listen)
+    port = 0
+    if reason is None:
+        try:
+            if cfg.tls_cert is not None and cfg.tls_key is not None:
+                client_ca = cfg.tls_client_ca.read_bytes() if cfg.tls_client_ca else None
+                credentials = grpc.ssl_server_credentials(
+                    [(cfg.tls_key.read_bytes(), cfg.tls_cert.read_bytes())],
+                    root_certificates=client_ca,
+                    require_client_auth=client_ca is not None,
+                )
+                port = server.add_secure_port(cfg.listen, credentials)
+            else:
+                port = server.add_insecure_port(cfg.listen)
+        except RuntimeError:  # gRPC's "Failed to bind": taken between the probe and now
+            reason = "address not available"
+    if port == 0:
+        raise StartRefused(f"cannot listen on {cfg.listen}: {reason or 'address not available'}")
+    return port
+
+
+class _LateEdge(grpc.aio.ServerInterceptor):
+    """The edge interceptor, given once the state is loaded.
+
+    gRPC takes its interceptors when the server is made, and the port is bound
+    before the database is opened; the real edge needs the admin token and the
+    engine's user keys, known only after. No call is taken before it is set."""
+
+    def __init__(self) -> None:
+        self.edge: EdgeInterceptor | None = None
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        if self.edge is None:  # never: the server starts after the edge is set
+            return None
+        return await self.edge.intercept_service(continuation, details)
 
 
 class TesseraServer:
@@ -138,42 +195,47 @@ class TesseraServer:
         self.config = config
         self.port = 0
         self.admin_token = ""
+        self.admin_token_made = False  # made by this start (then shown once)
         self.engine: Engine | None = None
         self.store: Store | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
 
     async def start(self) -> int:
+        """Bind the port, then open and load the database, then serve: a port
+        in use or a refused start leaves the database as it was."""
         cfg = self.config
-        self.store = store = await Store.open(cfg.db, synchronous=cfg.sync)
-        snapshot = await store.load()
-        stored = {m.key: m.value for m in snapshot.of(MetaValue)}
-        clock = _clock(cfg, stored)
-        with loading():  # the indexes and deadlines of what was loaded stay too
-            self.engine = engine = Engine.restore(snapshot, clock, store)
-        engine.max_users_per_request = cfg.max_users_per_request
-        engine.max_page_size = cfg.max_page_size
-        if isinstance(clock, TestClock) and TEST_CLOCK_KEY not in stored:
-            await store.commit([MetaValue(TEST_CLOCK_KEY, clock.now().isoformat())])
-        self.admin_token = cfg.admin_token or load_or_create_admin_token(cfg.admin_token_path)
-
-        server = grpc.aio.server(
-            interceptors=[
-                EdgeInterceptor(
-                    self.admin_token,
-                    engine.resolve_user_key,
-                    log_calls=lambda method: (
-                        cfg.log_heartbeats or not method.endswith("/Heartbeat")
-                    ),
-                    user_limits=RateLimits(cfg.user_rate_limit, cfg.user_burst),
-                    admin_limits=RateLimits(cfg.admin_rate_limit, cfg.admin_burst),
-                )
-            ],
+        edge = _LateEdge()
+        self._server = server = grpc.aio.server(
+            interceptors=[edge],
             options=[
                 ("grpc.max_receive_message_length", cfg.max_message_bytes),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
                 ("grpc.so_reuseport", 0),
             ],
+        )
+        self.port = _bind(server, cfg)
+        self.store = store = await Store.open(cfg.db, synchronous=cfg.sync)
+        snapshot = await store.load()
+        stored = {m.key: m.value for m in snapshot.of(MetaValue)}
+        has_data = any(rows for kind, rows in snapshot.objects.items() if kind is not MetaValue)
+        clock = _clock(cfg, stored, has_data)
+        with loading():  # the indexes and deadlines of what was loaded stay too
+            self.engine = engine = Engine.restore(snapshot, clock, store)
+        engine.max_users_per_request = cfg.max_users_per_request
+        engine.max_page_size = cfg.max_page_size
+        await store.commit(_clock_mode(clock, stored))
+        if cfg.admin_token is not None:
+            self.admin_token = cfg.admin_token
+        else:
+            self.admin_token_made = not cfg.admin_token_path.exists()
+            self.admin_token = load_or_create_admin_token(cfg.admin_token_path)
+        edge.edge = EdgeInterceptor(
+            self.admin_token,
+            engine.resolve_user_key,
+            log_calls=lambda method: cfg.log_heartbeats or not method.endswith("/Heartbeat"),
+            user_limits=RateLimits(cfg.user_rate_limit, cfg.user_burst),
+            admin_limits=RateLimits(cfg.admin_rate_limit, cfg.admin_burst),
         )
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(engine), server)
         signer = LeaseSigner(
@@ -183,26 +245,12 @@ class TesseraServer:
             LicensingServicer(engine, signer), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        _mount_reflection_v1(server)
-        reflection.enable_server_reflection(REFLECTED, server)
-        if cfg.tls_cert is not None and cfg.tls_key is not None:
-            client_ca = cfg.tls_client_ca.read_bytes() if cfg.tls_client_ca else None
-            credentials = grpc.ssl_server_credentials(
-                [(cfg.tls_key.read_bytes(), cfg.tls_cert.read_bytes())],
-                root_certificates=client_ca,
-                require_client_auth=client_ca is not None,
-            )
-            self.port = server.add_secure_port(cfg.listen, credentials)
-        else:
-            self.port = server.add_insecure_port(cfg.listen)
-        if self.port == 0:
-            raise OSError(f"could not listen on {cfg.listen}")
+        reflection.enable(server, SERVICE_NAMES)
         # Deadlines that fell due while the server was down fire before any call
         # is taken, so no call sees the state from before them.
         await engine.start(cfg.heartbeat_flush)
         settle_heap()
         await server.start()
-        self._server = server
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -234,15 +282,20 @@ def _banner(server: TesseraServer) -> None:
     out = sys.stderr
     print(f"Tessera is serving on {target} (database {server.config.db})", file=out)
     cfg = server.config
-    # The token kept beside the database is shown so that an operator can start
-    # (README); one the operator passed in is theirs already: never echo it into
-    # output that a service manager keeps as a log.
+    # A token is shown once, when this start made it, so that an operator can
+    # begin (README); after that the banner says where it is kept, never the
+    # token: output a service manager keeps as a log must not hold it. One the
+    # operator passed in is theirs already.
+    path = cfg.admin_token_path
     if cfg.admin_token is not None:
         print("Admin token: as given (--admin-token or TESSERA_ADMIN_TOKEN)", file=out)
         shown = "$TESSERA_ADMIN_TOKEN"
-    else:
+    elif server.admin_token_made:
         shown = server.admin_token
-        print(f"Admin token: {shown} (kept in {cfg.admin_token_path})", file=out)
+        print(f"Admin token: {shown} (new, shown only now; kept owner-only in {path})", file=out)
+    else:
+        print(f"Admin token: kept owner-only in {path}; read it with: cat {path}", file=out)
+        shown = f"$(cat {path})"
     if cfg.tls_cert is None:
         transport = "-plaintext"
     else:

@@ -1,13 +1,25 @@
-"""Configuration from flags and environment (API.md "Starting the server")."""
+"""Configuration from flags and environment (API.md "Starting the server").
+
+Every option is declared once, in ``OPTIONS``: its ``Config`` field, its help
+and how its text is read. The flag (``--max-page-size``), the environment
+variable (``TESSERA_MAX_PAGE_SIZE``) and the default (``Config``'s) follow from
+the field's name, so ``--help`` and the README's flags table
+(``scripts/flags_table.py``, checked by ``tests/test_cli.py``) cannot drift
+apart. A flag wins over its variable, which wins over the default.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from server.api.convert import MIN_TIME
+from server.engine.core import LATEST_TEST_CLOCK
 
 
 @dataclass(frozen=True)
@@ -16,6 +28,7 @@ class Config:
     db: Path = Path("var/tessera.db")
     admin_token: str | None = None
     test_clock: datetime | None = None
+    end_test_clock: bool = False  # a test-clock database moves to the real clock
     log_format: str = "auto"  # auto: console on a terminal, JSON otherwise
     log_level: str = "info"
     sync: str = "FULL"
@@ -31,7 +44,7 @@ class Config:
     max_page_size: int = 1000
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    tls_client_ca: Path | None = None  # demand client certificates signed by it (mTLS)
+    tls_client_ca: Path | None = None  # demand client certificates signed by it (mutual TLS)
 
     @property
     def admin_token_path(self) -> Path:
@@ -46,157 +59,255 @@ def parse_instant(text: str) -> datetime:
     return t.astimezone(UTC)
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return value if value not in (None, "") else default
+def rfc3339(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def parse_args(argv: Sequence[str] | None = None) -> Config:
-    p = argparse.ArgumentParser(prog="tessera-server", description="Tessera license server (gRPC)")
-    p.add_argument(
-        "--listen",
-        default=_env("TESSERA_LISTEN", Config.listen),
-        help="host:port to serve on (TESSERA_LISTEN; default %(default)s)",
-    )
-    p.add_argument(
-        "--db",
-        default=_env("TESSERA_DB", str(Config.db)),
-        help="SQLite file (TESSERA_DB; default %(default)s)",
-    )
-    p.add_argument(
-        "--admin-token",
-        default=_env("TESSERA_ADMIN_TOKEN"),
-        help="operators' bearer token (TESSERA_ADMIN_TOKEN; default: generated "
-        "once and kept beside the database)",
-    )
-    p.add_argument(
-        "--test-clock",
-        default=_env("TESSERA_TEST_CLOCK"),
-        metavar="RFC3339",
-        help="start in test-clock mode at this instant (TESSERA_TEST_CLOCK)",
-    )
-    p.add_argument(
-        "--log-format",
-        choices=["auto", "json", "console"],
-        default=_env("TESSERA_LOG_FORMAT", "auto"),
-    )
-    p.add_argument("--log-level", default=_env("TESSERA_LOG_LEVEL", "info"))
-    p.add_argument(
-        "--sync",
-        choices=["FULL", "NORMAL"],
-        default=_env("TESSERA_SYNC", "FULL"),
-        help="SQLite synchronous mode (default FULL: a commit survives power loss)",
-    )
-    p.add_argument(
-        "--shutdown-grace",
-        type=float,
-        default=10.0,
-        help="seconds to let calls under way finish on SIGTERM",
-    )
-    p.add_argument(
-        "--heartbeat-flush",
-        type=float,
-        default=float(_env("TESSERA_HEARTBEAT_FLUSH", "2.0") or 2.0),
-        metavar="SECONDS",
-        help="how often heartbeat history is written (TESSERA_HEARTBEAT_FLUSH; default "
-        "%(default)s): a crash loses at most this much of it, never a charge",
-    )
-    p.add_argument(
-        "--user-rate-limit",
-        type=float,
-        default=float(_env("TESSERA_USER_RATE_LIMIT", "200") or 200),
-        metavar="PER_SECOND",
-        help="calls per second per user key before RESOURCE_EXHAUSTED (0: off; default "
-        "%(default)s)",
-    )
-    p.add_argument(
-        "--user-burst",
-        type=int,
-        default=int(_env("TESSERA_USER_BURST", "1000") or 1000),
-        help="calls a user key may make at once (default %(default)s)",
-    )
-    p.add_argument(
-        "--admin-rate-limit",
-        type=float,
-        default=float(_env("TESSERA_ADMIN_RATE_LIMIT", "0") or 0),
-        metavar="PER_SECOND",
-        help="calls per second with the admin token (0: off, the default)",
-    )
-    p.add_argument("--admin-burst", type=int, default=int(_env("TESSERA_ADMIN_BURST", "0") or 0))
-    p.add_argument(
-        "--max-message-bytes",
-        type=int,
-        default=int(_env("TESSERA_MAX_MESSAGE_BYTES", str(4 * 1024 * 1024)) or 0),
-        help="largest request accepted (default %(default)s)",
-    )
-    p.add_argument(
-        "--max-users-per-request",
-        type=int,
-        default=int(_env("TESSERA_MAX_USERS_PER_REQUEST", "10000") or 10000),
-        help="most entries in one AssignUsers or ImportUsers (default %(default)s)",
-    )
-    p.add_argument(
-        "--max-page-size",
-        type=int,
-        default=int(_env("TESSERA_MAX_PAGE_SIZE", "1000") or 1000),
-        help="most items in one page of a List call (default %(default)s)",
-    )
-    p.add_argument(
-        "--tls-cert",
-        default=_env("TESSERA_TLS_CERT"),
-        metavar="PEM",
-        help="serve TLS with this certificate chain (TESSERA_TLS_CERT; needs --tls-key)",
-    )
-    p.add_argument(
-        "--tls-key",
-        default=_env("TESSERA_TLS_KEY"),
-        metavar="PEM",
-        help="the certificate's private key (TESSERA_TLS_KEY)",
-    )
-    p.add_argument(
-        "--tls-client-ca",
-        default=_env("TESSERA_TLS_CLIENT_CA"),
-        metavar="PEM",
-        help="also demand client certificates signed by this CA: mutual TLS "
-        "(TESSERA_TLS_CLIENT_CA)",
-    )
-    p.add_argument(
-        "--log-heartbeats",
-        action=argparse.BooleanOptionalAction,
-        default=(_env("TESSERA_LOG_HEARTBEATS", "0") or "0").lower() in ("1", "true", "yes"),
-        help="also log a line for every successful Heartbeat (TESSERA_LOG_HEARTBEATS; "
-        "default off: failed heartbeats and every other call are always logged)",
-    )
-    a = p.parse_args(argv)
-    if bool(a.tls_cert) != bool(a.tls_key):
-        p.error("--tls-cert and --tls-key go together")
-    if a.tls_client_ca and not a.tls_cert:
-        p.error("--tls-client-ca needs --tls-cert and --tls-key")
-    test_clock = None
-    if a.test_clock:
+# The test clock's range is AdvanceClock's: a target between 1970 (the API's
+# earliest instant) and LATEST_TEST_CLOCK (a year short of the last Timestamp, so
+# every instant the rules derive from the clock stays representable).
+TEST_CLOCK_RANGE = f"{rfc3339(MIN_TIME)} to {rfc3339(LATEST_TEST_CLOCK)}"
+
+
+def parse_test_clock(text: str) -> datetime:
+    try:
+        t = parse_instant(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an RFC 3339 instant") from None
+    if not MIN_TIME <= t <= LATEST_TEST_CLOCK:
+        raise ValueError(
+            f"{text!r} is outside the test clock's range, {TEST_CLOCK_RANGE}: "
+            "AdvanceClock could not reach it either"
+        )
+    return t
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (1/0, true/false, yes/no, on/off)")
+
+
+def _number(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
         try:
-            test_clock = parse_instant(a.test_clock)
+            value = kind(text)
         except ValueError:
-            p.error(f"--test-clock: {a.test_clock!r} is not an RFC 3339 instant")
-    return Config(
-        listen=a.listen,
-        db=Path(a.db),
-        admin_token=a.admin_token,
-        test_clock=test_clock,
-        log_format=a.log_format,
-        log_level=a.log_level,
-        sync=a.sync,
-        shutdown_grace=a.shutdown_grace,
-        heartbeat_flush=a.heartbeat_flush,
-        log_heartbeats=a.log_heartbeats,
-        user_rate_limit=a.user_rate_limit,
-        user_burst=a.user_burst,
-        admin_rate_limit=a.admin_rate_limit,
-        admin_burst=a.admin_burst,
-        max_message_bytes=a.max_message_bytes,
-        max_users_per_request=a.max_users_per_request,
-        max_page_size=a.max_page_size,
-        tls_cert=Path(a.tls_cert) if a.tls_cert else None,
-        tls_key=Path(a.tls_key) if a.tls_key else None,
-        tls_client_ca=Path(a.tls_client_ca) if a.tls_client_ca else None,
+            raise ValueError(f"{text!r} is not a number") from None
+        if value < 0:
+            raise ValueError(f"{text!r} is negative")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: the ``Config`` field it fills, its help, how its text reads."""
+
+    field: str
+    help: str
+    parse: Callable[[str], Any] = str
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()
+    default_text: str | None = None  # shown instead of the default value
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "TESSERA_" + self.field.upper()
+
+    @property
+    def default(self) -> Any:
+        return Config.__dataclass_fields__[self.field].default
+
+    @property
+    def boolean(self) -> bool:
+        return self.parse is _boolean
+
+    def shown_default(self) -> str:
+        if self.default_text is not None:
+            return self.default_text
+        if self.boolean:
+            return "on" if self.default else "off"
+        return str(self.default)
+
+    def read(self, text: str) -> Any:
+        if self.choices and text not in self.choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(self.choices)}")
+        return self.parse(text)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("listen", "host:port to serve on (port 0: any free port)"),
+    Option("db", "the SQLite database file", Path, metavar="PATH"),
+    Option(
+        "admin_token",
+        "the operators' bearer token for AdminService",
+        metavar="TOKEN",
+        default_text="made at the first start, kept owner-only beside the database in "
+        "DB.admin-token",
+    ),
+    Option(
+        "test_clock",
+        "start in test-clock mode at this RFC 3339 instant, from "
+        f"{TEST_CLOCK_RANGE}; time then moves only with AdvanceClock. A database "
+        "remembers its mode: a test-clock database resumes from its stored time and "
+        "needs this flag at every start (its value is then ignored); a database "
+        "that ran on the real clock refuses it, since a test clock would move "
+        "its time",
+        parse_test_clock,
+        metavar="RFC3339",
+        default_text="off: the real clock",
+    ),
+    Option(
+        "end_test_clock",
+        "move a test-clock database to the real clock for good: its time jumps to "
+        "now and every deadline passed meanwhile fires at start. Without it, such a "
+        "database refuses to start without --test-clock",
+        _boolean,
+    ),
+    Option(
+        "log_format",
+        "log lines as JSON (to stdout) or for people (console, to stderr); auto: "
+        "console on a terminal, JSON otherwise",
+        choices=("auto", "json", "console"),
+    ),
+    Option(
+        "log_level",
+        "the least severe level logged",
+        choices=("debug", "info", "warning", "error"),
+    ),
+    Option(
+        "sync",
+        "SQLite's synchronous mode: FULL survives power loss, NORMAL a crash of the process",
+        choices=("FULL", "NORMAL"),
+    ),
+    Option(
+        "shutdown_grace",
+        "seconds that calls under way get to finish on SIGTERM or Ctrl-C",
+        _number(float),
+        metavar="SECONDS",
+    ),
+    Option(
+        "heartbeat_flush",
+        "seconds between batched writes of heartbeat history: a crash loses at most "
+        "this much of it, never a hold, charge, session or device",
+        _number(float),
+        metavar="SECONDS",
+    ),
+    Option(
+        "log_heartbeats",
+        "also log a line for every successful Heartbeat (failed ones and every other "
+        "call are always logged; off because it costs ~15%% of heartbeat throughput)",
+        _boolean,
+    ),
+    Option(
+        "user_rate_limit",
+        "calls per second per user key before RESOURCE_EXHAUSTED with RetryInfo (0: off)",
+        _number(float),
+        metavar="PER_SECOND",
+    ),
+    Option("user_burst", "calls a user key may make at once", _number(int), metavar="CALLS"),
+    Option(
+        "admin_rate_limit",
+        "calls per second with the admin token (0: off)",
+        _number(float),
+        metavar="PER_SECOND",
+    ),
+    Option("admin_burst", "calls the admin token may make at once", _number(int), metavar="CALLS"),
+    Option("max_message_bytes", "largest request accepted, in bytes", _number(int), metavar="N"),
+    Option(
+        "max_users_per_request",
+        "most entries in one AssignUsers or ImportUsers",
+        _number(int),
+        metavar="N",
+    ),
+    Option("max_page_size", "most items in one page of a List call", _number(int), metavar="N"),
+    Option(
+        "tls_cert",
+        "serve TLS with this PEM certificate chain (needs --tls-key)",
+        Path,
+        metavar="PEM",
+        default_text="off: plaintext",
+    ),
+    Option("tls_key", "the certificate's PEM private key", Path, metavar="PEM", default_text="off"),
+    Option(
+        "tls_client_ca",
+        "also demand client certificates signed by this PEM CA: mutual TLS (needs --tls-cert)",
+        Path,
+        metavar="PEM",
+        default_text="off",
+    ),
+)
+
+
+def help_line(option: Option) -> str:
+    return f"{option.help} [{option.env}; default: {option.shown_default()}]"
+
+
+def parser(epilog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tessera-server",
+        description="Tessera license server (gRPC).\n\nEvery flag can also be given as the "
+        "environment variable in brackets;\na flag wins over its variable.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    for o in OPTIONS:
+        if o.boolean:
+            p.add_argument(
+                o.flag, dest=o.field, action=argparse.BooleanOptionalAction, help=help_line(o)
+            )
+        else:
+            metavar = o.metavar or ("{" + ",".join(o.choices) + "}" if o.choices else None)
+            p.add_argument(o.flag, dest=o.field, metavar=metavar, help=help_line(o))
+    return p
+
+
+def _values(p: argparse.ArgumentParser, given: argparse.Namespace) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for o in OPTIONS:
+        raw: Any = getattr(given, o.field)
+        source = o.flag
+        if raw is None:
+            env = os.environ.get(o.env, "")
+            raw, source = (env, o.env) if env != "" else (None, "")
+        if raw is None or isinstance(raw, bool):
+            values[o.field] = o.default if raw is None else raw
+            continue
+        try:
+            values[o.field] = o.read(raw)
+        except ValueError as exc:
+            p.error(f"{source}: {exc}")
+    return values
+
+
+def parse_args(argv: Sequence[str] | None = None, *, epilog: str | None = None) -> Config:
+    p = parser(epilog)
+    v = _values(p, p.parse_args(argv))
+    if (v["tls_cert"] is None) != (v["tls_key"] is None):
+        p.error("--tls-cert and --tls-key go together")
+    if v["end_test_clock"] and v["test_clock"] is not None:
+        p.error("--end-test-clock and --test-clock exclude each other")
+    if v["tls_client_ca"] is not None and v["tls_cert"] is None:
+        p.error("--tls-client-ca needs --tls-cert and --tls-key")
+    return Config(**v)
+
+
+def flags_table(options: Iterable[Option] = OPTIONS) -> str:
+    """The README's flags table, in Markdown."""
+    lines = ["| flag | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
+    for o in options:
+        flag = f"`{o.flag}`" if not o.boolean else f"`{o.flag}`, `--no-{o.flag[2:]}`"
+        default = o.shown_default() if o.default_text else f"`{o.shown_default()}`"
+        meaning = o.help.replace("%%", "%").replace("|", "\\|")
+        lines.append(f"| {flag} | `{o.env}` | {default} | {meaning} |")
+    return "\n".join(lines) + "\n"

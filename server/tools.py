@@ -117,18 +117,24 @@ def backup(db: Path, to: Path) -> int:
     return pages
 
 
+# Each tool's one line of help, also listed by the server's --help (server/__main__.py).
+COMMANDS = {
+    "verify": "check the ledger's hash chain and every pack's sums",
+    "backup": "copy a (running) server's database consistently",
+    "rotate-signing-key": "add a new lease-signing key (used after the next start); old ones "
+    "stay published",
+}
+
+
 def main(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m server", description="Tessera operator tools")
     sub = p.add_subparsers(dest="command", required=True)
-    v = sub.add_parser("verify", help="check the ledger's hash chain and every pack's sums")
+    v = sub.add_parser("verify", help=COMMANDS["verify"])
     v.add_argument("--db", type=Path, default=Path("var/tessera.db"))
-    b = sub.add_parser("backup", help="copy a (running) server's database consistently")
+    b = sub.add_parser("backup", help=COMMANDS["backup"])
     b.add_argument("--db", type=Path, default=Path("var/tessera.db"))
     b.add_argument("--to", type=Path, required=True)
-    r = sub.add_parser(
-        "rotate-signing-key",
-        help="add a new lease-signing key (used after the next start); old ones stay published",
-    )
+    r = sub.add_parser("rotate-signing-key", help=COMMANDS["rotate-signing-key"])
     r.add_argument("--db", type=Path, default=Path("var/tessera.db"))
     a = p.parse_args(argv)
     try:

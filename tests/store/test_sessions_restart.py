@@ -230,8 +230,8 @@ def test_restart_deadlines_that_fell_due_while_down_fire_at_their_own_instants(
     tmp_path: Path, processes: list[ServerProcess]
 ) -> None:
     """The first run keeps a test clock at 2020-01-01; the second runs on the
-    real clock, years later: every deadline passed while the server was down
-    fires at start, in time order, each at its own instant."""
+    real clock (--end-test-clock), years later: every deadline passed while the
+    server was down fires at start, in time order, each at its own instant."""
     db = tmp_path / "tessera.db"
     first, desk = start(processes, db, test_clock="2020-01-01T00:00:00Z")
     desk.sheet().team("alpha", 100)
@@ -245,7 +245,7 @@ def test_restart_deadlines_that_fell_due_while_down_fire_at_their_own_instants(
     desk.close()
     first.kill()
 
-    second, desk = start(processes, db, keys, test_clock=None)
+    second, desk = start(processes, db, keys, test_clock=None, extra=["--end-test-clock"])
     try:
         info = desk.a("GetServerInfo")
         assert info.get("test_clock", False) is False

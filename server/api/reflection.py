@@ -1,0 +1,179 @@
+"""Server reflection that documents the API: what ``grpcurl list`` and
+``grpcurl describe`` read, under both reflection versions.
+
+The descriptors come from ``client_sdk/proto/descriptors.binpb``, the
+FileDescriptorSet that ``make protos`` writes with ``--include_source_info``:
+the ``.proto`` comments travel with each file, so ``grpcurl describe
+tessera.v1.AdminService.CreateTeam`` prints the RPC's documentation. (The
+descriptors compiled into the ``*_pb2`` modules have no comments, and a
+``DescriptorPool`` gives none back either.)
+
+grpcio-reflection's servicer answers everything else (``list``, extensions).
+Two requests are answered here:
+
+* a file by name or by symbol is sent as it is in the set, comments included,
+  with the files it imports;
+* a symbol may name a method (``tessera.v1.AdminService.CreateTeam``), which
+  grpcurl asks for and protobuf's pool does not resolve: the file is its
+  service's.
+
+grpcio-reflection serves only ``grpc.reflection.v1alpha``; ``v1`` has the same
+messages under another package, so the same servicer answers under both names,
+and v1's descriptor is derived from v1alpha's.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Any, cast
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import FileDescriptor
+from grpc_health.v1 import health, health_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha._async import ReflectionServicer as _LibraryServicer
+
+DESCRIPTOR_SET = "descriptors.binpb"  # in the package client_sdk.proto
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+REFLECTION_SERVICES = (health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1)
+
+Request = reflection_pb2.ServerReflectionRequest
+Response = reflection_pb2.ServerReflectionResponse
+
+
+def _copy(file: Any) -> descriptor_pb2.FileDescriptorProto:  # a *_pb2 module's DESCRIPTOR
+    proto = descriptor_pb2.FileDescriptorProto()
+    file.CopyToProto(proto)
+    return proto
+
+
+def _reflection_v1() -> descriptor_pb2.FileDescriptorProto:
+    """``grpc/reflection/v1/reflection.proto``, made from v1alpha's."""
+    proto = _copy(reflection_pb2.DESCRIPTOR)
+    proto.name = "grpc/reflection/v1/reflection.proto"
+    proto.package = "grpc.reflection.v1"
+    proto.ClearField("options")
+    for message in proto.message_type:
+        for field in message.field:
+            if field.HasField("type_name"):
+                field.type_name = field.type_name.replace(".v1alpha.", ".v1.")
+    for service in proto.service:
+        for method in service.method:
+            method.input_type = method.input_type.replace(".v1alpha.", ".v1.")
+            method.output_type = method.output_type.replace(".v1alpha.", ".v1.")
+    return proto
+
+
+def api_files() -> list[descriptor_pb2.FileDescriptorProto]:
+    """Tessera's files and their imports, with their comments (dependencies first)."""
+    data = (importlib.resources.files("client_sdk.proto") / DESCRIPTOR_SET).read_bytes()
+    return list(descriptor_pb2.FileDescriptorSet.FromString(data).file)
+
+
+class Descriptors:
+    """The files reflection serves: a pool to resolve names, and each file's
+    serialized form as the set has it (comments included)."""
+
+    def __init__(self, files: Iterable[descriptor_pb2.FileDescriptorProto]) -> None:
+        self.pool = descriptor_pool.DescriptorPool()
+        self.serialized: dict[str, bytes] = {}
+        for proto in files:
+            self.pool.Add(proto)
+            self.serialized[proto.name] = proto.SerializeToString()
+
+    @classmethod
+    def served(cls) -> Descriptors:
+        extra = (_copy(health_pb2.DESCRIPTOR), _copy(reflection_pb2.DESCRIPTOR), _reflection_v1())
+        return cls([*api_files(), *extra])
+
+    def file_of(self, symbol: str) -> FileDescriptor | None:
+        """The file that defines ``symbol``: a message, field, enum, service or method."""
+        try:
+            return self.pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            pass
+        service, _, method = symbol.rpartition(".")
+        try:
+            found = self.pool.FindServiceByName(service)
+        except KeyError:
+            return None
+        return found.file if method in found.methods_by_name else None
+
+    def file_named(self, name: str) -> FileDescriptor | None:
+        try:
+            return self.pool.FindFileByName(name)
+        except KeyError:
+            return None
+
+    def with_imports(self, file: FileDescriptor) -> list[bytes]:
+        """The file, then every file it imports, directly or not, each once."""
+        order: list[str] = []
+        stack = [file]
+        while stack:
+            current = stack.pop()
+            if current.name not in order:
+                order.append(current.name)
+                stack.extend(current.dependencies)
+        return [self.serialized[name] for name in order]
+
+
+class ReflectionServicer:
+    def __init__(self, service_names: Iterable[str], descriptors: Descriptors) -> None:
+        self._descriptors = descriptors
+        self._library = _LibraryServicer(tuple(service_names), pool=descriptors.pool)
+
+    async def ServerReflectionInfo(
+        self, request_iterator: AsyncIterable[Request], context: Any
+    ) -> AsyncIterator[Response]:
+        async for request in request_iterator:
+            which = request.WhichOneof("message_request")
+            if which == "file_by_filename":
+                yield self._file(request, self._descriptors.file_named(request.file_by_filename))
+            elif which == "file_containing_symbol":
+                yield self._file(request, self._descriptors.file_of(request.file_containing_symbol))
+            else:
+                answers = self._library.ServerReflectionInfo(_one(request), context)
+                # an async generator (typeshed's stub declares a coroutine)
+                async for response in cast(AsyncIterable[Response], answers):
+                    yield response
+
+    def _file(self, request: Request, file: FileDescriptor | None) -> Response:
+        if file is None:
+            return Response(
+                error_response=reflection_pb2.ErrorResponse(
+                    error_code=grpc.StatusCode.NOT_FOUND.value[0],
+                    error_message="symbol or file not found",
+                ),
+                original_request=request,
+            )
+        return Response(
+            file_descriptor_response=reflection_pb2.FileDescriptorResponse(
+                file_descriptor_proto=self._descriptors.with_imports(file)
+            ),
+            original_request=request,
+        )
+
+
+async def _one(request: Request) -> AsyncIterator[Request]:
+    yield request
+
+
+def enable(server: grpc.aio.Server, service_names: Iterable[str]) -> None:
+    """Serve reflection for ``service_names`` and reflection's own services,
+    under v1alpha and v1."""
+    servicer = ReflectionServicer((*service_names, *REFLECTION_SERVICES), Descriptors.served())
+    handlers = {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=Request.FromString,
+            response_serializer=Response.SerializeToString,
+        )
+    }
+    server.add_generic_rpc_handlers(
+        tuple(
+            grpc.method_handlers_generic_handler(name, handlers)
+            for name in (reflection.SERVICE_NAME, REFLECTION_V1)
+        )
+    )
