@@ -1,4 +1,10 @@
-"""structlog, configured once at start: JSON lines, or colours on a terminal."""
+"""structlog, configured once at start: JSON lines, or colours on a terminal.
+
+Every string of every line, a traceback included, passes through the scrubber that
+keeps secrets out of error messages (``api/errors.scrub``) just before it is
+rendered: the edge scrubs the fields a caller chose (``api/interceptors``), and this
+catches a caller's value that reaches a line another way (an exception's message).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ import sys
 
 import orjson
 import structlog
+
+from server.api.errors import scrub
 
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
@@ -22,13 +30,15 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
     if fmt == "console":
         processors = [
             *shared,
+            structlog.processors.format_exc_info,  # a string, so that it is scrubbed
+            scrub_secrets,
             structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
         ]
         factory: structlog.typing.WrappedLogger = structlog.PrintLoggerFactory(sys.stderr)
     else:
         # No locals in tracebacks: they could hold secrets.
         renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
-        processors = [*shared, structlog.processors.format_exc_info, renderer]
+        processors = [*shared, structlog.processors.format_exc_info, scrub_secrets, renderer]
         factory = structlog.BytesLoggerFactory(sys.stdout.buffer)
     structlog.configure(
         processors=processors,
@@ -38,3 +48,13 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+
+
+def scrub_secrets(
+    logger: structlog.typing.WrappedLogger, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Every string value of the line, scrubbed of anything secret-shaped."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = scrub(value)
+    return event

@@ -80,10 +80,16 @@ MAX_VIOLATIONS = 8
 
 
 # Anything shaped like one of Tessera's secrets, should a caller paste one into a
-# field that an error repeats (a user key as a user id): kept out of every refusal.
+# field that an error repeats (a user key as a user id) or that the edge logs (a
+# request id): kept out of every refusal and every log line. Secret-shaped: one of
+# the prefixes and what follows, or a long run of URL-safe base64 mixing upper and
+# lower case (a secret's random part without its prefix, 43 characters; hex request
+# ids and UUIDs, which have no mixed case, stay readable).
+_B64 = r"[A-Za-z0-9_\-]"
 SECRET = re.compile(
     "(" + "|".join(map(re.escape, (USER_KEY_PREFIX, INVITATION_PREFIX, ADMIN_PREFIX))) + ")"
-    r"[A-Za-z0-9_\-]{8,}"
+    rf"{_B64}{{8,}}"
+    rf"|(?<!{_B64})(?={_B64}*[A-Z])(?={_B64}*[a-z]){_B64}{{32,}}"
 )
 
 

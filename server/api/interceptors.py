@@ -9,9 +9,12 @@ the call's own task, it:
    ``AcceptInvitation``; the resolved user is in ``current_user``;
 2. turns a ``DomainError`` into its status with details (``api/errors.py``),
    and anything unexpected into ``INTERNAL``, logged with its traceback;
-3. writes one log line: method, status code, duration, request id.
+3. writes one log line: method, status code, duration, request id, user.
 
-Secrets are never logged: neither metadata nor request bodies are.
+Secrets are never logged: neither metadata nor request bodies are, and what the
+caller chose that is logged (the request id, the user id) passes through the
+scrubber that keeps secrets out of error messages (``api/errors.scrub``), with the
+admin token itself taken out too, whatever its shape (``--admin-token``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from server.api.errors import (
     PermissionDenied,
     Unauthenticated,
     internal_status,
+    scrub,
     to_status,
 )
 from server.api.limits import RateLimits
@@ -44,6 +48,10 @@ LICENSING_PREFIX = "/tessera.v1.LicensingService/"
 NO_CREDENTIAL = frozenset(
     {"/tessera.v1.AdminService/AcceptInvitation", "/tessera.v1.LicensingService/GetSigningKeys"}
 )
+
+LOGGED_CHARS = 100  # of a caller's string in a log line
+# What is scrubbed of it: a secret cut in two at LOGGED_CHARS must still be seen whole.
+SCRUBBED_CHARS = 8192
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 UserResolver = Callable[[str], str | None]
@@ -156,11 +164,21 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                         method=short,
                         code=code.name,
                         duration_ms=round((monotonic() - start) * 1000, 3),
-                        request_id=_request_id(context, request),
-                        user_id=user_id or None,
+                        request_id=self._loggable(_request_id(context, request)),
+                        user_id=self._loggable(user_id),
                     )
 
         return wrapped
+
+    def _loggable(self, text: str) -> str | None:
+        """A string the caller chose, as it may be logged: secret-shaped parts and the
+        admin token taken out, then cut to ``LOGGED_CHARS`` (None when empty)."""
+        if not text:
+            return None
+        text = text[:SCRUBBED_CHARS]
+        if self._admin_token:
+            text = text.replace(self._admin_token, "\u2026")
+        return scrub(text)[:LOGGED_CHARS]
 
 
 class Undecodable:
@@ -187,9 +205,9 @@ def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], An
     return parse
 
 
-def _request_id(context: grpc.aio.ServicerContext[Any, Any], request: Any) -> str | None:
+def _request_id(context: grpc.aio.ServicerContext[Any, Any], request: Any) -> str:
+    """The ``x-request-id`` header, else the request's ``request_id`` field, as sent."""
     for key, value in context.invocation_metadata() or ():
         if key == "x-request-id":
-            return str(value)[:100]
-    rid = getattr(request, "request_id", "")
-    return str(rid)[:100] if rid else None
+            return str(value)
+    return str(getattr(request, "request_id", "") or "")
