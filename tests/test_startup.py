@@ -1,0 +1,307 @@
+"""What an operator meets when starting the server (issue 12, points 7 and 8b):
+the test clock's range checked before anything is opened, a port in use said
+in one line before the database is touched, a database that keeps its clock
+(test or real), and the admin token shown only when it was just made."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.api.convert import MIN_TIME
+from server.app import REAL_CLOCK_KEY, StartRefused, TesseraServer
+from server.config import Config, parse_args, parse_instant, rfc3339
+from server.engine.core import LATEST_TEST_CLOCK
+from tests.grpcurl import Grpcurl
+from tests.support import ADMIN_TOKEN, REPO, T0, ServerThread, running
+
+LATEST = rfc3339(LATEST_TEST_CLOCK)
+
+
+def start_server(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m server ARGS`` for a start that is expected to end by itself."""
+    return subprocess.run(
+        [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def refused(db: Path, test_clock: str | None, listen: str = "127.0.0.1:0", **overrides: Any) -> str:
+    """Start in process; the start must be refused. Its message."""
+    config = Config(
+        listen=listen,
+        db=db,
+        admin_token=ADMIN_TOKEN,
+        test_clock=parse_instant(test_clock) if test_clock else None,
+        log_format="json",
+        **overrides,
+    )
+
+    async def attempt() -> None:
+        server = TesseraServer(config)
+        try:
+            await server.start()
+        finally:
+            await server.stop()
+
+    with pytest.raises(StartRefused) as refusal:
+        asyncio.run(attempt())
+    return str(refusal.value)
+
+
+def now_of(srv: ServerThread) -> str:
+    client = Grpcurl(srv.target, ADMIN_TOKEN)
+    try:
+        info = client("tessera.v1.AdminService/GetServerInfo")
+    finally:
+        client.close()
+    return f"{info['now']}|{info.get('test_clock', False)}"
+
+
+# -- point 7: the test clock's range, as AdvanceClock's ------------------------
+
+
+@pytest.mark.parametrize(
+    "instant",
+    [
+        "9999-12-31T00:00:00Z",
+        rfc3339(LATEST_TEST_CLOCK + timedelta(seconds=1)),
+        "1969-12-31T23:59:59Z",
+    ],
+)
+def test_h4_7_test_clock_outside_advance_clocks_range_is_a_usage_error(
+    instant: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TESSERA_TEST_CLOCK", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--test-clock", instant])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--test-clock: {instant!r} is outside the test clock's range" in err
+    assert f"{rfc3339(MIN_TIME)} to {LATEST}" in err
+
+
+def test_h4_7_test_clock_from_the_environment_is_bounded_too(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TESSERA_TEST_CLOCK", "9999-12-31T00:00:00Z")
+    with pytest.raises(SystemExit) as exit_:
+        parse_args([])
+    assert exit_.value.code == 2
+    assert "TESSERA_TEST_CLOCK: '9999-12-31T00:00:00Z' is outside" in capsys.readouterr().err
+
+
+def test_h4_7_the_range_ends_exactly_where_advance_clock_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TESSERA_TEST_CLOCK", raising=False)
+    assert parse_args(["--test-clock", LATEST]).test_clock == LATEST_TEST_CLOCK
+    assert parse_args(["--test-clock", rfc3339(MIN_TIME)]).test_clock == MIN_TIME
+
+
+def test_h4_7_a_server_at_the_latest_instant_still_sells_tokens(tmp_path: Path) -> None:
+    """The old failure: a clock in year 9999 made PurchaseTokens INTERNAL (a pack
+    expires a year on). At the range's end a purchase works."""
+    with running(tmp_path / "tessera.db", test_clock=LATEST) as srv:
+        client = Grpcurl(srv.target, ADMIN_TOKEN)
+        try:
+            client("tessera.v1.AdminService/CreateTeam", {"team_id": "alpha"})
+            pack = client(
+                "tessera.v1.AdminService/PurchaseTokens",
+                {"team_id": "alpha", "tokens": 10, "request_id": "h4-7"},
+            )
+        finally:
+            client.close()
+    assert pack["token_pack"]["expire_time"] == "9999-12-31T00:00:00Z"
+
+
+@pytest.mark.parametrize("via", ["flag", "environment"])
+def test_h4_7_start_at_year_9999_exits_2_before_opening_anything(via: str, tmp_path: Path) -> None:
+    db = tmp_path / "new" / "tessera.db"
+    if via == "flag":
+        result = start_server("--db", str(db), "--test-clock", "9999-12-31T00:00:00Z")
+        named = "--test-clock"
+    else:
+        result = start_server("--db", str(db), env={"TESSERA_TEST_CLOCK": "9999-12-31T00:00:00Z"})
+        named = "TESSERA_TEST_CLOCK"
+    assert result.returncode == 2
+    assert f"error: {named}: '9999-12-31T00:00:00Z' is outside the test clock's range" in (
+        result.stderr
+    )
+    assert LATEST in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not db.parent.exists()
+
+
+# -- point 8b: a port in use, before the database is touched --------------------
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+def test_h4_8b_port_in_use_is_one_line_and_the_database_is_untouched(
+    busy_port: int, tmp_path: Path
+) -> None:
+    db = tmp_path / "fresh" / "tessera.db"
+    result = start_server("--db", str(db), "--listen", f"127.0.0.1:{busy_port}")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"tessera-server: cannot listen on 127.0.0.1:{busy_port}: address already in use"
+    ]
+    assert "Traceback" not in result.stdout
+    assert not db.parent.exists()
+
+
+def test_h4_8b_port_in_use_leaves_an_existing_database_as_it_was(
+    busy_port: int, tmp_path: Path
+) -> None:
+    db = tmp_path / "tessera.db"
+    with running(db):
+        pass
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    message = refused(db, T0, listen=f"127.0.0.1:{busy_port}")
+    assert message == f"cannot listen on 127.0.0.1:{busy_port}: address already in use"
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+# -- point 8b: a database keeps its clock ---------------------------------------
+
+
+def test_h4_8b_test_clock_database_without_test_clock_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "tessera.db"
+    with running(db) as srv:
+        srv.call(srv.server.engine.advance_clock(None, 3600))
+    message = refused(db, None)
+    assert message == (
+        f"{db} is a test-clock database, its clock at 2026-01-01T01:00:00+00:00: start "
+        "with --test-clock to resume it there (the flag's instant is then ignored), or with "
+        "--end-test-clock to move it to the real clock for good, or use a fresh --db"
+    )
+    # Nothing moved: it resumes where it stood.
+    with running(db, test_clock="2030-01-01T00:00:00Z") as srv:
+        assert now_of(srv) == "2026-01-01T01:00:00Z|True"
+
+
+def test_h4_8b_test_clock_database_refusal_from_the_command_line(tmp_path: Path) -> None:
+    db = tmp_path / "tessera.db"
+    with running(db):
+        pass
+    result = start_server("--db", str(db), "--admin-token", ADMIN_TOKEN)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"tessera-server: {db} is a test-clock database")
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_h4_8b_real_clock_database_refuses_a_test_clock(tmp_path: Path) -> None:
+    db = tmp_path / "tessera.db"
+    with running(db, test_clock=None):
+        pass
+    message = refused(db, T0)
+    assert message.startswith(f"{db} runs on the real clock (since ")
+    assert message.endswith(
+        ": a test clock would move its time; start without --test-clock, or use a fresh "
+        "--db for test-clock mode"
+    )
+
+
+def test_h4_8b_real_clock_database_from_before_the_mark_refuses_a_test_clock(
+    tmp_path: Path,
+) -> None:
+    """A database that holds data but no clock mark (made before the mark
+    existed) ran on the real clock."""
+    db = tmp_path / "tessera.db"
+    with running(db, test_clock=None) as srv:
+        client = Grpcurl(srv.target, ADMIN_TOKEN)
+        client("tessera.v1.AdminService/CreateTeam", {"team_id": "alpha"})
+        client.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("DELETE FROM meta WHERE key = ?", (REAL_CLOCK_KEY,)).rowcount == 1
+    conn.close()
+    assert refused(db, T0) == (
+        f"{db} runs on the real clock: a test clock would move its time; start without "
+        "--test-clock, or use a fresh --db for test-clock mode"
+    )
+
+
+def test_h4_8b_end_test_clock_moves_a_database_to_the_real_clock_for_good(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "tessera.db"
+    with running(db):
+        pass
+    with running(db, test_clock=None, end_test_clock=True) as srv:
+        now, is_test = now_of(srv).split("|")
+    assert (is_test, now > "2026-06-01") == ("False", True)
+    with running(db, test_clock=None) as srv:  # a real-clock database now
+        assert now_of(srv).endswith("|False")
+    assert refused(db, T0).startswith(f"{db} runs on the real clock (since ")
+
+
+def test_h4_8b_end_test_clock_and_test_clock_exclude_each_other(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--test-clock", T0, "--end-test-clock"])
+    assert exit_.value.code == 2
+    assert "--end-test-clock and --test-clock exclude each other" in capsys.readouterr().err
+
+
+# -- point 8b: the admin token is shown once -----------------------------------
+
+
+def banner(db: Path) -> tuple[str, str]:
+    """Start without --admin-token, read the banner (stderr), stop: (stderr, stdout)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--db", str(db)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TESSERA_LOG_FORMAT": "json"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "grpcurl" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, "".join(lines) + err
+    return "".join(lines) + err, out
+
+
+def test_h4_8b_admin_token_is_printed_only_when_it_is_made(tmp_path: Path) -> None:
+    db = tmp_path / "tessera.db"
+    first, first_log = banner(db)
+    path = tmp_path / "tessera.db.admin-token"
+    token = path.read_text().strip()
+    assert token.startswith("tsa_")
+    assert f"Admin token: {token} (new, shown only now; kept owner-only in {path})" in first
+    assert token not in first_log
+
+    second, second_log = banner(db)
+    assert token not in second + second_log
+    assert f"Admin token: kept owner-only in {path}; read it with: cat {path}" in second
+    assert f'-H "authorization: Bearer $(cat {path})"' in second
