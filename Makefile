@@ -1,14 +1,12 @@
-# One target per thing people do. Everything runs from the venv in .venv, which `make` creates
-# with python3 and fills with `pip install -e '.[dev]'` whenever pyproject.toml is newer than the
-# stamp, so a fresh clone needs only python3, pip and make.
+# One target per thing people do; `make help` lists them (the `## ` comment on each target's
+# line). Everything runs from the venv in .venv, which `make` creates with python3 and fills
+# with `pip install -e '.[dev]'` whenever pyproject.toml is newer than the stamp, so a fresh
+# clone needs only python3, pip and make. Most take ARGS or PYTEST_ARGS, e.g.
 #
-#   make run   [ARGS='--listen 127.0.0.1:50051 ...']   start the server
-#   make test  [PYTEST_ARGS='-k ledger -x']             run the tests
-#   make lint                                           ruff, mypy, generated-code drift, buf lint
-#   make load  [ARGS='--target 127.0.0.1:50051 -n 1000']  the load generator against a server
-#   make bench [ARGS='--users 2000']                    Tessera vs a bare echo server; BENCH line last
-#   make protos                                         regenerate client_sdk/proto from protos/
-#   make clean                                          remove the venv, var/ and caches
+#   make run   ARGS='--listen 127.0.0.1:50051 --db var/tessera.db'
+#   make test  PYTEST_ARGS='-k ledger -x'
+#   make load  ARGS='--target 127.0.0.1:50051 -n 1000'
+#   make bench ARGS='--users 2000'
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
@@ -22,9 +20,13 @@ GENERATED := client_sdk/proto
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint protos clean install protos-drift buf-lint load bench
+.PHONY: help run test lint protos clean install protos-drift buf-lint load bench docs
 
-install: $(STAMP)
+help: ## list the targets, one line each
+	@echo "make TARGET [ARGS='...'] [PYTEST_ARGS='...'], TARGET one of:"
+	@sed -n -E 's/^([a-z][a-z-]*):.*## (.*)$$/  \1\t\2/p' $(MAKEFILE_LIST) | expand -t 16
+
+install: $(STAMP) ## make .venv and install the project with its dev tools (grpcurl too)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,30 +35,33 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-run: $(STAMP)
+run: $(STAMP) ## start the server (flags: python -m server --help, or the README)
 	$(PY) -m server $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) ## run the whole test suite (PYTEST_ARGS for pytest's)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-load: $(STAMP)
+load: $(STAMP) ## the load generator against a running server (ARGS: --target ...)
 	$(PY) -m client_sdk.load $(ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) ## Tessera vs a bare echo server; the BENCH line comes last
 	$(PY) -m benchmarks.bench $(ARGS)
 
-protos: $(STAMP)
+protos: $(STAMP) ## regenerate client_sdk/proto (and its descriptors.binpb) from protos/
 	$(PY) scripts/gen_protos.py
 
-lint: $(STAMP)
+docs: $(STAMP) ## write the README's flags table from server/config.py
+	$(PY) scripts/flags_table.py --write
+
+lint: $(STAMP) ## ruff, mypy, generated-code drift, README flags table, buf lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) scripts/flags_table.py --check
 	$(MAKE) --no-print-directory protos-drift
 	$(MAKE) --no-print-directory buf-lint
 
-# Regenerate, then fail if the committed generated code differs (or is missing/extra).
-protos-drift: protos
+protos-drift: protos ## fail if the committed client_sdk/proto is not what protos/ generates
 	@if [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
 		echo "error: $(GENERATED)/ is not what protos/ generates:"; \
 		git status --porcelain -- $(GENERATED); \
@@ -66,7 +71,7 @@ protos-drift: protos
 	@echo "$(GENERATED)/ matches protos/"
 
 # buf comes from the npm package @bufbuild/buf (pinned in package.json / package-lock.json).
-buf-lint:
+buf-lint: ## buf lint of protos/ (skipped without npm)
 	@if ! command -v npm >/dev/null 2>&1; then \
 		echo "buf lint: skipped (npm not found)"; \
 	else \
@@ -78,6 +83,6 @@ buf-lint:
 		node_modules/.bin/buf lint; \
 	fi
 
-clean:
+clean: ## remove the venv, var/, node_modules and caches
 	rm -rf $(VENV) node_modules var build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -path ./node_modules -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

@@ -24,6 +24,8 @@ from server.engine.core import LATEST_TEST_CLOCK
 
 @dataclass(frozen=True)
 class Config:
+    """The settings, in the order of OPTIONS (--help and the README's table)."""
+
     listen: str = "127.0.0.1:50051"
     db: Path = Path("var/tessera.db")
     admin_token: str | None = None
@@ -33,13 +35,13 @@ class Config:
     log_level: str = "info"
     sync: str = "FULL"
     shutdown_grace: float = 10.0
-    max_message_bytes: int = 4 * 1024 * 1024
     heartbeat_flush: float = 2.0  # seconds between writes of heartbeat history
     log_heartbeats: bool = False  # a line per successful Heartbeat too (failures always)
     user_rate_limit: float = 200.0  # calls per second per user key (0: off)
     user_burst: int = 1000
     admin_rate_limit: float = 0.0  # calls per second with the admin token (0: off)
     admin_burst: int = 0
+    max_message_bytes: int = 4 * 1024 * 1024
     max_users_per_request: int = 10_000  # AssignUsers / ImportUsers entries
     max_page_size: int = 1000
     tls_cert: Path | None = None
@@ -152,8 +154,7 @@ OPTIONS: tuple[Option, ...] = (
         "admin_token",
         "the operators' bearer token for AdminService",
         metavar="TOKEN",
-        default_text="made at the first start, kept owner-only beside the database in "
-        "DB.admin-token",
+        default_text="made at the first start, kept owner-only in <db>.admin-token",
     ),
     Option(
         "test_clock",
