@@ -1,5 +1,6 @@
 """Identifiers that grow with time, so SQLite appends instead of scattering
-inserts across its B-trees (``../shared/PERF.md``, "Keys in insertion order")."""
+inserts across its B-trees (keys in insertion order keep each insert at the
+end of the index)."""
 
 from __future__ import annotations
 

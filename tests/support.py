@@ -74,6 +74,8 @@ class ServerProcess:
     db: Path
     test_clock: str | None = T0
     extra: list[str] = field(default_factory=list)
+    #: None: no ``--admin-token``, so the server makes one and keeps it beside the database.
+    admin_token: str | None = ADMIN_TOKEN
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     lines: list[dict[str, Any]] = field(default_factory=list)
@@ -91,12 +93,12 @@ class ServerProcess:
             "127.0.0.1:0",
             "--db",
             str(self.db),
-            "--admin-token",
-            ADMIN_TOKEN,
             "--log-format",
             "json",
             *self.extra,
         ]
+        if self.admin_token is not None:
+            args += ["--admin-token", self.admin_token]
         if self.test_clock:
             args += ["--test-clock", self.test_clock]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}

