@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from client_sdk.proto.tessera.v1 import admin_service_pb2, common_pb2, licensing_service_pb2
 from server.api.reflection import Descriptors, api_files
 from tests.api.test_accounts_api import _reflection_v1
-from tests.support import ServerThread
+from tests.support import ADMIN_TOKEN, ServerThread
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 # FileDescriptorProto field numbers: message_type 4, service 6; in a message,
@@ -24,10 +24,12 @@ GRPCURL = Path(sys.executable).parent / "grpcurl"
 MESSAGE, SERVICE, FIELD, METHOD = 4, 6, 2, 2
 
 
-def grpcurl(target: str, *args: str) -> subprocess.CompletedProcess[str]:
+def grpcurl(
+    target: str, *args: str, flags: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     assert GRPCURL.exists(), "run `make install`: the dev extra installs grpcurl"
     return subprocess.run(
-        [str(GRPCURL), "-plaintext", target, *args],
+        [str(GRPCURL), "-plaintext", *flags, target, *args],
         capture_output=True,
         text=True,
         timeout=30,
@@ -113,6 +115,21 @@ def test_h4_12_list_shows_both_reflection_versions(server: ServerThread) -> None
         "grpc.reflection.v1alpha.ServerReflection",
         "tessera.v1.AdminService",
     } <= set(result.stdout.split())
+
+
+def test_h4_12_grpcurl_prints_fields_by_their_names_in_the_proto(server: ServerThread) -> None:
+    """The descriptor set has a json_name per field; served, grpcurl would print
+    ``testClock``. The contract's names are the proto's."""
+    auth = ("-H", f"authorization: Bearer {ADMIN_TOKEN}")
+    result = grpcurl(server.target, "tessera.v1.AdminService/GetServerInfo", flags=auth)
+    assert result.returncode == 0, result.stderr
+    assert '"testClock"' not in result.stdout
+    assert '"test_clock": true' in result.stdout
+
+
+def test_h4_12_error_details_resolve_for_grpcurl(server: ServerThread) -> None:
+    out = described(server, "google.rpc.ErrorInfo")
+    assert out[0] == "google.rpc.ErrorInfo is a message:"
 
 
 def _v1alpha(target: str, request: reflection_pb2.ServerReflectionRequest) -> list[object]:

@@ -31,6 +31,7 @@ from typing import Any, cast
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import FileDescriptor
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_reflection.v1alpha._async import ReflectionServicer as _LibraryServicer
@@ -72,6 +73,23 @@ def api_files() -> list[descriptor_pb2.FileDescriptorProto]:
     return list(descriptor_pb2.FileDescriptorSet.FromString(data).file)
 
 
+def _proto_names(
+    files: list[descriptor_pb2.FileDescriptorProto],
+) -> list[descriptor_pb2.FileDescriptorProto]:
+    """Without ``json_name`` (protoc's set has one per field), so grpcurl prints the
+    fields by their names in the contract (``pack_id``, not ``packId``), as it always has."""
+
+    def clear(messages: Iterable[descriptor_pb2.DescriptorProto]) -> None:
+        for message in messages:
+            for field in message.field:
+                field.ClearField("json_name")
+            clear(message.nested_type)
+
+    for proto in files:
+        clear(proto.message_type)
+    return files
+
+
 class Descriptors:
     """The files reflection serves: a pool to resolve names, and each file's
     serialized form as the set has it (comments included)."""
@@ -85,8 +103,15 @@ class Descriptors:
 
     @classmethod
     def served(cls) -> Descriptors:
-        extra = (_copy(health_pb2.DESCRIPTOR), _copy(reflection_pb2.DESCRIPTOR), _reflection_v1())
-        return cls([*api_files(), *extra])
+        # error_details.proto: grpcurl resolves the ErrorInfo / BadRequest / RetryInfo of a
+        # refusal through reflection, else it prints them as raw bytes without the reason.
+        extra = (
+            _copy(health_pb2.DESCRIPTOR),
+            _copy(reflection_pb2.DESCRIPTOR),
+            _reflection_v1(),
+            _copy(error_details_pb2.DESCRIPTOR),
+        )
+        return cls([*_proto_names(api_files()), *extra])
 
     def file_of(self, symbol: str) -> FileDescriptor | None:
         """The file that defines ``symbol``: a message, field, enum, service or method."""
