@@ -78,6 +78,17 @@ class Grpcurl:
             raise _error(exc) from None
         return json_format.MessageToDict(response, preserving_proto_field_name=True)
 
+    def every(self, method: str, body: dict[str, Any], field: str) -> list[dict[str, Any]]:
+        """Every item of a paged list (AIP-158), following ``next_page_token``."""
+        out: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            page = self(method, {**body, "page_token": token})
+            out.extend(page.get(field, []))
+            token = page.get("next_page_token", "")
+            if not token:
+                return out
+
 
 def _error(exc: grpc.RpcError) -> GrpcurlError:
     reason, metadata, violations = "", {}, {}

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import uuid4
 
 import grpc
 import pytest
@@ -113,9 +114,8 @@ class Desk:
         return team_id
 
     def buy(self, team_id: str, tokens: int) -> dict[str, Any]:
-        pack: dict[str, Any] = self.a("PurchaseTokens", {"team_id": team_id, "tokens": tokens})[
-            "token_pack"
-        ]
+        body = {"team_id": team_id, "tokens": tokens, "request_id": f"po-{uuid4()}"}
+        pack: dict[str, Any] = self.a("PurchaseTokens", body)["token_pack"]
         return pack
 
     def user(self, team_id: str, name: str, products: list[str] | None = None, **kw: Any) -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from client_sdk.proto.tessera.v1 import admin_service_pb2 as api
 from client_sdk.proto.tessera.v1 import admin_service_pb2_grpc
@@ -10,17 +11,50 @@ from server import __version__
 from server.api import convert as cv
 from server.api import paging
 from server.domain.coverage import SubscriptionKind
-from server.domain.directory import Member
+from server.domain.directory import Member, Notification
 from server.domain.errors import InvalidArgument
+from server.domain.ledger import TokenPack
+from server.domain.products import Product
 from server.domain.teams import Team
 from server.engine import Engine
 
 Ctx = Any
+_T = TypeVar("_T")
+
+
+# The order and page position of each paged list (unique, stable keys).
+def _team_key(t: Team) -> str:
+    return t.team_id
+
+
+def _product_key(p: Product) -> str:
+    return p.product_id
+
+
+def _member_key(m: Member) -> str:
+    return m.user_id
+
+
+def _notification_key(n: Notification) -> str:
+    return n.notification_id  # ids grow with time: the order they were made
+
+
+def _pack_key(p: TokenPack) -> str:
+    """Purchase time (microseconds, fixed width), then id: ListTokenPacks' order."""
+    return f"{(p.purchase_time - cv.MIN_TIME) // cv.MICROSECOND:020d}.{p.pack_id}"
 
 
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self.e = engine
+
+    def _page(
+        self, request: Any, kind: str, items: Sequence[_T], key: Callable[[_T], str]
+    ) -> tuple[list[_T], str]:
+        """A page of a list sorted by ``key`` (AIP-158), as ListSessions pages."""
+        return paging.paginate(
+            items, key, kind, request.page_size, request.page_token, self.e.max_page_size
+        )
 
     def _team(self, team: Team) -> Any:
         ledger = self.e.ledger
@@ -39,7 +73,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             to = cv.from_ts(request.to_time, "to_time")
             now = await self.e.advance_clock(to, None)
         elif which == "by":
-            seconds = request.by.seconds + request.by.nanos / 1e9
+            seconds = cv.from_duration(request.by, "by")
             if seconds > 100 * 366 * 86400:
                 raise InvalidArgument.field("by", "must be at most 100 years")
             now = await self.e.advance_clock(None, seconds)
@@ -58,7 +92,8 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return api.GetTeamResponse(team=self._team(self.e.accounts.team(request.team_id)))
 
     async def ListTeams(self, request: api.ListTeamsRequest, context: Ctx) -> Any:
-        return api.ListTeamsResponse(teams=[self._team(t) for t in self.e.accounts.list_teams()])
+        teams, token = self._page(request, "teams", self.e.accounts.list_teams(), _team_key)
+        return api.ListTeamsResponse(teams=[self._team(t) for t in teams], next_page_token=token)
 
     async def UpdateTeamSettings(self, request: api.UpdateTeamSettingsRequest, context: Ctx) -> Any:
         plan = cv.plan_in(request.plan)
@@ -79,8 +114,12 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return api.PurchaseTokensResponse(token_pack=cv.pack_out(pack))
 
     async def ListTokenPacks(self, request: api.ListTokenPacksRequest, context: Ctx) -> Any:
-        packs = self.e.accounts.list_packs(request.team_id)
-        return api.ListTokenPacksResponse(packs=[cv.pack_out(p) for p in packs])
+        packs, token = self._page(
+            request, "packs", self.e.accounts.list_packs(request.team_id), _pack_key
+        )
+        return api.ListTokenPacksResponse(
+            packs=[cv.pack_out(p) for p in packs], next_page_token=token
+        )
 
     async def MoveTokenPack(self, request: api.MoveTokenPackRequest, context: Ctx) -> Any:
         pack = await self.e.accounts.move_pack(request.pack_id, request.to_team_id)
@@ -116,8 +155,11 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return api.UpsertProductResponse(product=cv.product_out(product))
 
     async def ListProducts(self, request: api.ListProductsRequest, context: Ctx) -> Any:
+        products, token = self._page(
+            request, "products", self.e.accounts.list_products(), _product_key
+        )
         return api.ListProductsResponse(
-            products=[cv.product_out(p) for p in self.e.accounts.list_products()]
+            products=[cv.product_out(p) for p in products], next_page_token=token
         )
 
     # -- users and access (RULES §3) ------------------------------------------------
@@ -169,8 +211,12 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return api.GetMemberResponse(member=self._member(member))
 
     async def ListMembers(self, request: api.ListMembersRequest, context: Ctx) -> Any:
-        members = self.e.access.members(request.team_id)
-        return api.ListMembersResponse(members=[self._member(m) for m in members])
+        members, token = self._page(
+            request, "members", self.e.access.members(request.team_id), _member_key
+        )
+        return api.ListMembersResponse(
+            members=[self._member(m) for m in members], next_page_token=token
+        )
 
     async def SetDefaultAssignments(
         self, request: api.SetDefaultAssignmentsRequest, context: Ctx
@@ -193,8 +239,15 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return api.IssueUserKeyResponse(user_id=request.user_id, user_key=key)
 
     async def ListNotifications(self, request: api.ListNotificationsRequest, context: Ctx) -> Any:
-        notes = self.e.access.notifications(request.team_id, request.user_id)
-        return api.ListNotificationsResponse(notifications=[cv.notification_out(n) for n in notes])
+        notes, token = self._page(
+            request,
+            "notifications",
+            self.e.access.notifications(request.team_id, request.user_id),
+            _notification_key,
+        )
+        return api.ListNotificationsResponse(
+            notifications=[cv.notification_out(n) for n in notes], next_page_token=token
+        )
 
     # -- subscriptions and trials (RULES C1, C2) -----------------------------------
 
@@ -222,8 +275,10 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return api.ListDevicesResponse(devices=[cv.device_out(d) for d in devices])
 
     async def RemoveDevice(self, request: api.RemoveDeviceRequest, context: Ctx) -> Any:
-        await self.e.sessions.remove_device(request.user_id, request.product_id, request.device_id)
-        return api.RemoveDeviceResponse()
+        ended = await self.e.sessions.remove_device(
+            request.user_id, request.product_id, request.device_id, request.end_sessions
+        )
+        return api.RemoveDeviceResponse(ended_sessions=[cv.session_out(v) for v in ended])
 
     async def ListSessions(self, request: api.ListSessionsRequest, context: Ctx) -> Any:
         limit = paging.page_size(request.page_size, limit=self.e.max_page_size)

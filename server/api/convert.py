@@ -41,7 +41,7 @@ from server.engine.sessions import PackUsage, UsageRow
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
+MICROSECOND = timedelta(microseconds=1)
 
 
 def ts(t: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -49,7 +49,7 @@ def ts(t: datetime | None) -> timestamp_pb2.Timestamp | None:
     which counts: a Session carries up to six)."""
     if t is None:
         return None
-    us = (t - _EPOCH) // _MICROSECOND
+    us = (t - _EPOCH) // MICROSECOND
     return timestamp_pb2.Timestamp(seconds=us // 1_000_000, nanos=us % 1_000_000 * 1000)
 
 
@@ -66,6 +66,25 @@ def dur(d: timedelta) -> duration_pb2.Duration:
         if len(_DURATIONS) < 64:
             _DURATIONS[d] = out
     return out
+
+
+MAX_DURATION_SECONDS = 315_576_000_000  # protobuf's range: +-10,000 years
+
+
+def from_duration(msg: duration_pb2.Duration, field: str) -> float:
+    """A Duration's seconds, refusing what protobuf says no Duration is: nanos
+    beyond +-999,999,999, or of the other sign than seconds (-1 s +500 ms
+    could mean -0.5 s or -1.5 s)."""
+    seconds, nanos = msg.seconds, msg.nanos
+    if abs(seconds) > MAX_DURATION_SECONDS:
+        raise InvalidArgument.field(field, "must be within 10,000 years")
+    if abs(nanos) > 999_999_999:
+        raise InvalidArgument.field(field, "nanos must be from -999,999,999 to 999,999,999")
+    if (seconds > 0 and nanos < 0) or (seconds < 0 and nanos > 0):
+        raise InvalidArgument.field(
+            field, "seconds and nanos must have the same sign (or nanos be 0)"
+        )
+    return seconds + nanos / 1e9
 
 
 MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)

@@ -49,6 +49,7 @@ STATUS_CODES: dict[type[e.DomainError], grpc.StatusCode] = {
     e.NotAssigned: grpc.StatusCode.PERMISSION_DENIED,
     e.NotFound: grpc.StatusCode.NOT_FOUND,
     e.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    e.SessionLimit: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     Unimplemented: grpc.StatusCode.UNIMPLEMENTED,

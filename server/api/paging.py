@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from server.domain.errors import InvalidArgument
 
+_T = TypeVar("_T")
+
+# 100 of the largest messages a list returns (a Member with its invitation, a
+# few hundred bytes) is tens of KB: far below grpcurl's 4 MiB limit. So is the
+# most a caller may ask for (``max_page_size``, 1000 unless configured).
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
@@ -36,3 +44,23 @@ def decode(token: str, kind: str, field: str = "page_token") -> str | None:
     if prefix != kind or not sep:
         raise InvalidArgument.field(field, "is not a page token this server gave out")
     return position
+
+
+def paginate(
+    items: Sequence[_T],
+    key: Callable[[_T], str],
+    kind: str,
+    page_size_value: int,
+    page_token: str,
+    limit: int = MAX_PAGE_SIZE,
+) -> tuple[list[_T], str]:
+    """One page of ``items``, which are sorted by ``key`` (unique), and the
+    token of the next page ("" on the last). A page starts after the key its
+    token carries, not at a position, so items added or removed between two
+    calls never make a walk skip or repeat one that was there all along."""
+    size = page_size(page_size_value, limit=limit)
+    after = decode(page_token, kind)
+    start = 0 if after is None else bisect.bisect_right(items, after, key=key)
+    page = list(items[start : start + size])
+    more = start + size < len(items)
+    return page, encode(kind, key(page[-1])) if more and page else ""

@@ -18,9 +18,12 @@ Decisions where the rules are silent:
   or are an active member somewhere. They join at once. A user known only
   through pending invitations is still new: another team invites them too.
   ``Full Name <email>`` for a known address keeps the name on file.
-- Assigning someone who is already a member replaces their guest flag and
-  individual products with those given. An invited member whose invitation
-  has expired is sent a new one. Importing an invited member activates them
+- Assigning (or importing) someone who is already a member only adds: the
+  products given join their individual set (``all_products`` sets all
+  products) and nothing is taken from it; SetUserProducts replaces. Their
+  guest flag is set as given, as it always was (making a member a guest may
+  still take the team's default set away, A5/A6). An invited member whose
+  invitation has expired is sent a new one. Importing an invited member activates them
   and withdraws the invitation.
 - ACCESS_CHANGED is queued when an individual assignment (not an import)
   adds a member or changes their guest flag or individual products, unless an
@@ -33,6 +36,7 @@ Decisions where the rules are silent:
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Callable, Collection, Iterable, KeysView, Mapping, Sequence
 from dataclasses import dataclass
@@ -198,6 +202,7 @@ class Directory:
         self._members: dict[tuple[str, str], Member] = {}
         self._teams_of: dict[str, dict[str, Member]] = {}  # user_id -> team_id -> member
         self._members_of: dict[str, dict[str, Member]] = {}  # team_id -> user_id -> member
+        self._sorted_members: dict[str, list[Member]] = {}  # members_of's answer, until a change
         self._invitations: dict[str, Invitation] = {}
         self._invitation_by_token: dict[bytes, str] = {}
         self._user_by_key: dict[bytes, str] = {}
@@ -258,8 +263,13 @@ class Directory:
         return member
 
     def members_of(self, team_id: str) -> list[Member]:
-        """A team's members, by user id."""
-        return sorted(self._members_of.get(team_id, {}).values(), key=lambda m: m.user_id)
+        """A team's members, by user id (sorted once per change of membership:
+        ListMembers pages through 40,000 members a page at a time)."""
+        found = self._sorted_members.get(team_id)
+        if found is None:
+            members = self._members_of.get(team_id, {}).values()
+            found = self._sorted_members[team_id] = sorted(members, key=lambda m: m.user_id)
+        return list(found)
 
     def teams_of(self, user_id: str) -> list[Member]:
         """A user's memberships, by team id."""
@@ -276,7 +286,8 @@ class Directory:
         return self._user_by_key.get(key_hash)
 
     def list_notifications(self, team_id: str = "", user_id: str = "") -> list[Notification]:
-        """The outbox in creation order: for a team, a user, both, or (neither) all."""
+        """The outbox in creation order (by id: ids grow with time): for a team, a
+        user, both, or (neither) all."""
         if user_id:
             found = self._outbox_of_user.get(user_id, [])
             return [n for n in found if n.team_id == team_id] if team_id else list(found)
@@ -412,8 +423,15 @@ class Directory:
             if not import_:
                 self._notify(call, user, team.team_id, ACCESS_CHANGED)
             return member, None
-        changed = (member.guest, member.all_products, member.product_ids) != wanted
-        member.guest, member.all_products, member.product_ids = wanted
+        merged = _Wanted(
+            wanted.guest,
+            member.all_products or wanted.all_products,
+            frozenset()
+            if member.all_products or wanted.all_products
+            else member.product_ids | wanted.product_ids,
+        )
+        changed = (member.guest, member.all_products, member.product_ids) != merged
+        member.guest, member.all_products, member.product_ids = merged
         invitation = self.invitation(member.invitation_id)
         if member.state is MemberState.INVITED and import_:
             member.state = MemberState.ACTIVE
@@ -553,6 +571,7 @@ class Directory:
         if not self._teams_of[user_id]:
             del self._teams_of[user_id]
         del self._members_of[team_id][user_id]
+        self._sorted_members.pop(team_id, None)
         changes.delete(member)
         return member
 
@@ -622,6 +641,7 @@ class Directory:
         self._members[(member.team_id, member.user_id)] = member
         self._teams_of.setdefault(member.user_id, {})[member.team_id] = member
         self._members_of.setdefault(member.team_id, {})[member.user_id] = member
+        self._sorted_members.pop(member.team_id, None)
 
     def _send_invitation(self, call: _Call, member: Member, user: User) -> str:
         """Send, or resend reusing its id, the member's invitation; return the token."""
@@ -667,9 +687,17 @@ class Directory:
         call.changes.upsert(notification)
 
     def _file(self, notification: Notification) -> None:
-        self._outbox.append(notification)
-        self._outbox_of_team.setdefault(notification.team_id, []).append(notification)
-        self._outbox_of_user.setdefault(notification.user_id, []).append(notification)
+        """Into the outbox and its indexes, each kept in id order (ListNotifications
+        pages by id; one made before a wall-clock step back still finds its place)."""
+        for box in (
+            self._outbox,
+            self._outbox_of_team.setdefault(notification.team_id, []),
+            self._outbox_of_user.setdefault(notification.user_id, []),
+        ):
+            if box and box[-1].notification_id > notification.notification_id:
+                bisect.insort(box, notification, key=lambda n: n.notification_id)
+            else:
+                box.append(notification)
 
 
 class _Wanted(NamedTuple):

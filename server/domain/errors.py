@@ -13,7 +13,9 @@
     │   ├── InvitationPending        INVITATION_PENDING
     │   ├── InvitationExpired        INVITATION_EXPIRED
     │   ├── PackHasHolds             PACK_HAS_HOLDS
+    │   ├── DeviceInUse              DEVICE_IN_USE (device_id, live_sessions)
     │   └── TestClockDisabled        TEST_CLOCK_DISABLED
+    ├── SessionLimit                 SESSION_LIMIT (session_limit, product_id)
     ├── NotAssigned                  NOT_ASSIGNED
     ├── NotFound                     UNKNOWN_* (one subclass per kind)
     └── AlreadyExists                ALREADY_EXISTS
@@ -119,9 +121,37 @@ class PackHasHolds(FailedPrecondition):
     reason = "PACK_HAS_HOLDS"
 
 
+class DeviceInUse(FailedPrecondition):
+    """RemoveDevice on a device where sessions run, without ``end_sessions``."""
+
+    reason = "DEVICE_IN_USE"
+
+    def __init__(self, device_id: str, live_sessions: int) -> None:
+        super().__init__(
+            f"device {device_id!r} has {live_sessions} live session(s); "
+            "set end_sessions to end them and remove the device",
+            device_id=device_id,
+            live_sessions=live_sessions,
+        )
+
+
 class TestClockDisabled(FailedPrecondition):
     __test__ = False  # not a pytest class
     reason = "TEST_CLOCK_DISABLED"
+
+
+class SessionLimit(DomainError):
+    """M13: the user already holds the most live sessions of a product allowed."""
+
+    reason = "SESSION_LIMIT"
+
+    def __init__(self, product_id: str, limit: int) -> None:
+        super().__init__(
+            f"you already hold {limit} live sessions of {product_id}, the most allowed; "
+            "release one first",
+            session_limit=limit,
+            product_id=product_id,
+        )
 
 
 class NotAssigned(DomainError):

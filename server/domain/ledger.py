@@ -41,6 +41,7 @@ from server.domain.errors import (
     UnknownPack,
     UnknownTeam,
 )
+from server.domain.text import check_request_id
 
 MAX_PURCHASE_TOKENS = 1_000_000_000
 
@@ -312,14 +313,20 @@ class Ledger:
         new_id: Callable[[], str],
         changes: Changes,
     ) -> tuple[TokenPack, bool]:
-        """T1: a new pack of ``tokens`` for the team; a repeated request_id returns the
-        first purchase's pack. Returns (pack, created)."""
-        if request_id and request_id in self._by_request:
+        """T1: a new pack of ``tokens`` for the team. ``request_id`` is required (a
+        retry must never buy twice): repeated with the same team and tokens it
+        returns the first purchase's pack; with another team or number of tokens
+        it is ``AlreadyExists`` and buys nothing. (The team compared is the one
+        that holds the pack now: once moved (T5), a retry from the buyer is
+        refused rather than answered with a pack it no longer holds.) Returns
+        (pack, created)."""
+        check_request_id(request_id, required=True)
+        if request_id in self._by_request:
             pack = self.packs[self._by_request[request_id]]
-            if pack.tokens != tokens:
+            if pack.tokens != tokens or pack.team_id != team_id:
                 raise AlreadyExists(
                     f"request_id {request_id!r} was already used for a purchase of "
-                    f"{pack.tokens} tokens",
+                    f"{pack.tokens} tokens by team {pack.team_id!r}",
                     request_id=request_id,
                     pack_id=pack.pack_id,
                 )

@@ -32,7 +32,12 @@ Decisions where the rules are silent (more in ``lifecycle`` and
 - ``parent_session_id`` on a product that is not a plugin is ignored.
 - Plugin sessions register their device (the host's) without a device limit
   and never count as running elsewhere: the host governs both.
-- Removing a device ends its live sessions with ENDED_BY_ADMIN.
+- M13 counts the user's live sessions of the product on every device, in
+  every team, after M8 and M9 and before payment; sessions that a takeover
+  is about to end (M9) do not count. Plugins are products: a plugin has its
+  own cap.
+- Removing a device with live sessions is refused (DEVICE_IN_USE) unless the
+  operator asks to end them: they then end with ENDED_BY_ADMIN.
 - Holds are for the product's rate at the moment of the hold (a rate changed
   on the rate sheet applies from the next hold); a session's ``daily_rate``
   is the rate at its Entitle.
@@ -50,12 +55,14 @@ from datetime import datetime, timedelta
 from server.domain.changes import Changes
 from server.domain.errors import (
     AlreadyExists,
+    DeviceInUse,
     DeviceLimit,
     HostSessionRequired,
     IdleNotSupported,
     InsufficientTokens,
     InvalidArgument,
     RunningElsewhere,
+    SessionLimit,
     UnknownProduct,
     UnknownSession,
 )
@@ -74,7 +81,9 @@ from server.domain.sessions import (
     EndReason,
     Session,
     SessionState,
+    live_list,
 )
+from server.domain.text import request_id_problem
 
 _COVERED = (Coverage.SUBSCRIPTION, Coverage.TRIAL)
 
@@ -114,7 +123,8 @@ class Licensing(LiveView):
         _check_text(problems, "product_id", product_id, required=True)
         _check_text(problems, "device_id", device_id, required=True)
         _check_text(problems, "product_version", product_version, required=False)  # format: P2
-        _check_text(problems, "request_id", request_id, required=False)
+        if (problem := request_id_problem(request_id, required=False)) is not None:
+            problems["request_id"] = problem  # the rule PurchaseTokens follows too
         _check_text(problems, "parent_session_id", parent_session_id, required=False)
         _check_text(problems, "team_id", preferred_team, required=False)
         if problems or platform is None:
@@ -152,6 +162,9 @@ class Licensing(LiveView):
                 if not takeover:
                     raise RunningElsewhere(product_id, running[0].device_id)
                 taken = order(s for d in running for s in d.sessions())
+        live = sum(len(live_list(d.live)) for d in devices) - len(taken)  # those M9 ends
+        if live >= self.terms.sessions_per_product:  # M13
+            raise SessionLimit(product_id, self.terms.sessions_per_product)
         rate = product.daily_rate
         cov = coverage_of(self.coverage.covering(user_id, product_id, now), rate)
         team_id = choose_team(  # C3
@@ -317,8 +330,12 @@ class Licensing(LiveView):
         now: datetime,
         changes: Changes,
         timers: TimerSink,
-    ) -> None:
-        """R2/M8: forget a device; its live sessions end with ENDED_BY_ADMIN."""
+        *,
+        end_sessions: bool = False,
+    ) -> list[Session]:
+        """R2/M8: forget a device. One with live sessions is refused
+        (``DeviceInUse``) unless ``end_sessions``: they then end with
+        ENDED_BY_ADMIN (plugins on it with their host) and are returned."""
         problems: dict[str, str] = {}
         _check_text(problems, "user_id", user_id, required=True)
         _check_text(problems, "product_id", product_id, required=True)
@@ -331,10 +348,15 @@ class Licensing(LiveView):
             raise InvalidArgument.field(
                 "device_id", f"{device_id!r} is not registered for {user_id} and {product_id}"
             )
-        for session in order(device.sessions()):
-            self._end(session, EndReason.ENDED_BY_ADMIN, now, changes, timers)
+        live = order(device.sessions())
+        if live and not end_sessions:
+            raise DeviceInUse(device_id, len(live))
+        ended: list[Session] = []
+        for session in live:
+            ended += self._end(session, EndReason.ENDED_BY_ADMIN, now, changes, timers)
         self._drop_device(device)
         changes.delete(device)
+        return ended
 
     def coverage_changed(
         self, user_id: str, product_id: str, now: datetime, changes: Changes, timers: TimerSink

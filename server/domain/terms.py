@@ -16,6 +16,7 @@ class Terms:
     invitation_validity: timedelta = timedelta(days=7)
     devices_per_product: int = 3
     running_devices_per_product: int = 1
+    sessions_per_product: int = 10  # M13: live sessions of one user and product
 
 
 DEFAULT_TERMS = Terms()

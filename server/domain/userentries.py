@@ -13,17 +13,15 @@ user is for the directory to say; this module only reads text.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
 
 from server.domain.errors import InvalidArgument
+from server.domain.text import name_problem
 
 MAX_NAME_LENGTH = 256
-# Unicode categories a name may not contain: control characters, line and paragraph breaks.
-_NOT_IN_NAMES = frozenset({"Cc", "Zl", "Zp"})
 
 
 @dataclass(slots=True, frozen=True)
@@ -112,8 +110,9 @@ def _check_name(name: str) -> None:
         raise EntryError(f"has a name longer than {MAX_NAME_LENGTH} characters")
     if name.count('"') % 2:
         raise EntryError("has an unmatched double quote in the name")
-    if any(unicodedata.category(ch) in _NOT_IN_NAMES for ch in name):
-        raise EntryError("has a control character (such as a tab or line break) in the name")
+    problem = name_problem(name)
+    if problem is not None:
+        raise EntryError(f"has a name that {problem}")
 
 
 def check_user_entries(entries: Sequence[str]) -> tuple[list[UserEntry], dict[int, str]]:

@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from server.domain import text
 from server.domain.changes import Changes
 from server.domain.errors import AlreadyExists, InvalidArgument, UnknownProduct, UnknownTeam
 from server.domain.ledger import LedgerEntry, TokenPack
@@ -16,17 +17,6 @@ from server.store.codec import LEDGER
 
 if TYPE_CHECKING:
     from server.engine.core import Engine
-
-MAX_DISPLAY_NAME = 200
-
-
-def _display_name(name: str, field: str) -> str:
-    name = name.strip()
-    if len(name) > MAX_DISPLAY_NAME:
-        raise InvalidArgument.field(field, f"must be at most {MAX_DISPLAY_NAME} characters")
-    if any(ord(c) < 32 for c in name):
-        raise InvalidArgument.field(field, "must not contain control characters")
-    return name
 
 
 class Accounts:
@@ -51,7 +41,7 @@ class Accounts:
 
     async def create_team(self, team_id: str, display_name: str, plan: Plan | None) -> Team:
         validate_team_id(team_id)
-        name = _display_name(display_name, "display_name") or team_id
+        name = text.display_name(display_name, "display_name") or team_id
         if team_id in self.e.teams:
             raise AlreadyExists(f"team {team_id!r} already exists", team_id=team_id)
         team = Team(team_id, name, plan or Plan.STANDARD, create_time=self.e.now())
@@ -73,7 +63,7 @@ class Accounts:
         display_name: str | None,
     ) -> Team:
         team = self.team(team_id)
-        name = _display_name(display_name, "display_name") if display_name else None
+        name = text.display_name(display_name, "display_name") if display_name else None
         if plan is not None:
             team.plan = plan
         changes = Changes()
@@ -89,20 +79,15 @@ class Accounts:
 
     async def purchase(self, team_id: str, tokens: int, request_id: str) -> TokenPack:
         self.team(team_id)
-        if len(request_id) > 200:
-            raise InvalidArgument.field("request_id", "must be at most 200 characters")
         changes = Changes()
         pack, created = self.e.ledger.purchase(
             team_id, tokens, request_id, self.e.now(), lambda: self.e.ids.new("pk"), changes
         )
         if created:
             self.e.scheduler.schedule(pack.expire_time, TimerKind.PACK_EXPIRY, pack.pack_id)
-        elif pack.team_id != team_id and pack.request_id == request_id:
-            raise AlreadyExists(
-                f"request_id {request_id!r} was already used for a purchase by another team",
-                request_id=request_id,
-            )
-        await self.e.commit(changes)
+            await self.e.commit(changes)
+        else:  # a retry answers once the first purchase is stored
+            await self.e.store.barrier()
         return pack
 
     def list_packs(self, team_id: str) -> list[TokenPack]:
@@ -145,7 +130,7 @@ class Accounts:
     async def upsert_product(self, product: Product) -> Product:
         product = replace(
             product,
-            display_name=_display_name(product.display_name, "product.display_name")
+            display_name=text.display_name(product.display_name, "product.display_name")
             or product.product_id,
         )
         validate_product(product, self.e.products)

@@ -381,17 +381,26 @@ class Sessions:
         self._check_user_product(user_id, product_id)
         return self.lic.devices(user_id, product_id)
 
-    async def remove_device(self, user_id: str, product_id: str, device_id: str) -> None:
+    async def remove_device(
+        self, user_id: str, product_id: str, device_id: str, end_sessions: bool
+    ) -> list[SessionView]:
+        """R2: forget a device; with ``end_sessions``, end its live sessions
+        first (else a device in use is refused). Returns the sessions ended."""
         self._check_user_product(user_id, product_id)
         e = self.e
         changes = Changes()
-        self.lic.remove_device(user_id, product_id, device_id, e.now(), changes, e.scheduler)
+        now = self._caught_up(changes)
+        ended = self.lic.remove_device(
+            user_id, product_id, device_id, now, changes, e.scheduler, end_sessions=end_sessions
+        )
+        views = [_snapshot(self.lic.session_view(s, now)) for s in ended]
         # A heartbeat may have left the device in the batch: written after the
         # delete, it would store the device again.
         for item in changes.items:
             if type(item) is Deleted:
                 self._undirty(item.obj)
         await e.commit(changes)
+        return views
 
     def list_sessions(
         self, team_id: str, user_id: str, include_ended: bool, after: str | None, limit: int

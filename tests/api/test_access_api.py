@@ -104,7 +104,7 @@ def member(admin: Grpcurl, team_id: str, user_id: str) -> dict[str, Any]:
 
 
 def members(admin: Grpcurl, team_id: str) -> list[dict[str, Any]]:
-    return admin(A + "ListMembers", {"team_id": team_id}).get("members", [])
+    return admin.every(A + "ListMembers", {"team_id": team_id}, "members")
 
 
 def effective(admin: Grpcurl, team_id: str, user_id: str) -> list[str]:
@@ -113,7 +113,7 @@ def effective(admin: Grpcurl, team_id: str, user_id: str) -> list[str]:
 
 def notes(admin: Grpcurl, team_id: str = "", user_id: str = "") -> list[dict[str, Any]]:
     body = {"team_id": team_id, "user_id": user_id}
-    return admin(A + "ListNotifications", body).get("notifications", [])
+    return admin.every(A + "ListNotifications", body, "notifications")
 
 
 def invitation_token(admin: Grpcurl, team_id: str, user_id: str) -> str:
@@ -934,6 +934,32 @@ def test_a7_notifications_for_invitations_and_individual_changes_only(sheet: Grp
     assert notes(sheet) == alpha
     # The token in the outbox is the one that works.
     assert accept(sheet, invitation["invitation_token"])["user_id"] == "ann@example.com"
+
+
+def test_h2_14_assign_adds_to_a_member_and_notifies_only_when_it_changed(
+    sheet: Grpcurl,
+) -> None:
+    """Issue 12, point 14: AssignUsers on a member replaced their products."""
+    import_(sheet, "alpha", ["Bo Chen <bo@example.com>"], product_ids=["ACAD"])
+    [bo] = assign(sheet, "alpha", ["bo@example.com"], product_ids=["REVIT"])
+    assert bo["product_ids"] == ["ACAD", "REVIT"]
+    assert bo["effective_product_ids"] == ["ACAD", "REVIT"]
+    assert [n["kind"] for n in notes(sheet, "alpha")] == ["NOTIFICATION_KIND_ACCESS_CHANGED"]
+    [bo] = assign(sheet, "alpha", ["bo@example.com"], product_ids=["ACAD"])  # nothing new
+    assert bo["product_ids"] == ["ACAD", "REVIT"]
+    assert len(notes(sheet, "alpha")) == 1
+    [bo] = import_(sheet, "alpha", ["bo@example.com"], product_ids=[])  # imports add too
+    assert bo["product_ids"] == ["ACAD", "REVIT"]
+    [bo] = assign(sheet, "alpha", ["bo@example.com"], all_products=True, guest=True)
+    assert (bo["all_products"], bo["guest"], bo.get("product_ids", [])) == (True, True, [])
+    assert len(notes(sheet, "alpha")) == 2
+    [bo] = assign(sheet, "alpha", ["bo@example.com"], product_ids=["ACAD"])  # guest as given
+    assert (bo["all_products"], bo.get("guest", False)) == (True, False)
+    sheet(  # SetUserProducts is the way to replace
+        A + "SetUserProducts",
+        {"team_id": "alpha", "user_id": "bo@example.com", "product_ids": ["REVIT"]},
+    )
+    assert member(sheet, "alpha", "bo@example.com")["product_ids"] == ["REVIT"]
 
 
 def test_a7_resend_queues_a_new_invitation_with_the_new_token(sheet: Grpcurl) -> None:

@@ -12,12 +12,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
+from client_sdk.proto.tessera.v1 import admin_service_pb2 as adm
+from client_sdk.proto.tessera.v1 import admin_service_pb2_grpc as adm_grpc
 from server.domain.changes import Changes
 from server.domain.ledger import Cause
 from tests.grpcurl import Grpcurl, GrpcurlError
@@ -56,9 +60,8 @@ def create_team(admin: Grpcurl, team_id: str, plan: str = "PLAN_STANDARD") -> di
 
 
 def purchase(admin: Grpcurl, team_id: str, tokens: int, request_id: str = "") -> dict[str, Any]:
-    body: dict[str, Any] = {"teamId": team_id, "tokens": tokens}
-    if request_id:
-        body["requestId"] = request_id
+    """PurchaseTokens; a fresh request id unless told (one is required)."""
+    body = {"teamId": team_id, "tokens": tokens, "requestId": request_id or f"po-{uuid4()}"}
     return admin(A + "PurchaseTokens", body)["token_pack"]
 
 
@@ -408,8 +411,8 @@ def _product(**fields: Any) -> dict[str, Any]:
         ("CreateTeam", {"teamId": "-acme"}, "team_id"),
         ("CreateTeam", {"display_name": "No id"}, "team_id"),
         ("GetTeam", {}, "team_id"),
-        ("PurchaseTokens", {"team_id": "acme", "tokens": 0}, "tokens"),
-        ("PurchaseTokens", {"teamId": "acme", "tokens": "-5"}, "tokens"),
+        ("PurchaseTokens", {"team_id": "acme", "tokens": 0, "request_id": "r"}, "tokens"),
+        ("PurchaseTokens", {"teamId": "acme", "tokens": "-5", "requestId": "r"}, "tokens"),
         ("UpsertProduct", _product(product_id="acad"), "product.product_id"),
         ("UpsertProduct", _product(productId="AC-AD"), "product.product_id"),
         ("UpsertProduct", _product(product_id=""), "product.product_id"),
@@ -882,3 +885,136 @@ def test_api_successful_heartbeats_are_not_logged_by_default() -> None:
 
     assert parse_args([]).log_heartbeats is False
     assert parse_args(["--log-heartbeats"]).log_heartbeats is True
+
+
+# -- issue 12: names, Durations, request ids ----------------------------------------------
+
+RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: "Acme\u202eevil" reads "Acmelive"
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "field"),
+    [
+        ("CreateTeam", {"team_id": "acme", "display_name": f"Acme{RLO}gpj.exe"}, "display_name"),
+        ("CreateTeam", {"team_id": "acme", "display_name": "Acme\nCorp"}, "display_name"),
+        ("CreateTeam", {"team_id": "acme", "display_name": "Acme\u2066Corp"}, "display_name"),
+        ("CreateTeam", {"team_id": "acme", "display_name": "Acme\u200bCorp"}, "display_name"),
+        ("CreateTeam", {"team_id": "acme", "display_name": "Acme\u0085Corp"}, "display_name"),
+        (
+            "UpsertProduct",
+            {"product": {"product_id": "NEW", "display_name": f"Auto{RLO}CAD", "daily_rate": 1}},
+            "product.display_name",
+        ),
+        (
+            "UpsertProduct",
+            {"product": {"product_id": "NEW", "display_name": "Auto\u200fCAD", "daily_rate": 1}},
+            "product.display_name",
+        ),
+    ],
+)
+def test_h2_8_display_names_refuse_control_and_bidi_characters(
+    admin: Grpcurl, method: str, body: dict[str, Any], field: str
+) -> None:
+    """Issue 12, point 8: display names took control characters and U+202E."""
+    err = refused(admin, A + method, body, grpc.StatusCode.INVALID_ARGUMENT)
+    assert list(err.field_violations) == [field]
+    assert "control or format character" in err.field_violations[field]
+    assert admin(A + "ListTeams", {}).get("teams", []) == []
+    assert admin(A + "ListProducts", {}).get("products", []) == []
+
+
+def test_h2_8_team_rename_and_user_names_follow_the_same_rule(admin: Grpcurl) -> None:
+    create_team(admin, "acme")
+    err = refused(
+        admin,
+        A + "UpdateTeamSettings",
+        {"team_id": "acme", "display_name": f"Acme{RLO}"},
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert list(err.field_violations) == ["display_name"]
+    assert team(admin, "acme")["display_name"] == "Acme"
+    err = refused(
+        admin,
+        A + "AssignUsers",
+        {"team_id": "acme", "users": [f"Ann{RLO}nimda <ann@example.com>"]},
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert list(err.field_violations) == ["users[0]"]
+    assert "U+202E" in err.field_violations["users[0]"]
+    # Every script stays welcome, joiners included (Persian spells names with ZWNJ).
+    renamed = admin(
+        A + "UpdateTeamSettings", {"team_id": "acme", "display_name": "Mehr\u200cnaz شركة"}
+    )
+    assert renamed["team"]["display_name"] == "Mehr\u200cnaz شركة"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "words"),
+    [
+        (1, -500_000_000, "same sign"),
+        (-1, 500_000_000, "same sign"),
+        (0, 1_000_000_000, "999,999,999"),
+        (10**12, 0, "10,000 years"),
+    ],
+)
+def test_h2_8_duration_with_disagreeing_signs_is_refused(
+    server: ServerThread, seconds: int, nanos: int, words: str
+) -> None:
+    """Issue 12, point 8: AdvanceClock took ``by`` {seconds: 1, nanos: -500000000}."""
+    with grpc.insecure_channel(server.target) as channel:
+        stub = adm_grpc.AdminServiceStub(channel)
+        auth = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+        by = duration_pb2.Duration(seconds=seconds, nanos=nanos)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.AdvanceClock(adm.AdvanceClockRequest(by=by), metadata=auth)
+        assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details().startswith("by: ")
+        assert words in info.value.details()
+        now = stub.GetServerInfo(adm.GetServerInfoRequest(), metadata=auth).now
+        assert now.ToJsonString() == T0
+        ok = duration_pb2.Duration(seconds=1, nanos=500_000_000)
+        moved = stub.AdvanceClock(adm.AdvanceClockRequest(by=ok), metadata=auth).now
+        assert moved.ToJsonString() == "2026-01-01T00:00:01.500Z"
+
+
+@pytest.mark.parametrize(
+    ("request_id", "words"),
+    [
+        ("", "is required"),
+        ("po\x001", "U+0000"),
+        ("po-1\r\n", "U+000D"),
+        (f"po{RLO}1", "U+202E"),
+        ("   ", "blank"),
+        ("p" * 201, "at most 200 characters"),
+    ],
+)
+def test_h2_14_purchase_needs_a_request_id_by_entitles_rule(
+    admin: Grpcurl, request_id: str, words: str
+) -> None:
+    """Issue 12, points 6 and 14: PurchaseTokens took a NUL in request_id (Entitle
+    refused it), and one without request_id bought twice when retried."""
+    create_team(admin, "acme")
+    body = {"team_id": "acme", "tokens": 100, "request_id": request_id}
+    err = refused(admin, A + "PurchaseTokens", body, grpc.StatusCode.INVALID_ARGUMENT)
+    assert list(err.field_violations) == ["request_id"]
+    assert words in err.field_violations["request_id"]
+    assert packs(admin, "acme") == []
+
+
+def test_h2_14_purchase_retry_returns_the_first_pack_and_other_teams_are_refused(
+    admin: Grpcurl,
+) -> None:
+    create_team(admin, "acme")
+    create_team(admin, "beta")
+    first = purchase(admin, "acme", 100, "po-7")
+    assert purchase(admin, "acme", 100, "po-7") == first
+    err = refused(
+        admin,
+        A + "PurchaseTokens",
+        {"team_id": "beta", "tokens": 100, "request_id": "po-7"},
+        grpc.StatusCode.ALREADY_EXISTS,
+        "ALREADY_EXISTS",
+    )
+    assert err.metadata == {"request_id": "po-7", "pack_id": first["pack_id"]}
+    assert packs(admin, "beta") == []
+    assert [p["pack_id"] for p in packs(admin, "acme")] == [first["pack_id"]]

@@ -512,6 +512,45 @@ def test_m12_unknown_or_missing_session_ids(desk: Desk, ann: str) -> None:
         assert set(err.field_violations) == {"session_id"}
 
 
+# -- M13: the session cap ----------------------------------------------------------------
+
+RE = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_m13_ten_live_sessions_then_session_limit_until_one_is_released(
+    desk: Desk, ann: str
+) -> None:
+    """Issue 12, point 3: one key opened 4,219 sessions, a new product_version each."""
+    opened = [
+        desk.entitle(ann, product_version=str(2017 + i), request_id=f"rq-{i}") for i in range(10)
+    ]
+    assert len({s["session_id"] for s in opened}) == 10
+    err = desk.refused_entitle(ann, RE, "SESSION_LIMIT", product_version="2030")
+    assert err.metadata == {"session_limit": "10", "product_id": "ACAD"}
+    assert "10 live sessions of ACAD" in err.message
+    again = desk.entitle(ann, product_version="2026", request_id="rq-9")  # M11 still answers
+    assert again["session_id"] == opened[9]["session_id"]
+    assert len(desk.sessions("alpha")) == 10
+    desk.release(ann, opened[4]["session_id"])
+    extra = desk.entitle(ann, product_version="2030")
+    assert extra["state"] == "SESSION_STATE_ACTIVE"
+    desk.refused_entitle(ann, RE, "SESSION_LIMIT", product_version="2031")
+    desk.entitle(ann, product_id="REVIT")  # another product has its own ten
+    desk.to(at(h=24, s=1))  # every lease has ended: each place is free again
+    assert len(desk.entitle(ann, product_version="2031")["session_id"]) > 0
+    assert len(desk.sessions("alpha")) == 1
+
+
+@pytest.mark.parametrize("request_id", ["rq\x00", "rq\x85", "rq\u202e1", "  ", "r" * 201])
+def test_h2_6_entitle_request_id_follows_the_one_rule(
+    desk: Desk, ann: str, request_id: str
+) -> None:
+    """Issue 12, point 6: one rule for request ids (PurchaseTokens follows it too)."""
+    err = desk.refused_entitle(ann, IA, "INVALID_ARGUMENT", request_id=request_id)
+    assert list(err.field_violations) == ["request_id"]
+    assert desk.sessions() == [] and desk.devices(ann) == []
+
+
 # -- A6: losing access --------------------------------------------------------------------
 
 
@@ -614,7 +653,7 @@ def test_r2_end_session_ends_it_ended_by_admin(desk: Desk, ann: str) -> None:
     assert set(err.field_violations) == {"session_id"}
 
 
-def test_r2_list_devices_and_remove_a_running_one(desk: Desk, ann: str) -> None:
+def test_h2_14_list_devices_and_remove_a_running_one_only_when_told(desk: Desk, ann: str) -> None:
     desk.release(ann, desk.entitle(ann, device_id="dev-1")["session_id"])
     desk.to(at(m=1))
     s = desk.entitle(ann, device_id="dev-2")
@@ -638,9 +677,17 @@ def test_r2_list_devices_and_remove_a_running_one(desk: Desk, ann: str) -> None:
             "running": True,
         },
     ]
-    desk.a("RemoveDevice", {"user_id": ann, "product_id": "ACAD", "device_id": "dev-2"})
+    remove = {"user_id": ann, "product_id": "ACAD", "device_id": "dev-2"}
+    err = desk.refused(None, "RemoveDevice", remove, FP, "DEVICE_IN_USE")
+    assert err.metadata == {"device_id": "dev-2", "live_sessions": "1"}
+    assert desk.heartbeat(ann, s["session_id"])["state"] == "SESSION_STATE_ACTIVE"
+    [gone] = desk.a("RemoveDevice", {**remove, "end_sessions": True})["ended_sessions"]
+    ended(gone, "ENDED_BY_ADMIN", at(m=7))
+    assert gone["session_id"] == s["session_id"]
     ended(desk.heartbeat(ann, s["session_id"]), "ENDED_BY_ADMIN", at(m=7))
     assert [d["device_id"] for d in desk.devices(ann)] == ["dev-1"]
+    assert desk.a("RemoveDevice", {**remove, "device_id": "dev-1"}) == {}  # not in use
+    assert desk.devices(ann) == []
 
     desk.refused(
         None,

@@ -142,7 +142,10 @@ class World:
         return Changes(self.items)
 
     def buy(self, team: str, tokens: int) -> None:
-        self.ledger.purchase(team, tokens, "", self.now, lambda: self.new_id("pk"), self.changes())
+        request_id = f"buy-{len(self.ledger.packs) + 1}"
+        self.ledger.purchase(
+            team, tokens, request_id, self.now, lambda: self.new_id("pk"), self.changes()
+        )
 
     def entitle(
         self,

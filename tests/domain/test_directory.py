@@ -302,17 +302,31 @@ def test_a1_import_activates_an_invited_member_and_withdraws_the_invitation(
         world.directory.accept_invitation(token, T0, Changes())
 
 
-def test_a1_reassigning_a_member_replaces_products_and_notifies_only_on_change(
+def test_h2_14_reassigning_a_member_adds_products_and_notifies_only_on_change(
     world: World,
 ) -> None:
+    """Issue 12, point 14: AssignUsers on a member replaced their products."""
     world.imported("ann@x.com", products=["ACAD", "REVIT"])
     [(member, _)] = world.assign(["ann@x.com"], products=["MAYA"], guest=True)
-    assert (member.product_ids, member.guest) == (frozenset({"MAYA"}), True)
+    assert (member.product_ids, member.guest) == (frozenset({"ACAD", "REVIT", "MAYA"}), True)
     assert len(world.directory.list_notifications()) == 1
     changes = Changes()
-    world.assign(["ann@x.com"], products=["MAYA"], guest=True, changes=changes)
-    assert not changes
+    world.assign(["ann@x.com"], products=["ACAD"], guest=True, changes=changes)
+    assert not changes  # nothing new: no change, no notification
     assert len(world.directory.list_notifications()) == 1
+    world.assign(["ann@x.com"], products=[], guest=False)  # guest is set as given
+    assert (member.product_ids, member.guest) == (frozenset({"ACAD", "REVIT", "MAYA"}), False)
+    assert len(world.directory.list_notifications()) == 2
+
+
+def test_h2_14_all_products_is_added_and_never_taken_back_by_assign(world: World) -> None:
+    world.imported("ann@x.com", products=["ACAD"])
+    [(member, _)] = world.assign(["ann@x.com"], all_products=True)
+    assert (member.all_products, member.product_ids) == (True, frozenset())
+    world.assign(["ann@x.com"], products=["MAYA"])
+    assert (member.all_products, member.product_ids) == (True, frozenset())
+    [(member, _)] = world.assign(["ann@x.com"], products=["REVIT"], import_=True)
+    assert (member.all_products, member.product_ids) == (True, frozenset())
 
 
 def test_a1_all_products_stores_no_explicit_set(world: World) -> None:

@@ -75,7 +75,9 @@ class World:
         return new
 
     def buy(self, team: str, tokens: int, at: datetime = T0, request_id: str = "") -> TokenPack:
+        """A purchase; a fresh request id unless told (one is required)."""
         changes = Changes()
+        request_id = request_id or f"buy-{len(self.ledger.packs) + 1}"
         pack, _created = self.ledger.purchase(team, tokens, request_id, at, self.pack_ids, changes)
         self._record(changes)
         return pack
@@ -220,7 +222,7 @@ def test_t1_purchase_for_an_unknown_team_is_refused() -> None:
     w = World("acme")
     changes = Changes()
     with pytest.raises(UnknownTeam) as err:
-        w.ledger.purchase("nobody", 10, "", T0, w.pack_ids, changes)
+        w.ledger.purchase("nobody", 10, "rq-1", T0, w.pack_ids, changes)
     assert err.value.metadata == {"team_id": "nobody"}
     assert not changes
     assert w.ledger.packs == {}
@@ -252,12 +254,41 @@ def test_t1_repeated_request_id_with_another_amount_is_already_exists() -> None:
     assert w.ledger.available("acme") == 100
 
 
-def test_t1_purchases_without_request_id_are_never_merged() -> None:
+def test_h2_14_repeated_request_id_for_another_team_is_already_exists() -> None:
+    w = World("acme", "beta")
+    w.buy("acme", 100, request_id="rq-1")
+    changes = Changes()
+    with pytest.raises(AlreadyExists) as err:
+        w.ledger.purchase("beta", 100, "rq-1", T0, w.pack_ids, changes)
+    assert err.value.metadata == {"request_id": "rq-1", "pack_id": "pk-001"}
+    assert "team 'acme'" in err.value.message
+    assert not changes
+    assert (w.ledger.available("acme"), w.ledger.available("beta")) == (100, 0)
+
+
+@pytest.mark.parametrize(
+    ("request_id", "words"),
+    [
+        ("", "is required"),
+        ("   ", "must not be blank"),
+        ("po\x001", "control or format character (found U+0000)"),
+        ("po-1\n", "control or format character (found U+000A)"),
+        ("po\u202e1", "control or format character (found U+202E)"),
+        ("x" * 201, "at most 200 characters"),
+    ],
+)
+def test_h2_14_purchase_needs_a_request_id_by_the_one_rule(request_id: str, words: str) -> None:
+    """Issue 12, points 6 and 14: a purchase without a key bought twice on retry,
+    and one with a NUL in it was accepted (Entitle refused it)."""
     w = World("acme")
-    w.buy("acme", 100)
-    w.buy("acme", 100)
-    assert list(w.ledger.packs) == ["pk-001", "pk-002"]
-    assert w.ledger.available("acme") == 200
+    changes = Changes()
+    with pytest.raises(InvalidArgument) as err:
+        w.ledger.purchase("acme", 100, request_id, T0, w.pack_ids, changes)
+    assert list(err.value.violations) == ["request_id"]
+    assert words in err.value.violations["request_id"]
+    assert not changes
+    assert w.ledger.packs == {}
+    assert w.ledger.available("acme") == 0
 
 
 # -- T2 Balance ----------------------------------------------------------------------------------

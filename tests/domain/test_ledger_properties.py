@@ -163,12 +163,14 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(
         team=st.sampled_from(TEAMS),
         tokens=st.integers(1, 300),
-        request=st.sampled_from(["", "", "rq-1", "rq-2", "rq-3"]),
+        request=st.sampled_from(["", "", "rq-1", "rq-2", "rq-3"]),  # "": a fresh one
     )
     def purchase(self, team: str, tokens: int, request: str) -> None:
         before = self.ledger.available(team)
         changes = Changes()
-        if request in self.request_ids and self.request_ids[request][1] != tokens:
+        request = request or f"fresh-{len(self.ledger.packs) + 1}"
+        known = self.request_ids.get(request)
+        if known is not None and (known[1], self.ledger.packs[known[0]].team_id) != (tokens, team):
             return  # AlreadyExists is checked in test_ledger.py; keep the run going
         pack, created = self.ledger.purchase(
             team, tokens, request, self.now, self.pack_ids, changes
@@ -186,8 +188,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert pack.expire_time == add_one_year(self.now)
         assert self.ledger.available(team) == before + tokens
         self.purchased += tokens
-        if request:
-            self.request_ids[request] = (pack.pack_id, tokens)
+        self.request_ids[request] = (pack.pack_id, tokens)
 
     @rule(
         team=st.sampled_from(TEAMS),

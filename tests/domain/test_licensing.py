@@ -10,6 +10,7 @@ import pytest
 from server.domain.changes import Changes
 from server.domain.errors import (
     AlreadyExists,
+    DeviceInUse,
     DeviceLimit,
     HostSessionRequired,
     IdleNotSupported,
@@ -18,6 +19,7 @@ from server.domain.errors import (
     InvitationPending,
     NotAssigned,
     RunningElsewhere,
+    SessionLimit,
     UnknownProduct,
     UnknownSession,
     UnsupportedPlatform,
@@ -519,6 +521,82 @@ def test_m8_fourth_device_refused_and_nothing_registered(w: World) -> None:
     assert w.entitle(device="d4", takeover=True).live
 
 
+# -- M13: the session cap -------------------------------------------------------------
+
+CAP = DEFAULT_TERMS.sessions_per_product
+
+
+def test_m13_cap_is_ten() -> None:
+    assert CAP == 10
+
+
+def test_m13_one_more_live_session_than_the_cap_is_refused(w: World) -> None:
+    """Issue 12, point 3: one key opened 4,219 sessions, a new version each time."""
+    first = [w.entitle(version=str(2016 + i), request_id=f"r{i}") for i in range(CAP)]
+    items = len(w.items)
+    with pytest.raises(SessionLimit) as e:
+        w.entitle(version="2030")
+    assert e.value.reason == "SESSION_LIMIT"
+    assert e.value.metadata == {"session_limit": "10", "product_id": "ACAD"}
+    assert len(w.items) == items  # a refused Entitle changes nothing
+    assert w.entitle(version="2025", request_id="r9") is first[-1]  # M11 still answers
+    w.entitle(product="MAYA")  # another product has its own cap
+    w.release(first[3])  # frees its place at once
+    assert w.entitle(version="2030").live
+    with pytest.raises(SessionLimit):
+        w.entitle(version="2031")
+
+
+def test_m13_an_expired_session_frees_its_place(w: World) -> None:
+    sessions = [w.entitle(version=str(2016 + i)) for i in range(CAP)]
+    w.advance(12 * HOUR)
+    for s in sessions[1:]:
+        w.heartbeat(s)
+    w.advance(12 * HOUR)  # the first one's lease has ended
+    assert sessions[0].end_reason is EndReason.LEASE_EXPIRED
+    assert w.entitle(version="2030").live
+
+
+def test_m13_counts_every_team_together() -> None:
+    w = two_teams()
+    w.buy("alpha", 100)
+    w.buy("beta", 100)
+    for i in range(CAP):
+        w.entitle(version=str(2016 + i), team=("alpha", "beta")[i % 2])
+    assert {s.team_id for s in w.lic.sessions_of_user("ann", "ACAD")} == {"alpha", "beta"}
+    with pytest.raises(SessionLimit):
+        w.entitle(team="beta")
+
+
+def test_m13_comes_after_m9_and_a_takeover_does_not_count_what_it_ends(w: World) -> None:
+    for i in range(CAP):
+        w.entitle(device="d1", version=str(2016 + i))
+    with pytest.raises(RunningElsewhere):
+        w.entitle(device="d2")
+    moved = w.entitle(device="d2", takeover=True)
+    assert w.lic.sessions_of_user("ann", "ACAD") == [moved]
+
+
+def test_m13_comes_before_payment() -> None:
+    w = World()
+    w.access.grant("ann", "alpha", "MAYA")
+    w.buy("alpha", 8)  # one day of MAYA: the meter holds it once for every session
+    sessions = [w.entitle(product="MAYA", version=str(2016 + i)) for i in range(CAP)]
+    w.advance(5 * MIN)  # captured: a window until T0 + 24 h, no tokens left
+    for s in sessions:
+        w.idle(s)
+    w.advance(23 * HOUR)
+    for s in sessions:
+        w.heartbeat(s, seconds=23 * 3600)  # the lease goes on, the session stays idle
+    w.advance(2 * HOUR)  # the window has closed: one more session would need tokens
+    assert w.available() == 0 and all(s.live for s in sessions)
+    with pytest.raises(SessionLimit):
+        w.entitle(product="MAYA", version="2030")
+    w.release(sessions[0])
+    with pytest.raises(InsufficientTokens):
+        w.entitle(product="MAYA", version="2030")
+
+
 def test_m9_running_elsewhere(w: World) -> None:
     s = w.entitle(device="d1")
     with pytest.raises(RunningElsewhere) as e:
@@ -808,14 +886,39 @@ def test_r2_end_session_by_admin(w: World) -> None:
         w.lic.end_session("nope", EndReason.ENDED_BY_ADMIN, w.now, changes, w.heap)
 
 
-def test_r2_remove_device_ends_its_sessions(w: World) -> None:
-    s = w.entitle(device="d1")
-    changes = w.changes()
-    w.lic.remove_device("ann", "ACAD", "d1", w.now, changes, w.heap)
-    assert s.end_reason is EndReason.ENDED_BY_ADMIN and w.lic.devices("ann", "ACAD") == []
+def test_h2_14_remove_device_in_use_is_refused_and_changes_nothing(w: World) -> None:
+    """Issue 12, point 14: RemoveDevice silently ended running sessions."""
+    a = w.entitle(device="d1")
+    b = w.entitle(device="d1", version="2026")
+    with pytest.raises(DeviceInUse) as e:
+        w._run(w.lic.remove_device, "ann", "ACAD", "d1")
+    assert e.value.metadata == {"device_id": "d1", "live_sessions": "2"}
+    assert w.last_changes == []
+    assert a.live and b.live
+    assert [d.device_id for d in w.lic.devices("ann", "ACAD")] == ["d1"]
+
+
+def test_h2_14_remove_device_with_end_sessions_ends_them_and_says_which(w: World) -> None:
+    a = w.entitle(device="d1")
+    plug = w.entitle(product="PLUG", device="d1", parent=a.session_id)
+    b = w.entitle(device="d1", version="2026")
+    ended = w._run(w.lic.remove_device, "ann", "ACAD", "d1", end_sessions=True)
+    assert ended == [a, plug, b]
+    assert [s.end_reason for s in ended] == [
+        EndReason.ENDED_BY_ADMIN,
+        EndReason.HOST_ENDED,
+        EndReason.ENDED_BY_ADMIN,
+    ]
+    assert w.lic.devices("ann", "ACAD") == [] and w.held() == 0
     with pytest.raises(InvalidArgument) as e:
-        w.lic.remove_device("ann", "ACAD", "d1", w.now, changes, w.heap)
+        w._run(w.lic.remove_device, "ann", "ACAD", "d1", end_sessions=True)
     assert set(e.value.violations) == {"device_id"}
+
+
+def test_h2_14_remove_device_without_live_sessions_needs_no_flag(w: World) -> None:
+    w.release(w.entitle(device="d1"))
+    assert w._run(w.lic.remove_device, "ann", "ACAD", "d1") == []
+    assert w.lic.devices("ann", "ACAD") == []
 
 
 def test_r2_live_sessions_and_queries(w: World) -> None:

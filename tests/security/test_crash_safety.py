@@ -103,7 +103,8 @@ def test_an_answer_tells_the_session_as_its_own_call_left_it(tmp_path: Path) -> 
         admin = admin_service_pb2_grpc.AdminServiceStub(channel)
         md = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
         admin.CreateTeam(api.CreateTeamRequest(team_id="acme"), metadata=md)
-        admin.PurchaseTokens(api.PurchaseTokensRequest(team_id="acme", tokens=50), metadata=md)
+        buy = api.PurchaseTokensRequest(team_id="acme", tokens=50, request_id="po-1")
+        admin.PurchaseTokens(buy, metadata=md)
         product = pb.Product(product_id="ACAD", daily_rate=10, platforms=[pb.PLATFORM_WINDOWS])
         admin.UpsertProduct(api.UpsertProductRequest(product=product), metadata=md)
         admin.ImportUsers(

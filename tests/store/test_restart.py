@@ -128,8 +128,10 @@ def test_store_sigterm_then_restart_shows_the_same_state(
             "token_pack"
         ]
         client(A + "AdvanceClock", {"by": "3600s"})
-        a2 = client(A + "PurchaseTokens", {"teamId": "acme", "tokens": "250"})["token_pack"]
-        client(A + "PurchaseTokens", {"team_id": "beta", "tokens": 30})
+        a2 = client(A + "PurchaseTokens", {"teamId": "acme", "tokens": "250", "requestId": "po-2"})[
+            "token_pack"
+        ]
+        client(A + "PurchaseTokens", {"team_id": "beta", "tokens": 30, "request_id": "po-3"})
         client(A + "MoveTokenPack", {"pack_id": a2["pack_id"], "to_team_id": "beta"})
         client(A + "AdvanceClock", {"to_time": "2026-03-15T12:00:00Z"})
         before = state(client)
@@ -155,7 +157,7 @@ def test_store_sigterm_then_restart_shows_the_same_state(
         )["token_pack"]
         assert again == a1
         # New entries continue the sequence: nothing is overwritten (T6).
-        client(A + "PurchaseTokens", {"team_id": "acme", "tokens": 5})
+        client(A + "PurchaseTokens", {"team_id": "acme", "tokens": 5, "request_id": "po-4"})
         entries = ledger(client, "acme")
         assert entries[:3] == before["ledger"]["acme"]
         assert len(entries) == 4
@@ -219,7 +221,9 @@ def test_store_kill_9_after_advance_clock_keeps_the_time_and_expiry(
     client = Grpcurl(first.target, ADMIN_TOKEN)
     try:
         client(A + "CreateTeam", {"team_id": "acme"})
-        pack = client(A + "PurchaseTokens", {"team_id": "acme", "tokens": 40})["token_pack"]
+        pack = client(
+            A + "PurchaseTokens", {"team_id": "acme", "tokens": 40, "request_id": "po-1"}
+        )["token_pack"]
         client(A + "AdvanceClock", {"toTime": "2027-01-01T00:00:00Z"})  # answered once stored
     finally:
         client.close()
@@ -285,7 +289,7 @@ def test_store_group_commit_shares_commits_and_keeps_every_purchase(tmp_path: Pa
     with running(db) as srv:
         client = Grpcurl(srv.target, ADMIN_TOKEN)
         try:
-            stored = client(A + "ListTokenPacks", {"team_id": "acme"})["packs"]
+            stored = client(A + "ListTokenPacks", {"team_id": "acme", "page_size": 1000})["packs"]
             team = client(A + "GetTeam", {"team_id": "acme"})["team"]
             entries = client(A + "ListLedgerEntries", {"team_id": "acme", "page_size": 1000})[
                 "entries"

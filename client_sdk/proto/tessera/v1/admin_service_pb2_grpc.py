@@ -291,6 +291,7 @@ class AdminServiceServicer:
 
     def ImportUsers(self, request, context):
         """Bulk assignment from a directory: active at once, no invitation (RULES A1).
+        Adds to an existing member's products like AssignUsers; no notification.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

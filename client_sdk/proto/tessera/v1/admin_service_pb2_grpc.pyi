@@ -69,7 +69,9 @@ class AdminServiceStub:
     notification is queued only when the assignment actually changed.
     """
     ImportUsers: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ImportUsersRequest, _admin_service_pb2.ImportUsersResponse]
-    """Bulk assignment from a directory: active at once, no invitation (RULES A1)."""
+    """Bulk assignment from a directory: active at once, no invitation (RULES A1).
+    Adds to an existing member's products like AssignUsers; no notification.
+    """
     UnassignUser: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UnassignUserRequest, _admin_service_pb2.UnassignUserResponse]
     SetUserProducts: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SetUserProductsRequest, _admin_service_pb2.SetUserProductsResponse]
     """Replaces a member's individual products with those given (RULES A3, A6)."""
@@ -141,7 +143,9 @@ class AdminServiceAsyncStub(AdminServiceStub):
     notification is queued only when the assignment actually changed.
     """
     ImportUsers: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ImportUsersRequest, _admin_service_pb2.ImportUsersResponse]  # type: ignore[assignment]
-    """Bulk assignment from a directory: active at once, no invitation (RULES A1)."""
+    """Bulk assignment from a directory: active at once, no invitation (RULES A1).
+    Adds to an existing member's products like AssignUsers; no notification.
+    """
     UnassignUser: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UnassignUserRequest, _admin_service_pb2.UnassignUserResponse]  # type: ignore[assignment]
     SetUserProducts: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SetUserProductsRequest, _admin_service_pb2.SetUserProductsResponse]  # type: ignore[assignment]
     """Replaces a member's individual products with those given (RULES A3, A6)."""
@@ -294,7 +298,9 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.ImportUsersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.ImportUsersResponse, _abc.Awaitable[_admin_service_pb2.ImportUsersResponse]]:
-        """Bulk assignment from a directory: active at once, no invitation (RULES A1)."""
+        """Bulk assignment from a directory: active at once, no invitation (RULES A1).
+        Adds to an existing member's products like AssignUsers; no notification.
+        """
 
     @_abc_1.abstractmethod
     def UnassignUser(

@@ -1,0 +1,83 @@
+"""What text the server accepts in names and keys that people or logs will show.
+
+One rule for every display name (a team's, a product's, a user's in
+``Full Name <email>``) and one for every ``request_id`` (Entitle,
+PurchaseTokens), so that a name cannot hide or reorder what an operator reads
+next to it and an idempotency key cannot carry a NUL or a line break into a
+log line.
+
+Refused in both: control characters (Unicode category Cc: C0, DEL, C1),
+format characters (Cf: the bidi embeddings and overrides U+202A-U+202E, the
+isolates U+2066-U+2069, the marks U+200E, U+200F and U+061C, the soft hyphen,
+zero-width space and no-break, the BOM...) and the line and paragraph
+separators (Zl, Zp). Two format characters are kept in names: U+200C
+ZERO WIDTH NON-JOINER and U+200D ZERO WIDTH JOINER are part of how Persian,
+Hindi and other scripts spell names, and they cannot reorder text.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from server.domain.errors import InvalidArgument
+
+MAX_DISPLAY_NAME = 200
+MAX_REQUEST_ID = 200  # as every other id a request carries (``liveview.MAX_FIELD``)
+
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+_JOINERS = frozenset({"\u200c", "\u200d"})
+
+
+def unprintable(value: str, *, joiners: bool = False) -> str | None:
+    """The first character the rule refuses, as ``U+XXXX``, or None.
+    ``joiners`` lets ZWNJ and ZWJ through (names)."""
+    for ch in value:
+        if (ch < " " or ch >= "\x7f") and unicodedata.category(ch) in _UNPRINTABLE:
+            if joiners and ch in _JOINERS:
+                continue
+            return f"U+{ord(ch):04X}"
+    return None
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a display name, in words, or None."""
+    bad = unprintable(name, joiners=True)
+    if bad is not None:
+        return f"must not contain a control or format character such as a line break or a bidi override (found {bad})"
+    return None
+
+
+def display_name(name: str, field: str, limit: int = MAX_DISPLAY_NAME) -> str:
+    """A display name as stored: trimmed, checked; empty stays empty (the caller
+    picks the default)."""
+    name = name.strip()
+    if len(name) > limit:
+        raise InvalidArgument.field(field, f"must be at most {limit} characters")
+    problem = name_problem(name)
+    if problem is not None:
+        raise InvalidArgument.field(field, problem)
+    return name
+
+
+def request_id_problem(request_id: str, *, required: bool) -> str | None:
+    """Why ``request_id`` cannot be an idempotency key, in words, or None."""
+    if not request_id:
+        return (
+            "is required: a key unique to this request, so that a retry is not applied twice"
+            if required
+            else None
+        )
+    if len(request_id) > MAX_REQUEST_ID:
+        return f"must be at most {MAX_REQUEST_ID} characters"
+    bad = unprintable(request_id)
+    if bad is not None:
+        return f"must not contain a control or format character (found {bad})"
+    if not request_id.strip():
+        return "must not be blank"
+    return None
+
+
+def check_request_id(request_id: str, *, required: bool, field: str = "request_id") -> None:
+    problem = request_id_problem(request_id, required=required)
+    if problem is not None:
+        raise InvalidArgument.field(field, problem)
