@@ -234,6 +234,14 @@ class Sessions:
         e.scheduler.fire_due(now, changes)
         return now
 
+    async def _store_fired(self, changes: Changes) -> None:
+        """Store what ``_caught_up`` fired for a call that is then refused or answered
+        from the store. A refused call changes nothing itself, but the deadlines it
+        fired did (a capture, a release, an expiry): left unstored, the stored ledger
+        would miss entries its hash chain and the packs' sums count on."""
+        if changes:
+            await self.e.commit(changes)
+
     async def entitle(
         self,
         user_id: str,
@@ -250,20 +258,24 @@ class Sessions:
         e = self.e
         changes = Changes()
         now = self._caught_up(changes)
-        session = self.lic.entitle(
-            user_id,
-            product_id,
-            product_version,
-            platform,
-            device_id,
-            parent_session_id,
-            request_id,
-            takeover,
-            team_id,
-            now,
-            changes,
-            e.scheduler,
-        )
+        try:
+            session = self.lic.entitle(
+                user_id,
+                product_id,
+                product_version,
+                platform,
+                device_id,
+                parent_session_id,
+                request_id,
+                takeover,
+                team_id,
+                now,
+                changes,
+                e.scheduler,
+            )
+        except Exception:
+            await self._store_fired(changes)
+            raise
         view = _snapshot(self.lic.session_view(session, now))
         if changes:
             await e.commit(changes)
@@ -282,11 +294,16 @@ class Sessions:
         now = self._caught_up(changes)
         before = self.lic.find_session(session_id)
         if before is None and (old := await self._forgotten(user_id, session_id)) is not None:
+            await self._store_fired(changes)
             return self.lic.session_view(old, now)
         state = before.state if before is not None else None
-        session = self.lic.heartbeat(
-            user_id, session_id, seconds_since_activity, now, changes, e.scheduler
-        )
+        try:
+            session = self.lic.heartbeat(
+                user_id, session_id, seconds_since_activity, now, changes, e.scheduler
+            )
+        except Exception:
+            await self._store_fired(changes)
+            raise
         view = self.lic.session_view(session, now)
         if session.state is state and all(type(x) in _LIGHT for x in changes.items):
             dirty = self._dirty
@@ -315,8 +332,13 @@ class Sessions:
         if self.lic.find_session(session_id) is None and (
             old := await self._forgotten(user_id, session_id)
         ):
+            await self._store_fired(changes)
             return self.lic.session_view(old, now)
-        session = self.lic.idle(user_id, session_id, now, changes, e.scheduler)
+        try:
+            session = self.lic.idle(user_id, session_id, now, changes, e.scheduler)
+        except Exception:
+            await self._store_fired(changes)
+            raise
         view = _snapshot(self.lic.session_view(session, now))
         await e.commit(changes)
         return view
@@ -328,8 +350,13 @@ class Sessions:
         if self.lic.find_session(session_id) is None and (
             old := await self._forgotten(user_id, session_id)
         ):
+            await self._store_fired(changes)
             return self.lic.session_view(old, now)
-        session = self.lic.release(user_id, session_id, now, changes, e.scheduler)
+        try:
+            session = self.lic.release(user_id, session_id, now, changes, e.scheduler)
+        except Exception:
+            await self._store_fired(changes)
+            raise
         view = _snapshot(self.lic.session_view(session, now))
         await e.commit(changes)
         return view
@@ -390,9 +417,13 @@ class Sessions:
         e = self.e
         changes = Changes()
         now = self._caught_up(changes)
-        ended = self.lic.remove_device(
-            user_id, product_id, device_id, now, changes, e.scheduler, end_sessions=end_sessions
-        )
+        try:
+            ended = self.lic.remove_device(
+                user_id, product_id, device_id, now, changes, e.scheduler, end_sessions=end_sessions
+            )
+        except Exception:
+            await self._store_fired(changes)
+            raise
         views = [_snapshot(self.lic.session_view(s, now)) for s in ended]
         # A heartbeat may have left the device in the batch: written after the
         # delete, it would store the device again.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -1013,3 +1014,43 @@ def test_t5_a_pack_holding_a_sessions_tokens_cannot_move(desk: Desk, ann: str) -
     assert num(moved["token_pack"], "consumed_tokens") == 10
     assert desk.balance("alpha") == (0, 0)
     assert desk.balance("beta") == (90, 0)
+
+
+# -- deadlines a refused call fired on its way in --------------------------------------
+
+
+def _clock_to(server: ServerThread, when: datetime) -> None:
+    """Move the test clock without firing anything, as a busy server's loop lags
+    behind its deadlines: the next call fires what fell due (``_caught_up``)."""
+
+    async def move() -> None:
+        assert server.server.engine is not None
+        server.server.engine.clock.set(when)  # type: ignore[attr-defined]
+
+    server.call(move())
+
+
+def test_h2_refused_calls_store_the_deadlines_they_fired(
+    server: ServerThread, desk: Desk, ann: str
+) -> None:
+    """A call fires the deadlines already due before it acts; when it was then
+    refused, what they did (a grace captured) stayed in memory only: the stored
+    ledger missed a CAPTURE that the hash chain and the pack's sums count on."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    desk.entitle(ann)  # ACAD: 10 held, grace until 00:05
+    _clock_to(server, t0 + timedelta(minutes=10))
+    desk.refused_entitle(ann, IA, "INVALID_ARGUMENT", request_id="bad\x00")
+    assert desk.token_moves("alpha")[-1] == ("CAPTURE", 10, at(m=5))
+
+    desk.entitle(ann, product_id="REVIT")  # 10 held, grace until 00:15
+    _clock_to(server, t0 + timedelta(minutes=20))
+    desk.refused(ann, "Heartbeat", {"session_id": "se-nope"}, grpc.StatusCode.NOT_FOUND)
+    assert desk.token_moves("alpha")[-1] == ("CAPTURE", 10, at(m=15))
+
+    bob = desk.user("alpha", "bob")
+    desk.entitle(bob, device_id="bob-1")  # 10 held, grace until 00:25
+    _clock_to(server, t0 + timedelta(minutes=30))
+    body = {"user_id": bob, "product_id": "ACAD", "device_id": "bob-1"}
+    desk.refused(None, "RemoveDevice", body, FP, "DEVICE_IN_USE")
+    assert desk.token_moves("alpha")[-1] == ("CAPTURE", 10, at(m=25))
+    desk.assert_ledger_adds_up("alpha")
