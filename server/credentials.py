@@ -3,16 +3,24 @@
 Secrets are high-entropy random strings, shown once; only their SHA-256 is
 kept (a fast hash is right for 256-bit random secrets: there is nothing to
 guess). Lookups go by hash; comparisons are constant-time.
+
+An invitation token is not random: it is derived from the server's secret key
+(``PATH.secret-key``, 32 random bytes, owner-only) and what names one sending
+of an invitation (its id and the id of the notification that carries it), so
+the outbox can show it again while it is pending without the database ever
+holding it (issue 12, point 1). A copy of the database without the key file
+redeems nothing.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
-import os
 import secrets
-import stat
 from pathlib import Path
+
+from server.store.files import tighten_file, write_private
 
 USER_KEY_PREFIX = "tsk_"
 INVITATION_PREFIX = "tsi_"
@@ -48,12 +56,35 @@ def bearer(metadata: object) -> str | None:
 def load_or_create_admin_token(path: Path) -> str:
     """The operators' token kept beside the database (owner-only), made once."""
     if path.exists():
+        tighten_file(path)
         token = path.read_text(encoding="utf-8").strip()
         if token:
             return token
-    path.parent.mkdir(parents=True, exist_ok=True)
     token = new_secret(ADMIN_PREFIX)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(token + "\n")
+    write_private(path, (token + "\n").encode())
     return token
+
+
+SECRET_KEY_BYTES = 32
+
+
+def load_or_create_secret_key(path: Path) -> bytes:
+    """The server's secret key kept beside the database (owner-only), made once."""
+    if path.exists():
+        tighten_file(path)
+        key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+        if len(key) != SECRET_KEY_BYTES:
+            raise ValueError(f"{path} does not hold a {SECRET_KEY_BYTES}-byte key")
+        return key
+    key = secrets.token_bytes(SECRET_KEY_BYTES)
+    write_private(path, (key.hex() + "\n").encode())
+    return key
+
+
+def invitation_token(key: bytes, invitation_id: str, notification_id: str) -> str:
+    """The token of one sending of an invitation: HMAC-SHA256 of its invitation
+    and notification ids under the server's key. The notification id makes each
+    sending's token new, even two sendings in the same microsecond (a resend at an
+    unchanged test clock)."""
+    mac = hmac.new(key, f"{invitation_id}:{notification_id}".encode(), hashlib.sha256)
+    return INVITATION_PREFIX + base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()

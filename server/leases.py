@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -36,8 +35,9 @@ from cryptography.hazmat.primitives.serialization import (
 from client_sdk.proto.tessera.v1 import common_pb2 as pb
 from server.api.convert import COVERAGES_OUT, ts
 from server.domain.sessions import SessionView
+from server.store.files import SIGNING_KEYS_SUFFIX, side_path, tighten_file, write_private
 
-KEY_FILE_SUFFIX = ".signing-keys"
+KEY_FILE_SUFFIX = SIGNING_KEYS_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class SigningKey:
 
 
 def key_path(db: Path) -> Path:
-    return db.parent / (db.name + KEY_FILE_SUFFIX)
+    return side_path(db, KEY_FILE_SUFFIX)
 
 
 def _new_key(now: datetime) -> SigningKey:
@@ -96,18 +96,12 @@ def _load(text: str) -> list[SigningKey]:
 
 def _write_private(path: Path, text: str) -> None:
     """Write owner-only, atomically (a crash leaves the old file or the new one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_private(path, text.encode())
 
 
 def load_or_create(path: Path, now: datetime) -> list[SigningKey]:
     if path.exists():
+        tighten_file(path)
         return _load(path.read_text())
     keys = [_new_key(now)]
     _write_private(path, _dump(keys))

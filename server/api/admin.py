@@ -245,6 +245,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             self.e.access.notifications(request.team_id, request.user_id),
             _notification_key,
         )
+        notes = self.e.access.with_tokens(notes)  # derived for this page only
         return api.ListNotificationsResponse(
             notifications=[cv.notification_out(n) for n in notes], next_page_token=token
         )

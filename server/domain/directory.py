@@ -84,6 +84,10 @@ class NotificationKind(Enum):
 
 
 ACCESS_CHANGED = NotificationKind.ACCESS_CHANGED
+#: Makes the token of one sending of an invitation from the invitation's id and
+#: the id of the notification that carries it (the engine derives it from the
+#: server's secret key: ``server/credentials.py``); the same ids, the same token.
+TokenMaker = Callable[[str, str], str]
 
 
 def secret_hash(secret: str) -> bytes:
@@ -135,7 +139,9 @@ class Notification:
     email: str
     kind: NotificationKind
     create_time: datetime
-    invitation_token: str = ""  # the secret an invitation email carries
+    # The secret an invitation email carries: never kept here nor stored; filled in
+    # when the outbox is read (``invitation_token`` below, server/engine/access.py).
+    invitation_token: str = ""
 
 
 def _defaults_apply(member: Member, team: Team) -> bool:
@@ -361,7 +367,7 @@ class Directory:
         all_products: bool,
         guest: bool,
         now: datetime,
-        new_token: Callable[[], str],
+        new_token: TokenMaker,
         new_id: Callable[[], str],
         changes: Changes,
         *,
@@ -454,7 +460,7 @@ class Directory:
         team_id: str,
         user_id: str,
         now: datetime,
-        new_token: Callable[[], str],
+        new_token: TokenMaker,
         new_id: Callable[[], str],
         changes: Changes,
     ) -> tuple[Invitation, str]:
@@ -644,9 +650,8 @@ class Directory:
         self._sorted_members.pop(member.team_id, None)
 
     def _send_invitation(self, call: _Call, member: Member, user: User) -> str:
-        """Send, or resend reusing its id, the member's invitation; return the token."""
-        token = call.new_token()
-        token_hash = secret_hash(token)
+        """Send, or resend reusing its id, the member's invitation; return the token
+        (made from the invitation's id and its notification's: ``_Call.new_token``)."""
         expire_time = call.now + self.invitation_validity
         invitation = self.invitation(member.invitation_id)
         if invitation is None:
@@ -654,7 +659,7 @@ class Directory:
                 call.new_id(),
                 member.team_id,
                 member.user_id,
-                token_hash,
+                b"",
                 call.now,
                 expire_time,
                 InvitationState.PENDING,
@@ -663,14 +668,32 @@ class Directory:
             member.invitation_id = invitation.invitation_id
         else:
             self._invitation_by_token.pop(invitation.token_hash, None)
-            invitation.token_hash = token_hash
             invitation.send_time, invitation.expire_time = call.now, expire_time
             invitation.state = InvitationState.PENDING
-        self._invitation_by_token[token_hash] = invitation.invitation_id
+        notification_id = call.new_id()
+        token = call.new_token(invitation.invitation_id, notification_id)
+        invitation.token_hash = secret_hash(token)
+        self._invitation_by_token[invitation.token_hash] = invitation.invitation_id
         call.changes.upsert(member)
         call.changes.upsert(invitation)
-        self._notify(call, user, member.team_id, NotificationKind.INVITATION, token)
+        self._notify(call, user, member.team_id, NotificationKind.INVITATION, notification_id)
         return token
+
+    def invitation_token(
+        self, notification: Notification, now: datetime, new_token: TokenMaker
+    ) -> str:
+        """The token an INVITATION notification carries, remade with ``new_token``
+        while it is its invitation's current token and the invitation is pending;
+        else "" (a resend made an older notification's token worthless; an accepted
+        or expired one is spent)."""
+        if notification.kind is not NotificationKind.INVITATION:
+            return ""
+        member = self._members.get((notification.team_id, notification.user_id))
+        invitation = self.invitation(member.invitation_id if member else None)
+        if invitation is None or invitation.state_at(now) is not InvitationState.PENDING:
+            return ""
+        token = new_token(invitation.invitation_id, notification.notification_id)
+        return token if secret_hash(token) == invitation.token_hash else ""
 
     def _drop_invitation(self, invitation: Invitation, changes: Changes) -> None:
         del self._invitations[invitation.invitation_id]
@@ -678,10 +701,15 @@ class Directory:
         changes.delete(invitation)
 
     def _notify(
-        self, call: _Call, user: User, team_id: str, kind: NotificationKind, token: str = ""
+        self,
+        call: _Call,
+        user: User,
+        team_id: str,
+        kind: NotificationKind,
+        notification_id: str = "",
     ) -> None:
         notification = Notification(
-            call.new_id(), team_id, user.user_id, user.email, kind, call.now, token
+            notification_id or call.new_id(), team_id, user.user_id, user.email, kind, call.now
         )
         self._file(notification)
         call.changes.upsert(notification)
@@ -713,7 +741,7 @@ class _Call:
     """What one use case brings: the time, makers of secrets and ids, the change set."""
 
     now: datetime
-    new_token: Callable[[], str]
+    new_token: TokenMaker
     new_id: Callable[[], str]
     changes: Changes
 
@@ -723,5 +751,5 @@ def _first_team(kept: Invitation | None, other: Invitation) -> Invitation:
     return other if kept is None or other.team_id < kept.team_id else kept
 
 
-def _no_token() -> str:
+def _no_token(invitation_id: str, notification_id: str) -> str:
     raise AssertionError("this use case sends no invitation")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
-from server.credentials import INVITATION_PREFIX, USER_KEY_PREFIX, hash_secret, new_secret
+from server.credentials import USER_KEY_PREFIX, hash_secret, invitation_token, new_secret
 from server.domain.changes import Changes
 from server.domain.coverage import Subscription, SubscriptionKind
 from server.domain.directory import Invitation, Member, Notification, effective_products
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
 class Access:
     def __init__(self, engine: Engine) -> None:
         self.e = engine
+        # Invitation tokens are derived from the server's secret key, never stored.
+        self._new_token = partial(invitation_token, engine.store.secret_key)
         engine.scheduler.on(TimerKind.INVITATION_EXPIRY, self._on_invitation_expiry)
 
     def schedule_all(self) -> None:
@@ -80,7 +84,7 @@ class Access:
             all_products,
             guest,
             self.e.now(),
-            lambda: new_secret(INVITATION_PREFIX),
+            self._new_token,
             lambda: self.e.ids.new("ntf"),
             changes,
             import_=import_,
@@ -162,7 +166,7 @@ class Access:
             team_id,
             user_id,
             self.e.now(),
-            lambda: new_secret(INVITATION_PREFIX),
+            self._new_token,
             lambda: self.e.ids.new("ntf"),
             changes,
         )
@@ -195,6 +199,18 @@ class Access:
         if team_id:
             self.e.accounts.team(team_id)
         return self.e.directory.list_notifications(team_id, user_id)
+
+    def with_tokens(self, notes: list[Notification]) -> list[Notification]:
+        """Notifications as the mailer reads them: each pending invitation's current
+        notification carries its token, remade from the secret key (only for those
+        shown: a page, not the whole outbox)."""
+        now = self.e.now()
+        token_of = self.e.directory.invitation_token
+        out = []
+        for n in notes:
+            token = token_of(n, now, self._new_token)
+            out.append(dataclasses.replace(n, invitation_token=token) if token else n)
+        return out
 
     # -- subscriptions and trials (C1, C2) -------------------------------------
 

@@ -506,7 +506,7 @@ NOTIFICATIONS = Table(
         n.email,
         n.kind.value,
         t2i(n.create_time),
-        n.invitation_token,
+        "",  # never stored: derived when the outbox is read (server/engine/access.py)
     ),
     lambda r: Notification(
         notification_id=r[0],
@@ -515,7 +515,6 @@ NOTIFICATIONS = Table(
         email=_s(r[3]),
         kind=_NOTIFICATION_KIND[r[4]],
         create_time=_t(r[5]),
-        invitation_token=r[6],
     ),
     append_only=True,
     order_by="ORDER BY seq",

@@ -179,4 +179,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE ledger ADD COLUMN hash TEXT NOT NULL DEFAULT '';
     """,
+    # 5: invitation tokens are no longer stored (issue 12, point 1): they are derived
+    # from the server's secret key when the outbox is read (server/credentials.py).
+    # Tokens stored by earlier releases are blanked; their invitations stay
+    # redeemable by the token already sent (its hash is kept), and ResendInvitation
+    # makes a new one for an email that never went out.
+    """
+    UPDATE notifications SET invitation_token = '' WHERE invitation_token <> '';
+    """,
 ]

@@ -4,29 +4,46 @@ One connection, one writer task. ``commit(changes)`` turns the changes into
 rows at once, queues them and waits; the writer takes everything queued so
 far, writes it in one transaction, commits, and wakes every waiter. So each
 RPC answers only after its change is on disk, while many RPCs share one
-commit (``../shared/PERF.md``: 20-60x the rows per second of a commit each).
+commit (20-60x the rows per second of a commit each).
 ``defer(changes)`` queues rows that may wait for the next flush (heartbeat
 history): they ride along with the next commit or the periodic flush.
+
+Opening a database file first takes its lock (``lock.py``: one server per
+database), makes it and its side files owner-only (``files.py``), loads the
+server's secret key, and checks that the ledger reaches its checkpoint
+(``checkpoint.py``), before SQLite touches it. After each commit that wrote
+ledger entries the checkpoint moves to the new head.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import structlog
 
+from server.credentials import SECRET_KEY_BYTES, load_or_create_secret_key
 from server.domain.changes import Changes, Deleted
-from server.store.codec import NOT_LOADED, TABLES, Row, Table, sharing
+from server.store import checkpoint
+from server.store.checkpoint import LedgerHead, LedgerMismatch
+from server.store.codec import LEDGER, NOT_LOADED, TABLES, Row, Table, sharing
+from server.store.files import SECRET_KEY_SUFFIX, create_private, side_path, tighten
+from server.store.lock import DatabaseLock
 from server.store.schema import MIGRATIONS
+
+log = structlog.get_logger()
 
 LOAD_CHUNK = 20_000  # rows per fetch at start
 Op = tuple[Table, bool, Row]  # (table, delete?, the row or, for a delete, its key)
+_SEQ, _HASH = LEDGER.columns.index("seq"), LEDGER.columns.index("hash")
 
 
 class StoreFailed(RuntimeError):
@@ -139,8 +156,23 @@ class _Batch:
 
 
 class Store:
-    def __init__(self, db: aiosqlite.Connection, *, max_batch_ops: int = 50_000) -> None:
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        *,
+        max_batch_ops: int = 50_000,
+        secret_key: bytes = b"",
+        anchor: checkpoint.Anchor | None = None,
+        lock: DatabaseLock | None = None,
+        path: Path | None = None,
+    ) -> None:
         self._db = db
+        #: Derives invitation tokens (``server/credentials.py``); random for ``:memory:``.
+        self.secret_key = secret_key or secrets.token_bytes(SECRET_KEY_BYTES)
+        self._anchor = anchor  # the ledger checkpoint's file (None: none kept)
+        self._head = checkpoint.EMPTY  # the last ledger entry committed
+        self.path = path
+        self._lock = lock
         self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue()
         self._deferred: list[Op] = []
         self._max_batch_ops = max_batch_ops
@@ -150,21 +182,95 @@ class Store:
 
     @classmethod
     async def open(cls, path: str | Path, *, synchronous: str = "FULL") -> Store:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(str(path), isolation_level=None)
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute(f"PRAGMA synchronous={synchronous}")
-        await db.execute("PRAGMA foreign_keys=OFF")
-        store = cls(db)
-        await store._migrate()
+        if str(path) == ":memory:":
+            return await cls._connect(":memory:", synchronous)
+        file = Path(path)
+        lock = DatabaseLock.acquire(file)  # before anything else is touched
+        anchor = None
+        try:
+            tighten(file)
+            create_private(file)  # SQLite gives -wal and -shm the database's mode
+            key = load_or_create_secret_key(side_path(file, SECRET_KEY_SUFFIX))
+            expected = checkpoint.read(checkpoint.checkpoint_path(file))
+            anchor = checkpoint.Anchor(checkpoint.checkpoint_path(file))
+            return await cls._connect(
+                file,
+                synchronous,
+                secret_key=key,
+                anchor=anchor,
+                lock=lock,
+                path=file,
+                expected=expected,
+            )
+        except BaseException:
+            if anchor is not None:
+                anchor.close()
+            lock.release()
+            raise
+
+    @classmethod
+    async def _connect(
+        cls,
+        target: str | Path,
+        synchronous: str,
+        *,
+        expected: LedgerHead | None = None,
+        **kw: Any,
+    ) -> Store:
+        db = await aiosqlite.connect(str(target), isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute(f"PRAGMA synchronous={synchronous}")
+            await db.execute("PRAGMA foreign_keys=OFF")
+            store = cls(db, **kw)
+            await store._check_ledger_head(expected)
+            await store._migrate()
+        except BaseException:
+            await db.close()
+            raise
         store._writer = asyncio.create_task(store._run(), name="store-writer")
         return store
+
+    async def _check_ledger_head(self, expected: LedgerHead | None) -> None:
+        """Refuse a ledger that stops short of its checkpoint or differs at it;
+        anchor one that has none yet (a database from before checkpoints) or that
+        goes past it (a crash between a commit and its checkpoint)."""
+        if self._anchor is None:
+            return
+        tables = await self.query("SELECT 1 FROM sqlite_master WHERE name = 'ledger'")
+        rows = await self.query(checkpoint.LAST_ENTRY_SQL) if tables else []
+        head = LedgerHead(int(rows[0][0]), str(rows[0][1])) if rows else checkpoint.EMPTY
+        if expected is not None:
+            sql = "SELECT hash FROM ledger WHERE seq = ?"
+            at = await self.query(sql, (expected.seq,)) if tables else []
+            problem = checkpoint.problem(expected, head.seq, str(at[0][0]) if at else None)
+            if problem is not None:
+                raise LedgerMismatch(
+                    f"refusing to start on {self.path}: {problem}. Run `python -m server "
+                    f"verify --db {self.path}` to see what is wrong; only if you restored "
+                    f"this database on purpose, remove {self._anchor.path} and start again"
+                )
+            if head.seq > expected.seq:
+                log.warning(
+                    "ledger_past_checkpoint",
+                    checkpoint_seq=expected.seq,
+                    last_seq=head.seq,
+                    note="entries committed after the last checkpoint (a crash between the two)",
+                )
+        elif head.seq:
+            log.warning("ledger_checkpoint_created", last_seq=head.seq, file=str(self._anchor.path))
+        self._head = head
+        if head.seq or expected is not None:  # running: no longer "stopped"
+            self._anchor.write(head)
 
     async def _migrate(self) -> None:
         async with self._db.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
         version = int(row[0]) if row else 0
+        if version >= len(MIGRATIONS):
+            return
+        # A migration that blanks a secret (5) leaves no copy of it in free space.
+        await self._db.execute("PRAGMA secure_delete=ON")
         for number, script in enumerate(MIGRATIONS, start=1):
             if number <= version:
                 continue
@@ -174,6 +280,9 @@ class Store:
                     await self._db.execute(statement)
             await self._db.execute(f"PRAGMA user_version={number}")
             await self._db.execute("COMMIT")
+        await self._db.execute("PRAGMA secure_delete=OFF")
+        # ... nor in the log: the old pages are overwritten and the log emptied.
+        await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def schema_version(self) -> int:
         async with self._db.execute("PRAGMA user_version") as cur:
@@ -192,9 +301,7 @@ class Store:
                 if table.name not in NOT_LOADED:
                     snap.objects[kind] = await self._load_table(table)
         # The chain continues from the last stored entry (server/domain/ledger.py).
-        async with self._db.execute(
-            "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1"
-        ) as cur:
+        async with self._db.execute(checkpoint.LAST_ENTRY_SQL) as cur:
             row = await cur.fetchone()
         if row is not None:
             snap.max_ledger_seq, snap.last_ledger_hash = int(row[0]), str(row[1])
@@ -287,7 +394,7 @@ class Store:
         for b in batches:
             ops.extend(b.ops)
         try:
-            await self._write(ops)
+            head = await self._write(ops)
         except BaseException as exc:  # a failed write leaves memory ahead of disk
             self._failed = exc
             for b in batches:
@@ -298,12 +405,28 @@ class Store:
         for b in batches:
             if b.done is not None and not b.done.done():
                 b.done.set_result(None)
+        if head is not None:  # after the answers: the checkpoint only trails the commit
+            self._move_anchor(head)
         return stop
 
-    async def _write(self, ops: list[Op]) -> None:
-        if not ops:
+    def _move_anchor(self, head: LedgerHead) -> None:
+        self._head = head
+        if self._anchor is None:
             return
+        try:
+            self._anchor.write(head, sync=False)  # may trail: see checkpoint.py
+        except OSError as exc:  # the checkpoint stays behind: verify still holds up to it
+            log.error("ledger_checkpoint_failed", file=str(self._anchor.path), error=str(exc))
+
+    async def _write(self, ops: list[Op]) -> LedgerHead | None:
+        """Write ``ops`` in one transaction; returns the last ledger entry written."""
+        if not ops:
+            return None
         plan = plan_writes(ops)
+        head = None
+        for sql, rows in plan:
+            if sql == LEDGER.upsert_sql:  # ledger rows come in order (append-only)
+                head = LedgerHead(int(rows[-1][_SEQ]), str(rows[-1][_HASH]))
         db = self._db
         await db.execute("BEGIN")
         try:
@@ -317,6 +440,7 @@ class Store:
             with contextlib.suppress(Exception):
                 await db.execute("ROLLBACK")
             raise
+        return head
 
     async def close(self) -> None:
         """Write out everything queued or deferred, then close."""
@@ -329,4 +453,13 @@ class Store:
         if self._failed is None:
             with contextlib.suppress(Exception):
                 await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if self._anchor is not None and self._writer is not None and self._head.seq:
+                # Everything is written: the database ends exactly here.
+                stopped = dataclasses.replace(self._head, stopped=True)
+                with contextlib.suppress(OSError):
+                    self._anchor.write(stopped)
         await self._db.close()
+        if self._anchor is not None:
+            self._anchor.close()
+        if self._lock is not None:
+            self._lock.release()

@@ -1,0 +1,210 @@
+"""``python -m server verify``: is the ledger whole, and do the packs agree with it?
+
+Checked, reading one consistent snapshot (the server may be running):
+
+- the chain: entries numbered 1..N without a gap, each hash recomputed from its
+  predecessor's and its own fields (``server.domain.ledger.entry_digest``): an
+  entry changed, inserted or removed in the middle breaks it;
+- the end of the chain: it reaches the checkpoint beside the database
+  (``checkpoint.py``) with the checkpoint's hash: the newest entries removed
+  (with their packs or not) or the database swapped for an older copy show here;
+- packs against entries, both ways: every pack has entries and every entry's pack
+  has a row; a pack's tokens, remaining, held, consumed and expired tokens are
+  what its entries add up to (RULES T6); its team is the one its purchase and
+  moves put it in, its purchase time its purchase entry's, its expiry one
+  calendar year on (T1, the domain's ``add_one_year``); an expired pack has
+  nothing remaining, and only an expired pack has expiry entries (T4).
+
+What it cannot see: a pack's ``request_id`` is in no entry; and whoever can
+rewrite both the database and its checkpoint can forge a consistent history
+(docs/security.md).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from server.domain.ledger import GENESIS_HASH, EntryKind, add_one_year, entry_digest
+from server.store import checkpoint
+from server.store.codec import i2t, t2i
+
+LEDGER_SQL = (
+    "SELECT seq, time, kind, team_id, pack_id, amount, remaining_delta, held_delta, "
+    "session_id, user_id, product_id, hash FROM ledger ORDER BY seq"
+)
+PACKS_SQL = (
+    "SELECT pack_id, team_id, tokens, remaining, held, consumed, expired_tokens, "
+    "purchase_time, expire_time, expired FROM packs ORDER BY pack_id"
+)
+_PURCHASE, _MOVE_IN, _MOVE_OUT = (
+    k.value for k in (EntryKind.PURCHASE, EntryKind.MOVE_IN, EntryKind.MOVE_OUT)
+)
+_CAPTURE, _EXPIRY = EntryKind.CAPTURE.value, EntryKind.EXPIRY.value
+
+
+@dataclass
+class Verdict:
+    entries: int = 0
+    packs: int = 0
+    problems: list[str] = field(default_factory=list)
+    anchored: int | None = None  # the checkpoint's seq; None: no checkpoint file
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        text = f"ok: {self.entries} ledger entries chained, {self.packs} packs add up"
+        if self.anchored is None:
+            return text + "; no checkpoint beside the database, so the end is not anchored"
+        return text + f"; the chain reaches its checkpoint (entry {self.anchored:012d})"
+
+
+@dataclass
+class _Pack:
+    """What a pack's entries say about it."""
+
+    remaining: int = 0
+    held: int = 0
+    consumed: int = 0
+    expired: int = 0
+    purchased: int = 0
+    purchase_time: int | None = None
+    expiry_entries: int = 0
+    team_id: str = ""
+
+
+def connect_read_only(db: Path) -> sqlite3.Connection:
+    if not db.exists():
+        raise FileNotFoundError(f"no database at {db}")
+    return sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+
+
+def verify(db: Path) -> Verdict:
+    """Check the chain, its end, then the packs; the first broken link is reported
+    and the walk stops there (everything after it is suspect)."""
+    verdict = Verdict()
+    # Read before the snapshot: the checkpoint trails the commits, so the snapshot
+    # taken after it holds at least the entries it names.
+    anchor = checkpoint.read(checkpoint.checkpoint_path(db))
+    verdict.anchored = anchor.seq if anchor is not None else None
+    with connect_read_only(db) as conn:
+        conn.execute("BEGIN")  # one snapshot for every query below
+        try:
+            packs = _walk(conn, verdict, anchor)
+            if verdict.ok:
+                _check_packs(conn, verdict, packs)
+        finally:
+            conn.execute("COMMIT")
+    return verdict
+
+
+def _walk(
+    conn: sqlite3.Connection, verdict: Verdict, anchor: checkpoint.LedgerHead | None
+) -> dict[str, _Pack]:
+    packs: dict[str, _Pack] = defaultdict(_Pack)
+    prev = GENESIS_HASH
+    hash_at_anchor = None
+    for row in conn.execute(LEDGER_SQL):
+        seq, time_us, kind, team_id, pack_id, amount, rd, hd, sid, uid, pid, stored = row
+        verdict.entries += 1
+        if seq != verdict.entries:
+            verdict.problems.append(
+                f"ledger entry {verdict.entries:012d} is missing (next stored is {seq:012d})"
+            )
+            return packs
+        digest = entry_digest(
+            prev, seq, time_us, kind, team_id, pack_id, amount, rd, hd, sid, uid, pid
+        )
+        if digest != stored:
+            verdict.problems.append(
+                f"ledger entry {seq:012d} ({kind} of {amount} on pack {pack_id}) does not "
+                "match its hash: it or an entry before it was altered"
+            )
+            return packs
+        prev = stored
+        if anchor is not None and seq == anchor.seq:
+            hash_at_anchor = stored
+        p = packs[pack_id]
+        problem = _follow(p, seq, time_us, kind, team_id, amount, rd, hd)
+        if problem:
+            verdict.problems.append(f"ledger entry {seq:012d} on pack {pack_id}: {problem}")
+            return packs
+    if anchor is not None:
+        short = checkpoint.problem(anchor, verdict.entries, hash_at_anchor)
+        if short:
+            verdict.problems.append(short)
+    return packs
+
+
+def _follow(
+    p: _Pack, seq: int, time_us: int, kind: str, team_id: str, amount: int, rd: int, hd: int
+) -> str:
+    """Apply one entry to what is known of its pack; a complaint, or ""."""
+    if kind == _PURCHASE:
+        if p.purchase_time is not None:
+            return "a second purchase of the same pack"
+        p.purchase_time, p.purchased = time_us, amount
+    elif p.purchase_time is None:
+        return f"a {kind} before the pack's purchase"
+    elif kind == _MOVE_IN:
+        if team_id == p.team_id:
+            return "moved into the team it was already in"
+    elif team_id != p.team_id:
+        return f"names team {team_id!r} but the pack is in {p.team_id!r}"
+    if kind != _MOVE_OUT:
+        p.team_id = team_id
+    p.remaining += rd
+    p.held += hd
+    if kind == _CAPTURE:
+        p.consumed += amount
+    elif kind == _EXPIRY:
+        p.expired += amount
+        p.expiry_entries += 1
+    return ""
+
+
+def _check_packs(conn: sqlite3.Connection, verdict: Verdict, packs: dict[str, _Pack]) -> None:
+    seen = set()
+    for row in conn.execute(PACKS_SQL):
+        pack_id, team_id, tokens, remaining, held, consumed, expired_tokens = row[:7]
+        purchase_time, expire_time, expired = row[7:]
+        verdict.packs += 1
+        seen.add(pack_id)
+        s = packs.get(pack_id)
+        if s is None:
+            verdict.problems.append(f"pack {pack_id} has no ledger entries: it was added by hand")
+            continue
+        stored_state = (tokens, remaining, held, consumed, expired_tokens)
+        summed = (s.purchased, s.remaining, s.held, s.consumed, s.expired)
+        if stored_state != summed:
+            verdict.problems.append(
+                f"pack {pack_id}: stored tokens/remaining/held/consumed/expired "
+                f"{stored_state} but its ledger entries add up to {summed}"
+            )
+        if team_id != s.team_id:
+            verdict.problems.append(
+                f"pack {pack_id} is in team {team_id!r} but its ledger puts it in {s.team_id!r}"
+            )
+        if purchase_time != s.purchase_time:
+            verdict.problems.append(
+                f"pack {pack_id}: purchase time {purchase_time} is not its purchase "
+                f"entry's ({s.purchase_time})"
+            )
+        elif expire_time != t2i(add_one_year(i2t(purchase_time))):
+            verdict.problems.append(
+                f"pack {pack_id}: expire time {expire_time} is not one year after its purchase"
+            )
+        # T4: an expired pack keeps nothing remaining; only an expired one has expiry entries.
+        if remaining if expired else s.expiry_entries:
+            verdict.problems.append(
+                f"pack {pack_id}: marked {'expired' if expired else 'not expired'} with "
+                f"{remaining} tokens remaining and {s.expiry_entries} expiry entries"
+            )
+    for pack_id in sorted(packs.keys() - seen):
+        verdict.problems.append(
+            f"pack {pack_id} has ledger entries but no pack row: it was deleted"
+        )

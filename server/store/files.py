@@ -1,0 +1,97 @@
+"""The files kept beside a database, all owner-only (issue 12, point 1).
+
+A deployment is the database ``PATH`` and files named after it: SQLite's
+``PATH-wal``, ``PATH-shm`` and ``PATH-journal``, and Tessera's ``PATH.admin-token``,
+``PATH.signing-keys``, ``PATH.secret-key``, ``PATH.ledger-head`` and ``PATH.lock``.
+Every one holds a secret or something a secret can be read from, so each is
+created 0600 (directories the server creates, 0700), and a file an older
+release left wider is tightened at start. SQLite creates its side files with
+the mode of the database file, so the database is created 0600 before SQLite
+opens it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger()
+
+OWNER_ONLY = stat.S_IRUSR | stat.S_IWUSR  # 0600
+PRIVATE_DIR = stat.S_IRWXU  # 0700
+SQLITE_SUFFIXES = ("-wal", "-shm", "-journal")
+ADMIN_TOKEN_SUFFIX = ".admin-token"  # noqa: S105 (a file name, not a secret)
+SIGNING_KEYS_SUFFIX = ".signing-keys"
+SECRET_KEY_SUFFIX = ".secret-key"  # noqa: S105 (a file name, not a secret)
+LEDGER_HEAD_SUFFIX = ".ledger-head"
+LOCK_SUFFIX = ".lock"
+#: Side files a backup carries along (the checkpoint is recomputed from the copy).
+SECRET_SUFFIXES = (ADMIN_TOKEN_SUFFIX, SIGNING_KEYS_SUFFIX, SECRET_KEY_SUFFIX)
+SIDE_SUFFIXES = (*SQLITE_SUFFIXES, *SECRET_SUFFIXES, LEDGER_HEAD_SUFFIX, LOCK_SUFFIX)
+
+
+def side_path(db: Path, suffix: str) -> Path:
+    """``PATH`` + suffix: a side file is named after its database."""
+    return db.parent / (db.name + suffix)
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` and its missing parents 0700 (existing ones are left as they are)."""
+    missing = []
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing.append(p)
+    for p in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            p.mkdir(mode=PRIVATE_DIR)
+
+
+def create_private(path: Path, *, exclusive: bool = False) -> None:
+    """Make an empty owner-only file at ``path`` unless one exists (``exclusive``:
+    refuse an existing one)."""
+    private_dir(path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else 0)
+    os.close(os.open(path, flags, OWNER_ONLY))
+
+
+def write_private(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Replace ``path`` with ``data``, owner-only and atomically: a crash leaves the
+    old file or the new one (``sync``: the new one's bytes are on disk before it
+    takes the name, so a power loss cannot leave an empty file under it)."""
+    private_dir(path.parent)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OWNER_ONLY)
+    try:
+        os.fchmod(fd, OWNER_ONLY)  # a .tmp left by a crash may be wider
+        os.write(fd, data)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def tighten_file(path: Path) -> bool:
+    """Take group and other bits off ``path`` if it has any (logged); False when
+    there was nothing to do or no file."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return False
+    if not mode & 0o077:
+        return False
+    os.chmod(path, mode & 0o700)
+    log.warning("file_mode_tightened", file=str(path), was=oct(mode), now=oct(mode & 0o700))
+    return True
+
+
+def tighten(db: Path) -> list[Path]:
+    """Tighten the database and its side files (made wider by an older release or
+    by hand); returns the files tightened."""
+    paths = (db, *(side_path(db, s) for s in SIDE_SUFFIXES))
+    return [p for p in paths if tighten_file(p)]

@@ -1,0 +1,57 @@
+"""One server per database (RULES H4).
+
+The store takes an exclusive ``flock`` on ``PATH.lock`` before it touches the
+database and holds it for its life; a second server on the same file fails at
+once, naming the file and the pid written in it, before opening anything else.
+The lock is the kernel's: it goes with the process however it ends (kill -9
+included), so there is never a stale lock to remove. ``flock`` belongs to the
+open file description, so two stores in one process exclude each other too.
+Readers (``verify``, ``backup``) take no lock: SQLite's WAL lets them read a
+consistent snapshot beside the writer. The file is left in place when the store
+closes (removing it would race with the next server taking it).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from server.store.files import LOCK_SUFFIX, OWNER_ONLY, private_dir, side_path
+
+
+class DatabaseInUse(OSError):
+    """Another server holds the database."""
+
+
+class DatabaseLock:
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd: int | None = fd
+        self.path = path
+
+    @classmethod
+    def acquire(cls, db: Path) -> DatabaseLock:
+        path = side_path(db, LOCK_SUFFIX)
+        private_dir(path.parent)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, OWNER_ONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            who = f"server pid {holder}" if holder.isdigit() else "another server"
+            raise DatabaseInUse(
+                f"database {db} is in use by {who} (lock {path}); "
+                "stop it first, or give this server another --db"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return cls(fd, path)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor releases the flock
+            self._fd = None
