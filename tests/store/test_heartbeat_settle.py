@@ -98,7 +98,10 @@ def test_m8_a_removed_device_stays_removed_when_the_heartbeat_batch_is_written(
     sid = desk.entitle(ann, "REVIT")["session_id"]
     desk.advance(60)
     desk.heartbeat(ann, sid)  # the device's last-seen time waits in the batch
-    desk.a("RemoveDevice", {"user_id": ann, "product_id": "REVIT", "device_id": "dev-1"})
+    desk.a(
+        "RemoveDevice",
+        {"user_id": ann, "product_id": "REVIT", "device_id": "dev-1", "end_sessions": True},
+    )
 
     async def stored() -> list[Any]:
         engine = server.server.engine
@@ -174,7 +177,7 @@ def test_m8_a_device_removed_while_its_batch_is_being_written_stays_removed(
         assert engine is not None
         # One object of four is queued; three wait.
         await flush_with_a_call_behind_its_first_chunk(
-            engine, engine.sessions.remove_device(ann, "REVIT", "dev-1")
+            engine, engine.sessions.remove_device(ann, "REVIT", "dev-1", end_sessions=True)
         )
         return await engine.store.query("SELECT user_id FROM devices ORDER BY user_id")
 
