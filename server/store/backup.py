@@ -53,14 +53,14 @@ def backup(db: Path, to: Path) -> Copied:
             copied.head = _head(dst)
             if anchor is not None:
                 _reaches(dst, anchor, copied.head, db)
-        if copied.head.seq:  # no server ran on the copy: it ends exactly here
-            checkpoint.write(anchor_path, dataclasses.replace(copied.head, stopped=True))
-            copied.files.append(anchor_path)
+        # No server ran on the copy: it ends exactly here.
+        copied.files.append(anchor_path)
+        checkpoint.write(anchor_path, dataclasses.replace(copied.head, stopped=True))
         for suffix in SECRET_SUFFIXES:
             source = side_path(db, suffix)
             if source.exists():
-                write_private(side_path(to, suffix), source.read_bytes())
                 copied.files.append(side_path(to, suffix))
+                write_private(side_path(to, suffix), source.read_bytes())
     except BaseException:
         for path in copied.files:  # no half backup that could be mistaken for one
             path.unlink(missing_ok=True)

@@ -260,8 +260,7 @@ class Store:
         elif head.seq:
             log.warning("ledger_checkpoint_created", last_seq=head.seq, file=str(self._anchor.path))
         self._head = head
-        if head.seq or expected is not None:  # running: no longer "stopped"
-            self._anchor.write(head)
+        self._anchor.write(head)  # running: no longer "stopped"
 
     async def _migrate(self) -> None:
         async with self._db.execute("PRAGMA user_version") as cur:
@@ -453,7 +452,7 @@ class Store:
         if self._failed is None:
             with contextlib.suppress(Exception):
                 await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            if self._anchor is not None and self._writer is not None and self._head.seq:
+            if self._anchor is not None and self._writer is not None:
                 # Everything is written: the database ends exactly here.
                 stopped = dataclasses.replace(self._head, stopped=True)
                 with contextlib.suppress(OSError):
