@@ -72,9 +72,16 @@ def load_or_create_secret_key(path: Path) -> bytes:
     """The server's secret key kept beside the database (owner-only), made once."""
     if path.exists():
         tighten_file(path)
-        key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+        try:
+            key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+        except ValueError:
+            key = b""
         if len(key) != SECRET_KEY_BYTES:
-            raise ValueError(f"{path} does not hold a {SECRET_KEY_BYTES}-byte key")
+            raise OSError(
+                f"{path} does not hold a {SECRET_KEY_BYTES}-byte key in hex: restore it from "
+                "a backup (removing it makes a new key; pending invitations then keep working "
+                "with the tokens already sent, but the outbox no longer shows them)"
+            )
         return key
     key = secrets.token_bytes(SECRET_KEY_BYTES)
     write_private(path, (key.hex() + "\n").encode())

@@ -187,6 +187,29 @@ def test_issue12_the_outbox_token_survives_a_restart_and_only_while_it_can_be_us
         assert _outbox_token(admin, "bob@example.com") == ""  # spent: no longer shown
 
 
+def test_issue12_an_expired_invitation_shows_no_token(tmp_path: Path) -> None:
+    with running(tmp_path / "tessera.db") as srv, _admin(srv.target) as admin:
+        admin(A + "CreateTeam", {"team_id": "acme"})
+        assert _invite(admin).startswith("tsi_")
+        admin(A + "AdvanceClock", {"by": f"{7 * 86400}s"})  # A2: valid for 7 days
+        assert _outbox_token(admin, "bob@example.com") == ""
+
+
+def test_issue12_a_damaged_secret_key_stops_the_start_with_a_clear_message(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "tessera.db"
+    with running(db):
+        pass
+    (tmp_path / "tessera.db.secret-key").write_text("not a key\n")
+    srv = ServerThread(db)
+    try:
+        with pytest.raises(OSError, match=r"tessera\.db\.secret-key does not hold a 32-byte key"):
+            srv.start()
+    finally:
+        srv.stop()
+
+
 def test_issue12_the_upgrade_blanks_stored_tokens_and_the_emailed_one_still_works(
     tmp_path: Path,
 ) -> None:
