@@ -74,12 +74,30 @@ def _outbox_token(admin: Grpcurl, email: str) -> str:
     return tokens[-1] if tokens else ""
 
 
-def _server_args(db: Path) -> list[str]:
-    """``python -m server`` on ``db``, for a start that is expected to be refused."""
-    return [
-        *(sys.executable, "-m", "server", "--db", str(db), "--listen", "127.0.0.1:0"),
-        *("--test-clock", T0, "--admin-token", ADMIN_TOKEN),
-    ]
+def _refused_process(db: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m server`` on ``db``, a start expected to be refused: its exit and output."""
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "server", "--db", str(db), "--listen", "127.0.0.1:0"),
+            *("--test-clock", T0, "--admin-token", ADMIN_TOKEN),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _refused_start(db: Path, error: type[BaseException], match: str) -> str:
+    """Start a server in this process on ``db``, expecting ``error``; its message."""
+    srv = ServerThread(db)
+    try:
+        with pytest.raises(error, match=match) as refused:
+            srv.start()
+    finally:
+        srv.stop()
+    return str(refused.value)
 
 
 def _modes(root: Path) -> dict[str, int]:
@@ -202,12 +220,7 @@ def test_issue12_a_damaged_secret_key_stops_the_start_with_a_clear_message(
     with running(db):
         pass
     (tmp_path / "tessera.db.secret-key").write_text("not a key\n")
-    srv = ServerThread(db)
-    try:
-        with pytest.raises(OSError, match=r"tessera\.db\.secret-key does not hold a 32-byte key"):
-            srv.start()
-    finally:
-        srv.stop()
+    _refused_start(db, OSError, r"tessera\.db\.secret-key does not hold a 32-byte key")
 
 
 def test_issue12_the_upgrade_blanks_stored_tokens_and_the_emailed_one_still_works(
@@ -291,24 +304,11 @@ def test_issue12_a_server_refuses_to_start_on_a_ledger_cut_short(
 ) -> None:
     db, _packs = history
     _edit(db, ("DELETE FROM ledger WHERE seq >= 7", ()))  # the last two expiries
-    srv = ServerThread(db)
-    try:
-        with pytest.raises(LedgerMismatch) as refused:
-            srv.start()
-    finally:
-        srv.stop()
-    message = str(refused.value)
+    message = _refused_start(db, LedgerMismatch, "refusing to start")
     assert "entry 000000000006 but its checkpoint says 000000000008" in message
     assert f"python -m server verify --db {db}" in message
     assert f"remove {db}.ledger-head" in message
-    result = subprocess.run(  # as an operator meets it: one line, exit 1, no traceback
-        _server_args(db),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _refused_process(db)  # as an operator meets it: one line, exit 1, no traceback
     assert result.returncode == 1
     assert "refusing to start" in result.stderr and "Traceback" not in result.stderr
 
@@ -464,14 +464,7 @@ def test_h4_a_second_server_on_the_same_database_refuses_to_start(tmp_path: Path
     first = ServerProcess(db).start()
     try:
         before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p.suffix != ".lock"}
-        second = subprocess.run(
-            _server_args(db),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        second = _refused_process(db)
         after = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p.suffix != ".lock"}
         with _admin(first.target) as admin:  # the first one serves on
             admin(A + "CreateTeam", {"team_id": "acme"})
@@ -488,11 +481,6 @@ def test_h4_a_second_server_on_the_same_database_refuses_to_start(tmp_path: Path
 def test_h4_two_servers_in_one_process_exclude_each_other(tmp_path: Path) -> None:
     db = tmp_path / "tessera.db"
     with running(db):
-        second = ServerThread(db)
-        try:
-            with pytest.raises(DatabaseInUse, match=f"pid {os.getpid()}"):
-                second.start()
-        finally:
-            second.stop()
+        _refused_start(db, DatabaseInUse, f"in use by server pid {os.getpid()}")
     with running(db):  # the lock goes with the server
         pass
