@@ -138,9 +138,7 @@ def test_review_p6_the_json_log_of_a_real_server_holds_no_secret_request_id(
 ) -> None:
     # An operator's own admin token need not look like a secret: it is scrubbed all the same.
     own = "operator-chose-this-token"
-    srv = ServerProcess(tmp_path / "tessera.db", extra=["--admin-token", own])
-    srv.admin_token = None  # the default token is not passed: this one is the only one
-    srv.start()
+    srv = ServerProcess(tmp_path / "tessera.db", admin_token=own).start()
     c = Calls(srv.target, admin_token=own)
     try:
         info = api.GetServerInfoRequest()
