@@ -28,7 +28,7 @@ from server.api.interceptors import EdgeInterceptor
 from server.api.licensing import LicensingServicer
 from server.api.limits import RateLimits
 from server.clock import Clock, SystemClock, TestClock
-from server.config import Config, parse_instant
+from server.config import Config, parse_instant, split_listen
 from server.credentials import load_or_create_admin_token
 from server.domain.changes import Deleted
 from server.engine import Engine
@@ -112,11 +112,6 @@ def _clock_mode(clock: Clock, stored: dict[str, str]) -> list[object]:
     return changes
 
 
-def _address(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
 def _unavailable(listen: str) -> str | None:
     """Why ``listen`` cannot be bound (e.g. "address already in use"), or None.
 
@@ -124,7 +119,7 @@ def _unavailable(listen: str) -> str | None:
     clear line and not gRPC's error log: no address of the host binds, with
     SO_REUSEADDR as gRPC sets it."""
     try:
-        host, port = _address(listen)
+        host, port = split_listen(listen)
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (ValueError, OSError) as exc:
         return str(exc)

@@ -11,6 +11,7 @@ apart. A flag wins over its variable, which wins over the default.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -84,6 +85,19 @@ def parse_test_clock(text: str) -> datetime:
     return t
 
 
+def split_listen(text: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:port`` for IPv6) as (host, port)."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{text!r} is not host:port (e.g. 127.0.0.1:50051, [::1]:50051)")
+    return host.removeprefix("[").removesuffix("]") or "127.0.0.1", int(port)
+
+
+def _listen(text: str) -> str:
+    split_listen(text)
+    return text
+
+
 def _boolean(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -99,6 +113,8 @@ def _number(kind: Callable[[str], Any]) -> Callable[[str], Any]:
             value = kind(text)
         except ValueError:
             raise ValueError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{text!r} is not a finite number")
         if value < 0:
             raise ValueError(f"{text!r} is negative")
         return value
@@ -148,7 +164,7 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("listen", "host:port to serve on (port 0: any free port)"),
+    Option("listen", "host:port to serve on (port 0: any free port)", _listen, metavar="HOST:PORT"),
     Option("db", "the SQLite database file", Path, metavar="PATH"),
     Option(
         "admin_token",

@@ -107,6 +107,8 @@ def test_h4_13_every_variable_is_read_and_a_flag_wins(monkeypatch: pytest.Monkey
         ("TESSERA_HEARTBEAT_FLUSH", "-1", "TESSERA_HEARTBEAT_FLUSH: '-1' is negative"),
         ("TESSERA_SYNC", "OFF", "TESSERA_SYNC: 'OFF' is not one of FULL, NORMAL"),
         ("TESSERA_LOG_HEARTBEATS", "maybe", "TESSERA_LOG_HEARTBEATS: 'maybe' is not a boolean"),
+        ("TESSERA_SHUTDOWN_GRACE", "nan", "TESSERA_SHUTDOWN_GRACE: 'nan' is not a finite number"),
+        ("TESSERA_LISTEN", "50051", "TESSERA_LISTEN: '50051' is not host:port"),
     ],
 )
 def test_h4_13_a_bad_variable_is_a_usage_error_naming_it(
