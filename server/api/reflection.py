@@ -92,7 +92,7 @@ def _proto_names(
 
 class Descriptors:
     """The files reflection serves: a pool to resolve names, and each file's
-    serialized form as the set has it (comments included)."""
+    serialized form as it is sent (comments included)."""
 
     def __init__(self, files: Iterable[descriptor_pb2.FileDescriptorProto]) -> None:
         self.pool = descriptor_pool.DescriptorPool()
