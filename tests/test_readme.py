@@ -167,7 +167,8 @@ def test_readme_runs_as_written(tmp_path: Path) -> None:
     finally:
         assert server.terminate() == 0
     elapsed = time.monotonic() - started
-    tail = (result.stdout[-6000:], result.stderr[-6000:])
+    logs = [f"--- {log.name}:\n{log.read_text()[-3000:]}" for log in (work / "var").glob("*.log")]
+    tail = (result.stdout[-6000:], result.stderr[-6000:], *logs)
     assert result.returncode == 0, "\n".join(tail)
     assert result.stdout.count("--- README.md:") == len(runnable)
     print(f"README: {len(runnable)} blocks ran in {elapsed:.1f} s")
