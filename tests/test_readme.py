@@ -25,7 +25,7 @@ so no command hides in a ```bash or an unmarked fence.
 
 The same file checks that the README and ``docs/*.md`` stand alone: every
 relative link resolves to a file of the repository, and no tracked file points
-at ``../shared`` (the spec beside the clone, which a clone does not have).
+at the spec's directory beside the working tree, which a clone does not have.
 """
 
 from __future__ import annotations
