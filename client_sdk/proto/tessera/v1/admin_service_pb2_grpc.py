@@ -208,13 +208,16 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateTeam(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Creates a team (`team_id`: lowercase letters, digits and dashes) with its plan
+        (RULES A8). A team id already taken is ALREADY_EXISTS.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetTeam(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A team with its available and held tokens (RULES T2).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -227,7 +230,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateTeamSettings(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Changes a team's plan and, when given, `guest_default_assignments` (RULES A5).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -258,7 +262,10 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListLedgerEntries(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A team's ledger, oldest first, a page at a time: every purchase, hold,
+        capture, hold release, expiry and move (RULES T6). A pack's
+        `remaining_delta` and `held_delta` add up to its state.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -298,7 +305,9 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UnassignUser(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Removes a user from a team; their live sessions there end with
+        END_REASON_NOT_ASSIGNED (RULES A6). Paid windows are not refunded.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -311,7 +320,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetMember(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One member of a team, with the products they may run there (RULES A3-A5).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -324,13 +334,17 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetDefaultAssignments(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Sets the team's default set of products (RULES A4); an empty list turns
+        default assignments off. Queues no notification (RULES A7).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResendInvitation(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Sends a member's invitation again: a new token valid for 7 days; the old
+        token stops working (RULES A2).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -343,7 +357,9 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def IssueUserKey(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Issues a new key for an active user; the old key stops working at once.
+        The key is shown once and only its hash is kept.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -356,13 +372,17 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GrantSubscription(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Gives a user a single-user subscription to a product from `start_time` to
+        `end_time`: while it runs, the product costs them no tokens (RULES C1).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StartTrial(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Starts a trial of a product for a user, from now until `end_time`: no
+        tokens until it ends, then tokens from that moment (RULES C2).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -387,19 +407,27 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSessions(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Live sessions of a team (ended ones too with `include_ended`), a page at a
+        time (RULES R2).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def EndSession(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Ends a session as an administrator: END_REASON_ENDED_BY_ADMIN; the
+        product learns it from its next heartbeat (RULES R2). Ending an ended
+        session returns it unchanged.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetUsageReport(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Tokens charged, sessions and active time per day (UTC), user and product
+        for a team over [`start_time`, `end_time`), with totals and every pack's
+        state (RULES R1).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -40,10 +40,15 @@ class AdminServiceStub:
     AdvanceClock: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.AdvanceClockRequest, _admin_service_pb2.AdvanceClockResponse]
     """Moves the test clock forward, firing everything due (RULES §7)."""
     CreateTeam: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.CreateTeamRequest, _admin_service_pb2.CreateTeamResponse]
+    """Creates a team (`team_id`: lowercase letters, digits and dashes) with its plan
+    (RULES A8). A team id already taken is ALREADY_EXISTS.
+    """
     GetTeam: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetTeamRequest, _admin_service_pb2.GetTeamResponse]
+    """A team with its available and held tokens (RULES T2)."""
     ListTeams: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListTeamsRequest, _admin_service_pb2.ListTeamsResponse]
     """Teams by team id, a page at a time (AIP-158)."""
     UpdateTeamSettings: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UpdateTeamSettingsRequest, _admin_service_pb2.UpdateTeamSettingsResponse]
+    """Changes a team's plan and, when given, `guest_default_assignments` (RULES A5)."""
     PurchaseTokens: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.PurchaseTokensRequest, _admin_service_pb2.PurchaseTokensResponse]
     """Buys a token pack for a team (RULES T1). `request_id` is required, so a
     retried purchase never buys twice: repeating it with the same team and
@@ -56,6 +61,10 @@ class AdminServiceStub:
     MoveTokenPack: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.MoveTokenPackRequest, _admin_service_pb2.MoveTokenPackResponse]
     """Moves a pack to another team (RULES T5)."""
     ListLedgerEntries: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListLedgerEntriesRequest, _admin_service_pb2.ListLedgerEntriesResponse]
+    """A team's ledger, oldest first, a page at a time: every purchase, hold,
+    capture, hold release, expiry and move (RULES T6). A pack's
+    `remaining_delta` and `held_delta` add up to its state.
+    """
     UpsertProduct: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UpsertProductRequest, _admin_service_pb2.UpsertProductResponse]
     """Adds a product to the rate sheet or changes it (RULES P1)."""
     ListProducts: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListProductsRequest, _admin_service_pb2.ListProductsResponse]
@@ -73,20 +82,39 @@ class AdminServiceStub:
     Adds to an existing member's products like AssignUsers; no notification.
     """
     UnassignUser: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UnassignUserRequest, _admin_service_pb2.UnassignUserResponse]
+    """Removes a user from a team; their live sessions there end with
+    END_REASON_NOT_ASSIGNED (RULES A6). Paid windows are not refunded.
+    """
     SetUserProducts: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SetUserProductsRequest, _admin_service_pb2.SetUserProductsResponse]
     """Replaces a member's individual products with those given (RULES A3, A6)."""
     GetMember: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetMemberRequest, _admin_service_pb2.GetMemberResponse]
+    """One member of a team, with the products they may run there (RULES A3-A5)."""
     ListMembers: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListMembersRequest, _admin_service_pb2.ListMembersResponse]
     """A team's members by user id, a page at a time."""
     SetDefaultAssignments: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SetDefaultAssignmentsRequest, _admin_service_pb2.SetDefaultAssignmentsResponse]
+    """Sets the team's default set of products (RULES A4); an empty list turns
+    default assignments off. Queues no notification (RULES A7).
+    """
     ResendInvitation: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ResendInvitationRequest, _admin_service_pb2.ResendInvitationResponse]
+    """Sends a member's invitation again: a new token valid for 7 days; the old
+    token stops working (RULES A2).
+    """
     AcceptInvitation: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.AcceptInvitationRequest, _admin_service_pb2.AcceptInvitationResponse]
     """Needs no credential: the invitation token is the credential."""
     IssueUserKey: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.IssueUserKeyRequest, _admin_service_pb2.IssueUserKeyResponse]
+    """Issues a new key for an active user; the old key stops working at once.
+    The key is shown once and only its hash is kept.
+    """
     ListNotifications: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListNotificationsRequest, _admin_service_pb2.ListNotificationsResponse]
     """The outbox, oldest first, a page at a time."""
     GrantSubscription: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GrantSubscriptionRequest, _admin_service_pb2.GrantSubscriptionResponse]
+    """Gives a user a single-user subscription to a product from `start_time` to
+    `end_time`: while it runs, the product costs them no tokens (RULES C1).
+    """
     StartTrial: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.StartTrialRequest, _admin_service_pb2.StartTrialResponse]
+    """Starts a trial of a product for a user, from now until `end_time`: no
+    tokens until it ends, then tokens from that moment (RULES C2).
+    """
     ListDevices: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListDevicesRequest, _admin_service_pb2.ListDevicesResponse]
     """A user's devices for a product (RULES M8). Not paged: there are at most
     three.
@@ -99,8 +127,19 @@ class AdminServiceStub:
     END_REASON_ENDED_BY_ADMIN and the response lists them.
     """
     ListSessions: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListSessionsRequest, _admin_service_pb2.ListSessionsResponse]
+    """Live sessions of a team (ended ones too with `include_ended`), a page at a
+    time (RULES R2).
+    """
     EndSession: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.EndSessionRequest, _admin_service_pb2.EndSessionResponse]
+    """Ends a session as an administrator: END_REASON_ENDED_BY_ADMIN; the
+    product learns it from its next heartbeat (RULES R2). Ending an ended
+    session returns it unchanged.
+    """
     GetUsageReport: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetUsageReportRequest, _admin_service_pb2.GetUsageReportResponse]
+    """Tokens charged, sessions and active time per day (UTC), user and product
+    for a team over [`start_time`, `end_time`), with totals and every pack's
+    state (RULES R1).
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -114,10 +153,15 @@ class AdminServiceAsyncStub(AdminServiceStub):
     AdvanceClock: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.AdvanceClockRequest, _admin_service_pb2.AdvanceClockResponse]  # type: ignore[assignment]
     """Moves the test clock forward, firing everything due (RULES §7)."""
     CreateTeam: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.CreateTeamRequest, _admin_service_pb2.CreateTeamResponse]  # type: ignore[assignment]
+    """Creates a team (`team_id`: lowercase letters, digits and dashes) with its plan
+    (RULES A8). A team id already taken is ALREADY_EXISTS.
+    """
     GetTeam: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetTeamRequest, _admin_service_pb2.GetTeamResponse]  # type: ignore[assignment]
+    """A team with its available and held tokens (RULES T2)."""
     ListTeams: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListTeamsRequest, _admin_service_pb2.ListTeamsResponse]  # type: ignore[assignment]
     """Teams by team id, a page at a time (AIP-158)."""
     UpdateTeamSettings: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UpdateTeamSettingsRequest, _admin_service_pb2.UpdateTeamSettingsResponse]  # type: ignore[assignment]
+    """Changes a team's plan and, when given, `guest_default_assignments` (RULES A5)."""
     PurchaseTokens: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.PurchaseTokensRequest, _admin_service_pb2.PurchaseTokensResponse]  # type: ignore[assignment]
     """Buys a token pack for a team (RULES T1). `request_id` is required, so a
     retried purchase never buys twice: repeating it with the same team and
@@ -130,6 +174,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     MoveTokenPack: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.MoveTokenPackRequest, _admin_service_pb2.MoveTokenPackResponse]  # type: ignore[assignment]
     """Moves a pack to another team (RULES T5)."""
     ListLedgerEntries: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListLedgerEntriesRequest, _admin_service_pb2.ListLedgerEntriesResponse]  # type: ignore[assignment]
+    """A team's ledger, oldest first, a page at a time: every purchase, hold,
+    capture, hold release, expiry and move (RULES T6). A pack's
+    `remaining_delta` and `held_delta` add up to its state.
+    """
     UpsertProduct: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UpsertProductRequest, _admin_service_pb2.UpsertProductResponse]  # type: ignore[assignment]
     """Adds a product to the rate sheet or changes it (RULES P1)."""
     ListProducts: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListProductsRequest, _admin_service_pb2.ListProductsResponse]  # type: ignore[assignment]
@@ -147,20 +195,39 @@ class AdminServiceAsyncStub(AdminServiceStub):
     Adds to an existing member's products like AssignUsers; no notification.
     """
     UnassignUser: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UnassignUserRequest, _admin_service_pb2.UnassignUserResponse]  # type: ignore[assignment]
+    """Removes a user from a team; their live sessions there end with
+    END_REASON_NOT_ASSIGNED (RULES A6). Paid windows are not refunded.
+    """
     SetUserProducts: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SetUserProductsRequest, _admin_service_pb2.SetUserProductsResponse]  # type: ignore[assignment]
     """Replaces a member's individual products with those given (RULES A3, A6)."""
     GetMember: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetMemberRequest, _admin_service_pb2.GetMemberResponse]  # type: ignore[assignment]
+    """One member of a team, with the products they may run there (RULES A3-A5)."""
     ListMembers: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListMembersRequest, _admin_service_pb2.ListMembersResponse]  # type: ignore[assignment]
     """A team's members by user id, a page at a time."""
     SetDefaultAssignments: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SetDefaultAssignmentsRequest, _admin_service_pb2.SetDefaultAssignmentsResponse]  # type: ignore[assignment]
+    """Sets the team's default set of products (RULES A4); an empty list turns
+    default assignments off. Queues no notification (RULES A7).
+    """
     ResendInvitation: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ResendInvitationRequest, _admin_service_pb2.ResendInvitationResponse]  # type: ignore[assignment]
+    """Sends a member's invitation again: a new token valid for 7 days; the old
+    token stops working (RULES A2).
+    """
     AcceptInvitation: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.AcceptInvitationRequest, _admin_service_pb2.AcceptInvitationResponse]  # type: ignore[assignment]
     """Needs no credential: the invitation token is the credential."""
     IssueUserKey: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.IssueUserKeyRequest, _admin_service_pb2.IssueUserKeyResponse]  # type: ignore[assignment]
+    """Issues a new key for an active user; the old key stops working at once.
+    The key is shown once and only its hash is kept.
+    """
     ListNotifications: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListNotificationsRequest, _admin_service_pb2.ListNotificationsResponse]  # type: ignore[assignment]
     """The outbox, oldest first, a page at a time."""
     GrantSubscription: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GrantSubscriptionRequest, _admin_service_pb2.GrantSubscriptionResponse]  # type: ignore[assignment]
+    """Gives a user a single-user subscription to a product from `start_time` to
+    `end_time`: while it runs, the product costs them no tokens (RULES C1).
+    """
     StartTrial: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.StartTrialRequest, _admin_service_pb2.StartTrialResponse]  # type: ignore[assignment]
+    """Starts a trial of a product for a user, from now until `end_time`: no
+    tokens until it ends, then tokens from that moment (RULES C2).
+    """
     ListDevices: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListDevicesRequest, _admin_service_pb2.ListDevicesResponse]  # type: ignore[assignment]
     """A user's devices for a product (RULES M8). Not paged: there are at most
     three.
@@ -173,8 +240,19 @@ class AdminServiceAsyncStub(AdminServiceStub):
     END_REASON_ENDED_BY_ADMIN and the response lists them.
     """
     ListSessions: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListSessionsRequest, _admin_service_pb2.ListSessionsResponse]  # type: ignore[assignment]
+    """Live sessions of a team (ended ones too with `include_ended`), a page at a
+    time (RULES R2).
+    """
     EndSession: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.EndSessionRequest, _admin_service_pb2.EndSessionResponse]  # type: ignore[assignment]
+    """Ends a session as an administrator: END_REASON_ENDED_BY_ADMIN; the
+    product learns it from its next heartbeat (RULES R2). Ending an ended
+    session returns it unchanged.
+    """
     GetUsageReport: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetUsageReportRequest, _admin_service_pb2.GetUsageReportResponse]  # type: ignore[assignment]
+    """Tokens charged, sessions and active time per day (UTC), user and product
+    for a team over [`start_time`, `end_time`), with totals and every pack's
+    state (RULES R1).
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Operators drive Tessera here, with the admin token as
@@ -202,14 +280,18 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_service_pb2.CreateTeamRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.CreateTeamResponse, _abc.Awaitable[_admin_service_pb2.CreateTeamResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.CreateTeamResponse, _abc.Awaitable[_admin_service_pb2.CreateTeamResponse]]:
+        """Creates a team (`team_id`: lowercase letters, digits and dashes) with its plan
+        (RULES A8). A team id already taken is ALREADY_EXISTS.
+        """
 
     @_abc_1.abstractmethod
     def GetTeam(
         self,
         request: _admin_service_pb2.GetTeamRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.GetTeamResponse, _abc.Awaitable[_admin_service_pb2.GetTeamResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.GetTeamResponse, _abc.Awaitable[_admin_service_pb2.GetTeamResponse]]:
+        """A team with its available and held tokens (RULES T2)."""
 
     @_abc_1.abstractmethod
     def ListTeams(
@@ -224,7 +306,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_service_pb2.UpdateTeamSettingsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.UpdateTeamSettingsResponse, _abc.Awaitable[_admin_service_pb2.UpdateTeamSettingsResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.UpdateTeamSettingsResponse, _abc.Awaitable[_admin_service_pb2.UpdateTeamSettingsResponse]]:
+        """Changes a team's plan and, when given, `guest_default_assignments` (RULES A5)."""
 
     @_abc_1.abstractmethod
     def PurchaseTokens(
@@ -260,7 +343,11 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_service_pb2.ListLedgerEntriesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.ListLedgerEntriesResponse, _abc.Awaitable[_admin_service_pb2.ListLedgerEntriesResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.ListLedgerEntriesResponse, _abc.Awaitable[_admin_service_pb2.ListLedgerEntriesResponse]]:
+        """A team's ledger, oldest first, a page at a time: every purchase, hold,
+        capture, hold release, expiry and move (RULES T6). A pack's
+        `remaining_delta` and `held_delta` add up to its state.
+        """
 
     @_abc_1.abstractmethod
     def UpsertProduct(
@@ -307,7 +394,10 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_service_pb2.UnassignUserRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.UnassignUserResponse, _abc.Awaitable[_admin_service_pb2.UnassignUserResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.UnassignUserResponse, _abc.Awaitable[_admin_service_pb2.UnassignUserResponse]]:
+        """Removes a user from a team; their live sessions there end with
+        END_REASON_NOT_ASSIGNED (RULES A6). Paid windows are not refunded.
+        """
 
     @_abc_1.abstractmethod
     def SetUserProducts(
@@ -322,7 +412,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_service_pb2.GetMemberRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.GetMemberResponse, _abc.Awaitable[_admin_service_pb2.GetMemberResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.GetMemberResponse, _abc.Awaitable[_admin_service_pb2.GetMemberResponse]]:
+        """One member of a team, with the products they may run there (RULES A3-A5)."""
 
     @_abc_1.abstractmethod
     def ListMembers(
@@ -337,14 +428,20 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_service_pb2.SetDefaultAssignmentsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.SetDefaultAssignmentsResponse, _abc.Awaitable[_admin_service_pb2.SetDefaultAssignmentsResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.SetDefaultAssignmentsResponse, _abc.Awaitable[_admin_service_pb2.SetDefaultAssignmentsResponse]]:
+        """Sets the team's default set of products (RULES A4); an empty list turns
+        default assignments off. Queues no notification (RULES A7).
+        """
 
     @_abc_1.abstractmethod
     def ResendInvitation(
         self,
         request: _admin_service_pb2.ResendInvitationRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.ResendInvitationResponse, _abc.Awaitable[_admin_service_pb2.ResendInvitationResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.ResendInvitationResponse, _abc.Awaitable[_admin_service_pb2.ResendInvitationResponse]]:
+        """Sends a member's invitation again: a new token valid for 7 days; the old
+        token stops working (RULES A2).
+        """
 
     @_abc_1.abstractmethod
     def AcceptInvitation(
@@ -359,7 +456,10 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_service_pb2.IssueUserKeyRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.IssueUserKeyResponse, _abc.Awaitable[_admin_service_pb2.IssueUserKeyResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.IssueUserKeyResponse, _abc.Awaitable[_admin_service_pb2.IssueUserKeyResponse]]:
+        """Issues a new key for an active user; the old key stops working at once.
+        The key is shown once and only its hash is kept.
+        """
 
     @_abc_1.abstractmethod
     def ListNotifications(
@@ -374,14 +474,20 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_service_pb2.GrantSubscriptionRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.GrantSubscriptionResponse, _abc.Awaitable[_admin_service_pb2.GrantSubscriptionResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.GrantSubscriptionResponse, _abc.Awaitable[_admin_service_pb2.GrantSubscriptionResponse]]:
+        """Gives a user a single-user subscription to a product from `start_time` to
+        `end_time`: while it runs, the product costs them no tokens (RULES C1).
+        """
 
     @_abc_1.abstractmethod
     def StartTrial(
         self,
         request: _admin_service_pb2.StartTrialRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.StartTrialResponse, _abc.Awaitable[_admin_service_pb2.StartTrialResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.StartTrialResponse, _abc.Awaitable[_admin_service_pb2.StartTrialResponse]]:
+        """Starts a trial of a product for a user, from now until `end_time`: no
+        tokens until it ends, then tokens from that moment (RULES C2).
+        """
 
     @_abc_1.abstractmethod
     def ListDevices(
@@ -411,20 +517,31 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_service_pb2.ListSessionsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.ListSessionsResponse, _abc.Awaitable[_admin_service_pb2.ListSessionsResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.ListSessionsResponse, _abc.Awaitable[_admin_service_pb2.ListSessionsResponse]]:
+        """Live sessions of a team (ended ones too with `include_ended`), a page at a
+        time (RULES R2).
+        """
 
     @_abc_1.abstractmethod
     def EndSession(
         self,
         request: _admin_service_pb2.EndSessionRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.EndSessionResponse, _abc.Awaitable[_admin_service_pb2.EndSessionResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.EndSessionResponse, _abc.Awaitable[_admin_service_pb2.EndSessionResponse]]:
+        """Ends a session as an administrator: END_REASON_ENDED_BY_ADMIN; the
+        product learns it from its next heartbeat (RULES R2). Ending an ended
+        session returns it unchanged.
+        """
 
     @_abc_1.abstractmethod
     def GetUsageReport(
         self,
         request: _admin_service_pb2.GetUsageReportRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_service_pb2.GetUsageReportResponse, _abc.Awaitable[_admin_service_pb2.GetUsageReportResponse]]: ...
+    ) -> _typing.Union[_admin_service_pb2.GetUsageReportResponse, _abc.Awaitable[_admin_service_pb2.GetUsageReportResponse]]:
+        """Tokens charged, sessions and active time per day (UTC), user and product
+        for a team over [`start_time`, `end_time`), with totals and every pack's
+        state (RULES R1).
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
