@@ -14,11 +14,13 @@ owner-only (``server/store/backup.py``). Restoring is starting the server with
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from server.config import OPTIONS, help_line
 from server.store.audit import Verdict, verify
 from server.store.backup import backup
 
@@ -37,13 +39,25 @@ COMMANDS = {
 def main(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m server", description="Tessera operator tools")
     sub = p.add_subparsers(dest="command", required=True)
-    v = sub.add_parser("verify", help=COMMANDS["verify"])
-    v.add_argument("--db", type=Path, default=Path("var/tessera.db"))
-    b = sub.add_parser("backup", help=COMMANDS["backup"])
-    b.add_argument("--db", type=Path, default=Path("var/tessera.db"))
-    b.add_argument("--to", type=Path, required=True)
-    r = sub.add_parser("rotate-signing-key", help=COMMANDS["rotate-signing-key"])
-    r.add_argument("--db", type=Path, default=Path("var/tessera.db"))
+    db = next(o for o in OPTIONS if o.field == "db")
+    parsers = {name: sub.add_parser(name, help=text) for name, text in COMMANDS.items()}
+    for tool in parsers.values():
+        # The server's own --db option: the same variable, default and help.
+        tool.add_argument(
+            db.flag,
+            type=Path,
+            metavar=db.metavar,
+            default=Path(os.environ.get(db.env) or db.default),
+            help=help_line(db),
+        )
+    parsers["backup"].add_argument(
+        "--to",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help="the new copy's database file; its admin token, signing keys and secret key "
+        "are written beside it (required; it must not exist)",
+    )
     a = p.parse_args(argv)
     try:
         if a.command == "verify":

@@ -71,7 +71,10 @@ def test_h4_13_each_tool_has_its_own_help(tool: str) -> None:
     result = run(tool, "--help")
     assert result.returncode == 0
     assert result.stdout.startswith(f"usage: python -m server {tool} ")
-    assert "--db" in result.stdout
+    # The server's own --db option, with its variable and default.
+    assert "--db PATH   the SQLite database file [TESSERA_DB; default: var/tessera.db]" in (
+        " ".join(result.stdout.split("\n"))
+    )
 
 
 def test_h4_13_every_variable_is_read_and_a_flag_wins(monkeypatch: pytest.MonkeyPatch) -> None:
