@@ -21,6 +21,8 @@
     │   ├── UnknownProduct           UNKNOWN_PRODUCT
     │   └── UnknownSession           UNKNOWN_SESSION
     ├── AlreadyExists                ALREADY_EXISTS (e.g. a request_id reused for another request)
+    ├── ResourceExhausted            RESOURCE_EXHAUSTED (a rate limit, with RetryInfo)
+    │   └── SessionLimit             SESSION_LIMIT (limit): too many live sessions of one product
     ├── SessionEnded                 raised by the SDK: the session is over (reason)
     ├── LeaseInvalid                 raised by the SDK: a signed lease failed verification
     │   ├── UnknownSigningKey        ... signed by a key the SDK does not trust
@@ -206,6 +208,21 @@ class AlreadyExists(TesseraError):
     default_reason = "ALREADY_EXISTS"
 
 
+class ResourceExhausted(TesseraError):
+    """RESOURCE_EXHAUSTED: a limit was reached (the server's rate limit, or a cap)."""
+
+
+class SessionLimit(ResourceExhausted):
+    """The user already holds ``limit`` live sessions of this product (RULES M13):
+    release one first."""
+
+    default_reason = "SESSION_LIMIT"
+
+    @property
+    def limit(self) -> int | None:
+        return _int(self.metadata, "session_limit")
+
+
 class SessionEnded(TesseraError):
     """The SDK's own error: the session is over (``end_reason`` says why)."""
 
@@ -273,6 +290,7 @@ BY_REASON: dict[str, type[TesseraError]] = {
         InvitationExpired,
         UnknownProduct,
         UnknownSession,
+        SessionLimit,
     )
 }
 
@@ -285,6 +303,7 @@ BY_CODE: dict[grpc.StatusCode, type[TesseraError]] = {
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
 }
 
 

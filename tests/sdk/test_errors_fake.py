@@ -52,6 +52,13 @@ CASES: list[tuple[grpc.StatusCode, str, dict[str, str], type[sdk.TesseraError]]]
     (grpc.StatusCode.UNIMPLEMENTED, "", {}, sdk.ServerError),
     (grpc.StatusCode.INTERNAL, "INTERNAL", {}, sdk.ServerError),
     (grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS", {}, sdk.AlreadyExists),
+    (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "SESSION_LIMIT",
+        {"session_limit": "10", "product_id": "ACAD"},
+        sdk.SessionLimit,
+    ),
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, "", {}, sdk.ResourceExhausted),
 ]
 
 
@@ -100,6 +107,12 @@ async def test_errors_carry_their_figures(client: AsyncClient, fake: FakeLicensi
         await client.entitle("ACAD", "2026")
     assert limit.value.limit == 3
     assert isinstance(limit.value, sdk.FailedPrecondition)
+    fake.refuse(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "SESSION_LIMIT", metadata={"session_limit": "10"}
+    )
+    with pytest.raises(sdk.SessionLimit) as cap:
+        await client.entitle("ACAD", "2026")
+    assert cap.value.limit == 10  # RULES M13
     assert str(limit.value) == "DEVICE_LIMIT: refused"
 
 
