@@ -15,7 +15,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-GENERATED := client_sdk/proto
+GENERATED := tessera_api
 
 ARGS ?=
 PYTEST_ARGS ?=
@@ -47,7 +47,7 @@ load: $(STAMP) ## the load generator against a running server (ARGS: --target ..
 bench: $(STAMP) ## Tessera vs a bare echo server; the BENCH line comes last
 	$(PY) -m benchmarks.bench $(ARGS)
 
-protos: $(STAMP) ## regenerate client_sdk/proto (and its descriptors.binpb) from protos/
+protos: $(STAMP) ## regenerate tessera_api (and its descriptors.binpb) from protos/
 	$(PY) scripts/gen_protos.py
 
 docs: $(STAMP) ## write the README's flags table from server/config.py
@@ -61,7 +61,7 @@ lint: $(STAMP) ## ruff, mypy, generated-code drift, README flags table, buf lint
 	$(MAKE) --no-print-directory protos-drift
 	$(MAKE) --no-print-directory buf-lint
 
-protos-drift: protos ## fail if the committed client_sdk/proto is not what protos/ generates
+protos-drift: protos ## fail if the committed tessera_api is not what protos/ generates
 	@if [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
 		echo "error: $(GENERATED)/ is not what protos/ generates:"; \
 		git status --porcelain -- $(GENERATED); \

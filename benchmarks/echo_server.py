@@ -30,8 +30,8 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from client_sdk.proto.tessera.v1 import common_pb2
-from client_sdk.proto.tessera.v1 import licensing_service_pb2 as lic
+from tessera_api.tessera.v1 import common_pb2
+from tessera_api.tessera.v1 import licensing_service_pb2 as lic
 
 SERVICE = "tessera.v1.LicensingService"
 METHODS = ("Entitle", "Heartbeat", "Idle", "Release")

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import grpc
 
-from client_sdk.proto.tessera.v1 import admin_service_pb2 as api
-from client_sdk.proto.tessera.v1 import admin_service_pb2_grpc, common_pb2
+from tessera_api.tessera.v1 import admin_service_pb2 as api
+from tessera_api.tessera.v1 import admin_service_pb2_grpc, common_pb2
 from tests.support import ADMIN_TOKEN, ServerProcess
 
 MIB = 1024 * 1024

@@ -12,7 +12,7 @@
 ``Client`` is the same for code without an event loop (``with`` instead of
 ``async with``). Every refusal is a ``TesseraError`` subclass chosen by the
 server's reason (``InsufficientTokens``, ``RunningElsewhere``, ...); the
-generated protobuf types stay reachable under ``client_sdk.proto`` but are
+generated protobuf types stay reachable under ``tessera_api`` but are
 never needed.
 
 Every lease the server sends is signed, and the SDK verifies it before the

@@ -44,9 +44,6 @@ from client_sdk.leases import (
     verify_lease_signature,
 )
 from client_sdk.models import Lease, Platform, Session
-from client_sdk.proto.tessera.v1 import common_pb2
-from client_sdk.proto.tessera.v1 import licensing_service_pb2 as pb
-from client_sdk.proto.tessera.v1 import licensing_service_pb2_grpc as pb_grpc
 from client_sdk.session import (
     AsyncSessionHandle,
     ChargeStateCallback,
@@ -56,6 +53,9 @@ from client_sdk.session import (
     StateCallback,
 )
 from client_sdk.transport import TLS, open_channel
+from tessera_api.tessera.v1 import common_pb2
+from tessera_api.tessera.v1 import licensing_service_pb2 as pb
+from tessera_api.tessera.v1 import licensing_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger("client_sdk")
 

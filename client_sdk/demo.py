@@ -23,11 +23,11 @@ from client_sdk.client import AsyncClient
 from client_sdk.clock import Clock, SystemClock
 from client_sdk.errors import TesseraError
 from client_sdk.models import ChargeState, EndReason, Platform, Session, SessionState
-from client_sdk.proto.tessera.v1 import admin_service_pb2 as admin_pb
-from client_sdk.proto.tessera.v1 import admin_service_pb2_grpc as admin_grpc
-from client_sdk.proto.tessera.v1 import common_pb2
 from client_sdk.session import AsyncSessionHandle, SessionOptions
 from client_sdk.transport import TLS, open_channel
+from tessera_api.tessera.v1 import admin_service_pb2 as admin_pb
+from tessera_api.tessera.v1 import admin_service_pb2_grpc as admin_grpc
+from tessera_api.tessera.v1 import common_pb2
 
 ALL_PLATFORMS = [common_pb2.PLATFORM_WINDOWS, common_pb2.PLATFORM_MACOS, common_pb2.PLATFORM_LINUX]
 

@@ -55,8 +55,8 @@ from google.protobuf.message import DecodeError
 from client_sdk.clock import Clock, SystemClock
 from client_sdk.errors import LeaseExpired, LeaseInvalid, UnknownSigningKey
 from client_sdk.models import Coverage, Lease, Session, _enum
-from client_sdk.proto.tessera.v1 import common_pb2
-from client_sdk.proto.tessera.v1 import licensing_service_pb2 as pb
+from tessera_api.tessera.v1 import common_pb2
+from tessera_api.tessera.v1 import licensing_service_pb2 as pb
 
 #: One public key: the raw 32 bytes, their base64 (standard or URL-safe), or a key object.
 PublicKey = bytes | str | Ed25519PublicKey

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from client_sdk.proto.tessera.v1 import common_pb2
+from tessera_api.tessera.v1 import common_pb2
 
 
 class Platform(enum.IntEnum):

@@ -55,13 +55,13 @@ if str(REPO) not in sys.path:
 import grpc
 from google.protobuf import message
 
-from client_sdk.proto.tessera.v1 import admin_service_pb2 as api
-from client_sdk.proto.tessera.v1 import (
+from tessera_api.tessera.v1 import admin_service_pb2 as api
+from tessera_api.tessera.v1 import (
     admin_service_pb2_grpc,
     licensing_service_pb2_grpc,
 )
-from client_sdk.proto.tessera.v1 import common_pb2 as pb
-from client_sdk.proto.tessera.v1 import licensing_service_pb2 as lic
+from tessera_api.tessera.v1 import common_pb2 as pb
+from tessera_api.tessera.v1 import licensing_service_pb2 as lic
 from tests.support import ADMIN_TOKEN, T0, ServerProcess
 
 ADMIN = [("authorization", f"Bearer {ADMIN_TOKEN}")]

@@ -1,4 +1,4 @@
-"""Regenerate client_sdk/proto/ from protos/ (run it as `make protos`).
+"""Regenerate tessera_api/ from protos/ (run it as `make protos`).
 
 protoc is given every ``protos/**/*.proto`` with ``-I protos`` and writes, per file:
 
@@ -9,10 +9,10 @@ protoc is given every ``protos/**/*.proto`` with ``-I protos`` and writes, per f
 
 into a temporary directory. The package ``tessera.v1`` would then import as ``tessera.v1``,
 which is not a package we ship, so the imports between generated modules are rewritten to
-``client_sdk.proto.tessera.v1`` (and so is the module name the messages are registered under,
+``tessera_api.tessera.v1`` (and so is the module name the messages are registered under,
 so ``__module__`` and pickling point at the real module). Nothing else in the files is touched.
 Each output directory then replaces the generated files of the matching directory under
-client_sdk/proto/ wholesale; ``__init__.py`` files there are kept (and created empty if missing).
+tessera_api/ wholesale; ``__init__.py`` files there are kept (and created empty if missing).
 
 The output depends only on the .proto files and the pinned grpcio-tools / mypy-protobuf
 versions, so `make lint` can regenerate and fail on any difference from what is committed.
@@ -30,8 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
-OUT_ROOT = ROOT / "client_sdk" / "proto"
-PY_PREFIX = "client_sdk.proto"
+OUT_ROOT = ROOT / "tessera_api"
+PY_PREFIX = "tessera_api"
 DESCRIPTOR_SET = OUT_ROOT / "descriptors.binpb"
 # Top-level proto packages we own; their imports get the PY_PREFIX.
 OWN_PACKAGES = ("tessera",)

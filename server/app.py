@@ -15,12 +15,6 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from client_sdk.proto.tessera.v1 import (
-    admin_service_pb2,
-    admin_service_pb2_grpc,
-    licensing_service_pb2,
-    licensing_service_pb2_grpc,
-)
 from server import leases
 from server.api import reflection
 from server.api.admin import AdminServicer
@@ -36,6 +30,12 @@ from server.engine.core import TEST_CLOCK_KEY
 from server.leases import LeaseSigner
 from server.store.codec import MetaValue
 from server.store.sqlite import Store, loading
+from tessera_api.tessera.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    licensing_service_pb2,
+    licensing_service_pb2_grpc,
+)
 
 log = structlog.get_logger()
 

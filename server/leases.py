@@ -32,10 +32,10 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from client_sdk.proto.tessera.v1 import common_pb2 as pb
 from server.api.convert import COVERAGES_OUT, ts
 from server.domain.sessions import SessionView
 from server.store.files import SIGNING_KEYS_SUFFIX, side_path, tighten_file, write_private
+from tessera_api.tessera.v1 import common_pb2 as pb
 
 KEY_FILE_SUFFIX = SIGNING_KEYS_SUFFIX
 

@@ -13,8 +13,8 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from client_sdk.proto.tessera.v1 import admin_service_pb2, common_pb2, licensing_service_pb2
 from server.api.reflection import Descriptors, api_files
+from tessera_api.tessera.v1 import admin_service_pb2, common_pb2, licensing_service_pb2
 from tests.api.test_accounts_api import _reflection_v1
 from tests.support import ADMIN_TOKEN, ServerThread
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import grpc
 
-from client_sdk.proto.tessera.v1 import admin_service_pb2 as adm
-from client_sdk.proto.tessera.v1 import admin_service_pb2_grpc, common_pb2
+from tessera_api.tessera.v1 import admin_service_pb2 as adm
+from tessera_api.tessera.v1 import admin_service_pb2_grpc, common_pb2
 
 IMPORT_CHUNK = 1000  # entries per ImportUsers call
 KEY_CONCURRENCY = 128  # IssueUserKey calls in flight

@@ -29,11 +29,11 @@ import grpc
 
 from client_sdk.load.config import LoadConfig
 from client_sdk.load.stats import PhaseStats, Recorder
-from client_sdk.proto.tessera.v1 import common_pb2, licensing_service_pb2_grpc
-from client_sdk.proto.tessera.v1 import licensing_service_pb2 as lic
+from tessera_api.tessera.v1 import common_pb2, licensing_service_pb2_grpc
+from tessera_api.tessera.v1 import licensing_service_pb2 as lic
 
 if TYPE_CHECKING:
-    from client_sdk.proto.tessera.v1.licensing_service_pb2_grpc import LicensingServiceAsyncStub
+    from tessera_api.tessera.v1.licensing_service_pb2_grpc import LicensingServiceAsyncStub
 
 # Slots of each worker in the shared counter array the driver reads for progress.
 CALLS, ERRORS, LIVE, UNITS = range(4)

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from client_sdk.proto.tessera.v1 import admin_service_pb2 as api
-from client_sdk.proto.tessera.v1 import admin_service_pb2_grpc
 from server import __version__
 from server.api import convert as cv
 from server.api import paging
@@ -17,6 +15,8 @@ from server.domain.ledger import TokenPack
 from server.domain.products import Product
 from server.domain.teams import Team
 from server.engine import Engine
+from tessera_api.tessera.v1 import admin_service_pb2 as api
+from tessera_api.tessera.v1 import admin_service_pb2_grpc
 
 Ctx = Any
 _T = TypeVar("_T")

@@ -7,7 +7,6 @@ from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from client_sdk.proto.tessera.v1 import common_pb2 as pb
 from server.domain.coverage import Subscription, SubscriptionKind
 from server.domain.directory import (
     Invitation,
@@ -36,6 +35,7 @@ from server.domain.sessions import (
 )
 from server.domain.teams import Plan, Team
 from server.engine.sessions import PackUsage, UsageRow
+from tessera_api.tessera.v1 import common_pb2 as pb
 
 # -- scalars ----------------------------------------------------------------
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from client_sdk.proto.tessera.v1 import common_pb2 as pb
-from client_sdk.proto.tessera.v1 import licensing_service_pb2 as api
-from client_sdk.proto.tessera.v1 import licensing_service_pb2_grpc
 from server.api import convert as cv
 from server.api.interceptors import current_user
 from server.engine import Engine
 from server.leases import LeaseSigner
+from tessera_api.tessera.v1 import common_pb2 as pb
+from tessera_api.tessera.v1 import licensing_service_pb2 as api
+from tessera_api.tessera.v1 import licensing_service_pb2_grpc
 
 Ctx = Any
 

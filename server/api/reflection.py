@@ -1,7 +1,7 @@
 """Server reflection that documents the API: what ``grpcurl list`` and
 ``grpcurl describe`` read, under both reflection versions.
 
-The descriptors come from ``client_sdk/proto/descriptors.binpb``, the
+The descriptors come from ``tessera_api/descriptors.binpb``, the
 FileDescriptorSet that ``make protos`` writes with ``--include_source_info``:
 the ``.proto`` comments travel with each file, so ``grpcurl describe
 tessera.v1.AdminService.CreateTeam`` prints the RPC's documentation. (The
@@ -36,7 +36,7 @@ from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_reflection.v1alpha._async import ReflectionServicer as _LibraryServicer
 
-DESCRIPTOR_SET = "descriptors.binpb"  # in the package client_sdk.proto
+DESCRIPTOR_SET = "descriptors.binpb"  # in the package tessera_api
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 REFLECTION_SERVICES = (health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1)
 
@@ -69,7 +69,7 @@ def _reflection_v1() -> descriptor_pb2.FileDescriptorProto:
 
 def api_files() -> list[descriptor_pb2.FileDescriptorProto]:
     """Tessera's files and their imports, with their comments (dependencies first)."""
-    data = (importlib.resources.files("client_sdk.proto") / DESCRIPTOR_SET).read_bytes()
+    data = (importlib.resources.files("tessera_api") / DESCRIPTOR_SET).read_bytes()
     return list(descriptor_pb2.FileDescriptorSet.FromString(data).file)
 
 

@@ -20,10 +20,10 @@ from google.protobuf import duration_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
-from client_sdk.proto.tessera.v1 import admin_service_pb2 as adm
-from client_sdk.proto.tessera.v1 import admin_service_pb2_grpc as adm_grpc
 from server.domain.changes import Changes
 from server.domain.ledger import Cause
+from tessera_api.tessera.v1 import admin_service_pb2 as adm
+from tessera_api.tessera.v1 import admin_service_pb2_grpc as adm_grpc
 from tests.grpcurl import Grpcurl, GrpcurlError
 from tests.support import ADMIN_TOKEN, ServerThread, running
 

@@ -17,8 +17,8 @@ from typing import Any
 import grpc
 import pytest
 
-from client_sdk.proto.tessera.v1 import admin_service_pb2 as api
-from client_sdk.proto.tessera.v1 import admin_service_pb2_grpc
+from tessera_api.tessera.v1 import admin_service_pb2 as api
+from tessera_api.tessera.v1 import admin_service_pb2_grpc
 from tests.grpcurl import Grpcurl, GrpcurlError
 from tests.support import ADMIN_TOKEN, ServerThread
 

@@ -34,9 +34,9 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from client_sdk.clock import ManualClock
-from client_sdk.proto.tessera.v1 import common_pb2 as c
-from client_sdk.proto.tessera.v1 import licensing_service_pb2 as pb
-from client_sdk.proto.tessera.v1 import licensing_service_pb2_grpc as pb_grpc
+from tessera_api.tessera.v1 import common_pb2 as c
+from tessera_api.tessera.v1 import licensing_service_pb2 as pb
+from tessera_api.tessera.v1 import licensing_service_pb2_grpc as pb_grpc
 
 LEASE = timedelta(hours=24)
 INTERVAL = timedelta(minutes=5)

@@ -32,8 +32,8 @@ from client_sdk import (
     SessionOptions,
     SessionState,
 )
-from client_sdk.proto.tessera.v1 import common_pb2 as c
-from client_sdk.proto.tessera.v1 import licensing_service_pb2 as pb
+from tessera_api.tessera.v1 import common_pb2 as c
+from tessera_api.tessera.v1 import licensing_service_pb2 as pb
 from tests.sdk.conftest import FAKE_KEY, QUICK_RETRY, eventually
 from tests.sdk.fakes import FakeLicensing, FakeThread, Proxy
 from tests.sdk.test_session_fake import step, walk

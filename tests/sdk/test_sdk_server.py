@@ -15,7 +15,7 @@ import pytest
 
 import client_sdk as sdk
 from client_sdk import ChargeState, Coverage, EndReason, Platform, SessionOptions, SessionState
-from client_sdk.proto.tessera.v1 import common_pb2 as c
+from tessera_api.tessera.v1 import common_pb2 as c
 from tests.sdk.conftest import eventually
 from tests.sdk.fakes import Proxy
 from tests.sdk.world import ALICE, CAROL, DAVE, NIA, Admin, World
@@ -155,7 +155,7 @@ async def test_p4_plugin_bound_to_host(world: World) -> None:
 
 
 async def test_p4_plugin_ends_when_host_is_ended_by_admin(world: World) -> None:
-    from client_sdk.proto.tessera.v1 import admin_service_pb2 as a
+    from tessera_api.tessera.v1 import admin_service_pb2 as a
 
     reasons: list[EndReason] = []
     client = world.client(options=NO_JITTER)

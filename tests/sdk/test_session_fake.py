@@ -20,7 +20,7 @@ from client_sdk import (
     SessionOptions,
     SessionState,
 )
-from client_sdk.proto.tessera.v1 import common_pb2 as c
+from tessera_api.tessera.v1 import common_pb2 as c
 from tests.sdk.conftest import eventually
 from tests.sdk.fakes import FakeLicensing
 

@@ -29,9 +29,9 @@ import grpc
 from google.protobuf import duration_pb2
 
 from client_sdk import AsyncClient, ManualClock, Platform, SessionOptions
-from client_sdk.proto.tessera.v1 import admin_service_pb2 as a
-from client_sdk.proto.tessera.v1 import admin_service_pb2_grpc as a_grpc
-from client_sdk.proto.tessera.v1 import common_pb2 as c
+from tessera_api.tessera.v1 import admin_service_pb2 as a
+from tessera_api.tessera.v1 import admin_service_pb2_grpc as a_grpc
+from tessera_api.tessera.v1 import common_pb2 as c
 from tests.sdk.conftest import QUICK_RETRY
 from tests.support import ADMIN_TOKEN
 

@@ -29,12 +29,12 @@ import grpc
 import pytest
 
 from client_sdk.leases import keys_from_response, verify_lease_signature
-from client_sdk.proto.tessera.v1 import licensing_service_pb2 as lic
-from client_sdk.proto.tessera.v1 import licensing_service_pb2_grpc as lic_grpc
 from server.domain.ledger import entry_digest
 from server.store import checkpoint
 from server.store.checkpoint import LedgerHead, LedgerMismatch
 from server.store.lock import DatabaseInUse
+from tessera_api.tessera.v1 import licensing_service_pb2 as lic
+from tessera_api.tessera.v1 import licensing_service_pb2_grpc as lic_grpc
 from tests.grpcurl import Grpcurl
 from tests.security.test_signed_leases import _entitle, _provision
 from tests.security.test_tamper_and_backup import _cli, _history

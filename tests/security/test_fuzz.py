@@ -47,8 +47,8 @@ from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client_sdk.proto.tessera.v1 import admin_service_pb2, licensing_service_pb2
 from server.config import Config
+from tessera_api.tessera.v1 import admin_service_pb2, licensing_service_pb2
 from tests.support import ADMIN_TOKEN, ServerThread
 
 EXAMPLES = int(os.environ.get("TESSERA_FUZZ_EXAMPLES", "0") or 0)
@@ -199,7 +199,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 def _populate(w: World) -> None:
     """A small world with real ids, so that fuzzed calls also reach deep checks."""
-    from client_sdk.proto.tessera.v1 import common_pb2 as pb
+    from tessera_api.tessera.v1 import common_pb2 as pb
 
     _admin(w, "CreateTeam", team_id="acme", display_name="Acme")
     _admin(w, "CreateTeam", team_id="beta")

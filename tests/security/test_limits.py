@@ -10,8 +10,8 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from client_sdk.proto.tessera.v1 import admin_service_pb2 as api
-from client_sdk.proto.tessera.v1 import admin_service_pb2_grpc
+from tessera_api.tessera.v1 import admin_service_pb2 as api
+from tessera_api.tessera.v1 import admin_service_pb2_grpc
 from tests.grpcurl import Grpcurl, GrpcurlError
 from tests.support import ADMIN_TOKEN, running
 

@@ -18,10 +18,10 @@ import grpc
 import pytest
 from structlog.testing import capture_logs
 
-from client_sdk.proto.tessera.v1 import admin_service_pb2 as api
-from client_sdk.proto.tessera.v1 import admin_service_pb2_grpc, licensing_service_pb2_grpc
-from client_sdk.proto.tessera.v1 import common_pb2 as pb
-from client_sdk.proto.tessera.v1 import licensing_service_pb2 as lic
+from tessera_api.tessera.v1 import admin_service_pb2 as api
+from tessera_api.tessera.v1 import admin_service_pb2_grpc, licensing_service_pb2_grpc
+from tessera_api.tessera.v1 import common_pb2 as pb
+from tessera_api.tessera.v1 import licensing_service_pb2 as lic
 from tests.support import ADMIN_TOKEN, REPO, ServerProcess, ServerThread
 
 PLAIN = "req-plain-42"

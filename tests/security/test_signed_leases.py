@@ -13,10 +13,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from client_sdk.proto.tessera.v1 import common_pb2 as pb
-from client_sdk.proto.tessera.v1 import licensing_service_pb2 as lic
-from client_sdk.proto.tessera.v1 import licensing_service_pb2_grpc as lic_grpc
 from server.leases import key_path, verify_lease
+from tessera_api.tessera.v1 import common_pb2 as pb
+from tessera_api.tessera.v1 import licensing_service_pb2 as lic
+from tessera_api.tessera.v1 import licensing_service_pb2_grpc as lic_grpc
 from tests.grpcurl import Grpcurl
 from tests.support import ADMIN_TOKEN, REPO, ServerThread, running
 

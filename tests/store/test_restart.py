@@ -14,8 +14,6 @@ from typing import Any
 import grpc
 import pytest
 
-from client_sdk.proto.tessera.v1 import admin_service_pb2 as api
-from client_sdk.proto.tessera.v1 import admin_service_pb2_grpc
 from server.domain.changes import Changes
 from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack
 from server.domain.products import Platform, Product, ProductKind
@@ -23,6 +21,8 @@ from server.domain.teams import Plan, Team
 from server.store.codec import LEDGER, MetaValue
 from server.store.schema import MIGRATIONS
 from server.store.sqlite import Store
+from tessera_api.tessera.v1 import admin_service_pb2 as api
+from tessera_api.tessera.v1 import admin_service_pb2_grpc
 from tests.grpcurl import Grpcurl
 from tests.support import ADMIN_TOKEN, ServerProcess, running
 

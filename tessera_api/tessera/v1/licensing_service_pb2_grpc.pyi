@@ -5,7 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from client_sdk.proto.tessera.v1 import licensing_service_pb2 as _licensing_service_pb2
+from tessera_api.tessera.v1 import licensing_service_pb2 as _licensing_service_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

@@ -22,14 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from client_sdk.proto.tessera.v1 import common_pb2 as tessera_dot_v1_dot_common__pb2
+from tessera_api.tessera.v1 import common_pb2 as tessera_dot_v1_dot_common__pb2
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"tessera/v1/licensing_service.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\"\xca\x01\n\x0e\x45ntitleRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x17\n\x0fproduct_version\x18\x02 \x01(\t\x12&\n\x08platform\x18\x03 \x01(\x0e\x32\x14.tessera.v1.Platform\x12\x11\n\tdevice_id\x18\x04 \x01(\t\x12\x19\n\x11parent_session_id\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x10\n\x08takeover\x18\x07 \x01(\x08\x12\x0f\n\x07team_id\x18\x08 \x01(\t\"_\n\x0f\x45ntitleResponse\x12$\n\x07session\x18\x01 \x01(\x0b\x32\x13.tessera.v1.Session\x12&\n\x05lease\x18\x02 \x01(\x0b\x32\x17.tessera.v1.SignedLease\"F\n\x10HeartbeatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1e\n\x16seconds_since_activity\x18\x02 \x01(\x03\"a\n\x11HeartbeatResponse\x12$\n\x07session\x18\x01 \x01(\x0b\x32\x13.tessera.v1.Session\x12&\n\x05lease\x18\x02 \x01(\x0b\x32\x17.tessera.v1.SignedLease\"!\n\x0bIdleRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"4\n\x0cIdleResponse\x12$\n\x07session\x18\x01 \x01(\x0b\x32\x13.tessera.v1.Session\"$\n\x0eReleaseRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"7\n\x0fReleaseResponse\x12$\n\x07session\x18\x01 \x01(\x0b\x32\x13.tessera.v1.Session\"\x17\n\x15GetSigningKeysRequest\">\n\x16GetSigningKeysResponse\x12$\n\x04keys\x18\x01 \x03(\x0b\x32\x16.tessera.v1.SigningKey2\xf8\x02\n\x10LicensingService\x12\x42\n\x07\x45ntitle\x12\x1a.tessera.v1.EntitleRequest\x1a\x1b.tessera.v1.EntitleResponse\x12H\n\tHeartbeat\x12\x1c.tessera.v1.HeartbeatRequest\x1a\x1d.tessera.v1.HeartbeatResponse\x12\x39\n\x04Idle\x12\x17.tessera.v1.IdleRequest\x1a\x18.tessera.v1.IdleResponse\x12\x42\n\x07Release\x12\x1a.tessera.v1.ReleaseRequest\x1a\x1b.tessera.v1.ReleaseResponse\x12W\n\x0eGetSigningKeys\x12!.tessera.v1.GetSigningKeysRequest\x1a\".tessera.v1.GetSigningKeysResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'client_sdk.proto.tessera.v1.licensing_service_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tessera_api.tessera.v1.licensing_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENTITLEREQUEST']._serialized_start=76
