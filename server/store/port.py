@@ -1,0 +1,110 @@
+"""What the engine needs from storage: one small typed interface (the port).
+
+The engine keeps the hot state in memory and hands every durable change to a
+``StorePort``; it never sees SQL, a connection or a file. Two adapters
+implement it: ``server/store/sqlite.py`` (the embedded default) and
+``server/store/postgres.py`` (several servers on one database, RULES H1).
+
+The promise every adapter keeps (RULES, "nothing lost"):
+
+- ``commit(changes)`` returns only once the changes, and every change
+  committed before them, are durable; many concurrent commits may share one
+  transaction (group commit), and a failed write raises ``StoreFailed`` to
+  every waiter and to every later call (memory and disk may disagree: the
+  server must stop serving).
+- ``defer(changes)`` queues rows that may wait for the next commit or
+  ``flush`` (heartbeat history): a crash may lose them, never money.
+- ``load()`` returns everything that lives in memory, as domain objects.
+- The named reads answer from what is committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from server.domain.changes import Changes
+from server.domain.ledger import LedgerEntry
+from server.domain.sessions import ActivitySpan, Session
+
+
+class StoreFailed(RuntimeError):
+    """A write failed: memory and disk may disagree, so the server must stop."""
+
+
+@dataclass
+class Snapshot:
+    """Everything loaded at start, by type, in table order."""
+
+    objects: dict[type, list[Any]] = field(default_factory=dict)
+    max_ledger_seq: int = 0
+    last_ledger_hash: str = ""
+
+    def of(self, kind: type) -> list[Any]:
+        return self.objects.get(kind, [])
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One CAPTURE ledger entry, as the usage report counts it (R1)."""
+
+    time: datetime
+    user_id: str
+    product_id: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class SessionStart:
+    time: datetime
+    user_id: str
+    product_id: str
+
+
+@dataclass
+class UsageFacts:
+    """What the usage report (R1) reads from the stored history of one team
+    over [start, end): the charges, the sessions begun, the stored spans of
+    active time overlapping it, and the tokens moved in and out per pack
+    (any time: T5 keeps what a moved pack paid for in its first team)."""
+
+    captures: list[Capture] = field(default_factory=list)
+    session_starts: list[SessionStart] = field(default_factory=list)
+    spans: list[ActivitySpan] = field(default_factory=list)
+    moved: dict[tuple[str, str], int] = field(default_factory=dict)  # (pack_id, kind) -> amount
+
+
+class StorePort(Protocol):
+    """The storage the engine uses; see the module docstring for the promise."""
+
+    secret_key: bytes  # the server's secret (derives invitation tokens); never stored in the db
+
+    async def load(self) -> Snapshot: ...
+
+    async def commit(self, changes: Changes | Iterable[object]) -> None: ...
+
+    async def barrier(self) -> None:
+        """Return once everything queued before this call is committed."""
+        ...
+
+    def defer(self, changes: Changes | Iterable[object]) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    # -- named reads (committed history that does not live in memory) ----------
+
+    async def ledger_page(
+        self, team_id: str, after_seq: int, limit: int, pack_id: str = ""
+    ) -> list[LedgerEntry]:
+        """A team's ledger entries with ``seq > after_seq``, in order, at most ``limit``."""
+        ...
+
+    async def ended_session(self, session_id: str) -> Session | None:
+        """A stored session by id (M12 for sessions memory has let go), or None."""
+        ...
+
+    async def usage_facts(self, team_id: str, start: datetime, end: datetime) -> UsageFacts: ...
