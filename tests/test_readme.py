@@ -182,7 +182,10 @@ def _tool(name: str) -> str:
 
 def _env() -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
-    return {**keep, "PATH": f"{VENV_BIN}:{keep.get('PATH', '/usr/bin:/bin')}"}
+    # PYTHONPATH: what `python -m` gives a reader in the clone's root (the working directory
+    # on sys.path), whatever packages the editable install knew of when it was made.
+    path = f"{VENV_BIN}:{keep.get('PATH', '/usr/bin:/bin')}"
+    return {**keep, "PATH": path, "PYTHONPATH": str(REPO)}
 
 
 # -- point 10: the README and docs stand alone --------------------------------------------
