@@ -34,6 +34,13 @@ class StoreFailed(RuntimeError):
     """A write failed: memory and disk may disagree, so the server must stop."""
 
 
+class NotLeader(StoreFailed):
+    """A write was refused because this server is no longer the active one
+    (RULES H1): another server won the election (a higher epoch) or this one's
+    lease ran out. The transaction was rolled back; this server must stop
+    serving as active."""
+
+
 @dataclass
 class Snapshot:
     """Everything loaded at start, by type, in table order."""
