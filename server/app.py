@@ -1,5 +1,8 @@
 """Wiring: builds the store, engine, servicers and gRPC server from a Config,
-and runs the process (health, reflection, signals, drain)."""
+and runs the process (health, reflection, signals, drain).
+
+The one place that knows which store adapter serves (``open_store``); the
+engine and the servicers see only ``server/store/port.py``'s ``StorePort``."""
 
 from __future__ import annotations
 
@@ -25,11 +28,13 @@ from server.clock import Clock, SystemClock, TestClock
 from server.config import Config, parse_instant, split_listen
 from server.credentials import load_or_create_admin_token
 from server.domain.changes import Deleted
+from server.domain.meta import MetaValue
 from server.engine import Engine
 from server.engine.core import TEST_CLOCK_KEY
 from server.leases import LeaseSigner
-from server.store.codec import MetaValue
-from server.store.sqlite import Store, loading
+from server.store.loading import loading
+from server.store.port import StorePort
+from server.store.sqlite import Store
 from tessera_api.tessera.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -72,6 +77,12 @@ REAL_CLOCK_KEY = "real_clock_since"
 
 class StartRefused(Exception):
     """The server will not start as configured; the message says why and what to do."""
+
+
+async def open_store(config: Config) -> StorePort:
+    """The store ``config`` asks for, open and migrated: the SQLite file at
+    ``config.db`` (the embedded default)."""
+    return await Store.open(config.db, synchronous=config.sync)
 
 
 def _clock(config: Config, stored: dict[str, str], has_data: bool) -> Clock:
@@ -192,7 +203,7 @@ class TesseraServer:
         self.admin_token = ""
         self.admin_token_made = False  # made by this start (then shown once)
         self.engine: Engine | None = None
-        self.store: Store | None = None
+        self.store: StorePort | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
 
@@ -210,15 +221,19 @@ class TesseraServer:
             ],
         )
         self.port = _bind(server, cfg)
-        self.store = store = await Store.open(cfg.db, synchronous=cfg.sync)
+        self.store = store = await open_store(cfg)
         snapshot = await store.load()
         stored = {m.key: m.value for m in snapshot.of(MetaValue)}
         has_data = any(rows for kind, rows in snapshot.objects.items() if kind is not MetaValue)
         clock = _clock(cfg, stored, has_data)
         with loading():  # the indexes and deadlines of what was loaded stay too
-            self.engine = engine = Engine.restore(snapshot, clock, store)
-        engine.max_users_per_request = cfg.max_users_per_request
-        engine.max_page_size = cfg.max_page_size
+            self.engine = engine = Engine.restore(
+                snapshot,
+                clock,
+                store,
+                max_users_per_request=cfg.max_users_per_request,
+                max_page_size=cfg.max_page_size,
+            )
         await store.commit(_clock_mode(clock, stored))
         if cfg.admin_token is not None:
             self.admin_token = cfg.admin_token

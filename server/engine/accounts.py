@@ -13,7 +13,6 @@ from server.domain.ledger import LedgerEntry, TokenPack
 from server.domain.products import Product, validate_product
 from server.domain.teams import Plan, Team, validate_team_id
 from server.domain.timers import TimerKind
-from server.store.codec import LEDGER
 
 if TYPE_CHECKING:
     from server.engine.core import Engine
@@ -87,7 +86,7 @@ class Accounts:
             self.e.scheduler.schedule(pack.expire_time, TimerKind.PACK_EXPIRY, pack.pack_id)
             await self.e.commit(changes)
         else:  # a retry answers once the first purchase is stored
-            await self.e.store.barrier()
+            await self.e.settled()
         return pack
 
     def list_packs(self, team_id: str) -> list[TokenPack]:
@@ -112,15 +111,7 @@ class Accounts:
     ) -> list[LedgerEntry]:
         """Entries of a team in order, after ``after_seq``; reads the committed history."""
         self.team(team_id)
-        where = "WHERE team_id = ? AND seq > ?"
-        params: tuple[object, ...] = (team_id, after_seq)
-        if pack_id:
-            where += " AND pack_id = ?"
-            params += (pack_id,)
-        entries: list[LedgerEntry] = await self.e.store.select(
-            LEDGER, where, params, f"ORDER BY seq LIMIT {int(limit)}"
-        )
-        return entries
+        return await self.e.store.ledger_page(team_id, after_seq, limit, pack_id)
 
     def _on_pack_expiry(self, pack_id: str, due: datetime, changes: Changes) -> None:
         self.e.ledger.expire(pack_id, due, changes)

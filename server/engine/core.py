@@ -12,6 +12,7 @@ from server.domain.coverage import Coverages, Subscription
 from server.domain.directory import Directory, Invitation, Member, Notification, User
 from server.domain.errors import InvalidArgument, TestClockDisabled
 from server.domain.ledger import Hold, Ledger, TokenPack
+from server.domain.meta import MetaValue
 from server.domain.products import Product
 from server.domain.sessions import Device, Meter, Session
 from server.domain.teams import Team
@@ -21,8 +22,7 @@ from server.engine.accounts import Accounts
 from server.engine.scheduler import Scheduler
 from server.engine.sessions import Sessions
 from server.ids import IdFactory
-from server.store.codec import MetaValue
-from server.store.sqlite import Snapshot, Store
+from server.store.port import Snapshot, StorePort
 
 TEST_CLOCK_KEY = "test_clock_now"
 # The test clock stops a year short of the last instant a Timestamp carries, so that
@@ -32,13 +32,22 @@ LATEST_TEST_CLOCK = datetime(9998, 12, 31, tzinfo=UTC)
 
 
 class Engine:
-    def __init__(self, clock: Clock, store: Store, terms: Terms = DEFAULT_TERMS) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        store: StorePort,
+        terms: Terms = DEFAULT_TERMS,
+        *,
+        max_users_per_request: int = 10_000,
+        max_page_size: int = 1000,
+    ) -> None:
         self.clock = clock
         self.store = store
         self.terms = terms
         self.ids = IdFactory()
-        self.max_users_per_request = 10_000  # configuration (server/config.py)
-        self.max_page_size = 1000
+        # configuration (server/config.py)
+        self.max_users_per_request = max_users_per_request
+        self.max_page_size = max_page_size
         self.scheduler = Scheduler(clock, self.commit)
         self._committing = 0  # commits under way (see ``settled``)
         # Sessions and meters in commits under way, by id: how many commits (see
@@ -59,9 +68,22 @@ class Engine:
 
     @classmethod
     def restore(
-        cls, snapshot: Snapshot, clock: Clock, store: Store, terms: Terms = DEFAULT_TERMS
+        cls,
+        snapshot: Snapshot,
+        clock: Clock,
+        store: StorePort,
+        terms: Terms = DEFAULT_TERMS,
+        *,
+        max_users_per_request: int = 10_000,
+        max_page_size: int = 1000,
     ) -> Engine:
-        engine = cls(clock, store, terms)
+        engine = cls(
+            clock,
+            store,
+            terms,
+            max_users_per_request=max_users_per_request,
+            max_page_size=max_page_size,
+        )
         for team in snapshot.of(Team):
             engine.teams[team.team_id] = team
         for product in snapshot.of(Product):
@@ -153,7 +175,7 @@ class Engine:
         """Whether a commit under way stores one of ``objs``. A heartbeat's answer
         tells its session and meter; a deadline that just ended or charged them
         may still be on its way to disk, and the answer must not promise what a
-        crash could undo, so it waits (``store.barrier``). Commits of other
+        crash could undo, so it waits (``settled``). Commits of other
         sessions, meters and packs do not hold it up (the team's available tokens
         in the answer are a figure of the moment, not a promise)."""
         unsettled = self._unsettled

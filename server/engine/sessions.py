@@ -38,7 +38,6 @@ from server.domain.sessions import (
     SessionView,
 )
 from server.domain.timers import TimerKind
-from server.store.codec import ACTIVITY, SESSIONS, i2t, t2i
 
 if TYPE_CHECKING:
     from server.engine.core import Engine
@@ -277,10 +276,7 @@ class Sessions:
             await self._store_fired(changes)
             raise
         view = _snapshot(self.lic.session_view(session, now))
-        if changes:
-            await e.commit(changes)
-        else:  # M11: a repeat answers once the first one is stored
-            await e.store.barrier()
+        await e.commit(changes)  # M11: a repeat (nothing changed) once the first is stored
         return view
 
     async def heartbeat(
@@ -319,7 +315,7 @@ class Sessions:
                 or self.lic.meters.get(session.team_id, session.user_id, session.product_id),
             ):
                 view = _snapshot(view)
-                await e.store.barrier()
+                await e.settled()
         else:  # it resumed, took a hold or ended: durable now
             view = _snapshot(view)
             await e.commit(changes)
@@ -366,11 +362,9 @@ class Sessions:
         one, if it is this user's (anyone else is told it does not exist)."""
         if not session_id or len(session_id) > 200:
             return None
-        found: list[Session] = await self.e.store.select(
-            SESSIONS, "WHERE session_id = ?", (session_id,)
-        )
-        if found and found[0].user_id == user_id and found[0].state is SessionState.ENDED:
-            return found[0]
+        found = await self.e.store.ended_session(session_id)
+        if found is not None and found.user_id == user_id and found.state is SessionState.ENDED:
+            return found
         return None
 
     def forget_ended(self) -> int:
@@ -479,9 +473,9 @@ class Sessions:
         start = start or datetime(1970, 1, 1, tzinfo=UTC)
         if end <= start:
             raise InvalidArgument.field("end_time", "must be after start_time")
-        await e.store.barrier()  # everything answered so far is in the tables read below
+        await e.settled()  # everything answered so far is in the history read below
         await self.flush()
-        lo, hi = t2i(start), t2i(end)
+        facts = await e.store.usage_facts(team_id, start, end)
         rows: dict[tuple[str, str, str], UsageRow] = {}
 
         def row(day: str, user_id: str, product_id: str) -> UsageRow:
@@ -491,22 +485,11 @@ class Sessions:
                 found = rows[key] = UsageRow(day, user_id, product_id)
             return found
 
-        for t, user_id, product_id, amount in await e.store.query(
-            "SELECT time, user_id, product_id, amount FROM ledger "
-            "WHERE team_id = ? AND kind = ? AND time >= ? AND time < ?",
-            (team_id, EntryKind.CAPTURE.value, lo, hi),
-        ):
-            row(i2t(t).date().isoformat(), user_id, product_id).tokens_charged += amount
-        for t, user_id, product_id in await e.store.query(
-            "SELECT start_time, user_id, product_id FROM sessions "
-            "WHERE team_id = ? AND start_time >= ? AND start_time < ?",
-            (team_id, lo, hi),
-        ):
-            row(i2t(t).date().isoformat(), user_id, product_id).sessions += 1
-        spans: list[ActivitySpan] = await e.store.select(
-            ACTIVITY, "WHERE team_id = ? AND start_time < ? AND end_time > ?", (team_id, hi, lo)
-        )
-        spans += [
+        for c in facts.captures:
+            row(c.time.date().isoformat(), c.user_id, c.product_id).tokens_charged += c.amount
+        for s in facts.session_starts:
+            row(s.time.date().isoformat(), s.user_id, s.product_id).sessions += 1
+        spans = facts.spans + [
             ActivitySpan(s.session_id, s.team_id, s.user_id, s.product_id, s.state_since, now)
             for s in self.lic.live_sessions(team_id)
             if s.state is SessionState.ACTIVE and s.state_since < now
@@ -516,13 +499,7 @@ class Sessions:
             for day, seconds in _days(a, b):
                 row(day, span.user_id, span.product_id).active_seconds += seconds
         report = UsageReport(rows=[rows[k] for k in sorted(rows)])
-        moved: dict[tuple[str, str], int] = defaultdict(int)
-        for pack_id, kind, amount in await e.store.query(
-            "SELECT pack_id, kind, SUM(amount) FROM ledger "
-            "WHERE team_id = ? AND kind IN (?, ?) GROUP BY pack_id, kind",
-            (team_id, EntryKind.MOVE_IN.value, EntryKind.MOVE_OUT.value),
-        ):
-            moved[(pack_id, kind)] += amount
+        moved: defaultdict[tuple[str, EntryKind], int] = defaultdict(int, facts.moved)
         # Every pack the team holds, and those it moved out: what they paid for
         # stays in this team's history (T5), and ``team_id`` names the holder now.
         packs = e.ledger.team_packs(team_id)
@@ -530,7 +507,7 @@ class Sessions:
         packs += [
             e.ledger.packs[pack_id]
             for pack_id, kind in sorted(moved)
-            if kind == EntryKind.MOVE_OUT.value and pack_id not in here
+            if kind is EntryKind.MOVE_OUT and pack_id not in here
         ]
         packs.sort(key=lambda p: (p.purchase_time, p.pack_id))
         for p in packs:
@@ -545,8 +522,8 @@ class Sessions:
                     remaining_tokens=p.remaining,
                     expire_time=p.expire_time,
                     state=p.state,
-                    moved_in_tokens=moved[(p.pack_id, EntryKind.MOVE_IN.value)],
-                    moved_out_tokens=moved[(p.pack_id, EntryKind.MOVE_OUT.value)],
+                    moved_in_tokens=moved[(p.pack_id, EntryKind.MOVE_IN)],
+                    moved_out_tokens=moved[(p.pack_id, EntryKind.MOVE_OUT)],
                 )
             )
         return report

@@ -27,6 +27,7 @@ from server.domain.directory import (
     User,
 )
 from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack
+from server.domain.meta import MetaValue
 from server.domain.products import Platform, Product, ProductKind
 from server.domain.sessions import (
     ActivitySpan,
@@ -796,14 +797,6 @@ TABLES: dict[type, Table] = {
 
 # History that stays on disk: read on demand, not loaded into memory at start.
 NOT_LOADED: frozenset[str] = frozenset({"ledger", "activity"})
-
-
-@dataclass(frozen=True, slots=True)
-class MetaValue:
-    """A named setting stored with the data (the test clock's time, ...)."""
-
-    key: str
-    value: str
 
 
 META = Table(

@@ -12,8 +12,10 @@ The promise every adapter keeps (RULES, "nothing lost"):
   transaction (group commit), and a failed write raises ``StoreFailed`` to
   every waiter and to every later call (memory and disk may disagree: the
   server must stop serving).
-- ``defer(changes)`` queues rows that may wait for the next commit or
-  ``flush`` (heartbeat history): a crash may lose them, never money.
+- ``barrier()`` returns once every commit queued before it is durable; the
+  engine calls it only through ``Engine.settled``. (Heartbeat history waits in
+  the engine's own batch, ``server/engine/sessions.py``, and is committed like
+  any change: the port has no deferred writes.)
 - ``load()`` returns everything that lives in memory, as domain objects.
 - The named reads answer from what is committed.
 """
@@ -26,7 +28,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from server.domain.changes import Changes
-from server.domain.ledger import LedgerEntry
+from server.domain.ledger import EntryKind, LedgerEntry
 from server.domain.sessions import ActivitySpan, Session
 
 
@@ -80,7 +82,8 @@ class UsageFacts:
     captures: list[Capture] = field(default_factory=list)
     session_starts: list[SessionStart] = field(default_factory=list)
     spans: list[ActivitySpan] = field(default_factory=list)
-    moved: dict[tuple[str, str], int] = field(default_factory=dict)  # (pack_id, kind) -> amount
+    # (pack_id, MOVE_IN or MOVE_OUT) -> tokens moved, summed over all time
+    moved: dict[tuple[str, EntryKind], int] = field(default_factory=dict)
 
 
 class StorePort(Protocol):
@@ -95,10 +98,6 @@ class StorePort(Protocol):
     async def barrier(self) -> None:
         """Return once everything queued before this call is committed."""
         ...
-
-    def defer(self, changes: Changes | Iterable[object]) -> None: ...
-
-    async def flush(self) -> None: ...
 
     async def close(self) -> None: ...
 

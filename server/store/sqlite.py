@@ -5,8 +5,9 @@ rows at once, queues them and waits; the writer takes everything queued so
 far, writes it in one transaction, commits, and wakes every waiter. So each
 RPC answers only after its change is on disk, while many RPCs share one
 commit (20-60x the rows per second of a commit each).
-``defer(changes)`` queues rows that may wait for the next flush (heartbeat
-history): they ride along with the next commit or the periodic flush.
+The engine sees it only through ``server/store/port.py``'s ``StorePort``:
+the SQL of its named reads (a ledger page, an ended session, the usage
+report's facts) lives here.
 
 Opening a database file first takes its lock (``lock.py``: one server per
 database), makes it and its side files owner-only (``files.py``), loads the
@@ -20,10 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import secrets
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +33,37 @@ import structlog
 
 from server.credentials import SECRET_KEY_BYTES, load_or_create_secret_key
 from server.domain.changes import Changes, Deleted
+from server.domain.ledger import EntryKind, LedgerEntry
+from server.domain.sessions import Session
 from server.store import checkpoint
 from server.store.checkpoint import LedgerHead, LedgerMismatch
-from server.store.codec import LEDGER, NOT_LOADED, TABLES, Row, Table, sharing
+from server.store.codec import (
+    ACTIVITY,
+    LEDGER,
+    NOT_LOADED,
+    SESSIONS,
+    TABLES,
+    Row,
+    Table,
+    i2t,
+    sharing,
+    t2i,
+)
 from server.store.files import SECRET_KEY_SUFFIX, create_private, side_path, tighten
+from server.store.loading import loading
 from server.store.lock import DatabaseLock
+from server.store.port import Capture, SessionStart, Snapshot, StoreFailed, UsageFacts
 from server.store.schema import MIGRATIONS
+
+# Snapshot, StoreFailed and loading lived here before the port: still importable
+# from here.
+__all__ = ["Snapshot", "Store", "StoreFailed", "loading"]
 
 log = structlog.get_logger()
 
 LOAD_CHUNK = 20_000  # rows per fetch at start
 Op = tuple[Table, bool, Row]  # (table, delete?, the row or, for a delete, its key)
 _SEQ, _HASH = LEDGER.columns.index("seq"), LEDGER.columns.index("hash")
-
-
-class StoreFailed(RuntimeError):
-    """A write failed: memory and disk may disagree, so the server must stop."""
 
 
 def to_ops(changes: Iterable[object]) -> list[Op]:
@@ -111,44 +127,6 @@ def plan_writes(ops: Iterable[Op]) -> list[tuple[str, list[Row]]]:
     return plan
 
 
-@contextlib.contextmanager
-def loading() -> Iterator[None]:
-    """Keep the cyclic garbage collector off while the state loads, then freeze
-    what was loaded (``gc.freeze``).
-
-    A load makes millions of objects that all stay: every pass of the collector
-    would walk them again and again (a third of the time of a load and a restore
-    of a million sessions). Merely deferring the passes does not help, since the
-    objects would then be walked once per generation as they age, and every full
-    pass after that would walk them all. Frozen, they are left out of every pass;
-    freed by reference counting as ever. Garbage from before the load is
-    collected first so that none of it is frozen. ``Store.load`` runs in it, and
-    so does ``Engine.restore`` (``server/app.py``), whose indexes and deadlines
-    of what was loaded stay as long.
-    """
-    was_enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-        gc.freeze()
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-@dataclass
-class Snapshot:
-    """Everything loaded at start, by type, in table order."""
-
-    objects: dict[type, list[Any]] = field(default_factory=dict)
-    max_ledger_seq: int = 0
-    last_ledger_hash: str = ""
-
-    def of(self, kind: type) -> list[Any]:
-        return self.objects.get(kind, [])
-
-
 @dataclass
 class _Batch:
     ops: list[Op]
@@ -174,7 +152,6 @@ class Store:
         self.path = path
         self._lock = lock
         self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue()
-        self._deferred: list[Op] = []
         self._max_batch_ops = max_batch_ops
         self._writer: asyncio.Task[None] | None = None
         self._failed: BaseException | None = None
@@ -325,14 +302,55 @@ class Store:
         return out
 
     async def query(self, sql: str, params: Row = ()) -> list[Row]:
+        """Rows of any SQL (this adapter's own reads, and tests); not in the port."""
         async with self._db.execute(sql, params) as cur:
             return [tuple(r) for r in await cur.fetchall()]
 
-    async def select(
-        self, table: Table, where: str = "", params: Row = (), suffix: str = ""
-    ) -> list[Any]:
-        sql = f"{table.select_sql} {where} {suffix}"
-        return [table.from_row(r) for r in await self.query(sql, params)]
+    async def _select(self, table: Table, rest: str, params: Row) -> list[Any]:
+        return [table.from_row(r) for r in await self.query(f"{table.select_sql} {rest}", params)]
+
+    # -- named reads (StorePort) ------------------------------------------------
+
+    async def ledger_page(
+        self, team_id: str, after_seq: int, limit: int, pack_id: str = ""
+    ) -> list[LedgerEntry]:
+        where = "WHERE team_id = ? AND seq > ?"
+        params: Row = (team_id, after_seq)
+        if pack_id:
+            where += " AND pack_id = ?"
+            params += (pack_id,)
+        return await self._select(LEDGER, f"{where} ORDER BY seq LIMIT ?", (*params, limit))
+
+    async def ended_session(self, session_id: str) -> Session | None:
+        found = await self._select(SESSIONS, "WHERE session_id = ?", (session_id,))
+        return found[0] if found else None
+
+    async def usage_facts(self, team_id: str, start: datetime, end: datetime) -> UsageFacts:
+        lo, hi = t2i(start), t2i(end)
+        captures = await self.query(
+            "SELECT time, user_id, product_id, amount FROM ledger "
+            "WHERE team_id = ? AND kind = ? AND time >= ? AND time < ?",
+            (team_id, EntryKind.CAPTURE.value, lo, hi),
+        )
+        starts = await self.query(
+            "SELECT start_time, user_id, product_id FROM sessions "
+            "WHERE team_id = ? AND start_time >= ? AND start_time < ?",
+            (team_id, lo, hi),
+        )
+        spans = await self._select(
+            ACTIVITY, "WHERE team_id = ? AND start_time < ? AND end_time > ?", (team_id, hi, lo)
+        )
+        moved = await self.query(
+            "SELECT pack_id, kind, SUM(amount) FROM ledger "
+            "WHERE team_id = ? AND kind IN (?, ?) GROUP BY pack_id, kind",
+            (team_id, EntryKind.MOVE_IN.value, EntryKind.MOVE_OUT.value),
+        )
+        return UsageFacts(
+            captures=[Capture(i2t(t), u, p, n) for t, u, p, n in captures],
+            session_starts=[SessionStart(i2t(t), u, p) for t, u, p in starts],
+            spans=spans,
+            moved={(pack_id, EntryKind(kind)): n for pack_id, kind, n in moved},
+        )
 
     # -- writing --------------------------------------------------------------
 
@@ -344,7 +362,7 @@ class Store:
         """Write the changes durably; return once they are committed."""
         self._check()
         ops = to_ops(changes.items if isinstance(changes, Changes) else changes)
-        if not ops and not self._deferred:
+        if not ops:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Batch(ops, done))
@@ -356,15 +374,6 @@ class Store:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Batch([], done))
         await done
-
-    def defer(self, changes: Changes | Iterable[object]) -> None:
-        """Queue changes that may wait for the next commit or flush."""
-        self._check()
-        self._deferred.extend(to_ops(changes.items if isinstance(changes, Changes) else changes))
-
-    async def flush(self) -> None:
-        """Commit whatever was deferred."""
-        await self.commit(())
 
     async def _run(self) -> None:
         while True:
@@ -388,8 +397,7 @@ class Store:
                 break
             batches.append(nxt)
             n += len(nxt.ops)
-        ops = self._deferred
-        self._deferred = []
+        ops: list[Op] = []
         for b in batches:
             ops.extend(b.ops)
         try:
@@ -442,10 +450,8 @@ class Store:
         return head
 
     async def close(self) -> None:
-        """Write out everything queued or deferred, then close."""
+        """Write out everything queued, then close."""
         if self._writer is not None and not self._writer.done():
-            if self._deferred and self._failed is None:
-                self._queue.put_nowait(_Batch([], None))
             self._queue.put_nowait(None)
             with contextlib.suppress(Exception):
                 await self._writer
