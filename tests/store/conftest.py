@@ -1,0 +1,34 @@
+"""Fixtures for the store tests.
+
+``store`` is an open, empty store behind the port (``server/store/port.py``),
+one per adapter in ``STORES``: a test written against it runs on every
+adapter. J2 (issue 13, PostgreSQL) adds "postgres" to ``STORES`` and its
+branch below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from server.store.port import StorePort
+from server.store.sqlite import Store
+
+# Every adapter the port-level store tests run on. J2 adds "postgres" here.
+STORES = ["sqlite"]
+
+
+@pytest.fixture(params=STORES)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StorePort]:
+    """An open, migrated, empty store; closed after the test."""
+    opened: StorePort
+    if request.param == "sqlite":
+        opened = await Store.open(tmp_path / "store.db")
+    else:
+        raise ValueError(f"no store {request.param!r}")
+    try:
+        yield opened
+    finally:
+        await opened.close()

@@ -1,0 +1,176 @@
+"""The port's named reads (issue 13, point 1): what the engine reads from the
+stored history, asked through ``StorePort`` only, so that every adapter is held
+to the same answers (the ``store`` fixture runs them on each)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+
+from server.domain.changes import Changes
+from server.domain.ledger import Cause, EntryKind, LedgerEntry
+from server.domain.products import Platform
+from server.domain.sessions import (
+    ActivitySpan,
+    Coverage,
+    EndReason,
+    Session,
+    SessionState,
+)
+from server.domain.teams import Plan
+from server.store.port import Capture, SessionStart, StorePort
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+H = timedelta(hours=1)
+
+
+def _entry(
+    seq: int,
+    kind: EntryKind,
+    team: str,
+    pack: str,
+    amount: int,
+    at: datetime,
+    user: str = "",
+    product: str = "",
+) -> LedgerEntry:
+    return LedgerEntry(
+        seq, at, kind, team, pack, amount, 0, 0, Cause(f"s{seq}", user, product), f"h{seq}"
+    )
+
+
+def _session(
+    session_id: str,
+    team: str,
+    user: str,
+    product: str,
+    start: datetime,
+    state: SessionState = SessionState.ACTIVE,
+    end_time: datetime | None = None,
+) -> Session:
+    return Session(
+        session_id=session_id,
+        user_id=user,
+        team_id=team,
+        product_id=product,
+        product_version="2026",
+        platform=Platform.WINDOWS,
+        device_id="d1",
+        parent_session_id="",
+        request_id="",
+        coverage=Coverage.TOKENS,
+        plan=Plan.STANDARD,
+        daily_rate=10,
+        start_time=start,
+        lease_end=start + H,
+        last_activity=start,
+        state_since=start,
+        coverage_since=start,
+        state=state,
+        end_reason=None if end_time is None else EndReason.RELEASED,
+        end_time=end_time,
+    )
+
+
+def _stored(s: Session) -> tuple[object, ...]:
+    """What the store keeps of a session (identity aside: Session compares by object)."""
+    return tuple(
+        getattr(s, f.name)
+        for f in fields(Session)
+        if f.name not in {"meter", "device", "plugins", "due"}
+    )
+
+
+async def _commit(store: StorePort, *objs: object) -> None:
+    await store.commit(Changes(list(objs)))
+
+
+async def test_port_ledger_page_is_a_teams_entries_after_a_seq_in_order(store: StorePort) -> None:
+    entries = [
+        _entry(1, EntryKind.PURCHASE, "acme", "pk_a", 100, T0),
+        _entry(2, EntryKind.PURCHASE, "zeta", "pk_z", 50, T0),
+        _entry(3, EntryKind.PURCHASE, "acme", "pk_b", 20, T0 + H),
+        _entry(4, EntryKind.HOLD, "acme", "pk_a", 10, T0 + 2 * H, "ann", "ACAD"),
+        _entry(5, EntryKind.CAPTURE, "acme", "pk_a", 10, T0 + 3 * H, "ann", "ACAD"),
+    ]
+    await _commit(store, *entries[:3])
+    await _commit(store, *entries[3:])
+    acme = [e for e in entries if e.team_id == "acme"]
+    assert await store.ledger_page("acme", 0, 100) == acme
+    assert await store.ledger_page("acme", 0, 2) == acme[:2]  # at most `limit`
+    assert await store.ledger_page("acme", 3, 100) == acme[2:]  # seq > after_seq
+    assert await store.ledger_page("acme", 0, 100, "pk_a") == [entries[0], entries[3], entries[4]]
+    assert await store.ledger_page("acme", 1, 1, "pk_a") == [entries[3]]
+    assert await store.ledger_page("zeta", 0, 100) == [entries[1]]
+    assert await store.ledger_page("none", 0, 100) == []
+    assert await store.ledger_page("acme", 5, 100) == []
+
+
+async def test_port_ended_session_reads_a_stored_session_by_id(store: StorePort) -> None:
+    ended = _session("ses_1", "acme", "ann", "ACAD", T0, SessionState.ENDED, T0 + H)
+    live = _session("ses_2", "acme", "bob", "ACAD", T0 + H)
+    await _commit(store, ended, live)
+    found = await store.ended_session("ses_1")
+    assert found is not None and _stored(found) == _stored(ended)
+    assert found.state is SessionState.ENDED and found.end_time == T0 + H
+    other = await store.ended_session("ses_2")  # the engine checks the state and the user
+    assert other is not None and other.state is SessionState.ACTIVE and other.user_id == "bob"
+    assert await store.ended_session("ses_9") is None
+    assert await store.ended_session("") is None
+
+
+async def test_port_usage_facts_are_one_teams_history_over_the_period(store: StorePort) -> None:
+    start, end = T0, T0 + timedelta(days=2)
+    await _commit(
+        store,
+        _entry(1, EntryKind.PURCHASE, "acme", "pk_a", 100, T0 - H),
+        _entry(2, EntryKind.CAPTURE, "acme", "pk_a", 10, T0 - H, "ann", "ACAD"),  # before
+        _entry(3, EntryKind.CAPTURE, "acme", "pk_a", 10, T0, "ann", "ACAD"),  # at start: in
+        _entry(4, EntryKind.CAPTURE, "acme", "pk_a", 7, T0 + 25 * H, "bob", "MAYA"),
+        _entry(5, EntryKind.CAPTURE, "acme", "pk_a", 10, end, "ann", "ACAD"),  # at end: out
+        _entry(6, EntryKind.CAPTURE, "zeta", "pk_z", 10, T0 + H, "ann", "ACAD"),  # other team
+        _entry(7, EntryKind.HOLD, "acme", "pk_a", 10, T0 + H, "ann", "ACAD"),  # not a charge
+        _entry(8, EntryKind.MOVE_OUT, "acme", "pk_a", 30, T0 - 3 * H),  # moves: any time
+        _entry(9, EntryKind.MOVE_IN, "acme", "pk_m", 15, T0 + 5 * H),
+        _entry(10, EntryKind.MOVE_IN, "acme", "pk_m", 5, end + H),
+        _entry(11, EntryKind.MOVE_IN, "zeta", "pk_a", 30, T0 - 3 * H),
+        _session("ses_1", "acme", "ann", "ACAD", T0 - H),  # began before
+        _session("ses_2", "acme", "ann", "ACAD", T0 + H),
+        _session("ses_3", "acme", "bob", "MAYA", T0 + 30 * H),
+        _session("ses_4", "acme", "bob", "MAYA", end),  # began at the end: out
+        _session("ses_5", "zeta", "bob", "MAYA", T0 + H),
+        ActivitySpan("ses_1", "acme", "ann", "ACAD", T0 - 2 * H, T0 + H),  # overlaps start
+        ActivitySpan("ses_1", "acme", "ann", "ACAD", T0 - 3 * H, T0),  # ends at start: out
+        ActivitySpan("ses_3", "acme", "bob", "MAYA", T0 + 30 * H, end + H),  # overlaps end
+        ActivitySpan("ses_4", "acme", "bob", "MAYA", end, end + H),  # begins at end: out
+        ActivitySpan("ses_5", "zeta", "bob", "MAYA", T0 + H, T0 + 2 * H),  # other team
+    )
+    facts = await store.usage_facts("acme", start, end)
+    assert sorted(facts.captures, key=lambda c: c.time) == [
+        Capture(T0, "ann", "ACAD", 10),
+        Capture(T0 + 25 * H, "bob", "MAYA", 7),
+    ]
+    assert sorted(facts.session_starts, key=lambda s: s.time) == [
+        SessionStart(T0 + H, "ann", "ACAD"),
+        SessionStart(T0 + 30 * H, "bob", "MAYA"),
+    ]
+    assert sorted(facts.spans, key=lambda s: s.start) == [
+        ActivitySpan("ses_1", "acme", "ann", "ACAD", T0 - 2 * H, T0 + H),
+        ActivitySpan("ses_3", "acme", "bob", "MAYA", T0 + 30 * H, end + H),
+    ]
+    assert facts.moved == {("pk_a", EntryKind.MOVE_OUT): 30, ("pk_m", EntryKind.MOVE_IN): 20}
+    empty = await store.usage_facts("nobody", start, end)
+    assert (empty.captures, empty.session_starts, empty.spans, empty.moved) == ([], [], [], {})
+
+
+async def test_port_named_reads_answer_what_a_commit_just_stored(store: StorePort) -> None:
+    """The reads see every commit that returned (the engine reads right after its
+    own ``settled``)."""
+    session = _session("ses_1", "acme", "ann", "ACAD", T0)
+    await _commit(store, session)
+    ended = _session("ses_1", "acme", "ann", "ACAD", T0, SessionState.ENDED, T0 + H)
+    await _commit(store, ended, _entry(1, EntryKind.CAPTURE, "acme", "pk_a", 10, T0, "ann", "ACAD"))
+    found = await store.ended_session("ses_1")
+    assert found is not None and found.state is SessionState.ENDED
+    facts = await store.usage_facts("acme", T0, T0 + H)
+    assert facts.captures == [Capture(T0, "ann", "ACAD", 10)]
