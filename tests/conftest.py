@@ -8,6 +8,9 @@ import pytest
 from tests.grpcurl import Grpcurl
 from tests.support import ADMIN_TOKEN, ServerThread
 
+# PostgreSQL for the tests: the fixtures `pg` (the run's server) and `pg_url` (a fresh database).
+pytest_plugins = ["tests.pg"]
+
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerThread]:
