@@ -2,8 +2,8 @@
 
 ``store`` is an open, empty store behind the port (``server/store/port.py``),
 one per adapter in ``STORES``: a test written against it runs on every
-adapter. J2 (issue 13, PostgreSQL) adds "postgres" to ``STORES`` and its
-branch below.
+adapter: SQLite in a temporary file, PostgreSQL in a fresh database of the
+run's server (``tests/pg.py``).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from server.store.port import StorePort
+from server.store.postgres import PostgresStore
 from server.store.sqlite import Store
 
-# Every adapter the port-level store tests run on. J2 adds "postgres" here.
-STORES = ["sqlite"]
+# Every adapter the port-level store tests run on.
+STORES = ["sqlite", "postgres"]
 
 
 @pytest.fixture(params=STORES)
@@ -26,6 +27,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     opened: StorePort
     if request.param == "sqlite":
         opened = await Store.open(tmp_path / "store.db")
+    elif request.param == "postgres":  # a fresh database (tests/pg.py)
+        opened = await PostgresStore.open(request.getfixturevalue("pg_url"))
     else:
         raise ValueError(f"no store {request.param!r}")
     try:

@@ -1,0 +1,229 @@
+"""Group commit, for every store adapter: many waiters share one transaction.
+
+``commit(changes)`` turns the changes into rows at once (``to_ops``: later
+changes in memory cannot leak in), queues them and waits; one writer task takes
+everything queued so far, hands it to the adapter's ``write`` (one transaction),
+and wakes every waiter only after it returned, that is after COMMIT. So each
+call answers only once its change is durable, while many calls share one
+commit.
+
+A failed write fails every waiter of that transaction and every later call
+with ``StoreFailed`` (memory and the database may now disagree: the server
+must stop serving); a ``StoreFailed`` the adapter raised itself (PostgreSQL's
+``NotLeader``) reaches them as that same type.
+
+``plan_writes`` is dialect-neutral: it says which rows to delete and upsert in
+which table; each adapter turns that into its own SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from server.domain.changes import Changes, Deleted
+from server.store.codec import TABLES, Row, Table
+from server.store.port import StoreFailed
+
+Op = tuple[Table, bool, Row]  # (table, delete?, the row or, for a delete, its key)
+Write = tuple[Table, bool, list[Row]]  # (table, delete?, rows or keys): one statement
+R = TypeVar("R")
+
+
+def to_ops(changes: Changes | Iterable[object]) -> list[Op]:
+    """Snapshot changes into rows, now (later changes in memory cannot leak in)."""
+    ops: list[Op] = []
+    add = ops.append
+    tables = TABLES
+    for item in changes.items if isinstance(changes, Changes) else changes:
+        if type(item) is Deleted:
+            table = tables[type(item.obj)]
+            add((table, True, table.key_of(table.to_row(item.obj))))
+        else:
+            table = tables[type(item)]
+            add((table, False, table.to_row(item)))
+    return ops
+
+
+def plan_writes(ops: Iterable[Op]) -> list[Write]:
+    """The writes that bring the tables to the state ``ops`` leave them in, as
+    few as possible: (table, delete?, rows) for one batched statement each.
+
+    Ops are grouped by table (tables are independent: no foreign keys, no
+    triggers). In a keyed table only the last op on each key matters (an upsert
+    replaces the row), so a row changed by many calls gathered in one commit (a
+    pack held from a thousand times, a session heartbeat twice) is written
+    once: deletes first, then upserts. An append-only table keeps every row, in
+    order.
+    """
+    keyed: dict[str, tuple[Table, dict[Row, tuple[bool, Row]]]] = {}
+    appended: dict[str, tuple[Table, list[tuple[bool, Row]]]] = {}
+    for table, delete, row in ops:
+        if table.append_only:
+            found = appended.get(table.name)
+            if found is None:
+                found = appended[table.name] = (table, [])
+            found[1].append((delete, row))
+            continue
+        last = keyed.get(table.name)
+        if last is None:
+            last = keyed[table.name] = (table, {})
+        last[1][row if delete else table.key_of(row)] = (delete, row)
+    plan: list[Write] = []
+    for table, final in keyed.values():
+        deletes = [row for delete, row in final.values() if delete]
+        upserts = [row for delete, row in final.values() if not delete]
+        if deletes:
+            plan.append((table, True, deletes))
+        if upserts:
+            plan.append((table, False, upserts))
+    for table, rows in appended.values():
+        # Runs of inserts (and, should one ever come, deletes) in their order.
+        i = 0
+        while i < len(rows):
+            delete = rows[i][0]
+            j = i
+            while j < len(rows) and rows[j][0] == delete:
+                j += 1
+            plan.append((table, delete, [row for _, row in rows[i:j]]))
+            i = j
+    return plan
+
+
+@dataclass
+class _Batch:
+    ops: list[Op]
+    done: asyncio.Future[None] | None
+
+
+def _failure(exc: BaseException) -> StoreFailed:
+    """What a waiter of a failed write raises: the adapter's own StoreFailed (a
+    copy per waiter), else a StoreFailed saying what went wrong."""
+    if isinstance(exc, StoreFailed):
+        mine = copy.copy(exc)
+        mine.__cause__ = exc
+        return mine
+    return StoreFailed(str(exc) or type(exc).__name__)
+
+
+class GroupCommit(Generic[R]):
+    """The queue and its one writer task.
+
+    ``write(ops)`` writes a non-empty list of ops in one transaction and
+    returns once it is committed; its result goes to ``after`` once the
+    waiters are woken (SQLite moves its ledger checkpoint there: it may only
+    trail the commit).
+    """
+
+    def __init__(
+        self,
+        write: Callable[[list[Op]], Awaitable[R]],
+        *,
+        after: Callable[[R], None] | None = None,
+        max_batch_ops: int = 50_000,
+        name: str = "store-writer",
+    ) -> None:
+        self._write = write
+        self._after = after
+        self._max_batch_ops = max_batch_ops
+        self._name = name
+        self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self.failed: BaseException | None = None
+        self.commits = 0  # transactions committed, for tests and benchmarks
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._run(), name=self._name)
+
+    def check(self) -> None:
+        """Raise if an earlier write failed."""
+        if self.failed is not None:
+            if isinstance(self.failed, StoreFailed):
+                raise _failure(self.failed)
+            raise StoreFailed("the store failed earlier") from self.failed
+
+    async def commit(self, ops: list[Op]) -> None:
+        """Queue ``ops`` and return once they are committed."""
+        self.check()
+        if not ops:
+            return
+        await self._enqueue(ops)
+
+    async def barrier(self) -> None:
+        """Return once everything queued before this call is committed."""
+        self.check()
+        await self._enqueue([])
+
+    async def _enqueue(self, ops: list[Op]) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Batch(ops, done))
+        await done
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            if await self._write_batches(first):
+                return
+
+    async def _write_batches(self, first: _Batch) -> bool:
+        """Write ``first`` and everything queued behind it in one transaction and
+        wake their callers; True when the queue says stop. (Its own frame, so the
+        rows are let go as soon as they are written.)"""
+        batches = [first]
+        n = len(first.ops)
+        stop = False
+        while n < self._max_batch_ops and not self._queue.empty():
+            nxt = self._queue.get_nowait()
+            if nxt is None:
+                stop = True
+                break
+            batches.append(nxt)
+            n += len(nxt.ops)
+        ops: list[Op] = []
+        for b in batches:
+            ops.extend(b.ops)
+        if not ops:  # barriers only: everything before them is committed
+            _wake(batches, None)
+            return stop
+        try:
+            result = await self._write(ops)
+        except BaseException as exc:  # a failed write leaves memory ahead of the database
+            self.failed = exc
+            _wake(batches, exc)
+            # Whoever queued behind the failure will not be written either.
+            while not self._queue.empty():
+                late = self._queue.get_nowait()
+                if late is not None:
+                    _wake([late], exc)
+            raise
+        self.commits += 1
+        _wake(batches, None)
+        if self._after is not None:
+            self._after(result)
+        return stop
+
+    async def close(self) -> None:
+        """Write out everything queued, then stop the writer."""
+        if self._writer is not None and not self._writer.done():
+            self._queue.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await self._writer
+
+    @property
+    def running(self) -> bool:
+        return self._writer is not None
+
+
+def _wake(batches: list[_Batch], exc: BaseException | None) -> None:
+    for b in batches:
+        if b.done is not None and not b.done.done():
+            if exc is None:
+                b.done.set_result(None)
+            else:
+                b.done.set_exception(_failure(exc))

@@ -1,0 +1,203 @@
+"""The PostgreSQL schema, as numbered migrations applied in order at start.
+
+The same tables and columns as SQLite's (``schema.py``; the rows are codec's
+``Table`` specs, shared by both adapters), written for PostgreSQL: instants
+are BIGINT microseconds since the Unix epoch (UTC) as in SQLite, flags
+SMALLINT 0/1, blobs BYTEA. The first migration is SQLite's five as they stand
+(PostgreSQL has no databases from before them); the second adds the leader row
+that elects one active server and fences the others (RULES H1,
+``server/ha/``).
+
+``schema_version`` records every migration applied. A migration is never
+edited once released: change the schema by appending a new one (and the same
+change to SQLite's).
+"""
+
+from __future__ import annotations
+
+# pg_advisory_xact_lock key held while migrating: two servers starting together
+# on a new database take turns instead of both creating the tables.
+MIGRATION_LOCK = 0x7E55E7A_0001
+
+SCHEMA_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)
+"""
+
+MIGRATIONS: list[str] = [
+    # 1: everything SQLite's migrations 1-5 make (RULES T1-T6, P1, A1-A8, C1-C2, §4-§6, R1, R2)
+    """
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE teams (
+        team_id TEXT PRIMARY KEY,
+        display_name TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        guest_default_assignments SMALLINT NOT NULL,
+        default_product_ids TEXT NOT NULL,
+        create_time BIGINT NOT NULL
+    );
+    CREATE TABLE packs (
+        pack_id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        tokens BIGINT NOT NULL,
+        purchase_time BIGINT NOT NULL,
+        expire_time BIGINT NOT NULL,
+        request_id TEXT NOT NULL,
+        remaining BIGINT NOT NULL,
+        held BIGINT NOT NULL,
+        consumed BIGINT NOT NULL,
+        expired_tokens BIGINT NOT NULL,
+        expired SMALLINT NOT NULL
+    );
+    CREATE TABLE ledger (
+        seq BIGINT PRIMARY KEY,
+        time BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        team_id TEXT NOT NULL,
+        pack_id TEXT NOT NULL,
+        amount BIGINT NOT NULL,
+        remaining_delta BIGINT NOT NULL,
+        held_delta BIGINT NOT NULL,
+        session_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        product_id TEXT NOT NULL,
+        hash TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX ledger_team ON ledger (team_id, seq);
+    CREATE INDEX ledger_pack ON ledger (pack_id, seq);
+    CREATE TABLE holds (
+        hold_id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        amount BIGINT NOT NULL,
+        parts TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        product_id TEXT NOT NULL,
+        time BIGINT NOT NULL
+    );
+    CREATE TABLE products (
+        product_id TEXT PRIMARY KEY,
+        display_name TEXT NOT NULL,
+        daily_rate BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        host_product_id TEXT NOT NULL,
+        idle_aware SMALLINT NOT NULL,
+        platforms TEXT NOT NULL,
+        min_linux_version BIGINT NOT NULL
+    );
+    CREATE TABLE users (
+        user_id TEXT PRIMARY KEY,
+        display_name TEXT NOT NULL,
+        email TEXT NOT NULL,
+        key_hash BYTEA
+    );
+    CREATE UNIQUE INDEX users_key ON users (key_hash) WHERE key_hash IS NOT NULL;
+    CREATE TABLE members (
+        team_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        guest SMALLINT NOT NULL,
+        all_products SMALLINT NOT NULL,
+        product_ids TEXT NOT NULL,
+        invitation_id TEXT,
+        join_time BIGINT NOT NULL,
+        PRIMARY KEY (team_id, user_id)
+    );
+    CREATE TABLE invitations (
+        invitation_id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        token_hash BYTEA NOT NULL,
+        send_time BIGINT NOT NULL,
+        expire_time BIGINT NOT NULL,
+        state TEXT NOT NULL
+    );
+    CREATE TABLE notifications (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        notification_id TEXT NOT NULL UNIQUE,
+        team_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        email TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        create_time BIGINT NOT NULL,
+        invitation_token TEXT NOT NULL
+    );
+    CREATE TABLE subscriptions (
+        subscription_id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        product_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        start_time BIGINT NOT NULL,
+        end_time BIGINT NOT NULL
+    );
+    CREATE TABLE sessions (
+        session_id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        team_id TEXT NOT NULL,
+        product_id TEXT NOT NULL,
+        product_version TEXT NOT NULL,
+        platform TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        parent_session_id TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        coverage TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        daily_rate BIGINT NOT NULL,
+        start_time BIGINT NOT NULL,
+        lease_end BIGINT NOT NULL,
+        last_activity BIGINT NOT NULL,
+        state_since BIGINT NOT NULL,
+        coverage_since BIGINT NOT NULL,
+        state TEXT NOT NULL,
+        end_reason TEXT,
+        end_time BIGINT
+    );
+    CREATE INDEX sessions_end ON sessions (end_time);
+    CREATE INDEX sessions_team_start ON sessions (team_id, start_time);
+    CREATE TABLE meters (
+        team_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        product_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        grace_start BIGINT,
+        grace_end BIGINT,
+        window_start BIGINT,
+        window_end BIGINT,
+        hold_id TEXT NOT NULL,
+        PRIMARY KEY (team_id, user_id, product_id)
+    );
+    CREATE TABLE devices (
+        user_id TEXT NOT NULL,
+        product_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        register_time BIGINT NOT NULL,
+        last_seen_time BIGINT NOT NULL,
+        PRIMARY KEY (user_id, product_id, device_id)
+    );
+    CREATE TABLE activity (
+        session_id TEXT NOT NULL,
+        team_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        product_id TEXT NOT NULL,
+        start_time BIGINT NOT NULL,
+        end_time BIGINT NOT NULL
+    );
+    CREATE INDEX activity_team_start ON activity (team_id, start_time);
+    """,
+    # 2: the leader row: one active server, fenced by its epoch (RULES H1, server/ha/).
+    # Its times are the database's now(), never a server's clock.
+    """
+    CREATE TABLE tessera_leader (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        node_id TEXT NOT NULL,
+        address TEXT NOT NULL,
+        epoch BIGINT NOT NULL,
+        lease_until TIMESTAMPTZ NOT NULL
+    );
+    """,
+]

@@ -1,0 +1,258 @@
+"""PostgreSQL through asyncpg: the same port as SQLite, for several servers on one database.
+
+``--db postgresql://user@host:port/dbname``. The rows are codec's ``Table``
+specs, as in SQLite; the statements are made from the same specs (SQLite's
+``?`` marks numbered ``$1``, ``$2``...; its upsert is already PostgreSQL's
+``INSERT ... ON CONFLICT (key) DO UPDATE``). Instants are BIGINT microseconds,
+as in SQLite, through the same codec.
+
+- Migrations (``pg_schema.py``) run at open, numbered, recorded in
+  ``schema_version``, under an advisory lock: servers starting together on a
+  new database take turns.
+- Group commit (``group_commit.py``): one writer connection and task; many
+  callers share one transaction and are answered only after its COMMIT
+  (``synchronous_commit`` is forced on for that connection: the answer waits
+  for the commit's WAL flush even where a database defaults to off).
+- Fencing (RULES H1): every write transaction first awaits ``fence(conn)``
+  when one is given (``server/ha/``: the leader row's epoch, ``FOR SHARE``);
+  it raises ``NotLeader`` to roll the transaction back, and every waiter of it
+  and every later call gets ``NotLeader``.
+- ``load()`` reads every table in one REPEATABLE READ snapshot, in key order
+  (SQLite's comes in insertion order; the engine does not depend on either).
+- Reads (``ledger_page`` ...) run on a small pool, beside the writer.
+
+The secrets (admin token, signing keys, secret key) are never in the
+database: they are files in a secrets directory that every server of the
+deployment shares or holds a copy of (``secrets_base``). There is no ledger
+checkpoint file as with SQLite: see ``docs/postgres.md`` for what verify
+guarantees here.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, cast
+
+import asyncpg
+import structlog
+
+from server.credentials import SECRET_KEY_BYTES, load_or_create_secret_key
+from server.domain.changes import Changes
+from server.store.codec import NOT_LOADED, TABLES, Row, Table, sharing
+from server.store.files import SECRET_KEY_SUFFIX, side_path
+from server.store.group_commit import GroupCommit, Op, plan_writes, to_ops
+from server.store.loading import loading
+from server.store.pg_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION_TABLE
+from server.store.port import NotLeader, Snapshot, StoreFailed
+from server.store.reads import NamedReads
+
+__all__ = ["Fence", "NotLeader", "PostgresStore", "is_postgres_url", "secrets_base"]
+
+log = structlog.get_logger()
+
+LOAD_CHUNK = 20_000  # rows per fetch at start
+COPY_FROM = 50  # append-only rows from which COPY beats a batched INSERT
+LAST_ENTRY_SQL = "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1"
+SECRETS_NAME = "tessera"  # secrets_dir/tessera.admin-token, .signing-keys, .secret-key
+
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+Fence = Callable[[asyncpg.Connection], Awaitable[None]]
+
+
+def is_postgres_url(db: str | Path) -> bool:
+    return str(db).startswith(("postgresql://", "postgres://"))
+
+
+def secrets_base(secrets_dir: Path) -> Path:
+    """The name the secret files are made from with PostgreSQL: ``side_path(base,
+    suffix)`` is ``secrets_dir/tessera.admin-token`` and so on (``files.py``)."""
+    return secrets_dir / SECRETS_NAME
+
+
+@lru_cache(maxsize=256)
+def numbered(sql: str) -> str:
+    """SQLite's ``?`` marks as PostgreSQL's ``$1``, ``$2``... (no statement made
+    from the Table specs has a ``?`` anywhere else)."""
+    counter = iter(range(1, sql.count("?") + 1))
+    return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
+
+
+def _load_sql(table: Table) -> str:
+    # SQLite computes `7 * 86400 * 1000000` in 64 bits, PostgreSQL in int4 (overflow).
+    where = table.load_where.replace("7 * 86400 * 1000000", "7 * 86400 * 1000000::BIGINT")
+    order = table.order_by or f"ORDER BY {', '.join(table.key)}"
+    return f"{table.select_sql} {where} {order}"
+
+
+class PostgresStore(NamedReads):
+    """``StorePort`` on PostgreSQL (see the module docstring)."""
+
+    def __init__(
+        self,
+        writer: asyncpg.Connection,
+        pool: asyncpg.Pool,
+        *,
+        fence: Fence | None = None,
+        secret_key: bytes = b"",
+        max_batch_ops: int = 50_000,
+    ) -> None:
+        self._conn = writer
+        self._pool = pool
+        self._fence = fence
+        #: Derives invitation tokens (``server/credentials.py``); never stored in the database.
+        self.secret_key = secret_key or secrets.token_bytes(SECRET_KEY_BYTES)
+        self._group = GroupCommit(self._write, max_batch_ops=max_batch_ops)
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        fence: Fence | None = None,
+        secrets_dir: Path | None = None,
+        max_batch_ops: int = 50_000,
+        readers: int = 4,
+    ) -> PostgresStore:
+        """Connect, migrate, start the writer. ``secrets_dir``: where the secret key
+        is kept (made at the first start); None: a random one (tests)."""
+        key = b""
+        if secrets_dir is not None:
+            key = load_or_create_secret_key(side_path(secrets_base(secrets_dir), SECRET_KEY_SUFFIX))
+        writer = await asyncpg.connect(
+            url,
+            server_settings={"synchronous_commit": "on", "application_name": "tessera-writer"},
+        )
+        try:
+            await migrate(writer)
+            pool = await asyncpg.create_pool(
+                url,
+                min_size=1,
+                max_size=readers,
+                server_settings={"application_name": "tessera-reader"},
+            )
+        except BaseException:
+            await writer.close()
+            raise
+        store = cls(writer, pool, fence=fence, secret_key=key, max_batch_ops=max_batch_ops)
+        store._group.start()
+        return store
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed, for tests and benchmarks."""
+        return self._group.commits
+
+    async def schema_version(self) -> int:
+        return await schema_version(self._conn)
+
+    # -- loading --------------------------------------------------------------
+
+    async def load(self) -> Snapshot:
+        """Every table that lives in memory, as objects, from one consistent
+        snapshot; equal instants and ids shared (``codec.sharing``), the objects
+        frozen out of the garbage collector (``loading``)."""
+        snap = Snapshot()
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            with sharing(), loading():
+                for kind, table in TABLES.items():
+                    if table.name not in NOT_LOADED:
+                        snap.objects[kind] = await _load_table(conn, table)
+            # The chain continues from the last stored entry (server/domain/ledger.py).
+            row = await conn.fetchrow(LAST_ENTRY_SQL)
+        if row is not None:
+            snap.max_ledger_seq, snap.last_ledger_hash = int(row[0]), str(row[1])
+        return snap
+
+    async def _rows(self, sql: str, params: Row = ()) -> list[Any]:
+        """Rows of any SQL with ``?`` marks, read on the pool (named reads, tests)."""
+        async with self._pool.acquire() as conn:
+            return list(await conn.fetch(numbered(sql), *params))
+
+    async def query(self, sql: str, params: Row = ()) -> list[Row]:
+        """Rows of any SQL with ``?`` marks, as tuples (this adapter's tools, tests)."""
+        return [tuple(r) for r in await self._rows(sql, params)]
+
+    # -- writing --------------------------------------------------------------
+
+    async def commit(self, changes: Changes | Iterable[object]) -> None:
+        """Write the changes durably; return once they are committed."""
+        self._group.check()
+        await self._group.commit(to_ops(changes))
+
+    async def barrier(self) -> None:
+        """Return once everything queued before this call is committed."""
+        await self._group.barrier()
+
+    async def _write(self, ops: list[Op]) -> None:
+        """Write ``ops`` in one transaction, fenced first; return once committed."""
+        conn = self._conn
+        async with conn.transaction():
+            if self._fence is not None:
+                await self._fence(conn)
+            for table, delete, rows in plan_writes(ops):
+                if delete:
+                    await conn.executemany(numbered(table.delete_sql), rows)
+                elif table.append_only and len(rows) >= COPY_FROM:
+                    await conn.copy_records_to_table(
+                        table.name, records=rows, columns=list(table.columns)
+                    )
+                elif len(rows) == 1:
+                    await conn.execute(numbered(table.upsert_sql), *rows[0])
+                else:
+                    await conn.executemany(numbered(table.upsert_sql), rows)
+
+    async def close(self) -> None:
+        """Write out everything queued, then close the connections."""
+        await self._group.close()
+        await self._pool.close()
+        await self._conn.close()
+
+
+async def _load_table(conn: Connection, table: Table) -> list[Any]:
+    """Read in chunks (a server-side cursor), so that the rows of a whole table
+    are never all in memory at once."""
+    from_row = cast(Callable[[Any], Any], table.from_row)  # a Record reads like a row
+    out: list[Any] = []
+    cursor = await conn.cursor(_load_sql(table))
+    while rows := await cursor.fetch(LOAD_CHUNK):
+        out.extend([from_row(r) for r in rows])
+    return out
+
+
+# -- migrations ------------------------------------------------------------------
+
+
+async def schema_version(conn: asyncpg.Connection) -> int:
+    found = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
+    if not found:
+        return 0
+    return int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+
+
+async def migrate(conn: asyncpg.Connection) -> int:
+    """Apply the migrations this database lacks, in one transaction under an
+    advisory lock (a second server starting at the same moment waits, then finds
+    them applied); returns how many were applied. A database migrated by a newer
+    release is refused: this one would not know its tables."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(SCHEMA_VERSION_TABLE)
+        version = await schema_version(conn)
+        if version > len(MIGRATIONS):
+            raise StoreFailed(
+                f"the database is at schema version {version}, newer than this release's "
+                f"{len(MIGRATIONS)}: run the newer release"
+            )
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if number > version:
+                await conn.execute(script)
+                await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
+                log.info("schema_migrated", store="postgresql", version=number)
+    return max(0, len(MIGRATIONS) - version)

@@ -1,0 +1,73 @@
+"""The port's named reads, once for every adapter.
+
+What the engine reads from committed history that does not live in memory: a
+team's ledger page, an ended session, the usage report's facts. The SQL is
+written once here, with SQLite's ``?`` marks; an adapter gives the mixin
+``_rows`` (any SQL, its rows) and turns the marks into its own (PostgreSQL:
+``$1``, ``$2``...).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from datetime import datetime
+from typing import Any
+
+from server.domain.ledger import EntryKind, LedgerEntry
+from server.domain.sessions import Session
+from server.store.codec import ACTIVITY, LEDGER, SESSIONS, Row, Table, i2t, t2i
+from server.store.port import Capture, SessionStart, UsageFacts
+
+CAPTURES_SQL = (
+    "SELECT time, user_id, product_id, amount FROM ledger "
+    "WHERE team_id = ? AND kind = ? AND time >= ? AND time < ?"
+)
+SESSION_STARTS_SQL = (
+    "SELECT start_time, user_id, product_id FROM sessions "
+    "WHERE team_id = ? AND start_time >= ? AND start_time < ?"
+)
+SPANS_WHERE = "WHERE team_id = ? AND start_time < ? AND end_time > ?"
+# SUM of a BIGINT is a NUMERIC in PostgreSQL: read back with int().
+MOVED_SQL = (
+    "SELECT pack_id, kind, SUM(amount) FROM ledger "
+    "WHERE team_id = ? AND kind IN (?, ?) GROUP BY pack_id, kind"
+)
+
+
+class NamedReads:
+    """``StorePort``'s named reads over an adapter's ``_rows``."""
+
+    @abstractmethod
+    async def _rows(self, sql: str, params: Row = ()) -> list[Any]:
+        """The rows of ``sql`` (with ``?`` marks), each indexable by position."""
+
+    async def _select(self, table: Table, rest: str, params: Row) -> list[Any]:
+        return [table.from_row(r) for r in await self._rows(f"{table.select_sql} {rest}", params)]
+
+    async def ledger_page(
+        self, team_id: str, after_seq: int, limit: int, pack_id: str = ""
+    ) -> list[LedgerEntry]:
+        where = "WHERE team_id = ? AND seq > ?"
+        params: Row = (team_id, after_seq)
+        if pack_id:
+            where += " AND pack_id = ?"
+            params += (pack_id,)
+        return await self._select(LEDGER, f"{where} ORDER BY seq LIMIT ?", (*params, limit))
+
+    async def ended_session(self, session_id: str) -> Session | None:
+        found = await self._select(SESSIONS, "WHERE session_id = ?", (session_id,))
+        return found[0] if found else None
+
+    async def usage_facts(self, team_id: str, start: datetime, end: datetime) -> UsageFacts:
+        lo, hi = t2i(start), t2i(end)
+        captures = await self._rows(CAPTURES_SQL, (team_id, EntryKind.CAPTURE.value, lo, hi))
+        starts = await self._rows(SESSION_STARTS_SQL, (team_id, lo, hi))
+        spans = await self._select(ACTIVITY, SPANS_WHERE, (team_id, hi, lo))
+        moves = (EntryKind.MOVE_IN.value, EntryKind.MOVE_OUT.value)
+        moved = await self._rows(MOVED_SQL, (team_id, *moves))
+        return UsageFacts(
+            captures=[Capture(i2t(t), u, p, n) for t, u, p, n in captures],
+            session_starts=[SessionStart(i2t(t), u, p) for t, u, p in starts],
+            spans=spans,
+            moved={(pack_id, EntryKind(kind)): int(n) for pack_id, kind, n in moved},
+        )
