@@ -6,6 +6,10 @@ those who manage sessions themselves. Either way every signed lease is verified
 (``client_sdk.leases``) before a ``Session`` is handed out: a live session comes
 with ``Session.lease``, or the call raises ``LeaseInvalid`` (and the SDK releases
 the session it refused, so that nothing stays open or charged on its account).
+
+A client may be given several servers (``targets``): the active one and its
+standbys. It finds the active and follows it through a takeover
+(``client_sdk.failover``, RULES H3), so a session keeps its id and lease.
 """
 
 from __future__ import annotations
@@ -15,26 +19,19 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from google.rpc import status_pb2
-from grpc_status import rpc_status
 
 from client_sdk._retry import RetryPolicy
 from client_sdk.clock import Clock, SystemClock
 from client_sdk.device import default_device_id, default_platform
-from client_sdk.errors import (
-    LeaseInvalid,
-    ServerError,
-    TesseraError,
-    UnknownSigningKey,
-    from_rpc_error,
-)
+from client_sdk.errors import LeaseInvalid, TesseraError, UnknownSigningKey
+from client_sdk.failover import Failover, Targets
 from client_sdk.leases import (
     SigningKeysSource,
     expect,
@@ -57,6 +54,9 @@ from tessera_api.tessera.v1 import common_pb2
 from tessera_api.tessera.v1 import licensing_service_pb2 as pb
 from tessera_api.tessera.v1 import licensing_service_pb2_grpc as pb_grpc
 
+if TYPE_CHECKING:
+    from tessera_api.tessera.v1.licensing_service_pb2_grpc import LicensingServiceAsyncStub
+
 log = logging.getLogger("client_sdk")
 
 _Req = TypeVar("_Req")
@@ -66,7 +66,9 @@ _Resp = TypeVar("_Resp")
 class AsyncClient:
     """A product's connection to Tessera, for asyncio code.
 
-    ``target`` is ``host:port``; ``user_key`` the user's key, sent on every call as
+    ``target`` is ``host:port``; or ``targets`` lists several servers of one deployment
+    (the active and its standbys, any order), which the client follows through a takeover
+    (``client_sdk.failover``). ``user_key`` is the user's key, sent on every call as
     ``authorization: Bearer <key>``. ``tls`` is ``False`` (plain), ``True`` (system roots)
     or a ``TLS`` with a root CA and, for mutual TLS, a client certificate and key.
     ``clock`` is where every wait and "how long ago" comes from (``ManualClock`` in tests).
@@ -84,9 +86,10 @@ class AsyncClient:
 
     def __init__(
         self,
-        target: str,
-        user_key: str,
+        target: str | None = None,
+        user_key: str = "",
         *,
+        targets: Sequence[str] | None = None,
         tls: TLS | bool = False,
         retry: RetryPolicy | None = None,
         clock: Clock | None = None,
@@ -104,7 +107,9 @@ class AsyncClient:
         fetch = signing_keys is None if fetch_signing_keys is None else fetch_signing_keys
         if not fetch and not pinned:
             raise ValueError("no signing keys to verify leases with: pin some, or fetch them")
-        self.target = target
+        if (target is None) == (targets is None):
+            raise ValueError("give the server as target, or several as targets (not both)")
+        self.targets = Targets([target] if target is not None else targets or ())
         self.retry = retry or RetryPolicy()
         self.clock: Clock = clock or SystemClock()
         self.device_id = device_id or default_device_id()
@@ -114,8 +119,7 @@ class AsyncClient:
         self._tls = tls
         self._channel_options = tuple(channel_options)
         self._metadata = (("authorization", f"Bearer {user_key}"),)
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: Any = None
+        self._calls: Failover[LicensingServiceAsyncStub] | None = None
         self._closed = False
         self._handles: set[AsyncSessionHandle] = set()
         #: Whether the client asks the server for its signing keys (see the class docstring).
@@ -147,17 +151,28 @@ class AsyncClient:
         if self._cleanups:  # releases of sessions whose lease was refused
             await asyncio.gather(*list(self._cleanups), return_exceptions=True)
         self._closed = True
-        channel, self._channel, self._stub = self._channel, None, None
-        if channel is not None:
-            await channel.close()
+        calls, self._calls = self._calls, None
+        if calls is not None:
+            await calls.close()
 
-    def _ensure_stub(self) -> Any:
+    @property
+    def target(self) -> str:
+        """The server the next call goes to: the last one that answered."""
+        return self.targets.current
+
+    def _failover(self) -> Failover[LicensingServiceAsyncStub]:
         if self._closed:
             raise TesseraError("the client is closed")
-        if self._stub is None:
-            self._channel = open_channel(self.target, self._tls, self._channel_options)
-            self._stub = pb_grpc.LicensingServiceStub(self._channel)
-        return self._stub
+        if self._calls is None:
+            self._calls = Failover(
+                self.targets,
+                lambda address: open_channel(address, self._tls, self._channel_options),
+                pb_grpc.LicensingServiceStub,
+                retry=self.retry,
+                clock=self.clock,
+                rng=self.rng,
+            )
+        return self._calls
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -222,7 +237,7 @@ class AsyncClient:
             if self._keys_generation != seen_generation:
                 return
             response = await self._invoke(
-                self._ensure_stub().GetSigningKeys, pb.GetSigningKeysRequest(), metadata=()
+                lambda s: s.GetSigningKeys, pb.GetSigningKeysRequest(), metadata=()
             )
             fetched: dict[str, Ed25519PublicKey] = {}
             for key in response.keys:
@@ -340,7 +355,7 @@ class AsyncClient:
             takeover=takeover,
             team_id=team_id,
         )
-        response = await self._invoke(self._ensure_stub().Entitle, request)
+        response = await self._invoke(lambda s: s.Entitle, request)
         return await self._verified(
             Session.from_proto(response.session),
             response.lease if response.HasField("lease") else None,
@@ -370,7 +385,7 @@ class AsyncClient:
         request = pb.HeartbeatRequest(
             session_id=session_id, seconds_since_activity=max(0, int(seconds_since_activity))
         )
-        response = await self._invoke(self._ensure_stub().Heartbeat, request)
+        response = await self._invoke(lambda s: s.Heartbeat, request)
         return await self._verified(
             Session.from_proto(response.session),
             response.lease if response.HasField("lease") else None,
@@ -383,64 +398,34 @@ class AsyncClient:
 
     async def idle(self, session_id: str) -> Session:
         """Tell the server the user stopped working (M6)."""
-        response = await self._invoke(
-            self._ensure_stub().Idle, pb.IdleRequest(session_id=session_id)
-        )
+        response = await self._invoke(lambda s: s.Idle, pb.IdleRequest(session_id=session_id))
         return Session.from_proto(response.session)
 
     async def release(self, session_id: str) -> Session:
         """End a session (M10); releasing twice is harmless."""
-        response = await self._invoke(
-            self._ensure_stub().Release, pb.ReleaseRequest(session_id=session_id)
-        )
+        response = await self._invoke(lambda s: s.Release, pb.ReleaseRequest(session_id=session_id))
         return Session.from_proto(response.session)
 
     # -- the one place a call is made -----------------------------------------------------
 
     async def _invoke(
         self,
-        method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp],
+        method: Callable[
+            [LicensingServiceAsyncStub], grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp]
+        ],
         request: _Req,
         *,
         metadata: Sequence[tuple[str, str]] | None = None,
     ) -> _Resp:
-        """One call with a deadline per attempt, retried with backoff on transient failures.
+        """One call with a deadline per attempt, retried with backoff on transient failures
+        and moved to the active server (``client_sdk.failover``).
 
         The same request object (hence the same ``request_id``) is sent every time, with
         the user's key unless ``metadata`` says otherwise. Every ``grpc.RpcError`` is
-        turned into a ``TesseraError`` here.
+        turned into a ``TesseraError``.
         """
-        policy = self.retry
-        attempt = 0
-        sent_metadata = self._metadata if metadata is None else tuple(metadata)
-        while True:
-            call = method(request, timeout=policy.call_timeout, metadata=sent_metadata)
-            try:
-                return await call
-            except grpc.aio.AioRpcError as exc:
-                code = exc.code()
-                if policy.retryable(code) and attempt + 1 < policy.max_attempts:
-                    delay = policy.backoff(attempt, self.rng)
-                    attempt += 1
-                    log.debug(
-                        "tessera call failed with %s; retry %d in %.2fs", code.name, attempt, delay
-                    )
-                    await self.clock.sleep(delay)
-                    continue
-                raise from_rpc_error(exc, await _rich_status(call)) from exc
-            except grpc.RpcError as exc:  # not expected from grpc.aio, but never let one out
-                raise from_rpc_error(exc) from exc
-            except grpc.aio.UsageError as exc:  # e.g. the channel was closed under the call
-                raise ServerError(f"the call could not be made: {exc}") from exc
-
-
-async def _rich_status(call: Any) -> status_pb2.Status | None:
-    """The ``google.rpc.Status`` in the call's trailers, if the server sent one."""
-    try:
-        status: status_pb2.Status | None = await rpc_status.aio.from_call(call)
-    except (ValueError, grpc.RpcError, AttributeError):
-        return None
-    return status
+        sent = self._metadata if metadata is None else tuple(metadata)
+        return await self._failover().call(method, request, sent)
 
 
 def new_request_id() -> str:

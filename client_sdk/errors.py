@@ -1,8 +1,9 @@
 """Every error the SDK raises, as one tree; ``grpc.RpcError`` never leaves the SDK.
 
     TesseraError                     root: code, reason, message, metadata
-    ├── Unavailable                  the server could not be reached (retries exhausted)
-    │   └── DeadlineExceeded         ... or did not answer in time (retries exhausted)
+    ├── Unavailable                  no server could be reached (retries exhausted; targets)
+    │   ├── DeadlineExceeded         ... or none answered in time (retries exhausted)
+    │   └── NotLeader                NOT_LEADER: a standby answered (leader: the active's address)
     ├── Unauthenticated              missing or wrong user key
     ├── PermissionDenied
     │   └── NotAssigned              NOT_ASSIGNED: the user may not run this product
@@ -78,15 +79,28 @@ class TesseraError(Exception):
 
 
 class Unavailable(TesseraError):
-    """The server could not be reached, after every retry."""
+    """No server could be reached, after every retry; ``targets`` are the addresses tried."""
 
     default_reason = "UNAVAILABLE"
+    targets: tuple[str, ...] = ()
 
 
 class DeadlineExceeded(Unavailable):
     """The server did not answer within the call deadline, after every retry."""
 
     default_reason = "DEADLINE_EXCEEDED"
+
+
+class NotLeader(Unavailable):
+    """A standby answered (RULES H1): it serves no call. ``leader`` is the address of the
+    active server it knows of (``None`` when it knows none yet); the SDK goes there itself,
+    so this reaches the caller only when every attempt met a standby."""
+
+    default_reason = "NOT_LEADER"
+
+    @property
+    def leader(self) -> str | None:
+        return self.metadata.get("leader") or None
 
 
 class Unauthenticated(TesseraError):
@@ -291,6 +305,7 @@ BY_REASON: dict[str, type[TesseraError]] = {
         UnknownProduct,
         UnknownSession,
         SessionLimit,
+        NotLeader,
     )
 }
 

@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import random
+import functools
+import inspect
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from client_sdk._retry import RetryPolicy
 from client_sdk.client import AsyncClient
 from client_sdk.clock import Clock
 from client_sdk.errors import TesseraError
-from client_sdk.leases import SigningKeysSource
-from client_sdk.models import EndReason, Lease, Platform, Session, SessionState
+from client_sdk.models import EndReason, Lease, Session, SessionState
 from client_sdk.session import (
     AsyncSessionHandle,
     ChargeStateCallback,
@@ -37,48 +36,64 @@ from client_sdk.session import (
     SessionOptions,
     StateCallback,
 )
-from client_sdk.transport import TLS
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+
+def _same_arguments(
+    _: Callable[_P, object],
+) -> Callable[[Callable[..., None]], Callable[Concatenate[Any, _P], None]]:
+    """Give the decorated ``__init__`` the arguments of ``_``: written once, there (for
+    type checkers through the annotation, for ``help()`` through ``__signature__``)."""
+
+    def apply(init: Callable[..., None]) -> Callable[Concatenate[Any, _P], None]:
+        theirs = inspect.signature(_)
+        self = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+        init.__signature__ = theirs.replace(  # type: ignore[attr-defined]
+            parameters=[self, *theirs.parameters.values()], return_annotation=None
+        )
+        return init
+
+    return apply
+
+
+def _blocking(
+    method: Callable[Concatenate[AsyncClient, _P], Coroutine[Any, Any, _T]],
+) -> Callable[Concatenate[Client, _P], _T]:
+    """``AsyncClient``'s ``method``, waited for on the client's loop (same arguments)."""
+
+    def call(self: Client, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return self._run(method(self.aio, *args, **kwargs))
+
+    functools.update_wrapper(call, method)  # its name, documentation and signature
+    return call
+
+
+def _handing_out(
+    method: Callable[Concatenate[AsyncClient, _P], AsyncSessionHandle],
+) -> Callable[Concatenate[Client, _P], SessionHandle]:
+    """``AsyncClient``'s ``method``, its handle given a synchronous face (same arguments)."""
+
+    def call(self: Client, /, *args: _P.args, **kwargs: _P.kwargs) -> SessionHandle:
+        return SessionHandle(self, method(self.aio, *args, **kwargs))
+
+    functools.update_wrapper(call, method)
+    return call
 
 
 class Client:
     """A product's connection to Tessera, for code without an event loop.
 
-    Takes the same arguments as ``AsyncClient``; use it as ``with Client(...) as client:``
-    or call ``client.close()``.
+    Takes the same arguments as ``AsyncClient`` (``targets`` too: several servers, the
+    active followed through a takeover); use it as ``with Client(...) as client:`` or
+    call ``client.close()``. Its calls are ``AsyncClient``'s, waited for: their
+    arguments and documentation are written once, there.
     """
 
-    def __init__(
-        self,
-        target: str,
-        user_key: str,
-        *,
-        tls: TLS | bool = False,
-        retry: RetryPolicy | None = None,
-        clock: Clock | None = None,
-        device_id: str | None = None,
-        platform: Platform | None = None,
-        session_options: SessionOptions | None = None,
-        channel_options: Sequence[tuple[str, int | str]] = (),
-        rng: random.Random | None = None,
-        signing_keys: SigningKeysSource | None = None,
-        fetch_signing_keys: bool | None = None,
-    ) -> None:
-        self.aio = AsyncClient(
-            target,
-            user_key,
-            tls=tls,
-            retry=retry,
-            clock=clock,
-            device_id=device_id,
-            platform=platform,
-            session_options=session_options,
-            channel_options=channel_options,
-            rng=rng,
-            signing_keys=signing_keys,
-            fetch_signing_keys=fetch_signing_keys,
-        )
+    @_same_arguments(AsyncClient)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.aio = AsyncClient(*args, **kwargs)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name="tessera-sdk", daemon=True)
         self._closed = False
@@ -91,6 +106,11 @@ class Client:
     @property
     def device_id(self) -> str:
         return self.aio.device_id
+
+    @property
+    def target(self) -> str:
+        """The server the next call goes to: the last one that answered."""
+        return self.aio.target
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -140,80 +160,14 @@ class Client:
             if not self._thread.is_alive():
                 self._loop.close()
 
-    # -- the four calls -------------------------------------------------------------------
+    # -- the calls and sessions: AsyncClient's ----------------------------------------------
 
-    def entitle(
-        self,
-        product_id: str,
-        version: str,
-        *,
-        platform: Platform | None = None,
-        device_id: str | None = None,
-        parent_session_id: str = "",
-        takeover: bool = False,
-        team_id: str = "",
-        request_id: str | None = None,
-    ) -> Session:
-        return self._run(
-            self.aio.entitle(
-                product_id,
-                version,
-                platform=platform,
-                device_id=device_id,
-                parent_session_id=parent_session_id,
-                takeover=takeover,
-                team_id=team_id,
-                request_id=request_id,
-            )
-        )
-
-    def heartbeat(self, session_id: str, seconds_since_activity: int = 0) -> Session:
-        return self._run(self.aio.heartbeat(session_id, seconds_since_activity))
-
-    def idle(self, session_id: str) -> Session:
-        return self._run(self.aio.idle(session_id))
-
-    def release(self, session_id: str) -> Session:
-        return self._run(self.aio.release(session_id))
-
-    def signing_keys(self, *, refresh: bool = False) -> dict[str, bytes]:
-        """The public keys trusted to sign leases; see ``AsyncClient.signing_keys``."""
-        return self._run(self.aio.signing_keys(refresh=refresh))
-
-    # -- sessions -------------------------------------------------------------------------
-
-    def session(
-        self,
-        product_id: str,
-        version: str,
-        *,
-        platform: Platform | None = None,
-        device_id: str | None = None,
-        takeover: bool = False,
-        team_id: str = "",
-        options: SessionOptions | None = None,
-        on_ended: EndedCallback | None = None,
-        on_lease_expiring: LeaseExpiringCallback | None = None,
-        on_charge_state_changed: ChargeStateCallback | None = None,
-        on_state_changed: StateCallback | None = None,
-    ) -> SessionHandle:
-        """``with client.session("ACAD", "2026") as s:``; see ``AsyncClient.session``."""
-        return SessionHandle(
-            self,
-            self.aio.session(
-                product_id,
-                version,
-                platform=platform,
-                device_id=device_id,
-                takeover=takeover,
-                team_id=team_id,
-                options=options,
-                on_ended=on_ended,
-                on_lease_expiring=on_lease_expiring,
-                on_charge_state_changed=on_charge_state_changed,
-                on_state_changed=on_state_changed,
-            ),
-        )
+    entitle = _blocking(AsyncClient.entitle)
+    heartbeat = _blocking(AsyncClient.heartbeat)
+    idle = _blocking(AsyncClient.idle)
+    release = _blocking(AsyncClient.release)
+    signing_keys = _blocking(AsyncClient.signing_keys)
+    session = _handing_out(AsyncClient.session)
 
 
 class SessionHandle:

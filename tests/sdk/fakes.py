@@ -12,6 +12,11 @@ publishes its public keys through ``GetSigningKeys`` (no credential needed). Tes
 rotate the key, sign with a key it does not publish, sign a lease that says something
 else (``edit_lease``), alter one after signing (``tamper_lease``), leave it out, or
 replay an old one; and run the fake's clock ahead of the test's (``skew``).
+
+Two fakes can stand for two servers of one deployment on one database (RULES H1):
+``share(other)`` gives a fake the other's sessions, request ids and keys, and
+``standby`` makes it answer every call ``UNAVAILABLE``/``NOT_LEADER`` naming
+the active's address, as a real standby does.
 """
 
 from __future__ import annotations
@@ -105,6 +110,7 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
         self.refusals: deque[Refusal] = deque()
         self.delay = 0.0  # real seconds to wait before answering
         self.down = False  # answer UNAVAILABLE to everything
+        self.standby: str | None = None  # a standby: NOT_LEADER naming this leader ("": none)
         self._ids = itertools.count(1)
         self.server: grpc.aio.Server | None = None
         self.target = ""
@@ -139,6 +145,13 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
     def refuse(self, code: grpc.StatusCode, reason: str = "", **kw: Any) -> None:
         """The next matching call is refused like this."""
         self.refusals.append(Refusal(code, reason, **kw))
+
+    def share(self, other: FakeLicensing) -> FakeLicensing:
+        """Hold ``other``'s sessions, request ids and keys: two servers on one database."""
+        self.sessions, self.by_request, self._ids = other.sessions, other.by_request, other._ids
+        self.private_keys, self.published = other.private_keys, other.published
+        self.signing_key_id = other.signing_key_id
+        return self
 
     def called(self, method: str) -> list[Call]:
         return [call for call in self.calls if call.method == method]
@@ -217,6 +230,13 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
             await asyncio.sleep(self.delay)
         if self.down:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the fake is down")
+        if self.standby is not None:
+            leader = {"leader": self.standby} if self.standby else {}
+            await context.abort_with_status(
+                Refusal(
+                    grpc.StatusCode.UNAVAILABLE, "NOT_LEADER", "a standby", metadata=leader
+                ).status()
+            )
         for refusal in list(self.refusals):
             if refusal.method == method or (refusal.method is None and method != "GetSigningKeys"):
                 self.refusals.remove(refusal)
