@@ -1,0 +1,274 @@
+"""Who is the active server: an election on one PostgreSQL row (RULES H1, H2).
+
+Several servers share one database; exactly one of them writes. The row
+``tessera_leader`` (id 1, made by the PostgreSQL migrations) names the active
+server, its advertised address, an ``epoch`` that grows at every takeover and
+``lease_until``. Every time is the DATABASE's ``now()``: the servers' clocks
+never meet, so they cannot disagree.
+
+- The active renews ``lease_until = now() + lease`` every ``interval``, only
+  while the epoch is still its own.
+- A standby tries every ``interval`` to take the row over: it succeeds only
+  once the lease has run out, and then the epoch grows by one.
+- Fencing: every write transaction of the store first runs ``fence`` (the row
+  with this server's epoch and a running lease, ``FOR SHARE``). A server that
+  has lost its place finds no row and raises ``NotLeader``: even one that was
+  paused (SIGSTOP) and has not noticed yet can no longer commit. ``FOR SHARE``
+  makes a takeover wait for a write transaction that passed its fence, so
+  nothing is committed under an epoch after the next one began. The fence also
+  bounds how long such a transaction may sit idle (``idle_limit``, the lease): a server paused
+  inside one would otherwise hold its lock, and block every takeover, for as
+  long as it stays paused.
+
+Locally, the active counts its lease from the moment it SENT the statement
+that won or renewed it (``time.monotonic``, which runs on through a SIGSTOP),
+so its own deadline never falls after the database's. ``leading`` is False
+once that deadline has passed unrenewed: a server resumed after a pause
+refuses calls at once, before its loop has even run (RULES H1: it never
+answers as active again before it has won anew).
+
+The election keeps its own connection, apart from the store's: a renewal must
+not queue behind the store's writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+
+from server.store.port import NotLeader
+
+log = structlog.get_logger()
+
+LEADER_DDL = """
+CREATE TABLE IF NOT EXISTS tessera_leader (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    node_id TEXT NOT NULL,
+    address TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    lease_until TIMESTAMPTZ NOT NULL
+)
+"""
+
+# Takes the row when it is missing or its lease has run out; no row back
+# otherwise. Two standbys trying at once: the second waits for the first's row
+# lock, then sees the new lease and gets nothing.
+TAKE_OVER = """
+INSERT INTO tessera_leader AS l (id, node_id, address, epoch, lease_until)
+VALUES (1, $1, $2, 1, now() + make_interval(secs => $3))
+ON CONFLICT (id) DO UPDATE
+    SET node_id = EXCLUDED.node_id, address = EXCLUDED.address,
+        epoch = l.epoch + 1, lease_until = EXCLUDED.lease_until
+    WHERE l.lease_until < now()
+RETURNING epoch
+"""
+RENEW = """
+UPDATE tessera_leader SET lease_until = now() + make_interval(secs => $2)
+WHERE id = 1 AND epoch = $1
+RETURNING epoch
+"""
+# A clean stop hands over at once: the lease ends now (the fence then refuses
+# this epoch too) and a standby need not wait for it to run out.
+RESIGN = "UPDATE tessera_leader SET lease_until = now() WHERE id = 1 AND epoch = $1"
+CURRENT = "SELECT node_id, address, epoch, lease_until > now() AS live FROM tessera_leader"
+FENCE = """
+SELECT set_config('idle_in_transaction_session_timeout', $2, true)
+FROM tessera_leader
+WHERE id = 1 AND epoch = $1 AND lease_until > now()
+FOR SHARE
+"""
+
+
+@dataclass(frozen=True)
+class Leader:
+    """The row as last read: who holds (or last held) the lease."""
+
+    node_id: str
+    address: str
+    epoch: int
+    live: bool  # its lease is running
+
+
+async def fence(conn: asyncpg.Connection, epoch: int | None, idle_limit: float) -> None:
+    """Inside a write transaction: raise ``NotLeader`` unless ``epoch`` still
+    holds a running lease; otherwise keep the row share-locked until the
+    transaction ends (a takeover waits for it)."""
+    if epoch is None:
+        raise NotLeader("this server has not been elected")
+    row = await conn.fetchrow(FENCE, epoch, f"{max(1, round(idle_limit * 1000))}ms")
+    if row is None:
+        raise NotLeader(f"epoch {epoch} is no longer the active one: another server took over")
+
+
+class Election:
+    """One server's part in the election; ``run()`` until ``stop()``.
+
+    ``on_elected(epoch)`` and ``on_lost()`` are called from the loop, plain
+    functions that must not block (start a task for the slow part): the lease
+    goes on being renewed while the new active loads its state.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        node_id: str,
+        address: str,
+        *,
+        lease: float = 5.0,
+        interval: float = 1.0,
+        on_elected: Callable[[int], None] = lambda epoch: None,
+        on_lost: Callable[[], None] = lambda: None,
+        idle_limit: float | None = None,
+    ) -> None:
+        if not 0 < interval < lease:
+            raise ValueError(
+                f"the interval ({interval} s) must be shorter than the lease ({lease} s)"
+            )
+        self.url = url
+        self.node_id = node_id
+        self.address = address
+        self.lease = lease
+        self.interval = interval
+        self.on_elected = on_elected
+        self.on_lost = on_lost
+        # How long a fenced transaction may sit idle before the database ends
+        # its session (and so its lock): the lease unless told otherwise.
+        self.idle_limit = lease if idle_limit is None else idle_limit
+        self.epoch: int | None = None  # set while this server holds the lease
+        self.leader: Leader | None = None  # the row as last read
+        self._deadline = 0.0  # time.monotonic() past which our lease may have ended
+        self._conn: asyncpg.Connection | None = None
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what the server asks ------------------------------------------------
+
+    @property
+    def leading(self) -> bool:
+        """True while this server holds a lease it knows to be running."""
+        return self.epoch is not None and time.monotonic() < self._deadline
+
+    def leader_address(self) -> str:
+        """The active server's advertised address as last read ('' when unknown)."""
+        if self.leading:
+            return self.address
+        leader = self.leader
+        return leader.address if leader is not None and leader.live else ""
+
+    async def fence(self, conn: asyncpg.Connection) -> None:
+        """The store's fence (see the module docstring); losing it here steps
+        this server down at once rather than at the next renewal."""
+        epoch = self.epoch
+        try:
+            await fence(conn, epoch, self.idle_limit)
+        except NotLeader:
+            if self.epoch == epoch:
+                self._step_down("a write was fenced")
+            raise
+
+    # -- the loop --------------------------------------------------------------
+
+    def start(self) -> asyncio.Task[None]:
+        """``run()`` as a task, which ``stop()`` then ends."""
+        self._task = asyncio.create_task(self.run(), name=f"election {self.node_id}")
+        return self._task
+
+    async def run(self) -> None:
+        """Renew or try to take over every ``interval`` until ``stop()``; on
+        ``stop()`` resign. Cancelled, it leaves the lease to run out."""
+        try:
+            while not self._stopping.is_set():
+                await self.tick()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.interval)
+            await self._resign()
+        finally:
+            await self._close()
+
+    async def tick(self) -> None:
+        """One round: renew the lease we hold, or try to take it over."""
+        sent = time.monotonic()
+        try:
+            conn = await self._connection()
+            if self.epoch is None:
+                await self._read(conn)
+            if self.epoch is not None:
+                renewed = await conn.fetchval(RENEW, self.epoch, self.lease, timeout=self.lease)
+                if renewed is None:
+                    self._step_down("another server took over")
+                else:
+                    self._deadline = sent + self.lease
+            elif self.leader is None or not self.leader.live:
+                # Only then: a takeover locks the row, and so waits for the
+                # active's fenced transaction of the moment.
+                won = await conn.fetchval(
+                    TAKE_OVER, self.node_id, self.address, self.lease, timeout=self.lease
+                )
+                if won is not None:
+                    self._deadline = sent + self.lease
+                    self.epoch = int(won)
+                    log.info("elected", node_id=self.node_id, epoch=self.epoch)
+                    self.on_elected(self.epoch)
+            await self._read(conn)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("election: database unreachable", error=str(exc) or type(exc).__name__)
+            await self._close()
+        if self.epoch is not None and not self.leading:
+            self._step_down("the lease ran out before it could be renewed")
+
+    async def stop(self) -> None:
+        """Leave the election; if leading, end the lease now so that a standby
+        takes over at its next try (call after the store's last commit)."""
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+        else:
+            await self._resign()
+            await self._close()
+
+    # -- inside ------------------------------------------------------------------
+
+    async def _resign(self) -> None:
+        epoch, self.epoch = self.epoch, None
+        if epoch is None:
+            return
+        with contextlib.suppress(
+            OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError
+        ):
+            conn = await self._connection()
+            await conn.execute(RESIGN, epoch, timeout=self.interval)
+            log.info("resigned", node_id=self.node_id, epoch=epoch)
+
+    def _step_down(self, why: str) -> None:
+        if self.epoch is None:
+            return
+        log.warning("lost the lead", node_id=self.node_id, epoch=self.epoch, why=why)
+        self.epoch = None
+        self.on_lost()
+
+    async def _read(self, conn: asyncpg.Connection) -> None:
+        row = await conn.fetchrow(CURRENT, timeout=self.lease)
+        self.leader = None if row is None else Leader(**dict(row))
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            millis = str(max(1, round(self.lease * 1000)))
+            self._conn = await asyncpg.connect(
+                self.url,
+                timeout=self.lease,
+                # A takeover waiting behind a fenced transaction gives up and tries again.
+                server_settings={"lock_timeout": millis, "application_name": "tessera-election"},
+            )
+        return self._conn
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            with contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError):
+                await conn.close(timeout=self.interval)

@@ -1,0 +1,231 @@
+"""The election on the ``tessera_leader`` row and its fence (RULES H1, H2).
+
+Each test gets an empty database of its own (``pg_url``). Leases run out on the
+DATABASE's clock: a test that needs one to have run out moves ``lease_until``
+into the past, as the database's ``now()`` passing it would; a paused server
+is one whose election stops ticking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from server.ha.election import LEADER_DDL, Election
+from server.store.port import NotLeader, StoreFailed
+
+Factory = Callable[..., Election]
+
+
+@pytest.fixture
+async def db(pg_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the test's own (the store's, or the operator's)."""
+    conn = await asyncpg.connect(pg_url)
+    # The PostgreSQL migrations make it; the election's tests do not need them.
+    await conn.execute(LEADER_DDL)
+    await conn.execute("CREATE TABLE purchases (id INTEGER PRIMARY KEY)")
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def elect(pg_url: str, db: asyncpg.Connection) -> AsyncIterator[Factory]:
+    made: list[Election] = []
+
+    def make(node_id: str, lease: float = 30.0, interval: float = 0.05, **kw: Any) -> Election:
+        election = Election(
+            pg_url, node_id, f"{node_id}:50051", lease=lease, interval=interval, **kw
+        )
+        made.append(election)
+        return election
+
+    yield make
+    for election in made:
+        election._stopping.set()
+        await election._close()
+
+
+async def expire(db: asyncpg.Connection) -> None:
+    """The database's clock passes the lease (as a paused active's would)."""
+    await db.execute("UPDATE tessera_leader SET lease_until = now() - interval '1 second'")
+
+
+async def row(db: asyncpg.Connection) -> Any:
+    return await db.fetchrow("SELECT node_id, address, epoch, lease_until FROM tessera_leader")
+
+
+async def fenced_write(
+    db: asyncpg.Connection, fence: Callable[[asyncpg.Connection], Awaitable[None]], n: int
+) -> None:
+    async with db.transaction():
+        await fence(db)
+        await db.execute("INSERT INTO purchases VALUES ($1)", n)
+
+
+async def test_h1_two_servers_exactly_one_wins(elect: Factory, db: asyncpg.Connection) -> None:
+    a, b = elect("a"), elect("b")
+    await asyncio.gather(a.tick(), b.tick())
+    winners = [e for e in (a, b) if e.leading]
+    assert len(winners) == 1
+    assert winners[0].epoch == 1
+    loser = b if winners[0] is a else a
+    assert loser.epoch is None
+    assert loser.leader_address() == winners[0].address  # the standby knows whom to name
+    got = await row(db)
+    assert (got["node_id"], got["address"], got["epoch"]) == (
+        winners[0].node_id,
+        winners[0].address,
+        1,
+    )
+
+
+async def test_h1_renewal_keeps_the_lease(elect: Factory, db: asyncpg.Connection) -> None:
+    a, b = elect("a"), elect("b")
+    await a.tick()
+    before = (await row(db))["lease_until"]
+    await a.tick()
+    await b.tick()
+    after = await row(db)
+    assert after["lease_until"] > before
+    assert (after["node_id"], after["epoch"]) == ("a", 1)
+    assert a.leading and b.epoch is None
+
+
+async def test_h2_takeover_after_the_lease_and_the_old_active_is_fenced(
+    elect: Factory, db: asyncpg.Connection
+) -> None:
+    lost: list[str] = []
+    elected: list[int] = []
+    a = elect("a", on_lost=lambda: lost.append("a"))
+    b = elect("b", on_elected=elected.append)
+    await a.tick()
+    await fenced_write(db, a.fence, 1)  # the active writes
+    await b.tick()
+    assert b.epoch is None  # the lease runs: no takeover
+
+    await expire(db)  # a is paused: it renews no more
+    await b.tick()
+    assert b.epoch == 2 and elected == [2]
+    assert a.leading  # a has not noticed yet (its own clock says its lease runs) ...
+    with pytest.raises(NotLeader):  # ... but it can no longer commit
+        await fenced_write(db, a.fence, 2)
+    assert isinstance(NotLeader("x"), StoreFailed)
+    assert lost == ["a"] and not a.leading  # the fence stepped it down at once
+    await fenced_write(db, b.fence, 3)
+    assert [r["id"] for r in await db.fetch("SELECT id FROM purchases ORDER BY id")] == [1, 3]
+
+    await a.tick()  # resumed: it stays a standby and names the new active
+    assert a.epoch is None and a.leader_address() == "b:50051"
+
+
+async def test_h1_fence_refuses_an_expired_lease_nobody_took(
+    elect: Factory, db: asyncpg.Connection
+) -> None:
+    a = elect("a")
+    await a.tick()
+    await expire(db)
+    with pytest.raises(NotLeader):
+        await fenced_write(db, a.fence, 1)
+    assert await db.fetchval("SELECT count(*) FROM purchases") == 0
+
+
+async def test_h1_a_fenced_transaction_holds_off_the_takeover(
+    elect: Factory, db: asyncpg.Connection, pg_url: str
+) -> None:
+    """A write that passed its fence commits before any takeover: the takeover
+    waits for its share lock, so nothing is committed under an old epoch once a
+    new one has begun."""
+    a = elect("a", lease=0.3, idle_limit=30)
+    b = elect("b")
+    await a.tick()
+    watcher = await asyncpg.connect(pg_url)
+    try:
+        async with db.transaction():
+            await a.fence(db)
+            while not await watcher.fetchval("SELECT lease_until < now() FROM tessera_leader"):
+                await asyncio.sleep(0.05)  # the lease runs out (0.3 s, on the database's clock)
+            takeover = asyncio.create_task(b.tick())
+            # b is seen waiting on the row lock that the fence holds
+            while not await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name = 'tessera-election' AND wait_event_type = 'Lock'"
+            ):
+                await asyncio.sleep(0.02)
+            assert not takeover.done()
+            await db.execute("INSERT INTO purchases VALUES (1)")
+        await takeover
+        assert b.epoch == 2
+        assert await db.fetchval("SELECT count(*) FROM purchases") == 1
+        with pytest.raises(NotLeader):
+            await fenced_write(db, a.fence, 2)
+    finally:
+        await watcher.close()
+
+
+async def test_h1_the_local_lease_lapses_without_renewal(elect: Factory) -> None:
+    """A server resumed after a pause refuses calls before its loop runs: its
+    own deadline (counted from when it sent the renewal) has passed."""
+    a = elect("a", lease=0.2)
+    await a.tick()
+    assert a.leading and a.leader_address() == "a:50051"
+    await asyncio.sleep(0.25)
+    assert not a.leading
+
+
+async def test_h2_a_clean_stop_hands_over_at_once(elect: Factory, db: asyncpg.Connection) -> None:
+    a, b = elect("a"), elect("b")
+    await a.tick()
+    await a.stop()  # a 30 s lease, ended now rather than left to run out
+    await b.tick()
+    assert b.epoch == 2
+    with pytest.raises(NotLeader):
+        await fenced_write(db, a.fence, 1)
+
+
+async def test_h2_run_loops_elect_and_take_over(elect: Factory, db: asyncpg.Connection) -> None:
+    """The loops themselves: one wins; cancelled without resigning (a kill -9),
+    the other takes over once the lease has run out and its epoch grows."""
+    won: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+    a = elect("a", lease=0.3, on_elected=lambda e: won.put_nowait(("a", e)))
+    b = elect("b", lease=0.3, on_elected=lambda e: won.put_nowait(("b", e)))
+    tasks = {"a": a.start(), "b": b.start()}
+    first, epoch = await asyncio.wait_for(won.get(), 5)
+    assert epoch == 1
+    tasks[first].cancel()
+    second, epoch = await asyncio.wait_for(won.get(), 5)
+    assert (second, epoch) != (first, 1) and epoch == 2
+    assert (await row(db))["node_id"] == second
+    other = a if second == "a" else b
+    await other.stop()
+    assert (await row(db))["lease_until"] <= await db.fetchval("SELECT now()")
+
+
+async def test_h2_a_paused_transaction_cannot_hold_off_the_takeover(
+    elect: Factory, db: asyncpg.Connection, pg_url: str
+) -> None:
+    """An active paused (SIGSTOP) inside a fenced transaction would hold its
+    share lock for as long as it stays paused: the database ends its session
+    once it has sat idle for the lease, so the takeover goes through."""
+    a = elect("a", lease=0.3)
+    b = elect("b")
+    await a.tick()
+    watcher = await asyncpg.connect(pg_url)
+    try:
+        transaction = db.transaction()
+        await transaction.start()
+        await a.fence(db)  # ... and the server stops here
+        while not await watcher.fetchval("SELECT lease_until < now() FROM tessera_leader"):
+            await asyncio.sleep(0.05)
+        await b.tick()
+        assert b.epoch == 2
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+            await db.execute("INSERT INTO purchases VALUES (1)")  # resumed: its session is gone
+        assert await watcher.fetchval("SELECT count(*) FROM purchases") == 0
+    finally:
+        await watcher.close()
