@@ -194,7 +194,8 @@ class AdminServiceServicer:
     """
 
     def GetServerInfo(self, request, context):
-        """The server's version, its clock, and whether it is a test clock.
+        """The server's version, its clock, whether it is a test clock, and its role
+        among the servers of one database (a standby answers it too).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

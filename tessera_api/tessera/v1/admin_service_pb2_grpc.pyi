@@ -36,7 +36,9 @@ class AdminServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AdminServiceAsyncStub: ...
     GetServerInfo: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetServerInfoRequest, _admin_service_pb2.GetServerInfoResponse]
-    """The server's version, its clock, and whether it is a test clock."""
+    """The server's version, its clock, whether it is a test clock, and its role
+    among the servers of one database (a standby answers it too).
+    """
     AdvanceClock: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.AdvanceClockRequest, _admin_service_pb2.AdvanceClockResponse]
     """Moves the test clock forward, firing everything due (RULES §7)."""
     CreateTeam: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.CreateTeamRequest, _admin_service_pb2.CreateTeamResponse]
@@ -149,7 +151,9 @@ class AdminServiceAsyncStub(AdminServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetServerInfo: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetServerInfoRequest, _admin_service_pb2.GetServerInfoResponse]  # type: ignore[assignment]
-    """The server's version, its clock, and whether it is a test clock."""
+    """The server's version, its clock, whether it is a test clock, and its role
+    among the servers of one database (a standby answers it too).
+    """
     AdvanceClock: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.AdvanceClockRequest, _admin_service_pb2.AdvanceClockResponse]  # type: ignore[assignment]
     """Moves the test clock forward, firing everything due (RULES §7)."""
     CreateTeam: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.CreateTeamRequest, _admin_service_pb2.CreateTeamResponse]  # type: ignore[assignment]
@@ -265,7 +269,9 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.GetServerInfoRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.GetServerInfoResponse, _abc.Awaitable[_admin_service_pb2.GetServerInfoResponse]]:
-        """The server's version, its clock, and whether it is a test clock."""
+        """The server's version, its clock, whether it is a test clock, and its role
+        among the servers of one database (a standby answers it too).
+        """
 
     @_abc_1.abstractmethod
     def AdvanceClock(
