@@ -2,7 +2,9 @@
 
 Simulates many users, each running the product (some also its plugin) on a
 device of their own, over several worker processes, each with its own event
-loop and its own connections, against one server:
+loop and its own connections, against one server (or the servers of one
+deployment: ``--target`` repeated or comma-separated; the calls go to the active
+one and follow it through a takeover, as the SDK's do, RULES H3):
 
 1. **provision**: a team, tokens, a product and a plugin, users imported in
    bulk and a key issued to each (with ``--admin-token``); or users and keys
@@ -23,8 +25,11 @@ by status code (and ``ErrorInfo`` reason), successful calls per second and
 p50/p95/p99/max latency; ``--json FILE`` writes the same for machines.
 
 The calls go through the generated stubs, not the client SDK: the SDK's
-conveniences (background heartbeats, retries) are not what is measured, and
-the generator must stay light, for it shares the machine with the server.
+conveniences (background heartbeats, lease checks) are not what is measured,
+and the generator must stay light, for it shares the machine with the server.
+Only the SDK's ``Failover`` sits between: with one target it makes one attempt
+per call (every failure is counted), with several it retries across them
+(``--attempts``) and a call's latency includes its way to the active.
 """
 
 from client_sdk.load.config import LoadConfig, RemoteTargetError, check_target, is_loopback

@@ -16,7 +16,7 @@ def report(result: RunResult) -> str:
     r = result
     cfg = r.config
     lines = [
-        f"target {r.target}: {r.users:,} users, {r.sessions:,} sessions, "
+        f"{'targets' if ',' in r.target else 'target'} {r.target}: {r.users:,} users, {r.sessions:,} sessions, "
         f"{cfg.workers} workers x {cfg.channels} connections x {cfg.concurrency} in flight",
         f"live sessions: {r.live_after_ramp:,} after ramp-up, {r.live_steady:,} at the end "
         "of the steady state"

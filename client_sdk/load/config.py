@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from client_sdk._retry import RetryPolicy
+
 # Where ``python -m server`` (``make run``) keeps the token it generates by default.
 DEFAULT_TOKEN_FILE = Path("var/tessera.db.admin-token")
 
@@ -59,10 +61,26 @@ def check_target(target: str, allow_remote: bool) -> None:
         )
 
 
+#: Attempts per call with several targets (``attempts`` 0): enough, with the retry
+#: policy's backoff, to ride out a takeover (RULES H2: within 10 s).
+FAILOVER_ATTEMPTS = 10
+
+
+def split_targets(values: Sequence[str]) -> str:
+    """``--target`` values (each one address, or several separated by commas) as one
+    comma-separated list: ``LoadConfig.target``."""
+    return ",".join(t.strip() for v in values for t in v.split(",") if t.strip())
+
+
 @dataclass(frozen=True)
 class LoadConfig:
+    # One server, or several of one deployment separated by commas (the active and its
+    # standbys, RULES H3): every call goes to the active and follows it to another.
     target: str = "127.0.0.1:50051"
     allow_remote: bool = False
+    # Attempts per call: 0 is 1 with one target (every failure counted, as measured) and
+    # FAILOVER_ATTEMPTS with several (calls follow NOT_LEADER and lost connections).
+    attempts: int = 0
     # Provisioning: through AdminService with this token, or users from a file.
     admin_token: str | None = None
     users_file: Path | None = None
@@ -93,8 +111,22 @@ class LoadConfig:
     seed: int = 1
     version: str = "2026.1"
 
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.target.split(",") if t.strip())
+
+    def retry(self, call_timeout: float | None = None) -> RetryPolicy:
+        """How a call is tried (across targets): ``attempts``, the SDK's backoff."""
+        attempts = self.attempts or (1 if len(self.targets) == 1 else FAILOVER_ATTEMPTS)
+        return RetryPolicy(max_attempts=attempts, call_timeout=call_timeout or self.timeout)
+
     def validate(self) -> None:
-        check_target(self.target, self.allow_remote)
+        if not self.targets:
+            raise ValueError("--target: at least one server address is required")
+        for target in self.targets:
+            check_target(target, self.allow_remote)
+        if self.attempts < 0:
+            raise ValueError("--attempts must not be negative")
         if self.users < 1:
             raise ValueError("--users must be at least 1")
         if self.workers < 1 or self.channels < 1 or self.concurrency < 1:
@@ -127,8 +159,21 @@ def parser() -> argparse.ArgumentParser:
         "Release+Entitle cycles, Releases at the end.",
     )
     a = p.add_argument
-    a("--target", default=os.environ.get("TESSERA_TARGET", d.target), help="host:port")
+    a(
+        "--target",
+        action="append",
+        help="host:port; repeat it, or separate several by commas, for the servers of one "
+        "deployment (the active and its standbys: calls follow the active) "
+        f"(TESSERA_TARGET; default {d.target})",
+    )
     a("--allow-remote", action="store_true", help="allow a target that is not loopback")
+    a(
+        "--attempts",
+        type=int,
+        default=d.attempts,
+        help="attempts per call, across targets (default: 1 with one target, "
+        f"{FAILOVER_ATTEMPTS} with several)",
+    )
     g = p.add_argument_group("users")
     g.add_argument(
         "--admin-token",
@@ -191,12 +236,15 @@ def default_admin_token(path: Path = DEFAULT_TOKEN_FILE) -> str | None:
 
 
 def from_args(ns: argparse.Namespace) -> LoadConfig:
+    target = split_targets(ns.target or [os.environ.get("TESSERA_TARGET", LoadConfig.target)])
     token = ns.admin_token
-    if token is None and not (ns.users_file or ns.fake_users) and is_loopback(ns.target):
+    local = all(is_loopback(t) for t in target.split(","))
+    if token is None and not (ns.users_file or ns.fake_users) and local:
         token = default_admin_token()
     return LoadConfig(
-        target=ns.target,
+        target=target,
         allow_remote=ns.allow_remote,
+        attempts=ns.attempts,
         admin_token=token,
         users_file=ns.users_file,
         save_users=ns.save_users,

@@ -5,22 +5,31 @@ Provisioning creates a team of its own, buys enough tokens, upserts a product
 and a plugin of its own, imports the users in bulk (``ImportUsers``, 1,000
 entries per call: imported users are active at once, with no invitation) and
 issues each user a key (``IssueUserKey``, one call per user, many in flight).
+With several targets its calls go to the active one, as the SDK's do
+(``client_sdk.failover``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import secrets
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from client_sdk._retry import RetryPolicy
+from client_sdk.clock import SystemClock
+from client_sdk.failover import Failover, Targets
 from tessera_api.tessera.v1 import admin_service_pb2 as adm
 from tessera_api.tessera.v1 import admin_service_pb2_grpc, common_pb2
+
+if TYPE_CHECKING:
+    from tessera_api.tessera.v1.admin_service_pb2_grpc import AdminServiceAsyncStub
 
 IMPORT_CHUNK = 1000  # entries per ImportUsers call
 KEY_CONCURRENCY = 128  # IssueUserKey calls in flight
@@ -100,17 +109,30 @@ def admin_channel(target: str) -> grpc.aio.Channel:
     )
 
 
+def admin_calls(targets: Targets, retry: RetryPolicy) -> Failover[AdminServiceAsyncStub]:
+    """AdminService on whichever of ``targets`` is active (its own connection to each)."""
+    return Failover(
+        targets,
+        admin_channel,
+        admin_service_pb2_grpc.AdminServiceStub,
+        retry=retry,
+        clock=SystemClock(),
+        rng=random.Random(),  # noqa: S311 - backoff jitter, not a secret
+    )
+
+
 async def provision(
-    target: str,
+    targets: Targets,
+    retry: RetryPolicy,
     admin_token: str,
     n: int,
     *,
     daily_rate: int = 1,
     plugin_rate: int = 1,
     progress: ProgressFn | None = None,
-    timeout: float = 120.0,
 ) -> Users:
-    """A new team with ``n`` active users who may run a new product and its plugin."""
+    """A new team with ``n`` active users who may run a new product and its plugin (each
+    call tried as ``retry`` says, across ``targets``)."""
     run_id = secrets.token_hex(5)
     team_id = f"load-{run_id}"
     product_id = "LOAD" + run_id.upper()
@@ -118,31 +140,31 @@ async def provision(
     md = (("authorization", f"Bearer {admin_token}"),)
     report = progress or (lambda label, done, total: None)
 
-    channels = [admin_channel(target) for _ in range(2)]
+    connections = [admin_calls(targets, retry) for _ in range(2)]
     try:
-        stubs = [admin_service_pb2_grpc.AdminServiceStub(c) for c in channels]
-        admin = stubs[0]
-        await admin.CreateTeam(
+        admin = connections[0]
+        await admin.call(
+            lambda s: s.CreateTeam,
             adm.CreateTeamRequest(
                 team_id=team_id, display_name=f"Load test {run_id}", plan=common_pb2.PLAN_STANDARD
             ),
-            metadata=md,
-            timeout=timeout,
+            md,
         )
         # Every meter holds its daily rate while in grace; captures, resumes after
         # Idle and Release+Entitle cycles may take it again: buy four times that.
         tokens = max(1, n * (daily_rate + plugin_rate) * 4 + 1000)
-        await admin.PurchaseTokens(
+        await admin.call(
+            lambda s: s.PurchaseTokens,
             adm.PurchaseTokensRequest(team_id=team_id, tokens=tokens, request_id=f"{team_id}-1"),
-            metadata=md,
-            timeout=timeout,
+            md,
         )
         platforms = [
             common_pb2.PLATFORM_WINDOWS,
             common_pb2.PLATFORM_MACOS,
             common_pb2.PLATFORM_LINUX,
         ]
-        await admin.UpsertProduct(
+        await admin.call(
+            lambda s: s.UpsertProduct,
             adm.UpsertProductRequest(
                 product=common_pb2.Product(
                     product_id=product_id,
@@ -153,10 +175,10 @@ async def provision(
                     platforms=platforms,
                 )
             ),
-            metadata=md,
-            timeout=timeout,
+            md,
         )
-        await admin.UpsertProduct(
+        await admin.call(
+            lambda s: s.UpsertProduct,
             adm.UpsertProductRequest(
                 product=common_pb2.Product(
                     product_id=plugin_id,
@@ -168,8 +190,7 @@ async def provision(
                     platforms=platforms,
                 )
             ),
-            metadata=md,
-            timeout=timeout,
+            md,
         )
 
         entries = [f"Load User {i} <load-user-{i:06d}@{run_id}.example.com>" for i in range(n)]
@@ -179,12 +200,12 @@ async def provision(
         async def import_chunk(start: int) -> None:
             nonlocal imported
             chunk = entries[start : start + IMPORT_CHUNK]
-            resp = await stubs[(start // IMPORT_CHUNK) % len(stubs)].ImportUsers(
+            resp = await connections[(start // IMPORT_CHUNK) % len(connections)].call(
+                lambda s: s.ImportUsers,
                 adm.ImportUsersRequest(
                     team_id=team_id, users=chunk, product_ids=[product_id, plugin_id]
                 ),
-                metadata=md,
-                timeout=timeout,
+                md,
             )
             if len(resp.members) != len(chunk):
                 raise RuntimeError(
@@ -205,8 +226,8 @@ async def provision(
 
         async def issue(i: int) -> None:
             nonlocal issued
-            resp = await stubs[i % len(stubs)].IssueUserKey(
-                adm.IssueUserKeyRequest(user_id=user_ids[i]), metadata=md, timeout=timeout
+            resp = await connections[i % len(connections)].call(
+                lambda s: s.IssueUserKey, adm.IssueUserKeyRequest(user_id=user_ids[i]), md
             )
             keys[i] = resp.user_key
             issued += 1
@@ -217,7 +238,7 @@ async def provision(
         await _bounded((issue(i) for i in range(n)), limit=KEY_CONCURRENCY)
         return Users(team_id, product_id, plugin_id, list(zip(user_ids, keys, strict=True)))
     finally:
-        for c in channels:
+        for c in connections:
             await c.close()
 
 
@@ -240,22 +261,23 @@ async def _bounded(coros: Iterable[Coroutine[Any, Any, None]], limit: int) -> No
             coro.close()
 
 
-async def count_live_sessions(target: str, admin_token: str, team_id: str) -> int:
+async def count_live_sessions(
+    targets: Targets, retry: RetryPolicy, admin_token: str, team_id: str
+) -> int:
     """Live sessions the server lists for the team (``ListSessions``, 1,000 a page)."""
     md = (("authorization", f"Bearer {admin_token}"),)
-    channel = admin_channel(target)
+    admin = admin_calls(targets, retry)
     try:
-        stub = admin_service_pb2_grpc.AdminServiceStub(channel)
         total, token = 0, ""
         while True:
-            resp = await stub.ListSessions(
+            resp = await admin.call(
+                lambda s: s.ListSessions,
                 adm.ListSessionsRequest(team_id=team_id, page_size=1000, page_token=token),
-                metadata=md,
-                timeout=60,
+                md,
             )
             total += sum(s.state != common_pb2.SESSION_STATE_ENDED for s in resp.sessions)
             token = resp.next_page_token
             if not token:
                 return total
     finally:
-        await channel.close()
+        await admin.close()

@@ -28,8 +28,8 @@ from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import Any
 
-import grpc
-
+from client_sdk.errors import TesseraError
+from client_sdk.failover import Targets
 from client_sdk.load.config import LoadConfig
 from client_sdk.load.progress import NoProgress, Progress
 from client_sdk.load.provision import Users, count_live_sessions, fake_users, provision
@@ -187,8 +187,8 @@ class Driver:
             users = self._provision(report)
         except TimeoutError:
             raise LoadError("max_duration reached while provisioning") from None
-        except grpc.aio.AioRpcError as exc:
-            raise LoadError(f"provisioning failed: {exc.code().name}: {exc.details()}") from None
+        except TesseraError as exc:
+            raise LoadError(f"provisioning failed: {exc}") from None
         self.result.provision_seconds = time.monotonic() - t0
         if cfg.save_users is not None:
             users.save(cfg.save_users)
@@ -200,7 +200,8 @@ class Driver:
         return asyncio.run(
             asyncio.wait_for(
                 provision(
-                    cfg.target,
+                    Targets(cfg.targets),
+                    cfg.retry(call_timeout=120.0),
                     cfg.admin_token,
                     cfg.users,
                     daily_rate=cfg.daily_rate,
@@ -394,7 +395,12 @@ class Driver:
                     self.progress.phase("count", None)
                     try:
                         r.server_live_sessions = asyncio.run(
-                            count_live_sessions(cfg.target, cfg.admin_token, users.team_id)
+                            count_live_sessions(
+                                Targets(cfg.targets),
+                                cfg.retry(call_timeout=60.0),
+                                cfg.admin_token,
+                                users.team_id,
+                            )
                         )
                     except Exception as exc:  # a count that fails leaves the figure out
                         self.progress.update(0, f"ListSessions failed: {exc}")

@@ -7,7 +7,9 @@ steady state go to the sessions its ramp-up opened.
 
 The hot path is kept lean, for the generator shares the machine with the
 server: requests are built once per session, the generated stubs are called
-directly, and a latency costs one ``array.append``.
+through the SDK's ``Failover`` alone (which finds the active among several
+targets and, with one target, makes one attempt per call), and a latency costs
+one ``array.append``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import grpc
 
+from client_sdk.clock import SystemClock
+from client_sdk.errors import TesseraError
+from client_sdk.failover import Failover, Targets
 from client_sdk.load.config import LoadConfig
 from client_sdk.load.stats import PhaseStats, Recorder
 from tessera_api.tessera.v1 import common_pb2, licensing_service_pb2_grpc
@@ -34,6 +39,8 @@ from tessera_api.tessera.v1 import licensing_service_pb2 as lic
 
 if TYPE_CHECKING:
     from tessera_api.tessera.v1.licensing_service_pb2_grpc import LicensingServiceAsyncStub
+
+    Calls = Failover[LicensingServiceAsyncStub]  # a connection: a stub per target
 
 # Slots of each worker in the shared counter array the driver reads for progress.
 CALLS, ERRORS, LIVE, UNITS = range(4)
@@ -72,7 +79,7 @@ class Session:
 
     n: int
     md: tuple[tuple[str, str], ...]
-    stub: LicensingServiceAsyncStub
+    servers: Calls  # the connection its calls go through, to whichever server is active
     device_id: str
     platform: int
     product_id: str
@@ -86,23 +93,10 @@ class Session:
     hb: lic.HeartbeatRequest = field(default_factory=lic.HeartbeatRequest)
 
 
-def error_key(exc: grpc.aio.AioRpcError) -> str:
-    """``CODE`` or ``CODE/REASON`` when the status carries an ``ErrorInfo``."""
-    code = exc.code().name if exc.code() is not None else "UNKNOWN"
-    try:
-        from google.rpc import error_details_pb2, status_pb2
-
-        for key, value in exc.trailing_metadata() or ():
-            if key == "grpc-status-details-bin" and isinstance(value, bytes):
-                status = status_pb2.Status.FromString(value)
-                for detail in status.details:
-                    if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                        info = error_details_pb2.ErrorInfo()
-                        detail.Unpack(info)
-                        return f"{code}/{info.reason}"
-    except Exception:  # noqa: S110 - the code alone is still worth reporting
-        pass
-    return code
+def error_key(exc: TesseraError) -> str:
+    """``CODE`` or ``CODE/REASON`` when the status carries an ``ErrorInfo`` reason."""
+    code = exc.code.name if exc.code is not None else "CLIENT"
+    return code if exc.reason in ("", code) else f"{code}/{exc.reason}"
 
 
 class Pacer:
@@ -130,7 +124,6 @@ class Worker:
         self.counters = counters
         self.base = spec.index * SLOTS
         self.budget = spec.budget
-        self.timeout = self.cfg.timeout
         self.rng = random.Random(self.cfg.seed * 1000 + spec.index)  # noqa: S311 - not a secret
         self.calls = 0
         self.errors = 0
@@ -142,7 +135,7 @@ class Worker:
         self.sessions: list[Session] = []  # hosts and plugins
         self.abort = asyncio.Event()
         self.commands: asyncio.Queue[Command] = asyncio.Queue()
-        self.channels: list[grpc.aio.Channel] = []
+        self.connections: list[Calls] = []
         self.extra: list[PhaseStats] = []  # measured before the phase proper (warm-up)
 
     # -- plumbing ----------------------------------------------------------------
@@ -175,13 +168,10 @@ class Worker:
     def stopping(self, deadline: float) -> bool:
         return self.budget <= 0 or self.abort.is_set() or time.monotonic() >= deadline
 
-    def failed(self, rec: Recorder, exc: BaseException) -> None:
+    def failed(self, rec: Recorder, exc: TesseraError) -> None:
         self.calls += 1
         self.errors += 1
-        if isinstance(exc, grpc.aio.AioRpcError):
-            rec.error(error_key(exc), exc.details() or "")
-        else:
-            rec.error("CLIENT_" + type(exc).__name__, str(exc))
+        rec.error(error_key(exc), exc.message)
 
     def sample(self, rpc: str, response: Any) -> None:
         if rpc not in self.samples:
@@ -191,16 +181,21 @@ class Worker:
         loop = asyncio.get_running_loop()
         cfg = self.cfg
         options = [("grpc.use_local_subchannel_pool", 1)]  # one TCP connection per channel
-        self.channels = [
-            grpc.aio.insecure_channel(cfg.target, options=options) for _ in range(cfg.channels)
+        targets = Targets(cfg.targets)  # shared: a move to the active is made once for all
+        self.connections = [
+            Failover(
+                targets,
+                lambda address: grpc.aio.insecure_channel(address, options=options),
+                licensing_service_pb2_grpc.LicensingServiceStub,
+                retry=cfg.retry(),
+                clock=SystemClock(),
+                rng=self.rng,
+            )
+            for _ in range(cfg.channels)
         ]
-        stubs = [licensing_service_pb2_grpc.LicensingServiceStub(c) for c in self.channels]
-        for ch in self.channels:
-            try:
-                await asyncio.wait_for(ch.channel_ready(), timeout=max(1.0, cfg.timeout))
-            except TimeoutError:
-                raise ConnectionError(f"could not connect to {cfg.target}") from None
-        self._build_sessions(stubs)
+        for calls in self.connections:
+            await calls.ready(timeout=max(1.0, cfg.timeout))
+        self._build_sessions(self.connections)
         loop.add_reader(self.conn.fileno(), self._on_readable)
         flusher = asyncio.ensure_future(self._flusher())
         self.conn.send(("ready", self.spec.index, {"sessions": len(self.sessions)}))
@@ -227,24 +222,24 @@ class Worker:
         finally:
             flusher.cancel()
             loop.remove_reader(self.conn.fileno())
-            for ch in self.channels:
-                await ch.close()
+            for calls in self.connections:
+                await calls.close()
 
-    def _build_sessions(self, stubs: Sequence[LicensingServiceAsyncStub]) -> None:
+    def _build_sessions(self, connections: list[Calls]) -> None:
         spec = self.spec
         for i, u in enumerate(spec.users):
             md = (("authorization", f"Bearer {u.key}"),)
-            stub = stubs[i % len(stubs)]
+            servers = connections[i % len(connections)]
             # One device per user, the same in every run with the same users: a user
             # may register only three (RULES M8) and run one at a time (M9).
             device = f"{spec.team_id}-dev-{u.n:06d}"
             platform = PLATFORMS[u.n % len(PLATFORMS)]
-            host = Session(u.n, md, stub, device, platform, spec.product_id, activity=u.n % 60)
+            host = Session(u.n, md, servers, device, platform, spec.product_id, activity=u.n % 60)
             self.hosts.append(host)
             self.sessions.append(host)
             if u.plugin and spec.plugin_id:
                 plugin = Session(
-                    u.n, md, stub, device, platform, spec.plugin_id, activity=u.n % 60, host=host
+                    u.n, md, servers, device, platform, spec.plugin_id, activity=u.n % 60, host=host
                 )
                 host.plugin = plugin
                 self.sessions.append(plugin)
@@ -264,8 +259,8 @@ class Worker:
         )
         t0 = time.monotonic()
         try:
-            resp = await s.stub.Entitle(req, metadata=s.md, timeout=self.timeout)
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:
+            resp = await s.servers.call(lambda stub: stub.Entitle, req, s.md)
+        except TesseraError as exc:
             self.failed(rec, exc)
             return False
         rec.ok(time.monotonic() - t0)
@@ -296,8 +291,8 @@ class Worker:
             req = lic.HeartbeatRequest(session_id=s.session_id, seconds_since_activity=0)
         t0 = time.monotonic()
         try:
-            resp = await s.stub.Heartbeat(req, metadata=s.md, timeout=self.timeout)
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:
+            resp = await s.servers.call(lambda stub: stub.Heartbeat, req, s.md)
+        except TesseraError as exc:
             self.failed(rec, exc)
             return
         rec.ok(time.monotonic() - t0)
@@ -312,10 +307,10 @@ class Worker:
         """(The caller takes the call out of the budget: it starts this as a task.)"""
         t0 = time.monotonic()
         try:
-            resp = await s.stub.Idle(
-                lic.IdleRequest(session_id=s.session_id), metadata=s.md, timeout=self.timeout
+            resp = await s.servers.call(
+                lambda stub: stub.Idle, lic.IdleRequest(session_id=s.session_id), s.md
             )
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:
+        except TesseraError as exc:
             self.failed(rec, exc)
             return
         rec.ok(time.monotonic() - t0)
@@ -329,10 +324,10 @@ class Worker:
         self.budget -= 1
         t0 = time.monotonic()
         try:
-            resp = await s.stub.Release(
-                lic.ReleaseRequest(session_id=s.session_id), metadata=s.md, timeout=self.timeout
+            resp = await s.servers.call(
+                lambda stub: stub.Release, lic.ReleaseRequest(session_id=s.session_id), s.md
             )
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:
+        except TesseraError as exc:
             self.failed(rec, exc)
             return False
         rec.ok(time.monotonic() - t0)

@@ -6,7 +6,7 @@ import pytest
 
 from client_sdk.load import LoadConfig, RemoteTargetError, check_target, is_loopback
 from client_sdk.load.__main__ import main
-from client_sdk.load.config import parse, target_host
+from client_sdk.load.config import FAILOVER_ATTEMPTS, parse, target_host
 
 
 @pytest.mark.parametrize(
@@ -81,3 +81,27 @@ def test_users_must_come_from_somewhere() -> None:
 def test_bad_numbers_are_refused(field: str, value: float) -> None:
     with pytest.raises(ValueError):
         LoadConfig(fake_users=True, **{field: value}).validate()  # type: ignore[arg-type]
+
+
+def test_h3_load_takes_several_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, _ = parse(["--target", "127.0.0.1:1, 127.0.0.1:2", "--target", "[::1]:3", "--fake-users"])
+    assert cfg.targets == ("127.0.0.1:1", "127.0.0.1:2", "[::1]:3")
+    cfg.validate()
+    assert cfg.retry().max_attempts == FAILOVER_ATTEMPTS  # calls follow the active
+    assert cfg.retry().call_timeout == cfg.timeout
+    one, _ = parse(["--target", "127.0.0.1:1", "--fake-users"])
+    assert one.targets == ("127.0.0.1:1",) and one.retry().max_attempts == 1  # as measured
+    chosen, _ = parse(["--target", "127.0.0.1:1,127.0.0.1:2", "--attempts", "3", "--fake-users"])
+    assert chosen.retry().max_attempts == 3
+    monkeypatch.setenv("TESSERA_TARGET", "127.0.0.1:7,127.0.0.1:8")
+    assert parse(["--fake-users"])[0].targets == ("127.0.0.1:7", "127.0.0.1:8")
+
+
+def test_h3_every_target_passes_the_loopback_guard() -> None:
+    cfg, _ = parse(["--target", "127.0.0.1:1,203.0.113.7:50051", "--fake-users"])
+    with pytest.raises(RemoteTargetError, match=r"203\.0\.113\.7"):
+        cfg.validate()
+    with pytest.raises(ValueError, match="at least one"):
+        parse(["--target", ",", "--fake-users"])[0].validate()
+    with pytest.raises(ValueError, match="--attempts"):
+        LoadConfig(fake_users=True, attempts=-1).validate()

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from client_sdk import ManualClock
 from client_sdk.load import LoadConfig, run
 from client_sdk.load.__main__ import main
+from tests.sdk.fakes import FakeThread
 from tests.support import ADMIN_TOKEN, ServerThread
 
 pytestmark = pytest.mark.slow
@@ -147,3 +149,43 @@ def test_max_duration_is_a_hard_cap(server: ServerThread) -> None:
     )
     assert r.seconds < 15
     assert r.aborted == "max_duration reached"
+
+
+def test_h3_a_run_with_a_standby_first_follows_the_active(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    users_file = tmp_path / "users.json"
+    run(
+        LoadConfig(
+            target=server.target,
+            admin_token=ADMIN_TOKEN,
+            users=40,
+            save_users=users_file,
+            workers=1,
+            warmup=0,
+            steady=0,
+        )
+    )
+    # The first target is a standby naming the active (as a real one does): every worker
+    # connects to it first, is sent on, and stays with the active.
+    with FakeThread(ManualClock()) as standby:
+        standby.standby = server.target
+        r = run(
+            LoadConfig(
+                target=f"{standby.target},{server.target}",
+                users_file=users_file,
+                users=40,
+                plugin_fraction=0,
+                workers=2,
+                concurrency=4,
+                warmup=0,
+                steady=0.3,
+            )
+        )
+        met_standby = len(standby.calls)
+    rows = {(x.phase, x.rpc): x for x in r.rows()}
+    assert {k: v.errors for k, v in rows.items() if v.errors} == {}
+    assert rows["ramp", "Entitle"].ok == 40 and rows["release", "Release"].ok == 40
+    assert r.live_after_ramp == 40 and r.live_at_end == 0
+    assert 2 <= met_standby <= 2 * 4  # the first calls of each worker, not one more
+    assert r.target == f"{standby.target},{server.target}"
