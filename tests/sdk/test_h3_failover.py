@@ -170,6 +170,35 @@ async def test_h3_a_session_keeps_its_id_and_lease_through_a_takeover(
     assert [c.request.session_id for c in other.called("Release")] == [session_id]
 
 
+async def test_h3_a_session_rides_out_a_takeover_offline(
+    fake: FakeLicensing, other: FakeLicensing, clock: ManualClock
+) -> None:
+    # Mid-takeover, every server is a standby that knows no active yet: the heartbeat's
+    # attempts run out on NOT_LEADER, and the session goes offline on its lease (it does
+    # not end); a minute later its heartbeat reaches the new active.
+    options = SessionOptions(heartbeat_jitter=0.0)
+    async with (
+        two_targets(fake, other, clock) as client,
+        client.session("ACAD", "2026", options=options) as s,
+    ):
+        session_id = s.session_id
+        await clock.until_sleeping()
+        fake.standby = other.standby = ""
+        clock.advance(timedelta(minutes=5))
+        await eventually(lambda: not s.online)
+        await clock.until_sleeping()
+        assert isinstance(s.error, sdk.NotLeader) and s.usable and not s.ended
+        attempts = len(fake.called("Heartbeat")) + len(other.called("Heartbeat"))
+        assert attempts == QUICK_RETRY.max_attempts
+        other.standby = None  # the takeover is done
+        clock.advance(timedelta(minutes=1))  # SessionOptions.offline_retry_interval
+        await eventually(lambda: s.online)
+        await clock.until_sleeping()
+        assert s.session_id == session_id and s.usable
+        assert s.lease_expires_at == clock.now() + timedelta(hours=24)
+        assert client.target == other.target
+
+
 async def test_h3_gives_up_after_the_policy_attempts_naming_the_targets(
     fake: FakeLicensing, other: FakeLicensing, clock: ManualClock
 ) -> None:
