@@ -11,9 +11,12 @@ import gc
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,16 +27,20 @@ from server.api.admin import AdminServicer
 from server.api.interceptors import EdgeInterceptor
 from server.api.licensing import LicensingServicer
 from server.api.limits import RateLimits
-from server.clock import Clock, SystemClock, TestClock
+from server.clock import Clock, SystemClock, TestClock, monotonic
 from server.config import Config, parse_instant, split_listen
 from server.credentials import load_or_create_admin_token
 from server.domain.changes import Deleted
 from server.domain.meta import MetaValue
 from server.engine import Engine
 from server.engine.core import TEST_CLOCK_KEY
+from server.ha.election import Election
+from server.ha.gate import Gate, NodeInfo, Term, handlers
 from server.leases import LeaseSigner
+from server.store import port
 from server.store.loading import loading
 from server.store.port import StorePort
+from server.store.postgres import Fence, PostgresStore
 from server.store.sqlite import Store
 from tessera_api.tessera.v1 import (
     admin_service_pb2,
@@ -79,9 +86,12 @@ class StartRefused(Exception):
     """The server will not start as configured; the message says why and what to do."""
 
 
-async def open_store(config: Config) -> StorePort:
+async def open_store(config: Config, fence: Fence | None = None) -> StorePort:
     """The store ``config`` asks for, open and migrated: the SQLite file at
-    ``config.db`` (the embedded default)."""
+    ``config.db`` (the embedded default), or the PostgreSQL database at its URL,
+    every write transaction of which first runs ``fence`` (the election's)."""
+    if isinstance(config.db, str):
+        return await PostgresStore.open(config.db, fence=fence, secrets_dir=config.secrets_dir)
     return await Store.open(config.db, synchronous=config.sync)
 
 
@@ -94,7 +104,7 @@ def _clock(config: Config, stored: dict[str, str], has_data: bool) -> Clock:
     if config.test_clock is None:
         if saved is not None and not config.end_test_clock:
             raise StartRefused(
-                f"{config.db} is a test-clock database, its clock at {saved}: start with "
+                f"{shown_db(config.db)} is a test-clock database, its clock at {saved}: start with "
                 "--test-clock to resume it there (the flag's instant is then ignored), "
                 "or with --end-test-clock to move it to the real clock for good, or use "
                 "a fresh --db"
@@ -103,7 +113,7 @@ def _clock(config: Config, stored: dict[str, str], has_data: bool) -> Clock:
     if saved is None and (REAL_CLOCK_KEY in stored or has_data):
         since = stored.get(REAL_CLOCK_KEY)
         raise StartRefused(
-            f"{config.db} runs on the real clock"
+            f"{shown_db(config.db)} runs on the real clock"
             + (f" (since {since})" if since else "")
             + ": a test clock would move its time; start without --test-clock, "
             "or use a fresh --db for test-clock mode"
@@ -172,48 +182,65 @@ def _bind(server: grpc.aio.Server, cfg: Config) -> int:
     return port
 
 
-class _LateEdge(grpc.aio.ServerInterceptor):
-    """The edge interceptor, given once the state is loaded.
+def _address(listen: str, port: int) -> str:
+    """The listen address with the port bound (``host:port``, ``[::1]:port``)."""
+    return f"{listen.rpartition(':')[0] or '127.0.0.1'}:{port}"
 
-    gRPC takes its interceptors when the server is made, and the port is bound
-    before the database is opened; the real edge needs the admin token and the
-    engine's user keys, known only after. No call is taken before it is set."""
 
-    def __init__(self) -> None:
-        self.edge: EdgeInterceptor | None = None
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        if self.edge is None:  # never: the server starts after the edge is set
-            return None
-        return await self.edge.intercept_service(continuation, details)
+def shown_db(db: Path | str) -> str:
+    """The database as it may be printed and logged: a URL without its password."""
+    if not isinstance(db, str):
+        return str(db)
+    parts = urlsplit(db)
+    if parts.password is None:
+        return db
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class TesseraServer:
-    """One running server: ``start()`` returns the bound port, ``stop()`` drains."""
+    """One running server: ``start()`` returns the bound port, ``stop()`` drains.
+
+    On SQLite it is the active server from the start. On PostgreSQL it starts
+    as a standby (RULES H1): it binds its port, answers as ``server/ha/gate.py``
+    says, and takes part in the election (``server/ha/election.py``); elected,
+    it opens the store fenced by its epoch, loads the state, fires the
+    deadlines that fell due meanwhile, and only then reports SERVING. Losing
+    its place (a renewal that fails past the lease, a fenced write), it stops
+    answering as active at once, drops its engine and store, and is a standby
+    again, ready to win anew."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.port = 0
+        self.advertise = ""
+        self.node_id = ""
         self.admin_token = ""
         self.admin_token_made = False  # made by this start (then shown once)
         self.engine: Engine | None = None
         self.store: StorePort | None = None
+        self.election: Election | None = None
+        self.gate = Gate(self._node, lambda: self.admin_token)
+        self.failure: BaseException | None = None  # a term that could not begin: the process ends
+        self.failed = asyncio.Event()
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _node(self) -> NodeInfo:
+        election = self.election
+        if election is None:
+            return NodeInfo(self.node_id, True, self.advertise)
+        active = self.gate.term is not None and self.gate.term.holds()
+        return NodeInfo(self.node_id, active, election.leader_address())
 
     async def start(self) -> int:
-        """Bind the port, then open and load the database, then serve: a port
-        in use or a refused start leaves the database as it was."""
+        """Bind the port, then (SQLite) open and load the database and serve, or
+        (PostgreSQL) serve as a standby and join the election: a port in use or
+        a refused start leaves the database as it was."""
         cfg = self.config
-        edge = _LateEdge()
         self._server = server = grpc.aio.server(
-            interceptors=[edge],
+            interceptors=[self.gate],
             options=[
                 ("grpc.max_receive_message_length", cfg.max_message_bytes),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -221,76 +248,201 @@ class TesseraServer:
             ],
         )
         self.port = _bind(server, cfg)
-        self.store = store = await open_store(cfg)
-        snapshot = await store.load()
-        stored = {m.key: m.value for m in snapshot.of(MetaValue)}
-        has_data = any(rows for kind, rows in snapshot.objects.items() if kind is not MetaValue)
-        clock = _clock(cfg, stored, has_data)
-        with loading():  # the indexes and deadlines of what was loaded stay too
-            self.engine = engine = Engine.restore(
-                snapshot,
-                clock,
-                store,
-                max_users_per_request=cfg.max_users_per_request,
-                max_page_size=cfg.max_page_size,
-            )
-        await store.commit(_clock_mode(clock, stored))
-        if cfg.admin_token is not None:
-            self.admin_token = cfg.admin_token
-        else:
-            self.admin_token_made = not cfg.admin_token_path.exists()
-            self.admin_token = load_or_create_admin_token(cfg.admin_token_path)
-        edge.edge = EdgeInterceptor(
-            self.admin_token,
-            engine.resolve_user_key,
-            log_calls=lambda method: cfg.log_heartbeats or not method.endswith("/Heartbeat"),
-            user_limits=RateLimits(cfg.user_rate_limit, cfg.user_burst),
-            admin_limits=RateLimits(cfg.admin_rate_limit, cfg.admin_burst),
-        )
-        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(engine), server)
-        signer = LeaseSigner(
-            leases.load_or_create(leases.key_path(cfg.db), engine.now()), engine.terms.lease
-        )
-        licensing_service_pb2_grpc.add_LicensingServiceServicer_to_server(
-            LicensingServicer(engine, signer), server
-        )
+        self.advertise = cfg.advertise or _address(cfg.listen, self.port)
+        self.node_id = cfg.node_id or self.advertise
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable(server, SERVICE_NAMES)
-        # Deadlines that fell due while the server was down fire before any call
-        # is taken, so no call sees the state from before them.
-        await engine.start(cfg.heartbeat_flush)
-        settle_heap()
+        if not isinstance(cfg.db, str):
+            await self._activate(None)
+            await server.start()
+            assert self.engine is not None  # noqa: S101 (just made by _activate)
+            await self._serving(self.engine)
+            return self.port
+        self._load_admin_token()
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
-        for name in ("", *SERVICE_NAMES):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.election = election = Election(
+            cfg.db,
+            self.node_id,
+            self.advertise,
+            lease=cfg.leader_lease,
+            interval=cfg.leader_lease / 5,
+            on_elected=lambda epoch: self._spawn(self._take_over(election, epoch)),
+            on_lost=self._lost,
+        )
+        election.start()
+        log.info(
+            "standby",
+            listen=cfg.listen,
+            port=self.port,
+            node_id=self.node_id,
+            advertise=self.advertise,
+            db=shown_db(cfg.db),
+        )
+        return self.port
+
+    def _load_admin_token(self) -> None:
+        cfg = self.config
+        if cfg.admin_token is not None:
+            self.admin_token = cfg.admin_token
+        elif not self.admin_token:
+            self.admin_token_made = not cfg.admin_token_path.exists()
+            self.admin_token = load_or_create_admin_token(cfg.admin_token_path)
+
+    async def _activate(self, epoch: int | None) -> None:
+        """Open the store (fenced by ``epoch``'s lease), load the state, fire
+        what fell due meanwhile: from then on the gate hands calls to this term."""
+        cfg = self.config
+        election = self.election
+        store = await open_store(cfg, None if election is None else election.fence)
+        try:
+            snapshot = await store.load()
+            stored = {m.key: m.value for m in snapshot.of(MetaValue)}
+            has_data = any(rows for kind, rows in snapshot.objects.items() if kind is not MetaValue)
+            clock = _clock(cfg, stored, has_data)
+            with loading():  # the indexes and deadlines of what was loaded stay too
+                engine = Engine.restore(
+                    snapshot,
+                    clock,
+                    store,
+                    max_users_per_request=cfg.max_users_per_request,
+                    max_page_size=cfg.max_page_size,
+                )
+            await store.commit(_clock_mode(clock, stored))
+            self._load_admin_token()
+            edge = EdgeInterceptor(
+                self.admin_token,
+                engine.resolve_user_key,
+                log_calls=lambda method: cfg.log_heartbeats or not method.endswith("/Heartbeat"),
+                user_limits=RateLimits(cfg.user_rate_limit, cfg.user_burst),
+                admin_limits=RateLimits(cfg.admin_rate_limit, cfg.admin_burst),
+            )
+            signer = LeaseSigner(
+                leases.load_or_create(leases.key_path(cfg.secrets_base), engine.now()),
+                engine.terms.lease,
+            )
+            term = Term(
+                edge,
+                handlers(
+                    (
+                        admin_service_pb2_grpc.add_AdminServiceServicer_to_server,
+                        AdminServicer(engine, self._node),
+                    ),
+                    (
+                        licensing_service_pb2_grpc.add_LicensingServiceServicer_to_server,
+                        LicensingServicer(engine, signer),
+                    ),
+                ),
+            )
+            if election is not None:
+                term.holds = lambda: election.leading and election.epoch == epoch
+                term.leader = election.leader_address
+                term.on_store_failed = lambda: election.give_up("a write failed")
+            # Deadlines that fell due while no server was active fire before any
+            # call is taken, so no call sees the state from before them.
+            await engine.start(cfg.heartbeat_flush)
+            settle_heap()
+        except BaseException:
+            await _quietly(store.close())
+            raise
+        self.engine, self.store = engine, store
+        self.gate.term = term
+
+    async def _serving(self, engine: Engine) -> None:
+        cfg = self.config
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "serving",
             listen=cfg.listen,
             port=self.port,
-            db=str(cfg.db),
-            test_clock=clock.is_test,
-            now=clock.now().isoformat(),
+            db=shown_db(cfg.db),
+            node_id=self.node_id,
+            test_clock=engine.clock.is_test,
+            now=engine.now().isoformat(),
             tls="mutual" if cfg.tls_client_ca else "on" if cfg.tls_cert else "off",
         )
-        return self.port
+
+    async def _take_over(self, election: Election, epoch: int) -> None:
+        """Elected: begin a term; lost meanwhile, stay a standby."""
+        began = monotonic()
+        try:
+            await self._activate(epoch)
+        except port.NotLeader:
+            log.warning("lost the lead while taking over", epoch=epoch)
+            return
+        except (port.StoreFailed, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.error("could not take over", epoch=epoch, error=str(exc) or type(exc).__name__)
+            election.give_up("the store could not be opened")
+            return
+        except Exception as exc:  # a refused start (the clock mode...): the process ends
+            self.failure = exc
+            self.failed.set()
+            return
+        if election.epoch != epoch or self.engine is None:
+            self._lost()
+            return
+        await self._serving(self.engine)
+        log.info("took over", epoch=epoch, seconds=round(monotonic() - began, 3))
+
+    def _lost(self) -> None:
+        """Stop answering as active at once (the gate), then drop the term."""
+        self.gate.term = None
+        engine, store, self.engine, self.store = self.engine, self.store, None, None
+        self._spawn(self._step_down(engine, store))
+
+    async def _step_down(self, engine: Engine | None, store: StorePort | None) -> None:
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if engine is not None:
+            await _quietly(engine.stop())  # its last writes are fenced: lost, never money
+        if store is not None:
+            await _quietly(store.close())
+        gc.unfreeze()  # the old term's objects may be collected now
+        log.info("standby", node_id=self.node_id, port=self.port)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _set_health(self, status: Any) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, status)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop taking calls, finish those under way, write everything out."""
+        """Stop taking calls, finish those under way, write everything out,
+        and (PostgreSQL) hand the lead over at once."""
         await self._health.enter_graceful_shutdown()  # NOT_SERVING
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace if grace is None else grace)
+        for task in list(self._tasks):
+            task.cancel()
+            await _quietly(task)
+        self.gate.term = None
         if self.engine is not None:
             await self.engine.stop()
         if self.store is not None:
             await self.store.close()
+        if self.election is not None:
+            await self.election.stop()
         log.info("stopped")
+
+
+async def _quietly(work: Awaitable[object]) -> None:
+    """Await ``work``; a store that fails or a task cancelled is logged, not raised."""
+    try:
+        await work
+    except (port.StoreFailed, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("on the way out", error=str(exc) or type(exc).__name__)
+    except asyncio.CancelledError:
+        pass
 
 
 def _banner(server: TesseraServer) -> None:
     host = server.config.listen.rsplit(":", 1)[0] or "127.0.0.1"
     target = f"{host}:{server.port}"
     out = sys.stderr
-    print(f"Tessera is serving on {target} (database {server.config.db})", file=out)
+    role = "serving" if server.election is None else "a standby, in the election"
+    print(f"Tessera is {role} on {target} (database {shown_db(server.config.db)})", file=out)
     cfg = server.config
     # A token is shown once, when this start made it, so that an operator can
     # begin (README); after that the banner says where it is kept, never the
@@ -335,9 +487,15 @@ async def run(config: Config) -> int:
         await server.stop()
         raise
     _banner(server)
-    await stop.wait()
+    stopped = asyncio.ensure_future(stop.wait())
+    failed = asyncio.ensure_future(server.failed.wait())
+    await asyncio.wait((stopped, failed), return_when=asyncio.FIRST_COMPLETED)
+    for waiter in (stopped, failed):
+        waiter.cancel()
     log.info("draining")
     await server.stop()
+    if server.failure is not None:
+        raise server.failure
     return 0
 
 

@@ -28,7 +28,7 @@ class Config:
     """The settings, in the order of OPTIONS (--help and the README's table)."""
 
     listen: str = "127.0.0.1:50051"
-    db: Path = Path("var/tessera.db")
+    db: Path | str = Path("var/tessera.db")  # a str: a PostgreSQL URL
     admin_token: str | None = None
     test_clock: datetime | None = None
     end_test_clock: bool = False  # a test-clock database moves to the real clock
@@ -48,10 +48,28 @@ class Config:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # demand client certificates signed by it (mutual TLS)
+    # Several servers on one PostgreSQL database (RULES H1, H2):
+    advertise: str | None = None  # None: the listen address, with the bound port
+    node_id: str | None = None  # None: the advertised address
+    secrets_dir: Path = Path("var")
+    leader_lease: float = 5.0
+
+    @property
+    def postgres(self) -> bool:
+        return isinstance(self.db, str)
+
+    @property
+    def secrets_base(self) -> Path:
+        """What the secret side files are named after (``store/files.side_path``):
+        the SQLite file, or with PostgreSQL ``<secrets dir>/tessera`` (never the
+        database: issue 12, no secret recoverable from the database alone)."""
+        if isinstance(self.db, str):
+            return self.secrets_dir / "tessera"
+        return self.db
 
     @property
     def admin_token_path(self) -> Path:
-        return self.db.parent / (self.db.name + ".admin-token")
+        return self.secrets_base.parent / (self.secrets_base.name + ".admin-token")
 
 
 def parse_instant(text: str) -> datetime:
@@ -96,6 +114,20 @@ def split_listen(text: str) -> tuple[str, int]:
 def _listen(text: str) -> str:
     split_listen(text)
     return text
+
+
+def _database(text: str) -> Path | str:
+    """A SQLite file, or a PostgreSQL URL (kept as text: a Path would fold its //)."""
+    if text.startswith(("postgresql://", "postgres://")):
+        return text
+    return Path(text)
+
+
+def _lease(text: str) -> float:
+    value: float = _number(float)(text)
+    if value < 0.5:
+        raise ValueError(f"{text!r} is under 0.5 seconds")
+    return value
 
 
 def _boolean(text: str) -> bool:
@@ -165,12 +197,19 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("listen", "host:port to serve on (port 0: any free port)", _listen, metavar="HOST:PORT"),
-    Option("db", "the SQLite database file", Path, metavar="PATH"),
+    Option(
+        "db",
+        "the SQLite database file, or a PostgreSQL URL (postgresql://user@host:port/dbname), "
+        "which several servers may share: one is active, the others standby",
+        _database,
+        metavar="PATH|URL",
+    ),
     Option(
         "admin_token",
         "the operators' bearer token for AdminService",
         metavar="TOKEN",
-        default_text="made at the first start, kept owner-only in <db>.admin-token",
+        default_text="made at the first start, kept owner-only in <db>.admin-token "
+        "(PostgreSQL: <secrets dir>/tessera.admin-token)",
     ),
     Option(
         "test_clock",
@@ -262,6 +301,34 @@ OPTIONS: tuple[Option, ...] = (
         Path,
         metavar="PEM",
         default_text="off",
+    ),
+    Option(
+        "advertise",
+        "the address other servers and clients should use for this one: a standby names "
+        "the active's in NOT_LEADER refusals",
+        _listen,
+        metavar="HOST:PORT",
+        default_text="the listen address (with the port bound)",
+    ),
+    Option(
+        "node_id",
+        "this server's name among the servers of one PostgreSQL database",
+        metavar="NAME",
+        default_text="the advertised address",
+    ),
+    Option(
+        "secrets_dir",
+        "with PostgreSQL: the directory of the admin token, signing keys and secret key "
+        "(never in the database); every server of one database shares it or a copy",
+        Path,
+        metavar="DIR",
+    ),
+    Option(
+        "leader_lease",
+        "with PostgreSQL: seconds the active's lease lasts unrenewed (it renews every fifth "
+        "of it); a standby takes over this long after the active stops",
+        _lease,
+        metavar="SECONDS",
     ),
 )
 

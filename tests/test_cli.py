@@ -72,9 +72,9 @@ def test_h4_13_each_tool_has_its_own_help(tool: str) -> None:
     assert result.returncode == 0
     assert result.stdout.startswith(f"usage: python -m server {tool} ")
     # The server's own --db option, with its variable and default.
-    assert "--db PATH   the SQLite database file [TESSERA_DB; default: var/tessera.db]" in (
-        " ".join(result.stdout.split("\n"))
-    )
+    text = " ".join(result.stdout.split())
+    assert "--db PATH|URL the SQLite database file, or a PostgreSQL URL" in text
+    assert "[TESSERA_DB; default: var/tessera.db]" in text
 
 
 def test_h4_13_every_variable_is_read_and_a_flag_wins(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,6 +91,8 @@ def test_h4_13_every_variable_is_read_and_a_flag_wins(monkeypatch: pytest.Monkey
         "tls_cert": "c.pem",
         "tls_key": "k.pem",
         "tls_client_ca": "ca.pem",
+        "advertise": "127.0.0.1:6001",
+        "secrets_dir": "var/secrets",
     }
     expected = {}
     for o in OPTIONS:

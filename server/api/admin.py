@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from server import __version__
 from server.api import convert as cv
 from server.api import paging
 from server.domain.coverage import SubscriptionKind
@@ -15,6 +14,7 @@ from server.domain.ledger import TokenPack
 from server.domain.products import Product
 from server.domain.teams import Team
 from server.engine import Engine
+from server.ha.gate import NodeInfo, server_info
 from tessera_api.tessera.v1 import admin_service_pb2 as api
 from tessera_api.tessera.v1 import admin_service_pb2_grpc
 
@@ -45,8 +45,9 @@ def _pack_key(p: TokenPack) -> str:
 
 
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, node: Callable[[], NodeInfo] | None = None) -> None:
         self.e = engine
+        self.node = node or (lambda: NodeInfo("", True, ""))  # RULES H1: this server's role
 
     def _page(
         self, request: Any, kind: str, items: Sequence[_T], key: Callable[[_T], str]
@@ -63,9 +64,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     # -- server and clock ----------------------------------------------------
 
     async def GetServerInfo(self, request: api.GetServerInfoRequest, context: Ctx) -> Any:
-        return api.GetServerInfoResponse(
-            version=__version__, now=cv.ts(self.e.now()), test_clock=self.e.clock.is_test
-        )
+        return server_info(self.node(), self.e.now(), self.e.clock.is_test)
 
     async def AdvanceClock(self, request: api.AdvanceClockRequest, context: Ctx) -> Any:
         which = request.WhichOneof("target")

@@ -43,6 +43,12 @@ class ResourceExhausted(e.DomainError):
         self.retry_after = retry_after_seconds
 
 
+class NotLeader(e.DomainError):
+    """This server is not the active one (RULES H1); ``leader`` names the active."""
+
+    reason = "NOT_LEADER"
+
+
 STATUS_CODES: dict[type[e.DomainError], grpc.StatusCode] = {
     e.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     e.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
@@ -54,6 +60,7 @@ STATUS_CODES: dict[type[e.DomainError], grpc.StatusCode] = {
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    NotLeader: grpc.StatusCode.UNAVAILABLE,
 }
 
 

@@ -21,7 +21,7 @@ never meet, so they cannot disagree.
   long as it stays paused.
 
 Locally, the active counts its lease from the moment it SENT the statement
-that won or renewed it (``time.monotonic``, which runs on through a SIGSTOP),
+that won or renewed it (``monotonic``, which runs on through a SIGSTOP),
 so its own deadline never falls after the database's. ``leading`` is False
 once that deadline has passed unrenewed: a server resumed after a pause
 refuses calls at once, before its loop has even run (RULES H1: it never
@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
 import structlog
 
+from server.clock import monotonic
 from server.store.port import NotLeader
 
 log = structlog.get_logger()
@@ -142,17 +142,18 @@ class Election:
         self.idle_limit = lease if idle_limit is None else idle_limit
         self.epoch: int | None = None  # set while this server holds the lease
         self.leader: Leader | None = None  # the row as last read
-        self._deadline = 0.0  # time.monotonic() past which our lease may have ended
+        self._deadline = 0.0  # monotonic() past which our lease may have ended
         self._conn: asyncpg.Connection | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._resigning: int | None = None  # an epoch given up, its lease to end
 
     # -- what the server asks ------------------------------------------------
 
     @property
     def leading(self) -> bool:
         """True while this server holds a lease it knows to be running."""
-        return self.epoch is not None and time.monotonic() < self._deadline
+        return self.epoch is not None and monotonic() < self._deadline
 
     def leader_address(self) -> str:
         """The active server's advertised address as last read ('' when unknown)."""
@@ -193,9 +194,12 @@ class Election:
 
     async def tick(self) -> None:
         """One round: renew the lease we hold, or try to take it over."""
-        sent = time.monotonic()
+        sent = monotonic()
         try:
             conn = await self._connection()
+            if self._resigning is not None:
+                await conn.execute(RESIGN, self._resigning, timeout=self.lease)
+                self._resigning = None
             if self.epoch is None:
                 await self._read(conn)
             if self.epoch is not None:
@@ -231,6 +235,14 @@ class Election:
         else:
             await self._resign()
             await self._close()
+
+    def give_up(self, why: str) -> None:
+        """Step down and end our lease at the next round (the store failed):
+        another server, or this one with a fresh store, takes over."""
+        epoch = self.epoch
+        self._step_down(why)
+        if epoch is not None:
+            self._resigning = epoch
 
     # -- inside ------------------------------------------------------------------
 

@@ -1,0 +1,176 @@
+"""Who answers a Tessera call: the one place that knows the server's role (RULES H1).
+
+The gRPC server is made once, before the server knows whether it will be the
+active one; the servicers exist only while it is (they are built around the
+engine of one term as active, ``Term``). So the AdminService and
+LicensingService methods are not registered with gRPC: ``Gate``, the server's
+only interceptor, hands each call to the current term's edge and servicers, or
+answers it as a standby:
+
+- ``GetServerInfo`` (with the admin token): the version, node id, role standby
+  and the active's address;
+- every other call: ``UNAVAILABLE``, reason ``NOT_LEADER``, metadata ``leader``
+  (the active's advertised address, when known).
+
+A term answers only while its lease is known to run (``Term.holds``): a server
+resumed after a pause refuses the very first call, before its election has
+run. A write refused by the fence (``store.port.NotLeader``) leaves as
+``NOT_LEADER`` too: it was not committed, so the client may repeat it on the
+active server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
+
+import grpc
+
+from server import __version__
+from server.api import convert as cv
+from server.api.errors import NotLeader, Unauthenticated, to_status
+from server.api.interceptors import ADMIN_PREFIX, LICENSING_PREFIX, Behavior, EdgeInterceptor
+from server.credentials import bearer, same_secret
+from server.domain.errors import DomainError
+from server.store import port
+from tessera_api.tessera.v1 import admin_service_pb2 as api
+
+if TYPE_CHECKING:  # grpc's classes are generic only in its stubs
+    Continuation = Callable[
+        [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+    ]
+    Handler = grpc.RpcMethodHandler[Any, Any]
+GET_SERVER_INFO = ADMIN_PREFIX + "GetServerInfo"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """This server among the servers of one database."""
+
+    node_id: str
+    active: bool
+    leader_address: str  # '' when unknown
+
+
+def server_info(node: NodeInfo, now: datetime | None = None, test_clock: bool = False) -> Any:
+    """GetServerInfo's answer (``now`` unset on a standby, which holds no clock)."""
+    return api.GetServerInfoResponse(
+        version=__version__,
+        now=cv.ts(now) if now is not None else None,
+        test_clock=test_clock,
+        node_id=node.node_id,
+        role=api.NODE_ROLE_ACTIVE if node.active else api.NODE_ROLE_STANDBY,
+        leader_address=node.leader_address,
+    )
+
+
+def not_leader(leader: str) -> NotLeader:
+    named = {"leader": leader} if leader else {}
+    where = f"; the active server is {leader}" if leader else ""
+    return NotLeader(f"this server is a standby{where}", **named)
+
+
+class _Collector:
+    """Stands in for a gRPC server to collect a servicer's method handlers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass  # the registered handlers below are the same methods
+
+    def add_registered_method_handlers(self, service: str, methods: dict[str, Handler]) -> None:
+        for name, handler in methods.items():
+            self.handlers[f"/{service}/{name}"] = handler
+
+
+def handlers(*servicers: tuple[Callable[[Any, Any], None], object]) -> dict[str, Handler]:
+    """Each ``(add_XServicer_to_server, servicer)``'s handlers by full method name."""
+    collector = _Collector()
+    for add, servicer in servicers:
+        add(servicer, collector)
+    return collector.handlers
+
+
+@dataclass
+class Term:
+    """One term as the active server: its edge, its servicers' handlers, and
+    whether its lease still runs."""
+
+    edge: EdgeInterceptor
+    handlers: dict[str, Handler]
+    holds: Callable[[], bool] = lambda: True
+    leader: Callable[[], str] = lambda: ""
+    #: Told when a write fails for another reason than the fence (the store is lost).
+    on_store_failed: Callable[[], None] = lambda: None
+    _fenced: dict[str, Handler] = field(default_factory=dict)
+
+    async def lookup(self, details: grpc.HandlerCallDetails) -> Handler | None:
+        method: str = details.method
+        done = self._fenced.get(method)
+        if done is None:
+            handler = self.handlers.get(method)
+            if handler is None or handler.unary_unary is None:
+                return handler
+            done = self._fenced[method] = grpc.unary_unary_rpc_method_handler(
+                self._fence(cast(Behavior, handler.unary_unary)),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return done
+
+    def _fence(self, behavior: Behavior) -> Behavior:
+        async def fenced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                return await behavior(request, context)
+            except port.NotLeader:
+                raise not_leader(self.leader()) from None
+            except port.StoreFailed:
+                self.on_store_failed()
+                raise
+
+        return fenced
+
+
+class Gate(grpc.aio.ServerInterceptor):
+    """The server's one interceptor (see the module docstring)."""
+
+    def __init__(self, node: Callable[[], NodeInfo], admin_token: Callable[[], str]) -> None:
+        self.term: Term | None = None
+        self._node = node
+        self._admin_token = admin_token
+        self._standby: dict[str, Handler] = {
+            GET_SERVER_INFO: grpc.unary_unary_rpc_method_handler(
+                self._server_info, response_serializer=api.GetServerInfoResponse.SerializeToString
+            )
+        }
+        self._refuse: Handler = grpc.unary_unary_rpc_method_handler(self._not_leader)
+
+    async def intercept_service(
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        method: str = details.method
+        if not method.startswith((ADMIN_PREFIX, LICENSING_PREFIX)):
+            return await continuation(details)  # health, reflection
+        term = self.term
+        if term is not None and term.holds():
+            return await term.edge.intercept_service(term.lookup, details)
+        return self._standby.get(method) or self._refuse
+
+    async def _server_info(
+        self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        secret = bearer(context.invocation_metadata())
+        if secret is None or not same_secret(secret, self._admin_token()):
+            await _abort(context, Unauthenticated("wrong or missing admin token"))
+        return server_info(self._node())
+
+    async def _not_leader(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await _abort(context, not_leader(self._node().leader_address))
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: DomainError) -> None:
+    status = to_status(exc)
+    await context.abort(status.code, status.details, status.trailing_metadata)
