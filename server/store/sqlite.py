@@ -1,13 +1,13 @@
 """SQLite through aiosqlite: migrations, group commit, and loading at start.
 
-One connection, one writer task. ``commit(changes)`` turns the changes into
-rows at once, queues them and waits; the writer takes everything queued so
-far, writes it in one transaction, commits, and wakes every waiter. So each
-RPC answers only after its change is on disk, while many RPCs share one
-commit (20-60x the rows per second of a commit each).
-The engine sees it only through ``server/store/port.py``'s ``StorePort``:
-the SQL of its named reads (a ledger page, an ended session, the usage
-report's facts) lives here.
+One connection, one writer task (``group_commit.py``, shared with the
+PostgreSQL adapter): ``commit(changes)`` turns the changes into rows at once,
+queues them and waits; the writer takes everything queued so far, writes it in
+one transaction, commits, and wakes every waiter. So each RPC answers only
+after its change is on disk, while many RPCs share one commit (20-60x the rows
+per second of a commit each). The engine sees this store only through
+``server/store/port.py``'s ``StorePort``; the SQL of its named reads (a ledger
+page, an ended session, the usage report's facts) is ``reads.py``'s.
 
 Opening a database file first takes its lock (``lock.py``: one server per
 database), makes it and its side files owner-only (``files.py``), loads the
@@ -23,8 +23,6 @@ import contextlib
 import dataclasses
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,27 +30,16 @@ import aiosqlite
 import structlog
 
 from server.credentials import SECRET_KEY_BYTES, load_or_create_secret_key
-from server.domain.changes import Changes, Deleted
-from server.domain.ledger import EntryKind, LedgerEntry
-from server.domain.sessions import Session
+from server.domain.changes import Changes
 from server.store import checkpoint
 from server.store.checkpoint import LedgerHead, LedgerMismatch
-from server.store.codec import (
-    ACTIVITY,
-    LEDGER,
-    NOT_LOADED,
-    SESSIONS,
-    TABLES,
-    Row,
-    Table,
-    i2t,
-    sharing,
-    t2i,
-)
+from server.store.codec import LEDGER, NOT_LOADED, TABLES, Row, Table, sharing
 from server.store.files import SECRET_KEY_SUFFIX, create_private, side_path, tighten
+from server.store.group_commit import GroupCommit, Op, plan_writes, to_ops
 from server.store.loading import loading
 from server.store.lock import DatabaseLock
-from server.store.port import Capture, SessionStart, Snapshot, StoreFailed, UsageFacts
+from server.store.port import Snapshot, StoreFailed
+from server.store.reads import NamedReads
 from server.store.schema import MIGRATIONS
 
 # Snapshot, StoreFailed and loading lived here before the port: still importable
@@ -62,78 +49,10 @@ __all__ = ["Snapshot", "Store", "StoreFailed", "loading"]
 log = structlog.get_logger()
 
 LOAD_CHUNK = 20_000  # rows per fetch at start
-Op = tuple[Table, bool, Row]  # (table, delete?, the row or, for a delete, its key)
 _SEQ, _HASH = LEDGER.columns.index("seq"), LEDGER.columns.index("hash")
 
 
-def to_ops(changes: Iterable[object]) -> list[Op]:
-    """Snapshot changes into rows, now (later changes in memory cannot leak in)."""
-    ops: list[Op] = []
-    add = ops.append
-    tables = TABLES
-    for item in changes:
-        if type(item) is Deleted:
-            table = tables[type(item.obj)]
-            add((table, True, table.key_of(table.to_row(item.obj))))
-        else:
-            table = tables[type(item)]
-            add((table, False, table.to_row(item)))
-    return ops
-
-
-def plan_writes(ops: Iterable[Op]) -> list[tuple[str, list[Row]]]:
-    """The statements that bring the tables to the state ``ops`` leave them in,
-    as few as possible: (sql, rows) for one ``executemany`` each.
-
-    Ops are grouped by table (tables are independent: no foreign keys, no
-    triggers). In a keyed table only the last op on each key matters (an
-    upsert is INSERT OR REPLACE), so a row changed by many calls gathered in one
-    commit (a pack held from a thousand times, a session heartbeat twice) is
-    written once: deletes first, then upserts. An append-only table keeps
-    every row, in order.
-    """
-    keyed: dict[str, tuple[Table, dict[Row, tuple[bool, Row]]]] = {}
-    appended: dict[str, tuple[Table, list[tuple[bool, Row]]]] = {}
-    for table, delete, row in ops:
-        if table.append_only:
-            found = appended.get(table.name)
-            if found is None:
-                found = appended[table.name] = (table, [])
-            found[1].append((delete, row))
-            continue
-        last = keyed.get(table.name)
-        if last is None:
-            last = keyed[table.name] = (table, {})
-        last[1][row if delete else table.key_of(row)] = (delete, row)
-    plan: list[tuple[str, list[Row]]] = []
-    for table, final in keyed.values():
-        deletes = [row for delete, row in final.values() if delete]
-        upserts = [row for delete, row in final.values() if not delete]
-        if deletes:
-            plan.append((table.delete_sql, deletes))
-        if upserts:
-            plan.append((table.upsert_sql, upserts))
-    for table, rows in appended.values():
-        # Runs of inserts (and, should one ever come, deletes) in their order.
-        i = 0
-        while i < len(rows):
-            delete = rows[i][0]
-            j = i
-            while j < len(rows) and rows[j][0] == delete:
-                j += 1
-            sql = table.delete_sql if delete else table.upsert_sql
-            plan.append((sql, [row for _, row in rows[i:j]]))
-            i = j
-    return plan
-
-
-@dataclass
-class _Batch:
-    ops: list[Op]
-    done: asyncio.Future[None] | None
-
-
-class Store:
+class Store(NamedReads):
     def __init__(
         self,
         db: aiosqlite.Connection,
@@ -151,11 +70,12 @@ class Store:
         self._head = checkpoint.EMPTY  # the last ledger entry committed
         self.path = path
         self._lock = lock
-        self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue()
-        self._max_batch_ops = max_batch_ops
-        self._writer: asyncio.Task[None] | None = None
-        self._failed: BaseException | None = None
-        self.commits = 0  # transactions committed, for tests and benchmarks
+        self._group = GroupCommit(self._write, after=self._move_anchor, max_batch_ops=max_batch_ops)
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed, for tests and benchmarks."""
+        return self._group.commits
 
     @classmethod
     async def open(cls, path: str | Path, *, synchronous: str = "FULL") -> Store:
@@ -205,7 +125,7 @@ class Store:
         except BaseException:
             await db.close()
             raise
-        store._writer = asyncio.create_task(store._run(), name="store-writer")
+        store._group.start()
         return store
 
     async def _check_ledger_head(self, expected: LedgerHead | None) -> None:
@@ -306,117 +226,23 @@ class Store:
         async with self._db.execute(sql, params) as cur:
             return [tuple(r) for r in await cur.fetchall()]
 
-    async def _select(self, table: Table, rest: str, params: Row) -> list[Any]:
-        return [table.from_row(r) for r in await self.query(f"{table.select_sql} {rest}", params)]
-
-    # -- named reads (StorePort) ------------------------------------------------
-
-    async def ledger_page(
-        self, team_id: str, after_seq: int, limit: int, pack_id: str = ""
-    ) -> list[LedgerEntry]:
-        where = "WHERE team_id = ? AND seq > ?"
-        params: Row = (team_id, after_seq)
-        if pack_id:
-            where += " AND pack_id = ?"
-            params += (pack_id,)
-        return await self._select(LEDGER, f"{where} ORDER BY seq LIMIT ?", (*params, limit))
-
-    async def ended_session(self, session_id: str) -> Session | None:
-        found = await self._select(SESSIONS, "WHERE session_id = ?", (session_id,))
-        return found[0] if found else None
-
-    async def usage_facts(self, team_id: str, start: datetime, end: datetime) -> UsageFacts:
-        lo, hi = t2i(start), t2i(end)
-        captures = await self.query(
-            "SELECT time, user_id, product_id, amount FROM ledger "
-            "WHERE team_id = ? AND kind = ? AND time >= ? AND time < ?",
-            (team_id, EntryKind.CAPTURE.value, lo, hi),
-        )
-        starts = await self.query(
-            "SELECT start_time, user_id, product_id FROM sessions "
-            "WHERE team_id = ? AND start_time >= ? AND start_time < ?",
-            (team_id, lo, hi),
-        )
-        spans = await self._select(
-            ACTIVITY, "WHERE team_id = ? AND start_time < ? AND end_time > ?", (team_id, hi, lo)
-        )
-        moved = await self.query(
-            "SELECT pack_id, kind, SUM(amount) FROM ledger "
-            "WHERE team_id = ? AND kind IN (?, ?) GROUP BY pack_id, kind",
-            (team_id, EntryKind.MOVE_IN.value, EntryKind.MOVE_OUT.value),
-        )
-        return UsageFacts(
-            captures=[Capture(i2t(t), u, p, n) for t, u, p, n in captures],
-            session_starts=[SessionStart(i2t(t), u, p) for t, u, p in starts],
-            spans=spans,
-            moved={(pack_id, EntryKind(kind)): n for pack_id, kind, n in moved},
-        )
+    async def _rows(self, sql: str, params: Row = ()) -> list[Row]:
+        return await self.query(sql, params)  # the named reads' (``reads.py``)
 
     # -- writing --------------------------------------------------------------
 
-    def _check(self) -> None:
-        if self._failed is not None:
-            raise StoreFailed("the store failed earlier") from self._failed
-
     async def commit(self, changes: Changes | Iterable[object]) -> None:
         """Write the changes durably; return once they are committed."""
-        self._check()
-        ops = to_ops(changes.items if isinstance(changes, Changes) else changes)
-        if not ops:
-            return
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Batch(ops, done))
-        await done
+        await self._group.commit(to_ops(changes))
 
     async def barrier(self) -> None:
         """Return once everything queued before this call is committed."""
-        self._check()
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Batch([], done))
-        await done
+        await self._group.barrier()
 
-    async def _run(self) -> None:
-        while True:
-            first = await self._queue.get()
-            if first is None:
-                return
-            if await self._write_batches(first):
-                return
-
-    async def _write_batches(self, first: _Batch) -> bool:
-        """Write ``first`` and everything queued behind it in one transaction and
-        wake their callers; True when the queue says stop. (Its own frame, so the
-        rows are let go as soon as they are written.)"""
-        batches = [first]
-        n = len(first.ops)
-        stop = False
-        while n < self._max_batch_ops and not self._queue.empty():
-            nxt = self._queue.get_nowait()
-            if nxt is None:
-                stop = True
-                break
-            batches.append(nxt)
-            n += len(nxt.ops)
-        ops: list[Op] = []
-        for b in batches:
-            ops.extend(b.ops)
-        try:
-            head = await self._write(ops)
-        except BaseException as exc:  # a failed write leaves memory ahead of disk
-            self._failed = exc
-            for b in batches:
-                if b.done is not None and not b.done.done():
-                    b.done.set_exception(StoreFailed(str(exc)))
-            raise
-        self.commits += 1
-        for b in batches:
-            if b.done is not None and not b.done.done():
-                b.done.set_result(None)
-        if head is not None:  # after the answers: the checkpoint only trails the commit
-            self._move_anchor(head)
-        return stop
-
-    def _move_anchor(self, head: LedgerHead) -> None:
+    def _move_anchor(self, head: LedgerHead | None) -> None:
+        """After a commit's waiters are woken: the checkpoint only trails the commit."""
+        if head is None:
+            return
         self._head = head
         if self._anchor is None:
             return
@@ -427,17 +253,16 @@ class Store:
 
     async def _write(self, ops: list[Op]) -> LedgerHead | None:
         """Write ``ops`` in one transaction; returns the last ledger entry written."""
-        if not ops:
-            return None
         plan = plan_writes(ops)
         head = None
-        for sql, rows in plan:
-            if sql == LEDGER.upsert_sql:  # ledger rows come in order (append-only)
+        for table, delete, rows in plan:
+            if table is LEDGER and not delete:  # ledger rows come in order (append-only)
                 head = LedgerHead(int(rows[-1][_SEQ]), str(rows[-1][_HASH]))
         db = self._db
         await db.execute("BEGIN")
         try:
-            for sql, rows in plan:
+            for table, delete, rows in plan:
+                sql = table.delete_sql if delete else table.upsert_sql
                 if len(rows) == 1:
                     await db.execute(sql, rows[0])
                 else:
@@ -451,14 +276,11 @@ class Store:
 
     async def close(self) -> None:
         """Write out everything queued, then close."""
-        if self._writer is not None and not self._writer.done():
-            self._queue.put_nowait(None)
-            with contextlib.suppress(Exception):
-                await self._writer
-        if self._failed is None:
+        await self._group.close()
+        if self._group.failed is None:
             with contextlib.suppress(Exception):
                 await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            if self._anchor is not None and self._writer is not None:
+            if self._anchor is not None and self._group.running:
                 # Everything is written: the database ends exactly here.
                 stopped = dataclasses.replace(self._head, stopped=True)
                 with contextlib.suppress(OSError):

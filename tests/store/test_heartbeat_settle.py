@@ -32,19 +32,20 @@ async def held_writer(store: Store) -> AsyncIterator[tuple[asyncio.Event, list[l
     record the ops of each transaction; the writer is restored on the way out."""
     gate = asyncio.Event()
     writes: list[list[Any]] = []
-    write = store._write
+    group = store._group  # the group commit's writer calls its _write per transaction
+    write = group._write
 
-    async def held(ops: Any) -> None:
+    async def held(ops: Any) -> Any:
         await gate.wait()
         writes.append(list(ops))
-        await write(ops)
+        return await write(ops)
 
-    store._write = held  # type: ignore[method-assign]
+    group._write = held
     try:
         yield gate, writes
     finally:
         gate.set()
-        store._write = write  # type: ignore[method-assign]
+        group._write = write
 
 
 @pytest.fixture
