@@ -10,7 +10,10 @@
                 ...
 
 ``Client`` is the same for code without an event loop (``with`` instead of
-``async with``). Every refusal is a ``TesseraError`` subclass chosen by the
+``async with``). Given the servers of a deployment with a standby
+(``AsyncClient(targets=["127.0.0.1:50051", "127.0.0.1:50052"], user_key=key)``),
+the client finds the active one and follows it through a takeover; sessions
+keep their id and lease (``client_sdk.failover``). Every refusal is a ``TesseraError`` subclass chosen by the
 server's reason (``InsufficientTokens``, ``RunningElsewhere``, ...); the
 generated protobuf types stay reachable under ``tessera_api`` but are
 never needed.
