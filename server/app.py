@@ -40,7 +40,7 @@ from server.leases import LeaseSigner
 from server.store import port
 from server.store.loading import loading
 from server.store.port import StorePort
-from server.store.postgres import Fence, PostgresStore
+from server.store.postgres import Fence, PostgresStore, migrate
 from server.store.sqlite import Store
 from tessera_api.tessera.v1 import (
     admin_service_pb2,
@@ -258,6 +258,7 @@ class TesseraServer:
             assert self.engine is not None  # noqa: S101 (just made by _activate)
             await self._serving(self.engine)
             return self.port
+        await _migrate(cfg.db)  # the election's row is made by the migrations
         self._load_admin_token()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
@@ -425,6 +426,18 @@ class TesseraServer:
         if self.election is not None:
             await self.election.stop()
         log.info("stopped")
+
+
+async def _migrate(url: str) -> None:
+    """Bring the database's schema up to this release's, or refuse to start."""
+    try:
+        conn = await asyncpg.connect(url, timeout=30)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+    except (OSError, TimeoutError, asyncpg.PostgresError, port.StoreFailed) as exc:
+        raise StartRefused(f"cannot open {shown_db(url)}: {exc}") from exc
 
 
 async def _quietly(work: Awaitable[object]) -> None:

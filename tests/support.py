@@ -79,6 +79,8 @@ class ServerProcess:
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     lines: list[dict[str, Any]] = field(default_factory=list)
+    #: The log event that says the port is bound ("standby": a server on PostgreSQL, RULES H1).
+    ready: tuple[str, ...] = ("serving",)
 
     @property
     def target(self) -> str:
@@ -113,7 +115,7 @@ class ServerProcess:
                 raise RuntimeError(f"server exited with {self.proc.wait()}")
             line = json.loads(raw)
             self.lines.append(line)
-            if line.get("event") == "serving":
+            if line.get("event") in self.ready:
                 self.port = int(line["port"])
                 self._drainer = threading.Thread(target=self._drain, daemon=True)
                 self._drainer.start()

@@ -1,0 +1,204 @@
+"""Two real server processes on one PostgreSQL database (RULES H1, H2).
+
+One is active, the other a standby; the active is killed (kill -9) or paused
+(SIGSTOP) and the standby takes over with every acknowledged change. The
+lease is 1 s here (``--leader-lease``) so that the tests stay short; what is
+asserted of the takeover's time is the rule's bound, 10 s.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.grpcurl import Grpcurl, GrpcurlError
+from tests.licensing_desk import Desk, num
+from tests.support import ADMIN_TOKEN, ServerProcess
+
+pytestmark = pytest.mark.slow
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+TAKEOVER_BOUND = 10.0  # RULES H2
+
+
+def health(target: str) -> int:
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status)
+
+
+def wait_for(target: str, status: int, timeout: float = TAKEOVER_BOUND) -> float:
+    """Seconds until ``target``'s health is ``status`` (fails past ``timeout``)."""
+    start = time.monotonic()
+    while health(target) != status:
+        assert time.monotonic() - start < timeout, f"{target} not {status} within {timeout} s"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+class Cluster:
+    """Servers of one database, sharing one secrets directory."""
+
+    def __init__(self, url: str, secrets: Path) -> None:
+        self.url = url
+        self.secrets = secrets
+        self.servers: list[ServerProcess] = []
+
+    def start(self, node_id: str) -> ServerProcess:
+        server = ServerProcess(
+            db=self.url,  # type: ignore[arg-type]  # the process is given its text
+            extra=["--secrets-dir", str(self.secrets), "--leader-lease", "1", "--node-id", node_id],
+            ready=("standby", "serving"),
+        )
+        self.servers.append(server)
+        return server.start()
+
+    def close(self) -> None:
+        for server in self.servers:
+            if server.proc is not None and server.proc.poll() is None:
+                os.kill(server.proc.pid, signal.SIGCONT)
+                server.kill()
+
+
+@pytest.fixture
+def cluster(pg_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    made = Cluster(pg_url, tmp_path / "secrets")
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture
+def pair(cluster: Cluster) -> tuple[ServerProcess, ServerProcess]:
+    """``a`` active (started first, elected alone), ``b`` its standby."""
+    a = cluster.start("a")
+    wait_for(a.target, SERVING)
+    b = cluster.start("b")
+    return a, b
+
+
+def refusal(target: str, method: str = "ListTeams") -> GrpcurlError:
+    client = Grpcurl(target, ADMIN_TOKEN)
+    try:
+        with pytest.raises(GrpcurlError) as refused:
+            client(f"tessera.v1.AdminService/{method}", {})
+        return refused.value
+    finally:
+        client.close()
+
+
+def info(target: str) -> dict[str, Any]:
+    client = Grpcurl(target, ADMIN_TOKEN)
+    try:
+        return client("tessera.v1.AdminService/GetServerInfo", {})
+    finally:
+        client.close()
+
+
+def test_h1_one_active_one_standby(pair: tuple[ServerProcess, ServerProcess]) -> None:
+    a, b = pair
+    assert health(a.target) == SERVING
+    assert health(b.target) == NOT_SERVING
+    refused = refusal(b.target)
+    assert refused.code == grpc.StatusCode.UNAVAILABLE
+    assert refused.reason == "NOT_LEADER"
+    assert refused.metadata == {"leader": a.target}
+    assert info(a.target) | {"now": ""} == {
+        "version": info(b.target)["version"],
+        "now": "",
+        "test_clock": True,
+        "node_id": "a",
+        "role": "NODE_ROLE_ACTIVE",
+        "leader_address": a.target,
+    }
+    assert info(b.target) == {
+        "version": info(a.target)["version"],
+        "node_id": "b",
+        "role": "NODE_ROLE_STANDBY",
+        "leader_address": a.target,
+    }
+    # A standby's GetServerInfo wants the admin token too.
+    stranger = Grpcurl(b.target, "wrong")
+    try:
+        with pytest.raises(GrpcurlError) as refused_info:
+            stranger("tessera.v1.AdminService/GetServerInfo", {})
+        assert refused_info.value.code == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        stranger.close()
+
+
+def acknowledged(desk: Desk) -> dict[str, Any]:
+    """A purchase, a user and a running session, each answered (so committed)."""
+    desk.sheet()
+    desk.team("acme", tokens=500)
+    user = desk.user("acme", "maya", ["ACAD"])
+    session = desk.entitle(user)["session_id"]
+    return {"user": user, "session": session, "balance": desk.balance("acme")}
+
+
+def test_h2_kill_9_the_standby_takes_over_with_every_acknowledged_change(
+    pair: tuple[ServerProcess, ServerProcess],
+) -> None:
+    a, b = pair
+    desk = Desk(a.target)
+    try:
+        before = acknowledged(desk)
+        a.kill()
+        took = wait_for(b.target, SERVING)
+    finally:
+        desk.close()
+    assert took < TAKEOVER_BOUND
+    after = Desk(b.target)
+    try:
+        after.keys = desk.keys
+        assert after.balance("acme") == before["balance"]
+        assert [s["session_id"] for s in after.sessions("acme")] == [before["session"]]
+        after.heartbeat(before["user"], before["session"])  # lives on (a lost one is refused)
+        after.assert_ledger_adds_up("acme")
+    finally:
+        after.close()
+    assert info(b.target)["role"] == "NODE_ROLE_ACTIVE"
+    assert any(line.get("event") == "took over" for line in b.lines)
+
+
+def test_h1_a_paused_active_is_replaced_and_never_answers_as_active_again(
+    pair: tuple[ServerProcess, ServerProcess],
+) -> None:
+    a, b = pair
+    assert a.proc is not None
+    desk = Desk(a.target)
+    try:
+        desk.team("acme", tokens=100)
+    finally:
+        desk.close()
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(b.target, SERVING)
+        on_b = Desk(b.target)
+        try:
+            on_b.buy("acme", 50)
+            assert num(on_b.a("GetTeam", {"team_id": "acme"})["team"], "available_tokens") == 150
+        finally:
+            on_b.close()
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    # Resumed, it refuses at once: its own lease ran out while it was paused.
+    for method in ("ListTeams", "GetTeam", "PurchaseTokens"):
+        refused = refusal(a.target, method)
+        assert (refused.code, refused.reason) == (grpc.StatusCode.UNAVAILABLE, "NOT_LEADER")
+    wait_for(a.target, NOT_SERVING)
+    assert info(a.target)["role"] == "NODE_ROLE_STANDBY"
+    assert info(a.target)["leader_address"] == b.target
+    refused = refusal(a.target)
+    assert refused.metadata == {"leader": b.target}
+    assert any(line.get("event") == "lost the lead" for line in a.lines)
+    assert health(b.target) == SERVING  # b was never disturbed
