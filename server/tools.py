@@ -9,23 +9,35 @@ first problem.
 the server runs, with its admin token, signing keys and secret key, all
 owner-only (``server/store/backup.py``). Restoring is starting the server with
 ``--db FILE``.
+
+With ``--db postgresql://...`` verify reads the same checks from PostgreSQL,
+and backup writes ``pg_dump`` of the database and a copy of ``--secrets-dir``
+into the new directory ``--to`` (docs/postgres.md: restoring).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import asyncpg
+
+from server.app import shown_db
 from server.config import OPTIONS, help_line
 from server.store.audit import Verdict, verify
-from server.store.backup import backup
+from server.store.backup import DUMP_NAME, backup, backup_postgres
+from server.store.port import StoreFailed
+from server.store.postgres import secrets_base, verify_postgres
 
 __all__ = ["COMMANDS", "Verdict", "backup", "main", "verify"]
 
+
+_OPTIONS = {o.field: o for o in OPTIONS}
 
 # Each tool's one line of help, also listed by the server's --help (server/__main__.py).
 COMMANDS = {
@@ -39,29 +51,33 @@ COMMANDS = {
 def main(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m server", description="Tessera operator tools")
     sub = p.add_subparsers(dest="command", required=True)
-    db = next(o for o in OPTIONS if o.field == "db")
     parsers = {name: sub.add_parser(name, help=text) for name, text in COMMANDS.items()}
-    for tool in parsers.values():
-        # The server's own --db option: the same variable, default and help.
-        tool.add_argument(
-            db.flag,
-            type=Path,
-            metavar=db.metavar,
-            default=Path(os.environ.get(db.env) or db.default),
-            help=help_line(db),
-        )
+    for name, tool in parsers.items():
+        # The server's own --db (and, where secrets are read, --secrets-dir) options:
+        # the same variables, defaults and help.
+        for option in _OPTIONS["db"], _OPTIONS["secrets_dir"]:
+            if option.field == "db" or name != "verify":
+                tool.add_argument(
+                    option.flag,
+                    type=option.parse,
+                    metavar=option.metavar,
+                    default=option.parse(os.environ.get(option.env) or str(option.default)),
+                    help=help_line(option),
+                )
     parsers["backup"].add_argument(
         "--to",
         type=Path,
         required=True,
         metavar="PATH",
         help="the new copy's database file; its admin token, signing keys and secret key "
-        "are written beside it (required; it must not exist)",
+        "are written beside it (required; it must not exist). With PostgreSQL: a new "
+        "directory for the pg_dump and the secrets (docs/postgres.md)",
     )
     a = p.parse_args(argv)
+    postgres = isinstance(a.db, str)
     try:
         if a.command == "verify":
-            verdict = verify(a.db)
+            verdict = asyncio.run(verify_postgres(a.db)) if postgres else verify(a.db)
             if verdict.ok:
                 print(verdict.summary())
                 return 0
@@ -72,15 +88,30 @@ def main(argv: Sequence[str]) -> int:
             from server import leases
             from server.clock import SystemClock
 
-            key = leases.rotate(leases.key_path(a.db), SystemClock().now())
+            named_after = secrets_base(a.secrets_dir) if postgres else a.db
+            key = leases.rotate(leases.key_path(named_after), SystemClock().now())
             print(f"new signing key {key.key_id}; restart the server to sign with it")
             return 0
+        if postgres:
+            return _backup_postgres(a.db, a.to, a.secrets_dir)
         copied = backup(a.db, a.to)
         print(f"backed up {a.db} ({copied.pages} pages, {copied.head.seq} ledger entries) to:")
         for path in copied.files:
             print(f"  {path}")
         print(f"to restore, start the server with --db {a.to} (keep these files together)")
         return 0
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, asyncpg.PostgresError, StoreFailed) as exc:
         print(f"python -m server {a.command}: {exc}", file=sys.stderr)
         return 2
+
+
+def _backup_postgres(url: str, to: Path, secrets_dir: Path) -> int:
+    copied = backup_postgres(url, to, secrets_dir)
+    print(f"backed up {shown_db(url)} ({copied.head.seq} ledger entries) to:")
+    for path in copied.files:
+        print(f"  {path}")
+    print(
+        f"to restore: pg_restore --no-owner --dbname NEW_DATABASE_URL {to / DUMP_NAME}, then "
+        f"start the server with --db NEW_DATABASE_URL --secrets-dir {to} (docs/postgres.md)"
+    )
+    return 0

@@ -18,14 +18,20 @@ Checked, reading one consistent snapshot (the server may be running):
 What it cannot see: a pack's ``request_id`` is in no entry; and whoever can
 rewrite both the database and its checkpoint can forge a consistent history
 (docs/security.md).
+
+The checks (``Audit``) are fed rows by whichever store holds them: SQLite here,
+PostgreSQL in ``server/store/postgres.py`` (``verify_postgres``), which keeps no
+checkpoint file (docs/postgres.md says what verify guarantees there).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from server.domain.ledger import GENESIS_HASH, EntryKind, add_one_year, entry_digest
 from server.store import checkpoint
@@ -51,6 +57,7 @@ class Verdict:
     packs: int = 0
     problems: list[str] = field(default_factory=list)
     anchored: int | None = None  # the checkpoint's seq; None: no checkpoint file
+    postgres: bool = False  # PostgreSQL keeps no checkpoint file (docs/postgres.md)
 
     @property
     def ok(self) -> bool:
@@ -58,6 +65,8 @@ class Verdict:
 
     def summary(self) -> str:
         text = f"ok: {self.entries} ledger entries chained, {self.packs} packs add up"
+        if self.postgres:
+            return text + "; its end rests on PostgreSQL's durability (no checkpoint file)"
         if self.anchored is None:
             return text + "; no checkpoint beside the database, so the end is not anchored"
         return text + f"; the chain reaches its checkpoint (entry {self.anchored:012d})"
@@ -86,58 +95,84 @@ def connect_read_only(db: Path) -> sqlite3.Connection:
 def verify(db: Path) -> Verdict:
     """Check the chain, its end, then the packs; the first broken link is reported
     and the walk stops there (everything after it is suspect)."""
-    verdict = Verdict()
     # Read before the snapshot: the checkpoint trails the commits, so the snapshot
     # taken after it holds at least the entries it names.
     anchor = checkpoint.read(checkpoint.checkpoint_path(db))
-    verdict.anchored = anchor.seq if anchor is not None else None
+    audit = Audit(anchor)
     with connect_read_only(db) as conn:
         conn.execute("BEGIN")  # one snapshot for every query below
         try:
-            packs = _walk(conn, verdict, anchor)
-            if verdict.ok:
-                _check_packs(conn, verdict, packs)
+            if all(audit.entry(row) for row in conn.execute(LEDGER_SQL)):
+                audit.chain_end()
+            if audit.verdict.ok:
+                for row in conn.execute(PACKS_SQL):
+                    audit.pack(row)
+                audit.packs_end()
         finally:
             conn.execute("COMMIT")
-    return verdict
+    return audit.verdict
 
 
-def _walk(
-    conn: sqlite3.Connection, verdict: Verdict, anchor: checkpoint.LedgerHead | None
-) -> dict[str, _Pack]:
-    packs: dict[str, _Pack] = defaultdict(_Pack)
-    prev = GENESIS_HASH
-    hash_at_anchor = None
-    for row in conn.execute(LEDGER_SQL):
+class Audit:
+    """The checks, fed the rows of ``LEDGER_SQL`` then of ``PACKS_SQL`` by whichever
+    store reads them (SQLite above; PostgreSQL in ``server/store/postgres.py``).
+
+    Feed ``entry`` every ledger row in order while it returns True (False: a broken
+    link, reported; stop there), then ``chain_end``; then, if the verdict is still
+    ok, ``pack`` every pack row and ``packs_end``.
+    """
+
+    def __init__(self, anchor: checkpoint.LedgerHead | None) -> None:
+        self.verdict = Verdict(anchored=anchor.seq if anchor is not None else None)
+        self._anchor = anchor
+        self._packs: dict[str, _Pack] = defaultdict(_Pack)
+        self._prev = GENESIS_HASH
+        self._hash_at_anchor: str | None = None
+        self._seen: set[str] = set()
+
+    def entry(self, row: Sequence[Any]) -> bool:
+        verdict = self.verdict
         seq, time_us, kind, team_id, pack_id, amount, rd, hd, sid, uid, pid, stored = row
         verdict.entries += 1
         if seq != verdict.entries:
             verdict.problems.append(
                 f"ledger entry {verdict.entries:012d} is missing (next stored is {seq:012d})"
             )
-            return packs
+            return False
         digest = entry_digest(
-            prev, seq, time_us, kind, team_id, pack_id, amount, rd, hd, sid, uid, pid
+            self._prev, seq, time_us, kind, team_id, pack_id, amount, rd, hd, sid, uid, pid
         )
         if digest != stored:
             verdict.problems.append(
                 f"ledger entry {seq:012d} ({kind} of {amount} on pack {pack_id}) does not "
                 "match its hash: it or an entry before it was altered"
             )
-            return packs
-        prev = stored
-        if anchor is not None and seq == anchor.seq:
-            hash_at_anchor = stored
-        p = packs[pack_id]
-        problem = _follow(p, seq, time_us, kind, team_id, amount, rd, hd)
+            return False
+        self._prev = stored
+        if self._anchor is not None and seq == self._anchor.seq:
+            self._hash_at_anchor = stored
+        problem = _follow(self._packs[pack_id], seq, time_us, kind, team_id, amount, rd, hd)
         if problem:
             verdict.problems.append(f"ledger entry {seq:012d} on pack {pack_id}: {problem}")
-            return packs
-    if anchor is not None:
-        short = checkpoint.problem(anchor, verdict.entries, hash_at_anchor)
-        if short:
-            verdict.problems.append(short)
-    return packs
+            return False
+        return True
+
+    def chain_end(self) -> None:
+        """The whole chain was walked: does it reach the checkpoint?"""
+        if self._anchor is not None:
+            short = checkpoint.problem(self._anchor, self.verdict.entries, self._hash_at_anchor)
+            if short:
+                self.verdict.problems.append(short)
+
+    def pack(self, row: Sequence[Any]) -> None:
+        _check_pack(self.verdict, self._packs, row)
+        self._seen.add(row[0])
+
+    def packs_end(self) -> None:
+        for pack_id in sorted(self._packs.keys() - self._seen):
+            self.verdict.problems.append(
+                f"pack {pack_id} has ledger entries but no pack row: it was deleted"
+            )
 
 
 def _follow(
@@ -167,44 +202,38 @@ def _follow(
     return ""
 
 
-def _check_packs(conn: sqlite3.Connection, verdict: Verdict, packs: dict[str, _Pack]) -> None:
-    seen = set()
-    for row in conn.execute(PACKS_SQL):
-        pack_id, team_id, tokens, remaining, held, consumed, expired_tokens = row[:7]
-        purchase_time, expire_time, expired = row[7:]
-        verdict.packs += 1
-        seen.add(pack_id)
-        s = packs.get(pack_id)
-        if s is None:
-            verdict.problems.append(f"pack {pack_id} has no ledger entries: it was added by hand")
-            continue
-        stored_state = (tokens, remaining, held, consumed, expired_tokens)
-        summed = (s.purchased, s.remaining, s.held, s.consumed, s.expired)
-        if stored_state != summed:
-            verdict.problems.append(
-                f"pack {pack_id}: stored tokens/remaining/held/consumed/expired "
-                f"{stored_state} but its ledger entries add up to {summed}"
-            )
-        if team_id != s.team_id:
-            verdict.problems.append(
-                f"pack {pack_id} is in team {team_id!r} but its ledger puts it in {s.team_id!r}"
-            )
-        if purchase_time != s.purchase_time:
-            verdict.problems.append(
-                f"pack {pack_id}: purchase time {purchase_time} is not its purchase "
-                f"entry's ({s.purchase_time})"
-            )
-        elif expire_time != t2i(add_one_year(i2t(purchase_time))):
-            verdict.problems.append(
-                f"pack {pack_id}: expire time {expire_time} is not one year after its purchase"
-            )
-        # T4: an expired pack keeps nothing remaining; only an expired one has expiry entries.
-        if remaining if expired else s.expiry_entries:
-            verdict.problems.append(
-                f"pack {pack_id}: marked {'expired' if expired else 'not expired'} with "
-                f"{remaining} tokens remaining and {s.expiry_entries} expiry entries"
-            )
-    for pack_id in sorted(packs.keys() - seen):
+def _check_pack(verdict: Verdict, packs: dict[str, _Pack], row: Sequence[Any]) -> None:
+    """One pack's row against what its entries add up to."""
+    pack_id, team_id, tokens, remaining, held, consumed, expired_tokens = row[:7]
+    purchase_time, expire_time, expired = row[7:]
+    verdict.packs += 1
+    s = packs.get(pack_id)
+    if s is None:
+        verdict.problems.append(f"pack {pack_id} has no ledger entries: it was added by hand")
+        return
+    stored_state = (tokens, remaining, held, consumed, expired_tokens)
+    summed = (s.purchased, s.remaining, s.held, s.consumed, s.expired)
+    if stored_state != summed:
         verdict.problems.append(
-            f"pack {pack_id} has ledger entries but no pack row: it was deleted"
+            f"pack {pack_id}: stored tokens/remaining/held/consumed/expired "
+            f"{stored_state} but its ledger entries add up to {summed}"
+        )
+    if team_id != s.team_id:
+        verdict.problems.append(
+            f"pack {pack_id} is in team {team_id!r} but its ledger puts it in {s.team_id!r}"
+        )
+    if purchase_time != s.purchase_time:
+        verdict.problems.append(
+            f"pack {pack_id}: purchase time {purchase_time} is not its purchase "
+            f"entry's ({s.purchase_time})"
+        )
+    elif expire_time != t2i(add_one_year(i2t(purchase_time))):
+        verdict.problems.append(
+            f"pack {pack_id}: expire time {expire_time} is not one year after its purchase"
+        )
+    # T4: an expired pack keeps nothing remaining; only an expired one has expiry entries.
+    if remaining if expired else s.expiry_entries:
+        verdict.problems.append(
+            f"pack {pack_id}: marked {'expired' if expired else 'not expired'} with "
+            f"{remaining} tokens remaining and {s.expiry_entries} expiry entries"
         )

@@ -11,20 +11,38 @@ is created owner-only. Restoring is starting the server with ``--db COPY``.
 
 A snapshot that does not reach the live checkpoint is refused: a backup must
 not turn a tampered ledger into a clean-looking one.
+
+With PostgreSQL a backup is ``pg_dump`` of the database beside a copy of the
+secrets directory (``backup_postgres`` below; docs/postgres.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import importlib.util
+import os
+import re
+import shutil
 import sqlite3
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import asyncpg
 
 from server.store import checkpoint
 from server.store.audit import connect_read_only
 from server.store.checkpoint import LedgerHead, LedgerMismatch
-from server.store.files import SECRET_SUFFIXES, create_private, side_path, write_private
+from server.store.files import (
+    SECRET_SUFFIXES,
+    create_private,
+    private_dir,
+    side_path,
+    write_private,
+)
+from server.store.postgres import secrets_base
 
 
 @dataclass
@@ -80,3 +98,117 @@ def _reaches(conn: sqlite3.Connection, anchor: LedgerHead, head: LedgerHead, db:
         raise LedgerMismatch(
             f"not backing up {db}: {problem}; run `python -m server verify --db {db}`"
         )
+
+
+# -- PostgreSQL ------------------------------------------------------------------------
+#
+# A backup of a PostgreSQL deployment is a new directory holding
+#
+# - ``tessera.dump``: ``pg_dump --format=custom`` of the database, taken in a
+#   snapshot this process exports (``pg_export_snapshot``), so that the ledger head
+#   it reports is exactly the dump's; the leader row's data is left out (a restored
+#   database starts with no active server, and the first to start is elected);
+# - the secret files, under the names a secrets directory has
+#   (``tessera.admin-token``, ``tessera.signing-keys``, ``tessera.secret-key``).
+#
+# So the directory is itself a secrets directory: restoring is ``pg_restore`` into a
+# new database and starting the server with ``--db`` that database's URL and
+# ``--secrets-dir`` the directory (docs/postgres.md).
+
+DUMP_NAME = "tessera.dump"
+PG_BIN_ENV = "TESSERA_PG_BIN"  # a directory with pg_dump and pg_restore, tried first
+
+
+def pg_tool(name: str, server_major: int) -> Path:
+    """``pg_dump`` or ``pg_restore`` able to read a server of ``server_major``
+    (its own major version is the same or newer): the first of ``$TESSERA_PG_BIN``,
+    PATH, Debian's ``/usr/lib/postgresql/*/bin`` (newest first) and the one the
+    ``pgserver`` package bundles (a dev dependency); else an error saying what to
+    install."""
+    candidates: list[Path] = []
+    if os.environ.get(PG_BIN_ENV):
+        candidates.append(Path(os.environ[PG_BIN_ENV]) / name)
+    if found := shutil.which(name):
+        candidates.append(Path(found))
+    debian = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=_major_of_dir)
+    candidates += reversed(debian)
+    spec = importlib.util.find_spec("pgserver")
+    if spec is not None and spec.origin is not None:
+        candidates.append(Path(spec.origin).parent / "pginstall" / "bin" / name)
+    seen = []
+    for tool in candidates:
+        major = _tool_major(tool)
+        if major is not None and major >= server_major:
+            return tool
+        if major is not None:
+            seen.append(f"{tool} ({major})")
+    raise FileNotFoundError(
+        f"no {name} of PostgreSQL {server_major} or newer (found: {', '.join(seen) or 'none'}): "
+        f"install that version's client tools, or set {PG_BIN_ENV} to their directory"
+    )
+
+
+def _major_of_dir(path: Path) -> int:
+    version = path.parent.parent.name
+    return int(version) if version.isdigit() else 0
+
+
+def _tool_major(tool: Path) -> int | None:
+    """The major version a PostgreSQL client tool reports, or None if it does not run."""
+    try:
+        out = subprocess.run(  # noqa: S603 (a PostgreSQL tool found above, fixed arguments)
+            [str(tool), "--version"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"\(PostgreSQL\)\s+(\d+)", out)
+    return int(found.group(1)) if found else None
+
+
+def backup_postgres(url: str, to: Path, secrets_dir: Path) -> Copied:
+    """Dump the database at ``url`` and copy the secrets of ``secrets_dir`` into the
+    new directory ``to``, while the servers may be running."""
+    if to.exists():
+        raise FileExistsError(f"{to} exists; choose a new directory")
+    private_dir(to)
+    dump = to / DUMP_NAME
+    copied = Copied(files=[dump])
+    try:
+        create_private(dump, exclusive=True)  # pg_dump writes into it, keeping its mode
+        copied.head = asyncio.run(_dump_in_snapshot(url, dump))
+        source, base = secrets_base(secrets_dir), secrets_base(to)
+        for suffix in SECRET_SUFFIXES:
+            if side_path(source, suffix).exists():
+                copied.files.append(side_path(base, suffix))
+                write_private(side_path(base, suffix), side_path(source, suffix).read_bytes())
+    except BaseException:
+        shutil.rmtree(to, ignore_errors=True)  # no half backup that could be taken for one
+        raise
+    return copied
+
+
+async def _dump_in_snapshot(url: str, dump: Path) -> LedgerHead:
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+            server_major = conn.get_server_version().major
+            row = await conn.fetchrow(checkpoint.LAST_ENTRY_SQL)
+            head = LedgerHead(int(row[0]), str(row[1])) if row else checkpoint.EMPTY
+            command = [
+                str(pg_tool("pg_dump", server_major)),
+                "--format=custom",
+                f"--snapshot={snapshot}",
+                "--exclude-table-data=tessera_leader",
+                f"--file={dump}",
+                f"--dbname={url}",
+            ]
+            proc = await asyncio.create_subprocess_exec(
+                *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            )
+            _, err = await proc.communicate()
+            if proc.returncode:
+                raise OSError(f"pg_dump failed: {err.decode(errors='replace').strip()}")
+    finally:
+        await conn.close()
+    return head

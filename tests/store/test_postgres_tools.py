@@ -1,0 +1,276 @@
+"""``verify`` and ``backup`` on PostgreSQL (issue 13, point 2): verify runs
+SQLite's checks on PostgreSQL's rows, and a backup (pg_dump and the secrets)
+restores with pg_restore into a new database that a server then serves with
+the same state and the same admin token."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from server import tools
+from server.domain.changes import Changes
+from server.domain.ledger import Cause, Ledger
+from server.domain.teams import Plan, Team
+from server.store.audit import Verdict, verify
+from server.store.backup import DUMP_NAME, backup_postgres, pg_tool
+from server.store.files import SECRET_SUFFIXES, side_path
+from server.store.port import StorePort
+from server.store.postgres import PostgresStore, secrets_base, verify_postgres
+from tests.grpcurl import Grpcurl
+from tests.pg import PgServer, run_sync
+from tests.store.test_postgres import _both, rows
+from tests.store.test_restart import A, processes, state
+from tests.support import REPO, ServerProcess
+
+__all__ = ["processes"]  # the fixture, shared with test_restart
+
+BACKUP = [sys.executable, "-m", "server", "backup"]
+T = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
+H = timedelta(hours=1)
+
+
+def a_history() -> list[object]:
+    """Two teams' packs and a chained ledger, made by the domain as the engine
+    makes them: purchases, a hold captured, a hold released, a move."""
+    ledger = Ledger()
+    changes = Changes()
+    ids = iter(f"pk_{i}" for i in range(10))
+    for team in ("acme", "beta"):
+        ledger.add_team(team)
+        changes.upsert(Team(team, team.title(), Plan.STANDARD, T))
+    ledger.purchase("acme", 100, "po-1", T, lambda: next(ids), changes)
+    ledger.purchase("acme", 50, "po-2", T + H, lambda: next(ids), changes)
+    ledger.purchase("beta", 30, "po-3", T + H, lambda: next(ids), changes)
+    hold = ledger.hold("acme", 120, Cause("ses_1", "ann", "ACAD"), T + 2 * H, "h1", changes)
+    ledger.capture(hold, T + 3 * H, changes)
+    hold = ledger.hold("acme", 5, Cause("ses_2", "bob", "ACAD"), T + 3 * H, "h2", changes)
+    ledger.release(hold, T + 4 * H, changes)
+    ledger.move("pk_2", "acme", T + 5 * H, changes)
+    return changes.items
+
+
+async def _verify(store: StorePort, tmp_path: Path, pg_url: str) -> Verdict:
+    if isinstance(store, PostgresStore):
+        return await verify_postgres(pg_url)
+    return verify(tmp_path / "s.db")
+
+
+TAMPERING: list[tuple[str, str]] = [
+    ("nothing", ""),
+    ("a pack's sums", "UPDATE packs SET remaining = remaining + 1 WHERE pack_id = 'pk_1'"),
+    ("an entry's amount", "UPDATE ledger SET amount = amount + 1 WHERE seq = 4"),
+    ("an entry removed", "DELETE FROM ledger WHERE seq = 2"),
+    ("a pack removed", "DELETE FROM packs WHERE pack_id = 'pk_0'"),
+    ("a pack's team", "UPDATE packs SET team_id = 'beta' WHERE pack_id = 'pk_0'"),
+]
+
+
+@pytest.mark.parametrize(("what", "sql"), TAMPERING, ids=[t[0] for t in TAMPERING])
+async def test_pg_verify_finds_what_sqlites_verify_finds(
+    pg_url: str, tmp_path: Path, what: str, sql: str
+) -> None:
+    history = a_history()
+
+    async def write(store: StorePort) -> None:
+        await store.commit(Changes(list(history)))
+
+    async def tamper_and_verify(store: StorePort) -> Verdict:
+        if sql:
+            if isinstance(store, PostgresStore):
+                conn = await asyncpg.connect(pg_url)
+                try:
+                    await conn.execute(sql)
+                finally:
+                    await conn.close()
+            else:
+                await store.query(sql)  # type: ignore[attr-defined]  # autocommit
+        return await _verify(store, tmp_path, pg_url)
+
+    await _both(pg_url, tmp_path, write)
+    lite, pg = await _both(pg_url, tmp_path, tamper_and_verify)
+    assert pg.problems == lite.problems
+    assert (pg.entries, pg.packs) == (lite.entries, lite.packs)
+    if what == "nothing":
+        assert pg.ok and (pg.entries, pg.packs) == (11, 3)
+        assert pg.summary().endswith(
+            "its end rests on PostgreSQL's durability (no checkpoint file)"
+        )
+    else:
+        assert not pg.ok, what
+
+
+def test_pg_verify_from_the_command_line(pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    async def fill() -> None:
+        store = await PostgresStore.open(pg_url)
+        try:
+            await store.commit(Changes(a_history()))
+        finally:
+            await store.close()
+
+    run_sync(fill)
+    capsys.readouterr()
+    assert tools.main(["verify", "--db", pg_url]) == 0
+    assert capsys.readouterr().out.startswith("ok: 11 ledger entries chained, 3 packs add up;")
+    run_sync(lambda: _execute(pg_url, "UPDATE packs SET held = 1 WHERE pack_id = 'pk_2'"))
+    assert tools.main(["verify", "--db", pg_url]) == 1
+    assert "BAD: pack pk_2: stored tokens/remaining/held" in capsys.readouterr().out
+
+
+async def _execute(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def test_pg_verify_of_a_database_without_tessera_says_so(
+    pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert tools.main(["verify", "--db", pg_url]) == 2
+    assert "no Tessera database there" in capsys.readouterr().err
+
+
+# -- backup and restore ------------------------------------------------------------------
+
+
+@pytest.fixture
+def databases(pg: PgServer) -> Iterator[Callable[[], str]]:
+    """Makes fresh databases on the run's server; drops them all after the test."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(pg.create())
+        return made[-1]
+
+    yield make
+    for url in made:
+        pg.drop(url)
+
+
+def _serve(processes: list[ServerProcess], url: str, secrets: Path) -> ServerProcess:
+    """A lone server on ``url`` (elected at once), its secrets in ``secrets``; no
+    --admin-token, so it uses (or makes) the one in ``secrets``."""
+    server = ServerProcess(
+        db=url,  # type: ignore[arg-type]  # the process is given its text
+        extra=["--secrets-dir", str(secrets)],
+        admin_token=None,
+    )
+    processes.append(server)
+    return server.start()
+
+
+def _admin_state(target: str, token: str) -> dict[str, object]:
+    client = Grpcurl(target, token)
+    try:
+        return state(client)
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+def test_pg_backup_restores_into_a_new_database_with_the_same_state_and_secrets(
+    pg_url: str,
+    databases: Callable[[], str],
+    tmp_path: Path,
+    processes: list[ServerProcess],
+) -> None:
+    secrets, copy = tmp_path / "secrets", tmp_path / "backup"
+    server = _serve(processes, pg_url, secrets)
+    token = side_path(secrets_base(secrets), ".admin-token").read_text().strip()
+    client = Grpcurl(server.target, token)
+    try:
+        client(A + "CreateTeam", {"team_id": "acme", "display_name": "Acme"})
+        client(A + "CreateTeam", {"team_id": "beta"})
+        for i, team in enumerate(("acme", "acme", "beta")):
+            client(A + "PurchaseTokens", {"team_id": team, "tokens": 10 + i, "request_id": f"{i}"})
+    finally:
+        client.close()
+    before = _admin_state(server.target, token)
+
+    # Backed up while the server runs, as an operator would.
+    done = subprocess.run(
+        [*BACKUP, "--db", pg_url, "--secrets-dir", str(secrets), "--to", str(copy)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "(3 ledger entries)" in done.stdout and f"--secrets-dir {copy}" in done.stdout
+    server.terminate()
+    dump = copy / DUMP_NAME
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o600
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o700
+    for suffix in SECRET_SUFFIXES:  # every secret the server made, copied as it was
+        original, copied = (
+            side_path(secrets_base(secrets), suffix),
+            side_path(copy / "tessera", suffix),
+        )
+        assert copied.read_bytes() == original.read_bytes(), suffix
+        assert stat.S_IMODE(copied.stat().st_mode) == 0o600
+
+    # Restored as docs/postgres.md says: pg_restore into a new database...
+    restored = databases()
+    subprocess.run(
+        [
+            str(pg_tool("pg_restore", _server_major(pg_url))),
+            "--no-owner",
+            "--dbname",
+            restored,
+            str(dump),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    # ...which loads as the original, verifies, and serves the same state with the
+    # same admin token from the backup's directory.
+    snapshots = [run_sync(lambda url=url: _load_rows(url)) for url in (pg_url, restored)]
+    assert snapshots[0] == snapshots[1] and snapshots[0]["packs"]
+    verdict = run_sync(lambda: verify_postgres(restored))
+    assert verdict.ok and (verdict.entries, verdict.packs) == (3, 3), verdict.problems
+    leader = run_sync(lambda: _fetch(restored, "SELECT count(*) FROM tessera_leader"))
+    assert leader == [(0,)]  # no active carried over: the first to start is elected
+    again = _serve(processes, restored, copy)
+    assert _admin_state(again.target, token) == before
+
+
+def _server_major(url: str) -> int:
+    rows = run_sync(lambda: _fetch(url, "SELECT current_setting('server_version_num')::int"))
+    return int(rows[0][0]) // 10000
+
+
+async def _fetch(url: str, sql: str) -> list[tuple[object, ...]]:
+    conn = await asyncpg.connect(url)
+    try:
+        return [tuple(r) for r in await conn.fetch(sql)]
+    finally:
+        await conn.close()
+
+
+async def _load_rows(url: str) -> dict[str, list[tuple[object, ...]]]:
+    store = await PostgresStore.open(url)
+    try:
+        loaded = rows(await store.load())
+        loaded["ledger"] = [
+            tuple(r) for r in await store.query("SELECT * FROM ledger ORDER BY seq")
+        ]
+        return loaded
+    finally:
+        await store.close()
+
+
+def test_pg_backup_refuses_an_existing_directory(pg_url: str, tmp_path: Path) -> None:
+    (tmp_path / "there").mkdir()
+    with pytest.raises(FileExistsError):
+        backup_postgres(pg_url, tmp_path / "there", tmp_path)
