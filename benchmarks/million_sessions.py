@@ -64,6 +64,7 @@ from server.domain.products import Platform, Product
 from server.domain.sessions import ChargeState, Session, SessionState
 from server.domain.teams import Plan
 from server.engine.core import Engine
+from server.store.port import StorePort
 from server.store.sqlite import Store, loading
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -430,7 +431,7 @@ class Bench:
         engine.start, then settle_heap before it takes calls.
         Returns the five durations."""
         t0 = time.perf_counter()
-        store = await Store.open(self.db, synchronous=self.sync)
+        store = await self.open_store()
         t1 = time.perf_counter()
         snapshot = await store.load()
         t2 = time.perf_counter()
@@ -472,24 +473,11 @@ class Bench:
         if sample is not None:
             add_footprint(figures, "model: one session after reload", footprint(engine, sample))
 
-    async def run(self) -> None:
-        figures = self.figures
-        store = await Store.open(self.db, synchronous=self.sync)
-        self._engine = Engine(self.clock, store)
-        await self.engine.start(heartbeat_flush=0)
-        t = time.perf_counter()
-        self.user_ids = await build_setting(self.engine, self.n)
-        # Then the server restarts with them, as it would be when a million
-        # sessions open: users loaded (and frozen out of the collector) at start.
-        await self._close()
-        await self._open()
-        directory = self.engine.directory
-        self.user_ids = [directory.user(u).user_id for u in self.user_ids]  # its strings
-        figures.add(
-            "setting: team, pack, product, N users; restart",
-            secs(time.perf_counter() - t),
-        )
+    async def open_store(self) -> StorePort:
+        return await Store.open(self.db, synchronous=self.sync)
 
+    async def run(self) -> None:
+        await self.setting()
         await self.open_sessions()
         await self.fire(self.clock.now() + self.engine.terms.grace, "GRACE_END (capture)")
         meters = self.engine.sessions.lic.meters
@@ -504,6 +492,25 @@ class Bench:
             "not every session went idle",
         )
         await self._close()
+
+    async def setting(self) -> None:
+        """The team, pack, product and N users, then a restart with them."""
+        figures = self.figures
+        store = await self.open_store()
+        self._engine = Engine(self.clock, store)
+        await self.engine.start(heartbeat_flush=0)
+        t = time.perf_counter()
+        self.user_ids = await build_setting(self.engine, self.n)
+        # Then the server restarts with them, as it would be when a million
+        # sessions open: users loaded (and frozen out of the collector) at start.
+        await self._close()
+        await self._open()
+        directory = self.engine.directory
+        self.user_ids = [directory.user(u).user_id for u in self.user_ids]  # its strings
+        figures.add(
+            "setting: team, pack, product, N users; restart",
+            secs(time.perf_counter() - t),
+        )
 
 
 async def main_async(args: argparse.Namespace) -> int:
