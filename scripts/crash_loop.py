@@ -168,7 +168,7 @@ class Server(ServerProcess):
             self.test_clock or T0,
             *self.extra,
         ]
-        log = self.db.parent / "server-stderr.log"
+        log = self.stderr_log
         with log.open("ab") as err:
             err.write(b"--- start\n")
             err.flush()
@@ -186,7 +186,7 @@ class Server(ServerProcess):
             for raw in self.proc.stdout:
                 line = json.loads(raw)
                 self.lines.append(line)
-                if line.get("event") == "serving":
+                if line.get("event") in self.ready:
                     self.port = int(line["port"])
                     self._drainer = threading.Thread(target=self._drain, daemon=True)
                     self._drainer.start()
@@ -197,6 +197,10 @@ class Server(ServerProcess):
             raise RuntimeError(f"the server did not start (exit {code}):\n{tail}")
         finally:
             watchdog.cancel()
+
+    @property
+    def stderr_log(self) -> Path:
+        return Path(self.db).parent / "server-stderr.log"
 
     def _give_up(self) -> None:
         if self.port == 0 and self.proc is not None and self.proc.poll() is None:
@@ -687,11 +691,13 @@ def run(
     min_load: float = 0.05,
     max_load: float = 1.5,
     log: Callable[[str], None] = lambda line: None,
+    cluster_type: Callable[[Path, random.Random, Summary], Cluster] | None = None,
 ) -> Summary:
-    """``cycles`` kill -9 cycles on a fresh database in ``workdir``."""
+    """``cycles`` kill -9 cycles on a fresh database in ``workdir`` (or on what
+    ``cluster_type`` makes: ``scripts/chaos.py``'s servers on PostgreSQL)."""
     summary = Summary()
     rng = random.Random(seed)
-    cluster = Cluster(workdir, rng, summary)
+    cluster = (cluster_type or Cluster)(workdir, rng, summary)
     started = time.monotonic()
     cluster.start()
     try:

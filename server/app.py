@@ -271,6 +271,7 @@ class TesseraServer:
             on_elected=lambda epoch: self._spawn(self._take_over(election, epoch)),
             on_lost=self._lost,
         )
+        await election.tick()  # a standby knows the active's address from the start
         election.start()
         log.info(
             "standby",

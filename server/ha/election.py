@@ -160,7 +160,9 @@ class Election:
         if self.leading:
             return self.address
         leader = self.leader
-        return leader.address if leader is not None and leader.live else ""
+        if leader is None or not leader.live or leader.node_id == self.node_id:
+            return ""  # (our own row, read while we led: stale now)
+        return leader.address
 
     async def fence(self, conn: asyncpg.Connection) -> None:
         """The store's fence (see the module docstring); losing it here steps
@@ -262,6 +264,7 @@ class Election:
             return
         log.warning("lost the lead", node_id=self.node_id, epoch=self.epoch, why=why)
         self.epoch = None
+        self.leader = None  # read anew at the next round
         self.on_lost()
 
     async def _read(self, conn: asyncpg.Connection) -> None:

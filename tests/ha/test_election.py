@@ -176,6 +176,7 @@ async def test_h1_the_local_lease_lapses_without_renewal(elect: Factory) -> None
     assert a.leading and a.leader_address() == "a:50051"
     await asyncio.sleep(0.25)
     assert not a.leading
+    assert a.leader_address() == ""  # its own row, read while it led, no longer names it
 
 
 async def test_h2_a_clean_stop_hands_over_at_once(elect: Factory, db: asyncpg.Connection) -> None:
