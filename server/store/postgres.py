@@ -248,22 +248,30 @@ async def migrate(conn: asyncpg.Connection) -> int:
     """Apply the migrations this database lacks, in one transaction under an
     advisory lock (a second server starting at the same moment waits, then finds
     them applied); returns how many were applied. A database migrated by a newer
-    release is refused: this one would not know its tables."""
+    release is refused: this one would not know its tables. An up-to-date
+    database is only read, so a role without the right to create tables can
+    serve one its owner migrated (docs/postgres.md)."""
+    if _checked(await schema_version(conn)) == len(MIGRATIONS):
+        return 0
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         await conn.execute(SCHEMA_VERSION_TABLE)
-        version = await schema_version(conn)
-        if version > len(MIGRATIONS):
-            raise StoreFailed(
-                f"the database is at schema version {version}, newer than this release's "
-                f"{len(MIGRATIONS)}: run the newer release"
-            )
+        version = _checked(await schema_version(conn))
         for number, script in enumerate(MIGRATIONS, start=1):
             if number > version:
                 await conn.execute(script)
                 await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
                 log.info("schema_migrated", store="postgresql", version=number)
-    return max(0, len(MIGRATIONS) - version)
+    return len(MIGRATIONS) - version
+
+
+def _checked(version: int) -> int:
+    if version > len(MIGRATIONS):
+        raise StoreFailed(
+            f"the database is at schema version {version}, newer than this release's "
+            f"{len(MIGRATIONS)}: run the newer release"
+        )
+    return version
 
 
 # -- verify ----------------------------------------------------------------------

@@ -6,10 +6,12 @@ answer comes only after COMMIT. Each test has a fresh database (``pg_url``,
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -534,3 +536,35 @@ async def test_pg_schema_has_sqlites_tables_and_columns(pg_url: str, tmp_path: P
     assert pg_columns == sqlite_columns
     for table in TABLES.values():  # every column the codec writes exists
         assert set(table.columns) <= pg_columns[table.name]
+
+
+async def test_pg_a_role_that_cannot_alter_the_ledger_serves_a_migrated_database(
+    pg_url: str,
+) -> None:
+    """docs/postgres.md's least privilege: the owner migrates; the servers run as
+    a role that may create no table and may only append to the ledger."""
+    await (await PostgresStore.open(pg_url)).close()  # migrated by the owner
+    role = f"tessera_app_{secrets.token_hex(4)}"
+    await _sql(pg_url, f"CREATE ROLE {role} LOGIN PASSWORD 'app'")
+    try:
+        for grant in (
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+            f"REVOKE UPDATE, DELETE ON ledger, activity FROM {role}",
+        ):
+            await _sql(pg_url, grant)
+        parts = urlsplit(pg_url)
+        app_url = urlunsplit(parts._replace(netloc=f"{role}:app@{parts.netloc.rpartition('@')[2]}"))
+        store = await PostgresStore.open(app_url)
+        try:
+            await store.commit(Changes(every_object()))
+            await store.commit(Changes(later_changes()))
+            assert rows(await store.load()) == expected_rows(every_object(), later_changes())
+        finally:
+            await store.close()
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await _sql(app_url, "DELETE FROM ledger WHERE seq = 3")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await _sql(app_url, "CREATE TABLE t (x INTEGER)")
+    finally:
+        await _sql(pg_url, f"DROP OWNED BY {role}")
+        await _sql(pg_url, f"DROP ROLE {role}")
