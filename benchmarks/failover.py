@@ -248,6 +248,8 @@ def takeover(
         figures.add("takeover: kill -9 -> standby SERVING", secs(serving - killed), "<= 10 s")
         figures.add("  waiting for the lease to run out", secs(elected - killed))
         figures.add("  the new term: open, load, restore, fire", secs(float(taken["seconds"])))
+        for phase in ("open", "load", "restore", "start"):
+            figures.add(f"    {phase}", secs(float(taken.get(phase, 0))))
         figures.add("load: longest gap without an answer", secs(load.longest_gap))
         figures.add(
             "load: calls answered before / after / refused",

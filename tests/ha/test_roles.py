@@ -1,0 +1,37 @@
+"""A server's role and its settings for several servers (RULES H1, API.md additions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from server.app import shown_db
+from server.config import parse_args
+from tests.grpcurl import Grpcurl
+from tests.support import ServerThread
+
+
+def test_h1_a_lone_server_is_active_and_its_own_leader(
+    server: ServerThread, admin: Grpcurl
+) -> None:
+    info = admin("tessera.v1.AdminService/GetServerInfo", {})
+    assert (info["role"], info["node_id"], info["leader_address"]) == (
+        "NODE_ROLE_ACTIVE",
+        server.target,  # --node-id and --advertise default to the address bound
+        server.target,
+    )
+
+
+def test_h1_a_database_url_stays_a_url_and_its_secrets_stay_files() -> None:
+    url = "postgresql://tessera:pw@127.0.0.1:5432/licenses"
+    cfg = parse_args(["--db", url, "--secrets-dir", "/srv/tessera"])
+    assert cfg.db == url  # a Path would have folded its //
+    assert cfg.admin_token_path == Path("/srv/tessera/tessera.admin-token")
+    sqlite = parse_args(["--db", "var/x.db"])
+    assert sqlite.db == Path("var/x.db")
+    assert sqlite.admin_token_path == Path("var/x.db.admin-token")
+
+
+def test_h1_a_url_password_is_never_shown() -> None:
+    assert shown_db("postgresql://tessera:s3cret@db:5432/t") == "postgresql://tessera:***@db:5432/t"
+    assert shown_db("postgresql://tessera@db/t") == "postgresql://tessera@db/t"
+    assert shown_db(Path("var/tessera.db")) == "var/tessera.db"
