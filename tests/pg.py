@@ -83,6 +83,8 @@ class PgServer:
         self.source = source  # "pgserver" or "TESSERA_TEST_PG"
         self._maker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-spare")
         self._spare: Future[str] | None = None
+        version = run_sync(lambda: self._fetchval("SHOW server_version_num"))
+        self._copy = " STRATEGY FILE_COPY" if int(version) >= 150000 else ""  # new in 15
 
     def url(self, name: str) -> str:
         return with_database(self.admin_url, name)
@@ -94,7 +96,7 @@ class PgServer:
 
     def _make(self) -> str:
         name = f"t_{secrets.token_hex(6)}"
-        run_sync(lambda: self._admin(f'CREATE DATABASE "{name}" STRATEGY FILE_COPY'))
+        run_sync(lambda: self._admin(f'CREATE DATABASE "{name}"{self._copy}'))
         return self.url(name)
 
     def close(self) -> None:
@@ -114,6 +116,13 @@ class PgServer:
         try:
             for sql in statements:
                 await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    async def _fetchval(self, sql: str) -> Any:
+        conn = await asyncpg.connect(self.admin_url, timeout=10)
+        try:
+            return await conn.fetchval(sql)
         finally:
             await conn.close()
 
