@@ -30,6 +30,7 @@ guarantees here.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
@@ -63,6 +64,7 @@ __all__ = [
 log = structlog.get_logger()
 
 LOAD_CHUNK = 20_000  # rows per fetch at start
+CLOSE_TIMEOUT = 10.0  # seconds close() waits for the writer, then for each connection
 COPY_FROM = 10  # append-only rows from which COPY beats a batched INSERT (measured)
 LAST_ENTRY_SQL = "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1"
 SECRETS_NAME = "tessera"  # secrets_dir/tessera.admin-token, .signing-keys, .secret-key
@@ -216,11 +218,34 @@ class PostgresStore(NamedReads):
                 else:
                     await conn.executemany(numbered(table.upsert_sql), rows)
 
-    async def close(self) -> None:
-        """Write out everything queued, then close the connections."""
-        await self._group.close()
-        await self._pool.close()
-        await self._conn.close()
+    async def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Write out everything queued, then close the connections. Bounded: a
+        database that does not answer (a partition, a lock held elsewhere) does not
+        keep a server that lost its place from going back to standby. Past
+        ``timeout`` the writer's connection is cut, so that what it was writing
+        never commits and fails its callers with StoreFailed."""
+        writer = asyncio.ensure_future(self._group.close())
+        if not await _within(writer, timeout):
+            self._conn.terminate()
+            await _within(writer, timeout)
+        if not await _within(asyncio.ensure_future(self._pool.close()), timeout):
+            self._pool.terminate()
+        if not self._conn.is_closed():
+            closing = asyncio.ensure_future(self._conn.close())
+            if not await _within(closing, timeout):
+                self._conn.terminate()
+
+
+async def _within(task: asyncio.Future[None], timeout: float) -> bool:
+    """Whether ``task`` ended within ``timeout`` (its error logged, not raised);
+    unlike ``wait_for``, a task still running is left to finish, not awaited."""
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved, not logged
+        return False
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("store_close", error=str(task.exception()) or type(task.exception()).__name__)
+    return True
 
 
 async def _load_table(conn: Connection, table: Table) -> list[Any]:

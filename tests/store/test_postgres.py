@@ -568,3 +568,32 @@ async def test_pg_a_role_that_cannot_alter_the_ledger_serves_a_migrated_database
     finally:
         await _sql(pg_url, f"DROP OWNED BY {role}")
         await _sql(pg_url, f"DROP ROLE {role}")
+
+
+async def test_pg_close_is_bounded_when_the_database_does_not_answer(
+    pgstore: PostgresStore, pg_url: str
+) -> None:
+    """A server that lost its place must get back to standby even if its write
+    hangs (here: on a lock another client holds; in life, a partition): close cuts
+    the writer's connection after its timeout, and that write never commits."""
+    await pgstore.commit([_pack(1)])
+    blocker = await asyncpg.connect(pg_url)
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("SELECT * FROM packs WHERE pack_id = 'pk_0001' FOR UPDATE")
+        changed = TokenPack("pk_0001", "acme", 1, T, T + 365 * DAY, "po-1", 0, 1)
+        pending = asyncio.create_task(pgstore.commit([changed, _pack(2)]))
+        await asyncio.sleep(0.2)
+        assert not pending.done()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await pgstore.close(timeout=0.3)
+        assert loop.time() - start < 3
+        with pytest.raises(StoreFailed):
+            await pending
+        await tx.rollback()
+    finally:
+        await blocker.close()
+    rows_now = await _sql(pg_url, "SELECT pack_id, held FROM packs")
+    assert [tuple(r) for r in rows_now] == [("pk_0001", 0)]
