@@ -15,13 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.grpcurl import Grpcurl, GrpcurlError
 from tests.licensing_desk import Desk, num
-from tests.support import ADMIN_TOKEN, ServerProcess
+from tests.pg import run_sync
+from tests.support import ADMIN_TOKEN, ServerProcess, ServerThread
 
 pytestmark = pytest.mark.slow
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -210,3 +212,44 @@ def test_h1_a_paused_active_is_replaced_and_never_answers_as_active_again(
     assert refused.metadata == {"leader": b.target}
     assert any(line.get("event") == "lost the lead" for line in a.lines)
     assert health(b.target) == SERVING  # b was never disturbed
+
+
+def test_h1_a_write_after_a_takeover_it_missed_is_fenced_and_steps_it_down(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The active has not noticed that another server took over (its own lease
+    runs 60 s): its next write is refused by the fence in the database, leaves
+    as NOT_LEADER (not committed: the client may repeat it on the new active),
+    and the server stops answering as active at once."""
+    srv = ServerThread(pg_url, secrets_dir=tmp_path, leader_lease=60.0).start()
+    desk = Desk(srv.target)
+    try:
+        wait_for(srv.target, SERVING)
+        desk.team("acme", tokens=10)
+        run_sync(lambda: _execute(pg_url, TAKE_OVER_BEHIND_ITS_BACK))
+        with pytest.raises(GrpcurlError) as refused:
+            desk.buy("acme", 5)
+        assert (refused.value.code, refused.value.reason) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "NOT_LEADER",
+        )
+        wait_for(srv.target, NOT_SERVING)
+        assert refusal(srv.target, "GetTeam").reason == "NOT_LEADER"
+        assert run_sync(lambda: _execute(pg_url, "SELECT count(*) FROM packs")) == 1
+    finally:
+        desk.close()
+        srv.stop()
+
+
+TAKE_OVER_BEHIND_ITS_BACK = """
+UPDATE tessera_leader SET node_id = 'other', address = '127.0.0.1:1', epoch = epoch + 1,
+    lease_until = now() + interval '60 seconds'
+"""
+
+
+async def _execute(url: str, sql: str) -> Any:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
