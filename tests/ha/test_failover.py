@@ -253,3 +253,26 @@ async def _execute(url: str, sql: str) -> Any:
         return await conn.fetchval(sql)
     finally:
         await conn.close()
+
+
+def test_h1_a_server_that_lost_its_place_is_a_standby_and_may_win_anew(
+    pg_url: str, tmp_path: Path
+) -> None:
+    srv = ServerThread(pg_url, secrets_dir=tmp_path, leader_lease=2.0).start()
+    desk = Desk(srv.target)
+    try:
+        wait_for(srv.target, SERVING)
+        desk.team("acme", tokens=10)
+        run_sync(lambda: _execute(pg_url, TAKE_OVER_BEHIND_ITS_BACK))
+        wait_for(srv.target, NOT_SERVING)  # its next renewal finds the epoch moved on
+        assert info(srv.target)["role"] == "NODE_ROLE_STANDBY"
+        run_sync(lambda: _execute(pg_url, "UPDATE tessera_leader SET lease_until = now()"))
+        wait_for(srv.target, SERVING)  # the other one is gone: elected again, a new term
+        assert info(srv.target)["role"] == "NODE_ROLE_ACTIVE"
+        assert desk.balance("acme") == (10, 0)
+        desk.buy("acme", 5)
+        assert desk.balance("acme") == (15, 0)
+        assert run_sync(lambda: _execute(pg_url, "SELECT epoch FROM tessera_leader")) == 3
+    finally:
+        desk.close()
+        srv.stop()
