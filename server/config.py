@@ -123,6 +123,14 @@ def _database(text: str) -> Path | str:
     return Path(text)
 
 
+def _node_id(text: str) -> str:
+    """Printable ASCII, at most 40 characters: it names the server's election
+    session in PostgreSQL (application_name, which keeps 63 bytes of ASCII)."""
+    if not 0 < len(text) <= 40 or not all(" " < c <= "~" for c in text):
+        raise ValueError(f"{text!r} is not 1 to 40 printable ASCII characters without spaces")
+    return text
+
+
 def _lease(text: str) -> float:
     value: float = _number(float)(text)
     if value < 0.5:
@@ -312,7 +320,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "node_id",
-        "this server's name among the servers of one PostgreSQL database",
+        "this server's name among the servers of one PostgreSQL database (1 to 40 "
+        "printable ASCII characters)",
+        _node_id,
         metavar="NAME",
         default_text="the advertised address",
     ),

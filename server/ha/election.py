@@ -56,16 +56,24 @@ CREATE TABLE IF NOT EXISTS tessera_leader (
 )
 """
 
-# Takes the row when it is missing or its lease has run out; no row back
-# otherwise. Two standbys trying at once: the second waits for the first's row
-# lock, then sees the new lease and gets nothing.
+# Takes the row when it is missing, its lease has run out, or the server that
+# holds it has no election session left in this database (killed: its
+# connections closed with it; fencing, not the lease, keeps a takeover safe, so
+# it need not wait); no row back otherwise. The session is found by its
+# application_name, APP_PREFIX + node id, cut to PostgreSQL's 63 bytes ($4).
+# Two standbys trying at once: the second waits for the first's row lock, then
+# sees the new lease and gets nothing.
+APP_PREFIX = "tessera-election:"
 TAKE_OVER = """
 INSERT INTO tessera_leader AS l (id, node_id, address, epoch, lease_until)
 VALUES (1, $1, $2, 1, now() + make_interval(secs => $3))
 ON CONFLICT (id) DO UPDATE
     SET node_id = EXCLUDED.node_id, address = EXCLUDED.address,
         epoch = l.epoch + 1, lease_until = EXCLUDED.lease_until
-    WHERE l.lease_until < now()
+    WHERE l.lease_until < now() OR NOT EXISTS (
+        SELECT 1 FROM pg_stat_activity a
+        WHERE a.datname = current_database() AND a.application_name = left($4 || l.node_id, 63)
+    )
 RETURNING epoch
 """
 RENEW = """
@@ -76,7 +84,13 @@ RETURNING epoch
 # A clean stop hands over at once: the lease ends now (the fence then refuses
 # this epoch too) and a standby need not wait for it to run out.
 RESIGN = "UPDATE tessera_leader SET lease_until = now() WHERE id = 1 AND epoch = $1"
-CURRENT = "SELECT node_id, address, epoch, lease_until > now() AS live FROM tessera_leader"
+CURRENT = """
+SELECT node_id, address, epoch, lease_until > now() AND EXISTS (
+        SELECT 1 FROM pg_stat_activity a
+        WHERE a.datname = current_database() AND a.application_name = left($1 || l.node_id, 63)
+    ) AS live
+FROM tessera_leader l
+"""
 FENCE = """
 SELECT set_config('idle_in_transaction_session_timeout', $2, true)
 FROM tessera_leader
@@ -214,7 +228,12 @@ class Election:
                 # Only then: a takeover locks the row, and so waits for the
                 # active's fenced transaction of the moment.
                 won = await conn.fetchval(
-                    TAKE_OVER, self.node_id, self.address, self.lease, timeout=self.lease
+                    TAKE_OVER,
+                    self.node_id,
+                    self.address,
+                    self.lease,
+                    APP_PREFIX,
+                    timeout=self.lease,
                 )
                 if won is not None:
                     self._deadline = sent + self.lease
@@ -268,7 +287,7 @@ class Election:
         self.on_lost()
 
     async def _read(self, conn: asyncpg.Connection) -> None:
-        row = await conn.fetchrow(CURRENT, timeout=self.lease)
+        row = await conn.fetchrow(CURRENT, APP_PREFIX, timeout=self.lease)
         self.leader = None if row is None else Leader(**dict(row))
 
     async def _connection(self) -> asyncpg.Connection:
@@ -278,7 +297,10 @@ class Election:
                 self.url,
                 timeout=self.lease,
                 # A takeover waiting behind a fenced transaction gives up and tries again.
-                server_settings={"lock_timeout": millis, "application_name": "tessera-election"},
+                server_settings={
+                    "lock_timeout": millis,
+                    "application_name": (APP_PREFIX + self.node_id)[:63],
+                },
             )
         return self._conn
 

@@ -154,7 +154,7 @@ async def test_h1_a_fenced_transaction_holds_off_the_takeover(
             # b is seen waiting on the row lock that the fence holds
             while not await watcher.fetchval(
                 "SELECT count(*) FROM pg_stat_activity "
-                "WHERE application_name = 'tessera-election' AND wait_event_type = 'Lock'"
+                "WHERE application_name LIKE 'tessera-election:%' AND wait_event_type = 'Lock'"
             ):
                 await asyncio.sleep(0.02)
             assert not takeover.done()
@@ -230,3 +230,23 @@ async def test_h2_a_paused_transaction_cannot_hold_off_the_takeover(
         assert await watcher.fetchval("SELECT count(*) FROM purchases") == 0
     finally:
         await watcher.close()
+
+
+async def test_h2_a_killed_active_is_replaced_without_waiting_for_its_lease(
+    elect: Factory, db: asyncpg.Connection
+) -> None:
+    """Its process gone, its election session is gone: a standby takes over at
+    once, not when the lease (30 s here) runs out; fencing keeps it safe."""
+    a, b = elect("a"), elect("b")
+    await a.tick()
+    await b.tick()
+    assert b.epoch is None  # a's session is there: its lease holds
+    await a._close()  # kill -9: its connections close with the process
+    for _ in range(100):  # the server notices the closed session within milliseconds
+        await b.tick()
+        if b.epoch is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert b.epoch == 2
+    with pytest.raises(NotLeader):
+        await fenced_write(db, a.fence, 1)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from server.app import shown_db
 from server.config import parse_args
 from tests.grpcurl import Grpcurl
@@ -35,3 +37,13 @@ def test_h1_a_url_password_is_never_shown() -> None:
     assert shown_db("postgresql://tessera:s3cret@db:5432/t") == "postgresql://tessera:***@db:5432/t"
     assert shown_db("postgresql://tessera@db/t") == "postgresql://tessera@db/t"
     assert shown_db(Path("var/tessera.db")) == "var/tessera.db"
+
+
+@pytest.mark.parametrize("node_id", ["", "two words", "zoë", "x" * 41])
+def test_h1_a_node_id_names_an_election_session_so_it_is_short_ascii(
+    node_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--node-id", node_id])
+    assert "--node-id" in capsys.readouterr().err
+    assert parse_args(["--node-id", "eu-1.example:50051"]).node_id == "eu-1.example:50051"
