@@ -15,8 +15,10 @@ answers health SERVING. Printed, not asserted: the rule's bound is 10 s.
    whichever server is active (a NOT_LEADER or a lost connection sends the
    caller to the other), counting what was answered.
 4. **Kill -9** the active; the takeover time is from the kill to the first
-   SERVING of the standby, split into waiting for the lease to run out and the
-   standby's own term start (open, load, restore, fire what fell due: its
+   SERVING of the standby, split into the election (a killed active's election
+   session closes with it: the standby takes over at its next round, every
+   fifth of the lease, not when the lease runs out) and the standby's own term
+   start (open, load, restore, fire what fell due: its
    ``took over`` log line), and the load's longest gap without an answer.
 
 PostgreSQL: ``--db URL``, else ``TESSERA_TEST_PG``, else ``pgserver`` in a
@@ -246,7 +248,7 @@ def takeover(
         elected = b.wait("elected", 1)
         taken = next(line for line in b.lines if line.get("event") == "took over")
         figures.add("takeover: kill -9 -> standby SERVING", secs(serving - killed), "<= 10 s")
-        figures.add("  waiting for the lease to run out", secs(elected - killed))
+        figures.add("  until elected (its session gone, next round)", secs(elected - killed))
         figures.add("  the new term: open, load, restore, fire", secs(float(taken["seconds"])))
         for phase in ("open", "load", "restore", "start"):
             figures.add(f"    {phase}", secs(float(taken.get(phase, 0))))

@@ -336,7 +336,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "leader_lease",
         "with PostgreSQL: seconds the active's lease lasts unrenewed (it renews every fifth "
-        "of it); a standby takes over this long after the active stops",
+        "of it): a standby takes over this long after a paused or cut-off active stops "
+        "renewing, and at its next round (a fifth of it) when the active's process is gone",
         _lease,
         metavar="SECONDS",
     ),
