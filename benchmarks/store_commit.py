@@ -1,7 +1,8 @@
 """Benchmark: rows per second through ``StorePort.commit``, SQLite against PostgreSQL.
 
-One commit after another (each waits for its COMMIT, as a lone RPC does), with
-1, 100 or 1,000 rows per commit, of two kinds: sessions (upserts, the
+First ``IN_FLIGHT`` callers at once committing one row each (as the server's
+RPCs do: group commit gathers them); then one commit after another (each waits
+for its COMMIT, as a lone RPC does), with 1, 100 or 1,000 rows per commit, of two kinds: sessions (upserts, the
 heartbeat flush's rows) and ledger entries (appends: PostgreSQL copies them with
 COPY from ``server/store/postgres.py``'s ``COPY_FROM`` rows on). The rows are
 made before the clock starts; what is timed is ``commit``: rows snapshotted,
@@ -24,7 +25,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +40,7 @@ from server.store.sqlite import Store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SIZES = (1, 100, 1000)
+IN_FLIGHT = 200  # callers committing one row each at once (group commit)
 
 
 def _session(i: int) -> Session:
@@ -72,7 +74,7 @@ def _entry(seq: int) -> LedgerEntry:
     return LedgerEntry(seq, T0, EntryKind.HOLD, "acme", "pk_1", 10, -10, 10, cause, "0" * 64)
 
 
-async def _rate(store: StorePort, batches: list[list[object]], seconds: float) -> float:
+async def _rate(store: StorePort, batches: Sequence[Sequence[object]], seconds: float) -> float:
     """Rows per second committing ``batches`` one after another for ``seconds``."""
     rows = 0
     start = time.perf_counter()
@@ -84,17 +86,35 @@ async def _rate(store: StorePort, batches: list[list[object]], seconds: float) -
     return rows / (time.perf_counter() - start)
 
 
+async def _concurrent_rate(store: StorePort, first: int, seconds: float) -> float:
+    """Rows per second with ``IN_FLIGHT`` callers each committing one session at a
+    time, as the server's RPCs do: group commit gathers them."""
+    rows = 0
+    start = time.perf_counter()
+    next_id = iter(range(first, first + 10**9))
+
+    async def caller() -> None:
+        nonlocal rows
+        while time.perf_counter() - start < seconds:
+            await store.commit([_session(next(next_id))])
+            rows += 1
+
+    await asyncio.gather(*(caller() for _ in range(IN_FLIGHT)))
+    return rows / (time.perf_counter() - start)
+
+
 async def measure(store: StorePort, seconds: float) -> dict[tuple[str, int], float]:
     out: dict[tuple[str, int], float] = {}
     next_id = 1
+    out["concurrent", 1] = await _concurrent_rate(store, 10**12, seconds)
     for size in SIZES:
         count = max(50, int(80_000 * seconds) // size)  # more than can be written in time
         ids = range(next_id, next_id + count * size)
         next_id += count * size
         sessions = [[_session(i) for i in ids[k : k + size]] for k in range(0, len(ids), size)]
-        out["sessions", size] = await _rate(store, list(sessions), seconds)
+        out["sessions", size] = await _rate(store, sessions, seconds)
         entries = [[_entry(i) for i in ids[k : k + size]] for k in range(0, len(ids), size)]
-        out["ledger", size] = await _rate(store, list(entries), seconds)
+        out["ledger", size] = await _rate(store, entries, seconds)
     return out
 
 
@@ -105,9 +125,9 @@ def postgres(url: str | None) -> Iterator[str]:
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs: no XDG_RUNTIME_DIR
-        import pgserver
+        from pgserver.postgres_server import get_server
     with tempfile.TemporaryDirectory(prefix="tessera-bench-pg-") as tmp:
-        server = pgserver.get_server(Path(tmp) / "data", cleanup_mode="delete")
+        server = get_server(Path(tmp) / "data", cleanup_mode="delete")
         try:
             yield server.get_uri()
         finally:
@@ -128,11 +148,11 @@ async def run(pg_url: str, seconds: float) -> None:
         finally:
             await pg.close()
     print(f"rows per second through commit(), one commit after another (load {os.getloadavg()})")
-    print(f"{'rows/commit':>12} {'kind':>9} {'sqlite':>10} {'postgres':>10}")
-    for size in SIZES:
-        for kind in ("sessions", "ledger"):
-            lite_rate, pg_rate = results["sqlite"][kind, size], results["postgres"][kind, size]
-            print(f"{size:>12} {kind:>9} {lite_rate:>10,.0f} {pg_rate:>10,.0f}")
+    print(f"{'rows/commit':>12} {'kind':>10} {'sqlite':>10} {'postgres':>10}")
+    for kind, size in results["sqlite"]:
+        lite_rate, pg_rate = results["sqlite"][kind, size], results["postgres"][kind, size]
+        print(f"{size:>12} {kind:>10} {lite_rate:>10,.0f} {pg_rate:>10,.0f}")
+    print(f"(concurrent: {IN_FLIGHT} callers committing one session each, group commit)")
 
 
 def main() -> None:
