@@ -8,7 +8,14 @@ in its next group commit; the caller answers only after that commit.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+
+#: The metadata of a dataclass field that is not stored: an index the aggregate
+#: rebuilds on restore (``field(default=None, repr=False, metadata=DERIVED)``).
+#: Every other field of a stored object is a column (``server/store/codec.py``).
+DERIVED: Mapping[str, bool] = MappingProxyType({"derived": True})
 
 
 @dataclass(slots=True, frozen=True)

@@ -11,8 +11,8 @@ Memory: at a million live sessions every byte counts, so every class has
 interned, and per-user strings (user and device ids) are shared by reference
 with the first object that holds them; a set of sessions that is almost
 always of one is that one session (``Live``), a tuple while small, a dict
-only when it grows. Fields marked *derived* are indexes that the aggregate
-rebuilds on restore: the store does not write them.
+only when it grows. Fields marked *derived* (``metadata=DERIVED``) are
+indexes that the aggregate rebuilds on restore: the store does not write them.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import TypeAlias, TypeVar
 
+from server.domain.changes import DERIVED
 from server.domain.ledger import Hold
 from server.domain.products import Platform
 from server.domain.teams import Plan
@@ -148,11 +149,12 @@ class Session:
     end_reason: EndReason | None = None
     end_time: datetime | None = None
     # derived, not stored:
-    meter: Meter | None = field(default=None, repr=False)
-    device: Device | None = field(default=None, repr=False)
-    plugins: Live = field(default=None, repr=False)  # live plugin sessions hosted here
+    meter: Meter | None = field(default=None, repr=False, metadata=DERIVED)
+    device: Device | None = field(default=None, repr=False, metadata=DERIVED)
+    # live plugin sessions hosted here
+    plugins: Live = field(default=None, repr=False, metadata=DERIVED)
     # the session's one outstanding deadline (IDLE while active and idle-aware, else LEASE_END)
-    due: datetime | None = field(default=None, repr=False)
+    due: datetime | None = field(default=None, repr=False, metadata=DERIVED)
 
     @property
     def live(self) -> bool:
@@ -187,9 +189,10 @@ class Meter:
     window_end: datetime | None = None
     hold_id: str = ""  # the ledger's Hold while in GRACE
     # derived, not stored:
-    hold: Hold | None = field(default=None, repr=False)
-    live: int = field(default=0, repr=False)  # live sessions (active or idle)
-    active: int = field(default=0, repr=False)  # ACTIVE sessions: "in use" when > 0
+    hold: Hold | None = field(default=None, repr=False, metadata=DERIVED)
+    live: int = field(default=0, repr=False, metadata=DERIVED)  # live sessions (active or idle)
+    # ACTIVE sessions: "in use" when > 0
+    active: int = field(default=0, repr=False, metadata=DERIVED)
 
     @property
     def key(self) -> str:
@@ -227,7 +230,7 @@ class Device:
     register_time: datetime
     last_seen_time: datetime  # the latest Entitle or Heartbeat from it
     # derived, not stored: the live sessions of this user and product on it
-    live: Live = field(default=None, repr=False)
+    live: Live = field(default=None, repr=False, metadata=DERIVED)
 
     @property
     def running(self) -> bool:

@@ -3,6 +3,16 @@
 One ``Table`` per persisted type. ``to_row`` runs at once when a change is
 handed to the store (so later changes in memory cannot leak into it);
 ``from_row`` runs when the state loads at start.
+
+Where a type's fields and its table's columns match one to one (most of them:
+sessions, meters, devices, members...), ``mapped`` derives the columns and
+both conversions from ``dataclasses.fields``, converting each column by its
+field's type (``_column``): adding a field to such a type is one change here
+(none) besides the migration that adds its column. Fields whose metadata is
+``DERIVED`` (``server/domain/changes.py``) are indexes rebuilt on restore,
+never stored. Only the tables whose rows differ from their objects (the
+ledger and holds spread a ``Cause`` over three columns, a notification never
+stores its token) are written out by hand.
 """
 
 from __future__ import annotations
@@ -10,36 +20,31 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from functools import lru_cache
-from typing import Any, TypeVar
+from types import NoneType, UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from server.domain.coverage import Subscription, SubscriptionKind
+from server.domain.coverage import Subscription
 from server.domain.directory import (
     Invitation,
-    InvitationState,
     Member,
-    MemberState,
     Notification,
     NotificationKind,
     User,
 )
 from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack
 from server.domain.meta import MetaValue
-from server.domain.products import Platform, Product, ProductKind
+from server.domain.products import Product
 from server.domain.sessions import (
     ActivitySpan,
-    ChargeState,
-    Coverage,
     Device,
-    EndReason,
     Meter,
     Session,
-    SessionState,
 )
-from server.domain.teams import Plan, Team
+from server.domain.teams import Team
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -144,18 +149,8 @@ def _s(s: str) -> str:
     return _share(s, s) if _sharing else s
 
 
-_PLAN = _by_value(Plan)
-_PRODUCT_KIND = _by_value(ProductKind)
-_PLATFORM = _by_value(Platform)
 _ENTRY_KIND = _by_value(EntryKind)
-_MEMBER_STATE = _by_value(MemberState)
-_INVITATION_STATE = _by_value(InvitationState)
 _NOTIFICATION_KIND = _by_value(NotificationKind)
-_SUBSCRIPTION_KIND = _by_value(SubscriptionKind)
-_COVERAGE = _by_value(Coverage)
-_SESSION_STATE = _by_value(SessionState)
-_END_REASON = _by_value(EndReason)
-_CHARGE_STATE = _by_value(ChargeState)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,135 +198,186 @@ class Table:
         return tuple(row[i] for i in self.key_positions)
 
 
-# -- the decoders of the big tables ---------------------------------------------------
+# -- tables derived from their dataclass ----------------------------------------------
 #
-# A million users bring a million rows each to users, members, sessions, meters
-# and devices: these decoders call the constructors with positional arguments
-# (a third faster than by keyword), so each first checks, once, that the
-# fields are still in the order the columns are.
+# ``mapped`` writes the two conversions of a type as Python source, one
+# expression per column, and compiles them once at import (as ``dataclasses``
+# writes ``__init__``): a generic loop over the columns would be twice as slow,
+# and a million sessions are loaded, and two million rows written per heartbeat
+# flush. The source is what the hand-written codecs were: the constructor
+# called with positional arguments (a third faster than by keyword); an
+# instant a row holds more than once (a session's start is its state's and its
+# coverage's start until they move) converted once; an Enum's value read as
+# ``_value_`` (``.value`` is a property, three times slower); and, while
+# ``sharing()``, the instants and the ids in ``SHARED`` made one object each.
+
+# Ids that many rows repeat (a user's id is in the users, members, sessions,
+# meters and devices tables): one string each while the state loads. Per-row
+# ids (session, device, request ids) are not looked up.
+SHARED = frozenset(
+    {"user_id", "team_id", "product_id", "product_version", "email", "host_product_id"}
+)
 
 
-def _fields_are(kind: type, names: tuple[str, ...]) -> None:
-    found = tuple(f.name for f in fields(kind) if f.init)[: len(names)]
-    if found != names:
-        raise TypeError(
-            f"{kind.__name__}'s fields are now {found}: update its decoder in {__name__}"
+@dataclass(frozen=True, slots=True)
+class _Column:
+    """How one field becomes a column: two expressions over ``{}`` (the value)."""
+
+    encode: str
+    decode: str
+    instant: bool = False  # a datetime (reuses the row's first instant when it is that one)
+
+
+def _column(name: str, hint: Any, names: dict[str, Any]) -> _Column:
+    """The conversion of a field of type ``hint``; constants the expressions
+    need go into ``names``. A type with no conversion here fails at import:
+    give its table explicit converters."""
+    args = get_args(hint)
+    if get_origin(hint) in (UnionType, Union) and len(args) == 2 and NoneType in args:
+        inner = _column(name, next(a for a in args if a is not NoneType), names)
+        if inner.encode == inner.decode == "{}":
+            return inner  # None is stored as itself
+        return _Column(
+            f"None if (x := {{}}) is None else {inner.encode.format('x')}",
+            f"None if (x := {{}}) is None else {inner.decode.format('x')}",
+            inner.instant,
+        )
+    if hint is str:
+        return _Column("{}", "share({0}, {0})" if name in SHARED else "{}")
+    if hint is int or hint is float:
+        return _Column("{}", "{}")
+    if hint is bool:
+        return _Column("int({})", "bool({})")
+    if hint is bytes:
+        return _Column("{}", "bytes({})")
+    if hint is datetime:
+        return _Column("t2i({})", "t[{}]", instant=True)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        names[f"_{hint.__name__}"] = _by_value(hint)
+        return _Column("{}._value_", f"_{hint.__name__}[{{}}]")
+    if get_origin(hint) is frozenset and args == (str,):
+        return _Column("ids2s({})", "s2ids({})")
+    if get_origin(hint) is frozenset and isinstance(args[0], type) and issubclass(args[0], Enum):
+        kind = args[0].__name__
+        names[f"_{kind}"] = _by_value(args[0])
+        return _Column(
+            "','.join(sorted([v._value_ for v in {}]))",
+            f"frozenset([_{kind}[v] for v in {{}}.split(',') if v])",
+        )
+    raise TypeError(f"no column conversion for {name}: {hint!r}; write its table out by hand")
+
+
+def _stored(kind: type) -> list[Field[Any]]:
+    """The fields that are columns: all but the ``DERIVED`` ones."""
+    return [f for f in fields(kind) if not f.metadata.get("derived")]
+
+
+def _codecs(kind: type) -> tuple[Callable[[Any], Row], Callable[[Row], Any]]:
+    """``to_row`` and ``from_row`` of ``kind``, compiled from its fields."""
+    hints = get_type_hints(kind)
+    stored = _stored(kind)
+    init = [f.name for f in fields(kind) if f.init]
+    names: dict[str, Any] = {"K": kind}
+    columns = [_column(f.name, hints[f.name], names) for f in stored]
+    first = next((i for i, c in enumerate(columns) if c.encode == "t2i({})"), None)
+    encode: list[str] = []
+    decode: list[str] = []
+    for i, (f, c) in enumerate(zip(stored, columns, strict=True)):
+        value = f"o.{f.name}"
+        if c.instant and first is not None and i > first:
+            reuse = "i0 if x is v0 else t2i(x)"
+            expr = f"(i0 if (x := {value}) is v0 else t2i(x))"
+            if c.encode.startswith("None"):
+                expr = f"(None if (x := {value}) is None else {reuse})"
+        elif i == first:
+            expr = "i0"
+        else:
+            expr = c.encode.format(value)
+            expr = f"({expr})" if c.encode.startswith("None") else expr
+        encode.append(expr)
+        arg = c.decode.format(f"r[{i}]")
+        arg = f"({arg})" if c.decode.startswith("None") else arg
+        positional = i < len(init) and init[i] == f.name and len(decode) == i
+        decode.append(arg if positional else f"{f.name}={arg}")
+    prologue = f"v0 = o.{stored[first].name}; i0 = t2i(v0)\n        " if first is not None else ""
+    lines = ",\n            ".join
+    source = f"""
+def make({", ".join(names)}):
+    def to_row(o):
+        {prologue}return (
+            {lines(encode)},
         )
 
+    def from_row(r):
+        t, share = (_instants, _share) if _sharing else (_fresh, _keep)
+        return K(
+            {lines(decode)},
+        )
 
-_fields_are(User, ("user_id", "display_name", "email", "key_hash"))
-_fields_are(
-    Member,
-    (
-        "team_id",
-        "user_id",
-        "state",
-        "guest",
-        "all_products",
-        "product_ids",
-        "invitation_id",
-        "join_time",
-    ),
-)
+    return to_row, from_row
+"""
+    made: dict[str, Any] = {}
+    exec(compile(source, f"<codec of {kind.__name__}>", "exec"), globals(), made)  # noqa: S102
+    to_row, from_row = made["make"](**names)
+    return to_row, from_row
 
 
-def _user(r: Row) -> User:
-    share = _share if _sharing else _keep
-    key_hash = r[3]
-    return User(
-        share(r[0], r[0]),
-        r[1],
-        share(r[2], r[2]),  # the same string as the user id, as a fresh user's
-        None if key_hash is None else bytes(key_hash),
+def mapped(
+    name: str,
+    kind: type,
+    key: tuple[str, ...],
+    *,
+    rename: dict[str, str] | None = None,
+    append_only: bool = False,
+    order_by: str = "",
+    load_where: str = "",
+) -> Table:
+    """The table of ``kind``: a column per stored field, named as the field
+    (or as ``rename`` says)."""
+    rename = rename or {}
+    to_row, from_row = _codecs(kind)
+    return Table(
+        name,
+        tuple(rename.get(f.name, f.name) for f in _stored(kind)),
+        key,
+        to_row,
+        from_row,
+        append_only=append_only,
+        order_by=order_by,
+        load_where=load_where,
     )
 
 
-def _member(r: Row) -> Member:
-    t, share = (_instants, _share) if _sharing else (_fresh, _keep)
-    return Member(
-        share(r[0], r[0]),
-        share(r[1], r[1]),
-        _MEMBER_STATE[r[2]],
-        bool(r[3]),
-        bool(r[4]),
-        s2ids(r[5]),
-        r[6],
-        t[r[7]],
-    )
-
-
-TEAMS = Table(
-    "teams",
-    (
-        "team_id",
-        "display_name",
-        "plan",
-        "guest_default_assignments",
-        "default_product_ids",
-        "create_time",
+TEAMS = mapped("teams", Team, ("team_id",))
+PACKS = mapped("packs", TokenPack, ("pack_id",))
+PRODUCTS = mapped("products", Product, ("product_id",))
+USERS = mapped("users", User, ("user_id",))
+MEMBERS = mapped("members", Member, ("team_id", "user_id"))
+INVITATIONS = mapped("invitations", Invitation, ("invitation_id",))
+SUBSCRIPTIONS = mapped("subscriptions", Subscription, ("subscription_id",))
+SESSIONS = mapped(
+    "sessions",
+    Session,
+    ("session_id",),
+    # Live sessions, and ended ones of the last days (M11 and M12 answer them).
+    load_where=(
+        "WHERE end_time IS NULL OR end_time >= "
+        "(SELECT COALESCE(MAX(end_time), 0) FROM sessions) - 7 * 86400 * 1000000"
     ),
-    ("team_id",),
-    lambda t: (
-        t.team_id,
-        t.display_name,
-        t.plan.value,
-        int(t.guest_default_assignments),
-        ids2s(t.default_product_ids),
-        t2i(t.create_time),
-    ),
-    lambda r: Team(
-        team_id=_s(r[0]),
-        display_name=r[1],
-        plan=_PLAN[r[2]],
-        guest_default_assignments=bool(r[3]),
-        default_product_ids=s2ids(r[4]),
-        create_time=_t(r[5]),
-    ),
+    order_by="ORDER BY session_id",
 )
-
-PACKS = Table(
-    "packs",
-    (
-        "pack_id",
-        "team_id",
-        "tokens",
-        "purchase_time",
-        "expire_time",
-        "request_id",
-        "remaining",
-        "held",
-        "consumed",
-        "expired_tokens",
-        "expired",
-    ),
-    ("pack_id",),
-    lambda p: (
-        p.pack_id,
-        p.team_id,
-        p.tokens,
-        t2i(p.purchase_time),
-        t2i(p.expire_time),
-        p.request_id,
-        p.remaining,
-        p.held,
-        p.consumed,
-        p.expired_tokens,
-        int(p.expired),
-    ),
-    lambda r: TokenPack(
-        pack_id=r[0],
-        team_id=_s(r[1]),
-        tokens=r[2],
-        purchase_time=_t(r[3]),
-        expire_time=_t(r[4]),
-        request_id=r[5],
-        remaining=r[6],
-        held=r[7],
-        consumed=r[8],
-        expired_tokens=r[9],
-        expired=bool(r[10]),
-    ),
+METERS = mapped("meters", Meter, ("team_id", "user_id", "product_id"))
+DEVICES = mapped("devices", Device, ("user_id", "product_id", "device_id"))
+ACTIVITY = mapped(
+    "activity",
+    ActivitySpan,
+    ("session_id", "start_time"),
+    rename={"start": "start_time", "end": "end_time"},
+    append_only=True,
 )
+META = mapped("meta", MetaValue, ("key",))
+
+# -- tables written out by hand (their rows are not their fields) ------------------------
 
 LEDGER = Table(
     "ledger",
@@ -403,99 +449,6 @@ HOLDS = Table(
     ),
 )
 
-PRODUCTS = Table(
-    "products",
-    (
-        "product_id",
-        "display_name",
-        "daily_rate",
-        "kind",
-        "host_product_id",
-        "idle_aware",
-        "platforms",
-        "min_linux_version",
-    ),
-    ("product_id",),
-    lambda p: (
-        p.product_id,
-        p.display_name,
-        p.daily_rate,
-        p.kind.value,
-        p.host_product_id,
-        int(p.idle_aware),
-        ",".join(sorted(x.value for x in p.platforms)),
-        p.min_linux_version,
-    ),
-    lambda r: Product(
-        product_id=_s(r[0]),
-        display_name=r[1],
-        daily_rate=r[2],
-        kind=_PRODUCT_KIND[r[3]],
-        host_product_id=_s(r[4]),
-        idle_aware=bool(r[5]),
-        platforms=frozenset(_PLATFORM[x] for x in r[6].split(",") if x),
-        min_linux_version=r[7],
-    ),
-)
-
-USERS = Table(
-    "users",
-    ("user_id", "display_name", "email", "key_hash"),
-    ("user_id",),
-    lambda u: (u.user_id, u.display_name, u.email, u.key_hash),
-    _user,
-)
-
-MEMBERS = Table(
-    "members",
-    (
-        "team_id",
-        "user_id",
-        "state",
-        "guest",
-        "all_products",
-        "product_ids",
-        "invitation_id",
-        "join_time",
-    ),
-    ("team_id", "user_id"),
-    lambda m: (
-        m.team_id,
-        m.user_id,
-        m.state.value,
-        int(m.guest),
-        int(m.all_products),
-        ids2s(m.product_ids),
-        m.invitation_id,
-        t2i(m.join_time),
-    ),
-    _member,
-)
-
-INVITATIONS = Table(
-    "invitations",
-    ("invitation_id", "team_id", "user_id", "token_hash", "send_time", "expire_time", "state"),
-    ("invitation_id",),
-    lambda i: (
-        i.invitation_id,
-        i.team_id,
-        i.user_id,
-        i.token_hash,
-        t2i(i.send_time),
-        t2i(i.expire_time),
-        i.state.value,
-    ),
-    lambda r: Invitation(
-        invitation_id=r[0],
-        team_id=_s(r[1]),
-        user_id=_s(r[2]),
-        token_hash=bytes(r[3]),
-        send_time=_t(r[4]),
-        expire_time=_t(r[5]),
-        state=_INVITATION_STATE[r[6]],
-    ),
-)
-
 NOTIFICATIONS = Table(
     "notifications",
     ("notification_id", "team_id", "user_id", "email", "kind", "create_time", "invitation_token"),
@@ -521,262 +474,6 @@ NOTIFICATIONS = Table(
     order_by="ORDER BY seq",
 )
 
-SUBSCRIPTIONS = Table(
-    "subscriptions",
-    ("subscription_id", "user_id", "product_id", "kind", "start_time", "end_time"),
-    ("subscription_id",),
-    lambda s: (
-        s.subscription_id,
-        s.user_id,
-        s.product_id,
-        s.kind.value,
-        t2i(s.start_time),
-        t2i(s.end_time),
-    ),
-    lambda r: Subscription(
-        subscription_id=r[0],
-        user_id=_s(r[1]),
-        product_id=_s(r[2]),
-        kind=_SUBSCRIPTION_KIND[r[3]],
-        start_time=_t(r[4]),
-        end_time=_t(r[5]),
-    ),
-)
-
-_fields_are(
-    Session,
-    (
-        "session_id",
-        "user_id",
-        "team_id",
-        "product_id",
-        "product_version",
-        "platform",
-        "device_id",
-        "parent_session_id",
-        "request_id",
-        "coverage",
-        "plan",
-        "daily_rate",
-        "start_time",
-        "lease_end",
-        "last_activity",
-        "state_since",
-        "coverage_since",
-        "state",
-        "end_reason",
-        "end_time",
-    ),
-)
-_fields_are(
-    Meter,
-    (
-        "team_id",
-        "user_id",
-        "product_id",
-        "state",
-        "grace_start",
-        "grace_end",
-        "window_start",
-        "window_end",
-        "hold_id",
-    ),
-)
-_fields_are(Device, ("user_id", "product_id", "device_id", "register_time", "last_seen_time"))
-
-
-def _session(r: Row) -> Session:
-    t, share = (_instants, _share) if _sharing else (_fresh, _keep)
-    end_reason, end_time = r[18], r[19]
-    return Session(
-        r[0],
-        share(r[1], r[1]),
-        share(r[2], r[2]),
-        share(r[3], r[3]),
-        share(r[4], r[4]),
-        _PLATFORM[r[5]],
-        r[6],
-        r[7],
-        r[8],
-        _COVERAGE[r[9]],
-        _PLAN[r[10]],
-        r[11],
-        t[r[12]],
-        t[r[13]],
-        t[r[14]],
-        t[r[15]],
-        t[r[16]],
-        _SESSION_STATE[r[17]],
-        None if end_reason is None else _END_REASON[end_reason],
-        None if end_time is None else t[end_time],
-    )
-
-
-def _meter(r: Row) -> Meter:
-    t, share = (_instants, _share) if _sharing else (_fresh, _keep)
-    grace_start, grace_end, window_start, window_end = r[4], r[5], r[6], r[7]
-    return Meter(
-        share(r[0], r[0]),
-        share(r[1], r[1]),
-        share(r[2], r[2]),
-        _CHARGE_STATE[r[3]],
-        None if grace_start is None else t[grace_start],
-        None if grace_end is None else t[grace_end],
-        None if window_start is None else t[window_start],
-        None if window_end is None else t[window_end],
-        r[8],
-    )
-
-
-def _device(r: Row) -> Device:
-    t, share = (_instants, _share) if _sharing else (_fresh, _keep)
-    return Device(share(r[0], r[0]), share(r[1], r[1]), r[2], t[r[3]], t[r[4]])
-
-
-# Their encoders run for every change handed to the store (a heartbeat flush of
-# a million sessions: two million rows): an instant a row holds more than once
-# (a session's start is its state's and its coverage's start until they move)
-# is converted once, and an Enum's value is read as ``_value_`` (``.value`` is
-# a property, three times slower).
-
-
-def _session_row(s: Session) -> Row:
-    start = s.start_time
-    start_us = t2i(start)
-    since, covered, end_reason, end_time = s.state_since, s.coverage_since, s.end_reason, s.end_time
-    return (
-        s.session_id,
-        s.user_id,
-        s.team_id,
-        s.product_id,
-        s.product_version,
-        s.platform._value_,
-        s.device_id,
-        s.parent_session_id,
-        s.request_id,
-        s.coverage._value_,
-        s.plan._value_,
-        s.daily_rate,
-        start_us,
-        t2i(s.lease_end),
-        start_us if s.last_activity is start else t2i(s.last_activity),
-        start_us if since is start else t2i(since),
-        start_us if covered is start else t2i(covered),
-        s.state._value_,
-        None if end_reason is None else end_reason._value_,
-        None if end_time is None else t2i(end_time),
-    )
-
-
-def _meter_row(m: Meter) -> Row:
-    grace_start, grace_end, window_start, window_end = (
-        m.grace_start,
-        m.grace_end,
-        m.window_start,
-        m.window_end,
-    )
-    return (
-        m.team_id,
-        m.user_id,
-        m.product_id,
-        m.state._value_,
-        None if grace_start is None else t2i(grace_start),
-        None if grace_end is None else t2i(grace_end),
-        None if window_start is None else t2i(window_start),
-        None if window_end is None else t2i(window_end),
-        m.hold_id,
-    )
-
-
-def _device_row(d: Device) -> Row:
-    seen = d.last_seen_time
-    registered = t2i(d.register_time)
-    return (
-        d.user_id,
-        d.product_id,
-        d.device_id,
-        registered,
-        registered if seen is d.register_time else t2i(seen),
-    )
-
-
-SESSIONS = Table(
-    "sessions",
-    (
-        "session_id",
-        "user_id",
-        "team_id",
-        "product_id",
-        "product_version",
-        "platform",
-        "device_id",
-        "parent_session_id",
-        "request_id",
-        "coverage",
-        "plan",
-        "daily_rate",
-        "start_time",
-        "lease_end",
-        "last_activity",
-        "state_since",
-        "coverage_since",
-        "state",
-        "end_reason",
-        "end_time",
-    ),
-    ("session_id",),
-    _session_row,
-    _session,
-    # Live sessions, and ended ones of the last days (M11 and M12 answer them).
-    load_where=(
-        "WHERE end_time IS NULL OR end_time >= "
-        "(SELECT COALESCE(MAX(end_time), 0) FROM sessions) - 7 * 86400 * 1000000"
-    ),
-    order_by="ORDER BY session_id",
-)
-
-METERS = Table(
-    "meters",
-    (
-        "team_id",
-        "user_id",
-        "product_id",
-        "state",
-        "grace_start",
-        "grace_end",
-        "window_start",
-        "window_end",
-        "hold_id",
-    ),
-    ("team_id", "user_id", "product_id"),
-    _meter_row,
-    _meter,
-)
-
-DEVICES = Table(
-    "devices",
-    ("user_id", "product_id", "device_id", "register_time", "last_seen_time"),
-    ("user_id", "product_id", "device_id"),
-    _device_row,
-    _device,
-)
-
-ACTIVITY = Table(
-    "activity",
-    ("session_id", "team_id", "user_id", "product_id", "start_time", "end_time"),
-    ("session_id", "start_time"),
-    lambda a: (a.session_id, a.team_id, a.user_id, a.product_id, t2i(a.start), t2i(a.end)),
-    lambda r: ActivitySpan(
-        session_id=r[0],
-        team_id=_s(r[1]),
-        user_id=_s(r[2]),
-        product_id=_s(r[3]),
-        start=_t(r[4]),
-        end=_t(r[5]),
-    ),
-    append_only=True,
-)
-
 # Which table each durable type is written to. Loaded at start in this order.
 TABLES: dict[type, Table] = {
     Team: TEAMS,
@@ -793,17 +490,8 @@ TABLES: dict[type, Table] = {
     Meter: METERS,
     Device: DEVICES,
     ActivitySpan: ACTIVITY,
+    MetaValue: META,
 }
 
 # History that stays on disk: read on demand, not loaded into memory at start.
 NOT_LOADED: frozenset[str] = frozenset({"ledger", "activity"})
-
-
-META = Table(
-    "meta",
-    ("key", "value"),
-    ("key",),
-    lambda m: (m.key, m.value),
-    lambda r: MetaValue(r[0], r[1]),
-)
-TABLES[MetaValue] = META
