@@ -34,7 +34,7 @@ from server.domain.sessions import (
     SessionView,
 )
 from server.domain.teams import Plan, Team
-from server.engine.sessions import PackUsage, UsageRow
+from server.engine.usage import PackUsage, UsageRow
 from tessera_api.tessera.v1 import common_pb2 as pb
 
 # -- scalars ----------------------------------------------------------------

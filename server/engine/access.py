@@ -3,60 +3,86 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING
 
+from server.clock import Clock
 from server.credentials import USER_KEY_PREFIX, hash_secret, invitation_token, new_secret
 from server.domain.changes import Changes
 from server.domain.coverage import Subscription, SubscriptionKind
 from server.domain.directory import Invitation, Member, Notification, effective_products
 from server.domain.errors import InvalidArgument
 from server.domain.timers import TimerKind
+from server.engine.commits import Commits
+from server.engine.scheduler import Scheduler
+from server.engine.state import State
+from server.ids import IdFactory
 
-if TYPE_CHECKING:
-    from server.engine.core import Engine
-
-# Limits on one request, so one call cannot hold the server for long.
+# The sessions' side of access and coverage (``Sessions.revoke_access`` and
+# ``Sessions.coverage_changed``), the two calls this use case makes into another.
+# A6: end a user's live sessions in a team for what they lost (None: everything):
+# (team_id, user_id, product_ids, now, changes).
+RevokeAccess = Callable[[str, str, Collection[str] | None, datetime, Changes], None]
+# C1/C2: a subscription or trial was granted; running sessions follow it.
+CoverageChanged = Callable[[Subscription, datetime, Changes], None]
 
 
 class Access:
-    def __init__(self, engine: Engine) -> None:
-        self.e = engine
+    def __init__(
+        self,
+        state: State,
+        *,
+        scheduler: Scheduler,
+        clock: Clock,
+        commits: Commits,
+        ids: IdFactory,
+        secret_key: bytes,
+        max_users_per_request: int,
+        revoke_access: RevokeAccess,
+        coverage_changed: CoverageChanged,
+    ) -> None:
+        self.state = state
+        self._scheduler = scheduler
+        self._clock = clock
+        self._commits = commits
+        self._ids = ids
+        self._max_users = max_users_per_request  # a limit on one request (server/config.py)
+        self._revoke_access = revoke_access
+        self._coverage_changed = coverage_changed
         # Invitation tokens are derived from the server's secret key, never stored.
-        self._new_token = partial(invitation_token, engine.store.secret_key)
-        engine.scheduler.on(TimerKind.INVITATION_EXPIRY, self._on_invitation_expiry)
+        self._new_token = partial(invitation_token, secret_key)
+        scheduler.on(TimerKind.INVITATION_EXPIRY, self._on_invitation_expiry)
 
     def schedule_all(self) -> None:
-        for invitation in self.e.directory.pending_invitations():
-            self.e.scheduler.schedule(
+        for invitation in self.state.directory.pending_invitations():
+            self._scheduler.schedule(
                 invitation.expire_time, TimerKind.INVITATION_EXPIRY, invitation.invitation_id
             )
 
     def _on_invitation_expiry(self, invitation_id: str, due: datetime, changes: Changes) -> None:
-        self.e.directory.expire_invitation(invitation_id, due, changes)
+        self.state.directory.expire_invitation(invitation_id, due, changes)
 
     def _schedule_invitation(self, team_id: str, user_id: str) -> None:
-        member = self.e.directory.member(team_id, user_id)
-        invitation = self.e.directory.invitation(member.invitation_id)
+        member = self.state.directory.member(team_id, user_id)
+        invitation = self.state.directory.invitation(member.invitation_id)
         if invitation is not None:
-            self.e.scheduler.schedule(
+            self._scheduler.schedule(
                 invitation.expire_time, TimerKind.INVITATION_EXPIRY, invitation.invitation_id
             )
 
     def effective(self, member: Member) -> frozenset[str]:
-        team = self.e.accounts.team(member.team_id)
-        return effective_products(member, team, self.e.products.keys())
+        team = self.state.team(member.team_id)
+        return effective_products(member, team, self.state.products.keys())
 
     def _revoke_losses(
         self, team_id: str, losses: Mapping[str, Collection[str]], changes: Changes
     ) -> None:
         """A6: end the live sessions of what each user lost in this team."""
-        now = self.e.now()
+        now = self._clock.now()
         for user_id, lost in losses.items():
             if lost:
-                self.e.revoke_access(team_id, user_id, lost, now, changes)
+                self._revoke_access(team_id, user_id, lost, now, changes)
 
     # -- assigning -----------------------------------------------------------
 
@@ -70,25 +96,25 @@ class Access:
         *,
         import_: bool,
     ) -> list[Member]:
-        team = self.e.accounts.team(team_id)
-        if len(users) > self.e.max_users_per_request:
+        team = self.state.team(team_id)
+        if len(users) > self._max_users:
             raise InvalidArgument.field(
-                "users", f"must name at most {self.e.max_users_per_request:,} users per request"
+                "users", f"must name at most {self._max_users:,} users per request"
             )
         changes = Changes()
-        before = {m.user_id: self.effective(m) for m in self.e.directory.members_of(team_id)}
-        assigned = self.e.directory.assign(
+        before = {m.user_id: self.effective(m) for m in self.state.directory.members_of(team_id)}
+        assigned = self.state.directory.assign(
             team,
             users,
             product_ids,
             all_products,
             guest,
-            self.e.now(),
+            self._clock.now(),
             self._new_token,
-            lambda: self.e.ids.new("ntf"),
+            lambda: self._ids.new("ntf"),
             changes,
             import_=import_,
-            known_products=self.e.products.keys(),
+            known_products=self.state.products.keys(),
         )
         losses: dict[str, frozenset[str]] = {}
         for member, token in assigned:
@@ -97,81 +123,81 @@ class Access:
             if member.user_id in before:
                 losses[member.user_id] = before[member.user_id] - self.effective(member)
         self._revoke_losses(team_id, losses, changes)
-        await self.e.commit(changes)
+        await self._commits.commit(changes)
         return [m for m, _ in assigned]
 
     async def unassign(self, team_id: str, user_id: str) -> None:
-        self.e.accounts.team(team_id)
+        self.state.team(team_id)
         if not user_id:
             raise InvalidArgument.field("user_id", "is required")
         changes = Changes()
-        self.e.directory.unassign(team_id, user_id, changes)
-        self.e.revoke_access(team_id, user_id, None, self.e.now(), changes)
-        await self.e.commit(changes)
+        self.state.directory.unassign(team_id, user_id, changes)
+        self._revoke_access(team_id, user_id, None, self._clock.now(), changes)
+        await self._commits.commit(changes)
 
     async def set_user_products(
         self, team_id: str, user_id: str, product_ids: Sequence[str], all_products: bool
     ) -> Member:
-        team = self.e.accounts.team(team_id)
+        team = self.state.team(team_id)
         changes = Changes()
-        member, lost = self.e.directory.set_user_products(
+        member, lost = self.state.directory.set_user_products(
             team,
             user_id,
             product_ids,
             all_products,
-            self.e.now(),
-            lambda: self.e.ids.new("ntf"),
+            self._clock.now(),
+            lambda: self._ids.new("ntf"),
             changes,
-            self.e.products.keys(),
+            self.state.products.keys(),
         )
         self._revoke_losses(team_id, {user_id: lost}, changes)
-        await self.e.commit(changes)
+        await self._commits.commit(changes)
         return member
 
     async def set_default_assignments(self, team_id: str, product_ids: Sequence[str]) -> None:
-        team = self.e.accounts.team(team_id)
+        team = self.state.team(team_id)
         changes = Changes()
-        losses = self.e.directory.set_default_assignments(
-            team, product_ids, changes, self.e.products.keys()
+        losses = self.state.directory.set_default_assignments(
+            team, product_ids, changes, self.state.products.keys()
         )
         self._revoke_losses(team_id, losses, changes)
-        await self.e.commit(changes)
+        await self._commits.commit(changes)
 
     def set_guest_defaults(self, team_id: str, enabled: bool, changes: Changes) -> None:
         """A5 via UpdateTeamSettings: guests may lose the default set (A6)."""
-        team = self.e.accounts.team(team_id)
-        losses = self.e.directory.set_guest_default_assignments(
-            team, enabled, changes, self.e.products.keys()
+        team = self.state.team(team_id)
+        losses = self.state.directory.set_guest_default_assignments(
+            team, enabled, changes, self.state.products.keys()
         )
         self._revoke_losses(team_id, losses, changes)
 
     def member(self, team_id: str, user_id: str) -> Member:
-        self.e.accounts.team(team_id)
+        self.state.team(team_id)
         if not user_id:
             raise InvalidArgument.field("user_id", "is required")
-        return self.e.directory.member(team_id, user_id)
+        return self.state.directory.member(team_id, user_id)
 
     def members(self, team_id: str) -> list[Member]:
-        self.e.accounts.team(team_id)
-        return self.e.directory.members_of(team_id)
+        self.state.team(team_id)
+        return self.state.directory.members_of(team_id)
 
     # -- invitations and keys ------------------------------------------------
 
     async def resend_invitation(self, team_id: str, user_id: str) -> tuple[Invitation, str]:
-        self.e.accounts.team(team_id)
+        self.state.team(team_id)
         if not user_id:
             raise InvalidArgument.field("user_id", "is required")
         changes = Changes()
-        invitation, token = self.e.directory.resend_invitation(
+        invitation, token = self.state.directory.resend_invitation(
             team_id,
             user_id,
-            self.e.now(),
+            self._clock.now(),
             self._new_token,
-            lambda: self.e.ids.new("ntf"),
+            lambda: self._ids.new("ntf"),
             changes,
         )
         self._schedule_invitation(team_id, user_id)
-        await self.e.commit(changes)
+        await self._commits.commit(changes)
         return invitation, token
 
     async def accept_invitation(self, token: str) -> tuple[str, str]:
@@ -180,10 +206,10 @@ class Access:
         if len(token) > 512:
             raise InvalidArgument.field("invitation_token", "is too long to be a token")
         changes = Changes()
-        user = self.e.directory.accept_invitation(token, self.e.now(), changes)
+        user = self.state.directory.accept_invitation(token, self._clock.now(), changes)
         key = new_secret(USER_KEY_PREFIX)
-        self.e.directory.set_user_key(user.user_id, hash_secret(key), changes)
-        await self.e.commit(changes)
+        self.state.directory.set_user_key(user.user_id, hash_secret(key), changes)
+        await self._commits.commit(changes)
         return user.user_id, key
 
     async def issue_user_key(self, user_id: str) -> str:
@@ -191,21 +217,21 @@ class Access:
             raise InvalidArgument.field("user_id", "is required")
         changes = Changes()
         key = new_secret(USER_KEY_PREFIX)
-        self.e.directory.set_user_key(user_id, hash_secret(key), changes)
-        await self.e.commit(changes)
+        self.state.directory.set_user_key(user_id, hash_secret(key), changes)
+        await self._commits.commit(changes)
         return key
 
     def notifications(self, team_id: str, user_id: str) -> list[Notification]:
         if team_id:
-            self.e.accounts.team(team_id)
-        return self.e.directory.list_notifications(team_id, user_id)
+            self.state.team(team_id)
+        return self.state.directory.list_notifications(team_id, user_id)
 
     def with_tokens(self, notes: list[Notification]) -> list[Notification]:
         """Notifications as the mailer reads them: each pending invitation's current
         notification carries its token, remade from the secret key (only for those
         shown: a page, not the whole outbox)."""
-        now = self.e.now()
-        token_of = self.e.directory.invitation_token
+        now = self._clock.now()
+        token_of = self.state.directory.invitation_token
         out = []
         for n in notes:
             token = token_of(n, now, self._new_token)
@@ -223,16 +249,16 @@ class Access:
         kind: SubscriptionKind,
     ) -> Subscription:
         changes = Changes()
-        now = self.e.now()
-        new_id = lambda: self.e.ids.new("sub")  # noqa: E731
-        known_users = self.e.directory.user_ids()
-        known_products = self.e.products.keys()
+        now = self._clock.now()
+        new_id = lambda: self._ids.new("sub")  # noqa: E731
+        known_users = self.state.directory.user_ids()
+        known_products = self.state.products.keys()
         if kind is SubscriptionKind.TRIAL:
-            sub = self.e.coverages.start_trial(
+            sub = self.state.coverages.start_trial(
                 user_id, product_id, end, now, new_id, changes, known_users, known_products
             )
         else:
-            sub = self.e.coverages.grant(
+            sub = self.state.coverages.grant(
                 user_id,
                 product_id,
                 start,
@@ -243,6 +269,6 @@ class Access:
                 known_users,
                 known_products,
             )
-        self.e.coverage_changed(sub, now, changes)
-        await self.e.commit(changes)
+        self._coverage_changed(sub, now, changes)
+        await self._commits.commit(changes)
         return sub

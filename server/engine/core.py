@@ -1,26 +1,33 @@
-"""The engine: state, clock, scheduler and store wired together."""
+"""The engine: the state, then the clock, scheduler, store and use cases wired
+around it.
+
+Built as cosmicpython's ``bootstrap`` builds its handlers: the state first
+(``State``: empty, or restored from what the store loaded), then each use case
+with exactly what it names: the state, the store port, the scheduler, the
+clock, the group commit (``Commits``), its configuration, and, for the few
+calls one use case makes into another, the callable itself (``Access`` ends
+sessions through ``Sessions.revoke_access``; ``Accounts`` changes guests'
+defaults through ``Access.set_guest_defaults``). No use case sees the engine.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 from server.clock import Clock, TestClock
 from server.credentials import hash_secret
-from server.domain.changes import Changes, Deleted
-from server.domain.coverage import Coverages, Subscription
-from server.domain.directory import Directory, Invitation, Member, Notification, User
+from server.domain.changes import Changes
 from server.domain.errors import InvalidArgument, TestClockDisabled
-from server.domain.ledger import Hold, Ledger, TokenPack
+from server.domain.licensing import Licensing
 from server.domain.meta import MetaValue
-from server.domain.products import Product
 from server.domain.sessions import Device, Meter, Session
-from server.domain.teams import Team
 from server.domain.terms import DEFAULT_TERMS, Terms
 from server.engine.access import Access
 from server.engine.accounts import Accounts
+from server.engine.commits import Commits
 from server.engine.scheduler import Scheduler
-from server.engine.sessions import Sessions
+from server.engine.sessions import DirectoryAccess, Sessions
+from server.engine.state import State
 from server.ids import IdFactory
 from server.store.port import Snapshot, StorePort
 
@@ -31,6 +38,24 @@ TEST_CLOCK_KEY = "test_clock_now"
 LATEST_TEST_CLOCK = datetime(9998, 12, 31, tzinfo=UTC)
 
 
+def _licensing(state: State, terms: Terms, ids: IdFactory, snapshot: Snapshot | None) -> Licensing:
+    """The sessions aggregate over ``state``, with the loaded sessions if any."""
+    loaded = snapshot or Snapshot()
+    return Licensing.restore(
+        loaded.of(Session),
+        loaded.of(Meter),
+        loaded.of(Device),
+        state.holds.values(),
+        ledger=state.ledger,
+        products=state.products,
+        teams=state.teams,
+        terms=terms,
+        access=DirectoryAccess(state),
+        coverage=state.coverages,
+        new_id=ids.new,
+    )
+
+
 class Engine:
     def __init__(
         self,
@@ -38,33 +63,50 @@ class Engine:
         store: StorePort,
         terms: Terms = DEFAULT_TERMS,
         *,
+        snapshot: Snapshot | None = None,
         max_users_per_request: int = 10_000,
         max_page_size: int = 1000,
     ) -> None:
         self.clock = clock
         self.store = store
         self.terms = terms
-        self.ids = IdFactory()
-        # configuration (server/config.py)
-        self.max_users_per_request = max_users_per_request
-        self.max_page_size = max_page_size
-        self.scheduler = Scheduler(clock, self.commit)
-        self._committing = 0  # commits under way (see ``settled``)
-        # Sessions and meters in commits under way, by id: how many commits (see
-        # ``unsettled``).
-        self._unsettled: dict[int, int] = {}
+        self.max_page_size = max_page_size  # configuration (server/config.py), for paging
+        self.ids = ids = IdFactory()
+        self.commits = commits = Commits(store)
+        self.scheduler = scheduler = Scheduler(clock, commits.commit)
         # state
-        self.teams: dict[str, Team] = {}
-        self.products: dict[str, Product] = {}
-        self.ledger = Ledger()
-        self.holds: dict[str, Hold] = {}
-        self.directory = Directory(terms.invitation_validity)
-        self.coverages = Coverages()
+        self.state = state = State.restore(snapshot, terms) if snapshot else State.empty(terms)
+        self.teams, self.products, self.ledger = state.teams, state.products, state.ledger
+        self.holds, self.directory, self.coverages = state.holds, state.directory, state.coverages
         # use cases
-        self.accounts = Accounts(self)
-        self.access = Access(self)
-        self.sessions = Sessions(self)
-        self.sessions.register_timers()
+        self.sessions = Sessions(
+            _licensing(state, terms, ids, snapshot),
+            state,
+            store=store,
+            scheduler=scheduler,
+            clock=clock,
+            commits=commits,
+        )
+        self.access = Access(
+            state,
+            scheduler=scheduler,
+            clock=clock,
+            commits=commits,
+            ids=ids,
+            secret_key=store.secret_key,
+            max_users_per_request=max_users_per_request,
+            revoke_access=self.sessions.revoke_access,
+            coverage_changed=self.sessions.coverage_changed,
+        )
+        self.accounts = Accounts(
+            state,
+            store=store,
+            scheduler=scheduler,
+            clock=clock,
+            commits=commits,
+            ids=ids,
+            set_guest_defaults=self.access.set_guest_defaults,
+        )
 
     @classmethod
     def restore(
@@ -77,35 +119,14 @@ class Engine:
         max_users_per_request: int = 10_000,
         max_page_size: int = 1000,
     ) -> Engine:
+        """The engine over what the store loaded, every deadline scheduled again."""
         engine = cls(
             clock,
             store,
             terms,
+            snapshot=snapshot,
             max_users_per_request=max_users_per_request,
             max_page_size=max_page_size,
-        )
-        for team in snapshot.of(Team):
-            engine.teams[team.team_id] = team
-        for product in snapshot.of(Product):
-            engine.products[product.product_id] = product
-        engine.ledger = Ledger.restore(
-            engine.teams,
-            snapshot.of(TokenPack),
-            next_seq=snapshot.max_ledger_seq + 1,
-            last_hash=snapshot.last_ledger_hash,
-        )
-        for hold in snapshot.of(Hold):
-            engine.holds[hold.hold_id] = hold
-        engine.directory = Directory.restore(
-            snapshot.of(User),
-            snapshot.of(Member),
-            snapshot.of(Invitation),
-            snapshot.of(Notification),
-            terms.invitation_validity,
-        )
-        engine.coverages = Coverages.restore(snapshot.of(Subscription))
-        engine.sessions.restore(
-            snapshot.of(Session), snapshot.of(Meter), snapshot.of(Device), snapshot.of(Hold)
         )
         engine.accounts.schedule_all()
         engine.access.schedule_all()
@@ -116,70 +137,18 @@ class Engine:
         """The user a key belongs to (in memory; never touches SQLite)."""
         return self.directory.user_for_key_hash(hash_secret(secret))
 
-    def revoke_access(
-        self,
-        team_id: str,
-        user_id: str,
-        product_ids: Collection[str] | None,
-        now: datetime,
-        changes: Changes,
-    ) -> None:
-        """A6: end the user's live sessions in the team for what they lost
-        (None: everything)."""
-        self.sessions.lic.revoke_access(team_id, user_id, product_ids, now, changes, self.scheduler)
-
-    def coverage_changed(self, sub: Subscription, now: datetime, changes: Changes) -> None:
-        """C1/C2: a subscription or trial was granted; running sessions follow it."""
-        self.sessions.lic.coverage_changed(
-            sub.user_id, sub.product_id, now, changes, self.scheduler
-        )
-
     async def commit(self, changes: Changes) -> None:
-        """Store ``changes``; return once they and every change made before them are
-        stored. With nothing to store, still wait for what other calls are storing:
-        an answer drawn from memory (a session a pending deadline just ended or
-        charged) must not promise what a crash could undo."""
-        if not changes:
-            await self.settled()
-            return
-        self._committing += 1
-        unsettled = self._unsettled
-        watched = [
-            id(o)
-            for x in changes.items
-            if type(o := x.obj if type(x) is Deleted else x) is Session or type(o) is Meter
-        ]
-        for key in watched:
-            unsettled[key] = unsettled.get(key, 0) + 1
-        try:
-            await self.store.commit(changes)
-        finally:
-            self._committing -= 1
-            for key in watched:
-                if (n := unsettled[key] - 1) > 0:
-                    unsettled[key] = n
-                else:
-                    del unsettled[key]
+        """Store ``changes``; return once they and every change before them are
+        stored (``Commits.commit``)."""
+        await self.commits.commit(changes)
 
     async def settled(self) -> None:
-        """Return once every change already made in memory is stored (at once when
-        no commit is under way)."""
-        if self._committing:
-            await self.store.barrier()
+        """Return once every change already made in memory is stored."""
+        await self.commits.settled()
 
     @property
     def committing(self) -> bool:
-        return self._committing > 0
-
-    def unsettled(self, *objs: Session | Meter | None) -> bool:
-        """Whether a commit under way stores one of ``objs``. A heartbeat's answer
-        tells its session and meter; a deadline that just ended or charged them
-        may still be on its way to disk, and the answer must not promise what a
-        crash could undo, so it waits (``settled``). Commits of other
-        sessions, meters and packs do not hold it up (the team's available tokens
-        in the answer are a figure of the moment, not a promise)."""
-        unsettled = self._unsettled
-        return bool(unsettled) and any(id(o) in unsettled for o in objs if o is not None)
+        return self.commits.committing
 
     def now(self) -> datetime:
         return self.clock.now()

@@ -15,22 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-from collections import defaultdict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Collection
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 import structlog
 
+from server.clock import Clock
 from server.domain.changes import Changes, Deleted
+from server.domain.coverage import Subscription
 from server.domain.errors import InvalidArgument, UnknownTeam
-from server.domain.ledger import EntryKind, PackState
 from server.domain.licensing import Licensing
 from server.domain.liveview import MAX_FIELD
 from server.domain.products import Platform
 from server.domain.sessions import (
-    ActivitySpan,
     Device,
     EndReason,
     Session,
@@ -38,9 +36,11 @@ from server.domain.sessions import (
     SessionView,
 )
 from server.domain.timers import TimerKind
-
-if TYPE_CHECKING:
-    from server.engine.core import Engine
+from server.engine.commits import Commits
+from server.engine.scheduler import Scheduler
+from server.engine.state import State
+from server.engine.usage import UsageReport, build_report
+from server.store.port import StorePort
 
 log = structlog.get_logger()
 
@@ -64,65 +64,14 @@ FLUSH_CHUNK = 1_000
 class DirectoryAccess:
     """The licensing aggregate's view of the directory (A1-A5)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.e = engine
+    def __init__(self, state: State) -> None:
+        self.state = state
 
     def teams_for(self, user_id: str, product_id: str, now: datetime) -> list[str]:
-        e = self.e
-        return e.directory.teams_for(user_id, product_id, now, e.teams, e.products.keys())
-
-
-@dataclass(slots=True)
-class UsageRow:
-    date: str
-    user_id: str
-    product_id: str
-    tokens_charged: int = 0
-    sessions: int = 0
-    active_seconds: float = 0.0
-
-
-@dataclass(slots=True)
-class PackUsage:
-    pack_id: str
-    team_id: str
-    purchased_tokens: int
-    consumed_tokens: int
-    held_tokens: int
-    expired_tokens: int
-    remaining_tokens: int
-    expire_time: datetime
-    state: PackState
-    moved_in_tokens: int = 0
-    moved_out_tokens: int = 0
-
-
-@dataclass(slots=True)
-class UsageReport:
-    rows: list[UsageRow] = field(default_factory=list)
-    packs: list[PackUsage] = field(default_factory=list)
-
-    @property
-    def total_tokens_charged(self) -> int:
-        return sum(r.tokens_charged for r in self.rows)
-
-    @property
-    def total_sessions(self) -> int:
-        return sum(r.sessions for r in self.rows)
-
-    @property
-    def total_active_seconds(self) -> int:
-        return sum(int(r.active_seconds) for r in self.rows)
-
-
-def _days(start: datetime, end: datetime) -> Iterator[tuple[str, float]]:
-    """Split [start, end) by UTC day: (YYYY-MM-DD, seconds in that day)."""
-    t = start
-    while t < end:
-        midnight = datetime(t.year, t.month, t.day, tzinfo=UTC) + timedelta(days=1)
-        stop = min(midnight, end)
-        yield t.date().isoformat(), (stop - t).total_seconds()
-        t = stop
+        state = self.state
+        return state.directory.teams_for(
+            user_id, product_id, now, state.teams, state.products.keys()
+        )
 
 
 def _snapshot(view: SessionView) -> SessionView:
@@ -139,60 +88,55 @@ def _check_length(name: str, value: str) -> None:
 
 
 class Sessions:
-    def __init__(self, engine: Engine) -> None:
-        self.e = engine
-        self.lic = self._new(engine)
+    def __init__(
+        self,
+        lic: Licensing,
+        state: State,
+        *,
+        store: StorePort,
+        scheduler: Scheduler,
+        clock: Clock,
+        commits: Commits,
+    ) -> None:
+        self.lic = lic
+        self.state = state
+        self._store = store
+        self._scheduler = scheduler
+        self._clock = clock
+        self._commits = commits
         self._dirty: dict[int, Session | Device] = {}
         self._flushing: dict[int, Session | Device] = {}  # the batch being written
         self._flush_lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
-
-    @staticmethod
-    def _new(engine: Engine) -> Licensing:
-        return Licensing(
-            ledger=engine.ledger,
-            products=engine.products,
-            teams=engine.teams,
-            terms=engine.terms,
-            access=DirectoryAccess(engine),
-            coverage=engine.coverages,
-            new_id=engine.ids.new,
-        )
-
-    def restore(
-        self,
-        sessions: list[Session],
-        meters: list[object],
-        devices: list[Device],
-        holds: list[object],
-    ) -> None:
-        e = self.e
-        self.lic = Licensing.restore(
-            sessions,
-            meters,  # type: ignore[arg-type]
-            devices,
-            holds,  # type: ignore[arg-type]
-            ledger=e.ledger,
-            products=e.products,
-            teams=e.teams,
-            terms=e.terms,
-            access=DirectoryAccess(e),
-            coverage=e.coverages,
-            new_id=e.ids.new,
-        )
-
-    def register_timers(self) -> None:
         for kind in SESSION_TIMERS:
-            self.e.scheduler.on(kind, self._timer_handler(kind))
+            scheduler.on(kind, self._timer_handler(kind))
 
     def schedule_all(self) -> None:
-        self.lic.schedule_all(self.e.scheduler, self.e.now())
+        self.lic.schedule_all(self._scheduler, self._clock.now())
+
+    # -- what access and coverage changes do to running sessions ------------------
+
+    def revoke_access(
+        self,
+        team_id: str,
+        user_id: str,
+        product_ids: Collection[str] | None,
+        now: datetime,
+        changes: Changes,
+    ) -> None:
+        """A6: end the user's live sessions in the team for what they lost
+        (None: everything)."""
+        self.lic.revoke_access(team_id, user_id, product_ids, now, changes, self._scheduler)
+
+    def coverage_changed(self, sub: Subscription, now: datetime, changes: Changes) -> None:
+        """C1/C2: a subscription or trial was granted; running sessions follow it."""
+        self.lic.coverage_changed(sub.user_id, sub.product_id, now, changes, self._scheduler)
 
     def _timer_handler(self, kind: TimerKind) -> Callable[[str, datetime, Changes], None]:
         def handler(key: str, due: datetime, changes: Changes) -> None:
             if self._dirty or self._flushing:
                 self._settle(kind, key, changes)
-            self.lic.on_timer(kind, key, due, changes, self.e.scheduler)
+            self.lic.on_timer(kind, key, due, changes, self._scheduler)
 
         return handler
 
@@ -228,9 +172,8 @@ class Sessions:
         scheduler's task fires them on time, but a busy loop may run a call first:
         a heartbeat a second after its lease ended must find the session expired
         at the lease's end (M7), not revive it."""
-        e = self.e
-        now = e.now()
-        e.scheduler.fire_due(now, changes)
+        now = self._clock.now()
+        self._scheduler.fire_due(now, changes)
         return now
 
     async def _store_fired(self, changes: Changes) -> None:
@@ -239,7 +182,7 @@ class Sessions:
         fired did (a capture, a release, an expiry): left unstored, the stored ledger
         would miss entries its hash chain and the packs' sums count on."""
         if changes:
-            await self.e.commit(changes)
+            await self._commits.commit(changes)
 
     async def entitle(
         self,
@@ -254,7 +197,6 @@ class Sessions:
         takeover: bool,
         team_id: str,
     ) -> SessionView:
-        e = self.e
         changes = Changes()
         now = self._caught_up(changes)
         try:
@@ -270,13 +212,15 @@ class Sessions:
                 team_id,
                 now,
                 changes,
-                e.scheduler,
+                self._scheduler,
             )
         except Exception:
             await self._store_fired(changes)
             raise
         view = _snapshot(self.lic.session_view(session, now))
-        await e.commit(changes)  # M11: a repeat (nothing changed) once the first is stored
+        await self._commits.commit(
+            changes
+        )  # M11: a repeat (nothing changed) once the first is stored
         return view
 
     async def heartbeat(
@@ -285,7 +229,6 @@ class Sessions:
         """M6, M7, M12. A plain heartbeat answers at once with a view of the live
         session (read it before the next ``await``); one that waits answers with
         a snapshot."""
-        e = self.e
         changes = Changes()
         now = self._caught_up(changes)
         before = self.lic.find_session(session_id)
@@ -295,7 +238,7 @@ class Sessions:
         state = before.state if before is not None else None
         try:
             session = self.lic.heartbeat(
-                user_id, session_id, seconds_since_activity, now, changes, e.scheduler
+                user_id, session_id, seconds_since_activity, now, changes, self._scheduler
             )
         except Exception:
             await self._store_fired(changes)
@@ -309,20 +252,19 @@ class Sessions:
             # may come from a deadline whose commit is still under way. Only then
             # does the call wait, and only then may other calls change the live
             # session before it answers.
-            if e.committing and e.unsettled(
+            if self._commits.committing and self._commits.unsettled(
                 session,
                 session.meter
                 or self.lic.meters.get(session.team_id, session.user_id, session.product_id),
             ):
                 view = _snapshot(view)
-                await e.settled()
+                await self._commits.settled()
         else:  # it resumed, took a hold or ended: durable now
             view = _snapshot(view)
-            await e.commit(changes)
+            await self._commits.commit(changes)
         return view
 
     async def idle(self, user_id: str, session_id: str) -> SessionView:
-        e = self.e
         changes = Changes()
         now = self._caught_up(changes)
         if self.lic.find_session(session_id) is None and (
@@ -331,16 +273,15 @@ class Sessions:
             await self._store_fired(changes)
             return self.lic.session_view(old, now)
         try:
-            session = self.lic.idle(user_id, session_id, now, changes, e.scheduler)
+            session = self.lic.idle(user_id, session_id, now, changes, self._scheduler)
         except Exception:
             await self._store_fired(changes)
             raise
         view = _snapshot(self.lic.session_view(session, now))
-        await e.commit(changes)
+        await self._commits.commit(changes)
         return view
 
     async def release(self, user_id: str, session_id: str) -> SessionView:
-        e = self.e
         changes = Changes()
         now = self._caught_up(changes)
         if self.lic.find_session(session_id) is None and (
@@ -349,12 +290,12 @@ class Sessions:
             await self._store_fired(changes)
             return self.lic.session_view(old, now)
         try:
-            session = self.lic.release(user_id, session_id, now, changes, e.scheduler)
+            session = self.lic.release(user_id, session_id, now, changes, self._scheduler)
         except Exception:
             await self._store_fired(changes)
             raise
         view = _snapshot(self.lic.session_view(session, now))
-        await e.commit(changes)
+        await self._commits.commit(changes)
         return view
 
     async def _forgotten(self, user_id: str, session_id: str) -> Session | None:
@@ -362,26 +303,25 @@ class Sessions:
         one, if it is this user's (anyone else is told it does not exist)."""
         if not session_id or len(session_id) > 200:
             return None
-        found = await self.e.store.ended_session(session_id)
+        found = await self._store.ended_session(session_id)
         if found is not None and found.user_id == user_id and found.state is SessionState.ENDED:
             return found
         return None
 
     def forget_ended(self) -> int:
         """Let go of sessions ended more than ``ENDED_KEPT`` ago (they stay stored)."""
-        return self.lic.forget_ended(self.e.now() - ENDED_KEPT)
+        return self.lic.forget_ended(self._clock.now() - ENDED_KEPT)
 
     # -- operators (R2) ------------------------------------------------------------
 
     async def end_session(self, session_id: str) -> SessionView:
-        e = self.e
         changes = Changes()
-        now = e.now()
+        now = self._clock.now()
         session = self.lic.end_session(
-            session_id, EndReason.ENDED_BY_ADMIN, now, changes, e.scheduler
+            session_id, EndReason.ENDED_BY_ADMIN, now, changes, self._scheduler
         )
         view = _snapshot(self.lic.session_view(session, now))
-        await e.commit(changes)
+        await self._commits.commit(changes)
         return view
 
     def _check_user_product(self, user_id: str, product_id: str) -> None:
@@ -395,8 +335,8 @@ class Sessions:
                 problems[name] = f"must be at most {MAX_FIELD} characters"
         if problems:
             raise InvalidArgument(problems)
-        self.e.directory.user(user_id)  # UNKNOWN_USER
-        self.e.accounts.product(product_id)  # UNKNOWN_PRODUCT
+        self.state.directory.user(user_id)  # UNKNOWN_USER
+        self.state.product(product_id)  # UNKNOWN_PRODUCT
 
     def devices(self, user_id: str, product_id: str) -> list[Device]:
         self._check_user_product(user_id, product_id)
@@ -408,12 +348,17 @@ class Sessions:
         """R2: forget a device; with ``end_sessions``, end its live sessions
         first (else a device in use is refused). Returns the sessions ended."""
         self._check_user_product(user_id, product_id)
-        e = self.e
         changes = Changes()
         now = self._caught_up(changes)
         try:
             ended = self.lic.remove_device(
-                user_id, product_id, device_id, now, changes, e.scheduler, end_sessions=end_sessions
+                user_id,
+                product_id,
+                device_id,
+                now,
+                changes,
+                self._scheduler,
+                end_sessions=end_sessions,
             )
         except Exception:
             await self._store_fired(changes)
@@ -424,7 +369,7 @@ class Sessions:
         for item in changes.items:
             if type(item) is Deleted:
                 self._undirty(item.obj)
-        await e.commit(changes)
+        await self._commits.commit(changes)
         return views
 
     def list_sessions(
@@ -434,8 +379,8 @@ class Sessions:
         _check_length("team_id", team_id)
         _check_length("user_id", user_id)
         if team_id:
-            self.e.accounts.team(team_id)
-        now = self.e.now()
+            self.state.team(team_id)
+        now = self._clock.now()
         found = (
             self.lic.all_sessions(team_id or None)
             if include_ended
@@ -455,78 +400,28 @@ class Sessions:
         return page, None
 
     def view(self, session: Session) -> SessionView:
-        return self.lic.session_view(session, self.e.now())
+        return self.lic.session_view(session, self._clock.now())
 
     # -- the usage report (R1) -----------------------------------------------------
 
     async def usage_report(
         self, team_id: str, start: datetime | None, end: datetime | None
     ) -> UsageReport:
-        e = self.e
         if not team_id:
             raise InvalidArgument.field("team_id", "is required")
         _check_length("team_id", team_id)
-        if team_id not in e.teams:
+        if team_id not in self.state.teams:
             raise UnknownTeam(f"no team {team_id!r}", team_id=team_id)
-        now = e.now()
+        now = self._clock.now()
         end = end or now
         start = start or datetime(1970, 1, 1, tzinfo=UTC)
         if end <= start:
             raise InvalidArgument.field("end_time", "must be after start_time")
-        await e.settled()  # everything answered so far is in the history read below
+        await self._commits.settled()  # everything answered so far is in the history read
         await self.flush()
-        facts = await e.store.usage_facts(team_id, start, end)
-        rows: dict[tuple[str, str, str], UsageRow] = {}
-
-        def row(day: str, user_id: str, product_id: str) -> UsageRow:
-            key = (day, user_id, product_id)
-            found = rows.get(key)
-            if found is None:
-                found = rows[key] = UsageRow(day, user_id, product_id)
-            return found
-
-        for c in facts.captures:
-            row(c.time.date().isoformat(), c.user_id, c.product_id).tokens_charged += c.amount
-        for s in facts.session_starts:
-            row(s.time.date().isoformat(), s.user_id, s.product_id).sessions += 1
-        spans = facts.spans + [
-            ActivitySpan(s.session_id, s.team_id, s.user_id, s.product_id, s.state_since, now)
-            for s in self.lic.live_sessions(team_id)
-            if s.state is SessionState.ACTIVE and s.state_since < now
-        ]
-        for span in spans:
-            a, b = max(span.start, start), min(span.end, end)
-            for day, seconds in _days(a, b):
-                row(day, span.user_id, span.product_id).active_seconds += seconds
-        report = UsageReport(rows=[rows[k] for k in sorted(rows)])
-        moved: defaultdict[tuple[str, EntryKind], int] = defaultdict(int, facts.moved)
-        # Every pack the team holds, and those it moved out: what they paid for
-        # stays in this team's history (T5), and ``team_id`` names the holder now.
-        packs = e.ledger.team_packs(team_id)
-        here = {p.pack_id for p in packs}
-        packs += [
-            e.ledger.packs[pack_id]
-            for pack_id, kind in sorted(moved)
-            if kind is EntryKind.MOVE_OUT and pack_id not in here
-        ]
-        packs.sort(key=lambda p: (p.purchase_time, p.pack_id))
-        for p in packs:
-            report.packs.append(
-                PackUsage(
-                    pack_id=p.pack_id,
-                    team_id=p.team_id,
-                    purchased_tokens=p.tokens,
-                    consumed_tokens=p.consumed,
-                    held_tokens=p.held,
-                    expired_tokens=p.expired_tokens,
-                    remaining_tokens=p.remaining,
-                    expire_time=p.expire_time,
-                    state=p.state,
-                    moved_in_tokens=moved[(p.pack_id, EntryKind.MOVE_IN)],
-                    moved_out_tokens=moved[(p.pack_id, EntryKind.MOVE_OUT)],
-                )
-            )
-        return report
+        facts = await self._store.usage_facts(team_id, start, end)
+        live = self.lic.live_sessions(team_id)
+        return build_report(team_id, start, end, now, facts, live, self.state.ledger)
 
     # -- heartbeat batches ----------------------------------------------------------
 
@@ -548,7 +443,7 @@ class Sessions:
             try:
                 while batch:
                     n = min(FLUSH_CHUNK, len(batch))
-                    await self.e.commit(Changes([batch.popitem()[1] for _ in range(n)]))
+                    await self._commits.commit(Changes([batch.popitem()[1] for _ in range(n)]))
             finally:
                 self._flushing = {}
                 for key, obj in batch.items():  # not written (cancelled): back in the batch

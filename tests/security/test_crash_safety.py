@@ -116,7 +116,7 @@ def test_an_answer_tells_the_session_as_its_own_call_left_it(tmp_path: Path) -> 
         # Hold the Entitle's answer back, after its commit, until the clock has moved.
         engine = srv.server.engine
         assert engine is not None
-        original = engine.commit
+        original = engine.commits.commit  # what every use case stores through
         gate: asyncio.Event = srv.call(_new_event())
         held = threading.Event()
 
@@ -126,7 +126,7 @@ def test_an_answer_tells_the_session_as_its_own_call_left_it(tmp_path: Path) -> 
                 held.set()
                 await gate.wait()
 
-        engine.commit = commit_then_wait  # type: ignore[method-assign]
+        engine.commits.commit = commit_then_wait  # type: ignore[method-assign]
         answers: list[Any] = []
         user = licensing_service_pb2_grpc.LicensingServiceStub(channel)
         request = lic.EntitleRequest(
@@ -139,7 +139,7 @@ def test_an_answer_tells_the_session_as_its_own_call_left_it(tmp_path: Path) -> 
         )
         caller.start()
         assert held.wait(30)
-        engine.commit = original  # type: ignore[method-assign]
+        engine.commits.commit = original  # type: ignore[method-assign]
         by = api.AdvanceClockRequest()
         by.by.seconds = 25 * 3600  # past the new session's lease: it expires
         admin.AdvanceClock(by, metadata=md)

@@ -1,0 +1,69 @@
+"""The engine's side of the group commit: what is on its way to the store.
+
+Every use case stores its changes through ``Commits.commit`` and answers only
+once it returns; ``settled`` waits for the commits already under way (the one
+use of the port's ``barrier``); ``unsettled`` tells whether a given session or
+meter is in one of them (a heartbeat's answer waits only for its own).
+"""
+
+from __future__ import annotations
+
+from server.domain.changes import Changes, Deleted
+from server.domain.sessions import Meter, Session
+from server.store.port import StorePort
+
+
+class Commits:
+    def __init__(self, store: StorePort) -> None:
+        self._store = store
+        self._committing = 0  # commits under way (see ``settled``)
+        # Sessions and meters in commits under way, by id: how many commits (see
+        # ``unsettled``).
+        self._unsettled: dict[int, int] = {}
+
+    async def commit(self, changes: Changes) -> None:
+        """Store ``changes``; return once they and every change made before them are
+        stored. With nothing to store, still wait for what other calls are storing:
+        an answer drawn from memory (a session a pending deadline just ended or
+        charged) must not promise what a crash could undo."""
+        if not changes:
+            await self.settled()
+            return
+        self._committing += 1
+        unsettled = self._unsettled
+        watched = [
+            id(o)
+            for x in changes.items
+            if type(o := x.obj if type(x) is Deleted else x) is Session or type(o) is Meter
+        ]
+        for key in watched:
+            unsettled[key] = unsettled.get(key, 0) + 1
+        try:
+            await self._store.commit(changes)
+        finally:
+            self._committing -= 1
+            for key in watched:
+                if (n := unsettled[key] - 1) > 0:
+                    unsettled[key] = n
+                else:
+                    del unsettled[key]
+
+    async def settled(self) -> None:
+        """Return once every change already made in memory is stored (at once when
+        no commit is under way)."""
+        if self._committing:
+            await self._store.barrier()
+
+    @property
+    def committing(self) -> bool:
+        return self._committing > 0
+
+    def unsettled(self, *objs: Session | Meter | None) -> bool:
+        """Whether a commit under way stores one of ``objs``. A heartbeat's answer
+        tells its session and meter; a deadline that just ended or charged them
+        may still be on its way to disk, and the answer must not promise what a
+        crash could undo, so it waits (``settled``). Commits of other sessions,
+        meters and packs do not hold it up (the team's available tokens in the
+        answer are a figure of the moment, not a promise)."""
+        unsettled = self._unsettled
+        return bool(unsettled) and any(id(o) in unsettled for o in objs if o is not None)

@@ -1,0 +1,135 @@
+"""The usage report (R1), computed from what the store read and what memory holds.
+
+The store answers a team's committed history over the period (``UsageFacts``:
+charges, sessions begun, stored spans of active time, tokens moved); memory
+adds the active time of sessions still running and the packs as they stand.
+No I/O here: ``Sessions.usage_report`` settles, reads and calls ``build_report``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from server.domain.ledger import EntryKind, Ledger, PackState
+from server.domain.sessions import ActivitySpan, Session, SessionState
+from server.store.port import UsageFacts
+
+
+@dataclass(slots=True)
+class UsageRow:
+    date: str
+    user_id: str
+    product_id: str
+    tokens_charged: int = 0
+    sessions: int = 0
+    active_seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class PackUsage:
+    pack_id: str
+    team_id: str
+    purchased_tokens: int
+    consumed_tokens: int
+    held_tokens: int
+    expired_tokens: int
+    remaining_tokens: int
+    expire_time: datetime
+    state: PackState
+    moved_in_tokens: int = 0
+    moved_out_tokens: int = 0
+
+
+@dataclass(slots=True)
+class UsageReport:
+    rows: list[UsageRow] = field(default_factory=list)
+    packs: list[PackUsage] = field(default_factory=list)
+
+    @property
+    def total_tokens_charged(self) -> int:
+        return sum(r.tokens_charged for r in self.rows)
+
+    @property
+    def total_sessions(self) -> int:
+        return sum(r.sessions for r in self.rows)
+
+    @property
+    def total_active_seconds(self) -> int:
+        return sum(int(r.active_seconds) for r in self.rows)
+
+
+def _days(start: datetime, end: datetime) -> Iterator[tuple[str, float]]:
+    """Split [start, end) by UTC day: (YYYY-MM-DD, seconds in that day)."""
+    t = start
+    while t < end:
+        midnight = datetime(t.year, t.month, t.day, tzinfo=UTC) + timedelta(days=1)
+        stop = min(midnight, end)
+        yield t.date().isoformat(), (stop - t).total_seconds()
+        t = stop
+
+
+def build_report(
+    team_id: str,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    facts: UsageFacts,
+    live: Iterable[Session],
+    ledger: Ledger,
+) -> UsageReport:
+    """The report of ``team_id`` over [start, end): ``facts`` from the store,
+    ``live`` the team's running sessions (active until ``now``)."""
+    rows: dict[tuple[str, str, str], UsageRow] = {}
+
+    def row(day: str, user_id: str, product_id: str) -> UsageRow:
+        key = (day, user_id, product_id)
+        found = rows.get(key)
+        if found is None:
+            found = rows[key] = UsageRow(day, user_id, product_id)
+        return found
+
+    for c in facts.captures:
+        row(c.time.date().isoformat(), c.user_id, c.product_id).tokens_charged += c.amount
+    for s in facts.session_starts:
+        row(s.time.date().isoformat(), s.user_id, s.product_id).sessions += 1
+    spans = facts.spans + [
+        ActivitySpan(s.session_id, s.team_id, s.user_id, s.product_id, s.state_since, now)
+        for s in live
+        if s.state is SessionState.ACTIVE and s.state_since < now
+    ]
+    for span in spans:
+        a, b = max(span.start, start), min(span.end, end)
+        for day, seconds in _days(a, b):
+            row(day, span.user_id, span.product_id).active_seconds += seconds
+    report = UsageReport(rows=[rows[k] for k in sorted(rows)])
+    moved: defaultdict[tuple[str, EntryKind], int] = defaultdict(int, facts.moved)
+    # Every pack the team holds, and those it moved out: what they paid for
+    # stays in this team's history (T5), and ``team_id`` names the holder now.
+    packs = ledger.team_packs(team_id)
+    here = {p.pack_id for p in packs}
+    packs += [
+        ledger.packs[pack_id]
+        for pack_id, kind in sorted(moved)
+        if kind is EntryKind.MOVE_OUT and pack_id not in here
+    ]
+    packs.sort(key=lambda p: (p.purchase_time, p.pack_id))
+    for p in packs:
+        report.packs.append(
+            PackUsage(
+                pack_id=p.pack_id,
+                team_id=p.team_id,
+                purchased_tokens=p.tokens,
+                consumed_tokens=p.consumed,
+                held_tokens=p.held,
+                expired_tokens=p.expired_tokens,
+                remaining_tokens=p.remaining,
+                expire_time=p.expire_time,
+                state=p.state,
+                moved_in_tokens=moved[(p.pack_id, EntryKind.MOVE_IN)],
+                moved_out_tokens=moved[(p.pack_id, EntryKind.MOVE_OUT)],
+            )
+        )
+    return report

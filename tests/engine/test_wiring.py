@@ -1,0 +1,156 @@
+"""The engine's wiring (issue 13, point 1; STYLE "the engine is a service
+locator"): each use case is built with exactly what it names, the state, the
+store port, the scheduler, the clock, the group commit, its limits, and a
+callable for each call into another use case, so that it runs on fakes alone,
+with no Engine."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Collection, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from server.clock import TestClock
+from server.domain.changes import Changes
+from server.domain.errors import InvalidArgument
+from server.domain.ledger import LedgerEntry
+from server.domain.sessions import Session
+from server.domain.teams import Plan
+from server.domain.terms import DEFAULT_TERMS
+from server.engine.access import Access
+from server.engine.accounts import Accounts
+from server.engine.commits import Commits
+from server.engine.scheduler import Scheduler
+from server.engine.state import State
+from server.ids import IdFactory
+from server.store.port import Snapshot, UsageFacts
+
+ROOT = Path(__file__).resolve().parents[2]
+T0 = datetime(2026, 1, 5, 9, tzinfo=UTC)
+
+
+class FakeStore:
+    """A ``StorePort`` in memory: what was committed, in order."""
+
+    secret_key = b"k" * 32
+
+    def __init__(self) -> None:
+        self.committed: list[object] = []
+
+    async def load(self) -> Snapshot:
+        return Snapshot()
+
+    async def commit(self, changes: Changes | Iterable[object]) -> None:
+        self.committed.extend(changes.items if isinstance(changes, Changes) else changes)
+
+    async def barrier(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ledger_page(
+        self, team_id: str, after_seq: int, limit: int, pack_id: str = ""
+    ) -> list[LedgerEntry]:
+        found = [x for x in self.committed if isinstance(x, LedgerEntry)]
+        return [e for e in found if e.team_id == team_id and e.seq > after_seq][:limit]
+
+    async def ended_session(self, session_id: str) -> Session | None:
+        return None
+
+    async def usage_facts(self, team_id: str, start: datetime, end: datetime) -> UsageFacts:
+        return UsageFacts()
+
+
+Revoked = tuple[str, str, Collection[str] | None, datetime]
+
+
+class World:
+    """Access and Accounts over fakes; what they asked of the sessions' side."""
+
+    def __init__(self, max_users_per_request: int = 10_000) -> None:
+        self.store = FakeStore()
+        self.clock = TestClock(T0)
+        self.state = State.empty(DEFAULT_TERMS)
+        self.commits = Commits(self.store)
+        scheduler = Scheduler(self.clock, self.commits.commit)
+        self.revoked: list[Revoked] = []
+        self.guest_defaults: list[tuple[str, bool]] = []
+        self.access = Access(
+            self.state,
+            scheduler=scheduler,
+            clock=self.clock,
+            commits=self.commits,
+            ids=IdFactory(),
+            secret_key=self.store.secret_key,
+            max_users_per_request=max_users_per_request,
+            revoke_access=lambda team, user, lost, now, changes: self.revoked.append(
+                (team, user, lost, now)
+            ),
+            coverage_changed=lambda sub, now, changes: None,
+        )
+        self.accounts = Accounts(
+            self.state,
+            store=self.store,
+            scheduler=scheduler,
+            clock=self.clock,
+            commits=self.commits,
+            ids=IdFactory(),
+            set_guest_defaults=lambda team, on, changes: self.guest_defaults.append((team, on)),
+        )
+
+
+async def test_issue13_a_use_case_runs_on_fakes_without_an_engine() -> None:
+    w = World()
+    team = await w.accounts.create_team("acme", "Acme", Plan.STANDARD)
+    assert w.state.teams == {"acme": team}
+    assert w.store.committed == [team]
+    pack = await w.accounts.purchase("acme", 40, "po-1")
+    assert (pack.team_id, pack.tokens) == ("acme", 40)
+    entries = await w.accounts.ledger_page("acme", 0, 10)  # through the port's named read
+    assert [(e.seq, e.amount) for e in entries] == [(1, 40)]
+
+
+async def test_a6_access_ends_sessions_through_the_callable_it_was_given() -> None:
+    w = World()
+    await w.accounts.create_team("acme", "Acme", Plan.STANDARD)
+    await w.access.assign("acme", ["Ann <ann@x.io>"], [], True, False, import_=True)
+    await w.access.unassign("acme", "ann@x.io")
+    assert w.revoked == [("acme", "ann@x.io", None, T0)]
+
+
+async def test_a5_team_settings_change_guest_defaults_through_the_callable() -> None:
+    w = World()
+    await w.accounts.create_team("acme", "Acme", Plan.STANDARD)
+    team = await w.accounts.update_team_settings("acme", Plan.PREMIUM, True, None)
+    assert team.plan is Plan.PREMIUM
+    assert w.guest_defaults == [("acme", True)]
+
+
+async def test_issue13_limits_are_given_at_construction() -> None:
+    w = World(max_users_per_request=2)
+    await w.accounts.create_team("acme", "Acme", Plan.STANDARD)
+    users = ["A <a@x.io>", "B <b@x.io>", "C <c@x.io>"]
+    with pytest.raises(InvalidArgument) as info:
+        await w.access.assign("acme", users, [], True, False, import_=True)
+    assert list(info.value.violations) == ["users"]
+    assert len(await w.access.assign("acme", users[:2], [], True, False, import_=True)) == 2
+
+
+@pytest.mark.parametrize("module", ["accounts", "access", "sessions", "usage", "commits", "state"])
+def test_issue13_no_use_case_reaches_the_engine(module: str) -> None:
+    """The use cases call each other only through what they were given: none
+    imports the engine or keeps it (``self.e``)."""
+    source = (ROOT / "server" / "engine" / f"{module}.py").read_text()
+    tree = ast.parse(source)
+    imported = {
+        n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module is not None
+    }
+    assert "server.engine.core" not in imported and "server.engine" not in imported
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert "Engine" not in names
+    attrs = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    assert "e" not in attrs
