@@ -25,6 +25,10 @@ The model:
   teams, and ``team_tx_per_s`` on ONE team's row (every hold of that team
   serialises on its ``FOR UPDATE``), each up to ``pg_budget``.
 - **Memory**: ``bytes_per_session`` per live session, ``memory_bytes`` per active.
+- **Takeover** (RULES H2: a standby is active within 10 s): a range's new owner
+  waits up to ``lease_s`` for the lease to run out, then reloads its range's
+  sessions at ``reload_s_per_session``; the sessions one range may hold are
+  those it reloads in ``takeover_s - lease_s``.
 
 It prints, for K = 1, 2, 4, 8, in the steady state and in the storm: the most
 live sessions each limit allows and which one breaks first (with the largest
@@ -51,13 +55,16 @@ SLOTS = 1 << 16  # hash space of user ids; an active owns a contiguous range of 
 class Costs:
     """What was measured (defaults: this machine, 2026-12-01, docs/scaling.md)."""
 
-    heartbeat_cpu_s: float = 1 / 2_200  # active CPU seconds per Heartbeat
-    cycle_cpu_s: float = 1 / 450  # per Release+Entitle pair
-    pg_client_cpu_s: float = 200e-6  # the active's CPU per team transaction (asyncpg)
-    pg_tx_per_s: float = 2_000.0  # one PostgreSQL, team transactions/s, many teams
-    team_tx_per_s: float = 900.0  # one team's row, transactions/s
+    heartbeat_cpu_s: float = 420e-6  # active CPU seconds per Heartbeat (bench)
+    cycle_cpu_s: float = 1.19e-3  # per Release+Entitle pair (bench)
+    pg_client_cpu_s: float = 150e-6  # the active's CPU per team transaction (pg_holds)
+    pg_tx_per_s: float = 1_583.0  # one PostgreSQL, team transactions/s, many teams (pg_holds)
+    team_tx_per_s: float = 397.0  # one team's row, transactions/s, 16 connections (pg_holds)
     bytes_per_session: float = 1_521.0  # RSS per live session (million_sessions)
-    memory_bytes: float = 16 * 2**30  # RAM per active given to sessions
+    memory_bytes: float = 16 * 2**30  # RAM per active given to sessions (a choice)
+    reload_s_per_session: float = 141e-6  # new term's load+restore (failover, 100k: 14.06 s)
+    takeover_s: float = 10.0  # RULES H2
+    lease_s: float = 5.0  # --leader-lease: the wait before a takeover may start
     core_budget: float = 0.7  # an active is full at this share of one core
     pg_budget: float = 0.7  # PostgreSQL and a team's row likewise
 
@@ -79,22 +86,28 @@ class Limits:
     imbalance: float
     cpu: float
     memory: float
+    takeover: float
     postgres: float
     team_row: float
 
-    @property
-    def breaks_at(self) -> float:
-        return min(self.cpu, self.memory, self.postgres, self.team_row)
-
-    @property
-    def breaks_on(self) -> str:
+    def ordered(self) -> list[tuple[str, float]]:
+        """The limits, lowest first: the first is where it breaks, the next what follows."""
         named = {
             "active CPU": self.cpu,
             "active memory": self.memory,
+            "takeover time": self.takeover,
             "PostgreSQL": self.postgres,
             "team row": self.team_row,
         }
-        return min(named, key=lambda k: named[k])
+        return sorted(named.items(), key=lambda item: item[1])
+
+    @property
+    def breaks_at(self) -> float:
+        return self.ordered()[0][1]
+
+    @property
+    def breaks_on(self) -> str:
+        return self.ordered()[0][0]
 
 
 def pg_tx_rate(w: Workload) -> float:
@@ -118,6 +131,11 @@ def sessions_at(calls_per_s: float, heartbeat_s: float, churn_calls_per_session_
     return calls_per_s / (1 / heartbeat_s + churn_calls_per_session_s)
 
 
+def takeover_limit(c: Costs) -> float:
+    """Live sessions one range may hold and still be taken over within ``takeover_s``."""
+    return max(0.0, c.takeover_s - c.lease_s) / c.reload_s_per_session
+
+
 def team_row_limit(c: Costs, w: Workload) -> float:
     """Live sessions ONE team can have before its row is full."""
     return c.pg_budget * c.team_tx_per_s / pg_tx_rate(w)
@@ -129,6 +147,7 @@ def limits(k: int, c: Costs, w: Workload, imbalance: float) -> Limits:
         imbalance=imbalance,
         cpu=k * c.core_budget / cpu_per_session(c, w) / imbalance,
         memory=k * c.memory_bytes / c.bytes_per_session / imbalance,
+        takeover=k * takeover_limit(c) / imbalance,
         postgres=c.pg_budget * c.pg_tx_per_s / pg_tx_rate(w),
         team_row=team_row_limit(c, w) / w.team_share,
     )
@@ -175,23 +194,28 @@ def fmt(n: float) -> str:
 
 def limits_table(imbalances: dict[int, float], c: Costs, w: Workload) -> str:
     head = (
-        f"{'K':>2} {'imbal':>6} | {'CPU':>8} {'memory':>8} {'Postgres':>9} "
-        f"{'team row':>9} | {'breaks at':>9}  on"
+        f"{'K':>2} {'imbal':>6} | {'CPU':>8} {'memory':>8} {'takeover':>8} {'Postgres':>9} "
+        f"{'team row':>9} | {'breaks at':>9} {'on':<13} | then"
     )
     lines = [head, "-" * len(head)]
     for k, imbalance in imbalances.items():
         lim = limits(k, c, w, imbalance)
+        (first, at), (second, next_at) = lim.ordered()[:2]
         lines.append(
             f"{k:>2} {lim.imbalance:>6.3f} | {fmt(lim.cpu):>8} {fmt(lim.memory):>8} "
-            f"{fmt(lim.postgres):>9} {fmt(lim.team_row):>9} | {fmt(lim.breaks_at):>9}  "
-            f"{lim.breaks_on}"
+            f"{fmt(lim.takeover):>8} {fmt(lim.postgres):>9} {fmt(lim.team_row):>9} | "
+            f"{fmt(at):>9} {first:<13} | {second} at {fmt(next_at)}"
         )
     return "\n".join(lines)
 
 
 def load_table(imbalances: dict[int, float], totals: list[float], c: Costs, w: Workload) -> str:
-    """Utilisation of the hottest active, PostgreSQL and the largest team's row."""
-    head = f"{'sessions':>9} {'K':>2} | {'active':>7} {'Postgres':>9} {'team row':>9} | verdict"
+    """Utilisation of the hottest active, PostgreSQL and the largest team's row; the
+    hottest range's takeover time."""
+    head = (
+        f"{'sessions':>9} {'K':>2} | {'active':>7} {'takeover':>8} {'Postgres':>9} "
+        f"{'team row':>9} | verdict"
+    )
     lines = [head, "-" * len(head)]
     for total in totals:
         for k, imbalance in imbalances.items():
@@ -199,11 +223,14 @@ def load_table(imbalances: dict[int, float], totals: list[float], c: Costs, w: W
             pg = total * pg_tx_rate(w) / c.pg_tx_per_s
             row = total * w.team_share * pg_tx_rate(w) / c.team_tx_per_s
             memory = total / k * imbalance * c.bytes_per_session / c.memory_bytes
+            takeover = total / k * imbalance / takeover_limit(c)
+            takeover_time = c.lease_s + total / k * imbalance * c.reload_s_per_session
             over = [
                 name
                 for name, u, cap in (
                     ("active CPU", active, c.core_budget),
                     ("active memory", memory, 1.0),
+                    ("takeover time", takeover, 1.0),
                     ("PostgreSQL", pg, c.pg_budget),
                     ("team row", row, c.pg_budget),
                 )
@@ -211,7 +238,8 @@ def load_table(imbalances: dict[int, float], totals: list[float], c: Costs, w: W
             ]
             verdict = "ok" if not over else "BREAKS: " + ", ".join(over)
             lines.append(
-                f"{fmt(total):>9} {k:>2} | {active:>6.0%} {pg:>9.0%} {row:>9.0%} | {verdict}"
+                f"{fmt(total):>9} {k:>2} | {active:>6.0%} {takeover_time:>7.1f}s {pg:>9.0%} "
+                f"{row:>9.0%} | {verdict}"
             )
     return "\n".join(lines)
 

@@ -15,12 +15,16 @@ holding a quarter of all sessions:
 
 - one active carries 0.65 / 1.3e-5 = 50,000 sessions; four, 200,000;
 - memory: 1e9 / 2000 = 500,000 per active;
+- takeover (H2): 10 s less a 5 s lease leaves 5 s to reload at 25 us a session,
+  200,000 per range;
 - PostgreSQL: 600 tx/s x 1200 = 720,000 sessions;
 - a team's row: 72 tx/s x 1200 = 86,400 sessions of that team, so 86,400 / 0.25
   = 345,600 sessions in all.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
@@ -35,6 +39,7 @@ from benchmarks.sharding_sim import (
     queue_p99_wait,
     range_imbalance,
     sessions_at,
+    takeover_limit,
     team_row_limit,
 )
 
@@ -46,6 +51,9 @@ COSTS = Costs(
     team_tx_per_s=120,
     bytes_per_session=2_000,
     memory_bytes=1e9,
+    reload_s_per_session=2.5e-5,
+    takeover_s=10,
+    lease_s=5,
     core_budget=0.65,
     pg_budget=0.6,
 )
@@ -56,12 +64,14 @@ def test_scaling_per_session_rates() -> None:
     assert pg_tx_rate(LOAD) == pytest.approx(1 / 1200)
     assert cpu_per_session(COSTS, LOAD) == pytest.approx(1.3e-5)
     assert team_row_limit(COSTS, LOAD) == pytest.approx(86_400)
+    assert takeover_limit(COSTS) == pytest.approx(200_000)
 
 
 def test_scaling_four_actives_break_on_cpu() -> None:
     lim = limits(4, COSTS, LOAD, imbalance=1.0)
     assert lim.cpu == pytest.approx(200_000)
     assert lim.memory == pytest.approx(2_000_000)
+    assert lim.takeover == pytest.approx(800_000)
     assert lim.postgres == pytest.approx(720_000)
     assert lim.team_row == pytest.approx(345_600)
     assert lim.breaks_at == pytest.approx(200_000)
@@ -81,6 +91,15 @@ def test_scaling_the_hottest_range_decides() -> None:
     lim = limits(8, COSTS, LOAD, imbalance=1.25)
     assert lim.breaks_at == pytest.approx(320_000)
     assert lim.breaks_on == "active CPU"
+
+
+def test_scaling_a_slow_reload_breaks_on_takeover_time() -> None:
+    """At 200 us a session, 5 s reload 25,000 sessions per range: four ranges,
+    100,000, before their CPU (200,000) is full."""
+    slow = replace(COSTS, reload_s_per_session=2e-4)
+    lim = limits(4, slow, LOAD, imbalance=1.0)
+    assert lim.breaks_at == pytest.approx(100_000)
+    assert lim.breaks_on == "takeover time"
 
 
 def test_scaling_sessions_from_calls_per_second() -> None:
