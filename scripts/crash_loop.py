@@ -554,9 +554,9 @@ class Cluster:
             self._purchased(rid, reply.token_pack)
         packs: dict[str, pb.TokenPack] = {}
         for team in TEAMS:
-            team_packs = list(
-                self.a("ListTokenPacks", api.ListTokenPacksRequest(team_id=team)).packs
-            )
+            # Every page: a long run buys more packs than one page holds (100 by default).
+            paged = api.ListTokenPacksRequest(team_id=team, page_size=1000)
+            team_packs = list(self._pages("ListTokenPacks", paged, "packs"))
             for p in team_packs:
                 packs[p.pack_id] = p
             got = self.a("GetTeam", api.GetTeamRequest(team_id=team)).team
