@@ -1,21 +1,76 @@
+"""Fixtures shared by the whole suite, and its store dimension (issue 13, point 7).
+
+The wire tests run on both stores: ``backend`` is "sqlite" or "postgres", and
+``database`` the test's database on it (a SQLite file in ``tmp_path``, or a
+fresh database of the run's PostgreSQL, ``tests/pg.py``); ``server`` starts on
+it. A test that uses any of the three runs once per store, its id saying which
+(``test_x[postgres]``). A test about SQLite itself (the file's modes, its lock
+file, its checkpoint, its backup, bytes grepped from the file) says so with
+``@pytest.mark.sqlite_only("why")`` and runs on SQLite alone; so does every
+test that names a file as its database instead of taking ``database``.
+
+Under CI a run that ran no PostgreSQL test fails (``PostgresCount``): CI must
+never pass by not running them.
+"""
+
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.grpcurl import Grpcurl
-from tests.support import ADMIN_TOKEN, ServerThread
+from tests.support import ADMIN_TOKEN, ServerThread, forget_secrets
 
 # PostgreSQL for the tests: the fixtures `pg` (the run's server) and `pg_url` (a fresh database).
 pytest_plugins = ["tests.pg"]
 
+BACKENDS = ["sqlite", "postgres"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sqlite_only(why): about SQLite itself, so not run on PostgreSQL (say why)",
+    )
+    config.pluginmanager.register(PostgresCount(), "tessera-postgres-count")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("sqlite_only")
+    if marker is not None and not marker.args:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: sqlite_only needs its reason")
+    metafunc.parametrize("backend", ["sqlite"] if marker else BACKENDS, indirect=True)
+
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerThread]:
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store this test runs on (see the module docstring)."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
+    """The test's database on ``backend``: a SQLite file's path, or a PostgreSQL URL."""
+    if backend == "sqlite":
+        yield tmp_path / "tessera.db"
+        return
+    url: str = request.getfixturevalue("pg_url")
+    try:
+        yield url
+    finally:
+        forget_secrets(url)
+
+
+@pytest.fixture
+def server(database: Path | str) -> Iterator[ServerThread]:
     """A real server on 127.0.0.1:0, test clock at 2026-01-01T00:00:00Z."""
-    srv = ServerThread(tmp_path / "tessera.db").start()
+    srv = ServerThread(database).start()
     try:
         yield srv
     finally:
@@ -30,3 +85,50 @@ def admin(server: ServerThread) -> Iterator[Grpcurl]:
         yield client
     finally:
         client.close()
+
+
+# -- CI ran the PostgreSQL tests ----------------------------------------------------
+
+
+def _on_postgres(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("backend") == "postgres":
+        return True
+    return "pg" in getattr(item, "fixturenames", ())
+
+
+class PostgresCount:
+    """Counts the PostgreSQL tests collected and passed; under CI a run of the
+    whole suite, or of a selection holding PostgreSQL tests, fails when none
+    passed: skipped, deselected or never collected, CI must not pass without
+    them (``tests/pg.py`` already fails each one it cannot give a database)."""
+
+    def __init__(self) -> None:
+        self.collected: set[str] = set()
+        self.passed = 0
+
+    # First, before -k, -m or --deselect take any away: a test deselected is not run.
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        self.collected = {item.nodeid for item in items if _on_postgres(item)}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" and report.passed and report.nodeid in self.collected:
+            self.passed += 1
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self.collected and not terminalreporter.config.option.collectonly:
+            terminalreporter.write_line(
+                f"PostgreSQL: {self.passed} tests passed of {len(self.collected)} collected"
+            )
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        config = session.config
+        whole = config.args_source == pytest.Config.ArgsSource.TESTPATHS
+        if config.option.collectonly or not os.environ.get("CI") or not (whole or self.collected):
+            return
+        if self.passed == 0 and exitstatus == pytest.ExitCode.OK:
+            reporter = config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line("error: under CI, no PostgreSQL test ran (issue 13, point 7)")
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -2,6 +2,13 @@
 
 Both listen on 127.0.0.1 port 0 and use the test clock, so tests talk to a
 real gRPC server over a real channel and move time without sleeping.
+
+``db`` is a SQLite file or a PostgreSQL URL (a fresh database of the run's
+PostgreSQL, ``tests/pg.py``; the ``database`` fixture gives either, see
+``tests/conftest.py``). On PostgreSQL a server starts as a standby and is
+elected at once (alone on its database); both wait until it answers as the
+active server, and keep their secrets (signing keys, a made admin token) in a
+directory of the database's own (``secrets_dir``), never in the repository.
 """
 
 from __future__ import annotations
@@ -9,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,18 +30,62 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from server.app import TesseraServer
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from server.app import SERVICE_NAMES, TesseraServer
 from server.config import Config, parse_instant
 
 ADMIN_TOKEN = "tsa_test-admin-token"
 T0 = "2026-01-01T00:00:00Z"
 REPO = Path(__file__).resolve().parent.parent
+# Where the servers of a test on PostgreSQL keep their secret files: one directory per
+# database (so a restart finds the same keys), removed with it (``forget_secrets``).
+SECRETS = Path(tempfile.gettempdir()) / "tessera-test-secrets"
+# Leader leases on PostgreSQL (seconds). A child process may be killed (-9) and started
+# again on the same database: the new one is a standby until the dead one's lease runs out.
+THREAD_LEASE = 60.0
+PROCESS_LEASE = "2"
+
+
+def secrets_dir(db: Path | str) -> Path:
+    """The secrets directory of the servers on ``db``: beside a SQLite file (as
+    in production), or the PostgreSQL database's own under ``SECRETS``."""
+    if isinstance(db, Path):
+        return db.parent
+    name = db.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return SECRETS / name
+
+
+def forget_secrets(db: Path | str) -> None:
+    if isinstance(db, str):
+        shutil.rmtree(secrets_dir(db), ignore_errors=True)
+
+
+async def until_serving(target: str) -> None:
+    """Return once the server at ``target`` reports SERVING for every service
+    (health Watch streams each change: no polling). A server on PostgreSQL
+    reports it only once elected, loaded and caught up (RULES H1)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        # The server sets "" first and the last service last: SERVING there is SERVING everywhere.
+        request = health_pb2.HealthCheckRequest(service=SERVICE_NAMES[-1])
+        async for answer in stub.Watch(request):
+            if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+    raise RuntimeError(f"{target} ended its health stream before SERVING")
 
 
 class ServerThread:
     """A TesseraServer running on its own event loop in a background thread."""
 
-    def __init__(self, db: Path, *, test_clock: str | None = T0, **overrides: Any) -> None:
+    def __init__(self, db: Path | str, *, test_clock: str | None = T0, **overrides: Any) -> None:
+        if isinstance(db, str):
+            overrides.setdefault("secrets_dir", secrets_dir(db))
+            # Alone on its database and stopped cleanly (which resigns), it never needs a
+            # short lease; a long one keeps a loop that a big call holds for seconds on a
+            # loaded machine from losing its place mid-test.
+            overrides.setdefault("leader_lease", THREAD_LEASE)
         self.config = Config(
             listen="127.0.0.1:0",
             db=db,
@@ -56,7 +109,29 @@ class ServerThread:
     def start(self) -> ServerThread:
         self._thread.start()
         self.call(self.server.start())
+        if self.config.postgres:  # a standby until its election, at once when alone
+            try:
+                self.call(self._elected())
+            except BaseException:
+                self.stop()
+                raise
         return self
+
+    async def _elected(self, timeout: float = 30) -> None:
+        """Wait until the server answers as the active one; a term that could
+        not begin (a refused start: the clock mode...) raises what refused it."""
+        serving = asyncio.ensure_future(until_serving(self.target))
+        failed = asyncio.ensure_future(self.server.failed.wait())
+        done, _ = await asyncio.wait(
+            (serving, failed), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for waiter in (serving, failed):
+            waiter.cancel()
+        if self.server.failure is not None:
+            raise self.server.failure
+        if serving not in done:
+            raise TimeoutError(f"{self.target} was not elected within {timeout} s")
+        serving.result()
 
     def stop(self) -> None:
         try:
@@ -71,7 +146,7 @@ class ServerThread:
 class ServerProcess:
     """``python -m server`` as a child process, as an operator would run it."""
 
-    db: Path
+    db: Path | str
     test_clock: str | None = T0
     extra: list[str] = field(default_factory=list)
     #: None: no ``--admin-token``, so the server makes one and keeps it beside the database.
@@ -97,8 +172,10 @@ class ServerProcess:
             str(self.db),
             "--log-format",
             "json",
-            *self.extra,
         ]
+        if isinstance(self.db, str):  # `extra` may say otherwise: the last flag wins
+            args += ["--secrets-dir", str(secrets_dir(self.db)), "--leader-lease", PROCESS_LEASE]
+        args += self.extra
         if self.admin_token is not None:
             args += ["--admin-token", self.admin_token]
         if self.test_clock:
@@ -153,7 +230,7 @@ class ServerProcess:
 
 
 @contextmanager
-def running(db: Path, **kw: Any) -> Iterator[ServerThread]:
+def running(db: Path | str, **kw: Any) -> Iterator[ServerThread]:
     srv = ServerThread(db, **kw).start()
     try:
         yield srv
