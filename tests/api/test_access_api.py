@@ -1093,9 +1093,9 @@ def processes() -> Iterator[list[ServerProcess]]:
 
 @pytest.mark.slow
 def test_a1_a2_a7_everything_survives_a_restart(
-    tmp_path: Path, processes: list[ServerProcess]
+    database: Path | str, processes: list[ServerProcess]
 ) -> None:
-    db = tmp_path / "restart.db"
+    db = database
     first = ServerProcess(db).start()
     processes.append(first)
     try:

@@ -353,8 +353,10 @@ def test_t5_pack_with_held_tokens_cannot_move(server: ServerThread, admin: Grpcu
     ]
 
 
-def test_api_advance_clock_outside_test_clock_mode_is_test_clock_disabled(tmp_path: Path) -> None:
-    with running(tmp_path / "real-clock.db", test_clock=None) as srv:
+def test_api_advance_clock_outside_test_clock_mode_is_test_clock_disabled(
+    database: Path | str,
+) -> None:
+    with running(database, test_clock=None) as srv:
         client = Grpcurl(srv.target, ADMIN_TOKEN)
         try:
             info = client(A + "GetServerInfo", {})

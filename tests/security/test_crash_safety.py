@@ -92,12 +92,12 @@ def test_a_purchase_whose_answer_was_lost_is_bought_once(tmp_path: Path) -> None
             cluster.proc.kill()
 
 
-def test_an_answer_tells_the_session_as_its_own_call_left_it(tmp_path: Path) -> None:
+def test_an_answer_tells_the_session_as_its_own_call_left_it(database: Path | str) -> None:
     """Found by the loop: an Entitle waiting for its commit answered with what a
     concurrent AdvanceClock did to the new session meanwhile (ended, lease expired),
     before that was stored; after kill -9 the session was alive. The answer must
     describe the session as of its own call."""
-    srv = ServerThread(tmp_path / "t.db").start()
+    srv = ServerThread(database).start()
     channel = grpc.insecure_channel(srv.target)
     try:
         admin = admin_service_pb2_grpc.AdminServiceStub(channel)

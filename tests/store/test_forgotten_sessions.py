@@ -15,8 +15,8 @@ A = "tessera.v1.AdminService/"
 L = "tessera.v1.LicensingService/"
 
 
-def test_m12_a_long_ended_session_is_still_answered_as_ended(tmp_path: Path) -> None:
-    with running(tmp_path / "t.db") as srv:
+def test_m12_a_long_ended_session_is_still_answered_as_ended(database: Path | str) -> None:
+    with running(database) as srv:
         admin = Grpcurl(srv.target, ADMIN_TOKEN)
         try:
             admin(A + "CreateTeam", {"team_id": "acme"})

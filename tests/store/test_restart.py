@@ -51,7 +51,7 @@ def processes() -> Iterator[list[ServerProcess]]:
             proc.proc.stdout.close()
 
 
-def start(processes: list[ServerProcess], db: Path) -> ServerProcess:
+def start(processes: list[ServerProcess], db: Path | str) -> ServerProcess:
     proc = ServerProcess(db).start()
     processes.append(proc)
     return proc
@@ -88,9 +88,9 @@ def state(client: Grpcurl) -> dict[str, Any]:
 
 
 def test_store_sigterm_then_restart_shows_the_same_state(
-    tmp_path: Path, processes: list[ServerProcess]
+    database: Path | str, processes: list[ServerProcess]
 ) -> None:
-    db = tmp_path / "tessera.db"
+    db = database
     first = start(processes, db)
     client = Grpcurl(first.target, ADMIN_TOKEN)
     try:
@@ -177,9 +177,9 @@ def test_store_sigterm_then_restart_shows_the_same_state(
 
 
 def test_store_kill_9_after_acknowledged_purchase_keeps_it(
-    tmp_path: Path, processes: list[ServerProcess]
+    database: Path | str, processes: list[ServerProcess]
 ) -> None:
-    db = tmp_path / "tessera.db"
+    db = database
     first = start(processes, db)
     client = Grpcurl(first.target, ADMIN_TOKEN)
     try:
@@ -214,9 +214,9 @@ def test_store_kill_9_after_acknowledged_purchase_keeps_it(
 
 
 def test_store_kill_9_after_advance_clock_keeps_the_time_and_expiry(
-    tmp_path: Path, processes: list[ServerProcess]
+    database: Path | str, processes: list[ServerProcess]
 ) -> None:
-    db = tmp_path / "tessera.db"
+    db = database
     first = start(processes, db)
     client = Grpcurl(first.target, ADMIN_TOKEN)
     try:
@@ -267,8 +267,8 @@ async def _purchase_many(target: str, n: int) -> list[api.PurchaseTokensResponse
         )
 
 
-def test_store_group_commit_shares_commits_and_keeps_every_purchase(tmp_path: Path) -> None:
-    db = tmp_path / "tessera.db"
+def test_store_group_commit_shares_commits_and_keeps_every_purchase(database: Path | str) -> None:
+    db = database
     n = 200
     with running(db) as srv:
         client = Grpcurl(srv.target, ADMIN_TOKEN)

@@ -43,7 +43,7 @@ def processes() -> Iterator[list[ServerProcess]]:
 
 
 def start(
-    processes: list[ServerProcess], db: Path, keys: dict[str, str] | None = None, **kw: Any
+    processes: list[ServerProcess], db: Path | str, keys: dict[str, str] | None = None, **kw: Any
 ) -> tuple[ServerProcess, Desk]:
     proc = ServerProcess(db, **kw).start()
     processes.append(proc)
@@ -65,9 +65,9 @@ def everything(desk: Desk, teams: list[str], users: list[str]) -> dict[str, Any]
 
 
 def test_restart_sigterm_keeps_sessions_meters_devices_holds_and_the_clock(
-    tmp_path: Path, processes: list[ServerProcess]
+    database: Path | str, processes: list[ServerProcess]
 ) -> None:
-    db = tmp_path / "tessera.db"
+    db = database
     first, desk = start(processes, db)
     desk.sheet().team("alpha", 100)
     ann, bob, cy, eve = (desk.user("alpha", n) for n in ("ann", "bob", "cy", "eve"))
@@ -129,9 +129,9 @@ def test_restart_sigterm_keeps_sessions_meters_devices_holds_and_the_clock(
 
 
 def test_restart_kill_9_right_after_an_acknowledged_entitle_keeps_hold_session_and_device(
-    tmp_path: Path, processes: list[ServerProcess]
+    database: Path | str, processes: list[ServerProcess]
 ) -> None:
-    db = tmp_path / "tessera.db"
+    db = database
     first, desk = start(processes, db)
     desk.sheet().team("alpha", 100)
     ann, cy = desk.user("alpha", "ann"), desk.user("alpha", "cy")
@@ -176,9 +176,9 @@ def test_restart_kill_9_right_after_an_acknowledged_entitle_keeps_hold_session_a
 
 
 def test_restart_kill_9_after_an_acknowledged_charge_keeps_it(
-    tmp_path: Path, processes: list[ServerProcess]
+    database: Path | str, processes: list[ServerProcess]
 ) -> None:
-    db = tmp_path / "tessera.db"
+    db = database
     first, desk = start(processes, db)
     desk.sheet().team("alpha", 100)
     ann, bob = desk.user("alpha", "ann"), desk.user("alpha", "bob")
@@ -227,12 +227,12 @@ def test_restart_kill_9_after_an_acknowledged_charge_keeps_it(
 
 
 def test_restart_deadlines_that_fell_due_while_down_fire_at_their_own_instants(
-    tmp_path: Path, processes: list[ServerProcess]
+    database: Path | str, processes: list[ServerProcess]
 ) -> None:
     """The first run keeps a test clock at 2020-01-01; the second runs on the
     real clock (--end-test-clock), years later: every deadline passed while the
     server was down fires at start, in time order, each at its own instant."""
-    db = tmp_path / "tessera.db"
+    db = database
     first, desk = start(processes, db, test_clock="2020-01-01T00:00:00Z")
     desk.sheet().team("alpha", 100)
     ann, bob, cy = (desk.user("alpha", n) for n in ("ann", "bob", "cy"))
@@ -292,10 +292,10 @@ def test_restart_deadlines_that_fell_due_while_down_fire_at_their_own_instants(
     assert second.terminate() == 0
 
 
-def test_restart_graceful_keeps_pending_idle_instants_and_trial_ends(tmp_path: Path) -> None:
+def test_restart_graceful_keeps_pending_idle_instants_and_trial_ends(database: Path | str) -> None:
     """In process, stopped and started again on the same database: the deadlines
     still ahead (an idle instant, a trial's end, a grace end) come at their time."""
-    db = tmp_path / "tessera.db"
+    db = database
     with running(db) as srv:
         desk = Desk(srv.target)
         desk.sheet().team("alpha", 100)
@@ -335,14 +335,14 @@ def test_restart_graceful_keeps_pending_idle_instants_and_trial_ends(tmp_path: P
 
 
 def test_restart_kill_9_keeps_the_heartbeats_that_acknowledged_charges_depended_on(
-    tmp_path: Path, processes: list[ServerProcess]
+    database: Path | str, processes: list[ServerProcess]
 ) -> None:
     """Heartbeats are written in batches (here: never, before the kill), but a
     deadline that fires after one depends on it: the renewal at 24 h charges
     because the heartbeat at 23 h kept the session's lease. What AdvanceClock
     acknowledged, the heartbeat included, must survive kill -9, or the stored
     history would show a charge at 24 h 5 min for a session ended at 24 h."""
-    db = tmp_path / "tessera.db"
+    db = database
     slow = ["--heartbeat-flush", "3600"]
     first, desk = start(processes, db, extra=slow)
     desk.sheet().team("alpha", 100)
