@@ -112,7 +112,7 @@ def build_report(
     here = {p.pack_id for p in packs}
     packs += [
         ledger.packs[pack_id]
-        for pack_id, kind in sorted(moved)
+        for pack_id, kind in moved
         if kind is EntryKind.MOVE_OUT and pack_id not in here
     ]
     packs.sort(key=lambda p: (p.purchase_time, p.pack_id))
