@@ -50,7 +50,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
@@ -242,9 +242,10 @@ async def measure(
 def check_local(url: str) -> None:
     """Loopback or a unix socket only (the project's rule for everything it starts)."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if host not in ("", "localhost", "127.0.0.1", "::1") and not host.startswith("/"):
-        raise SystemExit(f"--url must name a loopback host or a unix socket, not {host!r}")
+    hosts = [parts.hostname or "", *parse_qs(parts.query).get("host", [])]
+    for host in hosts:
+        if host not in ("", "localhost", "127.0.0.1", "::1") and not host.startswith("/"):
+            raise SystemExit(f"--url must name a loopback host or a unix socket, not {host!r}")
 
 
 @contextmanager
