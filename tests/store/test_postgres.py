@@ -322,7 +322,7 @@ async def test_pg_commit_answers_only_after_the_transaction_committed(
         await blocker.execute("SELECT * FROM packs WHERE pack_id = 'pk_0001' FOR UPDATE")
         changed = TokenPack("pk_0001", "acme", 1, T, T + 365 * DAY, "po-1", 0, 1)
         pending = asyncio.create_task(pgstore.commit([changed, _pack(2)]))
-        for _ in range(50):  # the writer reaches the lock and waits on it
+        for _ in range(250):  # the writer reaches the lock and waits on it (5 s at most)
             waiting = await _sql(
                 pg_url,
                 "SELECT count(*) FROM pg_stat_activity "
