@@ -309,6 +309,20 @@ async def test_pg_group_commit_many_concurrent_commits_share_few_transactions(
     assert (stored[0][0], stored[0][1]) == (n, n * (n - 1) // 2)
 
 
+async def _writer_waits_on_a_lock(url: str) -> None:
+    """Poll PostgreSQL (5 s at most) until the store's writer waits on a lock."""
+    for _ in range(250):
+        waiting = await _sql(
+            url,
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = 'tessera-writer' AND wait_event_type = 'Lock'",
+        )
+        if waiting[0][0]:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the writer never waited on the lock")
+
+
 async def test_pg_commit_answers_only_after_the_transaction_committed(
     pgstore: PostgresStore, pg_url: str
 ) -> None:
@@ -322,16 +336,7 @@ async def test_pg_commit_answers_only_after_the_transaction_committed(
         await blocker.execute("SELECT * FROM packs WHERE pack_id = 'pk_0001' FOR UPDATE")
         changed = TokenPack("pk_0001", "acme", 1, T, T + 365 * DAY, "po-1", 0, 1)
         pending = asyncio.create_task(pgstore.commit([changed, _pack(2)]))
-        for _ in range(250):  # the writer reaches the lock and waits on it (5 s at most)
-            waiting = await _sql(
-                pg_url,
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE application_name = 'tessera-writer' AND wait_event_type = 'Lock'",
-            )
-            if waiting[0][0]:
-                break
-            await asyncio.sleep(0.02)
-        assert waiting[0][0] == 1
+        await _writer_waits_on_a_lock(pg_url)
         assert not pending.done()
         seen = await _sql(pg_url, "SELECT count(*) FROM packs WHERE pack_id = 'pk_0002'")
         assert seen[0][0] == 0  # written in the open transaction, not visible yet
@@ -584,7 +589,7 @@ async def test_pg_close_is_bounded_when_the_database_does_not_answer(
         await blocker.execute("SELECT * FROM packs WHERE pack_id = 'pk_0001' FOR UPDATE")
         changed = TokenPack("pk_0001", "acme", 1, T, T + 365 * DAY, "po-1", 0, 1)
         pending = asyncio.create_task(pgstore.commit([changed, _pack(2)]))
-        await asyncio.sleep(0.2)
+        await _writer_waits_on_a_lock(pg_url)
         assert not pending.done()
         loop = asyncio.get_running_loop()
         start = loop.time()
