@@ -13,7 +13,8 @@ The promise every adapter keeps (RULES, "nothing lost"):
   every waiter and to every later call (memory and disk may disagree: the
   server must stop serving).
 - ``barrier()`` returns once every commit queued before it is durable; the
-  engine calls it only through ``Engine.settled``. (Heartbeat history waits in
+  engine calls it only through ``Commits.settled`` (``server/engine/commits.py``,
+  behind ``Engine.settled``). (Heartbeat history waits in
   the engine's own batch, ``server/engine/sessions.py``, and is committed like
   any change: the port has no deferred writes.)
 - ``load()`` returns everything that lives in memory, as domain objects.
