@@ -182,6 +182,11 @@ class PostgresStore(NamedReads):
 
     async def _rows(self, sql: str, params: Row = ()) -> list[Any]:
         """Rows of any SQL with ``?`` marks, read on the pool (named reads, tests)."""
+        if any(isinstance(p, str) and "\x00" in p for p in params):
+            # PostgreSQL text cannot hold NUL, so no stored key equals such a text (the
+            # named reads match text by `=`); asked anyway, it refuses the encoding, and
+            # an unknown session id from a caller became INTERNAL where SQLite finds nothing.
+            return []
         async with self._pool.acquire() as conn:
             return list(await conn.fetch(numbered(sql), *params))
 

@@ -512,6 +512,14 @@ def test_m12_unknown_or_missing_session_ids(desk: Desk, ann: str) -> None:
         assert set(err.field_violations) == {"session_id"}
 
 
+def test_m12_a_session_id_holding_nul_is_unknown_on_every_store(desk: Desk, ann: str) -> None:
+    """Found on PostgreSQL (issue 13): its text cannot hold NUL, and the store's
+    lookup of an id memory did not know failed on the encoding: INTERNAL for an
+    unknown session, where SQLite answered NOT_FOUND."""
+    for method in ("Heartbeat", "Idle", "Release"):
+        desk.refused(ann, method, {"session_id": "se-\x00"}, NF, "UNKNOWN_SESSION")
+
+
 # -- M13: the session cap ----------------------------------------------------------------
 
 RE = grpc.StatusCode.RESOURCE_EXHAUSTED
