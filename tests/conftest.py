@@ -22,12 +22,10 @@ from pathlib import Path
 import pytest
 
 from tests.grpcurl import Grpcurl
-from tests.support import ADMIN_TOKEN, ServerThread, forget_secrets
+from tests.support import ADMIN_TOKEN, BACKENDS, ServerThread, forget_secrets
 
 # PostgreSQL for the tests: the fixtures `pg` (the run's server) and `pg_url` (a fresh database).
 pytest_plugins = ["tests.pg"]
-
-BACKENDS = ["sqlite", "postgres"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -91,8 +89,8 @@ def admin(server: ServerThread) -> Iterator[Grpcurl]:
 
 
 def _on_postgres(item: pytest.Item) -> bool:
-    callspec = getattr(item, "callspec", None)
-    if callspec is not None and callspec.params.get("backend") == "postgres":
+    callspec = getattr(item, "callspec", None)  # `backend`, or a wider fixture's own param
+    if callspec is not None and "postgres" in callspec.params.values():
         return True
     return "pg" in getattr(item, "fixturenames", ())
 

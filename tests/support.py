@@ -37,6 +37,7 @@ from server.app import SERVICE_NAMES, TesseraServer
 from server.config import Config, parse_instant
 
 ADMIN_TOKEN = "tsa_test-admin-token"
+BACKENDS = ["sqlite", "postgres"]  # the stores the wire tests run on (tests/conftest.py)
 T0 = "2026-01-01T00:00:00Z"
 REPO = Path(__file__).resolve().parent.parent
 # Where the servers of a test on PostgreSQL keep their secret files: one directory per

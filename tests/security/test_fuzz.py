@@ -49,7 +49,8 @@ from hypothesis import strategies as st
 
 from server.config import Config
 from tessera_api.tessera.v1 import admin_service_pb2, licensing_service_pb2
-from tests.support import ADMIN_TOKEN, ServerThread
+from tests.pg import PgServer
+from tests.support import ADMIN_TOKEN, BACKENDS, ServerThread, forget_secrets
 
 EXAMPLES = int(os.environ.get("TESSERA_FUZZ_EXAMPLES", "0") or 0)
 DEFAULT_EXAMPLES = 400  # per fuzz test; the module runs in well under a minute
@@ -181,9 +182,14 @@ def _licensing(w: World, method: str, **fields: Any) -> Any:
     return w.ok("LicensingService", method, **fields)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    db = tmp_path_factory.mktemp("fuzz") / "tessera.db"
+@pytest.fixture(scope="module", params=BACKENDS)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    """One server per store for the module (issue 13: on PostgreSQL the fuzzer found
+    an unknown session id holding NUL answered INTERNAL)."""
+    pg: PgServer | None = request.getfixturevalue("pg") if request.param == "postgres" else None
+    db = pg.create() if pg else tmp_path_factory.mktemp("fuzz") / "tessera.db"
     # Rate limits off: the fuzzer is one fast caller and should reach the servicers.
     srv = ServerThread(db, user_rate_limit=0.0).start()
     channel = grpc.insecure_channel(srv.target)
@@ -195,6 +201,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         print("\n" + _report(), file=sys.stderr)
         channel.close()
         srv.stop()
+        if pg is not None and isinstance(db, str):
+            pg.drop(db)
+            forget_secrets(db)
 
 
 def _populate(w: World) -> None:
