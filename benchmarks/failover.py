@@ -25,7 +25,8 @@ PostgreSQL: ``--db URL``, else ``TESSERA_TEST_PG``, else ``pgserver`` in a
 temporary directory (as the tests do).
 
 Run: ``.venv/bin/python -m benchmarks.failover --sessions 10000`` (and
-``--sessions 100000``).
+``--sessions 100000``); ``--pause`` SIGSTOPs the active instead: its session
+stays, so the standby waits for the lease to run out.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import json
 import os
 import platform
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -155,6 +157,12 @@ class Server:
             time.sleep(0.01)
         return self.events[event]
 
+    def pause(self) -> None:
+        """SIGSTOP (``stop`` kills it paused or not)."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError(f"server {self.name} is not running")
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
     def stop(self) -> None:
         """kill -9"""
         if self.proc is not None and self.proc.poll() is None:
@@ -237,7 +245,10 @@ def takeover(
             time.sleep(args.warmup)
             before = load.answered
             killed = time.monotonic()
-            a.stop()  # kill -9
+            if args.pause:
+                a.pause()
+            else:
+                a.stop()  # kill -9
             while health(b.target) != SERVING:
                 if time.monotonic() - killed > 120:
                     raise TimeoutError("no takeover within 120 s")
@@ -247,8 +258,10 @@ def takeover(
             after = load.answered
         elected = b.wait("elected", 1)
         taken = next(line for line in b.lines if line.get("event") == "took over")
-        figures.add("takeover: kill -9 -> standby SERVING", secs(serving - killed), "<= 10 s")
-        figures.add("  until elected (its session gone, next round)", secs(elected - killed))
+        how = "SIGSTOP" if args.pause else "kill -9"
+        figures.add(f"takeover: {how} -> standby SERVING", secs(serving - killed), "<= 10 s")
+        why = "the lease ran out" if args.pause else "its session gone, next round"
+        figures.add(f"  until elected ({why})", secs(elected - killed))
         figures.add("  the new term: open, load, restore, fire", secs(float(taken["seconds"])))
         for phase in ("open", "load", "restore", "start"):
             figures.add(f"    {phase}", secs(float(taken.get(phase, 0))))
@@ -300,11 +313,17 @@ def main() -> int:
     parser.add_argument("--callers", type=int, default=4, help="load threads (default 4)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load around the kill")
     parser.add_argument("--db", default=None, help="a PostgreSQL URL (default: pgserver)")
+    parser.add_argument(
+        "--pause",
+        action="store_true",
+        help="SIGSTOP the active instead of kill -9 (its session stays: the lease runs out)",
+    )
     args = parser.parse_args()
     if args.sessions < 1:
         parser.error("--sessions must be at least 1")
     print(
-        f"failover: N={args.sessions:,} live sessions, lease {args.lease} s, "
+        f"failover: N={args.sessions:,} live sessions, "
+        f"{'SIGSTOP' if args.pause else 'kill -9'}, lease {args.lease} s, "
         f"{args.callers} callers; Python {platform.python_version()}, {os.cpu_count()} CPUs, "
         f"load {load_average()}",
         flush=True,
