@@ -68,7 +68,7 @@ async def until_serving(target: str) -> None:
     (health Watch streams each change: no polling). A server on PostgreSQL
     reports it only once elected, loaded and caught up (RULES H1)."""
     async with grpc.aio.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        stub: Any = health_pb2_grpc.HealthStub(channel)  # the stubs' typing lacks Watch
         # The server sets "" first and the last service last: SERVING there is SERVING everywhere.
         request = health_pb2.HealthCheckRequest(service=SERVICE_NAMES[-1])
         async for answer in stub.Watch(request):
