@@ -355,14 +355,17 @@ USERS = mapped("users", User, ("user_id",))
 MEMBERS = mapped("members", Member, ("team_id", "user_id"))
 INVITATIONS = mapped("invitations", Invitation, ("invitation_id",))
 SUBSCRIPTIONS = mapped("subscriptions", Subscription, ("subscription_id",))
+ENDED_LOADED_US = 7 * 86400 * 1_000_000  # ended sessions loaded at start: 7 days
 SESSIONS = mapped(
     "sessions",
     Session,
     ("session_id",),
-    # Live sessions, and ended ones of the last days (M11 and M12 answer them).
+    # Live sessions, and ended ones of the last days (M11 and M12 answer them). The
+    # span is a literal computed here: PostgreSQL would compute `7 * 86400 * 1000000`
+    # in 32 bits and overflow.
     load_where=(
         "WHERE end_time IS NULL OR end_time >= "
-        "(SELECT COALESCE(MAX(end_time), 0) FROM sessions) - 7 * 86400 * 1000000"
+        f"(SELECT COALESCE(MAX(end_time), 0) FROM sessions) - {ENDED_LOADED_US}"
     ),
     order_by="ORDER BY session_id",
 )

@@ -92,10 +92,8 @@ def numbered(sql: str) -> str:
 
 
 def _load_sql(table: Table) -> str:
-    # SQLite computes `7 * 86400 * 1000000` in 64 bits, PostgreSQL in int4 (overflow).
-    where = table.load_where.replace("7 * 86400 * 1000000", "7 * 86400 * 1000000::BIGINT")
     order = table.order_by or f"ORDER BY {', '.join(table.key)}"
-    return f"{table.select_sql} {where} {order}"
+    return f"{table.select_sql} {table.load_where} {order}"
 
 
 class PostgresStore(NamedReads):
