@@ -11,7 +11,7 @@ import gc
 import signal
 import socket
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -87,12 +87,19 @@ class StartRefused(Exception):
     """The server will not start as configured; the message says why and what to do."""
 
 
-async def open_store(config: Config, fence: Fence | None = None) -> StorePort:
+async def open_store(
+    config: Config,
+    fence: Fence | None = None,
+    on_failed: Callable[[BaseException], None] | None = None,
+) -> StorePort:
     """The store ``config`` asks for, open and migrated: the SQLite file at
     ``config.db`` (the embedded default), or the PostgreSQL database at its URL,
-    every write transaction of which first runs ``fence`` (the election's)."""
+    every write transaction of which first runs ``fence`` (the election's), and
+    any failed write of which ``on_failed`` is told."""
     if isinstance(config.db, str):
-        return await PostgresStore.open(config.db, fence=fence, secrets_dir=config.secrets_dir)
+        return await PostgresStore.open(
+            config.db, fence=fence, secrets_dir=config.secrets_dir, on_failed=on_failed
+        )
     return await Store.open(config.db, synchronous=config.sync)
 
 
@@ -299,7 +306,11 @@ class TesseraServer:
         cfg = self.config
         election = self.election
         marks = [monotonic()]
-        store = await open_store(cfg, None if election is None else election.fence)
+        store = await (
+            open_store(cfg)
+            if election is None
+            else open_store(cfg, election.fence, self._store_failed(election, epoch))
+        )
         try:
             marks.append(monotonic())
             snapshot = await store.load()
@@ -360,6 +371,19 @@ class TesseraServer:
         phases = ("open", "load", "restore", "start")
         spans = pairwise(marks)
         self.phases = {p: round(b - a, 3) for p, (a, b) in zip(phases, spans, strict=True)}
+
+    @staticmethod
+    def _store_failed(election: Election, epoch: int | None) -> Callable[[BaseException], None]:
+        """What the store of ``epoch``'s term does when a write fails: any write,
+        also one no call waits for (a timer's, the heartbeat flush), steps the
+        server down at once, so that a standby takes over (RULES H2). A fenced
+        write has stepped it down already; a later term ignores an old store."""
+
+        def failed(exc: BaseException) -> None:
+            if election.epoch == epoch and not isinstance(exc, port.NotLeader):
+                election.give_up(f"a write failed: {str(exc) or type(exc).__name__}")
+
+        return failed
 
     async def _serving(self, engine: Engine) -> None:
         cfg = self.config

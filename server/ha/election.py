@@ -159,6 +159,8 @@ class Election:
         self._deadline = 0.0  # monotonic() past which our lease may have ended
         self._conn: asyncpg.Connection | None = None
         self._stopping = asyncio.Event()
+        self._woken = asyncio.Event()  # a round now, not at the next interval
+        self._sitting_out_until = 0.0  # monotonic(): no takeover try before it (give_up)
         self._task: asyncio.Task[None] | None = None
         self._resigning: int | None = None  # an epoch given up, its lease to end
 
@@ -203,7 +205,8 @@ class Election:
             while not self._stopping.is_set():
                 await self.tick()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.interval)
+                    await asyncio.wait_for(self._woken.wait(), self.interval)
+                self._woken.clear()
             await self._resign()
         finally:
             await self._close()
@@ -224,7 +227,7 @@ class Election:
                     self._step_down("another server took over")
                 else:
                     self._deadline = sent + self.lease
-            elif self.leader is None or not self.leader.live:
+            elif (self.leader is None or not self.leader.live) and sent >= self._sitting_out_until:
                 # Only then: a takeover locks the row, and so waits for the
                 # active's fenced transaction of the moment.
                 won = await conn.fetchval(
@@ -251,6 +254,7 @@ class Election:
         """Leave the election; if leading, end the lease now so that a standby
         takes over at its next try (call after the store's last commit)."""
         self._stopping.set()
+        self._woken.set()
         if self._task is not None:
             await self._task
         else:
@@ -258,12 +262,17 @@ class Election:
             await self._close()
 
     def give_up(self, why: str) -> None:
-        """Step down and end our lease at the next round (the store failed):
-        another server, or this one with a fresh store, takes over."""
+        """Step down and end our lease in a round run at once (the store failed:
+        a call's write, or a background one, a timer's or the heartbeat flush):
+        another server takes over at its next round. This one sits out the
+        takeover for one lease, so that a standby with a working store comes
+        first; with none, it wins anew with a fresh store after that."""
         epoch = self.epoch
         self._step_down(why)
         if epoch is not None:
             self._resigning = epoch
+            self._sitting_out_until = monotonic() + self.lease
+            self._woken.set()
 
     # -- inside ------------------------------------------------------------------
 

@@ -124,11 +124,14 @@ class GroupCommit(Generic[R]):
         write: Callable[[list[Op]], Awaitable[R]],
         *,
         after: Callable[[R], None] | None = None,
+        on_failed: Callable[[BaseException], None] | None = None,
         max_batch_ops: int = 50_000,
         name: str = "store-writer",
     ) -> None:
         self._write = write
         self._after = after
+        #: Told of a failed write, whoever's it was (a call's, a timer's, a flush's).
+        self.on_failed = on_failed
         self._max_batch_ops = max_batch_ops
         self._name = name
         self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue()
@@ -201,6 +204,8 @@ class GroupCommit(Generic[R]):
                 late = self._queue.get_nowait()
                 if late is not None:
                     _wake([late], exc)
+            if self.on_failed is not None and isinstance(exc, Exception):
+                self.on_failed(exc)
             raise
         self.commits += 1
         _wake(batches, None)

@@ -107,13 +107,14 @@ class PostgresStore(NamedReads):
         fence: Fence | None = None,
         secret_key: bytes = b"",
         max_batch_ops: int = 50_000,
+        on_failed: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._conn = writer
         self._pool = pool
         self._fence = fence
         #: Derives invitation tokens (``server/credentials.py``); never stored in the database.
         self.secret_key = secret_key or secrets.token_bytes(SECRET_KEY_BYTES)
-        self._group = GroupCommit(self._write, max_batch_ops=max_batch_ops)
+        self._group = GroupCommit(self._write, on_failed=on_failed, max_batch_ops=max_batch_ops)
 
     @classmethod
     async def open(
@@ -124,9 +125,11 @@ class PostgresStore(NamedReads):
         secrets_dir: Path | None = None,
         max_batch_ops: int = 50_000,
         readers: int = 4,
+        on_failed: Callable[[BaseException], None] | None = None,
     ) -> PostgresStore:
         """Connect, migrate, start the writer. ``secrets_dir``: where the secret key
-        is kept (made at the first start); None: a random one (tests)."""
+        is kept (made at the first start); None: a random one (tests). ``on_failed``
+        is told of any failed write, also one no call waits for (a timer's)."""
         key = b""
         if secrets_dir is not None:
             key = load_or_create_secret_key(side_path(secrets_base(secrets_dir), SECRET_KEY_SUFFIX))
@@ -145,7 +148,14 @@ class PostgresStore(NamedReads):
         except BaseException:
             await writer.close()
             raise
-        store = cls(writer, pool, fence=fence, secret_key=key, max_batch_ops=max_batch_ops)
+        store = cls(
+            writer,
+            pool,
+            fence=fence,
+            secret_key=key,
+            max_batch_ops=max_batch_ops,
+            on_failed=on_failed,
+        )
         store._group.start()
         return store
 

@@ -250,3 +250,46 @@ async def test_h2_a_killed_active_is_replaced_without_waiting_for_its_lease(
     assert b.epoch == 2
     with pytest.raises(NotLeader):
         await fenced_write(db, a.fence, 1)
+
+
+async def test_h2_a_server_whose_store_failed_resigns_at_once_and_a_standby_takes_over(
+    elect: Factory, db: asyncpg.Connection
+) -> None:
+    """``give_up`` (any failed write of the store, also a background one) ends the
+    lease in a round run at once, not at the loop's next interval (10 s here)."""
+    a, b = elect("a", interval=10.0), elect("b")
+    await a.tick()
+    loop = a.start()  # renews now, then would wait 10 s
+    try:
+        a.give_up("a write failed")
+        assert a.epoch is None and not a.leading
+        for _ in range(250):  # the lease ends within a round trip, well before 10 s
+            if (await row(db))["lease_until"] <= await db.fetchval("SELECT now()"):
+                break
+            await asyncio.sleep(0.02)
+        assert (await row(db))["lease_until"] <= await db.fetchval("SELECT now()")
+        await b.tick()
+        assert b.epoch == 2 and (await row(db))["node_id"] == "b"
+    finally:
+        await a.stop()
+        loop.cancel()
+    with pytest.raises(NotLeader):
+        await fenced_write(db, a.fence, 1)
+
+
+async def test_h2_a_server_whose_store_failed_lets_a_standby_come_first(
+    elect: Factory, db: asyncpg.Connection
+) -> None:
+    """It sits out the takeover for one lease: a standby with a working store
+    wins; with none, it wins anew (a fresh store) once that lease has passed."""
+    a = elect("a", lease=0.3)
+    await a.tick()
+    a.give_up("a write failed")
+    await a.tick()  # resigns, and does not take the row back
+    assert a.epoch is None and (await row(db))["epoch"] == 1
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        await a.tick()
+        if a.epoch is not None:
+            break
+    assert a.epoch == 2

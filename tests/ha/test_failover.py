@@ -172,6 +172,46 @@ def test_h2_kill_9_the_standby_takes_over_with_every_acknowledged_change(
     assert any(line.get("event") == "took over" for line in b.lines)
 
 
+TERMINATE_WRITER = """
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE application_name = 'tessera-writer'
+"""
+
+
+def test_h2_a_failed_background_write_steps_the_active_down_and_the_standby_takes_over(
+    pair: tuple[ServerProcess, ServerProcess], pg_url: str
+) -> None:
+    """The active's store connection is lost (its writer's backend terminated) while
+    no call writes: the next write is the heartbeat flush's, in the background. The
+    active steps down at once (it kept its lease, renewed on the election's own
+    connection, until some call's write failed) and the standby takes over within
+    H2's bound, with everything acknowledged; the session keeps its id."""
+    a, b = pair
+    desk = Desk(a.target)
+    try:
+        before = acknowledged(desk)
+        assert run_sync(lambda: _execute(pg_url, TERMINATE_WRITER)) == 1  # a's only
+        desk.heartbeat(before["user"], before["session"])  # memory; the flush writes it
+        took = wait_for(b.target, SERVING)
+    finally:
+        desk.close()
+    assert took < TAKEOVER_BOUND
+    lost = [line for line in a.lines if line.get("event") == "lost the lead"]
+    assert [line["why"].split(":")[0] for line in lost] == ["a write failed"]
+    after = Desk(b.target)
+    try:
+        after.keys = desk.keys
+        assert after.balance("acme") == before["balance"]
+        assert [s["session_id"] for s in after.sessions("acme")] == [before["session"]]
+        beat = after.heartbeat(before["user"], before["session"])
+        assert (beat["session_id"], beat["state"]) == (before["session"], "SESSION_STATE_ACTIVE")
+        after.assert_ledger_adds_up("acme")
+    finally:
+        after.close()
+    assert info(a.target)["role"] == "NODE_ROLE_STANDBY"
+    assert info(b.target)["role"] == "NODE_ROLE_ACTIVE"
+
+
 def test_h1_a_paused_active_is_replaced_and_never_answers_as_active_again(
     pair: tuple[ServerProcess, ServerProcess],
 ) -> None:
