@@ -16,7 +16,10 @@ A term answers only while its lease is known to run (``Term.holds``): a server
 resumed after a pause refuses the very first call, before its election has
 run. A write refused by the fence (``store.port.NotLeader``) leaves as
 ``NOT_LEADER`` too: it was not committed, so the client may repeat it on the
-active server.
+active server. So does a write that failed otherwise (``StoreFailed``: the
+store's connection lost...) on a server that stepped down for it: like a call
+cut by a server's death, its outcome is unknown, and the client repeats it,
+with the same request id, on the active server.
 """
 
 from __future__ import annotations
@@ -129,7 +132,12 @@ class Term:
                 raise not_leader(self.leader()) from None
             except port.StoreFailed:
                 self.on_store_failed()
-                raise
+                if self.holds():
+                    raise  # a lone server: INTERNAL (and it stops serving)
+                # It stepped down: its write was not committed, or (a connection lost
+                # at COMMIT) not known to be, as when a server dies under a call. The
+                # client repeats it on the active, with the same request id.
+                raise not_leader(self.leader()) from None
 
         return fenced
 

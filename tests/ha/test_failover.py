@@ -212,6 +212,39 @@ def test_h2_a_failed_background_write_steps_the_active_down_and_the_standby_take
     assert info(b.target)["role"] == "NODE_ROLE_ACTIVE"
 
 
+def test_h3_a_call_whose_write_failed_leaves_as_not_leader_and_is_repeated_on_the_new_active(
+    pair: tuple[ServerProcess, ServerProcess], pg_url: str
+) -> None:
+    """A call's write fails (the store's connection is gone): the active steps down
+    and the call leaves as UNAVAILABLE/NOT_LEADER, which a client repeats on the
+    active (it was INTERNAL, which no client repeats); repeated with its request
+    id, the purchase buys once."""
+    a, b = pair
+    desk = Desk(a.target)
+    body = {"team_id": "acme", "tokens": 7, "request_id": "po-cut"}
+    try:
+        before = acknowledged(desk)
+        assert run_sync(lambda: _execute(pg_url, TERMINATE_WRITER)) == 1
+        with pytest.raises(GrpcurlError) as refused:
+            desk.a("PurchaseTokens", body)
+        assert (refused.value.code, refused.value.reason) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "NOT_LEADER",
+        )
+        assert wait_for(b.target, SERVING) < TAKEOVER_BOUND
+    finally:
+        desk.close()
+    after = Desk(b.target)
+    try:
+        first = after.a("PurchaseTokens", body)["token_pack"]
+        assert after.a("PurchaseTokens", body)["token_pack"]["pack_id"] == first["pack_id"]
+        available, held = before["balance"]
+        assert after.balance("acme") == (available + 7, held)
+        after.assert_ledger_adds_up("acme")
+    finally:
+        after.close()
+
+
 def test_h1_a_paused_active_is_replaced_and_never_answers_as_active_again(
     pair: tuple[ServerProcess, ServerProcess],
 ) -> None:
