@@ -1,22 +1,35 @@
 """Chaos (issue 13, point 6): servers on one PostgreSQL, the active killed or paused under load.
 
-``scripts/crash_loop.py``'s loop, its load and its checks, on two or three
-server processes sharing one PostgreSQL database (RULES H1, H2) instead of one
-server on SQLite. Each cycle runs load against the active server, then at a
-random moment either kills it (kill -9) or pauses it (SIGSTOP), the two in
-turn. Then:
+``scripts/crash_loop.py``'s loop and its checks, on two or three server
+processes sharing one PostgreSQL database (RULES H1, H2) instead of one server
+on SQLite. The load comes from the SDK (RULES H3): each user is a
+``client_sdk.AsyncClient(targets=[every server], user_key=...)`` that entitles,
+heartbeats, goes idle and releases (``crash_loop``'s users' calls, made by the
+SDK, which finds the active and follows it); the operator buys tokens, advances
+the clock and reads the ledger through ``client_sdk.failover.Failover`` on the
+admin service, a purchase repeated with its request id wherever it goes. A
+call is acknowledged when the SDK returned success. Each cycle breaks the
+active at a random moment, kill -9 and SIGSTOP in turn, while the load goes on
+through the takeover until the clients have followed the new active for a
+while. Then:
 
 1. a standby must answer SERVING within 10 s (RULES H2; the takeover times
    are printed);
-2. a paused one is resumed (SIGCONT) once the other has taken over: it must
-   say it is a standby and refuse calls with NOT_LEADER naming the new active
-   (it never answers as active again, H1); a killed one starts again, as a
+2. every session that was live when the active broke heartbeats on the new
+   active, from its user's client, and keeps its session id: it lives on, or
+   it ended with a reason of the rules (released or taken over meanwhile by the
+   load, expired as the clock moved, its host ended); the clock is not
+   advanced from the break until then;
+3. a paused one is resumed (SIGCONT) once another has taken over: it must say
+   it is a standby and refuse calls with NOT_LEADER naming the new active (it
+   never answers as active again, H1); a killed one starts again, as a
    standby;
-3. exactly one server is active; ``python -m server verify --db URL`` passes;
+4. exactly one server is active; ``python -m server verify --db URL`` passes;
    and the new active has every purchase (a purchase whose answer was lost,
    sent again with its request id, buys once), session, hold, charge, device
    and ledger entry that was acknowledged, with each team's balance equal to
-   the sums over its packs (``crash_loop.Cluster.check``).
+   the sums over its packs (``crash_loop.Cluster.check``). What is found gone
+   or changed is counted as lost.
 
     python scripts/chaos.py --cycles 30 [--servers 3] [--seed N] [--db URL]
 
@@ -32,6 +45,8 @@ in a temporary directory. ``tests/ha/test_chaos.py`` runs a few cycles in
 from __future__ import annotations
 
 import argparse
+import asyncio
+import operator
 import os
 import random
 import signal
@@ -40,11 +55,11 @@ import tempfile
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 for path in (REPO, REPO / "scripts"):
@@ -53,14 +68,24 @@ for path in (REPO, REPO / "scripts"):
 
 import crash_loop
 import grpc
-from crash_loop import ADMIN, Summary
+from crash_loop import ADMIN, CUT, EXPECTED, GONE, Summary
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import client_sdk
+from client_sdk.failover import Failover, Targets
+from client_sdk.transport import open_channel
 from tessera_api.tessera.v1 import admin_service_pb2 as api
 from tessera_api.tessera.v1 import admin_service_pb2_grpc
 
 TAKEOVER_BOUND = 10.0  # RULES H2
 SERVING = health_pb2.HealthCheckResponse.SERVING
+# The clients' retries: short deadlines (a paused server answers nothing), enough
+# attempts to span a takeover (a paused active's lease runs out first).
+RETRY = client_sdk.RetryPolicy(
+    max_attempts=12, initial_backoff=0.05, max_backoff=1.0, call_timeout=3.0
+)
+FOLLOW = 0.5  # seconds of load on the new active before a cycle's load stops
+T = TypeVar("T")
 
 
 def health(target: str) -> int:
@@ -124,6 +149,8 @@ class ChaosCluster(crash_loop.Cluster):
         self.nodes = [self._node(f"n{i}") for i in range(servers)]
         self.takeovers: list[float] = []
         self.broken_at = 0.0
+        self.following = False  # the load's calls now reach the new active
+        self.frozen = False  # no clock advance from a break until the sessions continued
 
     def _node(self, name: str) -> Node:
         extra = ["--secrets-dir", str(self.workdir / "secrets"), "--leader-lease", str(self.lease)]
@@ -230,6 +257,182 @@ class ChaosCluster(crash_loop.Cluster):
         ):
             self.problem(f"{active.name}, resumed after a takeover, answered {info}")
 
+    # -- the load, through the SDK ---------------------------------------------------
+
+    def load(self, seconds: float) -> None:
+        """Load from the SDK's clients, given every server (RULES H3); break the
+        active ``seconds`` in; the load goes on until the clients have followed the
+        new active for ``FOLLOW`` seconds."""
+        asyncio.run(self._load(seconds))
+        self.close_channel()
+
+    async def _load(self, seconds: float) -> None:
+        targets = [node.target for node in self.nodes]
+        stop = asyncio.Event()
+        busy = [0]
+        cycle = self.summary.cycles
+        clients = {user: self._client(targets, key) for user, key in sorted(self.keys.items())}
+        admin: Failover[admin_service_pb2_grpc.AdminServiceStub] = Failover(
+            Targets(targets),
+            lambda address: open_channel(address, False),
+            admin_service_pb2_grpc.AdminServiceStub,
+            retry=RETRY,
+            clock=client_sdk.SystemClock(),
+            rng=random.Random(self.rng.random()),
+        )
+        work = [
+            self._user_sdk(user, client, stop, busy, random.Random(self.rng.random()))
+            for user, client in clients.items()
+        ]
+        work.append(self._operator_sdk(cycle, admin, stop, busy, random.Random(self.rng.random())))
+        tasks = [asyncio.create_task(self._guarded_sdk(w)) for w in work]
+        try:
+            await asyncio.sleep(seconds)
+            self.summary.in_flight_at_kill += busy[0]
+            self.frozen = True
+            with self.acked.lock:
+                at_kill = {
+                    sid: told.session.user_id
+                    for sid, told in self.acked.sessions.items()
+                    if not told.ended
+                }
+            await asyncio.to_thread(self.kill)
+            await asyncio.to_thread(self._await_takeover)
+            await self._continue(clients, at_kill)
+            self.frozen = False
+            self.following = True
+            await asyncio.sleep(FOLLOW)
+            stop.set()
+            _, hung = await asyncio.wait(tasks, timeout=120)
+            if hung:
+                self.problem(f"{len(hung)} SDK clients hung after the takeover")
+        finally:
+            self.following = False
+            stop.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for client in clients.values():
+                await client.close()
+            await admin.close()
+
+    def _client(self, targets: list[str], key: str) -> client_sdk.AsyncClient:
+        return client_sdk.AsyncClient(
+            targets=targets, user_key=key, retry=RETRY, rng=random.Random(self.rng.random())
+        )
+
+    def _await_takeover(self) -> None:
+        """After a kill -9: wait for the standby taking over (a pause waited already)."""
+        if self.broken_at:
+            self._wait_for_active()
+            self._took_over()
+
+    async def _guarded_sdk(self, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except Exception as exc:
+            self.problem(f"an SDK client failed: {exc!r}")
+
+    async def _sdk(self, what: str, call: Awaitable[T], busy: list[int]) -> T | grpc.StatusCode:
+        """One call through the SDK; acknowledged when the SDK returned success."""
+        busy[0] += 1
+        try:
+            reply = await call
+        except client_sdk.TesseraError as exc:
+            code = exc.code or grpc.StatusCode.UNKNOWN
+            self.count(what, code)  # a call cut by the break keeps its code in the counts
+            if (
+                code not in EXPECTED
+                and code not in GONE
+                and not (code in CUT and self.killed.is_set())
+            ):
+                self.problem(f"{what}: {type(exc).__name__} {exc}")
+            return code
+        finally:
+            busy[0] -= 1
+        self.count(what, grpc.StatusCode.OK)
+        self.summary.followed += self.following
+        return reply
+
+    async def _user_sdk(
+        self,
+        user_id: str,
+        client: client_sdk.AsyncClient,
+        stop: asyncio.Event,
+        busy: list[int],
+        rng: random.Random,
+    ) -> None:
+        """``crash_loop``'s user, its calls made by the SDK's multi-target client."""
+        device, live = self.user_start(user_id, rng)
+        n = 0
+        while not stop.is_set():
+            n += 1
+            what, request, device = self.user_step(user_id, device, live, rng, n)
+            reply = await self._sdk(what, _session_call(client, what, request), busy)
+            if isinstance(reply, grpc.StatusCode):
+                self.user_refused(user_id, what, request, reply)
+                await asyncio.sleep(0.01 if reply in GONE else 0)
+                continue
+            live = self.user_answered(live, reply.raw, what)
+
+    async def _operator_sdk(
+        self,
+        cycle: int,
+        admin: Failover[admin_service_pb2_grpc.AdminServiceStub],
+        stop: asyncio.Event,
+        busy: list[int],
+        rng: random.Random,
+    ) -> None:
+        """``crash_loop``'s operator, each call following the active with the same
+        request (a purchase keeps its request id)."""
+        n = 0
+        while not stop.is_set():
+            n += 1
+            what, request = self.operator_step(cycle, n, rng)
+            if what == "AdvanceClock" and self.frozen:
+                await asyncio.sleep(0.01)
+                continue
+            call = admin.call(operator.attrgetter(what), request, ADMIN)
+            reply = await self._sdk(what, call, busy)
+            if not isinstance(reply, grpc.StatusCode):
+                self.operator_answered(what, request, reply)
+            await asyncio.sleep(rng.random() * 0.01)
+
+    async def _continue(
+        self, clients: dict[str, client_sdk.AsyncClient], at_kill: dict[str, str]
+    ) -> None:
+        """Every session live when the active broke: its user's client (the one
+        the load runs on) heartbeats it now that another server is active. It
+        keeps its id (RULES H3) and lives on, or is ended with a reason (the
+        rules': released or taken over meanwhile by the load, expired...)."""
+        for sid, user in sorted(at_kill.items()):
+            with self.acked.lock:
+                told = self.acked.sessions[sid].session
+            try:
+                session = await clients[user].heartbeat(sid)
+            except client_sdk.NotFound as exc:
+                self.lose(f"session {sid}, live before the break, is unknown after it: {exc}")
+                continue
+            except client_sdk.TesseraError as exc:
+                self.problem(f"session {sid}: no heartbeat reached the new active: {exc}")
+                continue
+            if session.session_id != sid:
+                self.lose(f"session {sid} came back as {session.session_id}")
+            elif session.ended and session.end_reason == client_sdk.EndReason.UNSPECIFIED:
+                self.lose(f"session {sid} ended without a reason")
+            else:
+                outcome = f"ended {session.end_reason.name}" if session.ended else "live"
+                if (
+                    session.end_reason == client_sdk.EndReason.LEASE_EXPIRED
+                    and told.HasField("lease_expire_time")
+                    and session.raw.end_time.ToDatetime() < told.lease_expire_time.ToDatetime()
+                ):
+                    # An acknowledged Heartbeat's extension, held in memory until the
+                    # next flush (--heartbeat-flush), died with the old active.
+                    outcome += " (before the lease it was told: an unflushed extension)"
+                self.summary.continued[outcome] += 1
+            self._told(session.raw, "Heartbeat after the takeover")
+
     def terminate(self) -> int:
         self.close_channel()
         worst = 0
@@ -245,6 +448,27 @@ class ChaosCluster(crash_loop.Cluster):
                 assert node.proc is not None
                 os.kill(node.proc.pid, signal.SIGCONT)
                 node.kill()
+
+
+def _session_call(client: client_sdk.AsyncClient, what: str, r: Any) -> Awaitable[Any]:
+    """``crash_loop``'s request for ``what`` as the SDK's call."""
+    if what == "Entitle":
+        return client.entitle(
+            r.product_id,
+            r.product_version,
+            platform=client_sdk.Platform(r.platform),
+            device_id=r.device_id,
+            parent_session_id=r.parent_session_id,
+            takeover=r.takeover,
+            team_id=r.team_id,
+            request_id=r.request_id,
+        )
+    if what == "Heartbeat":
+        return client.heartbeat(r.session_id, r.seconds_since_activity)
+    if what == "Idle":
+        return client.idle(r.session_id)
+    assert what == "Release"
+    return client.release(r.session_id)
 
 
 def run(
@@ -330,6 +554,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{sorted(takeovers)[len(takeovers) // 2]:.2f} s median, {max(takeovers):.2f} s max "
             f"(lease {a.lease} s)"
         )
+    print(
+        f"acknowledged by a new active within the load that saw its takeover: "
+        f"{summary.followed}; sessions live at a break, at their next heartbeat: "
+        f"{dict(sorted(summary.continued.items()))}"
+    )
     for what, n in sorted(summary.calls.items()):
         print(f"  {what}: {n}")
     return 1 if summary.problems else 0

@@ -118,14 +118,22 @@ class Summary:
     calls: Counter[str] = field(default_factory=Counter)
     in_flight_at_kill: int = 0
     problems: list[str] = field(default_factory=list)
+    lost: int = 0  # acknowledged things found gone or changed (each also a problem)
+    # scripts/chaos.py: calls acknowledged by a new active in the load that saw the
+    # takeover, and what the sessions live at a kill said at their next heartbeat.
+    followed: int = 0
+    continued: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
 
+    @property
+    def acknowledged(self) -> int:
+        return sum(n for k, n in self.calls.items() if k.endswith(":OK"))
+
     def line(self) -> str:
-        acked = sum(n for k, n in self.calls.items() if k.endswith(":OK"))
         return (
-            f"{self.cycles} kill -9 cycles survived; {sum(self.calls.values())} calls "
-            f"({acked} acknowledged), {self.in_flight_at_kill} in flight at the kills; "
-            f"{len(self.problems)} problems; {self.seconds:.1f} s"
+            f"{self.cycles} cycles survived; {sum(self.calls.values())} calls "
+            f"({self.acknowledged} acknowledged), {self.in_flight_at_kill} in flight at the "
+            f"kills; {self.lost} lost; {len(self.problems)} problems; {self.seconds:.1f} s"
         )
 
 
@@ -258,6 +266,11 @@ class Cluster:
 
     def problem(self, text: str) -> None:
         self.summary.problems.append(f"cycle {self.summary.cycles + 1}: {text}")
+
+    def lose(self, text: str) -> None:
+        """Something acknowledged is gone or changed: a problem, counted as lost."""
+        self.summary.lost += 1
+        self.problem(text)
 
     def count(self, what: str, code: grpc.StatusCode) -> None:
         self.summary.calls[f"{what}:{code.name}"] += 1
@@ -400,70 +413,84 @@ class Cluster:
         assert self.channel is not None
         stub = licensing_service_pb2_grpc.LicensingServiceStub(self.channel)
         md = [("authorization", f"Bearer {key}")]
+        device, live = self.user_start(user_id, rng)
+        n = 0
+        while not stop.is_set():
+            n += 1
+            what, request, device = self.user_step(user_id, device, live, rng, n)
+            reply = self._call(what, getattr(stub, what), request, md, busy, busy_lock)
+            if isinstance(reply, grpc.StatusCode):
+                self.user_refused(user_id, what, request, reply)
+                if reply in GONE:
+                    return
+                continue
+            live = self.user_answered(live, reply.session, what)
+
+    # The steps of a user's and of the operator's load, shared with
+    # ``scripts/chaos.py``, whose clients make the same calls through the SDK.
+
+    def user_start(self, user_id: str, rng: random.Random) -> tuple[str, list[pb.Session]]:
+        """A user's device, and the sessions they were told are live."""
         device = f"{user_id.split('@')[0]}-d{rng.randint(1, 2)}"
         with self.acked.lock:  # the other threads add to it meanwhile
-            live: list[pb.Session] = [
+            live = [
                 t.session
                 for t in self.acked.sessions.values()
                 if t.session.user_id == user_id and not t.ended
             ]
-        n = 0
-        while not stop.is_set():
-            n += 1
-            roll = rng.random()
-            reply: Any
-            if roll < 0.35 or not live:
-                product = rng.choice(["ACAD", "ACAD", "REVIT", "FREE", "PLUG"])
-                parent = ""
-                if product == "PLUG":
-                    hosts = [s for s in live if s.product_id == "ACAD" and s.device_id == device]
-                    parent = rng.choice(hosts).session_id if hosts else ""
-                takeover = rng.random() < 0.2
-                if takeover:
-                    device = f"{user_id.split('@')[0]}-d{rng.randint(1, 2)}"
-                request = lic.EntitleRequest(
-                    product_id=product,
-                    product_version=rng.choice(["2025", "2026", "2026.1"]),
-                    platform=rng.choice([pb.PLATFORM_WINDOWS, pb.PLATFORM_LINUX]),
-                    device_id=device,
-                    parent_session_id=parent,
-                    request_id=f"{user_id}-{time.monotonic_ns()}-{n}",
-                    takeover=takeover,
-                    team_id=rng.choice(["", "", "alpha", "beta"]),
-                )
-                reply = self._call("Entitle", stub.Entitle, request, md, busy, busy_lock)
-            else:
-                target = rng.choice(live)
-                sid = target.session_id
-                if roll < 0.75:
-                    request_hb = lic.HeartbeatRequest(
-                        session_id=sid, seconds_since_activity=rng.choice([0, 5, 60, 2000])
-                    )
-                    reply = self._call("Heartbeat", stub.Heartbeat, request_hb, md, busy, busy_lock)
-                elif roll < 0.85 and target.product_id == "ACAD":
-                    reply = self._call(
-                        "Idle", stub.Idle, lic.IdleRequest(session_id=sid), md, busy, busy_lock
-                    )
-                else:
-                    reply = self._call(
-                        "Release",
-                        stub.Release,
-                        lic.ReleaseRequest(session_id=sid),
-                        md,
-                        busy,
-                        busy_lock,
-                    )
-                if reply == grpc.StatusCode.NOT_FOUND:
-                    self.problem(f"{user_id}: session {sid} was acknowledged but is not found")
-            if isinstance(reply, grpc.StatusCode):
-                if reply in GONE:
-                    return
-                continue
-            session: pb.Session = reply.session
-            self._told(session, type(reply).__name__.removesuffix("Response"))
-            live = [s for s in live if s.session_id != session.session_id]
-            if session.state != pb.SESSION_STATE_ENDED:
-                live.append(session)
+        return device, live
+
+    def user_step(
+        self, user_id: str, device: str, live: list[pb.Session], rng: random.Random, n: int
+    ) -> tuple[str, Any, str]:
+        """A user's next call: the method, its request, and the device from now on."""
+        roll = rng.random()
+        if roll < 0.35 or not live:
+            product = rng.choice(["ACAD", "ACAD", "REVIT", "FREE", "PLUG"])
+            parent = ""
+            if product == "PLUG":
+                hosts = [s for s in live if s.product_id == "ACAD" and s.device_id == device]
+                parent = rng.choice(hosts).session_id if hosts else ""
+            takeover = rng.random() < 0.2
+            if takeover:
+                device = f"{user_id.split('@')[0]}-d{rng.randint(1, 2)}"
+            request = lic.EntitleRequest(
+                product_id=product,
+                product_version=rng.choice(["2025", "2026", "2026.1"]),
+                platform=rng.choice([pb.PLATFORM_WINDOWS, pb.PLATFORM_LINUX]),
+                device_id=device,
+                parent_session_id=parent,
+                request_id=f"{user_id}-{time.monotonic_ns()}-{n}",
+                takeover=takeover,
+                team_id=rng.choice(["", "", "alpha", "beta"]),
+            )
+            return "Entitle", request, device
+        target = rng.choice(live)
+        sid = target.session_id
+        if roll < 0.75:
+            seconds = rng.choice([0, 5, 60, 2000])
+            return (
+                "Heartbeat",
+                lic.HeartbeatRequest(session_id=sid, seconds_since_activity=seconds),
+                device,
+            )
+        if roll < 0.85 and target.product_id == "ACAD":
+            return "Idle", lic.IdleRequest(session_id=sid), device
+        return "Release", lic.ReleaseRequest(session_id=sid), device
+
+    def user_refused(self, user_id: str, what: str, request: Any, code: grpc.StatusCode) -> None:
+        if code == grpc.StatusCode.NOT_FOUND and what != "Entitle":
+            self.lose(f"{user_id}: session {request.session_id} was acknowledged but is not found")
+
+    def user_answered(
+        self, live: list[pb.Session], session: pb.Session, what: str
+    ) -> list[pb.Session]:
+        """Record what a user was told; the sessions they now hold live."""
+        self._told(session, what)
+        live = [s for s in live if s.session_id != session.session_id]
+        if session.state != pb.SESSION_STATE_ENDED:
+            live.append(session)
+        return live
 
     def _operator(
         self,
@@ -478,50 +505,45 @@ class Cluster:
         n = 0
         while not stop.is_set():
             n += 1
-            roll = rng.random()
-            reply: Any
-            if roll < 0.3:
-                team, tokens = rng.choice(TEAMS), rng.randint(5, 120)
-                rid = f"c{cycle}-p{n}"
-                with self.acked.lock:
-                    self.acked.unanswered[rid] = (team, tokens)
-                reply = self._call(
-                    "PurchaseTokens",
-                    stub.PurchaseTokens,
-                    api.PurchaseTokensRequest(team_id=team, tokens=tokens, request_id=rid),
-                    ADMIN,
-                    busy,
-                    busy_lock,
-                )
-                if not isinstance(reply, grpc.StatusCode):
-                    self._purchased(rid, reply.token_pack)
-            elif roll < 0.75:
-                by = rng.choice([1, 30, 200, 290, 310, 900, 3600, 6 * 3600, 23 * 3600, 25 * 3600])
-                request = api.AdvanceClockRequest()
-                request.by.seconds = by
-                reply = self._call(
-                    "AdvanceClock", stub.AdvanceClock, request, ADMIN, busy, busy_lock
-                )
-                if not isinstance(reply, grpc.StatusCode):
-                    with self.acked.lock:
-                        self.acked.clock = max(self.acked.clock, _time(reply.now))
+            what, request = self.operator_step(cycle, n, rng)
+            reply = self._call(what, getattr(stub, what), request, ADMIN, busy, busy_lock)
+            if isinstance(reply, grpc.StatusCode):
+                if reply in GONE:
+                    return
             else:
-                team = rng.choice(TEAMS)
-                reply = self._call(
-                    "ListLedgerEntries",
-                    stub.ListLedgerEntries,
-                    api.ListLedgerEntriesRequest(team_id=team, page_size=1000),
-                    ADMIN,
-                    busy,
-                    busy_lock,
-                )
-                if not isinstance(reply, grpc.StatusCode):
-                    with self.acked.lock:
-                        for e in reply.entries:
-                            self.acked.ledger[e.entry_id] = _entry_fields(e)
-            if isinstance(reply, grpc.StatusCode) and reply in GONE:
-                return
+                self.operator_answered(what, request, reply)
             time.sleep(rng.random() * 0.01)
+
+    def operator_step(self, cycle: int, n: int, rng: random.Random) -> tuple[str, Any]:
+        """The operator's next call: a purchase (unanswered until it is), a clock
+        advance (captures charges, renews windows, expires leases) or a ledger read."""
+        roll = rng.random()
+        if roll < 0.3:
+            team, tokens = rng.choice(TEAMS), rng.randint(5, 120)
+            rid = f"c{cycle}-p{n}"
+            with self.acked.lock:
+                self.acked.unanswered[rid] = (team, tokens)
+            return "PurchaseTokens", api.PurchaseTokensRequest(
+                team_id=team, tokens=tokens, request_id=rid
+            )
+        if roll < 0.75:
+            by = rng.choice([1, 30, 200, 290, 310, 900, 3600, 6 * 3600, 23 * 3600, 25 * 3600])
+            request = api.AdvanceClockRequest()
+            request.by.seconds = by
+            return "AdvanceClock", request
+        team = rng.choice(TEAMS)
+        return "ListLedgerEntries", api.ListLedgerEntriesRequest(team_id=team, page_size=1000)
+
+    def operator_answered(self, what: str, request: Any, reply: Any) -> None:
+        if what == "PurchaseTokens":
+            self._purchased(request.request_id, reply.token_pack)
+        elif what == "AdvanceClock":
+            with self.acked.lock:
+                self.acked.clock = max(self.acked.clock, _time(reply.now))
+        else:
+            with self.acked.lock:
+                for e in reply.entries:
+                    self.acked.ledger[e.entry_id] = _entry_fields(e)
 
     def _purchased(self, rid: str, pack: pb.TokenPack) -> None:
         with self.acked.lock:
@@ -576,10 +598,10 @@ class Cluster:
         for rid, (pack_id, team, tokens) in list(acked.packs.items()):
             p = packs.get(pack_id)
             if p is None:
-                self.problem(f"acknowledged purchase {rid} (pack {pack_id}) is gone")
+                self.lose(f"acknowledged purchase {rid} (pack {pack_id}) is gone")
                 del acked.packs[rid]  # reported once
             elif (p.team_id, p.tokens, p.request_id) != (team, tokens, rid):
-                self.problem(
+                self.lose(
                     f"pack {pack_id}: {p.team_id}/{p.tokens}/{p.request_id}, told {team}/{tokens}/{rid}"
                 )
         # The ledger: every entry read before is still there, unchanged.
@@ -590,8 +612,9 @@ class Cluster:
                 ledger[e.entry_id] = _entry_fields(e)
         for entry_id, fields in acked.ledger.items():
             if ledger.get(entry_id) != fields:
-                self.problem(f"ledger entry {entry_id} {fields} became {ledger.get(entry_id)}")
+                self.lose(f"ledger entry {entry_id} {fields} became {ledger.get(entry_id)}")
         acked.ledger = ledger  # what is there now (a loss is reported once)
+        self._check_charges(ledger)
         self._check_sessions(ledger)
         # Devices registered by acknowledged Entitles.
         seen: dict[tuple[str, str], set[str]] = {}
@@ -602,8 +625,22 @@ class Cluster:
                 )
                 seen[(user, product)] = {d.device_id for d in reply.devices}
             if device not in seen[(user, product)]:
-                self.problem(f"device {device} of {user} for {product} is gone")
+                self.lose(f"device {device} of {user} for {product} is gone")
                 acked.devices.discard((user, product, device))  # reported once
+
+    def _check_charges(self, ledger: dict[str, tuple[Any, ...]]) -> None:
+        """No charge made twice: in each team's ledger order, what a meter has held in
+        a pack is captured or released at most once (what it holds never goes below 0)."""
+        holding = {pb.LEDGER_ENTRY_KIND_HOLD, pb.LEDGER_ENTRY_KIND_CAPTURE}
+        holding.add(pb.LEDGER_ENTRY_KIND_HOLD_RELEASE)
+        held: Counter[tuple[str, str, str, str]] = Counter()
+        for f in ledger.values():
+            if f[3] in holding:
+                key = (f[9], f[7], f[8], f[4])  # team, user, product, pack
+                held[key] += f[11]
+                if held[key] < 0:
+                    self.problem(f"entry {f[0]} captures or releases more than {key} held")
+                    held[key] = 0
 
     def _check_sessions(self, ledger: dict[str, tuple[Any, ...]]) -> None:
         stored: dict[str, pb.Session] = {}
@@ -623,24 +660,24 @@ class Cluster:
             was = told.session
             now = stored.get(sid) or self._forgotten(was)
             if now is None:
-                self.problem(f"session {sid} ({was.user_id} {was.product_id}) is gone")
+                self.lose(f"session {sid} ({was.user_id} {was.product_id}) is gone")
                 del self.acked.sessions[sid]  # reported once
                 continue
             found = len(self.summary.problems)
             same = ("user_id", "team_id", "product_id", "device_id", "product_version", "platform")
             for name in same:
                 if getattr(now, name) != getattr(was, name):
-                    self.problem(
+                    self.lose(
                         f"session {sid}: {name} {getattr(now, name)!r}, told {getattr(was, name)!r}"
                     )
             if was.start_time != now.start_time:
-                self.problem(f"session {sid}: start_time changed")
+                self.lose(f"session {sid}: start_time changed")
             if told.ended and (
                 now.state != pb.SESSION_STATE_ENDED
                 or now.end_reason != was.end_reason
                 or now.end_time != was.end_time
             ):
-                self.problem(
+                self.lose(
                     f"session {sid} was told ended ({pb.EndReason.Name(was.end_reason)} at "
                     f"{_time(was.end_time)}, by {told.via}) but is "
                     f"{pb.SessionState.Name(now.state)} {pb.EndReason.Name(now.end_reason)}"
@@ -650,7 +687,7 @@ class Cluster:
             if was.charge_state == pb.CHARGE_STATE_GRACE:
                 latest = _time(was.grace_end_time) - GRACE
                 if not any(t <= latest for t in holds.get(meter, [])):
-                    self.problem(
+                    self.lose(
                         f"session {sid} was told (by {told.via}) it was in grace until "
                         f"{latest + GRACE}, but no hold is recorded; it is "
                         f"{pb.ChargeState.Name(now.charge_state)}"
@@ -658,7 +695,7 @@ class Cluster:
             elif was.charge_state == pb.CHARGE_STATE_CHARGED:
                 window_end = _time(was.window_end_time)
                 if not any(window_end - DAY <= t < window_end for t in captures.get(meter, [])):
-                    self.problem(
+                    self.lose(
                         f"session {sid} was told (by {told.via}) it was charged until "
                         f"{window_end}, but no capture is recorded; it is "
                         f"{pb.ChargeState.Name(now.charge_state)}"
