@@ -280,8 +280,8 @@ class TesseraServer:
             on_elected=lambda epoch: self._spawn(self._take_over(election, epoch)),
             on_lost=self._lost,
         )
-        await election.tick()  # a standby knows the active's address from the start
-        election.start()
+        # On a thread of its own: a busy loop must not cost the active its lease.
+        await election.start_thread()
         log.info(
             "standby",
             listen=cfg.listen,

@@ -28,13 +28,18 @@ refuses calls at once, before its loop has even run (RULES H1: it never
 answers as active again before it has won anew).
 
 The election keeps its own connection, apart from the store's: a renewal must
-not queue behind the store's writes.
+not queue behind the store's writes. A server runs its rounds on a thread of
+their own (``start_thread``), with their own event loop: a call that keeps the
+server's loop busy longer than the lease (a large ImportUsers, a reload under
+load) must not cost it its place, while a paused process (SIGSTOP) stops that
+thread with the rest and is taken over as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -163,6 +168,12 @@ class Election:
         self._sitting_out_until = 0.0  # monotonic(): no takeover try before it (give_up)
         self._task: asyncio.Task[None] | None = None
         self._resigning: int | None = None  # an epoch given up, its lease to end
+        # With start_thread: the rounds' loop and thread, and the server's loop,
+        # where on_elected and on_lost are called.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._home: asyncio.AbstractEventLoop | None = None
+        self._stepping = threading.Lock()  # a fence and a round may step down at once
 
     # -- what the server asks ------------------------------------------------
 
@@ -197,6 +208,46 @@ class Election:
         """``run()`` as a task, which ``stop()`` then ends."""
         self._task = asyncio.create_task(self.run(), name=f"election {self.node_id}")
         return self._task
+
+    async def start_thread(self) -> None:
+        """``run()`` on a thread with its own event loop (see the module
+        docstring); returns once the first round is done, so that a standby
+        knows the active's address from the start. ``on_elected`` and
+        ``on_lost`` are called on the caller's loop; ``stop()`` ends the thread."""
+        self._home = asyncio.get_running_loop()
+        first = threading.Event()
+
+        async def rounds() -> None:
+            self._loop = asyncio.get_running_loop()
+            try:
+                await self.tick()
+            finally:
+                first.set()
+            await self.run()
+
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(rounds(),), name=f"election {self.node_id}", daemon=True
+        )
+        self._thread.start()
+        await asyncio.to_thread(first.wait)
+
+    def _call_home(self, fn: Callable[..., None], *args: object) -> None:
+        """Run a callback on the server's loop (at once when rounds run there)."""
+        home = self._home
+        if home is None or self._thread is None or threading.current_thread() is not self._thread:
+            fn(*args)
+        else:
+            home.call_soon_threadsafe(fn, *args)
+
+    def _wake(self, *events: asyncio.Event) -> None:
+        """Set the rounds' events, from their loop or from another thread."""
+        loop = self._loop
+        if loop is not None and self._thread is not None and self._thread.is_alive():
+            for event in events:
+                loop.call_soon_threadsafe(event.set)
+        else:
+            for event in events:
+                event.set()
 
     async def run(self) -> None:
         """Renew or try to take over every ``interval`` until ``stop()``; on
@@ -242,7 +293,7 @@ class Election:
                     self._deadline = sent + self.lease
                     self.epoch = int(won)
                     log.info("elected", node_id=self.node_id, epoch=self.epoch)
-                    self.on_elected(self.epoch)
+                    self._call_home(self.on_elected, self.epoch)
             await self._read(conn)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("election: database unreachable", error=str(exc) or type(exc).__name__)
@@ -253,9 +304,10 @@ class Election:
     async def stop(self) -> None:
         """Leave the election; if leading, end the lease now so that a standby
         takes over at its next try (call after the store's last commit)."""
-        self._stopping.set()
-        self._woken.set()
-        if self._task is not None:
+        self._wake(self._stopping, self._woken)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        elif self._task is not None:
             await self._task
         else:
             await self._resign()
@@ -272,7 +324,7 @@ class Election:
         if epoch is not None:
             self._resigning = epoch
             self._sitting_out_until = monotonic() + self.lease
-            self._woken.set()
+            self._wake(self._woken)
 
     # -- inside ------------------------------------------------------------------
 
@@ -288,12 +340,13 @@ class Election:
             log.info("resigned", node_id=self.node_id, epoch=epoch)
 
     def _step_down(self, why: str) -> None:
-        if self.epoch is None:
+        with self._stepping:
+            epoch, self.epoch = self.epoch, None
+        if epoch is None:
             return
-        log.warning("lost the lead", node_id=self.node_id, epoch=self.epoch, why=why)
-        self.epoch = None
+        log.warning("lost the lead", node_id=self.node_id, epoch=epoch, why=why)
         self.leader = None  # read anew at the next round
-        self.on_lost()
+        self._call_home(self.on_lost)
 
     async def _read(self, conn: asyncpg.Connection) -> None:
         row = await conn.fetchrow(CURRENT, APP_PREFIX, timeout=self.lease)

@@ -9,6 +9,7 @@ is one whose election stops ticking.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -293,3 +294,26 @@ async def test_h2_a_server_whose_store_failed_lets_a_standby_come_first(
         if a.epoch is not None:
             break
     assert a.epoch == 2
+
+
+async def test_h1_a_busy_server_loop_keeps_its_lease_when_rounds_run_on_their_own_thread(
+    elect: Factory, db: asyncpg.Connection
+) -> None:
+    """A call that holds the server's loop longer than the lease (a large
+    ImportUsers, a reload under load) must not cost the active its place: the
+    rounds run on a thread of their own (``start_thread``), which renews."""
+    elected: list[int] = []
+    a = elect("a", lease=0.6, interval=0.1, on_elected=elected.append)
+    await a.start_thread()
+    try:
+        assert a.leading and a.epoch == 1
+        await asyncio.sleep(0)  # on_elected arrives on this loop
+        assert elected == [1]
+        time.sleep(2.0)  # the stall under test: this loop does nothing for 3 leases
+        assert a.leading, "the lease was renewed while the server's loop was held"
+        assert a.epoch == 1
+        got = await row(db)
+        assert got["epoch"] == 1 and got["node_id"] == "a"
+    finally:
+        await a.stop()
+    assert not a.leading
