@@ -125,14 +125,17 @@ def test_m1_checks_in_order(w: World) -> None:
     w.entitle(device="d1")
     with pytest.raises(DeviceLimit):
         w.entitle(device="d4")
-    # Running elsewhere before payment.
+    # Running elsewhere before payment: an idle session whose trial ended holds no
+    # meter open (C3 would otherwise run the next one under it, unpaid again).
     two = two_teams()
-    two.buy("alpha", 10)
-    two.entitle(device="d1")
+    two.buy("alpha", 5)
+    two.coverage.subs.append(FakeSub("ann", "MAYA", "TRIAL", T0, T0 + HOUR))
+    two.entitle(product="MAYA", device="d1")
+    two.advance(2 * HOUR)  # idle after 15 minutes, then the trial ends
     with pytest.raises(InsufficientTokens):
-        two.entitle(device="d1", team="beta")
+        two.entitle(product="MAYA", device="d1", team="beta")
     with pytest.raises(RunningElsewhere):
-        two.entitle(device="d2", team="beta")
+        two.entitle(product="MAYA", device="d2", team="beta")
 
 
 def test_m1_refused_entitle_changes_nothing(w: World) -> None:
@@ -561,6 +564,8 @@ def test_m13_counts_every_team_together() -> None:
     w = two_teams()
     w.buy("alpha", 100)
     w.buy("beta", 100)
+    # Covered, so the preference is honoured each time (C3: no meter to share).
+    w.coverage.subs.append(FakeSub("ann", "ACAD", "SUBSCRIPTION", T0, T0 + DAY))
     for i in range(CAP):
         w.entitle(version=str(2016 + i), team=("alpha", "beta")[i % 2])
     assert {s.team_id for s in w.lic.sessions_of_user("ann", "ACAD")} == {"alpha", "beta"}
@@ -833,6 +838,33 @@ def test_c3_open_window_wins() -> None:
     w.advance(10 * MIN)
     w.release(s)
     assert w.entitle(device="d2").team_id == "beta"  # alpha's tokens are no sooner to expire
+
+
+def test_c3_preferred_team_yields_to_an_open_window_elsewhere() -> None:
+    w = two_teams()
+    w.buy("alpha", 50)
+    w.buy("beta", 50)
+    s = w.entitle(team="alpha")
+    w.advance(5 * MIN)  # grace over: alpha charged, its window open for 24 hours
+    w.release(s)
+    assert w.charged("alpha") == 10
+    again = w.entitle(team="beta")
+    assert again.team_id == "alpha"
+    assert w.held("beta") == 0 and w.available("beta") == 50 and w.charged("beta") == 0
+    w.release(again)
+    w.advance(to=T0 + DAY)  # alpha's window has closed
+    assert w.entitle(team="beta").team_id == "beta"
+    assert w.held("beta") == 10 and w.charged("alpha") == 10
+
+
+def test_c3_preferred_team_yields_to_grace_elsewhere() -> None:
+    w = two_teams()
+    w.buy("alpha", 50)
+    w.buy("beta", 50)
+    w.entitle(team="alpha")
+    w.advance(MIN)  # still in grace in alpha
+    assert w.entitle(team="beta").team_id == "alpha"
+    assert w.held("beta") == 0 and w.held("alpha") == 10
 
 
 def test_c3_nobody_can_pay_names_the_first_team() -> None:

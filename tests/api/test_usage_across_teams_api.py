@@ -1,0 +1,70 @@
+"""C3 over the wire: a named user pays a product's rate once per 24 hours
+whichever teams they belong to, even when an Entitle names another team.
+
+Same server, clock and rate sheet as ``test_metering_api.py`` (see
+``tests/licensing_desk.py``): ACAD costs 10 tokens a day; the clock starts at
+2026-01-01T00:00:00Z.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.licensing_desk import Desk, at
+from tests.support import ServerThread
+
+
+@pytest.fixture
+def desk(server: ServerThread) -> Iterator[Desk]:
+    d = Desk(server.target).sheet()
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def test_c3_a_preferred_team_does_not_charge_again_within_another_teams_window(
+    desk: Desk,
+) -> None:
+    desk.team("south", 100)
+    desk.team("north", 100)
+    dee = desk.user("south", "dee")
+    desk.user("north", "dee")
+    first = desk.entitle(dee, team_id="south")
+    desk.to(at(m=5))  # grace over: south is charged, its window open until 24:00
+    desk.release(dee, first["session_id"])
+    assert desk.balance("south") == (90, 0)
+    assert desk.token_moves("south") == [("HOLD", 10, at()), ("CAPTURE", 10, at(m=5))]
+
+    desk.to(at(h=12))
+    second = desk.entitle(dee, team_id="north")
+    assert (second["team_id"], second["charge_state"]) == ("south", "CHARGE_STATE_CHARGED")
+    assert desk.balance("north") == (100, 0)
+    assert desk.token_moves("north") == []
+    desk.release(dee, second["session_id"])
+    assert desk.balance("south") == (90, 0)
+
+    desk.to(at(d=1))  # south's window has closed: naming north charges north
+    third = desk.entitle(dee, team_id="north")
+    assert (third["team_id"], third["charge_state"]) == ("north", "CHARGE_STATE_GRACE")
+    assert desk.balance("north") == (90, 10)
+    assert desk.token_moves("north") == [("HOLD", 10, at(d=1))]
+    assert desk.balance("south") == (90, 0)
+
+
+def test_c3_a_preferred_team_joins_another_teams_grace(desk: Desk) -> None:
+    desk.team("south", 100)
+    desk.team("north", 100)
+    dee = desk.user("south", "dee")
+    desk.user("north", "dee")
+    desk.entitle(dee, team_id="south")
+    desk.to(at(m=1))
+    second = desk.entitle(dee, team_id="north", product_version="2025")
+    assert (second["team_id"], second["charge_state"]) == ("south", "CHARGE_STATE_GRACE")
+    assert desk.balance("south") == (90, 10)
+    assert desk.balance("north") == (100, 0)
+    desk.to(at(m=5))
+    assert desk.balance("south") == (90, 0)
+    assert desk.token_moves("north") == []
