@@ -302,7 +302,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             cv.from_ts(request.start_time, "start_time") if request.HasField("start_time") else None
         )
         end = cv.from_ts(request.end_time, "end_time") if request.HasField("end_time") else None
-        report = await self.e.sessions.usage_report(request.team_id, start, end)
+        report = await self.e.sessions.usage_report(
+            request.team_id, start, end, request.user_id, request.product_id
+        )
         return api.GetUsageReportResponse(
             rows=[cv.usage_row_out(r) for r in report.rows],
             total_tokens_charged=report.total_tokens_charged,

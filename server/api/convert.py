@@ -372,6 +372,8 @@ def usage_row_out(r: UsageRow) -> pb.UsageRow:
         tokens_charged=r.tokens_charged,
         sessions=r.sessions,
         active_seconds=int(r.active_seconds),
+        user_display_name=r.user_display_name,
+        product_display_name=r.product_display_name,
     )
 
 

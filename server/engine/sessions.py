@@ -405,13 +405,24 @@ class Sessions:
     # -- the usage report (R1) -----------------------------------------------------
 
     async def usage_report(
-        self, team_id: str, start: datetime | None, end: datetime | None
+        self,
+        team_id: str,
+        start: datetime | None,
+        end: datetime | None,
+        user_id: str = "",
+        product_id: str = "",
     ) -> UsageReport:
         if not team_id:
             raise InvalidArgument.field("team_id", "is required")
         _check_length("team_id", team_id)
+        _check_length("user_id", user_id)
+        _check_length("product_id", product_id)
         if team_id not in self.state.teams:
             raise UnknownTeam(f"no team {team_id!r}", team_id=team_id)
+        if user_id:
+            self.state.directory.user(user_id)  # UNKNOWN_USER
+        if product_id:
+            self.state.product(product_id)  # UNKNOWN_PRODUCT
         now = self._clock.now()
         end = end or now
         start = start or datetime(1970, 1, 1, tzinfo=UTC)
@@ -421,7 +432,27 @@ class Sessions:
         await self.flush()
         facts = await self._store.usage_facts(team_id, start, end)
         live = self.lic.live_sessions(team_id)
-        return build_report(team_id, start, end, now, facts, live, self.state.ledger)
+        return build_report(
+            team_id,
+            start,
+            end,
+            now,
+            facts,
+            live,
+            self.state.ledger,
+            user_id=user_id,
+            product_id=product_id,
+            user_name=self._user_name,
+            product_name=self._product_name,
+        )
+
+    def _user_name(self, user_id: str) -> str:
+        user = self.state.directory.find_user(user_id)
+        return user.display_name if user is not None else ""
+
+    def _product_name(self, product_id: str) -> str:
+        product = self.state.products.get(product_id)
+        return product.display_name if product is not None else ""
 
     # -- heartbeat batches ----------------------------------------------------------
 

@@ -9,7 +9,7 @@ No I/O here: ``Sessions.usage_report`` settles, reads and calls ``build_report``
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -26,6 +26,8 @@ class UsageRow:
     tokens_charged: int = 0
     sessions: int = 0
     active_seconds: float = 0.0
+    user_display_name: str = ""
+    product_display_name: str = ""
 
 
 @dataclass(slots=True)
@@ -79,16 +81,32 @@ def build_report(
     facts: UsageFacts,
     live: Iterable[Session],
     ledger: Ledger,
+    *,
+    user_id: str = "",
+    product_id: str = "",
+    user_name: Callable[[str], str] = str,
+    product_name: Callable[[str], str] = str,
 ) -> UsageReport:
     """The report of ``team_id`` over [start, end): ``facts`` from the store,
-    ``live`` the team's running sessions (active until ``now``)."""
+    ``live`` the team's running sessions (active until ``now``). Rows (and so
+    the totals) are narrowed to ``user_id`` and ``product_id`` when given, and
+    name both in words through ``user_name`` and ``product_name``."""
     rows: dict[tuple[str, str, str], UsageRow] = {}
+    spare = UsageRow("", "", "")  # what a row filtered out adds to: never reported
 
-    def row(day: str, user_id: str, product_id: str) -> UsageRow:
-        key = (day, user_id, product_id)
+    def row(day: str, user: str, product: str) -> UsageRow:
+        if user_id not in ("", user) or product_id not in ("", product):
+            return spare
+        key = (day, user, product)
         found = rows.get(key)
         if found is None:
-            found = rows[key] = UsageRow(day, user_id, product_id)
+            found = rows[key] = UsageRow(
+                day,
+                user,
+                product,
+                user_display_name=user_name(user),
+                product_display_name=product_name(product),
+            )
         return found
 
     for c in facts.captures:

@@ -391,20 +391,24 @@ class LedgerEntry(_message.Message):
     def __init__(self, entry_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[LedgerEntryKind, str]] = ..., pack_id: _Optional[str] = ..., amount: _Optional[int] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., product_id: _Optional[str] = ..., team_id: _Optional[str] = ..., remaining_delta: _Optional[int] = ..., held_delta: _Optional[int] = ...) -> None: ...
 
 class UsageRow(_message.Message):
-    __slots__ = ("date", "user_id", "product_id", "tokens_charged", "sessions", "active_seconds")
+    __slots__ = ("date", "user_id", "product_id", "tokens_charged", "sessions", "active_seconds", "user_display_name", "product_display_name")
     DATE_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
     TOKENS_CHARGED_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    USER_DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     date: str
     user_id: str
     product_id: str
     tokens_charged: int
     sessions: int
     active_seconds: int
-    def __init__(self, date: _Optional[str] = ..., user_id: _Optional[str] = ..., product_id: _Optional[str] = ..., tokens_charged: _Optional[int] = ..., sessions: _Optional[int] = ..., active_seconds: _Optional[int] = ...) -> None: ...
+    user_display_name: str
+    product_display_name: str
+    def __init__(self, date: _Optional[str] = ..., user_id: _Optional[str] = ..., product_id: _Optional[str] = ..., tokens_charged: _Optional[int] = ..., sessions: _Optional[int] = ..., active_seconds: _Optional[int] = ..., user_display_name: _Optional[str] = ..., product_display_name: _Optional[str] = ...) -> None: ...
 
 class PackUsage(_message.Message):
     __slots__ = ("pack_id", "purchased_tokens", "consumed_tokens", "held_tokens", "expired_tokens", "moved_in_tokens", "moved_out_tokens", "remaining_tokens", "expire_time", "state", "team_id")

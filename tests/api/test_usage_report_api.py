@@ -1,0 +1,136 @@
+"""R1 over the wire: the usage report names users and products in words and
+can be narrowed to one user or one product, totals following the filter.
+
+Same server, clock and rate sheet as ``test_metering_api.py`` (see
+``tests/licensing_desk.py``): team ``alpha`` has 100 tokens; ACAD ("AutoCAD")
+and REVIT ("Revit") cost 10 tokens a day; the clock starts at
+2026-01-01T00:00:00Z. Imported users are named from their address ("Ann").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.licensing_desk import Desk, at, num
+from tests.support import ServerThread
+
+NF = grpc.StatusCode.NOT_FOUND
+IA = grpc.StatusCode.INVALID_ARGUMENT
+WHOLE = {"team_id": "alpha", "start_time": at(), "end_time": at(d=2)}
+
+
+@pytest.fixture
+def desk(server: ServerThread) -> Iterator[Desk]:
+    d = Desk(server.target).sheet()
+    d.team("alpha", 100)
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def _session(desk: Desk, user_id: str, product_id: str, start: str, end: str) -> None:
+    desk.to(start)
+    s = desk.entitle(user_id, product_id)
+    desk.to(end)
+    desk.release(user_id, s["session_id"])
+
+
+def _report(desk: Desk, **narrow: str) -> tuple[list[tuple[Any, ...]], tuple[int, int, int]]:
+    report = desk.a("GetUsageReport", {**WHOLE, **narrow})
+    rows = [
+        (
+            r["date"],
+            r["user_id"],
+            r["user_display_name"],
+            r["product_id"],
+            r["product_display_name"],
+            num(r, "tokens_charged"),
+            num(r, "sessions"),
+            num(r, "active_seconds"),
+        )
+        for r in report.get("rows", [])
+    ]
+    totals = (
+        num(report, "total_tokens_charged"),
+        num(report, "total_sessions"),
+        num(report, "total_active_seconds"),
+    )
+    assert len(report["packs"]) == 1  # the packs are the team's, whatever the filter
+    return rows, totals
+
+
+@pytest.fixture
+def two_days(desk: Desk) -> tuple[str, str]:
+    """Day 1: Ann runs AutoCAD and Bob Revit, 10 minutes each (both charged at
+    00:05). Day 2: Ann runs Revit 10 minutes (charged), Bob AutoCAD 3 (free)."""
+    ann = desk.user("alpha", "ann")
+    bob = desk.user("alpha", "bob")
+    desk.to(at())
+    a = desk.entitle(ann, "ACAD")
+    b = desk.entitle(bob, "REVIT")
+    desk.to(at(m=10))
+    desk.release(ann, a["session_id"])
+    desk.release(bob, b["session_id"])
+    _session(desk, ann, "REVIT", at(d=1, h=1), at(d=1, h=1, m=10))
+    _session(desk, bob, "ACAD", at(d=1, h=2), at(d=1, h=2, m=3))
+    return ann, bob
+
+
+def test_r1_rows_name_the_user_and_the_product_in_words(
+    desk: Desk, two_days: tuple[str, str]
+) -> None:
+    ann, bob = two_days
+    assert _report(desk) == (
+        [
+            ("2026-01-01", ann, "Ann", "ACAD", "AutoCAD", 10, 1, 600),
+            ("2026-01-01", bob, "Bob", "REVIT", "Revit", 10, 1, 600),
+            ("2026-01-02", ann, "Ann", "REVIT", "Revit", 10, 1, 600),
+            ("2026-01-02", bob, "Bob", "ACAD", "AutoCAD", 0, 1, 180),
+        ],
+        (30, 4, 1980),
+    )
+
+
+def test_r1_narrowed_to_one_user_with_its_totals(desk: Desk, two_days: tuple[str, str]) -> None:
+    ann, _ = two_days
+    assert _report(desk, user_id=ann) == (
+        [
+            ("2026-01-01", ann, "Ann", "ACAD", "AutoCAD", 10, 1, 600),
+            ("2026-01-02", ann, "Ann", "REVIT", "Revit", 10, 1, 600),
+        ],
+        (20, 2, 1200),
+    )
+
+
+def test_r1_narrowed_to_one_product_with_its_totals(desk: Desk, two_days: tuple[str, str]) -> None:
+    ann, bob = two_days
+    assert _report(desk, product_id="ACAD") == (
+        [
+            ("2026-01-01", ann, "Ann", "ACAD", "AutoCAD", 10, 1, 600),
+            ("2026-01-02", bob, "Bob", "ACAD", "AutoCAD", 0, 1, 180),
+        ],
+        (10, 2, 780),
+    )
+
+
+def test_r1_narrowed_to_one_user_and_one_product(desk: Desk, two_days: tuple[str, str]) -> None:
+    ann, bob = two_days
+    assert _report(desk, user_id=bob, product_id="REVIT") == (
+        [("2026-01-01", bob, "Bob", "REVIT", "Revit", 10, 1, 600)],
+        (10, 1, 600),
+    )
+    assert _report(desk, user_id=ann, product_id="ACADEL") == ([], (0, 0, 0))
+
+
+def test_r1_filters_must_name_a_known_user_and_product(desk: Desk) -> None:
+    err = desk.refused(None, "GetUsageReport", {**WHOLE, "user_id": "nobody@x.com"}, NF)
+    assert err.reason == "UNKNOWN_USER"
+    err = desk.refused(None, "GetUsageReport", {**WHOLE, "product_id": "NOPE"}, NF)
+    assert err.reason == "UNKNOWN_PRODUCT"
+    err = desk.refused(None, "GetUsageReport", {**WHOLE, "user_id": "u" * 300}, IA)
+    assert "user_id" in err.field_violations
