@@ -57,9 +57,10 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             items, key, kind, request.page_size, request.page_token, self.e.max_page_size
         )
 
-    def _team(self, team: Team) -> Any:
-        ledger = self.e.ledger
-        return cv.team_out(team, ledger.available(team.team_id), ledger.held(team.team_id))
+    async def _team(self, team: Team) -> Any:
+        ledger, team_id = self.e.ledger, team.team_id
+        forecast = await self.e.accounts.forecast(team_id)
+        return cv.team_out(team, ledger.available(team_id), ledger.held(team_id), forecast)
 
     # -- server and clock ----------------------------------------------------
 
@@ -85,14 +86,16 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     async def CreateTeam(self, request: api.CreateTeamRequest, context: Ctx) -> Any:
         plan = cv.plan_in(request.plan)
         team = await self.e.accounts.create_team(request.team_id, request.display_name, plan)
-        return api.CreateTeamResponse(team=self._team(team))
+        return api.CreateTeamResponse(team=await self._team(team))
 
     async def GetTeam(self, request: api.GetTeamRequest, context: Ctx) -> Any:
-        return api.GetTeamResponse(team=self._team(self.e.accounts.team(request.team_id)))
+        return api.GetTeamResponse(team=await self._team(self.e.accounts.team(request.team_id)))
 
     async def ListTeams(self, request: api.ListTeamsRequest, context: Ctx) -> Any:
         teams, token = self._page(request, "teams", self.e.accounts.list_teams(), _team_key)
-        return api.ListTeamsResponse(teams=[self._team(t) for t in teams], next_page_token=token)
+        return api.ListTeamsResponse(
+            teams=[await self._team(t) for t in teams], next_page_token=token
+        )
 
     async def UpdateTeamSettings(self, request: api.UpdateTeamSettingsRequest, context: Ctx) -> Any:
         plan = cv.plan_in(request.plan)
@@ -101,10 +104,13 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             if request.HasField("guest_default_assignments")
             else None
         )
-        team = await self.e.accounts.update_team_settings(
-            request.team_id, plan, guests, request.display_name or None
+        threshold = (
+            request.low_balance_threshold if request.HasField("low_balance_threshold") else None
         )
-        return api.UpdateTeamSettingsResponse(team=self._team(team))
+        team = await self.e.accounts.update_team_settings(
+            request.team_id, plan, guests, request.display_name or None, threshold
+        )
+        return api.UpdateTeamSettingsResponse(team=await self._team(team))
 
     # -- tokens --------------------------------------------------------------
 
@@ -222,7 +228,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     ) -> Any:
         await self.e.access.set_default_assignments(request.team_id, list(request.product_ids))
         return api.SetDefaultAssignmentsResponse(
-            team=self._team(self.e.accounts.team(request.team_id))
+            team=await self._team(self.e.accounts.team(request.team_id))
         )
 
     async def ResendInvitation(self, request: api.ResendInvitationRequest, context: Ctx) -> Any:

@@ -18,6 +18,7 @@ from server.domain.directory import (
     User,
 )
 from server.domain.errors import InvalidArgument
+from server.domain.forecast import Forecast
 from server.domain.ledger import EntryKind, LedgerEntry, PackState, TokenPack
 from server.domain.products import (
     DEFAULT_MIN_LINUX_VERSION,
@@ -144,7 +145,15 @@ def platform_in(value: int, field: str = "platform") -> Platform:
 # -- messages ---------------------------------------------------------------
 
 
-def team_out(team: Team, available: int, held: int) -> pb.Team:
+def forecast_out(f: Forecast) -> pb.TeamForecast:
+    return pb.TeamForecast(
+        daily_burn_tokens=f.daily_burn_tokens,
+        depletion_time=ts(f.depletion_time),
+        expiring_tokens_30d=f.expiring_tokens_30d,
+    )
+
+
+def team_out(team: Team, available: int, held: int, forecast: Forecast) -> pb.Team:
     return pb.Team(
         team_id=team.team_id,
         display_name=team.display_name,
@@ -154,6 +163,8 @@ def team_out(team: Team, available: int, held: int) -> pb.Team:
         available_tokens=available,
         held_tokens=held,
         create_time=ts(team.create_time),
+        low_balance_threshold=team.low_balance_threshold,
+        forecast=forecast_out(forecast),
     )
 
 

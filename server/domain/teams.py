@@ -26,6 +26,8 @@ class Team:
     guest_default_assignments: bool = False
     # A4: the default set; empty means default assignments are off.
     default_product_ids: frozenset[str] = field(default_factory=frozenset)
+    # L1: 0 means off (the default).
+    low_balance_threshold: int = 0
 
 
 def validate_team_id(team_id: str, field_name: str = "team_id") -> None:

@@ -10,6 +10,8 @@ from server.clock import Clock
 from server.domain import text
 from server.domain.changes import Changes
 from server.domain.errors import AlreadyExists, InvalidArgument, UnknownTeam
+from server.domain.forecast import WINDOW as FORECAST_WINDOW
+from server.domain.forecast import Forecast, PackBalance, forecast
 from server.domain.ledger import LedgerEntry, TokenPack
 from server.domain.products import Product, validate_product
 from server.domain.teams import Plan, Team, validate_team_id
@@ -78,9 +80,14 @@ class Accounts:
         plan: Plan | None,
         guest_default_assignments: bool | None,
         display_name: str | None,
+        low_balance_threshold: int | None = None,
     ) -> Team:
         team = self.team(team_id)
         name = text.display_name(display_name, "display_name") if display_name else None
+        if low_balance_threshold is not None and low_balance_threshold < 0:
+            raise InvalidArgument.field("low_balance_threshold", "must not be negative")
+        if low_balance_threshold is not None:
+            team.low_balance_threshold = low_balance_threshold
         if plan is not None:
             team.plan = plan
         changes = Changes()
@@ -123,6 +130,16 @@ class Accounts:
         pack = ledger.move(pack_id, to_team_id, self._clock.now(), changes)
         await self._commits.commit(changes)
         return pack
+
+    async def forecast(self, team_id: str) -> Forecast:
+        """L4 as of now; the charges are read from the committed ledger."""
+        self.team(team_id)
+        now = self._clock.now()
+        await self._commits.settled()  # charges already made in memory are counted
+        charged = await self._store.captured_since(team_id, now - FORECAST_WINDOW)
+        packs = sorted(self.state.ledger.team_packs(team_id), key=TokenPack.order_key)
+        balances = [PackBalance(p.remaining, p.held, p.expire_time) for p in packs]
+        return forecast(now, balances, charged)
 
     async def ledger_page(
         self, team_id: str, after_seq: int, limit: int, pack_id: str = ""

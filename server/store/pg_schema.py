@@ -200,4 +200,8 @@ MIGRATIONS: list[str] = [
         lease_until TIMESTAMPTZ NOT NULL
     );
     """,
+    # 3: a team's low-balance threshold (RULES L1; 0 is off), as SQLite's migration 6
+    """
+    ALTER TABLE teams ADD COLUMN low_balance_threshold BIGINT NOT NULL DEFAULT 0;
+    """,
 ]

@@ -22,6 +22,7 @@ CAPTURES_SQL = (
     "SELECT time, user_id, product_id, amount FROM ledger "
     "WHERE team_id = ? AND kind = ? AND time >= ? AND time < ?"
 )
+CAPTURED_SINCE_SQL = "SELECT amount FROM ledger WHERE team_id = ? AND kind = ? AND time >= ?"
 SESSION_STARTS_SQL = (
     "SELECT start_time, user_id, product_id FROM sessions "
     "WHERE team_id = ? AND start_time >= ? AND start_time < ?"
@@ -57,6 +58,10 @@ class NamedReads:
     async def ended_session(self, session_id: str) -> Session | None:
         found = await self._select(SESSIONS, "WHERE session_id = ?", (session_id,))
         return found[0] if found else None
+
+    async def captured_since(self, team_id: str, since: datetime) -> list[int]:
+        rows = await self._rows(CAPTURED_SINCE_SQL, (team_id, EntryKind.CAPTURE.value, t2i(since)))
+        return [int(n) for (n,) in rows]
 
     async def usage_facts(self, team_id: str, start: datetime, end: datetime) -> UsageFacts:
         lo, hi = t2i(start), t2i(end)

@@ -187,4 +187,8 @@ MIGRATIONS: list[str] = [
     """
     UPDATE notifications SET invitation_token = '' WHERE invitation_token <> '';
     """,
+    # 6: a team's low-balance threshold (RULES L1; 0 is off)
+    """
+    ALTER TABLE teams ADD COLUMN low_balance_threshold INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

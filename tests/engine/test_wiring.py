@@ -64,6 +64,9 @@ class FakeStore:
     async def usage_facts(self, team_id: str, start: datetime, end: datetime) -> UsageFacts:
         return UsageFacts()
 
+    async def captured_since(self, team_id: str, since: datetime) -> list[int]:
+        return []
+
 
 Revoked = tuple[str, str, Collection[str] | None, datetime]
 

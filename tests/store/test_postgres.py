@@ -467,7 +467,7 @@ async def test_pg_an_error_in_the_fence_fails_waiters_with_store_failed(pg_url: 
 async def test_pg_migrations_apply_once_and_are_recorded(pg_url: str) -> None:
     store = await PostgresStore.open(pg_url)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 2
+        assert await store.schema_version() == len(MIGRATIONS) == 3
         await store.commit([MetaValue("marker", "kept")])
     finally:
         await store.close()
@@ -491,7 +491,7 @@ async def test_pg_servers_starting_together_migrate_once(pg: PgServer) -> None:
         stores = await asyncio.gather(*(PostgresStore.open(url) for _ in range(5)))
         try:
             versions = await _sql(url, "SELECT version FROM schema_version ORDER BY version")
-            assert [r[0] for r in versions] == [1, 2]
+            assert [r[0] for r in versions] == [1, 2, 3]
             await asyncio.gather(*(s.commit([_pack(i)]) for i, s in enumerate(stores)))
             assert len(await _sql(url, "SELECT pack_id FROM packs")) == 5
         finally:

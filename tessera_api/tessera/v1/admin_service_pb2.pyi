@@ -100,16 +100,18 @@ class ListTeamsResponse(_message.Message):
     def __init__(self, teams: _Optional[_Iterable[_Union[_common_pb2.Team, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UpdateTeamSettingsRequest(_message.Message):
-    __slots__ = ("team_id", "plan", "guest_default_assignments", "display_name")
+    __slots__ = ("team_id", "plan", "guest_default_assignments", "display_name", "low_balance_threshold")
     TEAM_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
     GUEST_DEFAULT_ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    LOW_BALANCE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     team_id: str
     plan: _common_pb2.Plan
     guest_default_assignments: bool
     display_name: str
-    def __init__(self, team_id: _Optional[str] = ..., plan: _Optional[_Union[_common_pb2.Plan, str]] = ..., guest_default_assignments: _Optional[bool] = ..., display_name: _Optional[str] = ...) -> None: ...
+    low_balance_threshold: int
+    def __init__(self, team_id: _Optional[str] = ..., plan: _Optional[_Union[_common_pb2.Plan, str]] = ..., guest_default_assignments: _Optional[bool] = ..., display_name: _Optional[str] = ..., low_balance_threshold: _Optional[int] = ...) -> None: ...
 
 class UpdateTeamSettingsResponse(_message.Message):
     __slots__ = ("team",)

@@ -209,7 +209,7 @@ class Session(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., team_id: _Optional[str] = ..., product_id: _Optional[str] = ..., product_version: _Optional[str] = ..., platform: _Optional[_Union[Platform, str]] = ..., device_id: _Optional[str] = ..., parent_session_id: _Optional[str] = ..., state: _Optional[_Union[SessionState, str]] = ..., end_reason: _Optional[_Union[EndReason, str]] = ..., coverage: _Optional[_Union[Coverage, str]] = ..., plan: _Optional[_Union[Plan, str]] = ..., daily_rate: _Optional[int] = ..., charge_state: _Optional[_Union[ChargeState, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., grace_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., team_available_tokens: _Optional[int] = ...) -> None: ...
 
 class Team(_message.Message):
-    __slots__ = ("team_id", "display_name", "plan", "guest_default_assignments", "default_product_ids", "available_tokens", "held_tokens", "create_time")
+    __slots__ = ("team_id", "display_name", "plan", "guest_default_assignments", "default_product_ids", "available_tokens", "held_tokens", "create_time", "low_balance_threshold", "forecast")
     TEAM_ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +218,8 @@ class Team(_message.Message):
     AVAILABLE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     HELD_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LOW_BALANCE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_FIELD_NUMBER: _ClassVar[int]
     team_id: str
     display_name: str
     plan: Plan
@@ -226,7 +228,19 @@ class Team(_message.Message):
     available_tokens: int
     held_tokens: int
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, team_id: _Optional[str] = ..., display_name: _Optional[str] = ..., plan: _Optional[_Union[Plan, str]] = ..., guest_default_assignments: _Optional[bool] = ..., default_product_ids: _Optional[_Iterable[str]] = ..., available_tokens: _Optional[int] = ..., held_tokens: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    low_balance_threshold: int
+    forecast: TeamForecast
+    def __init__(self, team_id: _Optional[str] = ..., display_name: _Optional[str] = ..., plan: _Optional[_Union[Plan, str]] = ..., guest_default_assignments: _Optional[bool] = ..., default_product_ids: _Optional[_Iterable[str]] = ..., available_tokens: _Optional[int] = ..., held_tokens: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., low_balance_threshold: _Optional[int] = ..., forecast: _Optional[_Union[TeamForecast, _Mapping]] = ...) -> None: ...
+
+class TeamForecast(_message.Message):
+    __slots__ = ("daily_burn_tokens", "depletion_time", "expiring_tokens_30d")
+    DAILY_BURN_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    DEPLETION_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRING_TOKENS_30D_FIELD_NUMBER: _ClassVar[int]
+    daily_burn_tokens: float
+    depletion_time: _timestamp_pb2.Timestamp
+    expiring_tokens_30d: int
+    def __init__(self, daily_burn_tokens: _Optional[float] = ..., depletion_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expiring_tokens_30d: _Optional[int] = ...) -> None: ...
 
 class TokenPack(_message.Message):
     __slots__ = ("pack_id", "team_id", "tokens", "remaining_tokens", "held_tokens", "consumed_tokens", "expired_tokens", "purchase_time", "expire_time", "state", "request_id")
