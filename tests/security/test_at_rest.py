@@ -238,6 +238,7 @@ def test_issue12_the_upgrade_blanks_stored_tokens_and_the_emailed_one_still_work
             "UPDATE invitations SET token_hash = ?",
             (hashlib.sha256(emailed.encode()).digest(),),
         )
+        conn.execute("ALTER TABLE teams DROP COLUMN low_balance_threshold")  # came in 6
         conn.execute("PRAGMA user_version = 4")
     conn.close()
     with running(db) as srv, _admin(srv.target) as admin:
