@@ -34,11 +34,10 @@ from client_sdk.errors import LeaseInvalid, TesseraError, UnknownSigningKey
 from client_sdk.failover import Failover, Targets
 from client_sdk.leases import (
     SigningKeysSource,
-    expect,
     match_session,
     public_keys,
     raw_public_key,
-    verify_lease_signature,
+    verify_bound,
 )
 from client_sdk.models import Lease, Platform, Session
 from client_sdk.session import (
@@ -280,16 +279,15 @@ class AsyncClient:
             def verify() -> Lease:
                 # A fresh lease: its end is the session's business (it runs on it until
                 # then, on its own clock), so only the signature and binding are checked.
-                lease = verify_lease_signature(checked, self._trusted())
-                expect(
-                    lease,
+                return verify_bound(
+                    checked,
+                    self._trusted(),
                     session_id=session_id,
                     user_id=user_id,
                     team_id=team_id,
                     product_id=product_id,
                     device_id=device_id,
                 )
-                return lease
 
             try:
                 lease = verify()

@@ -184,9 +184,9 @@ def verify_lease(
         raise ValueError("give now or clock, not both")
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (UTC)")
-    lease = verify_lease_signature(signed, keys)
-    expect(
-        lease,
+    lease = verify_bound(
+        signed,
+        keys,
         session_id=session_id,
         user_id=user_id,
         team_id=team_id,
@@ -259,6 +259,18 @@ def verify_lease_signature(
         signed=data,
         raw=raw,
     )
+
+
+def verify_bound(
+    signed: bytes | bytearray | memoryview | common_pb2.SignedLease,
+    keys: SigningKeysSource,
+    **expected: str | None,
+) -> Lease:
+    """``verify_lease_signature``, then each expected value that is not None must be
+    what the lease says (``expect``); expiry is left to the caller."""
+    lease = verify_lease_signature(signed, keys)
+    expect(lease, **expected)
+    return lease
 
 
 def expect(lease: Lease, **expected: object) -> None:
