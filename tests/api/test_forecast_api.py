@@ -6,7 +6,6 @@ The server's clock starts at 2026-01-01T00:00:00Z (``tests/licensing_desk.py``'s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,9 @@ from tests.support import ServerThread
 
 
 @pytest.fixture
-def desk(server: ServerThread) -> Iterator[Desk]:
-    d = Desk(server.target).sheet()
-    try:
-        yield d
-    finally:
-        d.close()
+def desk(sheet_desk: Desk) -> Desk:
+    """No team: each test makes its own (tests/api/conftest.py)."""
+    return sheet_desk
 
 
 def team(desk: Desk, team_id: str) -> dict[str, Any]:

@@ -11,7 +11,6 @@ exact: balances from GetTeam, the ledger from ListLedgerEntries.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,16 +24,6 @@ from tests.support import ADMIN_TOKEN, ServerThread
 FP = grpc.StatusCode.FAILED_PRECONDITION
 IA = grpc.StatusCode.INVALID_ARGUMENT
 NEVER = 10**9  # seconds_since_activity: nothing meaningful since long before the session
-
-
-@pytest.fixture
-def desk(server: ServerThread) -> Iterator[Desk]:
-    d = Desk(server.target).sheet()
-    d.team("alpha", 100)
-    try:
-        yield d
-    finally:
-        d.close()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ the last tokens are in ``test_metering_api.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import grpc
@@ -26,16 +25,6 @@ from tests.support import ServerThread
 FP = grpc.StatusCode.FAILED_PRECONDITION
 NF = grpc.StatusCode.NOT_FOUND
 IA = grpc.StatusCode.INVALID_ARGUMENT
-
-
-@pytest.fixture
-def desk(server: ServerThread) -> Iterator[Desk]:
-    d = Desk(server.target).sheet()
-    d.team("alpha", 100)
-    try:
-        yield d
-    finally:
-        d.close()
 
 
 @pytest.fixture

@@ -8,21 +8,15 @@ Same server, clock and rate sheet as ``test_metering_api.py`` (see
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.licensing_desk import Desk, at
-from tests.support import ServerThread
 
 
 @pytest.fixture
-def desk(server: ServerThread) -> Iterator[Desk]:
-    d = Desk(server.target).sheet()
-    try:
-        yield d
-    finally:
-        d.close()
+def desk(sheet_desk: Desk) -> Desk:
+    """No team: each test makes its own (tests/api/conftest.py)."""
+    return sheet_desk
 
 
 def test_c3_a_preferred_team_does_not_charge_again_within_another_teams_window(

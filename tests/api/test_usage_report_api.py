@@ -9,28 +9,16 @@ and REVIT ("Revit") cost 10 tokens a day; the clock starts at
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
 
 from tests.licensing_desk import Desk, at, num
-from tests.support import ServerThread
 
 NF = grpc.StatusCode.NOT_FOUND
 IA = grpc.StatusCode.INVALID_ARGUMENT
 WHOLE = {"team_id": "alpha", "start_time": at(), "end_time": at(d=2)}
-
-
-@pytest.fixture
-def desk(server: ServerThread) -> Iterator[Desk]:
-    d = Desk(server.target).sheet()
-    d.team("alpha", 100)
-    try:
-        yield d
-    finally:
-        d.close()
 
 
 def _session(desk: Desk, user_id: str, product_id: str, start: str, end: str) -> None:
