@@ -6,6 +6,7 @@ answer comes only after COMMIT. Each test has a fresh database (``pg_url``,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -323,11 +324,13 @@ async def _writer_waits_on_a_lock(url: str) -> None:
     raise AssertionError("the writer never waited on the lock")
 
 
-async def test_pg_commit_answers_only_after_the_transaction_committed(
+@contextlib.asynccontextmanager
+async def _commit_behind_a_row_lock(
     pgstore: PostgresStore, pg_url: str
-) -> None:
-    """A commit whose row is locked by another client waits for it; until it
-    returns, no other client can see its change."""
+) -> AsyncIterator[tuple[Any, asyncio.Task[None]]]:
+    """Pack 1 stored, then another client locks its row (FOR UPDATE, in the yielded
+    open transaction) and the store commits pack 1 changed and pack 2: the commit is
+    yielded waiting on that lock, not done."""
     await pgstore.commit([_pack(1)])
     blocker = await asyncpg.connect(pg_url)
     try:
@@ -338,12 +341,21 @@ async def test_pg_commit_answers_only_after_the_transaction_committed(
         pending = asyncio.create_task(pgstore.commit([changed, _pack(2)]))
         await _writer_waits_on_a_lock(pg_url)
         assert not pending.done()
+        yield tx, pending
+    finally:
+        await blocker.close()
+
+
+async def test_pg_commit_answers_only_after_the_transaction_committed(
+    pgstore: PostgresStore, pg_url: str
+) -> None:
+    """A commit whose row is locked by another client waits for it; until it
+    returns, no other client can see its change."""
+    async with _commit_behind_a_row_lock(pgstore, pg_url) as (tx, pending):
         seen = await _sql(pg_url, "SELECT count(*) FROM packs WHERE pack_id = 'pk_0002'")
         assert seen[0][0] == 0  # written in the open transaction, not visible yet
         await tx.rollback()
         await asyncio.wait_for(pending, 10)
-    finally:
-        await blocker.close()
     seen = await _sql(pg_url, "SELECT held FROM packs ORDER BY pack_id")
     assert [r[0] for r in seen] == [1, 0]
 
@@ -581,16 +593,7 @@ async def test_pg_close_is_bounded_when_the_database_does_not_answer(
     """A server that lost its place must get back to standby even if its write
     hangs (here: on a lock another client holds; in life, a partition): close cuts
     the writer's connection after its timeout, and that write never commits."""
-    await pgstore.commit([_pack(1)])
-    blocker = await asyncpg.connect(pg_url)
-    try:
-        tx = blocker.transaction()
-        await tx.start()
-        await blocker.execute("SELECT * FROM packs WHERE pack_id = 'pk_0001' FOR UPDATE")
-        changed = TokenPack("pk_0001", "acme", 1, T, T + 365 * DAY, "po-1", 0, 1)
-        pending = asyncio.create_task(pgstore.commit([changed, _pack(2)]))
-        await _writer_waits_on_a_lock(pg_url)
-        assert not pending.done()
+    async with _commit_behind_a_row_lock(pgstore, pg_url) as (tx, pending):
         loop = asyncio.get_running_loop()
         start = loop.time()
         await pgstore.close(timeout=0.3)
@@ -598,7 +601,5 @@ async def test_pg_close_is_bounded_when_the_database_does_not_answer(
         with pytest.raises(StoreFailed):
             await pending
         await tx.rollback()
-    finally:
-        await blocker.close()
     rows_now = await _sql(pg_url, "SELECT pack_id, held FROM packs")
     assert [tuple(r) for r in rows_now] == [("pk_0001", 0)]
