@@ -81,6 +81,10 @@ class InvitationState(Enum):
 class NotificationKind(Enum):
     INVITATION = "INVITATION"
     ACCESS_CHANGED = "ACCESS_CHANGED"
+    # Addressed to the team (empty email): RULES L1-L3.
+    LOW_BALANCE = "LOW_BALANCE"
+    PACK_EXPIRING = "PACK_EXPIRING"
+    TOKENS_EXHAUSTED = "TOKENS_EXHAUSTED"
 
 
 ACCESS_CHANGED = NotificationKind.ACCESS_CHANGED
@@ -142,6 +146,14 @@ class Notification:
     # The secret an invitation email carries: never kept here nor stored; filled in
     # when the outbox is read (``invitation_token`` below, server/engine/access.py).
     invitation_token: str = ""
+    # What a team alert is about (RULES L1-L3): PACK_EXPIRING's pack and expiry;
+    # the tokens (LOW_BALANCE: the balance that fell below the threshold;
+    # PACK_EXPIRING: the pack's remaining tokens); TOKENS_EXHAUSTED's product
+    # (``user_id`` is the refused user).
+    pack_id: str = ""
+    tokens: int = 0
+    expire_time: datetime | None = None
+    product_id: str = ""
 
 
 def _defaults_apply(member: Member, team: Team) -> bool:

@@ -28,6 +28,9 @@ class Team:
     default_product_ids: frozenset[str] = field(default_factory=frozenset)
     # L1: 0 means off (the default).
     low_balance_threshold: int = 0
+    # L1: LOW_BALANCE was queued and the balance has not been back at or above
+    # the threshold since (the next one waits for that).
+    low_balance_alerted: bool = False
 
 
 def validate_team_id(team_id: str, field_name: str = "team_id") -> None:

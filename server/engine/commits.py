@@ -8,14 +8,22 @@ meter is in one of them (a heartbeat's answer waits only for its own).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from server.domain.changes import Changes, Deleted
 from server.domain.sessions import Meter, Session
 from server.store.port import StorePort
+
+Hook = Callable[[Changes], None]
 
 
 class Commits:
     def __init__(self, store: StorePort) -> None:
         self._store = store
+        # Called, in order, on every non-empty ``changes`` just before it is handed to
+        # the store: what they add is stored in the same commit (RULES AD2's audit
+        # event, L1's alert).
+        self._hooks: list[Hook] = []
         self._committing = 0  # commits under way (see ``settled``)
         # Sessions and meters in commits under way, by id: how many commits (see
         # ``unsettled``).
@@ -29,6 +37,8 @@ class Commits:
         if not changes:
             await self.settled()
             return
+        for hook in self._hooks:
+            hook(changes)
         self._committing += 1
         unsettled = self._unsettled
         watched = [
@@ -47,6 +57,12 @@ class Commits:
                     unsettled[key] = n
                 else:
                     del unsettled[key]
+
+    def add_hook(self, hook: Hook) -> None:
+        """Run ``hook(changes)`` on every commit's changes before they are stored,
+        synchronously (so in the order the commits are made); what it adds to
+        ``changes`` is stored with them, in one transaction."""
+        self._hooks.append(hook)
 
     async def settled(self) -> None:
         """Return once every change already made in memory is stored (at once when

@@ -27,6 +27,7 @@ from functools import lru_cache
 from types import NoneType, UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from server.domain.admins import AdminKey, AuditEvent
 from server.domain.coverage import Subscription
 from server.domain.directory import (
     Invitation,
@@ -379,6 +380,8 @@ ACTIVITY = mapped(
     append_only=True,
 )
 META = mapped("meta", MetaValue, ("key",))
+ADMIN_KEYS = mapped("admin_keys", AdminKey, ("admin_key_id",))
+AUDIT_EVENTS = mapped("audit_events", AuditEvent, ("seq",), append_only=True)
 
 # -- tables written out by hand (their rows are not their fields) ------------------------
 
@@ -454,7 +457,19 @@ HOLDS = Table(
 
 NOTIFICATIONS = Table(
     "notifications",
-    ("notification_id", "team_id", "user_id", "email", "kind", "create_time", "invitation_token"),
+    (
+        "notification_id",
+        "team_id",
+        "user_id",
+        "email",
+        "kind",
+        "create_time",
+        "invitation_token",
+        "pack_id",
+        "tokens",
+        "expire_time",
+        "product_id",
+    ),
     ("notification_id",),
     lambda n: (
         n.notification_id,
@@ -464,6 +479,10 @@ NOTIFICATIONS = Table(
         n.kind.value,
         t2i(n.create_time),
         "",  # never stored: derived when the outbox is read (server/engine/access.py)
+        n.pack_id,
+        n.tokens,
+        opt_t2i(n.expire_time),
+        n.product_id,
     ),
     lambda r: Notification(
         notification_id=r[0],
@@ -472,6 +491,10 @@ NOTIFICATIONS = Table(
         email=_s(r[3]),
         kind=_NOTIFICATION_KIND[r[4]],
         create_time=_t(r[5]),
+        pack_id=r[7],
+        tokens=r[8],
+        expire_time=_opt_t(r[9]),
+        product_id=_s(r[10]),
     ),
     append_only=True,
     order_by="ORDER BY seq",
@@ -494,7 +517,9 @@ TABLES: dict[type, Table] = {
     Device: DEVICES,
     ActivitySpan: ACTIVITY,
     MetaValue: META,
+    AdminKey: ADMIN_KEYS,
+    AuditEvent: AUDIT_EVENTS,
 }
 
 # History that stays on disk: read on demand, not loaded into memory at start.
-NOT_LOADED: frozenset[str] = frozenset({"ledger", "activity"})
+NOT_LOADED: frozenset[str] = frozenset({"ledger", "activity", "audit_events"})

@@ -191,4 +191,38 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE teams ADD COLUMN low_balance_threshold INTEGER NOT NULL DEFAULT 0;
     """,
+    # 7: team administrators' keys, the audit trail, and what team alerts are about
+    # (RULES AD1, AD2, L1-L3)
+    """
+    CREATE TABLE admin_keys (
+        admin_key_id TEXT PRIMARY KEY,
+        display_name TEXT NOT NULL,
+        team_ids TEXT NOT NULL,
+        key_hash BLOB NOT NULL,
+        create_time INTEGER NOT NULL,
+        revoke_time INTEGER
+    );
+    CREATE UNIQUE INDEX admin_keys_hash ON admin_keys (key_hash);
+    CREATE TABLE audit_events (
+        seq INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        time INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        actor_name TEXT NOT NULL,
+        method TEXT NOT NULL,
+        team_id TEXT NOT NULL,
+        other_team_id TEXT NOT NULL,
+        target TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        request TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX audit_team ON audit_events (team_id, seq);
+    CREATE INDEX audit_other_team ON audit_events (other_team_id, seq);
+    ALTER TABLE notifications ADD COLUMN pack_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE notifications ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE notifications ADD COLUMN expire_time INTEGER;
+    ALTER TABLE notifications ADD COLUMN product_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE teams ADD COLUMN low_balance_alerted INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

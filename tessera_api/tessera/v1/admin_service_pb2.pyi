@@ -300,14 +300,16 @@ class GetMemberResponse(_message.Message):
     def __init__(self, member: _Optional[_Union[_common_pb2.Member, _Mapping]] = ...) -> None: ...
 
 class ListMembersRequest(_message.Message):
-    __slots__ = ("team_id", "page_size", "page_token")
+    __slots__ = ("team_id", "page_size", "page_token", "product_id")
     TEAM_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
     team_id: str
     page_size: int
     page_token: str
-    def __init__(self, team_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    product_id: str
+    def __init__(self, team_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., product_id: _Optional[str] = ...) -> None: ...
 
 class ListMembersResponse(_message.Message):
     __slots__ = ("members", "next_page_token")
@@ -520,3 +522,113 @@ class GetUsageReportResponse(_message.Message):
     total_sessions: int
     total_active_seconds: int
     def __init__(self, rows: _Optional[_Iterable[_Union[_common_pb2.UsageRow, _Mapping]]] = ..., total_tokens_charged: _Optional[int] = ..., packs: _Optional[_Iterable[_Union[_common_pb2.PackUsage, _Mapping]]] = ..., total_sessions: _Optional[int] = ..., total_active_seconds: _Optional[int] = ...) -> None: ...
+
+class CreateAdminKeyRequest(_message.Message):
+    __slots__ = ("display_name", "team_ids")
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    TEAM_IDS_FIELD_NUMBER: _ClassVar[int]
+    display_name: str
+    team_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, display_name: _Optional[str] = ..., team_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CreateAdminKeyResponse(_message.Message):
+    __slots__ = ("admin_key", "key")
+    ADMIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    admin_key: str
+    key: _common_pb2.AdminKey
+    def __init__(self, admin_key: _Optional[str] = ..., key: _Optional[_Union[_common_pb2.AdminKey, _Mapping]] = ...) -> None: ...
+
+class ListAdminKeysRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAdminKeysResponse(_message.Message):
+    __slots__ = ("keys", "next_page_token")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[_common_pb2.AdminKey]
+    next_page_token: str
+    def __init__(self, keys: _Optional[_Iterable[_Union[_common_pb2.AdminKey, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RevokeAdminKeyRequest(_message.Message):
+    __slots__ = ("admin_key_id",)
+    ADMIN_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    admin_key_id: str
+    def __init__(self, admin_key_id: _Optional[str] = ...) -> None: ...
+
+class RevokeAdminKeyResponse(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: _common_pb2.AdminKey
+    def __init__(self, key: _Optional[_Union[_common_pb2.AdminKey, _Mapping]] = ...) -> None: ...
+
+class ListAuditEventsRequest(_message.Message):
+    __slots__ = ("team_id", "page_size", "page_token")
+    TEAM_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    team_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, team_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAuditEventsResponse(_message.Message):
+    __slots__ = ("events", "next_page_token")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_common_pb2.AuditEvent]
+    next_page_token: str
+    def __init__(self, events: _Optional[_Iterable[_Union[_common_pb2.AuditEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListSubscriptionsRequest(_message.Message):
+    __slots__ = ("user_id", "product_id", "include_ended")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_ENDED_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    product_id: str
+    include_ended: bool
+    def __init__(self, user_id: _Optional[str] = ..., product_id: _Optional[str] = ..., include_ended: _Optional[bool] = ...) -> None: ...
+
+class ListSubscriptionsResponse(_message.Message):
+    __slots__ = ("subscriptions",)
+    SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    subscriptions: _containers.RepeatedCompositeFieldContainer[_common_pb2.Subscription]
+    def __init__(self, subscriptions: _Optional[_Iterable[_Union[_common_pb2.Subscription, _Mapping]]] = ...) -> None: ...
+
+class EndSubscriptionRequest(_message.Message):
+    __slots__ = ("subscription_id",)
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    subscription_id: str
+    def __init__(self, subscription_id: _Optional[str] = ...) -> None: ...
+
+class EndSubscriptionResponse(_message.Message):
+    __slots__ = ("subscription",)
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    subscription: _common_pb2.Subscription
+    def __init__(self, subscription: _Optional[_Union[_common_pb2.Subscription, _Mapping]] = ...) -> None: ...
+
+class SearchUsersRequest(_message.Message):
+    __slots__ = ("query", "team_id", "page_size", "page_token")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    TEAM_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    team_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, query: _Optional[str] = ..., team_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class SearchUsersResponse(_message.Message):
+    __slots__ = ("users", "next_page_token")
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    users: _containers.RepeatedCompositeFieldContainer[_common_pb2.UserSummary]
+    next_page_token: str
+    def __init__(self, users: _Optional[_Iterable[_Union[_common_pb2.UserSummary, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -186,6 +186,41 @@ class AdminServiceStub:
                 request_serializer=tessera_dot_v1_dot_admin__service__pb2.GetUsageReportRequest.SerializeToString,
                 response_deserializer=tessera_dot_v1_dot_admin__service__pb2.GetUsageReportResponse.FromString,
                 _registered_method=True)
+        self.CreateAdminKey = channel.unary_unary(
+                '/tessera.v1.AdminService/CreateAdminKey',
+                request_serializer=tessera_dot_v1_dot_admin__service__pb2.CreateAdminKeyRequest.SerializeToString,
+                response_deserializer=tessera_dot_v1_dot_admin__service__pb2.CreateAdminKeyResponse.FromString,
+                _registered_method=True)
+        self.ListAdminKeys = channel.unary_unary(
+                '/tessera.v1.AdminService/ListAdminKeys',
+                request_serializer=tessera_dot_v1_dot_admin__service__pb2.ListAdminKeysRequest.SerializeToString,
+                response_deserializer=tessera_dot_v1_dot_admin__service__pb2.ListAdminKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeAdminKey = channel.unary_unary(
+                '/tessera.v1.AdminService/RevokeAdminKey',
+                request_serializer=tessera_dot_v1_dot_admin__service__pb2.RevokeAdminKeyRequest.SerializeToString,
+                response_deserializer=tessera_dot_v1_dot_admin__service__pb2.RevokeAdminKeyResponse.FromString,
+                _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/tessera.v1.AdminService/ListAuditEvents',
+                request_serializer=tessera_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=tessera_dot_v1_dot_admin__service__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
+        self.ListSubscriptions = channel.unary_unary(
+                '/tessera.v1.AdminService/ListSubscriptions',
+                request_serializer=tessera_dot_v1_dot_admin__service__pb2.ListSubscriptionsRequest.SerializeToString,
+                response_deserializer=tessera_dot_v1_dot_admin__service__pb2.ListSubscriptionsResponse.FromString,
+                _registered_method=True)
+        self.EndSubscription = channel.unary_unary(
+                '/tessera.v1.AdminService/EndSubscription',
+                request_serializer=tessera_dot_v1_dot_admin__service__pb2.EndSubscriptionRequest.SerializeToString,
+                response_deserializer=tessera_dot_v1_dot_admin__service__pb2.EndSubscriptionResponse.FromString,
+                _registered_method=True)
+        self.SearchUsers = channel.unary_unary(
+                '/tessera.v1.AdminService/SearchUsers',
+                request_serializer=tessera_dot_v1_dot_admin__service__pb2.SearchUsersRequest.SerializeToString,
+                response_deserializer=tessera_dot_v1_dot_admin__service__pb2.SearchUsersResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -433,6 +468,61 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateAdminKey(self, request, context):
+        """Creates a team administrator's key for the teams it names (RULES AD1).
+        The secret is in this response only; only its hash is kept. Operator only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAdminKeys(self, request, context):
+        """Every admin key, revoked ones too, oldest first. Operator only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAdminKey(self, request, context):
+        """Revokes an admin key at once: its next call is UNAUTHENTICATED. Revoking
+        a revoked key returns it unchanged. Operator only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEvents(self, request, context):
+        """A team's audit trail, newest first (RULES AD2); all teams' for the
+        operator when `team_id` is empty.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSubscriptions(self, request, context):
+        """Subscriptions and trials by user, by product or both (RULES AD3).
+        Operator only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndSubscription(self, request, context):
+        """Ends a subscription or trial now: sessions running under it go on under
+        tokens from this instant (RULES C2, AD3). Operator only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchUsers(self, request, context):
+        """Users whose name or email begins with `query`, case- and
+        accent-insensitive, within the teams the caller may see (RULES AD4).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -585,6 +675,41 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetUsageReport,
                     request_deserializer=tessera_dot_v1_dot_admin__service__pb2.GetUsageReportRequest.FromString,
                     response_serializer=tessera_dot_v1_dot_admin__service__pb2.GetUsageReportResponse.SerializeToString,
+            ),
+            'CreateAdminKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAdminKey,
+                    request_deserializer=tessera_dot_v1_dot_admin__service__pb2.CreateAdminKeyRequest.FromString,
+                    response_serializer=tessera_dot_v1_dot_admin__service__pb2.CreateAdminKeyResponse.SerializeToString,
+            ),
+            'ListAdminKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAdminKeys,
+                    request_deserializer=tessera_dot_v1_dot_admin__service__pb2.ListAdminKeysRequest.FromString,
+                    response_serializer=tessera_dot_v1_dot_admin__service__pb2.ListAdminKeysResponse.SerializeToString,
+            ),
+            'RevokeAdminKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAdminKey,
+                    request_deserializer=tessera_dot_v1_dot_admin__service__pb2.RevokeAdminKeyRequest.FromString,
+                    response_serializer=tessera_dot_v1_dot_admin__service__pb2.RevokeAdminKeyResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=tessera_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=tessera_dot_v1_dot_admin__service__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'ListSubscriptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSubscriptions,
+                    request_deserializer=tessera_dot_v1_dot_admin__service__pb2.ListSubscriptionsRequest.FromString,
+                    response_serializer=tessera_dot_v1_dot_admin__service__pb2.ListSubscriptionsResponse.SerializeToString,
+            ),
+            'EndSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndSubscription,
+                    request_deserializer=tessera_dot_v1_dot_admin__service__pb2.EndSubscriptionRequest.FromString,
+                    response_serializer=tessera_dot_v1_dot_admin__service__pb2.EndSubscriptionResponse.SerializeToString,
+            ),
+            'SearchUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchUsers,
+                    request_deserializer=tessera_dot_v1_dot_admin__service__pb2.SearchUsersRequest.FromString,
+                    response_serializer=tessera_dot_v1_dot_admin__service__pb2.SearchUsersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1399,6 +1524,195 @@ class AdminService:
             '/tessera.v1.AdminService/GetUsageReport',
             tessera_dot_v1_dot_admin__service__pb2.GetUsageReportRequest.SerializeToString,
             tessera_dot_v1_dot_admin__service__pb2.GetUsageReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAdminKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.AdminService/CreateAdminKey',
+            tessera_dot_v1_dot_admin__service__pb2.CreateAdminKeyRequest.SerializeToString,
+            tessera_dot_v1_dot_admin__service__pb2.CreateAdminKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAdminKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.AdminService/ListAdminKeys',
+            tessera_dot_v1_dot_admin__service__pb2.ListAdminKeysRequest.SerializeToString,
+            tessera_dot_v1_dot_admin__service__pb2.ListAdminKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAdminKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.AdminService/RevokeAdminKey',
+            tessera_dot_v1_dot_admin__service__pb2.RevokeAdminKeyRequest.SerializeToString,
+            tessera_dot_v1_dot_admin__service__pb2.RevokeAdminKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.AdminService/ListAuditEvents',
+            tessera_dot_v1_dot_admin__service__pb2.ListAuditEventsRequest.SerializeToString,
+            tessera_dot_v1_dot_admin__service__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSubscriptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.AdminService/ListSubscriptions',
+            tessera_dot_v1_dot_admin__service__pb2.ListSubscriptionsRequest.SerializeToString,
+            tessera_dot_v1_dot_admin__service__pb2.ListSubscriptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.AdminService/EndSubscription',
+            tessera_dot_v1_dot_admin__service__pb2.EndSubscriptionRequest.SerializeToString,
+            tessera_dot_v1_dot_admin__service__pb2.EndSubscriptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.AdminService/SearchUsers',
+            tessera_dot_v1_dot_admin__service__pb2.SearchUsersRequest.SerializeToString,
+            tessera_dot_v1_dot_admin__service__pb2.SearchUsersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -142,6 +142,32 @@ class AdminServiceStub:
     for a team over [`start_time`, `end_time`), with totals and every pack's
     state (RULES R1).
     """
+    CreateAdminKey: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.CreateAdminKeyRequest, _admin_service_pb2.CreateAdminKeyResponse]
+    """Creates a team administrator's key for the teams it names (RULES AD1).
+    The secret is in this response only; only its hash is kept. Operator only.
+    """
+    ListAdminKeys: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListAdminKeysRequest, _admin_service_pb2.ListAdminKeysResponse]
+    """Every admin key, revoked ones too, oldest first. Operator only."""
+    RevokeAdminKey: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.RevokeAdminKeyRequest, _admin_service_pb2.RevokeAdminKeyResponse]
+    """Revokes an admin key at once: its next call is UNAUTHENTICATED. Revoking
+    a revoked key returns it unchanged. Operator only.
+    """
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditEventsRequest, _admin_service_pb2.ListAuditEventsResponse]
+    """A team's audit trail, newest first (RULES AD2); all teams' for the
+    operator when `team_id` is empty.
+    """
+    ListSubscriptions: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListSubscriptionsRequest, _admin_service_pb2.ListSubscriptionsResponse]
+    """Subscriptions and trials by user, by product or both (RULES AD3).
+    Operator only.
+    """
+    EndSubscription: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.EndSubscriptionRequest, _admin_service_pb2.EndSubscriptionResponse]
+    """Ends a subscription or trial now: sessions running under it go on under
+    tokens from this instant (RULES C2, AD3). Operator only.
+    """
+    SearchUsers: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SearchUsersRequest, _admin_service_pb2.SearchUsersResponse]
+    """Users whose name or email begins with `query`, case- and
+    accent-insensitive, within the teams the caller may see (RULES AD4).
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -256,6 +282,32 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Tokens charged, sessions and active time per day (UTC), user and product
     for a team over [`start_time`, `end_time`), with totals and every pack's
     state (RULES R1).
+    """
+    CreateAdminKey: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.CreateAdminKeyRequest, _admin_service_pb2.CreateAdminKeyResponse]  # type: ignore[assignment]
+    """Creates a team administrator's key for the teams it names (RULES AD1).
+    The secret is in this response only; only its hash is kept. Operator only.
+    """
+    ListAdminKeys: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListAdminKeysRequest, _admin_service_pb2.ListAdminKeysResponse]  # type: ignore[assignment]
+    """Every admin key, revoked ones too, oldest first. Operator only."""
+    RevokeAdminKey: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.RevokeAdminKeyRequest, _admin_service_pb2.RevokeAdminKeyResponse]  # type: ignore[assignment]
+    """Revokes an admin key at once: its next call is UNAUTHENTICATED. Revoking
+    a revoked key returns it unchanged. Operator only.
+    """
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditEventsRequest, _admin_service_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+    """A team's audit trail, newest first (RULES AD2); all teams' for the
+    operator when `team_id` is empty.
+    """
+    ListSubscriptions: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListSubscriptionsRequest, _admin_service_pb2.ListSubscriptionsResponse]  # type: ignore[assignment]
+    """Subscriptions and trials by user, by product or both (RULES AD3).
+    Operator only.
+    """
+    EndSubscription: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.EndSubscriptionRequest, _admin_service_pb2.EndSubscriptionResponse]  # type: ignore[assignment]
+    """Ends a subscription or trial now: sessions running under it go on under
+    tokens from this instant (RULES C2, AD3). Operator only.
+    """
+    SearchUsers: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SearchUsersRequest, _admin_service_pb2.SearchUsersResponse]  # type: ignore[assignment]
+    """Users whose name or email begins with `query`, case- and
+    accent-insensitive, within the teams the caller may see (RULES AD4).
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -548,6 +600,74 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Tokens charged, sessions and active time per day (UTC), user and product
         for a team over [`start_time`, `end_time`), with totals and every pack's
         state (RULES R1).
+        """
+
+    @_abc_1.abstractmethod
+    def CreateAdminKey(
+        self,
+        request: _admin_service_pb2.CreateAdminKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.CreateAdminKeyResponse, _abc.Awaitable[_admin_service_pb2.CreateAdminKeyResponse]]:
+        """Creates a team administrator's key for the teams it names (RULES AD1).
+        The secret is in this response only; only its hash is kept. Operator only.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAdminKeys(
+        self,
+        request: _admin_service_pb2.ListAdminKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListAdminKeysResponse, _abc.Awaitable[_admin_service_pb2.ListAdminKeysResponse]]:
+        """Every admin key, revoked ones too, oldest first. Operator only."""
+
+    @_abc_1.abstractmethod
+    def RevokeAdminKey(
+        self,
+        request: _admin_service_pb2.RevokeAdminKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.RevokeAdminKeyResponse, _abc.Awaitable[_admin_service_pb2.RevokeAdminKeyResponse]]:
+        """Revokes an admin key at once: its next call is UNAUTHENTICATED. Revoking
+        a revoked key returns it unchanged. Operator only.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _admin_service_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListAuditEventsResponse, _abc.Awaitable[_admin_service_pb2.ListAuditEventsResponse]]:
+        """A team's audit trail, newest first (RULES AD2); all teams' for the
+        operator when `team_id` is empty.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSubscriptions(
+        self,
+        request: _admin_service_pb2.ListSubscriptionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListSubscriptionsResponse, _abc.Awaitable[_admin_service_pb2.ListSubscriptionsResponse]]:
+        """Subscriptions and trials by user, by product or both (RULES AD3).
+        Operator only.
+        """
+
+    @_abc_1.abstractmethod
+    def EndSubscription(
+        self,
+        request: _admin_service_pb2.EndSubscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.EndSubscriptionResponse, _abc.Awaitable[_admin_service_pb2.EndSubscriptionResponse]]:
+        """Ends a subscription or trial now: sessions running under it go on under
+        tokens from this instant (RULES C2, AD3). Operator only.
+        """
+
+    @_abc_1.abstractmethod
+    def SearchUsers(
+        self,
+        request: _admin_service_pb2.SearchUsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.SearchUsersResponse, _abc.Awaitable[_admin_service_pb2.SearchUsersResponse]]:
+        """Users whose name or email begins with `query`, case- and
+        accent-insensitive, within the teams the caller may see (RULES AD4).
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -88,6 +89,16 @@ class NotificationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NOTIFICATION_KIND_UNSPECIFIED: _ClassVar[NotificationKind]
     NOTIFICATION_KIND_INVITATION: _ClassVar[NotificationKind]
     NOTIFICATION_KIND_ACCESS_CHANGED: _ClassVar[NotificationKind]
+    NOTIFICATION_KIND_LOW_BALANCE: _ClassVar[NotificationKind]
+    NOTIFICATION_KIND_PACK_EXPIRING: _ClassVar[NotificationKind]
+    NOTIFICATION_KIND_TOKENS_EXHAUSTED: _ClassVar[NotificationKind]
+
+class AccessVia(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACCESS_VIA_UNSPECIFIED: _ClassVar[AccessVia]
+    ACCESS_VIA_INDIVIDUAL: _ClassVar[AccessVia]
+    ACCESS_VIA_ALL_PRODUCTS: _ClassVar[AccessVia]
+    ACCESS_VIA_DEFAULT_SET: _ClassVar[AccessVia]
 
 class SubscriptionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -150,6 +161,13 @@ INVITATION_STATE_EXPIRED: InvitationState
 NOTIFICATION_KIND_UNSPECIFIED: NotificationKind
 NOTIFICATION_KIND_INVITATION: NotificationKind
 NOTIFICATION_KIND_ACCESS_CHANGED: NotificationKind
+NOTIFICATION_KIND_LOW_BALANCE: NotificationKind
+NOTIFICATION_KIND_PACK_EXPIRING: NotificationKind
+NOTIFICATION_KIND_TOKENS_EXHAUSTED: NotificationKind
+ACCESS_VIA_UNSPECIFIED: AccessVia
+ACCESS_VIA_INDIVIDUAL: AccessVia
+ACCESS_VIA_ALL_PRODUCTS: AccessVia
+ACCESS_VIA_DEFAULT_SET: AccessVia
 SUBSCRIPTION_KIND_UNSPECIFIED: SubscriptionKind
 SUBSCRIPTION_KIND_SUBSCRIPTION: SubscriptionKind
 SUBSCRIPTION_KIND_TRIAL: SubscriptionKind
@@ -305,7 +323,7 @@ class Invitation(_message.Message):
     def __init__(self, invitation_id: _Optional[str] = ..., team_id: _Optional[str] = ..., user_id: _Optional[str] = ..., send_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[InvitationState, str]] = ...) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("team_id", "user_id", "display_name", "email", "state", "guest", "all_products", "product_ids", "effective_product_ids", "invitation")
+    __slots__ = ("team_id", "user_id", "display_name", "email", "state", "guest", "all_products", "product_ids", "effective_product_ids", "invitation", "access_via")
     TEAM_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -316,6 +334,7 @@ class Member(_message.Message):
     PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
     INVITATION_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_VIA_FIELD_NUMBER: _ClassVar[int]
     team_id: str
     user_id: str
     display_name: str
@@ -326,10 +345,11 @@ class Member(_message.Message):
     product_ids: _containers.RepeatedScalarFieldContainer[str]
     effective_product_ids: _containers.RepeatedScalarFieldContainer[str]
     invitation: Invitation
-    def __init__(self, team_id: _Optional[str] = ..., user_id: _Optional[str] = ..., display_name: _Optional[str] = ..., email: _Optional[str] = ..., state: _Optional[_Union[MemberState, str]] = ..., guest: _Optional[bool] = ..., all_products: _Optional[bool] = ..., product_ids: _Optional[_Iterable[str]] = ..., effective_product_ids: _Optional[_Iterable[str]] = ..., invitation: _Optional[_Union[Invitation, _Mapping]] = ...) -> None: ...
+    access_via: AccessVia
+    def __init__(self, team_id: _Optional[str] = ..., user_id: _Optional[str] = ..., display_name: _Optional[str] = ..., email: _Optional[str] = ..., state: _Optional[_Union[MemberState, str]] = ..., guest: _Optional[bool] = ..., all_products: _Optional[bool] = ..., product_ids: _Optional[_Iterable[str]] = ..., effective_product_ids: _Optional[_Iterable[str]] = ..., invitation: _Optional[_Union[Invitation, _Mapping]] = ..., access_via: _Optional[_Union[AccessVia, str]] = ...) -> None: ...
 
 class Notification(_message.Message):
-    __slots__ = ("notification_id", "team_id", "user_id", "email", "kind", "create_time", "invitation_token")
+    __slots__ = ("notification_id", "team_id", "user_id", "email", "kind", "create_time", "invitation_token", "pack_id", "tokens", "expire_time", "product_id")
     NOTIFICATION_ID_FIELD_NUMBER: _ClassVar[int]
     TEAM_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -337,6 +357,10 @@ class Notification(_message.Message):
     KIND_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     INVITATION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PACK_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
     notification_id: str
     team_id: str
     user_id: str
@@ -344,7 +368,59 @@ class Notification(_message.Message):
     kind: NotificationKind
     create_time: _timestamp_pb2.Timestamp
     invitation_token: str
-    def __init__(self, notification_id: _Optional[str] = ..., team_id: _Optional[str] = ..., user_id: _Optional[str] = ..., email: _Optional[str] = ..., kind: _Optional[_Union[NotificationKind, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., invitation_token: _Optional[str] = ...) -> None: ...
+    pack_id: str
+    tokens: int
+    expire_time: _timestamp_pb2.Timestamp
+    product_id: str
+    def __init__(self, notification_id: _Optional[str] = ..., team_id: _Optional[str] = ..., user_id: _Optional[str] = ..., email: _Optional[str] = ..., kind: _Optional[_Union[NotificationKind, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., invitation_token: _Optional[str] = ..., pack_id: _Optional[str] = ..., tokens: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., product_id: _Optional[str] = ...) -> None: ...
+
+class AdminKey(_message.Message):
+    __slots__ = ("admin_key_id", "display_name", "team_ids", "create_time", "revoke_time")
+    ADMIN_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    TEAM_IDS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REVOKE_TIME_FIELD_NUMBER: _ClassVar[int]
+    admin_key_id: str
+    display_name: str
+    team_ids: _containers.RepeatedScalarFieldContainer[str]
+    create_time: _timestamp_pb2.Timestamp
+    revoke_time: _timestamp_pb2.Timestamp
+    def __init__(self, admin_key_id: _Optional[str] = ..., display_name: _Optional[str] = ..., team_ids: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoke_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AuditEvent(_message.Message):
+    __slots__ = ("event_id", "time", "actor", "actor_name", "method", "team_id", "target", "request_id", "request")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_NAME_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    TEAM_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    time: _timestamp_pb2.Timestamp
+    actor: str
+    actor_name: str
+    method: str
+    team_id: str
+    target: str
+    request_id: str
+    request: _struct_pb2.Struct
+    def __init__(self, event_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., actor_name: _Optional[str] = ..., method: _Optional[str] = ..., team_id: _Optional[str] = ..., target: _Optional[str] = ..., request_id: _Optional[str] = ..., request: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class UserSummary(_message.Message):
+    __slots__ = ("user_id", "display_name", "email", "team_ids")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    TEAM_IDS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    display_name: str
+    email: str
+    team_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_id: _Optional[str] = ..., display_name: _Optional[str] = ..., email: _Optional[str] = ..., team_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Subscription(_message.Message):
     __slots__ = ("subscription_id", "user_id", "product_id", "kind", "start_time", "end_time")

@@ -84,3 +84,31 @@ class GetSigningKeysResponse(_message.Message):
     KEYS_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedCompositeFieldContainer[_common_pb2.SigningKey]
     def __init__(self, keys: _Optional[_Iterable[_Union[_common_pb2.SigningKey, _Mapping]]] = ...) -> None: ...
+
+class ListMyProductsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListMyProductsResponse(_message.Message):
+    __slots__ = ("products",)
+    PRODUCTS_FIELD_NUMBER: _ClassVar[int]
+    products: _containers.RepeatedCompositeFieldContainer[MyProduct]
+    def __init__(self, products: _Optional[_Iterable[_Union[MyProduct, _Mapping]]] = ...) -> None: ...
+
+class MyProduct(_message.Message):
+    __slots__ = ("product_id", "display_name", "kind", "host_product_id", "daily_rate", "team_ids", "coverage")
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    HOST_PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    DAILY_RATE_FIELD_NUMBER: _ClassVar[int]
+    TEAM_IDS_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    product_id: str
+    display_name: str
+    kind: _common_pb2.ProductKind
+    host_product_id: str
+    daily_rate: int
+    team_ids: _containers.RepeatedScalarFieldContainer[str]
+    coverage: _common_pb2.Coverage
+    def __init__(self, product_id: _Optional[str] = ..., display_name: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.ProductKind, str]] = ..., host_product_id: _Optional[str] = ..., daily_rate: _Optional[int] = ..., team_ids: _Optional[_Iterable[str]] = ..., coverage: _Optional[_Union[_common_pb2.Coverage, str]] = ...) -> None: ...

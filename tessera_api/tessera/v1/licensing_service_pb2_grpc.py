@@ -61,6 +61,11 @@ class LicensingServiceStub:
                 request_serializer=tessera_dot_v1_dot_licensing__service__pb2.GetSigningKeysRequest.SerializeToString,
                 response_deserializer=tessera_dot_v1_dot_licensing__service__pb2.GetSigningKeysResponse.FromString,
                 _registered_method=True)
+        self.ListMyProducts = channel.unary_unary(
+                '/tessera.v1.LicensingService/ListMyProducts',
+                request_serializer=tessera_dot_v1_dot_licensing__service__pb2.ListMyProductsRequest.SerializeToString,
+                response_deserializer=tessera_dot_v1_dot_licensing__service__pb2.ListMyProductsResponse.FromString,
+                _registered_method=True)
 
 
 class LicensingServiceServicer:
@@ -108,6 +113,14 @@ class LicensingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMyProducts(self, request, context):
+        """The products the caller may run now, through which teams, and what would
+        pay (RULES AD5: the guide's "View Items").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LicensingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -135,6 +148,11 @@ def add_LicensingServiceServicer_to_server(servicer, server):
                     servicer.GetSigningKeys,
                     request_deserializer=tessera_dot_v1_dot_licensing__service__pb2.GetSigningKeysRequest.FromString,
                     response_serializer=tessera_dot_v1_dot_licensing__service__pb2.GetSigningKeysResponse.SerializeToString,
+            ),
+            'ListMyProducts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMyProducts,
+                    request_deserializer=tessera_dot_v1_dot_licensing__service__pb2.ListMyProductsRequest.FromString,
+                    response_serializer=tessera_dot_v1_dot_licensing__service__pb2.ListMyProductsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -274,6 +292,33 @@ class LicensingService:
             '/tessera.v1.LicensingService/GetSigningKeys',
             tessera_dot_v1_dot_licensing__service__pb2.GetSigningKeysRequest.SerializeToString,
             tessera_dot_v1_dot_licensing__service__pb2.GetSigningKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMyProducts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.LicensingService/ListMyProducts',
+            tessera_dot_v1_dot_licensing__service__pb2.ListMyProductsRequest.SerializeToString,
+            tessera_dot_v1_dot_licensing__service__pb2.ListMyProductsResponse.FromString,
             options,
             channel_credentials,
             insecure,

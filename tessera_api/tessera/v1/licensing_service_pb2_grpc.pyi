@@ -52,6 +52,10 @@ class LicensingServiceStub:
     """The public keys that sign leases, so products verify them offline. Needs
     no credential.
     """
+    ListMyProducts: _grpc.UnaryUnaryMultiCallable[_licensing_service_pb2.ListMyProductsRequest, _licensing_service_pb2.ListMyProductsResponse]
+    """The products the caller may run now, through which teams, and what would
+    pay (RULES AD5: the guide's "View Items").
+    """
 
 @_typing.type_check_only
 class LicensingServiceAsyncStub(LicensingServiceStub):
@@ -76,6 +80,10 @@ class LicensingServiceAsyncStub(LicensingServiceStub):
     GetSigningKeys: _aio.UnaryUnaryMultiCallable[_licensing_service_pb2.GetSigningKeysRequest, _licensing_service_pb2.GetSigningKeysResponse]  # type: ignore[assignment]
     """The public keys that sign leases, so products verify them offline. Needs
     no credential.
+    """
+    ListMyProducts: _aio.UnaryUnaryMultiCallable[_licensing_service_pb2.ListMyProductsRequest, _licensing_service_pb2.ListMyProductsResponse]  # type: ignore[assignment]
+    """The products the caller may run now, through which teams, and what would
+    pay (RULES AD5: the guide's "View Items").
     """
 
 class LicensingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -128,6 +136,16 @@ class LicensingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_licensing_service_pb2.GetSigningKeysResponse, _abc.Awaitable[_licensing_service_pb2.GetSigningKeysResponse]]:
         """The public keys that sign leases, so products verify them offline. Needs
         no credential.
+        """
+
+    @_abc_1.abstractmethod
+    def ListMyProducts(
+        self,
+        request: _licensing_service_pb2.ListMyProductsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_licensing_service_pb2.ListMyProductsResponse, _abc.Awaitable[_licensing_service_pb2.ListMyProductsResponse]]:
+        """The products the caller may run now, through which teams, and what would
+        pay (RULES AD5: the guide's "View Items").
         """
 
 def add_LicensingServiceServicer_to_server(servicer: LicensingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

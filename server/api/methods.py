@@ -1,0 +1,160 @@
+"""Every AdminService method in one table: who may call it, which teams it
+touches, and whether it changes state (RULES AD1, AD2).
+
+The edge (``server/api/interceptors.py``) reads this table, and only it, to
+decide whether a caller may make a call (``server/api/scopes.py``) and whether
+the call leaves an audit event (``server/engine/audit.py``); servicers carry
+no permission checks. ``tests/api/test_scopes_api.py`` walks every method of
+the service and fails on one missing here.
+
+Scopes:
+
+- ``OPERATOR``: what belongs to the whole deployment (teams, the rate sheet,
+  subscriptions and trials, user keys, the test clock, admin keys): a team
+  administrator gets ``OPERATOR_ONLY``.
+- ``ANYONE``: any admin credential (the server's info, the rate sheet read).
+- ``TEAM``: every team the call names (``teams``) must be one the caller
+  manages, else ``NOT_TEAM_ADMIN``; for ``any_team`` calls about a user (their
+  devices), one of the user's teams is enough.
+- ``LISTING``: as ``TEAM`` when a team is named; with none named, the list
+  holds only the caller's teams (the servicer passes ``Caller.team_ids`` on).
+- ``NONE``: no credential at all (``AcceptInvitation``).
+
+``operator_fields``: request fields that only the operator may set (a team
+administrator setting one gets ``OPERATOR_ONLY``: a team's plan and its guests'
+default assignments, which the guide leaves to "contact support").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol
+
+
+class Scope(Enum):
+    OPERATOR = "operator"
+    ANYONE = "anyone"
+    TEAM = "team"
+    LISTING = "listing"
+    NONE = "none"
+
+
+class Lookup(Protocol):
+    """What the edge may ask the engine to find a call's teams (in memory)."""
+
+    def pack_team(self, pack_id: str) -> str:
+        """The team holding the pack; "" if there is none."""
+        ...
+
+    def session_team(self, session_id: str) -> str:
+        """The team a session runs in (ended ones too); "" if unknown."""
+        ...
+
+    def user_teams(self, user_id: str) -> frozenset[str]:
+        """The teams a user is a member of (invited or active)."""
+        ...
+
+    def invitation_team(self, invitation_token: str) -> str:
+        """The team of the invitation a token redeems; "" if unknown."""
+        ...
+
+
+Teams = Callable[[Any, Lookup], tuple[str, ...]]
+
+
+def _field(name: str) -> Teams:
+    def teams(request: Any, look: Lookup) -> tuple[str, ...]:
+        return (getattr(request, name),)
+
+    return teams
+
+
+def _none(request: Any, look: Lookup) -> tuple[str, ...]:
+    return ()
+
+
+def _move(request: Any, look: Lookup) -> tuple[str, ...]:
+    return (look.pack_team(request.pack_id), request.to_team_id)  # RULES AD1: both
+
+
+def _session(request: Any, look: Lookup) -> tuple[str, ...]:
+    return (look.session_team(request.session_id),)
+
+
+def _user(request: Any, look: Lookup) -> tuple[str, ...]:
+    return tuple(sorted(look.user_teams(request.user_id)))
+
+
+def _invitation(request: Any, look: Lookup) -> tuple[str, ...]:
+    return (look.invitation_team(request.invitation_token),)
+
+
+@dataclass(frozen=True)
+class Rule:
+    scope: Scope
+    # The teams the call names or touches, in order (the first is the audit
+    # event's team, the second its ``other_team_id``).
+    teams: Teams = _none
+    changes: bool = False  # a successful call leaves one audit event (AD2)
+    target: str = ""  # the request field naming what it is about (AD2)
+    any_team: bool = False  # TEAM: one of ``teams`` is enough (a user's devices)
+    operator_fields: tuple[str, ...] = ()
+
+
+_TEAM = _field("team_id")
+
+RULES: dict[str, Rule] = {
+    # the server and its clock
+    "GetServerInfo": Rule(Scope.ANYONE),
+    "AdvanceClock": Rule(Scope.OPERATOR, changes=True),
+    # teams and tokens (RULES T1-T6, A8, L1)
+    "CreateTeam": Rule(Scope.OPERATOR, _TEAM, changes=True, target="team_id"),
+    "GetTeam": Rule(Scope.TEAM, _TEAM),
+    "ListTeams": Rule(Scope.LISTING),
+    "UpdateTeamSettings": Rule(
+        Scope.TEAM,
+        _TEAM,
+        changes=True,
+        target="team_id",
+        operator_fields=("plan", "guest_default_assignments"),
+    ),
+    "PurchaseTokens": Rule(Scope.TEAM, _TEAM, changes=True),
+    "ListTokenPacks": Rule(Scope.TEAM, _TEAM),
+    "MoveTokenPack": Rule(Scope.TEAM, _move, changes=True, target="pack_id"),
+    "ListLedgerEntries": Rule(Scope.TEAM, _TEAM),
+    # the rate sheet (RULES P1)
+    "UpsertProduct": Rule(Scope.OPERATOR, changes=True, target="product.product_id"),
+    "ListProducts": Rule(Scope.ANYONE),
+    # users and access (RULES A1-A7)
+    "AssignUsers": Rule(Scope.TEAM, _TEAM, changes=True, target="users"),
+    "ImportUsers": Rule(Scope.TEAM, _TEAM, changes=True, target="users"),
+    "UnassignUser": Rule(Scope.TEAM, _TEAM, changes=True, target="user_id"),
+    "SetUserProducts": Rule(Scope.TEAM, _TEAM, changes=True, target="user_id"),
+    "GetMember": Rule(Scope.TEAM, _TEAM),
+    "ListMembers": Rule(Scope.TEAM, _TEAM),
+    "SetDefaultAssignments": Rule(Scope.TEAM, _TEAM, changes=True, target="team_id"),
+    "ResendInvitation": Rule(Scope.TEAM, _TEAM, changes=True, target="user_id"),
+    "AcceptInvitation": Rule(Scope.NONE, _invitation, changes=True),
+    "IssueUserKey": Rule(Scope.OPERATOR, changes=True, target="user_id"),
+    "ListNotifications": Rule(Scope.LISTING, _TEAM),
+    # subscriptions and trials (RULES C1, C2, AD3)
+    "GrantSubscription": Rule(Scope.OPERATOR, changes=True, target="user_id"),
+    "StartTrial": Rule(Scope.OPERATOR, changes=True, target="user_id"),
+    "ListSubscriptions": Rule(Scope.OPERATOR),
+    "EndSubscription": Rule(Scope.OPERATOR, changes=True, target="subscription_id"),
+    # devices and sessions (RULES M8, R2)
+    "ListDevices": Rule(Scope.TEAM, _user, any_team=True),
+    "RemoveDevice": Rule(Scope.TEAM, _user, changes=True, target="device_id", any_team=True),
+    "ListSessions": Rule(Scope.LISTING, _TEAM),
+    "EndSession": Rule(Scope.TEAM, _session, changes=True, target="session_id"),
+    # reports (RULES R1)
+    "GetUsageReport": Rule(Scope.TEAM, _TEAM),
+    # administration (RULES AD1-AD4)
+    "CreateAdminKey": Rule(Scope.OPERATOR, changes=True, target="display_name"),
+    "ListAdminKeys": Rule(Scope.OPERATOR),
+    "RevokeAdminKey": Rule(Scope.OPERATOR, changes=True, target="admin_key_id"),
+    "ListAuditEvents": Rule(Scope.LISTING, _TEAM),
+    "SearchUsers": Rule(Scope.LISTING, _TEAM),
+}
