@@ -53,6 +53,8 @@ STATUS_CODES: dict[type[e.DomainError], grpc.StatusCode] = {
     e.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     e.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     e.NotAssigned: grpc.StatusCode.PERMISSION_DENIED,
+    e.NotTeamAdmin: grpc.StatusCode.PERMISSION_DENIED,
+    e.OperatorOnly: grpc.StatusCode.PERMISSION_DENIED,
     e.NotFound: grpc.StatusCode.NOT_FOUND,
     e.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     e.SessionLimit: grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -17,6 +17,8 @@
     │   └── TestClockDisabled        TEST_CLOCK_DISABLED
     ├── SessionLimit                 SESSION_LIMIT (session_limit, product_id)
     ├── NotAssigned                  NOT_ASSIGNED
+    ├── NotTeamAdmin                 NOT_TEAM_ADMIN (team_id, method)
+    ├── OperatorOnly                 OPERATOR_ONLY (method, field)
     ├── NotFound                     UNKNOWN_* (one subclass per kind)
     └── AlreadyExists                ALREADY_EXISTS
 
@@ -158,6 +160,37 @@ class NotAssigned(DomainError):
     reason = "NOT_ASSIGNED"
 
 
+class NotTeamAdmin(DomainError):
+    """AD1: a team administrator's call names a team its key does not manage."""
+
+    reason = "NOT_TEAM_ADMIN"
+
+    def __init__(self, method: str, team_id: str) -> None:
+        super().__init__(
+            f"{method}: this admin key does not manage team {team_id!r}",
+            method=method,
+            team_id=team_id,
+        )
+
+
+class OperatorOnly(DomainError):
+    """AD1: what belongs to the whole deployment, called with a team administrator's key."""
+
+    reason = "OPERATOR_ONLY"
+
+    def __init__(self, method: str, field: str = "") -> None:
+        what = (
+            f"{method}'s field {field!r} is the operator's: a team administrator's key cannot set it"
+            if field
+            else f"{method} is the operator's: a team administrator's key cannot call it"
+        )
+        super().__init__(
+            what,
+            method=method,
+            **({"field": field} if field else {}),
+        )
+
+
 class NotFound(DomainError):
     reason = "NOT_FOUND"
 
@@ -184,6 +217,10 @@ class UnknownPack(NotFound):
 
 class UnknownInvitation(NotFound):
     reason = "UNKNOWN_INVITATION"
+
+
+class UnknownAdminKey(NotFound):
+    reason = "UNKNOWN_ADMIN_KEY"
 
 
 class AlreadyExists(DomainError):
