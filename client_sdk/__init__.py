@@ -34,6 +34,7 @@ checks the signature alone: neither expiry nor binding.
 """
 
 from client_sdk._retry import RetryPolicy
+from client_sdk.admin import AsyncAdminClient
 from client_sdk.client import AsyncClient, new_request_id
 from client_sdk.clock import Clock, ManualClock, SystemClock
 from client_sdk.device import default_device_id, default_platform, device_id_for
@@ -91,6 +92,7 @@ from client_sdk.transport import TLS
 __all__ = [
     "TLS",
     "AlreadyExists",
+    "AsyncAdminClient",
     "AsyncClient",
     "AsyncSessionHandle",
     "ChargeState",

@@ -7,8 +7,9 @@ from typing import Any, TypeVar
 
 from server.api import convert as cv
 from server.api import paging
+from server.api.caller import current_caller
 from server.domain.coverage import SubscriptionKind
-from server.domain.directory import Member, Notification
+from server.domain.directory import AccessVia, Member, Notification
 from server.domain.errors import InvalidArgument
 from server.domain.ledger import TokenPack
 from server.domain.products import Product
@@ -169,7 +170,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
 
     # -- users and access (RULES §3) ------------------------------------------------
 
-    def _member(self, member: Member) -> Any:
+    def _member(self, member: Member, via: AccessVia | None = None) -> Any:
         d = self.e.directory
         return cv.member_out(
             member,
@@ -177,6 +178,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             self.e.access.effective(member),
             d.invitation(member.invitation_id),
             self.e.now(),
+            via,
         )
 
     async def AssignUsers(self, request: api.AssignUsersRequest, context: Ctx) -> Any:
@@ -216,6 +218,16 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return api.GetMemberResponse(member=self._member(member))
 
     async def ListMembers(self, request: api.ListMembersRequest, context: Ctx) -> Any:
+        if request.product_id:  # RULES AD4: the "By Product" view
+            granted, token = self._page(
+                request,
+                "members",
+                self.e.access.members_with(request.team_id, request.product_id),
+                lambda pair: pair[0].user_id,
+            )
+            return api.ListMembersResponse(
+                members=[self._member(m, via) for m, via in granted], next_page_token=token
+            )
         members, token = self._page(
             request, "members", self.e.access.members(request.team_id), _member_key
         )
@@ -255,7 +267,21 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             notifications=[cv.notification_out(n) for n in notes], next_page_token=token
         )
 
-    # -- subscriptions and trials (RULES C1, C2) -----------------------------------
+    async def SearchUsers(self, request: api.SearchUsersRequest, context: Ctx) -> Any:
+        """RULES AD4: within the caller's teams (the operator: every user)."""
+        visible = current_caller.get().team_ids
+        size = paging.page_size(request.page_size, limit=self.e.max_page_size)
+        after = paging.decode(request.page_token, "users") or ""
+        users, more = self.e.access.search_users(
+            request.query, request.team_id, visible, after, size
+        )
+        team_ids = self.e.access.user_teams
+        return api.SearchUsersResponse(
+            users=[cv.user_summary_out(u, team_ids(u.user_id, visible)) for u in users],
+            next_page_token=paging.encode("users", users[-1].user_id) if more else "",
+        )
+
+    # -- subscriptions and trials (RULES C1, C2, AD3) ------------------------------
 
     async def GrantSubscription(self, request: api.GrantSubscriptionRequest, context: Ctx) -> Any:
         start = (
@@ -273,6 +299,16 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             request.user_id, request.product_id, None, end, SubscriptionKind.TRIAL
         )
         return api.StartTrialResponse(subscription=cv.subscription_out(sub))
+
+    async def ListSubscriptions(self, request: api.ListSubscriptionsRequest, context: Ctx) -> Any:
+        subs = self.e.access.list_subscriptions(
+            request.user_id, request.product_id, request.include_ended
+        )
+        return api.ListSubscriptionsResponse(subscriptions=[cv.subscription_out(s) for s in subs])
+
+    async def EndSubscription(self, request: api.EndSubscriptionRequest, context: Ctx) -> Any:
+        sub = await self.e.access.end_subscription(request.subscription_id)
+        return api.EndSubscriptionResponse(subscription=cv.subscription_out(sub))
 
     # -- devices and sessions (RULES M8, R2) ---------------------------------------
 

@@ -9,6 +9,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from server.domain.coverage import Subscription, SubscriptionKind
 from server.domain.directory import (
+    AccessVia,
     Invitation,
     InvitationState,
     Member,
@@ -277,12 +278,19 @@ def invitation_out(i: Invitation, now: datetime) -> pb.Invitation:
     )
 
 
+ACCESS_VIA_OUT: dict[AccessVia | None, Any] = {
+    None: pb.ACCESS_VIA_UNSPECIFIED,
+    **{v: pb.AccessVia.Value(f"ACCESS_VIA_{v.value}") for v in AccessVia},
+}
+
+
 def member_out(
     m: Member,
     user: User | None,
     effective: frozenset[str],
     invitation: Invitation | None,
     now: datetime,
+    via: AccessVia | None = None,
 ) -> pb.Member:
     return pb.Member(
         team_id=m.team_id,
@@ -295,6 +303,13 @@ def member_out(
         product_ids=sorted(m.product_ids),
         effective_product_ids=sorted(effective),
         invitation=invitation_out(invitation, now) if invitation is not None else None,
+        access_via=ACCESS_VIA_OUT[via],
+    )
+
+
+def user_summary_out(u: User, team_ids: list[str]) -> pb.UserSummary:
+    return pb.UserSummary(
+        user_id=u.user_id, display_name=u.display_name, email=u.email, team_ids=team_ids
     )
 
 

@@ -223,5 +223,9 @@ class UnknownAdminKey(NotFound):
     reason = "UNKNOWN_ADMIN_KEY"
 
 
+class UnknownSubscription(NotFound):
+    reason = "UNKNOWN_SUBSCRIPTION"
+
+
 class AlreadyExists(DomainError):
     reason = "ALREADY_EXISTS"
