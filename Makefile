@@ -35,8 +35,9 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# Metrics at 127.0.0.1:9464 unless TESSERA_METRICS_LISTEN (or --metrics-listen in ARGS) says otherwise.
 run: $(STAMP) ## start the server (flags: python -m server --help, or the README)
-	$(PY) -m server $(ARGS)
+	TESSERA_METRICS_LISTEN="$${TESSERA_METRICS_LISTEN-127.0.0.1:9464}" $(PY) -m server $(ARGS)
 
 test: $(STAMP) ## run the whole test suite (PYTEST_ARGS for pytest's)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -38,6 +38,7 @@ from server.engine.core import TEST_CLOCK_KEY
 from server.ha.election import Election
 from server.ha.gate import Gate, NodeInfo, Term, handlers
 from server.leases import LeaseSigner
+from server.metrics import Metrics
 from server.store import port
 from server.store.loading import loading
 from server.store.port import StorePort
@@ -235,6 +236,8 @@ class TesseraServer:
         self._health = health.aio.HealthServicer()
         self._tasks: set[asyncio.Task[None]] = set()
         self.phases: dict[str, float] = {}  # seconds of the last term's start, by phase
+        self.metrics = Metrics(self) if config.metrics_listen else None
+        self.metrics_port = 0  # bound by start() (--metrics-listen)
 
     def _node(self) -> NodeInfo:
         election = self.election
@@ -242,6 +245,10 @@ class TesseraServer:
             return NodeInfo(self.node_id, True, self.advertise)
         active = self.gate.term is not None and self.gate.term.holds()
         return NodeInfo(self.node_id, active, election.leader_address())
+
+    def is_active(self) -> bool:
+        """Whether this server answers calls as the active one (metrics)."""
+        return self.engine is not None and self._node().active
 
     async def start(self) -> int:
         """Bind the port, then (SQLite) open and load the database and serve, or
@@ -257,6 +264,14 @@ class TesseraServer:
             ],
         )
         self.port = _bind(server, cfg)
+        if self.metrics is not None and cfg.metrics_listen is not None:
+            try:
+                self.metrics_port = await self.metrics.serve(cfg.metrics_listen)
+            except OSError as exc:
+                reason = (exc.strerror or str(exc)).lower()
+                raise StartRefused(
+                    f"cannot serve metrics on {cfg.metrics_listen}: {reason}"
+                ) from exc
         self.advertise = cfg.advertise or _address(cfg.listen, self.port)
         self.node_id = cfg.node_id or self.advertise
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -327,6 +342,8 @@ class TesseraServer:
                     max_page_size=cfg.max_page_size,
                 )
             marks.append(monotonic())
+            if self.metrics is not None:
+                self.metrics.watch(engine)
             await store.commit(_clock_mode(clock, stored))
             self._load_admin_token()
             edge = EdgeInterceptor(
@@ -461,6 +478,8 @@ class TesseraServer:
             await self.store.close()
         if self.election is not None:
             await self.election.stop()
+        if self.metrics is not None:
+            await self.metrics.close()
         log.info("stopped")
 
 
@@ -492,6 +511,9 @@ def _banner(server: TesseraServer) -> None:
     out = sys.stderr
     role = "serving" if server.election is None else "a standby, in the election"
     print(f"Tessera is {role} on {target} (database {shown_db(server.config.db)})", file=out)
+    if server.metrics_port:
+        metrics_host = (server.config.metrics_listen or "").rsplit(":", 1)[0] or "127.0.0.1"
+        print(f"Metrics: http://{metrics_host}:{server.metrics_port}/metrics", file=out)
     cfg = server.config
     # A token is shown once, when this start made it, so that an operator can
     # begin (README); after that the banner says where it is kept, never the

@@ -28,6 +28,7 @@ class Config:
     """The settings, in the order of OPTIONS (--help and the README's table)."""
 
     listen: str = "127.0.0.1:50051"
+    metrics_listen: str | None = None  # Prometheus's /metrics (issue 16); None: off
     db: Path | str = Path("var/tessera.db")  # a str: a PostgreSQL URL
     admin_token: str | None = None
     test_clock: datetime | None = None
@@ -205,6 +206,13 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("listen", "host:port to serve on (port 0: any free port)", _listen, metavar="HOST:PORT"),
+    Option(
+        "metrics_listen",
+        "host:port to serve Prometheus metrics on, at /metrics (docs/ops/README.md)",
+        _listen,
+        metavar="HOST:PORT",
+        default_text="off (make run: 127.0.0.1:9464)",
+    ),
     Option(
         "db",
         "the SQLite database file, or a PostgreSQL URL (postgresql://user@host:port/dbname), "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -34,6 +35,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.fired = 0
+        self.fired_by_kind: Counter[TimerKind] = Counter()  # for metrics (server/metrics.py)
 
     def on(self, kind: TimerKind, handler: Handler) -> None:
         self._handlers[kind] = handler
@@ -53,11 +55,13 @@ class Scheduler:
         heap = self.heap
         handlers = self._handlers
         test_clock = self.clock if isinstance(self.clock, TestClock) else None
+        by_kind = self.fired_by_kind
         while (deadline := heap.pop_due(until)) is not None:
             due, kind, key = deadline
             if test_clock is not None and due > test_clock.now():
                 test_clock.set(due)  # each fires at its own instant
             handlers[kind](key, due, changes)
+            by_kind[kind] += 1
             n += 1
         self.fired += n
         return n

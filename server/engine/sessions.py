@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from server.clock import Clock
+from server.clock import Clock, monotonic
 from server.domain.changes import Changes, Deleted
 from server.domain.coverage import Subscription
 from server.domain.errors import InvalidArgument, UnknownTeam
@@ -40,6 +40,7 @@ from server.engine.commits import Commits
 from server.engine.scheduler import Scheduler
 from server.engine.state import State
 from server.engine.usage import UsageReport, build_report
+from server.stats import Batches
 from server.store.port import StorePort
 
 log = structlog.get_logger()
@@ -108,6 +109,7 @@ class Sessions:
         self._flushing: dict[int, Session | Device] = {}  # the batch being written
         self._flush_lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
+        self.flushes = Batches()  # each flush's objects and seconds (server/metrics.py)
         for kind in SESSION_TIMERS:
             scheduler.on(kind, self._timer_handler(kind))
 
@@ -471,6 +473,7 @@ class Sessions:
                 return
             batch = self._flushing = self._dirty
             self._dirty = {}
+            size, began = len(batch), monotonic()
             try:
                 while batch:
                     n = min(FLUSH_CHUNK, len(batch))
@@ -479,6 +482,7 @@ class Sessions:
                 self._flushing = {}
                 for key, obj in batch.items():  # not written (cancelled): back in the batch
                     self._dirty.setdefault(key, obj)
+            self.flushes.observe(size, monotonic() - began)
 
     def start(self, every: float) -> None:
         if self._flusher is None and every > 0:

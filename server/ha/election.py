@@ -160,6 +160,7 @@ class Election:
         # its session (and so its lock): the lease unless told otherwise.
         self.idle_limit = lease if idle_limit is None else idle_limit
         self.epoch: int | None = None  # set while this server holds the lease
+        self.won = 0  # elections won: the times this server became the active (metrics)
         self.leader: Leader | None = None  # the row as last read
         self._deadline = 0.0  # monotonic() past which our lease may have ended
         self._conn: asyncpg.Connection | None = None
@@ -292,6 +293,7 @@ class Election:
                 if won is not None:
                     self._deadline = sent + self.lease
                     self.epoch = int(won)
+                    self.won += 1
                     log.info("elected", node_id=self.node_id, epoch=self.epoch)
                     self._call_home(self.on_elected, self.epoch)
             await self._read(conn)

@@ -25,7 +25,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from server.clock import monotonic
 from server.domain.changes import Changes, Deleted
+from server.stats import Batches
 from server.store.codec import TABLES, Row, Table
 from server.store.port import StoreFailed
 
@@ -138,6 +140,8 @@ class GroupCommit(Generic[R]):
         self._writer: asyncio.Task[None] | None = None
         self.failed: BaseException | None = None
         self.commits = 0  # transactions committed, for tests and benchmarks
+        #: Rows and seconds of each transaction written (server/metrics.py).
+        self.stats = Batches()
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._run(), name=self._name)
@@ -194,6 +198,7 @@ class GroupCommit(Generic[R]):
         if not ops:  # barriers only: everything before them is committed
             _wake(batches, None)
             return stop
+        began = monotonic()
         try:
             result = await self._write(ops)
         except BaseException as exc:  # a failed write leaves memory ahead of the database
@@ -208,6 +213,7 @@ class GroupCommit(Generic[R]):
                 self.on_failed(exc)
             raise
         self.commits += 1
+        self.stats.observe(len(ops), monotonic() - began)
         _wake(batches, None)
         if self._after is not None:
             self._after(result)
@@ -219,6 +225,11 @@ class GroupCommit(Generic[R]):
             self._queue.put_nowait(None)
             with contextlib.suppress(Exception):
                 await self._writer
+
+    @property
+    def queued(self) -> int:
+        """Calls waiting for the next transaction (the queue's depth, for metrics)."""
+        return self._queue.qsize()
 
     @property
     def running(self) -> bool:

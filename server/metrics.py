@@ -1,0 +1,332 @@
+"""Prometheus metrics at ``--metrics-listen`` (issue 16; docs/ops/README.md says
+what each one means and how many series a deployment makes).
+
+Most figures are read from the server's memory when Prometheus scrapes, by one
+collector (``Metrics.collect``): live sessions by product and state, meters in
+grace or in a window, tokens available and held per team, the timer heap, the
+store's queue, this server's role. Nothing on the hot path keeps them.
+
+What happens in between is counted where it happens, in plain ints and fixed
+buckets (``server/stats.py``): deadlines fired by kind (the scheduler), each
+transaction's rows and seconds (the store's group commit), each heartbeat
+flush's objects and seconds, elections won (``server/ha/election.py``), tokens
+captured and expired per team (a ``Commits`` hook reading the ledger entries of
+each commit), and at the edge each call's duration by method and status code,
+refusals by reason and rate-limited calls. So a call pays a dictionary lookup
+and a bucket index for its metrics, never a lock.
+
+``/metrics`` is served on the server's own event loop (``asyncio`` streams), so
+the collector reads the engine on the thread that changes it: a scrape sees
+one consistent state, and takes the loop for as long as it counts (a few
+milliseconds per 10,000 live sessions).
+
+Labels are bounded: a team, a product, a method, a status code, a refusal
+reason, a timer kind; never a user, a session, a device or a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Iterator
+from typing import Protocol
+
+import grpc
+from prometheus_client import generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from server.config import split_listen
+from server.domain.changes import Changes
+from server.domain.ledger import EntryKind, LedgerEntry
+from server.domain.sessions import ChargeState, SessionState
+from server.domain.timers import TimerKind
+from server.engine import Engine
+from server.ha.election import Election
+from server.stats import Batches, Distribution
+from server.store.group_commit import GroupCommit
+from server.store.port import StorePort
+
+CREDENTIALS = ("user", "admin")
+# The text format every Prometheus reads (generate_latest writes it for plain names).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# What a scrape's request may be: one line and a few headers, read within this time.
+REQUEST_SECONDS = 10.0
+MAX_HEADER_LINES = 100
+
+
+class Source(Protocol):
+    """What the collector reads: the running server (``server/app.py``)."""
+
+    engine: Engine | None
+    store: StorePort | None
+    election: Election | None
+
+    def is_active(self) -> bool: ...
+
+
+class RpcCalls:
+    """One method's calls: a duration distribution per status code."""
+
+    __slots__ = ("by_code", "method", "service")
+
+    def __init__(self, service: str, method: str) -> None:
+        self.service = service
+        self.method = method
+        self.by_code: dict[grpc.StatusCode, Distribution] = {}
+
+    def observe(self, code: grpc.StatusCode, seconds: float) -> None:
+        found = self.by_code.get(code)
+        if found is None:
+            found = self.by_code[code] = Distribution()
+        found.observe(seconds)
+
+
+class Metrics(Collector):
+    """The server's metrics: what the edge and the engine count, the collector
+    that reads the rest at scrape time, and the ``/metrics`` endpoint."""
+
+    def __init__(self, source: Source) -> None:
+        self._source = source
+        self._rpcs: dict[str, RpcCalls] = {}
+        self.refusals: Counter[str] = Counter()
+        self.rate_limited: Counter[str] = Counter(dict.fromkeys(CREDENTIALS, 0))
+        self.charged: Counter[str] = Counter()  # tokens captured, by team
+        self.expired: Counter[str] = Counter()  # tokens expired unused, by team
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+        self._http: asyncio.Server | None = None
+
+    # -- what the edge and the engine tell ------------------------------------
+
+    def rpc(self, method: str) -> RpcCalls:
+        """The counts of ``/package.Service/Method`` (the edge asks once per method)."""
+        found = self._rpcs.get(method)
+        if found is None:
+            service, _, name = method.lstrip("/").rpartition("/")
+            found = self._rpcs[method] = RpcCalls(service.rsplit(".", 1)[-1], name)
+        return found
+
+    def refused(self, reason: str) -> None:
+        self.refusals[reason] += 1
+
+    def watch(self, engine: Engine) -> None:
+        """Count the tokens each of ``engine``'s commits captures or expires."""
+        engine.commits.add_hook(self._count_ledger)
+
+    def _count_ledger(self, changes: Changes) -> None:
+        for item in changes.items:
+            if type(item) is LedgerEntry:
+                if item.kind is EntryKind.CAPTURE:
+                    self.charged[item.team_id] += item.amount
+                elif item.kind is EntryKind.EXPIRY:
+                    self.expired[item.team_id] += item.amount
+
+    # -- the scrape --------------------------------------------------------------
+
+    def collect(self) -> Iterator[Metric]:
+        source = self._source
+        engine, election = source.engine, source.election
+        yield _gauge(
+            "tessera_server_active",
+            "1 while this server is the active one (serving calls), 0 while a standby",
+            int(source.is_active()),
+        )
+        yield _counter(
+            "tessera_takeovers",
+            "Times this server won the election and became the active server "
+            "(PostgreSQL; its first election included)",
+            election.won if election is not None else 0,
+        )
+        yield from self._calls()
+        yield from _store(source.store)
+        if engine is not None:
+            yield from _engine(engine)
+        yield from _per_team("tessera_tokens_charged", "Tokens captured (charged)", self.charged)
+        yield from _per_team(
+            "tessera_tokens_expired", "Tokens that expired unused (T4)", self.expired
+        )
+
+    def _calls(self) -> Iterator[Metric]:
+        rpc = HistogramMetricFamily(
+            "tessera_rpc_duration_seconds",
+            "Calls answered, by service, method and status code, and how long each took",
+            labels=("service", "method", "code"),
+        )
+        for calls in list(self._rpcs.values()):
+            for code, dist in list(calls.by_code.items()):
+                rpc.add_metric(
+                    [calls.service, calls.method, code.name], dist.cumulative(), dist.sum
+                )
+        yield rpc
+        refusals = CounterMetricFamily(
+            "tessera_refusals",
+            "Calls refused with a reason (google.rpc.ErrorInfo), by reason",
+            labels=("reason",),
+        )
+        for reason, n in sorted(self.refusals.items()):
+            refusals.add_metric([reason], n)
+        yield refusals
+        limited = CounterMetricFamily(
+            "tessera_rate_limited_calls",
+            "Calls refused RESOURCE_EXHAUSTED by the per-credential rate limits",
+            labels=("credential",),
+        )
+        for credential, n in sorted(self.rate_limited.items()):
+            limited.add_metric([credential], n)
+        yield limited
+
+    # -- /metrics ------------------------------------------------------------------
+
+    async def serve(self, listen: str) -> int:
+        """Serve ``/metrics`` at ``listen`` (host:port); the bound port."""
+        host, port = split_listen(listen)
+        self._http = await asyncio.start_server(self._answer, host, port)
+        bound: int = self._http.sockets[0].getsockname()[1]
+        return bound
+
+    async def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            with contextlib.suppress(Exception):
+                await self._http.wait_closed()
+            self._http = None
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One HTTP/1.x request, then the connection closes."""
+        try:
+            line = await asyncio.wait_for(reader.readline(), REQUEST_SECONDS)
+            for _ in range(MAX_HEADER_LINES):
+                header = await asyncio.wait_for(reader.readline(), REQUEST_SECONDS)
+                if header in (b"\r\n", b"\n", b""):
+                    break
+            parts = line.split()
+            path = parts[1].split(b"?", 1)[0] if len(parts) >= 2 else b""
+            if len(parts) >= 2 and parts[0] == b"GET" and path == b"/metrics":
+                status, kind, body = "200 OK", CONTENT_TYPE, generate_latest(self.registry)
+            elif len(parts) >= 2 and parts[0] == b"GET":
+                status, kind, body = "404 Not Found", "text/plain", b"Metrics are at /metrics\n"
+            else:
+                status, kind, body = "405 Method Not Allowed", "text/plain", b"GET /metrics\n"
+            head = (
+                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode() + body)
+            await writer.drain()
+        except (TimeoutError, ConnectionError, ValueError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+def _histogram(name: str, doc: str, dist: Distribution) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, doc, buckets=dist.cumulative(), sum_value=dist.sum)
+
+
+def _batches(prefix: str, what: str, size: str, batches: Batches) -> Iterator[Metric]:
+    yield _histogram(f"{prefix}_seconds", f"Seconds each {what} took", batches.seconds)
+    yield _histogram(f"{prefix}_{size}", f"{size.capitalize()} in each {what}", batches.sizes)
+
+
+def _per_team(name: str, doc: str, counts: Counter[str]) -> Iterator[Metric]:
+    family = CounterMetricFamily(
+        name, f"{doc}, by team, since this server started", labels=("team",)
+    )
+    for team_id, n in sorted(counts.items()):
+        family.add_metric([team_id], n)
+    yield family
+
+
+def _store(store: StorePort | None) -> Iterator[Metric]:
+    # Both adapters keep their group commit as ``_group`` (server/store/group_commit.py).
+    group = getattr(store, "_group", None)
+    if not isinstance(group, GroupCommit):
+        return
+    yield from _batches(
+        "tessera_store_commit",
+        "transaction of the group commit (the write and COMMIT)",
+        "rows",
+        group.stats,
+    )
+    yield _gauge(
+        "tessera_store_commit_queue",
+        "Commits waiting for the store's writer (each a call or a timer waiting)",
+        group.queued,
+    )
+
+
+def _engine(engine: Engine) -> Iterator[Metric]:
+    lic = engine.sessions.lic
+    sessions: Counter[tuple[str, SessionState]] = Counter()
+    for session in lic.live_sessions():
+        sessions[session.product_id, session.state] += 1
+    live = GaugeMetricFamily(
+        "tessera_live_sessions", "Live sessions, by product and state", labels=("product", "state")
+    )
+    meters: Counter[tuple[str, ChargeState]] = Counter()
+    for meter in lic.meters:
+        if meter.state is not ChargeState.NONE:
+            meters[meter.product_id, meter.state] += 1
+    charging = GaugeMetricFamily(
+        "tessera_meters",
+        "Meters (team, user, product) with tokens held in grace or a window paid for, "
+        "by product and state (grace, window)",
+        labels=("product", "state"),
+    )
+    for product_id in sorted(engine.products):
+        for state in (SessionState.ACTIVE, SessionState.IDLE):
+            live.add_metric([product_id, state.name.lower()], sessions[product_id, state])
+        for charge, name in ((ChargeState.GRACE, "grace"), (ChargeState.CHARGED, "window")):
+            charging.add_metric([product_id, name], meters[product_id, charge])
+    yield live
+    yield charging
+    available = GaugeMetricFamily(
+        "tessera_team_tokens_available", "Tokens a team can spend (T2)", labels=("team",)
+    )
+    held = GaugeMetricFamily(
+        "tessera_team_tokens_held", "Tokens held by meters in grace (M2)", labels=("team",)
+    )
+    ledger = engine.ledger
+    for team_id in sorted(engine.teams):
+        available.add_metric([team_id], ledger.available(team_id))
+        held.add_metric([team_id], ledger.held(team_id))
+    yield available
+    yield held
+    scheduler = engine.scheduler
+    yield _gauge(
+        "tessera_timer_heap_size", "Deadlines waiting in the timer heap", len(scheduler.heap)
+    )
+    fired = CounterMetricFamily(
+        "tessera_deadlines_fired", "Deadlines fired, by kind", labels=("kind",)
+    )
+    for kind in TimerKind:
+        fired.add_metric([kind.name.lower()], scheduler.fired_by_kind[kind])
+    yield fired
+    yield from _batches(
+        "tessera_heartbeat_flush",
+        "batch of heartbeat history written",
+        "objects",
+        engine.sessions.flushes,
+    )
+    yield _gauge(
+        "tessera_heartbeat_dirty",
+        "Sessions and devices whose heartbeats wait for the next flush",
+        engine.sessions.dirty,
+    )

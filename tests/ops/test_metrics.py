@@ -1,0 +1,92 @@
+"""Issue 16: what /metrics says equals what the API says, on a server driven
+through the wire with the test clock (so on both stores)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import grpc
+
+from tests.licensing_desk import Desk, num
+from tests.ops.scrape import fetch, scrape, total, value
+from tests.support import ServerThread
+
+STATES = {"SESSION_STATE_ACTIVE": "active", "SESSION_STATE_IDLE": "idle"}
+CHARGES = {"CHARGE_STATE_GRACE": "grace", "CHARGE_STATE_CHARGED": "window"}
+
+
+def captured(desk: Desk, team_id: str) -> int:
+    """Tokens the team's ledger entries captured (M3)."""
+    return sum(
+        num(e, "amount") for e in desk.ledger(team_id) if e["kind"] == "LEDGER_ENTRY_KIND_CAPTURE"
+    )
+
+
+def test_metrics_equal_what_the_api_says(metered: ServerThread, ops_desk: Desk) -> None:
+    d = ops_desk
+    d.team("alpha", 100)
+    d.team("beta", 30)
+    d.team("gamma")  # no tokens
+    ann, bob, dan = d.user("alpha", "ann"), d.user("alpha", "bob"), d.user("alpha", "dan")
+    cid, eve = d.user("beta", "cid"), d.user("gamma", "eve")
+    first = d.entitle(ann)
+    d.entitle(bob, "REVIT")
+    d.entitle(cid)
+    d.advance(6 * 60)  # past the 5-minute grace: three charges of 10 (M3)
+    d.entitle(dan)  # in grace: 10 held (M2)
+    d.idle(ann, first["session_id"])
+    d.refused_entitle(eve, grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_TOKENS")
+
+    m = scrape(metered)
+
+    # live sessions = ListSessions, by product and state
+    listed = Counter((s["product_id"], STATES[s["state"]]) for s in d.sessions())
+    assert sum(listed.values()) == 4
+    assert total(m, "tessera_live_sessions") == 4
+    for (product, state), n in listed.items():
+        assert value(m, "tessera_live_sessions", product=product, state=state) == n
+    # meters in grace / in a window = the sessions' charge states (one session each here)
+    charging = Counter((s["product_id"], CHARGES[s["charge_state"]]) for s in d.sessions())
+    assert charging == {("ACAD", "window"): 2, ("REVIT", "window"): 1, ("ACAD", "grace"): 1}
+    for (product, state), n in charging.items():
+        assert value(m, "tessera_meters", product=product, state=state) == n
+    # tokens charged = the ledger's captures; available and held = GetTeam
+    assert (captured(d, "alpha"), captured(d, "beta")) == (20, 10)
+    for team in ("alpha", "beta", "gamma"):
+        assert value(m, "tessera_tokens_charged_total", team=team) == captured(d, team)
+        available, held = d.balance(team)
+        assert value(m, "tessera_team_tokens_available", team=team) == available
+        assert value(m, "tessera_team_tokens_held", team=team) == held
+    assert d.balance("alpha") == (70, 10)
+    # the deadlines that charged, the role, the refusal and the calls
+    assert value(m, "tessera_deadlines_fired_total", kind="grace_end") == 3
+    assert value(m, "tessera_server_active") == 1
+    assert value(m, "tessera_store_commit_seconds_count") >= 1
+    assert value(m, "tessera_timer_heap_size") >= 4  # at least one deadline per live session
+
+
+def test_metrics_count_what_happens_next(metered: ServerThread, ops_desk: Desk) -> None:
+    """A second scrape moves with the state: the counter only grows, gauges follow."""
+    d = ops_desk
+    d.team("alpha", 100)
+    ann = d.user("alpha", "ann")
+    s = d.entitle(ann)
+    before = scrape(metered)
+    assert value(before, "tessera_live_sessions", product="ACAD", state="active") == 1
+    assert value(before, "tessera_tokens_charged_total", team="alpha") == 0
+    d.advance(6 * 60)
+    d.release(ann, s["session_id"])
+    after = scrape(metered)
+    assert total(after, "tessera_live_sessions") == len(d.sessions()) == 0
+    assert value(after, "tessera_tokens_charged_total", team="alpha") == captured(d, "alpha") == 10
+    assert (
+        value(after, "tessera_team_tokens_available", team="alpha") == d.balance("alpha")[0] == 90
+    )
+
+
+def test_metrics_endpoint_answers_only_metrics(metered: ServerThread) -> None:
+    status, kind, body = fetch(metered)
+    assert status == 200 and kind.startswith("text/plain; version=0.0.4"), kind
+    assert "# TYPE tessera_live_sessions gauge" in body
+    assert fetch(metered, "/")[0] == 404
+    assert fetch(metered, "/metrics?name[]=x")[0] == 200
