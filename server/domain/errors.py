@@ -227,5 +227,9 @@ class UnknownSubscription(NotFound):
     reason = "UNKNOWN_SUBSCRIPTION"
 
 
+class UnknownSubscription(NotFound):
+    reason = "UNKNOWN_SUBSCRIPTION"
+
+
 class AlreadyExists(DomainError):
     reason = "ALREADY_EXISTS"

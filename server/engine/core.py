@@ -24,6 +24,7 @@ from server.domain.sessions import Device, Meter, Session
 from server.domain.terms import DEFAULT_TERMS, Terms
 from server.engine.access import Access
 from server.engine.accounts import Accounts
+from server.engine.audit import AuditTrail
 from server.engine.commits import Commits
 from server.engine.scheduler import Scheduler
 from server.engine.sessions import DirectoryAccess, Sessions
@@ -74,6 +75,16 @@ class Engine:
         self.ids = ids = IdFactory()
         self.commits = commits = Commits(store)
         self.scheduler = scheduler = Scheduler(clock, commits.commit)
+        loaded = snapshot or Snapshot()
+        # RULES AD2: one audit event in the commit of each administrative change.
+        self.audit = AuditTrail(
+            commits,
+            store,
+            clock,
+            ids,
+            last_seq=loaded.max_audit_seq,
+            last_hash=loaded.last_audit_hash,
+        )
         # state
         self.state = state = State.restore(snapshot, terms) if snapshot else State.empty(terms)
         self.teams, self.products, self.ledger = state.teams, state.products, state.ledger

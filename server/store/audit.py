@@ -1,4 +1,5 @@
-"""``python -m server verify``: is the ledger whole, and do the packs agree with it?
+"""``python -m server verify``: is the ledger whole, do the packs agree with it, and
+is the audit trail whole?
 
 Checked, reading one consistent snapshot (the server may be running):
 
@@ -13,7 +14,13 @@ Checked, reading one consistent snapshot (the server may be running):
   what its entries add up to (RULES T6); its team is the one its purchase and
   moves put it in, its purchase time its purchase entry's, its expiry one
   calendar year on (T1, the domain's ``add_one_year``); an expired pack has
-  nothing remaining, and only an expired pack has expiry entries (T4).
+  nothing remaining, and only an expired pack has expiry entries (T4);
+- the audit trail (RULES AD2), as the ledger's chain: events numbered 1..N
+  without a gap, each hash recomputed from its predecessor's and its own fields
+  (``server.domain.audit.event_digest``), and its end reaching the checkpoint's
+  audit head (the same checkpoint line, ``checkpoint.py``): an event altered,
+  removed or inserted, the newest events removed, or an event appended while no
+  server ran are each reported.
 
 What it cannot see: a pack's ``request_id`` is in no entry; and whoever can
 rewrite both the database and its checkpoint can forge a consistent history
@@ -33,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server.domain.audit import event_digest
 from server.domain.ledger import GENESIS_HASH, EntryKind, add_one_year, entry_digest
 from server.store import checkpoint
 from server.store.codec import i2t, t2i
@@ -40,6 +48,10 @@ from server.store.codec import i2t, t2i
 LEDGER_SQL = (
     "SELECT seq, time, kind, team_id, pack_id, amount, remaining_delta, held_delta, "
     "session_id, user_id, product_id, hash FROM ledger ORDER BY seq"
+)
+AUDIT_SQL = (
+    "SELECT seq, event_id, time, actor, actor_name, method, team_id, other_team_id, "
+    "target, request_id, request, hash FROM audit_events ORDER BY seq"
 )
 PACKS_SQL = (
     "SELECT pack_id, team_id, tokens, remaining, held, consumed, expired_tokens, "
@@ -55,6 +67,7 @@ _CAPTURE, _EXPIRY = EntryKind.CAPTURE.value, EntryKind.EXPIRY.value
 class Verdict:
     entries: int = 0
     packs: int = 0
+    events: int = 0  # audit events chained
     problems: list[str] = field(default_factory=list)
     anchored: int | None = None  # the checkpoint's seq; None: no checkpoint file
     postgres: bool = False  # PostgreSQL keeps no checkpoint file (docs/postgres.md)
@@ -65,11 +78,14 @@ class Verdict:
 
     def summary(self) -> str:
         text = f"ok: {self.entries} ledger entries chained, {self.packs} packs add up"
+        text += f"; {self.events} audit events chained"
         if self.postgres:
-            return text + "; its end rests on PostgreSQL's durability (no checkpoint file)"
-        if self.anchored is None:
-            return text + "; no checkpoint beside the database, so the end is not anchored"
-        return text + f"; the chain reaches its checkpoint (entry {self.anchored:012d})"
+            end = "; its end rests on PostgreSQL's durability (no checkpoint file)"
+        elif self.anchored is None:
+            end = "; no checkpoint beside the database, so the end is not anchored"
+        else:
+            end = f"; the chain reaches its checkpoint (entry {self.anchored:012d})"
+        return text + end
 
 
 @dataclass
@@ -108,6 +124,11 @@ def verify(db: Path) -> Verdict:
                 for row in conn.execute(PACKS_SQL):
                     audit.pack(row)
                 audit.packs_end()
+            if audit.verdict.ok:
+                sql = "SELECT 1 FROM sqlite_master WHERE name = 'audit_events'"
+                events = conn.execute(AUDIT_SQL) if conn.execute(sql).fetchone() else ()
+                if all(audit.event(row) for row in events):
+                    audit.events_end()
         finally:
             conn.execute("COMMIT")
     return audit.verdict
@@ -119,7 +140,8 @@ class Audit:
 
     Feed ``entry`` every ledger row in order while it returns True (False: a broken
     link, reported; stop there), then ``chain_end``; then, if the verdict is still
-    ok, ``pack`` every pack row and ``packs_end``.
+    ok, ``pack`` every pack row and ``packs_end``; then, if still ok, ``event``
+    every row of ``AUDIT_SQL`` while it returns True, then ``events_end``.
     """
 
     def __init__(self, anchor: checkpoint.LedgerHead | None) -> None:
@@ -129,6 +151,8 @@ class Audit:
         self._prev = GENESIS_HASH
         self._hash_at_anchor: str | None = None
         self._seen: set[str] = set()
+        self._prev_event = GENESIS_HASH
+        self._event_at_anchor: str | None = None
 
     def entry(self, row: Sequence[Any]) -> bool:
         verdict = self.verdict
@@ -161,6 +185,36 @@ class Audit:
         """The whole chain was walked: does it reach the checkpoint?"""
         if self._anchor is not None:
             short = checkpoint.problem(self._anchor, self.verdict.entries, self._hash_at_anchor)
+            if short:
+                self.verdict.problems.append(short)
+
+    def event(self, row: Sequence[Any]) -> bool:
+        """One audit event (a row of ``AUDIT_SQL``), in order: False at a broken link."""
+        verdict = self.verdict
+        seq, stored = row[0], row[-1]
+        verdict.events += 1
+        if seq != verdict.events:
+            verdict.problems.append(
+                f"audit event {verdict.events:012d} is missing (next stored is {seq:012d})"
+            )
+            return False
+        if event_digest(self._prev_event, *row[:-1]) != stored:
+            verdict.problems.append(
+                f"audit event {seq:012d} ({row[5]} by {row[3]}) does not match its hash: "
+                "it or an event before it was altered"
+            )
+            return False
+        self._prev_event = stored
+        if self._anchor is not None and seq == self._anchor.audit_seq:
+            self._event_at_anchor = stored
+        return True
+
+    def events_end(self) -> None:
+        """The whole audit trail was walked: does it reach the checkpoint?"""
+        if self._anchor is not None:
+            short = checkpoint.audit_problem(
+                self._anchor, self.verdict.events, self._event_at_anchor
+            )
             if short:
                 self.verdict.problems.append(short)
 

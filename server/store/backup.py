@@ -43,6 +43,7 @@ from server.store.files import (
     write_private,
 )
 from server.store.postgres import secrets_base
+from server.store.reads import LAST_AUDIT_SQL
 
 
 @dataclass
@@ -87,13 +88,27 @@ def backup(db: Path, to: Path) -> Copied:
 
 
 def _head(conn: sqlite3.Connection) -> LedgerHead:
+    """The ledger's head and the audit trail's (one checkpoint holds both)."""
     row = conn.execute(checkpoint.LAST_ENTRY_SQL).fetchone()
-    return LedgerHead(int(row[0]), str(row[1])) if row else checkpoint.EMPTY
+    head = LedgerHead(int(row[0]), str(row[1])) if row else checkpoint.EMPTY
+    audit = conn.execute(LAST_AUDIT_SQL).fetchone() if _audited(conn) else None
+    if audit is not None:
+        head = dataclasses.replace(head, audit_seq=int(audit[0]), audit_hash=str(audit[1]))
+    return head
+
+
+def _audited(conn: sqlite3.Connection) -> bool:
+    """Whether the database has the audit trail's table (schema 7 on)."""
+    sql = "SELECT 1 FROM sqlite_master WHERE name = 'audit_events'"
+    return conn.execute(sql).fetchone() is not None
 
 
 def _reaches(conn: sqlite3.Connection, anchor: LedgerHead, head: LedgerHead, db: Path) -> None:
     row = conn.execute("SELECT hash FROM ledger WHERE seq = ?", (anchor.seq,)).fetchone()
     problem = checkpoint.problem(anchor, head.seq, str(row[0]) if row else None)
+    sql = "SELECT hash FROM audit_events WHERE seq = ?"
+    row = conn.execute(sql, (anchor.audit_seq,)).fetchone() if _audited(conn) else None
+    problem = problem or checkpoint.audit_problem(anchor, head.audit_seq, row and str(row[0]))
     if problem is not None:
         raise LedgerMismatch(
             f"not backing up {db}: {problem}; run `python -m server verify --db {db}`"

@@ -7,6 +7,16 @@ entries the store writes ``PATH.ledger-head``: ``{"seq": N, "hash": H}``, the
 last entry's sequence number and chain hash. Sequence numbers run 1..N without
 a gap (``verify`` checks it), so ``seq`` is also the number of entries.
 
+The audit trail (RULES AD2, ``server/domain/audit.py``) is a second hash chain
+with the same weakness, so the same line carries its head too: ``audit_seq``,
+``audit_hash``, the last audit event's. One line for both chains rather than a
+second file: they are moved by the same commits, so one write after a commit
+keeps them together (two files could be torn apart by a crash between their
+writes), a backup writes one checkpoint as before, and a line of a database
+with no audit event is the same bytes as before the audit trail existed (its
+keys are left out while ``audit_seq`` is 0), so existing checkpoints stay
+valid. Both fit the fixed-size line.
+
 The checkpoint is written after the commit, never before, so it may be behind
 the database (a crash between the two: harmless, the next commit catches up)
 but never ahead of it. When the store closes it writes ``"stopped": true``: the
@@ -58,6 +68,8 @@ class LedgerHead:
     seq: int  # 0: no entry yet
     hash: str
     stopped: bool = False  # written by a store that closed: nothing can follow
+    audit_seq: int = 0  # the audit trail's head, as ``seq`` and ``hash`` the ledger's
+    audit_hash: str = ""
 
 
 EMPTY = LedgerHead(0, "")
@@ -71,11 +83,20 @@ def checkpoint_path(db: Path) -> Path:
 
 def _sum(gen: int, head: LedgerHead) -> str:
     text = f"{gen}:{head.seq}:{head.hash}:{head.stopped}"
+    if head.audit_seq:
+        text += f":{head.audit_seq}:{head.audit_hash}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _line(gen: int, head: LedgerHead) -> bytes:
-    data = {"gen": gen, "seq": head.seq, "hash": head.hash, "stopped": head.stopped}
+    data: dict[str, object] = {
+        "gen": gen,
+        "seq": head.seq,
+        "hash": head.hash,
+        "stopped": head.stopped,
+    }
+    if head.audit_seq:
+        data["audit_seq"], data["audit_hash"] = head.audit_seq, head.audit_hash
     data["sum"] = _sum(gen, head)
     return json.dumps(data).encode().ljust(SLOT - 1) + b"\n"
 
@@ -84,8 +105,14 @@ def _parse(line: bytes) -> tuple[int, LedgerHead] | None:
     try:
         data = json.loads(line)
         gen = int(data["gen"])
-        head = LedgerHead(int(data["seq"]), str(data["hash"]), data["stopped"] is True)
-        good = data["sum"] == _sum(gen, head) and head.seq >= 0
+        head = LedgerHead(
+            int(data["seq"]),
+            str(data["hash"]),
+            data["stopped"] is True,
+            int(data.get("audit_seq", 0)),
+            str(data.get("audit_hash", "")),
+        )
+        good = data["sum"] == _sum(gen, head) and head.seq >= 0 and head.audit_seq >= 0
     except (ValueError, KeyError, TypeError):
         return None
     return (gen, head) if good else None
@@ -148,22 +175,47 @@ def problem(anchor: LedgerHead, last_seq: int, hash_at_anchor: str | None) -> st
     """What is wrong with a ledger whose last entry is ``last_seq`` and whose entry
     at the anchor's seq has ``hash_at_anchor`` (None: no such entry); None if it
     reaches the anchor with the anchor's hash."""
-    if anchor.stopped and last_seq > anchor.seq:
+    return _short(_LEDGER, anchor.seq, anchor.hash, anchor.stopped, last_seq, hash_at_anchor)
+
+
+def audit_problem(anchor: LedgerHead, last_seq: int, hash_at_anchor: str | None) -> str | None:
+    """``problem`` for the audit trail: its last event is ``last_seq``, the event at
+    the anchor's ``audit_seq`` has ``hash_at_anchor``."""
+    return _short(
+        _AUDIT, anchor.audit_seq, anchor.audit_hash, anchor.stopped, last_seq, hash_at_anchor
+    )
+
+
+@dataclass(frozen=True)
+class _Chain:
+    name: str
+    one: str
+    many: str
+
+
+_LEDGER = _Chain("ledger", "entry", "entries")
+_AUDIT = _Chain("audit trail", "event", "events")
+
+
+def _short(
+    c: _Chain, seq: int, digest: str, stopped: bool, last_seq: int, hash_at_anchor: str | None
+) -> str | None:
+    if stopped and last_seq > seq:
         return (
-            f"the ledger goes on to entry {last_seq:012d} but its server stopped at "
-            f"{anchor.seq:012d}: entries were added while no server ran"
+            f"the {c.name} goes on to {c.one} {last_seq:012d} but its server stopped at "
+            f"{seq:012d}: {c.many} were added while no server ran"
         )
-    if anchor.seq == 0:
+    if seq == 0:
         return None
-    if last_seq < anchor.seq:
+    if last_seq < seq:
         return (
-            f"the ledger ends at entry {last_seq:012d} but its checkpoint says "
-            f"{anchor.seq:012d}: the newest entries were deleted, or the database was "
+            f"the {c.name} ends at {c.one} {last_seq:012d} but its checkpoint says "
+            f"{seq:012d}: the newest {c.many} were deleted, or the database was "
             "replaced by an older copy"
         )
-    if hash_at_anchor != anchor.hash:
+    if hash_at_anchor != digest:
         return (
-            f"ledger entry {anchor.seq:012d} does not have the hash its checkpoint "
-            "recorded: the ledger was rewritten"
+            f"{c.name} {c.one} {seq:012d} does not have the hash its checkpoint "
+            f"recorded: the {c.name} was rewritten"
         )
     return None

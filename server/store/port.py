@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from server.domain.admins import AuditEvent
 from server.domain.changes import Changes
 from server.domain.ledger import EntryKind, LedgerEntry
 from server.domain.sessions import ActivitySpan, Session
@@ -51,6 +52,9 @@ class Snapshot:
     objects: dict[type, list[Any]] = field(default_factory=dict)
     max_ledger_seq: int = 0
     last_ledger_hash: str = ""
+    # The audit trail's head (RULES AD2): its events are not loaded, the chain goes on.
+    max_audit_seq: int = 0
+    last_audit_hash: str = ""
 
     def of(self, kind: type) -> list[Any]:
         return self.objects.get(kind, [])
@@ -118,4 +122,9 @@ class StorePort(Protocol):
 
     async def captured_since(self, team_id: str, since: datetime) -> list[int]:
         """The amounts of a team's CAPTURE entries at or after ``since`` (L4)."""
+        ...
+
+    async def audit_page(self, team_id: str, before_seq: int, limit: int) -> list[AuditEvent]:
+        """Audit events with ``seq < before_seq`` (0: no bound) whose team or other
+        team is ``team_id`` ("" : every team's), newest first, at most ``limit`` (AD2)."""
         ...

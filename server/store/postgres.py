@@ -43,14 +43,14 @@ import structlog
 
 from server.credentials import SECRET_KEY_BYTES, load_or_create_secret_key
 from server.domain.changes import Changes
-from server.store.audit import LEDGER_SQL, PACKS_SQL, Audit, Verdict
+from server.store.audit import AUDIT_SQL, LEDGER_SQL, PACKS_SQL, Audit, Verdict
 from server.store.codec import NOT_LOADED, TABLES, Row, Table, sharing
 from server.store.files import SECRET_KEY_SUFFIX, side_path
 from server.store.group_commit import GroupCommit, Op, plan_writes, to_ops
 from server.store.loading import loading
 from server.store.pg_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION_TABLE
 from server.store.port import NotLeader, Snapshot, StoreFailed
-from server.store.reads import NamedReads
+from server.store.reads import LAST_AUDIT_SQL, NamedReads
 
 __all__ = [
     "Fence",
@@ -184,8 +184,11 @@ class PostgresStore(NamedReads):
                         snap.objects[kind] = await _load_table(conn, table)
             # The chain continues from the last stored entry (server/domain/ledger.py).
             row = await conn.fetchrow(LAST_ENTRY_SQL)
+            audit = await conn.fetchrow(LAST_AUDIT_SQL)  # ... as does the audit trail's
         if row is not None:
             snap.max_ledger_seq, snap.last_ledger_hash = int(row[0]), str(row[1])
+        if audit is not None:
+            snap.max_audit_seq, snap.last_audit_hash = int(audit[0]), str(audit[1])
         return snap
 
     async def _rows(self, sql: str, params: Row = ()) -> list[Any]:
@@ -338,6 +341,13 @@ async def verify_postgres(url: str) -> Verdict:
                     for row in rows:
                         audit.pack(tuple(row))
                 audit.packs_end()
+            if audit.verdict.ok:  # the audit trail's chain (RULES AD2)
+                events = await conn.cursor(AUDIT_SQL)
+                whole = True
+                while whole and (rows := await events.fetch(LOAD_CHUNK)):
+                    whole = all(audit.event(tuple(row)) for row in rows)
+                if whole:
+                    audit.events_end()
     finally:
         await conn.close()
     return audit.verdict

@@ -13,9 +13,10 @@ from abc import abstractmethod
 from datetime import datetime
 from typing import Any
 
+from server.domain.admins import AuditEvent
 from server.domain.ledger import EntryKind, LedgerEntry
 from server.domain.sessions import Session
-from server.store.codec import ACTIVITY, LEDGER, SESSIONS, Row, Table, i2t, t2i
+from server.store.codec import ACTIVITY, AUDIT_EVENTS, LEDGER, SESSIONS, Row, Table, i2t, t2i
 from server.store.port import Capture, SessionStart, UsageFacts
 
 CAPTURES_SQL = (
@@ -28,6 +29,8 @@ SESSION_STARTS_SQL = (
     "WHERE team_id = ? AND start_time >= ? AND start_time < ?"
 )
 SPANS_WHERE = "WHERE team_id = ? AND start_time < ? AND end_time > ?"
+# The audit trail's head, which the engine's chain goes on from (AD2).
+LAST_AUDIT_SQL = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
 # SUM of a BIGINT is a NUMERIC in PostgreSQL: read back with int().
 MOVED_SQL = (
     "SELECT pack_id, kind, SUM(amount) FROM ledger "
@@ -62,6 +65,19 @@ class NamedReads:
     async def captured_since(self, team_id: str, since: datetime) -> list[int]:
         rows = await self._rows(CAPTURED_SINCE_SQL, (team_id, EntryKind.CAPTURE.value, t2i(since)))
         return [int(n) for (n,) in rows]
+
+    async def audit_page(self, team_id: str, before_seq: int, limit: int) -> list[AuditEvent]:
+        where: list[str] = []
+        params: list[Any] = []
+        if team_id:
+            where.append("(team_id = ? OR other_team_id = ?)")
+            params += [team_id, team_id]
+        if before_seq:
+            where.append("seq < ?")
+            params.append(before_seq)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        sql = f"{clause}ORDER BY seq DESC LIMIT ?"
+        return await self._select(AUDIT_EVENTS, sql, (*params, limit))
 
     async def usage_facts(self, team_id: str, start: datetime, end: datetime) -> UsageFacts:
         lo, hi = t2i(start), t2i(end)

@@ -33,13 +33,13 @@ from server.credentials import SECRET_KEY_BYTES, load_or_create_secret_key
 from server.domain.changes import Changes
 from server.store import checkpoint
 from server.store.checkpoint import LedgerHead, LedgerMismatch
-from server.store.codec import LEDGER, NOT_LOADED, TABLES, Row, Table, sharing
+from server.store.codec import AUDIT_EVENTS, LEDGER, NOT_LOADED, TABLES, Row, Table, sharing
 from server.store.files import SECRET_KEY_SUFFIX, create_private, side_path, tighten
 from server.store.group_commit import GroupCommit, Op, plan_writes, to_ops
 from server.store.loading import loading
 from server.store.lock import DatabaseLock
 from server.store.port import Snapshot, StoreFailed
-from server.store.reads import NamedReads
+from server.store.reads import LAST_AUDIT_SQL, NamedReads
 from server.store.schema import MIGRATIONS
 
 # Snapshot, StoreFailed and loading lived here before the port: still importable
@@ -50,6 +50,9 @@ log = structlog.get_logger()
 
 LOAD_CHUNK = 20_000  # rows per fetch at start
 _SEQ, _HASH = LEDGER.columns.index("seq"), LEDGER.columns.index("hash")
+_AUDIT_SEQ, _AUDIT_HASH = (AUDIT_EVENTS.columns.index(c) for c in ("seq", "hash"))
+# What a commit moved: the last (seq, hash) of the ledger and of the audit trail.
+Heads = tuple[tuple[int, str] | None, tuple[int, str] | None]
 
 
 class Store(NamedReads):
@@ -137,17 +140,27 @@ class Store(NamedReads):
         tables = await self.query("SELECT 1 FROM sqlite_master WHERE name = 'ledger'")
         rows = await self.query(checkpoint.LAST_ENTRY_SQL) if tables else []
         head = LedgerHead(int(rows[0][0]), str(rows[0][1])) if rows else checkpoint.EMPTY
+        # The audit trail's head, kept in the same checkpoint (checkpoint.py).
+        audited = await self.query("SELECT 1 FROM sqlite_master WHERE name = 'audit_events'")
+        rows = await self.query(LAST_AUDIT_SQL) if audited else []
+        if rows:
+            head = dataclasses.replace(head, audit_seq=int(rows[0][0]), audit_hash=str(rows[0][1]))
         if expected is not None:
             sql = "SELECT hash FROM ledger WHERE seq = ?"
             at = await self.query(sql, (expected.seq,)) if tables else []
             problem = checkpoint.problem(expected, head.seq, str(at[0][0]) if at else None)
+            sql = "SELECT hash FROM audit_events WHERE seq = ?"
+            at = await self.query(sql, (expected.audit_seq,)) if audited else []
+            problem = problem or checkpoint.audit_problem(
+                expected, head.audit_seq, str(at[0][0]) if at else None
+            )
             if problem is not None:
                 raise LedgerMismatch(
                     f"refusing to start on {self.path}: {problem}. Run `python -m server "
                     f"verify --db {self.path}` to see what is wrong; only if you restored "
                     f"this database on purpose, remove {self._anchor.path} and start again"
                 )
-            if head.seq > expected.seq:
+            if head.seq > expected.seq or head.audit_seq > expected.audit_seq:
                 log.warning(
                     "ledger_past_checkpoint",
                     checkpoint_seq=expected.seq,
@@ -201,6 +214,10 @@ class Store(NamedReads):
             row = await cur.fetchone()
         if row is not None:
             snap.max_ledger_seq, snap.last_ledger_hash = int(row[0]), str(row[1])
+        async with self._db.execute(LAST_AUDIT_SQL) as cur:  # ... as does the audit trail's
+            row = await cur.fetchone()
+        if row is not None:
+            snap.max_audit_seq, snap.last_audit_hash = int(row[0]), str(row[1])
         return snap
 
     async def _load_table(self, table: Table) -> list[Any]:
@@ -239,10 +256,16 @@ class Store(NamedReads):
         """Return once everything queued before this call is committed."""
         await self._group.barrier()
 
-    def _move_anchor(self, head: LedgerHead | None) -> None:
+    def _move_anchor(self, heads: Heads) -> None:
         """After a commit's waiters are woken: the checkpoint only trails the commit."""
-        if head is None:
+        ledger, audit = heads
+        if ledger is None and audit is None:
             return
+        head = self._head
+        if ledger is not None:
+            head = dataclasses.replace(head, seq=ledger[0], hash=ledger[1])
+        if audit is not None:
+            head = dataclasses.replace(head, audit_seq=audit[0], audit_hash=audit[1])
         self._head = head
         if self._anchor is None:
             return
@@ -251,13 +274,17 @@ class Store(NamedReads):
         except OSError as exc:  # the checkpoint stays behind: verify still holds up to it
             log.error("ledger_checkpoint_failed", file=str(self._anchor.path), error=str(exc))
 
-    async def _write(self, ops: list[Op]) -> LedgerHead | None:
-        """Write ``ops`` in one transaction; returns the last ledger entry written."""
+    async def _write(self, ops: list[Op]) -> Heads:
+        """Write ``ops`` in one transaction; returns the last ledger entry and the
+        last audit event written (seq, hash), each None if there is none."""
         plan = plan_writes(ops)
-        head = None
+        head: Heads = (None, None)
         for table, delete, rows in plan:
-            if table is LEDGER and not delete:  # ledger rows come in order (append-only)
-                head = LedgerHead(int(rows[-1][_SEQ]), str(rows[-1][_HASH]))
+            # Both tables are append-only: their rows come in order.
+            if table is LEDGER and not delete:
+                head = ((int(rows[-1][_SEQ]), str(rows[-1][_HASH])), head[1])
+            elif table is AUDIT_EVENTS and not delete:
+                head = (head[0], (int(rows[-1][_AUDIT_SEQ]), str(rows[-1][_AUDIT_HASH])))
         db = self._db
         await db.execute("BEGIN")
         try:

@@ -1,0 +1,164 @@
+"""The audit trail: one event in the same commit as each administrative change
+(RULES AD2).
+
+The edge (``server/api/audit.py``) hands the trail a ``Draft`` of every call
+that may change state, in the call's own task, before the servicer runs
+(``begin``); the draft lives in a context variable of that task. The trail is a
+``Commits`` hook: on the first non-empty commit that task makes, it appends one
+``AuditEvent`` to the commit's changes (the next ``seq``, a new id, the clock's
+time, the hash chained to the previous event), so the store writes the event
+and the change in one transaction, and a crash keeps both or neither. A second
+commit of the same call writes no second event; a call that commits nothing
+(an idempotent repeat, a refusal) writes none.
+
+What is only known once the use case has made its change (the pack a
+purchase made, the key CreateAdminKey made, the member an invitation made
+active) the trail reads from the commit's own changes (``FOUND_IN_CHANGES``):
+no use case has to remember to tell it, and what the event names is what was
+stored. Commits made outside a call (timers, the heartbeat flush) find no
+draft and cost one context-variable read.
+
+A task started during a call inherits a copy of the call's context, draft
+included; the draft remembers the call's task, so only that task writes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from server.clock import Clock
+from server.domain.admins import AdminKey, AuditEvent
+from server.domain.audit import GENESIS_HASH, chained
+from server.domain.changes import Changes
+from server.domain.directory import Member
+from server.domain.ledger import TokenPack
+from server.engine.commits import Commits
+from server.ids import IdFactory
+from server.store.port import StorePort
+
+# The actor of AcceptInvitation, the one change made without a credential: the
+# invitee, whose user id the event's ``actor_name`` and ``target`` carry.
+INVITEE = "invitee"
+
+
+@dataclass(slots=True)
+class Draft:
+    """What the edge knows of a call that may change state."""
+
+    method: str
+    actor: str
+    actor_name: str
+    team_id: str
+    other_team_id: str
+    target: str
+    request_id: str
+    request: str  # JSON, every secret removed
+    task: asyncio.Task[object] | None = None
+    written: bool = False
+
+
+def _new_pack(draft: Draft, changes: Changes) -> None:
+    for item in changes.items:
+        if type(item) is TokenPack:
+            draft.target = item.pack_id
+            return
+
+
+def _new_admin_key(draft: Draft, changes: Changes) -> None:
+    for item in changes.items:
+        if type(item) is AdminKey:
+            draft.target = item.admin_key_id
+            return
+
+
+def _accepted(draft: Draft, changes: Changes) -> None:
+    """AcceptInvitation: about the member made active, who is also the actor."""
+    for item in changes.items:
+        if type(item) is Member:
+            draft.target = draft.actor_name = item.user_id
+            draft.team_id = item.team_id
+            return
+
+
+# The target of the calls whose target the request does not name: found in the
+# changes the call commits.
+FOUND_IN_CHANGES: dict[str, Callable[[Draft, Changes], None]] = {
+    "PurchaseTokens": _new_pack,
+    "CreateAdminKey": _new_admin_key,
+    "AcceptInvitation": _accepted,
+}
+
+_draft: contextvars.ContextVar[Draft | None] = contextvars.ContextVar("audit_draft", default=None)
+
+
+class AuditTrail:
+    def __init__(
+        self,
+        commits: Commits,
+        store: StorePort,
+        clock: Clock,
+        ids: IdFactory,
+        *,
+        last_seq: int = 0,
+        last_hash: str = "",
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._ids = ids
+        self._seq = last_seq
+        self._hash = last_hash or GENESIS_HASH
+        commits.add_hook(self._on_commit)
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    async def page(self, team_id: str, before_seq: int, limit: int) -> list[AuditEvent]:
+        """Stored events of ``team_id`` ("": every team's) before ``before_seq`` (0:
+        the newest), newest first (``StorePort.audit_page``)."""
+        return await self._store.audit_page(team_id, before_seq, limit)
+
+    def begin(self, draft: Draft) -> None:
+        """The call in this task may change state: write ``draft`` with its change."""
+        draft.task = asyncio.current_task()
+        _draft.set(draft)
+
+    def _mine(self) -> Draft | None:
+        draft = _draft.get()
+        if draft is None or draft.written or draft.task is not asyncio.current_task():
+            return None
+        return draft
+
+    def _on_commit(self, changes: Changes) -> None:
+        if _draft.get() is None:  # the hot path: a commit made outside an audited call
+            return
+        draft = self._mine()
+        if draft is None:
+            return
+        draft.written = True
+        found = FOUND_IN_CHANGES.get(draft.method)
+        if found is not None:
+            found(draft, changes)
+        self._seq += 1
+        d = draft
+        event = chained(
+            AuditEvent(
+                self._seq,
+                self._ids.new("ev"),
+                self._clock.now(),
+                d.actor,
+                d.actor_name,
+                d.method,
+                d.team_id,
+                d.other_team_id,
+                d.target,
+                d.request_id,
+                d.request,
+            ),
+            self._hash,
+        )
+        self._hash = event.hash
+        changes.upsert(event)
