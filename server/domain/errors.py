@@ -227,9 +227,5 @@ class UnknownSubscription(NotFound):
     reason = "UNKNOWN_SUBSCRIPTION"
 
 
-class UnknownSubscription(NotFound):
-    reason = "UNKNOWN_SUBSCRIPTION"
-
-
 class AlreadyExists(DomainError):
     reason = "ALREADY_EXISTS"
