@@ -133,15 +133,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
 
     async def ListLedgerEntries(self, request: api.ListLedgerEntriesRequest, context: Ctx) -> Any:
         size = paging.page_size(request.page_size, limit=self.e.max_page_size)
-        position = paging.decode(request.page_token, "ledger")
-        # A ledger sequence number: up to 18 ASCII digits (a forged token with more
-        # would overflow SQLite's integers).
-        if position is None:
-            after = 0
-        elif position.isascii() and position.isdigit() and len(position) <= 18:
-            after = int(position)
-        else:
-            raise InvalidArgument.field("page_token", "is not a page token this server gave out")
+        after = paging.decode_seq(request.page_token, "ledger") or 0
         entries = await self.e.accounts.ledger_page(
             request.team_id, after, size + 1, request.pack_id
         )
@@ -353,4 +345,19 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             packs=[cv.pack_usage_out(p) for p in report.packs],
             total_sessions=report.total_sessions,
             total_active_seconds=report.total_active_seconds,
+        )
+
+    # -- the audit trail (RULES AD2) -------------------------------------------------
+
+    async def ListAuditEvents(self, request: api.ListAuditEventsRequest, context: Ctx) -> Any:
+        if request.team_id:
+            self.e.accounts.team(request.team_id)  # UNKNOWN_TEAM
+        size = paging.page_size(request.page_size, limit=self.e.max_page_size)
+        before = paging.decode_seq(request.page_token, "audit") or 0  # newest first
+        events = await self.e.audit.page(request.team_id, before, size + 1)
+        more = len(events) > size
+        events = events[:size]
+        token = paging.encode("audit", str(events[-1].seq)) if more and events else ""
+        return api.ListAuditEventsResponse(
+            events=[cv.audit_event_out(x) for x in events], next_page_token=token
         )

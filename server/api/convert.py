@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
+from server.domain.admins import AuditEvent
 from server.domain.coverage import Subscription, SubscriptionKind
 from server.domain.directory import (
     AccessVia,
@@ -416,4 +418,20 @@ def pack_usage_out(p: PackUsage) -> pb.PackUsage:
         remaining_tokens=p.remaining_tokens,
         expire_time=ts(p.expire_time),
         state=PACK_STATES_OUT[p.state],
+    )
+
+
+def audit_event_out(e: AuditEvent) -> pb.AuditEvent:
+    request = struct_pb2.Struct()
+    request.update(json.loads(e.request))
+    return pb.AuditEvent(
+        event_id=e.event_id,
+        time=ts(e.time),
+        actor=e.actor,
+        actor_name=e.actor_name,
+        method=e.method,
+        team_id=e.team_id,
+        target=e.target,
+        request_id=e.request_id,
+        request=request,
     )

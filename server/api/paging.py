@@ -46,6 +46,18 @@ def decode(token: str, kind: str, field: str = "page_token") -> str | None:
     return position
 
 
+def decode_seq(token: str, kind: str) -> int | None:
+    """The sequence number a token of ``kind`` stands for (a ledger entry's, an audit
+    event's), or None for the first page: up to 18 ASCII digits (a forged token with
+    more would overflow SQLite's integers)."""
+    position = decode(token, kind)
+    if position is None:
+        return None
+    if position.isascii() and position.isdigit() and len(position) <= 18:
+        return int(position)
+    raise InvalidArgument.field("page_token", "is not a page token this server gave out")
+
+
 def paginate(
     items: Sequence[_T],
     key: Callable[[_T], str],

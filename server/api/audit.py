@@ -1,0 +1,113 @@
+"""The edge's side of the audit trail (RULES AD2): what an administrative call
+is, as its event will say.
+
+The edge (``server/api/interceptors.py``) calls ``AuditRecorder`` (an
+``AuditHook``, ``server/api/caller.py``) for every call whose rule in
+``server/api/methods.py`` says it changes state, once the call is let through
+and before the servicer runs, in the call's own task. It makes the draft of the
+call's event and hands it to the engine's trail (``server/engine/audit.py``),
+which writes it with the call's first commit, or never if the call changes
+nothing.
+
+The draft carries:
+
+- the request as JSON (``json_format.MessageToDict`` with the proto's field
+  names), every secret removed: the fields in ``SECRET_FIELDS`` are dropped,
+  and every string passes through the scrubber that keeps secrets out of error
+  messages (``errors.scrub``), so a key pasted into a name never lands in the
+  trail;
+- the target: the request field the rule names (a path such as
+  ``product.product_id``; a repeated field's values joined by ", "), cut to
+  ``TARGET_BYTES``; for the calls whose target is only known once the change
+  is made (a new pack, key or member) the trail reads it from the changes;
+- the request id: the ``x-request-id`` header, else the request's
+  ``request_id`` (as the edge logs it);
+- the teams the rule resolved: the first is the event's ``team_id``, the
+  second (MoveTokenPack's destination) its ``other_team_id``, so the event is
+  read in both teams;
+- who: the operator, or the admin key's id and name; AcceptInvitation, made
+  without a credential, is the invitee's (actor ``invitee``, see
+  ``server/engine/audit.py``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from server.api.caller import Caller
+from server.api.errors import clip, scrub
+from server.api.methods import RULES
+from server.engine.audit import INVITEE, AuditTrail, Draft
+
+# Request fields that are secrets: never in the trail.
+SECRET_FIELDS = frozenset({"invitation_token"})
+TARGET_BYTES = 1024  # an import of thousands of users names them in its request
+
+# The request id the edge found for the call under way (``x-request-id`` header,
+# else the request's ``request_id``): set by the edge before it calls the hook.
+current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "current_request_id", default=""
+)
+
+
+def cleaned(value: Any) -> Any:
+    """A JSON value with every secret field dropped and every string scrubbed."""
+    if isinstance(value, dict):
+        return {k: cleaned(v) for k, v in value.items() if k not in SECRET_FIELDS}
+    if isinstance(value, list):
+        return [cleaned(v) for v in value]
+    if isinstance(value, str):
+        return _text(value)
+    return value
+
+
+def _text(value: str) -> str:
+    # PostgreSQL's text holds no NUL: a caller's NUL would fail the commit.
+    return scrub(value).replace("\x00", "\ufffd")
+
+
+def target_of(request: Message, path: str) -> str:
+    """The value at ``path`` (dotted) of ``request``; a repeated one's joined."""
+    if not path:
+        return ""
+    value: Any = request
+    for name in path.split("."):
+        value = getattr(value, name)
+    text = value if isinstance(value, str) else ", ".join(str(v) for v in value)  # repeated
+    return clip(_text(text), TARGET_BYTES)
+
+
+def request_json(request: Message) -> str:
+    data = json_format.MessageToDict(request, preserving_proto_field_name=True)
+    return json.dumps(cleaned(data), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+class AuditRecorder:
+    """The ``AuditHook`` the edge calls (see the module docstring)."""
+
+    def __init__(self, trail: AuditTrail) -> None:
+        self._trail = trail
+
+    def __call__(self, method: str, request: Any, caller: Caller, teams: tuple[str, ...]) -> None:
+        if not isinstance(request, Message):
+            return  # undecodable: refused before the servicer runs, so nothing changes
+        rule = RULES[method]
+        request_id = current_request_id.get() or str(getattr(request, "request_id", "") or "")
+        actor, actor_name = (caller.actor, caller.actor_name) if caller.actor else (INVITEE, "")
+        self._trail.begin(
+            Draft(
+                method=method,
+                actor=actor,
+                actor_name=actor_name,
+                team_id=teams[0] if teams else "",
+                other_team_id=teams[1] if len(teams) > 1 else "",
+                target=target_of(request, rule.target),
+                request_id=_text(request_id),
+                request=request_json(request),
+            )
+        )
