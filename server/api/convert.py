@@ -262,6 +262,9 @@ INVITATION_STATES_OUT = {
 NOTIFICATION_KINDS_OUT = {
     NotificationKind.INVITATION: pb.NOTIFICATION_KIND_INVITATION,
     NotificationKind.ACCESS_CHANGED: pb.NOTIFICATION_KIND_ACCESS_CHANGED,
+    NotificationKind.LOW_BALANCE: pb.NOTIFICATION_KIND_LOW_BALANCE,
+    NotificationKind.PACK_EXPIRING: pb.NOTIFICATION_KIND_PACK_EXPIRING,
+    NotificationKind.TOKENS_EXHAUSTED: pb.NOTIFICATION_KIND_TOKENS_EXHAUSTED,
 }
 SUBSCRIPTION_KINDS_OUT = {
     SubscriptionKind.SUBSCRIPTION: pb.SUBSCRIPTION_KIND_SUBSCRIPTION,
@@ -324,6 +327,10 @@ def notification_out(n: Notification) -> pb.Notification:
         kind=NOTIFICATION_KINDS_OUT[n.kind],
         create_time=ts(n.create_time),
         invitation_token=n.invitation_token,
+        pack_id=n.pack_id,  # L1-L3: what a team alert is about
+        tokens=n.tokens,
+        expire_time=ts(n.expire_time),
+        product_id=n.product_id,
     )
 
 

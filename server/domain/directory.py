@@ -726,6 +726,11 @@ class Directory:
         self._file(notification)
         call.changes.upsert(notification)
 
+    def queue(self, notification: Notification, changes: Changes) -> None:
+        """Queue a notification made elsewhere (a team alert, RULES L1-L3)."""
+        self._file(notification)
+        changes.upsert(notification)
+
     def _file(self, notification: Notification) -> None:
         """Into the outbox and its indexes, each kept in id order (ListNotifications
         pages by id; one made before a wall-clock step back still finds its place)."""

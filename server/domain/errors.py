@@ -69,6 +69,7 @@ class InsufficientTokens(FailedPrecondition):
             available=available,
             daily_rate=daily_rate,
         )
+        self.team_id = team_id
         self.available = available
         self.daily_rate = daily_rate
 

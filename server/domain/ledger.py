@@ -195,6 +195,9 @@ class Ledger:
         self._by_request: dict[str, str] = {}
         self._next_seq = next_seq
         self._last_hash = last_hash or GENESIS_HASH
+        # L1: each team's available balance after each change of it, in order, since
+        # the last ``take_balances``; kept only once ``track_balances`` is called.
+        self._balance_log: dict[str, list[tuple[datetime, int]]] | None = None
 
     # -- building -----------------------------------------------------------
 
@@ -259,6 +262,31 @@ class Ledger:
     @property
     def next_seq(self) -> int:
         return self._next_seq
+
+    # -- what changed the balances (L1) ---------------------------------------------
+
+    def track_balances(self) -> None:
+        """From now on, log each team's available balance after every change of it
+        (purchase, hold, release, expiry, move out and in), for ``take_balances``."""
+        if self._balance_log is None:
+            self._balance_log = {}
+
+    def take_balances(self) -> dict[str, list[tuple[datetime, int]]]:
+        """The balances logged since the last call, per team, as (instant, available)
+        in the order of the changes; the log starts afresh. Nothing changed: an empty
+        dict, at the cost of one test."""
+        log = self._balance_log
+        if not log:
+            return {}
+        self._balance_log = {}
+        return log
+
+    def note_balance(self, team_id: str, now: datetime) -> None:
+        """Log the team's available balance at ``now`` (after a change of it, or of
+        what it is compared with: L1's threshold)."""
+        log = self._balance_log
+        if log is not None:
+            log.setdefault(team_id, []).append((now, self._balance(team_id).remaining))
 
     # -- changing -----------------------------------------------------------
 
@@ -348,6 +376,7 @@ class Ledger:
         self._index(pack)  # counts the new tokens into the team's balance
         self._entry(changes, now, EntryKind.PURCHASE, pack, tokens, tokens, 0)
         changes.upsert(pack)
+        self.note_balance(team_id, now)
         return pack, True
 
     def hold(
@@ -383,6 +412,7 @@ class Ledger:
         bal.held += amount
         hold = Hold(hold_id, team_id, amount, tuple(parts), cause, now)
         changes.upsert(hold)
+        self.note_balance(team_id, now)
         return hold
 
     def capture(self, hold: Hold, now: datetime, changes: Changes) -> None:
@@ -411,6 +441,7 @@ class Ledger:
                 self._expire_remaining(pack, now, changes)
             changes.upsert(pack)
         changes.delete(hold)
+        self.note_balance(hold.team_id, now)  # a pack with holds never moves
 
     def expire(self, pack_id: str, now: datetime, changes: Changes) -> bool:
         """T4: at its expiry the pack's unconsumed tokens leave the balance for good.
@@ -421,7 +452,9 @@ class Ledger:
         if pack is None or pack.expired or now < pack.expire_time:
             return False
         pack.expired = True
-        self._expire_remaining(pack, now, changes)
+        if pack.remaining:
+            self._expire_remaining(pack, now, changes)
+            self.note_balance(pack.team_id, now)
         changes.upsert(pack)
         return True
 
@@ -448,7 +481,8 @@ class Ledger:
                 pack_id=pack_id,
                 held_tokens=pack.held,
             )
-        from_bal = self._balance(pack.team_id)
+        from_team_id = pack.team_id
+        from_bal = self._balance(from_team_id)
         n = pack.remaining
         self._entry(changes, now, EntryKind.MOVE_OUT, pack, n, -n, 0)
         from_bal.packs.remove(pack)
@@ -458,4 +492,6 @@ class Ledger:
         to_bal.remaining += n
         self._entry(changes, now, EntryKind.MOVE_IN, pack, n, n, 0)
         changes.upsert(pack)
+        self.note_balance(from_team_id, now)
+        self.note_balance(to_team_id, now)
         return pack

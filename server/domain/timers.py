@@ -34,6 +34,7 @@ class TimerKind(IntEnum):
     IDLE = 5
     LEASE_END = 6
     COVERAGE_CHANGE = 7
+    PACK_WARNING = 8  # L2: last at its instant, after the changes due then
 
 
 Deadline = tuple[datetime, TimerKind, str]

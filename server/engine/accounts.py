@@ -8,6 +8,7 @@ from datetime import datetime
 
 from server.clock import Clock
 from server.domain import text
+from server.domain.alerts import warning_time
 from server.domain.changes import Changes
 from server.domain.errors import AlreadyExists, InvalidArgument, UnknownTeam
 from server.domain.forecast import WINDOW as FORECAST_WINDOW
@@ -88,6 +89,9 @@ class Accounts:
             raise InvalidArgument.field("low_balance_threshold", "must not be negative")
         if low_balance_threshold is not None:
             team.low_balance_threshold = low_balance_threshold
+            # L1 compares the balance with the new threshold in this commit: set above
+            # the balance, it alerts at once (server/domain/alerts.py).
+            self.state.ledger.note_balance(team_id, self._clock.now())
         if plan is not None:
             team.plan = plan
         changes = Changes()
@@ -109,6 +113,7 @@ class Accounts:
         )
         if created:
             self._scheduler.schedule(pack.expire_time, TimerKind.PACK_EXPIRY, pack.pack_id)
+            self._scheduler.schedule(warning_time(pack), TimerKind.PACK_WARNING, pack.pack_id)
         # (a retry, nothing to store, answers once the first purchase is stored)
         await self._commits.commit(changes)
         return pack

@@ -24,6 +24,7 @@ from server.domain.sessions import Device, Meter, Session
 from server.domain.terms import DEFAULT_TERMS, Terms
 from server.engine.access import Access
 from server.engine.accounts import Accounts
+from server.engine.alerts import Alerts
 from server.engine.audit import AuditTrail
 from server.engine.commits import Commits
 from server.engine.scheduler import Scheduler
@@ -90,6 +91,8 @@ class Engine:
         self.teams, self.products, self.ledger = state.teams, state.products, state.ledger
         self.holds, self.directory, self.coverages = state.holds, state.directory, state.coverages
         # use cases
+        # RULES L1-L3: team alerts (a commit hook, a timer per pack, Entitle's refusal).
+        self.alerts = Alerts(state, scheduler=scheduler, commits=commits, ids=ids)
         self.sessions = Sessions(
             _licensing(state, terms, ids, snapshot),
             state,
@@ -97,6 +100,7 @@ class Engine:
             scheduler=scheduler,
             clock=clock,
             commits=commits,
+            tokens_exhausted=self.alerts.tokens_exhausted,
         )
         self.access = Access(
             state,
@@ -140,6 +144,7 @@ class Engine:
             max_page_size=max_page_size,
         )
         engine.accounts.schedule_all()
+        engine.alerts.schedule_all()
         engine.access.schedule_all()
         engine.sessions.schedule_all()
         return engine

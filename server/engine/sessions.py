@@ -24,7 +24,7 @@ import structlog
 from server.clock import Clock, monotonic
 from server.domain.changes import Changes, Deleted
 from server.domain.coverage import Subscription
-from server.domain.errors import InvalidArgument, UnknownTeam
+from server.domain.errors import InsufficientTokens, InvalidArgument, UnknownTeam
 from server.domain.licensing import Licensing
 from server.domain.liveview import MAX_FIELD
 from server.domain.products import Platform
@@ -52,6 +52,8 @@ SESSION_TIMERS = (
     TimerKind.WINDOW_END,
     TimerKind.COVERAGE_CHANGE,
 )
+# L3 (``Alerts.tokens_exhausted``): (team_id, user_id, product_id, now, changes).
+TokensExhausted = Callable[[str, str, str, datetime, Changes], None]
 _LIGHT = (Session, Device)  # what a plain heartbeat touches
 ENDED_KEPT = timedelta(days=2)  # ended sessions stay in memory this long (M11, M12)
 FORGET_EVERY_SECONDS = 600.0
@@ -98,6 +100,7 @@ class Sessions:
         scheduler: Scheduler,
         clock: Clock,
         commits: Commits,
+        tokens_exhausted: TokensExhausted,
     ) -> None:
         self.lic = lic
         self.state = state
@@ -105,6 +108,7 @@ class Sessions:
         self._scheduler = scheduler
         self._clock = clock
         self._commits = commits
+        self._tokens_exhausted = tokens_exhausted
         self._dirty: dict[int, Session | Device] = {}
         self._flushing: dict[int, Session | Device] = {}  # the batch being written
         self._flush_lock = asyncio.Lock()
@@ -216,6 +220,10 @@ class Sessions:
                 changes,
                 self._scheduler,
             )
+        except InsufficientTokens as refused:  # L3: the alert is stored, then the refusal
+            self._tokens_exhausted(refused.team_id, user_id, product_id, now, changes)
+            await self._store_fired(changes)
+            raise
         except Exception:
             await self._store_fired(changes)
             raise

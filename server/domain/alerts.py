@@ -1,0 +1,152 @@
+"""Team alerts (RULES L1-L3): when each is queued, once, and what it says.
+
+Each alert is a ``Notification`` addressed to the team: ``email`` is empty and
+``user_id`` too, except for TOKENS_EXHAUSTED, which names the refused user. Its
+``create_time`` is the instant the rule fired (a deadline's own instant when the
+clock is advanced past it).
+
+- **L1 LOW_BALANCE.** With a threshold (> 0), a balance below it queues one
+  alert naming that balance and sets ``Team.low_balance_alerted``; a balance at
+  or above it (or the threshold turned off) clears the flag, so the next fall
+  alerts again. The balance is compared after every change of it (purchase,
+  hold, release, expiry, move out and in: ``Ledger.take_balances``) and when the
+  threshold is set: a threshold set above the current balance alerts at once,
+  in the same commit as the setting (the balance *is* below it, and nothing
+  else would tell the team until the balance moved again).
+- **L2 PACK_EXPIRING.** A pack's warning instant is its expiry minus 30 days.
+  Then, if the pack still has remaining tokens (neither consumed, held nor
+  expired: held tokens are on their way to a capture), one alert names the
+  pack, those tokens and its expiry, for the team holding the pack then. A
+  pack with nothing left then is never warned.
+- **L3 TOKENS_EXHAUSTED.** The first Entitle of a UTC day refused with
+  INSUFFICIENT_TOKENS in a team queues one alert naming the user and product
+  refused; later refusals in that team that day queue nothing.
+
+Once-ness is derived from the alerts themselves: the packs already warned and
+each team's last TOKENS_EXHAUSTED day are read back from the stored
+notifications at start (``TeamAlerts.restore``); L1 keeps its flag on the team.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import date, datetime, timedelta
+
+from server.domain.directory import Notification, NotificationKind
+from server.domain.ledger import TokenPack
+from server.domain.teams import Team
+
+#: L2: how long before a pack's expiry it is warned of (RULES' table).
+PACK_WARNING = timedelta(days=30)
+
+NewId = Callable[[], str]
+
+
+def warning_time(pack: TokenPack) -> datetime:
+    """L2: the instant a pack with tokens left is warned of."""
+    return pack.expire_time - PACK_WARNING
+
+
+def _team_alert(
+    new_id: NewId,
+    team_id: str,
+    kind: NotificationKind,
+    now: datetime,
+    *,
+    user_id: str = "",
+    pack_id: str = "",
+    tokens: int = 0,
+    expire_time: datetime | None = None,
+    product_id: str = "",
+) -> Notification:
+    """A notification addressed to the team (no email)."""
+    return Notification(
+        new_id(),
+        team_id,
+        user_id,
+        "",
+        kind,
+        now,
+        pack_id=pack_id,
+        tokens=tokens,
+        expire_time=expire_time,
+        product_id=product_id,
+    )
+
+
+class TeamAlerts:
+    """What L2 and L3 remember so that each alert is queued once; L1's memory is
+    the team's ``low_balance_alerted``."""
+
+    def __init__(self) -> None:
+        self._warned: set[str] = set()  # L2: packs already warned of
+        self._exhausted: dict[str, date] = {}  # L3: each team's last alerted day
+
+    @classmethod
+    def restore(cls, notifications: Iterable[Notification]) -> TeamAlerts:
+        alerts = cls()
+        for n in notifications:
+            if n.kind is NotificationKind.PACK_EXPIRING:
+                alerts._warned.add(n.pack_id)
+            elif n.kind is NotificationKind.TOKENS_EXHAUSTED:
+                day = n.create_time.date()
+                if day > alerts._exhausted.get(n.team_id, date.min):
+                    alerts._exhausted[n.team_id] = day
+        return alerts
+
+    # -- L1 -------------------------------------------------------------------------
+
+    @staticmethod
+    def low_balance(
+        team: Team, available: int, now: datetime, new_id: NewId
+    ) -> tuple[bool, Notification | None]:
+        """L1 for one balance of the team at ``now``: (whether the team's flag
+        changed, the alert if one is due)."""
+        threshold = team.low_balance_threshold
+        if threshold > 0 and available < threshold:
+            if team.low_balance_alerted:
+                return False, None
+            team.low_balance_alerted = True
+            note = _team_alert(
+                new_id, team.team_id, NotificationKind.LOW_BALANCE, now, tokens=available
+            )
+            return True, note
+        if team.low_balance_alerted:  # back at or above it (or turned off)
+            team.low_balance_alerted = False
+            return True, None
+        return False, None
+
+    # -- L2 -------------------------------------------------------------------------
+
+    def warned(self, pack_id: str) -> bool:
+        return pack_id in self._warned
+
+    def pack_expiring(self, pack: TokenPack, now: datetime, new_id: NewId) -> Notification | None:
+        """L2 at the pack's warning instant ``now``: the alert, if the pack still
+        has tokens and was not warned of before."""
+        if pack.pack_id in self._warned or pack.expired or pack.remaining <= 0:
+            return None
+        self._warned.add(pack.pack_id)
+        return _team_alert(
+            new_id,
+            pack.team_id,
+            NotificationKind.PACK_EXPIRING,
+            now,
+            pack_id=pack.pack_id,
+            tokens=pack.remaining,
+            expire_time=pack.expire_time,
+        )
+
+    # -- L3 -------------------------------------------------------------------------
+
+    def tokens_exhausted(
+        self, team_id: str, user_id: str, product_id: str, now: datetime, new_id: NewId
+    ) -> Notification | None:
+        """L3 for an Entitle refused with INSUFFICIENT_TOKENS in ``team_id`` at
+        ``now``: the alert if it is the team's first such refusal of the UTC day."""
+        day = now.date()  # every instant is UTC
+        if self._exhausted.get(team_id) == day:
+            return None
+        self._exhausted[team_id] = day
+        kind = NotificationKind.TOKENS_EXHAUSTED
+        return _team_alert(new_id, team_id, kind, now, user_id=user_id, product_id=product_id)

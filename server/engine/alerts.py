@@ -1,0 +1,97 @@
+"""Team alerts wired to the engine (RULES L1-L3; the rules themselves are
+``server/domain/alerts.py``). Each alert is stored in the same commit as what
+caused it, and filed in the outbox (ListNotifications) at once.
+
+- **L1** is a ``Commits`` hook. The ledger logs each team's available balance
+  after every change of it (``Ledger.take_balances``: purchase, hold, release,
+  expiry, move out and in), and UpdateTeamSettings logs it when the threshold
+  is set; the hook replays those balances, in order and at their own instants,
+  through the rule. It runs on every commit, the heartbeat flush's included: with
+  no balance changed since the last commit it costs one test of an empty dict,
+  and it never looks at the commit's items.
+- **L2** is a timer per pack at its warning instant (``TimerKind.PACK_WARNING``):
+  scheduled at purchase (``Accounts.purchase``) and, at start, for every pack
+  not expired, with tokens, and not yet warned (``schedule_all``); one that fell
+  due while the server was down fires at start, at its own instant. The packs
+  already warned are read back from the stored PACK_EXPIRING notifications.
+- **L3** is ``tokens_exhausted``, which Entitle calls where it is refused with
+  INSUFFICIENT_TOKENS (``Sessions.entitle``): the alert is committed, then the
+  refusal answered. The team's last alerted day is read back from the stored
+  TOKENS_EXHAUSTED notifications.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from server.domain.alerts import TeamAlerts, warning_time
+from server.domain.changes import Changes
+from server.domain.directory import Notification
+from server.domain.timers import TimerKind
+from server.engine.commits import Commits
+from server.engine.scheduler import Scheduler
+from server.engine.state import State
+from server.ids import IdFactory
+
+
+class Alerts:
+    def __init__(
+        self, state: State, *, scheduler: Scheduler, commits: Commits, ids: IdFactory
+    ) -> None:
+        self.state = state
+        self._scheduler = scheduler
+        self._ids = ids
+        self._book = TeamAlerts.restore(state.directory.list_notifications())
+        state.ledger.track_balances()
+        commits.add_hook(self._low_balance)
+        scheduler.on(TimerKind.PACK_WARNING, self._on_pack_warning)
+
+    def _new_id(self) -> str:
+        return self._ids.new("ntf")
+
+    def _queue(self, note: Notification, changes: Changes) -> None:
+        self.state.directory.queue(note, changes)
+
+    # -- L1 ---------------------------------------------------------------------------
+
+    def _low_balance(self, changes: Changes) -> None:
+        balances = self.state.ledger.take_balances()
+        if not balances:
+            return
+        teams = self.state.teams
+        for team_id, seen in balances.items():
+            team = teams.get(team_id)
+            if team is None or (team.low_balance_threshold <= 0 and not team.low_balance_alerted):
+                continue
+            flagged = False
+            for when, available in seen:
+                flipped, note = TeamAlerts.low_balance(team, available, when, self._new_id)
+                flagged |= flipped
+                if note is not None:
+                    self._queue(note, changes)
+            if flagged:
+                changes.upsert(team)
+
+    # -- L2 ---------------------------------------------------------------------------
+
+    def schedule_all(self) -> None:
+        """At start: the warning of every pack that may still need one."""
+        book = self._book
+        for pack in self.state.ledger.packs.values():
+            if not pack.expired and (pack.remaining or pack.held) and not book.warned(pack.pack_id):
+                self._scheduler.schedule(warning_time(pack), TimerKind.PACK_WARNING, pack.pack_id)
+
+    def _on_pack_warning(self, pack_id: str, due: datetime, changes: Changes) -> None:
+        pack = self.state.ledger.packs.get(pack_id)
+        if pack is not None and (note := self._book.pack_expiring(pack, due, self._new_id)):
+            self._queue(note, changes)
+
+    # -- L3 ---------------------------------------------------------------------------
+
+    def tokens_exhausted(
+        self, team_id: str, user_id: str, product_id: str, now: datetime, changes: Changes
+    ) -> None:
+        """An Entitle was refused with INSUFFICIENT_TOKENS in ``team_id`` at ``now``."""
+        note = self._book.tokens_exhausted(team_id, user_id, product_id, now, self._new_id)
+        if note is not None:
+            self._queue(note, changes)

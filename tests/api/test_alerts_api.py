@@ -1,0 +1,232 @@
+"""RULES L1-L3 over the wire, through reflection, on every store: each alert at
+its exact instant on the test clock, with its figures, and once.
+
+The clock starts at 2026-01-01T00:00:00Z (``at``); REVIT and ACAD cost 10 tokens
+a day, held at Entitle and captured 5 minutes later (M2, M3). A pack bought at T0
+expires at 2027-01-01T00:00:00Z and is warned of 30 days before,
+2026-12-02T00:00:00Z.
+"""
+
+from __future__ import annotations
+
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from tests.licensing_desk import Desk, at
+from tests.support import ServerThread
+
+FP = grpc.StatusCode.FAILED_PRECONDITION
+WARNING = "2026-12-02T00:00:00Z"  # L2: a T0 pack's warning instant
+EXPIRY = "2027-01-01T00:00:00Z"
+
+
+def alerts(desk: Desk, team_id: str, kind: str) -> list[dict[str, Any]]:
+    """The team's notifications of ``kind`` (without its prefix), oldest first,
+    without their ids."""
+    found = desk.a("ListNotifications", {"team_id": team_id}).get("notifications", [])
+    out = []
+    for n in found:
+        if n["kind"] == f"NOTIFICATION_KIND_{kind}":
+            assert n.pop("notification_id")
+            out.append(n)
+    return out
+
+
+def low(team_id: str, tokens: int, when: str) -> dict[str, Any]:
+    """A LOW_BALANCE as grpcurl prints it (0 tokens is left out)."""
+    note = {"team_id": team_id, "kind": "NOTIFICATION_KIND_LOW_BALANCE", "create_time": when}
+    return note | ({"tokens": str(tokens)} if tokens else {})
+
+
+def threshold(desk: Desk, team_id: str, tokens: int) -> None:
+    desk.a("UpdateTeamSettings", {"team_id": team_id, "low_balance_threshold": tokens})
+
+
+# -- L1 -------------------------------------------------------------------------------
+
+
+def test_l1_low_balance_at_the_renewal_that_crossed_it_and_once(sheet_desk: Desk) -> None:
+    desk = sheet_desk
+    desk.team("lo", 25)
+    threshold(desk, "lo", 10)  # 25 is not below it
+    ann = desk.user("lo", "ann")
+    s = desk.entitle(ann, "REVIT")  # 15 left: not below 10
+    desk.to(at(h=23))
+    desk.heartbeat(ann, s["session_id"])
+    desk.to(at(h=23, m=59, s=59))
+    assert alerts(desk, "lo", "LOW_BALANCE") == []
+
+    desk.to(at(d=1))  # the renewal holds 10: 5 left
+    assert desk.balance("lo") == (5, 10)
+    assert alerts(desk, "lo", "LOW_BALANCE") == [low("lo", 5, at(d=1))]
+
+    desk.to(at(d=2, h=1))  # a day on (the session ended with its lease): still one
+    desk.buy("lo", 3)  # 8: still below
+    desk.buy("lo", 2)  # 10: back at the threshold, which arms the next alert
+    assert desk.balance("lo")[0] == 10
+    assert alerts(desk, "lo", "LOW_BALANCE") == [low("lo", 5, at(d=1))]
+
+    desk.entitle(ann, "REVIT")  # 0 left: below again
+    assert alerts(desk, "lo", "LOW_BALANCE") == [
+        low("lo", 5, at(d=1)),
+        low("lo", 0, at(d=2, h=1)),
+    ]
+
+
+def test_l1_a_threshold_set_above_the_balance_alerts_at_once(sheet_desk: Desk) -> None:
+    desk = sheet_desk
+    desk.team("set", 25)
+    threshold(desk, "set", 20)
+    desk.to(at(h=1))
+    assert alerts(desk, "set", "LOW_BALANCE") == []
+    threshold(desk, "set", 30)  # 25 is below it: at once
+    assert alerts(desk, "set", "LOW_BALANCE") == [low("set", 25, at(h=1))]
+    threshold(desk, "set", 40)  # still below, already told
+    assert len(alerts(desk, "set", "LOW_BALANCE")) == 1
+    threshold(desk, "set", 0)  # off: the next setting above the balance tells again
+    threshold(desk, "set", 26)
+    assert alerts(desk, "set", "LOW_BALANCE") == [
+        low("set", 25, at(h=1)),
+        low("set", 25, at(h=1)),
+    ]
+
+
+def test_l1_a_pack_moved_out_alerts_the_team_it_left(sheet_desk: Desk) -> None:
+    desk = sheet_desk
+    desk.team("from", 0)
+    desk.team("to", 0)
+    pack = desk.buy("from", 30)
+    threshold(desk, "from", 20)
+    threshold(desk, "to", 20)  # 0 < 20: "to" is told at once
+    desk.to(at(h=2))
+    desk.a("MoveTokenPack", {"pack_id": pack["pack_id"], "to_team_id": "to"})
+    assert alerts(desk, "from", "LOW_BALANCE") == [low("from", 0, at(h=2))]
+    assert alerts(desk, "to", "LOW_BALANCE") == [low("to", 0, at())]  # 30 now: nothing new
+
+
+# -- L2 -------------------------------------------------------------------------------
+
+
+def expiring(team_id: str, pack: dict[str, Any], tokens: int, when: str) -> dict[str, Any]:
+    """A PACK_EXPIRING as grpcurl prints it."""
+    return {
+        "team_id": team_id,
+        "kind": "NOTIFICATION_KIND_PACK_EXPIRING",
+        "create_time": when,
+        "pack_id": pack["pack_id"],
+        "tokens": str(tokens),
+        "expire_time": pack["expire_time"],
+    }
+
+
+def test_l2_pack_expiring_at_its_warning_instant_once(sheet_desk: Desk) -> None:
+    desk = sheet_desk
+    desk.team("ex", 0)
+    big = desk.buy("ex", 40)
+    small = desk.buy("ex", 10)  # same expiry, smaller: consumed first (T3)
+    ann = desk.user("ex", "ann")
+    s = desk.entitle(ann, "REVIT")
+    desk.to(at(m=6))
+    desk.release(ann, s["session_id"])  # the small pack is used up: nothing to warn of
+    desk.team("wrong", 0)
+    desk.to(at(h=1))
+    moved = desk.buy("wrong", 7)  # bought at 01:00 for the wrong team, moved before its warning
+    desk.team("ex2", 0)
+    desk.a("MoveTokenPack", {"pack_id": moved["pack_id"], "to_team_id": "ex2"})
+
+    desk.to("2026-12-01T23:59:59Z")
+    assert alerts(desk, "ex", "PACK_EXPIRING") == []
+    desk.to(WARNING)
+    assert alerts(desk, "ex", "PACK_EXPIRING") == [expiring("ex", big, 40, WARNING)]
+    assert big["expire_time"] == small["expire_time"] == EXPIRY
+
+    # One advance past the other pack's instant: it carries its own instant, not the
+    # advance's end, and names the team holding it then.
+    desk.to("2026-12-03T00:00:00Z")
+    assert alerts(desk, "ex2", "PACK_EXPIRING") == [
+        expiring("ex2", moved, 7, "2026-12-02T01:00:00Z")
+    ]
+    assert alerts(desk, "wrong", "PACK_EXPIRING") == []
+    desk.to("2027-01-02T00:00:00Z")  # past the expiry: still one each
+    assert len(alerts(desk, "ex", "PACK_EXPIRING")) == 1
+    assert len(alerts(desk, "ex2", "PACK_EXPIRING")) == 1
+
+
+# -- L3 -------------------------------------------------------------------------------
+
+
+def exhausted(team_id: str, user_id: str, product_id: str, when: str) -> dict[str, Any]:
+    return {
+        "team_id": team_id,
+        "user_id": user_id,
+        "kind": "NOTIFICATION_KIND_TOKENS_EXHAUSTED",
+        "create_time": when,
+        "product_id": product_id,
+    }
+
+
+def test_l3_the_days_first_refusal_for_tokens_alerts_once(sheet_desk: Desk) -> None:
+    desk = sheet_desk
+    desk.team("dry", 10)
+    ann, bo = desk.user("dry", "ann"), desk.user("dry", "bo")
+    desk.entitle(ann, "REVIT")  # the last 10
+    desk.to(at(h=9))
+    err = desk.refused_entitle(bo, FP, "INSUFFICIENT_TOKENS", product_id="REVIT")
+    assert (err.metadata["available"], err.metadata["daily_rate"]) == ("0", "10")
+    assert alerts(desk, "dry", "TOKENS_EXHAUSTED") == [exhausted("dry", bo, "REVIT", at(h=9))]
+
+    desk.refused_entitle(bo, FP, "INSUFFICIENT_TOKENS", product_id="ACAD")
+    desk.to(at(h=23, m=59, s=59))
+    desk.refused_entitle(ann, FP, "INSUFFICIENT_TOKENS", product_id="ACAD")
+    assert len(alerts(desk, "dry", "TOKENS_EXHAUSTED")) == 1  # the same UTC day
+
+    desk.to(at(d=1))
+    desk.refused_entitle(bo, FP, "INSUFFICIENT_TOKENS", product_id="ACAD")
+    assert alerts(desk, "dry", "TOKENS_EXHAUSTED") == [
+        exhausted("dry", bo, "REVIT", at(h=9)),
+        exhausted("dry", bo, "ACAD", at(d=1)),
+    ]
+
+
+# -- once across a restart ------------------------------------------------------------
+
+
+def test_l1_l2_l3_a_restart_keeps_each_alert_once(database: Path | str) -> None:
+    first = ServerThread(database).start()
+    try:
+        with closing(Desk(first.target).sheet()) as desk:
+            a = desk.buy(desk.team("rs"), 40)  # warned at 2026-12-02
+            desk.to(at(d=2))
+            b = desk.buy("rs", 30)  # warned at 2026-12-04
+            threshold(desk, "rs", 100)  # 70 is below: L1 at once, its flag stored
+            desk.team("dry")
+            bo = desk.user("dry", "bo")
+            desk.to("2026-12-03T12:00:00Z")
+            desk.refused_entitle(bo, FP, "INSUFFICIENT_TOKENS", product_id="REVIT")
+            assert alerts(desk, "rs", "PACK_EXPIRING") == [expiring("rs", a, 40, WARNING)]
+            assert alerts(desk, "rs", "LOW_BALANCE") == [low("rs", 70, at(d=2))]
+            assert len(alerts(desk, "dry", "TOKENS_EXHAUSTED")) == 1
+    finally:
+        first.stop()
+    second = ServerThread(database).start()  # the clock resumes at 2026-12-03T12:00:00Z
+    try:
+        with closing(Desk(second.target)) as desk:
+            desk.keys[bo] = desk.a("IssueUserKey", {"user_id": bo})["user_key"]
+            desk.refused_entitle(bo, FP, "INSUFFICIENT_TOKENS", product_id="ACAD")
+            assert len(alerts(desk, "dry", "TOKENS_EXHAUSTED")) == 1  # the same UTC day
+            desk.buy("rs", 1)  # 71: still below 100, told before the restart
+            assert len(alerts(desk, "rs", "LOW_BALANCE")) == 1
+            desk.to("2026-12-03T23:59:59Z")
+            assert len(alerts(desk, "rs", "PACK_EXPIRING")) == 1  # A's is not told again
+            desk.to("2026-12-04T00:00:00Z")
+            assert alerts(desk, "rs", "PACK_EXPIRING") == [
+                expiring("rs", a, 40, WARNING),
+                expiring("rs", b, 30, "2026-12-04T00:00:00Z"),
+            ]
+            desk.refused_entitle(bo, FP, "INSUFFICIENT_TOKENS", product_id="ACAD")
+            assert len(alerts(desk, "dry", "TOKENS_EXHAUSTED")) == 2  # a new UTC day
+    finally:
+        second.stop()
