@@ -20,7 +20,7 @@ GENERATED := tessera_api
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help run test lint protos clean install protos-drift buf-lint load bench docs
+.PHONY: help run test lint protos clean install protos-drift buf-lint load bench docs vendor
 
 help: ## list the targets, one line each
 	@echo "make TARGET [ARGS='...'] [PYTEST_ARGS='...'], TARGET one of:"
@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml | $(PY)
 
 # Metrics at 127.0.0.1:9464 unless TESSERA_METRICS_LISTEN (or --metrics-listen in ARGS) says otherwise.
 run: $(STAMP) ## start the server (flags: python -m server --help, or the README)
-	TESSERA_METRICS_LISTEN="$${TESSERA_METRICS_LISTEN-127.0.0.1:9464}" $(PY) -m server $(ARGS)
+	TESSERA_METRICS_LISTEN="$${TESSERA_METRICS_LISTEN-127.0.0.1:9464}" TESSERA_HTTP_LISTEN="$${TESSERA_HTTP_LISTEN-127.0.0.1:8080}" $(PY) -m server $(ARGS)
 
 test: $(STAMP) ## run the whole test suite (PYTEST_ARGS for pytest's)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -83,6 +83,13 @@ buf-lint: ## buf lint of protos/ (skipped without npm)
 		echo "node_modules/.bin/buf lint"; \
 		node_modules/.bin/buf lint; \
 	fi
+
+# The portal's front-end libraries (Chart.js) come from the npm registry at the versions
+# package-lock.json pins, copied into portal/static/vendor and committed with their licenses,
+# so that `make run` and `make test` need neither npm nor the network.
+vendor: ## refresh portal/static/vendor from npm (versions pinned in package-lock.json)
+	npm ci --loglevel=error --no-audit --no-fund
+	$(PY) scripts/vendor_js.py
 
 clean: ## remove the venv, var/, node_modules and caches
 	rm -rf $(VENV) node_modules var build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

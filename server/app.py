@@ -14,7 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -44,6 +44,9 @@ from server.store.loading import loading
 from server.store.port import StorePort
 from server.store.postgres import Fence, PostgresStore, migrate
 from server.store.sqlite import Store
+
+if TYPE_CHECKING:
+    from portal.serve import PortalServer
 from tessera_api.tessera.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -191,6 +194,17 @@ def _bind(server: grpc.aio.Server, cfg: Config) -> int:
     return port
 
 
+def _loopback(listen: str, port: int) -> str:
+    """Where a client in this process reaches the gRPC port: the listen address, or
+    loopback when it listens on every address."""
+    host = listen.rpartition(":")[0].removeprefix("[").removesuffix("]")
+    if host in ("", "0.0.0.0"):  # noqa: S104 - compared, not bound
+        return f"127.0.0.1:{port}"
+    if host == "::":
+        return f"[::1]:{port}"
+    return _address(listen, port)
+
+
 def _address(listen: str, port: int) -> str:
     """The listen address with the port bound (``host:port``, ``[::1]:port``)."""
     return f"{listen.rpartition(':')[0] or '127.0.0.1'}:{port}"
@@ -236,6 +250,7 @@ class TesseraServer:
         self._health = health.aio.HealthServicer()
         self._tasks: set[asyncio.Task[None]] = set()
         self.phases: dict[str, float] = {}  # seconds of the last term's start, by phase
+        self.portal: PortalServer | None = None  # --http-listen, bound by start()
         self.metrics = Metrics(self) if config.metrics_listen else None
         self.metrics_port = 0  # bound by start() (--metrics-listen)
 
@@ -264,6 +279,7 @@ class TesseraServer:
             ],
         )
         self.port = _bind(server, cfg)
+        self._bind_portal()
         if self.metrics is not None and cfg.metrics_listen is not None:
             try:
                 self.metrics_port = await self.metrics.serve(cfg.metrics_listen)
@@ -279,6 +295,7 @@ class TesseraServer:
         if not isinstance(cfg.db, str):
             await self._activate(None)
             await server.start()
+            await self._start_portal()
             assert self.engine is not None  # noqa: S101 (just made by _activate)
             await self._serving(self.engine)
             return self.port
@@ -286,6 +303,7 @@ class TesseraServer:
         self._load_admin_token()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
+        await self._start_portal()
         self.election = election = Election(
             cfg.db,
             self.node_id,
@@ -306,6 +324,31 @@ class TesseraServer:
             db=shown_db(cfg.db),
         )
         return self.port
+
+    def _bind_portal(self) -> None:
+        """``--http-listen``: the administrators' web portal, bound now (a port in use
+        refuses the start before the database is opened). It runs in this server's event
+        loop (``portal/serve.py`` says why) and calls this server's AdminService over
+        loopback gRPC with each signed-in administrator's credential, like any client."""
+        cfg = self.config
+        if cfg.http_listen is None:
+            return
+        if cfg.tls_cert is not None:
+            raise StartRefused(
+                "--http-listen serves the portal beside a plaintext gRPC port; with TLS, run "
+                "it on its own: python -m portal --server HOST:PORT --tls-ca CA.pem"
+            )
+        from portal.serve import PortalServer  # starlette and uvicorn load only when asked
+
+        try:
+            self.portal = PortalServer(_loopback(cfg.listen, self.port), cfg.http_listen)
+        except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
+            raise StartRefused(f"cannot serve the portal on {cfg.http_listen}: {reason}") from exc
+
+    async def _start_portal(self) -> None:
+        if self.portal is not None:
+            await self.portal.start()
 
     def _load_admin_token(self) -> None:
         cfg = self.config
@@ -465,6 +508,8 @@ class TesseraServer:
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking calls, finish those under way, write everything out,
         and (PostgreSQL) hand the lead over at once."""
+        if self.portal is not None:  # no new page while the calls drain
+            await self.portal.stop()
         await self._health.enter_graceful_shutdown()  # NOT_SERVING
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace if grace is None else grace)
@@ -511,6 +556,8 @@ def _banner(server: TesseraServer) -> None:
     out = sys.stderr
     role = "serving" if server.election is None else "a standby, in the election"
     print(f"Tessera is {role} on {target} (database {shown_db(server.config.db)})", file=out)
+    if server.portal is not None:
+        print(f"Portal: {server.portal.url} (sign in with an admin key or the token)", file=out)
     if server.metrics_port:
         metrics_host = (server.config.metrics_listen or "").rsplit(":", 1)[0] or "127.0.0.1"
         print(f"Metrics: http://{metrics_host}:{server.metrics_port}/metrics", file=out)

@@ -28,6 +28,7 @@ class Config:
     """The settings, in the order of OPTIONS (--help and the README's table)."""
 
     listen: str = "127.0.0.1:50051"
+    http_listen: str | None = None  # the administrators' web portal (issue 15); None: off
     metrics_listen: str | None = None  # Prometheus's /metrics (issue 16); None: off
     db: Path | str = Path("var/tessera.db")  # a str: a PostgreSQL URL
     admin_token: str | None = None
@@ -206,6 +207,14 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("listen", "host:port to serve on (port 0: any free port)", _listen, metavar="HOST:PORT"),
+    Option(
+        "http_listen",
+        "host:port of the administrators' web portal (HTTP): sign in with an admin key or "
+        "the operator's token; its pages call this server's AdminService with it",
+        _listen,
+        metavar="HOST:PORT",
+        default_text="off (make run: 127.0.0.1:8080)",
+    ),
     Option(
         "metrics_listen",
         "host:port to serve Prometheus metrics on, at /metrics (docs/ops/README.md)",

@@ -80,6 +80,7 @@ def test_h4_13_each_tool_has_its_own_help(tool: str) -> None:
 def test_h4_13_every_variable_is_read_and_a_flag_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     samples = {
         "listen": "127.0.0.1:6000",
+        "http_listen": "127.0.0.1:8081",
         "metrics_listen": "127.0.0.1:9464",
         "db": "var/x.db",
         "admin_token": "tsa_x",

@@ -1,0 +1,90 @@
+"""The portal as an ASGI application: ``create_app(target)``.
+
+It holds no data of its own: every page is AdminService calls to ``target`` with the
+signed-in administrator's credential (``client_sdk.admin``), so the server's scope rules
+(AD1) and audit (AD2) apply to every click as to grpcurl.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from client_sdk._retry import RetryPolicy
+from client_sdk.transport import TLS
+from portal import pages
+from portal.web import HERE, SecurityHeaders, Sessions, render
+
+TEAM = "/teams/{team_id}"
+DEVICE = TEAM + "/devices/{user_id}/{product_id}/{device_id}"
+
+ROUTES = [
+    Route("/", pages.home),
+    Route("/signin", pages.signin_page, methods=["GET"]),
+    Route("/signin", pages.signin, methods=["POST"]),
+    Route("/signout", pages.signout, methods=["POST"]),
+    Route("/teams", pages.teams),
+    Route(TEAM, pages.overview),
+    Route(TEAM + "/threshold", pages.threshold, methods=["POST"]),
+    Route(TEAM + "/usage", pages.usage),
+    Route(TEAM + "/usage.csv", pages.usage_csv),
+    Route(TEAM + "/users", pages.users, methods=["GET"]),
+    Route(TEAM + "/users", pages.add_users, methods=["POST"]),
+    Route(TEAM + "/users/rows", pages.user_rows),
+    Route(TEAM + "/users/{user_id}", pages.member),
+    Route(TEAM + "/users/{user_id}/products", pages.member_products, methods=["POST"]),
+    Route(TEAM + "/users/{user_id}/remove", pages.remove_member, methods=["POST"]),
+    Route(TEAM + "/users/{user_id}/resend", pages.resend, methods=["POST"]),
+    Route(TEAM + "/products", pages.by_product),
+    Route(TEAM + "/invitations", pages.invitations),
+    Route(TEAM + "/defaults", pages.defaults, methods=["GET"]),
+    Route(TEAM + "/defaults", pages.set_defaults, methods=["POST"]),
+    Route(TEAM + "/sessions", pages.live_sessions),
+    Route(TEAM + "/sessions/{session_id}/end", pages.confirm_end, methods=["GET"]),
+    Route(TEAM + "/sessions/{session_id}/end", pages.end_session, methods=["POST"]),
+    Route(DEVICE + "/remove", pages.confirm_remove_device, methods=["GET"]),
+    Route(DEVICE + "/remove", pages.remove_device, methods=["POST"]),
+    Route(TEAM + "/ledger", pages.ledger),
+    Route(TEAM + "/audit", pages.audit),
+    Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+]
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)  # noqa: S101 - registered for HTTPException only
+    if exc.headers and "location" in exc.headers:
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    message = {404: "There is no such page.", 405: "That is not something this page does."}
+    context = {"title": "Not here", "message": message.get(exc.status_code, exc.detail)}
+    return render(request, "error.html", context, status=exc.status_code)
+
+
+def create_app(target: str, *, tls: TLS | bool = False) -> Starlette:
+    """The portal for the Tessera server at ``target`` (``host:port``)."""
+    sessions = Sessions()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await sessions.close()
+
+    app = Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.sessions = sessions
+    app.state.target = target
+    client: dict[str, Any] = {"tls": tls, "retry": RetryPolicy(max_attempts=2, call_timeout=15.0)}
+    app.state.client = client
+    return app

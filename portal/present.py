@@ -1,0 +1,175 @@
+"""How the portal shows what AdminService answers: numbers, times, enum words, the usage
+chart's series and the CSV. Pure functions of the messages, tested without a browser."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from markupsafe import Markup, escape
+
+from tessera_api.tessera.v1 import common_pb2
+
+CSV_HEADER = (
+    "date",
+    "user_id",
+    "user_name",
+    "product_id",
+    "product_name",
+    "tokens_charged",
+    "sessions",
+    "active_seconds",
+)
+
+
+def number(value: int | float) -> str:
+    """``1234567`` as ``1,234,567``; a fraction keeps one decimal (``2.5``)."""
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.1f}"
+    return f"{int(value):,}"
+
+
+def when(ts: Timestamp | datetime | None) -> Markup:
+    """A ``<time>`` in UTC, which the page's script shows in the reader's own zone, with
+    the UTC instant on hover; a dash for an unset time."""
+    if ts is None or (isinstance(ts, Timestamp) and not ts.seconds and not ts.nanos):
+        return Markup("&mdash;")
+    t = ts if isinstance(ts, datetime) else ts.ToDatetime(tzinfo=UTC)
+    t = t.astimezone(UTC).replace(microsecond=0)
+    shown = t.strftime("%Y-%m-%d %H:%M UTC")
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        t.isoformat().replace("+00:00", "Z"), shown, shown
+    )
+
+
+def word(enum_value_name: str, prefix: str) -> str:
+    """``PACK_STATE_ACTIVE`` with prefix ``PACK_STATE_`` as ``active``."""
+    return enum_value_name.removeprefix(prefix).replace("_", " ").lower()
+
+
+def enum_word(enum: object, value: int, prefix: str) -> str:
+    name = enum.Name(value)  # type: ignore[attr-defined]
+    return word(str(name), prefix)
+
+
+def products_text(ids: Iterable[str], names: Mapping[str, str]) -> str:
+    shown = [names.get(i, i) for i in ids]
+    return ", ".join(shown) if shown else "none"
+
+
+def parse_day(text: str | None, default: date) -> date:
+    """A ``YYYY-MM-DD`` from a form; ``default`` when empty. ``ValueError`` when malformed."""
+    if not text:
+        return default
+    return date.fromisoformat(text)
+
+
+def day_start(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+
+def days(start: date, end: date) -> list[str]:
+    """Every day from ``start`` to ``end`` inclusive, as ``YYYY-MM-DD``."""
+    return [(start + timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]
+
+
+@dataclass
+class Usage:
+    """The usage page: the chart's stacked series and the per user and product table."""
+
+    labels: list[str]
+    datasets: list[dict[str, object]]
+    table: list[dict[str, object]] = field(default_factory=list)
+
+    def chart(self) -> dict[str, object]:
+        return {"labels": self.labels, "datasets": self.datasets}
+
+
+def usage(rows: Sequence[common_pb2.UsageRow], start: date, end: date) -> Usage:
+    """Tokens charged per day (``start`` to ``end`` inclusive) stacked by product, and the
+    figures per user and product over the range, from GetUsageReport's rows."""
+    labels = days(start, end)
+    index = {d: n for n, d in enumerate(labels)}
+    series: dict[str, dict[str, object]] = {}
+    totals: dict[tuple[str, str], dict[str, object]] = {}
+    for row in rows:
+        entry = series.setdefault(
+            row.product_id,
+            {
+                "label": row.product_display_name or row.product_id,
+                "product_id": row.product_id,
+                "data": [0] * len(labels),
+            },
+        )
+        data = entry["data"]
+        if row.date in index and isinstance(data, list):
+            data[index[row.date]] += row.tokens_charged
+        total = totals.setdefault(
+            (row.user_id, row.product_id),
+            {
+                "user_id": row.user_id,
+                "user_name": row.user_display_name or row.user_id,
+                "product_id": row.product_id,
+                "product_name": row.product_display_name or row.product_id,
+                "tokens_charged": 0,
+                "sessions": 0,
+                "active_seconds": 0,
+            },
+        )
+        for key in ("tokens_charged", "sessions", "active_seconds"):
+            total[key] = int(str(total[key])) + getattr(row, key)
+    ordered = sorted(series.values(), key=lambda s: str(s["label"]).lower())
+    table = sorted(totals.values(), key=lambda t: (str(t["user_name"]).lower(), t["product_name"]))
+    return Usage(labels, ordered, table)
+
+
+def usage_csv(rows: Sequence[common_pb2.UsageRow]) -> str:
+    """GetUsageReport's rows as CSV, one line per day, user and product."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_HEADER)
+    for r in rows:
+        writer.writerow(
+            (
+                r.date,
+                r.user_id,
+                _cell(r.user_display_name),
+                r.product_id,
+                _cell(r.product_display_name),
+                r.tokens_charged,
+                r.sessions,
+                r.active_seconds,
+            )
+        )
+    return out.getvalue()
+
+
+def _cell(text: str) -> str:
+    """A name that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``) is
+    quoted with a leading apostrophe (OWASP's CSV injection advice)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def duration(seconds: int) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours:,} h {rest // 60:02d} min" if hours else f"{rest // 60} min"
+
+
+def escape_text(text: str) -> Markup:
+    return escape(text)
+
+
+def field_word(message: object, name: str) -> str:
+    """The enum ``name`` of ``message`` in words: a pack's ``state`` ``PACK_STATE_ACTIVE``
+    is ``active`` (the prefix is the enum's name in upper snake case)."""
+    field = message.DESCRIPTOR.fields_by_name[name]  # type: ignore[attr-defined]
+    enum = field.enum_type
+    value = enum.values_by_number.get(getattr(message, name))
+    if value is None or value.number == 0:
+        return ""
+    prefix = "".join("_" + c if c.isupper() else c.upper() for c in enum.name).lstrip("_") + "_"
+    return word(value.name, prefix)

@@ -1,0 +1,212 @@
+"""The portal's HTTP plumbing: server-side sessions, CSRF, security headers, rendering.
+
+A session lives in this process (``Sessions``), named by a random id; the cookie holds that
+id with an HMAC of it under a key made at start, HttpOnly and SameSite=Strict. Signing out
+deletes the session here, so the cookie is worth nothing afterwards even if it was copied;
+a restart of the portal signs everyone out. Every form carries the session's CSRF token (the
+sign-in form a token tied to a cookie of its own), checked in one place (``form``) before
+any handler runs. Every answer carries a strict Content-Security-Policy: scripts and styles
+only from the portal itself, no inline script, nothing from elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from client_sdk.admin import AsyncAdminClient
+from portal import present
+
+COOKIE = "tessera_portal"
+SIGNIN_COOKIE = "tessera_signin"
+IDLE_SECONDS = 8 * 3600  # a session unused this long is over
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
+HEADERS = {
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "cross-origin-opener-policy": "same-origin",
+}
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.globals.update(
+    number=present.number,
+    when=present.when,
+    word=present.word,
+    duration=present.duration,
+    field_word=present.field_word,
+    products_text=present.products_text,
+)
+
+
+@dataclass
+class Session:
+    """One signed-in administrator: the credential stays here, never in the browser."""
+
+    sid: str
+    client: AsyncAdminClient
+    operator: bool
+    label: str
+    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    flash: list[str] = field(default_factory=list)
+    last_seen: float = field(default_factory=time.monotonic)
+
+
+class Sessions:
+    """The signed-in sessions of this portal process."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key or secrets.token_bytes(32)
+        self._by_id: dict[str, Session] = {}
+
+    def _sign(self, text: str) -> str:
+        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
+
+    def cookie_value(self, session: Session) -> str:
+        return f"{session.sid}.{self._sign(session.sid)}"
+
+    def add(self, client: AsyncAdminClient, *, operator: bool, label: str) -> Session:
+        session = Session(secrets.token_urlsafe(32), client, operator, label)
+        self._by_id[session.sid] = session
+        return session
+
+    def find(self, cookie: str | None) -> Session | None:
+        sid, _, mac = (cookie or "").partition(".")
+        if not sid or not hmac.compare_digest(mac, self._sign(sid)):
+            return None
+        session = self._by_id.get(sid)
+        if session is None:
+            return None
+        now = time.monotonic()
+        if now - session.last_seen > IDLE_SECONDS:
+            self._by_id.pop(sid, None)
+            return None
+        session.last_seen = now
+        return session
+
+    def remove(self, session: Session) -> AsyncAdminClient | None:
+        gone = self._by_id.pop(session.sid, None)
+        return gone.client if gone is not None else None
+
+    async def close(self) -> None:
+        sessions, self._by_id = self._by_id, {}
+        for session in sessions.values():
+            await session.client.close()
+
+    def signin_token(self, nonce: str) -> str:
+        """The sign-in form's CSRF token, tied to the nonce in its own cookie."""
+        return self._sign("signin:" + nonce)
+
+
+class SecurityHeaders:
+    """ASGI middleware: the headers every answer carries; pages are never cached."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = str(scope.get("path", "")).startswith("/static/")
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(k.encode(), v.encode()) for k, v in HEADERS.items()]
+                if not static:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
+def sessions_of(request: Request) -> Sessions:
+    found: Sessions = request.app.state.sessions
+    return found
+
+
+def signed_in(request: Request) -> Session:
+    """The request's session; without one, a redirect to the sign-in page."""
+    session = sessions_of(request).find(request.cookies.get(COOKIE))
+    if session is None:
+        raise HTTPException(303, headers={"location": "/signin"})
+    return session
+
+
+FormHandler = Callable[[Request, Session, FormData], Awaitable[Response]]
+
+
+def form(handler: FormHandler) -> Callable[[Request], Awaitable[Response]]:
+    """A POST handler that runs only for a signed-in session whose form carries its
+    CSRF token; anything else is refused with 403 before the handler sees it."""
+
+    async def endpoint(request: Request) -> Response:
+        session = signed_in(request)
+        data = await request.form()
+        token = str(data.get("csrf", ""))
+        if not token or not hmac.compare_digest(token, session.csrf):
+            return render(
+                request,
+                "error.html",
+                {"title": "Form refused", "message": CSRF_REFUSED},
+                session=session,
+                status=403,
+            )
+        request.state.form = data  # shown again if the server refuses it
+        return await handler(request, session, data)
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
+CSRF_REFUSED = (
+    "This form was refused: it did not carry the portal's security token (it may be an old "
+    "page or come from another site). Reload the page and try again."
+)
+
+
+def render(
+    request: Request,
+    name: str,
+    context: dict[str, Any],
+    *,
+    session: Session | None = None,
+    status: int = 200,
+) -> Response:
+    values = {
+        "session": session,
+        "csrf": session.csrf if session else "",
+        "errors": getattr(request.state, "errors", {}),
+        "form_error": getattr(request.state, "error", None),
+        "form": getattr(request.state, "form", {}),
+    }
+    values.update(context)
+    if session is not None and session.flash:
+        values["flash"], session.flash = session.flash, []
+    return templates.TemplateResponse(request, name, values, status_code=status)
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)

@@ -1,0 +1,166 @@
+"""The portal's HTTP layer without a browser (Starlette's TestClient), on every store:
+sign-in and its cookie, CSRF, sign-out, errors in words next to their field, the CSV
+against GetUsageReport, a team administrator's teams, and ``--http-listen`` itself."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import socket
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+from starlette.testclient import TestClient
+
+from client_sdk.errors import ServerError
+from portal.app import create_app
+from portal.pages import NOT_OFFERED, in_words
+from server.app import StartRefused, TesseraServer
+from server.config import Config
+from tests.licensing_desk import at, num
+from tests.portal.conftest import World, csrf_of
+from tests.support import ADMIN_TOKEN, ServerThread
+
+
+@pytest.fixture
+def web(world: World) -> Iterator[TestClient]:
+    with TestClient(create_app(world.target), base_url="http://127.0.0.1") as client:
+        yield client
+
+
+def sign_in(client: TestClient, credential: str = ADMIN_TOKEN) -> httpx2.Response:
+    page = client.get("/signin")
+    return client.post(
+        "/signin",
+        data={"csrf": csrf_of(page.text), "credential": credential},
+        follow_redirects=False,
+    )
+
+
+def test_signin_sets_an_httponly_strict_cookie_under_a_strict_csp(web: TestClient) -> None:
+    page = web.get("/signin")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "default-src 'none'" in csp
+    assert "unsafe-inline" not in csp
+    answer = sign_in(web)
+    assert (answer.status_code, answer.headers["location"]) == (303, "/teams")
+    cookie = answer.headers["set-cookie"].lower()
+    assert "tessera_portal=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    assert ADMIN_TOKEN not in answer.headers["set-cookie"]  # the key stays on the portal
+    teams = web.get("/teams")
+    assert "Operator" in teams.text
+    assert 'href="/teams/alpha"' in teams.text and 'href="/teams/beta"' in teams.text
+    assert re.search(r"<td class=\"num\">9,9\d\d</td>", teams.text)  # numbers formatted
+
+
+def test_a_wrong_key_is_refused_in_words(web: TestClient) -> None:
+    answer = sign_in(web, "tsa_not-a-key")
+    assert answer.status_code == 401
+    assert "This key is not known to the server" in answer.text
+    assert 'id="credential-error"' in answer.text
+    assert web.get("/teams", follow_redirects=False).headers["location"] == "/signin"
+
+
+def test_a_form_without_its_csrf_token_is_refused(web: TestClient, world: World) -> None:
+    sign_in(web)
+    for data in ({"product_ids": "ACAD"}, {"product_ids": "ACAD", "csrf": "forged"}):
+        refused = web.post("/teams/alpha/defaults", data=data)
+        assert refused.status_code == 403
+        assert "did not carry the portal&#39;s security token" in refused.text
+    assert "default_product_ids" not in world.a("GetTeam", {"team_id": "alpha"})["team"]
+    page = web.get("/teams/alpha/defaults")
+    done = web.post(
+        "/teams/alpha/defaults", data={"product_ids": "ACAD", "csrf": csrf_of(page.text)}
+    )
+    assert "Default assignments saved." in done.text
+    assert world.a("GetTeam", {"team_id": "alpha"})["team"]["default_product_ids"] == ["ACAD"]
+
+
+def test_a_signed_out_cookie_no_longer_works(web: TestClient, world: World) -> None:
+    sign_in(web)
+    cookie = web.cookies.get("tessera_portal")
+    assert cookie
+    page = web.get("/teams")
+    out = web.post("/signout", data={"csrf": csrf_of(page.text)}, follow_redirects=False)
+    assert (out.status_code, out.headers["location"]) == (303, "/signin")
+    with TestClient(web.app, base_url="http://127.0.0.1") as thief:
+        thief.cookies.set("tessera_portal", cookie)
+        assert thief.get("/teams", follow_redirects=False).headers["location"] == "/signin"
+
+
+def test_a_refused_field_is_shown_next_to_it_in_words(web: TestClient, world: World) -> None:
+    sign_in(web)
+    page = web.get("/teams/alpha/users")
+    answer = web.post(
+        "/teams/alpha/users",
+        data={"csrf": csrf_of(page.text), "users": "Zed <not an email>", "all_products": "on"},
+    )
+    assert answer.status_code == 400
+    assert 'id="users-error"' in answer.text
+    assert "Zed &lt;not an email&gt;" in answer.text  # what was typed stays in the box
+    note = answer.text.split('id="users-error"', 1)[1].split("</p>", 1)[0]
+    assert "email" in note.lower()
+
+
+def test_the_usage_csv_has_get_usage_reports_figures(web: TestClient, world: World) -> None:
+    sign_in(web)
+    answer = web.get("/teams/alpha/usage.csv?from=2026-01-01&to=2026-01-03")
+    assert answer.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(answer.text)))
+    report = world.a(
+        "GetUsageReport", {"team_id": "alpha", "start_time": at(), "end_time": at(d=3)}
+    )
+    expected = [
+        (r["date"], r["user_id"], r["product_id"], num(r, "tokens_charged"), num(r, "sessions"))
+        for r in report["rows"]
+    ]
+    got = [
+        (r["date"], r["user_id"], r["product_id"], int(r["tokens_charged"]), int(r["sessions"]))
+        for r in rows
+    ]
+    assert got == expected
+    assert sum(t for *_, t, _ in got) == num(report, "total_tokens_charged") == 30
+
+
+def test_a_team_administrator_sees_only_their_teams(web: TestClient, world: World) -> None:
+    key = world.a("CreateAdminKey", {"display_name": "Alpha's admin", "team_ids": ["alpha"]})
+    assert sign_in(web, key["admin_key"]).status_code == 303
+    teams = web.get("/teams").text
+    assert "Team administrator" in teams
+    assert 'href="/teams/alpha"' in teams and 'href="/teams/beta"' not in teams
+    refused = web.get("/teams/beta")
+    assert refused.status_code == 403
+    assert "You do not manage this team." in refused.text
+
+
+def test_an_rpc_the_server_does_not_offer_is_said_in_words() -> None:
+    error = ServerError("Method not found!", code=__import__("grpc").StatusCode.UNIMPLEMENTED)
+    assert in_words(error) == NOT_OFFERED
+
+
+def test_http_listen_serves_the_portal(world: World) -> None:
+    answer = httpx2.get(world.portal + "/signin")
+    assert answer.status_code == 200
+    assert "default-src 'none'" in answer.headers["content-security-policy"]
+    assert httpx2.get(world.portal + "/static/vendor/chart.umd.min.js").status_code == 200
+
+
+def test_http_listen_on_a_port_in_use_refuses_the_start(database: object) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        srv = ServerThread(database, http_listen=f"127.0.0.1:{port}")  # type: ignore[arg-type]
+        srv._thread.start()
+        try:
+            with pytest.raises(StartRefused, match=f"cannot serve the portal on 127.0.0.1:{port}"):
+                srv.call(srv.server.start())
+        finally:
+            srv.stop()
+
+
+def test_http_listen_is_off_unless_asked() -> None:
+    assert Config().http_listen is None
+    assert TesseraServer(Config()).portal is None

@@ -1,0 +1,71 @@
+"""How the portal shows figures, without a server: the usage chart's series, the table,
+the CSV (same figures, spreadsheet formulas defused), numbers and times."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, date, datetime
+
+from portal import present
+from tessera_api.tessera.v1 import common_pb2
+
+
+def row(day: str, user: str, product: str, tokens: int, sessions: int = 1) -> common_pb2.UsageRow:
+    return common_pb2.UsageRow(
+        date=day,
+        user_id=user,
+        product_id=product,
+        tokens_charged=tokens,
+        sessions=sessions,
+        active_seconds=600,
+        user_display_name=user.split("@")[0].title(),
+        product_display_name={"ACAD": "AutoCAD", "REVIT": "Revit"}[product],
+    )
+
+
+ROWS = [
+    row("2026-01-01", "ada@x.org", "ACAD", 10),
+    row("2026-01-01", "bob@x.org", "ACAD", 10),
+    row("2026-01-02", "ada@x.org", "REVIT", 10, 2),
+]
+
+
+def test_the_chart_stacks_each_days_tokens_by_product() -> None:
+    shown = present.usage(ROWS, date(2026, 1, 1), date(2026, 1, 3))
+    assert shown.labels == ["2026-01-01", "2026-01-02", "2026-01-03"]
+    assert [(s["label"], s["data"]) for s in shown.datasets] == [
+        ("AutoCAD", [20, 0, 0]),
+        ("Revit", [0, 10, 0]),
+    ]
+    assert [(t["user_name"], t["product_name"], t["tokens_charged"]) for t in shown.table] == [
+        ("Ada", "AutoCAD", 10),
+        ("Ada", "Revit", 10),
+        ("Bob", "AutoCAD", 10),
+    ]
+
+
+def test_the_csv_has_one_line_per_row_with_the_same_figures() -> None:
+    lines = list(csv.reader(io.StringIO(present.usage_csv(ROWS))))
+    assert lines[0] == list(present.CSV_HEADER)
+    assert [(r[0], r[1], r[3], r[5], r[6]) for r in lines[1:]] == [
+        ("2026-01-01", "ada@x.org", "ACAD", "10", "1"),
+        ("2026-01-01", "bob@x.org", "ACAD", "10", "1"),
+        ("2026-01-02", "ada@x.org", "REVIT", "10", "2"),
+    ]
+
+
+def test_a_name_that_a_spreadsheet_would_run_is_defused() -> None:
+    evil = common_pb2.UsageRow(date="2026-01-01", user_display_name="=HYPERLINK(1)")
+    assert list(csv.reader(io.StringIO(present.usage_csv([evil]))))[1][2] == "'=HYPERLINK(1)"
+
+
+def test_numbers_and_times_are_formatted() -> None:
+    assert present.number(1234567) == "1,234,567"
+    assert present.number(2.5) == "2.5"
+    shown = str(present.when(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)))
+    assert 'datetime="2026-01-02T03:04:05Z"' in shown
+    assert 'title="2026-01-02 03:04 UTC"' in shown
+    assert str(present.when(None)) == "&mdash;"
+    pack = common_pb2.TokenPack(state=common_pb2.PACK_STATE_EXPIRED)
+    assert present.field_word(pack, "state") == "expired"
