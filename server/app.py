@@ -28,6 +28,7 @@ from server.api.admin import AdminServicer
 from server.api.interceptors import EdgeInterceptor
 from server.api.licensing import LicensingServicer
 from server.api.limits import RateLimits
+from server.api.scopes import EngineLookup
 from server.clock import Clock, SystemClock, TestClock, monotonic
 from server.config import Config, parse_instant, split_listen
 from server.credentials import load_or_create_admin_token
@@ -392,6 +393,7 @@ class TesseraServer:
             edge = EdgeInterceptor(
                 self.admin_token,
                 engine.resolve_user_key,
+                lookup=EngineLookup(engine),
                 log_calls=lambda method: cfg.log_heartbeats or not method.endswith("/Heartbeat"),
                 user_limits=RateLimits(cfg.user_rate_limit, cfg.user_burst),
                 admin_limits=RateLimits(cfg.admin_rate_limit, cfg.admin_burst),

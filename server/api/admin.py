@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from server.api import convert as cv
 from server.api import paging
 from server.api.caller import current_caller
+from server.domain.admins import AdminKey
 from server.domain.coverage import SubscriptionKind
 from server.domain.directory import AccessVia, Member, Notification
 from server.domain.errors import InvalidArgument
@@ -38,6 +39,11 @@ def _member_key(m: Member) -> str:
 
 def _notification_key(n: Notification) -> str:
     return n.notification_id  # ids grow with time: the order they were made
+
+
+def _admin_key_key(k: AdminKey) -> str:
+    """Creation time (microseconds, fixed width), then id: oldest first."""
+    return f"{(k.create_time - cv.MIN_TIME) // cv.MICROSECOND:020d}.{k.admin_key_id}"
 
 
 def _pack_key(p: TokenPack) -> str:
@@ -93,7 +99,8 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return api.GetTeamResponse(team=await self._team(self.e.accounts.team(request.team_id)))
 
     async def ListTeams(self, request: api.ListTeamsRequest, context: Ctx) -> Any:
-        teams, token = self._page(request, "teams", self.e.accounts.list_teams(), _team_key)
+        visible = current_caller.get().team_ids  # RULES AD1: a team administrator's only
+        teams, token = self._page(request, "teams", self.e.accounts.list_teams(visible), _team_key)
         return api.ListTeamsResponse(
             teams=[await self._team(t) for t in teams], next_page_token=token
         )
@@ -251,7 +258,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         notes, token = self._page(
             request,
             "notifications",
-            self.e.access.notifications(request.team_id, request.user_id),
+            self.e.access.notifications(
+                request.team_id, request.user_id, current_caller.get().team_ids
+            ),
             _notification_key,
         )
         notes = self.e.access.with_tokens(notes)  # derived for this page only
@@ -318,7 +327,12 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         limit = paging.page_size(request.page_size, limit=self.e.max_page_size)
         after = paging.decode(request.page_token, "sessions")
         views, last = self.e.sessions.list_sessions(
-            request.team_id, request.user_id, request.include_ended, after, limit
+            request.team_id,
+            request.user_id,
+            request.include_ended,
+            after,
+            limit,
+            current_caller.get().team_ids,
         )
         return api.ListSessionsResponse(
             sessions=[cv.session_out(v) for v in views],
@@ -328,6 +342,22 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     async def EndSession(self, request: api.EndSessionRequest, context: Ctx) -> Any:
         view = await self.e.sessions.end_session(request.session_id)
         return api.EndSessionResponse(session=cv.session_out(view))
+
+    # -- team administrators' keys (RULES AD1) -------------------------------------
+
+    async def CreateAdminKey(self, request: api.CreateAdminKeyRequest, context: Ctx) -> Any:
+        key, secret = await self.e.admins.create(request.display_name, list(request.team_ids))
+        return api.CreateAdminKeyResponse(admin_key=secret, key=cv.admin_key_out(key))
+
+    async def ListAdminKeys(self, request: api.ListAdminKeysRequest, context: Ctx) -> Any:
+        keys, token = self._page(request, "admin_keys", self.e.admins.list(), _admin_key_key)
+        return api.ListAdminKeysResponse(
+            keys=[cv.admin_key_out(k) for k in keys], next_page_token=token
+        )
+
+    async def RevokeAdminKey(self, request: api.RevokeAdminKeyRequest, context: Ctx) -> Any:
+        key = await self.e.admins.revoke(request.admin_key_id)
+        return api.RevokeAdminKeyResponse(key=cv.admin_key_out(key))
 
     # -- the usage report (RULES R1) -----------------------------------------------
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
-from server.domain.admins import AuditEvent
+from server.domain.admins import AdminKey, AuditEvent
 from server.domain.coverage import Subscription, SubscriptionKind
 from server.domain.directory import (
     AccessVia,
@@ -359,6 +359,17 @@ COVERAGES_OUT: dict[Coverage, Any] = {c: pb.Coverage.Value(f"COVERAGE_{c.value}"
 CHARGE_STATES_OUT: dict[ChargeState, Any] = {
     c: pb.ChargeState.Value(f"CHARGE_STATE_{c.value}") for c in ChargeState
 }
+
+
+def admin_key_out(k: AdminKey) -> pb.AdminKey:
+    """Never its secret nor its hash."""
+    return pb.AdminKey(
+        admin_key_id=k.admin_key_id,
+        display_name=k.display_name,
+        team_ids=sorted(k.team_ids),
+        create_time=ts(k.create_time),
+        revoke_time=ts(k.revoke_time),
+    )
 
 
 def session_out(view: SessionView) -> pb.Session:

@@ -3,13 +3,17 @@
 ``EdgeInterceptor`` wraps each ``tessera.v1`` method's behaviour so that, in
 the call's own task, it:
 
-1. checks the credential (``authorization: Bearer <secret>``): the admin token
-   on ``AdminService`` (constant-time comparison), a user key on
-   ``LicensingService`` (resolved to its user by hash, in memory), none on
-   ``AcceptInvitation``; the resolved user is in ``current_user``;
-2. turns a ``DomainError`` into its status with details (``api/errors.py``),
+1. checks the credential (``authorization: Bearer <secret>``): on
+   ``AdminService`` the admin token (constant-time comparison, the operator) or
+   a team administrator's admin key (resolved by hash, in memory), the caller
+   in ``current_caller``; a user key on ``LicensingService`` (resolved to its
+   user by hash, in memory), in ``current_user``; none on ``AcceptInvitation``;
+2. on ``AdminService``, lets the call through only if the method's rule allows
+   this caller (``api/scopes.py`` over ``api/methods.py``, RULES AD1), then
+   hands a state-changing call to the audit hook (RULES AD2);
+3. turns a ``DomainError`` into its status with details (``api/errors.py``),
    and anything unexpected into ``INTERNAL``, logged with its traceback;
-3. writes one log line: method, status code, duration, request id, user.
+4. writes one log line: method, status code, duration, request id, user.
 
 Secrets are never logged: neither metadata nor request bodies are, and what the
 caller chose that is logged (the request id, the user id) passes through the
@@ -27,6 +31,8 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
+from server.api import scopes
+from server.api.caller import NOBODY, THE_OPERATOR, AuditHook, Caller, current_caller
 from server.api.errors import (
     PermissionDenied,
     Unauthenticated,
@@ -35,6 +41,7 @@ from server.api.errors import (
     to_status,
 )
 from server.api.limits import RateLimits
+from server.api.methods import RULES
 from server.clock import monotonic
 from server.credentials import bearer, same_secret
 from server.domain.errors import DomainError, InvalidArgument
@@ -57,18 +64,26 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 UserResolver = Callable[[str], str | None]
 
 
+def _no_audit(method: str, request: Any, caller: Caller, teams: tuple[str, ...]) -> None:
+    pass
+
+
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self,
         admin_token: str,
         resolve_user: UserResolver,
         *,
+        lookup: scopes.EngineLookup,
+        audit: AuditHook = _no_audit,
         log_calls: Callable[[str], bool] = lambda method: True,
         user_limits: RateLimits | None = None,
         admin_limits: RateLimits | None = None,
     ) -> None:
         self._admin_token = admin_token
         self._resolve_user = resolve_user
+        self._lookup = lookup
+        self._audit = audit
         self._log_calls = log_calls
         self._counter = 0
         self._user_limits = user_limits if user_limits is not None and user_limits.enabled else None
@@ -110,33 +125,54 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
     def _authenticate(self, kind: str, metadata: Any) -> str:
         if kind == "none":
             return ""
-        secret = bearer(metadata)
-        if secret is None:
-            raise Unauthenticated("missing credential: send 'authorization: Bearer <secret>'")
-        if kind == "admin":
-            if same_secret(secret, self._admin_token):
-                return ""
-            if self._resolve_user(secret) is not None:
-                raise PermissionDenied("a user key cannot call AdminService; use the admin token")
-            raise Unauthenticated("wrong admin token")
+        secret = _secret(metadata)
         user_id = self._resolve_user(secret)
         if user_id is None:
             raise Unauthenticated("unknown or revoked user key")
         return user_id
 
+    def _admin(self, kind: str, metadata: Any) -> Caller:
+        """RULES AD1: the operator (the admin token) or a live admin key's holder."""
+        if kind == "none":
+            return NOBODY
+        secret = _secret(metadata)
+        if same_secret(secret, self._admin_token):
+            return THE_OPERATOR
+        caller = self._lookup.admin_caller(secret)
+        if caller is not None:
+            return caller
+        if self._resolve_user(secret) is not None:
+            raise PermissionDenied("a user key cannot call AdminService; use an admin credential")
+        raise Unauthenticated("wrong admin token, or an unknown or revoked admin key")
+
+    async def _admit(self, short: str, kind: str, request: Any, metadata: Any) -> None:
+        """An AdminService call's caller, rate limit, scope (AD1) and audit (AD2)."""
+        caller = self._admin(kind, metadata)
+        if kind == "admin" and self._admin_limits is not None:
+            await self._admin_limits.take(caller.actor)  # a bucket per actor
+        current_caller.set(caller)
+        if isinstance(request, Undecodable):
+            raise InvalidArgument.field("request", request.problem)
+        rule = RULES.get(short)
+        teams = scopes.check(short, rule, request, caller, self._lookup)
+        if rule is not None and rule.changes:
+            self._audit(short, request, caller, teams)
+
     def _wrap(self, behavior: Behavior, method: str, kind: str, logged: bool) -> Behavior:
         short = method.rsplit("/", 1)[-1]
+        admin = method.startswith(ADMIN_PREFIX)
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             start = monotonic()
             code = grpc.StatusCode.OK
             user_id = ""
             try:
+                if admin:
+                    await self._admit(short, kind, request, context.invocation_metadata())
+                    return await behavior(request, context)
                 user_id = self._authenticate(kind, context.invocation_metadata())
                 if kind == "user" and self._user_limits is not None:
                     await self._user_limits.take(user_id)
-                elif kind == "admin" and self._admin_limits is not None:
-                    await self._admin_limits.take("admin")
                 current_user.set(user_id)
                 if isinstance(request, Undecodable):
                     raise InvalidArgument.field("request", request.problem)
@@ -179,6 +215,13 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         if self._admin_token:
             text = text.replace(self._admin_token, "\u2026")
         return scrub(text)[:LOGGED_CHARS]
+
+
+def _secret(metadata: Any) -> str:
+    secret = bearer(metadata)
+    if secret is None:
+        raise Unauthenticated("missing credential: send 'authorization: Bearer <secret>'")
+    return secret
 
 
 class Undecodable:

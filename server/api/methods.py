@@ -17,7 +17,9 @@ Scopes:
   manages, else ``NOT_TEAM_ADMIN``; for ``any_team`` calls about a user (their
   devices), one of the user's teams is enough.
 - ``LISTING``: as ``TEAM`` when a team is named; with none named, the list
-  holds only the caller's teams (the servicer passes ``Caller.team_ids`` on).
+  holds only the caller's teams (the servicer passes ``Caller.team_ids`` on),
+  or, for a ``team_required`` list (the audit trail), a team administrator is
+  told to name one (``INVALID_ARGUMENT`` naming ``team_id``).
 - ``NONE``: no credential at all (``AcceptInvitation``).
 
 ``operator_fields``: request fields that only the operator may set (a team
@@ -100,6 +102,8 @@ class Rule:
     changes: bool = False  # a successful call leaves one audit event (AD2)
     target: str = ""  # the request field naming what it is about (AD2)
     any_team: bool = False  # TEAM: one of ``teams`` is enough (a user's devices)
+    # LISTING: a team administrator must name a team (the operator may name none).
+    team_required: bool = False
     operator_fields: tuple[str, ...] = ()
 
 
@@ -155,6 +159,6 @@ RULES: dict[str, Rule] = {
     "CreateAdminKey": Rule(Scope.OPERATOR, changes=True, target="display_name"),
     "ListAdminKeys": Rule(Scope.OPERATOR),
     "RevokeAdminKey": Rule(Scope.OPERATOR, changes=True, target="admin_key_id"),
-    "ListAuditEvents": Rule(Scope.LISTING, _TEAM),
+    "ListAuditEvents": Rule(Scope.LISTING, _TEAM, team_required=True),
     "SearchUsers": Rule(Scope.LISTING, _TEAM),
 }

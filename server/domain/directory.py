@@ -303,6 +303,11 @@ class Directory:
     def user_for_key_hash(self, key_hash: bytes) -> str | None:
         return self._user_by_key.get(key_hash)
 
+    def invitation_for_token(self, token: str) -> Invitation | None:
+        """The invitation a token redeems (its current token), if any."""
+        invitation_id = self._invitation_by_token.get(secret_hash(token))
+        return self._invitations.get(invitation_id) if invitation_id else None
+
     def list_notifications(self, team_id: str = "", user_id: str = "") -> list[Notification]:
         """The outbox in creation order (by id: ids grow with time): for a team, a
         user, both, or (neither) all."""

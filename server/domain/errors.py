@@ -166,7 +166,15 @@ class NotTeamAdmin(DomainError):
 
     reason = "NOT_TEAM_ADMIN"
 
-    def __init__(self, method: str, team_id: str) -> None:
+    def __init__(self, method: str, team_id: str, user_id: str = "") -> None:
+        if user_id:  # a call about a user (their devices): one of their teams is enough
+            super().__init__(
+                f"{method}: this admin key manages none of user {user_id!r}'s teams",
+                method=method,
+                team_id=team_id,
+                user_id=user_id,
+            )
+            return
         super().__init__(
             f"{method}: this admin key does not manage team {team_id!r}",
             method=method,

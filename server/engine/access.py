@@ -221,10 +221,15 @@ class Access:
         await self._commits.commit(changes)
         return key
 
-    def notifications(self, team_id: str, user_id: str) -> list[Notification]:
+    def notifications(
+        self, team_id: str, user_id: str, visible: frozenset[str] | None = None
+    ) -> list[Notification]:
+        """The outbox (of a team, a user); only ``visible`` teams' for a team
+        administrator who names none (RULES AD1)."""
         if team_id:
             self.state.team(team_id)
-        return self.state.directory.list_notifications(team_id, user_id)
+        found = self.state.directory.list_notifications(team_id, user_id)
+        return found if visible is None else [n for n in found if n.team_id in visible]
 
     def with_tokens(self, notes: list[Notification]) -> list[Notification]:
         """Notifications as the mailer reads them: each pending invitation's current

@@ -72,8 +72,11 @@ class Accounts:
         await self._commits.commit(changes)
         return team
 
-    def list_teams(self) -> list[Team]:
-        return sorted(self.state.teams.values(), key=lambda t: t.team_id)
+    def list_teams(self, visible: frozenset[str] | None = None) -> list[Team]:
+        """Every team, or those in ``visible`` (a team administrator's, RULES AD1)."""
+        teams = self.state.teams.values()
+        found = teams if visible is None else (t for t in teams if t.team_id in visible)
+        return sorted(found, key=lambda t: t.team_id)
 
     async def update_team_settings(
         self,

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from server.clock import Clock, TestClock
 from server.credentials import hash_secret
+from server.domain.admins import AdminKey
 from server.domain.changes import Changes
 from server.domain.errors import InvalidArgument, TestClockDisabled
 from server.domain.licensing import Licensing
@@ -24,6 +25,7 @@ from server.domain.sessions import Device, Meter, Session
 from server.domain.terms import DEFAULT_TERMS, Terms
 from server.engine.access import Access
 from server.engine.accounts import Accounts
+from server.engine.admins import AdminKeys
 from server.engine.alerts import Alerts
 from server.engine.audit import AuditTrail
 from server.engine.commits import Commits
@@ -121,6 +123,13 @@ class Engine:
             commits=commits,
             ids=ids,
             set_guest_defaults=self.access.set_guest_defaults,
+        )
+        self.admins = AdminKeys(
+            state,
+            (snapshot or Snapshot()).of(AdminKey),
+            clock=clock,
+            commits=commits,
+            ids=ids,
         )
 
     @classmethod

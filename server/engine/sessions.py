@@ -383,9 +383,16 @@ class Sessions:
         return views
 
     def list_sessions(
-        self, team_id: str, user_id: str, include_ended: bool, after: str | None, limit: int
+        self,
+        team_id: str,
+        user_id: str,
+        include_ended: bool,
+        after: str | None,
+        limit: int,
+        visible: frozenset[str] | None = None,
     ) -> tuple[list[SessionView], str | None]:
-        """A page of sessions in the order they opened (ids grow with time)."""
+        """A page of sessions in the order they opened (ids grow with time); only
+        ``visible`` teams' for a team administrator who names none (RULES AD1)."""
         _check_length("team_id", team_id)
         _check_length("user_id", user_id)
         if team_id:
@@ -402,6 +409,8 @@ class Sessions:
             if after is not None and s.session_id <= after:
                 continue
             if user_id and s.user_id != user_id:
+                continue
+            if visible is not None and s.team_id not in visible:
                 continue
             if len(page) == limit:
                 return page, last

@@ -1,0 +1,103 @@
+"""Who may make which AdminService call: the one place RULES AD1 is enforced.
+
+The edge (``server/api/interceptors.py``) calls ``check`` for every
+AdminService call once it knows the caller, with the method's rule from
+``server/api/methods.py``; servicers carry no permission checks. The operator
+may do everything; a team administrator's key (``Caller.team_ids``):
+
+- ``OPERATOR`` methods and ``operator_fields`` set: ``OPERATOR_ONLY``;
+- ``TEAM``: every team the call names or touches must be one of its teams, else
+  ``NOT_TEAM_ADMIN`` naming the team (``any_team``: one of the user's teams);
+- ``LISTING``: a named team must be one of its teams; with none named the
+  servicer narrows the list to its teams (``team_required``: it must name one);
+- a method with no rule is refused to everyone (fail closed).
+
+A team the call names that does not exist resolves to "" (an unknown pack,
+session or invitation; an empty ``team_id``): the call goes on to the use case,
+which refuses it as it would the operator (``INVALID_ARGUMENT``, ``UNKNOWN_*``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.api.caller import Caller
+from server.api.errors import PermissionDenied
+from server.api.methods import Rule, Scope
+from server.domain.errors import DomainError, InvalidArgument, NotTeamAdmin, OperatorOnly
+from server.engine import Engine
+
+
+class EngineLookup:
+    """``methods.Lookup`` over the engine's state, in memory."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def admin_caller(self, secret: str) -> Caller | None:
+        """The holder of the live admin key ``secret`` is, or None."""
+        key = self._engine.admins.resolve(secret)
+        if key is None:
+            return None
+        return Caller(key.admin_key_id, key.display_name, key.team_ids)
+
+    def pack_team(self, pack_id: str) -> str:
+        pack = self._engine.ledger.packs.get(pack_id)
+        return pack.team_id if pack is not None else ""
+
+    def session_team(self, session_id: str) -> str:
+        # A session ended so long ago that memory let it go is unknown to EndSession
+        # too: "" lets the use case answer UNKNOWN_SESSION as it does the operator.
+        try:
+            return self._engine.sessions.lic.session(session_id).team_id
+        except DomainError:
+            return ""
+
+    def user_teams(self, user_id: str) -> frozenset[str]:
+        return frozenset(m.team_id for m in self._engine.directory.teams_of(user_id))
+
+    def invitation_team(self, invitation_token: str) -> str:
+        invitation = self._engine.directory.invitation_for_token(invitation_token)
+        return invitation.team_id if invitation is not None else ""
+
+    def user_known(self, user_id: str) -> bool:
+        return self._engine.directory.find_user(user_id) is not None
+
+
+def check(
+    method: str, rule: Rule | None, request: Any, caller: Caller, look: EngineLookup
+) -> tuple[str, ...]:
+    """Refuse the call if ``caller`` may not make it; else the teams it touches
+    in the rule's order (what its audit event names; () for a call that
+    changes nothing)."""
+    if rule is None:
+        raise PermissionDenied(f"{method} has no access rule: refused to everyone")
+    managed = caller.team_ids
+    if managed is None or rule.scope is Scope.NONE:  # the operator; AcceptInvitation
+        return rule.teams(request, look) if rule.changes else ()
+    if rule.scope is Scope.OPERATOR:
+        raise OperatorOnly(method)
+    if rule.scope is Scope.ANYONE:
+        return ()
+    if rule.operator_fields:
+        given = {f.name for f, _ in request.ListFields()}
+        for name in rule.operator_fields:
+            if name in given:
+                raise OperatorOnly(method, name)
+    teams = rule.teams(request, look)
+    if rule.scope is Scope.LISTING and rule.team_required and not any(teams):
+        raise InvalidArgument.field(
+            "team_id", "is required with a team administrator's key: name one of its teams"
+        )
+    if rule.any_team:
+        if not teams:
+            user_id = str(request.user_id)
+            if look.user_known(user_id):  # a user in no team: none of its teams
+                raise NotTeamAdmin(method, "", user_id)
+        elif managed.isdisjoint(teams):
+            raise NotTeamAdmin(method, teams[0], str(request.user_id))
+        return teams
+    for team_id in teams:
+        if team_id and team_id not in managed:
+            raise NotTeamAdmin(method, team_id)
+    return teams

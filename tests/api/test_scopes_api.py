@@ -1,0 +1,339 @@
+"""RULES AD1, over the wire: what a team administrator's key may call.
+
+Every AdminService method, read from the service's descriptor through
+reflection (as grpcurl sees it), must have a rule in ``server/api/methods.py``
+and a request here. With a key that manages teams ``alpha`` and ``gamma``:
+
+- a call about its own team is never refused for its scope;
+- a team-scoped call naming ``beta`` is ``NOT_TEAM_ADMIN`` (PERMISSION_DENIED)
+  with ``method`` and ``team_id`` in its ErrorInfo (and ``user_id`` for a call
+  about a user's devices, where one of the user's teams is enough);
+- each of the operator's methods is ``OPERATOR_ONLY`` whatever it names, and so
+  is setting an operator-only field (a team's plan, its guests' defaults);
+- moving a pack needs both teams; listings show only its teams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from uuid import uuid4
+
+import grpc
+import pytest
+
+from server.api.methods import RULES, Scope
+from tests.grpcurl import GrpcurlError
+from tests.licensing_desk import SHEET, Desk
+
+SERVICE = "tessera.v1.AdminService"
+
+
+@dataclass
+class Side:
+    """What a call is about: a team, one of its users, a session, a pack."""
+
+    team: str
+    user: str
+    session: str
+    pack: str
+    to_team: str  # where MoveTokenPack sends the pack
+    invited: str  # a member with a pending invitation
+
+
+Body = Callable[[Side], dict[str, Any]]
+
+# A request for every AdminService method, about the given side.
+BODIES: dict[str, Body] = {
+    "GetServerInfo": lambda s: {},
+    "AdvanceClock": lambda s: {"by": "60s"},
+    "CreateTeam": lambda s: {"team_id": f"new-{s.team}"},
+    "GetTeam": lambda s: {"team_id": s.team},
+    "ListTeams": lambda s: {},
+    "UpdateTeamSettings": lambda s: {"team_id": s.team, "display_name": "Renamed"},
+    "PurchaseTokens": lambda s: {"team_id": s.team, "tokens": 5, "request_id": str(uuid4())},
+    "ListTokenPacks": lambda s: {"team_id": s.team},
+    "MoveTokenPack": lambda s: {"pack_id": s.pack, "to_team_id": s.to_team},
+    "ListLedgerEntries": lambda s: {"team_id": s.team},
+    "UpsertProduct": lambda s: {"product": SHEET[1]},
+    "ListProducts": lambda s: {},
+    "AssignUsers": lambda s: {
+        "team_id": s.team,
+        "users": [f"Dan <dan.{s.team}@example.com>"],
+        "all_products": True,
+    },
+    "ImportUsers": lambda s: {
+        "team_id": s.team,
+        "users": [f"Eve <eve.{s.team}@example.com>"],
+        "all_products": True,
+    },
+    "UnassignUser": lambda s: {"team_id": s.team, "user_id": f"eve.{s.team}@example.com"},
+    "SetUserProducts": lambda s: {"team_id": s.team, "user_id": s.user, "all_products": True},
+    "GetMember": lambda s: {"team_id": s.team, "user_id": s.user},
+    "ListMembers": lambda s: {"team_id": s.team},
+    "SetDefaultAssignments": lambda s: {"team_id": s.team, "product_ids": ["VIEWER"]},
+    "ResendInvitation": lambda s: {"team_id": s.team, "user_id": s.invited},
+    "AcceptInvitation": lambda s: {"invitation_token": "tsi_not-one-this-server-gave"},
+    "IssueUserKey": lambda s: {"user_id": s.user},
+    "ListNotifications": lambda s: {"team_id": s.team},
+    "GrantSubscription": lambda s: {"user_id": s.user, "product_id": "REVIT"},
+    "StartTrial": lambda s: {"user_id": s.user, "product_id": "REVIT"},
+    "ListSubscriptions": lambda s: {"user_id": s.user},
+    "EndSubscription": lambda s: {"subscription_id": "sub_none"},
+    "ListDevices": lambda s: {"user_id": s.user, "product_id": "ACAD"},
+    "RemoveDevice": lambda s: {"user_id": s.user, "product_id": "ACAD", "device_id": "dev-9"},
+    "ListSessions": lambda s: {"team_id": s.team},
+    "EndSession": lambda s: {"session_id": s.session},
+    "GetUsageReport": lambda s: {"team_id": s.team},
+    "CreateAdminKey": lambda s: {"display_name": "Another", "team_ids": [s.team]},
+    "ListAdminKeys": lambda s: {},
+    "RevokeAdminKey": lambda s: {"admin_key_id": "ak_none"},
+    "ListAuditEvents": lambda s: {"team_id": s.team},
+    "SearchUsers": lambda s: {"team_id": s.team, "query": "a"},
+}
+
+SCOPE_REFUSALS = {"NOT_TEAM_ADMIN", "OPERATOR_ONLY"}
+
+
+@dataclass
+class World:
+    desk: Desk
+    key: str  # manages alpha and gamma
+    own: Side
+    other: Side
+
+    def call(self, method: str, body: dict[str, Any], token: str | None = None) -> Any:
+        return self.desk.admin(f"{SERVICE}/{method}", body, token=token or self.key)
+
+    def refused(self, method: str, body: dict[str, Any], reason: str) -> GrpcurlError:
+        with pytest.raises(GrpcurlError) as info:
+            self.call(method, body)
+        err = info.value
+        assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, reason), (
+            f"{method}: {err}"
+        )
+        assert err.metadata["method"] == method
+        return err
+
+
+def _side(desk: Desk, team: str, user: str, to_team: str) -> Side:
+    desk.team(team, 100)
+    user_id = desk.user(team, user)
+    session = desk.entitle(user_id)["session_id"]
+    invited = f"ivy.{team}@example.com"
+    desk.a("AssignUsers", {"team_id": team, "users": [f"Ivy <{invited}>"], "all_products": True})
+    spare = desk.buy(team, 50)["pack_id"]  # no session holds tokens of it: it may move
+    return Side(team, user_id, session, spare, to_team, invited)
+
+
+@pytest.fixture
+def world(sheet_desk: Desk) -> Iterator[World]:
+    desk = sheet_desk
+    own = _side(desk, "alpha", "ann", "gamma")
+    other = _side(desk, "beta", "bob", "alpha")
+    desk.team("gamma")
+    made = desk.a(
+        "CreateAdminKey", {"display_name": "Alpha and gamma", "team_ids": ["alpha", "gamma"]}
+    )
+    yield World(desk, made["admin_key"], own, other)
+
+
+def methods(desk: Desk) -> list[str]:
+    service = desk.admin.pool.FindServiceByName(SERVICE)
+    return [m.name for m in service.methods]
+
+
+def test_ad1_every_admin_method_has_a_rule_and_a_request_here(sheet_desk: Desk) -> None:
+    found = methods(sheet_desk)
+    assert len(found) >= 37
+    assert [m for m in found if m not in RULES] == []
+    assert sorted(BODIES) == sorted(found)
+
+
+def test_ad1_a_team_key_for_its_own_teams_is_never_refused_for_scope(world: World) -> None:
+    answered = {}
+    for method in methods(world.desk):
+        if RULES[method].scope is Scope.OPERATOR:
+            continue
+        try:
+            world.call(method, BODIES[method](world.own))
+            answered[method] = "OK"
+        except GrpcurlError as err:
+            assert err.reason not in SCOPE_REFUSALS, f"{method}: {err}"
+            assert err.code is not grpc.StatusCode.PERMISSION_DENIED, f"{method}: {err}"
+            answered[method] = err.reason
+    # The calls whose request is valid for its own team succeed outright.
+    for method in (
+        "GetTeam",
+        "ListTeams",
+        "UpdateTeamSettings",
+        "PurchaseTokens",
+        "MoveTokenPack",
+        "ListTokenPacks",
+        "ListLedgerEntries",
+        "AssignUsers",
+        "ImportUsers",
+        "UnassignUser",
+        "SetUserProducts",
+        "GetMember",
+        "ListMembers",
+        "SetDefaultAssignments",
+        "ResendInvitation",
+        "ListNotifications",
+        "ListDevices",
+        "ListSessions",
+        "EndSession",
+        "GetUsageReport",
+        "GetServerInfo",
+        "ListProducts",
+    ):
+        assert answered[method] == "OK", f"{method}: {answered[method]}"
+    assert answered["AcceptInvitation"] == "UNKNOWN_INVITATION"  # no credential needed at all
+
+
+def beta(desk: Desk) -> list[Any]:
+    """What a team administrator of alpha must not change in beta."""
+    members = desk.a("ListMembers", {"team_id": "beta"})["members"]
+    return [
+        desk.balance("beta"),
+        desk.packs("beta"),
+        members,
+        desk.sessions("beta"),
+        desk.a("GetTeam", {"team_id": "beta"}),
+    ]
+
+
+def test_ad1_a_team_key_naming_another_team_is_not_team_admin(world: World) -> None:
+    before = beta(world.desk)
+    checked = []
+    for method in methods(world.desk):
+        rule = RULES[method]
+        if rule.scope not in (Scope.TEAM, Scope.LISTING) or method == "ListTeams":
+            continue
+        err = world.refused(method, BODIES[method](world.other), "NOT_TEAM_ADMIN")
+        assert err.metadata["team_id"] == "beta", f"{method}: {err.metadata}"
+        if rule.any_team:  # about bob's devices: none of bob's teams is the key's
+            assert err.metadata["user_id"] == "bob@example.com"
+        checked.append(method)
+    assert len(checked) >= 20
+    assert beta(world.desk) == before  # nothing was done in beta
+
+
+def test_ad1_the_operators_methods_are_operator_only_for_a_team_key(world: World) -> None:
+    operators = [m for m in methods(world.desk) if RULES[m].scope is Scope.OPERATOR]
+    assert set(operators) >= {
+        "AdvanceClock",
+        "CreateTeam",
+        "UpsertProduct",
+        "IssueUserKey",
+        "GrantSubscription",
+        "StartTrial",
+        "ListSubscriptions",
+        "EndSubscription",
+        "CreateAdminKey",
+        "ListAdminKeys",
+        "RevokeAdminKey",
+    }
+    for method in operators:
+        for side in (world.own, world.other):
+            err = world.refused(method, BODIES[method](side), "OPERATOR_ONLY")
+            assert err.metadata == {"method": method}
+    assert world.desk.now() == "2026-01-01T00:00:00Z"  # the clock did not move
+    assert [k["display_name"] for k in world.desk.a("ListAdminKeys")["keys"]] == ["Alpha and gamma"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("plan", "PLAN_PREMIUM"), ("guest_default_assignments", True)]
+)
+def test_ad1_operator_fields_are_operator_only_for_a_team_key(
+    world: World, field: str, value: Any
+) -> None:
+    body = {"team_id": "alpha", field: value}
+    err = world.refused("UpdateTeamSettings", body, "OPERATOR_ONLY")
+    assert err.metadata == {"method": "UpdateTeamSettings", "field": field}
+    # What the team's administrator may set still works; the operator may set both.
+    team = world.call("UpdateTeamSettings", {"team_id": "alpha", "low_balance_threshold": 7})
+    assert team["team"]["low_balance_threshold"] == "7"
+    world.desk.a("UpdateTeamSettings", body)
+
+
+def test_ad1_moving_a_pack_needs_both_teams(world: World) -> None:
+    alpha_pack, beta_pack = world.own.pack, world.other.pack
+    err = world.refused(
+        "MoveTokenPack", {"pack_id": alpha_pack, "to_team_id": "beta"}, "NOT_TEAM_ADMIN"
+    )
+    assert err.metadata["team_id"] == "beta"
+    err = world.refused(
+        "MoveTokenPack", {"pack_id": beta_pack, "to_team_id": "alpha"}, "NOT_TEAM_ADMIN"
+    )
+    assert err.metadata["team_id"] == "beta"
+    assert beta_pack in [p["pack_id"] for p in world.desk.packs("beta")]
+    assert alpha_pack not in [p["pack_id"] for p in world.desk.packs("beta")]
+    # A key for both teams moves it.
+    both = world.desk.a("CreateAdminKey", {"display_name": "Both", "team_ids": ["alpha", "beta"]})
+    moved = world.call(
+        "MoveTokenPack", {"pack_id": beta_pack, "to_team_id": "alpha"}, both["admin_key"]
+    )
+    assert moved["token_pack"]["team_id"] == "alpha"
+
+
+def test_ad1_listings_show_only_the_keys_teams(world: World) -> None:
+    teams = world.call("ListTeams", {})["teams"]
+    assert [t["team_id"] for t in teams] == ["alpha", "gamma"]
+    assert [t["team_id"] for t in world.desk.a("ListTeams")["teams"]] == ["alpha", "beta", "gamma"]
+    sessions = world.call("ListSessions", {"include_ended": True})["sessions"]
+    assert [s["session_id"] for s in sessions] == [world.own.session]
+    assert len(world.desk.sessions(include_ended=True)) == 2
+    notes = world.call("ListNotifications", {})["notifications"]
+    assert notes and {n["team_id"] for n in notes} == {"alpha"}
+    assert {n["team_id"] for n in world.desk.a("ListNotifications")["notifications"]} == {
+        "alpha",
+        "beta",
+    }
+    # Paging a narrowed list: one at a time, still only its teams.
+    first = world.call("ListTeams", {"page_size": 1})
+    second = world.call("ListTeams", {"page_size": 1, "page_token": first["next_page_token"]})
+    assert [first["teams"][0]["team_id"], second["teams"][0]["team_id"]] == ["alpha", "gamma"]
+    assert "next_page_token" not in second
+
+
+def test_ad1_the_audit_trail_needs_a_team_from_a_team_key(world: World) -> None:
+    with pytest.raises(GrpcurlError) as info:
+        world.call("ListAuditEvents", {})
+    assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert list(info.value.field_violations) == ["team_id"]
+    world.refused("ListAuditEvents", {"team_id": "beta"}, "NOT_TEAM_ADMIN")
+
+
+def test_ad1_a_key_for_a_users_other_team_still_sees_their_devices(world: World) -> None:
+    """ListDevices is about a user: one of the user's teams is enough (any_team)."""
+    world.desk.a(
+        "ImportUsers", {"team_id": "gamma", "users": ["bob@example.com"], "all_products": True}
+    )
+    devices = world.call("ListDevices", {"user_id": "bob@example.com", "product_id": "ACAD"})
+    assert [d["device_id"] for d in devices["devices"]] == ["dev-1"]
+    # A user in no team at all is no team administrator's.
+    world.desk.a("UnassignUser", {"team_id": "gamma", "user_id": "bob@example.com"})
+    world.desk.a("UnassignUser", {"team_id": "beta", "user_id": "bob@example.com"})
+    err = world.refused(
+        "ListDevices", {"user_id": "bob@example.com", "product_id": "ACAD"}, "NOT_TEAM_ADMIN"
+    )
+    assert err.metadata["user_id"] == "bob@example.com"
+    # An unknown user is told so, as the operator is.
+    with pytest.raises(GrpcurlError) as info:
+        world.call("ListDevices", {"user_id": "nobody@example.com", "product_id": "ACAD"})
+    assert info.value.reason == "UNKNOWN_USER"
+
+
+def test_ad1_an_unknown_session_or_pack_is_unknown_to_a_team_key_too(world: World) -> None:
+    with pytest.raises(GrpcurlError) as info:
+        world.call("EndSession", {"session_id": "se_none"})
+    assert info.value.reason == "UNKNOWN_SESSION"
+    with pytest.raises(GrpcurlError) as info:
+        world.call("MoveTokenPack", {"pack_id": "pk_none", "to_team_id": "alpha"})
+    assert info.value.reason == "UNKNOWN_PACK"
+    world.refused("MoveTokenPack", {"pack_id": "pk_none", "to_team_id": "beta"}, "NOT_TEAM_ADMIN")
+    with pytest.raises(GrpcurlError) as info:
+        world.call("GetTeam", {})
+    assert list(info.value.field_violations) == ["team_id"]
