@@ -450,13 +450,15 @@ add_users = form(_add_users)
 async def member(request: Request, session: Session, team_id: str) -> dict[str, Any]:
     user_id = request.path_params["user_id"]
     found = await session.client.get_member(team_id, user_id)
+    products = await _products(session)
     devices, devices_error = await maybe(
         _devices(session, [(user_id, p) for p in found.effective_product_ids])
     )
     live = await session.client.list_sessions(team_id, user_id=user_id)
     return {
         "member": found,
-        "products": await _products(session),
+        "products": products,
+        "names": {p.product_id: p.display_name or p.product_id for p in products},
         "devices": devices or [],
         "devices_error": devices_error,
         "sessions": live.sessions,

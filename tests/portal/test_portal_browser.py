@@ -1,0 +1,237 @@
+"""The portal in a real browser: Playwright driving the system's headless Chromium
+(``tests/portal/conftest.py``) against ``python -m server --http-listen``'s portal.
+
+Each change made by clicking is read back over gRPC afterwards (assign a user, change
+products, resend an invitation, set defaults, end a session, remove a device); the usage
+chart's data and the CSV equal GetUsageReport; a form without its CSRF token is refused; a
+signed-out cookie no longer works; a team administrator sees only their teams. Every page
+is photographed at 1280 px and at a phone's width into test-output/portal/.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.licensing_desk import at, num
+from tests.portal.conftest import SHOTS, World
+from tests.support import ADMIN_TOKEN
+
+pytestmark = pytest.mark.sqlite_only(
+    "the browser drives the portal, a client of AdminService; the same calls run on both "
+    "stores in test_portal_http.py"
+)
+
+WIDE = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture
+def page(browser: Any, world: World) -> Iterator[Any]:
+    context = browser.new_context(viewport=WIDE, base_url=world.portal, timezone_id="Europe/Paris")
+    tab = context.new_page()
+    tab.set_default_timeout(15_000)
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
+def sign_in(page: Any, credential: str = ADMIN_TOKEN) -> None:
+    page.goto("/signin")
+    page.get_by_label("Admin key or operator token").fill(credential)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/teams")
+
+
+def flash(page: Any) -> str:
+    text: str = page.locator(".flash").inner_text()
+    return text
+
+
+def test_portal_changes_are_read_back_over_grpc(page: Any, world: World) -> None:
+    sign_in(page)
+    assert page.get_by_role("link", name="Alpha").is_visible()
+    page.get_by_role("link", name="Alpha").click()
+    assert page.locator("#available").inner_text() != ""
+
+    # assign a user
+    page.get_by_role("link", name="By User").click()
+    page.get_by_label("One user a line").fill("Dora Explorer <dora@example.com>")
+    page.locator("form.card").get_by_role("checkbox", name="AutoCAD (").check()
+    page.get_by_role("button", name="Add users").click()
+    assert "1 user assigned" in flash(page)
+    dora = world.a("GetMember", {"team_id": "alpha", "user_id": "dora@example.com"})["member"]
+    assert (dora["state"], dora["product_ids"]) == ("MEMBER_STATE_INVITED", ["ACAD"])
+
+    # change a user's products
+    page.goto("/teams/alpha/users/carl@example.com")
+    page.get_by_role("checkbox", name="AutoCAD (").check()
+    page.get_by_role("checkbox", name="Revit (").uncheck()
+    page.get_by_role("button", name="Save products").click()
+    assert "Products of carl@example.com changed." in flash(page)
+    carl = world.a("GetMember", {"team_id": "alpha", "user_id": "carl@example.com"})["member"]
+    assert carl["product_ids"] == ["ACAD"]
+
+    # resend an invitation
+    before = _invitations(world, "bob@example.com")
+    page.get_by_role("link", name="Invitations").click()
+    page.get_by_role("button", name="Resend the invitation to bob@example.com").click()
+    assert "Invitation sent again to bob@example.com." in flash(page)
+    assert _invitations(world, "bob@example.com") == before + 1
+
+    # default assignments
+    page.get_by_role("link", name="Default assignments").click()
+    page.get_by_role("checkbox", name="Viewer (").check()
+    page.get_by_role("button", name="Save default assignments").click()
+    assert "Default assignments saved." in flash(page)
+    team = world.a("GetTeam", {"team_id": "alpha"})["team"]
+    assert team["default_product_ids"] == ["VIEWER"]
+
+    # end a session, with confirmation
+    page.get_by_role("link", name="Sessions & devices").click()
+    page.locator("#sessions").get_by_role("link", name="End…").click()
+    assert page.get_by_role("heading", name=f"End session {world.session_id}?").is_visible()
+    page.get_by_role("button", name="End session").click()
+    assert f"Session {world.session_id} ended." in flash(page)
+    (ended,) = [
+        s
+        for s in world.desk.sessions("alpha", include_ended=True)
+        if s["session_id"] == world.session_id
+    ]
+    assert (ended["state"], ended["end_reason"]) == (
+        "SESSION_STATE_ENDED",
+        "END_REASON_ENDED_BY_ADMIN",
+    )
+
+    # remove a device, with confirmation
+    page.goto("/teams/alpha/users/ada@example.com")
+    page.get_by_role("link", name="Remove…").first.click()
+    page.get_by_role("button", name="Remove device").click()
+    assert "Device dev-1 removed." in flash(page)
+    assert world.desk.devices("ada@example.com", "ACAD") == []
+
+    # search as you type (SearchUsers)
+    page.goto("/teams/alpha/users")
+    page.get_by_label("Find a user").press_sequentially("car", delay=30)
+    expect(page.locator("#user-rows tr")).to_have_count(1)  # swapped in by the script
+    assert page.locator("#user-rows").get_by_role("link", name="Carl").is_visible()
+    assert page.url.endswith("/teams/alpha/users?q=car")
+
+
+def _invitations(world: World, user_id: str) -> int:
+    notes = world.a("ListNotifications", {"user_id": user_id}).get("notifications", [])
+    return sum(1 for n in notes if n["kind"] == "NOTIFICATION_KIND_INVITATION")
+
+
+def test_usage_chart_and_csv_equal_get_usage_report(page: Any, world: World) -> None:
+    sign_in(page)
+    page.goto("/teams/alpha/usage?from=2026-01-01&to=2026-01-03")
+    chart = page.evaluate(
+        "() => ({labels: window.tesseraUsageChart.data.labels,"
+        " sets: window.tesseraUsageChart.data.datasets.map(d => [d.product_id, d.data])})"
+    )
+    report = world.a(
+        "GetUsageReport", {"team_id": "alpha", "start_time": at(), "end_time": at(d=3)}
+    )
+    expected: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    days = ["2026-01-01", "2026-01-02", "2026-01-03"]
+    for row in report["rows"]:
+        expected[row["product_id"]][days.index(row["date"])] += num(row, "tokens_charged")
+    assert chart["labels"] == days
+    assert {product: data for product, data in chart["sets"]} == dict(expected)
+    assert page.locator("#total-tokens").inner_text() == str(num(report, "total_tokens_charged"))
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download CSV").click()
+    text = Path(download.value.path()).read_text(encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [(r["date"], r["product_id"], int(r["tokens_charged"])) for r in rows] == [
+        (r["date"], r["product_id"], num(r, "tokens_charged")) for r in report["rows"]
+    ]
+
+
+def test_a_form_without_its_csrf_token_is_refused(page: Any, world: World) -> None:
+    sign_in(page)
+    page.goto("/teams/alpha/defaults")
+    page.get_by_role("checkbox", name="Viewer (").check()
+    page.evaluate("() => document.querySelector('form.card input[name=csrf]').remove()")
+    page.get_by_role("button", name="Save default assignments").click()
+    assert "did not carry the portal's security token" in page.locator("p.error").inner_text()
+    assert "default_product_ids" not in world.a("GetTeam", {"team_id": "alpha"})["team"]
+
+
+def test_a_signed_out_cookie_no_longer_works(page: Any, world: World) -> None:
+    sign_in(page)
+    cookies = page.context.cookies()
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/signin")
+    page.context.add_cookies(cookies)  # the old cookie, put back
+    page.goto("/teams")
+    assert page.url.endswith("/signin")
+
+
+def test_a_team_administrator_sees_only_their_teams(page: Any, world: World) -> None:
+    key = world.a("CreateAdminKey", {"display_name": "Beta's admin", "team_ids": ["beta"]})
+    sign_in(page, key["admin_key"])
+    assert page.get_by_text("Team administrator").is_visible()
+    links = page.locator("main table a").all_inner_texts()
+    assert links == ["Beta"]
+    page.goto("/teams/alpha")
+    assert page.locator("p.error").inner_text() == "You do not manage this team."
+    page.goto("/teams/beta/audit")
+    assert page.locator("#audit").is_visible() or page.get_by_text("No changes").is_visible()
+
+
+PAGES = [
+    ("signin", "/signin"),
+    ("teams", "/teams"),
+    ("overview", "/teams/alpha"),
+    ("usage", "/teams/alpha/usage?from=2026-01-01&to=2026-01-03"),
+    ("users", "/teams/alpha/users"),
+    ("user-search", "/teams/alpha/users?q=ad"),
+    ("member", "/teams/alpha/users/ada@example.com"),
+    ("by-product", "/teams/alpha/products?product=ACAD"),
+    ("invitations", "/teams/alpha/invitations"),
+    ("defaults", "/teams/alpha/defaults"),
+    ("sessions", "/teams/alpha/sessions"),
+    ("end-session", "/teams/alpha/sessions/{session}/end"),
+    ("ledger", "/teams/alpha/ledger"),
+    ("audit", "/teams/alpha/audit"),
+    ("not-found", "/teams/nobody"),
+]
+
+
+def test_every_page_photographed_wide_and_on_a_phone(page: Any, world: World) -> None:
+    """Screenshots for a person to look at; each page also has its heading, no script
+    error and no element wider than the window."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    world.a("UpdateTeamSettings", {"team_id": "alpha", "low_balance_threshold": 9_999})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: _console(errors, m))
+    sign_in(page)
+    for size_name, size in (("1280", WIDE), ("phone", PHONE)):
+        page.set_viewport_size(size)
+        for name, path in PAGES:
+            page.goto(path.format(session=world.session_id))
+            assert page.locator("h1").count() == 1, name
+            page.screenshot(path=str(SHOTS / f"{name}-{size_name}.png"), full_page=True)
+            wide = page.evaluate("() => document.documentElement.scrollWidth")
+            if wide > size["width"]:
+                errors.append(f"{name} is {wide} px wide at {size_name}")
+        if size_name == "1280":
+            page.goto("/signin")  # signed in: the page still renders
+    assert errors == []
+
+
+def _console(errors: list[str], message: Any) -> None:
+    """A script's error or a CSP refusal; the 4xx that error pages answer with are meant."""
+    if message.type == "error" and "status of 4" not in message.text:
+        errors.append(message.text)
