@@ -64,3 +64,20 @@ class LicensingServicer(licensing_service_pb2_grpc.LicensingServiceServicer):
 
     async def GetSigningKeys(self, request: api.GetSigningKeysRequest, context: Ctx) -> Any:
         return api.GetSigningKeysResponse(keys=self.signer.published(self.e.now()))
+
+    async def ListMyProducts(self, request: api.ListMyProductsRequest, context: Ctx) -> Any:
+        """RULES AD5: what the caller may run now, through which teams, what would pay."""
+        return api.ListMyProductsResponse(
+            products=[
+                api.MyProduct(
+                    product_id=p.product.product_id,
+                    display_name=p.product.display_name,
+                    kind=cv.KINDS_OUT[p.product.kind],
+                    host_product_id=p.product.host_product_id,
+                    daily_rate=p.product.daily_rate,
+                    team_ids=p.team_ids,
+                    coverage=cv.COVERAGES_OUT[p.coverage],
+                )
+                for p in self.e.access.my_products(current_user.get())
+            ]
+        )

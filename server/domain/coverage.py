@@ -4,7 +4,12 @@ A ``Subscription`` covers one user and one product from ``start_time``
 (included) to ``end_time`` (excluded). When several cover the same moment, a
 subscription comes before a trial (C1, then C2); among those of one kind, the
 one that ends last is chosen (then the smallest id), so that coverage lasts as
-long as it can. Periods may overlap; nothing is ever shortened.
+long as it can. Periods may overlap; nothing is shortened but by ``end``.
+
+Ending one early (AD3) sets its ``end_time`` to now: one that has not begun yet
+gets an empty period at now (its ``start_time`` becomes now too), so that
+``start_time <= end_time`` always holds and it never covers anything; one
+already over is left as it is.
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ from datetime import datetime
 from enum import Enum
 
 from server.domain.changes import Changes
-from server.domain.errors import InvalidArgument, UnknownProduct, UnknownUser
+from server.domain.errors import (
+    InvalidArgument,
+    UnknownProduct,
+    UnknownSubscription,
+    UnknownUser,
+)
 
 
 class SubscriptionKind(Enum):
@@ -49,6 +59,7 @@ class Coverages:
         self._by_meter: dict[tuple[str, str], list[Subscription]] = {}
         self._by_id: dict[str, Subscription] = {}
         self._by_user: dict[str, list[Subscription]] = {}
+        self._by_product: dict[str, list[Subscription]] = {}
 
     @classmethod
     def restore(cls, subscriptions: Iterable[Subscription]) -> Coverages:
@@ -143,7 +154,43 @@ class Coverages:
     def get(self, subscription_id: str) -> Subscription | None:
         return self._by_id.get(subscription_id)
 
+    def listing(
+        self, user_id: str, product_id: str, include_ended: bool, now: datetime
+    ) -> list[Subscription]:
+        """AD3: a user's, a product's, or (both given) a user's of one product, by
+        start time then id; those whose end has passed only with ``include_ended``.
+        The caller checks that the user and product it names exist."""
+        if not user_id and not product_id:
+            raise InvalidArgument.field("user_id", "give a user_id, a product_id or both")
+        if user_id:
+            subs = self._by_user.get(user_id, [])
+            if product_id:
+                subs = self._by_meter.get((user_id, product_id), [])
+        else:
+            subs = self._by_product.get(product_id, [])
+        return sorted(
+            (s for s in subs if include_ended or s.end_time > now),
+            key=lambda s: (s.start_time, s.subscription_id),
+        )
+
+    def end(self, subscription_id: str, now: datetime, changes: Changes) -> Subscription:
+        """AD3: end a subscription or trial at ``now``; one already over comes back
+        unchanged (see the module's docstring for one not yet begun)."""
+        sub = self._by_id.get(subscription_id)
+        if sub is None:
+            if not subscription_id:
+                raise InvalidArgument.field("subscription_id", "is required")
+            raise UnknownSubscription(
+                f"no subscription or trial {subscription_id!r}", subscription_id=subscription_id
+            )
+        if sub.end_time > now:
+            sub.start_time = min(sub.start_time, now)
+            sub.end_time = now
+            changes.upsert(sub)
+        return sub
+
     def _add(self, sub: Subscription) -> None:
         self._by_id[sub.subscription_id] = sub
         self._by_meter.setdefault((sub.user_id, sub.product_id), []).append(sub)
         self._by_user.setdefault(sub.user_id, []).append(sub)
+        self._by_product.setdefault(sub.product_id, []).append(sub)

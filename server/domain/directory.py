@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import heapq
 from collections.abc import Callable, Collection, Iterable, KeysView, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -54,6 +55,7 @@ from server.domain.errors import (
     UnknownInvitation,
     UnknownUser,
 )
+from server.domain.search import Query, UserIndex
 from server.domain.teams import Team
 from server.domain.terms import DEFAULT_TERMS
 from server.domain.userentries import (
@@ -85,6 +87,15 @@ class NotificationKind(Enum):
     LOW_BALANCE = "LOW_BALANCE"
     PACK_EXPIRING = "PACK_EXPIRING"
     TOKENS_EXHAUSTED = "TOKENS_EXHAUSTED"
+
+
+class AccessVia(Enum):
+    """Through which assignment a member may run a product (AD4), in the order
+    asked: named individually, then all products, then the team's default set."""
+
+    INDIVIDUAL = "INDIVIDUAL"
+    ALL_PRODUCTS = "ALL_PRODUCTS"
+    DEFAULT_SET = "DEFAULT_SET"
 
 
 ACCESS_CHANGED = NotificationKind.ACCESS_CHANGED
@@ -189,6 +200,20 @@ def grants(member: Member, team: Team, product_id: str, all_product_ids: Collect
     )
 
 
+def access_via(
+    member: Member, team: Team, product_id: str, all_product_ids: Collection[str]
+) -> AccessVia | None:
+    """AD4: the assignment through which ``member`` is granted ``product_id``
+    (whether or not they have accepted), or None when none grants it."""
+    if product_id in member.product_ids:
+        return AccessVia.INDIVIDUAL
+    if member.all_products and product_id in all_product_ids:
+        return AccessVia.ALL_PRODUCTS
+    if product_id in team.default_product_ids and _defaults_apply(member, team):
+        return AccessVia.DEFAULT_SET
+    return None
+
+
 def check_product_ids(
     product_ids: Sequence[str], known_products: Collection[str], field: str = "product_ids"
 ) -> frozenset[str]:
@@ -217,6 +242,8 @@ class Directory:
     def __init__(self, invitation_validity: timedelta = INVITATION_VALIDITY) -> None:
         self.invitation_validity = invitation_validity
         self._users: dict[str, User] = {}
+        self._search: UserIndex | None = None  # AD4: made at the first search
+        self._sorted_ids: list[str] | None = None  # every user id, sorted, until one is added
         self._members: dict[tuple[str, str], Member] = {}
         self._teams_of: dict[str, dict[str, Member]] = {}  # user_id -> team_id -> member
         self._members_of: dict[str, dict[str, Member]] = {}  # team_id -> user_id -> member
@@ -292,6 +319,38 @@ class Directory:
     def teams_of(self, user_id: str) -> list[Member]:
         """A user's memberships, by team id."""
         return sorted(self._teams_of.get(user_id, {}).values(), key=lambda m: m.team_id)
+
+    def search(
+        self, query: Query, teams: Collection[str] | None, after: str, limit: int
+    ) -> tuple[list[User], bool]:
+        """AD4: up to ``limit`` users that ``query`` matches (``server/domain/search.py``),
+        by user id after ``after``, and whether more follow. ``teams``: only members
+        (invited or active) of these teams; None: every user, those in no team too."""
+        if query.everyone:
+            ids = self._all_ids() if teams is None else self._member_ids(teams)
+            start = bisect.bisect_right(ids, after)
+            page = ids[start : start + limit + 1]
+        else:
+            if self._search is None:
+                self._search = UserIndex(
+                    (u.user_id, u.display_name, u.email) for u in self._users.values()
+                )
+            found: Iterable[str] = self._search.find(query)
+            if teams is not None:
+                wanted = frozenset(teams)
+                found = (u for u in found if not wanted.isdisjoint(self._teams_of.get(u, ())))
+            page = heapq.nsmallest(limit + 1, (u for u in found if u > after))
+        return [self._users[u] for u in page[:limit]], len(page) > limit
+
+    def _all_ids(self) -> list[str]:
+        if self._sorted_ids is None:
+            self._sorted_ids = sorted(self._users)
+        return self._sorted_ids
+
+    def _member_ids(self, teams: Collection[str]) -> list[str]:
+        if len(teams) == 1:
+            return [m.user_id for m in self.members_of(next(iter(teams)))]
+        return sorted({u for t in teams for u in self._members_of.get(t, ())})
 
     def invitation(self, invitation_id: str | None) -> Invitation | None:
         return self._invitations.get(invitation_id) if invitation_id else None
@@ -424,6 +483,9 @@ class Directory:
             name = entry.display_name if isinstance(entry, NewUser) else entry.user_id
             user = User(entry.user_id, name, entry.user_id)
             self._users[user.user_id] = user
+            if self._search is not None:
+                self._search.add(user.user_id, user.display_name, user.email)
+            self._sorted_ids = None
             call.changes.upsert(user)
         member = self._members.get((team.team_id, user.user_id))
         if member is None:

@@ -81,3 +81,45 @@ def check_request_id(request_id: str, *, required: bool, field: str = "request_i
     problem = request_id_problem(request_id, required=required)
     if problem is not None:
         raise InvalidArgument.field(field, problem)
+
+
+# -- search (RULES AD4) ------------------------------------------------------------
+
+# Apostrophes join the letters around them ("O'Brien" is one word, "obrien"); every
+# other character that is neither a letter nor a digit separates words.
+_APOSTROPHES = frozenset("'\u2019\u02bc\u2018`\u00b4")
+
+
+# Letters whose stroke or ligature Unicode does not decompose, spelled as people
+# type them on a keyboard without them ("Øster" is found by "oster").
+_UNDECOMPOSED = str.maketrans(
+    {"ø": "o", "ł": "l", "đ": "d", "ħ": "h", "\u0131": "i", "æ": "ae", "œ": "oe"}
+)
+
+
+def fold(text: str) -> str:
+    """``text`` as search compares it: compatibility-decomposed (NFKD), case-folded,
+    its combining marks dropped ("Zoë" and "ZOË" both give "zoe"; "ß" gives "ss",
+    the ligature "ﬁ" gives "fi"), and the few letters with a stroke that do not
+    decompose spelled without it ("Ø" gives "o")."""
+    folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold())
+    return "".join(ch for ch in folded if not unicodedata.combining(ch)).translate(_UNDECOMPOSED)
+
+
+def search_words(text: str) -> list[str]:
+    """The words of a name as search matches them: folded, apostrophes dropped,
+    split at anything else that is not a letter or a digit ("Zoë O'Brien" gives
+    ["zoe", "obrien"]; "Jean-Luc" gives ["jean", "luc"])."""
+    out: list[str] = []
+    word: list[str] = []
+    for ch in fold(text):
+        if ch.isalnum():
+            word.append(ch)
+        elif ch in _APOSTROPHES:
+            continue
+        elif word:
+            out.append("".join(word))
+            word = []
+    if word:
+        out.append("".join(word))
+    return out

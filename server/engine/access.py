@@ -1,9 +1,12 @@
-"""Use cases for users, invitations, keys, access and coverage (RULES A1-A8, C1-C2)."""
+"""Use cases for users, invitations, keys, access and coverage (RULES A1-A8, C1-C2),
+and what the directory answers (AD3-AD5: subscriptions listed and ended, users
+found, members by product, what a user may run)."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
@@ -11,8 +14,21 @@ from server.clock import Clock
 from server.credentials import USER_KEY_PREFIX, hash_secret, invitation_token, new_secret
 from server.domain.changes import Changes
 from server.domain.coverage import Subscription, SubscriptionKind
-from server.domain.directory import Invitation, Member, Notification, effective_products
+from server.domain.directory import (
+    AccessVia,
+    Invitation,
+    Member,
+    MemberState,
+    Notification,
+    User,
+    access_via,
+    effective_products,
+)
 from server.domain.errors import InvalidArgument
+from server.domain.policies import coverage_of
+from server.domain.products import Product
+from server.domain.search import parse
+from server.domain.sessions import Coverage
 from server.domain.timers import TimerKind
 from server.engine.commits import Commits
 from server.engine.scheduler import Scheduler
@@ -26,6 +42,15 @@ from server.ids import IdFactory
 RevokeAccess = Callable[[str, str, Collection[str] | None, datetime, Changes], None]
 # C1/C2: a subscription or trial was granted; running sessions follow it.
 CoverageChanged = Callable[[Subscription, datetime, Changes], None]
+
+
+@dataclass(frozen=True)
+class MyProduct:
+    """AD5: a product the user may run now, the teams that let them, what would pay."""
+
+    product: Product
+    team_ids: list[str]
+    coverage: Coverage
 
 
 class Access:
@@ -277,3 +302,79 @@ class Access:
         self._coverage_changed(sub, now, changes)
         await self._commits.commit(changes)
         return sub
+
+    def list_subscriptions(
+        self, user_id: str, product_id: str, include_ended: bool
+    ) -> list[Subscription]:
+        """AD3: by user, by product or both (each named one must exist)."""
+        if user_id:
+            self.state.directory.user(user_id)
+        if product_id:
+            self.state.product(product_id)
+        return self.state.coverages.listing(user_id, product_id, include_ended, self._clock.now())
+
+    async def end_subscription(self, subscription_id: str) -> Subscription:
+        """AD3: end it now; its running sessions go on under tokens from this instant
+        (C2), exactly as when its end comes on the clock (``coverage_changed``)."""
+        changes = Changes()
+        now = self._clock.now()
+        self._scheduler.fire_due(now, changes)  # what fell due before this instant first
+        sub = self.state.coverages.end(subscription_id, now, changes)
+        self._coverage_changed(sub, now, changes)
+        await self._commits.commit(changes)
+        return sub
+
+    # -- the directory (AD4, AD5) ------------------------------------------------------
+
+    def search_users(
+        self, query: str, team_id: str, visible: frozenset[str] | None, after: str, limit: int
+    ) -> tuple[list[User], bool]:
+        """AD4: users whose name or email begins with ``query`` among the members of
+        ``team_id`` (when given) or of the ``visible`` teams (None: everyone), by user
+        id after ``after``; and whether more follow."""
+        teams: Collection[str] | None = visible
+        if team_id:
+            self.state.team(team_id)
+            teams = frozenset({team_id})
+        return self.state.directory.search(parse(query), teams, after, limit)
+
+    def user_teams(self, user_id: str, visible: frozenset[str] | None) -> list[str]:
+        """The teams of a user (invited or active) that a caller seeing ``visible``
+        may see (None: all)."""
+        return [
+            m.team_id
+            for m in self.state.directory.teams_of(user_id)
+            if visible is None or m.team_id in visible
+        ]
+
+    def members_with(self, team_id: str, product_id: str) -> list[tuple[Member, AccessVia]]:
+        """AD4 ("By Product"): the team's members whose assignment grants the product,
+        invited ones too (they are assigned; they run it once they accept), by user id,
+        each with the assignment that grants it."""
+        team = self.state.team(team_id)
+        self.state.product(product_id)
+        known = self.state.products.keys()
+        out = []
+        for member in self.state.directory.members_of(team_id):
+            via = access_via(member, team, product_id, known)
+            if via is not None:
+                out.append((member, via))
+        return out
+
+    def my_products(self, user_id: str) -> list[MyProduct]:
+        """AD5: every product the user may run now (their active memberships), by
+        product id, with those teams and what would pay an Entitle now: the same
+        choice Entitle makes (``coverage_of`` over the covering subscription or trial)."""
+        now = self._clock.now()
+        teams_of: dict[str, list[str]] = {}
+        for member in self.state.directory.teams_of(user_id):  # by team id
+            if member.state is MemberState.ACTIVE:
+                for product_id in self.effective(member):
+                    teams_of.setdefault(product_id, []).append(member.team_id)
+        covering = self.state.coverages.covering
+        out = []
+        for product_id in sorted(teams_of):
+            product = self.state.products[product_id]
+            cov = coverage_of(covering(user_id, product_id, now), product.daily_rate)
+            out.append(MyProduct(product, teams_of[product_id], cov))
+        return out
