@@ -10,20 +10,27 @@ In one run, on this machine:
    holds them in a steady state of Heartbeats (some Idle), then cycles
    Release+Entitle, then releases everything; asks the server
    (``ListSessions``) how many live sessions it held in the steady state;
-3. stops the server and starts ``benchmarks/echo_server.py``: a bare grpc.aio
+3. runs 1-2 again with ``--metrics-listen`` on a second fresh server, scraping
+   its ``/metrics`` every ``--scrape-every`` seconds as Prometheus would
+   (issue 16: the metrics must cost under 5 % of heartbeat throughput;
+   ``--metrics off`` skips this run, ``--metrics only`` skips the one without);
+4. stops the server and starts ``benchmarks/echo_server.py``: a bare grpc.aio
    server answering the same method paths with responses captured from the
    Tessera run (so of the same size), and nothing else;
-4. runs the same generator against the echo: the same users and keys (same
+5. runs the same generator against the echo: the same users and keys (same
    metadata), worker processes, connections, concurrency and phases;
-5. prints both side by side; the last line reads
+6. prints both side by side; the last line reads
 
    ``BENCH heartbeat_vs_echo=… entitle_release_vs_echo=… heartbeat_rps=…
-   echo_rps=… heartbeat_p99_ms=… echo_p99_ms=… live_sessions=…``
+   echo_rps=… heartbeat_p99_ms=… echo_p99_ms=… live_sessions=…
+   metrics_heartbeat_rps=… metrics_cost_pct=…``
 
    where the ratios divide successful calls per second (steady-state
    Heartbeats; Release and Entitle calls of the cycle phase, two calls per
    cycle on both sides), the p99s are of steady-state Heartbeats at the same
-   concurrency, and ``live_sessions`` is what the server listed.
+   concurrency, ``live_sessions`` is what the server listed, and the last two
+   are the steady Heartbeats per second of the server with metrics on and what
+   that costs against the one without (a negative cost is noise).
 
 Targets (issue 5): heartbeat ≥ 0.80 of echo, Entitle+Release ≥ 0.50, heartbeat
 p99 ≤ 2x echo's, ≥ 100,000 live sessions. The generator and the servers share
@@ -37,15 +44,19 @@ Run: ``.venv/bin/python -m benchmarks.bench`` (``--help`` for the knobs;
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -223,7 +234,21 @@ def side_by_side(t: RunResult, e: RunResult) -> str:
     return "\n".join(lines)
 
 
-def bench_line(t: RunResult, e: RunResult) -> str:
+def heartbeat_rps(result: RunResult | None) -> float:
+    row = result.row("steady", "Heartbeat") if result is not None else None
+    return row.rps if row else 0.0
+
+
+def metrics_cost(off: RunResult | None, on: RunResult | None) -> str:
+    """`` metrics_heartbeat_rps=… metrics_cost_pct=…`` (empty without the metrics run)."""
+    if on is None:
+        return ""
+    on_rps = heartbeat_rps(on)
+    cost = f"{100 * (1 - on_rps / heartbeat_rps(off)):.1f}" if off is not None else "-"
+    return f" metrics_heartbeat_rps={on_rps:.0f} metrics_cost_pct={cost}"
+
+
+def bench_line(t: RunResult, e: RunResult, m: RunResult | None = None, off: bool = True) -> str:
     th, eh = t.row("steady", "Heartbeat"), e.row("steady", "Heartbeat")
     hb_rps = th.rps if th else 0.0
     echo_rps = eh.rps if eh else 0.0
@@ -234,8 +259,56 @@ def bench_line(t: RunResult, e: RunResult) -> str:
         f"heartbeat_rps={hb_rps:.0f} echo_rps={echo_rps:.0f} "
         f"heartbeat_p99_ms={th.p99_ms if th else 0.0:.2f} "
         f"echo_p99_ms={eh.p99_ms if eh else 0.0:.2f} "
-        f"live_sessions={live}"
+        f"live_sessions={live}" + metrics_cost(t if off else None, m)
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Scraper:
+    """Prometheus's part: GET /metrics every ``every`` seconds while the load runs."""
+
+    def __init__(self, port: int, every: float) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.every = every
+        self.scrapes = 0
+        self.seconds = 0.0  # spent waiting for answers
+        self.bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Scraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            began = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.url, timeout=30) as answer:  # noqa: S310 - loopback
+                    self.bytes += len(answer.read())
+            except OSError:
+                continue
+            self.scrapes += 1
+            self.seconds += time.monotonic() - began
+
+    def describe(self) -> str:
+        if not self.scrapes:
+            return "metrics: no scrape answered"
+        return (
+            f"metrics: {self.scrapes} scrapes every {self.every:g} s, "
+            f"{1000 * self.seconds / self.scrapes:,.1f} ms and {self.bytes / self.scrapes:,.0f} "
+            "bytes each"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -277,6 +350,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="release every session at the end (not compared; slow at 100,000 sessions)",
     )
+    p.add_argument(
+        "--metrics",
+        choices=["both", "off", "only"],
+        default="both",
+        help="run Tessera without metrics and again with --metrics-listen (both, the "
+        "default: the BENCH line then says what they cost), or only one of them",
+    )
+    p.add_argument(
+        "--scrape-every",
+        type=float,
+        default=15.0,
+        help="seconds between scrapes of /metrics in the metrics run (Prometheus's usual 15)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -291,6 +377,66 @@ def describe_cores(meter: Meter) -> str:
     return "cores used: " + "; ".join(parts)
 
 
+def load_config(
+    a: argparse.Namespace, target: str, token: str, save_users: Path | None
+) -> LoadConfig:
+    return LoadConfig(
+        target=target,
+        admin_token=token,
+        users=a.users,
+        save_users=save_users,
+        workers=a.workers,
+        channels=a.channels,
+        concurrency=a.concurrency,
+        ramp_concurrency=a.ramp_concurrency,
+        release=a.release,
+        warmup=a.warmup,
+        steady=a.steady,
+        cycle=a.cycle,
+        idle_fraction=a.idle_fraction,
+        plugin_fraction=a.plugin_fraction,
+        max_duration=a.max_duration,
+        count_server_sessions=True,
+    )
+
+
+def run_tessera(
+    a: argparse.Namespace,
+    tmp: Path,
+    token: str,
+    servers: list[Child],
+    *,
+    users_file: Path | None,
+    metrics_port: int = 0,
+) -> tuple[RunResult, Meter, Scraper | None]:
+    """One fresh Tessera server under the load (with --metrics-listen on ``metrics_port``
+    and a scraper when it is not 0); the users are saved to ``users_file`` if given."""
+    name = "tessera-metrics" if metrics_port else "tessera"
+    args = [
+        *(sys.executable, "-m", "server", "--listen", "127.0.0.1:0"),
+        *("--db", str(tmp / f"{name}.db"), "--admin-token", token),
+        *("--log-format", "json", "--sync", a.sync),
+    ]
+    if metrics_port:
+        args += ["--metrics-listen", f"127.0.0.1:{metrics_port}"]
+    tessera = Child(name, args, tmp)
+    servers.append(tessera)
+    tessera.start()
+    print(
+        f"{name} on {tessera.target} (pid {tessera.pid}, --sync {a.sync}); "
+        f"load average {os.getloadavg()[0]:.2f}",
+        file=sys.stderr,
+    )
+    cfg = load_config(a, tessera.target, token, users_file)
+    meter = Meter(tessera, a.py_spy if not metrics_port else None)
+    scraper = Scraper(metrics_port, a.scrape_every) if metrics_port else None
+    with scraper or contextlib.nullcontext():
+        result = run(cfg, make_progress(not a.no_progress), meter)
+    code = tessera.stop()
+    print(f"{name} stopped with exit code {code}", file=sys.stderr)
+    return result, meter, scraper
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
@@ -299,45 +445,22 @@ def main(argv: list[str] | None = None) -> int:
     users_file = tmp / "users.json"
     servers: list[Child] = []
     try:
-        tessera = Child(
-            "tessera",
-            [
-                *(sys.executable, "-m", "server", "--listen", "127.0.0.1:0"),
-                *("--db", str(tmp / "t.db"), "--admin-token", token),
-                *("--log-format", "json", "--sync", a.sync),
-            ],
-            tmp,
-        )
-        servers.append(tessera)
-        tessera.start()
-        print(
-            f"tessera on {tessera.target} (pid {tessera.pid}, --sync {a.sync}); "
-            f"load average {os.getloadavg()[0]:.2f}",
-            file=sys.stderr,
-        )
-        cfg = LoadConfig(
-            target=tessera.target,
-            admin_token=token,
-            users=a.users,
-            save_users=users_file,
-            workers=a.workers,
-            channels=a.channels,
-            concurrency=a.concurrency,
-            ramp_concurrency=a.ramp_concurrency,
-            release=a.release,
-            warmup=a.warmup,
-            steady=a.steady,
-            cycle=a.cycle,
-            idle_fraction=a.idle_fraction,
-            plugin_fraction=a.plugin_fraction,
-            max_duration=a.max_duration,
-            count_server_sessions=True,
-        )
-        t_meter = Meter(tessera, a.py_spy)
-        t_result = run(cfg, make_progress(not a.no_progress), t_meter)
-        code = tessera.stop()
-        print(f"tessera stopped with exit code {code}", file=sys.stderr)
-
+        m_result: RunResult | None = None
+        m_meter: Meter | None = None
+        scraper: Scraper | None = None
+        if a.metrics != "only":
+            t_result, t_meter, _ = run_tessera(a, tmp, token, servers, users_file=users_file)
+        if a.metrics != "off":
+            m_result, m_meter, scraper = run_tessera(
+                a,
+                tmp,
+                token,
+                servers,
+                users_file=users_file if a.metrics == "only" else None,
+                metrics_port=free_port(),
+            )
+            if a.metrics == "only":
+                t_result, t_meter = m_result, m_meter
         responses = tmp / "responses.json"
         responses.write_text(json.dumps(t_result.samples), encoding="utf-8")
         echo = Child(
@@ -352,11 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         echo.start()
         print(f"echo on {echo.target} (pid {echo.pid})", file=sys.stderr)
         e_cfg = replace(
-            cfg,
-            target=echo.target,
+            load_config(a, echo.target, token, None),
             admin_token=None,
             users_file=users_file,
-            save_users=None,
             count_server_sessions=False,
         )
         e_meter = Meter(echo)
@@ -372,6 +493,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"({t_meter.rss_kib * 1024 / t_result.live_steady:,.0f} bytes per live session, "
                 "everything included)"
             )
+        if m_result is not None and m_meter is not None and a.metrics == "both":
+            print("\n== Tessera with --metrics-listen ==")
+            print(report(m_result))
+            print(describe_cores(m_meter))
+        if scraper is not None:
+            print(scraper.describe())
         print("\n== echo (bare grpc.aio, canned responses of the same size) ==")
         print(report(e_result))
         print(describe_cores(e_meter))
@@ -392,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if a.py_spy:
             print(f"profile of the server in the steady state: {a.py_spy}")
-        print(bench_line(t_result, e_result))
+        print(bench_line(t_result, e_result, m_result, off=a.metrics == "both"))
         return 0
     finally:
         for child in servers:

@@ -397,6 +397,7 @@ class TesseraServer:
                 log_calls=lambda method: cfg.log_heartbeats or not method.endswith("/Heartbeat"),
                 user_limits=RateLimits(cfg.user_rate_limit, cfg.user_burst),
                 admin_limits=RateLimits(cfg.admin_rate_limit, cfg.admin_burst),
+                metrics=self.metrics,
             )
             signer = LeaseSigner(
                 leases.load_or_create(leases.key_path(cfg.secrets_base), engine.now()),

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import grpc
@@ -54,6 +54,7 @@ from server.store.group_commit import GroupCommit
 from server.store.port import StorePort
 
 CREDENTIALS = ("user", "admin")
+RATE_LIMITED = "RATE_LIMITED"  # the reason of the rate limits' refusals (server/api/limits.py)
 # The text format every Prometheus reads (generate_latest writes it for plain names).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # What a scrape's request may be: one line and a few headers, read within this time.
@@ -113,8 +114,12 @@ class Metrics(Collector):
             found = self._rpcs[method] = RpcCalls(service.rsplit(".", 1)[-1], name)
         return found
 
-    def refused(self, reason: str) -> None:
+    def refused(self, reason: str, credential: str) -> None:
+        """A call refused with ``reason`` (its ErrorInfo's), made with a ``credential``
+        of that kind ("user", "admin" or "none")."""
         self.refusals[reason] += 1
+        if reason == RATE_LIMITED:
+            self.rate_limited[credential] += 1
 
     def watch(self, engine: Engine) -> None:
         """Count the tokens each of ``engine``'s commits captures or expires."""
@@ -148,10 +153,9 @@ class Metrics(Collector):
         yield from _store(source.store)
         if engine is not None:
             yield from _engine(engine)
-        yield from _per_team("tessera_tokens_charged", "Tokens captured (charged)", self.charged)
-        yield from _per_team(
-            "tessera_tokens_expired", "Tokens that expired unused (T4)", self.expired
-        )
+        teams = engine.teams.keys() if engine is not None else ()
+        yield _per_team("tessera_tokens_charged", "Tokens captured (charged)", self.charged, teams)
+        yield _per_team("tessera_tokens_expired", "Tokens that expired unused", self.expired, teams)
 
     def _calls(self) -> Iterator[Metric]:
         rpc = HistogramMetricFamily(
@@ -245,13 +249,17 @@ def _batches(prefix: str, what: str, size: str, batches: Batches) -> Iterator[Me
     yield _histogram(f"{prefix}_{size}", f"{size.capitalize()} in each {what}", batches.sizes)
 
 
-def _per_team(name: str, doc: str, counts: Counter[str]) -> Iterator[Metric]:
+def _per_team(
+    name: str, doc: str, counts: Counter[str], teams: Iterable[str]
+) -> CounterMetricFamily:
+    """A counter per team: every team of the engine (0 until it counts), and any
+    team counted before (a pack moved away, or a team of an earlier term)."""
     family = CounterMetricFamily(
         name, f"{doc}, by team, since this server started", labels=("team",)
     )
-    for team_id, n in sorted(counts.items()):
-        family.add_metric([team_id], n)
-    yield family
+    for team_id in sorted({*teams, *counts}):
+        family.add_metric([team_id], counts[team_id])
+    return family
 
 
 def _store(store: StorePort | None) -> Iterator[Metric]:

@@ -13,7 +13,11 @@ the call's own task, it:
    hands a state-changing call to the audit hook (RULES AD2);
 3. turns a ``DomainError`` into its status with details (``api/errors.py``),
    and anything unexpected into ``INTERNAL``, logged with its traceback;
-4. writes one log line: method, status code, duration, request id, user.
+4. writes one log line: method, status code, duration, request id, user, and
+   counts the call in the metrics (``server/metrics.py``: duration by method and
+   status code, refusals by reason); the method, the request id and the user or
+   admin key are bound to structlog's contextvars for the call's task, so every
+   line written deeper (engine, store, timers it fires) carries them.
 
 Secrets are never logged: neither metadata nor request bodies are, and what the
 caller chose that is logged (the request id, the user id) passes through the
@@ -25,11 +29,12 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import structlog
 from google.protobuf.message import DecodeError
+from structlog.contextvars import bind_contextvars
 
 from server.api import scopes
 from server.api.caller import NOBODY, THE_OPERATOR, AuditHook, Caller, current_caller
@@ -45,6 +50,9 @@ from server.api.methods import RULES
 from server.clock import monotonic
 from server.credentials import bearer, same_secret
 from server.domain.errors import DomainError, InvalidArgument
+
+if TYPE_CHECKING:
+    from server.metrics import Metrics
 
 log = structlog.get_logger()
 
@@ -79,6 +87,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         log_calls: Callable[[str], bool] = lambda method: True,
         user_limits: RateLimits | None = None,
         admin_limits: RateLimits | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._admin_token = admin_token
         self._resolve_user = resolve_user
@@ -86,6 +95,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         self._audit = audit
         self._log_calls = log_calls
         self._counter = 0
+        self._metrics = metrics
         self._user_limits = user_limits if user_limits is not None and user_limits.enabled else None
         self._admin_limits = (
             admin_limits if admin_limits is not None and admin_limits.enabled else None
@@ -151,6 +161,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         if kind == "admin" and self._admin_limits is not None:
             await self._admin_limits.take(caller.actor)  # a bucket per actor
         current_caller.set(caller)
+        bind_contextvars(admin=caller.actor)  # OPERATOR or the admin key's id
         if isinstance(request, Undecodable):
             raise InvalidArgument.field("request", request.problem)
         rule = RULES.get(short)
@@ -161,11 +172,15 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
     def _wrap(self, behavior: Behavior, method: str, kind: str, logged: bool) -> Behavior:
         short = method.rsplit("/", 1)[-1]
         admin = method.startswith(ADMIN_PREFIX)
+        metrics = self._metrics
+        calls = metrics.rpc(method) if metrics is not None else None
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             start = monotonic()
             code = grpc.StatusCode.OK
             user_id = ""
+            request_id = self._loggable(_request_id(context, request))
+            bind_contextvars(method=short, request_id=request_id)
             try:
                 if admin:
                     await self._admit(short, kind, request, context.invocation_metadata())
@@ -174,10 +189,13 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 if kind == "user" and self._user_limits is not None:
                     await self._user_limits.take(user_id)
                 current_user.set(user_id)
+                bind_contextvars(user_id=self._loggable(user_id))
                 if isinstance(request, Undecodable):
                     raise InvalidArgument.field("request", request.problem)
                 return await behavior(request, context)
             except DomainError as exc:
+                if metrics is not None:
+                    metrics.refused(exc.reason, kind)
                 status = to_status(exc)
                 code = status.code
                 await context.abort(status.code, status.details, status.trailing_metadata)
@@ -193,6 +211,8 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 status = internal_status()
                 await context.abort(status.code, status.details, status.trailing_metadata)
             finally:
+                if calls is not None:
+                    calls.observe(code, monotonic() - start)
                 if logged or code is not grpc.StatusCode.OK:
                     self._counter += 1
                     log.info(
@@ -200,7 +220,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                         method=short,
                         code=code.name,
                         duration_ms=round((monotonic() - start) * 1000, 3),
-                        request_id=self._loggable(_request_id(context, request)),
+                        request_id=request_id,
                         user_id=self._loggable(user_id),
                     )
 

@@ -7,6 +7,7 @@ from collections import Counter
 
 import grpc
 
+from server.domain.timers import TimerKind
 from tests.licensing_desk import Desk, num
 from tests.ops.scrape import fetch, scrape, total, value
 from tests.support import ServerThread
@@ -61,6 +62,11 @@ def test_metrics_equal_what_the_api_says(metered: ServerThread, ops_desk: Desk) 
     # the deadlines that charged, the role, the refusal and the calls
     assert value(m, "tessera_deadlines_fired_total", kind="grace_end") == 3
     assert value(m, "tessera_server_active") == 1
+    assert value(m, "tessera_refusals_total", reason="INSUFFICIENT_TOKENS") == 1
+    entitles = dict(service="LicensingService", method="Entitle")
+    assert value(m, "tessera_rpc_duration_seconds_count", **entitles, code="OK") == 4
+    refused = value(m, "tessera_rpc_duration_seconds_count", **entitles, code="FAILED_PRECONDITION")
+    assert refused == 1
     assert value(m, "tessera_store_commit_seconds_count") >= 1
     assert value(m, "tessera_timer_heap_size") >= 4  # at least one deadline per live session
 
@@ -90,3 +96,19 @@ def test_metrics_endpoint_answers_only_metrics(metered: ServerThread) -> None:
     assert "# TYPE tessera_live_sessions gauge" in body
     assert fetch(metered, "/")[0] == 404
     assert fetch(metered, "/metrics?name[]=x")[0] == 200
+
+
+def test_series_count_is_4_per_team_4_per_product_and_57_plus_timer_kinds(
+    metered: ServerThread, ops_desk: Desk
+) -> None:
+    """docs/ops/README.md's count, before the calls' own series (16 per method and
+    status code seen) and the refusals' (one per reason seen)."""
+    d = ops_desk  # 5 products on the rate sheet
+    for team in ("alpha", "beta", "gamma"):
+        d.team(team, 10)
+    d.entitle(d.user("alpha", "ann"))
+    m = scrape(metered)
+    calls = {k for k in m if k[0].startswith(("tessera_rpc_", "tessera_refusals"))}
+    assert len(m) - len(calls) == 4 * 3 + 4 * 5 + 57 + len(TimerKind)
+    per_call = [k for k in calls if dict(k[1]).get("method") == "Entitle"]
+    assert len(per_call) == 16  # 13 buckets, +Inf, sum, count: one status code so far

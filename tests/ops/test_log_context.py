@@ -1,0 +1,139 @@
+"""Issue 16, point 2: the edge binds the method, the request id and the user or
+admin key to structlog's contextvars, so a line written deeper in the call
+carries them; and it counts the call in the metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, cast
+
+import grpc
+import pytest
+import structlog
+from structlog.contextvars import clear_contextvars, merge_contextvars
+from structlog.testing import capture_logs
+
+from server.api.interceptors import EdgeInterceptor
+from server.api.limits import RateLimits
+from server.metrics import Metrics
+
+TOKEN = "tsa_operator-token-for-this-test"
+KEY = "tsu_ann-key-for-this-test"
+deep = structlog.get_logger("deep")
+
+
+class Context:
+    """What the edge reads of a grpc.aio ServicerContext on a call that succeeds."""
+
+    def __init__(self, secret: str, request_id: str) -> None:
+        self.metadata = (("authorization", f"Bearer {secret}"), ("x-request-id", request_id))
+
+    def invocation_metadata(self) -> Any:
+        return self.metadata
+
+    async def abort(self, code: grpc.StatusCode, details: str, trailers: Any = None) -> None:
+        raise grpc.aio.AbortError(code, details)
+
+
+class Details:
+    def __init__(self, method: str) -> None:
+        self.method = method
+
+
+class NoServer:
+    """The metrics' source: no engine, no store (only the calls are counted)."""
+
+    engine = store = election = None
+
+    def is_active(self) -> bool:
+        return True
+
+
+class NoAdminKeys:
+    def admin_caller(self, secret: str) -> None:
+        return None
+
+
+async def behave(request: Any, context: Any) -> str:
+    deep.info("deep_in_the_engine")  # as the engine, the store or a timer would
+    return "answer"
+
+
+@pytest.fixture
+def edge() -> Iterator[tuple[EdgeInterceptor, Metrics]]:
+    metrics = Metrics(NoServer())
+    interceptor = EdgeInterceptor(
+        TOKEN,
+        lambda secret: "ann@example.com" if secret == KEY else None,
+        lookup=cast(Any, NoAdminKeys()),
+        metrics=metrics,
+        user_limits=RateLimits(1, 1),
+    )
+    yield interceptor, metrics
+    clear_contextvars()
+
+
+async def call(edge: EdgeInterceptor, method: str, secret: str, request_id: str) -> Any:
+    async def continuation(details: Any) -> Any:
+        return grpc.unary_unary_rpc_method_handler(behave)
+
+    handler: Any = await edge.intercept_service(continuation, cast(Any, Details(method)))
+    return await handler.unary_unary(object(), Context(secret, request_id))
+
+
+async def test_a_line_written_deeper_carries_the_method_request_id_and_user(
+    edge: tuple[EdgeInterceptor, Metrics],
+) -> None:
+    interceptor, metrics = edge
+    with capture_logs(processors=[merge_contextvars]) as lines:
+        assert await call(interceptor, "/tessera.v1.LicensingService/Heartbeat", KEY, "r-1") == (
+            "answer"
+        )
+    [line] = [x for x in lines if x["event"] == "deep_in_the_engine"]
+    assert line["method"] == "Heartbeat"
+    assert line["request_id"] == "r-1"
+    assert line["user_id"] == "ann@example.com"
+    calls = metrics.rpc("/tessera.v1.LicensingService/Heartbeat").by_code
+    assert calls[grpc.StatusCode.OK].count == 1
+
+
+async def test_an_admin_call_carries_who_made_it(edge: tuple[EdgeInterceptor, Metrics]) -> None:
+    interceptor, _ = edge
+    with capture_logs(processors=[merge_contextvars]) as lines:
+        await call(interceptor, "/tessera.v1.AdminService/GetServerInfo", TOKEN, "r-2")
+    [line] = [x for x in lines if x["event"] == "deep_in_the_engine"]
+    assert (line["method"], line["request_id"], line["admin"]) == (
+        "GetServerInfo",
+        "r-2",
+        "operator",
+    )
+
+
+async def test_the_admin_token_sent_as_request_id_is_not_bound(
+    edge: tuple[EdgeInterceptor, Metrics],
+) -> None:
+    interceptor, _ = edge
+    with capture_logs(processors=[merge_contextvars]) as lines:
+        await call(interceptor, "/tessera.v1.AdminService/GetServerInfo", TOKEN, TOKEN)
+    [line] = [x for x in lines if x["event"] == "deep_in_the_engine"]
+    assert TOKEN not in str(line)
+
+
+async def test_rate_limited_calls_are_counted_by_credential_and_as_refusals(
+    edge: tuple[EdgeInterceptor, Metrics],
+) -> None:
+    interceptor, metrics = edge  # one call a second per user key, one at once
+    method = "/tessera.v1.LicensingService/Heartbeat"
+    await call(interceptor, method, KEY, "r-3")
+    with pytest.raises(grpc.aio.AbortError):
+        await call(interceptor, method, KEY, "r-4")
+    assert metrics.rate_limited == {"user": 1, "admin": 0}
+    assert metrics.refusals == {"RATE_LIMITED": 1}
+    by_code = metrics.rpc(method).by_code
+    assert (
+        by_code[grpc.StatusCode.OK].count,
+        by_code[grpc.StatusCode.RESOURCE_EXHAUSTED].count,
+    ) == (
+        1,
+        1,
+    )
