@@ -5,14 +5,16 @@ Each alert is a ``Notification`` addressed to the team: ``email`` is empty and
 ``create_time`` is the instant the rule fired (a deadline's own instant when the
 clock is advanced past it).
 
-- **L1 LOW_BALANCE.** With a threshold (> 0), a balance below it queues one
-  alert naming that balance and sets ``Team.low_balance_alerted``; a balance at
-  or above it (or the threshold turned off) clears the flag, so the next fall
-  alerts again. The balance is compared after every change of it (purchase,
-  hold, release, expiry, move out and in: ``Ledger.take_balances``) and when the
-  threshold is set: a threshold set above the current balance alerts at once,
-  in the same commit as the setting (the balance *is* below it, and nothing
-  else would tell the team until the balance moved again).
+- **L1 LOW_BALANCE.** With a threshold (> 0), a change that lowers the balance
+  (a hold, an expiry, a pack moved out) to below it queues one alert naming
+  that balance and sets ``Team.low_balance_alerted``; a balance at or above it
+  (or the threshold turned off) clears the flag, so the next fall alerts again.
+  The balance is compared after every change of it (``Ledger.take_balances``)
+  and when the threshold is set. Only a *fall* alerts ("when its available
+  tokens fall below it"): setting a threshold above the current balance queues
+  nothing by itself, and neither does a purchase that leaves the balance below
+  it; the team is told at the next fall. (A team that sets its threshold before
+  buying its first tokens is not told of the empty balance it had then.)
 - **L2 PACK_EXPIRING.** A pack's warning instant is its expiry minus 30 days.
   Then, if the pack still has remaining tokens (neither consumed, held nor
   expired: held tokens are on their way to a capture), one alert names the
@@ -98,13 +100,14 @@ class TeamAlerts:
 
     @staticmethod
     def low_balance(
-        team: Team, available: int, now: datetime, new_id: NewId
+        team: Team, available: int, fell: bool, now: datetime, new_id: NewId
     ) -> tuple[bool, Notification | None]:
-        """L1 for one balance of the team at ``now``: (whether the team's flag
-        changed, the alert if one is due)."""
+        """L1 for the team's balance at ``now``, after a change that lowered it
+        (``fell``) or did not: (whether the team's flag changed, the alert if one
+        is due)."""
         threshold = team.low_balance_threshold
         if threshold > 0 and available < threshold:
-            if team.low_balance_alerted:
+            if team.low_balance_alerted or not fell:
                 return False, None
             team.low_balance_alerted = True
             note = _team_alert(

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from typing import NamedTuple
 
 from server.domain.changes import Changes
 from server.domain.errors import (
@@ -179,6 +180,15 @@ class Hold:
     time: datetime
 
 
+class BalanceNote(NamedTuple):
+    """A team's available balance after a change (L1): when, how many, and whether
+    the change lowered it."""
+
+    time: datetime
+    available: int
+    fell: bool
+
+
 @dataclass(slots=True)
 class _Balance:
     remaining: int = 0
@@ -197,7 +207,7 @@ class Ledger:
         self._last_hash = last_hash or GENESIS_HASH
         # L1: each team's available balance after each change of it, in order, since
         # the last ``take_balances``; kept only once ``track_balances`` is called.
-        self._balance_log: dict[str, list[tuple[datetime, int]]] | None = None
+        self._balance_log: dict[str, list[BalanceNote]] | None = None
 
     # -- building -----------------------------------------------------------
 
@@ -271,22 +281,24 @@ class Ledger:
         if self._balance_log is None:
             self._balance_log = {}
 
-    def take_balances(self) -> dict[str, list[tuple[datetime, int]]]:
-        """The balances logged since the last call, per team, as (instant, available)
-        in the order of the changes; the log starts afresh. Nothing changed: an empty
-        dict, at the cost of one test."""
+    def take_balances(self) -> dict[str, list[BalanceNote]]:
+        """The balances logged since the last call, per team, in the order of the
+        changes; the log starts afresh. Nothing changed: an empty dict, at the cost
+        of one test."""
         log = self._balance_log
         if not log:
             return {}
         self._balance_log = {}
         return log
 
-    def note_balance(self, team_id: str, now: datetime) -> None:
-        """Log the team's available balance at ``now`` (after a change of it, or of
-        what it is compared with: L1's threshold)."""
+    def note_balance(self, team_id: str, now: datetime, fell: bool = False) -> None:
+        """Log the team's available balance at ``now``, after a change that lowered
+        it (``fell``: a hold, an expiry, a move out) or did not (a purchase, a
+        release, a move in; or a change of what it is compared with: L1's threshold)."""
         log = self._balance_log
         if log is not None:
-            log.setdefault(team_id, []).append((now, self._balance(team_id).remaining))
+            note = BalanceNote(now, self._balance(team_id).remaining, fell)
+            log.setdefault(team_id, []).append(note)
 
     # -- changing -----------------------------------------------------------
 
@@ -412,7 +424,7 @@ class Ledger:
         bal.held += amount
         hold = Hold(hold_id, team_id, amount, tuple(parts), cause, now)
         changes.upsert(hold)
-        self.note_balance(team_id, now)
+        self.note_balance(team_id, now, fell=True)
         return hold
 
     def capture(self, hold: Hold, now: datetime, changes: Changes) -> None:
@@ -454,7 +466,7 @@ class Ledger:
         pack.expired = True
         if pack.remaining:
             self._expire_remaining(pack, now, changes)
-            self.note_balance(pack.team_id, now)
+            self.note_balance(pack.team_id, now, fell=True)
         changes.upsert(pack)
         return True
 
@@ -492,6 +504,6 @@ class Ledger:
         to_bal.remaining += n
         self._entry(changes, now, EntryKind.MOVE_IN, pack, n, n, 0)
         changes.upsert(pack)
-        self.note_balance(from_team_id, now)
+        self.note_balance(from_team_id, now, fell=True)
         self.note_balance(to_team_id, now)
         return pack

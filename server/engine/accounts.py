@@ -92,8 +92,9 @@ class Accounts:
             raise InvalidArgument.field("low_balance_threshold", "must not be negative")
         if low_balance_threshold is not None:
             team.low_balance_threshold = low_balance_threshold
-            # L1 compares the balance with the new threshold in this commit: set above
-            # the balance, it alerts at once (server/domain/alerts.py).
+            # L1 compares the balance with the new threshold in this commit: at or below
+            # it (or turned off), the next fall alerts again; set above it, nothing is
+            # queued until the balance falls (server/domain/alerts.py).
             self.state.ledger.note_balance(team_id, self._clock.now())
         if plan is not None:
             team.plan = plan

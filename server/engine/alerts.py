@@ -4,9 +4,10 @@ caused it, and filed in the outbox (ListNotifications) at once.
 
 - **L1** is a ``Commits`` hook. The ledger logs each team's available balance
   after every change of it (``Ledger.take_balances``: purchase, hold, release,
-  expiry, move out and in), and UpdateTeamSettings logs it when the threshold
-  is set; the hook replays those balances, in order and at their own instants,
-  through the rule. It runs on every commit, the heartbeat flush's included: with
+  expiry, move out and in, and whether the change lowered it), and
+  UpdateTeamSettings logs it when the threshold is set (which can only re-arm
+  the alert); the hook replays those balances, in order and at their own
+  instants, through the rule. It runs on every commit, the heartbeat flush's included: with
   no balance changed since the last commit it costs one test of an empty dict,
   and it never looks at the commit's items.
 - **L2** is a timer per pack at its warning instant (``TimerKind.PACK_WARNING``):
@@ -64,8 +65,8 @@ class Alerts:
             if team is None or (team.low_balance_threshold <= 0 and not team.low_balance_alerted):
                 continue
             flagged = False
-            for when, available in seen:
-                flipped, note = TeamAlerts.low_balance(team, available, when, self._new_id)
+            for when, available, fell in seen:
+                flipped, note = TeamAlerts.low_balance(team, available, fell, when, self._new_id)
                 flagged |= flipped
                 if note is not None:
                     self._queue(note, changes)

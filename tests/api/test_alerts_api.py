@@ -76,21 +76,26 @@ def test_l1_low_balance_at_the_renewal_that_crossed_it_and_once(sheet_desk: Desk
     ]
 
 
-def test_l1_a_threshold_set_above_the_balance_alerts_at_once(sheet_desk: Desk) -> None:
+def test_l1_a_threshold_set_above_the_balance_tells_at_the_next_fall(sheet_desk: Desk) -> None:
     desk = sheet_desk
-    desk.team("set", 25)
-    threshold(desk, "set", 20)
-    desk.to(at(h=1))
+    desk.team("set")
+    threshold(desk, "set", 20)  # set before the first purchase: 0 is no fall
+    desk.buy("set", 10)  # a purchase leaves it below: no fall either
+    desk.buy("set", 15)  # 25
+    threshold(desk, "set", 30)  # above the balance: nothing by itself
     assert alerts(desk, "set", "LOW_BALANCE") == []
-    threshold(desk, "set", 30)  # 25 is below it: at once
-    assert alerts(desk, "set", "LOW_BALANCE") == [low("set", 25, at(h=1))]
+    ann = desk.user("set", "ann")
+    desk.to(at(h=1))
+    desk.entitle(ann, "REVIT")  # 15: the first fall tells
+    assert alerts(desk, "set", "LOW_BALANCE") == [low("set", 15, at(h=1))]
     threshold(desk, "set", 40)  # still below, already told
-    assert len(alerts(desk, "set", "LOW_BALANCE")) == 1
-    threshold(desk, "set", 0)  # off: the next setting above the balance tells again
-    threshold(desk, "set", 26)
+    threshold(desk, "set", 0)  # off: the next fall tells again
+    threshold(desk, "set", 30)
+    desk.to(at(d=1, h=2))
+    desk.entitle(ann, "REVIT")  # a new window: 5
     assert alerts(desk, "set", "LOW_BALANCE") == [
-        low("set", 25, at(h=1)),
-        low("set", 25, at(h=1)),
+        low("set", 15, at(h=1)),
+        low("set", 5, at(d=1, h=2)),
     ]
 
 
@@ -100,11 +105,11 @@ def test_l1_a_pack_moved_out_alerts_the_team_it_left(sheet_desk: Desk) -> None:
     desk.team("to", 0)
     pack = desk.buy("from", 30)
     threshold(desk, "from", 20)
-    threshold(desk, "to", 20)  # 0 < 20: "to" is told at once
+    threshold(desk, "to", 20)
     desk.to(at(h=2))
     desk.a("MoveTokenPack", {"pack_id": pack["pack_id"], "to_team_id": "to"})
     assert alerts(desk, "from", "LOW_BALANCE") == [low("from", 0, at(h=2))]
-    assert alerts(desk, "to", "LOW_BALANCE") == [low("to", 0, at())]  # 30 now: nothing new
+    assert alerts(desk, "to", "LOW_BALANCE") == []  # moved in: a rise
 
 
 # -- L2 -------------------------------------------------------------------------------
@@ -201,29 +206,35 @@ def test_l1_l2_l3_a_restart_keeps_each_alert_once(database: Path | str) -> None:
             a = desk.buy(desk.team("rs"), 40)  # warned at 2026-12-02
             desk.to(at(d=2))
             b = desk.buy("rs", 30)  # warned at 2026-12-04
-            threshold(desk, "rs", 100)  # 70 is below: L1 at once, its flag stored
+            threshold(desk, "rs", 100)
+            ann = desk.user("rs", "ann")
+            s = desk.entitle(ann, "REVIT")  # 60, taken from A: L1, its flag stored
+            desk.to(at(d=2, m=6))
+            desk.release(ann, s["session_id"])
             desk.team("dry")
             bo = desk.user("dry", "bo")
             desk.to("2026-12-03T12:00:00Z")
             desk.refused_entitle(bo, FP, "INSUFFICIENT_TOKENS", product_id="REVIT")
-            assert alerts(desk, "rs", "PACK_EXPIRING") == [expiring("rs", a, 40, WARNING)]
-            assert alerts(desk, "rs", "LOW_BALANCE") == [low("rs", 70, at(d=2))]
+            assert alerts(desk, "rs", "PACK_EXPIRING") == [expiring("rs", a, 30, WARNING)]
+            assert alerts(desk, "rs", "LOW_BALANCE") == [low("rs", 60, at(d=2))]
             assert len(alerts(desk, "dry", "TOKENS_EXHAUSTED")) == 1
     finally:
         first.stop()
     second = ServerThread(database).start()  # the clock resumes at 2026-12-03T12:00:00Z
     try:
         with closing(Desk(second.target)) as desk:
-            desk.keys[bo] = desk.a("IssueUserKey", {"user_id": bo})["user_key"]
+            for user in (ann, bo):
+                desk.keys[user] = desk.a("IssueUserKey", {"user_id": user})["user_key"]
             desk.refused_entitle(bo, FP, "INSUFFICIENT_TOKENS", product_id="ACAD")
             assert len(alerts(desk, "dry", "TOKENS_EXHAUSTED")) == 1  # the same UTC day
-            desk.buy("rs", 1)  # 71: still below 100, told before the restart
+            desk.entitle(ann, "REVIT")  # 50: a fall, still below 100, told before the restart
+            assert desk.balance("rs") == (50, 10)
             assert len(alerts(desk, "rs", "LOW_BALANCE")) == 1
             desk.to("2026-12-03T23:59:59Z")
             assert len(alerts(desk, "rs", "PACK_EXPIRING")) == 1  # A's is not told again
             desk.to("2026-12-04T00:00:00Z")
             assert alerts(desk, "rs", "PACK_EXPIRING") == [
-                expiring("rs", a, 40, WARNING),
+                expiring("rs", a, 30, WARNING),
                 expiring("rs", b, 30, "2026-12-04T00:00:00Z"),
             ]
             desk.refused_entitle(bo, FP, "INSUFFICIENT_TOKENS", product_id="ACAD")

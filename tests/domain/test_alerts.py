@@ -46,10 +46,17 @@ def alert(kind: NotificationKind, when: datetime, **about: Any) -> Notification:
 # -- L1 -------------------------------------------------------------------------------
 
 
-def replay(t: Team, balances: list[int]) -> list[tuple[bool, Notification | None]]:
-    """L1 over balances one second apart, from T0."""
+def replay(
+    t: Team, balances: list[int], start: int = 100
+) -> list[tuple[bool, Notification | None]]:
+    """L1 over balances one second apart from T0, each after a change from the one
+    before (``start`` first): a fall when it is lower."""
     ids = Ids()
-    return [TeamAlerts.low_balance(t, b, T0 + i * SECOND, ids) for i, b in enumerate(balances)]
+    before = [start, *balances]
+    return [
+        TeamAlerts.low_balance(t, b, b < before[i], T0 + i * SECOND, ids)
+        for i, b in enumerate(balances)
+    ]
 
 
 def test_l1_one_alert_when_the_balance_falls_below_the_threshold() -> None:
@@ -69,14 +76,25 @@ def test_l1_the_next_alert_only_after_the_balance_was_back_at_the_threshold() ->
     assert [note.create_time for _, note in got if note] == [T0, T0 + 3 * SECOND, T0 + 5 * SECOND]
 
 
+def test_l1_only_a_fall_alerts_not_a_rise_that_stays_below() -> None:
+    t = team(threshold=30)  # set while the balance was 0: nothing queued by that
+    assert replay(t, [0], start=0) == [(False, None)]
+    assert replay(t, [10, 25], start=0) == [(False, None), (False, None)]  # purchases
+    assert not t.low_balance_alerted
+    _, note = replay(t, [15], start=25)[0]  # a hold: the first fall tells
+    assert note is not None and note.tokens == 15
+
+
 def test_l1_off_by_default_and_turning_it_off_clears_the_flag() -> None:
     t = team()
     assert replay(t, [0, 5]) == [(False, None), (False, None)]
     t.low_balance_threshold = 10
-    assert replay(t, [5])[0][1] is not None
-    t.low_balance_threshold = 0  # off: the flag goes, so setting it again alerts again
-    assert replay(t, [5]) == [(True, None)]
+    assert replay(t, [5], start=6)[0][1] is not None
+    t.low_balance_threshold = 0  # off: the flag goes, so the next fall alerts again
+    assert replay(t, [5], start=5) == [(True, None)]
     assert not t.low_balance_alerted
+    t.low_balance_threshold = 10
+    assert replay(t, [4], start=5)[0][1] is not None
 
 
 def test_l1_the_alert_is_addressed_to_the_team() -> None:
@@ -117,25 +135,27 @@ def test_l1_the_ledger_logs_the_balance_after_each_change_once_per_change() -> N
     hold = ledger.hold("acme", 12, Cause(), t1, "hd-1", Changes())  # spans both packs: one entry
     ledger.capture(hold, t2, Changes())  # consumed: the available balance does not change
     ledger.purchase("acme", 3, "po-x", t3, lambda: "pk-9", Changes())
-    assert ledger.take_balances() == {"acme": [(t1, 13), (t3, 16)]}
+    assert ledger.take_balances() == {"acme": [(t1, 13, True), (t3, 16, False)]}
     assert ledger.take_balances() == {}  # taken: the log starts afresh
 
 
-def test_l1_a_release_of_an_expired_pack_logs_its_net_balance() -> None:
+def test_l1_a_release_of_an_expired_pack_logs_its_net_balance_as_no_fall() -> None:
     ledger = ledger_with(10)
     ledger.track_balances()
     hold = ledger.hold("acme", 4, Cause(), T0, "hd-1", Changes())
     expiry = datetime(2027, 3, 1, 12, tzinfo=UTC)
     ledger.expire("pk-1", expiry, Changes())  # 6 expire; the 4 held stay held
     ledger.release(hold, expiry + SECOND, Changes())  # back, and expired at once (T4)
-    assert ledger.take_balances() == {"acme": [(T0, 6), (expiry, 0), (expiry + SECOND, 0)]}
+    assert ledger.take_balances() == {
+        "acme": [(T0, 6, True), (expiry, 0, True), (expiry + SECOND, 0, False)]
+    }
 
 
 def test_l1_a_move_logs_both_teams() -> None:
     ledger = ledger_with(10)
     ledger.track_balances()
     ledger.move("pk-1", "beta", T0, Changes())
-    assert ledger.take_balances() == {"acme": [(T0, 0)], "beta": [(T0, 10)]}
+    assert ledger.take_balances() == {"acme": [(T0, 0, True)], "beta": [(T0, 10, False)]}
 
 
 # -- L2 -------------------------------------------------------------------------------
