@@ -337,3 +337,18 @@ def test_ad1_an_unknown_session_or_pack_is_unknown_to_a_team_key_too(world: Worl
     with pytest.raises(GrpcurlError) as info:
         world.call("GetTeam", {})
     assert list(info.value.field_violations) == ["team_id"]
+
+
+def test_ad1_a_method_without_a_rule_is_refused_to_everyone(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail closed: the edge reads the table at each call, so a method missing
+    from it (here GetTeam, taken out) is refused, the operator included."""
+    monkeypatch.delitem(RULES, "GetTeam")
+    for token in (world.key, None):
+        with pytest.raises(GrpcurlError) as info:
+            world.desk.admin(f"{SERVICE}/GetTeam", {"team_id": "alpha"}, token=token)
+        assert info.value.code is grpc.StatusCode.PERMISSION_DENIED
+        assert "no access rule" in info.value.message
+    monkeypatch.undo()
+    assert world.call("GetTeam", {"team_id": "alpha"})["team"]["team_id"] == "alpha"
