@@ -7,6 +7,9 @@ those who manage sessions themselves. Either way every signed lease is verified
 with ``Session.lease``, or the call raises ``LeaseInvalid`` (and the SDK releases
 the session it refused, so that nothing stays open or charged on its account).
 
+``list_my_products`` tells what the user may run now, through which teams and
+what would pay (RULES AD5: the guide's "View Items").
+
 A client may be given several servers (``targets``): the active one and its
 standbys. It finds the active and follows it through a takeover
 (``client_sdk.failover``, RULES H3), so a session keeps its id and lease.
@@ -39,7 +42,7 @@ from client_sdk.leases import (
     raw_public_key,
     verify_bound,
 )
-from client_sdk.models import Lease, Platform, Session
+from client_sdk.models import Lease, MyProduct, Platform, Session
 from client_sdk.session import (
     AsyncSessionHandle,
     ChargeStateCallback,
@@ -403,6 +406,12 @@ class AsyncClient:
         """End a session (M10); releasing twice is harmless."""
         response = await self._invoke(lambda s: s.Release, pb.ReleaseRequest(session_id=session_id))
         return Session.from_proto(response.session)
+
+    async def list_my_products(self) -> list[MyProduct]:
+        """The products this user may run now, by product id: through which teams, at which
+        daily rate, and what would pay an Entitle now (RULES AD5). A read: retried freely."""
+        response = await self._invoke(lambda s: s.ListMyProducts, pb.ListMyProductsRequest())
+        return [MyProduct.from_proto(p) for p in response.products]
 
     # -- the one place a call is made -----------------------------------------------------
 

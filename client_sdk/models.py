@@ -1,4 +1,5 @@
-"""The SDK's own view of the wire types: plain enums, a frozen ``Session`` and its ``Lease``.
+"""The SDK's own view of the wire types: plain enums, a frozen ``Session`` and its ``Lease``,
+and ``MyProduct`` (what the user may run).
 
 Callers never need the generated protobuf classes; the message a ``Session``
 was read from stays reachable as ``Session.raw`` for anyone who does.
@@ -13,7 +14,7 @@ from typing import TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from tessera_api.tessera.v1 import common_pb2
+from tessera_api.tessera.v1 import common_pb2, licensing_service_pb2
 
 
 class Platform(enum.IntEnum):
@@ -60,6 +61,12 @@ class Coverage(enum.IntEnum):
     SUBSCRIPTION = common_pb2.COVERAGE_SUBSCRIPTION
     TRIAL = common_pb2.COVERAGE_TRIAL
     FREE = common_pb2.COVERAGE_FREE
+
+
+class ProductKind(enum.IntEnum):
+    UNSPECIFIED = common_pb2.PRODUCT_KIND_UNSPECIFIED
+    PRODUCT = common_pb2.PRODUCT_KIND_PRODUCT
+    PLUGIN = common_pb2.PRODUCT_KIND_PLUGIN
 
 
 class Plan(enum.IntEnum):
@@ -214,3 +221,39 @@ class Session:
         if at is not None:
             raw.end_time.FromDatetime(at)
         return replace(Session.from_proto(raw), lease=self.lease)
+
+
+@dataclass(frozen=True)
+class MyProduct:
+    """A product the user may run now (RULES AD5: the guide's "View Items").
+
+    ``team_ids`` are the teams whose assignment lets the user run it; ``coverage`` is
+    what would pay an Entitle now (a subscription, a trial, tokens at ``daily_rate``
+    per 24 hours, or nothing: ``FREE`` at rate 0).
+    """
+
+    product_id: str
+    display_name: str
+    kind: ProductKind
+    host_product_id: str
+    daily_rate: int
+    team_ids: tuple[str, ...]
+    coverage: Coverage
+    raw: licensing_service_pb2.MyProduct = field(repr=False, compare=False)
+
+    @property
+    def plugin(self) -> bool:
+        return self.kind is ProductKind.PLUGIN
+
+    @classmethod
+    def from_proto(cls, msg: licensing_service_pb2.MyProduct) -> MyProduct:
+        return cls(
+            product_id=msg.product_id,
+            display_name=msg.display_name,
+            kind=_enum(ProductKind, msg.kind),
+            host_product_id=msg.host_product_id,
+            daily_rate=msg.daily_rate,
+            team_ids=tuple(msg.team_ids),
+            coverage=_enum(Coverage, msg.coverage),
+            raw=msg,
+        )

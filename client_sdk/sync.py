@@ -167,6 +167,7 @@ class Client:
     idle = _blocking(AsyncClient.idle)
     release = _blocking(AsyncClient.release)
     signing_keys = _blocking(AsyncClient.signing_keys)
+    list_my_products = _blocking(AsyncClient.list_my_products)
     session = _handing_out(AsyncClient.session)
 
 

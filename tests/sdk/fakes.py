@@ -124,6 +124,7 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
         self.edit_lease: Callable[[c.Lease], None] | None = None  # before signing
         self.tamper_lease: Callable[[c.SignedLease], None] | None = None  # after signing
         self.replay: c.SignedLease | None = None  # answer Heartbeats with this old lease
+        self.my_products: list[pb.MyProduct] = []  # what ListMyProducts answers
 
     async def start(self, credentials: grpc.ServerCredentials | None = None) -> FakeLicensing:
         self.server = grpc.aio.server()
@@ -347,6 +348,12 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
         if s.msg.state != c.SESSION_STATE_ENDED:
             self.end(s.msg.session_id, c.END_REASON_RELEASED)
         return pb.ReleaseResponse(session=s.msg)
+
+    async def ListMyProducts(
+        self, request: pb.ListMyProductsRequest, context: Any
+    ) -> pb.ListMyProductsResponse:
+        await self._enter("ListMyProducts", request, context)
+        return pb.ListMyProductsResponse(products=self.my_products)
 
     async def GetSigningKeys(
         self, request: pb.GetSigningKeysRequest, context: Any
