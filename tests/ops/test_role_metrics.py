@@ -1,0 +1,46 @@
+"""Issue 16 on several servers (RULES H1, H2): /metrics says whether this server
+is the active one, counts the elections it won, and reports the engine's figures
+only while it has one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.ha.test_failover import (
+    NOT_SERVING,
+    SERVING,
+    TAKE_OVER_BEHIND_ITS_BACK,
+    _execute,
+    wait_for,
+)
+from tests.licensing_desk import Desk
+from tests.ops.scrape import names, scrape, value
+from tests.pg import run_sync
+from tests.support import ServerThread
+
+
+def test_h1_the_role_and_the_takeovers_follow_the_election(pg_url: str, tmp_path: Path) -> None:
+    srv = ServerThread(
+        pg_url, secrets_dir=tmp_path, leader_lease=2.0, metrics_listen="127.0.0.1:0"
+    ).start()
+    desk = Desk(srv.target)
+    try:
+        wait_for(srv.target, SERVING)
+        desk.team("acme", tokens=10)
+        m = scrape(srv)
+        assert (value(m, "tessera_server_active"), value(m, "tessera_takeovers_total")) == (1, 1)
+        assert value(m, "tessera_team_tokens_available", team="acme") == 10
+        run_sync(lambda: _execute(pg_url, TAKE_OVER_BEHIND_ITS_BACK))
+        wait_for(srv.target, NOT_SERVING)  # a standby now: no engine
+        m = scrape(srv)
+        assert (value(m, "tessera_server_active"), value(m, "tessera_takeovers_total")) == (0, 1)
+        assert "tessera_team_tokens_available" not in names(m)
+        assert "tessera_timer_heap_size" not in names(m)
+        run_sync(lambda: _execute(pg_url, "UPDATE tessera_leader SET lease_until = now()"))
+        wait_for(srv.target, SERVING)  # elected again
+        m = scrape(srv)
+        assert (value(m, "tessera_server_active"), value(m, "tessera_takeovers_total")) == (1, 2)
+        assert value(m, "tessera_team_tokens_available", team="acme") == 10
+    finally:
+        desk.close()
+        srv.stop()
