@@ -124,9 +124,10 @@ def csrf_of(html: str) -> str:
     return found.group(1)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Chromium under Playwright, once for the run."""
+    """Headless Chromium under Playwright, once per module: Playwright's sync API keeps an
+    event loop of its own, which must be gone before the asyncio tests of other modules."""
     path = chromium()
     if path is None or not Path(path).exists():
         why = "no Chromium (apt-get install chromium, or set TESSERA_CHROMIUM)"

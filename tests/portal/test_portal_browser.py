@@ -208,6 +208,7 @@ PAGES = [
 ]
 
 
+@pytest.mark.timeout(240)
 def test_every_page_photographed_wide_and_on_a_phone(page: Any, world: World) -> None:
     """Screenshots for a person to look at; each page also has its heading, no script
     error and no element wider than the window."""

@@ -8,6 +8,8 @@ import csv
 import io
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import httpx2
@@ -164,3 +166,28 @@ def test_http_listen_on_a_port_in_use_refuses_the_start(database: object) -> Non
 def test_http_listen_is_off_unless_asked() -> None:
     assert Config().http_listen is None
     assert TesseraServer(Config()).portal is None
+
+
+def test_python_m_portal_serves_on_its_own(world: World) -> None:
+    """``python -m portal --server HOST:PORT``: the same pages, in a process of their own."""
+    portal = subprocess.Popen(
+        [sys.executable, "-m", "portal", "--server", world.target, "--listen", "127.0.0.1:0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert portal.stderr is not None
+        line = portal.stderr.readline()
+        assert line.startswith("Tessera portal on http://127.0.0.1:"), line
+        url = line.split()[3]
+        with httpx2.Client(base_url=url, follow_redirects=True) as client:
+            page = client.get("/signin")
+            signed = client.post(
+                "/signin", data={"csrf": csrf_of(page.text), "credential": ADMIN_TOKEN}
+            )
+            assert 'href="/teams/alpha"' in signed.text
+    finally:
+        portal.terminate()
+        assert portal.wait(30) == 0
+        if portal.stderr is not None:
+            portal.stderr.close()
