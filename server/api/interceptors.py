@@ -179,6 +179,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             start = monotonic()
             code = grpc.StatusCode.OK
             user_id = ""
+            shown_user: str | None = None  # user_id as it may be logged
             request_id = self._loggable(_request_id(context, request))
             bind_contextvars(method=short, request_id=request_id)
             try:
@@ -186,10 +187,11 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                     await self._admit(short, kind, request, context.invocation_metadata())
                     return await behavior(request, context)
                 user_id = self._authenticate(kind, context.invocation_metadata())
+                shown_user = self._loggable(user_id)
+                bind_contextvars(user_id=shown_user)
                 if kind == "user" and self._user_limits is not None:
                     await self._user_limits.take(user_id)
                 current_user.set(user_id)
-                bind_contextvars(user_id=self._loggable(user_id))
                 if isinstance(request, Undecodable):
                     raise InvalidArgument.field("request", request.problem)
                 return await behavior(request, context)
@@ -221,7 +223,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                         code=code.name,
                         duration_ms=round((monotonic() - start) * 1000, 3),
                         request_id=request_id,
-                        user_id=self._loggable(user_id),
+                        user_id=shown_user,
                     )
 
         return wrapped
