@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from server import leases
 from server.api import reflection
 from server.api.admin import AdminServicer
+from server.api.audit import AuditRecorder
 from server.api.interceptors import EdgeInterceptor
 from server.api.licensing import LicensingServicer
 from server.api.limits import RateLimits
@@ -394,6 +395,7 @@ class TesseraServer:
                 self.admin_token,
                 engine.resolve_user_key,
                 lookup=EngineLookup(engine),
+                audit=AuditRecorder(engine.audit),
                 log_calls=lambda method: cfg.log_heartbeats or not method.endswith("/Heartbeat"),
                 user_limits=RateLimits(cfg.user_rate_limit, cfg.user_burst),
                 admin_limits=RateLimits(cfg.admin_rate_limit, cfg.admin_burst),

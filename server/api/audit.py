@@ -24,7 +24,8 @@ The draft carries:
   ``request_id`` (as the edge logs it);
 - the teams the rule resolved: the first is the event's ``team_id``, the
   second (MoveTokenPack's destination) its ``other_team_id``, so the event is
-  read in both teams;
+  read in both teams (RemoveDevice by a team administrator: one of its own
+  teams first);
 - who: the operator, or the admin key's id and name; AcceptInvitation, made
   without a credential, is the invitee's (actor ``invitee``, see
   ``server/engine/audit.py``).
@@ -36,7 +37,7 @@ import contextvars
 import json
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import json_format, text_format
 from google.protobuf.message import Message
 
 from server.api.caller import Caller
@@ -83,7 +84,16 @@ def target_of(request: Message, path: str) -> str:
 
 
 def request_json(request: Message) -> str:
-    data = json_format.MessageToDict(request, preserving_proto_field_name=True)
+    try:
+        data = json_format.MessageToDict(request, preserving_proto_field_name=True)
+    except json_format.Error:
+        # A value JSON cannot carry (a Duration's nanos out of range): the servicer
+        # refuses such a request, so its draft is never written; keep it readable.
+        copy = type(request)()
+        copy.CopyFrom(request)
+        for name in SECRET_FIELDS & {f.name for f in copy.DESCRIPTOR.fields}:
+            copy.ClearField(name)
+        data = {"text": text_format.MessageToString(copy, as_one_line=True)}
     return json.dumps(cleaned(data), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
@@ -97,6 +107,10 @@ class AuditRecorder:
         if not isinstance(request, Message):
             return  # undecodable: refused before the servicer runs, so nothing changes
         rule = RULES[method]
+        if rule.any_team and caller.team_ids is not None:
+            # A user's devices, by the administrator of one of the user's teams: the
+            # event is that team's (the administrator can then read it).
+            teams = tuple(sorted(teams, key=lambda t: t not in (caller.team_ids or ())))
         request_id = current_request_id.get() or str(getattr(request, "request_id", "") or "")
         actor, actor_name = (caller.actor, caller.actor_name) if caller.actor else (INVITEE, "")
         self._trail.begin(

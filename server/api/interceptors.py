@@ -37,6 +37,7 @@ from google.protobuf.message import DecodeError
 from structlog.contextvars import bind_contextvars
 
 from server.api import scopes
+from server.api.audit import current_request_id
 from server.api.caller import NOBODY, THE_OPERATOR, AuditHook, Caller, current_caller
 from server.api.errors import (
     PermissionDenied,
@@ -167,6 +168,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         rule = RULES.get(short)
         teams = scopes.check(short, rule, request, caller, self._lookup)
         if rule is not None and rule.changes:
+            current_request_id.set(_request_id_in(metadata, request))  # the event's (AD2)
             self._audit(short, request, caller, teams)
 
     def _wrap(self, behavior: Behavior, method: str, kind: str, logged: bool) -> Behavior:
@@ -272,7 +274,11 @@ def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], An
 
 def _request_id(context: grpc.aio.ServicerContext[Any, Any], request: Any) -> str:
     """The ``x-request-id`` header, else the request's ``request_id`` field, as sent."""
-    for key, value in context.invocation_metadata() or ():
+    return _request_id_in(context.invocation_metadata(), request)
+
+
+def _request_id_in(metadata: Any, request: Any) -> str:
+    for key, value in metadata or ():
         if key == "x-request-id":
             return str(value)
     return str(getattr(request, "request_id", "") or "")

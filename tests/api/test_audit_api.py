@@ -1,0 +1,240 @@
+"""RULES AD2, over the wire: the audit trail of a whole scenario.
+
+Every AdminService call that changes state leaves exactly one event, written in
+the commit of its change: who (``operator``, or an admin key's id and name;
+``invitee`` for AcceptInvitation), which call, which team, what about, the
+request id, and the request with every secret removed. Reads, refusals and
+idempotent repeats leave none. ``ListAuditEvents`` is newest first, paged, per
+team (a moved pack's event is read in both teams) or, for the operator, every
+team's.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+import pytest
+
+from tessera_api.tessera.v1 import admin_service_pb2 as api
+from tessera_api.tessera.v1 import admin_service_pb2_grpc
+from tests.api.test_access_api import invitation_token
+from tests.grpcurl import Grpcurl, GrpcurlError
+from tests.licensing_desk import A, Desk, at
+from tests.support import ADMIN_TOKEN, ServerThread
+
+Event = tuple[str, str, str, str]  # method, actor, team_id, target
+
+
+def events(desk: Desk, team_id: str = "", page_size: int = 0) -> list[dict[str, Any]]:
+    """Every event of ``team_id`` ("": all), walking the pages."""
+    body: dict[str, Any] = {"team_id": team_id, "page_size": page_size}
+    return desk.admin.every(A + "ListAuditEvents", body, "events")
+
+
+def summary(found: list[dict[str, Any]]) -> list[Event]:
+    return [(e["method"], e["actor"], e.get("team_id", ""), e.get("target", "")) for e in found]
+
+
+def accept(desk: Desk, user_id: str) -> str:
+    """The user's invitation token from the outbox, redeemed with no credential."""
+    token = invitation_token(desk.admin, "alpha", user_id)
+    desk.admin(A + "AcceptInvitation", {"invitation_token": token}, token="")
+    return token
+
+
+def test_ad2_a_whole_scenario_leaves_one_event_per_change(
+    sheet_desk: Desk, server: ServerThread
+) -> None:
+    desk = sheet_desk
+    o = "operator"
+    sheet = [("UpsertProduct", o, "", p) for p in ("ACAD", "REVIT", "ACADEL", "VIEWER", "FREEPLUG")]
+    assert summary(events(desk))[::-1] == sheet  # the desk's rate sheet, oldest last
+    desk.team("alpha")
+    desk.team("beta")
+    buy = {"team_id": "alpha", "tokens": 100, "request_id": "po-1"}
+    pack = desk.a("PurchaseTokens", buy)["token_pack"]["pack_id"]
+    desk.a("PurchaseTokens", buy)  # a repeat: nothing changes, no event
+    desk.a("AssignUsers", {"team_id": "alpha", "users": ["Ann <ann@example.com>"]})
+    desk.a(
+        "SetUserProducts",
+        {"team_id": "alpha", "user_id": "ann@example.com", "product_ids": ["ACAD"]},
+    )
+    token = accept(desk, "ann@example.com")
+    key = desk.keys["ann@example.com"] = desk.a("IssueUserKey", {"user_id": "ann@example.com"})[
+        "user_key"
+    ]
+    session = desk.entitle("ann@example.com")["session_id"]  # LicensingService
+    desk.advance(60)
+    desk.a("EndSession", {"session_id": session})
+    moved = desk.buy("alpha", 30)["pack_id"]
+    desk.a("MoveTokenPack", {"pack_id": moved, "to_team_id": "beta"})
+    made = desk.a("CreateAdminKey", {"display_name": "Alpha admin", "team_ids": ["alpha"]})
+    key_id = made["key"]["admin_key_id"]
+    desk.a("RevokeAdminKey", {"admin_key_id": key_id})
+    # Reads leave nothing.
+    for method, body in [
+        ("GetServerInfo", {}),
+        ("ListTeams", {}),
+        ("GetTeam", {"team_id": "alpha"}),
+        ("ListTokenPacks", {"team_id": "alpha"}),
+        ("ListMembers", {"team_id": "alpha"}),
+        ("ListSessions", {"team_id": "alpha"}),
+        ("ListAuditEvents", {}),
+        ("ListAdminKeys", {}),
+    ]:
+        desk.a(method, body)
+
+    found = events(desk)
+    assert summary(found)[::-1] == [
+        *sheet,
+        ("CreateTeam", o, "alpha", "alpha"),
+        ("CreateTeam", o, "beta", "beta"),
+        ("PurchaseTokens", o, "alpha", pack),
+        ("AssignUsers", o, "alpha", "Ann <ann@example.com>"),
+        ("SetUserProducts", o, "alpha", "ann@example.com"),
+        ("AcceptInvitation", "invitee", "alpha", "ann@example.com"),
+        ("IssueUserKey", o, "", "ann@example.com"),
+        ("AdvanceClock", o, "", ""),
+        ("EndSession", o, "alpha", session),
+        ("PurchaseTokens", o, "alpha", moved),
+        ("MoveTokenPack", o, "alpha", moved),
+        ("CreateAdminKey", o, "", key_id),
+        ("RevokeAdminKey", o, "", key_id),
+    ]
+    by_method = {e["method"]: e for e in found}  # the newest of each
+    assert all(e["actor_name"] == "operator" for e in found if e["actor"] == o)
+    invited = by_method["AcceptInvitation"]
+    assert invited["actor_name"] == "ann@example.com"
+    assert invited.get("request", {}) == {}  # the token was the whole request: removed
+    text = json.dumps(found)
+    assert token not in text and token[4:] not in text  # no secret anywhere in the trail
+    assert key not in text and key[4:] not in text and made["admin_key"][4:] not in text
+    first_buy = found[::-1][len(sheet) + 2]
+    assert first_buy["request_id"] == "po-1"
+    assert first_buy["request"] == {"team_id": "alpha", "tokens": "100", "request_id": "po-1"}
+    assert first_buy["time"] == at()
+    assert by_method["EndSession"]["time"] == at(m=1)  # after the clock moved
+    assert len({e["event_id"] for e in found}) == len(found)
+
+    # Per team: the moved pack is in both teams' trails.
+    assert summary(events(desk, "beta"))[::-1] == [
+        ("CreateTeam", o, "beta", "beta"),
+        ("MoveTokenPack", o, "alpha", moved),
+    ]
+    alpha = summary(events(desk, "alpha"))
+    assert alpha[0] == ("MoveTokenPack", o, "alpha", moved)
+    assert [m for m, *_ in alpha][::-1] == [
+        "CreateTeam",
+        "PurchaseTokens",
+        "AssignUsers",
+        "SetUserProducts",
+        "AcceptInvitation",
+        "EndSession",
+        "PurchaseTokens",
+        "MoveTokenPack",
+    ]
+
+
+def test_ad2_newest_first_and_paged_without_a_gap_or_a_repeat(desk: Desk) -> None:
+    for n in range(7):
+        desk.buy("alpha", n + 1)
+    whole = events(desk)
+    assert len(whole) == 5 + 2 + 7  # the sheet, the team and its first purchase, seven more
+    times = [e["event_id"] for e in whole]
+    assert times == sorted(times, reverse=True)  # ids grow with time: newest first
+    first = desk.a("ListAuditEvents", {"page_size": 3})
+    assert [e["event_id"] for e in first["events"]] == times[:3]
+    assert first["next_page_token"]
+    assert events(desk, page_size=3) == whole
+    assert events(desk, page_size=1000) == whole
+    last = desk.a("ListAuditEvents", {"page_size": len(whole)})
+    assert last["events"] == whole and "next_page_token" not in last
+    with pytest.raises(GrpcurlError) as info:
+        desk.a("ListAuditEvents", {"page_token": "bm90LWEtdG9rZW4"})
+    assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in info.value.field_violations
+    with pytest.raises(GrpcurlError) as info:
+        desk.a("ListAuditEvents", {"team_id": "nope"})
+    assert info.value.code is grpc.StatusCode.NOT_FOUND
+
+
+def test_ad2_a_refused_call_leaves_no_event(desk: Desk) -> None:
+    before = events(desk)
+    for method, body in [
+        ("PurchaseTokens", {"team_id": "alpha", "tokens": 0, "request_id": "x"}),
+        ("PurchaseTokens", {"team_id": "nope", "tokens": 5, "request_id": "y"}),
+        ("CreateTeam", {"team_id": "alpha"}),  # exists
+        ("EndSession", {"session_id": "nope"}),
+        ("AcceptInvitation", {"invitation_token": "tsi_not-a-token"}),
+    ]:
+        with pytest.raises(GrpcurlError):
+            desk.admin(A + method, body, token="" if method == "AcceptInvitation" else None)
+    with pytest.raises(GrpcurlError) as info:
+        desk.admin(A + "CreateTeam", {"team_id": "gamma"}, token="wrong")
+    assert info.value.code is grpc.StatusCode.UNAUTHENTICATED
+    assert events(desk) == before
+
+
+def test_ad2_a_team_administrators_events_carry_its_key(desk: Desk, server: ServerThread) -> None:
+    desk.team("beta")
+    made = desk.a("CreateAdminKey", {"display_name": "Alpha's admin", "team_ids": ["alpha"]})
+    key_id = made["key"]["admin_key_id"]
+    team_admin = Grpcurl(server.target, made["admin_key"])
+    try:
+        body = {"team_id": "alpha", "tokens": 5, "request_id": "ta-1"}
+        pack = team_admin(A + "PurchaseTokens", body)["token_pack"]["pack_id"]
+        with pytest.raises(GrpcurlError) as info:  # another team's: refused, no event
+            team_admin(A + "PurchaseTokens", {**body, "team_id": "beta", "request_id": "ta-2"})
+        assert info.value.reason == "NOT_TEAM_ADMIN"
+        mine = team_admin(A + "ListAuditEvents", {"team_id": "alpha"})["events"]
+    finally:
+        team_admin.close()
+    newest = mine[0]
+    assert (newest["method"], newest["actor"], newest["actor_name"]) == (
+        "PurchaseTokens",
+        key_id,
+        "Alpha's admin",
+    )
+    assert (newest["team_id"], newest["target"], newest["request_id"]) == ("alpha", pack, "ta-1")
+    assert [e["method"] for e in events(desk, "beta")] == ["CreateTeam"]
+
+
+def test_ad2_the_request_id_header_wins_and_pasted_secrets_are_scrubbed(
+    desk: Desk, server: ServerThread
+) -> None:
+    user = desk.user("alpha", "bob")
+    key = desk.keys[user]
+    channel = grpc.insecure_channel(server.target)
+    try:
+        stub = admin_service_pb2_grpc.AdminServiceStub(channel)
+        md = [("authorization", f"Bearer {ADMIN_TOKEN}"), ("x-request-id", "hdr-7")]
+        request = api.UpdateTeamSettingsRequest(team_id="alpha", display_name=f"Alpha {key}")
+        stub.UpdateTeamSettings(request, metadata=md, timeout=30)
+    finally:
+        channel.close()
+    newest = events(desk, "alpha")[0]
+    assert (newest["method"], newest["request_id"]) == ("UpdateTeamSettings", "hdr-7")
+    assert newest["request"]["team_id"] == "alpha"
+    assert newest["request"]["display_name"].startswith("Alpha ")
+    assert key[4:] not in json.dumps(newest)  # a key pasted into a name is not kept
+
+
+def test_ad2_a_device_removed_by_a_team_administrator_is_in_its_teams_trail(
+    desk: Desk, server: ServerThread
+) -> None:
+    desk.team("beta")
+    desk.team("gamma")
+    for team in ("alpha", "beta", "gamma"):
+        user = desk.user(team, "bob")  # a member of three teams
+    desk.entitle(user)  # registers dev-1
+    made = desk.a("CreateAdminKey", {"display_name": "Gamma's admin", "team_ids": ["gamma"]})
+    team_admin = Grpcurl(server.target, made["admin_key"])
+    try:
+        body = {"user_id": user, "product_id": "ACAD", "device_id": "dev-1", "end_sessions": True}
+        team_admin(A + "RemoveDevice", body)
+        mine = team_admin(A + "ListAuditEvents", {"team_id": "gamma"})["events"]
+    finally:
+        team_admin.close()
+    assert summary(mine)[0] == ("RemoveDevice", made["key"]["admin_key_id"], "gamma", "dev-1")

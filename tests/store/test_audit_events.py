@@ -1,0 +1,274 @@
+"""RULES AD2 in the store: an administrative change and its audit event are one
+transaction, and ``verify`` checks the audit trail as it checks the ledger.
+
+- A commit that fails stores neither the change nor its event, whichever of the
+  two made it fail.
+- ``python -m server`` killed with SIGKILL at varied moments under concurrent
+  PurchaseTokens and AssignUsers, and started again each time: afterwards every
+  pack has exactly one PurchaseTokens event naming it, every such event's pack
+  exists, and the same holds for the members AssignUsers made; every
+  acknowledged purchase is there; ``verify`` passes.
+- ``verify`` finds an altered event, a deleted middle event, deleted newest
+  events and an event added by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import threading
+from collections import Counter
+from pathlib import Path
+
+import grpc
+import pytest
+
+from server.api.audit import AuditRecorder
+from server.api.caller import THE_OPERATOR
+from server.clock import TestClock
+from server.domain.audit import event_digest
+from server.engine import Engine
+from server.store.audit import verify
+from server.store.port import StoreFailed
+from server.store.sqlite import Store
+from tessera_api.tessera.v1 import admin_service_pb2 as api
+from tessera_api.tessera.v1 import admin_service_pb2_grpc
+from tests.grpcurl import Grpcurl
+from tests.licensing_desk import T0, A
+from tests.support import ADMIN_TOKEN, ServerProcess, running
+
+# -- a failed commit stores neither ------------------------------------------------
+
+
+async def _purchase_with_its_event(engine: Engine, request_id: str) -> None:
+    """PurchaseTokens as the edge makes it: the audit draft, then the use case, in
+    one task."""
+    request = api.PurchaseTokensRequest(team_id="acme", tokens=5, request_id=request_id)
+    AuditRecorder(engine.audit)("PurchaseTokens", request, THE_OPERATOR, ("acme",))
+    await engine.accounts.purchase("acme", 5, request_id)
+
+
+@pytest.mark.parametrize("broken", ["audit_events", "ledger"])
+async def test_ad2_a_failed_commit_stores_neither_the_change_nor_its_event(
+    tmp_path: Path, broken: str
+) -> None:
+    db = tmp_path / "tessera.db"
+    store = await Store.open(db)
+    try:
+        engine = Engine(TestClock(T0), store)
+        await engine.accounts.create_team("acme", "Acme", None)
+        await asyncio.create_task(_purchase_with_its_event(engine, "first"))
+        # Someone else takes the next row of one table: the next commit's insert there
+        # fails, and with it the whole transaction.
+        with sqlite3.connect(db) as conn:
+            if broken == "audit_events":
+                conn.execute(
+                    "INSERT INTO audit_events SELECT seq + 1, event_id || 'x', time, actor, "
+                    "actor_name, method, team_id, other_team_id, target, request_id, "
+                    "request, hash FROM audit_events"
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO ledger SELECT seq + 1, time, kind, team_id, pack_id, amount, "
+                    "remaining_delta, held_delta, session_id, user_id, product_id, hash "
+                    "FROM ledger"
+                )
+        conn.close()
+        with pytest.raises(StoreFailed):
+            await asyncio.create_task(_purchase_with_its_event(engine, "second"))
+    finally:
+        await store.close()
+    with sqlite3.connect(db) as conn:
+        packs = conn.execute("SELECT request_id FROM packs ORDER BY request_id").fetchall()
+        events = conn.execute("SELECT request_id FROM audit_events ORDER BY seq").fetchall()
+    conn.close()
+    assert packs == [("first",)]  # not "second"
+    if broken == "ledger":
+        assert events == [("first",)]  # the event of "second" is not there either
+    else:  # the row put there by hand, not the event of "second"
+        assert events == [("first",), ("first",)]
+
+
+# -- kill -9 under concurrent administrative calls -----------------------------------
+
+CYCLES = 4
+WORKERS = 3
+KILL_AFTER = (4, 13, 7, 21)  # acknowledged calls in each cycle before SIGKILL
+MAX_CALLS = 400  # per worker and cycle: the loop is bounded whatever happens
+
+
+class _Load:
+    """Workers that alternate PurchaseTokens and AssignUsers until the server dies."""
+
+    def __init__(self, target: str, cycle: int) -> None:
+        self.channel = grpc.insecure_channel(target)
+        self.stub = admin_service_pb2_grpc.AdminServiceStub(self.channel)
+        self.cycle = cycle
+        self.lock = threading.Lock()
+        self.acknowledged = 0
+        self.packs: set[str] = set()
+        self.users: set[str] = set()
+        self.enough = threading.Event()
+        self.threads = [threading.Thread(target=self._work, args=(w,)) for w in range(WORKERS)]
+
+    def _work(self, w: int) -> None:
+        md = [("authorization", f"Bearer {ADMIN_TOKEN}")]
+        for n in range(MAX_CALLS):
+            name = f"c{self.cycle}w{w}n{n}"
+            try:
+                if n % 2:
+                    request = api.PurchaseTokensRequest(team_id="acme", tokens=1, request_id=name)
+                    pack = self.stub.PurchaseTokens(request, metadata=md, timeout=10)
+                    with self.lock:
+                        self.packs.add(pack.token_pack.pack_id)
+                else:
+                    users = [f"User {name} <{name}@example.com>"]
+                    request = api.AssignUsersRequest(team_id="acme", users=users)
+                    self.stub.AssignUsers(request, metadata=md, timeout=10)
+                    with self.lock:
+                        self.users.add(f"{name}@example.com")
+            except grpc.RpcError:
+                return  # the server is gone
+            with self.lock:
+                self.acknowledged += 1
+                if self.acknowledged >= KILL_AFTER[self.cycle]:
+                    self.enough.set()
+
+    def close(self) -> None:
+        for t in self.threads:
+            t.join(30)
+        self.channel.close()
+
+
+def _stored(db: Path) -> tuple[set[str], set[str], list[tuple[str, str]]]:
+    with sqlite3.connect(db) as conn:
+        packs = {p for (p,) in conn.execute("SELECT pack_id FROM packs")}
+        members = {u for (u,) in conn.execute("SELECT user_id FROM members")}
+        events = conn.execute("SELECT method, target FROM audit_events ORDER BY seq").fetchall()
+    conn.close()
+    return packs, members, [(m, t) for m, t in events]
+
+
+@pytest.mark.timeout(240)
+def test_ad2_kill_9_never_leaves_a_change_without_its_event_nor_an_event_without_its_change(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "tessera.db"
+    acknowledged_packs: set[str] = set()
+    acknowledged_users: set[str] = set()
+    for cycle in range(CYCLES):
+        srv = ServerProcess(db).start()
+        try:
+            if cycle == 0:
+                admin = Grpcurl(srv.target, ADMIN_TOKEN)
+                admin(A + "CreateTeam", {"team_id": "acme"})
+                admin.close()
+            load = _Load(srv.target, cycle)
+            for t in load.threads:
+                t.start()
+            assert load.enough.wait(60), "the load did not get going"
+            srv.kill()  # SIGKILL while the workers' calls are in flight
+            load.close()
+        finally:
+            if srv.proc is not None and srv.proc.poll() is None:
+                srv.kill()
+        acknowledged_packs |= load.packs
+        acknowledged_users |= load.users
+        assert verify(db).ok, verify(db).problems  # as the crash left it
+
+    packs, members, events = _stored(db)
+    bought = Counter(t for m, t in events if m == "PurchaseTokens")
+    assert set(bought) == packs and set(bought.values()) == {1}  # each pack: one event
+    assert acknowledged_packs <= packs  # nothing acknowledged was lost
+    assigned = Counter(
+        re.fullmatch(r"User \S+ <(\S+)>", t).group(1)  # type: ignore[union-attr]
+        for m, t in events
+        if m == "AssignUsers"
+    )
+    assert set(assigned) == members and set(assigned.values()) == {1}
+    assert acknowledged_users <= members
+    assert len(packs) >= sum(KILL_AFTER) // 3  # the load really ran
+    # And a server starts on it again and goes on with the chain.
+    with running(db) as srv:
+        admin = Grpcurl(srv.target, ADMIN_TOKEN)
+        admin(A + "PurchaseTokens", {"team_id": "acme", "tokens": 1, "request_id": "after"})
+        admin.close()
+    assert verify(db).ok
+
+
+# -- verify finds what was done to the trail -----------------------------------------
+
+
+@pytest.fixture
+def trail(tmp_path: Path) -> Path:
+    """A stopped server's database with six audit events (the team, five purchases)."""
+    db = tmp_path / "tessera.db"
+    with running(db) as srv:
+        admin = Grpcurl(srv.target, ADMIN_TOKEN)
+        admin(A + "CreateTeam", {"team_id": "acme"})
+        for n in range(5):
+            body = {"team_id": "acme", "tokens": n + 1, "request_id": f"r{n}"}
+            admin(A + "PurchaseTokens", body)
+        admin.close()
+    verdict = verify(db)
+    assert verdict.ok and verdict.events == 6, verdict
+    assert "; 6 audit events chained;" in verdict.summary()
+    return db
+
+
+def _tamper(db: Path, *statements: str) -> list[str]:
+    with sqlite3.connect(db) as conn:
+        for sql in statements:
+            conn.execute(sql)
+    conn.close()
+    return verify(db).problems
+
+
+def test_ad2_verify_finds_an_altered_event(trail: Path) -> None:
+    problems = _tamper(trail, "UPDATE audit_events SET actor_name = 'someone' WHERE seq = 3")
+    assert problems == [
+        "audit event 000000000003 (PurchaseTokens by operator) does not match its hash: "
+        "it or an event before it was altered"
+    ]
+
+
+def test_ad2_verify_finds_a_deleted_middle_event(trail: Path) -> None:
+    problems = _tamper(trail, "DELETE FROM audit_events WHERE seq = 4")
+    assert problems == ["audit event 000000000004 is missing (next stored is 000000000005)"]
+
+
+def test_ad2_verify_finds_the_newest_events_deleted(trail: Path) -> None:
+    problems = _tamper(trail, "DELETE FROM audit_events WHERE seq >= 5")
+    assert problems == [
+        "the audit trail ends at event 000000000004 but its checkpoint says 000000000006: "
+        "the newest events were deleted, or the database was replaced by an older copy"
+    ]
+
+
+def test_ad2_verify_finds_an_event_added_by_hand(trail: Path) -> None:
+    # A seventh event whose hash follows the chain, appended while no server ran.
+    with sqlite3.connect(trail) as conn:
+        row = conn.execute("SELECT * FROM audit_events WHERE seq = 6").fetchone()
+        fields = (7, "ev_forged", *row[2:5], "RevokeAdminKey", *row[6:11])
+        forged = (*fields, event_digest(row[11], *fields))
+        conn.execute("INSERT INTO audit_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", forged)
+    conn.close()
+    assert verify(trail).problems == [
+        "the audit trail goes on to event 000000000007 but its server stopped at "
+        "000000000006: events were added while no server ran"
+    ]
+    # ... and one slipped in between two others breaks the chain there.
+    problems = _tamper(
+        trail,
+        "DELETE FROM audit_events WHERE seq = 7",
+        "UPDATE audit_events SET seq = seq + 100 WHERE seq >= 3",
+        "UPDATE audit_events SET seq = seq - 99 WHERE seq >= 103",
+        "INSERT INTO audit_events SELECT 3, 'ev_forged', time, actor, actor_name, method, "
+        "team_id, other_team_id, target, request_id, request, hash FROM audit_events "
+        "WHERE seq = 2",
+    )
+    assert problems == [
+        "audit event 000000000003 (PurchaseTokens by operator) does not match its hash: "
+        "it or an event before it was altered"
+    ]
