@@ -118,6 +118,37 @@ def test_portal_changes_are_read_back_over_grpc(page: Any, world: World) -> None
     assert "Device dev-1 removed." in flash(page)
     assert world.desk.devices("ada@example.com", "ACAD") == []
 
+    # import a guest with all products, then remove them (a box to tick first)
+    page.goto("/teams/alpha/users")
+    page.get_by_label("One user a line").fill("Eve Guest <eve@example.com>")
+    page.get_by_role("checkbox", name="All products").check()
+    page.get_by_label("Guests").check()
+    page.get_by_label("Import: active at once").check()
+    page.get_by_role("button", name="Add users").click()
+    assert "1 user imported." in flash(page)
+    eve = world.a("GetMember", {"team_id": "alpha", "user_id": "eve@example.com"})["member"]
+    assert (eve["state"], eve["guest"], eve["all_products"]) == ("MEMBER_STATE_ACTIVE", True, True)
+    page.get_by_role("link", name="Eve Guest").click()
+    page.get_by_role("button", name="Remove Eve Guest").click()  # refused: box not ticked
+    assert "/users/eve" in page.url
+    page.get_by_label("Yes, remove them from the team").check()
+    page.get_by_role("button", name="Remove Eve Guest").click()
+    assert "eve@example.com removed from the team." in flash(page)
+    members = world.a("ListMembers", {"team_id": "alpha"})["members"]
+    assert "eve@example.com" not in {m["user_id"] for m in members}
+
+    # the low-balance threshold: refused in words next to its field, then set
+    page.get_by_role("link", name="Overview").click()
+    page.get_by_label("Alert when available tokens fall below").fill("-5")
+    page.get_by_role("button", name="Save threshold").click()
+    assert page.locator("#low_balance_threshold-error").is_visible()
+    assert page.get_by_label("Alert when available tokens fall below").input_value() == "-5"
+    page.get_by_label("Alert when available tokens fall below").fill("500")
+    page.get_by_role("button", name="Save threshold").click()
+    assert "Low-balance alert set at 500 tokens." in flash(page)
+    team = world.a("GetTeam", {"team_id": "alpha"})["team"]
+    assert num(team, "low_balance_threshold") == 500
+
     # search as you type (SearchUsers)
     page.goto("/teams/alpha/users")
     page.get_by_label("Find a user").press_sequentially("car", delay=30)
@@ -155,6 +186,23 @@ def test_usage_chart_and_csv_equal_get_usage_report(page: Any, world: World) -> 
     assert [(r["date"], r["product_id"], int(r["tokens_charged"])) for r in rows] == [
         (r["date"], r["product_id"], num(r, "tokens_charged")) for r in report["rows"]
     ]
+
+
+def test_keyboard_signs_in_and_times_are_local_with_utc_on_hover(page: Any, world: World) -> None:
+    page.goto("/signin")
+    assert page.evaluate("() => document.activeElement.id") == "credential"  # autofocus
+    page.keyboard.type(ADMIN_TOKEN)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/teams")
+    page.goto("/teams/alpha")
+    focused = []
+    for _ in range(4):
+        page.keyboard.press("Tab")
+        focused.append(page.evaluate("() => document.activeElement.textContent.trim()"))
+    assert focused == ["Skip to content", "Tessera", "Sign out", "Overview"]
+    expires = page.locator("table time").nth(1)  # the pack's expiry, a year after purchase
+    assert expires.get_attribute("title") == "2027-01-01 00:00 UTC"
+    assert "GMT+1" in expires.inner_text() and "01:00" in expires.inner_text()  # Paris
 
 
 def test_a_form_without_its_csrf_token_is_refused(page: Any, world: World) -> None:
