@@ -189,8 +189,17 @@ def test_ad2_a_team_administrators_events_carry_its_key(desk: Desk, server: Serv
             team_admin(A + "PurchaseTokens", {**body, "team_id": "beta", "request_id": "ta-2"})
         assert info.value.reason == "NOT_TEAM_ADMIN"
         mine = team_admin(A + "ListAuditEvents", {"team_id": "alpha"})["events"]
+        # Not every team's trail, nor another team's.
+        with pytest.raises(GrpcurlError) as info:
+            team_admin(A + "ListAuditEvents", {})
+        assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
+        assert "team_id" in info.value.field_violations
+        with pytest.raises(GrpcurlError) as info:
+            team_admin(A + "ListAuditEvents", {"team_id": "beta"})
+        assert info.value.reason == "NOT_TEAM_ADMIN"
     finally:
         team_admin.close()
+    assert {e["team_id"] for e in mine} == {"alpha"}
     newest = mine[0]
     assert (newest["method"], newest["actor"], newest["actor_name"]) == (
         "PurchaseTokens",
