@@ -162,7 +162,8 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         if kind == "admin" and self._admin_limits is not None:
             await self._admin_limits.take(caller.actor)  # a bucket per actor
         current_caller.set(caller)
-        bind_contextvars(admin=caller.actor)  # OPERATOR or the admin key's id
+        if caller.actor:  # OPERATOR or the admin key's id; none for AcceptInvitation
+            bind_contextvars(admin=caller.actor)
         if isinstance(request, Undecodable):
             raise InvalidArgument.field("request", request.problem)
         rule = RULES.get(short)
