@@ -8,7 +8,8 @@ transaction, and ``verify`` checks the audit trail as it checks the ledger.
   pack has exactly one PurchaseTokens event naming it, every such event's pack
   exists, and the same holds for the members AssignUsers made; every
   acknowledged purchase is there; ``verify`` passes.
-- ``verify`` finds an altered event, a deleted middle event, deleted newest
+- ``verify`` finds an altered event, a deleted middle event and one slipped in
+  (on both stores), and on SQLite, whose checkpoint anchors the end, deleted newest
   events and an event added by hand.
 """
 
@@ -21,6 +22,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import asyncpg
 import grpc
 import pytest
 
@@ -29,13 +31,15 @@ from server.api.caller import THE_OPERATOR
 from server.clock import TestClock
 from server.domain.audit import event_digest
 from server.engine import Engine
-from server.store.audit import verify
+from server.store.audit import Verdict, verify
 from server.store.port import StoreFailed
+from server.store.postgres import verify_postgres
 from server.store.sqlite import Store
 from tessera_api.tessera.v1 import admin_service_pb2 as api
 from tessera_api.tessera.v1 import admin_service_pb2_grpc
 from tests.grpcurl import Grpcurl
 from tests.licensing_desk import T0, A
+from tests.pg import run_sync
 from tests.support import ADMIN_TOKEN, ServerProcess, running
 
 # -- a failed commit stores neither ------------------------------------------------
@@ -190,8 +194,8 @@ def test_ad2_kill_9_never_leaves_a_change_without_its_event_nor_an_event_without
     assert acknowledged_users <= members
     assert len(packs) >= sum(KILL_AFTER) // 3  # the load really ran
     # And a server starts on it again and goes on with the chain.
-    with running(db) as srv:
-        admin = Grpcurl(srv.target, ADMIN_TOKEN)
+    with running(db) as again:
+        admin = Grpcurl(again.target, ADMIN_TOKEN)
         admin(A + "PurchaseTokens", {"team_id": "acme", "tokens": 1, "request_id": "after"})
         admin.close()
     assert verify(db).ok
@@ -201,31 +205,53 @@ def test_ad2_kill_9_never_leaves_a_change_without_its_event_nor_an_event_without
 
 
 @pytest.fixture
-def trail(tmp_path: Path) -> Path:
+def trail(database: Path | str) -> Path | str:
+    """A stopped server's database with six audit events, on either store."""
+    return _six_events(database)
+
+
+def _six_events(database: Path | str) -> Path | str:
     """A stopped server's database with six audit events (the team, five purchases)."""
-    db = tmp_path / "tessera.db"
-    with running(db) as srv:
+    with running(database) as srv:
         admin = Grpcurl(srv.target, ADMIN_TOKEN)
         admin(A + "CreateTeam", {"team_id": "acme"})
         for n in range(5):
             body = {"team_id": "acme", "tokens": n + 1, "request_id": f"r{n}"}
             admin(A + "PurchaseTokens", body)
         admin.close()
-    verdict = verify(db)
+    verdict = _verify(database)
     assert verdict.ok and verdict.events == 6, verdict
     assert "; 6 audit events chained;" in verdict.summary()
-    return db
+    return database
 
 
-def _tamper(db: Path, *statements: str) -> list[str]:
-    with sqlite3.connect(db) as conn:
-        for sql in statements:
-            conn.execute(sql)
-    conn.close()
-    return verify(db).problems
+def _verify(database: Path | str) -> Verdict:
+    if isinstance(database, Path):
+        return verify(database)
+    return run_sync(lambda: verify_postgres(database))
 
 
-def test_ad2_verify_finds_an_altered_event(trail: Path) -> None:
+def _tamper(database: Path | str, *statements: str) -> list[str]:
+    if isinstance(database, Path):
+        with sqlite3.connect(database) as conn:
+            for sql in statements:
+                conn.execute(sql)
+        conn.close()
+    else:
+
+        async def run() -> None:
+            conn = await asyncpg.connect(database)
+            try:
+                for sql in statements:
+                    await conn.execute(sql)
+            finally:
+                await conn.close()
+
+        run_sync(run)
+    return _verify(database).problems
+
+
+def test_ad2_verify_finds_an_altered_event(trail: Path | str) -> None:
     problems = _tamper(trail, "UPDATE audit_events SET actor_name = 'someone' WHERE seq = 3")
     assert problems == [
         "audit event 000000000003 (PurchaseTokens by operator) does not match its hash: "
@@ -233,35 +259,14 @@ def test_ad2_verify_finds_an_altered_event(trail: Path) -> None:
     ]
 
 
-def test_ad2_verify_finds_a_deleted_middle_event(trail: Path) -> None:
+def test_ad2_verify_finds_a_deleted_middle_event(trail: Path | str) -> None:
     problems = _tamper(trail, "DELETE FROM audit_events WHERE seq = 4")
     assert problems == ["audit event 000000000004 is missing (next stored is 000000000005)"]
 
 
-def test_ad2_verify_finds_the_newest_events_deleted(trail: Path) -> None:
-    problems = _tamper(trail, "DELETE FROM audit_events WHERE seq >= 5")
-    assert problems == [
-        "the audit trail ends at event 000000000004 but its checkpoint says 000000000006: "
-        "the newest events were deleted, or the database was replaced by an older copy"
-    ]
-
-
-def test_ad2_verify_finds_an_event_added_by_hand(trail: Path) -> None:
-    # A seventh event whose hash follows the chain, appended while no server ran.
-    with sqlite3.connect(trail) as conn:
-        row = conn.execute("SELECT * FROM audit_events WHERE seq = 6").fetchone()
-        fields = (7, "ev_forged", *row[2:5], "RevokeAdminKey", *row[6:11])
-        forged = (*fields, event_digest(row[11], *fields))
-        conn.execute("INSERT INTO audit_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", forged)
-    conn.close()
-    assert verify(trail).problems == [
-        "the audit trail goes on to event 000000000007 but its server stopped at "
-        "000000000006: events were added while no server ran"
-    ]
-    # ... and one slipped in between two others breaks the chain there.
+def test_ad2_verify_finds_an_event_slipped_in_between_two_others(trail: Path | str) -> None:
     problems = _tamper(
         trail,
-        "DELETE FROM audit_events WHERE seq = 7",
         "UPDATE audit_events SET seq = seq + 100 WHERE seq >= 3",
         "UPDATE audit_events SET seq = seq - 99 WHERE seq >= 103",
         "INSERT INTO audit_events SELECT 3, 'ev_forged', time, actor, actor_name, method, "
@@ -271,4 +276,33 @@ def test_ad2_verify_finds_an_event_added_by_hand(trail: Path) -> None:
     assert problems == [
         "audit event 000000000003 (PurchaseTokens by operator) does not match its hash: "
         "it or an event before it was altered"
+    ]
+
+
+# The end of the trail is anchored by SQLite's checkpoint; PostgreSQL keeps none
+# (docs/postgres.md), so these two are SQLite's.
+
+
+def test_ad2_verify_finds_the_newest_events_deleted(tmp_path: Path) -> None:
+    db = _six_events(tmp_path / "tessera.db")
+    problems = _tamper(db, "DELETE FROM audit_events WHERE seq >= 5")
+    assert problems == [
+        "the audit trail ends at event 000000000004 but its checkpoint says 000000000006: "
+        "the newest events were deleted, or the database was replaced by an older copy"
+    ]
+
+
+def test_ad2_verify_finds_an_event_appended_by_hand(tmp_path: Path) -> None:
+    db = tmp_path / "tessera.db"
+    _six_events(db)
+    # A seventh event whose hash follows the chain, appended while no server ran.
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT * FROM audit_events WHERE seq = 6").fetchone()
+        fields = (7, "ev_forged", *row[2:5], "RevokeAdminKey", *row[6:11])
+        forged = (*fields, event_digest(row[11], *fields))
+        conn.execute("INSERT INTO audit_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", forged)
+    conn.close()
+    assert verify(db).problems == [
+        "the audit trail goes on to event 000000000007 but its server stopped at "
+        "000000000006: events were added while no server ran"
     ]
