@@ -5,6 +5,7 @@ product with the assignment that lets them run it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -12,7 +13,7 @@ import pytest
 
 from tests.grpcurl import Grpcurl, GrpcurlError
 from tests.licensing_desk import A, Desk
-from tests.support import ServerThread
+from tests.support import ServerThread, running
 
 ZOE = "zoe.obrien@example.com"
 ZED = "zed@example.com"
@@ -83,6 +84,21 @@ def test_ad4_search_narrowed_to_a_team(town: Desk) -> None:
         grpc.StatusCode.NOT_FOUND,
         "UNKNOWN_TEAM",
     )
+
+
+def test_ad4_search_finds_the_users_loaded_at_a_restart(database: Path | str) -> None:
+    with running(database) as srv:
+        d = Desk(srv.target).sheet()
+        d.team("alpha")
+        people(d, "alpha", f"Zoë O'Brien <{ZOE}>")
+        assert search(d, "obr") == [ZOE]  # before the restart: a new user in the index
+        d.close()
+    with running(database) as srv:
+        d = Desk(srv.target)
+        people(d, "alpha", f"Zed Olsen <{ZED}>")
+        assert search(d, "o") == [ZED, ZOE]  # one loaded, one added since
+        assert search(d, "zoë") == [ZOE]
+        d.close()
 
 
 def test_ad4_search_is_paged_by_user_id(sheet_desk: Desk) -> None:

@@ -122,8 +122,10 @@ def test_ad4_the_index_agrees_with_the_matcher(users: list[tuple[str, str]], que
 
 
 def test_ad4_the_index_stays_fast_for_100k_users() -> None:
-    """100,000 users: a two-letter query (10,000 matches) in milliseconds (about 6 ms
-    measured; the bound leaves room for a loaded CI machine)."""
+    """100,000 users: a two-letter query matching 10,000 of them takes milliseconds
+    (about 6 ms measured on an idle machine), at least 10 times less than checking
+    every user with the matcher would. Measured against that scan rather than a
+    fixed bound, so that a loaded machine slows both alike."""
     rng = random.Random(4)
     first = ["Zoë", "Ann", "Bob", "Chloé", "Dmitri", "Eve", "François", "Gus", "Hana", "Ian"]
     people = [
@@ -135,9 +137,13 @@ def test_ad4_the_index_stays_fast_for_100k_users() -> None:
         for i in range(100_000)
     ]
     index = UserIndex(people)
-    index.find(parse("warm"))
+    query = parse("zo")
     start = time.perf_counter()
-    found = index.find(parse("zo"))
-    elapsed = time.perf_counter() - start
+    found = index.find(query)
+    indexed = time.perf_counter() - start
+    start = time.perf_counter()
+    sample = {uid for uid, name, email in people[:10_000] if matches(query, name, email)}
+    scan = (time.perf_counter() - start) * 10  # every user: ten times the sample
     assert len(found) > 9_000
-    assert elapsed < 0.25, elapsed
+    assert sample == {uid for uid in found if int(uid[4:].split("@")[0]) < 10_000}
+    assert indexed * 10 < scan, (indexed, scan)
