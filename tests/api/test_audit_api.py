@@ -12,11 +12,14 @@ team's.
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 import grpc
 import pytest
 
+from server.api.audit import may_hold_secret, request_json
+from server.api.errors import scrub
 from tessera_api.tessera.v1 import admin_service_pb2 as api
 from tessera_api.tessera.v1 import admin_service_pb2_grpc
 from tests.api.test_access_api import invitation_token
@@ -247,3 +250,30 @@ def test_ad2_a_device_removed_by_a_team_administrator_is_in_its_teams_trail(
     finally:
         team_admin.close()
     assert summary(mine)[0] == ("RemoveDevice", made["key"]["admin_key_id"], "gamma", "dev-1")
+
+
+def test_ad2_the_quick_secret_check_never_misses_what_scrub_finds() -> None:
+    """The recorder scrubs a request's strings only when ``may_hold_secret`` says
+    so (scrubbing every name of a 40,000-user import cost a second)."""
+    bare = secrets.token_urlsafe(32)
+    samples = [
+        f"tsk_{bare}",
+        f"tsi_{bare}",
+        f"tsa_{bare}",
+        bare,
+        f"Name <a@b.c> {bare}!",
+        "tsk_12345678",
+        "A" * 16 + "b" * 16,
+        "Zoë O'Brien <zoe@example.com>",
+        "0123456789abcdef" * 4,  # hex: no mixed case
+        "a" * 31,
+        "",
+    ]
+    for text in samples:
+        if scrub(text) != text:
+            assert may_hold_secret(text), text
+    assert not may_hold_secret("Zoë O'Brien <zoe@example.com>")
+    many = api.ImportUsersRequest(
+        team_id="t", users=[f"U{i} <u{i}@x.io>" for i in range(9)] + [bare]
+    )
+    assert bare not in request_json(many)
