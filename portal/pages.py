@@ -184,6 +184,84 @@ async def teams(request: Request) -> Response:
     return render(request, "teams.html", context, session=session)
 
 
+async def _create_team(request: Request, session: Session, data: FormData) -> Response:
+    team_id = str(data.get("team_id", "")).strip()
+    return await _change(
+        request,
+        session,
+        teams,
+        session.client.create_team(team_id, str(data.get("display_name", "")).strip()),
+        f"Team {team_id} created.",
+        f"/teams/{quote(team_id)}",
+    )
+
+
+create_team = form(_create_team)
+
+
+# -- admin keys (the operator's: RULES AD1) ----------------------------------------------------
+
+
+async def admin_keys(request: Request) -> Response:
+    session = signed_in(request)
+    keys, error = await maybe(session.client.list_admin_keys())
+    context: dict[str, Any] = {
+        "title": "Admin keys",
+        "keys": keys or [],
+        "keys_error": error,
+        "teams": (await maybe(session.client.all_teams()))[0] or [],
+        "created": getattr(request.state, "created", None),
+        "page": "admin_keys",
+    }
+    return render(request, "admin_keys.html", context, session=session)
+
+
+async def _create_key(request: Request, session: Session, data: FormData) -> Response:
+    """The new key's secret is shown on this answer only (never kept, never redirected)."""
+    try:
+        made = await session.client.create_admin_key(
+            str(data.get("display_name", "")).strip(), [str(t) for t in data.getlist("team_ids")]
+        )
+    except TesseraError as exc:
+        errors = violations(exc)
+        return await _again(request, session, admin_keys, errors, None if errors else in_words(exc))
+    request.state.created = made
+    request.state.form = {}
+    return await admin_keys(request)
+
+
+create_key = form(_create_key)
+
+
+async def confirm_revoke(request: Request) -> Response:
+    session = signed_in(request)
+    key_id = request.path_params["key_id"]
+    context = {
+        "title": "Revoke an admin key",
+        "question": f"Revoke admin key {key_id}?",
+        "detail": "It stops working at once: whoever holds it is signed out of the portal.",
+        "action": f"/admin-keys/{quote(key_id)}/revoke",
+        "button": "Revoke key",
+        "back": "/admin-keys",
+    }
+    return render(request, "confirm.html", context, session=session)
+
+
+async def _revoke(request: Request, session: Session, data: FormData) -> Response:
+    key_id = request.path_params["key_id"]
+    return await _change(
+        request,
+        session,
+        admin_keys,
+        session.client.revoke_admin_key(key_id),
+        f"Admin key {key_id} revoked.",
+        "/admin-keys",
+    )
+
+
+revoke_key = form(_revoke)
+
+
 async def _team_context(session: Session, team_id: str) -> dict[str, Any]:
     team = await session.client.get_team(team_id)
     return {"team": team, "team_id": team_id, "title": team.display_name or team_id}
@@ -239,7 +317,12 @@ async def _products(session: Session) -> list[common_pb2.Product]:
 async def overview(request: Request, session: Session, team_id: str) -> dict[str, Any]:
     packs = await session.client.list_token_packs(team_id)
     alerts, alerts_error = await maybe(_alerts(session.client, team_id))
-    return {"packs": packs, "alerts": alerts or [], "alerts_error": alerts_error}
+    return {
+        "packs": packs,
+        "alerts": alerts or [],
+        "alerts_error": alerts_error,
+        "purchase_id": f"portal-{secrets.token_hex(12)}",
+    }
 
 
 async def _alerts(client: AsyncAdminClient, team_id: str) -> list[common_pb2.Notification]:
@@ -275,6 +358,29 @@ async def _threshold(request: Request, session: Session, data: FormData) -> Resp
 
 
 threshold = form(_threshold)
+
+
+async def _buy(request: Request, session: Session, data: FormData) -> Response:
+    """PurchaseTokens with the request id the form was rendered with: a form sent twice
+    (a double click, a reload) buys once (RULES T1's idempotency)."""
+    team_id = request.path_params["team_id"]
+    text = str(data.get("tokens", "")).strip().replace(",", "")
+    if not text.isdigit() or int(text) <= 0:
+        return await _again(
+            request, session, overview, {"tokens": "Enter a whole number of tokens."}
+        )
+    tokens = int(text)
+    return await _change(
+        request,
+        session,
+        overview,
+        session.client.purchase_tokens(team_id, tokens, str(data.get("request_id", ""))),
+        f"Bought {present.number(tokens)} tokens.",
+        f"/teams/{quote(team_id)}",
+    )
+
+
+buy = form(_buy)
 
 
 async def _again(

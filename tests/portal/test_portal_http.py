@@ -191,3 +191,48 @@ def test_python_m_portal_serves_on_its_own(world: World) -> None:
         assert portal.wait(30) == 0
         if portal.stderr is not None:
             portal.stderr.close()
+
+
+def test_the_operator_makes_and_revokes_an_admin_key(web: TestClient, world: World) -> None:
+    sign_in(web)
+    page = web.get("/admin-keys")
+    made = web.post(
+        "/admin-keys",
+        data={"csrf": csrf_of(page.text), "display_name": "Dana", "team_ids": ["alpha"]},
+    )
+    secret = re.search(r'id="secret" readonly value="([^"]+)"', made.text)
+    assert secret, "the new key is shown once"
+    (key,) = world.a("ListAdminKeys")["keys"]
+    assert (key["display_name"], key["team_ids"]) == ("Dana", ["alpha"])
+    assert secret.group(1) not in web.get("/admin-keys").text  # never again
+    with TestClient(web.app, base_url="http://127.0.0.1") as dana:
+        assert sign_in(dana, secret.group(1)).status_code == 303
+        confirm = web.get(f"/admin-keys/{key['admin_key_id']}/revoke")
+        web.post(f"/admin-keys/{key['admin_key_id']}/revoke", data={"csrf": csrf_of(confirm.text)})
+        assert "revoke_time" in world.a("ListAdminKeys")["keys"][0]
+        assert "Sign in again" in dana.get("/teams").text  # revoked at once
+
+
+def test_the_operator_creates_a_team_and_buys_tokens_once(web: TestClient, world: World) -> None:
+    sign_in(web)
+    page = web.get("/teams")
+    refused = web.post("/teams", data={"csrf": csrf_of(page.text), "team_id": "Not Valid"})
+    assert refused.status_code == 400 and 'id="team_id-error"' in refused.text
+    web.post("/teams", data={"csrf": csrf_of(page.text), "team_id": "gamma", "display_name": "G"})
+    assert world.a("GetTeam", {"team_id": "gamma"})["team"]["display_name"] == "G"
+    overview = web.get("/teams/gamma").text
+    request_id = re.search(r'name="request_id" value="([^"]+)"', overview)
+    assert request_id
+    form = {"csrf": csrf_of(overview), "tokens": "1,500", "request_id": request_id.group(1)}
+    for _ in range(2):  # a form sent twice buys once
+        assert "Bought 1,500 tokens." in web.post("/teams/gamma/buy", data=form).text
+    packs = world.a("ListTokenPacks", {"team_id": "gamma"})["packs"]
+    assert [num(p, "tokens") for p in packs] == [1500]
+
+
+def test_a_team_administrator_cannot_list_admin_keys(web: TestClient, world: World) -> None:
+    key = world.a("CreateAdminKey", {"display_name": "A", "team_ids": ["alpha"]})
+    sign_in(web, key["admin_key"])
+    page = web.get("/admin-keys").text
+    assert "Only the operator can do this: contact support." in page
+    assert 'href="/admin-keys"' not in page  # no link to it in the header
