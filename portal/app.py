@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -26,6 +27,7 @@ from portal.web import HERE, SecurityHeaders, Sessions, render
 
 TEAM = "/teams/{team_id}"
 DEVICE = TEAM + "/devices/{user_id}/{product_id}/{device_id}"
+log = structlog.get_logger()
 
 ROUTES = [
     Route("/", pages.home),
@@ -74,6 +76,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return render(request, "error.html", context, status=exc.status_code)
 
 
+async def _failed(request: Request, exc: Exception) -> Response:
+    """Anything unforeseen: logged with its traceback here, a sentence in the page."""
+    log.error("portal page failed", path=request.url.path, exc_info=exc)
+    context = {"title": "Something went wrong", "message": FAILED}
+    return render(request, "error.html", context, status=500)
+
+
+FAILED = "The portal could not show this page. Try again; if it goes on, tell the operator."
+
+
 def create_app(target: str, *, tls: TLS | bool = False) -> Starlette:
     """The portal for the Tessera server at ``target`` (``host:port``)."""
     sessions = Sessions()
@@ -86,7 +98,7 @@ def create_app(target: str, *, tls: TLS | bool = False) -> Starlette:
     app = Starlette(
         routes=ROUTES,
         middleware=[Middleware(SecurityHeaders)],
-        exception_handlers={HTTPException: _http_error},
+        exception_handlers={HTTPException: _http_error, Exception: _failed},
         lifespan=lifespan,
     )
     app.state.sessions = sessions

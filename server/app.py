@@ -562,7 +562,8 @@ def _banner(server: TesseraServer) -> None:
     role = "serving" if server.election is None else "a standby, in the election"
     print(f"Tessera is {role} on {target} (database {shown_db(server.config.db)})", file=out)
     if server.portal is not None:
-        print(f"Portal: {server.portal.url} (sign in with an admin key or the token)", file=out)
+        shown_portal = f"{server.portal.url} (sign in with the admin token or an admin key)"
+        print(f"Portal: {shown_portal}", file=out)
     if server.metrics_port:
         metrics_host = (server.config.metrics_listen or "").rsplit(":", 1)[0] or "127.0.0.1"
         print(f"Metrics: http://{metrics_host}:{server.metrics_port}/metrics", file=out)

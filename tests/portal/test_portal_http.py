@@ -17,6 +17,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from client_sdk.errors import ServerError
+from portal import pages
 from portal.app import create_app
 from portal.pages import NOT_OFFERED, in_words
 from server.app import StartRefused, TesseraServer
@@ -236,3 +237,19 @@ def test_a_team_administrator_cannot_list_admin_keys(web: TestClient, world: Wor
     page = web.get("/admin-keys").text
     assert "Only the operator can do this: contact support." in page
     assert 'href="/admin-keys"' not in page  # no link to it in the header
+
+
+def test_an_unforeseen_failure_is_a_sentence_not_a_traceback(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(session: object) -> list[object]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(pages, "_products", broken)
+    app = create_app(world.target)
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as web:
+        sign_in(web)
+        answer = web.get("/teams/alpha/defaults")
+    assert answer.status_code == 500
+    assert "The portal could not show this page." in answer.text
+    assert "a bug" not in answer.text and "Traceback" not in answer.text
