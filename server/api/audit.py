@@ -50,6 +50,12 @@ from server.engine.audit import INVITEE, AuditTrail, Draft
 # itself; no request nests a secret in a message).
 SECRET_FIELDS = frozenset({"invitation_token"})
 TARGET_BYTES = 1024  # an import of thousands of users names them in its request
+# A request kept in full up to this size; past it, its lists keep their first
+# LIST_ITEMS items and say how many more there were, and its strings their first
+# TEXT_CHARS characters, so a page of ListAuditEvents stays far below 4 MiB.
+REQUEST_CHARS = 16_384
+LIST_ITEMS = 100
+TEXT_CHARS = 1024
 
 # What ``errors.scrub`` looks for can only be where a secret's prefix is, or a run
 # of 32 URL-safe base64 characters. Scrubbing costs ~25 us a string (its pattern
@@ -118,7 +124,24 @@ def request_json(request: Message) -> str:
     else:
         data = {k: v for k, v in data.items() if k not in SECRET_FIELDS}
     text = _json(data)
-    return _json(cleaned(data)) if may_hold_secret(text) else text
+    if may_hold_secret(text):
+        data = cleaned(data)
+        text = _json(data)
+    # Scrubbed before it is cut: a secret cut short might no longer look like one.
+    return _json(shortened(data)) if len(text) > REQUEST_CHARS else text
+
+
+def shortened(value: Any) -> Any:
+    """A large request's JSON value, cut down (see ``REQUEST_CHARS``)."""
+    if isinstance(value, dict):
+        return {k: shortened(v) for k, v in value.items()}
+    if isinstance(value, list):
+        kept = [shortened(v) for v in value[:LIST_ITEMS]]
+        more = len(value) - LIST_ITEMS
+        return [*kept, f"\u2026 and {more} more"] if more > 0 else kept
+    if isinstance(value, str) and len(value) > TEXT_CHARS:
+        return value[:TEXT_CHARS] + "\u2026"
+    return value
 
 
 def _json(data: Any) -> str:

@@ -277,3 +277,14 @@ def test_ad2_the_quick_secret_check_never_misses_what_scrub_finds() -> None:
         team_id="t", users=[f"U{i} <u{i}@x.io>" for i in range(9)] + [bare]
     )
     assert bare not in request_json(many)
+
+
+def test_ad2_a_large_import_is_kept_short_in_the_trail(desk: Desk) -> None:
+    users = [f"User {i} <user{i}@example.com>" for i in range(600)]
+    desk.a("ImportUsers", {"team_id": "alpha", "users": users, "all_products": True})
+    newest = events(desk, "alpha")[0]
+    assert newest["method"] == "ImportUsers"
+    assert newest["request"]["users"] == [*users[:100], "\u2026 and 500 more"]
+    assert newest["request"]["all_products"] is True
+    assert newest["target"].startswith("User 0 <user0@example.com>, User 1 <")
+    assert len(newest["target"].encode()) <= 1024
