@@ -239,8 +239,19 @@ def test_issue12_the_upgrade_blanks_stored_tokens_and_the_emailed_one_still_work
             (hashlib.sha256(emailed.encode()).digest(),),
         )
         conn.execute("ALTER TABLE teams DROP COLUMN low_balance_threshold")  # came in 6
+        # ... and what 7 made (admin keys, the audit trail, what alerts are about)
+        conn.execute("DROP TABLE admin_keys")
+        conn.execute("DROP TABLE audit_events")
+        for column in ("pack_id", "tokens", "expire_time", "product_id"):
+            conn.execute(f"ALTER TABLE notifications DROP COLUMN {column}")
+        conn.execute("ALTER TABLE teams DROP COLUMN low_balance_alerted")
         conn.execute("PRAGMA user_version = 4")
     conn.close()
+    # That release's checkpoint knew no audit trail.
+    anchor = checkpoint.checkpoint_path(db)
+    head = checkpoint.read(anchor)
+    assert head is not None
+    checkpoint.write(anchor, dataclasses.replace(head, audit_seq=0, audit_hash=""))
     with running(db) as srv, _admin(srv.target) as admin:
         assert _outbox_token(admin, "bob@example.com") == ""
         accepted = admin(A + "AcceptInvitation", {"invitation_token": emailed}, token="")

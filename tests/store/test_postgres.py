@@ -536,7 +536,7 @@ async def test_pg_servers_starting_together_migrate_once(pg: PgServer) -> None:
         stores = await asyncio.gather(*(PostgresStore.open(url) for _ in range(5)))
         try:
             versions = await _sql(url, "SELECT version FROM schema_version ORDER BY version")
-            assert [r[0] for r in versions] == [1, 2, 3]
+            assert [r[0] for r in versions] == list(range(1, len(MIGRATIONS) + 1))
             await asyncio.gather(*(s.commit([_pack(i)]) for i, s in enumerate(stores)))
             assert len(await _sql(url, "SELECT pack_id FROM packs")) == 5
         finally:
