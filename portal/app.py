@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from client_sdk._retry import RetryPolicy
 from client_sdk.transport import TLS
-from portal import pages
+from portal import pages, team_pages
 from portal.web import HERE, SecurityHeaders, Sessions, render
 
 TEAM = "/teams/{team_id}"
@@ -40,29 +40,29 @@ ROUTES = [
     Route("/admin-keys", pages.create_key, methods=["POST"]),
     Route("/admin-keys/{key_id}/revoke", pages.confirm_revoke, methods=["GET"]),
     Route("/admin-keys/{key_id}/revoke", pages.revoke_key, methods=["POST"]),
-    Route(TEAM + "/buy", pages.buy, methods=["POST"]),
-    Route(TEAM, pages.overview),
-    Route(TEAM + "/threshold", pages.threshold, methods=["POST"]),
-    Route(TEAM + "/usage", pages.usage),
-    Route(TEAM + "/usage.csv", pages.usage_csv),
-    Route(TEAM + "/users", pages.users, methods=["GET"]),
-    Route(TEAM + "/users", pages.add_users, methods=["POST"]),
-    Route(TEAM + "/users/rows", pages.user_rows),
-    Route(TEAM + "/users/{user_id}", pages.member),
-    Route(TEAM + "/users/{user_id}/products", pages.member_products, methods=["POST"]),
-    Route(TEAM + "/users/{user_id}/remove", pages.remove_member, methods=["POST"]),
-    Route(TEAM + "/users/{user_id}/resend", pages.resend, methods=["POST"]),
-    Route(TEAM + "/products", pages.by_product),
-    Route(TEAM + "/invitations", pages.invitations),
-    Route(TEAM + "/defaults", pages.defaults, methods=["GET"]),
-    Route(TEAM + "/defaults", pages.set_defaults, methods=["POST"]),
-    Route(TEAM + "/sessions", pages.live_sessions),
-    Route(TEAM + "/sessions/{session_id}/end", pages.confirm_end, methods=["GET"]),
-    Route(TEAM + "/sessions/{session_id}/end", pages.end_session, methods=["POST"]),
-    Route(DEVICE + "/remove", pages.confirm_remove_device, methods=["GET"]),
-    Route(DEVICE + "/remove", pages.remove_device, methods=["POST"]),
-    Route(TEAM + "/ledger", pages.ledger),
-    Route(TEAM + "/audit", pages.audit),
+    Route(TEAM + "/buy", team_pages.buy, methods=["POST"]),
+    Route(TEAM, team_pages.overview),
+    Route(TEAM + "/threshold", team_pages.threshold, methods=["POST"]),
+    Route(TEAM + "/usage", team_pages.usage),
+    Route(TEAM + "/usage.csv", team_pages.usage_csv),
+    Route(TEAM + "/users", team_pages.users, methods=["GET"]),
+    Route(TEAM + "/users", team_pages.add_users, methods=["POST"]),
+    Route(TEAM + "/users/rows", team_pages.user_rows),
+    Route(TEAM + "/users/{user_id}", team_pages.member),
+    Route(TEAM + "/users/{user_id}/products", team_pages.member_products, methods=["POST"]),
+    Route(TEAM + "/users/{user_id}/remove", team_pages.remove_member, methods=["POST"]),
+    Route(TEAM + "/users/{user_id}/resend", team_pages.resend, methods=["POST"]),
+    Route(TEAM + "/products", team_pages.by_product),
+    Route(TEAM + "/invitations", team_pages.invitations),
+    Route(TEAM + "/defaults", team_pages.defaults, methods=["GET"]),
+    Route(TEAM + "/defaults", team_pages.set_defaults, methods=["POST"]),
+    Route(TEAM + "/sessions", team_pages.live_sessions),
+    Route(TEAM + "/sessions/{session_id}/end", team_pages.confirm_end, methods=["GET"]),
+    Route(TEAM + "/sessions/{session_id}/end", team_pages.end_session, methods=["POST"]),
+    Route(DEVICE + "/remove", team_pages.confirm_remove_device, methods=["GET"]),
+    Route(DEVICE + "/remove", team_pages.remove_device, methods=["POST"]),
+    Route(TEAM + "/ledger", team_pages.ledger),
+    Route(TEAM + "/audit", team_pages.audit),
     Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
 ]
 

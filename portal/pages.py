@@ -1,4 +1,6 @@
-"""The portal's pages: one handler per screen of the guide, each a few AdminService calls.
+"""The portal's pages: signing in and out, the teams, the operator's admin keys, and what
+every page shares (``team_page``, ``change``, errors in words); the pages about one team
+are in ``portal.team_pages``.
 
 GET handlers read and render; POST handlers (``web.form``: CSRF checked) make one change and
 redirect back with a line saying what was done (post/redirect/get), or show the page again
@@ -10,10 +12,9 @@ its part of the page would be, never as a stack trace.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -21,7 +22,6 @@ from starlette.responses import Response
 
 from client_sdk.admin import AsyncAdminClient, unimplemented
 from client_sdk.errors import InvalidArgument, PermissionDenied, TesseraError, Unauthenticated
-from portal import present
 from portal.web import (
     COOKIE,
     SIGNIN_COOKIE,
@@ -49,12 +49,6 @@ REASONS = {
     "UNKNOWN_INVITATION": "There is no such invitation.",
     "UNAVAILABLE": "The Tessera server cannot be reached right now. Try again in a moment.",
     "NOT_LEADER": "The Tessera server is a standby right now. Try again in a moment.",
-}
-
-ALERT_KINDS = {
-    common_pb2.NOTIFICATION_KIND_LOW_BALANCE,
-    common_pb2.NOTIFICATION_KIND_PACK_EXPIRING,
-    common_pb2.NOTIFICATION_KIND_TOKENS_EXHAUSTED,
 }
 
 
@@ -186,7 +180,7 @@ async def teams(request: Request) -> Response:
 
 async def _create_team(request: Request, session: Session, data: FormData) -> Response:
     team_id = str(data.get("team_id", "")).strip()
-    return await _change(
+    return await change(
         request,
         session,
         teams,
@@ -224,7 +218,7 @@ async def _create_key(request: Request, session: Session, data: FormData) -> Res
         )
     except TesseraError as exc:
         errors = violations(exc)
-        return await _again(request, session, admin_keys, errors, None if errors else in_words(exc))
+        return await again(request, session, admin_keys, errors, None if errors else in_words(exc))
     request.state.created = made
     request.state.form = {}
     return await admin_keys(request)
@@ -236,20 +230,35 @@ create_key = form(_create_key)
 async def confirm_revoke(request: Request) -> Response:
     session = signed_in(request)
     key_id = request.path_params["key_id"]
-    context = {
-        "title": "Revoke an admin key",
-        "question": f"Revoke admin key {key_id}?",
-        "detail": "It stops working at once: whoever holds it is signed out of the portal.",
-        "action": f"/admin-keys/{quote(key_id)}/revoke",
-        "button": "Revoke key",
-        "back": "/admin-keys",
-    }
+    context = confirmation(
+        f"Revoke admin key {key_id}?",
+        "It stops working at once: whoever holds it is signed out of the portal.",
+        (f"/admin-keys/{quote(key_id)}/revoke", "Revoke key"),
+        "/admin-keys",
+    )
     return render(request, "confirm.html", context, session=session)
+
+
+def confirmation(
+    question: str, detail: str, action: tuple[str, str], back: str, page: str = ""
+) -> dict[str, Any]:
+    """A confirmation page: what is asked, what it does, the form's address and its
+    button, and where Cancel goes. Nothing changes until its form is sent."""
+    url, button = action
+    return {
+        "title": question,
+        "question": question,
+        "detail": detail,
+        "action": url,
+        "button": button,
+        "back": back,
+        "page": page,
+    }
 
 
 async def _revoke(request: Request, session: Session, data: FormData) -> Response:
     key_id = request.path_params["key_id"]
-    return await _change(
+    return await change(
         request,
         session,
         admin_keys,
@@ -287,7 +296,9 @@ def team_page(
                 context.update(await handler(request, session, team_id))
             except TesseraError as exc:
                 context = {"title": team_id, "team_id": team_id, "message": in_words(exc)}
-                return render(request, "error.html", context, session=session, status=_status(exc))
+                return render(
+                    request, "error.html", context, session=session, status=status_of(exc)
+                )
             context.setdefault("page", handler.__name__)
             return render(request, template, context, session=session)
 
@@ -297,7 +308,7 @@ def team_page(
     return wrap
 
 
-def _status(exc: TesseraError) -> int:
+def status_of(exc: TesseraError) -> int:
     if unimplemented(exc):
         return 501
     if isinstance(exc, PermissionDenied):
@@ -305,85 +316,15 @@ def _status(exc: TesseraError) -> int:
     return 404 if (exc.reason or "").startswith("UNKNOWN_") else 502
 
 
-async def _product_names(session: Session) -> dict[str, str]:
-    return {p.product_id: p.display_name or p.product_id for p in await _products(session)}
+async def product_names(session: Session) -> dict[str, str]:
+    return {p.product_id: p.display_name or p.product_id for p in await rate_sheet(session)}
 
 
-async def _products(session: Session) -> list[common_pb2.Product]:
+async def rate_sheet(session: Session) -> list[common_pb2.Product]:
     return await session.client.list_products()
 
 
-@team_page("overview.html")
-async def overview(request: Request, session: Session, team_id: str) -> dict[str, Any]:
-    packs = await session.client.list_token_packs(team_id)
-    alerts, alerts_error = await maybe(_alerts(session.client, team_id))
-    return {
-        "packs": packs,
-        "alerts": alerts or [],
-        "alerts_error": alerts_error,
-        "purchase_id": f"portal-{secrets.token_hex(12)}",
-    }
-
-
-async def _alerts(client: AsyncAdminClient, team_id: str) -> list[common_pb2.Notification]:
-    found: list[common_pb2.Notification] = []
-    token = ""
-    while True:
-        page = await client.list_notifications(team_id=team_id, page_token=token)
-        found += [n for n in page.notifications if n.kind in ALERT_KINDS]
-        token = page.next_page_token
-        if not token:
-            return list(reversed(found))[:50]
-
-
-async def _threshold(request: Request, session: Session, data: FormData) -> Response:
-    team_id = request.path_params["team_id"]
-    text = str(data.get("low_balance_threshold", "")).strip() or "0"
-    try:
-        value = int(text.replace(",", ""))
-    except ValueError:
-        return await _again(
-            request, session, overview, {"low_balance_threshold": "Enter a whole number."}
-        )
-    return await _change(
-        request,
-        session,
-        overview,
-        session.client.update_team_settings(team_id, low_balance_threshold=value),
-        "Low-balance alert turned off."
-        if value == 0
-        else f"Low-balance alert set at {present.number(value)} tokens.",
-        f"/teams/{quote(team_id)}",
-    )
-
-
-threshold = form(_threshold)
-
-
-async def _buy(request: Request, session: Session, data: FormData) -> Response:
-    """PurchaseTokens with the request id the form was rendered with: a form sent twice
-    (a double click, a reload) buys once (RULES T1's idempotency)."""
-    team_id = request.path_params["team_id"]
-    text = str(data.get("tokens", "")).strip().replace(",", "")
-    if not text.isdigit() or int(text) <= 0:
-        return await _again(
-            request, session, overview, {"tokens": "Enter a whole number of tokens."}
-        )
-    tokens = int(text)
-    return await _change(
-        request,
-        session,
-        overview,
-        session.client.purchase_tokens(team_id, tokens, str(data.get("request_id", ""))),
-        f"Bought {present.number(tokens)} tokens.",
-        f"/teams/{quote(team_id)}",
-    )
-
-
-buy = form(_buy)
-
-
-async def _again(
+async def again(
     request: Request,
     session: Session,
     page: Callable[[Request], Awaitable[Response]],
@@ -398,7 +339,7 @@ async def _again(
     return response
 
 
-async def _change(
+async def change(
     request: Request,
     session: Session,
     page: Callable[[Request], Awaitable[Response]],
@@ -410,371 +351,6 @@ async def _change(
         await call
     except TesseraError as exc:
         errors = violations(exc)
-        return await _again(request, session, page, errors, None if errors else in_words(exc))
+        return await again(request, session, page, errors, None if errors else in_words(exc))
     session.flash.append(done)
     return redirect(back)
-
-
-# -- usage -----------------------------------------------------------------------------------------
-
-
-def _range(request: Request, now: datetime) -> tuple[date, date]:
-    today = now.astimezone(UTC).date()
-    start = present.parse_day(request.query_params.get("from"), today - timedelta(days=29))
-    end = present.parse_day(request.query_params.get("to"), today)
-    if end < start:
-        raise ValueError("the end comes before the start")
-    if (end - start).days > 366:
-        raise ValueError("at most a year at a time")
-    return start, end
-
-
-async def _now(session: Session) -> datetime:
-    info = await session.client.get_server_info()
-    return info.now.ToDatetime(tzinfo=UTC)
-
-
-@team_page("usage.html")
-async def usage(request: Request, session: Session, team_id: str) -> dict[str, Any]:
-    try:
-        start, end = _range(request, await _now(session))
-    except ValueError as exc:
-        today = (await _now(session)).date()
-        return {"range_error": f"Dates: {exc}.", "start": today, "end": today, "usage": None}
-    report = await session.client.get_usage_report(
-        team_id, present.day_start(start), present.day_start(end + timedelta(days=1))
-    )
-    shown = present.usage(report.rows, start, end)
-    query = urlencode({"from": start.isoformat(), "to": end.isoformat()})
-    return {
-        "start": start,
-        "end": end,
-        "usage": shown,
-        "chart": shown.chart(),
-        "report": report,
-        "csv_url": f"/teams/{quote(team_id)}/usage.csv?{query}",
-    }
-
-
-async def usage_csv(request: Request) -> Response:
-    session = signed_in(request)
-    team_id = request.path_params["team_id"]
-    try:
-        start, end = _range(request, await _now(session))
-        report = await session.client.get_usage_report(
-            team_id, present.day_start(start), present.day_start(end + timedelta(days=1))
-        )
-    except ValueError as exc:
-        return Response(f"Dates: {exc}.\n", status_code=400, media_type="text/plain")
-    except TesseraError as exc:
-        return Response(in_words(exc) + "\n", status_code=_status(exc), media_type="text/plain")
-    name = f"usage-{team_id}-{start.isoformat()}-{end.isoformat()}.csv"
-    return Response(
-        present.usage_csv(report.rows),
-        media_type="text/csv; charset=utf-8",
-        headers={"content-disposition": f'attachment; filename="{name}"'},
-    )
-
-
-# -- users -------------------------------------------------------------------------------------------
-
-
-async def _user_rows(session: Session, team_id: str, query: str, token: str) -> dict[str, Any]:
-    """The By User list: the team's members, or with a query the users found (AD4)."""
-    if query:
-        found, error = await maybe(
-            session.client.search_users(query, team_id=team_id, page_token=token)
-        )
-        return {
-            "query": query,
-            "found": found.users if found else [],
-            "next_page": found.next_page_token if found else "",
-            "search_error": error,
-        }
-    page = await session.client.list_members(team_id, page_token=token)
-    return {"query": "", "members": page.members, "next_page": page.next_page_token}
-
-
-@team_page("users.html")
-async def users(request: Request, session: Session, team_id: str) -> dict[str, Any]:
-    query = request.query_params.get("q", "").strip()
-    context = await _user_rows(session, team_id, query, request.query_params.get("page", ""))
-    context["products"] = await _products(session)
-    context["names"] = {p.product_id: p.display_name for p in context["products"]}
-    return context
-
-
-async def user_rows(request: Request) -> Response:
-    """The By User table's rows alone: what search-as-you-type swaps in."""
-    session = signed_in(request)
-    team_id = request.path_params["team_id"]
-    query = request.query_params.get("q", "").strip()
-    try:
-        context = await _user_rows(session, team_id, query, "")
-        context["names"] = await _product_names(session)
-    except TesseraError as exc:
-        context = {"query": query, "found": [], "search_error": in_words(exc)}
-    context["team_id"] = team_id
-    return render(request, "_user_rows.html", context, session=session)
-
-
-def _chosen_products(data: FormData) -> tuple[list[str], bool]:
-    return [str(p) for p in data.getlist("product_ids")], data.get("all_products") == "on"
-
-
-async def _add_users(request: Request, session: Session, data: FormData) -> Response:
-    team_id = request.path_params["team_id"]
-    lines = [line.strip() for line in str(data.get("users", "")).splitlines() if line.strip()]
-    if not lines:
-        return await _again(
-            request, session, users, {"users": "Enter one user a line: Name <email>."}
-        )
-    product_ids, all_products = _chosen_products(data)
-    imported = data.get("mode") == "import"
-    return await _change(
-        request,
-        session,
-        users,
-        session.client.assign_users(
-            team_id,
-            lines,
-            product_ids=product_ids,
-            all_products=all_products,
-            guest=data.get("guest") == "on",
-            import_=imported,
-        ),
-        f"{len(lines)} user{'s' if len(lines) != 1 else ''} "
-        + ("imported." if imported else "assigned; invitations sent to new users."),
-        f"/teams/{quote(team_id)}/users",
-    )
-
-
-add_users = form(_add_users)
-
-
-@team_page("member.html")
-async def member(request: Request, session: Session, team_id: str) -> dict[str, Any]:
-    user_id = request.path_params["user_id"]
-    found = await session.client.get_member(team_id, user_id)
-    products = await _products(session)
-    devices, devices_error = await maybe(
-        _devices(session, [(user_id, p) for p in found.effective_product_ids])
-    )
-    live = await session.client.list_sessions(team_id, user_id=user_id)
-    return {
-        "member": found,
-        "products": products,
-        "names": {p.product_id: p.display_name or p.product_id for p in products},
-        "devices": devices or [],
-        "devices_error": devices_error,
-        "sessions": live.sessions,
-        "page": "users",
-    }
-
-
-async def _member_products(request: Request, session: Session, data: FormData) -> Response:
-    team_id, user_id = request.path_params["team_id"], request.path_params["user_id"]
-    product_ids, all_products = _chosen_products(data)
-    return await _change(
-        request,
-        session,
-        member,
-        session.client.set_user_products(
-            team_id, user_id, product_ids=product_ids, all_products=all_products
-        ),
-        f"Products of {user_id} changed.",
-        f"/teams/{quote(team_id)}/users/{quote(user_id)}",
-    )
-
-
-member_products = form(_member_products)
-
-
-async def _remove_member(request: Request, session: Session, data: FormData) -> Response:
-    team_id, user_id = request.path_params["team_id"], request.path_params["user_id"]
-    return await _change(
-        request,
-        session,
-        member,
-        session.client.unassign_user(team_id, user_id),
-        f"{user_id} removed from the team.",
-        f"/teams/{quote(team_id)}/users",
-    )
-
-
-remove_member = form(_remove_member)
-
-
-@team_page("products.html")
-async def by_product(request: Request, session: Session, team_id: str) -> dict[str, Any]:
-    products = await _products(session)
-    chosen = request.query_params.get("product") or (products[0].product_id if products else "")
-    members, error = (None, None)
-    if chosen:
-        members, error = await maybe(session.client.all_members(team_id, product_id=chosen))
-    return {
-        "products": products,
-        "chosen": chosen,
-        "members": members or [],
-        "members_error": error,
-        "page": "products",
-    }
-
-
-@team_page("invitations.html")
-async def invitations(request: Request, session: Session, team_id: str) -> dict[str, Any]:
-    members = await session.client.all_members(team_id)
-    invited = [m for m in members if m.state == common_pb2.MEMBER_STATE_INVITED]
-    return {"invited": invited}
-
-
-async def _resend(request: Request, session: Session, data: FormData) -> Response:
-    team_id, user_id = request.path_params["team_id"], request.path_params["user_id"]
-    return await _change(
-        request,
-        session,
-        invitations,
-        session.client.resend_invitation(team_id, user_id),
-        f"Invitation sent again to {user_id}.",
-        f"/teams/{quote(team_id)}/invitations",
-    )
-
-
-resend = form(_resend)
-
-
-@team_page("defaults.html")
-async def defaults(request: Request, session: Session, team_id: str) -> dict[str, Any]:
-    return {"products": await _products(session)}
-
-
-async def _set_defaults(request: Request, session: Session, data: FormData) -> Response:
-    team_id = request.path_params["team_id"]
-    product_ids = [str(p) for p in data.getlist("product_ids")]
-    return await _change(
-        request,
-        session,
-        defaults,
-        session.client.set_default_assignments(team_id, product_ids),
-        "Default assignments saved." if product_ids else "Default assignments turned off.",
-        f"/teams/{quote(team_id)}/defaults",
-    )
-
-
-set_defaults = form(_set_defaults)
-
-
-# -- sessions and devices ------------------------------------------------------------------------------
-
-
-@team_page("sessions.html")
-async def live_sessions(request: Request, session: Session, team_id: str) -> dict[str, Any]:
-    listed = await session.client.list_sessions(
-        team_id, page_token=request.query_params.get("page", "")
-    )
-    devices, devices_error = await maybe(
-        _devices(session, sorted({(s.user_id, s.product_id) for s in listed.sessions}))
-    )
-    return {
-        "sessions": listed.sessions,
-        "next_page": listed.next_page_token,
-        "devices": devices or [],
-        "devices_error": devices_error,
-        "names": await _product_names(session),
-        "page": "sessions",
-    }
-
-
-async def _devices(session: Session, pairs: Iterable[tuple[str, str]]) -> list[common_pb2.Device]:
-    """The devices of each (user, product)."""
-    found: list[common_pb2.Device] = []
-    for user_id, product_id in pairs:
-        found += await session.client.list_devices(user_id, product_id)
-    return found
-
-
-@team_page("confirm.html")
-async def confirm_end(request: Request, session: Session, team_id: str) -> dict[str, Any]:
-    session_id = request.path_params["session_id"]
-    return {
-        "question": f"End session {session_id}?",
-        "detail": "The product stops at its next heartbeat; the user can start it again.",
-        "action": f"/teams/{quote(team_id)}/sessions/{quote(session_id)}/end",
-        "button": "End session",
-        "back": f"/teams/{quote(team_id)}/sessions",
-        "page": "sessions",
-    }
-
-
-async def _end(request: Request, session: Session, data: FormData) -> Response:
-    team_id, session_id = request.path_params["team_id"], request.path_params["session_id"]
-    return await _change(
-        request,
-        session,
-        live_sessions,
-        session.client.end_session(session_id),
-        f"Session {session_id} ended.",
-        f"/teams/{quote(team_id)}/sessions",
-    )
-
-
-end_session = form(_end)
-
-
-def _device_path(request: Request) -> tuple[str, str, str, str]:
-    p = request.path_params
-    return p["team_id"], p["user_id"], p["product_id"], p["device_id"]
-
-
-@team_page("confirm.html")
-async def confirm_remove_device(request: Request, session: Session, team_id: str) -> dict[str, Any]:
-    _, user_id, product_id, device_id = _device_path(request)
-    base = f"/teams/{quote(team_id)}"
-    return {
-        "question": f"Remove device {device_id} of {user_id} for {product_id}?",
-        "detail": "Its running sessions end now; the device may register again later.",
-        "action": f"{base}/devices/{quote(user_id)}/{quote(product_id)}/{quote(device_id)}/remove",
-        "button": "Remove device",
-        "back": f"{base}/sessions",
-        "page": "sessions",
-    }
-
-
-async def _remove_device(request: Request, session: Session, data: FormData) -> Response:
-    team_id, user_id, product_id, device_id = _device_path(request)
-    return await _change(
-        request,
-        session,
-        live_sessions,
-        session.client.remove_device(user_id, product_id, device_id, end_sessions=True),
-        f"Device {device_id} removed.",
-        f"/teams/{quote(team_id)}/sessions",
-    )
-
-
-remove_device = form(_remove_device)
-
-
-# -- ledger and audit -----------------------------------------------------------------------------------
-
-
-@team_page("ledger.html")
-async def ledger(request: Request, session: Session, team_id: str) -> dict[str, Any]:
-    page = await session.client.list_ledger_entries(
-        team_id, page_size=100, page_token=request.query_params.get("page", "")
-    )
-    return {"entries": page.entries, "next_page": page.next_page_token}
-
-
-@team_page("audit.html")
-async def audit(request: Request, session: Session, team_id: str) -> dict[str, Any]:
-    page, error = await maybe(
-        session.client.list_audit_events(
-            team_id, page_size=50, page_token=request.query_params.get("page", "")
-        )
-    )
-    return {
-        "events": page.events if page else [],
-        "next_page": page.next_page_token if page else "",
-        "audit_error": error,
-    }

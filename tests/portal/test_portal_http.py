@@ -17,7 +17,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from client_sdk.errors import ServerError
-from portal import pages
+from portal import team_pages
 from portal.app import create_app
 from portal.pages import NOT_OFFERED, in_words
 from server.app import StartRefused, TesseraServer
@@ -245,7 +245,7 @@ def test_an_unforeseen_failure_is_a_sentence_not_a_traceback(
     async def broken(session: object) -> list[object]:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(pages, "_products", broken)
+    monkeypatch.setattr(team_pages, "rate_sheet", broken)
     app = create_app(world.target)
     with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as web:
         sign_in(web)

@@ -1,0 +1,478 @@
+"""The pages about one team (``/teams/{team_id}/...``): overview, usage, users By User and
+By Product, invitations, default assignments, sessions and devices, ledger, audit.
+
+Each GET handler is a ``team_page``: it adds its parts to the team's context (a refusal of
+the team itself is the page's message in words); each form is a ``web.form`` that makes one
+change through ``change`` (``portal.pages``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import Response
+
+from client_sdk.admin import AsyncAdminClient
+from client_sdk.errors import TesseraError
+from portal import present
+from portal.pages import (
+    again,
+    change,
+    confirmation,
+    in_words,
+    maybe,
+    product_names,
+    rate_sheet,
+    status_of,
+    team_page,
+)
+from portal.web import Session, form, render, signed_in
+from tessera_api.tessera.v1 import common_pb2
+
+ALERT_KINDS = {
+    common_pb2.NOTIFICATION_KIND_LOW_BALANCE,
+    common_pb2.NOTIFICATION_KIND_PACK_EXPIRING,
+    common_pb2.NOTIFICATION_KIND_TOKENS_EXHAUSTED,
+}
+
+
+@team_page("overview.html")
+async def overview(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+    packs = await session.client.list_token_packs(team_id)
+    alerts, alerts_error = await maybe(_alerts(session.client, team_id))
+    return {
+        "packs": packs,
+        "alerts": alerts or [],
+        "alerts_error": alerts_error,
+        "purchase_id": f"portal-{secrets.token_hex(12)}",
+    }
+
+
+async def _alerts(client: AsyncAdminClient, team_id: str) -> list[common_pb2.Notification]:
+    found: list[common_pb2.Notification] = []
+    token = ""
+    while True:
+        page = await client.list_notifications(team_id=team_id, page_token=token)
+        found += [n for n in page.notifications if n.kind in ALERT_KINDS]
+        token = page.next_page_token
+        if not token:
+            return list(reversed(found))[:50]
+
+
+async def _threshold(request: Request, session: Session, data: FormData) -> Response:
+    team_id = request.path_params["team_id"]
+    text = str(data.get("low_balance_threshold", "")).strip() or "0"
+    try:
+        value = int(text.replace(",", ""))
+    except ValueError:
+        return await again(
+            request, session, overview, {"low_balance_threshold": "Enter a whole number."}
+        )
+    return await change(
+        request,
+        session,
+        overview,
+        session.client.update_team_settings(team_id, low_balance_threshold=value),
+        "Low-balance alert turned off."
+        if value == 0
+        else f"Low-balance alert set at {present.number(value)} tokens.",
+        f"/teams/{quote(team_id)}",
+    )
+
+
+threshold = form(_threshold)
+
+
+async def _buy(request: Request, session: Session, data: FormData) -> Response:
+    """PurchaseTokens with the request id the form was rendered with: a form sent twice
+    (a double click, a reload) buys once (RULES T1's idempotency)."""
+    team_id = request.path_params["team_id"]
+    text = str(data.get("tokens", "")).strip().replace(",", "")
+    if not text.isdigit() or int(text) <= 0:
+        return await again(
+            request, session, overview, {"tokens": "Enter a whole number of tokens."}
+        )
+    tokens = int(text)
+    return await change(
+        request,
+        session,
+        overview,
+        session.client.purchase_tokens(team_id, tokens, str(data.get("request_id", ""))),
+        f"Bought {present.number(tokens)} tokens.",
+        f"/teams/{quote(team_id)}",
+    )
+
+
+buy = form(_buy)
+
+
+# -- usage -----------------------------------------------------------------------------------------
+
+
+def _range(request: Request, now: datetime) -> tuple[date, date]:
+    today = now.astimezone(UTC).date()
+    start = present.parse_day(request.query_params.get("from"), today - timedelta(days=29))
+    end = present.parse_day(request.query_params.get("to"), today)
+    if end < start:
+        raise ValueError("the end comes before the start")
+    if (end - start).days > 366:
+        raise ValueError("at most a year at a time")
+    return start, end
+
+
+async def _now(session: Session) -> datetime:
+    info = await session.client.get_server_info()
+    return info.now.ToDatetime(tzinfo=UTC)
+
+
+@team_page("usage.html")
+async def usage(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+    try:
+        start, end = _range(request, await _now(session))
+    except ValueError as exc:
+        today = (await _now(session)).date()
+        return {"range_error": f"Dates: {exc}.", "start": today, "end": today, "usage": None}
+    report = await session.client.get_usage_report(
+        team_id, present.day_start(start), present.day_start(end + timedelta(days=1))
+    )
+    shown = present.usage(report.rows, start, end)
+    query = urlencode({"from": start.isoformat(), "to": end.isoformat()})
+    return {
+        "start": start,
+        "end": end,
+        "usage": shown,
+        "chart": shown.chart(),
+        "report": report,
+        "csv_url": f"/teams/{quote(team_id)}/usage.csv?{query}",
+    }
+
+
+async def usage_csv(request: Request) -> Response:
+    session = signed_in(request)
+    team_id = request.path_params["team_id"]
+    try:
+        start, end = _range(request, await _now(session))
+        report = await session.client.get_usage_report(
+            team_id, present.day_start(start), present.day_start(end + timedelta(days=1))
+        )
+    except ValueError as exc:
+        return Response(f"Dates: {exc}.\n", status_code=400, media_type="text/plain")
+    except TesseraError as exc:
+        return Response(in_words(exc) + "\n", status_code=status_of(exc), media_type="text/plain")
+    name = f"usage-{team_id}-{start.isoformat()}-{end.isoformat()}.csv"
+    return Response(
+        present.usage_csv(report.rows),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{name}"'},
+    )
+
+
+# -- users -------------------------------------------------------------------------------------------
+
+
+async def _user_rows(session: Session, team_id: str, query: str, token: str) -> dict[str, Any]:
+    """The By User list: the team's members, or with a query the users found (AD4)."""
+    if query:
+        found, error = await maybe(
+            session.client.search_users(query, team_id=team_id, page_token=token)
+        )
+        return {
+            "query": query,
+            "found": found.users if found else [],
+            "next_page": found.next_page_token if found else "",
+            "search_error": error,
+        }
+    page = await session.client.list_members(team_id, page_token=token)
+    return {"query": "", "members": page.members, "next_page": page.next_page_token}
+
+
+@team_page("users.html")
+async def users(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+    query = request.query_params.get("q", "").strip()
+    context = await _user_rows(session, team_id, query, request.query_params.get("page", ""))
+    context["products"] = await rate_sheet(session)
+    context["names"] = {p.product_id: p.display_name for p in context["products"]}
+    return context
+
+
+async def user_rows(request: Request) -> Response:
+    """The By User table's rows alone: what search-as-you-type swaps in."""
+    session = signed_in(request)
+    team_id = request.path_params["team_id"]
+    query = request.query_params.get("q", "").strip()
+    try:
+        context = await _user_rows(session, team_id, query, "")
+        context["names"] = await product_names(session)
+    except TesseraError as exc:
+        context = {"query": query, "found": [], "search_error": in_words(exc)}
+    context["team_id"] = team_id
+    return render(request, "_user_rows.html", context, session=session)
+
+
+def _chosen_products(data: FormData) -> tuple[list[str], bool]:
+    return [str(p) for p in data.getlist("product_ids")], data.get("all_products") == "on"
+
+
+async def _add_users(request: Request, session: Session, data: FormData) -> Response:
+    team_id = request.path_params["team_id"]
+    lines = [line.strip() for line in str(data.get("users", "")).splitlines() if line.strip()]
+    if not lines:
+        return await again(
+            request, session, users, {"users": "Enter one user a line: Name <email>."}
+        )
+    product_ids, all_products = _chosen_products(data)
+    imported = data.get("mode") == "import"
+    return await change(
+        request,
+        session,
+        users,
+        session.client.assign_users(
+            team_id,
+            lines,
+            product_ids=product_ids,
+            all_products=all_products,
+            guest=data.get("guest") == "on",
+            import_=imported,
+        ),
+        f"{len(lines)} user{'s' if len(lines) != 1 else ''} "
+        + ("imported." if imported else "assigned; invitations sent to new users."),
+        f"/teams/{quote(team_id)}/users",
+    )
+
+
+add_users = form(_add_users)
+
+
+@team_page("member.html")
+async def member(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+    user_id = request.path_params["user_id"]
+    found = await session.client.get_member(team_id, user_id)
+    products = await rate_sheet(session)
+    devices, devices_error = await maybe(
+        _devices(session, [(user_id, p) for p in found.effective_product_ids])
+    )
+    live = await session.client.list_sessions(team_id, user_id=user_id)
+    return {
+        "member": found,
+        "products": products,
+        "names": {p.product_id: p.display_name or p.product_id for p in products},
+        "devices": devices or [],
+        "devices_error": devices_error,
+        "sessions": live.sessions,
+        "page": "users",
+    }
+
+
+async def _member_products(request: Request, session: Session, data: FormData) -> Response:
+    team_id, user_id = request.path_params["team_id"], request.path_params["user_id"]
+    product_ids, all_products = _chosen_products(data)
+    return await change(
+        request,
+        session,
+        member,
+        session.client.set_user_products(
+            team_id, user_id, product_ids=product_ids, all_products=all_products
+        ),
+        f"Products of {user_id} changed.",
+        f"/teams/{quote(team_id)}/users/{quote(user_id)}",
+    )
+
+
+member_products = form(_member_products)
+
+
+async def _remove_member(request: Request, session: Session, data: FormData) -> Response:
+    team_id, user_id = request.path_params["team_id"], request.path_params["user_id"]
+    return await change(
+        request,
+        session,
+        member,
+        session.client.unassign_user(team_id, user_id),
+        f"{user_id} removed from the team.",
+        f"/teams/{quote(team_id)}/users",
+    )
+
+
+remove_member = form(_remove_member)
+
+
+@team_page("products.html")
+async def by_product(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+    products = await rate_sheet(session)
+    chosen = request.query_params.get("product") or (products[0].product_id if products else "")
+    members, error = (None, None)
+    if chosen:
+        members, error = await maybe(session.client.all_members(team_id, product_id=chosen))
+    return {
+        "products": products,
+        "chosen": chosen,
+        "members": members or [],
+        "members_error": error,
+        "page": "products",
+    }
+
+
+@team_page("invitations.html")
+async def invitations(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+    members = await session.client.all_members(team_id)
+    invited = [m for m in members if m.state == common_pb2.MEMBER_STATE_INVITED]
+    return {"invited": invited}
+
+
+async def _resend(request: Request, session: Session, data: FormData) -> Response:
+    team_id, user_id = request.path_params["team_id"], request.path_params["user_id"]
+    return await change(
+        request,
+        session,
+        invitations,
+        session.client.resend_invitation(team_id, user_id),
+        f"Invitation sent again to {user_id}.",
+        f"/teams/{quote(team_id)}/invitations",
+    )
+
+
+resend = form(_resend)
+
+
+@team_page("defaults.html")
+async def defaults(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+    return {"products": await rate_sheet(session)}
+
+
+async def _set_defaults(request: Request, session: Session, data: FormData) -> Response:
+    team_id = request.path_params["team_id"]
+    product_ids = [str(p) for p in data.getlist("product_ids")]
+    return await change(
+        request,
+        session,
+        defaults,
+        session.client.set_default_assignments(team_id, product_ids),
+        "Default assignments saved." if product_ids else "Default assignments turned off.",
+        f"/teams/{quote(team_id)}/defaults",
+    )
+
+
+set_defaults = form(_set_defaults)
+
+
+# -- sessions and devices ------------------------------------------------------------------------------
+
+
+@team_page("sessions.html")
+async def live_sessions(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+    listed = await session.client.list_sessions(
+        team_id, page_token=request.query_params.get("page", "")
+    )
+    devices, devices_error = await maybe(
+        _devices(session, sorted({(s.user_id, s.product_id) for s in listed.sessions}))
+    )
+    return {
+        "sessions": listed.sessions,
+        "next_page": listed.next_page_token,
+        "devices": devices or [],
+        "devices_error": devices_error,
+        "names": await product_names(session),
+        "page": "sessions",
+    }
+
+
+async def _devices(session: Session, pairs: Iterable[tuple[str, str]]) -> list[common_pb2.Device]:
+    """The devices of each (user, product)."""
+    found: list[common_pb2.Device] = []
+    for user_id, product_id in pairs:
+        found += await session.client.list_devices(user_id, product_id)
+    return found
+
+
+@team_page("confirm.html")
+async def confirm_end(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+    session_id = request.path_params["session_id"]
+    return confirmation(
+        f"End session {session_id}?",
+        "The product stops at its next heartbeat; the user can start it again.",
+        (f"/teams/{quote(team_id)}/sessions/{quote(session_id)}/end", "End session"),
+        f"/teams/{quote(team_id)}/sessions",
+        "sessions",
+    )
+
+
+async def _end(request: Request, session: Session, data: FormData) -> Response:
+    team_id, session_id = request.path_params["team_id"], request.path_params["session_id"]
+    return await change(
+        request,
+        session,
+        live_sessions,
+        session.client.end_session(session_id),
+        f"Session {session_id} ended.",
+        f"/teams/{quote(team_id)}/sessions",
+    )
+
+
+end_session = form(_end)
+
+
+def _device_path(request: Request) -> tuple[str, str, str, str]:
+    p = request.path_params
+    return p["team_id"], p["user_id"], p["product_id"], p["device_id"]
+
+
+@team_page("confirm.html")
+async def confirm_remove_device(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+    _, user_id, product_id, device_id = _device_path(request)
+    base = f"/teams/{quote(team_id)}"
+    return confirmation(
+        f"Remove device {device_id} of {user_id} for {product_id}?",
+        "Its running sessions end now; the device may register again later.",
+        (
+            f"{base}/devices/{quote(user_id)}/{quote(product_id)}/{quote(device_id)}/remove",
+            "Remove device",
+        ),
+        f"{base}/sessions",
+        "sessions",
+    )
+
+
+async def _remove_device(request: Request, session: Session, data: FormData) -> Response:
+    team_id, user_id, product_id, device_id = _device_path(request)
+    return await change(
+        request,
+        session,
+        live_sessions,
+        session.client.remove_device(user_id, product_id, device_id, end_sessions=True),
+        f"Device {device_id} removed.",
+        f"/teams/{quote(team_id)}/sessions",
+    )
+
+
+remove_device = form(_remove_device)
+
+
+# -- ledger and audit -----------------------------------------------------------------------------------
+
+
+@team_page("ledger.html")
+async def ledger(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+    page = await session.client.list_ledger_entries(
+        team_id, page_size=100, page_token=request.query_params.get("page", "")
+    )
+    return {"entries": page.entries, "next_page": page.next_page_token}
+
+
+@team_page("audit.html")
+async def audit(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+    page, error = await maybe(
+        session.client.list_audit_events(
+            team_id, page_size=50, page_token=request.query_params.get("page", "")
+        )
+    )
+    return {
+        "events": page.events if page else [],
+        "next_page": page.next_page_token if page else "",
+        "audit_error": error,
+    }
