@@ -3,12 +3,10 @@ typed answers and typed errors, against the fake and against a real server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import grpc
 import pytest
-from google.protobuf import timestamp_pb2
 
 import client_sdk as sdk
 from client_sdk import AsyncClient, Client, Coverage, ManualClock, MyProduct, ProductKind
@@ -17,7 +15,7 @@ from tessera_api.tessera.v1 import common_pb2 as c
 from tessera_api.tessera.v1 import licensing_service_pb2 as pb
 from tests.sdk.conftest import FAKE_KEY, QUICK_RETRY
 from tests.sdk.fakes import FakeLicensing, FakeThread
-from tests.sdk.world import ALICE, CAROL, NIA, Admin, World
+from tests.sdk.world import ALICE, CAROL, NIA, Admin, World, _ts
 from tests.support import ServerThread
 
 ACAD = pb.MyProduct(
@@ -97,23 +95,15 @@ def test_ad5_the_sync_client_lists_my_products_too() -> None:
 # -- a real server ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def world(server: ServerThread) -> AsyncIterator[World]:
-    w = World(server.target, Admin(server.target))
-    await w.provision()
+async def test_ad5_list_my_products_on_a_real_server(server: ServerThread) -> None:
+    world = await World(server.target, Admin(server.target)).provision()
     try:
-        yield w
+        await _on_a_real_server(world)
     finally:
-        await w.close()
+        await world.close()
 
 
-def _ts(instant: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(instant)
-    return ts
-
-
-async def test_ad5_list_my_products_on_a_real_server(world: World) -> None:
+async def _on_a_real_server(world: World) -> None:
     alice = world.client(ALICE)
     products = await alice.list_my_products()
     assert [(p.product_id, p.kind, p.daily_rate, p.team_ids, p.coverage) for p in products] == [
