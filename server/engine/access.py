@@ -18,7 +18,6 @@ from server.domain.directory import (
     AccessVia,
     Invitation,
     Member,
-    MemberState,
     Notification,
     User,
     access_via,
@@ -368,9 +367,8 @@ class Access:
         now = self._clock.now()
         teams_of: dict[str, list[str]] = {}
         for member in self.state.directory.teams_of(user_id):  # by team id
-            if member.state is MemberState.ACTIVE:
-                for product_id in self.effective(member):
-                    teams_of.setdefault(product_id, []).append(member.team_id)
+            for product_id in self.effective(member):  # nothing while invited (A1)
+                teams_of.setdefault(product_id, []).append(member.team_id)
         covering = self.state.coverages.covering
         out = []
         for product_id in sorted(teams_of):
