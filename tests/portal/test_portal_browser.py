@@ -237,6 +237,11 @@ def test_a_team_administrator_sees_only_their_teams(page: Any, world: World) -> 
     assert page.locator("#audit").is_visible() or page.get_by_text("No changes").is_visible()
 
 
+#: Every visible form control without a label (its own <label> or an aria-label).
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
+  .filter(el => el.type !== 'hidden' && !el.labels.length && !el.getAttribute('aria-label'))
+  .map(el => el.name || el.id)"""
+
 PAGES = [
     ("signin", "/signin"),
     ("teams", "/teams"),
@@ -273,6 +278,8 @@ def test_every_page_photographed_wide_and_on_a_phone(page: Any, world: World) ->
             page.goto(path.format(session=world.session_id))
             assert page.locator("h1").count() == 1, name
             page.screenshot(path=str(SHOTS / f"{name}-{size_name}.png"), full_page=True)
+            unlabelled = page.evaluate(UNLABELLED)
+            assert unlabelled == [], f"{name}: controls without a label: {unlabelled}"
             wide = page.evaluate("() => document.documentElement.scrollWidth")
             if wide > size["width"]:
                 errors.append(f"{name} is {wide} px wide at {size_name}")
