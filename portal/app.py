@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from client_sdk._retry import RetryPolicy
 from client_sdk.transport import TLS
-from portal import pages, team_pages
+from portal import operator_pages, pages, team_pages
 from portal.web import HERE, SecurityHeaders, Sessions, render
 
 TEAM = "/teams/{team_id}"
@@ -36,10 +36,12 @@ ROUTES = [
     Route("/signout", pages.signout, methods=["POST"]),
     Route("/teams", pages.teams, methods=["GET"]),
     Route("/teams", pages.create_team, methods=["POST"]),
-    Route("/admin-keys", pages.admin_keys, methods=["GET"]),
-    Route("/admin-keys", pages.create_key, methods=["POST"]),
-    Route("/admin-keys/{key_id}/revoke", pages.confirm_revoke, methods=["GET"]),
-    Route("/admin-keys/{key_id}/revoke", pages.revoke_key, methods=["POST"]),
+    Route("/products", operator_pages.products, methods=["GET"]),
+    Route("/products", operator_pages.save_product, methods=["POST"]),
+    Route("/admin-keys", operator_pages.admin_keys, methods=["GET"]),
+    Route("/admin-keys", operator_pages.create_key, methods=["POST"]),
+    Route("/admin-keys/{key_id}/revoke", operator_pages.confirm_revoke, methods=["GET"]),
+    Route("/admin-keys/{key_id}/revoke", operator_pages.revoke_key, methods=["POST"]),
     Route(TEAM + "/buy", team_pages.buy, methods=["POST"]),
     Route(TEAM, team_pages.overview),
     Route(TEAM + "/threshold", team_pages.threshold, methods=["POST"]),

@@ -63,13 +63,14 @@ def in_words(error: TesseraError) -> str:
 
 
 def violations(error: TesseraError) -> dict[str, str]:
-    """The refused fields, each under its name without an index (``users[2]`` under
-    ``users``), so the page shows it next to that control."""
+    """The refused fields, each under its own name without an index or the message it is
+    in (``users[2]`` under ``users``, ``product.daily_rate`` under ``daily_rate``), so the
+    page shows it next to that control."""
     if not isinstance(error, InvalidArgument):
         return {}
     shown: dict[str, str] = {}
     for name, message in error.field_violations.items():
-        base = name.split("[", 1)[0].split(".", 1)[0]
+        base = name.split("[", 1)[0].rsplit(".", 1)[-1]
         shown[base] = f"{shown[base]} {message}" if base in shown else message
     return shown
 
@@ -193,52 +194,6 @@ async def _create_team(request: Request, session: Session, data: FormData) -> Re
 create_team = form(_create_team)
 
 
-# -- admin keys (the operator's: RULES AD1) ----------------------------------------------------
-
-
-async def admin_keys(request: Request) -> Response:
-    session = signed_in(request)
-    keys, error = await maybe(session.client.list_admin_keys())
-    context: dict[str, Any] = {
-        "title": "Admin keys",
-        "keys": keys or [],
-        "keys_error": error,
-        "teams": (await maybe(session.client.all_teams()))[0] or [],
-        "created": getattr(request.state, "created", None),
-        "page": "admin_keys",
-    }
-    return render(request, "admin_keys.html", context, session=session)
-
-
-async def _create_key(request: Request, session: Session, data: FormData) -> Response:
-    """The new key's secret is shown on this answer only (never kept, never redirected)."""
-    try:
-        made = await session.client.create_admin_key(
-            str(data.get("display_name", "")).strip(), [str(t) for t in data.getlist("team_ids")]
-        )
-    except TesseraError as exc:
-        errors = violations(exc)
-        return await again(request, session, admin_keys, errors, None if errors else in_words(exc))
-    request.state.created = made
-    request.state.form = {}
-    return await admin_keys(request)
-
-
-create_key = form(_create_key)
-
-
-async def confirm_revoke(request: Request) -> Response:
-    session = signed_in(request)
-    key_id = request.path_params["key_id"]
-    context = confirmation(
-        f"Revoke admin key {key_id}?",
-        "It stops working at once: whoever holds it is signed out of the portal.",
-        (f"/admin-keys/{quote(key_id)}/revoke", "Revoke key"),
-        "/admin-keys",
-    )
-    return render(request, "confirm.html", context, session=session)
-
-
 def confirmation(
     question: str, detail: str, action: tuple[str, str], back: str, page: str = ""
 ) -> dict[str, Any]:
@@ -254,21 +209,6 @@ def confirmation(
         "back": back,
         "page": page,
     }
-
-
-async def _revoke(request: Request, session: Session, data: FormData) -> Response:
-    key_id = request.path_params["key_id"]
-    return await change(
-        request,
-        session,
-        admin_keys,
-        session.client.revoke_admin_key(key_id),
-        f"Admin key {key_id} revoked.",
-        "/admin-keys",
-    )
-
-
-revoke_key = form(_revoke)
 
 
 async def _team_context(session: Session, team_id: str) -> dict[str, Any]:

@@ -196,10 +196,18 @@ def test_keyboard_signs_in_and_times_are_local_with_utc_on_hover(page: Any, worl
     page.wait_for_url("**/teams")
     page.goto("/teams/alpha")
     focused = []
-    for _ in range(6):
+    for _ in range(7):
         page.keyboard.press("Tab")
         focused.append(page.evaluate("() => document.activeElement.textContent.trim()"))
-    assert focused == ["Skip to content", "Tessera", "Teams", "Admin keys", "Sign out", "Overview"]
+    assert focused == [
+        "Skip to content",
+        "Tessera",
+        "Teams",
+        "Rate sheet",
+        "Admin keys",
+        "Sign out",
+        "Overview",
+    ]
     expires = page.locator("table time").nth(1)  # the pack's expiry, a year after purchase
     assert expires.get_attribute("title") == "2027-01-01 00:00 UTC"
     assert "GMT+1" in expires.inner_text() and "01:00" in expires.inner_text()  # Paris
@@ -246,6 +254,7 @@ PAGES = [
     ("signin", "/signin"),
     ("teams", "/teams"),
     ("admin-keys", "/admin-keys"),
+    ("rate-sheet", "/products"),
     ("overview", "/teams/alpha"),
     ("usage", "/teams/alpha/usage?from=2026-01-01&to=2026-01-03"),
     ("users", "/teams/alpha/users"),

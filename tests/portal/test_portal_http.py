@@ -253,3 +253,41 @@ def test_an_unforeseen_failure_is_a_sentence_not_a_traceback(
     assert answer.status_code == 500
     assert "The portal could not show this page." in answer.text
     assert "a bug" not in answer.text and "Traceback" not in answer.text
+
+
+def test_the_operator_adds_a_product_to_the_rate_sheet(web: TestClient, world: World) -> None:
+    sign_in(web)
+    page = web.get("/products")
+    assert "AutoCAD Electrical" in page.text
+    product = {
+        "csrf": csrf_of(page.text),
+        "product_id": "CAM",
+        "display_name": "Fusion CAM",
+        "daily_rate": "-3",
+        "kind": "plugin",
+        "host_product_id": "ACAD",
+        "platforms": ["PLATFORM_WINDOWS", "PLATFORM_LINUX"],
+        "min_linux_version": "2024",
+    }
+    refused = web.post("/products", data=product)
+    assert refused.status_code == 400
+    assert "must be 0 or more tokens" in refused.text.split('id="daily_rate-error"', 1)[1]
+    assert 'value="Fusion CAM"' in refused.text  # what was typed stays
+    saved = web.post("/products", data={**product, "daily_rate": "7"})
+    assert "Product CAM saved." in saved.text
+    (cam,) = [p for p in world.a("ListProducts")["products"] if p["product_id"] == "CAM"]
+    assert (cam["display_name"], num(cam, "daily_rate"), cam["kind"], cam["host_product_id"]) == (
+        "Fusion CAM",
+        7,
+        "PRODUCT_KIND_PLUGIN",
+        "ACAD",
+    )
+    assert cam["platforms"] == ["PLATFORM_WINDOWS", "PLATFORM_LINUX"]
+    assert cam.get("min_linux_version") == 2024
+
+
+def test_a_team_administrator_reads_the_rate_sheet_only(web: TestClient, world: World) -> None:
+    key = world.a("CreateAdminKey", {"display_name": "A", "team_ids": ["alpha"]})
+    sign_in(web, key["admin_key"])
+    page = web.get("/products").text
+    assert "AutoCAD" in page and "Save product" not in page

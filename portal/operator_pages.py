@@ -1,0 +1,135 @@
+"""The deployment's pages: the rate sheet (everyone reads it; the operator adds and
+changes products) and the operator's admin keys (RULES AD1). A team administrator who opens
+them is told in words what is the operator's, as the server refuses it."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import Response
+
+from client_sdk.errors import TesseraError
+from portal.pages import again, change, confirmation, in_words, maybe, rate_sheet, violations
+from portal.web import Session, form, render, signed_in
+from tessera_api.tessera.v1 import common_pb2
+
+PLATFORMS = (
+    ("PLATFORM_WINDOWS", "Windows"),
+    ("PLATFORM_MACOS", "macOS"),
+    ("PLATFORM_LINUX", "Linux"),
+)
+
+# -- the rate sheet (RULES P1) --------------------------------------------------------------
+
+
+async def products(request: Request) -> Response:
+    session = signed_in(request)
+    sheet, error = await maybe(rate_sheet(session))
+    context: dict[str, Any] = {
+        "title": "Rate sheet",
+        "products": sheet or [],
+        "sheet_error": error,
+        "platforms": PLATFORMS,
+        "page": "rate_sheet",
+    }
+    return render(request, "rate_sheet.html", context, session=session)
+
+
+def _product(data: FormData) -> common_pb2.Product:
+    """The product the form describes; what cannot be read is left for the server to
+    refuse by name (a rate that is not a number is sent as -1: "must be 0 or more")."""
+
+    def whole(name: str) -> int:
+        text = str(data.get(name, "")).strip().replace(",", "") or "0"
+        return int(text) if text.lstrip("-").isdigit() else -1
+
+    plugin = data.get("kind") == "plugin"
+    return common_pb2.Product(
+        product_id=str(data.get("product_id", "")).strip(),
+        display_name=str(data.get("display_name", "")).strip(),
+        daily_rate=whole("daily_rate"),
+        kind=common_pb2.PRODUCT_KIND_PLUGIN if plugin else common_pb2.PRODUCT_KIND_PRODUCT,
+        host_product_id=str(data.get("host_product_id", "")).strip() if plugin else "",
+        idle_aware=data.get("idle_aware") == "on",
+        platforms=[str(p) for p in data.getlist("platforms") if str(p) in dict(PLATFORMS)],
+        min_linux_version=whole("min_linux_version"),
+    )
+
+
+async def _save_product(request: Request, session: Session, data: FormData) -> Response:
+    product = _product(data)
+    return await change(
+        request,
+        session,
+        products,
+        session.client.upsert_product(product),
+        f"Product {product.product_id} saved.",
+        "/products",
+    )
+
+
+save_product = form(_save_product)
+
+
+# -- admin keys (the operator's: RULES AD1) ------------------------------------------------
+
+
+async def admin_keys(request: Request) -> Response:
+    session = signed_in(request)
+    keys, error = await maybe(session.client.list_admin_keys())
+    context: dict[str, Any] = {
+        "title": "Admin keys",
+        "keys": keys or [],
+        "keys_error": error,
+        "teams": (await maybe(session.client.all_teams()))[0] or [],
+        "created": getattr(request.state, "created", None),
+        "page": "admin_keys",
+    }
+    return render(request, "admin_keys.html", context, session=session)
+
+
+async def _create_key(request: Request, session: Session, data: FormData) -> Response:
+    """The new key's secret is shown on this answer only (never kept, never redirected)."""
+    try:
+        made = await session.client.create_admin_key(
+            str(data.get("display_name", "")).strip(), [str(t) for t in data.getlist("team_ids")]
+        )
+    except TesseraError as exc:
+        errors = violations(exc)
+        return await again(request, session, admin_keys, errors, None if errors else in_words(exc))
+    request.state.created = made
+    request.state.form = {}
+    return await admin_keys(request)
+
+
+create_key = form(_create_key)
+
+
+async def confirm_revoke(request: Request) -> Response:
+    session = signed_in(request)
+    key_id = request.path_params["key_id"]
+    context = confirmation(
+        f"Revoke admin key {key_id}?",
+        "It stops working at once: whoever holds it is signed out of the portal.",
+        (f"/admin-keys/{quote(key_id)}/revoke", "Revoke key"),
+        "/admin-keys",
+    )
+    return render(request, "confirm.html", context, session=session)
+
+
+async def _revoke(request: Request, session: Session, data: FormData) -> Response:
+    key_id = request.path_params["key_id"]
+    return await change(
+        request,
+        session,
+        admin_keys,
+        session.client.revoke_admin_key(key_id),
+        f"Admin key {key_id} revoked.",
+        "/admin-keys",
+    )
+
+
+revoke_key = form(_revoke)
