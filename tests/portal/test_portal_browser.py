@@ -88,7 +88,7 @@ def test_portal_changes_are_read_back_over_grpc(page: Any, world: World) -> None
     assert _invitations(world, "bob@example.com") == before + 1
 
     # default assignments
-    page.get_by_role("link", name="Default assignments").click()
+    page.get_by_role("link", name="Team settings").click()
     page.get_by_role("checkbox", name="Viewer (").check()
     page.get_by_role("button", name="Save default assignments").click()
     assert "Default assignments saved." in flash(page)
