@@ -31,6 +31,10 @@ which refuses (``LeaseInvalid``) a lease that is forged, made for another user,
 device or product, or over on the wall clock (``LeaseExpired``; pass ``now=`` or
 ``clock=`` to check at another instant). ``verify_lease_signature(stored, keys)``
 checks the signature alone: neither expiry nor binding.
+
+Tools that administer Tessera (the web portal among them) use ``AsyncAdminClient``
+(``client_sdk.admin``): AdminService with an admin key or the operator's token, one typed
+method per RPC, refusals as the same ``TesseraError`` tree.
 """
 
 from client_sdk._retry import RetryPolicy
