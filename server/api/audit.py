@@ -106,7 +106,12 @@ def target_of(request: Message, path: str) -> str:
     for name in path.split("."):
         value = getattr(value, name)
     text = value if isinstance(value, str) else ", ".join(str(v) for v in value)  # repeated
-    # Cut before scrubbing (a secret cut at 4 KB is dropped by the final cut anyway).
+    return _short(text)
+
+
+def _short(text: str) -> str:
+    """At most ``TARGET_BYTES``, scrubbed; cut before scrubbing too (a secret cut at
+    4 KB is dropped by the final cut anyway)."""
     return clip(_text(text[: 4 * TARGET_BYTES]), TARGET_BYTES)
 
 
@@ -172,7 +177,7 @@ class AuditRecorder:
                 team_id=teams[0] if teams else "",
                 other_team_id=teams[1] if len(teams) > 1 else "",
                 target=target_of(request, rule.target),
-                request_id=_text(request_id),
+                request_id=_short(request_id),
                 request=request_json(request),
             )
         )

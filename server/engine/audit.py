@@ -60,18 +60,19 @@ class Draft:
     written: bool = False
 
 
-def _new_pack(draft: Draft, changes: Changes) -> None:
-    for item in changes.items:
-        if type(item) is TokenPack:
-            draft.target = item.pack_id
-            return
+Found = Callable[[Draft, Changes], None]
 
 
-def _new_admin_key(draft: Draft, changes: Changes) -> None:
-    for item in changes.items:
-        if type(item) is AdminKey:
-            draft.target = item.admin_key_id
-            return
+def _new(kind: type, id_field: str) -> Found:
+    """The target is the id of the ``kind`` the call's changes hold (a new one)."""
+
+    def found(draft: Draft, changes: Changes) -> None:
+        for item in changes.items:
+            if type(item) is kind:
+                draft.target = getattr(item, id_field)
+                return
+
+    return found
 
 
 def _accepted(draft: Draft, changes: Changes) -> None:
@@ -85,9 +86,9 @@ def _accepted(draft: Draft, changes: Changes) -> None:
 
 # The target of the calls whose target the request does not name: found in the
 # changes the call commits.
-FOUND_IN_CHANGES: dict[str, Callable[[Draft, Changes], None]] = {
-    "PurchaseTokens": _new_pack,
-    "CreateAdminKey": _new_admin_key,
+FOUND_IN_CHANGES: dict[str, Found] = {
+    "PurchaseTokens": _new(TokenPack, "pack_id"),
+    "CreateAdminKey": _new(AdminKey, "admin_key_id"),
     "AcceptInvitation": _accepted,
 }
 
