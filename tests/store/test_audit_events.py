@@ -10,7 +10,7 @@ transaction, and ``verify`` checks the audit trail as it checks the ledger.
   acknowledged purchase is there; ``verify`` passes.
 - ``verify`` finds an altered event, a deleted middle event and one slipped in
   (on both stores), and on SQLite, whose checkpoint anchors the end, deleted newest
-  events and an event added by hand.
+  events and an event added by hand, also in a backup.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from server.api.caller import THE_OPERATOR
 from server.clock import TestClock
 from server.domain.audit import event_digest
 from server.engine import Engine
+from server.store import checkpoint
 from server.store.audit import Verdict, verify
+from server.store.backup import backup
 from server.store.port import StoreFailed
 from server.store.postgres import verify_postgres
 from server.store.sqlite import Store
@@ -305,4 +307,18 @@ def test_ad2_verify_finds_an_event_appended_by_hand(tmp_path: Path) -> None:
     assert verify(db).problems == [
         "the audit trail goes on to event 000000000007 but its server stopped at "
         "000000000006: events were added while no server ran"
+    ]
+
+
+def test_ad2_a_backup_anchors_its_audit_trail_too(tmp_path: Path) -> None:
+    db = tmp_path / "tessera.db"
+    _six_events(db)
+    copy = tmp_path / "copy.db"
+    backup(db, copy)
+    head = checkpoint.read(checkpoint.checkpoint_path(copy))
+    assert head is not None and (head.audit_seq, head.stopped) == (6, True)
+    assert verify(copy).ok
+    assert _tamper(copy, "DELETE FROM audit_events WHERE seq = 6") == [
+        "the audit trail ends at event 000000000005 but its checkpoint says 000000000006: "
+        "the newest events were deleted, or the database was replaced by an older copy"
     ]
