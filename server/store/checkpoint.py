@@ -8,14 +8,16 @@ last entry's sequence number and chain hash. Sequence numbers run 1..N without
 a gap (``verify`` checks it), so ``seq`` is also the number of entries.
 
 The audit trail (RULES AD2, ``server/domain/audit.py``) is a second hash chain
-with the same weakness, so the same line carries its head too: ``audit_seq``,
-``audit_hash``, the last audit event's. One line for both chains rather than a
-second file: they are moved by the same commits, so one write after a commit
-keeps them together (two files could be torn apart by a crash between their
-writes), a backup writes one checkpoint as before, and a line of a database
-with no audit event is the same bytes as before the audit trail existed (its
-keys are left out while ``audit_seq`` is 0), so existing checkpoints stay
-valid. Both fit the fixed-size line.
+with the same weakness, so the same line carries its head too: ``aseq``,
+``ahash``, the last audit event's number and hash. One line for both chains
+rather than a second file: they are moved by the same commits, so one write
+after a commit keeps them together (two files could be torn apart by a crash
+between their writes), a backup writes one checkpoint as before, and a line of
+a database with no audit event is the same bytes as before the audit trail
+existed (its keys are left out while there is no event), so existing
+checkpoints stay valid. Both fit the fixed-size line: a line with both is written without spaces
+(212 bytes and the digits of three numbers: 255 leave room for a generation and
+two sequence numbers of 14 digits each).
 
 The checkpoint is written after the commit, never before, so it may be behind
 the database (a crash between the two: harmless, the next commit catches up)
@@ -95,10 +97,12 @@ def _line(gen: int, head: LedgerHead) -> bytes:
         "hash": head.hash,
         "stopped": head.stopped,
     }
-    if head.audit_seq:
-        data["audit_seq"], data["audit_hash"] = head.audit_seq, head.audit_hash
+    if not head.audit_seq:
+        data["sum"] = _sum(gen, head)
+        return json.dumps(data).encode().ljust(SLOT - 1) + b"\n"
+    data["aseq"], data["ahash"] = head.audit_seq, head.audit_hash
     data["sum"] = _sum(gen, head)
-    return json.dumps(data).encode().ljust(SLOT - 1) + b"\n"
+    return json.dumps(data, separators=(",", ":")).encode().ljust(SLOT - 1) + b"\n"
 
 
 def _parse(line: bytes) -> tuple[int, LedgerHead] | None:
@@ -109,8 +113,8 @@ def _parse(line: bytes) -> tuple[int, LedgerHead] | None:
             int(data["seq"]),
             str(data["hash"]),
             data["stopped"] is True,
-            int(data.get("audit_seq", 0)),
-            str(data.get("audit_hash", "")),
+            int(data.get("aseq", 0)),
+            str(data.get("ahash", "")),
         )
         good = data["sum"] == _sum(gen, head) and head.seq >= 0 and head.audit_seq >= 0
     except (ValueError, KeyError, TypeError):

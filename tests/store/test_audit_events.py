@@ -34,6 +34,7 @@ from server.engine import Engine
 from server.store import checkpoint
 from server.store.audit import Verdict, verify
 from server.store.backup import backup
+from server.store.checkpoint import LedgerHead
 from server.store.port import StoreFailed
 from server.store.postgres import verify_postgres
 from server.store.sqlite import Store
@@ -322,3 +323,21 @@ def test_ad2_a_backup_anchors_its_audit_trail_too(tmp_path: Path) -> None:
         "the audit trail ends at event 000000000005 but its checkpoint says 000000000006: "
         "the newest events were deleted, or the database was replaced by an older copy"
     ]
+
+
+def test_ad2_the_checkpoint_line_holds_both_heads_in_its_slot(tmp_path: Path) -> None:
+    path = tmp_path / "x.ledger-head"
+    big = 10**13  # 14 digits: the generation and both chains, far past any real count
+    heads = [
+        LedgerHead(big, "f" * 64, False, big, "e" * 64),
+        LedgerHead(big + 1, "d" * 64, True, big + 1, "c" * 64),
+        LedgerHead(3, "b" * 64),  # no audit event: the line as before the audit trail
+    ]
+    anchor = checkpoint.Anchor(path)
+    try:
+        for head in heads:
+            for _ in range(2):  # both slots, written in turn
+                anchor.write(head, sync=False)
+            assert checkpoint.read(path) == head
+    finally:
+        anchor.close()
