@@ -152,6 +152,7 @@ def test_h4_12_both_versions_send_a_methods_file_with_its_comments(
     assert files[0].name == "tessera/v1/admin_service.proto"
     assert sorted(f.name for f in files[1:]) == [
         "google/protobuf/duration.proto",
+        "google/protobuf/struct.proto",
         "google/protobuf/timestamp.proto",
         "tessera/v1/common.proto",
     ]
