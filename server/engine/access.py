@@ -18,6 +18,7 @@ from server.domain.directory import (
     AccessVia,
     Invitation,
     Member,
+    MemberState,
     Notification,
     User,
     access_via,
@@ -347,14 +348,17 @@ class Access:
         ]
 
     def members_with(self, team_id: str, product_id: str) -> list[tuple[Member, AccessVia]]:
-        """AD4 ("By Product"): the team's members whose assignment grants the product,
-        invited ones too (they are assigned; they run it once they accept), by user id,
-        each with the assignment that grants it."""
+        """AD4 ("By Product"): the team's members who may run the product, by user
+        id, each with the assignment that grants it. Invited members are not among
+        them: they can run nothing until they accept (A1); ListMembers without a
+        product shows them with what they were assigned."""
         team = self.state.team(team_id)
         self.state.product(product_id)
         known = self.state.products.keys()
         out = []
         for member in self.state.directory.members_of(team_id):
+            if member.state is not MemberState.ACTIVE:
+                continue
             via = access_via(member, team, product_id, known)
             if via is not None:
                 out.append((member, via))

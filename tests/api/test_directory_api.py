@@ -176,7 +176,7 @@ def test_ad4_members_by_product_with_access_via(shop: Desk) -> None:
         "bo@example.com": "ACCESS_VIA_INDIVIDUAL",  # named, and in the default set: named wins
         "dee@example.com": "ACCESS_VIA_DEFAULT_SET",
         "ida@example.com": "ACCESS_VIA_INDIVIDUAL",
-        "new@example.com": "ACCESS_VIA_INDIVIDUAL",  # invited: assigned, listed
+        # not new@: invited, so they may run nothing until they accept (A1)
         "rev@example.com": "ACCESS_VIA_DEFAULT_SET",
         # not gus: a guest, and the default set is not for guests (A5)
     }
@@ -184,10 +184,14 @@ def test_ad4_members_by_product_with_access_via(shop: Desk) -> None:
         "al@example.com": "ACCESS_VIA_ALL_PRODUCTS",
         "rev@example.com": "ACCESS_VIA_INDIVIDUAL",
     }
-    invited = shop.a("ListMembers", {"team_id": "alpha", "product_id": "ACAD", "page_size": 100})
-    new = next(m for m in invited["members"] if m["user_id"] == "new@example.com")
-    assert new["state"] == "MEMBER_STATE_INVITED"
-    assert "effective_product_ids" not in new  # may run it once they accept
+    # Once they accept, they may run it, through their individual assignment.
+    token = next(
+        n["invitation_token"]
+        for n in shop.a("ListNotifications", {"team_id": "alpha"})["notifications"]
+        if n["user_id"] == "new@example.com" and n.get("invitation_token")
+    )
+    shop.a("AcceptInvitation", {"invitation_token": token})
+    assert by_product(shop, "alpha", "ACAD")["new@example.com"] == "ACCESS_VIA_INDIVIDUAL"
 
 
 def test_ad4_guests_get_the_default_set_only_when_the_team_says_so(shop: Desk) -> None:
@@ -213,7 +217,7 @@ def test_ad4_members_by_product_are_paged(shop: Desk) -> None:
             "page_token": first["next_page_token"],
         },
     )
-    assert [m["user_id"] for m in rest["members"]] == ["new@example.com", "rev@example.com"]
+    assert [m["user_id"] for m in rest["members"]] == ["rev@example.com"]
     assert "next_page_token" not in rest
 
 
