@@ -282,16 +282,13 @@ def _store(store: StorePort | None) -> Iterator[Metric]:
 
 def _engine(engine: Engine) -> Iterator[Metric]:
     lic = engine.sessions.lic
-    sessions: Counter[tuple[str, SessionState]] = Counter()
-    for session in lic.live_sessions():
-        sessions[session.product_id, session.state] += 1
+    # Counter's own loop counts (in C): a scrape at 110,000 sessions takes ~35 ms.
+    sessions = Counter((s.product_id, s.state) for s in lic.live_sessions())
     live = GaugeMetricFamily(
         "tessera_live_sessions", "Live sessions, by product and state", labels=("product", "state")
     )
-    meters: Counter[tuple[str, ChargeState]] = Counter()
-    for meter in lic.meters:
-        if meter.state is not ChargeState.NONE:
-            meters[meter.product_id, meter.state] += 1
+    none = ChargeState.NONE
+    meters = Counter((m.product_id, m.state) for m in lic.meters if m.state is not none)
     charging = GaugeMetricFamily(
         "tessera_meters",
         "Meters (team, user, product) with tokens held in grace or a window paid for, "
