@@ -387,8 +387,6 @@ class TesseraServer:
                     max_page_size=cfg.max_page_size,
                 )
             marks.append(monotonic())
-            if self.metrics is not None:
-                self.metrics.watch(engine)
             await store.commit(_clock_mode(clock, stored))
             self._load_admin_token()
             edge = EdgeInterceptor(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import calendar
 import hashlib
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -205,6 +206,10 @@ class Ledger:
         self._by_request: dict[str, str] = {}
         self._next_seq = next_seq
         self._last_hash = last_hash or GENESIS_HASH
+        # Tokens captured and expired per team since this ledger was built (the
+        # server's metrics; the stored entries hold the whole history).
+        self.captured: Counter[str] = Counter()
+        self.expired: Counter[str] = Counter()
         # L1: each team's available balance after each change of it, in order, since
         # the last ``take_balances``; kept only once ``track_balances`` is called.
         self._balance_log: dict[str, list[BalanceNote]] | None = None
@@ -433,6 +438,7 @@ class Ledger:
             pack = self.packs[pack_id]
             pack.held -= take
             pack.consumed += take
+            self.captured[pack.team_id] += take
             self._balance(pack.team_id).held -= take
             self._entry(changes, now, EntryKind.CAPTURE, pack, take, 0, -take, hold.cause)
             changes.upsert(pack)
@@ -476,6 +482,7 @@ class Ledger:
             return
         pack.remaining = 0
         pack.expired_tokens += n
+        self.expired[pack.team_id] += n
         self._balance(pack.team_id).remaining -= n
         self._entry(changes, now, EntryKind.EXPIRY, pack, n, -n, 0)
 
