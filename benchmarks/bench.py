@@ -23,14 +23,15 @@ In one run, on this machine:
 
    ``BENCH heartbeat_vs_echo=… entitle_release_vs_echo=… heartbeat_rps=…
    echo_rps=… heartbeat_p99_ms=… echo_p99_ms=… live_sessions=…
-   metrics_heartbeat_rps=… metrics_cost_pct=…``
+   metrics_heartbeat_rps=… metrics_cost_pct=… metrics_cpu_cost_pct=…``
 
    where the ratios divide successful calls per second (steady-state
    Heartbeats; Release and Entitle calls of the cycle phase, two calls per
    cycle on both sides), the p99s are of steady-state Heartbeats at the same
-   concurrency, ``live_sessions`` is what the server listed, and the last two
+   concurrency, ``live_sessions`` is what the server listed, and the last three
    are the steady Heartbeats per second of the server with metrics on and what
-   that costs against the one without (a negative cost is noise).
+   that costs against the one without, in Heartbeats per second and in the
+   server's CPU per steady call (a negative cost is noise).
 
 Targets (issue 5): heartbeat ≥ 0.80 of echo, Entitle+Release ≥ 0.50, heartbeat
 p99 ≤ 2x echo's, ≥ 100,000 live sessions. The generator and the servers share
@@ -239,16 +240,38 @@ def heartbeat_rps(result: RunResult | None) -> float:
     return row.rps if row else 0.0
 
 
-def metrics_cost(off: RunResult | None, on: RunResult | None) -> str:
-    """`` metrics_heartbeat_rps=… metrics_cost_pct=…`` (empty without the metrics run)."""
+def cpu_per_call_us(result: RunResult, meter: Meter) -> float:
+    """The server's CPU microseconds per steady-state call (Heartbeats and Idles):
+    what a busy machine's noise moves less than the calls per second."""
+    server_cores = meter.cores.get("steady", (0.0, 0.0))[0]
+    rps = sum(r.rps for r in result.rows() if r.phase == "steady")
+    return 1e6 * server_cores / rps if rps > 0 else 0.0
+
+
+def metrics_cost(off: tuple[RunResult, Meter] | None, on: tuple[RunResult, Meter] | None) -> str:
+    """`` metrics_heartbeat_rps=… metrics_cost_pct=… metrics_cpu_cost_pct=…`` (empty
+    without the metrics run): what serving metrics cost in heartbeats per second and
+    in server CPU per call, against the run without."""
     if on is None:
         return ""
-    on_rps = heartbeat_rps(on)
-    cost = f"{100 * (1 - on_rps / heartbeat_rps(off)):.1f}" if off is not None else "-"
-    return f" metrics_heartbeat_rps={on_rps:.0f} metrics_cost_pct={cost}"
+    on_rps, on_cpu = heartbeat_rps(on[0]), cpu_per_call_us(*on)
+    cost = cpu_cost = "-"
+    if off is not None:
+        cost = f"{100 * (1 - on_rps / heartbeat_rps(off[0])):.1f}"
+        off_cpu = cpu_per_call_us(*off)
+        cpu_cost = f"{100 * (on_cpu / off_cpu - 1):.1f}" if off_cpu > 0 else "-"
+    return (
+        f" metrics_heartbeat_rps={on_rps:.0f} metrics_cost_pct={cost}"
+        f" metrics_cpu_cost_pct={cpu_cost}"
+    )
 
 
-def bench_line(t: RunResult, e: RunResult, m: RunResult | None = None, off: bool = True) -> str:
+def bench_line(
+    t: RunResult,
+    e: RunResult,
+    m: tuple[RunResult, Meter] | None = None,
+    off: tuple[RunResult, Meter] | None = None,
+) -> str:
     th, eh = t.row("steady", "Heartbeat"), e.row("steady", "Heartbeat")
     hb_rps = th.rps if th else 0.0
     echo_rps = eh.rps if eh else 0.0
@@ -259,7 +282,7 @@ def bench_line(t: RunResult, e: RunResult, m: RunResult | None = None, off: bool
         f"heartbeat_rps={hb_rps:.0f} echo_rps={echo_rps:.0f} "
         f"heartbeat_p99_ms={th.p99_ms if th else 0.0:.2f} "
         f"echo_p99_ms={eh.p99_ms if eh else 0.0:.2f} "
-        f"live_sessions={live}" + metrics_cost(t if off else None, m)
+        f"live_sessions={live}" + metrics_cost(off, m)
     )
 
 
@@ -519,7 +542,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         if a.py_spy:
             print(f"profile of the server in the steady state: {a.py_spy}")
-        print(bench_line(t_result, e_result, m_result, off=a.metrics == "both"))
+        on = (m_result, m_meter) if m_result is not None and m_meter is not None else None
+        off = (t_result, t_meter) if a.metrics == "both" else None
+        print(bench_line(t_result, e_result, on, off))
         return 0
     finally:
         for child in servers:
