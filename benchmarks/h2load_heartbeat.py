@@ -1,0 +1,259 @@
+"""Heartbeat under h2load: the server alone, against the same bare grpc.aio echo (issue 17).
+
+``make bench`` runs a Python load generator on the same two cores as the server,
+so the client's own cost is part of its figures. h2load (Debian's
+``nghttp2-client``: a C HTTP/2 load generator that speaks gRPC framing when
+given the headers) costs the machine far less, so its figures are closer to
+what the server alone can do. In one run this:
+
+1. starts a fresh Tessera (``python -m server``, a throwaway database, the real
+   clock, JSON logs to a file, ``--user-rate-limit 0``: h2load sends one
+   request body, so every call is one user's heartbeat of one session, which the
+   per-user limit would otherwise refuse after its burst);
+2. provisions one user (``client_sdk.load.provision``) and opens one session
+   (``Entitle``), then writes that session's ``HeartbeatRequest`` in gRPC
+   framing (a 5-byte prefix and the message);
+3. runs ``h2load -c CONNECTIONS -m STREAMS --warm-up-time W -D SECONDS`` on
+   ``/tessera.v1.LicensingService/Heartbeat`` with the user's key, and reads
+   the server's CPU time over the run (``/proc``);
+4. does 3 against ``benchmarks/echo_server.py`` (canned responses, nothing
+   else), the same h2load flags;
+5. checks Tessera's log: gRPC puts a failure in the trailers of an HTTP 200,
+   which h2load counts as a success, and the server logs every failed call, so
+   the run is refused when the log names any;
+6. prints the last line
+
+   ``H2LOAD heartbeat_rps=… echo_rps=… heartbeat_vs_echo=… heartbeat_cpu_us=…
+   echo_cpu_us=… failed=…``
+
+   where the CPU figures are the server process's CPU microseconds per call.
+
+Target (issue 17): ``heartbeat_vs_echo`` ≥ 0.80. Note the load average printed
+beside the figures, and repeat a run taken while something else was busy.
+
+Run: ``.venv/bin/python -m benchmarks.h2load_heartbeat`` (``--help`` for the
+knobs); needs ``h2load`` on the PATH (``apt-get install nghttp2-client``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from benchmarks.bench import Child, cpu_seconds
+from client_sdk._retry import RetryPolicy
+from client_sdk.failover import Targets
+from client_sdk.load.provision import provision
+from tessera_api.tessera.v1 import common_pb2, licensing_service_pb2_grpc
+from tessera_api.tessera.v1 import licensing_service_pb2 as lic
+
+PATH = "/tessera.v1.LicensingService/Heartbeat"
+RPS = re.compile(r"finished in [^,]+, ([\d.]+) req/s")
+STATUS = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
+REQUESTS = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded")
+
+
+@dataclass(frozen=True)
+class Point:
+    rps: float
+    succeeded: int
+    cpu_us: float  # the server's CPU per call
+
+    def describe(self) -> str:
+        return (
+            f"{self.rps:,.0f} calls/s, {self.succeeded:,} answered, {self.cpu_us:,.0f} us CPU/call"
+        )
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """A gRPC length-prefixed message: not compressed, then the length, big-endian."""
+    return struct.pack(">BI", 0, len(message)) + message
+
+
+async def open_session(target: str, admin_token: str) -> tuple[str, bytes]:
+    """A new user with a live session: (their key, the session's HeartbeatRequest)."""
+    users = await provision(Targets([target]), RetryPolicy(), admin_token, 1)
+    _, key = users.users[0]
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = licensing_service_pb2_grpc.LicensingServiceStub(channel)
+        answer = await stub.Entitle(
+            lic.EntitleRequest(
+                product_id=users.product_id,
+                product_version="2026.1",
+                platform=common_pb2.PLATFORM_LINUX,
+                device_id="h2load-device",
+                request_id="h2load-" + secrets.token_hex(6),
+            ),
+            metadata=(("authorization", f"Bearer {key}"),),
+        )
+    request = lic.HeartbeatRequest(session_id=answer.session.session_id, seconds_since_activity=1)
+    return key, request.SerializeToString()
+
+
+def h2load(a: argparse.Namespace, server: Child, body: Path, key: str) -> Point:
+    exe = shutil.which("h2load")
+    if exe is None:
+        raise SystemExit("h2load not found: apt-get install nghttp2-client")
+    args = [
+        *(exe, f"http://{server.target}{PATH}", "-d", str(body)),
+        *("-c", str(a.connections), "-m", str(a.streams), "-t", "1"),
+        *("--warm-up-time", f"{a.warmup:g}", "-D", f"{a.seconds:g}"),
+        *("-H", "content-type: application/grpc", "-H", "te: trailers"),
+        *("-H", f"authorization: Bearer {key}"),
+    ]
+    cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout  # noqa: S603
+    cpu, wall = cpu_seconds(server.pid) - cpu0, time.monotonic() - t0
+    rps = RPS.search(out)
+    done = REQUESTS.search(out)
+    codes = STATUS.search(out)
+    if rps is None or done is None or codes is None:
+        raise RuntimeError("h2load's output was not understood:\n" + out)
+    succeeded = int(done.group(4))
+    if int(codes.group(1)) != succeeded:
+        raise RuntimeError("h2load saw answers other than HTTP 200:\n" + out)
+    # CPU over the whole run (warm-up included) against the calls of the whole run.
+    calls = float(rps.group(1)) * wall
+    return Point(float(rps.group(1)), succeeded, 1e6 * cpu / calls if calls else 0.0)
+
+
+@contextlib.contextmanager
+def spying(a: argparse.Namespace | None, pid: int) -> Iterator[None]:
+    """py-spy on ``pid`` while the block runs, when ``a.py_spy`` names an output."""
+    if a is None or a.py_spy is None:
+        yield
+        return
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    fmt = {".json": "speedscope", ".txt": "raw"}.get(a.py_spy.suffix, "flamegraph")
+    args = [exe, "record", "--pid", str(pid), "--output", str(a.py_spy), "--format", fmt]
+    args += ["--rate", "200", "--nonblocking", *(["--native"] if a.native else [])]
+    spy = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        try:
+            spy.wait(30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+
+
+def failed_calls(log: Path) -> dict[str, int]:
+    """Codes of the failed calls the server logged (every failure gets a line)."""
+    codes: dict[str, int] = {}
+    for raw in log.read_bytes().splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(line, dict) and line.get("event") == "rpc" and line.get("code") != "OK":
+            codes[str(line.get("code"))] = codes.get(str(line.get("code")), 0) + 1
+    return codes
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.h2load_heartbeat", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--connections", type=int, default=1, help="h2load -c")
+    p.add_argument("--streams", type=int, default=64, help="h2load -m: calls in flight each")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    p.add_argument("--seconds", type=float, default=8.0, help="seconds measured (h2load -D)")
+    p.add_argument("--rounds", type=int, default=1, help="rounds of both; medians printed")
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        help="profile Tessera during its first round with py-spy (.txt collapsed stacks, "
+        ".svg flame graph, .json speedscope)",
+    )
+    p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    return p.parse_args(argv)
+
+
+def median(points: list[Point]) -> Point:
+    ordered = sorted(points, key=lambda p: p.rps)
+    return ordered[len(ordered) // 2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="tessera-h2load-"))
+    token = "tsa_" + secrets.token_urlsafe(24)
+    body = tmp / "heartbeat.bin"
+    servers: list[Child] = []
+    try:
+        tessera = Child(
+            "tessera",
+            [
+                *(sys.executable, "-m", "server", "--listen", "127.0.0.1:0"),
+                *("--db", str(tmp / "tessera.db"), "--admin-token", token),
+                *("--log-format", "json", "--user-rate-limit", "0"),
+            ],
+            tmp,
+        )
+        echo = Child(
+            "echo",
+            [sys.executable, "-m", "benchmarks.echo_server", "--listen", "127.0.0.1:0"],
+            tmp,
+        )
+        servers += [tessera, echo]
+        tessera.start()
+        key, request = asyncio.run(open_session(tessera.target, token))
+        body.write_bytes(grpc_frame(request))
+        echo.start()
+        flags = f"-c {a.connections} -m {a.streams} --warm-up-time {a.warmup:g} -D {a.seconds:g}"
+        print(f"h2load {flags}; load average {os.getloadavg()[0]:.2f}", file=sys.stderr)
+        ours: list[Point] = []
+        theirs: list[Point] = []
+        for n in range(a.rounds):
+            with spying(a if n == 0 else None, tessera.pid):
+                ours.append(h2load(a, tessera, body, key))
+            theirs.append(h2load(a, echo, body, key))
+            print(
+                f"round {n + 1}: tessera {ours[-1].describe()}; echo {theirs[-1].describe()}; "
+                f"load average {os.getloadavg()[0]:.2f}",
+                file=sys.stderr,
+            )
+        tessera.stop()
+        failed = failed_calls(tessera.out_path)
+        t, e = median(ours), median(theirs)
+        print(f"tessera Heartbeat: {t.describe()}")
+        print(f"echo:              {e.describe()}")
+        if failed:
+            print(f"failed calls in Tessera's log: {failed}")
+        ratio = t.rps / e.rps if e.rps else 0.0
+        print(
+            f"H2LOAD heartbeat_rps={t.rps:.0f} echo_rps={e.rps:.0f} heartbeat_vs_echo={ratio:.2f} "
+            f"heartbeat_cpu_us={t.cpu_us:.0f} echo_cpu_us={e.cpu_us:.0f} "
+            f"failed={sum(failed.values())}"
+        )
+        return 1 if failed else 0
+    finally:
+        for child in servers:
+            child.stop()
+        if a.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
