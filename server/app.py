@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from server import leases
 from server.api import reflection
 from server.api.admin import AdminServicer
+from server.api.admission import PENDING_CALLS, Admission
 from server.api.audit import AuditRecorder
 from server.api.interceptors import EdgeInterceptor
 from server.api.licensing import LicensingServicer
@@ -278,6 +279,10 @@ class TesseraServer:
                 ("grpc.max_receive_message_length", cfg.max_message_bytes),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
                 ("grpc.so_reuseport", 0),
+                # Calls gRPC holds until the loop takes them: past these it cancels them
+                # without a word (api/admission.py).
+                ("grpc.server.max_pending_requests", PENDING_CALLS),
+                ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
             ],
         )
         self.port = _bind(server, cfg)
@@ -398,6 +403,7 @@ class TesseraServer:
                 user_limits=RateLimits(cfg.user_rate_limit, cfg.user_burst),
                 admin_limits=RateLimits(cfg.admin_rate_limit, cfg.admin_burst),
                 metrics=self.metrics,
+                admission=Admission(cfg.max_calls_in_flight),
             )
             signer = LeaseSigner(
                 leases.load_or_create(leases.key_path(cfg.secrets_base), engine.now()),

@@ -44,6 +44,7 @@ class Config:
     user_burst: int = 1000
     admin_rate_limit: float = 0.0  # calls per second with the admin token (0: off)
     admin_burst: int = 0
+    max_calls_in_flight: int = 2000  # calls under way at once; more: OVERLOADED (0: no limit)
     max_message_bytes: int = 4 * 1024 * 1024
     max_users_per_request: int = 10_000  # AssignUsers / ImportUsers entries
     max_page_size: int = 1000
@@ -304,6 +305,13 @@ OPTIONS: tuple[Option, ...] = (
         metavar="PER_SECOND",
     ),
     Option("admin_burst", "calls the admin token may make at once", _number(int), metavar="CALLS"),
+    Option(
+        "max_calls_in_flight",
+        "calls under way at once (most wait for a commit); the next is refused at once "
+        "with RESOURCE_EXHAUSTED, reason OVERLOADED, and a RetryInfo (0: no limit)",
+        _number(int),
+        metavar="CALLS",
+    ),
     Option("max_message_bytes", "largest request accepted, in bytes", _number(int), metavar="N"),
     Option(
         "max_users_per_request",

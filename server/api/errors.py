@@ -43,6 +43,13 @@ class ResourceExhausted(e.DomainError):
         self.retry_after = retry_after_seconds
 
 
+class Overloaded(ResourceExhausted):
+    """Too many calls under way in the server (``api/admission.py``): nothing was
+    done, and RetryInfo says when to send the same request again."""
+
+    reason = "OVERLOADED"
+
+
 class NotLeader(e.DomainError):
     """This server is not the active one (RULES H1); ``leader`` names the active."""
 

@@ -3,6 +3,10 @@
 ``EdgeInterceptor`` wraps each ``tessera.v1`` method's behaviour so that, in
 the call's own task, it:
 
+0. takes one of the places for calls under way (``api/admission.py``), or refuses
+   the call at once with ``RESOURCE_EXHAUSTED``/``OVERLOADED`` and a RetryInfo
+   when they are all taken (such calls get no line each: the admission logs how
+   many it shed, at most once a second);
 1. checks the credential (``authorization: Bearer <secret>``): on
    ``AdminService`` the admin token (constant-time comparison, the operator) or
    a team administrator's admin key (resolved by hash, in memory), the caller
@@ -37,6 +41,7 @@ from google.protobuf.message import DecodeError
 from structlog.contextvars import bind_contextvars
 
 from server.api import scopes
+from server.api.admission import Admission
 from server.api.audit import current_request_id
 from server.api.caller import NOBODY, THE_OPERATOR, AuditHook, Caller, current_caller
 from server.api.errors import (
@@ -89,6 +94,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         user_limits: RateLimits | None = None,
         admin_limits: RateLimits | None = None,
         metrics: Metrics | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self._admin_token = admin_token
         self._resolve_user = resolve_user
@@ -97,6 +103,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         self._log_calls = log_calls
         self._counter = 0
         self._metrics = metrics
+        self.admission = admission if admission is not None and admission.enabled else None
         self._user_limits = user_limits if user_limits is not None and user_limits.enabled else None
         self._admin_limits = (
             admin_limits if admin_limits is not None and admin_limits.enabled else None
@@ -177,15 +184,21 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         admin = method.startswith(ADMIN_PREFIX)
         metrics = self._metrics
         calls = metrics.rpc(method) if metrics is not None else None
+        admission = self.admission
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             start = monotonic()
             code = grpc.StatusCode.OK
             user_id = ""
             shown_user: str | None = None  # user_id as it may be logged
+            entered = shed = False
             request_id = self._loggable(_request_id(context, request))
             bind_contextvars(method=short, request_id=request_id)
             try:
+                if admission is not None:
+                    shed = True  # until it has a place (Admission logs what it sheds)
+                    admission.enter()
+                    entered, shed = True, False
                 if admin:
                     await self._admit(short, kind, request, context.invocation_metadata())
                     return await behavior(request, context)
@@ -216,9 +229,11 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 status = internal_status()
                 await context.abort(status.code, status.details, status.trailing_metadata)
             finally:
+                if admission is not None and entered:
+                    admission.leave()
                 if calls is not None:
                     calls.observe(code, monotonic() - start)
-                if logged or code is not grpc.StatusCode.OK:
+                if (logged or code is not grpc.StatusCode.OK) and not shed:
                     self._counter += 1
                     log.info(
                         "rpc",

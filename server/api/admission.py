@@ -1,0 +1,89 @@
+"""Overload: how many calls the server takes on at once, and what it tells the rest (issue 17).
+
+Where the calls wait when there are too many, measured (``docs/performance.md``):
+
+1. gRPC's core accepts every call the connections bring and queues it until the
+   Python server asks for it; grpc.aio asks for one call at a time, from the event
+   loop, so a busy loop leaves calls in that queue. Past
+   ``grpc.server.max_pending_requests`` (1,000 by default) gRPC cancels queued
+   calls at random, and past the hard limit (3,000) every new one: the client
+   sees ``CANCELLED``, which it cannot tell from its own cancellation, and the
+   server never sees the call, so it logs nothing. A bare grpc.aio echo does the
+   same at 3,000 calls in flight on one channel. The server raises both limits
+   to ``PENDING_CALLS``: a call waits in that queue (its deadline still runs, and
+   a client past its deadline sees ``DEADLINE_EXCEEDED``, which the SDK retries)
+   rather than being dropped without a word.
+2. In the server's own code, a call that waits for a commit (Entitle, Release,
+   Idle, a heartbeat that took a hold) stays under way until the store has it.
+   ``Admission`` lets at most ``limit`` calls be under way at once; the next one
+   is refused at once with ``RESOURCE_EXHAUSTED``, reason ``OVERLOADED`` and a
+   ``google.rpc.RetryInfo`` (``retry_after`` seconds): nothing was done, so the
+   client repeats the very same request after that delay (the SDK does,
+   ``client_sdk/failover.py``). Health checks and reflection do not pass the
+   edge, so they answer whatever the load.
+
+grpc.aio's own ``maximum_concurrent_rpcs`` counts the same calls as (2) but
+refuses health checks too, with no ErrorInfo or RetryInfo, and (like (2)) does
+nothing for (1): measured with the echo at 3,000 calls in flight, a limit of
+100 refused 57 calls and gRPC still cancelled 3,312 of 20,000.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from server.api.errors import Overloaded
+from server.clock import monotonic
+
+log = structlog.get_logger()
+
+#: Calls gRPC's core may hold for the server before the server takes them (both
+#: ``grpc.server.max_pending_requests`` and its hard limit; see the module docstring).
+PENDING_CALLS = 10_000
+RETRY_AFTER = 0.5  # seconds a shed call is told to wait
+LOG_EVERY = 1.0  # seconds: at most one line about shed calls this often
+
+
+class Admission:
+    """At most ``limit`` calls under way at once (0: no limit)."""
+
+    def __init__(self, limit: int, retry_after: float = RETRY_AFTER) -> None:
+        self.limit = limit
+        self.retry_after = retry_after
+        self.in_flight = 0
+        self.shed = 0  # calls refused since the start
+        self._logged_shed = 0
+        self._logged_at = -LOG_EVERY
+
+    @property
+    def enabled(self) -> bool:
+        return self.limit > 0
+
+    def enter(self) -> None:
+        """Take one place, or refuse the call (``Overloaded``) when none is free."""
+        if self.in_flight >= self.limit:
+            self.shed += 1
+            self._note()
+            raise Overloaded(
+                f"the server has {self.limit} calls under way; "
+                f"repeat this one in {self.retry_after:g} s",
+                retry_after_seconds=self.retry_after,
+                in_flight=self.limit,
+            )
+        self.in_flight += 1
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
+    def _note(self) -> None:
+        """One line a second at most while calls are shed (not one per call: under
+        overload, a line per refused call would cost what the refusal saves)."""
+        now = monotonic()
+        if now - self._logged_at >= LOG_EVERY:
+            log.warning(
+                "overloaded",
+                shed=self.shed - self._logged_shed,
+                limit=self.limit,
+                retry_after_s=self.retry_after,
+            )
+            self._logged_at, self._logged_shed = now, self.shed

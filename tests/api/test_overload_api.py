@@ -1,0 +1,176 @@
+"""Issue 17, overload: past ``--max-calls-in-flight`` calls under way, the next call is
+refused at once with RESOURCE_EXHAUSTED, reason OVERLOADED and a RetryInfo, and logged
+once rather than per call; health checks still answer; the place comes back however the
+call ends.
+
+No test waits on time: the calls under way are held by events, and the full server
+is made full by taking its places, not by load."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from typing import Any, cast
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from structlog.testing import capture_logs
+
+from server.api.admission import Admission
+from server.api.interceptors import EdgeInterceptor
+from server.config import Config
+from tests.licensing_desk import Desk
+from tests.support import ServerThread
+
+KEY = "tsu_ann-key-for-this-test"
+HEARTBEAT = "/tessera.v1.LicensingService/Heartbeat"
+
+
+class Refused(Exception):
+    def __init__(self, code: grpc.StatusCode, trailers: Any) -> None:
+        self.code = code
+        self.status = next(
+            status_pb2.Status.FromString(v) for k, v in trailers if k == "grpc-status-details-bin"
+        )
+
+    def detail(self, kind: Any) -> Any:
+        found = next(d for d in self.status.details if d.Is(kind.DESCRIPTOR))
+        msg = kind()
+        found.Unpack(msg)
+        return msg
+
+
+class Context:
+    def invocation_metadata(self) -> Any:
+        return (("authorization", f"Bearer {KEY}"),)
+
+    async def abort(self, code: grpc.StatusCode, details: str, trailers: Any = None) -> None:
+        raise Refused(code, trailers)
+
+
+class Details:
+    method = HEARTBEAT
+
+
+class NoAdminKeys:
+    def admin_caller(self, secret: str) -> None:
+        return None
+
+
+class Held:
+    """A behaviour whose calls stay under way until released."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, request: Any, context: Any) -> str:
+        self.entered.set()
+        await self.release.wait()
+        return "answer"
+
+
+async def handler(edge: EdgeInterceptor, behave: Any) -> Any:
+    async def continuation(details: Any) -> Any:
+        return grpc.unary_unary_rpc_method_handler(behave)
+
+    return await edge.intercept_service(continuation, cast(Any, Details()))
+
+
+def an_edge(limit: int) -> EdgeInterceptor:
+    return EdgeInterceptor(
+        "tsa_operator-token",
+        lambda secret: "ann@example.com" if secret == KEY else None,
+        lookup=cast(Any, NoAdminKeys()),
+        admission=Admission(limit),
+    )
+
+
+async def test_overload_the_call_past_the_limit_is_refused_with_retry_info() -> None:
+    edge = an_edge(2)
+    held = Held()
+    h = await handler(edge, held)
+    under_way = []
+    for _ in range(2):
+        under_way.append(asyncio.ensure_future(h.unary_unary(object(), Context())))
+        await held.entered.wait()  # it has its place
+        held.entered.clear()
+    with capture_logs() as lines, pytest.raises(Refused) as info:
+        await h.unary_unary(object(), Context())
+    refused = info.value
+    assert refused.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    error = refused.detail(error_details_pb2.ErrorInfo)
+    assert (error.reason, error.domain) == ("OVERLOADED", "tessera")
+    assert error.metadata["in_flight"] == "2"
+    assert refused.detail(error_details_pb2.RetryInfo).retry_delay.ToNanoseconds() == 500_000_000
+    # Not one line per shed call: the admission's own line says how many.
+    assert [line["event"] for line in lines] == ["overloaded"]
+    assert lines[0]["shed"] == 1
+    held.release.set()
+    assert await asyncio.gather(*under_way) == ["answer", "answer"]
+    assert edge.admission is not None and edge.admission.in_flight == 0
+    assert await h.unary_unary(object(), Context()) == "answer"  # the places are free again
+
+
+async def test_overload_a_refused_call_gives_its_place_back() -> None:
+    edge = an_edge(1)
+
+    async def fails(request: Any, context: Any) -> str:
+        raise ValueError("a bug")
+
+    h = await handler(edge, fails)
+    for _ in range(3):
+        with capture_logs(), pytest.raises(Refused) as info:
+            await h.unary_unary(object(), Context())
+        assert info.value.code is grpc.StatusCode.INTERNAL
+    assert edge.admission is not None and edge.admission.in_flight == 0
+
+
+def test_overload_no_limit_takes_no_place() -> None:
+    assert an_edge(0).admission is None
+    assert Config().max_calls_in_flight == 2000
+
+
+@contextlib.contextmanager
+def full(server: ServerThread) -> Iterator[Admission]:
+    """The server's places for calls under way, all taken (as by calls waiting for commits)."""
+    term = server.server.gate.term
+    assert term is not None and term.edge.admission is not None
+    places = term.edge.admission
+    assert places.limit == Config().max_calls_in_flight
+
+    async def take(n: int) -> None:
+        places.in_flight += n
+
+    server.call(take(places.limit))
+    try:
+        yield places
+    finally:
+        server.call(take(-places.limit))
+
+
+def test_overload_a_full_server_sheds_heartbeats_and_still_answers_health(
+    server: ServerThread, desk: Desk
+) -> None:
+    user = desk.user("alpha", "ann")
+    session = desk.entitle(user)
+    with full(server) as places:
+        refused = desk.refused(
+            user,
+            "Heartbeat",
+            {"session_id": session["session_id"]},
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "OVERLOADED",
+        )
+        assert refused.metadata["retry_after_seconds"] == "0.500"
+        with grpc.insecure_channel(server.target) as channel:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=10
+            )
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        assert places.shed == 1
+    # The same heartbeat, repeated once there is room, is answered.
+    assert desk.heartbeat(user, session["session_id"])["state"] == "SESSION_STATE_ACTIVE"
