@@ -1,4 +1,5 @@
-"""Retry policy: exponential backoff with jitter, on transient statuses only."""
+"""Retry policy: exponential backoff with jitter, on transient statuses only, and
+after the delay the server asks for (RetryInfo) when it did not do the call."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXC
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How a call is retried on ``UNAVAILABLE`` and ``DEADLINE_EXCEEDED``.
+    """How a call is retried on ``UNAVAILABLE`` and ``DEADLINE_EXCEEDED``, and on a refusal
+    that carries a ``google.rpc.RetryInfo`` (an overloaded server, a rate limit).
 
     Attempt ``n`` (0-based) that fails waits ``min(max_backoff, initial_backoff *
     multiplier**n)`` seconds, less a random fraction of up to ``jitter`` of it, before
@@ -40,8 +42,17 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait after failed attempt ``attempt`` (0-based)."""
-        base = min(self.max_backoff, self.initial_backoff * self.multiplier**attempt)
-        return base * (1.0 - self.jitter * rng.random())
+        return self._grown(attempt) * (1.0 - self.jitter * rng.random())
 
     def retryable(self, code: grpc.StatusCode) -> bool:
         return code in RETRYABLE
+
+    def later(self, retry_after: float, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait when the server asked for ``retry_after`` (RetryInfo): at least
+        that, and at least the backoff of failed attempt ``attempt``, spread up by up to
+        ``jitter`` of it so that the clients it shed together do not all come back
+        together."""
+        return max(retry_after, self._grown(attempt)) * (1.0 + self.jitter * rng.random())
+
+    def _grown(self, attempt: int) -> float:
+        return min(self.max_backoff, self.initial_backoff * self.multiplier**attempt)

@@ -23,7 +23,8 @@
     │   └── UnknownSession           UNKNOWN_SESSION
     ├── AlreadyExists                ALREADY_EXISTS (e.g. a request_id reused for another request)
     ├── ResourceExhausted            RESOURCE_EXHAUSTED (a rate limit, with RetryInfo)
-    │   └── SessionLimit             SESSION_LIMIT (limit): too many live sessions of one product
+    │   ├── SessionLimit             SESSION_LIMIT (limit): too many live sessions of one product
+    │   └── Overloaded               OVERLOADED: too many calls under way (with RetryInfo)
     ├── SessionEnded                 raised by the SDK: the session is over (reason)
     ├── LeaseInvalid                 raised by the SDK: a signed lease failed verification
     │   ├── UnknownSigningKey        ... signed by a key the SDK does not trust
@@ -55,6 +56,9 @@ class TesseraError(Exception):
 
     ``code`` is the gRPC status code (``None`` for errors the SDK makes itself),
     ``reason`` the ``ErrorInfo`` reason word, ``metadata`` its figures.
+    ``retry_after`` is the delay in seconds of a ``google.rpc.RetryInfo`` the server
+    sent (``None`` without one): the call was not done, and the SDK sends the same
+    request again after that delay, as long as its retry policy has attempts left.
     """
 
     default_reason = ""
@@ -72,6 +76,7 @@ class TesseraError(Exception):
         self.code = code
         self.reason = reason if reason is not None else self.default_reason
         self.metadata: dict[str, str] = dict(metadata or {})
+        self.retry_after: float | None = None
 
     def __str__(self) -> str:
         head = self.reason or (self.code.name if self.code else type(self).__name__)
@@ -226,6 +231,14 @@ class ResourceExhausted(TesseraError):
     """RESOURCE_EXHAUSTED: a limit was reached (the server's rate limit, or a cap)."""
 
 
+class Overloaded(ResourceExhausted):
+    """The server had too many calls under way and did not do this one; the SDK repeats
+    it (same request, same ``request_id``) after the server's ``retry_after``, and
+    raises this only when its retry policy's attempts are spent."""
+
+    default_reason = "OVERLOADED"
+
+
 class SessionLimit(ResourceExhausted):
     """The user already holds ``limit`` live sessions of this product (RULES M13):
     release one first."""
@@ -305,6 +318,7 @@ BY_REASON: dict[str, type[TesseraError]] = {
         UnknownProduct,
         UnknownSession,
         SessionLimit,
+        Overloaded,
         NotLeader,
     )
 }
@@ -329,6 +343,7 @@ def from_status(
     reason: str | None = None
     metadata: dict[str, str] = {}
     violations: dict[str, str] = {}
+    retry_after: float | None = None
     for detail in status.details if status is not None else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
@@ -339,14 +354,20 @@ def from_status(
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             violations = {v.field: v.description for v in bad.field_violations}
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            later = error_details_pb2.RetryInfo()
+            detail.Unpack(later)
+            retry_after = max(0.0, later.retry_delay.ToNanoseconds() / 1e9)
     cls = BY_REASON.get(reason or "") or BY_CODE.get(code, ServerError)
     if cls is InvalidArgument or violations:
         return InvalidArgument(
             message, code=code, reason=reason, metadata=metadata, field_violations=violations
         )
-    return cls(
+    error = cls(
         message, code=code, reason=reason or cls.default_reason or code.name, metadata=metadata
     )
+    error.retry_after = retry_after
+    return error
 
 
 def from_rpc_error(exc: grpc.RpcError, status: status_pb2.Status | None = None) -> TesseraError:

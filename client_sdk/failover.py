@@ -19,6 +19,11 @@ addresses of them all (``targets``) and finds the active itself:
   ``initial_backoff``, then growing) on the client's clock. When they are spent
   the call fails with ``Unavailable`` (``NotLeader`` when a standby answered
   last), naming the targets it tried;
+- a refusal that carries a ``google.rpc.RetryInfo`` (``OVERLOADED``: the server
+  had too many calls under way; ``RATE_LIMITED``) means the server did nothing and
+  is there: the next attempt goes to the same server after the delay it asked for
+  (at least the backoff, spread up by the jitter), on the client's clock; when the
+  attempts are spent the refusal itself is raised (``Overloaded``...);
 - every attempt sends the same request, so an Entitle keeps its ``request_id``
   and the active that takes over recognises a repeat (RULES M11); Heartbeat,
   Idle and Release name their session, which a takeover keeps.
@@ -159,18 +164,23 @@ class Failover(Generic[StubT]):
                 return await call
             except grpc.aio.AioRpcError as exc:
                 error = from_rpc_error(exc, await _rich_status(call))
-                if not policy.retryable(exc.code()) or attempt + 1 >= policy.max_attempts:
+                busy = error.retry_after is not None  # RetryInfo: not done, come back later
+                if not (busy or policy.retryable(exc.code())) or attempt + 1 >= policy.max_attempts:
                     raise _naming(error, tried) from exc
             except grpc.RpcError as exc:  # not expected from grpc.aio, but never let one out
                 raise from_rpc_error(exc) from exc
             except grpc.aio.UsageError as exc:  # e.g. the channel was closed under the call
                 raise ServerError(f"the call could not be made: {exc}") from exc
-            leader = error.leader if isinstance(error, NotLeader) else None
-            going = self.targets.move(address, leader)
             attempt += 1
             delay = 0.0
-            if going in tried:
-                delay, waits = policy.backoff(waits, self.rng), waits + 1
+            if busy:  # the same server, once the delay it asked for has passed
+                going = address
+                delay, waits = policy.later(error.retry_after or 0.0, waits, self.rng), waits + 1
+            else:
+                leader = error.leader if isinstance(error, NotLeader) else None
+                going = self.targets.move(address, leader)
+                if going in tried:
+                    delay, waits = policy.backoff(waits, self.rng), waits + 1
             log.debug(
                 "tessera call to %s failed with %s; retry %d goes to %s in %.2fs",
                 address,

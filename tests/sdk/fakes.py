@@ -34,7 +34,7 @@ from typing import Any
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -56,6 +56,7 @@ class Refusal:
     metadata: dict[str, str] = field(default_factory=dict)
     violations: dict[str, str] = field(default_factory=dict)
     method: str | None = None  # only this RPC (any session call when None)
+    retry_after: float | None = None  # seconds, sent as a google.rpc.RetryInfo
 
     def status(self) -> grpc.Status:
         details = []
@@ -78,6 +79,12 @@ class Refusal:
                 )
             )
             details.append(bad)
+        if self.retry_after is not None:
+            later = any_pb2.Any()
+            delay = duration_pb2.Duration()
+            delay.FromNanoseconds(round(self.retry_after * 1e9))
+            later.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+            details.append(later)
         return rpc_status.to_status(
             status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
         )
