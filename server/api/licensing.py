@@ -10,6 +10,7 @@ from typing import Any
 
 from server.api import convert as cv
 from server.api.interceptors import current_user
+from server.domain.sessions import SessionView
 from server.engine import Engine
 from server.leases import LeaseSigner
 from tessera_api.tessera.v1 import common_pb2 as pb
@@ -42,17 +43,21 @@ class LicensingServicer(licensing_service_pb2_grpc.LicensingServiceServicer):
             takeover=request.takeover,
             team_id=request.team_id,
         )
-        return api.EntitleResponse(
-            session=cv.session_out(view), lease=self.signer.sign(view, self.e.now())
-        )
+        return self._answer(api.EntitleResponse(), view)
 
     async def Heartbeat(self, request: api.HeartbeatRequest, context: Ctx) -> Any:
         view = await self.s.heartbeat(
             current_user.get(), request.session_id, request.seconds_since_activity
         )
-        return api.HeartbeatResponse(
-            session=cv.session_out(view), lease=self.signer.sign(view, self.e.now())
-        )
+        return self._answer(api.HeartbeatResponse(), view)
+
+    def _answer(self, out: Any, view: SessionView) -> Any:
+        """An Entitle or Heartbeat answer: the session and its freshly signed lease,
+        written into the response's own fields (issue 17: building each message and
+        copying it into its parent cost a third of building the answer)."""
+        cv.session_into(out.session, view)
+        self.signer.sign_into(out.lease, view, self.e.now())
+        return out
 
     async def Idle(self, request: api.IdleRequest, context: Ctx) -> Any:
         view = await self.s.idle(current_user.get(), request.session_id)
