@@ -192,7 +192,8 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             user_id = ""
             shown_user: str | None = None  # user_id as it may be logged
             entered = shed = False
-            request_id = self._loggable(_request_id(context, request))
+            metadata = context.invocation_metadata()  # a new tuple each time it is asked
+            request_id = self._loggable(_request_id_in(metadata, request))
             bind_contextvars(method=short, request_id=request_id)
             try:
                 if admission is not None:
@@ -200,9 +201,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                     admission.enter()
                     entered, shed = True, False
                 if admin:
-                    await self._admit(short, kind, request, context.invocation_metadata())
+                    await self._admit(short, kind, request, metadata)
                     return await behavior(request, context)
-                user_id = self._authenticate(kind, context.invocation_metadata())
+                user_id = self._authenticate(kind, metadata)
                 shown_user = self._loggable(user_id)
                 bind_contextvars(user_id=shown_user)
                 if kind == "user" and self._user_limits is not None:
@@ -288,12 +289,8 @@ def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], An
     return parse
 
 
-def _request_id(context: grpc.aio.ServicerContext[Any, Any], request: Any) -> str:
-    """The ``x-request-id`` header, else the request's ``request_id`` field, as sent."""
-    return _request_id_in(context.invocation_metadata(), request)
-
-
 def _request_id_in(metadata: Any, request: Any) -> str:
+    """The ``x-request-id`` header, else the request's ``request_id`` field, as sent."""
     for key, value in metadata or ():
         if key == "x-request-id":
             return str(value)
