@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.grpcurl import Grpcurl
-from tests.support import ADMIN_TOKEN, BACKENDS, ServerThread, forget_secrets
+from tests.support import ADMIN_TOKEN, BACKENDS, ServerThread, forget_secrets, running
 
 # PostgreSQL for the tests: the fixtures `pg` (the run's server) and `pg_url` (a fresh database).
 pytest_plugins = ["tests.pg"]
@@ -68,11 +68,8 @@ def database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> It
 @pytest.fixture
 def server(database: Path | str) -> Iterator[ServerThread]:
     """A real server on 127.0.0.1:0, test clock at 2026-01-01T00:00:00Z."""
-    srv = ServerThread(database).start()
-    try:
+    with running(database) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

@@ -8,17 +8,14 @@ from pathlib import Path
 import pytest
 
 from tests.licensing_desk import Desk
-from tests.support import ServerThread
+from tests.support import ServerThread, running
 
 
 @pytest.fixture
 def metered(database: Path | str) -> Iterator[ServerThread]:
     """A server with ``--metrics-listen 127.0.0.1:0`` (test clock at T0)."""
-    srv = ServerThread(database, metrics_listen="127.0.0.1:0").start()
-    try:
+    with running(database, metrics_listen="127.0.0.1:0") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.licensing_desk import Desk, at
-from tests.support import ServerThread
+from tests.support import ServerThread, running
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Screenshots of every page (git-ignored): look at them after a change to the portal.
@@ -99,11 +99,8 @@ def make_world(server: ServerThread) -> World:
 @pytest.fixture
 def portal_server(database: Path | str) -> Iterator[ServerThread]:
     """A real server on the test clock serving the portal on a free loopback port."""
-    srv = ServerThread(database, http_listen="127.0.0.1:0").start()
-    try:
+    with running(database, http_listen="127.0.0.1:0") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
