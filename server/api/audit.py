@@ -20,8 +20,8 @@ The draft carries:
   ``product.product_id``; a repeated field's values joined by ", "), cut to
   ``TARGET_BYTES``; for the calls whose target is only known once the change
   is made (a new pack, key or member) the trail reads it from the changes;
-- the request id: the ``x-request-id`` header, else the request's
-  ``request_id`` (as the edge logs it);
+- the request id the edge found: the ``x-request-id`` header, else the
+  request's ``request_id`` (as the edge logs it);
 - the teams the rule resolved: the first is the event's ``team_id``, the
   second (MoveTokenPack's destination) its ``other_team_id``, so the event is
   read in both teams (RemoveDevice by a team administrator: one of its own
@@ -33,7 +33,6 @@ The draft carries:
 
 from __future__ import annotations
 
-import contextvars
 import json
 from typing import Any
 
@@ -67,12 +66,6 @@ _PREFIXES = (USER_KEY_PREFIX, INVITATION_PREFIX, ADMIN_PREFIX)
 _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 _AS_RUNS = bytes(ord("a") if b in _B64 else ord(" ") for b in range(256))
 _RUN = b"a" * 32
-
-# The request id the edge found for the call under way (``x-request-id`` header,
-# else the request's ``request_id``): set by the edge before it calls the hook.
-current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "current_request_id", default=""
-)
 
 
 def may_hold_secret(text: str) -> bool:
@@ -159,7 +152,9 @@ class AuditRecorder:
     def __init__(self, trail: AuditTrail) -> None:
         self._trail = trail
 
-    def __call__(self, method: str, request: Any, caller: Caller, teams: tuple[str, ...]) -> None:
+    def __call__(
+        self, method: str, request: Any, caller: Caller, teams: tuple[str, ...], request_id: str
+    ) -> None:
         if not isinstance(request, Message):
             return  # undecodable: refused before the servicer runs, so nothing changes
         rule = RULES[method]
@@ -167,7 +162,6 @@ class AuditRecorder:
             # A user's devices, by the administrator of one of the user's teams: the
             # event is that team's (the administrator can then read it).
             teams = tuple(sorted(teams, key=lambda t: t not in (caller.team_ids or ())))
-        request_id = current_request_id.get() or str(getattr(request, "request_id", "") or "")
         actor, actor_name = (caller.actor, caller.actor_name) if caller.actor else (INVITEE, "")
         self._trail.begin(
             Draft(

@@ -39,6 +39,7 @@ current_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar(
 
 # What the edge calls, after it has let a call through and before the servicer
 # runs, for a method whose rule says it changes state (RULES AD2): the method's
-# short name, the request, the caller, and the teams the call touches (in the
-# rule's order).
-AuditHook = Callable[[str, Any, Caller, tuple[str, ...]], None]
+# short name, the request, the caller, the teams the call touches (in the
+# rule's order), and the call's request id as sent (the ``x-request-id`` header,
+# else the request's ``request_id``).
+AuditHook = Callable[[str, Any, Caller, tuple[str, ...], str], None]

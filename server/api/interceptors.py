@@ -42,7 +42,6 @@ from structlog.contextvars import bind_contextvars
 
 from server.api import scopes
 from server.api.admission import Admission
-from server.api.audit import current_request_id
 from server.api.caller import NOBODY, THE_OPERATOR, AuditHook, Caller, current_caller
 from server.api.errors import (
     PermissionDenied,
@@ -79,7 +78,9 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 UserResolver = Callable[[str], str | None]
 
 
-def _no_audit(method: str, request: Any, caller: Caller, teams: tuple[str, ...]) -> None:
+def _no_audit(
+    method: str, request: Any, caller: Caller, teams: tuple[str, ...], request_id: str
+) -> None:
     pass
 
 
@@ -165,7 +166,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             raise PermissionDenied("a user key cannot call AdminService; use an admin credential")
         raise Unauthenticated("wrong admin token, or an unknown or revoked admin key")
 
-    async def _admit(self, short: str, kind: str, request: Any, metadata: Any) -> None:
+    async def _admit(
+        self, short: str, kind: str, request: Any, metadata: Any, request_id: str
+    ) -> None:
         """An AdminService call's caller, rate limit, scope (AD1) and audit (AD2)."""
         caller = self._admin(kind, metadata)
         if kind == "admin" and self._admin_limits is not None:
@@ -178,8 +181,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         rule = RULES.get(short)
         teams = scopes.check(short, rule, request, caller, self._lookup)
         if rule is not None and rule.changes:
-            current_request_id.set(_request_id_in(metadata, request))  # the event's (AD2)
-            self._audit(short, request, caller, teams)
+            self._audit(short, request, caller, teams, request_id)
 
     def _wrap(self, behavior: Behavior, method: str, kind: str, logged: bool) -> Behavior:
         short = method.rsplit("/", 1)[-1]
@@ -195,7 +197,8 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             shown_user: str | None = None  # user_id as it may be logged
             entered = shed = False
             metadata = context.invocation_metadata()  # a new tuple each time it is asked
-            request_id = self._loggable(_request_id_in(metadata, request))
+            sent_id = _request_id_in(metadata, request)
+            request_id = self._loggable(sent_id)
             bind_contextvars(method=short, request_id=request_id)
             try:
                 if admission is not None:
@@ -203,7 +206,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                     admission.enter()
                     entered, shed = True, False
                 if admin:
-                    await self._admit(short, kind, request, metadata)
+                    await self._admit(short, kind, request, metadata, sent_id)
                     return await behavior(request, context)
                 user_id = self._authenticate(kind, metadata)
                 shown_user = self._shown_user(user_id)

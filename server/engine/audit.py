@@ -127,24 +127,17 @@ class AuditTrail:
         draft.task = asyncio.current_task()
         _draft.set(draft)
 
-    def _mine(self) -> Draft | None:
-        draft = _draft.get()
-        if draft is None or draft.written or draft.task is not asyncio.current_task():
-            return None
-        return draft
-
     def _on_commit(self, changes: Changes) -> None:
-        if _draft.get() is None:  # the hot path: a commit made outside an audited call
+        d = _draft.get()
+        if d is None:  # the hot path: a commit made outside an audited call
             return
-        draft = self._mine()
-        if draft is None:
+        if d.written or d.task is not asyncio.current_task():
             return
-        draft.written = True
-        found = FOUND_IN_CHANGES.get(draft.method)
+        d.written = True
+        found = FOUND_IN_CHANGES.get(d.method)
         if found is not None:
-            found(draft, changes)
+            found(d, changes)
         self._seq += 1
-        d = draft
         event = chained(
             AuditEvent(
                 self._seq,

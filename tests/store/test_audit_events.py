@@ -52,7 +52,7 @@ async def _purchase_with_its_event(engine: Engine, request_id: str) -> None:
     """PurchaseTokens as the edge makes it: the audit draft, then the use case, in
     one task."""
     request = api.PurchaseTokensRequest(team_id="acme", tokens=5, request_id=request_id)
-    AuditRecorder(engine.audit)("PurchaseTokens", request, THE_OPERATOR, ("acme",))
+    AuditRecorder(engine.audit)("PurchaseTokens", request, THE_OPERATOR, ("acme",), request_id)
     await engine.accounts.purchase("acme", 5, request_id)
 
 
