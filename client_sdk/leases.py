@@ -3,8 +3,10 @@
 Every Entitle and Heartbeat answer for a live session carries a
 ``tessera.v1.SignedLease``: a serialized ``tessera.v1.Lease`` (session, user,
 team, product, device, coverage, lease end, issue time) and the server's
-Ed25519 signature over exactly those bytes, naming the key (``key_id``) that
-made it. The SDK checks each one with the server's public keys before it lets
+Ed25519 signature over exactly those bytes, or, for a lease signed in a batch
+under load, over the root of a hash tree that the lease's ``tree_path`` leads
+to from the lease (``_signed_bytes``), naming the key (``key_id``) that made it.
+The SDK checks each one with the server's public keys before it lets
 the product run on it, and refuses (``LeaseInvalid``) a lease that is
 
 - missing, or not a lease at all;
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -202,6 +205,35 @@ def verify_lease(
     return lease
 
 
+#: A lease signed in a batch: the signature covers these bytes, then the batch's root.
+BATCH_CONTEXT = b"tessera.v1 lease batch\x00"
+_MAX_TREE_DEPTH = 32  # 4 billion leases in one batch
+
+
+def _signed_bytes(msg: common_pb2.SignedLease) -> bytes:
+    """What the signature of ``msg`` covers: the lease itself, or (signed in a batch,
+    ``tree_path`` set) ``BATCH_CONTEXT`` and the root its path leads to, as
+    ``tessera.v1.SignedLease`` describes."""
+    path = msg.tree_path
+    if not path:
+        if msg.tree_index:
+            raise LeaseInvalid("a tree index without a tree path", reason="LEASE_MALFORMED")
+        if msg.lease.startswith(BATCH_CONTEXT):  # (nor would it parse as a lease)
+            raise LeaseInvalid("a batch's signed root is not a lease", reason="LEASE_MALFORMED")
+        return msg.lease
+    if len(path) > _MAX_TREE_DEPTH or msg.tree_index >> len(path):
+        raise LeaseInvalid("the tree index does not fit its path", reason="LEASE_MALFORMED")
+    node = hashlib.sha256(b"\x00" + msg.lease).digest()
+    place = msg.tree_index
+    for sibling in path:
+        if len(sibling) != 32:
+            raise LeaseInvalid("a tree path hash is not 32 bytes", reason="LEASE_MALFORMED")
+        pair = sibling + node if place & 1 else node + sibling
+        node = hashlib.sha256(b"\x01" + pair).digest()
+        place >>= 1
+    return BATCH_CONTEXT + node
+
+
 def verify_lease_signature(
     signed: bytes | bytearray | memoryview | common_pb2.SignedLease,
     keys: SigningKeysSource,
@@ -226,7 +258,7 @@ def verify_lease_signature(
             key_id=msg.key_id,
         )
     try:
-        key.verify(msg.signature, msg.lease)
+        key.verify(msg.signature, _signed_bytes(msg))
     except InvalidSignature:
         raise LeaseInvalid(
             "the lease signature does not match: forged or altered",

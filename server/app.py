@@ -408,6 +408,7 @@ class TesseraServer:
             signer = LeaseSigner(
                 leases.load_or_create(leases.key_path(cfg.secrets_base), engine.now()),
                 engine.terms.lease,
+                cfg.lease_batch_window,
             )
             term = Term(
                 edge,

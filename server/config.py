@@ -40,6 +40,7 @@ class Config:
     shutdown_grace: float = 10.0
     heartbeat_flush: float = 2.0  # seconds between writes of heartbeat history
     log_heartbeats: bool = False  # a line per successful Heartbeat too (failures always)
+    lease_batch_window: float = 0.002  # seconds a lease may wait to share a signature (0: none)
     user_rate_limit: float = 200.0  # calls per second per user key (0: off)
     user_burst: int = 1000
     admin_rate_limit: float = 0.0  # calls per second with the admin token (0: off)
@@ -138,6 +139,15 @@ def _lease(text: str) -> float:
     value: float = _number(float)(text)
     if value < 0.5:
         raise ValueError(f"{text!r} is under 0.5 seconds")
+    return value
+
+
+def _batch_window(text: str) -> float:
+    value: float = _number(float)(text)
+    if value > 0.1:
+        raise ValueError(
+            f"{text!r} is over 0.1 seconds (every answer under load would wait that long)"
+        )
     return value
 
 
@@ -290,6 +300,15 @@ OPTIONS: tuple[Option, ...] = (
         "also log a line for every successful Heartbeat (failed ones and every other "
         "call are always logged; off because it costs ~15%% of heartbeat throughput)",
         _boolean,
+    ),
+    Option(
+        "lease_batch_window",
+        "under load (from 4 leases within this many seconds), the leases asked for "
+        "within this many seconds share one Ed25519 signature (a hash tree: each still "
+        "verifies alone, offline), each answer waiting at most this long; fewer are "
+        "signed at once; 0 signs every lease alone",
+        _batch_window,
+        metavar="SECONDS",
     ),
     Option(
         "user_rate_limit",

@@ -95,6 +95,7 @@ def test_h4_13_every_variable_is_read_and_a_flag_wins(monkeypatch: pytest.Monkey
         "tls_client_ca": "ca.pem",
         "advertise": "127.0.0.1:6001",
         "secrets_dir": "var/secrets",
+        "lease_batch_window": "0.007",
     }
     expected = {}
     for o in OPTIONS:
@@ -116,6 +117,11 @@ def test_h4_13_every_variable_is_read_and_a_flag_wins(monkeypatch: pytest.Monkey
         ("TESSERA_LOG_HEARTBEATS", "maybe", "TESSERA_LOG_HEARTBEATS: 'maybe' is not a boolean"),
         ("TESSERA_SHUTDOWN_GRACE", "nan", "TESSERA_SHUTDOWN_GRACE: 'nan' is not a finite number"),
         ("TESSERA_LISTEN", "50051", "TESSERA_LISTEN: '50051' is not host:port"),
+        (
+            "TESSERA_LEASE_BATCH_WINDOW",
+            "0.5",
+            "TESSERA_LEASE_BATCH_WINDOW: '0.5' is over 0.1 seconds",
+        ),
     ],
 )
 def test_h4_13_a_bad_variable_is_a_usage_error_naming_it(

@@ -43,20 +43,21 @@ class LicensingServicer(licensing_service_pb2_grpc.LicensingServiceServicer):
             takeover=request.takeover,
             team_id=request.team_id,
         )
-        return self._answer(api.EntitleResponse(), view)
+        return await self._answer(api.EntitleResponse(), view)
 
     async def Heartbeat(self, request: api.HeartbeatRequest, context: Ctx) -> Any:
         view = await self.s.heartbeat(
             current_user.get(), request.session_id, request.seconds_since_activity
         )
-        return self._answer(api.HeartbeatResponse(), view)
+        return await self._answer(api.HeartbeatResponse(), view)
 
-    def _answer(self, out: Any, view: SessionView) -> Any:
-        """An Entitle or Heartbeat answer: the session and its freshly signed lease,
-        written into the response's own fields (issue 17: building each message and
-        copying it into its parent cost a third of building the answer)."""
+    async def _answer(self, out: Any, view: SessionView) -> Any:
+        """An Entitle or Heartbeat answer: the session and its freshly signed lease
+        (under load, signed with others in a batch: ``server/leases.py``), written
+        into the response's own fields (issue 17: building each message and copying
+        it into its parent cost a third of building the answer)."""
         cv.session_into(out.session, view)
-        self.signer.sign_into(out.lease, view, self.e.now())
+        await self.signer.sign_into(out.lease, view, self.e.now())
         return out
 
     async def Idle(self, request: api.IdleRequest, context: Ctx) -> Any:

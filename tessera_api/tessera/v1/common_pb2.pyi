@@ -547,14 +547,18 @@ class Lease(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., team_id: _Optional[str] = ..., product_id: _Optional[str] = ..., device_id: _Optional[str] = ..., coverage: _Optional[_Union[Coverage, str]] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., issue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SignedLease(_message.Message):
-    __slots__ = ("lease", "signature", "key_id")
+    __slots__ = ("lease", "signature", "key_id", "tree_path", "tree_index")
     LEASE_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    TREE_PATH_FIELD_NUMBER: _ClassVar[int]
+    TREE_INDEX_FIELD_NUMBER: _ClassVar[int]
     lease: bytes
     signature: bytes
     key_id: str
-    def __init__(self, lease: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., key_id: _Optional[str] = ...) -> None: ...
+    tree_path: _containers.RepeatedScalarFieldContainer[bytes]
+    tree_index: int
+    def __init__(self, lease: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., key_id: _Optional[str] = ..., tree_path: _Optional[_Iterable[bytes]] = ..., tree_index: _Optional[int] = ...) -> None: ...
 
 class SigningKey(_message.Message):
     __slots__ = ("key_id", "public_key", "create_time", "retired")
