@@ -70,7 +70,7 @@ NO_CREDENTIAL = frozenset(
 )
 
 LOGGED_CHARS = 100  # of a caller's string in a log line
-SHOWN_USERS = 65_536  # user ids kept scrubbed (EdgeInterceptor._shown_user)
+SHOWN_USERS = 131_072  # user ids kept scrubbed (_shown_user); make bench has 100,000
 # What is scrubbed of it: a secret cut in two at LOGGED_CHARS must still be seen whole.
 SCRUBBED_CHARS = 8192
 
