@@ -18,10 +18,14 @@ what the server alone can do. In one run this:
    the server's CPU time over the run (``/proc``);
 4. does 3 against ``benchmarks/echo_server.py`` (canned responses, nothing
    else), the same h2load flags;
-5. checks Tessera's log: gRPC puts a failure in the trailers of an HTTP 200,
+5. with ``--ladder``, does 3 against Tessera with parts of the Heartbeat taken
+   away as well (``benchmarks/stripped_server.py``: without the signature, without
+   the engine, without the edge), printing each one's share of the echo: where
+   the floor of this process model is, and what each part costs;
+6. checks Tessera's log: gRPC puts a failure in the trailers of an HTTP 200,
    which h2load counts as a success, and the server logs every failed call, so
    the run is refused when the log names any;
-6. prints the last line
+7. prints the last line
 
    ``H2LOAD heartbeat_rps=… echo_rps=… heartbeat_vs_echo=… heartbeat_cpu_us=…
    echo_cpu_us=… failed=…``
@@ -185,6 +189,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument(
+        "--ladder",
+        action="store_true",
+        help="also run Tessera with parts of a Heartbeat taken away "
+        "(benchmarks/stripped_server.py): what each part costs against the echo",
+    )
     return p.parse_args(argv)
 
 
@@ -193,49 +203,72 @@ def median(points: list[Point]) -> Point:
     return ordered[len(ordered) // 2]
 
 
+def tessera_child(name: str, tmp: Path, token: str, strip: str | None = None) -> Child:
+    """Tessera on a throwaway database: ``python -m server``, or with ``strip`` the
+    stripped server of that level."""
+    runner = ["-m", "server"] if strip is None else ["-m", "benchmarks.stripped_server"]
+    return Child(
+        name,
+        [
+            *(sys.executable, *runner, *(["--strip", strip] if strip else [])),
+            *("--listen", "127.0.0.1:0", "--db", str(tmp / f"{name}.db")),
+            *("--admin-token", token, "--log-format", "json", "--user-rate-limit", "0"),
+        ],
+        tmp,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="tessera-h2load-"))
     token = "tsa_" + secrets.token_urlsafe(24)
-    body = tmp / "heartbeat.bin"
     servers: list[Child] = []
     try:
-        tessera = Child(
-            "tessera",
-            [
-                *(sys.executable, "-m", "server", "--listen", "127.0.0.1:0"),
-                *("--db", str(tmp / "tessera.db"), "--admin-token", token),
-                *("--log-format", "json", "--user-rate-limit", "0"),
-            ],
-            tmp,
-        )
+        tessera = tessera_child("tessera", tmp, token)
+        # The ladder (--ladder): the same server with parts of a Heartbeat taken away.
+        stripped = [
+            tessera_child(f"stripped-{level}", tmp, token, level)
+            for level in (("signature", "engine", "edge") if a.ladder else ())
+        ]
         echo = Child(
             "echo",
             [sys.executable, "-m", "benchmarks.echo_server", "--listen", "127.0.0.1:0"],
             tmp,
         )
-        servers += [tessera, echo]
-        tessera.start()
-        key, request = asyncio.run(open_session(tessera.target, token))
-        body.write_bytes(grpc_frame(request))
+        servers += [tessera, *stripped, echo]
+        keys: dict[str, tuple[str, Path]] = {}
+        for child in (tessera, *stripped):
+            child.start()
+            key, request = asyncio.run(open_session(child.target, token))
+            body = tmp / f"{child.name}.bin"
+            body.write_bytes(grpc_frame(request))
+            keys[child.name] = (key, body)
         echo.start()
         flags = f"-c {a.connections} -m {a.streams} --warm-up-time {a.warmup:g} -D {a.seconds:g}"
         print(f"h2load {flags}; load average {os.getloadavg()[0]:.2f}", file=sys.stderr)
-        ours: list[Point] = []
-        theirs: list[Point] = []
+        points: dict[str, list[Point]] = {c.name: [] for c in (tessera, *stripped, echo)}
         for n in range(a.rounds):
-            with spying(a if n == 0 else None, tessera.pid):
-                ours.append(h2load(a, tessera, body, key))
-            theirs.append(h2load(a, echo, body, key))
+            for child in (tessera, *stripped):
+                with spying(a if n == 0 and child is tessera else None, child.pid):
+                    points[child.name].append(
+                        h2load(a, child, keys[child.name][1], keys[child.name][0])
+                    )
+            key, body = keys["tessera"]
+            points["echo"].append(h2load(a, echo, body, key))
             print(
-                f"round {n + 1}: tessera {ours[-1].describe()}; echo {theirs[-1].describe()}; "
-                f"load average {os.getloadavg()[0]:.2f}",
+                f"round {n + 1}: "
+                + "; ".join(f"{name} {p[-1].describe()}" for name, p in points.items())
+                + f"; load average {os.getloadavg()[0]:.2f}",
                 file=sys.stderr,
             )
-        tessera.stop()
+        for child in (tessera, *stripped):
+            child.stop()
         failed = failed_calls(tessera.out_path)
-        t, e = median(ours), median(theirs)
+        t, e = median(points["tessera"]), median(points["echo"])
         print(f"tessera Heartbeat: {t.describe()}")
+        for child in stripped:
+            p = median(points[child.name])
+            print(f"{child.name + ':':<19}{p.describe()}; {p.rps / e.rps:.2f} of the echo")
         print(f"echo:              {e.describe()}")
         if failed:
             print(f"failed calls in Tessera's log: {failed}")
