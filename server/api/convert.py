@@ -53,8 +53,8 @@ def ts(t: datetime | None) -> timestamp_pb2.Timestamp | None:
     which counts: a Session carries up to six)."""
     if t is None:
         return None
-    us = (t - _EPOCH) // MICROSECOND
-    return timestamp_pb2.Timestamp(seconds=us // 1_000_000, nanos=us % 1_000_000 * 1000)
+    d = t - _EPOCH  # a timedelta's parts are whole and normalized: days, seconds, microseconds
+    return timestamp_pb2.Timestamp(seconds=d.days * 86_400 + d.seconds, nanos=d.microseconds * 1000)
 
 
 _DURATIONS: dict[timedelta, duration_pb2.Duration] = {}
@@ -382,10 +382,11 @@ def set_ts(field: timestamp_pb2.Timestamp, t: datetime | None) -> None:
     """``ts`` written into a message's own field (unset when None): no Timestamp made
     and then copied into its parent, which is most of what building an answer costs."""
     if t is not None:
-        us = (t - _EPOCH) // MICROSECOND
-        field.SetInParent()  # set, even at the epoch itself
-        field.seconds = us // 1_000_000
-        field.nanos = us % 1_000_000 * 1000
+        d = t - _EPOCH  # (half the cost of counting microseconds and dividing, issue 17)
+        field.seconds = d.days * 86_400 + d.seconds
+        field.nanos = d.microseconds * 1000
+        if t == _EPOCH:
+            field.SetInParent()  # set, even at the epoch itself
 
 
 def session_into(out: pb.Session, view: SessionView) -> None:
@@ -411,7 +412,6 @@ def session_into(out: pb.Session, view: SessionView) -> None:
     set_ts(out.grace_end_time, view.grace_end_time)
     set_ts(out.window_end_time, view.window_end_time)
     set_ts(out.lease_expire_time, view.lease_expire_time)
-    out.heartbeat_interval.SetInParent()
     out.heartbeat_interval.CopyFrom(dur(view.heartbeat_interval))
     out.team_available_tokens = view.team_available_tokens
 

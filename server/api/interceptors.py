@@ -199,18 +199,19 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             metadata = context.invocation_metadata()  # a new tuple each time it is asked
             sent_id = _request_id_in(metadata, request)
             request_id = self._loggable(sent_id)
-            bind_contextvars(method=short, request_id=request_id)
             try:
                 if admission is not None:
                     shed = True  # until it has a place (Admission logs what it sheds)
                     admission.enter()
                     entered, shed = True, False
                 if admin:
+                    bind_contextvars(method=short, request_id=request_id)
                     await self._admit(short, kind, request, metadata, sent_id)
                     return await behavior(request, context)
                 user_id = self._authenticate(kind, metadata)
                 shown_user = self._shown_user(user_id)
-                bind_contextvars(user_id=shown_user)
+                # (bound once the caller is known: the call's own line names them itself)
+                bind_contextvars(method=short, request_id=request_id, user_id=shown_user)
                 if kind == "user" and self._user_limits is not None:
                     await self._user_limits.take(user_id)
                 current_user.set(user_id)
@@ -306,9 +307,16 @@ def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], An
     return parse
 
 
+_HAS_REQUEST_ID: dict[type, bool] = {}  # a request type: whether it has a request_id field
+
+
 def _request_id_in(metadata: Any, request: Any) -> str:
     """The ``x-request-id`` header, else the request's ``request_id`` field, as sent."""
     for key, value in metadata or ():
         if key == "x-request-id":
             return str(value)
-    return str(getattr(request, "request_id", "") or "")
+    if type(request) not in _HAS_REQUEST_ID:  # (no AttributeError raised on every Heartbeat)
+        fields = getattr(getattr(request, "DESCRIPTOR", None), "fields_by_name", {})
+        _HAS_REQUEST_ID[type(request)] = "request_id" in fields
+    return str(request.request_id or "") if _HAS_REQUEST_ID[type(request)] else ""
+
