@@ -219,16 +219,17 @@ class LeaseSigner:
         payload = lease.SerializeToString(deterministic=True)
         out.lease = payload
         out.key_id = self._key_id
-        signature, path, index = await self.signature(payload)
+        signed = self.signature(payload)
+        signature, path, index = signed if isinstance(signed, tuple) else await signed
         out.signature = signature
         if path:
             out.tree_path.extend(path)
             out.tree_index = index
         return True
 
-    async def signature(self, payload: bytes) -> Signature:
-        """``payload``'s signature: made at once while leases are few, else with the
-        batch signed ``window`` after its first lease (see the class)."""
+    def signature(self, payload: bytes) -> Signature | asyncio.Future[Signature]:
+        """``payload``'s signature: made at once while leases are few, else (a future)
+        with the batch signed ``window`` after its first lease (see the class)."""
         if self._window <= 0 or not self._busy():
             self.signatures += 1
             self.signed += 1
@@ -238,7 +239,7 @@ class LeaseSigner:
             loop.call_later(self._window, self.sign_batch)
         done: asyncio.Future[Signature] = loop.create_future()
         self._batch.append((payload, done))
-        return await done
+        return done
 
     def _busy(self) -> bool:
         """Whether leases come fast enough to share signatures: more than ``BUSY``

@@ -319,4 +319,3 @@ def _request_id_in(metadata: Any, request: Any) -> str:
         fields = getattr(getattr(request, "DESCRIPTOR", None), "fields_by_name", {})
         _HAS_REQUEST_ID[type(request)] = "request_id" in fields
     return str(request.request_id or "") if _HAS_REQUEST_ID[type(request)] else ""
-
