@@ -110,7 +110,28 @@ SECRET = re.compile(
 )
 
 
+_PREFIXES = (USER_KEY_PREFIX, INVITATION_PREFIX, ADMIN_PREFIX)  # each has "_" (a test says so)
+_B64_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+_AS_RUNS = bytes(ord("a") if b in _B64_BYTES else ord(" ") for b in range(256))
+_RUN = b"a" * 32  # the shortest run of SECRET's second kind
+
+
+def may_hold_secret(text: str) -> bool:
+    """Whether ``scrub`` could find anything in ``text`` (no false "no"), far faster
+    than looking: neither one of the prefixes (each has "_") nor a run of 32 (most of
+    what a log line or a request holds: times, names, codes, e-mail addresses)."""
+    if len(text) < len(_RUN) and "_" not in text:
+        return False
+    if any(prefix in text for prefix in _PREFIXES):
+        return True
+    return _RUN in text.encode("utf-8", "surrogatepass").translate(_AS_RUNS)
+
+
 def scrub(text: str) -> str:
+    """``text`` with every secret-shaped part cut to its prefix and an ellipsis
+    (issue 17: only text that may hold one is searched, ~1.6 us each otherwise)."""
+    if not may_hold_secret(text):
+        return text
     return SECRET.sub("\\1\u2026", text)
 
 
