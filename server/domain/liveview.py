@@ -147,7 +147,8 @@ class LiveView(SessionBook):
             device.user_id = users.setdefault(device.user_id, device.user_id)
             device.product_id = sys.intern(device.product_id)
             lic._add_device(device)
-        for session in order(sessions):
+        ordered = order(sessions)
+        for session in ordered:
             session.meter = session.device = session.plugins = session.due = None
             session.user_id = users.setdefault(session.user_id, session.user_id)
             session.team_id = sys.intern(session.team_id)
@@ -156,14 +157,15 @@ class LiveView(SessionBook):
             lic._sessions[session.session_id] = session
             if session.request_id:
                 lic._remember(session)
-        for session in order(s for s in lic._sessions.values() if s.live):
+        for session in ordered:  # the order ``lic._sessions`` has them in: oldest first
+            if not session.live:
+                continue
             host = (
                 lic._sessions.get(session.parent_session_id) if session.parent_session_id else None
             )
             if host is not None:
                 session.parent_session_id = host.session_id
-            found = lic._devices_of(session.user_id, session.product_id)
-            on = next((d for d in found if d.device_id == session.device_id), None)
+            on = lic._device(session.user_id, session.product_id, session.device_id)
             if on is None:  # a live session always has its device: recreate it
                 on = Device(
                     session.user_id,
