@@ -9,7 +9,6 @@ Scans are confined to operator paths (``live_sessions``, ``all_sessions``,
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Self
@@ -135,25 +134,18 @@ class LiveView(SessionBook):
             new_id=new_id,
         )
         by_hold = holds_by_id(holds)
-        users: dict[str, str] = {}  # one string per user id, shared by all its objects
+        # The ids that many objects repeat (user, team, product, version) come in
+        # shared already, one string each: the store made them so while it loaded
+        # (``server/store/codec.py``, ``sharing``).
         for meter in meters:
             meter.live = meter.active = 0
-            meter.user_id = users.setdefault(meter.user_id, meter.user_id)
-            meter.team_id = sys.intern(meter.team_id)
-            meter.product_id = sys.intern(meter.product_id)
             lic.meters.add(meter, by_hold)
         for device in devices:
             device.live = None
-            device.user_id = users.setdefault(device.user_id, device.user_id)
-            device.product_id = sys.intern(device.product_id)
             lic._add_device(device)
         ordered = order(sessions)
         for session in ordered:
             session.meter = session.device = session.plugins = session.due = None
-            session.user_id = users.setdefault(session.user_id, session.user_id)
-            session.team_id = sys.intern(session.team_id)
-            session.product_id = sys.intern(session.product_id)
-            session.product_version = sys.intern(session.product_version)
             lic._sessions[session.session_id] = session
             if session.request_id:
                 lic._remember(session)
