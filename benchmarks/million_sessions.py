@@ -60,6 +60,7 @@ from server.app import settle_heap
 from server.clock import TestClock
 from server.domain.changes import Changes
 from server.domain.directory import Directory, Member, MemberState, User
+from server.domain.ledger import shared_parts
 from server.domain.products import Platform, Product
 from server.domain.sessions import ChargeState, Session, SessionState
 from server.domain.teams import Plan
@@ -183,12 +184,12 @@ def footprint(engine: Engine, session: Session) -> dict[str, float]:
     parts["Device"] = _alloc(device) if device is not None else 0
     parts["Meter"] = _alloc(meter) if meter is not None else 0
     if hold is not None:
-        parts["Hold (grace only): hold, id, parts, cause"] = (
+        # Equal parts are one tuple for all holds (``shared_parts``): not its own.
+        own_parts = shared_parts(hold.parts) is not hold.parts
+        parts["Hold (grace only): hold, id, own parts"] = (
             _alloc(hold)
             + _alloc(hold.hold_id)
-            + _alloc(hold.parts)
-            + sum(_alloc(p) for p in hold.parts)
-            + _alloc(hold.cause)
+            + own_parts * (_alloc(hold.parts) + sum(_alloc(p) for p in hold.parts))
         )
     heap = engine.scheduler.heap
     keys = {session.session_id, session.user_id}

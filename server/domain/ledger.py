@@ -169,16 +169,57 @@ class LedgerEntry:
         return f"{self.seq:012d}"
 
 
+Parts = tuple[tuple[str, int], ...]  # (pack_id, tokens) in the order T3 took them
+_PARTS: dict[Parts, Parts] = {}
+_PARTS_KEPT = 4096
+
+
+def shared_parts(parts: Parts) -> Parts:
+    """One tuple for equal parts (they are immutable): nearly every hold takes
+    one rate from one pack, so a million holds in grace share a handful of
+    tuples instead of holding two each (112 bytes). Bounded: past
+    ``_PARTS_KEPT`` distinct ones the table starts again."""
+    found = _PARTS.get(parts)
+    if found is None:
+        if len(_PARTS) >= _PARTS_KEPT:
+            _PARTS.clear()
+        found = _PARTS[parts] = parts
+    return found
+
+
 @dataclass(slots=True)
 class Hold:
-    """Tokens held for one meter in grace (M2): which packs gave how many."""
+    """Tokens held for one meter in grace (M2): which packs gave how many, for
+    whom (its cause, kept as its three ids: a ``Cause`` object per hold would
+    cost 64 bytes more, and a million meters may be in grace)."""
 
     hold_id: str
     team_id: str
     amount: int
-    parts: tuple[tuple[str, int], ...]
-    cause: Cause
+    parts: Parts
+    session_id: str
+    user_id: str
+    product_id: str
     time: datetime
+
+    @classmethod
+    def of(
+        cls, hold_id: str, team_id: str, amount: int, parts: Parts, cause: Cause, time: datetime
+    ) -> Hold:
+        return cls(
+            hold_id,
+            team_id,
+            amount,
+            shared_parts(parts),
+            cause.session_id,
+            cause.user_id,
+            cause.product_id,
+            time,
+        )
+
+    @property
+    def cause(self) -> Cause:
+        return Cause(self.session_id, self.user_id, self.product_id)
 
 
 class BalanceNote(NamedTuple):
@@ -427,7 +468,7 @@ class Ledger:
                 break
         bal.remaining -= amount
         bal.held += amount
-        hold = Hold(hold_id, team_id, amount, tuple(parts), cause, now)
+        hold = Hold.of(hold_id, team_id, amount, tuple(parts), cause, now)
         changes.upsert(hold)
         self.note_balance(team_id, now, fell=True)
         return hold

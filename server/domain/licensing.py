@@ -250,8 +250,13 @@ class Licensing(LiveView):
         changes.upsert(session)
         if self._product(session).idle_aware:
             # Activity before the session began says nothing (and an int64 would overflow).
-            age = (now - session.start_time) // timedelta(seconds=1) + 1
-            activity = now - timedelta(seconds=min(seconds_since_activity, age))
+            # Activity just now (the usual report) is ``now`` itself, the instant the
+            # device's last_seen_time holds: no second datetime per session.
+            if seconds_since_activity == 0:
+                activity = now
+            else:
+                age = (now - session.start_time) // timedelta(seconds=1) + 1
+                activity = now - timedelta(seconds=min(seconds_since_activity, age))
             session.last_activity = max(session.last_activity, activity)
             if (
                 session.state is SessionState.IDLE

@@ -106,6 +106,17 @@ class SessionBook:
     def _devices_of(self, user_id: str, product_id: str) -> tuple[Device, ...]:
         return tuple(d for d in few(self._devices.get(user_id)) if d.product_id == product_id)
 
+    def _device(self, user_id: str, product_id: str, device_id: str) -> Device | None:
+        """The user's device of that id registered for the product, if any."""
+        found = self._devices.get(user_id)
+        if type(found) is Device:  # the usual one device: no tuple to build
+            return (
+                found if found.product_id == product_id and found.device_id == device_id else None
+            )
+        return next(
+            (d for d in self._devices_of(user_id, product_id) if d.device_id == device_id), None
+        )
+
     def _add_device(self, device: Device) -> None:
         mine = few(self._devices.get(device.user_id))
         self._devices[device.user_id] = (*mine, device) if mine else device

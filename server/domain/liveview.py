@@ -9,7 +9,6 @@ Scans are confined to operator paths (``live_sessions``, ``all_sessions``,
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Self
@@ -135,35 +134,30 @@ class LiveView(SessionBook):
             new_id=new_id,
         )
         by_hold = holds_by_id(holds)
-        users: dict[str, str] = {}  # one string per user id, shared by all its objects
+        # The ids that many objects repeat (user, team, product, version) come in
+        # shared already, one string each: the store made them so while it loaded
+        # (``server/store/codec.py``, ``sharing``).
         for meter in meters:
             meter.live = meter.active = 0
-            meter.user_id = users.setdefault(meter.user_id, meter.user_id)
-            meter.team_id = sys.intern(meter.team_id)
-            meter.product_id = sys.intern(meter.product_id)
             lic.meters.add(meter, by_hold)
         for device in devices:
             device.live = None
-            device.user_id = users.setdefault(device.user_id, device.user_id)
-            device.product_id = sys.intern(device.product_id)
             lic._add_device(device)
-        for session in order(sessions):
+        ordered = order(sessions)
+        for session in ordered:
             session.meter = session.device = session.plugins = session.due = None
-            session.user_id = users.setdefault(session.user_id, session.user_id)
-            session.team_id = sys.intern(session.team_id)
-            session.product_id = sys.intern(session.product_id)
-            session.product_version = sys.intern(session.product_version)
             lic._sessions[session.session_id] = session
             if session.request_id:
                 lic._remember(session)
-        for session in order(s for s in lic._sessions.values() if s.live):
+        for session in ordered:  # the order ``lic._sessions`` has them in: oldest first
+            if not session.live:
+                continue
             host = (
                 lic._sessions.get(session.parent_session_id) if session.parent_session_id else None
             )
             if host is not None:
                 session.parent_session_id = host.session_id
-            found = lic._devices_of(session.user_id, session.product_id)
-            on = next((d for d in found if d.device_id == session.device_id), None)
+            on = lic._device(session.user_id, session.product_id, session.device_id)
             if on is None:  # a live session always has its device: recreate it
                 on = Device(
                     session.user_id,

@@ -36,7 +36,7 @@ from server.domain.directory import (
     NotificationKind,
     User,
 )
-from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack
+from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack, shared_parts
 from server.domain.meta import MetaValue
 from server.domain.products import Product
 from server.domain.sessions import (
@@ -440,17 +440,19 @@ HOLDS = Table(
         h.team_id,
         h.amount,
         json.dumps(h.parts),
-        h.cause.session_id,
-        h.cause.user_id,
-        h.cause.product_id,
+        h.session_id,
+        h.user_id,
+        h.product_id,
         t2i(h.time),
     ),
     lambda r: Hold(
         hold_id=r[0],
         team_id=_s(r[1]),
         amount=r[2],
-        parts=tuple((p, n) for p, n in json.loads(r[3])),
-        cause=Cause(r[4], _s(r[5]), _s(r[6])),
+        parts=shared_parts(tuple((p, n) for p, n in json.loads(r[3]))),
+        session_id=r[4],
+        user_id=_s(r[5]),
+        product_id=_s(r[6]),
         time=_t(r[7]),
     ),
 )

@@ -112,8 +112,8 @@ def every_object() -> list[object]:
         Product("ACADEL", "Electrical", 0, ProductKind.PLUGIN, "ACAD", False, frozenset()),
         TokenPack("pk_1", "acme", 2**40, T, T + 365 * DAY, "po-1", 2**40 - 16, 10, 5, 1, False),
         TokenPack("pk_2", "beta", 7, T, T, "", 0, 0, 0, 7, True),
-        Hold("h1", "acme", 10, (("pk_1", 6), ("pk_3", 4)), cause, T),
-        Hold("h2", "acme", 1, (("pk_1", 1),), Cause(), T),
+        Hold.of("h1", "acme", 10, (("pk_1", 6), ("pk_3", 4)), cause, T),
+        Hold.of("h2", "acme", 1, (("pk_1", 1),), Cause(), T),
         LedgerEntry(1, T, EntryKind.PURCHASE, "acme", "pk_1", 2**40, 2**40, 0, Cause(), "a" * 64),
         LedgerEntry(2, T + H, EntryKind.HOLD, "acme", "pk_1", 10, -10, 10, cause, "b" * 64),
         LedgerEntry(3, T + 2 * H, EntryKind.CAPTURE, "acme", "pk_1", 6, 0, -6, cause, "c" * 64),
@@ -194,7 +194,7 @@ def every_object() -> list[object]:
 def later_changes() -> list[object]:
     """A second commit: deletes, and rows changed in place."""
     return [
-        Deleted(Hold("h2", "acme", 1, (("pk_1", 1),), Cause(), T)),
+        Deleted(Hold.of("h2", "acme", 1, (("pk_1", 1),), Cause(), T)),
         Deleted(Device("zoë@example.com", "ACAD", "dev-2", T, T + H)),
         Deleted(MetaValue("test_clock", "")),
         TokenPack("pk_1", "acme", 2**40, T, T + 365 * DAY, "po-1", 2**40 - 20, 14, 5, 1, False),

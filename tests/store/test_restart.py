@@ -364,10 +364,10 @@ async def test_store_commit_then_load_round_trips_every_object(tmp_path: Path) -
         expired_tokens=7,
         expired=True,
     )
-    hold = Hold(
+    hold = Hold.of(
         "h1", "acme", 10, (("pk_1", 6), ("pk_3", 4)), Cause("s1", "ann@example.com", "ACAD"), t
     )
-    gone = Hold("h2", "acme", 1, (("pk_1", 1),), Cause(), t)
+    gone = Hold.of("h2", "acme", 1, (("pk_1", 1),), Cause(), t)
     product = Product(
         "ACAD",
         "AutoCAD",
