@@ -189,9 +189,12 @@ class Meter:
     the server's memory after the steady state, and optionally a py-spy profile
     of the server during the steady state."""
 
-    def __init__(self, server: Child, py_spy: Path | None = None) -> None:
+    def __init__(
+        self, server: Child, py_spy: Path | None = None, spy_phase: str = "steady"
+    ) -> None:
         self.server = server
         self.py_spy = py_spy
+        self.spy_phase = spy_phase
         self.spy: subprocess.Popen[bytes] | None = None
         self.marks: dict[str, tuple[float, float, float]] = {}
         self.cores: dict[str, tuple[float, float]] = {}  # phase: (server, workers)
@@ -203,7 +206,7 @@ class Meter:
         workers = sum(cpu_seconds(p) for p in driver.worker_pids)
         if when == "start":
             self.marks[phase] = (now, server, workers)
-            if phase == "steady" and self.py_spy is not None:
+            if phase == self.spy_phase and self.py_spy is not None:
                 self._start_spy()
             return
         t0, s0, w0 = self.marks.pop(phase, (now, server, workers))
@@ -211,6 +214,7 @@ class Meter:
             self.cores[phase] = ((server - s0) / (now - t0), (workers - w0) / (now - t0))
         if phase == "steady":
             self.rss_kib = status_kib(self.server.pid, "VmRSS")
+        if phase == self.spy_phase:
             self._stop_spy()
 
     def _start_spy(self) -> None:
@@ -412,6 +416,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(.svg flame graph, .json speedscope, .txt collapsed stacks)",
     )
     p.add_argument(
+        "--py-spy-phase",
+        choices=["ramp", "steady", "cycle"],
+        default="steady",
+        help="the phase --py-spy profiles (cycle: Release+Entitle)",
+    )
+    p.add_argument(
         "--release",
         action="store_true",
         help="release every session at the end (not compared; slow at 100,000 sessions)",
@@ -501,7 +511,7 @@ def run_tessera(
         file=sys.stderr,
     )
     cfg = load_config(a, tessera.target, token, users_file)
-    meter = Meter(tessera, a.py_spy if not metrics_port else None)
+    meter = Meter(tessera, a.py_spy if not metrics_port else None, a.py_spy_phase)
     scraper = Scraper(metrics_port, a.scrape_every) if metrics_port else None
     with scraper or contextlib.nullcontext():
         result = run(cfg, make_progress(not a.no_progress), meter)
@@ -596,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
                 encoding="utf-8",
             )
         if a.py_spy:
-            print(f"profile of the server in the steady state: {a.py_spy}")
+            print(f"profile of the server in the {a.py_spy_phase} phase: {a.py_spy}")
         on = (m_result, m_meter) if m_result is not None and m_meter is not None else None
         off = (t_result, t_meter) if a.metrics == "both" else None
         print(bench_line(t_result, e_result, on, off))
