@@ -38,6 +38,12 @@ p99 ≤ 2x echo's, ≥ 100,000 live sessions. The generator and the servers shar
 the machine's cores: note the load average printed beside the figures, and
 repeat a run taken while something else was busy.
 
+``--postgres`` runs Tessera on PostgreSQL instead of SQLite: a throwaway server
+from the ``pgserver`` wheel (as ``tests/pg.py`` gets its own, but with
+PostgreSQL's defaults: fsync on, every commit durable) in the temporary
+directory, a fresh database for each Tessera run, its URL as ``--db``. The echo
+run is the same either way.
+
 Run: ``.venv/bin/python -m benchmarks.bench`` (``--help`` for the knobs;
 ``--users 2000 --steady 3 --cycle 2`` for a quick look).
 """
@@ -45,6 +51,7 @@ Run: ``.venv/bin/python -m benchmarks.bench`` (``--help`` for the knobs;
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -58,9 +65,12 @@ import tempfile
 import threading
 import time
 import urllib.request
+import warnings
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit, urlunsplit
 
 from client_sdk.load import LoadConfig, RunResult, run
 from client_sdk.load.__main__ import report
@@ -127,6 +137,34 @@ class Child:
             return self.proc.wait(10)
 
 
+@contextlib.contextmanager
+def throwaway_postgres(tmp: Path) -> Iterator[str]:
+    """A PostgreSQL server from the ``pgserver`` wheel, its data under ``tmp``
+    (PostgreSQL's own settings: fsync on); its URL; stopped and removed after."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset
+        from pgserver.postgres_server import get_server
+
+    server = get_server(tmp / "pg", cleanup_mode="delete")
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+
+
+async def new_database(url: str, prefix: str = "bench") -> str:
+    """A new empty database on ``url``'s server; its URL."""
+    import asyncpg
+
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(url, timeout=30)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))  # host and user kept
+
+
 def cpu_seconds(pid: int) -> float:
     """User+system CPU time of a process so far (0 when it is gone)."""
     try:
@@ -151,9 +189,12 @@ class Meter:
     the server's memory after the steady state, and optionally a py-spy profile
     of the server during the steady state."""
 
-    def __init__(self, server: Child, py_spy: Path | None = None) -> None:
+    def __init__(
+        self, server: Child, py_spy: Path | None = None, spy_phase: str = "steady"
+    ) -> None:
         self.server = server
         self.py_spy = py_spy
+        self.spy_phase = spy_phase
         self.spy: subprocess.Popen[bytes] | None = None
         self.marks: dict[str, tuple[float, float, float]] = {}
         self.cores: dict[str, tuple[float, float]] = {}  # phase: (server, workers)
@@ -165,7 +206,7 @@ class Meter:
         workers = sum(cpu_seconds(p) for p in driver.worker_pids)
         if when == "start":
             self.marks[phase] = (now, server, workers)
-            if phase == "steady" and self.py_spy is not None:
+            if phase == self.spy_phase and self.py_spy is not None:
                 self._start_spy()
             return
         t0, s0, w0 = self.marks.pop(phase, (now, server, workers))
@@ -173,6 +214,7 @@ class Meter:
             self.cores[phase] = ((server - s0) / (now - t0), (workers - w0) / (now - t0))
         if phase == "steady":
             self.rss_kib = status_kib(self.server.pid, "VmRSS")
+        if phase == self.spy_phase:
             self._stop_spy()
 
     def _start_spy(self) -> None:
@@ -360,6 +402,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="FULL",
         help="the server's SQLite synchronous mode (its own default: FULL)",
     )
+    p.add_argument(
+        "--postgres",
+        action="store_true",
+        help="run Tessera on PostgreSQL (a throwaway pgserver, fsync on) instead of SQLite",
+    )
     p.add_argument("--max-duration", type=float, default=1800.0, help="hard cap per run, s")
     p.add_argument("--json", type=Path, help="write both results here")
     p.add_argument(
@@ -367,6 +414,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="profile the server in the steady state with py-spy "
         "(.svg flame graph, .json speedscope, .txt collapsed stacks)",
+    )
+    p.add_argument(
+        "--py-spy-phase",
+        choices=["ramp", "steady", "cycle"],
+        default="steady",
+        help="the phase --py-spy profiles (cycle: Release+Entitle)",
     )
     p.add_argument(
         "--release",
@@ -431,27 +484,34 @@ def run_tessera(
     *,
     users_file: Path | None,
     metrics_port: int = 0,
+    pg_url: str | None = None,
 ) -> tuple[RunResult, Meter, Scraper | None]:
     """One fresh Tessera server under the load (with --metrics-listen on ``metrics_port``
-    and a scraper when it is not 0); the users are saved to ``users_file`` if given."""
+    and a scraper when it is not 0; on a fresh database of ``pg_url``'s PostgreSQL
+    when given); the users are saved to ``users_file`` if given."""
     name = "tessera-metrics" if metrics_port else "tessera"
+    db = asyncio.run(new_database(pg_url)) if pg_url else str(tmp / f"{name}.db")
     args = [
         *(sys.executable, "-m", "server", "--listen", "127.0.0.1:0"),
-        *("--db", str(tmp / f"{name}.db"), "--admin-token", token),
-        *("--log-format", "json", "--sync", a.sync),
+        *("--db", db, "--admin-token", token, "--log-format", "json"),
     ]
+    if pg_url:
+        args += ["--secrets-dir", str(tmp / f"{name}-secrets")]
+    else:
+        args += ["--sync", a.sync]
     if metrics_port:
         args += ["--metrics-listen", f"127.0.0.1:{metrics_port}"]
     tessera = Child(name, args, tmp)
     servers.append(tessera)
     tessera.start()
+    store = "PostgreSQL (pgserver, fsync on)" if pg_url else f"SQLite, --sync {a.sync}"
     print(
-        f"{name} on {tessera.target} (pid {tessera.pid}, --sync {a.sync}); "
+        f"{name} on {tessera.target} (pid {tessera.pid}, {store}); "
         f"load average {os.getloadavg()[0]:.2f}",
         file=sys.stderr,
     )
     cfg = load_config(a, tessera.target, token, users_file)
-    meter = Meter(tessera, a.py_spy if not metrics_port else None)
+    meter = Meter(tessera, a.py_spy if not metrics_port else None, a.py_spy_phase)
     scraper = Scraper(metrics_port, a.scrape_every) if metrics_port else None
     with scraper or contextlib.nullcontext():
         result = run(cfg, make_progress(not a.no_progress), meter)
@@ -467,12 +527,16 @@ def main(argv: list[str] | None = None) -> int:
     token = "tsa_" + secrets.token_urlsafe(24)
     users_file = tmp / "users.json"
     servers: list[Child] = []
+    stack = contextlib.ExitStack()
     try:
+        pg_url = stack.enter_context(throwaway_postgres(tmp)) if a.postgres else None
         m_result: RunResult | None = None
         m_meter: Meter | None = None
         scraper: Scraper | None = None
         if a.metrics != "only":
-            t_result, t_meter, _ = run_tessera(a, tmp, token, servers, users_file=users_file)
+            t_result, t_meter, _ = run_tessera(
+                a, tmp, token, servers, users_file=users_file, pg_url=pg_url
+            )
         if a.metrics != "off":
             m_result, m_meter, scraper = run_tessera(
                 a,
@@ -481,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
                 servers,
                 users_file=users_file if a.metrics == "only" else None,
                 metrics_port=free_port(),
+                pg_url=pg_url,
             )
             if a.metrics == "only":
                 t_result, t_meter = m_result, m_meter
@@ -507,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         e_result = run(e_cfg, make_progress(not a.no_progress), e_meter)
         echo.stop()
 
-        print("== Tessera ==")
+        print("== Tessera on PostgreSQL ==" if a.postgres else "== Tessera ==")
         print(report(t_result))
         print(describe_cores(t_meter))
         if t_meter.rss_kib and t_result.live_steady:
@@ -541,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
                 encoding="utf-8",
             )
         if a.py_spy:
-            print(f"profile of the server in the steady state: {a.py_spy}")
+            print(f"profile of the server in the {a.py_spy_phase} phase: {a.py_spy}")
         on = (m_result, m_meter) if m_result is not None and m_meter is not None else None
         off = (t_result, t_meter) if a.metrics == "both" else None
         print(bench_line(t_result, e_result, on, off))
@@ -549,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for child in servers:
             child.stop()
+        stack.close()
         if a.keep:
             print(f"kept {tmp}", file=sys.stderr)
         else:

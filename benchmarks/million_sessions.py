@@ -52,6 +52,7 @@ import tempfile
 import time
 from array import array
 from collections.abc import Awaitable, Callable, Iterator, Sized
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,6 +67,7 @@ from server.domain.sessions import ChargeState, Session, SessionState
 from server.domain.teams import Plan
 from server.engine.core import Engine
 from server.store.port import StorePort
+from server.store.postgres import PostgresStore
 from server.store.sqlite import Store, loading
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -296,7 +298,7 @@ class Bench:
     concurrency: int
     sync: str
     request_ids: bool
-    db: Path
+    db: Path | str  # a PostgreSQL URL with --postgres
     figures: Figures = field(default_factory=Figures)
     clock: TestClock = field(default_factory=lambda: TestClock(T0))
     gc: GcClock = field(default_factory=GcClock)
@@ -475,6 +477,8 @@ class Bench:
             add_footprint(figures, "model: one session after reload", footprint(engine, sample))
 
     async def open_store(self) -> StorePort:
+        if isinstance(self.db, str):
+            return await PostgresStore.open(self.db)
         return await Store.open(self.db, synchronous=self.sync)
 
     async def run(self) -> None:
@@ -523,13 +527,16 @@ async def main_async(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tessera-msess-", dir=args.tmp) as tmp:
-        bench = Bench(
-            args.sessions, args.concurrency, args.sync, args.request_ids, Path(tmp) / "bench.db"
-        )
-        await bench.run()
+        from benchmarks.bench import new_database, throwaway_postgres  # only for --postgres
+
+        with throwaway_postgres(Path(tmp)) if args.postgres else nullcontext("") as pg:
+            db = await new_database(pg, "msess") if pg else Path(tmp) / "bench.db"
+            bench = Bench(args.sessions, args.concurrency, args.sync, args.request_ids, db)
+            await bench.run()
         size = sum(f.stat().st_size for f in Path(tmp).iterdir())
     figures = bench.figures
-    figures.add("database size", f"{size / MIB:,.0f} MiB")
+    if not args.postgres:
+        figures.add("database size", f"{size / MIB:,.0f} MiB")
     figures.add("peak RSS (VmHWM)", f"{proc_status('VmHWM') / MIB:,.0f} MiB")
     figures.add("total run time", secs(time.perf_counter() - start))
     print(f"\nload average at the end: {load_average()}\n")
@@ -553,6 +560,9 @@ def main() -> int:
         help="Entitle without a request_id (by default each call has its own)",
     )
     parser.add_argument("--tmp", default=None, help="where the throwaway database goes")
+    parser.add_argument(
+        "--postgres", action="store_true", help="on a throwaway PostgreSQL (pgserver, fsync on)"
+    )
     args = parser.parse_args()
     if args.sessions < 1:
         parser.error("--sessions must be at least 1")

@@ -60,8 +60,11 @@ FORGET_EVERY_SECONDS = 600.0
 # Objects per commit of a heartbeat batch. Commits go one at a time, so an Idle
 # or an Entitle that comes during a flush waits behind one chunk, not the whole
 # batch: at 100,000 sessions and 2,000 heartbeats a second a batch of ~10,000
-# rows took up to a second to write (`make bench`, Idle p99 ~1 s).
-FLUSH_CHUNK = 1_000
+# rows took up to a second to write (`make bench`, Idle p99 ~1 s). A chunk of
+# 1,000 took 6 ms alone and 24-130 ms on the busy server (its rows are bound
+# holding the GIL the event loop wants): 250 keeps that wait a quarter as long,
+# for an extra transaction (~0.2 ms of fsync here) per 250 rows.
+FLUSH_CHUNK = 250
 
 
 class DirectoryAccess:

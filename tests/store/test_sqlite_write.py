@@ -1,0 +1,75 @@
+"""The SQLite adapter writes a commit's rows many per statement (``BLOCKS``): each
+row is stored exactly as committed, the last change of a row wins, and a row that
+fails fails its whole transaction (RULES: an answer only once its change is
+stored; a failed commit stores nothing of it)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from server.domain.ledger import Cause, EntryKind, LedgerEntry
+from server.domain.products import Platform
+from server.domain.sessions import Coverage, Session, SessionState
+from server.domain.teams import Plan
+from server.store.codec import SESSIONS
+from server.store.port import StoreFailed
+from server.store.sqlite import BLOCKS, Store
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+# More rows than the largest block, with a remainder through every smaller one.
+N = BLOCKS[0] + sum(BLOCKS) + 2
+
+
+def _session(i: int) -> Session:
+    start = T0 + timedelta(seconds=i)
+    return Session(
+        f"ses_{i}", "ann@x.io", "acme", "ACAD", "2026", Platform.WINDOWS, f"d{i}", "", f"r{i}",
+        Coverage.TOKENS, Plan.STANDARD, 10, start, start + timedelta(minutes=15), start, start,
+        start, SessionState.ACTIVE, None, None,
+    )  # fmt: skip
+
+
+def _entry(seq: int) -> LedgerEntry:
+    cause = Cause(f"ses_{seq}", "ann@x.io", "ACAD")
+    return LedgerEntry(seq, T0, EntryKind.HOLD, "acme", "pk_1", 10, -10, 10, cause, "0" * 64)
+
+
+async def test_store_commit_of_many_rows_stores_each_as_committed(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sessions = [_session(i) for i in range(N)]
+        await store.commit(sessions)
+        # One commit changing every other row twice: the last change is stored.
+        later = T0 + timedelta(hours=1)
+        changed = [dataclasses.replace(s, lease_end=later) for s in sessions[::2]]
+        again = [dataclasses.replace(s, lease_end=later + timedelta(minutes=1)) for s in changed]
+        await store.commit([*changed, *again])
+        snapshot = await store.load()
+    finally:
+        await store.close()
+    rows = {s.session_id: SESSIONS.to_row(s) for s in snapshot.of(Session)}
+    assert len(rows) == N
+    for i, s in enumerate(sessions):
+        want = again[i // 2] if i % 2 == 0 else s
+        assert rows[s.session_id] == SESSIONS.to_row(want)
+
+
+async def test_store_a_row_that_fails_in_a_block_stores_nothing_of_its_commit(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        await store.commit([_entry(BLOCKS[1])])  # the seq a later block will repeat
+        with pytest.raises(StoreFailed):
+            await store.commit([_session(0), *(_entry(seq) for seq in range(1, N))])
+        # A failed write fails the store (memory may be ahead): nothing more is written.
+        rows = await store.query("SELECT count(*) FROM ledger")
+        sessions = await store.query("SELECT count(*) FROM sessions")
+    finally:
+        await store.close()
+    assert rows == [(1,)]
+    assert sessions == [(0,)]
