@@ -40,15 +40,23 @@ async def fake(clock: ManualClock) -> AsyncIterator[FakeLicensing]:
         await servicer.stop()
 
 
-@pytest.fixture
-async def client(fake: FakeLicensing, clock: ManualClock) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(
+def client_for(
+    fake: FakeLicensing, clock: ManualClock, retry: RetryPolicy = QUICK_RETRY, **kw: object
+) -> AsyncClient:
+    """A client of the fake on the test's clock (``kw``: more of AsyncClient's options)."""
+    return AsyncClient(
         fake.target,
         FAKE_KEY,
         clock=clock,
-        retry=QUICK_RETRY,
+        retry=retry,
         device_id="dev-test",
         platform=Platform.WINDOWS,
         rng=random.Random(7),
-    ) as c:
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def client(fake: FakeLicensing, clock: ManualClock) -> AsyncIterator[AsyncClient]:
+    async with client_for(fake, clock) as c:
         yield c

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -34,7 +33,7 @@ from client_sdk import (
 )
 from tessera_api.tessera.v1 import common_pb2 as c
 from tessera_api.tessera.v1 import licensing_service_pb2 as pb
-from tests.sdk.conftest import FAKE_KEY, QUICK_RETRY, eventually
+from tests.sdk.conftest import FAKE_KEY, QUICK_RETRY, client_for, eventually
 from tests.sdk.fakes import FakeLicensing, FakeThread, Proxy
 from tests.sdk.test_session_fake import step, walk
 from tests.sdk.world import ALICE, Admin, World
@@ -46,19 +45,6 @@ DAY = timedelta(hours=24)
 NO_JITTER = SessionOptions(heartbeat_jitter=0.0)
 NOT_IDLE = SessionOptions(heartbeat_jitter=0.0, idle_aware=False)
 ALICE_REVIT = {"user_id": "alice@example.com", "device_id": "dev-test", "product_id": "REVIT"}
-
-
-def client_for(fake: FakeLicensing, clock: ManualClock, **kw: object) -> AsyncClient:
-    return AsyncClient(
-        fake.target,
-        FAKE_KEY,
-        clock=clock,
-        retry=QUICK_RETRY,
-        device_id="dev-test",
-        platform=Platform.WINDOWS,
-        rng=random.Random(7),
-        **kw,  # type: ignore[arg-type]
-    )
 
 
 def released(fake: FakeLicensing, session_id: str) -> bool:

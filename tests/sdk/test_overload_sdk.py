@@ -14,9 +14,9 @@ import pytest
 from google.rpc import status_pb2
 
 import client_sdk as sdk
-from client_sdk import AsyncClient, ManualClock, Platform, RetryPolicy
+from client_sdk import AsyncClient, ManualClock, RetryPolicy
 from client_sdk.errors import from_status
-from tests.sdk.conftest import FAKE_KEY
+from tests.sdk.conftest import client_for
 from tests.sdk.fakes import FakeLicensing, Refusal
 
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -26,15 +26,7 @@ POLICY = RetryPolicy(max_attempts=3, initial_backoff=0.1, multiplier=2.0, jitter
 
 @pytest.fixture
 async def patient(fake: FakeLicensing, clock: ManualClock) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(
-        fake.target,
-        FAKE_KEY,
-        clock=clock,
-        retry=POLICY,
-        device_id="dev-test",
-        platform=Platform.WINDOWS,
-        rng=random.Random(7),
-    ) as c:
+    async with client_for(fake, clock, retry=POLICY) as c:
         yield c
 
 
