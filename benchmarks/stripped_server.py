@@ -7,7 +7,7 @@ h2load can measure what each part costs against the bare echo
 
 - ``none``: Tessera as it is;
 - ``signature``: answers carry the session but no signed lease (the edge, the
-  engine's Heartbeat and the answer are all there);
+  engine's Heartbeat and the answer are all there; Entitle's answers too);
 - ``engine``: the servicer answers the first answer it made, again (the edge:
   admission, credential, log binding, error handling; the request parsed and
   the answer serialized; no engine and no signature);
@@ -26,26 +26,19 @@ from typing import Any
 import grpc
 
 from server.__main__ import main as server_main
-from server.api.convert import session_into
-from server.api.interceptors import current_user
 from server.api.licensing import LicensingServicer
 from server.ha.gate import Gate
-from tessera_api.tessera.v1 import licensing_service_pb2 as lic
+from server.leases import LeaseSigner
 
 LEVELS = ("none", "signature", "engine", "edge")
 HEARTBEAT = "/tessera.v1.LicensingService/Heartbeat"
 
 
 def strip_signature() -> None:
-    async def heartbeat(self: LicensingServicer, request: Any, context: Any) -> Any:
-        view = await self.s.heartbeat(
-            current_user.get(), request.session_id, request.seconds_since_activity
-        )
-        out = lic.HeartbeatResponse()
-        session_into(out.session, view)
-        return out
+    async def unsigned(self: LeaseSigner, out: Any, view: Any, now: Any) -> bool:
+        return False  # as for an ended session: the answer carries no lease
 
-    LicensingServicer.Heartbeat = heartbeat  # type: ignore[method-assign]
+    LeaseSigner.sign_into = unsigned  # type: ignore[method-assign]
 
 
 def strip_engine() -> None:
