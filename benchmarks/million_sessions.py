@@ -195,9 +195,11 @@ def footprint(engine: Engine, session: Session) -> dict[str, float]:
         )
     heap = engine.scheduler.heap
     keys = {session.session_id, session.user_id}
-    mine = [d for d in heap.pending() if d[-1] in keys]
-    slot = _per_entry(heap._heap)  # the list's pointer per entry, growth included
-    parts[f"deadlines ({len(mine)} heap entries)"] = sum(_alloc(d) + slot for d in mine)
+    mine = sum(1 for d in heap.pending() if d[-1] in keys)
+    # An entry is three pointers in a bucket's list: its share of the store's
+    # lists, dict and heap of seconds, growth included.
+    share = heap.container_bytes() / max(1, len(heap))
+    parts[f"deadlines ({mine} entries)"] = mine * share
     indexes: list[Sized] = [lic._sessions, lic._devices, lic.meters._by_user]
     if session.request_id:
         indexes.append(lic._by_request)
