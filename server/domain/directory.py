@@ -274,11 +274,8 @@ class Directory:
             directory._users[user.user_id] = user
             if user.key_hash is not None:
                 directory._user_by_key[user.key_hash] = user.user_id
-        # Built here, before the server serves, not at the first search: at 100,000
-        # users it takes about a second, which no call should wait behind.
-        directory._search = UserIndex(
-            (u.user_id, u.display_name, u.email) for u in directory._users.values()
-        )
+        # Keyed after the server starts, between calls (``build_search_index``).
+        directory._search = UserIndex.later(list(directory._users.values()))
         for member in members:
             directory._add_member(member)
         for invitation in invitations:
@@ -287,6 +284,11 @@ class Directory:
         for notification in sorted(notifications, key=lambda n: n.create_time):
             directory._file(notification)
         return directory
+
+    def build_search_index(self, n: int) -> bool:
+        """Key up to ``n`` more of the users loaded at start for search (AD4);
+        True while some are left (``server/domain/search.py``)."""
+        return self._search.build_some(n)
 
     # Reading.
 

@@ -19,7 +19,7 @@ from server.domain.lifecycle import SessionBook, order
 from server.domain.meters import holds_by_id
 from server.domain.policies import AccessPolicy, CoveragePolicy, TimerSink
 from server.domain.products import Product
-from server.domain.sessions import ChargeState, Device, Meter, Session, SessionView, seat_key
+from server.domain.sessions import ChargeState, Device, Meter, Session, SessionView
 from server.domain.teams import Team
 from server.domain.terms import Terms
 
@@ -178,15 +178,16 @@ class LiveView(SessionBook):
         Coverage changes are looked for from the last instant each user's
         coverage was decided (``coverage_since``), so one that fell while the
         server was down still applies at its own instant."""
-        seats: dict[str, datetime] = {}
+        seats: dict[tuple[str, str], datetime] = {}
         for s in self._sessions.values():
             if not s.live:
                 continue
             s.due = None
             self._watch(s, timers)
-            seat = seat_key(s.user_id, s.product_id)
-            seats[seat] = max(seats.get(seat, s.coverage_since), s.coverage_since)
+            seat = (s.user_id, s.product_id)
+            since = seats.get(seat)
+            if since is None or s.coverage_since > since:
+                seats[seat] = s.coverage_since
         self.meters.schedule_all(timers)
-        for seat, since in seats.items():
-            user_id, product_id = seat.rsplit("|", 1)
+        for (user_id, product_id), since in seats.items():
             self._schedule_coverage(user_id, product_id, min(since, now), timers)

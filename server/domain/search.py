@@ -17,15 +17,20 @@ suffixes ("zoe obrien", "obrien") and each folded email are kept sorted, and a
 query is a ``bisect`` to its prefix range. Users are only ever added (never
 renamed nor removed), so new keys wait in a short unsorted tail, scanned as is,
 until the next query after it grew past ``TAIL``, which merges it in (a sort
-of two sorted runs, linear): importing 40,000 users costs them nothing. The
-index of the users loaded at start is built before the server serves.
+of two sorted runs, linear): importing 40,000 users costs them nothing.
+
+The users loaded at start are keyed after the server has started to serve,
+a slice at a time (``UserIndex.later`` and ``build_some``, driven by the
+engine between calls), and sorted once at the end: a million users take
+seconds to key, which no restart should wait for. A search that comes first
+finishes the work itself and is answered in full.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple, Protocol
 
 from server.domain.text import fold, search_words
 
@@ -89,6 +94,17 @@ class _Keys:
                 yield user_id
 
 
+class Named(Protocol):
+    """What the index reads of a user."""
+
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def display_name(self) -> str: ...
+    @property
+    def email(self) -> str: ...
+
+
 class UserIndex:
     """Every user's name keys and folded email, for ``find``."""
 
@@ -103,6 +119,39 @@ class UserIndex:
         self._emails = _Keys(emails)
 
         self._new: list[tuple[str, str, str]] = []
+        # ``later``'s users, keyed so far up to ``_done``, their keys not yet sorted
+        self._todo: Sequence[Named] = ()
+        self._done = 0
+        self._todo_names: list[tuple[str, str]] = []
+        self._todo_emails: list[tuple[str, str]] = []
+
+    @classmethod
+    def later(cls, users: Sequence[Named]) -> UserIndex:
+        """An index of ``users``, keyed by ``build_some`` (or the first ``find``)."""
+        index = cls()
+        index._todo = users
+        return index
+
+    def build_some(self, n: int) -> bool:
+        """Key up to ``n`` more of ``later``'s users (sorting them all after the
+        last); True while some are left."""
+        todo = self._todo
+        if not todo:
+            return False
+        end = min(len(todo), self._done + n)
+        names, emails = self._todo_names, self._todo_emails
+        for i in range(self._done, end):
+            user = todo[i]
+            user_id = user.user_id
+            names.extend((key, user_id) for key in name_keys(user.display_name))
+            emails.append((fold(user.email), user_id))
+        self._done = end
+        if end < len(todo):
+            return True
+        self._names = _Keys(names)  # empty until now: ``find`` finishes this first
+        self._emails = _Keys(emails)
+        self._todo, self._todo_names, self._todo_emails = (), [], []
+        return False
 
     def add(self, user_id: str, display_name: str, email: str) -> None:
         """A new user, keyed at the next ``find``: an import of 40,000 users pays
@@ -111,6 +160,7 @@ class UserIndex:
 
     def find(self, query: Query) -> set[str]:
         """The ids of the users ``query`` matches (not for the empty query: everyone)."""
+        self.build_some(len(self._todo))
         for user_id, display_name, email in self._new:
             for key in name_keys(display_name):
                 self._names.add(key, user_id)

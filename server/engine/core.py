@@ -12,6 +12,8 @@ defaults through ``Access.set_guest_defaults``). No use case sees the engine.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 from server.clock import Clock, TestClock
@@ -40,6 +42,8 @@ TEST_CLOCK_KEY = "test_clock_now"
 # every instant the rules derive from it (a pack's expiry one calendar year on, a
 # lease, a window, an invitation) stays representable.
 LATEST_TEST_CLOCK = datetime(9998, 12, 31, tzinfo=UTC)
+
+SEARCH_INDEX_SLICE = 2_000  # users keyed per step of the search index's build at start
 
 
 def _licensing(state: State, terms: Terms, ids: IdFactory, snapshot: Snapshot | None) -> Licensing:
@@ -76,6 +80,7 @@ class Engine:
         self.terms = terms
         self.max_page_size = max_page_size  # configuration (server/config.py), for paging
         self.ids = ids = IdFactory()
+        self._indexing: asyncio.Task[None] | None = None  # the search index's build
         self.commits = commits = Commits(store)
         self.scheduler = scheduler = Scheduler(clock, commits.commit)
         loaded = snapshot or Snapshot()
@@ -179,14 +184,28 @@ class Engine:
         return self.clock.now()
 
     async def start(self, heartbeat_flush: float = 2.0) -> None:
-        """Fire what fell due while the server was down, then follow the clock."""
+        """Fire what fell due while the server was down, then follow the clock;
+        key the users loaded at start for search in the background."""
         changes = Changes()
         self.scheduler.fire_due(self.clock.now(), changes)
         await self.commit(changes)
         self.scheduler.start()
         self.sessions.start(heartbeat_flush)
+        if self._indexing is None:
+            self._indexing = asyncio.create_task(self._build_search_index(), name="search-index")
+
+    async def _build_search_index(self) -> None:
+        """AD4's index of the users loaded at start, a slice at a time between
+        calls (a million users: seconds of work, in steps of milliseconds)."""
+        while self.directory.build_search_index(SEARCH_INDEX_SLICE):
+            await asyncio.sleep(0)
 
     async def stop(self) -> None:
+        if self._indexing is not None:
+            self._indexing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._indexing
+            self._indexing = None
         await self.scheduler.stop()
         await self.sessions.stop()
 

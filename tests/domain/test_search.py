@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import NamedTuple
 
 import pytest
 from hypothesis import given
@@ -118,6 +119,38 @@ def test_ad4_the_index_agrees_with_the_matcher(users: list[tuple[str, str]], que
         assert expected == {uid for uid, _, _ in people}
     else:
         assert index.find(q) == expected
+
+
+class Person(NamedTuple):
+    user_id: str
+    display_name: str
+    email: str
+
+
+@given(
+    users=st.lists(st.tuples(NAMES, NAMES), max_size=12),
+    query=NAMES,
+    slices=st.lists(st.integers(1, 5), max_size=4),
+)
+def test_ad4_an_index_built_in_slices_after_start_agrees_with_the_matcher(
+    users: list[tuple[str, str]], query: str, slices: list[int]
+) -> None:
+    """The users loaded at start are keyed a slice at a time after the server
+    serves (``later``, ``build_some``); a search before the last slice, and users
+    added meanwhile, get the same answer as an index built at once."""
+    people = [Person(f"id{i}", name, f"{local}@x.org") for i, (name, local) in enumerate(users)]
+    loaded, added = people[: len(people) // 2], people[len(people) // 2 :]
+    index = UserIndex.later(loaded)
+    left = bool(loaded)
+    for n in slices:
+        left = index.build_some(n)
+    assert left == (sum(slices) < len(loaded))
+    for person in added:
+        index.add(*person)
+    q = parse(query)
+    if not q.everyone:
+        assert index.find(q) == {uid for uid, name, email in people if matches(q, name, email)}
+        assert index.build_some(1) is False  # the search finished the work
 
 
 def test_ad4_the_index_finds_what_the_matcher_finds_among_100k_users() -> None:
