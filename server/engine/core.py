@@ -200,6 +200,11 @@ class Engine:
         while self.directory.build_search_index(SEARCH_INDEX_SLICE):
             await asyncio.sleep(0)
 
+    async def search_indexed(self) -> None:
+        """Return once the search index of the users loaded at start is built."""
+        if self._indexing is not None:
+            await asyncio.shield(self._indexing)
+
     async def stop(self) -> None:
         if self._indexing is not None:
             self._indexing.cancel()
