@@ -201,7 +201,7 @@ def footprint(engine: Engine, session: Session) -> dict[str, float]:
     share = heap.container_bytes() / max(1, len(heap))
     parts[f"deadlines ({mine} entries)"] = mine * share
     indexes: list[Sized] = [lic._sessions, lic._devices, lic.meters._by_user]
-    if session.request_id:
+    if session.request_id and not session.live:  # a live one is found through its device
         indexes.append(lic._by_request)
     parts[f"index entries ({len(indexes)} dicts)"] = sum(_per_entry(d) for d in indexes)
     return parts

@@ -213,8 +213,6 @@ class Licensing(LiveView):
             coverage_since=now,
         )
         self._sessions[session.session_id] = session
-        if request_id:
-            self._remember(session)
         meter = self.meters.get_or_create(team_id, user_id, product_id)
         self._link(session, meter, device, host)
         changes.upsert(session)

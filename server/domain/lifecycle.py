@@ -52,6 +52,7 @@ from server.domain.sessions import (
     SessionState,
     few,
     live_add,
+    live_find,
     live_list,
     live_remove,
     pack_few,
@@ -93,7 +94,9 @@ class SessionBook:
         self._new_id = new_id
         self.meters = Meters(ledger, terms, new_id)
         self._sessions: dict[str, Session] = {}
-        self._by_request: dict[str, _Requests] = {}  # M11, by request_id (users may collide)
+        # M11: ended sessions in memory by request_id (users may collide); a live
+        # session is found in its device's set (``live_find``), at no index entry
+        self._by_request: dict[str, _Requests] = {}
         # by user id (a string the directory already holds): a user has a few devices
         self._devices: dict[str, Device | tuple[Device, ...]] = {}
         self._coverage_due: dict[str, datetime] = {}  # outstanding COVERAGE_CHANGE by seat
@@ -141,6 +144,12 @@ class SessionBook:
         ]
 
     def _earlier(self, user_id: str, request_id: str) -> Session | None:
+        """The user's session opened by the Entitle of ``request_id`` (M11): a live
+        one is in its device's set, an ended one still in memory in ``_by_request``."""
+        for device in few(self._devices.get(user_id)):
+            live = live_find(device.live, request_id)
+            if live is not None:
+                return live
         found = self._by_request.get(request_id)
         if found is None:
             return None
@@ -384,6 +393,8 @@ class SessionBook:
                 host.plugins = live_remove(host.plugins, session)
         session.meter = session.device = None
         session.due = None
+        if session.request_id:
+            self._remember(session)  # no longer in its device's set (M11)
         changes.upsert(session)
         ended = [session]
         plugins, session.plugins = order(live_list(session.plugins)), None

@@ -147,8 +147,8 @@ class LiveView(SessionBook):
         for session in ordered:
             session.meter = session.device = session.plugins = session.due = None
             lic._sessions[session.session_id] = session
-            if session.request_id:
-                lic._remember(session)
+            if session.request_id and not session.live:
+                lic._remember(session)  # a live one is found in its device's set
         for session in ordered:  # the order ``lic._sessions`` has them in: oldest first
             if not session.live:
                 continue

@@ -665,6 +665,26 @@ def test_m11_repeated_request_id_returns_the_earlier_session(w: World) -> None:
         w.entitle(request_id="req-1", product="MAYA")
 
 
+def test_m11_repeats_are_found_on_a_device_with_its_most_sessions(w: World) -> None:
+    """A live session is found by its request id in its device's set (M13: at
+    most 10, past 8 a dict); an ended one in the index of ended sessions."""
+    first = [w.entitle(version=f"2025.{i}", request_id=f"req-{i}") for i in range(9)]
+    bare = w.entitle(version="2025.99")  # no request id
+    holds = len(w.entries(EntryKind.HOLD))
+    device = w.lic.devices("ann", "ACAD")[0]
+    assert isinstance(device.live, dict) and len(device.sessions()) == 10
+    for i, s in enumerate(first):
+        assert w.entitle(version=f"2025.{i}", request_id=f"req-{i}") is s
+    assert len(w.entries(EntryKind.HOLD)) == holds and len(device.sessions()) == 10
+    for s in first[:5]:
+        w.release(s)
+    assert device.sessions() == (*first[5:], bare)
+    for i, s in enumerate(first):  # ended or live, each is its Entitle's answer
+        assert w.entitle(version=f"2025.{i}", request_id=f"req-{i}") is s
+    assert w.entitle(user="bob", request_id="req-3") not in first  # bob's own key space
+    assert len(device.sessions()) == 5
+
+
 def test_m12_ended_sessions_answer_and_never_revive(w: World) -> None:
     s = w.entitle(product="MAYA")
     w.release(s)
