@@ -56,6 +56,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from server.app import settle_heap
 from server.clock import TestClock
@@ -213,6 +214,26 @@ def add_footprint(figures: Figures, title: str, parts: dict[str, float]) -> None
         figures.add(f"  {name}", f"{size:,.0f} B")
 
 
+def time_tables(store: StorePort) -> dict[str, float]:
+    """Time each table that ``store.load`` reads (SQLite's ``Store._load_table``:
+    rows read and turned into objects); filled in as the load goes."""
+    seconds: dict[str, float] = {}
+    load_table = getattr(store, "_load_table", None)
+    if load_table is None:  # PostgreSQL reads its tables in a module function: not split
+        return seconds
+
+    async def timed(table: Any) -> list[Any]:
+        t = time.perf_counter()
+        try:
+            rows: list[Any] = await load_table(table)
+            return rows
+        finally:
+            seconds[table.name] = time.perf_counter() - t
+
+    store._load_table = timed  # type: ignore[attr-defined]
+    return seconds
+
+
 # -- the phases ---------------------------------------------------------------------
 
 
@@ -307,6 +328,7 @@ class Bench:
     user_ids: list[str] = field(default_factory=list)
     session_ids: list[str] = field(default_factory=list)
     _engine: Engine | None = None
+    table_seconds: dict[str, float] = field(default_factory=dict)  # Store.load's, by table
 
     @property
     def engine(self) -> Engine:
@@ -438,6 +460,7 @@ class Bench:
         t0 = time.perf_counter()
         store = await self.open_store()
         t1 = time.perf_counter()
+        self.table_seconds = time_tables(store)
         snapshot = await store.load()
         t2 = time.perf_counter()
         self.clock = TestClock(self.clock.now())
@@ -462,6 +485,9 @@ class Bench:
         figures.add(f"restart: reload {self.n:,} live sessions", secs(sum(times)), "<= 30 s")
         figures.add("  Store.open", secs(times[0]))
         figures.add("  Store.load", secs(times[1]))
+        biggest = sorted(self.table_seconds.items(), key=lambda kv: -kv[1])[:5]
+        for name, seconds in biggest:
+            figures.add(f"    {name}", secs(seconds))
         figures.add("  Engine.restore", secs(times[2]))
         figures.add("  Engine.start (fire what fell due)", secs(times[3]))
         figures.add("  settle_heap (as server/app.py)", secs(times[4]))

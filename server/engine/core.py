@@ -109,6 +109,9 @@ class Engine:
             commits=commits,
             tokens_exhausted=self.alerts.tokens_exhausted,
         )
+        # The loaded holds now belong to their meters in grace; kept here as
+        # well, each would outlive its capture or release until the next restart.
+        state.holds.clear()
         self.access = Access(
             state,
             scheduler=scheduler,
