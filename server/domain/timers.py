@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 
 
@@ -50,6 +50,8 @@ _KINDS: dict[int, TimerKind] = {int(kind): kind for kind in TimerKind}
 # A bucket: [earliest due, due, kind, key, due, kind, key, ...]
 _Bucket = list[datetime | int | str]
 SPAN = 16  # seconds of due instants per bucket
+_SPAN = timedelta(seconds=SPAN)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class TimerHeap:
@@ -69,7 +71,7 @@ class TimerHeap:
 
     def schedule(self, due: datetime, kind: TimerKind, key: str) -> None:
         self._count += 1
-        span = int(due.timestamp() // SPAN)  # the bucket's number
+        span = (due - _EPOCH) // _SPAN  # the bucket's number
         opened = self._open_span
         if opened is not None and span <= opened:
             heapq.heappush(self._open, (due, kind._value_, key))
