@@ -21,6 +21,7 @@ from server.credentials import hash_secret
 from server.domain.admins import AdminKey
 from server.domain.changes import Changes
 from server.domain.errors import InvalidArgument, TestClockDisabled
+from server.domain.ledger import Hold
 from server.domain.licensing import Licensing
 from server.domain.meta import MetaValue
 from server.domain.sessions import Device, Meter, Session
@@ -53,7 +54,7 @@ def _licensing(state: State, terms: Terms, ids: IdFactory, snapshot: Snapshot | 
         loaded.of(Session),
         loaded.of(Meter),
         loaded.of(Device),
-        state.holds.values(),
+        loaded.of(Hold),  # each now held by its meter in grace alone
         ledger=state.ledger,
         products=state.products,
         teams=state.teams,
@@ -96,7 +97,7 @@ class Engine:
         # state
         self.state = state = State.restore(snapshot, terms) if snapshot else State.empty(terms)
         self.teams, self.products, self.ledger = state.teams, state.products, state.ledger
-        self.holds, self.directory, self.coverages = state.holds, state.directory, state.coverages
+        self.directory, self.coverages = state.directory, state.coverages
         # use cases
         # RULES L1-L3: team alerts (a commit hook, a timer per pack, Entitle's refusal).
         self.alerts = Alerts(state, scheduler=scheduler, commits=commits, ids=ids)
@@ -109,9 +110,6 @@ class Engine:
             commits=commits,
             tokens_exhausted=self.alerts.tokens_exhausted,
         )
-        # The loaded holds now belong to their meters in grace; kept here as
-        # well, each would outlive its capture or release until the next restart.
-        state.holds.clear()
         self.access = Access(
             state,
             scheduler=scheduler,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from server.domain.coverage import Coverages, Subscription
 from server.domain.directory import Directory, Invitation, Member, Notification, User
 from server.domain.errors import InvalidArgument, UnknownProduct, UnknownTeam
-from server.domain.ledger import Hold, Ledger, TokenPack
+from server.domain.ledger import Ledger, TokenPack
 from server.domain.products import Product
 from server.domain.teams import Team
 from server.domain.terms import Terms
@@ -24,7 +24,6 @@ class State:
     teams: dict[str, Team] = field(default_factory=dict)
     products: dict[str, Product] = field(default_factory=dict)
     ledger: Ledger = field(default_factory=Ledger)
-    holds: dict[str, Hold] = field(default_factory=dict)
     coverages: Coverages = field(default_factory=Coverages)
 
     @classmethod
@@ -50,7 +49,6 @@ class State:
                 next_seq=snapshot.max_ledger_seq + 1,
                 last_hash=snapshot.last_ledger_hash,
             ),
-            holds={h.hold_id: h for h in snapshot.of(Hold)},
             coverages=Coverages.restore(snapshot.of(Subscription)),
         )
 

@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
 from server.domain.changes import Changes
-from server.domain.ledger import Cause
+from server.domain.ledger import Cause, Hold
 from tessera_api.tessera.v1 import admin_service_pb2 as adm
 from tessera_api.tessera.v1 import admin_service_pb2_grpc as adm_grpc
 from tests.grpcurl import Grpcurl, GrpcurlError
@@ -107,6 +107,9 @@ ACAD = {
 }
 
 
+HELD: dict[str, Hold] = {}  # the holds hold_tokens took, until capture_tokens takes them
+
+
 def hold_tokens(server: ServerThread, team_id: str, amount: int, hold_id: str = "h1") -> None:
     """Hold tokens the way a session in grace will (M2), straight on the engine,
     committed like a use case (sessions arrive in a later issue)."""
@@ -118,7 +121,7 @@ def hold_tokens(server: ServerThread, team_id: str, amount: int, hold_id: str = 
         hold = engine.ledger.hold(
             team_id, amount, Cause("s1", "ann@example.com", "ACAD"), engine.now(), hold_id, changes
         )
-        engine.holds[hold.hold_id] = hold
+        HELD[hold.hold_id] = hold
         await engine.commit(changes)
 
     server.call(go())
@@ -129,7 +132,7 @@ def capture_tokens(server: ServerThread, hold_id: str = "h1") -> None:
         engine = server.server.engine
         assert engine is not None
         changes = Changes()
-        engine.ledger.capture(engine.holds.pop(hold_id), engine.now(), changes)
+        engine.ledger.capture(HELD.pop(hold_id), engine.now(), changes)
         await engine.commit(changes)
 
     server.call(go())
