@@ -94,6 +94,18 @@ class _Keys:
                 yield user_id
 
 
+def _key(
+    names: list[tuple[str, str]],
+    emails: list[tuple[str, str]],
+    user_id: str,
+    display_name: str,
+    email: str,
+) -> None:
+    """A user's (key, user id) pairs: one per name key, one for the folded email."""
+    names.extend((key, user_id) for key in name_keys(display_name))
+    emails.append((fold(email), user_id))
+
+
 class Named(Protocol):
     """What the index reads of a user."""
 
@@ -113,8 +125,7 @@ class UserIndex:
         names: list[tuple[str, str]] = []
         emails: list[tuple[str, str]] = []
         for user_id, display_name, email in users:
-            names.extend((key, user_id) for key in name_keys(display_name))
-            emails.append((fold(email), user_id))
+            _key(names, emails, user_id, display_name, email)
         self._names = _Keys(names)
         self._emails = _Keys(emails)
 
@@ -142,9 +153,7 @@ class UserIndex:
         names, emails = self._todo_names, self._todo_emails
         for i in range(self._done, end):
             user = todo[i]
-            user_id = user.user_id
-            names.extend((key, user_id) for key in name_keys(user.display_name))
-            emails.append((fold(user.email), user_id))
+            _key(names, emails, user.user_id, user.display_name, user.email)
         self._done = end
         if end < len(todo):
             return True

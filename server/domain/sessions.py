@@ -118,11 +118,7 @@ def pack_few(items: tuple[_T, ...]) -> _T | tuple[_T, ...] | None:
 def live_find(live: Live, request_id: str) -> Session | None:
     """The session of the set that the Entitle of ``request_id`` opened (M11). A
     device's set holds at most M13's 10 sessions: a scan."""
-    if live is None:
-        return None
-    if isinstance(live, Session):
-        return live if live.request_id == request_id else None
-    return next((s for s in live if s.request_id == request_id), None)
+    return next((s for s in live_list(live) if s.request_id == request_id), None)
 
 
 def live_list(live: Live) -> tuple[Session, ...]:

@@ -29,6 +29,7 @@ sessions' idle deadlines (spread over 15 minutes) near 18,000 tuples.
 from __future__ import annotations
 
 import heapq
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
@@ -127,8 +128,6 @@ class TimerHeap:
     def container_bytes(self) -> int:
         """What the store itself takes beyond the objects entries point to:
         its lists, dict and heap of bucket numbers (for the memory benchmark)."""
-        import sys
-
         return (
             sys.getsizeof(self._buckets)
             + sys.getsizeof(self._spans)
