@@ -189,9 +189,11 @@ def footprint(engine: Engine, session: Session) -> dict[str, float]:
     if hold is not None:
         # Equal parts are one tuple for all holds (``shared_parts``): not its own.
         own_parts = shared_parts(hold.parts) is not hold.parts
-        parts["Hold (grace only): hold, id, own parts"] = (
+        # A meter's hold is named after its session: its id is that string.
+        own_id = hold.hold_id is not session.session_id
+        parts["Hold (grace only): hold, own id, own parts"] = (
             _alloc(hold)
-            + _alloc(hold.hold_id)
+            + own_id * _alloc(hold.hold_id)
             + own_parts * (_alloc(hold.parts) + sum(_alloc(p) for p in hold.parts))
         )
     heap = engine.scheduler.heap

@@ -47,6 +47,7 @@ from server.domain.sessions import (
     Coverage,
     Device,
     EndReason,
+    Live,
     Meter,
     Session,
     SessionState,
@@ -92,7 +93,7 @@ class SessionBook:
         self.access = access
         self.coverage = coverage
         self._new_id = new_id
-        self.meters = Meters(ledger, terms, new_id)
+        self.meters = Meters(ledger, terms)
         self._sessions: dict[str, Session] = {}
         # M11: ended sessions in memory by request_id (users may collide); a live
         # session is found in its device's set (``live_find``), at no index entry
@@ -100,6 +101,8 @@ class SessionBook:
         # by user id (a string the directory already holds): a user has a few devices
         self._devices: dict[str, Device | tuple[Device, ...]] = {}
         self._coverage_due: dict[str, datetime] = {}  # outstanding COVERAGE_CHANGE by seat
+        # P4: the live plugins of each host that has any (a session is hashed by identity)
+        self._plugins: dict[Session, Live] = {}
 
     # == indexes ===================================================================
 
@@ -181,7 +184,7 @@ class SessionBook:
             meter.active += 1
         device.live = live_add(device.live, session)
         if host is not None:
-            host.plugins = live_add(host.plugins, session)
+            self._plugins[host] = live_add(self._plugins.get(host), session)
 
     # == deadlines ===================================================================
 
@@ -382,22 +385,25 @@ class SessionBook:
             self._stop_active(session, now, changes, timers)
         session.state = SessionState.ENDED
         session.end_reason = reason
-        session.end_time = now
-        session.state_since = now
+        session.state_since = now  # and so its end_time
         meter, device = session.meter, session.device
         if device is not None:
             device.live = live_remove(device.live, session)
         if session.parent_session_id:
             host = self._sessions.get(session.parent_session_id)
             if host is not None:
-                host.plugins = live_remove(host.plugins, session)
+                rest = live_remove(self._plugins.get(host), session)
+                if rest is None:
+                    self._plugins.pop(host, None)
+                else:
+                    self._plugins[host] = rest
         session.meter = session.device = None
         session.due = None
         if session.request_id:
             self._remember(session)  # no longer in its device's set (M11)
         changes.upsert(session)
         ended = [session]
-        plugins, session.plugins = order(live_list(session.plugins)), None
+        plugins = order(live_list(self._plugins.pop(session, None)))
         for plugin in plugins:
             ended += self._end(plugin, EndReason.HOST_ENDED, now, changes, timers)
         if meter is not None:

@@ -16,7 +16,7 @@ from typing import Self
 from server.domain.errors import InvalidArgument, UnknownSession
 from server.domain.ledger import Hold, Ledger
 from server.domain.lifecycle import SessionBook, order
-from server.domain.meters import holds_by_id
+from server.domain.meters import holds_by_meter
 from server.domain.policies import AccessPolicy, CoveragePolicy, TimerSink
 from server.domain.products import Product
 from server.domain.sessions import ChargeState, Device, Meter, Session, SessionView
@@ -133,19 +133,19 @@ class LiveView(SessionBook):
             coverage=coverage,
             new_id=new_id,
         )
-        by_hold = holds_by_id(holds)
+        by_meter = holds_by_meter(holds)
         # The ids that many objects repeat (user, team, product, version) come in
         # shared already, one string each: the store made them so while it loaded
         # (``server/store/codec.py``, ``sharing``).
         for meter in meters:
             meter.live = meter.active = 0
-            lic.meters.add(meter, by_hold)
+            lic.meters.add(meter, by_meter)
         for device in devices:
             device.live = None
             lic._add_device(device)
         ordered = order(sessions)
         for session in ordered:
-            session.meter = session.device = session.plugins = session.due = None
+            session.meter = session.device = session.due = None
             lic._sessions[session.session_id] = session
             if session.request_id and not session.live:
                 lic._remember(session)  # a live one is found in its device's set

@@ -22,7 +22,7 @@ whose grace or window ends at that instant.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from server.domain.changes import Changes
@@ -34,10 +34,9 @@ from server.domain.timers import TimerKind
 
 
 class Meters:
-    def __init__(self, ledger: Ledger, terms: Terms, new_id: Callable[[str], str]) -> None:
+    def __init__(self, ledger: Ledger, terms: Terms) -> None:
         self.ledger = ledger
         self.terms = terms
-        self._new_id = new_id
         self._by_user: dict[str, Meter | tuple[Meter, ...]] = {}
 
     # -- finding -------------------------------------------------------------
@@ -58,10 +57,13 @@ class Meters:
             self._put(meter)
         return meter
 
-    def add(self, meter: Meter, holds: dict[str, Hold]) -> None:
-        """Restore: index a stored meter and reattach its hold."""
-        if meter.hold_id:
-            meter.hold = holds[meter.hold_id]
+    def add(self, meter: Meter, holds: dict[tuple[str, str, str], Hold]) -> None:
+        """Restore: index a stored meter and reattach its hold (``holds_by_meter``)."""
+        if meter.state is ChargeState.GRACE:
+            hold = holds.get((meter.team_id, meter.user_id, meter.product_id))
+            if hold is None:
+                raise RuntimeError(f"meter {meter.key} is in grace but no hold is stored for it")
+            meter.hold = hold
         self._put(meter)
 
     def _put(self, meter: Meter) -> None:
@@ -109,25 +111,26 @@ class Meters:
         timers: TimerSink,
     ) -> None:
         """M2/M5: hold ``rate`` tokens (T3 order) and begin grace; raises
-        InsufficientTokens and changes nothing when the team cannot pay."""
-        hold = self.ledger.hold(meter.team_id, rate, cause, now, self._new_id("hd"), changes)
+        InsufficientTokens and changes nothing when the team cannot pay.
+
+        The hold is named after the session that caused it: a session belongs
+        to one meter for its whole life and a meter holds once at a time, so no
+        two stored holds share that name (a later hold of the same session
+        comes after the earlier one was captured or released, and in one
+        commit the last write of a key wins). A million meters in grace then
+        keep no hold id of their own (80 bytes each)."""
+        hold = self.ledger.hold(meter.team_id, rate, cause, now, cause.session_id, changes)
         meter.state = ChargeState.GRACE
-        meter.grace_start = now
-        meter.grace_end = now + self.terms.grace
-        meter.window_start = meter.window_end = None
+        meter.start = now
+        meter.end = end = now + self.terms.grace
         meter.hold = hold
-        meter.hold_id = hold.hold_id
         changes.upsert(meter)
-        timers.schedule(meter.grace_end, TimerKind.GRACE_END, meter.user_id)
+        timers.schedule(end, TimerKind.GRACE_END, meter.user_id)
 
     # -- M3: grace ----------------------------------------------------------------
 
     def grace_due(self, meter: Meter, now: datetime) -> bool:
-        return (
-            meter.state is ChargeState.GRACE
-            and meter.grace_end is not None
-            and meter.grace_end <= now
-        )
+        return meter.state is ChargeState.GRACE and meter.end is not None and meter.end <= now
 
     def capture(self, meter: Meter, changes: Changes, timers: TimerSink) -> None:
         """M3: 5 minutes of unbroken use: the hold is consumed, at grace end, and a
@@ -137,29 +140,25 @@ class Meters:
             raise RuntimeError(f"meter {meter.key} is not in grace")
         self.ledger.capture(hold, end, changes)
         meter.state = ChargeState.CHARGED
-        meter.window_start = start
-        meter.window_end = start + self.terms.charge_window
-        meter.grace_start = meter.grace_end = None
+        meter.end = window_end = start + self.terms.charge_window  # ``start`` stays
         meter.hold = None
-        meter.hold_id = ""
         changes.upsert(meter)
-        timers.schedule(meter.window_end, TimerKind.WINDOW_END, meter.user_id)
+        timers.schedule(window_end, TimerKind.WINDOW_END, meter.user_id)
 
     def release(self, meter: Meter, now: datetime, changes: Changes) -> None:
         """M3: grace broken (or no longer needed, C2): the hold goes back, nothing is charged."""
         if meter.hold is not None:
             self.ledger.release(meter.hold, now, changes)
         meter.state = ChargeState.NONE
-        meter.grace_start = meter.grace_end = None
+        meter.start = meter.end = None
         meter.hold = None
-        meter.hold_id = ""
         changes.upsert(meter)
 
     # -- M5: window end -------------------------------------------------------------
 
     def close_window(self, meter: Meter, changes: Changes) -> None:
         meter.state = ChargeState.NONE
-        meter.window_start = meter.window_end = None
+        meter.start = meter.end = None
         changes.upsert(meter)
 
     # -- restart --------------------------------------------------------------
@@ -172,5 +171,8 @@ class Meters:
                 timers.schedule(meter.window_end, TimerKind.WINDOW_END, meter.user_id)
 
 
-def holds_by_id(holds: Iterable[Hold]) -> dict[str, Hold]:
-    return {h.hold_id: h for h in holds}
+def holds_by_meter(holds: Iterable[Hold]) -> dict[tuple[str, str, str], Hold]:
+    """Stored holds by the key of the meter they are for (team, user, product):
+    a meter holds once at a time. Holds not made for a meter are the ledger's
+    alone and are not looked up."""
+    return {(h.team_id, h.user_id, h.product_id): h for h in holds}

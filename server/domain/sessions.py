@@ -153,18 +153,22 @@ class Session:
     coverage_since: datetime  # when ``coverage`` was last decided (C2 timers on restore)
     state: SessionState = SessionState.ACTIVE
     end_reason: EndReason | None = None
-    end_time: datetime | None = None
-    # derived, not stored:
+    # derived, not stored (a host's live plugins are its aggregate's, by host:
+    # few sessions host any, and a slot here would cost every session 8 bytes):
     meter: Meter | None = field(default=None, repr=False, metadata=DERIVED)
     device: Device | None = field(default=None, repr=False, metadata=DERIVED)
-    # live plugin sessions hosted here
-    plugins: Live = field(default=None, repr=False, metadata=DERIVED)
     # the session's one outstanding deadline (IDLE while active and idle-aware, else LEASE_END)
     due: datetime | None = field(default=None, repr=False, metadata=DERIVED)
 
     @property
     def live(self) -> bool:
         return self.state is not SessionState.ENDED
+
+    @property
+    def end_time(self) -> datetime | None:
+        """When it ended (M10): the instant its ENDED state began; stored as a
+        column for readers of the table, kept in memory once."""
+        return self.state_since if self.state is SessionState.ENDED else None
 
     @property
     def active(self) -> bool:
@@ -183,18 +187,20 @@ class Meter:
     ``grace_end`` if use goes on unbroken) or CHARGED (a window
     [``window_start``, ``window_end``) is paid for). GRACE implies ``active``
     > 0: a break releases the hold at once.
+
+    A meter is in grace or charged, never both, so one pair of instants
+    (``start``, ``end``) is the grace or the window its state says: two slots
+    fewer a meter than four instants of which two are always None. Capture
+    keeps ``start`` (the window opens when grace began) and moves ``end``.
     """
 
     team_id: str
     user_id: str
     product_id: str
     state: ChargeState = ChargeState.NONE
-    grace_start: datetime | None = None
-    grace_end: datetime | None = None
-    window_start: datetime | None = None
-    window_end: datetime | None = None
-    hold_id: str = ""  # the ledger's Hold while in GRACE
-    # derived, not stored:
+    start: datetime | None = None  # the grace's or the window's, as ``state`` says
+    end: datetime | None = None
+    # derived, not stored (the store finds a meter's hold by the meter's key):
     hold: Hold | None = field(default=None, repr=False, metadata=DERIVED)
     live: int = field(default=0, repr=False, metadata=DERIVED)  # live sessions (active or idle)
     # ACTIVE sessions: "in use" when > 0
@@ -208,12 +214,32 @@ class Meter:
     def in_use(self) -> bool:
         return self.active > 0
 
+    @property
+    def grace_start(self) -> datetime | None:
+        return self.start if self.state is ChargeState.GRACE else None
+
+    @property
+    def grace_end(self) -> datetime | None:
+        return self.end if self.state is ChargeState.GRACE else None
+
+    @property
+    def window_start(self) -> datetime | None:
+        return self.start if self.state is ChargeState.CHARGED else None
+
+    @property
+    def window_end(self) -> datetime | None:
+        return self.end if self.state is ChargeState.CHARGED else None
+
+    @property
+    def hold_id(self) -> str:
+        return self.hold.hold_id if self.hold is not None else ""
+
     def window_covers(self, now: datetime) -> bool:
         return (
             self.state is ChargeState.CHARGED
-            and self.window_start is not None
-            and self.window_end is not None
-            and self.window_start <= now < self.window_end
+            and self.start is not None
+            and self.end is not None
+            and self.start <= now < self.end
         )
 
 

@@ -5,14 +5,15 @@ handed to the store (so later changes in memory cannot leak into it);
 ``from_row`` runs when the state loads at start.
 
 Where a type's fields and its table's columns match one to one (most of them:
-sessions, meters, devices, members...), ``mapped`` derives the columns and
+sessions, devices, members...), ``mapped`` derives the columns and
 both conversions from ``dataclasses.fields``, converting each column by its
 field's type (``_column``): adding a field to such a type is one change here
 (none) besides the migration that adds its column. Fields whose metadata is
 ``DERIVED`` (``server/domain/changes.py``) are indexes rebuilt on restore,
 never stored. Only the tables whose rows differ from their objects (the
-ledger and holds spread a ``Cause`` over three columns, a notification never
-stores its token) are written out by hand.
+ledger and holds spread a ``Cause`` over three columns, a meter keeps in one
+pair of instants what its table keeps in two, a notification never stores its
+token) are written out by hand.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from server.domain.meta import MetaValue
 from server.domain.products import Product
 from server.domain.sessions import (
     ActivitySpan,
+    ChargeState,
     Device,
     Meter,
     Session,
@@ -273,18 +275,25 @@ def _stored(kind: type) -> list[Field[Any]]:
     return [f for f in fields(kind) if not f.metadata.get("derived")]
 
 
-def _codecs(kind: type) -> tuple[Callable[[Any], Row], Callable[[Row], Any]]:
-    """``to_row`` and ``from_row`` of ``kind``, compiled from its fields."""
+def _codecs(
+    kind: type, computed: dict[str, Any] | None = None
+) -> tuple[Callable[[Any], Row], Callable[[Row], Any]]:
+    """``to_row`` and ``from_row`` of ``kind``, compiled from its fields, then
+    the ``computed`` columns (name: type): properties written with the row,
+    never read back (the object derives them from its fields)."""
     hints = get_type_hints(kind)
     stored = _stored(kind)
     init = [f.name for f in fields(kind) if f.init]
     names: dict[str, Any] = {"K": kind}
-    columns = [_column(f.name, hints[f.name], names) for f in stored]
+    written = [f.name for f in stored] + list(computed or {})
+    columns = [_column(f.name, hints[f.name], names) for f in stored] + [
+        _column(name, hint, names) for name, hint in (computed or {}).items()
+    ]
     first = next((i for i, c in enumerate(columns) if c.encode == "t2i({})"), None)
     encode: list[str] = []
     decode: list[str] = []
-    for i, (f, c) in enumerate(zip(stored, columns, strict=True)):
-        value = f"o.{f.name}"
+    for i, (name, c) in enumerate(zip(written, columns, strict=True)):
+        value = f"o.{name}"
         if c.instant and first is not None and i > first:
             reuse = "i0 if x is v0 else t2i(x)"
             expr = f"(i0 if (x := {value}) is v0 else t2i(x))"
@@ -296,11 +305,13 @@ def _codecs(kind: type) -> tuple[Callable[[Any], Row], Callable[[Row], Any]]:
             expr = c.encode.format(value)
             expr = f"({expr})" if c.encode.startswith("None") else expr
         encode.append(expr)
+        if i >= len(stored):
+            continue  # computed: not an argument of the constructor
         arg = c.decode.format(f"r[{i}]")
         arg = f"({arg})" if c.decode.startswith("None") else arg
-        positional = i < len(init) and init[i] == f.name and len(decode) == i
-        decode.append(arg if positional else f"{f.name}={arg}")
-    prologue = f"v0 = o.{stored[first].name}; i0 = t2i(v0)\n        " if first is not None else ""
+        positional = i < len(init) and init[i] == name and len(decode) == i
+        decode.append(arg if positional else f"{name}={arg}")
+    prologue = f"v0 = o.{written[first]}; i0 = t2i(v0)\n        " if first is not None else ""
     lines = ",\n            ".join
     source = f"""
 def make({", ".join(names)}):
@@ -329,17 +340,18 @@ def mapped(
     key: tuple[str, ...],
     *,
     rename: dict[str, str] | None = None,
+    computed: dict[str, Any] | None = None,
     append_only: bool = False,
     order_by: str = "",
     load_where: str = "",
 ) -> Table:
     """The table of ``kind``: a column per stored field, named as the field
-    (or as ``rename`` says)."""
+    (or as ``rename`` says), then one per ``computed`` property."""
     rename = rename or {}
-    to_row, from_row = _codecs(kind)
+    to_row, from_row = _codecs(kind, computed)
     return Table(
         name,
-        tuple(rename.get(f.name, f.name) for f in _stored(kind)),
+        tuple(rename.get(f.name, f.name) for f in _stored(kind)) + tuple(computed or {}),
         key,
         to_row,
         from_row,
@@ -361,6 +373,9 @@ SESSIONS = mapped(
     "sessions",
     Session,
     ("session_id",),
+    # When it ended is when its state (ENDED) began: a column for the readers
+    # of ended sessions, one slot fewer in memory.
+    computed={"end_time": datetime | None},
     # Live sessions, and ended ones of the last days (M11 and M12 answer them). The
     # span is a literal computed here: PostgreSQL would compute `7 * 86400 * 1000000`
     # in 32 bits and overflow.
@@ -370,7 +385,6 @@ SESSIONS = mapped(
     ),
     order_by="ORDER BY session_id",
 )
-METERS = mapped("meters", Meter, ("team_id", "user_id", "product_id"))
 DEVICES = mapped("devices", Device, ("user_id", "product_id", "device_id"))
 ACTIVITY = mapped(
     "activity",
@@ -450,11 +464,66 @@ HOLDS = Table(
         team_id=_s(r[1]),
         amount=r[2],
         parts=shared_parts(tuple((p, n) for p, n in json.loads(r[3]))),
-        session_id=r[4],
+        # A meter's hold is named after its session (one string for both)
+        session_id=r[0] if r[4] == r[0] else r[4],
         user_id=_s(r[5]),
         product_id=_s(r[6]),
         time=_t(r[7]),
     ),
+)
+
+# A meter keeps one pair of instants for its grace or its window (whichever its
+# state says); the table keeps the four columns it always had, so that a row
+# says what it is without its state, and the hold id (its hold is found by the
+# meter's key on load: ``server/domain/meters.py``, ``holds_by_meter``).
+_CHARGE_STATE = _by_value(ChargeState)
+
+
+def _meter_row(m: Meter) -> Row:
+    start, end = opt_t2i(m.start), opt_t2i(m.end)
+    grace = m.state is ChargeState.GRACE
+    charged = m.state is ChargeState.CHARGED
+    return (
+        m.team_id,
+        m.user_id,
+        m.product_id,
+        m.state._value_,
+        start if grace else None,
+        end if grace else None,
+        start if charged else None,
+        end if charged else None,
+        m.hold_id,
+    )
+
+
+def _meter(r: Row) -> Meter:
+    grace = r[4] is not None
+    return Meter(
+        _s(r[0]),
+        _s(r[1]),
+        _s(r[2]),
+        _CHARGE_STATE[r[3]],
+        _opt_t(r[4] if grace else r[6]),
+        _opt_t(r[5] if grace else r[7]),
+    )
+
+
+METERS = Table(
+    "meters",
+    (
+        "team_id",
+        "user_id",
+        "product_id",
+        "state",
+        "grace_start",
+        "grace_end",
+        "window_start",
+        "window_end",
+        "hold_id",
+    ),
+    ("team_id", "user_id", "product_id"),
+    _meter_row,
+    _meter,
 )
 
 NOTIFICATIONS = Table(

@@ -1,14 +1,17 @@
 """An engine restored from its store keeps what it loaded where the rules use
 it, and nowhere else: a hold of a meter in grace (M2) belongs to its meter,
-and is gone from memory once captured or released (M3)."""
+and is gone from memory once captured or released (M3). A meter's hold is
+named after the session that caused it, and found again by its meter's key."""
 
 from __future__ import annotations
 
 import gc
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from server.clock import TestClock
+from server.domain.changes import Changes, Deleted
+from server.domain.ledger import Cause, Hold
 from server.domain.products import Platform, Product
 from server.domain.sessions import ChargeState
 from server.domain.teams import Plan
@@ -23,18 +26,23 @@ async def _engine(db: Path, clock: TestClock) -> Engine:
     return Engine.restore(await store.load(), clock, store)
 
 
-async def test_m2_a_restored_hold_is_held_by_its_meter_alone(tmp_path: Path) -> None:
-    clock = TestClock(T0)
-    engine = await _engine(tmp_path / "t.db", clock)
+async def _ann_and_acad(engine: Engine) -> None:
+    """Team acme with 100 tokens; ACAD at 5 a day, idle-aware; Ann assigned it."""
     await engine.start(heartbeat_flush=0)
     await engine.accounts.create_team("acme", "Acme", Plan.STANDARD)
     await engine.accounts.purchase("acme", 100, "pack-1")
     await engine.accounts.upsert_product(
-        Product("ACAD", "AutoCAD", 5, platforms=frozenset({Platform.WINDOWS}))
+        Product("ACAD", "AutoCAD", 5, idle_aware=True, platforms=frozenset({Platform.WINDOWS}))
     )
     await engine.access.assign(
         "acme", ["Ann <ann@example.com>"], ["ACAD"], False, False, import_=True
     )
+
+
+async def test_m2_a_restored_hold_is_held_by_its_meter_alone(tmp_path: Path) -> None:
+    clock = TestClock(T0)
+    engine = await _engine(tmp_path / "t.db", clock)
+    await _ann_and_acad(engine)
     user_id = "ann@example.com"
     view = await engine.sessions.entitle(
         user_id,
@@ -62,3 +70,68 @@ async def test_m2_a_restored_hold_is_held_by_its_meter_alone(tmp_path: Path) -> 
     assert again.ledger.held("acme") == 0 and view.session.session_id
     await again.stop()
     await again.store.close()
+
+
+async def test_m2_m3_a_meters_hold_is_named_after_its_session_through_a_break_and_a_restart(
+    tmp_path: Path,
+) -> None:
+    """M2 holds at Entitle, M3 releases at a break (Idle), M2 holds again when the
+    same session resumes: the second hold has the first one's name (its
+    session's id) and replaces nothing but it. After a restart exactly one hold
+    of 5 is held, found by its meter."""
+    clock = TestClock(T0)
+    engine = await _engine(tmp_path / "t.db", clock)
+    await _ann_and_acad(engine)
+    ann = "ann@example.com"
+    view = await engine.sessions.entitle(
+        ann,
+        product_id="ACAD",
+        product_version="2026",
+        platform=Platform.WINDOWS,
+        device_id="d1",
+        parent_session_id="",
+        request_id="",
+        takeover=False,
+        team_id="",
+    )
+    session_id = view.session.session_id
+    meter = engine.sessions.lic.meter("acme", ann, "ACAD")
+    assert meter is not None and meter.hold is not None
+    assert meter.hold.hold_id == session_id and meter.hold.hold_id is session_id
+    clock.set(T0 + timedelta(minutes=1))
+    await engine.sessions.idle(ann, session_id)  # M3: a break, the hold goes back
+    assert meter.state is ChargeState.NONE and engine.ledger.held("acme") == 0
+    clock.set(T0 + timedelta(minutes=2))
+    await engine.sessions.heartbeat(ann, session_id, 0)  # M6: active again, M2: held again
+    assert meter.state is ChargeState.GRACE and meter.hold is not None
+    assert meter.hold.hold_id == session_id and engine.ledger.held("acme") == 5
+    await engine.stop()
+    await engine.store.close()
+
+    again = await _engine(tmp_path / "t.db", clock)
+    restored = again.sessions.lic.meter("acme", ann, "ACAD")
+    assert restored is not None and restored.state is ChargeState.GRACE
+    assert restored.grace_start == T0 + timedelta(minutes=2)
+    assert restored.hold is not None and restored.hold.hold_id == session_id
+    assert again.ledger.held("acme") == 5 and again.ledger.available("acme") == 95
+    await again.store.close()
+
+
+async def test_m2_m3_a_hold_released_and_taken_again_in_one_commit_is_stored_once(
+    tmp_path: Path,
+) -> None:
+    """In one group commit the last write of a key wins: a hold deleted (M3
+    release) and written again under the same name (M2) is stored; the reverse
+    order leaves no row."""
+    store = await Store.open(tmp_path / "t.db")
+    cause = Cause("se_1", "ann@example.com", "ACAD")
+    first = Hold.of("se_1", "acme", 5, (("pk_1", 5),), cause, T0)
+    second = Hold.of("se_1", "acme", 5, (("pk_1", 5),), cause, T0 + timedelta(minutes=2))
+    await store.commit([first])
+    await store.commit(Changes([Deleted(first), second]))
+    assert [(h.hold_id, h.time) for h in (await store.load()).of(Hold)] == [
+        ("se_1", T0 + timedelta(minutes=2))
+    ]
+    await store.commit(Changes([second, Deleted(second)]))
+    assert (await store.load()).of(Hold) == []
+    await store.close()

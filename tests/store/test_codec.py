@@ -22,7 +22,7 @@ from server.store.schema import MIGRATIONS
 
 T0 = datetime(2026, 1, 5, 9, tzinfo=UTC)
 # The tables whose rows are not their fields, written out by hand.
-BY_HAND = {"ledger", "holds", "notifications"}
+BY_HAND = {"ledger", "holds", "meters", "notifications"}
 
 
 def _schema_columns(tmp_path: Path) -> dict[str, list[str]]:
@@ -38,9 +38,10 @@ def _schema_columns(tmp_path: Path) -> dict[str, list[str]]:
 
 def test_codec_session_columns_are_its_stored_fields() -> None:
     stored = [f.name for f in fields(Session) if not f.metadata.get("derived")]
-    assert codec.SESSIONS.columns == tuple(stored)
-    assert len(stored) == 20
-    assert {"meter", "device", "plugins", "due"}.isdisjoint(codec.SESSIONS.columns)
+    # then end_time, computed: when the ENDED state began (M10), one slot fewer in memory
+    assert codec.SESSIONS.columns == (*stored, "end_time")
+    assert len(stored) == 19
+    assert {"meter", "device", "due"}.isdisjoint(codec.SESSIONS.columns)
 
 
 def test_codec_every_mapped_table_is_its_types_fields_and_exists_in_the_schema(
@@ -53,10 +54,35 @@ def test_codec_every_mapped_table_is_its_types_fields_and_exists_in_the_schema(
         if table.name in BY_HAND:
             continue
         names = [f.name for f in fields(kind) if not f.metadata.get("derived")]
+        names += ["end_time"] if table.name == "sessions" else []
         renamed = {"start": "start_time", "end": "end_time"} if table.name == "activity" else {}
         assert table.columns == tuple(renamed.get(n, n) for n in names), table.name
         mapped += 1
-    assert mapped == 14
+    assert mapped == 13
+
+
+def test_m3_m5_a_meter_row_keeps_its_grace_and_its_window_in_their_own_columns() -> None:
+    """A meter holds one pair of instants, the grace's or the window's as its
+    state says; its row keeps the four columns apart, and reads back the same."""
+    from server.domain.sessions import ChargeState, Meter
+
+    us = codec.t2i(T0)
+    five, day = 300_000_000, 86_400_000_000
+    cases = [
+        (Meter("acme", "ann", "ACAD"), (None, None, None, None)),
+        (Meter("acme", "ann", "ACAD", ChargeState.GRACE, T0, T0 + timedelta(minutes=5)),
+         (us, us + five, None, None)),
+        (Meter("acme", "ann", "ACAD", ChargeState.CHARGED, T0, T0 + timedelta(days=1)),
+         (None, None, us, us + day)),
+    ]  # fmt: skip
+    for meter, instants in cases:
+        row = codec.METERS.to_row(meter)
+        assert row == ("acme", "ann", "ACAD", meter.state.value, *instants, "")
+        back = codec.METERS.from_row(row)
+        assert (back.state, back.start, back.end) == (meter.state, meter.start, meter.end)
+        assert (back.grace_start, back.grace_end, back.window_start, back.window_end) == (
+            meter.grace_start, meter.grace_end, meter.window_start, meter.window_end,
+        )  # fmt: skip
 
 
 class Shade(Enum):
@@ -131,8 +157,8 @@ def test_codec_a_type_it_cannot_convert_fails_at_import() -> None:
 def _session(i: int, start: datetime) -> Session:
     return Session(
         f"ses_{i}", "ann@x.io", "acme", "ACAD", "2026", Platform.WINDOWS, f"d{i}", "", f"r{i}",
-        Coverage.TOKENS, Plan.STANDARD, 10, start, start + timedelta(minutes=15), start, start,
-        start, SessionState.ENDED, EndReason.RELEASED, start + timedelta(hours=1),
+        Coverage.TOKENS, Plan.STANDARD, 10, start, start + timedelta(minutes=15), start,
+        start + timedelta(hours=1), start, SessionState.ENDED, EndReason.RELEASED,
     )  # fmt: skip
 
 
@@ -149,7 +175,7 @@ def test_codec_loading_shares_repeated_ids_and_instants_not_per_row_ids() -> Non
     with codec.sharing():
         a, b = (table.from_row(r) for r in rows)
     assert a.user_id is b.user_id and a.team_id is b.team_id and a.product_id is b.product_id
-    assert a.start_time is b.start_time and a.start_time is a.state_since
+    assert a.start_time is b.start_time and a.start_time is a.coverage_since
     assert a.session_id == "ses_1" and b.session_id == "ses_2"
     assert a.end_reason is EndReason.RELEASED and a.end_time == T0 + timedelta(hours=1)
     # outside ``sharing()`` nothing is kept

@@ -64,11 +64,10 @@ def _session(
         start_time=start,
         lease_end=start + H,
         last_activity=start,
-        state_since=start,
+        state_since=start if end_time is None else end_time,  # an ended one's end_time
         coverage_since=start,
         state=state,
         end_reason=None if end_time is None else EndReason.RELEASED,
-        end_time=end_time,
     )
 
 

@@ -93,11 +93,10 @@ def _session(sid: str, start: datetime, ended: datetime | None = None, **kw: Any
         start_time=start,
         lease_end=start + H,
         last_activity=start + timedelta(microseconds=1),
-        state_since=start,
+        state_since=start if ended is None else ended,  # an ended one's end_time
         coverage_since=start + timedelta(seconds=3),
         state=SessionState.IDLE if ended is None else SessionState.ENDED,
         end_reason=None if ended is None else EndReason.LEASE_EXPIRED,
-        end_time=ended,
     )
 
 
@@ -149,8 +148,8 @@ def every_object() -> list[object]:
         _session("ses_1", T),
         _session("ses_0", T - H, T + H, parent="ses_x", request_id="req-1"),
         Meter("acme", "zoë@example.com", "ACAD"),
-        Meter("acme", "bob@example.com", "ACAD", ChargeState.GRACE, T, T + 5 * H, None, None, "h1"),
-        Meter("beta", "bob@example.com", "ACAD", ChargeState.CHARGED, None, None, T, T + DAY, ""),
+        Meter("acme", "bob@example.com", "ACAD", ChargeState.GRACE, T, T + 5 * H),
+        Meter("beta", "bob@example.com", "ACAD", ChargeState.CHARGED, T, T + DAY),
         Device("zoë@example.com", "ACAD", "dev-1", T, T),
         Device("zoë@example.com", "ACAD", "dev-2", T, T + H),
         ActivitySpan("ses_0", "acme", "zoë@example.com", "ACAD", T - H, T),
