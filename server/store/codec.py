@@ -166,6 +166,9 @@ class Table:
     append_only: bool = False
     order_by: str = ""
     load_where: str = ""  # which rows come back into memory at start (all by default)
+    # How many leading columns ``from_row`` reads (all by default): the columns
+    # after them are written for readers of the table and derived in memory.
+    read: int = 0
     # Made once from the fields above (the writer uses them for every row):
     upsert_sql: str = field(init=False, repr=False, compare=False)
     delete_sql: str = field(init=False, repr=False, compare=False)
@@ -189,7 +192,8 @@ class Table:
         init = object.__setattr__  # frozen: set once, here
         init(self, "upsert_sql", upsert)
         init(self, "delete_sql", f"DELETE FROM {self.name} WHERE {where}")
-        init(self, "select_sql", f"SELECT {cols} FROM {self.name}")
+        read = ", ".join(self.columns[: self.read or len(self.columns)])
+        init(self, "select_sql", f"SELECT {read} FROM {self.name}")
         init(self, "key_positions", tuple(self.columns.index(k) for k in self.key))
         n = len(self.key)
         init(self, "key_prefix", n if self.columns[:n] == self.key else 0)
@@ -349,15 +353,17 @@ def mapped(
     (or as ``rename`` says), then one per ``computed`` property."""
     rename = rename or {}
     to_row, from_row = _codecs(kind, computed)
+    stored = tuple(rename.get(f.name, f.name) for f in _stored(kind))
     return Table(
         name,
-        tuple(rename.get(f.name, f.name) for f in _stored(kind)) + tuple(computed or {}),
+        stored + tuple(computed or {}),
         key,
         to_row,
         from_row,
         append_only=append_only,
         order_by=order_by,
         load_where=load_where,
+        read=len(stored),
     )
 
 
@@ -524,6 +530,7 @@ METERS = Table(
     ("team_id", "user_id", "product_id"),
     _meter_row,
     _meter,
+    read=8,  # not hold_id: a meter's hold is found by the meter's key
 )
 
 NOTIFICATIONS = Table(

@@ -42,6 +42,9 @@ def test_codec_session_columns_are_its_stored_fields() -> None:
     assert codec.SESSIONS.columns == (*stored, "end_time")
     assert len(stored) == 19
     assert {"meter", "device", "due"}.isdisjoint(codec.SESSIONS.columns)
+    # written, not read back at start: a session's end is its ENDED state's start
+    read = codec.SESSIONS.select_sql.removeprefix("SELECT ").removesuffix(" FROM sessions")
+    assert read.split(", ") == stored
 
 
 def test_codec_every_mapped_table_is_its_types_fields_and_exists_in_the_schema(
@@ -78,6 +81,7 @@ def test_m3_m5_a_meter_row_keeps_its_grace_and_its_window_in_their_own_columns()
     for meter, instants in cases:
         row = codec.METERS.to_row(meter)
         assert row == ("acme", "ann", "ACAD", meter.state.value, *instants, "")
+        assert "hold_id" not in codec.METERS.select_sql  # found by the meter's key
         back = codec.METERS.from_row(row)
         assert (back.state, back.start, back.end) == (meter.state, meter.start, meter.end)
         assert (back.grace_start, back.grace_end, back.window_start, back.window_end) == (
