@@ -146,6 +146,16 @@ class SessionBook:
             if s.team_id == meter.team_id
         ]
 
+    def _meter_live(self, meter: Meter) -> bool:
+        """Whether a session of the meter is live (active or idle): on one of the
+        user's devices of its product (3 at most, M8), in its team. A scan, not a
+        count on every meter (a million meters: 16 bytes each)."""
+        return any(
+            s.team_id == meter.team_id
+            for d in self._devices_of(meter.user_id, meter.product_id)
+            for s in live_list(d.live)
+        )
+
     def _earlier(self, user_id: str, request_id: str) -> Session | None:
         """The user's session opened by the Entitle of ``request_id`` (M11): a live
         one is in its device's set, an ended one still in memory in ``_by_request``."""
@@ -179,7 +189,6 @@ class SessionBook:
     def _link(self, session: Session, meter: Meter, device: Device, host: Session | None) -> None:
         session.meter = meter
         session.device = device
-        meter.live += 1
         if session.active:
             meter.active += 1
         device.live = live_add(device.live, session)
@@ -241,7 +250,7 @@ class SessionBook:
                 self.meters.capture(meter, changes, timers)  # M3
             else:  # cannot happen (a break releases at once); never charge an unused meter
                 self.meters.release(meter, due, changes)
-                self.meters.drop_if_unused(meter, changes)
+                self.meters.drop_if_unused(meter, self._meter_live(meter), changes)
 
     def _on_window_end(
         self, user_id: str, due: datetime, changes: Changes, timers: TimerSink
@@ -255,7 +264,7 @@ class SessionBook:
             if any(s.active and s.coverage is Coverage.TOKENS for s in sessions):
                 self._charge_or_end(meter, due, changes, timers)  # M5: renewal
             else:
-                self.meters.drop_if_unused(meter, changes)
+                self.meters.drop_if_unused(meter, self._meter_live(meter), changes)
 
     def _on_coverage_change(
         self, key: str, due: datetime, changes: Changes, timers: TimerSink
@@ -407,8 +416,7 @@ class SessionBook:
         for plugin in plugins:
             ended += self._end(plugin, EndReason.HOST_ENDED, now, changes, timers)
         if meter is not None:
-            meter.live -= 1
-            self.meters.drop_if_unused(meter, changes)
+            self.meters.drop_if_unused(meter, self._meter_live(meter), changes)
         return ended
 
     # == who pays (C1, C2) ======================================================================

@@ -138,7 +138,7 @@ class LiveView(SessionBook):
         # shared already, one string each: the store made them so while it loaded
         # (``server/store/codec.py``, ``sharing``).
         for meter in meters:
-            meter.live = meter.active = 0
+            meter.active = 0
             lic.meters.add(meter, by_meter)
         for device in devices:
             device.live = None

@@ -70,10 +70,11 @@ class Meters:
         mine = self.of_user(meter.user_id)
         self._by_user[meter.user_id] = (*mine, meter) if mine else meter
 
-    def drop_if_unused(self, meter: Meter, changes: Changes) -> None:
-        """A meter with nothing held, no window and no live session carries no
-        information: forget it (it comes back as NONE when used again)."""
-        if meter.state is not ChargeState.NONE or meter.live != 0:
+    def drop_if_unused(self, meter: Meter, live: bool, changes: Changes) -> None:
+        """A meter with nothing held, no window and no live session (``live``:
+        the caller knows its sessions) carries no information: forget it (it
+        comes back as NONE when used again)."""
+        if meter.state is not ChargeState.NONE or live:
             return
         mine = self.of_user(meter.user_id)
         rest = tuple(m for m in mine if m is not meter)

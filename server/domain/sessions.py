@@ -202,8 +202,8 @@ class Meter:
     end: datetime | None = None
     # derived, not stored (the store finds a meter's hold by the meter's key):
     hold: Hold | None = field(default=None, repr=False, metadata=DERIVED)
-    live: int = field(default=0, repr=False, metadata=DERIVED)  # live sessions (active or idle)
-    # ACTIVE sessions: "in use" when > 0
+    # ACTIVE sessions: "in use" when > 0 (whether any is live at all is asked of
+    # the user's devices when it matters: ``SessionBook._meter_live``)
     active: int = field(default=0, repr=False, metadata=DERIVED)
 
     @property

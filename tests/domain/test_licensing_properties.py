@@ -159,7 +159,10 @@ def check_invariants(w: World) -> None:
             assert meter.state is ChargeState.GRACE or meter.window_covers(w.now), (s, meter)
     for meter in w.lic.meters:
         mine = [s for s in live if s.meter is meter]
-        assert meter.live == len(mine) and meter.active == sum(s.active for s in mine)
+        assert w.lic._meter_live(meter) == bool(mine)
+        assert meter.active == sum(s.active for s in mine)
+        # a meter with nothing held, no window and no live session is forgotten
+        assert mine or meter.state is not ChargeState.NONE, meter
         if meter.state is ChargeState.GRACE:
             # M3: grace lasts only while the meter is in use.
             assert meter.active > 0 and meter.hold is not None
