@@ -158,7 +158,7 @@ def footprint(engine: Engine, session: Session) -> dict[str, float]:
     the heap, and its share of every index. The user's own strings belong to
     the directory and are not counted."""
     lic = engine.sessions.lic
-    meter, device = session.meter, session.device
+    meter, device = lic.meter_of(session), lic.device_of(session)
     hold = meter.hold if meter is not None else None
     parts: dict[str, float] = {"Session": _alloc(session)}
     strings = [session.session_id, session.device_id, session.request_id]

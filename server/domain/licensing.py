@@ -242,9 +242,9 @@ class Licensing(LiveView):
         if not session.live:
             return session
         session.lease_end = now + self.terms.lease
-        if session.device is not None:
-            session.device.last_seen_time = now
-            changes.upsert(session.device)
+        if (device := self.device_of(session)) is not None:
+            device.last_seen_time = now
+            changes.upsert(device)
         changes.upsert(session)
         if self._product(session).idle_aware:
             # Activity before the session began says nothing (and an int64 would overflow).

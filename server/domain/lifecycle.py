@@ -146,6 +146,20 @@ class SessionBook:
             if s.team_id == meter.team_id
         ]
 
+    def meter_of(self, session: Session) -> Meter | None:
+        """A live session's meter: its (team, user, product)'s, which exists while
+        the session lives (``Meters.drop_if_unused``); None once it ended."""
+        if not session.live:
+            return None
+        return self.meters.get(session.team_id, session.user_id, session.product_id)
+
+    def device_of(self, session: Session) -> Device | None:
+        """A live session's device, registered while it runs (a device is
+        deregistered only once its sessions ended); None once it ended."""
+        if not session.live:
+            return None
+        return self._device(session.user_id, session.product_id, session.device_id)
+
     def _meter_live(self, meter: Meter) -> bool:
         """Whether a session of the meter is live (active or idle): on one of the
         user's devices of its product (3 at most, M8), in its team. A scan, not a
@@ -187,8 +201,6 @@ class SessionBook:
             self._by_request[session.request_id] = rest[0] if len(rest) == 1 else rest
 
     def _link(self, session: Session, meter: Meter, device: Device, host: Session | None) -> None:
-        session.meter = meter
-        session.device = device
         if session.active:
             meter.active += 1
         device.live = live_add(device.live, session)
@@ -302,7 +314,7 @@ class SessionBook:
         """M2 for an active session: nothing if covered or free, or if its meter is
         in grace or a window covers now; else hold and begin grace (raises
         InsufficientTokens, having changed nothing)."""
-        meter = session.meter
+        meter = self.meter_of(session)
         if meter is None or session.coverage is not Coverage.TOKENS:
             return
         if not Meters.needs_hold(meter, now):
@@ -346,7 +358,7 @@ class SessionBook:
                     now,
                 )
             )
-        meter = session.meter
+        meter = self.meter_of(session)
         if meter is None:
             return
         if self.meters.grace_due(meter, now) and meter.in_use:
@@ -368,8 +380,8 @@ class SessionBook:
         and the session ends if that hold cannot be made."""
         session.state = SessionState.ACTIVE
         session.state_since = now
-        if session.meter is not None:
-            session.meter.active += 1
+        if (meter := self.meter_of(session)) is not None:
+            meter.active += 1
         changes.upsert(session)
         try:
             self._ensure_paid(session, now, changes, timers)
@@ -392,10 +404,10 @@ class SessionBook:
             return []
         if session.active:
             self._stop_active(session, now, changes, timers)
+        meter, device = self.meter_of(session), self.device_of(session)
         session.state = SessionState.ENDED
         session.end_reason = reason
         session.state_since = now  # and so its end_time
-        meter, device = session.meter, session.device
         if device is not None:
             device.live = live_remove(device.live, session)
         if session.parent_session_id:
@@ -406,7 +418,6 @@ class SessionBook:
                     self._plugins.pop(host, None)
                 else:
                     self._plugins[host] = rest
-        session.meter = session.device = None
         session.due = None
         if session.request_id:
             self._remember(session)  # no longer in its device's set (M11)
@@ -441,8 +452,8 @@ class SessionBook:
                 s.coverage = cov
                 s.coverage_since = now
                 changes.upsert(s)
-                if s.meter is not None:
-                    meters.setdefault(s.meter.team_id, s.meter)
+                if (meter := self.meter_of(s)) is not None:
+                    meters.setdefault(meter.team_id, meter)
         for _, meter in sorted(meters.items()):
             if cov is Coverage.TOKENS:
                 if meter.in_use:

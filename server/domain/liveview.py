@@ -75,9 +75,7 @@ class LiveView(SessionBook):
 
     def session_view(self, session: Session, now: datetime) -> SessionView:
         """What the API shows of a session (API.md ``Session``)."""
-        meter = session.meter or self.meters.get(
-            session.team_id, session.user_id, session.product_id
-        )
+        meter = self.meters.get(session.team_id, session.user_id, session.product_id)
         state = meter.state if meter is not None else ChargeState.NONE
         return SessionView(
             session=session,
@@ -145,7 +143,7 @@ class LiveView(SessionBook):
             lic._add_device(device)
         ordered = order(sessions)
         for session in ordered:
-            session.meter = session.device = session.due = None
+            session.due = None
             lic._sessions[session.session_id] = session
             if session.request_id and not session.live:
                 lic._remember(session)  # a live one is found in its device's set

@@ -153,11 +153,10 @@ class Session:
     coverage_since: datetime  # when ``coverage`` was last decided (C2 timers on restore)
     state: SessionState = SessionState.ACTIVE
     end_reason: EndReason | None = None
-    # derived, not stored (a host's live plugins are its aggregate's, by host:
-    # few sessions host any, and a slot here would cost every session 8 bytes):
-    meter: Meter | None = field(default=None, repr=False, metadata=DERIVED)
-    device: Device | None = field(default=None, repr=False, metadata=DERIVED)
-    # the session's one outstanding deadline (IDLE while active and idle-aware, else LEASE_END)
+    # derived, not stored: the session's one outstanding deadline (IDLE while
+    # active and idle-aware, else LEASE_END). Its meter, its device and a host's
+    # live plugins are found through its aggregate (``SessionBook.meter_of``,
+    # ``device_of``): a slot each would cost a million sessions 8 MB.
     due: datetime | None = field(default=None, repr=False, metadata=DERIVED)
 
     @property

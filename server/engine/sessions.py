@@ -164,7 +164,7 @@ class Sessions:
         else:  # GRACE_END and WINDOW_END are keyed by user
             sessions = self.lic.sessions_of_user(key)
         for session in sessions:
-            for obj in (session, session.device):
+            for obj in (session, self.lic.device_of(session)):
                 if obj is not None and self._undirty(obj):
                     changes.upsert(obj)
 
@@ -267,8 +267,7 @@ class Sessions:
             # session before it answers.
             if self._commits.committing and self._commits.unsettled(
                 session,
-                session.meter
-                or self.lic.meters.get(session.team_id, session.user_id, session.product_id),
+                self.lic.meters.get(session.team_id, session.user_id, session.product_id),
             ):
                 view = _snapshot(view)
                 await self._commits.settled()

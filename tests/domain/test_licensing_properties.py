@@ -153,12 +153,14 @@ def check_invariants(w: World) -> None:
     held_meters = 0
     for s in live:
         meter = w.lic.meter(s.team_id, s.user_id, s.product_id)
-        assert meter is not None and s.meter is meter
+        assert meter is not None and w.lic.meter_of(s) is meter
+        device = w.lic.device_of(s)
+        assert device is not None and s in device.sessions()
         # M2: every active session under tokens is paid for now: grace or a window.
         if s.active and s.coverage is Coverage.TOKENS:
             assert meter.state is ChargeState.GRACE or meter.window_covers(w.now), (s, meter)
     for meter in w.lic.meters:
-        mine = [s for s in live if s.meter is meter]
+        mine = [s for s in live if w.lic.meter_of(s) is meter]
         assert w.lic._meter_live(meter) == bool(mine)
         assert meter.active == sum(s.active for s in mine)
         # a meter with nothing held, no window and no live session is forgotten
