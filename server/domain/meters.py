@@ -165,11 +165,19 @@ class Meters:
     # -- restart --------------------------------------------------------------
 
     def schedule_all(self, timers: TimerSink) -> None:
-        for meter in self:
-            if meter.state is ChargeState.GRACE and meter.grace_end is not None:
-                timers.schedule(meter.grace_end, TimerKind.GRACE_END, meter.user_id)
-            elif meter.state is ChargeState.CHARGED and meter.window_end is not None:
-                timers.schedule(meter.window_end, TimerKind.WINDOW_END, meter.user_id)
+        """Every grace end and window end again (a million meters at a restart:
+        the loop reads the slots, not the properties)."""
+        grace, charged = ChargeState.GRACE, ChargeState.CHARGED
+        schedule = timers.schedule
+        for found in self._by_user.values():
+            for meter in (found,) if type(found) is Meter else found:
+                end = meter.end
+                if end is None:
+                    continue
+                if meter.state is grace:
+                    schedule(end, TimerKind.GRACE_END, meter.user_id)
+                elif meter.state is charged:
+                    schedule(end, TimerKind.WINDOW_END, meter.user_id)
 
 
 def holds_by_meter(holds: Iterable[Hold]) -> dict[tuple[str, str, str], Hold]:
