@@ -55,6 +55,7 @@ from server.domain.errors import (
     UnknownInvitation,
     UnknownUser,
 )
+from server.domain.few import few, pack_few
 from server.domain.search import Query, UserIndex
 from server.domain.teams import Team
 from server.domain.terms import DEFAULT_TERMS
@@ -244,8 +245,9 @@ class Directory:
         self._users: dict[str, User] = {}
         self._search = UserIndex()  # AD4: users by name and email prefix
         self._sorted_ids: list[str] | None = None  # every user id, sorted, until one is added
-        self._members: dict[tuple[str, str], Member] = {}
-        self._teams_of: dict[str, dict[str, Member]] = {}  # user_id -> team_id -> member
+        # user_id -> the user's memberships, in the order they were made (most
+        # users are in one team: the member itself, no dict or key of its own)
+        self._teams_of: dict[str, Member | tuple[Member, ...]] = {}
         self._members_of: dict[str, dict[str, Member]] = {}  # team_id -> user_id -> member
         self._sorted_members: dict[str, list[Member]] = {}  # members_of's answer, until a change
         self._invitations: dict[str, Invitation] = {}
@@ -305,7 +307,7 @@ class Directory:
         return user
 
     def member(self, team_id: str, user_id: str) -> Member:
-        member = self._members.get((team_id, user_id))
+        member = self._member(team_id, user_id)
         if member is None:
             raise UnknownUser(
                 f"{user_id!r} is not a member of team {team_id!r}",
@@ -325,7 +327,7 @@ class Directory:
 
     def teams_of(self, user_id: str) -> list[Member]:
         """A user's memberships, by team id."""
-        return sorted(self._teams_of.get(user_id, {}).values(), key=lambda m: m.team_id)
+        return sorted(few(self._teams_of.get(user_id)), key=lambda m: m.team_id)
 
     def search(
         self, query: Query, teams: Collection[str] | None, after: str, limit: int
@@ -341,7 +343,9 @@ class Directory:
             found: Iterable[str] = self._search.find(query)
             if teams is not None:
                 wanted = frozenset(teams)
-                found = (u for u in found if not wanted.isdisjoint(self._teams_of.get(u, ())))
+                found = (
+                    u for u in found if any(m.team_id in wanted for m in few(self._teams_of.get(u)))
+                )
             page = heapq.nsmallest(limit + 1, (u for u in found if u > after))
         return [self._users[u] for u in page[:limit]], len(page) > limit
 
@@ -397,7 +401,8 @@ class Directory:
         allowed: list[str] = []
         pending: Invitation | None = None
         expired: Invitation | None = None
-        for team_id, member in self._teams_of.get(user_id, {}).items():
+        for member in few(self._teams_of.get(user_id)):
+            team_id = member.team_id
             team = teams.get(team_id)
             if team is None or not grants(member, team, product_id, all_product_ids):
                 continue
@@ -489,7 +494,7 @@ class Directory:
             self._search.add(user.user_id, user.display_name, user.email)
             self._sorted_ids = None
             call.changes.upsert(user)
-        member = self._members.get((team.team_id, user.user_id))
+        member = self._member(team.team_id, user.user_id)
         if member is None:
             invite = not import_ and not self._vouched_for(user)
             state = MemberState.INVITED if invite else MemberState.ACTIVE
@@ -586,7 +591,7 @@ class Directory:
                 expire_time=invitation.expire_time.isoformat(),
                 **ids,
             )
-        member = self._members[(invitation.team_id, invitation.user_id)]
+        member = self.member(invitation.team_id, invitation.user_id)
         member.state = MemberState.ACTIVE
         invitation.state = InvitationState.ACCEPTED
         changes.upsert(member)
@@ -653,10 +658,11 @@ class Directory:
         invitation = self.invitation(member.invitation_id)
         if invitation is not None:
             self._drop_invitation(invitation, changes)
-        del self._members[(team_id, user_id)]
-        del self._teams_of[user_id][team_id]
-        if not self._teams_of[user_id]:
+        rest = pack_few(tuple(m for m in few(self._teams_of.get(user_id)) if m is not member))
+        if rest is None:
             del self._teams_of[user_id]
+        else:
+            self._teams_of[user_id] = rest
         del self._members_of[team_id][user_id]
         self._sorted_members.pop(team_id, None)
         changes.delete(member)
@@ -721,12 +727,20 @@ class Directory:
     def _vouched_for(self, user: User) -> bool:
         """An existing user (A1): holds a key or is an active member of some team."""
         return user.key_hash is not None or any(
-            m.state is MemberState.ACTIVE for m in self._teams_of.get(user.user_id, {}).values()
+            m.state is MemberState.ACTIVE for m in few(self._teams_of.get(user.user_id))
         )
 
+    def _member(self, team_id: str, user_id: str) -> Member | None:
+        """The user's membership of the team: among the user's few."""
+        found = self._teams_of.get(user_id)
+        if type(found) is Member:
+            return found if found.team_id == team_id else None
+        return next((m for m in few(found) if m.team_id == team_id), None)
+
     def _add_member(self, member: Member) -> None:
-        self._members[(member.team_id, member.user_id)] = member
-        self._teams_of.setdefault(member.user_id, {})[member.team_id] = member
+        """Index a new membership (the user is not yet a member of that team)."""
+        mine = few(self._teams_of.get(member.user_id))
+        self._teams_of[member.user_id] = (*mine, member) if mine else member
         self._members_of.setdefault(member.team_id, {})[member.user_id] = member
         self._sorted_members.pop(member.team_id, None)
 
@@ -769,7 +783,7 @@ class Directory:
         or expired one is spent)."""
         if notification.kind is not NotificationKind.INVITATION:
             return ""
-        member = self._members.get((notification.team_id, notification.user_id))
+        member = self._member(notification.team_id, notification.user_id)
         invitation = self.invitation(member.invitation_id if member else None)
         if invitation is None or invitation.state_at(now) is not InvitationState.PENDING:
             return ""

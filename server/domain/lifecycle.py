@@ -37,6 +37,7 @@ from datetime import datetime
 
 from server.domain.changes import Changes
 from server.domain.errors import InsufficientTokens
+from server.domain.few import few, pack_few
 from server.domain.ledger import Cause, Ledger
 from server.domain.meters import Meters
 from server.domain.policies import AccessPolicy, CoveragePolicy, TimerSink, coverage_of
@@ -51,12 +52,10 @@ from server.domain.sessions import (
     Meter,
     Session,
     SessionState,
-    few,
     live_add,
     live_find,
     live_list,
     live_remove,
-    pack_few,
     seat_key,
 )
 from server.domain.teams import Team

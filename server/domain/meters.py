@@ -26,9 +26,10 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from server.domain.changes import Changes
+from server.domain.few import few, pack_few
 from server.domain.ledger import Cause, Hold, Ledger
 from server.domain.policies import TimerSink
-from server.domain.sessions import ChargeState, Meter, few, pack_few
+from server.domain.sessions import ChargeState, Meter
 from server.domain.terms import Terms
 from server.domain.timers import TimerKind
 
@@ -170,7 +171,7 @@ class Meters:
         grace, charged = ChargeState.GRACE, ChargeState.CHARGED
         schedule = timers.schedule
         for found in self._by_user.values():
-            for meter in (found,) if type(found) is Meter else found:
+            for meter in (found,) if isinstance(found, Meter) else found:
                 end = meter.end
                 if end is None:
                     continue

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import TypeAlias, TypeVar
+from typing import TypeAlias
 
 from server.domain.changes import DERIVED
 from server.domain.ledger import Hold
@@ -96,23 +96,6 @@ def live_remove(live: Live, session: Session) -> Live:
     else:
         rest = tuple(s for s in live if s is not session)
     return rest if len(rest) > 1 else rest[0] if rest else None
-
-
-_T = TypeVar("_T")
-
-
-def few(found: _T | tuple[_T, ...] | None) -> tuple[_T, ...]:
-    """The items of a small index entry: nothing, one object, or a tuple of them."""
-    if found is None:
-        return ()
-    if isinstance(found, tuple):
-        return found
-    return (found,)
-
-
-def pack_few(items: tuple[_T, ...]) -> _T | tuple[_T, ...] | None:
-    """The smallest index entry for ``items`` (the inverse of ``few``)."""
-    return None if not items else items[0] if len(items) == 1 else items
 
 
 def live_find(live: Live, request_id: str) -> Session | None:
