@@ -123,8 +123,8 @@ class SessionBook:
         )
 
     def _add_device(self, device: Device) -> None:
-        mine = few(self._devices.get(device.user_id))
-        self._devices[device.user_id] = (*mine, device) if mine else device
+        found = self._devices.get(device.user_id)
+        self._devices[device.user_id] = device if found is None else (*few(found), device)
 
     def _drop_device(self, device: Device) -> None:
         rest = pack_few(tuple(d for d in few(self._devices.get(device.user_id)) if d is not device))

@@ -19,7 +19,14 @@ from server.domain.lifecycle import SessionBook, order
 from server.domain.meters import holds_by_meter
 from server.domain.policies import AccessPolicy, CoveragePolicy, TimerSink
 from server.domain.products import Product
-from server.domain.sessions import ChargeState, Device, Meter, Session, SessionView
+from server.domain.sessions import (
+    ChargeState,
+    Device,
+    Meter,
+    Session,
+    SessionState,
+    SessionView,
+)
 from server.domain.teams import Team
 from server.domain.terms import Terms
 
@@ -142,13 +149,15 @@ class LiveView(SessionBook):
             device.live = None
             lic._add_device(device)
         ordered = order(sessions)
+        by_id = lic._sessions
+        ended = SessionState.ENDED  # (a million sessions: the state, not the property)
         for session in ordered:
             session.due = None
-            lic._sessions[session.session_id] = session
-            if session.request_id and not session.live:
+            by_id[session.session_id] = session
+            if session.request_id and session.state is ended:
                 lic._remember(session)  # a live one is found in its device's set
         for session in ordered:  # the order ``lic._sessions`` has them in: oldest first
-            if not session.live:
+            if session.state is ended:
                 continue
             host = (
                 lic._sessions.get(session.parent_session_id) if session.parent_session_id else None

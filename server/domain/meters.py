@@ -46,7 +46,10 @@ class Meters:
         return few(self._by_user.get(user_id))
 
     def get(self, team_id: str, user_id: str, product_id: str) -> Meter | None:
-        for meter in few(self._by_user.get(user_id)):
+        found = self._by_user.get(user_id)
+        if type(found) is Meter:  # the usual one meter: no tuple to build
+            return found if found.product_id == product_id and found.team_id == team_id else None
+        for meter in few(found):
             if meter.product_id == product_id and meter.team_id == team_id:
                 return meter
         return None
@@ -68,8 +71,8 @@ class Meters:
         self._put(meter)
 
     def _put(self, meter: Meter) -> None:
-        mine = self.of_user(meter.user_id)
-        self._by_user[meter.user_id] = (*mine, meter) if mine else meter
+        found = self._by_user.get(meter.user_id)
+        self._by_user[meter.user_id] = meter if found is None else (*few(found), meter)
 
     def drop_if_unused(self, meter: Meter, live: bool, changes: Changes) -> None:
         """A meter with nothing held, no window and no live session (``live``:
