@@ -32,7 +32,7 @@ instant (a meter that stops at exactly window end is not renewed).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 
 from server.domain.changes import Changes
@@ -133,10 +133,14 @@ class SessionBook:
         else:
             self._devices[device.user_id] = rest
 
+    def _seat_live(self, user_id: str, product_id: str) -> Iterator[Session]:
+        """The user's live sessions of a product, on every device (3 at most, M8)
+        and in every team, in no particular order."""
+        return (s for d in self._devices_of(user_id, product_id) for s in live_list(d.live))
+
     def _seat_sessions(self, user_id: str, product_id: str) -> list[Session]:
-        """The user's live sessions of a product, on every device and in every team."""
-        devices = self._devices_of(user_id, product_id)
-        return order(s for d in devices for s in live_list(d.live))
+        """The user's live sessions of a product, oldest first."""
+        return order(self._seat_live(user_id, product_id))
 
     def _meter_sessions(self, meter: Meter) -> list[Session]:
         return [
@@ -160,13 +164,10 @@ class SessionBook:
         return self._device(session.user_id, session.product_id, session.device_id)
 
     def _meter_live(self, meter: Meter) -> bool:
-        """Whether a session of the meter is live (active or idle): on one of the
-        user's devices of its product (3 at most, M8), in its team. A scan, not a
-        count on every meter (a million meters: 16 bytes each)."""
+        """Whether a session of the meter is live (active or idle). A scan of the
+        seat's sessions, not a count on every meter (a million meters: 16 bytes each)."""
         return any(
-            s.team_id == meter.team_id
-            for d in self._devices_of(meter.user_id, meter.product_id)
-            for s in live_list(d.live)
+            s.team_id == meter.team_id for s in self._seat_live(meter.user_id, meter.product_id)
         )
 
     def _earlier(self, user_id: str, request_id: str) -> Session | None:

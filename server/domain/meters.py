@@ -174,7 +174,7 @@ class Meters:
         grace, charged = ChargeState.GRACE, ChargeState.CHARGED
         schedule = timers.schedule
         for found in self._by_user.values():
-            for meter in (found,) if isinstance(found, Meter) else found:
+            for meter in few(found):
                 end = meter.end
                 if end is None:
                     continue
