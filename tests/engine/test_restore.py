@@ -39,22 +39,28 @@ async def _ann_and_acad(engine: Engine) -> None:
     )
 
 
-async def test_m2_a_restored_hold_is_held_by_its_meter_alone(tmp_path: Path) -> None:
-    clock = TestClock(T0)
-    engine = await _engine(tmp_path / "t.db", clock)
-    await _ann_and_acad(engine)
-    user_id = "ann@example.com"
+async def _entitle_ann(engine: Engine, request_id: str) -> str:
+    """Ann opens ACAD on device d1; the new session's id."""
     view = await engine.sessions.entitle(
-        user_id,
+        "ann@example.com",
         product_id="ACAD",
         product_version="2026",
         platform=Platform.WINDOWS,
         device_id="d1",
         parent_session_id="",
-        request_id="r1",
+        request_id=request_id,
         takeover=False,
         team_id="",
     )
+    return view.session.session_id
+
+
+async def test_m2_a_restored_hold_is_held_by_its_meter_alone(tmp_path: Path) -> None:
+    clock = TestClock(T0)
+    engine = await _engine(tmp_path / "t.db", clock)
+    await _ann_and_acad(engine)
+    user_id = "ann@example.com"
+    session_id = await _entitle_ann(engine, "r1")
     await engine.stop()
     await engine.store.close()
 
@@ -67,7 +73,7 @@ async def test_m2_a_restored_hold_is_held_by_its_meter_alone(tmp_path: Path) -> 
     await again.start(heartbeat_flush=0)
     await again.advance_clock(None, again.terms.grace.total_seconds())
     assert meter.state is ChargeState.CHARGED and meter.hold is None
-    assert again.ledger.held("acme") == 0 and view.session.session_id
+    assert again.ledger.held("acme") == 0 and session_id
     await again.stop()
     await again.store.close()
 
@@ -83,18 +89,7 @@ async def test_m2_m3_a_meters_hold_is_named_after_its_session_through_a_break_an
     engine = await _engine(tmp_path / "t.db", clock)
     await _ann_and_acad(engine)
     ann = "ann@example.com"
-    view = await engine.sessions.entitle(
-        ann,
-        product_id="ACAD",
-        product_version="2026",
-        platform=Platform.WINDOWS,
-        device_id="d1",
-        parent_session_id="",
-        request_id="",
-        takeover=False,
-        team_id="",
-    )
-    session_id = view.session.session_id
+    session_id = await _entitle_ann(engine, "")
     meter = engine.sessions.lic.meter("acme", ann, "ACAD")
     assert meter is not None and meter.hold is not None
     assert meter.hold.hold_id == session_id and meter.hold.hold_id is session_id
