@@ -56,7 +56,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from server.app import settle_heap
 from server.clock import TestClock
@@ -214,26 +213,6 @@ def add_footprint(figures: Figures, title: str, parts: dict[str, float]) -> None
     figures.add(title, f"{sum(parts.values()):,.0f} B")
     for name, size in parts.items():
         figures.add(f"  {name}", f"{size:,.0f} B")
-
-
-def time_tables(store: StorePort) -> dict[str, float]:
-    """Time each table that ``store.load`` reads (SQLite's ``Store._load_table``:
-    rows read and turned into objects); filled in as the load goes."""
-    seconds: dict[str, float] = {}
-    load_table = getattr(store, "_load_table", None)
-    if load_table is None:  # PostgreSQL reads its tables in a module function: not split
-        return seconds
-
-    async def timed(table: Any) -> list[Any]:
-        t = time.perf_counter()
-        try:
-            rows: list[Any] = await load_table(table)
-            return rows
-        finally:
-            seconds[table.name] = time.perf_counter() - t
-
-    store._load_table = timed  # type: ignore[attr-defined]
-    return seconds
 
 
 # -- the phases ---------------------------------------------------------------------
@@ -462,8 +441,10 @@ class Bench:
         t0 = time.perf_counter()
         store = await self.open_store()
         t1 = time.perf_counter()
-        self.table_seconds = time_tables(store)
         snapshot = await store.load()
+        # SQLite's store times each table it reads (rows read and turned into
+        # objects); PostgreSQL's reads them in a module function: not split.
+        self.table_seconds = dict(getattr(store, "load_seconds", {}))
         t2 = time.perf_counter()
         self.clock = TestClock(self.clock.now())
         with loading():
