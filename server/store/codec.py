@@ -503,14 +503,17 @@ def _meter_row(m: Meter) -> Row:
 
 
 def _meter(r: Row) -> Meter:
-    grace = r[4] is not None
+    # As the compiled decoders (``_codecs``): the sharing flag read once a row,
+    # not once a value through ``_s`` and ``_opt_t`` (a million meters at a restart).
+    t, share = (_instants, _share) if _sharing else (_fresh, _keep)
+    start, end = (r[4], r[5]) if r[4] is not None else (r[6], r[7])
     return Meter(
-        _s(r[0]),
-        _s(r[1]),
-        _s(r[2]),
+        share(r[0], r[0]),
+        share(r[1], r[1]),
+        share(r[2], r[2]),
         _CHARGE_STATE[r[3]],
-        _opt_t(r[4] if grace else r[6]),
-        _opt_t(r[5] if grace else r[7]),
+        None if start is None else t[start],
+        None if end is None else t[end],
     )
 
 
