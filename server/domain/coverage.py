@@ -146,6 +146,10 @@ class Coverages:
         ]
         return min(later) if later else None
 
+    def seats(self) -> Iterable[tuple[str, str]]:
+        """Every (user, product) with a subscription or trial, past or to come."""
+        return self._by_meter.keys()
+
     def of_user(self, user_id: str) -> list[Subscription]:
         """A user's subscriptions and trials, by product and start."""
         subs = self._by_user.get(user_id, [])

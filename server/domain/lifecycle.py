@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
+from operator import attrgetter
 
 from server.domain.changes import Changes
 from server.domain.errors import InsufficientTokens
@@ -65,9 +66,14 @@ from server.domain.timers import TimerKind
 _Requests = Session | tuple[Session, ...]
 
 
+_AGE = attrgetter(
+    "start_time", "session_id"
+)  # a lambda's tuple, made in C: a restart sorts a million
+
+
 def order(sessions: Iterable[Session]) -> list[Session]:
     """Oldest first: the order in which several sessions are ended or listed."""
-    return sorted(sessions, key=lambda s: (s.start_time, s.session_id))
+    return sorted(sessions, key=_AGE)
 
 
 class SessionBook:

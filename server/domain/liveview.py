@@ -185,16 +185,15 @@ class LiveView(SessionBook):
         Coverage changes are looked for from the last instant each user's
         coverage was decided (``coverage_since``), so one that fell while the
         server was down still applies at its own instant."""
-        seats: dict[tuple[str, str], datetime] = {}
+        ended, watch = SessionState.ENDED, self._watch  # (a million sessions)
         for s in self._sessions.values():
-            if not s.live:
-                continue
-            s.due = None
-            self._watch(s, timers)
-            seat = (s.user_id, s.product_id)
-            since = seats.get(seat)
-            if since is None or s.coverage_since > since:
-                seats[seat] = s.coverage_since
+            if s.state is not ended:
+                s.due = None
+                watch(s, timers)
         self.meters.schedule_all(timers)
-        for (user_id, product_id), since in seats.items():
-            self._schedule_coverage(user_id, product_id, min(since, now), timers)
+        # Only a seat with a subscription or trial has a coverage change to come:
+        # walk those (few), not every live session's seat (a million).
+        for user_id, product_id in self.coverage.seats():
+            since = [s.coverage_since for s in self._seat_live(user_id, product_id)]
+            if since:
+                self._schedule_coverage(user_id, product_id, min(max(since), now), timers)

@@ -8,7 +8,7 @@ live in their own modules; the licensing aggregate sees them only through
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Protocol
@@ -40,6 +40,10 @@ class CoveragePolicy(Protocol):
     def covering(self, user_id: str, product_id: str, now: datetime) -> Covering | None: ...
 
     def next_change(self, user_id: str, product_id: str, now: datetime) -> datetime | None: ...
+
+    def seats(self) -> Iterable[tuple[str, str]]:
+        """Every (user, product) with a subscription or trial, past or to come."""
+        ...
 
 
 class TimerSink(Protocol):

@@ -98,6 +98,9 @@ class FakeCoverage:
         ]
         return min(later) if later else None
 
+    def seats(self) -> set[tuple[str, str]]:
+        return {(s.user_id, s.product_id) for s in self.subs}
+
 
 class World:
     def __init__(self, teams: dict[str, Plan] | None = None, ledger: Ledger | None = None) -> None:
