@@ -18,6 +18,7 @@ import structlog
 
 from server.clock import Clock, TestClock
 from server.domain.changes import Changes
+from server.domain.policies import TimerSink
 from server.domain.timers import TimerHeap, TimerKind
 
 Handler = Callable[[str, datetime, Changes], None]
@@ -39,6 +40,12 @@ class Scheduler:
 
     def on(self, kind: TimerKind, handler: Handler) -> None:
         self._handlers[kind] = handler
+
+    @property
+    def sink(self) -> TimerSink:
+        """Where to schedule many deadlines at once (a restart: two million): the
+        heap itself until the scheduler runs, since there is nothing to wake."""
+        return self.heap if self._task is None else self
 
     def schedule(self, due: datetime, kind: TimerKind, key: str) -> None:
         if self._task is None:  # the test clock, or not started yet: nothing to wake

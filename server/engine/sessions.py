@@ -121,7 +121,7 @@ class Sessions:
             scheduler.on(kind, self._timer_handler(kind))
 
     def schedule_all(self) -> None:
-        self.lic.schedule_all(self._scheduler, self._clock.now())
+        self.lic.schedule_all(self._scheduler.sink, self._clock.now())
 
     # -- what access and coverage changes do to running sessions ------------------
 
