@@ -19,6 +19,7 @@ from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack
 from server.domain.meta import MetaValue
 from server.domain.products import Platform, Product, ProductKind
 from server.domain.teams import Plan, Team
+from server.store.codec import NOT_LOADED, TABLES
 from server.store.schema import MIGRATIONS
 from server.store.sqlite import Store
 from tessera_api.tessera.v1 import admin_service_pb2 as api
@@ -409,5 +410,23 @@ async def test_store_commit_then_load_round_trips_every_object(tmp_path: Path) -
         assert await store.ledger_page(entry.team_id, 0, 10) == [entry]
         loaded = snapshot.of(Team)[0]
         assert loaded.create_time.tzinfo is not None
+    finally:
+        await store.close()
+
+
+async def test_store_load_times_each_table_it_loads_and_no_other(tmp_path: Path) -> None:
+    """``load_seconds`` names every table that lives in memory (the million-session
+    benchmark prints them) and none that stays on disk (ledger, activity, audit)."""
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        changes = Changes()
+        changes.upsert(Team("acme", "Acme", Plan.STANDARD, datetime(2026, 1, 1, tzinfo=UTC)))
+        await store.commit(changes)
+        snapshot = await store.load()
+        loaded = {t.name for t in TABLES.values() if t.name not in NOT_LOADED}
+        assert set(store.load_seconds) == loaded
+        assert "ledger" not in store.load_seconds and "sessions" in store.load_seconds
+        assert all(seconds >= 0 for seconds in store.load_seconds.values())
+        assert [t.team_id for t in snapshot.of(Team)] == ["acme"]
     finally:
         await store.close()
