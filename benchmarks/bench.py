@@ -165,8 +165,9 @@ async def new_database(url: str, prefix: str = "bench") -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))  # host and user kept
 
 
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU time of a process so far (0 when it is gone)."""
+def cpu_seconds(pid: int | str) -> float:
+    """User+system CPU time of a process so far (0 when it is gone); or of one of
+    its threads, given as ``"pid/task/tid"``."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:

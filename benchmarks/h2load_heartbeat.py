@@ -31,6 +31,8 @@ what the server alone can do. In one run this:
    echo_cpu_us=… failed=…``
 
    where the CPU figures are the server process's CPU microseconds per call.
+   Each round also prints how much of a core the server's main thread (the
+   event loop's: gRPC's dispatch and every handler) used: near 1, it is the limit.
 
 Target (issue 17): ``heartbeat_vs_echo`` ≥ 0.80. Note the load average printed
 beside the figures, and repeat a run taken while something else was busy.
@@ -79,10 +81,12 @@ class Point:
     rps: float
     succeeded: int
     cpu_us: float  # the server's CPU per call
+    loop_cores: float = 0.0  # its main thread's (the event loop's) CPU over the run, in cores
 
     def describe(self) -> str:
         return (
-            f"{self.rps:,.0f} calls/s, {self.succeeded:,} answered, {self.cpu_us:,.0f} us CPU/call"
+            f"{self.rps:,.0f} calls/s, {self.succeeded:,} answered, {self.cpu_us:,.0f} us CPU/call, "
+            f"event loop's thread {self.loop_cores:.2f} of a core"
         )
 
 
@@ -122,9 +126,13 @@ def h2load(a: argparse.Namespace, server: Child, body: Path, key: str) -> Point:
         *("-H", "content-type: application/grpc", "-H", "te: trailers"),
         *("-H", f"authorization: Bearer {key}"),
     ]
-    cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+    # The main thread's task id is the process id: its CPU is the event loop's,
+    # which runs gRPC's dispatch and every handler (the limit when near 1 core).
+    loop = f"{server.pid}/task/{server.pid}"
+    cpu0, loop0, t0 = cpu_seconds(server.pid), cpu_seconds(loop), time.monotonic()
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout  # noqa: S603
     cpu, wall = cpu_seconds(server.pid) - cpu0, time.monotonic() - t0
+    loop_cores = (cpu_seconds(loop) - loop0) / wall
     rps = RPS.search(out)
     done = REQUESTS.search(out)
     codes = STATUS.search(out)
@@ -135,7 +143,7 @@ def h2load(a: argparse.Namespace, server: Child, body: Path, key: str) -> Point:
         raise RuntimeError("h2load saw answers other than HTTP 200:\n" + out)
     # CPU over the whole run (warm-up included) against the calls of the whole run.
     calls = float(rps.group(1)) * wall
-    return Point(float(rps.group(1)), succeeded, 1e6 * cpu / calls if calls else 0.0)
+    return Point(float(rps.group(1)), succeeded, 1e6 * cpu / calls if calls else 0.0, loop_cores)
 
 
 @contextlib.contextmanager
