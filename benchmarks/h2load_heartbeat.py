@@ -155,7 +155,9 @@ def spying(a: argparse.Namespace | None, pid: int) -> Iterator[None]:
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     fmt = {".json": "speedscope", ".txt": "raw"}.get(a.py_spy.suffix, "flamegraph")
     args = [exe, "record", "--pid", str(pid), "--output", str(a.py_spy), "--format", fmt]
-    args += ["--rate", "200", "--nonblocking", *(["--native"] if a.native else [])]
+    # py-spy unwinds C frames only while the process is stopped: --native and
+    # --nonblocking together write nothing.
+    args += ["--rate", "200", *(["--native"] if a.native else ["--nonblocking"])]
     spy = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
     try:
         yield
