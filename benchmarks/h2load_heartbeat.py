@@ -197,7 +197,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="profile Tessera during its first round with py-spy (.txt collapsed stacks, "
         ".svg flame graph, .json speedscope)",
     )
-    p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
+    p.add_argument(
+        "--native",
+        action="store_true",
+        help="py-spy --native (C frames too: the server is stopped at each sample, so "
+        "that round's figures are the profile's, not comparable)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument(
         "--ladder",
