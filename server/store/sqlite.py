@@ -18,10 +18,12 @@ ledger entries the checkpoint moves to the new head.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -212,11 +214,16 @@ class Store(NamedReads):
         tables = [(k, t) for k, t in TABLES.items() if t.name not in NOT_LOADED]
         self.load_seconds = {}
         db = self._db
+        stop = threading.Event()  # a load cancelled (a stop while starting) ends within a chunk
         with sharing(), loading():
-            # (aiosqlite has no public way to run a function on its thread: ``_execute``.)
-            snap.objects = await db._execute(  # type: ignore[no-untyped-call]
-                _load_tables, db._conn, tables, self.load_seconds
-            )
+            try:
+                # (aiosqlite has no public way to run a function on its thread: ``_execute``.)
+                snap.objects = await db._execute(  # type: ignore[no-untyped-call]
+                    _load_tables, db._conn, tables, self.load_seconds, stop
+                )
+            except asyncio.CancelledError:
+                stop.set()
+                raise
         # The chain continues from the last stored entry (server/domain/ledger.py).
         async with self._db.execute(checkpoint.LAST_ENTRY_SQL) as cur:
             row = await cur.fetchone()
@@ -305,8 +312,15 @@ class Store(NamedReads):
             self._lock.release()
 
 
+class LoadStopped(Exception):
+    """A load given up because its caller was cancelled (``Store.load``)."""
+
+
 def _load_tables(
-    conn: sqlite3.Connection, tables: list[tuple[type, Table]], seconds: dict[str, float]
+    conn: sqlite3.Connection,
+    tables: list[tuple[type, Table]],
+    seconds: dict[str, float],
+    stop: threading.Event,
 ) -> dict[type, list[Any]]:
     """On the connection's thread: every table's rows, read and turned into
     objects there, in chunks (a whole table's rows are never all in memory at
@@ -321,6 +335,10 @@ def _load_tables(
     would for a long transaction: nothing writes while the state loads."""
     out: dict[type, list[Any]] = {}
     for kind, table in tables:
+        # A cancelled caller (``stop``) ends the load before the next table or
+        # chunk: nobody waits for the rest.
+        if stop.is_set():
+            raise LoadStopped("the load was cancelled")
         start = time.perf_counter()
         from_row = table.from_row
         objects: list[Any] = []
@@ -328,6 +346,8 @@ def _load_tables(
         try:
             while rows := cur.fetchmany(LOAD_CHUNK):
                 objects.extend([from_row(r) for r in rows])
+                if stop.is_set():
+                    raise LoadStopped("the load was cancelled")
         finally:
             cur.close()
         out[kind] = objects

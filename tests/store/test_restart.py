@@ -4,7 +4,9 @@ and the round trip of every durable object (issue 2, "Store")."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,7 +21,8 @@ from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack
 from server.domain.meta import MetaValue
 from server.domain.products import Platform, Product, ProductKind
 from server.domain.teams import Plan, Team
-from server.store.codec import NOT_LOADED, TABLES
+from server.store import sqlite as sqlite_store
+from server.store.codec import NOT_LOADED, TABLES, Table
 from server.store.schema import MIGRATIONS
 from server.store.sqlite import Store
 from tessera_api.tessera.v1 import admin_service_pb2 as api
@@ -428,5 +431,46 @@ async def test_store_load_times_each_table_it_loads_and_no_other(tmp_path: Path)
         assert "ledger" not in store.load_seconds and "sessions" in store.load_seconds
         assert all(seconds >= 0 for seconds in store.load_seconds.values())
         assert [t.team_id for t in snapshot.of(Team)] == ["acme"]
+    finally:
+        await store.close()
+
+
+def test_store_load_given_up_reads_no_further_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load whose caller was cancelled (a stop while the server starts) ends at
+    the next chunk instead of reading the rest of a million rows for nobody."""
+    monkeypatch.setattr(sqlite_store, "LOAD_CHUNK", 2)
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (n INTEGER)")
+    conn.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(10)])
+    stop = threading.Event()
+    decoded: list[int] = []
+
+    def from_row(row: tuple[int]) -> int:
+        decoded.append(row[0])
+        stop.set()  # the caller is cancelled while the first chunk is decoded
+        return row[0]
+
+    table = Table("t", ("n",), ("n",), lambda n: (n,), from_row, order_by="ORDER BY n")
+    seconds: dict[str, float] = {}
+    with pytest.raises(sqlite_store.LoadStopped):
+        sqlite_store._load_tables(conn, [(int, table), (str, table)], seconds, stop)
+    assert decoded == [0, 1]  # one chunk of the ten rows, and no second table
+    assert seconds == {}  # no table counted as loaded
+
+
+async def test_store_load_cancelled_leaves_the_store_usable(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        changes = Changes()
+        changes.upsert(Team("acme", "Acme", Plan.STANDARD, datetime(2026, 1, 1, tzinfo=UTC)))
+        await store.commit(changes)
+        loading = asyncio.ensure_future(store.load())
+        await asyncio.sleep(0)  # on its way to the connection's thread
+        loading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loading
+        snapshot = await store.load()  # the connection is free again, nothing half-read
+        assert [t.team_id for t in snapshot.of(Team)] == ["acme"]
+        assert gc.isenabled()  # loading() ended with the cancelled load
     finally:
         await store.close()
