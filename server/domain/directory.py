@@ -55,7 +55,7 @@ from server.domain.errors import (
     UnknownInvitation,
     UnknownUser,
 )
-from server.domain.few import few, pack_few
+from server.domain.few import add_few, drop_few, few
 from server.domain.search import Query, UserIndex
 from server.domain.teams import Team
 from server.domain.terms import DEFAULT_TERMS
@@ -658,11 +658,7 @@ class Directory:
         invitation = self.invitation(member.invitation_id)
         if invitation is not None:
             self._drop_invitation(invitation, changes)
-        rest = pack_few(tuple(m for m in few(self._teams_of.get(user_id)) if m is not member))
-        if rest is None:
-            del self._teams_of[user_id]
-        else:
-            self._teams_of[user_id] = rest
+        drop_few(self._teams_of, user_id, member)
         del self._members_of[team_id][user_id]
         self._sorted_members.pop(team_id, None)
         changes.delete(member)
@@ -739,8 +735,7 @@ class Directory:
 
     def _add_member(self, member: Member) -> None:
         """Index a new membership (the user is not yet a member of that team)."""
-        mine = few(self._teams_of.get(member.user_id))
-        self._teams_of[member.user_id] = (*mine, member) if mine else member
+        add_few(self._teams_of, member.user_id, member)
         self._members_of.setdefault(member.team_id, {})[member.user_id] = member
         self._sorted_members.pop(member.team_id, None)
 

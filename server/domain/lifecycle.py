@@ -38,7 +38,7 @@ from operator import attrgetter
 
 from server.domain.changes import Changes
 from server.domain.errors import InsufficientTokens
-from server.domain.few import few, pack_few
+from server.domain.few import add_few, drop_few, few
 from server.domain.ledger import Cause, Ledger
 from server.domain.meters import Meters
 from server.domain.policies import AccessPolicy, CoveragePolicy, TimerSink, coverage_of
@@ -129,15 +129,10 @@ class SessionBook:
         )
 
     def _add_device(self, device: Device) -> None:
-        found = self._devices.get(device.user_id)
-        self._devices[device.user_id] = device if found is None else (*few(found), device)
+        add_few(self._devices, device.user_id, device)
 
     def _drop_device(self, device: Device) -> None:
-        rest = pack_few(tuple(d for d in few(self._devices.get(device.user_id)) if d is not device))
-        if rest is None:
-            self._devices.pop(device.user_id, None)
-        else:
-            self._devices[device.user_id] = rest
+        drop_few(self._devices, device.user_id, device)
 
     def _seat_live(self, user_id: str, product_id: str) -> Iterator[Session]:
         """The user's live sessions of a product, on every device (3 at most, M8)

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from server.domain.changes import Changes
-from server.domain.few import few, pack_few
+from server.domain.few import add_few, drop_few, few
 from server.domain.ledger import Cause, Hold, Ledger
 from server.domain.policies import TimerSink
 from server.domain.sessions import ChargeState, Meter
@@ -71,8 +71,7 @@ class Meters:
         self._put(meter)
 
     def _put(self, meter: Meter) -> None:
-        found = self._by_user.get(meter.user_id)
-        self._by_user[meter.user_id] = meter if found is None else (*few(found), meter)
+        add_few(self._by_user, meter.user_id, meter)
 
     def drop_if_unused(self, meter: Meter, live: bool, changes: Changes) -> None:
         """A meter with nothing held, no window and no live session (``live``:
@@ -80,16 +79,8 @@ class Meters:
         comes back as NONE when used again)."""
         if meter.state is not ChargeState.NONE or live:
             return
-        mine = self.of_user(meter.user_id)
-        rest = tuple(m for m in mine if m is not meter)
-        if len(rest) == len(mine):
-            return  # already forgotten
-        packed = pack_few(rest)
-        if packed is None:
-            del self._by_user[meter.user_id]
-        else:
-            self._by_user[meter.user_id] = packed
-        changes.delete(meter)
+        if drop_few(self._by_user, meter.user_id, meter):  # else already forgotten
+            changes.delete(meter)
 
     def __iter__(self) -> Iterator[Meter]:
         return (m for found in self._by_user.values() for m in few(found))
