@@ -486,18 +486,15 @@ _CHARGE_STATE = _by_value(ChargeState)
 
 
 def _meter_row(m: Meter) -> Row:
-    start, end = opt_t2i(m.start), opt_t2i(m.end)
-    grace = m.state is ChargeState.GRACE
-    charged = m.state is ChargeState.CHARGED
     return (
         m.team_id,
         m.user_id,
         m.product_id,
         m.state._value_,
-        start if grace else None,
-        end if grace else None,
-        start if charged else None,
-        end if charged else None,
+        opt_t2i(m.grace_start),  # the meter's own properties say which pair it is
+        opt_t2i(m.grace_end),
+        opt_t2i(m.window_start),
+        opt_t2i(m.window_end),
         m.hold_id,
     )
 
