@@ -124,7 +124,7 @@ class Store(NamedReads):
     ) -> Store:
         db = await aiosqlite.connect(str(target), isolation_level=None)
         try:
-            await db.execute("PRAGMA journal_mode=WAL")
+            await _run(db, "PRAGMA journal_mode=WAL")
             await db.execute(f"PRAGMA synchronous={synchronous}")
             await db.execute("PRAGMA foreign_keys=OFF")
             store = cls(db, **kw)
@@ -184,7 +184,7 @@ class Store(NamedReads):
         if version >= len(MIGRATIONS):
             return
         # A migration that blanks a secret (5) leaves no copy of it in free space.
-        await self._db.execute("PRAGMA secure_delete=ON")
+        await _run(self._db, "PRAGMA secure_delete=ON")
         for number, script in enumerate(MIGRATIONS, start=1):
             if number <= version:
                 continue
@@ -194,9 +194,9 @@ class Store(NamedReads):
                     await self._db.execute(statement)
             await self._db.execute(f"PRAGMA user_version={number}")
             await self._db.execute("COMMIT")
-        await self._db.execute("PRAGMA secure_delete=OFF")
+        await _run(self._db, "PRAGMA secure_delete=OFF")
         # ... nor in the log: the old pages are overwritten and the log emptied.
-        await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        await _run(self._db, "PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def schema_version(self) -> int:
         async with self._db.execute("PRAGMA user_version") as cur:
@@ -282,14 +282,10 @@ class Store(NamedReads):
                 head = ((int(rows[-1][_SEQ]), str(rows[-1][_HASH])), head[1])
             elif table is AUDIT_EVENTS and not delete:
                 head = (head[0], (int(rows[-1][_AUDIT_SEQ]), str(rows[-1][_AUDIT_HASH])))
-        # Two trips to the connection's thread where there were one for BEGIN, one per
+        # One trip to the connection's thread where there were one for BEGIN, one per
         # statement and one for COMMIT: on a busy event loop each trip waits for the
-        # loop's turn (and for the GIL), longer than the work it carries. BEGIN stays
-        # a trip of its own: aiosqlite's thread holds on to the last call's result
-        # until the next call returns, and a cursor left open there (a PRAGMA's row)
-        # would make COMMIT fail with "SQL statements in progress".
+        # loop's turn (and for the GIL), longer than the work it carries.
         db = self._db
-        await db.execute("BEGIN")
         # (aiosqlite has no public way to run a function on its thread: ``_execute``.)
         await db._execute(_write_plan, db._conn, plan)  # type: ignore[no-untyped-call]
         return head
@@ -299,7 +295,7 @@ class Store(NamedReads):
         await self._group.close()
         if self._group.failed is None:
             with contextlib.suppress(Exception):
-                await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                await _run(self._db, "PRAGMA wal_checkpoint(TRUNCATE)")
             if self._anchor is not None and self._group.running:
                 # Everything is written: the database ends exactly here.
                 stopped = dataclasses.replace(self._head, stopped=True)
@@ -310,6 +306,16 @@ class Store(NamedReads):
             self._anchor.close()
         if self._lock is not None:
             self._lock.release()
+
+
+async def _run(db: aiosqlite.Connection, sql: str) -> None:
+    """``sql``, its cursor closed at once. aiosqlite's thread holds on to a call's
+    result until its next call returns, and a statement left open there (a
+    PRAGMA's row) would make the COMMIT of a write begun in that next call fail
+    ("SQL statements in progress"): every statement whose rows are not read goes
+    through here."""
+    async with db.execute(sql):
+        pass
 
 
 class LoadStopped(Exception):
@@ -371,8 +377,8 @@ def _upsert_sql(table: Table, k: int) -> str:
 
 
 def _write_plan(conn: sqlite3.Connection, plan: list[Write]) -> None:
-    """On the connection's thread, in the transaction just begun: ``plan``, then
-    COMMIT (ROLLBACK if a statement fails).
+    """On the connection's thread, in one trip there: BEGIN, ``plan``, COMMIT
+    (ROLLBACK if a statement fails).
 
     Upserts go many rows per statement (``BLOCKS``), not one ``executemany`` step
     per row: the sqlite3 module lets go of the GIL around each step and must take
@@ -381,6 +387,7 @@ def _write_plan(conn: sqlite3.Connection, plan: list[Write]) -> None:
     24-130 ms beside a busy loop, and every call's commit queued behind it. A
     plan's rows never repeat a key (``plan_writes``), so one statement stores
     what the rows would one by one."""
+    conn.execute("BEGIN")
     try:
         for table, delete, rows in plan:
             if delete:

@@ -17,7 +17,7 @@ from server.domain.sessions import Coverage, Session, SessionState
 from server.domain.teams import Plan
 from server.store.codec import SESSIONS
 from server.store.port import StoreFailed
-from server.store.sqlite import BLOCKS, Store
+from server.store.sqlite import BLOCKS, Store, _write_plan
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 # More rows than the largest block, with a remainder through every smaller one.
@@ -73,3 +73,29 @@ async def test_store_a_row_that_fails_in_a_block_stores_nothing_of_its_commit(
         await store.close()
     assert rows == [(1,)]
     assert sessions == [(0,)]
+
+
+async def test_store_commit_is_one_trip_to_the_connections_thread(tmp_path: Path) -> None:
+    """BEGIN, the rows and COMMIT go to aiosqlite's thread together: on a busy event
+    loop each trip waits for the loop's turn (issue 17). The first commit comes right
+    after the store opened, whose last statement (a PRAGMA with a row) must not be
+    left open on that thread: COMMIT would fail ("SQL statements in progress")."""
+    store = await Store.open(tmp_path / "s.db")
+    trips: list[object] = []
+    db = store._db
+    execute = db._execute
+
+    async def counted(fn: object, *args: object, **kwargs: object) -> object:
+        trips.append(fn)
+        return await execute(fn, *args, **kwargs)
+
+    db._execute = counted  # type: ignore[method-assign]
+    try:
+        await store.commit([_session(0)])
+        await store.commit([_session(1), _entry(1)])
+        committed = list(trips)
+        count = await store.query("SELECT count(*) FROM sessions")
+    finally:
+        await store.close()
+    assert committed == [_write_plan, _write_plan]
+    assert count == [(2,)]
