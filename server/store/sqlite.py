@@ -125,8 +125,8 @@ class Store(NamedReads):
         db = await aiosqlite.connect(str(target), isolation_level=None)
         try:
             await _run(db, "PRAGMA journal_mode=WAL")
-            await db.execute(f"PRAGMA synchronous={synchronous}")
-            await db.execute("PRAGMA foreign_keys=OFF")
+            await _run(db, f"PRAGMA synchronous={synchronous}")
+            await _run(db, "PRAGMA foreign_keys=OFF")
             store = cls(db, **kw)
             await store._check_ledger_head(expected)
             await store._migrate()
@@ -188,12 +188,12 @@ class Store(NamedReads):
         for number, script in enumerate(MIGRATIONS, start=1):
             if number <= version:
                 continue
-            await self._db.execute("BEGIN IMMEDIATE")
+            await _run(self._db, "BEGIN IMMEDIATE")
             for statement in script.split(";"):
                 if statement.strip():
-                    await self._db.execute(statement)
-            await self._db.execute(f"PRAGMA user_version={number}")
-            await self._db.execute("COMMIT")
+                    await _run(self._db, statement)
+            await _run(self._db, f"PRAGMA user_version={number}")
+            await _run(self._db, "COMMIT")
         await _run(self._db, "PRAGMA secure_delete=OFF")
         # ... nor in the log: the old pages are overwritten and the log emptied.
         await _run(self._db, "PRAGMA wal_checkpoint(TRUNCATE)")
