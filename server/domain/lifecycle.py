@@ -66,9 +66,8 @@ from server.domain.timers import TimerKind
 _Requests = Session | tuple[Session, ...]
 
 
-_AGE = attrgetter(
-    "start_time", "session_id"
-)  # a lambda's tuple, made in C: a restart sorts a million
+# The sort key a lambda would make, made in C: a restart sorts a million sessions.
+_AGE = attrgetter("start_time", "session_id")
 
 
 def order(sessions: Iterable[Session]) -> list[Session]:
