@@ -83,7 +83,7 @@ from server.domain.sessions import (
     SessionState,
     live_list,
 )
-from server.domain.text import request_id_problem
+from server.domain.text import has_control, request_id_problem
 
 _COVERED = (Coverage.SUBSCRIPTION, Coverage.TRIAL)
 
@@ -94,7 +94,7 @@ def _check_text(problems: dict[str, str], name: str, value: str, required: bool)
             problems[name] = "is required"
     elif len(value) > MAX_FIELD:
         problems[name] = f"must be at most {MAX_FIELD} characters"
-    elif any(ord(c) < 32 or ord(c) == 127 for c in value):
+    elif has_control(value):
         problems[name] = "must not contain control characters"
     elif not value.strip():
         problems[name] = "must not be blank"

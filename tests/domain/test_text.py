@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from server.domain.errors import InvalidArgument
 from server.domain.text import (
     check_request_id,
     display_name,
+    has_control,
     name_problem,
     request_id_problem,
+    unprintable,
 )
 
 BIDI = [
@@ -94,3 +100,30 @@ def test_h2_6_request_id_may_be_empty_only_where_it_is_optional() -> None:
     )
     for good in ("po-2026-001", "7c9e6679-7425-40de-944b-e07fc1f90ae7", "x" * 200, "é"):
         assert request_id_problem(good, required=True) is None
+
+
+def _refused_one_by_one(value: str, joiners: bool) -> str | None:
+    """The rule as the module docstring states it, a character at a time."""
+    for ch in value:
+        if unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"}:
+            if joiners and ch in "\u200c\u200d":
+                continue
+            return f"U+{ord(ch):04X}"
+    return None
+
+
+@given(st.text(), st.booleans())
+def test_h2_8_printable_ascii_shortcut_refuses_what_the_rule_refuses(
+    value: str, joiners: bool
+) -> None:
+    """``unprintable`` answers printable ASCII with one search (issue 17): the
+    same answer, on every text, as checking each character's category."""
+    assert unprintable(value, joiners=joiners) == _refused_one_by_one(value, joiners)
+    assert unprintable("ok-" + value, joiners=joiners) == _refused_one_by_one(value, joiners)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F)))
+def test_m1_entitle_text_control_check_matches_c0_and_del(value: str) -> None:
+    """Entitle's text fields refuse C0 controls and DEL (``has_control``)."""
+    assert has_control(value) == any(ord(c) < 32 or ord(c) == 127 for c in value)
+    assert has_control(value + "\x7f") and has_control("\x00" + value)
