@@ -1,0 +1,192 @@
+"""A call's own cost, without gRPC: what Tessera adds on the event loop's thread.
+
+Starts a real server in this process (a throwaway SQLite database, the user rate
+limit off), opens sessions through gRPC, then calls the handlers the gate hands
+gRPC (gate, edge, servicer, engine, answer, lease, store) directly with a
+stand-in context: the request parsed and the answer serialized as gRPC would,
+``--in-flight`` at a time. ``--rpc heartbeat`` (the default) repeats one
+session's Heartbeat, 64 in flight as under ``h2load_heartbeat`` (so leases are
+signed in batches); ``--rpc entitle-release`` has each of ``--in-flight`` users
+release its session and open a new one, as ``make bench``'s cycle phase does,
+with every commit durable (the group commit shares them). The server logs as it
+does by default (``--log-level info``: a line per Entitle and Release), into
+``/dev/null``. It prints the event
+loop thread's CPU per call for each round, then an ``INPROC`` line with the
+best round. The SQLite thread's work is not counted: it is the loop's thread
+that limits a server here.
+
+Under load a server's loop thread is saturated, so its calls per second follow
+its CPU per call; this is the part of that CPU a change to Tessera's Python can
+move (issue 17: ``docs/performance.md``, "Where a Heartbeat's time goes").
+
+Run: ``.venv/bin/python -m benchmarks.in_process [--rpc entitle-release] [--calls N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.h2load_heartbeat import open_session
+from client_sdk._retry import RetryPolicy
+from client_sdk.failover import Targets
+from client_sdk.load.provision import provision
+from server import logs
+from server.app import TesseraServer
+from server.config import parse_args as server_args
+from tessera_api.tessera.v1 import common_pb2
+from tessera_api.tessera.v1 import licensing_service_pb2 as lic
+
+SERVICE = "/tessera.v1.LicensingService/"
+
+
+class Context:
+    """What the handlers ask of grpc.aio's ServicerContext on a call that succeeds."""
+
+    def __init__(self, key: str) -> None:
+        self._metadata = (("authorization", f"Bearer {key}"), ("user-agent", "in-process"))
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    async def abort(self, code: Any, details: str = "", *rest: Any) -> None:
+        raise RuntimeError(f"the call failed: {code} {details}")
+
+    def code(self) -> None:
+        return None
+
+
+class Details:
+    """grpc.HandlerCallDetails: what the gate picks a handler by."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.invocation_metadata: tuple[tuple[str, str | bytes], ...] = ()
+
+
+Call = Callable[[str, bytes, Context], Awaitable[bytes]]
+
+
+def caller(server: TesseraServer) -> Call:
+    """A call as gRPC makes it: the gate picks the handler, which parses the
+    request, answers, and has its answer serialized."""
+    gate = server.gate
+
+    async def nothing(_: Any) -> None:
+        return None
+
+    async def call(method: str, body: bytes, context: Context) -> bytes:
+        handler: Any = await gate.intercept_service(nothing, Details(SERVICE + method))
+        answer = await handler.unary_unary(handler.request_deserializer(body), context)
+        out: bytes = handler.response_serializer(answer)
+        return out
+
+    return call
+
+
+async def heartbeats(server: TesseraServer, target: str, token: str, in_flight: int) -> Any:
+    """One session's Heartbeat, ``in_flight`` at a time: a step is that many calls."""
+    key, body = await open_session(target, token)
+    call, context = caller(server), Context(key)
+
+    async def step() -> int:
+        await asyncio.gather(*(call("Heartbeat", body, context) for _ in range(in_flight)))
+        return in_flight
+
+    return step
+
+
+async def entitle_release(server: TesseraServer, target: str, token: str, in_flight: int) -> Any:
+    """``in_flight`` users, each releasing its session and opening a new one: a step
+    is one Release and one Entitle per user."""
+    users = await provision(Targets([target]), RetryPolicy(), token, in_flight)
+    call = caller(server)
+    contexts = [Context(key) for _, key in users.users]
+    sessions = [""] * in_flight
+
+    async def cycle(i: int) -> None:
+        if sessions[i]:
+            release = lic.ReleaseRequest(session_id=sessions[i])
+            await call("Release", release.SerializeToString(), contexts[i])
+        entitle = lic.EntitleRequest(
+            product_id=users.product_id,
+            product_version="2026.1",
+            platform=common_pb2.PLATFORM_LINUX,
+            device_id=f"in-process-{i}",
+            request_id=secrets.token_hex(8),
+        )
+        out = await call("Entitle", entitle.SerializeToString(), contexts[i])
+        sessions[i] = lic.EntitleResponse.FromString(out).session.session_id
+
+    await asyncio.gather(*(cycle(i) for i in range(in_flight)))  # every user has a session
+
+    async def step() -> int:
+        await asyncio.gather(*(cycle(i) for i in range(in_flight)))
+        return 2 * in_flight
+
+    return step
+
+
+RPCS = {"heartbeat": heartbeats, "entitle-release": entitle_release}
+
+
+async def measure(rpc: str, calls: int, in_flight: int, rounds: int, log_level: str) -> list[float]:
+    """CPU seconds of this thread per call, for each round."""
+    with tempfile.TemporaryDirectory(prefix="tessera-inproc-") as tmp:
+        token = "tsa_" + secrets.token_urlsafe(24)
+        cfg = server_args(
+            [
+                *("--listen", "127.0.0.1:0", "--db", str(Path(tmp) / "t.db")),
+                *("--admin-token", token, "--user-rate-limit", "0", "--log-format", "json"),
+            ]
+        )
+        logs.configure(cfg.log_format, log_level)
+        server = TesseraServer(cfg)
+        port = await server.start()
+        try:
+            step = await RPCS[rpc](server, f"127.0.0.1:{port}", token, in_flight)
+            per_call = []
+            for _ in range(rounds):
+                began, done = time.thread_time(), 0
+                while done < calls:
+                    done += await step()
+                per_call.append((time.thread_time() - began) / done)
+            return per_call
+        finally:
+            await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.in_process", description=__doc__)
+    p.add_argument("--rpc", choices=sorted(RPCS), default="heartbeat")
+    p.add_argument("--calls", type=int, default=32_000, help="calls a round")
+    p.add_argument("--in-flight", type=int, default=64, help="calls (users) awaited together")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--log-level", default="info", help="the server's (its lines go nowhere)")
+    a = p.parse_args(argv)
+    if a.calls < a.in_flight or a.in_flight < 1 or a.rounds < 1:
+        p.error("--calls must be at least --in-flight, and both and --rounds at least 1")
+    stdout = sys.stdout
+    with open(os.devnull, "w") as sink:
+        sys.stdout = sink  # the server's log lines (logs.configure writes to stdout)
+        try:
+            per_call = asyncio.run(measure(a.rpc, a.calls, a.in_flight, a.rounds, a.log_level))
+        finally:
+            sys.stdout = stdout
+    name = a.rpc.replace("-", "_")
+    for i, seconds in enumerate(per_call, start=1):
+        print(f"round {i}: {seconds * 1e6:.1f} us CPU a call (the event loop's thread)")
+    print(f"INPROC {name}_cpu_us={min(per_call) * 1e6:.1f} in_flight={a.in_flight}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
