@@ -20,8 +20,9 @@ the call's own task, it:
 4. writes one log line: method, status code, duration, request id, user, and
    counts the call in the metrics (``server/metrics.py``: duration by method and
    status code, refusals by reason); the method, the request id and the user or
-   admin key are bound to structlog's contextvars for the call's task, so every
-   line written deeper (engine, store, timers it fires) carries them.
+   admin key are bound to the call's log context (``logs.call_context``, in the
+   call's task), so every line written deeper (engine, store, timers it fires)
+   carries them.
 
 Secrets are never logged: neither metadata nor request bodies are, and what the
 caller chose that is logged (the request id, the user id) passes through the
@@ -38,7 +39,6 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 import structlog
 from google.protobuf.message import DecodeError
-from structlog.contextvars import bind_contextvars
 
 from server.api import scopes
 from server.api.admission import Admission
@@ -55,6 +55,7 @@ from server.api.methods import RULES
 from server.clock import monotonic
 from server.credentials import bearer, same_secret
 from server.domain.errors import DomainError, InvalidArgument
+from server.logs import call_context
 
 if TYPE_CHECKING:
     from server.metrics import Metrics
@@ -175,7 +176,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             await self._admin_limits.take(caller.actor)  # a bucket per actor
         current_caller.set(caller)
         if caller.actor:  # OPERATOR or the admin key's id; none for AcceptInvitation
-            bind_contextvars(admin=caller.actor)
+            call_context.set((*call_context.get(), ("admin", caller.actor)))
         if isinstance(request, Undecodable):
             raise InvalidArgument.field("request", request.problem)
         rule = RULES.get(short)
@@ -199,19 +200,23 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             metadata = context.invocation_metadata()  # a new tuple each time it is asked
             sent_id = _request_id_in(metadata, request)
             request_id = self._loggable(sent_id)
+            status: grpc.Status | None = None  # what a refused or failed call answers
+            details = ""
             try:
                 if admission is not None:
                     shed = True  # until it has a place (Admission logs what it sheds)
                     admission.enter()
                     entered, shed = True, False
                 if admin:
-                    bind_contextvars(method=short, request_id=request_id)
+                    call_context.set((("method", short), ("request_id", request_id)))
                     await self._admit(short, kind, request, metadata, sent_id)
                     return await behavior(request, context)
                 user_id = self._authenticate(kind, metadata)
                 shown_user = self._shown_user(user_id)
                 # (bound once the caller is known: the call's own line names them itself)
-                bind_contextvars(method=short, request_id=request_id, user_id=shown_user)
+                call_context.set(
+                    (("method", short), ("request_id", request_id), ("user_id", shown_user))
+                )
                 if kind == "user" and self._user_limits is not None:
                     await self._user_limits.take(user_id)
                 current_user.set(user_id)
@@ -223,10 +228,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                     metrics.refused(exc.reason, kind)
                 status = to_status(exc)
                 code = status.code
-                await context.abort(status.code, status.details, status.trailing_metadata)
             except NotImplementedError:
                 code = grpc.StatusCode.UNIMPLEMENTED
-                await context.abort(code, f"{short} is not implemented yet")
+                details = f"{short} is not implemented yet"
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
@@ -234,7 +238,6 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 code = grpc.StatusCode.INTERNAL
                 log.exception("rpc_failed", method=short)
                 status = internal_status()
-                await context.abort(status.code, status.details, status.trailing_metadata)
             finally:
                 if admission is not None and entered:
                     admission.leave()
@@ -250,6 +253,12 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                         request_id=request_id,
                         user_id=shown_user,
                     )
+            # A refused or failed call: its status goes out only now, once the call is
+            # counted and logged (``abort`` sends it before it raises), so a client that
+            # reads the metrics or the log right after the error finds it there.
+            if status is None:
+                await context.abort(code, details)
+            await context.abort(status.code, status.details, status.trailing_metadata)
 
         return wrapped
 

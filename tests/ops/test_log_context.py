@@ -1,6 +1,6 @@
 """Issue 16, point 2: the edge binds the method, the request id and the user or
-admin key to structlog's contextvars, so a line written deeper in the call
-carries them; and it counts the call in the metrics."""
+admin key to the call's log context (``logs.call_context``), so a line written
+deeper in the call carries them; and it counts the call in the metrics."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from typing import Any, cast
 import grpc
 import pytest
 import structlog
-from structlog.contextvars import clear_contextvars, merge_contextvars
+from structlog.contextvars import bind_contextvars, clear_contextvars, merge_contextvars
 from structlog.testing import capture_logs
 
 from server.api.interceptors import EdgeInterceptor
 from server.api.limits import RateLimits
+from server.domain.errors import InvalidArgument
+from server.logs import merge_call_context
 from server.metrics import Metrics
 
 TOKEN = "tsa_operator-token-for-this-test"
@@ -85,7 +87,7 @@ async def test_a_line_written_deeper_carries_the_method_request_id_and_user(
     edge: tuple[EdgeInterceptor, Metrics],
 ) -> None:
     interceptor, metrics = edge
-    with capture_logs(processors=[merge_contextvars]) as lines:
+    with capture_logs(processors=[merge_contextvars, merge_call_context]) as lines:
         assert await call(interceptor, "/tessera.v1.LicensingService/Heartbeat", KEY, "r-1") == (
             "answer"
         )
@@ -99,7 +101,7 @@ async def test_a_line_written_deeper_carries_the_method_request_id_and_user(
 
 async def test_an_admin_call_carries_who_made_it(edge: tuple[EdgeInterceptor, Metrics]) -> None:
     interceptor, _ = edge
-    with capture_logs(processors=[merge_contextvars]) as lines:
+    with capture_logs(processors=[merge_contextvars, merge_call_context]) as lines:
         await call(interceptor, "/tessera.v1.AdminService/GetServerInfo", TOKEN, "r-2")
     [line] = [x for x in lines if x["event"] == "deep_in_the_engine"]
     assert (line["method"], line["request_id"], line["admin"]) == (
@@ -113,7 +115,7 @@ async def test_the_admin_token_sent_as_request_id_is_not_bound(
     edge: tuple[EdgeInterceptor, Metrics],
 ) -> None:
     interceptor, _ = edge
-    with capture_logs(processors=[merge_contextvars]) as lines:
+    with capture_logs(processors=[merge_contextvars, merge_call_context]) as lines:
         await call(interceptor, "/tessera.v1.AdminService/GetServerInfo", TOKEN, TOKEN)
     [line] = [x for x in lines if x["event"] == "deep_in_the_engine"]
     assert TOKEN not in str(line)
@@ -137,3 +139,59 @@ async def test_rate_limited_calls_are_counted_by_credential_and_as_refusals(
         1,
         1,
     )
+
+
+async def test_a_lines_own_value_wins_and_other_bound_keys_still_show(
+    edge: tuple[EdgeInterceptor, Metrics],
+) -> None:
+    """The call's context fills in what a line does not say itself, beside what
+    anything else bound with structlog's ``bind_contextvars``."""
+    interceptor, _ = edge
+
+    async def behave_own(request: Any, context: Any) -> str:
+        bind_contextvars(phase="deep")
+        deep.info("own_method", method="Mine")
+        return "answer"
+
+    async def continuation(details: Any) -> Any:
+        return grpc.unary_unary_rpc_method_handler(behave_own)
+
+    details = cast(Any, Details("/tessera.v1.LicensingService/Heartbeat"))
+    handler: Any = await interceptor.intercept_service(continuation, details)
+    with capture_logs(processors=[merge_contextvars, merge_call_context]) as lines:
+        await handler.unary_unary(object(), Context(KEY, "r-5"))
+    [line] = [x for x in lines if x["event"] == "own_method"]
+    assert (line["method"], line["request_id"], line["user_id"], line["phase"]) == (
+        "Mine",
+        "r-5",
+        "ann@example.com",
+        "deep",
+    )
+
+
+async def test_a_refused_call_is_counted_and_logged_before_its_status_goes_out(
+    edge: tuple[EdgeInterceptor, Metrics],
+) -> None:
+    """``abort`` sends the status before it raises: a client that scrapes the
+    metrics or reads the log right after its error must find the call there."""
+    interceptor, metrics = edge
+    method = "/tessera.v1.LicensingService/Entitle"
+    seen_at_abort: list[tuple[int, int]] = []
+
+    class Watching(Context):
+        async def abort(self, code: grpc.StatusCode, details: str, trailers: Any = None) -> None:
+            counted = metrics.rpc(method).by_code.get(grpc.StatusCode.INVALID_ARGUMENT)
+            logged = [x for x in lines if x["event"] == "rpc"]
+            seen_at_abort.append((counted.count if counted else 0, len(logged)))
+            raise grpc.aio.AbortError(code, details)
+
+    async def refuse(request: Any, context: Any) -> str:
+        raise InvalidArgument.field("product_id", "is required")
+
+    async def continuation(details: Any) -> Any:
+        return grpc.unary_unary_rpc_method_handler(refuse)
+
+    handler: Any = await interceptor.intercept_service(continuation, cast(Any, Details(method)))
+    with capture_logs() as lines, pytest.raises(grpc.aio.AbortError):
+        await handler.unary_unary(object(), Watching(KEY, "r-6"))
+    assert seen_at_abort == [(1, 1)]
