@@ -10,10 +10,9 @@ signed in batches); ``--rpc entitle-release`` has each of ``--in-flight`` users
 release its session and open a new one, as ``make bench``'s cycle phase does,
 with every commit durable (the group commit shares them). The server logs as it
 does by default (``--log-level info``: a line per Entitle and Release), into
-``/dev/null``. It prints the event
-loop thread's CPU per call for each round, then an ``INPROC`` line with the
-best round. The SQLite thread's work is not counted: it is the loop's thread
-that limits a server here.
+``/dev/null``. It prints the event loop thread's CPU per call for each round,
+then an ``INPROC`` line with the best round. The SQLite thread's work is not
+counted: it is the loop's thread that limits a server here.
 
 Under load a server's loop thread is saturated, so its calls per second follow
 its CPU per call; this is the part of that CPU a change to Tessera's Python can

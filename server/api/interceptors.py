@@ -200,8 +200,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             metadata = context.invocation_metadata()  # a new tuple each time it is asked
             sent_id = _request_id_in(metadata, request)
             request_id = self._loggable(sent_id)
-            status: grpc.Status | None = None  # what a refused or failed call answers
-            details = ""
+            answer: tuple[Any, ...]  # abort's arguments, for a refused or failed call
             try:
                 if admission is not None:
                     shed = True  # until it has a place (Admission logs what it sheds)
@@ -228,9 +227,10 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                     metrics.refused(exc.reason, kind)
                 status = to_status(exc)
                 code = status.code
+                answer = (code, status.details, status.trailing_metadata)
             except NotImplementedError:
                 code = grpc.StatusCode.UNIMPLEMENTED
-                details = f"{short} is not implemented yet"
+                answer = (code, f"{short} is not implemented yet")
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
@@ -238,6 +238,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 code = grpc.StatusCode.INTERNAL
                 log.exception("rpc_failed", method=short)
                 status = internal_status()
+                answer = (status.code, status.details, status.trailing_metadata)
             finally:
                 if admission is not None and entered:
                     admission.leave()
@@ -256,9 +257,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             # A refused or failed call: its status goes out only now, once the call is
             # counted and logged (``abort`` sends it before it raises), so a client that
             # reads the metrics or the log right after the error finds it there.
-            if status is None:
-                await context.abort(code, details)
-            await context.abort(status.code, status.details, status.trailing_metadata)
+            await context.abort(*answer)
 
         return wrapped
 
