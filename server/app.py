@@ -467,6 +467,7 @@ class TesseraServer:
             test_clock=engine.clock.is_test,
             now=engine.now().isoformat(),
             tls="mutual" if cfg.tls_client_ca else "on" if cfg.tls_cert else "off",
+            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
 
     async def _take_over(self, election: Election, epoch: int) -> None:

@@ -15,12 +15,15 @@ never pass by not running them.
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from server.config import Config
+from server.loops import loop_factory
 from tests.grpcurl import Grpcurl
 from tests.support import ADMIN_TOKEN, BACKENDS, ServerThread, forget_secrets, running
 
@@ -43,6 +46,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if marker is not None and not marker.args:
         raise pytest.UsageError(f"{metafunc.definition.nodeid}: sqlite_only needs its reason")
     metafunc.parametrize("backend", ["sqlite"] if marker else BACKENDS, indirect=True)
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every async test runs on the loop the server runs on (server/loops.py)."""
+    return {"uvloop": loop_factory(Config.event_loop)}
 
 
 @pytest.fixture

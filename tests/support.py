@@ -35,6 +35,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.app import SERVICE_NAMES, TesseraServer
 from server.config import Config, parse_instant
+from server.loops import loop_factory
 
 ADMIN_TOKEN = "tsa_test-admin-token"
 BACKENDS = ["sqlite", "postgres"]  # the stores the wire tests run on (tests/conftest.py)
@@ -96,7 +97,7 @@ class ServerThread:
             **overrides,
         )
         self.server = TesseraServer(self.config)
-        self.loop = asyncio.new_event_loop()
+        self.loop = loop_factory(self.config.event_loop)()  # uvloop, as `python -m server`
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     @property

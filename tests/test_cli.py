@@ -88,6 +88,7 @@ def test_h4_13_every_variable_is_read_and_a_flag_wins(monkeypatch: pytest.Monkey
         "end_test_clock": "no",
         "log_format": "console",
         "log_level": "debug",
+        "event_loop": "asyncio",
         "sync": "NORMAL",
         "log_heartbeats": "yes",
         "tls_cert": "c.pem",
