@@ -76,6 +76,8 @@ from client_sdk.load import LoadConfig, RunResult, run
 from client_sdk.load.__main__ import report
 from client_sdk.load.progress import make_progress
 from client_sdk.load.runner import Driver
+from server.config import Config
+from server.loops import EVENT_LOOPS
 
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -408,6 +410,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="run Tessera on PostgreSQL (a throwaway pgserver, fsync on) instead of SQLite",
     )
+    p.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default=Config.event_loop,
+        help="the loop both servers run on (--event-loop of python -m server)",
+    )
     p.add_argument("--max-duration", type=float, default=1800.0, help="hard cap per run, s")
     p.add_argument("--json", type=Path, help="write both results here")
     p.add_argument(
@@ -495,6 +503,7 @@ def run_tessera(
     args = [
         *(sys.executable, "-m", "server", "--listen", "127.0.0.1:0"),
         *("--db", db, "--admin-token", token, "--log-format", "json"),
+        *("--event-loop", a.event_loop),
     ]
     if pg_url:
         args += ["--secrets-dir", str(tmp / f"{name}-secrets")]
@@ -556,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             "echo",
             [
                 *(sys.executable, "-m", "benchmarks.echo_server", "--listen", "127.0.0.1:0"),
-                *("--responses", str(responses)),
+                *("--responses", str(responses), "--event-loop", a.event_loop),
             ],
             tmp,
         )

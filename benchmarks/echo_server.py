@@ -11,6 +11,10 @@ The canned responses are either read from ``--responses FILE`` (JSON
 benchmark captures from the Tessera run) or synthesized: a ``Session`` with
 every field set the way Tessera sets it.
 
+It runs on the loop Tessera runs on, uvloop (``server/loops.py``), unless
+``--event-loop asyncio`` says otherwise: the ceiling is the fastest thing grpc.aio
+does here, so a loop that speeds Tessera up must speed the echo up too.
+
 Run: ``python -m benchmarks.echo_server --listen 127.0.0.1:0``; it prints one
 JSON line ``{"event": "serving", "port": N}`` on stdout once it listens and
 stops on SIGTERM or SIGINT.
@@ -30,6 +34,8 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from server.config import Config
+from server.loops import EVENT_LOOPS, loop_factory
 from tessera_api.tessera.v1 import common_pb2
 from tessera_api.tessera.v1 import licensing_service_pb2 as lic
 
@@ -135,9 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="echo_server", description=__doc__.splitlines()[0])
     p.add_argument("--listen", default="127.0.0.1:0")
     p.add_argument("--responses", type=Path, help="JSON of hex-encoded responses per method")
+    p.add_argument("--event-loop", choices=EVENT_LOOPS, default=Config.event_loop)
     a = p.parse_args(argv)
     try:
-        asyncio.run(serve(a.listen, load_responses(a.responses)))
+        with asyncio.Runner(loop_factory=loop_factory(a.event_loop)) as runner:
+            runner.run(serve(a.listen, load_responses(a.responses)))
     except OSError as exc:
         print(f"echo_server: {exc}", file=sys.stderr)
         return 1

@@ -67,6 +67,8 @@ from benchmarks.bench import Child, cpu_seconds
 from client_sdk._retry import RetryPolicy
 from client_sdk.failover import Targets
 from client_sdk.load.provision import provision
+from server.config import Config
+from server.loops import EVENT_LOOPS
 from tessera_api.tessera.v1 import common_pb2, licensing_service_pb2_grpc
 from tessera_api.tessera.v1 import licensing_service_pb2 as lic
 
@@ -203,6 +205,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="py-spy --native (C frames too: the server is stopped at each sample, so "
         "that round's figures are the profile's, not comparable)",
     )
+    p.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default=Config.event_loop,
+        help="the loop both servers run on (--event-loop of python -m server)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument(
         "--ladder",
@@ -218,7 +226,7 @@ def median(points: list[Point]) -> Point:
     return ordered[len(ordered) // 2]
 
 
-def tessera_child(name: str, tmp: Path, token: str, strip: str | None = None) -> Child:
+def tessera_child(name: str, tmp: Path, token: str, loop: str, strip: str | None = None) -> Child:
     """Tessera on a throwaway database: ``python -m server``, or with ``strip`` the
     stripped server of that level."""
     runner = ["-m", "server"] if strip is None else ["-m", "benchmarks.stripped_server"]
@@ -228,6 +236,7 @@ def tessera_child(name: str, tmp: Path, token: str, strip: str | None = None) ->
             *(sys.executable, *runner, *(["--strip", strip] if strip else [])),
             *("--listen", "127.0.0.1:0", "--db", str(tmp / f"{name}.db")),
             *("--admin-token", token, "--log-format", "json", "--user-rate-limit", "0"),
+            *("--event-loop", loop),
         ],
         tmp,
     )
@@ -239,15 +248,18 @@ def main(argv: list[str] | None = None) -> int:
     token = "tsa_" + secrets.token_urlsafe(24)
     servers: list[Child] = []
     try:
-        tessera = tessera_child("tessera", tmp, token)
+        tessera = tessera_child("tessera", tmp, token, a.event_loop)
         # The ladder (--ladder): the same server with parts of a Heartbeat taken away.
         stripped = [
-            tessera_child(f"stripped-{level}", tmp, token, level)
+            tessera_child(f"stripped-{level}", tmp, token, a.event_loop, level)
             for level in (("signature", "engine", "edge") if a.ladder else ())
         ]
         echo = Child(
             "echo",
-            [sys.executable, "-m", "benchmarks.echo_server", "--listen", "127.0.0.1:0"],
+            [
+                *(sys.executable, "-m", "benchmarks.echo_server", "--listen", "127.0.0.1:0"),
+                *("--event-loop", a.event_loop),
+            ],
             tmp,
         )
         servers += [tessera, *stripped, echo]

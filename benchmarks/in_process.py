@@ -40,7 +40,9 @@ from client_sdk.failover import Targets
 from client_sdk.load.provision import provision
 from server import logs
 from server.app import TesseraServer
+from server.config import Config
 from server.config import parse_args as server_args
+from server.loops import EVENT_LOOPS, loop_factory
 from tessera_api.tessera.v1 import common_pb2
 from tessera_api.tessera.v1 import licensing_service_pb2 as lic
 
@@ -170,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--in-flight", type=int, default=64, help="calls (users) awaited together")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--log-level", default="info", help="the server's (its lines go nowhere)")
+    p.add_argument("--event-loop", choices=EVENT_LOOPS, default=Config.event_loop)
     a = p.parse_args(argv)
     if a.calls < a.in_flight or a.in_flight < 1 or a.rounds < 1:
         p.error("--calls must be at least --in-flight, and both and --rounds at least 1")
@@ -177,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.devnull, "w") as sink:
         sys.stdout = sink  # the server's log lines (logs.configure writes to stdout)
         try:
-            per_call = asyncio.run(measure(a.rpc, a.calls, a.in_flight, a.rounds, a.log_level))
+            with asyncio.Runner(loop_factory=loop_factory(a.event_loop)) as runner:
+                per_call = runner.run(measure(a.rpc, a.calls, a.in_flight, a.rounds, a.log_level))
         finally:
             sys.stdout = stdout
     name = a.rpc.replace("-", "_")
