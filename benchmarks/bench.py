@@ -177,6 +177,18 @@ def cpu_seconds(pid: int | str) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
+def loop_schedstat(pid: int) -> tuple[float, float]:
+    """Seconds the process's main thread (the event loop's) has run on a core, and
+    waited runnable for one (Linux's schedstat); (0, 0) when unknown. A loop thread
+    below one core is saturated all the same when the two add up to about one: its
+    calls wait for a core, not for anything of the server's."""
+    try:
+        ran, waited, _ = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
 def status_kib(pid: int, field: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -199,22 +211,25 @@ class Meter:
         self.py_spy = py_spy
         self.spy_phase = spy_phase
         self.spy: subprocess.Popen[bytes] | None = None
-        self.marks: dict[str, tuple[float, float, float]] = {}
+        self.marks: dict[str, tuple[float, float, float, tuple[float, float]]] = {}
         self.cores: dict[str, tuple[float, float]] = {}  # phase: (server, workers)
+        self.loop: dict[str, tuple[float, float]] = {}  # phase: (on a core, waiting for one)
         self.rss_kib = 0
 
     def __call__(self, driver: Driver, phase: str, when: str) -> None:
         now = time.monotonic()
         server = cpu_seconds(self.server.pid)
         workers = sum(cpu_seconds(p) for p in driver.worker_pids)
+        loop = loop_schedstat(self.server.pid)
         if when == "start":
-            self.marks[phase] = (now, server, workers)
+            self.marks[phase] = (now, server, workers, loop)
             if phase == self.spy_phase and self.py_spy is not None:
                 self._start_spy()
             return
-        t0, s0, w0 = self.marks.pop(phase, (now, server, workers))
+        t0, s0, w0, l0 = self.marks.pop(phase, (now, server, workers, loop))
         if now > t0:
             self.cores[phase] = ((server - s0) / (now - t0), (workers - w0) / (now - t0))
+            self.loop[phase] = ((loop[0] - l0[0]) / (now - t0), (loop[1] - l0[1]) / (now - t0))
         if phase == "steady":
             self.rss_kib = status_kib(self.server.pid, "VmRSS")
         if phase == self.spy_phase:
@@ -459,7 +474,11 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 def describe_cores(meter: Meter) -> str:
     parts = [f"{phase} server {s:.2f} + load {w:.2f}" for phase, (s, w) in meter.cores.items()]
-    return "cores used: " + "; ".join(parts)
+    loop = [f"{phase} {ran:.2f} + {waited:.2f}" for phase, (ran, waited) in meter.loop.items()]
+    return (
+        "cores used: " + "; ".join(parts) + "\nthe server's event loop thread, on a core + "
+        "waiting for one: " + "; ".join(loop)
+    )
 
 
 def load_config(
