@@ -136,8 +136,7 @@ class Store(NamedReads):
             if str(target) != ":memory:":
                 # The log is copied into the file beside the writer (wal.py).
                 await _run(db, f"PRAGMA wal_autocheckpoint={WRITER_PAGES}")
-                rows = store._group.stats.sizes  # rows committed so far: its .sum
-                wal = store._wal = WalCheckpointer(Path(target), synchronous, lambda: rows.sum)
+                wal = store._wal = WalCheckpointer(Path(target), synchronous)
         except BaseException:
             if wal is not None:
                 wal.stop()

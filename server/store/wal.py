@@ -7,10 +7,8 @@ waits. At 100,000 users most heartbeat flushes cross the line, and such
 commits took 0.1 to 1 s (docs/performance.md, "Idle's p99 tail").
 
 So a connection of its own, on a thread of its own, checkpoints every
-``every`` seconds once ``MIN_ROWS`` rows have been committed since its last
-pass, PASSIVE: it copies what the writer has committed without waiting for
-it, and the writer never waits for it. A server at rest, or writing little,
-leaves its file alone between passes, as it did before. The writer's own automatic
+``every`` seconds, PASSIVE: it copies what the writer has committed without
+waiting for it, and the writer never waits for it. The writer's own automatic
 checkpoint stays, at ``WRITER_PAGES``. A checkpoint beside a busy writer rarely
 ends exactly at the log's last frame, and SQLite restarts the log only then,
 so without it the log could grow without a bound. The writer's checkpoint at
@@ -23,10 +21,8 @@ and the copy is SQLite's own checkpoint with the writer's synchronous mode.
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -35,27 +31,17 @@ log = structlog.get_logger()
 
 #: The writer's own automatic checkpoint, in pages of the log (SQLite's default: 1,000).
 WRITER_PAGES = 10_000
-#: Seconds between the checkpointer's looks, and rows committed since its last pass
-#: that make the next look a pass (a heartbeat flush at 100,000 users: thousands).
+#: Seconds between the checkpointer's passes.
 EVERY = 0.5
-MIN_ROWS = 1_000
 
 
 class WalCheckpointer:
     """Checkpoints ``path``'s log every ``every`` seconds on its own connection."""
 
-    def __init__(
-        self,
-        path: Path,
-        synchronous: str,
-        written: Callable[[], float] = lambda: math.inf,
-        every: float = EVERY,
-    ) -> None:
+    def __init__(self, path: Path, synchronous: str, every: float = EVERY) -> None:
         self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._conn.execute(f"PRAGMA synchronous={synchronous}").close()
         self._every = every
-        self._written = written  # rows the writer has committed so far
-        self._copied = 0.0  # ``written()`` at the start of the last pass
         self._lock = threading.Lock()  # one pass at a time: the thread's or a test's
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
@@ -74,16 +60,9 @@ class WalCheckpointer:
             self.last = (int(row[1]), int(row[2]))
             return self.last
 
-    def due(self) -> bool:
-        """Whether enough has been committed since the last pass for another."""
-        return self._written() - self._copied >= MIN_ROWS
-
     def _run(self) -> None:
         while not self._stop.wait(self._every):
-            if not self.due():
-                continue
             try:
-                self._copied = self._written()
                 self.checkpoint()
             except sqlite3.Error:
                 # The writer's own checkpoint (WRITER_PAGES) still bounds the log.

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from server.store.sqlite import Store
-from server.store.wal import MIN_ROWS, WRITER_PAGES, WalCheckpointer
+from server.store.wal import WRITER_PAGES, WalCheckpointer
 from tests.store.test_sqlite_write import _session
 
 
@@ -72,20 +72,3 @@ async def test_a_memory_store_has_no_checkpointer() -> None:
         assert store._wal is None
     finally:
         await store.close()
-
-
-def test_a_pass_is_due_only_once_enough_rows_were_committed_since_the_last(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "d.db"
-    sqlite3.connect(path).execute("PRAGMA journal_mode=WAL").close()
-    written = [0.0]
-    checkpointer = WalCheckpointer(path, "FULL", lambda: written[0], every=3600)
-    try:
-        assert not checkpointer.due()  # a server at rest leaves its file alone
-        written[0] = MIN_ROWS - 1
-        assert not checkpointer.due()
-        written[0] = MIN_ROWS
-        assert checkpointer.due()
-    finally:
-        checkpointer.stop()
