@@ -44,7 +44,6 @@ from server.store.lock import DatabaseLock
 from server.store.port import Snapshot, StoreFailed
 from server.store.reads import LAST_AUDIT_SQL, NamedReads
 from server.store.schema import MIGRATIONS
-from server.store.wal import WRITER_PAGES, WalCheckpointer
 
 # Snapshot, StoreFailed and loading lived here before the port: still importable
 # from here.
@@ -74,7 +73,6 @@ class Store(NamedReads):
         #: Derives invitation tokens (``server/credentials.py``); random for ``:memory:``.
         self.secret_key = secret_key or secrets.token_bytes(SECRET_KEY_BYTES)
         self._anchor = anchor  # the ledger checkpoint's file (None: none kept)
-        self._wal: WalCheckpointer | None = None  # copies the log into the file (wal.py)
         self._head = checkpoint.EMPTY  # the last ledger entry committed
         self.path = path
         self._lock = lock
@@ -125,7 +123,6 @@ class Store(NamedReads):
         **kw: Any,
     ) -> Store:
         db = await aiosqlite.connect(str(target), isolation_level=None)
-        wal = None
         try:
             await _run(db, "PRAGMA journal_mode=WAL")
             await _run(db, f"PRAGMA synchronous={synchronous}")
@@ -133,17 +130,9 @@ class Store(NamedReads):
             store = cls(db, **kw)
             await store._check_ledger_head(expected)
             await store._migrate()
-            if str(target) != ":memory:":
-                # The log is copied into the file beside the writer (wal.py).
-                await _run(db, f"PRAGMA wal_autocheckpoint={WRITER_PAGES}")
-                wal = store._wal = WalCheckpointer(Path(target), synchronous)
         except BaseException:
-            if wal is not None:
-                wal.stop()
             await db.close()
             raise
-        if wal is not None:
-            wal.start()
         store._group.start()
         return store
 
@@ -304,8 +293,6 @@ class Store(NamedReads):
     async def close(self) -> None:
         """Write out everything queued, then close."""
         await self._group.close()
-        if self._wal is not None:
-            await asyncio.to_thread(self._wal.stop)  # a pass under way ends first
         if self._group.failed is None:
             with contextlib.suppress(Exception):
                 await _run(self._db, "PRAGMA wal_checkpoint(TRUNCATE)")
