@@ -72,6 +72,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
 
+from benchmarks.thread_states import thread_schedstat
 from client_sdk.load import LoadConfig, RunResult, run
 from client_sdk.load.__main__ import report
 from client_sdk.load.progress import make_progress
@@ -177,18 +178,6 @@ def cpu_seconds(pid: int | str) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
-def loop_schedstat(pid: int) -> tuple[float, float]:
-    """Seconds the process's main thread (the event loop's) has run on a core, and
-    waited runnable for one (Linux's schedstat); (0, 0) when unknown. A loop thread
-    below one core is saturated all the same when the two add up to about one: its
-    calls wait for a core, not for anything of the server's."""
-    try:
-        ran, waited, _ = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
-    except (OSError, ValueError):
-        return 0.0, 0.0
-    return int(ran) / 1e9, int(waited) / 1e9
-
-
 def status_kib(pid: int, field: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -220,7 +209,9 @@ class Meter:
         now = time.monotonic()
         server = cpu_seconds(self.server.pid)
         workers = sum(cpu_seconds(p) for p in driver.worker_pids)
-        loop = loop_schedstat(self.server.pid)
+        # The loop's thread (the main one): below one core it is saturated all the same
+        # when its time on a core and its time waiting for one add up to about one.
+        loop = thread_schedstat(self.server.pid, self.server.pid) or (0.0, 0.0)
         if when == "start":
             self.marks[phase] = (now, server, workers, loop)
             if phase == self.spy_phase and self.py_spy is not None:

@@ -36,14 +36,23 @@ def find(match: str) -> int | None:
     return None
 
 
+def thread_schedstat(pid: int, tid: int) -> tuple[float, float] | None:
+    """Seconds a thread has run on a core, and waited runnable for one (Linux's
+    schedstat); None when it is gone or the kernel keeps no such figures."""
+    try:
+        ran, waited, _ = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
 def schedstat(pid: int) -> dict[int, tuple[float, float]]:
+    """``thread_schedstat`` of each of the process's threads."""
     out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            ran, waited, _ = (task / "schedstat").read_text().split()
-        except (OSError, ValueError):
-            continue
-        out[int(task.name)] = (int(ran) / 1e9, int(waited) / 1e9)
+        times = thread_schedstat(pid, int(task.name))
+        if times is not None:
+            out[int(task.name)] = times
     return out
 
 

@@ -22,7 +22,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from server import leases
+from server import leases, loops
 from server.api import reflection
 from server.api.admin import AdminServicer
 from server.api.admission import PENDING_CALLS, Admission
@@ -467,7 +467,7 @@ class TesseraServer:
             test_clock=engine.clock.is_test,
             now=engine.now().isoformat(),
             tls="mutual" if cfg.tls_client_ca else "on" if cfg.tls_cert else "off",
-            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
+            event_loop=loops.name_of(asyncio.get_running_loop()),
         )
 
     async def _take_over(self, election: Election, epoch: int) -> None:

@@ -35,3 +35,8 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
     import uvloop
 
     return uvloop.new_event_loop
+
+
+def name_of(loop: asyncio.AbstractEventLoop) -> str:
+    """The ``--event-loop`` name of a running loop: the package its class is from."""
+    return type(loop).__module__.split(".")[0]

@@ -52,7 +52,7 @@ def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     """Every async test runs on the loop the server runs on (server/loops.py)."""
-    return {"uvloop": loop_factory(Config.event_loop)}
+    return {Config.event_loop: loop_factory(Config.event_loop)}
 
 
 @pytest.fixture

@@ -115,6 +115,11 @@ def test_h4_13_every_variable_is_read_and_a_flag_wins(monkeypatch: pytest.Monkey
         ("TESSERA_USER_BURST", "many", "TESSERA_USER_BURST: 'many' is not a number"),
         ("TESSERA_HEARTBEAT_FLUSH", "-1", "TESSERA_HEARTBEAT_FLUSH: '-1' is negative"),
         ("TESSERA_SYNC", "OFF", "TESSERA_SYNC: 'OFF' is not one of FULL, NORMAL"),
+        (
+            "TESSERA_EVENT_LOOP",
+            "trio",
+            "TESSERA_EVENT_LOOP: 'trio' is not one of uvloop, asyncio",
+        ),
         ("TESSERA_LOG_HEARTBEATS", "maybe", "TESSERA_LOG_HEARTBEATS: 'maybe' is not a boolean"),
         ("TESSERA_SHUTDOWN_GRACE", "nan", "TESSERA_SHUTDOWN_GRACE: 'nan' is not a finite number"),
         ("TESSERA_LISTEN", "50051", "TESSERA_LISTEN: '50051' is not host:port"),
