@@ -251,6 +251,13 @@ def _store(store: StorePort | None) -> Iterator[Metric]:
         "rows",
         group.stats,
     )
+    yield _histogram(
+        "tessera_store_commit_sync_seconds",
+        "Seconds the COMMIT of each of those transactions took alone: the database's "
+        "durability (SQLite: the WAL's sync and any checkpoint due; PostgreSQL: the "
+        "commit's round trip and WAL flush)",
+        group.syncs,
+    )
     yield _gauge(
         "tessera_store_commit_queue",
         "Commits waiting for the store's writer (each a call or a timer waiting)",

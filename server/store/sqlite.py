@@ -287,7 +287,8 @@ class Store(NamedReads):
         # loop's turn (and for the GIL), longer than the work it carries.
         db = self._db
         # (aiosqlite has no public way to run a function on its thread: ``_execute``.)
-        await db._execute(_write_plan, db._conn, plan)  # type: ignore[no-untyped-call]
+        synced = await db._execute(_write_plan, db._conn, plan)  # type: ignore[no-untyped-call]
+        self._group.syncs.observe(synced)
         return head
 
     async def close(self) -> None:
@@ -376,9 +377,9 @@ def _upsert_sql(table: Table, k: int) -> str:
     return sql
 
 
-def _write_plan(conn: sqlite3.Connection, plan: list[Write]) -> None:
+def _write_plan(conn: sqlite3.Connection, plan: list[Write]) -> float:
     """On the connection's thread, in one trip there: BEGIN, ``plan``, COMMIT
-    (ROLLBACK if a statement fails).
+    (ROLLBACK if a statement fails); returns the seconds COMMIT took.
 
     Upserts go many rows per statement (``BLOCKS``), not one ``executemany`` step
     per row: the sqlite3 module lets go of the GIL around each step and must take
@@ -401,7 +402,9 @@ def _write_plan(conn: sqlite3.Connection, plan: list[Write]) -> None:
                     else:
                         conn.execute(_upsert_sql(table, k), [v for r in rows[i : i + k] for v in r])
                     i += k
+        began = time.perf_counter()
         conn.execute("COMMIT")
+        return time.perf_counter() - began
     except BaseException:
         with contextlib.suppress(Exception):
             conn.execute("ROLLBACK")
