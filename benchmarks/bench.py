@@ -13,7 +13,9 @@ In one run, on this machine:
 3. runs 1-2 again with ``--metrics-listen`` on a second fresh server, scraping
    its ``/metrics`` every ``--scrape-every`` seconds as Prometheus would
    (issue 16: the metrics must cost under 5 % of heartbeat throughput;
-   ``--metrics off`` skips this run, ``--metrics only`` skips the one without);
+   ``--metrics off`` skips this run, ``--metrics only`` skips the one without),
+   and prints from the last scrape the store's transactions and how many took
+   over 0.1 s, in all and in their COMMIT alone (``store_summary``);
 4. stops the server and starts ``benchmarks/echo_server.py``: a bare grpc.aio
    server answering the same method paths with responses captured from the
    Tessera run (so of the same size), and nothing else;
@@ -71,6 +73,8 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.thread_states import thread_schedstat
 from client_sdk.load import LoadConfig, RunResult, run
@@ -353,6 +357,7 @@ class Scraper:
         self.scrapes = 0
         self.seconds = 0.0  # spent waiting for answers
         self.bytes = 0
+        self.last = ""  # the last answer's text (store_summary reads it)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -369,7 +374,9 @@ class Scraper:
             began = time.monotonic()
             try:
                 with urllib.request.urlopen(self.url, timeout=30) as answer:  # noqa: S310 - loopback
-                    self.bytes += len(answer.read())
+                    body = answer.read()
+                    self.bytes += len(body)
+                    self.last = body.decode("utf-8")
             except OSError:
                 continue
             self.scrapes += 1
@@ -382,7 +389,33 @@ class Scraper:
             f"metrics: {self.scrapes} scrapes every {self.every:g} s, "
             f"{1000 * self.seconds / self.scrapes:,.1f} ms and {self.bytes / self.scrapes:,.0f} "
             "bytes each"
-        )
+        ) + (f"\n{store_summary(self.last)}" if self.last else "")
+
+
+SLOW_COMMIT = 0.1  # seconds: a commit an Idle waiting for it would feel (issue 17)
+
+
+def store_summary(metrics_text: str) -> str:
+    """The group commit's transactions from a scrape: how many, their seconds, the
+    COMMITs' alone (``tessera_store_commit_sync_seconds``), and how many of each took
+    over ``SLOW_COMMIT``. Slow transactions whose COMMIT was slow too waited for the
+    database's sync (the disk), the others for the server (docs/performance.md, stop 20)."""
+    found: dict[str, tuple[float, float, float]] = {}  # name: (count, sum, count <= 0.1 s)
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name not in ("tessera_store_commit_seconds", "tessera_store_commit_sync_seconds"):
+            continue
+        values = {(x.name, x.labels.get("le")): x.value for x in family.samples}
+        count, total = values[(family.name + "_count", None)], values[(family.name + "_sum", None)]
+        found[family.name] = (count, total, values[(family.name + "_bucket", repr(SLOW_COMMIT))])
+    if len(found) < 2:
+        return "store: no commit histograms in the scrape"
+    n, seconds, quick = found["tessera_store_commit_seconds"]
+    _, synced, quick_syncs = found["tessera_store_commit_sync_seconds"]
+    return (
+        f"store: {n:,.0f} transactions, {seconds:,.2f} s in all, {synced:,.2f} s of it in "
+        f"COMMIT; over {SLOW_COMMIT:g} s: {n - quick:,.0f} transactions, "
+        f"{n - quick_syncs:,.0f} COMMITs (the database's sync)"
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
