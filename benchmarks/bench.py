@@ -357,7 +357,7 @@ class Scraper:
         self.scrapes = 0
         self.seconds = 0.0  # spent waiting for answers
         self.bytes = 0
-        self.last = ""  # the last answer's text (store_summary reads it)
+        self.last = b""  # the last answer (store_summary reads it)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -374,9 +374,8 @@ class Scraper:
             began = time.monotonic()
             try:
                 with urllib.request.urlopen(self.url, timeout=30) as answer:  # noqa: S310 - loopback
-                    body = answer.read()
-                    self.bytes += len(body)
-                    self.last = body.decode("utf-8")
+                    self.last = answer.read()
+                    self.bytes += len(self.last)
             except OSError:
                 continue
             self.scrapes += 1
@@ -389,10 +388,12 @@ class Scraper:
             f"metrics: {self.scrapes} scrapes every {self.every:g} s, "
             f"{1000 * self.seconds / self.scrapes:,.1f} ms and {self.bytes / self.scrapes:,.0f} "
             "bytes each"
-        ) + (f"\n{store_summary(self.last)}" if self.last else "")
+        ) + (f"\n{store_summary(self.last.decode())}" if self.last else "")
 
 
 SLOW_COMMIT = 0.1  # seconds: a commit an Idle waiting for it would feel (issue 17)
+# The whole transaction, and its COMMIT alone (server/metrics.py).
+COMMIT_HISTOGRAMS = ("tessera_store_commit_seconds", "tessera_store_commit_sync_seconds")
 
 
 def store_summary(metrics_text: str) -> str:
@@ -402,15 +403,14 @@ def store_summary(metrics_text: str) -> str:
     database's sync (the disk), the others for the server (docs/performance.md, stop 20)."""
     found: dict[str, tuple[float, float, float]] = {}  # name: (count, sum, count <= 0.1 s)
     for family in text_string_to_metric_families(metrics_text):
-        if family.name not in ("tessera_store_commit_seconds", "tessera_store_commit_sync_seconds"):
+        if family.name not in COMMIT_HISTOGRAMS:
             continue
         values = {(x.name, x.labels.get("le")): x.value for x in family.samples}
         count, total = values[(family.name + "_count", None)], values[(family.name + "_sum", None)]
         found[family.name] = (count, total, values[(family.name + "_bucket", repr(SLOW_COMMIT))])
-    if len(found) < 2:
+    if len(found) < len(COMMIT_HISTOGRAMS):
         return "store: no commit histograms in the scrape"
-    n, seconds, quick = found["tessera_store_commit_seconds"]
-    _, synced, quick_syncs = found["tessera_store_commit_sync_seconds"]
+    (n, seconds, quick), (_, synced, quick_syncs) = (found[name] for name in COMMIT_HISTOGRAMS)
     return (
         f"store: {n:,.0f} transactions, {seconds:,.2f} s in all, {synced:,.2f} s of it in "
         f"COMMIT; over {SLOW_COMMIT:g} s: {n - quick:,.0f} transactions, "

@@ -10,25 +10,23 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from benchmarks.bench import store_summary
+from benchmarks.bench import COMMIT_HISTOGRAMS, store_summary
+from server.metrics import _histogram
 from server.stats import Distribution
 
 
 class _Commits(Collector):
-    """The two histograms as the server exposes them (``server/stats.py``'s buckets)."""
+    """The two histograms as the server exposes them (``server/metrics.py``)."""
 
     def __init__(self, transactions: list[float], syncs: list[float]) -> None:
-        self.dists = {
-            "tessera_store_commit_seconds": Distribution(),
-            "tessera_store_commit_sync_seconds": Distribution(),
-        }
-        for name, seconds in zip(self.dists, (transactions, syncs), strict=True):
+        self.dists = {name: Distribution() for name in COMMIT_HISTOGRAMS}
+        for d, seconds in zip(self.dists.values(), (transactions, syncs), strict=True):
             for s in seconds:
-                self.dists[name].observe(s)
+                d.observe(s)
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         for name, d in self.dists.items():
-            yield HistogramMetricFamily(name, name, buckets=d.cumulative(), sum_value=d.sum)
+            yield _histogram(name, name, d)
 
 
 def _scrape(transactions: list[float], syncs: list[float]) -> str:
