@@ -61,11 +61,15 @@ MAX_HEADER_LINES = 100
 
 
 class Source(Protocol):
-    """What the collector reads: the running server (``server/app.py``)."""
+    """What the collector reads: the running server (``server/app.py``). Read-only
+    here, so a stand-in may hold ``None`` where the server holds its parts."""
 
-    engine: Engine | None
-    store: StorePort | None
-    election: Election | None
+    @property
+    def engine(self) -> Engine | None: ...
+    @property
+    def store(self) -> StorePort | None: ...
+    @property
+    def election(self) -> Election | None: ...
 
     def is_active(self) -> bool: ...
 
