@@ -39,7 +39,7 @@ from server.domain.meta import MetaValue
 from server.engine import Engine
 from server.engine.core import TEST_CLOCK_KEY
 from server.ha.election import Election
-from server.ha.gate import Gate, NodeInfo, Term, handlers
+from server.ha.gate import Gate, NodeInfo, Term, handlers, mount
 from server.leases import LeaseSigner
 from server.metrics import Metrics
 from server.store import port
@@ -257,6 +257,15 @@ class TesseraServer:
         self.metrics = Metrics(self) if config.metrics_listen else None
         self.metrics_port = 0  # bound by start() (--metrics-listen)
 
+    def mount(self, server: grpc.aio.Server) -> None:
+        """Health, reflection and Tessera's services on ``server`` (``ha/gate.mount``)."""
+        mount(
+            server,
+            self.gate,
+            lambda to: health_pb2_grpc.add_HealthServicer_to_server(self._health, to),
+            lambda to: reflection.enable(to, SERVICE_NAMES),
+        )
+
     def _node(self) -> NodeInfo:
         election = self.election
         if election is None:
@@ -297,8 +306,7 @@ class TesseraServer:
                 ) from exc
         self.advertise = cfg.advertise or _address(cfg.listen, self.port)
         self.node_id = cfg.node_id or self.advertise
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable(server, SERVICE_NAMES)
+        self.mount(server)
         if not isinstance(cfg.db, str):
             await self._activate(None)
             await server.start()

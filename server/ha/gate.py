@@ -3,8 +3,8 @@
 The gRPC server is made once, before the server knows whether it will be the
 active one; the servicers exist only while it is (they are built around the
 engine of one term as active, ``Term``). So the AdminService and
-LicensingService methods are not registered with gRPC: ``Gate``, the server's
-only interceptor, hands each call to the current term's edge and servicers, or
+LicensingService servicers are not mounted on gRPC: ``Gate``, the server's only
+interceptor, hands each call to the current term's edge and servicers, or
 answers it as a standby:
 
 - ``GetServerInfo`` (with the admin token): the version, node id, role standby
@@ -20,6 +20,18 @@ active server. So does a write that failed otherwise (``StoreFailed``: the
 store's connection lost...) on a server that stepped down for it: like a call
 cut by a server's death, its outcome is unknown, and the client repeats it,
 with the same request id, on the active server.
+
+How calls get in (``mount``). grpc.aio asks gRPC's core for the next call of
+each method registered with it, one at a time, and for the next call of every
+other method, one at a time among them all; calls not yet asked for wait in the
+core, in arrival order. So the four calls of a session (``SESSION_CALLS``) are
+registered, each with its own queue: an Idle, Entitle or Release is taken in
+while Heartbeats wait, as a bare grpc.aio server with generated code takes its
+methods. Nothing else is: each registered method costs every call taken in a
+little more of the loop's time (grpc.aio waits on one future per method: about
+7 µs a call with 4 of them, 10 with 8, 26 with 45, on this host), so health
+checks, reflection, the AdminService and the two other LicensingService methods
+share the one remaining queue (issue 17; ``docs/performance.md``, stop 21).
 """
 
 from __future__ import annotations
@@ -46,6 +58,8 @@ if TYPE_CHECKING:  # grpc's classes are generic only in its stubs
     ]
     Handler = grpc.RpcMethodHandler[Any, Any]
 GET_SERVER_INFO = ADMIN_PREFIX + "GetServerInfo"
+#: The LicensingService methods a session calls, each taken in on its own (``mount``).
+SESSION_CALLS = ("Entitle", "Heartbeat", "Idle", "Release")
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,36 @@ class _Collector:
     def add_registered_method_handlers(self, service: str, methods: dict[str, Handler]) -> None:
         for name, handler in methods.items():
             self.handlers[f"/{service}/{name}"] = handler
+
+
+class _GenericOnly:
+    """A gRPC server that mounts a servicer's generic handlers only: its methods then
+    share the one queue of unregistered methods (see the module docstring)."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, methods: dict[str, Handler]) -> None:
+        pass  # the generic handlers serve the same methods
+
+
+def mount(
+    server: grpc.aio.Server,
+    gate: Gate,
+    add_health: Callable[[Any], None],
+    add_reflection: Callable[[Any], None],
+) -> None:
+    """Health and reflection through gRPC's one queue of unregistered methods;
+    Tessera's services through ``gate``, with ``SESSION_CALLS`` registered (each
+    its own queue). ``add_health(server)`` and ``add_reflection(server)`` mount
+    those services as their generated code does."""
+    add_health(_GenericOnly(server))
+    add_reflection(server)
+    service = LICENSING_PREFIX.strip("/")
+    server.add_registered_method_handlers(service, dict.fromkeys(SESSION_CALLS, gate.refuse))
 
 
 def handlers(*servicers: tuple[Callable[[Any, Any], None], object]) -> dict[str, Handler]:
@@ -154,7 +198,9 @@ class Gate(grpc.aio.ServerInterceptor):
                 self._server_info, response_serializer=api.GetServerInfoResponse.SerializeToString
             )
         }
-        self._refuse: Handler = grpc.unary_unary_rpc_method_handler(self._not_leader)
+        #: NOT_LEADER; also what gRPC holds for a registered method (``mount``), never
+        #: used there, since this interceptor answers every Tessera call.
+        self.refuse: Handler = grpc.unary_unary_rpc_method_handler(self._not_leader)
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
@@ -165,7 +211,7 @@ class Gate(grpc.aio.ServerInterceptor):
         term = self.term
         if term is not None and term.holds():
             return await term.edge.intercept_service(term.lookup, details)
-        return self._standby.get(method) or self._refuse
+        return self._standby.get(method) or self.refuse
 
     async def _server_info(
         self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]
