@@ -121,7 +121,7 @@ async def serve(listen: str, responses: dict[str, bytes]) -> None:
     )
     # Mounted as generated code mounts a service, generic and registered: each method then
     # has its own queue of calls waiting to be taken in, as Tessera's session calls do
-    # (server/ha/gate.py, mount).
+    # (server/ha/gate.py, Gate.register).
     handlers = method_handlers(responses)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)

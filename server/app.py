@@ -14,7 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -39,7 +39,7 @@ from server.domain.meta import MetaValue
 from server.engine import Engine
 from server.engine.core import TEST_CLOCK_KEY
 from server.ha.election import Election
-from server.ha.gate import Gate, NodeInfo, Term, handlers, mount
+from server.ha.gate import Gate, GenericOnly, NodeInfo, Term, handlers
 from server.leases import LeaseSigner
 from server.metrics import Metrics
 from server.store import port
@@ -258,13 +258,13 @@ class TesseraServer:
         self.metrics_port = 0  # bound by start() (--metrics-listen)
 
     def mount(self, server: grpc.aio.Server) -> None:
-        """Health, reflection and Tessera's services on ``server`` (``ha/gate.mount``)."""
-        mount(
-            server,
-            self.gate,
-            lambda to: health_pb2_grpc.add_HealthServicer_to_server(self._health, to),
-            lambda to: reflection.enable(to, SERVICE_NAMES),
-        )
+        """Health, reflection and Tessera's services on ``server``: the session calls
+        registered, each its own queue of calls not yet taken in; all the rest sharing
+        one (``ha/gate.py``'s docstring: health's generated code would register it)."""
+        only_generic = cast(grpc.aio.Server, GenericOnly(server))  # a stand-in, by design
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, only_generic)
+        reflection.enable(server, SERVICE_NAMES)
+        self.gate.register(server)
 
     def _node(self) -> NodeInfo:
         election = self.election

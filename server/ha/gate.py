@@ -21,7 +21,7 @@ store's connection lost...) on a server that stepped down for it: like a call
 cut by a server's death, its outcome is unknown, and the client repeats it,
 with the same request id, on the active server.
 
-How calls get in (``mount``). grpc.aio asks gRPC's core for the next call of
+How calls get in (``Gate.register``). grpc.aio asks gRPC's core for the next call of
 each method registered with it, one at a time, and for the next call of every
 other method, one at a time among them all; calls not yet asked for wait in the
 core, in arrival order. So the four calls of a session (``SESSION_CALLS``) are
@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # grpc's classes are generic only in its stubs
     ]
     Handler = grpc.RpcMethodHandler[Any, Any]
 GET_SERVER_INFO = ADMIN_PREFIX + "GetServerInfo"
-#: The LicensingService methods a session calls, each taken in on its own (``mount``).
+#: The LicensingService methods a session calls, each taken in on its own (``Gate.register``).
 SESSION_CALLS = ("Entitle", "Heartbeat", "Idle", "Release")
 
 
@@ -103,7 +103,7 @@ class _Collector:
             self.handlers[f"/{service}/{name}"] = handler
 
 
-class _GenericOnly:
+class GenericOnly:
     """A gRPC server that mounts a servicer's generic handlers only: its methods then
     share the one queue of unregistered methods (see the module docstring)."""
 
@@ -115,22 +115,6 @@ class _GenericOnly:
 
     def add_registered_method_handlers(self, service: str, methods: dict[str, Handler]) -> None:
         pass  # the generic handlers serve the same methods
-
-
-def mount(
-    server: grpc.aio.Server,
-    gate: Gate,
-    add_health: Callable[[Any], None],
-    add_reflection: Callable[[Any], None],
-) -> None:
-    """Health and reflection through gRPC's one queue of unregistered methods;
-    Tessera's services through ``gate``, with ``SESSION_CALLS`` registered (each
-    its own queue). ``add_health(server)`` and ``add_reflection(server)`` mount
-    those services as their generated code does."""
-    add_health(_GenericOnly(server))
-    add_reflection(server)
-    service = LICENSING_PREFIX.strip("/")
-    server.add_registered_method_handlers(service, dict.fromkeys(SESSION_CALLS, gate.refuse))
 
 
 def handlers(*servicers: tuple[Callable[[Any, Any], None], object]) -> dict[str, Handler]:
@@ -198,9 +182,14 @@ class Gate(grpc.aio.ServerInterceptor):
                 self._server_info, response_serializer=api.GetServerInfoResponse.SerializeToString
             )
         }
-        #: NOT_LEADER; also what gRPC holds for a registered method (``mount``), never
-        #: used there, since this interceptor answers every Tessera call.
-        self.refuse: Handler = grpc.unary_unary_rpc_method_handler(self._not_leader)
+        self._refuse: Handler = grpc.unary_unary_rpc_method_handler(self._not_leader)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        """``SESSION_CALLS`` registered with ``server``, each its own queue (see the
+        module docstring). The handler gRPC holds for them is never used: this
+        interceptor answers every Tessera call."""
+        service = LICENSING_PREFIX.strip("/")
+        server.add_registered_method_handlers(service, dict.fromkeys(SESSION_CALLS, self._refuse))
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
@@ -211,7 +200,7 @@ class Gate(grpc.aio.ServerInterceptor):
         term = self.term
         if term is not None and term.holds():
             return await term.edge.intercept_service(term.lookup, details)
-        return self._standby.get(method) or self.refuse
+        return self._standby.get(method) or self._refuse
 
     async def _server_info(
         self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]
