@@ -10,6 +10,11 @@ from ``call_context``, which the edge sets once per call: one ContextVar set to 
 tuple, where structlog's ``bind_contextvars`` sets a ContextVar per key (~0.5 us a
 call, on every Heartbeat: issue 17). ``merge_call_context`` adds it to the lines
 written in that call; ``bind_contextvars`` still works for anything else.
+
+A JSON line's ``timestamp`` is the instant as a ``datetime``, written by orjson as
+RFC 3339 in UTC with a ``Z`` (``2026-12-03T01:53:35.966039Z``, as structlog's
+``TimeStamper(fmt="iso", utc=True)`` writes it): ~1 us less a line than formatting
+it in Python first, and a datetime is no string for the scrubber to read (issue 17).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+from datetime import UTC, datetime
 
 import orjson
 import structlog
@@ -31,13 +37,13 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         structlog.contextvars.merge_contextvars,
         merge_call_context,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.typing.Processor
     processors: list[structlog.typing.Processor]
     if fmt == "console":
         processors = [
             *shared,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,  # a string, so that it is scrubbed
             scrub_secrets,
             structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
@@ -45,8 +51,16 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         factory: structlog.typing.WrappedLogger = structlog.PrintLoggerFactory(sys.stderr)
     else:
         # No locals in tracebacks: they could hold secrets.
-        renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
-        processors = [*shared, structlog.processors.format_exc_info, scrub_secrets, renderer]
+        renderer = structlog.processors.JSONRenderer(
+            serializer=orjson.dumps, option=orjson.OPT_UTC_Z
+        )
+        processors = [
+            *shared,
+            stamp_now,
+            structlog.processors.format_exc_info,
+            scrub_secrets,
+            renderer,
+        ]
         factory = structlog.BytesLoggerFactory(sys.stdout.buffer)
     structlog.configure(
         processors=processors,
@@ -56,6 +70,14 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+
+
+def stamp_now(
+    logger: structlog.typing.WrappedLogger, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """The line's ``timestamp``: now, in UTC, as a datetime for orjson to write."""
+    event["timestamp"] = datetime.now(UTC)
+    return event
 
 
 def scrub_secrets(

@@ -17,9 +17,10 @@ indexes that the aggregate rebuilds on restore: the store does not write them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from enum import Enum
+from operator import attrgetter
 from typing import TypeAlias
 
 from server.domain.changes import DERIVED
@@ -160,6 +161,14 @@ class Session:
         """M6: when the session turns idle unless newer activity is reported."""
         return self.last_activity + threshold
 
+    def copy(self) -> Session:
+        """A copy of every field as it is now: one C call reads them all (0.5 us,
+        where ``copy.copy`` takes 2.5 us on a slotted class; issue 17)."""
+        return Session(*_session_fields(self))
+
+
+_session_fields = attrgetter(*(f.name for f in fields(Session)))
+
 
 @dataclass(slots=True, eq=False)
 class Meter:
@@ -278,3 +287,11 @@ class SessionView:
     heartbeat_interval: timedelta
     team_available_tokens: int
     plan: Plan
+
+    def snapshot(self) -> SessionView:
+        """This view with a copy of its session (``Session.copy``): what the answer
+        says stays as it is now, whatever later changes the live session."""
+        return SessionView(self.session.copy(), *_view_fields(self))
+
+
+_view_fields = attrgetter(*(f.name for f in fields(SessionView) if f.name != "session"))

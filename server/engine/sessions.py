@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 from collections.abc import Callable, Collection
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -84,7 +82,7 @@ def _snapshot(view: SessionView) -> SessionView:
     """The answer as it stands now, apart from the live session object: while the
     call waits for its commit, other calls (a deadline fired by the clock) may change
     that object, and what they did is not stored yet, so it must not be told."""
-    return replace(view, session=copy.copy(view.session))
+    return view.snapshot()
 
 
 def _check_length(name: str, value: str) -> None:

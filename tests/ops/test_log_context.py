@@ -4,7 +4,13 @@ deeper in the call carries them; and it counts the call in the metrics."""
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import grpc
@@ -19,6 +25,7 @@ from server.domain.errors import InvalidArgument
 from server.logs import merge_call_context
 from server.metrics import Metrics
 
+REPO = Path(__file__).resolve().parents[2]
 TOKEN = "tsa_operator-token-for-this-test"
 KEY = "tsu_ann-key-for-this-test"
 deep = structlog.get_logger("deep")
@@ -195,3 +202,25 @@ async def test_a_refused_call_is_counted_and_logged_before_its_status_goes_out(
     with capture_logs() as lines, pytest.raises(grpc.aio.AbortError):
         await handler.unary_unary(object(), Watching(KEY, "r-6"))
     assert seen_at_abort == [(1, 1)]
+
+
+def test_ops_a_json_line_carries_its_instant_in_rfc3339_utc() -> None:
+    """The JSON line's ``timestamp`` is written by orjson from a datetime (``logs.stamp_now``):
+    the same RFC 3339 form in UTC, with a ``Z``, as structlog's ISO stamper wrote."""
+    program = (
+        "import structlog\n"
+        "from server import logs\n"
+        "logs.configure('json')\n"
+        "structlog.get_logger().info('rpc', method='Heartbeat')\n"
+    )
+    before = datetime.now(UTC)
+    done = subprocess.run(
+        [sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    after = datetime.now(UTC)
+    assert done.returncode == 0, done.stderr
+    line = json.loads(done.stdout)
+    assert line["event"] == "rpc" and line["method"] == "Heartbeat" and line["level"] == "info"
+    stamp = line["timestamp"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", stamp), stamp
+    assert before <= datetime.fromisoformat(stamp) <= after
