@@ -194,16 +194,24 @@ def status_kib(pid: int, field: str) -> int:
 
 class Meter:
     """Phase hook: CPU used by the server and by the load workers in each phase,
-    the server's memory after the steady state, and optionally a py-spy profile
-    of the server during the steady state."""
+    the server's memory after the steady state, and optionally profiles of the
+    server during one phase: py-spy's (Python frames, every thread) and perf's
+    (the event loop's thread alone, native code included: the interpreter, gRPC's
+    Cython, the kernel)."""
 
     def __init__(
-        self, server: Child, py_spy: Path | None = None, spy_phase: str = "steady"
+        self,
+        server: Child,
+        py_spy: Path | None = None,
+        spy_phase: str = "steady",
+        perf: Path | None = None,
     ) -> None:
         self.server = server
         self.py_spy = py_spy
         self.spy_phase = spy_phase
+        self.perf = perf
         self.spy: subprocess.Popen[bytes] | None = None
+        self.perf_run: subprocess.Popen[bytes] | None = None
         self.marks: dict[str, tuple[float, float, float, tuple[float, float]]] = {}
         self.cores: dict[str, tuple[float, float]] = {}  # phase: (server, workers)
         self.loop: dict[str, tuple[float, float]] = {}  # phase: (on a core, waiting for one)
@@ -220,6 +228,8 @@ class Meter:
             self.marks[phase] = (now, server, workers, loop)
             if phase == self.spy_phase and self.py_spy is not None:
                 self._start_spy()
+            if phase == self.spy_phase and self.perf is not None:
+                self._start_perf(self.perf)
             return
         t0, s0, w0, l0 = self.marks.pop(phase, (now, server, workers, loop))
         if now > t0:
@@ -246,14 +256,28 @@ class Meter:
             stderr=subprocess.DEVNULL,
         )
 
+    def _start_perf(self, out: Path) -> None:
+        exe = shutil.which("perf")
+        if exe is None:
+            print("perf not found: no profile (apt-get install linux-perf)", file=sys.stderr)
+            return
+        # -t: the main thread only (its id is the process's), where the loop runs.
+        self.perf_run = subprocess.Popen(  # noqa: S603 - our own arguments
+            [exe, "record", "-F", "999", "-g", "-t", str(self.server.pid), "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
     def _stop_spy(self) -> None:
-        if self.spy is not None:
-            self.spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        for profiler in (self.spy, self.perf_run):
+            if profiler is None:
+                continue
+            profiler.send_signal(signal.SIGINT)  # both write their output on SIGINT
             try:
-                self.spy.wait(30)
+                profiler.wait(30)
             except subprocess.TimeoutExpired:
-                self.spy.kill()
-            self.spy = None
+                profiler.kill()
+        self.spy = self.perf_run = None
 
 
 def ratio(a: float, b: float) -> float:
@@ -464,10 +488,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(.svg flame graph, .json speedscope, .txt collapsed stacks)",
     )
     p.add_argument(
+        "--perf",
+        type=Path,
+        help="record the event loop's thread of each server with perf in the --py-spy-phase "
+        "(Tessera's to FILE, the echo's to FILE.echo; read with perf report --sort dso)",
+    )
+    p.add_argument(
         "--py-spy-phase",
         choices=["ramp", "steady", "cycle"],
         default="steady",
-        help="the phase --py-spy profiles (cycle: Release+Entitle)",
+        help="the phase --py-spy and --perf profile (cycle: Release+Entitle)",
     )
     p.add_argument(
         "--release",
@@ -564,7 +594,12 @@ def run_tessera(
         file=sys.stderr,
     )
     cfg = load_config(a, tessera.target, token, users_file)
-    meter = Meter(tessera, a.py_spy if not metrics_port else None, a.py_spy_phase)
+    meter = Meter(
+        tessera,
+        a.py_spy if not metrics_port else None,
+        a.py_spy_phase,
+        a.perf if not metrics_port else None,
+    )
     scraper = Scraper(metrics_port, a.scrape_every) if metrics_port else None
     with scraper or contextlib.nullcontext():
         result = run(cfg, make_progress(not a.no_progress), meter)
@@ -621,7 +656,8 @@ def main(argv: list[str] | None = None) -> int:
             users_file=users_file,
             count_server_sessions=False,
         )
-        e_meter = Meter(echo)
+        echo_perf = a.perf.with_name(a.perf.name + ".echo") if a.perf else None
+        e_meter = Meter(echo, spy_phase=a.py_spy_phase, perf=echo_perf)
         e_result = run(e_cfg, make_progress(not a.no_progress), e_meter)
         echo.stop()
 
@@ -660,6 +696,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if a.py_spy:
             print(f"profile of the server in the {a.py_spy_phase} phase: {a.py_spy}")
+        if a.perf:
+            print(f"perf records of the {a.py_spy_phase} phase: {a.perf}, {echo_perf}")
         on = (m_result, m_meter) if m_result is not None and m_meter is not None else None
         off = (t_result, t_meter) if a.metrics == "both" else None
         print(bench_line(t_result, e_result, on, off))

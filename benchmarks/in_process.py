@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import secrets
 import sys
@@ -93,44 +94,91 @@ def caller(server: TesseraServer) -> Call:
     return call
 
 
-async def heartbeats(server: TesseraServer, target: str, token: str, in_flight: int) -> Any:
-    """One session's Heartbeat, ``in_flight`` at a time: a step is that many calls."""
-    key, body = await open_session(target, token)
-    call, context = caller(server), Context(key)
+class Population:
+    """``size`` users of one team, each with a live session, opened through the
+    handlers ``in_flight`` at a time."""
 
-    async def step() -> int:
-        await asyncio.gather(*(call("Heartbeat", body, context) for _ in range(in_flight)))
-        return in_flight
+    def __init__(self, call: Call, product_id: str, keys: list[str]) -> None:
+        self.call = call
+        self.product_id = product_id
+        self.contexts = [Context(key) for key in keys]
+        self.sessions = [""] * len(keys)
 
-    return step
+    @classmethod
+    async def open(
+        cls, server: TesseraServer, target: str, token: str, size: int, in_flight: int
+    ) -> Population:
+        users = await provision(Targets([target]), RetryPolicy(), token, size)
+        crowd = cls(caller(server), users.product_id, [key for _, key in users.users])
+        for first in range(0, size, in_flight):
+            last = min(first + in_flight, size)
+            await asyncio.gather(*(crowd.cycle(i) for i in range(first, last)))
+        return crowd
 
-
-async def entitle_release(server: TesseraServer, target: str, token: str, in_flight: int) -> Any:
-    """``in_flight`` users, each releasing its session and opening a new one: a step
-    is one Release and one Entitle per user."""
-    users = await provision(Targets([target]), RetryPolicy(), token, in_flight)
-    call = caller(server)
-    contexts = [Context(key) for _, key in users.users]
-    sessions = [""] * in_flight
-
-    async def cycle(i: int) -> None:
-        if sessions[i]:
-            release = lic.ReleaseRequest(session_id=sessions[i])
-            await call("Release", release.SerializeToString(), contexts[i])
+    async def cycle(self, i: int) -> None:
+        """User ``i`` releases its session (if any) and opens a new one."""
+        if self.sessions[i]:
+            release = lic.ReleaseRequest(session_id=self.sessions[i])
+            await self.call("Release", release.SerializeToString(), self.contexts[i])
         entitle = lic.EntitleRequest(
-            product_id=users.product_id,
+            product_id=self.product_id,
             product_version="2026.1",
             platform=common_pb2.PLATFORM_LINUX,
             device_id=f"in-process-{i}",
             request_id=secrets.token_hex(8),
         )
-        out = await call("Entitle", entitle.SerializeToString(), contexts[i])
-        sessions[i] = lic.EntitleResponse.FromString(out).session.session_id
+        out = await self.call("Entitle", entitle.SerializeToString(), self.contexts[i])
+        self.sessions[i] = lic.EntitleResponse.FromString(out).session.session_id
 
-    await asyncio.gather(*(cycle(i) for i in range(in_flight)))  # every user has a session
+    async def heartbeat(self, i: int, body: bytes) -> None:
+        await self.call("Heartbeat", body, self.contexts[i])
+
+
+async def heartbeats(
+    server: TesseraServer, target: str, token: str, in_flight: int, population: int
+) -> Any:
+    """Heartbeats, ``in_flight`` at a time: a step is that many calls. With no
+    ``population``, all of one session's (as under ``h2load_heartbeat``); with one,
+    of that many users' sessions, each in turn (as in ``make bench``'s steady phase)."""
+    if population <= 0:
+        key, body = await open_session(target, token)
+        call, context = caller(server), Context(key)
+
+        async def one_session() -> int:
+            await asyncio.gather(*(call("Heartbeat", body, context) for _ in range(in_flight)))
+            return in_flight
+
+        return one_session
+    crowd = await Population.open(server, target, token, population, in_flight)
+    bodies = [
+        lic.HeartbeatRequest(session_id=s, seconds_since_activity=1).SerializeToString()
+        for s in crowd.sessions
+    ]
+    turn = itertools.count()
 
     async def step() -> int:
-        await asyncio.gather(*(cycle(i) for i in range(in_flight)))
+        first = next(turn) * in_flight
+        users = [(first + i) % population for i in range(in_flight)]
+        await asyncio.gather(*(crowd.heartbeat(i, bodies[i]) for i in users))
+        return in_flight
+
+    return step
+
+
+async def entitle_release(
+    server: TesseraServer, target: str, token: str, in_flight: int, population: int
+) -> Any:
+    """``population`` users of one team (at least ``in_flight``), each with a
+    session; a step is ``in_flight`` of them, the next ones in turn, each releasing
+    its session and opening a new one (one Release and one Entitle per user), as in
+    ``make bench``'s cycle phase."""
+    population = max(population, in_flight)
+    crowd = await Population.open(server, target, token, population, in_flight)
+    turn = itertools.count()
+
+    async def step() -> int:
+        first = next(turn) * in_flight
+        await asyncio.gather(*(crowd.cycle((first + i) % population) for i in range(in_flight)))
         return 2 * in_flight
 
     return step
@@ -139,7 +187,9 @@ async def entitle_release(server: TesseraServer, target: str, token: str, in_fli
 RPCS = {"heartbeat": heartbeats, "entitle-release": entitle_release}
 
 
-async def measure(rpc: str, calls: int, in_flight: int, rounds: int, log_level: str) -> list[float]:
+async def measure(
+    rpc: str, calls: int, in_flight: int, rounds: int, log_level: str, users: int = 0
+) -> list[float]:
     """CPU seconds of this thread per call, for each round."""
     with tempfile.TemporaryDirectory(prefix="tessera-inproc-") as tmp:
         token = "tsa_" + secrets.token_urlsafe(24)
@@ -153,7 +203,7 @@ async def measure(rpc: str, calls: int, in_flight: int, rounds: int, log_level: 
         server = TesseraServer(cfg)
         port = await server.start()
         try:
-            step = await RPCS[rpc](server, f"127.0.0.1:{port}", token, in_flight)
+            step = await RPCS[rpc](server, f"127.0.0.1:{port}", token, in_flight, users)
             per_call = []
             for _ in range(rounds):
                 began, done = time.thread_time(), 0
@@ -171,6 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=32_000, help="calls a round")
     p.add_argument("--in-flight", type=int, default=64, help="calls (users) awaited together")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument(
+        "--users",
+        type=int,
+        default=0,
+        help="users with a session, each called in turn (default: one session's heartbeats; "
+        "for entitle-release, --in-flight users)",
+    )
     p.add_argument("--log-level", default="info", help="the server's (its lines go nowhere)")
     p.add_argument("--event-loop", choices=EVENT_LOOPS, default=Config.event_loop)
     a = p.parse_args(argv)
@@ -181,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = sink  # the server's log lines (logs.configure writes to stdout)
         try:
             with asyncio.Runner(loop_factory=loop_factory(a.event_loop)) as runner:
-                per_call = runner.run(measure(a.rpc, a.calls, a.in_flight, a.rounds, a.log_level))
+                per_call = runner.run(
+                    measure(a.rpc, a.calls, a.in_flight, a.rounds, a.log_level, a.users)
+                )
         finally:
             sys.stdout = stdout
     name = a.rpc.replace("-", "_")
