@@ -3,6 +3,8 @@ AssignUsers/ImportUsers, page size, message size; all configurable."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -10,6 +12,8 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from server.api.errors import ResourceExhausted
+from server.api.limits import FORGET_PER_NEW, RateLimits
 from tessera_api.tessera.v1 import admin_service_pb2 as api
 from tessera_api.tessera.v1 import admin_service_pb2_grpc
 from tests.grpcurl import Grpcurl, GrpcurlError
@@ -112,3 +116,70 @@ def test_message_size_is_capped(tmp_path: Path) -> None:
         with pytest.raises(grpc.RpcError) as info:
             stub.ImportUsers(big, metadata=AUTH, timeout=5)
         assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class _ClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock the test moves (aiolimiter reads ``loop.time()``)."""
+
+    now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+def _on_a_test_clock(test: Callable[[_ClockLoop], Awaitable[None]]) -> None:
+    loop = _ClockLoop()
+    with asyncio.Runner(loop_factory=lambda: loop) as runner:
+        runner.run(test(loop))
+
+
+def test_rate_limit_a_bucket_full_again_is_forgotten_by_the_next_new_ones() -> None:
+    limits = RateLimits(rate=1.0, burst=2)  # a bucket refills in 2 s
+
+    async def run(loop: _ClockLoop) -> None:
+        for i in range(10):
+            await limits.take(f"old-{i}")
+        assert len(limits) == 10
+        loop.now += 2.0  # every old bucket is full again
+        for i in range(5):  # each new one forgets the FORGET_PER_NEW oldest
+            await limits.take(f"new-{i}")
+            assert len(limits) == 10 - FORGET_PER_NEW * (i + 1) + (i + 1)
+        assert len(limits) == 5
+
+    _on_a_test_clock(run)
+
+
+def test_rate_limit_a_bucket_still_refilling_is_kept_and_still_limits() -> None:
+    limits = RateLimits(rate=1.0, burst=2)
+
+    async def run(loop: _ClockLoop) -> None:
+        await limits.take("busy")
+        await limits.take("busy")  # its burst: empty now
+        loop.now += 1.0  # one call's worth back, not full
+        for i in range(50):
+            await limits.take(f"other-{i}")
+        assert len(limits) == 51  # "busy" is the oldest and not full: nothing forgotten
+        await limits.take("busy")  # the one call's worth
+        with pytest.raises(ResourceExhausted):
+            await limits.take("busy")
+
+    _on_a_test_clock(run)
+
+
+def test_rate_limit_a_bucket_in_use_is_not_the_oldest() -> None:
+    limits = RateLimits(rate=1.0, burst=2)
+
+    async def run(loop: _ClockLoop) -> None:
+        await limits.take("first")
+        await limits.take("second")
+        loop.now += 1.0  # both full again
+        await limits.take("first")  # used again, twice: now the newest, and empty
+        await limits.take("first")
+        loop.now += 1.5  # "second" full, "first" half a call from it
+        await limits.take("third")  # looks at "second" (forgotten), then "first" (kept)
+        assert len(limits) == 2
+        await limits.take("first")  # the 1.5 calls' worth refilled
+        with pytest.raises(ResourceExhausted):
+            await limits.take("first")  # its bucket was kept: not a fresh burst of 2
+
+    _on_a_test_clock(run)
