@@ -22,12 +22,12 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
-from datetime import UTC, datetime
 
 import orjson
 import structlog
 
 from server.api.errors import scrub
+from server.clock import SystemClock
 
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
@@ -72,11 +72,15 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
     )
 
 
+_wall_clock = SystemClock().now
+
+
 def stamp_now(
     logger: structlog.typing.WrappedLogger, method: str, event: structlog.typing.EventDict
 ) -> structlog.typing.EventDict:
-    """The line's ``timestamp``: now, in UTC, as a datetime for orjson to write."""
-    event["timestamp"] = datetime.now(UTC)
+    """The line's ``timestamp``: now on the wall clock (a log line tells when it was
+    written, whatever the test clock says), in UTC, as a datetime for orjson to write."""
+    event["timestamp"] = _wall_clock()
     return event
 
 

@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,6 +21,7 @@ from structlog.testing import capture_logs
 
 from server.api.interceptors import EdgeInterceptor
 from server.api.limits import RateLimits
+from server.clock import SystemClock
 from server.domain.errors import InvalidArgument
 from server.logs import merge_call_context
 from server.metrics import Metrics
@@ -213,11 +214,11 @@ def test_ops_a_json_line_carries_its_instant_in_rfc3339_utc() -> None:
         "logs.configure('json')\n"
         "structlog.get_logger().info('rpc', method='Heartbeat')\n"
     )
-    before = datetime.now(UTC)
+    before = SystemClock().now()
     done = subprocess.run(
         [sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=60
     )
-    after = datetime.now(UTC)
+    after = SystemClock().now()
     assert done.returncode == 0, done.stderr
     line = json.loads(done.stdout)
     assert line["event"] == "rpc" and line["method"] == "Heartbeat" and line["level"] == "info"
