@@ -226,10 +226,9 @@ class Meter:
         loop = thread_schedstat(self.server.pid, self.server.pid) or (0.0, 0.0)
         if when == "start":
             self.marks[phase] = (now, server, workers, loop)
-            if phase == self.spy_phase and self.py_spy is not None:
+            if phase == self.spy_phase:
                 self._start_spy()
-            if phase == self.spy_phase and self.perf is not None:
-                self._start_perf(self.perf)
+                self._start_perf()
             return
         t0, s0, w0, l0 = self.marks.pop(phase, (now, server, workers, loop))
         if now > t0:
@@ -241,11 +240,13 @@ class Meter:
             self._stop_spy()
 
     def _start_spy(self) -> None:
+        if self.py_spy is None:
+            return
         exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         if not Path(exe).exists():
             print("py-spy not found: no profile (pip install py-spy)", file=sys.stderr)
             return
-        out = self.py_spy or Path("profile.svg")
+        out = self.py_spy
         fmt = {".json": "speedscope", ".txt": "raw"}.get(out.suffix, "flamegraph")
         self.spy = subprocess.Popen(  # noqa: S603 - our own arguments
             [
@@ -256,14 +257,16 @@ class Meter:
             stderr=subprocess.DEVNULL,
         )
 
-    def _start_perf(self, out: Path) -> None:
+    def _start_perf(self) -> None:
+        if self.perf is None:
+            return
         exe = shutil.which("perf")
         if exe is None:
             print("perf not found: no profile (apt-get install linux-perf)", file=sys.stderr)
             return
         # -t: the main thread only (its id is the process's), where the loop runs.
         self.perf_run = subprocess.Popen(  # noqa: S603 - our own arguments
-            [exe, "record", "-F", "999", "-g", "-t", str(self.server.pid), "-o", str(out)],
+            [exe, "record", "-F", "999", "-g", "-t", str(self.server.pid), "-o", str(self.perf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -103,6 +103,12 @@ class Population:
         self.product_id = product_id
         self.contexts = [Context(key) for key in keys]
         self.sessions = [""] * len(keys)
+        self._turns = itertools.count()
+
+    def next_turn(self, n: int) -> list[int]:
+        """The next ``n`` users, after those of the previous turn, round the population."""
+        first = next(self._turns) * n
+        return [(first + i) % len(self.sessions) for i in range(n)]
 
     @classmethod
     async def open(
@@ -154,12 +160,10 @@ async def heartbeats(
         lic.HeartbeatRequest(session_id=s, seconds_since_activity=1).SerializeToString()
         for s in crowd.sessions
     ]
-    turn = itertools.count()
 
     async def step() -> int:
-        first = next(turn) * in_flight
-        users = [(first + i) % population for i in range(in_flight)]
-        await asyncio.gather(*(crowd.heartbeat(i, bodies[i]) for i in users))
+        turn = crowd.next_turn(in_flight)
+        await asyncio.gather(*(crowd.heartbeat(i, bodies[i]) for i in turn))
         return in_flight
 
     return step
@@ -174,11 +178,9 @@ async def entitle_release(
     ``make bench``'s cycle phase."""
     population = max(population, in_flight)
     crowd = await Population.open(server, target, token, population, in_flight)
-    turn = itertools.count()
 
     async def step() -> int:
-        first = next(turn) * in_flight
-        await asyncio.gather(*(crowd.cycle((first + i) % population) for i in range(in_flight)))
+        await asyncio.gather(*(crowd.cycle(i) for i in crowd.next_turn(in_flight)))
         return 2 * in_flight
 
     return step
