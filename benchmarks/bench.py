@@ -72,6 +72,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -99,6 +100,7 @@ class Child:
         self.err_path = logdir / f"{name}.err"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.serving: dict[str, Any] = {}  # its "serving" line
 
     @property
     def target(self) -> str:
@@ -107,6 +109,22 @@ class Child:
     @property
     def pid(self) -> int:
         return self.proc.pid if self.proc is not None else 0
+
+    @property
+    def front_pid(self) -> int:
+        """A split server's front process (``benchmarks/split_server.py``), else 0."""
+        return int(self.serving.get("front_pid") or 0)
+
+    @property
+    def pids(self) -> list[int]:
+        """The server's processes: its own, and a split server's front."""
+        return [self.pid, self.front_pid] if self.front_pid else [self.pid]
+
+    @property
+    def setup_target(self) -> str:
+        """Where to set the server up: a split server's back, else the server itself."""
+        direct = self.serving.get("direct_port")
+        return f"127.0.0.1:{direct}" if direct else self.target
 
     def start(self, timeout: float = 60.0) -> Child:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -129,6 +147,7 @@ class Child:
                         continue
                     if isinstance(line, dict) and line.get("event") == "serving":
                         self.port = int(line["port"])
+                        self.serving = line
                         return self
             time.sleep(0.05)
         raise TimeoutError(f"{self.name} did not start within {timeout:.0f} s")
@@ -219,11 +238,13 @@ class Meter:
 
     def __call__(self, driver: Driver, phase: str, when: str) -> None:
         now = time.monotonic()
-        server = cpu_seconds(self.server.pid)
+        server = sum(cpu_seconds(pid) for pid in self.server.pids)
         workers = sum(cpu_seconds(p) for p in driver.worker_pids)
         # The loop's thread (the main one): below one core it is saturated all the same
         # when its time on a core and its time waiting for one add up to about one.
-        loop = thread_schedstat(self.server.pid, self.server.pid) or (0.0, 0.0)
+        # A split server's is its front's, the loop that runs gRPC's work.
+        grpc_pid = self.server.pids[-1]
+        loop = thread_schedstat(grpc_pid, grpc_pid) or (0.0, 0.0)
         if when == "start":
             self.marks[phase] = (now, server, workers, loop)
             if phase == self.spy_phase:
@@ -520,6 +541,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=15.0,
         help="seconds between scrapes of /metrics in the metrics run (Prometheus's usual 15)",
     )
+    p.add_argument(
+        "--split",
+        action="store_true",
+        help="run Tessera behind a front process (benchmarks/split_server.py): gRPC's work in "
+        "one process, Tessera's in another",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -577,8 +604,8 @@ def run_tessera(
     name = "tessera-metrics" if metrics_port else "tessera"
     db = asyncio.run(new_database(pg_url)) if pg_url else str(tmp / f"{name}.db")
     args = [
-        *(sys.executable, "-m", "server", "--listen", "127.0.0.1:0"),
-        *("--db", db, "--admin-token", token, "--log-format", "json"),
+        *(sys.executable, "-m", "benchmarks.split_server" if a.split else "server"),
+        *("--listen", "127.0.0.1:0", "--db", db, "--admin-token", token, "--log-format", "json"),
         *("--event-loop", a.event_loop),
     ]
     if pg_url:

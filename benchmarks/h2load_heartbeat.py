@@ -21,8 +21,11 @@ what the server alone can do. In one run this:
 5. with ``--ladder``, does 3 against Tessera with parts of the Heartbeat taken
    away as well (``benchmarks/stripped_server.py``: without the signature, without
    the engine, without the edge), printing each one's share of the echo: where
-   the floor of this process model is, and what each part costs;
-6. checks Tessera's log: gRPC puts a failure in the trailers of an HTTP 200,
+   the floor of this process model is, and what each part costs; with
+   ``--split``, against Tessera split in two processes, gRPC's work in a front
+   and Tessera's in the back (``benchmarks/split_server.py``): the next process
+   model, measured (CPU a call counts both; the loop named is the front's);
+6. checks Tessera's log (and a split server's, beside its database): gRPC puts a failure in the trailers of an HTTP 200,
    which h2load counts as a success, and the server logs every failed call, so
    the run is refused when the log names any;
 7. prints the last line
@@ -84,11 +87,13 @@ class Point:
     succeeded: int
     cpu_us: float  # the server's CPU per call
     loop_cores: float = 0.0  # its main thread's (the event loop's) CPU over the run, in cores
+    back_cores: float | None = None  # --split: the back's event loop thread, in cores
 
     def describe(self) -> str:
+        back = "" if self.back_cores is None else f", the back's {self.back_cores:.2f}"
         return (
             f"{self.rps:,.0f} calls/s, {self.succeeded:,} answered, {self.cpu_us:,.0f} us CPU/call, "
-            f"event loop's thread {self.loop_cores:.2f} of a core"
+            f"event loop's thread {self.loop_cores:.2f} of a core{back}"
         )
 
 
@@ -130,11 +135,19 @@ def h2load(a: argparse.Namespace, server: Child, body: Path, key: str) -> Point:
     ]
     # The main thread's task id is the process id: its CPU is the event loop's,
     # which runs gRPC's dispatch and every handler (the limit when near 1 core).
-    loop = f"{server.pid}/task/{server.pid}"
-    cpu0, loop0, t0 = cpu_seconds(server.pid), cpu_seconds(loop), time.monotonic()
+    # A split server (--split) is two processes: the front's loop runs gRPC's.
+    pids = server.pids
+    loop = f"{pids[-1]}/task/{pids[-1]}"
+    back = f"{server.pid}/task/{server.pid}"
+
+    def cpu() -> float:
+        return sum(cpu_seconds(pid) for pid in pids)
+
+    cpu0, loop0, back0, t0 = cpu(), cpu_seconds(loop), cpu_seconds(back), time.monotonic()
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout  # noqa: S603
-    cpu, wall = cpu_seconds(server.pid) - cpu0, time.monotonic() - t0
+    used, wall = cpu() - cpu0, time.monotonic() - t0
     loop_cores = (cpu_seconds(loop) - loop0) / wall
+    back_cores = (cpu_seconds(back) - back0) / wall if server.front_pid else None
     rps = RPS.search(out)
     done = REQUESTS.search(out)
     codes = STATUS.search(out)
@@ -145,7 +158,8 @@ def h2load(a: argparse.Namespace, server: Child, body: Path, key: str) -> Point:
         raise RuntimeError("h2load saw answers other than HTTP 200:\n" + out)
     # CPU over the whole run (warm-up included) against the calls of the whole run.
     calls = float(rps.group(1)) * wall
-    return Point(float(rps.group(1)), succeeded, 1e6 * cpu / calls if calls else 0.0, loop_cores)
+    per_call = 1e6 * used / calls if calls else 0.0
+    return Point(float(rps.group(1)), succeeded, per_call, loop_cores, back_cores)
 
 
 @contextlib.contextmanager
@@ -213,6 +227,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument(
+        "--split",
+        action="store_true",
+        help="also run Tessera behind a front process (benchmarks/split_server.py): gRPC's "
+        "work in one process, Tessera's in another",
+    )
+    p.add_argument(
         "--ladder",
         action="store_true",
         help="also run Tessera with parts of a Heartbeat taken away "
@@ -229,7 +249,10 @@ def median(points: list[Point]) -> Point:
 def tessera_child(name: str, tmp: Path, token: str, loop: str, strip: str | None = None) -> Child:
     """Tessera on a throwaway database: ``python -m server``, or with ``strip`` the
     stripped server of that level."""
-    runner = ["-m", "server"] if strip is None else ["-m", "benchmarks.stripped_server"]
+    runner = {None: ["-m", "server"], "split": ["-m", "benchmarks.split_server"]}.get(
+        strip, ["-m", "benchmarks.stripped_server"]
+    )
+    strip = None if strip == "split" else strip
     return Child(
         name,
         [
@@ -254,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             tessera_child(f"stripped-{level}", tmp, token, a.event_loop, level)
             for level in (("signature", "engine", "edge") if a.ladder else ())
         ]
+        if a.split:
+            stripped.append(tessera_child("split", tmp, token, a.event_loop, "split"))
         echo = Child(
             "echo",
             [
@@ -266,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         keys: dict[str, tuple[str, Path]] = {}
         for child in (tessera, *stripped):
             child.start()
-            key, request = asyncio.run(open_session(child.target, token))
+            key, request = asyncio.run(open_session(child.setup_target, token))
             body = tmp / f"{child.name}.bin"
             body.write_bytes(grpc_frame(request))
             keys[child.name] = (key, body)
@@ -291,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         for child in (tessera, *stripped):
             child.stop()
         failed = failed_calls(tessera.out_path)
+        for child in stripped:
+            if child.front_pid:  # a split server's back logs beside its database
+                for code, n in failed_calls(tmp / f"{child.name}.db.log").items():
+                    failed[code] = failed.get(code, 0) + n
         t, e = median(points["tessera"]), median(points["echo"])
         print(f"tessera Heartbeat: {t.describe()}")
         for child in stripped:
