@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from server import app, logs
 from server.config import parse_args
+from server.listen import StartRefused
 from server.loops import LoopUnavailable, loop_factory
 from server.tools import COMMANDS
 
@@ -32,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
             return runner.run(app.run(config))
-    except (OSError, LoopUnavailable, app.StartRefused) as exc:
+    except (OSError, LoopUnavailable, StartRefused) as exc:
         # One line, no traceback: what is wrong and what to do is in the message.
         print(f"tessera-server: {exc}", file=sys.stderr)
         return 1

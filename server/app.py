@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from itertools import pairwise
@@ -25,22 +24,24 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from server import leases, loops
 from server.api import reflection
 from server.api.admin import AdminServicer
-from server.api.admission import PENDING_CALLS, Admission
+from server.api.admission import Admission
 from server.api.audit import AuditRecorder
 from server.api.interceptors import EdgeInterceptor
 from server.api.licensing import LicensingServicer
 from server.api.limits import RateLimits
 from server.api.scopes import EngineLookup
 from server.clock import Clock, SystemClock, TestClock, monotonic
-from server.config import Config, parse_instant, split_listen
+from server.config import Config, parse_instant
 from server.credentials import load_or_create_admin_token
 from server.domain.changes import Deleted
 from server.domain.meta import MetaValue
 from server.engine import Engine
 from server.engine.core import TEST_CLOCK_KEY
+from server.front import Back
 from server.ha.election import Election
 from server.ha.gate import Gate, GenericOnly, NodeInfo, Term, handlers
 from server.leases import LeaseSigner
+from server.listen import SERVICE_NAMES, StartRefused, bind, grpc_server
 from server.metrics import Metrics
 from server.store import port
 from server.store.loading import loading
@@ -51,9 +52,7 @@ from server.store.sqlite import Store
 if TYPE_CHECKING:
     from portal.serve import PortalServer
 from tessera_api.tessera.v1 import (
-    admin_service_pb2,
     admin_service_pb2_grpc,
-    licensing_service_pb2,
     licensing_service_pb2_grpc,
 )
 
@@ -81,17 +80,9 @@ def settle_heap() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-SERVICE_NAMES = (
-    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
-    licensing_service_pb2.DESCRIPTOR.services_by_name["LicensingService"].full_name,
-)
 # Written at the first start on the real clock; a test-clock database has
 # TEST_CLOCK_KEY instead. Either tells a later start which clock the data is on.
 REAL_CLOCK_KEY = "real_clock_since"
-
-
-class StartRefused(Exception):
-    """The server will not start as configured; the message says why and what to do."""
 
 
 async def open_store(
@@ -148,55 +139,6 @@ def _clock_mode(clock: Clock, stored: dict[str, str]) -> list[object]:
     return changes
 
 
-def _unavailable(listen: str) -> str | None:
-    """Why ``listen`` cannot be bound (e.g. "address already in use"), or None.
-
-    Asked with a plain socket before gRPC binds, so that a port in use is one
-    clear line and not gRPC's error log: no address of the host binds, with
-    SO_REUSEADDR as gRPC sets it."""
-    try:
-        host, port = split_listen(listen)
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (ValueError, OSError) as exc:
-        return str(exc)
-    if port == 0:
-        return None
-    reason = "no address to bind"
-    for family, kind, proto, _, address in infos:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(address)
-            except OSError as exc:
-                reason = (exc.strerror or str(exc)).lower()
-                continue
-        return None
-    return reason
-
-
-def _bind(server: grpc.aio.Server, cfg: Config) -> int:
-    """Listen on ``cfg.listen`` (TLS if configured); the bound port."""
-    reason = _unavailable(cfg.listen)
-    port = 0
-    if reason is None:
-        try:
-            if cfg.tls_cert is not None and cfg.tls_key is not None:
-                client_ca = cfg.tls_client_ca.read_bytes() if cfg.tls_client_ca else None
-                credentials = grpc.ssl_server_credentials(
-                    [(cfg.tls_key.read_bytes(), cfg.tls_cert.read_bytes())],
-                    root_certificates=client_ca,
-                    require_client_auth=client_ca is not None,
-                )
-                port = server.add_secure_port(cfg.listen, credentials)
-            else:
-                port = server.add_insecure_port(cfg.listen)
-        except RuntimeError:  # gRPC's "Failed to bind": taken between the probe and now
-            reason = "address not available"
-    if port == 0:
-        raise StartRefused(f"cannot listen on {cfg.listen}: {reason or 'address not available'}")
-    return port
-
-
 def _loopback(listen: str, port: int) -> str:
     """Where a client in this process reaches the gRPC port: the listen address, or
     loopback when it listens on every address."""
@@ -249,7 +191,9 @@ class TesseraServer:
         self.gate = Gate(self._node, lambda: self.admin_token)
         self.failure: BaseException | None = None  # a term that could not begin: the process ends
         self.failed = asyncio.Event()
-        self._server: grpc.aio.Server | None = None
+        # Where calls come in: this process's gRPC server, or (--front-process) the front's.
+        self._server: grpc.aio.Server | Back | None = None
+        self._front: Back | None = None
         self._health = health.aio.HealthServicer()
         self._tasks: set[asyncio.Task[None]] = set()
         self.phases: dict[str, float] = {}  # seconds of the last term's start, by phase
@@ -282,19 +226,15 @@ class TesseraServer:
         (PostgreSQL) serve as a standby and join the election: a port in use or
         a refused start leaves the database as it was."""
         cfg = self.config
-        self._server = server = grpc.aio.server(
-            interceptors=[self.gate],
-            options=[
-                ("grpc.max_receive_message_length", cfg.max_message_bytes),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ("grpc.so_reuseport", 0),
-                # Calls gRPC holds until the loop takes them: past these it cancels them
-                # without a word (api/admission.py).
-                ("grpc.server.max_pending_requests", PENDING_CALLS),
-                ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
-            ],
-        )
-        self.port = _bind(server, cfg)
+        server: grpc.aio.Server | Back
+        if cfg.front_process:
+            self._server = server = self._front = Back(self.gate)
+            self.port = await server.open(cfg)
+            server.ended.add_done_callback(self._front_ended)
+        else:
+            self._server = server = grpc_server(cfg, [self.gate])
+            self.port = bind(server, cfg)
+            self.mount(server)
         self._bind_portal()
         if self.metrics is not None and cfg.metrics_listen is not None:
             try:
@@ -306,7 +246,6 @@ class TesseraServer:
                 ) from exc
         self.advertise = cfg.advertise or _address(cfg.listen, self.port)
         self.node_id = cfg.node_id or self.advertise
-        self.mount(server)
         if not isinstance(cfg.db, str):
             await self._activate(None)
             await server.start()
@@ -476,6 +415,7 @@ class TesseraServer:
             now=engine.now().isoformat(),
             tls="mutual" if cfg.tls_client_ca else "on" if cfg.tls_cert else "off",
             event_loop=loops.name_of(asyncio.get_running_loop()),
+            **({"front_pid": self._front.pid} if self._front is not None else {}),
         )
 
     async def _take_over(self, election: Election, epoch: int) -> None:
@@ -520,9 +460,23 @@ class TesseraServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _front_ended(self, ended: asyncio.Future[int | None]) -> None:
+        """The front process ended without being told to: the server stops, with an
+        error, for a supervisor to start both again (``server/front.py``)."""
+        code = ended.result()
+        log.error("front_process_ended", exit_code=code)
+        how = "killed by a signal" if code is None or code < 0 else f"exit code {code}"
+        self.failure = StartRefused(
+            f"the front process (--front-process) ended unasked ({how}): "
+            "the server stops; start it again"
+        )
+        self.failed.set()
+
     async def _set_health(self, status: Any) -> None:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, status)
+            if self._front is not None:
+                self._front.health(name, status)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking calls, finish those under way, write everything out,
@@ -530,6 +484,9 @@ class TesseraServer:
         if self.portal is not None:  # no new page while the calls drain
             await self.portal.stop()
         await self._health.enter_graceful_shutdown()  # NOT_SERVING
+        if self._front is not None:
+            for name in ("", *SERVICE_NAMES):
+                self._front.health(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace if grace is None else grace)
         for task in list(self._tasks):

@@ -38,6 +38,7 @@ class Config:
     log_format: str = "auto"  # auto: console on a terminal, JSON otherwise
     log_level: str = "info"
     event_loop: str = "uvloop"  # server/loops.py
+    front_process: bool = False  # gRPC's work in a second process (server/front.py)
     sync: str = "FULL"
     shutdown_grace: float = 10.0
     heartbeat_flush: float = 2.0  # seconds between writes of heartbeat history
@@ -284,6 +285,13 @@ OPTIONS: tuple[Option, ...] = (
         "the event loop: uvloop (libuv's: about an eighth less CPU a Heartbeat than "
         "asyncio's) or asyncio's own (for a platform without uvloop, such as Windows)",
         choices=EVENT_LOOPS,
+    ),
+    Option(
+        "front_process",
+        "run gRPC's work (the port, TLS, health, reflection) in a second process that "
+        "hands every call to this one: up to half again the Heartbeats a second when the "
+        "machine has a core to spare for it, less when it has none (docs/performance.md)",
+        _boolean,
     ),
     Option(
         "sync",

@@ -33,8 +33,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.app import SERVICE_NAMES, TesseraServer
+from server.app import TesseraServer
 from server.config import Config, parse_instant
+from server.listen import SERVICE_NAMES
 from server.loops import loop_factory
 
 ADMIN_TOKEN = "tsa_test-admin-token"

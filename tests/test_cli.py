@@ -89,6 +89,7 @@ def test_h4_13_every_variable_is_read_and_a_flag_wins(monkeypatch: pytest.Monkey
         "log_format": "console",
         "log_level": "debug",
         "event_loop": "asyncio",
+        "front_process": "yes",
         "sync": "NORMAL",
         "log_heartbeats": "yes",
         "tls_cert": "c.pem",

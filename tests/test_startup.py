@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 
 from server.api.convert import MIN_TIME
-from server.app import REAL_CLOCK_KEY, StartRefused, TesseraServer
+from server.app import REAL_CLOCK_KEY, TesseraServer
 from server.config import Config, parse_args, parse_instant, rfc3339
 from server.engine.core import LATEST_TEST_CLOCK
+from server.listen import StartRefused
 from tests.grpcurl import Grpcurl
 from tests.support import ADMIN_TOKEN, REPO, T0, ServerThread, running
 

@@ -20,8 +20,9 @@ from client_sdk.errors import ServerError
 from portal import team_pages
 from portal.app import create_app
 from portal.pages import NOT_OFFERED, in_words
-from server.app import StartRefused, TesseraServer
+from server.app import TesseraServer
 from server.config import Config
+from server.listen import StartRefused
 from tests.licensing_desk import at, num
 from tests.portal.conftest import World, csrf_of
 from tests.support import ADMIN_TOKEN, ServerThread

@@ -105,12 +105,18 @@ def test_tls_server_answers_over_tls_and_refuses_plaintext(tmp_path: Path, pki: 
         assert info.value.code() is grpc.StatusCode.UNAVAILABLE
 
 
-def test_mtls_demands_a_client_certificate_from_the_ca(tmp_path: Path, pki: dict) -> None:  # type: ignore[type-arg]
+@pytest.mark.parametrize("front_process", [False, True], ids=["one-process", "front-process"])
+def test_mtls_demands_a_client_certificate_from_the_ca(
+    tmp_path: Path,
+    pki: dict,  # type: ignore[type-arg]
+    front_process: bool,
+) -> None:
     with running(
         tmp_path / "t.db",
         tls_cert=pki["server.pem"],
         tls_key=pki["server-key.pem"],
         tls_client_ca=pki["ca.pem"],
+        front_process=front_process,  # then the front holds the port, TLS and all
     ) as srv:
         client: Pem = pki["client"]
         good = grpc.ssl_channel_credentials(

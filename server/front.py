@@ -1,0 +1,432 @@
+"""``--front-process``: gRPC's work in a process of its own (issue 17).
+
+One process runs gRPC's HTTP/2 and every handler on one event loop, and that
+loop is what limits a busy server (``docs/performance.md``). With
+``--front-process`` the server starts a second one, **the front**
+(``python -m server.front``, started and stopped by the server), which holds
+the listen address (TLS included), answers health and reflection itself,
+and hands every Tessera call to the server, **the back**, which runs it
+through the same gate, edge, servicer and engine as a call of its own port.
+
+The two talk over a Unix socket in a directory only this user may enter,
+in batches: what one side has to send in a turn of its event loop goes as
+one frame (a 4-byte length and a ``marshal``-encoded list of tuples), so a
+call's hand-over costs a fraction of a call. A call goes as (id, method,
+metadata, request bytes); its answer comes back as (id, 0, "", answer
+bytes) or, refused, as (id, code, details, trailing metadata): the client
+sees the same status, details and ``ErrorInfo`` as from one process. The back
+also tells the front its health (``("health", service, status)``), when to
+take calls (``("start",)``) and when to stop (``("stop", grace)``).
+
+The front holds nothing but calls under way: every token, session and
+write is the back's. So neither outlives the other: a front that ends stops
+the back (an error, for a supervisor to restart both), and a back that ends
+closes the socket, which ends the front. The front ignores SIGINT and
+SIGTERM: it stops when the back, draining, tells it to, after the calls
+under way have their answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import marshal
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2_grpc
+
+from server import loops
+from server.api import reflection
+from server.config import Config, parse_args
+from server.ha.gate import SESSION_CALLS, Gate, GenericOnly
+from server.listen import SERVICE_NAMES, StartRefused, bind, grpc_server
+from tessera_api.tessera.v1 import admin_service_pb2, licensing_service_pb2
+
+log = structlog.get_logger()
+
+FRAME = struct.Struct(">I")
+SERVICES = (
+    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"],
+    licensing_service_pb2.DESCRIPTOR.services_by_name["LicensingService"],
+)
+CODES = {code.value[0]: code for code in grpc.StatusCode}
+UNKNOWN = grpc.StatusCode.UNKNOWN.value[0]
+UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED.value[0]
+FOLDER_PREFIX = "tessera-front-"
+#: Seconds the back waits for the front to report its port, or to end once told to stop.
+START_TIMEOUT = 30.0
+
+
+class Link(asyncio.Protocol):
+    """One end of the Unix socket: frames of marshalled lists of tuples, each
+    side sending, once a turn of its loop, what it gathered in that turn."""
+
+    def __init__(self, on_batch: Callable[[list[tuple[Any, ...]]], None]) -> None:
+        self.on_batch = on_batch
+        self.transport: asyncio.WriteTransport | None = None
+        loop = asyncio.get_running_loop()
+        self.connected = loop.create_future()
+        self.closed = loop.create_future()
+        self._in = bytearray()
+        self._out: list[tuple[Any, ...]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if not self.connected.done():
+            self.connected.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._in
+        buf += data
+        start = 0
+        while len(buf) - start >= 4:
+            (size,) = FRAME.unpack_from(buf, start)
+            end = start + 4 + size
+            if len(buf) < end:
+                break
+            # Only the other process of this server can connect: the socket is in a
+            # directory only this user may enter (Back.open).
+            batch = marshal.loads(bytes(buf[start + 4 : end]))  # noqa: S302
+            start = end
+            self.on_batch(batch)
+        if start:
+            del buf[:start]
+
+    def send(self, item: tuple[Any, ...]) -> None:
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._out.append(item)
+
+    def flush(self) -> None:
+        if not self._out:
+            return
+        body = marshal.dumps(self._out)
+        self._out = []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(FRAME.pack(len(body)) + body)
+
+
+# -- the back: the server's side ----------------------------------------------------
+
+
+@dataclass
+class _Details:
+    """grpc.HandlerCallDetails: what the gate picks a handler by."""
+
+    method: str
+    invocation_metadata: tuple[tuple[str, str | bytes], ...] = ()
+
+
+class _Refused(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str, trailing: Any) -> None:
+        super().__init__(details)
+        self.code, self.details = code, details
+        self.trailing = tuple((k, v) for k, v in trailing or ())
+
+
+class _Context:
+    """What Tessera's handlers ask of grpc.aio's ServicerContext (the gate's,
+    the edge's: the metadata, and abort with its code, details and trailers)."""
+
+    __slots__ = ("_code", "_metadata")
+
+    def __init__(self, metadata: tuple[tuple[str, str | bytes], ...]) -> None:
+        self._metadata = metadata
+        self._code: grpc.StatusCode | None = None
+
+    def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return self._metadata
+
+    def code(self) -> grpc.StatusCode | None:
+        return self._code
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing: Any = ()) -> None:
+        self._code = code
+        raise _Refused(code, details, trailing)
+
+
+async def _no_handler(details: Any) -> None:
+    return None  # health and reflection are the front's
+
+
+class Back:
+    """The front process as the server sees it: started, handed calls, stopped.
+    ``start()`` and ``stop(grace)`` as a grpc.aio server's, so the server holds
+    either."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self.link = Link(self._on_batch)
+        self.ended = asyncio.get_running_loop().create_future()  # the front ended unasked
+        self._process: subprocess.Popen[bytes] | None = None
+        self._dir: Path | None = None
+        self._listening: asyncio.AbstractServer | None = None
+        self._calls: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._watch: asyncio.Future[None] | None = None
+
+    async def open(self, cfg: Config) -> int:
+        """Start the front on ``cfg``'s listen address; its bound port. A front that
+        cannot listen refuses the start with its reason."""
+        self._dir = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))  # 0700: this user's
+        path = self._dir / "back.sock"
+        loop = asyncio.get_running_loop()
+        self._listening = await loop.create_unix_server(lambda: self.link, str(path))
+        self._process = subprocess.Popen(  # noqa: S603 - this interpreter, our module
+            [sys.executable, "-m", "server.front", str(path), *front_flags(cfg)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+        )
+        try:
+            first = await asyncio.wait_for(
+                loop.run_in_executor(None, self._first_line), START_TIMEOUT
+            )
+            said = json.loads(first or b'{"error": "the front process ended at its start"}')
+            if "port" in said:
+                await asyncio.wait_for(asyncio.shield(self.link.connected), START_TIMEOUT)
+        except (TimeoutError, ValueError):
+            said = {"error": f"the front process did not start within {START_TIMEOUT:g} s"}
+        if "port" not in said:
+            self._process.kill()  # ended already, or hung
+            await self._reap()
+            raise StartRefused(str(said.get("error")))
+        self.link.closed.add_done_callback(self._closed)
+        return int(said["port"])
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid if self._process is not None else 0
+
+    def _first_line(self) -> bytes:
+        out = self._process.stdout if self._process is not None else None
+        return out.readline() if out is not None else b""
+
+    def _closed(self, _: object) -> None:
+        if not self._stopping:
+            self._watch = asyncio.ensure_future(self._end())
+
+    async def _end(self) -> None:
+        """The front's exit code, once it has one (or None, gone for good without)."""
+        process, code = self._process, None
+        if process is not None:
+            wait = asyncio.get_running_loop().run_in_executor(None, process.wait, START_TIMEOUT)
+            try:
+                code = await wait
+            except subprocess.TimeoutExpired:
+                code = None
+        if not self.ended.done():
+            self.ended.set_result(code)
+
+    async def start(self) -> None:
+        """The front takes calls from now on."""
+        self.link.send(("start",))
+
+    def health(self, service: str, status: int) -> None:
+        self.link.send(("health", service, status))
+
+    async def stop(self, grace: float) -> None:
+        """The front stops taking calls, gives those under way ``grace`` seconds to
+        be answered, and ends; then the socket and its directory go."""
+        self._stopping = True
+        self.link.send(("stop", grace))
+        self.link.flush()
+        await self._reap(grace + START_TIMEOUT)
+        if self._calls:  # answered, or not, the front is gone: let them end
+            await asyncio.wait(list(self._calls), timeout=grace)
+        if self._listening is not None:
+            self._listening.close()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    async def _reap(self, timeout: float = START_TIMEOUT) -> None:
+        process = self._process
+        if process is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, process.wait, timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            await asyncio.get_running_loop().run_in_executor(None, process.wait)
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def _on_batch(self, batch: list[tuple[Any, ...]]) -> None:
+        loop, calls = asyncio.get_running_loop(), self._calls
+        for call_id, method, metadata, body in batch:
+            call = loop.create_task(self._run(call_id, method, metadata, body))
+            calls.add(call)
+            call.add_done_callback(calls.discard)
+
+    async def _run(self, call_id: int, method: str, metadata: Any, body: bytes) -> None:
+        """One call, as gRPC would run it on the server's own port."""
+        send = self.link.send
+        try:
+            handler: Any = await self.gate.intercept_service(_no_handler, _Details(method))
+            if handler is None or handler.unary_unary is None:
+                send((call_id, UNIMPLEMENTED, f"no method {method}", ()))
+                return
+            deserialize, serialize = handler.request_deserializer, handler.response_serializer
+            request = deserialize(body) if deserialize is not None else body
+            answer = await handler.unary_unary(request, _Context(metadata))
+            send((call_id, 0, "", serialize(answer) if serialize is not None else answer))
+        except _Refused as refused:
+            send((call_id, refused.code.value[0], refused.details, refused.trailing))
+        except Exception:  # the edge answers every failure itself: this is a bug
+            log.exception("front_call_failed", method=method)
+            send((call_id, UNKNOWN, "the call failed in the server", ()))
+
+
+def front_flags(cfg: Config) -> list[str]:
+    """The settings the front needs, as the server's own flags."""
+    flags = ["--listen", cfg.listen, "--max-message-bytes", str(cfg.max_message_bytes)]
+    flags += ["--event-loop", cfg.event_loop]
+    for flag, path in (
+        ("--tls-cert", cfg.tls_cert),
+        ("--tls-key", cfg.tls_key),
+        ("--tls-client-ca", cfg.tls_client_ca),
+    ):
+        if path is not None:
+            flags += [flag, str(path)]
+    return flags
+
+
+# -- the front: python -m server.front SOCKET [server flags] --------------------------
+
+
+class Front(grpc.GenericRpcHandler):
+    """Hands every Tessera call to the back and answers what comes back."""
+
+    def __init__(self) -> None:
+        self.link = Link(self._on_batch)
+        self.health = health.aio.HealthServicer()
+        self.started = asyncio.Event()
+        self.stopping: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._waiting: dict[int, asyncio.Future[tuple[int, str, Any]]] = {}
+        self._ids = itertools.count()
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        self._settings: set[asyncio.Task[None]] = set()
+
+    def _on_batch(self, batch: list[tuple[Any, ...]]) -> None:
+        waiting = self._waiting
+        for item in batch:
+            if type(item[0]) is int:
+                future = waiting.pop(item[0], None)
+                if future is not None and not future.done():
+                    future.set_result(item[1:])
+            elif item[0] == "health":
+                setting = asyncio.get_running_loop().create_task(self.health.set(*item[1:]))
+                self._settings.add(setting)
+                setting.add_done_callback(self._settings.discard)
+            elif item[0] == "start":
+                self.started.set()
+            elif item[0] == "stop" and not self.stopping.done():
+                self.stopping.set_result(float(item[1]))
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
+        return self._handlers.get(details.method)
+
+    def mount(self, server: grpc.aio.Server) -> None:
+        """Tessera's services as the server mounts them: every method generic, the
+        session calls also registered, each with its own queue (``ha/gate.py``)."""
+        for service in SERVICES:
+            for method in service.methods:
+                name = f"/{service.full_name}/{method.name}"
+                self._handlers[name] = grpc.unary_unary_rpc_method_handler(self._forward(name))
+        server.add_generic_rpc_handlers((self,))
+        licensing = SERVICES[1].full_name
+        registered = {m: self._handlers[f"/{licensing}/{m}"] for m in SESSION_CALLS}
+        server.add_registered_method_handlers(licensing, registered)
+
+    def _forward(self, method: str) -> Callable[..., Any]:
+        loop = asyncio.get_running_loop()
+        waiting, ids, link = self._waiting, self._ids, self.link
+
+        async def forward(body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+            call_id = next(ids)
+            future: asyncio.Future[tuple[int, str, Any]] = loop.create_future()
+            waiting[call_id] = future
+            metadata = tuple((k, v) for k, v in context.invocation_metadata() or ())
+            link.send((call_id, method, metadata, body))
+            try:
+                code, details, answer = await future  # refused: its trailing metadata
+            finally:
+                waiting.pop(call_id, None)
+            if code:
+                await context.abort(CODES.get(code, grpc.StatusCode.UNKNOWN), details, answer)
+            return bytes(answer)
+
+        return forward
+
+    def fail_waiting(self) -> None:
+        """The back is gone: what waits for it is answered UNAVAILABLE."""
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_result((grpc.StatusCode.UNAVAILABLE.value[0], "the server stopped", ()))
+
+
+async def serve(socket_path: str, cfg: Config) -> int:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the back decides when the front stops
+        loop.add_signal_handler(sig, lambda: None)
+    front = Front()
+    await loop.create_unix_connection(lambda: front.link, socket_path)
+    server = grpc_server(cfg)
+    # Mounted as server/app.py mounts it: generic, sharing the one queue (ha/gate.py).
+    only_generic = cast(grpc.aio.Server, GenericOnly(server))  # a stand-in, by design
+    health_pb2_grpc.add_HealthServicer_to_server(front.health, only_generic)
+    reflection.enable(server, SERVICE_NAMES)
+    front.mount(server)
+    try:
+        port = bind(server, cfg)
+    except StartRefused as refused:
+        print(json.dumps({"error": str(refused)}), flush=True)
+        return 1
+    print(json.dumps({"port": port}), flush=True)
+    started: asyncio.Future[Any] = asyncio.ensure_future(front.started.wait())
+    ends: list[asyncio.Future[Any]] = [front.stopping, front.link.closed]
+    await asyncio.wait([started, *ends], return_when=asyncio.FIRST_COMPLETED)
+    if front.started.is_set():
+        await server.start()
+        await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+    started.cancel()
+    grace = front.stopping.result() if front.stopping.done() else 0.0
+    if front.link.closed.done():
+        front.fail_waiting()
+    await server.stop(grace)
+    if not front.stopping.done():  # the back is gone: what it left is ours to remove
+        folder = Path(socket_path).parent
+        if folder.name.startswith(FOLDER_PREFIX):
+            shutil.rmtree(folder, ignore_errors=True)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print("usage: python -m server.front SOCKET [server flags]", file=sys.stderr)
+        return 2
+    cfg = parse_args(args[1:])
+    with asyncio.Runner(loop_factory=loops.loop_factory(cfg.event_loop)) as runner:
+        return runner.run(serve(args[0], cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""``--front-process`` (``server/front.py``): gRPC's work in a second process.
+
+Through the front a client gets what the server answers: sessions with the
+server's signed leases, refusals with their code, details and ErrorInfo,
+health and reflection (issue 17). The two processes start, stop and fail
+together: SIGTERM stops both cleanly; a front that dies stops the server with
+an error; a server that dies ends its front; a port in use is refused in one
+line before the database is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from benchmarks.h2load_heartbeat import open_session
+from client_sdk.leases import keys_from_response, verify_lease
+from tessera_api.tessera.v1 import common_pb2, licensing_service_pb2_grpc
+from tessera_api.tessera.v1 import licensing_service_pb2 as lic
+from tests.grpcurl import Grpcurl
+from tests.support import ADMIN_TOKEN, REPO, T0, ServerProcess, instant, until_serving
+
+FLAG = "--front-process"
+
+
+@pytest.fixture
+def front(tmp_path: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess(tmp_path / "tessera.db", extra=[FLAG]).start()
+    try:
+        yield server
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.terminate()
+
+
+def front_pid(server: ServerProcess) -> int:
+    (serving,) = (line for line in server.lines if line.get("event") == "serving")
+    pid = int(serving["front_pid"])
+    assert pid and pid != server.proc.pid  # type: ignore[union-attr]
+    return pid
+
+
+def ended(pid: int, timeout: float = 30) -> bool:
+    """Whether process ``pid`` has ended, waiting up to ``timeout`` for it (a pidfd
+    becomes readable when its process ends: no polling)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout)
+        return bool(readable)
+    finally:
+        os.close(fd)
+
+
+async def _call(target: str, method: str, request: object, key: str) -> object:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = licensing_service_pb2_grpc.LicensingServiceStub(channel)
+        answer: object = await getattr(stub, method)(
+            request, metadata=(("authorization", f"Bearer {key}"),)
+        )
+        return answer
+
+
+def test_front_process_answers_what_the_server_answers(front: ServerProcess) -> None:
+    asyncio.run(until_serving(front.target))  # health, watched through the front
+    key, body = asyncio.run(open_session(front.target, ADMIN_TOKEN))
+    request = lic.HeartbeatRequest.FromString(body)
+    answer = asyncio.run(_call(front.target, "Heartbeat", request, key))
+    keys = asyncio.run(_call(front.target, "GetSigningKeys", lic.GetSigningKeysRequest(), key))
+    assert isinstance(answer, lic.HeartbeatResponse)
+    assert isinstance(keys, lic.GetSigningKeysResponse)
+    session = answer.session
+    assert session.session_id == request.session_id
+    assert session.state == common_pb2.SESSION_STATE_ACTIVE
+    # The lease is the server's: genuine and bound to this session (M7's offline check).
+    lease = verify_lease(
+        answer.lease,
+        keys_from_response(keys),
+        user_id=session.user_id,
+        device_id=session.device_id,
+        product_id=session.product_id,
+        session_id=session.session_id,
+        now=instant(T0),
+    )
+    assert lease.session_id == session.session_id
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        asyncio.run(_call(front.target, "Heartbeat", lic.HeartbeatRequest(session_id="nope"), key))
+    assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "'nope'" in (refused.value.details() or "")
+    status = rpc_status.from_call(refused.value)  # type: ignore[arg-type]
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert (info.domain, info.reason) == ("tessera", "UNKNOWN_SESSION")
+
+    with pytest.raises(grpc.aio.AioRpcError) as unknown_key:
+        asyncio.run(_call(front.target, "Heartbeat", lic.HeartbeatRequest(), "wrong"))
+    assert unknown_key.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+    # Reflection is the front's own; the AdminService call behind it is the server's.
+    c = Grpcurl(front.target, ADMIN_TOKEN)
+    try:
+        assert c("tessera.v1.AdminService/GetServerInfo", {})["now"] == "2026-01-01T00:00:00Z"
+    finally:
+        c.close()
+
+
+def test_front_process_stops_with_the_server(front: ServerProcess) -> None:
+    pid = front_pid(front)
+    assert front.terminate() == 0
+    assert ended(pid)
+    assert [line["event"] for line in front.lines[-2:]] == ["draining", "stopped"]
+
+
+def test_front_process_that_ends_stops_the_server_with_an_error(front: ServerProcess) -> None:
+    os.kill(front_pid(front), signal.SIGKILL)
+    assert front._reap(30) == 1
+    events = [line.get("event") for line in front.lines]
+    assert "front_process_ended" in events
+    assert events[-1] == "stopped"
+
+
+def test_front_process_ends_with_its_server(front: ServerProcess) -> None:
+    pid = front_pid(front)
+    socket_path = Path(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[3].decode())
+    assert socket_path.name == "back.sock" and socket_path.exists()
+    assert oct(socket_path.parent.stat().st_mode & 0o777) == oct(0o700)  # this user's alone
+    front.kill()
+    assert ended(pid)
+    assert not socket_path.parent.exists()  # the front removed what the server left
+
+
+def test_front_process_port_in_use_is_one_line_and_the_database_is_untouched(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "fresh" / "tessera.db"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        listen = ("--listen", f"127.0.0.1:{port}")
+        result = subprocess.run(
+            [sys.executable, "-m", "server", FLAG, "--db", str(db), *listen],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"tessera-server: cannot listen on 127.0.0.1:{port}: address already in use"
+    ]
+    assert not db.parent.exists()
