@@ -112,19 +112,13 @@ class Child:
 
     @property
     def front_pid(self) -> int:
-        """A split server's front process (``benchmarks/split_server.py``), else 0."""
+        """The front process of a server run with ``--front-process``, else 0."""
         return int(self.serving.get("front_pid") or 0)
 
     @property
     def pids(self) -> list[int]:
-        """The server's processes: its own, and a split server's front."""
+        """The server's processes: its own, and its front's (``--front-process``)."""
         return [self.pid, self.front_pid] if self.front_pid else [self.pid]
-
-    @property
-    def setup_target(self) -> str:
-        """Where to set the server up: a split server's back, else the server itself."""
-        direct = self.serving.get("direct_port")
-        return f"127.0.0.1:{direct}" if direct else self.target
 
     def start(self, timeout: float = 60.0) -> Child:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -242,7 +236,7 @@ class Meter:
         workers = sum(cpu_seconds(p) for p in driver.worker_pids)
         # The loop's thread (the main one): below one core it is saturated all the same
         # when its time on a core and its time waiting for one add up to about one.
-        # A split server's is its front's, the loop that runs gRPC's work.
+        # With --front-process, the front's: the loop that runs gRPC's work.
         grpc_pid = self.server.pids[-1]
         loop = thread_schedstat(grpc_pid, grpc_pid) or (0.0, 0.0)
         if when == "start":
@@ -542,10 +536,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds between scrapes of /metrics in the metrics run (Prometheus's usual 15)",
     )
     p.add_argument(
-        "--split",
+        "--front-process",
         action="store_true",
-        help="run Tessera behind a front process (benchmarks/split_server.py): gRPC's work in "
-        "one process, Tessera's in another",
+        help="run Tessera with --front-process: gRPC's work in a second process",
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("--no-progress", action="store_true")
@@ -604,8 +597,8 @@ def run_tessera(
     name = "tessera-metrics" if metrics_port else "tessera"
     db = asyncio.run(new_database(pg_url)) if pg_url else str(tmp / f"{name}.db")
     args = [
-        *(sys.executable, "-m", "benchmarks.split_server" if a.split else "server"),
-        *("--listen", "127.0.0.1:0", "--db", db, "--admin-token", token, "--log-format", "json"),
+        *(sys.executable, "-m", "server", "--listen", "127.0.0.1:0"),
+        *("--db", db, "--admin-token", token, "--log-format", "json"),
         *("--event-loop", a.event_loop),
     ]
     if pg_url:
@@ -614,6 +607,8 @@ def run_tessera(
         args += ["--sync", a.sync]
     if metrics_port:
         args += ["--metrics-listen", f"127.0.0.1:{metrics_port}"]
+    if a.front_process:
+        args += ["--front-process"]
     tessera = Child(name, args, tmp)
     servers.append(tessera)
     tessera.start()

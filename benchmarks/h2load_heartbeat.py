@@ -22,16 +22,16 @@ what the server alone can do. In one run this:
    away as well (``benchmarks/stripped_server.py``: without the signature, without
    the engine, without the edge), printing each one's share of the echo: where
    the floor of this process model is, and what each part costs; with
-   ``--split``, against Tessera split in two processes, gRPC's work in a front
-   and Tessera's in the back (``benchmarks/split_server.py``): the next process
-   model, measured (CPU a call counts both; the loop named is the front's);
-6. checks Tessera's log (and a split server's, beside its database): gRPC puts a failure in the trailers of an HTTP 200,
+   ``--front-process``, against Tessera run with that flag as well, gRPC's work
+   in a second process (``server/front.py``; CPU a call counts both processes,
+   the loop named is the front's, and the back's is shown beside it);
+6. checks Tessera's log: gRPC puts a failure in the trailers of an HTTP 200,
    which h2load counts as a success, and the server logs every failed call, so
    the run is refused when the log names any;
 7. prints the last line
 
    ``H2LOAD heartbeat_rps=… echo_rps=… heartbeat_vs_echo=… heartbeat_cpu_us=…
-   echo_cpu_us=… failed=…``
+   echo_cpu_us=… [front_process_vs_echo=…] failed=…``
 
    where the CPU figures are the server process's CPU microseconds per call.
    Each round also prints how much of a core the server's main thread (the
@@ -135,7 +135,7 @@ def h2load(a: argparse.Namespace, server: Child, body: Path, key: str) -> Point:
     ]
     # The main thread's task id is the process id: its CPU is the event loop's,
     # which runs gRPC's dispatch and every handler (the limit when near 1 core).
-    # A split server (--split) is two processes: the front's loop runs gRPC's.
+    # With --front-process, two processes: the front's loop runs gRPC's.
     pids = server.pids
     loop = f"{pids[-1]}/task/{pids[-1]}"
     back = f"{server.pid}/task/{server.pid}"
@@ -227,10 +227,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument(
-        "--split",
+        "--front-process",
         action="store_true",
-        help="also run Tessera behind a front process (benchmarks/split_server.py): gRPC's "
-        "work in one process, Tessera's in another",
+        help="also run Tessera with --front-process (gRPC's work in a second process)",
     )
     p.add_argument(
         "--ladder",
@@ -246,20 +245,19 @@ def median(points: list[Point]) -> Point:
     return ordered[len(ordered) // 2]
 
 
-def tessera_child(name: str, tmp: Path, token: str, loop: str, strip: str | None = None) -> Child:
-    """Tessera on a throwaway database: ``python -m server``, or with ``strip`` the
-    stripped server of that level."""
-    runner = {None: ["-m", "server"], "split": ["-m", "benchmarks.split_server"]}.get(
-        strip, ["-m", "benchmarks.stripped_server"]
-    )
-    strip = None if strip == "split" else strip
+def tessera_child(
+    name: str, tmp: Path, token: str, loop: str, strip: str | None = None, *flags: str
+) -> Child:
+    """Tessera on a throwaway database: ``python -m server`` (with ``flags``), or with
+    ``strip`` the stripped server of that level."""
+    runner = ["-m", "server"] if strip is None else ["-m", "benchmarks.stripped_server"]
     return Child(
         name,
         [
             *(sys.executable, *runner, *(["--strip", strip] if strip else [])),
             *("--listen", "127.0.0.1:0", "--db", str(tmp / f"{name}.db")),
             *("--admin-token", token, "--log-format", "json", "--user-rate-limit", "0"),
-            *("--event-loop", loop),
+            *("--event-loop", loop, *flags),
         ],
         tmp,
     )
@@ -277,8 +275,9 @@ def main(argv: list[str] | None = None) -> int:
             tessera_child(f"stripped-{level}", tmp, token, a.event_loop, level)
             for level in (("signature", "engine", "edge") if a.ladder else ())
         ]
-        if a.split:
-            stripped.append(tessera_child("split", tmp, token, a.event_loop, "split"))
+        if a.front_process:
+            flag = "--front-process"
+            stripped.append(tessera_child(flag[2:], tmp, token, a.event_loop, None, flag))
         echo = Child(
             "echo",
             [
@@ -291,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         keys: dict[str, tuple[str, Path]] = {}
         for child in (tessera, *stripped):
             child.start()
-            key, request = asyncio.run(open_session(child.setup_target, token))
+            key, request = asyncio.run(open_session(child.target, token))
             body = tmp / f"{child.name}.bin"
             body.write_bytes(grpc_frame(request))
             keys[child.name] = (key, body)
@@ -315,10 +314,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         for child in (tessera, *stripped):
             child.stop()
-        failed = failed_calls(tessera.out_path)
-        for child in stripped:
-            if child.front_pid:  # a split server's back logs beside its database
-                for code, n in failed_calls(tmp / f"{child.name}.db.log").items():
+        failed: dict[str, int] = {}
+        for child in (tessera, *stripped):
+            if not child.name.startswith("stripped-"):  # those that answer rightly
+                for code, n in failed_calls(child.out_path).items():
                     failed[code] = failed.get(code, 0) + n
         t, e = median(points["tessera"]), median(points["echo"])
         print(f"tessera Heartbeat: {t.describe()}")
@@ -332,7 +331,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"H2LOAD heartbeat_rps={t.rps:.0f} echo_rps={e.rps:.0f} heartbeat_vs_echo={ratio:.2f} "
             f"heartbeat_cpu_us={t.cpu_us:.0f} echo_cpu_us={e.cpu_us:.0f} "
-            f"failed={sum(failed.values())}"
+            + (
+                f"front_process_vs_echo={median(points['front-process']).rps / e.rps:.2f} "
+                if a.front_process and e.rps
+                else ""
+            )
+            + f"failed={sum(failed.values())}"
         )
         return 1 if failed else 0
     finally:
