@@ -43,6 +43,7 @@ from server import logs
 from server.app import TesseraServer
 from server.config import Config
 from server.config import parse_args as server_args
+from server.front import CallContext, CallDetails
 from server.loops import EVENT_LOOPS, loop_factory
 from tessera_api.tessera.v1 import common_pb2
 from tessera_api.tessera.v1 import licensing_service_pb2 as lic
@@ -50,31 +51,12 @@ from tessera_api.tessera.v1 import licensing_service_pb2 as lic
 SERVICE = "/tessera.v1.LicensingService/"
 
 
-class Context:
-    """What the handlers ask of grpc.aio's ServicerContext on a call that succeeds."""
-
-    def __init__(self, key: str) -> None:
-        self._metadata = (("authorization", f"Bearer {key}"), ("user-agent", "in-process"))
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
-
-    async def abort(self, code: Any, details: str = "", *rest: Any) -> None:
-        raise RuntimeError(f"the call failed: {code} {details}")
-
-    def code(self) -> None:
-        return None
+def user_context(key: str) -> CallContext:
+    """A stand-in for grpc.aio's ServicerContext: a call with user ``key``'s credential."""
+    return CallContext((("authorization", f"Bearer {key}"), ("user-agent", "in-process")))
 
 
-class Details:
-    """grpc.HandlerCallDetails: what the gate picks a handler by."""
-
-    def __init__(self, method: str) -> None:
-        self.method = method
-        self.invocation_metadata: tuple[tuple[str, str | bytes], ...] = ()
-
-
-Call = Callable[[str, bytes, Context], Awaitable[bytes]]
+Call = Callable[[str, bytes, CallContext], Awaitable[bytes]]
 
 
 def caller(server: TesseraServer) -> Call:
@@ -85,8 +67,8 @@ def caller(server: TesseraServer) -> Call:
     async def nothing(_: Any) -> None:
         return None
 
-    async def call(method: str, body: bytes, context: Context) -> bytes:
-        handler: Any = await gate.intercept_service(nothing, Details(SERVICE + method))
+    async def call(method: str, body: bytes, context: CallContext) -> bytes:
+        handler: Any = await gate.intercept_service(nothing, CallDetails(SERVICE + method))
         answer = await handler.unary_unary(handler.request_deserializer(body), context)
         out: bytes = handler.response_serializer(answer)
         return out
@@ -101,7 +83,7 @@ class Population:
     def __init__(self, call: Call, product_id: str, keys: list[str]) -> None:
         self.call = call
         self.product_id = product_id
-        self.contexts = [Context(key) for key in keys]
+        self.contexts = [user_context(key) for key in keys]
         self.sessions = [""] * len(keys)
         self._turns = itertools.count()
 
@@ -148,7 +130,7 @@ async def heartbeats(
     of that many users' sessions, each in turn (as in ``make bench``'s steady phase)."""
     if population <= 0:
         key, body = await open_session(target, token)
-        call, context = caller(server), Context(key)
+        call, context = caller(server), user_context(key)
 
         async def one_session() -> int:
             await asyncio.gather(*(call("Heartbeat", body, context) for _ in range(in_flight)))

@@ -127,23 +127,27 @@ class Link(asyncio.Protocol):
 
 
 @dataclass
-class _Details:
+class CallDetails:
     """grpc.HandlerCallDetails: what the gate picks a handler by."""
 
     method: str
     invocation_metadata: tuple[tuple[str, str | bytes], ...] = ()
 
 
-class _Refused(Exception):
+class Refused(Exception):
+    """A call refused: what ``CallContext.abort`` was given."""
+
     def __init__(self, code: grpc.StatusCode, details: str, trailing: Any) -> None:
         super().__init__(details)
         self.code, self.details = code, details
         self.trailing = tuple((k, v) for k, v in trailing or ())
 
 
-class _Context:
+class CallContext:
     """What Tessera's handlers ask of grpc.aio's ServicerContext (the gate's,
-    the edge's: the metadata, and abort with its code, details and trailers)."""
+    the edge's: the metadata, and abort with its code, details and trailers),
+    for a call that comes from elsewhere than gRPC (the front; the in-process
+    benchmark)."""
 
     __slots__ = ("_code", "_metadata")
 
@@ -159,7 +163,7 @@ class _Context:
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing: Any = ()) -> None:
         self._code = code
-        raise _Refused(code, details, trailing)
+        raise Refused(code, details, trailing)
 
 
 async def _no_handler(details: Any) -> None:
@@ -278,15 +282,15 @@ class Back:
         """One call, as gRPC would run it on the server's own port."""
         send = self.link.send
         try:
-            handler: Any = await self.gate.intercept_service(_no_handler, _Details(method))
+            handler: Any = await self.gate.intercept_service(_no_handler, CallDetails(method))
             if handler is None or handler.unary_unary is None:
                 send((call_id, UNIMPLEMENTED, f"no method {method}", ()))
                 return
             deserialize, serialize = handler.request_deserializer, handler.response_serializer
             request = deserialize(body) if deserialize is not None else body
-            answer = await handler.unary_unary(request, _Context(metadata))
+            answer = await handler.unary_unary(request, CallContext(metadata))
             send((call_id, 0, "", serialize(answer) if serialize is not None else answer))
-        except _Refused as refused:
+        except Refused as refused:
             send((call_id, refused.code.value[0], refused.details, refused.trailing))
         except Exception:  # the edge answers every failure itself: this is a bug
             log.exception("front_call_failed", method=method)
