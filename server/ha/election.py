@@ -18,7 +18,11 @@ never meet, so they cannot disagree.
   nothing is committed under an epoch after the next one began. The fence also
   bounds how long such a transaction may sit idle (``idle_limit``, the lease): a server paused
   inside one would otherwise hold its lock, and block every takeover, for as
-  long as it stays paused.
+  long as it stays paused. A server paused in the middle of a statement (the
+  database waiting for the rest of a COPY's rows) is not idle, and a statement
+  timeout cannot end it either (PostgreSQL reads the client without taking a
+  cancel): a standby kept waiting on the lock for ``idle_limit`` after the
+  lease ran out ends the sessions that hold it (``END_BLOCKERS``).
 
 Locally, the active counts its lease from the moment it SENT the statement
 that won or renewed it (``monotonic``, which runs on through a SIGSTOP),
@@ -80,6 +84,19 @@ ON CONFLICT (id) DO UPDATE
         WHERE a.datname = current_database() AND a.application_name = left($4 || l.node_id, 63)
     )
 RETURNING epoch
+"""
+# The sessions that keep this standby's takeover (its election session, $1 || $2)
+# waiting on the row's lock, ended, once the lease has run out: what they were
+# writing was not committed (a COMMIT under way finishes first, before the lock
+# is let go), and their callers repeat it on the new active, as after a kill.
+# Another standby's election session, queued on the same lock, is left alone.
+END_BLOCKERS = """
+SELECT count(pg_terminate_backend(b.pid))
+FROM pg_stat_activity a, unnest(pg_blocking_pids(a.pid)) AS blocker
+JOIN pg_stat_activity b ON b.pid = blocker
+WHERE a.datname = current_database() AND a.application_name = left($1 || $2, 63)
+    AND b.application_name NOT LIKE $1 || '%'
+    AND EXISTS (SELECT 1 FROM tessera_leader WHERE id = 1 AND lease_until < now())
 """
 RENEW = """
 UPDATE tessera_leader SET lease_until = now() + make_interval(secs => $2)
@@ -282,14 +299,7 @@ class Election:
             elif (self.leader is None or not self.leader.live) and sent >= self._sitting_out_until:
                 # Only then: a takeover locks the row, and so waits for the
                 # active's fenced transaction of the moment.
-                won = await conn.fetchval(
-                    TAKE_OVER,
-                    self.node_id,
-                    self.address,
-                    self.lease,
-                    APP_PREFIX,
-                    timeout=self.lease,
-                )
+                won = await self._take_over(conn)
                 if won is not None:
                     self._deadline = sent + self.lease
                     self.epoch = int(won)
@@ -302,6 +312,33 @@ class Election:
             await self._close()
         if self.epoch is not None and not self.leading:
             self._step_down("the lease ran out before it could be renewed")
+
+    async def _take_over(self, conn: asyncpg.Connection) -> int | None:
+        """TAKE_OVER; kept waiting on the row's lock past ``idle_limit``, it ends
+        the sessions holding it (``END_BLOCKERS``: the module docstring)."""
+        take = asyncio.ensure_future(
+            conn.fetchval(
+                TAKE_OVER,
+                self.node_id,
+                self.address,
+                self.lease,
+                APP_PREFIX,
+                timeout=self.idle_limit + self.lease,
+            )
+        )
+        done, _ = await asyncio.wait({take}, timeout=self.idle_limit)
+        if not done:
+            other = await asyncpg.connect(self.url, timeout=self.lease)
+            try:
+                ended = await other.fetchval(
+                    END_BLOCKERS, APP_PREFIX, self.node_id, timeout=self.lease
+                )
+            finally:
+                await other.close(timeout=self.lease)
+            if ended:
+                log.warning("election: ended sessions holding a takeover off", sessions=ended)
+        won = await take
+        return None if won is None else int(won)
 
     async def stop(self) -> None:
         """Leave the election; if leading, end the lease now so that a standby

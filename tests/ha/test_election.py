@@ -233,6 +233,43 @@ async def test_h2_a_paused_transaction_cannot_hold_off_the_takeover(
         await watcher.close()
 
 
+async def test_h2_a_transaction_paused_inside_a_statement_cannot_hold_off_the_takeover(
+    elect: Factory, db: asyncpg.Connection, pg_url: str
+) -> None:
+    """The same pause, taken while the database waits for the rest of a
+    statement (a COPY of the heartbeat flush, its rows not all sent): the
+    session is not idle and takes no cancel, so the standby, kept waiting on
+    the lock for ``idle_limit`` after the lease ran out, ends that session, and
+    the takeover goes through; nothing of the paused write is committed."""
+    a = elect("a", lease=0.3)
+    b = elect("b", lease=2.0, idle_limit=0.3)
+    await a.tick()
+    watcher = await asyncpg.connect(pg_url)
+    paused = asyncio.Event()  # the server stopped mid-statement, until it is set
+
+    async def rows() -> AsyncIterator[tuple[int]]:
+        yield (1,)
+        await paused.wait()
+
+    try:
+        transaction = db.transaction()
+        await transaction.start()
+        await a.fence(db)
+        copy = asyncio.create_task(
+            db.copy_records_to_table("purchases", records=rows(), columns=["id"])
+        )
+        while not await watcher.fetchval("SELECT lease_until < now() FROM tessera_leader"):
+            await asyncio.sleep(0.05)
+        await asyncio.wait_for(b.tick(), timeout=10)
+        assert b.epoch == 2
+        paused.set()  # resumed: its session is gone (asyncpg finds its transport closed)
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError, RuntimeError)):
+            await asyncio.wait_for(copy, timeout=10)
+        assert await watcher.fetchval("SELECT count(*) FROM purchases") == 0
+    finally:
+        await watcher.close()
+
+
 async def test_h2_a_killed_active_is_replaced_without_waiting_for_its_lease(
     elect: Factory, db: asyncpg.Connection
 ) -> None:
