@@ -475,8 +475,8 @@ class TesseraServer:
     async def _set_health(self, status: Any) -> None:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, status)
-            if self._front is not None:
-                self._front.health(name, status)
+        if self._front is not None:
+            self._front.health(status)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking calls, finish those under way, write everything out,
@@ -485,8 +485,7 @@ class TesseraServer:
             await self.portal.stop()
         await self._health.enter_graceful_shutdown()  # NOT_SERVING
         if self._front is not None:
-            for name in ("", *SERVICE_NAMES):
-                self._front.health(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            self._front.health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace if grace is None else grace)
         for task in list(self._tasks):

@@ -51,16 +51,11 @@ from server import loops
 from server.api import reflection
 from server.config import Config, parse_args
 from server.ha.gate import SESSION_CALLS, Gate, GenericOnly
-from server.listen import SERVICE_NAMES, StartRefused, bind, grpc_server
-from tessera_api.tessera.v1 import admin_service_pb2, licensing_service_pb2
+from server.listen import SERVICE_NAMES, SERVICES, StartRefused, bind, grpc_server
 
 log = structlog.get_logger()
 
 FRAME = struct.Struct(">I")
-SERVICES = (
-    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"],
-    licensing_service_pb2.DESCRIPTOR.services_by_name["LicensingService"],
-)
 CODES = {code.value[0]: code for code in grpc.StatusCode}
 UNKNOWN = grpc.StatusCode.UNKNOWN.value[0]
 UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED.value[0]
@@ -227,14 +222,8 @@ class Back:
             self._watch = asyncio.ensure_future(self._end())
 
     async def _end(self) -> None:
-        """The front's exit code, once it has one (or None, gone for good without)."""
-        process, code = self._process, None
-        if process is not None:
-            wait = asyncio.get_running_loop().run_in_executor(None, process.wait, START_TIMEOUT)
-            try:
-                code = await wait
-            except subprocess.TimeoutExpired:
-                code = None
+        """The front's exit code, once it has one (killed if it hangs on)."""
+        code = await self._reap()
         if not self.ended.done():
             self.ended.set_result(code)
 
@@ -242,8 +231,10 @@ class Back:
         """The front takes calls from now on."""
         self.link.send(("start",))
 
-    def health(self, service: str, status: int) -> None:
-        self.link.send(("health", service, status))
+    def health(self, status: int) -> None:
+        """The front's health, for the server and each of its services."""
+        for service in ("", *SERVICE_NAMES):
+            self.link.send(("health", service, status))
 
     async def stop(self, grace: float) -> None:
         """The front stops taking calls, gives those under way ``grace`` seconds to
@@ -259,17 +250,20 @@ class Back:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
 
-    async def _reap(self, timeout: float = START_TIMEOUT) -> None:
+    async def _reap(self, timeout: float = START_TIMEOUT) -> int | None:
+        """Wait for the front to end (killed past ``timeout``); its exit code."""
         process = self._process
         if process is None:
-            return
+            return None
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.get_running_loop().run_in_executor(None, process.wait, timeout)
+            code = await loop.run_in_executor(None, process.wait, timeout)
         except subprocess.TimeoutExpired:
             process.kill()
-            await asyncio.get_running_loop().run_in_executor(None, process.wait)
+            code = await loop.run_in_executor(None, process.wait)
         if process.stdout is not None:
             process.stdout.close()
+        return code
 
     def _on_batch(self, batch: list[tuple[Any, ...]]) -> None:
         loop, calls = asyncio.get_running_loop(), self._calls

@@ -16,10 +16,12 @@ from server.api.admission import PENDING_CALLS
 from server.config import Config, split_listen
 from tessera_api.tessera.v1 import admin_service_pb2, licensing_service_pb2
 
-SERVICE_NAMES = (
-    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
-    licensing_service_pb2.DESCRIPTOR.services_by_name["LicensingService"].full_name,
+#: Tessera's two services, as their descriptors (the front mounts each method).
+SERVICES = (
+    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"],
+    licensing_service_pb2.DESCRIPTOR.services_by_name["LicensingService"],
 )
+SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
 
 class StartRefused(Exception):
