@@ -4,8 +4,8 @@ Through the front a client gets what the server answers: sessions with the
 server's signed leases, refusals with their code, details and ErrorInfo,
 health and reflection (issue 17). The two processes start, stop and fail
 together: SIGTERM stops both cleanly; a front that dies stops the server with
-an error; a server that dies ends its front; a port in use is refused in one
-line before the database is touched.
+an error; a server that dies ends its front. (A port in use is refused in
+one line before the database is touched: ``tests/test_startup.py``, H4.8b.)
 """
 
 from __future__ import annotations
@@ -14,9 +14,6 @@ import asyncio
 import os
 import select
 import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +27,7 @@ from client_sdk.leases import keys_from_response, verify_lease
 from tessera_api.tessera.v1 import common_pb2, licensing_service_pb2_grpc
 from tessera_api.tessera.v1 import licensing_service_pb2 as lic
 from tests.grpcurl import Grpcurl
-from tests.support import ADMIN_TOKEN, REPO, T0, ServerProcess, instant, until_serving
+from tests.support import ADMIN_TOKEN, T0, ServerProcess, instant, until_serving
 
 FLAG = "--front-process"
 
@@ -148,27 +145,3 @@ def test_front_process_ends_with_its_server(front: ServerProcess) -> None:
     front.kill()
     assert ended(pid)
     assert not socket_path.parent.exists()  # the front removed what the server left
-
-
-def test_front_process_port_in_use_is_one_line_and_the_database_is_untouched(
-    tmp_path: Path,
-) -> None:
-    db = tmp_path / "fresh" / "tessera.db"
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        listen = ("--listen", f"127.0.0.1:{port}")
-        result = subprocess.run(
-            [sys.executable, "-m", "server", FLAG, "--db", str(db), *listen],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    assert result.returncode == 1
-    assert result.stderr.splitlines() == [
-        f"tessera-server: cannot listen on 127.0.0.1:{port}: address already in use"
-    ]
-    assert not db.parent.exists()

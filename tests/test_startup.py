@@ -161,11 +161,14 @@ def busy_port() -> Iterator[int]:
         yield taken.getsockname()[1]
 
 
+@pytest.mark.parametrize("flags", [(), ("--front-process",)], ids=["one-process", "front"])
 def test_h4_8b_port_in_use_is_one_line_and_the_database_is_untouched(
-    busy_port: int, tmp_path: Path
+    busy_port: int, tmp_path: Path, flags: tuple[str, ...]
 ) -> None:
+    """With --front-process the front binds, and says why it cannot, before the
+    server opens the database."""
     db = tmp_path / "fresh" / "tessera.db"
-    result = start_server("--db", str(db), "--listen", f"127.0.0.1:{busy_port}")
+    result = start_server(*flags, "--db", str(db), "--listen", f"127.0.0.1:{busy_port}")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"tessera-server: cannot listen on 127.0.0.1:{busy_port}: address already in use"
