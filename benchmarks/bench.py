@@ -225,20 +225,22 @@ class Meter:
         self.perf = perf
         self.spy: subprocess.Popen[bytes] | None = None
         self.perf_run: subprocess.Popen[bytes] | None = None
-        self.marks: dict[str, tuple[float, float, float, tuple[float, float]]] = {}
+        self.marks: dict[str, tuple[float, float, float, list[tuple[float, float]]]] = {}
         self.cores: dict[str, tuple[float, float]] = {}  # phase: (server, workers)
-        self.loop: dict[str, tuple[float, float]] = {}  # phase: (on a core, waiting for one)
+        #: phase: (on a core, waiting for one) of each process's loop thread, in the
+        #: order of ``server.pids`` (the server's; the front's with --front-process).
+        self.loop: dict[str, list[tuple[float, float]]] = {}
         self.rss_kib = 0
 
     def __call__(self, driver: Driver, phase: str, when: str) -> None:
         now = time.monotonic()
         server = sum(cpu_seconds(pid) for pid in self.server.pids)
         workers = sum(cpu_seconds(p) for p in driver.worker_pids)
-        # The loop's thread (the main one): below one core it is saturated all the same
-        # when its time on a core and its time waiting for one add up to about one.
-        # With --front-process, the front's: the loop that runs gRPC's work.
-        grpc_pid = self.server.pids[-1]
-        loop = thread_schedstat(grpc_pid, grpc_pid) or (0.0, 0.0)
+        # Each process's loop thread (its main one): below one core it is saturated all
+        # the same when its time on a core and its time waiting for one add up to about
+        # one. With --front-process, both: the front's runs gRPC's work, the server's
+        # Tessera's.
+        loop = [thread_schedstat(pid, pid) or (0.0, 0.0) for pid in self.server.pids]
         if when == "start":
             self.marks[phase] = (now, server, workers, loop)
             if phase == self.spy_phase:
@@ -248,7 +250,10 @@ class Meter:
         t0, s0, w0, l0 = self.marks.pop(phase, (now, server, workers, loop))
         if now > t0:
             self.cores[phase] = ((server - s0) / (now - t0), (workers - w0) / (now - t0))
-            self.loop[phase] = ((loop[0] - l0[0]) / (now - t0), (loop[1] - l0[1]) / (now - t0))
+            self.loop[phase] = [
+                ((a[0] - b[0]) / (now - t0), (a[1] - b[1]) / (now - t0))
+                for a, b in zip(loop, l0, strict=False)
+            ]
         if phase == "steady":
             self.rss_kib = status_kib(self.server.pid, "VmRSS")
         if phase == self.spy_phase:
@@ -551,11 +556,17 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 def describe_cores(meter: Meter) -> str:
     parts = [f"{phase} server {s:.2f} + load {w:.2f}" for phase, (s, w) in meter.cores.items()]
-    loop = [f"{phase} {ran:.2f} + {waited:.2f}" for phase, (ran, waited) in meter.loop.items()]
-    return (
-        "cores used: " + "; ".join(parts) + "\nthe server's event loop thread, on a core + "
-        "waiting for one: " + "; ".join(loop)
-    )
+    lines = ["cores used: " + "; ".join(parts)]
+    names = ["the server's event loop thread", "the front's event loop thread"]
+    for i, name in enumerate(names):
+        loop = [
+            f"{phase} {threads[i][0]:.2f} + {threads[i][1]:.2f}"
+            for phase, threads in meter.loop.items()
+            if len(threads) > i
+        ]
+        if loop:
+            lines.append(f"{name}, on a core + waiting for one: " + "; ".join(loop))
+    return "\n".join(lines)
 
 
 def load_config(

@@ -27,22 +27,27 @@ from tests.support import ServerThread
 
 
 @contextlib.asynccontextmanager
-async def held_writer(store: Store) -> AsyncIterator[tuple[asyncio.Event, list[list[Any]]]]:
+async def held_writer(
+    store: Store,
+) -> AsyncIterator[tuple[asyncio.Event, asyncio.Event, list[list[Any]]]]:
     """Hold the store's writer at a gate (set it to let writes through) and
-    record the ops of each transaction; the writer is restored on the way out."""
-    gate = asyncio.Event()
+    record the ops of each transaction; ``holding`` is set once the writer has
+    taken a transaction and waits at the gate. The writer is restored on the
+    way out."""
+    gate, holding = asyncio.Event(), asyncio.Event()
     writes: list[list[Any]] = []
     group = store._group  # the group commit's writer calls its _write per transaction
     write = group._write
 
     async def held(ops: Any) -> Any:
+        holding.set()
         await gate.wait()
         writes.append(list(ops))
         return await write(ops)
 
     group._write = held
     try:
-        yield gate, writes
+        yield gate, holding, writes
     finally:
         gate.set()
         group._write = write
@@ -68,10 +73,10 @@ def test_durability_heartbeat_waits_for_the_commit_of_its_own_session_only(
     async def scenario() -> dict[str, Any]:
         engine = server.server.engine
         assert engine is not None
-        async with held_writer(engine.store) as (gate, _):
+        async with held_writer(engine.store) as (gate, holding, _):
             ann_session = engine.sessions.lic.find_session(anns)
             commit = asyncio.create_task(engine.commit(Changes([ann_session])))
-            await asyncio.sleep(0)  # the commit is queued and held
+            await asyncio.wait_for(holding.wait(), 10)  # the commit is taken and held
             assert engine.committing
             bob_view = await asyncio.wait_for(engine.sessions.heartbeat(bob, bobs, 0), 10)
             ann_beat = asyncio.create_task(engine.sessions.heartbeat(ann, anns, 0))
@@ -119,9 +124,9 @@ async def flush_with_a_call_behind_its_first_chunk(
 ) -> list[list[Any]]:
     """Flush the heartbeat batch with ``call`` made while its first chunk is
     held at the writer; the ops of each transaction, in order."""
-    async with held_writer(engine.store) as (gate, writes):
+    async with held_writer(engine.store) as (gate, holding, writes):
         flush = asyncio.create_task(engine.sessions.flush())
-        await asyncio.sleep(0)  # the first chunk is queued and held
+        await asyncio.wait_for(holding.wait(), 10)  # the first chunk is taken and held
         other = asyncio.create_task(call)
         await asyncio.sleep(0)
         gate.set()
