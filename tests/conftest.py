@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,7 +26,14 @@ import pytest
 from server.config import Config
 from server.loops import loop_factory
 from tests.grpcurl import Grpcurl
-from tests.support import ADMIN_TOKEN, BACKENDS, ServerThread, forget_secrets, running
+from tests.support import (
+    ADMIN_TOKEN,
+    BACKENDS,
+    ServerProcess,
+    ServerThread,
+    forget_secrets,
+    running,
+)
 
 # PostgreSQL for the tests: the fixtures `pg` (the run's server) and `pg_url` (a fresh database).
 pytest_plugins = ["tests.pg"]
@@ -90,6 +98,25 @@ def admin(server: ServerThread) -> Iterator[Grpcurl]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ServerProcess]]:
+    """Every child server (``python -m server``) a test starts and appends here;
+    any still running at the end is killed."""
+    started: list[ServerProcess] = []
+    yield started
+    for proc in started:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.kill()
+    # ServerProcess reads each child's stdout in a thread until EOF; let those
+    # threads finish, then close the pipes (warnings are errors here).
+    for thread in threading.enumerate():
+        if thread.name.endswith("(_drain)"):
+            thread.join(10)
+    for proc in started:
+        if proc.proc is not None and proc.proc.stdout is not None:
+            proc.proc.stdout.close()
 
 
 # -- CI ran the PostgreSQL tests ----------------------------------------------------

@@ -11,7 +11,6 @@ list or a false flag is simply absent, hence the ``.get(field, [])``.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -1071,24 +1070,6 @@ def test_c2_start_trial_is_validated_and_starts_now(sheet: Grpcurl) -> None:
 
 
 # -- restart -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ServerProcess]]:
-    """Every child server a test starts; any still running at the end is killed."""
-    started: list[ServerProcess] = []
-    yield started
-    for proc in started:
-        if proc.proc is not None and proc.proc.poll() is None:
-            proc.kill()
-    # ServerProcess reads each child's stdout in a thread until EOF; let those
-    # threads finish, then close the pipes (warnings are errors here).
-    for thread in threading.enumerate():
-        if thread.name.endswith("(_drain)"):
-            thread.join(10)
-    for proc in started:
-        if proc.proc is not None and proc.proc.stdout is not None:
-            proc.proc.stdout.close()
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ import gc
 import signal
 import sqlite3
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,24 +34,6 @@ T0 = "2026-01-01T00:00:00Z"
 
 
 # -- helpers ------------------------------------------------------------------
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ServerProcess]]:
-    """Every child server a test starts; any still running at the end is killed."""
-    started: list[ServerProcess] = []
-    yield started
-    for proc in started:
-        if proc.proc is not None and proc.proc.poll() is None:
-            proc.kill()
-    # ServerProcess reads each child's stdout in a thread until EOF; let those
-    # threads finish, then close the pipes (warnings are errors here).
-    for thread in threading.enumerate():
-        if thread.name.endswith("(_drain)"):
-            thread.join(10)
-    for proc in started:
-        if proc.proc is not None and proc.proc.stdout is not None:
-            proc.proc.stdout.close()
 
 
 def start(processes: list[ServerProcess], db: Path | str) -> ServerProcess:

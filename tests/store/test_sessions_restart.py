@@ -12,34 +12,15 @@ only the SIGTERM test looks at a lease a heartbeat moved.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
 
 from tests.licensing_desk import Desk, at, ended, num
 from tests.support import ServerProcess, running
 
 NEVER = 10**9  # seconds_since_activity: no activity since long before the session
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ServerProcess]]:
-    """Every child server a test starts; any still running at the end is killed."""
-    started: list[ServerProcess] = []
-    yield started
-    for proc in started:
-        if proc.proc is not None and proc.proc.poll() is None:
-            proc.kill()
-    for thread in threading.enumerate():
-        if thread.name.endswith("(_drain)"):
-            thread.join(10)
-    for proc in started:
-        if proc.proc is not None and proc.proc.stdout is not None:
-            proc.proc.stdout.close()
 
 
 def start(
