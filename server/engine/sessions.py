@@ -25,6 +25,7 @@ from server.domain.coverage import Subscription
 from server.domain.errors import InsufficientTokens, InvalidArgument, UnknownTeam
 from server.domain.licensing import Licensing
 from server.domain.liveview import MAX_FIELD
+from server.domain.policies import TimerSink
 from server.domain.products import Platform
 from server.domain.sessions import (
     Device,
@@ -275,23 +276,20 @@ class Sessions:
         return view
 
     async def idle(self, user_id: str, session_id: str) -> SessionView:
-        changes = Changes()
-        now = self._caught_up(changes)
-        if self.lic.find_session(session_id) is None and (
-            old := await self._forgotten(user_id, session_id)
-        ):
-            await self._store_fired(changes)
-            return self.lic.session_view(old, now)
-        try:
-            session = self.lic.idle(user_id, session_id, now, changes, self._scheduler)
-        except Exception:
-            await self._store_fired(changes)
-            raise
-        view = _snapshot(self.lic.session_view(session, now))
-        await self._commits.commit(changes)
-        return view
+        return await self._change(self.lic.idle, user_id, session_id)
 
     async def release(self, user_id: str, session_id: str) -> SessionView:
+        return await self._change(self.lic.release, user_id, session_id)
+
+    async def _change(
+        self,
+        change: Callable[[str, str, datetime, Changes, TimerSink], Session],
+        user_id: str,
+        session_id: str,
+    ) -> SessionView:
+        """Idle or Release (``change``: the domain's): a session memory let go of
+        answers from the store as it ended (M12); otherwise the change, stored
+        before the answer. Deadlines that fell due first are stored either way."""
         changes = Changes()
         now = self._caught_up(changes)
         if self.lic.find_session(session_id) is None and (
@@ -300,7 +298,7 @@ class Sessions:
             await self._store_fired(changes)
             return self.lic.session_view(old, now)
         try:
-            session = self.lic.release(user_id, session_id, now, changes, self._scheduler)
+            session = change(user_id, session_id, now, changes, self._scheduler)
         except Exception:
             await self._store_fired(changes)
             raise
