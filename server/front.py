@@ -14,7 +14,9 @@ one frame (a 4-byte length and a ``marshal``-encoded list of tuples), so a
 call's hand-over costs a fraction of a call. A call goes as (id, method,
 metadata, request bytes); its answer comes back as (id, 0, "", answer
 bytes) or, refused, as (id, code, details, trailing metadata): the client
-sees the same status, details and ``ErrorInfo`` as from one process. The back
+sees the same status, details and ``ErrorInfo`` as from one process. A call
+the client cancels (or whose deadline passes) before its answer is cancelled
+in the back too (``("cancel", id)``), as gRPC cancels it in one process. The back
 also tells the front its health (``("health", service, status)``), when to
 take calls (``("start",)``) and when to stop (``("stop", grace)``).
 
@@ -29,6 +31,7 @@ under way have their answers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import marshal
@@ -177,7 +180,7 @@ class Back:
         self._process: subprocess.Popen[bytes] | None = None
         self._dir: Path | None = None
         self._listening: asyncio.AbstractServer | None = None
-        self._calls: set[asyncio.Task[None]] = set()
+        self._calls: dict[int, asyncio.Task[None]] = {}  # under way, by call id
         self._stopping = False
         self._watch: asyncio.Future[None] | None = None
 
@@ -244,7 +247,7 @@ class Back:
         self.link.flush()
         await self._reap(grace + START_TIMEOUT)
         if self._calls:  # answered, or not, the front is gone: let them end
-            await asyncio.wait(list(self._calls), timeout=grace)
+            await asyncio.wait(list(self._calls.values()), timeout=grace)
         if self._listening is not None:
             self._listening.close()
         if self._dir is not None:
@@ -267,10 +270,16 @@ class Back:
 
     def _on_batch(self, batch: list[tuple[Any, ...]]) -> None:
         loop, calls = asyncio.get_running_loop(), self._calls
-        for call_id, method, metadata, body in batch:
+        for item in batch:
+            if item[0] == "cancel":  # its client gave up: as gRPC would, cancel it
+                cancelled = calls.get(item[1])
+                if cancelled is not None:
+                    cancelled.cancel()
+                continue
+            call_id, method, metadata, body = item
             call = loop.create_task(self._run(call_id, method, metadata, body))
-            calls.add(call)
-            call.add_done_callback(calls.discard)
+            calls[call_id] = call
+            call.add_done_callback(functools.partial(calls.pop, call_id))
 
     async def _run(self, call_id: int, method: str, metadata: Any, body: bytes) -> None:
         """One call, as gRPC would run it on the server's own port."""
@@ -364,6 +373,9 @@ class Front(grpc.GenericRpcHandler):
             link.send((call_id, method, metadata, body))
             try:
                 code, details, answer = await future  # refused: its trailing metadata
+            except asyncio.CancelledError:  # the client cancelled, or its deadline passed
+                link.send(("cancel", call_id))  # one already answered is ignored
+                raise
             finally:
                 waiting.pop(call_id, None)
             if code:

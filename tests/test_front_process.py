@@ -14,8 +14,10 @@ import asyncio
 import os
 import select
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import grpc
 import pytest
@@ -24,6 +26,8 @@ from grpc_status import rpc_status
 
 from benchmarks.h2load_heartbeat import open_session
 from client_sdk.leases import keys_from_response, verify_lease
+from server.front import Back, Front
+from server.ha.gate import Gate
 from tessera_api.tessera.v1 import common_pb2, licensing_service_pb2_grpc
 from tessera_api.tessera.v1 import licensing_service_pb2 as lic
 from tests.grpcurl import Grpcurl
@@ -145,3 +149,52 @@ def test_front_process_ends_with_its_server(front: ServerProcess) -> None:
     front.kill()
     assert ended(pid)
     assert not socket_path.parent.exists()  # the front removed what the server left
+
+
+async def test_front_process_a_call_its_client_cancels_is_cancelled_in_the_server() -> None:
+    """As gRPC cancels a handler in one process when its client cancels (or its
+    deadline passes), the front tells the back, which cancels the call: a client
+    that gave up costs the server no more work. Both ends of the link in this
+    process, joined by a socket pair; the front behind a real grpc.aio server."""
+    entered, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def held(request: bytes, context: object) -> bytes:
+        entered.set()
+        try:
+            await asyncio.Event().wait()  # never answered
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return b""
+
+    class HoldingGate:
+        """The gate's one method the back uses: every call gets ``held``."""
+
+        async def intercept_service(self, continuation: object, details: object) -> object:
+            return grpc.unary_unary_rpc_method_handler(held)
+
+    loop = asyncio.get_running_loop()
+    back, front = Back(cast(Gate, HoldingGate())), Front()
+    back_end, front_end = socket.socketpair()
+    await loop.create_unix_connection(lambda: back.link, sock=back_end)
+    await loop.create_unix_connection(lambda: front.link, sock=front_end)
+    server = grpc.aio.server()
+    front.mount(server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary("/tessera.v1.LicensingService/Heartbeat")(b"")
+            await asyncio.wait_for(entered.wait(), 10)  # the back runs it
+            (running,) = back._calls.values()
+            call.cancel()
+            await asyncio.wait_for(cancelled.wait(), 10)
+            assert await call.code() == grpc.StatusCode.CANCELLED
+        await asyncio.wait([running], timeout=10)
+        assert running.cancelled()
+        assert back._calls == {}  # let go of, as every call that ends
+    finally:
+        await server.stop(None)
+        for link in (front.link, back.link):
+            if link.transport is not None:
+                link.transport.close()
