@@ -27,10 +27,8 @@ from server.store.postgres import PostgresStore, secrets_base, verify_postgres
 from tests.grpcurl import Grpcurl
 from tests.pg import PgServer, run_sync
 from tests.store.test_postgres import _both, rows
-from tests.store.test_restart import A, processes, state
+from tests.store.test_restart import A, state
 from tests.support import REPO, ServerProcess
-
-__all__ = ["processes"]  # the fixture, shared with test_restart
 
 BACKUP = [sys.executable, "-m", "server", "backup"]
 T = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
