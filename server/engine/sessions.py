@@ -61,9 +61,11 @@ FORGET_EVERY_SECONDS = 600.0
 # batch: at 100,000 sessions and 2,000 heartbeats a second a batch of ~10,000
 # rows took up to a second to write (`make bench`, Idle p99 ~1 s). A chunk of
 # 1,000 took 6 ms alone and 24-130 ms on the busy server (its rows are bound
-# holding the GIL the event loop wants): 250 keeps that wait a quarter as long,
-# for an extra transaction (~0.2 ms of fsync here) per 250 rows.
-FLUSH_CHUNK = 250
+# holding the GIL the event loop wants): 250 kept that wait a quarter as long,
+# for an extra transaction (~0.2 ms of fsync here) per 250 rows. 100 (stop 24,
+# docs/performance.md): Idle's p99 28-35 ms against 31-42 ms with 250, in four
+# runs each, alternating, with Heartbeats no fewer.
+FLUSH_CHUNK = 100
 
 
 class DirectoryAccess:

@@ -362,8 +362,8 @@ def _load_tables(
     return out
 
 
-# Rows per multi-row INSERT: blocks of these sizes, largest first (a 250-row
-# chunk of the heartbeat flush is 3 x 64 + 3 x 16 + 2 x 4 + 2 x 1: 10 statements).
+# Rows per multi-row INSERT: blocks of these sizes, largest first (a 100-row
+# chunk of the heartbeat flush is 64 + 2 x 16 + 4: 4 statements).
 BLOCKS = (64, 16, 4, 1)
 _block_sql: dict[tuple[str, int], str] = {}
 
