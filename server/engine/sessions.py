@@ -66,6 +66,9 @@ FORGET_EVERY_SECONDS = 600.0
 # docs/performance.md): Idle's p99 28-35 ms against 31-42 ms with 250, in four
 # runs each, alternating, with Heartbeats no fewer.
 FLUSH_CHUNK = 100
+# The last flush, at stop, comes once no call is left to wait behind it: fewer,
+# larger transactions (a million dirty sessions in 1,000 of them, not 10,000).
+LAST_FLUSH_CHUNK = 1_000
 
 
 class DirectoryAccess:
@@ -479,9 +482,9 @@ class Sessions:
     def dirty(self) -> int:
         return len(self._dirty)
 
-    async def flush(self) -> None:
-        """Write the heartbeats' changes gathered so far, ``FLUSH_CHUNK`` objects
-        per commit. Each chunk is turned into rows as it is handed to the store,
+    async def flush(self, chunk: int = 0) -> None:
+        """Write the heartbeats' changes gathered so far, ``chunk`` (by default
+        ``FLUSH_CHUNK``) objects per commit. Each chunk is turned into rows as it is handed to the store,
         from memory as it is then (never older than a commit queued before it);
         what a deadline or a RemoveDevice takes out of the batch meanwhile
         (``_undirty``) is theirs to write, or not to."""
@@ -493,7 +496,7 @@ class Sessions:
             size, began = len(batch), monotonic()
             try:
                 while batch:
-                    n = min(FLUSH_CHUNK, len(batch))
+                    n = min(chunk or FLUSH_CHUNK, len(batch))
                     await self._commits.commit(Changes([batch.popitem()[1] for _ in range(n)]))
             finally:
                 self._flushing = {}
@@ -511,7 +514,7 @@ class Sessions:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
             self._flusher = None
-        await self.flush()
+        await self.flush(LAST_FLUSH_CHUNK)
 
     async def _flush_loop(self, every: float) -> None:
         rounds = 0

@@ -167,6 +167,33 @@ def test_durability_an_idle_during_a_heartbeat_flush_waits_behind_one_chunk_only
     assert states[sids[3]] == "SESSION_STATE_IDLE"
 
 
+def test_durability_the_last_flush_at_stop_writes_the_batch_in_larger_chunks(
+    server: ServerThread, desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At stop no call is left to wait behind the flush: it writes
+    LAST_FLUSH_CHUNK objects per commit, not FLUSH_CHUNK, and writes them all."""
+    monkeypatch.setattr(sessions_module, "FLUSH_CHUNK", 1)
+    monkeypatch.setattr(sessions_module, "LAST_FLUSH_CHUNK", 4)
+    users = [desk.user("alpha", name) for name in ("ann", "bob", "cy")]
+    sids = [desk.entitle(u, "REVIT")["session_id"] for u in users]
+    desk.advance(60)
+    for u, sid in zip(users, sids, strict=True):
+        desk.heartbeat(u, sid)  # 3 sessions + 3 devices wait in the batch
+
+    async def scenario() -> tuple[list[list[Any]], int]:
+        engine = server.server.engine
+        assert engine is not None
+        assert engine.sessions.dirty == 6
+        async with held_writer(engine.store) as (gate, _, writes):
+            gate.set()
+            await asyncio.wait_for(engine.sessions.stop(), 10)
+        return writes, engine.sessions.dirty
+
+    writes, left = server.call(scenario())
+    assert [len(ops) for ops in writes] == [4, 2]
+    assert left == 0
+
+
 def test_m8_a_device_removed_while_its_batch_is_being_written_stays_removed(
     server: ServerThread, desk: Desk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
