@@ -276,8 +276,10 @@ def main(argv: list[str] | None = None) -> int:
             for level in (("signature", "engine", "edge") if a.ladder else ())
         ]
         if a.front_process:
-            flag = "--front-process"
-            stripped.append(tessera_child(flag[2:], tmp, token, a.event_loop, None, flag))
+            front = tessera_child(
+                "front-process", tmp, token, a.event_loop, None, "--front-process"
+            )
+            stripped.append(front)
         echo = Child(
             "echo",
             [

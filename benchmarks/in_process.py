@@ -43,7 +43,7 @@ from server import logs
 from server.app import TesseraServer
 from server.config import Config
 from server.config import parse_args as server_args
-from server.front import CallContext, CallDetails
+from server.front import CallContext, run_call
 from server.loops import EVENT_LOOPS, loop_factory
 from tessera_api.tessera.v1 import common_pb2
 from tessera_api.tessera.v1 import licensing_service_pb2 as lic
@@ -64,14 +64,11 @@ def caller(server: TesseraServer) -> Call:
     request, answers, and has its answer serialized."""
     gate = server.gate
 
-    async def nothing(_: Any) -> None:
-        return None
-
     async def call(method: str, body: bytes, context: CallContext) -> bytes:
-        handler: Any = await gate.intercept_service(nothing, CallDetails(SERVICE + method))
-        answer = await handler.unary_unary(handler.request_deserializer(body), context)
-        out: bytes = handler.response_serializer(answer)
-        return out
+        answer = await run_call(gate, SERVICE + method, body, context)
+        if answer is None:
+            raise LookupError(f"no method {method}")
+        return answer
 
     return call
 

@@ -168,6 +168,21 @@ async def _no_handler(details: Any) -> None:
     return None  # health and reflection are the front's
 
 
+async def run_call(gate: Gate, method: str, body: bytes, context: CallContext) -> bytes | None:
+    """``method``'s answer to the request ``body``, run as gRPC runs a call on the
+    server's own port: the gate picks the handler, which parses the request,
+    answers, and has its answer serialized. None when the gate has no such
+    method; a refusal raises ``Refused`` (``CallContext.abort``)."""
+    handler: Any = await gate.intercept_service(_no_handler, CallDetails(method))
+    if handler is None or handler.unary_unary is None:
+        return None
+    deserialize, serialize = handler.request_deserializer, handler.response_serializer
+    request = deserialize(body) if deserialize is not None else body
+    answer = await handler.unary_unary(request, context)
+    out: bytes = serialize(answer) if serialize is not None else answer
+    return out
+
+
 class Back:
     """The front process as the server sees it: started, handed calls, stopped.
     ``start()`` and ``stop(grace)`` as a grpc.aio server's, so the server holds
@@ -285,14 +300,11 @@ class Back:
         """One call, as gRPC would run it on the server's own port."""
         send = self.link.send
         try:
-            handler: Any = await self.gate.intercept_service(_no_handler, CallDetails(method))
-            if handler is None or handler.unary_unary is None:
+            answer = await run_call(self.gate, method, body, CallContext(metadata))
+            if answer is None:
                 send((call_id, UNIMPLEMENTED, f"no method {method}", ()))
-                return
-            deserialize, serialize = handler.request_deserializer, handler.response_serializer
-            request = deserialize(body) if deserialize is not None else body
-            answer = await handler.unary_unary(request, CallContext(metadata))
-            send((call_id, 0, "", serialize(answer) if serialize is not None else answer))
+            else:
+                send((call_id, 0, "", answer))
         except Refused as refused:
             send((call_id, refused.code.value[0], refused.details, refused.trailing))
         except Exception:  # the edge answers every failure itself: this is a bug

@@ -483,11 +483,12 @@ class Sessions:
         return len(self._dirty)
 
     async def flush(self, chunk: int = 0) -> None:
-        """Write the heartbeats' changes gathered so far, ``chunk`` (by default
-        ``FLUSH_CHUNK``) objects per commit. Each chunk is turned into rows as it is handed to the store,
-        from memory as it is then (never older than a commit queued before it);
-        what a deadline or a RemoveDevice takes out of the batch meanwhile
-        (``_undirty``) is theirs to write, or not to."""
+        """Write the heartbeats' changes gathered so far, ``chunk`` objects per
+        commit (0: ``FLUSH_CHUNK``). Each chunk is turned into rows as it is handed
+        to the store, from memory as it is then (never older than a commit queued
+        before it); what a deadline or a RemoveDevice takes out of the batch
+        meanwhile (``_undirty``) is theirs to write, or not to."""
+        chunk = chunk or FLUSH_CHUNK
         async with self._flush_lock:  # a second flush writes what came after the first
             if not self._dirty:
                 return
@@ -496,7 +497,7 @@ class Sessions:
             size, began = len(batch), monotonic()
             try:
                 while batch:
-                    n = min(chunk or FLUSH_CHUNK, len(batch))
+                    n = min(chunk, len(batch))
                     await self._commits.commit(Changes([batch.popitem()[1] for _ in range(n)]))
             finally:
                 self._flushing = {}
