@@ -542,8 +542,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--front-process",
-        action="store_true",
-        help="run Tessera with --front-process: gRPC's work in a second process",
+        action=argparse.BooleanOptionalAction,
+        help="run Tessera with --front-process (gRPC's work in a second process) or "
+        "--no-front-process (one process); default: the server's own default, on with "
+        "two cores or more",
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("--no-progress", action="store_true")
@@ -618,14 +620,16 @@ def run_tessera(
         args += ["--sync", a.sync]
     if metrics_port:
         args += ["--metrics-listen", f"127.0.0.1:{metrics_port}"]
-    if a.front_process:
-        args += ["--front-process"]
+    if a.front_process is not None:
+        args += ["--front-process" if a.front_process else "--no-front-process"]
     tessera = Child(name, args, tmp)
     servers.append(tessera)
     tessera.start()
     store = "PostgreSQL (pgserver, fsync on)" if pg_url else f"SQLite, --sync {a.sync}"
     print(
-        f"{name} on {tessera.target} (pid {tessera.pid}, {store}); "
+        f"{name} on {tessera.target} (pid {tessera.pid}"
+        + (f", its front {tessera.front_pid}" if tessera.front_pid else ", one process")
+        + f", {store}); "
         f"load average {os.getloadavg()[0]:.2f}",
         file=sys.stderr,
     )

@@ -22,16 +22,18 @@ what the server alone can do. In one run this:
    away as well (``benchmarks/stripped_server.py``: without the signature, without
    the engine, without the edge), printing each one's share of the echo: where
    the floor of this process model is, and what each part costs; with
-   ``--front-process``, against Tessera run with that flag as well, gRPC's work
-   in a second process (``server/front.py``; CPU a call counts both processes,
-   the loop named is the front's, and the back's is shown beside it);
+   ``--one-process``, against Tessera run with ``--no-front-process`` as well.
+   Tessera runs as ``python -m server`` does by default: with two cores or more,
+   gRPC's work in a second process (``server/front.py``; CPU a call then counts
+   both processes, the loop named is the front's, and the back's is shown
+   beside it);
 6. checks Tessera's log: gRPC puts a failure in the trailers of an HTTP 200,
    which h2load counts as a success, and the server logs every failed call, so
    the run is refused when the log names any;
 7. prints the last line
 
    ``H2LOAD heartbeat_rps=… echo_rps=… heartbeat_vs_echo=… heartbeat_cpu_us=…
-   echo_cpu_us=… [front_process_vs_echo=…] failed=…``
+   echo_cpu_us=… [one_process_vs_echo=…] failed=…``
 
    where the CPU figures are the server process's CPU microseconds per call.
    Each round also prints how much of a core the server's main thread (the
@@ -227,9 +229,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument(
-        "--front-process",
+        "--one-process",
         action="store_true",
-        help="also run Tessera with --front-process (gRPC's work in a second process)",
+        help="also run Tessera with --no-front-process (gRPC's work and Tessera's in one "
+        "process; the default where the machine has one core)",
     )
     p.add_argument(
         "--ladder",
@@ -275,11 +278,9 @@ def main(argv: list[str] | None = None) -> int:
             tessera_child(f"stripped-{level}", tmp, token, a.event_loop, level)
             for level in (("signature", "engine", "edge") if a.ladder else ())
         ]
-        if a.front_process:
-            front = tessera_child(
-                "front-process", tmp, token, a.event_loop, None, "--front-process"
-            )
-            stripped.append(front)
+        if a.one_process:
+            one = tessera_child("one-process", tmp, token, a.event_loop, None, "--no-front-process")
+            stripped.append(one)
         echo = Child(
             "echo",
             [
@@ -334,8 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             f"H2LOAD heartbeat_rps={t.rps:.0f} echo_rps={e.rps:.0f} heartbeat_vs_echo={ratio:.2f} "
             f"heartbeat_cpu_us={t.cpu_us:.0f} echo_cpu_us={e.cpu_us:.0f} "
             + (
-                f"front_process_vs_echo={median(points['front-process']).rps / e.rps:.2f} "
-                if a.front_process and e.rps
+                f"one_process_vs_echo={median(points['one-process']).rps / e.rps:.2f} "
+                if a.one_process and e.rps
                 else ""
             )
             + f"failed={sum(failed.values())}"

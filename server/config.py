@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import socket
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +24,18 @@ from typing import Any
 from server.api.convert import MIN_TIME
 from server.engine.core import LATEST_TEST_CLOCK
 from server.loops import EVENT_LOOPS
+
+
+def front_pays() -> bool:
+    """``--front-process``'s default: on where it works and pays. It needs Unix
+    sockets (not Windows), and a core for each process: with one core the two
+    take turns and answer fewer calls than one process alone
+    (docs/performance.md, "A second process by default")."""
+    if sys.platform == "win32" or not hasattr(socket, "AF_UNIX"):
+        return False
+    affinity = getattr(os, "sched_getaffinity", None)  # the cores this process may use
+    cores = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+    return cores >= 2
 
 
 @dataclass(frozen=True)
@@ -38,7 +52,7 @@ class Config:
     log_format: str = "auto"  # auto: console on a terminal, JSON otherwise
     log_level: str = "info"
     event_loop: str = "uvloop"  # server/loops.py
-    front_process: bool = False  # gRPC's work in a second process (server/front.py)
+    front_process: bool = front_pays()  # gRPC's work in a second process (server/front.py)
     sync: str = "FULL"
     shutdown_grace: float = 10.0
     heartbeat_flush: float = 2.0  # seconds between writes of heartbeat history
@@ -292,6 +306,7 @@ OPTIONS: tuple[Option, ...] = (
         "hands every call to this one: up to half again the Heartbeats a second when the "
         "machine has a core to spare for it, less when it has none (docs/performance.md)",
         _boolean,
+        default_text="on with 2 cores or more; off with one, and on Windows (no Unix sockets)",
     ),
     Option(
         "sync",

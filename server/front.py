@@ -37,6 +37,7 @@ import json
 import marshal
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -202,6 +203,11 @@ class Back:
     async def open(self, cfg: Config) -> int:
         """Start the front on ``cfg``'s listen address; its bound port. A front that
         cannot listen refuses the start with its reason."""
+        if not hasattr(socket, "AF_UNIX"):
+            raise StartRefused(
+                "--front-process needs Unix sockets, which this platform lacks: "
+                "start with --no-front-process"
+            )
         self._dir = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))  # 0700: this user's
         path = self._dir / "back.sock"
         loop = asyncio.get_running_loop()

@@ -83,6 +83,11 @@ class ServerThread:
     """A TesseraServer running on its own event loop in a background thread."""
 
     def __init__(self, db: Path | str, *, test_clock: str | None = T0, **overrides: Any) -> None:
+        # One process unless a test asks for the front (tests/test_front_process.py and
+        # those parametrized over it): what it hands over is the same gate's call, and
+        # a front per server thread is an interpreter's start each. `python -m server`
+        # in the tests' subprocesses runs the default, as an operator's does.
+        overrides.setdefault("front_process", False)
         if isinstance(db, str):
             overrides.setdefault("secrets_dir", secrets_dir(db))
             # Alone on its database and stopped cleanly (which resigns), it never needs a

@@ -15,6 +15,7 @@ import os
 import select
 import signal
 import socket
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
@@ -26,8 +27,12 @@ from grpc_status import rpc_status
 
 from benchmarks.h2load_heartbeat import open_session
 from client_sdk.leases import keys_from_response, verify_lease
+from server import config
+from server import front as front_module
+from server.config import Config
 from server.front import Back, Front
 from server.ha.gate import Gate
+from server.listen import StartRefused
 from tessera_api.tessera.v1 import common_pb2, licensing_service_pb2_grpc
 from tessera_api.tessera.v1 import licensing_service_pb2 as lic
 from tests.grpcurl import Grpcurl
@@ -51,9 +56,7 @@ def front(database: Path | str) -> Iterator[ServerProcess]:
 def front_pid(server: ServerProcess) -> int:
     """The server's one child process: its front."""
     assert server.proc is not None
-    pid = server.proc.pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    (child,) = children
+    (child,) = children(server)
     assert b"server.front" in Path(f"/proc/{child}/cmdline").read_bytes()
     return int(child)
 
@@ -79,6 +82,61 @@ async def _call(target: str, method: str, request: object, key: str) -> object:
             request, metadata=(("authorization", f"Bearer {key}"),)
         )
         return answer
+
+
+def children(server: ServerProcess) -> list[str]:
+    assert server.proc is not None
+    pid = server.proc.pid
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
+@pytest.mark.parametrize(
+    ("platform", "cores", "on"),
+    [("linux", {0}, False), ("linux", {0, 1}, True), ("linux", {3, 5, 7}, True)],
+)
+def test_front_process_is_the_default_with_two_cores_and_unix_sockets(
+    monkeypatch: pytest.MonkeyPatch, platform: str, cores: set[int], on: bool
+) -> None:
+    """With one core the two processes take turns and answer fewer calls than one
+    (docs/performance.md); the cores counted are those this process may use."""
+    monkeypatch.setattr(config.sys, "platform", platform)
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: cores, raising=False)
+    assert config.front_pays() is on
+
+
+def test_front_process_is_off_by_default_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config.sys, "platform", "win32")
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert config.front_pays() is False
+
+
+async def test_front_process_asked_for_without_unix_sockets_is_refused_saying_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(front_module, "socket", types.SimpleNamespace())  # Windows' lacks it
+    back = Back(cast(Gate, object()))  # refused before it hands over a call
+    with pytest.raises(StartRefused) as refused:
+        await back.open(Config(front_process=True))
+    assert str(refused.value) == (
+        "--front-process needs Unix sockets, which this platform lacks: "
+        "start with --no-front-process"
+    )
+
+
+@pytest.mark.parametrize("flags", [(), ("--no-front-process",)], ids=["default", "off"])
+def test_front_process_python_m_server_runs_one_by_default_where_it_pays(
+    tmp_path: Path, flags: tuple[str, ...]
+) -> None:
+    server = ServerProcess(tmp_path / "t.db", extra=list(flags)).start()
+    try:
+        fronts = [
+            child
+            for child in children(server)
+            if b"server.front" in Path(f"/proc/{child}/cmdline").read_bytes()
+        ]
+        assert len(fronts) == (1 if config.front_pays() and not flags else 0)
+    finally:
+        assert server.terminate() == 0
 
 
 def test_front_process_answers_what_the_server_answers(front: ServerProcess) -> None:

@@ -161,7 +161,9 @@ def busy_port() -> Iterator[int]:
         yield taken.getsockname()[1]
 
 
-@pytest.mark.parametrize("flags", [(), ("--front-process",)], ids=["one-process", "front"])
+@pytest.mark.parametrize(
+    "flags", [("--no-front-process",), ("--front-process",)], ids=["one-process", "front"]
+)
 def test_h4_8b_port_in_use_is_one_line_and_the_database_is_untouched(
     busy_port: int, tmp_path: Path, flags: tuple[str, ...]
 ) -> None:
