@@ -20,6 +20,12 @@ in the back too (``("cancel", id)``), as gRPC cancels it in one process. The bac
 also tells the front its health (``("health", service, status)``), when to
 take calls (``("start",)``) and when to stop (``("stop", grace)``).
 
+The back also says it is alive (``("alive",)``) every ``ALIVE_EVERY``
+seconds. A back the front has not heard from for ``SILENT_AFTER`` seconds
+(paused by SIGSTOP, or its loop held) is reported ``NOT_SERVING`` by the
+front's health until it is heard again, as a server in one process in that
+state answers no health check at all: a load balancer takes it out either way.
+
 The front holds nothing but calls under way: every token, session and
 write is the back's. So neither outlives the other: a front that ends stops
 the back (an error, for a supervisor to restart both), and a back that ends
@@ -49,10 +55,11 @@ from typing import Any, cast
 
 import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from server import loops
 from server.api import reflection
+from server.clock import monotonic
 from server.config import Config, parse_args
 from server.ha.gate import SESSION_CALLS, Gate, GenericOnly
 from server.listen import SERVICE_NAMES, SERVICES, StartRefused, bind, grpc_server
@@ -66,6 +73,11 @@ UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED.value[0]
 FOLDER_PREFIX = "tessera-front-"
 #: Seconds the back waits for the front to report its port, or to end once told to stop.
 START_TIMEOUT = 30.0
+#: Seconds between the back's "alive" frames, and between the front's looks at them.
+ALIVE_EVERY = 1.0
+#: Seconds of silence from the back after which the front reports it NOT_SERVING.
+SILENT_AFTER = 3.0
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class Link(asyncio.Protocol):
@@ -199,6 +211,7 @@ class Back:
         self._calls: dict[int, asyncio.Task[None]] = {}  # under way, by call id
         self._stopping = False
         self._watch: asyncio.Future[None] | None = None
+        self._alive: asyncio.Task[None] | None = None
 
     async def open(self, cfg: Config) -> int:
         """Start the front on ``cfg``'s listen address; its bound port. A front that
@@ -231,7 +244,14 @@ class Back:
             await self._reap()
             raise StartRefused(str(said.get("error")))
         self.link.closed.add_done_callback(self._closed)
+        self._alive = loop.create_task(self._say_alive(), name="front-alive")
         return int(said["port"])
+
+    async def _say_alive(self) -> None:
+        """Tell the front this process still runs its loop (``SILENT_AFTER``)."""
+        while True:
+            self.link.send(("alive",))
+            await asyncio.sleep(ALIVE_EVERY)
 
     @property
     def pid(self) -> int:
@@ -242,6 +262,8 @@ class Back:
         return out.readline() if out is not None else b""
 
     def _closed(self, _: object) -> None:
+        if self._alive is not None:
+            self._alive.cancel()
         if not self._stopping:
             self._watch = asyncio.ensure_future(self._end())
 
@@ -264,6 +286,8 @@ class Back:
         """The front stops taking calls, gives those under way ``grace`` seconds to
         be answered, and ends; then the socket and its directory go."""
         self._stopping = True
+        if self._alive is not None:
+            self._alive.cancel()
         self.link.send(("stop", grace))
         self.link.flush()
         await self._reap(grace + START_TIMEOUT)
@@ -338,9 +362,13 @@ def front_flags(cfg: Config) -> list[str]:
 class Front(grpc.GenericRpcHandler):
     """Hands every Tessera call to the back and answers what comes back."""
 
-    def __init__(self) -> None:
+    def __init__(self, now: Callable[[], float] = monotonic) -> None:
         self.link = Link(self._on_batch)
         self.health = health.aio.HealthServicer()
+        self._now = now
+        self.heard = now()  # when the back last sent anything
+        self.statuses: dict[str, int] = {}  # each service's health, as the back set it
+        self.silent = False  # the back unheard for SILENT_AFTER: reported NOT_SERVING
         self.started = asyncio.Event()
         self.stopping: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._waiting: dict[int, asyncio.Future[tuple[int, str, Any]]] = {}
@@ -349,6 +377,11 @@ class Front(grpc.GenericRpcHandler):
         self._settings: set[asyncio.Task[None]] = set()
 
     def _on_batch(self, batch: list[tuple[Any, ...]]) -> None:
+        self.heard = self._now()
+        if self.silent:
+            self.silent = False
+            for service, status in self.statuses.items():
+                self._set_health(service, status)
         waiting = self._waiting
         for item in batch:
             if type(item[0]) is int:
@@ -356,13 +389,30 @@ class Front(grpc.GenericRpcHandler):
                 if future is not None and not future.done():
                     future.set_result(item[1:])
             elif item[0] == "health":
-                setting = asyncio.get_running_loop().create_task(self.health.set(*item[1:]))
-                self._settings.add(setting)
-                setting.add_done_callback(self._settings.discard)
+                self.statuses[item[1]] = item[2]
+                self._set_health(item[1], item[2])
             elif item[0] == "start":
                 self.started.set()
             elif item[0] == "stop" and not self.stopping.done():
                 self.stopping.set_result(float(item[1]))
+
+    def _set_health(self, service: str, status: int) -> None:
+        setting = asyncio.get_running_loop().create_task(self.health.set(service, status))
+        self._settings.add(setting)
+        setting.add_done_callback(self._settings.discard)
+
+    def look(self) -> None:
+        """Report every service NOT_SERVING once the back has been silent for
+        ``SILENT_AFTER`` seconds; its next frame puts back what it had set."""
+        if not self.silent and self._now() - self.heard > SILENT_AFTER:
+            self.silent = True
+            for service in self.statuses:
+                self._set_health(service, NOT_SERVING)
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(ALIVE_EVERY)
+            self.look()
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
         return self._handlers.get(details.method)
@@ -432,7 +482,9 @@ async def serve(socket_path: str, cfg: Config) -> int:
     await asyncio.wait([started, *ends], return_when=asyncio.FIRST_COMPLETED)
     if front.started.is_set():
         await server.start()
+        watching = asyncio.ensure_future(front.watch())
         await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+        watching.cancel()
     started.cancel()
     grace = front.stopping.result() if front.stopping.done() else 0.0
     if front.link.closed.done():

@@ -79,6 +79,26 @@ async def until_serving(target: str) -> None:
     raise RuntimeError(f"{target} ended its health stream before SERVING")
 
 
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def health(target: str) -> int:
+    """``target``'s overall health, by one Check."""
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status)
+
+
+def wait_for(target: str, status: int, timeout: float = 10.0) -> float:
+    """Seconds until ``target``'s health is ``status`` (fails past ``timeout``)."""
+    start = time.monotonic()
+    while health(target) != status:
+        assert time.monotonic() - start < timeout, f"{target} not {status} within {timeout} s"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
 class ServerThread:
     """A TesseraServer running on its own event loop in a background thread."""
 

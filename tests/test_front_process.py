@@ -23,6 +23,7 @@ from typing import cast
 import grpc
 import pytest
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 
 from benchmarks.h2load_heartbeat import open_session
@@ -30,13 +31,23 @@ from client_sdk.leases import keys_from_response, verify_lease
 from server import config
 from server import front as front_module
 from server.config import Config
-from server.front import Back, Front
+from server.front import SILENT_AFTER, Back, Front
 from server.ha.gate import Gate
-from server.listen import StartRefused
+from server.listen import SERVICE_NAMES, StartRefused
 from tessera_api.tessera.v1 import common_pb2, licensing_service_pb2_grpc
 from tessera_api.tessera.v1 import licensing_service_pb2 as lic
 from tests.grpcurl import Grpcurl
-from tests.support import ADMIN_TOKEN, T0, ServerProcess, instant, until_serving
+from tests.support import (
+    ADMIN_TOKEN,
+    NOT_SERVING,
+    SERVING,
+    T0,
+    ServerProcess,
+    health,
+    instant,
+    until_serving,
+    wait_for,
+)
 
 FLAG = "--front-process"
 
@@ -256,3 +267,61 @@ async def test_front_process_a_call_its_client_cancels_is_cancelled_in_the_serve
         for link in (front.link, back.link):
             if link.transport is not None:
                 link.transport.close()
+
+
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def _status(front: Front, service: str = "") -> int:
+    await asyncio.gather(*front._settings)  # the health settings under way
+    answer = await front.health.Check(health_pb2.HealthCheckRequest(service=service), None)
+    return int(answer.status)
+
+
+async def test_front_process_reports_a_silent_server_not_serving_until_heard_again() -> None:
+    """A server paused (SIGSTOP) or with its loop held sends nothing: after
+    SILENT_AFTER seconds of that its front says NOT_SERVING, as one process in
+    that state answers no health check; what the server set comes back with
+    its next frame."""
+    clock = Clock()
+    front = Front(now=clock)
+    front._on_batch([("health", "", SERVING), ("health", SERVICE_NAMES[-1], SERVING)])
+    assert await _status(front) == SERVING
+    clock.t += SILENT_AFTER  # not yet past it
+    front.look()
+    assert await _status(front) == SERVING
+    clock.t += 0.1
+    front.look()
+    assert front.silent
+    assert await _status(front) == NOT_SERVING
+    assert await _status(front, SERVICE_NAMES[-1]) == NOT_SERVING
+    front._on_batch([("alive",)])
+    assert not front.silent
+    assert await _status(front) == SERVING
+    assert await _status(front, SERVICE_NAMES[-1]) == SERVING
+    # A server that went NOT_SERVING itself (a standby now) stays so when heard.
+    front._on_batch([("health", "", NOT_SERVING)])
+    clock.t += SILENT_AFTER + 1
+    front.look()
+    front._on_batch([("alive",)])
+    assert await _status(front) == NOT_SERVING
+
+
+def test_front_process_says_not_serving_while_its_server_is_paused(
+    front: ServerProcess,
+) -> None:
+    assert front.proc is not None
+    assert health(front.target) == SERVING
+    os.kill(front.proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(front.target, NOT_SERVING)  # when, the test above sets with its clock
+    finally:
+        os.kill(front.proc.pid, signal.SIGCONT)
+    wait_for(front.target, SERVING)

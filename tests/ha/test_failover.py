@@ -18,32 +18,22 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.grpcurl import Grpcurl, GrpcurlError
 from tests.licensing_desk import Desk, num
 from tests.pg import run_sync
-from tests.support import ADMIN_TOKEN, ServerProcess, ServerThread
+from tests.support import (
+    ADMIN_TOKEN,
+    NOT_SERVING,
+    SERVING,
+    ServerProcess,
+    ServerThread,
+    health,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-TAKEOVER_BOUND = 10.0  # RULES H2
-
-
-def health(target: str) -> int:
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status)
-
-
-def wait_for(target: str, status: int, timeout: float = TAKEOVER_BOUND) -> float:
-    """Seconds until ``target``'s health is ``status`` (fails past ``timeout``)."""
-    start = time.monotonic()
-    while health(target) != status:
-        assert time.monotonic() - start < timeout, f"{target} not {status} within {timeout} s"
-        time.sleep(0.05)
-    return time.monotonic() - start
+TAKEOVER_BOUND = 10.0  # RULES H2 (wait_for waits as long by default)
 
 
 class Cluster:

@@ -6,17 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.ha.test_failover import (
-    NOT_SERVING,
-    SERVING,
-    TAKE_OVER_BEHIND_ITS_BACK,
-    _execute,
-    wait_for,
-)
+from tests.ha.test_failover import TAKE_OVER_BEHIND_ITS_BACK, _execute
 from tests.licensing_desk import Desk
 from tests.ops.scrape import names, scrape, value
 from tests.pg import run_sync
-from tests.support import ServerThread
+from tests.support import NOT_SERVING, SERVING, ServerThread, wait_for
 
 
 def test_h1_the_role_and_the_takeovers_follow_the_election(pg_url: str, tmp_path: Path) -> None:
