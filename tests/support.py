@@ -86,7 +86,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 def health(target: str) -> int:
     """``target``'s overall health, by one Check."""
     with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        stub: Any = health_pb2_grpc.HealthStub(channel)  # the stubs' typing lacks Check
         return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status)
 
 
