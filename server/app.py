@@ -217,6 +217,11 @@ class TesseraServer:
         active = self.gate.term is not None and self.gate.term.holds()
         return NodeInfo(self.node_id, active, election.leader_address())
 
+    @property
+    def front_pid(self) -> int:
+        """Its front process's (``--front-process``), else 0 (metrics)."""
+        return self._front.pid if self._front is not None else 0
+
     def is_active(self) -> bool:
         """Whether this server answers calls as the active one (metrics)."""
         return self.engine is not None and self._node().active

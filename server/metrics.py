@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import grpc
-from prometheus_client import generate_latest
+from prometheus_client import ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -70,6 +70,8 @@ class Source(Protocol):
     def store(self) -> StorePort | None: ...
     @property
     def election(self) -> Election | None: ...
+    @property
+    def front_pid(self) -> int: ...  # its front process's (--front-process), else 0
 
     def is_active(self) -> bool: ...
 
@@ -102,7 +104,16 @@ class Metrics(Collector):
         self.rate_limited: Counter[str] = Counter(dict.fromkeys(CREDENTIALS, 0))
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+        # prometheus_client's process_* series (CPU, memory, files; from /proc, so Linux
+        # alone), this process's, and as tessera_front_process_* its front's, if it has one.
+        ProcessCollector(registry=self.registry)
+        ProcessCollector("tessera_front", pid=self._front_proc, registry=self.registry)
         self._http: asyncio.Server | None = None
+
+    def _front_proc(self) -> str:
+        """The front's /proc entry; without a front, one that is not there (no series)."""
+        pid = self._source.front_pid
+        return str(pid) if pid else "no-front"
 
     # -- what the edge and the engine tell ------------------------------------
 

@@ -54,6 +54,7 @@ class NoServer:
     """The metrics' source: no engine, no store (only the calls are counted)."""
 
     engine = store = election = None
+    front_pid = 0
 
     def is_active(self) -> bool:
         return True

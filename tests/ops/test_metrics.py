@@ -3,14 +3,16 @@ through the wire with the test clock (so on both stores)."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from pathlib import Path
 
 import grpc
 
 from server.domain.timers import TimerKind
 from tests.licensing_desk import Desk, num
 from tests.ops.scrape import fetch, scrape, total, value
-from tests.support import ServerThread
+from tests.support import ServerThread, running
 
 STATES = {"SESSION_STATE_ACTIVE": "active", "SESSION_STATE_IDLE": "idle"}
 CHARGES = {"CHARGE_STATE_GRACE": "grace", "CHARGE_STATE_CHARGED": "window"}
@@ -103,7 +105,7 @@ def test_metrics_endpoint_answers_only_metrics(metered: ServerThread) -> None:
     assert fetch(metered, "/metrics?name[]=x")[0] == 200
 
 
-def test_series_count_is_4_per_team_4_per_product_and_73_plus_timer_kinds(
+def test_series_count_is_4_per_team_4_per_product_and_79_plus_timer_kinds(
     metered: ServerThread, ops_desk: Desk
 ) -> None:
     """docs/ops/README.md's count, before the calls' own series (16 per method and
@@ -114,6 +116,32 @@ def test_series_count_is_4_per_team_4_per_product_and_73_plus_timer_kinds(
     d.entitle(d.user("alpha", "ann"))
     m = scrape(metered)
     calls = {k for k in m if k[0].startswith(("tessera_rpc_", "tessera_refusals"))}
-    assert len(m) - len(calls) == 4 * 3 + 4 * 5 + 73 + len(TimerKind)
+    assert len(m) - len(calls) == 4 * 3 + 4 * 5 + 79 + len(TimerKind)
     per_call = [k for k in calls if dict(k[1]).get("method") == "Entitle"]
     assert len(per_call) == 16  # 13 buckets, +Inf, sum, count: one status code so far
+
+
+def test_metrics_process_series_are_the_servers_own(metered: ServerThread) -> None:
+    """prometheus_client's process_* series, of the process the server runs in (the
+    test's own here: a server thread); no front, so no tessera_front_* series."""
+    m = scrape(metered)
+    assert value(m, "process_resident_memory_bytes") > 10 * 2**20
+    assert value(m, "process_cpu_seconds_total") > 0
+    assert value(m, "process_open_fds") > 0
+    assert not [name for name, _ in m if name.startswith("tessera_front_")]
+
+
+def test_metrics_a_front_process_has_its_own_process_series(tmp_path: Path) -> None:
+    with running(tmp_path / "t.db", metrics_listen="127.0.0.1:0", front_process=True) as srv:
+        m = scrape(srv)
+        front_pid = srv.server.front_pid
+        ticks = os.sysconf("SC_CLK_TCK")
+        stat = Path(f"/proc/{front_pid}/stat").read_bytes().split(b")")[-1].split()
+        # The front's, not this process's: it started later, and uses memory of its own.
+        assert value(m, "tessera_front_process_start_time_seconds") > value(
+            m, "process_start_time_seconds"
+        )
+        assert value(m, "tessera_front_process_cpu_seconds_total") <= (
+            (int(stat[11]) + int(stat[12])) / ticks
+        )
+        assert value(m, "tessera_front_process_resident_memory_bytes") > 10 * 2**20
