@@ -79,6 +79,17 @@ async def until_serving(target: str) -> None:
     raise RuntimeError(f"{target} ended its health stream before SERVING")
 
 
+class SecondsClock:
+    """A monotonic clock in seconds that moves only when the test moves it
+    (``clock.t += 3``): for code that takes a ``now`` callable."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 

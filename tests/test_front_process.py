@@ -42,6 +42,7 @@ from tests.support import (
     NOT_SERVING,
     SERVING,
     T0,
+    SecondsClock,
     ServerProcess,
     health,
     instant,
@@ -66,9 +67,8 @@ def front(database: Path | str) -> Iterator[ServerProcess]:
 
 def front_pid(server: ServerProcess) -> int:
     """The server's one child process: its front."""
-    assert server.proc is not None
     (child,) = children(server)
-    assert b"server.front" in Path(f"/proc/{child}/cmdline").read_bytes()
+    assert is_front(child)
     return int(child)
 
 
@@ -101,9 +101,18 @@ def children(server: ServerProcess) -> list[str]:
     return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
 
 
+def is_front(pid: str) -> bool:
+    return b"server.front" in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
 @pytest.mark.parametrize(
     ("platform", "cores", "on"),
-    [("linux", {0}, False), ("linux", {0, 1}, True), ("linux", {3, 5, 7}, True)],
+    [
+        ("linux", {0}, False),
+        ("linux", {0, 1}, True),
+        ("linux", {3, 5, 7}, True),
+        ("win32", {0, 1}, False),  # no Unix sockets for the link
+    ],
 )
 def test_front_process_is_the_default_with_two_cores_and_unix_sockets(
     monkeypatch: pytest.MonkeyPatch, platform: str, cores: set[int], on: bool
@@ -113,12 +122,6 @@ def test_front_process_is_the_default_with_two_cores_and_unix_sockets(
     monkeypatch.setattr(config.sys, "platform", platform)
     monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: cores, raising=False)
     assert config.front_pays() is on
-
-
-def test_front_process_is_off_by_default_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config.sys, "platform", "win32")
-    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert config.front_pays() is False
 
 
 async def test_front_process_asked_for_without_unix_sockets_is_refused_saying_so(
@@ -140,11 +143,7 @@ def test_front_process_python_m_server_runs_one_by_default_where_it_pays(
 ) -> None:
     server = ServerProcess(tmp_path / "t.db", extra=list(flags)).start()
     try:
-        fronts = [
-            child
-            for child in children(server)
-            if b"server.front" in Path(f"/proc/{child}/cmdline").read_bytes()
-        ]
+        fronts = [child for child in children(server) if is_front(child)]
         assert len(fronts) == (1 if config.front_pays() and not flags else 0)
     finally:
         assert server.terminate() == 0
@@ -269,16 +268,6 @@ async def test_front_process_a_call_its_client_cancels_is_cancelled_in_the_serve
                 link.transport.close()
 
 
-class Clock:
-    """A monotonic clock the test moves."""
-
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 async def _status(front: Front, service: str = "") -> int:
     await asyncio.gather(*front._settings)  # the health settings under way
     answer = await front.health.Check(health_pb2.HealthCheckRequest(service=service), None)
@@ -290,7 +279,7 @@ async def test_front_process_reports_a_silent_server_not_serving_until_heard_aga
     SILENT_AFTER seconds of that its front says NOT_SERVING, as one process in
     that state answers no health check; what the server set comes back with
     its next frame."""
-    clock = Clock()
+    clock = SecondsClock()
     front = Front(now=clock)
     front._on_batch([("health", "", SERVING), ("health", SERVICE_NAMES[-1], SERVING)])
     assert await _status(front) == SERVING

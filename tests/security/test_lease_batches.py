@@ -19,7 +19,7 @@ from tessera_api.tessera.v1 import common_pb2 as pb
 from tessera_api.tessera.v1 import licensing_service_pb2 as lic
 from tessera_api.tessera.v1 import licensing_service_pb2_grpc as lic_grpc
 from tests.security.test_signed_leases import _entitle, _keys, _provision
-from tests.support import running
+from tests.support import SecondsClock, running
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 KEY = _new_key(NOW)
@@ -50,16 +50,8 @@ def signed(payload: bytes, signature: bytes, path: list[bytes] | tuple[()], inde
     ).SerializeToString()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def signer(clock: Clock | None = None, window: float = LONG) -> LeaseSigner:
-    return LeaseSigner([KEY], timedelta(days=1), window, clock or Clock())
+def signer(clock: SecondsClock | None = None, window: float = LONG) -> LeaseSigner:
+    return LeaseSigner([KEY], timedelta(days=1), window, clock or SecondsClock())
 
 
 async def signature_of(s: LeaseSigner, payload: bytes) -> Signature:
@@ -107,7 +99,7 @@ def test_m7_a_batched_lease_altered_moved_or_passed_off_is_refused() -> None:
 
 def test_m7_a_client_calling_one_at_a_time_never_waits_for_a_batch() -> None:
     async def scenario() -> None:
-        clock = Clock()
+        clock = SecondsClock()
         s = signer(clock, WINDOW)
         for i in range(1000):  # ~1,350 calls a second, the most one call at a time gets here
             assert (await signature_of(s, lease(i)))[1] == ()
@@ -119,7 +111,7 @@ def test_m7_a_client_calling_one_at_a_time_never_waits_for_a_batch() -> None:
 
 def test_m7_leases_share_a_signature_under_load_and_are_signed_alone_once_quiet() -> None:
     async def scenario() -> None:
-        clock = Clock()
+        clock = SecondsClock()
         s = signer(clock)
         # BUSY leases within one window are signed at once; the next ones wait.
         for i in range(BUSY):
