@@ -225,4 +225,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE notifications ADD COLUMN product_id TEXT NOT NULL DEFAULT '';
     ALTER TABLE teams ADD COLUMN low_balance_alerted INTEGER NOT NULL DEFAULT 0;
     """,
+    # 8: ended sessions only in ``sessions_end`` (issue 17). Live sessions' NULLs
+    # filled it in the order they started, so ending one rewrote a page somewhere in
+    # the middle of them, in every commit; its one reader (the start's load, for the
+    # latest end) asks for ended sessions only.
+    """
+    DROP INDEX sessions_end;
+    CREATE INDEX sessions_end ON sessions (end_time) WHERE end_time IS NOT NULL;
+    """,
 ]

@@ -24,6 +24,7 @@ from server.domain.sessions import ActivitySpan, ChargeState, Coverage, Session,
 from server.domain.teams import Plan
 from server.domain.terms import DEFAULT_TERMS
 from server.domain.timers import TimerKind
+from server.store.codec import SESSIONS
 from tests.domain.licensing_world import T0, FakeSub, World
 
 TEAMS = ("alpha", "beta")
@@ -172,6 +173,13 @@ def check_invariants(w: World) -> None:
             held_meters += meter.hold.amount
     assert held_meters == sum(ledger.held(t) for t in w.teams)
 
+    # The store leaves a session's ``fixed`` columns as they were inserted
+    # (server/store/codec.py, SESSIONS): no event may change them.
+    for s in w.lic.all_sessions():
+        row = SESSIONS.to_row(s)
+        fixed = tuple(row[SESSIONS.columns.index(c)] for c in SESSIONS.fixed)
+        assert w.fixed.setdefault(s.session_id, fixed) == fixed, s  # type: ignore[attr-defined]
+
     # M8, M9: at most 3 devices, at most one running device, per user and product.
     for user in USERS:
         for product in PRODUCTS:
@@ -196,6 +204,7 @@ def build(n_teams: int, n_users: int, grants: list[int], tokens: list[int], tria
     ledger = WatchedLedger()
     w = World({t: Plan.STANDARD for t in TEAMS[:n_teams]}, ledger=ledger)
     w.captures = []  # type: ignore[attr-defined]
+    w.fixed = {}  # type: ignore[attr-defined]  # each session's fixed columns, first seen
     w.users = USERS[:n_users]  # type: ignore[attr-defined]
     ledger.before_capture = lambda hold, now: check_capture(w, hold, now)
     for i, team in enumerate(TEAMS[:n_teams]):

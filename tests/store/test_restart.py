@@ -315,6 +315,44 @@ async def test_store_open_applies_every_migration_once(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_store_migration_8_keeps_live_sessions_out_of_sessions_end(tmp_path: Path) -> None:
+    """A database of release 7 (``sessions_end`` over every session, the live ones'
+    NULLs included) gets the partial index; the start's load still finds the
+    latest end through it, and the sessions are all still there."""
+    db = tmp_path / "s.db"
+    store = await Store.open(db)
+    try:
+        await store.commit([MetaValue("marker", "kept")])
+    finally:
+        await store.close()
+    with sqlite3.connect(db) as conn:  # back to what release 7 left
+        conn.execute("DROP INDEX sessions_end")
+        conn.execute("CREATE INDEX sessions_end ON sessions (end_time)")
+        conn.executemany(
+            "INSERT INTO sessions (session_id, user_id, team_id, product_id, product_version,"
+            " platform, device_id, parent_session_id, request_id, coverage, plan, daily_rate,"
+            " start_time, lease_end, last_activity, state_since, coverage_since, state,"
+            " end_reason, end_time) VALUES (?, 'u', 't', 'p', '1', 'WINDOWS', 'd', '', '',"
+            " 'TOKENS', 'STANDARD', 1, 0, 0, 0, 0, 0, 'ACTIVE', NULL, ?)",
+            [("ses_live", None), ("ses_ended", 5)],
+        )
+        conn.execute("PRAGMA user_version = 7")
+    conn.close()
+    store = await Store.open(db)
+    try:
+        assert await store.schema_version() == len(MIGRATIONS) == 8
+        index = await store.query("SELECT sql FROM sqlite_master WHERE name = 'sessions_end'")
+        plan = await store.query(
+            "EXPLAIN QUERY PLAN SELECT MAX(end_time) FROM sessions WHERE end_time IS NOT NULL"
+        )
+        kept = await store.query("SELECT session_id FROM sessions ORDER BY session_id")
+    finally:
+        await store.close()
+    assert index[0][0].endswith("WHERE end_time IS NOT NULL")
+    assert any("sessions_end" in str(row[-1]) for row in plan)
+    assert kept == [("ses_ended",), ("ses_live",)]
+
+
 async def test_store_commit_then_load_round_trips_every_object(tmp_path: Path) -> None:
     t = datetime(2028, 2, 29, 12, 34, 56, 789012, tzinfo=UTC)
     team = Team(

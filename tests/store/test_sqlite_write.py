@@ -99,3 +99,72 @@ async def test_store_commit_is_one_trip_to_the_connections_thread(tmp_path: Path
         await store.close()
     assert committed == [_write_plan, _write_plan]
     assert count == [(2,)]
+
+
+# -- a session's indexes are written only where their columns change (issue 17) ------
+
+
+def _wal_frames(db: Path) -> int:
+    """Pages written to the log since it was last emptied (its header says their size)."""
+    log = db.with_name(db.name + "-wal").read_bytes()
+    if not log:  # emptied by a checkpoint
+        return 0
+    page = int.from_bytes(log[8:12], "big")
+    return (len(log) - 32) // (24 + page)
+
+
+async def test_store_a_heartbeats_change_writes_no_page_of_its_sessions_indexes(
+    tmp_path: Path,
+) -> None:
+    """A heartbeat changes a session's lease end, not its team, start or end: one
+    page is written, the row's. SQLite rewrites the index entry of every column an
+    upsert sets, changed or not, so setting them all wrote ``sessions_end``'s and
+    ``sessions_team_start``'s pages too, three in all, in every heartbeat flush."""
+    db = tmp_path / "s.db"
+    store = await Store.open(db)
+    try:
+        session = _session(0)
+        await store.commit([session])
+        await store.query("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert _wal_frames(db) == 0
+        await store.commit([dataclasses.replace(session, lease_end=T0 + timedelta(hours=1))])
+        written = _wal_frames(db)
+        stored = await store.query(f"{SESSIONS.select_sql} WHERE session_id = 'ses_0'")
+    finally:
+        await store.close()
+    assert written == 1
+    assert SESSIONS.from_row(stored[0]).lease_end == T0 + timedelta(hours=1)
+
+
+async def test_store_stores_a_sessions_end_in_every_block_and_keeps_its_fixed_columns(
+    tmp_path: Path,
+) -> None:
+    """Ends are stored in every block size, and only ended sessions are listed in
+    the partial ``sessions_end`` index. A session's team and start (``fixed``:
+    decided at Entitle) keep the values it was inserted with."""
+    later = T0 + timedelta(hours=2)
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        sessions = [_session(i) for i in range(N)]
+        await store.commit(sessions)
+        changed = [
+            dataclasses.replace(s, state=SessionState.ENDED, state_since=later, lease_end=later)
+            if i % 2 == 0
+            else dataclasses.replace(s, lease_end=later)
+            for i, s in enumerate(sessions)
+        ]
+        await store.commit(changed)
+        moved = dataclasses.replace(changed[1], team_id="beta", start_time=later)
+        moved.last_activity = later
+        await store.commit([moved])
+        every = ", ".join(SESSIONS.columns)  # the computed end_time too
+        rows = await store.query(f"SELECT {every} FROM sessions")  # noqa: S608
+        ended = await store.query(
+            "SELECT count(*) FROM sessions INDEXED BY sessions_end WHERE end_time > 0"
+        )
+    finally:
+        await store.close()
+    want = {s.session_id: SESSIONS.to_row(s) for s in changed}
+    want["ses_1"] = SESSIONS.to_row(dataclasses.replace(changed[1], last_activity=later))
+    assert {r[0]: tuple(r) for r in rows} == want
+    assert ended == [(len(range(0, N, 2)),)]
