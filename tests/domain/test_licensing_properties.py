@@ -31,6 +31,7 @@ TEAMS = ("alpha", "beta")
 USERS = ("ann", "bob", "cat")
 PRODUCTS = ("ACAD", "MAYA")  # MAYA is idle-aware
 GRACE = DEFAULT_TERMS.grace
+FIXED_AT = tuple(SESSIONS.columns.index(c) for c in SESSIONS.fixed)  # in a session's row
 WINDOW = DEFAULT_TERMS.charge_window
 
 SECONDS = st.sampled_from(
@@ -177,7 +178,7 @@ def check_invariants(w: World) -> None:
     # (server/store/codec.py, SESSIONS): no event may change them.
     for s in w.lic.all_sessions():
         row = SESSIONS.to_row(s)
-        fixed = tuple(row[SESSIONS.columns.index(c)] for c in SESSIONS.fixed)
+        fixed = tuple(row[i] for i in FIXED_AT)
         assert w.fixed.setdefault(s.session_id, fixed) == fixed, s  # type: ignore[attr-defined]
 
     # M8, M9: at most 3 devices, at most one running device, per user and product.

@@ -19,6 +19,7 @@ from server.domain.changes import Changes
 from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack
 from server.domain.meta import MetaValue
 from server.domain.products import Platform, Product, ProductKind
+from server.domain.sessions import SessionState
 from server.domain.teams import Plan, Team
 from server.store import sqlite as sqlite_store
 from server.store.codec import NOT_LOADED, TABLES, Table
@@ -27,6 +28,7 @@ from server.store.sqlite import Store
 from tessera_api.tessera.v1 import admin_service_pb2 as api
 from tessera_api.tessera.v1 import admin_service_pb2_grpc
 from tests.grpcurl import Grpcurl
+from tests.store.test_sqlite_write import _session
 from tests.support import ADMIN_TOKEN, ServerProcess, running
 
 A = "tessera.v1.AdminService/"
@@ -320,22 +322,16 @@ async def test_store_migration_8_keeps_live_sessions_out_of_sessions_end(tmp_pat
     NULLs included) gets the partial index; the start's load still finds the
     latest end through it, and the sessions are all still there."""
     db = tmp_path / "s.db"
+    live, ended = _session(0), _session(1)
+    ended.state, ended.state_since = SessionState.ENDED, ended.lease_end
     store = await Store.open(db)
     try:
-        await store.commit([MetaValue("marker", "kept")])
+        await store.commit([live, ended])
     finally:
         await store.close()
     with sqlite3.connect(db) as conn:  # back to what release 7 left
         conn.execute("DROP INDEX sessions_end")
         conn.execute("CREATE INDEX sessions_end ON sessions (end_time)")
-        conn.executemany(
-            "INSERT INTO sessions (session_id, user_id, team_id, product_id, product_version,"
-            " platform, device_id, parent_session_id, request_id, coverage, plan, daily_rate,"
-            " start_time, lease_end, last_activity, state_since, coverage_since, state,"
-            " end_reason, end_time) VALUES (?, 'u', 't', 'p', '1', 'WINDOWS', 'd', '', '',"
-            " 'TOKENS', 'STANDARD', 1, 0, 0, 0, 0, 0, 'ACTIVE', NULL, ?)",
-            [("ses_live", None), ("ses_ended", 5)],
-        )
         conn.execute("PRAGMA user_version = 7")
     conn.close()
     store = await Store.open(db)
@@ -350,7 +346,7 @@ async def test_store_migration_8_keeps_live_sessions_out_of_sessions_end(tmp_pat
         await store.close()
     assert index[0][0].endswith("WHERE end_time IS NOT NULL")
     assert any("sessions_end" in str(row[-1]) for row in plan)
-    assert kept == [("ses_ended",), ("ses_live",)]
+    assert kept == [("ses_0",), ("ses_1",)]
 
 
 async def test_store_commit_then_load_round_trips_every_object(tmp_path: Path) -> None:
