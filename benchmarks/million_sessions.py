@@ -166,7 +166,7 @@ def footprint(engine: Engine, session: Session) -> dict[str, float]:
         id(t): t
         for t in (
             session.start_time,
-            session.lease_end,
+            session.lease_start,
             session.last_activity,
             session.state_since,
             session.coverage_since,

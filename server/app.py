@@ -35,6 +35,7 @@ from server.config import Config, parse_instant
 from server.credentials import load_or_create_admin_token
 from server.domain.changes import Deleted
 from server.domain.meta import MetaValue
+from server.domain.terms import LEASE
 from server.engine import Engine
 from server.engine.core import TEST_CLOCK_KEY
 from server.front import Back
@@ -359,7 +360,7 @@ class TesseraServer:
             )
             signer = LeaseSigner(
                 leases.load_or_create(leases.key_path(cfg.secrets_base), engine.now()),
-                engine.terms.lease,
+                LEASE,
                 cfg.lease_batch_window,
             )
             term = Term(

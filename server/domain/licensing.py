@@ -207,7 +207,7 @@ class Licensing(LiveView):
             plan=self.teams[team_id].plan,
             daily_rate=rate,
             start_time=now,
-            lease_end=now + self.terms.lease,
+            lease_start=now,
             last_activity=now,
             state_since=now,
             coverage_since=now,
@@ -241,7 +241,7 @@ class Licensing(LiveView):
         session = self._own(user_id, session_id)
         if not session.live:
             return session
-        session.lease_end = now + self.terms.lease
+        session.lease_start = now  # M7: the lease now ends LEASE later
         if (device := self.device_of(session)) is not None:
             device.last_seen_time = now
             changes.upsert(device)

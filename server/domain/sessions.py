@@ -27,6 +27,7 @@ from server.domain.changes import DERIVED
 from server.domain.ledger import Hold
 from server.domain.products import Platform
 from server.domain.teams import Plan
+from server.domain.terms import LEASE
 
 
 class SessionState(Enum):
@@ -131,7 +132,7 @@ class Session:
     plan: Plan  # the team's plan at Entitle (A8)
     daily_rate: int  # the product's rate at Entitle
     start_time: datetime
-    lease_end: datetime  # M7: Entitle/Heartbeat + lease
+    lease_start: datetime  # M7: the latest Entitle or Heartbeat; the lease ends LEASE later
     last_activity: datetime  # M6: latest meaningful activity reported (Entitle counts)
     state_since: datetime  # when the current state (ACTIVE, IDLE, ENDED) began
     coverage_since: datetime  # when ``coverage`` was last decided (C2 timers on restore)
@@ -152,6 +153,13 @@ class Session:
         """When it ended (M10): the instant its ENDED state began; stored as a
         column for readers of the table, kept in memory once."""
         return self.state_since if self.state is SessionState.ENDED else None
+
+    @property
+    def lease_end(self) -> datetime:
+        """M7: when the lease runs out. Derived, not kept: the start is usually
+        the very instant the device's last-seen time and the activity hold, so
+        a session keeps no datetime of its own for its lease."""
+        return self.lease_start + LEASE
 
     @property
     def active(self) -> bool:

@@ -11,7 +11,6 @@ class Terms:
     charge_window: timedelta = timedelta(hours=24)
     grace: timedelta = timedelta(minutes=5)
     idle_threshold: timedelta = timedelta(minutes=15)
-    lease: timedelta = timedelta(hours=24)
     heartbeat_interval: timedelta = timedelta(minutes=5)
     invitation_validity: timedelta = timedelta(days=7)
     devices_per_product: int = 3
@@ -20,3 +19,10 @@ class Terms:
 
 
 DEFAULT_TERMS = Terms()
+
+# M7: a lease runs this long from the latest Entitle or Heartbeat. Not a term
+# configuration may change: a session keeps only when its lease began
+# (``Session.lease_start``; one instant fewer than keeping its end, 48 bytes a
+# live session) and its end is derived from this, so a different lease at a
+# restart would move the end of every stored lease.
+LEASE = timedelta(hours=24)

@@ -389,9 +389,9 @@ SESSIONS = mapped(
     "sessions",
     Session,
     ("session_id",),
-    # When it ended is when its state (ENDED) began: a column for the readers
-    # of ended sessions, one slot fewer in memory.
-    computed={"end_time": datetime | None},
+    # When it ended is when its state (ENDED) began, and its lease ends LEASE
+    # after it began (M7): columns for the readers of the table, derived in memory.
+    computed={"end_time": datetime | None, "lease_end": datetime},
     # Live sessions, and ended ones of the last days (M11 and M12 answer them). The
     # span is a literal computed here: PostgreSQL would compute `7 * 86400 * 1000000`
     # in 32 bits and overflow. (``IS NOT NULL`` lets SQLite take MAX from its partial

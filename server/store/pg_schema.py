@@ -238,4 +238,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE notifications ADD COLUMN product_id TEXT NOT NULL DEFAULT '';
     ALTER TABLE teams ADD COLUMN low_balance_alerted SMALLINT NOT NULL DEFAULT 0;
     """,
+    # 5: when a session's lease began (M7), as SQLite's migration 9
+    """
+    ALTER TABLE sessions ADD COLUMN lease_start BIGINT NOT NULL DEFAULT 0;
+    UPDATE sessions SET lease_start = lease_end - 86400000000;
+    """,
 ]

@@ -233,4 +233,11 @@ MIGRATIONS: list[str] = [
     DROP INDEX sessions_end;
     CREATE INDEX sessions_end ON sessions (end_time) WHERE end_time IS NOT NULL;
     """,
+    # 9: a session keeps when its lease began (M7: the latest Entitle or Heartbeat)
+    # and derives its end, 24 hours later: one instant fewer in memory a live
+    # session. ``lease_end`` is still written, for the readers of the table.
+    """
+    ALTER TABLE sessions ADD COLUMN lease_start INTEGER NOT NULL DEFAULT 0;
+    UPDATE sessions SET lease_start = lease_end - 86400000000;
+    """,
 ]

@@ -36,7 +36,7 @@ def a_view() -> SessionView:
         plan=Plan.PREMIUM,
         daily_rate=7,
         start_time=T0,
-        lease_end=T0 + timedelta(hours=24),
+        lease_start=T0,
         last_activity=T0 + timedelta(minutes=3),
         state_since=T0 + timedelta(minutes=1),
         coverage_since=T0 + timedelta(seconds=30),

@@ -245,6 +245,7 @@ def test_issue12_the_upgrade_blanks_stored_tokens_and_the_emailed_one_still_work
         for column in ("pack_id", "tokens", "expire_time", "product_id"):
             conn.execute(f"ALTER TABLE notifications DROP COLUMN {column}")
         conn.execute("ALTER TABLE teams DROP COLUMN low_balance_alerted")
+        conn.execute("ALTER TABLE sessions DROP COLUMN lease_start")  # came in 9
         conn.execute("PRAGMA user_version = 4")
     conn.close()
     # That release's checkpoint knew no audit trail.

@@ -38,11 +38,13 @@ def _schema_columns(tmp_path: Path) -> dict[str, list[str]]:
 
 def test_codec_session_columns_are_its_stored_fields() -> None:
     stored = [f.name for f in fields(Session) if not f.metadata.get("derived")]
-    # then end_time, computed: when the ENDED state began (M10), one slot fewer in memory
-    assert codec.SESSIONS.columns == (*stored, "end_time")
+    # then end_time and lease_end, computed: when the ENDED state began (M10) and
+    # LEASE after the lease began (M7), one slot and one datetime fewer in memory
+    assert codec.SESSIONS.columns == (*stored, "end_time", "lease_end")
     assert len(stored) == 19
     assert {"meter", "device", "due"}.isdisjoint(codec.SESSIONS.columns)
-    # written, not read back at start: a session's end is its ENDED state's start
+    # written, not read back at start: a session's end is its ENDED state's start,
+    # its lease's end LEASE after its start
     read = codec.SESSIONS.select_sql.removeprefix("SELECT ").removesuffix(" FROM sessions")
     assert read.split(", ") == stored
 
@@ -57,7 +59,7 @@ def test_codec_every_mapped_table_is_its_types_fields_and_exists_in_the_schema(
         if table.name in BY_HAND:
             continue
         names = [f.name for f in fields(kind) if not f.metadata.get("derived")]
-        names += ["end_time"] if table.name == "sessions" else []
+        names += ["end_time", "lease_end"] if table.name == "sessions" else []
         renamed = {"start": "start_time", "end": "end_time"} if table.name == "activity" else {}
         assert table.columns == tuple(renamed.get(n, n) for n in names), table.name
         mapped += 1

@@ -62,7 +62,7 @@ def _session(
         plan=Plan.STANDARD,
         daily_rate=10,
         start_time=start,
-        lease_end=start + H,
+        lease_start=start + H,
         last_activity=start,
         state_since=start if end_time is None else end_time,  # an ended one's end_time
         coverage_since=start,

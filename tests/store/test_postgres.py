@@ -91,7 +91,7 @@ def _session(sid: str, start: datetime, ended: datetime | None = None, **kw: Any
         plan=Plan.PREMIUM,
         daily_rate=10,
         start_time=start,
-        lease_end=start + H,
+        lease_start=start + H,
         last_activity=start + timedelta(microseconds=1),
         state_since=start if ended is None else ended,  # an ended one's end_time
         coverage_since=start + timedelta(seconds=3),
@@ -511,7 +511,7 @@ async def test_pg_an_error_in_the_fence_fails_waiters_with_store_failed(pg_url: 
 async def test_pg_migrations_apply_once_and_are_recorded(pg_url: str) -> None:
     store = await PostgresStore.open(pg_url)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 4
+        assert await store.schema_version() == len(MIGRATIONS) == 5
         await store.commit([MetaValue("marker", "kept")])
     finally:
         await store.close()
@@ -527,6 +527,32 @@ async def test_pg_migrations_apply_once_and_are_recorded(pg_url: str) -> None:
         assert [r[0] for r in versions] == list(range(1, len(MIGRATIONS) + 1))
     finally:
         await conn.close()
+
+
+async def test_m7_pg_migration_5_derives_each_lease_start_from_the_stored_lease_end(
+    pg_url: str,
+) -> None:
+    """As SQLite's migration 9: a database that stored each session's lease end
+    alone gets when the lease began, 24 hours before, and every lease ends when it
+    did (M7)."""
+    start = datetime(2026, 3, 1, 8, 0, 0, 5, tzinfo=UTC)
+    store = await PostgresStore.open(pg_url)
+    try:
+        await store.commit([_session("ses_live", start), _session("ses_ended", start, start + H)])
+    finally:
+        await store.close()
+    await _sql(pg_url, "ALTER TABLE sessions DROP COLUMN lease_start")
+    await _sql(pg_url, "DELETE FROM schema_version WHERE version = 5")
+    store = await PostgresStore.open(pg_url)
+    try:
+        assert await store.schema_version() == len(MIGRATIONS) == 5
+        loaded = {s.session_id: s for s in (await store.load()).of(Session)}
+    finally:
+        await store.close()
+    # ``_session`` begins the lease an hour after the start
+    assert loaded["ses_live"].lease_start == start + H
+    assert loaded["ses_live"].lease_end == start + H + timedelta(hours=24)
+    assert loaded["ses_ended"].lease_end == start + H + timedelta(hours=24)
 
 
 async def test_pg_servers_starting_together_migrate_once(pg: PgServer) -> None:

@@ -8,7 +8,7 @@ import gc
 import signal
 import sqlite3
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from server.domain.changes import Changes
 from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack
 from server.domain.meta import MetaValue
 from server.domain.products import Platform, Product, ProductKind
-from server.domain.sessions import SessionState
+from server.domain.sessions import Session, SessionState
 from server.domain.teams import Plan, Team
 from server.store import sqlite as sqlite_store
 from server.store.codec import NOT_LOADED, TABLES, Table
@@ -28,6 +28,7 @@ from server.store.sqlite import Store
 from tessera_api.tessera.v1 import admin_service_pb2 as api
 from tessera_api.tessera.v1 import admin_service_pb2_grpc
 from tests.grpcurl import Grpcurl
+from tests.store.test_sqlite_write import T0 as BEGAN
 from tests.store.test_sqlite_write import _session
 from tests.support import ADMIN_TOKEN, ServerProcess, running
 
@@ -332,11 +333,12 @@ async def test_store_migration_8_keeps_live_sessions_out_of_sessions_end(tmp_pat
     with sqlite3.connect(db) as conn:  # back to what release 7 left
         conn.execute("DROP INDEX sessions_end")
         conn.execute("CREATE INDEX sessions_end ON sessions (end_time)")
+        conn.execute("ALTER TABLE sessions DROP COLUMN lease_start")  # migration 9's
         conn.execute("PRAGMA user_version = 7")
     conn.close()
     store = await Store.open(db)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 8
+        assert await store.schema_version() == len(MIGRATIONS) == 9
         index = await store.query("SELECT sql FROM sqlite_master WHERE name = 'sessions_end'")
         plan = await store.query(
             "EXPLAIN QUERY PLAN SELECT MAX(end_time) FROM sessions WHERE end_time IS NOT NULL"
@@ -347,6 +349,37 @@ async def test_store_migration_8_keeps_live_sessions_out_of_sessions_end(tmp_pat
     assert index[0][0].endswith("WHERE end_time IS NOT NULL")
     assert any("sessions_end" in str(row[-1]) for row in plan)
     assert kept == [("ses_0",), ("ses_1",)]
+
+
+async def test_m7_store_migration_9_derives_each_lease_start_from_the_stored_lease_end(
+    tmp_path: Path,
+) -> None:
+    """A database of release 8 stored each session's lease end alone; migration 9
+    adds when the lease began, 24 hours before it, so every loaded session's lease
+    ends when it did (M7), live or ended."""
+    db = tmp_path / "s.db"
+    live, ended = _session(0), _session(1)
+    live.lease_start = BEGAN + timedelta(hours=3, microseconds=7)
+    ended.state, ended.state_since = SessionState.ENDED, ended.lease_end
+    store = await Store.open(db)
+    try:
+        await store.commit([live, ended])
+    finally:
+        await store.close()
+    with sqlite3.connect(db) as conn:  # back to what release 8 left
+        conn.execute("ALTER TABLE sessions DROP COLUMN lease_start")
+        conn.execute("PRAGMA user_version = 8")
+    conn.close()
+    store = await Store.open(db)
+    try:
+        assert await store.schema_version() == len(MIGRATIONS) == 9
+        loaded = {s.session_id: s for s in (await store.load()).of(Session)}
+    finally:
+        await store.close()
+    assert loaded["ses_0"].lease_start == BEGAN + timedelta(hours=3, microseconds=7)
+    assert loaded["ses_0"].lease_end == BEGAN + timedelta(hours=27, microseconds=7)
+    assert loaded["ses_1"].lease_end == ended.lease_end
+    assert loaded["ses_1"].end_time == ended.lease_end
 
 
 async def test_store_commit_then_load_round_trips_every_object(tmp_path: Path) -> None:

@@ -45,8 +45,8 @@ async def test_store_commit_of_many_rows_stores_each_as_committed(tmp_path: Path
         await store.commit(sessions)
         # One commit changing every other row twice: the last change is stored.
         later = T0 + timedelta(hours=1)
-        changed = [dataclasses.replace(s, lease_end=later) for s in sessions[::2]]
-        again = [dataclasses.replace(s, lease_end=later + timedelta(minutes=1)) for s in changed]
+        changed = [dataclasses.replace(s, lease_start=later) for s in sessions[::2]]
+        again = [dataclasses.replace(s, lease_start=later + timedelta(minutes=1)) for s in changed]
         await store.commit([*changed, *again])
         snapshot = await store.load()
     finally:
@@ -127,13 +127,13 @@ async def test_store_a_heartbeats_change_writes_no_page_of_its_sessions_indexes(
         await store.commit([session])
         await store.query("PRAGMA wal_checkpoint(TRUNCATE)")
         assert _wal_frames(db) == 0
-        await store.commit([dataclasses.replace(session, lease_end=T0 + timedelta(hours=1))])
+        await store.commit([dataclasses.replace(session, lease_start=T0 + timedelta(hours=1))])
         written = _wal_frames(db)
         stored = await store.query(f"{SESSIONS.select_sql} WHERE session_id = 'ses_0'")
     finally:
         await store.close()
     assert written == 1
-    assert SESSIONS.from_row(stored[0]).lease_end == T0 + timedelta(hours=1)
+    assert SESSIONS.from_row(stored[0]).lease_start == T0 + timedelta(hours=1)
 
 
 async def test_store_stores_a_sessions_end_in_every_block_and_keeps_its_fixed_columns(
@@ -148,9 +148,9 @@ async def test_store_stores_a_sessions_end_in_every_block_and_keeps_its_fixed_co
         sessions = [_session(i) for i in range(N)]
         await store.commit(sessions)
         changed = [
-            dataclasses.replace(s, state=SessionState.ENDED, state_since=later, lease_end=later)
+            dataclasses.replace(s, state=SessionState.ENDED, state_since=later, lease_start=later)
             if i % 2 == 0
-            else dataclasses.replace(s, lease_end=later)
+            else dataclasses.replace(s, lease_start=later)
             for i, s in enumerate(sessions)
         ]
         await store.commit(changed)
