@@ -191,3 +191,42 @@ def test_m7_concurrent_heartbeats_over_the_wire_get_leases_that_verify(tmp_path:
         lease = verify_lease_signature(a.lease, keys)
         assert lease.session_id == session.session_id
         assert lease.lease_expire_time == a.session.lease_expire_time.ToDatetime(tzinfo=UTC)
+
+
+def test_m7_m11_concurrent_entitles_over_the_wire_get_leases_of_one_session_that_verify(
+    tmp_path: Path,
+) -> None:
+    """Forty Entitles at once with one request id (M11: one session, the repeats
+    answered once the first is stored) each get a lease of that session that the
+    SDK accepts, and some share a signature."""
+    with running(tmp_path / "tessera.db", lease_batch_window=0.1) as srv:
+        with grpc.insecure_channel(srv.target) as channel:
+            stub = lic_grpc.LicensingServiceStub(channel)
+            key = _provision(srv)
+            keys = _keys(stub)
+
+        async def entitle_many() -> list[lic.EntitleResponse]:
+            request = lic.EntitleRequest(
+                product_id="ACAD",
+                product_version="2026",
+                platform=pb.PLATFORM_WINDOWS,
+                device_id="dev-1",
+                request_id="one-sign-in",
+            )
+            async with grpc.aio.insecure_channel(srv.target) as aio:
+                en = lic_grpc.LicensingServiceStub(aio)
+                auth = [("authorization", f"Bearer {key}")]
+                return list(
+                    await asyncio.gather(
+                        *(en.Entitle(request, metadata=auth, timeout=30) for _ in range(40))
+                    )
+                )
+
+        answers = asyncio.run(entitle_many())
+    assert len({a.session.session_id for a in answers}) == 1
+    assert any(a.lease.tree_path for a in answers)  # some were signed in a batch
+    assert len({a.lease.signature for a in answers}) < len(answers)
+    for a in answers:
+        lease = verify_lease_signature(a.lease, keys)
+        assert lease.session_id == a.session.session_id
+        assert lease.lease_expire_time == a.session.lease_expire_time.ToDatetime(tzinfo=UTC)
