@@ -15,10 +15,10 @@ import pytest
 
 from server.domain.changes import DERIVED
 from server.domain.products import Platform
-from server.domain.sessions import Coverage, EndReason, Session, SessionState
-from server.domain.teams import Plan
+from server.domain.sessions import EndReason, Session
 from server.store import codec
 from server.store.schema import MIGRATIONS
+from tests.store.builders import a_session
 
 T0 = datetime(2026, 1, 5, 9, tzinfo=UTC)
 # The tables whose rows are not their fields, written out by hand.
@@ -161,11 +161,14 @@ def test_codec_a_type_it_cannot_convert_fails_at_import() -> None:
 
 
 def _session(i: int, start: datetime) -> Session:
-    return Session(
-        f"ses_{i}", "ann@x.io", "acme", "ACAD", "2026", Platform.WINDOWS, f"d{i}", "", f"r{i}",
-        Coverage.TOKENS, Plan.STANDARD, 10, start, start + timedelta(minutes=15), start,
-        start + timedelta(hours=1), start, SessionState.ENDED, EndReason.RELEASED,
-    )  # fmt: skip
+    return a_session(
+        f"ses_{i}",
+        start,
+        ended=start + timedelta(hours=1),
+        device_id=f"d{i}",
+        request_id=f"r{i}",
+        lease_start=start + timedelta(minutes=15),
+    )
 
 
 def test_codec_loading_shares_repeated_ids_and_instants_not_per_row_ids() -> None:

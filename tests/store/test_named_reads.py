@@ -9,16 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 from server.domain.changes import Changes
 from server.domain.ledger import Cause, EntryKind, LedgerEntry
-from server.domain.products import Platform
 from server.domain.sessions import (
     ActivitySpan,
-    Coverage,
-    EndReason,
     Session,
     SessionState,
 )
-from server.domain.teams import Plan
 from server.store.port import Capture, SessionStart, StorePort
+from tests.store.builders import a_session
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -48,26 +45,15 @@ def _session(
     state: SessionState = SessionState.ACTIVE,
     end_time: datetime | None = None,
 ) -> Session:
-    return Session(
-        session_id=session_id,
+    return a_session(
+        session_id,
+        start,
+        ended=end_time,
         user_id=user,
         team_id=team,
         product_id=product,
-        product_version="2026",
-        platform=Platform.WINDOWS,
-        device_id="d1",
-        parent_session_id="",
-        request_id="",
-        coverage=Coverage.TOKENS,
-        plan=Plan.STANDARD,
-        daily_rate=10,
-        start_time=start,
         lease_start=start + H,
-        last_activity=start,
-        state_since=start if end_time is None else end_time,  # an ended one's end_time
-        coverage_since=start,
         state=state,
-        end_reason=None if end_time is None else EndReason.RELEASED,
     )
 
 

@@ -49,6 +49,7 @@ from server.store.port import NotLeader, Snapshot, StoreFailed, StorePort
 from server.store.postgres import PostgresStore, migrate, schema_version
 from server.store.sqlite import Store
 from tests.pg import PgServer
+from tests.store.builders import a_session
 
 T = datetime(2028, 2, 29, 12, 34, 56, 789012, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -77,8 +78,10 @@ async def _sql(url: str, sql: str, *args: object) -> list[asyncpg.Record]:
 
 
 def _session(sid: str, start: datetime, ended: datetime | None = None, **kw: Any) -> Session:
-    return Session(
-        session_id=sid,
+    return a_session(
+        sid,
+        start,
+        ended=ended,
         user_id=kw.get("user", "zoë@example.com"),
         team_id=kw.get("team", "acme"),
         product_id=kw.get("product", "ACAD"),
@@ -89,11 +92,8 @@ def _session(sid: str, start: datetime, ended: datetime | None = None, **kw: Any
         request_id=kw.get("request_id", ""),
         coverage=Coverage.SUBSCRIPTION,
         plan=Plan.PREMIUM,
-        daily_rate=10,
-        start_time=start,
         lease_start=start + H,
         last_activity=start + timedelta(microseconds=1),
-        state_since=start if ended is None else ended,  # an ended one's end_time
         coverage_since=start + timedelta(seconds=3),
         state=SessionState.IDLE if ended is None else SessionState.ENDED,
         end_reason=None if ended is None else EndReason.LEASE_EXPIRED,

@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 
 from server.domain.ledger import Cause, EntryKind, LedgerEntry
-from server.domain.products import Platform
-from server.domain.sessions import Coverage, Session, SessionState
-from server.domain.teams import Plan
+from server.domain.sessions import Session, SessionState
 from server.store.codec import SESSIONS
 from server.store.port import StoreFailed
 from server.store.sqlite import BLOCKS, Store, _write_plan
+from tests.store.builders import a_session
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 # More rows than the largest block, with a remainder through every smaller one.
@@ -26,11 +25,13 @@ N = BLOCKS[0] + sum(BLOCKS) + 2
 
 def _session(i: int) -> Session:
     start = T0 + timedelta(seconds=i)
-    return Session(
-        f"ses_{i}", "ann@x.io", "acme", "ACAD", "2026", Platform.WINDOWS, f"d{i}", "", f"r{i}",
-        Coverage.TOKENS, Plan.STANDARD, 10, start, start + timedelta(minutes=15), start, start,
-        start, SessionState.ACTIVE, None, None,
-    )  # fmt: skip
+    return a_session(
+        f"ses_{i}",
+        start,
+        device_id=f"d{i}",
+        request_id=f"r{i}",
+        lease_start=start + timedelta(minutes=15),
+    )
 
 
 def _entry(seq: int) -> LedgerEntry:
