@@ -318,18 +318,30 @@ async def test_store_open_applies_every_migration_once(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_store_migration_8_keeps_live_sessions_out_of_sessions_end(tmp_path: Path) -> None:
-    """A database of release 7 (``sessions_end`` over every session, the live ones'
-    NULLs included) gets the partial index; the start's load still finds the
-    latest end through it, and the sessions are all still there."""
-    db = tmp_path / "s.db"
+async def _store_live_and_ended(
+    db: Path, live_lease_start: datetime | None = None
+) -> tuple[Session, Session]:
+    """Sessions ses_0 (live; its lease begun at ``live_lease_start`` if given) and
+    ses_1 (ended when its lease ran out), stored in ``db``: what a migration test
+    turns back into an older release's database."""
     live, ended = _session(0), _session(1)
+    if live_lease_start is not None:
+        live.lease_start = live_lease_start
     ended.state, ended.state_since = SessionState.ENDED, ended.lease_end
     store = await Store.open(db)
     try:
         await store.commit([live, ended])
     finally:
         await store.close()
+    return live, ended
+
+
+async def test_store_migration_8_keeps_live_sessions_out_of_sessions_end(tmp_path: Path) -> None:
+    """A database of release 7 (``sessions_end`` over every session, the live ones'
+    NULLs included) gets the partial index; the start's load still finds the
+    latest end through it, and the sessions are all still there."""
+    db = tmp_path / "s.db"
+    await _store_live_and_ended(db)
     with sqlite3.connect(db) as conn:  # back to what release 7 left
         conn.execute("DROP INDEX sessions_end")
         conn.execute("CREATE INDEX sessions_end ON sessions (end_time)")
@@ -358,14 +370,7 @@ async def test_m7_store_migration_9_derives_each_lease_start_from_the_stored_lea
     adds when the lease began, 24 hours before it, so every loaded session's lease
     ends when it did (M7), live or ended."""
     db = tmp_path / "s.db"
-    live, ended = _session(0), _session(1)
-    live.lease_start = BEGAN + timedelta(hours=3, microseconds=7)
-    ended.state, ended.state_since = SessionState.ENDED, ended.lease_end
-    store = await Store.open(db)
-    try:
-        await store.commit([live, ended])
-    finally:
-        await store.close()
+    _, ended = await _store_live_and_ended(db, BEGAN + timedelta(hours=3, microseconds=7))
     with sqlite3.connect(db) as conn:  # back to what release 8 left
         conn.execute("ALTER TABLE sessions DROP COLUMN lease_start")
         conn.execute("PRAGMA user_version = 8")
