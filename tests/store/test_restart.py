@@ -19,7 +19,7 @@ from server.domain.changes import Changes
 from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack
 from server.domain.meta import MetaValue
 from server.domain.products import Platform, Product, ProductKind
-from server.domain.sessions import Session, SessionState
+from server.domain.sessions import ChargeState, Device, Meter, Session, SessionState
 from server.domain.teams import Plan, Team
 from server.store import sqlite as sqlite_store
 from server.store.codec import NOT_LOADED, TABLES, Table
@@ -350,7 +350,7 @@ async def test_store_migration_8_keeps_live_sessions_out_of_sessions_end(tmp_pat
     conn.close()
     store = await Store.open(db)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 9
+        assert await store.schema_version() == len(MIGRATIONS) == 10
         index = await store.query("SELECT sql FROM sqlite_master WHERE name = 'sessions_end'")
         plan = await store.query(
             "EXPLAIN QUERY PLAN SELECT MAX(end_time) FROM sessions WHERE end_time IS NOT NULL"
@@ -377,7 +377,7 @@ async def test_m7_store_migration_9_derives_each_lease_start_from_the_stored_lea
     conn.close()
     store = await Store.open(db)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 9
+        assert await store.schema_version() == len(MIGRATIONS) == 10
         loaded = {s.session_id: s for s in (await store.load()).of(Session)}
     finally:
         await store.close()
@@ -385,6 +385,62 @@ async def test_m7_store_migration_9_derives_each_lease_start_from_the_stored_lea
     assert loaded["ses_0"].lease_end == BEGAN + timedelta(hours=27, microseconds=7)
     assert loaded["ses_1"].lease_end == ended.lease_end
     assert loaded["ses_1"].end_time == ended.lease_end
+
+
+async def test_store_migration_10_keeps_holds_meters_and_devices_in_their_key_btree(
+    tmp_path: Path,
+) -> None:
+    """A database of release 9 kept holds, meters and devices as rowid tables, each
+    with its primary key in an index beside it; migration 10 makes them WITHOUT
+    ROWID tables (one B-tree a row: a hold or meter taken or let go writes one page,
+    not two) and every row comes through, loaded as it was."""
+    db = tmp_path / "s.db"
+    hold = Hold.of("h1", "acme", 10, (("pk_1", 6), ("pk_3", 4)), Cause("s1", "ann", "ACAD"), BEGAN)
+    meter = Meter("acme", "ann", "ACAD", ChargeState.GRACE, BEGAN, BEGAN + timedelta(minutes=5))
+    charged = Meter("acme", "bob", "ACAD", ChargeState.CHARGED, BEGAN, BEGAN + timedelta(days=1))
+    devices = [
+        Device("ann", "ACAD", "d1", BEGAN, BEGAN + timedelta(hours=1)),
+        Device("ann", "ACAD", "d2", BEGAN, BEGAN),
+    ]
+    store = await Store.open(db)
+    try:
+        await store.commit([hold, meter, charged, *devices])
+    finally:
+        await store.close()
+    with sqlite3.connect(db) as conn:  # back to what release 9 left: rowid tables
+        for name in ("holds", "meters", "devices"):
+            sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()
+            conn.execute(f"ALTER TABLE {name} RENAME TO old_{name}")
+            conn.execute(sql[0].replace(") WITHOUT ROWID", ")"))
+            conn.execute(f"INSERT INTO {name} SELECT * FROM old_{name}")  # noqa: S608 - our names
+            conn.execute(f"DROP TABLE old_{name}")
+        conn.execute("PRAGMA user_version = 9")
+    conn.close()
+    with sqlite3.connect(db) as conn:
+        autoindexes = conn.execute(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'sqlite_autoindex_%'"
+            " AND tbl_name IN ('holds', 'meters', 'devices')"
+        ).fetchone()[0]
+    conn.close()
+    assert autoindexes == 3  # the release-9 shape: a key index beside each table
+    store = await Store.open(db)
+    try:
+        assert await store.schema_version() == len(MIGRATIONS) == 10
+        shapes = await store.query(
+            "SELECT name, sql FROM sqlite_master WHERE tbl_name IN ('holds', 'meters', 'devices')"
+        )
+        snapshot = await store.load()
+    finally:
+        await store.close()
+    assert sorted(name for name, _ in shapes) == ["devices", "holds", "meters"]  # no index left
+    assert all(sql.endswith("WITHOUT ROWID") for _, sql in shapes)
+    assert snapshot.of(Hold) == [hold]
+
+    def rows(objs: list[Any]) -> list[tuple[object, ...]]:  # meters and devices: eq=False
+        return sorted(TABLES[type(o)].to_row(o) for o in objs)
+
+    assert rows(snapshot.of(Meter)) == rows([meter, charged])
+    assert rows(snapshot.of(Device)) == rows(devices)
 
 
 async def test_store_commit_then_load_round_trips_every_object(tmp_path: Path) -> None:
