@@ -24,13 +24,18 @@ In one run, on this machine:
 6. prints both side by side; the last line reads
 
    ``BENCH heartbeat_vs_echo=… entitle_release_vs_echo=… heartbeat_rps=…
-   echo_rps=… heartbeat_p99_ms=… echo_p99_ms=… live_sessions=…
+   echo_rps=… heartbeat_p99_ms=… echo_p99_ms=… idle_p99_ms=…
+   echo_idle_p99_ms=… cores=… echo_cores=… live_sessions=…
    metrics_heartbeat_rps=… metrics_cost_pct=… metrics_cpu_cost_pct=…``
 
    where the ratios divide successful calls per second (steady-state
    Heartbeats; Release and Entitle calls of the cycle phase, two calls per
-   cycle on both sides), the p99s are of steady-state Heartbeats at the same
-   concurrency, ``live_sessions`` is what the server listed, and the last three
+   cycle on both sides), the p99s are of steady-state Heartbeats and Idles at
+   the same concurrency, ``cores`` and ``echo_cores`` how many of the machine's
+   cores each steady state kept busy (server and load generator: a virtual
+   machine's host may give a run less than its cores, and a ratio taken then
+   says more about the host than about the server), ``live_sessions`` is what
+   the server listed, and the last three
    are the steady Heartbeats per second of the server with metrics on and what
    that costs against the one without, in Heartbeats per second and in the
    server's CPU per steady call (a negative cost is noise).
@@ -368,22 +373,40 @@ def metrics_cost(off: tuple[RunResult, Meter] | None, on: tuple[RunResult, Meter
     )
 
 
+def p99_ms(result: RunResult, rpc: str) -> float:
+    row = result.row("steady", rpc)
+    return row.p99_ms if row else 0.0
+
+
+def steady_cores(meter: Meter | None) -> str:
+    """Cores the steady state kept busy, server and load generator together (``-``
+    unmeasured): on a quiet host the echo's run keeps nearly both busy, and a run
+    in which it kept far fewer was given less by the host than the other."""
+    if meter is None or "steady" not in meter.cores:
+        return "-"
+    return f"{sum(meter.cores['steady']):.2f}"
+
+
 def bench_line(
     t: RunResult,
     e: RunResult,
     m: tuple[RunResult, Meter] | None = None,
     off: tuple[RunResult, Meter] | None = None,
+    meters: tuple[Meter, Meter] | None = None,
 ) -> str:
     th, eh = t.row("steady", "Heartbeat"), e.row("steady", "Heartbeat")
     hb_rps = th.rps if th else 0.0
     echo_rps = eh.rps if eh else 0.0
     live = t.server_live_sessions if t.server_live_sessions is not None else t.live_steady
+    t_meter, e_meter = meters if meters is not None else (None, None)
     return (
         f"BENCH heartbeat_vs_echo={ratio(hb_rps, echo_rps):.2f} "
         f"entitle_release_vs_echo={ratio(t.cycle_rps(), e.cycle_rps()):.2f} "
         f"heartbeat_rps={hb_rps:.0f} echo_rps={echo_rps:.0f} "
-        f"heartbeat_p99_ms={th.p99_ms if th else 0.0:.2f} "
-        f"echo_p99_ms={eh.p99_ms if eh else 0.0:.2f} "
+        f"heartbeat_p99_ms={p99_ms(t, 'Heartbeat'):.2f} "
+        f"echo_p99_ms={p99_ms(e, 'Heartbeat'):.2f} "
+        f"idle_p99_ms={p99_ms(t, 'Idle'):.2f} echo_idle_p99_ms={p99_ms(e, 'Idle'):.2f} "
+        f"cores={steady_cores(t_meter)} echo_cores={steady_cores(e_meter)} "
         f"live_sessions={live}" + metrics_cost(off, m)
     )
 
@@ -740,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"perf records of the {a.py_spy_phase} phase: {a.perf}, {echo_perf}")
         on = (m_result, m_meter) if m_result is not None and m_meter is not None else None
         off = (t_result, t_meter) if a.metrics == "both" else None
-        print(bench_line(t_result, e_result, on, off))
+        print(bench_line(t_result, e_result, on, off, (t_meter, e_meter)))
         return 0
     finally:
         for child in servers:
