@@ -87,6 +87,7 @@ from client_sdk.load import LoadConfig, RunResult, run
 from client_sdk.load.__main__ import report
 from client_sdk.load.progress import make_progress
 from client_sdk.load.runner import Driver
+from client_sdk.load.stats import RpcSummary
 from server.config import Config
 from server.loops import EVENT_LOOPS
 
@@ -373,8 +374,7 @@ def metrics_cost(off: tuple[RunResult, Meter] | None, on: tuple[RunResult, Meter
     )
 
 
-def p99_ms(result: RunResult, rpc: str) -> float:
-    row = result.row("steady", rpc)
+def p99_ms(row: RpcSummary | None) -> float:
     return row.p99_ms if row else 0.0
 
 
@@ -395,6 +395,7 @@ def bench_line(
     meters: tuple[Meter, Meter] | None = None,
 ) -> str:
     th, eh = t.row("steady", "Heartbeat"), e.row("steady", "Heartbeat")
+    ti, ei = t.row("steady", "Idle"), e.row("steady", "Idle")
     hb_rps = th.rps if th else 0.0
     echo_rps = eh.rps if eh else 0.0
     live = t.server_live_sessions if t.server_live_sessions is not None else t.live_steady
@@ -403,9 +404,8 @@ def bench_line(
         f"BENCH heartbeat_vs_echo={ratio(hb_rps, echo_rps):.2f} "
         f"entitle_release_vs_echo={ratio(t.cycle_rps(), e.cycle_rps()):.2f} "
         f"heartbeat_rps={hb_rps:.0f} echo_rps={echo_rps:.0f} "
-        f"heartbeat_p99_ms={p99_ms(t, 'Heartbeat'):.2f} "
-        f"echo_p99_ms={p99_ms(e, 'Heartbeat'):.2f} "
-        f"idle_p99_ms={p99_ms(t, 'Idle'):.2f} echo_idle_p99_ms={p99_ms(e, 'Idle'):.2f} "
+        f"heartbeat_p99_ms={p99_ms(th):.2f} echo_p99_ms={p99_ms(eh):.2f} "
+        f"idle_p99_ms={p99_ms(ti):.2f} echo_idle_p99_ms={p99_ms(ei):.2f} "
         f"cores={steady_cores(t_meter)} echo_cores={steady_cores(e_meter)} "
         f"live_sessions={live}" + metrics_cost(off, m)
     )

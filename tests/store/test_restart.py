@@ -415,8 +415,6 @@ async def test_store_migration_10_keeps_holds_meters_and_devices_in_their_key_bt
             conn.execute(f"INSERT INTO {name} SELECT * FROM old_{name}")  # noqa: S608 - our names
             conn.execute(f"DROP TABLE old_{name}")
         conn.execute("PRAGMA user_version = 9")
-    conn.close()
-    with sqlite3.connect(db) as conn:
         autoindexes = conn.execute(
             "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'sqlite_autoindex_%'"
             " AND tbl_name IN ('holds', 'meters', 'devices')"
