@@ -3,25 +3,37 @@
 In one run, on this machine:
 
 1. starts a fresh server (``python -m server`` on 127.0.0.1 port 0, a
-   throwaway database, the real clock, JSON logs to a file);
-2. runs the load generator (``client_sdk.load``) against it: provisions
-   ``--users`` users (bulk ``ImportUsers``, one ``IssueUserKey`` each, many in
-   flight), ramps up one session per user (some users also run the plugin),
-   holds them in a steady state of Heartbeats (some Idle), then cycles
-   Release+Entitle, then releases everything; asks the server
-   (``ListSessions``) how many live sessions it held in the steady state;
-3. runs 1-2 again with ``--metrics-listen`` on a second fresh server, scraping
-   its ``/metrics`` every ``--scrape-every`` seconds as Prometheus would
-   (issue 16: the metrics must cost under 5 % of heartbeat throughput;
-   ``--metrics off`` skips this run, ``--metrics only`` skips the one without),
-   and prints from the last scrape the store's transactions and how many took
-   over 0.1 s, in all and in their COMMIT alone (``store_summary``);
-4. stops the server and starts ``benchmarks/echo_server.py``: a bare grpc.aio
-   server answering the same method paths with responses captured from the
-   Tessera run (so of the same size), and nothing else;
-5. runs the same generator against the echo: the same users and keys (same
-   metadata), worker processes, connections, concurrency and phases;
-6. prints both side by side; the last line reads
+   throwaway database, the real clock, JSON logs to a file) and its load
+   generator (``client_sdk.load``: worker processes, connections, calls in
+   flight), which provisions ``--users`` users (bulk ``ImportUsers``, one
+   ``IssueUserKey`` each, many in flight) and ramps up one session per user
+   (some users also run the plugin);
+2. starts ``benchmarks/echo_server.py``: a bare grpc.aio server answering the
+   same method paths with responses captured from Tessera (a short unmeasured
+   steady state and cycle first, so of the same size), and nothing else, and
+   ramps the same users' sessions on it with a generator of its own (same
+   keys, same metadata, same workers, connections and concurrency);
+3. measures the two in turn: ``--rounds`` slices of each one's steady state
+   (Heartbeats, some Idle; each slice after ``--warmup`` seconds unmeasured,
+   longer than Tessera's heartbeat flush interval, so that the flush after a
+   Tessera slice falls in the echo's warm-up and each Tessera slice pays for
+   as many flushes as it lasts), asks Tessera (``ListSessions``) how many
+   live sessions it holds, then ``--rounds`` slices of each one's
+   Release+Entitle cycle; the order is reversed every other round. On a
+   virtual machine the host's speed moves by a third from one minute to the
+   next: servers measured one after the other compare the host's minutes as
+   much as the servers, servers measured in turn meet the same minutes. (All
+   of it within the sessions' 5-minute grace, or Tessera's captures would
+   fall in the echo's slices: a warning says when it did not);
+4. then, on its own (unless ``--metrics off``), a second fresh Tessera with
+   ``--metrics-listen``, whose ``/metrics`` is scraped every
+   ``--scrape-every`` seconds as Prometheus would, through the same phases
+   one after the other (issue 16: the metrics must cost under 5 % of
+   heartbeat throughput; ``--metrics only`` measures this one in turn with
+   the echo instead of the first); it prints from the last scrape the
+   store's transactions and how many took over 0.1 s, in all and in their
+   COMMIT alone (``store_summary``);
+5. prints all of them side by side; the last line reads
 
    ``BENCH heartbeat_vs_echo=… entitle_release_vs_echo=… heartbeat_rps=…
    echo_rps=… heartbeat_p99_ms=… echo_p99_ms=… idle_p99_ms=…
@@ -30,15 +42,15 @@ In one run, on this machine:
 
    where the ratios divide successful calls per second (steady-state
    Heartbeats; Release and Entitle calls of the cycle phase, two calls per
-   cycle on both sides), the p99s are of steady-state Heartbeats and Idles at
-   the same concurrency, ``cores`` and ``echo_cores`` how many of the machine's
-   cores each steady state kept busy (server and load generator: a virtual
-   machine's host may give a run less than its cores, and a ratio taken then
-   says more about the host than about the server), ``live_sessions`` is what
-   the server listed, and the last three
-   are the steady Heartbeats per second of the server with metrics on and what
-   that costs against the one without, in Heartbeats per second and in the
-   server's CPU per steady call (a negative cost is noise).
+   cycle on both sides; each over its slices' seconds), the p99s are of
+   steady-state Heartbeats and Idles at the same concurrency, ``cores`` and
+   ``echo_cores`` how many of the machine's cores each steady state kept busy
+   (server and load generator: a virtual machine's host may give a run less
+   than its cores, and a ratio taken then says more about the host than
+   about the server), ``live_sessions`` is what the server listed, and the
+   last three are the steady Heartbeats per second of the server with metrics
+   on and what that costs against the one without, in Heartbeats per second
+   and in the server's CPU per steady call (a negative cost is noise).
 
 Targets (issue 5): heartbeat ≥ 0.80 of echo, Entitle+Release ≥ 0.50, heartbeat
 p99 ≤ 2x echo's, ≥ 100,000 live sessions. The generator and the servers share
@@ -74,7 +86,7 @@ import time
 import urllib.request
 import warnings
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -83,15 +95,19 @@ from urllib.parse import urlsplit, urlunsplit
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.thread_states import thread_schedstat
-from client_sdk.load import LoadConfig, RunResult, run
+from client_sdk.load import LoadConfig, RunResult
 from client_sdk.load.__main__ import report
-from client_sdk.load.progress import make_progress
+from client_sdk.load.progress import Progress, make_progress
+from client_sdk.load.provision import Users
 from client_sdk.load.runner import Driver
 from client_sdk.load.stats import RpcSummary
 from server.config import Config
+from server.domain.terms import Terms
 from server.loops import EVENT_LOOPS
 
 REPO = Path(__file__).resolve().parent.parent
+#: A session's grace (RULES M3): its hold is captured this long after its Entitle.
+GRACE_SECONDS = Terms().grace.total_seconds()
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -232,6 +248,9 @@ class Meter:
         self.spy: subprocess.Popen[bytes] | None = None
         self.perf_run: subprocess.Popen[bytes] | None = None
         self.marks: dict[str, tuple[float, float, float, list[tuple[float, float]]]] = {}
+        #: phase: (seconds, server CPU, workers' CPU, loop threads') over all its slices
+        self.spent: dict[str, tuple[float, float, float, list[tuple[float, float]]]] = {}
+        self.profiled: set[str] = set()  # a phase run in slices is profiled in its first
         self.cores: dict[str, tuple[float, float]] = {}  # phase: (server, workers)
         #: phase: (on a core, waiting for one) of each process's loop thread, in the
         #: order of ``server.pids`` (the server's; the front's with --front-process).
@@ -247,22 +266,39 @@ class Meter:
         # one. With --front-process, both: the front's runs gRPC's work, the server's
         # Tessera's.
         loop = [thread_schedstat(pid, pid) or (0.0, 0.0) for pid in self.server.pids]
+        self.record(phase, when, now, server, workers, loop)
+
+    def record(
+        self,
+        phase: str,
+        when: str,
+        now: float,
+        server: float,
+        workers: float,
+        loop: list[tuple[float, float]],
+    ) -> None:
+        """What the clocks read at a slice's ``when`` ("start" or "end"): a phase's
+        figures are over its slices' seconds, not the time between them."""
         if when == "start":
             self.marks[phase] = (now, server, workers, loop)
-            if phase == self.spy_phase:
+            if phase == self.spy_phase and phase not in self.profiled:
                 self._start_spy()
                 self._start_perf()
             return
         t0, s0, w0, l0 = self.marks.pop(phase, (now, server, workers, loop))
-        if now > t0:
-            self.cores[phase] = ((server - s0) / (now - t0), (workers - w0) / (now - t0))
-            self.loop[phase] = [
-                ((a[0] - b[0]) / (now - t0), (a[1] - b[1]) / (now - t0))
-                for a, b in zip(loop, l0, strict=False)
-            ]
+        dt, ds, dw, dl = self.spent.get(phase, (0.0, 0.0, 0.0, [(0.0, 0.0)] * len(loop)))
+        dt, ds, dw = dt + now - t0, ds + server - s0, dw + workers - w0
+        dl = [
+            (d[0] + a[0] - b[0], d[1] + a[1] - b[1]) for d, a, b in zip(dl, loop, l0, strict=False)
+        ]
+        self.spent[phase] = (dt, ds, dw, dl)
+        if dt > 0:
+            self.cores[phase] = (ds / dt, dw / dt)
+            self.loop[phase] = [(on / dt, waiting / dt) for on, waiting in dl]
         if phase == "steady":
             self.rss_kib = status_kib(self.server.pid, "VmRSS")
-        if phase == self.spy_phase:
+        if phase == self.spy_phase and phase not in self.profiled:
+            self.profiled.add(phase)
             self._stop_spy()
 
     def _start_spy(self) -> None:
@@ -503,7 +539,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=32,
         help="calls in flight per worker while the sessions open and close",
     )
-    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=3.0,
+        help="seconds of Heartbeats before each slice of the steady state, not measured: "
+        "longer than Tessera's heartbeat flush interval (2 s), so that the flush after "
+        "one server's slice falls in the next one's warm-up and each Tessera slice pays "
+        "for as many flushes as it lasts",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="slices of the steady state and of the cycle: every server runs one slice "
+        "a round, in turn, so that the host's speed, which moves from minute to minute "
+        "on a virtual machine, moves every server's figures alike",
+    )
     p.add_argument("--steady", type=float, default=15.0, help="seconds of measured heartbeats")
     p.add_argument("--cycle", type=float, default=10.0, help="seconds of Release+Entitle")
     p.add_argument("--idle-fraction", type=float, default=d.idle_fraction)
@@ -572,7 +624,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if a.rounds < 1:
+        p.error("--rounds must be 1 or more")
+    return a
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -617,19 +672,49 @@ def load_config(
     )
 
 
-def run_tessera(
+@dataclass
+class Contender:
+    """A server under the load: its process, its own load generator (a driver
+    with its worker processes) and what measures it."""
+
+    child: Child
+    driver: Driver
+    meter: Meter
+    scraper: Scraper | None = None
+    users: Users | None = None
+
+
+class Labelled:
+    """One progress display for every server's load generator, each phase named
+    after its server."""
+
+    def __init__(self, progress: Progress, name: str) -> None:
+        self.progress, self.name = progress, name
+
+    def phase(self, label: str, total: float | None) -> None:
+        self.progress.phase(f"{self.name} {label}", total)
+
+    def update(self, completed: float, info: str) -> None:
+        self.progress.update(completed, info)
+
+    def close(self) -> None:
+        pass  # the display is closed once, by main
+
+
+def start_tessera(
     a: argparse.Namespace,
     tmp: Path,
     token: str,
     servers: list[Child],
+    progress: Progress,
     *,
     users_file: Path | None,
     metrics_port: int = 0,
     pg_url: str | None = None,
-) -> tuple[RunResult, Meter, Scraper | None]:
-    """One fresh Tessera server under the load (with --metrics-listen on ``metrics_port``
-    and a scraper when it is not 0; on a fresh database of ``pg_url``'s PostgreSQL
-    when given); the users are saved to ``users_file`` if given."""
+) -> Contender:
+    """A fresh Tessera server (with --metrics-listen on ``metrics_port`` and a
+    scraper when it is not 0; on a fresh database of ``pg_url``'s PostgreSQL when
+    given) and its load generator; the users are saved to ``users_file`` if given."""
     name = "tessera-metrics" if metrics_port else "tessera"
     db = asyncio.run(new_database(pg_url)) if pg_url else str(tmp / f"{name}.db")
     args = [
@@ -664,11 +749,14 @@ def run_tessera(
         a.perf if not metrics_port else None,
     )
     scraper = Scraper(metrics_port, a.scrape_every) if metrics_port else None
-    with scraper or contextlib.nullcontext():
-        result = run(cfg, make_progress(not a.no_progress), meter)
-    code = tessera.stop()
-    print(f"{name} stopped with exit code {code}", file=sys.stderr)
-    return result, meter, scraper
+    return Contender(tessera, Driver(cfg, Labelled(progress, name), meter), meter, scraper)
+
+
+def in_turn(contenders: list[Contender], rounds: int) -> Iterator[Contender]:
+    """Each contender once a round, the order reversed every other round: a host
+    that speeds up or slows down through the run moves every contender alike."""
+    for r in range(rounds):
+        yield from (contenders if r % 2 == 0 else contenders[::-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -678,31 +766,36 @@ def main(argv: list[str] | None = None) -> int:
     token = "tsa_" + secrets.token_urlsafe(24)
     users_file = tmp / "users.json"
     servers: list[Child] = []
+    contenders: list[Contender] = []
+    progress = make_progress(not a.no_progress)
     stack = contextlib.ExitStack()
+    stack.callback(progress.close)
     try:
         pg_url = stack.enter_context(throwaway_postgres(tmp)) if a.postgres else None
-        m_result: RunResult | None = None
-        m_meter: Meter | None = None
-        scraper: Scraper | None = None
-        if a.metrics != "only":
-            t_result, t_meter, _ = run_tessera(
-                a, tmp, token, servers, users_file=users_file, pg_url=pg_url
-            )
-        if a.metrics != "off":
-            m_result, m_meter, scraper = run_tessera(
-                a,
-                tmp,
-                token,
-                servers,
-                users_file=users_file if a.metrics == "only" else None,
-                metrics_port=free_port(),
-                pg_url=pg_url,
-            )
-            if a.metrics == "only":
-                t_result, t_meter = m_result, m_meter
+        metrics_port = free_port() if a.metrics != "off" else 0
+        first = start_tessera(
+            a,
+            tmp,
+            token,
+            servers,
+            progress,
+            users_file=users_file,
+            metrics_port=metrics_port if a.metrics == "only" else 0,
+            pg_url=pg_url,
+        )
+        contenders.append(first)
+        if first.scraper is not None:
+            stack.enter_context(first.scraper)
+        first.users = first.driver.open()
+        ramp = first.driver.result.phases.get("ramp")
+        ramp_began = ramp.started if ramp is not None else time.monotonic()
+        # The echo answers with Tessera's own responses: a short unmeasured steady
+        # state and cycle get one of each.
+        first.driver.steady(0.5, 0.5, record=False)
+        first.driver.cycle(0.5, record=False)
         responses = tmp / "responses.json"
-        responses.write_text(json.dumps(t_result.samples), encoding="utf-8")
-        echo = Child(
+        responses.write_text(json.dumps(first.driver.result.samples), encoding="utf-8")
+        echo_child = Child(
             "echo",
             [
                 *(sys.executable, "-m", "benchmarks.echo_server", "--listen", "127.0.0.1:0"),
@@ -710,20 +803,72 @@ def main(argv: list[str] | None = None) -> int:
             ],
             tmp,
         )
-        servers.append(echo)
-        echo.start()
-        print(f"echo on {echo.target} (pid {echo.pid})", file=sys.stderr)
+        servers.append(echo_child)
+        echo_child.start()
+        print(f"echo on {echo_child.target} (pid {echo_child.pid})", file=sys.stderr)
         e_cfg = replace(
-            load_config(a, echo.target, token, None),
+            load_config(a, echo_child.target, token, None),
             admin_token=None,
             users_file=users_file,
             count_server_sessions=False,
         )
         echo_perf = a.perf.with_name(a.perf.name + ".echo") if a.perf else None
-        e_meter = Meter(echo, spy_phase=a.py_spy_phase, perf=echo_perf)
-        e_result = run(e_cfg, make_progress(not a.no_progress), e_meter)
-        echo.stop()
+        e_meter = Meter(echo_child, spy_phase=a.py_spy_phase, perf=echo_perf)
+        echo = Contender(echo_child, Driver(e_cfg, Labelled(progress, "echo"), e_meter), e_meter)
+        contenders.append(echo)
+        echo.users = echo.driver.open()
 
+        pair = [first, echo]
+        for c in in_turn(pair, a.rounds):
+            c.driver.steady(a.warmup, a.steady / a.rounds)
+        first.driver.count(first.users)
+        for c in in_turn(pair, a.rounds):
+            c.driver.cycle(a.cycle / a.rounds)
+        if time.monotonic() - ramp_began > GRACE_SECONDS:
+            print(
+                f"warning: the slices ended over {GRACE_SECONDS:.0f} s after Tessera's ramp "
+                "began: its sessions' grace ended meanwhile, and the holds it captured "
+                "then were work in others' slices as well as its own (fewer --users)",
+                file=sys.stderr,
+            )
+        for c in pair:
+            c.driver.release()
+            c.driver.close()
+            code = c.child.stop()
+            if c is first:
+                print(f"{c.child.name} stopped with exit code {code}", file=sys.stderr)
+        t = first if a.metrics != "only" else None
+        m = first if a.metrics == "only" else None
+        if a.metrics == "both":
+            # After the pair, on its own: its grace (5 min after its ramp) must not
+            # fall in the pair's slices. Compared with the first server run the same
+            # way, one after the other.
+            m = start_tessera(
+                a,
+                tmp,
+                token,
+                servers,
+                progress,
+                metrics_port=metrics_port,
+                users_file=None,
+                pg_url=pg_url,
+            )
+            contenders.append(m)
+            assert m.scraper is not None  # noqa: S101 - made with a metrics port
+            with m.scraper:
+                m.driver.run()
+            code = m.child.stop()
+            print(f"{m.child.name} stopped with exit code {code}", file=sys.stderr)
+
+        t_pair = (t.driver.result, t.meter) if t is not None else None
+        m_pair = (m.driver.result, m.meter) if m is not None else None
+        t_result, t_meter = first.driver.result, first.meter
+        e_result = echo.driver.result
+        print(
+            f"{first.child.name} and the echo in turn: each one's steady state and cycle "
+            f"in {a.rounds} slices"
+            + ("; tessera-metrics after them, on its own" if a.metrics == "both" else "")
+        )
         print("== Tessera on PostgreSQL ==" if a.postgres else "== Tessera ==")
         print(report(t_result))
         print(describe_cores(t_meter))
@@ -733,12 +878,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"({t_meter.rss_kib * 1024 / t_result.live_steady:,.0f} bytes per live session, "
                 "everything included)"
             )
-        if m_result is not None and m_meter is not None and a.metrics == "both":
+        if m_pair is not None and a.metrics == "both":
             print("\n== Tessera with --metrics-listen ==")
-            print(report(m_result))
-            print(describe_cores(m_meter))
-        if scraper is not None:
-            print(scraper.describe())
+            print(report(m_pair[0]))
+            print(describe_cores(m_pair[1]))
+        if m is not None and m.scraper is not None:
+            print(m.scraper.describe())
         print("\n== echo (bare grpc.aio, canned responses of the same size) ==")
         print(report(e_result))
         print(describe_cores(e_meter))
@@ -761,11 +906,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"profile of the server in the {a.py_spy_phase} phase: {a.py_spy}")
         if a.perf:
             print(f"perf records of the {a.py_spy_phase} phase: {a.perf}, {echo_perf}")
-        on = (m_result, m_meter) if m_result is not None and m_meter is not None else None
-        off = (t_result, t_meter) if a.metrics == "both" else None
-        print(bench_line(t_result, e_result, on, off, (t_meter, e_meter)))
+        off = t_pair if a.metrics == "both" else None
+        print(bench_line(t_result, e_result, m_pair, off, (t_meter, e_meter)))
         return 0
     finally:
+        for c in contenders:
+            c.driver.close()
         for child in servers:
             child.stop()
         stack.close()

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.bench import Child, Meter, bench_line
+from benchmarks.bench import Child, Contender, Meter, bench_line, in_turn
 from client_sdk.load import LoadConfig, RunResult
-from client_sdk.load.stats import PhaseStats
+from client_sdk.load.runner import Driver
+from client_sdk.load.stats import PhaseStats, summarize
 
 
 def _run(heartbeats: list[float], idles: list[float], cycle_calls: int) -> RunResult:
@@ -33,6 +34,12 @@ def _meter(server: float, load: float) -> Meter:
     meter = Meter(Child("server", [], Path("unused")))
     meter.cores = {"steady": (server, load)}
     return meter
+
+
+def _contender(name: str) -> Contender:
+    """A server and its load generator, neither started."""
+    child = Child(name, [], Path("unused"))
+    return Contender(child, Driver(LoadConfig(target="127.0.0.1:1")), Meter(child))
 
 
 def fields(line: str) -> dict[str, str]:
@@ -61,3 +68,38 @@ def test_bench_line_without_meters_says_the_cores_were_not_measured() -> None:
     got = fields(bench_line(run, run))
     assert got["cores"] == "-" and got["echo_cores"] == "-"
     assert got["heartbeat_vs_echo"] == "1.00"
+
+
+def test_bench_phase_in_slices_counts_only_the_slices_seconds() -> None:
+    # Two 5 s slices of a steady state, 10 s of other servers' slices between them:
+    # 1,000 and 500 Heartbeats are 150 a second, not 1,500 over 20 s (75 a second).
+    first = PhaseStats("steady", started=100.0, ended=105.0)
+    for _ in range(1_000):
+        first.rpc("Heartbeat").ok(0.01)
+    second = PhaseStats("steady", started=115.0, ended=120.0)
+    for _ in range(500):
+        second.rpc("Heartbeat").ok(0.01)
+    first.then(second)
+    assert first.seconds == 10.0
+    (row,) = [r for r in summarize(first) if r.rpc == "Heartbeat"]
+    assert row.calls == 1_500 and row.rps == 150.0
+
+
+def test_bench_meter_in_slices_takes_cores_over_the_slices_seconds() -> None:
+    # Slice 1 (0-5 s): the server used 5 s of CPU (1 core), the load 2.5 s; slice 2
+    # (20-25 s): 2.5 s and 2.5 s. Over the 10 s of slices: 0.75 and 0.50 of a core
+    # (over the 25 s from first to last, it would read 0.30 and 0.20).
+    meter = Meter(Child("server", [], Path("unused")))
+    meter.record("steady", "start", 0.0, 0.0, 0.0, [(0.0, 0.0)])
+    meter.record("steady", "end", 5.0, 5.0, 2.5, [(4.0, 1.0)])
+    meter.record("steady", "start", 20.0, 7.0, 3.0, [(9.0, 2.0)])
+    meter.record("steady", "end", 25.0, 9.5, 5.5, [(10.0, 4.0)])
+    assert meter.cores["steady"] == (0.75, 0.5)
+    assert meter.loop["steady"] == [(0.5, 0.3)]
+
+
+def test_bench_servers_take_turns_in_reversed_order_every_other_round() -> None:
+    # A host that slows through the run slows every server's slices alike.
+    names = ["tessera", "metrics", "echo"]
+    turns = [c.child.name for c in in_turn([_contender(n) for n in names], 3)]
+    assert turns == names + names[::-1] + names

@@ -330,26 +330,36 @@ class Driver:
     # -- phases --------------------------------------------------------------------
 
     def phase(
-        self, name: str, total: float | None, clock_from: float | None = None, **args: Any
+        self,
+        name: str,
+        total: float | None,
+        clock_from: float | None = None,
+        *,
+        record: bool = True,
+        **args: Any,
     ) -> PhaseStats:
+        """Run phase ``name`` in every worker. A phase run again (in slices, others'
+        between them) adds to what its earlier slices measured (``PhaseStats.then``);
+        one run with ``record=False`` is measured by nobody (a priming run)."""
         self.progress.phase(name, total)
-        if self.on_phase is not None:
+        if record and self.on_phase is not None:
             self.on_phase(self, name, "start")
         self._send_all((name, args))
         msgs = self._collect("done", total, clock_from)
-        if self.on_phase is not None:
+        if record and self.on_phase is not None:
             self.on_phase(self, name, "end")
         merged = merge_phases(m[2] for m in msgs) or PhaseStats(name)
-        extra: dict[str, list[PhaseStats]] = {}
-        for m in msgs:
-            for part in m[3]["extra"]:
-                extra.setdefault(part.phase, []).append(part)
-        for parts in extra.values():  # the warm-up comes before the steady state
-            before = merge_phases(parts)
-            if before is not None and any(rec.calls for rec in before.rpcs.values()):
-                self.result.phases[before.phase] = before
-        self.result.phases[name] = merged
         r = self.result
+        if record:
+            extra: dict[str, list[PhaseStats]] = {}
+            for m in msgs:
+                for part in m[3]["extra"]:
+                    extra.setdefault(part.phase, []).append(part)
+            for parts in extra.values():  # the warm-up comes before the steady state
+                before = merge_phases(parts)
+                if before is not None and any(rec.calls for rec in before.rpcs.values()):
+                    self._add(before)
+            self._add(merged)
         r.live_at_end = sum(m[3]["live"] for m in msgs)
         r.ended = {}
         for m in msgs:
@@ -363,65 +373,111 @@ class Driver:
             r.aborted = "max_duration reached"
         return merged
 
-    def run(self) -> RunResult:
+    def _add(self, stats: PhaseStats) -> None:
+        earlier = self.result.phases.get(stats.phase)
+        if earlier is None:
+            self.result.phases[stats.phase] = stats
+        else:
+            earlier.then(stats)
+
+    # -- the run, step by step (``run`` takes them in order; a benchmark may
+    # interleave the steps of several drivers, one target at a time) ---------------
+
+    def open(self) -> Users:
+        """Users (provisioned, or read), the worker processes, and the ramp-up."""
         cfg = self.cfg
         cfg.validate()
         r = self.result
         r.load_average = os.getloadavg()
+        self.signals.raise_now = True
+        users = self.users()
+        self.signals.raise_now = False
+        self.start_workers(users)
+        if not self.aborting:
+            self.phase("ramp", r.sessions, rate=cfg.ramp_rate / cfg.workers, deadline=1e18)
+        r.live_after_ramp = r.live_at_end
+        return users
+
+    def steady(self, warmup: float, duration: float, *, record: bool = True) -> None:
+        """Heartbeats (some Idle): ``warmup`` seconds, then ``duration`` measured."""
+        cfg = self.cfg
+        if not self.aborting and warmup + duration > 0:
+            start_at = time.monotonic() + 0.2
+            self.phase(
+                "steady",
+                warmup + duration,
+                clock_from=start_at,
+                record=record,
+                start_at=start_at,
+                warmup=warmup,
+                duration=duration,
+                rate=cfg.heartbeat_rate / cfg.workers,
+                idle_fraction=cfg.idle_fraction,
+            )
+        if record:
+            self.result.live_steady = self.result.live_at_end
+
+    def count(self, users: Users) -> None:
+        """How many live sessions the server lists (``count_server_sessions``)."""
+        cfg, r = self.cfg, self.result
+        if not (cfg.count_server_sessions and cfg.admin_token and users.team_id):
+            return
+        self.progress.phase("count", None)
+        try:
+            r.server_live_sessions = asyncio.run(
+                count_live_sessions(
+                    Targets(cfg.targets),
+                    cfg.retry(call_timeout=60.0),
+                    cfg.admin_token,
+                    users.team_id,
+                )
+            )
+        except Exception as exc:  # a count that fails leaves the figure out
+            self.progress.update(0, f"ListSessions failed: {exc}")
+
+    def cycle(self, duration: float, *, record: bool = True) -> None:
+        """Release+Entitle for ``duration`` seconds."""
+        if self.aborting or duration <= 0:
+            return
+        start_at = time.monotonic() + 0.2
+        self.phase(
+            "cycle",
+            duration,
+            clock_from=start_at,
+            record=record,
+            start_at=start_at,
+            duration=duration,
+        )
+
+    def release(self) -> None:
+        """Release every live session (``release``; after an interrupt, for at most
+        ``ABORT_RELEASE_SECONDS``)."""
+        if self.cfg.release and self.procs:
+            deadline = time.monotonic() + ABORT_RELEASE_SECONDS if self.aborting else 1e18
+            self.phase("release", self.result.live_at_end, deadline=deadline)
+
+    def close(self) -> RunResult:
+        """Stop the workers; the result, with the run's seconds."""
+        self.progress.close()
+        if self.procs:
+            self.stop_workers()
+            self.procs = []
+            self.conns = []
+        self.result.seconds = time.monotonic() - self.started
+        return self.result
+
+    def run(self) -> RunResult:
+        cfg = self.cfg
         with self.signals.installed():
             try:
-                self.signals.raise_now = True
-                users = self.users()
-                self.signals.raise_now = False
-                self.start_workers(users)
-                P = cfg.workers
-                if not self.aborting:
-                    self.phase("ramp", r.sessions, rate=cfg.ramp_rate / P, deadline=1e18)
-                r.live_after_ramp = r.live_at_end
-                if not self.aborting and cfg.warmup + cfg.steady > 0:
-                    start_at = time.monotonic() + 0.2
-                    self.phase(
-                        "steady",
-                        cfg.warmup + cfg.steady,
-                        clock_from=start_at,
-                        start_at=start_at,
-                        warmup=cfg.warmup,
-                        duration=cfg.steady,
-                        rate=cfg.heartbeat_rate / P,
-                        idle_fraction=cfg.idle_fraction,
-                    )
-                r.live_steady = r.live_at_end
-                if cfg.count_server_sessions and cfg.admin_token and users.team_id:
-                    self.progress.phase("count", None)
-                    try:
-                        r.server_live_sessions = asyncio.run(
-                            count_live_sessions(
-                                Targets(cfg.targets),
-                                cfg.retry(call_timeout=60.0),
-                                cfg.admin_token,
-                                users.team_id,
-                            )
-                        )
-                    except Exception as exc:  # a count that fails leaves the figure out
-                        self.progress.update(0, f"ListSessions failed: {exc}")
-                if not self.aborting and cfg.cycle > 0:
-                    start_at = time.monotonic() + 0.2
-                    self.phase(
-                        "cycle",
-                        cfg.cycle,
-                        clock_from=start_at,
-                        start_at=start_at,
-                        duration=cfg.cycle,
-                    )
-                if cfg.release:
-                    deadline = time.monotonic() + ABORT_RELEASE_SECONDS if self.aborting else 1e18
-                    self.phase("release", r.live_at_end, deadline=deadline)
+                users = self.open()
+                self.steady(cfg.warmup, cfg.steady)
+                self.count(users)
+                self.cycle(cfg.cycle)
+                self.release()
             finally:
-                self.progress.close()
-                if self.procs:
-                    self.stop_workers()
-        r.seconds = time.monotonic() - self.started
-        return r
+                self.close()
+        return self.result
 
 
 def run(

@@ -74,6 +74,9 @@ class PhaseStats:
     started: float = 0.0  # time.monotonic(): one clock for every process on Linux
     ended: float = 0.0
     rpcs: dict[str, Recorder] = field(default_factory=dict)
+    #: Seconds between ``started`` and ``ended`` that belong to no slice of the phase
+    #: (a phase run in slices, others' between them: ``then``).
+    paused: float = 0.0
 
     def rpc(self, name: str) -> Recorder:
         rec = self.rpcs.get(name)
@@ -83,7 +86,7 @@ class PhaseStats:
 
     @property
     def seconds(self) -> float:
-        return max(0.0, self.ended - self.started)
+        return max(0.0, self.ended - self.started - self.paused)
 
     def merge(self, other: PhaseStats) -> None:
         if other.started and (not self.started or other.started < self.started):
@@ -91,6 +94,16 @@ class PhaseStats:
         self.ended = max(self.ended, other.ended)
         for name, rec in other.rpcs.items():
             self.rpc(name).merge(rec)
+
+    def then(self, later: PhaseStats) -> None:
+        """Add ``later``, a slice of the same phase run after this one: its calls,
+        and its seconds but not those between the two."""
+        if not later.started:
+            return
+        if self.started and later.started > self.ended:
+            self.paused += later.started - self.ended
+        self.paused += later.paused
+        self.merge(later)
 
 
 def merge_phases(parts: Iterable[PhaseStats]) -> PhaseStats | None:
