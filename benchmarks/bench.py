@@ -86,7 +86,7 @@ import time
 import urllib.request
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -100,7 +100,7 @@ from client_sdk.load.__main__ import report
 from client_sdk.load.progress import Progress, make_progress
 from client_sdk.load.provision import Users
 from client_sdk.load.runner import Driver
-from client_sdk.load.stats import RpcSummary
+from client_sdk.load.stats import PhaseStats, RpcSummary
 from server.config import Config
 from server.domain.terms import Terms
 from server.loops import EVENT_LOOPS
@@ -682,6 +682,32 @@ class Contender:
     meter: Meter
     scraper: Scraper | None = None
     users: Users | None = None
+    #: (phase, calls a second) of each slice measured: Heartbeats in the steady
+    #: state, Releases and Entitles in the cycle.
+    slices: list[tuple[str, float]] = field(default_factory=list)
+
+
+def slice_rps(stats: PhaseStats | None) -> tuple[str, float]:
+    """A slice's phase and its calls a second (``slices``)."""
+    if stats is None or stats.seconds <= 0:
+        return ("-", 0.0)
+    names = ("Heartbeat",) if stats.phase == "steady" else ("Entitle", "Release")
+    return stats.phase, sum(stats.rpc(n).ok_count for n in names) / stats.seconds
+
+
+def describe_slices(t: Contender, e: Contender) -> str:
+    """Each slice's rate and ratio, in the order run: how much the ratio moved
+    from one slice to the next is what one run of the benchmark can tell."""
+    lines = []
+    for phase, what in (("steady", "Heartbeats"), ("cycle", "Releases+Entitles")):
+        ts = [rps for p, rps in t.slices if p == phase]
+        es = [rps for p, rps in e.slices if p == phase]
+        if ts and es:
+            pairs = ", ".join(
+                f"{x:,.0f}/{y:,.0f} = {ratio(x, y):.2f}" for x, y in zip(ts, es, strict=False)
+            )
+            lines.append(f"{phase} slices, {what} a second, tessera/echo: {pairs}")
+    return "\n".join(lines)
 
 
 class Labelled:
@@ -820,10 +846,10 @@ def main(argv: list[str] | None = None) -> int:
 
         pair = [first, echo]
         for c in in_turn(pair, a.rounds):
-            c.driver.steady(a.warmup, a.steady / a.rounds)
+            c.slices.append(slice_rps(c.driver.steady(a.warmup, a.steady / a.rounds)))
         first.driver.count(first.users)
         for c in in_turn(pair, a.rounds):
-            c.driver.cycle(a.cycle / a.rounds)
+            c.slices.append(slice_rps(c.driver.cycle(a.cycle / a.rounds)))
         if time.monotonic() - ramp_began > GRACE_SECONDS:
             print(
                 f"warning: the slices ended over {GRACE_SECONDS:.0f} s after Tessera's ramp "
@@ -889,6 +915,7 @@ def main(argv: list[str] | None = None) -> int:
         print(describe_cores(e_meter))
         print("\n== side by side ==")
         print(side_by_side(t_result, e_result))
+        print(describe_slices(first, echo))
         if a.json:
             a.json.write_text(
                 json.dumps(

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.bench import Child, Contender, Meter, bench_line, in_turn
+from benchmarks.bench import (
+    Child,
+    Contender,
+    Meter,
+    bench_line,
+    describe_slices,
+    in_turn,
+    slice_rps,
+)
 from client_sdk.load import LoadConfig, RunResult
 from client_sdk.load.runner import Driver
 from client_sdk.load.stats import PhaseStats, summarize
@@ -103,3 +111,28 @@ def test_bench_servers_take_turns_in_reversed_order_every_other_round() -> None:
     names = ["tessera", "metrics", "echo"]
     turns = [c.child.name for c in in_turn([_contender(n) for n in names], 3)]
     assert turns == names + names[::-1] + names
+
+
+def test_bench_prints_each_slices_ratio_in_the_order_run() -> None:
+    tessera, echo = _contender("tessera"), _contender("echo")
+    tessera.slices = [("steady", 2_000.0), ("steady", 1_800.0), ("cycle", 900.0)]
+    echo.slices = [("steady", 2_500.0), ("steady", 3_000.0), ("cycle", 2_000.0)]
+    assert describe_slices(tessera, echo).splitlines() == [
+        "steady slices, Heartbeats a second, tessera/echo: 2,000/2,500 = 0.80, 1,800/3,000 = 0.60",
+        "cycle slices, Releases+Entitles a second, tessera/echo: 900/2,000 = 0.45",
+    ]
+
+
+def test_bench_slice_rate_counts_heartbeats_or_releases_and_entitles() -> None:
+    steady = PhaseStats("steady", started=0.0, ended=4.0)
+    for _ in range(800):
+        steady.rpc("Heartbeat").ok(0.01)
+    for _ in range(40):
+        steady.rpc("Idle").ok(0.01)
+    cycle = PhaseStats("cycle", started=0.0, ended=2.0)
+    for _ in range(300):
+        cycle.rpc("Entitle").ok(0.01)
+        cycle.rpc("Release").ok(0.01)
+    assert slice_rps(steady) == ("steady", 200.0)
+    assert slice_rps(cycle) == ("cycle", 300.0)
+    assert slice_rps(None) == ("-", 0.0)

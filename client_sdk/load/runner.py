@@ -398,12 +398,14 @@ class Driver:
         r.live_after_ramp = r.live_at_end
         return users
 
-    def steady(self, warmup: float, duration: float, *, record: bool = True) -> None:
-        """Heartbeats (some Idle): ``warmup`` seconds, then ``duration`` measured."""
+    def steady(self, warmup: float, duration: float, *, record: bool = True) -> PhaseStats | None:
+        """Heartbeats (some Idle): ``warmup`` seconds, then ``duration`` measured;
+        what this slice measured (None: not run)."""
         cfg = self.cfg
+        stats = None
         if not self.aborting and warmup + duration > 0:
             start_at = time.monotonic() + 0.2
-            self.phase(
+            stats = self.phase(
                 "steady",
                 warmup + duration,
                 clock_from=start_at,
@@ -416,6 +418,7 @@ class Driver:
             )
         if record:
             self.result.live_steady = self.result.live_at_end
+        return stats
 
     def count(self, users: Users) -> None:
         """How many live sessions the server lists (``count_server_sessions``)."""
@@ -435,12 +438,12 @@ class Driver:
         except Exception as exc:  # a count that fails leaves the figure out
             self.progress.update(0, f"ListSessions failed: {exc}")
 
-    def cycle(self, duration: float, *, record: bool = True) -> None:
-        """Release+Entitle for ``duration`` seconds."""
+    def cycle(self, duration: float, *, record: bool = True) -> PhaseStats | None:
+        """Release+Entitle for ``duration`` seconds; what this slice measured."""
         if self.aborting or duration <= 0:
-            return
+            return None
         start_at = time.monotonic() + 0.2
-        self.phase(
+        return self.phase(
             "cycle",
             duration,
             clock_from=start_at,
