@@ -251,6 +251,10 @@ class Meter:
         #: phase: (seconds, server CPU, workers' CPU, loop threads') over all its slices
         self.spent: dict[str, tuple[float, float, float, list[tuple[float, float]]]] = {}
         self.profiled: set[str] = set()  # a phase run in slices is profiled in its first
+        self._processes_at_start: list[float] | None = None
+        #: (phase, cores of: the server's loop thread, its other threads, and with a
+        #: front, the front's loop thread and its other threads) of each slice.
+        self.slice_cores: list[tuple[str, list[float]]] = []
         self.cores: dict[str, tuple[float, float]] = {}  # phase: (server, workers)
         #: phase: (on a core, waiting for one) of each process's loop thread, in the
         #: order of ``server.pids`` (the server's; the front's with --front-process).
@@ -259,14 +263,15 @@ class Meter:
 
     def __call__(self, driver: Driver, phase: str, when: str) -> None:
         now = time.monotonic()
-        server = sum(cpu_seconds(pid) for pid in self.server.pids)
+        per_process = [cpu_seconds(pid) for pid in self.server.pids]
+        server = sum(per_process)
         workers = sum(cpu_seconds(p) for p in driver.worker_pids)
         # Each process's loop thread (its main one): below one core it is saturated all
         # the same when its time on a core and its time waiting for one add up to about
         # one. With --front-process, both: the front's runs gRPC's work, the server's
         # Tessera's.
         loop = [thread_schedstat(pid, pid) or (0.0, 0.0) for pid in self.server.pids]
-        self.record(phase, when, now, server, workers, loop)
+        self.record(phase, when, now, server, workers, loop, per_process)
 
     def record(
         self,
@@ -276,11 +281,15 @@ class Meter:
         server: float,
         workers: float,
         loop: list[tuple[float, float]],
+        per_process: list[float] | None = None,
     ) -> None:
         """What the clocks read at a slice's ``when`` ("start" or "end"): a phase's
-        figures are over its slices' seconds, not the time between them."""
+        figures are over its slices' seconds, not the time between them; each slice's
+        own split of the server's cores goes to ``slice_cores`` (``per_process``: each
+        server process's CPU seconds, in the order of ``loop``)."""
         if when == "start":
             self.marks[phase] = (now, server, workers, loop)
+            self._processes_at_start = per_process
             if phase == self.spy_phase and phase not in self.profiled:
                 self._start_spy()
                 self._start_perf()
@@ -292,6 +301,15 @@ class Meter:
             (d[0] + a[0] - b[0], d[1] + a[1] - b[1]) for d, a, b in zip(dl, loop, l0, strict=False)
         ]
         self.spent[phase] = (dt, ds, dw, dl)
+        began = self._processes_at_start
+        if per_process is not None and began is not None and now > t0:
+            # Each process: its loop thread on a core, and its other threads (the
+            # back's: SQLite's writer; the front's: gRPC's own), in cores.
+            split = []
+            for i, (cpu, cpu0) in enumerate(zip(per_process, began, strict=False)):
+                on_core = loop[i][0] - l0[i][0]
+                split += [on_core / (now - t0), max(0.0, cpu - cpu0 - on_core) / (now - t0)]
+            self.slice_cores.append((phase, split))
         if dt > 0:
             self.cores[phase] = (ds / dt, dw / dt)
             self.loop[phase] = [(on / dt, waiting / dt) for on, waiting in dl]
@@ -707,7 +725,16 @@ def describe_slices(t: Contender, e: Contender) -> str:
                 f"{x:,.0f}/{y:,.0f} = {ratio(x, y):.2f}" for x, y in zip(ts, es, strict=False)
             )
             lines.append(f"{phase} slices, {what} a second, tessera/echo: {pairs}")
+        splits = [split for p, split in t.meter.slice_cores if p == phase]
+        if splits:
+            parts = "; ".join(" + ".join(f"{c:.2f}" for c in split) for split in splits)
+            lines.append(f"  tessera's cores in each ({CORES_SPLIT}): {parts}")
     return "\n".join(lines)
+
+
+CORES_SPLIT = (
+    "the server's loop thread + its other threads [+ the front's loop thread + its other threads]"
+)
 
 
 class Labelled:

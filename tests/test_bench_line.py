@@ -106,6 +106,17 @@ def test_bench_meter_in_slices_takes_cores_over_the_slices_seconds() -> None:
     assert meter.loop["steady"] == [(0.5, 0.3)]
 
 
+def test_bench_meter_splits_each_slices_cores_between_loop_and_other_threads() -> None:
+    # Two processes (the server, its front) over a 4 s slice: the server used 3.2 s
+    # of CPU, 2.0 of it its loop thread; the front 2.4 s, 1.6 of it its loop thread.
+    meter = Meter(Child("server", [], Path("unused")))
+    meter.record("steady", "start", 10.0, 0.0, 0.0, [(1.0, 0.0), (2.0, 0.0)], [5.0, 7.0])
+    meter.record("steady", "end", 14.0, 5.6, 2.0, [(3.0, 1.0), (3.6, 1.0)], [8.2, 9.4])
+    ((phase, split),) = meter.slice_cores
+    assert phase == "steady"
+    assert [round(c, 6) for c in split] == [0.5, 0.3, 0.4, 0.2]
+
+
 def test_bench_servers_take_turns_in_reversed_order_every_other_round() -> None:
     # A host that slows through the run slows every server's slices alike.
     names = ["tessera", "metrics", "echo"]
