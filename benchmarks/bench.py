@@ -247,11 +247,13 @@ class Meter:
         self.perf = perf
         self.spy: subprocess.Popen[bytes] | None = None
         self.perf_run: subprocess.Popen[bytes] | None = None
-        self.marks: dict[str, tuple[float, float, float, list[tuple[float, float]]]] = {}
+        #: phase: what the clocks read at its slice's start (``record``'s arguments)
+        self.marks: dict[
+            str, tuple[float, float, float, list[tuple[float, float]], list[float] | None]
+        ] = {}
         #: phase: (seconds, server CPU, workers' CPU, loop threads') over all its slices
         self.spent: dict[str, tuple[float, float, float, list[tuple[float, float]]]] = {}
         self.profiled: set[str] = set()  # a phase run in slices is profiled in its first
-        self._processes_at_start: list[float] | None = None
         #: (phase, cores of: the server's loop thread, its other threads, and with a
         #: front, the front's loop thread and its other threads) of each slice.
         self.slice_cores: list[tuple[str, list[float]]] = []
@@ -288,20 +290,18 @@ class Meter:
         own split of the server's cores goes to ``slice_cores`` (``per_process``: each
         server process's CPU seconds, in the order of ``loop``)."""
         if when == "start":
-            self.marks[phase] = (now, server, workers, loop)
-            self._processes_at_start = per_process
+            self.marks[phase] = (now, server, workers, loop, per_process)
             if phase == self.spy_phase and phase not in self.profiled:
                 self._start_spy()
                 self._start_perf()
             return
-        t0, s0, w0, l0 = self.marks.pop(phase, (now, server, workers, loop))
+        t0, s0, w0, l0, began = self.marks.pop(phase, (now, server, workers, loop, per_process))
         dt, ds, dw, dl = self.spent.get(phase, (0.0, 0.0, 0.0, [(0.0, 0.0)] * len(loop)))
         dt, ds, dw = dt + now - t0, ds + server - s0, dw + workers - w0
         dl = [
             (d[0] + a[0] - b[0], d[1] + a[1] - b[1]) for d, a, b in zip(dl, loop, l0, strict=False)
         ]
         self.spent[phase] = (dt, ds, dw, dl)
-        began = self._processes_at_start
         if per_process is not None and began is not None and now > t0:
             # Each process: its loop thread on a core, and its other threads (the
             # back's: SQLite's writer; the front's: gRPC's own), in cores.
@@ -890,7 +890,6 @@ def main(argv: list[str] | None = None) -> int:
             code = c.child.stop()
             if c is first:
                 print(f"{c.child.name} stopped with exit code {code}", file=sys.stderr)
-        t = first if a.metrics != "only" else None
         m = first if a.metrics == "only" else None
         if a.metrics == "both":
             # After the pair, on its own: its grace (5 min after its ramp) must not
@@ -913,7 +912,6 @@ def main(argv: list[str] | None = None) -> int:
             code = m.child.stop()
             print(f"{m.child.name} stopped with exit code {code}", file=sys.stderr)
 
-        t_pair = (t.driver.result, t.meter) if t is not None else None
         m_pair = (m.driver.result, m.meter) if m is not None else None
         t_result, t_meter = first.driver.result, first.meter
         e_result = echo.driver.result
@@ -960,7 +958,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"profile of the server in the {a.py_spy_phase} phase: {a.py_spy}")
         if a.perf:
             print(f"perf records of the {a.py_spy_phase} phase: {a.perf}, {echo_perf}")
-        off = t_pair if a.metrics == "both" else None
+        off = (t_result, t_meter) if a.metrics == "both" else None
         print(bench_line(t_result, e_result, m_pair, off, (t_meter, e_meter)))
         return 0
     finally:
