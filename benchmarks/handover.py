@@ -105,11 +105,12 @@ async def feed(path: str, calls: int, in_flight: int, one_per_frame: bool) -> fl
                 raise RuntimeError(f"the back refused a call: {code}")
 
     began = time.perf_counter()
-    await asyncio.gather(*(lane(calls // in_flight) for _ in range(in_flight)))
-    seconds = time.perf_counter() - began
-    if link.transport is not None:
-        link.transport.close()
-    return seconds
+    try:
+        await asyncio.gather(*(lane(calls // in_flight) for _ in range(in_flight)))
+    finally:  # the back runs until its link closes: close it on a failure too
+        if link.transport is not None:
+            link.transport.close()
+    return time.perf_counter() - began
 
 
 def one(calls: int, in_flight: int, event_loop: str, one_per_frame: bool) -> dict[str, float]:
