@@ -33,7 +33,11 @@ In one run, on this machine:
    the echo instead of the first); it prints from the last scrape the
    store's transactions and how many took over 0.1 s, in all and in their
    COMMIT alone (``store_summary``);
-5. prints all of them side by side; the last line reads
+5. prints all of them side by side, each slice's ratio, and each phase's ratio
+   as its two factors (``explain_ratios``: the echo's CPU a call over
+   Tessera's, times Tessera's cores busy over the echo's, the load generators
+   counted with their servers), so a ratio short of its target says whether
+   Tessera lacked CPU a call or left cores idle; the last line reads
 
    ``BENCH heartbeat_vs_echo=… entitle_release_vs_echo=… heartbeat_rps=…
    echo_rps=… heartbeat_p99_ms=… echo_p99_ms=… idle_p99_ms=…
@@ -402,12 +406,44 @@ def heartbeat_rps(result: RunResult | None) -> float:
     return row.rps if row else 0.0
 
 
+def cpu_a_call(result: RunResult, meter: Meter, phase: str) -> tuple[float, float] | None:
+    """Microseconds of CPU a call of ``phase`` (every RPC of it): the server's, and
+    its load generator's; None when the phase was not measured."""
+    cores = meter.cores.get(phase)
+    rps = sum(r.rps for r in result.rows() if r.phase == phase)
+    if cores is None or rps <= 0:
+        return None
+    return 1e6 * cores[0] / rps, 1e6 * cores[1] / rps
+
+
 def cpu_per_call_us(result: RunResult, meter: Meter) -> float:
     """The server's CPU microseconds per steady-state call (Heartbeats and Idles):
     what a busy machine's noise moves less than the calls per second."""
-    server_cores = meter.cores.get("steady", (0.0, 0.0))[0]
-    rps = sum(r.rps for r in result.rows() if r.phase == "steady")
-    return 1e6 * server_cores / rps if rps > 0 else 0.0
+    split = cpu_a_call(result, meter, "steady")
+    return split[0] if split else 0.0
+
+
+def explain_ratios(t: RunResult, e: RunResult, t_meter: Meter, e_meter: Meter) -> str:
+    """Each phase's ratio as its two factors. Calls a second are cores busy over
+    CPU a call, so tessera/echo = (the echo's CPU a call / Tessera's) x (Tessera's
+    cores busy / the echo's), each counting the server and its load generator:
+    whether a ratio short of its target lacks CPU a call or cores it left idle."""
+    lines = [
+        "the ratios' two factors, all calls of the phase (server + its load generator): "
+        "echo's CPU a call / tessera's, x tessera's cores busy / echo's"
+    ]
+    for phase in ("steady", "cycle"):
+        ts, es = cpu_a_call(t, t_meter, phase), cpu_a_call(e, e_meter, phase)
+        if ts is None or es is None:
+            continue
+        t_cores, e_cores = sum(t_meter.cores[phase]), sum(e_meter.cores[phase])
+        cpu, cores = ratio(sum(es), sum(ts)), ratio(t_cores, e_cores)
+        lines.append(
+            f"  {phase}: tessera {ts[0]:,.0f} + {ts[1]:,.0f} us, echo {es[0]:,.0f} + "
+            f"{es[1]:,.0f} us = {cpu:.2f}; x cores {t_cores:.2f}/{e_cores:.2f} = {cores:.2f}"
+            f"; = {cpu * cores:.2f}"
+        )
+    return "\n".join(lines) if len(lines) > 1 else ""
 
 
 def metrics_cost(off: tuple[RunResult, Meter] | None, on: tuple[RunResult, Meter] | None) -> str:
@@ -941,6 +977,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n== side by side ==")
         print(side_by_side(t_result, e_result))
         print(describe_slices(first, echo))
+        if explained := explain_ratios(t_result, e_result, t_meter, e_meter):
+            print(explained)
         if a.json:
             a.json.write_text(
                 json.dumps(

@@ -11,6 +11,7 @@ from benchmarks.bench import (
     Meter,
     bench_line,
     describe_slices,
+    explain_ratios,
     in_turn,
     slice_rps,
 )
@@ -69,6 +70,27 @@ def test_bench_line_reports_idle_p99_beside_heartbeat_p99_and_each_runs_cores() 
     assert got["idle_p99_ms"] == "99.00" and got["echo_idle_p99_ms"] == "4.95"
     assert got["cores"] == "1.52" and got["echo_cores"] == "1.79"
     assert got["live_sessions"] == "20000"
+
+
+def test_bench_splits_each_ratio_into_cpu_a_call_and_cores_busy() -> None:
+    # Tessera: 400 Heartbeats a second on 1.2 + 0.4 cores (server + load generator),
+    # 240 cycle calls a second on 1.2 + 0.24; the echo: 500 on 0.9 + 0.9, 480 on
+    # 0.96 + 0.96. Calls a second are cores over CPU a call, so each product is the
+    # phase's ratio: 0.90 x 0.89 = 400/500, 0.67 x 0.75 = 240/480.
+    tessera, echo = _run([0.01] * 4_000, [], 600), _run([0.01] * 5_000, [], 1_200)
+    t_meter, e_meter = _meter(1.2, 0.4), _meter(0.9, 0.9)
+    t_meter.cores["cycle"], e_meter.cores["cycle"] = (1.2, 0.24), (0.96, 0.96)
+    lines = explain_ratios(tessera, echo, t_meter, e_meter).splitlines()
+    assert lines[1:] == [
+        "  steady: tessera 3,000 + 1,000 us, echo 1,800 + 1,800 us = 0.90; "
+        "x cores 1.60/1.80 = 0.89; = 0.80",
+        "  cycle: tessera 5,000 + 1,000 us, echo 2,000 + 2,000 us = 0.67; "
+        "x cores 1.44/1.92 = 0.75; = 0.50",
+    ]
+    # A phase a meter did not measure is left out; with none, there is no line at all.
+    del e_meter.cores["cycle"]
+    assert len(explain_ratios(tessera, echo, t_meter, e_meter).splitlines()) == 2
+    assert explain_ratios(tessera, echo, _meter(0, 0), Meter(Child("e", [], Path("u")))) == ""
 
 
 def test_bench_line_without_meters_says_the_cores_were_not_measured() -> None:
