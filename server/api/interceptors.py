@@ -173,7 +173,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         """An AdminService call's caller, rate limit, scope (AD1) and audit (AD2)."""
         caller = self._admin(kind, metadata)
         if kind == "admin" and self._admin_limits is not None:
-            await self._admin_limits.take(caller.actor)  # a bucket per actor
+            self._admin_limits.take(caller.actor)  # a bucket per actor
         current_caller.set(caller)
         if caller.actor:  # OPERATOR or the admin key's id; none for AcceptInvitation
             call_context.set((*call_context.get(), ("admin", caller.actor)))
@@ -217,7 +217,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                     (("method", short), ("request_id", request_id), ("user_id", shown_user))
                 )
                 if kind == "user" and self._user_limits is not None:
-                    await self._user_limits.take(user_id)
+                    self._user_limits.take(user_id)
                 current_user.set(user_id)
                 if isinstance(request, Undecodable):
                     raise InvalidArgument.field("request", request.problem)

@@ -3,8 +3,6 @@ AssignUsers/ImportUsers, page size, message size; all configurable."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -17,7 +15,7 @@ from server.api.limits import FORGET_PER_NEW, RateLimits
 from tessera_api.tessera.v1 import admin_service_pb2 as api
 from tessera_api.tessera.v1 import admin_service_pb2_grpc
 from tests.grpcurl import Grpcurl, GrpcurlError
-from tests.support import ADMIN_TOKEN, running
+from tests.support import ADMIN_TOKEN, SecondsClock, running
 
 A = "tessera.v1.AdminService/"
 AUTH = [("authorization", f"Bearer {ADMIN_TOKEN}")]
@@ -118,68 +116,89 @@ def test_message_size_is_capped(tmp_path: Path) -> None:
         assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-class _ClockLoop(asyncio.SelectorEventLoop):
-    """An event loop whose clock the test moves (aiolimiter reads ``loop.time()``)."""
-
-    now = 1000.0
-
-    def time(self) -> float:
-        return self.now
-
-
-def _on_a_test_clock(test: Callable[[_ClockLoop], Awaitable[None]]) -> None:
-    loop = _ClockLoop()
-    with asyncio.Runner(loop_factory=lambda: loop) as runner:
-        runner.run(test(loop))
-
-
 def test_rate_limit_a_bucket_full_again_is_forgotten_by_the_next_new_ones() -> None:
-    limits = RateLimits(rate=1.0, burst=2)  # a bucket refills in 2 s
-
-    async def run(loop: _ClockLoop) -> None:
-        for i in range(10):
-            await limits.take(f"old-{i}")
-        assert len(limits) == 10
-        loop.now += 2.0  # every old bucket is full again
-        for i in range(5):  # each new one forgets the FORGET_PER_NEW oldest
-            await limits.take(f"new-{i}")
-            assert len(limits) == 10 - FORGET_PER_NEW * (i + 1) + (i + 1)
-        assert len(limits) == 5
-
-    _on_a_test_clock(run)
+    clock = SecondsClock()
+    limits = RateLimits(rate=1.0, burst=2, clock=clock)  # a bucket refills in 2 s
+    for i in range(10):
+        limits.take(f"old-{i}")
+    assert len(limits) == 10
+    clock.t += 1.0  # each old bucket spent one call of two: full again now
+    for i in range(5):  # each new one forgets the FORGET_PER_NEW oldest
+        limits.take(f"new-{i}")
+        assert len(limits) == 10 - FORGET_PER_NEW * (i + 1) + (i + 1)
+    assert len(limits) == 5
 
 
 def test_rate_limit_a_bucket_still_refilling_is_kept_and_still_limits() -> None:
-    limits = RateLimits(rate=1.0, burst=2)
-
-    async def run(loop: _ClockLoop) -> None:
-        await limits.take("busy")
-        await limits.take("busy")  # its burst: empty now
-        loop.now += 1.0  # one call's worth back, not full
-        for i in range(50):
-            await limits.take(f"other-{i}")
-        assert len(limits) == 51  # "busy" is the oldest and not full: nothing forgotten
-        await limits.take("busy")  # the one call's worth
-        with pytest.raises(ResourceExhausted):
-            await limits.take("busy")
-
-    _on_a_test_clock(run)
+    clock = SecondsClock()
+    limits = RateLimits(rate=1.0, burst=2, clock=clock)
+    limits.take("busy")
+    limits.take("busy")  # its burst: empty now
+    clock.t += 1.0  # one call's worth back, not full
+    for i in range(50):
+        limits.take(f"other-{i}")
+    assert len(limits) == 51  # "busy" is the oldest and not full: nothing forgotten
+    limits.take("busy")  # the one call's worth
+    with pytest.raises(ResourceExhausted):
+        limits.take("busy")
 
 
 def test_rate_limit_a_bucket_in_use_is_not_the_oldest() -> None:
-    limits = RateLimits(rate=1.0, burst=2)
+    clock = SecondsClock()
+    limits = RateLimits(rate=1.0, burst=2, clock=clock)
+    limits.take("first")
+    limits.take("second")
+    clock.t += 1.0  # both full again
+    limits.take("first")  # used again, twice: now the newest, and empty
+    limits.take("first")
+    clock.t += 1.5  # "second" full, "first" half a call from it
+    limits.take("third")  # looks at "second" (forgotten), then "first" (kept)
+    assert len(limits) == 2
+    limits.take("first")  # the 1.5 calls' worth refilled
+    with pytest.raises(ResourceExhausted):
+        limits.take("first")  # its bucket was kept: not a fresh burst of 2
 
-    async def run(loop: _ClockLoop) -> None:
-        await limits.take("first")
-        await limits.take("second")
-        loop.now += 1.0  # both full again
-        await limits.take("first")  # used again, twice: now the newest, and empty
-        await limits.take("first")
-        loop.now += 1.5  # "second" full, "first" half a call from it
-        await limits.take("third")  # looks at "second" (forgotten), then "first" (kept)
-        assert len(limits) == 2
-        await limits.take("first")  # the 1.5 calls' worth refilled
+
+@pytest.mark.parametrize(("rate", "burst"), [(5.0, 3), (200.0, 400), (0.5, 1), (3.0, 7)])
+def test_rate_limit_allows_exactly_the_burst_at_once_then_the_rate(rate: float, burst: int) -> None:
+    """The bucket's arithmetic, at awkward rates (sums of 1/rate rounded in floating
+    point): ``burst`` calls at one instant, the next refused; then one call each
+    1/rate seconds, and none sooner; over 10 s of calls as fast as allowed,
+    ``burst + 10 * rate`` in all."""
+    clock = SecondsClock()
+    clock.t = 1_000_000.123  # far from 0: the rounding of a real monotonic clock
+    limits = RateLimits(rate=rate, burst=burst, clock=clock)
+    for _ in range(burst):
+        limits.take("k")
+    with pytest.raises(ResourceExhausted) as refused:
+        limits.take("k")
+    assert refused.value.retry_after == pytest.approx(1.0 / rate)
+    clock.t += 0.9 / rate  # not yet a whole call's worth
+    with pytest.raises(ResourceExhausted):
+        limits.take("k")
+    clock.t += 0.1 / rate
+    limits.take("k")
+    # As fast as allowed, in steps of a tenth of an interval, for 10 s from the start.
+    clock.t = 1_000_000.123
+    limits = RateLimits(rate=rate, burst=burst, clock=clock)
+    taken, step = 0, 0.1 / rate
+    for n in range(round(10.0 / step) + 1):
+        clock.t = 1_000_000.123 + n * step
+        while True:
+            try:
+                limits.take("k")
+            except ResourceExhausted:
+                break
+            taken += 1
+    assert taken == burst + round(10 * rate)
+
+
+def test_rate_limit_a_refused_call_takes_nothing() -> None:
+    clock = SecondsClock()
+    limits = RateLimits(rate=1.0, burst=1, clock=clock)
+    limits.take("k")
+    for _ in range(100):  # hammering an empty bucket does not push its refill back
         with pytest.raises(ResourceExhausted):
-            await limits.take("first")  # its bucket was kept: not a fresh burst of 2
-
-    _on_a_test_clock(run)
+            limits.take("k")
+    clock.t += 1.0
+    limits.take("k")
