@@ -37,7 +37,6 @@ under way have their answers.
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import json
 import marshal
@@ -87,7 +86,9 @@ class Link(asyncio.Protocol):
     def __init__(self, on_batch: Callable[[list[tuple[Any, ...]]], None]) -> None:
         self.on_batch = on_batch
         self.transport: asyncio.WriteTransport | None = None
-        loop = asyncio.get_running_loop()
+        # Kept: asyncio.get_running_loop() makes a getpid system call on each use
+        # (Python 3.11), a place for the kernel to take the core away mid-call.
+        loop = self._loop = asyncio.get_running_loop()
         self.connected = loop.create_future()
         self.closed = loop.create_future()
         self._in = bytearray()
@@ -122,7 +123,7 @@ class Link(asyncio.Protocol):
 
     def send(self, item: tuple[Any, ...]) -> None:
         if not self._out:
-            asyncio.get_running_loop().call_soon(self.flush)
+            self._loop.call_soon(self.flush)
         self._out.append(item)
 
     def flush(self) -> None:
@@ -204,7 +205,8 @@ class Back:
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
         self.link = Link(self._on_batch)
-        self.ended = asyncio.get_running_loop().create_future()  # the front ended unasked
+        self._loop = asyncio.get_running_loop()  # kept (see Link)
+        self.ended = self._loop.create_future()  # the front ended unasked
         self._process: subprocess.Popen[bytes] | None = None
         self._dir: Path | None = None
         self._listening: asyncio.AbstractServer | None = None
@@ -314,17 +316,15 @@ class Back:
         return code
 
     def _on_batch(self, batch: list[tuple[Any, ...]]) -> None:
-        loop, calls = asyncio.get_running_loop(), self._calls
+        loop, calls = self._loop, self._calls
         for item in batch:
             if item[0] == "cancel":  # its client gave up: as gRPC would, cancel it
-                cancelled = calls.get(item[1])
+                cancelled = calls.pop(item[1], None)  # one not yet begun never ends itself
                 if cancelled is not None:
                     cancelled.cancel()
                 continue
             call_id, method, metadata, body = item
-            call = loop.create_task(self._run(call_id, method, metadata, body))
-            calls[call_id] = call
-            call.add_done_callback(functools.partial(calls.pop, call_id))
+            calls[call_id] = loop.create_task(self._run(call_id, method, metadata, body))
 
     async def _run(self, call_id: int, method: str, metadata: Any, body: bytes) -> None:
         """One call, as gRPC would run it on the server's own port."""
@@ -340,6 +340,8 @@ class Back:
         except Exception:  # the edge answers every failure itself: this is a bug
             log.exception("front_call_failed", method=method)
             send((call_id, UNKNOWN, "the call failed in the server", ()))
+        finally:  # here, not in a done callback: one loop callback fewer a call
+            self._calls.pop(call_id, None)
 
 
 def front_flags(cfg: Config) -> list[str]:

@@ -193,6 +193,7 @@ class LeaseSigner:
         self._asked = 0
         self._was_busy = False  # at least BUSY leases asked for in the last window
         self._batch: list[tuple[bytes, asyncio.Future[Signature]]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.signatures = 0  # made, alone or for a batch
         self.signed = 0  # leases signed
 
@@ -234,7 +235,9 @@ class LeaseSigner:
             self.signatures += 1
             self.signed += 1
             return self._sign(payload), (), 0
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None or loop.is_closed():  # kept: get_running_loop makes a system call
+            loop = self._loop = asyncio.get_running_loop()
         if not self._batch:
             loop.call_later(self._window, self.sign_batch)
         done: asyncio.Future[Signature] = loop.create_future()
