@@ -18,7 +18,6 @@ token) are written out by hand.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import Field, dataclass, field, fields
@@ -27,6 +26,8 @@ from enum import Enum
 from functools import lru_cache
 from types import NoneType, UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import orjson
 
 from server.domain.admins import AdminKey, AuditEvent
 from server.domain.coverage import Subscription
@@ -474,7 +475,7 @@ HOLDS = Table(
         h.hold_id,
         h.team_id,
         h.amount,
-        json.dumps(h.parts),
+        orjson.dumps(h.parts).decode(),  # json.dumps: 2.4 % of an Entitle's loop
         h.session_id,
         h.user_id,
         h.product_id,
@@ -484,7 +485,7 @@ HOLDS = Table(
         hold_id=r[0],
         team_id=_s(r[1]),
         amount=r[2],
-        parts=shared_parts(tuple((p, n) for p, n in json.loads(r[3]))),
+        parts=shared_parts(tuple((p, n) for p, n in orjson.loads(r[3]))),
         # A meter's hold is named after its session (one string for both)
         session_id=r[0] if r[4] == r[0] else r[4],
         user_id=_s(r[5]),
