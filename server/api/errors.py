@@ -111,20 +111,21 @@ SECRET = re.compile(
 
 
 _PREFIXES = (USER_KEY_PREFIX, INVITATION_PREFIX, ADMIN_PREFIX)  # each has "_" (a test says so)
-_B64_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
-_AS_RUNS = bytes(ord("a") if b in _B64_BYTES else ord(" ") for b in range(256))
-_RUN = b"a" * 32  # the shortest run of SECRET's second kind
+# Searched apart: one pattern with both costs several times the two (0.2-0.3 us
+# an id against 0.9-1.4 for a test per prefix and a translated copy, and several
+# ids are on every log line).
+_PREFIX = re.compile("|".join(map(re.escape, _PREFIXES)))
+_RUN = re.compile(rf"{_B64}{{32}}")  # the shortest run of SECRET's second kind
 
 
 def may_hold_secret(text: str) -> bool:
     """Whether ``scrub`` could find anything in ``text`` (no false "no"), far faster
-    than looking: neither one of the prefixes (each has "_") nor a run of 32 (most of
-    what a log line or a request holds: times, names, codes, e-mail addresses)."""
-    if len(text) < len(_RUN) and "_" not in text:
-        return False
-    if any(prefix in text for prefix in _PREFIXES):
-        return True
-    return _RUN in text.encode("utf-8", "surrogatepass").translate(_AS_RUNS)
+    than looking: neither one of the prefixes (each has "_") nor a run of 32 in text
+    of both cases (most of what a log line or a request holds: times, names, codes,
+    e-mail addresses, hex request ids)."""
+    if len(text) < 32 or text.islower() or text.isupper():  # no run, or none of both cases
+        return "_" in text and _PREFIX.search(text) is not None
+    return _PREFIX.search(text) is not None or _RUN.search(text) is not None
 
 
 def scrub(text: str) -> str:
