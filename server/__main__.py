@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from server import app, logs
-from server.config import parse_args
+from server.config import Config, parse_args
 from server.listen import StartRefused
 from server.loops import LoopUnavailable, loop_factory
 from server.tools import COMMANDS
@@ -22,6 +22,11 @@ def commands_help() -> str:
     return "\n".join(lines)
 
 
+async def _serve(config: Config) -> int:
+    async with logs.lines_per_turn():
+        return await app.run(config)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in COMMANDS:
@@ -32,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(config.log_format, config.log_level)
     try:
         with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
-            return runner.run(app.run(config))
+            return runner.run(_serve(config))
     except (OSError, LoopUnavailable, StartRefused) as exc:
         # One line, no traceback: what is wrong and what to do is in the message.
         print(f"tessera-server: {exc}", file=sys.stderr)

@@ -4,10 +4,12 @@ deeper in the call carries them; and it counts the call in the metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +25,7 @@ from server.api.interceptors import EdgeInterceptor
 from server.api.limits import RateLimits
 from server.clock import SystemClock
 from server.domain.errors import InvalidArgument
-from server.logs import merge_call_context
+from server.logs import LineWriter, lines_per_turn, merge_call_context
 from server.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -226,3 +228,42 @@ def test_ops_a_json_line_carries_its_instant_in_rfc3339_utc() -> None:
     stamp = line["timestamp"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", stamp), stamp
     assert before <= datetime.fromisoformat(stamp) <= after
+
+
+class Recording:
+    """A binary file that keeps each write apart (what reached the system call)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+async def test_ops_the_lines_of_a_loop_turn_go_out_together_once_it_ends() -> None:
+    """Issue 17: a JSON line written on the server's loop waits for the end of the
+    turn it was written in, then goes out with that turn's other lines in one write;
+    a line from another thread goes out at once, and every waiting line is out when
+    the server's ``lines_per_turn`` ends."""
+    file = Recording()
+    writer = cast(LineWriter, LineWriter.factory(file)())  # type: ignore[arg-type]
+    writer.msg(b"before")  # no loop attached: at once
+    assert file.writes == [b"before\n"]
+    async with lines_per_turn():
+        writer.msg(b"one")
+        writer.info(b"two")
+        assert file.writes == [b"before\n"]  # the turn goes on
+        thread = threading.Thread(target=writer.msg, args=(b"elsewhere",))
+        thread.start()
+        thread.join()
+        assert file.writes[1:] == [b"elsewhere\n"]
+        await asyncio.sleep(0)  # the turn ends
+        assert file.writes[2:] == [b"one\ntwo\n"]
+        writer.msg(b"last")
+    assert file.writes[3:] == [b"last\n"]  # written as the server ended
+    writer.msg(b"after")
+    assert file.writes[4:] == [b"after\n"]
