@@ -309,7 +309,6 @@ def test_ad2_the_quick_secret_check_never_misses_what_scrub_finds_in_any_text(te
         assert may_hold_secret(text), text
 
 
-
 def test_ad2_a_large_import_is_kept_short_in_the_trail(desk: Desk) -> None:
     users = [f"User {i} <user{i}@example.com>" for i in range(600)]
     desk.a("ImportUsers", {"team_id": "alpha", "users": users, "all_products": True})
