@@ -65,13 +65,13 @@ log = structlog.get_logger()
 # came every ~10 gen-1 passes once the old generation had grown by a quarter,
 # 27 passes (10.8 s, a third of the time) over 200,000 Entitles, each pause as
 # long as the whole heap (176 ms at 100,000 sessions). A full pass now waits
-# for 1,000 gen-1 passes (and still for that quarter); the young generations,
-# where the short-lived cycles of calls die, are collected as often as ever.
+# for 1,000 gen-1 passes (and still for that quarter).
 # (`python -m benchmarks.million_sessions --sessions 200000`: Entitle 168 ->
 # 131 us, p99 635 -> 191 ms; see the README.) A young pass waits for 7,000 new
-# objects, not 700: most of a call's die with it, so a pass finds few, and in
-# the Entitle+Release cycle the collector's time fell from 1.6 % of a core to
-# 0.15 % (20,000 users, 15 s timed by gc.callbacks; issue 17).
+# objects, not 700: most of a call's objects die with it, so a pass finds few,
+# and in the Entitle+Release cycle the collector's time fell from 1.6 % of a
+# core to 0.15 % (20,000 users, 15 s timed by gc.callbacks; issue 17;
+# docs/performance.md, "The collector's thresholds").
 GC_THRESHOLDS = (7000, 10, 1000)
 
 
