@@ -100,9 +100,9 @@ class LineWriter:
 
     @classmethod
     def factory(cls, file: BinaryIO) -> structlog.typing.WrappedLogger:
-        writer = _writers.get(id(file))
-        if writer is None or writer._file is not file:
-            writer = _writers[id(file)] = cls(file)
+        writer = _writers.get(file)
+        if writer is None:
+            writer = _writers[file] = cls(file)
         return lambda *args: writer
 
     def msg(self, message: bytes) -> None:
@@ -112,9 +112,7 @@ class LineWriter:
                 loop.call_soon(self.flush)
             self._lines.append(message)
             return
-        with self._lock:
-            self._file.write(message + b"\n")
-            self._file.flush()
+        self._write(message + b"\n")
 
     log = debug = info = warn = warning = msg
     fatal = failure = err = error = critical = exception = msg
@@ -124,9 +122,12 @@ class LineWriter:
         lines, self._lines = self._lines, []
         if lines:
             lines.append(b"")
-            with self._lock:
-                self._file.write(b"\n".join(lines))
-                self._file.flush()
+            self._write(b"\n".join(lines))
+
+    def _write(self, data: bytes) -> None:
+        with self._lock:
+            self._file.write(data)
+            self._file.flush()
 
     def attach(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Lines written on ``loop``'s thread wait for the end of its turn (None:
@@ -135,7 +136,7 @@ class LineWriter:
         self._loop, self._thread = loop, threading.get_ident() if loop is not None else None
 
 
-_writers: dict[int, LineWriter] = {}  # by the id of their file
+_writers: dict[BinaryIO, LineWriter] = {}  # by their file
 
 
 @contextlib.asynccontextmanager
