@@ -165,13 +165,15 @@ class LeaseSigner:
     """Signs leases with the newest key; publishes the keys that may still verify.
 
     One Ed25519 signature costs 20-40 us, as much as the rest of a Heartbeat
-    (issue 17). Leases are signed alone, at once, while they are few. Once
-    ``BUSY`` were asked for within ``window`` seconds, the next ones wait for a
-    batch: every lease asked for within ``window`` of the batch's
+    (issue 17). While leases are few, none waits for a window: those asked for in
+    one turn of the event loop share a signature made as the turn ends (a lease
+    asked for alone is signed alone; a group commit wakes its Entitles in one
+    turn). Once ``BUSY`` were asked for within ``window`` seconds, the next ones
+    wait for a batch: every lease asked for within ``window`` of the batch's
     first is a leaf of one hash tree whose root is signed once, and each answer
     carries its lease's path to that root (``SignedLease.tree_path``). Each lease
     still verifies alone, offline, with the same public key. ``window`` 0 signs
-    every lease alone."""
+    every lease alone, at once."""
 
     def __init__(
         self,
@@ -229,17 +231,22 @@ class LeaseSigner:
         return True
 
     def signature(self, payload: bytes) -> Signature | asyncio.Future[Signature]:
-        """``payload``'s signature: made at once while leases are few, else (a future)
-        with the batch signed ``window`` after its first lease (see the class)."""
-        if self._window <= 0 or not self._busy():
+        """``payload``'s signature: at once with no window, else a future, signed as
+        the loop's turn ends while leases are few and ``window`` after the batch's
+        first lease under load (see the class)."""
+        if self._window <= 0:
             self.signatures += 1
             self.signed += 1
             return self._sign(payload), (), 0
+        busy = self._busy()
         loop = self._loop
         if loop is None or loop.is_closed():  # kept: get_running_loop makes a system call
             loop = self._loop = asyncio.get_running_loop()
-        if not self._batch:
-            loop.call_later(self._window, self.sign_batch)
+        if not self._batch:  # the first of its batch: when the batch is signed
+            if busy:
+                loop.call_later(self._window, self.sign_batch)
+            else:
+                loop.call_soon(self.sign_batch)
         done: asyncio.Future[Signature] = loop.create_future()
         self._batch.append((payload, done))
         return done
@@ -247,7 +254,7 @@ class LeaseSigner:
     def _busy(self) -> bool:
         """Whether leases come fast enough to share signatures: more than ``BUSY``
         asked for in this window, at least ``BUSY`` in the last one (a client calling
-        one at a time never waits), or a batch already waiting."""
+        one at a time never waits for a window), or a batch already waiting."""
         now = self._clock()
         if now - self._counted_since >= self._window:
             recent = now - self._counted_since < 2 * self._window

@@ -109,6 +109,23 @@ def test_m7_a_client_calling_one_at_a_time_never_waits_for_a_batch() -> None:
     asyncio.run(scenario())
 
 
+def test_m7_leases_asked_for_in_one_turn_share_a_signature_without_waiting_for_a_window() -> None:
+    async def scenario() -> None:
+        s = signer()  # a window that never comes: only the turn's end can sign them
+        waiting = [asyncio.ensure_future(signature_of(s, lease(i))) for i in range(3)]
+        for _ in range(3):  # they ask in one turn; it ends; their tasks resume
+            await asyncio.sleep(0)
+        assert all(w.done() for w in waiting)
+        answers = [w.result() for w in waiting]
+        assert (s.signatures, s.signed) == (1, 3)
+        assert len({signature for signature, _, _ in answers}) == 1
+        for i, (signature, path, index) in enumerate(answers):
+            assert (index, len(path)) == (i, 2)
+            verify_lease_signature(signed(lease(i), signature, list(path), index), KEYS)
+
+    asyncio.run(scenario())
+
+
 def test_m7_leases_share_a_signature_under_load_and_are_signed_alone_once_quiet() -> None:
     async def scenario() -> None:
         clock = SecondsClock()
