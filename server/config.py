@@ -336,8 +336,9 @@ OPTIONS: tuple[Option, ...] = (
         "lease_batch_window",
         "under load (from 4 leases within this many seconds), the leases asked for "
         "within this many seconds share one Ed25519 signature (a hash tree: each still "
-        "verifies alone, offline), each answer waiting at most this long; fewer are "
-        "signed at once; 0 signs every lease alone",
+        "verifies alone, offline), each answer waiting at most this long; fewer, "
+        "those of one turn of the event loop share one as it ends; 0 signs every lease "
+        "alone",
         _batch_window,
         metavar="SECONDS",
     ),

@@ -130,7 +130,7 @@ def test_m7_leases_share_a_signature_under_load_and_are_signed_alone_once_quiet(
     async def scenario() -> None:
         clock = SecondsClock()
         s = signer(clock)
-        # BUSY leases within one window are signed at once; the next ones wait.
+        # BUSY leases within one window, each asked for alone, are signed alone; the next wait.
         for i in range(BUSY):
             assert (await signature_of(s, lease(i)))[1] == ()
         waiting = [asyncio.ensure_future(signature_of(s, lease(i))) for i in range(10)]
@@ -150,7 +150,7 @@ def test_m7_leases_share_a_signature_under_load_and_are_signed_alone_once_quiet(
         s.sign_batch()
         assert (await next_one)[1] == ()  # a batch of one is signed as the lease alone
         assert (s.signatures, s.signed) == (BUSY + 2, BUSY + 11)
-        # Quiet for two windows: signed at once again.
+        # Quiet for two windows: none waits for a window again.
         clock.t += 3 * LONG
         assert (await signature_of(s, lease(7)))[1] == ()
         clock.t += 3 * LONG
