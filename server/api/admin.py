@@ -12,6 +12,7 @@ from server.domain.admins import AdminKey
 from server.domain.coverage import SubscriptionKind
 from server.domain.directory import AccessVia, Member, Notification
 from server.domain.errors import InvalidArgument
+from server.domain.instants import micros
 from server.domain.ledger import TokenPack
 from server.domain.products import Product
 from server.domain.teams import Team
@@ -43,12 +44,12 @@ def _notification_key(n: Notification) -> str:
 
 def _admin_key_key(k: AdminKey) -> str:
     """Creation time (microseconds, fixed width), then id: oldest first."""
-    return f"{(k.create_time - cv.MIN_TIME) // cv.MICROSECOND:020d}.{k.admin_key_id}"
+    return f"{micros(k.create_time):020d}.{k.admin_key_id}"
 
 
 def _pack_key(p: TokenPack) -> str:
     """Purchase time (microseconds, fixed width), then id: ListTokenPacks' order."""
-    return f"{(p.purchase_time - cv.MIN_TIME) // cv.MICROSECOND:020d}.{p.pack_id}"
+    return f"{micros(p.purchase_time):020d}.{p.pack_id}"
 
 
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):

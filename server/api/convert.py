@@ -22,6 +22,7 @@ from server.domain.directory import (
 )
 from server.domain.errors import InvalidArgument
 from server.domain.forecast import Forecast
+from server.domain.instants import EPOCH
 from server.domain.ledger import EntryKind, LedgerEntry, PackState, TokenPack
 from server.domain.products import (
     DEFAULT_MIN_LINUX_VERSION,
@@ -44,16 +45,12 @@ from tessera_api.tessera.v1 import common_pb2 as pb
 # -- scalars ----------------------------------------------------------------
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
-
-
 def ts(t: datetime | None) -> timestamp_pb2.Timestamp | None:
     """A Timestamp from integer arithmetic (a quarter of ``FromDatetime``'s cost,
     which counts: a Session carries up to six)."""
     if t is None:
         return None
-    d = t - _EPOCH  # a timedelta's parts are whole and normalized: days, seconds, microseconds
+    d = t - EPOCH  # a timedelta's parts are whole and normalized: days, seconds, microseconds
     return timestamp_pb2.Timestamp(seconds=d.days * 86_400 + d.seconds, nanos=d.microseconds * 1000)
 
 
@@ -91,7 +88,7 @@ def from_duration(msg: duration_pb2.Duration, field: str) -> float:
     return seconds + nanos / 1e9
 
 
-MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+MIN_TIME = EPOCH
 MAX_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 
 
@@ -382,10 +379,10 @@ def set_ts(field: timestamp_pb2.Timestamp, t: datetime | None) -> None:
     """``ts`` written into a message's own field (unset when None): no Timestamp made
     and then copied into its parent, which is most of what building an answer costs."""
     if t is not None:
-        d = t - _EPOCH  # (half the cost of counting microseconds and dividing, issue 17)
+        d = t - EPOCH  # (half the cost of counting microseconds and dividing, issue 17)
         field.seconds = d.days * 86_400 + d.seconds
         field.nanos = d.microseconds * 1000
-        if t == _EPOCH:
+        if t == EPOCH:
             field.SetInParent()  # set, even at the epoch itself
 
 

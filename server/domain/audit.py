@@ -14,12 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 
 from server.domain.admins import AuditEvent
+from server.domain.instants import micros
 
 GENESIS_HASH = "0" * 64  # the "previous hash" of the first event
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def event_digest(
@@ -63,7 +62,7 @@ def chained(event: AuditEvent, prev_hash: str) -> AuditEvent:
         prev_hash,
         e.seq,
         e.event_id,
-        (e.time - _EPOCH) // timedelta(microseconds=1),
+        micros(e.time),
         e.actor,
         e.actor_name,
         e.method,

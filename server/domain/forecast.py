@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
 
+from server.domain.instants import MICROSECOND
+
 WINDOW = timedelta(days=30)
 WINDOW_DAYS = 30
 DAY_SECONDS = 86400
@@ -76,4 +78,4 @@ def forecast(now: datetime, packs: Sequence[PackBalance], charged: Iterable[int]
 
 
 def _seconds(span: timedelta) -> Fraction:
-    return Fraction(span // timedelta(microseconds=1), 1_000_000)
+    return Fraction(span // MICROSECOND, 1_000_000)

@@ -66,6 +66,7 @@ from server.domain.errors import (
     UnknownProduct,
     UnknownSession,
 )
+from server.domain.instants import SECOND
 from server.domain.lifecycle import order
 from server.domain.liveview import MAX_FIELD, LiveView
 from server.domain.meters import Meters
@@ -253,7 +254,7 @@ class Licensing(LiveView):
             if seconds_since_activity == 0:
                 activity = now
             else:
-                age = (now - session.start_time) // timedelta(seconds=1) + 1
+                age = (now - session.start_time) // SECOND + 1
                 activity = now - timedelta(seconds=min(seconds_since_activity, age))
             session.last_activity = max(session.last_activity, activity)
             if (

@@ -31,8 +31,10 @@ from __future__ import annotations
 import heapq
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import IntEnum
+
+from server.domain.instants import EPOCH
 
 
 class TimerKind(IntEnum):
@@ -52,7 +54,6 @@ _KINDS: dict[int, TimerKind] = {int(kind): kind for kind in TimerKind}
 _Bucket = list[datetime | int | str]
 SPAN = 16  # seconds of due instants per bucket
 _SPAN = timedelta(seconds=SPAN)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class TimerHeap:
@@ -72,7 +73,7 @@ class TimerHeap:
 
     def schedule(self, due: datetime, kind: TimerKind, key: str) -> None:
         self._count += 1
-        span = (due - _EPOCH) // _SPAN  # the bucket's number
+        span = (due - EPOCH) // _SPAN  # the bucket's number
         opened = self._open_span
         if opened is not None and span <= opened:
             heapq.heappush(self._open, (due, kind._value_, key))

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import Field, dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from enum import Enum
 from functools import lru_cache
 from types import NoneType, UnionType
@@ -38,6 +38,7 @@ from server.domain.directory import (
     NotificationKind,
     User,
 )
+from server.domain.instants import EPOCH, MICROSECOND, micros
 from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack, shared_parts
 from server.domain.meta import MetaValue
 from server.domain.products import Product
@@ -50,18 +51,15 @@ from server.domain.sessions import (
 )
 from server.domain.teams import Team
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
 Row = tuple[Any, ...]
 _E = TypeVar("_E", bound=Enum)
 
 
-def t2i(t: datetime) -> int:
-    return (t - EPOCH) // _US
+t2i = micros  # an instant as the store keeps it
 
 
 def i2t(us: int) -> datetime:
-    return EPOCH + _US * us  # exact, and 3x faster than timedelta(microseconds=us)
+    return EPOCH + MICROSECOND * us  # exact, and 3x faster than timedelta(microseconds=us)
 
 
 def opt_t2i(t: datetime | None) -> int | None:
@@ -106,7 +104,7 @@ class _Instants(dict[int, datetime]):
     """Instants by microseconds; a missing one is made (and kept)."""
 
     def __missing__(self, us: int) -> datetime:
-        t = self[us] = EPOCH + _US * us
+        t = self[us] = EPOCH + MICROSECOND * us
         return t
 
 
@@ -114,7 +112,7 @@ class _FreshInstants(dict[int, datetime]):
     """The same reads, outside ``sharing()``: a new instant each time, none kept."""
 
     def __missing__(self, us: int) -> datetime:
-        return EPOCH + _US * us
+        return EPOCH + MICROSECOND * us
 
 
 def _keep(s: str, _: str) -> str:
@@ -142,7 +140,7 @@ def sharing() -> Iterator[None]:
 
 
 def _t(us: int) -> datetime:
-    return _instants[us] if _sharing else EPOCH + _US * us
+    return _instants[us] if _sharing else EPOCH + MICROSECOND * us
 
 
 def _opt_t(us: int | None) -> datetime | None:
