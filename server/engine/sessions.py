@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Collection
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -23,6 +23,7 @@ from server.clock import Clock, monotonic
 from server.domain.changes import Changes, Deleted
 from server.domain.coverage import Subscription
 from server.domain.errors import InsufficientTokens, InvalidArgument, UnknownTeam
+from server.domain.instants import EPOCH
 from server.domain.licensing import Licensing
 from server.domain.liveview import MAX_FIELD
 from server.domain.policies import TimerSink
@@ -447,7 +448,7 @@ class Sessions:
             self.state.product(product_id)  # UNKNOWN_PRODUCT
         now = self._clock.now()
         end = end or now
-        start = start or datetime(1970, 1, 1, tzinfo=UTC)
+        start = start or EPOCH
         if end <= start:
             raise InvalidArgument.field("end_time", "must be after start_time")
         await self._commits.settled()  # everything answered so far is in the history read
