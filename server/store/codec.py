@@ -38,7 +38,7 @@ from server.domain.directory import (
     NotificationKind,
     User,
 )
-from server.domain.instants import EPOCH, MICROSECOND, micros
+from server.domain.instants import instant, micros
 from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack, shared_parts
 from server.domain.meta import MetaValue
 from server.domain.products import Product
@@ -56,10 +56,7 @@ _E = TypeVar("_E", bound=Enum)
 
 
 t2i = micros  # an instant as the store keeps it
-
-
-def i2t(us: int) -> datetime:
-    return EPOCH + MICROSECOND * us  # exact, and 3x faster than timedelta(microseconds=us)
+i2t = instant  # and back
 
 
 def opt_t2i(t: datetime | None) -> int | None:
@@ -104,7 +101,7 @@ class _Instants(dict[int, datetime]):
     """Instants by microseconds; a missing one is made (and kept)."""
 
     def __missing__(self, us: int) -> datetime:
-        t = self[us] = EPOCH + MICROSECOND * us
+        t = self[us] = instant(us)
         return t
 
 
@@ -112,7 +109,7 @@ class _FreshInstants(dict[int, datetime]):
     """The same reads, outside ``sharing()``: a new instant each time, none kept."""
 
     def __missing__(self, us: int) -> datetime:
-        return EPOCH + MICROSECOND * us
+        return instant(us)
 
 
 def _keep(s: str, _: str) -> str:
@@ -140,7 +137,7 @@ def sharing() -> Iterator[None]:
 
 
 def _t(us: int) -> datetime:
-    return _instants[us] if _sharing else EPOCH + MICROSECOND * us
+    return _instants[us] if _sharing else instant(us)
 
 
 def _opt_t(us: int | None) -> datetime | None:
