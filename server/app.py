@@ -582,15 +582,31 @@ async def run(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    stopped = asyncio.ensure_future(stop.wait())
+    starting = asyncio.ensure_future(server.start())
+    gave_up = False
     try:
-        await server.start()
+        # A stop asked for while the server starts (a long load) gives the start
+        # up then, rather than once it is done and has served for a moment.
+        await asyncio.wait((starting, stopped), return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            gave_up = True
+            starting.cancel()
+        await starting
     except BaseException:
         # Close what did open (the store's worker thread is not a daemon): a start
         # that fails must end the process with an error, not leave it hanging.
+        stopped.cancel()
+        if not starting.done():  # this call itself was cancelled
+            starting.cancel()
+            await _quietly(starting)
         await server.stop()
+        me = asyncio.current_task()
+        if gave_up and starting.cancelled() and not (me is not None and me.cancelling()):
+            log.info("stopped while starting")
+            return 0
         raise
     _banner(server)
-    stopped = asyncio.ensure_future(stop.wait())
     failed = asyncio.ensure_future(server.failed.wait())
     await asyncio.wait((stopped, failed), return_when=asyncio.FIRST_COMPLETED)
     for waiter in (stopped, failed):

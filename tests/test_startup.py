@@ -311,3 +311,45 @@ def test_h4_8b_admin_token_is_printed_only_when_it_is_made(tmp_path: Path) -> No
     assert token not in second + second_log
     assert f"Admin token: kept owner-only in {path}; read it with: cat {path}" in second
     assert f'-H "authorization: Bearer $(cat {path})"' in second
+
+
+def test_sigterm_while_starting_gives_the_start_up_and_exits_0(tmp_path: Path) -> None:
+    """SIGTERM or Ctrl-C ends a start still under way at once, with 0 (docs/api.md:
+    "on SIGTERM or SIGINT ... exits 0"), instead of after it: here a PostgreSQL
+    that takes the connection and never answers, which would hold the start for
+    its 30-second connect timeout and then fail it."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(60)
+        port = silent.getsockname()[1]
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--db",
+                f"postgresql://tessera@127.0.0.1:{port}/tessera",
+                "--admin-token",
+                ADMIN_TOKEN,
+            ],
+            cwd=REPO,
+            env={**os.environ, "TESSERA_LOG_FORMAT": "json"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            conn, _ = silent.accept()  # the start is under way: it waits for an answer
+            with conn:
+                proc.send_signal(signal.SIGTERM)
+                out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, err
+    assert "stopped while starting" in out, out + err
+    assert '"event": "serving"' not in out
