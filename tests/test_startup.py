@@ -43,6 +43,18 @@ def start_server(*args: str, env: dict[str, str] | None = None) -> subprocess.Co
     )
 
 
+def spawn_server(*args: str) -> subprocess.Popen[str]:
+    """``python -m server ARGS`` left running, logging JSON, its output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TESSERA_LOG_FORMAT": "json"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def refused(db: Path, test_clock: str | None, listen: str = "127.0.0.1:0", **overrides: Any) -> str:
     """Start in process; the start must be refused. Its message."""
     config = Config(
@@ -278,14 +290,7 @@ def test_h4_8b_end_test_clock_and_test_clock_exclude_each_other(
 
 def banner(db: Path) -> tuple[str, str]:
     """Start without --admin-token, read the banner (stderr), stop: (stderr, stdout)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--db", str(db)],
-        cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "TESSERA_LOG_FORMAT": "json"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn_server("--db", str(db))
     assert proc.stderr is not None
     lines = []
     for line in proc.stderr:
@@ -323,24 +328,8 @@ def test_sigterm_while_starting_gives_the_start_up_and_exits_0(tmp_path: Path) -
         silent.listen()
         silent.settimeout(60)
         port = silent.getsockname()[1]
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--db",
-                f"postgresql://tessera@127.0.0.1:{port}/tessera",
-                "--admin-token",
-                ADMIN_TOKEN,
-            ],
-            cwd=REPO,
-            env={**os.environ, "TESSERA_LOG_FORMAT": "json"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        db = f"postgresql://tessera@127.0.0.1:{port}/tessera"
+        proc = spawn_server("--db", db, "--admin-token", ADMIN_TOKEN)
         try:
             conn, _ = silent.accept()  # the start is under way: it waits for an answer
             with conn:
