@@ -10,7 +10,10 @@ commit.
 A failed write fails every waiter of that transaction and every later call
 with ``StoreFailed`` (memory and the database may now disagree: the server
 must stop serving); a ``StoreFailed`` the adapter raised itself (PostgreSQL's
-``NotLeader``) reaches them as that same type.
+``NotLeader``) reaches them as that same type. So does a failure after a
+transaction (the writer's own bookkeeping, or ``after``): its waiters are told
+their rows are committed, as they are, and everyone else fails rather than
+wait for a writer that is gone.
 
 ``plan_writes`` is dialect-neutral: it says which rows to delete and upsert in
 which table; each adapter turns that into its own SQL.
@@ -176,12 +179,20 @@ class GroupCommit(Generic[R]):
         await done
 
     async def _run(self) -> None:
-        while True:
-            first = await self._queue.get()
-            if first is None:
-                return
-            if await self._write_batches(first):
-                return
+        try:
+            while True:
+                first = await self._queue.get()
+                if first is None:
+                    return
+                if await self._write_batches(first):
+                    return
+        except Exception as exc:
+            # A failure after a transaction was committed (its waiters are told it
+            # was): past this the writer is gone, so nothing queued now or later may
+            # wait for it.
+            if self.failed is None:
+                self._fail(exc, [])
+            raise
 
     async def _write_batches(self, first: _Batch) -> bool:
         """Write ``first`` and everything queued behind it in one transaction and
@@ -207,22 +218,26 @@ class GroupCommit(Generic[R]):
         try:
             result = await self._write(ops)
         except BaseException as exc:  # a failed write leaves memory ahead of the database
-            self.failed = exc
-            _wake(batches, exc)
-            # Whoever queued behind the failure will not be written either.
-            while not self._queue.empty():
-                late = self._queue.get_nowait()
-                if late is not None:
-                    _wake([late], exc)
-            if self.on_failed is not None and isinstance(exc, Exception):
-                self.on_failed(exc)
+            self._fail(exc, batches)
             raise
+        _wake(batches, None)  # committed: whatever happens next, they were
         self.commits += 1
         self.stats.observe(len(ops), monotonic() - began)
-        _wake(batches, None)
         if self._after is not None:
             self._after(result)
         return stop
+
+    def _fail(self, exc: BaseException, batches: list[_Batch]) -> None:
+        """The writer stops for good: ``batches``, everyone queued behind them and
+        every later call fail with ``exc`` (``check``), and ``on_failed`` is told."""
+        self.failed = exc
+        _wake(batches, exc)
+        while not self._queue.empty():
+            late = self._queue.get_nowait()
+            if late is not None:
+                _wake([late], exc)
+        if self.on_failed is not None and isinstance(exc, Exception):
+            self.on_failed(exc)
 
     async def close(self) -> None:
         """Write out everything queued, then stop the writer."""

@@ -1,0 +1,53 @@
+"""The group commit (``server/store/group_commit.py``) behind both stores: a call
+is answered only once its rows are committed, and never waits for a writer that
+is gone (RULES: nothing lost, no call left hanging)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from server.store.codec import SESSIONS
+from server.store.group_commit import GroupCommit, Op
+from server.store.port import StoreFailed
+
+# The writer below only records what it is given: any op will do.
+OP_A: Op = (SESSIONS, False, ("ses_a",))
+OP_B: Op = (SESSIONS, False, ("ses_b",))
+OP_C: Op = (SESSIONS, False, ("ses_c",))
+GUARD = 5.0  # seconds: a waiter left hanging fails the test instead of the run
+
+
+async def test_store_group_commit_that_breaks_after_a_commit_fails_every_other_waiter() -> None:
+    written: list[list[Op]] = []
+    told: list[BaseException] = []
+    first_written = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def write(ops: list[Op]) -> int:
+        written.append(list(ops))
+        first_written.set()
+        await go_on.wait()
+        return len(ops)
+
+    def after(_: int) -> None:
+        raise RuntimeError("the bookkeeping after a commit broke")
+
+    group: GroupCommit[int] = GroupCommit(write, after=after, on_failed=told.append)
+    group.start()
+    try:
+        first = asyncio.ensure_future(group.commit([OP_A]))
+        await first_written.wait()
+        queued = asyncio.ensure_future(group.commit([OP_B]))  # behind the transaction
+        await asyncio.sleep(0)  # queued before the transaction ends
+        go_on.set()
+        await asyncio.wait_for(first, GUARD)  # its rows are committed: it is answered so
+        with pytest.raises(StoreFailed, match="bookkeeping after a commit broke"):
+            await asyncio.wait_for(queued, GUARD)
+        with pytest.raises(StoreFailed):  # and every later call, at once
+            await asyncio.wait_for(group.commit([OP_C]), GUARD)
+    finally:
+        await group.close()
+    assert written == [[OP_A]]  # nothing after the failure was written
+    assert [str(e) for e in told] == ["the bookkeeping after a commit broke"]
