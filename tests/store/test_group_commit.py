@@ -1,6 +1,7 @@
 """The group commit (``server/store/group_commit.py``) behind both stores: a call
-is answered only once its rows are committed, and never waits for a writer that
-is gone (RULES: nothing lost, no call left hanging)."""
+is answered only once its rows are committed, and a call is never left waiting
+for a writer that is gone: it fails with ``StoreFailed``, and ``on_failed`` is
+told (on PostgreSQL the server steps down, RULES H2, ``docs/rules.md``)."""
 
 from __future__ import annotations
 
