@@ -102,7 +102,7 @@ async def open_store(
         return await PostgresStore.open(
             config.db, fence=fence, secrets_dir=config.secrets_dir, on_failed=on_failed
         )
-    return await Store.open(config.db, synchronous=config.sync)
+    return await Store.open(config.db, synchronous=config.sync, on_failed=on_failed)
 
 
 def _clock(config: Config, stored: dict[str, str], has_data: bool) -> Clock:
@@ -193,7 +193,8 @@ class TesseraServer:
         self.store: StorePort | None = None
         self.election: Election | None = None
         self.gate = Gate(self._node, lambda: self.admin_token)
-        self.failure: BaseException | None = None  # a term that could not begin: the process ends
+        #: A term that could not begin, or a store that failed: the process ends.
+        self.failure: BaseException | None = None
         self.failed = asyncio.Event()
         # Where calls come in: this process's gRPC server, or (--front-process) the front's.
         self._server: grpc.aio.Server | Back | None = None
@@ -328,7 +329,7 @@ class TesseraServer:
         election = self.election
         marks = [monotonic()]
         store = await (
-            open_store(cfg)
+            open_store(cfg, on_failed=self._alone_store_failed)
             if election is None
             else open_store(cfg, election.fence, self._store_failed(election, epoch))
         )
@@ -410,6 +411,25 @@ class TesseraServer:
                 election.give_up(f"a write failed: {str(exc) or type(exc).__name__}")
 
         return failed
+
+    def _alone_store_failed(self, exc: BaseException) -> None:
+        """What a server alone on its database (SQLite) does when a write fails
+        (a full disk, an I/O error): it stops, with an error, for its supervisor or
+        operator to start it again once the disk is mended. Memory is then ahead
+        of the database, which every later write would fail to reach; going on
+        would answer calls (Heartbeats from memory) whose effects a restart
+        forgets. Started again, it resumes from its last commit, and the calls cut
+        meanwhile are repeated with their request ids (``ha/gate.py``)."""
+        if self.failure is not None:
+            return
+        reason = str(exc) or type(exc).__name__
+        log.error("store_failed", db=shown_db(self.config.db), error=reason)
+        self.failure = StartRefused(
+            f"a write to {shown_db(self.config.db)} failed ({reason}): the server stops, "
+            "since what it holds in memory can no longer be stored; mend the disk (room, "
+            "permissions) and start it again, and it resumes from its last commit"
+        )
+        self.failed.set()
 
     async def _serving(self, engine: Engine) -> None:
         cfg = self.config
@@ -502,7 +522,10 @@ class TesseraServer:
             await _quietly(task)
         self.gate.term = None
         if self.engine is not None:
-            await self.engine.stop()
+            # Its last flush fails on a store that failed (logged, and the process
+            # ends with that failure); the store is closed all the same: its worker
+            # thread is not a daemon, and left open it would keep the process alive.
+            await _quietly(self.engine.stop())
         if self.store is not None:
             await self.store.close()
         if self.election is not None:

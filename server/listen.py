@@ -25,7 +25,8 @@ SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
 
 class StartRefused(Exception):
-    """The server will not start as configured; the message says why and what to do."""
+    """The server will not start as configured, or stops on its own (its front
+    process gone, its database failing); the message says why and what to do."""
 
 
 def grpc_server(cfg: Config, interceptors: Sequence[Any] = ()) -> grpc.aio.Server:

@@ -14,8 +14,10 @@ directory of the database's own (``secrets_dir``), never in the repository.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -195,6 +197,8 @@ class ServerProcess:
     lines: list[dict[str, Any]] = field(default_factory=list)
     #: The log event that says the port is bound ("standby": a server on PostgreSQL, RULES H1).
     ready: tuple[str, ...] = ("serving",)
+    #: Bytes past which no file of the server's may grow (RLIMIT_FSIZE): a disk that fills.
+    file_size_limit: int | None = None
 
     @property
     def target(self) -> str:
@@ -220,8 +224,14 @@ class ServerProcess:
         if self.test_clock:
             args += ["--test-clock", self.test_clock]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        limit = self.file_size_limit
         self.proc = subprocess.Popen(
-            args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+            args,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=None if limit is None else functools.partial(_limit_file_size, limit),
         )
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
@@ -266,6 +276,12 @@ class ServerProcess:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         return code
+
+
+def _limit_file_size(size: int) -> None:
+    """In a child, before exec. Python ignores SIGXFSZ, so a write past the limit
+    fails with EFBIG, as one on a full disk fails with ENOSPC."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 
 
 @contextmanager

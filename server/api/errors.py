@@ -56,6 +56,15 @@ class NotLeader(e.DomainError):
     reason = "NOT_LEADER"
 
 
+class Unavailable(e.DomainError):
+    """The server is stopping because a write to its database failed (a server
+    alone on its database, with no standby to step down to): the call's change is
+    not known to be stored, so the client repeats it, with the same request id,
+    once the server is back (API.md: like a lost connection)."""
+
+    reason = "UNAVAILABLE"
+
+
 STATUS_CODES: dict[type[e.DomainError], grpc.StatusCode] = {
     e.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     e.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
@@ -70,6 +79,7 @@ STATUS_CODES: dict[type[e.DomainError], grpc.StatusCode] = {
     Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotLeader: grpc.StatusCode.UNAVAILABLE,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
 

@@ -511,11 +511,14 @@ class Sessions:
             self._flusher = asyncio.create_task(self._flush_loop(every), name="heartbeat-flush")
 
     async def stop(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-            self._flusher = None
+        """Stop the periodic flush, then write what is left. A flush that failed
+        ended the flusher, logged (``heartbeat_flush_failed``); the store then
+        fails every write, so the last flush raises that failure instead."""
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await flusher
         await self.flush(LAST_FLUSH_CHUNK)
 
     async def _flush_loop(self, every: float) -> None:

@@ -19,7 +19,10 @@ run. A write refused by the fence (``store.port.NotLeader``) leaves as
 active server. So does a write that failed otherwise (``StoreFailed``: the
 store's connection lost...) on a server that stepped down for it: like a call
 cut by a server's death, its outcome is unknown, and the client repeats it,
-with the same request id, on the active server.
+with the same request id, on the active server. A server alone on its database
+(SQLite) has no standby to hand over to: it stops (``TesseraServer``), and
+such a call leaves as ``UNAVAILABLE`` (reason ``UNAVAILABLE``), to be repeated
+on it once it is back.
 
 How calls get in (``Gate.register``). grpc.aio asks gRPC's core for the next call of
 each method registered with it, one at a time, and for the next call of every
@@ -45,7 +48,7 @@ import grpc
 
 from server import __version__
 from server.api import convert as cv
-from server.api.errors import NotLeader, Unauthenticated, to_status
+from server.api.errors import NotLeader, Unauthenticated, Unavailable, to_status
 from server.api.interceptors import ADMIN_PREFIX, LICENSING_PREFIX, Behavior, EdgeInterceptor
 from server.credentials import bearer, same_secret
 from server.domain.errors import DomainError
@@ -81,6 +84,12 @@ def server_info(node: NodeInfo, now: datetime | None = None, test_clock: bool = 
         role=api.NODE_ROLE_ACTIVE if node.active else api.NODE_ROLE_STANDBY,
         leader_address=node.leader_address,
     )
+
+
+STOPPING = (
+    "the server is stopping: a write to its database failed, so this call's change is "
+    "not known to be stored; repeat the call, with the same request_id, once it is back"
+)
 
 
 def not_leader(leader: str) -> NotLeader:
@@ -159,13 +168,15 @@ class Term:
             except port.NotLeader:
                 raise not_leader(self.leader()) from None
             except port.StoreFailed:
+                # Its write was not committed, or (a connection lost at COMMIT) not
+                # known to be, as when a server dies under a call: the client repeats
+                # it, with the same request id, on the active server...
                 self.on_store_failed()
-                if self.holds():
-                    raise  # a lone server: INTERNAL (and it stops serving)
-                # It stepped down: its write was not committed, or (a connection lost
-                # at COMMIT) not known to be, as when a server dies under a call. The
-                # client repeats it on the active, with the same request id.
-                raise not_leader(self.leader()) from None
+                if not self.holds():
+                    raise not_leader(self.leader()) from None
+                # ... or, a server alone on its database (it stops: TesseraServer), on
+                # this one once it is back.
+                raise Unavailable(STOPPING) from None
 
         return fenced
 

@@ -25,7 +25,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ class Store(NamedReads):
         anchor: checkpoint.Anchor | None = None,
         lock: DatabaseLock | None = None,
         path: Path | None = None,
+        on_failed: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._db = db
         #: Derives invitation tokens (``server/credentials.py``); random for ``:memory:``.
@@ -76,7 +77,9 @@ class Store(NamedReads):
         self._head = checkpoint.EMPTY  # the last ledger entry committed
         self.path = path
         self._lock = lock
-        self._group = GroupCommit(self._write, after=self._move_anchor, max_batch_ops=max_batch_ops)
+        self._group = GroupCommit(
+            self._write, after=self._move_anchor, on_failed=on_failed, max_batch_ops=max_batch_ops
+        )
         #: Seconds each table took in the last ``load`` (rows read and decoded), by name.
         self.load_seconds: dict[str, float] = {}
 
@@ -86,9 +89,18 @@ class Store(NamedReads):
         return self._group.commits
 
     @classmethod
-    async def open(cls, path: str | Path, *, synchronous: str = "FULL") -> Store:
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        on_failed: Callable[[BaseException], None] | None = None,
+    ) -> Store:
+        """The database at ``path``, open and migrated; ``on_failed`` is told of
+        any write that fails, also one no call waits for (a timer's, the heartbeat
+        flush's): from then on every write fails (``GroupCommit``)."""
         if str(path) == ":memory:":
-            return await cls._connect(":memory:", synchronous)
+            return await cls._connect(":memory:", synchronous, on_failed=on_failed)
         file = Path(path)
         lock = DatabaseLock.acquire(file)  # before anything else is touched
         anchor = None
@@ -106,6 +118,7 @@ class Store(NamedReads):
                 lock=lock,
                 path=file,
                 expected=expected,
+                on_failed=on_failed,
             )
         except BaseException:
             if anchor is not None:

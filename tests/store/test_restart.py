@@ -7,6 +7,8 @@ import asyncio
 import gc
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,10 +29,11 @@ from server.store.schema import MIGRATIONS
 from server.store.sqlite import Store
 from tessera_api.tessera.v1 import admin_service_pb2 as api
 from tessera_api.tessera.v1 import admin_service_pb2_grpc
-from tests.grpcurl import Grpcurl
+from tests.grpcurl import Grpcurl, GrpcurlError
+from tests.licensing_desk import Desk
 from tests.store.test_sqlite_write import T0 as BEGAN
 from tests.store.test_sqlite_write import _session
-from tests.support import ADMIN_TOKEN, ServerProcess, running
+from tests.support import ADMIN_TOKEN, ServerProcess, ServerThread, running
 
 A = "tessera.v1.AdminService/"
 T0 = "2026-01-01T00:00:00Z"
@@ -199,6 +202,118 @@ def test_store_kill_9_after_acknowledged_purchase_keeps_it(
     finally:
         client.close()
     assert second.terminate() == 0
+
+
+# A write past this fails, as on a full disk: each Entitle adds about 40 KiB to the
+# write-ahead log, which starts empty, so two or three Entitles fit.
+FULL_DISK = 128 * 1024
+
+
+def _desk_on_a_disk_that_fills(
+    processes: list[ServerProcess], db: Path, *extra: str
+) -> tuple[ServerProcess, Desk, list[str]]:
+    """A team with 1,000 tokens and 20 users, made on a roomy disk; then the
+    server again, where no file may grow past ``FULL_DISK``."""
+    first = start(processes, db)
+    desk = Desk(first.target).sheet()
+    desk.team("alpha", 1000)
+    users = [desk.user("alpha", f"u{i}") for i in range(20)]
+    desk.close()
+    assert first.terminate() == 0
+    full = ServerProcess(db, extra=list(extra), file_size_limit=FULL_DISK).start()
+    processes.append(full)
+    again = Desk(full.target)
+    again.keys = desk.keys
+    return full, again, users
+
+
+def _verify(db: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "server", "verify", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.mark.sqlite_only("a file that cannot grow; on PostgreSQL a failed write steps down (H2)")
+def test_store_a_lone_server_whose_write_fails_answers_unavailable_and_stops(
+    tmp_path: Path, processes: list[ServerProcess]
+) -> None:
+    """A server alone on its database whose write fails (a full disk) answers
+    that call UNAVAILABLE, to be repeated, and stops with exit code 1: from then
+    on its memory is ahead of the database. Started again on a mended disk, it
+    holds every Entitle it answered and nothing of the cut one, which its request
+    id then makes once; the ledger adds up."""
+    db = tmp_path / "t.db"
+    full, desk, users = _desk_on_a_disk_that_fills(processes, db)
+    answered: list[dict[str, Any]] = []
+    cut: GrpcurlError | None = None
+    for i, user in enumerate(users):
+        try:
+            answered.append(desk.entitle(user, request_id=f"sign-in-{i}"))
+        except GrpcurlError as refused:
+            cut = refused
+            break
+    keys = desk.keys
+    desk.close()
+    assert cut is not None, "every Entitle fitted: FULL_DISK is too large"
+    assert answered, "no Entitle fitted: FULL_DISK is too small"
+    assert (cut.code, cut.reason) == (grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
+    assert "same request_id" in cut.message
+    assert full._reap(30) == 1  # on its own: nobody sent a signal
+    assert [line["event"] for line in full.lines if line.get("level") == "error"] == [
+        "store_failed"
+    ]
+
+    mended = start(processes, db)
+    desk = Desk(mended.target)
+    desk.keys = keys
+    try:
+        live = {s["session_id"]: s for s in desk.sessions("alpha")}
+        assert sorted(live) == sorted(s["session_id"] for s in answered)
+        n = len(answered)
+        repeated = desk.entitle(users[n], request_id=f"sign-in-{n}")
+        again = desk.entitle(users[n], request_id=f"sign-in-{n}")
+        assert again["session_id"] == repeated["session_id"]  # made once (M11)
+        team = desk.a("GetTeam", {"team_id": "alpha"})["team"]
+        assert int(team["available_tokens"]) == 1000 - 10 * (n + 1)  # one hold each (M2)
+    finally:
+        desk.close()
+    assert mended.terminate() == 0
+    assert _verify(db).startswith("ok:")
+
+
+@pytest.mark.sqlite_only("SQLite's own write fails; on PostgreSQL a failed write steps down (H2)")
+def test_store_a_lone_server_whose_heartbeat_flush_fails_stops_and_closes_its_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write no call waits for fails too (the heartbeat flush's): the server
+    does not answer on from memory, it stops; and its stop, whose last flush
+    fails again, still closes the store, whose thread would otherwise keep the
+    process alive after SIGTERM."""
+    srv = ServerThread(tmp_path / "t.db", heartbeat_flush=0.05).start()
+    try:
+        desk = Desk(srv.target).sheet()
+        desk.team("alpha", 100)
+        users = [desk.user("alpha", name) for name in ("ann", "bob")]
+        sids = [desk.entitle(u)["session_id"] for u in users]
+        desk.advance(60)
+
+        def full(conn: sqlite3.Connection, plan: list[Any]) -> float:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(sqlite_store, "_write_plan", full)
+        for user, sid in zip(users, sids, strict=True):
+            desk.heartbeat(user, sid)  # in memory, for the next flush to write
+        desk.close()
+        srv.call(asyncio.wait_for(srv.server.failed.wait(), 30))
+        assert "database or disk is full" in str(srv.server.failure)
+    finally:
+        srv.stop()  # raises if the store's failure escapes the stop
+    assert not [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
 
 
 def test_store_kill_9_after_advance_clock_keeps_the_time_and_expiry(
