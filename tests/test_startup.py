@@ -203,6 +203,24 @@ def test_h4_8b_port_in_use_leaves_an_existing_database_as_it_was(
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
+def test_h4_8b_a_file_sqlite_cannot_open_is_refused_in_one_line_and_left_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """Not a database (or a disk too full to open one): what to do, not a traceback."""
+    db = tmp_path / "tessera.db"
+    db.write_bytes(b"a spreadsheet, not a database\n" * 200)
+    before = db.read_bytes()
+    result = start_server("--db", str(db), "--admin-token", ADMIN_TOKEN)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"tessera-server: cannot open {db}: file is not a database (SQLite): if its disk is "
+        "full or read-only, mend that and start again; if it is not a Tessera database, "
+        "give --db one, or restore a backup"
+    ]
+    assert "Traceback" not in result.stdout
+    assert db.read_bytes() == before
+
+
 # -- point 8b: a database keeps its clock ---------------------------------------
 
 

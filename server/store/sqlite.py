@@ -58,6 +58,10 @@ _AUDIT_SEQ, _AUDIT_HASH = (AUDIT_EVENTS.columns.index(c) for c in ("seq", "hash"
 Heads = tuple[tuple[int, str] | None, tuple[int, str] | None]
 
 
+class DatabaseUnusable(OSError):
+    """SQLite cannot open or write the file at start: the server does not start."""
+
+
 class Store(NamedReads):
     def __init__(
         self,
@@ -120,10 +124,16 @@ class Store(NamedReads):
                 expected=expected,
                 on_failed=on_failed,
             )
-        except BaseException:
+        except BaseException as exc:
             if anchor is not None:
                 anchor.close()
             lock.release()
+            if isinstance(exc, sqlite3.DatabaseError):  # a full disk, a file of something else
+                raise DatabaseUnusable(
+                    f"cannot open {file}: {exc} (SQLite): if its disk is full or read-only, "
+                    "mend that and start again; if it is not a Tessera database, give --db "
+                    "one, or restore a backup"
+                ) from exc
             raise
 
     @classmethod
