@@ -311,9 +311,12 @@ def test_store_a_lone_server_whose_heartbeat_flush_fails_stops_and_closes_its_st
         desk.close()
         srv.call(asyncio.wait_for(srv.server.failed.wait(), 30))
         assert "database or disk is full" in str(srv.server.failure)
+        store = srv.server.store
+        assert isinstance(store, sqlite_store.Store)
+        worker = store._db._thread  # aiosqlite's, not a daemon
     finally:
         srv.stop()  # raises if the store's failure escapes the stop
-    assert not [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
+    assert not worker.is_alive()
 
 
 def test_store_kill_9_after_advance_clock_keeps_the_time_and_expiry(
