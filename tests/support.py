@@ -261,6 +261,10 @@ class ServerProcess:
         self.proc.send_signal(signal.SIGTERM)
         return self._reap(timeout)
 
+    def wait(self, timeout: float = 30) -> int:
+        """The exit code of a server that ends by itself."""
+        return self._reap(timeout)
+
     def kill(self) -> int:
         assert self.proc is not None
         self.proc.kill()

@@ -210,7 +210,7 @@ FULL_DISK = 128 * 1024
 
 
 def _desk_on_a_disk_that_fills(
-    processes: list[ServerProcess], db: Path, *extra: str
+    processes: list[ServerProcess], db: Path
 ) -> tuple[ServerProcess, Desk, list[str]]:
     """A team with 1,000 tokens and 20 users, made on a roomy disk; then the
     server again, where no file may grow past ``FULL_DISK``."""
@@ -220,7 +220,7 @@ def _desk_on_a_disk_that_fills(
     users = [desk.user("alpha", f"u{i}") for i in range(20)]
     desk.close()
     assert first.terminate() == 0
-    full = ServerProcess(db, extra=list(extra), file_size_limit=FULL_DISK).start()
+    full = ServerProcess(db, file_size_limit=FULL_DISK).start()
     processes.append(full)
     again = Desk(full.target)
     again.keys = desk.keys
@@ -263,7 +263,7 @@ def test_store_a_lone_server_whose_write_fails_answers_unavailable_and_stops(
     assert answered, "no Entitle fitted: FULL_DISK is too small"
     assert (cut.code, cut.reason) == (grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
     assert "same request_id" in cut.message
-    assert full._reap(30) == 1  # on its own: nobody sent a signal
+    assert full.wait() == 1  # on its own: nobody sent a signal
     assert [line["event"] for line in full.lines if line.get("level") == "error"] == [
         "store_failed"
     ]
