@@ -1,16 +1,26 @@
 """The server's one clock: the only module that reads the wall clock.
 
-``SystemClock`` follows real time. ``TestClock`` (RULES §7) starts at a given
-instant and moves only when an operator advances it. Both only *tell* the
-time: firing what falls due is the scheduler's job (``server/engine/scheduler.py``),
-driven the same way by either clock.
+``SystemClock`` follows real time, and never goes back: when the machine's
+clock is stepped back (NTP correcting it, a virtual machine resumed), the
+server's time stands still until the wall clock catches up, so nothing (a
+charge, a lease, a ledger entry) is dated before what was already done, and no
+grace or window is measured backwards. A step forward is followed at once.
+``TestClock`` (RULES §7) starts at a given instant and moves only when an
+operator advances it. Both only *tell* the time: firing what falls due is the
+scheduler's job (``server/engine/scheduler.py``), driven the same way by
+either clock.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
+
+import structlog
+
+log = structlog.get_logger()
 
 
 class Clock(Protocol):
@@ -20,11 +30,33 @@ class Clock(Protocol):
     def now(self) -> datetime: ...
 
 
+def wall_clock() -> datetime:
+    """The machine's clock as it reads now, backwards steps and all: what a log
+    line's stamp says (when it was written). The server's time is ``SystemClock``'s."""
+    return datetime.now(UTC)
+
+
 class SystemClock:
     is_test = False
 
+    def __init__(self, wall: Callable[[], datetime] = wall_clock) -> None:
+        self._wall = wall
+        self._last = datetime.min.replace(tzinfo=UTC)
+        self._behind = False  # the wall clock is behind ``_last`` (logged once)
+
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        now = self._wall()
+        if now >= self._last:
+            self._last, self._behind = now, False
+            return now
+        if not self._behind:
+            self._behind = True
+            log.warning(
+                "wall_clock_stepped_back",
+                seconds=round((self._last - now).total_seconds(), 6),
+                note="the server's time stands still until the wall clock catches up",
+            )
+        return self._last
 
 
 class TestClock:

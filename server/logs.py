@@ -41,7 +41,7 @@ import orjson
 import structlog
 
 from server.api.errors import scrub
-from server.clock import SystemClock
+from server.clock import wall_clock
 
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
@@ -154,15 +154,12 @@ async def lines_per_turn() -> AsyncIterator[None]:
             writer.attach(None)
 
 
-_wall_clock = SystemClock().now
-
-
 def stamp_now(
     logger: structlog.typing.WrappedLogger, method: str, event: structlog.typing.EventDict
 ) -> structlog.typing.EventDict:
     """The line's ``timestamp``: now on the wall clock (a log line tells when it was
     written, whatever the test clock says), in UTC, as a datetime for orjson to write."""
-    event["timestamp"] = _wall_clock()
+    event["timestamp"] = wall_clock()
     return event
 
 
