@@ -13,6 +13,7 @@ either clock.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -37,17 +38,24 @@ def wall_clock() -> datetime:
 
 
 class SystemClock:
+    """Real time that never goes back (the module's docstring). ``wall`` is the
+    machine's clock (a fake in tests); by default ``datetime.now`` bound to UTC,
+    with no Python frame between it and a reading (two readings a Heartbeat)."""
+
+    __slots__ = ("_behind", "_last", "_wall")
     is_test = False
 
-    def __init__(self, wall: Callable[[], datetime] = wall_clock) -> None:
-        self._wall = wall
+    def __init__(self, wall: Callable[[], datetime] | None = None) -> None:
+        self._wall = wall or functools.partial(datetime.now, UTC)
         self._last = datetime.min.replace(tzinfo=UTC)
         self._behind = False  # the wall clock is behind ``_last`` (logged once)
 
     def now(self) -> datetime:
         now = self._wall()
         if now >= self._last:
-            self._last, self._behind = now, False
+            self._last = now
+            if self._behind:
+                self._behind = False
             return now
         if not self._behind:
             self._behind = True
