@@ -5,6 +5,8 @@ clock is stepped back (NTP correcting it, a virtual machine resumed), the
 server's time stands still until the wall clock catches up, so nothing (a
 charge, a lease, a ledger entry) is dated before what was already done, and no
 grace or window is measured backwards. A step forward is followed at once.
+(That holds while the server runs: a start takes the machine's clock as it
+finds it.)
 ``TestClock`` (RULES §7) starts at a given instant and moves only when an
 operator advances it. Both only *tell* the time: firing what falls due is the
 scheduler's job (``server/engine/scheduler.py``), driven the same way by
