@@ -47,8 +47,12 @@ class DatabaseLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # a full disk: say which file, and let the lock go
+            os.close(fd)
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         return cls(fd, path)
 
     def release(self) -> None:

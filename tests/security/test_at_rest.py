@@ -14,6 +14,7 @@ H4. A second server on the same database refuses to start and says why.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import os
 import shutil
@@ -31,6 +32,7 @@ import pytest
 from client_sdk.leases import keys_from_response, verify_lease_signature
 from server.domain.ledger import entry_digest
 from server.store import checkpoint
+from server.store import lock as lock_module
 from server.store.checkpoint import LedgerHead, LedgerMismatch
 from server.store.lock import DatabaseInUse
 from tessera_api.tessera.v1 import licensing_service_pb2 as lic
@@ -490,6 +492,24 @@ def test_h4_a_second_server_on_the_same_database_refuses_to_start(tmp_path: Path
     assert len(lines) == 1, second.stderr
     assert f"database {db} is in use by server pid {first.proc.pid}" in lines[0]
     assert before == after  # it touched nothing
+
+
+def test_h4_a_lock_file_that_cannot_be_written_names_itself_and_is_let_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk at the first write of a start (the pid into the lock file): the
+    refusal names the file, and the lock is not kept by the failed start."""
+    db = tmp_path / "tessera.db"
+
+    def full(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(lock_module.os, "pwrite", full)
+        with pytest.raises(OSError) as refused:
+            lock_module.DatabaseLock.acquire(db)
+    assert str(refused.value) == f"[Errno 28] No space left on device: '{db}.lock'"
+    lock_module.DatabaseLock.acquire(db).release()  # free: the failed start let it go
 
 
 def test_h4_two_servers_in_one_process_exclude_each_other(tmp_path: Path) -> None:
