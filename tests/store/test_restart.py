@@ -7,8 +7,6 @@ import asyncio
 import gc
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +29,7 @@ from tessera_api.tessera.v1 import admin_service_pb2 as api
 from tessera_api.tessera.v1 import admin_service_pb2_grpc
 from tests.grpcurl import Grpcurl, GrpcurlError
 from tests.licensing_desk import Desk
+from tests.security.test_at_rest import _verify
 from tests.store.test_sqlite_write import T0 as BEGAN
 from tests.store.test_sqlite_write import _session
 from tests.support import ADMIN_TOKEN, ServerProcess, ServerThread, running
@@ -225,17 +224,6 @@ def _desk_on_a_disk_that_fills(
     again = Desk(full.target)
     again.keys = desk.keys
     return full, again, users
-
-
-def _verify(db: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "server", "verify", "--db", str(db)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
 
 
 @pytest.mark.sqlite_only("a file that cannot grow; on PostgreSQL a failed write steps down (H2)")
