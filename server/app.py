@@ -422,10 +422,10 @@ class TesseraServer:
         meanwhile are repeated with their request ids (``ha/gate.py``)."""
         if self.failure is not None:
             return
-        reason = str(exc) or type(exc).__name__
-        log.error("store_failed", db=shown_db(self.config.db), error=reason)
+        db, reason = shown_db(self.config.db), str(exc) or type(exc).__name__
+        log.error("store_failed", db=db, error=reason)
         self.failure = StartRefused(
-            f"a write to {shown_db(self.config.db)} failed ({reason}): the server stops, "
+            f"a write to {db} failed ({reason}): the server stops, "
             "since what it holds in memory can no longer be stored; mend the disk (room, "
             "permissions) and start it again, and it resumes from its last commit"
         )
