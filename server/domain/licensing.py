@@ -84,21 +84,29 @@ from server.domain.sessions import (
     SessionState,
     live_list,
 )
-from server.domain.text import has_control, request_id_problem
+from server.domain.teams import team_id_problem
+from server.domain.text import request_id_problem, unprintable
 
 _COVERED = (Coverage.SUBSCRIPTION, Coverage.TRIAL)
 
 
 def _check_text(problems: dict[str, str], name: str, value: str, required: bool) -> None:
+    """An id a product sends (a device's, a version, a session's): what the text
+    rule refuses in a request id (``domain/text.py``: no control, format or
+    separator character, so no id hides or reorders what an operator reads
+    beside it), nor spaces around it, which would make ``dev-1 `` a second
+    device beside ``dev-1``."""
     if not value:
         if required:
             problems[name] = "is required"
     elif len(value) > MAX_FIELD:
         problems[name] = f"must be at most {MAX_FIELD} characters"
-    elif has_control(value):
-        problems[name] = "must not contain control characters"
+    elif (bad := unprintable(value)) is not None:
+        problems[name] = f"must not contain a control or format character (found {bad})"
     elif not value.strip():
         problems[name] = "must not be blank"
+    elif value != value.strip():
+        problems[name] = "must not begin or end with a space"
 
 
 class Licensing(LiveView):
@@ -127,7 +135,8 @@ class Licensing(LiveView):
         if (problem := request_id_problem(request_id, required=False)) is not None:
             problems["request_id"] = problem  # the rule PurchaseTokens follows too
         _check_text(problems, "parent_session_id", parent_session_id, required=False)
-        _check_text(problems, "team_id", preferred_team, required=False)
+        if preferred_team and (problem := team_id_problem(preferred_team)) is not None:
+            problems["team_id"] = problem  # C3: the preferred team, named by its id
         if problems or platform is None:
             if platform is None:
                 problems["platform"] = "is required: WINDOWS, MACOS or LINUX"

@@ -12,9 +12,11 @@ from server.domain.errors import (
     UnsupportedVersion,
 )
 
-PRODUCT_ID_RE = re.compile(r"^[A-Z0-9]{1,32}$")
+# Both matched whole (fullmatch): "$" alone would also let a final line break through.
+PRODUCT_ID_RE = re.compile(r"[A-Z0-9]{1,32}")
 # P2: a version is a year, or starts with one ("2025", "2025.1", "2025.2.1").
-VERSION_RE = re.compile(r"^(\d{4})(?:\.[0-9A-Za-z]+)*$")
+# ASCII digits only: "\d" would take any script's (Arabic-Indic, fullwidth).
+VERSION_RE = re.compile(r"([0-9]{4})(?:\.[0-9A-Za-z]+)*")
 DEFAULT_MIN_LINUX_VERSION = 2020
 
 
@@ -44,7 +46,7 @@ class Product:
 def validate_product_id(product_id: str, field_name: str = "product_id") -> None:
     if not product_id:
         raise InvalidArgument.field(field_name, "is required")
-    if not PRODUCT_ID_RE.match(product_id):
+    if not PRODUCT_ID_RE.fullmatch(product_id):
         raise InvalidArgument.field(
             field_name, "must be 1-32 uppercase letters and digits, like ACAD"
         )
@@ -55,7 +57,7 @@ def validate_product(product: Product, existing: dict[str, Product]) -> None:
     problems: dict[str, str] = {}
     if not product.product_id:
         problems["product.product_id"] = "is required"
-    elif not PRODUCT_ID_RE.match(product.product_id):
+    elif not PRODUCT_ID_RE.fullmatch(product.product_id):
         problems["product.product_id"] = "must be 1-32 uppercase letters and digits, like ACAD"
     if product.daily_rate < 0:
         problems["product.daily_rate"] = "must be 0 or more tokens"
@@ -93,7 +95,7 @@ def validate_product(product: Product, existing: dict[str, Product]) -> None:
 
 def version_year(version: str) -> int:
     """P2: the year a version starts with; raise InvalidArgument if it has none."""
-    m = VERSION_RE.match(version)
+    m = VERSION_RE.fullmatch(version)
     if m is None:
         raise InvalidArgument.field(
             "product_version", "must be a year such as 2025, or start with one (2025.1)"

@@ -9,7 +9,8 @@ from enum import Enum
 
 from server.domain.errors import InvalidArgument
 
-TEAM_ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+# Matched whole (fullmatch): "$" alone would also let a final line break through.
+TEAM_ID_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
 
 
 class Plan(Enum):
@@ -33,12 +34,19 @@ class Team:
     low_balance_alerted: bool = False
 
 
-def validate_team_id(team_id: str, field_name: str = "team_id") -> None:
+def team_id_problem(team_id: str) -> str | None:
+    """Why ``team_id`` cannot be a team's id, in words, or None."""
     if not team_id:
-        raise InvalidArgument.field(field_name, "is required")
-    if not TEAM_ID_RE.match(team_id):
-        raise InvalidArgument.field(
-            field_name,
+        return "is required"
+    if not TEAM_ID_RE.fullmatch(team_id):
+        return (
             "must be 1-64 lowercase letters, digits and dashes, "
-            "starting and ending with a letter or digit",
+            "starting and ending with a letter or digit"
         )
+    return None
+
+
+def validate_team_id(team_id: str, field_name: str = "team_id") -> None:
+    problem = team_id_problem(team_id)
+    if problem is not None:
+        raise InvalidArgument.field(field_name, problem)

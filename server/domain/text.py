@@ -31,15 +31,6 @@ _JOINERS = frozenset({"\u200c", "\u200d"})
 # answers for most values instead of a Python step per character (an Entitle
 # checks six of them: issue 17).
 _ASCII_PRINTABLE = re.compile(r"[ -~]*")
-# C0 and DEL: what ``has_control`` looks for (the same search, in C).
-_C0_OR_DEL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def has_control(value: str) -> bool:
-    """Whether ``value`` holds a C0 control character or DEL."""
-    return _C0_OR_DEL.search(value) is not None
-
-
 def unprintable(value: str, *, joiners: bool = False) -> str | None:
     """The first character the rule refuses, as ``U+XXXX``, or None.
     ``joiners`` lets ZWNJ and ZWJ through (names)."""

@@ -414,6 +414,7 @@ def _product(**fields: Any) -> dict[str, Any]:
         ("CreateTeam", {"team_id": "Acme Corp", "plan": "PLAN_STANDARD"}, "team_id"),
         ("CreateTeam", {"teamId": "acme_corp"}, "team_id"),
         ("CreateTeam", {"teamId": "-acme"}, "team_id"),
+        ("CreateTeam", {"teamId": "acme\n"}, "team_id"),  # not a second "acme"
         ("CreateTeam", {"display_name": "No id"}, "team_id"),
         ("GetTeam", {}, "team_id"),
         ("PurchaseTokens", {"team_id": "acme", "tokens": 0, "request_id": "r"}, "tokens"),

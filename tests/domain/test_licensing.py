@@ -91,6 +91,53 @@ def test_p2_version_must_start_with_a_year(w: World) -> None:
     assert w.entitle(version="2025.1").product_version == "2025.1"
 
 
+@pytest.mark.parametrize(
+    "version", ["\u0662\u0660\u0662\u0665", "\uff12\uff10\uff12\uff15", "2025\n"]
+)
+def test_p2_a_year_is_four_ascii_digits(w: World, version: str) -> None:
+    """Arabic-Indic or fullwidth digits, or a line break after the year, are no
+    version of P2's: refused, so no session is stored under such a version."""
+    with pytest.raises(InvalidArgument) as e:
+        w.entitle(version=version)
+    assert set(e.value.violations) == {"product_version"}
+    assert w.lic.devices("ann", "ACAD") == []
+
+
+@pytest.mark.parametrize(
+    ("device", "why"),
+    [
+        ("dev\u202e", "U+202E"),  # a right-to-left override: reorders what an operator reads
+        ("\u200b", "U+200B"),  # a zero-width space: an id no one can see
+        ("d\u0085x", "U+0085"),  # C1 next line
+        ("d\tx", "U+0009"),
+        (" dev-1", "space"),  # a second device beside "dev-1"
+        ("dev-1 ", "space"),
+    ],
+)
+def test_m8_a_device_id_is_printable_text_without_spaces_around_it(
+    w: World, device: str, why: str
+) -> None:
+    """A device id names one of the three devices (M8) in refusals and lists: it
+    follows the text rule of request ids, and " dev-1" is not a second "dev-1"."""
+    with pytest.raises(InvalidArgument) as e:
+        w.entitle(device=device)
+    assert set(e.value.violations) == {"device_id"}
+    assert why in e.value.violations["device_id"]
+    assert w.lic.devices("ann", "ACAD") == []
+    assert w.entitle(device="dev-1").device_id == "dev-1"
+
+
+@pytest.mark.parametrize("team", ["Acme", "acme\n", "acme corp"])
+def test_c3_a_preferred_team_is_named_by_a_team_id(w: World, team: str) -> None:
+    """C3: a preference that cannot be a team id is a mistake to say, not to
+    pass over in silence (a well-formed one the user has no access to is passed
+    over, as C3 says)."""
+    with pytest.raises(InvalidArgument) as e:
+        w.entitle(team=team)
+    assert set(e.value.violations) == {"team_id"}
+    assert w.entitle(team="nope").live
+
+
 def test_p3_platform_and_linux_floor(w: World) -> None:
     with pytest.raises(UnsupportedPlatform):
         w.entitle(platform=Platform.LINUX)  # ACAD does not run on Linux

@@ -12,7 +12,6 @@ from server.domain.errors import InvalidArgument
 from server.domain.text import (
     check_request_id,
     display_name,
-    has_control,
     name_problem,
     request_id_problem,
     unprintable,
@@ -120,10 +119,3 @@ def test_h2_8_printable_ascii_shortcut_refuses_what_the_rule_refuses(
     same answer, on every text, as checking each character's category."""
     assert unprintable(value, joiners=joiners) == _refused_one_by_one(value, joiners)
     assert unprintable("ok-" + value, joiners=joiners) == _refused_one_by_one(value, joiners)
-
-
-@given(st.text(alphabet=st.characters(max_codepoint=0x7F)))
-def test_m1_entitle_text_control_check_matches_c0_and_del(value: str) -> None:
-    """Entitle's text fields refuse C0 controls and DEL (``has_control``)."""
-    assert has_control(value) == any(ord(c) < 32 or ord(c) == 127 for c in value)
-    assert has_control(value + "\x7f") and has_control("\x00" + value)
