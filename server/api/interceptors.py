@@ -55,6 +55,7 @@ from server.api.methods import RULES
 from server.clock import monotonic
 from server.credentials import bearer, same_secret
 from server.domain.errors import DomainError, InvalidArgument
+from server.domain.userentries import canonical_user_id
 from server.logs import call_context
 
 if TYPE_CHECKING:
@@ -179,6 +180,8 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             call_context.set((*call_context.get(), ("admin", caller.actor)))
         if isinstance(request, Undecodable):
             raise InvalidArgument.field("request", request.problem)
+        if _has_field(request, "user_id") and request.user_id:  # one user, however spelt
+            request.user_id = canonical_user_id(request.user_id)
         rule = RULES.get(short)
         teams = scopes.check(short, rule, request, caller, self._lookup)
         if rule is not None and rule.changes:
@@ -315,15 +318,23 @@ def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], An
     return parse
 
 
-_HAS_REQUEST_ID: dict[type, bool] = {}  # a request type: whether it has a request_id field
+_FIELDS: dict[tuple[type, str], bool] = {}  # (a request type, a field): whether it has it
+
+
+def _has_field(request: Any, name: str) -> bool:
+    """Whether ``request``'s message type has a field ``name`` (asked once a type:
+    no AttributeError raised on every Heartbeat)."""
+    key = (type(request), name)
+    has = _FIELDS.get(key)
+    if has is None:
+        fields = getattr(getattr(request, "DESCRIPTOR", None), "fields_by_name", {})
+        has = _FIELDS[key] = name in fields
+    return has
 
 
 def _request_id_in(metadata: Any, request: Any) -> str:
     """The ``x-request-id`` header, else the request's ``request_id`` field, as sent."""
     for key, value in metadata or ():
-        if key == "x-request-id":
+        if key == "x-request-id" and str(value).strip():  # an empty header says nothing
             return str(value)
-    if type(request) not in _HAS_REQUEST_ID:  # (no AttributeError raised on every Heartbeat)
-        fields = getattr(getattr(request, "DESCRIPTOR", None), "fields_by_name", {})
-        _HAS_REQUEST_ID[type(request)] = "request_id" in fields
-    return str(request.request_id or "") if _HAS_REQUEST_ID[type(request)] else ""
+    return str(request.request_id or "") if _has_field(request, "request_id") else ""

@@ -65,6 +65,21 @@ def normalize_email(address: str) -> str:
     return result.normalized.lower()
 
 
+def canonical_user_id(text: str) -> str:
+    """The user id ``text`` names, spelt as an administrator may type it
+    (``Zoe@Example.COM``, spaces around it, ``zoë`` typed as ``o`` and a combining
+    accent): the address as ``normalize_email`` keeps it, so that a user found
+    by one spelling in ``AssignUsers`` is found by it everywhere. Text that is
+    no address stays as it is (then no user has it)."""
+    text = text.strip()
+    if "@" not in text:
+        return text
+    try:
+        return normalize_email(text)
+    except EntryError:
+        return text
+
+
 def parse_entry(raw: str, index: int) -> UserEntry:
     """Read one entry; raise EntryError saying what is wrong with it."""
     text = raw.strip()

@@ -164,6 +164,8 @@ class Access:
         self, team_id: str, user_id: str, product_ids: Sequence[str], all_products: bool
     ) -> Member:
         team = self.state.team(team_id)
+        if not user_id:
+            raise InvalidArgument.field("user_id", "is required")
         changes = Changes()
         member, lost = self.state.directory.set_user_products(
             team,

@@ -278,6 +278,47 @@ def test_a1_parses_names_as_written_and_lowercases_emails(
     assert note["email"] == user_id
 
 
+ZOE = "zo\u00eb@example.com"  # as AssignUsers keeps it: NFC, lower case
+
+
+@pytest.mark.parametrize(
+    "spelt",
+    [
+        "ZO\u00cb@Example.COM",
+        "  zo\u00eb@example.com  ",
+        "zoe\u0308@example.com",  # e and a combining diaeresis (NFD), as macOS types it
+    ],
+)
+def test_a1_a_user_is_found_by_every_spelling_that_assigned_them(
+    sheet: Grpcurl, spelt: str
+) -> None:
+    """A1: the spellings ``AssignUsers`` takes as one user (case, spaces, Unicode
+    form) name that user in every call that names a user, not just the first."""
+    (got,) = import_(sheet, "alpha", [f"Zo\u00eb <{spelt}>"], product_ids=["ACAD"])
+    assert got["user_id"] == ZOE
+
+    assert member(sheet, "alpha", spelt)["user_id"] == ZOE
+    key = sheet(A + "IssueUserKey", {"user_id": spelt})
+    assert key["user_id"] == ZOE
+    assert entitle_code(sheet, key["user_key"]) is not grpc.StatusCode.UNAUTHENTICATED
+    changed = sheet(
+        A + "SetUserProducts", {"team_id": "alpha", "user_id": spelt, "product_ids": ["REVIT"]}
+    )["member"]
+    assert (changed["user_id"], changed["product_ids"]) == (ZOE, ["REVIT"])
+    sheet(A + "UnassignUser", {"team_id": "alpha", "user_id": spelt})
+    assert members(sheet, "alpha") == []
+
+
+def test_a3_set_user_products_without_a_user_is_invalid_argument(sheet: Grpcurl) -> None:
+    err = refused(
+        sheet,
+        A + "SetUserProducts",
+        {"team_id": "alpha", "user_id": "", "product_ids": ["ACAD"]},
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert list(err.field_violations) == ["user_id"]
+
+
 @pytest.mark.parametrize(
     "bad",
     [

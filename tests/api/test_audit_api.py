@@ -235,6 +235,23 @@ def test_ad2_the_request_id_header_wins_and_pasted_secrets_are_scrubbed(
     assert key[4:] not in json.dumps(newest)  # a key pasted into a name is not kept
 
 
+def test_ad2_an_empty_request_id_header_leaves_the_requests_own(
+    desk: Desk, server: ServerThread
+) -> None:
+    """A blank ``x-request-id`` names nothing: the audit event keeps the request's
+    own ``request_id``, as if the header had not been sent."""
+    channel = grpc.insecure_channel(server.target)
+    try:
+        stub = admin_service_pb2_grpc.AdminServiceStub(channel)
+        md = [("authorization", f"Bearer {ADMIN_TOKEN}"), ("x-request-id", " ")]
+        request = api.PurchaseTokensRequest(team_id="alpha", tokens=5, request_id="po-9")
+        stub.PurchaseTokens(request, metadata=md, timeout=30)
+    finally:
+        channel.close()
+    newest = events(desk, "alpha")[0]
+    assert (newest["method"], newest["request_id"]) == ("PurchaseTokens", "po-9")
+
+
 def test_ad2_a_device_removed_by_a_team_administrator_is_in_its_teams_trail(
     desk: Desk, server: ServerThread
 ) -> None:
