@@ -380,6 +380,24 @@ class Licensing(LiveView):
         if self._seat_sessions(user_id, product_id):
             self._schedule_coverage(user_id, product_id, now, timers)
 
+    def idle_awareness_changed(
+        self, product_id: str, now: datetime, changes: Changes, timers: TimerSink
+    ) -> None:
+        """M6 across a change of the rate sheet at ``now``. A product that no longer
+        supports idle awareness has no idle sessions: each resumes now (a new
+        grace unless a window covers now, M2; ended if that hold cannot be made),
+        as none could otherwise leave IDLE. One that now supports it counts its
+        running sessions' activity from now (reports were ignored until then, M6)
+        and watches for their idle instants. Scans every session: the admin path."""
+        aware = self.products[product_id].idle_aware
+        for session in order(s for s in self.live_sessions() if s.product_id == product_id):
+            if not aware and session.state is SessionState.IDLE:
+                self._resume(session, now, changes, timers)
+            elif aware and session.active:
+                session.last_activity = max(session.last_activity, now)
+                changes.upsert(session)
+                self._watch(session, timers)
+
     # == helpers ======================================================================
 
     def _own(self, user_id: str, session_id: str) -> Session:

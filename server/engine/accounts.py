@@ -25,6 +25,8 @@ from server.store.port import StorePort
 
 # A5 via UpdateTeamSettings (``Access.set_guest_defaults``): (team_id, enabled, changes).
 SetGuestDefaults = Callable[[str, bool, Changes], None]
+# M6 via UpsertProduct (``Sessions.idle_awareness_changed``): (product_id, now, changes).
+IdleAwarenessChanged = Callable[[str, datetime, Changes], None]
 
 
 class Accounts:
@@ -38,6 +40,7 @@ class Accounts:
         commits: Commits,
         ids: IdFactory,
         set_guest_defaults: SetGuestDefaults,
+        idle_awareness_changed: IdleAwarenessChanged,
     ) -> None:
         self.state = state
         self._store = store
@@ -46,6 +49,7 @@ class Accounts:
         self._commits = commits
         self._ids = ids
         self._set_guest_defaults = set_guest_defaults
+        self._idle_awareness_changed = idle_awareness_changed
         scheduler.on(TimerKind.PACK_EXPIRY, self._on_pack_expiry)
 
     def schedule_all(self) -> None:
@@ -170,9 +174,12 @@ class Accounts:
         )
         products = self.state.products
         validate_product(product, products)
+        before = products.get(product.product_id)
         products[product.product_id] = product
         changes = Changes()
         changes.upsert(product)
+        if before is not None and before.idle_aware != product.idle_aware:
+            self._idle_awareness_changed(product.product_id, self._clock.now(), changes)
         await self._commits.commit(changes)
         return product
 

@@ -146,6 +146,10 @@ class Sessions:
         """C1/C2: a subscription or trial was granted; running sessions follow it."""
         self.lic.coverage_changed(sub.user_id, sub.product_id, now, changes, self._scheduler)
 
+    def idle_awareness_changed(self, product_id: str, now: datetime, changes: Changes) -> None:
+        """P1 with M6: a product's idle awareness was turned on or off at ``now``."""
+        self.lic.idle_awareness_changed(product_id, now, changes, self._scheduler)
+
     def _timer_handler(self, kind: TimerKind) -> Callable[[str, datetime, Changes], None]:
         def handler(key: str, due: datetime, changes: Changes) -> None:
             if self._dirty or self._flushing:

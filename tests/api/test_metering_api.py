@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from tests.grpcurl import Grpcurl, GrpcurlError
-from tests.licensing_desk import Desk, L, at, ended, num
+from tests.licensing_desk import SHEET, Desk, L, at, ended, num
 from tests.support import ADMIN_TOKEN, ServerThread
 
 FP = grpc.StatusCode.FAILED_PRECONDITION
@@ -417,6 +417,32 @@ def test_m6_idle_in_grace_then_resume_with_a_new_grace(desk: Desk, ann: str) -> 
     desk.to(at(m=15))
     charged = desk.heartbeat(ann, s["session_id"])
     assert charged["window_end_time"] == at(d=1, m=10)  # from when grace began
+    assert desk.token_moves("alpha") == [
+        ("HOLD", 10, at()),
+        ("HOLD_RELEASE", 10, at(m=2)),
+        ("HOLD", 10, at(m=10)),
+        ("CAPTURE", 10, at(m=15)),
+    ]
+
+
+def test_m6_upsert_product_without_idle_awareness_resumes_idle_sessions(
+    desk: Desk, ann: str
+) -> None:
+    """M6 with P1 over the wire: UpsertProduct turning idle awareness off resumes
+    the product's idle sessions at once with a new grace, and the ledger says so."""
+    s = desk.entitle(ann)
+    desk.to(at(m=2))
+    desk.idle(ann, s["session_id"])
+    desk.to(at(m=10))
+    acad = {**SHEET[0], "idle_aware": False}
+    desk.a("UpsertProduct", {"product": acad})
+    (listed,) = desk.sessions("alpha")
+    assert (listed["state"], listed["charge_state"]) == (
+        "SESSION_STATE_ACTIVE",
+        "CHARGE_STATE_GRACE",
+    )
+    assert listed["grace_end_time"] == at(m=15)
+    desk.to(at(m=15))
     assert desk.token_moves("alpha") == [
         ("HOLD", 10, at()),
         ("HOLD_RELEASE", 10, at(m=2)),

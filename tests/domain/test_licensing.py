@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -510,6 +511,44 @@ def test_m6_idle_not_supported_and_reports_ignored(w: World) -> None:
     w.advance(HOUR)
     w.heartbeat(s, seconds=3600)
     assert s.state is SessionState.ACTIVE and s.last_activity == T0
+
+
+def _idle_aware(w: World, product_id: str, aware: bool) -> None:
+    """The operator's UpsertProduct turning ``product_id``'s idle awareness on or off."""
+    w.products[product_id] = dataclasses.replace(w.products[product_id], idle_aware=aware)
+    w._run(w.lic.idle_awareness_changed, product_id)
+
+
+def test_m6_a_product_that_stops_being_idle_aware_resumes_its_idle_sessions(w: World) -> None:
+    """M6 with P1: without idle awareness no report could wake an idle session, so
+    it would run unpaid until its lease ends. It resumes when the rate sheet
+    changes, with a new grace (M2), and later reports are ignored."""
+    s = w.entitle(product="MAYA")
+    w.advance(2 * MIN)
+    w.idle(s)
+    w.advance(10 * MIN)
+    _idle_aware(w, "MAYA", aware=False)
+    assert s.state is SessionState.ACTIVE and s.state_since == T0 + 12 * MIN
+    view = w.lic.session_view(s, w.now)
+    assert view.charge_state is ChargeState.GRACE and view.grace_end_time == T0 + 17 * MIN
+    w.advance(5 * MIN)
+    assert w.charged() == 8
+    w.heartbeat(s, seconds=3600)  # ignored now
+    w.advance(HOUR)
+    assert s.state is SessionState.ACTIVE
+
+
+def test_m6_a_product_that_becomes_idle_aware_counts_activity_from_then(w: World) -> None:
+    """M6 with P1: activity reports were ignored until the change, so the 15 minutes
+    count from it, not from the Entitle an hour before."""
+    s = w.entitle()  # ACAD: not idle-aware
+    w.advance(HOUR)
+    _idle_aware(w, "ACAD", aware=True)
+    assert s.last_activity == T0 + HOUR
+    w.advance(to=T0 + HOUR + 15 * MIN - SEC)
+    assert s.state is SessionState.ACTIVE
+    w.advance(to=T0 + HOUR + 15 * MIN)
+    assert s.state is SessionState.IDLE and s.state_since == T0 + HOUR + 15 * MIN
 
 
 def test_m6_negative_seconds_is_invalid_and_huge_ones_mean_before_the_start(w: World) -> None:

@@ -82,6 +82,7 @@ class World:
         scheduler = Scheduler(self.clock, self.commits.commit)
         self.revoked: list[Revoked] = []
         self.guest_defaults: list[tuple[str, bool]] = []
+        self.idle_changes: list[tuple[str, datetime]] = []
         self.access = Access(
             self.state,
             scheduler=scheduler,
@@ -103,6 +104,9 @@ class World:
             commits=self.commits,
             ids=IdFactory(),
             set_guest_defaults=lambda team, on, changes: self.guest_defaults.append((team, on)),
+            idle_awareness_changed=lambda product, now, changes: self.idle_changes.append(
+                (product, now)
+            ),
         )
 
 
