@@ -31,6 +31,8 @@ _JOINERS = frozenset({"\u200c", "\u200d"})
 # answers for most values instead of a Python step per character (an Entitle
 # checks six of them: issue 17).
 _ASCII_PRINTABLE = re.compile(r"[ -~]*")
+
+
 def unprintable(value: str, *, joiners: bool = False) -> str | None:
     """The first character the rule refuses, as ``U+XXXX``, or None.
     ``joiners`` lets ZWNJ and ZWJ through (names)."""
