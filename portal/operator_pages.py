@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from client_sdk.errors import TesseraError
+from portal import present
 from portal.pages import again, change, confirmation, in_words, maybe, rate_sheet, violations
 from portal.web import Session, form, render, signed_in
 from tessera_api.tessera.v1 import common_pb2
@@ -38,29 +39,36 @@ async def products(request: Request) -> Response:
     return render(request, "rate_sheet.html", context, session=session)
 
 
-def _product(data: FormData) -> common_pb2.Product:
-    """The product the form describes; what cannot be read is left for the server to
-    refuse by name (a rate that is not a number is sent as -1: "must be 0 or more")."""
+def _product(data: FormData) -> tuple[common_pb2.Product, dict[str, str]]:
+    """The product the form describes, and the numbers in it that could not be read, each
+    under its field's name (the rest is for the server to refuse by name)."""
+    errors: dict[str, str] = {}
 
-    def whole(name: str) -> int:
-        text = str(data.get(name, "")).strip().replace(",", "") or "0"
-        return int(text) if text.lstrip("-").isdigit() else -1
+    def whole(name: str, limits: tuple[int, int]) -> int:
+        try:
+            return present.whole(str(data.get(name, "")), limits, empty=0)
+        except ValueError as exc:
+            errors[name] = str(exc)
+            return 0
 
     plugin = data.get("kind") == "plugin"
-    return common_pb2.Product(
+    product = common_pb2.Product(
         product_id=str(data.get("product_id", "")).strip(),
         display_name=str(data.get("display_name", "")).strip(),
-        daily_rate=whole("daily_rate"),
+        daily_rate=whole("daily_rate", present.INT64),
         kind=common_pb2.PRODUCT_KIND_PLUGIN if plugin else common_pb2.PRODUCT_KIND_PRODUCT,
         host_product_id=str(data.get("host_product_id", "")).strip() if plugin else "",
         idle_aware=data.get("idle_aware") == "on",
         platforms=[str(p) for p in data.getlist("platforms") if str(p) in dict(PLATFORMS)],
-        min_linux_version=whole("min_linux_version"),
+        min_linux_version=whole("min_linux_version", present.INT32),
     )
+    return product, errors
 
 
 async def _save_product(request: Request, session: Session, data: FormData) -> Response:
-    product = _product(data)
+    product, errors = _product(data)
+    if errors:
+        return await again(request, session, products, errors)
     return await change(
         request,
         session,

@@ -240,7 +240,8 @@ def team_page(
                     request, "error.html", context, session=session, status=status_of(exc)
                 )
             context.setdefault("page", handler.__name__)
-            return render(request, template, context, session=session)
+            status = context.pop("status", 200)
+            return render(request, template, context, session=session, status=status)
 
         endpoint.__name__ = handler.__name__
         return endpoint

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -61,11 +62,46 @@ def products_text(ids: Iterable[str], names: Mapping[str, str]) -> str:
     return ", ".join(shown) if shown else "none"
 
 
+#: The whole numbers the server takes, as (lowest, highest): a purchase (RULES T1), an int64
+#: field that must not be negative (a rate, a threshold), an int32 one (a Linux release).
+TOKENS = (1, 1_000_000_000)
+INT64 = (0, 2**63 - 1)
+INT32 = (0, 2**31 - 1)
+WHOLE = re.compile(r"-?[0-9]{1,30}")  # ASCII digits only: '²'.isdigit() is True
+
+#: The days the usage page takes (a day after the last must still be a date).
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(9998, 12, 31)
+DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def whole(text: str, limits: tuple[int, int], empty: int | None = None) -> int:
+    """A whole number typed in a form (``1,500`` too) within ``limits``; ``empty`` when
+    nothing was typed and that is allowed. ``ValueError`` says, for the person, what to
+    type instead."""
+    typed = text.strip().replace(",", "")
+    if not typed and empty is not None:
+        return empty
+    low, high = limits
+    if WHOLE.fullmatch(typed) and low <= int(typed) <= high:
+        return int(typed)
+    raise ValueError(f"Enter a whole number from {number(low)} to {number(high)}.")
+
+
 def parse_day(text: str | None, default: date) -> date:
-    """A ``YYYY-MM-DD`` from a form; ``default`` when empty. ``ValueError`` when malformed."""
+    """A ``YYYY-MM-DD`` from a form, from 1970 to 9998; ``default`` when empty.
+    ``ValueError`` says what to type instead."""
     if not text:
         return default
-    return date.fromisoformat(text)
+    try:
+        day = date.fromisoformat(text) if DAY.fullmatch(text) else None
+    except ValueError:
+        day = None
+    if day is None or not FIRST_DAY <= day <= LAST_DAY:
+        raise ValueError(
+            f"enter each date as YYYY-MM-DD, from {FIRST_DAY.isoformat()} to {LAST_DAY.isoformat()}"
+        )
+    return day
 
 
 def day_start(d: date) -> datetime:

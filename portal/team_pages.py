@@ -67,13 +67,10 @@ async def _alerts(client: AsyncAdminClient, team_id: str) -> list[common_pb2.Not
 
 async def _threshold(request: Request, session: Session, data: FormData) -> Response:
     team_id = request.path_params["team_id"]
-    text = str(data.get("low_balance_threshold", "")).strip() or "0"
     try:
-        value = int(text.replace(",", ""))
-    except ValueError:
-        return await again(
-            request, session, overview, {"low_balance_threshold": "Enter a whole number."}
-        )
+        value = present.whole(str(data.get("low_balance_threshold", "")), present.INT64, empty=0)
+    except ValueError as exc:
+        return await again(request, session, overview, {"low_balance_threshold": str(exc)})
     return await change(
         request,
         session,
@@ -93,12 +90,10 @@ async def _buy(request: Request, session: Session, data: FormData) -> Response:
     """PurchaseTokens with the request id the form was rendered with: a form sent twice
     (a double click, a reload) buys once (RULES T1's idempotency)."""
     team_id = request.path_params["team_id"]
-    text = str(data.get("tokens", "")).strip().replace(",", "")
-    if not text.isdigit() or int(text) <= 0:
-        return await again(
-            request, session, overview, {"tokens": "Enter a whole number of tokens."}
-        )
-    tokens = int(text)
+    try:
+        tokens = present.whole(str(data.get("tokens", "")), present.TOKENS)
+    except ValueError as exc:
+        return await again(request, session, overview, {"tokens": str(exc)})
     return await change(
         request,
         session,
@@ -137,7 +132,13 @@ async def usage(request: Request, session: Session, team_id: str) -> dict[str, A
         start, end = _range(request, await _now(session))
     except ValueError as exc:
         today = (await _now(session)).date()
-        return {"range_error": f"Dates: {exc}.", "start": today, "end": today, "usage": None}
+        return {
+            "range_error": f"Dates: {exc}.",
+            "start": today,
+            "end": today,
+            "usage": None,
+            "status": 400,
+        }
     report = await session.client.get_usage_report(
         team_id, present.day_start(start), present.day_start(end + timedelta(days=1))
     )

@@ -17,7 +17,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from client_sdk.errors import ServerError
-from portal import team_pages
+from portal import present, team_pages
 from portal.app import create_app
 from portal.pages import NOT_OFFERED, in_words
 from server.app import TesseraServer
@@ -41,6 +41,13 @@ def sign_in(client: TestClient, credential: str = ADMIN_TOKEN) -> httpx2.Respons
         data={"csrf": csrf_of(page.text), "credential": credential},
         follow_redirects=False,
     )
+
+
+def field_error(html: str, name: str) -> str:
+    """The words shown next to the field ``name`` (``_macros.html``'s ``field_error``)."""
+    found = re.search(rf'<p class="field-error" id="{name}-error" role="alert">([^<]*)</p>', html)
+    assert found, f"no error next to {name}"
+    return found.group(1).replace("&#39;", "'")
 
 
 def test_signin_sets_an_httponly_strict_cookie_under_a_strict_csp(web: TestClient) -> None:
@@ -272,8 +279,15 @@ def test_the_operator_adds_a_product_to_the_rate_sheet(web: TestClient, world: W
     }
     refused = web.post("/products", data=product)
     assert refused.status_code == 400
-    assert "must be 0 or more tokens" in refused.text.split('id="daily_rate-error"', 1)[1]
+    assert field_error(refused.text, "daily_rate") == (
+        "Enter a whole number from 0 to 9,223,372,036,854,775,807."
+    )
     assert 'value="Fusion CAM"' in refused.text  # what was typed stays
+    refused = web.post(
+        "/products", data={**product, "daily_rate": "7", "min_linux_version": "12000"}
+    )
+    assert refused.status_code == 400  # the server's own refusal, next to its field too
+    assert field_error(refused.text, "min_linux_version") == "must be a year such as 2020"
     saved = web.post("/products", data={**product, "daily_rate": "7"})
     assert "Product CAM saved." in saved.text
     (cam,) = [p for p in world.a("ListProducts")["products"] if p["product_id"] == "CAM"]
@@ -292,3 +306,55 @@ def test_a_team_administrator_reads_the_rate_sheet_only(web: TestClient, world: 
     sign_in(web, key["admin_key"])
     page = web.get("/products").text
     assert "AutoCAD" in page and "Save product" not in page
+
+
+def test_a_malformed_or_out_of_range_number_is_refused_next_to_its_field(
+    web: TestClient, world: World
+) -> None:
+    sign_in(web)
+    csrf = csrf_of(web.get("/teams/alpha").text)
+    tokens = "Enter a whole number from 1 to 1,000,000,000."
+    int64 = "Enter a whole number from 0 to 9,223,372,036,854,775,807."
+    int32 = "Enter a whole number from 0 to 2,147,483,647."
+    cases = [
+        ("/teams/alpha/buy", {"tokens": "\u00b2", "request_id": "r-sq"}, "tokens", tokens),
+        ("/teams/alpha/buy", {"tokens": "9" * 23, "request_id": "r-big"}, "tokens", tokens),
+        (
+            "/teams/alpha/threshold",
+            {"low_balance_threshold": "9" * 23},
+            "low_balance_threshold",
+            int64,
+        ),
+        ("/products", {"product_id": "ZZZ", "daily_rate": "--5"}, "daily_rate", int64),
+        ("/products", {"product_id": "ZZZ", "daily_rate": "\u00b2"}, "daily_rate", int64),
+        ("/products", {"product_id": "ZZZ", "daily_rate": "9" * 23}, "daily_rate", int64),
+        (
+            "/products",
+            {"product_id": "ZZZ", "min_linux_version": "99999999999"},
+            "min_linux_version",
+            int32,
+        ),
+    ]
+    for url, data, name, words in cases:
+        answer = web.post(url, data={"csrf": csrf, **data})
+        assert (answer.status_code, field_error(answer.text, name)) == (400, words), data
+    assert [num(p, "tokens") for p in world.a("ListTokenPacks", {"team_id": "alpha"})["packs"]] == [
+        10_000
+    ]
+    assert "ZZZ" not in {p["product_id"] for p in world.a("ListProducts")["products"]}
+
+
+def test_usage_dates_outside_1970_to_9998_are_refused_in_words(
+    web: TestClient, world: World
+) -> None:
+    sign_in(web)
+    words = "Dates: enter each date as YYYY-MM-DD, from 1970-01-01 to 9998-12-31."
+    for query in ("from=9999-12-01&to=9999-12-31", "from=0001-01-01&to=0001-01-02"):
+        page = web.get(f"/teams/alpha/usage?{query}")
+        assert page.status_code == 400
+        assert f'<p class="field-error" id="range-error" role="alert">{words}</p>' in page.text
+        assert 'aria-describedby="range-error"' in page.text
+        csv_answer = web.get(f"/teams/alpha/usage.csv?{query}")
+        assert (csv_answer.status_code, csv_answer.text) == (400, words + "\n")
+    last = web.get("/teams/alpha/usage.csv?from=9998-12-01&to=9998-12-31")
+    assert (last.status_code, last.text) == (200, ",".join(present.CSV_HEADER) + "\r\n")

@@ -7,6 +7,8 @@ import csv
 import io
 from datetime import UTC, date, datetime
 
+import pytest
+
 from portal import present
 from tessera_api.tessera.v1 import common_pb2
 
@@ -69,3 +71,48 @@ def test_numbers_and_times_are_formatted() -> None:
     assert str(present.when(None)) == "&mdash;"
     pack = common_pb2.TokenPack(state=common_pb2.PACK_STATE_EXPIRED)
     assert present.field_word(pack, "state") == "expired"
+
+
+def test_a_typed_number_is_read_only_within_its_limits() -> None:
+    assert present.whole(" 1,500 ", present.TOKENS) == 1500
+    assert present.whole("", present.INT64, empty=0) == 0
+    assert present.whole("9223372036854775807", present.INT64) == 2**63 - 1
+    refused = {
+        "²": present.TOKENS,  # '²'.isdigit() is True, int('²') is not a number
+        "99999999999999999999999": present.TOKENS,
+        "1000000001": present.TOKENS,
+        "0": present.TOKENS,
+        "": present.TOKENS,
+        "--5": present.INT64,
+        "-5": present.INT64,
+        "9223372036854775808": present.INT64,
+        "99999999999": present.INT32,
+        "1e3": present.INT32,
+    }
+    for text, limits in refused.items():
+        with pytest.raises(ValueError) as info:
+            present.whole(text, limits)
+        low, high = limits
+        assert str(info.value) == f"Enter a whole number from {low:,} to {high:,}.", text
+    with pytest.raises(ValueError, match=r"^Enter a whole number from 1 to 1,000,000,000\.$"):
+        present.whole("²", present.TOKENS)
+
+
+def test_a_day_is_read_only_from_1970_to_9998() -> None:
+    today = date(2026, 1, 3)
+    assert present.parse_day("", today) == today
+    assert present.parse_day("1970-01-01", today) == date(1970, 1, 1)
+    assert present.parse_day("9998-12-31", today) == date(9998, 12, 31)
+    for text in (
+        "9999-12-31",
+        "0001-01-01",
+        "1969-12-31",
+        "20260101",
+        "2026-02-30",
+        "\uff12\uff10\uff12\uff16-01-01",  # fullwidth digits
+    ):
+        with pytest.raises(ValueError) as info:
+            present.parse_day(text, today)
+        assert str(info.value) == (
+            "enter each date as YYYY-MM-DD, from 1970-01-01 to 9998-12-31"
+        ), text
