@@ -29,6 +29,7 @@ from portal.web import (
     form,
     redirect,
     render,
+    same,
     sessions_of,
     signed_in,
 )
@@ -104,11 +105,13 @@ async def signin(request: Request) -> Response:
     data = await request.form()
     nonce = request.cookies.get(SIGNIN_COOKIE, "")
     token = str(data.get("csrf", ""))
-    if not nonce or not secrets.compare_digest(token, sessions.signin_token(nonce)):
+    if not nonce or not same(token, sessions.signin_token(nonce)):
         return _signin(request, {"error": "The sign-in form expired: try again."}, 403)
     credential = str(data.get("credential", "")).strip()
     if not credential:
         return _signin(request, {"errors": {"credential": "Paste your admin key."}}, 400)
+    if not _could_be_a_key(credential):
+        return _signin(request, {"errors": {"credential": UNKNOWN_KEY}}, 401)
     client = AsyncAdminClient(request.app.state.target, credential, **request.app.state.client)
     try:
         await client.get_server_info()
@@ -116,7 +119,7 @@ async def signin(request: Request) -> Response:
     except TesseraError as exc:
         await client.close()
         if isinstance(exc, Unauthenticated):
-            message = "This key is not known to the server (or was revoked)."
+            message = UNKNOWN_KEY
         elif isinstance(exc, PermissionDenied):
             message = "This is a user's key: sign in with an admin key."
         else:
@@ -130,6 +133,16 @@ async def signin(request: Request) -> Response:
     )
     response.delete_cookie(SIGNIN_COOKIE, path="/signin", httponly=True, samesite="strict")
     return response
+
+
+UNKNOWN_KEY = "This key is not known to the server (or was revoked)."
+MAX_CREDENTIAL = 1024  # an admin key is about 50 characters; the operator's token too
+
+
+def _could_be_a_key(credential: str) -> bool:
+    """Whether ``credential`` can travel as gRPC metadata (printable ASCII, not too long);
+    anything else is no key the server made, and is never sent."""
+    return len(credential) <= MAX_CREDENTIAL and credential.isascii() and credential.isprintable()
 
 
 async def _is_operator(client: AsyncAdminClient) -> bool:

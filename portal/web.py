@@ -92,7 +92,7 @@ class Sessions:
 
     def find(self, cookie: str | None) -> Session | None:
         sid, _, mac = (cookie or "").partition(".")
-        if not sid or not hmac.compare_digest(mac, self._sign(sid)):
+        if not sid or not same(mac, self._sign(sid)):
             return None
         session = self._by_id.get(sid)
         if session is None:
@@ -116,6 +116,12 @@ class Sessions:
     def signin_token(self, nonce: str) -> str:
         """The sign-in form's CSRF token, tied to the nonce in its own cookie."""
         return self._sign("signin:" + nonce)
+
+
+def same(given: str, expected: str) -> bool:
+    """Whether a token the browser sent is the one expected, in constant time; any text
+    (``compare_digest`` refuses a ``str`` that is not ASCII, so both are compared as UTF-8)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode())
 
 
 class SecurityHeaders:
@@ -166,7 +172,7 @@ def form(handler: FormHandler) -> Callable[[Request], Awaitable[Response]]:
         session = signed_in(request)
         data = await request.form()
         token = str(data.get("csrf", ""))
-        if not token or not hmac.compare_digest(token, session.csrf):
+        if not token or not same(token, session.csrf):
             return render(
                 request,
                 "error.html",

@@ -17,7 +17,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from client_sdk.errors import ServerError
-from portal import present, team_pages
+from portal import pages, present, team_pages
 from portal.app import create_app
 from portal.pages import NOT_OFFERED, in_words
 from server.app import TesseraServer
@@ -358,3 +358,40 @@ def test_usage_dates_outside_1970_to_9998_are_refused_in_words(
         assert (csv_answer.status_code, csv_answer.text) == (400, words + "\n")
     last = web.get("/teams/alpha/usage.csv?from=9998-12-01&to=9998-12-31")
     assert (last.status_code, last.text) == (200, ",".join(present.CSV_HEADER) + "\r\n")
+
+
+def test_a_csrf_token_that_is_not_ascii_is_refused_with_403(web: TestClient, world: World) -> None:
+    signin_page = web.get("/signin")
+    assert "csrf" in signin_page.text
+    refused = web.post("/signin", data={"csrf": "\u00e9", "credential": ADMIN_TOKEN})
+    assert (refused.status_code, "tessera_portal" in web.cookies) == (403, False)
+    assert "The sign-in form expired: try again." in refused.text
+    sign_in(web)
+    answer = web.post("/teams/alpha/buy", data={"csrf": "\u00e9", "tokens": "5"})
+    assert answer.status_code == 403
+    assert "did not carry the portal&#39;s security token" in answer.text
+    assert len(world.a("ListTokenPacks", {"team_id": "alpha"})["packs"]) == 1
+
+
+def test_a_cookie_that_is_not_ascii_sends_the_browser_to_sign_in(web: TestClient) -> None:
+    answer = web.get(
+        "/teams", headers={"cookie": b"tessera_portal=a.\xc3\xa9"}, follow_redirects=False
+    )
+    assert (answer.status_code, answer.headers["location"]) == (303, "/signin")
+
+
+def test_a_credential_that_cannot_be_a_key_is_refused_without_a_call(
+    web: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+
+    def client(target: str, credential: str, **kw: object) -> object:
+        made.append(credential)
+        raise AssertionError("the portal called the server with it")
+
+    monkeypatch.setattr(pages, "AsyncAdminClient", client)
+    for credential in ("\u00e9", "a\nb", "tsa_" + "x" * 100_000):
+        answer = sign_in(web, credential)
+        assert answer.status_code == 401
+        assert field_error(answer.text, "credential") == pages.UNKNOWN_KEY
+    assert made == []
