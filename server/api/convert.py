@@ -98,7 +98,9 @@ def from_ts(msg: timestamp_pb2.Timestamp, field: str) -> datetime:
     except (ValueError, OverflowError) as exc:
         raise InvalidArgument.field(field, "is not a valid instant") from exc
     if not MIN_TIME <= t <= MAX_TIME:
-        raise InvalidArgument.field(field, "must be between 1970 and 9999")
+        raise InvalidArgument.field(
+            field, "must be from 1970-01-01T00:00:00Z to 9999-12-31T00:00:00Z"
+        )
     return t
 
 

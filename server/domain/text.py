@@ -51,6 +51,8 @@ def name_problem(name: str) -> str | None:
     bad = unprintable(name, joiners=True)
     if bad is not None:
         return f"must not contain a control or format character such as a line break or a bidi override (found {bad})"
+    if name and all(ch.isspace() or ch in _JOINERS for ch in name):
+        return "must have a visible character: a name of joiners alone shows as nothing"
     return None
 
 

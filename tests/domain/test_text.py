@@ -63,6 +63,15 @@ def test_h2_8_display_name_keeps_every_script(name: str) -> None:
     assert display_name(f"  {name} ", "product.display_name") == name
 
 
+@pytest.mark.parametrize("name", ["\u200d", "\u200c\u200d", "\u200d \u200c", "\u200d\u3000"])
+def test_h2_8_a_display_name_of_joiners_alone_is_refused(name: str) -> None:
+    """The joiners are kept for the scripts that spell names with them; a name of
+    nothing else shows as nothing beside what it names."""
+    with pytest.raises(InvalidArgument) as e:
+        display_name(name, "display_name")
+    assert "visible character" in e.value.violations["display_name"]
+
+
 def test_h2_8_display_name_length_and_empty() -> None:
     assert display_name("   ", "display_name") == ""
     assert display_name("x" * 200, "display_name") == "x" * 200
