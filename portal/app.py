@@ -23,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 from client_sdk._retry import RetryPolicy
 from client_sdk.transport import TLS
 from portal import operator_pages, pages, team_pages
-from portal.web import HERE, SecurityHeaders, Sessions, render
+from portal.web import HERE, SecurityHeaders, Sessions, headers_for, render
 
 TEAM = "/teams/{team_id}"
 DEVICE = TEAM + "/devices/{user_id}/{product_id}/{device_id}"
@@ -82,7 +82,9 @@ async def _failed(request: Request, exc: Exception) -> Response:
     """Anything unforeseen: logged with its traceback here, a sentence in the page."""
     log.error("portal page failed", path=request.url.path, exc_info=exc)
     context = {"title": "Something went wrong", "message": FAILED}
-    return render(request, "error.html", context, status=500)
+    response = render(request, "error.html", context, status=500)
+    response.headers.update(headers_for(request.url.path))  # outside SecurityHeaders
+    return response
 
 
 FAILED = "The portal could not show this page. Try again; if it goes on, tell the operator."

@@ -124,8 +124,14 @@ def same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode())
 
 
+def headers_for(path: str) -> dict[str, str]:
+    """The security headers of an answer at ``path``: pages are never cached."""
+    return HEADERS if path.startswith("/static/") else {**HEADERS, "cache-control": "no-store"}
+
+
 class SecurityHeaders:
-    """ASGI middleware: the headers every answer carries; pages are never cached."""
+    """ASGI middleware: the headers every answer carries (``headers_for``). Starlette answers
+    an unforeseen exception outside every middleware, so that handler adds them itself."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -134,15 +140,11 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        static = str(scope.get("path", "")).startswith("/static/")
+        added = [(k.encode(), v.encode()) for k, v in headers_for(str(scope.get("path"))).items()]
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers += [(k.encode(), v.encode()) for k, v in HEADERS.items()]
-                if not static:
-                    headers.append((b"cache-control", b"no-store"))
-                message["headers"] = headers
+                message["headers"] = list(message.get("headers", [])) + added
             await send(message)
 
         await self.app(scope, receive, sending)

@@ -52,6 +52,7 @@ def field_error(html: str, name: str) -> str:
 
 def test_signin_sets_an_httponly_strict_cookie_under_a_strict_csp(web: TestClient) -> None:
     page = web.get("/signin")
+    assert {k: page.headers.get(k) for k in SECURITY_HEADERS} == SECURITY_HEADERS
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "default-src 'none'" in csp
     assert "unsafe-inline" not in csp
@@ -247,7 +248,7 @@ def test_a_team_administrator_cannot_list_admin_keys(web: TestClient, world: Wor
     assert 'href="/admin-keys"' not in page  # no link to it in the header
 
 
-def test_an_unforeseen_failure_is_a_sentence_not_a_traceback(
+def test_an_unforeseen_failure_is_a_sentence_with_the_security_headers(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def broken(session: object) -> list[object]:
@@ -261,6 +262,22 @@ def test_an_unforeseen_failure_is_a_sentence_not_a_traceback(
     assert answer.status_code == 500
     assert "The portal could not show this page." in answer.text
     assert "a bug" not in answer.text and "Traceback" not in answer.text
+    assert {k: answer.headers.get(k) for k in SECURITY_HEADERS} == SECURITY_HEADERS
+
+
+#: What every page answers with, a failed one included.
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "cross-origin-opener-policy": "same-origin",
+    "cache-control": "no-store",
+}
 
 
 def test_the_operator_adds_a_product_to_the_rate_sheet(web: TestClient, world: World) -> None:
