@@ -25,8 +25,7 @@ from client_sdk.transport import TLS
 from portal import operator_pages, pages, team_pages
 from portal.web import HERE, SecurityHeaders, Sessions, headers_for, render
 
-TEAM = "/teams/{team_id}"
-DEVICE = TEAM + "/devices/{user_id}/{product_id}/{device_id}"
+TEAM = "/teams/{team_id}"  # team ids are the server's (a-z, 0-9, -); other ids: web.href
 log = structlog.get_logger()
 
 ROUTES = [
@@ -40,8 +39,8 @@ ROUTES = [
     Route("/products", operator_pages.save_product, methods=["POST"]),
     Route("/admin-keys", operator_pages.admin_keys, methods=["GET"]),
     Route("/admin-keys", operator_pages.create_key, methods=["POST"]),
-    Route("/admin-keys/{key_id}/revoke", operator_pages.confirm_revoke, methods=["GET"]),
-    Route("/admin-keys/{key_id}/revoke", operator_pages.revoke_key, methods=["POST"]),
+    Route("/admin-keys/revoke", operator_pages.confirm_revoke, methods=["GET"]),
+    Route("/admin-keys/revoke", operator_pages.revoke_key, methods=["POST"]),
     Route(TEAM + "/buy", team_pages.buy, methods=["POST"]),
     Route(TEAM, team_pages.overview),
     Route(TEAM + "/threshold", team_pages.threshold, methods=["POST"]),
@@ -50,19 +49,19 @@ ROUTES = [
     Route(TEAM + "/users", team_pages.users, methods=["GET"]),
     Route(TEAM + "/users", team_pages.add_users, methods=["POST"]),
     Route(TEAM + "/users/rows", team_pages.user_rows),
-    Route(TEAM + "/users/{user_id}", team_pages.member),
-    Route(TEAM + "/users/{user_id}/products", team_pages.member_products, methods=["POST"]),
-    Route(TEAM + "/users/{user_id}/remove", team_pages.remove_member, methods=["POST"]),
-    Route(TEAM + "/users/{user_id}/resend", team_pages.resend, methods=["POST"]),
+    Route(TEAM + "/member", team_pages.member),
+    Route(TEAM + "/member/products", team_pages.member_products, methods=["POST"]),
+    Route(TEAM + "/member/remove", team_pages.remove_member, methods=["POST"]),
+    Route(TEAM + "/member/resend", team_pages.resend, methods=["POST"]),
     Route(TEAM + "/products", team_pages.by_product),
     Route(TEAM + "/invitations", team_pages.invitations),
     Route(TEAM + "/defaults", team_pages.defaults, methods=["GET"]),
     Route(TEAM + "/defaults", team_pages.set_defaults, methods=["POST"]),
     Route(TEAM + "/sessions", team_pages.live_sessions),
-    Route(TEAM + "/sessions/{session_id}/end", team_pages.confirm_end, methods=["GET"]),
-    Route(TEAM + "/sessions/{session_id}/end", team_pages.end_session, methods=["POST"]),
-    Route(DEVICE + "/remove", team_pages.confirm_remove_device, methods=["GET"]),
-    Route(DEVICE + "/remove", team_pages.remove_device, methods=["POST"]),
+    Route(TEAM + "/sessions/end", team_pages.confirm_end, methods=["GET"]),
+    Route(TEAM + "/sessions/end", team_pages.end_session, methods=["POST"]),
+    Route(TEAM + "/devices/remove", team_pages.confirm_remove_device, methods=["GET"]),
+    Route(TEAM + "/devices/remove", team_pages.remove_device, methods=["POST"]),
     Route(TEAM + "/ledger", team_pages.ledger),
     Route(TEAM + "/audit", team_pages.audit),
     Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),

@@ -5,7 +5,6 @@ them is told in words what is the operator's, as the server refuses it."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -13,8 +12,17 @@ from starlette.responses import Response
 
 from client_sdk.errors import TesseraError
 from portal import present
-from portal.pages import again, change, confirmation, in_words, maybe, rate_sheet, violations
-from portal.web import Session, form, render, signed_in
+from portal.pages import (
+    again,
+    change,
+    confirmation,
+    in_words,
+    maybe,
+    named,
+    rate_sheet,
+    violations,
+)
+from portal.web import Session, form, href, render, signed_in
 from tessera_api.tessera.v1 import common_pb2
 
 PLATFORMS = (
@@ -118,18 +126,18 @@ create_key = form(_create_key)
 
 async def confirm_revoke(request: Request) -> Response:
     session = signed_in(request)
-    key_id = request.path_params["key_id"]
+    key_id = named(request, "key")
     context = confirmation(
         f"Revoke admin key {key_id}?",
         "It stops working at once: whoever holds it is signed out of the portal.",
-        (f"/admin-keys/{quote(key_id)}/revoke", "Revoke key"),
+        (href("/admin-keys/revoke", key=key_id), "Revoke key"),
         "/admin-keys",
     )
     return render(request, "confirm.html", context, session=session)
 
 
 async def _revoke(request: Request, session: Session, data: FormData) -> Response:
-    key_id = request.path_params["key_id"]
+    key_id = named(request, "key")
     return await change(
         request,
         session,

@@ -14,9 +14,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -32,6 +32,7 @@ from portal.web import (
     same,
     sessions_of,
     signed_in,
+    team_url,
 )
 from tessera_api.tessera.v1 import common_pb2
 
@@ -200,7 +201,7 @@ async def _create_team(request: Request, session: Session, data: FormData) -> Re
         teams,
         session.client.create_team(team_id, str(data.get("display_name", "")).strip()),
         f"Team {team_id} created.",
-        f"/teams/{quote(team_id)}",
+        team_url(team_id),
     )
 
 
@@ -260,6 +261,15 @@ def team_page(
         return endpoint
 
     return wrap
+
+
+def named(request: Request, name: str) -> str:
+    """The id a page is about, from its query (``?user=...``, see ``web.href``); a page
+    without it is not here (404)."""
+    value = request.query_params.get(name, "")
+    if not value:
+        raise HTTPException(404)
+    return value
 
 
 def status_of(exc: TesseraError) -> int:

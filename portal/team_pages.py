@@ -12,7 +12,6 @@ import secrets
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from urllib.parse import quote, urlencode
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -27,12 +26,13 @@ from portal.pages import (
     confirmation,
     in_words,
     maybe,
+    named,
     product_names,
     rate_sheet,
     status_of,
     team_page,
 )
-from portal.web import Session, form, render, signed_in
+from portal.web import Session, form, render, signed_in, team_url
 from tessera_api.tessera.v1 import common_pb2
 
 ALERT_KINDS = {
@@ -79,7 +79,7 @@ async def _threshold(request: Request, session: Session, data: FormData) -> Resp
         "Low-balance alert turned off."
         if value == 0
         else f"Low-balance alert set at {present.number(value)} tokens.",
-        f"/teams/{quote(team_id)}",
+        team_url(team_id),
     )
 
 
@@ -100,7 +100,7 @@ async def _buy(request: Request, session: Session, data: FormData) -> Response:
         overview,
         session.client.purchase_tokens(team_id, tokens, str(data.get("request_id", ""))),
         f"Bought {present.number(tokens)} tokens.",
-        f"/teams/{quote(team_id)}",
+        team_url(team_id),
     )
 
 
@@ -143,14 +143,14 @@ async def usage(request: Request, session: Session, team_id: str) -> dict[str, A
         team_id, present.day_start(start), present.day_start(end + timedelta(days=1))
     )
     shown = present.usage(report.rows, start, end)
-    query = urlencode({"from": start.isoformat(), "to": end.isoformat()})
+    query = {"from": start.isoformat(), "to": end.isoformat()}
     return {
         "start": start,
         "end": end,
         "usage": shown,
         "chart": shown.chart(),
         "report": report,
-        "csv_url": f"/teams/{quote(team_id)}/usage.csv?{query}",
+        "csv_url": team_url(team_id, "/usage.csv", **query),
     }
 
 
@@ -243,7 +243,7 @@ async def _add_users(request: Request, session: Session, data: FormData) -> Resp
         ),
         f"{len(lines)} user{'s' if len(lines) != 1 else ''} "
         + ("imported." if imported else "assigned; invitations sent to new users."),
-        f"/teams/{quote(team_id)}/users",
+        team_url(team_id, "/users"),
     )
 
 
@@ -252,7 +252,7 @@ add_users = form(_add_users)
 
 @team_page("member.html")
 async def member(request: Request, session: Session, team_id: str) -> dict[str, Any]:
-    user_id = request.path_params["user_id"]
+    user_id = named(request, "user")
     found = await session.client.get_member(team_id, user_id)
     products = await rate_sheet(session)
     devices, devices_error = await maybe(
@@ -271,7 +271,7 @@ async def member(request: Request, session: Session, team_id: str) -> dict[str, 
 
 
 async def _member_products(request: Request, session: Session, data: FormData) -> Response:
-    team_id, user_id = request.path_params["team_id"], request.path_params["user_id"]
+    team_id, user_id = request.path_params["team_id"], named(request, "user")
     product_ids, all_products = _chosen_products(data)
     return await change(
         request,
@@ -281,7 +281,7 @@ async def _member_products(request: Request, session: Session, data: FormData) -
             team_id, user_id, product_ids=product_ids, all_products=all_products
         ),
         f"Products of {user_id} changed.",
-        f"/teams/{quote(team_id)}/users/{quote(user_id)}",
+        team_url(team_id, "/member", user=user_id),
     )
 
 
@@ -289,14 +289,14 @@ member_products = form(_member_products)
 
 
 async def _remove_member(request: Request, session: Session, data: FormData) -> Response:
-    team_id, user_id = request.path_params["team_id"], request.path_params["user_id"]
+    team_id, user_id = request.path_params["team_id"], named(request, "user")
     return await change(
         request,
         session,
         member,
         session.client.unassign_user(team_id, user_id),
         f"{user_id} removed from the team.",
-        f"/teams/{quote(team_id)}/users",
+        team_url(team_id, "/users"),
     )
 
 
@@ -327,14 +327,14 @@ async def invitations(request: Request, session: Session, team_id: str) -> dict[
 
 
 async def _resend(request: Request, session: Session, data: FormData) -> Response:
-    team_id, user_id = request.path_params["team_id"], request.path_params["user_id"]
+    team_id, user_id = request.path_params["team_id"], named(request, "user")
     return await change(
         request,
         session,
         invitations,
         session.client.resend_invitation(team_id, user_id),
         f"Invitation sent again to {user_id}.",
-        f"/teams/{quote(team_id)}/invitations",
+        team_url(team_id, "/invitations"),
     )
 
 
@@ -355,7 +355,7 @@ async def _set_defaults(request: Request, session: Session, data: FormData) -> R
         defaults,
         session.client.set_default_assignments(team_id, product_ids),
         "Default assignments saved." if product_ids else "Default assignments turned off.",
-        f"/teams/{quote(team_id)}/defaults",
+        team_url(team_id, "/defaults"),
     )
 
 
@@ -393,25 +393,25 @@ async def _devices(session: Session, pairs: Iterable[tuple[str, str]]) -> list[c
 
 @team_page("confirm.html")
 async def confirm_end(request: Request, session: Session, team_id: str) -> dict[str, Any]:
-    session_id = request.path_params["session_id"]
+    session_id = named(request, "session")
     return confirmation(
         f"End session {session_id}?",
         "The product stops at its next heartbeat; the user can start it again.",
-        (f"/teams/{quote(team_id)}/sessions/{quote(session_id)}/end", "End session"),
-        f"/teams/{quote(team_id)}/sessions",
+        (team_url(team_id, "/sessions/end", session=session_id), "End session"),
+        team_url(team_id, "/sessions"),
         "sessions",
     )
 
 
 async def _end(request: Request, session: Session, data: FormData) -> Response:
-    team_id, session_id = request.path_params["team_id"], request.path_params["session_id"]
+    team_id, session_id = request.path_params["team_id"], named(request, "session")
     return await change(
         request,
         session,
         live_sessions,
         session.client.end_session(session_id),
         f"Session {session_id} ended.",
-        f"/teams/{quote(team_id)}/sessions",
+        team_url(team_id, "/sessions"),
     )
 
 
@@ -419,22 +419,20 @@ end_session = form(_end)
 
 
 def _device_path(request: Request) -> tuple[str, str, str, str]:
-    p = request.path_params
-    return p["team_id"], p["user_id"], p["product_id"], p["device_id"]
+    names = ("user", "product", "device")
+    user_id, product_id, device_id = (named(request, name) for name in names)
+    return request.path_params["team_id"], user_id, product_id, device_id
 
 
 @team_page("confirm.html")
 async def confirm_remove_device(request: Request, session: Session, team_id: str) -> dict[str, Any]:
     _, user_id, product_id, device_id = _device_path(request)
-    base = f"/teams/{quote(team_id)}"
+    ids = {"user": user_id, "product": product_id, "device": device_id}
     return confirmation(
         f"Remove device {device_id} of {user_id} for {product_id}?",
         "Its running sessions end now; the device may register again later.",
-        (
-            f"{base}/devices/{quote(user_id)}/{quote(product_id)}/{quote(device_id)}/remove",
-            "Remove device",
-        ),
-        f"{base}/sessions",
+        (team_url(team_id, "/devices/remove", **ids), "Remove device"),
+        team_url(team_id, "/sessions"),
         "sessions",
     )
 
@@ -447,7 +445,7 @@ async def _remove_device(request: Request, session: Session, data: FormData) -> 
         live_sessions,
         session.client.remove_device(user_id, product_id, device_id, end_sessions=True),
         f"Device {device_id} removed.",
-        f"/teams/{quote(team_id)}/sessions",
+        team_url(team_id, "/sessions"),
     )
 
 

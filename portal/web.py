@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -47,6 +48,20 @@ HEADERS = {
     "cross-origin-opener-policy": "same-origin",
 }
 
+
+def href(path: str, **query: str) -> str:
+    """``path`` with ``query``: the ids a page is about travel in the query, never as path
+    segments, so any text (``a/b@example.com``, ``../x``, ``?``, ``#``, ``%``) comes back
+    exactly and cannot change which page or team a link reaches (Starlette decodes ``%2F``
+    before routing; a browser folds ``..`` and ``%2E%2E`` segments)."""
+    return f"{path}?{urlencode(query, safe='@')}" if query else path
+
+
+def team_url(team_id: str, tail: str = "", **query: str) -> str:
+    """A page about one team: ``team_url("alpha", "/member", user="a/b@example.com")``."""
+    return href(f"/teams/{quote(team_id, safe='')}{tail}", **query)
+
+
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.globals.update(
@@ -56,6 +71,8 @@ templates.env.globals.update(
     duration=present.duration,
     field_word=present.field_word,
     products_text=present.products_text,
+    href=href,
+    team_url=team_url,
 )
 
 

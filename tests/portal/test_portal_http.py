@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from html import unescape
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx2
 import pytest
@@ -217,8 +219,10 @@ def test_the_operator_makes_and_revokes_an_admin_key(web: TestClient, world: Wor
     assert secret.group(1) not in web.get("/admin-keys").text  # never again
     with TestClient(web.app, base_url="http://127.0.0.1") as dana:
         assert sign_in(dana, secret.group(1)).status_code == 303
-        confirm = web.get(f"/admin-keys/{key['admin_key_id']}/revoke")
-        web.post(f"/admin-keys/{key['admin_key_id']}/revoke", data={"csrf": csrf_of(confirm.text)})
+        revoke = f"/admin-keys/revoke?key={key['admin_key_id']}"
+        assert f'href="{revoke}"' in web.get("/admin-keys").text
+        confirm = web.get(revoke)
+        web.post(revoke, data={"csrf": csrf_of(confirm.text)})
         assert "revoke_time" in world.a("ListAdminKeys")["keys"][0]
         assert "Sign in again" in dana.get("/teams").text  # revoked at once
 
@@ -412,3 +416,54 @@ def test_a_credential_that_cannot_be_a_key_is_refused_without_a_call(
         assert answer.status_code == 401
         assert field_error(answer.text, "credential") == pages.UNKNOWN_KEY
     assert made == []
+
+
+#: A device id chosen by a product: with ids as path segments, the "Remove…" link of team
+#: alpha's Sessions page folded (``..``) into beta's device-removal confirmation page.
+EVIL_DEVICE = "../../../../beta/devices/bea@example.com/ACAD/bobdev?x=1#y%2F"
+
+
+def links(html: str, base: str, attribute: str = "href|action") -> list[str]:
+    """Every ``href`` and form ``action`` of the page, resolved as a browser resolves them."""
+    found = re.findall(rf'(?:{attribute})="([^"]*)"', html)
+    return [urljoin(base, unescape(link)) for link in found]
+
+
+def test_any_id_round_trips_and_cannot_change_the_team_a_link_reaches(
+    web: TestClient, world: World
+) -> None:
+    slash = world.desk.user("alpha", "a/b")
+    assert slash == "a/b@example.com"
+    world.desk.entitle("bea@example.com", device_id="bobdev")
+    world.desk.entitle(slash, device_id=EVIL_DEVICE)
+    sign_in(web)
+    base = "http://127.0.0.1/teams/alpha/sessions"
+    removals = [u for u in links(web.get(base).text, base) if "/devices/" in u]
+    assert len(removals) == 2  # the devices of the live sessions: ada's and a/b's
+    (evil,) = [u for u in removals if "bobdev" in u]
+    assert urlsplit(evil).path == "/teams/alpha/devices/remove"
+    assert parse_qs(urlsplit(evil).query) == {
+        "user": [slash],
+        "product": ["ACAD"],
+        "device": [EVIL_DEVICE],
+    }
+    confirm = web.get(evil)
+    assert confirm.status_code == 200
+    assert f"<h1>Remove device {EVIL_DEVICE} of {slash} for ACAD?</h1>" in confirm.text
+    (action,) = [u for u in links(confirm.text, evil, "action") if "/devices/" in u]
+    assert action == evil
+    web.post(action, data={"csrf": csrf_of(confirm.text)})
+    assert world.desk.devices(slash) == []
+    assert [d["device_id"] for d in world.desk.devices("bea@example.com")] == ["bobdev"]
+
+    users = "http://127.0.0.1/teams/alpha/users"
+    (member,) = [u for u in links(web.get(users).text, users) if "a%2Fb" in u]
+    assert member == "http://127.0.0.1/teams/alpha/member?user=a%2Fb@example.com"
+    page = web.get(member)
+    assert (page.status_code, "<h1>A/B</h1>" in page.text) == (200, True)
+    (save,) = [
+        u for u in links(page.text, member) if u.endswith("/member/products?user=a%2Fb@example.com")
+    ]
+    web.post(save, data={"csrf": csrf_of(page.text), "product_ids": "REVIT"})
+    got = world.a("GetMember", {"team_id": "alpha", "user_id": slash})["member"]
+    assert (got["product_ids"], got.get("all_products", False)) == (["REVIT"], False)
