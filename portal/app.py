@@ -23,7 +23,15 @@ from starlette.staticfiles import StaticFiles
 from client_sdk._retry import RetryPolicy
 from client_sdk.transport import TLS
 from portal import operator_pages, pages, team_pages
-from portal.web import HERE, SecurityHeaders, Sessions, headers_for, render
+from portal.web import (
+    COOKIE,
+    HERE,
+    SecurityHeaders,
+    Sessions,
+    headers_for,
+    render,
+    sessions_of,
+)
 
 TEAM = "/teams/{team_id}"  # team ids are the server's (a-z, 0-9, -); other ids: web.href
 log = structlog.get_logger()
@@ -73,8 +81,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.headers and "location" in exc.headers:
         return Response(status_code=exc.status_code, headers=exc.headers)
     message = {404: "There is no such page.", 405: "That is not something this page does."}
-    context = {"title": "Not here", "message": message.get(exc.status_code, exc.detail)}
-    return render(request, "error.html", context, status=exc.status_code)
+    context = {
+        "title": "Not here" if exc.status_code in message else "Refused",
+        "message": message.get(exc.status_code, exc.detail),
+    }
+    session = sessions_of(request).find(request.cookies.get(COOKIE))
+    return render(request, "error.html", context, session=session, status=exc.status_code)
 
 
 async def _failed(request: Request, exc: Exception) -> Response:

@@ -27,6 +27,7 @@ from portal.web import (
     SIGNIN_COOKIE,
     Session,
     form,
+    form_of,
     redirect,
     render,
     same,
@@ -103,12 +104,11 @@ def _signin(request: Request, context: dict[str, Any], status: int = 200) -> Res
 
 async def signin(request: Request) -> Response:
     sessions = sessions_of(request)
-    data = await request.form()
+    async with form_of(request, max_fields=10) as data:
+        token, credential = str(data.get("csrf", "")), str(data.get("credential", "")).strip()
     nonce = request.cookies.get(SIGNIN_COOKIE, "")
-    token = str(data.get("csrf", ""))
     if not nonce or not same(token, sessions.signin_token(nonce)):
         return _signin(request, {"error": "The sign-in form expired: try again."}, 403)
-    credential = str(data.get("credential", "")).strip()
     if not credential:
         return _signin(request, {"errors": {"credential": "Paste your admin key."}}, 400)
     if not _could_be_a_key(credential):

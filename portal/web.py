@@ -5,7 +5,8 @@ id with an HMAC of it under a key made at start, HttpOnly and SameSite=Strict. S
 deletes the session here, so the cookie is worth nothing afterwards even if it was copied;
 a restart of the portal signs everyone out. Every form carries the session's CSRF token (the
 sign-in form a token tied to a cookie of its own), checked in one place (``form``) before
-any handler runs. Every answer carries a strict Content-Security-Policy: scripts and styles
+any handler runs; a form is read only when it is urlencoded and not too large (``form_of``).
+Every answer carries a strict Content-Security-Policy: scripts and styles
 only from the portal itself, no inline script, nothing from elsewhere.
 """
 
@@ -15,7 +16,8 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,6 +182,37 @@ def signed_in(request: Request) -> Session:
     return session
 
 
+MAX_FORM_BYTES = 1024 * 1024  # 10,000 "Name <email>" lines fit (AssignUsers' default cap)
+MAX_FORM_FIELDS = 5000  # a form's checkboxes: one a team or product
+FORM_KIND = "This form was not sent as a plain web form (files are not taken here)."
+FORM_SIZE = f"This form is too large: at most {MAX_FORM_BYTES // 1024:,} KB."
+
+
+@asynccontextmanager
+async def form_of(request: Request, max_fields: int = MAX_FORM_FIELDS) -> AsyncIterator[FormData]:
+    """The request's form: only ``application/x-www-form-urlencoded`` (anything else, uploads
+    included, is refused with 415 before its body is read), at most ``MAX_FORM_BYTES``
+    (413 as soon as more arrives, whatever the Content-Length said), never a file kept."""
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        raise HTTPException(415, FORM_KIND)
+    received = 0
+
+    async def receive() -> Message:
+        nonlocal received
+        message = await request.receive()
+        received += len(message.get("body", b""))
+        if received > MAX_FORM_BYTES:
+            raise HTTPException(413, FORM_SIZE)
+        return message
+
+    limited = Request(request.scope, receive)
+    async with limited.form(
+        max_files=0, max_fields=max_fields, max_part_size=MAX_FORM_BYTES
+    ) as data:
+        yield data
+
+
 FormHandler = Callable[[Request, Session, FormData], Awaitable[Response]]
 
 
@@ -189,18 +222,18 @@ def form(handler: FormHandler) -> Callable[[Request], Awaitable[Response]]:
 
     async def endpoint(request: Request) -> Response:
         session = signed_in(request)
-        data = await request.form()
-        token = str(data.get("csrf", ""))
-        if not token or not same(token, session.csrf):
-            return render(
-                request,
-                "error.html",
-                {"title": "Form refused", "message": CSRF_REFUSED},
-                session=session,
-                status=403,
-            )
-        request.state.form = data  # shown again if the server refuses it
-        return await handler(request, session, data)
+        async with form_of(request) as data:
+            token = str(data.get("csrf", ""))
+            if not token or not same(token, session.csrf):
+                return render(
+                    request,
+                    "error.html",
+                    {"title": "Form refused", "message": CSRF_REFUSED},
+                    session=session,
+                    status=403,
+                )
+            request.state.form = data  # shown again if the server refuses it
+            return await handler(request, session, data)
 
     endpoint.__name__ = handler.__name__
     return endpoint

@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 
 from client_sdk.errors import ServerError
 from portal import pages, present, team_pages
+from portal import web as portal_web
 from portal.app import create_app
 from portal.pages import NOT_OFFERED, in_words
 from server.app import TesseraServer
@@ -467,3 +468,39 @@ def test_any_id_round_trips_and_cannot_change_the_team_a_link_reaches(
     web.post(save, data={"csrf": csrf_of(page.text), "product_ids": "REVIT"})
     got = world.a("GetMember", {"team_id": "alpha", "user_id": slash})["member"]
     assert (got["product_ids"], got.get("all_products", False)) == (["REVIT"], False)
+
+
+def test_a_form_with_an_upload_is_refused_before_it_is_read(web: TestClient, world: World) -> None:
+    upload = {"credential": ("key.txt", b"x" * 100_000, "text/plain")}
+    signin = web.post("/signin", data={"csrf": "x"}, files=upload)
+    assert signin.status_code == 415
+    assert portal_web.FORM_KIND.replace("'", "&#39;") in signin.text
+    sign_in(web)
+    page = web.get("/teams/alpha/defaults")
+    refused = web.post(
+        "/teams/alpha/defaults",
+        data={"csrf": csrf_of(page.text), "product_ids": "ACAD"},
+        files={"product_ids": ("ids.txt", b"REVIT", "text/plain")},
+    )
+    assert refused.status_code == 415
+    assert "UploadFile" not in refused.text
+    assert "default_product_ids" not in world.a("GetTeam", {"team_id": "alpha"})["team"]
+
+
+def test_a_form_over_a_megabyte_is_refused_with_413(web: TestClient) -> None:
+    csrf = csrf_of(web.get("/signin").text)
+    big = "tsa_" + "x" * portal_web.MAX_FORM_BYTES
+    said = web.post("/signin", data={"csrf": csrf, "credential": big})
+    assert (said.status_code, portal_web.FORM_SIZE in said.text) == (413, True)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield f"csrf={csrf}&credential=".encode()
+        for _ in range(20):
+            yield b"x" * 65_536
+
+    streamed = web.post(
+        "/signin",
+        content=chunks(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert (streamed.status_code, portal_web.FORM_SIZE in streamed.text) == (413, True)
