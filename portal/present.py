@@ -169,24 +169,15 @@ def usage_csv(rows: Sequence[common_pb2.UsageRow]) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_HEADER)
     for r in rows:
-        writer.writerow(
-            (
-                r.date,
-                r.user_id,
-                _cell(r.user_display_name),
-                r.product_id,
-                _cell(r.product_display_name),
-                r.tokens_charged,
-                r.sessions,
-                r.active_seconds,
-            )
-        )
+        text = (r.date, r.user_id, r.user_display_name, r.product_id, r.product_display_name)
+        writer.writerow((*(_cell(t) for t in text), r.tokens_charged, r.sessions, r.active_seconds))
     return out.getvalue()
 
 
 def _cell(text: str) -> str:
-    """A name that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``) is
-    quoted with a leading apostrophe (OWASP's CSV injection advice)."""
+    """A text cell that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``: a
+    name, but also a user id such as ``=1+2@example.com``) is quoted with a leading
+    apostrophe (OWASP's CSV injection advice)."""
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 

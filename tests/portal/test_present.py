@@ -57,9 +57,25 @@ def test_the_csv_has_one_line_per_row_with_the_same_figures() -> None:
     ]
 
 
-def test_a_name_that_a_spreadsheet_would_run_is_defused() -> None:
-    evil = common_pb2.UsageRow(date="2026-01-01", user_display_name="=HYPERLINK(1)")
-    assert list(csv.reader(io.StringIO(present.usage_csv([evil]))))[1][2] == "'=HYPERLINK(1)"
+def test_every_text_cell_that_a_spreadsheet_would_run_is_defused() -> None:
+    evil = common_pb2.UsageRow(
+        date="2026-01-01",
+        user_id="=1+2@example.com",
+        user_display_name="=HYPERLINK(1)",
+        product_id="@SUM(A1)",
+        product_display_name="+cmd",
+        tokens_charged=-5,
+    )
+    assert list(csv.reader(io.StringIO(present.usage_csv([evil]))))[1] == [
+        "2026-01-01",
+        "'=1+2@example.com",
+        "'=HYPERLINK(1)",
+        "'@SUM(A1)",
+        "'+cmd",
+        "-5",  # a figure stays a number
+        "0",
+        "0",
+    ]
 
 
 def test_numbers_and_times_are_formatted() -> None:
