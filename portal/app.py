@@ -21,6 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from client_sdk._retry import RetryPolicy
+from client_sdk.errors import Unauthenticated
 from client_sdk.transport import TLS
 from portal import operator_pages, pages, team_pages
 from portal.web import (
@@ -89,6 +90,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return render(request, "error.html", context, session=session, status=exc.status_code)
 
 
+async def _signed_out(request: Request, exc: Exception) -> Response:
+    """The server no longer takes the session's credential (its admin key was revoked):
+    the session ends here too, and the browser is sent to sign in."""
+    return await pages.signed_out(request, sessions_of(request).find(request.cookies.get(COOKIE)))
+
+
 async def _failed(request: Request, exc: Exception) -> Response:
     """Anything unforeseen: logged with its traceback here, a sentence in the page."""
     log.error("portal page failed", path=request.url.path, exc_info=exc)
@@ -113,7 +120,11 @@ def create_app(target: str, *, tls: TLS | bool = False) -> Starlette:
     app = Starlette(
         routes=ROUTES,
         middleware=[Middleware(SecurityHeaders)],
-        exception_handlers={HTTPException: _http_error, Exception: _failed},
+        exception_handlers={
+            HTTPException: _http_error,
+            Unauthenticated: _signed_out,
+            Exception: _failed,
+        },
         lifespan=lifespan,
     )
     app.state.sessions = sessions

@@ -19,6 +19,7 @@ from portal.pages import (
     in_words,
     maybe,
     named,
+    passed_on,
     rate_sheet,
     violations,
 )
@@ -114,6 +115,7 @@ async def _create_key(request: Request, session: Session, data: FormData) -> Res
             str(data.get("display_name", "")).strip(), [str(t) for t in data.getlist("team_ids")]
         )
     except TesseraError as exc:
+        passed_on(exc)
         errors = violations(exc)
         return await again(request, session, admin_keys, errors, None if errors else in_words(exc))
     request.state.created = made

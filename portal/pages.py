@@ -44,7 +44,6 @@ NOT_OFFERED = "This Tessera server does not offer this yet (it is older than the
 REASONS = {
     "NOT_TEAM_ADMIN": "You do not manage this team.",
     "OPERATOR_ONLY": "Only the operator can do this: contact support.",
-    "UNAUTHENTICATED": "Your sign-in is no longer accepted by the server. Sign in again.",
     "UNKNOWN_TEAM": "There is no such team.",
     "UNKNOWN_USER": "There is no such user.",
     "UNKNOWN_PRODUCT": "There is no such product.",
@@ -65,6 +64,14 @@ def in_words(error: TesseraError) -> str:
     return error.message or error.reason or "The server refused this."
 
 
+def passed_on(error: TesseraError) -> None:
+    """Raise ``error`` again when every page answers it the same way rather than in words:
+    a credential the server no longer takes (a revoked key) ends the session and sends the
+    browser to sign in (``portal.app``)."""
+    if isinstance(error, Unauthenticated):
+        raise error
+
+
 def violations(error: TesseraError) -> dict[str, str]:
     """The refused fields, each under its own name without an index or the message it is
     in (``users[2]`` under ``users``, ``product.daily_rate`` under ``daily_rate``), so the
@@ -83,6 +90,7 @@ async def maybe(call: Awaitable[T]) -> tuple[T | None, str | None]:
     try:
         return await call, None
     except TesseraError as exc:
+        passed_on(exc)
         return None, in_words(exc)
 
 
@@ -161,9 +169,13 @@ async def _is_operator(client: AsyncAdminClient) -> bool:
 
 
 async def _signout(request: Request, session: Session, data: FormData) -> Response:
-    client = sessions_of(request).remove(session)
-    if client is not None:
-        await client.close()
+    return await signed_out(request, session)
+
+
+async def signed_out(request: Request, session: Session | None) -> Response:
+    """The session (if any) ends here, its cookie is dropped, and the browser signs in."""
+    if session is not None:
+        await sessions_of(request).end(session)
     response = redirect("/signin")
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response
@@ -249,6 +261,7 @@ def team_page(
                 context = await _team_context(session, team_id)
                 context.update(await handler(request, session, team_id))
             except TesseraError as exc:
+                passed_on(exc)
                 context = {"title": team_id, "team_id": team_id, "message": in_words(exc)}
                 return render(
                     request, "error.html", context, session=session, status=status_of(exc)
@@ -314,6 +327,7 @@ async def change(
     try:
         await call
     except TesseraError as exc:
+        passed_on(exc)
         errors = violations(exc)
         return await again(request, session, page, errors, None if errors else in_words(exc))
     session.flash.append(done)

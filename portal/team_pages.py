@@ -27,6 +27,7 @@ from portal.pages import (
     in_words,
     maybe,
     named,
+    passed_on,
     product_names,
     rate_sheet,
     status_of,
@@ -165,6 +166,7 @@ async def usage_csv(request: Request) -> Response:
     except ValueError as exc:
         return Response(f"Dates: {exc}.\n", status_code=400, media_type="text/plain")
     except TesseraError as exc:
+        passed_on(exc)
         return Response(in_words(exc) + "\n", status_code=status_of(exc), media_type="text/plain")
     name = f"usage-{team_id}-{start.isoformat()}-{end.isoformat()}.csv"
     return Response(
@@ -211,6 +213,7 @@ async def user_rows(request: Request) -> Response:
         context = await _user_rows(session, team_id, query, "")
         context["names"] = await product_names(session)
     except TesseraError as exc:
+        passed_on(exc)
         context = {"query": query, "found": [], "search_error": in_words(exc)}
     context["team_id"] = team_id
     return render(request, "_user_rows.html", context, session=session)

@@ -101,6 +101,9 @@ class Sessions:
     def _sign(self, text: str) -> str:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
 
+    def __len__(self) -> int:
+        return len(self._by_id)
+
     def cookie_value(self, session: Session) -> str:
         return f"{session.sid}.{self._sign(session.sid)}"
 
@@ -123,9 +126,11 @@ class Sessions:
         session.last_seen = now
         return session
 
-    def remove(self, session: Session) -> AsyncAdminClient | None:
+    async def end(self, session: Session) -> None:
+        """Sign ``session`` out: its cookie is worth nothing from now on."""
         gone = self._by_id.pop(session.sid, None)
-        return gone.client if gone is not None else None
+        if gone is not None:
+            await gone.client.close()
 
     async def close(self) -> None:
         sessions, self._by_id = self._by_id, {}

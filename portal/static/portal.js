@@ -29,6 +29,10 @@ function searchAsYouType() {
       const answer = await fetch(input.dataset.rows + "?q=" + encodeURIComponent(query), {
         credentials: "same-origin", headers: { accept: "text/html" },
       });
+      if (answer.redirected) {  // the session is over: the rows' address sent us to sign in
+        window.location.assign(answer.url);
+        return;
+      }
       if (mine !== asked || !answer.ok) return;
       rows.innerHTML = await answer.text();
       localTimes(rows);

@@ -245,6 +245,21 @@ def test_a_team_administrator_sees_only_their_teams(page: Any, world: World) -> 
     assert page.locator("#audit").is_visible() or page.get_by_text("No changes").is_visible()
 
 
+def test_search_as_you_type_after_the_key_was_revoked_goes_to_sign_in(
+    page: Any, world: World
+) -> None:
+    key = world.a("CreateAdminKey", {"display_name": "Alpha's admin", "team_ids": ["alpha"]})
+    sign_in(page, key["admin_key"])
+    page.goto("/teams/alpha/users")
+    world.a("RevokeAdminKey", {"admin_key_id": key["key"]["admin_key_id"]})
+    page.get_by_label("Find a user").press_sequentially("car", delay=30)
+    page.wait_for_url("**/signin")  # the whole page, not the sign-in form inside the table
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    assert page.locator("#user-rows").count() == 0
+    page.goto("/teams")
+    assert page.url.endswith("/signin")  # the portal's session ended too
+
+
 #: Every visible form control without a label (its own <label> or an aria-label).
 UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
   .filter(el => el.type !== 'hidden' && !el.labels.length && !el.getAttribute('aria-label'))

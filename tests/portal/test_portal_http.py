@@ -225,7 +225,8 @@ def test_the_operator_makes_and_revokes_an_admin_key(web: TestClient, world: Wor
         confirm = web.get(revoke)
         web.post(revoke, data={"csrf": csrf_of(confirm.text)})
         assert "revoke_time" in world.a("ListAdminKeys")["keys"][0]
-        assert "Sign in again" in dana.get("/teams").text  # revoked at once
+        gone = dana.get("/teams", follow_redirects=False)  # revoked at once: signed out
+        assert (gone.status_code, gone.headers["location"]) == (303, "/signin")
 
 
 def test_the_operator_creates_a_team_and_buys_tokens_once(web: TestClient, world: World) -> None:
@@ -504,3 +505,36 @@ def test_a_form_over_a_megabyte_is_refused_with_413(web: TestClient) -> None:
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert (streamed.status_code, portal_web.FORM_SIZE in streamed.text) == (413, True)
+
+
+def test_a_revoked_key_is_signed_out_of_every_page_and_form(web: TestClient, world: World) -> None:
+    sign_in(web)
+    operator = web.cookies["tessera_portal"]  # this session stays
+    asks = {
+        "a team's page": lambda csrf: web.get("/teams/alpha/ledger", follow_redirects=False),
+        "the teams": lambda csrf: web.get("/teams", follow_redirects=False),
+        "search as you type": lambda csrf: web.get(
+            "/teams/alpha/users/rows?q=ad", follow_redirects=False
+        ),
+        "the usage CSV": lambda csrf: web.get("/teams/alpha/usage.csv", follow_redirects=False),
+        "a form": lambda csrf: web.post(
+            "/teams/alpha/buy",
+            data={"csrf": csrf, "tokens": "5", "request_id": "r-revoked"},
+            follow_redirects=False,
+        ),
+    }
+    for what, ask in asks.items():
+        key = world.a("CreateAdminKey", {"display_name": what, "team_ids": ["alpha"]})
+        web.cookies.clear()
+        sign_in(web, key["admin_key"])
+        csrf = csrf_of(web.get("/teams/alpha").text)
+        assert len(web.app.state.sessions) == 2
+        world.a("RevokeAdminKey", {"admin_key_id": key["key"]["admin_key_id"]})
+        answer = ask(csrf)
+        assert (answer.status_code, answer.headers["location"]) == (303, "/signin"), what
+        assert 'tessera_portal=""' in answer.headers["set-cookie"], what
+        assert len(web.app.state.sessions) == 1, what  # the session is gone here too
+    assert len(world.a("ListTokenPacks", {"team_id": "alpha"})["packs"]) == 1
+    web.cookies.clear()
+    web.cookies.set("tessera_portal", operator)
+    assert web.get("/teams").status_code == 200
