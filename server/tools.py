@@ -29,7 +29,7 @@ import asyncpg
 
 from server.app import shown_db
 from server.config import OPTIONS, help_line
-from server.store.audit import Verdict, verify
+from server.store.audit import Verdict, connect_read_only, verify
 from server.store.backup import DUMP_NAME, backup, backup_postgres
 from server.store.port import StoreFailed
 from server.store.postgres import secrets_base, verify_postgres
@@ -88,6 +88,8 @@ def main(argv: Sequence[str]) -> int:
             from server import leases
             from server.clock import SystemClock
 
+            if not postgres:  # a mistyped --db: no stray key file beside nothing
+                connect_read_only(a.db).close()
             named_after = secrets_base(a.secrets_dir) if postgres else a.db
             key = leases.rotate(leases.key_path(named_after), SystemClock().now())
             print(f"new signing key {key.key_id}; restart the server to sign with it")

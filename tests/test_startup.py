@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sqlite3
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -206,9 +207,9 @@ def test_h4_8b_port_in_use_leaves_an_existing_database_as_it_was(
 def test_h4_8b_a_file_sqlite_cannot_open_is_refused_in_one_line_and_left_as_it_was(
     tmp_path: Path,
 ) -> None:
-    """Not a database (or a disk too full to open one): what to do, not a traceback."""
+    """A damaged database (or a disk too full to open one): what to do, not a traceback."""
     db = tmp_path / "tessera.db"
-    db.write_bytes(b"a spreadsheet, not a database\n" * 200)
+    db.write_bytes(b"SQLite format 3\x00" + b"a spreadsheet, not a database\n" * 200)
     before = db.read_bytes()
     result = start_server("--db", str(db), "--admin-token", ADMIN_TOKEN)
     assert result.returncode == 1
@@ -219,6 +220,33 @@ def test_h4_8b_a_file_sqlite_cannot_open_is_refused_in_one_line_and_left_as_it_w
     ]
     assert "Traceback" not in result.stdout
     assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["directory", "text file"])
+def test_h4_8b_a_db_that_is_no_database_is_refused_before_anything_is_done_to_it(
+    tmp_path: Path, kind: str
+) -> None:
+    """A mistyped --db (a shared directory, someone's file): refused in one line
+    with its mode as it was (the start tightens a database's mode to 0600, which
+    would take a directory's sticky bit or make a file unreadable to others) and
+    no lock, key or checkpoint file made beside it."""
+    db = tmp_path / "shared"
+    if kind == "directory":
+        db.mkdir()
+        mode, what = 0o1777, f"{db} is a directory, not a database file"
+    else:
+        db.write_text("root:x:0:0:root:/root:/bin/bash\n")
+        mode, what = 0o644, f"{db} is not a SQLite database (it does not begin as one)"
+    db.chmod(mode)
+    result = start_server("--db", str(db), "--admin-token", ADMIN_TOKEN)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"tessera-server: --db {what}; it was left as it was: give --db a Tessera "
+        "database, or a new file's name to make one"
+    ]
+    assert "Traceback" not in result.stdout
+    assert stat.S_IMODE(db.stat().st_mode) == mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"]
 
 
 # -- point 8b: a database keeps its clock ---------------------------------------

@@ -44,6 +44,7 @@ from server.domain.audit import event_digest
 from server.domain.ledger import GENESIS_HASH, EntryKind, add_one_year, entry_digest
 from server.store import checkpoint
 from server.store.codec import i2t, t2i
+from server.store.files import not_a_database
 
 LEDGER_SQL = (
     "SELECT seq, time, kind, team_id, pack_id, amount, remaining_delta, held_delta, "
@@ -105,6 +106,8 @@ class _Pack:
 def connect_read_only(db: Path) -> sqlite3.Connection:
     if not db.exists():
         raise FileNotFoundError(f"no database at {db}")
+    if (problem := not_a_database(db)) is not None:
+        raise sqlite3.DatabaseError(problem)
     return sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
 
 

@@ -34,6 +34,29 @@ SECRET_SUFFIXES = (ADMIN_TOKEN_SUFFIX, SIGNING_KEYS_SUFFIX, SECRET_KEY_SUFFIX)
 SIDE_SUFFIXES = (*SQLITE_SUFFIXES, *SECRET_SUFFIXES, LEDGER_HEAD_SUFFIX, LOCK_SUFFIX)
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database
+
+
+def not_a_database(db: Path) -> str | None:
+    """Why ``db`` (which may be missing: a new database) cannot be a SQLite
+    database file, in words, or None. Asked before anything is done to it, so a
+    mistyped ``--db`` (a directory, ``/etc/passwd``) is neither chmodded nor
+    given side files."""
+    try:
+        st = db.stat()
+    except FileNotFoundError:
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return f"{db} is a directory, not a database file"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{db} is not a regular file, so not a database file"
+    if st.st_size:
+        with open(db, "rb") as f:
+            if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                return f"{db} is not a SQLite database (it does not begin as one)"
+    return None
+
+
 def side_path(db: Path, suffix: str) -> Path:
     """``PATH`` + suffix: a side file is named after its database."""
     return db.parent / (db.name + suffix)

@@ -3,6 +3,10 @@
 The store takes an exclusive ``flock`` on ``PATH.lock`` before it touches the
 database and holds it for its life; a second server on the same file fails at
 once, naming the file and the pid written in it, before opening anything else.
+``PATH`` is the database's real path, symbolic links followed (as SQLite follows
+them to put its ``-wal`` beside the file), so a link to the file, or to its
+directory, meets the same lock. (A hard link is a second file name the kernel
+cannot tell from the first: not covered.)
 The lock is the kernel's: it goes with the process however it ends (kill -9
 included), so there is never a stale lock to remove. ``flock`` belongs to the
 open file description, so two stores in one process exclude each other too.
@@ -31,7 +35,7 @@ class DatabaseLock:
 
     @classmethod
     def acquire(cls, db: Path) -> DatabaseLock:
-        path = side_path(db, LOCK_SUFFIX)
+        path = side_path(Path(os.path.realpath(db)), LOCK_SUFFIX)
         private_dir(path.parent)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, OWNER_ONLY)
         try:

@@ -37,7 +37,13 @@ from server.domain.changes import Changes
 from server.store import checkpoint
 from server.store.checkpoint import LedgerHead, LedgerMismatch
 from server.store.codec import AUDIT_EVENTS, LEDGER, NOT_LOADED, TABLES, Row, Table, sharing
-from server.store.files import SECRET_KEY_SUFFIX, create_private, side_path, tighten
+from server.store.files import (
+    SECRET_KEY_SUFFIX,
+    create_private,
+    not_a_database,
+    side_path,
+    tighten,
+)
 from server.store.group_commit import GroupCommit, Op, Write, plan_writes, to_ops
 from server.store.loading import loading
 from server.store.lock import DatabaseLock
@@ -106,7 +112,12 @@ class Store(NamedReads):
         if str(path) == ":memory:":
             return await cls._connect(":memory:", synchronous, on_failed=on_failed)
         file = Path(path)
-        lock = DatabaseLock.acquire(file)  # before anything else is touched
+        if (problem := not_a_database(file)) is not None:  # before anything is touched
+            raise DatabaseUnusable(
+                f"--db {problem}; it was left as it was: give --db a Tessera database, "
+                "or a new file's name to make one"
+            )
+        lock = DatabaseLock.acquire(file)  # before anything is written
         anchor = None
         try:
             tighten(file)

@@ -512,6 +512,27 @@ def test_h4_a_lock_file_that_cannot_be_written_names_itself_and_is_let_go(
     lock_module.DatabaseLock.acquire(db).release()  # free: the failed start let it go
 
 
+def test_h4_a_second_name_for_the_database_meets_the_same_lock(tmp_path: Path) -> None:
+    """A symbolic link to the database, or to its directory, is the same file to
+    SQLite: a second server through it would write beside the first (the probe's
+    alias.db reached a UNIQUE failure on audit_events.seq; a write that did not
+    collide would have gone through)."""
+    home = tmp_path / "data"
+    home.mkdir()
+    db = home / "tessera.db"
+    (tmp_path / "alias.db").symlink_to(db)
+    (tmp_path / "elsewhere").symlink_to(home)
+    held = lock_module.DatabaseLock.acquire(db)
+    try:
+        for alias in (tmp_path / "alias.db", tmp_path / "elsewhere" / "tessera.db"):
+            with pytest.raises(DatabaseInUse) as refused:
+                lock_module.DatabaseLock.acquire(alias)
+            assert f"in use by server pid {os.getpid()} (lock {db}.lock)" in str(refused.value)
+    finally:
+        held.release()
+    assert sorted(p.name for p in home.iterdir()) == ["tessera.db.lock"]
+
+
 def test_h4_two_servers_in_one_process_exclude_each_other(tmp_path: Path) -> None:
     db = tmp_path / "tessera.db"
     with running(db):

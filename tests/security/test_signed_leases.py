@@ -172,3 +172,20 @@ def test_rotation_signs_with_the_new_key_and_old_leases_still_verify(tmp_path: P
         ).lease
         assert new_lease.key_id == reply.keys[0].key_id != old_lease.key_id
         verify_lease(new_lease, keys)
+
+
+def test_rotation_on_a_path_with_no_database_is_refused_and_makes_no_key(tmp_path: Path) -> None:
+    """A mistyped --db: the rotation said it had worked, made a stray key file
+    beside nothing, and left the real database's keys as they were."""
+    db = tmp_path / "nope.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "server", "rotate-signing-key", "--db", str(db)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"python -m server rotate-signing-key: no database at {db}"]
+    assert list(tmp_path.iterdir()) == []
