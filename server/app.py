@@ -603,7 +603,9 @@ async def run(config: Config) -> int:
     server = TesseraServer(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    # SIGHUP too: a closed terminal or ssh session drains the server, as Ctrl-C
+    # does, instead of killing it with its calls and heartbeat history unwritten.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     stopped = asyncio.ensure_future(stop.wait())
     starting = asyncio.ensure_future(server.start())

@@ -463,7 +463,7 @@ class Front(grpc.GenericRpcHandler):
 
 async def serve(socket_path: str, cfg: Config) -> int:
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # the back decides when the front stops
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the back decides when it stops
         loop.add_signal_handler(sig, lambda: None)
     front = Front()
     await loop.create_unix_connection(lambda: front.link, socket_path)

@@ -6,6 +6,7 @@ in one line before the database is touched, a database that keeps its clock
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -329,6 +330,40 @@ def test_h4_8b_end_test_clock_and_test_clock_exclude_each_other(
         parse_args(["--test-clock", T0, "--end-test-clock"])
     assert exit_.value.code == 2
     assert "--end-test-clock and --test-clock exclude each other" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_h4_a_signal_to_the_process_group_drains_and_writes_everything_out(
+    tmp_path: Path, sig: int
+) -> None:
+    """Ctrl-C and a closed terminal signal the whole process group, the front
+    included: the server drains, writes everything out and exits 0 however it is
+    asked. SIGHUP used to kill both at once (129), calls and heartbeat history lost."""
+    db = tmp_path / "tessera.db"
+    args = ["--listen", "127.0.0.1:0", "--front-process", "--db", str(db)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", *args, "--admin-token", ADMIN_TOKEN],
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TESSERA_LOG_FORMAT": "json"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal's job
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if '"event": "serving"' in line or '"event":"serving"' in line:
+                break
+        os.killpg(proc.pid, sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err
+    events = [json.loads(line).get("event") for line in out.splitlines() if line.startswith("{")]
+    assert events.index("draining") < events.index("stopped")
 
 
 # -- point 8b: the admin token is shown once -----------------------------------
