@@ -16,7 +16,6 @@ from portal.pages import (
     again,
     change,
     confirmation,
-    in_words,
     maybe,
     named,
     passed_on,
@@ -116,8 +115,7 @@ async def _create_key(request: Request, session: Session, data: FormData) -> Res
         )
     except TesseraError as exc:
         passed_on(exc)
-        errors = violations(exc)
-        return await again(request, session, admin_keys, errors, None if errors else in_words(exc))
+        return await again(request, session, admin_keys, violations(exc), exc)
     request.state.created = made
     request.state.form = {}
     return await admin_keys(request)

@@ -15,13 +15,20 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import grpc
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from client_sdk.admin import AsyncAdminClient, unimplemented
-from client_sdk.errors import InvalidArgument, PermissionDenied, TesseraError, Unauthenticated
+from client_sdk.errors import (
+    InvalidArgument,
+    PermissionDenied,
+    TesseraError,
+    Unauthenticated,
+    Unavailable,
+)
 from portal.web import (
     COOKIE,
     SIGNIN_COOKIE,
@@ -49,6 +56,9 @@ REASONS = {
     "UNKNOWN_PRODUCT": "There is no such product.",
     "UNKNOWN_SESSION": "There is no such session.",
     "UNKNOWN_INVITATION": "There is no such invitation.",
+    "UNKNOWN_ADMIN_KEY": "There is no such admin key.",
+    "UNKNOWN_PACK": "There is no such token pack.",
+    "UNKNOWN_SUBSCRIPTION": "There is no such subscription.",
     "UNAVAILABLE": "The Tessera server cannot be reached right now. Try again in a moment.",
     "NOT_LEADER": "The Tessera server is a standby right now. Try again in a moment.",
 }
@@ -61,15 +71,27 @@ def in_words(error: TesseraError) -> str:
     known = REASONS.get(error.reason or "")
     if known:
         return known
-    return error.message or error.reason or "The server refused this."
+    said = error.message.strip()
+    if not said:
+        return "The server refused this."
+    return said[:1].upper() + said[1:] + ("" if said.endswith((".", "!", "?")) else ".")
 
 
 def passed_on(error: TesseraError) -> None:
     """Raise ``error`` again when every page answers it the same way rather than in words:
     a credential the server no longer takes (a revoked key) ends the session and sends the
-    browser to sign in (``portal.app``)."""
+    browser to sign in (``portal.app``); a page token it refuses (``?page=`` edited or
+    from another list) is the same 400 on every list."""
     if isinstance(error, Unauthenticated):
         raise error
+    if isinstance(error, InvalidArgument) and "page_token" in error.field_violations:
+        raise HTTPException(400, PAGE_GONE) from error
+
+
+PAGE_GONE = (
+    "This page of the list is out of date (the link is old or was changed). "
+    "Open the list again to start from its first page."
+)
 
 
 def violations(error: TesseraError) -> dict[str, str]:
@@ -263,6 +285,7 @@ def team_page(
             except TesseraError as exc:
                 passed_on(exc)
                 context = {"title": team_id, "team_id": team_id, "message": in_words(exc)}
+                context["form_error"] = None  # a form's refusal is this message: said once
                 return render(
                     request, "error.html", context, session=session, status=status_of(exc)
                 )
@@ -285,12 +308,28 @@ def named(request: Request, name: str) -> str:
     return value
 
 
+#: The HTTP status of a refusal, by its gRPC code: one table for pages and forms.
+STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
 def status_of(exc: TesseraError) -> int:
-    if unimplemented(exc):
-        return 501
-    if isinstance(exc, PermissionDenied):
-        return 403
-    return 404 if (exc.reason or "").startswith("UNKNOWN_") else 502
+    """The HTTP status for ``exc`` (``STATUS``); 502 for anything else the server said."""
+    if exc.code in STATUS:
+        return STATUS[exc.code]
+    return 503 if isinstance(exc, Unavailable) else 502
 
 
 async def product_names(session: Session) -> dict[str, str]:
@@ -306,13 +345,14 @@ async def again(
     session: Session,
     page: Callable[[Request], Awaitable[Response]],
     errors: dict[str, str],
-    error: str | None = None,
+    refusal: TesseraError | None = None,
 ) -> Response:
-    """The page again (as its GET shows it), with what was refused next to its field."""
+    """The page again (as its GET shows it), with what was refused next to its field, or
+    the server's refusal in words above the form, under the status of its code."""
     request.state.errors = errors
-    request.state.error = error
+    request.state.error = None if errors or refusal is None else in_words(refusal)
     response = await page(request)
-    response.status_code = 400 if errors else 409
+    response.status_code = 400 if refusal is None else status_of(refusal)
     return response
 
 
@@ -328,7 +368,6 @@ async def change(
         await call
     except TesseraError as exc:
         passed_on(exc)
-        errors = violations(exc)
-        return await again(request, session, page, errors, None if errors else in_words(exc))
+        return await again(request, session, page, violations(exc), exc)
     session.flash.append(done)
     return redirect(back)

@@ -538,3 +538,44 @@ def test_a_revoked_key_is_signed_out_of_every_page_and_form(web: TestClient, wor
     web.cookies.clear()
     web.cookies.set("tessera_portal", operator)
     assert web.get("/teams").status_code == 200
+
+
+def test_a_refusal_has_the_status_of_its_code_and_is_said_once(
+    web: TestClient, world: World
+) -> None:
+    key = world.a("CreateAdminKey", {"display_name": "A", "team_ids": ["alpha"]})
+    sign_in(web, key["admin_key"])
+    csrf = csrf_of(web.get("/teams/alpha").text)
+    refused = web.post(
+        "/teams/beta/buy", data={"csrf": csrf, "tokens": "5", "request_id": "r-beta"}
+    )
+    assert refused.status_code == 403  # NOT_TEAM_ADMIN, not 409
+    assert refused.text.count("You do not manage this team.") == 1
+    assert [num(p, "tokens") for p in world.a("ListTokenPacks", {"team_id": "beta"})["packs"]] == [
+        200
+    ]
+    web.cookies.clear()
+    sign_in(web)
+    csrf = csrf_of(web.get("/admin-keys").text)
+    unknown = web.post("/admin-keys/revoke?key=no-such-key", data={"csrf": csrf})
+    assert unknown.status_code == 404
+    assert '<p class="error" role="alert">There is no such admin key.</p>' in unknown.text
+
+
+def test_a_page_token_the_server_refuses_is_the_same_400_on_every_list(
+    web: TestClient, world: World
+) -> None:
+    sign_in(web)
+    for url in ("/teams", "/teams/alpha/ledger", "/teams/alpha/sessions", "/teams/alpha/users"):
+        for token in ("nonsense", "\u00e9%2F.."):
+            page = web.get(f"{url}?page={token}")
+            assert page.status_code == 400, url
+            assert pages.PAGE_GONE in page.text, url
+            assert "page_token" not in page.text, url
+    page = web.get("/teams/alpha/audit?page=nonsense")
+    assert (page.status_code, pages.PAGE_GONE in page.text) == (400, True)
+
+
+def test_a_server_message_without_a_known_reason_is_a_sentence() -> None:
+    said = ServerError("there is no widget 'x'", code=__import__("grpc").StatusCode.INTERNAL)
+    assert in_words(said) == "There is no widget 'x'."
