@@ -8,13 +8,20 @@ from dataclasses import dataclass
 
 import grpc
 
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# CANCELLED too: grpc.aio raises the SDK's own cancellations as asyncio.CancelledError,
+# so a CANCELLED status is the server's: what gRPC answers the calls it had received
+# but not begun when it stops (a server draining on SIGTERM). Repeated unchanged, as
+# after UNAVAILABLE: the same request_id, so a call that was done is not done twice.
+RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How a call is retried on ``UNAVAILABLE`` and ``DEADLINE_EXCEEDED``, and on a refusal
-    that carries a ``google.rpc.RetryInfo`` (an overloaded server, a rate limit).
+    """How a call is retried on ``UNAVAILABLE``, ``DEADLINE_EXCEEDED`` and ``CANCELLED``
+    (a server stopping), and on a refusal that carries a ``google.rpc.RetryInfo`` (an
+    overloaded server, a rate limit).
 
     Attempt ``n`` (0-based) that fails waits ``min(max_backoff, initial_backoff *
     multiplier**n)`` seconds, less a random fraction of up to ``jitter`` of it, before

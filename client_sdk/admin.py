@@ -16,7 +16,8 @@ with ``code`` ``UNIMPLEMENTED`` (``unimplemented(error)`` tells).
 
 Calls go through ``client_sdk.failover`` like the product client's: given several servers,
 it follows the active one. A change is sent once more only when no server answered
-(``UNAVAILABLE``/``DEADLINE_EXCEEDED``); ``retry=RetryPolicy(max_attempts=1)`` sends it once.
+(``UNAVAILABLE``/``DEADLINE_EXCEEDED``/``CANCELLED``); ``retry=RetryPolicy(max_attempts=1)``
+sends it once.
 """
 
 from __future__ import annotations

@@ -325,6 +325,7 @@ BY_REASON: dict[str, type[TesseraError]] = {
 
 BY_CODE: dict[grpc.StatusCode, type[TesseraError]] = {
     grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.CANCELLED: Unavailable,  # the server's: it stopped before doing the call
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,

@@ -161,6 +161,26 @@ async def test_sdk_retries_unavailable_reusing_request_id(
     assert fake.by_request[calls[0].request.request_id] == session.session_id
 
 
+async def test_sdk_retries_a_server_that_cancels_as_it_stops_reusing_request_id(
+    client: AsyncClient, fake: FakeLicensing
+) -> None:
+    """gRPC answers CANCELLED to the calls it had received but not begun when the
+    server stops (SIGTERM): for the SDK that is the server going away, not the
+    product's own cancellation (that one is asyncio's CancelledError)."""
+    fake.refuse(grpc.StatusCode.CANCELLED, "", method="Entitle")
+    session = await client.entitle("ACAD", "2026")
+    calls = fake.called("Entitle")
+    assert len(calls) == 2
+    assert len({call.request.request_id for call in calls}) == 1
+    assert fake.by_request[calls[0].request.request_id] == session.session_id
+    for _ in range(QUICK_RETRY.max_attempts):
+        fake.refuse(grpc.StatusCode.CANCELLED, "", method="Heartbeat")
+    with pytest.raises(sdk.Unavailable) as info:
+        await client.heartbeat(session.session_id, 0)
+    assert info.value.code is grpc.StatusCode.CANCELLED
+    assert len(fake.called("Heartbeat")) == QUICK_RETRY.max_attempts
+
+
 async def test_sdk_gives_up_with_unavailable_after_max_attempts(
     client: AsyncClient, fake: FakeLicensing
 ) -> None:
