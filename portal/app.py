@@ -108,9 +108,12 @@ async def _failed(request: Request, exc: Exception) -> Response:
 FAILED = "The portal could not show this page. Try again; if it goes on, tell the operator."
 
 
-def create_app(target: str, *, tls: TLS | bool = False) -> Starlette:
-    """The portal for the Tessera server at ``target`` (``host:port``)."""
-    sessions = Sessions()
+def create_app(
+    target: str, *, tls: TLS | bool = False, sessions: Sessions | None = None
+) -> Starlette:
+    """The portal for the Tessera server at ``target`` (``host:port``); ``sessions`` for a
+    test's own clock."""
+    sessions = Sessions() if sessions is None else sessions
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

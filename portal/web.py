@@ -12,6 +12,7 @@ only from the portal itself, no inline script, nothing from elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -36,6 +37,8 @@ from portal import present
 COOKIE = "tessera_portal"
 SIGNIN_COOKIE = "tessera_signin"
 IDLE_SECONDS = 8 * 3600  # a session unused this long is over
+LIFETIME_SECONDS = 12 * 3600  # and any session this long after its sign-in
+SWEEP_SECONDS = 60  # how often the sessions whose cookie never returns are looked for
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -88,27 +91,41 @@ class Session:
     label: str
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     flash: list[str] = field(default_factory=list)
-    last_seen: float = field(default_factory=time.monotonic)
+    started: float = 0.0  # the sessions' clock (``Sessions``) at sign-in
+    last_seen: float = 0.0
 
 
 class Sessions:
-    """The signed-in sessions of this portal process."""
+    """The signed-in sessions of this portal process. A session ends unused for
+    ``IDLE_SECONDS`` or ``LIFETIME_SECONDS`` after its sign-in, on ``clock`` (monotonic
+    seconds): when its cookie returns, or in a sweep at most every ``SWEEP_SECONDS``, so one
+    whose cookie never returns is dropped too. The client of an ended session is closed
+    in a task of ``closing``."""
 
-    def __init__(self, key: bytes | None = None) -> None:
+    def __init__(
+        self, key: bytes | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._key = key or secrets.token_bytes(32)
         self._by_id: dict[str, Session] = {}
-
-    def _sign(self, text: str) -> str:
-        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
+        self._clock = clock
+        self._swept = clock()
+        self.closing: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+    def _sign(self, text: str) -> str:
+        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
 
     def cookie_value(self, session: Session) -> str:
         return f"{session.sid}.{self._sign(session.sid)}"
 
     def add(self, client: AsyncAdminClient, *, operator: bool, label: str) -> Session:
-        session = Session(secrets.token_urlsafe(32), client, operator, label)
+        now = self._clock()
+        self._sweep(now)
+        session = Session(
+            secrets.token_urlsafe(32), client, operator, label, started=now, last_seen=now
+        )
         self._by_id[session.sid] = session
         return session
 
@@ -116,15 +133,32 @@ class Sessions:
         sid, _, mac = (cookie or "").partition(".")
         if not sid or not same(mac, self._sign(sid)):
             return None
+        now = self._clock()
+        self._sweep(now)
         session = self._by_id.get(sid)
         if session is None:
             return None
-        now = time.monotonic()
-        if now - session.last_seen > IDLE_SECONDS:
-            self._by_id.pop(sid, None)
+        if self._over(session, now):
+            self._drop(session)
             return None
         session.last_seen = now
         return session
+
+    def _over(self, session: Session, now: float) -> bool:
+        return now - session.last_seen > IDLE_SECONDS or now - session.started > LIFETIME_SECONDS
+
+    def _sweep(self, now: float) -> None:
+        if now - self._swept < SWEEP_SECONDS:
+            return
+        self._swept = now
+        for session in [s for s in self._by_id.values() if self._over(s, now)]:
+            self._drop(session)
+
+    def _drop(self, session: Session) -> None:
+        self._by_id.pop(session.sid, None)
+        task = asyncio.get_running_loop().create_task(session.client.close())
+        self.closing.add(task)
+        task.add_done_callback(self.closing.discard)
 
     async def end(self, session: Session) -> None:
         """Sign ``session`` out: its cookie is worth nothing from now on."""
@@ -136,6 +170,7 @@ class Sessions:
         sessions, self._by_id = self._by_id, {}
         for session in sessions.values():
             await session.client.close()
+        await asyncio.gather(*self.closing)
 
     def signin_token(self, nonce: str) -> str:
         """The sign-in form's CSRF token, tied to the nonce in its own cookie."""

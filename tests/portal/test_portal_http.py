@@ -23,11 +23,13 @@ from portal import pages, present, team_pages
 from portal import web as portal_web
 from portal.app import create_app
 from portal.pages import NOT_OFFERED, in_words
+from portal.web import IDLE_SECONDS, Sessions
 from server.app import TesseraServer
 from server.config import Config
 from server.listen import StartRefused
 from tests.licensing_desk import at, num
 from tests.portal.conftest import World, csrf_of
+from tests.portal.test_sessions import Clock
 from tests.support import ADMIN_TOKEN, ServerThread
 
 
@@ -398,7 +400,7 @@ def test_a_csrf_token_that_is_not_ascii_is_refused_with_403(web: TestClient, wor
 
 def test_a_cookie_that_is_not_ascii_sends_the_browser_to_sign_in(web: TestClient) -> None:
     answer = web.get(
-        "/teams", headers={"cookie": b"tessera_portal=a.\xc3\xa9"}, follow_redirects=False
+        "/teams", headers={b"cookie": b"tessera_portal=a.\xc3\xa9"}, follow_redirects=False
     )
     assert (answer.status_code, answer.headers["location"]) == (303, "/signin")
 
@@ -579,3 +581,16 @@ def test_a_page_token_the_server_refuses_is_the_same_400_on_every_list(
 def test_a_server_message_without_a_known_reason_is_a_sentence() -> None:
     said = ServerError("there is no widget 'x'", code=__import__("grpc").StatusCode.INTERNAL)
     assert in_words(said) == "There is no widget 'x'."
+
+
+def test_a_session_unused_for_8_hours_sends_the_browser_to_sign_in(world: World) -> None:
+    clock = Clock()
+    app = create_app(world.target, sessions=Sessions(clock=clock))
+    with TestClient(app, base_url="http://127.0.0.1") as web:
+        sign_in(web)
+        clock.now += IDLE_SECONDS
+        assert web.get("/teams").status_code == 200
+        clock.now += IDLE_SECONDS + 1
+        gone = web.get("/teams", follow_redirects=False)
+        assert (gone.status_code, gone.headers["location"]) == (303, "/signin")
+        assert len(app.state.sessions) == 0
