@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 
 from server.api.admission import PENDING_CALLS
 from server.config import Config, split_listen
@@ -70,19 +74,91 @@ def _unavailable(listen: str) -> str | None:
     return reason
 
 
+#: Bytes read of a TLS file at most: a PEM chain is a few kilobytes.
+MAX_PEM_BYTES = 1024 * 1024
+
+
+def _pem_file(flag: str, path: Path) -> bytes:
+    """The bytes of ``flag``'s file, or why not, naming both (no such file, a
+    directory, not readable, not a file of PEM's size)."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_PEM_BYTES + 1)
+    except OSError as exc:
+        raise StartRefused(
+            f"cannot read {flag} {path}: {(exc.strerror or str(exc)).lower()}"
+        ) from exc
+    if len(data) > MAX_PEM_BYTES:
+        raise StartRefused(f"{flag} {path} is over {MAX_PEM_BYTES // 2**20} MiB: not a PEM file")
+    return data
+
+
+def _certificates(flag: str, path: Path, data: bytes) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            raise StartRefused(f"{flag} {path}: a PEM certificate in it cannot be read") from exc
+        raise StartRefused(
+            f"{flag} {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        ) from exc
+
+
+def _private_key(path: Path, data: bytes) -> Any:
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except TypeError as exc:  # "Password was not given but private key is encrypted"
+        raise StartRefused(
+            f"--tls-key {path} is encrypted: the server cannot ask for its passphrase; "
+            "give it unencrypted, readable by its owner only"
+        ) from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise StartRefused(f"--tls-key {path} holds no PEM private key that can be read") from exc
+
+
+def _public(key: Any) -> bytes:
+    return bytes(
+        key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+def tls_credentials(cfg: Config) -> grpc.ServerCredentials | None:
+    """``cfg``'s TLS files as gRPC's credentials (None: plaintext), each checked first:
+    gRPC alone would log an error and fail to bind, which reads as a port not available.
+    The chain's first certificate must be the key's, and the client CA file must hold
+    a certificate."""
+    if cfg.tls_cert is None or cfg.tls_key is None:
+        return None
+    chain_pem = _pem_file("--tls-cert", cfg.tls_cert)
+    key_pem = _pem_file("--tls-key", cfg.tls_key)
+    client_ca = _pem_file("--tls-client-ca", cfg.tls_client_ca) if cfg.tls_client_ca else None
+    chain = _certificates("--tls-cert", cfg.tls_cert, chain_pem)
+    key = _private_key(cfg.tls_key, key_pem)
+    if _public(chain[0].public_key()) != _public(key.public_key()):
+        raise StartRefused(
+            f"--tls-key {cfg.tls_key} does not match --tls-cert {cfg.tls_cert} (the chain's "
+            "first certificate is for another key)"
+        )
+    if cfg.tls_client_ca is not None and client_ca is not None:
+        _certificates("--tls-client-ca", cfg.tls_client_ca, client_ca)
+    return grpc.ssl_server_credentials(
+        [(key_pem, chain_pem)],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
 def bind(server: grpc.aio.Server, cfg: Config) -> int:
-    """Listen on ``cfg.listen`` (TLS if configured); the bound port."""
+    """Listen on ``cfg.listen`` (TLS if configured); the bound port. Bad TLS
+    files refuse the start, saying which and why, before the port is tried."""
+    credentials = tls_credentials(cfg)
     reason = _unavailable(cfg.listen)
     port = 0
     if reason is None:
         try:
-            if cfg.tls_cert is not None and cfg.tls_key is not None:
-                client_ca = cfg.tls_client_ca.read_bytes() if cfg.tls_client_ca else None
-                credentials = grpc.ssl_server_credentials(
-                    [(cfg.tls_key.read_bytes(), cfg.tls_cert.read_bytes())],
-                    root_certificates=client_ca,
-                    require_client_auth=client_ca is not None,
-                )
+            if credentials is not None:
                 port = server.add_secure_port(cfg.listen, credentials)
             else:
                 port = server.add_insecure_port(cfg.listen)
