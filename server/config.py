@@ -137,6 +137,17 @@ def _listen(text: str) -> str:
     return text
 
 
+def _advertised(text: str) -> str:
+    """An address others dial: a host (none would be theirs, not this server's) and
+    the port itself (0 is no port to dial)."""
+    port = split_listen(text)[1]
+    if not text.rpartition(":")[0]:
+        raise ValueError(f"{text!r} has no host: others could not dial it (e.g. 10.0.0.5:{port})")
+    if port == 0:
+        raise ValueError(f"{text!r} has port 0, which no one can dial: give the port bound")
+    return text
+
+
 def _database(text: str) -> Path | str:
     """A SQLite file, or a PostgreSQL URL (kept as text: a Path would fold its //)."""
     if text.startswith(("postgresql://", "postgres://")):
@@ -234,7 +245,12 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("listen", "host:port to serve on (port 0: any free port)", _listen, metavar="HOST:PORT"),
+    Option(
+        "listen",
+        "host:port to serve on (port 0: any free port; no host, as in :50051: 127.0.0.1)",
+        _listen,
+        metavar="HOST:PORT",
+    ),
     Option(
         "http_listen",
         "host:port of the administrators' web portal (HTTP): sign in with an admin key or "
@@ -390,7 +406,7 @@ OPTIONS: tuple[Option, ...] = (
         "advertise",
         "the address other servers and clients should use for this one: a standby names "
         "the active's in NOT_LEADER refusals",
-        _listen,
+        _advertised,
         metavar="HOST:PORT",
         default_text="the listen address (with the port bound)",
     ),

@@ -150,6 +150,14 @@ def tls_credentials(cfg: Config) -> grpc.ServerCredentials | None:
     )
 
 
+def grpc_address(listen: str) -> str:
+    """``listen`` as gRPC is to bind it: no host (``:50051``) is 127.0.0.1, as
+    for the probe, the banner and the advertised address."""
+    if listen.rpartition(":")[0]:
+        return listen
+    return f"127.0.0.1:{split_listen(listen)[1]}"
+
+
 def bind(server: grpc.aio.Server, cfg: Config) -> int:
     """Listen on ``cfg.listen`` (TLS if configured); the bound port. Bad TLS
     files refuse the start, saying which and why, before the port is tried."""
@@ -157,11 +165,12 @@ def bind(server: grpc.aio.Server, cfg: Config) -> int:
     reason = _unavailable(cfg.listen)
     port = 0
     if reason is None:
+        address = grpc_address(cfg.listen)
         try:
             if credentials is not None:
-                port = server.add_secure_port(cfg.listen, credentials)
+                port = server.add_secure_port(address, credentials)
             else:
-                port = server.add_insecure_port(cfg.listen)
+                port = server.add_insecure_port(address)
         except RuntimeError:  # gRPC's "Failed to bind": taken between the probe and now
             reason = "address not available"
     if port == 0:

@@ -5,11 +5,14 @@ TLS files are checked when the server starts, as ``--db`` is: a missing or
 unreadable file, one that holds no PEM, a key that is not the certificate's,
 a client CA without a certificate, each is one line naming the flag and the
 file (exit 1), in one process as with the front process, before the port is
-bound and the database made.
+bound and the database made. A listen address without a host is 127.0.0.1,
+as the help says, when binding as everywhere else; an advertised one, which
+others dial, needs a host and a port.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import subprocess
@@ -30,8 +33,8 @@ from server.config import (
     Config,
     parse_args,
 )
-from server.listen import StartRefused, tls_credentials
-from tests.support import ADMIN_TOKEN, REPO, T0
+from server.listen import StartRefused, grpc_address, tls_credentials
+from tests.support import ADMIN_TOKEN, REPO, T0, ServerProcess, until_serving
 
 MODES = pytest.mark.parametrize(
     "mode", ["--no-front-process", "--front-process"], ids=["one-process", "front"]
@@ -79,6 +82,47 @@ def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         parse_args(argv)
     assert exit_.value.code == 2
     return capsys.readouterr().err.splitlines()[-1]
+
+
+# -- addresses -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "line"),
+    [
+        (":50051", "--advertise: ':50051' has no host: others could not dial it"),
+        ("127.0.0.1:0", "--advertise: '127.0.0.1:0' has port 0, which no one can dial"),
+    ],
+)
+def test_h4_an_advertised_address_without_a_host_or_port_is_a_usage_error(
+    value: str, line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Others dial it as given (NOT_LEADER names it): no host and port 0 are
+    nowhere, unlike --listen's, which this server binds."""
+    assert usage_error(["--advertise", value], capsys).startswith(f"tessera-server: error: {line}")
+
+
+def test_h4_a_listen_address_without_a_host_binds_127_0_0_1_as_its_help_says() -> None:
+    assert "no host, as in :50051: 127.0.0.1" in next(
+        o.help for o in OPTIONS if o.field == "listen"
+    )
+    assert grpc_address(":50051") == "127.0.0.1:50051"
+    assert grpc_address("[::1]:50051") == "[::1]:50051"
+    assert grpc_address("localhost:0") == "localhost:0"
+
+
+@MODES
+def test_h4_listen_without_a_host_serves_on_127_0_0_1_in_either_process_model(
+    mode: str, tmp_path: Path
+) -> None:
+    """gRPC refused an empty host ("cannot listen on :N: address not
+    available") although the flag's check, the banner and the advertised
+    address all took it as 127.0.0.1."""
+    server = ServerProcess(tmp_path / "tessera.db", extra=[mode, "--listen", ":0"]).start()
+    try:
+        asyncio.run(until_serving(f"127.0.0.1:{server.port}"))
+    finally:
+        assert server.terminate() == 0
 
 
 # -- TLS files: checked before the port is bound -----------------------------------
