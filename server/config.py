@@ -167,6 +167,13 @@ def _lease(text: str) -> float:
     value: float = _number(float)(text)
     if value < 0.5:
         raise ValueError(f"{text!r} is under 0.5 seconds")
+    if value > MAX_LEADER_LEASE:
+        # The fence sets PostgreSQL's idle_in_transaction_session_timeout to the lease,
+        # in milliseconds, a 32-bit integer (24.8 days): past it every write fails.
+        raise ValueError(
+            f"{text!r} is over {_shown(MAX_LEADER_LEASE)} seconds (a standby would wait that long "
+            "for an active that is gone)"
+        )
     return value
 
 
@@ -194,7 +201,8 @@ def _number(kind: Callable[[str], Any]) -> Callable[[str], Any]:
             value = kind(text)
         except ValueError:
             raise ValueError(f"{text!r} is not a number") from None
-        if not math.isfinite(value):
+        # Only a float can be infinite: an int is finite, and may be too large for a float.
+        if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{text!r} is not a finite number")
         if value < 0:
             raise ValueError(f"{text!r} is negative")
@@ -202,6 +210,52 @@ def _number(kind: Callable[[str], Any]) -> Callable[[str], Any]:
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def _shown(value: float) -> str:
+    """A bound as an operator would type it: 65536, 0.001, 1000000."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _within(
+    kind: Callable[[str], Any], low: float, high: float, why_low: str, why_high: str
+) -> Callable[[str], Any]:
+    """A number from ``low`` to ``high``; outside, refused saying why (``why_*``)."""
+    number = _number(kind)
+
+    def parse(text: str) -> Any:
+        value = number(text)
+        if value < low:
+            raise ValueError(f"{text!r} is under {_shown(low)}: {why_low}")
+        if value > high:
+            raise ValueError(f"{text!r} is over {_shown(high)}: {why_high}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _rate(text: str) -> float:
+    """0 (off), or a rate whose interval a RetryInfo can carry and that is a limit."""
+    value: float = _number(float)(text)
+    if value != 0 and not MIN_RATE <= value <= MAX_RATE:
+        raise ValueError(
+            f"{text!r} is neither 0 (off) nor from {_shown(MIN_RATE)} to {_shown(MAX_RATE)} calls "
+            "per second (slower, a refused call would be told to wait for hours or more; "
+            "faster limits nothing: give 0)"
+        )
+    return value
+
+
+#: gRPC's channel arguments are C ints: 2**31 - 1 is the largest message limit.
+MAX_MESSAGE_LIMIT = 2**31 - 1
+#: The smallest --max-message-bytes: with 0, gRPC refuses every request.
+MIN_MESSAGE_LIMIT = 1
+#: Rates of the rate limits, when not 0 (off).
+MIN_RATE, MAX_RATE = 0.001, 1_000_000.0
+MAX_BURST = 1_000_000_000
+MAX_LEADER_LEASE = 86_400.0
+MIN_HEARTBEAT_FLUSH, MAX_HEARTBEAT_FLUSH = 0.01, 3600.0
 
 
 @dataclass(frozen=True)
@@ -338,8 +392,15 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "heartbeat_flush",
         "seconds between batched writes of heartbeat history: a crash loses at most "
-        "this much of it, never a hold, charge, session or device",
-        _number(float),
+        "this much of it, never a hold, charge, session or device (0.01 to 3600)",
+        _within(
+            float,
+            MIN_HEARTBEAT_FLUSH,
+            MAX_HEARTBEAT_FLUSH,
+            "0 never writes it until the server stops (a crash loses all of it, and ended "
+            "sessions stay in memory), less writes it a hundred times a second",
+            "a crash would lose that much of it",
+        ),
         metavar="SECONDS",
     ),
     Option(
@@ -360,18 +421,29 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "user_rate_limit",
-        "calls per second per user key before RESOURCE_EXHAUSTED with RetryInfo (0: off)",
-        _number(float),
+        "calls per second per user key before RESOURCE_EXHAUSTED with RetryInfo (0: off; "
+        f"else {_shown(MIN_RATE)} to {_shown(MAX_RATE)})",
+        _rate,
         metavar="PER_SECOND",
     ),
-    Option("user_burst", "calls a user key may make at once", _number(int), metavar="CALLS"),
+    Option(
+        "user_burst",
+        "calls a user key may make at once (0: twice the rate, at least 1)",
+        _within(int, 0, MAX_BURST, "", "give a rate of 0 for no limit"),
+        metavar="CALLS",
+    ),
     Option(
         "admin_rate_limit",
-        "calls per second with the admin token (0: off)",
-        _number(float),
+        f"calls per second with the admin token (0: off; else {_shown(MIN_RATE)} to {_shown(MAX_RATE)})",
+        _rate,
         metavar="PER_SECOND",
     ),
-    Option("admin_burst", "calls the admin token may make at once", _number(int), metavar="CALLS"),
+    Option(
+        "admin_burst",
+        "calls the admin token may make at once (0: twice the rate, at least 1)",
+        _within(int, 0, MAX_BURST, "", "give a rate of 0 for no limit"),
+        metavar="CALLS",
+    ),
     Option(
         "max_calls_in_flight",
         "calls under way at once (most wait for a commit); the next is refused at once "
@@ -379,14 +451,36 @@ OPTIONS: tuple[Option, ...] = (
         _number(int),
         metavar="CALLS",
     ),
-    Option("max_message_bytes", "largest request accepted, in bytes", _number(int), metavar="N"),
     Option(
-        "max_users_per_request",
-        "most entries in one AssignUsers or ImportUsers",
-        _number(int),
+        "max_message_bytes",
+        f"largest request accepted, in bytes ({MIN_MESSAGE_LIMIT} to {MAX_MESSAGE_LIMIT})",
+        _within(
+            int,
+            MIN_MESSAGE_LIMIT,
+            MAX_MESSAGE_LIMIT,
+            "gRPC would refuse every request",
+            "gRPC's limit, a 32-bit integer",
+        ),
         metavar="N",
     ),
-    Option("max_page_size", "most items in one page of a List call", _number(int), metavar="N"),
+    Option(
+        "max_users_per_request",
+        "most entries in one AssignUsers or ImportUsers (at least 1)",
+        _within(int, 1, math.inf, "every AssignUsers and ImportUsers would be refused", ""),
+        metavar="N",
+    ),
+    Option(
+        "max_page_size",
+        "most items in one page of a List call (at least 1)",
+        _within(
+            int,
+            1,
+            math.inf,
+            "every List call would answer an empty page with no next page token",
+            "",
+        ),
+        metavar="N",
+    ),
     Option(
         "tls_cert",
         "serve TLS with this PEM certificate chain (needs --tls-key)",
@@ -429,7 +523,8 @@ OPTIONS: tuple[Option, ...] = (
         "leader_lease",
         "with PostgreSQL: seconds the active's lease lasts unrenewed (it renews every fifth "
         "of it): a standby takes over this long after a paused or cut-off active stops "
-        "renewing, and at its next round (a fifth of it) when the active's process is gone",
+        "renewing, and at its next round (a fifth of it) when the active's process is gone "
+        f"(0.5 to {_shown(MAX_LEADER_LEASE)})",
         _lease,
         metavar="SECONDS",
     ),

@@ -1,13 +1,17 @@
 """Flags whose values parse but would break the server (H4): each is refused
 before anything is opened, in one line naming the flag, never with a traceback.
 
-TLS files are checked when the server starts, as ``--db`` is: a missing or
-unreadable file, one that holds no PEM, a key that is not the certificate's,
-a client CA without a certificate, each is one line naming the flag and the
-file (exit 1), in one process as with the front process, before the port is
-bound and the database made. A listen address without a host is 127.0.0.1,
-as the help says, when binding as everywhere else; an advertised one, which
-others dial, needs a host and a port.
+Numbers that gRPC cannot take, or that leave the server useless (no request
+accepted, empty pages, no bulk call, a flush that never comes, a RetryInfo
+that cannot be said, a lease PostgreSQL cannot time) are usage errors (exit
+2, like every value ``--help`` describes). TLS files are checked when the
+server starts, as ``--db`` is: a missing or unreadable file, one that holds
+no PEM, a key that is not the certificate's, a client CA without a
+certificate, each is one line naming the flag and the file (exit 1), in one
+process as with the front process, before the port is bound and the database
+made. A listen address without a host is 127.0.0.1, as the help says, when
+binding as everywhere else; an advertised one, which others dial, needs a
+host and a port.
 """
 
 from __future__ import annotations
@@ -27,13 +31,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from google.rpc import error_details_pb2, status_pb2
 
+from server.api.errors import ResourceExhausted, to_status
+from server.api.limits import RateLimits
 from server.config import (
+    MAX_MESSAGE_LIMIT,
+    MIN_MESSAGE_LIMIT,
+    MIN_RATE,
     OPTIONS,
     Config,
     parse_args,
 )
-from server.listen import StartRefused, grpc_address, tls_credentials
+from server.listen import StartRefused, grpc_address, grpc_server, tls_credentials
 from tests.support import ADMIN_TOKEN, REPO, T0, ServerProcess, until_serving
 
 MODES = pytest.mark.parametrize(
@@ -82,6 +92,142 @@ def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         parse_args(argv)
     assert exit_.value.code == 2
     return capsys.readouterr().err.splitlines()[-1]
+
+
+# -- numbers: refused at parse time, naming the flag ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (
+            ["--max-message-bytes", "99999999999"],
+            "--max-message-bytes: '99999999999' is over 2147483647: gRPC's limit, a 32-bit integer",
+        ),
+        (
+            ["--max-message-bytes", "0"],
+            "--max-message-bytes: '0' is under 1: gRPC would refuse every request",
+        ),
+        (
+            ["--max-page-size", "0"],
+            "--max-page-size: '0' is under 1: every List call would answer an empty page "
+            "with no next page token",
+        ),
+        (
+            ["--max-users-per-request", "0"],
+            "--max-users-per-request: '0' is under 1: every AssignUsers and ImportUsers "
+            "would be refused",
+        ),
+    ],
+    ids=["message-over-int32", "message-0", "page-0", "users-0"],
+)
+def test_h4_a_limit_that_grpc_cannot_take_or_that_serves_nothing_is_a_usage_error_naming_it(
+    argv: list[str], line: str, tmp_path: Path
+) -> None:
+    """As the operator meets it: exit 2, the flag named on the last line, no
+    traceback (the OverflowError of gRPC's int32 channel arguments was one),
+    and no database made."""
+    db = tmp_path / "fresh" / "tessera.db"
+    result = start(db, *argv)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].startswith(f"tessera-server: error: {line}")
+    assert "Traceback" not in result.stderr
+    assert not db.parent.exists()
+
+
+def test_h4_max_message_bytes_from_the_environment_is_bounded_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TESSERA_MAX_MESSAGE_BYTES", "2147483648")
+    assert usage_error([], capsys).startswith(
+        "tessera-server: error: TESSERA_MAX_MESSAGE_BYTES: '2147483648' is over 2147483647"
+    )
+
+
+def test_h4_max_message_bytes_takes_its_bounds_themselves() -> None:
+    assert parse_args(["--max-message-bytes", "1"]).max_message_bytes == MIN_MESSAGE_LIMIT
+    assert parse_args(["--max-message-bytes", str(MAX_MESSAGE_LIMIT)]).max_message_bytes == (
+        2**31 - 1
+    )
+    assert parse_args(["--max-page-size", "1"]).max_page_size == 1
+    assert parse_args(["--max-users-per-request", "1"]).max_users_per_request == 1
+
+
+def test_h4_the_largest_max_message_bytes_is_exactly_what_grpc_takes() -> None:
+    """The bound is gRPC's own: its largest value makes a server, one more
+    raises the OverflowError the probe saw as a traceback."""
+
+    async def make(limit: int) -> None:
+        server = grpc_server(Config(max_message_bytes=limit))
+        await server.stop(None)
+
+    asyncio.run(make(MAX_MESSAGE_LIMIT))
+    with pytest.raises(OverflowError):
+        asyncio.run(make(MAX_MESSAGE_LIMIT + 1))
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (
+            ["--heartbeat-flush", "0"],
+            "--heartbeat-flush: '0' is under 0.01: 0 never writes it until the server stops",
+        ),
+        (["--heartbeat-flush", "86400"], "--heartbeat-flush: '86400' is over 3600"),
+        (
+            ["--user-rate-limit", "1e-300"],
+            "--user-rate-limit: '1e-300' is neither 0 (off) nor from 0.001 to 1000000",
+        ),
+        (
+            ["--admin-rate-limit", "1e308"],
+            "--admin-rate-limit: '1e308' is neither 0 (off) nor from 0.001 to 1000000",
+        ),
+        (["--user-burst", "1e400"], "--user-burst: '1e400' is not a number"),
+        (["--admin-burst", "10" + "0" * 400], "--admin-burst: '1000"),
+        (["--leader-lease", "1e300"], "--leader-lease: '1e300' is over 86400 seconds"),
+    ],
+    ids=[
+        "flush-0",
+        "flush-a-day",
+        "rate-tiny",
+        "rate-huge",
+        "burst-not-int",
+        "burst-huge",
+        "lease-huge",
+    ],
+)
+def test_h4_a_flush_rate_burst_or_lease_that_would_break_the_server_is_a_usage_error(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A flush of 0 never wrote the heartbeat history (and never forgot ended
+    sessions); a tiny rate made every refusal's RetryInfo overflow (INTERNAL), a
+    huge one (burst 0: twice the rate) or burst overflowed a float at start; a
+    lease past PostgreSQL's idle timeout (a 32-bit count of ms) failed every write."""
+    assert usage_error(argv, capsys).startswith(f"tessera-server: error: {line}")
+
+
+def test_h4_a_burst_of_0_is_twice_the_rate_and_a_rate_of_0_is_off() -> None:
+    cfg = parse_args(["--user-rate-limit", "0", "--admin-rate-limit", "5", "--admin-burst", "0"])
+    assert (cfg.user_rate_limit, cfg.admin_rate_limit, cfg.admin_burst) == (0.0, 5.0, 0)
+    assert RateLimits(cfg.admin_rate_limit, cfg.admin_burst).burst == 10
+    assert not RateLimits(cfg.user_rate_limit, cfg.user_burst).enabled
+
+
+def test_h4_the_slowest_rate_allowed_still_refuses_with_a_retry_info() -> None:
+    """At the slowest rate taken, a refusal becomes a status whose RetryInfo
+    says the interval (a slower one overflowed there: every call INTERNAL)."""
+    assert parse_args(["--user-rate-limit", str(MIN_RATE)]).user_rate_limit == MIN_RATE
+    limits = RateLimits(MIN_RATE, 1)
+    limits.take("user")
+    with pytest.raises(ResourceExhausted) as refusal:
+        limits.take("user")
+    metadata = to_status(refusal.value).trailing_metadata
+    (raw,) = (value for key, value in metadata if key == "grpc-status-details-bin")
+    details = status_pb2.Status.FromString(raw).details
+    (retry,) = (d for d in details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR))
+    info = error_details_pb2.RetryInfo()
+    retry.Unpack(info)
+    assert info.retry_delay.seconds == 1000
 
 
 # -- addresses -----------------------------------------------------------------
