@@ -55,9 +55,14 @@ CREDENTIALS = ("user", "admin")
 RATE_LIMITED = "RATE_LIMITED"  # the reason of the rate limits' refusals (server/api/limits.py)
 # The text format every Prometheus reads (generate_latest writes it for plain names).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# What a scrape's request may be: one line and a few headers, read within this time.
+# What a scrape's request may be: one line and a few headers, all read within this
+# time (one deadline for the whole request: a client sending a header line every few
+# seconds does not keep its connection longer).
 REQUEST_SECONDS = 10.0
 MAX_HEADER_LINES = 100
+# Connections served at once; more are closed at once, so a few slow clients cannot
+# take the process's file descriptors (Prometheus opens one at a time).
+MAX_CONNECTIONS = 32
 
 
 class Source(Protocol):
@@ -109,6 +114,7 @@ class Metrics(Collector):
         ProcessCollector(registry=self.registry)
         ProcessCollector("tessera_front", pid=self._front_proc, registry=self.registry)
         self._http: asyncio.Server | None = None
+        self._connections = 0  # being answered (MAX_CONNECTIONS)
 
     def _front_proc(self) -> str:
         """The front's /proc entry; without a front, one that is not there (no series)."""
@@ -200,32 +206,47 @@ class Metrics(Collector):
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One HTTP/1.x request, then the connection closes."""
+        if self._connections >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        self._connections += 1
         try:
-            line = await asyncio.wait_for(reader.readline(), REQUEST_SECONDS)
-            for _ in range(MAX_HEADER_LINES):
-                header = await asyncio.wait_for(reader.readline(), REQUEST_SECONDS)
-                if header in (b"\r\n", b"\n", b""):
-                    break
-            parts = line.split()
-            path = parts[1].split(b"?", 1)[0] if len(parts) >= 2 else b""
-            if len(parts) >= 2 and parts[0] == b"GET" and path == b"/metrics":
-                status, kind, body = "200 OK", CONTENT_TYPE, generate_latest(self.registry)
-            elif len(parts) >= 2 and parts[0] == b"GET":
-                status, kind, body = "404 Not Found", "text/plain", b"Metrics are at /metrics\n"
-            else:
-                status, kind, body = "405 Method Not Allowed", "text/plain", b"GET /metrics\n"
-            head = (
-                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            writer.write(head.encode() + body)
+            try:
+                async with asyncio.timeout(REQUEST_SECONDS):
+                    line = await reader.readline()
+                    for _ in range(MAX_HEADER_LINES):
+                        if await reader.readline() in (b"\r\n", b"\n", b""):
+                            break
+            except ValueError:  # a line past the reader's limit (64 KiB)
+                line = b""
+            writer.write(self._reply(line))
             await writer.drain()
-        except (TimeoutError, ConnectionError, ValueError, asyncio.IncompleteReadError):
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self._connections -= 1
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    def _reply(self, line: bytes) -> bytes:
+        """The whole answer to the request line ``line``: GET or HEAD of /metrics."""
+        parts = line.split()
+        extra = ""
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+            status, kind, body = "400 Bad Request", "text/plain", b"GET /metrics\n"
+        elif parts[0] not in (b"GET", b"HEAD"):
+            status, kind, body = "405 Method Not Allowed", "text/plain", b"GET /metrics\n"
+            extra = "Allow: GET, HEAD\r\n"
+        elif parts[1].split(b"?", 1)[0] != b"/metrics":
+            status, kind, body = "404 Not Found", "text/plain", b"Metrics are at /metrics\n"
+        else:
+            status, kind, body = "200 OK", CONTENT_TYPE, generate_latest(self.registry)
+        head = (
+            f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n{extra}"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        return head if parts[:1] == [b"HEAD"] else head + body
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

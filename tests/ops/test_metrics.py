@@ -4,12 +4,14 @@ through the wire with the test clock (so on both stores)."""
 from __future__ import annotations
 
 import os
+import socket
 from collections import Counter
 from pathlib import Path
 
 import grpc
 
 from server.domain.timers import TimerKind
+from server.metrics import REQUEST_SECONDS
 from tests.licensing_desk import Desk, num
 from tests.ops.scrape import fetch, scrape, total, value
 from tests.support import ServerThread, running
@@ -103,6 +105,49 @@ def test_metrics_endpoint_answers_only_metrics(metered: ServerThread) -> None:
     assert "# TYPE tessera_live_sessions gauge" in body
     assert fetch(metered, "/")[0] == 404
     assert fetch(metered, "/metrics?name[]=x")[0] == 200
+
+
+def _raw(srv: ServerThread, request: bytes) -> bytes:
+    """What the metrics port answers ``request`` (sent whole), to the connection's end."""
+    with socket.create_connection(("127.0.0.1", srv.server.metrics_port), timeout=10) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_metrics_endpoint_answers_head_and_says_what_it_allows(metered: ServerThread) -> None:
+    """HTTP as a client expects it: HEAD has the GET's headers and no body, another
+    method is told which ones it may use, and a line that is no request is a 400."""
+    get = _raw(metered, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = _raw(metered, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n")
+    assert b"Content-Length: 0" not in head and get.startswith(head.split(b"Content-Length")[0])
+    post = _raw(metered, b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert post.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n")
+    assert b"\r\nAllow: GET, HEAD\r\n" in post
+    assert _raw(metered, b"\x16\x03\x01 hello\r\n\r\n").startswith(b"HTTP/1.1 400 Bad Request")
+    long_line = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 100_000 + b"\r\n\r\n"
+    assert _raw(metered, long_line).startswith(b"HTTP/1.1 400 Bad Request")
+
+
+def test_metrics_endpoint_serves_a_bounded_number_of_connections(metered: ServerThread) -> None:
+    """Slow clients holding connections open cannot take every file descriptor: past
+    MAX_CONNECTIONS a connection is closed at once, and scrapes work again when the
+    slow ones go."""
+    port = metered.server.metrics_port
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(32)]
+    try:
+        for conn in held:  # each handler has begun: it answers a line it then reads
+            conn.sendall(b"GET /metrics HTTP/1.1\r\n")
+        # Closed unanswered, long before the 10 s an unfinished request is given.
+        with socket.create_connection(("127.0.0.1", port), timeout=REQUEST_SECONDS / 2) as extra:
+            assert extra.recv(1) == b""
+    finally:
+        for conn in held:
+            conn.close()
+    assert fetch(metered)[0] == 200
 
 
 def test_series_count_is_4_per_team_4_per_product_and_79_plus_timer_kinds(
