@@ -29,9 +29,10 @@ state answers no health check at all: a load balancer takes it out either way.
 The front holds nothing but calls under way: every token, session and
 write is the back's. So neither outlives the other: a front that ends stops
 the back (an error, for a supervisor to restart both), and a back that ends
-closes the socket, which ends the front. The front ignores SIGINT and
-SIGTERM: it stops when the back, draining, tells it to, after the calls
-under way have their answers.
+closes the socket, which ends the front. The front ignores SIGINT, SIGTERM
+and SIGHUP: it stops when the back, draining, tells it to, after the calls
+under way have their answers. A socket's folder left by a server killed with
+its front is removed by the next server's start (``sweep_folders``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import asyncio
 import itertools
 import json
 import marshal
+import os
 import shutil
 import signal
 import socket
@@ -223,7 +225,9 @@ class Back:
                 "--front-process needs Unix sockets, which this platform lacks: "
                 "start with --no-front-process"
             )
-        self._dir = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))  # 0700: this user's
+        sweep_folders()
+        # 0700: this user's; named with this process's pid, for a later sweep_folders.
+        self._dir = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-"))
         path = self._dir / "back.sock"
         loop = asyncio.get_running_loop()
         self._listening = await loop.create_unix_server(lambda: self.link, str(path))
@@ -342,6 +346,27 @@ class Back:
             send((call_id, UNKNOWN, "the call failed in the server", ()))
         finally:  # here, not in a done callback: one loop callback fewer a call
             self._calls.pop(call_id, None)
+
+
+def sweep_folders(base: Path | None = None) -> list[Path]:
+    """Remove the socket folders of servers that are gone: a server and its front
+    killed together (``kill -9`` of the process group, the OOM killer, a cgroup's
+    SIGKILL) leave theirs behind in the temporary directory. A folder is named with
+    its server's pid; one whose process no longer runs, and that is this user's, is
+    removed. Returns those removed."""
+    removed = []
+    for folder in (base or Path(tempfile.gettempdir())).glob(f"{FOLDER_PREFIX}*-*"):
+        pid = folder.name[len(FOLDER_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or folder.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)  # its server runs (or another process has its pid)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except OSError:  # gone meanwhile, or a process of another user: leave it
+            continue
+    return removed
 
 
 def front_flags(cfg: Config) -> list[str]:

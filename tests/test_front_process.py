@@ -15,6 +15,8 @@ import os
 import select
 import signal
 import socket
+import subprocess
+import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -314,3 +316,19 @@ def test_front_process_says_not_serving_while_its_server_is_paused(
     finally:
         os.kill(front.proc.pid, signal.SIGCONT)
     wait_for(front.target, SERVING)
+
+
+def test_front_process_folders_of_servers_that_are_gone_are_swept(tmp_path: Path) -> None:
+    """kill -9 of a server's whole process group leaves its socket's folder in the
+    temporary directory; the next start removes those whose server no longer runs,
+    and no other."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    left = tmp_path / f"tessera-front-{gone.pid}-k2j4x_1q"
+    mine = tmp_path / f"tessera-front-{os.getpid()}-a8v0c3pz"
+    other = tmp_path / "tessera-front-q9z7y0w1"  # no pid in its name: not ours to judge
+    for folder in (left, mine, other):
+        folder.mkdir()
+        (folder / "back.sock").touch()
+    assert front_module.sweep_folders(tmp_path) == [left]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other.name])
