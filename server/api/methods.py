@@ -15,7 +15,8 @@ Scopes:
 - ``ANYONE``: any admin credential (the server's info, the rate sheet read).
 - ``TEAM``: every team the call names (``teams``) must be one the caller
   manages, else ``NOT_TEAM_ADMIN``; for ``any_team`` calls about a user (their
-  devices), one of the user's teams is enough.
+  devices), one of the user's teams is enough, but every team whose sessions
+  the call would end (``touches``) must be the caller's.
 - ``LISTING``: as ``TEAM`` when a team is named; with none named, the list
   holds only the caller's teams (the servicer passes ``Caller.team_ids`` on),
   or, for a ``team_required`` list (the audit trail), a team administrator is
@@ -62,6 +63,10 @@ class Lookup(Protocol):
         """The team of the invitation a token redeems; "" if unknown."""
         ...
 
+    def device_teams(self, user_id: str, product_id: str, device_id: str) -> frozenset[str]:
+        """The teams of the live sessions that removing the device would end."""
+        ...
+
 
 Teams = Callable[[Any, Lookup], tuple[str, ...]]
 
@@ -89,6 +94,10 @@ def _user(request: Any, look: Lookup) -> tuple[str, ...]:
     return tuple(sorted(look.user_teams(request.user_id)))
 
 
+def _device(request: Any, look: Lookup) -> tuple[str, ...]:
+    return tuple(sorted(look.device_teams(request.user_id, request.product_id, request.device_id)))
+
+
 def _invitation(request: Any, look: Lookup) -> tuple[str, ...]:
     return (look.invitation_team(request.invitation_token),)
 
@@ -102,6 +111,9 @@ class Rule:
     changes: bool = False  # a successful call leaves one audit event (AD2)
     target: str = ""  # the request field naming what it is about (AD2)
     any_team: bool = False  # TEAM: one of ``teams`` is enough (a user's devices)
+    # TEAM: teams the call changes besides those it names (the sessions a device
+    # removal ends): each must be the caller's, any_team or not.
+    touches: Teams = _none
     # LISTING: a team administrator must name a team (the operator may name none).
     team_required: bool = False
     operator_fields: tuple[str, ...] = ()
@@ -150,7 +162,9 @@ RULES: dict[str, Rule] = {
     "EndSubscription": Rule(Scope.OPERATOR, changes=True, target="subscription_id"),
     # devices and sessions (RULES M8, R2)
     "ListDevices": Rule(Scope.TEAM, _user, any_team=True),
-    "RemoveDevice": Rule(Scope.TEAM, _user, changes=True, target="device_id", any_team=True),
+    "RemoveDevice": Rule(
+        Scope.TEAM, _user, changes=True, target="device_id", any_team=True, touches=_device
+    ),
     "ListSessions": Rule(Scope.LISTING, _TEAM),
     "EndSession": Rule(Scope.TEAM, _session, changes=True, target="session_id"),
     # reports (RULES R1)

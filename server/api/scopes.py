@@ -7,7 +7,8 @@ may do everything; a team administrator's key (``Caller.team_ids``):
 
 - ``OPERATOR`` methods and ``operator_fields`` set: ``OPERATOR_ONLY``;
 - ``TEAM``: every team the call names or touches must be one of its teams, else
-  ``NOT_TEAM_ADMIN`` naming the team (``any_team``: one of the user's teams);
+  ``NOT_TEAM_ADMIN`` naming the team (``any_team``: one of the user's teams, and
+  every team whose sessions it would end, ``Rule.touches``);
 - ``LISTING``: a named team must be one of its teams; with none named the
   servicer narrows the list to its teams (``team_required``: it must name one);
 - a method with no rule is refused to everyone (fail closed).
@@ -56,6 +57,9 @@ class EngineLookup:
     def user_teams(self, user_id: str) -> frozenset[str]:
         return frozenset(m.team_id for m in self._engine.directory.teams_of(user_id))
 
+    def device_teams(self, user_id: str, product_id: str, device_id: str) -> frozenset[str]:
+        return self._engine.sessions.lic.device_teams(user_id, product_id, device_id)
+
     def invitation_team(self, invitation_token: str) -> str:
         invitation = self._engine.directory.invitation_for_token(invitation_token)
         return invitation.team_id if invitation is not None else ""
@@ -74,7 +78,12 @@ def check(
         raise PermissionDenied(f"{method} has no access rule: refused to everyone")
     managed = caller.team_ids
     if managed is None or rule.scope is Scope.NONE:  # the operator; AcceptInvitation
-        return rule.teams(request, look) if rule.changes else ()
+        # The teams whose sessions it ends come first: the audit event names those.
+        return (
+            _unique(*rule.touches(request, look), *rule.teams(request, look))
+            if rule.changes
+            else ()
+        )
     if rule.scope is Scope.OPERATOR:
         raise OperatorOnly(method)
     if rule.scope is Scope.ANYONE:
@@ -96,8 +105,18 @@ def check(
                 raise NotTeamAdmin(method, "", user_id)
         elif managed.isdisjoint(teams):
             raise NotTeamAdmin(method, teams[0], str(request.user_id))
-        return teams
+        touched = rule.touches(request, look)
+        for team_id in touched:  # a session of another team it would end
+            if team_id not in managed:
+                raise NotTeamAdmin(method, team_id, str(request.user_id))
+        # The audit event names the first two: those it changed, else the caller's.
+        return _unique(*touched, *(t for t in teams if t in managed), *teams)
     for team_id in teams:
         if team_id and team_id not in managed:
             raise NotTeamAdmin(method, team_id)
     return teams
+
+
+def _unique(*teams: str) -> tuple[str, ...]:
+    """``teams`` in their order, each once."""
+    return tuple(dict.fromkeys(teams))

@@ -26,6 +26,7 @@ from server.domain.sessions import (
     Session,
     SessionState,
     SessionView,
+    live_list,
 )
 from server.domain.teams import Team
 from server.domain.terms import Terms
@@ -70,6 +71,18 @@ class LiveView(SessionBook):
     def all_sessions(self, team_id: str | None = None) -> Iterator[Session]:
         """Every session in memory, ended ones included (ListSessions include_ended)."""
         return (s for s in self._sessions.values() if team_id is None or s.team_id == team_id)
+
+    def device_teams(self, user_id: str, product_id: str, device_id: str) -> frozenset[str]:
+        """The teams of the live sessions that removing this device would end (its
+        sessions and their plugins, P4): what RemoveDevice touches (AD1)."""
+        device = self._device(user_id, product_id, device_id)
+        teams: set[str] = set()
+        todo = list(device.sessions()) if device is not None else []
+        while todo:
+            session = todo.pop()
+            teams.add(session.team_id)
+            todo += live_list(self._plugins.get(session))
+        return frozenset(teams)
 
     def devices(self, user_id: str, product_id: str) -> list[Device]:
         """M8/R2: the registered devices, oldest first; ``Device.running`` says

@@ -255,11 +255,14 @@ def test_ad2_an_empty_request_id_header_leaves_the_requests_own(
 def test_ad2_a_device_removed_by_a_team_administrator_is_in_its_teams_trail(
     desk: Desk, server: ServerThread
 ) -> None:
+    """The event names the team whose session the removal ended, first: gamma's
+    administrator finds it in gamma's trail, though bob's teams sort alpha first."""
     desk.team("beta")
-    desk.team("gamma")
+    desk.team("gamma", 100)
     for team in ("alpha", "beta", "gamma"):
         user = desk.user(team, "bob")  # a member of three teams
-    desk.entitle(user)  # registers dev-1
+    session = desk.entitle(user, team_id="gamma")  # registers dev-1, paid by gamma
+    assert session["team_id"] == "gamma"
     made = desk.a("CreateAdminKey", {"display_name": "Gamma's admin", "team_ids": ["gamma"]})
     team_admin = Grpcurl(server.target, made["admin_key"])
     try:
@@ -269,6 +272,9 @@ def test_ad2_a_device_removed_by_a_team_administrator_is_in_its_teams_trail(
     finally:
         team_admin.close()
     assert summary(mine)[0] == ("RemoveDevice", made["key"]["admin_key_id"], "gamma", "dev-1")
+    # Its second team (listed there too) is the user's first other team; beta's has none.
+    assert summary(events(desk, "alpha"))[0][0] == "RemoveDevice"
+    assert "RemoveDevice" not in [e[0] for e in summary(events(desk, "beta"))]
 
 
 def test_ad2_the_quick_secret_check_never_misses_what_scrub_finds() -> None:

@@ -326,6 +326,40 @@ def test_ad1_a_key_for_a_users_other_team_still_sees_their_devices(world: World)
     assert info.value.reason == "UNKNOWN_USER"
 
 
+def test_ad1_a_team_key_reads_its_invitations_without_their_tokens(world: World) -> None:
+    """User keys are the operator's: a team administrator who could read an
+    invitation's token could accept it and hold that user's key (replacing the
+    one the user has, for every team of theirs). The outbox shows it the
+    invitations, and only the operator, who sends the mail, their tokens."""
+    kind = "NOTIFICATION_KIND_INVITATION"
+    theirs = world.call("ListNotifications", {"team_id": "alpha"})["notifications"]
+    invites = {n["notification_id"]: n for n in theirs if n["kind"] == kind}
+    assert [n["user_id"] for n in invites.values()] == [world.own.invited]
+    assert all("invitation_token" not in n for n in invites.values())
+    operators = world.desk.a("ListNotifications", {"team_id": "alpha"})["notifications"]
+    tokens = {n["notification_id"]: n.get("invitation_token") for n in operators}
+    assert all(tokens[i] and tokens[i].startswith("tsi_") for i in invites)
+
+
+def test_ad1_a_device_removal_that_would_end_another_teams_session_is_not_team_admin(
+    world: World,
+) -> None:
+    """One of the user's teams is enough to see or remove their device, but not to
+    end a session another team runs on it: bob is imported into gamma (the key's),
+    and his beta session on dev-1 stays beta's. Once it has ended, the device is
+    the key's to remove."""
+    desk, bob = world.desk, world.other.user
+    desk.a("ImportUsers", {"team_id": "gamma", "users": [bob], "all_products": True})
+    body = {"user_id": bob, "product_id": "ACAD", "device_id": "dev-1", "end_sessions": True}
+    err = world.refused("RemoveDevice", body, "NOT_TEAM_ADMIN")
+    assert err.metadata["team_id"] == "beta"
+    (running,) = [s for s in desk.sessions("beta") if s["session_id"] == world.other.session]
+    assert running["state"] == "SESSION_STATE_ACTIVE"
+    desk.release(bob, world.other.session)
+    world.call("RemoveDevice", body)
+    assert world.call("ListDevices", {"user_id": bob, "product_id": "ACAD"}).get("devices") is None
+
+
 def test_ad1_an_unknown_session_or_pack_is_unknown_to_a_team_key_too(world: World) -> None:
     with pytest.raises(GrpcurlError) as info:
         world.call("EndSession", {"session_id": "se_none"})
