@@ -355,7 +355,7 @@ class TesseraServer:
                 self.admin_token,
                 engine.resolve_user_key,
                 lookup=EngineLookup(engine),
-                audit=AuditRecorder(engine.audit),
+                audit=AuditRecorder(engine.audit, self.admin_token),
                 log_calls=lambda method: cfg.log_heartbeats or not method.endswith("/Heartbeat"),
                 user_limits=RateLimits(cfg.user_rate_limit, cfg.user_burst),
                 admin_limits=RateLimits(cfg.admin_rate_limit, cfg.admin_burst),

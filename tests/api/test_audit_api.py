@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.api.audit import request_json
+from server.api.audit import AuditRecorder, request_json
+from server.api.caller import THE_OPERATOR
 from server.api.errors import _PREFIXES, SECRET, may_hold_secret, scrub
+from server.engine.audit import AuditTrail, Draft
 from tessera_api.tessera.v1 import admin_service_pb2 as api
 from tessera_api.tessera.v1 import admin_service_pb2_grpc
 from tests.api.test_access_api import invitation_token
@@ -250,6 +252,27 @@ def test_ad2_an_empty_request_id_header_leaves_the_requests_own(
         channel.close()
     newest = events(desk, "alpha")[0]
     assert (newest["method"], newest["request_id"]) == ("PurchaseTokens", "po-9")
+
+
+@pytest.mark.parametrize("token", ["probe-admin-token-0123456789abcdef", 'a "quoted" token'])
+def test_ad2_the_admin_token_never_lands_in_the_trail_whatever_its_shape(token: str) -> None:
+    """--admin-token may be any text, so the scrubber, which knows the shapes of
+    the server's own secrets, may not see it: pasted as an x-request-id or into a
+    name, it would be kept for every administrator of the team to read."""
+    drafts: list[Draft] = []
+
+    class Trail:
+        def begin(self, draft: Draft) -> None:
+            drafts.append(draft)
+
+    record = AuditRecorder(cast(AuditTrail, Trail()), token)
+    request = api.UpdateTeamSettingsRequest(team_id="alpha", display_name=f"Alpha {token}")
+    record("UpdateTeamSettings", request, THE_OPERATOR, ("alpha",), token)
+    (draft,) = drafts
+    assert token not in draft.request_id + draft.target + draft.request
+    assert json.dumps(token)[1:-1] not in draft.request
+    assert draft.request_id == "\u2026"
+    assert json.loads(draft.request)["display_name"] == "Alpha \u2026"
 
 
 def test_ad2_a_device_removed_by_a_team_administrator_is_in_its_teams_trail(
