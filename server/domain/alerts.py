@@ -126,8 +126,13 @@ class TeamAlerts:
 
     def pack_expiring(self, pack: TokenPack, now: datetime, new_id: NewId) -> Notification | None:
         """L2 at the pack's warning instant ``now``: the alert, if the pack still
-        has tokens and was not warned of before."""
-        if pack.pack_id in self._warned or pack.expired or pack.remaining <= 0:
+        has tokens and was not warned of before. Held tokens are still the pack's
+        (a hold released gives them back): they count. So whether a pack is warned
+        depends on tokens that only ever go down (captured, expired), and a start
+        that fires a warning missed while the server was down decides as the
+        server would have at its instant."""
+        left = pack.remaining + pack.held
+        if pack.pack_id in self._warned or pack.expired or left <= 0:
             return None
         self._warned.add(pack.pack_id)
         return _team_alert(
@@ -136,7 +141,7 @@ class TeamAlerts:
             NotificationKind.PACK_EXPIRING,
             now,
             pack_id=pack.pack_id,
-            tokens=pack.remaining,
+            tokens=left,
             expire_time=pack.expire_time,
         )
 
