@@ -76,25 +76,25 @@ def choose_team(
     """C3: the team an Entitle runs under, deterministically.
 
     ``teams`` are sorted and non-empty; ``meters[i]`` is this user's meter for
-    the product in ``teams[i]``, if any. Unless a subscription or trial covers
-    the product, a team whose meter is in grace or has a window open now comes
-    first: the user pays a product's rate once per 24 hours whichever teams
-    they belong to. Then: the preferred team; a plugin's host team; with a
-    subscription or trial, the first team (it covers them all); the team able
-    to pay whose next tokens expire soonest (then by id); else the first team,
-    which will fail the payment check with its own figures.
+    the product in ``teams[i]``, if any. A team whose meter is in grace or has a
+    window open now comes first: the user pays a product's rate once per 24
+    hours whichever teams they belong to (also under a subscription or trial,
+    which covers every team: the session goes on under tokens where it runs
+    when the coverage ends, C2, and must not pay again there). Then: the
+    preferred team; a plugin's host team, when coverage pays or that team can;
+    the team able to pay whose next tokens expire soonest (then by id; with a
+    subscription or trial too, so that the session can go on when it ends);
+    else the first team, which will fail the payment check with its own figures
+    (or that coverage pays for).
     """
-    if not covered:
-        for team_id, meter in zip(teams, meters, strict=True):
-            if meter is not None and (meter.state is ChargeState.GRACE or meter.window_covers(now)):
-                return team_id
+    for team_id, meter in zip(teams, meters, strict=True):
+        if meter is not None and (meter.state is ChargeState.GRACE or meter.window_covers(now)):
+            return team_id
     if preferred and preferred in teams:
         return preferred
-    if host_team and host_team in teams:
-        return host_team
-    if covered:
-        return teams[0]
     payers = [t for t in teams if ledger.available(t) >= daily_rate]
+    if host_team and host_team in teams and (covered or host_team in payers):
+        return host_team
     if payers:
         # A team that can pay nothing but a rate of 0 has no next expiry: it sorts last.
         return min(payers, key=lambda t: (ledger.next_expiry(t) or _NEVER, t))

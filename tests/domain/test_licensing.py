@@ -996,6 +996,49 @@ def test_c3_plugin_prefers_its_host_team() -> None:
     assert w.entitle(product="PLUG", parent=host.session_id).team_id == "beta"
 
 
+def test_c3_a_plugin_whose_host_team_cannot_pay_runs_where_a_team_can() -> None:
+    """C3 orders the teams by who can pay; the host's team goes first only when it
+    can (the plugin was refused INSUFFICIENT_TOKENS in alpha while beta could pay)."""
+    w = two_teams()
+    w.buy("alpha", 10)
+    w.buy("beta", 100)
+    host = w.entitle()  # holds alpha's 10
+    assert host.team_id == "alpha" and w.available("alpha") == 0
+    plug = w.entitle(product="PLUG", parent=host.session_id)
+    assert plug.team_id == "beta" and w.held("beta") == 3
+
+
+def test_c3_a_covered_session_runs_where_a_window_is_open() -> None:
+    """Once per 24 hours whatever the teams: a session opened under a subscription
+    runs where the user's window is open, so when the subscription ends it goes on
+    under that window (C2), not a new grace and a second charge in the first team."""
+    w = two_teams()
+    w.buy("alpha", 50)
+    w.buy("beta", 50)
+    first = w.entitle(product="MAYA", team="beta")
+    w.advance(5 * MIN)  # beta charged: its window is open for 24 hours
+    w.release(first)
+    w.coverage.subs.append(FakeSub("ann", "MAYA", "SUBSCRIPTION", T0 + HOUR, T0 + 3 * HOUR))
+    w.advance(to=T0 + 90 * MIN)
+    covered = w.entitle(product="MAYA")
+    assert covered.team_id == "beta" and covered.coverage is Coverage.SUBSCRIPTION
+    w.advance(to=T0 + 3 * HOUR + 10 * MIN)  # the subscription has ended
+    assert covered.live and covered.coverage is Coverage.TOKENS
+    assert w.charged() == 8 and w.held() == 0 and w.held("beta") == 0
+
+
+def test_c3_a_covered_session_runs_in_a_team_that_can_pay_when_the_trial_ends() -> None:
+    """Under a trial every team is covered; the session is placed where it can go on
+    under tokens when the trial ends (C2), not in the first team, which has none."""
+    w = two_teams()
+    w.buy("beta", 100)
+    w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0, T0 + HOUR))
+    s = w.entitle()
+    assert s.team_id == "beta"
+    w.advance(to=T0 + HOUR)
+    assert s.live and s.coverage is Coverage.TOKENS and w.held("beta") == 10
+
+
 # -- A6, R2 ---------------------------------------------------------------------------------------
 
 
