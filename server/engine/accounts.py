@@ -94,7 +94,8 @@ class Accounts:
         name = text.display_name(display_name, "display_name") if display_name else None
         if low_balance_threshold is not None and low_balance_threshold < 0:
             raise InvalidArgument.field("low_balance_threshold", "must not be negative")
-        if low_balance_threshold is not None:
+        before = (team.low_balance_threshold, team.plan, team.display_name)
+        if low_balance_threshold is not None and low_balance_threshold != before[0]:
             team.low_balance_threshold = low_balance_threshold
             # L1 compares the balance with the new threshold in this commit: at or below
             # it (or turned off), the next fall alerts again; set above it, nothing is
@@ -102,12 +103,14 @@ class Accounts:
             self.state.ledger.note_balance(team_id, self._clock.now())
         if plan is not None:
             team.plan = plan
-        changes = Changes()
-        if guest_default_assignments is not None:
-            self._set_guest_defaults(team_id, guest_default_assignments, changes)
         if name:
             team.display_name = name
-        changes.upsert(team)
+        changes = Changes()
+        if guest_default_assignments is not None:  # (it stores the team if it changes)
+            self._set_guest_defaults(team_id, guest_default_assignments, changes)
+        if (team.low_balance_threshold, team.plan, team.display_name) != before:
+            changes.upsert(team)
+        # A request that changes nothing stores nothing and leaves no audit event (AD2).
         await self._commits.commit(changes)
         return team
 

@@ -275,6 +275,21 @@ def test_ad2_the_admin_token_never_lands_in_the_trail_whatever_its_shape(token: 
     assert json.loads(draft.request)["display_name"] == "Alpha \u2026"
 
 
+def test_ad2_team_settings_that_change_nothing_leave_no_event(desk: Desk) -> None:
+    """AD2: a change that succeeds leaves one event; a request that changes nothing
+    (nothing named, or what is already there) leaves none, as other repeats do."""
+    before = len(events(desk, "alpha"))
+    settings = {"team_id": "alpha", "low_balance_threshold": 500, "display_name": "Alpha Ltd"}
+    desk.a("UpdateTeamSettings", settings)
+    assert len(events(desk, "alpha")) == before + 1
+    desk.a("UpdateTeamSettings", settings)  # the same again
+    desk.a("UpdateTeamSettings", {"team_id": "alpha"})  # nothing named
+    desk.a("UpdateTeamSettings", {"team_id": "alpha", "plan": "PLAN_STANDARD"})  # as it is
+    assert len(events(desk, "alpha")) == before + 1
+    team = desk.a("GetTeam", {"team_id": "alpha"})["team"]
+    assert (team["display_name"], team["low_balance_threshold"]) == ("Alpha Ltd", "500")
+
+
 def test_ad2_a_device_removed_by_a_team_administrator_is_in_its_teams_trail(
     desk: Desk, server: ServerThread
 ) -> None:
