@@ -409,7 +409,13 @@ class Ledger:
         check_request_id(request_id, required=True)
         if request_id in self._by_request:
             pack = self.packs[self._by_request[request_id]]
-            if pack.tokens != tokens or pack.team_id != team_id:
+            if pack.team_id != team_id:  # another team's: its purchase is none of this one's
+                raise AlreadyExists(
+                    f"request_id {request_id!r} was already used for another purchase: "
+                    "give this one a request_id of its own",
+                    request_id=request_id,
+                )
+            if pack.tokens != tokens:
                 raise AlreadyExists(
                     f"request_id {request_id!r} was already used for a purchase of "
                     f"{pack.tokens} tokens by team {pack.team_id!r}",

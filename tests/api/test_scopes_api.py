@@ -326,6 +326,19 @@ def test_ad1_a_key_for_a_users_other_team_still_sees_their_devices(world: World)
     assert info.value.reason == "UNKNOWN_USER"
 
 
+def test_ad1_a_request_id_another_team_used_is_refused_without_naming_it(world: World) -> None:
+    """Purchase request ids are one namespace (T1: a retry never buys twice), so
+    alpha may meet one beta used; the refusal says so without beta's name, pack
+    or amount."""
+    world.desk.a("PurchaseTokens", {"team_id": "beta", "tokens": 1000, "request_id": "po-b-1"})
+    with pytest.raises(GrpcurlError) as info:
+        world.call("PurchaseTokens", {"team_id": "alpha", "tokens": 7, "request_id": "po-b-1"})
+    err = info.value
+    assert (err.code, err.reason) == (grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS")
+    assert "beta" not in str(err) and "1000" not in str(err)
+    assert "pack_id" not in err.metadata and err.metadata["request_id"] == "po-b-1"
+
+
 def test_ad1_a_team_key_reads_its_invitations_without_their_tokens(world: World) -> None:
     """User keys are the operator's: a team administrator who could read an
     invitation's token could accept it and hold that user's key (replacing the

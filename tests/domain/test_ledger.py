@@ -260,8 +260,9 @@ def test_h2_14_repeated_request_id_for_another_team_is_already_exists() -> None:
     changes = Changes()
     with pytest.raises(AlreadyExists) as err:
         w.ledger.purchase("beta", 100, "rq-1", T0, w.pack_ids, changes)
-    assert err.value.metadata == {"request_id": "rq-1", "pack_id": "pk-001"}
-    assert "team 'acme'" in err.value.message
+    # Another team's purchase is none of beta's business (AD1): neither named nor shown.
+    assert err.value.metadata == {"request_id": "rq-1"}
+    assert "another purchase" in err.value.message and "acme" not in err.value.message
     assert not changes
     assert (w.ledger.available("acme"), w.ledger.available("beta")) == (100, 0)
 
