@@ -36,6 +36,7 @@ from server.domain.sessions import (
     SessionView,
 )
 from server.domain.timers import TimerKind
+from server.engine import audit
 from server.engine.commits import Commits
 from server.engine.scheduler import Scheduler
 from server.engine.state import State
@@ -198,8 +199,10 @@ class Sessions:
         """Store what ``_caught_up`` fired for a call that is then refused or answered
         from the store. A refused call changes nothing itself, but the deadlines it
         fired did (a capture, a release, an expiry): left unstored, the stored ledger
-        would miss entries its hash chain and the packs' sums count on."""
+        would miss entries its hash chain and the packs' sums count on. (An audited
+        call's draft is dropped first: refused, it changed nothing of its own.)"""
         if changes:
+            audit.abandon()
             await self._commits.commit(changes)
 
     async def entitle(

@@ -20,6 +20,7 @@ import re
 import sqlite3
 import threading
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -30,6 +31,8 @@ from server.api.audit import AuditRecorder
 from server.api.caller import THE_OPERATOR
 from server.clock import TestClock
 from server.domain.audit import event_digest
+from server.domain.errors import DeviceInUse
+from server.domain.products import Platform, Product
 from server.engine import Engine
 from server.store import checkpoint
 from server.store.audit import Verdict, verify
@@ -54,6 +57,58 @@ async def _purchase_with_its_event(engine: Engine, request_id: str) -> None:
     request = api.PurchaseTokensRequest(team_id="acme", tokens=5, request_id=request_id)
     AuditRecorder(engine.audit)("PurchaseTokens", request, THE_OPERATOR, ("acme",), request_id)
     await engine.accounts.purchase("acme", 5, request_id)
+
+
+async def test_ad2_a_refused_call_stores_the_deadlines_it_fired_but_no_event_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """A device call first fires the deadlines already due (a busy loop may run it
+    before the scheduler does) and stores them even when it is then refused: the
+    draft of the refused call must not ride that commit as if it had changed
+    something (AD2: only a change that succeeds leaves an event)."""
+    clock = TestClock(T0)
+    store = await Store.open(tmp_path / "tessera.db")
+    engine = Engine(clock, store)
+    await engine.start(heartbeat_flush=0)
+    try:
+        await engine.accounts.create_team("acme", "Acme", None)
+        await engine.accounts.purchase("acme", 100, "po-1")
+        await engine.accounts.upsert_product(
+            Product("ACAD", "AutoCAD", 5, platforms=frozenset({Platform.WINDOWS}))
+        )
+        await engine.access.assign(
+            "acme", ["Ann <ann@example.com>"], ["ACAD"], False, False, import_=True
+        )
+        await engine.sessions.entitle(
+            "ann@example.com",
+            product_id="ACAD",
+            product_version="2026",
+            platform=Platform.WINDOWS,
+            device_id="d1",
+            parent_session_id="",
+            request_id="",
+            takeover=False,
+            team_id="",
+        )
+        clock.set(T0 + timedelta(minutes=10))  # the grace's end is due, not yet fired
+        events = engine.audit.last_seq
+        request = api.RemoveDeviceRequest(
+            user_id="ann@example.com", product_id="ACAD", device_id="d1"
+        )
+
+        async def refused() -> None:
+            AuditRecorder(engine.audit)("RemoveDevice", request, THE_OPERATOR, ("acme",), "")
+            with pytest.raises(DeviceInUse):
+                await engine.sessions.remove_device("ann@example.com", "ACAD", "d1", False)
+
+        await asyncio.create_task(refused())
+        assert engine.audit.last_seq == events
+        assert engine.ledger.held("acme") == 0  # the capture the call fired, stored
+        assert [p.consumed for p in engine.ledger.packs.values()] == [5]
+    finally:
+        await engine.stop()
+        await store.close()
+    assert verify(tmp_path / "tessera.db").ok
 
 
 @pytest.mark.parametrize("broken", ["audit_events", "ledger"])
