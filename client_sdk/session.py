@@ -12,6 +12,10 @@ background task that:
 - while the server is unreachable keeps the session usable, retries at least
   every ``offline_retry_interval``, warns ``lease_warning`` before the lease ends,
   and ends the session (``LEASE_EXPIRED``) only when the lease is over;
+- after a call the server refused (a rate limit, a server error), waits before trying
+  again: activity still to report goes out ``offline_retry_interval`` later at the
+  soonest (or after the server's ``RetryInfo``, if longer), and a refusal repeated
+  is logged once;
 - notices when the server ended the session (taken over, insufficient tokens,
   not assigned, ended by an administrator) and tells the callbacks;
 - verifies the signed lease of every Entitle and Heartbeat answer
@@ -189,6 +193,10 @@ class AsyncSessionHandle:
         self._resume = False
         self._online = True
         self._warned = False
+        # After a heartbeat that failed (refused, or no server), no heartbeat goes out early
+        # (to report activity, or to come back from idle) before this: no retry storm.
+        self._hold_until: datetime = self._last_activity
+        self._last_warning: str | None = None  # the background failure last logged
         #: The last error the background task met (the caller never sees it raised).
         self.error: TesseraError | None = None
 
@@ -549,7 +557,7 @@ class AsyncSessionHandle:
         ):
             return None
         margin = min(self.options.activity_report_margin, self.options.idle_threshold / 10)
-        return self._reported_activity + self.options.idle_threshold - margin
+        return max(self._hold_until, self._reported_activity + self.options.idle_threshold - margin)
 
     def _next_wake(self) -> datetime:
         times = [self._next_heartbeat, self._lease_end]
@@ -558,12 +566,15 @@ class AsyncSessionHandle:
         for due in (self._idle_due_at(), self._report_due_at()):
             if due is not None:
                 times.append(due)
+        if self._resume:
+            times.append(self._hold_until)
         return min(times)
 
     async def _sleep_until(self, when: datetime) -> None:
         """Sleep on the SDK clock until ``when``, or until woken (touch, release)."""
         delay = (when - self._clock.now()).total_seconds()
         if delay <= 0 or self._wake.is_set():
+            await asyncio.sleep(0)  # even then, let the rest of the program run
             return
         sleeper = asyncio.ensure_future(self._clock.sleep(delay))
         waker = asyncio.ensure_future(self._wake.wait())
@@ -608,7 +619,7 @@ class AsyncSessionHandle:
             await self._go_idle()
         report_at = self._report_due_at()
         if (
-            self._resume
+            (self._resume and now >= self._hold_until)
             or now >= self._next_heartbeat
             or (report_at is not None and now >= report_at)
         ) and not self.ended:
@@ -634,6 +645,8 @@ class AsyncSessionHandle:
             return
         self._reported_activity = max(self._reported_activity, activity)
         self._next_heartbeat = sent + self._jittered(self._interval)
+        self._hold_until = sent
+        self._last_warning = None
         self._apply(session, sent, extends_lease=True)
 
     async def _go_idle(self) -> None:
@@ -661,7 +674,7 @@ class AsyncSessionHandle:
         self.error = exc
         self._online = False
         retry = min(self._interval, self.options.offline_retry_interval)
-        self._next_heartbeat = sent + self._jittered(retry)
+        self._next_heartbeat = self._hold_until = sent + self._jittered(retry)
 
     def _lease_expectations(self) -> dict[str, str]:
         """What every lease of this session must say: its product, device, user and team."""
@@ -685,8 +698,17 @@ class AsyncSessionHandle:
             )
             self._finish(self.session.ended_locally(EndReason.UNSPECIFIED, None))
             return
-        log.warning("tessera: call for session %s refused: %s", self.session_id, exc)
-        self._next_heartbeat = sent + self._jittered(self._interval)
+        # The same refusal again (a rate limit, a server error that lasts) is logged once.
+        seen = f"{type(exc).__name__}: {exc}"
+        level = logging.DEBUG if seen == self._last_warning else logging.WARNING
+        self._last_warning = seen
+        log.log(level, "tessera: call for session %s refused: %s", self.session_id, exc)
+        # Activity still due at the server is retried sooner than the next heartbeat, but
+        # not before a pause (nor before the server's RetryInfo says): never at once.
+        pause = timedelta(seconds=max(0.0, exc.retry_after or 0.0))
+        pause = max(pause, min(self._interval, self.options.offline_retry_interval))
+        self._hold_until = sent + self._jittered(pause)
+        self._next_heartbeat = max(self._hold_until, sent + self._jittered(self._interval))
 
 
 async def _guard(awaitable: Awaitable[None]) -> None:

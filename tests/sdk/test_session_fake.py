@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from datetime import timedelta
 
+import grpc
 import pytest
 
 from client_sdk import (
@@ -25,6 +27,7 @@ from tests.sdk.conftest import eventually
 from tests.sdk.fakes import FakeLicensing
 
 MIN = timedelta(minutes=1)
+SEC = timedelta(seconds=1)
 NO_JITTER = SessionOptions(heartbeat_jitter=0.0)
 
 
@@ -349,3 +352,45 @@ async def test_sdk_client_close_releases_open_sessions(
         plugin.session_id,
         host.session_id,
     ]
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED"), (grpc.StatusCode.INTERNAL, "")],
+)
+async def test_sdk_refused_heartbeat_with_activity_due_waits_before_retrying(
+    client: AsyncClient,
+    fake: FakeLicensing,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+    code: grpc.StatusCode,
+    reason: str,
+) -> None:
+    # A refused heartbeat that carried activity due at the server used to be sent again at
+    # once, forever (thousands a second, a warning each). It must wait, and warn once.
+    async with client.session("ACAD", "2026", options=NO_JITTER) as s:
+        await clock.until_sleeping()
+        await walk(clock, 12 * MIN)  # heartbeats at 5 and 10 minutes
+        start = s.session.start_time
+        assert start is not None
+        for _ in range(50):
+            fake.refuse(code, reason, method="Heartbeat")
+        s.touch()  # now activity is due at the server by 14:30
+        await eventually(lambda: clock.next_deadline() == start + 14 * MIN + 30 * SEC)
+        with caplog.at_level(logging.WARNING, logger="client_sdk"):
+            await walk(clock, 8 * MIN)  # to 20:00
+        refused = [b.time - start for b in fake.called("Heartbeat")[2:]]
+        # once a minute (offline_retry_interval) from 14:30, not over and over at 14:30
+        assert refused == [14 * MIN + 30 * SEC + n * MIN for n in range(6)]
+        warnings = [r for r in caplog.records if "refused" in r.getMessage()]
+        assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+        assert s.usable and s.error is not None
+        fake.refusals.clear()
+        await walk(clock, MIN)  # the next attempt gets through and reports the activity
+        assert len(fake.called("Heartbeat")) == 2 + 7
+        assert fake.called("Heartbeat")[-1].request.seconds_since_activity == 8 * 60 + 30
+        assert fake.sessions[s.session_id].last_activity == start + 12 * MIN
+        await walk(clock, 4 * MIN)  # then back on the server's interval
+        assert len(fake.called("Heartbeat")) == 2 + 7
+        await walk(clock, MIN)
+        assert len(fake.called("Heartbeat")) == 2 + 8
