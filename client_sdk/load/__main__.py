@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from client_sdk.load.config import RemoteTargetError, parse
+from client_sdk.load.config import RemoteTargetError, check_writable_file, parse
 from client_sdk.load.progress import make_progress
 from client_sdk.load.runner import LoadError, RunResult, run
 from client_sdk.load.stats import render_table
@@ -46,8 +47,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     to_stdout = ns.json_out == "-"
     try:
         cfg.validate()
+        if ns.json_out and not to_stdout:
+            check_writable_file(Path(ns.json_out), "--json")
+    except (RemoteTargetError, ValueError) as exc:
+        print(f"client_sdk.load: {exc}", file=sys.stderr)
+        return 2
+    try:
         result = run(cfg, make_progress(not ns.no_progress))
     except (RemoteTargetError, ValueError) as exc:
+        print(f"client_sdk.load: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a users file that went away, say
         print(f"client_sdk.load: {exc}", file=sys.stderr)
         return 2
     except LoadError as exc:
@@ -62,8 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if to_stdout:
             print(text)
         else:
-            with open(ns.json_out, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
+            try:
+                path = Path(ns.json_out)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text + "\n", encoding="utf-8")
+            except OSError as exc:  # checked before the run, but a disk can fill up
+                print(f"client_sdk.load: --json {ns.json_out}: {exc}", file=sys.stderr)
+                return 2
     errors = sum(row.calls - row.ok for row in result.rows())
     return 1 if errors or result.aborted == "interrupted" else 0
 

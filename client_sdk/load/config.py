@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,94 @@ def split_targets(values: Sequence[str]) -> str:
     return ",".join(t.strip() for v in values for t in v.split(",") if t.strip())
 
 
+#: The numeric options: field -> (its flag, the least value, True when the least value is
+#: itself refused, the greatest value or None). Every one is finite: a ``nan`` or ``inf``
+#: would switch a bound off (``--max-duration nan`` never ends). Both the command line
+#: (a usage error, exit 2) and ``LoadConfig.validate`` check them.
+NUMBERS: dict[str, tuple[str, float, bool, float | None]] = {
+    "attempts": ("--attempts", 0, False, None),
+    "users": ("--users", 1, False, None),
+    "daily_rate": ("--daily-rate", 0, False, None),
+    "plugin_rate": ("--plugin-rate", 0, False, None),
+    "workers": ("--workers", 1, False, None),
+    "channels": ("--channels", 1, False, None),
+    "concurrency": ("--concurrency", 1, False, None),
+    "ramp_concurrency": ("--ramp-concurrency", 0, False, None),
+    "ramp_rate": ("--ramp-rate", 0, False, None),
+    "heartbeat_rate": ("--heartbeat-rate", 0, False, None),
+    "warmup": ("--warmup", 0, False, None),
+    "steady": ("--steady", 0, False, None),
+    "cycle": ("--cycle", 0, False, None),
+    "idle_fraction": ("--idle-fraction", 0, False, 1),
+    "plugin_fraction": ("--plugin-fraction", 0, False, 1),
+    "max_calls": ("--max-calls", 1, False, None),
+    "max_duration": ("--max-duration", 0, True, None),
+    "timeout": ("--timeout", 0, True, None),
+}
+
+
+def number_problem(field: str, value: float) -> str | None:
+    """What is wrong with ``value`` for the option ``field`` (None: nothing)."""
+    _, low, low_refused, high = NUMBERS[field]
+    if not math.isfinite(value):
+        return "must be a finite number"
+    if low_refused and value <= low:
+        return f"must be greater than {low:g}"
+    if value < low:
+        return f"must be at least {low:g}"
+    if high is not None and value > high:
+        return f"must be within {low:g}..{high:g}"
+    return None
+
+
+def _number(kind: type[int] | type[float], field: str) -> Callable[[str], float]:
+    """An argparse ``type`` that refuses what ``number_problem`` refuses (a usage error)."""
+
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if kind is int else 'a number'}"
+            ) from None
+        problem = number_problem(field, value)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(f"{text}: {problem}")
+        return value
+
+    return convert
+
+
+def check_readable_file(path: Path, flag: str) -> None:
+    """``path`` is a file this process may read (checked before any work is done)."""
+    if not path.exists():
+        raise ValueError(f"{flag} {path}: no such file")
+    if not path.is_file():
+        raise ValueError(f"{flag} {path}: not a file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{flag} {path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def check_writable_file(path: Path, flag: str) -> None:
+    """``path`` can be written (checked before any work is done, by opening it: permission
+    bits say nothing to root, nor about a read-only file system). Directories missing on
+    the way are made now, as writing the file would; an existing file is left as it is."""
+    if path.is_dir():
+        raise ValueError(f"{flag} {path}: is a directory")
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{flag} {path}: cannot be written ({exc.strerror or exc})") from None
+    if not existed:
+        path.unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class LoadConfig:
     # One server, or several of one deployment separated by commas (the active and its
@@ -125,20 +214,10 @@ class LoadConfig:
             raise ValueError("--target: at least one server address is required")
         for target in self.targets:
             check_target(target, self.allow_remote)
-        if self.attempts < 0:
-            raise ValueError("--attempts must not be negative")
-        if self.users < 1:
-            raise ValueError("--users must be at least 1")
-        if self.workers < 1 or self.channels < 1 or self.concurrency < 1:
-            raise ValueError("--workers, --channels and --concurrency must be at least 1")
-        if self.ramp_concurrency < 0:
-            raise ValueError("--ramp-concurrency must not be negative")
-        for name in ("idle_fraction", "plugin_fraction"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"--{name.replace('_', '-')} must be within 0..1")
-        if self.max_calls < 1 or self.max_duration <= 0:
-            raise ValueError("--max-calls and --max-duration must be positive")
+        for name, (flag, *_) in NUMBERS.items():
+            problem = number_problem(name, getattr(self, name))
+            if problem is not None:
+                raise ValueError(f"{flag} {problem}")
         if self.users_file is not None and self.fake_users:
             raise ValueError("--users-file and --fake-users exclude each other")
         if self.users_file is None and not self.fake_users and not self.admin_token:
@@ -148,6 +227,10 @@ class LoadConfig:
             )
         if self.count_server_sessions and not self.admin_token:
             raise ValueError("--count-server-sessions needs the admin token")
+        if self.users_file is not None:
+            check_readable_file(self.users_file, "--users-file")
+        if self.save_users is not None:
+            check_writable_file(self.save_users, "--save-users")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -169,7 +252,7 @@ def parser() -> argparse.ArgumentParser:
     a("--allow-remote", action="store_true", help="allow a target that is not loopback")
     a(
         "--attempts",
-        type=int,
+        type=_number(int, "attempts"),
         default=d.attempts,
         help="attempts per call, across targets (default: 1 with one target, "
         f"{FAILOVER_ATTEMPTS} with several)",
@@ -184,37 +267,75 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--users-file", type=Path, help="read users and keys from this JSON file")
     g.add_argument("--save-users", type=Path, help="write provisioned users and keys here")
     g.add_argument("--fake-users", action="store_true", help="made-up keys (echo servers)")
-    g.add_argument("-n", "--users", type=int, default=d.users, help="users = host sessions")
-    g.add_argument("--daily-rate", type=int, default=d.daily_rate)
-    g.add_argument("--plugin-rate", type=int, default=d.plugin_rate)
-    g = p.add_argument_group("processes")
-    g.add_argument("-P", "--workers", type=int, default=d.workers, help="worker processes")
-    g.add_argument("--channels", type=int, default=d.channels, help="connections per worker")
     g.add_argument(
-        "-c", "--concurrency", type=int, default=d.concurrency, help="calls in flight per worker"
+        "-n", "--users", type=_number(int, "users"), default=d.users, help="users = host sessions"
+    )
+    g.add_argument("--daily-rate", type=_number(int, "daily_rate"), default=d.daily_rate)
+    g.add_argument("--plugin-rate", type=_number(int, "plugin_rate"), default=d.plugin_rate)
+    g = p.add_argument_group("processes")
+    g.add_argument(
+        "-P", "--workers", type=_number(int, "workers"), default=d.workers, help="worker processes"
+    )
+    g.add_argument(
+        "--channels",
+        type=_number(int, "channels"),
+        default=d.channels,
+        help="connections per worker",
+    )
+    g.add_argument(
+        "-c",
+        "--concurrency",
+        type=_number(int, "concurrency"),
+        default=d.concurrency,
+        help="calls in flight per worker",
     )
     g.add_argument(
         "--ramp-concurrency",
-        type=int,
+        type=_number(int, "ramp_concurrency"),
         default=d.ramp_concurrency,
         help="calls in flight per worker in the ramp-up and the final releases "
         "(default: --concurrency)",
     )
     g = p.add_argument_group("phases")
-    g.add_argument("--ramp-rate", type=float, default=d.ramp_rate, help="Entitles/s; 0: max")
     g.add_argument(
-        "--heartbeat-rate", type=float, default=d.heartbeat_rate, help="Heartbeats/s; 0: max"
+        "--ramp-rate",
+        type=_number(float, "ramp_rate"),
+        default=d.ramp_rate,
+        help="Entitles/s; 0: max",
     )
-    g.add_argument("--warmup", type=float, default=d.warmup, help="seconds, not measured")
-    g.add_argument("--steady", type=float, default=d.steady, help="seconds of heartbeats")
-    g.add_argument("--cycle", type=float, default=d.cycle, help="seconds of Release+Entitle")
-    g.add_argument("--idle-fraction", type=float, default=d.idle_fraction)
-    g.add_argument("--plugin-fraction", type=float, default=d.plugin_fraction)
+    g.add_argument(
+        "--heartbeat-rate",
+        type=_number(float, "heartbeat_rate"),
+        default=d.heartbeat_rate,
+        help="Heartbeats/s; 0: max",
+    )
+    g.add_argument(
+        "--warmup", type=_number(float, "warmup"), default=d.warmup, help="seconds, not measured"
+    )
+    g.add_argument(
+        "--steady", type=_number(float, "steady"), default=d.steady, help="seconds of heartbeats"
+    )
+    g.add_argument(
+        "--cycle", type=_number(float, "cycle"), default=d.cycle, help="seconds of Release+Entitle"
+    )
+    g.add_argument("--idle-fraction", type=_number(float, "idle_fraction"), default=d.idle_fraction)
+    g.add_argument(
+        "--plugin-fraction", type=_number(float, "plugin_fraction"), default=d.plugin_fraction
+    )
     g.add_argument("--no-release", dest="release", action="store_false", help="leave sessions")
     g = p.add_argument_group("bounds")
-    g.add_argument("--max-calls", type=int, default=d.max_calls, help="hard cap on calls")
-    g.add_argument("--max-duration", type=float, default=d.max_duration, help="hard cap, s")
-    g.add_argument("--timeout", type=float, default=d.timeout, help="deadline per call, s")
+    g.add_argument(
+        "--max-calls", type=_number(int, "max_calls"), default=d.max_calls, help="hard cap on calls"
+    )
+    g.add_argument(
+        "--max-duration",
+        type=_number(float, "max_duration"),
+        default=d.max_duration,
+        help="hard cap, s",
+    )
+    g.add_argument(
+        "--timeout", type=_number(float, "timeout"), default=d.timeout, help="deadline per call, s"
+    )
     g = p.add_argument_group("output")
     g.add_argument("--json", dest="json_out", metavar="FILE", help="write results ('-': stdout)")
     g.add_argument("--no-progress", action="store_true", help="no live progress display")

@@ -81,7 +81,14 @@ class Users:
 
     @classmethod
     def load(cls, path: Path) -> Users:
-        return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"users file {path}: not JSON: {exc}") from None
+        try:
+            return cls.from_json(data)
+        except (KeyError, TypeError, AttributeError) as exc:  # valid JSON, wrong shape
+            raise ValueError(f"users file {path}: not a saved users file ({exc!r})") from None
 
     def first(self, n: int) -> Users:
         if n > len(self.users):

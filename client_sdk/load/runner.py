@@ -191,7 +191,10 @@ class Driver:
             raise LoadError(f"provisioning failed: {exc}") from None
         self.result.provision_seconds = time.monotonic() - t0
         if cfg.save_users is not None:
-            users.save(cfg.save_users)
+            try:
+                users.save(cfg.save_users)
+            except OSError as exc:  # checked before provisioning, but a disk can fill up
+                raise LoadError(f"--save-users {cfg.save_users}: {exc}") from None
         return users
 
     def _provision(self, report: Callable[[str, int, int], None]) -> Users:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from client_sdk.load import LoadConfig, RemoteTargetError, check_target, is_loopback
 from client_sdk.load.__main__ import main
-from client_sdk.load.config import FAILOVER_ATTEMPTS, parse, target_host
+from client_sdk.load.config import FAILOVER_ATTEMPTS, check_writable_file, parse, target_host
 
 
 @pytest.mark.parametrize(
@@ -71,7 +73,7 @@ def test_users_must_come_from_somewhere() -> None:
     with pytest.raises(ValueError, match="where users come from"):
         LoadConfig(admin_token=None).validate()
     with pytest.raises(ValueError, match="exclude each other"):
-        LoadConfig(fake_users=True, users_file=__import__("pathlib").Path("u.json")).validate()
+        LoadConfig(fake_users=True, users_file=Path("u.json")).validate()
 
 
 @pytest.mark.parametrize(
@@ -105,3 +107,100 @@ def test_h3_every_target_passes_the_loopback_guard() -> None:
         parse(["--target", ",", "--fake-users"])[0].validate()
     with pytest.raises(ValueError, match="--attempts"):
         LoadConfig(fake_users=True, attempts=-1).validate()
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag", "problem"),
+    [
+        (["--timeout", "0"], "--timeout", "must be greater than 0"),
+        (["--timeout", "-1"], "--timeout", "must be greater than 0"),
+        (["--max-duration", "nan"], "--max-duration", "must be a finite number"),
+        (["--max-duration", "inf"], "--max-duration", "must be a finite number"),
+        (["--max-duration", "0"], "--max-duration", "must be greater than 0"),
+        (["--steady", "-1"], "--steady", "must be at least 0"),
+        (["--warmup", "-0.5"], "--warmup", "must be at least 0"),
+        (["--cycle", "nan"], "--cycle", "must be a finite number"),
+        (["--ramp-rate", "-5"], "--ramp-rate", "must be at least 0"),
+        (["--heartbeat-rate", "-5"], "--heartbeat-rate", "must be at least 0"),
+        (["--heartbeat-rate", "inf"], "--heartbeat-rate", "must be a finite number"),
+        (["--idle-fraction", "nan"], "--idle-fraction", "must be a finite number"),
+        (["--plugin-fraction", "1.5"], "--plugin-fraction", "must be within 0..1"),
+        (["-n", "0"], "--users", "must be at least 1"),
+        (["-n", "abc"], "--users", "'abc' is not an integer"),
+        (["-P", "0"], "--workers", "must be at least 1"),
+        (["--max-calls", "0"], "--max-calls", "must be at least 1"),
+        (["--daily-rate", "-1"], "--daily-rate", "must be at least 0"),
+        (["--attempts", "-1"], "--attempts", "must be at least 0"),
+    ],
+)
+def test_every_numeric_flag_is_checked_at_parse_time(
+    argv: list[str], flag: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A usage error (exit 2) before anything is contacted: there is no server at port 1.
+    with pytest.raises(SystemExit) as stop:
+        main(["--target", "127.0.0.1:1", "--fake-users", "--no-progress", *argv])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err and flag in err and problem in err, err
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("timeout", 0.0, "--timeout must be greater than 0"),
+        ("max_duration", float("nan"), "--max-duration must be a finite number"),
+        ("steady", -1.0, "--steady must be at least 0"),
+        ("ramp_rate", -1.0, "--ramp-rate must be at least 0"),
+        ("heartbeat_rate", float("inf"), "--heartbeat-rate must be a finite number"),
+    ],
+)
+def test_a_config_made_in_code_is_held_to_the_same_bounds(
+    field: str, value: float, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        LoadConfig(fake_users=True, **{field: value}).validate()  # type: ignore[arg-type]
+
+
+def _file_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """Run the command on ``argv``; it must stop with exit 2 and one line, before work
+    (nothing listens at port 1: a run that went on would fail another way)."""
+    code = main(["--target", "127.0.0.1:1", "--no-progress", *argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    return err
+
+
+def test_file_paths_are_checked_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.json"
+    assert "--users-file" in _file_error(capsys, ["--users-file", str(missing)])
+    assert "no such file" in _file_error(capsys, ["--users-file", str(missing)])
+    assert "not a file" in _file_error(capsys, ["--users-file", str(tmp_path)])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    under_a_file = str(blocker / "out.json")  # unwritable even for root
+    err = _file_error(capsys, ["--admin-token", "t", "--save-users", under_a_file])
+    assert err.startswith(f"client_sdk.load: --save-users {under_a_file}: cannot be written")
+    err = _file_error(capsys, ["--fake-users", "--json", under_a_file])
+    assert err.startswith(f"client_sdk.load: --json {under_a_file}: cannot be written")
+    assert "is a directory" in _file_error(capsys, ["--fake-users", "--json", str(tmp_path)])
+    # A users file that is JSON of the wrong shape is named, in one line.
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text('{"users": []}')
+    assert f"users file {wrong}: not a saved users file" in _file_error(
+        capsys, ["--users-file", str(wrong)]
+    )
+    wrong.write_text("{")
+    assert f"users file {wrong}: not JSON" in _file_error(capsys, ["--users-file", str(wrong)])
+
+
+def test_checking_a_writable_path_leaves_nothing_behind(tmp_path: Path) -> None:
+    new = tmp_path / "sub" / "out.json"
+    check_writable_file(new, "--json")
+    assert not new.exists() and new.parent.is_dir()
+    kept = tmp_path / "kept.json"
+    kept.write_text("old")
+    check_writable_file(kept, "--json")
+    assert kept.read_text() == "old"
