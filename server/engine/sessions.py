@@ -36,7 +36,7 @@ from server.domain.sessions import (
     SessionView,
 )
 from server.domain.timers import TimerKind
-from server.engine import audit
+from server.engine.audit import abandon as abandon_audit_draft
 from server.engine.commits import Commits
 from server.engine.scheduler import Scheduler
 from server.engine.state import State
@@ -202,7 +202,7 @@ class Sessions:
         would miss entries its hash chain and the packs' sums count on. (An audited
         call's draft is dropped first: refused, it changed nothing of its own.)"""
         if changes:
-            audit.abandon()
+            abandon_audit_draft()
             await self._commits.commit(changes)
 
     async def entitle(
