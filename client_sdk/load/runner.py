@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import Any
@@ -219,6 +219,10 @@ class Driver:
 
     def start_workers(self, users: Users) -> None:
         cfg = self.cfg
+        if len(users.users) < cfg.workers:
+            # A worker with no user would have nothing to do, and would take its share of
+            # the rates and of max_calls with it: start one per user.
+            cfg = self.cfg = self.result.config = replace(cfg, workers=len(users.users))
         ctx = multiprocessing.get_context("spawn")  # no fork: gRPC does not survive it
         self.counters = ctx.RawArray("q", cfg.workers * SLOTS)
         rng = random.Random(cfg.seed)  # noqa: S311 - which users run the plugin, not a secret
@@ -397,7 +401,8 @@ class Driver:
         self.signals.raise_now = False
         self.start_workers(users)
         if not self.aborting:
-            self.phase("ramp", r.sessions, rate=cfg.ramp_rate / cfg.workers, deadline=1e18)
+            rate = cfg.ramp_rate / self.cfg.workers  # (as many as there are users at most)
+            self.phase("ramp", r.sessions, rate=rate, deadline=1e18)
         r.live_after_ramp = r.live_at_end
         return users
 

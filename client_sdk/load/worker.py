@@ -395,6 +395,9 @@ class Worker:
         pacer = Pacer(rate) if rate > 0 else None
         sessions = self.sessions
         n = len(sessions)
+        if n == 0:  # a worker with no user (the driver starts none): nothing to beat
+            stats.started = stats.ended = 0.0
+            return
         cursor = 0
         rnd = self.rng.random
         idle_cap = max(1, self.cfg.concurrency // 4)

@@ -151,6 +151,28 @@ def test_max_duration_is_a_hard_cap(server: ServerThread) -> None:
     assert r.aborted == "max_duration reached"
 
 
+def test_fewer_users_than_workers_start_one_worker_per_user(server: ServerThread) -> None:
+    r = run(
+        LoadConfig(
+            target=server.target,
+            admin_token=ADMIN_TOKEN,
+            users=1,
+            plugin_fraction=0,
+            workers=2,  # the default: one of them would have had no user
+            warmup=0,
+            steady=0.3,
+            max_duration=30,
+        )
+    )
+    assert r.aborted is None
+    assert r.config.workers == 1
+    rows = {(x.phase, x.rpc): x for x in r.rows()}
+    assert {k: v.errors for k, v in rows.items() if v.errors} == {}
+    assert rows["ramp", "Entitle"].ok == 1 and rows["steady", "Heartbeat"].ok > 0
+    assert rows["release", "Release"].ok == 1
+    assert r.live_after_ramp == 1 and r.live_at_end == 0
+
+
 def test_h3_a_run_with_a_standby_first_follows_the_active(
     server: ServerThread, tmp_path: Path
 ) -> None:
