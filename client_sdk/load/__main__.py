@@ -12,6 +12,15 @@ from client_sdk.load.progress import make_progress
 from client_sdk.load.runner import LoadError, RunResult, run
 from client_sdk.load.stats import render_table
 
+EXIT_CODES = """exit codes (the first that applies):
+  2    usage: a bad option, an unreadable or unwritable file, a remote target
+       (checked before any work)
+  130  interrupted (SIGINT or SIGTERM)
+  3    stopped early: --max-calls or --max-duration was reached before the phases
+       were done (what was opened is released all the same, within bounds)
+  1    a call failed, a session was left live, or the run could not start
+  0    every call succeeded and every session opened was released"""
+
 
 def report(result: RunResult) -> str:
     r = result
@@ -39,11 +48,16 @@ def report(result: RunResult) -> str:
     lines.append(f"run took {r.seconds:.1f} s; load average at the start {la}")
     if r.aborted:
         lines.append(f"STOPPED EARLY: {r.aborted}")
+    if cfg.release and r.live_at_end:
+        lines.append(
+            f"LEFT LIVE: {r.live_at_end:,} sessions could not be released "
+            "(the server ends them when their heartbeats stop)"
+        )
     return render_table(r.rows()) + "\n" + "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg, ns = parse(argv)
+    cfg, ns = parse(argv, epilog=EXIT_CODES)
     to_stdout = ns.json_out == "-"
     try:
         cfg.validate()
@@ -79,8 +93,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             except OSError as exc:  # checked before the run, but a disk can fill up
                 print(f"client_sdk.load: --json {ns.json_out}: {exc}", file=sys.stderr)
                 return 2
+    return exit_code(result)
+
+
+def exit_code(result: RunResult) -> int:
+    """What the command exits with (``EXIT_CODES``, the first that applies)."""
+    if result.aborted == "interrupted":
+        return 130
+    if result.aborted:
+        return 3
     errors = sum(row.calls - row.ok for row in result.rows())
-    return 1 if errors or result.aborted == "interrupted" else 0
+    return 1 if errors or (result.config.release and result.live_at_end) else 0
 
 
 if __name__ == "__main__":

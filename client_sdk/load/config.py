@@ -62,6 +62,15 @@ def check_target(target: str, allow_remote: bool) -> None:
         )
 
 
+#: Calls the final releases may make per live session: a Release refused with a
+#: ``google.rpc.RetryInfo`` (a rate limit, an overloaded server) is sent again after the
+#: delay it names (at most ``RELEASE_RETRY_WAIT`` seconds), this many times in all.
+RELEASE_ATTEMPTS = 3
+RELEASE_RETRY_WAIT = 5.0
+#: Seconds the final releases may run past ``max_duration`` (they come after the caps).
+RELEASE_GRACE_SECONDS = 30.0
+
+
 #: Attempts per call with several targets (``attempts`` 0): enough, with the retry
 #: policy's backoff, to ride out a takeover (RULES H2: within 10 s).
 FAILOVER_ATTEMPTS = 10
@@ -233,13 +242,17 @@ class LoadConfig:
             check_writable_file(self.save_users, "--save-users")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(epilog: str | None = None) -> argparse.ArgumentParser:
     d = LoadConfig()
     p = argparse.ArgumentParser(
         prog="python -m client_sdk.load",
-        description="Load a Tessera server with simulated users: provision, ramp up Entitles, "
-        "a steady state of Heartbeats (some Idle, some plugin sessions), optional "
-        "Release+Entitle cycles, Releases at the end.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Load a Tessera server with simulated users: provision, ramp up Entitles, a\n"
+            "steady state of Heartbeats (some Idle, some plugin sessions), optional\n"
+            "Release+Entitle cycles, Releases at the end (even after a cap stopped the run)."
+        ),
     )
     a = p.add_argument
     a(
@@ -325,13 +338,17 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--no-release", dest="release", action="store_false", help="leave sessions")
     g = p.add_argument_group("bounds")
     g.add_argument(
-        "--max-calls", type=_number(int, "max_calls"), default=d.max_calls, help="hard cap on calls"
+        "--max-calls",
+        type=_number(int, "max_calls"),
+        default=d.max_calls,
+        help="hard cap on the calls before the final releases",
     )
     g.add_argument(
         "--max-duration",
         type=_number(float, "max_duration"),
         default=d.max_duration,
-        help="hard cap, s",
+        help="hard cap, s, before the final releases (they get at most "
+        f"{RELEASE_GRACE_SECONDS:g} s more and {RELEASE_ATTEMPTS} calls per session)",
     )
     g.add_argument(
         "--timeout", type=_number(float, "timeout"), default=d.timeout, help="deadline per call, s"
@@ -393,6 +410,8 @@ def from_args(ns: argparse.Namespace) -> LoadConfig:
     )
 
 
-def parse(argv: Sequence[str] | None = None) -> tuple[LoadConfig, argparse.Namespace]:
-    ns = parser().parse_args(argv)
+def parse(
+    argv: Sequence[str] | None = None, epilog: str | None = None
+) -> tuple[LoadConfig, argparse.Namespace]:
+    ns = parser(epilog).parse_args(argv)
     return from_args(ns), ns

@@ -6,6 +6,12 @@ measured), cycle (Release+Entitle, optional), release. Every phase is bounded
 by the run's hard caps: ``max_duration`` seconds from the start of the run and
 ``max_calls`` LicensingService calls, shared out among the workers.
 
+The final releases come after those caps, with bounds of their own: at most
+``RELEASE_ATTEMPTS`` calls per live session (a Release refused with a RetryInfo
+is sent again after its delay), until ``RELEASE_GRACE_SECONDS`` past
+``max_duration``. So a run stopped early by a cap still releases what it opened;
+what it could not release is reported (``live_at_end``).
+
 A first SIGINT or SIGTERM ends the phase under way and goes on to the
 releases (for at most 30 s); a second one stops the workers at once.
 """
@@ -30,7 +36,7 @@ from typing import Any
 
 from client_sdk.errors import TesseraError
 from client_sdk.failover import Targets
-from client_sdk.load.config import LoadConfig
+from client_sdk.load.config import RELEASE_GRACE_SECONDS, LoadConfig
 from client_sdk.load.progress import NoProgress, Progress
 from client_sdk.load.provision import Users, count_live_sessions, fake_users, provision
 from client_sdk.load.stats import PhaseStats, RpcSummary, merge_phases, summarize
@@ -45,7 +51,8 @@ from client_sdk.load.worker import (
     worker_main,
 )
 
-ABORT_RELEASE_SECONDS = 30.0
+ABORT_RELEASE_SECONDS = 30.0  # for the releases after an interrupt
+STOP_GRACE_SECONDS = 15.0  # past a phase's deadline (and a call's timeout), workers must answer
 
 
 class LoadError(RuntimeError):
@@ -284,9 +291,16 @@ class Driver:
             conn.send(cmd)
 
     def _collect(
-        self, kind: str, total: float | None, clock_from: float | None = None
+        self,
+        kind: str,
+        total: float | None,
+        clock_from: float | None = None,
+        deadline: float | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Wait for one ``kind`` message from every worker, showing progress meanwhile."""
+        """Wait for one ``kind`` message from every worker, showing progress meanwhile
+        (until ``deadline``, the run's hard deadline by default, and some grace)."""
+        limit = (self.hard_deadline if deadline is None else deadline) + STOP_GRACE_SECONDS
+        limit += self.cfg.timeout
         pending = dict(enumerate(self.conns))
         got: list[tuple[Any, ...]] = []
         window: deque[tuple[float, int]] = deque()
@@ -307,7 +321,7 @@ class Driver:
                     pending.pop(index, None)
             now = time.monotonic()
             self._on_signals()
-            if now > self.hard_deadline + 15:
+            if now > limit:
                 raise LoadError("workers did not stop at the hard deadline")
             if self.counters is None or kind == "ready":
                 continue
@@ -352,7 +366,9 @@ class Driver:
         if record and self.on_phase is not None:
             self.on_phase(self, name, "start")
         self._send_all((name, args))
-        msgs = self._collect("done", total, clock_from)
+        msgs = self._collect(
+            "done", total, clock_from, args.get("deadline") if name == "release" else None
+        )
         if record and self.on_phase is not None:
             self.on_phase(self, name, "end")
         merged = merge_phases(m[2] for m in msgs) or PhaseStats(name)
@@ -374,10 +390,11 @@ class Driver:
                 r.ended[reason] = r.ended.get(reason, 0) + n
             for rpc, hexed in m[3]["samples"].items():
                 r.samples.setdefault(rpc, hexed)
-        if self._sum(CALLS) >= self.cfg.max_calls and r.aborted is None:
-            r.aborted = "max_calls reached"
-        if time.monotonic() >= self.hard_deadline and r.aborted is None:
-            r.aborted = "max_duration reached"
+        if name != "release":  # which has bounds of its own, past the run's
+            if self._sum(CALLS) >= self.cfg.max_calls and r.aborted is None:
+                r.aborted = "max_calls reached"
+            if time.monotonic() >= self.hard_deadline and r.aborted is None:
+                r.aborted = "max_duration reached"
         return merged
 
     def _add(self, stats: PhaseStats) -> None:
@@ -461,10 +478,13 @@ class Driver:
         )
 
     def release(self) -> None:
-        """Release every live session (``release``; after an interrupt, for at most
-        ``ABORT_RELEASE_SECONDS``)."""
+        """Release every live session (``release``), even after a cap stopped the run:
+        until ``RELEASE_GRACE_SECONDS`` past ``max_duration`` (after an interrupt, for at
+        most ``ABORT_RELEASE_SECONDS``), with at most ``RELEASE_ATTEMPTS`` calls each."""
         if self.cfg.release and self.procs:
-            deadline = time.monotonic() + ABORT_RELEASE_SECONDS if self.aborting else 1e18
+            deadline = self.hard_deadline + RELEASE_GRACE_SECONDS
+            if self.aborting:
+                deadline = min(deadline, time.monotonic() + ABORT_RELEASE_SECONDS)
             self.phase("release", self.result.live_at_end, deadline=deadline)
 
     def close(self) -> RunResult:

@@ -32,7 +32,7 @@ import grpc
 from client_sdk.clock import SystemClock
 from client_sdk.errors import TesseraError
 from client_sdk.failover import Failover, Targets
-from client_sdk.load.config import LoadConfig
+from client_sdk.load.config import RELEASE_ATTEMPTS, RELEASE_RETRY_WAIT, LoadConfig
 from client_sdk.load.stats import PhaseStats, Recorder
 from tessera_api.tessera.v1 import common_pb2, licensing_service_pb2_grpc
 from tessera_api.tessera.v1 import licensing_service_pb2 as lic
@@ -320,7 +320,8 @@ class Worker:
             self._ended(s, resp.session)
         self.sample("Idle", resp)
 
-    async def release(self, s: Session, rec: Recorder) -> bool:
+    async def release(self, s: Session, rec: Recorder) -> TesseraError | None:
+        """Release ``s``; the refusal, or None when it is released."""
         self.budget -= 1
         t0 = time.monotonic()
         try:
@@ -329,7 +330,7 @@ class Worker:
             )
         except TesseraError as exc:
             self.failed(rec, exc)
-            return False
+            return exc
         rec.ok(time.monotonic() - t0)
         self.calls += 1
         if s.live:
@@ -339,7 +340,7 @@ class Worker:
             s.plugin.live = False
             self.live -= 1
         self.sample("Release", resp)
-        return True
+        return None
 
     # -- phases --------------------------------------------------------------------
 
@@ -456,7 +457,7 @@ class Worker:
             while ring and not self.stopping(end):
                 s = ring.popleft()
                 try:
-                    if s.live and not await self.release(s, release_rec):
+                    if s.live and await self.release(s, release_rec) is not None:
                         continue
                     # Finish the cycle even past the end: the session stays live.
                     if self.budget > 0 and time.monotonic() < self.spec.hard_deadline:
@@ -468,18 +469,30 @@ class Worker:
         await self._lanes(min(self.cfg.concurrency, len(ring)), lane)
 
     async def phase_release(self, stats: PhaseStats, deadline: float) -> None:
-        """Release every live session: plugins first, then their hosts."""
-        deadline = min(deadline, self.spec.hard_deadline)
+        """Release every live session: plugins first, then their hosts.
+
+        This phase has bounds of its own, given by the driver, for it comes after the
+        run's (``max_calls`` spent, ``max_duration`` reached): ``deadline``, and at most
+        ``RELEASE_ATTEMPTS`` calls per live session (a refusal with a RetryInfo is sent
+        again after its delay; any other is not)."""
         rec = stats.rpc("Release")
         todo = iter([s for s in self.sessions if s.live and s.host] + [s for s in self.hosts])
+        self.budget = RELEASE_ATTEMPTS * self.live
 
         async def lane() -> None:
             for s in todo:
-                if not s.live:
-                    continue
-                if self.stopping(deadline):
-                    return
-                await self.release(s, rec)
+                for attempt in range(1, RELEASE_ATTEMPTS + 1):
+                    if not s.live:
+                        break
+                    if self.stopping(deadline):
+                        return
+                    refused = await self.release(s, rec)
+                    if refused is None or refused.retry_after is None:
+                        break
+                    wait = min(max(0.0, refused.retry_after), RELEASE_RETRY_WAIT)
+                    if attempt == RELEASE_ATTEMPTS or time.monotonic() + wait >= deadline:
+                        break
+                    await asyncio.sleep(wait)
                 self.units += 1
 
         await self._lanes(self.cfg.ramp_concurrency or self.cfg.concurrency, lane)

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from client_sdk import ManualClock
@@ -113,7 +114,9 @@ def test_the_command_reuses_a_users_file_and_writes_json(
     assert all(x["errors"] == {} for x in data["rpcs"])
 
 
-def test_max_calls_is_a_hard_cap(server: ServerThread) -> None:
+def test_max_calls_is_a_hard_cap_and_what_was_opened_is_released_after_it(
+    server: ServerThread,
+) -> None:
     r = run(
         LoadConfig(
             target=server.target,
@@ -126,16 +129,19 @@ def test_max_calls_is_a_hard_cap(server: ServerThread) -> None:
             max_duration=40,
         )
     )
-    calls = sum(row.calls for row in r.rows())
-    assert calls == 150
     assert r.aborted == "max_calls reached"
-    # 100 Entitles, 50 Heartbeats, and no call left to release with.
-    assert r.live_at_end == 100 - sum(
-        row.ok for row in r.rows() if row.phase == "release" and row.rpc == "Release"
-    )
+    rows = {(x.phase, x.rpc): x for x in r.rows()}
+    # 100 Entitles and 50 Heartbeats: the cap; then the releases, on a budget of their own.
+    assert sum(row.calls for row in r.rows() if row.phase != "release") == 150
+    assert rows["ramp", "Entitle"].ok == 100
+    assert rows["release", "Release"].calls == rows["release", "Release"].ok == 100
+    assert r.live_at_end == 0
+    assert r.seconds < 30
 
 
-def test_max_duration_is_a_hard_cap(server: ServerThread) -> None:
+def test_max_duration_is_a_hard_cap_and_what_was_opened_is_released_after_it(
+    server: ServerThread,
+) -> None:
     r = run(
         LoadConfig(
             target=server.target,
@@ -149,6 +155,25 @@ def test_max_duration_is_a_hard_cap(server: ServerThread) -> None:
     )
     assert r.seconds < 15
     assert r.aborted == "max_duration reached"
+    release = r.row("release", "Release")
+    assert release is not None and release.ok == 20
+    assert r.live_at_end == 0
+
+
+def test_a_run_stopped_early_exits_3_and_says_so(
+    server: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            *("--target", server.target, "--admin-token", ADMIN_TOKEN, "-n", "20"),
+            *("--plugin-fraction", "0", "-P", "1", "--steady", "30", "--max-calls", "40"),
+            "--no-progress",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 3, out
+    assert "STOPPED EARLY: max_calls reached" in out
+    assert "LEFT LIVE" not in out and "0 at the end" in out
 
 
 def test_fewer_users_than_workers_start_one_worker_per_user(server: ServerThread) -> None:
@@ -171,6 +196,60 @@ def test_fewer_users_than_workers_start_one_worker_per_user(server: ServerThread
     assert rows["ramp", "Entitle"].ok == 1 and rows["steady", "Heartbeat"].ok > 0
     assert rows["release", "Release"].ok == 1
     assert r.live_after_ramp == 1 and r.live_at_end == 0
+
+
+def _fake_users(path: Path, n: int) -> Path:
+    """A users file for the fake server, which takes one key for everybody."""
+    users = [[f"u{i}@example.com", "tsu_fake-key"] for i in range(n)]
+    path.write_text(json.dumps({"team_id": "acme", "product_id": "ACAD", "users": users}))
+    return path
+
+
+def test_releases_refused_with_a_retry_info_are_sent_again(tmp_path: Path) -> None:
+    with FakeThread(ManualClock()) as fake:
+        for _ in range(2):  # a rate limit, twice: each Release may be tried three times
+            fake.refuse(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "RATE_LIMITED",
+                method="Release",
+                retry_after=0.01,
+            )
+        r = run(
+            LoadConfig(
+                target=fake.target,
+                users_file=_fake_users(tmp_path / "users.json", 3),
+                users=3,
+                workers=1,
+                warmup=0,
+                steady=0,
+            )
+        )
+        releases = len(fake.called("Release"))
+    row = r.row("release", "Release")
+    assert row is not None
+    assert (row.calls, row.ok) == (5, 3)
+    assert row.errors == {"RESOURCE_EXHAUSTED/RATE_LIMITED": 2}
+    assert releases == 5 and r.live_at_end == 0
+
+
+def test_a_session_left_live_is_reported_and_fails_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with FakeThread(ManualClock()) as fake:
+        # Refused without a RetryInfo: not sent again.
+        fake.refuse(grpc.StatusCode.INTERNAL, "", method="Release")
+        users = _fake_users(tmp_path / "users.json", 3)
+        code = main(
+            [
+                *("--target", fake.target, "--users-file", str(users), "-n", "3", "-P", "1"),
+                *("--warmup", "0", "--steady", "0", "--no-progress"),
+            ]
+        )
+        releases = len(fake.called("Release"))
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert releases == 3
+    assert "LEFT LIVE: 1 sessions could not be released" in out
 
 
 def test_h3_a_run_with_a_standby_first_follows_the_active(
