@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -46,6 +47,30 @@ def _when(t: datetime | None) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S UTC") if t else "-"
 
 
+def _number(kind: type[int] | type[float], least: float, *, above: bool = False) -> Any:
+    """An argparse ``type``: a finite number of ``kind``, at least ``least`` (above it)."""
+
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < least or (above and value == least):
+            bound = "greater than" if above else "at least"
+            raise argparse.ArgumentTypeError(f"{text}: must be a number {bound} {least:g}")
+        return value
+
+    return convert
+
+
+def tokens_request_id(team: str, tokens: int) -> str:
+    """The request_id of the demo's purchase: one per team and amount, so that a re-run
+    with the same ``--tokens`` buys nothing more (RULES M11 answers with the first
+    purchase) and one with another amount is a purchase of its own, not a reuse of the
+    first one's id (ALREADY_EXISTS)."""
+    return f"demo-{team}-tokens-{tokens}"
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m client_sdk.demo", description="Play a product against a Tessera server."
@@ -67,10 +92,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--device-id", default=None, help="default: this machine's")
     p.add_argument("--team", default="demo", help="the team to provision (with --admin-token)")
     p.add_argument("--user", default="Demo User <demo@example.com>")
-    p.add_argument("--tokens", type=int, default=100, help="tokens to buy once for the team")
-    p.add_argument("--work", type=float, default=2.0, help="seconds of work before going idle")
     p.add_argument(
-        "--idle-after", type=float, default=3.0, help="seconds without activity before Idle"
+        "--tokens",
+        type=_number(int, 1),
+        default=100,
+        help="tokens to buy for the team, once per amount (a re-run buys no more)",
+    )
+    p.add_argument(
+        "--work", type=_number(float, 0), default=2.0, help="seconds of work before going idle"
+    )
+    p.add_argument(
+        "--idle-after",
+        type=_number(float, 0, above=True),
+        default=3.0,
+        help="seconds without activity before Idle",
     )
     p.add_argument("--tls", action="store_true", help="TLS with the system roots or --root-ca")
     p.add_argument("--root-ca", default=None, help="PEM file of the server's root CA")
@@ -114,7 +149,9 @@ async def provision(args: argparse.Namespace, say: Printer) -> str:
         pack = await call(
             "PurchaseTokens",
             admin_pb.PurchaseTokensRequest(
-                team_id=args.team, tokens=args.tokens, request_id=f"demo-{args.team}-tokens"
+                team_id=args.team,
+                tokens=args.tokens,
+                request_id=tokens_request_id(args.team, args.tokens),
             ),
         )
         for product in (

@@ -56,3 +56,46 @@ def test_demo_with_a_user_key_and_refusals(
     assert "refused: Unauthenticated" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--target", live_server.target])  # neither a token nor a key
+
+
+def _pack(out: str) -> str:
+    """The pack id the provisioning line names."""
+    return out.split("; pack ", 1)[1].split(")", 1)[0]
+
+
+def test_demo_rerun_with_other_tokens_buys_them(
+    live_server: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--target", live_server.target, "--admin-token", ADMIN_TOKEN, *FAST]
+    assert main([*base, "--tokens", "100"]) == 0
+    first = _pack(capsys.readouterr().out)
+    # Another amount is a purchase of its own (its request_id was refused as reused before).
+    assert main([*base, "--tokens", "7"]) == 0
+    out = capsys.readouterr().out
+    assert "provisioned team 'demo'" in out and "DEMOCAD ended: released" in out, out
+    second = _pack(out)
+    assert second != first
+    # The same amount again is the same purchase: nothing more is bought.
+    assert main([*base, "--tokens", "7"]) == 0
+    assert _pack(capsys.readouterr().out) == second
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--idle-after", "-1"], "--idle-after"),
+        (["--idle-after", "0"], "--idle-after"),
+        (["--idle-after", "nan"], "--idle-after"),
+        (["--work", "-1"], "--work"),
+        (["--work", "inf"], "--work"),
+        (["--tokens", "0"], "--tokens"),
+    ],
+)
+def test_demo_refuses_bad_numbers_as_usage_errors(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:  # before any call: nothing listens at port 1
+        main(["--target", "127.0.0.1:1", "--admin-token", "t", *argv])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: {argv[1]}: must be a number" in err, err
