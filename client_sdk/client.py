@@ -22,10 +22,10 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -150,7 +150,7 @@ class AsyncClient:
         """Release the sessions still open (plugins first), then close the channel."""
         for handle in sorted(self._handles, key=lambda h: h.parent is None):
             await handle._release_quietly()
-        if self._cleanups:  # releases of sessions whose lease was refused
+        while self._cleanups:  # releases of sessions refused, or opened by a failed entry
             await asyncio.gather(*list(self._cleanups), return_exceptions=True)
         self._closed = True
         calls, self._calls = self._calls, None
@@ -197,7 +197,8 @@ class AsyncClient:
 
         Entering it entitles (raising a ``TesseraError`` subclass when refused); inside,
         it heartbeats, goes idle and comes back, and warns before an offline lease ends;
-        leaving it releases, also on error or cancellation.
+        leaving it releases, also on error or cancellation (an entry cancelled or left
+        unanswered releases what the server may have opened, ``client_sdk.session``).
         """
         return AsyncSessionHandle(
             self,
@@ -320,7 +321,15 @@ class AsyncClient:
             with contextlib.suppress(TesseraError):
                 await self.release(session_id)
 
-        task = asyncio.ensure_future(release())
+        self._clean_up(release())
+
+    def _clean_up(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` (a release the product did not wait for) in the background;
+        ``close()`` waits for it."""
+        if self._closed:  # nothing can be sent any more
+            work.close()
+            return
+        task = asyncio.ensure_future(work)
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
 

@@ -22,7 +22,12 @@ background task that:
   (``client_sdk.leases``) and keeps the last one as ``lease``.
 
 Leaving the ``async with`` block releases the session's plugins, then the
-session, also on error or cancellation.
+session, also on error or cancellation. Entering it too: a cancellation while the
+Entitle is on its way lets the call finish and releases what it opened, and an
+entry that fails ``Unavailable`` (``DeadlineExceeded``: the server may have opened
+the session, only its answer lost) sends the Entitle once more under the same
+``request_id`` and releases what it answers with; both in the background, and
+``AsyncClient.close()`` waits for them.
 
 The signed lease is the authority for how long the product may run without the
 server, tracked on the SDK's own clock so that the server's and the product's
@@ -53,7 +58,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -176,6 +181,7 @@ class AsyncSessionHandle:
 
         self._session: Session | None = None
         self._started = False
+        self._entitle_sent = False  # whether an Entitle went out (the server may have opened it)
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -344,8 +350,22 @@ class AsyncSessionHandle:
         )
 
     async def __aenter__(self) -> AsyncSessionHandle:
+        from client_sdk.client import new_request_id
+
         if not self._started:  # a handle already started with start() is simply managed
-            await self.start()
+            try:
+                await self.start()
+            except Unavailable:
+                if not self._entitle_sent:
+                    raise
+                # No answer in time (or the connection lost): the server may have opened
+                # the session all the same. The handle is dropped now (no __aexit__ after a
+                # failed entry), so ask once more under the same request_id (M11: the
+                # server answers with that session) and release whatever comes back; a
+                # session opened only now is released within its grace, uncharged.
+                self._client._clean_up(self._release_opened(self._entitle(takeover=False)))
+                self.request_id = new_request_id()
+                raise
         return self
 
     async def __aexit__(
@@ -362,27 +382,34 @@ class AsyncSessionHandle:
         """Entitle and start looking after the session (what ``async with`` does on entry).
 
         When it fails (``Unavailable`` after every retry, say), ``start()`` may be called
-        again on the same handle: it reuses the handle's ``request_id``.
+        again on the same handle: it reuses the handle's ``request_id``. (``async with``
+        does not: it releases what the server may have opened; see the module docstring.)
+        When cancelled, the Entitle is let finish and what it opened released.
         """
+        from client_sdk.client import new_request_id
+
         if self._started:
             raise RuntimeError("a session handle starts once; make a new one")
-        parent_id = ""
         if self.parent is not None:
             self.parent.ensure_usable()
-            parent_id = self.parent.session_id
         self._started = True
-        sent = self._clock.now()
         try:
-            session = await self._client.entitle(
-                self.product_id,
-                self.version,
-                platform=self.platform,
-                device_id=self.device_id,
-                parent_session_id=parent_id,
-                takeover=self.takeover,
-                team_id=self.team_id,
-                request_id=self.request_id,
-            )
+            await self._client._ensure_keys()  # (no Entitle sent yet if this fails)
+        except BaseException:
+            self._started = False
+            raise
+        self._entitle_sent = True
+        sent = self._clock.now()
+        # The Entitle runs on when the caller is cancelled: the server may open the
+        # session whatever happens here, and what it opens must be released.
+        entitling = asyncio.ensure_future(self._entitle(takeover=self.takeover))
+        try:
+            session = await asyncio.shield(entitling)
+        except asyncio.CancelledError:
+            self._started = False
+            self._client._clean_up(self._release_opened(entitling))
+            self.request_id = new_request_id()  # that session is being released: not reused
+            raise
         except BaseException:
             # Starting again sends the same request_id: if the server did open the session
             # (and only the answer was lost), it answers with that session, charged once.
@@ -428,6 +455,39 @@ class AsyncSessionHandle:
         return session
 
     # -- internals ------------------------------------------------------------------------
+
+    def _entitle(self, *, takeover: bool) -> Coroutine[Any, Any, Session]:
+        """The Entitle of this handle (always under its ``request_id``)."""
+        return self._client.entitle(
+            self.product_id,
+            self.version,
+            platform=self.platform,
+            device_id=self.device_id,
+            parent_session_id=self._parent_id(),
+            takeover=takeover,
+            team_id=self.team_id,
+            request_id=self.request_id,
+        )
+
+    def _parent_id(self) -> str:
+        return self.parent._session.session_id if self.parent and self.parent._session else ""
+
+    async def _release_opened(self, entitling: Awaitable[Session]) -> None:
+        """Release the session an Entitle whose caller left opened, if it opened one."""
+        try:
+            session = await entitling
+        except (Exception, asyncio.CancelledError):
+            return  # refused, unanswered or cancelled: nothing to release that we know of
+        if session.ended:
+            return
+        log.warning(
+            "tessera: releasing session %s: its Entitle's caller left before it answered",
+            session.session_id,
+        )
+        try:
+            await self._client.release(session.session_id)
+        except TesseraError as exc:
+            log.warning("tessera: releasing %s failed: %s", session.session_id, exc)
 
     async def _release_quietly(self) -> None:
         if self._session is None or self._closed:

@@ -283,7 +283,7 @@ class SessionHandle:
         return self._client._run(self.aio.release())
 
     def __enter__(self) -> SessionHandle:
-        self.start()
+        self._client._run(self.aio.__aenter__())  # as ``async with`` enters (and fails)
         return self
 
     def __exit__(

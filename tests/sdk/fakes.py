@@ -116,6 +116,8 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
         self.calls: list[Call] = []
         self.refusals: deque[Refusal] = deque()
         self.delay = 0.0  # real seconds to wait before answering
+        self.gates: dict[str, asyncio.Event] = {}  # a method waits for its gate to open
+        self.lost_answers = 0  # Entitles done, then answered DEADLINE_EXCEEDED (answer lost)
         self.down = False  # answer UNAVAILABLE to everything
         self.standby: str | None = None  # a standby: NOT_LEADER naming this leader ("": none)
         self._ids = itertools.count(1)
@@ -236,6 +238,8 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
         )
         if self.delay:
             await asyncio.sleep(self.delay)
+        if method in self.gates:
+            await self.gates[method].wait()
         if self.down:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the fake is down")
         if self.standby is not None:
@@ -282,6 +286,13 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
 
     async def Entitle(self, request: pb.EntitleRequest, context: Any) -> pb.EntitleResponse:
         await self._enter("Entitle", request, context)
+        answer = self._entitle(request)
+        if self.lost_answers > 0:  # done, but the answer never reaches the caller
+            self.lost_answers -= 1
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the answer was lost")
+        return answer
+
+    def _entitle(self, request: pb.EntitleRequest) -> pb.EntitleResponse:
         if request.request_id in self.by_request:
             msg = self.sessions[self.by_request[request.request_id]].msg
             return pb.EntitleResponse(session=msg, lease=self.sign(msg))

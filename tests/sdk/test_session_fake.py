@@ -17,13 +17,14 @@ import pytest
 from client_sdk import (
     AsyncClient,
     ChargeState,
+    DeadlineExceeded,
     EndReason,
     ManualClock,
     SessionOptions,
     SessionState,
 )
 from tessera_api.tessera.v1 import common_pb2 as c
-from tests.sdk.conftest import eventually
+from tests.sdk.conftest import QUICK_RETRY, eventually
 from tests.sdk.fakes import FakeLicensing
 
 MIN = timedelta(minutes=1)
@@ -394,3 +395,48 @@ async def test_sdk_refused_heartbeat_with_activity_due_waits_before_retrying(
         assert len(fake.called("Heartbeat")) == 2 + 7
         await walk(clock, MIN)
         assert len(fake.called("Heartbeat")) == 2 + 8
+
+
+async def test_sdk_cancelled_during_entry_releases_the_session_the_server_opened(
+    client: AsyncClient, fake: FakeLicensing
+) -> None:
+    # Cancelled while its Entitle is on the server: the server opens the session all the
+    # same, so the SDK must let the call finish and release it (and close() waits for that).
+    gate = fake.gates["Entitle"] = asyncio.Event()
+    entered: list[str] = []
+
+    async def product() -> None:
+        async with client.session("ACAD", "2026") as s:
+            entered.append(s.session_id)
+
+    task = asyncio.create_task(product())
+    await eventually(lambda: len(fake.called("Entitle")) == 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert fake.sessions == {} and entered == []  # the server has not answered yet
+    gate.set()  # ...now it opens the session
+    await client.close()
+    (session_id,) = fake.sessions
+    assert [call.request.session_id for call in fake.called("Release")] == [session_id]
+    assert fake.sessions[session_id].msg.state == c.SESSION_STATE_ENDED
+    assert len(fake.called("Entitle")) == 1 and entered == []
+
+
+async def test_sdk_entry_without_answer_releases_what_the_server_may_have_opened(
+    client: AsyncClient, fake: FakeLicensing
+) -> None:
+    # The Entitle reaches the server, which opens the session, but every answer is lost:
+    # entry fails DeadlineExceeded, and the session the product never got must not stay.
+    fake.lost_answers = QUICK_RETRY.max_attempts
+    with pytest.raises(DeadlineExceeded):
+        async with client.session("ACAD", "2026"):
+            pytest.fail("entered without an answer")
+    await client.close()  # waits for the SDK to ask again (same request_id) and release
+    (session_id,) = fake.sessions
+    entitles = fake.called("Entitle")
+    assert len(entitles) == QUICK_RETRY.max_attempts + 1
+    assert len({e.request.request_id for e in entitles}) == 1
+    assert not any(e.request.takeover for e in entitles)
+    assert [call.request.session_id for call in fake.called("Release")] == [session_id]
+    assert fake.sessions[session_id].msg.state == c.SESSION_STATE_ENDED
