@@ -14,7 +14,7 @@ import asyncio
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ from client_sdk.client import AsyncClient
 from client_sdk.clock import Clock, SystemClock
 from client_sdk.errors import TesseraError
 from client_sdk.models import ChargeState, EndReason, Platform, Session, SessionState
-from client_sdk.session import AsyncSessionHandle, SessionOptions
+from client_sdk.session import AsyncSessionHandle, EndedCallback, SessionOptions, StateCallback
 from client_sdk.transport import TLS, open_channel
 from tessera_api.tessera.v1 import admin_service_pb2 as admin_pb
 from tessera_api.tessera.v1 import admin_service_pb2_grpc as admin_grpc
@@ -224,6 +224,41 @@ async def _wait_for(
     return handle.state is state
 
 
+async def _play(
+    args: argparse.Namespace,
+    clock: Clock,
+    s: AsyncSessionHandle,
+    ended: EndedCallback,
+    state: StateCallback,
+    release: Callable[[AsyncSessionHandle], Awaitable[None]],
+    say: Printer,
+) -> None:
+    """What the user does with the product ``s`` and its plugin."""
+    say(f"entitled {args.product} {args.version}: {_describe(s.session)}")
+    lease_end = s.lease.lease_expire_time if s.lease else None
+    say(
+        f"grace ends {_when(s.session.grace_end_time)}, signed lease "
+        f"(key {s.lease.key_id if s.lease else '-'}, verified) ends "
+        f"{_when(lease_end)}, {s.session.team_available_tokens} tokens left"
+    )
+    say(f"working for {args.work:g}s (touching on every action)")
+    await _work(clock, s, args.work)
+    say(f"the user stops; the SDK calls Idle after {args.idle_after:g}s without activity")
+    if not await _wait_for(clock, s, SessionState.IDLE, args.idle_after + 10):
+        say("the session did not go idle (is the product idle-aware?)")
+    say("the user is back: touch()")
+    s.touch()
+    if not await _wait_for(clock, s, SessionState.ACTIVE, 10):
+        say("the session did not come back (a test clock that stands still?)")
+    async with s.plugin(args.plugin, on_ended=ended, on_state_changed=state) as p:
+        try:
+            say(f"opened plugin {args.plugin}: {_describe(p.session)}")
+            say(f"plugin bound to host {p.session.parent_session_id}")
+            await _work(clock, p, args.work)  # a plugin's activity is its host's too
+        finally:
+            await release(p)
+
+
 async def play(args: argparse.Namespace) -> int:
     options = SessionOptions(idle_threshold=timedelta(seconds=args.idle_after))
     clock = SystemClock()
@@ -238,8 +273,14 @@ async def play(args: argparse.Namespace) -> int:
         platform=args.platform,
         session_options=options,
     ) as client:
+        # Products whose end by Release the demo reports itself, once the Release answered:
+        # the SDK ends a handle whose Release failed all the same (and says "released").
+        releasing: set[str] = set()
+        failed: list[str] = []
 
         def ended(reason: EndReason, s: Session) -> None:
+            if reason is EndReason.RELEASED and s.product_id in releasing:
+                return
             say(f"{s.product_id} ended: {reason.name.lower()}")
 
         def state(old: SessionState, new: SessionState, s: Session) -> None:
@@ -251,6 +292,24 @@ async def play(args: argparse.Namespace) -> int:
         def lease(s: Session, left: timedelta) -> None:
             say(f"{s.product_id} is offline and its lease ends in {left}: reconnect soon")
 
+        async def release(handle: AsyncSessionHandle) -> None:
+            """Release ``handle`` and say what came of it."""
+            if handle.ended:  # the server ended it already (``ended`` said why)
+                await handle.release()
+                return
+            releasing.add(handle.product_id)
+            try:
+                session = await handle.release()
+            except TesseraError as exc:
+                failed.append(handle.product_id)
+                say(
+                    f"{handle.product_id}: Release failed ({type(exc).__name__}: {exc}); "
+                    "the server still counts the session live until it times out"
+                )
+                return
+            say(f"{handle.product_id} ended: {session.end_reason.name.lower()}")
+            say(f"released {handle.product_id}: {_describe(session)}")
+
         say(f"device {client.device_id}, platform {client.platform.name.lower()}")
         try:
             async with client.session(
@@ -261,32 +320,14 @@ async def play(args: argparse.Namespace) -> int:
                 on_charge_state_changed=charge,
                 on_lease_expiring=lease,
             ) as s:
-                say(f"entitled {args.product} {args.version}: {_describe(s.session)}")
-                lease_end = s.lease.lease_expire_time if s.lease else None
-                say(
-                    f"grace ends {_when(s.session.grace_end_time)}, signed lease "
-                    f"(key {s.lease.key_id if s.lease else '-'}, verified) ends "
-                    f"{_when(lease_end)}, {s.session.team_available_tokens} tokens left"
-                )
-                say(f"working for {args.work:g}s (touching on every action)")
-                await _work(clock, s, args.work)
-                say(
-                    f"the user stops; the SDK calls Idle after {args.idle_after:g}s without activity"
-                )
-                if not await _wait_for(clock, s, SessionState.IDLE, args.idle_after + 10):
-                    say("the session did not go idle (is the product idle-aware?)")
-                say("the user is back: touch()")
-                s.touch()
-                if not await _wait_for(clock, s, SessionState.ACTIVE, 10):
-                    say("the session did not come back (a test clock that stands still?)")
-                async with s.plugin(args.plugin, on_ended=ended, on_state_changed=state) as p:
-                    say(f"opened plugin {args.plugin}: {_describe(p.session)}")
-                    say(f"plugin bound to host {p.session.parent_session_id}")
-                    await _work(clock, p, args.work)  # a plugin's activity is its host's too
-                say(f"released plugin {args.plugin}")
-            say(f"released {args.product}: {_describe(s.session)}")
+                try:
+                    await _play(args, clock, s, ended, state, release, say)
+                finally:
+                    await release(s)
         except TesseraError as exc:
             say(f"refused: {type(exc).__name__}: {exc}")
+            return 2
+        if failed:
             return 2
     return 0
 

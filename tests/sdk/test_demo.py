@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from client_sdk import demo
 from client_sdk.demo import main
 from tests.support import ADMIN_TOKEN, ServerThread
 
@@ -99,3 +100,24 @@ def test_demo_refuses_bad_numbers_as_usage_errors(
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {flag}: {argv[1]}: must be a number" in err, err
+
+
+def test_demo_says_when_a_release_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    srv = ServerThread(tmp_path / "tessera.db", test_clock=None).start()
+    works: list[float] = []
+
+    async def work_then_die(clock: object, handle: object, seconds: float) -> None:
+        works.append(seconds)
+        if len(works) == 2:  # the plugin's work: the server goes away under it
+            srv.stop()
+
+    monkeypatch.setattr(demo, "_work", work_then_die)
+    code = main(["--target", srv.target, "--admin-token", ADMIN_TOKEN, *FAST])
+    out = capsys.readouterr().out
+    assert code == 2, out
+    assert "opened plugin DEMOPLUG" in out
+    assert "DEMOPLUG: Release failed (Unavailable" in out
+    assert "DEMOCAD: Release failed (Unavailable" in out
+    assert "ended: released" not in out and "released DEMOCAD" not in out
