@@ -150,6 +150,9 @@ class AsyncClient:
         """Release the sessions still open (plugins first), then close the channel."""
         for handle in sorted(self._handles, key=lambda h: h.parent is None):
             await handle._release_quietly()
+        for handle in list(self._handles):  # not released (cannot be): stop looking after it
+            await handle._stop_task()
+            handle._detach()
         while self._cleanups:  # releases of sessions refused, or opened by a failed entry
             await asyncio.gather(*list(self._cleanups), return_exceptions=True)
         self._closed = True

@@ -436,8 +436,7 @@ class AsyncSessionHandle:
         for plugin in list(self._plugins):
             with contextlib.suppress(TesseraError):
                 await plugin.release()
-        if self._session is None:
-            self._closed = True
+        if self._session is None:  # nothing to release; it may still start (and be released)
             raise RuntimeError("the session never started")
         if self.ended:
             self._detach()
@@ -491,6 +490,7 @@ class AsyncSessionHandle:
 
     async def _release_quietly(self) -> None:
         if self._session is None or self._closed:
+            await self._stop_task()  # whatever else, nothing runs on after this
             return
         try:
             await self.release()

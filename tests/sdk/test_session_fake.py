@@ -440,3 +440,32 @@ async def test_sdk_entry_without_answer_releases_what_the_server_may_have_opened
     assert not any(e.request.takeover for e in entitles)
     assert [call.request.session_id for call in fake.called("Release")] == [session_id]
     assert fake.sessions[session_id].msg.state == c.SESSION_STATE_ENDED
+
+
+async def test_sdk_release_before_start_leaves_the_handle_usable_and_released_on_exit(
+    client: AsyncClient, fake: FakeLicensing
+) -> None:
+    # A cleanup path that releases before start used to mark the handle closed: the
+    # session it then started was never released and its task outlived client.close().
+    handle = client.session("ACAD", "2026")
+    with pytest.raises(RuntimeError):
+        await handle.release()
+    async with handle as s:
+        session_id = s.session_id
+        task = s._task
+        assert task is not None and not task.done()
+    assert handle.end_reason is EndReason.RELEASED and task.done()
+    assert [call.request.session_id for call in fake.called("Release")] == [session_id]
+    assert fake.sessions[session_id].msg.state == c.SESSION_STATE_ENDED
+
+
+async def test_sdk_client_close_stops_every_session_task(
+    client: AsyncClient, fake: FakeLicensing
+) -> None:
+    handle = client.session("ACAD", "2026")
+    await handle.start()
+    task = handle._task
+    assert task is not None
+    handle._closed = True  # a handle that cannot be released any more (the old state above)
+    await client.close()
+    assert task.done() and handle._task is None and client._handles == set()
