@@ -112,10 +112,15 @@ def load_signing_keys(path: str | os.PathLike[str]) -> dict[str, bytes]:
 
     Either ``{"<key_id>": "<base64 public key>", ...}`` (what ``save_signing_keys``
     writes) or a ``GetSigningKeysResponse`` in JSON (``{"keys": [{"keyId": ...,
-    "publicKey": ...}]}``, as grpcurl prints it). Raises ``ValueError`` for anything else.
+    "publicKey": ...}]}``, as grpcurl prints it). Raises ``ValueError`` for anything else,
+    a file that is missing or cannot be read included (its ``OSError`` as the cause).
     """
     try:
-        data: Any = json.loads(Path(path).read_text())
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the signing-keys file ({exc})") from exc
+    try:
+        data: Any = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not a JSON signing-keys file ({exc})") from None
     if isinstance(data, dict) and isinstance(data.get("keys"), list):
@@ -179,8 +184,19 @@ def verify_lease(
     Raises ``LeaseInvalid`` when the lease is not to be trusted: ``LeaseExpired`` when it
     is over, ``UnknownSigningKey`` when signed by a key not in ``keys``, reason
     ``LEASE_MISMATCH`` when it is another's; ``ValueError`` when ``keys`` itself is not
-    usable, or ``now`` has no timezone.
+    usable (a keys file missing or unreadable too), ``now`` has no timezone, or
+    ``user_id``, ``device_id`` or ``product_id`` is empty; ``TypeError`` when one of
+    those is not a string (``None`` would check nothing).
     """
+    required = {"user_id": user_id, "device_id": device_id, "product_id": product_id}
+    for name, value in required.items():
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a string, not {type(value).__name__}")
+        if not value:
+            raise ValueError(f"{name} must not be empty: the lease is checked against it")
+    for name, given in (("session_id", session_id), ("team_id", team_id)):
+        if given is not None and not isinstance(given, str):
+            raise TypeError(f"{name} must be a string or None, not {type(given).__name__}")
     if now is None:
         now = (clock or SystemClock()).now()
     elif clock is not None:

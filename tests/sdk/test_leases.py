@@ -538,6 +538,32 @@ def test_review_p4_verify_lease_without_the_binding_is_a_type_error(missing: str
         sdk.verify_lease(stored, keys)  # type: ignore[call-arg]
 
 
+@pytest.mark.parametrize("field", ["user_id", "device_id", "product_id"])
+def test_review_p4_verify_lease_with_a_none_or_empty_binding_is_refused(field: str) -> None:
+    # None used to skip the check silently: a lease of any user passed.
+    clock = ManualClock()
+    bobs, keys = _stored_lease(clock, user_id="bob@example.com", device_id="dev-bob")
+    with pytest.raises(TypeError, match=field):
+        sdk.verify_lease(bobs, keys, **(MINE | {field: None}), clock=clock)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=field):
+        sdk.verify_lease(bobs, keys, **(MINE | {field: ""}), clock=clock)
+    with pytest.raises(TypeError, match="session_id"):
+        sdk.verify_lease(bobs, keys, **MINE, session_id=1, clock=clock)  # type: ignore[arg-type]
+
+
+def test_review_p4_missing_keys_file_is_a_value_error(tmp_path: Path) -> None:
+    clock = ManualClock()
+    stored, _ = _stored_lease(clock)
+    missing = tmp_path / "nope.json"
+    with pytest.raises(ValueError, match="cannot read") as info:
+        sdk.verify_lease(stored, missing, **MINE, clock=clock)
+    assert isinstance(info.value.__cause__, FileNotFoundError)
+    with pytest.raises(ValueError, match="cannot read"):
+        sdk.load_signing_keys(missing)
+    with pytest.raises(ValueError, match="cannot read"):
+        AsyncClient("127.0.0.1:1", FAKE_KEY, signing_keys=str(missing))
+
+
 def test_sync_client_verifies_leases_with_pinned_keys() -> None:
     clock = ManualClock()
     with (
