@@ -103,8 +103,9 @@ class AsyncClient:
         signing_keys: SigningKeysSource | None = None,
         fetch_signing_keys: bool | None = None,
     ) -> None:
-        if not user_key:
-            raise ValueError("a user key is required")
+        user_key = _user_key(user_key)
+        if device_id is not None:
+            _text("device_id", device_id)
         pinned = public_keys(signing_keys) if signing_keys is not None else {}
         fetch = signing_keys is None if fetch_signing_keys is None else fetch_signing_keys
         if not fetch and not pinned:
@@ -203,6 +204,11 @@ class AsyncClient:
         leaving it releases, also on error or cancellation (an entry cancelled or left
         unanswered releases what the server may have opened, ``client_sdk.session``).
         """
+        _text("product_id", product_id)
+        _text("version", version)
+        _text("team_id", team_id)
+        if device_id is not None:
+            _text("device_id", device_id)
         return AsyncSessionHandle(
             self,
             product_id,
@@ -356,6 +362,17 @@ class AsyncClient:
         ``LeaseInvalid`` is raised (and the session released). The signing keys are fetched
         first when the client has none yet, so that no session opens that it cannot verify.
         """
+        for name, value in (
+            ("product_id", product_id),
+            ("version", version),
+            ("parent_session_id", parent_session_id),
+            ("team_id", team_id),
+        ):
+            _text(name, value)
+        if device_id is not None:
+            _text("device_id", device_id)
+        if request_id is not None:
+            _text("request_id", request_id)
         await self._ensure_keys()
         device = device_id or self.device_id
         request = pb.EntitleRequest(
@@ -449,3 +466,26 @@ class AsyncClient:
 
 def new_request_id() -> str:
     return f"req-{uuid.uuid4().hex}"
+
+
+def _text(name: str, value: object) -> str:
+    """``value``, which must be a ``str`` (``TypeError`` naming ``name`` otherwise)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _user_key(key: object) -> str:
+    """The user key as sent in ``authorization: Bearer <key>``: surrounding whitespace
+    (a newline read from a file) is dropped; anything else that is not printable ASCII
+    could not go in that header, and is refused here rather than at the first call."""
+    key = _text("user_key", key).strip()
+    if not key:
+        raise ValueError("user_key is required")
+    bad = next((ch for ch in key if not "!" <= ch <= "~"), None)
+    if bad is not None:
+        raise ValueError(
+            f"user_key holds {bad!r}, which cannot be sent in a header: a key is printable "
+            "ASCII without spaces (was something else pasted with it?)"
+        )
+    return key

@@ -284,3 +284,45 @@ async def test_sdk_session_start_can_be_retried_with_the_same_request_id(
     ids = {call.request.request_id for call in fake.called("Entitle")}
     assert ids == {handle.request_id}
     assert len(fake.called("Entitle")) == QUICK_RETRY.max_attempts + 1
+
+
+async def test_sdk_user_key_read_from_a_file_keeps_working(
+    fake: FakeLicensing, clock: ManualClock
+) -> None:
+    # open(path).read() leaves a newline: it used to reach grpc and fail every call with
+    # grpc's own error (not a TesseraError); surrounding whitespace is dropped.
+    async with AsyncClient(fake.target, f" {FAKE_KEY}\n", clock=clock, retry=QUICK_RETRY) as c:
+        await c.entitle("ACAD", "2026")
+    assert fake.called("Entitle")[0].metadata["authorization"] == f"Bearer {FAKE_KEY}"
+
+
+@pytest.mark.parametrize("key", ["", " \n", "tsu_fake key", "tsu_fake-kéy", "tsu_\x00key"])
+def test_sdk_user_key_that_cannot_be_a_header_is_refused_at_construction(key: str) -> None:
+    with pytest.raises(ValueError, match="user_key"):
+        AsyncClient("127.0.0.1:1", key)
+    with pytest.raises(ValueError, match="user_key"):
+        sdk.Client("127.0.0.1:1", key)
+
+
+def test_sdk_client_arguments_of_the_wrong_type_are_type_errors() -> None:
+    with pytest.raises(TypeError, match="user_key"):
+        AsyncClient("127.0.0.1:1", 123)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="device_id"):
+        AsyncClient("127.0.0.1:1", FAKE_KEY, device_id=5)  # type: ignore[arg-type]
+
+
+async def test_sdk_entitle_arguments_of_the_wrong_type_are_type_errors(
+    fake: FakeLicensing, clock: ManualClock
+) -> None:
+    async with AsyncClient(fake.target, FAKE_KEY, clock=clock, retry=QUICK_RETRY) as client:
+        with pytest.raises(TypeError, match="product_id"):
+            await client.entitle(5, "2026")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="version"):
+            await client.entitle("ACAD", 2026)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="device_id"):
+            await client.entitle("ACAD", "2026", device_id=5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="product_id"):
+            client.session(5, "2026")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="device_id"):
+            client.session("ACAD", "2026", device_id=5)  # type: ignore[arg-type]
+    assert fake.called("Entitle") == []
