@@ -3,6 +3,7 @@ after the delay the server asks for (RetryInfo) when it did not do the call."""
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -38,6 +39,14 @@ class RetryPolicy:
     call_timeout: float = 10.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+            raise TypeError(f"max_attempts must be an int, not {type(self.max_attempts).__name__}")
+        for name in ("initial_backoff", "max_backoff", "multiplier", "jitter", "call_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, not {value}")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if not 0.0 <= self.jitter <= 1.0:

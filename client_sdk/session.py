@@ -113,6 +113,22 @@ class SessionOptions:
     activity_report_margin: timedelta = timedelta(seconds=30)
 
     def __post_init__(self) -> None:
+        for name in (
+            "idle_threshold",
+            "lease_warning",
+            "default_heartbeat_interval",
+            "offline_retry_interval",
+            "activity_report_margin",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, timedelta):
+                raise TypeError(f"{name} must be a timedelta, not {type(value).__name__}")
+        if self.idle_aware is not None and not isinstance(self.idle_aware, bool):
+            raise TypeError("idle_aware must be True, False or None")
+        if isinstance(self.heartbeat_jitter, bool) or not isinstance(
+            self.heartbeat_jitter, int | float
+        ):
+            raise TypeError("heartbeat_jitter must be a number (a fraction)")
         if self.idle_threshold <= timedelta(0):
             raise ValueError("idle_threshold must be positive")
         if not 0.0 <= self.heartbeat_jitter < 1.0:
@@ -121,6 +137,10 @@ class SessionOptions:
             raise ValueError("default_heartbeat_interval must be positive")
         if self.offline_retry_interval <= timedelta(0):
             raise ValueError("offline_retry_interval must be positive")
+        if self.lease_warning < timedelta(0):
+            raise ValueError("lease_warning must not be negative")
+        if self.activity_report_margin < timedelta(0):
+            raise ValueError("activity_report_margin must not be negative")
 
 
 # Background tasks the SDK must keep a reference to (callbacks, releases under cancellation).

@@ -326,3 +326,20 @@ async def test_sdk_entitle_arguments_of_the_wrong_type_are_type_errors(
         with pytest.raises(TypeError, match="device_id"):
             client.session("ACAD", "2026", device_id=5)  # type: ignore[arg-type]
     assert fake.called("Entitle") == []
+
+
+@pytest.mark.parametrize(
+    "field", ["call_timeout", "initial_backoff", "max_backoff", "multiplier", "jitter"]
+)
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_sdk_retry_policy_refuses_nan_and_infinite_seconds(field: str, value: float) -> None:
+    # nan passed every comparison (a nan deadline, a nan backoff); inf waits forever.
+    with pytest.raises(ValueError, match=field):
+        RetryPolicy(**{field: value})
+
+
+def test_sdk_retry_policy_refuses_values_that_are_not_numbers() -> None:
+    with pytest.raises(TypeError, match="call_timeout"):
+        RetryPolicy(call_timeout="10")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="max_attempts"):
+        RetryPolicy(max_attempts=2.5)  # type: ignore[arg-type]

@@ -469,3 +469,17 @@ async def test_sdk_client_close_stops_every_session_task(
     handle._closed = True  # a handle that cannot be released any more (the old state above)
     await client.close()
     assert task.done() and handle._task is None and client._handles == set()
+
+
+@pytest.mark.parametrize("field", ["lease_warning", "activity_report_margin"])
+def test_sdk_session_options_refuse_a_negative_span(field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        SessionOptions(**{field: -MIN})
+    assert getattr(SessionOptions(**{field: timedelta(0)}), field) == timedelta(0)
+
+
+def test_sdk_session_options_refuse_a_span_that_is_not_a_timedelta() -> None:
+    with pytest.raises(TypeError, match="lease_warning"):
+        SessionOptions(lease_warning=3600)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="heartbeat_jitter"):
+        SessionOptions(heartbeat_jitter="0.1")  # type: ignore[arg-type]
