@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import json
 import os
 import sqlite3
 import sys
@@ -92,7 +94,10 @@ def main(argv: Sequence[str]) -> int:
                 connect_read_only(a.db).close()
             named_after = secrets_base(a.secrets_dir) if postgres else a.db
             key = leases.rotate(leases.key_path(named_after), SystemClock().now())
+            public = base64.b64encode(key.public_bytes).decode()
             print(f"new signing key {key.key_id}; restart the server to sign with it")
+            # What a product that pins its keys (signing_keys=) adds before the restart.
+            print(f"its public key, to pin: {json.dumps({key.key_id: public})}")
             return 0
         if postgres:
             return _backup_postgres(a.db, a.to, a.secrets_dir)

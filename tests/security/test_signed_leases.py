@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from client_sdk.errors import LeaseInvalid
-from client_sdk.leases import verify_lease_signature
+from client_sdk.leases import load_signing_keys, verify_lease_signature
 from server.leases import key_path
 from tessera_api.tessera.v1 import common_pb2 as pb
 from tessera_api.tessera.v1 import licensing_service_pb2 as lic
@@ -163,6 +163,11 @@ def test_rotation_signs_with_the_new_key_and_old_leases_still_verify(tmp_path: P
         reply = stub.GetSigningKeys(lic.GetSigningKeysRequest(), timeout=10)
         keys = {k.key_id: k.public_key for k in reply.keys}
         assert len(keys) == 2
+        # The tool printed the new key in the pinned-keys file's form, before any restart.
+        new_id = reply.keys[0].key_id
+        pinned = tmp_path / "pinned.json"
+        pinned.write_text(done.stdout.splitlines()[-1].split(": ", 1)[1])
+        assert load_signing_keys(pinned) == {new_id: keys[new_id]}
         assert [k.retired for k in reply.keys] == [False, True]
         verify_lease(old_lease, keys)  # signed before the rotation: still good
         new_lease = stub.Heartbeat(
