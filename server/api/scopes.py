@@ -111,7 +111,7 @@ def check(
                 raise NotTeamAdmin(method, team_id, str(request.user_id))
         # The audit event names the first two: those it changed, else the caller's.
         return _unique(*touched, *(t for t in teams if t in managed), *teams)
-    for team_id in teams:
+    for team_id in (*teams, *rule.touches(request, look)):
         if team_id and team_id not in managed:
             raise NotTeamAdmin(method, team_id)
     return teams
