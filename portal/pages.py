@@ -351,6 +351,9 @@ async def again(
     the server's refusal in words above the form, under the status of its code."""
     request.state.errors = errors
     request.state.error = None if errors or refusal is None else in_words(refusal)
+    # Said above the form instead when the page has no control for a refused field
+    # (a device already removed, a form's hidden request id): never a silent 400.
+    request.state.unshown = in_words(refusal) if refusal is not None else " ".join(errors.values())
     response = await page(request)
     response.status_code = 400 if refusal is None else status_of(refusal)
     return response

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -285,6 +286,22 @@ CSRF_REFUSED = (
 )
 
 
+_FIELD_ERROR = re.compile(r'field_error\("(\w+)"\)')
+_SHOWN: dict[str, frozenset[str]] = {}
+
+
+def shown_fields(name: str) -> frozenset[str]:
+    """The fields template ``name`` shows a refusal next to (its ``field_error`` calls,
+    and ``product_choices``' ``product_ids``), read from its source once."""
+    if name not in _SHOWN:
+        source = templates.env.loader.get_source(templates.env, name)[0]  # type: ignore[union-attr]
+        fields = set(_FIELD_ERROR.findall(source))
+        if "product_choices(" in source:
+            fields.add("product_ids")
+        _SHOWN[name] = frozenset(fields)
+    return _SHOWN[name]
+
+
 def render(
     request: Request,
     name: str,
@@ -293,11 +310,15 @@ def render(
     session: Session | None = None,
     status: int = 200,
 ) -> Response:
+    errors = getattr(request.state, "errors", {})
+    form_error = getattr(request.state, "error", None)
+    if form_error is None and not errors.keys() <= shown_fields(name):
+        form_error = getattr(request.state, "unshown", None)  # no control to show it by
     values = {
         "session": session,
         "csrf": session.csrf if session else "",
-        "errors": getattr(request.state, "errors", {}),
-        "form_error": getattr(request.state, "error", None),
+        "errors": errors,
+        "form_error": form_error,
         "form": getattr(request.state, "form", {}),
     }
     values.update(context)

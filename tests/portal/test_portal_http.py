@@ -473,6 +473,24 @@ def test_any_id_round_trips_and_cannot_change_the_team_a_link_reaches(
     assert (got["product_ids"], got.get("all_products", False)) == (["REVIT"], False)
 
 
+def test_a_refusal_of_a_field_the_page_has_no_control_for_is_said_above_the_form(
+    web: TestClient, world: World
+) -> None:
+    """A device already removed (a second tab, a form sent twice): the server refuses
+    its device_id, which the Sessions page has no control to show it by; the words go
+    above the form, not a 400 with nothing said."""
+    world.desk.entitle("bea@example.com", device_id="bobdev")
+    sign_in(web)
+    url = (
+        "http://127.0.0.1/teams/alpha/devices/remove?user=bea@example.com&product=ACAD&device=gone"
+    )
+    confirm = web.get(url)
+    answer = web.post(url, data={"csrf": csrf_of(confirm.text)})
+    assert answer.status_code == 400
+    assert "&#39;gone&#39; is not registered for bea@example.com and ACAD" in answer.text
+    assert answer.text.count('class="error" role="alert"') == 1
+
+
 def test_a_form_with_an_upload_is_refused_before_it_is_read(web: TestClient, world: World) -> None:
     upload = {"credential": ("key.txt", b"x" * 100_000, "text/plain")}
     signin = web.post("/signin", data={"csrf": "x"}, files=upload)
