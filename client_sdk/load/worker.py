@@ -363,6 +363,8 @@ class Worker:
                         return
                     if pacer is not None:
                         await pacer.wait()
+                        if self.stopping(deadline):  # the caps again: lanes wait together
+                            return
                     ok = await self.entitle(one, rec)
                     self.units += 1
                     if not ok:

@@ -114,6 +114,28 @@ def test_the_command_reuses_a_users_file_and_writes_json(
     assert all(x["errors"] == {} for x in data["rpcs"])
 
 
+def test_max_calls_is_a_hard_cap_in_a_paced_ramp_too(server: ServerThread) -> None:
+    """With --ramp-rate the ramp's lanes all wait for the pacer, then each sent its
+    Entitle: 20 went out under a cap of 5. The cap is looked at again after the wait."""
+    r = run(
+        LoadConfig(
+            target=server.target,
+            admin_token=ADMIN_TOKEN,
+            users=20,
+            plugin_fraction=0,
+            workers=1,
+            ramp_rate=200,
+            steady=30,
+            max_calls=5,
+            max_duration=40,
+        )
+    )
+    assert r.aborted == "max_calls reached"
+    rows = {(x.phase, x.rpc): x for x in r.rows()}
+    assert rows["ramp", "Entitle"].calls == 5
+    assert rows["release", "Release"].ok == 5 and r.live_at_end == 0
+
+
 def test_max_calls_is_a_hard_cap_and_what_was_opened_is_released_after_it(
     server: ServerThread,
 ) -> None:
