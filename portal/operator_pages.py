@@ -16,6 +16,7 @@ from portal.pages import (
     again,
     change,
     confirmation,
+    main_part,
     maybe,
     named,
     passed_on,
@@ -36,7 +37,7 @@ PLATFORMS = (
 
 async def products(request: Request) -> Response:
     session = signed_in(request)
-    sheet, error = await maybe(rate_sheet(session))
+    sheet, error, status = await main_part(rate_sheet(session))
     context: dict[str, Any] = {
         "title": "Rate sheet",
         "products": sheet or [],
@@ -44,7 +45,7 @@ async def products(request: Request) -> Response:
         "platforms": PLATFORMS,
         "page": "rate_sheet",
     }
-    return render(request, "rate_sheet.html", context, session=session)
+    return render(request, "rate_sheet.html", context, session=session, status=status)
 
 
 def _product(data: FormData) -> tuple[common_pb2.Product, dict[str, str]]:
@@ -95,7 +96,7 @@ save_product = form(_save_product)
 
 async def admin_keys(request: Request) -> Response:
     session = signed_in(request)
-    keys, error = await maybe(session.client.list_admin_keys())
+    keys, error, status = await main_part(session.client.list_admin_keys())
     context: dict[str, Any] = {
         "title": "Admin keys",
         "keys": keys or [],
@@ -104,7 +105,7 @@ async def admin_keys(request: Request) -> Response:
         "created": getattr(request.state, "created", None),
         "page": "admin_keys",
     }
-    return render(request, "admin_keys.html", context, session=session)
+    return render(request, "admin_keys.html", context, session=session, status=status)
 
 
 async def _create_key(request: Request, session: Session, data: FormData) -> Response:

@@ -108,12 +108,20 @@ def violations(error: TesseraError) -> dict[str, str]:
 
 
 async def maybe(call: Awaitable[T]) -> tuple[T | None, str | None]:
-    """The call's answer, or None and why in words (a call not offered included)."""
+    """The call's answer, or None and why in words (a call not offered included): a
+    part of a page, which the page shows without it."""
+    value, words, _ = await main_part(call)
+    return value, words
+
+
+async def main_part(call: Awaitable[T]) -> tuple[T | None, str | None, int]:
+    """As ``maybe``, with the HTTP status the page answers under (``status_of`` the
+    refusal, 200 without one): the call the page is for (a list, the rate sheet)."""
     try:
-        return await call, None
+        return await call, None, 200
     except TesseraError as exc:
         passed_on(exc)
-        return None, in_words(exc)
+        return None, in_words(exc), status_of(exc)
 
 
 # -- signing in and out ----------------------------------------------------------------------
@@ -155,7 +163,8 @@ async def signin(request: Request) -> Response:
             message = "This is a user's key: sign in with an admin key."
         else:
             message = in_words(exc)
-        return _signin(request, {"errors": {"credential": message}}, 401)
+        status = 401 if isinstance(exc, Unauthenticated | PermissionDenied) else status_of(exc)
+        return _signin(request, {"errors": {"credential": message}}, status)
     label = "Operator" if operator else "Team administrator"
     session = sessions.add(client, operator=operator, label=label)
     response = redirect("/teams")
@@ -217,14 +226,14 @@ async def home(request: Request) -> Response:
 async def teams(request: Request) -> Response:
     session = signed_in(request)
     token = request.query_params.get("page", "")
-    listed, error = await maybe(session.client.list_teams(page_token=token))
+    listed, error, status = await main_part(session.client.list_teams(page_token=token))
     context = {
         "title": "Teams you manage",
         "teams": listed.teams if listed else [],
         "next_page": listed.next_page_token if listed else "",
         "error": error,
     }
-    return render(request, "teams.html", context, session=session)
+    return render(request, "teams.html", context, session=session, status=status)
 
 
 async def _create_team(request: Request, session: Session, data: FormData) -> Response:

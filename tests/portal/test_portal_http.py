@@ -150,6 +150,9 @@ def test_a_team_administrator_sees_only_their_teams(web: TestClient, world: Worl
     refused = web.get("/teams/beta")
     assert refused.status_code == 403
     assert "You do not manage this team." in refused.text
+    # A page whose whole content is refused answers under the refusal's status too.
+    keys = web.get("/admin-keys")
+    assert keys.status_code == 403 and "Only the operator can do this" in keys.text
 
 
 def test_an_rpc_the_server_does_not_offer_is_said_in_words() -> None:
