@@ -741,7 +741,7 @@ class AsyncSessionHandle:
             self._went_offline(exc, sent)
             return
         except TesseraError as exc:
-            self._refused(exc, sent)
+            self._refused(exc, sent, heartbeat=False)
             return
         self._idle_aware = True
         self._apply(session, sent, extends_lease=False)
@@ -769,8 +769,9 @@ class AsyncSessionHandle:
         log.error("tessera: session %s ends: its lease was refused: %s", self.session_id, exc)
         self._finish(self.session.ended_locally(EndReason.LEASE_INVALID, None))
 
-    def _refused(self, exc: TesseraError, sent: datetime) -> None:
-        """A refusal in the background: the session is gone (unknown, not ours) or we go on."""
+    def _refused(self, exc: TesseraError, sent: datetime, *, heartbeat: bool = True) -> None:
+        """A refusal in the background: the session is gone (unknown, not ours) or we go on.
+        A refused Idle leaves the heartbeat already due where it was (``heartbeat``)."""
         self.error = exc
         if isinstance(exc, NotFound | Unauthenticated | PermissionDenied):
             log.warning(
@@ -785,10 +786,13 @@ class AsyncSessionHandle:
         log.log(level, "tessera: call for session %s refused: %s", self.session_id, exc)
         # Activity still due at the server is retried sooner than the next heartbeat, but
         # not before a pause (nor before the server's RetryInfo says): never at once.
+        # The pause counts from the refusal, not the call: the client's own retries of it
+        # (after a RetryInfo) may have taken longer than the pause itself.
         pause = timedelta(seconds=max(0.0, exc.retry_after or 0.0))
         pause = max(pause, min(self._interval, self.options.offline_retry_interval))
-        self._hold_until = sent + self._jittered(pause)
-        self._next_heartbeat = max(self._hold_until, sent + self._jittered(self._interval))
+        self._hold_until = self._clock.now() + self._jittered(pause)
+        if heartbeat:
+            self._next_heartbeat = max(self._hold_until, sent + self._jittered(self._interval))
 
 
 async def _guard(awaitable: Awaitable[None]) -> None:

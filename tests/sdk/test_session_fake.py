@@ -143,6 +143,23 @@ async def test_m6_sdk_goes_idle_after_threshold_and_resumes_on_touch(
     ]
 
 
+async def test_m6_a_refused_idle_leaves_the_next_heartbeat_where_it_was(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    # Idle at 7 minutes is refused (a rate limit): the heartbeat due at 10 minutes still
+    # goes at 10, not a whole interval after the Idle (17), which left 12 minutes between two.
+    options = SessionOptions(idle_threshold=7 * MIN, heartbeat_jitter=0.0)
+    async with client.session("ACAD", "2026", options=options) as s:
+        await clock.until_sleeping()
+        start = s.session.start_time
+        assert start is not None
+        fake.refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED", method="Idle")
+        await walk(clock, 12 * MIN)
+        assert [c.time - start for c in fake.called("Idle")][:1] == [7 * MIN]
+        beats = [c.time - start for c in fake.called("Heartbeat")]
+        assert beats[:2] == [5 * MIN, 10 * MIN]
+
+
 async def test_m6_fresh_activity_reaches_server_before_its_idle_deadline(
     client: AsyncClient, fake: FakeLicensing, clock: ManualClock
 ) -> None:
