@@ -543,7 +543,13 @@ async def _migrate(url: str) -> None:
             await migrate(conn)
         finally:
             await conn.close()
-    except (OSError, TimeoutError, asyncpg.PostgresError, port.StoreFailed) as exc:
+    except (
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresError,
+        asyncpg.ClientConfigurationError,  # a URL parameter asyncpg cannot take (sslmode=...)
+        port.StoreFailed,
+    ) as exc:
         raise StartRefused(f"cannot open {shown_db(url)}: {exc}") from exc
 
 

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from server import app as app_module
 from server.app import shown_db
 from server.config import parse_args
+from server.listen import StartRefused
 from tests.grpcurl import Grpcurl
 from tests.support import ServerThread
 
@@ -37,6 +39,17 @@ def test_h1_a_url_password_is_never_shown() -> None:
     assert shown_db("postgresql://tessera:s3cret@db:5432/t") == "postgresql://tessera:***@db:5432/t"
     assert shown_db("postgresql://tessera@db/t") == "postgresql://tessera@db/t"
     assert shown_db(Path("var/tessera.db")) == "var/tessera.db"
+
+
+async def test_h1_a_url_parameter_the_driver_cannot_take_refuses_the_start_in_one_line() -> None:
+    """asyncpg refuses `sslmode=bogus` before it connects (ClientConfigurationError):
+    a start refusal naming the URL, password hidden, not a traceback."""
+    url = "postgresql://tessera:s3cret@127.0.0.1:1/t?sslmode=bogus"
+    with pytest.raises(StartRefused) as refused:
+        await app_module._migrate(url)
+    message = str(refused.value)
+    assert message.startswith("cannot open postgresql://tessera:***@127.0.0.1:1/t?sslmode=bogus: ")
+    assert "sslmode" in message.split(": ", 1)[1] and "s3cret" not in message
 
 
 @pytest.mark.parametrize("node_id", ["", "two words", "zoë", "x" * 41])
