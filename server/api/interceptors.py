@@ -32,6 +32,7 @@ admin token itself taken out too, whatever its shape (``--admin-token``).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -236,6 +237,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 answer = (code, f"{short} is not implemented yet")
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:  # the client gave up (its deadline, a cancel)
+                code = grpc.StatusCode.CANCELLED  # not OK: the call was never answered
                 raise
             except Exception:
                 code = grpc.StatusCode.INTERNAL

@@ -94,6 +94,38 @@ async def call(edge: EdgeInterceptor, method: str, secret: str, request_id: str)
     return await handler.unary_unary(object(), Context(secret, request_id))
 
 
+async def test_a_call_its_client_gave_up_is_logged_and_counted_cancelled_not_ok(
+    edge: tuple[EdgeInterceptor, Metrics],
+) -> None:
+    """A client's deadline cancels the call's task: its line and its count said OK for
+    a call never answered (a purchase never committed, found by a probe of the
+    several-servers mode with PostgreSQL paused; any call goes through this edge)."""
+    interceptor, metrics = edge
+    started = asyncio.Event()
+
+    async def waits(request: Any, context: Any) -> str:
+        started.set()
+        await asyncio.Event().wait()  # the store never answers
+        return "never"
+
+    async def continuation(details: Any) -> Any:
+        return grpc.unary_unary_rpc_method_handler(waits)
+
+    method = "/tessera.v1.LicensingService/Entitle"
+    handler: Any = await interceptor.intercept_service(continuation, cast(Any, Details(method)))
+    with capture_logs() as lines:
+        task = asyncio.ensure_future(handler.unary_unary(object(), Context(KEY, "po-9")))
+        await asyncio.wait_for(started.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    [line] = [x for x in lines if x["event"] == "rpc"]
+    assert (line["code"], line["request_id"]) == ("CANCELLED", "po-9")
+    by_code = metrics.rpc(method).by_code
+    assert by_code[grpc.StatusCode.CANCELLED].count == 1
+    assert grpc.StatusCode.OK not in by_code or by_code[grpc.StatusCode.OK].count == 0
+
+
 async def test_a_line_written_deeper_carries_the_method_request_id_and_user(
     edge: tuple[EdgeInterceptor, Metrics],
 ) -> None:
