@@ -4,8 +4,6 @@ Ed25519-signed lease that a product checks offline with GetSigningKeys' keys."""
 from __future__ import annotations
 
 import stat
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +18,8 @@ from tessera_api.tessera.v1 import common_pb2 as pb
 from tessera_api.tessera.v1 import licensing_service_pb2 as lic
 from tessera_api.tessera.v1 import licensing_service_pb2_grpc as lic_grpc
 from tests.grpcurl import Grpcurl
-from tests.support import ADMIN_TOKEN, REPO, ServerThread, running
+from tests.security.test_tamper_and_backup import _cli
+from tests.support import ADMIN_TOKEN, ServerThread, running
 
 A = "tessera.v1.AdminService/"
 
@@ -149,14 +148,7 @@ def test_rotation_signs_with_the_new_key_and_old_leases_still_verify(tmp_path: P
         stub = lic_grpc.LicensingServiceStub(channel)
         key = _provision(srv)
         old_lease = _entitle(stub, key).lease
-    done = subprocess.run(
-        [sys.executable, "-m", "server", "rotate-signing-key", "--db", str(db)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _cli("rotate-signing-key", "--db", str(db))
     assert done.returncode == 0, done.stderr
     with running(db) as srv, grpc.insecure_channel(srv.target) as channel:
         stub = lic_grpc.LicensingServiceStub(channel)
@@ -183,14 +175,7 @@ def test_rotation_on_a_path_with_no_database_is_refused_and_makes_no_key(tmp_pat
     """A mistyped --db: the rotation said it had worked, made a stray key file
     beside nothing, and left the real database's keys as they were."""
     db = tmp_path / "nope.db"
-    done = subprocess.run(
-        [sys.executable, "-m", "server", "rotate-signing-key", "--db", str(db)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _cli("rotate-signing-key", "--db", str(db))
     assert done.returncode == 2
     assert done.stderr.splitlines() == [f"python -m server rotate-signing-key: no database at {db}"]
     assert list(tmp_path.iterdir()) == []
