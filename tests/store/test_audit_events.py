@@ -32,7 +32,6 @@ from server.api.caller import THE_OPERATOR
 from server.clock import TestClock
 from server.domain.audit import event_digest
 from server.domain.errors import DeviceInUse
-from server.domain.products import Platform, Product
 from server.engine import Engine
 from server.store import checkpoint
 from server.store.audit import Verdict, verify
@@ -43,6 +42,7 @@ from server.store.postgres import verify_postgres
 from server.store.sqlite import Store
 from tessera_api.tessera.v1 import admin_service_pb2 as api
 from tessera_api.tessera.v1 import admin_service_pb2_grpc
+from tests.engine.test_restore import _ann_and_acad, _entitle_ann
 from tests.grpcurl import Grpcurl
 from tests.licensing_desk import T0, A
 from tests.pg import run_sync
@@ -69,27 +69,9 @@ async def test_ad2_a_refused_call_stores_the_deadlines_it_fired_but_no_event_of_
     clock = TestClock(T0)
     store = await Store.open(tmp_path / "tessera.db")
     engine = Engine(clock, store)
-    await engine.start(heartbeat_flush=0)
     try:
-        await engine.accounts.create_team("acme", "Acme", None)
-        await engine.accounts.purchase("acme", 100, "po-1")
-        await engine.accounts.upsert_product(
-            Product("ACAD", "AutoCAD", 5, platforms=frozenset({Platform.WINDOWS}))
-        )
-        await engine.access.assign(
-            "acme", ["Ann <ann@example.com>"], ["ACAD"], False, False, import_=True
-        )
-        await engine.sessions.entitle(
-            "ann@example.com",
-            product_id="ACAD",
-            product_version="2026",
-            platform=Platform.WINDOWS,
-            device_id="d1",
-            parent_session_id="",
-            request_id="",
-            takeover=False,
-            team_id="",
-        )
+        await _ann_and_acad(engine)  # acme's 100 tokens, ACAD at 5 a day, Ann
+        await _entitle_ann(engine, "r1")  # on d1: a hold, in grace
         clock.set(T0 + timedelta(minutes=10))  # the grace's end is due, not yet fired
         events = engine.audit.last_seq
         request = api.RemoveDeviceRequest(
