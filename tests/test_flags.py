@@ -17,20 +17,15 @@ host and a port.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from google.rpc import error_details_pb2, status_pb2
 
 from server.api.errors import ResourceExhausted, to_status
@@ -44,6 +39,7 @@ from server.config import (
     parse_args,
 )
 from server.listen import StartRefused, grpc_address, grpc_server, tls_credentials
+from tests.security.test_tls import _issue
 from tests.support import ADMIN_TOKEN, REPO, T0, ServerProcess, until_serving
 
 MODES = pytest.mark.parametrize(
@@ -280,39 +276,21 @@ class Pem:
     key: Path
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
 def _write(folder: Path, name: str, password: bytes | None = None) -> Pem:
-    """A self-signed certificate for 127.0.0.1 and its key, as two PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(name))
-        .issuer_name(_name(name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=3650))
-        .not_valid_after(now + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
+    """A self-signed certificate for 127.0.0.1 and its key (``tests/security/test_tls``'s
+    ``_issue``), as two PEM files; the key encrypted with ``password`` if given."""
+    made = _issue(name, None, ca=True, server=True)
+    key = made.key
+    if password:
+        loaded = serialization.load_pem_private_key(key, password=None)
+        key = loaded.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(password),
         )
-        .sign(key, hashes.SHA256())
-    )
-    encryption = (
-        serialization.BestAvailableEncryption(password)
-        if password
-        else serialization.NoEncryption()
-    )
     pem = Pem(folder / f"{name}.pem", folder / f"{name}-key.pem")
-    pem.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.key.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    )
+    pem.cert.write_bytes(made.cert)
+    pem.key.write_bytes(key)
     return pem
 
 
