@@ -17,9 +17,7 @@ host and a port.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +38,8 @@ from server.config import (
 )
 from server.listen import StartRefused, grpc_address, grpc_server, tls_credentials
 from tests.security.test_tls import _issue
-from tests.support import ADMIN_TOKEN, REPO, T0, ServerProcess, until_serving
+from tests.support import ADMIN_TOKEN, T0, ServerProcess, until_serving
+from tests.test_startup import start_server
 
 MODES = pytest.mark.parametrize(
     "mode", ["--no-front-process", "--front-process"], ids=["one-process", "front"]
@@ -56,29 +55,10 @@ def no_tessera_variables(monkeypatch: pytest.MonkeyPatch) -> None:
 def start(
     db: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m server`` for a start that is expected to be refused."""
-    variables = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            str(db),
-            "--admin-token",
-            ADMIN_TOKEN,
-            "--test-clock",
-            T0,
-            *args,
-        ],
-        cwd=REPO,
-        env={**variables, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    """``python -m server`` for a start that is expected to be refused (the variables
+    of the environment are gone: ``no_tessera_variables``)."""
+    return start_server(
+        "--db", str(db), "--admin-token", ADMIN_TOKEN, "--test-clock", T0, *args, env=env
     )
 
 
