@@ -103,10 +103,8 @@ def _check_text(problems: dict[str, str], name: str, value: str, required: bool)
         problems[name] = f"must be at most {MAX_FIELD} characters"
     elif (bad := unprintable(value)) is not None:
         problems[name] = f"must not contain a control or format character (found {bad})"
-    elif not value.strip():
-        problems[name] = "must not be blank"
-    elif value != value.strip():
-        problems[name] = "must not begin or end with a space"
+    elif (trimmed := value.strip()) != value:
+        problems[name] = "must not begin or end with a space" if trimmed else "must not be blank"
 
 
 class Licensing(LiveView):
