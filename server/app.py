@@ -39,7 +39,7 @@ from server.domain.terms import LEASE
 from server.engine import Engine
 from server.engine.core import TEST_CLOCK_KEY
 from server.front import Back
-from server.ha.election import Election
+from server.ha.election import Election, NodeIdInUse
 from server.ha.gate import Gate, GenericOnly, NodeInfo, Term, handlers
 from server.leases import LeaseSigner
 from server.listen import SERVICE_NAMES, StartRefused, bind, grpc_server
@@ -93,6 +93,7 @@ async def open_store(
     config: Config,
     fence: Fence | None = None,
     on_failed: Callable[[BaseException], None] | None = None,
+    node_id: str = "",
 ) -> StorePort:
     """The store ``config`` asks for, open and migrated: the SQLite file at
     ``config.db`` (the embedded default), or the PostgreSQL database at its URL,
@@ -100,7 +101,11 @@ async def open_store(
     any failed write of which ``on_failed`` is told."""
     if isinstance(config.db, str):
         return await PostgresStore.open(
-            config.db, fence=fence, secrets_dir=config.secrets_dir, on_failed=on_failed
+            config.db,
+            fence=fence,
+            secrets_dir=config.secrets_dir,
+            on_failed=on_failed,
+            node_id=node_id,
         )
     return await Store.open(config.db, synchronous=config.sync, on_failed=on_failed)
 
@@ -220,7 +225,8 @@ class TesseraServer:
         if election is None:
             return NodeInfo(self.node_id, True, self.advertise)
         active = self.gate.term is not None and self.gate.term.holds()
-        return NodeInfo(self.node_id, active, election.leader_address())
+        starting = not active and election.leading  # elected, its term not begun yet
+        return NodeInfo(self.node_id, active, election.leader_address(), starting)
 
     @property
     def front_pid(self) -> int:
@@ -278,7 +284,10 @@ class TesseraServer:
             on_lost=self._lost,
         )
         # On a thread of its own: a busy loop must not cost the active its lease.
-        await election.start_thread()
+        try:
+            await election.start_thread()
+        except NodeIdInUse as exc:
+            raise StartRefused(str(exc)) from None
         log.info(
             "standby",
             listen=cfg.listen,
@@ -331,7 +340,7 @@ class TesseraServer:
         store = await (
             open_store(cfg, on_failed=self._alone_store_failed)
             if election is None
-            else open_store(cfg, election.fence, self._store_failed(election, epoch))
+            else open_store(cfg, election.fence, self._store_failed(election, epoch), self.node_id)
         )
         try:
             marks.append(monotonic())

@@ -24,6 +24,18 @@ never meet, so they cannot disagree.
   cancel): a standby kept waiting on the lock for ``idle_limit`` after the
   lease ran out ends the sessions that hold it (``END_BLOCKERS``).
 
+A server is "still there" while any of its sessions that only its death
+closes is connected: its election session or its store's writer, each named
+``PREFIX + node id`` (``application_name``; ``still_there``). A takeover need not
+wait out the lease of a server with neither (killed: its connections closed
+with it). One of them dropped alone (``pg_terminate_backend``, a proxy cut) is
+not a death: the election reconnects at its next round, and renews in time.
+
+A node id names one server: the election's session holds an advisory lock on
+it (``NODE_LOCK``), so a second server started with the same ``--node-id``
+is refused at start, and one that finds the lock taken when it reconnects
+steps down and keeps trying (``NodeIdInUse``).
+
 Locally, the active counts its lease from the moment it SENT the statement
 that won or renewed it (``monotonic``, which runs on through a SIGSTOP),
 so its own deadline never falls after the database's. ``leading`` is False
@@ -52,6 +64,7 @@ import structlog
 
 from server.clock import monotonic
 from server.store.port import NotLeader
+from server.store.postgres import WRITER_PREFIX, application_name
 
 log = structlog.get_logger()
 
@@ -65,26 +78,40 @@ CREATE TABLE IF NOT EXISTS tessera_leader (
 )
 """
 
-# Takes the row when it is missing, its lease has run out, or the server that
-# holds it has no election session left in this database (killed: its
-# connections closed with it; fencing, not the lease, keeps a takeover safe, so
-# it need not wait); no row back otherwise. The session is found by its
-# application_name, APP_PREFIX + node id, cut to PostgreSQL's 63 bytes ($4).
-# Two standbys trying at once: the second waits for the first's row lock, then
-# sees the new lease and gets nothing.
 APP_PREFIX = "tessera-election:"
-TAKE_OVER = """
+
+
+def still_there(election: str, writer: str) -> str:
+    """SQL: whether the server that holds the row ``l`` still has a session that only
+    its death closes (the module docstring), its election's or its store writer's,
+    their prefixes the parameters ``election`` and ``writer`` (``$1``...)."""
+    return f"""EXISTS (
+        SELECT 1 FROM pg_stat_activity a
+        WHERE a.datname = current_database() AND a.application_name IN (
+            left({election} || l.node_id, 63), left({writer} || l.node_id, 63)
+        )
+    )"""  # noqa: S608 (parameter marks, not input)
+
+
+# Takes the row when it is missing, its lease has run out, or the server that
+# holds it is no longer there (killed: its connections closed with it; fencing,
+# not the lease, keeps a takeover safe, so it need not wait); no row back
+# otherwise. Two standbys trying at once: the second waits for the first's row
+# lock, then sees the new lease and gets nothing.
+TAKE_OVER = f"""
 INSERT INTO tessera_leader AS l (id, node_id, address, epoch, lease_until)
 VALUES (1, $1, $2, 1, now() + make_interval(secs => $3))
 ON CONFLICT (id) DO UPDATE
     SET node_id = EXCLUDED.node_id, address = EXCLUDED.address,
         epoch = l.epoch + 1, lease_until = EXCLUDED.lease_until
-    WHERE l.lease_until < now() OR NOT EXISTS (
-        SELECT 1 FROM pg_stat_activity a
-        WHERE a.datname = current_database() AND a.application_name = left($4 || l.node_id, 63)
-    )
+    WHERE l.lease_until < now() OR NOT {still_there("$4", "$5")}
 RETURNING epoch
-"""
+"""  # noqa: S608 (no input)
+# A node id's lock, held by its election session (two int4 keys: apart from the
+# migrations' one-key lock). hashtext may give two ids one key: the message of
+# a refusal then names the id anyway, and another id is the way out.
+NODE_LOCK = 0x7E55E7A
+TAKE_NODE_ID = "SELECT pg_try_advisory_lock($1, hashtext($2))"
 # The sessions that keep this standby's takeover (its election session, $1 || $2)
 # waiting on the row's lock, ended, once the lease has run out: what they were
 # writing was not committed (a COMMIT under way finishes first, before the lock
@@ -106,19 +133,20 @@ RETURNING epoch
 # A clean stop hands over at once: the lease ends now (the fence then refuses
 # this epoch too) and a standby need not wait for it to run out.
 RESIGN = "UPDATE tessera_leader SET lease_until = now() WHERE id = 1 AND epoch = $1"
-CURRENT = """
-SELECT node_id, address, epoch, lease_until > now() AND EXISTS (
-        SELECT 1 FROM pg_stat_activity a
-        WHERE a.datname = current_database() AND a.application_name = left($1 || l.node_id, 63)
-    ) AS live
+CURRENT = f"""
+SELECT node_id, address, epoch, lease_until > now() AND {still_there("$1", "$2")} AS live
 FROM tessera_leader l
-"""
+"""  # noqa: S608 (no input)
 FENCE = """
 SELECT set_config('idle_in_transaction_session_timeout', $2, true)
 FROM tessera_leader
 WHERE id = 1 AND epoch = $1 AND lease_until > now()
 FOR SHARE
 """
+
+
+class NodeIdInUse(Exception):
+    """Another server's election session holds this server's node id (``NODE_LOCK``)."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +220,7 @@ class Election:
         self._thread: threading.Thread | None = None
         self._home: asyncio.AbstractEventLoop | None = None
         self._stepping = threading.Lock()  # a fence and a round may step down at once
+        self.refused = ""  # why the last round could not take part (NodeIdInUse), or ''
 
     # -- what the server asks ------------------------------------------------
 
@@ -241,13 +270,19 @@ class Election:
                 await self.tick()
             finally:
                 first.set()
-            await self.run()
+            if self.refused:
+                await self._close()
+            else:
+                await self.run()
 
         self._thread = threading.Thread(
             target=asyncio.run, args=(rounds(),), name=f"election {self.node_id}", daemon=True
         )
         self._thread.start()
         await asyncio.to_thread(first.wait)
+        if self.refused:  # a start with a node id in use: refused (once running: retried)
+            await asyncio.to_thread(self._thread.join)
+            raise NodeIdInUse(self.refused)
 
     def _call_home(self, fn: Callable[..., None], *args: object) -> None:
         """Run a callback on the server's loop (at once when rounds run there)."""
@@ -307,6 +342,10 @@ class Election:
                     log.info("elected", node_id=self.node_id, epoch=self.epoch)
                     self._call_home(self.on_elected, self.epoch)
             await self._read(conn)
+        except NodeIdInUse as exc:
+            self.refused = str(exc)
+            log.error("election: node id in use", node_id=self.node_id, error=self.refused)
+            self._step_down("another server took its node id")
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("election: database unreachable", error=str(exc) or type(exc).__name__)
             await self._close()
@@ -323,6 +362,7 @@ class Election:
                 self.address,
                 self.lease,
                 APP_PREFIX,
+                WRITER_PREFIX,
                 timeout=self.idle_limit + self.lease,
             )
         )
@@ -388,21 +428,36 @@ class Election:
         self._call_home(self.on_lost)
 
     async def _read(self, conn: asyncpg.Connection) -> None:
-        row = await conn.fetchrow(CURRENT, APP_PREFIX, timeout=self.lease)
+        row = await conn.fetchrow(CURRENT, APP_PREFIX, WRITER_PREFIX, timeout=self.lease)
         self.leader = None if row is None else Leader(**dict(row))
 
     async def _connection(self) -> asyncpg.Connection:
+        """The election's session, holding this server's node id (``NODE_LOCK``)."""
         if self._conn is None or self._conn.is_closed():
             millis = str(max(1, round(self.lease * 1000)))
-            self._conn = await asyncpg.connect(
+            conn = await asyncpg.connect(
                 self.url,
                 timeout=self.lease,
                 # A takeover waiting behind a fenced transaction gives up and tries again.
                 server_settings={
                     "lock_timeout": millis,
-                    "application_name": (APP_PREFIX + self.node_id)[:63],
+                    "application_name": application_name(APP_PREFIX, self.node_id),
                 },
             )
+            try:
+                mine = await conn.fetchval(
+                    TAKE_NODE_ID, NODE_LOCK, self.node_id, timeout=self.lease
+                )
+            except BaseException:
+                conn.terminate()
+                raise
+            if not mine:
+                conn.terminate()
+                raise NodeIdInUse(
+                    f"another server on this database runs with node id {self.node_id!r}: "
+                    "give each server its own --node-id (the default is its advertised address)"
+                )
+            self._conn, self.refused = conn, ""
         return self._conn
 
     async def _close(self) -> None:

@@ -72,6 +72,7 @@ class NodeInfo:
     node_id: str
     active: bool
     leader_address: str  # '' when unknown
+    starting: bool = False  # elected, and loading its state: active in a moment
 
 
 def server_info(node: NodeInfo, now: datetime | None = None, test_clock: bool = False) -> Any:
@@ -92,8 +93,13 @@ STOPPING = (
 )
 
 
-def not_leader(leader: str) -> NotLeader:
+def not_leader(leader: str, starting: bool = False) -> NotLeader:
     named = {"leader": leader} if leader else {}
+    if starting:  # its own address: the SDK comes back here after its backoff
+        return NotLeader(
+            "this server was just elected and is loading its state: repeat the call in a moment",
+            **named,
+        )
     where = f"; the active server is {leader}" if leader else ""
     return NotLeader(f"this server is a standby{where}", **named)
 
@@ -222,7 +228,8 @@ class Gate(grpc.aio.ServerInterceptor):
         return server_info(self._node())
 
     async def _not_leader(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await _abort(context, not_leader(self._node().leader_address))
+        node = self._node()
+        await _abort(context, not_leader(node.leader_address, node.starting))
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: DomainError) -> None:

@@ -74,6 +74,19 @@ Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 Fence = Callable[[asyncpg.Connection], Awaitable[None]]
 
 
+#: A session's ``application_name`` is its part and its server's node id: the
+#: election finds a server's writer by it (``server/ha/election.py``), and an
+#: operator reads in ``pg_stat_activity`` whose session is whose.
+WRITER_PREFIX = "tessera-writer:"
+READER_PREFIX = "tessera-reader:"
+
+
+def application_name(prefix: str, node_id: str) -> str:
+    """``prefix`` and the node id, cut to PostgreSQL's 63 bytes (as SQL's
+    ``left(prefix || node_id, 63)``: node ids are ASCII)."""
+    return (prefix + node_id)[:63]
+
+
 def is_postgres_url(db: str | Path) -> bool:
     return str(db).startswith(("postgresql://", "postgres://"))
 
@@ -127,16 +140,21 @@ class PostgresStore(NamedReads):
         max_batch_ops: int = 50_000,
         readers: int = 4,
         on_failed: Callable[[BaseException], None] | None = None,
+        node_id: str = "",
     ) -> PostgresStore:
         """Connect, migrate, start the writer. ``secrets_dir``: where the secret key
         is kept (made at the first start); None: a random one (tests). ``on_failed``
-        is told of any failed write, also one no call waits for (a timer's)."""
+        is told of any failed write, also one no call waits for (a timer's).
+        ``node_id`` names the sessions (``application_name``)."""
         key = b""
         if secrets_dir is not None:
             key = load_or_create_secret_key(side_path(secrets_base(secrets_dir), SECRET_KEY_SUFFIX))
         writer = await asyncpg.connect(
             url,
-            server_settings={"synchronous_commit": "on", "application_name": "tessera-writer"},
+            server_settings={
+                "synchronous_commit": "on",
+                "application_name": application_name(WRITER_PREFIX, node_id),
+            },
         )
         try:
             await migrate(writer)
@@ -144,7 +162,7 @@ class PostgresStore(NamedReads):
                 url,
                 min_size=1,
                 max_size=readers,
-                server_settings={"application_name": "tessera-reader"},
+                server_settings={"application_name": application_name(READER_PREFIX, node_id)},
             )
         except BaseException:
             await writer.close()

@@ -16,8 +16,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from server.ha.election import LEADER_DDL, Election
+from server.ha.election import LEADER_DDL, Election, NodeIdInUse
 from server.store.port import NotLeader, StoreFailed
+from server.store.postgres import WRITER_PREFIX, application_name
 
 Factory = Callable[..., Election]
 
@@ -354,3 +355,60 @@ async def test_h1_a_busy_server_loop_keeps_its_lease_when_rounds_run_on_their_ow
     finally:
         await a.stop()
     assert not a.leading
+
+
+async def test_h1_a_second_server_with_a_node_id_in_use_is_refused(
+    elect: Factory, db: asyncpg.Connection
+) -> None:
+    """A node id names one server: a second one started with it is refused at
+    start (``start_thread`` raises), and takes part once the first has gone."""
+    a = elect("a")
+    await a.tick()
+    twin = elect("a")
+    with pytest.raises(NodeIdInUse, match="node id 'a'"):
+        await twin.start_thread()
+    assert twin.epoch is None and not twin.leading
+    assert (await row(db))["epoch"] == 1  # a's place is untouched
+    late = elect("a")
+    await late.tick()  # a round of a server already running: refused, not raised
+    assert late.refused and late.epoch is None
+    await a.stop()
+    await late.tick()
+    assert not late.refused and late.epoch == 2
+
+
+async def _terminate(db: asyncpg.Connection, name: str) -> int:
+    return int(
+        await db.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = $1 AND datname = current_database()",
+            name,
+        )
+    )
+
+
+async def test_h2_an_active_whose_election_session_alone_is_dropped_keeps_its_place(
+    elect: Factory, db: asyncpg.Connection, pg_url: str
+) -> None:
+    """Its election session cut (``pg_terminate_backend``, a proxy's restart) while
+    its store's writer is still connected: the server is alive, so no standby takes
+    over before its lease runs out, and its next rounds reconnect and renew."""
+    a, b = elect("a"), elect("b")
+    await a.tick()
+    writer = await asyncpg.connect(
+        pg_url, server_settings={"application_name": application_name(WRITER_PREFIX, "a")}
+    )
+    try:
+        assert await _terminate(db, "tessera-election:a") == 1
+        await b.tick()
+        assert b.epoch is None and b.leader_address() == "a:50051"
+        await a.tick()  # its connection is found gone ...
+        await a.tick()  # ... and made anew: the lease is renewed under the same epoch
+        assert a.leading and a.epoch == 1
+        assert (await row(db))["epoch"] == 1
+    finally:
+        await writer.close()
+    # Both of its sessions gone (kill -9): the takeover does not wait for the lease.
+    await a._close()
+    await b.tick()
+    assert b.epoch == 2

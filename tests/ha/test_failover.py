@@ -22,6 +22,7 @@ import pytest
 from tests.grpcurl import Grpcurl, GrpcurlError
 from tests.licensing_desk import Desk, num
 from tests.pg import run_sync
+from tests.test_startup import start_server
 from tests.support import (
     ADMIN_TOKEN,
     NOT_SERVING,
@@ -164,7 +165,7 @@ def test_h2_kill_9_the_standby_takes_over_with_every_acknowledged_change(
 
 TERMINATE_WRITER = """
 SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-WHERE application_name = 'tessera-writer'
+WHERE application_name LIKE 'tessera-writer:%'
 """
 
 
@@ -339,3 +340,20 @@ def test_h1_a_server_that_lost_its_place_is_a_standby_and_may_win_anew(
     finally:
         desk.close()
         srv.stop()
+
+
+def test_h1_a_second_server_with_a_node_id_in_use_refuses_to_start(cluster: Cluster) -> None:
+    """Two servers given one ``--node-id`` would each read the other's sessions
+    as its own (who is alive, who leads): the second is refused, in one line, and
+    the first keeps serving."""
+    a = cluster.start("a")
+    wait_for(a.target, SERVING)
+    twin = start_server(
+        *("--db", cluster.url, "--secrets-dir", str(cluster.secrets), "--node-id", "a")
+    )
+    assert twin.returncode == 1
+    assert twin.stderr.splitlines() == [
+        "tessera-server: another server on this database runs with node id 'a': give each "
+        "server its own --node-id (the default is its advertised address)"
+    ]
+    assert info(a.target)["role"] == "NODE_ROLE_ACTIVE"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from server import app as app_module
 from server.app import shown_db
 from server.config import parse_args
+from server.ha.gate import Gate, NodeInfo
 from server.listen import StartRefused
 from tests.grpcurl import Grpcurl
 from tests.support import ServerThread
@@ -60,3 +63,46 @@ def test_h1_a_node_id_names_an_election_session_so_it_is_short_ascii(
         parse_args(["--node-id", node_id])
     assert "--node-id" in capsys.readouterr().err
     assert parse_args(["--node-id", "eu-1.example:50051"]).node_id == "eu-1.example:50051"
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    """What ``Gate`` uses of a call's context: it aborts."""
+
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+    async def abort(self, code: grpc.StatusCode, details: str, trailing: object) -> None:
+        raise _Aborted(code, details, trailing)
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        (
+            NodeInfo("b", False, "a.internal:50051"),
+            "this server is a standby; the active server is a.internal:50051",
+        ),
+        (
+            NodeInfo("a", False, "a.internal:50051", starting=True),
+            "this server was just elected and is loading its state: repeat the call in a moment",
+        ),
+    ],
+)
+async def test_h1_a_server_elected_but_still_loading_does_not_call_itself_a_standby(
+    node: NodeInfo, message: str
+) -> None:
+    """Between its election and SERVING (the load), a server answers NOT_LEADER
+    naming its own address, as the one to come back to, and says it is loading."""
+    gate = Gate(lambda: node, lambda: "tsa_x")
+    with pytest.raises(_Aborted) as aborted:
+        await gate._not_leader(b"", _Context())  # type: ignore[arg-type]
+    code, details, trailing = aborted.value.args
+    assert (code, details) == (grpc.StatusCode.UNAVAILABLE, message)
+    (status,) = [status_pb2.Status.FromString(v) for k, v in trailing if k.endswith("-bin")]
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert (info.reason, dict(info.metadata)) == ("NOT_LEADER", {"leader": "a.internal:50051"})

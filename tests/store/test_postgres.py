@@ -348,7 +348,7 @@ async def _writer_waits_on_a_lock(url: str) -> None:
         waiting = await _sql(
             url,
             "SELECT count(*) FROM pg_stat_activity "
-            "WHERE application_name = 'tessera-writer' AND wait_event_type = 'Lock'",
+            "WHERE application_name LIKE 'tessera-writer:%' AND wait_event_type = 'Lock'",
         )
         if waiting[0][0]:
             return
@@ -399,7 +399,7 @@ async def test_pg_lost_connection_fails_the_store_for_every_later_call(
     await _sql(
         pg_url,
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE application_name = 'tessera-writer' AND datname = current_database()",
+        "WHERE application_name LIKE 'tessera-writer:%' AND datname = current_database()",
     )
     with pytest.raises(StoreFailed):
         await pgstore.commit([_pack(2)])
