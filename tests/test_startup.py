@@ -26,7 +26,9 @@ from server.app import REAL_CLOCK_KEY, TesseraServer
 from server.config import Config, parse_args, parse_instant, rfc3339
 from server.engine.core import LATEST_TEST_CLOCK
 from server.listen import StartRefused
+from server.store.schema import MIGRATIONS
 from tests.grpcurl import Grpcurl
+from tests.security.test_tamper_and_backup import _cli
 from tests.support import ADMIN_TOKEN, REPO, T0, ServerThread, running
 
 LATEST = rfc3339(LATEST_TEST_CLOCK)
@@ -221,6 +223,29 @@ def test_h4_8b_a_file_sqlite_cannot_open_is_refused_in_one_line_and_left_as_it_w
     ]
     assert "Traceback" not in result.stdout
     assert db.read_bytes() == before
+
+
+def test_h4_8b_a_database_of_a_newer_release_is_refused_to_start_and_to_verify(
+    tmp_path: Path,
+) -> None:
+    """A release that does not know a database's last migrations would read and write
+    tables it does not know: the server refuses it in one line, as on PostgreSQL,
+    and so does ``verify``, whose checks are this release's."""
+    db = tmp_path / "tessera.db"
+    with running(db):
+        pass
+    newer = len(MIGRATIONS) + 1
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"PRAGMA user_version = {newer}")
+    problem = (
+        f"the database is at schema version {newer}, newer than this release's "
+        f"{len(MIGRATIONS)}: run the newer release"
+    )
+    started = start_server("--db", str(db), "--admin-token", ADMIN_TOKEN)
+    assert started.returncode == 1
+    assert started.stderr.splitlines() == [f"tessera-server: cannot open {db}: {problem}"]
+    checked = _cli("verify", "--db", str(db))
+    assert (checked.returncode, checked.stderr) == (2, f"python -m server verify: {problem}\n")
 
 
 @pytest.mark.parametrize("kind", ["directory", "text file"])

@@ -45,6 +45,8 @@ from server.domain.ledger import GENESIS_HASH, EntryKind, add_one_year, entry_di
 from server.store import checkpoint
 from server.store.codec import i2t, t2i
 from server.store.files import not_a_database
+from server.store.port import StoreFailed, newer_schema
+from server.store.schema import MIGRATIONS
 
 LEDGER_SQL = (
     "SELECT seq, time, kind, team_id, pack_id, amount, remaining_delta, held_delta, "
@@ -121,6 +123,9 @@ def verify(db: Path) -> Verdict:
     with connect_read_only(db) as conn:
         conn.execute("BEGIN")  # one snapshot for every query below
         try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if (problem := newer_schema(version, len(MIGRATIONS))) is not None:
+                raise StoreFailed(problem)
             if all(audit.entry(row) for row in conn.execute(LEDGER_SQL)):
                 audit.chain_end()
             if audit.verdict.ok:

@@ -38,6 +38,18 @@ class StoreFailed(RuntimeError):
     """A write failed: memory and disk may disagree, so the server must stop."""
 
 
+def newer_schema(version: int, known: int) -> str | None:
+    """Why a database at schema ``version`` is not for this release, which knows
+    ``known`` migrations (its tables may have changed in ways this code does not
+    know), or None. A server refuses to open it and ``verify`` to check it."""
+    if version <= known:
+        return None
+    return (
+        f"the database is at schema version {version}, newer than this release's "
+        f"{known}: run the newer release"
+    )
+
+
 class NotLeader(StoreFailed):
     """A write was refused because this server is no longer the active one
     (RULES H1): another server won the election (a higher epoch) or this one's

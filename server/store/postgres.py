@@ -50,7 +50,7 @@ from server.store.files import SECRET_KEY_SUFFIX, side_path
 from server.store.group_commit import GroupCommit, Op, plan_writes, to_ops
 from server.store.loading import loading
 from server.store.pg_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION_TABLE
-from server.store.port import NotLeader, Snapshot, StoreFailed
+from server.store.port import NotLeader, Snapshot, StoreFailed, newer_schema
 from server.store.reads import LAST_AUDIT_SQL, NamedReads
 
 __all__ = [
@@ -328,11 +328,8 @@ async def migrate(conn: asyncpg.Connection) -> int:
 
 
 def _checked(version: int) -> int:
-    if version > len(MIGRATIONS):
-        raise StoreFailed(
-            f"the database is at schema version {version}, newer than this release's "
-            f"{len(MIGRATIONS)}: run the newer release"
-        )
+    if (problem := newer_schema(version, len(MIGRATIONS))) is not None:
+        raise StoreFailed(problem)
     return version
 
 
@@ -348,7 +345,7 @@ async def verify_postgres(url: str) -> Verdict:
     conn = await asyncpg.connect(url)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            if await schema_version(conn) == 0:
+            if _checked(await schema_version(conn)) == 0:
                 raise StoreFailed("no Tessera database there (no schema_version table)")
             ledger = await conn.cursor(LEDGER_SQL)
             whole = True

@@ -47,7 +47,7 @@ from server.store.files import (
 from server.store.group_commit import GroupCommit, Op, Write, plan_writes, to_ops
 from server.store.loading import loading
 from server.store.lock import DatabaseLock
-from server.store.port import Snapshot, StoreFailed
+from server.store.port import Snapshot, StoreFailed, newer_schema
 from server.store.reads import LAST_AUDIT_SQL, NamedReads
 from server.store.schema import MIGRATIONS
 
@@ -215,7 +215,9 @@ class Store(NamedReads):
         async with self._db.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
         version = int(row[0]) if row else 0
-        if version >= len(MIGRATIONS):
+        if (problem := newer_schema(version, len(MIGRATIONS))) is not None:
+            raise DatabaseUnusable(f"cannot open {self.path}: {problem}")
+        if version == len(MIGRATIONS):
             return
         # A migration that blanks a secret (5) leaves no copy of it in free space.
         await _run(self._db, "PRAGMA secure_delete=ON")

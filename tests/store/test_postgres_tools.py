@@ -8,7 +8,7 @@ from __future__ import annotations
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,11 +22,12 @@ from server.domain.teams import Plan, Team
 from server.store.audit import Verdict, verify
 from server.store.backup import DUMP_NAME, backup_postgres, pg_tool
 from server.store.files import SECRET_SUFFIXES, side_path
+from server.store.pg_schema import MIGRATIONS
 from server.store.port import StorePort
 from server.store.postgres import PostgresStore, secrets_base, verify_postgres
 from tests.grpcurl import Grpcurl
 from tests.pg import PgServer, run_sync
-from tests.store.test_postgres import _both, rows
+from tests.store.test_postgres import _both, _sql, rows
 from tests.store.test_restart import A, state
 from tests.support import REPO, ServerProcess
 
@@ -105,15 +106,21 @@ async def test_pg_verify_finds_what_sqlites_verify_finds(
         assert not pg.ok, what
 
 
-def test_pg_verify_from_the_command_line(pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def fill_with_a_history(url: str) -> Callable[[], Awaitable[None]]:
+    """``a_history`` committed to a new store at ``url`` (for ``run_sync``)."""
+
     async def fill() -> None:
-        store = await PostgresStore.open(pg_url)
+        store = await PostgresStore.open(url)
         try:
             await store.commit(Changes(a_history()))
         finally:
             await store.close()
 
-    run_sync(fill)
+    return fill
+
+
+def test_pg_verify_from_the_command_line(pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    run_sync(fill_with_a_history(pg_url))
     capsys.readouterr()
     assert tools.main(["verify", "--db", pg_url]) == 0
     assert capsys.readouterr().out.startswith("ok: 11 ledger entries chained, 3 packs add up;")
@@ -135,6 +142,23 @@ def test_pg_verify_of_a_database_without_tessera_says_so(
 ) -> None:
     assert tools.main(["verify", "--db", pg_url]) == 2
     assert "no Tessera database there" in capsys.readouterr().err
+
+
+def test_pg_verify_of_a_database_of_a_newer_release_says_so(
+    pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its checks are this release's: a database a newer release migrated is not
+    passed as sound (the server refuses it too: test_postgres)."""
+    run_sync(fill_with_a_history(pg_url))
+    assert tools.main(["verify", "--db", pg_url]) == 0
+    newer = len(MIGRATIONS) + 1
+    run_sync(lambda: _sql(pg_url, "INSERT INTO schema_version (version) VALUES ($1)", newer))
+    capsys.readouterr()
+    assert tools.main(["verify", "--db", pg_url]) == 2
+    assert capsys.readouterr().err == (
+        f"python -m server verify: the database is at schema version {newer}, newer than "
+        f"this release's {len(MIGRATIONS)}: run the newer release\n"
+    )
 
 
 # -- backup and restore ------------------------------------------------------------------
