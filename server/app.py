@@ -39,6 +39,7 @@ from server.domain.terms import LEASE
 from server.engine import Engine
 from server.engine.core import TEST_CLOCK_KEY
 from server.front import Back
+from server.ha import secrets
 from server.ha.election import Election, NodeIdInUse
 from server.ha.gate import Gate, GenericOnly, NodeInfo, Term, handlers
 from server.leases import LeaseSigner
@@ -270,6 +271,7 @@ class TesseraServer:
             await self._serving(self.engine)
             return self.port
         await _migrate(cfg.db)  # the election's row is made by the migrations
+        await _same_secrets(cfg, self.node_id, refuse_unreachable=True)  # before any file
         self._load_admin_token()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
@@ -337,6 +339,8 @@ class TesseraServer:
         cfg = self.config
         election = self.election
         marks = [monotonic()]
+        if isinstance(cfg.db, str):  # the files may have changed since the start
+            await _same_secrets(cfg, self.node_id)
         store = await (
             open_store(cfg, on_failed=self._alone_store_failed)
             if election is None
@@ -560,6 +564,25 @@ async def _migrate(url: str) -> None:
         port.StoreFailed,
     ) as exc:
         raise StartRefused(f"cannot open {shown_db(url)}: {exc}") from exc
+
+
+async def _same_secrets(cfg: Config, node_id: str, refuse_unreachable: bool = False) -> None:
+    """Refuse to start (or to serve, elected) on a secrets directory other than the
+    database's (``server/ha/secrets.py``). A database that cannot be reached refuses
+    the start too (``refuse_unreachable``); elected, its error is the caller's."""
+    assert isinstance(cfg.db, str)  # noqa: S101 (PostgreSQL only)
+    try:
+        conn = await asyncpg.connect(cfg.db, timeout=30)
+        try:
+            await secrets.check(conn, cfg.secrets_dir, node_id)
+        finally:
+            await conn.close()
+    except secrets.SecretsMismatch as exc:
+        raise StartRefused(str(exc)) from None
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        if not refuse_unreachable:
+            raise
+        raise StartRefused(f"cannot open {shown_db(cfg.db)}: {exc}") from exc
 
 
 async def _quietly(work: Awaitable[object]) -> None:

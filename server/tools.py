@@ -13,6 +13,10 @@ owner-only (``server/store/backup.py``). Restoring is starting the server with
 With ``--db postgresql://...`` verify reads the same checks from PostgreSQL,
 and backup writes ``pg_dump`` of the database and a copy of ``--secrets-dir``
 into the new directory ``--to`` (docs/postgres.md: restoring).
+
+``python -m server adopt-secrets --db postgresql://... --secrets-dir DIR`` makes
+DIR the database's secrets directory (``server/ha/secrets.py``), for the day the
+one its servers used is lost for good.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ import asyncpg
 
 from server.app import shown_db
 from server.config import OPTIONS, help_line
+from server.ha import secrets
 from server.store.audit import Verdict, connect_read_only, verify
 from server.store.backup import DUMP_NAME, backup, backup_postgres
 from server.store.port import StoreFailed
-from server.store.postgres import secrets_base, verify_postgres
+from server.store.postgres import schema_version, secrets_base, verify_postgres
 
 __all__ = ["COMMANDS", "Verdict", "backup", "main", "verify"]
 
@@ -47,6 +52,8 @@ COMMANDS = {
     "backup": "copy a (running) server's database consistently",
     "rotate-signing-key": "add a new lease-signing key (used after the next start); old ones "
     "stay published",
+    "adopt-secrets": "PostgreSQL: make --secrets-dir the database's secrets directory (only "
+    "when the one its servers used is lost for good)",
 }
 
 
@@ -99,6 +106,20 @@ def main(argv: Sequence[str]) -> int:
             # What a product that pins its keys (signing_keys=) adds before the restart.
             print(f"its public key, to pin: {json.dumps({key.key_id: public})}")
             return 0
+        if a.command == "adopt-secrets":
+            if not postgres:
+                print(
+                    "python -m server adopt-secrets: for a PostgreSQL --db only (a SQLite "
+                    "database's secrets are the files beside it)",
+                    file=sys.stderr,
+                )
+                return 2
+            asyncio.run(_adopt_secrets(a.db, a.secrets_dir))
+            print(
+                f"{a.secrets_dir} is now the secrets directory of {shown_db(a.db)}: start every "
+                "server of it with these files (a server with others is refused)"
+            )
+            return 0
         if postgres:
             return _backup_postgres(a.db, a.to, a.secrets_dir)
         copied = backup(a.db, a.to)
@@ -110,6 +131,16 @@ def main(argv: Sequence[str]) -> int:
     except (OSError, sqlite3.Error, asyncpg.PostgresError, StoreFailed) as exc:
         print(f"python -m server {a.command}: {exc}", file=sys.stderr)
         return 2
+
+
+async def _adopt_secrets(url: str, secrets_dir: Path) -> None:
+    conn = await asyncpg.connect(url, timeout=30)
+    try:
+        if await schema_version(conn) == 0:
+            raise StoreFailed("no Tessera database there (no schema_version table)")
+        await secrets.adopt(conn, secrets_dir)
+    finally:
+        await conn.close()
 
 
 def _backup_postgres(url: str, to: Path, secrets_dir: Path) -> int:

@@ -243,4 +243,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE sessions ADD COLUMN lease_start BIGINT NOT NULL DEFAULT 0;
     UPDATE sessions SET lease_start = lease_end - 86400000000;
     """,
+    # 6: which secrets directory the servers use: a digest of its secret key, never
+    # the key (server/ha/secrets.py). PostgreSQL's own, as the leader row.
+    """
+    CREATE TABLE tessera_secrets (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        digest BYTEA NOT NULL,
+        node_id TEXT NOT NULL,
+        recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    """,
 ]

@@ -22,7 +22,6 @@ import pytest
 from tests.grpcurl import Grpcurl, GrpcurlError
 from tests.licensing_desk import Desk, num
 from tests.pg import run_sync
-from tests.test_startup import start_server
 from tests.support import (
     ADMIN_TOKEN,
     NOT_SERVING,
@@ -32,6 +31,7 @@ from tests.support import (
     health,
     wait_for,
 )
+from tests.test_startup import start_server
 
 pytestmark = pytest.mark.slow
 TAKEOVER_BOUND = 10.0  # RULES H2 (wait_for waits as long by default)

@@ -511,7 +511,7 @@ async def test_pg_an_error_in_the_fence_fails_waiters_with_store_failed(pg_url: 
 async def test_pg_migrations_apply_once_and_are_recorded(pg_url: str) -> None:
     store = await PostgresStore.open(pg_url)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 5
+        assert await store.schema_version() == len(MIGRATIONS) == 6
         await store.commit([MetaValue("marker", "kept")])
     finally:
         await store.close()
@@ -541,11 +541,13 @@ async def test_m7_pg_migration_5_derives_each_lease_start_from_the_stored_lease_
         await store.commit([_session("ses_live", start), _session("ses_ended", start, start + H)])
     finally:
         await store.close()
+    # Back to a database at migration 4, as a release before 5 left it.
     await _sql(pg_url, "ALTER TABLE sessions DROP COLUMN lease_start")
-    await _sql(pg_url, "DELETE FROM schema_version WHERE version = 5")
+    await _sql(pg_url, "DROP TABLE tessera_secrets")
+    await _sql(pg_url, "DELETE FROM schema_version WHERE version >= 5")
     store = await PostgresStore.open(pg_url)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 5
+        assert await store.schema_version() == len(MIGRATIONS) == 6
         loaded = {s.session_id: s for s in (await store.load()).of(Session)}
     finally:
         await store.close()
@@ -608,6 +610,7 @@ async def test_pg_schema_has_sqlites_tables_and_columns(pg_url: str, tmp_path: P
         pg_columns.setdefault(table, set()).add(column)
     assert pg_columns.pop("schema_version") == {"version", "applied_at"}
     assert pg_columns.pop("tessera_leader") == {"id", "node_id", "address", "epoch", "lease_until"}
+    assert pg_columns.pop("tessera_secrets") == {"id", "digest", "node_id", "recorded_at"}
     assert pg_columns == sqlite_columns
     for table in TABLES.values():  # every column the codec writes exists
         assert set(table.columns) <= pg_columns[table.name]

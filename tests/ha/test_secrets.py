@@ -1,0 +1,123 @@
+"""Every server of one database uses the same secrets directory (RULES H1, H3;
+``server/ha/secrets.py``): one on another directory is refused before it makes
+a file, and ``adopt-secrets`` makes another directory the database's."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from server.credentials import SECRET_KEY_BYTES
+from tests.ha.test_failover import Cluster, cluster, info
+from tests.security.test_tamper_and_backup import _cli
+from tests.support import SERVING, wait_for
+from tests.test_startup import start_server
+
+pytestmark = pytest.mark.slow
+__all__ = ["cluster"]  # the fixture, shared
+ADVICE = (
+    ". Every server of one database uses the same secrets directory (shared, or a copy: "
+    "its admin token, signing keys and secret key); copy it from one of them and start "
+    "again. Only if that key is lost for good: python -m server adopt-secrets --db URL "
+    "--secrets-dir DIR"
+)
+RECORDED = r"the one node 'a' recorded at \d{4}-\d\d-\d\d \d\d:\d\d UTC"
+
+
+def _start(cluster: Cluster, secrets: Path, node_id: str) -> tuple[int, list[str]]:
+    done = start_server(*("--db", cluster.url, "--secrets-dir", str(secrets), "--node-id", node_id))
+    return done.returncode, done.stderr.splitlines()
+
+
+@pytest.fixture
+def active(cluster: Cluster) -> Cluster:
+    """``a`` active on ``cluster.secrets``, which the database now records."""
+    wait_for(cluster.start("a").target, SERVING)
+    return cluster
+
+
+def test_h1_a_server_on_an_empty_secrets_directory_is_refused_before_it_makes_a_file(
+    active: Cluster, tmp_path: Path
+) -> None:
+    """It would make an admin token, a secret key and signing keys of its own, and,
+    once elected, refuse the operators' token and sign leases with unknown keys."""
+    other = tmp_path / "other-secrets"
+    code, lines = _start(active, other, "b")
+    assert code == 1 and len(lines) == 1
+    assert re.fullmatch(
+        re.escape(f"tessera-server: {other} holds no secret key (tessera.secret-key), ")
+        + "while this database's servers use "
+        + RECORDED
+        + re.escape(ADVICE),
+        lines[0],
+    ), lines[0]
+    assert not other.exists()
+    assert info(active.servers[0].target)["role"] == "NODE_ROLE_ACTIVE"
+
+
+def test_h1_a_server_with_another_secret_key_is_refused_and_a_copy_is_a_standby(
+    active: Cluster, tmp_path: Path
+) -> None:
+    other = tmp_path / "other-secrets"
+    other.mkdir()
+    (other / "tessera.secret-key").write_text("ab" * SECRET_KEY_BYTES + "\n")
+    code, lines = _start(active, other, "b")
+    assert code == 1 and len(lines) == 1
+    assert re.fullmatch(
+        re.escape(f"tessera-server: the secret key in {other / 'tessera.secret-key'} ")
+        + "is not this database's: its servers use "
+        + RECORDED
+        + re.escape(ADVICE),
+        lines[0],
+    ), lines[0]
+    copy = tmp_path / "copy"
+    shutil.copytree(active.secrets, copy)
+    active.secrets = copy
+    b = active.start("b")
+    assert info(b.target)["role"] == "NODE_ROLE_STANDBY"
+
+
+def test_h1_adopt_secrets_makes_another_directory_the_databases(
+    active: Cluster, tmp_path: Path
+) -> None:
+    """For the day the database's key is lost for good: the adopted directory's
+    servers start, and those still on the old one are refused."""
+    new = tmp_path / "new-secrets"
+    adopted = _cli("adopt-secrets", "--db", active.url, "--secrets-dir", str(new))
+    assert adopted.returncode == 0, adopted.stderr
+    assert "is now the secrets directory of" in adopted.stdout
+    assert (new / "tessera.secret-key").exists()
+    old = active.secrets
+    active.secrets = new
+    assert info(active.start("b").target)["role"] == "NODE_ROLE_STANDBY"
+    code, lines = _start(active, old, "c")
+    assert code == 1
+    assert "is not this database's: its servers use the one node 'adopt-secrets'" in lines[0]
+
+
+def test_h1_adopt_secrets_is_for_postgresql_only(tmp_path: Path) -> None:
+    done = _cli("adopt-secrets", "--db", str(tmp_path / "t.db"), "--secrets-dir", str(tmp_path))
+    assert done.returncode == 2
+    assert "for a PostgreSQL --db only" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_h1_a_standby_whose_secret_key_changed_since_its_start_is_refused_when_elected(
+    active: Cluster, tmp_path: Path
+) -> None:
+    """Checked again at the takeover, before it serves (its files are read then):
+    it ends with an error rather than serve on other secrets."""
+    copy = tmp_path / "copy"
+    shutil.copytree(active.secrets, copy)
+    a = active.servers[0]
+    active.secrets = copy
+    b = active.start("b")
+    (copy / "tessera.secret-key").write_text("cd" * SECRET_KEY_BYTES + "\n")
+    a.kill()
+    assert b.wait(timeout=30) == 1
+    events = [line.get("event") for line in b.lines]
+    assert "elected" in events
+    assert "serving" not in events and "took over" not in events
