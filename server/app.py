@@ -489,11 +489,19 @@ class TesseraServer:
         self._spawn(self._step_down(engine, store))
 
     async def _step_down(self, engine: Engine | None, store: StorePort | None) -> None:
+        """Drop a term that lost its place. Its writes are fenced (lost, never money),
+        and the database may not answer at all (a partition, a paused database): the
+        store is closed first, its writer cut after a round of the election, so that
+        the calls waiting on a commit leave as ``NOT_LEADER`` (outcome unknown: the
+        client repeats them on the active) rather than wait for the database, and the
+        engine's last flush then fails at once."""
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        if engine is not None:
-            await _quietly(engine.stop())  # its last writes are fenced: lost, never money
-        if store is not None:
+        if isinstance(store, PostgresStore):
+            await _quietly(store.close(timeout=self.config.leader_lease / 5))
+        elif store is not None:
             await _quietly(store.close())
+        if engine is not None:
+            await _quietly(engine.stop())
         gc.unfreeze()  # the old term's objects may be collected now
         log.info("standby", node_id=self.node_id, port=self.port)
 

@@ -142,6 +142,7 @@ class GroupCommit(Generic[R]):
         self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self.failed: BaseException | None = None
+        self._closed = False  # close() was called: nothing more is taken
         self.commits = 0  # transactions committed, for tests and benchmarks
         #: Rows and seconds of each transaction written (server/metrics.py).
         self.stats = Batches()
@@ -160,6 +161,8 @@ class GroupCommit(Generic[R]):
             if isinstance(self.failed, StoreFailed):
                 raise _failure(self.failed)
             raise StoreFailed("the store failed earlier") from self.failed
+        if self._closed:  # no writer would take it: its caller would wait for ever
+            raise StoreFailed("the store is closed")
 
     async def commit(self, ops: list[Op]) -> None:
         """Queue ``ops`` and return once they are committed."""
@@ -240,7 +243,8 @@ class GroupCommit(Generic[R]):
             self.on_failed(exc)
 
     async def close(self) -> None:
-        """Write out everything queued, then stop the writer."""
+        """Write out everything queued, then stop the writer; later writes fail."""
+        self._closed = True
         if self._writer is not None and not self._writer.done():
             self._queue.put_nowait(None)
             with contextlib.suppress(Exception):

@@ -45,10 +45,13 @@ class Cluster:
         self.secrets = secrets
         self.servers: list[ServerProcess] = []
 
-    def start(self, node_id: str) -> ServerProcess:
+    def start(self, node_id: str, *extra: str) -> ServerProcess:
         server = ServerProcess(
             db=self.url,  # type: ignore[arg-type]  # the process is given its text
-            extra=["--secrets-dir", str(self.secrets), "--leader-lease", "1", "--node-id", node_id],
+            extra=[
+                *("--secrets-dir", str(self.secrets), "--leader-lease", "1"),
+                *("--node-id", node_id, *extra),
+            ],
             ready=("standby", "serving"),
         )
         self.servers.append(server)
@@ -357,3 +360,66 @@ def test_h1_a_second_server_with_a_node_id_in_use_refuses_to_start(cluster: Clus
         "server its own --node-id (the default is its advertised address)"
     ]
     assert info(a.target)["role"] == "NODE_ROLE_ACTIVE"
+
+
+BACKENDS_OF_A = """
+SELECT array_agg(pid) FROM pg_stat_activity
+WHERE application_name IN ('tessera-election:a', 'tessera-writer:a')
+    AND datname = current_database()
+"""
+
+
+def test_h3_a_call_on_an_active_cut_off_from_its_database_leaves_as_not_leader(
+    cluster: Cluster, pg_url: str
+) -> None:
+    """The database stops answering the active (a partition: here its election's and
+    writer's backends are paused) while a call waits on its commit, and heartbeat
+    history waits for its flush. The active steps down once its lease has run out,
+    and the call leaves as UNAVAILABLE/NOT_LEADER, to be repeated on the active,
+    rather than wait for the database to come back (it waited for ever: the term's
+    last flush queued behind it, and the store was closed only after that flush).
+    Repeated with its request id once a server is active again, it buys once."""
+    a = cluster.start("a", "--heartbeat-flush", "3600")  # the history stays in memory
+    wait_for(a.target, SERVING)
+    b = cluster.start("b")
+    desk = Desk(a.target)
+    body = {"team_id": "acme", "tokens": 7, "request_id": "po-cut-off"}
+    try:
+        before = acknowledged(desk)
+        available, held = before["balance"]
+        desk.heartbeat(before["user"], before["session"])
+        backends = run_sync(lambda: _execute(pg_url, BACKENDS_OF_A))
+        assert len(backends) == 2
+        for pid in backends:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(GrpcurlError) as refused:
+                desk.a("PurchaseTokens", body)  # 30 s of deadline (tests/grpcurl.py)
+        finally:
+            for pid in backends:
+                os.kill(pid, signal.SIGCONT)
+        assert (refused.value.code, refused.value.reason) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "NOT_LEADER",
+        )
+    finally:
+        desk.close()
+    after = Desk(_serving(a, b).target)
+    try:
+        first = after.a("PurchaseTokens", body)["token_pack"]
+        assert after.a("PurchaseTokens", body)["token_pack"]["pack_id"] == first["pack_id"]
+        assert after.balance("acme") == (available + 7, held)
+        after.assert_ledger_adds_up("acme")
+    finally:
+        after.close()
+
+
+def _serving(*servers: ServerProcess) -> ServerProcess:
+    """The first of ``servers`` seen SERVING (within H2's bound)."""
+    deadline = time.monotonic() + TAKEOVER_BOUND
+    while time.monotonic() < deadline:
+        for server in servers:
+            if health(server.target) == SERVING:
+                return server
+        time.sleep(0.05)
+    raise AssertionError("no server took over")

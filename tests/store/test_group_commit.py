@@ -52,3 +52,25 @@ async def test_store_group_commit_that_breaks_after_a_commit_fails_every_other_w
         await group.close()
     assert written == [[OP_A]]  # nothing after the failure was written
     assert [str(e) for e in told] == ["the bookkeeping after a commit broke"]
+
+
+async def test_store_group_commit_a_write_after_close_fails_instead_of_waiting_for_ever() -> None:
+    """What was queued before ``close`` is written; a write after it (a term's last
+    heartbeat flush once its store is closed, ``server/app.py``'s step-down) fails at
+    once, where it waited for a writer that no longer runs."""
+    written: list[list[Op]] = []
+
+    async def write(ops: list[Op]) -> None:
+        written.append(list(ops))
+
+    group: GroupCommit[None] = GroupCommit(write)
+    group.start()
+    queued = asyncio.ensure_future(group.commit([OP_A]))
+    await asyncio.sleep(0)
+    await group.close()
+    await asyncio.wait_for(queued, GUARD)
+    with pytest.raises(StoreFailed, match="the store is closed"):
+        await asyncio.wait_for(group.commit([OP_B]), GUARD)
+    with pytest.raises(StoreFailed, match="the store is closed"):
+        await asyncio.wait_for(group.barrier(), GUARD)
+    assert written == [[OP_A]]
