@@ -293,6 +293,10 @@ member_products = form(_member_products)
 
 async def _remove_member(request: Request, session: Session, data: FormData) -> Response:
     team_id, user_id = request.path_params["team_id"], named(request, "user")
+    if data.get("confirm") != "on":  # the browser asks for the box; a bare POST is not it
+        return await again(
+            request, session, member, {"confirm": "Tick the box to confirm the removal."}
+        )
     return await change(
         request,
         session,

@@ -615,3 +615,42 @@ def test_a_session_unused_for_8_hours_sends_the_browser_to_sign_in(world: World)
         gone = web.get("/teams", follow_redirects=False)
         assert (gone.status_code, gone.headers["location"]) == (303, "/signin")
         assert len(app.state.sessions) == 0
+
+
+def test_removing_a_member_needs_the_box_ticked_on_the_server_too(
+    web: TestClient, world: World
+) -> None:
+    """The box is ``required`` in the browser; a form sent without it (another client,
+    a replayed request with the page's CSRF token) removes no one and says why."""
+    sign_in(web)
+    url = "http://127.0.0.1/teams/alpha/member?user=carl@example.com"
+    page = web.get(url)
+    remove = "http://127.0.0.1/teams/alpha/member/remove?user=carl@example.com"
+    answer = web.post(remove, data={"csrf": csrf_of(page.text)}, follow_redirects=False)
+    assert answer.status_code == 400
+    assert "Tick the box to confirm the removal." in answer.text
+    members = world.a("ListMembers", {"team_id": "alpha"})["members"]
+    assert "carl@example.com" in [m["user_id"] for m in members]
+    done = web.post(
+        remove, data={"csrf": csrf_of(page.text), "confirm": "on"}, follow_redirects=False
+    )
+    assert (done.status_code, done.headers["location"]) == (303, "/teams/alpha/users")
+    members = world.a("ListMembers", {"team_id": "alpha"})["members"]
+    assert "carl@example.com" not in [m["user_id"] for m in members]
+
+
+def test_search_as_you_type_says_when_more_users_are_found_than_shown(
+    web: TestClient, world: World
+) -> None:
+    """The rows the page swaps in as one types are one page of the server's answer: past
+    it, the last row says there are more and links the next page of the same search."""
+    users = [f"Zed {n:03} <zed{n:03}@example.com>" for n in range(105)]
+    world.a("ImportUsers", {"team_id": "alpha", "users": users, "all_products": True})
+    sign_in(web)
+    rows = web.get("http://127.0.0.1/teams/alpha/users/rows?q=zed")
+    assert rows.text.count("@example.com</td>") == 100
+    assert "More users found than shown" in rows.text
+    (link,) = re.findall(r'href="(/teams/alpha/users\?q=zed&amp;page=[^"]+)"', rows.text)
+    rest = web.get("http://127.0.0.1" + link.replace("&amp;", "&"))
+    assert rest.text.count("@example.com</td>") == 5
+    assert "More users found than shown" not in rest.text
