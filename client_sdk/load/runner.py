@@ -169,6 +169,9 @@ class Driver:
         self.counters: Any = None
         self.result = RunResult(cfg.target, cfg)
         self.aborting = False
+        #: Workers that died or failed (by index): the others go on to release theirs.
+        self.lost: dict[int, str] = {}
+        self.releasing = False  # the release phase has begun
 
     @property
     def worker_pids(self) -> list[int]:
@@ -287,8 +290,25 @@ class Driver:
         return sum(c[i * SLOTS + slot] for i in range(self.cfg.workers))
 
     def _send_all(self, cmd: tuple[str, dict[str, Any]]) -> None:
-        for conn in self.conns:
-            conn.send(cmd)
+        for index, conn in enumerate(self.conns):
+            if index in self.lost:
+                continue
+            try:
+                conn.send(cmd)
+            except OSError:  # its end is closed: the worker is gone
+                self.procs[index].join(1)
+                self._lose(index, f"worker {index} exited ({self.procs[index].exitcode})")
+
+    def _lose(self, index: int, why: str) -> None:
+        """Worker ``index`` is gone: the others stop the phase under way (an abort), so
+        that the run can release their sessions and then fail (``run``)."""
+        self.lost[index] = why
+        self.aborting = True
+        self.result.aborted = self.result.aborted or "a worker failed"
+        for other, conn in enumerate(self.conns):
+            if other not in self.lost:
+                with suppress(OSError):
+                    conn.send(("abort", {}))
 
     def _collect(
         self,
@@ -301,7 +321,7 @@ class Driver:
         (until ``deadline``, the run's hard deadline by default, and some grace)."""
         limit = (self.hard_deadline if deadline is None else deadline) + STOP_GRACE_SECONDS
         limit += self.cfg.timeout
-        pending = dict(enumerate(self.conns))
+        pending = {i: c for i, c in enumerate(self.conns) if i not in self.lost}
         got: list[tuple[Any, ...]] = []
         window: deque[tuple[float, int]] = deque()
         while pending:
@@ -311,11 +331,15 @@ class Driver:
                     continue
                 try:
                     msg = conn.recv()
-                except EOFError:
-                    code = self.procs[index].exitcode
-                    raise LoadError(f"worker {index} exited ({code})") from None
+                except (EOFError, OSError):  # killed: its end closed, or reset
+                    self.procs[index].join(1)
+                    self._lose(index, f"worker {index} exited ({self.procs[index].exitcode})")
+                    pending.pop(index, None)
+                    continue
                 if msg[0] == "fatal":
-                    raise LoadError(f"worker {msg[1]} failed:\n{msg[2]}")
+                    self._lose(index, f"worker {msg[1]} failed:\n{msg[2]}")
+                    pending.pop(index, None)
+                    continue
                 if msg[0] == kind:
                     got.append(msg)
                     pending.pop(index, None)
@@ -336,6 +360,8 @@ class Driver:
                 max(0.0, done),
                 f"{rps:7,.0f} calls/s  live {self._sum(LIVE):,}  errors {self._sum(ERRORS):,}",
             )
+        if self.lost:  # the others are done (aborted): the phase fails with the loss
+            raise LoadError("; ".join(self.lost[i] for i in sorted(self.lost)))
         return got
 
     def _on_signals(self) -> None:
@@ -482,6 +508,7 @@ class Driver:
         until ``RELEASE_GRACE_SECONDS`` past ``max_duration`` (after an interrupt, for at
         most ``ABORT_RELEASE_SECONDS``), with at most ``RELEASE_ATTEMPTS`` calls each."""
         if self.cfg.release and self.procs:
+            self.releasing = True
             deadline = self.hard_deadline + RELEASE_GRACE_SECONDS
             if self.aborting:
                 deadline = min(deadline, time.monotonic() + ABORT_RELEASE_SECONDS)
@@ -498,6 +525,9 @@ class Driver:
         return self.result
 
     def run(self) -> RunResult:
+        """Every step in turn. A worker that dies or fails stops the others (its
+        phase then raises ``LoadError``), which still release their sessions (the
+        dead worker's are left to the server) before the run fails."""
         cfg = self.cfg
         with self.signals.installed():
             try:
@@ -506,6 +536,11 @@ class Driver:
                 self.count(users)
                 self.cycle(cfg.cycle)
                 self.release()
+            except LoadError:
+                if self.lost and not self.releasing:
+                    with suppress(LoadError):  # the same loss, said once
+                        self.release()
+                raise
             finally:
                 self.close()
         return self.result

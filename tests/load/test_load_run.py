@@ -8,6 +8,9 @@ it from two worker processes, as ``python -m client_sdk.load`` would.
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +20,8 @@ import pytest
 from client_sdk import ManualClock
 from client_sdk.load import LoadConfig, run
 from client_sdk.load.__main__ import main
+from client_sdk.load.runner import Driver, LoadError
+from tests.grpcurl import Grpcurl
 from tests.sdk.fakes import FakeThread
 from tests.support import ADMIN_TOKEN, ServerThread
 
@@ -312,3 +317,55 @@ def test_h3_a_run_with_a_standby_first_follows_the_active(
     assert r.live_after_ramp == 40 and r.live_at_end == 0
     assert 2 <= met_standby <= 2 * 4  # the first calls of each worker, not one more
     assert r.target == f"{standby.target},{server.target}"
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited (its files closed) and waits to be reaped."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@pytest.mark.parametrize("when", ["before the phase is sent", "during the phase"])
+def test_a_worker_that_dies_fails_the_run_and_the_others_release_their_sessions(
+    tmp_path: Path, when: str
+) -> None:
+    """One worker killed as the steady state begins (gone before the phase is sent to
+    it, or while it runs): the other stops its phase, releases the sessions it opened,
+    and the run fails naming the dead one (the command exits 1). Before, the driver
+    stopped every worker at once and left all 40 sessions live."""
+    srv = ServerThread(tmp_path / "t.db").start()
+    killers: list[threading.Timer] = []
+
+    def kill_one(driver: Driver, phase: str, at: str) -> None:
+        if (phase, at) != ("steady", "start") or killers:
+            return
+        pid = driver.worker_pids[0]
+        killers.append(threading.Timer(0 if when.startswith("before") else 1.0, os.kill, (pid, 9)))
+        killers[0].start()
+        if when.startswith("before"):
+            killers[0].join()
+            for _ in range(500):  # 5 s at most: its end of the pipe closes as it exits
+                if _zombie(pid):
+                    break
+                time.sleep(0.01)
+
+    cfg = LoadConfig(
+        target=srv.target,
+        admin_token=ADMIN_TOKEN,
+        users=40,
+        plugin_fraction=0,
+        workers=2,
+        warmup=0,
+        steady=30,  # cut short by the loss
+        max_duration=40,
+    )
+    try:
+        with pytest.raises(LoadError, match=r"^worker 0 exited \(-9\)$"):
+            run(cfg, on_phase=kill_one)
+        admin = Grpcurl(srv.target, ADMIN_TOKEN)
+        try:
+            live = admin.every("tessera.v1.AdminService/ListSessions", {}, "sessions")
+        finally:
+            admin.close()
+    finally:
+        srv.stop()
+    assert len(live) == 20  # the dead worker's half, left to the server
