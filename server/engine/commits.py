@@ -8,6 +8,8 @@ meter is in one of them (a heartbeat's answer waits only for its own).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 
 from server.domain.changes import Changes, Deleted
@@ -28,6 +30,7 @@ class Commits:
         # Sessions and meters in commits under way, by id: how many commits (see
         # ``unsettled``).
         self._unsettled: dict[int, int] = {}
+        self._waiting: set[asyncio.Task[None]] = set()  # for cancelled callers' commits
 
     async def commit(self, changes: Changes) -> None:
         """Store ``changes``; return once they and every change made before them are
@@ -50,13 +53,37 @@ class Commits:
             unsettled[key] = unsettled.get(key, 0) + 1
         try:
             await self._store.commit(changes)
+        except asyncio.CancelledError:
+            # Its caller gave up (a deadline, a client gone), not its rows: they stay
+            # queued and are written. Until then they are under way, so that a repeat
+            # (M11) or a heartbeat does not answer from memory what a crash could undo.
+            task = asyncio.ensure_future(self._written(watched))
+            self._waiting.add(task)
+            task.add_done_callback(self._waiting.discard)
+            raise
+        except BaseException:
+            self._settle(watched)
+            raise
+        self._settle(watched)
+
+    def _settle(self, watched: list[int]) -> None:
+        """A commit is no longer under way: it is stored, or it failed."""
+        self._committing -= 1
+        unsettled = self._unsettled
+        for key in watched:
+            if (n := unsettled[key] - 1) > 0:
+                unsettled[key] = n
+            else:
+                del unsettled[key]
+
+    async def _written(self, watched: list[int]) -> None:
+        """Settle a commit whose caller was cancelled once everything queued with it
+        is stored (or the store has failed, which fails every later write too)."""
+        try:
+            with contextlib.suppress(Exception):  # a failed store is told elsewhere
+                await self.settled()  # this commit is still counted: a barrier
         finally:
-            self._committing -= 1
-            for key in watched:
-                if (n := unsettled[key] - 1) > 0:
-                    unsettled[key] = n
-                else:
-                    del unsettled[key]
+            self._settle(watched)
 
     def add_hook(self, hook: Hook) -> None:
         """Run ``hook(changes)`` on every commit's changes before they are stored,

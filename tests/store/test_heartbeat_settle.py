@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from server.domain.changes import Changes
+from server.domain.products import Platform
 from server.engine import Engine
 from server.engine import sessions as sessions_module
 from server.store.sqlite import Store
@@ -215,3 +216,47 @@ def test_m8_a_device_removed_while_its_batch_is_being_written_stays_removed(
         return await engine.store.query("SELECT user_id FROM devices ORDER BY user_id")
 
     assert server.call(scenario()) == [(bob,)]
+
+
+def test_m11_a_repeat_of_an_entitle_whose_caller_gave_up_waits_for_its_commit(
+    server: ServerThread, desk: Desk
+) -> None:
+    """An Entitle's caller cancelled while its commit waits (a deadline, a client gone):
+    its rows stay queued and are written. A repeat of its request_id (M11, nothing
+    new to store) answers only once they are stored: answered at once from memory,
+    it promised a session that a crash before the commit would undo."""
+    ann = desk.user("alpha", "ann")
+    args: dict[str, Any] = {
+        "product_id": "REVIT",
+        "product_version": "2026",
+        "platform": Platform.WINDOWS,
+        "device_id": "d1",
+        "parent_session_id": "",
+        "request_id": "req-gave-up",
+        "takeover": False,
+        "team_id": "",
+    }
+
+    async def scenario() -> tuple[bool, str, str]:
+        engine = server.server.engine
+        assert engine is not None
+        async with held_writer(engine.store) as (gate, holding, _):
+            first = asyncio.create_task(engine.sessions.entitle(ann, **args))
+            await asyncio.wait_for(holding.wait(), 10)  # its commit is taken and held
+            first.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await first
+            repeat = asyncio.create_task(engine.sessions.entitle(ann, **args))
+            for _ in range(50):  # give it every chance to answer early
+                await asyncio.sleep(0)
+            waited = not repeat.done()
+            gate.set()
+            view = await asyncio.wait_for(repeat, 10)
+        stored = await engine.store.query(
+            "SELECT session_id FROM sessions WHERE request_id = ?", ("req-gave-up",)
+        )
+        return waited, view.session.session_id, str(stored[0][0])
+
+    waited, answered, stored = server.call(scenario())
+    assert waited is True
+    assert answered == stored
