@@ -528,14 +528,18 @@ class TesseraServer:
         if self._front is not None:
             self._front.health(status)
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Stop taking calls, finish those under way, write everything out,
-        and (PostgreSQL) hand the lead over at once."""
+    async def stop(self, grace: float | None = None, drain_delay: float = 0.0) -> None:
+        """Say NOT_SERVING, go on answering for ``drain_delay`` seconds (``--drain-delay``:
+        a load balancer sees the health first), stop taking calls, finish those under
+        way, write everything out, and (PostgreSQL) hand the lead over at once."""
         if self.portal is not None:  # no new page while the calls drain
             await self.portal.stop()
         await self._health.enter_graceful_shutdown()  # NOT_SERVING
         if self._front is not None:
             self._front.health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if drain_delay > 0:
+            log.info("not_serving", port_closes_in_seconds=drain_delay)
+            await asyncio.sleep(drain_delay)
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace if grace is None else grace)
         for task in list(self._tasks):
@@ -680,10 +684,11 @@ async def run(config: Config) -> int:
     _banner(server)
     failed = asyncio.ensure_future(server.failed.wait())
     await asyncio.wait((stopped, failed), return_when=asyncio.FIRST_COMPLETED)
+    asked = stopped.done()  # a stop asked for waits --drain-delay; one on a failure does not
     for waiter in (stopped, failed):
         waiter.cancel()
     log.info("draining")
-    await server.stop()
+    await server.stop(drain_delay=config.drain_delay if asked else 0.0)
     if server.failure is not None:
         raise server.failure
     return 0

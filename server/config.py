@@ -55,6 +55,7 @@ class Config:
     front_process: bool = front_pays()  # gRPC's work in a second process (server/front.py)
     sync: str = "FULL"
     shutdown_grace: float = 10.0
+    drain_delay: float = 0.0  # seconds health says NOT_SERVING before the port closes
     heartbeat_flush: float = 2.0  # seconds between writes of heartbeat history
     log_heartbeats: bool = False  # a line per successful Heartbeat too (failures always)
     lease_batch_window: float = 0.002  # seconds a lease may wait to share a signature (0: none)
@@ -387,6 +388,14 @@ OPTIONS: tuple[Option, ...] = (
         "shutdown_grace",
         "seconds that calls under way get to finish on SIGTERM or Ctrl-C",
         _number(float),
+        metavar="SECONDS",
+    ),
+    Option(
+        "drain_delay",
+        "seconds between health turning NOT_SERVING and the port closing, on SIGTERM, "
+        "SIGHUP or Ctrl-C: calls are still answered meanwhile, so that a load balancer "
+        "polling health stops sending calls here before they are refused (0 to 600)",
+        _within(float, 0, 600, "", "a stop would wait that long before it even began"),
         metavar="SECONDS",
     ),
     Option(

@@ -29,7 +29,7 @@ from server.listen import StartRefused
 from server.store.schema import MIGRATIONS
 from tests.grpcurl import Grpcurl
 from tests.security.test_tamper_and_backup import _cli
-from tests.support import ADMIN_TOKEN, REPO, T0, ServerThread, running
+from tests.support import ADMIN_TOKEN, NOT_SERVING, REPO, T0, ServerThread, running, wait_for
 
 LATEST = rfc3339(LATEST_TEST_CLOCK)
 
@@ -389,6 +389,40 @@ def test_h4_a_signal_to_the_process_group_drains_and_writes_everything_out(
     assert proc.returncode == 0, err
     events = [json.loads(line).get("event") for line in out.splitlines() if line.startswith("{")]
     assert events.index("draining") < events.index("stopped")
+
+
+@pytest.mark.parametrize("front", ["--front-process", "--no-front-process"])
+def test_h4_drain_delay_says_not_serving_and_still_answers_before_the_port_closes(
+    tmp_path: Path, front: str
+) -> None:
+    """Behind a load balancer that polls health, a stop must be seen in the health
+    before calls are refused: with ``--drain-delay`` the server turns NOT_SERVING on
+    SIGTERM and goes on answering calls for that long, then drains and exits 0."""
+    proc = spawn_server(
+        *("--db", str(tmp_path / "t.db"), "--admin-token", ADMIN_TOKEN),
+        *("--drain-delay", "5", front),
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("{") and json.loads(line).get("event") == "serving":
+                target = f"127.0.0.1:{json.loads(line)['port']}"
+                break
+        proc.send_signal(signal.SIGTERM)
+        wait_for(target, NOT_SERVING)
+        admin = Grpcurl(target, ADMIN_TOKEN)
+        try:  # refused health, answered calls
+            assert admin("tessera.v1.AdminService/GetServerInfo", {})["role"] == "NODE_ROLE_ACTIVE"
+        finally:
+            admin.close()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    events = [json.loads(line).get("event") for line in out.splitlines() if line.startswith("{")]
+    assert events.index("not_serving") < events.index("stopped")
 
 
 # -- point 8b: the admin token is shown once -----------------------------------
