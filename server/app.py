@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import grpc
@@ -48,7 +47,7 @@ from server.metrics import Metrics
 from server.store import port
 from server.store.loading import loading
 from server.store.port import StorePort
-from server.store.postgres import Fence, PostgresStore, migrate
+from server.store.postgres import Fence, PostgresStore, hidden, migrate, shown_url
 from server.store.sqlite import Store
 
 if TYPE_CHECKING:
@@ -166,14 +165,19 @@ def _address(listen: str, port: int) -> str:
 
 
 def shown_db(db: Path | str) -> str:
-    """The database as it may be printed and logged: a URL without its password."""
-    if not isinstance(db, str):
-        return str(db)
-    parts = urlsplit(db)
-    if parts.password is None:
-        return db
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The database as it may be printed and logged: a URL without its passwords."""
+    return shown_url(db) if isinstance(db, str) else str(db)
+
+
+def cannot_open(url: str, exc: BaseException) -> str:
+    """Why the database at ``url`` cannot be opened, in one line, without its passwords."""
+    why = hidden(str(exc) or type(exc).__name__, url)
+    if isinstance(exc, ValueError):  # asyncpg could not read the URL itself
+        why = (
+            f"the URL cannot be read ({why}); in a password, write # / ? @ : and % "
+            "percent-encoded (%23 %2F %3F %40 %3A %25)"
+        )
+    return f"cannot open {shown_db(url)}: {why}"
 
 
 class TesseraServer:
@@ -573,9 +577,10 @@ async def _migrate(url: str) -> None:
         TimeoutError,
         asyncpg.PostgresError,
         asyncpg.ClientConfigurationError,  # a URL parameter asyncpg cannot take (sslmode=...)
+        ValueError,  # a URL it cannot read (a port that is not a number...)
         port.StoreFailed,
     ) as exc:
-        raise StartRefused(f"cannot open {shown_db(url)}: {exc}") from exc
+        raise StartRefused(cannot_open(url, exc)) from None
 
 
 async def _same_secrets(cfg: Config, node_id: str, refuse_unreachable: bool = False) -> None:
@@ -594,7 +599,7 @@ async def _same_secrets(cfg: Config, node_id: str, refuse_unreachable: bool = Fa
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         if not refuse_unreachable:
             raise
-        raise StartRefused(f"cannot open {shown_db(cfg.db)}: {exc}") from exc
+        raise StartRefused(cannot_open(cfg.db, exc)) from None
 
 
 async def _quietly(work: Awaitable[object]) -> None:

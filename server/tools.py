@@ -33,13 +33,13 @@ from pathlib import Path
 
 import asyncpg
 
-from server.app import shown_db
+from server.app import cannot_open, shown_db
 from server.config import OPTIONS, help_line
 from server.ha import secrets
 from server.store.audit import Verdict, connect_read_only, verify
 from server.store.backup import DUMP_NAME, backup, backup_postgres
 from server.store.port import StoreFailed
-from server.store.postgres import schema_version, secrets_base, verify_postgres
+from server.store.postgres import hidden, schema_version, secrets_base, verify_postgres
 
 __all__ = ["COMMANDS", "Verdict", "backup", "main", "verify"]
 
@@ -128,8 +128,19 @@ def main(argv: Sequence[str]) -> int:
             print(f"  {path}")
         print(f"to restore, start the server with --db {a.to} (keep these files together)")
         return 0
-    except (OSError, sqlite3.Error, asyncpg.PostgresError, StoreFailed) as exc:
-        print(f"python -m server {a.command}: {exc}", file=sys.stderr)
+    except (
+        OSError,
+        sqlite3.Error,
+        asyncpg.PostgresError,
+        asyncpg.ClientConfigurationError,
+        ValueError,  # a URL asyncpg cannot read
+        StoreFailed,
+    ) as exc:
+        said = cannot_open(a.db, exc) if isinstance(exc, ValueError) else str(exc)
+        print(
+            f"python -m server {a.command}: {hidden(said, a.db) if postgres else said}",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -42,7 +42,7 @@ from server.store.files import (
     side_path,
     write_private,
 )
-from server.store.postgres import secrets_base
+from server.store.postgres import secrets_base, without_password
 from server.store.reads import LAST_AUDIT_SQL
 
 
@@ -61,6 +61,7 @@ def backup(db: Path, to: Path) -> Copied:
             raise FileExistsError(f"{target} exists; choose a new file")
     anchor = checkpoint.read(checkpoint.checkpoint_path(db))  # before the snapshot
     copied = Copied(files=[to])
+    made = [d for d in (to.parent, *to.parent.parents) if not d.exists()]  # deepest first
     create_private(to, exclusive=True)  # SQLite's side files of the copy take its mode
     try:
         with (
@@ -83,6 +84,9 @@ def backup(db: Path, to: Path) -> Copied:
     except BaseException:
         for path in copied.files:  # no half backup that could be mistaken for one
             path.unlink(missing_ok=True)
+        for folder in made:  # nor the folders made for it
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     return copied
 
@@ -210,16 +214,19 @@ async def _dump_in_snapshot(url: str, dump: Path) -> LedgerHead:
             server_major = conn.get_server_version().major
             row = await conn.fetchrow(checkpoint.LAST_ENTRY_SQL)
             head = LedgerHead(int(row[0]), str(row[1])) if row else checkpoint.EMPTY
+            # The password goes by the environment: a command line is for anyone to read.
+            target, password = without_password(url)
             command = [
                 str(pg_tool("pg_dump", server_major)),
                 "--format=custom",
                 f"--snapshot={snapshot}",
                 "--exclude-table-data=tessera_leader",
                 f"--file={dump}",
-                f"--dbname={url}",
+                f"--dbname={target}",
             ]
+            env = {**os.environ, **({"PGPASSWORD": password} if password is not None else {})}
             proc = await asyncio.create_subprocess_exec(
-                *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+                *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env
             )
             _, err = await proc.communicate()
             if proc.returncode:

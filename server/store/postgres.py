@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import unquote
 
 import asyncpg
 import structlog
@@ -85,6 +86,71 @@ def application_name(prefix: str, node_id: str) -> str:
     """``prefix`` and the node id, cut to PostgreSQL's 63 bytes (as SQL's
     ``left(prefix || node_id, 63)``: node ids are ASCII)."""
     return (prefix + node_id)[:63]
+
+
+_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
+
+
+def _user_info_end(rest: str) -> int:
+    """Where a URL's user info ends (its last ``@`` before the query, else its last
+    ``@``: a password may hold a ``?`` or ``#`` that should have been encoded), or -1."""
+    query = rest.find("?")
+    at = rest.rfind("@", 0, query if query >= 0 else len(rest))
+    return at if at >= 0 else rest.rfind("@")
+
+
+def url_passwords(url: str) -> list[str]:
+    """The passwords a PostgreSQL URL carries, as written and percent-decoded: in its
+    user info (``user:password@``) and as ``password=`` parameters; longest first."""
+    rest = url.partition("://")[2]
+    found: set[str] = set()
+    if (at := _user_info_end(rest)) >= 0:
+        _, colon, password = rest[:at].partition(":")
+        if colon and password:
+            found |= {password, unquote(password)}
+    for match in _QUERY_PASSWORD.finditer(rest):
+        if match.group(2):
+            found |= {match.group(2), unquote(match.group(2))}
+    return sorted(found - {""}, key=len, reverse=True)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as it may be printed and logged: every password it carries is ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    if (at := _user_info_end(rest)) >= 0:
+        user, colon, password = rest[:at].partition(":")
+        if colon and password:
+            rest = f"{user}:***{rest[at:]}"
+    return f"{scheme}://{_QUERY_PASSWORD.sub(lambda m: m.group(1) + '***', rest)}"
+
+
+def hidden(text: str, url: str) -> str:
+    """``text`` (a driver's message about ``url``) with the URL's passwords taken out,
+    and the pieces of one that a character it should have encoded cut apart (a driver
+    reads ``user:pw#x@`` as a host and a port ``pw``)."""
+    secrets = set(url_passwords(url))
+    secrets |= {piece for pw in secrets for piece in re.split(r"[#/?@:]", pw) if len(piece) > 2}
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def without_password(url: str) -> tuple[str, str | None]:
+    """``url`` with no password in it, and the password (for ``PGPASSWORD``, which a
+    process listing does not show, unlike a command line's URL)."""
+    scheme, sep, rest = url.partition("://")
+    password = None
+    if sep and (at := _user_info_end(rest)) >= 0:
+        user, colon, written = rest[:at].partition(":")
+        if colon:
+            password, rest = unquote(written), f"{user}{rest[at:]}"
+    for match in _QUERY_PASSWORD.finditer(rest):
+        password = unquote(match.group(2))
+    rest = _QUERY_PASSWORD.sub(lambda m: "?" if m.group(1).startswith("?") else "", rest)
+    rest = rest.replace("?&", "?").rstrip("?")
+    return (f"{scheme}{sep}{rest}", password)
 
 
 def is_postgres_url(db: str | Path) -> bool:

@@ -13,7 +13,9 @@ from server.app import shown_db
 from server.config import parse_args
 from server.ha.gate import Gate, NodeInfo
 from server.listen import StartRefused
+from server.store.postgres import without_password
 from tests.grpcurl import Grpcurl
+from tests.security.test_tamper_and_backup import _cli
 from tests.support import ServerThread
 
 
@@ -106,3 +108,62 @@ async def test_h1_a_server_elected_but_still_loading_does_not_call_itself_a_stan
     info = error_details_pb2.ErrorInfo()
     assert status.details[0].Unpack(info)
     assert (info.reason, dict(info.metadata)) == ("NOT_LEADER", {"leader": "a.internal:50051"})
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://postgres@/t?host=/run/pg&password=S3cretQueryPass",
+            "postgresql://postgres@/t?host=/run/pg&password=***",
+        ),
+        (
+            "postgresql://postgres:Secretpw1#x@/t?host=/run/pg",
+            "postgresql://postgres:***@/t?host=/run/pg",
+        ),
+        ("postgresql://u:p%40ss@h/db?sslmode=require", "postgresql://u:***@h/db?sslmode=require"),
+        ("postgresql://h/db?options=a@b", "postgresql://h/db?options=a@b"),
+    ],
+)
+def test_h1_a_url_password_is_never_shown_wherever_it_is_written(url: str, shown: str) -> None:
+    """libpq takes a password in the user info or as a ``password=`` parameter, and a
+    password with a character it should have encoded still is one."""
+    assert shown_db(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://tessera:Secretpw1#x@127.0.0.1:5432/t",
+        "postgresql://tessera:Secretpw1/x@127.0.0.1:5432/t",
+        "postgresql://tessera:Secretpw1@127.0.0.1:5x/t",
+    ],
+)
+async def test_h1_a_url_the_driver_cannot_read_refuses_the_start_in_one_line(url: str) -> None:
+    """asyncpg reads ``Secretpw1`` as a port when a password holds an unencoded # or /:
+    its ValueError was a traceback that quoted the password."""
+    with pytest.raises(StartRefused) as refused:
+        await app_module._migrate(url)
+    message = str(refused.value)
+    assert message.startswith("cannot open postgresql://tessera:***@")
+    assert "the URL cannot be read" in message and "percent-encoded" in message
+    assert "Secretpw1" not in message and "\n" not in message
+
+
+def test_h1_the_operator_tools_say_a_url_they_cannot_read_without_its_password() -> None:
+    done = _cli("verify", "--db", "postgresql://tessera:Secretpw1#x@127.0.0.1:5432/t")
+    assert done.returncode == 2
+    assert done.stderr.startswith("python -m server verify: cannot open postgresql://tessera:***@")
+    assert "Secretpw1" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_h1_pg_dump_is_given_the_password_by_its_environment_not_its_command_line() -> None:
+    assert without_password("postgresql://u:p%40ss@h/db?sslmode=require") == (
+        "postgresql://u@h/db?sslmode=require",
+        "p@ss",
+    )
+    assert without_password("postgresql://u@/db?host=/run/pg&password=pw") == (
+        "postgresql://u@/db?host=/run/pg",
+        "pw",
+    )
+    assert without_password("postgresql://u@h/db") == ("postgresql://u@h/db", None)
