@@ -214,6 +214,7 @@ class TesseraServer:
         self.phases: dict[str, float] = {}  # seconds of the last term's start, by phase
         self.portal: PortalServer | None = None  # --http-listen, bound by start()
         self.metrics = Metrics(self) if config.metrics_listen else None
+        self.gate.metrics = self.metrics  # a standby's calls are counted too
         self.metrics_port = 0  # bound by start() (--metrics-listen)
 
     def mount(self, server: grpc.aio.Server) -> None:

@@ -45,21 +45,27 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
+import structlog
 
 from server import __version__
 from server.api import convert as cv
 from server.api.errors import NotLeader, Unauthenticated, Unavailable, to_status
 from server.api.interceptors import ADMIN_PREFIX, LICENSING_PREFIX, Behavior, EdgeInterceptor
+from server.clock import monotonic
 from server.credentials import bearer, same_secret
 from server.domain.errors import DomainError
+from server.listen import SERVICES
 from server.store import port
 from tessera_api.tessera.v1 import admin_service_pb2 as api
 
 if TYPE_CHECKING:  # grpc's classes are generic only in its stubs
+    from server.metrics import Metrics
+
     Continuation = Callable[
         [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
     ]
     Handler = grpc.RpcMethodHandler[Any, Any]
+log = structlog.get_logger()
 GET_SERVER_INFO = ADMIN_PREFIX + "GetServerInfo"
 #: The LicensingService methods a session calls, each taken in on its own (``Gate.register``).
 SESSION_CALLS = ("Entitle", "Heartbeat", "Idle", "Release")
@@ -187,26 +193,30 @@ class Term:
         return fenced
 
 
+#: Every method of Tessera's services: a standby answers these, and only these (any
+#: other is UNIMPLEMENTED, as on the active), so the series of its calls stay few.
+METHODS = frozenset(f"/{s.full_name}/{m.name}" for s in SERVICES for m in s.methods)
+
+
 class Gate(grpc.aio.ServerInterceptor):
-    """The server's one interceptor (see the module docstring)."""
+    """The server's one interceptor (see the module docstring). The calls it answers
+    itself (a standby's) are counted and logged as the edge counts and logs a term's
+    (``metrics``: the server's, when it serves them)."""
 
     def __init__(self, node: Callable[[], NodeInfo], admin_token: Callable[[], str]) -> None:
         self.term: Term | None = None
+        self.metrics: Metrics | None = None
         self._node = node
         self._admin_token = admin_token
-        self._standby: dict[str, Handler] = {
-            GET_SERVER_INFO: grpc.unary_unary_rpc_method_handler(
-                self._server_info, response_serializer=api.GetServerInfoResponse.SerializeToString
-            )
-        }
-        self._refuse: Handler = grpc.unary_unary_rpc_method_handler(self._not_leader)
+        self._standby: dict[str, Handler] = {}
 
     def register(self, server: grpc.aio.Server) -> None:
         """``SESSION_CALLS`` registered with ``server``, each its own queue (see the
         module docstring). The handler gRPC holds for them is never used: this
         interceptor answers every Tessera call."""
         service = LICENSING_PREFIX.strip("/")
-        server.add_registered_method_handlers(service, dict.fromkeys(SESSION_CALLS, self._refuse))
+        unused: Handler = grpc.unary_unary_rpc_method_handler(self._unused)
+        server.add_registered_method_handlers(service, dict.fromkeys(SESSION_CALLS, unused))
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
@@ -217,21 +227,52 @@ class Gate(grpc.aio.ServerInterceptor):
         term = self.term
         if term is not None and term.holds():
             return await term.edge.intercept_service(term.lookup, details)
-        return self._standby.get(method) or self._refuse
+        if method not in METHODS:
+            return await continuation(details)  # UNIMPLEMENTED, as on the active
+        handler = self._standby.get(method)
+        if handler is None:
+            handler = self._standby[method] = self._as_standby(method)
+        return handler
 
-    async def _server_info(
-        self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Any:
-        secret = bearer(context.invocation_metadata())
-        if secret is None or not same_secret(secret, self._admin_token()):
-            await _abort(context, Unauthenticated("wrong or missing admin token"))
-        return server_info(self._node())
+    def _as_standby(self, method: str) -> Handler:
+        """How a standby answers ``method`` (GetServerInfo, else NOT_LEADER), counted
+        by method and code, and logged, as a term's calls are."""
+        short = method.rsplit("/", 1)[-1]
+        kind = "admin" if method.startswith(ADMIN_PREFIX) else "user"
+        calls = self.metrics.rpc(method) if self.metrics is not None else None
+        info = method == GET_SERVER_INFO
 
-    async def _not_leader(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        node = self._node()
-        await _abort(context, not_leader(node.leader_address, node.starting))
+        async def answer(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            start = monotonic()
+            refusal: DomainError | None
+            if info:
+                secret = bearer(context.invocation_metadata())
+                ok = secret is not None and same_secret(secret, self._admin_token())
+                refusal = None if ok else Unauthenticated("wrong or missing admin token")
+            else:
+                node = self._node()
+                refusal = not_leader(node.leader_address, node.starting)
+            status = None if refusal is None else to_status(refusal)
+            code = grpc.StatusCode.OK if status is None else status.code
+            if refusal is not None and self.metrics is not None:
+                self.metrics.refused(refusal.reason, kind)
+            if calls is not None:
+                calls.observe(code, monotonic() - start)
+            log.info(
+                "rpc",
+                method=short,
+                code=code.name,
+                duration_ms=round((monotonic() - start) * 1000, 3),
+                **({} if refusal is None else {"reason": refusal.reason}),
+            )
+            if status is not None:
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            return server_info(self._node())
 
+        return grpc.unary_unary_rpc_method_handler(
+            answer,
+            response_serializer=api.GetServerInfoResponse.SerializeToString if info else None,
+        )
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: DomainError) -> None:
-    status = to_status(exc)
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    async def _unused(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        raise AssertionError("the gate answers every Tessera call")  # pragma: no cover

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
+import pytest
+
 from tests.ha.test_failover import TAKE_OVER_BEHIND_ITS_BACK, _execute
 from tests.licensing_desk import Desk
-from tests.ops.scrape import names, scrape, value
+from tests.ops.scrape import names, scrape, total, value
 from tests.pg import run_sync
 from tests.support import NOT_SERVING, SERVING, ServerThread, wait_for
 
@@ -38,3 +41,41 @@ def test_h1_the_role_and_the_takeovers_follow_the_election(pg_url: str, tmp_path
     finally:
         desk.close()
         srv.stop()
+
+
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+
+
+def test_h1_a_standbys_answers_are_counted_like_the_actives(pg_url: str, tmp_path: Path) -> None:
+    """Clients pointed at a standby are answered NOT_LEADER (GetServerInfo is answered):
+    those calls are in its metrics, by method and code, and in its refusals, so an
+    operator sees them (``TesseraRefusalsSpike``). A method that is not Tessera's is
+    UNIMPLEMENTED, as on the active, and makes no series."""
+    srv = ServerThread(
+        pg_url, secrets_dir=tmp_path, leader_lease=2.0, metrics_listen="127.0.0.1:0"
+    ).start()
+    desk = Desk(srv.target)
+    try:
+        wait_for(srv.target, SERVING)
+        desk.team("acme", tokens=10)
+        run_sync(lambda: _execute(pg_url, TAKE_OVER_BEHIND_ITS_BACK))
+        wait_for(srv.target, NOT_SERVING)
+        for _ in range(3):
+            desk.refused(None, "GetTeam", {"team_id": "acme"}, UNAVAILABLE, "NOT_LEADER")
+        assert desk.a("GetServerInfo")["role"] == "NODE_ROLE_STANDBY"
+        with grpc.insecure_channel(srv.target) as channel:
+            unknown = channel.unary_unary("/tessera.v1.AdminService/NoSuchMethod")
+            with pytest.raises(grpc.RpcError) as refused:
+                unknown(b"", timeout=10)
+        assert refused.value.code() is grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+        m = scrape(srv)
+    finally:
+        desk.close()
+        srv.stop()
+    calls = "tessera_rpc_duration_seconds_count"
+    admin = {"service": "AdminService"}
+    assert value(m, calls, **admin, method="GetTeam", code="UNAVAILABLE") == 3
+    assert value(m, calls, **admin, method="GetServerInfo", code="OK") == 1
+    assert value(m, "tessera_refusals_total", reason="NOT_LEADER") == 3
+    assert total(m, calls, method="NoSuchMethod") == 0
+    assert not any(("method", "NoSuchMethod") in labels for _, labels in m)
