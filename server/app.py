@@ -380,11 +380,11 @@ class TesseraServer:
                 metrics=self.metrics,
                 admission=Admission(cfg.max_calls_in_flight),
             )
-            signer = LeaseSigner(
-                leases.load_or_create(leases.key_path(cfg.secrets_base), engine.now()),
-                LEASE,
-                cfg.lease_batch_window,
-            )
+            try:
+                keys = leases.load_or_create(leases.key_path(cfg.secrets_base), engine.now())
+            except leases.DamagedKeys as exc:
+                raise StartRefused(str(exc)) from None
+            signer = LeaseSigner(keys, LEASE, cfg.lease_batch_window)
             term = Term(
                 edge,
                 handlers(

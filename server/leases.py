@@ -103,18 +103,36 @@ def _write_private(path: Path, text: str) -> None:
     write_private(path, text.encode())
 
 
+class DamagedKeys(ValueError):
+    """The signing keys' file cannot be read."""
+
+
 def load_or_create(path: Path, now: datetime) -> list[SigningKey]:
     if path.exists():
         tighten_file(path)
-        return _load(path.read_text())
+        return _read(path)
     keys = [_new_key(now)]
     _write_private(path, _dump(keys))
     return keys
 
 
+def _read(path: Path) -> list[SigningKey]:
+    try:
+        keys = _load(path.read_text(encoding="utf-8"))
+    except (ValueError, KeyError, TypeError, IndexError) as exc:  # binascii.Error is one
+        raise DamagedKeys(
+            f"{path} is damaged ({type(exc).__name__}: {exc}): restore it from a backup or "
+            "from another server's copy. Removing it makes a new key at the next start, "
+            "and the leases products hold then verify only once renewed"
+        ) from None
+    if not keys:
+        raise DamagedKeys(f"{path} holds no key: restore it from a backup")
+    return keys
+
+
 def rotate(path: Path, now: datetime) -> SigningKey:
     """Add a new signing key; the others become retired (still published)."""
-    keys = _load(path.read_text()) if path.exists() else []
+    keys = _read(path) if path.exists() else []
     keys = [
         k if k.retired_time else SigningKey(k.key_id, k.private, k.create_time, now) for k in keys
     ]

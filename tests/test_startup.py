@@ -248,6 +248,23 @@ def test_h4_8b_a_database_of_a_newer_release_is_refused_to_start_and_to_verify(
     assert (checked.returncode, checked.stderr) == (2, f"python -m server verify: {problem}\n")
 
 
+@pytest.mark.parametrize("damage", ["{not json", "[]", '[{"key_id": "k_1"}]'])
+def test_m7_a_damaged_signing_keys_file_is_refused_in_one_line(tmp_path: Path, damage: str) -> None:
+    """The lease-signing keys (M7) are read at every start: a file damaged by hand or by
+    a disk gave a traceback; it is refused in one line saying what to do."""
+    db = tmp_path / "tessera.db"
+    with running(db):
+        pass
+    keys = tmp_path / "tessera.db.signing-keys"
+    keys.write_text(damage)
+    started = start_server("--db", str(db), "--admin-token", ADMIN_TOKEN, "--test-clock", T0)
+    assert started.returncode == 1
+    (line,) = started.stderr.splitlines()
+    assert line.startswith(f"tessera-server: {keys} ")
+    assert "restore it from a backup" in line and "Traceback" not in started.stdout
+    assert keys.read_text() == damage  # left as it was
+
+
 @pytest.mark.parametrize("kind", ["directory", "text file"])
 def test_h4_8b_a_db_that_is_no_database_is_refused_before_anything_is_done_to_it(
     tmp_path: Path, kind: str
