@@ -30,6 +30,8 @@ nothing for (1): measured with the echo at 3,000 calls in flight, a limit of
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 
 from server.api.errors import Overloaded
@@ -54,6 +56,7 @@ class Admission:
         self.shed = 0  # calls refused since the start
         self._logged_shed = 0
         self._logged_at = -LOG_EVERY
+        self._due = False  # a line for the calls shed since the last one is on its way
 
     @property
     def enabled(self) -> bool:
@@ -77,13 +80,26 @@ class Admission:
 
     def _note(self) -> None:
         """One line a second at most while calls are shed (not one per call: under
-        overload, a line per refused call would cost what the refusal saves)."""
+        overload, a line per refused call would cost what the refusal saves). Calls
+        shed after a line are told in the next one, a second later at most, also when
+        no call is shed then (the burst is over)."""
         now = monotonic()
         if now - self._logged_at >= LOG_EVERY:
-            log.warning(
-                "overloaded",
-                shed=self.shed - self._logged_shed,
-                limit=self.limit,
-                retry_after_s=self.retry_after,
-            )
-            self._logged_at, self._logged_shed = now, self.shed
+            self._log(now)
+        elif not self._due:
+            self._due = True
+            asyncio.get_running_loop().call_later(self._logged_at + LOG_EVERY - now, self._late)
+
+    def _late(self) -> None:
+        self._due = False
+        if self.shed > self._logged_shed:
+            self._log(monotonic())
+
+    def _log(self, now: float) -> None:
+        log.warning(
+            "overloaded",
+            shed=self.shed - self._logged_shed,
+            limit=self.limit,
+            retry_after_s=self.retry_after,
+        )
+        self._logged_at, self._logged_shed = now, self.shed

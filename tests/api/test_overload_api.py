@@ -19,7 +19,9 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from structlog.testing import capture_logs
 
+from server.api import admission as admission_module
 from server.api.admission import Admission
+from server.api.errors import Overloaded
 from server.api.interceptors import EdgeInterceptor
 from server.app import TesseraServer
 from server.config import Config
@@ -220,3 +222,29 @@ def test_overload_each_session_call_is_taken_in_on_its_own() -> None:
     assert mounted.generic_serves("/grpc.health.v1.Health/Watch")
     assert mounted.generic_serves("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
     assert not mounted.generic_serves(HEARTBEAT)
+
+
+async def test_overload_calls_shed_after_a_line_are_told_in_the_next_within_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One line a second at most: the calls shed after a line are told in the next,
+    due a second after it, also when nothing is shed then (the burst was over, and
+    its last calls were never logged: 1 logged of 6 shed, against a metric of 6)."""
+    now = [100.0]
+    monkeypatch.setattr(admission_module, "monotonic", lambda: now[0])
+    later: list[tuple[float, Any]] = []
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "call_later", lambda delay, fn: later.append((delay, fn)))
+    gate = Admission(1)
+    gate.enter()
+    with capture_logs() as lines:
+        for _ in range(6):
+            with pytest.raises(Overloaded):
+                gate.enter()
+            now[0] += 0.1
+        assert [line["shed"] for line in lines] == [1]
+        assert [round(delay, 6) for delay, _ in later] == [0.9]  # one line due at 101.0
+        now[0] = 101.0
+        later[0][1]()
+    assert [line["shed"] for line in lines] == [1, 5]
+    assert gate.shed == 6
