@@ -118,15 +118,16 @@ def _failure(exc: BaseException) -> StoreFailed:
 class GroupCommit(Generic[R]):
     """The queue and its one writer task.
 
-    ``write(ops)`` writes a non-empty list of ops in one transaction and
-    returns once it is committed; its result goes to ``after`` once the
-    waiters are woken (SQLite moves its ledger checkpoint there: it may only
-    trail the commit).
+    ``write(plan)`` writes a non-empty plan (``plan_writes`` of the ops gathered)
+    in one transaction and returns once it is committed; its result goes to
+    ``after`` once the waiters are woken (SQLite moves its ledger checkpoint
+    there: it may only trail the commit). ``stats`` counts the plan's rows: a row
+    changed by many calls of one transaction is written, and counted, once.
     """
 
     def __init__(
         self,
-        write: Callable[[list[Op]], Awaitable[R]],
+        write: Callable[[list[Write]], Awaitable[R]],
         *,
         after: Callable[[R], None] | None = None,
         on_failed: Callable[[BaseException], None] | None = None,
@@ -219,13 +220,14 @@ class GroupCommit(Generic[R]):
             return stop
         began = monotonic()
         try:
-            result = await self._write(ops)
+            plan = plan_writes(ops)
+            result = await self._write(plan)
         except BaseException as exc:  # a failed write leaves memory ahead of the database
             self._fail(exc, batches)
             raise
         _wake(batches, None)  # committed: whatever happens next, they were
         self.commits += 1
-        self.stats.observe(len(ops), monotonic() - began)
+        self.stats.observe(sum(len(rows) for _, _, rows in plan), monotonic() - began)
         if self._after is not None:
             self._after(result)
         return stop

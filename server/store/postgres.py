@@ -48,7 +48,7 @@ from server.domain.changes import Changes
 from server.store.audit import AUDIT_SQL, LEDGER_SQL, PACKS_SQL, Audit, Verdict
 from server.store.codec import NOT_LOADED, TABLES, Row, Table, sharing
 from server.store.files import SECRET_KEY_SUFFIX, side_path
-from server.store.group_commit import GroupCommit, Op, plan_writes, to_ops
+from server.store.group_commit import GroupCommit, Write, to_ops
 from server.store.loading import loading
 from server.store.pg_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION_TABLE
 from server.store.port import NotLeader, Snapshot, StoreFailed, newer_schema
@@ -301,13 +301,13 @@ class PostgresStore(NamedReads):
         """Return once everything queued before this call is committed."""
         await self._group.barrier()
 
-    async def _write(self, ops: list[Op]) -> None:
-        """Write ``ops`` in one transaction, fenced first; return once committed."""
+    async def _write(self, plan: list[Write]) -> None:
+        """Write ``plan`` in one transaction, fenced first; return once committed."""
         conn = self._conn
         async with conn.transaction():
             if self._fence is not None:
                 await self._fence(conn)
-            for table, delete, rows in plan_writes(ops):
+            for table, delete, rows in plan:
                 if delete:
                     await conn.executemany(numbered(table.delete_sql), rows)
                 elif table.append_only and len(rows) >= COPY_FROM:

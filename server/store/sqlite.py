@@ -44,7 +44,7 @@ from server.store.files import (
     side_path,
     tighten,
 )
-from server.store.group_commit import GroupCommit, Op, Write, plan_writes, to_ops
+from server.store.group_commit import GroupCommit, Write, to_ops
 from server.store.loading import loading
 from server.store.lock import DatabaseLock
 from server.store.port import Snapshot, StoreFailed, newer_schema
@@ -307,10 +307,9 @@ class Store(NamedReads):
         except OSError as exc:  # the checkpoint stays behind: verify still holds up to it
             log.error("ledger_checkpoint_failed", file=str(self._anchor.path), error=str(exc))
 
-    async def _write(self, ops: list[Op]) -> Heads:
-        """Write ``ops`` in one transaction; returns the last ledger entry and the
+    async def _write(self, plan: list[Write]) -> Heads:
+        """Write ``plan`` in one transaction; returns the last ledger entry and the
         last audit event written (seq, hash), each None if there is none."""
-        plan = plan_writes(ops)
         head: Heads = (None, None)
         for table, delete, rows in plan:
             # Both tables are append-only: their rows come in order.

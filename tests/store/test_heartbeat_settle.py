@@ -32,7 +32,7 @@ async def held_writer(
     store: Store,
 ) -> AsyncIterator[tuple[asyncio.Event, asyncio.Event, list[list[Any]]]]:
     """Hold the store's writer at a gate (set it to let writes through) and
-    record the ops of each transaction; ``holding`` is set once the writer has
+    record the ops of each transaction (one per row written); ``holding`` is set once the writer has
     taken a transaction and waits at the gate. The writer is restored on the
     way out."""
     gate, holding = asyncio.Event(), asyncio.Event()
@@ -40,11 +40,11 @@ async def held_writer(
     group = store._group  # the group commit's writer calls its _write per transaction
     write = group._write
 
-    async def held(ops: Any) -> Any:
+    async def held(plan: Any) -> Any:
         holding.set()
         await gate.wait()
-        writes.append(list(ops))
-        return await write(ops)
+        writes.append([(table, delete, row) for table, delete, rows in plan for row in rows])
+        return await write(plan)
 
     group._write = held
     try:
