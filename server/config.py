@@ -516,7 +516,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "node_id",
         "this server's name among the servers of one PostgreSQL database (1 to 40 "
-        "printable ASCII characters)",
+        "printable ASCII characters without spaces; unique: a second server with it is "
+        "refused)",
         _node_id,
         metavar="NAME",
         default_text="the advertised address",

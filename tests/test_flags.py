@@ -1,4 +1,4 @@
-"""Flags whose values parse but would break the server (H4): each is refused
+"""Flags whose values parse but would break the server (issue 12): each is refused
 before anything is opened, in one line naming the flag, never with a traceback.
 
 Numbers that gRPC cannot take, or that leave the server useless (no request
@@ -97,7 +97,7 @@ def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     ],
     ids=["message-over-int32", "message-0", "page-0", "users-0"],
 )
-def test_h4_a_limit_that_grpc_cannot_take_or_that_serves_nothing_is_a_usage_error_naming_it(
+def test_issue12_a_limit_that_grpc_cannot_take_or_that_serves_nothing_is_a_usage_error_naming_it(
     argv: list[str], line: str, tmp_path: Path
 ) -> None:
     """As the operator meets it: exit 2, the flag named on the last line, no
@@ -111,7 +111,7 @@ def test_h4_a_limit_that_grpc_cannot_take_or_that_serves_nothing_is_a_usage_erro
     assert not db.parent.exists()
 
 
-def test_h4_max_message_bytes_from_the_environment_is_bounded_too(
+def test_issue12_max_message_bytes_from_the_environment_is_bounded_too(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("TESSERA_MAX_MESSAGE_BYTES", "2147483648")
@@ -120,7 +120,7 @@ def test_h4_max_message_bytes_from_the_environment_is_bounded_too(
     )
 
 
-def test_h4_max_message_bytes_takes_its_bounds_themselves() -> None:
+def test_issue12_max_message_bytes_takes_its_bounds_themselves() -> None:
     assert parse_args(["--max-message-bytes", "1"]).max_message_bytes == MIN_MESSAGE_LIMIT
     assert parse_args(["--max-message-bytes", str(MAX_MESSAGE_LIMIT)]).max_message_bytes == (
         2**31 - 1
@@ -129,7 +129,7 @@ def test_h4_max_message_bytes_takes_its_bounds_themselves() -> None:
     assert parse_args(["--max-users-per-request", "1"]).max_users_per_request == 1
 
 
-def test_h4_the_largest_max_message_bytes_is_exactly_what_grpc_takes() -> None:
+def test_issue12_the_largest_max_message_bytes_is_exactly_what_grpc_takes() -> None:
     """The bound is gRPC's own: its largest value makes a server, one more
     raises the OverflowError the probe saw as a traceback."""
 
@@ -172,7 +172,7 @@ def test_h4_the_largest_max_message_bytes_is_exactly_what_grpc_takes() -> None:
         "lease-huge",
     ],
 )
-def test_h4_a_flush_rate_burst_or_lease_that_would_break_the_server_is_a_usage_error(
+def test_issue12_a_flush_rate_burst_or_lease_that_would_break_the_server_is_a_usage_error(
     argv: list[str], line: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A flush of 0 never wrote the heartbeat history (and never forgot ended
@@ -182,14 +182,14 @@ def test_h4_a_flush_rate_burst_or_lease_that_would_break_the_server_is_a_usage_e
     assert usage_error(argv, capsys).startswith(f"tessera-server: error: {line}")
 
 
-def test_h4_a_burst_of_0_is_twice_the_rate_and_a_rate_of_0_is_off() -> None:
+def test_issue12_a_burst_of_0_is_twice_the_rate_and_a_rate_of_0_is_off() -> None:
     cfg = parse_args(["--user-rate-limit", "0", "--admin-rate-limit", "5", "--admin-burst", "0"])
     assert (cfg.user_rate_limit, cfg.admin_rate_limit, cfg.admin_burst) == (0.0, 5.0, 0)
     assert RateLimits(cfg.admin_rate_limit, cfg.admin_burst).burst == 10
     assert not RateLimits(cfg.user_rate_limit, cfg.user_burst).enabled
 
 
-def test_h4_the_slowest_rate_allowed_still_refuses_with_a_retry_info() -> None:
+def test_issue12_the_slowest_rate_allowed_still_refuses_with_a_retry_info() -> None:
     """At the slowest rate taken, a refusal becomes a status whose RetryInfo
     says the interval (a slower one overflowed there: every call INTERNAL)."""
     assert parse_args(["--user-rate-limit", str(MIN_RATE)]).user_rate_limit == MIN_RATE
@@ -216,7 +216,7 @@ def test_h4_the_slowest_rate_allowed_still_refuses_with_a_retry_info() -> None:
         ("127.0.0.1:0", "--advertise: '127.0.0.1:0' has port 0, which no one can dial"),
     ],
 )
-def test_h4_an_advertised_address_without_a_host_or_port_is_a_usage_error(
+def test_issue12_an_advertised_address_without_a_host_or_port_is_a_usage_error(
     value: str, line: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Others dial it as given (NOT_LEADER names it): no host and port 0 are
@@ -224,7 +224,7 @@ def test_h4_an_advertised_address_without_a_host_or_port_is_a_usage_error(
     assert usage_error(["--advertise", value], capsys).startswith(f"tessera-server: error: {line}")
 
 
-def test_h4_a_listen_address_without_a_host_binds_127_0_0_1_as_its_help_says() -> None:
+def test_issue12_a_listen_address_without_a_host_binds_127_0_0_1_as_its_help_says() -> None:
     assert "no host, as in :50051: 127.0.0.1" in next(
         o.help for o in OPTIONS if o.field == "listen"
     )
@@ -234,7 +234,7 @@ def test_h4_a_listen_address_without_a_host_binds_127_0_0_1_as_its_help_says() -
 
 
 @MODES
-def test_h4_listen_without_a_host_serves_on_127_0_0_1_in_either_process_model(
+def test_issue12_listen_without_a_host_serves_on_127_0_0_1_in_either_process_model(
     mode: str, tmp_path: Path
 ) -> None:
     """gRPC refused an empty host ("cannot listen on :N: address not
@@ -316,7 +316,7 @@ def refused_in_one_line(result: subprocess.CompletedProcess[str], line: str, db:
     ],
     ids=["no-cert", "no-key", "cert-a-directory", "key-a-directory"],
 )
-def test_h4_a_tls_file_that_cannot_be_read_is_refused_naming_its_flag_and_file(
+def test_issue12_a_tls_file_that_cannot_be_read_is_refused_naming_its_flag_and_file(
     mode: str, cert: str, key: str, line: str, pki: dict[str, Path], tmp_path: Path
 ) -> None:
     """With the front process this was 25 lines of the front's traceback and
@@ -329,7 +329,7 @@ def test_h4_a_tls_file_that_cannot_be_read_is_refused_naming_its_flag_and_file(
 
 
 @MODES
-def test_h4_a_tls_key_that_does_not_match_its_certificate_is_refused_naming_both_flags(
+def test_issue12_a_tls_key_that_does_not_match_its_certificate_is_refused_naming_both_flags(
     mode: str, pki: dict[str, Path], tmp_path: Path
 ) -> None:
     """Not gRPC's "Invalid private key" log and "cannot listen ...: address not
@@ -373,7 +373,7 @@ def test_h4_a_tls_key_that_does_not_match_its_certificate_is_refused_naming_both
     ],
     ids=["garbage-cert", "garbage-key", "garbage-client-ca", "client-ca-a-key", "encrypted-key"],
 )
-def test_h4_a_tls_file_that_is_not_what_its_flag_needs_is_refused_before_binding(
+def test_issue12_a_tls_file_that_is_not_what_its_flag_needs_is_refused_before_binding(
     mode: str, flags: tuple[str, ...], line: str, pki: dict[str, Path], tmp_path: Path
 ) -> None:
     db = tmp_path / "fresh" / "tessera.db"
@@ -384,7 +384,7 @@ def test_h4_a_tls_file_that_is_not_what_its_flag_needs_is_refused_before_binding
     refused_in_one_line(result, expected, db)
 
 
-def test_h4_a_tls_file_too_large_to_be_pem_is_refused_without_reading_it_all(
+def test_issue12_a_tls_file_too_large_to_be_pem_is_refused_without_reading_it_all(
     pki: dict[str, Path], tmp_path: Path
 ) -> None:
     big = tmp_path / "big.pem"
@@ -395,7 +395,7 @@ def test_h4_a_tls_file_too_large_to_be_pem_is_refused_without_reading_it_all(
     assert str(refusal.value) == f"--tls-cert {big} is over 1 MiB: not a PEM file"
 
 
-def test_h4_matching_tls_files_with_a_client_ca_make_credentials(pki: dict[str, Path]) -> None:
+def test_issue12_matching_tls_files_with_a_client_ca_make_credentials(pki: dict[str, Path]) -> None:
     """The checks refuse only what is wrong: a chain and its key, and a CA."""
     cfg = Config(tls_cert=pki["cert"], tls_key=pki["key"], tls_client_ca=pki["ca"])
     assert tls_credentials(cfg) is not None

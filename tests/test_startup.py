@@ -375,7 +375,7 @@ def test_h4_8b_end_test_clock_and_test_clock_exclude_each_other(
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_h4_a_signal_to_the_process_group_drains_and_writes_everything_out(
+def test_issue12_a_signal_to_the_process_group_drains_and_writes_everything_out(
     tmp_path: Path, sig: int
 ) -> None:
     """Ctrl-C and a closed terminal signal the whole process group, the front
@@ -409,7 +409,7 @@ def test_h4_a_signal_to_the_process_group_drains_and_writes_everything_out(
 
 
 @pytest.mark.parametrize("front", ["--front-process", "--no-front-process"])
-def test_h4_drain_delay_says_not_serving_and_still_answers_before_the_port_closes(
+def test_shutdown_drain_delay_says_not_serving_and_still_answers_before_the_port_closes(
     tmp_path: Path, front: str
 ) -> None:
     """Behind a load balancer that polls health, a stop must be seen in the health
