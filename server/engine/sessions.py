@@ -502,16 +502,17 @@ class Sessions:
                 return
             batch = self._flushing = self._dirty
             self._dirty = {}
-            size, began = len(batch), monotonic()
+            written, began = 0, monotonic()
             try:
                 while batch:
                     n = min(chunk, len(batch))
+                    written += n  # (what _undirty took out meanwhile is not counted)
                     await self._commits.commit(Changes([batch.popitem()[1] for _ in range(n)]))
             finally:
                 self._flushing = {}
                 for key, obj in batch.items():  # not written (cancelled): back in the batch
                     self._dirty.setdefault(key, obj)
-            self.flushes.observe(size, monotonic() - began)
+            self.flushes.observe(written, monotonic() - began)
 
     def start(self, every: float) -> None:
         if self._flusher is None and every > 0:
