@@ -247,10 +247,19 @@ class GroupCommit(Generic[R]):
     async def close(self) -> None:
         """Write out everything queued, then stop the writer; later writes fail."""
         self._closed = True
-        if self._writer is not None and not self._writer.done():
+        writer = self._writer
+        if writer is None:
+            return
+        if not writer.done():
             self._queue.put_nowait(None)
             with contextlib.suppress(Exception):
-                await self._writer
+                await writer
+        elif not writer.cancelled():
+            # A writer that failed was told of (``on_failed``, its waiters): its error,
+            # retrieved here, is not logged again as "never retrieved" when collected
+            # (on CPython 3.11.7 that late log also made a later import fail with
+            # "AST constructor recursion depth mismatch": a test file run alone).
+            writer.exception()
 
     @property
     def queued(self) -> int:
