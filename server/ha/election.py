@@ -97,13 +97,16 @@ def still_there(election: str, writer: str) -> str:
 # holds it is no longer there (killed: its connections closed with it; fencing,
 # not the lease, keeps a takeover safe, so it need not wait); no row back
 # otherwise. Two standbys trying at once: the second waits for the first's row
-# lock, then sees the new lease and gets nothing.
+# lock, then sees the new lease and gets nothing. The lease taken counts from
+# when the row is taken (clock_timestamp()), not from the statement's start
+# (now()): a takeover may wait on the row's lock for idle_limit and more
+# (END_BLOCKERS), and a lease counted from before that wait has run out already.
 TAKE_OVER = f"""
 INSERT INTO tessera_leader AS l (id, node_id, address, epoch, lease_until)
 VALUES (1, $1, $2, 1, now() + make_interval(secs => $3))
 ON CONFLICT (id) DO UPDATE
     SET node_id = EXCLUDED.node_id, address = EXCLUDED.address,
-        epoch = l.epoch + 1, lease_until = EXCLUDED.lease_until
+        epoch = l.epoch + 1, lease_until = clock_timestamp() + make_interval(secs => $3)
     WHERE l.lease_until < now() OR NOT {still_there("$4", "$5")}
 RETURNING epoch
 """  # noqa: S608 (no input)
@@ -336,6 +339,12 @@ class Election:
                 # active's fenced transaction of the moment.
                 won = await self._take_over(conn)
                 if won is not None:
+                    # Our deadline counts from before the take, which may have waited
+                    # on the row's lock for idle_limit and more (END_BLOCKERS): the
+                    # lease would be gone at once. Renewed now, it counts from now.
+                    sent = monotonic()
+                    won = await conn.fetchval(RENEW, won, self.lease, timeout=self.lease)
+                if won is not None:
                     self._deadline = sent + self.lease
                     self.epoch = int(won)
                     self.won += 1
@@ -367,7 +376,19 @@ class Election:
             )
         )
         done, _ = await asyncio.wait({take}, timeout=self.idle_limit)
-        if not done:
+        # END_BLOCKERS finds the blockers only while the take still waits (through
+        # pg_blocking_pids of its session): the election connection's lock_timeout
+        # leaves it the time (_connection). Again every interval while it waits (a
+        # blocker hidden behind another standby's queued takeover, gone since).
+        while not done:
+            await self._end_blockers()
+            done, _ = await asyncio.wait({take}, timeout=self.interval)
+        won = await take
+        return None if won is None else int(won)
+
+    async def _end_blockers(self) -> None:
+        """END_BLOCKERS from a second connection; failing, the take waits on."""
+        try:
             other = await asyncpg.connect(self.url, timeout=self.lease)
             try:
                 ended = await other.fetchval(
@@ -375,10 +396,11 @@ class Election:
                 )
             finally:
                 await other.close(timeout=self.lease)
-            if ended:
-                log.warning("election: ended sessions holding a takeover off", sessions=ended)
-        won = await take
-        return None if won is None else int(won)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("election: could not end a takeover's blockers", error=str(exc))
+            return
+        if ended:
+            log.warning("election: ended sessions holding a takeover off", sessions=ended)
 
     async def stop(self) -> None:
         """Leave the election; if leading, end the lease now so that a standby
@@ -434,11 +456,16 @@ class Election:
     async def _connection(self) -> asyncpg.Connection:
         """The election's session, holding this server's node id (``NODE_LOCK``)."""
         if self._conn is None or self._conn.is_closed():
-            millis = str(max(1, round(self.lease * 1000)))
+            # A takeover waiting behind a fenced transaction gives up and tries again,
+            # but only after its END_BLOCKERS (idle_limit in) has had the time to end
+            # a session paused inside a statement: END_BLOCKERS finds that session
+            # through the waiting one, so a lock_timeout of idle_limit (the lease, by
+            # default) ended every try, blocker unfound, just before it looked. The
+            # client's timeouts (the lease, for a renewal) end other statements first.
+            millis = str(max(1, round((self.idle_limit + self.lease) * 1000)))
             conn = await asyncpg.connect(
                 self.url,
                 timeout=self.lease,
-                # A takeover waiting behind a fenced transaction gives up and tries again.
                 server_settings={
                     "lock_timeout": millis,
                     "application_name": application_name(APP_PREFIX, self.node_id),

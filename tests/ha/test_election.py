@@ -271,6 +271,45 @@ async def test_h2_a_transaction_paused_inside_a_statement_cannot_hold_off_the_ta
         await watcher.close()
 
 
+async def test_h2_a_statement_paused_with_the_servers_idle_limit_is_ended_before_the_lock_timeout(
+    elect: Factory, db: asyncpg.Connection, pg_url: str
+) -> None:
+    """The same pause with the server's settings: ``idle_limit`` is the lease,
+    as is the election connection's lock_timeout were it not longer. The
+    takeover must still be waiting when END_BLOCKERS looks for what blocks it
+    (else it ends on the lock timeout, blocker unfound, at every round), and
+    the lease it wins must not have run out during that wait."""
+    a = elect("a", lease=0.3)
+    b = elect("b", lease=1.0)  # idle_limit: the lease
+    await a.tick()
+    watcher = await asyncpg.connect(pg_url)
+    paused = asyncio.Event()
+
+    async def rows() -> AsyncIterator[tuple[int]]:
+        yield (1,)
+        await paused.wait()
+
+    try:
+        transaction = db.transaction()
+        await transaction.start()
+        await a.fence(db)
+        copy = asyncio.create_task(
+            db.copy_records_to_table("purchases", records=rows(), columns=["id"])
+        )
+        while not await watcher.fetchval("SELECT lease_until < now() FROM tessera_leader"):
+            await asyncio.sleep(0.05)
+        await asyncio.wait_for(b.tick(), timeout=10)
+        assert b.epoch == 2 and b.leading
+        assert await watcher.fetchval("SELECT lease_until > now() FROM tessera_leader")
+        paused.set()
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError, RuntimeError)):
+            await asyncio.wait_for(copy, timeout=10)
+        assert await watcher.fetchval("SELECT count(*) FROM purchases") == 0
+    finally:
+        paused.set()
+        await watcher.close()
+
+
 async def test_h2_a_killed_active_is_replaced_without_waiting_for_its_lease(
     elect: Factory, db: asyncpg.Connection
 ) -> None:
