@@ -113,8 +113,9 @@ def _parse(line: bytes) -> tuple[int, LedgerHead] | None:
             int(data["seq"]),
             str(data["hash"]),
             data["stopped"] is True,
-            int(data.get("aseq", 0)),
-            str(data.get("ahash", "")),
+            # (``audit_seq``/``audit_hash``: as the releases before fc69ae6 wrote them)
+            int(data.get("aseq", data.get("audit_seq", 0))),
+            str(data.get("ahash", data.get("audit_hash", ""))),
         )
         good = data["sum"] == _sum(gen, head) and head.seq >= 0 and head.audit_seq >= 0
     except (ValueError, KeyError, TypeError):
@@ -138,7 +139,12 @@ def read(path: Path) -> LedgerHead | None:
         return None
     newest = _newest(raw)
     if newest is None:
-        raise CheckpointUnreadable(f"ledger checkpoint {path} is unreadable")
+        raise CheckpointUnreadable(
+            f"ledger checkpoint {path} is unreadable (neither of its two lines is whole): "
+            "restore it with its database from a backup, or remove it: the next start then "
+            "records the ledger's end anew, and what came before is checked by the chain "
+            "alone (python -m server verify)"
+        )
     return newest[1]
 
 

@@ -16,6 +16,8 @@ transaction, and ``verify`` checks the audit trail as it checks the ledger.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import re
 import sqlite3
 import threading
@@ -378,3 +380,21 @@ def test_ad2_the_checkpoint_line_holds_both_heads_in_its_slot(tmp_path: Path) ->
             assert checkpoint.read(path) == head
     finally:
         anchor.close()
+
+
+def test_ad2_a_checkpoint_written_before_its_keys_were_renamed_is_read(tmp_path: Path) -> None:
+    """Releases from bbfb08e to fc69ae6~1 wrote the audit head as ``audit_seq`` and
+    ``audit_hash`` (with spaces); fc69ae6 renamed them ``aseq``/``ahash`` and read only
+    those: the sum no longer matched and every database such a release had run was
+    refused ("checkpoint ... is unreadable"), its backups too. The old line is read."""
+    db = _six_events(tmp_path / "tessera.db")
+    path = checkpoint.checkpoint_path(db)
+    head = checkpoint.read(path)
+    assert head is not None and head.audit_seq == 6
+    gen = 34
+    old = {"gen": gen, "seq": head.seq, "hash": head.hash, "stopped": True}
+    old |= {"audit_seq": head.audit_seq, "audit_hash": head.audit_hash}
+    old["sum"] = checkpoint._sum(gen, dataclasses.replace(head, stopped=True))
+    path.write_bytes(json.dumps(old).encode().ljust(checkpoint.SLOT - 1) + b"\n")
+    assert checkpoint.read(path) == dataclasses.replace(head, stopped=True)
+    assert verify(db).ok
