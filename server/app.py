@@ -30,7 +30,7 @@ from server.api.licensing import LicensingServicer
 from server.api.limits import RateLimits
 from server.api.scopes import EngineLookup
 from server.clock import Clock, SystemClock, TestClock, monotonic
-from server.config import Config, parse_instant
+from server.config import Config, node_id, parse_instant
 from server.credentials import load_or_create_admin_token
 from server.domain.changes import Deleted
 from server.domain.meta import MetaValue
@@ -275,6 +275,14 @@ class TesseraServer:
             assert self.engine is not None  # noqa: S101 (just made by _activate)
             await self._serving(self.engine)
             return self.port
+        if cfg.node_id is None:  # the advertised address, checked as --node-id is
+            try:
+                node_id(self.node_id)
+            except ValueError as exc:
+                raise StartRefused(
+                    f"this server's node id would be its advertised address, and {exc}: "
+                    "give it a --node-id (each server of one database its own)"
+                ) from None
         await _migrate(cfg.db)  # the election's row is made by the migrations
         await _same_secrets(cfg, self.node_id, refuse_unreachable=True)  # before any file
         self._load_admin_token()

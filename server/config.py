@@ -156,9 +156,10 @@ def _database(text: str) -> Path | str:
     return Path(text)
 
 
-def _node_id(text: str) -> str:
+def node_id(text: str) -> str:
     """Printable ASCII, at most 40 characters: it names the server's election
-    session in PostgreSQL (application_name, which keeps 63 bytes of ASCII)."""
+    session in PostgreSQL (application_name, which keeps 63 bytes of ASCII and
+    rewrites any other byte, so that no session would be found by its name)."""
     if not 0 < len(text) <= 40 or not all(" " < c <= "~" for c in text):
         raise ValueError(f"{text!r} is not 1 to 40 printable ASCII characters without spaces")
     return text
@@ -518,9 +519,9 @@ OPTIONS: tuple[Option, ...] = (
         "this server's name among the servers of one PostgreSQL database (1 to 40 "
         "printable ASCII characters without spaces; unique: a second server with it is "
         "refused)",
-        _node_id,
+        node_id,
         metavar="NAME",
-        default_text="the advertised address",
+        default_text="the advertised address, if it can be one",
     ),
     Option(
         "secrets_dir",

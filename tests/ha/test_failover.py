@@ -423,3 +423,29 @@ def _serving(*servers: ServerProcess) -> ServerProcess:
                 return server
         time.sleep(0.05)
     raise AssertionError("no server took over")
+
+
+@pytest.mark.parametrize(
+    ("advertise", "why"),
+    [
+        ("tëssera-a:50051", "'tëssera-a:50051' is not 1 to 40 printable ASCII characters"),
+        ("tessera." + "x" * 40 + ":50051", "is not 1 to 40 printable ASCII characters"),
+    ],
+)
+def test_h1_an_advertised_address_that_cannot_be_a_node_id_needs_one(
+    cluster: Cluster, advertise: str, why: str
+) -> None:
+    """Without --node-id the node id is the advertised address. PostgreSQL rewrites the
+    non-ASCII bytes of a session's name, and keeps 63: two such servers found no
+    session of the other's, took the lead from each other every round and both answered
+    as active; two long ones shared one name, and a killed one was replaced only after
+    its lease. Such an address needs a --node-id, said in one line."""
+    done = start_server(
+        *("--db", cluster.url, "--secrets-dir", str(cluster.secrets), "--advertise", advertise)
+    )
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("tessera-server: this server's node id would be its advertised address")
+    assert why in line and line.endswith(
+        "give it a --node-id (each server of one database its own)"
+    )
