@@ -20,7 +20,7 @@ import hmac
 import secrets
 from pathlib import Path
 
-from server.store.files import tighten_file, write_private
+from server.store.files import create_once, tighten_file, write_private
 
 USER_KEY_PREFIX = "tsk_"
 INVITATION_PREFIX = "tsi_"
@@ -54,13 +54,15 @@ def bearer(metadata: object) -> str | None:
 
 
 def load_or_create_admin_token(path: Path) -> str:
-    """The operators' token kept beside the database (owner-only), made once."""
-    if path.exists():
-        tighten_file(path)
-        token = path.read_text(encoding="utf-8").strip()
-        if token:
-            return token
-    token = new_secret(ADMIN_PREFIX)
+    """The operators' token kept beside the database (owner-only), made once (by the
+    first of several servers starting together on one secrets directory)."""
+    if not path.exists():
+        create_once(path, (new_secret(ADMIN_PREFIX) + "\n").encode())
+    tighten_file(path)
+    token = path.read_text(encoding="utf-8").strip()
+    if token:
+        return token
+    token = new_secret(ADMIN_PREFIX)  # an empty file: made anew, as if missing
     write_private(path, (token + "\n").encode())
     return token
 
@@ -69,22 +71,21 @@ SECRET_KEY_BYTES = 32
 
 
 def load_or_create_secret_key(path: Path) -> bytes:
-    """The server's secret key kept beside the database (owner-only), made once."""
-    if path.exists():
-        tighten_file(path)
-        try:
-            key = bytes.fromhex(path.read_text(encoding="ascii").strip())
-        except ValueError:
-            key = b""
-        if len(key) != SECRET_KEY_BYTES:
-            raise OSError(
-                f"{path} does not hold a {SECRET_KEY_BYTES}-byte key in hex: restore it from "
-                "a backup (removing it makes a new key; pending invitations then keep working "
-                "with the tokens already sent, but the outbox no longer shows them)"
-            )
-        return key
-    key = secrets.token_bytes(SECRET_KEY_BYTES)
-    write_private(path, (key.hex() + "\n").encode())
+    """The server's secret key kept beside the database (owner-only), made once (by
+    the first of several servers starting together on one secrets directory)."""
+    if not path.exists():
+        create_once(path, (secrets.token_bytes(SECRET_KEY_BYTES).hex() + "\n").encode())
+    tighten_file(path)
+    try:
+        key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except ValueError:
+        key = b""
+    if len(key) != SECRET_KEY_BYTES:
+        raise OSError(
+            f"{path} does not hold a {SECRET_KEY_BYTES}-byte key in hex: restore it from "
+            "a backup (removing it makes a new key; pending invitations then keep working "
+            "with the tokens already sent, but the outbox no longer shows them)"
+        )
     return key
 
 

@@ -38,7 +38,13 @@ from cryptography.hazmat.primitives.serialization import (
 from server.api.convert import COVERAGES_OUT, set_ts
 from server.clock import monotonic
 from server.domain.sessions import SessionView
-from server.store.files import SIGNING_KEYS_SUFFIX, side_path, tighten_file, write_private
+from server.store.files import (
+    SIGNING_KEYS_SUFFIX,
+    create_once,
+    side_path,
+    tighten_file,
+    write_private,
+)
 from tessera_api.tessera.v1 import common_pb2 as pb
 
 KEY_FILE_SUFFIX = SIGNING_KEYS_SUFFIX
@@ -108,12 +114,12 @@ class DamagedKeys(ValueError):
 
 
 def load_or_create(path: Path, now: datetime) -> list[SigningKey]:
-    if path.exists():
-        tighten_file(path)
-        return _read(path)
-    keys = [_new_key(now)]
-    _write_private(path, _dump(keys))
-    return keys
+    """The keys kept in ``path``, made at the first start (by the first of several
+    servers starting together on one secrets directory)."""
+    if not path.exists():
+        create_once(path, _dump([_new_key(now)]).encode())
+    tighten_file(path)
+    return _read(path)
 
 
 def _read(path: Path) -> list[SigningKey]:

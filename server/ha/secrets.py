@@ -48,7 +48,8 @@ ON CONFLICT (id) DO UPDATE SET digest = EXCLUDED.digest, node_id = EXCLUDED.node
 
 
 class SecretsMismatch(Exception):
-    """This server's secrets directory is not the one its database's servers use."""
+    """This server's secrets directory is not the one its database's servers use, or
+    its key file cannot be read."""
 
 
 def key_path(secrets_dir: Path) -> Path:
@@ -66,7 +67,7 @@ async def check(conn: asyncpg.Connection, secrets_dir: Path, node_id: str) -> No
     is compared with it)."""
     path = key_path(secrets_dir)
     if await conn.fetchrow(RECORDED) is None:
-        await conn.execute(RECORD, digest(load_or_create_secret_key(path)), node_id)
+        await conn.execute(RECORD, digest(_key(path)), node_id)
     row = await conn.fetchrow(RECORDED)
     assert row is not None  # noqa: S101 (just recorded, and never deleted)
     recorded = (
@@ -77,7 +78,7 @@ async def check(conn: asyncpg.Connection, secrets_dir: Path, node_id: str) -> No
             f"{secrets_dir} holds no secret key ({path.name}), "
             f"while this database's servers use {recorded}"
         )
-    elif digest(load_or_create_secret_key(path)) != bytes(row["digest"]):
+    elif digest(_key(path)) != bytes(row["digest"]):
         problem = f"the secret key in {path} is not this database's: its servers use {recorded}"
     else:
         return
@@ -87,6 +88,15 @@ async def check(conn: asyncpg.Connection, secrets_dir: Path, node_id: str) -> No
         "one of them and start again. Only if that key is lost for good: python -m server "
         "adopt-secrets --db URL --secrets-dir DIR"
     )
+
+
+def _key(path: Path) -> bytes:
+    """The directory's key (made if missing); a file that is no key is refused, as
+    a server on it would be (not read as the database failing)."""
+    try:
+        return load_or_create_secret_key(path)
+    except OSError as exc:
+        raise SecretsMismatch(str(exc)) from None
 
 
 async def adopt(conn: asyncpg.Connection, secrets_dir: Path) -> None:

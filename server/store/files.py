@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -82,21 +83,46 @@ def create_private(path: Path, *, exclusive: bool = False) -> None:
     os.close(os.open(path, flags, OWNER_ONLY))
 
 
-def write_private(path: Path, data: bytes, *, sync: bool = True) -> None:
-    """Replace ``path`` with ``data``, owner-only and atomically: a crash leaves the
-    old file or the new one (``sync``: the new one's bytes are on disk before it
-    takes the name, so a power loss cannot leave an empty file under it)."""
+def _written_aside(path: Path, data: bytes, sync: bool) -> Path:
+    """``data`` in a new owner-only file beside ``path``, named for this writer alone
+    (two processes writing one name at once must not share a temporary file)."""
     private_dir(path.parent)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OWNER_ONLY)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY)
     try:
-        os.fchmod(fd, OWNER_ONLY)  # a .tmp left by a crash may be wider
         os.write(fd, data)
         if sync:
             os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+    return tmp
+
+
+def write_private(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Replace ``path`` with ``data``, owner-only and atomically: a crash leaves the
+    old file or the new one (``sync``: the new one's bytes are on disk before it
+    takes the name, so a power loss cannot leave an empty file under it)."""
+    tmp = _written_aside(path, data, sync)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def create_once(path: Path, data: bytes) -> bytes:
+    """Make ``path`` owner-only with ``data`` unless it exists, atomically and once:
+    of several processes making it at the same moment (servers sharing a secrets
+    directory, started together) the first wins, and every one gets the bytes that
+    are in the file."""
+    tmp = _written_aside(path, data, sync=True)
+    try:
+        os.link(tmp, path)  # fails if the name is taken: never replaces a file
+    except FileExistsError:
+        return path.read_bytes()
+    finally:
+        tmp.unlink(missing_ok=True)
+    return data
 
 
 def tighten_file(path: Path) -> bool:

@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from server.credentials import SECRET_KEY_BYTES
+from server import leases
+from server.credentials import (
+    SECRET_KEY_BYTES,
+    load_or_create_admin_token,
+    load_or_create_secret_key,
+)
 from tests.ha.test_failover import Cluster, cluster, info
 from tests.security.test_tamper_and_backup import _cli
 from tests.support import SERVING, wait_for
@@ -24,6 +31,7 @@ ADVICE = (
     "again. Only if that key is lost for good: python -m server adopt-secrets --db URL "
     "--secrets-dir DIR"
 )
+SIGNED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 RECORDED = r"the one node 'a' recorded at \d{4}-\d\d-\d\d \d\d:\d\d UTC"
 
 
@@ -121,3 +129,57 @@ def test_h1_a_standby_whose_secret_key_changed_since_its_start_is_refused_when_e
     events = [line.get("event") for line in b.lines]
     assert "elected" in events
     assert "serving" not in events and "took over" not in events
+
+
+LOADERS = {
+    "secret key": lambda path: load_or_create_secret_key(path).hex(),
+    "admin token": load_or_create_admin_token,
+    "signing keys": lambda path: [k.key_id for k in leases.load_or_create(path, SIGNED_AT)],
+}
+
+
+@pytest.mark.parametrize("what", list(LOADERS))
+def test_h1_servers_starting_together_on_one_secrets_directory_make_one_file(
+    tmp_path: Path, what: str
+) -> None:
+    """Two servers started at the same instant on a new secrets directory each made a
+    key: they shared one temporary name (one server's start failed renaming it), and
+    the digest recorded was of a key that ended in no file (both refused). The first
+    to make a file wins; every one reads the file."""
+    for round_ in range(20):
+        path = tmp_path / f"{round_}" / "tessera.x"
+        gate = threading.Barrier(6)
+        got: list[object] = []
+
+        def load(
+            path: Path = path, gate: threading.Barrier = gate, got: list[object] = got
+        ) -> None:
+            gate.wait()
+            got.append(LOADERS[what](path))
+
+        threads = [threading.Thread(target=load) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert len(got) == 6 and all(g == got[0] for g in got), got
+        assert got[0] == LOADERS[what](path)
+        assert [p.name for p in path.parent.iterdir()] == ["tessera.x"]  # no .tmp left
+
+
+def test_h1_a_damaged_secret_key_is_refused_as_itself_not_as_the_database(
+    active: Cluster, tmp_path: Path
+) -> None:
+    """A key file that is no key was reported as 'cannot open postgresql://...', and
+    found so when elected, the server took the lead, gave it up and took it again
+    every lease, with no server serving. It is refused as what it is, at start."""
+    other = tmp_path / "copy"
+    shutil.copytree(active.secrets, other)
+    (other / "tessera.secret-key").write_text("garbage\n")
+    code, lines = _start(active, other, "b")
+    assert code == 1
+    assert lines == [
+        f"tessera-server: {other / 'tessera.secret-key'} does not hold a 32-byte key in hex: "
+        "restore it from a backup (removing it makes a new key; pending invitations then keep "
+        "working with the tokens already sent, but the outbox no longer shows them)"
+    ]
