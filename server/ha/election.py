@@ -29,7 +29,10 @@ closes is connected: its election session or its store's writer, each named
 ``PREFIX + node id`` (``application_name``; ``still_there``). A takeover need not
 wait out the lease of a server with neither (killed: its connections closed
 with it). One of them dropped alone (``pg_terminate_backend``, a proxy cut) is
-not a death: the election reconnects at its next round, and renews in time.
+not read as a death: the election's is made anew at its next round, which
+renews in time; the writer's fails the write under way, and the server steps
+down (its memory may be ahead of the database), for a standby to take over
+once the lease it gives up has ended.
 
 A node id names one server: the election's session holds an advisory lock on
 it (``NODE_LOCK``), so a second server started with the same ``--node-id``
