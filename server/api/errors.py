@@ -17,6 +17,7 @@ from grpc_status import rpc_status
 
 from server.credentials import ADMIN_PREFIX, INVITATION_PREFIX, USER_KEY_PREFIX
 from server.domain import errors as e
+from server.store.port import ReadFailed
 
 DOMAIN = "tessera"
 
@@ -80,6 +81,7 @@ STATUS_CODES: dict[type[e.DomainError], grpc.StatusCode] = {
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotLeader: grpc.StatusCode.UNAVAILABLE,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    ReadFailed: grpc.StatusCode.UNAVAILABLE,
 }
 
 

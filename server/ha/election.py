@@ -30,9 +30,9 @@ closes is connected: its election session or its store's writer, each named
 wait out the lease of a server with neither (killed: its connections closed
 with it). One of them dropped alone (``pg_terminate_backend``, a proxy cut) is
 not read as a death: the election's is made anew at its next round, which
-renews in time; the writer's fails the write under way, and the server steps
-down (its memory may be ahead of the database), for a standby to take over
-once the lease it gives up has ended.
+renews in time; the writer's steps the server down at once (its memory may be
+ahead of the database: ``PostgresStore``'s termination listener), for a
+standby to take over.
 
 A node id names one server: the election's session holds an advisory lock on
 it (``NODE_LOCK``), so a second server started with the same ``--node-id``

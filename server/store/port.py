@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from server.domain.admins import AuditEvent
 from server.domain.changes import Changes
+from server.domain.errors import DomainError
 from server.domain.ledger import EntryKind, LedgerEntry
 from server.domain.sessions import ActivitySpan, Session
 
@@ -48,6 +49,13 @@ def newer_schema(version: int, known: int) -> str | None:
         f"the database is at schema version {version}, newer than this release's "
         f"{known}: run the newer release"
     )
+
+
+class ReadFailed(DomainError):
+    """A read of the store failed (its connection lost, the database not answering):
+    nothing was changed, so the call may be repeated as it is (``UNAVAILABLE``)."""
+
+    reason = "UNAVAILABLE"
 
 
 class NotLeader(StoreFailed):

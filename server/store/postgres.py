@@ -51,7 +51,7 @@ from server.store.files import SECRET_KEY_SUFFIX, side_path
 from server.store.group_commit import GroupCommit, Write, to_ops
 from server.store.loading import loading
 from server.store.pg_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION_TABLE
-from server.store.port import NotLeader, Snapshot, StoreFailed, newer_schema
+from server.store.port import NotLeader, ReadFailed, Snapshot, StoreFailed, newer_schema
 from server.store.reads import LAST_AUDIT_SQL, NamedReads
 
 __all__ = [
@@ -195,6 +195,7 @@ class PostgresStore(NamedReads):
         #: Derives invitation tokens (``server/credentials.py``); never stored in the database.
         self.secret_key = secret_key or secrets.token_bytes(SECRET_KEY_BYTES)
         self._group = GroupCommit(self._write, on_failed=on_failed, max_batch_ops=max_batch_ops)
+        self._lost: Callable[[object], None] | None = None  # the writer's termination listener
 
     @classmethod
     async def open(
@@ -241,6 +242,15 @@ class PostgresStore(NamedReads):
             max_batch_ops=max_batch_ops,
             on_failed=on_failed,
         )
+        if on_failed is not None:
+            # The writer's connection lost (a proxy cut, pg_terminate_backend): told at
+            # once, not at the next write, as a failed write would tell it (server/app.py
+            # steps the active down).
+            def lost(_: object) -> None:
+                on_failed(StoreFailed("the store's connection to the database was lost"))
+
+            store._lost = lost
+            writer.add_termination_listener(lost)
         store._group.start()
         return store
 
@@ -283,8 +293,15 @@ class PostgresStore(NamedReads):
             # named reads match text by `=`); asked anyway, it refuses the encoding, and
             # an unknown session id from a caller became INTERNAL where SQLite finds nothing.
             return []
-        async with self._pool.acquire() as conn:
-            return list(await conn.fetch(numbered(sql), *params))
+        try:
+            async with self._pool.acquire() as conn:
+                return list(await conn.fetch(numbered(sql), *params))
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
+            # (the pool makes a new connection for the next read)
+            raise ReadFailed(
+                "the database did not answer this read (its connection was lost): repeat the call",
+                error=type(exc).__name__,
+            ) from None
 
     async def query(self, sql: str, params: Row = ()) -> list[Row]:
         """Rows of any SQL with ``?`` marks, as tuples (this adapter's tools, tests)."""
@@ -327,6 +344,8 @@ class PostgresStore(NamedReads):
         keep a server that lost its place from going back to standby. Past
         ``timeout`` the writer's connection is cut, so that what it was writing
         never commits and fails its callers with StoreFailed."""
+        if self._lost is not None:  # closed on purpose from here: no loss to tell
+            self._conn.remove_termination_listener(self._lost)
         writer = asyncio.ensure_future(self._group.close())
         if not await _within(writer, timeout):
             self._conn.terminate()

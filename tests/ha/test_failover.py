@@ -172,19 +172,33 @@ WHERE application_name LIKE 'tessera-writer:%'
 """
 
 
+# Refuses the device rows a's writer writes (the heartbeat flush's): a write the
+# database refuses, a's alone.
+REFUSE_AS_DEVICES = """
+CREATE FUNCTION refuse_a() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('application_name') = 'tessera-writer:a' THEN
+        RAISE EXCEPTION 'refused by the test';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_a BEFORE INSERT OR UPDATE ON devices
+    FOR EACH ROW EXECUTE FUNCTION refuse_a();
+"""
+
+
 def test_h2_a_failed_background_write_steps_the_active_down_and_the_standby_takes_over(
     pair: tuple[ServerProcess, ServerProcess], pg_url: str
 ) -> None:
-    """The active's store connection is lost (its writer's backend terminated) while
-    no call writes: the next write is the heartbeat flush's, in the background. The
-    active steps down at once (it kept its lease, renewed on the election's own
-    connection, until some call's write failed) and the standby takes over within
+    """A write no call waits for (the heartbeat flush's, in the background) is
+    refused by the database: the active steps down at once (it kept its lease,
+    renewed on the election's own connection) and the standby takes over within
     H2's bound, with everything acknowledged; the session keeps its id."""
     a, b = pair
     desk = Desk(a.target)
     try:
         before = acknowledged(desk)
-        assert run_sync(lambda: _execute(pg_url, TERMINATE_WRITER)) == 1  # a's only
+        run_sync(lambda: _script(pg_url, REFUSE_AS_DEVICES))
         desk.heartbeat(before["user"], before["session"])  # memory; the flush writes it
         took = wait_for(b.target, SERVING)
     finally:
@@ -312,6 +326,14 @@ TAKE_OVER_BEHIND_ITS_BACK = """
 UPDATE tessera_leader SET node_id = 'other', address = '127.0.0.1:1', epoch = epoch + 1,
     lease_until = now() + interval '60 seconds'
 """
+
+
+async def _script(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 async def _execute(url: str, sql: str) -> Any:
@@ -449,3 +471,20 @@ def test_h1_an_advertised_address_that_cannot_be_a_node_id_needs_one(
     assert why in line and line.endswith(
         "give it a --node-id (each server of one database its own)"
     )
+
+
+def test_h2_an_active_whose_writer_connection_is_lost_steps_down_at_once(
+    pair: tuple[ServerProcess, ServerProcess], pg_url: str
+) -> None:
+    """Its store's connection cut while no call writes (a pooler restart, a
+    terminated backend): it steps down at once, not at its next write (until which it
+    answered reads as active, also after a standby took over when its election's
+    session was cut too), and the standby takes over within H2's bound."""
+    a, b = pair
+    assert run_sync(lambda: _execute(pg_url, TERMINATE_WRITER)) == 1
+    assert wait_for(b.target, SERVING) < TAKEOVER_BOUND
+    lost = [line for line in a.lines if line.get("event") == "lost the lead"]
+    assert [line["why"] for line in lost] == [
+        "a write failed: the store's connection to the database was lost"
+    ]
+    assert info(a.target)["role"] == "NODE_ROLE_STANDBY"

@@ -15,8 +15,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import grpc
 import pytest
 
+from server.api.errors import status_code_for
 from server.domain.admins import AdminKey, AuditEvent
 from server.domain.changes import Changes, Deleted
 from server.domain.coverage import Subscription, SubscriptionKind
@@ -45,7 +47,7 @@ from server.domain.sessions import (
 from server.domain.teams import Plan, Team
 from server.store.codec import NOT_LOADED, TABLES, Row
 from server.store.pg_schema import MIGRATIONS
-from server.store.port import NotLeader, Snapshot, StoreFailed, StorePort
+from server.store.port import NotLeader, ReadFailed, Snapshot, StoreFailed, StorePort
 from server.store.postgres import PostgresStore, migrate, schema_version
 from server.store.sqlite import Store
 from tests.pg import PgServer
@@ -667,3 +669,28 @@ async def test_pg_close_is_bounded_when_the_database_does_not_answer(
         await tx.rollback()
     rows_now = await _sql(pg_url, "SELECT pack_id, held FROM packs")
     assert [tuple(r) for r in rows_now] == [("pk_0001", 0)]
+
+
+async def test_pg_a_read_whose_connection_is_lost_is_unavailable_not_internal(
+    pgstore: PostgresStore, pg_url: str
+) -> None:
+    """A read on the pool whose connection is cut (a pooler restart, a terminated
+    backend) raised asyncpg's error: INTERNAL, a traceback in the log, for a call
+    that changed nothing. It is ReadFailed (UNAVAILABLE: repeat the call), and the
+    next read gets a new connection."""
+    reading = asyncio.ensure_future(pgstore.query("SELECT pg_sleep(30)"))
+    for _ in range(250):  # 5 s at most, until the read is under way
+        cut = await _sql(
+            pg_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'tessera-reader:%' AND query LIKE '%pg_sleep%' "
+            "AND datname = current_database()",
+        )
+        if cut:
+            break
+        await asyncio.sleep(0.02)
+    with pytest.raises(ReadFailed) as failed:
+        await asyncio.wait_for(reading, 10)
+    assert failed.value.reason == "UNAVAILABLE"
+    assert status_code_for(failed.value) is grpc.StatusCode.UNAVAILABLE
+    assert await pgstore.query("SELECT 1") == [(1,)]
