@@ -118,6 +118,16 @@ RETURNING epoch
 # a refusal then names the id anyway, and another id is the way out.
 NODE_LOCK = 0x7E55E7A
 TAKE_NODE_ID = "SELECT pg_try_advisory_lock($1, hashtext($2))"
+# A session of this node's own name that has sat idle for $2 seconds: one its
+# server gave up on (a renewal that timed out, a network cut) while PostgreSQL
+# still holds it open, with the node id's lock, until TCP notices (two hours by
+# default). A live election session runs a statement every round, so it is never
+# idle that long; a second server with the same id (refused) is not ended.
+END_STALE_SELF = """
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = $1 AND pid <> pg_backend_pid()
+    AND state = 'idle' AND state_change < now() - make_interval(secs => $2)
+"""
 # The sessions that keep this standby's takeover (its election session, $1 || $2)
 # waiting on the row's lock, ended, once the lease has run out: what they were
 # writing was not committed (a COMMIT under way finishes first, before the lock
@@ -227,6 +237,9 @@ class Election:
         self._home: asyncio.AbstractEventLoop | None = None
         self._stepping = threading.Lock()  # a fence and a round may step down at once
         self.refused = ""  # why the last round could not take part (NodeIdInUse), or ''
+        #: Seconds a session of this node's name must have sat idle to be taken for one
+        #: this server gave up on (``END_STALE_SELF``): two leases, ten rounds.
+        self.stale_after = 2 * lease
 
     # -- what the server asks ------------------------------------------------
 
@@ -437,7 +450,7 @@ class Election:
         if epoch is None:
             return
         with contextlib.suppress(
-            OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError
+            OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, NodeIdInUse
         ):
             conn = await self._connection()
             await conn.execute(RESIGN, epoch, timeout=self.interval)
@@ -466,18 +479,34 @@ class Election:
             # default) ended every try, blocker unfound, just before it looked. The
             # client's timeouts (the lease, for a renewal) end other statements first.
             millis = str(max(1, round((self.idle_limit + self.lease) * 1000)))
+            name = application_name(APP_PREFIX, self.node_id)
+            probe = str(max(1, round(self.lease)))  # the database notices a dead peer
             conn = await asyncpg.connect(
                 self.url,
                 timeout=self.lease,
                 server_settings={
                     "lock_timeout": millis,
-                    "application_name": application_name(APP_PREFIX, self.node_id),
+                    "application_name": name,
+                    # (TCP only; ignored on a Unix socket) a peer gone without a word is
+                    # found in about three leases, and its session, with its lock, ended
+                    "tcp_keepalives_idle": probe,
+                    "tcp_keepalives_interval": probe,
+                    "tcp_keepalives_count": "2",
                 },
             )
             try:
                 mine = await conn.fetchval(
                     TAKE_NODE_ID, NODE_LOCK, self.node_id, timeout=self.lease
                 )
+                if not mine and await conn.fetchval(
+                    END_STALE_SELF, name, self.stale_after, timeout=self.lease
+                ):
+                    log.warning(
+                        "election: ended a stale session of this node", node_id=self.node_id
+                    )
+                    mine = await conn.fetchval(
+                        TAKE_NODE_ID, NODE_LOCK, self.node_id, timeout=self.lease
+                    )
             except BaseException:
                 conn.terminate()
                 raise

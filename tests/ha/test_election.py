@@ -16,7 +16,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from server.ha.election import LEADER_DDL, Election, NodeIdInUse
+from server.ha.election import (
+    APP_PREFIX,
+    LEADER_DDL,
+    NODE_LOCK,
+    TAKE_NODE_ID,
+    Election,
+    NodeIdInUse,
+)
 from server.store.port import NotLeader, StoreFailed
 from server.store.postgres import WRITER_PREFIX, application_name
 
@@ -451,3 +458,36 @@ async def test_h2_an_active_whose_election_session_alone_is_dropped_keeps_its_pl
     await a._close()
     await b.tick()
     assert b.epoch == 2
+
+
+async def test_h1_a_session_this_server_gave_up_on_does_not_keep_its_node_id(
+    elect: Factory, db: asyncpg.Connection, pg_url: str
+) -> None:
+    """The server gave up on its election session (a renewal timed out in a network
+    cut) while PostgreSQL kept it open, idle, with the node id's lock, until TCP would
+    notice (two hours by default): every round was refused 'node id in use' and, if
+    the cut hit every server, no server could lead. A session of its own name idle
+    past ``stale_after`` is ended; a live one (a second server's) is not."""
+    a = elect("a")
+    a.stale_after = 0.0  # (two leases in a server: a live session is never idle so long)
+    stale = await asyncpg.connect(
+        pg_url, server_settings={"application_name": application_name(APP_PREFIX, "a")}
+    )
+    try:
+        assert await stale.fetchval(TAKE_NODE_ID, NODE_LOCK, "a")  # the lock, kept idle
+        await a.tick()
+        assert not a.refused and a.epoch == 1
+        assert stale.is_closed() or await _closed(stale)
+    finally:
+        stale.terminate()
+    b = elect("a")  # a live second server of that id is still refused
+    await b.tick()
+    assert b.refused and b.epoch is None and a.epoch == 1
+
+
+async def _closed(conn: asyncpg.Connection) -> bool:
+    try:
+        await conn.fetchval("SELECT 1")
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        return True
+    return False
