@@ -171,12 +171,14 @@ def shown_db(db: Path | str) -> str:
 
 def cannot_open(url: str, exc: BaseException) -> str:
     """Why the database at ``url`` cannot be opened, in one line, without its passwords."""
-    why = hidden(str(exc) or type(exc).__name__, url)
-    if isinstance(exc, ValueError):  # asyncpg could not read the URL itself
+    if type(exc) is ValueError:  # asyncpg could not read the URL: not quoted, since
+        # what it says it could not read may be a piece of the password
         why = (
-            f"the URL cannot be read ({why}); in a password, write # / ? @ : and % "
+            "the URL cannot be read; in a password, write # / ? @ : and % "
             "percent-encoded (%23 %2F %3F %40 %3A %25)"
         )
+    else:
+        why = hidden(str(exc) or type(exc).__name__, url)
     return f"cannot open {shown_db(url)}: {why}"
 
 

@@ -117,7 +117,7 @@ def load_or_create(path: Path, now: datetime) -> list[SigningKey]:
     """The keys kept in ``path``, made at the first start (by the first of several
     servers starting together on one secrets directory)."""
     if not path.exists():
-        create_once(path, _dump([_new_key(now)]).encode())
+        create_once(path, (_dump([_new_key(now)]) + "\n").encode())
     tighten_file(path)
     return _read(path)
 

@@ -136,7 +136,10 @@ def main(argv: Sequence[str]) -> int:
         ValueError,  # a URL asyncpg cannot read
         StoreFailed,
     ) as exc:
-        said = cannot_open(a.db, exc) if isinstance(exc, ValueError) else str(exc)
+        # A ValueError of asyncpg's is a URL it cannot read; another (a damaged
+        # signing-keys file, leases.DamagedKeys) says what it is itself.
+        url_unread = postgres and type(exc) is ValueError
+        said = cannot_open(a.db, exc) if url_unread else str(exc)
         print(
             f"python -m server {a.command}: {hidden(said, a.db) if postgres else said}",
             file=sys.stderr,

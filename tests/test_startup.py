@@ -262,6 +262,9 @@ def test_m7_a_damaged_signing_keys_file_is_refused_in_one_line(tmp_path: Path, d
     (line,) = started.stderr.splitlines()
     assert line.startswith(f"tessera-server: {keys} ")
     assert "restore it from a backup" in line and "Traceback" not in started.stdout
+    rotated = _cli("rotate-signing-key", "--db", str(db))  # the operator's tool: the same
+    assert rotated.returncode == 2
+    assert rotated.stderr.splitlines() == [f"python -m server rotate-signing-key: {line[16:]}"]
     assert keys.read_text() == damage  # left as it was
 
 

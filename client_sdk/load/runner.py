@@ -305,6 +305,8 @@ class Driver:
         self.lost[index] = why
         self.aborting = True
         self.result.aborted = self.result.aborted or "a worker failed"
+        if self.releasing:  # the others go on releasing theirs, within its own bound
+            return
         for other, conn in enumerate(self.conns):
             if other not in self.lost:
                 with suppress(OSError):

@@ -13,9 +13,11 @@ opens it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
+import time
 from pathlib import Path
 
 import structlog
@@ -93,8 +95,11 @@ def _written_aside(path: Path, data: bytes, sync: bool) -> Path:
         os.write(fd, data)
         if sync:
             os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        tmp.unlink(missing_ok=True)  # no secret left behind in a stray file
+        raise
+    os.close(fd)
     return tmp
 
 
@@ -120,9 +125,38 @@ def create_once(path: Path, data: bytes) -> bytes:
         os.link(tmp, path)  # fails if the name is taken: never replaces a file
     except FileExistsError:
         return path.read_bytes()
+    except OSError as exc:
+        if exc.errno not in NO_HARD_LINKS:
+            raise
+        return _create_once_without_links(path, tmp, data)  # (SMB, some FUSE mounts)
     finally:
         tmp.unlink(missing_ok=True)
     return data
+
+
+NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
+
+
+def _create_once_without_links(path: Path, tmp: Path, data: bytes) -> bytes:
+    """``create_once`` where a file system has no hard links: the first to take
+    ``PATH.making`` (O_EXCL) renames its file (written aside: ``tmp``) to the name,
+    whole; the others wait for that name (2 s at most: a maker that died is then
+    replaced) and read it."""
+    making = path.with_name(path.name + ".making")
+    try:
+        os.close(os.open(making, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY))
+    except FileExistsError:
+        for _ in range(200):
+            if path.exists():
+                return path.read_bytes()
+            time.sleep(0.01)
+    try:
+        if path.exists():
+            return path.read_bytes()
+        os.replace(tmp, path)
+        return data
+    finally:
+        making.unlink(missing_ok=True)
 
 
 def tighten_file(path: Path) -> bool:

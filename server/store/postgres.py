@@ -89,6 +89,8 @@ def application_name(prefix: str, node_id: str) -> str:
 
 
 _QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
+# What is never shown: libpq's password, and its client key's passphrase (sslpassword).
+_QUERY_SECRET = re.compile(r"([?&](?:ssl)?password=)([^&#]*)", re.IGNORECASE)
 
 
 def _user_info_end(rest: str) -> int:
@@ -108,7 +110,7 @@ def url_passwords(url: str) -> list[str]:
         _, colon, password = rest[:at].partition(":")
         if colon and password:
             found |= {password, unquote(password)}
-    for match in _QUERY_PASSWORD.finditer(rest):
+    for match in _QUERY_SECRET.finditer(rest):
         if match.group(2):
             found |= {match.group(2), unquote(match.group(2))}
     return sorted(found - {""}, key=len, reverse=True)
@@ -123,7 +125,7 @@ def shown_url(url: str) -> str:
         user, colon, password = rest[:at].partition(":")
         if colon and password:
             rest = f"{user}:***{rest[at:]}"
-    return f"{scheme}://{_QUERY_PASSWORD.sub(lambda m: m.group(1) + '***', rest)}"
+    return f"{scheme}://{_QUERY_SECRET.sub(lambda m: m.group(1) + '***', rest)}"
 
 
 def hidden(text: str, url: str) -> str:
@@ -132,6 +134,7 @@ def hidden(text: str, url: str) -> str:
     reads ``user:pw#x@`` as a host and a port ``pw``)."""
     secrets = set(url_passwords(url))
     secrets |= {piece for pw in secrets for piece in re.split(r"[#/?@:]", pw) if len(piece) > 2}
+    secrets |= {repr(secret)[1:-1] for secret in secrets}  # as a message quotes it
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
@@ -296,7 +299,12 @@ class PostgresStore(NamedReads):
         try:
             async with self._pool.acquire() as conn:
                 return list(await conn.fetch(numbered(sql), *params))
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
+        except (
+            OSError,
+            asyncpg.InterfaceError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.OperatorInterventionError,  # a restart, an administrator's shutdown
+        ) as exc:
             # (the pool makes a new connection for the next read)
             raise ReadFailed(
                 "the database did not answer this read (its connection was lost): repeat the call",

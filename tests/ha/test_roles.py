@@ -124,6 +124,10 @@ async def test_h1_a_server_elected_but_still_loading_does_not_call_itself_a_stan
         ),
         ("postgresql://u:p%40ss@h/db?sslmode=require", "postgresql://u:***@h/db?sslmode=require"),
         ("postgresql://h/db?options=a@b", "postgresql://h/db?options=a@b"),
+        (
+            "postgresql://u@h/db?sslmode=verify-full&sslpassword=keypass",
+            "postgresql://u@h/db?sslmode=verify-full&sslpassword=***",
+        ),
     ],
 )
 def test_h1_a_url_password_is_never_shown_wherever_it_is_written(url: str, shown: str) -> None:
@@ -138,6 +142,7 @@ def test_h1_a_url_password_is_never_shown_wherever_it_is_written(url: str, shown
         "postgresql://tessera:Secretpw1#x@127.0.0.1:5432/t",
         "postgresql://tessera:Secretpw1/x@127.0.0.1:5432/t",
         "postgresql://tessera:Secretpw1@127.0.0.1:5x/t",
+        "postgresql://tessera:Secre\\tpw1#x@127.0.0.1:5432/t",  # a backslash, quoted doubled
     ],
 )
 async def test_h1_a_url_the_driver_cannot_read_refuses_the_start_in_one_line(url: str) -> None:
@@ -148,7 +153,7 @@ async def test_h1_a_url_the_driver_cannot_read_refuses_the_start_in_one_line(url
     message = str(refused.value)
     assert message.startswith("cannot open postgresql://tessera:***@")
     assert "the URL cannot be read" in message and "percent-encoded" in message
-    assert "Secretpw1" not in message and "\n" not in message
+    assert "Secre" not in message and "\n" not in message
 
 
 def test_h1_the_operator_tools_say_a_url_they_cannot_read_without_its_password() -> None:

@@ -4,6 +4,8 @@ a file, and ``adopt-secrets`` makes another directory the database's."""
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import shutil
 import threading
@@ -138,14 +140,22 @@ LOADERS = {
 }
 
 
+@pytest.mark.parametrize("links", [True, False], ids=["hard links", "no hard links"])
 @pytest.mark.parametrize("what", list(LOADERS))
 def test_h1_servers_starting_together_on_one_secrets_directory_make_one_file(
-    tmp_path: Path, what: str
+    tmp_path: Path, what: str, links: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two servers started at the same instant on a new secrets directory each made a
     key: they shared one temporary name (one server's start failed renaming it), and
     the digest recorded was of a key that ended in no file (both refused). The first
-    to make a file wins; every one reads the file."""
+    to make a file wins; every one reads the file. So also on a file system without
+    hard links (SMB, some FUSE mounts), where the name is taken with O_EXCL."""
+    if not links:
+
+        def no_link(src: object, dst: object) -> None:
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+        monkeypatch.setattr(os, "link", no_link)
     for round_ in range(20):
         path = tmp_path / f"{round_}" / "tessera.x"
         gate = threading.Barrier(6)
@@ -183,3 +193,19 @@ def test_h1_a_damaged_secret_key_is_refused_as_itself_not_as_the_database(
         "restore it from a backup (removing it makes a new key; pending invitations then keep "
         "working with the tokens already sent, but the outbox no longer shows them)"
     ]
+
+
+def test_h1_a_secret_file_whose_write_fails_leaves_no_copy_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each writer writes a file of its own before it takes the name: one whose write
+    failed (a full disk, an I/O error) left it, with the key in it, every time."""
+
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    for _ in range(3):
+        with pytest.raises(OSError, match="Input/output error"):
+            load_or_create_secret_key(tmp_path / "tessera.secret-key")
+    assert list(tmp_path.iterdir()) == []
