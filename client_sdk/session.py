@@ -10,8 +10,10 @@ background task that:
   session is active again; it also makes sure the server hears of fresh activity
   before the server's own idle deadline;
 - while the server is unreachable keeps the session usable, retries at least
-  every ``offline_retry_interval``, warns ``lease_warning`` before the lease ends,
-  and ends the session (``LEASE_EXPIRED``) only when the lease is over;
+  every ``offline_retry_interval``, warns ``lease_warning`` before the lease ends
+  (so also when the server answers but refuses to renew it), and ends the session
+  (``LEASE_EXPIRED``) when the lease is over, on the SDK's clock (``usable`` is
+  false from then, even while a heartbeat is still being retried);
 - after a call the server refused (a rate limit, a server error), waits before trying
   again: activity still to report goes out ``offline_retry_interval`` later at the
   soonest (or after the server's ``RetryInfo``, if longer), and a refusal repeated
@@ -96,7 +98,8 @@ class SessionOptions:
     - ``idle_threshold``: inactivity after which the SDK calls ``Idle`` (RULES M6).
     - ``idle_aware``: whether the product supports idle awareness; ``None`` finds out (an
       ``Idle`` refused with ``IDLE_NOT_SUPPORTED`` turns it off for the session).
-    - ``lease_warning``: how long before an offline lease ends ``on_lease_expiring`` fires.
+    - ``lease_warning``: how long before a lease that was not renewed ends (offline, or
+      its heartbeats refused) ``on_lease_expiring`` fires.
     - ``heartbeat_jitter``: each interval is the server's, plus or minus this fraction.
     - ``default_heartbeat_interval``: used when the server suggests none.
     - ``offline_retry_interval``: while the server is unreachable, try at least this often.
@@ -253,8 +256,10 @@ class AsyncSessionHandle:
 
     @property
     def usable(self) -> bool:
-        """Started and not ended: the product may run (offline too, until the lease ends)."""
-        return self._session is not None and not self.ended
+        """Started, not ended, and its lease not past its end on the SDK's clock: the
+        product may run (offline too, until the lease ends; also while a heartbeat is
+        still being retried when it ends)."""
+        return self._session is not None and not self.ended and self._clock.now() < self._lease_end
 
     @property
     def online(self) -> bool:
@@ -286,10 +291,12 @@ class AsyncSessionHandle:
 
     def ensure_usable(self) -> None:
         """Raise ``SessionEnded`` if the session is over."""
-        if self.ended:
-            raise SessionEnded(self.end_reason or EndReason.UNSPECIFIED)
         if self._session is None:
             raise RuntimeError("the session has not started")
+        if not self.ended and self._clock.now() >= self._lease_end:
+            self._lease_ended()  # (the task may be retrying a heartbeat still)
+        if self.ended:
+            raise SessionEnded(self.end_reason or EndReason.UNSPECIFIED)
 
     async def wait_ended(self) -> EndReason:
         """Wait until the session ends, however it ends; returns why."""
@@ -641,7 +648,7 @@ class AsyncSessionHandle:
 
     def _next_wake(self) -> datetime:
         times = [self._next_heartbeat, self._lease_end]
-        if not self._online and not self._warned:
+        if not self._warned:  # (a lease renewed moves it out: online, it never comes)
             times.append(self._lease_end - self.options.lease_warning)
         for due in (self._idle_due_at(), self._report_due_at()):
             if due is not None:
@@ -682,15 +689,11 @@ class AsyncSessionHandle:
     async def _step(self, now: datetime) -> None:
         s = self.session
         if now >= self._lease_end:
-            log.warning("tessera: the lease of %s ended while offline", s.session_id)
-            signed_end = self._lease.lease_expire_time if self._lease else s.lease_expire_time
-            self._finish(s.ended_locally(EndReason.LEASE_EXPIRED, signed_end))
+            self._lease_ended()
             return
-        if (
-            not self._online
-            and not self._warned
-            and now >= self._lease_end - self.options.lease_warning
-        ):
+        # Not renewed in time: offline, or the server refusing the heartbeats (a rate
+        # limit, an error that lasts) while it answers.
+        if not self._warned and now >= self._lease_end - self.options.lease_warning:
             self._warned = True
             for lease_cb in self._lease_cbs:
                 self._fire(lease_cb, s, self._lease_end - now)
@@ -747,6 +750,12 @@ class AsyncSessionHandle:
         self._apply(session, sent, extends_lease=False)
         if self._last_activity > activity and session.idle:
             self._resume = True  # touched while Idle was on its way: come back at once
+
+    def _lease_ended(self) -> None:
+        s = self.session
+        log.warning("tessera: the lease of %s ended without being renewed", s.session_id)
+        signed_end = self._lease.lease_expire_time if self._lease else s.lease_expire_time
+        self._finish(s.ended_locally(EndReason.LEASE_EXPIRED, signed_end))
 
     def _went_offline(self, exc: TesseraError, sent: datetime) -> None:
         if self._online:

@@ -20,6 +20,7 @@ from client_sdk import (
     DeadlineExceeded,
     EndReason,
     ManualClock,
+    SessionEnded,
     SessionOptions,
     SessionState,
 )
@@ -500,3 +501,32 @@ def test_sdk_session_options_refuse_a_span_that_is_not_a_timedelta() -> None:
         SessionOptions(lease_warning=3600)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="heartbeat_jitter"):
         SessionOptions(heartbeat_jitter="0.1")  # type: ignore[arg-type]
+
+
+async def test_m7_a_lease_not_renewed_because_heartbeats_are_refused_warns_and_ends_on_time(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    """The server answers but refuses every heartbeat (a rate limit that lasts): the lease
+    is not renewed. The warning came only when offline, so it never came; and the session
+    stayed usable past its lease while a heartbeat was being retried (70 minutes past,
+    with a server asking for 1,000 s between tries)."""
+    warnings: list[timedelta] = []
+    async with client.session(
+        "REVIT",
+        "2026",
+        options=SessionOptions(heartbeat_jitter=0.0, idle_aware=False),
+        on_lease_expiring=lambda s, left: warnings.append(left),
+    ) as s:
+        await clock.until_sleeping()
+        lease_end = s.lease_expires_at
+        for _ in range(2000):
+            fake.refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED", method="Heartbeat")
+        await walk(clock, lease_end - timedelta(hours=1) - clock.now(), coarse=10 * MIN)
+        assert s.online and s.usable and warnings == [timedelta(hours=1)]
+        await walk(clock, timedelta(minutes=59), coarse=10 * MIN)
+        assert s.usable
+        await step(clock, lease_end - clock.now(), sleepers=0)
+        assert clock.now() == lease_end and not s.usable  # at once, on the SDK's clock
+        with pytest.raises(SessionEnded):
+            s.ensure_usable()
+        assert s.end_reason is EndReason.LEASE_EXPIRED
