@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import sqlite3
@@ -34,7 +35,8 @@ from pathlib import Path
 import asyncpg
 
 from server.app import cannot_open, shown_db
-from server.config import OPTIONS, help_line
+from server.config import OPTIONS, help_line, parse_instant
+from server.engine.core import TEST_CLOCK_KEY
 from server.ha import secrets
 from server.store.audit import Verdict, connect_read_only, verify
 from server.store.backup import DUMP_NAME, backup, backup_postgres
@@ -97,10 +99,17 @@ def main(argv: Sequence[str]) -> int:
             from server import leases
             from server.clock import SystemClock
 
-            if not postgres:  # a mistyped --db: no stray key file beside nothing
-                connect_read_only(a.db).close()
+            # The old key is retired at the database's time: a test-clock database's
+            # own (its server publishes a retired key for a lease's life on that clock).
+            if postgres:
+                stored = asyncio.run(_stored_clock_pg(a.db))
+            else:  # (a mistyped --db: refused here, no stray key file beside nothing)
+                with contextlib.closing(connect_read_only(a.db)) as conn:
+                    row = conn.execute(CLOCK_SQL, (TEST_CLOCK_KEY,)).fetchone()
+                stored = row[0] if row else None
+            now = parse_instant(stored) if stored else SystemClock().now()
             named_after = secrets_base(a.secrets_dir) if postgres else a.db
-            key = leases.rotate(leases.key_path(named_after), SystemClock().now())
+            key = leases.rotate(leases.key_path(named_after), now)
             public = base64.b64encode(key.public_bytes).decode()
             print(f"new signing key {key.key_id}; restart the server to sign with it")
             # What a product that pins its keys (signing_keys=) adds before the restart.
@@ -145,6 +154,19 @@ def main(argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return 2
+
+
+CLOCK_SQL = "SELECT value FROM meta WHERE key = ?"
+
+
+async def _stored_clock_pg(url: str) -> str | None:
+    """A test-clock database's time (None on the real clock)."""
+    conn = await asyncpg.connect(url, timeout=30)
+    try:
+        value = await conn.fetchval(CLOCK_SQL.replace("?", "$1"), TEST_CLOCK_KEY)
+    finally:
+        await conn.close()
+    return None if value is None else str(value)
 
 
 async def _adopt_secrets(url: str, secrets_dir: Path) -> None:

@@ -3,6 +3,7 @@ Ed25519-signed lease that a product checks offline with GetSigningKeys' keys."""
 
 from __future__ import annotations
 
+import json
 import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -179,3 +180,32 @@ def test_rotation_on_a_path_with_no_database_is_refused_and_makes_no_key(tmp_pat
     assert done.returncode == 2
     assert done.stderr.splitlines() == [f"python -m server rotate-signing-key: no database at {db}"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_rotation_retires_the_old_key_at_the_databases_time_not_the_machines(
+    tmp_path: Path,
+) -> None:
+    """The tool stamped the old key's retirement with the machine's clock. On a database
+    whose test clock is ahead of it the old key was then unpublished at once, and leases
+    it signed, still valid for a day, no longer verified with the keys fetched (behind
+    it, the old key stayed published for months). It is the database's time now."""
+    db = tmp_path / "tessera.db"
+    ahead = "2027-06-01T00:00:00Z"
+    with running(db, test_clock=ahead) as srv, grpc.insecure_channel(srv.target) as channel:
+        key = _provision(srv)
+        old_lease = _entitle(lic_grpc.LicensingServiceStub(channel), key).lease
+    done = _cli("rotate-signing-key", "--db", str(db))
+    assert done.returncode == 0, done.stderr
+    (retired,) = [
+        k
+        for k in json.loads((tmp_path / "tessera.db.signing-keys").read_text())
+        if k["retired_time"]
+    ]
+    assert retired["retired_time"].startswith("2027-06-01T00:00")
+    with running(db, test_clock=ahead) as srv, grpc.insecure_channel(srv.target) as channel:
+        reply = lic_grpc.LicensingServiceStub(channel).GetSigningKeys(
+            lic.GetSigningKeysRequest(), timeout=10
+        )
+    keys = {k.key_id: k.public_key for k in reply.keys}
+    assert [k.retired for k in reply.keys] == [False, True]
+    verify_lease(old_lease, keys)  # signed before the rotation, a day to run: still good
