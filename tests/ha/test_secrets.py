@@ -37,6 +37,12 @@ SIGNED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 RECORDED = r"the one node 'a' recorded at \d{4}-\d\d-\d\d \d\d:\d\d UTC"
 
 
+def _refusal(problem: str) -> str:
+    """The pattern of the one line a refused start prints: ``problem``, the record it
+    is measured against, the advice."""
+    return re.escape(f"tessera-server: {problem}") + RECORDED + re.escape(ADVICE)
+
+
 def _start(cluster: Cluster, secrets: Path, node_id: str) -> tuple[int, list[str]]:
     done = start_server(*("--db", cluster.url, "--secrets-dir", str(secrets), "--node-id", node_id))
     return done.returncode, done.stderr.splitlines()
@@ -57,13 +63,10 @@ def test_h1_a_server_on_an_empty_secrets_directory_is_refused_before_it_makes_a_
     other = tmp_path / "other-secrets"
     code, lines = _start(active, other, "b")
     assert code == 1 and len(lines) == 1
-    assert re.fullmatch(
-        re.escape(f"tessera-server: {other} holds no secret key (tessera.secret-key), ")
-        + "while this database's servers use "
-        + RECORDED
-        + re.escape(ADVICE),
-        lines[0],
-    ), lines[0]
+    problem = (
+        f"{other} holds no secret key (tessera.secret-key), while this database's servers use "
+    )
+    assert re.fullmatch(_refusal(problem), lines[0]), lines[0]
     assert not other.exists()
     assert info(active.servers[0].target)["role"] == "NODE_ROLE_ACTIVE"
 
@@ -76,13 +79,10 @@ def test_h1_a_server_with_another_secret_key_is_refused_and_a_copy_is_a_standby(
     (other / "tessera.secret-key").write_text("ab" * SECRET_KEY_BYTES + "\n")
     code, lines = _start(active, other, "b")
     assert code == 1 and len(lines) == 1
-    assert re.fullmatch(
-        re.escape(f"tessera-server: the secret key in {other / 'tessera.secret-key'} ")
-        + "is not this database's: its servers use "
-        + RECORDED
-        + re.escape(ADVICE),
-        lines[0],
-    ), lines[0]
+    problem = (
+        f"the secret key in {other / 'tessera.secret-key'} is not this database's: its servers use "
+    )
+    assert re.fullmatch(_refusal(problem), lines[0]), lines[0]
     copy = tmp_path / "copy"
     shutil.copytree(active.secrets, copy)
     active.secrets = copy
