@@ -22,6 +22,7 @@ import pytest
 from tests.grpcurl import Grpcurl, GrpcurlError
 from tests.licensing_desk import Desk, num
 from tests.pg import run_sync
+from tests.store.test_postgres_tools import _execute as run_script
 from tests.support import (
     ADMIN_TOKEN,
     NOT_SERVING,
@@ -198,7 +199,7 @@ def test_h2_a_failed_background_write_steps_the_active_down_and_the_standby_take
     desk = Desk(a.target)
     try:
         before = acknowledged(desk)
-        run_sync(lambda: _script(pg_url, REFUSE_AS_DEVICES))
+        run_sync(lambda: run_script(pg_url, REFUSE_AS_DEVICES))
         desk.heartbeat(before["user"], before["session"])  # memory; the flush writes it
         took = wait_for(b.target, SERVING)
     finally:
@@ -326,14 +327,6 @@ TAKE_OVER_BEHIND_ITS_BACK = """
 UPDATE tessera_leader SET node_id = 'other', address = '127.0.0.1:1', epoch = epoch + 1,
     lease_until = now() + interval '60 seconds'
 """
-
-
-async def _script(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def _execute(url: str, sql: str) -> Any:
