@@ -4,6 +4,8 @@ only while it has one."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -16,7 +18,9 @@ from tests.pg import run_sync
 from tests.support import NOT_SERVING, SERVING, ServerThread, wait_for
 
 
-def test_h1_the_role_and_the_takeovers_follow_the_election(pg_url: str, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _active_with_metrics(pg_url: str, tmp_path: Path) -> Iterator[tuple[ServerThread, Desk]]:
+    """A server alone on the database, so active, with /metrics; team acme, 10 tokens."""
     srv = ServerThread(
         pg_url, secrets_dir=tmp_path, leader_lease=2.0, metrics_listen="127.0.0.1:0"
     ).start()
@@ -24,6 +28,14 @@ def test_h1_the_role_and_the_takeovers_follow_the_election(pg_url: str, tmp_path
     try:
         wait_for(srv.target, SERVING)
         desk.team("acme", tokens=10)
+        yield srv, desk
+    finally:
+        desk.close()
+        srv.stop()
+
+
+def test_h1_the_role_and_the_takeovers_follow_the_election(pg_url: str, tmp_path: Path) -> None:
+    with _active_with_metrics(pg_url, tmp_path) as (srv, _):
         m = scrape(srv)
         assert (value(m, "tessera_server_active"), value(m, "tessera_takeovers_total")) == (1, 1)
         assert value(m, "tessera_team_tokens_available", team="acme") == 10
@@ -38,9 +50,6 @@ def test_h1_the_role_and_the_takeovers_follow_the_election(pg_url: str, tmp_path
         m = scrape(srv)
         assert (value(m, "tessera_server_active"), value(m, "tessera_takeovers_total")) == (1, 2)
         assert value(m, "tessera_team_tokens_available", team="acme") == 10
-    finally:
-        desk.close()
-        srv.stop()
 
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
@@ -51,13 +60,7 @@ def test_h1_a_standbys_answers_are_counted_like_the_actives(pg_url: str, tmp_pat
     those calls are in its metrics, by method and code, and in its refusals, so an
     operator sees them (``TesseraRefusalsSpike``). A method that is not Tessera's is
     UNIMPLEMENTED, as on the active, and makes no series."""
-    srv = ServerThread(
-        pg_url, secrets_dir=tmp_path, leader_lease=2.0, metrics_listen="127.0.0.1:0"
-    ).start()
-    desk = Desk(srv.target)
-    try:
-        wait_for(srv.target, SERVING)
-        desk.team("acme", tokens=10)
+    with _active_with_metrics(pg_url, tmp_path) as (srv, desk):
         run_sync(lambda: _execute(pg_url, TAKE_OVER_BEHIND_ITS_BACK))
         wait_for(srv.target, NOT_SERVING)
         for _ in range(3):
@@ -69,9 +72,6 @@ def test_h1_a_standbys_answers_are_counted_like_the_actives(pg_url: str, tmp_pat
                 unknown(b"", timeout=10)
         assert refused.value.code() is grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
         m = scrape(srv)
-    finally:
-        desk.close()
-        srv.stop()
     calls = "tessera_rpc_duration_seconds_count"
     admin = {"service": "AdminService"}
     assert value(m, calls, **admin, method="GetTeam", code="UNAVAILABLE") == 3
