@@ -101,31 +101,35 @@ def _user_info_end(rest: str) -> int:
     return at if at >= 0 else rest.rfind("@")
 
 
+def _password_span(url: str) -> tuple[int, int] | None:
+    """Where the password of ``url``'s user info (``user:password@``) is, as written:
+    ``url[start:end]`` (empty for ``user:@``), or None when the user info holds none."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or (at := _user_info_end(rest)) < 0 or (colon := rest.find(":", 0, at)) < 0:
+        return None
+    offset = len(scheme) + len(sep)
+    return offset + colon + 1, offset + at
+
+
 def url_passwords(url: str) -> list[str]:
     """The passwords a PostgreSQL URL carries, as written and percent-decoded: in its
     user info (``user:password@``) and as ``password=`` parameters; longest first."""
-    rest = url.partition("://")[2]
     found: set[str] = set()
-    if (at := _user_info_end(rest)) >= 0:
-        _, colon, password = rest[:at].partition(":")
-        if colon and password:
-            found |= {password, unquote(password)}
-    for match in _QUERY_SECRET.finditer(rest):
-        if match.group(2):
-            found |= {match.group(2), unquote(match.group(2))}
+    if span := _password_span(url):
+        password = url[span[0] : span[1]]
+        found |= {password, unquote(password)}
+    for match in _QUERY_SECRET.finditer(url.partition("://")[2]):
+        found |= {match.group(2), unquote(match.group(2))}
     return sorted(found - {""}, key=len, reverse=True)
 
 
 def shown_url(url: str) -> str:
     """``url`` as it may be printed and logged: every password it carries is ``***``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
+    if "://" not in url:
         return url
-    if (at := _user_info_end(rest)) >= 0:
-        user, colon, password = rest[:at].partition(":")
-        if colon and password:
-            rest = f"{user}:***{rest[at:]}"
-    return f"{scheme}://{_QUERY_SECRET.sub(lambda m: m.group(1) + '***', rest)}"
+    if (span := _password_span(url)) and span[0] < span[1]:
+        url = f"{url[: span[0]]}***{url[span[1] :]}"
+    return _QUERY_SECRET.sub(lambda m: m.group(1) + "***", url)
 
 
 def hidden(text: str, url: str) -> str:
@@ -143,17 +147,13 @@ def hidden(text: str, url: str) -> str:
 def without_password(url: str) -> tuple[str, str | None]:
     """``url`` with no password in it, and the password (for ``PGPASSWORD``, which a
     process listing does not show, unlike a command line's URL)."""
-    scheme, sep, rest = url.partition("://")
     password = None
-    if sep and (at := _user_info_end(rest)) >= 0:
-        user, colon, written = rest[:at].partition(":")
-        if colon:
-            password, rest = unquote(written), f"{user}{rest[at:]}"
-    for match in _QUERY_PASSWORD.finditer(rest):
+    if span := _password_span(url):  # (the ':' before it goes too)
+        password, url = unquote(url[span[0] : span[1]]), url[: span[0] - 1] + url[span[1] :]
+    for match in _QUERY_PASSWORD.finditer(url):
         password = unquote(match.group(2))
-    rest = _QUERY_PASSWORD.sub(lambda m: "?" if m.group(1).startswith("?") else "", rest)
-    rest = rest.replace("?&", "?").rstrip("?")
-    return (f"{scheme}{sep}{rest}", password)
+    url = _QUERY_PASSWORD.sub(lambda m: "?" if m.group(1).startswith("?") else "", url)
+    return (url.replace("?&", "?").rstrip("?"), password)
 
 
 def is_postgres_url(db: str | Path) -> bool:
