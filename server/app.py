@@ -285,8 +285,8 @@ class TesseraServer:
                     f"this server's node id would be its advertised address, and {exc}: "
                     "give it a --node-id (each server of one database its own)"
                 ) from None
-        await _migrate(cfg.db)  # the election's row is made by the migrations
-        await _same_secrets(cfg, self.node_id, refuse_unreachable=True)  # before any file
+        # (the election's row is made by the migrations)
+        await _migrate(cfg.db, cfg.secrets_dir, self.node_id)
         self._load_admin_token()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
@@ -575,14 +575,20 @@ class TesseraServer:
         log.info("stopped")
 
 
-async def _migrate(url: str) -> None:
-    """Bring the database's schema up to this release's, or refuse to start."""
+async def _migrate(url: str, secrets_dir: Path | None = None, node_id: str = "") -> None:
+    """Bring the database's schema up to this release's and (``secrets_dir``) check
+    that it is the database's secrets directory, before any file is made there
+    (``server/ha/secrets.py``), on one connection; or refuse to start."""
     try:
         conn = await asyncpg.connect(url, timeout=30)
         try:
             await migrate(conn)
+            if secrets_dir is not None:
+                await secrets.check(conn, secrets_dir, node_id)
         finally:
             await conn.close()
+    except secrets.SecretsMismatch as exc:
+        raise StartRefused(str(exc)) from None
     except (
         OSError,
         TimeoutError,
@@ -594,23 +600,17 @@ async def _migrate(url: str) -> None:
         raise StartRefused(cannot_open(url, exc)) from None
 
 
-async def _same_secrets(cfg: Config, node_id: str, refuse_unreachable: bool = False) -> None:
-    """Refuse to start (or to serve, elected) on a secrets directory other than the
-    database's (``server/ha/secrets.py``). A database that cannot be reached refuses
-    the start too (``refuse_unreachable``); elected, its error is the caller's."""
+async def _same_secrets(cfg: Config, node_id: str) -> None:
+    """Elected: refuse to serve on a secrets directory other than the database's (its
+    files may have changed since the start); a database error is the caller's."""
     assert isinstance(cfg.db, str)  # noqa: S101 (PostgreSQL only)
+    conn = await asyncpg.connect(cfg.db, timeout=30)
     try:
-        conn = await asyncpg.connect(cfg.db, timeout=30)
-        try:
-            await secrets.check(conn, cfg.secrets_dir, node_id)
-        finally:
-            await conn.close()
+        await secrets.check(conn, cfg.secrets_dir, node_id)
     except secrets.SecretsMismatch as exc:
         raise StartRefused(str(exc)) from None
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        if not refuse_unreachable:
-            raise
-        raise StartRefused(cannot_open(cfg.db, exc)) from None
+    finally:
+        await conn.close()
 
 
 async def _quietly(work: Awaitable[object]) -> None:
