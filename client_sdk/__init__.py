@@ -29,7 +29,8 @@ A product that stored a lease checks it again at its next start, offline::
 
 which refuses (``LeaseInvalid``) a lease that is forged, made for another user,
 device or product, or over on the wall clock (``LeaseExpired``; pass ``now=`` or
-``clock=`` to check at another instant). ``verify_lease_signature(stored, keys)``
+``clock=`` to check at another instant; ``leeway=``, 60 s by default, is how far the
+product's clock may run ahead of the server's). ``verify_lease_signature(stored, keys)``
 checks the signature alone: neither expiry nor binding.
 
 Tools that administer Tessera (the web portal among them) use ``AsyncAdminClient``

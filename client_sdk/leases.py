@@ -33,7 +33,8 @@ over: use TLS, or pin the keys, when the network is not trusted.
 ``verify_lease(signed, keys, user_id=..., device_id=..., product_id=...)`` is the check
 for a product's own use, e.g. on a lease it stored (``Lease.signed``) and reads back at
 its next start, offline: the user, device and product are required and the lease must
-not be over on the wall clock (or a given ``now``/``clock``). ``verify_lease_signature``
+not be over on the wall clock (or a given ``now``/``clock``), allowing ``leeway`` (60 s
+by default) for a product's clock that runs ahead of the server's. ``verify_lease_signature``
 is the raw check of the signature alone, for tools: it checks neither expiry nor binding.
 """
 
@@ -43,9 +44,10 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,9 @@ from tessera_api.tessera.v1 import licensing_service_pb2 as pb
 PublicKey = bytes | str | Ed25519PublicKey
 #: Signing keys: ``key_id -> PublicKey``, or the path of a JSON file holding them.
 SigningKeysSource = Mapping[str, PublicKey] | str | os.PathLike[str]
+#: How far past its end ``verify_lease`` still accepts a lease by default: the clock
+#: skew tolerated between the product's machine and the server (see ``verify_lease``).
+DEFAULT_LEEWAY = timedelta(seconds=60)
 
 
 def raw_public_key(key: Ed25519PublicKey) -> bytes:
@@ -169,6 +174,7 @@ def verify_lease(
     team_id: str | None = None,
     now: datetime | None = None,
     clock: Clock | None = None,
+    leeway: float | timedelta = DEFAULT_LEEWAY,
 ) -> Lease:
     """Check a stored lease offline, as a product does at its next start, and return it.
 
@@ -177,16 +183,28 @@ def verify_lease(
 
     The lease is accepted only when it is genuine (``verify_lease_signature``), made for
     this ``user_id``, ``device_id`` and ``product_id`` (required: a genuine lease of
-    another user, device or product is refused), and not over: its end must be after
-    ``now``, which is the wall clock unless given (or read from ``clock``, e.g. a
-    ``ManualClock`` in tests). ``session_id`` and ``team_id``, when given, must match too.
+    another user, device or product is refused), and not over: its end plus ``leeway``
+    must be after ``now``, which is the wall clock unless given (or read from ``clock``,
+    e.g. a ``ManualClock`` in tests). ``session_id`` and ``team_id``, when given, must
+    match too.
+
+    ``leeway`` (seconds, or a ``timedelta``; as PyJWT's ``leeway`` for ``exp``) is how far
+    the product's clock may run ahead of the server's that signed the lease: the lease is
+    accepted while ``now < lease_expire_time + leeway``. The default, 60 seconds, covers
+    the drift of a machine whose clock is not kept in sync for a while (one kept by NTP
+    is off by well under a second) and is nothing against a 24-hour lease (RULES M7: it
+    lets a product start at most a minute past its lease's end, offline, never run
+    longer than that); ``leeway=0`` checks the end exactly. A clock running behind the
+    server's needs no leeway (the lease only looks longer). Only the end is checked:
+    ``issue_time`` is not compared with ``now``.
 
     Raises ``LeaseInvalid`` when the lease is not to be trusted: ``LeaseExpired`` when it
     is over, ``UnknownSigningKey`` when signed by a key not in ``keys``, reason
     ``LEASE_MISMATCH`` when it is another's; ``ValueError`` when ``keys`` itself is not
-    usable (a keys file missing or unreadable too), ``now`` has no timezone, or
-    ``user_id``, ``device_id`` or ``product_id`` is empty; ``TypeError`` when one of
-    those is not a string (``None`` would check nothing).
+    usable (a keys file missing or unreadable too), ``now`` has no timezone,
+    ``user_id``, ``device_id`` or ``product_id`` is empty, or ``leeway`` is negative or not
+    finite; ``TypeError`` when one of those is not a string (``None`` would check
+    nothing) or ``leeway`` not a number of seconds or a ``timedelta``.
     """
     required = {"user_id": user_id, "device_id": device_id, "product_id": product_id}
     for name, value in required.items():
@@ -203,6 +221,7 @@ def verify_lease(
         raise ValueError("give now or clock, not both")
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (UTC)")
+    slack = _leeway(leeway)
     lease = verify_bound(
         signed,
         keys,
@@ -212,13 +231,29 @@ def verify_lease(
         product_id=product_id,
         device_id=device_id,
     )
-    if now >= lease.lease_expire_time:
+    if now >= lease.lease_expire_time + slack:
+        late = f" (checked at {now.isoformat()}, allowing {slack.total_seconds():g} s)"
         raise LeaseExpired(
-            f"the lease ended at {lease.lease_expire_time.isoformat()}",
+            f"the lease ended at {lease.lease_expire_time.isoformat()}{late}",
             session_id=lease.session_id,
             key_id=lease.key_id,
         )
     return lease
+
+
+def _leeway(leeway: object) -> timedelta:
+    """``verify_lease``'s ``leeway`` as a ``timedelta`` (seconds or a ``timedelta``)."""
+    if isinstance(leeway, timedelta):
+        slack = leeway
+    elif isinstance(leeway, int | float) and not isinstance(leeway, bool):
+        if not math.isfinite(leeway):
+            raise ValueError(f"leeway must be a finite number of seconds, not {leeway}")
+        slack = timedelta(seconds=leeway)
+    else:
+        raise TypeError(f"leeway must be seconds or a timedelta, not {type(leeway).__name__}")
+    if slack < timedelta(0):
+        raise ValueError("leeway must not be negative")
+    return slack
 
 
 #: A lease signed in a batch: the signature covers these bytes, then the batch's root.

@@ -435,7 +435,7 @@ async def test_m7_stored_lease_verifies_again_offline_until_it_ends(
     assert again == lease
     mine = {"user_id": "alice@example.com", "device_id": "dev-test", "product_id": "ACAD"}
     with pytest.raises(sdk.LeaseExpired) as ended:
-        sdk.verify_lease(stored, keys, **mine, now=lease.lease_expire_time)
+        sdk.verify_lease(stored, keys, **mine, now=lease.lease_expire_time, leeway=0)
     assert isinstance(ended.value, LeaseInvalid) and ended.value.reason == "LEASE_EXPIRED"
     with pytest.raises(LeaseInvalid, match="product_id") as other:
         sdk.verify_lease(stored, keys, **(mine | {"product_id": "REVIT"}), clock=clock)
@@ -497,15 +497,89 @@ def test_review_p4_verify_lease_clock_is_injectable() -> None:
     )
     clock.advance(DAY - timedelta(seconds=1))
     assert sdk.verify_lease(stored, keys, **MINE, clock=clock).session_id == "s_1"
-    clock.advance(timedelta(seconds=1))  # its end is not included
+    clock.advance(timedelta(seconds=1))  # its end is not included (with no leeway)
     with pytest.raises(sdk.LeaseExpired):
-        sdk.verify_lease(stored, keys, **MINE, clock=clock)
+        sdk.verify_lease(stored, keys, **MINE, clock=clock, leeway=0)
     with pytest.raises(sdk.LeaseExpired):
-        sdk.verify_lease(stored, keys, **MINE, now=clock.now())
+        sdk.verify_lease(stored, keys, **MINE, now=clock.now(), leeway=0)
     with pytest.raises(ValueError, match="not both"):
         sdk.verify_lease(stored, keys, **MINE, now=clock.now(), clock=clock)
     with pytest.raises(ValueError, match="timezone"):
         sdk.verify_lease(stored, keys, **MINE, now=clock.now().replace(tzinfo=None))
+
+
+SECOND = timedelta(seconds=1)
+MICRO = timedelta(microseconds=1)
+
+
+def test_m7_verify_lease_tolerates_60_seconds_of_clock_skew_by_default() -> None:
+    # A product whose clock runs up to a minute ahead of the server's still starts on a
+    # lease that, by the server's clock, has not ended yet.
+    clock = ManualClock()
+    stored, keys = _stored_lease(clock)
+    end = clock.now() + DAY
+    assert sdk.verify_lease(stored, keys, **MINE, now=end).session_id == "s_1"
+    assert sdk.verify_lease(stored, keys, **MINE, now=end + 59 * SECOND).session_id == "s_1"
+    assert sdk.verify_lease(stored, keys, **MINE, now=end + 60 * SECOND - MICRO).session_id
+    with pytest.raises(sdk.LeaseExpired, match="allowing 60 s") as late:
+        sdk.verify_lease(stored, keys, **MINE, now=end + 60 * SECOND)
+    assert late.value.reason == "LEASE_EXPIRED" and late.value.session_id == "s_1"
+    assert sdk.leases.DEFAULT_LEEWAY == 60 * SECOND
+
+
+@pytest.mark.parametrize("leeway", [5, 5.0, timedelta(seconds=5)])
+def test_m7_verify_lease_leeway_is_seconds_or_a_timedelta(leeway: float | timedelta) -> None:
+    clock = ManualClock()
+    stored, keys = _stored_lease(clock)
+    end = clock.now() + DAY
+    ok = sdk.verify_lease(stored, keys, **MINE, now=end + 5 * SECOND - MICRO, leeway=leeway)
+    assert ok.lease_expire_time == end  # the leeway accepts the lease, never changes it
+    with pytest.raises(sdk.LeaseExpired):
+        sdk.verify_lease(stored, keys, **MINE, now=end + 5 * SECOND, leeway=leeway)
+
+
+def test_m7_verify_lease_with_no_leeway_ends_at_the_signed_end() -> None:
+    clock = ManualClock()
+    stored, keys = _stored_lease(clock)
+    end = clock.now() + DAY
+    assert sdk.verify_lease(stored, keys, **MINE, now=end - MICRO, leeway=0).session_id
+    with pytest.raises(sdk.LeaseExpired):
+        sdk.verify_lease(stored, keys, **MINE, now=end, leeway=0)
+    with pytest.raises(sdk.LeaseExpired):
+        sdk.verify_lease(stored, keys, **MINE, now=end, leeway=timedelta(0))
+
+
+def test_m7_verify_lease_leeway_on_the_wall_clock() -> None:
+    # Ended 30 s ago on the wall clock: within the default leeway. Ended 2 minutes ago: not.
+    wall = sdk.SystemClock().now()
+    recent, keys = _stored_lease(ManualClock(wall - DAY - 30 * SECOND))
+    assert sdk.verify_lease(recent, keys, **MINE).session_id == "s_1"
+    with pytest.raises(sdk.LeaseExpired):
+        sdk.verify_lease(recent, keys, **MINE, leeway=0)
+    older, keys = _stored_lease(ManualClock(wall - DAY - 2 * MIN))
+    with pytest.raises(sdk.LeaseExpired):
+        sdk.verify_lease(older, keys, **MINE)
+
+
+@pytest.mark.parametrize(
+    ("leeway", "error"),
+    [
+        (-1, ValueError),
+        (-SECOND, ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        ("60", TypeError),
+        (True, TypeError),
+        (None, TypeError),
+    ],
+)
+def test_m7_verify_lease_refuses_a_leeway_that_is_negative_or_not_seconds(
+    leeway: object, error: type[Exception]
+) -> None:
+    clock = ManualClock()
+    stored, keys = _stored_lease(clock)
+    with pytest.raises(error, match="leeway"):
+        sdk.verify_lease(stored, keys, **MINE, clock=clock, leeway=leeway)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -677,7 +751,7 @@ async def test_m7_sdk_offline_use_continues_until_the_signed_lease_ends(
         assert ended == [EndReason.LEASE_EXPIRED] and world.clock.now() == signed_end
         assert s.session.end_time == signed_end
         with pytest.raises(sdk.LeaseExpired):
-            sdk.verify_lease(stored, keys, **mine, now=world.clock.now())
+            sdk.verify_lease(stored, keys, **mine, now=world.clock.now(), leeway=0)
         proxy.go_up()
     [stored_session] = await world.admin.sessions(ALICE)
     assert stored_session.end_reason == c.END_REASON_LEASE_EXPIRED
