@@ -53,6 +53,15 @@ class EndReason(enum.IntEnum):
     #: altered, for another session, or signed by a key the SDK does not trust), so the SDK
     #: ended the session. ``AsyncSessionHandle.error`` holds the ``LeaseInvalid``.
     LEASE_INVALID = 1000
+    #: The SDK's own: the server refused the user's key (``UNAUTHENTICATED``) on a call for
+    #: the running session, because a new key was issued for the user (``IssueUserKey``,
+    #: which replaces the old one) or the key was revoked. Nothing of the session can be
+    #: done with this key any more, so the SDK ended it; ``AsyncSessionHandle.error`` holds
+    #: the ``Unauthenticated``. The product should ask the user for their current key (sign
+    #: in again) and open a new client with it; the server may hold the session live until
+    #: its lease ends, unless that client releases it (``release(session_id)``: a session
+    #: belongs to its user, not to one key).
+    KEY_REFUSED = 1001
 
 
 class Coverage(enum.IntEnum):

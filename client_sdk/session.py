@@ -19,7 +19,9 @@ background task that:
   soonest (or after the server's ``RetryInfo``, if longer), and a refusal repeated
   is logged once;
 - notices when the server ended the session (taken over, insufficient tokens,
-  not assigned, ended by an administrator) and tells the callbacks;
+  not assigned, ended by an administrator) and tells the callbacks; a call the
+  server refuses for the user's key (``UNAUTHENTICATED``: a new key was issued for
+  the user, or the key was revoked) ends it ``EndReason.KEY_REFUSED``;
 - verifies the signed lease of every Entitle and Heartbeat answer
   (``client_sdk.leases``) and keeps the last one as ``lease``.
 
@@ -786,7 +788,12 @@ class AsyncSessionHandle:
             log.warning(
                 "tessera: the server no longer accepts session %s: %s", self.session_id, exc
             )
-            self._finish(self.session.ended_locally(EndReason.UNSPECIFIED, None))
+            # A refused key (issued again, revoked) is one the product can act on: ask the
+            # user for the current key. Anything else here ends it with no reason given.
+            why = (
+                EndReason.KEY_REFUSED if isinstance(exc, Unauthenticated) else EndReason.UNSPECIFIED
+            )
+            self._finish(self.session.ended_locally(why, None))
             return
         # The same refusal again (a rate limit, a server error that lasts) is logged once.
         seen = f"{type(exc).__name__}: {exc}"

@@ -263,6 +263,32 @@ async def test_sdk_background_refusal_never_raises_into_product(
             s.ensure_usable()
 
 
+@pytest.mark.parametrize("method", ["Heartbeat", "Idle"])
+async def test_sdk_key_refused_mid_session_ends_it_key_refused(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock, method: str
+) -> None:
+    # The user's key was issued again (or revoked): the server refuses the old one, as the
+    # real server does (UNAUTHENTICATED, ErrorInfo reason UNAUTHENTICATED). The session
+    # ends with a reason the product can act on (ask for the current key), not UNSPECIFIED.
+    ended: list[sdk.EndReason] = []
+    async with client.session("ACAD", "2026", on_ended=lambda r, s: ended.append(r)) as s:
+        await clock.until_sleeping()
+        fake.refuse(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "UNAUTHENTICATED",
+            message="unknown or revoked user key",
+            method=method,
+        )
+        clock.advance(timedelta(minutes=16))  # a heartbeat is due, and Idle (ACAD is idle-aware)
+        assert await asyncio.wait_for(s.wait_ended(), 5) is sdk.EndReason.KEY_REFUSED
+        assert s.end_reason is sdk.EndReason.KEY_REFUSED and ended == [sdk.EndReason.KEY_REFUSED]
+        assert isinstance(s.error, sdk.Unauthenticated) and not s.usable
+        with pytest.raises(sdk.SessionEnded) as info:
+            s.ensure_usable()
+        assert info.value.end_reason is sdk.EndReason.KEY_REFUSED
+    assert fake.called("Release") == []  # ended: nothing more is sent with the refused key
+
+
 def test_errors_tree_has_one_root() -> None:
     names: list[Any] = [getattr(sdk, name) for name in sdk.__all__]
     errors = [cls for cls in names if isinstance(cls, type) and issubclass(cls, Exception)]

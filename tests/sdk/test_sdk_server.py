@@ -15,6 +15,7 @@ import pytest
 
 import client_sdk as sdk
 from client_sdk import ChargeState, Coverage, EndReason, Platform, SessionOptions, SessionState
+from tessera_api.tessera.v1 import admin_service_pb2 as a
 from tessera_api.tessera.v1 import common_pb2 as c
 from tests.sdk.conftest import eventually
 from tests.sdk.fakes import Proxy
@@ -339,6 +340,25 @@ async def test_errors_refusals_by_reason(world: World) -> None:
     await world.advance(timedelta(days=7))
     with pytest.raises(sdk.InvitationExpired):
         await world.client(NIA).entitle("ACAD", "2026")
+
+
+async def test_sdk_user_key_issued_again_ends_the_session_key_refused(world: World) -> None:
+    # IssueUserKey replaces Alice's key while her session runs: the next heartbeat, sent
+    # with the old key, is refused, and the session ends KEY_REFUSED. A client on the
+    # new key can still release it (a session belongs to its user, not to one key).
+    client = world.client()
+    async with client.session("REVIT", "2026", options=NO_JITTER) as s:
+        issued = await world.admin("IssueUserKey", a.IssueUserKeyRequest(user_id=ALICE))
+        await world.advance(5 * MIN)  # the heartbeat
+        await eventually(lambda: s.ended)
+        assert s.end_reason is EndReason.KEY_REFUSED
+        assert isinstance(s.error, sdk.Unauthenticated)
+        assert s.error.reason == "UNAUTHENTICATED"
+        session_id = s.session_id
+    [live] = await world.admin.sessions(ALICE, include_ended=False)
+    assert live.session_id == session_id
+    released = await world.client(key=issued.user_key).release(session_id)
+    assert released.end_reason is EndReason.RELEASED
 
 
 async def test_errors_unavailable_when_the_server_is_away(world: World, proxy: Proxy) -> None:
