@@ -30,6 +30,7 @@ from server.domain.products import Product
 from server.domain.search import parse
 from server.domain.sessions import Coverage
 from server.domain.timers import TimerKind
+from server.engine.audit import commit_call, store_fired
 from server.engine.commits import Commits
 from server.engine.scheduler import Scheduler
 from server.engine.state import State
@@ -101,10 +102,16 @@ class Access:
         return effective_products(member, team, self.state.products.keys())
 
     def _revoke_losses(
-        self, team_id: str, losses: Mapping[str, Collection[str]], changes: Changes
+        self,
+        team_id: str,
+        losses: Mapping[str, Collection[str]],
+        now: datetime,
+        changes: Changes,
     ) -> None:
-        """A6: end the live sessions of what each user lost in this team."""
-        now = self._clock.now()
+        """A6: end the live sessions of what each user lost in this team. The calls
+        that may revoke first fire the deadlines already due (``Scheduler.caught_up``),
+        before they change anything: a session whose lease lapsed ended then
+        (LEASE_EXPIRED), a window that closed in use was renewed (M5)."""
         for user_id, lost in losses.items():
             if lost:
                 self._revoke_access(team_id, user_id, lost, now, changes)
@@ -127,28 +134,34 @@ class Access:
                 "users", f"must name at most {self._max_users:,} users per request"
             )
         changes = Changes()
+        now = self._scheduler.caught_up(changes)
+        fired = len(changes)
         before = {m.user_id: self.effective(m) for m in self.state.directory.members_of(team_id)}
-        assigned = self.state.directory.assign(
-            team,
-            users,
-            product_ids,
-            all_products,
-            guest,
-            self._clock.now(),
-            self._new_token,
-            lambda: self._ids.new("ntf"),
-            changes,
-            import_=import_,
-            known_products=self.state.products.keys(),
-        )
+        try:
+            assigned = self.state.directory.assign(
+                team,
+                users,
+                product_ids,
+                all_products,
+                guest,
+                now,
+                self._new_token,
+                lambda: self._ids.new("ntf"),
+                changes,
+                import_=import_,
+                known_products=self.state.products.keys(),
+            )
+        except Exception:
+            await store_fired(self._commits, changes)
+            raise
         losses: dict[str, frozenset[str]] = {}
         for member, token in assigned:
             if token is not None:
                 self._schedule_invitation(team_id, member.user_id)
             if member.user_id in before:
                 losses[member.user_id] = before[member.user_id] - self.effective(member)
-        self._revoke_losses(team_id, losses, changes)
-        await self._commits.commit(changes)
+        self._revoke_losses(team_id, losses, now, changes)
+        await commit_call(self._commits, changes, fired)
         return [m for m, _ in assigned]
 
     async def unassign(self, team_id: str, user_id: str) -> None:
@@ -156,8 +169,13 @@ class Access:
         if not user_id:
             raise InvalidArgument.field("user_id", "is required")
         changes = Changes()
-        self.state.directory.unassign(team_id, user_id, changes)
-        self._revoke_access(team_id, user_id, None, self._clock.now(), changes)
+        now = self._scheduler.caught_up(changes)
+        try:
+            self.state.directory.unassign(team_id, user_id, changes)
+        except Exception:
+            await store_fired(self._commits, changes)
+            raise
+        self._revoke_access(team_id, user_id, None, now, changes)
         await self._commits.commit(changes)
 
     async def set_user_products(
@@ -167,36 +185,51 @@ class Access:
         if not user_id:
             raise InvalidArgument.field("user_id", "is required")
         changes = Changes()
-        member, lost = self.state.directory.set_user_products(
-            team,
-            user_id,
-            product_ids,
-            all_products,
-            self._clock.now(),
-            lambda: self._ids.new("ntf"),
-            changes,
-            self.state.products.keys(),
-        )
-        self._revoke_losses(team_id, {user_id: lost}, changes)
-        await self._commits.commit(changes)
+        now = self._scheduler.caught_up(changes)
+        fired = len(changes)
+        try:
+            member, lost = self.state.directory.set_user_products(
+                team,
+                user_id,
+                product_ids,
+                all_products,
+                now,
+                lambda: self._ids.new("ntf"),
+                changes,
+                self.state.products.keys(),
+            )
+        except Exception:
+            await store_fired(self._commits, changes)
+            raise
+        self._revoke_losses(team_id, {user_id: lost}, now, changes)
+        await commit_call(self._commits, changes, fired)
         return member
 
     async def set_default_assignments(self, team_id: str, product_ids: Sequence[str]) -> None:
         team = self.state.team(team_id)
         changes = Changes()
-        losses = self.state.directory.set_default_assignments(
-            team, product_ids, changes, self.state.products.keys()
-        )
-        self._revoke_losses(team_id, losses, changes)
-        await self._commits.commit(changes)
+        now = self._scheduler.caught_up(changes)
+        fired = len(changes)
+        try:
+            losses = self.state.directory.set_default_assignments(
+                team, product_ids, changes, self.state.products.keys()
+            )
+        except Exception:
+            await store_fired(self._commits, changes)
+            raise
+        self._revoke_losses(team_id, losses, now, changes)
+        await commit_call(self._commits, changes, fired)
 
-    def set_guest_defaults(self, team_id: str, enabled: bool, changes: Changes) -> None:
-        """A5 via UpdateTeamSettings: guests may lose the default set (A6)."""
+    def set_guest_defaults(
+        self, team_id: str, enabled: bool, now: datetime, changes: Changes
+    ) -> None:
+        """A5 via UpdateTeamSettings: guests may lose the default set (A6); ``now``
+        after the deadlines already due have fired into ``changes``."""
         team = self.state.team(team_id)
         losses = self.state.directory.set_guest_default_assignments(
             team, enabled, changes, self.state.products.keys()
         )
-        self._revoke_losses(team_id, losses, changes)
+        self._revoke_losses(team_id, losses, now, changes)
 
     def member(self, team_id: str, user_id: str) -> Member:
         self.state.team(team_id)
@@ -319,9 +352,12 @@ class Access:
         """AD3: end it now; its running sessions go on under tokens from this instant
         (C2), exactly as when its end comes on the clock (``coverage_changed``)."""
         changes = Changes()
-        now = self._clock.now()
-        self._scheduler.fire_due(now, changes)  # what fell due before this instant first
-        sub = self.state.coverages.end(subscription_id, now, changes)
+        now = self._scheduler.caught_up(changes)  # what fell due before this instant first
+        try:
+            sub = self.state.coverages.end(subscription_id, now, changes)
+        except Exception:
+            await store_fired(self._commits, changes)
+            raise
         self._coverage_changed(sub, now, changes)
         await self._commits.commit(changes)
         return sub

@@ -17,14 +17,15 @@ from server.domain.ledger import LedgerEntry, TokenPack
 from server.domain.products import Product, validate_product
 from server.domain.teams import Plan, Team, validate_team_id
 from server.domain.timers import TimerKind
+from server.engine.audit import commit_call
 from server.engine.commits import Commits
 from server.engine.scheduler import Scheduler
 from server.engine.state import State
 from server.ids import IdFactory
 from server.store.port import StorePort
 
-# A5 via UpdateTeamSettings (``Access.set_guest_defaults``): (team_id, enabled, changes).
-SetGuestDefaults = Callable[[str, bool, Changes], None]
+# A5 via UpdateTeamSettings (``Access.set_guest_defaults``): (team_id, enabled, now, changes).
+SetGuestDefaults = Callable[[str, bool, datetime, Changes], None]
 # M6 via UpsertProduct (``Sessions.idle_awareness_changed``): (product_id, now, changes).
 IdleAwarenessChanged = Callable[[str, datetime, Changes], None]
 
@@ -94,24 +95,29 @@ class Accounts:
         name = text.display_name(display_name, "display_name") if display_name else None
         if low_balance_threshold is not None and low_balance_threshold < 0:
             raise InvalidArgument.field("low_balance_threshold", "must not be negative")
+        # What fell due before now first: guests losing the defaults (A6) end their
+        # sessions as they stand now (``Scheduler.caught_up``).
+        changes = Changes()
+        now = self._scheduler.caught_up(changes)
+        fired = len(changes)
         before = (team.low_balance_threshold, team.plan, team.display_name)
         if low_balance_threshold is not None and low_balance_threshold != before[0]:
             team.low_balance_threshold = low_balance_threshold
             # L1 compares the balance with the new threshold in this commit: at or below
             # it (or turned off), the next fall alerts again; set above it, nothing is
             # queued until the balance falls (server/domain/alerts.py).
-            self.state.ledger.note_balance(team_id, self._clock.now())
+            self.state.ledger.note_balance(team_id, now)
         if plan is not None:
             team.plan = plan
         if name:
             team.display_name = name
-        changes = Changes()
         if guest_default_assignments is not None:  # (it stores the team if it changes)
-            self._set_guest_defaults(team_id, guest_default_assignments, changes)
+            self._set_guest_defaults(team_id, guest_default_assignments, now, changes)
         if (team.low_balance_threshold, team.plan, team.display_name) != before:
             changes.upsert(team)
-        # A request that changes nothing stores nothing and leaves no audit event (AD2).
-        await self._commits.commit(changes)
+        # A request that changes nothing leaves no audit event (AD2), and stores only
+        # the deadlines it fired.
+        await commit_call(self._commits, changes, fired)
         return team
 
     # -- tokens --------------------------------------------------------------

@@ -102,6 +102,25 @@ def abandon() -> None:
     _draft.set(None)
 
 
+async def store_fired(commits: Commits, changes: Changes) -> None:
+    """Store what the deadlines a refused call fired on its way in did
+    (``Scheduler.caught_up``): a capture, a release, an expiry. The call changed
+    nothing itself, so they carry no event of it (AD2), but left unstored the
+    stored ledger would miss entries its hash chain and the packs' sums count on."""
+    if changes:
+        abandon()
+        await commits.commit(changes)
+
+
+async def commit_call(commits: Commits, changes: Changes, fired: int) -> None:
+    """Store a call's ``changes``, the first ``fired`` of them made by the deadlines
+    it fired on its way in (``Scheduler.caught_up``). A call that added nothing of
+    its own changed nothing: what it stores carries no event of it (AD2)."""
+    if len(changes) == fired:
+        abandon()
+    await commits.commit(changes)
+
+
 class AuditTrail:
     def __init__(
         self,

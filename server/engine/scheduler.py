@@ -73,6 +73,19 @@ class Scheduler:
         self.fired += n
         return n
 
+    def caught_up(self, changes: Changes) -> datetime:
+        """The clock's time, after firing into ``changes`` every deadline already due.
+        The real clock's loop fires them on time, but a loop that lags may run a call
+        first; a call that acts at the clock's time (one that ends a session, charges
+        or takes access away) must find what stood then: a heartbeat a second after
+        its lease ended finds the session expired at the lease's end (M7), not
+        revived; EndSession or a revocation (A6) after a window closed in use finds
+        it renewed (M5). What was fired is stored with the call, or alone if the
+        call is refused (``audit.store_fired``)."""
+        now = self.clock.now()
+        self.fire_due(now, changes)
+        return now
+
     async def advance(self, to: datetime, extra: Changes | None = None) -> datetime:
         """Test clock only: move to ``to``, firing what falls due; answer once stored."""
         if not isinstance(self.clock, TestClock):

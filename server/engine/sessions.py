@@ -36,7 +36,7 @@ from server.domain.sessions import (
     SessionView,
 )
 from server.domain.timers import TimerKind
-from server.engine.audit import abandon as abandon_audit_draft
+from server.engine.audit import commit_call, store_fired
 from server.engine.commits import Commits
 from server.engine.scheduler import Scheduler
 from server.engine.state import State
@@ -187,23 +187,15 @@ class Sessions:
     # -- the four RPCs (M1-M12) -----------------------------------------------
 
     def _caught_up(self, changes: Changes) -> datetime:
-        """Now, after firing every deadline already due (into ``changes``). The
-        scheduler's task fires them on time, but a busy loop may run a call first:
-        a heartbeat a second after its lease ended must find the session expired
-        at the lease's end (M7), not revive it."""
-        now = self._clock.now()
-        self._scheduler.fire_due(now, changes)
-        return now
+        """Now, after firing every deadline already due (into ``changes``): the
+        scheduler's task fires them on time, but a busy loop may run a call first
+        (``Scheduler.caught_up``)."""
+        return self._scheduler.caught_up(changes)
 
     async def _store_fired(self, changes: Changes) -> None:
         """Store what ``_caught_up`` fired for a call that is then refused or answered
-        from the store. A refused call changes nothing itself, but the deadlines it
-        fired did (a capture, a release, an expiry): left unstored, the stored ledger
-        would miss entries its hash chain and the packs' sums count on. (An audited
-        call's draft is dropped first: refused, it changed nothing of its own.)"""
-        if changes:
-            abandon_audit_draft()
-            await self._commits.commit(changes)
+        from the store (``audit.store_fired``)."""
+        await store_fired(self._commits, changes)
 
     async def entitle(
         self,
@@ -336,13 +328,21 @@ class Sessions:
     # -- operators (R2) ------------------------------------------------------------
 
     async def end_session(self, session_id: str) -> SessionView:
+        """R2: end a session now, once the deadlines already due have fired: one whose
+        lease lapsed is answered as it ended then (LEASE_EXPIRED), and a grace or a
+        window that ended before now has been charged or renewed."""
         changes = Changes()
-        now = self._clock.now()
-        session = self.lic.end_session(
-            session_id, EndReason.ENDED_BY_ADMIN, now, changes, self._scheduler
-        )
+        now = self._caught_up(changes)
+        fired = len(changes)
+        try:
+            session = self.lic.end_session(
+                session_id, EndReason.ENDED_BY_ADMIN, now, changes, self._scheduler
+            )
+        except Exception:
+            await self._store_fired(changes)
+            raise
         view = _snapshot(self.lic.session_view(session, now))
-        await self._commits.commit(changes)
+        await commit_call(self._commits, changes, fired)  # ended already: no event (AD2)
         return view
 
     def _check_user_product(self, user_id: str, product_id: str) -> None:

@@ -103,7 +103,9 @@ class World:
             clock=self.clock,
             commits=self.commits,
             ids=IdFactory(),
-            set_guest_defaults=lambda team, on, changes: self.guest_defaults.append((team, on)),
+            set_guest_defaults=lambda team, on, now, changes: self.guest_defaults.append(
+                (team, on)
+            ),
             idle_awareness_changed=lambda product, now, changes: self.idle_changes.append(
                 (product, now)
             ),

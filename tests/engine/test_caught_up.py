@@ -1,0 +1,291 @@
+"""Calls that end sessions at the clock's time first fire the deadlines already
+due (RULES A6, R2, with M3, M5 and M7), as the four licensing calls do.
+
+The real clock's scheduler fires deadlines on time, but a loop that lags may
+run a call first. Here the test clock is moved with ``TestClock.set``, which
+fires nothing (a late scheduler): a grace that ended, or a lease that lapsed
+and a window that closed, are due but not fired when the operator ends a
+session or takes access away. The call must find what the rules say stood at
+its instant: the charge made at the grace's end (not given back as if the
+session ended within its grace), the session expired at its lease's end (not
+ended by the call), the renewal made at the window's end before that.
+
+The engine runs over SQLite in ``tmp_path`` (``tests/engine/test_restore.py``);
+the ledger is read back from the store, and ``verify`` checks it at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from server.api.audit import AuditRecorder
+from server.api.caller import THE_OPERATOR
+from server.clock import TestClock
+from server.domain.errors import UnknownSubscription, UnknownUser
+from server.domain.products import Platform, Product
+from server.domain.sessions import EndReason, Session
+from server.domain.teams import Plan
+from server.engine import Engine
+from server.store.audit import verify
+from server.store.sqlite import Store
+from tessera_api.tessera.v1 import admin_service_pb2 as api
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+ANN = "ann@example.com"
+MIN, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
+
+
+@dataclass
+class World:
+    engine: Engine
+    clock: TestClock
+    db: Path
+
+    async def entitle(self) -> str:
+        """Ann opens REVIT (10 a day, not idle-aware) on d1: 10 held, grace 5 min."""
+        view = await self.engine.sessions.entitle(
+            ANN,
+            product_id="REVIT",
+            product_version="2026",
+            platform=Platform.WINDOWS,
+            device_id="d1",
+            parent_session_id="",
+            request_id="",
+            takeover=False,
+            team_id="",
+        )
+        return view.session.session_id
+
+    def late(self, to: datetime) -> None:
+        """The clock reaches ``to`` with nothing fired: the scheduler lags."""
+        self.clock.set(to)
+
+    def session(self, session_id: str) -> Session:
+        return self.engine.sessions.lic.session(session_id)
+
+    async def moves(self) -> list[tuple[str, int, datetime]]:
+        """acme's stored token moves after its purchase: (kind, tokens, time)."""
+        entries = await self.engine.accounts.ledger_page("acme", 1, 100)
+        return [(e.kind.value, e.amount, e.time) for e in entries]
+
+    def tokens(self) -> tuple[int, int, int]:
+        """acme's (available, held, consumed)."""
+        ledger = self.engine.ledger
+        consumed = sum(p.consumed for p in ledger.packs.values())
+        return ledger.available("acme"), ledger.held("acme"), consumed
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    """acme with 100 tokens; REVIT (10 a day, Windows, not idle-aware) and ACAD
+    (5 a day) on the rate sheet; Ann not assigned yet."""
+    db = tmp_path / "t.db"
+    clock = TestClock(T0)
+    store = await Store.open(db)
+    engine = Engine(clock, store)
+    await engine.start(heartbeat_flush=0)  # the test clock: no scheduler task
+    await engine.accounts.create_team("acme", "Acme", Plan.STANDARD)
+    await engine.accounts.purchase("acme", 100, "pack-1")
+    windows = frozenset({Platform.WINDOWS})
+    await engine.accounts.upsert_product(Product("REVIT", "Revit", 10, platforms=windows))
+    await engine.accounts.upsert_product(Product("ACAD", "AutoCAD", 5, platforms=windows))
+    w = World(engine, clock, db)
+    try:
+        yield w
+    finally:
+        await engine.stop()
+        await store.close()
+    assert verify(db).ok  # what the calls fired is stored, and adds up
+
+
+# -- the calls that take REVIT away from Ann (A6), each with its setup ------------------
+
+Step = Callable[[Engine], Awaitable[object]]
+
+
+def _assign(products: list[str], guest: bool = False) -> Step:
+    return lambda e: e.access.assign("acme", [f"Ann <{ANN}>"], products, False, guest, import_=True)
+
+
+async def _defaults_revit(e: Engine) -> None:
+    await e.access.set_default_assignments("acme", ["REVIT"])
+    await _assign([])(e)
+
+
+async def _guest_defaults_revit(e: Engine) -> None:
+    await e.accounts.update_team_settings("acme", None, True, None)  # A5: defaults for guests
+    await e.access.set_default_assignments("acme", ["REVIT"])
+    await _assign([], guest=True)(e)
+
+
+REVOCATIONS: dict[str, tuple[Step, Step]] = {
+    "AssignUsers": (_defaults_revit, _assign([], guest=True)),  # a guest: no defaults (A5)
+    "UnassignUser": (_assign(["REVIT"]), lambda e: e.access.unassign("acme", ANN)),
+    "SetUserProducts": (
+        _assign(["REVIT"]),
+        lambda e: e.access.set_user_products("acme", ANN, ["ACAD"], False),
+    ),
+    "SetDefaultAssignments": (
+        _defaults_revit,
+        lambda e: e.access.set_default_assignments("acme", []),
+    ),
+    "UpdateTeamSettings": (
+        _guest_defaults_revit,
+        lambda e: e.accounts.update_team_settings("acme", None, False, None),
+    ),
+}
+
+
+@pytest.mark.parametrize("call", list(REVOCATIONS))
+async def test_a6_m3_a_revocation_after_a_grace_end_already_due_keeps_its_charge(
+    world: World, call: str
+) -> None:
+    """The grace ended at 5 min (M3: captured, a window paid); the revocation at
+    10 min ends the session without refunding it (A6), not as if it ended in
+    its grace (a release of the hold, nothing charged). (The domain guards this
+    one itself too: ending an active session captures a grace found due.)"""
+    setup, revoke = REVOCATIONS[call]
+    await setup(world.engine)
+    session_id = await world.entitle()
+    world.late(T0 + 10 * MIN)
+    await revoke(world.engine)
+    session = world.session(session_id)
+    assert (session.end_reason, session.end_time) == (EndReason.NOT_ASSIGNED, T0 + 10 * MIN)
+    assert await world.moves() == [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
+    assert world.tokens() == (90, 0, 10)
+
+
+@pytest.mark.parametrize("call", list(REVOCATIONS))
+async def test_a6_m7_a_revocation_after_a_lease_lapsed_finds_the_session_expired(
+    world: World, call: str
+) -> None:
+    """A heartbeat at 2 h leaves the lease until 1 d 2 h. At 1 d the window
+    closed in use (M5: renewed, charged again at 1 d 5 min); at 1 d 2 h the lease
+    lapsed (M7). A revocation at 1 d 3 h finds the session expired then: it
+    ends nothing, and the renewal stands."""
+    setup, revoke = REVOCATIONS[call]
+    await setup(world.engine)
+    session_id = await world.entitle()
+    world.late(T0 + 2 * HOUR)
+    await world.engine.sessions.heartbeat(ANN, session_id, 0)
+    world.late(T0 + DAY + 3 * HOUR)
+    await revoke(world.engine)
+    session = world.session(session_id)
+    assert (session.end_reason, session.end_time) == (EndReason.LEASE_EXPIRED, T0 + DAY + 2 * HOUR)
+    assert await world.moves() == [
+        ("HOLD", 10, T0),
+        ("CAPTURE", 10, T0 + 5 * MIN),
+        ("HOLD", 10, T0 + DAY),
+        ("CAPTURE", 10, T0 + DAY + 5 * MIN),
+    ]
+    assert world.tokens() == (80, 0, 20)
+
+
+# -- EndSession (R2) ---------------------------------------------------------------------
+
+
+async def test_r2_m3_end_session_after_a_grace_end_already_due_keeps_its_charge(
+    world: World,
+) -> None:
+    """As for A6 above: the charge made at 5 min stands, the session ends at 10."""
+    await _assign(["REVIT"])(world.engine)
+    session_id = await world.entitle()
+    world.late(T0 + 10 * MIN)
+    view = await world.engine.sessions.end_session(session_id)
+    assert (view.session.end_reason, view.session.end_time) == (
+        EndReason.ENDED_BY_ADMIN,
+        T0 + 10 * MIN,
+    )
+    assert await world.moves() == [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
+    assert world.tokens() == (90, 0, 10)
+
+
+async def test_r2_m7_end_session_after_a_lease_lapsed_answers_it_expired(world: World) -> None:
+    """As M12 answers a heartbeat: the session ended at its lease's end, and
+    EndSession, finding it ended, changes nothing more."""
+    await _assign(["REVIT"])(world.engine)
+    session_id = await world.entitle()
+    world.late(T0 + 2 * HOUR)
+    await world.engine.sessions.heartbeat(ANN, session_id, 0)
+    world.late(T0 + DAY + 3 * HOUR)
+    view = await world.engine.sessions.end_session(session_id)
+    assert (view.session.end_reason, view.session.end_time) == (
+        EndReason.LEASE_EXPIRED,
+        T0 + DAY + 2 * HOUR,
+    )
+    assert world.tokens() == (80, 0, 20)
+    assert [m[0] for m in await world.moves()] == ["HOLD", "CAPTURE", "HOLD", "CAPTURE"]
+
+
+# -- what a call fired is stored, but is no change of its own (AD2) ------------------------
+
+
+async def test_ad2_a_revocation_refused_after_a_grace_end_stores_the_charge_and_no_event(
+    world: World,
+) -> None:
+    """UnassignUser of someone who is no member is refused; the capture it fired
+    on its way in is stored (else the stored ledger misses it), with no audit
+    event: the call changed nothing (AD2)."""
+    await _assign(["REVIT"])(world.engine)
+    await world.entitle()
+    world.late(T0 + 10 * MIN)
+    events = world.engine.audit.last_seq
+    request = api.UnassignUserRequest(team_id="acme", user_id="nobody@example.com")
+
+    async def refused() -> None:
+        AuditRecorder(world.engine.audit)("UnassignUser", request, THE_OPERATOR, ("acme",), "")
+        with pytest.raises(UnknownUser):
+            await world.engine.access.unassign("acme", "nobody@example.com")
+
+    await asyncio.create_task(refused())
+    assert world.engine.audit.last_seq == events
+    assert await world.moves() == [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
+
+
+async def test_ad2_a_revocation_that_changes_nothing_stores_what_it_fired_and_no_event(
+    world: World,
+) -> None:
+    """SetDefaultAssignments to the set the team has changes nothing: no event,
+    though the capture due before it is stored with its commit."""
+    await _defaults_revit(world.engine)
+    await world.entitle()
+    world.late(T0 + 10 * MIN)
+    events = world.engine.audit.last_seq
+    request = api.SetDefaultAssignmentsRequest(team_id="acme", product_ids=["REVIT"])
+
+    async def same() -> None:
+        AuditRecorder(world.engine.audit)(
+            "SetDefaultAssignments", request, THE_OPERATOR, ("acme",), ""
+        )
+        await world.engine.access.set_default_assignments("acme", ["REVIT"])
+
+    await asyncio.create_task(same())
+    assert world.engine.audit.last_seq == events
+    assert await world.moves() == [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
+
+
+async def test_ad2_end_subscription_refused_after_a_grace_end_stores_the_charge_and_no_event(
+    world: World,
+) -> None:
+    """EndSubscription fired what was due before it already; refused (no such
+    subscription), it now stores that too, with no event of its own."""
+    await _assign(["REVIT"])(world.engine)
+    await world.entitle()
+    world.late(T0 + 10 * MIN)
+    events = world.engine.audit.last_seq
+    request = api.EndSubscriptionRequest(subscription_id="sub-nope")
+
+    async def refused() -> None:
+        AuditRecorder(world.engine.audit)("EndSubscription", request, THE_OPERATOR, (), "")
+        with pytest.raises(UnknownSubscription):
+            await world.engine.access.end_subscription("sub-nope")
+
+    await asyncio.create_task(refused())
+    assert world.engine.audit.last_seq == events
+    assert await world.moves() == [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
