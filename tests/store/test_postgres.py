@@ -679,18 +679,46 @@ async def test_pg_a_read_whose_connection_is_lost_is_unavailable_not_internal(
     that changed nothing. It is ReadFailed (UNAVAILABLE: repeat the call), and the
     next read gets a new connection."""
     reading = asyncio.ensure_future(pgstore.query("SELECT pg_sleep(30)"))
-    for _ in range(250):  # 5 s at most, until the read is under way
+    await _cut_the_read(pg_url, "pg_terminate_backend")
+    with pytest.raises(ReadFailed) as failed:
+        await asyncio.wait_for(reading, 10)
+    assert failed.value.reason == "UNAVAILABLE"
+    assert status_code_for(failed.value) is grpc.StatusCode.UNAVAILABLE
+    assert await pgstore.query("SELECT 1") == [(1,)]
+
+
+async def _cut_the_read(pg_url: str, function: str) -> None:
+    """Call ``function`` (pg_terminate_backend, pg_cancel_backend) on the reader's
+    backend running pg_sleep, once the read is under way (5 s at most)."""
+    for _ in range(250):
         cut = await _sql(
             pg_url,
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"SELECT {function}(pid) FROM pg_stat_activity "  # noqa: S608 (the test's own names)
             "WHERE application_name LIKE 'tessera-reader:%' AND query LIKE '%pg_sleep%' "
             "AND datname = current_database()",
         )
         if cut:
-            break
-        await asyncio.sleep(0.02)
+            return
+        await asyncio.sleep(0.02)  # (polling PostgreSQL, not waiting for time to pass)
+    raise AssertionError("the read never showed in pg_stat_activity")
+
+
+async def test_pg_a_read_cancelled_by_an_administrator_is_read_failed_unavailable(
+    pgstore: PostgresStore, pg_url: str
+) -> None:
+    """An administrator cancels the read's statement (pg_cancel_backend; a
+    statement_timeout does the same): asyncpg raises QueryCanceledError, an
+    OperatorInterventionError, neither a lost connection nor an interface error.
+    It leaves the store as ReadFailed (UNAVAILABLE at the edge: repeat the call)
+    naming the error, not INTERNAL; and the next read is answered. (A backend
+    terminated mid-read, by pg_terminate_backend or a shutdown, reaches asyncpg as
+    a closed connection, ConnectionDoesNotExistError: the test above.)"""
+    reading = asyncio.ensure_future(pgstore.query("SELECT pg_sleep(30)"))
+    await _cut_the_read(pg_url, "pg_cancel_backend")
     with pytest.raises(ReadFailed) as failed:
         await asyncio.wait_for(reading, 10)
+    assert issubclass(asyncpg.QueryCanceledError, asyncpg.OperatorInterventionError)
+    assert failed.value.metadata == {"error": "QueryCanceledError"}
     assert failed.value.reason == "UNAVAILABLE"
     assert status_code_for(failed.value) is grpc.StatusCode.UNAVAILABLE
     assert await pgstore.query("SELECT 1") == [(1,)]
