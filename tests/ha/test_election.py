@@ -467,3 +467,31 @@ async def _closed(conn: asyncpg.Connection) -> bool:
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
         return True
     return False
+
+
+async def test_h1_a_stop_that_finds_its_node_id_taken_leaves_the_lease_to_run_out(
+    elect: Factory, db: asyncpg.Connection, pg_url: str
+) -> None:
+    """The active's round found the database unreachable and closed its election
+    session, and the node id's lock went with it; before a round could connect
+    again, another session took that lock (a second server started with the same
+    id). A stop then cannot resign as itself: connecting anew, it is refused the id
+    (``NodeIdInUse``). It stops anyway, without raising (out of the election's
+    thread, in a server), and leaves its lease to run out for a standby."""
+    a = elect("a")
+    await a.tick()
+    assert a.epoch == 1
+    await a._close()  # as a round that found the database unreachable does
+    other = await asyncpg.connect(
+        pg_url, server_settings={"application_name": application_name(APP_PREFIX, "a")}
+    )
+    try:
+        # Waits until a's closed session has let the lock go.
+        await other.execute("SELECT pg_advisory_lock($1, hashtext($2))", NODE_LOCK, "a", timeout=10)
+        await a.stop()
+        assert a.epoch is None and not a.leading
+        got = await row(db)
+        assert (got["node_id"], got["epoch"]) == ("a", 1)
+        assert await db.fetchval("SELECT lease_until > now() FROM tessera_leader")  # not resigned
+    finally:
+        await other.close()
