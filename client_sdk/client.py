@@ -148,9 +148,16 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
-        """Release the sessions still open (plugins first), then close the channel."""
+        """Release the sessions still open (plugins first), then close the channel.
+
+        The sessions are released side by side, each (with its plugins) waiting at most
+        its ``SessionOptions.release_timeout`` for the server to confirm it; one not
+        confirmed by then ends ``EndReason.RELEASE_UNCONFIRMED`` (``client_sdk.session``).
+        """
+        hosts = [h for h in self._handles if h.parent is None or h.parent not in self._handles]
+        await asyncio.gather(*(handle._release_quietly() for handle in hosts))
         for handle in sorted(self._handles, key=lambda h: h.parent is None):
-            await handle._release_quietly()
+            await handle._release_quietly()  # (none left, unless one started meanwhile)
         for handle in list(self._handles):  # not released (cannot be): stop looking after it
             await handle._stop_task()
             handle._detach()

@@ -274,12 +274,13 @@ async def play(args: argparse.Namespace) -> int:
         session_options=options,
     ) as client:
         # Products whose end by Release the demo reports itself, once the Release answered:
-        # the SDK ends a handle whose Release failed all the same (and says "released").
+        # the SDK ends a handle whose Release failed all the same (RELEASE_UNCONFIRMED).
         releasing: set[str] = set()
         failed: list[str] = []
+        by_release = (EndReason.RELEASED, EndReason.RELEASE_UNCONFIRMED)
 
         def ended(reason: EndReason, s: Session) -> None:
-            if reason is EndReason.RELEASED and s.product_id in releasing:
+            if reason in by_release and s.product_id in releasing:
                 return
             say(f"{s.product_id} ended: {reason.name.lower()}")
 

@@ -62,6 +62,13 @@ class EndReason(enum.IntEnum):
     #: its lease ends, unless that client releases it (``release(session_id)``: a session
     #: belongs to its user, not to one key).
     KEY_REFUSED = 1001
+    #: The SDK's own: the SDK ended the session on a Release the server did not confirm: it
+    #: failed, or no answer came within the bound of leaving the session
+    #: (``SessionOptions.release_timeout``) or of ``release(timeout=...)``. The server may
+    #: still hold the session live (and its meter in use) until its lease ends (RULES M7),
+    #: unless a later ``AsyncClient.release(session_id)`` reaches it (releasing twice is
+    #: harmless, M10). ``AsyncSessionHandle.error`` holds the error.
+    RELEASE_UNCONFIRMED = 1002
 
 
 class Coverage(enum.IntEnum):

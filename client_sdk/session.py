@@ -26,7 +26,15 @@ background task that:
   (``client_sdk.leases``) and keeps the last one as ``lease``.
 
 Leaving the ``async with`` block releases the session's plugins, then the
-session, also on error or cancellation. Entering it too: a cancellation while the
+session, also on error or cancellation, waiting at most
+``SessionOptions.release_timeout`` (5 s by default, on the SDK's clock) for the
+server to confirm it: a server that hangs or is away does not hold the product
+for the retry policy's whole course (about 53 s with the defaults). A release
+not confirmed (out of time, or failed) ends the session
+``EndReason.RELEASE_UNCONFIRMED``, never ``RELEASED``, with the error in
+``error``: the server may still hold the session live until its lease ends
+(RULES M7), or until a later ``AsyncClient.release(session_id)`` reaches it.
+Entering it too: a cancellation while the
 Entitle is on its way lets the call finish and releases what it opened, and an
 entry that fails ``Unavailable`` (``DeadlineExceeded``: the server may have opened
 the session, only its answer lost) sends the Entitle once more under the same
@@ -66,9 +74,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from client_sdk.errors import (
+    DeadlineExceeded,
     IdleNotSupported,
     LeaseInvalid,
     NotFound,
@@ -92,6 +101,8 @@ StateCallback = Callable[[SessionState, SessionState, Session], Awaitable[None] 
 
 DEFAULT_LEASE = timedelta(hours=24)
 
+_T = TypeVar("_T")
+
 
 @dataclass(frozen=True)
 class SessionOptions:
@@ -107,6 +118,12 @@ class SessionOptions:
     - ``offline_retry_interval``: while the server is unreachable, try at least this often.
     - ``activity_report_margin``: how long before the server's idle deadline a heartbeat
       carries fresh activity that the server has not heard of yet.
+    - ``release_timeout``: the longest leaving the session (its ``async with`` block, the
+      sync ``with``, ``AsyncClient.close()``) waits, on the SDK's clock, for the server to
+      confirm the Release of the session and its plugins, retries included; past it, or
+      when the Release fails, the session ends ``EndReason.RELEASE_UNCONFIRMED``. A few
+      seconds: a server that answers confirms within milliseconds, and a product closing
+      must not hang on one that does not (the retry policy alone allows about 53 s).
     """
 
     idle_threshold: timedelta = timedelta(minutes=15)
@@ -116,6 +133,7 @@ class SessionOptions:
     default_heartbeat_interval: timedelta = timedelta(minutes=5)
     offline_retry_interval: timedelta = timedelta(minutes=1)
     activity_report_margin: timedelta = timedelta(seconds=30)
+    release_timeout: timedelta = timedelta(seconds=5)
 
     def __post_init__(self) -> None:
         for name in (
@@ -124,6 +142,7 @@ class SessionOptions:
             "default_heartbeat_interval",
             "offline_retry_interval",
             "activity_report_margin",
+            "release_timeout",
         ):
             value = getattr(self, name)
             if not isinstance(value, timedelta):
@@ -146,6 +165,8 @@ class SessionOptions:
             raise ValueError("lease_warning must not be negative")
         if self.activity_report_margin < timedelta(0):
             raise ValueError("activity_report_margin must not be negative")
+        if self.release_timeout <= timedelta(0):
+            raise ValueError("release_timeout must be positive")
 
 
 # Background tasks the SDK must keep a reference to (callbacks, releases under cancellation).
@@ -455,25 +476,38 @@ class AsyncSessionHandle:
             )
         return session
 
-    async def release(self) -> Session:
+    async def release(self, *, timeout: timedelta | None = None) -> Session:
         """Release the plugins, then the session; stop looking after it.
 
-        Raises the ``TesseraError`` the server answered with (the session is treated as
-        ended all the same). Releasing an ended session returns it unchanged.
+        ``timeout`` bounds the whole of it, plugins included, on the SDK's clock (what
+        leaving the ``async with`` block does, with ``SessionOptions.release_timeout``);
+        ``None``, the default, waits as long as the client's retry policy lets the call go
+        on. Raises the ``TesseraError`` the server answered with, or ``DeadlineExceeded``
+        when ``timeout`` passed first; the session is ended all the same, with
+        ``EndReason.RELEASE_UNCONFIRMED`` (the server may still hold it live) and the
+        error in ``error``. Releasing an ended session returns it unchanged.
         """
+        if timeout is not None and timeout <= timedelta(0):
+            raise ValueError("timeout must be positive (or None)")
+        return await self._release(None if timeout is None else self._clock.now() + timeout)
+
+    async def _release(self, until: datetime | None) -> Session:
+        """``release``, done by ``until`` on the SDK's clock (``None``: no bound)."""
         await self._stop_task()
         for plugin in list(self._plugins):
             with contextlib.suppress(TesseraError):
-                await plugin.release()
+                await plugin._release(until)
         if self._session is None:  # nothing to release; it may still start (and be released)
             raise RuntimeError("the session never started")
         if self.ended:
             self._detach()
             return self._session
+        session_id = self._session.session_id
         try:
-            session = await self._client.release(self._session.session_id)
-        except TesseraError:
-            self._finish(self._session.ended_locally(EndReason.RELEASED, None))
+            session = await self._by(until, self._client.release(session_id), session_id)
+        except TesseraError as exc:
+            self.error = exc
+            self._finish(self._session.ended_locally(EndReason.RELEASE_UNCONFIRMED, None))
             raise
         finally:
             self._detach()
@@ -518,13 +552,43 @@ class AsyncSessionHandle:
             log.warning("tessera: releasing %s failed: %s", session.session_id, exc)
 
     async def _release_quietly(self) -> None:
+        """Leaving the session: release it within ``release_timeout``, raising nothing."""
         if self._session is None or self._closed:
             await self._stop_task()  # whatever else, nothing runs on after this
             return
         try:
-            await self.release()
+            await self.release(timeout=self.options.release_timeout)
         except TesseraError as exc:
-            log.warning("tessera: releasing %s failed: %s", self._session.session_id, exc)
+            log.warning(
+                "tessera: releasing %s not confirmed (the server may hold it until its "
+                "lease ends): %s",
+                self._session.session_id,
+                exc,
+            )
+
+    async def _by(
+        self, until: datetime | None, call: Coroutine[Any, Any, _T], session_id: str
+    ) -> _T:
+        """``call``'s answer, or ``DeadlineExceeded`` (the call cancelled) once the SDK's
+        clock reaches ``until``."""
+        if until is None:
+            return await call
+        work = asyncio.ensure_future(call)
+        timer = asyncio.ensure_future(
+            self._clock.sleep((until - self._clock.now()).total_seconds())
+        )
+        try:
+            await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (timer, work):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(timer, work, return_exceptions=True)
+        if work.cancelled():
+            raise DeadlineExceeded(
+                f"the server did not confirm the Release of {session_id} in time"
+            )
+        return work.result()
 
     def _detach(self) -> None:
         self._closed = True

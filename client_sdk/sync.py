@@ -20,7 +20,7 @@ import functools
 import inspect
 import threading
 from collections.abc import Callable, Coroutine
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -279,8 +279,9 @@ class SessionHandle:
     def start(self) -> Session:
         return self._client._run(self.aio.start())
 
-    def release(self) -> Session:
-        return self._client._run(self.aio.release())
+    def release(self, *, timeout: timedelta | None = None) -> Session:
+        """``AsyncSessionHandle.release``: ``timeout`` bounds it on the SDK's clock."""
+        return self._client._run(self.aio.release(timeout=timeout))
 
     def __enter__(self) -> SessionHandle:
         self._client._run(self.aio.__aenter__())  # as ``async with`` enters (and fails)

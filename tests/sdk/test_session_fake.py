@@ -7,25 +7,29 @@ real time) for the SDK's background task to act and go back to sleep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import grpc
 import pytest
 
+import client_sdk as sdk
 from client_sdk import (
     AsyncClient,
     ChargeState,
     DeadlineExceeded,
     EndReason,
     ManualClock,
+    RetryPolicy,
     SessionEnded,
     SessionOptions,
     SessionState,
 )
 from tessera_api.tessera.v1 import common_pb2 as c
-from tests.sdk.conftest import QUICK_RETRY, eventually
+from tests.sdk.conftest import QUICK_RETRY, client_for, eventually
 from tests.sdk.fakes import FakeLicensing
 
 MIN = timedelta(minutes=1)
@@ -530,3 +534,126 @@ async def test_m7_a_lease_not_renewed_because_heartbeats_are_refused_warns_and_e
         with pytest.raises(SessionEnded):
             s.ensure_usable()
         assert s.end_reason is EndReason.LEASE_EXPIRED
+
+
+# -- M10: leaving a session does not wait on a server that does not confirm the Release ----
+
+
+@contextlib.asynccontextmanager
+async def hung(fake: FakeLicensing, method: str = "Release") -> AsyncIterator[None]:
+    """Inside, the fake receives ``method`` calls and answers none; on leaving it answers
+    them, so that a test that fails still ends (the old SDK waited for the answer)."""
+    gate = fake.gates[method] = asyncio.Event()
+    try:
+        yield
+    finally:
+        gate.set()
+
+
+@pytest.mark.parametrize(
+    ("options", "bound"),
+    [(None, timedelta(seconds=5)), (SessionOptions(release_timeout=2 * SEC), 2 * SEC)],
+)
+async def test_m10_leaving_a_session_waits_at_most_release_timeout_for_a_hung_server(
+    fake: FakeLicensing, clock: ManualClock, options: SessionOptions | None, bound: timedelta
+) -> None:
+    # The default retry policy alone would wait ~53 s (5 attempts of 10 s, and backoff);
+    # leaving the block waits release_timeout (5 s by default) on the SDK's clock, then the
+    # session ends RELEASE_UNCONFIRMED: the server did not say it was released.
+    ended: list[EndReason] = []
+    async with client_for(fake, clock, retry=RetryPolicy()) as client, hung(fake):
+        handle = client.session(
+            "ACAD", "2026", options=options, on_ended=lambda r, s: ended.append(r)
+        )
+
+        async def product() -> None:
+            async with handle:
+                pass
+
+        leaving = asyncio.create_task(product())
+        await eventually(lambda: len(fake.called("Release")) == 1)
+        await clock.until_sleeping()
+        assert clock.next_deadline() == clock.now() + bound
+        clock.advance(bound - timedelta(microseconds=1))
+        await asyncio.sleep(0.01)
+        assert not leaving.done() and not handle.ended
+        clock.advance(timedelta(microseconds=1))
+        await asyncio.wait_for(leaving, 2)
+        assert handle.end_reason is EndReason.RELEASE_UNCONFIRMED
+        assert ended == [EndReason.RELEASE_UNCONFIRMED]
+        assert isinstance(handle.error, DeadlineExceeded) and not handle.usable
+    assert len(fake.called("Release")) == 1  # the call was cancelled, not retried
+
+
+async def test_m10_a_release_that_fails_ends_the_session_release_unconfirmed_not_released(
+    client: AsyncClient, fake: FakeLicensing
+) -> None:
+    left = client.session("ACAD", "2026")
+    async with left:
+        fake.down = True  # every attempt UNAVAILABLE: the Release never reaches it
+    assert left.end_reason is EndReason.RELEASE_UNCONFIRMED
+    assert isinstance(left.error, sdk.Unavailable)
+    # release() called by the product raises the error, and does not claim RELEASED either.
+    fake.down = False
+    explicit = client.session("ACAD", "2026")
+    await explicit.start()
+    fake.down = True
+    with pytest.raises(sdk.Unavailable):
+        await explicit.release()
+    assert explicit.ended and explicit.end_reason is EndReason.RELEASE_UNCONFIRMED
+    assert explicit.error is not None and not explicit.usable
+    with pytest.raises(SessionEnded) as info:
+        explicit.ensure_usable()
+    assert info.value.end_reason is EndReason.RELEASE_UNCONFIRMED
+
+
+async def test_m10_release_with_a_timeout_raises_deadline_exceeded_once_it_passes(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    handle = client.session("ACAD", "2026")
+    await handle.start()
+    async with hung(fake):
+        releasing = asyncio.create_task(handle.release(timeout=3 * SEC))
+        await eventually(lambda: len(fake.called("Release")) == 1)
+        await clock.until_sleeping()
+        assert clock.next_deadline() == clock.now() + 3 * SEC
+        clock.advance(3 * SEC)
+        with pytest.raises(DeadlineExceeded, match=handle.session_id):
+            await asyncio.wait_for(releasing, 2)
+        assert handle.end_reason is EndReason.RELEASE_UNCONFIRMED
+    with pytest.raises(ValueError, match="timeout"):
+        await client.session("ACAD", "2026").release(timeout=timedelta(0))
+
+
+async def test_m10_client_close_on_a_hung_server_waits_one_release_timeout_in_all(
+    fake: FakeLicensing, clock: ManualClock
+) -> None:
+    # Two products, one with a plugin: the sessions are released side by side, each with
+    # its plugins within one release_timeout, so closing waits 5 s, not 5 s a session.
+    client = client_for(fake, clock, retry=RetryPolicy())
+    host = client.session("ACAD", "2026")
+    await host.start()
+    plugin = host.plugin("ARNOLD")
+    await plugin.start()
+    other = client.session("REVIT", "2026")
+    await other.start()
+    try:
+        async with hung(fake):
+            closing = asyncio.create_task(client.close())
+            await eventually(lambda: len(fake.called("Release")) == 2)  # ARNOLD's, REVIT's
+            await clock.until_sleeping(2)
+            assert clock.next_deadline() == clock.now() + timedelta(seconds=5)
+            clock.advance(timedelta(seconds=5))
+            await asyncio.wait_for(closing, 2)
+        for handle in (plugin, host, other):
+            assert handle.end_reason is EndReason.RELEASE_UNCONFIRMED, handle.product_id
+    finally:
+        await client.close()
+
+
+def test_m10_release_timeout_must_be_a_positive_timedelta() -> None:
+    assert SessionOptions().release_timeout == timedelta(seconds=5)
+    with pytest.raises(ValueError, match="release_timeout"):
+        SessionOptions(release_timeout=timedelta(0))
+    with pytest.raises(TypeError, match="release_timeout"):
+        SessionOptions(release_timeout=5)  # type: ignore[arg-type]
