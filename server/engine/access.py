@@ -313,27 +313,35 @@ class Access:
         end: datetime | None,
         kind: SubscriptionKind,
     ) -> Subscription:
+        """C1/C2: record it; the user's running sessions follow it from now, once the
+        deadlines already due have fired (``Scheduler.caught_up``): a grace that
+        ended before now was charged (its window stays paid, not given back), a
+        window that closed in use was renewed, a lease that lapsed ended then."""
         changes = Changes()
-        now = self._clock.now()
+        now = self._scheduler.caught_up(changes)
         new_id = lambda: self._ids.new("sub")  # noqa: E731
         known_users = self.state.directory.user_ids()
         known_products = self.state.products.keys()
-        if kind is SubscriptionKind.TRIAL:
-            sub = self.state.coverages.start_trial(
-                user_id, product_id, end, now, new_id, changes, known_users, known_products
-            )
-        else:
-            sub = self.state.coverages.grant(
-                user_id,
-                product_id,
-                start,
-                end,
-                kind,
-                new_id,
-                changes,
-                known_users,
-                known_products,
-            )
+        try:
+            if kind is SubscriptionKind.TRIAL:
+                sub = self.state.coverages.start_trial(
+                    user_id, product_id, end, now, new_id, changes, known_users, known_products
+                )
+            else:
+                sub = self.state.coverages.grant(
+                    user_id,
+                    product_id,
+                    start,
+                    end,
+                    kind,
+                    new_id,
+                    changes,
+                    known_users,
+                    known_products,
+                )
+        except Exception:
+            await store_fired(self._commits, changes)
+            raise
         self._coverage_changed(sub, now, changes)
         await self._commits.commit(changes)
         return sub
@@ -353,13 +361,15 @@ class Access:
         (C2), exactly as when its end comes on the clock (``coverage_changed``)."""
         changes = Changes()
         now = self._scheduler.caught_up(changes)  # what fell due before this instant first
+        fired = len(changes)
         try:
             sub = self.state.coverages.end(subscription_id, now, changes)
         except Exception:
             await store_fired(self._commits, changes)
             raise
         self._coverage_changed(sub, now, changes)
-        await self._commits.commit(changes)
+        # One already over (its end fired above, or long ago) changes nothing: no event (AD2).
+        await commit_call(self._commits, changes, fired)
         return sub
 
     # -- the directory (AD4, AD5) ------------------------------------------------------

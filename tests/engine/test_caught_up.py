@@ -27,9 +27,10 @@ import pytest
 from server.api.audit import AuditRecorder
 from server.api.caller import THE_OPERATOR
 from server.clock import TestClock
+from server.domain.coverage import SubscriptionKind
 from server.domain.errors import UnknownSubscription, UnknownUser
 from server.domain.products import Platform, Product
-from server.domain.sessions import EndReason, Session
+from server.domain.sessions import Coverage, EndReason, Session
 from server.domain.teams import Plan
 from server.engine import Engine
 from server.store.audit import verify
@@ -289,3 +290,131 @@ async def test_ad2_end_subscription_refused_after_a_grace_end_stores_the_charge_
     await asyncio.create_task(refused())
     assert world.engine.audit.last_seq == events
     assert await world.moves() == [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
+
+
+# -- GrantSubscription and StartTrial: who pays for running sessions (C1, C2) --------------
+
+
+def _grant(kind: SubscriptionKind, user_id: str = ANN) -> Step:
+    """REVIT for ``user_id`` from the clock's time (a trial starts then) for 30 days."""
+
+    def step(e: Engine) -> Awaitable[object]:
+        now = e.now()
+        start = None if kind is SubscriptionKind.TRIAL else now
+        return e.access.grant(user_id, "REVIT", start, now + 30 * DAY, kind)
+
+    return step
+
+
+GRANTS = {
+    "GrantSubscription": (SubscriptionKind.SUBSCRIPTION, Coverage.SUBSCRIPTION),
+    "StartTrial": (SubscriptionKind.TRIAL, Coverage.TRIAL),
+}
+
+
+@pytest.mark.parametrize("call", list(GRANTS))
+async def test_c1_c2_m3_a_grant_after_a_grace_end_already_due_keeps_its_charge(
+    world: World, call: str
+) -> None:
+    """The grace ended at 5 min (M3: captured, a window paid until 1 d); a
+    subscription or trial granted at 10 min covers the session from then, and
+    the paid window stays paid (C1/C2: only a hold still in grace goes back),
+    not released as if the grace were still running."""
+    kind, coverage = GRANTS[call]
+    await _assign(["REVIT"])(world.engine)
+    session_id = await world.entitle()
+    world.late(T0 + 10 * MIN)
+    await _grant(kind)(world.engine)
+    session = world.session(session_id)
+    assert (session.live, session.coverage, session.coverage_since) == (
+        True,
+        coverage,
+        T0 + 10 * MIN,
+    )
+    assert await world.moves() == [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
+    assert world.tokens() == (90, 0, 10)
+
+
+@pytest.mark.parametrize("call", list(GRANTS))
+async def test_c1_c2_m7_a_grant_after_a_lease_lapsed_finds_the_session_expired(
+    world: World, call: str
+) -> None:
+    """A heartbeat at 2 h leaves the lease until 1 d 2 h; the window closed in
+    use at 1 d (M5: renewed, charged at 1 d 5 min). A grant at 1 d 3 h finds the
+    session expired at its lease's end (M7), still under tokens, and the
+    renewal stands."""
+    kind, _ = GRANTS[call]
+    await _assign(["REVIT"])(world.engine)
+    session_id = await world.entitle()
+    world.late(T0 + 2 * HOUR)
+    await world.engine.sessions.heartbeat(ANN, session_id, 0)
+    world.late(T0 + DAY + 3 * HOUR)
+    await _grant(kind)(world.engine)
+    session = world.session(session_id)
+    assert (session.end_reason, session.end_time, session.coverage) == (
+        EndReason.LEASE_EXPIRED,
+        T0 + DAY + 2 * HOUR,
+        Coverage.TOKENS,
+    )
+    assert await world.moves() == [
+        ("HOLD", 10, T0),
+        ("CAPTURE", 10, T0 + 5 * MIN),
+        ("HOLD", 10, T0 + DAY),
+        ("CAPTURE", 10, T0 + DAY + 5 * MIN),
+    ]
+    assert world.tokens() == (80, 0, 20)
+
+
+async def test_ad2_a_grant_refused_after_a_grace_end_stores_the_charge_and_no_event(
+    world: World,
+) -> None:
+    """GrantSubscription for a user who does not exist is refused; the capture it
+    fired on its way in is stored, with no audit event (AD2)."""
+    await _assign(["REVIT"])(world.engine)
+    await world.entitle()
+    world.late(T0 + 10 * MIN)
+    events = world.engine.audit.last_seq
+    request = api.GrantSubscriptionRequest(user_id="nobody@example.com", product_id="REVIT")
+
+    async def refused() -> None:
+        AuditRecorder(world.engine.audit)("GrantSubscription", request, THE_OPERATOR, (), "")
+        with pytest.raises(UnknownUser):
+            await _grant(SubscriptionKind.SUBSCRIPTION, "nobody@example.com")(world.engine)
+
+    await asyncio.create_task(refused())
+    assert world.engine.audit.last_seq == events
+    assert await world.moves() == [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
+    assert world.tokens() == (90, 0, 10)
+
+
+async def test_c2_ad2_end_subscription_of_a_trial_over_after_its_end_fired_writes_no_event(
+    world: World,
+) -> None:
+    """Ann's trial of REVIT ends at 1 h: her session goes on under tokens then
+    (C2: a hold at 1 h, captured at 1 h 5 min). EndSubscription at 2 h fires
+    both first and finds the trial over: it changes nothing itself, so it
+    stores what it fired with no audit event (AD2), and answers the trial as
+    it ended."""
+    await _assign(["REVIT"])(world.engine)
+    trial = await world.engine.access.grant(ANN, "REVIT", None, T0 + HOUR, SubscriptionKind.TRIAL)
+    session_id = await world.entitle()
+    assert world.tokens() == (100, 0, 0)  # the trial pays (C2)
+    world.late(T0 + 2 * HOUR)
+    events = world.engine.audit.last_seq
+    request = api.EndSubscriptionRequest(subscription_id=trial.subscription_id)
+
+    async def end() -> None:
+        AuditRecorder(world.engine.audit)("EndSubscription", request, THE_OPERATOR, (), "")
+        sub = await world.engine.access.end_subscription(trial.subscription_id)
+        assert (sub.start_time, sub.end_time) == (T0, T0 + HOUR)
+
+    await asyncio.create_task(end())
+    assert world.engine.audit.last_seq == events
+    session = world.session(session_id)
+    assert (session.live, session.coverage, session.coverage_since) == (
+        True,
+        Coverage.TOKENS,
+        T0 + HOUR,
+    )
+    assert await world.moves() == [("HOLD", 10, T0 + HOUR), ("CAPTURE", 10, T0 + HOUR + 5 * MIN)]
+    assert world.tokens() == (90, 0, 10)
