@@ -27,6 +27,8 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +44,7 @@ from server.store.files import (
     side_path,
     write_private,
 )
-from server.store.postgres import secrets_base, without_password
+from server.store.postgres import secrets_base, take_parameter, without_password
 from server.store.reads import LAST_AUDIT_SQL
 
 
@@ -206,6 +208,37 @@ def backup_postgres(url: str, to: Path, secrets_dir: Path) -> Copied:
     return copied
 
 
+#: The section of the connection service file that gives pg_dump the client key's
+#: passphrase (``_passphrase_service``).
+SERVICE = "tessera-backup"
+
+
+@contextlib.contextmanager
+def _passphrase_service(passphrase: str | None) -> Iterator[Path | None]:
+    """A connection service file readable by this user only, giving libpq the URL's
+    ``sslpassword`` (the client key's passphrase), removed once pg_dump is done; None
+    when there is none. libpq has no environment variable for it (unlike
+    ``PGPASSWORD``), and on pg_dump's command line any user could read it."""
+    if passphrase is None:
+        yield None
+        return
+    if passphrase != passphrase.strip() or "\n" in passphrase or "\r" in passphrase:
+        # libpq's service file ends a value at the line, and drops its trailing spaces.
+        raise ValueError(
+            "the URL's sslpassword starts or ends with a space or holds a line break, "
+            "which pg_dump cannot be given privately: back up with a client key whose "
+            "passphrase has none"
+        )
+    fd, name = tempfile.mkstemp(prefix="tessera-pg-service-")  # mode 0600
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(f"[{SERVICE}]\nsslpassword={passphrase}\n")
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
 async def _dump_in_snapshot(url: str, dump: Path) -> LedgerHead:
     conn = await asyncpg.connect(url)
     try:
@@ -214,21 +247,30 @@ async def _dump_in_snapshot(url: str, dump: Path) -> LedgerHead:
             server_major = conn.get_server_version().major
             row = await conn.fetchrow(checkpoint.LAST_ENTRY_SQL)
             head = LedgerHead(int(row[0]), str(row[1])) if row else checkpoint.EMPTY
-            # The password goes by the environment: a command line is for anyone to read.
+            # The secrets go by the environment and a private file: a command line is
+            # for anyone to read (``ps``).
             target, password = without_password(url)
-            command = [
-                str(pg_tool("pg_dump", server_major)),
-                "--format=custom",
-                f"--snapshot={snapshot}",
-                "--exclude-table-data=tessera_leader",
-                f"--file={dump}",
-                f"--dbname={target}",
-            ]
+            target, passphrase = take_parameter(target, "sslpassword")
             env = {**os.environ, **({"PGPASSWORD": password} if password is not None else {})}
-            proc = await asyncio.create_subprocess_exec(
-                *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env
-            )
-            _, err = await proc.communicate()
+            with _passphrase_service(passphrase) as service:
+                if service is not None:
+                    env["PGSERVICEFILE"] = str(service)
+                    target += ("&" if "?" in target else "?") + f"service={SERVICE}"
+                command = [
+                    str(pg_tool("pg_dump", server_major)),
+                    "--format=custom",
+                    f"--snapshot={snapshot}",
+                    "--exclude-table-data=tessera_leader",
+                    f"--file={dump}",
+                    f"--dbname={target}",
+                ]
+                proc = await asyncio.create_subprocess_exec(
+                    *command,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
+                    env=env,
+                )
+                _, err = await proc.communicate()
             if proc.returncode:
                 raise OSError(f"pg_dump failed: {err.decode(errors='replace').strip()}")
     finally:

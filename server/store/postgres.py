@@ -88,7 +88,6 @@ def application_name(prefix: str, node_id: str) -> str:
     return (prefix + node_id)[:63]
 
 
-_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
 # What is never shown: libpq's password, and its client key's passphrase (sslpassword).
 _QUERY_SECRET = re.compile(r"([?&](?:ssl)?password=)([^&#]*)", re.IGNORECASE)
 
@@ -150,10 +149,19 @@ def without_password(url: str) -> tuple[str, str | None]:
     password = None
     if span := _password_span(url):  # (the ':' before it goes too)
         password, url = unquote(url[span[0] : span[1]]), url[: span[0] - 1] + url[span[1] :]
-    for match in _QUERY_PASSWORD.finditer(url):
-        password = unquote(match.group(2))
-    url = _QUERY_PASSWORD.sub(lambda m: "?" if m.group(1).startswith("?") else "", url)
-    return (url.replace("?&", "?").rstrip("?"), password)
+    url, given = take_parameter(url, "password")
+    return url, given if given is not None else password
+
+
+def take_parameter(url: str, name: str) -> tuple[str, str | None]:
+    """``url`` without its query parameter ``name``, and the parameter's value
+    (percent-decoded; the last one's if given more than once, as libpq reads it)."""
+    pattern = re.compile(rf"([?&]{re.escape(name)}=)([^&#]*)", re.IGNORECASE)
+    value = None
+    for match in pattern.finditer(url):
+        value = unquote(match.group(2))
+    url = pattern.sub(lambda m: "?" if m.group(1).startswith("?") else "", url)
+    return url.replace("?&", "?").rstrip("?"), value
 
 
 def is_postgres_url(db: str | Path) -> bool:

@@ -5,6 +5,7 @@ the same state and the same admin token."""
 
 from __future__ import annotations
 
+import json
 import stat
 import subprocess
 import sys
@@ -290,6 +291,66 @@ async def _load_rows(url: str) -> dict[str, list[tuple[object, ...]]]:
         return loaded
     finally:
         await store.close()
+
+
+FAKE_PG_DUMP = """#!{python}
+import json, os, stat, sys
+if sys.argv[1:] == ["--version"]:
+    print("pg_dump (PostgreSQL) 99")
+    sys.exit(0)
+service = os.environ.get("PGSERVICEFILE")
+seen = {{"argv": sys.argv[1:], "service": None, "mode": None, "path": service}}
+if service:
+    seen["service"] = open(service).read()
+    seen["mode"] = stat.S_IMODE(os.stat(service).st_mode)
+json.dump(seen, open({seen!r}, "w"))
+sys.exit(3)
+"""
+
+
+def _fake_pg_dump(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A pg_dump (in ``TESSERA_PG_BIN``) that writes down what it was given, then
+    fails; the file it writes to."""
+    tools_dir, seen = tmp_path / "bin", tmp_path / "seen.json"
+    tools_dir.mkdir()
+    fake = tools_dir / "pg_dump"
+    fake.write_text(FAKE_PG_DUMP.format(python=sys.executable, seen=str(seen)))
+    fake.chmod(0o700)
+    monkeypatch.setenv("TESSERA_PG_BIN", str(tools_dir))
+    return seen
+
+
+def test_pg_backup_gives_pg_dump_the_key_passphrase_off_its_command_line(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client key's passphrase (the URL's ``sslpassword``) reaches pg_dump in a
+    connection service file only this user may read, removed after: on its command
+    line any user of the machine could read it (``ps``)."""
+    run_sync(fill_with_a_history(pg_url))
+    seen = _fake_pg_dump(tmp_path, monkeypatch)
+    url = pg_url + ("&" if "?" in pg_url else "?") + "sslpassword=k3y%20phrase"
+    with pytest.raises(OSError, match="pg_dump failed"):
+        backup_postgres(url, tmp_path / "there", tmp_path)
+    got = json.loads(seen.read_text())
+    assert not [a for a in got["argv"] if "k3y" in a]
+    assert next(a for a in got["argv"] if a.startswith("--dbname=")).endswith(
+        "service=tessera-backup"
+    )
+    assert got["service"] == "[tessera-backup]\nsslpassword=k3y phrase\n"
+    assert got["mode"] == 0o600
+    assert not Path(got["path"]).exists()
+    assert not (tmp_path / "there").exists()  # no half backup
+
+
+def test_pg_backup_refuses_a_key_passphrase_it_cannot_hand_over_privately(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_sync(fill_with_a_history(pg_url))
+    seen = _fake_pg_dump(tmp_path, monkeypatch)
+    url = pg_url + ("&" if "?" in pg_url else "?") + "sslpassword=ends%20in%20a%20space%20"
+    with pytest.raises(ValueError, match="sslpassword starts or ends with a space"):
+        backup_postgres(url, tmp_path / "there", tmp_path)
+    assert not seen.exists()  # pg_dump never ran
 
 
 def test_pg_backup_refuses_an_existing_directory(pg_url: str, tmp_path: Path) -> None:
