@@ -17,7 +17,7 @@ from server.domain.ledger import LedgerEntry, TokenPack
 from server.domain.products import Product, validate_product
 from server.domain.teams import Plan, Team, validate_team_id
 from server.domain.timers import TimerKind
-from server.engine.audit import commit_call
+from server.engine.audit import commit_call, store_fired
 from server.engine.commits import Commits
 from server.engine.scheduler import Scheduler
 from server.engine.state import State
@@ -124,15 +124,24 @@ class Accounts:
 
     async def purchase(self, team_id: str, tokens: int, request_id: str) -> TokenPack:
         self.team(team_id)
+        # What fell due before now first (``Scheduler.caught_up``): a renewal or an
+        # expiry due earlier must not find the tokens bought after it (T3, T4).
         changes = Changes()
-        pack, created = self.state.ledger.purchase(
-            team_id, tokens, request_id, self._clock.now(), lambda: self._ids.new("pk"), changes
-        )
+        now = self._scheduler.caught_up(changes)
+        fired = len(changes)
+        try:
+            pack, created = self.state.ledger.purchase(
+                team_id, tokens, request_id, now, lambda: self._ids.new("pk"), changes
+            )
+        except Exception:
+            await store_fired(self._commits, changes)
+            raise
         if created:
             self._scheduler.schedule(pack.expire_time, TimerKind.PACK_EXPIRY, pack.pack_id)
             self._scheduler.schedule(warning_time(pack), TimerKind.PACK_WARNING, pack.pack_id)
-        # (a retry, nothing to store, answers once the first purchase is stored)
-        await self._commits.commit(changes)
+        # (a retry, nothing of its own to store and no event (AD2), answers once the
+        # first purchase is stored)
+        await commit_call(self._commits, changes, fired)
         return pack
 
     def list_packs(self, team_id: str) -> list[TokenPack]:
@@ -148,8 +157,16 @@ class Accounts:
         ledger.pack(pack_id)
         if to_team_id not in self.state.teams:
             raise UnknownTeam(f"no team {to_team_id!r}", team_id=to_team_id)
+        # What fell due before now first (``Scheduler.caught_up``): a grace that ended
+        # was captured (the pack holds nothing then), a renewal or an expiry due
+        # earlier drew on the pack where it was (T3, T4, T5).
         changes = Changes()
-        pack = ledger.move(pack_id, to_team_id, self._clock.now(), changes)
+        now = self._scheduler.caught_up(changes)
+        try:
+            pack = ledger.move(pack_id, to_team_id, now, changes)
+        except Exception:
+            await store_fired(self._commits, changes)
+            raise
         await self._commits.commit(changes)
         return pack
 
@@ -183,12 +200,17 @@ class Accounts:
         )
         products = self.state.products
         validate_product(product, products)
+        # What fell due before now first, under the rate sheet as it stood then
+        # (``Scheduler.caught_up``): a renewal due earlier holds the old rate, and
+        # a change of idle awareness (M6) finds the sessions as they stand now
+        # (idle since their idle instant, expired at their lease's end).
+        changes = Changes()
+        now = self._scheduler.caught_up(changes)
         before = products.get(product.product_id)
         products[product.product_id] = product
-        changes = Changes()
         changes.upsert(product)
         if before is not None and before.idle_aware != product.idle_aware:
-            self._idle_awareness_changed(product.product_id, self._clock.now(), changes)
+            self._idle_awareness_changed(product.product_id, now, changes)
         await self._commits.commit(changes)
         return product
 

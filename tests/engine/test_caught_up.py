@@ -28,9 +28,9 @@ from server.api.audit import AuditRecorder
 from server.api.caller import THE_OPERATOR
 from server.clock import TestClock
 from server.domain.coverage import SubscriptionKind
-from server.domain.errors import UnknownSubscription, UnknownUser
+from server.domain.errors import InvalidArgument, UnknownSubscription, UnknownUser
 from server.domain.products import Platform, Product
-from server.domain.sessions import Coverage, EndReason, Session
+from server.domain.sessions import Coverage, EndReason, Session, SessionState
 from server.domain.teams import Plan
 from server.engine import Engine
 from server.store.audit import verify
@@ -418,3 +418,160 @@ async def test_c2_ad2_end_subscription_of_a_trial_over_after_its_end_fired_write
     )
     assert await world.moves() == [("HOLD", 10, T0 + HOUR), ("CAPTURE", 10, T0 + HOUR + 5 * MIN)]
     assert world.tokens() == (90, 0, 10)
+
+
+# -- UpsertProduct: the rate sheet as it stood when each deadline fell due (P1, M6) --------
+
+WINDOWS = frozenset({Platform.WINDOWS})
+
+
+async def test_m6_idle_awareness_turned_off_after_an_idle_instant_due_resumes_the_session_then(
+    world: World,
+) -> None:
+    """REVIT is idle-aware: Ann's session, opened at 0, is charged at 5 min (M3)
+    and idle at 15 min (M6: no activity since Entitle). UpsertProduct at 30 min
+    turns idle awareness off: the session, idle since 15 min, resumes at 30 min
+    (no hold: the window paid at 5 min covers it), not found active all along."""
+    await world.engine.accounts.upsert_product(
+        Product("REVIT", "Revit", 10, idle_aware=True, platforms=WINDOWS)
+    )
+    await _assign(["REVIT"])(world.engine)
+    session_id = await world.entitle()
+    world.late(T0 + 30 * MIN)
+    await world.engine.accounts.upsert_product(Product("REVIT", "Revit", 10, platforms=WINDOWS))
+    session = world.session(session_id)
+    assert (session.state, session.state_since) == (SessionState.ACTIVE, T0 + 30 * MIN)
+    assert await world.moves() == [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
+    assert world.tokens() == (90, 0, 10)
+
+
+async def test_m6_m7_idle_awareness_turned_on_after_a_lease_lapsed_finds_the_session_expired(
+    world: World,
+) -> None:
+    """REVIT is not idle-aware; a heartbeat at 2 h leaves the lease until 1 d 2 h,
+    and the window closed in use at 1 d (M5: renewed). UpsertProduct at 1 d 3 h
+    turns idle awareness on: the session expired at its lease's end (M7), so it
+    is not watched for idle from 1 d 3 h (M6), and the renewal stands."""
+    await _assign(["REVIT"])(world.engine)
+    session_id = await world.entitle()
+    world.late(T0 + 2 * HOUR)
+    await world.engine.sessions.heartbeat(ANN, session_id, 0)
+    world.late(T0 + DAY + 3 * HOUR)
+    await world.engine.accounts.upsert_product(
+        Product("REVIT", "Revit", 10, idle_aware=True, platforms=WINDOWS)
+    )
+    session = world.session(session_id)
+    assert (session.end_reason, session.end_time, session.last_activity) == (
+        EndReason.LEASE_EXPIRED,
+        T0 + DAY + 2 * HOUR,
+        T0,  # Entitle's: not idle-aware, its heartbeats' reports were ignored (M6)
+    )
+    assert await world.moves() == [
+        ("HOLD", 10, T0),
+        ("CAPTURE", 10, T0 + 5 * MIN),
+        ("HOLD", 10, T0 + DAY),
+        ("CAPTURE", 10, T0 + DAY + 5 * MIN),
+    ]
+    assert world.tokens() == (80, 0, 20)
+
+
+async def test_p1_m5_a_rate_change_after_a_window_closed_in_use_renews_at_the_old_rate(
+    world: World,
+) -> None:
+    """The window closed in use at 1 d (M5: renewed at 10, the rate then). REVIT
+    costs 20 from 1 d 1 h: the renewal made at 1 d holds 10, not 20, once the
+    late scheduler has fired everything up to 1 d 1 h."""
+    await _assign(["REVIT"])(world.engine)
+    session_id = await world.entitle()
+    world.late(T0 + 2 * HOUR)
+    await world.engine.sessions.heartbeat(ANN, session_id, 0)
+    world.late(T0 + DAY + HOUR)
+    await world.engine.accounts.upsert_product(Product("REVIT", "Revit", 20, platforms=WINDOWS))
+    await world.engine.scheduler.advance(T0 + DAY + HOUR)  # the scheduler catches up
+    assert world.session(session_id).live
+    assert await world.moves() == [
+        ("HOLD", 10, T0),
+        ("CAPTURE", 10, T0 + 5 * MIN),
+        ("HOLD", 10, T0 + DAY),
+        ("CAPTURE", 10, T0 + DAY + 5 * MIN),
+    ]
+    assert world.tokens() == (80, 0, 20)
+
+
+# -- PurchaseTokens and MoveTokenPack: the packs as they stood (T1, T3, T4, T5) ------------
+
+
+async def test_t5_m3_a_move_after_a_grace_end_due_moves_the_pack_with_nothing_held(
+    world: World,
+) -> None:
+    """The grace ended at 5 min (M3: the 10 held captured); MoveTokenPack at 10
+    min finds pack-1 holding nothing and moves its 90 remaining tokens (T5),
+    not refused as if the 10 were still held."""
+    await world.engine.accounts.create_team("beta", "Beta", Plan.STANDARD)
+    await _assign(["REVIT"])(world.engine)
+    await world.entitle()
+    world.late(T0 + 10 * MIN)
+    (pack,) = world.engine.accounts.list_packs("acme")
+    moved = await world.engine.accounts.move_pack(pack.pack_id, "beta")
+    assert (moved.team_id, moved.remaining, moved.held) == ("beta", 90, 0)
+    assert await world.moves() == [
+        ("HOLD", 10, T0),
+        ("CAPTURE", 10, T0 + 5 * MIN),
+        ("MOVE_OUT", 90, T0 + 10 * MIN),
+    ]
+    assert world.tokens() == (0, 0, 10)
+
+
+async def test_ad2_a_move_refused_after_a_grace_end_stores_the_charge_and_no_event(
+    world: World,
+) -> None:
+    """MoveTokenPack to the team that holds the pack is refused; the capture it
+    fired on its way in is stored, with no audit event (AD2)."""
+    await _assign(["REVIT"])(world.engine)
+    await world.entitle()
+    world.late(T0 + 10 * MIN)
+    (pack,) = world.engine.accounts.list_packs("acme")
+    events = world.engine.audit.last_seq
+    request = api.MoveTokenPackRequest(pack_id=pack.pack_id, to_team_id="acme")
+
+    async def refused() -> None:
+        AuditRecorder(world.engine.audit)("MoveTokenPack", request, THE_OPERATOR, ("acme",), "")
+        with pytest.raises(InvalidArgument):
+            await world.engine.accounts.move_pack(pack.pack_id, "acme")
+
+    await asyncio.create_task(refused())
+    assert world.engine.audit.last_seq == events
+    assert await world.moves() == [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
+    assert world.tokens() == (90, 0, 10)
+
+
+async def test_t4_t1_a_purchase_after_a_pack_expiry_due_follows_the_expiry(world: World) -> None:
+    """pack-1 (100, bought at 0) expired a year later (T4); a purchase of 50 an
+    hour after that comes after the expiry in the ledger, and the balance is
+    the new pack's 50, not 150."""
+    expiry = datetime(2027, 1, 5, 9, 0, tzinfo=UTC)
+    world.late(expiry + HOUR)
+    await world.engine.accounts.purchase("acme", 50, "pack-2")
+    assert await world.moves() == [("EXPIRY", 100, expiry), ("PURCHASE", 50, expiry + HOUR)]
+    assert world.tokens() == (50, 0, 0)
+
+
+async def test_ad2_a_purchase_retry_after_a_pack_expiry_due_stores_it_and_no_event(
+    world: World,
+) -> None:
+    """A retry of pack-1's purchase buys nothing (T1); the expiry it fired on its
+    way in is stored, with no audit event of the retry (AD2)."""
+    expiry = datetime(2027, 1, 5, 9, 0, tzinfo=UTC)
+    world.late(expiry + HOUR)
+    events = world.engine.audit.last_seq
+    request = api.PurchaseTokensRequest(team_id="acme", tokens=100, request_id="pack-1")
+
+    async def retry() -> None:
+        AuditRecorder(world.engine.audit)("PurchaseTokens", request, THE_OPERATOR, ("acme",), "")
+        pack = await world.engine.accounts.purchase("acme", 100, "pack-1")
+        assert (pack.remaining, pack.expired) == (0, True)
+
+    await asyncio.create_task(retry())
+    assert world.engine.audit.last_seq == events
+    assert await world.moves() == [("EXPIRY", 100, expiry)]
+    assert world.tokens() == (0, 0, 0)
