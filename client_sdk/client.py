@@ -18,12 +18,12 @@ standbys. It finds the active and follows it through a takeover
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -60,6 +60,9 @@ if TYPE_CHECKING:
     from tessera_api.tessera.v1.licensing_service_pb2_grpc import LicensingServiceAsyncStub
 
 log = logging.getLogger("client_sdk")
+
+# A release the SDK ran for the product and could not confirm: what it leaves behind.
+_UNCONFIRMED = "tessera: releasing %s not confirmed (the server holds it until its lease ends): %s"
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
@@ -153,7 +156,14 @@ class AsyncClient:
         The sessions are released side by side, each (with its plugins) waiting at most
         its ``SessionOptions.release_timeout`` for the server to confirm it; one not
         confirmed by then ends ``EndReason.RELEASE_UNCONFIRMED`` (``client_sdk.session``).
+        Releases the SDK runs in the background (of a session whose lease it refused, or
+        that an entry cancelled or left unanswered may have opened) are waited for until
+        the client's ``session_options.release_timeout`` has passed since ``close()``
+        began, so that closing waits about one ``release_timeout`` in all; one still
+        unconfirmed then is given up and logged, and the server holds that session until
+        its lease ends (RULES M7).
         """
+        until = self.clock.now() + self.session_options.release_timeout
         hosts = [h for h in self._handles if h.parent is None or h.parent not in self._handles]
         await asyncio.gather(*(handle._release_quietly() for handle in hosts))
         for handle in sorted(self._handles, key=lambda h: h.parent is None):
@@ -161,8 +171,7 @@ class AsyncClient:
         for handle in list(self._handles):  # not released (cannot be): stop looking after it
             await handle._stop_task()
             handle._detach()
-        while self._cleanups:  # releases of sessions refused, or opened by a failed entry
-            await asyncio.gather(*list(self._cleanups), return_exceptions=True)
+        await self._wait_cleanups(until)
         self._closed = True
         calls, self._calls = self._calls, None
         if calls is not None:
@@ -333,11 +342,18 @@ class AsyncClient:
     def _release_refused(self, session_id: str) -> None:
         """Release a session whose lease was refused, in the background (best effort)."""
 
-        async def release() -> None:
-            with contextlib.suppress(TesseraError):
-                await self.release(session_id)
+        self._clean_up(self._release_unwatched(session_id))
 
-        self._clean_up(release())
+    async def _release_unwatched(self, session_id: str) -> None:
+        """Release a session nobody holds a handle of, logging (never raising) a release
+        not confirmed: failed, or given up by ``close()``."""
+        try:
+            await self.release(session_id)
+        except TesseraError as exc:
+            log.warning(_UNCONFIRMED, session_id, exc)
+        except asyncio.CancelledError:
+            log.warning(_UNCONFIRMED, session_id, "the client closed first")
+            raise
 
     def _clean_up(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` (a release the product did not wait for) in the background;
@@ -348,6 +364,27 @@ class AsyncClient:
         task = asyncio.ensure_future(work)
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
+
+    async def _wait_cleanups(self, until: datetime) -> None:
+        """Wait for the background releases until ``until`` on the SDK's clock; cancel
+        those still running then (each logs what it leaves on the server)."""
+        while self._cleanups:
+            pending = list(self._cleanups)
+            work: asyncio.Future[list[Any]] = asyncio.gather(*pending, return_exceptions=True)
+            timer: asyncio.Future[None] = asyncio.ensure_future(
+                self.clock.sleep((until - self.clock.now()).total_seconds())
+            )
+            try:
+                await asyncio.wait((work, timer), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                timer.cancel()
+                await asyncio.gather(timer, return_exceptions=True)
+            if not work.done():  # out of time: give up what is left (each one logs it)
+                left = list(self._cleanups)
+                for task in left:
+                    task.cancel()
+                await asyncio.gather(work, *left, return_exceptions=True)
+                return
 
     # -- the calls ------------------------------------------------------------------------
 

@@ -39,7 +39,10 @@ Entitle is on its way lets the call finish and releases what it opened, and an
 entry that fails ``Unavailable`` (``DeadlineExceeded``: the server may have opened
 the session, only its answer lost) sends the Entitle once more under the same
 ``request_id`` and releases what it answers with; both in the background, and
-``AsyncClient.close()`` waits for them.
+``AsyncClient.close()`` waits for them (and for the Release of a session whose lease
+was refused, ``client_sdk.client``) until one ``release_timeout`` has passed since it
+began. One not confirmed by then is given up and logged: the server holds that
+session until its lease ends.
 
 The signed lease is the authority for how long the product may run without the
 server, tracked on the SDK's own clock so that the server's and the product's
@@ -538,18 +541,22 @@ class AsyncSessionHandle:
         """Release the session an Entitle whose caller left opened, if it opened one."""
         try:
             session = await entitling
-        except (Exception, asyncio.CancelledError):
-            return  # refused, unanswered or cancelled: nothing to release that we know of
+        except Exception:
+            return  # refused or unanswered: nothing to release that we know of
+        except asyncio.CancelledError:  # given up by AsyncClient.close()
+            log.warning(
+                "tessera: the client closed before an Entitle of %s answered: a session it "
+                "opened is not released (the server holds it until its lease ends)",
+                self.product_id,
+            )
+            raise
         if session.ended:
             return
         log.warning(
             "tessera: releasing session %s: its Entitle's caller left before it answered",
             session.session_id,
         )
-        try:
-            await self._client.release(session.session_id)
-        except TesseraError as exc:
-            log.warning("tessera: releasing %s failed: %s", session.session_id, exc)
+        await self._client._release_unwatched(session.session_id)
 
     async def _release_quietly(self) -> None:
         """Leaving the session: release it within ``release_timeout``, raising nothing."""

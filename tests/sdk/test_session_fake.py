@@ -657,3 +657,54 @@ def test_m10_release_timeout_must_be_a_positive_timedelta() -> None:
         SessionOptions(release_timeout=timedelta(0))
     with pytest.raises(TypeError, match="release_timeout"):
         SessionOptions(release_timeout=5)  # type: ignore[arg-type]
+
+
+def _flip_signature(signed: c.SignedLease) -> None:
+    signed.signature = bytes(b ^ 1 for b in signed.signature)
+
+
+@pytest.mark.parametrize("how", ["cancelled entry", "refused lease"])
+async def test_m10_client_close_waits_at_most_release_timeout_for_background_releases(
+    fake: FakeLicensing, clock: ManualClock, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    # Releases the SDK runs in the background (what a cancelled entry opened, a session
+    # whose lease it refused) were waited for with no bound: the retry policy's ~53 s each
+    # on a hung server. close() waits one release_timeout in all, then logs and goes.
+    client = client_for(fake, clock, retry=RetryPolicy())
+    try:
+        if how == "cancelled entry":
+            gate = fake.gates["Entitle"] = asyncio.Event()
+
+            async def product() -> None:
+                async with client.session("ACAD", "2026"):
+                    pytest.fail("entered")
+
+            task = asyncio.create_task(product())
+            await eventually(lambda: len(fake.called("Entitle")) == 1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            gate.set()  # the server opens the session; the SDK releases it
+        else:
+            fake.tamper_lease = _flip_signature
+            with pytest.raises(sdk.LeaseInvalid):
+                await client.session("ACAD", "2026").start()
+        async with hung(fake):
+            await eventually(lambda: len(fake.called("Release")) == 1)
+            (session_id,) = fake.sessions
+            with caplog.at_level(logging.WARNING, logger="client_sdk"):
+                closing = asyncio.create_task(client.close())
+                await clock.until_sleeping()
+                assert clock.next_deadline() == clock.now() + timedelta(seconds=5)
+                clock.advance(timedelta(seconds=5) - timedelta(microseconds=1))
+                await asyncio.sleep(0.01)
+                assert not closing.done()
+                clock.advance(timedelta(microseconds=1))
+                await asyncio.wait_for(closing, 2)
+            assert any(
+                session_id in r.getMessage() and "not confirmed" in r.getMessage()
+                for r in caplog.records
+            ), [r.getMessage() for r in caplog.records]
+        assert len(fake.called("Release")) == 1  # cancelled, not retried
+    finally:
+        await client.close()
