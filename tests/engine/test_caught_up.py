@@ -1,5 +1,6 @@
-"""Calls that end sessions at the clock's time first fire the deadlines already
-due (RULES A6, R2, with M3, M5 and M7), as the four licensing calls do.
+"""Calls that end sessions, or change what pays for them, at the clock's time
+first fire the deadlines already due (RULES A6, R2, C1/C2, P1 and M6, T1 and T5,
+with M3, M5 and M7), as the four licensing calls do.
 
 The real clock's scheduler fires deadlines on time, but a loop that lags may
 run a call first. Here the test clock is moved with ``TestClock.set``, which
