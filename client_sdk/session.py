@@ -42,7 +42,9 @@ the session, only its answer lost) sends the Entitle once more under the same
 ``AsyncClient.close()`` waits for them (and for the Release of a session whose lease
 was refused, ``client_sdk.client``) until one ``release_timeout`` has passed since it
 began. One not confirmed by then is given up and logged: the server holds that
-session until its lease ends.
+session until its lease ends. When a host ends (the server ended it, or the SDK did),
+each of its plugins is released within its own ``release_timeout`` too, and ends
+``EndReason.HOST_ENDED`` confirmed or not.
 
 The signed lease is the authority for how long the product may run without the
 server, tracked on the SDK's own clock so that the server's and the product's
@@ -663,14 +665,22 @@ class AsyncSessionHandle:
             _keep(asyncio.ensure_future(plugin._host_ended()))
 
     async def _host_ended(self) -> None:
-        """The host is over, so this plugin is too (the server ended it: HOST_ENDED)."""
+        """The host is over, so this plugin is too (the server ended it: HOST_ENDED).
+
+        Its Release waits at most ``release_timeout``, as leaving a session does; one not
+        confirmed still ends the plugin ``HOST_ENDED`` (its host is over either way; the
+        server ends a host's plugins with it), the error in ``error``."""
         await self._stop_task()
         if self.ended or self._session is None:
             self._detach()
             return
+        session_id = self._session.session_id
+        until = self._clock.now() + self.options.release_timeout
         try:
-            session = await self._client.release(self._session.session_id)
-        except TesseraError:
+            session = await self._by(until, self._client.release(session_id), session_id)
+        except TesseraError as exc:
+            self.error = exc
+            log.warning("tessera: releasing plugin %s not confirmed: %s", session_id, exc)
             session = self._session.ended_locally(EndReason.HOST_ENDED, None)
         self._detach()
         if not session.ended:

@@ -708,3 +708,33 @@ async def test_m10_client_close_waits_at_most_release_timeout_for_background_rel
         assert len(fake.called("Release")) == 1  # cancelled, not retried
     finally:
         await client.close()
+
+
+async def test_p4_plugins_of_a_host_the_server_ended_are_released_within_release_timeout(
+    fake: FakeLicensing, clock: ManualClock
+) -> None:
+    # The server ended the host (and so its plugin): the SDK's Release of the plugin went
+    # unbounded, so on a hung server the plugin stayed "live" for the retry policy's ~53 s.
+    client = client_for(fake, clock, retry=RetryPolicy())
+    try:
+        host = client.session("ACAD", "2026", options=NO_JITTER)
+        await host.start()
+        plugin = host.plugin(
+            "ARNOLD", options=SessionOptions(heartbeat_jitter=0.0, release_timeout=2 * SEC)
+        )
+        await plugin.start()
+        await clock.until_sleeping(2)
+        async with hung(fake):
+            fake.end(host.session_id, c.END_REASON_ENDED_BY_ADMIN)
+            await step(clock, 5 * MIN, sleepers=0)
+            await eventually(lambda: host.ended and len(fake.called("Release")) == 1)
+            assert host.end_reason is EndReason.ENDED_BY_ADMIN
+            await clock.until_sleeping()
+            assert clock.next_deadline() == clock.now() + 2 * SEC
+            clock.advance(2 * SEC)
+            await eventually(lambda: plugin.ended)
+            assert plugin.end_reason is EndReason.HOST_ENDED
+            assert isinstance(plugin.error, DeadlineExceeded)
+        assert len(fake.called("Release")) == 1
+    finally:
+        await client.close()
