@@ -21,7 +21,10 @@ background task that:
 - notices when the server ended the session (taken over, insufficient tokens,
   not assigned, ended by an administrator) and tells the callbacks; a call the
   server refuses for the user's key (``UNAUTHENTICATED``: a new key was issued for
-  the user, or the key was revoked) ends it ``EndReason.KEY_REFUSED``;
+  the user, or the key was revoked) ends it ``EndReason.KEY_REFUSED``, one refused
+  ``NOT_ASSIGNED`` ends it ``EndReason.NOT_ASSIGNED``, and one refused otherwise for
+  good (``NOT_FOUND``: ``UNKNOWN_SESSION``, a session the server no longer knows)
+  ends it ``EndReason.UNSPECIFIED``, as no reason says that;
 - verifies the signed lease of every Entitle and Heartbeat answer
   (``client_sdk.leases``) and keeps the last one as ``lease``.
 
@@ -85,6 +88,7 @@ from client_sdk.errors import (
     DeadlineExceeded,
     IdleNotSupported,
     LeaseInvalid,
+    NotAssigned,
     NotFound,
     PermissionDenied,
     SessionEnded,
@@ -870,9 +874,15 @@ class AsyncSessionHandle:
                 "tessera: the server no longer accepts session %s: %s", self.session_id, exc
             )
             # A refused key (issued again, revoked) is one the product can act on: ask the
-            # user for the current key. Anything else here ends it with no reason given.
+            # user for the current key. NOT_ASSIGNED says what END_REASON_NOT_ASSIGNED says
+            # (RULES A6). Nothing else here has an EndReason that says it (an unknown
+            # session, UNKNOWN_SESSION, is ended long ago or not this user's): no reason.
             why = (
-                EndReason.KEY_REFUSED if isinstance(exc, Unauthenticated) else EndReason.UNSPECIFIED
+                EndReason.KEY_REFUSED
+                if isinstance(exc, Unauthenticated)
+                else EndReason.NOT_ASSIGNED
+                if isinstance(exc, NotAssigned)
+                else EndReason.UNSPECIFIED
             )
             self._finish(self.session.ended_locally(why, None))
             return

@@ -369,3 +369,21 @@ def test_sdk_retry_policy_refuses_values_that_are_not_numbers() -> None:
         RetryPolicy(call_timeout="10")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="max_attempts"):
         RetryPolicy(max_attempts=2.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("method", ["Heartbeat", "Idle"])
+async def test_sdk_background_refusal_not_assigned_ends_the_session_not_assigned(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock, method: str
+) -> None:
+    # A call for the running session refused PERMISSION_DENIED with ErrorInfo reason
+    # NOT_ASSIGNED says why exactly as END_REASON_NOT_ASSIGNED does (RULES A6): the session
+    # ends with that reason, not UNSPECIFIED. (An unknown session, NOT_FOUND, has no
+    # EndReason that says so: it stays UNSPECIFIED, test above.)
+    ended: list[sdk.EndReason] = []
+    async with client.session("ACAD", "2026", on_ended=lambda r, s: ended.append(r)) as s:
+        await clock.until_sleeping()
+        fake.refuse(grpc.StatusCode.PERMISSION_DENIED, "NOT_ASSIGNED", method=method)
+        clock.advance(timedelta(minutes=16))  # a heartbeat is due, and Idle (ACAD is idle-aware)
+        assert await asyncio.wait_for(s.wait_ended(), 5) is sdk.EndReason.NOT_ASSIGNED
+        assert ended == [sdk.EndReason.NOT_ASSIGNED]
+        assert isinstance(s.error, sdk.NotAssigned) and not s.usable
