@@ -366,3 +366,15 @@ async def test_errors_unavailable_when_the_server_is_away(world: World, proxy: P
     with pytest.raises(sdk.Unavailable):
         await world.client(target=proxy.target).entitle("ACAD", "2026")
     assert await world.admin.sessions(ALICE) == []
+
+
+async def test_a6_unassigned_user_sees_the_session_end_not_assigned(world: World) -> None:
+    # What the real server does when a user loses access (RULES A6): it ends the session
+    # and answers the next Heartbeat with it, END_REASON_NOT_ASSIGNED (no refusal); the
+    # session then ends NOT_ASSIGNED in the SDK, with no error.
+    client = world.client(options=NO_JITTER)
+    async with client.session("REVIT", "2026") as s:
+        await world.admin("UnassignUser", a.UnassignUserRequest(team_id="acme", user_id=ALICE))
+        await world.advance(5 * MIN)
+        await eventually(lambda: s.ended)
+        assert s.end_reason is EndReason.NOT_ASSIGNED and s.error is None
