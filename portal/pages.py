@@ -11,8 +11,9 @@ its part of the page would be, never as a stack trace.
 
 from __future__ import annotations
 
+import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -94,17 +95,33 @@ PAGE_GONE = (
 )
 
 
-def violations(error: TesseraError) -> dict[str, str]:
+def violations(
+    error: TesseraError, entries: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, str]:
     """The refused fields, each under its own name without an index or the message it is
     in (``users[2]`` under ``users``, ``product.daily_rate`` under ``daily_rate``), so the
-    page shows it next to that control."""
+    page shows it next to that control. A refused entry of a list the form sent
+    (``entries``: a box of one user a line) is quoted before its message: among hundreds
+    of lines, the reader finds the one to mend."""
     if not isinstance(error, InvalidArgument):
         return {}
     shown: dict[str, str] = {}
     for name, message in error.field_violations.items():
         base = name.split("[", 1)[0].rsplit(".", 1)[-1]
+        if (entry := _entry(name, entries)) is not None:
+            message = f"\u201c{entry}\u201d {message}"
         shown[base] = f"{shown[base]} {message}" if base in shown else message
     return shown
+
+
+def _entry(name: str, entries: Mapping[str, Sequence[str]] | None) -> str | None:
+    """The entry a refused field's name points at (``users[2]``: the third of
+    ``entries["users"]``), or None."""
+    found = re.fullmatch(r"(\w+)\[(\d+)\]", name)
+    if not entries or found is None or found.group(1) not in entries:
+        return None
+    listed, index = entries[found.group(1)], int(found.group(2))
+    return listed[index] if index < len(listed) else None
 
 
 async def maybe(call: Awaitable[T]) -> tuple[T | None, str | None]:
@@ -375,11 +392,14 @@ async def change(
     call: Awaitable[object],
     done: str,
     back: str,
+    entries: Mapping[str, Sequence[str]] | None = None,
 ) -> Response:
+    """Make the change ``call``, then go ``back`` saying ``done``; refused, the page
+    again with why (``violations``: ``entries`` are the lists the form sent)."""
     try:
         await call
     except TesseraError as exc:
         passed_on(exc)
-        return await again(request, session, page, violations(exc), exc)
+        return await again(request, session, page, violations(exc, entries), exc)
     session.flash.append(done)
     return redirect(back)

@@ -215,8 +215,11 @@ async def user_rows(request: Request) -> Response:
     except TesseraError as exc:
         passed_on(exc)
         context = {"query": query, "found": [], "search_error": in_words(exc)}
+        status = status_of(exc)
+    else:
+        status = 200
     context["team_id"] = team_id
-    return render(request, "_user_rows.html", context, session=session)
+    return render(request, "_user_rows.html", context, session=session, status=status)
 
 
 def _chosen_products(data: FormData) -> tuple[list[str], bool]:
@@ -247,6 +250,7 @@ async def _add_users(request: Request, session: Session, data: FormData) -> Resp
         f"{len(lines)} user{'s' if len(lines) != 1 else ''} "
         + ("imported." if imported else "assigned; invitations sent to new users."),
         team_url(team_id, "/users"),
+        entries={"users": lines},
     )
 
 
@@ -262,8 +266,17 @@ async def member(request: Request, session: Session, team_id: str) -> dict[str, 
         _devices(session, [(user_id, p) for p in found.effective_product_ids])
     )
     live = await session.client.list_sessions(team_id, user_id=user_id)
+    # A user's devices are theirs, not a team's: one running this team's session ends
+    # with it, one running another team's session is that team's to end (RemoveDevice
+    # is refused here), so it is said and offered no Remove.
+    here = {(s.product_id, s.device_id) for s in live.sessions}
     return {
         "member": found,
+        "elsewhere": {
+            (d.product_id, d.device_id)
+            for d in devices or []
+            if d.running and (d.product_id, d.device_id) not in here
+        },
         "products": products,
         "names": {p.product_id: p.display_name or p.product_id for p in products},
         "devices": devices or [],

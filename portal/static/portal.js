@@ -33,7 +33,8 @@ function searchAsYouType() {
         window.location.assign(answer.url);
         return;
       }
-      if (mine !== asked || !answer.ok) return;
+      // A refusal (403, 503...) comes as rows saying it; a 500 is a whole error page.
+      if (mine !== asked || answer.status === 500) return;
       rows.innerHTML = await answer.text();
       localTimes(rows);
       const url = new URL(window.location.href);

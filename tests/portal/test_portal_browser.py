@@ -113,7 +113,7 @@ def test_portal_changes_are_read_back_over_grpc(page: Any, world: World) -> None
 
     # remove a device, with confirmation
     page.goto("/teams/alpha/member?user=ada@example.com")
-    page.get_by_role("link", name="Remove…").first.click()
+    page.get_by_role("link", name="Remove device dev-1 (ACAD)").click()
     page.get_by_role("button", name="Remove device").click()
     assert "Device dev-1 removed." in flash(page)
     assert world.desk.devices("ada@example.com", "ACAD") == []

@@ -654,3 +654,63 @@ def test_search_as_you_type_says_when_more_users_are_found_than_shown(
     rest = web.get("http://127.0.0.1" + link.replace("&amp;", "&"))
     assert rest.text.count("@example.com</td>") == 5
     assert "More users found than shown" not in rest.text
+
+
+def test_a4_team_settings_say_the_defaults_reach_every_member_not_only_new_ones(
+    web: TestClient, world: World
+) -> None:
+    sign_in(web)
+    page = web.get("/teams/alpha/defaults")
+    assert page.status_code == 200
+    text = " ".join(unescape(page.text).split())
+    assert "Every member of this team, those here now and those who join later" in text
+    assert "Users who join this team" not in text
+
+
+def test_a_refused_line_of_a_bulk_add_is_quoted_next_to_the_box(
+    web: TestClient, world: World
+) -> None:
+    """Among many pasted lines the refusal names the one to mend (the server's
+    ``users[1]``), not only what is wrong with some line."""
+    sign_in(web)
+    page = web.get("/teams/alpha/users")
+    lines = "Ok Person <ok@example.com>\n\nEve <b>x</b> <eve@example.com>"
+    answer = web.post(
+        "/teams/alpha/users",
+        data={"csrf": csrf_of(page.text), "users": lines, "all_products": "on"},
+    )
+    assert answer.status_code == 400
+    note = unescape(field_error(answer.text, "users"))
+    assert note.startswith("\u201cEve <b>x</b> <eve@example.com>\u201d ")
+    assert "Ok Person" not in note
+
+
+def test_search_as_you_type_in_a_team_not_managed_is_refused_with_its_status(
+    web: TestClient, world: World
+) -> None:
+    key = world.a("CreateAdminKey", {"display_name": "Alpha's admin", "team_ids": ["alpha"]})
+    sign_in(web, key["admin_key"])
+    rows = web.get("/teams/beta/users/rows")
+    assert rows.status_code == 403
+    assert "You do not manage this team." in rows.text
+    assert "No users in this team yet" not in rows.text
+
+
+def test_a_device_running_for_another_team_is_said_and_offered_no_remove(
+    web: TestClient, world: World
+) -> None:
+    """A user's devices are theirs: the alpha page lists Ada's Revit device running a
+    session of beta's, which beta ends (RemoveDevice would be refused here)."""
+    ada = world.desk.user("beta", "ada")
+    world.desk.entitle(ada, "REVIT", device_id="beta-pc", team_id="beta")
+    sign_in(web)
+    page = web.get("/teams/alpha/member", params={"user": ada})
+    assert page.status_code == 200
+    rows = {
+        row.split("</td>", 2)[1].removeprefix("<td>"): row
+        for row in (r.split("</tr>", 1)[0] for r in page.text.split("<tr><td>")[1:])
+        if "dev-1" in row or "beta-pc" in row
+    }
+    assert set(rows) == {"dev-1", "beta-pc"}
+    assert "yes, for another team" in rows["beta-pc"] and "Remove" not in rows["beta-pc"]
+    assert "/devices/remove" in rows["dev-1"] and "for another team" not in rows["dev-1"]
