@@ -64,10 +64,12 @@ Found = Callable[[Draft, Changes], None]
 
 
 def _new(kind: type, id_field: str) -> Found:
-    """The target is the id of the ``kind`` the call's changes hold (a new one)."""
+    """The target is the id of the ``kind`` the call's changes hold (a new one): the
+    last one, since what the deadlines a call fired on its way in changed comes
+    before the call's own (``Scheduler.caught_up``: a pack a renewal drew on)."""
 
     def found(draft: Draft, changes: Changes) -> None:
-        for item in changes.items:
+        for item in reversed(changes.items):
             if type(item) is kind:
                 draft.target = getattr(item, id_field)
                 return

@@ -552,9 +552,20 @@ async def test_t4_t1_a_purchase_after_a_pack_expiry_due_follows_the_expiry(world
     the new pack's 50, not 150."""
     expiry = datetime(2027, 1, 5, 9, 0, tzinfo=UTC)
     world.late(expiry + HOUR)
-    await world.engine.accounts.purchase("acme", 50, "pack-2")
+    (old,) = world.engine.accounts.list_packs("acme")
+    request = api.PurchaseTokensRequest(team_id="acme", tokens=50, request_id="pack-2")
+
+    async def buy() -> str:
+        AuditRecorder(world.engine.audit)("PurchaseTokens", request, THE_OPERATOR, ("acme",), "")
+        return (await world.engine.accounts.purchase("acme", 50, "pack-2")).pack_id
+
+    new = await asyncio.create_task(buy())
     assert await world.moves() == [("EXPIRY", 100, expiry), ("PURCHASE", 50, expiry + HOUR)]
     assert world.tokens() == (50, 0, 0)
+    # Its audit event is about the pack it bought, not the one the expiry changed (AD2).
+    (event,) = await world.engine.audit.page("acme", world.engine.audit.last_seq + 1, 1)
+    assert (event.method, event.target) == ("PurchaseTokens", new)
+    assert new != old.pack_id
 
 
 async def test_ad2_a_purchase_retry_after_a_pack_expiry_due_stores_it_and_no_event(
