@@ -501,11 +501,17 @@ class AsyncSessionHandle:
         return await self._release(None if timeout is None else self._clock.now() + timeout)
 
     async def _release(self, until: datetime | None) -> Session:
-        """``release``, done by ``until`` on the SDK's clock (``None``: no bound)."""
+        """``release``, done by ``until`` on the SDK's clock (``None``: no bound). The
+        plugins are released side by side within the first half of what is left, so that
+        plugins the server does not answer cannot leave the session's own Release no
+        time: unreleased, the session stays live until its lease ends, and may be charged
+        another day (RULES M5)."""
         await self._stop_task()
-        for plugin in list(self._plugins):
-            with contextlib.suppress(TesseraError):
-                await plugin._release(until)
+        plugins_until = None if until is None else until - (until - self._clock.now()) / 2
+        await asyncio.gather(
+            *(plugin._release(plugins_until) for plugin in list(self._plugins)),
+            return_exceptions=True,  # (each plugin's end says how it went)
+        )
         if self._session is None:  # nothing to release; it may still start (and be released)
             raise RuntimeError("the session never started")
         if self.ended:
@@ -665,18 +671,25 @@ class AsyncSessionHandle:
                 self._fire(state_cb, old_state, SessionState.ENDED, session)
         for ended_cb in self._ended_cbs:
             self._fire(ended_cb, session.end_reason, session)
+        # A key the server refused would be refused for the plugins' Release too.
+        tell = session.end_reason is not EndReason.KEY_REFUSED
         for plugin in list(self._plugins):
-            _keep(asyncio.ensure_future(plugin._host_ended()))
+            _keep(asyncio.ensure_future(plugin._host_ended(tell_the_server=tell)))
 
-    async def _host_ended(self) -> None:
+    async def _host_ended(self, *, tell_the_server: bool = True) -> None:
         """The host is over, so this plugin is too (the server ended it: HOST_ENDED).
 
         Its Release waits at most ``release_timeout``, as leaving a session does; one not
         confirmed still ends the plugin ``HOST_ENDED`` (its host is over either way; the
-        server ends a host's plugins with it), the error in ``error``."""
+        server ends a host's plugins with it), the error in ``error``. Without
+        ``tell_the_server`` (the host's key was refused) nothing is sent."""
         await self._stop_task()
         if self.ended or self._session is None:
             self._detach()
+            return
+        if not tell_the_server:
+            self._detach()
+            self._finish(self._session.ended_locally(EndReason.HOST_ENDED, None))
             return
         session_id = self._session.session_id
         until = self._clock.now() + self.options.release_timeout

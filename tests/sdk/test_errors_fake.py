@@ -289,6 +289,21 @@ async def test_sdk_key_refused_mid_session_ends_it_key_refused(
     assert fake.called("Release") == []  # ended: nothing more is sent with the refused key
 
 
+async def test_sdk_a_host_whose_key_is_refused_ends_its_plugins_without_a_release(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    # The plugin's Release would go with the same refused key: it is ended here, unsent.
+    async with client.session("ACAD", "2026") as host:
+        plugin = host.plugin("ARNOLD")
+        await plugin.start()
+        await clock.until_sleeping()
+        fake.refuse(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED", method="Heartbeat")
+        clock.advance(timedelta(minutes=6))  # the host's heartbeat is due first
+        assert await asyncio.wait_for(host.wait_ended(), 5) is sdk.EndReason.KEY_REFUSED
+        assert await asyncio.wait_for(plugin.wait_ended(), 5) is sdk.EndReason.HOST_ENDED
+    assert fake.called("Release") == []
+
+
 def test_errors_tree_has_one_root() -> None:
     names: list[Any] = [getattr(sdk, name) for name in sdk.__all__]
     errors = [cls for cls in names if isinstance(cls, type) and issubclass(cls, Exception)]

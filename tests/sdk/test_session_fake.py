@@ -630,6 +630,7 @@ async def test_m10_client_close_on_a_hung_server_waits_one_release_timeout_in_al
 ) -> None:
     # Two products, one with a plugin: the sessions are released side by side, each with
     # its plugins within one release_timeout, so closing waits 5 s, not 5 s a session.
+    # A host's plugins get the first half of it: its own Release is sent all the same.
     client = client_for(fake, clock, retry=RetryPolicy())
     host = client.session("ACAD", "2026")
     await host.start()
@@ -642,8 +643,12 @@ async def test_m10_client_close_on_a_hung_server_waits_one_release_timeout_in_al
             closing = asyncio.create_task(client.close())
             await eventually(lambda: len(fake.called("Release")) == 2)  # ARNOLD's, REVIT's
             await clock.until_sleeping(2)
-            assert clock.next_deadline() == clock.now() + timedelta(seconds=5)
-            clock.advance(timedelta(seconds=5))
+            assert clock.next_deadline() == clock.now() + timedelta(seconds=2.5)
+            clock.advance(timedelta(seconds=2.5))
+            await eventually(lambda: len(fake.called("Release")) == 3)  # then ACAD's own
+            await clock.until_sleeping(2)
+            assert clock.next_deadline() == clock.now() + timedelta(seconds=2.5)
+            clock.advance(timedelta(seconds=2.5))
             await asyncio.wait_for(closing, 2)
         for handle in (plugin, host, other):
             assert handle.end_reason is EndReason.RELEASE_UNCONFIRMED, handle.product_id
