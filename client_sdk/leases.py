@@ -202,8 +202,8 @@ def verify_lease(
     is over, ``UnknownSigningKey`` when signed by a key not in ``keys``, reason
     ``LEASE_MISMATCH`` when it is another's; ``ValueError`` when ``keys`` itself is not
     usable (a keys file missing or unreadable too), ``now`` has no timezone,
-    ``user_id``, ``device_id`` or ``product_id`` is empty, or ``leeway`` is negative or not
-    finite; ``TypeError`` when one of those is not a string (``None`` would check
+    ``user_id``, ``device_id`` or ``product_id`` is empty, or ``leeway`` is negative, not
+    finite or over a day (``MAX_LEEWAY``); ``TypeError`` when one of those is not a string (``None`` would check
     nothing) or ``leeway`` not a number of seconds or a ``timedelta``.
     """
     required = {"user_id": user_id, "device_id": device_id, "product_id": product_id}
@@ -241,6 +241,11 @@ def verify_lease(
     return lease
 
 
+#: The most ``verify_lease`` allows for a clock's skew: a lease's own length (24 h);
+#: more would accept a lease over for longer than it lasted.
+MAX_LEEWAY = timedelta(days=1)
+
+
 def _leeway(leeway: object) -> timedelta:
     """``verify_lease``'s ``leeway`` as a ``timedelta`` (seconds or a ``timedelta``)."""
     if isinstance(leeway, timedelta):
@@ -248,11 +253,15 @@ def _leeway(leeway: object) -> timedelta:
     elif isinstance(leeway, int | float) and not isinstance(leeway, bool):
         if not math.isfinite(leeway):
             raise ValueError(f"leeway must be a finite number of seconds, not {leeway}")
-        slack = timedelta(seconds=leeway)
+        if leeway < 0:
+            raise ValueError("leeway must not be negative")
+        slack = timedelta(seconds=min(leeway, MAX_LEEWAY.total_seconds() + 1))
     else:
         raise TypeError(f"leeway must be seconds or a timedelta, not {type(leeway).__name__}")
     if slack < timedelta(0):
         raise ValueError("leeway must not be negative")
+    if slack > MAX_LEEWAY:
+        raise ValueError("leeway must be at most a day (86400 s), a lease's own length")
     return slack
 
 

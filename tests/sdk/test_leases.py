@@ -568,6 +568,9 @@ def test_m7_verify_lease_leeway_on_the_wall_clock() -> None:
         (-SECOND, ValueError),
         (float("nan"), ValueError),
         (float("inf"), ValueError),
+        (86_401, ValueError),  # over a lease's own length
+        (1e20, ValueError),  # (once an OverflowError)
+        (timedelta.max, ValueError),
         ("60", TypeError),
         (True, TypeError),
         (None, TypeError),
