@@ -204,6 +204,11 @@ async def users(request: Request, session: Session, team_id: str) -> dict[str, A
     return context
 
 
+#: Marks the By User rows (``user_rows``): the page's script swaps in only an answer
+#: that has it, never a proxy's error page.
+ROWS_HEADER = "X-Tessera-Rows"
+
+
 async def user_rows(request: Request) -> Response:
     """The By User table's rows alone: what search-as-you-type swaps in."""
     session = signed_in(request)
@@ -219,7 +224,9 @@ async def user_rows(request: Request) -> Response:
     else:
         status = 200
     context["team_id"] = team_id
-    return render(request, "_user_rows.html", context, session=session, status=status)
+    response = render(request, "_user_rows.html", context, session=session, status=status)
+    response.headers[ROWS_HEADER] = "1"  # rows, also when refused: the script shows them
+    return response
 
 
 def _chosen_products(data: FormData) -> tuple[list[str], bool]:
@@ -267,8 +274,9 @@ async def member(request: Request, session: Session, team_id: str) -> dict[str, 
     )
     live = await session.client.list_sessions(team_id, user_id=user_id)
     # A user's devices are theirs, not a team's: one running this team's session ends
-    # with it, one running another team's session is that team's to end (RemoveDevice
-    # is refused here), so it is said and offered no Remove.
+    # with it, one running another team's session is that team's to end (a team
+    # administrator's RemoveDevice is refused here; the operator ends it from that
+    # team's page), so it is said and offered no Remove.
     here = {(s.product_id, s.device_id) for s in live.sessions}
     return {
         "member": found,

@@ -33,8 +33,9 @@ function searchAsYouType() {
         window.location.assign(answer.url);
         return;
       }
-      // A refusal (403, 503...) comes as rows saying it; a 500 is a whole error page.
-      if (mine !== asked || answer.status === 500) return;
+      // Rows come marked, a refusal's (403, 503...) too; anything else (a proxy's error
+      // page, the portal's own for a failure) is not put in the table.
+      if (mine !== asked || answer.headers.get("X-Tessera-Rows") !== "1") return;
       rows.innerHTML = await answer.text();
       localTimes(rows);
       const url = new URL(window.location.href);

@@ -694,6 +694,8 @@ def test_search_as_you_type_in_a_team_not_managed_is_refused_with_its_status(
     assert rows.status_code == 403
     assert "You do not manage this team." in rows.text
     assert "No users in this team yet" not in rows.text
+    assert rows.headers[team_pages.ROWS_HEADER] == "1"  # the page's script shows it
+    assert web.get("/teams/alpha/users/rows?q=ad").headers[team_pages.ROWS_HEADER] == "1"
 
 
 def test_a_device_running_for_another_team_is_said_and_offered_no_remove(
