@@ -380,6 +380,9 @@ async def again(
     # Said above the form instead when the page has no control for a refused field
     # (a device already removed, a form's hidden request id): never a silent 400.
     request.state.unshown = in_words(refusal) if refusal is not None else " ".join(errors.values())
+    # What the page may need to know of it (the Buy form: a refused purchase's id
+    # is not used again; one whose outcome is unknown, 5xx, must be).
+    request.state.refused_status = status_of(refusal) if refusal is not None else 0
     response = await page(request)
     response.status_code = 400 if refusal is None else status_of(refusal)
     return response
@@ -390,16 +393,17 @@ async def change(
     session: Session,
     page: Callable[[Request], Awaitable[Response]],
     call: Awaitable[object],
-    done: str,
+    done: str | Callable[[Any], str],
     back: str,
     entries: Mapping[str, Sequence[str]] | None = None,
 ) -> Response:
-    """Make the change ``call``, then go ``back`` saying ``done``; refused, the page
-    again with why (``violations``: ``entries`` are the lists the form sent)."""
+    """Make the change ``call``, then go ``back`` saying ``done`` (or what ``done`` makes
+    of the call's answer); refused, the page again with why (``violations``: ``entries``
+    are the lists the form sent)."""
     try:
-        await call
+        answer = await call
     except TesseraError as exc:
         passed_on(exc)
         return await again(request, session, page, violations(exc, entries), exc)
-    session.flash.append(done)
+    session.flash.append(done if isinstance(done, str) else done(answer))
     return redirect(back)

@@ -254,8 +254,11 @@ async def _add_users(request: Request, session: Session, data: FormData) -> Resp
             guest=data.get("guest") == "on",
             import_=imported,
         ),
-        f"{len(lines)} user{'s' if len(lines) != 1 else ''} "
-        + ("imported." if imported else "assigned; invitations sent to new users."),
+        # Counted from the answer: a user on two lines is one user.
+        lambda members: (
+            f"{len(members)} user{'s' if len(members) != 1 else ''} "
+            + ("imported." if imported else "assigned; invitations sent to new users.")
+        ),
         team_url(team_id, "/users"),
         entries={"users": lines},
     )

@@ -320,6 +320,7 @@ def render(
         "errors": errors,
         "form_error": form_error,
         "form": getattr(request.state, "form", {}),
+        "refused_status": getattr(request.state, "refused_status", 0),
     }
     values.update(context)
     if session is not None and session.flash:

@@ -716,3 +716,40 @@ def test_a_device_running_for_another_team_is_said_and_offered_no_remove(
     assert set(rows) == {"dev-1", "beta-pc"}
     assert "yes, for another team" in rows["beta-pc"] and "Remove" not in rows["beta-pc"]
     assert "/devices/remove" in rows["dev-1"] and "for another team" not in rows["dev-1"]
+
+
+def test_t1_a_buy_form_refused_for_a_used_request_id_can_be_sent_again(
+    web: TestClient, world: World
+) -> None:
+    """The same form sent again with another amount (edited while the first send was
+    under way) is refused, its id being another purchase's (T1); the form shown again
+    carries a new id, so sending it buys, once."""
+    sign_in(web)
+    overview = web.get("/teams/beta").text
+    request_id = re.search(r'name="request_id" value="([^"]+)"', overview)
+    assert request_id
+    form = {"csrf": csrf_of(overview), "tokens": "100", "request_id": request_id.group(1)}
+    assert "Bought 100 tokens." in web.post("/teams/beta/buy", data=form).text
+    refused = web.post("/teams/beta/buy", data={**form, "tokens": "300"})
+    assert refused.status_code == 409
+    again = re.search(r'name="request_id" value="([^"]+)"', refused.text)
+    assert again and again.group(1) != request_id.group(1)
+    retry = {"csrf": csrf_of(refused.text), "tokens": "300", "request_id": again.group(1)}
+    for _ in range(2):  # and the new form, sent twice, buys once
+        assert "Bought 300 tokens." in web.post("/teams/beta/buy", data=retry).text
+    packs = world.a("ListTokenPacks", {"team_id": "beta"})["packs"]
+    assert sorted(num(p, "tokens") for p in packs) == [100, 200, 300]
+
+
+def test_a_user_on_two_lines_of_a_bulk_add_is_counted_once(web: TestClient, world: World) -> None:
+    sign_in(web)
+    page = web.get("/teams/alpha/users")
+    lines = "Dup One <dup@example.com>\nDup One <dup@example.com>"
+    answer = web.post(
+        "/teams/alpha/users",
+        data={"csrf": csrf_of(page.text), "users": lines, "mode": "import", "all_products": "on"},
+    )
+    assert answer.status_code == 200
+    assert "1 user imported." in answer.text and "2 users" not in answer.text
+    members = world.a("ListMembers", {"team_id": "alpha"})["members"]
+    assert [m["user_id"] for m in members].count("dup@example.com") == 1
