@@ -41,6 +41,9 @@ from tessera_api.tessera.v1 import admin_service_pb2 as api
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 ANN = "ann@example.com"
 MIN, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
+#: The first day's charge (M3: held at Entitle, captured at the grace's end).
+CHARGED = [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
+RENEWAL_CAPTURE = ("CAPTURE", 10, T0 + DAY + 5 * MIN)
 
 
 @dataclass
@@ -67,6 +70,33 @@ class World:
     def late(self, to: datetime) -> None:
         """The clock reaches ``to`` with nothing fired: the scheduler lags."""
         self.clock.set(to)
+
+    async def grace_end_due(self) -> str:
+        """Ann's Revit session, and the clock at 10 min with nothing fired: its grace
+        ended at 5 min (M3: the capture due)."""
+        session_id = await self.entitle()
+        self.late(T0 + 10 * MIN)
+        return session_id
+
+    async def assert_charged(self) -> None:
+        """The first day's charge alone stands (M3), not given back."""
+        assert await self.moves() == CHARGED
+        assert self.tokens() == (90, 0, 10)
+
+    async def heartbeat_at_2h(self, to: datetime = T0 + DAY + 3 * HOUR) -> str:
+        """Ann's Revit session, a heartbeat at 2 h (its lease until 1 d 2 h), then the
+        clock at ``to`` with nothing fired: by 1 d 3 h its window has closed in use
+        (1 d, M5: a renewal due) and its lease has lapsed (1 d 2 h, M7)."""
+        session_id = await self.entitle()
+        self.late(T0 + 2 * HOUR)
+        await self.engine.sessions.heartbeat(ANN, session_id, 0)
+        self.late(to)
+        return session_id
+
+    async def assert_renewed(self) -> None:
+        """The renewal at 1 d stands (M5): 10 held then, captured at 1 d 5 min."""
+        assert await self.moves() == [*CHARGED, ("HOLD", 10, T0 + DAY), RENEWAL_CAPTURE]
+        assert self.tokens() == (80, 0, 20)
 
     def session(self, session_id: str) -> Session:
         return self.engine.sessions.lic.session(session_id)
@@ -154,13 +184,11 @@ async def test_a6_m3_a_revocation_after_a_grace_end_already_due_keeps_its_charge
     one itself too: ending an active session captures a grace found due.)"""
     setup, revoke = REVOCATIONS[call]
     await setup(world.engine)
-    session_id = await world.entitle()
-    world.late(T0 + 10 * MIN)
+    session_id = await world.grace_end_due()
     await revoke(world.engine)
     session = world.session(session_id)
     assert (session.end_reason, session.end_time) == (EndReason.NOT_ASSIGNED, T0 + 10 * MIN)
-    assert await world.moves() == [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
-    assert world.tokens() == (90, 0, 10)
+    await world.assert_charged()
 
 
 @pytest.mark.parametrize("call", list(REVOCATIONS))
@@ -173,20 +201,11 @@ async def test_a6_m7_a_revocation_after_a_lease_lapsed_finds_the_session_expired
     ends nothing, and the renewal stands."""
     setup, revoke = REVOCATIONS[call]
     await setup(world.engine)
-    session_id = await world.entitle()
-    world.late(T0 + 2 * HOUR)
-    await world.engine.sessions.heartbeat(ANN, session_id, 0)
-    world.late(T0 + DAY + 3 * HOUR)
+    session_id = await world.heartbeat_at_2h()
     await revoke(world.engine)
     session = world.session(session_id)
     assert (session.end_reason, session.end_time) == (EndReason.LEASE_EXPIRED, T0 + DAY + 2 * HOUR)
-    assert await world.moves() == [
-        ("HOLD", 10, T0),
-        ("CAPTURE", 10, T0 + 5 * MIN),
-        ("HOLD", 10, T0 + DAY),
-        ("CAPTURE", 10, T0 + DAY + 5 * MIN),
-    ]
-    assert world.tokens() == (80, 0, 20)
+    await world.assert_renewed()
 
 
 # -- EndSession (R2) ---------------------------------------------------------------------
@@ -197,32 +216,26 @@ async def test_r2_m3_end_session_after_a_grace_end_already_due_keeps_its_charge(
 ) -> None:
     """As for A6 above: the charge made at 5 min stands, the session ends at 10."""
     await _assign(["REVIT"])(world.engine)
-    session_id = await world.entitle()
-    world.late(T0 + 10 * MIN)
+    session_id = await world.grace_end_due()
     view = await world.engine.sessions.end_session(session_id)
     assert (view.session.end_reason, view.session.end_time) == (
         EndReason.ENDED_BY_ADMIN,
         T0 + 10 * MIN,
     )
-    assert await world.moves() == [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
-    assert world.tokens() == (90, 0, 10)
+    await world.assert_charged()
 
 
 async def test_r2_m7_end_session_after_a_lease_lapsed_answers_it_expired(world: World) -> None:
     """As M12 answers a heartbeat: the session ended at its lease's end, and
     EndSession, finding it ended, changes nothing more."""
     await _assign(["REVIT"])(world.engine)
-    session_id = await world.entitle()
-    world.late(T0 + 2 * HOUR)
-    await world.engine.sessions.heartbeat(ANN, session_id, 0)
-    world.late(T0 + DAY + 3 * HOUR)
+    session_id = await world.heartbeat_at_2h()
     view = await world.engine.sessions.end_session(session_id)
     assert (view.session.end_reason, view.session.end_time) == (
         EndReason.LEASE_EXPIRED,
         T0 + DAY + 2 * HOUR,
     )
-    assert world.tokens() == (80, 0, 20)
-    assert [m[0] for m in await world.moves()] == ["HOLD", "CAPTURE", "HOLD", "CAPTURE"]
+    await world.assert_renewed()
 
 
 # -- what a call fired is stored, but is no change of its own (AD2) ------------------------
@@ -235,8 +248,7 @@ async def test_ad2_a_revocation_refused_after_a_grace_end_stores_the_charge_and_
     on its way in is stored (else the stored ledger misses it), with no audit
     event: the call changed nothing (AD2)."""
     await _assign(["REVIT"])(world.engine)
-    await world.entitle()
-    world.late(T0 + 10 * MIN)
+    await world.grace_end_due()
     events = world.engine.audit.last_seq
     request = api.UnassignUserRequest(team_id="acme", user_id="nobody@example.com")
 
@@ -247,7 +259,7 @@ async def test_ad2_a_revocation_refused_after_a_grace_end_stores_the_charge_and_
 
     await asyncio.create_task(refused())
     assert world.engine.audit.last_seq == events
-    assert await world.moves() == [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
+    await world.assert_charged()
 
 
 async def test_ad2_a_revocation_that_changes_nothing_stores_what_it_fired_and_no_event(
@@ -256,8 +268,7 @@ async def test_ad2_a_revocation_that_changes_nothing_stores_what_it_fired_and_no
     """SetDefaultAssignments to the set the team has changes nothing: no event,
     though the capture due before it is stored with its commit."""
     await _defaults_revit(world.engine)
-    await world.entitle()
-    world.late(T0 + 10 * MIN)
+    await world.grace_end_due()
     events = world.engine.audit.last_seq
     request = api.SetDefaultAssignmentsRequest(team_id="acme", product_ids=["REVIT"])
 
@@ -269,7 +280,7 @@ async def test_ad2_a_revocation_that_changes_nothing_stores_what_it_fired_and_no
 
     await asyncio.create_task(same())
     assert world.engine.audit.last_seq == events
-    assert await world.moves() == [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
+    await world.assert_charged()
 
 
 async def test_ad2_end_subscription_refused_after_a_grace_end_stores_the_charge_and_no_event(
@@ -278,8 +289,7 @@ async def test_ad2_end_subscription_refused_after_a_grace_end_stores_the_charge_
     """EndSubscription fired what was due before it already; refused (no such
     subscription), it now stores that too, with no event of its own."""
     await _assign(["REVIT"])(world.engine)
-    await world.entitle()
-    world.late(T0 + 10 * MIN)
+    await world.grace_end_due()
     events = world.engine.audit.last_seq
     request = api.EndSubscriptionRequest(subscription_id="sub-nope")
 
@@ -290,7 +300,7 @@ async def test_ad2_end_subscription_refused_after_a_grace_end_stores_the_charge_
 
     await asyncio.create_task(refused())
     assert world.engine.audit.last_seq == events
-    assert await world.moves() == [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
+    await world.assert_charged()
 
 
 # -- GrantSubscription and StartTrial: who pays for running sessions (C1, C2) --------------
@@ -323,8 +333,7 @@ async def test_c1_c2_m3_a_grant_after_a_grace_end_already_due_keeps_its_charge(
     not released as if the grace were still running."""
     kind, coverage = GRANTS[call]
     await _assign(["REVIT"])(world.engine)
-    session_id = await world.entitle()
-    world.late(T0 + 10 * MIN)
+    session_id = await world.grace_end_due()
     await _grant(kind)(world.engine)
     session = world.session(session_id)
     assert (session.live, session.coverage, session.coverage_since) == (
@@ -332,8 +341,7 @@ async def test_c1_c2_m3_a_grant_after_a_grace_end_already_due_keeps_its_charge(
         coverage,
         T0 + 10 * MIN,
     )
-    assert await world.moves() == [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
-    assert world.tokens() == (90, 0, 10)
+    await world.assert_charged()
 
 
 @pytest.mark.parametrize("call", list(GRANTS))
@@ -346,10 +354,7 @@ async def test_c1_c2_m7_a_grant_after_a_lease_lapsed_finds_the_session_expired(
     renewal stands."""
     kind, _ = GRANTS[call]
     await _assign(["REVIT"])(world.engine)
-    session_id = await world.entitle()
-    world.late(T0 + 2 * HOUR)
-    await world.engine.sessions.heartbeat(ANN, session_id, 0)
-    world.late(T0 + DAY + 3 * HOUR)
+    session_id = await world.heartbeat_at_2h()
     await _grant(kind)(world.engine)
     session = world.session(session_id)
     assert (session.end_reason, session.end_time, session.coverage) == (
@@ -357,13 +362,7 @@ async def test_c1_c2_m7_a_grant_after_a_lease_lapsed_finds_the_session_expired(
         T0 + DAY + 2 * HOUR,
         Coverage.TOKENS,
     )
-    assert await world.moves() == [
-        ("HOLD", 10, T0),
-        ("CAPTURE", 10, T0 + 5 * MIN),
-        ("HOLD", 10, T0 + DAY),
-        ("CAPTURE", 10, T0 + DAY + 5 * MIN),
-    ]
-    assert world.tokens() == (80, 0, 20)
+    await world.assert_renewed()
 
 
 async def test_ad2_a_grant_refused_after_a_grace_end_stores_the_charge_and_no_event(
@@ -372,8 +371,7 @@ async def test_ad2_a_grant_refused_after_a_grace_end_stores_the_charge_and_no_ev
     """GrantSubscription for a user who does not exist is refused; the capture it
     fired on its way in is stored, with no audit event (AD2)."""
     await _assign(["REVIT"])(world.engine)
-    await world.entitle()
-    world.late(T0 + 10 * MIN)
+    await world.grace_end_due()
     events = world.engine.audit.last_seq
     request = api.GrantSubscriptionRequest(user_id="nobody@example.com", product_id="REVIT")
 
@@ -384,8 +382,7 @@ async def test_ad2_a_grant_refused_after_a_grace_end_stores_the_charge_and_no_ev
 
     await asyncio.create_task(refused())
     assert world.engine.audit.last_seq == events
-    assert await world.moves() == [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
-    assert world.tokens() == (90, 0, 10)
+    await world.assert_charged()
 
 
 async def test_c2_ad2_end_subscription_of_a_trial_over_after_its_end_fired_writes_no_event(
@@ -442,8 +439,7 @@ async def test_m6_idle_awareness_turned_off_after_an_idle_instant_due_resumes_th
     await world.engine.accounts.upsert_product(Product("REVIT", "Revit", 10, platforms=WINDOWS))
     session = world.session(session_id)
     assert (session.state, session.state_since) == (SessionState.ACTIVE, T0 + 30 * MIN)
-    assert await world.moves() == [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
-    assert world.tokens() == (90, 0, 10)
+    await world.assert_charged()
 
 
 async def test_m6_m7_idle_awareness_turned_on_after_a_lease_lapsed_finds_the_session_expired(
@@ -454,10 +450,7 @@ async def test_m6_m7_idle_awareness_turned_on_after_a_lease_lapsed_finds_the_ses
     turns idle awareness on: the session expired at its lease's end (M7), so it
     is not watched for idle from 1 d 3 h (M6), and the renewal stands."""
     await _assign(["REVIT"])(world.engine)
-    session_id = await world.entitle()
-    world.late(T0 + 2 * HOUR)
-    await world.engine.sessions.heartbeat(ANN, session_id, 0)
-    world.late(T0 + DAY + 3 * HOUR)
+    session_id = await world.heartbeat_at_2h()
     await world.engine.accounts.upsert_product(
         Product("REVIT", "Revit", 10, idle_aware=True, platforms=WINDOWS)
     )
@@ -467,13 +460,7 @@ async def test_m6_m7_idle_awareness_turned_on_after_a_lease_lapsed_finds_the_ses
         T0 + DAY + 2 * HOUR,
         T0,  # Entitle's: not idle-aware, its heartbeats' reports were ignored (M6)
     )
-    assert await world.moves() == [
-        ("HOLD", 10, T0),
-        ("CAPTURE", 10, T0 + 5 * MIN),
-        ("HOLD", 10, T0 + DAY),
-        ("CAPTURE", 10, T0 + DAY + 5 * MIN),
-    ]
-    assert world.tokens() == (80, 0, 20)
+    await world.assert_renewed()
 
 
 async def test_p1_m5_a_rate_change_after_a_window_closed_in_use_renews_at_the_old_rate(
@@ -483,20 +470,11 @@ async def test_p1_m5_a_rate_change_after_a_window_closed_in_use_renews_at_the_ol
     costs 20 from 1 d 1 h: the renewal made at 1 d holds 10, not 20, once the
     late scheduler has fired everything up to 1 d 1 h."""
     await _assign(["REVIT"])(world.engine)
-    session_id = await world.entitle()
-    world.late(T0 + 2 * HOUR)
-    await world.engine.sessions.heartbeat(ANN, session_id, 0)
-    world.late(T0 + DAY + HOUR)
+    session_id = await world.heartbeat_at_2h(to=T0 + DAY + HOUR)
     await world.engine.accounts.upsert_product(Product("REVIT", "Revit", 20, platforms=WINDOWS))
     await world.engine.scheduler.advance(T0 + DAY + HOUR)  # the scheduler catches up
     assert world.session(session_id).live
-    assert await world.moves() == [
-        ("HOLD", 10, T0),
-        ("CAPTURE", 10, T0 + 5 * MIN),
-        ("HOLD", 10, T0 + DAY),
-        ("CAPTURE", 10, T0 + DAY + 5 * MIN),
-    ]
-    assert world.tokens() == (80, 0, 20)
+    await world.assert_renewed()
 
 
 # -- PurchaseTokens and MoveTokenPack: the packs as they stood (T1, T3, T4, T5) ------------
@@ -510,8 +488,7 @@ async def test_t5_m3_a_move_after_a_grace_end_due_moves_the_pack_with_nothing_he
     not refused as if the 10 were still held."""
     await world.engine.accounts.create_team("beta", "Beta", Plan.STANDARD)
     await _assign(["REVIT"])(world.engine)
-    await world.entitle()
-    world.late(T0 + 10 * MIN)
+    await world.grace_end_due()
     (pack,) = world.engine.accounts.list_packs("acme")
     moved = await world.engine.accounts.move_pack(pack.pack_id, "beta")
     assert (moved.team_id, moved.remaining, moved.held) == ("beta", 90, 0)
@@ -529,8 +506,7 @@ async def test_ad2_a_move_refused_after_a_grace_end_stores_the_charge_and_no_eve
     """MoveTokenPack to the team that holds the pack is refused; the capture it
     fired on its way in is stored, with no audit event (AD2)."""
     await _assign(["REVIT"])(world.engine)
-    await world.entitle()
-    world.late(T0 + 10 * MIN)
+    await world.grace_end_due()
     (pack,) = world.engine.accounts.list_packs("acme")
     events = world.engine.audit.last_seq
     request = api.MoveTokenPackRequest(pack_id=pack.pack_id, to_team_id="acme")
@@ -542,8 +518,7 @@ async def test_ad2_a_move_refused_after_a_grace_end_stores_the_charge_and_no_eve
 
     await asyncio.create_task(refused())
     assert world.engine.audit.last_seq == events
-    assert await world.moves() == [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
-    assert world.tokens() == (90, 0, 10)
+    await world.assert_charged()
 
 
 async def test_t4_t1_a_purchase_after_a_pack_expiry_due_follows_the_expiry(world: World) -> None:

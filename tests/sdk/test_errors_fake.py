@@ -263,30 +263,46 @@ async def test_sdk_background_refusal_never_raises_into_product(
             s.ensure_usable()
 
 
+#: A call for the running session refused (code, ErrorInfo reason), as the real server
+#: refuses it: the reason the session ends with, and the error kept in ``error``.
+#: UNAUTHENTICATED: the user's key was issued again (or revoked); the product can act on
+#: KEY_REFUSED (ask for the current key). NOT_ASSIGNED says why exactly as
+#: END_REASON_NOT_ASSIGNED does (RULES A6). (An unknown session, NOT_FOUND, has no
+#: EndReason that says so: it stays UNSPECIFIED, test above.)
+BACKGROUND_REFUSALS = {
+    "key refused": (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "UNAUTHENTICATED",
+        sdk.EndReason.KEY_REFUSED,
+        sdk.Unauthenticated,
+    ),
+    "not assigned": (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "NOT_ASSIGNED",
+        sdk.EndReason.NOT_ASSIGNED,
+        sdk.NotAssigned,
+    ),
+}
+
+
 @pytest.mark.parametrize("method", ["Heartbeat", "Idle"])
-async def test_sdk_key_refused_mid_session_ends_it_key_refused(
-    client: AsyncClient, fake: FakeLicensing, clock: ManualClock, method: str
+@pytest.mark.parametrize("refusal", list(BACKGROUND_REFUSALS))
+async def test_sdk_a_refusal_mid_session_ends_it_with_the_reason_the_refusal_gives(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock, method: str, refusal: str
 ) -> None:
-    # The user's key was issued again (or revoked): the server refuses the old one, as the
-    # real server does (UNAUTHENTICATED, ErrorInfo reason UNAUTHENTICATED). The session
-    # ends with a reason the product can act on (ask for the current key), not UNSPECIFIED.
+    code, reason, end, error = BACKGROUND_REFUSALS[refusal]
     ended: list[sdk.EndReason] = []
     async with client.session("ACAD", "2026", on_ended=lambda r, s: ended.append(r)) as s:
         await clock.until_sleeping()
-        fake.refuse(
-            grpc.StatusCode.UNAUTHENTICATED,
-            "UNAUTHENTICATED",
-            message="unknown or revoked user key",
-            method=method,
-        )
+        fake.refuse(code, reason, method=method)
         clock.advance(timedelta(minutes=16))  # a heartbeat is due, and Idle (ACAD is idle-aware)
-        assert await asyncio.wait_for(s.wait_ended(), 5) is sdk.EndReason.KEY_REFUSED
-        assert s.end_reason is sdk.EndReason.KEY_REFUSED and ended == [sdk.EndReason.KEY_REFUSED]
-        assert isinstance(s.error, sdk.Unauthenticated) and not s.usable
+        assert await asyncio.wait_for(s.wait_ended(), 5) is end
+        assert s.end_reason is end and ended == [end]
+        assert isinstance(s.error, error) and not s.usable
         with pytest.raises(sdk.SessionEnded) as info:
             s.ensure_usable()
-        assert info.value.end_reason is sdk.EndReason.KEY_REFUSED
-    assert fake.called("Release") == []  # ended: nothing more is sent with the refused key
+        assert info.value.end_reason is end
+    assert fake.called("Release") == []  # ended by the server's refusal: nothing more is sent
 
 
 async def test_sdk_a_host_whose_key_is_refused_ends_its_plugins_without_a_release(
@@ -384,21 +400,3 @@ def test_sdk_retry_policy_refuses_values_that_are_not_numbers() -> None:
         RetryPolicy(call_timeout="10")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="max_attempts"):
         RetryPolicy(max_attempts=2.5)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("method", ["Heartbeat", "Idle"])
-async def test_sdk_background_refusal_not_assigned_ends_the_session_not_assigned(
-    client: AsyncClient, fake: FakeLicensing, clock: ManualClock, method: str
-) -> None:
-    # A call for the running session refused PERMISSION_DENIED with ErrorInfo reason
-    # NOT_ASSIGNED says why exactly as END_REASON_NOT_ASSIGNED does (RULES A6): the session
-    # ends with that reason, not UNSPECIFIED. (An unknown session, NOT_FOUND, has no
-    # EndReason that says so: it stays UNSPECIFIED, test above.)
-    ended: list[sdk.EndReason] = []
-    async with client.session("ACAD", "2026", on_ended=lambda r, s: ended.append(r)) as s:
-        await clock.until_sleeping()
-        fake.refuse(grpc.StatusCode.PERMISSION_DENIED, "NOT_ASSIGNED", method=method)
-        clock.advance(timedelta(minutes=16))  # a heartbeat is due, and Idle (ACAD is idle-aware)
-        assert await asyncio.wait_for(s.wait_ended(), 5) is sdk.EndReason.NOT_ASSIGNED
-        assert ended == [sdk.EndReason.NOT_ASSIGNED]
-        assert isinstance(s.error, sdk.NotAssigned) and not s.usable
