@@ -381,7 +381,7 @@ def test_usage_dates_outside_1970_to_9998_are_refused_in_words(
         page = web.get(f"/teams/alpha/usage?{query}")
         assert page.status_code == 400
         assert f'<p class="field-error" id="range-error" role="alert">{words}</p>' in page.text
-        assert 'aria-describedby="range-error"' in page.text
+        assert 'aria-describedby="range-error days-in-utc"' in page.text
         csv_answer = web.get(f"/teams/alpha/usage.csv?{query}")
         assert (csv_answer.status_code, csv_answer.text) == (400, words + "\n")
     last = web.get("/teams/alpha/usage.csv?from=9998-12-01&to=9998-12-31")
@@ -753,3 +753,15 @@ def test_a_user_on_two_lines_of_a_bulk_add_is_counted_once(web: TestClient, worl
     assert "1 user imported." in answer.text and "2 users" not in answer.text
     members = world.a("ListMembers", {"team_id": "alpha"})["members"]
     assert [m["user_id"] for m in members].count("dup@example.com") == 1
+
+
+def test_the_usage_page_says_its_days_are_utc_days(web: TestClient, world: World) -> None:
+    """Every other time is shown in the reader's zone; the report's days are UTC's, and
+    the page says so beside the dates it asks for."""
+    sign_in(web)
+    page = web.get("/teams/alpha/usage?from=2026-01-01&to=2026-01-03")
+    assert page.status_code == 200
+    assert 'id="days-in-utc">Days are UTC days' in page.text
+    assert page.text.count('aria-describedby="days-in-utc"') == 2  # From and To
+    refused = web.get("/teams/alpha/usage?from=2026-01-03&to=2026-01-01")
+    assert refused.text.count('aria-describedby="range-error days-in-utc"') == 2
