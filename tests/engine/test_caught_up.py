@@ -22,8 +22,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+from google.protobuf.message import Message
 
 from server.api.audit import AuditRecorder
 from server.api.caller import THE_OPERATOR
@@ -40,6 +42,7 @@ from tessera_api.tessera.v1 import admin_service_pb2 as api
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 ANN = "ann@example.com"
+T = TypeVar("T")
 MIN, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
 #: The first day's charge (M3: held at Entitle, captured at the grace's end).
 CHARGED = [("HOLD", 10, T0), ("CAPTURE", 10, T0 + 5 * MIN)]
@@ -66,6 +69,19 @@ class World:
             team_id="",
         )
         return view.session.session_id
+
+    async def audited(
+        self, method: str, request: Message, teams: tuple[str, ...], call: Awaitable[T]
+    ) -> T:
+        """``call``'s answer, run as the API runs ``method`` for the operator: in a task of
+        its own with the call's audit draft begun (``AuditRecorder``), so that what it
+        commits carries the event AD2 asks for, or none."""
+
+        async def run() -> T:
+            AuditRecorder(self.engine.audit)(method, request, THE_OPERATOR, teams, "")
+            return await call
+
+        return await asyncio.create_task(run())
 
     def late(self, to: datetime) -> None:
         """The clock reaches ``to`` with nothing fired: the scheduler lags."""
@@ -251,13 +267,9 @@ async def test_ad2_a_revocation_refused_after_a_grace_end_stores_the_charge_and_
     await world.grace_end_due()
     events = world.engine.audit.last_seq
     request = api.UnassignUserRequest(team_id="acme", user_id="nobody@example.com")
-
-    async def refused() -> None:
-        AuditRecorder(world.engine.audit)("UnassignUser", request, THE_OPERATOR, ("acme",), "")
-        with pytest.raises(UnknownUser):
-            await world.engine.access.unassign("acme", "nobody@example.com")
-
-    await asyncio.create_task(refused())
+    with pytest.raises(UnknownUser):
+        unassign = world.engine.access.unassign("acme", "nobody@example.com")
+        await world.audited("UnassignUser", request, ("acme",), unassign)
     assert world.engine.audit.last_seq == events
     await world.assert_charged()
 
@@ -271,14 +283,8 @@ async def test_ad2_a_revocation_that_changes_nothing_stores_what_it_fired_and_no
     await world.grace_end_due()
     events = world.engine.audit.last_seq
     request = api.SetDefaultAssignmentsRequest(team_id="acme", product_ids=["REVIT"])
-
-    async def same() -> None:
-        AuditRecorder(world.engine.audit)(
-            "SetDefaultAssignments", request, THE_OPERATOR, ("acme",), ""
-        )
-        await world.engine.access.set_default_assignments("acme", ["REVIT"])
-
-    await asyncio.create_task(same())
+    same = world.engine.access.set_default_assignments("acme", ["REVIT"])
+    await world.audited("SetDefaultAssignments", request, ("acme",), same)
     assert world.engine.audit.last_seq == events
     await world.assert_charged()
 
@@ -292,13 +298,9 @@ async def test_ad2_end_subscription_refused_after_a_grace_end_stores_the_charge_
     await world.grace_end_due()
     events = world.engine.audit.last_seq
     request = api.EndSubscriptionRequest(subscription_id="sub-nope")
-
-    async def refused() -> None:
-        AuditRecorder(world.engine.audit)("EndSubscription", request, THE_OPERATOR, (), "")
-        with pytest.raises(UnknownSubscription):
-            await world.engine.access.end_subscription("sub-nope")
-
-    await asyncio.create_task(refused())
+    with pytest.raises(UnknownSubscription):
+        end = world.engine.access.end_subscription("sub-nope")
+        await world.audited("EndSubscription", request, (), end)
     assert world.engine.audit.last_seq == events
     await world.assert_charged()
 
@@ -374,13 +376,9 @@ async def test_ad2_a_grant_refused_after_a_grace_end_stores_the_charge_and_no_ev
     await world.grace_end_due()
     events = world.engine.audit.last_seq
     request = api.GrantSubscriptionRequest(user_id="nobody@example.com", product_id="REVIT")
-
-    async def refused() -> None:
-        AuditRecorder(world.engine.audit)("GrantSubscription", request, THE_OPERATOR, (), "")
-        with pytest.raises(UnknownUser):
-            await _grant(SubscriptionKind.SUBSCRIPTION, "nobody@example.com")(world.engine)
-
-    await asyncio.create_task(refused())
+    with pytest.raises(UnknownUser):
+        grant = _grant(SubscriptionKind.SUBSCRIPTION, "nobody@example.com")(world.engine)
+        await world.audited("GrantSubscription", request, (), grant)
     assert world.engine.audit.last_seq == events
     await world.assert_charged()
 
@@ -400,13 +398,9 @@ async def test_c2_ad2_end_subscription_of_a_trial_over_after_its_end_fired_write
     world.late(T0 + 2 * HOUR)
     events = world.engine.audit.last_seq
     request = api.EndSubscriptionRequest(subscription_id=trial.subscription_id)
-
-    async def end() -> None:
-        AuditRecorder(world.engine.audit)("EndSubscription", request, THE_OPERATOR, (), "")
-        sub = await world.engine.access.end_subscription(trial.subscription_id)
-        assert (sub.start_time, sub.end_time) == (T0, T0 + HOUR)
-
-    await asyncio.create_task(end())
+    end = world.engine.access.end_subscription(trial.subscription_id)
+    sub = await world.audited("EndSubscription", request, (), end)
+    assert (sub.start_time, sub.end_time) == (T0, T0 + HOUR)
     assert world.engine.audit.last_seq == events
     session = world.session(session_id)
     assert (session.live, session.coverage, session.coverage_since) == (
@@ -510,13 +504,9 @@ async def test_ad2_a_move_refused_after_a_grace_end_stores_the_charge_and_no_eve
     (pack,) = world.engine.accounts.list_packs("acme")
     events = world.engine.audit.last_seq
     request = api.MoveTokenPackRequest(pack_id=pack.pack_id, to_team_id="acme")
-
-    async def refused() -> None:
-        AuditRecorder(world.engine.audit)("MoveTokenPack", request, THE_OPERATOR, ("acme",), "")
-        with pytest.raises(InvalidArgument):
-            await world.engine.accounts.move_pack(pack.pack_id, "acme")
-
-    await asyncio.create_task(refused())
+    with pytest.raises(InvalidArgument):
+        move = world.engine.accounts.move_pack(pack.pack_id, "acme")
+        await world.audited("MoveTokenPack", request, ("acme",), move)
     assert world.engine.audit.last_seq == events
     await world.assert_charged()
 
@@ -529,12 +519,8 @@ async def test_t4_t1_a_purchase_after_a_pack_expiry_due_follows_the_expiry(world
     world.late(expiry + HOUR)
     (old,) = world.engine.accounts.list_packs("acme")
     request = api.PurchaseTokensRequest(team_id="acme", tokens=50, request_id="pack-2")
-
-    async def buy() -> str:
-        AuditRecorder(world.engine.audit)("PurchaseTokens", request, THE_OPERATOR, ("acme",), "")
-        return (await world.engine.accounts.purchase("acme", 50, "pack-2")).pack_id
-
-    new = await asyncio.create_task(buy())
+    buy = world.engine.accounts.purchase("acme", 50, "pack-2")
+    new = (await world.audited("PurchaseTokens", request, ("acme",), buy)).pack_id
     assert await world.moves() == [("EXPIRY", 100, expiry), ("PURCHASE", 50, expiry + HOUR)]
     assert world.tokens() == (50, 0, 0)
     # Its audit event is about the pack it bought, not the one the expiry changed (AD2).
@@ -552,13 +538,9 @@ async def test_ad2_a_purchase_retry_after_a_pack_expiry_due_stores_it_and_no_eve
     world.late(expiry + HOUR)
     events = world.engine.audit.last_seq
     request = api.PurchaseTokensRequest(team_id="acme", tokens=100, request_id="pack-1")
-
-    async def retry() -> None:
-        AuditRecorder(world.engine.audit)("PurchaseTokens", request, THE_OPERATOR, ("acme",), "")
-        pack = await world.engine.accounts.purchase("acme", 100, "pack-1")
-        assert (pack.remaining, pack.expired) == (0, True)
-
-    await asyncio.create_task(retry())
+    retry = world.engine.accounts.purchase("acme", 100, "pack-1")
+    pack = await world.audited("PurchaseTokens", request, ("acme",), retry)
+    assert (pack.remaining, pack.expired) == (0, True)
     assert world.engine.audit.last_seq == events
     assert await world.moves() == [("EXPIRY", 100, expiry)]
     assert world.tokens() == (0, 0, 0)
