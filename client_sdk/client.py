@@ -31,7 +31,7 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from client_sdk._retry import RetryPolicy
-from client_sdk.clock import Clock, SystemClock
+from client_sdk.clock import Clock, DeadlinePassed, SystemClock, within
 from client_sdk.device import default_device_id, default_platform
 from client_sdk.errors import LeaseInvalid, TesseraError, UnknownSigningKey
 from client_sdk.failover import Failover, Targets
@@ -369,21 +369,14 @@ class AsyncClient:
         """Wait for the background releases until ``until`` on the SDK's clock; cancel
         those still running then (each logs what it leaves on the server)."""
         while self._cleanups:
-            pending = list(self._cleanups)
-            work: asyncio.Future[list[Any]] = asyncio.gather(*pending, return_exceptions=True)
-            timer: asyncio.Future[None] = asyncio.ensure_future(
-                self.clock.sleep((until - self.clock.now()).total_seconds())
-            )
+            pending = asyncio.gather(*list(self._cleanups), return_exceptions=True)
             try:
-                await asyncio.wait((work, timer), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                timer.cancel()
-                await asyncio.gather(timer, return_exceptions=True)
-            if not work.done():  # out of time: give up what is left (each one logs it)
+                await within(self.clock, until, pending)
+            except DeadlinePassed:  # out of time: give up what is left (each one logs it)
                 left = list(self._cleanups)
                 for task in left:
                     task.cancel()
-                await asyncio.gather(work, *left, return_exceptions=True)
+                await asyncio.gather(*left, return_exceptions=True)
                 return
 
     # -- the calls ------------------------------------------------------------------------

@@ -21,8 +21,11 @@ import heapq
 import itertools
 import threading
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
+
+_T = TypeVar("_T")
 
 
 @runtime_checkable
@@ -130,3 +133,26 @@ class ManualClock:
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+class DeadlinePassed(TimeoutError):
+    """``within``'s deadline came first: its work was cancelled."""
+
+
+async def within(clock: Clock, deadline: datetime, work: Awaitable[_T]) -> _T:
+    """``work``'s result, or ``DeadlinePassed`` (``work`` cancelled, and waited for) once
+    ``clock`` reaches ``deadline``: ``asyncio.wait_for`` on the SDK's clock, so that a
+    test's ``ManualClock`` decides when it is too late."""
+    task = asyncio.ensure_future(work)
+    timer = asyncio.ensure_future(clock.sleep((deadline - clock.now()).total_seconds()))
+    try:
+        await asyncio.wait((task, timer), return_when=asyncio.FIRST_COMPLETED)
+        late = not task.done()
+    finally:
+        for pending in (timer, task):
+            if not pending.done():
+                pending.cancel()
+        await asyncio.gather(timer, task, return_exceptions=True)
+    if late:  # (a gather cancelled ends with a CancelledError, not cancelled(): ask first)
+        raise DeadlinePassed(f"not done by {deadline.isoformat()}")
+    return task.result()

@@ -84,6 +84,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from client_sdk.clock import DeadlinePassed, within
 from client_sdk.errors import (
     DeadlineExceeded,
     IdleNotSupported,
@@ -592,22 +593,12 @@ class AsyncSessionHandle:
         clock reaches ``until``."""
         if until is None:
             return await call
-        work = asyncio.ensure_future(call)
-        timer = asyncio.ensure_future(
-            self._clock.sleep((until - self._clock.now()).total_seconds())
-        )
         try:
-            await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (timer, work):
-                if not task.done():
-                    task.cancel()
-            await asyncio.gather(timer, work, return_exceptions=True)
-        if work.cancelled():
+            return await within(self._clock, until, call)
+        except DeadlinePassed:
             raise DeadlineExceeded(
                 f"the server did not confirm the Release of {session_id} in time"
-            )
-        return work.result()
+            ) from None
 
     def _detach(self) -> None:
         self._closed = True
@@ -763,14 +754,8 @@ class AsyncSessionHandle:
         if delay <= 0 or self._wake.is_set():
             await asyncio.sleep(0)  # even then, let the rest of the program run
             return
-        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
-        waker = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for t in (sleeper, waker):
-                t.cancel()
-            await asyncio.gather(sleeper, waker, return_exceptions=True)
+        with contextlib.suppress(DeadlinePassed):
+            await within(self._clock, when, self._wake.wait())
 
     async def _run(self) -> None:
         try:
