@@ -99,7 +99,7 @@ _draft: contextvars.ContextVar[Draft | None] = contextvars.ContextVar("audit_dra
 
 def abandon() -> None:
     """The call in this task was refused: what it commits now (the deadlines it
-    fired on its way, ``Sessions._store_fired``) is not its change, and carries no
+    fired on its way, ``store_fired``) is not its change, and carries no
     event of it (AD2: only a change that succeeds leaves one)."""
     _draft.set(None)
 

@@ -186,17 +186,6 @@ class Sessions:
 
     # -- the four RPCs (M1-M12) -----------------------------------------------
 
-    def _caught_up(self, changes: Changes) -> datetime:
-        """Now, after firing every deadline already due (into ``changes``): the
-        scheduler's task fires them on time, but a busy loop may run a call first
-        (``Scheduler.caught_up``)."""
-        return self._scheduler.caught_up(changes)
-
-    async def _store_fired(self, changes: Changes) -> None:
-        """Store what ``_caught_up`` fired for a call that is then refused or answered
-        from the store (``audit.store_fired``)."""
-        await store_fired(self._commits, changes)
-
     async def entitle(
         self,
         user_id: str,
@@ -211,7 +200,7 @@ class Sessions:
         team_id: str,
     ) -> SessionView:
         changes = Changes()
-        now = self._caught_up(changes)
+        now = self._scheduler.caught_up(changes)
         try:
             session = self.lic.entitle(
                 user_id,
@@ -229,10 +218,10 @@ class Sessions:
             )
         except InsufficientTokens as refused:  # L3: the alert is stored, then the refusal
             self._tokens_exhausted(refused.team_id, user_id, product_id, now, changes)
-            await self._store_fired(changes)
+            await store_fired(self._commits, changes)
             raise
         except Exception:
-            await self._store_fired(changes)
+            await store_fired(self._commits, changes)
             raise
         view = _snapshot(self.lic.session_view(session, now))
         await self._commits.commit(
@@ -247,10 +236,10 @@ class Sessions:
         session (read it before the next ``await``); one that waits answers with
         a snapshot."""
         changes = Changes()
-        now = self._caught_up(changes)
+        now = self._scheduler.caught_up(changes)
         before = self.lic.find_session(session_id)
         if before is None and (old := await self._forgotten(user_id, session_id)) is not None:
-            await self._store_fired(changes)
+            await store_fired(self._commits, changes)
             return self.lic.session_view(old, now)
         state = before.state if before is not None else None
         try:
@@ -258,7 +247,7 @@ class Sessions:
                 user_id, session_id, seconds_since_activity, now, changes, self._scheduler
             )
         except Exception:
-            await self._store_fired(changes)
+            await store_fired(self._commits, changes)
             raise
         view = self.lic.session_view(session, now)
         if session.state is state and all(type(x) in _LIGHT for x in changes.items):
@@ -296,16 +285,16 @@ class Sessions:
         answers from the store as it ended (M12); otherwise the change, stored
         before the answer. Deadlines that fell due first are stored either way."""
         changes = Changes()
-        now = self._caught_up(changes)
+        now = self._scheduler.caught_up(changes)
         if self.lic.find_session(session_id) is None and (
             old := await self._forgotten(user_id, session_id)
         ):
-            await self._store_fired(changes)
+            await store_fired(self._commits, changes)
             return self.lic.session_view(old, now)
         try:
             session = change(user_id, session_id, now, changes, self._scheduler)
         except Exception:
-            await self._store_fired(changes)
+            await store_fired(self._commits, changes)
             raise
         view = _snapshot(self.lic.session_view(session, now))
         await self._commits.commit(changes)
@@ -332,14 +321,14 @@ class Sessions:
         lease lapsed is answered as it ended then (LEASE_EXPIRED), and a grace or a
         window that ended before now has been charged or renewed."""
         changes = Changes()
-        now = self._caught_up(changes)
+        now = self._scheduler.caught_up(changes)
         fired = len(changes)
         try:
             session = self.lic.end_session(
                 session_id, EndReason.ENDED_BY_ADMIN, now, changes, self._scheduler
             )
         except Exception:
-            await self._store_fired(changes)
+            await store_fired(self._commits, changes)
             raise
         view = _snapshot(self.lic.session_view(session, now))
         await commit_call(self._commits, changes, fired)  # ended already: no event (AD2)
@@ -370,7 +359,7 @@ class Sessions:
         first (else a device in use is refused). Returns the sessions ended."""
         self._check_user_product(user_id, product_id)
         changes = Changes()
-        now = self._caught_up(changes)
+        now = self._scheduler.caught_up(changes)
         try:
             ended = self.lic.remove_device(
                 user_id,
@@ -382,7 +371,7 @@ class Sessions:
                 end_sessions=end_sessions,
             )
         except Exception:
-            await self._store_fired(changes)
+            await store_fired(self._commits, changes)
             raise
         views = [_snapshot(self.lic.session_view(s, now)) for s in ended]
         # A heartbeat may have left the device in the batch: written after the

@@ -1036,7 +1036,7 @@ def test_t5_a_pack_holding_a_sessions_tokens_cannot_move(desk: Desk, ann: str) -
 
 def _clock_to(server: ServerThread, when: datetime) -> None:
     """Move the test clock without firing anything, as a busy server's loop lags
-    behind its deadlines: the next call fires what fell due (``_caught_up``)."""
+    behind its deadlines: the next call fires what fell due (``Scheduler.caught_up``)."""
 
     async def move() -> None:
         assert server.server.engine is not None
