@@ -123,6 +123,8 @@ TAKE_NODE_ID = "SELECT pg_try_advisory_lock($1, hashtext($2))"
 # still holds it open, with the node id's lock, until TCP notices (two hours by
 # default). A live election session runs a statement every round, so it is never
 # idle that long; a second server with the same id (refused) is not ended.
+# How often the node id's lock is tried again while an ended session exits.
+ENDED_POLL = 0.02
 END_STALE_SELF = """
 SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 WHERE datname = current_database() AND application_name = $1 AND pid <> pg_backend_pid()
@@ -504,9 +506,7 @@ class Election:
                     log.warning(
                         "election: ended a stale session of this node", node_id=self.node_id
                     )
-                    mine = await conn.fetchval(
-                        TAKE_NODE_ID, NODE_LOCK, self.node_id, timeout=self.lease
-                    )
+                    mine = await self._take_node_id_once_ended(conn)
             except BaseException:
                 conn.terminate()
                 raise
@@ -518,6 +518,20 @@ class Election:
                 )
             self._conn, self.refused = conn, ""
         return self._conn
+
+    async def _take_node_id_once_ended(self, conn: asyncpg.Connection) -> bool:
+        """The node id's lock, taken once the stale session just ended has exited.
+        pg_terminate_backend returns when the signal is sent, not when the backend
+        has gone with its lock, so one try straight after it could find the lock
+        still held (and refuse the node id). Tried again every ``ENDED_POLL`` for at most
+        a lease: a live second server's session keeps it, and that is refused."""
+        give_up = monotonic() + self.lease
+        while True:
+            if await conn.fetchval(TAKE_NODE_ID, NODE_LOCK, self.node_id, timeout=self.lease):
+                return True
+            if monotonic() >= give_up:
+                return False
+            await asyncio.sleep(ENDED_POLL)
 
     async def _close(self) -> None:
         conn, self._conn = self._conn, None
