@@ -244,32 +244,54 @@ class Access:
     # -- invitations and keys ------------------------------------------------
 
     async def resend_invitation(self, team_id: str, user_id: str) -> tuple[Invitation, str]:
+        """A2: a new token and 7 days from now, once the deadlines already due have
+        fired (``Scheduler.caught_up``): an invitation whose expiry fell due is
+        resent as the expired one it is, and what else fell due before now (a
+        charge, a pack's expiry) is stored before the resend, or alone if it is
+        refused (``store_fired``)."""
         self.state.team(team_id)
         if not user_id:
             raise InvalidArgument.field("user_id", "is required")
         changes = Changes()
-        invitation, token = self.state.directory.resend_invitation(
-            team_id,
-            user_id,
-            self._clock.now(),
-            self._new_token,
-            lambda: self._ids.new("ntf"),
-            changes,
-        )
+        now = self._scheduler.caught_up(changes)
+        fired = len(changes)
+        try:
+            invitation, token = self.state.directory.resend_invitation(
+                team_id,
+                user_id,
+                now,
+                self._new_token,
+                lambda: self._ids.new("ntf"),
+                changes,
+            )
+        except Exception:
+            await store_fired(self._commits, changes)
+            raise
         self._schedule_invitation(team_id, user_id)
-        await self._commits.commit(changes)
+        await commit_call(self._commits, changes, fired)
         return invitation, token
 
     async def accept_invitation(self, token: str) -> tuple[str, str]:
+        """A2: activate the membership and issue the key, once the deadlines already
+        due have fired (``Scheduler.caught_up``): an invitation whose expiry fell
+        due is refused as expired (``Invitation.state_at`` says so even unfired)
+        and its expiry stored with the refusal (``store_fired``), as is whatever
+        else fell due before now."""
         if not token:
             raise InvalidArgument.field("invitation_token", "is required")
         if len(token) > 512:
             raise InvalidArgument.field("invitation_token", "is too long to be a token")
         changes = Changes()
-        user = self.state.directory.accept_invitation(token, self._clock.now(), changes)
+        now = self._scheduler.caught_up(changes)
+        fired = len(changes)
+        try:
+            user = self.state.directory.accept_invitation(token, now, changes)
+        except Exception:
+            await store_fired(self._commits, changes)
+            raise
         key = new_secret(USER_KEY_PREFIX)
         self.state.directory.set_user_key(user.user_id, hash_secret(key), changes)
-        await self._commits.commit(changes)
+        await commit_call(self._commits, changes, fired)
         return user.user_id, key
 
     async def issue_user_key(self, user_id: str) -> str:

@@ -1,6 +1,7 @@
 """Calls that end sessions, or change what pays for them, at the clock's time
 first fire the deadlines already due (RULES A6, R2, C1/C2, P1 and M6, T1 and T5,
-with M3, M5 and M7), as the four licensing calls do.
+with M3, M5 and M7), as the four licensing calls do; so do the invitation
+calls (A2), whose invitation may have expired meanwhile.
 
 The real clock's scheduler fires deadlines on time, but a loop that lags may
 run a call first. Here the test clock is moved with ``TestClock.set``, which
@@ -28,20 +29,30 @@ import pytest
 from google.protobuf.message import Message
 
 from server.api.audit import AuditRecorder
-from server.api.caller import THE_OPERATOR
+from server.api.caller import NOBODY, THE_OPERATOR, Caller
 from server.clock import TestClock
 from server.domain.coverage import SubscriptionKind
-from server.domain.errors import InvalidArgument, UnknownSubscription, UnknownUser
+from server.domain.directory import Invitation, InvitationState, MemberState
+from server.domain.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    InvitationExpired,
+    UnknownInvitation,
+    UnknownSubscription,
+    UnknownUser,
+)
 from server.domain.products import Platform, Product
 from server.domain.sessions import Coverage, EndReason, Session, SessionState
 from server.domain.teams import Plan
 from server.engine import Engine
 from server.store.audit import verify
+from server.store.codec import opt_i2t
 from server.store.sqlite import Store
 from tessera_api.tessera.v1 import admin_service_pb2 as api
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 ANN = "ann@example.com"
+BEA = "bea@example.com"
 T = TypeVar("T")
 MIN, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
 #: The first day's charge (M3: held at Entitle, captured at the grace's end).
@@ -71,14 +82,20 @@ class World:
         return view.session.session_id
 
     async def audited(
-        self, method: str, request: Message, teams: tuple[str, ...], call: Awaitable[T]
+        self,
+        method: str,
+        request: Message,
+        teams: tuple[str, ...],
+        call: Awaitable[T],
+        caller: Caller = THE_OPERATOR,
     ) -> T:
-        """``call``'s answer, run as the API runs ``method`` for the operator: in a task of
-        its own with the call's audit draft begun (``AuditRecorder``), so that what it
-        commits carries the event AD2 asks for, or none."""
+        """``call``'s answer, run as the API runs ``method`` for ``caller`` (the operator
+        unless told): in a task of its own with the call's audit draft begun
+        (``AuditRecorder``), so that what it commits carries the event AD2 asks for,
+        or none."""
 
         async def run() -> T:
-            AuditRecorder(self.engine.audit)(method, request, THE_OPERATOR, teams, "")
+            AuditRecorder(self.engine.audit)(method, request, caller, teams, "")
             return await call
 
         return await asyncio.create_task(run())
@@ -127,6 +144,40 @@ class World:
         ledger = self.engine.ledger
         consumed = sum(p.consumed for p in ledger.packs.values())
         return ledger.available("acme"), ledger.held("acme"), consumed
+
+    async def invite_bea(self) -> str:
+        """Bea, new to the server, invited to acme for ACAD at the clock's time (A1):
+        the token her invitation's email carries."""
+        await self.engine.access.assign(
+            "acme", [f"Bea <{BEA}>"], ["ACAD"], False, False, import_=False
+        )
+        return self.bea_token()
+
+    def bea_token(self) -> str:
+        """The token of Bea's current invitation as the mailer reads the outbox ("" once
+        it is spent or expired)."""
+        notes = self.engine.access.with_tokens(self.engine.access.notifications("acme", BEA))
+        return next((n.invitation_token for n in reversed(notes) if n.invitation_token), "")
+
+    def bea_invitation(self) -> Invitation:
+        directory = self.engine.state.directory
+        invitation = directory.invitation(directory.member("acme", BEA).invitation_id)
+        assert invitation is not None
+        return invitation
+
+    async def stored_bea_invitation(self) -> tuple[str, datetime | None, datetime | None]:
+        """Bea's invitation as stored: (state, send_time, expire_time)."""
+        store = self.engine.store
+        assert isinstance(store, Store)
+        ((state, sent, expires),) = await store.query(
+            "SELECT state, send_time, expire_time FROM invitations WHERE user_id = ?", (BEA,)
+        )
+        return str(state), opt_i2t(sent), opt_i2t(expires)
+
+    async def events(self) -> list[tuple[str, str, str, str]]:
+        """acme's audit events, oldest first: (method, actor, actor name, target)."""
+        page = await self.engine.audit.page("acme", 0, 100)
+        return [(e.method, e.actor, e.actor_name, e.target) for e in reversed(page)]
 
 
 @pytest.fixture
@@ -544,3 +595,130 @@ async def test_ad2_a_purchase_retry_after_a_pack_expiry_due_stores_it_and_no_eve
     assert world.engine.audit.last_seq == events
     assert await world.moves() == [("EXPIRY", 100, expiry)]
     assert world.tokens() == (0, 0, 0)
+
+
+# -- ResendInvitation and AcceptInvitation: the invitation as it stood (A2) ---------------
+
+WEEK = 7 * DAY  # an invitation can be accepted for 7 days after it was sent (A2)
+SECOND = timedelta(seconds=1)
+
+
+@pytest.mark.parametrize("past", [timedelta(0), HOUR], ids=["at-7d", "at-7d-1h"])
+async def test_a2_accept_after_its_expiry_due_is_refused_and_stores_the_expiry(
+    world: World, past: timedelta
+) -> None:
+    """Bea's invitation, sent at 0, expired at 7 d (A2). The scheduler lags: at 7 d
+    (or an hour later) its expiry is due, not fired. AcceptInvitation then is
+    refused (INVITATION_EXPIRED: Bea stays invited, with no key, and no audit
+    event, AD2), and the expiry it fired on its way in is stored: the invitation
+    is EXPIRED in memory and on disk, not left PENDING until the loop catches up."""
+    token = await world.invite_bea()
+    world.late(T0 + WEEK + past)
+    request = api.AcceptInvitationRequest(invitation_token=token)
+    with pytest.raises(InvitationExpired):
+        accept = world.engine.access.accept_invitation(token)
+        await world.audited("AcceptInvitation", request, ("acme",), accept, NOBODY)
+    directory = world.engine.state.directory
+    assert directory.member("acme", BEA).state is MemberState.INVITED
+    assert directory.user(BEA).key_hash is None
+    assert world.bea_invitation().state is InvitationState.EXPIRED
+    assert await world.stored_bea_invitation() == ("EXPIRED", T0, T0 + WEEK)
+    assert await world.events() == []
+
+
+async def test_a2_resend_after_its_expiry_due_starts_seven_days_from_the_resend(
+    world: World,
+) -> None:
+    """Bea's invitation expired at 7 d; the scheduler lags, and ResendInvitation at
+    8 d finds it expired: a new 7 days from 8 d (until 15 d), a new token, the old
+    one worthless (A2), one audit event. Once the loop catches up, the old
+    invitation's expiry changes nothing: the new token is good at 15 d - 1 s."""
+    old = await world.invite_bea()
+    world.late(T0 + 8 * DAY)
+    request = api.ResendInvitationRequest(team_id="acme", user_id=BEA)
+    resend = world.engine.access.resend_invitation("acme", BEA)
+    invitation, new = await world.audited("ResendInvitation", request, ("acme",), resend)
+    assert (invitation.state, invitation.send_time, invitation.expire_time) == (
+        InvitationState.PENDING,
+        T0 + 8 * DAY,
+        T0 + 15 * DAY,
+    )
+    assert new == world.bea_token() != old
+    assert await world.stored_bea_invitation() == ("PENDING", T0 + 8 * DAY, T0 + 15 * DAY)
+    assert await world.events() == [("ResendInvitation", "operator", "operator", BEA)]
+    await world.engine.scheduler.advance(T0 + 15 * DAY - SECOND)
+    with pytest.raises(UnknownInvitation):
+        await world.engine.access.accept_invitation(old)
+    user_id, _key = await world.engine.access.accept_invitation(new)
+    assert user_id == BEA
+    assert await world.stored_bea_invitation() == ("ACCEPTED", T0 + 8 * DAY, T0 + 15 * DAY)
+
+
+async def test_a2_ad2_resend_refused_after_an_expiry_due_stores_it_and_no_event(
+    world: World,
+) -> None:
+    """Bea's invitation expired at 7 d; the scheduler lags. ResendInvitation at
+    7 d 1 h of Ann, an active member, is refused (ALREADY_EXISTS): the expiry it
+    fired on its way in is stored (Bea's invitation EXPIRED on disk), with no
+    audit event (AD2)."""
+    await _assign(["REVIT"])(world.engine)
+    await world.invite_bea()
+    world.late(T0 + WEEK + HOUR)
+    request = api.ResendInvitationRequest(team_id="acme", user_id=ANN)
+    with pytest.raises(AlreadyExists):
+        resend = world.engine.access.resend_invitation("acme", ANN)
+        await world.audited("ResendInvitation", request, ("acme",), resend)
+    assert await world.stored_bea_invitation() == ("EXPIRED", T0, T0 + WEEK)
+    assert await world.events() == []
+
+
+async def test_a2_m3_accept_after_a_grace_end_due_stores_the_charge_with_it(
+    world: World,
+) -> None:
+    """Ann's grace ended at 5 min (M3: captured); the scheduler lags. Bea accepts
+    her invitation at 10 min: she is an active member with a key, the capture
+    is stored with her acceptance (in that order), and the one audit event is
+    hers (actor ``invitee``, about Bea), not the charge's."""
+    await _assign(["REVIT"])(world.engine)
+    token = await world.invite_bea()
+    await world.grace_end_due()
+    request = api.AcceptInvitationRequest(invitation_token=token)
+    accept = world.engine.access.accept_invitation(token)
+    user_id, key = await world.audited("AcceptInvitation", request, ("acme",), accept, NOBODY)
+    assert (user_id, world.engine.resolve_user_key(key)) == (BEA, BEA)
+    assert world.engine.state.directory.member("acme", BEA).state is MemberState.ACTIVE
+    assert await world.stored_bea_invitation() == ("ACCEPTED", T0, T0 + WEEK)
+    assert await world.events() == [("AcceptInvitation", "invitee", BEA, BEA)]
+    await world.assert_charged()
+
+
+async def test_a2_ad2_accept_refused_after_a_grace_end_due_stores_the_charge_and_no_event(
+    world: World,
+) -> None:
+    """AcceptInvitation with a token nobody was sent is refused (UNKNOWN_INVITATION);
+    the capture due before it is stored, with no audit event (AD2)."""
+    await _assign(["REVIT"])(world.engine)
+    await world.grace_end_due()
+    request = api.AcceptInvitationRequest(invitation_token="tsi_not-a-token")
+    with pytest.raises(UnknownInvitation):
+        accept = world.engine.access.accept_invitation("tsi_not-a-token")
+        await world.audited("AcceptInvitation", request, (), accept, NOBODY)
+    assert await world.events() == []
+    await world.assert_charged()
+
+
+async def test_a2_m3_resend_after_a_grace_end_due_stores_the_charge_with_it(
+    world: World,
+) -> None:
+    """Ann's grace ended at 5 min (M3: captured); the scheduler lags. Resending
+    Bea's invitation at 10 min gives 7 days from 10 min, stores the capture with
+    it, and writes one audit event, the resend's."""
+    await _assign(["REVIT"])(world.engine)
+    await world.invite_bea()
+    await world.grace_end_due()
+    request = api.ResendInvitationRequest(team_id="acme", user_id=BEA)
+    resend = world.engine.access.resend_invitation("acme", BEA)
+    invitation, _token = await world.audited("ResendInvitation", request, ("acme",), resend)
+    assert (invitation.send_time, invitation.expire_time) == (T0 + 10 * MIN, T0 + 10 * MIN + WEEK)
+    assert await world.events() == [("ResendInvitation", "operator", "operator", BEA)]
+    await world.assert_charged()
