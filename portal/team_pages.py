@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from markupsafe import Markup
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
@@ -89,7 +90,7 @@ threshold = form(_threshold)
 
 async def _buy(request: Request, session: Session, data: FormData) -> Response:
     """PurchaseTokens with the request id the form was rendered with: a form sent twice
-    (a double click, a reload) buys once (RULES T1's idempotency)."""
+    (a double click, a reload) buys once (RULES T1's idempotency), and says so once."""
     team_id = request.path_params["team_id"]
     try:
         tokens = present.whole(str(data.get("tokens", "")), present.TOKENS)
@@ -100,9 +101,22 @@ async def _buy(request: Request, session: Session, data: FormData) -> Response:
         session,
         overview,
         session.client.purchase_tokens(team_id, tokens, str(data.get("request_id", ""))),
-        f"Bought {present.number(tokens)} tokens.",
+        lambda pack: _bought(session, pack),
         team_url(team_id),
     )
+
+
+def _bought(session: Session, pack: common_pb2.TokenPack) -> str:
+    """What a purchase's answer says. A repeat is answered the first purchase's pack,
+    which tells nothing of it being one; the session knows the ids it bought with
+    (checked and added with no wait between, so of two sends at once one is first)."""
+    tokens = present.number(pack.tokens)
+    if pack.request_id in session.purchases:
+        return Markup(
+            "Already bought: this purchase of {} tokens was made at {} (the form was sent twice)."
+        ).format(tokens, present.when(pack.purchase_time))
+    session.purchases.add(pack.request_id)
+    return f"Bought {tokens} tokens."
 
 
 buy = form(_buy)

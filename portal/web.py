@@ -92,6 +92,9 @@ class Session:
     label: str
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     flash: list[str] = field(default_factory=list)
+    #: The request ids of the purchases made through this session: a Buy form sent again
+    #: (its CSRF token is this session's) is answered the same pack, and says so.
+    purchases: set[str] = field(default_factory=set)
     started: float = 0.0  # the sessions' clock (``Sessions``) at sign-in
     last_seen: float = 0.0
 

@@ -245,8 +245,8 @@ def test_the_operator_creates_a_team_and_buys_tokens_once(web: TestClient, world
     request_id = re.search(r'name="request_id" value="([^"]+)"', overview)
     assert request_id
     form = {"csrf": csrf_of(overview), "tokens": "1,500", "request_id": request_id.group(1)}
-    for _ in range(2):  # a form sent twice buys once
-        assert "Bought 1,500 tokens." in web.post("/teams/gamma/buy", data=form).text
+    assert "Bought 1,500 tokens." in web.post("/teams/gamma/buy", data=form).text
+    assert "Already bought" in web.post("/teams/gamma/buy", data=form).text  # once
     packs = world.a("ListTokenPacks", {"team_id": "gamma"})["packs"]
     assert [num(p, "tokens") for p in packs] == [1500]
 
@@ -735,10 +735,28 @@ def test_t1_a_buy_form_refused_for_a_used_request_id_can_be_sent_again(
     again = re.search(r'name="request_id" value="([^"]+)"', refused.text)
     assert again and again.group(1) != request_id.group(1)
     retry = {"csrf": csrf_of(refused.text), "tokens": "300", "request_id": again.group(1)}
-    for _ in range(2):  # and the new form, sent twice, buys once
-        assert "Bought 300 tokens." in web.post("/teams/beta/buy", data=retry).text
+    assert "Bought 300 tokens." in web.post("/teams/beta/buy", data=retry).text
+    assert "Already bought" in web.post("/teams/beta/buy", data=retry).text  # and once
     packs = world.a("ListTokenPacks", {"team_id": "beta"})["packs"]
     assert sorted(num(p, "tokens") for p in packs) == [100, 200, 300]
+
+
+def test_t1_a_buy_form_sent_twice_says_it_bought_once(web: TestClient, world: World) -> None:
+    """The same form sent again (a double click, a resend) is answered the first
+    purchase's pack (T1): the second answer says it was already bought, and when."""
+    sign_in(web)
+    overview = web.get("/teams/beta").text
+    request_id = re.search(r'name="request_id" value="([^"]+)"', overview)
+    assert request_id
+    form = {"csrf": csrf_of(overview), "tokens": "100", "request_id": request_id.group(1)}
+    first = web.post("/teams/beta/buy", data=form).text
+    assert "Bought 100 tokens." in first and "Already bought" not in first
+    second = web.post("/teams/beta/buy", data=form).text
+    assert "Bought 100 tokens." not in second
+    assert "Already bought: this purchase of 100 tokens was made at <time" in second
+    assert "2026-01-03 09:00 UTC</time> (the form was sent twice)." in second
+    packs = world.a("ListTokenPacks", {"team_id": "beta"})["packs"]
+    assert sorted(num(p, "tokens") for p in packs) == [100, 200]
 
 
 def test_a_user_on_two_lines_of_a_bulk_add_is_counted_once(web: TestClient, world: World) -> None:
