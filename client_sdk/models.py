@@ -69,6 +69,15 @@ class EndReason(enum.IntEnum):
     #: unless a later ``AsyncClient.release(session_id)`` reaches it (releasing twice is
     #: harmless, M10). ``AsyncSessionHandle.error`` holds the error.
     RELEASE_UNCONFIRMED = 1002
+    #: The SDK's own: the server refused a Heartbeat or Idle of the running session
+    #: ``NOT_FOUND`` (``UNKNOWN_SESSION``): it no longer knows the session (ended by an
+    #: administrator and since forgotten, or the server was restored from a backup taken
+    #: before the session began). There is nothing left to heartbeat or release, so the SDK
+    #: ended it, sending nothing more for it; ``AsyncSessionHandle.error`` holds the
+    #: ``UnknownSession``. The product should stop as for any other end (save the user's
+    #: work) and, to go on, start a new session with Entitle (a new ``client.session(...)``):
+    #: this one cannot be resumed.
+    UNKNOWN_SESSION = 1003
 
 
 class Coverage(enum.IntEnum):

@@ -22,9 +22,11 @@ background task that:
   not assigned, ended by an administrator) and tells the callbacks; a call the
   server refuses for the user's key (``UNAUTHENTICATED``: a new key was issued for
   the user, or the key was revoked) ends it ``EndReason.KEY_REFUSED``, one refused
-  ``NOT_ASSIGNED`` ends it ``EndReason.NOT_ASSIGNED``, and one refused otherwise for
-  good (``NOT_FOUND``: ``UNKNOWN_SESSION``, a session the server no longer knows)
-  ends it ``EndReason.UNSPECIFIED``, as no reason says that;
+  ``NOT_ASSIGNED`` ends it ``EndReason.NOT_ASSIGNED``, one refused ``NOT_FOUND``
+  (``UNKNOWN_SESSION``: the server no longer knows the session, ended by an
+  administrator and forgotten, or the server restored from a backup) ends it
+  ``EndReason.UNKNOWN_SESSION`` (start a new session), and one refused otherwise for
+  good ends it ``EndReason.UNSPECIFIED``, as no reason says that;
 - verifies the signed lease of every Entitle and Heartbeat answer
   (``client_sdk.leases``) and keeps the last one as ``lease``.
 
@@ -96,6 +98,7 @@ from client_sdk.errors import (
     TesseraError,
     Unauthenticated,
     Unavailable,
+    UnknownSession,
 )
 from client_sdk.models import ChargeState, EndReason, Lease, Platform, Session, SessionState
 
@@ -873,13 +876,16 @@ class AsyncSessionHandle:
             )
             # A refused key (issued again, revoked) is one the product can act on: ask the
             # user for the current key. NOT_ASSIGNED says what END_REASON_NOT_ASSIGNED says
-            # (RULES A6). Nothing else here has an EndReason that says it (an unknown
-            # session, UNKNOWN_SESSION, is ended long ago or not this user's): no reason.
+            # (RULES A6). A session the server no longer knows (UNKNOWN_SESSION: ended and
+            # forgotten, or the server restored from a backup) cannot be resumed: start a
+            # new one. Nothing else here has an EndReason that says it: no reason.
             why = (
                 EndReason.KEY_REFUSED
                 if isinstance(exc, Unauthenticated)
                 else EndReason.NOT_ASSIGNED
                 if isinstance(exc, NotAssigned)
+                else EndReason.UNKNOWN_SESSION
+                if isinstance(exc, UnknownSession)
                 else EndReason.UNSPECIFIED
             )
             self._finish(self.session.ended_locally(why, None))

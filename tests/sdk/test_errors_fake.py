@@ -247,28 +247,36 @@ def test_sdk_backoff_is_exponential_capped_and_jittered() -> None:
         RetryPolicy(jitter=1.5)
 
 
-async def test_sdk_background_refusal_never_raises_into_product(
+async def test_sdk_a_session_the_server_does_not_know_ends_unknown_session(
     client: AsyncClient, fake: FakeLicensing, clock: ManualClock
 ) -> None:
-    # The server forgot the session (e.g. another key): the background heartbeat meets
-    # NOT_FOUND; the product sees the session end and the error, never an exception.
-    async with client.session("REVIT", "2026", platform=Platform.WINDOWS) as s:
+    # The server no longer knows the session (ended by an administrator and forgotten, or
+    # the server restored from a backup): the background heartbeat meets NOT_FOUND
+    # (UNKNOWN_SESSION). The product sees the session end with a reason it can act on
+    # (start a new one), and the error, never an exception; nothing more is sent for it.
+    ended: list[sdk.EndReason] = []
+    async with client.session(
+        "REVIT", "2026", platform=Platform.WINDOWS, on_ended=lambda r, s: ended.append(r)
+    ) as s:
         await clock.until_sleeping()
-        fake.refuse(grpc.StatusCode.NOT_FOUND, "UNKNOWN_SESSION", method="Heartbeat")
+        del fake.sessions[s.session_id]
         clock.advance(timedelta(minutes=6))
-        await s.wait_ended()
+        assert await asyncio.wait_for(s.wait_ended(), 5) is sdk.EndReason.UNKNOWN_SESSION
+        assert s.end_reason is sdk.EndReason.UNKNOWN_SESSION
+        assert ended == [sdk.EndReason.UNKNOWN_SESSION] and not s.usable
         assert isinstance(s.error, sdk.UnknownSession)
-        assert s.end_reason is sdk.EndReason.UNSPECIFIED
-        with pytest.raises(sdk.SessionEnded):
+        with pytest.raises(sdk.SessionEnded) as info:
             s.ensure_usable()
+        assert info.value.end_reason is sdk.EndReason.UNKNOWN_SESSION
+    assert fake.called("Release") == []
 
 
 #: A call for the running session refused (code, ErrorInfo reason), as the real server
 #: refuses it: the reason the session ends with, and the error kept in ``error``.
 #: UNAUTHENTICATED: the user's key was issued again (or revoked); the product can act on
 #: KEY_REFUSED (ask for the current key). NOT_ASSIGNED says why exactly as
-#: END_REASON_NOT_ASSIGNED does (RULES A6). (An unknown session, NOT_FOUND, has no
-#: EndReason that says so: it stays UNSPECIFIED, test above.)
+#: END_REASON_NOT_ASSIGNED does (RULES A6). NOT_FOUND (UNKNOWN_SESSION): the server no
+#: longer knows the session; the product can act on UNKNOWN_SESSION (start a new one).
 BACKGROUND_REFUSALS = {
     "key refused": (
         grpc.StatusCode.UNAUTHENTICATED,
@@ -281,6 +289,12 @@ BACKGROUND_REFUSALS = {
         "NOT_ASSIGNED",
         sdk.EndReason.NOT_ASSIGNED,
         sdk.NotAssigned,
+    ),
+    "unknown session": (
+        grpc.StatusCode.NOT_FOUND,
+        "UNKNOWN_SESSION",
+        sdk.EndReason.UNKNOWN_SESSION,
+        sdk.UnknownSession,
     ),
 }
 

@@ -109,6 +109,23 @@ def test_sync_takeover_callback_and_wait_ended(
         assert info.value.end_reason is EndReason.TAKEN_OVER
 
 
+def test_sync_a_session_the_server_does_not_know_ends_unknown_session(
+    client: Client, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    # The synchronous face says it as the asynchronous one does: the reason, the error.
+    with client.session("ACAD", "2026") as s:
+        wait(lambda: clock.sleepers == 1)
+        del fake.sessions[s.session_id]  # forgotten (the server restored from a backup, say)
+        clock.advance(timedelta(minutes=6))
+        assert s.wait_ended(timeout=5) is EndReason.UNKNOWN_SESSION
+        assert s.end_reason is EndReason.UNKNOWN_SESSION
+        assert isinstance(s.error, sdk.UnknownSession)
+        with pytest.raises(sdk.SessionEnded) as info:
+            s.ensure_usable()
+        assert info.value.end_reason is EndReason.UNKNOWN_SESSION
+    assert fake.called("Release") == []
+
+
 def test_sync_calling_the_client_from_a_callback_is_refused(
     client: Client, fake: FakeLicensing, clock: ManualClock
 ) -> None:
