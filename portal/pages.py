@@ -297,7 +297,8 @@ def team_page(
     Callable[[Request], Awaitable[Response]],
 ]:
     """A page about one team: the handler adds its parts to the team's context; a refusal
-    of the team itself (not managed, unknown) is the page's message in words."""
+    of the team itself (not managed, unknown) is the page's message in words, without the
+    team's tabs."""
 
     def wrap(
         handler: Callable[[Request, Session, str], Awaitable[dict[str, Any]]],
@@ -305,12 +306,16 @@ def team_page(
         async def endpoint(request: Request) -> Response:
             session = signed_in(request)
             team_id = request.path_params["team_id"]
+            context: dict[str, Any] = {}
             try:
                 context = await _team_context(session, team_id)
                 context.update(await handler(request, session, team_id))
             except TesseraError as exc:
                 passed_on(exc)
-                context = {"title": team_id, "team_id": team_id, "message": in_words(exc)}
+                # The team's tabs only once the server showed the team (a member not
+                # found, say): none of a team refused (not managed, unknown).
+                tabs = {"team_id": team_id} if context else {}
+                context = {"title": team_id, **tabs, "message": in_words(exc)}
                 context["form_error"] = None  # a form's refusal is this message: said once
                 return render(
                     request, "error.html", context, session=session, status=status_of(exc)

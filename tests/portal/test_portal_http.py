@@ -759,6 +759,20 @@ def test_t1_a_buy_form_sent_twice_says_it_bought_once(web: TestClient, world: Wo
     assert sorted(num(p, "tokens") for p in packs) == [100, 200]
 
 
+def test_a_refused_team_shows_none_of_its_tabs(web: TestClient, world: World) -> None:
+    key = world.a("CreateAdminKey", {"display_name": "Alpha's admin", "team_ids": ["alpha"]})
+    sign_in(web, key["admin_key"])
+    for url in ("/teams/beta", "/teams/beta/ledger", "/teams/no-such-team/sessions"):
+        page = web.get(url)
+        assert page.status_code in (403, 404), url
+        assert 'aria-label="Team pages"' not in page.text, url
+        assert "/teams/beta/" not in page.text and "/teams/no-such-team" not in page.text, url
+    refused = web.post("/teams/beta/buy", data={"csrf": csrf_of(page.text), "tokens": "5"})
+    assert refused.status_code == 403 and 'aria-label="Team pages"' not in refused.text
+    shown = web.get("/teams/alpha/member?user=nobody@example.com")  # alpha's, shown
+    assert shown.status_code == 404 and 'aria-label="Team pages"' in shown.text
+
+
 def test_a_user_on_two_lines_of_a_bulk_add_is_counted_once(web: TestClient, world: World) -> None:
     sign_in(web)
     page = web.get("/teams/alpha/users")
