@@ -436,8 +436,42 @@ async def _devices(session: Session, pairs: Iterable[tuple[str, str]]) -> list[c
     return found
 
 
+async def confirm_end(request: Request) -> Response:
+    """The confirmation, only for one of this team's live sessions: any other (another
+    team's, which EndSession refuses; one ended or unknown) is refused as its form would
+    be (alpha's sessions page saying why, 403), and asked nothing about."""
+    session = signed_in(request)
+    team_id, session_id = request.path_params["team_id"], named(request, "session")
+    try:
+        here = await _live_here(session.client, team_id, session_id)
+    except TesseraError as exc:
+        passed_on(exc)
+        here = True  # the team itself refused: its page says why
+    if here:
+        return await _confirm_end(request)
+    request.state.error = NOT_LIVE_HERE
+    response = await live_sessions(request)
+    if response.status_code == 200:
+        response.status_code = 403
+    return response
+
+
+NOT_LIVE_HERE = "This session is not one of this team's live sessions: it cannot be ended here."
+
+
+async def _live_here(client: AsyncAdminClient, team_id: str, session_id: str) -> bool:
+    token = ""
+    while True:
+        page = await client.list_sessions(team_id, page_size=1000, page_token=token)
+        if any(s.session_id == session_id for s in page.sessions):
+            return True
+        token = page.next_page_token
+        if not token:
+            return False
+
+
 @team_page("confirm.html")
-async def confirm_end(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+async def _confirm_end(request: Request, session: Session, team_id: str) -> dict[str, Any]:
     session_id = named(request, "session")
     return confirmation(
         f"End session {session_id}?",

@@ -759,6 +759,28 @@ def test_t1_a_buy_form_sent_twice_says_it_bought_once(web: TestClient, world: Wo
     assert sorted(num(p, "tokens") for p in packs) == [100, 200]
 
 
+def test_the_confirmation_to_end_another_teams_session_is_refused_as_its_form_is(
+    web: TestClient, world: World
+) -> None:
+    """Alpha's administrator, on alpha's pages, names a session of beta's: EndSession
+    refuses it (403, alpha's sessions page saying why), and so does its confirmation,
+    which never asks about it."""
+    bea = world.desk.user("beta", "bee")
+    beta_session = world.desk.entitle(bea, "ACAD", team_id="beta")["session_id"]
+    key = world.a("CreateAdminKey", {"display_name": "Alpha's admin", "team_ids": ["alpha"]})
+    sign_in(web, key["admin_key"])
+    url = f"/teams/alpha/sessions/end?session={beta_session}"
+    refused = web.post(url, data={"csrf": csrf_of(web.get("/teams/alpha").text)})
+    confirm = web.get(url)
+    assert (confirm.status_code, refused.status_code) == (403, 403)
+    for page in (confirm.text, refused.text):
+        assert "<h1>Live sessions</h1>" in page and 'role="alert">' in page
+        assert "End session" not in page.split("<h1>", 1)[1].split("</h1>", 1)[0]
+    assert 'class="danger">End session</button>' not in confirm.text
+    own = web.get(f"/teams/alpha/sessions/end?session={world.session_id}")
+    assert own.status_code == 200 and 'class="danger">End session</button>' in own.text
+
+
 def test_a_refused_team_shows_none_of_its_tabs(web: TestClient, world: World) -> None:
     key = world.a("CreateAdminKey", {"display_name": "Alpha's admin", "team_ids": ["alpha"]})
     sign_in(web, key["admin_key"])
