@@ -494,9 +494,13 @@ class AsyncSessionHandle:
 
         ``timeout`` bounds the whole of it, plugins included, on the SDK's clock (what
         leaving the ``async with`` block does, with ``SessionOptions.release_timeout``);
-        ``None``, the default, waits as long as the client's retry policy lets the call go
-        on. Raises the ``TesseraError`` the server answered with, or ``DeadlineExceeded``
-        when ``timeout`` passed first; the session is ended all the same, with
+        ``None``, the default, is for a caller who wants the server's answer: each Release
+        waits as long as the client's retry policy lets the call go on (about 53 s with the
+        defaults, on a server that does not answer), the plugins' side by side, then the
+        session's own, which is always sent; so up to twice that in all. A product that is
+        closing leaves the block or calls ``AsyncClient.close()``, both bounded. Raises the
+        ``TesseraError`` the server answered with, or ``DeadlineExceeded`` when
+        ``timeout`` passed first; the session is ended all the same, with
         ``EndReason.RELEASE_UNCONFIRMED`` (the server may still hold it live) and the
         error in ``error``. Releasing an ended session returns it unchanged.
         """
