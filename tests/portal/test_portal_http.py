@@ -589,13 +589,15 @@ def test_a_page_token_the_server_refuses_is_the_same_400_on_every_list(
     web: TestClient, world: World
 ) -> None:
     sign_in(web)
-    for url in ("/teams", "/teams/alpha/ledger", "/teams/alpha/sessions", "/teams/alpha/users"):
+    for url in ("/teams", "/teams/alpha/sessions", "/teams/alpha/users"):
         for token in ("nonsense", "\u00e9%2F.."):
             page = web.get(f"{url}?page={token}")
             assert page.status_code == 400, url
             assert pages.PAGE_GONE in page.text, url
             assert "page_token" not in page.text, url
     page = web.get("/teams/alpha/audit?page=nonsense")
+    assert (page.status_code, pages.PAGE_GONE in page.text) == (400, True)
+    page = web.get("/teams/alpha/ledger?before=nonsense")  # the ledger's older pages
     assert (page.status_code, pages.PAGE_GONE in page.text) == (400, True)
 
 
@@ -793,6 +795,23 @@ def test_a_refused_team_shows_none_of_its_tabs(web: TestClient, world: World) ->
     assert refused.status_code == 403 and 'aria-label="Team pages"' not in refused.text
     shown = web.get("/teams/alpha/member?user=nobody@example.com")  # alpha's, shown
     assert shown.status_code == 404 and 'aria-label="Team pages"' in shown.text
+
+
+def test_the_ledger_shows_the_newest_entries_first(web: TestClient, world: World) -> None:
+    """A long history's recent entries are on the ledger's first page, and its Older
+    link goes back, to the first purchase, one page of 100 at a time."""
+    for tokens in range(1, 131):
+        world.a("PurchaseTokens", {"team_id": "beta", "tokens": tokens, "request_id": f"r{tokens}"})
+    sign_in(web)
+    page = web.get("/teams/beta/ledger")
+    amounts = [int(a) for a in re.findall(r'<tr><td>.*?<td class="num">(\d+)</td>', page.text)]
+    assert amounts == list(range(130, 30, -1))
+    older = re.search(r'href="([^"]+)">Older entries</a>', page.text)
+    assert older
+    page = web.get("/teams/beta/ledger" + unescape(older.group(1)))
+    amounts = [int(a) for a in re.findall(r'<tr><td>.*?<td class="num">(\d+)</td>', page.text)]
+    assert amounts == [*range(30, 0, -1), 200]
+    assert "Older entries" not in page.text
 
 
 def test_a_user_on_two_lines_of_a_bulk_add_is_counted_once(web: TestClient, world: World) -> None:
