@@ -502,7 +502,9 @@ class AsyncSessionHandle:
         ``TesseraError`` the server answered with, or ``DeadlineExceeded`` when
         ``timeout`` passed first; the session is ended all the same, with
         ``EndReason.RELEASE_UNCONFIRMED`` (the server may still hold it live) and the
-        error in ``error``. Releasing an ended session returns it unchanged.
+        error in ``error``, or ``EndReason.UNKNOWN_SESSION`` when the server answered
+        that it no longer knows the session (it holds nothing for it). Releasing an
+        ended session returns it unchanged.
         """
         if timeout is not None and timeout <= timedelta(0):
             raise ValueError("timeout must be positive (or None)")
@@ -530,7 +532,13 @@ class AsyncSessionHandle:
             session = await self._by(until, self._client.release(session_id), session_id)
         except TesseraError as exc:
             self.error = exc
-            self._finish(self._session.ended_locally(EndReason.RELEASE_UNCONFIRMED, None))
+            # (a server that no longer knows the session holds nothing for it)
+            reason = (
+                EndReason.UNKNOWN_SESSION
+                if isinstance(exc, UnknownSession)
+                else EndReason.RELEASE_UNCONFIRMED
+            )
+            self._finish(self._session.ended_locally(reason, None))
             raise
         finally:
             self._detach()

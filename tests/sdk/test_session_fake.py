@@ -607,6 +607,22 @@ async def test_m10_a_release_that_fails_ends_the_session_release_unconfirmed_not
     assert info.value.end_reason is EndReason.RELEASE_UNCONFIRMED
 
 
+async def test_m10_a_release_the_server_does_not_know_ends_unknown_session_not_unconfirmed(
+    client: AsyncClient, fake: FakeLicensing
+) -> None:
+    # The server forgot the session (ended by an administrator, a restore from a backup):
+    # it holds nothing for it, so RELEASE_UNCONFIRMED ("the server may still hold it
+    # live") would send the product looking for a session that is not there.
+    handle = client.session("ACAD", "2026")
+    await handle.start()
+    del fake.sessions[handle.session_id]
+    with pytest.raises(sdk.UnknownSession):
+        await handle.release()
+    assert handle.end_reason is EndReason.UNKNOWN_SESSION and not handle.usable
+    assert isinstance(handle.error, sdk.UnknownSession)
+    assert len(fake.called("Release")) == 1
+
+
 async def test_m10_release_with_a_timeout_raises_deadline_exceeded_once_it_passes(
     client: AsyncClient, fake: FakeLicensing, clock: ManualClock
 ) -> None:
