@@ -373,9 +373,22 @@ class Licensing(LiveView):
         self, user_id: str, product_id: str, now: datetime, changes: Changes, timers: TimerSink
     ) -> None:
         """C1/C2: a subscription or trial was granted (or changed) at ``now``: apply
-        it to the user's running sessions and watch for its next start or end."""
+        it to the user's running sessions and watch for its next start or end.
+
+        A restart looks for coverage changes from each session's
+        ``coverage_since`` (``LiveView.schedule_all``): a period granted after it
+        began (one already over covers nothing, C1) must not be replayed into the
+        past there. Every change before ``now`` has been applied (the deadlines
+        due fired first, ``Scheduler.caught_up``), so a session that would find
+        one is marked decided at ``now``."""
         self._apply_coverage(user_id, product_id, now, changes, timers)
-        if self._seat_sessions(user_id, product_id):
+        sessions = self._seat_sessions(user_id, product_id)
+        for session in sessions:
+            nxt = self.coverage.next_change(user_id, product_id, session.coverage_since)
+            if nxt is not None and nxt < now:
+                session.coverage_since = now
+                changes.upsert(session)
+        if sessions:
             self._schedule_coverage(user_id, product_id, now, timers)
 
     def idle_awareness_changed(

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from server.clock import TestClock
 from server.domain.changes import Changes, Deleted
+from server.domain.coverage import SubscriptionKind
 from server.domain.ledger import Cause, Hold
 from server.domain.products import Platform, Product
-from server.domain.sessions import ChargeState
+from server.domain.sessions import ChargeState, Coverage
 from server.domain.teams import Plan
+from server.domain.timers import TimerKind
 from server.engine.core import Engine
 from server.store.sqlite import Store
 
@@ -130,3 +132,64 @@ async def test_m2_m3_a_hold_released_and_taken_again_in_one_commit_is_stored_onc
     await store.commit(Changes([second, Deleted(second)]))
     assert (await store.load()).of(Hold) == []
     await store.close()
+
+
+async def test_c1_a_restart_does_not_replay_a_subscription_granted_after_its_period(
+    tmp_path: Path,
+) -> None:
+    """Ann's REVIT session (10 a day, not idle-aware) from 0: charged at 5 min,
+    renewed at 1 d (M5: 10 held, grace until 1 d 5 min). At 1 d 2 min the
+    operator grants a subscription for 23 h to 23 h 30 min, a period already
+    over: it covers nothing from the grant on (C1), so nothing changes. A restart
+    then must not replay it into the past (a release dated 23 h of the hold taken
+    at 1 d, a hold at 23 h 30 min): the renewal is captured at 1 d 5 min, as on
+    the server that did not restart."""
+    day, minute = timedelta(days=1), timedelta(minutes=1)
+    clock = TestClock(T0)
+    db = tmp_path / "t.db"
+    engine = await _engine(db, clock)
+    await engine.start(heartbeat_flush=0)
+    await engine.accounts.create_team("acme", "Acme", Plan.STANDARD)
+    await engine.accounts.purchase("acme", 100, "pack-1")
+    windows = frozenset({Platform.WINDOWS})
+    await engine.accounts.upsert_product(Product("REVIT", "Revit", 10, platforms=windows))
+    ann = "ann@example.com"
+    await engine.access.assign("acme", [f"Ann <{ann}>"], ["REVIT"], False, False, import_=True)
+    view = await engine.sessions.entitle(
+        ann,
+        product_id="REVIT",
+        product_version="2026",
+        platform=Platform.WINDOWS,
+        device_id="d1",
+        parent_session_id="",
+        request_id="",
+        takeover=False,
+        team_id="",
+    )
+    session_id = view.session.session_id
+    await engine.advance_clock(T0 + timedelta(hours=2), None)
+    await engine.sessions.heartbeat(ann, session_id, 0)  # the lease until 1 d 2 h
+    granted = T0 + day + 2 * minute
+    await engine.advance_clock(granted, None)
+    sub = SubscriptionKind.SUBSCRIPTION
+    await engine.access.grant(ann, "REVIT", T0 + day - 60 * minute, T0 + day - 30 * minute, sub)
+    await engine.stop()
+    await engine.store.close()
+
+    again = await _engine(db, clock)
+    try:
+        await again.start(heartbeat_flush=0)
+        await again.advance_clock(T0 + day + 10 * minute, None)
+        entries = await again.accounts.ledger_page("acme", 1, 100)
+        session = again.sessions.lic.session(session_id)
+        fired = again.scheduler.fired_by_kind[TimerKind.COVERAGE_CHANGE]
+    finally:
+        await again.stop()
+        await again.store.close()
+    assert [(e.kind.value, e.amount, e.time) for e in entries] == [
+        ("HOLD", 10, T0),
+        ("CAPTURE", 10, T0 + 5 * minute),
+        ("HOLD", 10, T0 + day),
+        ("CAPTURE", 10, T0 + day + 5 * minute),
+    ]
+    assert (session.live, session.coverage, fired) == (True, Coverage.TOKENS, 0)
