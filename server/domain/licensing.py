@@ -29,7 +29,10 @@ Decisions where the rules are silent (more in ``lifecycle`` and
 - A repeated ``request_id`` naming another product or device is
   ``AlreadyExists``, not an answer about something else. Idempotency holds for
   the sessions in memory (see ``forget_ended``).
-- ``parent_session_id`` on a product that is not a plugin is ignored.
+- ``parent_session_id`` on a product that is not a plugin is refused
+  (``InvalidArgument`` naming it), not ignored: only a plugin's session has a
+  host (P4), and a session that says it runs in a host it will never end with
+  is a caller's mistake to tell, not to drop. The SDK sends one for plugins only.
 - Plugin sessions register their device (the host's) without a device limit
   and never count as running elsewhere: the host governs both.
 - M13 counts the user's live sessions of the product on every device, in
@@ -153,6 +156,12 @@ class Licensing(LiveView):
         product = self.products.get(product_id)
         if product is None:
             raise UnknownProduct(f"{product_id!r} is not on the rate sheet", product_id=product_id)
+        if parent_session_id and product.kind is not ProductKind.PLUGIN:  # P4
+            raise InvalidArgument.field(
+                "parent_session_id",
+                f"must be empty: {product.product_id} is a product, not a plugin, and only "
+                "a plugin's session has a host",
+            )
         check_runs_on(product, platform, product_version)  # P2, P3
         teams = self.access.teams_for(user_id, product_id, now)  # A1-A5
         devices = self._devices_of(user_id, product_id)

@@ -243,6 +243,21 @@ def test_p4_plugin_needs_a_live_host_session_of_the_same_user_and_device(
     assert holds == [("ACAD", 10), ("REVIT", 10), ("ACAD", 10), ("ACADEL", 3)]
 
 
+def test_p4_a_host_named_for_a_product_is_invalid_argument_naming_it(desk: Desk, ann: str) -> None:
+    """Only a plugin's session has a host: ``parent_session_id`` on an Entitle of a
+    product (ACAD) is refused naming the field, whether it names nothing or a live
+    session, and opens nothing, rather than being dropped without a word."""
+    host = desk.entitle(ann)
+    for parent in ("se_nope", host["session_id"]):
+        err = desk.refused_entitle(
+            ann, IA, "INVALID_ARGUMENT", parent_session_id=parent, request_id=f"r-{parent}"
+        )
+        assert list(err.field_violations) == ["parent_session_id"]
+        assert "plugin" in err.field_violations["parent_session_id"]
+    assert [s["session_id"] for s in desk.sessions("alpha")] == [host["session_id"]]
+    assert desk.balance("alpha") == (90, 10)
+
+
 def test_p4_plugin_is_metered_on_its_own_at_its_own_rate(desk: Desk, ann: str) -> None:
     host = desk.entitle(ann)
     desk.advance(60)
