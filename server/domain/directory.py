@@ -29,7 +29,9 @@ Decisions where the rules are silent:
   adds a member or changes their guest flag or individual products, unless an
   invitation went out in the same call; a change that changes nothing
   queues nothing.
-- ``all_products`` makes the explicit set irrelevant, so it is stored empty.
+- ``all_products`` makes the explicit set irrelevant, so it is stored empty;
+  a request naming both (AssignUsers, ImportUsers, SetUserProducts) is refused
+  naming ``product_ids`` rather than letting ``all_products`` win unsaid.
 - An invited member can run nothing: their effective products are empty;
   ``granted_products`` says what they will get once they accept.
 """
@@ -223,6 +225,17 @@ def check_product_ids(
     if problems:
         raise InvalidArgument(problems)
     return frozenset(product_ids)
+
+
+def _choice_problems(product_ids: Sequence[str], all_products: bool) -> dict[str, str]:
+    """A3: a member runs all products or a list, never both: a request naming both
+    (``product_ids or all_products``) is refused, not settled by one of them silently."""
+    if all_products and product_ids:
+        return {
+            "product_ids": "must be empty when all_products is set (all_products already "
+            "grants every product): give one or the other"
+        }
+    return {}
 
 
 def _product_problems(
@@ -475,6 +488,7 @@ class Directory:
                 )
         problems = entry_violations("users", errors)
         problems.update(_product_problems(product_ids, known_products, "product_ids"))
+        problems.update(_choice_problems(product_ids, all_products))
         if problems:
             raise InvalidArgument(problems)
         call = _Call(now, new_token, new_id, changes)
@@ -640,6 +654,8 @@ class Directory:
         now, whose sessions the engine revokes (A6).
         """
         member = self.member(team.team_id, user_id)
+        if problems := _choice_problems(product_ids, all_products):
+            raise InvalidArgument(problems)
         chosen = check_product_ids(product_ids, known_products)
         individual: frozenset[str] = frozenset() if all_products else chosen
         if (member.all_products, member.product_ids) == (all_products, individual):

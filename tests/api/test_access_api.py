@@ -787,6 +787,29 @@ def test_a3_set_user_products_with_unknown_product_names_it(sheet: Grpcurl) -> N
     )
 
 
+@pytest.mark.parametrize("method", ["AssignUsers", "ImportUsers", "SetUserProducts"])
+def test_a3_product_ids_and_all_products_together_are_invalid_argument(
+    sheet: Grpcurl, method: str
+) -> None:
+    """A member runs all products or a list (``product_ids`` or ``all_products``):
+    a request naming both is refused naming ``product_ids`` and changes nothing,
+    rather than ``all_products`` winning without a word."""
+    import_(sheet, "alpha", ["Ann Lee <ann@example.com>"], product_ids=["ACAD"])
+    before = notes(sheet, "alpha")
+    body: dict[str, Any] = {"team_id": "alpha", "product_ids": ["REVIT"], "all_products": True}
+    if method == "SetUserProducts":
+        body["user_id"] = "ann@example.com"
+    else:
+        body["users"] = ["ann@example.com", "Bo Wu <bo@example.com>"]
+    err = refused(sheet, A + method, body, grpc.StatusCode.INVALID_ARGUMENT)
+    assert list(err.field_violations) == ["product_ids"]
+    assert "all_products" in err.field_violations["product_ids"]
+    ann = member(sheet, "alpha", "ann@example.com")
+    assert (ann.get("all_products", False), ann["product_ids"]) == (False, ["ACAD"])
+    assert [m["user_id"] for m in members(sheet, "alpha")] == ["ann@example.com"]
+    assert notes(sheet, "alpha") == before
+
+
 # -- A4 default assignments -------------------------------------------------------------
 
 

@@ -330,8 +330,24 @@ def test_h2_14_all_products_is_added_and_never_taken_back_by_assign(world: World
 
 
 def test_a1_all_products_stores_no_explicit_set(world: World) -> None:
-    [(member, _)] = world.assign(["Ann <ann@x.com>"], products=["ACAD"], all_products=True)
+    [(member, _)] = world.assign(["Ann <ann@x.com>"], all_products=True)
     assert (member.all_products, member.product_ids) == (True, frozenset())
+
+
+def test_a3_a_list_with_all_products_is_refused_and_changes_nothing(world: World) -> None:
+    """All products or a list: both in one request is a caller's mistake, named."""
+    for import_ in (False, True):
+        changes = Changes()
+        with pytest.raises(InvalidArgument) as e:
+            world.assign(
+                ["Ann <ann@x.com>"],
+                products=["ACAD"],
+                all_products=True,
+                import_=import_,
+                changes=changes,
+            )
+        assert set(e.value.violations) == {"product_ids"}
+        assert not changes and world.directory.find_user("ann@x.com") is None
 
 
 # A2: invitations.
