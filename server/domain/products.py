@@ -17,6 +17,9 @@ PRODUCT_ID_RE = re.compile(r"[A-Z0-9]{1,32}")
 # P2: a version is a year, or starts with one ("2025", "2025.1", "2025.2.1").
 # ASCII digits only: "\d" would take any script's (Arabic-Indic, fullwidth).
 VERSION_RE = re.compile(r"([0-9]{4})(?:\.[0-9A-Za-z]+)*")
+# The year is one the API can name: from 1970, its earliest instant (a Timestamp
+# before it is refused everywhere), to 9999, its latest; "0000" is no release.
+MIN_VERSION_YEAR = 1970
 DEFAULT_MIN_LINUX_VERSION = 2020
 
 
@@ -96,9 +99,11 @@ def validate_product(product: Product, existing: dict[str, Product]) -> None:
 def version_year(version: str) -> int:
     """P2: the year a version starts with; raise InvalidArgument if it has none."""
     m = VERSION_RE.fullmatch(version)
-    if m is None:
+    if m is None or int(m.group(1)) < MIN_VERSION_YEAR:
         raise InvalidArgument.field(
-            "product_version", "must be a year such as 2025, or start with one (2025.1)"
+            "product_version",
+            f"must be a year from {MIN_VERSION_YEAR} to 9999 such as 2025, "
+            "or start with one (2025.1)",
         )
     return int(m.group(1))
 

@@ -168,6 +168,19 @@ def test_p2_any_version_of_a_year_shares_one_charge(desk: Desk, ann: str) -> Non
     assert desk.token_moves("alpha") == [("HOLD", 10, at())]
 
 
+@pytest.mark.parametrize("version", ["0000", "0000.1", "1969", "1969.12"])
+def test_p2_a_version_before_1970_is_no_year_and_is_refused_naming_it(
+    desk: Desk, ann: str, version: str
+) -> None:
+    """P2: a version is a year, from 1970 (the API's earliest instant) on: "0000"
+    is four digits but no year a product was released in."""
+    err = desk.refused_entitle(ann, IA, "INVALID_ARGUMENT", product_version=version)
+    assert list(err.field_violations) == ["product_version"]
+    assert "1970" in err.field_violations["product_version"]
+    assert desk.devices(ann) == []
+    assert desk.entitle(ann, product_version="1970.0")["product_version"] == "1970.0"
+
+
 def test_p3_platforms_and_the_linux_floor(desk: Desk, ann: str) -> None:
     desk.refused_entitle(
         ann, FP, "UNSUPPORTED_PLATFORM", product_id="REVIT", platform="PLATFORM_LINUX"

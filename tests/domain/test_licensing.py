@@ -93,11 +93,12 @@ def test_p2_version_must_start_with_a_year(w: World) -> None:
 
 
 @pytest.mark.parametrize(
-    "version", ["\u0662\u0660\u0662\u0665", "\uff12\uff10\uff12\uff15", "2025\n"]
+    "version", ["\u0662\u0660\u0662\u0665", "\uff12\uff10\uff12\uff15", "2025\n", "0000", "1969.1"]
 )
 def test_p2_a_year_is_four_ascii_digits(w: World, version: str) -> None:
-    """Arabic-Indic or fullwidth digits, or a line break after the year, are no
-    version of P2's: refused, so no session is stored under such a version."""
+    """Arabic-Indic or fullwidth digits, a line break after the year, or a year
+    before 1970 (the API's earliest) are no version of P2's: refused, so no
+    session is stored under such a version."""
     with pytest.raises(InvalidArgument) as e:
         w.entitle(version=version)
     assert set(e.value.violations) == {"product_version"}
