@@ -16,7 +16,9 @@ Scopes:
 - ``TEAM``: every team the call names (``teams``) must be one the caller
   manages, else ``NOT_TEAM_ADMIN``; for ``any_team`` calls about a user (their
   devices), one of the user's teams is enough, but every team whose sessions
-  the call would end (``touches``) must be the caller's.
+  the call would end (``touches``: a device removal with ``end_sessions``;
+  without it, one in use is ``DEVICE_IN_USE`` and ends nothing) must be the
+  caller's.
 - ``LISTING``: as ``TEAM`` when a team is named; with none named, the list
   holds only the caller's teams (the servicer passes ``Caller.team_ids`` on),
   or, for a ``team_required`` list (the audit trail), a team administrator is
@@ -95,6 +97,10 @@ def _user(request: Any, look: Lookup) -> tuple[str, ...]:
 
 
 def _device(request: Any, look: Lookup) -> tuple[str, ...]:
+    # Without end_sessions a removal ends nothing: a device in use is DEVICE_IN_USE
+    # (R2) for every caller alike, so no team's session is touched.
+    if not request.end_sessions:
+        return ()
     return tuple(sorted(look.device_teams(request.user_id, request.product_id, request.device_id)))
 
 

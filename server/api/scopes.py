@@ -108,7 +108,12 @@ def check(
         touched = rule.touches(request, look)
         for team_id in touched:  # a session of another team it would end
             if team_id not in managed:
-                raise NotTeamAdmin(method, team_id, str(request.user_id))
+                raise NotTeamAdmin(
+                    method,
+                    team_id,
+                    str(request.user_id),
+                    device_id=str(getattr(request, "device_id", "")),
+                )
         # The audit event names the first two: those it changed, else the caller's.
         return _unique(*touched, *(t for t in teams if t in managed), *teams)
     for team_id in (*teams, *rule.touches(request, look)):

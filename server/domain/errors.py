@@ -17,7 +17,7 @@
     │   └── TestClockDisabled        TEST_CLOCK_DISABLED
     ├── SessionLimit                 SESSION_LIMIT (session_limit, product_id)
     ├── NotAssigned                  NOT_ASSIGNED
-    ├── NotTeamAdmin                 NOT_TEAM_ADMIN (team_id, method)
+    ├── NotTeamAdmin                 NOT_TEAM_ADMIN (team_id, method; user_id, device_id)
     ├── OperatorOnly                 OPERATOR_ONLY (method, field)
     ├── NotFound                     UNKNOWN_* (one subclass per kind)
     └── AlreadyExists                ALREADY_EXISTS
@@ -166,7 +166,17 @@ class NotTeamAdmin(DomainError):
 
     reason = "NOT_TEAM_ADMIN"
 
-    def __init__(self, method: str, team_id: str, user_id: str = "") -> None:
+    def __init__(self, method: str, team_id: str, user_id: str = "", device_id: str = "") -> None:
+        if device_id:  # the key manages one of the user's teams, not the session's
+            super().__init__(
+                f"{method}: device {device_id!r} of user {user_id!r} runs a session of team "
+                f"{team_id!r}, which this admin key does not manage: ending it is that team's",
+                method=method,
+                team_id=team_id,
+                user_id=user_id,
+                device_id=device_id,
+            )
+            return
         if user_id:  # a call about a user (their devices): one of their teams is enough
             super().__init__(
                 f"{method}: this admin key manages none of user {user_id!r}'s teams",

@@ -373,6 +373,32 @@ def test_ad1_a_device_removal_that_would_end_another_teams_session_is_not_team_a
     assert world.call("ListDevices", {"user_id": bob, "product_id": "ACAD"}).get("devices") is None
 
 
+def test_ad1_a_device_running_another_teams_session_is_refused_for_what_it_is(
+    world: World,
+) -> None:
+    """bob is in beta (not the key's) and gamma (the key's), and his beta session
+    runs on dev-1. Ending it is beta's: the refusal says so (the key does manage one
+    of bob's teams). Without end_sessions the call would end nothing, so it is
+    answered as it is for the operator and any device in use: DEVICE_IN_USE."""
+    desk, bob = world.desk, world.other.user
+    desk.a("ImportUsers", {"team_id": "gamma", "users": [bob], "all_products": True})
+    body = {"user_id": bob, "product_id": "ACAD", "device_id": "dev-1"}
+    err = world.refused("RemoveDevice", {**body, "end_sessions": True}, "NOT_TEAM_ADMIN")
+    assert (err.metadata["team_id"], err.metadata["device_id"]) == ("beta", "dev-1")
+    assert "manages none" not in err.message
+    assert "runs a session of team 'beta'" in err.message
+    for token in (world.key, None):  # the key, then the operator: one answer
+        with pytest.raises(GrpcurlError) as info:
+            world.desk.admin(f"{SERVICE}/RemoveDevice", body, token=token)
+        assert (info.value.code, info.value.reason) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "DEVICE_IN_USE",
+        )
+    (running,) = [s for s in desk.sessions("beta") if s["session_id"] == world.other.session]
+    assert running["state"] == "SESSION_STATE_ACTIVE"
+    assert [d["device_id"] for d in desk.devices(bob)] == ["dev-1"]
+
+
 def test_ad1_an_unknown_session_or_pack_is_unknown_to_a_team_key_too(world: World) -> None:
     with pytest.raises(GrpcurlError) as info:
         world.call("EndSession", {"session_id": "se_none"})
