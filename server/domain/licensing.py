@@ -26,8 +26,12 @@ Decisions where the rules are silent (more in ``lifecycle`` and
   too on a product without idle awareness: telling the product that its
   session has ended (and why) matters more than that the call was needless.
   Idle on a live session of such a product is refused (IDLE_NOT_SUPPORTED).
-- A repeated ``request_id`` naming another product or device is
-  ``AlreadyExists``, not an answer about something else. Idempotency holds for
+- A repeated ``request_id`` naming another product, device, platform or
+  version is ``AlreadyExists``, not an answer about something else (a macOS
+  caller must not be handed a Windows session): as idempotency keys go (AIP-155),
+  a key reused with other parameters is refused. ``takeover`` and the preferred
+  team are how to decide, not what is asked for, and may differ (the SDK's retry
+  after an unanswered Entitle sends ``takeover`` off). Idempotency holds for
   the sessions in memory (see ``forget_ended``).
 - ``parent_session_id`` on a product that is not a plugin is refused
   (``InvalidArgument`` naming it), not ignored: only a plugin's session has a
@@ -145,10 +149,16 @@ class Licensing(LiveView):
         if request_id:  # M11
             earlier = self._earlier(user_id, request_id)
             if earlier is not None:
-                if earlier.product_id != product_id or earlier.device_id != device_id:
+                if (
+                    earlier.product_id != product_id
+                    or earlier.device_id != device_id
+                    or earlier.platform is not platform
+                    or earlier.product_version != product_version
+                ):
                     raise AlreadyExists(
                         f"request_id {request_id!r} was already used to entitle "
-                        f"{earlier.product_id} on device {earlier.device_id!r}",
+                        f"{earlier.product_id} {earlier.product_version} on "
+                        f"{earlier.platform.value}, device {earlier.device_id!r}",
                         request_id=request_id,
                         session_id=earlier.session_id,
                     )

@@ -494,6 +494,31 @@ def test_m11_a_repeated_request_id_returns_the_first_session_and_holds_once(
     assert [m[0] for m in desk.token_moves("alpha")] == ["HOLD", "HOLD", "HOLD_RELEASE"]
 
 
+def test_m11_a_request_id_reused_on_another_platform_or_version_is_already_exists(
+    desk: Desk, ann: str
+) -> None:
+    """A repeat is the same request: a macOS caller reusing a Windows Entitle's id,
+    or another version, is refused as another product or device is, and not handed
+    the first session. takeover and the preferred team may differ (the SDK retries
+    an unanswered Entitle with takeover off): that is still the same request."""
+    first = desk.entitle(ann, request_id="req-1")
+    for other in (
+        {"platform": "PLATFORM_MACOS"},
+        {"product_version": "2025"},
+        {"product_version": "2026.1"},
+    ):
+        err = desk.refused_entitle(
+            ann, grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS", request_id="req-1", **other
+        )
+        assert err.metadata["session_id"] == first["session_id"]
+        assert err.metadata["request_id"] == "req-1"
+        assert "2026 on WINDOWS" in err.message
+    again = desk.entitle(ann, request_id="req-1", takeover=True, team_id="alpha")
+    assert again["session_id"] == first["session_id"]
+    assert len(desk.sessions("alpha")) == 1
+    assert desk.balance("alpha") == (90, 10)
+
+
 def test_m12_ended_sessions_are_answered_as_they_are(desk: Desk, ann: str) -> None:
     s = desk.entitle(ann)
     desk.to(at(m=1))
