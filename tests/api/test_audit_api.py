@@ -290,6 +290,19 @@ def test_ad2_team_settings_that_change_nothing_leave_no_event(desk: Desk) -> Non
     assert (team["display_name"], team["low_balance_threshold"]) == ("Alpha Ltd", "500")
 
 
+def test_ad2_advancing_the_clock_by_nothing_leaves_no_event(desk: Desk) -> None:
+    """AD2: AdvanceClock by 0s, or to the time it already shows, changes nothing and
+    leaves no event, as other calls that change nothing; a move of a second does."""
+    before = len(events(desk))
+    now = desk.now()
+    assert desk.a("AdvanceClock", {"by": "0s"})["now"] == now
+    assert desk.a("AdvanceClock", {"to_time": now})["now"] == now
+    assert len(events(desk)) == before
+    desk.advance(1)
+    assert summary(events(desk))[0] == ("AdvanceClock", "operator", "", "")
+    assert len(events(desk)) == before + 1
+
+
 def test_ad2_a_device_removed_by_a_team_administrator_is_in_its_teams_trail(
     desk: Desk, server: ServerThread
 ) -> None:
