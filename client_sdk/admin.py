@@ -208,10 +208,11 @@ class AsyncAdminClient:
         return [p async for p in pages(fetch, lambda r: r.packs)]
 
     async def list_ledger_entries(
-        self, team_id: str, page_size: int = 0, page_token: str = ""
+        self, team_id: str, page_size: int = 0, page_token: str = "", order_by: str = ""
     ) -> pb.ListLedgerEntriesResponse:
+        """A page of the team's ledger, oldest first; ``order_by="time desc"``: newest first."""
         request = pb.ListLedgerEntriesRequest(
-            team_id=team_id, page_size=page_size, page_token=page_token
+            team_id=team_id, page_size=page_size, page_token=page_token, order_by=order_by
         )
         return await self._call(lambda s: s.ListLedgerEntries, request)
 

@@ -9,14 +9,12 @@ change through ``change`` (``portal.pages``).
 from __future__ import annotations
 
 import secrets
-from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from markupsafe import Markup
 from starlette.datastructures import FormData
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -24,7 +22,6 @@ from client_sdk.admin import AsyncAdminClient
 from client_sdk.errors import TesseraError
 from portal import present
 from portal.pages import (
-    PAGE_GONE,
     again,
     change,
     confirmation,
@@ -537,38 +534,17 @@ remove_device = form(_remove_device)
 # -- ledger and audit -----------------------------------------------------------------------------------
 
 
-LEDGER_PAGE = 100
-
-
 @team_page("ledger.html")
 async def ledger(request: Request, session: Session, team_id: str) -> dict[str, Any]:
-    """The ledger newest first, 100 entries a page; ``?before=`` an entry's id: the
-    page of those just older than it (a link that new entries never shift)."""
-    before = request.query_params.get("before", "")
-    entries = await _ledger_before(session.client, team_id, before)
-    shown = list(reversed(entries))[:LEDGER_PAGE]
-    return {"entries": shown, "older": shown[-1].entry_id if len(entries) > LEDGER_PAGE else ""}
-
-
-async def _ledger_before(
-    client: AsyncAdminClient, team_id: str, before: str
-) -> deque[common_pb2.LedgerEntry]:
-    """The ``LEDGER_PAGE + 1`` entries (or fewer) just before the entry ``before`` (the
-    end when empty), oldest first. ListLedgerEntries pages oldest first only, with tokens
-    that only go forward: the ledger is read from its start, 1000 entries a call."""
-    kept: deque[common_pb2.LedgerEntry] = deque(maxlen=LEDGER_PAGE + 1)
-    token = ""
-    while True:
-        page = await client.list_ledger_entries(team_id, page_size=1000, page_token=token)
-        for entry in page.entries:
-            if entry.entry_id == before:
-                return kept
-            kept.append(entry)
-        token = page.next_page_token
-        if not token:
-            if before:
-                raise HTTPException(400, PAGE_GONE)  # not this team's entry, or made up
-            return kept
+    """The ledger newest first, 100 entries a page (a long history's recent entries
+    first); the server's page token goes back in time, so new entries never shift it."""
+    page = await session.client.list_ledger_entries(
+        team_id,
+        page_size=100,
+        page_token=request.query_params.get("page", ""),
+        order_by="time desc",
+    )
+    return {"entries": page.entries, "next_page": page.next_page_token}
 
 
 @team_page("audit.html")

@@ -141,13 +141,15 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
 
     async def ListLedgerEntries(self, request: api.ListLedgerEntriesRequest, context: Ctx) -> Any:
         size = paging.page_size(request.page_size, limit=self.e.max_page_size)
-        after = paging.decode_seq(request.page_token, "ledger") or 0
+        newest_first = paging.time_order(request.order_by)
+        kind = "ledger-desc" if newest_first else "ledger"  # a token keeps its order
+        since = paging.decode_seq(request.page_token, kind) or 0
         entries = await self.e.accounts.ledger_page(
-            request.team_id, after, size + 1, request.pack_id
+            request.team_id, since, size + 1, request.pack_id, newest_first=newest_first
         )
         more = len(entries) > size
         entries = entries[:size]
-        token = paging.encode("ledger", str(entries[-1].seq)) if more and entries else ""
+        token = paging.encode(kind, str(entries[-1].seq)) if more and entries else ""
         return api.ListLedgerEntriesResponse(
             entries=[cv.entry_out(x) for x in entries], next_page_token=token
         )

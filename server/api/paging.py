@@ -58,6 +58,19 @@ def decode_seq(token: str, kind: str) -> int | None:
     raise InvalidArgument.field("page_token", "is not a page token this server gave out")
 
 
+#: AIP-132's ``order_by`` of a list in time order: oldest first (the default) or newest.
+TIME_ORDERS = {"": False, "time": False, "time asc": False, "time desc": True}
+
+
+def time_order(order_by: str, field: str = "order_by") -> bool:
+    """True for newest first (``"time desc"``), False for oldest first (``""``,
+    ``"time"``, ``"time asc"``); anything else is refused naming the field."""
+    newest = TIME_ORDERS.get(" ".join(order_by.split()).lower())
+    if newest is None:
+        raise InvalidArgument.field(field, 'must be "time" (oldest first) or "time desc"')
+    return newest
+
+
 def paginate(
     items: Sequence[_T],
     key: Callable[[_T], str],

@@ -181,11 +181,22 @@ class Accounts:
         return forecast(now, balances, charged)
 
     async def ledger_page(
-        self, team_id: str, after_seq: int, limit: int, pack_id: str = ""
+        self,
+        team_id: str,
+        since_seq: int,
+        limit: int,
+        pack_id: str = "",
+        *,
+        newest_first: bool = False,
     ) -> list[LedgerEntry]:
-        """Entries of a team in order, after ``after_seq``; reads the committed history."""
+        """Entries of a team in order, after ``since_seq`` (before it, newest first;
+        0: from the start); reads the committed history. UNKNOWN_TEAM, UNKNOWN_PACK."""
         self.team(team_id)
-        return await self._store.ledger_page(team_id, after_seq, limit, pack_id)
+        if pack_id:
+            self.state.ledger.pack(pack_id)
+        return await self._store.ledger_page(
+            team_id, since_seq, limit, pack_id, newest_first=newest_first
+        )
 
     def _on_pack_expiry(self, pack_id: str, due: datetime, changes: Changes) -> None:
         self.state.ledger.expire(pack_id, due, changes)

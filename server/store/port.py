@@ -129,9 +129,16 @@ class StorePort(Protocol):
     # -- named reads (committed history that does not live in memory) ----------
 
     async def ledger_page(
-        self, team_id: str, after_seq: int, limit: int, pack_id: str = ""
+        self,
+        team_id: str,
+        since_seq: int,
+        limit: int,
+        pack_id: str = "",
+        *,
+        newest_first: bool = False,
     ) -> list[LedgerEntry]:
-        """A team's ledger entries with ``seq > after_seq``, in order, at most ``limit``."""
+        """A team's ledger entries with ``seq > since_seq``, in order, at most ``limit``;
+        ``newest_first``: those with ``seq < since_seq`` (0: no bound), newest first."""
         ...
 
     async def ended_session(self, session_id: str) -> Session | None:

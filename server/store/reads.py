@@ -49,14 +49,26 @@ class NamedReads:
         return [table.from_row(r) for r in await self._rows(f"{table.select_sql} {rest}", params)]
 
     async def ledger_page(
-        self, team_id: str, after_seq: int, limit: int, pack_id: str = ""
+        self,
+        team_id: str,
+        since_seq: int,
+        limit: int,
+        pack_id: str = "",
+        *,
+        newest_first: bool = False,
     ) -> list[LedgerEntry]:
-        where = "WHERE team_id = ? AND seq > ?"
-        params: Row = (team_id, after_seq)
+        where, order = "WHERE team_id = ?", "seq"
+        params: Row = (team_id,)
+        if newest_first:
+            order = "seq DESC"
+            if since_seq:
+                where, params = f"{where} AND seq < ?", (*params, since_seq)
+        else:
+            where, params = f"{where} AND seq > ?", (*params, since_seq)
         if pack_id:
             where += " AND pack_id = ?"
             params += (pack_id,)
-        return await self._select(LEDGER, f"{where} ORDER BY seq LIMIT ?", (*params, limit))
+        return await self._select(LEDGER, f"{where} ORDER BY {order} LIMIT ?", (*params, limit))
 
     async def ended_session(self, session_id: str) -> Session | None:
         found = await self._select(SESSIONS, "WHERE session_id = ?", (session_id,))

@@ -441,6 +441,7 @@ def _product(**fields: Any) -> dict[str, Any]:
         ("ListLedgerEntries", {"team_id": "acme", "page_token": "bm90LWEtdG9rZW4"}, "page_token"),
         ("ListLedgerEntries", {"team_id": "acme", "pageToken": "%%%"}, "page_token"),
         ("ListLedgerEntries", {"team_id": "acme", "page_size": -1}, "page_size"),
+        ("ListLedgerEntries", {"team_id": "acme", "order_by": "amount"}, "order_by"),
     ],
 )
 def test_api_bad_field_is_invalid_argument_naming_it(
@@ -710,6 +711,65 @@ def test_t6_ledger_pages_of_two_over_four_entries_end_without_an_empty_page(
     )
     assert len(second["entries"]) == 2
     assert second.get("next_page_token", "") == ""
+
+
+def test_t6_ledger_newest_first_pages_back_through_every_entry_once(admin: Grpcurl) -> None:
+    # order_by "time desc" (AIP-132): the recent entries on the first page, for a
+    # reader of a long history (the portal's ledger); its tokens page back in time.
+    create_team(admin, "acme")
+    for n in range(1, 6):
+        purchase(admin, "acme", n * 10)
+        admin(A + "AdvanceClock", {"by": "60s"})
+    pages: list[list[str]] = []
+    token = ""
+    for _ in range(10):  # a bound, so a token that never ends fails instead of hanging
+        body: dict[str, Any] = {"team_id": "acme", "page_size": 2, "order_by": "time desc"}
+        if token:
+            body["page_token"] = token
+        page = admin(A + "ListLedgerEntries", body)
+        pages.append([e["amount"] for e in page.get("entries", [])])
+        token = page.get("next_page_token", "")
+        if not token:
+            break
+    assert pages == [["50", "40"], ["30", "20"], ["10"]]
+    # An entry made between two pages does not shift a walk back in time.
+    first = admin(
+        A + "ListLedgerEntries", {"team_id": "acme", "page_size": 2, "order_by": "time desc"}
+    )
+    purchase(admin, "acme", 60)
+    second = admin(
+        A + "ListLedgerEntries",
+        {
+            "team_id": "acme",
+            "page_size": 2,
+            "order_by": "time desc",
+            "page_token": first["next_page_token"],
+        },
+    )
+    assert [e["amount"] for e in second["entries"]] == ["30", "20"]
+    # "time" is the default order; a token of one order is refused by the other.
+    oldest = admin(A + "ListLedgerEntries", {"team_id": "acme", "order_by": "time"})
+    assert [e["amount"] for e in oldest["entries"]] == ["10", "20", "30", "40", "50", "60"]
+    err = refused(
+        admin,
+        A + "ListLedgerEntries",
+        {"team_id": "acme", "page_token": first["next_page_token"]},
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert set(err.field_violations) == {"page_token"}
+
+
+def test_t6_ledger_of_an_unknown_pack_is_unknown_pack(admin: Grpcurl) -> None:
+    create_team(admin, "acme")
+    purchase(admin, "acme", 10)
+    err = refused(
+        admin,
+        A + "ListLedgerEntries",
+        {"team_id": "acme", "pack_id": "pk_nope"},
+        grpc.StatusCode.NOT_FOUND,
+        "UNKNOWN_PACK",
+    )
+    assert err.metadata.get("pack_id") == "pk_nope"
 
 
 def test_t6_ledger_is_per_team(admin: Grpcurl) -> None:

@@ -53,10 +53,24 @@ class FakeStore:
         return None
 
     async def ledger_page(
-        self, team_id: str, after_seq: int, limit: int, pack_id: str = ""
+        self,
+        team_id: str,
+        since_seq: int,
+        limit: int,
+        pack_id: str = "",
+        *,
+        newest_first: bool = False,
     ) -> list[LedgerEntry]:
-        found = [x for x in self.committed if isinstance(x, LedgerEntry)]
-        return [e for e in found if e.team_id == team_id and e.seq > after_seq][:limit]
+        found = [
+            x
+            for x in self.committed
+            if isinstance(x, LedgerEntry)
+            and x.team_id == team_id
+            and (not pack_id or x.pack_id == pack_id)
+        ]
+        if newest_first:
+            return [e for e in reversed(found) if not since_seq or e.seq < since_seq][:limit]
+        return [e for e in found if e.seq > since_seq][:limit]
 
     async def ended_session(self, session_id: str) -> Session | None:
         return None

@@ -168,16 +168,18 @@ class MoveTokenPackResponse(_message.Message):
     def __init__(self, token_pack: _Optional[_Union[_common_pb2.TokenPack, _Mapping]] = ...) -> None: ...
 
 class ListLedgerEntriesRequest(_message.Message):
-    __slots__ = ("team_id", "page_size", "page_token", "pack_id")
+    __slots__ = ("team_id", "page_size", "page_token", "pack_id", "order_by")
     TEAM_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     PACK_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     team_id: str
     page_size: int
     page_token: str
     pack_id: str
-    def __init__(self, team_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., pack_id: _Optional[str] = ...) -> None: ...
+    order_by: str
+    def __init__(self, team_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., pack_id: _Optional[str] = ..., order_by: _Optional[str] = ...) -> None: ...
 
 class ListLedgerEntriesResponse(_message.Message):
     __slots__ = ("entries", "next_page_token")
