@@ -138,6 +138,20 @@ class DeviceInUse(FailedPrecondition):
         )
 
 
+class ProductInUse(FailedPrecondition):
+    """P1/P4: a product's kind or a plugin's host changed while sessions of it run."""
+
+    reason = "PRODUCT_IN_USE"
+
+    def __init__(self, product_id: str, live_sessions: int) -> None:
+        super().__init__(
+            f"product {product_id!r} has {live_sessions} live session(s): its kind and "
+            "host product can change once none runs (end them with EndSession, or wait)",
+            product_id=product_id,
+            live_sessions=live_sessions,
+        )
+
+
 class TestClockDisabled(FailedPrecondition):
     __test__ = False  # not a pytest class
     reason = "TEST_CLOCK_DISABLED"

@@ -10,7 +10,7 @@ from server.clock import Clock
 from server.domain import text
 from server.domain.alerts import warning_time
 from server.domain.changes import Changes
-from server.domain.errors import AlreadyExists, InvalidArgument, UnknownTeam
+from server.domain.errors import AlreadyExists, InvalidArgument, ProductInUse, UnknownTeam
 from server.domain.forecast import WINDOW as FORECAST_WINDOW
 from server.domain.forecast import Forecast, PackBalance, forecast
 from server.domain.ledger import LedgerEntry, TokenPack
@@ -42,6 +42,7 @@ class Accounts:
         ids: IdFactory,
         set_guest_defaults: SetGuestDefaults,
         idle_awareness_changed: IdleAwarenessChanged,
+        live_count: Callable[[str], int],
     ) -> None:
         self.state = state
         self._store = store
@@ -51,6 +52,7 @@ class Accounts:
         self._ids = ids
         self._set_guest_defaults = set_guest_defaults
         self._idle_awareness_changed = idle_awareness_changed
+        self._live_count = live_count
         scheduler.on(TimerKind.PACK_EXPIRY, self._on_pack_expiry)
 
     def schedule_all(self) -> None:
@@ -218,6 +220,17 @@ class Accounts:
         changes = Changes()
         now = self._scheduler.caught_up(changes)
         before = products.get(product.product_id)
+        # A running session is a product's or a plugin's under its host (P4): one
+        # whose kind or host changed under it would be neither. Sessions whose
+        # lease ran out have just ended above, so only live ones refuse it.
+        if before is not None and (before.kind, before.host_product_id) != (
+            product.kind,
+            product.host_product_id,
+        ):
+            live = self._live_count(product.product_id)
+            if live:
+                await store_fired(self._commits, changes)
+                raise ProductInUse(product.product_id, live)
         products[product.product_id] = product
         changes.upsert(product)
         if before is not None and before.idle_aware != product.idle_aware:

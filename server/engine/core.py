@@ -130,6 +130,7 @@ class Engine:
             ids=ids,
             set_guest_defaults=self.access.set_guest_defaults,
             idle_awareness_changed=self.sessions.idle_awareness_changed,
+            live_count=self.sessions.live_count,
         )
         self.admins = AdminKeys(
             state,

@@ -147,6 +147,10 @@ class Sessions:
         """C1/C2: a subscription or trial was granted; running sessions follow it."""
         self.lic.coverage_changed(sub.user_id, sub.product_id, now, changes, self._scheduler)
 
+    def live_count(self, product_id: str) -> int:
+        """How many sessions of the product are live (a scan: the admin path)."""
+        return sum(1 for s in self.lic.live_sessions() if s.product_id == product_id)
+
     def idle_awareness_changed(self, product_id: str, now: datetime, changes: Changes) -> None:
         """P1 with M6: a product's idle awareness was turned on or off at ``now``."""
         self.lic.idle_awareness_changed(product_id, now, changes, self._scheduler)

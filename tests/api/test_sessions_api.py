@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from tests.grpcurl import GrpcurlError
-from tests.licensing_desk import T0, Desk, L, at, ended, num
+from tests.licensing_desk import SHEET, T0, Desk, L, at, ended, num
 from tests.support import ServerThread
 
 FP = grpc.StatusCode.FAILED_PRECONDITION
@@ -269,6 +269,35 @@ def test_p4_a_host_named_for_a_product_is_invalid_argument_naming_it(desk: Desk,
         assert "plugin" in err.field_violations["parent_session_id"]
     assert [s["session_id"] for s in desk.sessions("alpha")] == [host["session_id"]]
     assert desk.balance("alpha") == (90, 10)
+
+
+def test_p4_a_kind_or_host_is_not_changed_under_live_sessions(desk: Desk, ann: str) -> None:
+    """A running session is a product's, or a plugin's under its host's session (P4):
+    turning REVIT into a plugin, or moving ACADEL to another host, while sessions of
+    it run would leave them neither, with no host to end with. Refused
+    PRODUCT_IN_USE, the rate sheet unchanged; other fields still change, and once no
+    session runs the kind and host change too."""
+    sheet = {p["product_id"]: p for p in SHEET}
+    revit = desk.entitle(ann, "REVIT")
+    host = desk.entitle(ann)
+    desk.entitle(ann, "ACADEL", parent_session_id=host["session_id"])
+    as_plugin = {**sheet["REVIT"], "kind": "PRODUCT_KIND_PLUGIN", "host_product_id": "ACAD"}
+    moved = {**sheet["ACADEL"], "host_product_id": "VIEWER"}
+    for product in (as_plugin, moved):
+        err = desk.refused(None, "UpsertProduct", {"product": product}, FP, "PRODUCT_IN_USE")
+        assert err.metadata["product_id"] == product["product_id"]
+        assert err.metadata["live_sessions"] == "1"
+    listed = {p["product_id"]: p for p in desk.a("ListProducts", {})["products"]}
+    assert listed["REVIT"]["kind"] == "PRODUCT_KIND_PRODUCT"
+    assert listed["ACADEL"]["host_product_id"] == "ACAD"
+    desk.a("UpsertProduct", {"product": {**sheet["ACADEL"], "daily_rate": 4}})  # not kind
+    desk.release(ann, revit["session_id"])
+    desk.release(ann, host["session_id"])  # its plugin ends with it
+    desk.a("UpsertProduct", {"product": as_plugin})
+    desk.a("UpsertProduct", {"product": moved})
+    listed = {p["product_id"]: p for p in desk.a("ListProducts", {})["products"]}
+    assert listed["REVIT"]["kind"] == "PRODUCT_KIND_PLUGIN"
+    assert listed["ACADEL"]["host_product_id"] == "VIEWER"
 
 
 def test_p4_plugin_is_metered_on_its_own_at_its_own_rate(desk: Desk, ann: str) -> None:

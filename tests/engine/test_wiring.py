@@ -123,6 +123,7 @@ class World:
             idle_awareness_changed=lambda product, now, changes: self.idle_changes.append(
                 (product, now)
             ),
+            live_count=lambda product_id: 0,
         )
 
 
