@@ -443,8 +443,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSessions(self, request, context):
-        """Live sessions of a team (ended ones too with `include_ended`), a page at a
-        time (RULES R2).
+        """Live sessions of a team (ended ones too with `include_ended`: those the
+        server still holds, at least the last two days'), a page at a time (RULES R2).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -129,8 +129,8 @@ class AdminServiceStub:
     END_REASON_ENDED_BY_ADMIN and the response lists them.
     """
     ListSessions: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListSessionsRequest, _admin_service_pb2.ListSessionsResponse]
-    """Live sessions of a team (ended ones too with `include_ended`), a page at a
-    time (RULES R2).
+    """Live sessions of a team (ended ones too with `include_ended`: those the
+    server still holds, at least the last two days'), a page at a time (RULES R2).
     """
     EndSession: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.EndSessionRequest, _admin_service_pb2.EndSessionResponse]
     """Ends a session as an administrator: END_REASON_ENDED_BY_ADMIN; the
@@ -270,8 +270,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     END_REASON_ENDED_BY_ADMIN and the response lists them.
     """
     ListSessions: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListSessionsRequest, _admin_service_pb2.ListSessionsResponse]  # type: ignore[assignment]
-    """Live sessions of a team (ended ones too with `include_ended`), a page at a
-    time (RULES R2).
+    """Live sessions of a team (ended ones too with `include_ended`: those the
+    server still holds, at least the last two days'), a page at a time (RULES R2).
     """
     EndSession: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.EndSessionRequest, _admin_service_pb2.EndSessionResponse]  # type: ignore[assignment]
     """Ends a session as an administrator: END_REASON_ENDED_BY_ADMIN; the
@@ -576,8 +576,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.ListSessionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.ListSessionsResponse, _abc.Awaitable[_admin_service_pb2.ListSessionsResponse]]:
-        """Live sessions of a team (ended ones too with `include_ended`), a page at a
-        time (RULES R2).
+        """Live sessions of a team (ended ones too with `include_ended`: those the
+        server still holds, at least the last two days'), a page at a time (RULES R2).
         """
 
     @_abc_1.abstractmethod
