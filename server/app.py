@@ -46,7 +46,7 @@ from server.listen import SERVICE_NAMES, StartRefused, bind, grpc_server
 from server.metrics import Metrics
 from server.store import port
 from server.store.loading import loading
-from server.store.port import StorePort
+from server.store.port import Snapshot, StorePort
 from server.store.postgres import Fence, PostgresStore, hidden, migrate, shown_url
 from server.store.sqlite import Store
 
@@ -134,6 +134,23 @@ def _clock(config: Config, stored: dict[str, str], has_data: bool) -> Clock:
             "or use a fresh --db for test-clock mode"
         )
     return TestClock(parse_instant(saved) if saved is not None else config.test_clock)
+
+
+async def _not_before_the_stored(
+    clock: Clock, store: StorePort, snapshot: Snapshot, stored: dict[str, str]
+) -> None:
+    """The real clock of a start (a lone server's, or a standby's taking over)
+    never goes back from the latest instant the stored data says something was
+    done (``server/clock.py``): on a machine whose clock is behind it, the
+    server's time stands there, with one warning, until the wall clock passes it.
+    Not when the test clock is ended (--end-test-clock): its instants were never
+    real, and the database moves to today's time (the refusal in ``_clock`` says
+    so), whichever way that is."""
+    if not isinstance(clock, SystemClock) or TEST_CLOCK_KEY in stored:
+        return
+    latest = await store.latest_instant(snapshot)
+    if latest is not None:
+        clock.not_before(latest)
 
 
 def _clock_mode(clock: Clock, stored: dict[str, str]) -> list[object]:
@@ -368,6 +385,7 @@ class TesseraServer:
             stored = {m.key: m.value for m in snapshot.of(MetaValue)}
             has_data = any(rows for kind, rows in snapshot.objects.items() if kind is not MetaValue)
             clock = _clock(cfg, stored, has_data)
+            await _not_before_the_stored(clock, store, snapshot, stored)
             with loading():  # the indexes and deadlines of what was loaded stay too
                 engine = Engine.restore(
                     snapshot,

@@ -5,8 +5,11 @@ clock is stepped back (NTP correcting it, a virtual machine resumed), the
 server's time stands still until the wall clock catches up, so nothing (a
 charge, a lease, a ledger entry) is dated before what was already done, and no
 grace or window is measured backwards. A step forward is followed at once.
-(That holds while the server runs: a start takes the machine's clock as it
-finds it.)
+That holds across a start too: a start (or a standby's takeover) gives the
+clock the latest instant the stored data says something was done
+(``not_before``; ``NamedReads.latest_instant`` in ``server/store/reads.py``),
+and on a machine whose clock is behind it the server's time stands there
+until the wall clock passes it.
 ``TestClock`` (RULES §7) starts at a given instant and moves only when an
 operator advances it. Both only *tell* the time: firing what falls due is the
 scheduler's job (``server/engine/scheduler.py``), driven the same way by
@@ -67,6 +70,28 @@ class SystemClock:
                 note="the server's time stands still until the wall clock catches up",
             )
         return self._last
+
+    def not_before(self, instant: datetime) -> None:
+        """Never read earlier than ``instant`` from now on: at a start, the latest
+        instant the stored data says something was done, so that nothing is dated
+        before it (the module's docstring). A wall clock behind it is warned of
+        once, here (``wall_clock_stepped_back``, as for a step while running), and
+        the server's time stands at ``instant`` until the wall clock passes it."""
+        if instant <= self._last:
+            return
+        self._last = instant
+        now = self._wall()
+        if now < instant and not self._behind:
+            self._behind = True
+            log.warning(
+                "wall_clock_stepped_back",
+                seconds=round((instant - now).total_seconds(), 6),
+                latest_stored=instant.isoformat(),
+                note=(
+                    "the machine's clock is behind the stored data: the server's time "
+                    "stands at the latest stored instant until the wall clock passes it"
+                ),
+            )
 
 
 class TestClock:

@@ -151,6 +151,11 @@ class StorePort(Protocol):
         """The amounts of a team's CAPTURE entries at or after ``since`` (L4)."""
         ...
 
+    async def latest_instant(self, snapshot: Snapshot) -> datetime | None:
+        """The latest instant the stored data (and ``snapshot``, what ``load``
+        returned) says something was done, or None (``server/store/reads.py``)."""
+        ...
+
     async def audit_page(self, team_id: str, before_seq: int, limit: int) -> list[AuditEvent]:
         """Audit events with ``seq < before_seq`` (0: no bound) whose team or other
         team is ``team_id`` ("" : every team's), newest first, at most ``limit`` (AD2)."""

@@ -49,3 +49,31 @@ def test_s7_the_real_clock_reads_the_wall_clock_by_default() -> None:
     now = SystemClock().now()
     assert before <= now <= wall_clock()
     assert now.tzinfo is UTC
+
+
+def test_s7_a_start_behind_the_stored_data_stands_at_it_until_the_wall_clock_passes_it() -> None:
+    """A start's floor (``SystemClock.not_before``): the latest instant the stored
+    data says something was done, which the server's time never goes back from."""
+    wall = Wall()
+    clock = SystemClock(wall)
+    stored = T0 + timedelta(hours=1)  # the wall clock an hour behind the last entry
+    with capture_logs() as lines:
+        clock.not_before(stored)
+        assert clock.now() == stored
+        wall.at = T0 + timedelta(minutes=59)
+        assert clock.now() == stored
+        wall.at = stored + timedelta(seconds=1)  # passed it: followed
+        assert clock.now() == stored + timedelta(seconds=1)
+    assert [(line["event"], line["seconds"]) for line in lines] == [
+        ("wall_clock_stepped_back", 3600.0)
+    ]
+
+
+def test_s7_a_start_ahead_of_the_stored_data_follows_the_wall_clock_and_says_nothing() -> None:
+    wall = Wall()
+    clock = SystemClock(wall)
+    with capture_logs() as lines:
+        clock.not_before(T0 - timedelta(days=1))
+        clock.not_before(T0)  # an equal instant is not behind
+        assert clock.now() == T0
+    assert lines == []

@@ -8,14 +8,20 @@ import gc
 import signal
 import sqlite3
 import threading
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from structlog.testing import capture_logs
 
+from server import app
+from server.clock import SystemClock
+from server.domain.admins import AuditEvent
 from server.domain.changes import Changes
+from server.domain.directory import Notification, NotificationKind
 from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack
 from server.domain.meta import MetaValue
 from server.domain.products import Platform, Product, ProductKind
@@ -23,6 +29,7 @@ from server.domain.sessions import ChargeState, Device, Meter, Session, SessionS
 from server.domain.teams import Plan, Team
 from server.store import sqlite as sqlite_store
 from server.store.codec import NOT_LOADED, TABLES, Table
+from server.store.port import StorePort
 from server.store.schema import MIGRATIONS
 from server.store.sqlite import Store
 from tessera_api.tessera.v1 import admin_service_pb2 as api
@@ -30,6 +37,7 @@ from tessera_api.tessera.v1 import admin_service_pb2_grpc
 from tests.grpcurl import Grpcurl, GrpcurlError
 from tests.licensing_desk import Desk
 from tests.security.test_at_rest import _verify
+from tests.store.builders import a_session
 from tests.store.test_sqlite_write import T0 as BEGAN
 from tests.store.test_sqlite_write import _session
 from tests.support import ADMIN_TOKEN, ServerProcess, ServerThread, running
@@ -338,6 +346,141 @@ def test_store_kill_9_after_advance_clock_keeps_the_time_and_expiry(
     finally:
         client.close()
     second.kill()
+
+
+# -- the real clock across a restart (RULES §7) -----------------------------------------
+
+WALL_AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+class Wall:
+    """The machine's clock of the servers a test starts in this process, set by the test."""
+
+    def __init__(self) -> None:
+        self.at = WALL_AT
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+@pytest.fixture
+def wall(monkeypatch: pytest.MonkeyPatch) -> Wall:
+    """Every real-clock server the test starts in process reads this wall clock."""
+    wall = Wall()
+
+    class OnTheWall(SystemClock):
+        __slots__ = ()
+
+        def __init__(self) -> None:
+            super().__init__(wall)
+
+    monkeypatch.setattr(app, "SystemClock", OnTheWall)
+    return wall
+
+
+def _purchase_on_the_real_clock(
+    database: Path | str, request_id: str
+) -> tuple[str, list[dict[str, Any]]]:
+    """Start on the real clock, buy 10 tokens for acme (made on the first start):
+    the server's time then, and acme's ledger."""
+    with running(database, test_clock=None) as srv:
+        client = Grpcurl(srv.target, ADMIN_TOKEN)
+        try:
+            if not client(A + "ListTeams", {}).get("teams"):
+                client(A + "CreateTeam", {"team_id": "acme"})
+            client(
+                A + "PurchaseTokens", {"team_id": "acme", "tokens": 10, "request_id": request_id}
+            )
+            return client(A + "GetServerInfo", {})["now"], ledger(client, "acme")
+        finally:
+            client.close()
+
+
+def _stepped_back(lines: Iterable[Mapping[str, Any]]) -> list[float]:
+    return [line["seconds"] for line in lines if line["event"] == "wall_clock_stepped_back"]
+
+
+def test_s7_a_restart_on_a_wall_clock_behind_the_stored_data_dates_nothing_before_it(
+    database: Path | str, wall: Wall
+) -> None:
+    """The machine's clock an hour behind the last ledger entry at a start (a
+    restart after NTP stepped it back, or a standby whose clock is behind the old
+    active's taking over): the server's time stands at that entry's, with one
+    warning, until the wall clock passes it."""
+    _, before = _purchase_on_the_real_clock(database, "po-1")
+    assert [e["time"] for e in before] == ["2026-03-02T09:00:00Z"]
+    wall.at = WALL_AT - timedelta(hours=1)
+    with capture_logs() as lines:
+        now, after = _purchase_on_the_real_clock(database, "po-2")
+    assert now == "2026-03-02T09:00:00Z"
+    assert [e["time"] for e in after] == ["2026-03-02T09:00:00Z"] * 2
+    assert _stepped_back(lines) == [3600.0]  # once, not once a reading
+    # Past it, the server's time follows the wall clock again.
+    wall.at = WALL_AT + timedelta(minutes=1)
+    with capture_logs() as lines:
+        now, after = _purchase_on_the_real_clock(database, "po-3")
+    assert (now, after[-1]["time"]) == ("2026-03-02T09:01:00Z",) * 2
+    assert _stepped_back(lines) == []
+
+
+def test_s7_a_restart_on_a_wall_clock_ahead_of_the_stored_data_follows_it(
+    database: Path | str, wall: Wall
+) -> None:
+    _purchase_on_the_real_clock(database, "po-1")
+    wall.at = WALL_AT + timedelta(hours=1)
+    with capture_logs() as lines:
+        now, after = _purchase_on_the_real_clock(database, "po-2")
+    assert now == "2026-03-02T10:00:00Z"
+    assert [e["time"] for e in after] == ["2026-03-02T09:00:00Z", "2026-03-02T10:00:00Z"]
+    assert _stepped_back(lines) == []
+
+
+async def test_s7_the_latest_stored_instant_is_the_newest_of_entries_events_and_sessions(
+    store: StorePort,
+) -> None:
+    """What a start's clock may not go back from (``NamedReads.latest_instant``):
+    the newest ledger entry's time, the newest audit event's, and the latest
+    instant a loaded session was entitled, heartbeat, changed state or coverage."""
+    assert await store.latest_instant(await store.load()) is None  # an empty store
+    t = WALL_AT
+    entry = LedgerEntry(1, t, EntryKind.PURCHASE, "acme", "pk_1", 10, 10, 0)
+    event = AuditEvent(1, "ev_1", t + timedelta(seconds=1), "OPERATOR", "", "X", "", "", "", "", "")
+    await store.commit([entry])
+    assert await store.latest_instant(await store.load()) == t
+    await store.commit([event])
+    assert await store.latest_instant(await store.load()) == t + timedelta(seconds=1)
+    for n, field in enumerate(("lease_start", "state_since", "coverage_since"), start=2):
+        later = t + timedelta(seconds=n)
+        await store.commit([a_session(f"s{n}", t, **{field: later})])
+        assert await store.latest_instant(await store.load()) == later
+    # An older session says nothing newer.
+    await store.commit([a_session("s9", t - timedelta(days=1))])
+    assert await store.latest_instant(await store.load()) == t + timedelta(seconds=4)
+    warned = t + timedelta(seconds=5)  # L1's warning, fired by a deadline
+    await store.commit([Notification("n1", "acme", "", "", NotificationKind.LOW_BALANCE, warned)])
+    assert await store.latest_instant(await store.load()) == warned
+
+
+def test_s7_ending_the_test_clock_moves_to_the_wall_clock_even_behind_its_data(
+    database: Path | str, wall: Wall
+) -> None:
+    """--end-test-clock: the test clock's instants were never real, so they set no
+    floor; the database moves to the machine's time, whichever way that is."""
+    with running(database) as srv:  # the test clock, at 2026-01-01
+        client = Grpcurl(srv.target, ADMIN_TOKEN)
+        try:
+            client(A + "AdvanceClock", {"toTime": "2026-07-01T00:00:00Z"})  # past the wall
+            client(A + "CreateTeam", {"team_id": "acme"})
+            client(A + "PurchaseTokens", {"team_id": "acme", "tokens": 10, "request_id": "po-1"})
+        finally:
+            client.close()
+    with capture_logs() as lines, running(database, test_clock=None, end_test_clock=True) as srv:
+        client = Grpcurl(srv.target, ADMIN_TOKEN)
+        try:
+            assert client(A + "GetServerInfo", {})["now"] == "2026-03-02T09:00:00Z"
+        finally:
+            client.close()
+    assert _stepped_back(lines) == []
 
 
 # -- group commit ---------------------------------------------------------------------
