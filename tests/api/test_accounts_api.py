@@ -288,15 +288,19 @@ def test_t5_move_to_unknown_team_is_unknown_team(admin: Grpcurl) -> None:
     assert [p["pack_id"] for p in packs(admin, "acme")] == [pack["pack_id"]]
 
 
-def test_t5_move_unknown_pack_is_unknown_pack(admin: Grpcurl) -> None:
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [
+        ("MoveTokenPack", {"packId": "pk_missing", "to_team_id": "acme"}),  # T5
+        ("ListLedgerEntries", {"team_id": "acme", "pack_id": "pk_missing"}),  # T6
+    ],
+)
+def test_t5_t6_an_unknown_pack_is_unknown_pack(
+    admin: Grpcurl, method: str, body: dict[str, Any]
+) -> None:
     create_team(admin, "acme")
-    err = refused(
-        admin,
-        A + "MoveTokenPack",
-        {"packId": "pk_missing", "to_team_id": "acme"},
-        grpc.StatusCode.NOT_FOUND,
-        "UNKNOWN_PACK",
-    )
+    purchase(admin, "acme", 10)
+    err = refused(admin, A + method, body, grpc.StatusCode.NOT_FOUND, "UNKNOWN_PACK")
     assert err.metadata.get("pack_id") == "pk_missing"
 
 
@@ -757,19 +761,6 @@ def test_t6_ledger_newest_first_pages_back_through_every_entry_once(admin: Grpcu
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert set(err.field_violations) == {"page_token"}
-
-
-def test_t6_ledger_of_an_unknown_pack_is_unknown_pack(admin: Grpcurl) -> None:
-    create_team(admin, "acme")
-    purchase(admin, "acme", 10)
-    err = refused(
-        admin,
-        A + "ListLedgerEntries",
-        {"team_id": "acme", "pack_id": "pk_nope"},
-        grpc.StatusCode.NOT_FOUND,
-        "UNKNOWN_PACK",
-    )
-    assert err.metadata.get("pack_id") == "pk_nope"
 
 
 def test_t6_ledger_is_per_team(admin: Grpcurl) -> None:
