@@ -8,8 +8,9 @@ grace or window is measured backwards. A step forward is followed at once.
 That holds across a start too: a start (or a standby's takeover) gives the
 clock the latest instant the stored data says something was done
 (``not_before``; ``NamedReads.latest_instant`` in ``server/store/reads.py``),
-and on a machine whose clock is behind it the server's time stands there
-until the wall clock passes it.
+and on a machine whose clock is behind it (by at most ``MAX_STAND_STILL``:
+more is an error, and the machine's clock is taken as it is) the server's time
+stands there until the wall clock passes it.
 ``TestClock`` (RULES §7) starts at a given instant and moves only when an
 operator advances it. Both only *tell* the time: firing what falls due is the
 scheduler's job (``server/engine/scheduler.py``), driven the same way by
@@ -21,7 +22,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import structlog
@@ -40,6 +41,11 @@ def wall_clock() -> datetime:
     """The machine's clock as it reads now, backwards steps and all: what a log
     line's stamp says (when it was written). The server's time is ``SystemClock``'s."""
     return datetime.now(UTC)
+
+
+#: The most a start's clock stands still behind the stored data (``not_before``):
+#: skew between machines, a clock stepped back by NTP; more is a clock to fix.
+MAX_STAND_STILL = timedelta(hours=1)
 
 
 class SystemClock:
@@ -76,11 +82,28 @@ class SystemClock:
         instant the stored data says something was done, so that nothing is dated
         before it (the module's docstring). A wall clock behind it is warned of
         once, here (``wall_clock_stepped_back``, as for a step while running), and
-        the server's time stands at ``instant`` until the wall clock passes it."""
+        the server's time stands at ``instant`` until the wall clock passes it.
+
+        Only for a skew: a wall clock more than ``MAX_STAND_STILL`` behind is a
+        clock to set right (or data dated by one that was wrong, or a test
+        clock's future left by --end-test-clock), not one to wait for: standing
+        still that long, no grace, lease or pack would end. The server then runs on
+        the wall clock as it finds it, with an error at each such start."""
         if instant <= self._last:
             return
-        self._last = instant
         now = self._wall()
+        if instant - now > MAX_STAND_STILL:
+            log.error(
+                "wall_clock_far_behind_stored_data",
+                seconds=round((instant - now).total_seconds(), 6),
+                latest_stored=instant.isoformat(),
+                note=(
+                    "the server runs on the machine's clock, dating what it does before "
+                    "what is stored: set the machine's clock right (NTP)"
+                ),
+            )
+            return
+        self._last = instant
         if now < instant and not self._behind:
             self._behind = True
             log.warning(

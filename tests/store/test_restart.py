@@ -18,7 +18,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from server import app
-from server.clock import SystemClock
+from server.clock import MAX_STAND_STILL, SystemClock
 from server.domain.admins import AuditEvent
 from server.domain.changes import Changes
 from server.domain.directory import Notification, NotificationKind
@@ -481,6 +481,37 @@ def test_s7_ending_the_test_clock_moves_to_the_wall_clock_even_behind_its_data(
         finally:
             client.close()
     assert _stepped_back(lines) == []
+    # Nor at the starts after it, when the test clock's July is the stored data's
+    # latest instant: further ahead than a skew, it is said, not waited for.
+    wall.at = WALL_AT + timedelta(minutes=1)
+    with capture_logs() as lines, running(database, test_clock=None) as srv:
+        client = Grpcurl(srv.target, ADMIN_TOKEN)
+        try:
+            assert client(A + "GetServerInfo", {})["now"] == "2026-03-02T09:01:00Z"
+        finally:
+            client.close()
+    assert _stepped_back(lines) == []
+    assert [line["latest_stored"] for line in lines if line["event"] == FAR_BEHIND] == [
+        "2026-07-01T00:00:00+00:00"
+    ]
+
+
+FAR_BEHIND = "wall_clock_far_behind_stored_data"
+
+
+def test_s7_a_restart_on_a_wall_clock_far_behind_the_stored_data_runs_on_it_and_says_so(
+    database: Path | str, wall: Wall
+) -> None:
+    """More than MAX_STAND_STILL (an hour) behind is a clock to set right, not a
+    skew: standing still until it caught up, no grace, lease or pack would end."""
+    _purchase_on_the_real_clock(database, "po-1")
+    wall.at = WALL_AT - MAX_STAND_STILL - timedelta(seconds=1)
+    with capture_logs() as lines:
+        now, _ = _purchase_on_the_real_clock(database, "po-2")
+    assert now == "2026-03-02T07:59:59Z"
+    assert _stepped_back(lines) == []
+    assert [line["seconds"] for line in lines if line["event"] == FAR_BEHIND] == [3601.0]
+    # (Up to it, exactly an hour behind, it stands still: the test before.)
 
 
 # -- group commit ---------------------------------------------------------------------
