@@ -244,7 +244,11 @@ async def user_rows(request: Request) -> Response:
 
 
 def _chosen_products(data: FormData) -> tuple[list[str], bool]:
-    return [str(p) for p in data.getlist("product_ids")], data.get("all_products") == "on"
+    """The form's choice: "All products" ticked wins over the products also ticked
+    (the member page ticks a member's own), which the server refuses beside it (A3)."""
+    if data.get("all_products") == "on":
+        return [], True
+    return [str(p) for p in data.getlist("product_ids")], False
 
 
 async def _add_users(request: Request, session: Session, data: FormData) -> Response:
@@ -442,8 +446,9 @@ async def confirm_end(request: Request) -> Response:
     be (alpha's sessions page saying why, 403), and asked nothing about."""
     session = signed_in(request)
     team_id, session_id = request.path_params["team_id"], named(request, "session")
+    user_id = request.query_params.get("user", "")
     try:
-        here = await _live_here(session.client, team_id, session_id)
+        here = await _live_here(session.client, team_id, session_id, user_id)
     except TesseraError as exc:
         passed_on(exc)
         here = True  # the team itself refused: its page says why
@@ -459,10 +464,15 @@ async def confirm_end(request: Request) -> Response:
 NOT_LIVE_HERE = "This session is not one of this team's live sessions: it cannot be ended here."
 
 
-async def _live_here(client: AsyncAdminClient, team_id: str, session_id: str) -> bool:
+async def _live_here(client: AsyncAdminClient, team_id: str, session_id: str, user_id: str) -> bool:
+    """Whether the session is one of the team's live ones. The sessions page's link
+    names its user, so one page of that user's sessions answers; a link without one
+    walks the team's."""
     token = ""
     while True:
-        page = await client.list_sessions(team_id, page_size=1000, page_token=token)
+        page = await client.list_sessions(
+            team_id, user_id=user_id, page_size=1000, page_token=token
+        )
         if any(s.session_id == session_id for s in page.sessions):
             return True
         token = page.next_page_token

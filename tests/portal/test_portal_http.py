@@ -812,6 +812,28 @@ def test_the_ledger_shows_the_newest_entries_first(web: TestClient, world: World
     assert "Older entries" not in page.text
 
 
+def test_a3_a_member_switched_to_all_products_keeps_no_list_beside_it(
+    web: TestClient, world: World
+) -> None:
+    """The member page ticks Carl's own product (REVIT); ticking "All products" too
+    sends both, which SetUserProducts refuses (A3: one or the other). The form's
+    "All products" wins, as the administrator meant."""
+    sign_in(web)
+    member = "http://127.0.0.1/teams/alpha/member?user=carl@example.com"
+    page = web.get(member)
+    assert 'value="REVIT" checked' in page.text
+    (save,) = [
+        u for u in links(page.text, member) if u.endswith("/member/products?user=carl@example.com")
+    ]
+    sent = web.post(
+        save,
+        data={"csrf": csrf_of(page.text), "product_ids": "REVIT", "all_products": "on"},
+    )
+    assert sent.status_code == 200, sent.text
+    got = world.a("GetMember", {"team_id": "alpha", "user_id": "carl@example.com"})["member"]
+    assert (got.get("product_ids", []), got.get("all_products", False)) == ([], True)
+
+
 def test_a_user_on_two_lines_of_a_bulk_add_is_counted_once(web: TestClient, world: World) -> None:
     sign_in(web)
     page = web.get("/teams/alpha/users")
