@@ -14,6 +14,7 @@
     │   ├── InvitationExpired        INVITATION_EXPIRED
     │   ├── PackHasHolds             PACK_HAS_HOLDS
     │   ├── DeviceInUse              DEVICE_IN_USE (device_id, live_sessions)
+    │   ├── ProductInUse             PRODUCT_IN_USE (product_id, live_sessions)
     │   └── TestClockDisabled        TEST_CLOCK_DISABLED
     ├── SessionLimit                 SESSION_LIMIT (session_limit, product_id)
     ├── NotAssigned                  NOT_ASSIGNED

@@ -118,13 +118,13 @@ RETURNING epoch
 # a refusal then names the id anyway, and another id is the way out.
 NODE_LOCK = 0x7E55E7A
 TAKE_NODE_ID = "SELECT pg_try_advisory_lock($1, hashtext($2))"
+# How often the node id's lock is tried again while an ended session exits.
+ENDED_POLL = 0.02
 # A session of this node's own name that has sat idle for $2 seconds: one its
 # server gave up on (a renewal that timed out, a network cut) while PostgreSQL
 # still holds it open, with the node id's lock, until TCP notices (two hours by
 # default). A live election session runs a statement every round, so it is never
 # idle that long; a second server with the same id (refused) is not ended.
-# How often the node id's lock is tried again while an ended session exits.
-ENDED_POLL = 0.02
 END_STALE_SELF = """
 SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 WHERE datname = current_database() AND application_name = $1 AND pid <> pg_backend_pid()
