@@ -513,8 +513,47 @@ def _device_path(request: Request) -> tuple[str, str, str, str]:
     return request.path_params["team_id"], user_id, product_id, device_id
 
 
+async def confirm_remove_device(request: Request) -> Response:
+    """The confirmation, only for a device this team's page offers to remove (as the
+    member page does): one of a user its key may see, not running another team's
+    session. Any other is refused as its form would be (the sessions page saying why,
+    403), and asked nothing about."""
+    session = signed_in(request)
+    team_id, user_id, product_id, device_id = _device_path(request)
+    if await _removable_here(session.client, team_id, user_id, product_id, device_id):
+        return await _confirm_remove_device(request)
+    request.state.error = NOT_REMOVABLE_HERE
+    response = await live_sessions(request)
+    if response.status_code == 200:
+        response.status_code = 403
+    return response
+
+
+NOT_REMOVABLE_HERE = (
+    "This device is not one this team's page can remove: it is unknown, of a user this "
+    "key does not manage, or running another team's session (that team's page ends it)."
+)
+
+
+async def _removable_here(
+    client: AsyncAdminClient, team_id: str, user_id: str, product_id: str, device_id: str
+) -> bool:
+    try:
+        devices = await client.list_devices(user_id, product_id)
+    except TesseraError as exc:
+        passed_on(exc)
+        return False
+    device = next((d for d in devices if d.device_id == device_id), None)
+    if device is None or not device.running:
+        return device is not None
+    live = await client.list_sessions(team_id, user_id=user_id, page_size=1000)
+    return any((s.product_id, s.device_id) == (product_id, device_id) for s in live.sessions)
+
+
 @team_page("confirm.html")
-async def confirm_remove_device(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+async def _confirm_remove_device(
+    request: Request, session: Session, team_id: str
+) -> dict[str, Any]:
     _, user_id, product_id, device_id = _device_path(request)
     ids = {"user": user_id, "product": product_id, "device": device_id}
     return confirmation(

@@ -781,6 +781,33 @@ def test_the_confirmation_to_end_another_teams_session_is_refused_as_its_form_is
     assert own.status_code == 200 and 'class="danger">End session</button>' in own.text
 
 
+def test_r2_the_confirmation_to_remove_a_device_not_this_teams_is_refused_as_its_form_is(
+    web: TestClient, world: World
+) -> None:
+    """Alpha's administrator, on alpha's pages, names a device of a user only in beta,
+    or one of Ada's running beta's session: RemoveDevice refuses both (403), and so
+    does its confirmation, which never asks about them. Ada's own device, running
+    alpha's session, is asked about."""
+    bee = world.desk.user("beta", "bee")
+    world.desk.entitle(bee, "ACAD", team_id="beta", device_id="bee-pc")
+    ada = "ada@example.com"
+    world.a("AssignUsers", {"team_id": "beta", "users": [ada], "all_products": True})
+    world.desk.entitle(ada, "REVIT", team_id="beta", device_id="ada-beta")
+    key = world.a("CreateAdminKey", {"display_name": "Alpha's admin", "team_ids": ["alpha"]})
+    sign_in(web, key["admin_key"])
+    csrf = csrf_of(web.get("/teams/alpha").text)
+    for user, product, device in ((bee, "ACAD", "bee-pc"), (ada, "REVIT", "ada-beta")):
+        url = f"/teams/alpha/devices/remove?user={user}&product={product}&device={device}"
+        refused = web.post(url, data={"csrf": csrf})
+        confirm = web.get(url)
+        assert (confirm.status_code, refused.status_code) == (403, 403), url
+        assert 'role="alert">' in confirm.text and "Remove device" not in confirm.text
+    own = world.a("ListSessions", {"team_id": "alpha", "user_id": ada})["sessions"][0]
+    url = f"/teams/alpha/devices/remove?user={ada}&product=ACAD&device={own['device_id']}"
+    page = web.get(url)
+    assert page.status_code == 200 and "<h1>Remove device" in page.text
+
+
 def test_a_refused_team_shows_none_of_its_tabs(web: TestClient, world: World) -> None:
     key = world.a("CreateAdminKey", {"display_name": "Alpha's admin", "team_ids": ["alpha"]})
     sign_in(web, key["admin_key"])
