@@ -29,7 +29,7 @@ from server.api.interceptors import EdgeInterceptor
 from server.api.licensing import LicensingServicer
 from server.api.limits import RateLimits
 from server.api.scopes import EngineLookup
-from server.clock import Clock, SystemClock, TestClock, monotonic
+from server.clock import MAX_STAND_STILL, Clock, SystemClock, TestClock, monotonic
 from server.config import Config, node_id, parse_instant
 from server.credentials import load_or_create_admin_token
 from server.domain.changes import Deleted
@@ -124,7 +124,18 @@ def _clock(config: Config, stored: dict[str, str], has_data: bool) -> Clock:
                 "or with --end-test-clock to move it to the real clock for good, or use "
                 "a fresh --db"
             )
-        return SystemClock()
+        clock = SystemClock()
+        if saved is not None and parse_instant(saved) - clock.now() > MAX_STAND_STILL:
+            # Its windows, graces and packs would end that far in the future on the
+            # real clock (a user charged again only then), and a later start would
+            # find the stored data far ahead of the machine (``not_before``).
+            raise StartRefused(
+                f"{shown_db(config.db)}'s test clock is at {saved}, ahead of this machine's "
+                f"clock ({clock.now().isoformat()}): moved to the real clock, what it holds "
+                "would fall due that far in the future; end it once the machine's clock has "
+                "passed that instant, or use a fresh --db"
+            )
+        return clock
     if saved is None and (REAL_CLOCK_KEY in stored or has_data):
         since = stored.get(REAL_CLOCK_KEY)
         raise StartRefused(

@@ -85,8 +85,8 @@ class SystemClock:
         the server's time stands at ``instant`` until the wall clock passes it.
 
         Only for a skew: a wall clock more than ``MAX_STAND_STILL`` behind is a
-        clock to set right (or data dated by one that was wrong, or a test
-        clock's future left by --end-test-clock), not one to wait for: standing
+        clock to set right (or data dated by one that was wrong), not one to wait
+        for (--end-test-clock of a test clock further ahead is refused): standing
         still that long, no grace, lease or pack would end. The server then runs on
         the wall clock as it finds it, with an error at each such start."""
         if instant <= self._last:

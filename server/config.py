@@ -351,7 +351,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "end_test_clock",
         "move a test-clock database to the real clock for good: its time jumps to "
-        "now and every deadline passed meanwhile fires at start. Without it, such a "
+        "now and every deadline passed meanwhile fires at start (refused while its "
+        "test clock is over an hour ahead of the machine's). Without it, such a "
         "database refuses to start without --test-clock",
         _boolean,
     ),
