@@ -469,7 +469,8 @@ def test_s7_ending_a_test_clock_ahead_of_the_machines_is_refused(
     months ahead (a user charged again only then), and every later start would find
     the stored data far ahead. Refused, saying when it can be ended; up to an hour
     ahead (a skew, as ``not_before`` takes it) it moves, and the stored data's
-    latest instant (the purchase) is the floor of that start."""
+    latest instant (the purchase) is the floor of that start: nothing is dated
+    before the test clock's last entries."""
     with running(database) as srv:  # the test clock, at 2026-01-01
         client = Grpcurl(srv.target, ADMIN_TOKEN)
         try:
@@ -490,10 +491,10 @@ def test_s7_ending_a_test_clock_ahead_of_the_machines_is_refused(
     with capture_logs() as lines, running(database, test_clock=None, end_test_clock=True) as srv:
         client = Grpcurl(srv.target, ADMIN_TOKEN)
         try:
-            assert client(A + "GetServerInfo", {})["now"] == "2026-06-30T23:00:00Z"
+            assert client(A + "GetServerInfo", {})["now"] == "2026-07-01T00:00:00Z"
         finally:
             client.close()
-    assert _stepped_back(lines) == []  # (the test clock's instants set no floor)
+    assert _stepped_back(lines) == [3600.0]
 
 
 FAR_BEHIND = "wall_clock_far_behind_stored_data"
