@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from client_sdk.admin import AsyncAdminClient
-from client_sdk.errors import TesseraError
+from client_sdk.errors import InvalidArgument, TesseraError
 from portal import present
 from portal.pages import (
     again,
@@ -449,6 +449,8 @@ async def confirm_end(request: Request) -> Response:
     user_id = request.query_params.get("user", "")
     try:
         here = await _live_here(session.client, team_id, session_id, user_id)
+    except InvalidArgument:
+        here = False  # an edited ?user=: not one of this team's sessions' users
     except TesseraError as exc:
         passed_on(exc)
         here = True  # the team itself refused: its page says why
@@ -530,8 +532,8 @@ async def confirm_remove_device(request: Request) -> Response:
 
 
 NOT_REMOVABLE_HERE = (
-    "This device is not one this team's page can remove: it is unknown, of a user this "
-    "key does not manage, or running another team's session (that team's page ends it)."
+    "This device is not one this team's page can remove: it is unknown, of a user not "
+    "managed here, or running only another team's session (that team's page ends it)."
 )
 
 
@@ -546,8 +548,20 @@ async def _removable_here(
     device = next((d for d in devices if d.device_id == device_id), None)
     if device is None or not device.running:
         return device is not None
-    live = await client.list_sessions(team_id, user_id=user_id, page_size=1000)
-    return any((s.product_id, s.device_id) == (product_id, device_id) for s in live.sessions)
+    token = ""
+    try:
+        while True:
+            live = await client.list_sessions(
+                team_id, user_id=user_id, page_size=1000, page_token=token
+            )
+            if any((s.product_id, s.device_id) == (product_id, device_id) for s in live.sessions):
+                return True
+            token = live.next_page_token
+            if not token:
+                return False
+    except TesseraError as exc:
+        passed_on(exc)
+        return True  # the team itself refused: its page says why
 
 
 @team_page("confirm.html")

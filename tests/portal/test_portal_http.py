@@ -806,6 +806,12 @@ def test_r2_the_confirmation_to_remove_a_device_not_this_teams_is_refused_as_its
     url = f"/teams/alpha/devices/remove?user={ada}&product=ACAD&device={own['device_id']}"
     page = web.get(url)
     assert page.status_code == 200 and "<h1>Remove device" in page.text
+    # A key of beta's on alpha's page, for bee's running device (ListDevices lets it
+    # see bee's, ListSessions refuses alpha): alpha's refusal, not a server error.
+    beta_key = world.a("CreateAdminKey", {"display_name": "Beta's", "team_ids": ["beta"]})
+    sign_in(web, beta_key["admin_key"])
+    page = web.get(f"/teams/alpha/devices/remove?user={bee}&product=ACAD&device=bee-pc")
+    assert page.status_code == 403 and "<h1>Remove device" not in page.text
 
 
 def test_a_refused_team_shows_none_of_its_tabs(web: TestClient, world: World) -> None:
