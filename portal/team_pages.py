@@ -456,7 +456,13 @@ async def confirm_end(request: Request) -> Response:
         here = True  # the team itself refused: its page says why
     if here:
         return await _confirm_end(request)
-    request.state.error = NOT_LIVE_HERE
+    return await _refused_here(request, NOT_LIVE_HERE)
+
+
+async def _refused_here(request: Request, why: str) -> Response:
+    """A confirmation not asked: the team's sessions page saying why, under 403, as
+    the form's POST would be refused."""
+    request.state.error = why
     response = await live_sessions(request)
     if response.status_code == 200:
         response.status_code = 403
@@ -524,11 +530,7 @@ async def confirm_remove_device(request: Request) -> Response:
     team_id, user_id, product_id, device_id = _device_path(request)
     if await _removable_here(session.client, team_id, user_id, product_id, device_id):
         return await _confirm_remove_device(request)
-    request.state.error = NOT_REMOVABLE_HERE
-    response = await live_sessions(request)
-    if response.status_code == 200:
-        response.status_code = 403
-    return response
+    return await _refused_here(request, NOT_REMOVABLE_HERE)
 
 
 NOT_REMOVABLE_HERE = (
