@@ -9,7 +9,7 @@ change through ``change`` (``portal.pages``).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -476,12 +476,23 @@ async def _live_here(client: AsyncAdminClient, team_id: str, session_id: str, us
     """Whether the session is one of the team's live ones. The sessions page's link
     names its user, so one page of that user's sessions answers; a link without one
     walks the team's."""
+    return await _any_live(client, team_id, user_id, lambda s: s.session_id == session_id)
+
+
+async def _any_live(
+    client: AsyncAdminClient,
+    team_id: str,
+    user_id: str,
+    match: Callable[[common_pb2.Session], bool],
+) -> bool:
+    """Whether one of the team's live sessions (of ``user_id``, when given) matches,
+    read a page at a time until one does."""
     token = ""
     while True:
         page = await client.list_sessions(
             team_id, user_id=user_id, page_size=1000, page_token=token
         )
-        if any(s.session_id == session_id for s in page.sessions):
+        if any(match(s) for s in page.sessions):
             return True
         token = page.next_page_token
         if not token:
@@ -550,17 +561,13 @@ async def _removable_here(
     device = next((d for d in devices if d.device_id == device_id), None)
     if device is None or not device.running:
         return device is not None
-    token = ""
     try:
-        while True:
-            live = await client.list_sessions(
-                team_id, user_id=user_id, page_size=1000, page_token=token
-            )
-            if any((s.product_id, s.device_id) == (product_id, device_id) for s in live.sessions):
-                return True
-            token = live.next_page_token
-            if not token:
-                return False
+        return await _any_live(
+            client,
+            team_id,
+            user_id,
+            lambda s: (s.product_id, s.device_id) == (product_id, device_id),
+        )
     except TesseraError as exc:
         passed_on(exc)
         return True  # the team itself refused: its page says why

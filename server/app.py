@@ -125,13 +125,14 @@ def _clock(config: Config, stored: dict[str, str], has_data: bool) -> Clock:
                 "a fresh --db"
             )
         clock = SystemClock()
-        if saved is not None and parse_instant(saved) - clock.now() > MAX_STAND_STILL:
+        machine = clock.now()
+        if saved is not None and parse_instant(saved) - machine > MAX_STAND_STILL:
             # Its windows, graces and packs would end that far in the future on the
             # real clock (a user charged again only then), and a later start would
             # find the stored data far ahead of the machine (``not_before``).
             raise StartRefused(
                 f"{shown_db(config.db)}'s test clock is at {saved}, ahead of this machine's "
-                f"clock ({clock.now().isoformat()}): moved to the real clock, what it holds "
+                f"clock ({machine.isoformat()}): moved to the real clock, what it holds "
                 "would fall due that far in the future; end it once the machine's clock has "
                 "passed that instant, or use a fresh --db"
             )
@@ -147,9 +148,7 @@ def _clock(config: Config, stored: dict[str, str], has_data: bool) -> Clock:
     return TestClock(parse_instant(saved) if saved is not None else config.test_clock)
 
 
-async def _not_before_the_stored(
-    clock: Clock, store: StorePort, snapshot: Snapshot, stored: dict[str, str]
-) -> None:
+async def _not_before_the_stored(clock: Clock, store: StorePort, snapshot: Snapshot) -> None:
     """The real clock of a start (a lone server's, or a standby's taking over)
     never goes back from the latest instant the stored data says something was
     done (``server/clock.py``): on a machine whose clock is behind it, the
@@ -396,7 +395,7 @@ class TesseraServer:
             stored = {m.key: m.value for m in snapshot.of(MetaValue)}
             has_data = any(rows for kind, rows in snapshot.objects.items() if kind is not MetaValue)
             clock = _clock(cfg, stored, has_data)
-            await _not_before_the_stored(clock, store, snapshot, stored)
+            await _not_before_the_stored(clock, store, snapshot)
             with loading():  # the indexes and deadlines of what was loaded stay too
                 engine = Engine.restore(
                     snapshot,
