@@ -100,6 +100,23 @@ class World:
 
         return await asyncio.create_task(run())
 
+    async def refused(
+        self,
+        method: str,
+        request: Message,
+        teams: tuple[str, ...],
+        call: Callable[[], Awaitable[object]],
+        error: type[Exception],
+        caller: Caller = THE_OPERATOR,
+    ) -> None:
+        """``call()``, run as ``audited`` runs it, is refused with ``error`` and leaves
+        no audit event (AD2): whatever it fired on its way in is the deadlines', not a
+        change of its own."""
+        events = self.engine.audit.last_seq
+        with pytest.raises(error):
+            await self.audited(method, request, teams, call(), caller)
+        assert self.engine.audit.last_seq == events
+
     def late(self, to: datetime) -> None:
         """The clock reaches ``to`` with nothing fired: the scheduler lags."""
         self.clock.set(to)
@@ -316,12 +333,13 @@ async def test_ad2_a_revocation_refused_after_a_grace_end_stores_the_charge_and_
     event: the call changed nothing (AD2)."""
     await _assign(["REVIT"])(world.engine)
     await world.grace_end_due()
-    events = world.engine.audit.last_seq
-    request = api.UnassignUserRequest(team_id="acme", user_id="nobody@example.com")
-    with pytest.raises(UnknownUser):
-        unassign = world.engine.access.unassign("acme", "nobody@example.com")
-        await world.audited("UnassignUser", request, ("acme",), unassign)
-    assert world.engine.audit.last_seq == events
+    await world.refused(
+        "UnassignUser",
+        api.UnassignUserRequest(team_id="acme", user_id="nobody@example.com"),
+        ("acme",),
+        lambda: world.engine.access.unassign("acme", "nobody@example.com"),
+        UnknownUser,
+    )
     await world.assert_charged()
 
 
@@ -347,12 +365,13 @@ async def test_ad2_end_subscription_refused_after_a_grace_end_stores_the_charge_
     subscription), it now stores that too, with no event of its own."""
     await _assign(["REVIT"])(world.engine)
     await world.grace_end_due()
-    events = world.engine.audit.last_seq
-    request = api.EndSubscriptionRequest(subscription_id="sub-nope")
-    with pytest.raises(UnknownSubscription):
-        end = world.engine.access.end_subscription("sub-nope")
-        await world.audited("EndSubscription", request, (), end)
-    assert world.engine.audit.last_seq == events
+    await world.refused(
+        "EndSubscription",
+        api.EndSubscriptionRequest(subscription_id="sub-nope"),
+        (),
+        lambda: world.engine.access.end_subscription("sub-nope"),
+        UnknownSubscription,
+    )
     await world.assert_charged()
 
 
@@ -425,12 +444,13 @@ async def test_ad2_a_grant_refused_after_a_grace_end_stores_the_charge_and_no_ev
     fired on its way in is stored, with no audit event (AD2)."""
     await _assign(["REVIT"])(world.engine)
     await world.grace_end_due()
-    events = world.engine.audit.last_seq
-    request = api.GrantSubscriptionRequest(user_id="nobody@example.com", product_id="REVIT")
-    with pytest.raises(UnknownUser):
-        grant = _grant(SubscriptionKind.SUBSCRIPTION, "nobody@example.com")(world.engine)
-        await world.audited("GrantSubscription", request, (), grant)
-    assert world.engine.audit.last_seq == events
+    await world.refused(
+        "GrantSubscription",
+        api.GrantSubscriptionRequest(user_id="nobody@example.com", product_id="REVIT"),
+        (),
+        lambda: _grant(SubscriptionKind.SUBSCRIPTION, "nobody@example.com")(world.engine),
+        UnknownUser,
+    )
     await world.assert_charged()
 
 
@@ -553,12 +573,13 @@ async def test_ad2_a_move_refused_after_a_grace_end_stores_the_charge_and_no_eve
     await _assign(["REVIT"])(world.engine)
     await world.grace_end_due()
     (pack,) = world.engine.accounts.list_packs("acme")
-    events = world.engine.audit.last_seq
-    request = api.MoveTokenPackRequest(pack_id=pack.pack_id, to_team_id="acme")
-    with pytest.raises(InvalidArgument):
-        move = world.engine.accounts.move_pack(pack.pack_id, "acme")
-        await world.audited("MoveTokenPack", request, ("acme",), move)
-    assert world.engine.audit.last_seq == events
+    await world.refused(
+        "MoveTokenPack",
+        api.MoveTokenPackRequest(pack_id=pack.pack_id, to_team_id="acme"),
+        ("acme",),
+        lambda: world.engine.accounts.move_pack(pack.pack_id, "acme"),
+        InvalidArgument,
+    )
     await world.assert_charged()
 
 
@@ -664,10 +685,13 @@ async def test_a2_ad2_resend_refused_after_an_expiry_due_stores_it_and_no_event(
     await _assign(["REVIT"])(world.engine)
     await world.invite_bea()
     world.late(T0 + WEEK + HOUR)
-    request = api.ResendInvitationRequest(team_id="acme", user_id=ANN)
-    with pytest.raises(AlreadyExists):
-        resend = world.engine.access.resend_invitation("acme", ANN)
-        await world.audited("ResendInvitation", request, ("acme",), resend)
+    await world.refused(
+        "ResendInvitation",
+        api.ResendInvitationRequest(team_id="acme", user_id=ANN),
+        ("acme",),
+        lambda: world.engine.access.resend_invitation("acme", ANN),
+        AlreadyExists,
+    )
     assert await world.stored_bea_invitation() == ("EXPIRED", T0, T0 + WEEK)
     assert await world.events() == []
 
@@ -699,10 +723,14 @@ async def test_a2_ad2_accept_refused_after_a_grace_end_due_stores_the_charge_and
     the capture due before it is stored, with no audit event (AD2)."""
     await _assign(["REVIT"])(world.engine)
     await world.grace_end_due()
-    request = api.AcceptInvitationRequest(invitation_token="tsi_not-a-token")
-    with pytest.raises(UnknownInvitation):
-        accept = world.engine.access.accept_invitation("tsi_not-a-token")
-        await world.audited("AcceptInvitation", request, (), accept, NOBODY)
+    await world.refused(
+        "AcceptInvitation",
+        api.AcceptInvitationRequest(invitation_token="tsi_not-a-token"),
+        (),
+        lambda: world.engine.access.accept_invitation("tsi_not-a-token"),
+        UnknownInvitation,
+        NOBODY,
+    )
     assert await world.events() == []
     await world.assert_charged()
 
