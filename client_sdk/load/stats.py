@@ -25,7 +25,7 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
         return 0.0
     if not 0.0 <= p <= 100.0:
         raise ValueError(f"percentile {p} is not within 0..100")
-    rank = max(1, math.ceil(p / 100.0 * n))
+    rank = max(1, math.ceil(round(p / 100.0 * n, 9)))  # 99.9 % of 1,000 is 999, not 999.0…01
     return sorted_values[rank - 1]
 
 

@@ -31,6 +31,9 @@ def test_percentile_is_the_nearest_rank() -> None:
     ten = [float(v) for v in range(10)]
     assert percentile(ten, 99) == 9.0
     assert percentile(ten, 50) == 4.0
+    # 99.9 % of 1,000 is the 999th, though 99.9 / 100 * 1000 is 999.0000000000001.
+    thousand = [float(v) for v in range(1, 1001)]
+    assert percentile(thousand, 99.9) == 999.0
     with pytest.raises(ValueError):
         percentile(values, 101)
 
