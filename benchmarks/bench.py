@@ -98,6 +98,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.echo_server import DURABLE_KINDS
 from benchmarks.thread_states import thread_schedstat
 from client_sdk.load import LoadConfig, RunResult
 from client_sdk.load.__main__ import report
@@ -603,6 +604,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "for as many flushes as it lasts",
     )
     p.add_argument(
+        "--durable-echo",
+        choices=DURABLE_KINDS,
+        help="also measure, in turn with the two others in the steady state, an echo whose "
+        "Idle answers only once its request is stored by the leanest durable write of "
+        "this kind (echo_server.py --durable-idle): what storing an Idle before "
+        "answering it costs any server here (the DURABLE_IDLE line)",
+    )
+    p.add_argument(
         "--rounds",
         type=int,
         default=3,
@@ -841,6 +850,54 @@ def start_tessera(
     return Contender(tessera, Driver(cfg, Labelled(progress, name), meter), meter, scraper)
 
 
+def start_echo(
+    a: argparse.Namespace,
+    tmp: Path,
+    token: str,
+    servers: list[Child],
+    progress: Progress,
+    users_file: Path,
+    name: str,
+    extra: list[str],
+    perf: Path | None,
+) -> Contender:
+    """An echo answering with Tessera's captured responses (``tmp/responses.json``),
+    and its load generator on the same users, ramped up."""
+    child = Child(
+        name,
+        [
+            *(sys.executable, "-m", "benchmarks.echo_server", "--listen", "127.0.0.1:0"),
+            *("--responses", str(tmp / "responses.json"), "--event-loop", a.event_loop),
+            *extra,
+        ],
+        tmp,
+    )
+    servers.append(child)
+    child.start()
+    print(f"{name} on {child.target} (pid {child.pid})", file=sys.stderr)
+    cfg = replace(
+        load_config(a, child.target, token, None),
+        admin_token=None,
+        users_file=users_file,
+        count_server_sessions=False,
+    )
+    meter = Meter(child, spy_phase=a.py_spy_phase, perf=perf)
+    echo = Contender(child, Driver(cfg, Labelled(progress, name), meter), meter)
+    echo.users = echo.driver.open()
+    return echo
+
+
+def durable_idle_line(kind: str, t: RunResult, e: RunResult, d: RunResult) -> str:
+    """What storing an Idle before its answer costs at the least, here: the durable
+    echo's Idle p99 over the bare echo's (``floor``), and Tessera's over each."""
+    ti, ei, di = (p99_ms(r.row("steady", "Idle")) for r in (t, e, d))
+    return (
+        f"DURABLE_IDLE kind={kind} idle_p99_ms={ti:.2f} echo_idle_p99_ms={ei:.2f} "
+        f"durable_echo_idle_p99_ms={di:.2f} floor={ratio(di, ei):.2f}x "
+        f"tessera_vs_echo={ratio(ti, ei):.2f}x tessera_vs_durable_echo={ratio(ti, di):.2f}x"
+    )
+
+
 def in_turn(contenders: list[Contender], rounds: int) -> Iterator[Contender]:
     """Each contender once a round, the order reversed every other round: a host
     that speeds up or slows down through the run moves every contender alike."""
@@ -884,31 +941,21 @@ def main(argv: list[str] | None = None) -> int:
         first.driver.cycle(0.5, record=False)
         responses = tmp / "responses.json"
         responses.write_text(json.dumps(first.driver.result.samples), encoding="utf-8")
-        echo_child = Child(
-            "echo",
-            [
-                *(sys.executable, "-m", "benchmarks.echo_server", "--listen", "127.0.0.1:0"),
-                *("--responses", str(responses), "--event-loop", a.event_loop),
-            ],
-            tmp,
-        )
-        servers.append(echo_child)
-        echo_child.start()
-        print(f"echo on {echo_child.target} (pid {echo_child.pid})", file=sys.stderr)
-        e_cfg = replace(
-            load_config(a, echo_child.target, token, None),
-            admin_token=None,
-            users_file=users_file,
-            count_server_sessions=False,
-        )
         echo_perf = a.perf.with_name(a.perf.name + ".echo") if a.perf else None
-        e_meter = Meter(echo_child, spy_phase=a.py_spy_phase, perf=echo_perf)
-        echo = Contender(echo_child, Driver(e_cfg, Labelled(progress, "echo"), e_meter), e_meter)
+        echo = start_echo(a, tmp, token, servers, progress, users_file, "echo", [], echo_perf)
         contenders.append(echo)
-        echo.users = echo.driver.open()
+        durable = None
+        if a.durable_echo:
+            path = tmp / ("echo-durable.db" if a.durable_echo == "sqlite" else "echo-durable.log")
+            durable_args = ["--durable-idle", a.durable_echo, "--durable-path", str(path)]
+            durable = start_echo(
+                a, tmp, token, servers, progress, users_file, "echo-durable", durable_args, None
+            )
+            contenders.append(durable)
 
         pair = [first, echo]
-        for c in in_turn(pair, a.rounds):
+        steady_ones = [*pair, durable] if durable is not None else pair
+        for c in in_turn(steady_ones, a.rounds):
             c.slices.append(slice_rps(c.driver.steady(a.warmup, a.steady / a.rounds)))
         first.driver.count(first.users)
         for c in in_turn(pair, a.rounds):
@@ -920,7 +967,7 @@ def main(argv: list[str] | None = None) -> int:
                 "then were work in others' slices as well as its own (fewer --users)",
                 file=sys.stderr,
             )
-        for c in pair:
+        for c in steady_ones:
             c.driver.release()
             c.driver.close()
             code = c.child.stop()
@@ -950,7 +997,7 @@ def main(argv: list[str] | None = None) -> int:
 
         m_pair = (m.driver.result, m.meter) if m is not None else None
         t_result, t_meter = first.driver.result, first.meter
-        e_result = echo.driver.result
+        e_result, e_meter = echo.driver.result, echo.meter
         print(
             f"{first.child.name} and the echo in turn: each one's steady state and cycle "
             f"in {a.rounds} slices"
@@ -996,6 +1043,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"profile of the server in the {a.py_spy_phase} phase: {a.py_spy}")
         if a.perf:
             print(f"perf records of the {a.py_spy_phase} phase: {a.perf}, {echo_perf}")
+        if durable is not None:
+            print(f"\n== echo whose Idle answers once stored ({a.durable_echo}) ==")
+            print(report(durable.driver.result))
+            print(describe_cores(durable.meter))
+            print(durable_idle_line(a.durable_echo, t_result, e_result, durable.driver.result))
         off = (t_result, t_meter) if a.metrics == "both" else None
         print(bench_line(t_result, e_result, m_pair, off, (t_meter, e_meter)))
         return 0

@@ -15,6 +15,22 @@ It runs on the loop Tessera runs on, uvloop (``server/loops.py``), unless
 ``--event-loop asyncio`` says otherwise: the ceiling is the fastest thing grpc.aio
 does here, so a loop that speeds Tessera up must speed the echo up too.
 
+``--durable-idle KIND --durable-path PATH`` makes a second ceiling, for Idle
+alone: the echo answers the rest at once, and an Idle only once its request is
+on disk, by the leanest durable write of each kind, as many Idles a sync as
+came while the last one ran:
+
+- ``sqlite``: inserted, on a thread of its own (as aiosqlite does), into a
+  table of a WAL database at PATH with ``synchronous=FULL`` (Tessera's
+  default);
+- ``file``: written into PATH on the loop (over blocks written once at the
+  start), then ``fdatasync`` on a thread;
+- ``file-process``: the same, with the ``fdatasync`` in a process of its own
+  that the loop asks and hears back from through pipes.
+
+Nothing else: no state, no other row. What it takes over the bare echo's
+Idle p99 is what any server here pays to store an Idle before answering it.
+
 Run: ``python -m benchmarks.echo_server --listen 127.0.0.1:0``; it prints one
 JSON line ``{"event": "serving", "port": N}`` on stdout once it listens and
 stops on SIGTERM or SIGINT.
@@ -25,15 +41,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
+import sqlite3
+import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from benchmarks.sync_latency import FILE_BYTES, prewrite
+from client_sdk.load.stats import percentile
 from server.config import Config
 from server.loops import EVENT_LOOPS, loop_factory
 from tessera_api.tessera.v1 import common_pb2
@@ -99,7 +122,130 @@ def load_responses(path: Path | None) -> dict[str, bytes]:
     return responses
 
 
-def method_handlers(responses: dict[str, bytes]) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+DURABLE_KINDS = ("sqlite", "file", "file-process")
+
+
+class DurableLog:
+    """Group commit at its leanest: ``write(record)`` returns once ``record`` is on
+    disk, and every record that came while one sync ran shares the next one."""
+
+    def __init__(self, kind: str, path: Path) -> None:
+        self._kind = kind
+        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="durable-idle")
+        self._helper: subprocess.Popen[bytes] | None = None
+        self._answer: asyncio.Future[None] | None = None
+        self.syncs = 0
+        self.seconds: list[float] = []  # each sync's, from the loop's side
+        if kind == "sqlite":
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS idle (request BLOB NOT NULL)")
+            return
+        # The records go round a file written once first, as SQLite's WAL is
+        # written over once checkpointed.
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        prewrite(self._fd)
+        self._offset = 0
+        if kind == "file-process":
+            # The sync in a process of its own: neither this process's GIL nor a
+            # thread's return to Python on the way (the loop reads its answer).
+            self._helper = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", "benchmarks.echo_server", "--sync-helper", str(path)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+
+    def _sqlite_commit(self, records: list[bytes]) -> None:
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT INTO idle (request) VALUES (?)", [(r,) for r in records])
+        self._db.execute("COMMIT")
+
+    def write(self, record: bytes) -> Awaitable[None]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        if self._kind != "sqlite":  # on the loop; the sync makes it durable
+            if self._offset + len(record) > FILE_BYTES:
+                self._offset = 0
+            os.pwrite(self._fd, record, self._offset)
+            self._offset += len(record)
+        self._pending.append((record, done))
+        if self._writer is None:
+            self._writer = loop.create_task(self._run())
+        return done
+
+    async def _sync(self, records: list[bytes]) -> None:
+        loop = asyncio.get_running_loop()
+        if self._kind == "sqlite":
+            await loop.run_in_executor(self._thread, self._sqlite_commit, records)
+        elif self._helper is None:
+            await loop.run_in_executor(self._thread, os.fdatasync, self._fd)
+        else:
+            assert self._helper.stdin is not None and self._helper.stdout is not None  # noqa: S101
+            out = self._helper.stdout.fileno()
+            self._answer = loop.create_future()
+            loop.add_reader(out, self._answered, out)
+            os.write(self._helper.stdin.fileno(), b"s")
+            await self._answer
+
+    def _answered(self, out: int) -> None:
+        asyncio.get_running_loop().remove_reader(out)
+        os.read(out, 1)
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_result(None)
+
+    async def _run(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            began = time.perf_counter()
+            await self._sync([r for r, _ in batch])
+            self.seconds.append(time.perf_counter() - began)
+            self.syncs += 1
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+        self._writer = None
+
+    def close(self) -> None:
+        """Let go of the file or database, the thread and the helper (which stops
+        once its pipe closes)."""
+        self._thread.shutdown()
+        if self._kind == "sqlite":
+            self._db.close()
+            return
+        os.close(self._fd)
+        if self._helper is not None:
+            with self._helper:  # closes its pipes, then waits for it
+                pass
+
+
+def sync_helper(path: str) -> int:
+    """``--sync-helper PATH``: for each byte read, ``fdatasync`` PATH, then answer one."""
+    fd = os.open(path, os.O_WRONLY)
+    seconds = []
+    while os.read(0, 1):
+        began = time.perf_counter()
+        os.fdatasync(fd)
+        seconds.append(time.perf_counter() - began)
+        os.write(1, b"k")
+    print(json.dumps({"event": "helper stopped", "fdatasync_ms": spread(seconds)}), file=sys.stderr)
+    return 0
+
+
+def spread(seconds: list[float]) -> dict[str, float]:
+    """p50, p99 and the longest of ``seconds``, in ms."""
+    ordered = sorted(seconds)
+    return {
+        f"p{p}" if p < 100 else "max": round(percentile(ordered, p) * 1000, 2)
+        for p in (50, 99, 100)
+    }
+
+
+def method_handlers(
+    responses: dict[str, bytes], durable: DurableLog | None = None
+) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
     def canned(body: bytes) -> grpc.RpcMethodHandler[Any, Any]:
         async def answer(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
             return body
@@ -107,10 +253,20 @@ def method_handlers(responses: dict[str, bytes]) -> dict[str, grpc.RpcMethodHand
         # No (de)serializers: the request stays bytes and the body goes out as is.
         return grpc.unary_unary_rpc_method_handler(answer)
 
-    return {m: canned(responses[m]) for m in METHODS}
+    def stored(body: bytes, log: DurableLog) -> grpc.RpcMethodHandler[Any, Any]:
+        async def answer(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+            await log.write(request)
+            return body
+
+        return grpc.unary_unary_rpc_method_handler(answer)
+
+    handlers = {m: canned(responses[m]) for m in METHODS}
+    if durable is not None:
+        handlers["Idle"] = stored(responses["Idle"], durable)
+    return handlers
 
 
-async def serve(listen: str, responses: dict[str, bytes]) -> None:
+async def serve(listen: str, responses: dict[str, bytes], durable: DurableLog | None) -> None:
     # The same channel options as Tessera's server (server/app.py), nothing more.
     server = grpc.aio.server(
         options=[
@@ -122,7 +278,7 @@ async def serve(listen: str, responses: dict[str, bytes]) -> None:
     # Mounted as generated code mounts a service, generic and registered: each method then
     # has its own queue of calls waiting to be taken in, as Tessera's session calls do
     # (server/ha/gate.py, Gate.register).
-    handlers = method_handlers(responses)
+    handlers = method_handlers(responses, durable)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
     port = server.add_insecure_port(listen)
@@ -137,6 +293,10 @@ async def serve(listen: str, responses: dict[str, bytes]) -> None:
     print(json.dumps({"event": "serving", "port": port, "response_bytes": sizes}), flush=True)
     await stop.wait()
     await server.stop(grace=1.0)
+    if durable is not None:
+        durable.close()
+        done = {"event": "stopped", "idle_syncs": durable.syncs, "sync_ms": spread(durable.seconds)}
+        print(json.dumps(done), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,10 +304,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--listen", default="127.0.0.1:0")
     p.add_argument("--responses", type=Path, help="JSON of hex-encoded responses per method")
     p.add_argument("--event-loop", choices=EVENT_LOOPS, default=Config.event_loop)
+    p.add_argument(
+        "--durable-idle", choices=DURABLE_KINDS, help="answer an Idle once stored (see above)"
+    )
+    p.add_argument("--durable-path", type=Path, help="the file or database --durable-idle writes")
+    p.add_argument("--sync-helper", help=argparse.SUPPRESS)  # file-process's helper
     a = p.parse_args(argv)
+    if a.sync_helper:
+        return sync_helper(a.sync_helper)
+    if a.durable_idle and a.durable_path is None:
+        p.error("--durable-idle needs --durable-path")
     try:
+        durable = DurableLog(a.durable_idle, a.durable_path) if a.durable_idle else None
         with asyncio.Runner(loop_factory=loop_factory(a.event_loop)) as runner:
-            runner.run(serve(a.listen, load_responses(a.responses)))
+            runner.run(serve(a.listen, load_responses(a.responses), durable))
     except OSError as exc:
         print(f"echo_server: {exc}", file=sys.stderr)
         return 1

@@ -3,7 +3,11 @@ issue 17's steady phase and cycle, read from the two runs it compares."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from benchmarks.bench import (
     Child,
@@ -11,10 +15,13 @@ from benchmarks.bench import (
     Meter,
     bench_line,
     describe_slices,
+    durable_idle_line,
     explain_ratios,
     in_turn,
     slice_rps,
 )
+from benchmarks.echo_server import DURABLE_KINDS, DurableLog
+from benchmarks.sync_latency import sync_line
 from client_sdk.load import LoadConfig, RunResult
 from client_sdk.load.runner import Driver
 from client_sdk.load.stats import PhaseStats, summarize
@@ -169,3 +176,56 @@ def test_bench_slice_rate_counts_heartbeats_or_releases_and_entitles() -> None:
     assert slice_rps(steady) == ("steady", 200.0)
     assert slice_rps(cycle) == ("cycle", 300.0)
     assert slice_rps(None) == ("-", 0.0)
+
+
+def test_bench_durable_idle_line_puts_each_idle_p99_over_the_bare_echos() -> None:
+    # Idle p99s: Tessera 99 ms, the bare echo 4.95 ms, the echo storing its Idles
+    # 49.5 ms (latencies 0.5-50 ms).
+    tessera = _run([0.01], [i / 1000 for i in range(1, 101)], 1)
+    echo = _run([0.01], [i / 20_000 for i in range(1, 101)], 1)
+    durable = _run([0.01], [i / 2000 for i in range(1, 101)], 1)
+    head, *pairs = durable_idle_line("sqlite", tessera, echo, durable).split()
+    got = dict(pair.split("=", 1) for pair in pairs)
+    assert head == "DURABLE_IDLE" and got["kind"] == "sqlite"
+    assert got["idle_p99_ms"] == "99.00" and got["echo_idle_p99_ms"] == "4.95"
+    assert got["durable_echo_idle_p99_ms"] == "49.50"
+    assert got["floor"] == "10.00x"  # 49.5 / 4.95
+    assert got["tessera_vs_echo"] == "20.00x" and got["tessera_vs_durable_echo"] == "2.00x"
+
+
+def _stored(kind: str, path: Path) -> bytes:
+    """What another reader finds at ``path``: the rows' bytes, or the file's first."""
+    if kind == "sqlite":
+        with sqlite3.connect(path) as db:
+            return b"".join(r for (r,) in db.execute("SELECT request FROM idle ORDER BY rowid"))
+    return path.read_bytes()[:12]
+
+
+@pytest.mark.parametrize("kind", DURABLE_KINDS)
+async def test_bench_durable_echo_answers_an_idle_once_stored_many_a_sync(
+    kind: str, tmp_path: Path
+) -> None:
+    log = DurableLog(kind, tmp_path / "idle")
+    try:
+        await log.write(b"first-")
+        assert _stored(kind, tmp_path / "idle").startswith(b"first-")
+        assert log.syncs == 1
+        # Twelve Idles queued before the writer runs share one sync.
+        await asyncio.gather(*[log.write(b"x") for _ in range(12)])
+        assert log.syncs == 2
+        assert _stored(kind, tmp_path / "idle").startswith(b"first-xxxxxx")
+    finally:
+        log.close()
+
+
+def test_bench_sync_line_gives_the_syncs_spread_and_how_many_took_over_10_ms() -> None:
+    took = sorted([0.0002] * 989 + [0.004] * 9 + [0.012, 0.150])  # 1,000 syncs
+    got = dict(pair.split("=", 1) for pair in sync_line(took).split()[1:])
+    assert got == {
+        "n": "1000",
+        "p50_ms": "0.20",
+        "p99_ms": "4.00",  # the 990th
+        "p99_9_ms": "12.00",  # the 999th
+        "max_ms": "150.00",
+        "over_10ms": "2",
+    }
