@@ -197,16 +197,24 @@ class DurableLog:
             self._answer.set_result(None)
 
     async def _run(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            began = time.perf_counter()
-            await self._sync([r for r, _ in batch])
-            self.seconds.append(time.perf_counter() - began)
-            self.syncs += 1
-            for _, done in batch:
-                if not done.done():
-                    done.set_result(None)
-        self._writer = None
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                began = time.perf_counter()
+                try:
+                    await self._sync([r for r, _ in batch])
+                except Exception as exc:  # the Idles fail (UNKNOWN), none is answered OK
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                self.seconds.append(time.perf_counter() - began)
+                self.syncs += 1
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self._writer = None
 
     def close(self) -> None:
         """Let go of the file or database, the thread and the helper (which stops

@@ -229,3 +229,19 @@ def test_bench_sync_line_gives_the_syncs_spread_and_how_many_took_over_10_ms() -
         "max_ms": "150.00",
         "over_10ms": "2",
     }
+
+
+async def test_bench_durable_echo_fails_an_idle_whose_sync_failed_and_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    log = DurableLog("sqlite", tmp_path / "idle")
+    log._db.close()  # every COMMIT now fails
+    try:
+        with pytest.raises(sqlite3.ProgrammingError):
+            await log.write(b"lost")
+        assert log.syncs == 0
+        # The writer is gone with its batch, not stuck: the next Idle starts another.
+        with pytest.raises(sqlite3.ProgrammingError):
+            await asyncio.wait_for(log.write(b"next"), timeout=5)
+    finally:
+        log._thread.shutdown()
