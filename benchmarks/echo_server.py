@@ -17,7 +17,7 @@ does here, so a loop that speeds Tessera up must speed the echo up too.
 
 ``--durable-idle KIND --durable-path PATH`` makes a second ceiling, for Idle
 alone: the echo answers the rest at once, and an Idle only once its request is
-on disk, by the leanest durable write of each kind, as many Idles a sync as
+on disk, by a plain durable write of the KIND chosen, as many Idles a sync as
 came while the last one ran:
 
 - ``sqlite``: inserted, on a thread of its own (as aiosqlite does), into a
@@ -29,7 +29,8 @@ came while the last one ran:
   that the loop asks and hears back from through pipes.
 
 Nothing else: no state, no other row. What it takes over the bare echo's
-Idle p99 is what any server here pays to store an Idle before answering it.
+Idle p99 is what storing an Idle the plain way costs here (not a floor:
+docs/performance.md, "An echo that stores its Idles").
 
 Run: ``python -m benchmarks.echo_server --listen 127.0.0.1:0``; it prints one
 JSON line ``{"event": "serving", "port": N}`` on stdout once it listens and

@@ -189,7 +189,7 @@ def test_bench_durable_idle_line_puts_each_idle_p99_over_the_bare_echos() -> Non
     assert head == "DURABLE_IDLE" and got["kind"] == "sqlite"
     assert got["idle_p99_ms"] == "99.00" and got["echo_idle_p99_ms"] == "4.95"
     assert got["durable_echo_idle_p99_ms"] == "49.50"
-    assert got["floor"] == "10.00x"  # 49.5 / 4.95
+    assert got["durable_vs_echo"] == "10.00x"  # 49.5 / 4.95
     assert got["tessera_vs_echo"] == "20.00x" and got["tessera_vs_durable_echo"] == "2.00x"
 
 
