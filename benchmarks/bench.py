@@ -61,6 +61,13 @@ p99 ≤ 2x echo's, ≥ 100,000 live sessions. The generator and the servers shar
 the machine's cores: note the load average printed beside the figures, and
 repeat a run taken while something else was busy.
 
+``--durable-echo KIND`` adds a third server to the steady state's turns: an
+echo whose Idle answers only once its request is stored (``echo_server.py
+--durable-idle``), so that what storing an Idle the plain way costs stands
+beside Tessera's Idle; a ``DURABLE_IDLE`` line before the BENCH line gives the
+three Idle p99s and their ratios (docs/performance.md, "An echo that stores
+its Idles").
+
 ``--postgres`` runs Tessera on PostgreSQL instead of SQLite: a throwaway server
 from the ``pgserver`` wheel (as ``tests/pg.py`` gets its own, but with
 PostgreSQL's defaults: fsync on, every commit durable) in the temporary
