@@ -41,11 +41,11 @@ async def _ann_and_acad(engine: Engine) -> None:
     )
 
 
-async def _entitle_ann(engine: Engine, request_id: str) -> str:
-    """Ann opens ACAD on device d1; the new session's id."""
+async def _entitle_ann(engine: Engine, request_id: str, product_id: str = "ACAD") -> str:
+    """Ann opens ``product_id`` on device d1; the new session's id."""
     view = await engine.sessions.entitle(
         "ann@example.com",
-        product_id="ACAD",
+        product_id=product_id,
         product_version="2026",
         platform=Platform.WINDOWS,
         device_id="d1",
@@ -155,18 +155,7 @@ async def test_c1_a_restart_does_not_replay_a_subscription_granted_after_its_per
     await engine.accounts.upsert_product(Product("REVIT", "Revit", 10, platforms=windows))
     ann = "ann@example.com"
     await engine.access.assign("acme", [f"Ann <{ann}>"], ["REVIT"], False, False, import_=True)
-    view = await engine.sessions.entitle(
-        ann,
-        product_id="REVIT",
-        product_version="2026",
-        platform=Platform.WINDOWS,
-        device_id="d1",
-        parent_session_id="",
-        request_id="",
-        takeover=False,
-        team_id="",
-    )
-    session_id = view.session.session_id
+    session_id = await _entitle_ann(engine, "", "REVIT")
     await engine.advance_clock(T0 + timedelta(hours=2), None)
     await engine.sessions.heartbeat(ann, session_id, 0)  # the lease until 1 d 2 h
     granted = T0 + day + 2 * minute
