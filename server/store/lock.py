@@ -5,8 +5,15 @@ database and holds it for its life; a second server on the same file fails at
 once, naming the file and the pid written in it, before opening anything else.
 ``PATH`` is the database's real path, symbolic links followed (as SQLite follows
 them to put its ``-wal`` beside the file), so a link to the file, or to its
-directory, meets the same lock. (A hard link is a second file name the kernel
-cannot tell from the first: not covered.)
+directory, meets the same lock. A hard link is a second name the kernel cannot
+tell from the first, and each name would take a lock of its own, so a database
+file with more than one name is refused once the lock is held
+(``DatabaseHardLinked``, the lock let go): SQLite keeps its ``-wal`` and ``-shm``
+beside the name it opens, so two servers on two names would each keep their own
+log and corrupt the file. (Checked at start: a link made later is not seen.)
+Nothing Tessera or SQLite does gives the database a second name: ``create_once``
+links only the secret files it makes, and SQLite's side files are files of their
+own. A database that does not exist yet (a first start) is not refused.
 The lock is the kernel's: it goes with the process however it ends (kill -9
 included), so there is never a stale lock to remove. ``flock`` belongs to the
 open file description, so two stores in one process exclude each other too.
@@ -28,6 +35,10 @@ class DatabaseInUse(OSError):
     """Another server holds the database."""
 
 
+class DatabaseHardLinked(OSError):
+    """The database file has another name (a hard link), which would take another lock."""
+
+
 class DatabaseLock:
     def __init__(self, fd: int, path: Path) -> None:
         self._fd: int | None = fd
@@ -35,7 +46,8 @@ class DatabaseLock:
 
     @classmethod
     def acquire(cls, db: Path) -> DatabaseLock:
-        path = side_path(Path(os.path.realpath(db)), LOCK_SUFFIX)
+        real = Path(os.path.realpath(db))
+        path = side_path(real, LOCK_SUFFIX)
         private_dir(path.parent)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, OWNER_ONLY)
         try:
@@ -57,9 +69,37 @@ class DatabaseLock:
         except OSError as exc:  # a full disk: say which file, and let the lock go
             os.close(fd)
             raise OSError(exc.errno, exc.strerror, str(path)) from None
+        try:
+            problem = _other_names(db, real)  # under the lock: a refusal lets it go
+        except BaseException:
+            os.close(fd)
+            raise
+        if problem is not None:
+            os.close(fd)
+            raise DatabaseHardLinked(problem)
         return cls(fd, path)
 
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the last descriptor releases the flock
             self._fd = None
+
+
+def _other_names(db: Path, real: Path) -> str | None:
+    """Why the database file ``real`` (``db`` as given) is refused for having more
+    than one name (hard links), in words, or None: one name, or no file yet."""
+    try:
+        names = os.stat(real).st_nlink
+    except FileNotFoundError:  # a first start: SQLite makes the file under this name
+        return None
+    if names <= 1:
+        return None
+    file = f"{db}" if Path(os.path.abspath(db)) == real else f"{db} (file {real})"
+    return (
+        f"database {file} has {names} names (hard links): refusing it, as SQLite keeps "
+        "its log (-wal, -shm) beside the name it opens, so two servers on two names "
+        "would each keep its own and corrupt the database. Remove every name but the one "
+        "its other files are named after (NAME.secret-key, NAME.ledger-head; "
+        f"find / -samefile {real} lists the names), or start this server on a copy "
+        "made with python -m server backup"
+    )

@@ -8,13 +8,15 @@
    refuses to start on a ledger cut short.
 9. A backup restores into the same deployment: admin token, signing keys,
    secret key, and a checkpoint of its own.
-H4. A second server on the same database refuses to start and says why.
+H4. A second server on the same database refuses to start and says why; so does a
+    server on a database file with a second name (a hard link).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import fcntl
 import hashlib
 import os
 import shutil
@@ -34,7 +36,7 @@ from server.domain.ledger import entry_digest
 from server.store import checkpoint
 from server.store import lock as lock_module
 from server.store.checkpoint import LedgerHead, LedgerMismatch
-from server.store.lock import DatabaseInUse
+from server.store.lock import DatabaseHardLinked, DatabaseInUse
 from tessera_api.tessera.v1 import licensing_service_pb2 as lic
 from tessera_api.tessera.v1 import licensing_service_pb2_grpc as lic_grpc
 from tests.grpcurl import Grpcurl
@@ -531,6 +533,70 @@ def test_h4_a_second_name_for_the_database_meets_the_same_lock(tmp_path: Path) -
     finally:
         held.release()
     assert sorted(p.name for p in home.iterdir()) == ["tessera.db.lock"]
+
+
+def _linked(tmp_path: Path) -> tuple[Path, Path]:
+    """A real database, made by a server that ran and stopped, and a second name for
+    it (a hard link) in another directory."""
+    db = tmp_path / "tessera.db"
+    with running(db):
+        pass
+    for made in tmp_path.iterdir():  # a server gives none of its files a second name
+        assert made.stat().st_nlink == 1, made
+    (tmp_path / "other").mkdir()
+    other = tmp_path / "other" / "copy.db"
+    os.link(db, other)
+    return db, other
+
+
+def _files_but_locks(root: Path) -> dict[str, int]:
+    """Every file under ``root`` but the lock files: its modification time."""
+    files = (p for p in root.rglob("*") if p.is_file() and p.suffix != ".lock")
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in files}
+
+
+def test_h4_a_database_with_a_second_hard_link_is_refused_naming_it(tmp_path: Path) -> None:
+    """Each name of a hard-linked file takes its own lock, and SQLite keeps a -wal and
+    -shm beside each: two servers would corrupt it. So neither name is served; the
+    refusal names the file and its number of names, and lets the lock go."""
+    db, other = _linked(tmp_path)
+    (tmp_path / "alias.db").symlink_to(other)  # a symbolic link to one of the names
+    for name in (db, other, tmp_path / "alias.db"):
+        with pytest.raises(DatabaseHardLinked) as refused:
+            lock_module.DatabaseLock.acquire(name)
+        message = str(refused.value)
+        real = os.path.realpath(name)
+        shown = name if str(name) == real else f"{name} (file {real})"
+        assert message.startswith(f"database {shown} has 2 names (hard links): refusing it")
+        assert "two servers on two names would each keep its own and corrupt" in message
+        assert f"find / -samefile {real}" in message
+        assert "a copy made with python -m server backup" in message
+        with open(f"{real}.lock", "rb") as lock_file:  # let go: free to take at once
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.link(db, tmp_path / "third.db")
+    with pytest.raises(DatabaseHardLinked, match=f"database {db} has 3 names"):
+        lock_module.DatabaseLock.acquire(db)
+    (tmp_path / "third.db").unlink()
+    other.unlink()
+    lock_module.DatabaseLock.acquire(db).release()  # one name again: served
+    with running(db):
+        pass
+    assert not (tmp_path / "other" / "copy.db-wal").exists()  # SQLite never opened it
+
+
+def test_h4_a_server_on_a_hard_linked_database_refuses_to_start_in_one_line(
+    tmp_path: Path,
+) -> None:
+    _db, other = _linked(tmp_path)
+    before = _files_but_locks(tmp_path)
+    refused = _refused_process(other)
+    after = _files_but_locks(tmp_path)
+    assert refused.returncode == 1
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stderr  # no traceback
+    assert lines[0].startswith(f"tessera-server: database {other} has 2 names (hard links): ")
+    assert "corrupt the database" in lines[0]
+    assert before == after  # it touched nothing: no -wal, -shm or secret beside either name
 
 
 def test_h4_two_servers_in_one_process_exclude_each_other(tmp_path: Path) -> None:
