@@ -174,7 +174,12 @@ def health(target: str) -> int:
     try:
         with grpc.insecure_channel(target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
-            return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status)
+            # types-grpcio-health-checking's HealthStub declares no Check (the
+            # generated class makes it in __init__): typed here by hand.
+            check: grpc.UnaryUnaryMultiCallable[
+                health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse
+            ] = stub.Check  # type: ignore[attr-defined]
+            return int(check(health_pb2.HealthCheckRequest(), timeout=1).status)
     except grpc.RpcError:
         return -1
 
@@ -286,9 +291,9 @@ def postgres(stack: ExitStack, tmp: Path, given: str | None) -> str:
         return url
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset
-        import pgserver
+        from pgserver.postgres_server import get_server
 
-    server = pgserver.get_server(tmp / "pg", cleanup_mode="delete")
+    server = get_server(tmp / "pg", cleanup_mode="delete")
     stack.callback(server.cleanup)
     return str(server.get_uri())
 

@@ -49,7 +49,9 @@ class CannedGate:
         async def answer(request: bytes, context: Any) -> bytes:
             return ANSWER
 
-        self.handler = grpc.unary_unary_rpc_method_handler(answer)
+        self.handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(
+            answer
+        )
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         return self.handler

@@ -62,13 +62,20 @@ def strip_edge() -> None:
             return await real(self, continuation, details)
         if not made:
             handler = await real(self, continuation, details)
+            if handler is None:
+                raise RuntimeError(f"no handler for {HEARTBEAT}")
+            deserialize = handler.request_deserializer
+            call = handler.unary_unary
+            serialize = handler.response_serializer
+            if deserialize is None or call is None or serialize is None:
+                raise RuntimeError(f"{HEARTBEAT}'s handler is not unary-unary with (de)serializers")
             body: list[bytes] = []
 
             async def answer(request: bytes, context: Any) -> bytes:
                 if not body:
-                    parsed = handler.request_deserializer(request)
-                    reply = await handler.unary_unary(parsed, context)
-                    body.append(handler.response_serializer(reply))
+                    parsed = deserialize(request)
+                    reply = await call(parsed, context)
+                    body.append(serialize(reply))
                 return body[0]
 
             made.append(grpc.unary_unary_rpc_method_handler(answer))
