@@ -417,6 +417,7 @@ class TesseraServer:
                 admin_limits=RateLimits(cfg.admin_rate_limit, cfg.admin_burst),
                 metrics=self.metrics,
                 admission=Admission(cfg.max_calls_in_flight),
+                catch_up=engine.caught_up,
             )
             try:
                 keys = leases.load_or_create(leases.key_path(cfg.secrets_base), engine.now())

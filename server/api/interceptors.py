@@ -14,7 +14,10 @@ the call's own task, it:
    user by hash, in memory), in ``current_user``; none on ``AcceptInvitation``;
 2. on ``AdminService``, lets the call through only if the method's rule allows
    this caller (``api/scopes.py`` over ``api/methods.py``, RULES AD1), then
-   hands a state-changing call to the audit hook (RULES AD2);
+   hands a state-changing call to the audit hook (RULES AD2) and has a read
+   wait until the deadlines already due have fired (``catch_up``,
+   ``Engine.caught_up``), so that it answers what stands at the clock's time
+   even when the scheduler lags;
 3. turns a ``DomainError`` into its status with details (``api/errors.py``),
    and anything unexpected into ``INTERNAL``, logged with its traceback;
 4. writes one log line: method, status code, duration, request id, user, and
@@ -100,8 +103,10 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         admin_limits: RateLimits | None = None,
         metrics: Metrics | None = None,
         admission: Admission | None = None,
+        catch_up: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._admin_token = admin_token
+        self._catch_up = catch_up
         self._resolve_user = resolve_user
         self._lookup = lookup
         self._audit = audit
@@ -187,6 +192,8 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         teams = scopes.check(short, rule, request, caller, self._lookup)
         if rule is not None and rule.changes:
             self._audit(short, request, caller, teams, request_id)
+        elif self._catch_up is not None:  # a read: what stands at the clock's time
+            await self._catch_up()
 
     def _wrap(self, behavior: Behavior, method: str, kind: str, logged: bool) -> Behavior:
         short = method.rsplit("/", 1)[-1]

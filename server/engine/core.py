@@ -30,7 +30,7 @@ from server.engine.access import Access
 from server.engine.accounts import Accounts
 from server.engine.admins import AdminKeys
 from server.engine.alerts import Alerts
-from server.engine.audit import AuditTrail
+from server.engine.audit import AuditTrail, store_fired
 from server.engine.commits import Commits
 from server.engine.scheduler import Scheduler
 from server.engine.sessions import DirectoryAccess, Sessions
@@ -178,6 +178,19 @@ class Engine:
     async def settled(self) -> None:
         """Return once every change already made in memory is stored."""
         await self.commits.settled()
+
+    async def caught_up(self) -> None:
+        """Fire, and store, every deadline already due: what a read calls first, so
+        that it answers what stood at the clock's time. The real clock's scheduler
+        fires deadlines on time, but a loop that lags may run a read first; without
+        this a pack that expired 5 s ago would still count in the balance shown
+        beside a forecast that already leaves it out, and a session whose lease
+        ended would still be listed as live (``Scheduler.caught_up``, which the
+        calls that change state call). A standby has no engine, so only the active
+        server writes here."""
+        changes = Changes()
+        self.scheduler.caught_up(changes)
+        await store_fired(self.commits, changes)
 
     @property
     def committing(self) -> bool:
