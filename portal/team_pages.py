@@ -9,6 +9,7 @@ change through ``change`` (``portal.pages``).
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -294,18 +295,10 @@ async def member(request: Request, session: Session, team_id: str) -> dict[str, 
         _devices(session, [(user_id, p) for p in found.effective_product_ids])
     )
     live = await session.client.list_sessions(team_id, user_id=user_id)
-    # A user's devices are theirs, not a team's: one running this team's session ends
-    # with it, one running another team's session is that team's to end (a team
-    # administrator's RemoveDevice is refused here; the operator ends it from that
-    # team's page), so it is said and offered no Remove.
-    here = {(s.product_id, s.device_id) for s in live.sessions}
+    elsewhere = _elsewhere(devices or [], await _ours(session.client, team_id, [user_id]))
     return {
         "member": found,
-        "elsewhere": {
-            (d.product_id, d.device_id)
-            for d in devices or []
-            if d.running and (d.product_id, d.device_id) not in here
-        },
+        "elsewhere": elsewhere,
         "products": products,
         "names": {p.product_id: p.display_name or p.product_id for p in products},
         "devices": devices or [],
@@ -422,10 +415,12 @@ async def live_sessions(request: Request, session: Session, team_id: str) -> dic
     devices, devices_error = await maybe(
         _devices(session, sorted({(s.user_id, s.product_id) for s in listed.sessions}))
     )
+    users = sorted({s.user_id for s in listed.sessions})
     return {
         "sessions": listed.sessions,
         "next_page": listed.next_page_token,
         "devices": devices or [],
+        "elsewhere": _elsewhere(devices or [], await _ours(session.client, team_id, users)),
         "devices_error": devices_error,
         "names": await product_names(session),
         "page": "sessions",
@@ -438,6 +433,48 @@ async def _devices(session: Session, pairs: Iterable[tuple[str, str]]) -> list[c
     for user_id, product_id in pairs:
         found += await session.client.list_devices(user_id, product_id)
     return found
+
+
+Where = tuple[str, str, str]  # a device: (user, product, device)
+
+
+def _where(d: common_pb2.Device) -> Where:
+    return (d.user_id, d.product_id, d.device_id)
+
+
+async def _ours(client: AsyncAdminClient, team_id: str, user_ids: Iterable[str]) -> Counter[Where]:
+    """How many of the team's live sessions (of these users) run on each device."""
+    ours: Counter[Where] = Counter()
+    for user_id in user_ids:
+        token = ""
+        while True:
+            page = await client.list_sessions(
+                team_id, user_id=user_id, page_size=1000, page_token=token
+            )
+            ours.update((s.user_id, s.product_id, s.device_id) for s in page.sessions)
+            token = page.next_page_token
+            if not token:
+                break
+    return ours
+
+
+def _elsewhere(devices: Iterable[common_pb2.Device], ours: Counter[Where]) -> dict[Where, str]:
+    """The devices that run another team's session, with how their Running column
+    says so. A user's devices are theirs, not a team's: one running only this team's
+    sessions ends them with it, but one running another team's too (ListDevices
+    counts every team's, M9 allowing several on a device) is also that team's to
+    end: a team administrator's RemoveDevice is refused here (the operator ends it
+    from that team's page), so it is said and offered no Remove."""
+    out: dict[Where, str] = {}
+    for d in devices:
+        here = ours[_where(d)]
+        if _running_count(d) > here:
+            out[_where(d)] = "yes, also for another team" if here else "yes, for another team"
+    return out
+
+
+def _running_count(d: common_pb2.Device) -> int:
+    return max(d.running_session_count, int(d.running))
 
 
 async def confirm_end(request: Request) -> Response:
@@ -562,12 +599,8 @@ async def _removable_here(
     if device is None or not device.running:
         return device is not None
     try:
-        return await _any_live(
-            client,
-            team_id,
-            user_id,
-            lambda s: (s.product_id, s.device_id) == (product_id, device_id),
-        )
+        ours = await _ours(client, team_id, [user_id])
+        return ours[_where(device)] >= _running_count(device)  # none of another team's
     except TesseraError as exc:
         passed_on(exc)
         return True  # the team itself refused: its page says why

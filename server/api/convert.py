@@ -423,6 +423,7 @@ def device_out(d: Device) -> pb.Device:
         register_time=ts(d.register_time),
         last_seen_time=ts(d.last_seen_time),
         running=d.running,
+        running_session_count=len(d.sessions()),
     )
 
 

@@ -459,6 +459,11 @@ def test_m9_another_device_is_running_elsewhere_naming_it(desk: Desk, ann: str) 
     assert desk.entitle(ann, "REVIT", device_id="dev-2")["state"] == "SESSION_STATE_ACTIVE"
     # Two versions side by side on one device are allowed.
     assert desk.entitle(ann, product_version="2025")["device_id"] == "dev-1"
+    (dev1,) = desk.devices(ann)
+    assert (dev1["running"], dev1["running_session_count"]) == (True, 2)  # both counted
+    desk.release(ann, s1["session_id"])
+    (dev1,) = desk.devices(ann)
+    assert (dev1["running"], dev1["running_session_count"]) == (True, 1)
 
 
 def test_m9_takeover_revokes_the_other_device_and_is_no_break(desk: Desk, ann: str) -> None:

@@ -718,6 +718,54 @@ def test_a_device_running_for_another_team_is_said_and_offered_no_remove(
     assert "/devices/remove" in rows["dev-1"] and "for another team" not in rows["dev-1"]
 
 
+def test_m9_a_device_running_this_and_another_teams_session_is_said_and_offered_no_remove(
+    web: TestClient, world: World
+) -> None:
+    """M9 lets one device run sessions of two teams: Ada's Viewer (rate 0, so no
+    meter binds her to one team: C3 honours the team each Entitle names) runs on
+    dev-1 for alpha and for beta. Removing the device would end beta's session too,
+    which alpha's administrator may not (RemoveDevice refuses), so alpha's pages say
+    so and offer no Remove, and the confirmation is refused; once beta's session
+    ends, Remove is back."""
+    ada = "ada@example.com"
+    world.a("AssignUsers", {"team_id": "beta", "users": [ada], "all_products": True})
+    world.desk.entitle(ada, "VIEWER", team_id="alpha")  # both on dev-1
+    beta_session = world.desk.entitle(ada, "VIEWER", team_id="beta")
+    assert beta_session["team_id"] == "beta"
+    (dev1,) = world.a("ListDevices", {"user_id": ada, "product_id": "VIEWER"})["devices"]
+    assert (dev1["device_id"], dev1["running"], dev1["running_session_count"]) == (
+        "dev-1",
+        True,
+        2,
+    )
+    key = world.a("CreateAdminKey", {"display_name": "Alpha's admin", "team_ids": ["alpha"]})
+    sign_in(web, key["admin_key"])
+
+    def dev1_rows() -> list[str]:
+        """dev-1's Viewer row in the devices table of Ada's page and of the sessions page."""
+        rows = []
+        for url, params, table, product in (
+            ("/teams/alpha/member", {"user": ada}, "<h2>Devices</h2>", "<td>VIEWER</td>"),
+            ("/teams/alpha/sessions", {}, '<table id="devices">', "<td>Viewer</td>"),
+        ):
+            page = web.get(url, params=params)
+            assert page.status_code == 200, url
+            devices = page.text.split(table, 1)[1].split("</table>", 1)[0]
+            (row,) = [r for r in devices.split("<tr>") if f"{product}<td>dev-1</td>" in r]
+            rows.append(row)
+        return rows
+
+    for row in dev1_rows():
+        assert "yes, also for another team" in row and "/devices/remove" not in row
+    url = f"/teams/alpha/devices/remove?user={ada}&product=VIEWER&device=dev-1"
+    confirm = web.get(url)
+    assert confirm.status_code == 403 and "<h1>Remove device" not in confirm.text
+    world.desk.release(ada, beta_session["session_id"])
+    for row in dev1_rows():
+        assert "another team" not in row and "/devices/remove" in row
+    assert web.get(url).status_code == 200
+
+
 def test_t1_a_buy_form_refused_for_a_used_request_id_can_be_sent_again(
     web: TestClient, world: World
 ) -> None:

@@ -439,20 +439,22 @@ class Subscription(_message.Message):
     def __init__(self, subscription_id: _Optional[str] = ..., user_id: _Optional[str] = ..., product_id: _Optional[str] = ..., kind: _Optional[_Union[SubscriptionKind, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Device(_message.Message):
-    __slots__ = ("user_id", "product_id", "device_id", "register_time", "last_seen_time", "running")
+    __slots__ = ("user_id", "product_id", "device_id", "register_time", "last_seen_time", "running", "running_session_count")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     REGISTER_TIME_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_TIME_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_SESSION_COUNT_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     product_id: str
     device_id: str
     register_time: _timestamp_pb2.Timestamp
     last_seen_time: _timestamp_pb2.Timestamp
     running: bool
-    def __init__(self, user_id: _Optional[str] = ..., product_id: _Optional[str] = ..., device_id: _Optional[str] = ..., register_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., running: _Optional[bool] = ...) -> None: ...
+    running_session_count: int
+    def __init__(self, user_id: _Optional[str] = ..., product_id: _Optional[str] = ..., device_id: _Optional[str] = ..., register_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., running: _Optional[bool] = ..., running_session_count: _Optional[int] = ...) -> None: ...
 
 class LedgerEntry(_message.Message):
     __slots__ = ("entry_id", "time", "kind", "pack_id", "amount", "session_id", "user_id", "product_id", "team_id", "remaining_delta", "held_delta")
