@@ -759,6 +759,7 @@ def test_h2_14_list_devices_and_remove_a_running_one_only_when_told(desk: Desk, 
             "register_time": at(m=1),
             "last_seen_time": at(m=7),
             "running": True,
+            "running_session_count": 1,
         },
     ]
     remove = {"user_id": ann, "product_id": "ACAD", "device_id": "dev-2"}
