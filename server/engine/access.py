@@ -276,7 +276,11 @@ class Access:
         due have fired (``Scheduler.caught_up``): an invitation whose expiry fell
         due is refused as expired (``Invitation.state_at`` says so even unfired)
         and its expiry stored with the refusal (``store_fired``), as is whatever
-        else fell due before now."""
+        else fell due before now. A user who already has a key (an earlier
+        invitation accepted, or ``IssueUserKey``) keeps it, and the key answered is
+        "": a new one would stop the old one in products running on it, and
+        whoever holds a second team's invitation token could take the user's
+        key away. A lost key is the operator's to replace (``IssueUserKey``)."""
         if not token:
             raise InvalidArgument.field("invitation_token", "is required")
         if len(token) > 512:
@@ -289,8 +293,10 @@ class Access:
         except Exception:
             await store_fired(self._commits, changes)
             raise
-        key = new_secret(USER_KEY_PREFIX)
-        self.state.directory.set_user_key(user.user_id, hash_secret(key), changes)
+        key = ""
+        if user.key_hash is None:
+            key = new_secret(USER_KEY_PREFIX)
+            self.state.directory.set_user_key(user.user_id, hash_secret(key), changes)
         await commit_call(self._commits, changes, fired)
         return user.user_id, key
 

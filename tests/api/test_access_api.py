@@ -621,6 +621,27 @@ def test_a2_accept_needs_no_credential_and_returns_user_id_and_key(
     refused(anonymous, A + "ListMembers", {"team_id": "alpha"}, grpc.StatusCode.UNAUTHENTICATED)
 
 
+def test_a2_accepting_a_second_teams_invitation_keeps_the_users_key(sheet: Grpcurl) -> None:
+    """A2: accepting gives the user their key, once. Zed, invited to alpha and to beta
+    while new, accepts alpha's and runs ACAD on its key; accepting beta's then makes
+    him beta's member too and answers no key: the one his product runs on stays."""
+    create_team(sheet, "beta")
+    sheet(A + "PurchaseTokens", {"team_id": "alpha", "tokens": 100, "request_id": "po-1"})
+    zed = "zed@example.com"
+    for team in ("alpha", "beta"):
+        assign(sheet, team, [f"Zed Zee <{zed}>"], product_ids=["ACAD"])
+    first = accept(sheet, invitation_token(sheet, "alpha", zed))
+    key = first["user_key"]
+    assert key.startswith("tsk_")
+    session = sheet(L + "Entitle", ENTITLE, token=key)["session"]["session_id"]
+    second = accept(sheet, invitation_token(sheet, "beta", zed))
+    assert second == {"user_id": zed}  # an empty user_key: JSON leaves it out
+    assert member(sheet, "beta", zed)["state"] == "MEMBER_STATE_ACTIVE"
+    beat = sheet(L + "Heartbeat", {"session_id": session}, token=key)["session"]
+    assert beat["state"] == "SESSION_STATE_ACTIVE"
+    assert entitle_code(sheet, key) is grpc.StatusCode.OK
+
+
 # -- user keys ---------------------------------------------------------------------
 
 
