@@ -428,6 +428,24 @@ class Licensing(LiveView):
                 changes.upsert(session)
                 self._watch(session, timers)
 
+    def rate_changed(
+        self, product_id: str, now: datetime, changes: Changes, timers: TimerSink
+    ) -> None:
+        """P1 across a change of the rate sheet at ``now`` that made a product free
+        (rate 0) or no longer free. Rate 0 is a coverage (``coverage_of``: after a
+        subscription and a trial), so running sessions follow it as they follow a
+        subscription granted or ended (``_apply_coverage``): ones no longer free pay
+        from now (a new grace unless a window covers now, M2; ended
+        ``INSUFFICIENT_TOKENS`` if that hold cannot be made, M5); ones now free give
+        a hold in grace back, and a paid window stays paid. A change between two
+        rates above 0 needs nothing here: each hold takes the rate of its instant.
+        Scans every session: the admin path."""
+        seats = {
+            (s.user_id, s.product_id) for s in self.live_sessions() if s.product_id == product_id
+        }
+        for user_id, _ in sorted(seats):
+            self._apply_coverage(user_id, product_id, now, changes, timers)
+
     # == helpers ======================================================================
 
     def _own(self, user_id: str, session_id: str) -> Session:

@@ -26,8 +26,8 @@ from server.store.port import StorePort
 
 # A5 via UpdateTeamSettings (``Access.set_guest_defaults``): (team_id, enabled, now, changes).
 SetGuestDefaults = Callable[[str, bool, datetime, Changes], None]
-# M6 via UpsertProduct (``Sessions.idle_awareness_changed``): (product_id, now, changes).
-IdleAwarenessChanged = Callable[[str, datetime, Changes], None]
+# P1 via UpsertProduct (``Sessions.product_changed``): (before, after, now, changes).
+ProductChanged = Callable[[Product, Product, datetime, Changes], None]
 
 
 class Accounts:
@@ -41,7 +41,7 @@ class Accounts:
         commits: Commits,
         ids: IdFactory,
         set_guest_defaults: SetGuestDefaults,
-        idle_awareness_changed: IdleAwarenessChanged,
+        product_changed: ProductChanged,
         live_count: Callable[[str], int],
     ) -> None:
         self.state = state
@@ -51,7 +51,7 @@ class Accounts:
         self._commits = commits
         self._ids = ids
         self._set_guest_defaults = set_guest_defaults
-        self._idle_awareness_changed = idle_awareness_changed
+        self._product_changed = product_changed
         self._live_count = live_count
         scheduler.on(TimerKind.PACK_EXPIRY, self._on_pack_expiry)
 
@@ -233,8 +233,8 @@ class Accounts:
                 raise ProductInUse(product.product_id, live)
         products[product.product_id] = product
         changes.upsert(product)
-        if before is not None and before.idle_aware != product.idle_aware:
-            self._idle_awareness_changed(product.product_id, now, changes)
+        if before is not None:  # running sessions follow idle awareness and rate 0
+            self._product_changed(before, product, now, changes)
         await self._commits.commit(changes)
         return product
 

@@ -129,7 +129,7 @@ class Engine:
             commits=commits,
             ids=ids,
             set_guest_defaults=self.access.set_guest_defaults,
-            idle_awareness_changed=self.sessions.idle_awareness_changed,
+            product_changed=self.sessions.product_changed,
             live_count=self.sessions.live_count,
         )
         self.admins = AdminKeys(

@@ -27,7 +27,7 @@ from server.domain.instants import EPOCH
 from server.domain.licensing import Licensing
 from server.domain.liveview import MAX_FIELD
 from server.domain.policies import TimerSink
-from server.domain.products import Platform
+from server.domain.products import Platform, Product
 from server.domain.sessions import (
     Device,
     EndReason,
@@ -151,9 +151,16 @@ class Sessions:
         """How many sessions of the product are live (a scan: the admin path)."""
         return sum(1 for s in self.lic.live_sessions() if s.product_id == product_id)
 
-    def idle_awareness_changed(self, product_id: str, now: datetime, changes: Changes) -> None:
-        """P1 with M6: a product's idle awareness was turned on or off at ``now``."""
-        self.lic.idle_awareness_changed(product_id, now, changes, self._scheduler)
+    def product_changed(
+        self, before: Product, after: Product, now: datetime, changes: Changes
+    ) -> None:
+        """P1: the rate sheet changed a product at ``now``; its running sessions
+        follow a change of idle awareness (M6) or a rate that became or stopped
+        being 0 (free: a coverage)."""
+        if before.idle_aware != after.idle_aware:
+            self.lic.idle_awareness_changed(after.product_id, now, changes, self._scheduler)
+        if (before.daily_rate == 0) != (after.daily_rate == 0):
+            self.lic.rate_changed(after.product_id, now, changes, self._scheduler)
 
     def _timer_handler(self, kind: TimerKind) -> Callable[[str, datetime, Changes], None]:
         def handler(key: str, due: datetime, changes: Changes) -> None:

@@ -218,6 +218,62 @@ def test_p1_rate_0_products_and_plugins_are_coverage_free(desk: Desk) -> None:
     assert desk.token_moves("alpha") == [("HOLD", 10, at(s=301))]
 
 
+def rated(product_id: str, daily_rate: int) -> dict[str, object]:
+    """The rate sheet's ``product_id`` at another daily rate, for UpsertProduct."""
+    (product,) = [p for p in SHEET if p["product_id"] == product_id]
+    return {"product": {**product, "daily_rate": daily_rate}}
+
+
+def test_p1_a_free_product_made_paid_charges_its_running_sessions_from_then(
+    desk: Desk, ann: str
+) -> None:
+    """Rate 0 is what makes a session free (P1, M2): when the rate sheet gives the
+    product a rate, its running sessions pay from that instant, as Entitles made
+    then would (a grace and its hold, then the charge), and one whose team cannot
+    pay ends INSUFFICIENT_TOKENS (M5), not running on for free while it beats."""
+    desk.team("broke")
+    cy = desk.user("broke", "cy")
+    mine = desk.entitle(ann, "VIEWER")
+    theirs = desk.entitle(cy, "VIEWER", device_id="cy-pc")
+    assert mine["coverage"] == theirs["coverage"] == "COVERAGE_FREE"
+    desk.to(at(h=1))
+    desk.a("UpsertProduct", rated("VIEWER", 10))
+    beat = desk.heartbeat(ann, mine["session_id"])
+    assert (beat["coverage"], beat["charge_state"]) == ("COVERAGE_TOKENS", "CHARGE_STATE_GRACE")
+    assert beat["grace_end_time"] == at(h=1, m=5)
+    ended(desk.heartbeat(cy, theirs["session_id"]), "INSUFFICIENT_TOKENS", at(h=1))
+    desk.to(at(h=1, m=5))
+    assert desk.token_moves("alpha") == [("HOLD", 10, at(h=1)), ("CAPTURE", 10, at(h=1, m=5))]
+    assert desk.balance("alpha") == (90, 0)
+    assert desk.moves("broke") == []
+    desk.assert_ledger_adds_up("alpha")
+
+
+def test_p1_a_product_made_free_gives_a_hold_back_and_keeps_a_paid_window_paid(
+    desk: Desk, ann: str, bob: str
+) -> None:
+    """The other way: sessions of a product whose rate becomes 0 are free from then.
+    Bob's hold, in grace, goes back (as under a subscription granted then, C1); Ann's
+    charge, made at her grace's end, stays, and her window is not renewed."""
+    desk.entitle(ann, "REVIT")
+    desk.to(at(m=6))
+    his = desk.entitle(bob, "REVIT")
+    assert his["charge_state"] == "CHARGE_STATE_GRACE"
+    desk.to(at(m=8))
+    desk.a("UpsertProduct", rated("REVIT", 0))
+    beat = desk.heartbeat(bob, his["session_id"])
+    assert (beat["coverage"], beat["charge_state"]) == ("COVERAGE_FREE", "CHARGE_STATE_NONE")
+    desk.to(at(d=1, m=10))
+    assert desk.token_moves("alpha") == [
+        ("HOLD", 10, at()),
+        ("CAPTURE", 10, at(m=5)),
+        ("HOLD", 10, at(m=6)),
+        ("HOLD_RELEASE", 10, at(m=8)),
+    ]
+    assert desk.balance("alpha") == (90, 0)
+    desk.assert_ledger_adds_up("alpha")
+
+
 def test_p4_plugin_needs_a_live_host_session_of_the_same_user_and_device(
     desk: Desk, ann: str, bob: str
 ) -> None:

@@ -96,7 +96,7 @@ class World:
         scheduler = Scheduler(self.clock, self.commits.commit)
         self.revoked: list[Revoked] = []
         self.guest_defaults: list[tuple[str, bool]] = []
-        self.idle_changes: list[tuple[str, datetime]] = []
+        self.product_changes: list[tuple[str, datetime]] = []
         self.access = Access(
             self.state,
             scheduler=scheduler,
@@ -120,8 +120,8 @@ class World:
             set_guest_defaults=lambda team, on, now, changes: self.guest_defaults.append(
                 (team, on)
             ),
-            idle_awareness_changed=lambda product, now, changes: self.idle_changes.append(
-                (product, now)
+            product_changed=lambda before, after, now, changes: self.product_changes.append(
+                (after.product_id, now)
             ),
             live_count=lambda product_id: 0,
         )
