@@ -256,10 +256,11 @@ class AsyncAdminClient:
         *,
         product_ids: Sequence[str] = (),
         all_products: bool = False,
-        guest: bool = False,
+        guest: bool | None = None,
         import_: bool = False,
     ) -> list[common_pb2.Member]:
-        """AssignUsers (or ImportUsers with ``import_``): each user an id or ``Name <email>``."""
+        """AssignUsers (or ImportUsers with ``import_``): each user an id or ``Name <email>``;
+        ``guest`` None leaves existing members as they are (new ones are not guests)."""
         request = pb.AssignUsersRequest(
             team_id=team_id,
             users=users,

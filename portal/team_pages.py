@@ -270,7 +270,9 @@ async def _add_users(request: Request, session: Session, data: FormData) -> Resp
             lines,
             product_ids=product_ids,
             all_products=all_products,
-            guest=data.get("guest") == "on",
+            # Unticked says nothing: a new user is no guest, an existing member
+            # stays what they are (the member page changes it).
+            guest=True if data.get("guest") == "on" else None,
             import_=imported,
         ),
         # Counted from the answer: a user on two lines is one user.
@@ -324,6 +326,25 @@ async def _member_products(request: Request, session: Session, data: FormData) -
 
 
 member_products = form(_member_products)
+
+
+async def _member_guest(request: Request, session: Session, data: FormData) -> Response:
+    """A5: mark a member a guest, or no longer one (AssignUsers of their id, which
+    adds no product): the default assignments follow the team's setting for guests,
+    and sessions of products that were theirs only by it end (A6)."""
+    team_id, user_id = request.path_params["team_id"], named(request, "user")
+    guest = data.get("guest") == "on"
+    return await change(
+        request,
+        session,
+        member,
+        session.client.assign_users(team_id, [user_id], guest=guest),
+        f"{user_id} is {'now a guest' if guest else 'no longer a guest'}.",
+        team_url(team_id, "/member", user=user_id),
+    )
+
+
+member_guest = form(_member_guest)
 
 
 async def _remove_member(request: Request, session: Session, data: FormData) -> Response:

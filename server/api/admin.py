@@ -189,7 +189,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             list(request.users),
             list(request.product_ids),
             request.all_products,
-            request.guest,
+            request.guest if request.HasField("guest") else None,
             import_=False,
         )
         return api.AssignUsersResponse(members=[self._member(m) for m in members])
@@ -200,7 +200,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             list(request.users),
             list(request.product_ids),
             request.all_products,
-            request.guest,
+            request.guest if request.HasField("guest") else None,
             import_=True,
         )
         return api.ImportUsersResponse(members=[self._member(m) for m in members])

@@ -462,7 +462,7 @@ class Directory:
         entries: Sequence[str],
         product_ids: Sequence[str],
         all_products: bool,
-        guest: bool,
+        guest: bool | None,
         now: datetime,
         new_token: TokenMaker,
         new_id: Callable[[], str],
@@ -475,7 +475,9 @@ class Directory:
 
         Checks every entry and product id before changing anything, then
         returns each member named, in request order (a duplicate once), with
-        the plaintext invitation token when this call sent one.
+        the plaintext invitation token when this call sent one. ``guest`` None
+        (not given): a new member is not a guest, an existing one stays what
+        they are (A5); an assignment adds products, never takes them away.
         """
         if not entries:
             raise InvalidArgument.field("users", "must name at least one user")
@@ -516,7 +518,7 @@ class Directory:
                 team.team_id,
                 user.user_id,
                 state,
-                wanted.guest,
+                bool(wanted.guest),
                 wanted.all_products,
                 wanted.product_ids,
                 None,
@@ -529,12 +531,11 @@ class Directory:
             if not import_:
                 self._notify(call, user, team.team_id, ACCESS_CHANGED)
             return member, None
-        merged = _Wanted(
-            wanted.guest,
-            member.all_products or wanted.all_products,
-            frozenset()
-            if member.all_products or wanted.all_products
-            else member.product_ids | wanted.product_ids,
+        every = member.all_products or wanted.all_products
+        merged = (
+            member.guest if wanted.guest is None else wanted.guest,
+            every,
+            frozenset() if every else member.product_ids | wanted.product_ids,
         )
         changed = (member.guest, member.all_products, member.product_ids) != merged
         member.guest, member.all_products, member.product_ids = merged
@@ -840,9 +841,9 @@ class Directory:
 
 
 class _Wanted(NamedTuple):
-    """An individual assignment, in Member's field order."""
+    """An individual assignment, in Member's field order (``guest`` None: unchanged)."""
 
-    guest: bool
+    guest: bool | None
     all_products: bool
     product_ids: frozenset[str]
 

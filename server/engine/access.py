@@ -124,7 +124,7 @@ class Access:
         users: Sequence[str],
         product_ids: Sequence[str],
         all_products: bool,
-        guest: bool,
+        guest: bool | None,
         *,
         import_: bool,
     ) -> list[Member]:

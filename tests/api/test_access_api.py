@@ -907,6 +907,31 @@ def test_a5_guests_get_defaults_only_when_the_team_says_so(sheet: Grpcurl) -> No
     assert effective(sheet, "alpha", "mo@example.com") == ["REVIT"]
 
 
+def test_a5_assigning_a_member_again_keeps_their_guest_mark_unless_it_is_given(
+    sheet: Grpcurl,
+) -> None:
+    """A5 with A1: an assignment adds to a member's products and says nothing about
+    what they are unless ``guest`` is set. Gus, a guest with ACAD, assigned MAYA
+    stays a guest (the team's default REVIT stays out of his reach); told
+    ``guest: false`` he is a member and gets it; ``guest: true`` makes him a guest
+    again. A new user named without it is no guest."""
+    add_product(sheet, MAYA)
+    sheet(A + "SetDefaultAssignments", {"team_id": "alpha", "product_ids": ["REVIT"]})
+    gus = "gus@example.com"
+    import_(sheet, "alpha", [f"Gus Guest <{gus}>"], product_ids=["ACAD"], guest=True)
+    (again,) = assign(sheet, "alpha", [gus], product_ids=["MAYA"])
+    assert again["guest"] is True
+    assert again["effective_product_ids"] == ["ACAD", "MAYA"]
+    (member_now,) = assign(sheet, "alpha", [gus], guest=False)
+    assert member_now.get("guest", False) is False
+    assert member_now["effective_product_ids"] == ["ACAD", "MAYA", "REVIT"]
+    (guest_again,) = import_(sheet, "alpha", [gus], guest=True)
+    assert guest_again["guest"] is True
+    assert guest_again["effective_product_ids"] == ["ACAD", "MAYA"]
+    (new,) = import_(sheet, "alpha", ["Nia New <nia@example.com>"])
+    assert new.get("guest", False) is False
+
+
 # -- A6 removing access -------------------------------------------------------------------
 
 
@@ -1037,7 +1062,9 @@ def test_h2_14_assign_adds_to_a_member_and_notifies_only_when_it_changed(
     [bo] = assign(sheet, "alpha", ["bo@example.com"], all_products=True, guest=True)
     assert (bo["all_products"], bo["guest"], bo.get("product_ids", [])) == (True, True, [])
     assert len(notes(sheet, "alpha")) == 2
-    [bo] = assign(sheet, "alpha", ["bo@example.com"], product_ids=["ACAD"])  # guest as given
+    [bo] = assign(sheet, "alpha", ["bo@example.com"], product_ids=["ACAD"])  # guest unsaid
+    assert (bo["all_products"], bo["guest"]) == (True, True)
+    [bo] = assign(sheet, "alpha", ["bo@example.com"], guest=False)  # guest as given
     assert (bo["all_products"], bo.get("guest", False)) == (True, False)
     sheet(  # SetUserProducts is the way to replace
         A + "SetUserProducts",

@@ -121,6 +121,39 @@ def test_a_refused_field_is_shown_next_to_it_in_words(web: TestClient, world: Wo
     assert "email" in note.lower()
 
 
+def test_a5_a_member_is_made_a_guest_and_back_on_their_page_and_adding_keeps_it(
+    web: TestClient, world: World
+) -> None:
+    """A5: the member page marks Carl a guest and back (AssignUsers of his id with
+    ``guest`` set); adding him again from the users page with the guest box unticked
+    adds his product and leaves him a guest."""
+    carl = "carl@example.com"
+
+    def guest() -> bool:
+        found: bool = world.a("GetMember", {"team_id": "alpha", "user_id": carl})["member"].get(
+            "guest", False
+        )
+        return found
+
+    sign_in(web)
+    page = web.get("/teams/alpha/member", params={"user": carl})
+    url = "/teams/alpha/member/guest?user=carl@example.com"
+    assert f'action="{url}"' in page.text
+    made = web.post(url, data={"csrf": csrf_of(page.text), "guest": "on"})
+    assert "carl@example.com is now a guest." in made.text and guest()
+    users = web.get("/teams/alpha/users")
+    added = web.post(
+        "/teams/alpha/users",
+        data={"csrf": csrf_of(users.text), "users": carl, "product_ids": "ACAD"},
+    )
+    assert "1 user assigned" in added.text
+    assert guest()
+    member = world.a("GetMember", {"team_id": "alpha", "user_id": carl})["member"]
+    assert member["product_ids"] == ["ACAD", "REVIT"]
+    back = web.post(url, data={"csrf": csrf_of(made.text)})
+    assert "carl@example.com is no longer a guest." in back.text and not guest()
+
+
 def test_the_usage_csv_has_get_usage_reports_figures(web: TestClient, world: World) -> None:
     sign_in(web)
     answer = web.get("/teams/alpha/usage.csv?from=2026-01-01&to=2026-01-03")
