@@ -200,6 +200,11 @@ class AsyncAdminClient:
         request = pb.PurchaseTokensRequest(team_id=team_id, tokens=tokens, request_id=request_id)
         return (await self._call(lambda s: s.PurchaseTokens, request)).token_pack
 
+    async def move_token_pack(self, pack_id: str, to_team_id: str) -> common_pb2.TokenPack:
+        """MoveTokenPack (RULES T5): the pack, now ``to_team_id``'s."""
+        request = pb.MoveTokenPackRequest(pack_id=pack_id, to_team_id=to_team_id)
+        return (await self._call(lambda s: s.MoveTokenPack, request)).token_pack
+
     async def list_token_packs(self, team_id: str) -> list[common_pb2.TokenPack]:
         async def fetch(token: str) -> pb.ListTokenPacksResponse:
             request = pb.ListTokenPacksRequest(team_id=team_id, page_token=token)

@@ -53,6 +53,8 @@ ROUTES = [
     Route(TEAM + "/buy", team_pages.buy, methods=["POST"]),
     Route(TEAM, team_pages.overview),
     Route(TEAM + "/threshold", team_pages.threshold, methods=["POST"]),
+    Route(TEAM + "/packs/move", team_pages.move_pack, methods=["GET"]),
+    Route(TEAM + "/packs/move", team_pages.move_token_pack, methods=["POST"]),
     Route(TEAM + "/usage", team_pages.usage),
     Route(TEAM + "/usage.csv", team_pages.usage_csv),
     Route(TEAM + "/users", team_pages.users, methods=["GET"]),

@@ -174,6 +174,18 @@ def usage_csv(rows: Sequence[common_pb2.UsageRow]) -> str:
     return out.getvalue()
 
 
+#: What a download's file name keeps of an id: anything else is an underscore.
+FILE_PART = re.compile(r"[^A-Za-z0-9@._-]")
+
+
+def file_part(text: str) -> str:
+    """``text`` as a part of a download's file name (``usage-alpha-...-a_b@example.com``):
+    ASCII letters, digits and ``@._-`` kept, anything else (a quote, a slash, a space, a
+    letter outside ASCII, none of which a ``Content-Disposition`` header may carry as
+    is) an underscore."""
+    return FILE_PART.sub("_", text)
+
+
 def _cell(text: str) -> str:
     """A text cell that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``: a
     name, but also a user id such as ``=1+2@example.com``) is quoted with a leading

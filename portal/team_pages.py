@@ -1,5 +1,6 @@
-"""The pages about one team (``/teams/{team_id}/...``): overview, usage, users By User and
-By Product, invitations, default assignments, sessions and devices, ledger, audit.
+"""The pages about one team (``/teams/{team_id}/...``): overview (and moving a pack), usage,
+users By User and By Product, invitations, default assignments, sessions and devices,
+ledger, audit.
 
 Each GET handler is a ``team_page``: it adds its parts to the team's context (a refusal of
 the team itself is the page's message in words); each form is a ``web.form`` that makes one
@@ -14,13 +15,20 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import grpc
 from markupsafe import Markup
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
 from client_sdk.admin import AsyncAdminClient
-from client_sdk.errors import InvalidArgument, TesseraError
+from client_sdk.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    TesseraError,
+)
 from portal import present
 from portal.pages import (
     again,
@@ -123,6 +131,100 @@ def _bought(session: Session, pack: common_pb2.TokenPack) -> str:
 buy = form(_buy)
 
 
+# -- moving a pack (RULES T5) -------------------------------------------------------------------
+
+
+@team_page("move_pack.html")
+async def move_pack(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+    """T5: the team to move one of this team's packs to, among the other teams the key
+    manages (AD1: the pack's team and the destination must both be its; a team
+    administrator's ListTeams holds only its own, the operator's every team). A key
+    that manages no other team is told so, and offered no form."""
+    pack_id = named(request, "pack")
+    pack = await _pack_here(session.client, team_id, pack_id)
+    teams = [t for t in await session.client.all_teams() if t.team_id != team_id]
+    return {
+        **confirmation(
+            f"Move pack {pack_id} to another team?",
+            f"Its {present.number(pack.remaining_tokens)} remaining tokens go with it; "
+            "what it already paid for stays in this team's history.",
+            (team_url(team_id, "/packs/move", pack=pack_id), "Move pack"),
+            team_url(team_id),
+            "overview",
+        ),
+        "pack": pack,
+        "teams": teams,
+    }
+
+
+async def _pack_here(client: AsyncAdminClient, team_id: str, pack_id: str) -> common_pb2.TokenPack:
+    """The team's pack ``pack_id``. Any other (another team's, or none) is refused as the
+    server refuses an unknown pack: no team's page moves another team's pack."""
+    for pack in await client.list_token_packs(team_id):
+        if pack.pack_id == pack_id:
+            return pack
+    raise NotFound(
+        f"team {team_id!r} has no pack {pack_id!r}",
+        code=grpc.StatusCode.NOT_FOUND,
+        reason="UNKNOWN_PACK",
+    )
+
+
+async def _move(request: Request, session: Session, data: FormData) -> Response:
+    team_id, pack_id = request.path_params["team_id"], named(request, "pack")
+    to_team_id = str(data.get("to_team_id", "")).strip()
+    if not to_team_id:
+        return await again(
+            request, session, move_pack, {"to_team_id": "Choose the team to move the pack to."}
+        )
+    return await change(
+        request,
+        session,
+        move_pack,
+        _move_pack(session.client, team_id, pack_id, to_team_id),
+        f"Pack {pack_id} moved to {to_team_id}.",
+        team_url(team_id),
+    )
+
+
+move_token_pack = form(_move)
+
+
+async def _move_pack(
+    client: AsyncAdminClient, team_id: str, pack_id: str, to_team_id: str
+) -> common_pb2.TokenPack:
+    """MoveTokenPack of one of this team's packs. A pack with tokens on hold
+    (``PACK_HAS_HOLDS``) is refused in an administrator's words, and so is a destination
+    the key does not manage (``NOT_TEAM_ADMIN`` naming it: on this team's page, "You do
+    not manage this team" would name the wrong one)."""
+    await _pack_here(client, team_id, pack_id)
+    try:
+        return await client.move_token_pack(pack_id, to_team_id)
+    except PermissionDenied as exc:
+        if exc.reason != "NOT_TEAM_ADMIN" or exc.metadata.get("team_id") != to_team_id:
+            raise
+        said = NOT_DESTINATION.format(team=to_team_id)
+        raise PermissionDenied(said, code=exc.code, metadata=exc.metadata) from exc
+    except FailedPrecondition as exc:
+        if exc.reason != "PACK_HAS_HOLDS":
+            raise
+        held = exc.metadata.get("held_tokens", "")
+        said = HAS_HOLDS.format(
+            held=f"{present.number(int(held))} of its tokens" if held.isdigit() else "tokens"
+        )
+        raise FailedPrecondition(
+            said, code=exc.code, reason=exc.reason, metadata=exc.metadata
+        ) from exc
+
+
+NOT_DESTINATION = "You do not manage team {team}: a pack moves only to a team you manage."
+HAS_HOLDS = (
+    "This pack cannot move now: {held} are on hold for sessions started in the last few "
+    "minutes (their grace period). Try again in a few minutes, once the hold is charged "
+    "or released."
+)
+
+
 # -- usage -----------------------------------------------------------------------------------------
 
 
@@ -142,25 +244,89 @@ async def _now(session: Session) -> datetime:
     return info.now.ToDatetime(tzinfo=UTC)
 
 
+#: At most this many members make the usage page's user a choice from a list; a larger
+#: team types the user's id (one page of ListMembers tells which, never the whole team).
+USER_CHOICES = 500
+
+#: The refusals of a usage filter, by reason, with the control each is shown next to.
+FILTER_REASONS = {"UNKNOWN_USER": "user_id", "UNKNOWN_PRODUCT": "product_id"}
+
+
+async def _filters(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+    """The usage page's narrowing (RULES R1): the user and product asked for, and what its
+    form offers: the team's members (or a box to type one in, past ``USER_CHOICES``) and
+    the rate sheet. A value the lists do not hold (a former member, an edited link) is
+    kept, so the form shows what the report is about."""
+    user_id = request.query_params.get("user", "").strip()
+    product_id = request.query_params.get("product", "").strip()
+    page = await session.client.list_members(team_id, page_size=USER_CHOICES)
+    members = None if page.next_page_token else list(page.members)
+    products = await rate_sheet(session)
+    return {
+        "user_id": user_id,
+        "product_id": product_id,
+        "members": members,
+        "user_listed": not user_id or members is None or any(m.user_id == user_id for m in members),
+        "products": products,
+        "product_listed": not product_id or any(p.product_id == product_id for p in products),
+    }
+
+
+def _filter_errors(exc: TesseraError) -> dict[str, str]:
+    """A refusal of the usage filter, in words under the control it names; empty for any
+    other refusal (the team's own: the page's message)."""
+    control = FILTER_REASONS.get(exc.reason or "")
+    if control:
+        return {control: in_words(exc)}
+    if isinstance(exc, InvalidArgument):
+        named_fields = {"user_id", "product_id"} & exc.field_violations.keys()
+        return {name: in_words(exc) for name in named_fields}
+    return {}
+
+
 @team_page("usage.html")
 async def usage(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+    filters = await _filters(request, session, team_id)
     try:
         start, end = _range(request, await _now(session))
     except ValueError as exc:
         today = (await _now(session)).date()
         return {
+            **filters,
             "range_error": f"Dates: {exc}.",
             "start": today,
             "end": today,
             "usage": None,
             "status": 400,
         }
-    report = await session.client.get_usage_report(
-        team_id, present.day_start(start), present.day_start(end + timedelta(days=1))
-    )
+    try:
+        report = await session.client.get_usage_report(
+            team_id,
+            present.day_start(start),
+            present.day_start(end + timedelta(days=1)),
+            user_id=filters["user_id"],
+            product_id=filters["product_id"],
+        )
+    except TesseraError as exc:
+        passed_on(exc)
+        errors = _filter_errors(exc)
+        if not errors:
+            raise
+        return {
+            **filters,
+            "errors": errors,
+            "start": start,
+            "end": end,
+            "usage": None,
+            "status": status_of(exc),
+        }
     shown = present.usage(report.rows, start, end)
     query = {"from": start.isoformat(), "to": end.isoformat()}
+    for name, value in (("user", filters["user_id"]), ("product", filters["product_id"])):
+        if value:
+            query[name] = value
     return {
+        **filters,
         "start": start,
         "end": end,
         "usage": shown,
@@ -173,17 +339,24 @@ async def usage(request: Request, session: Session, team_id: str) -> dict[str, A
 async def usage_csv(request: Request) -> Response:
     session = signed_in(request)
     team_id = request.path_params["team_id"]
+    user_id = request.query_params.get("user", "").strip()
+    product_id = request.query_params.get("product", "").strip()
     try:
         start, end = _range(request, await _now(session))
         report = await session.client.get_usage_report(
-            team_id, present.day_start(start), present.day_start(end + timedelta(days=1))
+            team_id,
+            present.day_start(start),
+            present.day_start(end + timedelta(days=1)),
+            user_id=user_id,
+            product_id=product_id,
         )
     except ValueError as exc:
         return Response(f"Dates: {exc}.\n", status_code=400, media_type="text/plain")
     except TesseraError as exc:
         passed_on(exc)
         return Response(in_words(exc) + "\n", status_code=status_of(exc), media_type="text/plain")
-    name = f"usage-{team_id}-{start.isoformat()}-{end.isoformat()}.csv"
+    parts = [team_id, start.isoformat(), end.isoformat(), user_id, product_id]
+    name = "usage-" + "-".join(present.file_part(p) for p in parts if p) + ".csv"
     return Response(
         present.usage_csv(report.rows),
         media_type="text/csv; charset=utf-8",
@@ -293,8 +466,10 @@ async def member(request: Request, session: Session, team_id: str) -> dict[str, 
     user_id = named(request, "user")
     found = await session.client.get_member(team_id, user_id)
     products = await rate_sheet(session)
+    # Every product's, not only those they may run now: a device registered for a
+    # product they lost still counts toward its 3 devices (M8), and is removed here.
     devices, devices_error = await maybe(
-        _devices(session, [(user_id, p) for p in found.effective_product_ids])
+        _devices(session, [(user_id, p.product_id) for p in products])
     )
     live = await session.client.list_sessions(team_id, user_id=user_id)
     elsewhere = _elsewhere(devices or [], await _ours(session.client, team_id, [user_id]))

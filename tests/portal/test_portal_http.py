@@ -972,3 +972,238 @@ def test_the_usage_page_says_its_days_are_utc_days(web: TestClient, world: World
     assert page.text.count('aria-describedby="days-in-utc"') == 2  # From and To
     refused = web.get("/teams/alpha/usage?from=2026-01-03&to=2026-01-01")
     assert refused.text.count('aria-describedby="range-error days-in-utc"') == 2
+
+
+def _table(html: str, table_id: str) -> str:
+    """The body of the table ``table_id`` of a page."""
+    assert f'<table id="{table_id}">' in html, f"no table {table_id}"
+    return html.split(f'<table id="{table_id}">', 1)[1].split("</table>", 1)[0]
+
+
+def test_r1_the_usage_page_and_its_csv_narrow_to_one_user_or_one_product(
+    web: TestClient, world: World
+) -> None:
+    """R1: the report narrowed to one user (a choice among the team's members) or one
+    product (among the rate sheet), its totals GetUsageReport's for that filter, and the
+    CSV link keeping the filter."""
+    sign_in(web)
+    days = {"from": "2026-01-01", "to": "2026-01-03"}
+    base = "http://127.0.0.1/teams/alpha/usage"
+    span = {"team_id": "alpha", "start_time": at(), "end_time": at(d=3)}
+    for name, value, field, shown, hidden in (
+        ("user", "carl@example.com", "user_id", "carl@example.com", "ada@example.com"),
+        ("product", "REVIT", "product_id", "<td>Revit</td>", "<td>AutoCAD</td>"),
+    ):
+        page = web.get(base, params={**days, name: value})
+        assert page.status_code == 200, name
+        assert f'<select name="{name}"' in page.text
+        assert f'<option value="{value}" selected>' in page.text
+        table = _table(page.text, "usage-table")
+        assert shown in table and hidden not in table, name
+        report = world.a("GetUsageReport", {**span, field: value})
+        total = present.number(num(report, "total_tokens_charged"))
+        assert f'id="total-tokens">{total}</span>' in page.text
+        (csv_link,) = [u for u in links(page.text, base) if "/usage.csv" in u]
+        assert parse_qs(urlsplit(csv_link).query)[name] == [value]
+        answer = web.get(csv_link)
+        assert answer.status_code == 200
+        assert f"-{value}.csv" in answer.headers["content-disposition"]
+        rows = [
+            (r["date"], r["user_id"], r["product_id"])
+            for r in csv.DictReader(answer.text.splitlines())
+        ]
+        assert rows == [(r["date"], r["user_id"], r["product_id"]) for r in report["rows"]]
+        assert rows and all(value in row for row in rows)
+    page = web.get(base, params=days)
+    for member in ("ada@example.com", "bob@example.com", "carl@example.com"):
+        assert f'<option value="{member}">' in page.text  # every member offered
+    assert '<option value="" selected>' not in page.text  # "every user" unasked
+
+
+def test_r1_a_large_team_types_the_user_instead_of_choosing_one(
+    web: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``USER_CHOICES`` members the user is typed, not a list of the whole team."""
+    monkeypatch.setattr(team_pages, "USER_CHOICES", 2, raising=False)
+    sign_in(web)
+    page = web.get("/teams/alpha/usage", params={"user": "carl@example.com"})
+    assert page.status_code == 200
+    assert '<select name="user"' not in page.text
+    assert '<input name="user" value="carl@example.com"' in page.text
+    assert "ada@example.com" not in _table(page.text, "usage-table")
+
+
+def test_r1_an_unknown_user_or_product_is_refused_next_to_its_control(
+    web: TestClient, world: World
+) -> None:
+    """An edited link or a typed user the server does not know: its refusal in words
+    next to the control, under its code's status (UNKNOWN_USER, UNKNOWN_PRODUCT: 404),
+    the form keeping what was asked; the CSV says the same."""
+    sign_in(web)
+    for name, value, field, words in (
+        ("user", "nobody@example.com", "user_id", "There is no such user."),
+        ("product", "NOPE", "product_id", "There is no such product."),
+    ):
+        query = {"from": "2026-01-01", "to": "2026-01-03", name: value}
+        page = web.get("/teams/alpha/usage", params=query)
+        assert page.status_code == 404, name
+        assert field_error(page.text, field) == words
+        assert f'aria-invalid="true" aria-describedby="{field}-error"' in page.text
+        assert f'<option value="{value}" selected>' in page.text
+        assert page.text.count(words) == 1 and 'id="usage-table"' not in page.text
+        answer = web.get("/teams/alpha/usage.csv", params=query)
+        assert (answer.status_code, answer.text) == (404, words + "\n")
+
+
+def test_r1_the_usage_page_shows_the_state_of_every_pack(web: TestClient, world: World) -> None:
+    """R1: every pack's purchased, consumed, held, expired, moved, remaining and expiry,
+    as GetUsageReport says them (alpha's pack holds Ada's session in grace)."""
+    sign_in(web)
+    page = web.get("/teams/alpha/usage", params={"from": "2026-01-01", "to": "2026-01-03"})
+    assert "<h2>Token packs in these days</h2>" in page.text
+    report = world.a(
+        "GetUsageReport", {"team_id": "alpha", "start_time": at(), "end_time": at(d=3)}
+    )
+    (pack,) = report["packs"]
+    assert num(pack, "held_tokens") > 0
+    figures = [
+        "purchased_tokens",
+        "consumed_tokens",
+        "held_tokens",
+        "expired_tokens",
+        "moved_in_tokens",
+        "moved_out_tokens",
+        "remaining_tokens",
+    ]
+    cells = "".join(f'<td class="num">{present.number(num(pack, f))}</td>' for f in figures)
+    row = f"<tr><td>{pack['pack_id']}</td><td>alpha</td>{cells}"
+    assert row in _table(page.text, "usage-packs")
+    assert '<td><span class="state">active</span></td>' in _table(page.text, "usage-packs")
+
+
+def test_r2_a_members_page_lists_their_live_sessions_with_an_end_link(
+    web: TestClient, world: World
+) -> None:
+    """R2: Ada's page lists her live session of alpha's (product, device, state, paid by,
+    started), its End… link the sessions page's, which asks before ending it."""
+    sign_in(web)
+    base = "http://127.0.0.1/teams/alpha/member?user=ada@example.com"
+    page = web.get(base)
+    assert "<h2>Live sessions</h2>" in page.text
+    table = _table(page.text, "member-sessions")
+    (s,) = world.a("ListSessions", {"team_id": "alpha", "user_id": "ada@example.com"})["sessions"]
+    assert f"<tr><td>AutoCAD</td><td>{s['device_id']}</td>" in table
+    end = f"/teams/alpha/sessions/end?session={s['session_id']}&amp;user=ada@example.com"
+    assert f'href="{end}"' in table
+    (link,) = [u for u in links(table, base) if "/sessions/end" in u]
+    confirm = web.get(link)
+    assert confirm.status_code == 200 and 'class="danger">End session</button>' in confirm.text
+    carl = web.get("http://127.0.0.1/teams/alpha/member?user=carl@example.com")
+    assert "No live sessions in this team." in carl.text
+
+
+def test_r2_a_members_page_lists_devices_of_a_product_they_no_longer_have(
+    web: TestClient, world: World
+) -> None:
+    """M8: a device registered for a product a user lost still counts toward their 3
+    devices; their page lists it (and offers its removal), not only those of the
+    products they may run now."""
+    carl = "carl@example.com"
+    (device,) = world.desk.devices(carl, "REVIT")
+    world.a("SetUserProducts", {"team_id": "alpha", "user_id": carl, "product_ids": ["ACAD"]})
+    sign_in(web)
+    page = web.get("/teams/alpha/member", params={"user": carl})
+    assert page.status_code == 200
+    devices = page.text.split("<h2>Devices</h2>", 1)[1].split("</table>", 1)[0]
+    assert f"<td>REVIT</td><td>{device['device_id']}</td>" in devices
+    remove = f"/devices/remove?user={carl}&amp;product=REVIT&amp;device={device['device_id']}"
+    assert remove in devices
+
+
+def _move_link(web: TestClient, team_id: str, pack_id: str) -> str:
+    base = f"http://127.0.0.1/teams/{team_id}"
+    overview = web.get(base).text
+    (link,) = [u for u in links(overview, base) if "/packs/move" in u and pack_id in u]
+    return link
+
+
+def test_t5_an_administrator_moves_a_pack_to_another_team_from_the_overview(
+    web: TestClient, world: World
+) -> None:
+    """T5: beta's pack, from beta's overview, to alpha: its Move… link asks which of the
+    other teams, and the move is said back on the overview."""
+    (pack,) = world.a("ListTokenPacks", {"team_id": "beta"})["packs"]
+    sign_in(web)
+    link = _move_link(web, "beta", pack["pack_id"])
+    assert parse_qs(urlsplit(link).query) == {"pack": [pack["pack_id"]]}
+    choice = web.get(link)
+    assert choice.status_code == 200
+    assert f"<h1>Move pack {pack['pack_id']} to another team?</h1>" in choice.text
+    offered = re.findall(r'<option value="([^"]+)"', choice.text)
+    assert offered == ["alpha"]  # every other team; not beta itself
+    (action,) = [u for u in links(choice.text, link, "action") if "/packs/move" in u]
+    done = web.post(action, data={"csrf": csrf_of(choice.text), "to_team_id": "alpha"})
+    assert done.url.path == "/teams/beta"
+    assert f"Pack {pack['pack_id']} moved to alpha." in done.text
+    assert pack["pack_id"] in [
+        p["pack_id"] for p in world.a("ListTokenPacks", {"team_id": "alpha"})["packs"]
+    ]
+    assert world.a("ListTokenPacks", {"team_id": "beta"}).get("packs", []) == []
+
+
+def test_t5_a_pack_with_tokens_on_hold_is_refused_in_words(web: TestClient, world: World) -> None:
+    """T5: alpha's pack holds Ada's session in grace (M3): PACK_HAS_HOLDS, said once in
+    words on the move page under 409, and the pack stays."""
+    (pack,) = world.a("ListTokenPacks", {"team_id": "alpha"})["packs"]
+    held = num(pack, "held_tokens")
+    assert held > 0
+    sign_in(web)
+    link = _move_link(web, "alpha", pack["pack_id"])
+    choice = web.get(link)
+    refused = web.post(link, data={"csrf": csrf_of(choice.text), "to_team_id": "beta"})
+    assert refused.status_code == 409
+    words = team_pages.HAS_HOLDS.format(held=f"{present.number(held)} of its tokens")
+    assert f'<p class="error" role="alert">{words}</p>' in unescape(refused.text)
+    assert refused.text.count("on hold") == 1
+    assert "PACK_HAS_HOLDS" not in refused.text and "captured" not in refused.text
+    assert '<option value="beta" selected>' in refused.text  # the form kept the choice
+    assert [p["pack_id"] for p in world.a("ListTokenPacks", {"team_id": "alpha"})["packs"]] == [
+        pack["pack_id"]
+    ]
+
+
+def test_t5_ad1_a_team_administrator_moves_a_pack_only_between_teams_they_manage(
+    web: TestClient, world: World
+) -> None:
+    """AD1: alpha's administrator alone manages no other team: the page says so and
+    offers no form, and a form sent anyway is refused (403); a key of alpha and beta is
+    offered beta. Another team's pack is not this team's page's to move (404)."""
+    (beta_pack,) = world.a("ListTokenPacks", {"team_id": "beta"})["packs"]
+    pack = world.desk.buy("alpha", 50)  # no holds: the first pack pays (T3)
+    alone = world.a("CreateAdminKey", {"display_name": "Alpha's", "team_ids": ["alpha"]})
+    sign_in(web, alone["admin_key"])
+    link = _move_link(web, "alpha", pack["pack_id"])
+    page = web.get(link)
+    assert page.status_code == 200
+    assert 'id="no-other-team"' in page.text and "/packs/move" not in page.text.split("<h1>")[1]
+    assert "<select" not in page.text
+    forged = web.post(link, data={"csrf": csrf_of(page.text), "to_team_id": "beta"})
+    assert forged.status_code == 403
+    words = "You do not manage team beta: a pack moves only to a team you manage."
+    assert forged.text.count(words) == 1 and "You do not manage this team." not in forged.text
+    other = web.get(f"/teams/alpha/packs/move?pack={beta_pack['pack_id']}")
+    assert other.status_code == 404 and "There is no such token pack." in other.text
+    sent = web.post(
+        f"/teams/alpha/packs/move?pack={beta_pack['pack_id']}",
+        data={"csrf": csrf_of(page.text), "to_team_id": "alpha"},
+    )
+    assert sent.status_code == 404
+    both = world.a("CreateAdminKey", {"display_name": "Both", "team_ids": ["alpha", "beta"]})
+    web.cookies.clear()
+    sign_in(web, both["admin_key"])
+    page = web.get(link)
+    assert re.findall(r'<option value="([^"]+)"', page.text) == ["beta"]
+    done = web.post(link, data={"csrf": csrf_of(page.text), "to_team_id": "beta"})
+    assert f"Pack {pack['pack_id']} moved to beta." in done.text
+    moved = {p["pack_id"] for p in world.a("ListTokenPacks", {"team_id": "beta"})["packs"]}
+    assert moved == {beta_pack["pack_id"], pack["pack_id"]}
