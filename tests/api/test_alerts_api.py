@@ -112,6 +112,31 @@ def test_l1_a_pack_moved_out_alerts_the_team_it_left(sheet_desk: Desk) -> None:
     assert alerts(desk, "to", "LOW_BALANCE") == []  # moved in: a rise
 
 
+def test_l1_t6_a_spent_pack_moved_out_is_no_fall_and_writes_no_empty_entry(
+    sheet_desk: Desk,
+) -> None:
+    """L1 alerts when the balance falls below the threshold; moving a pack with no
+    tokens left lowers nothing, so it tells nothing. And an entry's amount is never
+    0 (T6): the move of nothing writes none, as an expiry of nothing writes none."""
+    desk = sheet_desk
+    desk.team("aa")
+    desk.team("bb")
+    spent = desk.buy("aa", 10)  # drawn first (T3: the smallest of equal expiries)
+    desk.buy("aa", 50)
+    ann = desk.user("aa", "ann")
+    desk.entitle(ann, "REVIT")
+    desk.to(at(m=5))  # captured: the 10-token pack has nothing left
+    assert desk.balance("aa") == (50, 0)
+    threshold(desk, "aa", 100)  # above the balance: nothing by itself
+    desk.a("MoveTokenPack", {"pack_id": spent["pack_id"], "to_team_id": "bb"})
+    assert desk.balance("aa") == (50, 0)
+    assert alerts(desk, "aa", "LOW_BALANCE") == []
+    kinds = [m[0] for m in desk.moves("aa") + desk.moves("bb")]
+    assert "MOVE_OUT" not in kinds and "MOVE_IN" not in kinds
+    assert [p["pack_id"] for p in desk.packs("bb")] == [spent["pack_id"]]
+    desk.assert_ledger_adds_up("aa")  # (a moved pack's entries stay in both teams')
+
+
 # -- L2 -------------------------------------------------------------------------------
 
 
