@@ -535,9 +535,9 @@ class Ledger:
 
     def move(self, pack_id: str, to_team_id: str, now: datetime, changes: Changes) -> TokenPack:
         """T5: the pack and its remaining tokens go to another team; what it paid
-        for stays in the first team's entries. A pack with no tokens left moves
-        with no entry (an entry's amount is never 0, as an expiry of nothing
-        writes none) and lowers no balance (L1 hears of no fall)."""
+        for stays in the first team's entries. A pack with no tokens left still
+        moves by its two entries (T6: every move out and in; their amount is 0),
+        but lowers no balance, so L1 hears of no fall."""
         pack = self.pack(pack_id)
         to_bal = self._balance(to_team_id)
         if to_team_id == pack.team_id:
@@ -552,15 +552,13 @@ class Ledger:
         from_team_id = pack.team_id
         from_bal = self._balance(from_team_id)
         n = pack.remaining
-        if n:
-            self._entry(changes, now, EntryKind.MOVE_OUT, pack, n, -n, 0)
+        self._entry(changes, now, EntryKind.MOVE_OUT, pack, n, -n, 0)
         from_bal.packs.remove(pack)
         from_bal.remaining -= n
         pack.team_id = to_team_id
         to_bal.packs.append(pack)
         to_bal.remaining += n
-        if n:
-            self._entry(changes, now, EntryKind.MOVE_IN, pack, n, n, 0)
+        self._entry(changes, now, EntryKind.MOVE_IN, pack, n, n, 0)
         changes.upsert(pack)
         self.note_balance(from_team_id, now, fell=n > 0)
         self.note_balance(to_team_id, now)

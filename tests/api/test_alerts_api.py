@@ -112,12 +112,12 @@ def test_l1_a_pack_moved_out_alerts_the_team_it_left(sheet_desk: Desk) -> None:
     assert alerts(desk, "to", "LOW_BALANCE") == []  # moved in: a rise
 
 
-def test_l1_t6_a_spent_pack_moved_out_is_no_fall_and_writes_no_empty_entry(
+def test_l1_t6_a_spent_pack_moved_out_is_no_fall_though_its_move_is_recorded(
     sheet_desk: Desk,
 ) -> None:
     """L1 alerts when the balance falls below the threshold; moving a pack with no
-    tokens left lowers nothing, so it tells nothing. And an entry's amount is never
-    0 (T6): the move of nothing writes none, as an expiry of nothing writes none."""
+    tokens left lowers nothing, so it tells nothing. The move is still in both
+    ledgers (T6: every move out and in), of 0 tokens."""
     desk = sheet_desk
     desk.team("aa")
     desk.team("bb")
@@ -131,8 +131,8 @@ def test_l1_t6_a_spent_pack_moved_out_is_no_fall_and_writes_no_empty_entry(
     desk.a("MoveTokenPack", {"pack_id": spent["pack_id"], "to_team_id": "bb"})
     assert desk.balance("aa") == (50, 0)
     assert alerts(desk, "aa", "LOW_BALANCE") == []
-    kinds = [m[0] for m in desk.moves("aa") + desk.moves("bb")]
-    assert "MOVE_OUT" not in kinds and "MOVE_IN" not in kinds
+    assert desk.moves("aa")[-1] == ("MOVE_OUT", 0, at(m=5))
+    assert desk.moves("bb") == [("MOVE_IN", 0, at(m=5))]
     assert [p["pack_id"] for p in desk.packs("bb")] == [spent["pack_id"]]
     desk.assert_ledger_adds_up("aa")  # (a moved pack's entries stay in both teams')
 
