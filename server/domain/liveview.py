@@ -105,7 +105,9 @@ class LiveView(SessionBook):
             lease_expire_time=session.lease_end if session.live else None,
             heartbeat_interval=self.terms.heartbeat_interval,
             team_available_tokens=self.ledger.available(session.team_id),
-            plan=session.plan,
+            # A8: a team's token users inherit its plan, so a live session says the
+            # team's plan now; an ended one, the plan its Entitle said (stored).
+            plan=self.teams[session.team_id].plan if session.live else session.plan,
         )
 
     def forget_ended(self, ended_before: datetime) -> int:

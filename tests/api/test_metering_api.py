@@ -82,6 +82,26 @@ def test_m2_the_plan_is_the_teams(desk: Desk) -> None:
     assert desk.entitle(cy)["plan"] == "PLAN_PREMIUM"
 
 
+def test_a8_a_running_session_says_the_plan_its_team_has_now(desk: Desk) -> None:
+    """A8: a team's token users inherit its plan. Cy's session, opened on Standard,
+    says Premium once the team moves to it, in its heartbeats and ListSessions; once
+    ended it says the plan of its Entitle (what its entitlement said, A8)."""
+    desk.team("std", 100)
+    cy = desk.user("std", "cy")
+    s = desk.entitle(cy)
+    assert s["plan"] == "PLAN_STANDARD"
+    desk.a("UpdateTeamSettings", {"team_id": "std", "plan": "PLAN_PREMIUM"})
+    assert desk.heartbeat(cy, s["session_id"])["plan"] == "PLAN_PREMIUM"
+    assert [x["plan"] for x in desk.sessions("std")] == ["PLAN_PREMIUM"]
+    assert desk.entitle(cy, product_version="2025")["plan"] == "PLAN_PREMIUM"
+    desk.release(cy, s["session_id"])
+    desk.a("UpdateTeamSettings", {"team_id": "std", "plan": "PLAN_STANDARD"})
+    (gone,) = [
+        x for x in desk.sessions("std", include_ended=True) if x["session_id"] == s["session_id"]
+    ]
+    assert gone["plan"] == "PLAN_STANDARD"  # its Entitle said Standard
+
+
 def test_m2_holds_take_packs_in_t3_order(desk: Desk) -> None:
     # Earliest expiry first: 4 tokens from the older pack, 6 from the newer.
     desk.team("beta")
