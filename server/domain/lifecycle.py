@@ -277,6 +277,7 @@ class SessionBook:
                 self._charge_or_end(meter, due, changes, timers)  # M5: renewal
             else:
                 self.meters.drop_if_unused(meter, self._meter_live(meter), changes)
+            self._settle_seat(meter.user_id, meter.product_id, due, changes, timers)  # C3
 
     def _on_coverage_change(
         self, key: str, due: datetime, changes: Changes, timers: TimerSink
@@ -321,10 +322,52 @@ class SessionBook:
             return
         rate = self._product(session).daily_rate
         if rate > 0:
+            if self.paying_elsewhere(meter, now) is not None:
+                return  # C3: paid once, in another of the user's teams
             cause = Cause(session.session_id, session.user_id, session.product_id)
             self.meters.start_grace(meter, rate, cause, now, changes, timers)
         elif meter.state is ChargeState.CHARGED:  # a window already over, nothing to pay
             self.meters.close_window(meter, changes)
+
+    def paying_elsewhere(self, meter: Meter, now: datetime) -> Meter | None:
+        """C3: "a named user pays a product's rate once per 24 hours whichever teams
+        they belong to". Another team's meter of this user and product that is in
+        grace or whose window covers now (the first such, by team), which then pays
+        for this one's sessions too: they ride on it, and this meter holds only once
+        it stops (``_settle_seat``)."""
+        for other in sorted(self.meters.of_user(meter.user_id), key=lambda m: m.team_id):
+            if (
+                other is not meter
+                and other.product_id == meter.product_id
+                and not Meters.needs_hold(other, now)
+            ):
+                return other
+        return None
+
+    def _settle_seat(
+        self, user_id: str, product_id: str, now: datetime, changes: Changes, timers: TimerSink
+    ) -> None:
+        """C3 once a meter of the user's for the product stopped paying (its grace
+        broken, its window closed, its sessions ended for tokens): the sessions
+        in use under tokens in the user's other teams, which rode on it, are paid
+        for from now, by the first of their meters that can (M2/M5: a hold and a
+        grace; a meter whose team cannot pay ends its sessions), unless one still
+        pays."""
+        meters = sorted(
+            (m for m in self.meters.of_user(user_id) if m.product_id == product_id),
+            key=lambda m: m.team_id,
+        )
+        for meter in meters:
+            if not Meters.needs_hold(meter, now):
+                return  # one pays: the others ride on it
+            # (``meter.active`` counts the sessions still active: one stopping now, its
+            # state not yet changed, is no longer counted)
+            if meter.in_use and any(
+                s.active and s.coverage is Coverage.TOKENS for s in self._meter_sessions(meter)
+            ):
+                self._charge_or_end(meter, now, changes, timers)
+                if not Meters.needs_hold(meter, now):
+                    return
 
     def _charge_or_end(
         self, meter: Meter, now: datetime, changes: Changes, timers: TimerSink
@@ -366,6 +409,7 @@ class SessionBook:
         meter.active -= 1
         if meter.active == 0 and meter.state is ChargeState.GRACE:
             self.meters.release(meter, now, changes)
+            self._settle_seat(meter.user_id, meter.product_id, now, changes, timers)
 
     def _go_idle(
         self, session: Session, now: datetime, changes: Changes, timers: TimerSink

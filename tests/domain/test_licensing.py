@@ -974,6 +974,54 @@ def test_c3_preferred_team_yields_to_grace_elsewhere() -> None:
     assert w.held("beta") == 0 and w.held("alpha") == 10
 
 
+def test_c3_sessions_in_two_teams_pay_once_when_their_trial_ends() -> None:
+    """C3: "a named user pays a product's rate once per 24 hours whichever teams they
+    belong to". Under a trial Ann runs ACAD twice, once in each team (nothing binds
+    her to one: no meter is paying). At the trial's end tokens pay, once: alpha's
+    meter holds (the first team), beta's session rides on it."""
+    w = two_teams()
+    w.buy("alpha", 50)
+    w.buy("beta", 50)
+    w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0, T0 + 2 * HOUR))
+    a = w.entitle(team="alpha", version="2026")
+    b = w.entitle(team="beta", version="2025")
+    assert (a.team_id, b.team_id) == ("alpha", "beta")
+    w.advance(2 * HOUR + 10 * MIN)
+    assert (w.charged("alpha"), w.charged("beta"), w.held("beta")) == (10, 0, 0)
+    assert a.coverage is b.coverage is Coverage.TOKENS and a.live and b.live
+    view = w.lic.session_view(b, w.now)  # beta's session says what pays for it
+    assert view.charge_state is ChargeState.CHARGED
+    assert view.window_end_time == T0 + 2 * HOUR + DAY
+    w.heartbeat(a)
+    w.heartbeat(b)
+    w.advance(to=T0 + 2 * HOUR + DAY + 10 * MIN)  # the renewal: once again
+    assert (w.charged("alpha"), w.charged("beta")) == (20, 0)
+
+
+def test_c3_a_session_resumed_in_one_team_rides_on_the_grace_of_another() -> None:
+    """C3 with M6: Ann's MAYA in alpha goes idle in its grace (the hold goes back);
+    she opens MAYA in beta, which holds; the alpha session resumes: beta's grace pays
+    for it, and when beta's session goes idle in turn, alpha holds from then. One
+    capture in all."""
+    w = two_teams()
+    w.buy("alpha", 50)
+    w.buy("beta", 50)
+    a = w.entitle(product="MAYA", team="alpha", version="2026")
+    w.advance(MIN)
+    w.idle(a)
+    assert w.held("alpha") == 0
+    b = w.entitle(product="MAYA", team="beta", version="2025")
+    assert b.team_id == "beta" and w.held("beta") == 8  # MAYA: 8 a day
+    w.advance(MIN)
+    w.heartbeat(a)  # activity: resumes, on beta's grace
+    assert a.state is SessionState.ACTIVE and w.held("alpha") == 0
+    w.advance(MIN)
+    w.idle(b)  # beta's grace broken: its hold goes back, alpha's session pays now
+    assert w.held("beta") == 0 and w.held("alpha") == 8
+    w.advance(10 * MIN)
+    assert (w.charged("alpha"), w.charged("beta")) == (8, 0)
+
+
 def test_c3_nobody_can_pay_names_the_first_team() -> None:
     w = two_teams()
     w.buy("alpha", 3)

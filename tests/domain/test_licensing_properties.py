@@ -143,13 +143,15 @@ def check_invariants(w: World) -> None:
     consumed = sum(p.consumed for p in ledger.packs.values())
     assert consumed == sum(e.amount for e in w.entries(EntryKind.CAPTURE))
 
-    # M3/M5: never two captures for one meter within a window of each other.
-    starts: dict[tuple[str, str, str], list[datetime]] = defaultdict(list)
+    # M3/M5 with C3: never two captures for one user and product within a window of
+    # each other, whichever teams they were made in ("a named user pays a product's
+    # rate once per 24 hours whichever teams they belong to").
+    starts: dict[tuple[str, str], list[tuple[datetime, str]]] = defaultdict(list)
     for team, user, product, start in w.captures:
-        starts[(team, user, product)].append(start)
+        starts[(user, product)].append((start, team))
     for times in starts.values():
-        for a, b in itertools.pairwise(times):
-            assert b - a >= WINDOW, (a, b)
+        for (a, team_a), (b, team_b) in itertools.pairwise(sorted(times)):
+            assert b - a >= WINDOW, (a, team_a, b, team_b)
 
     live = [s for s in w.lic.all_sessions() if s.live]
     held_meters = 0
@@ -158,9 +160,11 @@ def check_invariants(w: World) -> None:
         assert meter is not None and w.lic.meter_of(s) is meter
         device = w.lic.device_of(s)
         assert device is not None and s in device.sessions()
-        # M2: every active session under tokens is paid for now: grace or a window.
+        # M2 with C3: every active session under tokens is paid for now, by a grace or
+        # a window of its meter or of the user's meter for the product in another team.
         if s.active and s.coverage is Coverage.TOKENS:
-            assert meter.state is ChargeState.GRACE or meter.window_covers(w.now), (s, meter)
+            paid = meter.state is ChargeState.GRACE or meter.window_covers(w.now)
+            assert paid or w.lic.paying_elsewhere(meter, w.now) is not None, (s, meter)
     for meter in w.lic.meters:
         mine = [s for s in live if w.lic.meter_of(s) is meter]
         assert w.lic._meter_live(meter) == bool(mine)
@@ -283,6 +287,50 @@ def test_metering_invariants_over_random_histories(
     assert len(w.lic.meters) == 0 or all(m.state is ChargeState.NONE for m in w.lic.meters), (
         "meters remember nothing once every window has closed"
     )
+
+
+# One user in both teams, on one device or two, naming a team at each Entitle, going
+# idle and coming back: the histories where C3's "once per 24 hours whichever teams"
+# is at stake (sessions of one product in two teams, riding on one meter's payment).
+SEAT_EVENTS = st.one_of(
+    st.tuples(
+        st.just("entitle"),
+        st.just(0),  # ann
+        st.integers(0, 1),  # ACAD or MAYA (idle-aware)
+        st.integers(0, 1),  # device
+        st.booleans(),
+        st.sampled_from(["alpha", "beta"]),
+    ),
+    st.tuples(st.just("heartbeat"), st.integers(0, 8), st.sampled_from([0, 0, 30, 900, 7200])),
+    st.tuples(st.just("idle"), st.integers(0, 8)),
+    st.tuples(st.just("release"), st.integers(0, 8)),
+    st.tuples(st.just("advance"), st.sampled_from([30, 60, 240, 300, 301, 900, 3600, 86_400])),
+    st.tuples(st.just("next"), st.integers(0, 2)),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    tokens=st.lists(st.sampled_from([0, 8, 10, 18, 40, 1000]), min_size=2, max_size=2),
+    trial=st.sampled_from([0, 600, 3600]),
+    events=st.lists(SEAT_EVENTS, min_size=10, max_size=40),
+)
+def test_c3_one_user_in_two_teams_pays_once_a_day_over_random_histories(
+    tokens: list[int], trial: int, events: list[tuple[Any, ...]]
+) -> None:
+    """C3 over random histories of one user with every product in both teams: the
+    invariants above (no two captures for the user and product within a window,
+    every active session under tokens paid for by its meter or the one it rides
+    on) after every step."""
+    w = build(2, 1, [1] * 12, tokens, trial)
+    sessions: list[Session] = []
+    for event in events:
+        apply(w, event, sessions)
+        check_invariants(w)
+    w.advance(timedelta(days=3))
+    check_invariants(w)
+    assert not any(s.live for s in w.lic.all_sessions())
+    assert all(w.ledger.held(t) == 0 for t in w.teams)
 
 
 @settings(max_examples=250, deadline=None)
