@@ -16,7 +16,7 @@ from typing import Self
 from server.domain.errors import InvalidArgument, UnknownSession
 from server.domain.ledger import Hold, Ledger
 from server.domain.lifecycle import SessionBook, order
-from server.domain.meters import Meters, holds_by_meter
+from server.domain.meters import holds_by_meter
 from server.domain.policies import AccessPolicy, CoveragePolicy, TimerSink
 from server.domain.products import Product
 from server.domain.sessions import (
@@ -96,7 +96,7 @@ class LiveView(SessionBook):
     def session_view(self, session: Session, now: datetime) -> SessionView:
         """What the API shows of a session (API.md ``Session``)."""
         meter = self.meters.get(session.team_id, session.user_id, session.product_id)
-        if session.live and meter is not None and Meters.needs_hold(meter, now):
+        if meter is not None and meter.state is ChargeState.NONE and session.live:
             # C3: riding on the user's meter in another team, which pays for it
             meter = self.paying_elsewhere(meter, now) or meter
         state = meter.state if meter is not None else ChargeState.NONE
