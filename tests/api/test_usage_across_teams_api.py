@@ -62,3 +62,39 @@ def test_c3_a_preferred_team_joins_another_teams_grace(desk: Desk) -> None:
     desk.to(at(m=5))
     assert desk.balance("south") == (90, 0)
     assert desk.token_moves("north") == []
+
+
+def test_c3_sessions_opened_in_two_teams_under_a_trial_pay_once_when_it_ends(
+    desk: Desk,
+) -> None:
+    """Under a trial nothing binds Dee to one team, so an Entitle naming north runs
+    there beside her south session (REVIT: not idle-aware, so both stay in use).
+    When the trial ends tokens pay, once: north's meter (the first team by id)
+    holds and captures; the south session rides on it and says so (charged, north's
+    window), and south is charged nothing, then or at the renewal a day later."""
+    desk.team("south", 100)
+    desk.team("north", 100)
+    dee = desk.user("south", "dee")
+    desk.user("north", "dee")
+    desk.a("StartTrial", {"user_id": dee, "product_id": "REVIT", "end_time": at(h=2)})
+    s = desk.entitle(dee, "REVIT", team_id="south", product_version="2026")
+    n = desk.entitle(dee, "REVIT", team_id="north", product_version="2025")
+    assert (s["team_id"], n["team_id"]) == ("south", "north")
+    assert s["coverage"] == n["coverage"] == "COVERAGE_TRIAL"
+    desk.to(at(h=2, m=10))
+    riding = desk.heartbeat(dee, s["session_id"])
+    assert (riding["coverage"], riding["charge_state"]) == (
+        "COVERAGE_TOKENS",
+        "CHARGE_STATE_CHARGED",
+    )
+    assert riding["window_end_time"] == at(d=1, h=2)
+    desk.heartbeat(dee, n["session_id"])
+    desk.to(at(d=1, h=2, m=10))
+    assert desk.token_moves("north") == [
+        ("HOLD", 10, at(h=2)),
+        ("CAPTURE", 10, at(h=2, m=5)),
+        ("HOLD", 10, at(d=1, h=2)),
+        ("CAPTURE", 10, at(d=1, h=2, m=5)),
+    ]
+    assert desk.token_moves("south") == []
+    assert desk.balance("south") == (100, 0)
