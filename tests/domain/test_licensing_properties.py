@@ -253,6 +253,19 @@ def apply(w: World, event: tuple[Any, ...], sessions: list[Session]) -> None:
         assert not w.last_changes, "a refusal changed something"
 
 
+def run_history(w: World, events: list[tuple[Any, ...]]) -> None:
+    """Apply ``events``, checking the invariants after every step; then, left alone,
+    every lease lapses: nothing stays live or held."""
+    sessions: list[Session] = []
+    for event in events:
+        apply(w, event, sessions)
+        check_invariants(w)
+    w.advance(timedelta(days=3))
+    check_invariants(w)
+    assert not any(s.live for s in w.lic.all_sessions())
+    assert all(w.ledger.held(t) == 0 for t in w.teams)
+
+
 @settings(
     max_examples=800,
     deadline=None,
@@ -275,15 +288,7 @@ def test_metering_invariants_over_random_histories(
     events: list[tuple[Any, ...]],
 ) -> None:
     w = build(n_teams, n_users, grants, tokens, trial)
-    sessions: list[Session] = []
-    for event in events:
-        apply(w, event, sessions)
-        check_invariants(w)
-    # Left alone, every lease lapses: nothing stays live or held.
-    w.advance(timedelta(days=3))
-    check_invariants(w)
-    assert not any(s.live for s in w.lic.all_sessions())
-    assert all(w.ledger.held(t) == 0 for t in w.teams)
+    run_history(w, events)
     assert len(w.lic.meters) == 0 or all(m.state is ChargeState.NONE for m in w.lic.meters), (
         "meters remember nothing once every window has closed"
     )
@@ -322,15 +327,7 @@ def test_c3_one_user_in_two_teams_pays_once_a_day_over_random_histories(
     invariants above (no two captures for the user and product within a window,
     every active session under tokens paid for by its meter or the one it rides
     on) after every step."""
-    w = build(2, 1, [1] * 12, tokens, trial)
-    sessions: list[Session] = []
-    for event in events:
-        apply(w, event, sessions)
-        check_invariants(w)
-    w.advance(timedelta(days=3))
-    check_invariants(w)
-    assert not any(s.live for s in w.lic.all_sessions())
-    assert all(w.ledger.held(t) == 0 for t in w.teams)
+    run_history(build(2, 1, [1] * 12, tokens, trial), events)
 
 
 @settings(max_examples=250, deadline=None)
