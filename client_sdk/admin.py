@@ -186,8 +186,12 @@ class AsyncAdminClient:
         display_name: str = "",
         low_balance_threshold: int | None = None,
         guest_default_assignments: bool | None = None,
+        plan: common_pb2.Plan = common_pb2.PLAN_UNSPECIFIED,
     ) -> common_pb2.Team:
-        request = pb.UpdateTeamSettingsRequest(team_id=team_id, display_name=display_name)
+        """UpdateTeamSettings: what is given changes (``plan``: unspecified leaves it)."""
+        request = pb.UpdateTeamSettingsRequest(
+            team_id=team_id, display_name=display_name, plan=plan
+        )
         if low_balance_threshold is not None:
             request.low_balance_threshold = low_balance_threshold
         if guest_default_assignments is not None:

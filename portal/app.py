@@ -69,6 +69,7 @@ ROUTES = [
     Route(TEAM + "/invitations", team_pages.invitations),
     Route(TEAM + "/defaults", team_pages.defaults, methods=["GET"]),
     Route(TEAM + "/defaults", team_pages.set_defaults, methods=["POST"]),
+    Route(TEAM + "/settings", team_pages.operator_settings, methods=["POST"]),
     Route(TEAM + "/sessions", team_pages.live_sessions),
     Route(TEAM + "/sessions/end", team_pages.confirm_end, methods=["GET"]),
     Route(TEAM + "/sessions/end", team_pages.end_session, methods=["POST"]),

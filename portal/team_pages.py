@@ -599,6 +599,32 @@ async def _set_defaults(request: Request, session: Session, data: FormData) -> R
 
 set_defaults = form(_set_defaults)
 
+#: The plans the operator's Team settings offer (A8), by the form's value.
+PLANS = {"standard": common_pb2.PLAN_STANDARD, "premium": common_pb2.PLAN_PREMIUM}
+
+
+async def _operator_settings(request: Request, session: Session, data: FormData) -> Response:
+    """A8 and A5, the operator's ("contact support", the guide says to a team's
+    administrator): the team's plan, and whether guests get the default assignments.
+    A team administrator's form is refused by the server (OPERATOR_ONLY), in words."""
+    team_id = request.path_params["team_id"]
+    plan = PLANS.get(str(data.get("plan", "")))
+    if plan is None:
+        return await again(request, session, defaults, {"plan": "Choose Standard or Premium."})
+    return await change(
+        request,
+        session,
+        defaults,
+        session.client.update_team_settings(
+            team_id, plan=plan, guest_default_assignments=data.get("guest_defaults") == "on"
+        ),
+        "Plan and guests' default assignments saved.",
+        team_url(team_id, "/defaults"),
+    )
+
+
+operator_settings = form(_operator_settings)
+
 
 # -- sessions and devices ------------------------------------------------------------------------------
 

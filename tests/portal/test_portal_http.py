@@ -154,6 +154,39 @@ def test_a5_a_member_is_made_a_guest_and_back_on_their_page_and_adding_keeps_it(
     assert "carl@example.com is no longer a guest." in back.text and not guest()
 
 
+def test_a8_a5_the_operator_sets_a_teams_plan_and_guests_defaults_on_team_settings(
+    web: TestClient, world: World
+) -> None:
+    """A8 and A5 leave a team's plan and whether guests get the default assignments to
+    the operator ("contact support"): the operator's Team settings page changes both;
+    a team administrator's says them and whom to ask, and a form sent anyway is
+    refused (OPERATOR_ONLY) and changes nothing."""
+
+    def settings() -> tuple[str, bool]:
+        team = world.a("GetTeam", {"team_id": "alpha"})["team"]
+        return team["plan"], team.get("guest_default_assignments", False)
+
+    assert settings() == ("PLAN_STANDARD", False)
+    key = world.a("CreateAdminKey", {"display_name": "Alpha's admin", "team_ids": ["alpha"]})
+    sign_in(web, key["admin_key"])
+    page = web.get("/teams/alpha/defaults")
+    assert "Plan: <strong>standard</strong>" in page.text and "contact support" in page.text
+    assert 'action="/teams/alpha/settings"' not in page.text
+    form = {"csrf": csrf_of(page.text), "plan": "premium", "guest_defaults": "on"}
+    refused = web.post("/teams/alpha/settings", data=form)
+    assert refused.status_code == 403 and "Only the operator can do this" in refused.text
+    assert settings() == ("PLAN_STANDARD", False)
+
+    sign_in(web)
+    page = web.get("/teams/alpha/defaults")
+    assert 'action="/teams/alpha/settings"' in page.text
+    saved = web.post("/teams/alpha/settings", data={**form, "csrf": csrf_of(page.text)})
+    assert "Plan and guests&#39; default assignments saved." in saved.text
+    assert settings() == ("PLAN_PREMIUM", True)
+    back = web.post("/teams/alpha/settings", data={"csrf": csrf_of(saved.text), "plan": "standard"})
+    assert back.status_code == 200 and settings() == ("PLAN_STANDARD", False)
+
+
 def test_the_usage_csv_has_get_usage_reports_figures(web: TestClient, world: World) -> None:
     sign_in(web)
     answer = web.get("/teams/alpha/usage.csv?from=2026-01-01&to=2026-01-03")
