@@ -481,6 +481,7 @@ async def member(request: Request, session: Session, team_id: str) -> dict[str, 
         "devices": devices or [],
         "devices_error": devices_error,
         "sessions": live.sessions,
+        "issued_key": getattr(request.state, "issued_key", None),
         "page": "users",
     }
 
@@ -520,6 +521,24 @@ async def _member_guest(request: Request, session: Session, data: FormData) -> R
 
 
 member_guest = form(_member_guest)
+
+
+async def _issue_key(request: Request, session: Session, data: FormData) -> Response:
+    """The operator's: a user key for the member (IssueUserKey), shown on this answer
+    only (never kept, never redirected), as an admin key is. A member imported or made
+    by the operator has none until then, so can run nothing; any earlier key stops
+    working. A team administrator's form is refused (OPERATOR_ONLY), in words."""
+    user_id = named(request, "user")
+    try:
+        key = await session.client.issue_user_key(user_id)
+    except TesseraError as exc:
+        passed_on(exc)
+        return await again(request, session, member, {}, exc)
+    request.state.issued_key = key
+    return await member(request)
+
+
+issue_key = form(_issue_key)
 
 
 async def _remove_member(request: Request, session: Session, data: FormData) -> Response:

@@ -27,7 +27,7 @@ from portal.web import IDLE_SECONDS, Sessions
 from server.app import TesseraServer
 from server.config import Config
 from server.listen import StartRefused
-from tests.licensing_desk import at, num
+from tests.licensing_desk import L, at, num
 from tests.portal.conftest import World, csrf_of
 from tests.portal.test_sessions import Clock
 from tests.support import ADMIN_TOKEN, ServerThread
@@ -185,6 +185,39 @@ def test_a8_a5_the_operator_sets_a_teams_plan_and_guests_defaults_on_team_settin
     assert settings() == ("PLAN_PREMIUM", True)
     back = web.post("/teams/alpha/settings", data={"csrf": csrf_of(saved.text), "plan": "standard"})
     assert back.status_code == 200 and settings() == ("PLAN_STANDARD", False)
+
+
+def test_the_operator_issues_a_members_user_key_on_their_page_shown_once(
+    web: TestClient, world: World
+) -> None:
+    """A member imported has no user key, so can run nothing, until the operator issues
+    one (IssueUserKey): the operator's member page does, and shows the key on that
+    answer only; it works at once. A team administrator gets no such form, and one
+    sent anyway is refused (OPERATOR_ONLY) and issues nothing."""
+    world.a(
+        "ImportUsers",
+        {"team_id": "alpha", "users": ["Ida Import <ida@example.com>"], "all_products": True},
+    )
+    url = "/teams/alpha/member/key?user=ida@example.com"
+    key = world.a("CreateAdminKey", {"display_name": "Alpha's admin", "team_ids": ["alpha"]})
+    sign_in(web, key["admin_key"])
+    page = web.get("/teams/alpha/member", params={"user": "ida@example.com"})
+    assert f'action="{url}"' not in page.text
+    refused = web.post(url, data={"csrf": csrf_of(page.text)})
+    assert refused.status_code == 403 and "Only the operator can do this" in refused.text
+    assert 'id="new-user-key"' not in refused.text
+
+    sign_in(web)
+    page = web.get("/teams/alpha/member", params={"user": "ida@example.com"})
+    assert f'action="{url}"' in page.text and 'id="new-user-key"' not in page.text
+    issued = web.post(url, data={"csrf": csrf_of(page.text)})
+    assert issued.status_code == 200
+    found = re.search(r'id="user-secret" readonly value="(tsk_[^"]+)"', issued.text)
+    assert found, "the key is shown"
+    mine = world.desk.admin(L + "ListMyProducts", {}, token=found.group(1))  # it signs in
+    assert "ACAD" in [p["product_id"] for p in mine["products"]]
+    again = web.get("/teams/alpha/member", params={"user": "ida@example.com"})
+    assert found.group(1) not in again.text  # shown once
 
 
 def test_the_usage_csv_has_get_usage_reports_figures(web: TestClient, world: World) -> None:
