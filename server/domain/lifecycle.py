@@ -310,7 +310,12 @@ class SessionBook:
     # == paying ========================================================================
 
     def _ensure_paid(
-        self, session: Session, now: datetime, changes: Changes, timers: TimerSink
+        self,
+        session: Session,
+        now: datetime,
+        changes: Changes,
+        timers: TimerSink,
+        since: datetime | None = None,
     ) -> None:
         """M2 for an active session: nothing if covered or free, or if its meter is
         in grace or a window covers now; else hold and begin grace (raises
@@ -325,7 +330,7 @@ class SessionBook:
             if self.paying_elsewhere(meter, now) is not None:
                 return  # C3: paid once, in another of the user's teams
             cause = Cause(session.session_id, session.user_id, session.product_id)
-            self.meters.start_grace(meter, rate, cause, now, changes, timers)
+            self.meters.start_grace(meter, rate, cause, now, changes, timers, since)
         elif meter.state is ChargeState.CHARGED:  # a window already over, nothing to pay
             self.meters.close_window(meter, changes)
 
@@ -345,14 +350,21 @@ class SessionBook:
         return None
 
     def _settle_seat(
-        self, user_id: str, product_id: str, now: datetime, changes: Changes, timers: TimerSink
+        self,
+        user_id: str,
+        product_id: str,
+        now: datetime,
+        changes: Changes,
+        timers: TimerSink,
+        since: datetime | None = None,
     ) -> None:
         """C3 once a meter of the user's for the product stopped paying (its grace
         broken, its window closed, its sessions ended for tokens): the sessions
         in use under tokens in the user's other teams, which rode on it, are paid
         for from now, by the first of their meters that can (M2/M5: a hold and a
         grace; a meter whose team cannot pay ends its sessions), unless one still
-        pays."""
+        pays. ``since``: the broken grace's start, which the new one goes on from (the
+        user was in use throughout: M3's 5 minutes are the user's, not a team's)."""
         meters = sorted(
             (m for m in self.meters.of_user(user_id) if m.product_id == product_id),
             key=lambda m: m.team_id,
@@ -365,12 +377,17 @@ class SessionBook:
             if meter.in_use and any(
                 s.active and s.coverage is Coverage.TOKENS for s in self._meter_sessions(meter)
             ):
-                self._charge_or_end(meter, now, changes, timers)
+                self._charge_or_end(meter, now, changes, timers, since)
                 if not Meters.needs_hold(meter, now):
                     return
 
     def _charge_or_end(
-        self, meter: Meter, now: datetime, changes: Changes, timers: TimerSink
+        self,
+        meter: Meter,
+        now: datetime,
+        changes: Changes,
+        timers: TimerSink,
+        since: datetime | None = None,
     ) -> None:
         """M5/C2: the meter is in use under tokens: hold, or end all its sessions."""
         sessions = self._meter_sessions(meter)
@@ -378,7 +395,7 @@ class SessionBook:
         if payer is None:
             return
         try:
-            self._ensure_paid(payer, now, changes, timers)
+            self._ensure_paid(payer, now, changes, timers, since)
         except InsufficientTokens:
             for s in sessions:
                 self._end(s, EndReason.INSUFFICIENT_TOKENS, now, changes, timers)
@@ -408,8 +425,9 @@ class SessionBook:
             self.meters.capture(meter, changes, timers)  # its 5 minutes were up: charged
         meter.active -= 1
         if meter.active == 0 and meter.state is ChargeState.GRACE:
+            since = meter.start
             self.meters.release(meter, now, changes)
-            self._settle_seat(meter.user_id, meter.product_id, now, changes, timers)
+            self._settle_seat(meter.user_id, meter.product_id, now, changes, timers, since)
 
     def _go_idle(
         self, session: Session, now: datetime, changes: Changes, timers: TimerSink

@@ -105,9 +105,13 @@ class Meters:
         now: datetime,
         changes: Changes,
         timers: TimerSink,
+        since: datetime | None = None,
     ) -> None:
         """M2/M5: hold ``rate`` tokens (T3 order) and begin grace; raises
-        InsufficientTokens and changes nothing when the team cannot pay.
+        InsufficientTokens and changes nothing when the team cannot pay. ``since``:
+        the grace goes on from an earlier instant (C3: one the user's meter in
+        another team began, broken now while this one's sessions go on in use),
+        so it ends 5 minutes after that, not after ``now``.
 
         The hold is named after the session that caused it: a session belongs
         to one meter for its whole life and a meter holds once at a time, so no
@@ -117,8 +121,8 @@ class Meters:
         keep no hold id of their own (80 bytes each)."""
         hold = self.ledger.hold(meter.team_id, rate, cause, now, cause.session_id, changes)
         meter.state = ChargeState.GRACE
-        meter.start = now
-        meter.end = end = now + self.terms.grace
+        meter.start = start = now if since is None else since
+        meter.end = end = start + self.terms.grace
         meter.hold = hold
         changes.upsert(meter)
         timers.schedule(end, TimerKind.GRACE_END, meter.user_id)

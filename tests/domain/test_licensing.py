@@ -1022,6 +1022,47 @@ def test_c3_a_session_resumed_in_one_team_rides_on_the_grace_of_another() -> Non
     assert (w.charged("alpha"), w.charged("beta")) == (8, 0)
 
 
+def test_c3_m3_a_grace_handed_to_another_team_goes_on_from_when_it_began() -> None:
+    """M3's 5 minutes of unbroken use are the user's, not a team's: Ann's ACAD runs in
+    alpha and in beta; at the trial's end alpha holds; she closes alpha's at 4 minutes,
+    so beta's session pays now, but its grace ends when alpha's would have, and 8
+    minutes of use are charged once (not handed on forever, never charged)."""
+    w = two_teams()
+    w.buy("alpha", 50)
+    w.buy("beta", 50)
+    w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0, T0 + HOUR))
+    a = w.entitle(team="alpha", version="2026")
+    b = w.entitle(team="beta", version="2025")
+    w.advance(to=T0 + HOUR + 4 * MIN)
+    w.release(a)
+    assert (w.held("alpha"), w.held("beta")) == (0, 10)
+    assert w.lic.session_view(b, w.now).grace_end_time == T0 + HOUR + 5 * MIN
+    w.advance(to=T0 + HOUR + 8 * MIN)
+    w.release(b)
+    w.advance(HOUR)
+    assert (w.charged("alpha"), w.charged("beta")) == (0, 10)
+    (capture,) = w.entries(EntryKind.CAPTURE)
+    assert capture.time == T0 + HOUR + 5 * MIN
+
+
+def test_c3_m2_an_entitle_riding_on_another_teams_window_needs_no_tokens() -> None:
+    """M2 with C3: an Entitle needs the daily rate available only if it must hold.
+    Ann's beta session rides on alpha's open window; she leaves alpha (its window
+    stays paid), and a new Entitle in beta, which has no tokens, rides too."""
+    w = two_teams()
+    w.buy("alpha", 50)
+    w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0, T0 + HOUR))
+    w.entitle(team="alpha", version="2026")
+    b = w.entitle(team="beta", version="2025")
+    w.advance(to=T0 + HOUR + 10 * MIN)  # alpha held and captured: its window is open
+    w.access.revoke("ann", "alpha", "ACAD")
+    w._run(w.lic.revoke_access, "alpha", "ann", ["ACAD"])  # A6
+    assert b.live
+    c = w.entitle(team="beta", version="2027")
+    assert (c.team_id, c.live, w.held("beta")) == ("beta", True, 0)
+    assert w.lic.session_view(c, w.now).charge_state is ChargeState.CHARGED
+
+
 def test_c3_nobody_can_pay_names_the_first_team() -> None:
     w = two_teams()
     w.buy("alpha", 3)

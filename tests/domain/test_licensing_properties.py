@@ -28,6 +28,7 @@ from server.store.codec import SESSIONS
 from tests.domain.licensing_world import T0, FakeSub, World
 
 TEAMS = ("alpha", "beta")
+HANDED_ON: list[int] = []  # captures of a grace handed on from another team (C3)
 USERS = ("ann", "bob", "cat")
 PRODUCTS = ("ACAD", "MAYA")  # MAYA is idle-aware
 GRACE = DEFAULT_TERMS.grace
@@ -110,9 +111,15 @@ def covered_without_break(
 
 def check_capture(w: World, hold: Hold, now: datetime) -> None:
     """M3: a capture only for a meter in use at that instant, after 5 minutes
-    of unbroken active use since its grace began (no idle meter is charged)."""
+    of unbroken active use since its grace began (no idle meter is charged). A grace
+    handed on from the user's meter in another team (C3) began before its hold: the
+    5 minutes of use are the user's, in whichever teams."""
     team, user, product = hold.team_id, hold.cause.user_id, hold.cause.product_id
-    assert now - hold.time == GRACE, (hold.time, now)
+    assert now - hold.time <= GRACE, (hold.time, now)
+    if now - hold.time < GRACE:
+        HANDED_ON.append(1)
+    every_team = sorted(p for t in w.teams for p in active_periods(w, t, user, product, now))
+    assert covered_without_break(every_team, now - GRACE, now), (now, every_team)
     live_active = [
         s
         for s in w.lic.sessions_of_user(user, product)
@@ -121,7 +128,7 @@ def check_capture(w: World, hold: Hold, now: datetime) -> None:
     assert live_active, f"capture for {team}|{user}|{product} with no active session at {now}"
     periods = active_periods(w, team, user, product, now)
     assert covered_without_break(periods, hold.time, now), (hold.time, now, periods)
-    w.captures.append((team, user, product, hold.time))
+    w.captures.append((team, user, product, now - GRACE))
 
 
 def check_invariants(w: World) -> None:
