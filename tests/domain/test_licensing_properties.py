@@ -314,6 +314,7 @@ SEAT_EVENTS = st.one_of(
         st.sampled_from(["alpha", "beta"]),
     ),
     st.tuples(st.just("heartbeat"), st.integers(0, 8), st.sampled_from([0, 0, 30, 900, 7200])),
+    st.tuples(st.just("pulse"), st.sampled_from([0, 0, 30, 900])),  # every live session beats
     st.tuples(st.just("idle"), st.integers(0, 8)),
     st.tuples(st.just("release"), st.integers(0, 8)),
     st.tuples(st.just("advance"), st.sampled_from([30, 60, 240, 300, 301, 900, 3600, 86_400])),
@@ -334,7 +335,10 @@ def test_c3_one_user_in_two_teams_pays_once_a_day_over_random_histories(
     invariants above (no two captures for the user and product within a window,
     every active session under tokens paid for by its meter or the one it rides
     on) after every step."""
-    run_history(build(2, 1, [1] * 12, tokens, trial), events)
+    w = build(2, 1, [1] * 12, tokens, trial)
+    if trial:  # ACAD too: sessions opened in both teams under it pay when it ends
+        w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0, T0 + timedelta(seconds=trial)))
+    run_history(w, events)
 
 
 @settings(max_examples=250, deadline=None)
