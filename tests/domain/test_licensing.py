@@ -1063,6 +1063,33 @@ def test_c3_m2_an_entitle_riding_on_another_teams_window_needs_no_tokens() -> No
     assert w.lic.session_view(c, w.now).charge_state is ChargeState.CHARGED
 
 
+def test_c3_m6_a_rider_idle_at_the_paying_windows_end_goes_idle_not_charged() -> None:
+    """Deadlines of one instant: alpha's window ends at the very instant Ann's MAYA in
+    beta, riding on it, reaches its idle instant (M6), and alpha's own session is
+    idle. The rider goes idle then; beta, with no tokens, holds nothing and ends
+    nothing (it would have been ended INSUFFICIENT_TOKENS had the window's end come
+    first)."""
+    w = two_teams()
+    w.buy("alpha", 50)
+    w.coverage.subs.append(FakeSub("ann", "MAYA", "TRIAL", T0, T0 + HOUR))
+    a = w.entitle(product="MAYA", team="alpha", version="2026")
+    b = w.entitle(product="MAYA", team="beta", version="2025")
+    window_end = T0 + HOUR + DAY  # alpha holds at the trial's end; b rides
+    stop = window_end - 15 * MIN  # b's last activity: idle at the window's end
+    while w.now + 10 * MIN <= stop:
+        w.advance(10 * MIN)
+        w.heartbeat(a)
+        w.heartbeat(b)
+    w.advance(to=stop)
+    w.heartbeat(a)
+    w.heartbeat(b)
+    w.idle(a)
+    w.advance(to=window_end + MIN)
+    assert (b.state, b.end_reason) == (SessionState.IDLE, None)
+    assert (w.charged("alpha"), w.charged("beta")) == (8, 0)
+    assert [e for e in w.entries() if e.team_id == "beta"] == []
+
+
 def test_c3_nobody_can_pay_names_the_first_team() -> None:
     w = two_teams()
     w.buy("alpha", 3)
