@@ -372,11 +372,13 @@ class SessionBook:
         for meter in meters:
             if not Meters.needs_hold(meter, now):
                 return  # one pays: the others ride on it
+            # (``meter.active`` counts the sessions still active: one stopping now, its
+            # state not yet changed, is no longer counted, and is never caught up again)
+            if not meter.in_use:
+                continue
             # A rider's own idle instant or lease end at this same instant comes first
             # (deadlines of one instant fire in kind order): it is not in use then.
             self._catch_up(self._meter_sessions(meter), now, changes, timers)
-            # (``meter.active`` counts the sessions still active: one stopping now, its
-            # state not yet changed, is no longer counted)
             if meter.in_use and any(
                 s.active and s.coverage is Coverage.TOKENS for s in self._meter_sessions(meter)
             ):
