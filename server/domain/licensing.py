@@ -209,7 +209,7 @@ class Licensing(LiveView):
             cov is Coverage.TOKENS
             and rate > 0
             and Meters.needs_hold(meter, now)  # M2
-            and not self._paid_in_another_team(team_id, user_id, product_id, now)  # C3
+            and self.paying_for(user_id, product_id, now, besides=team_id) is None  # C3
         ):
             available = self.ledger.available(team_id)
             if available < rate:
@@ -432,17 +432,6 @@ class Licensing(LiveView):
                 session.last_activity = max(session.last_activity, now)
                 changes.upsert(session)
                 self._watch(session, timers)
-
-    def _paid_in_another_team(
-        self, team_id: str, user_id: str, product_id: str, now: datetime
-    ) -> bool:
-        """C3: the user's meter for the product in another team is in grace or has a
-        window open, so an Entitle here rides on it and needs no tokens
-        (``paying_elsewhere``)."""
-        return any(
-            m.team_id != team_id and m.product_id == product_id and not Meters.needs_hold(m, now)
-            for m in self.meters.of_user(user_id)
-        )
 
     def rate_changed(
         self, product_id: str, now: datetime, changes: Changes, timers: TimerSink

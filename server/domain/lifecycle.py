@@ -340,10 +340,17 @@ class SessionBook:
         grace or whose window covers now (the first such, by team), which then pays
         for this one's sessions too: they ride on it, and this meter holds only once
         it stops (``_settle_seat``)."""
-        for other in sorted(self.meters.of_user(meter.user_id), key=lambda m: m.team_id):
+        return self.paying_for(meter.user_id, meter.product_id, now, besides=meter.team_id)
+
+    def paying_for(
+        self, user_id: str, product_id: str, now: datetime, besides: str
+    ) -> Meter | None:
+        """The user's meter for the product, in a team other than ``besides``, that is in
+        grace or whose window covers now (the first such, by team), or None."""
+        for other in sorted(self.meters.of_user(user_id), key=lambda m: m.team_id):
             if (
-                other is not meter
-                and other.product_id == meter.product_id
+                other.team_id != besides
+                and other.product_id == product_id
                 and not Meters.needs_hold(other, now)
             ):
                 return other
