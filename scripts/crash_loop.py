@@ -647,15 +647,25 @@ class Cluster:
         request = api.ListSessionsRequest(include_ended=True, page_size=1000)
         for s in self._pages("ListSessions", request, "sessions"):
             stored[s.session_id] = s
-        holds: dict[tuple[str, str, str], list[datetime]] = {}
-        captures: dict[tuple[str, str, str], list[datetime]] = {}
+        self._compare_sessions(stored, ledger)
+
+    def _compare_sessions(
+        self, stored: dict[str, pb.Session], ledger: dict[str, tuple[Any, ...]]
+    ) -> None:
+        """Every session a client was told about is stored as told, and a charge or
+        grace it was told of is backed by a capture or hold in the ledger."""
+        # Keyed by user and product, not team: the daily rate is paid once a day
+        # whichever teams the user runs the product in (C3), so a session of one team
+        # is told charged (or in grace) by what its user's meter in another team holds.
+        holds: dict[tuple[str, str], list[datetime]] = {}
+        captures: dict[tuple[str, str], list[datetime]] = {}
         for f in ledger.values():
-            kind, team, user, product = f[3], f[9], f[7], f[8]
+            kind, user, product = f[3], f[7], f[8]
             when = datetime.fromtimestamp(f[1], UTC) + timedelta(microseconds=f[2] // 1000)
             if kind == pb.LEDGER_ENTRY_KIND_HOLD:
-                holds.setdefault((team, user, product), []).append(when)
+                holds.setdefault((user, product), []).append(when)
             elif kind == pb.LEDGER_ENTRY_KIND_CAPTURE:
-                captures.setdefault((team, user, product), []).append(when)
+                captures.setdefault((user, product), []).append(when)
         for sid, told in sorted(self.acked.sessions.items()):
             was = told.session
             now = stored.get(sid) or self._forgotten(was)
@@ -683,7 +693,7 @@ class Cluster:
                     f"{pb.SessionState.Name(now.state)} {pb.EndReason.Name(now.end_reason)}"
                     + (f" at {_time(now.end_time)}" if now.HasField("end_time") else "")
                 )
-            meter = (was.team_id, was.user_id, was.product_id)
+            meter = (was.user_id, was.product_id)
             if was.charge_state == pb.CHARGE_STATE_GRACE:
                 latest = _time(was.grace_end_time) - GRACE
                 if not any(t <= latest for t in holds.get(meter, [])):

@@ -19,11 +19,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from tessera_api.tessera.v1 import common_pb2 as pb
 from tests.support import REPO
 
 CYCLES = int(os.environ.get("TESSERA_CHAOS_CYCLES", "0") or 0) or 4
@@ -87,3 +90,37 @@ def test_h2_chaos_check_finds_a_charge_made_twice(tmp_path: Path) -> None:
     assert summary.problems == []
     cluster._check_charges(ledger("hold", "capture", "capture"))
     assert len(summary.problems) == 1 and "e2 captures or releases more" in summary.problems[0]
+
+
+def test_c3_chaos_check_takes_a_charge_paid_in_the_users_other_team(tmp_path: Path) -> None:
+    """The check itself: a session of beta told charged until a window's end is backed
+    by a capture of its user's for the product in alpha within that window (C3: paid
+    once a day whichever teams); without any capture in the window it is reported."""
+    loop = chaos.crash_loop
+    summary = loop.Summary()
+    cluster = loop.Cluster(tmp_path, loop.random.Random(1), summary)
+    window_end = datetime(2026, 1, 18, 16, 50, 7, tzinfo=UTC)
+    told = pb.Session(
+        session_id="se1",
+        user_id="u",
+        team_id="beta",
+        product_id="ACAD",
+        state=pb.SESSION_STATE_ACTIVE,
+        charge_state=pb.CHARGE_STATE_CHARGED,
+    )
+    told.start_time.FromDatetime(window_end - timedelta(hours=3))
+    told.window_end_time.FromDatetime(window_end)
+    cluster.acked.sessions["se1"] = loop.Told(told, "Heartbeat")
+
+    def capture(at: datetime) -> dict[str, tuple[object, ...]]:
+        ts = Timestamp()
+        ts.FromDatetime(at)
+        kind = pb.LEDGER_ENTRY_KIND_CAPTURE
+        return {
+            "e1": ("e1", ts.seconds, ts.nanos, kind, "p1", 10, "s0", "u", "ACAD", "alpha", -10, -10)
+        }
+
+    cluster._compare_sessions({"se1": told}, capture(window_end - timedelta(hours=5)))
+    assert summary.problems == []
+    cluster._compare_sessions({"se1": told}, capture(window_end - timedelta(days=1, hours=1)))
+    assert len(summary.problems) == 1 and "no capture is recorded" in summary.problems[0]
