@@ -352,10 +352,7 @@ class Licensing(LiveView):
         # A plugin the user lost too ends for that (NOT_ASSIGNED) before its host,
         # whose end would otherwise end it as HOST_ENDED. Stable: oldest first.
         doomed.sort(key=lambda s: not s.parent_session_id)
-        ended: list[Session] = []
-        for session in doomed:
-            ended += self._end(session, EndReason.NOT_ASSIGNED, now, changes, timers)
-        return ended
+        return self._end_together(doomed, EndReason.NOT_ASSIGNED, now, changes, timers)
 
     def remove_device(
         self,
@@ -386,9 +383,7 @@ class Licensing(LiveView):
         live = order(device.sessions())
         if live and not end_sessions:
             raise DeviceInUse(device_id, len(live))
-        ended: list[Session] = []
-        for session in live:
-            ended += self._end(session, EndReason.ENDED_BY_ADMIN, now, changes, timers)
+        ended = self._end_together(live, EndReason.ENDED_BY_ADMIN, now, changes, timers)
         self._drop_device(device)
         changes.delete(device)
         return ended

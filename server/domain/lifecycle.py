@@ -107,6 +107,9 @@ class SessionBook:
         self._coverage_due: dict[str, datetime] = {}  # outstanding COVERAGE_CHANGE by seat
         # P4: the live plugins of each host that has any (a session is hashed by identity)
         self._plugins: dict[Session, Live] = {}
+        # C3: the sessions one call is ending together (``_end_together``): none of
+        # them is asked to pay when another of them stops paying
+        self._ending: set[Session] = set()
 
     # == indexes ===================================================================
 
@@ -386,12 +389,16 @@ class SessionBook:
             # A rider's own idle instant or lease end at this same instant comes first
             # (deadlines of one instant fire in kind order): it is not in use then.
             self._catch_up(self._meter_sessions(meter), now, changes, timers)
-            if meter.in_use and any(
-                s.active and s.coverage is Coverage.TOKENS for s in self._meter_sessions(meter)
-            ):
+            if any(self._paying(s) for s in self._meter_sessions(meter)):
                 self._charge_or_end(meter, now, changes, timers, since)
                 if not Meters.needs_hold(meter, now):
                     return
+
+    def _paying(self, session: Session) -> bool:
+        """In use under tokens, and not being ended with others (``_end_together``)."""
+        return (
+            session.active and session.coverage is Coverage.TOKENS and session not in self._ending
+        )
 
     def _charge_or_end(
         self,
@@ -403,7 +410,7 @@ class SessionBook:
     ) -> None:
         """M5/C2: the meter is in use under tokens: hold, or end all its sessions."""
         sessions = self._meter_sessions(meter)
-        payer = next((s for s in sessions if s.active and s.coverage is Coverage.TOKENS), None)
+        payer = next((s for s in sessions if self._paying(s)), None)
         if payer is None:
             return
         try:
@@ -464,6 +471,42 @@ class SessionBook:
             return
         self._watch(session, timers)
 
+    def _with_plugins(self, sessions: Iterable[Session]) -> set[Session]:
+        """The sessions and, through every level, their live plugins (P4)."""
+        found: set[Session] = set()
+        todo = list(sessions)
+        while todo:
+            session = todo.pop()
+            if session not in found:
+                found.add(session)
+                todo += live_list(self._plugins.get(session))
+        return found
+
+    def _end_together(
+        self,
+        sessions: Iterable[Session],
+        reason: EndReason,
+        now: datetime,
+        changes: Changes,
+        timers: TimerSink,
+    ) -> list[Session]:
+        """End the live sessions, in order, and their plugins (HOST_ENDED) as one
+        change: one of them that stops paying hands the daily rate on (C3,
+        ``_settle_seat``) only to sessions that go on, never to one ending with it,
+        which would hold and give back at one instant, or end for its team's tokens
+        instead of ``reason``. Returns every session ended."""
+        sessions = [s for s in sessions if s.live]
+        outer = not self._ending
+        self._ending |= self._with_plugins(sessions)
+        try:
+            ended: list[Session] = []
+            for session in sessions:
+                ended += self._end(session, reason, now, changes, timers)
+            return ended
+        finally:
+            if outer:
+                self._ending.clear()
+
     def _end(
         self,
         session: Session,
@@ -476,6 +519,8 @@ class SessionBook:
         every session ended."""
         if not session.live:
             return []
+        if session not in self._ending and session in self._plugins:  # a host: P4 with C3
+            return self._end_together([session], reason, now, changes, timers)
         if session.active:
             self._stop_active(session, now, changes, timers)
         meter, device = self.meter_of(session), self.device_of(session)

@@ -26,7 +26,6 @@ from server.domain.sessions import (
     Session,
     SessionState,
     SessionView,
-    live_list,
 )
 from server.domain.teams import Team
 from server.domain.terms import Terms
@@ -76,13 +75,8 @@ class LiveView(SessionBook):
         """The teams of the live sessions that removing this device would end (its
         sessions and their plugins, P4): what RemoveDevice touches (AD1)."""
         device = self._device(user_id, product_id, device_id)
-        teams: set[str] = set()
-        todo = list(device.sessions()) if device is not None else []
-        while todo:
-            session = todo.pop()
-            teams.add(session.team_id)
-            todo += live_list(self._plugins.get(session))
-        return frozenset(teams)
+        live = device.sessions() if device is not None else ()
+        return frozenset(s.team_id for s in self._with_plugins(live))
 
     def devices(self, user_id: str, product_id: str) -> list[Device]:
         """M8/R2: the registered devices, oldest first; ``Device.running`` says

@@ -1156,6 +1156,64 @@ def test_c3_a_covered_session_runs_in_a_team_that_can_pay_when_the_trial_ends() 
     assert s.live and s.coverage is Coverage.TOKENS and w.held("beta") == 10
 
 
+def test_c3_r2_removing_a_device_ends_the_rider_by_admin_not_for_the_tokens_of_its_team() -> None:
+    """Sessions ended together end together: Ann's ACAD in alpha holds at the trial's
+    end and her ACAD in beta, which has no tokens, rides on that grace, both on one
+    device. Removing the device (end_sessions) ends both ENDED_BY_ADMIN and returns
+    both; alpha's hold goes back, and beta is not asked to pay for the instant
+    between the two ends (it would have ended INSUFFICIENT_TOKENS, and gone
+    missing from the answer)."""
+    w = two_teams()
+    w.buy("alpha", 50)
+    w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0, T0 + HOUR))
+    a = w.entitle(team="alpha", version="2026")
+    b = w.entitle(team="beta", version="2025")
+    w.advance(to=T0 + HOUR + 2 * MIN)
+    assert (w.held("alpha"), w.held("beta")) == (10, 0)
+    ended = w._run(w.lic.remove_device, "ann", "ACAD", "d1", end_sessions=True)
+    assert ended == [a, b]
+    assert (a.end_reason, b.end_reason) == (EndReason.ENDED_BY_ADMIN, EndReason.ENDED_BY_ADMIN)
+    assert (w.held("alpha"), w.held("beta")) == (0, 0)
+    assert [e for e in w.entries() if e.team_id == "beta"] == []
+
+
+def test_c3_r2_removing_a_device_does_not_hold_for_a_rider_that_ends_with_it() -> None:
+    """As above with tokens in beta: beta holds nothing and releases nothing (no hold
+    made and given back at one instant) for a rider ended in the same call."""
+    w = two_teams()
+    w.buy("alpha", 50)
+    w.buy("beta", 50)
+    w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0, T0 + HOUR))
+    a = w.entitle(team="alpha", version="2026")
+    b = w.entitle(team="beta", version="2025")
+    w.advance(to=T0 + HOUR + 2 * MIN)
+    ended = w._run(w.lic.remove_device, "ann", "ACAD", "d1", end_sessions=True)
+    assert ended == [a, b]
+    assert [e.kind for e in w.entries() if e.team_id == "beta"] == [EntryKind.PURCHASE]
+    assert [e.kind for e in w.entries() if e.team_id == "alpha"] == [
+        EntryKind.PURCHASE,
+        EntryKind.HOLD,
+        EntryKind.HOLD_RELEASE,
+    ]
+
+
+def test_c3_p4_a_hosts_end_ends_its_plugins_in_two_teams_as_host_ended() -> None:
+    """P4 with C3: Ann's host runs two PLUG sessions, one in alpha that holds at the
+    trial's end and one in beta (no tokens) riding on it. Releasing the host ends
+    both HOST_ENDED, and beta pays nothing."""
+    w = two_teams()
+    w.buy("alpha", 50)
+    w.coverage.subs.append(FakeSub("ann", "PLUG", "TRIAL", T0, T0 + HOUR))
+    host = w.entitle(team="alpha")
+    p1 = w.entitle(product="PLUG", parent=host.session_id, team="alpha")
+    p2 = w.entitle(product="PLUG", parent=host.session_id, team="beta", version="2026")
+    assert (p1.team_id, p2.team_id) == ("alpha", "beta")
+    w.advance(to=T0 + HOUR + 2 * MIN)
+    w.release(host)
+    assert (p1.end_reason, p2.end_reason) == (EndReason.HOST_ENDED, EndReason.HOST_ENDED)
+    assert [e for e in w.entries() if e.team_id == "beta"] == []
+
+
 # -- A6, R2 ---------------------------------------------------------------------------------------
 
 
