@@ -41,7 +41,13 @@ from server.domain.errors import InsufficientTokens
 from server.domain.few import add_few, drop_few, few
 from server.domain.ledger import Cause, Ledger
 from server.domain.meters import Meters
-from server.domain.policies import AccessPolicy, CoveragePolicy, TimerSink, coverage_of
+from server.domain.policies import (
+    AccessPolicy,
+    CoveragePolicy,
+    TimerSink,
+    coverage_of,
+    paying_team,
+)
 from server.domain.products import Product
 from server.domain.sessions import (
     ActivitySpan,
@@ -276,11 +282,9 @@ class SessionBook:
             sessions = self._meter_sessions(meter)
             self._catch_up(sessions, due, changes, timers)
             self.meters.close_window(meter, changes)
-            if any(s.active and s.coverage is Coverage.TOKENS for s in sessions):
-                self._charge_or_end(meter, due, changes, timers)  # M5: renewal
-            else:
+            if not any(self._paying(s) for s in sessions):
                 self.meters.drop_if_unused(meter, self._meter_live(meter), changes)
-            self._settle_seat(meter.user_id, meter.product_id, due, changes, timers)  # C3
+            self._settle_seat(meter.user_id, meter.product_id, due, changes, timers)  # M5, C3
 
     def _on_coverage_change(
         self, key: str, due: datetime, changes: Changes, timers: TimerSink
@@ -368,20 +372,22 @@ class SessionBook:
         timers: TimerSink,
         since: datetime | None = None,
     ) -> None:
-        """C3 once a meter of the user's for the product stopped paying (its grace
-        broken, its window closed, its sessions ended for tokens): the sessions
-        in use under tokens in the user's other teams, which rode on it, are paid
-        for from now, by the first of their meters that can (M2/M5: a hold and a
-        grace; a meter whose team cannot pay ends its sessions), unless one still
-        pays. ``since``: the broken grace's start, which the new one goes on from (the
+        """M5 and C3 once a meter of the user's for the product stopped paying (its
+        window closed, its grace broken, its sessions ended for tokens, a
+        subscription or trial over): unless another still pays, the sessions in use
+        under tokens, in any of the user's teams, are paid for from now by one hold
+        (M2), in the team C3 chooses among those in use that can pay; the others
+        ride on it. When none can pay, every such session ends INSUFFICIENT_TOKENS.
+        ``since``: the broken grace's start, which the new one goes on from (the
         user was in use throughout: M3's 5 minutes are the user's, not a team's)."""
         meters = sorted(
             (m for m in self.meters.of_user(user_id) if m.product_id == product_id),
             key=lambda m: m.team_id,
         )
+        if not all(Meters.needs_hold(m, now) for m in meters):
+            return  # one pays: the others ride on it
+        using: dict[str, Meter] = {}
         for meter in meters:
-            if not Meters.needs_hold(meter, now):
-                return  # one pays: the others ride on it
             # (``meter.active`` counts the sessions still active: one stopping now, its
             # state not yet changed, is no longer counted, and is never caught up again)
             if not meter.in_use:
@@ -390,9 +396,12 @@ class SessionBook:
             # (deadlines of one instant fire in kind order): it is not in use then.
             self._catch_up(self._meter_sessions(meter), now, changes, timers)
             if any(self._paying(s) for s in self._meter_sessions(meter)):
-                self._charge_or_end(meter, now, changes, timers, since)
-                if not Meters.needs_hold(meter, now):
-                    return
+                using[meter.team_id] = meter
+        if not using:
+            return
+        payer = paying_team(using, self.ledger, self.products[product_id].daily_rate)
+        for meter in [using[payer]] if payer is not None else using.values():
+            self._charge_or_end(meter, now, changes, timers, since)
 
     def _paying(self, session: Session) -> bool:
         """In use under tokens, and not being ended with others (``_end_together``)."""
@@ -573,11 +582,11 @@ class SessionBook:
                 changes.upsert(s)
                 if (meter := self.meter_of(s)) is not None:
                     meters.setdefault(meter.team_id, meter)
+        if cov is Coverage.TOKENS:
+            self._settle_seat(user_id, product_id, now, changes, timers)  # one pays (C3)
+            return
         for _, meter in sorted(meters.items()):
-            if cov is Coverage.TOKENS:
-                if meter.in_use:
-                    self._charge_or_end(meter, now, changes, timers)
-            elif meter.state is ChargeState.GRACE:
+            if meter.state is ChargeState.GRACE:
                 self.meters.release(meter, now, changes)
 
     def _schedule_coverage(

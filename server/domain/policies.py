@@ -92,13 +92,18 @@ def choose_team(
             return team_id
     if preferred and preferred in teams:
         return preferred
-    payers = [t for t in teams if ledger.available(t) >= daily_rate]
-    if host_team and host_team in teams and (covered or host_team in payers):
+    if host_team in teams and (covered or ledger.available(host_team) >= daily_rate):
         return host_team
-    if payers:
-        # A team that can pay nothing but a rate of 0 has no next expiry: it sorts last.
-        return min(payers, key=lambda t: (ledger.next_expiry(t) or _NEVER, t))
-    return teams[0]
+    return paying_team(teams, ledger, daily_rate) or teams[0]
+
+
+def paying_team(teams: Iterable[str], ledger: Ledger, daily_rate: int) -> str | None:
+    """C3: among ``teams``, the one whose available balance covers the daily rate and
+    whose next tokens to be consumed expire soonest, ties by id; None if none can pay.
+    Also who pays when a seat must hold again (``SessionBook._settle_seat``)."""
+    payers = [t for t in teams if ledger.available(t) >= daily_rate]
+    # A team that can pay nothing but a rate of 0 has no next expiry: it sorts last.
+    return min(payers, key=lambda t: (ledger.next_expiry(t) or _NEVER, t), default=None)
 
 
 _NEVER = datetime.max.replace(tzinfo=UTC)

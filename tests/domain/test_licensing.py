@@ -1156,6 +1156,45 @@ def test_c3_a_covered_session_runs_in_a_team_that_can_pay_when_the_trial_ends() 
     assert s.live and s.coverage is Coverage.TOKENS and w.held("beta") == 10
 
 
+def test_c3_c2_at_the_trials_end_a_team_that_can_pay_holds_for_both() -> None:
+    """C2 with C3: Ann's ACAD runs in alpha (5 tokens, preferred) and in beta (50)
+    under a trial. When it ends the user pays once, by the team C3 chooses among
+    those that can: beta holds, and alpha's session rides on beta's grace instead
+    of ending INSUFFICIENT_TOKENS because alpha, tried first by id, cannot pay."""
+    w = two_teams()
+    w.buy("alpha", 5)
+    w.buy("beta", 50)
+    w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0, T0 + HOUR))
+    a = w.entitle(team="alpha", version="2026")
+    b = w.entitle(team="beta", version="2025")
+    w.advance(to=T0 + HOUR + 10 * MIN)
+    assert (a.live, b.live) == (True, True)
+    assert (w.charged("alpha"), w.charged("beta")) == (0, 10)
+    assert w.lic.session_view(a, w.now).charge_state is ChargeState.CHARGED
+
+
+def test_c3_m5_a_renewal_goes_to_the_users_team_that_can_pay() -> None:
+    """M5 with C3: alpha paid Ann's first day of ACAD (its 10 tokens) while her beta
+    session rode on it. At the window's end alpha cannot hold again; beta can: beta
+    holds and captures, and both sessions go on (alpha's would have ended
+    INSUFFICIENT_TOKENS)."""
+    w = two_teams()
+    w.buy("alpha", 10)
+    w.buy("beta", 50)
+    w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0, T0 + HOUR))
+    a = w.entitle(team="alpha", version="2026")
+    b = w.entitle(team="beta", version="2025")
+    w.advance(to=T0 + HOUR + 10 * MIN)  # alpha (first by id, both can pay) charged
+    assert (w.charged("alpha"), w.charged("beta")) == (10, 0)
+    for _ in range(2):
+        w.advance(12 * HOUR)
+        w.heartbeat(a)
+        w.heartbeat(b)
+    assert w.now > T0 + HOUR + DAY + 5 * MIN  # the window closed and the grace is over
+    assert (a.live, b.live) == (True, True)
+    assert (w.charged("alpha"), w.charged("beta")) == (10, 10)
+
+
 def test_c3_r2_removing_a_device_ends_the_rider_by_admin_not_for_the_tokens_of_its_team() -> None:
     """Sessions ended together end together: Ann's ACAD in alpha holds at the trial's
     end and her ACAD in beta, which has no tokens, rides on that grace, both on one

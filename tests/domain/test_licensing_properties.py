@@ -20,7 +20,14 @@ from hypothesis import strategies as st
 from server.domain.changes import Changes, Deleted
 from server.domain.errors import DomainError
 from server.domain.ledger import EntryKind, Hold, Ledger
-from server.domain.sessions import ActivitySpan, ChargeState, Coverage, Session, SessionState
+from server.domain.sessions import (
+    ActivitySpan,
+    ChargeState,
+    Coverage,
+    EndReason,
+    Session,
+    SessionState,
+)
 from server.domain.teams import Plan
 from server.domain.terms import DEFAULT_TERMS
 from server.domain.timers import TimerKind
@@ -212,6 +219,26 @@ def check_invariants(w: World) -> None:
             assert s.due <= s.idle_instant(DEFAULT_TERMS.idle_threshold)
 
 
+def check_no_team_left_to_pay(w: World, ended_before: set[str]) -> None:
+    """M5 and C2 with C3 over a step of time alone (sessions only go idle or end in
+    it): a session ended INSUFFICIENT_TOKENS in it means none of its user's teams
+    running the product could pay then, so no session of that user and product still
+    runs in use under tokens, paid for by another team, that was running at that end."""
+    live = [s for s in w.lic.all_sessions() if s.live]
+    for s in w.lic.all_sessions():
+        if s.session_id in ended_before or s.end_reason is not EndReason.INSUFFICIENT_TOKENS:
+            continue
+        going_on = [
+            o
+            for o in live
+            if (o.user_id, o.product_id) == (s.user_id, s.product_id)
+            and o.active
+            and o.coverage is Coverage.TOKENS
+            and o.start_time <= s.state_since
+        ]
+        assert not going_on, (s, going_on)
+
+
 def build(n_teams: int, n_users: int, grants: list[int], tokens: list[int], trial: int) -> World:
     ledger = WatchedLedger()
     w = World({t: Plan.STANDARD for t in TEAMS[:n_teams]}, ledger=ledger)
@@ -265,8 +292,11 @@ def run_history(w: World, events: list[tuple[Any, ...]]) -> None:
     every lease lapses: nothing stays live or held."""
     sessions: list[Session] = []
     for event in events:
+        ended = {s.session_id for s in w.lic.all_sessions() if not s.live}
         apply(w, event, sessions)
         check_invariants(w)
+        if event[0] in ("advance", "next"):
+            check_no_team_left_to_pay(w, ended)
     w.advance(timedelta(days=3))
     check_invariants(w)
     assert not any(s.live for s in w.lic.all_sessions())
