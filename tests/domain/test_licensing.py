@@ -65,6 +65,19 @@ def two_teams() -> World:
     return world
 
 
+def acad_in_both_teams(alpha: int, beta: int) -> tuple[World, Session, Session]:
+    """Ann, in alpha and beta with ``alpha`` and ``beta`` tokens, runs ACAD in each
+    (one device) under a trial that ends at T0 + 1 hour (C2)."""
+    w = two_teams()
+    for team, tokens in (("alpha", alpha), ("beta", beta)):
+        if tokens:
+            w.buy(team, tokens)
+    w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0, T0 + HOUR))
+    a = w.entitle(team="alpha", version="2026")
+    b = w.entitle(team="beta", version="2025")
+    return w, a, b
+
+
 # -- M1: Entitle checks, in order ---------------------------------------------
 
 
@@ -1027,12 +1040,7 @@ def test_c3_m3_a_grace_handed_to_another_team_goes_on_from_when_it_began() -> No
     alpha and in beta; at the trial's end alpha holds; she closes alpha's at 4 minutes,
     so beta's session pays now, but its grace ends when alpha's would have, and 8
     minutes of use are charged once (not handed on forever, never charged)."""
-    w = two_teams()
-    w.buy("alpha", 50)
-    w.buy("beta", 50)
-    w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0, T0 + HOUR))
-    a = w.entitle(team="alpha", version="2026")
-    b = w.entitle(team="beta", version="2025")
+    w, a, b = acad_in_both_teams(50, 50)
     w.advance(to=T0 + HOUR + 4 * MIN)
     w.release(a)
     assert (w.held("alpha"), w.held("beta")) == (0, 10)
@@ -1161,12 +1169,7 @@ def test_c3_c2_at_the_trials_end_a_team_that_can_pay_holds_for_both() -> None:
     under a trial. When it ends the user pays once, by the team C3 chooses among
     those that can: beta holds, and alpha's session rides on beta's grace instead
     of ending INSUFFICIENT_TOKENS because alpha, tried first by id, cannot pay."""
-    w = two_teams()
-    w.buy("alpha", 5)
-    w.buy("beta", 50)
-    w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0, T0 + HOUR))
-    a = w.entitle(team="alpha", version="2026")
-    b = w.entitle(team="beta", version="2025")
+    w, a, b = acad_in_both_teams(5, 50)
     w.advance(to=T0 + HOUR + 10 * MIN)
     assert (a.live, b.live) == (True, True)
     assert (w.charged("alpha"), w.charged("beta")) == (0, 10)
@@ -1178,12 +1181,7 @@ def test_c3_m5_a_renewal_goes_to_the_users_team_that_can_pay() -> None:
     session rode on it. At the window's end alpha cannot hold again; beta can: beta
     holds and captures, and both sessions go on (alpha's would have ended
     INSUFFICIENT_TOKENS)."""
-    w = two_teams()
-    w.buy("alpha", 10)
-    w.buy("beta", 50)
-    w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0, T0 + HOUR))
-    a = w.entitle(team="alpha", version="2026")
-    b = w.entitle(team="beta", version="2025")
+    w, a, b = acad_in_both_teams(10, 50)
     w.advance(to=T0 + HOUR + 10 * MIN)  # alpha (first by id, both can pay) charged
     assert (w.charged("alpha"), w.charged("beta")) == (10, 0)
     for _ in range(2):
@@ -1202,11 +1200,7 @@ def test_c3_r2_removing_a_device_ends_the_rider_by_admin_not_for_the_tokens_of_i
     both; alpha's hold goes back, and beta is not asked to pay for the instant
     between the two ends (it would have ended INSUFFICIENT_TOKENS, and gone
     missing from the answer)."""
-    w = two_teams()
-    w.buy("alpha", 50)
-    w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0, T0 + HOUR))
-    a = w.entitle(team="alpha", version="2026")
-    b = w.entitle(team="beta", version="2025")
+    w, a, b = acad_in_both_teams(50, 0)
     w.advance(to=T0 + HOUR + 2 * MIN)
     assert (w.held("alpha"), w.held("beta")) == (10, 0)
     ended = w._run(w.lic.remove_device, "ann", "ACAD", "d1", end_sessions=True)
@@ -1219,12 +1213,7 @@ def test_c3_r2_removing_a_device_ends_the_rider_by_admin_not_for_the_tokens_of_i
 def test_c3_r2_removing_a_device_does_not_hold_for_a_rider_that_ends_with_it() -> None:
     """As above with tokens in beta: beta holds nothing and releases nothing (no hold
     made and given back at one instant) for a rider ended in the same call."""
-    w = two_teams()
-    w.buy("alpha", 50)
-    w.buy("beta", 50)
-    w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0, T0 + HOUR))
-    a = w.entitle(team="alpha", version="2026")
-    b = w.entitle(team="beta", version="2025")
+    w, a, b = acad_in_both_teams(50, 50)
     w.advance(to=T0 + HOUR + 2 * MIN)
     ended = w._run(w.lic.remove_device, "ann", "ACAD", "d1", end_sessions=True)
     assert ended == [a, b]
