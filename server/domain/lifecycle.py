@@ -27,7 +27,8 @@ Ties at one instant are settled the same way whatever order the heap pops
 them in: a grace whose end has come is captured before anything else happens
 at that instant (use up to exactly grace end is 5 minutes of use), and a
 window end first applies the idle instants and lease ends that fall at that
-instant (a meter that stops at exactly window end is not renewed).
+instant, a plugin's host's too (a meter that stops at exactly window end is
+not renewed).
 """
 
 from __future__ import annotations
@@ -301,11 +302,15 @@ class SessionBook:
         self, sessions: Iterable[Session], due: datetime, changes: Changes, timers: TimerSink
     ) -> None:
         """Apply the lease ends and idle instants that fall at ``due`` before
-        deciding at ``due`` whether a meter is in use."""
+        deciding at ``due`` whether a meter is in use: a plugin's own, and its host's
+        lease end, which ends it (P4)."""
         for s in sessions:
             if not s.live:
                 continue
-            if s.lease_end <= due:
+            host = self._sessions.get(s.parent_session_id) if s.parent_session_id else None
+            if host is not None and host.live and host.lease_end <= due:
+                self._end(host, EndReason.LEASE_EXPIRED, due, changes, timers)  # and s
+            elif s.lease_end <= due:
                 self._end(s, EndReason.LEASE_EXPIRED, due, changes, timers)
             elif (
                 s.active
@@ -400,8 +405,13 @@ class SessionBook:
         if not using:
             return
         payer = paying_team(using, self.ledger, self.products[product_id].daily_rate)
-        for meter in [using[payer]] if payer is not None else using.values():
-            self._charge_or_end(meter, now, changes, timers, since)
+        if payer is not None:
+            self._charge_or_end(using[payer], now, changes, timers, since)
+            return
+        # None can pay now (as the balances stand before any of these ends, which
+        # could give back a hold of another product): all of them end, together.
+        doomed = order(s for m in using.values() for s in self._meter_sessions(m))
+        self._end_together(doomed, EndReason.INSUFFICIENT_TOKENS, now, changes, timers)
 
     def _paying(self, session: Session) -> bool:
         """In use under tokens, and not being ended with others (``_end_together``)."""
@@ -425,8 +435,7 @@ class SessionBook:
         try:
             self._ensure_paid(payer, now, changes, timers, since)
         except InsufficientTokens:
-            for s in sessions:
-                self._end(s, EndReason.INSUFFICIENT_TOKENS, now, changes, timers)
+            self._end_together(sessions, EndReason.INSUFFICIENT_TOKENS, now, changes, timers)
 
     # == moving ==========================================================================
 

@@ -1242,6 +1242,68 @@ def test_c3_p4_a_hosts_end_ends_its_plugins_in_two_teams_as_host_ended() -> None
     assert [e for e in w.entries() if e.team_id == "beta"] == []
 
 
+def test_c3_p4_sessions_ended_for_tokens_end_with_their_plugins_paying_nothing_more() -> None:
+    """M5 with P4 and C3: two ACAD hosts in alpha, whose renewal fails at its window's
+    end; their PLUG sessions (one in alpha paying, one in beta riding on it, a trial
+    over just before) end with their hosts, HOST_ENDED, and beta, which could pay
+    for PLUG, holds and gives back nothing at that instant."""
+    w = two_teams()
+    w.buy("alpha", 10 + 5)  # ACAD's first day, then enough for PLUG's 3, not ACAD's 10
+    w.buy("beta", 3)
+    w.coverage.subs.append(FakeSub("ann", "PLUG", "TRIAL", T0, T0 + DAY - 2 * MIN))
+    s1 = w.entitle(team="alpha", version="2025")
+    s2 = w.entitle(team="alpha", version="2026")
+    p1 = w.entitle(product="PLUG", parent=s1.session_id, team="alpha")
+    p2 = w.entitle(product="PLUG", parent=s2.session_id, team="beta", version="2026")
+    for _ in range(2):
+        w.advance(12 * HOUR - 3 * MIN)
+        for s in (s1, s2, p1, p2):
+            w.heartbeat(s)
+    w.advance(to=T0 + DAY)
+    assert [s.end_reason for s in (s1, s2)] == [EndReason.INSUFFICIENT_TOKENS] * 2
+    assert [s.end_reason for s in (p1, p2)] == [EndReason.HOST_ENDED] * 2
+    assert [e.kind for e in w.entries() if e.team_id == "beta"] == [EntryKind.PURCHASE]
+
+
+def test_c3_m5_none_can_pay_ends_every_team_s_sessions_whatever_the_team_ids() -> None:
+    """C3 with M5: when no team of the user's running ACAD can pay at the trial's end
+    (alpha 5; beta 7 available, 3 held for a PLUG grace of alpha's host), both ACAD
+    sessions end then; beta's hold given back by that end does not leave beta's
+    ACAD running and charged beside alpha's ended one."""
+    w = two_teams()
+    w.buy("alpha", 5)
+    w.buy("beta", 10)
+    w.coverage.subs.append(FakeSub("ann", "ACAD", "TRIAL", T0, T0 + HOUR))
+    w.coverage.subs.append(FakeSub("ann", "PLUG", "TRIAL", T0, T0 + HOUR - 2 * MIN))
+    s1 = w.entitle(team="alpha", version="2025")
+    s2 = w.entitle(team="beta", version="2026")
+    p1 = w.entitle(product="PLUG", parent=s1.session_id, team="beta")
+    w.advance(to=T0 + HOUR - MIN)
+    assert w.held("beta") == 3  # PLUG's grace from the end of its trial
+    w.advance(to=T0 + HOUR)
+    assert [s.end_reason for s in (s1, s2)] == [EndReason.INSUFFICIENT_TOKENS] * 2
+    assert p1.end_reason is EndReason.HOST_ENDED
+    assert (w.held("alpha"), w.held("beta"), w.charged()) == (0, 0, 0)
+
+
+def test_p4_m5_a_plugin_is_not_renewed_at_the_instant_its_hosts_lease_ends() -> None:
+    """P4 with M5 and M7: a host under a subscription and its PLUG start together;
+    the plugin heartbeats, the host does not. At the host's lease end, which is also
+    the plugin's window end, the host ends and the plugin with it: no renewal hold
+    made and given back at that instant."""
+    w = World()
+    w.buy("alpha", 100)
+    w.access.grant("ann", "alpha", "ACAD", "PLUG")
+    w.coverage.subs.append(FakeSub("ann", "ACAD", "SUBSCRIPTION", T0, T0 + 400 * DAY))
+    host = w.entitle()
+    plug = w.entitle(product="PLUG", parent=host.session_id)
+    w.advance(to=T0 + 12 * HOUR)
+    w.heartbeat(plug)
+    w.advance(to=T0 + DAY)
+    assert (host.end_reason, plug.end_reason) == (EndReason.LEASE_EXPIRED, EndReason.HOST_ENDED)
+    assert [e.kind for e in w.entries()] == [EntryKind.PURCHASE, EntryKind.HOLD, EntryKind.CAPTURE]
+
+
 # -- A6, R2 ---------------------------------------------------------------------------------------
 
 
