@@ -56,6 +56,7 @@ SESSION_TIMERS = (
 # L3 (``Alerts.tokens_exhausted``): (team_id, user_id, product_id, now, changes).
 TokensExhausted = Callable[[str, str, str, datetime, Changes], None]
 _LIGHT = (Session, Device)  # what a plain heartbeat touches
+_INSTANT = timedelta(microseconds=1)  # the store's resolution: [start, now] is [start, now + 1 µs)
 ENDED_KEPT = timedelta(days=2)  # ended sessions stay in memory this long (M11, M12)
 FORGET_EVERY_SECONDS = 600.0
 # Objects per commit of a heartbeat batch. Commits go one at a time, so an Idle
@@ -454,7 +455,9 @@ class Sessions:
         if product_id:
             self.state.product(product_id)  # UNKNOWN_PRODUCT
         now = self._clock.now()
-        end = end or now
+        # No end: up to now, included (what happened at this instant, the capture of
+        # a grace that ended at an AdvanceClock's new instant, say, is reported).
+        end = end or now + _INSTANT
         start = start or EPOCH
         if end <= start:
             raise InvalidArgument.field("end_time", "must be after start_time")

@@ -122,3 +122,17 @@ def test_r1_filters_must_name_a_known_user_and_product(desk: Desk) -> None:
     assert err.reason == "UNKNOWN_PRODUCT"
     err = desk.refused(None, "GetUsageReport", {**WHOLE, "user_id": "u" * 300}, IA)
     assert "user_id" in err.field_violations
+
+
+def test_r1_a_report_without_an_end_includes_what_happened_now(desk: Desk) -> None:
+    """R1 with §7: with no ``end_time`` the report runs up to now, included. Ann's
+    AutoCAD grace ends exactly at the instant AdvanceClock lands on; its capture is
+    in the report, as it is in the ledger and in the pack's consumed tokens."""
+    ann = desk.user("alpha", "ann")
+    desk.to(at())
+    desk.entitle(ann, "ACAD")
+    desk.to(at(m=5))  # the grace's end: captured at the new instant
+    report = desk.a("GetUsageReport", {"team_id": "alpha"})
+    assert num(report, "total_tokens_charged") == 10
+    assert num(report["packs"][0], "consumed_tokens") == 10
+    assert [(r["date"], num(r, "tokens_charged")) for r in report["rows"]] == [("2026-01-01", 10)]

@@ -462,7 +462,8 @@ class AdminServiceServicer:
     def GetUsageReport(self, request, context):
         """Tokens charged, sessions and active time per day (UTC), user and product
         for a team over [`start_time`, `end_time`), with totals and every pack's
-        state (RULES R1).
+        state (RULES R1). Without `start_time`, from the beginning; without
+        `end_time`, up to now, included.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

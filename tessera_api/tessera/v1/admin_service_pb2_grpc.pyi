@@ -140,7 +140,8 @@ class AdminServiceStub:
     GetUsageReport: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetUsageReportRequest, _admin_service_pb2.GetUsageReportResponse]
     """Tokens charged, sessions and active time per day (UTC), user and product
     for a team over [`start_time`, `end_time`), with totals and every pack's
-    state (RULES R1).
+    state (RULES R1). Without `start_time`, from the beginning; without
+    `end_time`, up to now, included.
     """
     CreateAdminKey: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.CreateAdminKeyRequest, _admin_service_pb2.CreateAdminKeyResponse]
     """Creates a team administrator's key for the teams it names (RULES AD1).
@@ -281,7 +282,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     GetUsageReport: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetUsageReportRequest, _admin_service_pb2.GetUsageReportResponse]  # type: ignore[assignment]
     """Tokens charged, sessions and active time per day (UTC), user and product
     for a team over [`start_time`, `end_time`), with totals and every pack's
-    state (RULES R1).
+    state (RULES R1). Without `start_time`, from the beginning; without
+    `end_time`, up to now, included.
     """
     CreateAdminKey: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.CreateAdminKeyRequest, _admin_service_pb2.CreateAdminKeyResponse]  # type: ignore[assignment]
     """Creates a team administrator's key for the teams it names (RULES AD1).
@@ -599,7 +601,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_service_pb2.GetUsageReportResponse, _abc.Awaitable[_admin_service_pb2.GetUsageReportResponse]]:
         """Tokens charged, sessions and active time per day (UTC), user and product
         for a team over [`start_time`, `end_time`), with totals and every pack's
-        state (RULES R1).
+        state (RULES R1). Without `start_time`, from the beginning; without
+        `end_time`, up to now, included.
         """
 
     @_abc_1.abstractmethod
