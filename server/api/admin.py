@@ -61,6 +61,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         self, request: Any, kind: str, items: Sequence[_T], key: Callable[[_T], str]
     ) -> tuple[list[_T], str]:
         """A page of a list sorted by ``key`` (AIP-158), as ListSessions pages."""
+        kind = paging.of_query(kind, request)
         return paging.paginate(
             items, key, kind, request.page_size, request.page_token, self.e.max_page_size
         )
@@ -142,7 +143,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     async def ListLedgerEntries(self, request: api.ListLedgerEntriesRequest, context: Ctx) -> Any:
         size = paging.page_size(request.page_size, limit=self.e.max_page_size)
         newest_first = paging.time_order(request.order_by)
-        kind = "ledger-desc" if newest_first else "ledger"  # a token keeps its order
+        kind = paging.of_query("ledger", request)  # a token keeps its order and pack
         since = paging.decode_seq(request.page_token, kind) or 0
         entries = await self.e.accounts.ledger_page(
             request.team_id, since, size + 1, request.pack_id, newest_first=newest_first
@@ -279,14 +280,15 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         """RULES AD4: within the caller's teams (the operator: every user)."""
         visible = current_caller.get().team_ids
         size = paging.page_size(request.page_size, limit=self.e.max_page_size)
-        after = paging.decode(request.page_token, "users") or ""
+        kind = paging.of_query("users", request)
+        after = paging.decode(request.page_token, kind) or ""
         users, more = self.e.access.search_users(
             request.query, request.team_id, visible, after, size
         )
         team_ids = self.e.access.user_teams
         return api.SearchUsersResponse(
             users=[cv.user_summary_out(u, team_ids(u.user_id, visible)) for u in users],
-            next_page_token=paging.encode("users", users[-1].user_id) if more else "",
+            next_page_token=paging.encode(kind, users[-1].user_id) if more else "",
         )
 
     # -- subscriptions and trials (RULES C1, C2, AD3) ------------------------------
@@ -332,7 +334,8 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
 
     async def ListSessions(self, request: api.ListSessionsRequest, context: Ctx) -> Any:
         limit = paging.page_size(request.page_size, limit=self.e.max_page_size)
-        after = paging.decode(request.page_token, "sessions")
+        kind = paging.of_query("sessions", request)
+        after = paging.decode(request.page_token, kind)
         views, last = self.e.sessions.list_sessions(
             request.team_id,
             request.user_id,
@@ -343,7 +346,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         )
         return api.ListSessionsResponse(
             sessions=[cv.session_out(v) for v in views],
-            next_page_token=paging.encode("sessions", last) if last else "",
+            next_page_token=paging.encode(kind, last) if last else "",
         )
 
     async def EndSession(self, request: api.EndSessionRequest, context: Ctx) -> Any:
@@ -390,11 +393,12 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         if request.team_id:
             self.e.accounts.team(request.team_id)  # UNKNOWN_TEAM
         size = paging.page_size(request.page_size, limit=self.e.max_page_size)
-        before = paging.decode_seq(request.page_token, "audit") or 0  # newest first
+        kind = paging.of_query("audit", request)
+        before = paging.decode_seq(request.page_token, kind) or 0  # newest first
         events = await self.e.audit.page(request.team_id, before, size + 1)
         more = len(events) > size
         events = events[:size]
-        token = paging.encode("audit", str(events[-1].seq)) if more and events else ""
+        token = paging.encode(kind, str(events[-1].seq)) if more and events else ""
         return api.ListAuditEventsResponse(
             events=[cv.audit_event_out(x) for x in events], next_page_token=token
         )

@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import TypeVar
+
+from google.protobuf.message import Message
 
 from server.domain.errors import InvalidArgument
 
@@ -28,6 +31,18 @@ def page_size(value: int, field: str = "page_size", limit: int = MAX_PAGE_SIZE) 
     return min(value, limit)
 
 
+def of_query(kind: str, request: Message) -> str:
+    """``kind`` bound to the request's other fields than its page's (AIP-158: a token
+    goes with the query that gave it): a digest of them, so that a token given for
+    one team's list, say, is refused with another's instead of skipping its items."""
+    query = type(request)()
+    query.CopyFrom(request)
+    query.ClearField("page_token")
+    query.ClearField("page_size")
+    digest = hashlib.blake2b(query.SerializeToString(deterministic=True), digest_size=6)
+    return f"{kind}.{digest.hexdigest()}"
+
+
 def encode(kind: str, position: str) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode().rstrip("=")
 
@@ -42,6 +57,12 @@ def decode(token: str, kind: str, field: str = "page_token") -> str | None:
         raise InvalidArgument.field(field, "is not a page token this server gave out") from exc
     prefix, sep, position = raw.partition(":")
     if prefix != kind or not sep:
+        if sep and prefix.partition(".")[0] == kind.partition(".")[0]:
+            raise InvalidArgument.field(
+                field,
+                "was given for another query: send it with the same fields as the call "
+                "that returned it (only page_size may change)",
+            )
         raise InvalidArgument.field(field, "is not a page token this server gave out")
     return position
 
