@@ -64,9 +64,6 @@ class EngineLookup:
         invitation = self._engine.directory.invitation_for_token(invitation_token)
         return invitation.team_id if invitation is not None else ""
 
-    def user_known(self, user_id: str) -> bool:
-        return self._engine.directory.find_user(user_id) is not None
-
 
 def check(
     method: str, rule: Rule | None, request: Any, caller: Caller, look: EngineLookup
@@ -99,20 +96,17 @@ def check(
             "team_id", "is required with a team administrator's key: name one of its teams"
         )
     if rule.any_team:
-        if not teams:
-            user_id = str(request.user_id)
-            if look.user_known(user_id):  # a user in no team: none of its teams
-                raise NotTeamAdmin(method, "", user_id)
-        elif managed.isdisjoint(teams):
-            raise NotTeamAdmin(method, teams[0], str(request.user_id))
+        user_id = str(request.user_id)
+        # A user in none of the key's teams, known or not, is none of its business
+        # (whether they exist, and where, is told to the operator only); a call that
+        # names no user is answered as it is for the operator (INVALID_ARGUMENT).
+        if user_id and managed.isdisjoint(teams):
+            raise NotTeamAdmin(method, "", user_id)
         touched = rule.touches(request, look)
         for team_id in touched:  # a session of another team it would end
             if team_id not in managed:
                 raise NotTeamAdmin(
-                    method,
-                    team_id,
-                    str(request.user_id),
-                    device_id=str(getattr(request, "device_id", "")),
+                    method, team_id, user_id, device_id=str(getattr(request, "device_id", ""))
                 )
         # The audit event names the first two: those it changed, else the caller's.
         return _unique(*touched, *(t for t in teams if t in managed), *teams)

@@ -177,17 +177,19 @@ class NotAssigned(DomainError):
 
 
 class NotTeamAdmin(DomainError):
-    """AD1: a team administrator's call names a team its key does not manage."""
+    """AD1: a team administrator's call names a team its key does not manage. A call
+    about a user (their devices) names no team: the refusal names none either, so
+    that a key learns nothing of the user's teams it does not manage (AD1, AD4:
+    within the teams it may see)."""
 
     reason = "NOT_TEAM_ADMIN"
 
     def __init__(self, method: str, team_id: str, user_id: str = "", device_id: str = "") -> None:
         if device_id:  # the key manages one of the user's teams, not the session's
             super().__init__(
-                f"{method}: device {device_id!r} of user {user_id!r} runs a session of team "
-                f"{team_id!r}, which this admin key does not manage: ending it is that team's",
+                f"{method}: device {device_id!r} of user {user_id!r} runs a session of a "
+                "team this admin key does not manage: ending it is that team's",
                 method=method,
-                team_id=team_id,
                 user_id=user_id,
                 device_id=device_id,
             )
@@ -196,7 +198,6 @@ class NotTeamAdmin(DomainError):
             super().__init__(
                 f"{method}: this admin key manages none of user {user_id!r}'s teams",
                 method=method,
-                team_id=team_id,
                 user_id=user_id,
             )
             return
