@@ -87,6 +87,9 @@ class TokenPack:
     consumed: int = 0
     expired_tokens: int = 0
     expired: bool = False
+    # T1: the team that bought it. A retry of its purchase is that team's wherever
+    # the pack has moved since (T5); "" in rows stored before it was kept.
+    bought_by: str = ""
 
     @property
     def state(self) -> PackState:
@@ -403,13 +406,14 @@ class Ledger:
         retry must never buy twice): repeated with the same team and tokens it
         returns the first purchase's pack; with another team or number of tokens
         it is ``AlreadyExists`` and buys nothing. (The team compared is the one
-        that holds the pack now: once moved (T5), a retry from the buyer is
-        refused rather than answered with a pack it no longer holds.) Returns
-        (pack, created)."""
+        that bought the pack: once moved (T5), a retry from the buyer still returns
+        it, now another team's, and is never told to buy again under a new id.)
+        Returns (pack, created)."""
         check_request_id(request_id, required=True)
         if request_id in self._by_request:
             pack = self.packs[self._by_request[request_id]]
-            if pack.team_id != team_id:  # another team's: its purchase is none of this one's
+            buyer = pack.bought_by or pack.team_id
+            if buyer != team_id:  # another team's: its purchase is none of this one's
                 raise AlreadyExists(
                     f"request_id {request_id!r} was already used for another purchase: "
                     "give this one a request_id of its own",
@@ -418,7 +422,7 @@ class Ledger:
             if pack.tokens != tokens:
                 raise AlreadyExists(
                     f"request_id {request_id!r} was already used for a purchase of "
-                    f"{pack.tokens} tokens by team {pack.team_id!r}",
+                    f"{pack.tokens} tokens by team {buyer!r}",
                     request_id=request_id,
                     pack_id=pack.pack_id,
                 )
@@ -436,6 +440,7 @@ class Ledger:
             expire_time=add_one_year(now),
             request_id=request_id,
             remaining=tokens,
+            bought_by=team_id,
         )
         self._index(pack)  # counts the new tokens into the team's balance
         self._entry(changes, now, EntryKind.PURCHASE, pack, tokens, tokens, 0)

@@ -253,4 +253,12 @@ MIGRATIONS: list[str] = [
         recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()
     );
     """,
+    # 7: the team that bought each pack, as SQLite's migration 11
+    """
+    ALTER TABLE packs ADD COLUMN bought_by TEXT NOT NULL DEFAULT '';
+    UPDATE packs SET bought_by = COALESCE(
+        (SELECT l.team_id FROM ledger l WHERE l.pack_id = packs.pack_id AND l.kind = 'PURCHASE'),
+        team_id
+    );
+    """,
 ]

@@ -288,4 +288,13 @@ MIGRATIONS: list[str] = [
     DROP TABLE devices;
     ALTER TABLE devices_new RENAME TO devices;
     """,
+    # 11: the team that bought each pack (T1: a retry of a purchase is its buyer's
+    # wherever the pack has moved, T5), from the pack's PURCHASE entry
+    """
+    ALTER TABLE packs ADD COLUMN bought_by TEXT NOT NULL DEFAULT '';
+    UPDATE packs SET bought_by = COALESCE(
+        (SELECT l.team_id FROM ledger l WHERE l.pack_id = packs.pack_id AND l.kind = 'PURCHASE'),
+        team_id
+    );
+    """,
 ]

@@ -584,6 +584,29 @@ def test_t1_purchase_is_idempotent_by_request_id(admin: Grpcurl) -> None:
     assert tokens_of(team(admin, "acme"), "available_tokens") == 200
 
 
+def test_t1_t5_a_retried_purchase_of_a_moved_pack_returns_it_and_buys_nothing(
+    admin: Grpcurl,
+) -> None:
+    """T1 with T5: acme's purchase po-1 moved to beta since; acme retrying po-1 (its
+    answer lost, say) gets the same pack, now beta's, and no second purchase;
+    beta sending po-1 is another purchase's id (ALREADY_EXISTS), never that pack."""
+    create_team(admin, "acme")
+    create_team(admin, "beta")
+    first = purchase(admin, "acme", 100, "po-1")
+    admin(A + "MoveTokenPack", {"pack_id": first["pack_id"], "toTeamId": "beta"})
+    again = purchase(admin, "acme", 100, "po-1")
+    assert (again["pack_id"], again["team_id"]) == (first["pack_id"], "beta")
+    refused(
+        admin,
+        A + "PurchaseTokens",
+        {"teamId": "beta", "tokens": 100, "requestId": "po-1"},
+        grpc.StatusCode.ALREADY_EXISTS,
+    )
+    assert tokens_of(team(admin, "acme"), "available_tokens") == 0
+    assert tokens_of(team(admin, "beta"), "available_tokens") == 100
+    assert [e["kind"] for e in ledger(admin, "acme")].count("LEDGER_ENTRY_KIND_PURCHASE") == 1
+
+
 def test_t2_list_packs_and_balance_per_team(admin: Grpcurl) -> None:
     create_team(admin, "acme")
     create_team(admin, "beta")

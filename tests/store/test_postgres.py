@@ -513,7 +513,7 @@ async def test_pg_an_error_in_the_fence_fails_waiters_with_store_failed(pg_url: 
 async def test_pg_migrations_apply_once_and_are_recorded(pg_url: str) -> None:
     store = await PostgresStore.open(pg_url)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 6
+        assert await store.schema_version() == len(MIGRATIONS) == 7
         await store.commit([MetaValue("marker", "kept")])
     finally:
         await store.close()
@@ -546,10 +546,11 @@ async def test_m7_pg_migration_5_derives_each_lease_start_from_the_stored_lease_
     # Back to a database at migration 4, as a release before 5 left it.
     await _sql(pg_url, "ALTER TABLE sessions DROP COLUMN lease_start")
     await _sql(pg_url, "DROP TABLE tessera_secrets")
+    await _sql(pg_url, "ALTER TABLE packs DROP COLUMN bought_by")
     await _sql(pg_url, "DELETE FROM schema_version WHERE version >= 5")
     store = await PostgresStore.open(pg_url)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 6
+        assert await store.schema_version() == len(MIGRATIONS) == 7
         loaded = {s.session_id: s for s in (await store.load()).of(Session)}
     finally:
         await store.close()

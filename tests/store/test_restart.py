@@ -627,11 +627,12 @@ async def test_store_migration_8_keeps_live_sessions_out_of_sessions_end(tmp_pat
         conn.execute("DROP INDEX sessions_end")
         conn.execute("CREATE INDEX sessions_end ON sessions (end_time)")
         conn.execute("ALTER TABLE sessions DROP COLUMN lease_start")  # migration 9's
+        conn.execute("ALTER TABLE packs DROP COLUMN bought_by")  # migration 11's
         conn.execute("PRAGMA user_version = 7")
     conn.close()
     store = await Store.open(db)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 10
+        assert await store.schema_version() == len(MIGRATIONS) == 11
         index = await store.query("SELECT sql FROM sqlite_master WHERE name = 'sessions_end'")
         plan = await store.query(
             "EXPLAIN QUERY PLAN SELECT MAX(end_time) FROM sessions WHERE end_time IS NOT NULL"
@@ -654,11 +655,12 @@ async def test_m7_store_migration_9_derives_each_lease_start_from_the_stored_lea
     _, ended = await _store_live_and_ended(db, BEGAN + timedelta(hours=3, microseconds=7))
     with sqlite3.connect(db) as conn:  # back to what release 8 left
         conn.execute("ALTER TABLE sessions DROP COLUMN lease_start")
+        conn.execute("ALTER TABLE packs DROP COLUMN bought_by")  # migration 11's
         conn.execute("PRAGMA user_version = 8")
     conn.close()
     store = await Store.open(db)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 10
+        assert await store.schema_version() == len(MIGRATIONS) == 11
         loaded = {s.session_id: s for s in (await store.load()).of(Session)}
     finally:
         await store.close()
@@ -695,6 +697,7 @@ async def test_store_migration_10_keeps_holds_meters_and_devices_in_their_key_bt
             conn.execute(sql[0].replace(") WITHOUT ROWID", ")"))
             conn.execute(f"INSERT INTO {name} SELECT * FROM old_{name}")  # noqa: S608 - our names
             conn.execute(f"DROP TABLE old_{name}")
+        conn.execute("ALTER TABLE packs DROP COLUMN bought_by")  # migration 11's
         conn.execute("PRAGMA user_version = 9")
         autoindexes = conn.execute(
             "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'sqlite_autoindex_%'"
@@ -704,7 +707,7 @@ async def test_store_migration_10_keeps_holds_meters_and_devices_in_their_key_bt
     assert autoindexes == 3  # the release-9 shape: a key index beside each table
     store = await Store.open(db)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 10
+        assert await store.schema_version() == len(MIGRATIONS) == 11
         shapes = await store.query(
             "SELECT name, sql FROM sqlite_master WHERE tbl_name IN ('holds', 'meters', 'devices')"
         )
@@ -720,6 +723,35 @@ async def test_store_migration_10_keeps_holds_meters_and_devices_in_their_key_bt
 
     assert rows(snapshot.of(Meter)) == rows([meter, charged])
     assert rows(snapshot.of(Device)) == rows(devices)
+
+
+async def test_t1_store_migration_11_names_each_packs_buyer_from_its_purchase(
+    tmp_path: Path,
+) -> None:
+    """A database of release 10 kept no buyer: migration 11 takes it from the pack's
+    PURCHASE entry (pk_1, bought by acme, moved to beta since, T5), else the team
+    holding it (pk_2, whose entries a test left out)."""
+    db = tmp_path / "s.db"
+    moved = TokenPack("pk_1", "beta", 10, BEGAN, BEGAN + timedelta(days=365), "po-1", 10)
+    kept = TokenPack("pk_2", "beta", 5, BEGAN, BEGAN + timedelta(days=365), "po-2", 5)
+    bought = LedgerEntry(1, BEGAN, EntryKind.PURCHASE, "acme", "pk_1", 10, 10, 0, Cause())
+    moved_out = LedgerEntry(2, BEGAN, EntryKind.MOVE_OUT, "acme", "pk_1", 10, -10, 0, Cause())
+    store = await Store.open(db)
+    try:
+        await store.commit([moved, kept, bought, moved_out])
+    finally:
+        await store.close()
+    with sqlite3.connect(db) as conn:  # back to what release 10 left
+        conn.execute("ALTER TABLE packs DROP COLUMN bought_by")
+        conn.execute("PRAGMA user_version = 10")
+    conn.close()
+    store = await Store.open(db)
+    try:
+        assert await store.schema_version() == len(MIGRATIONS) == 11
+        loaded = {p.pack_id: p.bought_by for p in (await store.load()).of(TokenPack)}
+    finally:
+        await store.close()
+    assert loaded == {"pk_1": "acme", "pk_2": "beta"}
 
 
 async def test_store_commit_then_load_round_trips_every_object(tmp_path: Path) -> None:
@@ -745,6 +777,7 @@ async def test_store_commit_then_load_round_trips_every_object(tmp_path: Path) -
         consumed=25,
         expired_tokens=5,
         expired=False,
+        bought_by="beta",
     )
     expired = TokenPack(
         "pk_2",
