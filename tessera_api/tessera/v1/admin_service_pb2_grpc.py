@@ -393,8 +393,9 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def IssueUserKey(self, request, context):
-        """Issues a new key for an active user; the old key stops working at once.
-        The key is shown once and only its hash is kept.
+        """Issues a new key for a known user (a member, or only invited: accepting
+        later keeps this key, RULES A2); the old key stops working at once. The
+        key is shown once and only its hash is kept.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -104,8 +104,9 @@ class AdminServiceStub:
     AcceptInvitation: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.AcceptInvitationRequest, _admin_service_pb2.AcceptInvitationResponse]
     """Needs no credential: the invitation token is the credential."""
     IssueUserKey: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.IssueUserKeyRequest, _admin_service_pb2.IssueUserKeyResponse]
-    """Issues a new key for an active user; the old key stops working at once.
-    The key is shown once and only its hash is kept.
+    """Issues a new key for a known user (a member, or only invited: accepting
+    later keeps this key, RULES A2); the old key stops working at once. The
+    key is shown once and only its hash is kept.
     """
     ListNotifications: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListNotificationsRequest, _admin_service_pb2.ListNotificationsResponse]
     """The outbox, oldest first, a page at a time."""
@@ -246,8 +247,9 @@ class AdminServiceAsyncStub(AdminServiceStub):
     AcceptInvitation: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.AcceptInvitationRequest, _admin_service_pb2.AcceptInvitationResponse]  # type: ignore[assignment]
     """Needs no credential: the invitation token is the credential."""
     IssueUserKey: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.IssueUserKeyRequest, _admin_service_pb2.IssueUserKeyResponse]  # type: ignore[assignment]
-    """Issues a new key for an active user; the old key stops working at once.
-    The key is shown once and only its hash is kept.
+    """Issues a new key for a known user (a member, or only invited: accepting
+    later keeps this key, RULES A2); the old key stops working at once. The
+    key is shown once and only its hash is kept.
     """
     ListNotifications: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListNotificationsRequest, _admin_service_pb2.ListNotificationsResponse]  # type: ignore[assignment]
     """The outbox, oldest first, a page at a time."""
@@ -517,8 +519,9 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.IssueUserKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.IssueUserKeyResponse, _abc.Awaitable[_admin_service_pb2.IssueUserKeyResponse]]:
-        """Issues a new key for an active user; the old key stops working at once.
-        The key is shown once and only its hash is kept.
+        """Issues a new key for a known user (a member, or only invited: accepting
+        later keeps this key, RULES A2); the old key stops working at once. The
+        key is shown once and only its hash is kept.
         """
 
     @_abc_1.abstractmethod
