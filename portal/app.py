@@ -63,6 +63,7 @@ ROUTES = [
     Route(TEAM + "/member", team_pages.member),
     Route(TEAM + "/member/products", team_pages.member_products, methods=["POST"]),
     Route(TEAM + "/member/guest", team_pages.member_guest, methods=["POST"]),
+    Route(TEAM + "/member/key", team_pages.confirm_issue_key, methods=["GET"]),
     Route(TEAM + "/member/key", team_pages.issue_key, methods=["POST"]),
     Route(TEAM + "/member/remove", team_pages.remove_member, methods=["POST"]),
     Route(TEAM + "/member/resend", team_pages.resend, methods=["POST"]),

@@ -6,21 +6,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
 from client_sdk.errors import TesseraError
 from portal import present
 from portal.pages import (
+    REASONS,
     again,
     change,
     confirmation,
     main_part,
     maybe,
     named,
+    operator_only,
     passed_on,
     rate_sheet,
+    refused,
     violations,
 )
 from portal.web import Session, form, href, render, signed_in
@@ -36,6 +39,9 @@ PLATFORMS = (
 
 
 async def products(request: Request) -> Response:
+    """The rate sheet; ``?edit=ACAD`` (a row's "Change" link) opens the operator's form
+    filled with that product as it is, so a change keeps what it does not touch (an
+    upsert replaces the whole product). A form sent and refused shows what was typed."""
     session = signed_in(request)
     sheet, error, status = await main_part(rate_sheet(session))
     context: dict[str, Any] = {
@@ -45,7 +51,36 @@ async def products(request: Request) -> Response:
         "platforms": PLATFORMS,
         "page": "rate_sheet",
     }
+    editing = request.query_params.get("edit", "")
+    if editing and sheet is not None and not getattr(request.state, "form", None):
+        found = next((p for p in sheet if p.product_id == editing), None)
+        if found is None:
+            context["form_error"] = REASONS["UNKNOWN_PRODUCT"]
+            status = 404
+        else:
+            context["form"] = _filled(found)
+            context["editing"] = found
     return render(request, "rate_sheet.html", context, session=session, status=status)
+
+
+def _filled(product: common_pb2.Product) -> FormData:
+    """The product form as the operator would have filled it for ``product``."""
+    fields: list[tuple[str, str | UploadFile]] = [
+        ("product_id", product.product_id),
+        ("display_name", product.display_name),
+        ("daily_rate", str(product.daily_rate)),
+        ("kind", "plugin" if product.kind == common_pb2.PRODUCT_KIND_PLUGIN else "product"),
+        ("host_product_id", product.host_product_id),
+        ("min_linux_version", str(product.min_linux_version) if product.min_linux_version else ""),
+    ]
+    fields += [("platforms", common_pb2.Platform.Name(p)) for p in product.platforms]
+    if product.idle_aware:
+        fields.append(("idle_aware", "on"))
+    return FormData(fields)
+
+
+#: A blank "Tokens a day" is refused: a free product says 0 (RULES P1), never by omission.
+RATE_REQUIRED = "Required: enter the tokens a day (0 for a free product)."
 
 
 def _product(data: FormData) -> tuple[common_pb2.Product, dict[str, str]]:
@@ -53,9 +88,13 @@ def _product(data: FormData) -> tuple[common_pb2.Product, dict[str, str]]:
     under its field's name (the rest is for the server to refuse by name)."""
     errors: dict[str, str] = {}
 
-    def whole(name: str, limits: tuple[int, int]) -> int:
+    def whole(name: str, limits: tuple[int, int], required: str = "") -> int:
+        typed = str(data.get(name, ""))
+        if required and not typed.strip():
+            errors[name] = required
+            return 0
         try:
-            return present.whole(str(data.get(name, "")), limits, empty=0)
+            return present.whole(typed, limits, empty=0)
         except ValueError as exc:
             errors[name] = str(exc)
             return 0
@@ -64,7 +103,7 @@ def _product(data: FormData) -> tuple[common_pb2.Product, dict[str, str]]:
     product = common_pb2.Product(
         product_id=str(data.get("product_id", "")).strip(),
         display_name=str(data.get("display_name", "")).strip(),
-        daily_rate=whole("daily_rate", present.INT64),
+        daily_rate=whole("daily_rate", present.INT64, RATE_REQUIRED),
         kind=common_pb2.PRODUCT_KIND_PLUGIN if plugin else common_pb2.PRODUCT_KIND_PRODUCT,
         host_product_id=str(data.get("host_product_id", "")).strip() if plugin else "",
         idle_aware=data.get("idle_aware") == "on",
@@ -128,6 +167,8 @@ create_key = form(_create_key)
 async def confirm_revoke(request: Request) -> Response:
     session = signed_in(request)
     key_id = named(request, "key")
+    if not session.operator:  # its form would be refused: nothing is asked
+        return refused(request, session, operator_only())
     context = confirmation(
         f"Revoke admin key {key_id}?",
         "It stops working at once: whoever holds it is signed out of the portal.",

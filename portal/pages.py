@@ -75,7 +75,20 @@ def in_words(error: TesseraError) -> str:
     said = error.message.strip()
     if not said:
         return "The server refused this."
-    return said[:1].upper() + said[1:] + ("" if said.endswith((".", "!", "?")) else ".")
+    return _sentence(said)
+
+
+#: A first word that is a plain word (``team 'x' already exists``), not an identifier
+#: (``zoe@example.com is already...``, ``ACAD is...``, ``'gone' is not...``).
+PLAIN_WORD = re.compile(r"[a-z]+(?=[ ,:;]|$)")
+
+
+def _sentence(said: str) -> str:
+    """The server's message as a sentence: its first word capitalised only when it is a
+    plain word (an id or an email is kept as the server spelt it), and a full stop."""
+    if PLAIN_WORD.match(said):
+        said = said[:1].upper() + said[1:]
+    return said + ("" if said.endswith((".", "!", "?")) else ".")
 
 
 def passed_on(error: TesseraError) -> None:
@@ -109,9 +122,20 @@ def violations(
     for name, message in error.field_violations.items():
         base = name.split("[", 1)[0].rsplit(".", 1)[-1]
         if (entry := _entry(name, entries)) is not None:
-            message = f"\u201c{entry}\u201d {message}"
+            message = _quoted(entry, message)
         shown[base] = f"{shown[base]} {message}" if base in shown else message
     return shown
+
+
+def _quoted(entry: str, message: str) -> str:
+    """``message`` about ``entry`` with the entry quoted once, first: the server's own
+    quote of it (``'bogus line' is neither...``) becomes the portal's, and a message
+    that already names it elsewhere is left as it is."""
+    if message.startswith(repr(entry)):
+        return f"\u201c{entry}\u201d{message[len(repr(entry)) :]}"
+    if repr(entry) in message:
+        return message
+    return f"\u201c{entry}\u201d {message}"
 
 
 def _entry(name: str, entries: Mapping[str, Sequence[str]] | None) -> str | None:
@@ -283,6 +307,23 @@ def confirmation(
         "back": back,
         "page": page,
     }
+
+
+def operator_only() -> PermissionDenied:
+    """The server's refusal of a team administrator (OPERATOR_ONLY), for a page that is
+    the operator's alone (a confirmation of an operator's form): said before anything is
+    asked, as the form would be refused."""
+    return PermissionDenied(
+        "only the operator can do this",
+        code=grpc.StatusCode.PERMISSION_DENIED,
+        reason="OPERATOR_ONLY",
+    )
+
+
+def refused(request: Request, session: Session, exc: TesseraError) -> Response:
+    """The usual page of a refusal: its words, under the status of its code."""
+    context = {"title": "Refused", "message": in_words(exc)}
+    return render(request, "error.html", context, session=session, status=status_of(exc))
 
 
 async def _team_context(session: Session, team_id: str) -> dict[str, Any]:

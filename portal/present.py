@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -212,3 +212,169 @@ def field_word(message: object, name: str) -> str:
         return ""
     prefix = "".join("_" + c if c.isupper() else c.upper() for c in enum.name).lstrip("_") + "_"
     return word(value.name, prefix)
+
+
+#: The ledger's kinds in an administrator's words, each with what it means (RULES T6; a
+#: hold, its charge and its return are M2 and M3's).
+LEDGER_KINDS = {
+    "LEDGER_ENTRY_KIND_PURCHASE": ("bought", "tokens bought: a new pack"),
+    "LEDGER_ENTRY_KIND_HOLD": (
+        "held",
+        "a day's rate set aside when a product starts being used: charged after 5 minutes "
+        "of use, else given back",
+    ),
+    "LEDGER_ENTRY_KIND_CAPTURE": (
+        "charged",
+        "tokens set aside, now charged: the product was used for 5 minutes, which pays "
+        "for 24 hours of it",
+    ),
+    "LEDGER_ENTRY_KIND_HOLD_RELEASE": (
+        "hold returned",
+        "tokens set aside, given back uncharged: for example, the product stopped or went "
+        "idle before 5 minutes of use",
+    ),
+    "LEDGER_ENTRY_KIND_EXPIRY": ("expired", "tokens unused when their pack expired"),
+    "LEDGER_ENTRY_KIND_MOVE_OUT": ("moved out", "the pack moved to another team"),
+    "LEDGER_ENTRY_KIND_MOVE_IN": ("moved in", "the pack moved here from another team"),
+}
+
+
+def ledger_kind(entry: common_pb2.LedgerEntry) -> tuple[str, str]:
+    """A ledger entry's kind in words, and what it means (for its hover and legend)."""
+    name = common_pb2.LedgerEntryKind.Name(entry.kind) if entry.kind else ""
+    return LEDGER_KINDS.get(name, (word(name, "LEDGER_ENTRY_KIND_"), ""))
+
+
+#: What an audit event's AdminService method did, in an administrator's words.
+AUDIT_ACTIONS = {
+    "AdvanceClock": "Moved the test clock",
+    "CreateTeam": "Created the team",
+    "UpdateTeamSettings": "Changed team settings",
+    "PurchaseTokens": "Bought tokens",
+    "MoveTokenPack": "Moved a token pack",
+    "UpsertProduct": "Added or changed a product",
+    "AssignUsers": "Assigned users",
+    "ImportUsers": "Imported users",
+    "UnassignUser": "Removed a member from the team",
+    "SetUserProducts": "Changed a member's products",
+    "SetDefaultAssignments": "Changed the default assignments",
+    "ResendInvitation": "Sent an invitation again",
+    "AcceptInvitation": "Accepted an invitation",
+    "IssueUserKey": "Issued a user key",
+    "GrantSubscription": "Granted a subscription",
+    "StartTrial": "Started a trial",
+    "EndSubscription": "Ended a subscription",
+    "RemoveDevice": "Removed a device",
+    "EndSession": "Ended a session",
+    "CreateAdminKey": "Made an admin key",
+    "RevokeAdminKey": "Revoked an admin key",
+}
+
+
+def audit_action(method: str) -> str:
+    """``method`` in words (``AUDIT_ACTIONS``); one the portal does not know yet in
+    words of its name (``PauseTeam``: "Pause team")."""
+    if method in AUDIT_ACTIONS:
+        return AUDIT_ACTIONS[method]
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", method).strip().lower()
+    return spaced[:1].upper() + spaced[1:] if spaced else "Made a change"
+
+
+Request = Mapping[str, object]
+
+
+def audit_details(method: str, request: Request, names: Mapping[str, str]) -> str:
+    """What an audit event's request changed, short and in words (``low-balance alert:
+    1,000 tokens``), from the request the event carries as JSON (proto field names, an
+    int64 as a string); empty when there is nothing to add to what and whom."""
+    describe = _DETAILS.get(method)
+    if describe is None or not request:
+        return ""
+    try:
+        return "; ".join(part for part in describe(request, names) if part)
+    except (TypeError, ValueError):  # a request of another shape (another version)
+        return ""
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError(value)
+    return int(value) if not isinstance(value, str) else int(value.strip())
+
+
+def _ids(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def names_of(product_id: object, names: Mapping[str, str]) -> str:
+    """A product's display name (its id when the rate sheet has none)."""
+    text = str(product_id or "")
+    return names.get(text, text)
+
+
+def _products(request: Request, names: Mapping[str, str]) -> str:
+    if request.get("all_products"):
+        return "all products"
+    return "products: " + products_text(_ids(request.get("product_ids")), names)
+
+
+def _team_settings(request: Request, names: Mapping[str, str]) -> list[str]:
+    parts = []
+    if "low_balance_threshold" in request:
+        tokens = _count(request["low_balance_threshold"])
+        parts.append(
+            f"low-balance alert: {number(tokens)} tokens" if tokens else "low-balance alert: off"
+        )
+    if request.get("plan"):
+        parts.append(f"plan: {word(str(request['plan']), 'PLAN_')}")
+    if "guest_default_assignments" in request:
+        given = "yes" if request["guest_default_assignments"] else "no"
+        parts.append(f"guests get the default assignments: {given}")
+    if request.get("display_name"):
+        parts.append(f"name: {request['display_name']}")
+    return parts
+
+
+def _users(request: Request, names: Mapping[str, str]) -> list[str]:
+    count = len(_ids(request.get("users")))
+    guest = request.get("guest")
+    return [
+        f"{count} user{'' if count == 1 else 's'}",
+        _products(request, names),
+        "" if guest is None else ("as guests" if guest else "not as guests"),
+    ]
+
+
+def _product(request: Request, names: Mapping[str, str]) -> list[str]:
+    product = request.get("product")
+    if not isinstance(product, Mapping):
+        return []
+    rate = _count(product.get("daily_rate", 0))
+    return [str(product.get("display_name", "")), f"{number(rate)} tokens a day"]
+
+
+def _coverage(request: Request, names: Mapping[str, str]) -> list[str]:
+    until = str(request.get("end_time", ""))[:10]
+    return [names_of(request.get("product_id"), names), f"until {until}" if until else ""]
+
+
+_DETAILS: dict[str, Callable[[Request, Mapping[str, str]], list[str]]] = {
+    "CreateTeam": lambda r, n: [f"name: {r['display_name']}" if r.get("display_name") else ""],
+    "UpdateTeamSettings": _team_settings,
+    "PurchaseTokens": lambda r, n: [f"{number(_count(r.get('tokens', 0)))} tokens"],
+    "MoveTokenPack": lambda r, n: [f"to team {r['to_team_id']}" if r.get("to_team_id") else ""],
+    "UpsertProduct": _product,
+    "AssignUsers": _users,
+    "ImportUsers": _users,
+    "SetUserProducts": lambda r, n: [_products(r, n)],
+    "SetDefaultAssignments": lambda r, n: [
+        _products(r, n) if _ids(r.get("product_ids")) else "default assignments off"
+    ],
+    "GrantSubscription": _coverage,
+    "StartTrial": _coverage,
+    "RemoveDevice": lambda r, n: [
+        names_of(r.get("product_id"), n),
+        f"of {r['user_id']}" if r.get("user_id") else "",
+    ],
+    "CreateAdminKey": lambda r, n: [f"teams: {', '.join(_ids(r.get('team_ids'))) or 'none'}"],
+}

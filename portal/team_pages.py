@@ -9,6 +9,7 @@ change through ``change`` (``portal.pages``).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -16,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 from markupsafe import Markup
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -35,8 +37,10 @@ from portal.pages import (
     change,
     confirmation,
     in_words,
+    main_part,
     maybe,
     named,
+    operator_only,
     passed_on,
     product_names,
     rate_sheet,
@@ -61,6 +65,7 @@ async def overview(request: Request, session: Session, team_id: str) -> dict[str
         "packs": packs,
         "alerts": alerts or [],
         "alerts_error": alerts_error,
+        "names": await product_names(session) if alerts else {},
         "purchase_id": f"portal-{secrets.token_hex(12)}",
     }
 
@@ -287,15 +292,18 @@ def _filter_errors(exc: TesseraError) -> dict[str, str]:
 @team_page("usage.html")
 async def usage(request: Request, session: Session, team_id: str) -> dict[str, Any]:
     filters = await _filters(request, session, team_id)
+    now = await _now(session)
     try:
-        start, end = _range(request, await _now(session))
+        start, end = _range(request, now)
     except ValueError as exc:
-        today = (await _now(session)).date()
+        # The boxes keep what was typed (a box left empty: the day it stood for).
+        today = now.astimezone(UTC).date()
         return {
             **filters,
             "range_error": f"Dates: {exc}.",
-            "start": today,
-            "end": today,
+            "from_day": request.query_params.get("from")
+            or (today - timedelta(days=29)).isoformat(),
+            "to_day": request.query_params.get("to") or today.isoformat(),
             "usage": None,
             "status": 400,
         }
@@ -315,8 +323,8 @@ async def usage(request: Request, session: Session, team_id: str) -> dict[str, A
         return {
             **filters,
             "errors": errors,
-            "start": start,
-            "end": end,
+            "from_day": start.isoformat(),
+            "to_day": end.isoformat(),
             "usage": None,
             "status": status_of(exc),
         }
@@ -327,8 +335,8 @@ async def usage(request: Request, session: Session, team_id: str) -> dict[str, A
             query[name] = value
     return {
         **filters,
-        "start": start,
-        "end": end,
+        "from_day": start.isoformat(),
+        "to_day": end.isoformat(),
         "usage": shown,
         "chart": shown.chart(),
         "report": report,
@@ -368,19 +376,48 @@ async def usage_csv(request: Request) -> Response:
 
 
 async def _user_rows(session: Session, team_id: str, query: str, token: str) -> dict[str, Any]:
-    """The By User list: the team's members, or with a query the users found (AD4)."""
+    """The By User list: the team's members, or with a query the members found (AD4),
+    each read as a member (``_found_members``) so both show the same columns; a refused
+    search is said in its rows, under its status."""
     if query:
-        found, error = await maybe(
-            session.client.search_users(query, team_id=team_id, page_token=token)
+        found, error, status = await main_part(
+            _found_members(session.client, team_id, query, token)
         )
+        members, next_page = found or ([], "")
         return {
             "query": query,
-            "found": found.users if found else [],
-            "next_page": found.next_page_token if found else "",
+            "members": members,
+            "next_page": next_page,
             "search_error": error,
+            "status": status,
         }
     page = await session.client.list_members(team_id, page_token=token)
     return {"query": "", "members": page.members, "next_page": page.next_page_token}
+
+
+# Users a search shows a page: each is read as a member too (one GetMember each), so a
+# page as long as a list's (100) would make a hundred calls a keystroke.
+SEARCH_PAGE = 25
+
+
+async def _found_members(
+    client: AsyncAdminClient, team_id: str, query: str, token: str
+) -> tuple[list[common_pb2.Member], str]:
+    """A page of SearchUsers in the team, each user found as the team's member
+    (GetMember: their products and state, which a search's summary does not hold), and
+    the next page's token. One who left the team between the two calls is not shown."""
+    found = await client.search_users(
+        query, team_id=team_id, page_size=SEARCH_PAGE, page_token=token
+    )
+
+    async def member(user_id: str) -> common_pb2.Member | None:
+        try:
+            return await client.get_member(team_id, user_id)
+        except NotFound:
+            return None
+
+    members = await asyncio.gather(*(member(u.user_id) for u in found.users))
+    return [m for m in members if m is not None], found.next_page_token
 
 
 @team_page("users.html")
@@ -388,7 +425,7 @@ async def users(request: Request, session: Session, team_id: str) -> dict[str, A
     query = request.query_params.get("q", "").strip()
     context = await _user_rows(session, team_id, query, request.query_params.get("page", ""))
     context["products"] = await rate_sheet(session)
-    context["names"] = {p.product_id: p.display_name for p in context["products"]}
+    context["names"] = {p.product_id: p.display_name or p.product_id for p in context["products"]}
     return context
 
 
@@ -407,10 +444,10 @@ async def user_rows(request: Request) -> Response:
         context["names"] = await product_names(session)
     except TesseraError as exc:
         passed_on(exc)
-        context = {"query": query, "found": [], "search_error": in_words(exc)}
+        context = {"query": query, "members": [], "search_error": in_words(exc)}
         status = status_of(exc)
     else:
-        status = 200
+        status = context.pop("status", 200)
     context["team_id"] = team_id
     response = render(request, "_user_rows.html", context, session=session, status=status)
     response.headers[ROWS_HEADER] = "1"  # rows, also when refused: the script shows them
@@ -521,6 +558,32 @@ async def _member_guest(request: Request, session: Session, data: FormData) -> R
 
 
 member_guest = form(_member_guest)
+
+
+@team_page("confirm.html")
+async def confirm_issue_key(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+    """The confirmation of the operator's Issue a user key: a new key stops the member's
+    earlier one, and so the products running on it. A team administrator is refused
+    (OPERATOR_ONLY) as the form would be, and asked nothing."""
+    if not session.operator:
+        raise operator_only()
+    user_id = named(request, "user")
+    found = await session.client.get_member(team_id, user_id)
+    who = f"{found.display_name} ({user_id})" if found.display_name else user_id
+    return confirmation(
+        f"Issue a new user key for {who}?",
+        ISSUE_KEY,
+        (team_url(team_id, "/member/key", user=user_id), "Issue user key"),
+        team_url(team_id, "/member", user=user_id),
+        "users",
+    )
+
+
+ISSUE_KEY = (
+    "Any key they have now stops working at once: the products they are running stop at "
+    "their next heartbeat, and start again only with the new key. The new key is shown "
+    "once, on the next page, for you to hand over."
+)
 
 
 async def _issue_key(request: Request, session: Session, data: FormData) -> Response:
@@ -754,35 +817,61 @@ async def _live_here(client: AsyncAdminClient, team_id: str, session_id: str, us
     """Whether the session is one of the team's live ones. The sessions page's link
     names its user, so one page of that user's sessions answers; a link without one
     walks the team's."""
-    return await _any_live(client, team_id, user_id, lambda s: s.session_id == session_id)
+    return await _live_session(client, team_id, session_id, user_id) is not None
 
 
-async def _any_live(
+async def _live_session(
+    client: AsyncAdminClient, team_id: str, session_id: str, user_id: str
+) -> common_pb2.Session | None:
+    """The team's live session ``session_id`` (of ``user_id``, when given), or None."""
+    return await _first_live(client, team_id, user_id, lambda s: s.session_id == session_id)
+
+
+async def _first_live(
     client: AsyncAdminClient,
     team_id: str,
     user_id: str,
     match: Callable[[common_pb2.Session], bool],
-) -> bool:
-    """Whether one of the team's live sessions (of ``user_id``, when given) matches,
-    read a page at a time until one does."""
+) -> common_pb2.Session | None:
+    """The first of the team's live sessions (of ``user_id``, when given) that matches,
+    read a page at a time until one does; None when none does."""
     token = ""
     while True:
         page = await client.list_sessions(
             team_id, user_id=user_id, page_size=1000, page_token=token
         )
-        if any(match(s) for s in page.sessions):
-            return True
+        found = next((s for s in page.sessions if match(s)), None)
+        if found is not None:
+            return found
         token = page.next_page_token
         if not token:
-            return False
+            return None
 
 
 @team_page("confirm.html")
 async def _confirm_end(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+    """Whose session it is, of which product, on which device: the administrator ends
+    the one they mean (``confirm_end`` asks only about one of the team's live ones)."""
     session_id = named(request, "session")
+    user_id = request.query_params.get("user", "")
+    live = await _live_session(session.client, team_id, session_id, user_id)
+    if live is None:  # ended between the check and now
+        raise NotFound(
+            f"no live session {session_id!r}",
+            code=grpc.StatusCode.NOT_FOUND,
+            reason="UNKNOWN_SESSION",
+        )
+    member, _ = await maybe(session.client.get_member(team_id, live.user_id))
+    who = (
+        f"{member.display_name} ({live.user_id})"
+        if member and member.display_name
+        else live.user_id
+    )
+    product = (await product_names(session)).get(live.product_id, live.product_id)
     return confirmation(
-        f"End session {session_id}?",
-        "The product stops at its next heartbeat; the user can start it again.",
+        f"End the {product} session of {who} on device {live.device_id}?",
+        f"{product} stops on {live.device_id} at its next heartbeat; {who} can start it "
+        f"again. (Session {session_id}.)",
         (team_url(team_id, "/sessions/end", session=session_id), "End session"),
         team_url(team_id, "/sessions"),
         "sessions",
@@ -890,18 +979,34 @@ async def ledger(request: Request, session: Session, team_id: str) -> dict[str, 
         page_token=request.query_params.get("page", ""),
         order_by="time desc",
     )
-    return {"entries": page.entries, "next_page": page.next_page_token}
+    return {
+        "entries": page.entries,
+        "next_page": page.next_page_token,
+        "names": await product_names(session),
+        "kinds": present.LEDGER_KINDS.values(),
+    }
 
 
 @team_page("audit.html")
 async def audit(request: Request, session: Session, team_id: str) -> dict[str, Any]:
+    """Who changed what, in words: what was done (``present.audit_action``) and, from
+    the request the event carries, what it changed (``present.audit_details``)."""
     page, error = await maybe(
         session.client.list_audit_events(
             team_id, page_size=50, page_token=request.query_params.get("page", "")
         )
     )
+    names = await product_names(session) if page and page.events else {}
+    events = [
+        {
+            "event": e,
+            "did": present.audit_action(e.method),
+            "details": present.audit_details(e.method, json_format.MessageToDict(e.request), names),
+        }
+        for e in (page.events if page else [])
+    ]
     return {
-        "events": page.events if page else [],
+        "events": events,
         "next_page": page.next_page_token if page else "",
         "audit_error": error,
     }

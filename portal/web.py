@@ -77,6 +77,7 @@ templates.env.globals.update(
     duration=present.duration,
     field_word=present.field_word,
     products_text=present.products_text,
+    ledger_kind=present.ledger_kind,
     href=href,
     team_url=team_url,
 )

@@ -98,7 +98,8 @@ def test_portal_changes_are_read_back_over_grpc(page: Any, world: World) -> None
     # end a session, with confirmation
     page.get_by_role("link", name="Sessions & devices").click()
     page.locator("#sessions").get_by_role("link", name="End…").click()
-    assert page.get_by_role("heading", name=f"End session {world.session_id}?").is_visible()
+    question = "End the AutoCAD session of Ada (ada@example.com) on device dev-1?"
+    assert page.get_by_role("heading", name=question).is_visible()
     page.get_by_role("button", name="End session").click()
     assert f"Session {world.session_id} ended." in flash(page)
     (ended,) = [
@@ -113,7 +114,7 @@ def test_portal_changes_are_read_back_over_grpc(page: Any, world: World) -> None
 
     # remove a device, with confirmation
     page.goto("/teams/alpha/member?user=ada@example.com")
-    page.get_by_role("link", name="Remove device dev-1 (ACAD)").click()
+    page.get_by_role("link", name="Remove device dev-1 (AutoCAD)").click()
     page.get_by_role("button", name="Remove device").click()
     assert "Device dev-1 removed." in flash(page)
     assert world.desk.devices("ada@example.com", "ACAD") == []
@@ -155,6 +156,11 @@ def test_portal_changes_are_read_back_over_grpc(page: Any, world: World) -> None
     page.wait_for_url("**/teams/alpha/users?q=car")  # the script's last answer is in
     expect(page.locator("#user-rows tr")).to_have_count(1)
     assert page.locator("#user-rows").get_by_role("link", name="Carl").is_visible()
+    # the rows swapped in have the table's columns: products and state, not teams
+    headings = page.locator("#user-rows").locator("xpath=..").locator("thead th")
+    assert headings.all_inner_texts() == ["Name", "Email", "Products", "State"]
+    cells = page.locator("#user-rows td").all_inner_texts()
+    assert cells == ["Carl", "carl@example.com", "AutoCAD", "active"]  # changed above
 
 
 def _invitations(world: World, user_id: str) -> int:
@@ -270,11 +276,13 @@ PAGES = [
     ("teams", "/teams"),
     ("admin-keys", "/admin-keys"),
     ("rate-sheet", "/products"),
+    ("change-product", "/products?edit=ACAD"),
     ("overview", "/teams/alpha"),
     ("usage", "/teams/alpha/usage?from=2026-01-01&to=2026-01-03"),
     ("users", "/teams/alpha/users"),
     ("user-search", "/teams/alpha/users?q=ad"),
     ("member", "/teams/alpha/member?user=ada@example.com"),
+    ("issue-user-key", "/teams/alpha/member/key?user=ada@example.com"),
     ("by-product", "/teams/alpha/products?product=ACAD"),
     ("invitations", "/teams/alpha/invitations"),
     ("defaults", "/teams/alpha/defaults"),

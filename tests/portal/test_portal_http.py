@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from html import unescape
+from html.parser import HTMLParser
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx2
@@ -19,10 +20,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from client_sdk.errors import ServerError
-from portal import pages, present, team_pages
+from portal import operator_pages, pages, present, team_pages
 from portal import web as portal_web
 from portal.app import create_app
 from portal.pages import NOT_OFFERED, in_words
+from portal.team_pages import SEARCH_PAGE
 from portal.web import IDLE_SECONDS, Sessions
 from server.app import TesseraServer
 from server.config import Config
@@ -202,15 +204,17 @@ def test_the_operator_issues_a_members_user_key_on_their_page_shown_once(
     key = world.a("CreateAdminKey", {"display_name": "Alpha's admin", "team_ids": ["alpha"]})
     sign_in(web, key["admin_key"])
     page = web.get("/teams/alpha/member", params={"user": "ida@example.com"})
-    assert f'action="{url}"' not in page.text
+    assert url not in page.text
     refused = web.post(url, data={"csrf": csrf_of(page.text)})
     assert refused.status_code == 403 and "Only the operator can do this" in refused.text
     assert 'id="new-user-key"' not in refused.text
 
     sign_in(web)
     page = web.get("/teams/alpha/member", params={"user": "ida@example.com"})
-    assert f'action="{url}"' in page.text and 'id="new-user-key"' not in page.text
-    issued = web.post(url, data={"csrf": csrf_of(page.text)})
+    assert f'href="{url}"' in page.text and 'id="new-user-key"' not in page.text
+    confirm = web.get(url)  # asked first (see test_portal_issuing_a_user_key_asks_first)
+    assert f'action="{url}"' in confirm.text
+    issued = web.post(url, data={"csrf": csrf_of(confirm.text)})
     assert issued.status_code == 200
     found = re.search(r'id="user-secret" readonly value="(tsk_[^"]+)"', issued.text)
     assert found, "the key is shown"
@@ -743,11 +747,11 @@ def test_search_as_you_type_says_when_more_users_are_found_than_shown(
 ) -> None:
     """The rows the page swaps in as one types are one page of the server's answer: past
     it, the last row says there are more and links the next page of the same search."""
-    users = [f"Zed {n:03} <zed{n:03}@example.com>" for n in range(105)]
+    users = [f"Zed {n:03} <zed{n:03}@example.com>" for n in range(SEARCH_PAGE + 5)]
     world.a("ImportUsers", {"team_id": "alpha", "users": users, "all_products": True})
     sign_in(web)
     rows = web.get("http://127.0.0.1/teams/alpha/users/rows?q=zed")
-    assert rows.text.count("@example.com</td>") == 100
+    assert rows.text.count("@example.com</td>") == SEARCH_PAGE == 25
     assert "More users found than shown" in rows.text
     (link,) = re.findall(r'href="(/teams/alpha/users\?q=zed&amp;page=[^"]+)"', rows.text)
     rest = web.get("http://127.0.0.1" + link.replace("&amp;", "&"))
@@ -844,7 +848,7 @@ def test_m9_a_device_running_this_and_another_teams_session_is_said_and_offered_
         """dev-1's Viewer row in the devices table of Ada's page and of the sessions page."""
         rows = []
         for url, params, table, product in (
-            ("/teams/alpha/member", {"user": ada}, "<h2>Devices</h2>", "<td>VIEWER</td>"),
+            ("/teams/alpha/member", {"user": ada}, "<h2>Devices</h2>", "<td>Viewer</td>"),
             ("/teams/alpha/sessions", {}, '<table id="devices">', "<td>Viewer</td>"),
         ):
             page = web.get(url, params=params)
@@ -1181,7 +1185,7 @@ def test_r2_a_members_page_lists_devices_of_a_product_they_no_longer_have(
     page = web.get("/teams/alpha/member", params={"user": carl})
     assert page.status_code == 200
     devices = page.text.split("<h2>Devices</h2>", 1)[1].split("</table>", 1)[0]
-    assert f"<td>REVIT</td><td>{device['device_id']}</td>" in devices
+    assert f"<td>Revit</td><td>{device['device_id']}</td>" in devices  # its name, not its id
     remove = f"/devices/remove?user={carl}&amp;product=REVIT&amp;device={device['device_id']}"
     assert remove in devices
 
@@ -1273,3 +1277,423 @@ def test_t5_ad1_a_team_administrator_moves_a_pack_only_between_teams_they_manage
     assert f"Pack {pack['pack_id']} moved to beta." in done.text
     moved = {p["pack_id"] for p in world.a("ListTokenPacks", {"team_id": "beta"})["packs"]}
     assert moved == {beta_pack["pack_id"], pack["pack_id"]}
+
+
+# -- what a review of the pages for administrators found ----------------------------------------
+
+
+class _Form(HTMLParser):
+    """The fields a browser would send of the page's form whose action is ``action``:
+    its inputs' values, the ticked boxes and chosen radios only."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__()
+        self.action, self.inside, self.fields = action, False, []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "form":
+            self.inside = a.get("action") == self.action
+        elif tag == "input" and self.inside and a.get("name"):
+            if a.get("type") in ("checkbox", "radio") and "checked" not in a:
+                return
+            box = a.get("type") in ("checkbox", "radio")
+            self.fields.append((str(a["name"]), a.get("value") or ("on" if box else "")))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self.inside = False
+
+
+def form_fields(html: str, action: str) -> list[tuple[str, str]]:
+    parser = _Form(action)
+    parser.feed(html)
+    return parser.fields
+
+
+def ticked(html: str, name: str) -> list[str]:
+    """The values of the page's ticked boxes named ``name``."""
+    return re.findall(rf'name="{name}" value="([^"]+)"[^>]*\bchecked', html)
+
+
+def _cells(table: str) -> list[list[str]]:
+    """The text of each cell of each row of a table's body (``_table``)."""
+    body = table.split("<tbody>", 1)[1]
+    return [
+        [unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+        for row in body.split("<tr>")[1:]
+    ]
+
+
+def _product(world: World, product_id: str) -> dict[str, object]:
+    (found,) = [p for p in world.a("ListProducts")["products"] if p["product_id"] == product_id]
+    return found
+
+
+def test_portal_a_blank_rate_is_refused_as_required_keeping_what_was_typed(
+    web: TestClient, world: World
+) -> None:
+    """A blank "Tokens a day" once saved the product at 0 tokens a day (free): it is
+    refused next to the field, the form keeping what was typed, nothing saved."""
+    sign_in(web)
+    page = web.get("/products")
+    for product_id, name in (("CAM", "Fusion CAM"), ("ACAD", "AutoCAD")):
+        form = {"csrf": csrf_of(page.text), "product_id": product_id, "display_name": name}
+        refused = web.post("/products", data={**form, "daily_rate": "  "})
+        assert refused.status_code == 400
+        assert field_error(refused.text, "daily_rate") == operator_pages.RATE_REQUIRED
+        assert f'value="{name}"' in refused.text and f'value="{product_id}"' in refused.text
+    assert "CAM" not in {p["product_id"] for p in world.a("ListProducts")["products"]}
+    assert num(_product(world, "ACAD"), "daily_rate") == 10
+    assert 'name="daily_rate" inputmode="numeric" value="" required' in page.text
+
+
+def test_portal_change_opens_the_product_form_filled_so_a_change_keeps_the_rest(
+    web: TestClient, world: World
+) -> None:
+    """Each row's Change link opens the form with the product as it is (name, rate,
+    kind and host, platforms, Linux release, idle-aware): changing the rate alone keeps
+    everything else, as UpsertProduct replaces the whole product."""
+    sign_in(web)
+    sheet = web.get("/products").text
+    assert 'href="/products?edit=ACAD#product-form"' in sheet
+    page = web.get("/products?edit=ACAD")
+    assert page.status_code == 200 and '<h2 id="product-form">Change AutoCAD</h2>' in page.text
+    fields = form_fields(page.text, "/products")
+    assert dict(fields) | {"csrf": ""} == {
+        "csrf": "",
+        "product_id": "ACAD",
+        "display_name": "AutoCAD",
+        "daily_rate": "10",
+        "kind": "product",
+        "host_product_id": "",
+        "platforms": "PLATFORM_LINUX",
+        "min_linux_version": "2022",
+        "idle_aware": "on",
+    }
+    assert [v for k, v in fields if k == "platforms"] == [
+        "PLATFORM_WINDOWS",
+        "PLATFORM_MACOS",
+        "PLATFORM_LINUX",
+    ]
+    before = _product(world, "ACAD")
+    sent: dict[str, list[str]] = {}
+    for name, value in fields:
+        sent.setdefault(name, []).append("12" if name == "daily_rate" else value)
+    saved = web.post("/products", data=sent)
+    assert "Product ACAD saved." in saved.text
+    assert _product(world, "ACAD") == {**before, "daily_rate": "12"}
+    plugin = form_fields(web.get("/products?edit=ACADEL").text, "/products")
+    assert ("kind", "plugin") in plugin and ("host_product_id", "ACAD") in plugin
+    unknown = web.get("/products?edit=NOPE")
+    assert unknown.status_code == 404 and "There is no such product." in unknown.text
+    key = world.a("CreateAdminKey", {"display_name": "A", "team_ids": ["alpha"]})
+    web.cookies.clear()
+    sign_in(web, key["admin_key"])
+    assert "?edit=" not in web.get("/products").text  # the operator's alone
+
+
+def test_portal_audit_says_what_was_done_in_words_and_what_changed(
+    web: TestClient, world: World
+) -> None:
+    """The audit's Did column says the change in words, not the RPC's name, and what
+    the request changed in a short summary."""
+    world.a("UpdateTeamSettings", {"team_id": "alpha", "low_balance_threshold": 1000})
+    world.a(
+        "SetUserProducts",
+        {"team_id": "alpha", "user_id": "carl@example.com", "product_ids": ["ACAD"]},
+    )
+    world.a("PurchaseTokens", {"team_id": "alpha", "tokens": 2500, "request_id": "audit-1"})
+    sign_in(web)
+    page = web.get("/teams/alpha/audit")
+    rows = [cells[2:] for cells in _cells(_table(page.text, "audit"))]
+    bought = rows.pop(0)
+    assert (bought[0], bought[1].startswith("pk_"), bought[2]) == (
+        "Bought tokens",
+        True,  # the new pack
+        "2,500 tokens",
+    )
+    assert rows[:2] == [
+        ["Changed a member's products", "carl@example.com", "products: AutoCAD"],
+        ["Changed team settings", "alpha", "low-balance alert: 1,000 tokens"],
+    ]
+    assert ["Imported users", "Carl <carl@example.com>", "1 user; products: Revit"] in rows
+    assert ["Assigned users", "Bob Builder <bob@example.com>", "1 user; products: AutoCAD"] in rows
+    for method in ("UpdateTeamSettings", "SetUserProducts", "ImportUsers", "PurchaseTokens"):
+        assert f">{method}<" not in page.text
+    assert 'title="PurchaseTokens">Bought tokens</td>' in page.text  # the name on hover
+
+
+def test_portal_issuing_a_user_key_asks_first_and_says_running_products_stop(
+    web: TestClient, world: World
+) -> None:
+    """A new user key stops the earlier one, and the products running on it: the
+    operator is asked first, in those words; the question issues nothing. A team
+    administrator is refused it as the form is."""
+    ada = "ada@example.com"
+    url = f"/teams/alpha/member/key?user={ada}"
+    sign_in(web)
+    member = web.get("/teams/alpha/member", params={"user": ada})
+    assert f'href="{url}"' in member.text and f'action="{url}"' not in member.text
+    confirm = web.get(url)
+    assert confirm.status_code == 200
+    assert "<h1>Issue a new user key for Ada (ada@example.com)?</h1>" in confirm.text
+    assert "the products they are running stop at their next heartbeat" in confirm.text
+    assert f'action="{url}"' in confirm.text and ">Issue user key</button>" in confirm.text
+    mine = world.desk.admin(L + "ListMyProducts", {}, token=world.desk.keys[ada])
+    assert mine["products"]  # the question changed nothing: her key still works
+    key = world.a("CreateAdminKey", {"display_name": "A", "team_ids": ["alpha"]})
+    web.cookies.clear()
+    sign_in(web, key["admin_key"])
+    refused = web.get(url)
+    assert refused.status_code == 403
+    assert "Only the operator can do this: contact support." in refused.text
+    assert "Issue user key" not in refused.text
+
+
+def test_portal_add_users_keeps_the_chosen_mode_and_quotes_a_refused_line_once(
+    web: TestClient, world: World
+) -> None:
+    sign_in(web)
+    page = web.get("/teams/alpha/users")
+    answer = web.post(
+        "/teams/alpha/users",
+        data={
+            "csrf": csrf_of(page.text),
+            "users": "bogus line",
+            "mode": "import",
+            "product_choices": "1",  # as the page's form sends it
+            "product_ids": "REVIT",
+        },
+    )
+    assert answer.status_code == 400
+    assert ticked(answer.text, "mode") == ["import"]
+    assert ticked(answer.text, "product_ids") == ["REVIT"]
+    note = unescape(field_error(answer.text, "users"))
+    assert note.startswith("\u201cbogus line\u201d is neither a user id")
+    assert note.count("bogus line") == 1
+    assigned = web.post(
+        "/teams/alpha/users", data={"csrf": csrf_of(page.text), "users": "bogus line"}
+    )
+    assert ticked(assigned.text, "mode") == ["assign"]
+
+
+def test_portal_a_usage_date_range_refused_keeps_the_dates_typed(
+    web: TestClient, world: World
+) -> None:
+    sign_in(web)
+    page = web.get("/teams/alpha/usage?from=2026-01-03&to=2025-12-01")
+    assert page.status_code == 400
+    assert "Dates: the end comes before the start." in page.text
+    assert re.findall(r'name="(?:from|to)" value="([^"]*)"', page.text) == [
+        "2026-01-03",
+        "2025-12-01",
+    ]
+    empty = web.get("/teams/alpha/usage?to=2025-12-01")  # From empty: the day it stands for
+    assert re.findall(r'name="(?:from|to)" value="([^"]*)"', empty.text) == [
+        "2025-12-05",
+        "2025-12-01",
+    ]
+
+
+def test_portal_search_rows_have_the_columns_of_the_users_table(
+    web: TestClient, world: World
+) -> None:
+    """The rows search as you type swaps in are the table's: name, email, products,
+    state (the member's, not the teams they are in), from the same partial as the
+    page's own rows."""
+    sign_in(web)
+    page = web.get("/teams/alpha/users?q=car")
+    head = page.text.split("<thead>", 1)[1].split("</thead>", 1)[0]
+    assert re.findall(r'<th scope="col">([^<]+)</th>', head) == [
+        "Name",
+        "Email",
+        "Products",
+        "State",
+    ]
+    rows = web.get("/teams/alpha/users/rows?q=car")
+    cells = re.findall(r"<td>(.*?)</td>", rows.text)
+    assert [re.sub(r"<[^>]+>", "", c) for c in cells] == [
+        "Carl",
+        "carl@example.com",
+        "Revit",
+        "active",
+    ]
+    body = page.text.split('<tbody id="user-rows" aria-live="polite">', 1)[1].split("</tbody>")[0]
+    assert body.strip() == rows.text.strip()
+    bob = web.get("/teams/alpha/users/rows?q=bob").text
+    assert "<td>AutoCAD</td><td>invited</td>" in bob
+    assert "Nobody's name or email starts with" in web.get("/teams/alpha/users/rows?q=zz").text
+
+
+def test_portal_admin_keys_form_keeps_the_ticked_teams_after_a_refusal(
+    web: TestClient, world: World
+) -> None:
+    sign_in(web)
+    page = web.get("/admin-keys")
+    refused = web.post(
+        "/admin-keys", data={"csrf": csrf_of(page.text), "display_name": "", "team_ids": ["beta"]}
+    )
+    assert refused.status_code == 400 and field_error(refused.text, "display_name") == "is required"
+    assert ticked(refused.text, "team_ids") == ["beta"]
+    assert ticked(page.text, "team_ids") == []
+
+
+def test_portal_ending_a_session_asks_about_whose_product_on_which_device(
+    web: TestClient, world: World
+) -> None:
+    sign_in(web)
+    confirm = web.get(
+        "/teams/alpha/sessions/end",
+        params={"session": world.session_id, "user": "ada@example.com"},
+    )
+    assert confirm.status_code == 200
+    assert "<h1>End the AutoCAD session of Ada (ada@example.com) on device dev-1?</h1>" in (
+        confirm.text
+    )
+    assert f"(Session {world.session_id}.)" in confirm.text
+    bare = web.get("/teams/alpha/sessions/end", params={"session": world.session_id})
+    assert "<h1>End the AutoCAD session of Ada (ada@example.com)" in bare.text
+
+
+def test_portal_a_message_starting_with_an_email_keeps_its_case(
+    web: TestClient, world: World
+) -> None:
+    said = ServerError(
+        "zoe@example.com is already here", code=__import__("grpc").StatusCode.INTERNAL
+    )
+    assert in_words(said) == "zoe@example.com is already here."
+    for message in ("ACAD is a plugin", "'gone' is not registered", "alpha-2 is full"):
+        said = ServerError(message, code=__import__("grpc").StatusCode.INTERNAL)
+        assert in_words(said) == message + "."
+    sign_in(web)
+    page = web.get("/teams/alpha/member", params={"user": "ada@example.com"})
+    refused = web.post(
+        "/teams/alpha/member/resend?user=ada@example.com", data={"csrf": csrf_of(page.text)}
+    )
+    assert refused.status_code == 409
+    assert "ada@example.com is already an active member" in refused.text
+    assert "Ada@example.com" not in refused.text
+
+
+def test_portal_product_names_not_ids_and_ledger_kinds_in_words(
+    web: TestClient, world: World
+) -> None:
+    """A product's display name where a product is shown (a member's devices, the
+    ledger, the tokens-exhausted alert), its id on hover; the ledger's kinds in words
+    with their meaning, not "capture" or "hold release"."""
+    bea = "bea@example.com"
+    started = world.desk.entitle(bea, "ACAD", team_id="beta")
+    world.desk.release(bea, started["session_id"])  # within grace: the hold goes back
+    world.desk.team("gamma")
+    gus = world.desk.user("gamma", "gus")
+    world.desk.refused_entitle(
+        gus, __import__("grpc").StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_TOKENS"
+    )
+    sign_in(web)
+    ledger = web.get("/teams/beta/ledger").text
+    rows = _cells(ledger.split("<table>", 1)[1].split("</table>", 1)[0])
+    assert [(cells[1], cells[5]) for cells in rows] == [
+        ("hold returned", "AutoCAD"),
+        ("held", "AutoCAD"),
+        ("bought", ""),
+    ]
+    assert '<span title="ACAD">AutoCAD</span>' in ledger
+    assert 'title="tokens set aside, given back uncharged' in ledger
+    assert "capture" not in ledger and "hold release" not in ledger
+    alpha = web.get("/teams/alpha/ledger").text
+    assert '<td title="tokens set aside, now charged' in alpha and ">charged</td>" in alpha
+    alert = web.get("/teams/gamma").text
+    assert 'Tokens ran out: gus@example.com was refused <span title="ACAD">AutoCAD</span>.' in alert
+    member = web.get("/teams/alpha/member", params={"user": "ada@example.com"}).text
+    devices = member.split("<h2>Devices</h2>", 1)[1].split("</table>", 1)[0]
+    assert "<td>AutoCAD</td><td>dev-1</td>" in devices and "<td>ACAD</td>" not in devices
+
+
+def test_portal_the_operators_pages_refuse_a_team_administrator_with_403(
+    web: TestClient, world: World
+) -> None:
+    """The revocation's confirmation is the operator's: a team administrator is told so
+    (403), never asked; search as you type in a team not managed answers 403 too."""
+    sign_in(web)
+    made = world.a("CreateAdminKey", {"display_name": "Spare", "team_ids": ["beta"]})
+    url = f"/admin-keys/revoke?key={made['key']['admin_key_id']}"
+    assert web.get(url).status_code == 200
+    key = world.a("CreateAdminKey", {"display_name": "A", "team_ids": ["alpha"]})
+    web.cookies.clear()
+    sign_in(web, key["admin_key"])
+    refused = web.get(url)
+    assert refused.status_code == 403
+    assert "Only the operator can do this: contact support." in refused.text
+    assert "Revoke key" not in refused.text
+    rows = web.get("/teams/beta/users/rows?q=be")
+    assert rows.status_code == 403 and "You do not manage this team." in rows.text
+    assert rows.headers[team_pages.ROWS_HEADER] == "1"
+    page = web.get("/teams/alpha/users?q=ad")
+    assert page.status_code == 200 and "Ada" in page.text
+
+
+def test_portal_an_expired_invitation_says_when_it_expired(web: TestClient, world: World) -> None:
+    sign_in(web)
+    pending = web.get("/teams/alpha/member", params={"user": "bob@example.com"}).text
+    assert re.search(r'<dd id="invitation">pending, sent <time.*?</time>, expires <time', pending)
+    world.desk.to("2026-01-20T00:00:00Z")
+    expired = web.get("/teams/alpha/member", params={"user": "bob@example.com"}).text
+    said = re.search(r'<dd id="invitation">(.*?)</dd>', expired)
+    assert said and said.group(1).startswith("expired on <time")
+    assert "expires" not in said.group(1)
+
+
+def test_portal_an_empty_low_balance_threshold_turns_the_alert_off_as_the_page_says(
+    web: TestClient, world: World
+) -> None:
+    world.a("UpdateTeamSettings", {"team_id": "alpha", "low_balance_threshold": 500})
+    sign_in(web)
+    page = web.get("/teams/alpha")
+    assert 'id="threshold-off">Leave it empty or enter 0 to turn the alert off.</p>' in page.text
+    assert 'aria-describedby="threshold-off"' in page.text
+    done = web.post(
+        "/teams/alpha/threshold", data={"csrf": csrf_of(page.text), "low_balance_threshold": ""}
+    )
+    assert "Low-balance alert turned off." in done.text
+    assert "low_balance_threshold" not in world.a("GetTeam", {"team_id": "alpha"})["team"]
+
+
+def test_portal_product_forms_keep_the_ticks_just_sent_after_a_refusal(
+    web: TestClient, world: World
+) -> None:
+    """A refused save of a member's products or of the default assignments shows the
+    ticks just sent, not the stored ones; another form of the page refused (the
+    operator's user key, for a team administrator) leaves the stored ticks."""
+    carl = "carl@example.com"
+    sign_in(web)
+    page = web.get("/teams/alpha/member", params={"user": carl})
+    assert ticked(page.text, "product_ids") == ["REVIT"]
+    refused = web.post(
+        f"/teams/alpha/member/products?user={carl}",
+        data={"csrf": csrf_of(page.text), "product_choices": "1", "product_ids": ["ACAD", "NOPE"]},
+    )
+    assert refused.status_code in (400, 404)
+    assert ticked(refused.text, "product_ids") == ["ACAD"]
+    assert world.a("GetMember", {"team_id": "alpha", "user_id": carl})["member"]["product_ids"] == [
+        "REVIT"
+    ]
+    defaults = web.get("/teams/alpha/defaults")
+    refused = web.post(
+        "/teams/alpha/defaults",
+        data={
+            "csrf": csrf_of(defaults.text),
+            "product_choices": "1",
+            "product_ids": ["VIEWER", "NOPE"],
+        },
+    )
+    assert refused.status_code in (400, 404)
+    assert ticked(refused.text, "product_ids") == ["VIEWER"]
+    key = world.a("CreateAdminKey", {"display_name": "A", "team_ids": ["alpha"]})
+    web.cookies.clear()
+    sign_in(web, key["admin_key"])
+    other = web.post(
+        f"/teams/alpha/member/key?user={carl}",
+        data={"csrf": csrf_of(web.get("/teams/alpha").text)},
+    )
+    assert other.status_code == 403 and ticked(other.text, "product_ids") == ["REVIT"]

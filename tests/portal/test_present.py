@@ -132,3 +132,33 @@ def test_a_day_is_read_only_from_1970_to_9998() -> None:
         assert str(info.value) == (
             "enter each date as YYYY-MM-DD, from 1970-01-01 to 9998-12-31"
         ), text
+
+
+def test_portal_audit_methods_are_said_in_words_with_a_readable_fallback() -> None:
+    assert present.audit_action("UpdateTeamSettings") == "Changed team settings"
+    assert present.audit_action("PauseTeamBilling") == "Pause team billing"  # not known yet
+    assert present.audit_action("") == "Made a change"
+    names = {"ACAD": "AutoCAD"}
+    said = present.audit_details
+    assert said("UpdateTeamSettings", {"low_balance_threshold": "0"}, names) == (
+        "low-balance alert: off"
+    )
+    assert said(
+        "UpdateTeamSettings", {"plan": "PLAN_PREMIUM", "guest_default_assignments": False}, names
+    ) == ("plan: premium; guests get the default assignments: no")
+    assert said("SetDefaultAssignments", {"team_id": "alpha"}, names) == "default assignments off"
+    assert said(
+        "AssignUsers", {"users": ["a", "b"], "all_products": True, "guest": True}, names
+    ) == ("2 users; all products; as guests")
+    assert said(
+        "StartTrial", {"product_id": "ACAD", "end_time": "2026-02-01T00:00:00Z"}, names
+    ) == ("AutoCAD; until 2026-02-01")
+    assert said("PurchaseTokens", {"tokens": {"odd": 1}}, names) == ""  # another shape
+    assert said("EndSession", {"session_id": "s1"}, names) == ""  # About says it
+
+
+def test_portal_every_ledger_kind_has_words_and_a_meaning() -> None:
+    for value in common_pb2.LedgerEntryKind.values():
+        if value:
+            kind, meaning = present.ledger_kind(common_pb2.LedgerEntry(kind=value))
+            assert kind and meaning and "capture" not in kind and "release" not in kind
