@@ -250,6 +250,7 @@ def test_issue12_the_upgrade_blanks_stored_tokens_and_the_emailed_one_still_work
             conn.execute(f"ALTER TABLE notifications DROP COLUMN {column}")
         conn.execute("ALTER TABLE teams DROP COLUMN low_balance_alerted")
         conn.execute("ALTER TABLE sessions DROP COLUMN lease_start")  # came in 9
+        conn.execute("ALTER TABLE packs DROP COLUMN bought_by")  # came in 11
         conn.execute("PRAGMA user_version = 4")
     conn.close()
     # That release's checkpoint knew no audit trail.
@@ -337,7 +338,7 @@ def test_issue12_verify_finds_a_pack_row_added_by_hand(history: tuple[Path, list
         (
             # Empty, so that no sum gives it away: only its missing entries do.
             "INSERT INTO packs SELECT 'pk_forged', team_id, 0, purchase_time, expire_time, "
-            "'forged', 0, 0, 0, 0, 0 FROM packs LIMIT 1",
+            "'forged', 0, 0, 0, 0, 0, team_id FROM packs LIMIT 1",
             (),
         ),
     )
@@ -359,7 +360,7 @@ def test_issue12_verify_finds_entries_appended_while_no_server_ran(
         db,
         ("INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", (*fields, digest)),
         (
-            "INSERT INTO packs VALUES ('pk_forged','acme',500,?,?,'f',500,0,0,0,0)",
+            "INSERT INTO packs VALUES ('pk_forged','acme',500,?,?,'f',500,0,0,0,0,'acme')",
             (time_us, time_us + 365 * 86_400_000_000),
         ),
     )
