@@ -45,6 +45,7 @@ from client_sdk.clock import Clock, ManualClock, SystemClock
 from client_sdk.device import default_device_id, default_platform, device_id_for
 from client_sdk.errors import (
     AlreadyExists,
+    ClientClosed,
     DeadlineExceeded,
     DeviceLimit,
     FailedPrecondition,
@@ -59,6 +60,7 @@ from client_sdk.errors import (
     NotAssigned,
     NotFound,
     NotLeader,
+    OutcomeUnknown,
     Overloaded,
     PermissionDenied,
     ResourceExhausted,
@@ -105,6 +107,7 @@ __all__ = [
     "AsyncSessionHandle",
     "ChargeState",
     "Client",
+    "ClientClosed",
     "Clock",
     "Coverage",
     "DeadlineExceeded",
@@ -125,6 +128,7 @@ __all__ = [
     "NotAssigned",
     "NotFound",
     "NotLeader",
+    "OutcomeUnknown",
     "Overloaded",
     "PermissionDenied",
     "Plan",

@@ -15,9 +15,16 @@ each field to what is wrong with it, and an RPC the server does not offer as ``S
 with ``code`` ``UNIMPLEMENTED`` (``unimplemented(error)`` tells).
 
 Calls go through ``client_sdk.failover`` like the product client's: given several servers,
-it follows the active one. A change is sent once more only when no server answered
-(``UNAVAILABLE``/``DEADLINE_EXCEEDED``/``CANCELLED``); ``retry=RetryPolicy(max_attempts=1)``
-sends it once.
+it follows the active one. A read (``Get...``, ``List...``, ``Search...``) is sent again after
+any transient failure (``UNAVAILABLE``/``DEADLINE_EXCEEDED``/``CANCELLED``), and so is a change
+that carries a ``request_id`` (``purchase_tokens``: the server recognises the repeat and makes
+it once). Any other change is sent again only when the failure says that no server made it
+(a standby's ``NOT_LEADER``, an ``OVERLOADED`` or ``RATE_LIMITED`` refusal, a connection that
+was never made): after no answer in time, a connection lost under the call or ``CANCELLED``
+the server may have made it (a second ``create_admin_key`` would make a second key, a second
+``accept_invitation`` lose the first one's ``user_key``), so the call raises
+``OutcomeUnknown`` instead, its ``cause`` the failure: look before making the change again.
+``retry=RetryPolicy(max_attempts=1)`` sends every call once.
 """
 
 from __future__ import annotations
@@ -144,7 +151,9 @@ class AsyncAdminClient:
                 clock=SystemClock(),
                 rng=random.Random(),  # noqa: S311 - jitter, not cryptography
             )
-        return await self._calls.call(method, request, self._metadata)
+        return await self._calls.call(
+            method, request, self._metadata, idempotent=_repeatable(request)
+        )
 
     # -- the server ------------------------------------------------------------------------
 
@@ -428,3 +437,15 @@ class AsyncAdminClient:
 
 def _teams(response: pb.ListTeamsResponse) -> Iterable[common_pb2.Team]:
     return response.teams
+
+
+#: The requests of the calls that only read (AIP-131, -132, and the searches).
+_READS = ("Get", "List", "Search")
+
+
+def _repeatable(request: object) -> bool:
+    """Whether sending ``request`` twice does no more than sending it once: a read, or a
+    change whose ``request_id`` lets the server recognise the repeat (RULES T1)."""
+    if type(request).__name__.startswith(_READS):
+        return True
+    return bool(getattr(request, "request_id", ""))

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from client_sdk._retry import RetryPolicy
 from client_sdk.clock import Clock, DeadlinePassed, SystemClock, within
 from client_sdk.device import default_device_id, default_platform
-from client_sdk.errors import LeaseInvalid, TesseraError, UnknownSigningKey
+from client_sdk.errors import ClientClosed, LeaseInvalid, TesseraError, UnknownSigningKey
 from client_sdk.failover import Failover, Targets
 from client_sdk.leases import (
     SigningKeysSource,
@@ -156,6 +156,9 @@ class AsyncClient:
         The sessions are released side by side, each (with its plugins) waiting at most
         its ``SessionOptions.release_timeout`` for the server to confirm it; one not
         confirmed by then ends ``EndReason.RELEASE_UNCONFIRMED`` (``client_sdk.session``).
+        So is a session whose own Release did not complete (cancelled, interrupted): the
+        client still holds it; one whose leaving is under way is waited for, not sent
+        twice. A call still under way when the channel closes fails ``ClientClosed``.
         Releases the SDK runs in the background (of a session whose lease it refused, or
         that an entry cancelled or left unanswered may have opened) are waited for until
         the client's ``session_options.release_timeout`` has passed since ``close()``
@@ -165,9 +168,9 @@ class AsyncClient:
         """
         until = self.clock.now() + self.session_options.release_timeout
         hosts = [h for h in self._handles if h.parent is None or h.parent not in self._handles]
-        await asyncio.gather(*(handle._release_quietly() for handle in hosts))
+        await asyncio.gather(*(asyncio.shield(handle._leave()) for handle in hosts))
         for handle in sorted(self._handles, key=lambda h: h.parent is None):
-            await handle._release_quietly()  # (none left, unless one started meanwhile)
+            await asyncio.shield(handle._leave())  # (none left, unless one started meanwhile)
         for handle in list(self._handles):  # not released (cannot be): stop looking after it
             await handle._stop_task()
             handle._detach()
@@ -184,7 +187,7 @@ class AsyncClient:
 
     def _failover(self) -> Failover[LicensingServiceAsyncStub]:
         if self._closed:
-            raise TesseraError("the client is closed")
+            raise ClientClosed("the client is closed")
         if self._calls is None:
             self._calls = Failover(
                 self.targets,

@@ -4,8 +4,10 @@ Every wait and every "how long ago" in the SDK (heartbeat intervals, the idle
 threshold, the offline lease, retry backoff) goes through a ``Clock``, so that
 a product's tests can drive time instead of sleeping:
 
-- ``SystemClock`` follows real time (monotonic underneath, so a wall-clock jump
-  never stretches or shortens a wait);
+- ``SystemClock`` follows real time, counting the time the machine spent
+  suspended (a laptop asleep offline for 30 h finds its 24 h lease over when it
+  wakes, RULES M7), and never going back: a wall clock set back lengthens no
+  lease;
 - ``ManualClock`` stands still until ``advance()`` moves it; sleepers whose
   deadline is reached wake up in deadline order. It is safe to advance from
   another thread than the one the sleepers run on (the sync client's loop).
@@ -19,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import sys
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -39,15 +42,62 @@ class Clock(Protocol):
         ...
 
 
-class SystemClock:
-    """Real time: a wall-clock anchor read once, then the monotonic clock."""
+def wall_seconds() -> float:
+    """The wall clock: seconds since the epoch (it may be set back or forward)."""
+    return time.time()  # noqa: TID251 - the SDK's one read of the wall clock
 
-    def __init__(self) -> None:
-        self._anchor = datetime.now(UTC)  # noqa: TID251 - the SDK's one read of the wall clock
-        self._mono = time.monotonic()
+
+def suspend_aware_seconds() -> float:
+    """Seconds of a clock that never goes back and, where the system has one, goes on
+    while the machine is suspended: ``CLOCK_BOOTTIME`` on Linux, ``CLOCK_MONOTONIC`` on
+    macOS (there it counts sleep, unlike ``time.monotonic``); elsewhere
+    ``time.monotonic`` (then the wall clock makes up for a suspend: ``SystemClock``)."""
+    if sys.platform == "linux":
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    if sys.platform == "darwin":
+        return time.clock_gettime(time.CLOCK_MONOTONIC)
+    return time.monotonic()
+
+
+class SystemClock:
+    """Real time: a wall-clock instant read once, then the time elapsed since.
+
+    The elapsed time must count a suspend (the offline lease, RULES M7: a machine asleep
+    for 30 h is 30 h further on, though ``time.monotonic`` stopped meanwhile) and must
+    never let the wall clock lengthen anything (a clock set back a day would give a lease
+    a day more). So between two readings it moves by the larger of what a suspend-aware
+    clock (``suspend_aware_seconds``) and the wall clock moved, and never backwards: a
+    suspend counts whichever of the two saw it, a wall clock set back counts nothing (the
+    other clock goes on), one set forward counts as time gone by (a lease ends sooner,
+    never later). ``wall`` and ``suspend_aware`` are those sources (seconds, as
+    ``time.time`` and ``suspend_aware_seconds``), injectable for tests. ``sleep`` is
+    ``asyncio``'s: a wait at least that long (longer across a suspend).
+    """
+
+    def __init__(
+        self,
+        *,
+        wall: Callable[[], float] = wall_seconds,
+        suspend_aware: Callable[[], float] = suspend_aware_seconds,
+    ) -> None:
+        self._wall = wall
+        self._suspend_aware = suspend_aware
+        self._lock = threading.Lock()  # (read from the product's threads and the SDK's)
+        self._last_wall = wall()
+        self._last_steady = suspend_aware()
+        self._elapsed = 0.0
+        self._anchor = datetime.fromtimestamp(self._last_wall, UTC)
+
+    def elapsed(self) -> float:
+        """Seconds since the clock was made, as ``now()`` counts them."""
+        with self._lock:
+            steady, wall = self._suspend_aware(), self._wall()
+            self._elapsed += max(0.0, steady - self._last_steady, wall - self._last_wall)
+            self._last_steady, self._last_wall = steady, wall
+            return self._elapsed
 
     def now(self) -> datetime:
-        return self._anchor + timedelta(seconds=time.monotonic() - self._mono)
+        return self._anchor + timedelta(seconds=self.elapsed())
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))

@@ -25,6 +25,9 @@
     ├── ResourceExhausted            RESOURCE_EXHAUSTED (a rate limit, with RetryInfo)
     │   ├── SessionLimit             SESSION_LIMIT (limit): too many live sessions of one product
     │   └── Overloaded               OVERLOADED: too many calls under way (with RetryInfo)
+    ├── OutcomeUnknown               raised by the SDK: a change without request_id got no
+    │                                answer that says whether it was made (not sent again; cause)
+    ├── ClientClosed                 raised by the SDK: the client was closed (also under a call)
     ├── SessionEnded                 raised by the SDK: the session is over (reason)
     ├── LeaseInvalid                 raised by the SDK: a signed lease failed verification
     │   ├── UnknownSigningKey        ... signed by a key the SDK does not trust
@@ -248,6 +251,33 @@ class SessionLimit(ResourceExhausted):
     @property
     def limit(self) -> int | None:
         return _int(self.metadata, "session_limit")
+
+
+class OutcomeUnknown(TesseraError):
+    """The SDK's own error: a change was sent, and no answer says whether the server made
+    it (no answer in time, the connection lost under the call, the client closed under
+    it). The request carries no ``request_id`` by which the server would recognise it sent
+    again, so the SDK did not send it again: a second ``CreateAdminKey`` would make a
+    second key, a second ``AcceptInvitation`` lose the first one's ``user_key``. Look
+    (list, get) before repeating the change. ``cause`` is the failure met; ``code`` is
+    its status code (``DEADLINE_EXCEEDED``...)."""
+
+    default_reason = "OUTCOME_UNKNOWN"
+
+    def __init__(self, message: str = "", *, cause: TesseraError | None = None) -> None:
+        super().__init__(
+            message,
+            code=cause.code if cause is not None else None,
+            metadata=cause.metadata if cause is not None else None,
+        )
+        self.cause = cause
+
+
+class ClientClosed(TesseraError):
+    """The SDK's own error: the client was closed, before the call or while it was under
+    way (another task called ``close()``). A call of a closed client is never sent."""
+
+    default_reason = "CLIENT_CLOSED"
 
 
 class SessionEnded(TesseraError):

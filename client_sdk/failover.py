@@ -16,9 +16,10 @@ addresses of them all (``targets``) and finds the active itself:
 - the retry policy's attempts count across targets: an attempt on a server
   this call has not tried yet goes at once, one on a server it has tried (the
   only one, or round the list again) first waits its backoff (the first wait
-  ``initial_backoff``, then growing) on the client's clock. When they are spent
-  the call fails with ``Unavailable`` (``NotLeader`` when a standby answered
-  last), naming the targets it tried;
+  ``initial_backoff``, then growing) on the client's clock. When they are spent,
+  or the policy's ``total_timeout`` has passed, the call fails with
+  ``Unavailable`` (``NotLeader`` when a standby answered last), naming the
+  targets it tried (the default policy spans a takeover: ``RetryPolicy``);
 - a refusal that carries a ``google.rpc.RetryInfo`` (``OVERLOADED``: the server
   had too many calls under way; ``RATE_LIMITED``) means the server did nothing and
   is there: the next attempt goes to the same server after the delay it asked for
@@ -26,7 +27,16 @@ addresses of them all (``targets``) and finds the active itself:
   attempts are spent the refusal itself is raised (``Overloaded``...);
 - every attempt sends the same request, so an Entitle keeps its ``request_id``
   and the active that takes over recognises a repeat (RULES M11); Heartbeat,
-  Idle and Release name their session, which a takeover keeps.
+  Idle and Release name their session, which a takeover keeps;
+- a call that is not ``idempotent`` (a change without a ``request_id``: the
+  admin client's ``CreateAdminKey``, ``AcceptInvitation``...) is sent again
+  only after a failure that says no server did it: ``NOT_LEADER``, a
+  ``RetryInfo`` refusal, a connection that was never made. After any other
+  (no answer in time, a connection lost under the call, ``CANCELLED``) the
+  server may have made the change, and the call fails with ``OutcomeUnknown``;
+- closing (``close()``) under a call makes it fail with ``ClientClosed`` (or
+  ``OutcomeUnknown``, for a change that is not idempotent), never with
+  ``asyncio.CancelledError``, which stays the caller's own cancellation.
 
 The move is a compare-and-set: calls that fail together on the same server move
 the current target once, not once each. A hint names the active, so it always
@@ -47,7 +57,15 @@ from grpc_status import rpc_status
 
 from client_sdk._retry import RetryPolicy
 from client_sdk.clock import Clock
-from client_sdk.errors import NotLeader, ServerError, TesseraError, Unavailable, from_rpc_error
+from client_sdk.errors import (
+    ClientClosed,
+    NotLeader,
+    OutcomeUnknown,
+    ServerError,
+    TesseraError,
+    Unavailable,
+    from_rpc_error,
+)
 
 log = logging.getLogger("client_sdk")
 
@@ -117,14 +135,19 @@ class Failover(Generic[StubT]):
         self._connect = connect
         self._stub = stub
         self._open: dict[str, tuple[grpc.aio.Channel, StubT]] = {}
+        self._closed = False
 
     def stub(self, address: str) -> StubT:
+        if self._closed:
+            raise ClientClosed("the client is closed")
         if address not in self._open:
             channel = self._connect(address)
             self._open[address] = (channel, self._stub(channel))
         return self._open[address][1]
 
     async def close(self) -> None:
+        """Close the channels; a call under way fails ``ClientClosed``, later ones too."""
+        self._closed = True
         opened, self._open = self._open, {}
         for channel, _ in opened.values():
             await channel.close()
@@ -147,29 +170,50 @@ class Failover(Generic[StubT]):
         method: Callable[[StubT], grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp]],
         request: _Req,
         metadata: Sequence[tuple[str, str]],
+        *,
+        idempotent: bool = True,
     ) -> _Resp:
         """One call (``method`` picks it from a stub, e.g. ``lambda s: s.Heartbeat``) with a
-        deadline per attempt, retried on transient failures, across targets."""
+        deadline per attempt, retried on transient failures, across targets.
+
+        ``idempotent`` says whether sending the request twice does no more than once (a
+        read, a call with a ``request_id``, a Release...): when false, it is sent again
+        only after a failure that says it was not done, else ``OutcomeUnknown``."""
         policy = self.retry
         tried: list[str] = []
         attempt = waits = 0
+        began = self.clock.now()
         while True:
             address = self.targets.current
             if address not in tried:
                 tried.append(address)
+            call: grpc.aio.UnaryUnaryCall[_Req, _Resp] | None = None
             try:
                 call = method(self.stub(address))(
                     request, timeout=policy.call_timeout, metadata=metadata
                 )
                 return await call
+            except asyncio.CancelledError:
+                if not self._closed or _cancelling():
+                    raise  # the caller's own cancellation
+                closed = ClientClosed(f"the client was closed under the call to {address}")
+                raise (closed if idempotent else _unknown(closed, address)) from None
             except grpc.aio.AioRpcError as exc:
                 error = from_rpc_error(exc, await _rich_status(call))
+                failure: Exception = exc
                 busy = error.retry_after is not None  # RetryInfo: not done, come back later
-                if not (busy or policy.retryable(exc.code())) or attempt + 1 >= policy.max_attempts:
+                if not (busy or policy.retryable(exc.code())):
+                    raise _naming(error, tried) from exc
+                if not idempotent and not _not_done(error):
+                    raise _unknown(error, address) from exc
+                if attempt + 1 >= policy.max_attempts:
                     raise _naming(error, tried) from exc
             except grpc.RpcError as exc:  # not expected from grpc.aio, but never let one out
                 raise from_rpc_error(exc) from exc
             except grpc.aio.UsageError as exc:  # e.g. the channel was closed under the call
+                if self._closed:
+                    closed = ClientClosed(f"the client was closed under the call to {address}")
+                    raise (closed if idempotent else _unknown(closed, address)) from exc
                 raise ServerError(f"the call could not be made: {exc}") from exc
             attempt += 1
             delay = 0.0
@@ -181,6 +225,8 @@ class Failover(Generic[StubT]):
                 going = self.targets.move(address, leader)
                 if going in tried:
                     delay, waits = policy.backoff(waits, self.rng), waits + 1
+            if policy.out_of_time((self.clock.now() - began).total_seconds(), delay):
+                raise _naming(error, tried) from failure
             log.debug(
                 "tessera call to %s failed with %s; retry %d goes to %s in %.2fs",
                 address,
@@ -191,6 +237,45 @@ class Failover(Generic[StubT]):
             )
             if delay:
                 await self.clock.sleep(delay)
+            if self._closed:
+                raise ClientClosed("the client was closed before the call was sent again")
+
+
+def _cancelling() -> bool:
+    """Whether the running task is being cancelled (its caller's cancellation, not
+    grpc's of a call whose channel was closed)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+#: How gRPC says a call failed before it was sent: no connection could be made to any
+#: address (refused, reset while connecting), or the name did not resolve.
+_NEVER_SENT = ("failed to connect to all addresses", "errors resolving")
+
+
+def _not_done(error: TesseraError) -> bool:
+    """Whether ``error`` says that no server did the call, so that sending it again cannot
+    make a change twice: a standby's ``NOT_LEADER`` (RULES H1: it did nothing), a refusal
+    with a ``RetryInfo`` (``OVERLOADED``, ``RATE_LIMITED``: refused before doing anything),
+    or a connection that was never made. No answer in time, a connection lost under the
+    call or ``CANCELLED`` say nothing of what the server did."""
+    if isinstance(error, NotLeader) or error.retry_after is not None:
+        return True
+    return (
+        error.code is grpc.StatusCode.UNAVAILABLE
+        and error.reason == "UNAVAILABLE"
+        and not error.metadata
+        and error.message.startswith(_NEVER_SENT)
+    )
+
+
+def _unknown(error: TesseraError, address: str) -> OutcomeUnknown:
+    return OutcomeUnknown(
+        f"{address} did not say whether it made the change ({error}); it may have, and the "
+        "request has no request_id to repeat it safely, so it was not sent again: check "
+        "before making it again",
+        cause=error,
+    )
 
 
 def _naming(error: TesseraError, tried: list[str]) -> TesseraError:

@@ -34,11 +34,16 @@ Leaving the ``async with`` block releases the session's plugins, then the
 session, also on error or cancellation, waiting at most
 ``SessionOptions.release_timeout`` (5 s by default, on the SDK's clock) for the
 server to confirm it: a server that hangs or is away does not hold the product
-for the retry policy's whole course (about 53 s with the defaults). A release
+for the retry policy's whole course (up to 30 s with the defaults). A release
 not confirmed (out of time, or failed) ends the session
 ``EndReason.RELEASE_UNCONFIRMED``, never ``RELEASED``, with the error in
 ``error``: the server may still hold the session live until its lease ends
 (RULES M7), or until a later ``AsyncClient.release(session_id)`` reaches it.
+(Leaving is shielded: cancelling the block's task while it leaves does not stop the
+Release.) A Release that did not complete (``release()`` cancelled before the server
+answered) ends nothing: the client keeps the session, and ``AsyncClient.close()``
+releases it (or ends it ``RELEASE_UNCONFIRMED``); a leaving still under way is waited
+for, not sent twice.
 Entering it too: a cancellation while the
 Entitle is on its way lets the call finish and releases what it opened, and an
 entry that fails ``Unavailable`` (``DeadlineExceeded``: the server may have opened
@@ -136,7 +141,7 @@ class SessionOptions:
       confirm the Release of the session and its plugins, retries included; past it, or
       when the Release fails, the session ends ``EndReason.RELEASE_UNCONFIRMED``. A few
       seconds: a server that answers confirms within milliseconds, and a product closing
-      must not hang on one that does not (the retry policy alone allows about 53 s).
+      must not hang on one that does not (the retry policy alone allows up to 30 s).
     """
 
     idle_threshold: timedelta = timedelta(minutes=15)
@@ -242,6 +247,7 @@ class AsyncSessionHandle:
         self._started = False
         self._entitle_sent = False  # whether an Entitle went out (the server may have opened it)
         self._closed = False
+        self._leaving: asyncio.Task[None] | None = None  # _leave()'s
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._ended_event = asyncio.Event()
@@ -438,8 +444,7 @@ class AsyncSessionHandle:
         tb: TracebackType | None,
     ) -> None:
         # Shielded, so that a cancellation arriving now does not leave the session open.
-        task = _keep(asyncio.ensure_future(self._release_quietly()))
-        await asyncio.shield(task)
+        await asyncio.shield(self._leave())
 
     async def start(self) -> Session:
         """Entitle and start looking after the session (what ``async with`` does on entry).
@@ -495,7 +500,7 @@ class AsyncSessionHandle:
         ``timeout`` bounds the whole of it, plugins included, on the SDK's clock (what
         leaving the ``async with`` block does, with ``SessionOptions.release_timeout``);
         ``None``, the default, is for a caller who wants the server's answer: each Release
-        waits as long as the client's retry policy lets the call go on (about 53 s with the
+        waits as long as the client's retry policy lets the call go on (20 to 30 s with the
         defaults, on a server that does not answer), the plugins' side by side, then the
         session's own, which is always sent; so up to twice that in all. A product that is
         closing leaves the block or calls ``AsyncClient.close()``, both bounded. Raises the
@@ -504,7 +509,10 @@ class AsyncSessionHandle:
         ``EndReason.RELEASE_UNCONFIRMED`` (the server may still hold it live) and the
         error in ``error``, or ``EndReason.UNKNOWN_SESSION`` when the server answered
         that it no longer knows the session (it holds nothing for it). Releasing an
-        ended session returns it unchanged.
+        ended session returns it unchanged. A release cancelled (or interrupted) before
+        the server answered ends nothing: the session may be live, so the handle stays the
+        client's (no longer heartbeated), and ``release()`` again or ``AsyncClient.close()``
+        releases it.
         """
         if timeout is not None and timeout <= timedelta(0):
             raise ValueError("timeout must be positive (or None)")
@@ -528,6 +536,10 @@ class AsyncSessionHandle:
             self._detach()
             return self._session
         session_id = self._session.session_id
+        # Detached only once the session is over (released, or ended here): a Release
+        # cancelled (or interrupted otherwise) before the answer leaves the session live as
+        # far as anyone knows, so the handle stays the client's (no longer looked after),
+        # and AsyncClient.close() releases it, or ends it RELEASE_UNCONFIRMED.
         try:
             session = await self._by(until, self._client.release(session_id), session_id)
         except TesseraError as exc:
@@ -539,9 +551,9 @@ class AsyncSessionHandle:
                 else EndReason.RELEASE_UNCONFIRMED
             )
             self._finish(self._session.ended_locally(reason, None))
-            raise
-        finally:
             self._detach()
+            raise
+        self._detach()
         if not session.ended:  # a server that does not end it on Release is wrong; end it here
             session = session.ended_locally(EndReason.RELEASED, None)
         self._finish(session)
@@ -585,6 +597,15 @@ class AsyncSessionHandle:
             session.session_id,
         )
         await self._client._release_unwatched(session.session_id)
+
+    def _leave(self) -> asyncio.Task[None]:
+        """Leaving the session (``__aexit__``, the sync ``with``, ``AsyncClient.close()``,
+        each waiting for it shielded) in a task of its own, so that a cancellation of whoever
+        waits does not stop it. While one is under way, leaving again waits for the same
+        one: one Release, not two."""
+        if self._leaving is None or self._leaving.done():
+            self._leaving = _keep(asyncio.ensure_future(self._release_quietly()))
+        return self._leaving
 
     async def _release_quietly(self) -> None:
         """Leaving the session: release it within ``release_timeout``, raising nothing."""

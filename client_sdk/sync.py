@@ -18,16 +18,19 @@ import asyncio
 import concurrent.futures
 import functools
 import inspect
+import random
 import threading
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from client_sdk._retry import RetryPolicy
 from client_sdk.client import AsyncClient
 from client_sdk.clock import Clock
-from client_sdk.errors import TesseraError
-from client_sdk.models import EndReason, Lease, Session, SessionState
+from client_sdk.errors import ClientClosed, TesseraError
+from client_sdk.failover import Targets
+from client_sdk.models import EndReason, Lease, Platform, Session, SessionState
 from client_sdk.session import (
     AsyncSessionHandle,
     ChargeStateCallback,
@@ -88,7 +91,9 @@ class Client:
     Takes the same arguments as ``AsyncClient`` (``targets`` too: several servers, the
     active followed through a takeover); use it as ``with Client(...) as client:`` or
     call ``client.close()``. Its calls are ``AsyncClient``'s, waited for: their
-    arguments and documentation are written once, there.
+    arguments and documentation are written once, there. So are its attributes
+    (``targets``, ``retry``, ``clock``, ``platform``...): ``AsyncClient``'s, read
+    through; ``aio`` is that ``AsyncClient``.
     """
 
     @_same_arguments(AsyncClient)
@@ -100,12 +105,38 @@ class Client:
         self._thread.start()
 
     @property
+    def targets(self) -> Targets:
+        """The servers the client may call, and ``targets.current``, the one its calls go to."""
+        return self.aio.targets
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.aio.retry
+
+    @property
     def clock(self) -> Clock:
         return self.aio.clock
 
     @property
     def device_id(self) -> str:
         return self.aio.device_id
+
+    @property
+    def platform(self) -> Platform:
+        return self.aio.platform
+
+    @property
+    def session_options(self) -> SessionOptions:
+        return self.aio.session_options
+
+    @property
+    def rng(self) -> random.Random:
+        return self.aio.rng
+
+    @property
+    def fetch_signing_keys(self) -> bool:
+        """Whether the client asks the server for its signing keys (``AsyncClient``)."""
+        return self.aio.fetch_signing_keys
 
     @property
     def target(self) -> str:
@@ -122,7 +153,7 @@ class Client:
             raise RuntimeError("do not call the Tessera client from its own callbacks")
         if self._closed:
             coro.close()
-            raise TesseraError("the client is closed")
+            raise ClientClosed("the client is closed")
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout)
@@ -172,13 +203,71 @@ class Client:
 
 
 class SessionHandle:
-    """The synchronous face of an ``AsyncSessionHandle`` (same names, no ``await``)."""
+    """The synchronous face of an ``AsyncSessionHandle`` (same names, no ``await``);
+    ``aio`` is that handle, and ``parent`` and ``plugins`` are synchronous faces too."""
 
-    def __init__(self, client: Client, handle: AsyncSessionHandle) -> None:
+    def __init__(
+        self, client: Client, handle: AsyncSessionHandle, parent: SessionHandle | None = None
+    ) -> None:
         self._client = client
         self.aio = handle
+        self._parent = parent
+        self._faces: dict[AsyncSessionHandle, SessionHandle] = {}  # of its plugins
 
     # -- what the product reads -----------------------------------------------------------
+
+    @property
+    def product_id(self) -> str:
+        return self.aio.product_id
+
+    @property
+    def version(self) -> str:
+        return self.aio.version
+
+    @property
+    def platform(self) -> Platform:
+        return self.aio.platform
+
+    @property
+    def device_id(self) -> str:
+        return self.aio.device_id
+
+    @property
+    def takeover(self) -> bool:
+        return self.aio.takeover
+
+    @property
+    def team_id(self) -> str:
+        return self.aio.team_id
+
+    @property
+    def options(self) -> SessionOptions:
+        return self.aio.options
+
+    @property
+    def request_id(self) -> str:
+        """The ``request_id`` of this handle's Entitle (``AsyncSessionHandle``)."""
+        return self.aio.request_id
+
+    @property
+    def parent(self) -> SessionHandle | None:
+        """The host's handle, for a plugin (``None`` for a product)."""
+        host = self.aio.parent
+        if host is None:
+            return None
+        if self._parent is None or self._parent.aio is not host:
+            self._parent = SessionHandle(self._client, host)
+        return self._parent
+
+    @property
+    def plugins(self) -> tuple[SessionHandle, ...]:
+        """The plugin sessions running on this one (each the handle ``plugin()`` gave)."""
+        running = self.aio.plugins
+        faces = {aio: face for aio, face in self._faces.items() if not aio.ended}
+        for aio in running:
+            faces.setdefault(aio, SessionHandle(self._client, aio, self))
+        self._faces = faces
+        return tuple(faces[aio] for aio in running)
 
     @property
     def session(self) -> Session:
@@ -263,18 +352,17 @@ class SessionHandle:
         on_charge_state_changed: ChargeStateCallback | None = None,
         on_state_changed: StateCallback | None = None,
     ) -> SessionHandle:
-        return SessionHandle(
-            self._client,
-            self.aio.plugin(
-                product_id,
-                version,
-                options=options,
-                on_ended=on_ended,
-                on_lease_expiring=on_lease_expiring,
-                on_charge_state_changed=on_charge_state_changed,
-                on_state_changed=on_state_changed,
-            ),
+        aio = self.aio.plugin(
+            product_id,
+            version,
+            options=options,
+            on_ended=on_ended,
+            on_lease_expiring=on_lease_expiring,
+            on_charge_state_changed=on_charge_state_changed,
+            on_state_changed=on_state_changed,
         )
+        face = self._faces[aio] = SessionHandle(self._client, aio, self)
+        return face
 
     def start(self) -> Session:
         return self._client._run(self.aio.start())
@@ -293,4 +381,9 @@ class SessionHandle:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._client._run(self.aio._release_quietly())
+        if self._client._closed:
+            return  # close() released the session already (or gave it up, and logged it)
+        # As ``async with`` leaves: the Release runs on in its own task on the client's
+        # loop, so that an interruption now (Ctrl+C while it waits for the server) does
+        # not cancel it; ``close()`` waits for it rather than sending another.
+        self._client._run(self.aio.__aexit__(exc_type, exc, tb))

@@ -28,7 +28,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -39,6 +39,8 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from client_sdk.clock import ManualClock
+from tessera_api.tessera.v1 import admin_service_pb2 as apb
+from tessera_api.tessera.v1 import admin_service_pb2_grpc as apb_grpc
 from tessera_api.tessera.v1 import common_pb2 as c
 from tessera_api.tessera.v1 import licensing_service_pb2 as pb
 from tessera_api.tessera.v1 import licensing_service_pb2_grpc as pb_grpc
@@ -383,6 +385,133 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
                 for k, raw in self.public_keys().items()
             ]
         )
+
+
+class FakeAdmin(apb_grpc.AdminServiceServicer):
+    """An AdminService holding what the admin client's retry tests need: admin keys
+    (``CreateAdminKey``: a new key each time), invitations (``AcceptInvitation``: the user
+    key the first time only, as the real server), purchases by ``request_id``
+    (``PurchaseTokens``: a repeat returns the first pack) and one team (``GetTeam``).
+
+    ``lost_answers[method]``: that many calls of it are done, then answered
+    ``DEADLINE_EXCEEDED`` (the answer lost: what a caller whose deadline passed sees);
+    ``refuse`` and ``standby`` as ``FakeLicensing``'s."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.keys: list[str] = []
+        self.accepted: set[str] = set()
+        self.packs: dict[str, c.TokenPack] = {}
+        self.lost_answers: dict[str, int] = {}
+        self.refusals: deque[Refusal] = deque()
+        self.standby: str | None = None
+        self.server: grpc.aio.Server | None = None
+        self.target = ""
+
+    async def start(self) -> FakeAdmin:
+        self.server = grpc.aio.server()
+        apb_grpc.add_AdminServiceServicer_to_server(self, self.server)
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+        self.target = f"127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(None)
+
+    def refuse(self, code: grpc.StatusCode, reason: str = "", **kw: Any) -> None:
+        self.refusals.append(Refusal(code, reason, **kw))
+
+    def called(self, method: str) -> list[Call]:
+        return [call for call in self.calls if call.method == method]
+
+    async def _enter(self, method: str, request: Any, context: Any) -> None:
+        metadata = {k: v for k, v in context.invocation_metadata() or ()}
+        when = datetime(2026, 1, 1, tzinfo=UTC)
+        self.calls.append(Call(method, request, metadata, when, context.time_remaining()))
+        if self.standby is not None:
+            leader = {"leader": self.standby} if self.standby else {}
+            await context.abort_with_status(
+                Refusal(
+                    grpc.StatusCode.UNAVAILABLE, "NOT_LEADER", "a standby", metadata=leader
+                ).status()
+            )
+        for refusal in list(self.refusals):
+            if refusal.method in (None, method):
+                self.refusals.remove(refusal)
+                await context.abort_with_status(refusal.status())
+
+    async def _answer(self, method: str, answer: Any, context: Any) -> Any:
+        if self.lost_answers.get(method, 0) > 0:  # done, but the answer never arrives
+            self.lost_answers[method] -= 1
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        return answer
+
+    async def CreateAdminKey(
+        self, request: apb.CreateAdminKeyRequest, context: Any
+    ) -> apb.CreateAdminKeyResponse:
+        await self._enter("CreateAdminKey", request, context)
+        key_id = f"ak_{len(self.keys) + 1}"
+        self.keys.append(key_id)
+        answer = apb.CreateAdminKeyResponse(
+            admin_key=f"tsa_secret_{key_id}",
+            key=c.AdminKey(admin_key_id=key_id, display_name=request.display_name),
+        )
+        return await self._answer("CreateAdminKey", answer, context)
+
+    async def AcceptInvitation(
+        self, request: apb.AcceptInvitationRequest, context: Any
+    ) -> apb.AcceptInvitationResponse:
+        await self._enter("AcceptInvitation", request, context)
+        first = request.invitation_token not in self.accepted
+        self.accepted.add(request.invitation_token)
+        answer = apb.AcceptInvitationResponse(
+            user_id="ada@example.com", user_key="tsk_ada" if first else ""
+        )
+        return await self._answer("AcceptInvitation", answer, context)
+
+    async def PurchaseTokens(
+        self, request: apb.PurchaseTokensRequest, context: Any
+    ) -> apb.PurchaseTokensResponse:
+        await self._enter("PurchaseTokens", request, context)
+        if request.request_id not in self.packs:
+            self.packs[request.request_id] = c.TokenPack(
+                pack_id=f"pk_{len(self.packs) + 1}", team_id=request.team_id, tokens=request.tokens
+            )
+        answer = apb.PurchaseTokensResponse(token_pack=self.packs[request.request_id])
+        return await self._answer("PurchaseTokens", answer, context)
+
+    async def GetTeam(self, request: apb.GetTeamRequest, context: Any) -> apb.GetTeamResponse:
+        await self._enter("GetTeam", request, context)
+        answer = apb.GetTeamResponse(team=c.Team(team_id=request.team_id))
+        return await self._answer("GetTeam", answer, context)
+
+
+@dataclass
+class FakeTime:
+    """The two time sources of a ``SystemClock``, moved by hand: the wall clock (seconds
+    since the epoch) and the steady clock (``CLOCK_BOOTTIME`` on Linux, which goes on
+    while the machine is suspended; ``time.monotonic``, which stops, elsewhere)."""
+
+    wall: float = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    steady: float = 1_000.0
+
+    def sources(self) -> dict[str, Callable[[], float]]:
+        """``SystemClock``'s keyword arguments: ``SystemClock(**time.sources())``."""
+        return {"wall": lambda: self.wall, "suspend_aware": lambda: self.steady}
+
+    def run(self, seconds: float) -> None:
+        """Time goes by, the machine awake."""
+        self.wall += seconds
+        self.steady += seconds
+
+    def suspend(self, seconds: float, *, steady_counts: bool = True) -> None:
+        """The machine sleeps: the wall clock goes on; the steady clock too, unless it is
+        one that stops meanwhile (``steady_counts=False``)."""
+        self.wall += seconds
+        if steady_counts:
+            self.steady += seconds
 
 
 class Proxy:

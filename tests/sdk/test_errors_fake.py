@@ -16,7 +16,7 @@ import pytest
 
 import client_sdk as sdk
 from client_sdk import AsyncClient, ManualClock, Platform, RetryPolicy
-from tests.sdk.conftest import FAKE_KEY, QUICK_RETRY
+from tests.sdk.conftest import FAKE_KEY, QUICK_RETRY, client_for, eventually
 from tests.sdk.fakes import FakeLicensing
 
 FP = grpc.StatusCode.FAILED_PRECONDITION
@@ -217,7 +217,9 @@ async def test_sdk_deadline_on_every_call(fake: FakeLicensing, clock: ManualCloc
 async def test_sdk_backoff_waits_on_the_injected_clock(
     fake: FakeLicensing, clock: ManualClock
 ) -> None:
-    retry = RetryPolicy(max_attempts=4, initial_backoff=1.0, multiplier=2.0, jitter=0.0)
+    retry = RetryPolicy(
+        max_attempts=4, initial_backoff=1.0, multiplier=2.0, max_backoff=8.0, jitter=0.0
+    )
     async with AsyncClient(fake.target, FAKE_KEY, clock=clock, retry=retry) as client:
         for _ in range(3):
             fake.refuse(grpc.StatusCode.UNAVAILABLE, "")
@@ -414,3 +416,44 @@ def test_sdk_retry_policy_refuses_values_that_are_not_numbers() -> None:
         RetryPolicy(call_timeout="10")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="max_attempts"):
         RetryPolicy(max_attempts=2.5)  # type: ignore[arg-type]
+
+
+async def test_errors_closing_the_client_under_a_call_raises_client_closed_not_cancelled(
+    client: AsyncClient, fake: FakeLicensing
+) -> None:
+    # Another task closes the client while a call waits for the server: the caller was
+    # not cancelled, so it gets a TesseraError (ClientClosed), not asyncio.CancelledError.
+    await client.signing_keys()
+    fake.gates["Entitle"] = asyncio.Event()
+    call = asyncio.ensure_future(client.entitle("ACAD", "2026"))
+    await eventually(lambda: len(fake.called("Entitle")) == 1)
+    await client.close()
+    with pytest.raises(sdk.ClientClosed) as info:
+        await asyncio.wait_for(call, 5)
+    assert isinstance(info.value, sdk.TesseraError) and not call.cancelled()
+    assert info.value.reason == "CLIENT_CLOSED"
+    with pytest.raises(sdk.ClientClosed):  # and every call after it
+        await client.heartbeat("ses_1")
+    assert len(fake.called("Entitle")) == 1  # not sent again
+
+
+async def test_errors_the_callers_own_cancellation_stays_cancelled_error(
+    fake: FakeLicensing, clock: ManualClock
+) -> None:
+    async with client_for(fake, clock) as client:
+        await client.signing_keys()
+        gate = fake.gates["Entitle"] = asyncio.Event()
+        call = asyncio.ensure_future(client.entitle("ACAD", "2026"))
+        await eventually(lambda: len(fake.called("Entitle")) == 1)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        # Cancelled while the client closes, it is still the caller's cancellation.
+        call = asyncio.ensure_future(client.entitle("ACAD", "2026"))
+        await eventually(lambda: len(fake.called("Entitle")) == 2)
+        closing = asyncio.ensure_future(client.close())
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await closing
+        gate.set()

@@ -219,7 +219,9 @@ async def test_h3_backoff_counts_across_targets_on_the_injected_clock(
     # Two standbys that know no active yet: the first retry goes to the other at once,
     # every later one goes back to a server already tried, and first waits.
     fake.standby = other.standby = ""
-    retry = RetryPolicy(max_attempts=5, initial_backoff=1.0, multiplier=2.0, jitter=0.0)
+    retry = RetryPolicy(
+        max_attempts=5, initial_backoff=1.0, multiplier=2.0, max_backoff=8.0, jitter=0.0
+    )
     async with two_targets(fake, other, clock, retry) as client:
         call = asyncio.ensure_future(client.entitle("ACAD", "2026"))
         waits = []
@@ -324,3 +326,102 @@ def test_h3_sync_client_follows_the_active(
         assert c.target == a.target
     assert [len(f.called("Heartbeat")) for f in (a, b)] == [1, 1]
     assert a.called("Entitle")[0].request.request_id == b.called("Entitle")[0].request.request_id
+
+
+class Jitter(random.Random):
+    """An rng whose every draw is ``fraction``: 0 waits each backoff in full, near 1
+    waits it less all the jitter (the soonest retries, the shortest span)."""
+
+    def __init__(self, fraction: float) -> None:
+        super().__init__(0)
+        self.fraction = fraction
+
+    def random(self) -> float:
+        return self.fraction
+
+
+async def _drive(
+    clock: ManualClock, call: asyncio.Future[object], standby: FakeLicensing, serves_after: float
+) -> float:
+    """Move the clock from one backoff to the next until ``call`` is done; ``standby``
+    serves (it took over) from ``serves_after`` seconds on. Returns the seconds gone by."""
+    start = clock.now()
+    while not call.done():
+        sleeping = asyncio.ensure_future(clock.until_sleeping())
+        await asyncio.wait({call, sleeping}, return_when=asyncio.FIRST_COMPLETED)
+        if call.done():
+            sleeping.cancel()
+            await asyncio.gather(sleeping, return_exceptions=True)
+            break
+        await sleeping
+        deadline = clock.next_deadline()
+        assert deadline is not None
+        clock.set(deadline)
+        if (clock.now() - start).total_seconds() >= serves_after:
+            standby.standby = None  # elected: it serves from now on
+    return (clock.now() - start).total_seconds()
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.999999], ids=["full backoff", "most jitter"])
+async def test_h2_h3_default_retry_rides_out_a_takeover_of_up_to_10_s(
+    fake: FakeLicensing, clock: ManualClock, jitter: float
+) -> None:
+    # The active was killed (its address refuses connections); the standby answers
+    # NOT_LEADER, still naming the dead active, for 9 s, then serves (RULES H2: within
+    # 10 s). An Entitle with the default retry policy must still get through: the old
+    # default (0.25 + 0.5 + 1 s of backoff) gave up after ~1.5 s.
+    dead = "127.0.0.1:1"
+    fake.standby = dead
+    async with AsyncClient(
+        targets=[dead, fake.target],
+        user_key=FAKE_KEY,
+        clock=clock,
+        rng=Jitter(jitter),
+        signing_keys=fake.public_keys(),
+    ) as client:
+        assert client.retry == RetryPolicy()  # the defaults
+        call = asyncio.ensure_future(client.entitle("ACAD", "2026"))
+        took = await _drive(clock, call, fake, serves_after=9.0)
+        session = call.result()
+        assert session.session_id in fake.sessions and client.target == fake.target
+    assert 9.0 <= took <= 14.0
+    assert len(fake.called("Entitle")) <= RetryPolicy().max_attempts // 2
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.999999], ids=["full backoff", "most jitter"])
+async def test_h2_h3_default_retry_spans_at_least_12_s_and_is_bounded(
+    fake: FakeLicensing, other: FakeLicensing, clock: ManualClock, jitter: float
+) -> None:
+    # No server takes over: the call tries for at least 12 s (longer than a takeover may
+    # take), with backoffs of at most 3 s, and then gives up: within max_attempts and
+    # total_timeout.
+    dead = "127.0.0.1:1"
+    fake.standby = other.standby = ""
+    policy = RetryPolicy()
+    assert policy.max_backoff <= 3.0 and policy.total_timeout is not None
+    async with AsyncClient(
+        targets=[dead, fake.target, other.target],
+        user_key=FAKE_KEY,
+        clock=clock,
+        rng=Jitter(jitter),
+        signing_keys=fake.public_keys(),
+    ) as client:
+        call = asyncio.ensure_future(client.entitle("ACAD", "2026"))
+        took = await _drive(clock, call, fake, serves_after=float("inf"))
+        with pytest.raises(sdk.NotLeader) as info:
+            call.result()
+    assert 12.0 <= took <= policy.total_timeout
+    attempts = 1 + len(fake.called("Entitle")) + len(other.called("Entitle"))  # + the dead's
+    assert attempts <= policy.max_attempts
+    assert info.value.targets == (dead, fake.target, other.target)
+
+
+def test_h3_retry_policy_total_timeout_is_positive_seconds_or_none() -> None:
+    assert RetryPolicy(total_timeout=None).out_of_time(1e9, 0) is False
+    assert RetryPolicy(total_timeout=5).out_of_time(4.0, 1.5)
+    assert not RetryPolicy(total_timeout=5).out_of_time(4.0, 1.0)
+    for bad in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="total_timeout"):
+            RetryPolicy(total_timeout=bad)
+    with pytest.raises(TypeError, match="total_timeout"):
+        RetryPolicy(total_timeout="20")  # type: ignore[arg-type]

@@ -29,8 +29,8 @@ from client_sdk import (
     SessionState,
 )
 from tessera_api.tessera.v1 import common_pb2 as c
-from tests.sdk.conftest import QUICK_RETRY, client_for, eventually
-from tests.sdk.fakes import FakeLicensing
+from tests.sdk.conftest import FAKE_KEY, QUICK_RETRY, client_for, eventually
+from tests.sdk.fakes import FakeLicensing, FakeTime
 
 MIN = timedelta(minutes=1)
 SEC = timedelta(seconds=1)
@@ -764,3 +764,113 @@ async def test_p4_plugins_of_a_host_the_server_ended_are_released_within_release
         assert len(fake.called("Release")) == 1
     finally:
         await client.close()
+
+
+async def test_m10_a_release_cancelled_before_the_answer_keeps_the_session_for_close(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    # The product bounds release() itself and gives up before the server answers: the
+    # session may still be live, so the client must not forget it; close() releases it.
+    handle = client.session("ACAD", "2026")
+    await handle.start()
+    async with hung(fake):
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(handle.release(), 0.05)
+        assert not handle.ended and handle in client._handles
+        closing = asyncio.create_task(client.close())
+        await eventually(lambda: len(fake.called("Release")) == 2)  # close() sends it again
+    await asyncio.wait_for(closing, 2)
+    assert handle.end_reason is EndReason.RELEASED
+    assert fake.sessions[handle.session_id].msg.state == c.SESSION_STATE_ENDED
+
+
+async def test_m10_a_release_cancelled_then_unanswered_ends_release_unconfirmed_at_close(
+    fake: FakeLicensing, clock: ManualClock
+) -> None:
+    client = client_for(fake, clock, retry=RetryPolicy())
+    try:
+        host = client.session("ACAD", "2026")
+        await host.start()
+        plugin = host.plugin("ARNOLD")
+        await plugin.start()
+        async with hung(fake):
+            releasing = asyncio.create_task(host.release())
+            await eventually(lambda: len(fake.called("Release")) == 1)  # the plugin's
+            releasing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await releasing
+            assert not host.ended and not plugin.ended
+            assert {host, plugin} <= client._handles
+            closing = asyncio.create_task(client.close())
+            await eventually(lambda: len(fake.called("Release")) == 2)
+            await clock.until_sleeping()
+            clock.advance(2.5 * SEC)  # the plugin's half of release_timeout
+            await eventually(lambda: len(fake.called("Release")) == 3)
+            await clock.until_sleeping()
+            clock.advance(2.5 * SEC)
+            await asyncio.wait_for(closing, 2)
+        assert plugin.end_reason is EndReason.RELEASE_UNCONFIRMED
+        assert host.end_reason is EndReason.RELEASE_UNCONFIRMED
+        assert isinstance(host.error, DeadlineExceeded) and not client._handles
+    finally:
+        await client.close()
+
+
+async def test_m10_leaving_twice_waits_for_the_release_under_way_and_sends_one(
+    client: AsyncClient, fake: FakeLicensing
+) -> None:
+    # A block left while its Release is on its way (its task cancelled: the leaving runs
+    # on, shielded), then the client closed: close() waits for that Release, sends none.
+    handle = client.session("ACAD", "2026")
+    started = asyncio.Event()
+
+    async def product() -> None:
+        async with handle:
+            started.set()
+
+    gate = fake.gates["Release"] = asyncio.Event()
+    task = asyncio.create_task(product())
+    await started.wait()
+    await eventually(lambda: len(fake.called("Release")) == 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    closing = asyncio.create_task(client.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()
+    gate.set()
+    await asyncio.wait_for(closing, 2)
+    assert handle.end_reason is EndReason.RELEASED
+    assert len(fake.called("Release")) == 1
+
+
+@pytest.mark.parametrize("how", ["suspend, boottime", "suspend, monotonic", "clock set back"])
+async def test_m7_time_asleep_or_a_clock_set_back_gives_no_more_than_24_h_offline(
+    fake: FakeLicensing, clock: ManualClock, how: str
+) -> None:
+    # A laptop that goes offline, then sleeps 30 h: it wakes with its lease over (RULES
+    # M7), though time.monotonic, which SystemClock read, stopped while it slept. Nor does
+    # a wall clock set back two days give it more time.
+    t = FakeTime()
+    system = sdk.SystemClock(**t.sources())
+    async with (
+        AsyncClient(fake.target, FAKE_KEY, clock=system, retry=QUICK_RETRY) as client,
+        client.session("ACAD", "2026") as s,
+    ):
+        entitled = system.now()
+        assert s.lease_expires_at == entitled + timedelta(hours=24)
+        fake.down = True  # offline from now on
+        t.run(3600)
+        assert s.usable
+        if how == "clock set back":
+            t.wall -= 48 * 3600
+            t.run(23 * 3600 - 1)
+            assert s.usable
+            t.run(1)
+        else:
+            t.suspend(30 * 3600, steady_counts=how == "suspend, boottime")
+        assert system.now() >= s.lease_expires_at and not s.usable
+        with pytest.raises(SessionEnded) as info:
+            s.ensure_usable()
+        assert info.value.end_reason is EndReason.LEASE_EXPIRED and s.ended
+    assert fake.called("Release") == []  # the lease is over: nothing left to release

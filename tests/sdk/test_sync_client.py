@@ -5,6 +5,7 @@ The fake runs on its own loop in a thread; the client runs its own in another.
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -154,3 +155,69 @@ def test_sync_client_close_releases_and_stops_thread(
     with pytest.raises(sdk.TesseraError):
         client.entitle("ACAD", "2026")
     client.close()  # twice is harmless
+
+
+def test_m10_sync_leaving_interrupted_while_releasing_still_releases(
+    client: Client, fake: FakeLicensing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl+C while the block waits for the server to confirm the Release: as with
+    # `async with`, the Release goes on (shielded) on the client's thread, the client keeps
+    # the session until it is confirmed, and close() waits for it rather than forget it.
+    s = client.session("ACAD", "2026")
+    s.start()
+    fake.delay = 0.5  # the server takes a moment to answer
+
+    def interrupted(self: concurrent.futures.Future[object], timeout: float | None = None) -> None:
+        wait(lambda: len(fake.called("Release")) == 1)  # the Release is on its way...
+        raise KeyboardInterrupt  # ...when the user presses Ctrl+C
+
+    monkeypatch.setattr(concurrent.futures.Future, "result", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        s.__exit__(None, None, None)
+    monkeypatch.undo()
+    assert not s.ended and s.aio in client.aio._handles
+    client.close()
+    assert s.end_reason is EndReason.RELEASED
+    assert len(fake.called("Release")) == 1
+
+
+def _public(obj: object) -> dict[str, bool]:
+    """``obj``'s public names, each with whether it is something to call."""
+    return {name: callable(getattr(obj, name)) for name in dir(obj) if not name.startswith("_")}
+
+
+def test_sdk_sync_client_and_session_have_every_public_name_of_the_async_ones(
+    client: Client, fake: FakeLicensing
+) -> None:
+    # "Client is the same without an event loop" (README): every attribute, property and
+    # method of AsyncClient and AsyncSessionHandle is there too (its value read through),
+    # plus ``aio``, the asynchronous object itself. New ones must be added to both.
+    assert _public(client) == {**_public(client.aio), "aio": False}
+    assert client.targets is client.aio.targets and client.targets.current == fake.target
+    assert (client.retry, client.platform, client.session_options, client.rng) == (
+        client.aio.retry,
+        client.aio.platform,
+        client.aio.session_options,
+        client.aio.rng,
+    )
+    assert client.fetch_signing_keys is True
+    with client.session("ACAD", "2026", team_id="acme") as s:
+        assert _public(s) == {**_public(s.aio), "aio": False}
+        assert (s.product_id, s.version, s.team_id, s.takeover) == ("ACAD", "2026", "acme", False)
+        assert s.request_id == fake.called("Entitle")[0].request.request_id
+        assert s.options is client.session_options and s.parent is None
+        with s.plugin("ARNOLD") as p:
+            assert _public(p) == {**_public(p.aio), "aio": False}
+            assert s.plugins == (p,) and p.parent is s
+            assert p.product_id == "ARNOLD" and p.device_id == s.device_id == "dev-sync"
+        assert s.plugins == ()
+
+
+def test_m10_sync_leaving_a_block_after_close_raises_nothing(
+    fake: FakeLicensing, clock: ManualClock
+) -> None:
+    # As `async with`: close() released the session; leaving its block after that is quiet.
+    client = Client(fake.target, FAKE_KEY, clock=clock, retry=QUICK_RETRY)
+    with client.session("ACAD", "2026") as s:
+        client.close()
+    assert s.end_reason is EndReason.RELEASED and len(fake.called("Release")) == 1

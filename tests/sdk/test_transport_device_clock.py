@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,10 +20,11 @@ from cryptography.x509.oid import NameOID
 
 import client_sdk as sdk
 from client_sdk import TLS, AsyncClient, ManualClock
+from client_sdk.clock import suspend_aware_seconds
 from client_sdk.device import default_device_id, device_id_for, machine_identity
 from client_sdk.transport import read_pem
 from tests.sdk.conftest import FAKE_KEY, QUICK_RETRY
-from tests.sdk.fakes import FakeLicensing
+from tests.sdk.fakes import FakeLicensing, FakeTime
 
 # -- a throwaway PKI -------------------------------------------------------------------
 
@@ -230,3 +233,44 @@ async def test_system_clock_is_utc_and_sleeps() -> None:
     assert clock.now() - before >= timedelta(seconds=0.009)
     assert before.tzinfo is not None and before.utcoffset() == timedelta(0)
     assert isinstance(clock, sdk.Clock)
+
+
+HOUR = 3600.0
+
+
+def test_m7_system_clock_counts_time_suspended_and_never_goes_back() -> None:
+    t = FakeTime()
+    clock = sdk.SystemClock(**t.sources())
+    start = clock.now()
+    assert start == datetime(2026, 1, 1, tzinfo=UTC)
+
+    def gone() -> timedelta:
+        return clock.now() - start
+
+    t.run(60)
+    assert gone() == timedelta(seconds=60)
+    # Suspended 30 h: CLOCK_BOOTTIME counts it (Linux)...
+    t.suspend(30 * HOUR)
+    assert gone() == timedelta(hours=30, seconds=60)
+    # ...and where the steady clock stops meanwhile (time.monotonic), the wall clock does.
+    t.suspend(30 * HOUR, steady_counts=False)
+    assert gone() == timedelta(hours=60, seconds=60)
+    # The wall clock set back two days lengthens nothing: time goes on at the steady
+    # clock's pace, and never goes back.
+    t.wall -= 48 * HOUR
+    assert gone() == timedelta(hours=60, seconds=60)
+    t.run(10)
+    assert gone() == timedelta(hours=60, seconds=70)
+    # Set forward, it counts as time gone by: a lease ends sooner, never later.
+    t.wall += HOUR
+    assert gone() == timedelta(hours=61, seconds=70)
+    t.steady -= 5  # (a steady clock that went back, which it must not) moves nothing back
+    assert gone() == timedelta(hours=61, seconds=70)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="CLOCK_BOOTTIME is Linux's")
+def test_m7_system_clock_reads_clock_boottime_on_linux() -> None:
+    # CLOCK_MONOTONIC (time.monotonic) stops while the machine is suspended; BOOTTIME not.
+    before = time.clock_gettime(time.CLOCK_BOOTTIME)
+    read = suspend_aware_seconds()
+    assert before <= read <= time.clock_gettime(time.CLOCK_BOOTTIME)
