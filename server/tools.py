@@ -27,9 +27,10 @@ import base64
 import contextlib
 import json
 import os
+import signal
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -57,6 +58,21 @@ COMMANDS = {
     "adopt-secrets": "PostgreSQL: make --secrets-dir the database's secrets directory (only "
     "when the one its servers used is lost for good)",
 }
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (``timeout``, cron, a service manager) as SystemExit(143) while inside,
+    so that the ``finally`` and ``except BaseException`` clean-ups run, as on Ctrl+C."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -131,7 +147,8 @@ def main(argv: Sequence[str]) -> int:
             return 0
         if postgres:
             return _backup_postgres(a.db, a.to, a.secrets_dir)
-        copied = backup(a.db, a.to)
+        with _sigterm_unwinds():  # a backup stopped by cron or systemd leaves no half copy
+            copied = backup(a.db, a.to)
         print(f"backed up {a.db} ({copied.pages} pages, {copied.head.seq} ledger entries) to:")
         for path in copied.files:
             print(f"  {path}")

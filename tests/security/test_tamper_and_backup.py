@@ -7,11 +7,19 @@ named. ``python -m server backup`` copies a database while the server runs.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import pytest
+
+from server import tools
+from server.store import backup as backup_mod
 from tests.grpcurl import Grpcurl
 from tests.support import ADMIN_TOKEN, REPO, ServerThread, running
 
@@ -134,3 +142,69 @@ def test_t6_the_chain_continues_across_a_restart(tmp_path: Path) -> None:
     result = _cli("verify", "--db", str(db))
     assert result.returncode == 0, result.stdout
     assert "ok: 9 ledger entries chained, 4 packs add up" in result.stdout
+
+
+def test_backup_under_steady_writes_is_one_snapshot_that_ends(tmp_path: Path) -> None:
+    """A copy made in steps started over at each commit between two steps, and under a
+    steady trickle of writes never ended. Beside a writer that commits until the
+    backup is done (at most 200,000 times), a database of some 6,000 pages (more than
+    one old step of 4,096) is copied while the writer is still writing, and the copy
+    is the database as of one instant: its rows are a prefix of the writer's."""
+    db = tmp_path / "tessera.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE ledger (seq INTEGER PRIMARY KEY, hash TEXT NOT NULL)")
+        conn.execute("CREATE TABLE filler (blob BLOB)")
+        conn.executemany("INSERT INTO filler VALUES (?)", [(b"x" * 4000,)] * 6000)
+    conn.close()
+    done = threading.Event()
+    written = [0]
+
+    def write() -> None:
+        with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as w:
+            w.execute("PRAGMA synchronous=OFF")
+            for seq in range(1, 200_001):
+                if done.is_set():
+                    return
+                w.execute("INSERT INTO ledger VALUES (?, ?)", (seq, f"h{seq}"))
+                written[0] = seq
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        while written[0] < 10:  # the writer is under way
+            threading.Event().wait(0.001)
+        copied = backup_mod.backup(db, tmp_path / "copy.db")
+        finished_at = written[0]
+    finally:
+        done.set()
+        writer.join()
+    assert finished_at < 200_000  # ended while the writer wrote on
+    with contextlib.closing(sqlite3.connect(tmp_path / "copy.db")) as c:
+        seqs = [r[0] for r in c.execute("SELECT seq FROM ledger ORDER BY seq")]
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 10
+    assert copied.pages > 4096
+
+
+def test_backup_stopped_midway_leaves_no_half_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM (cron's timeout, systemd) becomes SystemExit inside the backup command,
+    and a backup ended so removes what it had written (the copy, and the folders it
+    made), as it does on any other failure."""
+    db = tmp_path / "tessera.db"
+    with running(db) as srv:
+        _history(srv)
+    target = tmp_path / "new" / "deeper" / "copy.db"
+
+    def stopped(conn: sqlite3.Connection) -> object:
+        with tools._sigterm_unwinds():
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs before the next line
+            raise AssertionError("SIGTERM did not unwind")
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(backup_mod, "_head", stopped)
+    with pytest.raises(SystemExit) as info:
+        backup_mod.backup(db, target)
+    assert info.value.code == 128 + signal.SIGTERM
+    assert not (tmp_path / "new").exists()
