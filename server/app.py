@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any, cast
 import asyncpg
 import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server import leases, loops
 from server.api import reflection
 from server.api.admin import AdminServicer
 from server.api.admission import Admission
 from server.api.audit import AuditRecorder
+from server.api.health import Health
 from server.api.interceptors import EdgeInterceptor
 from server.api.licensing import LicensingServicer
 from server.api.limits import RateLimits
@@ -238,7 +239,7 @@ class TesseraServer:
         # Where calls come in: this process's gRPC server, or (--front-process) the front's.
         self._server: grpc.aio.Server | Back | None = None
         self._front: Back | None = None
-        self._health = health.aio.HealthServicer()
+        self._health = Health()
         self._tasks: set[asyncio.Task[None]] = set()
         self.phases: dict[str, float] = {}  # seconds of the last term's start, by phase
         self.portal: PortalServer | None = None  # --http-listen, bound by start()
@@ -584,6 +585,7 @@ class TesseraServer:
         if drain_delay > 0:
             log.info("not_serving", port_closes_in_seconds=drain_delay)
             await asyncio.sleep(drain_delay)
+        await self._health.close()  # its Watch streams end: the stop waits for none
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace if grace is None else grace)
         for task in list(self._tasks):

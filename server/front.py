@@ -56,10 +56,11 @@ from typing import Any, cast
 
 import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server import loops
 from server.api import reflection
+from server.api.health import Health
 from server.clock import monotonic
 from server.config import Config, parse_args
 from server.ha.gate import SESSION_CALLS, Gate, GenericOnly
@@ -391,7 +392,7 @@ class Front(grpc.GenericRpcHandler):
 
     def __init__(self, now: Callable[[], float] = monotonic) -> None:
         self.link = Link(self._on_batch)
-        self.health = health.aio.HealthServicer()
+        self.health = Health()
         self._now = now
         self.heard = now()  # when the back last sent anything
         self.statuses: dict[str, int] = {}  # each service's health, as the back set it
@@ -516,6 +517,7 @@ async def serve(socket_path: str, cfg: Config) -> int:
     grace = front.stopping.result() if front.stopping.done() else 0.0
     if front.link.closed.done():
         front.fail_waiting()
+    await front.health.close()  # its Watch streams end: the stop waits for none
     await server.stop(grace)
     if not front.stopping.done():  # the back is gone: what it left is ours to remove
         folder = Path(socket_path).parent

@@ -19,7 +19,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.api.convert import MIN_TIME
 from server.app import REAL_CLOCK_KEY, TesseraServer
@@ -443,6 +445,41 @@ def test_shutdown_drain_delay_says_not_serving_and_still_answers_before_the_port
     assert proc.returncode == 0, err
     events = [json.loads(line).get("event") for line in out.splitlines() if line.startswith("{")]
     assert events.index("not_serving") < events.index("stopped")
+
+
+@pytest.mark.parametrize("front", ["--front-process", "--no-front-process"])
+def test_shutdown_ends_health_watch_streams_after_saying_not_serving(
+    tmp_path: Path, front: str
+) -> None:
+    """A monitor watching health (grpc.health.v1.Health/Watch, as gRPC's client-side
+    health checking does) hears NOT_SERVING on SIGTERM, then its stream ends with OK:
+    the stock servicer kept it open, so the stop waited out the whole shutdown grace
+    (30 s here) and the watcher saw UNAVAILABLE."""
+    proc = spawn_server(
+        *("--db", str(tmp_path / "t.db"), "--admin-token", ADMIN_TOKEN),
+        *("--shutdown-grace", "30", front),
+    )
+    heard: list[int] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("{") and json.loads(line).get("event") == "serving":
+                target = f"127.0.0.1:{json.loads(line)['port']}"
+                break
+        with grpc.insecure_channel(target) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+            heard.append(next(watch).status)  # SERVING: the stream is open
+            proc.send_signal(signal.SIGTERM)
+            heard += [reply.status for reply in watch]  # ends without an error
+            assert watch.code() is grpc.StatusCode.OK
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    serving = health_pb2.HealthCheckResponse
+    assert heard == [serving.SERVING, serving.NOT_SERVING]
+    assert proc.returncode == 0, err
 
 
 # -- point 8b: the admin token is shown once -----------------------------------
