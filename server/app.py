@@ -667,19 +667,21 @@ def _banner(server: TesseraServer) -> None:
         metrics_host = (server.config.metrics_listen or "").rsplit(":", 1)[0] or "127.0.0.1"
         print(f"Metrics: http://{metrics_host}:{server.metrics_port}/metrics", file=out)
     cfg = server.config
-    # A token is shown once, when this start made it, so that an operator can
-    # begin (README); after that the banner says where it is kept, never the
-    # token: output a service manager keeps as a log must not hold it. One the
-    # operator passed in is theirs already.
+    # A token is shown once, when this start made it, and only to a terminal, so
+    # that an operator can begin (README); otherwise the banner says where it is
+    # kept, never the token: output a service manager or a pipe keeps as a log
+    # (journald, a log shipper) must not hold it. One the operator passed in is
+    # theirs already.
     path = cfg.admin_token_path
     if cfg.admin_token is not None:
         print("Admin token: as given (--admin-token or TESSERA_ADMIN_TOKEN)", file=out)
         shown = "$TESSERA_ADMIN_TOKEN"
-    elif server.admin_token_made:
+    elif server.admin_token_made and out.isatty():
         shown = server.admin_token
         print(f"Admin token: {shown} (new, shown only now; kept owner-only in {path})", file=out)
     else:
-        print(f"Admin token: kept owner-only in {path}; read it with: cat {path}", file=out)
+        new = "new, " if server.admin_token_made else ""
+        print(f"Admin token: {new}kept owner-only in {path}; read it with: cat {path}", file=out)
         shown = f"$(cat {path})"
     if cfg.tls_cert is None:
         transport = "-plaintext"

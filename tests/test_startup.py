@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
 import signal
 import socket
 import sqlite3
@@ -485,34 +486,59 @@ def test_shutdown_ends_health_watch_streams_after_saying_not_serving(
 # -- point 8b: the admin token is shown once -----------------------------------
 
 
-def banner(db: Path) -> tuple[str, str]:
-    """Start without --admin-token, read the banner (stderr), stop: (stderr, stdout)."""
-    proc = spawn_server("--db", str(db))
-    assert proc.stderr is not None
+def banner(db: Path, *, terminal: bool = False) -> tuple[str, str]:
+    """Start without --admin-token, read the banner (stderr: a pipe, or a terminal),
+    stop: (stderr, stdout)."""
+    reader, writer = pty.openpty() if terminal else os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--db", str(db)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TESSERA_LOG_FORMAT": "json"},
+        stdout=subprocess.PIPE,
+        stderr=writer,
+        text=True,
+    )
+    os.close(writer)
     lines = []
-    for line in proc.stderr:
-        lines.append(line)
-        if "grpcurl" in line:
-            break
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, "".join(lines) + err
-    return "".join(lines) + err, out
+    with open(reader, encoding="utf-8", errors="replace") as stderr:
+        for line in stderr:
+            lines.append(line)
+            if "grpcurl" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        if not terminal:
+            lines += stderr.readlines()
+    assert proc.returncode == 0, "".join(lines)
+    return "".join(lines), out
 
 
-def test_h4_8b_admin_token_is_printed_only_when_it_is_made(tmp_path: Path) -> None:
+def test_h4_8b_admin_token_is_shown_once_to_a_terminal_and_never_to_a_log(
+    tmp_path: Path,
+) -> None:
+    """The token a first start makes is printed once, to a terminal (the operator
+    starting it by hand: README); a first start whose stderr is a pipe or a file (a
+    service manager's log, journald) says where it is kept instead, as every later
+    start does; the JSON log on stdout never holds it."""
     db = tmp_path / "tessera.db"
-    first, first_log = banner(db)
+    first, first_log = banner(db, terminal=True)
     path = tmp_path / "tessera.db.admin-token"
     token = path.read_text().strip()
     assert token.startswith("tsa_")
     assert f"Admin token: {token} (new, shown only now; kept owner-only in {path})" in first
     assert token not in first_log
 
-    second, second_log = banner(db)
+    second, second_log = banner(db, terminal=True)
     assert token not in second + second_log
     assert f"Admin token: kept owner-only in {path}; read it with: cat {path}" in second
     assert f'-H "authorization: Bearer $(cat {path})"' in second
+
+    logged = tmp_path / "logged.db"
+    first, first_log = banner(logged)
+    token = (tmp_path / "logged.db.admin-token").read_text().strip()
+    assert token not in first + first_log
+    where = tmp_path / "logged.db.admin-token"
+    assert f"Admin token: new, kept owner-only in {where}; read it with: cat {where}" in first
 
 
 def test_sigterm_while_starting_gives_the_start_up_and_exits_0(tmp_path: Path) -> None:
