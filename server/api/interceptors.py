@@ -205,6 +205,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             start = monotonic()
             code = grpc.StatusCode.OK
+            reason: str | None = None  # a refusal's ErrorInfo reason, for its log line
             user_id = ""
             shown_user: str | None = None  # user_id as it may be logged
             entered = shed = False
@@ -234,6 +235,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                     raise InvalidArgument.field("request", request.problem)
                 return await behavior(request, context)
             except DomainError as exc:
+                reason = exc.reason
                 if metrics is not None:
                     metrics.refused(exc.reason, kind)
                 status = to_status(exc)
@@ -267,6 +269,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                         duration_ms=round((monotonic() - start) * 1000, 3),
                         request_id=request_id,
                         user_id=shown_user,
+                        # which of a code's refusals (RUNNING_ELSEWHERE, INSUFFICIENT_TOKENS
+                        # and DEVICE_LIMIT are all FAILED_PRECONDITION): only on a refusal
+                        **({"reason": reason} if reason is not None else {}),
                     )
             # A refused or failed call: its status goes out only now, once the call is
             # counted and logged (``abort`` sends it before it raises), so a client that

@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 from server.api.interceptors import EdgeInterceptor
 from server.api.limits import RateLimits
 from server.clock import SystemClock
-from server.domain.errors import InvalidArgument
+from server.domain.errors import InvalidArgument, RunningElsewhere
 from server.logs import LineWriter, lines_per_turn, merge_call_context
 from server.metrics import Metrics
 
@@ -299,3 +299,28 @@ async def test_ops_the_lines_of_a_loop_turn_go_out_together_once_it_ends() -> No
     assert file.writes[3:] == [b"last\n"]  # written as the server ended
     writer.msg(b"after")
     assert file.writes[4:] == [b"after\n"]
+
+
+async def test_a_refused_calls_line_names_its_reason_and_a_served_ones_has_none(
+    edge: tuple[EdgeInterceptor, Metrics],
+) -> None:
+    """FAILED_PRECONDITION is RUNNING_ELSEWHERE, INSUFFICIENT_TOKENS or DEVICE_LIMIT
+    (and more): a refused call's line says which (its ErrorInfo reason), so an
+    incident can be read from the log; a call answered has no reason field."""
+    interceptor, _ = edge
+
+    async def refuses(request: Any, context: Any) -> str:
+        raise RunningElsewhere("ACAD", "d-2")
+
+    async def continuation(details: Any) -> Any:
+        return grpc.unary_unary_rpc_method_handler(refuses)
+
+    method = "/tessera.v1.LicensingService/Entitle"
+    handler: Any = await interceptor.intercept_service(continuation, cast(Any, Details(method)))
+    with capture_logs() as lines:
+        with pytest.raises(grpc.aio.AbortError):
+            await handler.unary_unary(object(), Context(KEY, "e-1"))
+        await call(interceptor, "/tessera.v1.AdminService/GetServerInfo", TOKEN, "r-2")
+    refused, served = [x for x in lines if x["event"] == "rpc"]
+    assert (refused["code"], refused["reason"]) == ("FAILED_PRECONDITION", "RUNNING_ELSEWHERE")
+    assert served["code"] == "OK" and "reason" not in served
