@@ -21,8 +21,9 @@ never meet, so they cannot disagree.
   long as it stays paused. A server paused in the middle of a statement (the
   database waiting for the rest of a COPY's rows) is not idle, and a statement
   timeout cannot end it either (PostgreSQL reads the client without taking a
-  cancel): a standby kept waiting on the lock for ``idle_limit`` after the
-  lease ran out ends the sessions that hold it (``END_BLOCKERS``).
+  cancel): a standby kept waiting on the lock for ``blocker_wait`` after the
+  lease ran out (the lease less two rounds: H2's 10 s are the lease, a round
+  and this) ends the sessions that hold it (``END_BLOCKERS``).
 
 A server is "still there" while any of its sessions that only its death
 closes is connected: its election session or its store's writer, each named
@@ -222,6 +223,11 @@ class Election:
         # How long a fenced transaction may sit idle before the database ends
         # its session (and so its lock): the lease unless told otherwise.
         self.idle_limit = lease if idle_limit is None else idle_limit
+        # How long a takeover, the lease run out, waits on the row's lock before it
+        # ends the sessions holding it (END_BLOCKERS): a write that passed its fence
+        # just before may still commit, but H2's 10 s for a hung active are the
+        # lease, a round and this (3 s with the defaults), not a second lease.
+        self.blocker_wait = max(interval, min(self.idle_limit, lease - 2 * interval))
         self.epoch: int | None = None  # set while this server holds the lease
         self.won = 0  # elections won: the times this server became the active (metrics)
         self.leader: Leader | None = None  # the row as last read
@@ -380,7 +386,7 @@ class Election:
             self._step_down("the lease ran out before it could be renewed")
 
     async def _take_over(self, conn: asyncpg.Connection) -> int | None:
-        """TAKE_OVER; kept waiting on the row's lock past ``idle_limit``, it ends
+        """TAKE_OVER; kept waiting on the row's lock past ``blocker_wait``, it ends
         the sessions holding it (``END_BLOCKERS``: the module docstring)."""
         take = asyncio.ensure_future(
             conn.fetchval(
@@ -393,7 +399,7 @@ class Election:
                 timeout=self.idle_limit + self.lease,
             )
         )
-        done, _ = await asyncio.wait({take}, timeout=self.idle_limit)
+        done, _ = await asyncio.wait({take}, timeout=self.blocker_wait)
         # END_BLOCKERS finds the blockers only while the take still waits (through
         # pg_blocking_pids of its session): the election connection's lock_timeout
         # leaves it the time (_connection). Again every interval while it waits (a
@@ -475,7 +481,7 @@ class Election:
         """The election's session, holding this server's node id (``NODE_LOCK``)."""
         if self._conn is None or self._conn.is_closed():
             # A takeover waiting behind a fenced transaction gives up and tries again,
-            # but only after its END_BLOCKERS (idle_limit in) has had the time to end
+            # but only after its END_BLOCKERS (blocker_wait in) has had the time to end
             # a session paused inside a statement: END_BLOCKERS finds that session
             # through the waiting one, so a lock_timeout of idle_limit (the lease, by
             # default) ended every try, blocker unfound, just before it looked. The

@@ -495,3 +495,16 @@ async def test_h1_a_stop_that_finds_its_node_id_taken_leaves_the_lease_to_run_ou
         assert await db.fetchval("SELECT lease_until > now() FROM tessera_leader")  # not resigned
     finally:
         await other.close()
+
+
+def test_h2_a_hung_actives_takeover_fits_the_10_s_with_the_servers_settings() -> None:
+    """H2's bound for an active paused in the middle of a statement: its lease (5 s),
+    a round (a fifth of it) and the wait on the row's lock before the sessions
+    holding it are ended (``blocker_wait``). It waited a second lease (5 s more):
+    10.4 s measured. Now 3 s, leaving the 10 s a round for the takeover itself."""
+    lease = 5.0
+    election = Election("postgresql://unused", "a", "a:50051", lease=lease, interval=lease / 5)
+    assert election.blocker_wait == 3.0
+    assert lease + election.interval + election.blocker_wait + election.interval == 10.0
+    short = Election("postgresql://unused", "b", "b:1", lease=1.0, interval=0.5)
+    assert short.blocker_wait == 0.5  # never under a round
