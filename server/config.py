@@ -403,7 +403,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "heartbeat_flush",
         "seconds between batched writes of heartbeat history: a crash loses at most "
-        "this much of it, never a hold, charge, session or device (0.01 to 3600)",
+        "this much of it, never a hold, charge, session, device or a lease within an hour "
+        "of its end (0.01 to 3600)",
         _within(
             float,
             MIN_HEARTBEAT_FLUSH,

@@ -7,7 +7,8 @@ win), then awaits the group commit before answering. The one exception is a
 heartbeat that changes nothing but the lease, the activity and the device's
 last-seen time: those objects are marked dirty and written in batches every
 ``heartbeat_flush`` seconds (and at shutdown), so a crash loses at most that
-much heartbeat history and never a hold, charge, session or device.
+much heartbeat history and never a hold, charge, session or device; nor a lease
+near its end (``STORED_WHEN_LEASE_ENDS_WITHIN``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ SESSION_TIMERS = (
 # L3 (``Alerts.tokens_exhausted``): (team_id, user_id, product_id, now, changes).
 TokensExhausted = Callable[[str, str, str, datetime, Changes], None]
 _LIGHT = (Session, Device)  # what a plain heartbeat touches
+# M7/H2: a heartbeat that finds its lease ending within this is stored before it is
+# answered, as a change is. Batched, a crash could lose it and leave the stored lease
+# to end before the product, told of a new 24 hours (signed: it runs on offline),
+# heartbeats again: its session would end LEASE_EXPIRED. A product heartbeating every
+# few minutes never comes near; one back from a day offline does, once.
+STORED_WHEN_LEASE_ENDS_WITHIN = timedelta(hours=1)
 _INSTANT = timedelta(microseconds=1)  # the store's resolution: [start, now] is [start, now + 1 µs)
 ENDED_KEPT = timedelta(days=2)  # ended sessions stay in memory this long (M11, M12)
 FORGET_EVERY_SECONDS = 600.0
@@ -254,6 +261,7 @@ class Sessions:
             await store_fired(self._commits, changes)
             return self.lic.session_view(old, now)
         state = before.state if before is not None else None
+        lease_end = before.lease_end if before is not None else now
         try:
             session = self.lic.heartbeat(
                 user_id, session_id, seconds_since_activity, now, changes, self._scheduler
@@ -262,7 +270,11 @@ class Sessions:
             await store_fired(self._commits, changes)
             raise
         view = self.lic.session_view(session, now)
-        if session.state is state and all(type(x) in _LIGHT for x in changes.items):
+        if (
+            session.state is state
+            and all(type(x) in _LIGHT for x in changes.items)
+            and lease_end - now > STORED_WHEN_LEASE_ENDS_WITHIN
+        ):
             dirty = self._dirty
             for obj in changes.items:
                 dirty[id(obj)] = obj  # type: ignore[assignment]
@@ -276,7 +288,7 @@ class Sessions:
             ):
                 view = _snapshot(view)
                 await self._commits.settled()
-        else:  # it resumed, took a hold or ended: durable now
+        else:  # it resumed, took a hold, ended, or its lease was near its end: durable now
             view = _snapshot(view)
             await self._commits.commit(changes)
         return view

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Coroutine, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -267,3 +268,34 @@ def test_m11_a_repeat_of_an_entitle_whose_caller_gave_up_waits_for_its_commit(
     waited, answered, stored = server.call(scenario())
     assert waited is True
     assert answered == stored
+
+
+def test_m7_a_heartbeat_near_its_lease_end_is_stored_before_its_answer(
+    server: ServerThread, desk: Desk
+) -> None:
+    """A heartbeat is batched (a crash may lose the last seconds of them) unless its
+    session's lease ends within STORED_WHEN_LEASE_ENDS_WITHIN: a product back after
+    23 h 50 min offline is told of 24 new hours (its signed lease runs on offline),
+    and were that heartbeat lost with the batch, the stored lease would end 10
+    minutes later and a takeover or restart would end the session LEASE_EXPIRED.
+    It is stored before the answer; one a minute later is batched again."""
+    ann = desk.user("alpha", "ann")
+    sid = desk.entitle(ann, "REVIT")["session_id"]
+    now = datetime.fromisoformat(desk.advance(23 * 3600 + 50 * 60).replace("Z", "+00:00"))
+    desk.heartbeat(ann, sid)
+
+    async def stored() -> tuple[int, Any]:
+        engine = server.server.engine
+        assert engine is not None
+        rows = await engine.store.query(
+            "SELECT lease_start FROM sessions WHERE session_id = ?", (sid,)
+        )
+        return engine.sessions.dirty, rows[0][0]
+
+    left, lease_start = server.call(stored())
+    assert left == 0  # nothing of it waits in the batch
+    assert lease_start == int(now.timestamp() * 1_000_000)  # the heartbeat's instant
+    desk.advance(60)
+    desk.heartbeat(ann, sid)
+    assert server.call(stored())[0] == 2  # the session and its device, batched
+    assert timedelta(hours=1) == sessions_module.STORED_WHEN_LEASE_ENDS_WITHIN
