@@ -144,6 +144,7 @@ class GroupCommit(Generic[R]):
         self._writer: asyncio.Task[None] | None = None
         self.failed: BaseException | None = None
         self._closed = False  # close() was called: nothing more is taken
+        self._abandoned: StoreFailed | None = None  # why abandon() cancelled the writer
         self.commits = 0  # transactions committed, for tests and benchmarks
         #: Rows and seconds of each transaction written (server/metrics.py).
         self.stats = Batches()
@@ -223,7 +224,7 @@ class GroupCommit(Generic[R]):
             plan = plan_writes(ops)
             result = await self._write(plan)
         except BaseException as exc:  # a failed write leaves memory ahead of the database
-            self._fail(exc, batches)
+            self._fail(self._abandoned or exc, batches)
             raise
         _wake(batches, None)  # committed: whatever happens next, they were
         self.commits += 1
@@ -260,6 +261,15 @@ class GroupCommit(Generic[R]):
             # (on CPython 3.11.7 that late log also made a later import fail with
             # "AST constructor recursion depth mismatch": a test file run alone).
             writer.exception()
+
+    def abandon(self, why: str) -> None:
+        """Give up the write under way, which will never end (its connection cut under
+        it, and a driver that then waits for ever: asyncpg's ``executemany``): its
+        callers, and everyone queued behind them, fail with StoreFailed(``why``) and
+        are answered (the gate makes that NOT_LEADER: they repeat it elsewhere)."""
+        if self._writer is not None and not self._writer.done():
+            self._abandoned = StoreFailed(why)
+            self._writer.cancel()
 
     @property
     def queued(self) -> int:

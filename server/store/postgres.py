@@ -365,7 +365,11 @@ class PostgresStore(NamedReads):
         writer = asyncio.ensure_future(self._group.close())
         if not await _within(writer, timeout):
             self._conn.terminate()
-            await _within(writer, timeout)
+            if not await _within(writer, timeout):
+                # A write cut mid-statement (its server paused, then taken over) can
+                # wait for ever in asyncpg: its callers are answered all the same.
+                self._group.abandon("the write was cut off: this server lost its place")
+                await _within(writer, timeout)
         if not await _within(asyncio.ensure_future(self._pool.close()), timeout):
             self._pool.terminate()
         if not self._conn.is_closed():

@@ -103,3 +103,30 @@ async def test_store_group_commit_counts_the_rows_a_transaction_writes() -> None
         await group.close()
     assert group.commits == 2
     assert group.stats.sizes.sum == 1 + 2  # ses_0; then ses_a and ses_b, once each
+
+
+async def test_h3_an_abandoned_write_answers_its_caller_and_those_behind_it() -> None:
+    """A write cut off under its server (paused mid-statement, then taken over) can
+    wait for ever in the driver; the store's close abandons it, and its caller and
+    every call queued behind it fail with StoreFailed saying why, instead of
+    waiting for their deadline (the gate answers them NOT_LEADER: repeat elsewhere)."""
+    entered = asyncio.Event()
+
+    async def never(plan: list[Write]) -> int:
+        entered.set()
+        await asyncio.Event().wait()  # the driver waits for a connection that is gone
+        return 0
+
+    group: GroupCommit[int] = GroupCommit(never)
+    group.start()
+    first = asyncio.ensure_future(group.commit([OP_A]))
+    await asyncio.wait_for(entered.wait(), GUARD)
+    behind = asyncio.ensure_future(group.commit([OP_B]))
+    await asyncio.sleep(0)
+    group.abandon("the write was cut off: this server lost its place")
+    for call in (first, behind):
+        with pytest.raises(StoreFailed, match="cut off"):
+            await asyncio.wait_for(call, GUARD)
+    with pytest.raises(StoreFailed):
+        await group.commit([OP_C])
+    await group.close()
