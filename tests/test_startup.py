@@ -62,6 +62,15 @@ def spawn_server(*args: str) -> subprocess.Popen[str]:
     )
 
 
+def serving_at(proc: subprocess.Popen[str]) -> str:
+    """The address of a ``spawn_server`` once its log says it is serving."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("{") and json.loads(line).get("event") == "serving":
+            return f"127.0.0.1:{json.loads(line)['port']}"
+    raise AssertionError("the server ended before it served")
+
+
 def refused(db: Path, test_clock: str | None, listen: str = "127.0.0.1:0", **overrides: Any) -> str:
     """Start in process; the start must be refused. Its message."""
     config = Config(
@@ -426,11 +435,7 @@ def test_shutdown_drain_delay_says_not_serving_and_still_answers_before_the_port
         *("--drain-delay", "5", front),
     )
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("{") and json.loads(line).get("event") == "serving":
-                target = f"127.0.0.1:{json.loads(line)['port']}"
-                break
+        target = serving_at(proc)
         proc.send_signal(signal.SIGTERM)
         wait_for(target, NOT_SERVING)
         admin = Grpcurl(target, ADMIN_TOKEN)
@@ -462,11 +467,7 @@ def test_shutdown_ends_health_watch_streams_after_saying_not_serving(
     )
     heard: list[int] = []
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("{") and json.loads(line).get("event") == "serving":
-                target = f"127.0.0.1:{json.loads(line)['port']}"
-                break
+        target = serving_at(proc)
         with grpc.insecure_channel(target) as channel:
             watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
             heard.append(next(watch).status)  # SERVING: the stream is open

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from html import unescape
 from html.parser import HTMLParser
+from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx2
@@ -48,6 +49,14 @@ def sign_in(client: TestClient, credential: str = ADMIN_TOKEN) -> httpx2.Respons
         data={"csrf": csrf_of(page.text), "credential": credential},
         follow_redirects=False,
     )
+
+
+def sign_in_as_alphas_admin(web: TestClient, world: World) -> dict[str, Any]:
+    """Sign out, then in again with a new admin key for alpha alone; the key."""
+    key: dict[str, Any] = world.a("CreateAdminKey", {"display_name": "A", "team_ids": ["alpha"]})
+    web.cookies.clear()
+    sign_in(web, key["admin_key"])
+    return key
 
 
 def field_error(html: str, name: str) -> str:
@@ -1387,9 +1396,7 @@ def test_portal_change_opens_the_product_form_filled_so_a_change_keeps_the_rest(
     assert ("kind", "plugin") in plugin and ("host_product_id", "ACAD") in plugin
     unknown = web.get("/products?edit=NOPE")
     assert unknown.status_code == 404 and "There is no such product." in unknown.text
-    key = world.a("CreateAdminKey", {"display_name": "A", "team_ids": ["alpha"]})
-    web.cookies.clear()
-    sign_in(web, key["admin_key"])
+    sign_in_as_alphas_admin(web, world)
     assert "?edit=" not in web.get("/products").text  # the operator's alone
 
 
@@ -1442,9 +1449,7 @@ def test_portal_issuing_a_user_key_asks_first_and_says_running_products_stop(
     assert f'action="{url}"' in confirm.text and ">Issue user key</button>" in confirm.text
     mine = world.desk.admin(L + "ListMyProducts", {}, token=world.desk.keys[ada])
     assert mine["products"]  # the question changed nothing: her key still works
-    key = world.a("CreateAdminKey", {"display_name": "A", "team_ids": ["alpha"]})
-    web.cookies.clear()
-    sign_in(web, key["admin_key"])
+    sign_in_as_alphas_admin(web, world)
     refused = web.get(url)
     assert refused.status_code == 403
     assert "Only the operator can do this: contact support." in refused.text
@@ -1619,9 +1624,7 @@ def test_portal_the_operators_pages_refuse_a_team_administrator_with_403(
     made = world.a("CreateAdminKey", {"display_name": "Spare", "team_ids": ["beta"]})
     url = f"/admin-keys/revoke?key={made['key']['admin_key_id']}"
     assert web.get(url).status_code == 200
-    key = world.a("CreateAdminKey", {"display_name": "A", "team_ids": ["alpha"]})
-    web.cookies.clear()
-    sign_in(web, key["admin_key"])
+    sign_in_as_alphas_admin(web, world)
     refused = web.get(url)
     assert refused.status_code == 403
     assert "Only the operator can do this: contact support." in refused.text
@@ -1689,9 +1692,7 @@ def test_portal_product_forms_keep_the_ticks_just_sent_after_a_refusal(
     )
     assert refused.status_code in (400, 404)
     assert ticked(refused.text, "product_ids") == ["VIEWER"]
-    key = world.a("CreateAdminKey", {"display_name": "A", "team_ids": ["alpha"]})
-    web.cookies.clear()
-    sign_in(web, key["admin_key"])
+    sign_in_as_alphas_admin(web, world)
     other = web.post(
         f"/teams/alpha/member/key?user={carl}",
         data={"csrf": csrf_of(web.get("/teams/alpha").text)},

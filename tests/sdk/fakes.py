@@ -108,7 +108,47 @@ class FakeSession:
     idle_since: datetime | None = None
 
 
-class FakeLicensing(pb_grpc.LicensingServiceServicer):
+class Served:
+    """A fake's own gRPC server on 127.0.0.1:0 and the refusals it will make."""
+
+    server: grpc.aio.Server | None = None
+    target = ""
+    refusals: deque[Refusal]
+    standby: str | None = None  # a standby: NOT_LEADER naming this leader ("": none)
+
+    async def _serve(
+        self,
+        add: Callable[[Any, grpc.aio.Server], None],
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
+        self.server = grpc.aio.server()
+        add(self, self.server)
+        if credentials is None:
+            port = self.server.add_insecure_port("127.0.0.1:0")
+        else:
+            port = self.server.add_secure_port("127.0.0.1:0", credentials)
+        await self.server.start()
+        self.target = f"127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(None)
+
+    def refuse(self, code: grpc.StatusCode, reason: str = "", **kw: Any) -> None:
+        """The next matching call is refused like this."""
+        self.refusals.append(Refusal(code, reason, **kw))
+
+    async def _as_standby(self, context: Any) -> None:
+        """A standby (``standby`` set) refuses NOT_LEADER, naming it ("": none)."""
+        if self.standby is not None:
+            leader = {"leader": self.standby} if self.standby else {}
+            refusal = Refusal(
+                grpc.StatusCode.UNAVAILABLE, "NOT_LEADER", "a standby", metadata=leader
+            )
+            await context.abort_with_status(refusal.status())
+
+
+class FakeLicensing(Served, pb_grpc.LicensingServiceServicer):
     def __init__(self, clock: ManualClock) -> None:
         self.clock = clock
         self.idle_aware: set[str] = {"ACAD", "ARNOLD"}
@@ -123,8 +163,6 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
         self.down = False  # answer UNAVAILABLE to everything
         self.standby: str | None = None  # a standby: NOT_LEADER naming this leader ("": none)
         self._ids = itertools.count(1)
-        self.server: grpc.aio.Server | None = None
-        self.target = ""
         # -- signed leases --
         self.lease = LEASE  # how long a lease runs
         self.skew = timedelta(0)  # the fake's clock is the test's plus this
@@ -138,25 +176,10 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
         self.my_products: list[pb.MyProduct] = []  # what ListMyProducts answers
 
     async def start(self, credentials: grpc.ServerCredentials | None = None) -> FakeLicensing:
-        self.server = grpc.aio.server()
-        pb_grpc.add_LicensingServiceServicer_to_server(self, self.server)
-        if credentials is None:
-            port = self.server.add_insecure_port("127.0.0.1:0")
-        else:
-            port = self.server.add_secure_port("127.0.0.1:0", credentials)
-        await self.server.start()
-        self.target = f"127.0.0.1:{port}"
+        await self._serve(pb_grpc.add_LicensingServiceServicer_to_server, credentials)
         return self
 
-    async def stop(self) -> None:
-        if self.server is not None:
-            await self.server.stop(None)
-
     # -- what tests do --------------------------------------------------------------------
-
-    def refuse(self, code: grpc.StatusCode, reason: str = "", **kw: Any) -> None:
-        """The next matching call is refused like this."""
-        self.refusals.append(Refusal(code, reason, **kw))
 
     def share(self, other: FakeLicensing) -> FakeLicensing:
         """Hold ``other``'s sessions, request ids and keys: two servers on one database."""
@@ -244,13 +267,7 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
             await self.gates[method].wait()
         if self.down:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the fake is down")
-        if self.standby is not None:
-            leader = {"leader": self.standby} if self.standby else {}
-            await context.abort_with_status(
-                Refusal(
-                    grpc.StatusCode.UNAVAILABLE, "NOT_LEADER", "a standby", metadata=leader
-                ).status()
-            )
+        await self._as_standby(context)
         for refusal in list(self.refusals):
             if refusal.method == method or (refusal.method is None and method != "GetSigningKeys"):
                 self.refusals.remove(refusal)
@@ -387,7 +404,7 @@ class FakeLicensing(pb_grpc.LicensingServiceServicer):
         )
 
 
-class FakeAdmin(apb_grpc.AdminServiceServicer):
+class FakeAdmin(Served, apb_grpc.AdminServiceServicer):
     """An AdminService holding what the admin client's retry tests need: admin keys
     (``CreateAdminKey``: a new key each time), invitations (``AcceptInvitation``: the user
     key the first time only, as the real server), purchases by ``request_id``
@@ -405,23 +422,10 @@ class FakeAdmin(apb_grpc.AdminServiceServicer):
         self.lost_answers: dict[str, int] = {}
         self.refusals: deque[Refusal] = deque()
         self.standby: str | None = None
-        self.server: grpc.aio.Server | None = None
-        self.target = ""
 
     async def start(self) -> FakeAdmin:
-        self.server = grpc.aio.server()
-        apb_grpc.add_AdminServiceServicer_to_server(self, self.server)
-        port = self.server.add_insecure_port("127.0.0.1:0")
-        await self.server.start()
-        self.target = f"127.0.0.1:{port}"
+        await self._serve(apb_grpc.add_AdminServiceServicer_to_server)
         return self
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            await self.server.stop(None)
-
-    def refuse(self, code: grpc.StatusCode, reason: str = "", **kw: Any) -> None:
-        self.refusals.append(Refusal(code, reason, **kw))
 
     def called(self, method: str) -> list[Call]:
         return [call for call in self.calls if call.method == method]
@@ -430,13 +434,7 @@ class FakeAdmin(apb_grpc.AdminServiceServicer):
         metadata = {k: v for k, v in context.invocation_metadata() or ()}
         when = datetime(2026, 1, 1, tzinfo=UTC)
         self.calls.append(Call(method, request, metadata, when, context.time_remaining()))
-        if self.standby is not None:
-            leader = {"leader": self.standby} if self.standby else {}
-            await context.abort_with_status(
-                Refusal(
-                    grpc.StatusCode.UNAVAILABLE, "NOT_LEADER", "a standby", metadata=leader
-                ).status()
-            )
+        await self._as_standby(context)
         for refusal in list(self.refusals):
             if refusal.method in (None, method):
                 self.refusals.remove(refusal)
