@@ -508,8 +508,8 @@ async def member(request: Request, session: Session, team_id: str) -> dict[str, 
     devices, devices_error = await maybe(
         _devices(session, [(user_id, p.product_id) for p in products])
     )
-    live = await session.client.list_sessions(team_id, user_id=user_id)
-    elsewhere = _elsewhere(devices or [], await _ours(session.client, team_id, [user_id]))
+    live = await _live_sessions(session.client, team_id, user_id)  # one read for both
+    elsewhere = _elsewhere(devices or [], _on_devices(live))
     return {
         "member": found,
         "elsewhere": elsewhere,
@@ -517,7 +517,7 @@ async def member(request: Request, session: Session, team_id: str) -> dict[str, 
         "names": {p.product_id: p.display_name or p.product_id for p in products},
         "devices": devices or [],
         "devices_error": devices_error,
-        "sessions": live.sessions,
+        "sessions": live,
         "issued_key": getattr(request.state, "issued_key", None),
         "page": "users",
     }
@@ -746,19 +746,32 @@ def _where(d: common_pb2.Device) -> Where:
     return (d.user_id, d.product_id, d.device_id)
 
 
+async def _live_sessions(
+    client: AsyncAdminClient, team_id: str, user_id: str
+) -> list[common_pb2.Session]:
+    """Every one of the team's live sessions of the user, page after page."""
+    found: list[common_pb2.Session] = []
+    token = ""
+    while True:
+        page = await client.list_sessions(
+            team_id, user_id=user_id, page_size=1000, page_token=token
+        )
+        found += page.sessions
+        token = page.next_page_token
+        if not token:
+            return found
+
+
+def _on_devices(sessions: Iterable[common_pb2.Session]) -> Counter[Where]:
+    """How many of ``sessions`` run on each device."""
+    return Counter((s.user_id, s.product_id, s.device_id) for s in sessions)
+
+
 async def _ours(client: AsyncAdminClient, team_id: str, user_ids: Iterable[str]) -> Counter[Where]:
     """How many of the team's live sessions (of these users) run on each device."""
     ours: Counter[Where] = Counter()
     for user_id in user_ids:
-        token = ""
-        while True:
-            page = await client.list_sessions(
-                team_id, user_id=user_id, page_size=1000, page_token=token
-            )
-            ours.update((s.user_id, s.product_id, s.device_id) for s in page.sessions)
-            token = page.next_page_token
-            if not token:
-                break
+        ours.update(_on_devices(await _live_sessions(client, team_id, user_id)))
     return ours
 
 
