@@ -405,8 +405,9 @@ class SessionBook:
         if not using:
             return
         payer = paying_team(using, self.ledger, self.products[product_id].daily_rate)
-        if payer is not None:
-            self._charge_or_end(using[payer], now, changes, timers, since)
+        if payer is not None:  # its team can pay: the hold is made there (M2), the rest ride
+            session = next(s for s in self._meter_sessions(using[payer]) if self._paying(s))
+            self._ensure_paid(session, now, changes, timers, since)
             return
         # None can pay now (as the balances stand before any of these ends, which
         # could give back a hold of another product): all of them end, together.
@@ -418,24 +419,6 @@ class SessionBook:
         return (
             session.active and session.coverage is Coverage.TOKENS and session not in self._ending
         )
-
-    def _charge_or_end(
-        self,
-        meter: Meter,
-        now: datetime,
-        changes: Changes,
-        timers: TimerSink,
-        since: datetime | None = None,
-    ) -> None:
-        """M5/C2: the meter is in use under tokens: hold, or end all its sessions."""
-        sessions = self._meter_sessions(meter)
-        payer = next((s for s in sessions if self._paying(s)), None)
-        if payer is None:
-            return
-        try:
-            self._ensure_paid(payer, now, changes, timers, since)
-        except InsufficientTokens:
-            self._end_together(sessions, EndReason.INSUFFICIENT_TOKENS, now, changes, timers)
 
     # == moving ==========================================================================
 
