@@ -12,7 +12,7 @@ The two talk over a Unix socket in a directory only this user may enter,
 in batches: what one side has to send in a turn of its event loop goes as
 one frame (a 4-byte length and a ``marshal``-encoded list of tuples), so a
 call's hand-over costs a fraction of a call. A call goes as (id, method,
-metadata, request bytes); its answer comes back as (id, 0, "", answer
+metadata, request bytes, the client's address); its answer comes back as (id, 0, "", answer
 bytes) or, refused, as (id, code, details, trailing metadata): the client
 sees the same status, details and ``ErrorInfo`` as from one process. A call
 the client cancels (or whose deadline passes) before its answer is cancelled
@@ -164,14 +164,19 @@ class CallContext:
     for a call that comes from elsewhere than gRPC (the front; the in-process
     benchmark)."""
 
-    __slots__ = ("_code", "_metadata")
+    __slots__ = ("_code", "_metadata", "_peer")
 
-    def __init__(self, metadata: tuple[tuple[str, str | bytes], ...]) -> None:
+    def __init__(self, metadata: tuple[tuple[str, str | bytes], ...], peer: str = "") -> None:
         self._metadata = metadata
+        self._peer = peer
         self._code: grpc.StatusCode | None = None
 
     def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         return self._metadata
+
+    def peer(self) -> str:
+        """The client's address as the front's gRPC saw it (``ipv4:127.0.0.1:50412``)."""
+        return self._peer
 
     def code(self) -> grpc.StatusCode | None:
         return self._code
@@ -328,14 +333,14 @@ class Back:
                 if cancelled is not None:
                     cancelled.cancel()
                 continue
-            call_id, method, metadata, body = item
-            calls[call_id] = loop.create_task(self._run(call_id, method, metadata, body))
+            call_id, method, metadata, body, peer = item
+            calls[call_id] = loop.create_task(self._run(call_id, method, metadata, body, peer))
 
-    async def _run(self, call_id: int, method: str, metadata: Any, body: bytes) -> None:
+    async def _run(self, call_id: int, method: str, metadata: Any, body: bytes, peer: str) -> None:
         """One call, as gRPC would run it on the server's own port."""
         send = self.link.send
         try:
-            answer = await run_call(self.gate, method, body, CallContext(metadata))
+            answer = await run_call(self.gate, method, body, CallContext(metadata, peer))
             if answer is None:
                 send((call_id, UNIMPLEMENTED, f"no method {method}", ()))
             else:
@@ -466,7 +471,7 @@ class Front(grpc.GenericRpcHandler):
             future: asyncio.Future[tuple[int, str, Any]] = loop.create_future()
             waiting[call_id] = future
             metadata = tuple((k, v) for k, v in context.invocation_metadata() or ())
-            link.send((call_id, method, metadata, body))
+            link.send((call_id, method, metadata, body, context.peer()))
             try:
                 code, details, answer = await future  # refused: its trailing metadata
             except asyncio.CancelledError:  # the client cancelled, or its deadline passed

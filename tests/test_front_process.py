@@ -17,10 +17,11 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -95,6 +96,18 @@ async def _call(target: str, method: str, request: object, key: str) -> object:
             request, metadata=(("authorization", f"Bearer {key}"),)
         )
         return answer
+
+
+def when_logged(
+    server: ServerProcess, wanted: Callable[[dict[str, Any]], bool], timeout: float = 10
+) -> list[dict[str, Any]]:
+    """The server's log lines that ``wanted`` picks, once there is one (its output
+    is read by a thread of the test's)."""
+    deadline = time.monotonic() + timeout
+    while not (found := [x for x in list(server.lines) if wanted(x)]):
+        assert time.monotonic() < deadline, "no such line logged"
+        time.sleep(0.02)
+    return found
 
 
 def children(server: ServerProcess) -> list[str]:
@@ -182,6 +195,9 @@ def test_front_process_answers_what_the_server_answers(front: ServerProcess) -> 
     info = error_details_pb2.ErrorInfo()
     assert status.details[0].Unpack(info)
     assert (info.domain, info.reason) == ("tessera", "UNKNOWN_SESSION")
+    # The refusal's log line, written by the server, names the client the front saw.
+    [line] = when_logged(front, lambda x: x.get("event") == "rpc" and x["code"] == "NOT_FOUND")
+    assert line["method"] == "Heartbeat" and line["peer"].startswith("ipv4:127.0.0.1:")
 
     with pytest.raises(grpc.aio.AioRpcError) as unknown_key:
         asyncio.run(_call(front.target, "Heartbeat", lic.HeartbeatRequest(), "wrong"))

@@ -272,6 +272,13 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                         # which of a code's refusals (RUNNING_ELSEWHERE, INSUFFICIENT_TOKENS
                         # and DEVICE_LIMIT are all FAILED_PRECONDITION): only on a refusal
                         **({"reason": reason} if reason is not None else {}),
+                        # who called, for a change or a refusal (a key tried from where?);
+                        # not on an answered session call, the hot path's line
+                        **(
+                            {"peer": context.peer()}
+                            if admin or code is not grpc.StatusCode.OK
+                            else {}
+                        ),
                     )
             # A refused or failed call: its status goes out only now, once the call is
             # counted and logged (``abort`` sends it before it raises), so a client that

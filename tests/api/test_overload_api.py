@@ -50,6 +50,9 @@ class Context:
     def invocation_metadata(self) -> Any:
         return (("authorization", f"Bearer {KEY}"),)
 
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:50412"
+
     async def abort(self, code: grpc.StatusCode, details: str, trailers: Any = None) -> None:
         raise Refused(code, trailers)
 

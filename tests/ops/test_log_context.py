@@ -31,6 +31,7 @@ from server.metrics import Metrics
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "tsa_operator-token-for-this-test"
 KEY = "tsu_ann-key-for-this-test"
+PEER = "ipv4:127.0.0.1:50412"
 deep = structlog.get_logger("deep")
 
 
@@ -42,6 +43,9 @@ class Context:
 
     def invocation_metadata(self) -> Any:
         return self.metadata
+
+    def peer(self) -> str:
+        return PEER
 
     async def abort(self, code: grpc.StatusCode, details: str, trailers: Any = None) -> None:
         raise grpc.aio.AbortError(code, details)
@@ -138,6 +142,8 @@ async def test_a_line_written_deeper_carries_the_method_request_id_and_user(
     assert line["method"] == "Heartbeat"
     assert line["request_id"] == "r-1"
     assert line["user_id"] == "ann@example.com"
+    [answered] = [x for x in lines if x["event"] == "rpc"]
+    assert answered["code"] == "OK" and "peer" not in answered  # the hot path's line
     calls = metrics.rpc("/tessera.v1.LicensingService/Heartbeat").by_code
     assert calls[grpc.StatusCode.OK].count == 1
 
@@ -306,7 +312,10 @@ async def test_a_refused_calls_line_names_its_reason_and_a_served_ones_has_none(
 ) -> None:
     """FAILED_PRECONDITION is RUNNING_ELSEWHERE, INSUFFICIENT_TOKENS or DEVICE_LIMIT
     (and more): a refused call's line says which (its ErrorInfo reason), so an
-    incident can be read from the log; a call answered has no reason field."""
+    incident can be read from the log; a call answered has no reason field.
+    A refused call's line and an admin call's name the client's address (a key
+    tried from where? a change made from where?); a session call answered, the
+    hot path's line, does not (``test_a_line_written_deeper...``)."""
     interceptor, _ = edge
 
     async def refuses(request: Any, context: Any) -> str:
@@ -324,3 +333,4 @@ async def test_a_refused_calls_line_names_its_reason_and_a_served_ones_has_none(
     refused, served = [x for x in lines if x["event"] == "rpc"]
     assert (refused["code"], refused["reason"]) == ("FAILED_PRECONDITION", "RUNNING_ELSEWHERE")
     assert served["code"] == "OK" and "reason" not in served
+    assert refused["peer"] == served["peer"] == PEER
