@@ -17,9 +17,12 @@ clock is advanced past it).
   buying its first tokens is not told of the empty balance it had then.)
 - **L2 PACK_EXPIRING.** A pack's warning instant is its expiry minus 30 days.
   Then, if the pack still has remaining tokens (neither consumed, held nor
-  expired: held tokens are on their way to a capture), one alert names the
-  pack, those tokens and its expiry, for the team holding the pack then. A
-  pack with nothing left then is never warned.
+  expired, as a TokenPack's ``remaining_tokens`` and the forecast's
+  ``expiring_tokens_30d`` count them), one alert names the pack, those tokens
+  and its expiry, for the team holding the pack then. A pack whose tokens are
+  all held then waits: when a hold gives tokens back before the pack expires,
+  it is warned at that instant; once its held tokens are captured, it has
+  nothing left to warn of. A pack with nothing left is never warned.
 - **L3 TOKENS_EXHAUSTED.** The first Entitle of a UTC day refused with
   INSUFFICIENT_TOKENS in a team queues one alert naming the user and product
   refused; later refusals in that team that day queue nothing.
@@ -82,6 +85,8 @@ class TeamAlerts:
 
     def __init__(self) -> None:
         self._warned: set[str] = set()  # L2: packs already warned of
+        # L2: packs past their warning instant whose tokens were all held then
+        self.waiting: set[str] = set()
         self._exhausted: dict[str, date] = {}  # L3: each team's last alerted day
 
     @classmethod
@@ -125,23 +130,30 @@ class TeamAlerts:
         return pack_id in self._warned
 
     def pack_expiring(self, pack: TokenPack, now: datetime, new_id: NewId) -> Notification | None:
-        """L2 at the pack's warning instant ``now``: the alert, if the pack still
-        has tokens and was not warned of before. Held tokens are still the pack's
-        (a hold released gives them back): they count. So whether a pack is warned
-        depends on tokens that only ever go down (captured, expired), and a start
-        that fires a warning missed while the server was down decides as the
-        server would have at its instant."""
-        left = pack.remaining + pack.held
-        if pack.pack_id in self._warned or pack.expired or left <= 0:
+        """L2 at the pack's warning instant ``now``, or at a later instant when a
+        pack in ``waiting`` got tokens back: the alert naming its remaining tokens,
+        if it has some and was not warned of before. A pack whose tokens are all
+        held waits for its holds' end: released, they are its again (warned then);
+        captured, they are gone. Whether a pack is warned thus depends only on the
+        ledger's own sequence of events, so a start that fires a warning missed while
+        the server was down (and then the holds' ends due meanwhile) decides as the
+        server would have."""
+        pack_id = pack.pack_id
+        if pack_id in self._warned or pack.expired or pack.remaining <= 0:
+            if pack.held > 0 and not pack.expired and pack_id not in self._warned:
+                self.waiting.add(pack_id)
+            else:
+                self.waiting.discard(pack_id)
             return None
-        self._warned.add(pack.pack_id)
+        self.waiting.discard(pack_id)
+        self._warned.add(pack_id)
         return _team_alert(
             new_id,
             pack.team_id,
             NotificationKind.PACK_EXPIRING,
             now,
-            pack_id=pack.pack_id,
-            tokens=left,
+            pack_id=pack_id,
+            tokens=pack.remaining,
             expire_time=pack.expire_time,
         )
 

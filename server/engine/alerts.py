@@ -14,7 +14,9 @@ caused it, and filed in the outbox (ListNotifications) at once.
   scheduled at purchase (``Accounts.purchase``) and, at start, for every pack
   not expired, with tokens, and not yet warned (``schedule_all``); one that fell
   due while the server was down fires at start, at its own instant. The packs
-  already warned are read back from the stored PACK_EXPIRING notifications.
+  already warned are read back from the stored PACK_EXPIRING notifications. A
+  pack whose tokens were all held at its instant is looked at again when its
+  team's balance changes (a release gives tokens back: ``_tokens_back``).
 - **L3** is ``tokens_exhausted``, which Entitle calls where it is refused with
   INSUFFICIENT_TOKENS (``Sessions.entitle``): the alert is committed, then the
   refusal answered. The team's last alerted day is read back from the stored
@@ -28,6 +30,7 @@ from datetime import datetime
 from server.domain.alerts import TeamAlerts, warning_time
 from server.domain.changes import Changes
 from server.domain.directory import Notification
+from server.domain.ledger import BalanceNote
 from server.domain.timers import TimerKind
 from server.engine.commits import Commits
 from server.engine.scheduler import Scheduler
@@ -44,7 +47,7 @@ class Alerts:
         self._ids = ids
         self._book = TeamAlerts.restore(state.directory.list_notifications())
         state.ledger.track_balances()
-        commits.add_hook(self._low_balance)
+        commits.add_hook(self._balances_changed)
         scheduler.on(TimerKind.PACK_WARNING, self._on_pack_warning)
 
     def _new_id(self) -> str:
@@ -55,10 +58,15 @@ class Alerts:
 
     # -- L1 ---------------------------------------------------------------------------
 
-    def _low_balance(self, changes: Changes) -> None:
+    def _balances_changed(self, changes: Changes) -> None:
         balances = self.state.ledger.take_balances()
         if not balances:
             return
+        self._low_balance(balances, changes)
+        if self._book.waiting:
+            self._tokens_back(balances, changes)
+
+    def _low_balance(self, balances: dict[str, list[BalanceNote]], changes: Changes) -> None:
         teams = self.state.teams
         for team_id, seen in balances.items():
             team = teams.get(team_id)
@@ -86,6 +94,20 @@ class Alerts:
         pack = self.state.ledger.packs.get(pack_id)
         if pack is not None and (note := self._book.pack_expiring(pack, due, self._new_id)):
             self._queue(note, changes)
+
+    def _tokens_back(self, balances: dict[str, list[BalanceNote]], changes: Changes) -> None:
+        """A pack past its warning instant with all its tokens held then: warned
+        when a hold's release gives it tokens back (at that instant), dropped once
+        it has none left to warn of."""
+        packs, book = self.state.ledger.packs, self._book
+        for pack_id in list(book.waiting):
+            pack = packs.get(pack_id)
+            if pack is None:
+                book.waiting.discard(pack_id)
+                continue
+            seen = balances.get(pack.team_id)
+            if seen is not None and (note := book.pack_expiring(pack, seen[-1].time, self._new_id)):
+                self._queue(note, changes)
 
     # -- L3 ---------------------------------------------------------------------------
 

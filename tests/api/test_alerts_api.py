@@ -185,6 +185,65 @@ def test_l2_pack_expiring_at_its_warning_instant_once(sheet_desk: Desk) -> None:
     assert len(alerts(desk, "ex2", "PACK_EXPIRING")) == 1
 
 
+def test_l2_the_warning_names_the_remaining_tokens_not_those_held(sheet_desk: Desk) -> None:
+    """ "Its remaining tokens": as a TokenPack's remaining_tokens and the forecast's
+    expiring_tokens_30d count them, neither consumed, held nor expired. The 10 held
+    at the warning instant are captured minutes later; the 90 are what expires."""
+    desk = sheet_desk
+    desk.team("hd", 0)
+    pack = desk.buy("hd", 100)
+    ann = desk.user("hd", "ann")
+    desk.to("2026-12-01T23:58:00Z")
+    desk.entitle(ann, "REVIT")  # 10 held until 00:03 (M3)
+    desk.to(WARNING)
+    assert alerts(desk, "hd", "PACK_EXPIRING") == [expiring("hd", pack, 90, WARNING)]
+    forecast = desk.a("GetTeam", {"team_id": "hd"})["team"]["forecast"]
+    assert forecast["expiring_tokens_30d"] == "90"
+    desk.to("2027-01-02T00:00:00Z")
+    [gone] = desk.packs("hd")
+    assert (gone["state"], gone.get("remaining_tokens")) == ("PACK_STATE_EXPIRED", None)
+
+
+def test_l2_a_pack_all_held_at_its_instant_is_warned_when_a_release_gives_them_back(
+    database: Path | str,
+) -> None:
+    """A pack whose tokens are all held at its warning instant has none remaining
+    then: it waits. A hold released (a session ended within M3's 5 minutes) gives
+    them back, and it is warned at that instant, once, across a restart; a pack
+    whose held tokens are captured has nothing to expire and is never warned."""
+    first = ServerThread(database).start()
+    try:
+        with closing(Desk(first.target).sheet()) as desk:
+            back = desk.buy(desk.team("bk"), 10)
+            kept = desk.buy(desk.team("kp"), 10)
+            ann, bo = desk.user("bk", "ann"), desk.user("kp", "bo")
+            desk.to("2026-12-01T23:58:00Z")
+            s = desk.entitle(ann, "REVIT")  # all 10 held
+            desk.entitle(bo, "REVIT")  # all 10 held, captured at 00:03
+            desk.to(WARNING)
+            assert alerts(desk, "bk", "PACK_EXPIRING") == []
+    finally:
+        first.stop()
+    second = ServerThread(database).start()  # waiting again: its instant fires at start
+    try:
+        with closing(Desk(second.target)) as desk:
+            desk.keys[ann] = desk.a("IssueUserKey", {"user_id": ann})["user_key"]
+            desk.to("2026-12-02T00:01:00Z")
+            assert alerts(desk, "bk", "PACK_EXPIRING") == []
+            desk.release(ann, s["session_id"])  # within M3's 5 minutes: the hold goes back
+            assert alerts(desk, "bk", "PACK_EXPIRING") == [
+                expiring("bk", back, 10, "2026-12-02T00:01:00Z")
+            ]
+            desk.to("2026-12-02T00:10:00Z")  # bo's hold captured at 00:03
+            [used] = desk.packs("kp")
+            assert (used["pack_id"], used["state"]) == (kept["pack_id"], "PACK_STATE_DEPLETED")
+            desk.to("2027-01-02T00:00:00Z")
+            assert len(alerts(desk, "bk", "PACK_EXPIRING")) == 1
+            assert alerts(desk, "kp", "PACK_EXPIRING") == []
+    finally:
+        second.stop()
+
+
 # -- L3 -------------------------------------------------------------------------------
 
 

@@ -183,16 +183,40 @@ def test_l2_a_pack_with_nothing_left_is_not_warned() -> None:
     assert not book.warned("pk-1")
 
 
-def test_l2_held_tokens_are_still_the_packs() -> None:
+def test_l2_held_tokens_are_not_remaining_tokens() -> None:
+    """As a TokenPack's remaining_tokens counts them: the held are on their way to
+    a capture."""
+    p = pack(remaining=90)
+    p.held = 10
+    note = TeamAlerts().pack_expiring(p, warning_time(p), Ids())
+    assert note is not None and note.tokens == 90
+
+
+def test_l2_a_pack_all_held_waits_and_is_warned_when_tokens_come_back() -> None:
     """A hold at the warning instant may be released a minute later, and its tokens
-    then expire: they are warned of. (Leaving them out made the warning depend on a
-    restart: the instant passed unwarned while running, but a start after the
-    release found the pack not warned, with tokens, and warned at that instant.)"""
+    then expire: the pack waits, and is warned then, naming them. (Warning at the
+    instant for tokens held would name tokens that a capture takes.)"""
     book, ids = TeamAlerts(), Ids()
     p = pack(remaining=0)
     p.held = 3
-    note = book.pack_expiring(p, warning_time(p), ids)
-    assert note is not None and note.tokens == 3
+    assert book.pack_expiring(p, warning_time(p), ids) is None
+    assert book.waiting == {p.pack_id}
+    p.held = 1  # part of it captured, part released
+    p.remaining = 2
+    later = warning_time(p) + timedelta(minutes=1)
+    note = book.pack_expiring(p, later, ids)
+    assert note is not None and (note.tokens, note.create_time) == (2, later)
+    assert book.waiting == set() and book.warned(p.pack_id)
+
+
+def test_l2_a_waiting_pack_whose_holds_are_captured_is_never_warned() -> None:
+    book, ids = TeamAlerts(), Ids()
+    p = pack(remaining=0)
+    p.held = 3
+    assert book.pack_expiring(p, warning_time(p), ids) is None
+    p.held = 0  # captured: consumed
+    assert book.pack_expiring(p, warning_time(p) + timedelta(minutes=5), ids) is None
+    assert book.waiting == set() and not book.warned(p.pack_id)
 
 
 def test_l2_the_team_named_is_the_one_holding_the_pack_then() -> None:

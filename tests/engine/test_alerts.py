@@ -75,4 +75,4 @@ def test_l1_the_hook_looks_at_nothing_of_a_commit_when_no_balance_changed() -> N
     alerts, _ = started(state, T0)
     state.ledger.take_balances()  # what came before
     untouchable = cast(Changes, object())  # any use of it would raise
-    alerts._low_balance(untouchable)
+    alerts._balances_changed(untouchable)
