@@ -146,7 +146,9 @@ class LedgerMachine(RuleBasedStateMachine):
         self.holds: list[Hold] = []
         self.log: list[LedgerEntry] = []
         self.purchased = 0
-        self.request_ids: dict[str, tuple[str, int]] = {}  # request_id -> (pack_id, tokens)
+        # request_id -> (pack_id, tokens, the team that bought it: a retry is that
+        # team's wherever the pack has moved since, T1 and T5)
+        self.request_ids: dict[str, tuple[str, int, str]] = {}
 
     def _record(self, changes: Changes) -> list[LedgerEntry]:
         new = entries_of(changes)
@@ -170,7 +172,7 @@ class LedgerMachine(RuleBasedStateMachine):
         changes = Changes()
         request = request or f"fresh-{len(self.ledger.packs) + 1}"
         known = self.request_ids.get(request)
-        if known is not None and (known[1], self.ledger.packs[known[0]].team_id) != (tokens, team):
+        if known is not None and known[1:] != (tokens, team):
             return  # AlreadyExists is checked in test_ledger.py; keep the run going
         pack, created = self.ledger.purchase(
             team, tokens, request, self.now, self.pack_ids, changes
@@ -188,7 +190,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert pack.expire_time == add_one_year(self.now)
         assert self.ledger.available(team) == before + tokens
         self.purchased += tokens
-        self.request_ids[request] = (pack.pack_id, tokens)
+        self.request_ids[request] = (pack.pack_id, tokens, team)
 
     @rule(
         team=st.sampled_from(TEAMS),
