@@ -329,6 +329,9 @@ class Directory:
             )
         return member
 
+    def is_member(self, team_id: str, user_id: str) -> bool:
+        return self._member(team_id, user_id) is not None
+
     def members_of(self, team_id: str) -> list[Member]:
         """A team's members, by user id (sorted once per change of membership:
         ListMembers pages through 40,000 members a page at a time)."""

@@ -23,7 +23,7 @@ import structlog
 from server.clock import Clock, monotonic
 from server.domain.changes import Changes, Deleted
 from server.domain.coverage import Subscription
-from server.domain.errors import InsufficientTokens, InvalidArgument, UnknownTeam
+from server.domain.errors import InsufficientTokens, InvalidArgument, UnknownTeam, UnknownUser
 from server.domain.instants import EPOCH
 from server.domain.licensing import Licensing
 from server.domain.liveview import MAX_FIELD
@@ -462,8 +462,6 @@ class Sessions:
         _check_length("product_id", product_id)
         if team_id not in self.state.teams:
             raise UnknownTeam(f"no team {team_id!r}", team_id=team_id)
-        if user_id:
-            self.state.directory.user(user_id)  # UNKNOWN_USER
         if product_id:
             self.state.product(product_id)  # UNKNOWN_PRODUCT
         now = self._clock.now()
@@ -477,7 +475,7 @@ class Sessions:
         await self.flush()
         facts = await self._store.usage_facts(team_id, start, end)
         live = self.lic.live_sessions(team_id)
-        return build_report(
+        report = build_report(
             team_id,
             start,
             end,
@@ -490,6 +488,17 @@ class Sessions:
             user_name=self._user_name,
             product_name=self._product_name,
         )
+        if user_id and not report.rows and not self.state.directory.is_member(team_id, user_id):
+            # The same answer for a user of no team and one of other teams only: the
+            # report is this team's, and a team administrator may not learn of others'
+            # users through it (AD1). A former member's usage is still reported.
+            raise UnknownUser(
+                f"{user_id!r} is not a member of team {team_id!r} and has no usage in it "
+                "in these days",
+                team_id=team_id,
+                user_id=user_id,
+            )
+        return report
 
     def _user_name(self, user_id: str) -> str:
         user = self.state.directory.find_user(user_id)

@@ -124,6 +124,27 @@ def test_r1_filters_must_name_a_known_user_and_product(desk: Desk) -> None:
     assert "user_id" in err.field_violations
 
 
+def test_r1_ad1_a_user_of_other_teams_only_is_refused_as_one_of_no_team(
+    desk: Desk, two_days: tuple[str, str]
+) -> None:
+    """The report is alpha's: a user who is not alpha's member and has no usage in
+    it is refused in the same words whether or not they exist elsewhere, so a team
+    administrator cannot learn of other teams' users through it (AD1). A former
+    member's usage is still alpha's, and reported."""
+    ann, _ = two_days
+    desk.team("beta")
+    carl = desk.user("beta", "carl")
+    answers = []
+    for user in (carl, "nobody@example.com"):
+        err = desk.refused(None, "GetUsageReport", {**WHOLE, "user_id": user}, NF, "UNKNOWN_USER")
+        answers.append(err.message.replace(user, "USER"))
+    assert answers[0] == answers[1]
+    assert "is not a member of team 'alpha' and has no usage in it" in answers[0]
+    desk.a("UnassignUser", {"team_id": "alpha", "user_id": ann})
+    rows, totals = _report(desk, user_id=ann)
+    assert totals == (20, 2, 1200) and {r[1] for r in rows} == {ann}
+
+
 def test_r1_a_report_without_an_end_includes_what_happened_now(desk: Desk) -> None:
     """R1 with §7: with no ``end_time`` the report runs up to now, included. Ann's
     AutoCAD grace ends exactly at the instant AdvanceClock lands on; its capture is
