@@ -410,6 +410,10 @@ class Ledger:
         it, now another team's, and is never told to buy again under a new id.)
         Returns (pack, created)."""
         check_request_id(request_id, required=True)
+        if tokens <= 0 or tokens > MAX_PURCHASE_TOKENS:  # bad whatever the request id
+            raise InvalidArgument.field(
+                "tokens", f"must be a whole number from 1 to {MAX_PURCHASE_TOKENS:,}"
+            )
         if request_id in self._by_request:
             pack = self.packs[self._by_request[request_id]]
             buyer = pack.bought_by or pack.team_id
@@ -427,10 +431,6 @@ class Ledger:
                     pack_id=pack.pack_id,
                 )
             return pack, False
-        if tokens <= 0 or tokens > MAX_PURCHASE_TOKENS:
-            raise InvalidArgument.field(
-                "tokens", f"must be a whole number from 1 to {MAX_PURCHASE_TOKENS:,}"
-            )
         self._balance(team_id)  # the team must exist
         pack = TokenPack(
             pack_id=new_id(),

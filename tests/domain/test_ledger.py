@@ -254,6 +254,22 @@ def test_t1_repeated_request_id_with_another_amount_is_already_exists() -> None:
     assert w.ledger.available("acme") == 100
 
 
+@pytest.mark.parametrize("tokens", [-1, 0, 1_000_000_001, 2**63 - 1])
+def test_t1_a_bad_number_of_tokens_is_refused_naming_it_even_under_a_used_request_id(
+    tokens: int,
+) -> None:
+    """Bad input is INVALID_ARGUMENT naming the field, whatever else the request
+    says: a retry can never make -1 tokens a purchase's, so a used request id is
+    not the answer."""
+    w = World("acme")
+    w.buy("acme", 100, request_id="rq-1")
+    for request_id in ("rq-1", "rq-2"):
+        with pytest.raises(InvalidArgument) as err:
+            w.ledger.purchase("acme", tokens, request_id, T0, w.pack_ids, Changes())
+        assert err.value.violations == {"tokens": "must be a whole number from 1 to 1,000,000,000"}
+    assert list(w.ledger.packs) == ["pk-001"]
+
+
 def test_h2_14_repeated_request_id_for_another_team_is_already_exists() -> None:
     w = World("acme", "beta")
     w.buy("acme", 100, request_id="rq-1")
