@@ -299,7 +299,7 @@ class TesseraServer:
         self.advertise = cfg.advertise or _address(cfg.listen, self.port)
         self.node_id = cfg.node_id or self.advertise
         if not isinstance(cfg.db, str):
-            await self._activate(None)
+            self._install(*await self._activate(None))
             await server.start()
             await self._start_portal()
             assert self.engine is not None  # noqa: S101 (just made by _activate)
@@ -376,9 +376,9 @@ class TesseraServer:
             self.admin_token_made = not cfg.admin_token_path.exists()
             self.admin_token = load_or_create_admin_token(cfg.admin_token_path)
 
-    async def _activate(self, epoch: int | None) -> None:
+    async def _activate(self, epoch: int | None) -> tuple[Engine, StorePort, Term]:
         """Open the store (fenced by ``epoch``'s lease), load the state, fire
-        what fell due meanwhile: from then on the gate hands calls to this term."""
+        what fell due meanwhile: the term, for ``_install`` to hand calls to."""
         cfg = self.config
         election = self.election
         marks = [monotonic()]
@@ -387,7 +387,9 @@ class TesseraServer:
         store = await (
             open_store(cfg, on_failed=self._alone_store_failed)
             if election is None
-            else open_store(cfg, election.fence, self._store_failed(election, epoch), self.node_id)
+            else open_store(
+                cfg, election.fence_for(epoch), self._store_failed(election, epoch), self.node_id
+            )
         )
         try:
             marks.append(monotonic())
@@ -441,7 +443,9 @@ class TesseraServer:
             if election is not None:
                 term.holds = lambda: election.leading and election.epoch == epoch
                 term.leader = election.leader_address
-                term.on_store_failed = lambda: election.give_up("a write failed")
+                term.on_store_failed = lambda: (
+                    election.give_up("a write failed") if election.epoch == epoch else None
+                )
             # Deadlines that fell due while no server was active fire before any
             # call is taken, so no call sees the state from before them.
             await engine.start(cfg.heartbeat_flush)
@@ -450,12 +454,16 @@ class TesseraServer:
         except BaseException:
             await _quietly(store.close())
             raise
-        self.engine, self.store = engine, store
-        self.gate.term = term
         # Where a start's time goes (the failover benchmark prints it).
         phases = ("open", "load", "restore", "start")
         spans = pairwise(marks)
         self.phases = {p: round(b - a, 3) for p, (a, b) in zip(phases, spans, strict=True)}
+        return engine, store, term
+
+    def _install(self, engine: Engine, store: StorePort, term: Term) -> None:
+        """From now on the gate hands calls to this term."""
+        self.engine, self.store = engine, store
+        self.gate.term = term
 
     @staticmethod
     def _store_failed(election: Election, epoch: int | None) -> Callable[[BaseException], None]:
@@ -506,10 +514,13 @@ class TesseraServer:
         )
 
     async def _take_over(self, election: Election, epoch: int) -> None:
-        """Elected: begin a term; lost meanwhile, stay a standby."""
+        """Elected: begin a term; lost meanwhile, stay a standby. A term loaded for
+        an epoch this server no longer holds is dropped, its own engine and store
+        alone: the server may hold a later epoch's term by then (lost and elected
+        again while this one was loading), which goes on serving."""
         began = monotonic()
         try:
-            await self._activate(epoch)
+            engine, store, term = await self._activate(epoch)
         except port.NotLeader:
             log.warning("lost the lead while taking over", epoch=epoch)
             return
@@ -521,10 +532,14 @@ class TesseraServer:
             self.failure = exc
             self.failed.set()
             return
-        if election.epoch != epoch or self.engine is None:
-            self._lost()
+        if election.epoch != epoch:
+            log.warning("lost the lead while taking over", epoch=epoch)
+            self._spawn(self._drop(engine, store))
             return
-        await self._serving(self.engine)
+        if self.engine is not None:  # an earlier term's, not yet told it was lost
+            self._spawn(self._drop(self.engine, self.store))
+        self._install(engine, store, term)
+        await self._serving(engine)
         log.info("took over", epoch=epoch, seconds=round(monotonic() - began, 3), **self.phases)
 
     def _lost(self) -> None:
@@ -541,6 +556,12 @@ class TesseraServer:
         client repeats them on the active) rather than wait for the database, and the
         engine's last flush then fails at once."""
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._drop(engine, store)
+        if self.gate.term is None:  # (not elected again meanwhile)
+            log.info("standby", node_id=self.node_id, port=self.port)
+
+    async def _drop(self, engine: Engine | None, store: StorePort | None) -> None:
+        """Close a term's store, then stop its engine (``_step_down``)."""
         if isinstance(store, PostgresStore):
             await _quietly(store.close(timeout=self.config.leader_lease / 5))
         elif store is not None:
@@ -548,7 +569,6 @@ class TesseraServer:
         if engine is not None:
             await _quietly(engine.stop())
         gc.unfreeze()  # the old term's objects may be collected now
-        log.info("standby", node_id=self.node_id, port=self.port)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)

@@ -60,7 +60,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -265,16 +265,32 @@ class Election:
             return ""  # (our own row, read while we led: stale now)
         return leader.address
 
+    def fence_for(self, epoch: int | None) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+        """The fence of the store of ``epoch``'s term (see the module docstring): its
+        writes pass only while this server holds that epoch's lease. A term's
+        store outlives its term for a moment (closed in a task of its own while a
+        later term may begin), so it is fenced by its own epoch, never by
+        whichever this server holds now: a store opened for epoch 1, its server
+        elected again at epoch 3, must not write memory from before epoch 2's
+        writes over them. Losing the lease here steps this server down at once
+        rather than at the next renewal."""
+
+        async def fenced(conn: asyncpg.Connection) -> None:
+            if epoch is None or self.epoch != epoch:
+                raise NotLeader(f"this server's term of epoch {epoch} has ended")
+            try:
+                await fence(conn, epoch, self.idle_limit)
+            except NotLeader:
+                if self.epoch == epoch:
+                    self._step_down("a write was fenced")
+                raise
+
+        return fenced
+
     async def fence(self, conn: asyncpg.Connection) -> None:
-        """The store's fence (see the module docstring); losing it here steps
-        this server down at once rather than at the next renewal."""
-        epoch = self.epoch
-        try:
-            await fence(conn, epoch, self.idle_limit)
-        except NotLeader:
-            if self.epoch == epoch:
-                self._step_down("a write was fenced")
-            raise
+        """``fence_for`` the epoch this server holds now (a store's fence is its
+        term's: ``fence_for``)."""
+        await self.fence_for(self.epoch)(conn)
 
     # -- the loop --------------------------------------------------------------
 

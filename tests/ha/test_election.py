@@ -106,6 +106,33 @@ async def test_h1_renewal_keeps_the_lease(elect: Factory, db: asyncpg.Connection
     assert a.leading and b.epoch is None
 
 
+async def test_h1_a_terms_store_is_fenced_by_its_own_epoch_when_its_server_wins_again(
+    elect: Factory, db: asyncpg.Connection
+) -> None:
+    """A term's store outlives its term for a moment (closed in a task of its own,
+    or its load still under way, while a later term begins). Fenced by the epoch its
+    server holds now, the store of a's epoch 1 would pass again once a wins epoch
+    3, and write memory from before b's epoch-2 writes over them."""
+    a, b = elect("a"), elect("b")
+    await a.tick()
+    first = a.fence_for(a.epoch)
+    await fenced_write(db, first, 1)
+    await expire(db)
+    await b.tick()  # b's epoch 2
+    await a.tick()  # a notices: a standby
+    await fenced_write(db, b.fence_for(b.epoch), 2)
+    b._stopping.set()
+    await b._close()  # b is gone ...
+    await expire(db)
+    await a.tick()  # ... and a wins anew
+    assert a.epoch == 3
+    with pytest.raises(NotLeader):
+        await fenced_write(db, first, 3)
+    assert a.leading  # a fence of an ended term does not step the new one down
+    await fenced_write(db, a.fence_for(3), 4)
+    assert [r["id"] for r in await db.fetch("SELECT id FROM purchases ORDER BY id")] == [1, 2, 4]
+
+
 async def test_h2_takeover_after_the_lease_and_the_old_active_is_fenced(
     elect: Factory, db: asyncpg.Connection
 ) -> None:
