@@ -21,7 +21,7 @@ from google.protobuf import json_format
 from markupsafe import Markup
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from client_sdk.admin import AsyncAdminClient
 from client_sdk.errors import (
@@ -454,6 +454,48 @@ async def user_rows(request: Request) -> Response:
     return response
 
 
+#: How many members a users box suggests as one types (SearchUsers' first page).
+SUGGESTIONS = 10
+
+
+async def user_suggestions(request: Request) -> Response:
+    """The team's members whose name or email begins with ``?q=`` (SearchUsers in the
+    team), as JSON for the users boxes' suggestions (``portal.js``): each with the line
+    that names them in a box, ``Full Name <email>``. A refusal is its words, under its
+    status; a credential the server no longer takes goes to sign in, as every page."""
+    session = signed_in(request)
+    team_id = request.path_params["team_id"]
+    query = request.query_params.get("q", "").strip()
+    if not query:
+        return JSONResponse({"users": []})
+    try:
+        found = await session.client.search_users(query, team_id=team_id, page_size=SUGGESTIONS)
+    except TesseraError as exc:
+        passed_on(exc)
+        return JSONResponse({"users": [], "error": in_words(exc)}, status_code=status_of(exc))
+    return JSONResponse(
+        {
+            "users": [
+                {
+                    "user_id": u.user_id,
+                    "name": u.display_name,
+                    "email": u.email or u.user_id,
+                    "line": _line_of(u),
+                }
+                for u in found.users
+            ]
+        }
+    )
+
+
+def _line_of(user: common_pb2.UserSummary) -> str:
+    """The users box's line naming ``user``: ``Full Name <email>``, or their id alone
+    when the server holds no name for them (a line the server reads as that user)."""
+    address = user.email or user.user_id
+    name = user.display_name.strip()
+    return f"{name} <{address}>" if name and name != address else address
+
+
 def _chosen_products(data: FormData) -> tuple[list[str], bool]:
     """The form's choice: "All products" ticked wins over the products also ticked
     (the member page ticks a member's own), which the server refuses beside it (A3)."""
@@ -462,13 +504,26 @@ def _chosen_products(data: FormData) -> tuple[list[str], bool]:
     return [str(p) for p in data.getlist("product_ids")], False
 
 
+#: What a users box sent empty is told (By User's add form, By Product's assign form).
+NO_USERS = "Enter one user a line: Name <email>."
+
+
+def _user_lines(data: FormData) -> list[str]:
+    """A users box's lines (By User's and By Product's): one user a line, each trimmed,
+    blank ones dropped. The server reads each (``Full Name <email>`` or a user id) and
+    refuses a malformed one by its index, which ``change``'s ``entries`` quotes."""
+    return [line.strip() for line in str(data.get("users", "")).splitlines() if line.strip()]
+
+
+def _counted(count: int) -> str:
+    return f"{present.number(count)} user{'s' if count != 1 else ''}"
+
+
 async def _add_users(request: Request, session: Session, data: FormData) -> Response:
     team_id = request.path_params["team_id"]
-    lines = [line.strip() for line in str(data.get("users", "")).splitlines() if line.strip()]
+    lines = _user_lines(data)
     if not lines:
-        return await again(
-            request, session, users, {"users": "Enter one user a line: Name <email>."}
-        )
+        return await again(request, session, users, {"users": NO_USERS})
     product_ids, all_products = _chosen_products(data)
     imported = data.get("mode") == "import"
     return await change(
@@ -487,7 +542,7 @@ async def _add_users(request: Request, session: Session, data: FormData) -> Resp
         ),
         # Counted from the answer: a user on two lines is one user.
         lambda members: (
-            f"{len(members)} user{'s' if len(members) != 1 else ''} "
+            f"{_counted(len(members))} "
             + ("imported." if imported else "assigned; invitations sent to new users.")
         ),
         team_url(team_id, "/users"),
@@ -633,10 +688,137 @@ async def by_product(request: Request, session: Session, team_id: str) -> dict[s
     return {
         "products": products,
         "chosen": chosen,
+        # The Assign users form is for a product of the rate sheet (an edited link's
+        # is said to be none, once).
+        "chosen_name": next(
+            (p.display_name or p.product_id for p in products if p.product_id == chosen), None
+        ),
         "members": members or [],
         "members_error": error,
         "page": "products",
     }
+
+
+async def _assign_product(request: Request, session: Session, data: FormData) -> Response:
+    """By Product's Assign users (the guide's "Select Flex and click Assign Users"): the
+    box's lines as By User's add form reads them (``_user_lines``), each assigned this
+    product (``_assign_here``). Refused, the page again with what was typed and why."""
+    team_id, product_id = request.path_params["team_id"], named(request, "product")
+    lines = _user_lines(data)
+    if not lines:
+        return await again(request, session, by_product, {"users": NO_USERS})
+    return await change(
+        request,
+        session,
+        by_product,
+        _assign_here(session, team_id, product_id, lines),
+        lambda said: said,
+        team_url(team_id, "/products", product=product_id),
+        entries={"users": lines},
+    )
+
+
+assign_product = form(_assign_product)
+
+#: How many GetMember calls an Assign users form makes at once (a pasted list may be long).
+LOOKUPS_AT_ONCE = 16
+
+
+async def _assign_here(session: Session, team_id: str, product_id: str, lines: list[str]) -> str:
+    """Give ``product_id`` to the users of ``lines``; what was done, in words.
+
+    One AssignUsers call with this product does it all, or nothing (a malformed line
+    is refused by its index and no one changes): the server adds the product to a
+    member's own (never taking one away; A1 keeps the name on file) and invites the
+    others. What each member had before is read first (GetMember) only to say what
+    was done: to whom the product was added, and who had it already, or all
+    products, and was left as they were."""
+    names = await product_names(session)
+    if product_id not in names:
+        raise NotFound(
+            f"no product {product_id!r}", code=grpc.StatusCode.NOT_FOUND, reason="UNKNOWN_PRODUCT"
+        )
+    name = names[product_id]
+    found = await _members_named(session.client, team_id, lines)
+    members = list({m.user_id: m for m in found if m is not None}.values())
+    assigned = await session.client.assign_users(team_id, lines, product_ids=[product_id])
+    known = {m.user_id for m in members}
+    new = [m for m in assigned if m.user_id not in known]
+    has_it = {m.user_id for m in members if m.all_products or product_id in m.product_ids}
+    done = [f"{_counted(len(new))} assigned {name}; invitations sent to new users."] if new else []
+    added = [m for m in members if m.user_id not in has_it]
+    left = [m for m in members if m.user_id in has_it]
+    return " ".join(_said(done, added, left, name))
+
+
+def _said(
+    done: list[str],
+    added: list[common_pb2.Member],
+    left: list[common_pb2.Member],
+    name: str,
+) -> list[str]:
+    """What an Assign users form did, in sentences: who was assigned, to whom the product
+    was added, and who was left as they were (all products, or this one already)."""
+    said = list(done)
+    if added:
+        said.append(f"{name} added to the products of {_whom(added)}.")
+    for having, what in (
+        ([m for m in left if m.all_products], "all products"),
+        ([m for m in left if not m.all_products], name),
+    ):
+        if having:
+            has = "has" if len(having) == 1 else "have"
+            said.append(f"{_whom(having)} already {has} {what}: left as is.")
+    return said
+
+
+#: At most this many members are named in what a form did; past it, how many more.
+NAMED = 10
+
+
+def _whom(members: list[common_pb2.Member]) -> str:
+    """Members by name and id (``Carl (carl@example.com)``), at most ``NAMED`` of them."""
+    shown = [f"{m.display_name} ({m.user_id})" if m.display_name else m.user_id for m in members]
+    if len(shown) > NAMED:
+        shown = [*shown[:NAMED], f"{present.number(len(members) - NAMED)} more"]
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+async def _members_named(
+    client: AsyncAdminClient, team_id: str, lines: list[str]
+) -> list[common_pb2.Member | None]:
+    """For each line, the team's member its address names (GetMember), or None: a new
+    user, a user of another team, or a line that names no one (AssignUsers reads it and
+    says what is wrong with it). A refusal of the team itself is raised."""
+    limit = asyncio.Semaphore(LOOKUPS_AT_ONCE)
+
+    async def member(line: str) -> common_pb2.Member | None:
+        address = _address(line)
+        if address is None:
+            return None
+        try:
+            async with limit:
+                return await client.get_member(team_id, address)
+        except NotFound as exc:
+            if exc.reason != "UNKNOWN_USER":
+                raise  # the team itself
+            return None
+        except InvalidArgument as exc:
+            if "user_id" not in exc.field_violations:
+                raise
+            return None
+
+    return list(await asyncio.gather(*(member(line) for line in lines)))
+
+
+def _address(line: str) -> str | None:
+    """The address a users line names: ``Full Name <email>``'s (or ``<email>``'s), or a
+    bare user id; None for a line of any other shape, left for the server to refuse."""
+    if line.endswith(">") and line.count("<") == 1 and line.count(">") == 1:
+        return line[line.index("<") + 1 : -1].strip() or None
+    if "<" in line or ">" in line or "@" not in line:
+        return None
+    return line
 
 
 @team_page("invitations.html")

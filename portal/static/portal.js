@@ -1,6 +1,9 @@
 // The portal's only script: it makes pages nicer, and every page works without it.
 // - times: shown in the reader's own zone (the UTC instant stays on hover);
 // - By User: search as you type (the form's GET works without it);
+// - users boxes (By User's add form, By Product's assign form): the team's members whose
+//   name or email begins with the line being typed, in a listbox to pick from; the one
+//   picked is written as "Full Name <email>" (without script, the box is typed in);
 // - usage: the stacked chart, drawn by the vendored Chart.js from the page's JSON.
 "use strict";
 
@@ -47,6 +50,156 @@ function searchAsYouType() {
   });
 }
 
+// The users boxes' suggestions: the box (a textbox) owns a listbox of the members found
+// for its current line (aria-controls, aria-activedescendant); Down and Up choose one,
+// Enter or a click picks it, Escape closes the list; a status line says what was found.
+function memberSuggestions() {
+  for (const box of document.querySelectorAll("textarea[data-suggest]")) suggesting(box);
+}
+
+function suggesting(box) {
+  const list = document.getElementById(box.id + "-suggestions");
+  const status = document.getElementById(box.id + "-found");
+  const hint = document.getElementById(box.id + "-hint");
+  if (!list || !status) return;
+  box.setAttribute("aria-autocomplete", "list");
+  box.setAttribute("aria-controls", list.id);
+  if (hint) {
+    hint.hidden = false;
+    const described = (box.getAttribute("aria-describedby") || "").split(" ").filter(Boolean);
+    box.setAttribute("aria-describedby", [hint.id, status.id, ...described].join(" "));
+  }
+  let timer = null;
+  let asked = 0;
+  let found = [];
+  let active = -1;
+
+  function currentLine() {
+    const at = box.selectionStart;
+    const start = at > 0 ? box.value.lastIndexOf("\n", at - 1) + 1 : 0;
+    const next = box.value.indexOf("\n", at);
+    const end = next < 0 ? box.value.length : next;
+    return { start, end, text: box.value.slice(start, end) };
+  }
+
+  function close() {
+    found = [];
+    active = -1;
+    list.hidden = true;
+    list.replaceChildren();
+    box.removeAttribute("aria-activedescendant");
+  }
+
+  function choose(n) {
+    active = n;
+    [...list.children].forEach((option, i) => option.setAttribute("aria-selected", String(i === n)));
+    const option = list.children[n];
+    if (!option) {
+      box.removeAttribute("aria-activedescendant");
+      return;
+    }
+    box.setAttribute("aria-activedescendant", option.id);
+    option.scrollIntoView({ block: "nearest" });
+  }
+
+  function pick(n) {
+    const user = found[n];
+    if (!user) return;
+    const line = currentLine();
+    box.value = box.value.slice(0, line.start) + user.line + box.value.slice(line.end);
+    const caret = line.start + user.line.length;
+    box.setSelectionRange(caret, caret);
+    close();
+    status.textContent = "Picked " + (user.name || user.email) + ": " + user.line;
+    box.focus();
+  }
+
+  function show(users, query) {
+    close();
+    found = users;
+    if (!users.length) {
+      status.textContent = "No member's name or email starts with \u201c" + query + "\u201d.";
+      return;
+    }
+    users.forEach((user, n) => {
+      const option = document.createElement("li");
+      option.id = list.id + "-" + n;
+      option.setAttribute("role", "option");
+      option.setAttribute("aria-selected", "false");
+      const name = document.createElement("span");
+      name.className = "name";
+      name.textContent = user.name || user.email;
+      const email = document.createElement("span");
+      email.className = "muted";
+      email.textContent = user.email;
+      option.append(name, " ", email);
+      option.addEventListener("mousedown", (event) => {
+        event.preventDefault();  // the box keeps the focus
+        pick(n);
+      });
+      list.append(option);
+    });
+    list.hidden = false;
+    const count = users.length === 1 ? "1 member matches" : users.length + " members match";
+    status.textContent = count + ": Down and Up to choose, Enter to pick, Escape to close.";
+  }
+
+  box.addEventListener("input", () => {
+    clearTimeout(timer);
+    const query = currentLine().text.trim();
+    if (query.length < 2 || /[<>]/.test(query)) {  // too short, or written out already
+      asked++;
+      close();
+      return;
+    }
+    timer = setTimeout(async () => {
+      const mine = ++asked;
+      let answer;
+      try {
+        answer = await fetch(box.dataset.suggest + "?q=" + encodeURIComponent(query), {
+          credentials: "same-origin", headers: { accept: "application/json" },
+        });
+      } catch {
+        return;  // offline: the box is still typed in
+      }
+      if (answer.redirected) {  // the session is over: the address sent us to sign in
+        window.location.assign(answer.url);
+        return;
+      }
+      const kind = answer.headers.get("content-type") || "";
+      if (mine !== asked || !kind.startsWith("application/json")) return;
+      const body = await answer.json();
+      if (mine !== asked || document.activeElement !== box) return;
+      if (body.error) {
+        close();
+        status.textContent = body.error;
+        return;
+      }
+      show(body.users || [], query);
+    }, 150);
+  });
+
+  box.addEventListener("keydown", (event) => {
+    if (list.hidden || !found.length) return;
+    if (event.key === "ArrowDown") {
+      event.preventDefault();
+      choose((active + 1) % found.length);
+    } else if (event.key === "ArrowUp") {
+      event.preventDefault();
+      choose(active <= 0 ? found.length - 1 : active - 1);
+    } else if (event.key === "Enter" && active >= 0) {
+      event.preventDefault();
+      pick(active);
+    } else if (event.key === "Escape") {
+      event.preventDefault();
+      close();
+      status.textContent = "";
+    }
+  });
+  box.addEventListener("click", () => { asked++; close(); });  // the caret went elsewhere
+  box.addEventListener("blur", () => { asked++; close(); });
+}
+
 const COLORS = ["#2f6fdf", "#e07b24", "#2e9e5b", "#b4407a", "#7a5bd0", "#c9a227", "#1f9bb3", "#8a8a8a"];
 
 function usageChart() {
@@ -74,5 +227,6 @@ function usageChart() {
 document.addEventListener("DOMContentLoaded", () => {
   localTimes(document);
   searchAsYouType();
+  memberSuggestions();
   usageChart();
 });

@@ -266,6 +266,49 @@ def test_search_as_you_type_after_the_key_was_revoked_goes_to_sign_in(
     assert page.url.endswith("/signin")  # the portal's session ended too
 
 
+def test_portal_assign_boxes_suggest_a_member_as_a_name_is_typed_and_pick_them(
+    page: Any, world: World
+) -> None:
+    """The guide's "begin typing in their name. Select the existing user from the list":
+    on By Product, part of Carl's name shows him in the labelled listbox; Down and Enter
+    pick him (his "Full Name <email>" written on the line), and Assign users gives him the
+    product, read back over GetMember. On By User, a click picks on the box's second line."""
+    sign_in(page)
+    page.goto("/teams/alpha/products?product=VIEWER")
+    box = page.get_by_label("One user a line")
+    box.press_sequentially("Car", delay=30)
+    found = page.get_by_role("listbox", name="Members of this team matching the line being typed")
+    expect(found).to_be_visible()
+    carl = found.get_by_role("option", name="Carl carl@example.com")
+    expect(carl).to_have_count(1)
+    expect(page.locator("#users-found")).to_have_text(
+        "1 member matches: Down and Up to choose, Enter to pick, Escape to close."
+    )
+    assert box.get_attribute("aria-controls") == "users-suggestions"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "by-product-suggestions-1280.png"), full_page=True)
+    box.press("ArrowDown")
+    expect(carl).to_have_attribute("aria-selected", "true")
+    assert box.get_attribute("aria-activedescendant") == carl.get_attribute("id")
+    box.press("Enter")
+    expect(box).to_have_value("Carl <carl@example.com>")
+    expect(found).to_be_hidden()
+    page.get_by_role("button", name="Assign users").click()
+    assert flash(page) == "Viewer added to the products of Carl (carl@example.com)."
+    assert "/teams/alpha/products?product=VIEWER" in page.url
+    member = world.a("GetMember", {"team_id": "alpha", "user_id": "carl@example.com"})["member"]
+    assert sorted(member["product_ids"]) == ["REVIT", "VIEWER"]
+
+    page.goto("/teams/alpha/users")
+    box = page.get_by_label("One user a line")
+    box.fill("Dora Explorer <dora@example.com>\n")
+    box.press("End")
+    box.press_sequentially("bui", delay=30)
+    page.get_by_role("option", name="Bob Builder").click()
+    expect(box).to_have_value("Dora Explorer <dora@example.com>\nBob Builder <bob@example.com>")
+    expect(box).to_be_focused()
+
+
 #: Every visible form control without a label (its own <label> or an aria-label).
 UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
   .filter(el => el.type !== 'hidden' && !el.labels.length && !el.getAttribute('aria-label'))

@@ -20,6 +20,7 @@ import httpx2
 import pytest
 from starlette.testclient import TestClient
 
+from client_sdk.admin import AsyncAdminClient
 from client_sdk.errors import ServerError
 from portal import operator_pages, pages, present, team_pages
 from portal import web as portal_web
@@ -652,6 +653,9 @@ def test_a_revoked_key_is_signed_out_of_every_page_and_form(web: TestClient, wor
             "/teams/alpha/users/rows?q=ad", follow_redirects=False
         ),
         "the usage CSV": lambda csrf: web.get("/teams/alpha/usage.csv", follow_redirects=False),
+        "suggestions as a name is typed": lambda csrf: web.get(
+            "/teams/alpha/users/suggest?q=car", follow_redirects=False
+        ),
         "a form": lambda csrf: web.post(
             "/teams/alpha/buy",
             data={"csrf": csrf, "tokens": "5", "request_id": "r-revoked"},
@@ -1698,3 +1702,261 @@ def test_portal_product_forms_keep_the_ticks_just_sent_after_a_refusal(
         data={"csrf": csrf_of(web.get("/teams/alpha").text)},
     )
     assert other.status_code == 403 and ticked(other.text, "product_ids") == ["REVIT"]
+
+
+# -- By Product's Assign users, and the users boxes' suggestions --------------------------------
+
+
+def _assign(web: TestClient, product_id: str, users: str, **data: str) -> httpx2.Response:
+    """By Product's Assign users form for ``product_id``, sent as its page's form is."""
+    page = web.get("/teams/alpha/products", params={"product": product_id})
+    sent = {"csrf": csrf_of(page.text), "users": users, **data}
+    return web.post(f"/teams/alpha/products?product={product_id}", data=sent)
+
+
+def _flash(html: str) -> list[str]:
+    return [unescape(f) for f in re.findall(r'<p class="flash" role="status">([^<]*)</p>', html)]
+
+
+def _member(world: World, user_id: str, team_id: str = "alpha") -> dict[str, Any]:
+    found: dict[str, Any] = world.a("GetMember", {"team_id": team_id, "user_id": user_id})["member"]
+    return found
+
+
+def _box(html: str) -> str:
+    """What the users box holds."""
+    found = re.search(r'<textarea id="users" name="users"[^>]*>([^<]*)</textarea>', html)
+    assert found, "no users box"
+    return unescape(found.group(1))
+
+
+def test_portal_by_product_assign_adds_the_product_to_an_existing_member(
+    web: TestClient, world: World
+) -> None:
+    """Carl (Revit) picked on AutoCAD's page keeps Revit and gets AutoCAD; the form goes
+    back to AutoCAD's page saying so, where Carl is now listed."""
+    sign_in(web)
+    page = web.get("/teams/alpha/products", params={"product": "ACAD"})
+    answer = web.post(
+        "/teams/alpha/products?product=ACAD",
+        data={"csrf": csrf_of(page.text), "users": "Carl <carl@example.com>"},
+        follow_redirects=False,
+    )
+    assert (answer.status_code, answer.headers["location"]) == (
+        303,
+        "/teams/alpha/products?product=ACAD",
+    )
+    back = web.get(answer.headers["location"])
+    assert _flash(back.text) == ["AutoCAD added to the products of Carl (carl@example.com)."]
+    carl = _member(world, "carl@example.com")
+    assert (sorted(carl["product_ids"]), carl["state"]) == (
+        ["ACAD", "REVIT"],
+        "MEMBER_STATE_ACTIVE",
+    )
+    assert ["Carl", "carl@example.com", "individual"] in _cells(
+        _table(back.text, "product-members")
+    )
+
+
+def test_portal_by_product_assign_finds_a_member_by_any_spelling_and_keeps_their_name(
+    web: TestClient, world: World
+) -> None:
+    """A member is found by their address however it is typed (a bare id too); the name
+    beside it changes nothing (A1 keeps the one on file), and a member named twice is
+    changed once."""
+    sign_in(web)
+    answer = _assign(web, "VIEWER", "Charles <Carl@Example.COM>\ncarl@example.com")
+    assert answer.status_code == 200
+    assert _flash(answer.text) == ["Viewer added to the products of Carl (carl@example.com)."]
+    carl = _member(world, "carl@example.com")
+    assert (sorted(carl["product_ids"]), carl["display_name"]) == (["REVIT", "VIEWER"], "Carl")
+
+
+def test_portal_by_product_assign_invites_a_new_user_with_this_product(
+    web: TestClient, world: World
+) -> None:
+    sign_in(web)
+    answer = _assign(web, "REVIT", "Dora Explorer <dora@example.com>")
+    assert answer.status_code == 200
+    assert _flash(answer.text) == ["1 user assigned Revit; invitations sent to new users."]
+    dora = _member(world, "dora@example.com")
+    assert (dora["state"], dora["product_ids"], dora["display_name"]) == (
+        "MEMBER_STATE_INVITED",
+        ["REVIT"],
+        "Dora Explorer",
+    )
+    notes = world.a("ListNotifications", {"user_id": "dora@example.com"})["notifications"]
+    assert [n["kind"] for n in notes] == ["NOTIFICATION_KIND_INVITATION"]
+
+
+def test_portal_by_product_assign_leaves_a_member_who_has_it_already_and_says_so(
+    web: TestClient, world: World
+) -> None:
+    """Ada has all products, Bob has AutoCAD: neither is changed (no call changes them,
+    so their members read back the same), and the page says why."""
+    sign_in(web)
+    users = ("ada@example.com", "bob@example.com")
+    before = {u: _member(world, u) for u in users}
+    audit_before = len(world.a("ListAuditEvents", {"team_id": "alpha"}).get("events", []))
+    answer = _assign(web, "ACAD", "Ada <ada@example.com>\nBob Builder <bob@example.com>")
+    assert answer.status_code == 200
+    assert _flash(answer.text) == [
+        "Ada (ada@example.com) already has all products: left as is. "
+        "Bob Builder (bob@example.com) already has AutoCAD: left as is."
+    ]
+    assert {u: _member(world, u) for u in users} == before
+    events = world.a("ListAuditEvents", {"team_id": "alpha"}).get("events", [])
+    assert len(events) == audit_before  # nothing was changed, so nothing audited
+
+
+def test_portal_by_product_assign_takes_members_and_new_users_in_one_form(
+    web: TestClient, world: World
+) -> None:
+    sign_in(web)
+    lines = "Carl <carl@example.com>\nDora Explorer <dora@example.com>\nAda <ada@example.com>"
+    answer = _assign(web, "VIEWER", lines)
+    assert answer.status_code == 200
+    assert _flash(answer.text) == [
+        "1 user assigned Viewer; invitations sent to new users. "
+        "Viewer added to the products of Carl (carl@example.com). "
+        "Ada (ada@example.com) already has all products: left as is."
+    ]
+    assert sorted(_member(world, "carl@example.com")["product_ids"]) == ["REVIT", "VIEWER"]
+    dora = _member(world, "dora@example.com")
+    assert (dora["state"], dora["product_ids"]) == ("MEMBER_STATE_INVITED", ["VIEWER"])
+    assert _member(world, "ada@example.com")["all_products"] is True
+
+
+def test_portal_by_product_assign_refuses_a_bad_line_in_words_and_changes_no_one(
+    web: TestClient, world: World
+) -> None:
+    """As By User's add form: the refused line quoted once next to the box, which keeps
+    what was typed, under 400; the member on the line before it is not changed either."""
+    sign_in(web)
+    typed = "Carl <carl@example.com>\nbogus line"
+    answer = _assign(web, "VIEWER", typed)
+    assert answer.status_code == 400
+    note = unescape(field_error(answer.text, "users"))
+    assert note.startswith("\u201cbogus line\u201d is neither a user id")
+    assert answer.text.count("is neither a user id") == 1  # said once, next to the box
+    assert _box(answer.text) == typed
+    assert 'aria-invalid="true" aria-describedby="users-error"' in answer.text
+    assert _member(world, "carl@example.com")["product_ids"] == ["REVIT"]
+    empty = _assign(web, "VIEWER", " \n ")
+    assert empty.status_code == 400
+    assert unescape(field_error(empty.text, "users")) == team_pages.NO_USERS
+
+
+def test_portal_by_product_assign_without_its_csrf_token_is_refused_and_changes_nothing(
+    web: TestClient, world: World
+) -> None:
+    sign_in(web)
+    users = "Carl <carl@example.com>\nDora Explorer <dora@example.com>"
+    for data in ({"users": users}, {"users": users, "csrf": "forged"}):
+        refused = web.post("/teams/alpha/products?product=VIEWER", data=data)
+        assert refused.status_code == 403
+        assert "did not carry the portal&#39;s security token" in refused.text
+    assert _member(world, "carl@example.com")["product_ids"] == ["REVIT"]
+    members = world.a("ListMembers", {"team_id": "alpha"})["members"]
+    assert "dora@example.com" not in {m["user_id"] for m in members}
+
+
+def test_portal_by_product_assign_refuses_another_team_or_an_unknown_product(
+    web: TestClient, world: World
+) -> None:
+    """Alpha's administrator cannot assign in beta (403, said once); an unknown product is
+    404 before any change. Nobody is added either way."""
+    sign_in_as_alphas_admin(web, world)
+    csrf = csrf_of(web.get("/teams/alpha/products").text)
+    users = "Bea <bea@example.com>\nNu New <nu@example.com>"
+    refused = web.post("/teams/beta/products?product=ACAD", data={"csrf": csrf, "users": users})
+    assert refused.status_code == 403
+    assert refused.text.count("You do not manage this team.") == 1
+    assert {m["user_id"] for m in world.a("ListMembers", {"team_id": "beta"})["members"]} == {
+        "bea@example.com"
+    }
+    unknown = web.post(
+        "/teams/alpha/products?product=NOPE",
+        data={"csrf": csrf, "users": "Nu New <nu@example.com>\nCarl <carl@example.com>"},
+    )
+    assert unknown.status_code == 404
+    assert unknown.text.count("There is no such product.") == 1
+    assert 'id="assign-users"' not in unknown.text  # no form for a product there is not
+    assert "nu@example.com" not in {
+        m["user_id"] for m in world.a("ListMembers", {"team_id": "alpha"})["members"]
+    }
+    assert _member(world, "carl@example.com")["product_ids"] == ["REVIT"]
+
+
+def test_portal_user_suggestions_are_this_teams_members_with_the_line_naming_them(
+    web: TestClient, world: World
+) -> None:
+    """What the users boxes suggest as a name is typed: the team's members found by
+    SearchUsers (not beta's Bea), each with the ``Full Name <email>`` line a pick writes;
+    both boxes (By User, By Product) ask for it and own a labelled listbox."""
+    sign_in(web)
+    carl = web.get("/teams/alpha/users/suggest", params={"q": "car"})
+    assert carl.status_code == 200
+    assert carl.headers["content-type"].startswith("application/json")
+    assert carl.headers["cache-control"] == "no-store"
+    assert carl.json() == {
+        "users": [
+            {
+                "user_id": "carl@example.com",
+                "name": "Carl",
+                "email": "carl@example.com",
+                "line": "Carl <carl@example.com>",
+            }
+        ]
+    }
+    bob = web.get("/teams/alpha/users/suggest", params={"q": "bui"}).json()
+    assert [u["line"] for u in bob["users"]] == ["Bob Builder <bob@example.com>"]
+    assert web.get("/teams/alpha/users/suggest", params={"q": "bea"}).json() == {"users": []}
+    assert web.get("/teams/alpha/users/suggest").json() == {"users": []}
+    for path in ("/teams/alpha/users", "/teams/alpha/products?product=ACAD"):
+        page = web.get(path).text
+        assert 'data-suggest="/teams/alpha/users/suggest"' in page, path
+        assert (
+            '<ul id="users-suggestions" class="suggestions" role="listbox" '
+            'aria-label="Members of this team matching the line being typed" hidden></ul>'
+        ) in page, path
+
+
+def test_portal_user_suggestions_in_a_team_not_managed_are_refused_with_403(
+    web: TestClient, world: World
+) -> None:
+    sign_in_as_alphas_admin(web, world)
+    refused = web.get("/teams/beta/users/suggest", params={"q": "be"})
+    assert (refused.status_code, refused.json()) == (
+        403,
+        {"users": [], "error": "You do not manage this team."},
+    )
+
+
+def test_portal_by_product_assign_keeps_a_change_made_meanwhile_by_someone_else(
+    web: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The product is added by the server (AssignUsers adds, never takes away), not
+    written over what the page read: another administrator's change to Carl between
+    the page's GetMember and its assignment is kept. What the page read only words
+    what was done."""
+    read = AsyncAdminClient.get_member
+
+    async def read_then_changed(self: AsyncAdminClient, team_id: str, user_id: str) -> Any:
+        member = await read(self, team_id, user_id)
+        world.a(
+            "SetUserProducts",
+            {"team_id": team_id, "user_id": user_id, "product_ids": ["REVIT", "ACAD"]},
+        )
+        return member
+
+    sign_in(web)
+    page = web.get("/teams/alpha/products", params={"product": "VIEWER"})
+    monkeypatch.setattr(AsyncAdminClient, "get_member", read_then_changed)
+    answer = web.post(
+        "/teams/alpha/products?product=VIEWER",
+        data={"csrf": csrf_of(page.text), "users": "Carl <carl@example.com>"},
+    )
+    assert answer.status_code == 200
+    assert _flash(answer.text) == ["Viewer added to the products of Carl (carl@example.com)."]
+    assert sorted(_member(world, "carl@example.com")["product_ids"]) == ["ACAD", "REVIT", "VIEWER"]
