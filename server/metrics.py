@@ -343,7 +343,9 @@ def _engine(engine: Engine) -> Iterator[Metric]:
         "tessera_timer_heap_size", "Deadlines waiting in the timer heap", len(scheduler.heap)
     )
     fired = CounterMetricFamily(
-        "tessera_deadlines_fired", "Deadlines that fell due and were looked at, by kind", labels=("kind",)
+        "tessera_deadlines_fired",
+        "Deadlines that fell due and were looked at, by kind",
+        labels=("kind",),
     )
     for kind in TimerKind:
         fired.add_metric([kind.name.lower()], scheduler.fired_by_kind[kind])
