@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -35,7 +36,7 @@ from server.config import Config, node_id, parse_instant
 from server.credentials import load_or_create_admin_token
 from server.domain.changes import Deleted
 from server.domain.meta import MetaValue
-from server.domain.terms import LEASE
+from server.domain.terms import LEASE, Terms
 from server.engine import Engine
 from server.engine.core import TEST_CLOCK_KEY
 from server.front import Back
@@ -174,6 +175,25 @@ def _clock_mode(clock: Clock, stored: dict[str, str]) -> list[object]:
     if mode_key not in stored or changes:
         changes.append(MetaValue(mode_key, clock.now().isoformat()))
     return changes
+
+
+#: The meta key of the terms the data was last served by (``_terms_in_force``).
+TERMS_KEY = "terms"
+
+
+def _terms_in_force(terms: Terms, stored: dict[str, str]) -> list[object]:
+    """The terms this start serves by, recorded with the data, if they are not
+    recorded yet. A change since the last start is logged (``terms_changed``,
+    with both): a server given other terms than before, or a standby started
+    with other terms than the active it takes over from, is seen in the log."""
+    shown = terms.shown()
+    text = json.dumps(shown, sort_keys=True)
+    was = stored.get(TERMS_KEY)
+    if was == text:
+        return []
+    if was is not None:
+        log.warning("terms_changed", was=json.loads(was), now=shown)
+    return [MetaValue(TERMS_KEY, text)]
 
 
 def _loopback(listen: str, port: int) -> str:
@@ -404,11 +424,12 @@ class TesseraServer:
                     snapshot,
                     clock,
                     store,
+                    cfg.terms,
                     max_users_per_request=cfg.max_users_per_request,
                     max_page_size=cfg.max_page_size,
                 )
             marks.append(monotonic())
-            await store.commit(_clock_mode(clock, stored))
+            await store.commit(_clock_mode(clock, stored) + _terms_in_force(cfg.terms, stored))
             self._load_admin_token()
             edge = EdgeInterceptor(
                 self.admin_token,

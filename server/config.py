@@ -15,6 +15,7 @@ import math
 import os
 import socket
 import sys
+import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from server.api.convert import MIN_TIME
+from server.domain.terms import DEFAULT_TERMS, Terms
 from server.engine.core import LATEST_TEST_CLOCK
 from server.loops import EVENT_LOOPS
 
@@ -67,6 +69,7 @@ class Config:
     max_message_bytes: int = 4 * 1024 * 1024
     max_users_per_request: int = 10_000  # AssignUsers / ImportUsers entries
     max_page_size: int = 1000
+    terms: Terms = DEFAULT_TERMS  # RULES' numbers: --terms FILE changes some
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # demand client certificates signed by it (mutual TLS)
@@ -235,6 +238,23 @@ def _within(
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def _terms(text: str) -> Terms:
+    """A TOML file of RULES' numbers (``Terms.from_mapping``): those it names in
+    place of the defaults."""
+    path = Path(text)
+    try:
+        with path.open("rb") as file:
+            values = tomllib.load(file)
+    except OSError as exc:
+        raise ValueError(f"cannot read {text}: {(exc.strerror or str(exc)).lower()}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{text} is not TOML: {exc}") from None
+    try:
+        return Terms.from_mapping(values)
+    except ValueError as exc:
+        raise ValueError(f"{text}: {exc}") from None
 
 
 def _rate(text: str) -> float:
@@ -492,6 +512,17 @@ OPTIONS: tuple[Option, ...] = (
             "",
         ),
         metavar="N",
+    ),
+    Option(
+        "terms",
+        "a TOML file changing RULES' numbers: charge_window, grace, idle_threshold, "
+        "heartbeat_interval, invitation_validity, pack_expiry_warning, burn_window (each "
+        'a whole number and its unit: "5m", "24h", "30d"), devices_per_product, '
+        "running_devices_per_product, sessions_per_product; those it leaves out keep "
+        "their defaults (docs/rules.md; an example: docs/terms.example.toml)",
+        _terms,
+        metavar="TOML",
+        default_text="RULES' defaults",
     ),
     Option(
         "tls_cert",

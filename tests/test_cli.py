@@ -98,12 +98,14 @@ def test_h4_13_every_variable_is_read_and_a_flag_wins(monkeypatch: pytest.Monkey
         "advertise": "127.0.0.1:6001",
         "secrets_dir": "var/secrets",
         "lease_batch_window": "0.007",
+        "terms": str(REPO / "docs" / "terms.example.toml"),
     }
     expected = {}
     for o in OPTIONS:
         text = samples.get(o.field, "7")
         monkeypatch.setenv(o.env, text)
-        expected[o.field] = o.read(text)
+        value = o.read(text)
+        expected[o.field] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
     assert dataclasses.asdict(parse_args([])) == expected
     assert expected["user_burst"] == 7 and expected["log_heartbeats"] is True
     assert parse_args(["--listen", "127.0.0.1:7000"]).listen == "127.0.0.1:7000"

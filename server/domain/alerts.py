@@ -40,16 +40,18 @@ from datetime import date, datetime, timedelta
 from server.domain.directory import Notification, NotificationKind
 from server.domain.ledger import TokenPack
 from server.domain.teams import Team
+from server.domain.terms import DEFAULT_TERMS
 
-#: L2: how long before a pack's expiry it is warned of (RULES' table).
-PACK_WARNING = timedelta(days=30)
+#: L2: how long before a pack's expiry it is warned of (RULES' table; a term).
+PACK_WARNING = DEFAULT_TERMS.pack_expiry_warning
 
 NewId = Callable[[], str]
 
 
-def warning_time(pack: TokenPack) -> datetime:
-    """L2: the instant a pack with tokens left is warned of."""
-    return pack.expire_time - PACK_WARNING
+def warning_time(pack: TokenPack, warning: timedelta = PACK_WARNING) -> datetime:
+    """L2: the instant a pack with tokens left is warned of, ``warning`` before
+    its expiry."""
+    return pack.expire_time - warning
 
 
 def _team_alert(

@@ -3,7 +3,8 @@
 Decisions where L4 is silent:
 
 - The burn rate counts the tokens *captured* (CAPTURE entries) in the window
-  ``[now - 30 days, now]``, divided by 30: tokens per day. Holds not yet
+  ``[now - 30 days, now]``, divided by 30: tokens per day (30: the burn window,
+  a term, ``Terms.burn_window``, in whole days). Holds not yet
   captured are not charges.
 - Only *available* tokens are consumed in the forecast: a pack's remaining
   tokens (T2). Held tokens are not available (they are on their way to a
@@ -18,7 +19,8 @@ Decisions where L4 is silent:
   pack's expiry. With charges but no available tokens it is ``now``; with no
   charges in 30 days there is none (``None``).
 - ``expiring_tokens_30d``: remaining tokens of unexpired packs whose expiry is
-  at or before ``now + 30 days``.
+  at or before ``now + 30 days`` (30 days whatever the burn window: the API's
+  field says so).
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from fractions import Fraction
 
 from server.domain.instants import MICROSECOND
 
-WINDOW = timedelta(days=30)
+#: expiring_tokens_30d's horizon.
+EXPIRING = timedelta(days=30)
+#: The burn window's default (``Terms.burn_window``).
 WINDOW_DAYS = 30
 DAY_SECONDS = 86400
 
@@ -51,16 +55,22 @@ class Forecast:
     expiring_tokens_30d: int
 
 
-def forecast(now: datetime, packs: Sequence[PackBalance], charged: Iterable[int]) -> Forecast:
+def forecast(
+    now: datetime,
+    packs: Sequence[PackBalance],
+    charged: Iterable[int],
+    *,
+    window_days: int = WINDOW_DAYS,
+) -> Forecast:
     """L4 for one team: ``packs`` in T3 order, ``charged`` the amounts of its
-    captures in the last 30 days."""
+    captures in the last ``window_days`` days."""
     live = [p for p in packs if p.expire_time > now and p.remaining > 0]
-    expiring = sum(p.remaining for p in live if p.expire_time <= now + WINDOW)
+    expiring = sum(p.remaining for p in live if p.expire_time <= now + EXPIRING)
     total = sum(charged)
-    rate = total / WINDOW_DAYS
+    rate = total / window_days
     if total <= 0:
         return Forecast(rate, None, expiring)
-    per_second = Fraction(total, WINDOW_DAYS * DAY_SECONDS)
+    per_second = Fraction(total, window_days * DAY_SECONDS)
     at = Fraction(0)  # seconds after now when the current pack starts being used
     lost_at: datetime | None = None
     for pack in live:

@@ -11,7 +11,6 @@ from server.domain import text
 from server.domain.alerts import warning_time
 from server.domain.changes import Changes
 from server.domain.errors import AlreadyExists, InvalidArgument, ProductInUse, UnknownTeam
-from server.domain.forecast import WINDOW as FORECAST_WINDOW
 from server.domain.forecast import Forecast, PackBalance, forecast
 from server.domain.ledger import LedgerEntry, TokenPack
 from server.domain.products import Product, validate_product
@@ -140,7 +139,8 @@ class Accounts:
             raise
         if created:
             self._scheduler.schedule(pack.expire_time, TimerKind.PACK_EXPIRY, pack.pack_id)
-            self._scheduler.schedule(warning_time(pack), TimerKind.PACK_WARNING, pack.pack_id)
+            warning = warning_time(pack, self.state.terms.pack_expiry_warning)
+            self._scheduler.schedule(warning, TimerKind.PACK_WARNING, pack.pack_id)
         # (a retry, nothing of its own to store and no event (AD2), answers once the
         # first purchase is stored)
         await commit_call(self._commits, changes, fired)
@@ -177,10 +177,11 @@ class Accounts:
         self.team(team_id)
         now = self._clock.now()
         await self._commits.settled()  # charges already made in memory are counted
-        charged = await self._store.captured_since(team_id, now - FORECAST_WINDOW)
+        window = self.state.terms.burn_window
+        charged = await self._store.captured_since(team_id, now - window)
         packs = sorted(self.state.ledger.team_packs(team_id), key=TokenPack.order_key)
         balances = [PackBalance(p.remaining, p.held, p.expire_time) for p in packs]
-        return forecast(now, balances, charged)
+        return forecast(now, balances, charged, window_days=window.days)
 
     async def ledger_page(
         self,

@@ -88,7 +88,11 @@ class Alerts:
         book = self._book
         for pack in self.state.ledger.packs.values():
             if not pack.expired and (pack.remaining or pack.held) and not book.warned(pack.pack_id):
-                self._scheduler.schedule(warning_time(pack), TimerKind.PACK_WARNING, pack.pack_id)
+                self._scheduler.schedule(
+                    warning_time(pack, self.state.terms.pack_expiry_warning),
+                    TimerKind.PACK_WARNING,
+                    pack.pack_id,
+                )
 
     def _on_pack_warning(self, pack_id: str, due: datetime, changes: Changes) -> None:
         pack = self.state.ledger.packs.get(pack_id)

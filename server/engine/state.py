@@ -14,7 +14,7 @@ from server.domain.errors import InvalidArgument, UnknownProduct, UnknownTeam
 from server.domain.ledger import Ledger, TokenPack
 from server.domain.products import Product
 from server.domain.teams import Team
-from server.domain.terms import Terms
+from server.domain.terms import DEFAULT_TERMS, Terms
 from server.store.port import Snapshot
 
 
@@ -25,10 +25,11 @@ class State:
     products: dict[str, Product] = field(default_factory=dict)
     ledger: Ledger = field(default_factory=Ledger)
     coverages: Coverages = field(default_factory=Coverages)
+    terms: Terms = DEFAULT_TERMS  # RULES' numbers, as configured
 
     @classmethod
     def empty(cls, terms: Terms) -> State:
-        return cls(Directory(terms.invitation_validity))
+        return cls(Directory(terms.invitation_validity), terms=terms)
 
     @classmethod
     def restore(cls, snapshot: Snapshot, terms: Terms) -> State:
@@ -50,6 +51,7 @@ class State:
                 last_hash=snapshot.last_ledger_hash,
             ),
             coverages=Coverages.restore(snapshot.of(Subscription)),
+            terms=terms,
         )
 
     def team(self, team_id: str) -> Team:

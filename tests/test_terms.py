@@ -1,0 +1,186 @@
+"""RULES' numbers as configuration: "every number below is a default that the
+server's configuration may change" (``--terms FILE``, ``server/domain/terms.py``).
+
+A TOML file names the terms to change; the others keep their defaults. What
+cannot be a term (an unknown name, a span without its unit, a bound passed,
+terms that contradict each other) stops the start in one line naming it. A
+server started with terms charges, limits and tells products by them (M3,
+M8, the heartbeat interval, L2, L4), records them with the data, and logs
+``terms_changed`` when a start's terms are not the last start's.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from contextlib import closing
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+
+from server.config import OPTIONS, parse_args
+from server.domain.alerts import warning_time
+from server.domain.forecast import PackBalance, forecast
+from server.domain.ledger import TokenPack
+from server.domain.terms import DEFAULT_TERMS, Terms
+from tests.licensing_desk import Desk, at, num
+from tests.support import REPO, ServerProcess
+
+FP = grpc.StatusCode.FAILED_PRECONDITION
+EXAMPLE = REPO / "docs" / "terms.example.toml"
+
+
+@pytest.fixture(autouse=True)
+def no_tessera_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for option in OPTIONS:
+        monkeypatch.delenv(option.env, raising=False)
+
+
+def terms_file(tmp_path: Path, text: str, name: str = "terms.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_terms_the_example_file_names_every_term_at_its_default() -> None:
+    with EXAMPLE.open("rb") as file:
+        values = tomllib.load(file)
+    assert list(values) == [f.name for f in fields(Terms)]
+    assert Terms.from_mapping(values) == DEFAULT_TERMS
+    assert Terms.from_mapping({}) == DEFAULT_TERMS
+    assert Terms.from_mapping(DEFAULT_TERMS.shown()) == DEFAULT_TERMS  # as logged
+
+
+def test_terms_spans_are_a_whole_number_and_its_unit() -> None:
+    terms = Terms.from_mapping(
+        {"grace": "90s", "idle_threshold": "20m", "charge_window": "12h", "burn_window": "7d"}
+    )
+    assert (terms.grace, terms.idle_threshold, terms.charge_window, terms.burn_window) == (
+        timedelta(seconds=90),
+        timedelta(minutes=20),
+        timedelta(hours=12),
+        timedelta(days=7),
+    )
+    assert terms.devices_per_product == 3  # left out: its default
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"gracee": "5m"}, "'gracee' is not a term (the terms: charge_window, grace,"),
+        ({"grace": "5 minutes"}, "grace is '5 minutes': write a whole number and its unit"),
+        ({"grace": 300}, "grace is 300: write a whole number and its unit"),
+        ({"charge_window": "30m"}, "charge_window is 30m: it must be from 1h to 366d"),
+        ({"invitation_validity": "400d"}, "invitation_validity is 400d: it must be from 1h to"),
+        ({"devices_per_product": 0}, "devices_per_product is 0: it must be a whole number from 1"),
+        ({"devices_per_product": True}, "devices_per_product is True: it must be a whole number"),
+        ({"sessions_per_product": 2.5}, "sessions_per_product is 2.5: it must be a whole number"),
+        ({"grace": "1d"}, "grace (1d) must be shorter than charge_window (1d)"),
+        ({"heartbeat_interval": "20m"}, "heartbeat_interval (20m) must not be longer than"),
+        ({"running_devices_per_product": 4}, "running_devices_per_product (4) must not be over"),
+        ({"burn_window": "36h"}, "burn_window is 36h: it must be whole days"),
+    ],
+)
+def test_terms_a_name_or_value_that_cannot_be_a_term_is_refused_naming_it(
+    values: dict[str, object], words: str
+) -> None:
+    with pytest.raises(ValueError) as refused:
+        Terms.from_mapping(values)
+    assert str(refused.value).startswith(words)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (None, "cannot read"),
+        ("grace = ", "is not TOML"),
+        ('grace = "1d"', "grace (1d) must be shorter than charge_window (1d)"),
+    ],
+    ids=["missing", "not-toml", "contradiction"],
+)
+def test_terms_a_file_that_cannot_be_read_or_used_is_a_usage_error_naming_flag_and_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str | None, words: str
+) -> None:
+    path = tmp_path / "terms.toml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--terms", str(path)])
+    assert exit_.value.code == 2
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.startswith("tessera-server: error: --terms: ")
+    assert str(path) in line and words in line
+
+
+def test_m3_m8_l2_l4_a_server_started_with_terms_charges_limits_and_warns_by_them(
+    tmp_path: Path,
+) -> None:
+    """Grace of 10 minutes (M3: the hold is captured at 10, not 5), one device per
+    product (M8), products told to heartbeat every 2 minutes, a pack warned of 60
+    days before its expiry (L2), the burn rate over 7 days (L4)."""
+    path = terms_file(
+        tmp_path,
+        'grace = "10m"\ndevices_per_product = 1\nheartbeat_interval = "2m"\n'
+        'pack_expiry_warning = "60d"\nburn_window = "7d"\n',
+    )
+    server = ServerProcess(tmp_path / "t.db", extra=["--terms", str(path)]).start()
+    try:
+        with closing(Desk(server.target).sheet()) as desk:
+            desk.team("tm", 100)
+            ann = desk.user("tm", "ann")
+            s = desk.entitle(ann, "REVIT")
+            assert s["heartbeat_interval"] == "120s"
+            desk.to(at(m=9, s=59))
+            assert desk.heartbeat(ann, s["session_id"])["charge_state"] == "CHARGE_STATE_GRACE"
+            desk.to(at(m=10))
+            assert desk.token_moves("tm") == [("HOLD", 10, at()), ("CAPTURE", 10, at(m=10))]
+            desk.release(ann, s["session_id"])
+            err = desk.refused_entitle(
+                ann, FP, "DEVICE_LIMIT", product_id="REVIT", device_id="dev-2"
+            )
+            assert err.metadata["limit"] == "1"
+            forecast = desk.a("GetTeam", {"team_id": "tm"})["team"]["forecast"]
+            assert forecast["daily_burn_tokens"] == 10 / 7
+            desk.to("2026-11-01T23:59:59Z")
+            assert not desk.a("ListNotifications", {"team_id": "tm"}).get("notifications")
+            desk.to("2026-11-02T00:00:00Z")  # the pack expires on 2027-01-01
+            [note] = desk.a("ListNotifications", {"team_id": "tm"})["notifications"]
+            assert (note["kind"], note["create_time"], num(note, "tokens")) == (
+                "NOTIFICATION_KIND_PACK_EXPIRING",
+                "2026-11-02T00:00:00Z",
+                90,
+            )
+    finally:
+        server.terminate()
+
+
+def test_terms_a_start_with_other_terms_than_the_last_logs_both(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    first = ServerProcess(db).start()  # the defaults, recorded with the data
+    first.terminate()
+    assert not [x for x in first.lines if x.get("event") == "terms_changed"]
+    path = terms_file(tmp_path, 'grace = "10m"\n')
+    second = ServerProcess(db, extra=["--terms", str(path)]).start()
+    second.terminate()
+    [changed] = [x for x in second.lines if x.get("event") == "terms_changed"]
+    assert (changed["was"]["grace"], changed["now"]["grace"]) == ("5m", "10m")
+    assert changed["level"] == "warning"
+    third = ServerProcess(db, extra=["--terms", str(path)]).start()  # the same again
+    third.terminate()
+    assert not [x for x in third.lines if x.get("event") == "terms_changed"]
+
+
+def test_l2_l4_the_warning_and_the_burn_window_follow_their_terms() -> None:
+    """L2: a pack is warned of ``pack_expiry_warning`` before its expiry. L4: the
+    burn rate is the charges of the last ``burn_window`` days over its days."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    pack = TokenPack("pk-1", "acme", 100, t0, datetime(2027, 1, 1, tzinfo=UTC), remaining=100)
+    terms = Terms.from_mapping({"pack_expiry_warning": "60d", "burn_window": "7d"})
+    assert warning_time(pack, terms.pack_expiry_warning) == datetime(2026, 11, 2, tzinfo=UTC)
+    seen = forecast(
+        t0, [PackBalance(70, 0, pack.expire_time)], [14, 7], window_days=terms.burn_window.days
+    )
+    assert seen.daily_burn_tokens == 3.0  # 21 tokens over 7 days
+    assert seen.depletion_time == t0 + timedelta(days=70 / 3)
