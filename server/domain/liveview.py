@@ -103,7 +103,7 @@ class LiveView(SessionBook):
             heartbeat_interval=self.terms.heartbeat_interval,
             team_available_tokens=self.ledger.available(session.team_id),
             # A8: a team's token users inherit its plan, so a live session says the
-            # team's plan now; an ended one, the plan its Entitle said (stored).
+            # team's plan now; an ended one, the plan it ended under (stored).
             plan=self.teams[session.team_id].plan if session.live else session.plan,
         )
 

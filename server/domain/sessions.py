@@ -129,7 +129,7 @@ class Session:
     parent_session_id: str  # the host session of a plugin; "" for a product
     request_id: str  # M11; "" when the Entitle named none
     coverage: Coverage
-    plan: Plan  # the team's plan at Entitle (A8)
+    plan: Plan  # the team's plan at Entitle, then at its end (A8)
     daily_rate: int  # the product's rate at Entitle
     start_time: datetime
     lease_start: datetime  # M7: the latest Entitle or Heartbeat; the lease ends LEASE later
