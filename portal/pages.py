@@ -53,7 +53,7 @@ REASONS = {
     "NOT_TEAM_ADMIN": "You do not manage this team.",
     "OPERATOR_ONLY": "Only the operator can do this: contact support.",
     "UNKNOWN_TEAM": "There is no such team.",
-    "UNKNOWN_USER": "There is no such user.",
+    "UNKNOWN_USER": "There is no such user in this team.",
     "UNKNOWN_PRODUCT": "There is no such product.",
     "UNKNOWN_SESSION": "There is no such session.",
     "UNKNOWN_INVITATION": "There is no such invitation.",

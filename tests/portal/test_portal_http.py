@@ -1124,7 +1124,7 @@ def test_r1_an_unknown_user_or_product_is_refused_next_to_its_control(
     the form keeping what was asked; the CSV says the same."""
     sign_in(web)
     for name, value, field, words in (
-        ("user", "nobody@example.com", "user_id", "There is no such user."),
+        ("user", "nobody@example.com", "user_id", "There is no such user in this team."),
         ("product", "NOPE", "product_id", "There is no such product."),
     ):
         query = {"from": "2026-01-01", "to": "2026-01-03", name: value}
