@@ -404,7 +404,7 @@ def session_into(out: pb.Session, view: SessionView) -> None:
     out.end_reason = END_REASONS_OUT.get(s.end_reason, pb.END_REASON_UNSPECIFIED)
     out.coverage = COVERAGES_OUT[s.coverage]
     out.plan = PLANS_OUT[view.plan]
-    out.daily_rate = s.daily_rate
+    out.daily_rate = view.daily_rate
     out.charge_state = CHARGE_STATES_OUT[view.charge_state]
     set_ts(out.start_time, s.start_time)
     set_ts(out.end_time, s.end_time)

@@ -46,8 +46,10 @@ Decisions where the rules are silent (more in ``lifecycle`` and
 - Removing a device with live sessions is refused (DEVICE_IN_USE) unless the
   operator asks to end them: they then end with ENDED_BY_ADMIN.
 - Holds are for the product's rate at the moment of the hold (a rate changed
-  on the rate sheet applies from the next hold); a session's ``daily_rate``
-  is the rate at its Entitle.
+  on the rate sheet applies from the next hold); a live session's
+  ``daily_rate`` is its product's rate now (what its next hold takes; 0 for a
+  product made free, as its coverage says), an ended one's the rate at its end
+  (``SessionView``, as its plan, A8).
 - An ended session's view shows its meter's state now (a window it paid for
   stays visible) and no lease.
 - ``revoke_access`` returns every session it ended, plugins included.

@@ -527,9 +527,11 @@ class SessionBook:
         meter, device = self.meter_of(session), self.device_of(session)
         session.state = SessionState.ENDED
         session.end_reason = reason
-        team = self.teams.get(session.team_id)
+        team, product = self.teams.get(session.team_id), self.products.get(session.product_id)
         if team is not None:  # A8: the plan it ran under last, as its last answer said
             session.plan = team.plan
+        if product is not None:  # P1: and the rate
+            session.daily_rate = product.daily_rate
         session.state_since = now  # and so its end_time
         if device is not None:
             device.live = live_remove(device.live, session)

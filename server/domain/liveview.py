@@ -105,6 +105,11 @@ class LiveView(SessionBook):
             # A8: a team's token users inherit its plan, so a live session says the
             # team's plan now; an ended one, the plan it ended under (stored).
             plan=self.teams[session.team_id].plan if session.live else session.plan,
+            # P1: likewise the rate: what its next hold would take (0 for a product
+            # made free, as its coverage says) while live, the rate at its end after.
+            daily_rate=self.products[session.product_id].daily_rate
+            if session.live
+            else session.daily_rate,
         )
 
     def forget_ended(self, ended_before: datetime) -> int:

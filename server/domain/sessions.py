@@ -295,6 +295,7 @@ class SessionView:
     heartbeat_interval: timedelta
     team_available_tokens: int
     plan: Plan
+    daily_rate: int  # P1: a live session's product's rate now; an ended one's at its end
 
     def snapshot(self) -> SessionView:
         """This view with a copy of its session (``Session.copy``): what the answer

@@ -241,6 +241,7 @@ def test_p1_a_free_product_made_paid_charges_its_running_sessions_from_then(
     beat = desk.heartbeat(ann, mine["session_id"])
     assert (beat["coverage"], beat["charge_state"]) == ("COVERAGE_TOKENS", "CHARGE_STATE_GRACE")
     assert beat["grace_end_time"] == at(h=1, m=5)
+    assert (num(mine, "daily_rate"), num(beat, "daily_rate")) == (0, 10)  # as it pays
     ended(desk.heartbeat(cy, theirs["session_id"]), "INSUFFICIENT_TOKENS", at(h=1))
     desk.to(at(h=1, m=5))
     assert desk.token_moves("alpha") == [("HOLD", 10, at(h=1)), ("CAPTURE", 10, at(h=1, m=5))]
@@ -263,6 +264,7 @@ def test_p1_a_product_made_free_gives_a_hold_back_and_keeps_a_paid_window_paid(
     desk.a("UpsertProduct", rated("REVIT", 0))
     beat = desk.heartbeat(bob, his["session_id"])
     assert (beat["coverage"], beat["charge_state"]) == ("COVERAGE_FREE", "CHARGE_STATE_NONE")
+    assert num(beat, "daily_rate") == 0  # COVERAGE_FREE is rate 0: the session says so
     desk.to(at(d=1, m=10))
     assert desk.token_moves("alpha") == [
         ("HOLD", 10, at()),
@@ -272,6 +274,26 @@ def test_p1_a_product_made_free_gives_a_hold_back_and_keeps_a_paid_window_paid(
     ]
     assert desk.balance("alpha") == (90, 0)
     desk.assert_ledger_adds_up("alpha")
+
+
+def test_p1_a_sessions_rate_is_its_products_now_and_at_its_end_once_ended(
+    desk: Desk, ann: str
+) -> None:
+    """A rate changed on the sheet takes effect at the next hold (the window paid
+    stays paid at 10); the running session says the rate its next hold will take,
+    as its plan says the team's plan now (A8), and keeps the rate it ended at."""
+    s = desk.entitle(ann, "REVIT")
+    desk.to(at(h=1))
+    desk.a("UpsertProduct", rated("REVIT", 20))
+    assert num(desk.heartbeat(ann, s["session_id"]), "daily_rate") == 20
+    desk.to(at(d=1, m=5))  # renewed at 24h, charged at 24h05 at the new rate
+    assert desk.token_moves("alpha")[-2:] == [("HOLD", 20, at(d=1)), ("CAPTURE", 20, at(d=1, m=5))]
+    assert num(desk.release(ann, s["session_id"]), "daily_rate") == 20
+    desk.a("UpsertProduct", rated("REVIT", 30))
+    (gone,) = [
+        x for x in desk.sessions("alpha", include_ended=True) if x["session_id"] == s["session_id"]
+    ]
+    assert num(gone, "daily_rate") == 20  # the rate it ended at
 
 
 def test_p4_plugin_needs_a_live_host_session_of_the_same_user_and_device(

@@ -53,6 +53,7 @@ def a_view() -> SessionView:
         heartbeat_interval=timedelta(minutes=5),
         team_available_tokens=93,
         plan=Plan.PREMIUM,
+        daily_rate=7,
     )
 
 
