@@ -220,7 +220,11 @@ class Accounts:
         # (idle since their idle instant, expired at their lease's end).
         changes = Changes()
         now = self._scheduler.caught_up(changes)
+        fired = len(changes)
         before = products.get(product.product_id)
+        if before == product:  # the sheet as it is: nothing to store, no event (AD2)
+            await commit_call(self._commits, changes, fired)
+            return before
         # A running session is a product's or a plugin's under its host (P4): one
         # whose kind or host changed under it would be neither. Sessions whose
         # lease ran out have just ended above, so only live ones refuse it.

@@ -28,7 +28,7 @@ from tessera_api.tessera.v1 import admin_service_pb2 as api
 from tessera_api.tessera.v1 import admin_service_pb2_grpc
 from tests.api.test_access_api import invitation_token
 from tests.grpcurl import Grpcurl, GrpcurlError
-from tests.licensing_desk import A, Desk, at
+from tests.licensing_desk import SHEET, A, Desk, at
 from tests.support import ADMIN_TOKEN, ServerThread
 
 Event = tuple[str, str, str, str]  # method, actor, team_id, target
@@ -288,6 +288,18 @@ def test_ad2_team_settings_that_change_nothing_leave_no_event(desk: Desk) -> Non
     assert len(events(desk, "alpha")) == before + 1
     team = desk.a("GetTeam", {"team_id": "alpha"})["team"]
     assert (team["display_name"], team["low_balance_threshold"]) == ("Alpha Ltd", "500")
+
+
+def test_ad2_a_product_upserted_as_it_is_leaves_no_event(desk: Desk) -> None:
+    """UpsertProduct with the product exactly as the sheet has it changes nothing:
+    no event, as other repeats; a change of one field is one event."""
+    before = len(events(desk))
+    (acad,) = [p for p in SHEET if p["product_id"] == "ACAD"]
+    desk.a("UpsertProduct", {"product": acad})
+    assert len(events(desk)) == before
+    desk.a("UpsertProduct", {"product": {**acad, "display_name": "AutoCAD 2"}})
+    assert summary(events(desk))[0][0] == "UpsertProduct"
+    assert len(events(desk)) == before + 1
 
 
 def test_ad2_advancing_the_clock_by_nothing_leaves_no_event(desk: Desk) -> None:
