@@ -434,7 +434,7 @@ def usage_row_out(r: UsageRow) -> pb.UsageRow:
         product_id=r.product_id,
         tokens_charged=r.tokens_charged,
         sessions=r.sessions,
-        active_seconds=int(r.active_seconds),
+        active_seconds=r.active_seconds,  # whole seconds, the exact total truncated (R1)
         user_display_name=r.user_display_name,
         product_display_name=r.product_display_name,
     )

@@ -4,6 +4,12 @@ The store answers a team's committed history over the period (``UsageFacts``:
 charges, sessions begun, stored spans of active time, tokens moved); memory
 adds the active time of sessions still running and the packs as they stand.
 No I/O here: ``Sessions.usage_report`` settles, reads and calls ``build_report``.
+
+Active time is added up exactly, as ``timedelta`` (whole microseconds, the
+instants' own resolution), and made whole seconds once, at the end, for each
+row: its exact total, truncated. Not as float seconds: their sum hangs on the
+order the spans come in (0.7 + 0.2 + 0.1 is 0.999..., truncated 0), and one
+history would give each store (each reading them in its own order) its own report.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from server.domain.ledger import EntryKind, Ledger, PackState
 from server.domain.sessions import ActivitySpan, Session, SessionState
 from server.store.port import UsageFacts
 
+SECOND = timedelta(seconds=1)
+
 
 @dataclass(slots=True)
 class UsageRow:
@@ -25,9 +33,15 @@ class UsageRow:
     product_id: str
     tokens_charged: int = 0
     sessions: int = 0
-    active_seconds: float = 0.0
+    #: The exact active time of the row's spans over its day (R1).
+    active: timedelta = timedelta(0)
     user_display_name: str = ""
     product_display_name: str = ""
+
+    @property
+    def active_seconds(self) -> int:
+        """The row's active time in whole seconds: its exact total, truncated."""
+        return self.active // SECOND
 
 
 @dataclass(slots=True)
@@ -60,16 +74,17 @@ class UsageReport:
 
     @property
     def total_active_seconds(self) -> int:
-        return sum(int(r.active_seconds) for r in self.rows)
+        """The rows' whole seconds added up: the total the rows shown add up to."""
+        return sum(r.active_seconds for r in self.rows)
 
 
-def _days(start: datetime, end: datetime) -> Iterator[tuple[str, float]]:
-    """Split [start, end) by UTC day: (YYYY-MM-DD, seconds in that day)."""
+def _days(start: datetime, end: datetime) -> Iterator[tuple[str, timedelta]]:
+    """Split [start, end) by UTC day: (YYYY-MM-DD, the time in that day, exact)."""
     t = start
     while t < end:
         midnight = datetime(t.year, t.month, t.day, tzinfo=UTC) + timedelta(days=1)
         stop = min(midnight, end)
-        yield t.date().isoformat(), (stop - t).total_seconds()
+        yield t.date().isoformat(), stop - t
         t = stop
 
 
@@ -120,8 +135,8 @@ def build_report(
     ]
     for span in spans:
         a, b = max(span.start, start), min(span.end, end)
-        for day, seconds in _days(a, b):
-            row(day, span.user_id, span.product_id).active_seconds += seconds
+        for day, time in _days(a, b):
+            row(day, span.user_id, span.product_id).active += time
     report = UsageReport(rows=[rows[k] for k in sorted(rows)])
     moved: defaultdict[tuple[str, EntryKind], int] = defaultdict(int, facts.moved)
     # Every pack the team holds, and those it moved out: what they paid for

@@ -30,7 +30,12 @@ SESSION_STARTS_SQL = (
     "SELECT start_time, user_id, product_id FROM sessions "
     "WHERE team_id = ? AND start_time >= ? AND start_time < ?"
 )
-SPANS_WHERE = "WHERE team_id = ? AND start_time < ? AND end_time > ?"
+# In one order on every store, so that both give the same facts (the report's sum
+# is exact in any order, R1): by start (``activity_team_start``), then session
+# (the spans' key is the session and the start, so no two rows tie on both).
+SPANS_WHERE = (
+    "WHERE team_id = ? AND start_time < ? AND end_time > ? ORDER BY start_time, session_id"
+)
 # The audit trail's head, which the engine's chain goes on from (AD2).
 LAST_AUDIT_SQL = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
 # The times of the two chains' heads, each found by its primary key (``latest_instant``).

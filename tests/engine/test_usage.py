@@ -4,14 +4,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import permutations
 
+from server.api.convert import usage_row_out
 from server.domain.changes import Changes
 from server.domain.ledger import EntryKind, Ledger
+from server.domain.sessions import ActivitySpan
 from server.engine.usage import build_report
 from server.store.port import Capture, SessionStart, UsageFacts
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 H = timedelta(hours=1)
+MS = timedelta(milliseconds=1)
 
 
 def _ledger() -> Ledger:
@@ -65,3 +69,67 @@ def test_r1_rows_per_day_user_and_product_from_the_facts() -> None:
         ("2026-03-02", "bob", "MAYA", 7, 0),
     ]
     assert (report.total_tokens_charged, report.total_sessions) == (27, 2)
+
+
+def _span(session_id: str, start: timedelta, end: timedelta, user: str = "ann") -> ActivitySpan:
+    return ActivitySpan(session_id, "acme", user, "ACAD", T0 + start, T0 + end)
+
+
+def _seconds(spans: list[ActivitySpan]) -> list[tuple[str, str, int, int]]:
+    """Each row's active seconds as the report and the API (``usage_row_out``) say
+    them, and the report's total."""
+    report = build_report(
+        "acme", T0, T0 + 48 * H, T0 + 30 * H, UsageFacts(spans=spans), [], _ledger()
+    )
+    rows = [
+        (r.date, r.user_id, r.active_seconds, usage_row_out(r).active_seconds) for r in report.rows
+    ]
+    return [*rows, ("total", "", report.total_active_seconds, report.total_active_seconds)]
+
+
+def test_r1_active_seconds_are_the_exact_sum_whatever_the_order_spans_are_read_in() -> None:
+    """Three of ann's sessions active at once for 0.7, 0.2 and 0.1 s: 1 s in all, in
+    every order a store may read them in (as float seconds, 0.7 + 0.2 + 0.1 is
+    0.999..., which truncated said 0 s, and 0.1 + 0.2 + 0.7 said 1 s)."""
+    spans = [
+        _span("ses_a", 0 * MS, 700 * MS),
+        _span("ses_b", 100 * MS, 300 * MS),
+        _span("ses_c", 200 * MS, 300 * MS),
+    ]
+    for order in permutations(spans):
+        assert _seconds(list(order)) == [("2026-03-01", "ann", 1, 1), ("total", "", 1, 1)], order
+    # Ten spans of a tenth of a second each: 1 s (as floats, 0.999... in any order).
+    tenths = [_span(f"ses_{i}", i * 100 * MS, (i + 1) * 100 * MS) for i in range(10)]
+    assert _seconds(tenths) == [("2026-03-01", "ann", 1, 1), ("total", "", 1, 1)]
+    assert _seconds(tenths[::-1]) == _seconds(tenths)
+
+
+def test_r1_a_rows_active_seconds_are_its_exact_total_truncated_and_the_total_their_sum() -> None:
+    """The rule for whole seconds: each row (day, user, product) adds up its time
+    exactly, to the microsecond, and says it truncated; the total adds up the rows
+    as shown. A span over midnight is split there exactly."""
+    us = timedelta(microseconds=1)
+    spans = [
+        _span("ses_1", 0 * MS, 1999 * MS),  # ann, 1.999 s
+        _span("ses_2", 5 * H, 5 * H + 999_999 * us),  # ann, 0.999999 s: 2.998999 s in all
+        _span("ses_3", 0 * MS, 600 * MS, user="bob"),  # bob, 0.6 s
+        _span("ses_4", H, H + 600 * MS, user="bob"),  # bob, 0.6 s: 1.2 s
+        # cal, from 1.5 s before midnight to 2.5 s after: 1.5 s on the 1st, 2.5 s on the 2nd
+        _span("ses_5", 24 * H - 1500 * MS, 24 * H + 2500 * MS, user="cal"),
+    ]
+    assert _seconds(spans) == [
+        ("2026-03-01", "ann", 2, 2),
+        ("2026-03-01", "bob", 1, 1),
+        ("2026-03-01", "cal", 1, 1),
+        ("2026-03-02", "cal", 2, 2),
+        ("total", "", 6, 6),
+    ]
+    report = build_report(
+        "acme", T0, T0 + 48 * H, T0 + 30 * H, UsageFacts(spans=spans), [], _ledger()
+    )
+    assert [r.active for r in report.rows] == [
+        timedelta(microseconds=2_998_999),
+        timedelta(milliseconds=1200),
+        timedelta(milliseconds=1500),
+        timedelta(milliseconds=2500),
+    ]
