@@ -8,7 +8,7 @@ as in SQLite, through the same codec.
 
 - Migrations (``pg_schema.py``) run at open, numbered, recorded in
   ``schema_version``, under an advisory lock: servers starting together on a
-  new database take turns.
+  new database take turns. A database not encoded UTF8 is refused first.
 - Group commit (``group_commit.py``): one writer connection and task; many
   callers share one transaction and are answered only after its COMMIT
   (``synchronous_commit`` is forced on for that connection: the answer waits
@@ -312,10 +312,13 @@ class PostgresStore(NamedReads):
             asyncpg.InterfaceError,
             asyncpg.PostgresConnectionError,
             asyncpg.OperatorInterventionError,  # a restart, an administrator's shutdown
+            # the pool's new connection refused: the database's (or the role's) are all taken
+            asyncpg.TooManyConnectionsError,
         ) as exc:
             # (the pool makes a new connection for the next read)
             raise ReadFailed(
-                "the database did not answer this read (its connection was lost): repeat the call",
+                "the database did not answer this read (its connection was lost, or it had "
+                "none to spare): repeat the call",
                 error=type(exc).__name__,
             ) from None
 
@@ -415,9 +418,11 @@ async def migrate(conn: asyncpg.Connection) -> int:
     """Apply the migrations this database lacks, in one transaction under an
     advisory lock (a second server starting at the same moment waits, then finds
     them applied); returns how many were applied. A database migrated by a newer
-    release is refused: this one would not know its tables. An up-to-date
-    database is only read, so a role without the right to create tables can
-    serve one its owner migrated (docs/postgres.md)."""
+    release is refused: this one would not know its tables; and, before anything
+    is made in it, one not encoded UTF8 (``_utf8``). An up-to-date database is
+    only read, so a role without the right to create tables can serve one its
+    owner migrated (docs/postgres.md)."""
+    await _utf8(conn)
     if _checked(await schema_version(conn)) == len(MIGRATIONS):
         return 0
     async with conn.transaction():
@@ -430,6 +435,22 @@ async def migrate(conn: asyncpg.Connection) -> int:
                 await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
                 log.info("schema_migrated", store="postgresql", version=number)
     return len(MIGRATIONS) - version
+
+
+async def _utf8(conn: asyncpg.Connection) -> None:
+    """Refuse a database whose encoding is not UTF8. Names come in every script
+    (Zoë, 山田 太郎): in a LATIN1 database, say, the first one outside LATIN1 fails its
+    write, and with it the store (memory ahead of the database), where SQLite stores
+    it; so it is refused at open, in one line saying what to do."""
+    encoding = str(await conn.fetchval("SHOW server_encoding"))  # the database's own
+    if encoding != "UTF8":
+        name = str(await conn.fetchval("SELECT current_database()"))
+        raise StoreFailed(
+            f'the database "{name}" is encoded {encoding}, not UTF8, which names in every '
+            "language need: create a database with ENCODING 'UTF8' (createdb -E UTF8 "
+            "-T template0 NAME) and point --db at it (to keep this one's data: pg_dump it, "
+            "then pg_restore into the new one; docs/postgres.md)"
+        )
 
 
 def _checked(version: int) -> int:
