@@ -150,15 +150,27 @@ def build_report(
     ]
     packs.sort(key=lambda p: (p.purchase_time, p.pack_id))
     for p in packs:
+        # A pack that moved in or out of the team: its figures in this team's own
+        # ledger (what it paid for here; held and remaining only while here), not
+        # another team's consumption or live holds (T5, AD1). Else, the pack's own.
+        if (p.pack_id, EntryKind.MOVE_IN) in moved or (p.pack_id, EntryKind.MOVE_OUT) in moved:
+            here_now = p.team_id == team_id
+            consumed, expired = (
+                moved[(p.pack_id, EntryKind.CAPTURE)],
+                moved[(p.pack_id, EntryKind.EXPIRY)],
+            )
+            held, remaining = (p.held, p.remaining) if here_now else (0, 0)
+        else:
+            consumed, expired, held, remaining = p.consumed, p.expired_tokens, p.held, p.remaining
         report.packs.append(
             PackUsage(
                 pack_id=p.pack_id,
                 team_id=p.team_id,
                 purchased_tokens=p.tokens,
-                consumed_tokens=p.consumed,
-                held_tokens=p.held,
-                expired_tokens=p.expired_tokens,
-                remaining_tokens=p.remaining,
+                consumed_tokens=consumed,
+                held_tokens=held,
+                expired_tokens=expired,
+                remaining_tokens=remaining,
                 expire_time=p.expire_time,
                 state=p.state,
                 moved_in_tokens=moved[(p.pack_id, EntryKind.MOVE_IN)],

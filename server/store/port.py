@@ -101,13 +101,16 @@ class SessionStart:
 class UsageFacts:
     """What the usage report (R1) reads from the stored history of one team
     over [start, end): the charges, the sessions begun, the stored spans of
-    active time overlapping it, and the tokens moved in and out per pack
-    (any time: T5 keeps what a moved pack paid for in its first team)."""
+    active time overlapping it, and, for each pack that moved into or out of it,
+    the tokens of its moves, captures and expiries in this team's ledger (any
+    time: T5 keeps what a moved pack paid for in its first team's history, and
+    what it paid for in the next team in that team's)."""
 
     captures: list[Capture] = field(default_factory=list)
     session_starts: list[SessionStart] = field(default_factory=list)
     spans: list[ActivitySpan] = field(default_factory=list)
-    # (pack_id, MOVE_IN or MOVE_OUT) -> tokens moved, summed over all time
+    # (pack_id, MOVE_IN, MOVE_OUT, CAPTURE or EXPIRY) -> tokens, summed over all
+    # time, for the packs that moved into or out of the team
     moved: dict[tuple[str, EntryKind], int] = field(default_factory=dict)
 
 

@@ -44,9 +44,13 @@ LAST_TIMES_SQL = (
     "(SELECT time FROM audit_events ORDER BY seq DESC LIMIT 1)"
 )
 # SUM of a BIGINT is a NUMERIC in PostgreSQL: read back with int().
+# The packs a team moved in or out, and what each of its moves, captures and
+# expiries came to in that team (the packs by ``ledger_pack``).
 MOVED_SQL = (
     "SELECT pack_id, kind, SUM(amount) FROM ledger "
-    "WHERE team_id = ? AND kind IN (?, ?) GROUP BY pack_id, kind"
+    "WHERE team_id = ? AND kind IN (?, ?, ?, ?) AND pack_id IN ("
+    "SELECT pack_id FROM ledger WHERE team_id = ? AND kind IN (?, ?)) "
+    "GROUP BY pack_id, kind"
 )
 
 
@@ -141,7 +145,8 @@ class NamedReads:
         starts = await self._rows(SESSION_STARTS_SQL, (team_id, lo, hi))
         spans = await self._select(ACTIVITY, SPANS_WHERE, (team_id, hi, lo))
         moves = (EntryKind.MOVE_IN.value, EntryKind.MOVE_OUT.value)
-        moved = await self._rows(MOVED_SQL, (team_id, *moves))
+        kinds = (*moves, EntryKind.CAPTURE.value, EntryKind.EXPIRY.value)
+        moved = await self._rows(MOVED_SQL, (team_id, *kinds, team_id, *moves))
         return UsageFacts(
             captures=[Capture(i2t(t), u, p, n) for t, u, p, n in captures],
             session_starts=[SessionStart(i2t(t), u, p) for t, u, p in starts],

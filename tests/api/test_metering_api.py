@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from tests.grpcurl import Grpcurl, GrpcurlError
-from tests.licensing_desk import SHEET, Desk, L, at, ended, num
+from tests.licensing_desk import SHEET, A, Desk, L, at, ended, num
 from tests.support import ADMIN_TOKEN, ServerThread
 
 FP = grpc.StatusCode.FAILED_PRECONDITION
@@ -799,6 +799,45 @@ def test_r1_usage_report_shows_moved_and_expired_packs(desk: Desk) -> None:
     assert num(into, "expired_tokens") == 50
     out = [p for p in alpha["packs"] if p["pack_id"] == moved]
     assert [(num(p, "moved_out_tokens"), p["team_id"]) for p in out] == [(50, "beta")]
+
+
+def test_r1_t5_ad1_a_moved_packs_figures_in_each_teams_report_are_that_teams(
+    desk: Desk, ann: str, server: ServerThread
+) -> None:
+    """T5: what a pack paid for stays in the first team's history. Alpha is charged
+    10 from its pack, moves it to beta, and beta is charged 10 from it and holds 10
+    more: alpha's report says 10 consumed, nothing held nor remaining there (not
+    beta's consumption, nor its live hold, which alpha's administrator may not see,
+    AD1); beta's says its own 10 consumed, its hold and what remains."""
+    desk.team("beta")
+    (pack,) = [p["pack_id"] for p in desk.packs("alpha")]
+    s = desk.entitle(ann, "REVIT")
+    desk.to(at(m=6))
+    desk.release(ann, s["session_id"])
+    desk.a("MoveTokenPack", {"pack_id": pack, "to_team_id": "beta"})
+    bob = desk.user("beta", "bob")
+    s = desk.entitle(bob, "REVIT")
+    desk.to(at(m=12))
+    desk.release(bob, s["session_id"])
+    cy = desk.user("beta", "cy")
+    desk.entitle(cy, "REVIT", device_id="cy-pc")  # 10 held in beta now
+    key = desk.a("CreateAdminKey", {"display_name": "Alpha's", "team_ids": ["alpha"]})
+    alphas = Grpcurl(server.target, key["admin_key"])
+    try:
+        alpha = alphas(A + "GetUsageReport", {"team_id": "alpha"})
+    finally:
+        alphas.close()
+    beta = desk.a("GetUsageReport", {"team_id": "beta"})
+
+    def figures(report: dict[str, Any]) -> tuple[int, ...]:
+        (p,) = [p for p in report["packs"] if p["pack_id"] == pack]
+        names = ("consumed", "held", "remaining", "moved_in", "moved_out")
+        return tuple(num(p, f"{name}_tokens") for name in names)
+
+    assert num(alpha, "total_tokens_charged") == 10
+    assert figures(alpha) == (10, 0, 0, 0, 90)
+    assert num(beta, "total_tokens_charged") == 10
+    assert figures(beta) == (10, 10, 70, 90, 0)
 
 
 def test_r1_bad_report_requests(desk: Desk) -> None:

@@ -143,7 +143,13 @@ async def test_port_usage_facts_are_one_teams_history_over_the_period(store: Sto
         ActivitySpan("ses_1", "acme", "ann", "ACAD", T0 - 2 * H, T0 + H),
         ActivitySpan("ses_3", "acme", "bob", "MAYA", T0 + 30 * H, end + H),
     ]
-    assert facts.moved == {("pk_a", EntryKind.MOVE_OUT): 30, ("pk_m", EntryKind.MOVE_IN): 20}
+    # The packs moved in or out, with their moves and what acme paid from them, any
+    # time; not zeta's (pk_a moved there), nor a pack that never moved (pk_z's).
+    assert facts.moved == {
+        ("pk_a", EntryKind.MOVE_OUT): 30,
+        ("pk_a", EntryKind.CAPTURE): 37,
+        ("pk_m", EntryKind.MOVE_IN): 20,
+    }
     empty = await store.usage_facts("nobody", start, end)
     assert (empty.captures, empty.session_starts, empty.spans, empty.moved) == ([], [], [], {})
 
