@@ -39,6 +39,7 @@ from server.front import Back, Link
 
 METHOD = "/tessera.v1.LicensingService/Heartbeat"
 REQUEST = b"r" * 60  # about a Heartbeat request's size
+PEER = "ipv4:127.0.0.1:50412"  # the client's address, as the front sends it with each call
 ANSWER = b"a" * 300  # about a Heartbeat answer's size
 
 
@@ -92,14 +93,24 @@ async def feed(path: str, calls: int, in_flight: int, one_per_frame: bool) -> fl
 
     link = Link(answered)
     await loop.create_unix_connection(lambda: link, path)
+
+    def gone(_: object) -> None:
+        """The back closed the link under calls (it failed): they fail, not wait."""
+        for future in waiting.values():
+            if not future.done():
+                future.set_exception(RuntimeError("the back closed the link (its output says why)"))
+
+    link.closed.add_done_callback(gone)
     ids = itertools.count()
     metadata = (("authorization", "Bearer a-user-key"),)
 
     async def lane(n: int) -> None:
         for _ in range(n):
+            if link.closed.done():
+                raise RuntimeError("the back closed the link (its output says why)")
             call_id = next(ids)
             future = waiting[call_id] = loop.create_future()
-            link.send((call_id, METHOD, metadata, REQUEST))
+            link.send((call_id, METHOD, metadata, REQUEST, PEER))
             if one_per_frame:
                 link.flush()
             code = (await future)[1]
