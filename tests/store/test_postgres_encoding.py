@@ -6,8 +6,6 @@ the store and every later call (StoreFailed), where SQLite stores it."""
 from __future__ import annotations
 
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +23,7 @@ from server.store.port import StoreFailed
 from server.store.postgres import PostgresStore, schema_version, verify_postgres
 from server.store.sqlite import Store
 from tests.pg import PgServer, run_sync
-from tests.support import REPO
+from tests.test_startup import start_server
 
 T = datetime(2028, 1, 1, tzinfo=UTC)
 YAMADA = User("yamada@x.test", "山田 太郎", "yamada@x.test")
@@ -121,22 +119,7 @@ async def test_pg_a_start_on_a_database_not_encoded_utf8_is_refused_in_one_line(
         str(refused.value) == f"cannot open {app_module.shown_db(url)}: {problem(name, 'LATIN1')}"
     )
     assert not (tmp_path / "secrets").exists()
-    args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--db",
-        url,
-        "--secrets-dir",
-        str(tmp_path / "secrets"),
-    ]
-    started = subprocess.run(
-        [sys.executable, "-m", "server", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    started = start_server("--db", url, "--secrets-dir", str(tmp_path / "secrets"))
     assert started.returncode == 1
     assert started.stderr.splitlines() == [f"tessera-server: {refused.value}"]
 
