@@ -287,11 +287,6 @@ class Election:
 
         return fenced
 
-    async def fence(self, conn: asyncpg.Connection) -> None:
-        """``fence_for`` the epoch this server holds now (a store's fence is its
-        term's: ``fence_for``)."""
-        await self.fence_for(self.epoch)(conn)
-
     # -- the loop --------------------------------------------------------------
 
     def start(self) -> asyncio.Task[None]:

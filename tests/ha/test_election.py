@@ -141,7 +141,7 @@ async def test_h2_takeover_after_the_lease_and_the_old_active_is_fenced(
     a = elect("a", on_lost=lambda: lost.append("a"))
     b = elect("b", on_elected=elected.append)
     await a.tick()
-    await fenced_write(db, a.fence, 1)  # the active writes
+    await fenced_write(db, a.fence_for(a.epoch), 1)  # the active writes
     await b.tick()
     assert b.epoch is None  # the lease runs: no takeover
 
@@ -150,10 +150,10 @@ async def test_h2_takeover_after_the_lease_and_the_old_active_is_fenced(
     assert b.epoch == 2 and elected == [2]
     assert a.leading  # a has not noticed yet (its own clock says its lease runs) ...
     with pytest.raises(NotLeader):  # ... but it can no longer commit
-        await fenced_write(db, a.fence, 2)
+        await fenced_write(db, a.fence_for(a.epoch), 2)
     assert isinstance(NotLeader("x"), StoreFailed)
     assert lost == ["a"] and not a.leading  # the fence stepped it down at once
-    await fenced_write(db, b.fence, 3)
+    await fenced_write(db, b.fence_for(b.epoch), 3)
     assert [r["id"] for r in await db.fetch("SELECT id FROM purchases ORDER BY id")] == [1, 3]
 
     await a.tick()  # resumed: it stays a standby and names the new active
@@ -167,7 +167,7 @@ async def test_h1_fence_refuses_an_expired_lease_nobody_took(
     await a.tick()
     await expire(db)
     with pytest.raises(NotLeader):
-        await fenced_write(db, a.fence, 1)
+        await fenced_write(db, a.fence_for(a.epoch), 1)
     assert await db.fetchval("SELECT count(*) FROM purchases") == 0
 
 
@@ -183,7 +183,7 @@ async def test_h1_a_fenced_transaction_holds_off_the_takeover(
     watcher = await asyncpg.connect(pg_url)
     try:
         async with db.transaction():
-            await a.fence(db)
+            await a.fence_for(a.epoch)(db)
             while not await watcher.fetchval("SELECT lease_until < now() FROM tessera_leader"):
                 await asyncio.sleep(0.05)  # the lease runs out (0.3 s, on the database's clock)
             takeover = asyncio.create_task(b.tick())
@@ -199,7 +199,7 @@ async def test_h1_a_fenced_transaction_holds_off_the_takeover(
         assert b.epoch == 2
         assert await db.fetchval("SELECT count(*) FROM purchases") == 1
         with pytest.raises(NotLeader):
-            await fenced_write(db, a.fence, 2)
+            await fenced_write(db, a.fence_for(a.epoch), 2)
     finally:
         await watcher.close()
 
@@ -222,7 +222,7 @@ async def test_h2_a_clean_stop_hands_over_at_once(elect: Factory, db: asyncpg.Co
     await b.tick()
     assert b.epoch == 2
     with pytest.raises(NotLeader):
-        await fenced_write(db, a.fence, 1)
+        await fenced_write(db, a.fence_for(a.epoch), 1)
 
 
 async def test_h2_run_loops_elect_and_take_over(elect: Factory, db: asyncpg.Connection) -> None:
@@ -256,7 +256,7 @@ async def test_h2_a_paused_transaction_cannot_hold_off_the_takeover(
     try:
         transaction = db.transaction()
         await transaction.start()
-        await a.fence(db)  # ... and the server stops here
+        await a.fence_for(a.epoch)(db)  # ... and the server stops here
         while not await watcher.fetchval("SELECT lease_until < now() FROM tessera_leader"):
             await asyncio.sleep(0.05)
         await b.tick()
@@ -302,7 +302,7 @@ async def test_h2_a_transaction_paused_inside_a_statement_cannot_hold_off_the_ta
     try:
         transaction = db.transaction()
         await transaction.start()
-        await a.fence(db)
+        await a.fence_for(a.epoch)(db)
         copy = asyncio.create_task(
             db.copy_records_to_table("purchases", records=rows(), columns=["id"])
         )
@@ -337,7 +337,7 @@ async def test_h2_a_killed_active_is_replaced_without_waiting_for_its_lease(
         await asyncio.sleep(0.02)
     assert b.epoch == 2
     with pytest.raises(NotLeader):
-        await fenced_write(db, a.fence, 1)
+        await fenced_write(db, a.fence_for(a.epoch), 1)
 
 
 async def test_h2_a_server_whose_store_failed_resigns_at_once_and_a_standby_takes_over(
@@ -362,7 +362,7 @@ async def test_h2_a_server_whose_store_failed_resigns_at_once_and_a_standby_take
         await a.stop()
         loop.cancel()
     with pytest.raises(NotLeader):
-        await fenced_write(db, a.fence, 1)
+        await fenced_write(db, a.fence_for(a.epoch), 1)
 
 
 async def test_h2_a_server_whose_store_failed_lets_a_standby_come_first(
