@@ -141,13 +141,12 @@ class TeamAlerts:
         the server was down (and then the holds' ends due meanwhile) decides as the
         server would have."""
         pack_id = pack.pack_id
-        if pack_id in self._warned or pack.expired or pack.remaining <= 0:
-            if pack.held > 0 and not pack.expired and pack_id not in self._warned:
-                self.waiting.add(pack_id)
-            else:
-                self.waiting.discard(pack_id)
+        if pack.remaining <= 0 and pack.held > 0 and not pack.expired and not self.warned(pack_id):
+            self.waiting.add(pack_id)  # all held: released, they are its again
             return None
         self.waiting.discard(pack_id)
+        if pack_id in self._warned or pack.expired or pack.remaining <= 0:
+            return None
         self._warned.add(pack_id)
         return _team_alert(
             new_id,
