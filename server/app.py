@@ -32,7 +32,7 @@ from server.api.licensing import LicensingServicer
 from server.api.limits import RateLimits
 from server.api.scopes import EngineLookup
 from server.clock import MAX_STAND_STILL, Clock, SystemClock, TestClock, monotonic
-from server.config import Config, node_id, parse_instant
+from server.config import Config, node_id, oserror_words, parse_instant
 from server.credentials import load_or_create_admin_token
 from server.domain.changes import Deleted
 from server.domain.meta import MetaValue
@@ -312,7 +312,7 @@ class TesseraServer:
             try:
                 self.metrics_port = await self.metrics.serve(cfg.metrics_listen)
             except OSError as exc:
-                reason = (exc.strerror or str(exc)).lower()
+                reason = oserror_words(exc)
                 raise StartRefused(
                     f"cannot serve metrics on {cfg.metrics_listen}: {reason}"
                 ) from exc
@@ -381,7 +381,7 @@ class TesseraServer:
         try:
             self.portal = PortalServer(_loopback(cfg.listen, self.port), cfg.http_listen)
         except OSError as exc:
-            reason = (exc.strerror or str(exc)).lower()
+            reason = oserror_words(exc)
             raise StartRefused(f"cannot serve the portal on {cfg.http_listen}: {reason}") from exc
 
     async def _start_portal(self) -> None:

@@ -240,6 +240,12 @@ def _within(
     return parse
 
 
+def oserror_words(exc: OSError) -> str:
+    """An OSError as a refusal says it: "no such file or directory", "address
+    already in use" (its message without the errno)."""
+    return (exc.strerror or str(exc)).lower()
+
+
 def _terms(text: str) -> Terms:
     """A TOML file of RULES' numbers (``Terms.from_mapping``): those it names in
     place of the defaults."""
@@ -248,7 +254,7 @@ def _terms(text: str) -> Terms:
         with path.open("rb") as file:
             values = tomllib.load(file)
     except OSError as exc:
-        raise ValueError(f"cannot read {text}: {(exc.strerror or str(exc)).lower()}") from None
+        raise ValueError(f"cannot read {text}: {oserror_words(exc)}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{text} is not TOML: {exc}") from None
     try:

@@ -17,7 +17,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from server.api.admission import PENDING_CALLS
-from server.config import Config, split_listen
+from server.config import Config, oserror_words, split_listen
 from tessera_api.tessera.v1 import admin_service_pb2, licensing_service_pb2
 
 #: Tessera's two services, as their descriptors (the front mounts each method).
@@ -68,7 +68,7 @@ def _unavailable(listen: str) -> str | None:
             try:
                 probe.bind(address)
             except OSError as exc:
-                reason = (exc.strerror or str(exc)).lower()
+                reason = oserror_words(exc)
                 continue
         return None
     return reason
@@ -85,9 +85,7 @@ def _pem_file(flag: str, path: Path) -> bytes:
         with path.open("rb") as file:
             data = file.read(MAX_PEM_BYTES + 1)
     except OSError as exc:
-        raise StartRefused(
-            f"cannot read {flag} {path}: {(exc.strerror or str(exc)).lower()}"
-        ) from exc
+        raise StartRefused(f"cannot read {flag} {path}: {oserror_words(exc)}") from exc
     if len(data) > MAX_PEM_BYTES:
         raise StartRefused(f"{flag} {path} is over {MAX_PEM_BYTES // 2**20} MiB: not a PEM file")
     return data
