@@ -16,10 +16,12 @@ never pass by not running them.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,12 +41,38 @@ from tests.support import (
 pytest_plugins = ["tests.pg"]
 
 
+#: Seconds past a test's own timeout after which the backstop ends the run (below).
+TIMEOUT_BACKSTOP = float(os.environ.get("TESSERA_TIMEOUT_BACKSTOP", "60"))
+_stderr_fd: int | None = None
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    global _stderr_fd
+    _stderr_fd = os.dup(2)  # the terminal's: capture has not taken fd 2 over yet
     config.addinivalue_line(
         "markers",
         "sqlite_only(why): about SQLite itself, so not run on PostgreSQL (say why)",
     )
     config.pluginmanager.register(PostgresCount(), "tessera-postgres-count")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
+    """pytest-timeout's SIGALRM fails a test only once Python code runs again, and a
+    test blocked in uvloop's C wait never gets there: the run would hang until CI's
+    limit. So each timeout also arms a backstop in faulthandler's own thread, which
+    prints every thread's stack and ends the run if the test is still there
+    ``TIMEOUT_BACKSTOP`` seconds after its timeout. Returning None lets
+    pytest-timeout arm its own timer as usual."""
+    if _stderr_fd is not None:
+        faulthandler.dump_traceback_later(
+            settings.timeout + TIMEOUT_BACKSTOP, exit=True, file=_stderr_fd
+        )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
+    faulthandler.cancel_dump_traceback_later()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
