@@ -456,7 +456,10 @@ def pack_usage_out(p: PackUsage) -> pb.PackUsage:
     )
 
 
-def audit_event_out(e: AuditEvent) -> pb.AuditEvent:
+def audit_event_out(e: AuditEvent, team_id: str = "") -> pb.AuditEvent:
+    """``team_id``: the team whose trail it is read in. An event about two teams (a
+    pack moved, a device of a user of both) is in each one's trail, and says that
+    team there: a team administrator reading its own learns no other team's name."""
     request = struct_pb2.Struct()
     request.update(json.loads(e.request))
     return pb.AuditEvent(
@@ -465,7 +468,7 @@ def audit_event_out(e: AuditEvent) -> pb.AuditEvent:
         actor=e.actor,
         actor_name=e.actor_name,
         method=e.method,
-        team_id=e.team_id,
+        team_id=team_id or e.team_id,
         target=e.target,
         request_id=e.request_id,
         request=request,

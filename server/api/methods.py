@@ -15,10 +15,10 @@ Scopes:
 - ``ANYONE``: any admin credential (the server's info, the rate sheet read).
 - ``TEAM``: every team the call names (``teams``) must be one the caller
   manages, else ``NOT_TEAM_ADMIN``; for ``any_team`` calls about a user (their
-  devices), one of the user's teams is enough, but every team whose sessions
-  the call would end (``touches``: a device removal with ``end_sessions``;
-  without it, one in use is ``DEVICE_IN_USE`` and ends nothing) must be the
-  caller's.
+  devices), one of the user's teams is enough. Every team whose sessions the
+  call would end (``touches``: a session's plugins in other teams, P4; a device
+  removal with ``end_sessions``, while without it one in use is
+  ``DEVICE_IN_USE`` and ends nothing) must be the caller's.
 - ``LISTING``: as ``TEAM`` when a team is named; with none named, the list
   holds only the caller's teams (the servicer passes ``Caller.team_ids`` on),
   or, for a ``team_required`` list (the audit trail), a team administrator is
@@ -61,6 +61,10 @@ class Lookup(Protocol):
         """The teams a user is a member of (invited or active)."""
         ...
 
+    def session_teams(self, session_id: str) -> frozenset[str]:
+        """The teams of the live sessions that ending this one would end (its plugins)."""
+        ...
+
     def invitation_team(self, invitation_token: str) -> str:
         """The team of the invitation a token redeems; "" if unknown."""
         ...
@@ -92,6 +96,13 @@ def _session(request: Any, look: Lookup) -> tuple[str, ...]:
     return (look.session_team(request.session_id),)
 
 
+def _session_ends(request: Any, look: Lookup) -> tuple[str, ...]:
+    # Its own team first (the audit event's), then its plugins' (P4: they end with it).
+    own = look.session_team(request.session_id)
+    others = look.session_teams(request.session_id) - {own}
+    return (own, *sorted(others)) if others else ()
+
+
 def _user(request: Any, look: Lookup) -> tuple[str, ...]:
     return tuple(sorted(look.user_teams(request.user_id)))
 
@@ -118,7 +129,7 @@ class Rule:
     target: str = ""  # the request field naming what it is about (AD2)
     any_team: bool = False  # TEAM: one of ``teams`` is enough (a user's devices)
     # TEAM: teams the call changes besides those it names (the sessions a device
-    # removal ends): each must be the caller's, any_team or not.
+    # removal ends, a session's plugins): each must be the caller's, any_team or not.
     touches: Teams = _none
     # LISTING: a team administrator must name a team (the operator may name none).
     team_required: bool = False
@@ -172,7 +183,9 @@ RULES: dict[str, Rule] = {
         Scope.TEAM, _user, changes=True, target="device_id", any_team=True, touches=_device
     ),
     "ListSessions": Rule(Scope.LISTING, _TEAM),
-    "EndSession": Rule(Scope.TEAM, _session, changes=True, target="session_id"),
+    "EndSession": Rule(
+        Scope.TEAM, _session, changes=True, target="session_id", touches=_session_ends
+    ),
     # reports (RULES R1)
     "GetUsageReport": Rule(Scope.TEAM, _TEAM),
     # administration (RULES AD1-AD4)

@@ -7,8 +7,9 @@ may do everything; a team administrator's key (``Caller.team_ids``):
 
 - ``OPERATOR`` methods and ``operator_fields`` set: ``OPERATOR_ONLY``;
 - ``TEAM``: every team the call names or touches must be one of its teams, else
-  ``NOT_TEAM_ADMIN`` naming the team (``any_team``: one of the user's teams, and
-  every team whose sessions it would end, ``Rule.touches``);
+  ``NOT_TEAM_ADMIN`` naming the team, and every team whose sessions it would end
+  (``Rule.touches``: a session's plugins, a device's sessions), naming none
+  (``any_team``: one of the user's teams is enough);
 - ``LISTING``: a named team must be one of its teams; with none named the
   servicer narrows the list to its teams (``team_required``: it must name one);
 - a method with no rule is refused to everyone (fail closed).
@@ -60,6 +61,9 @@ class EngineLookup:
     def device_teams(self, user_id: str, product_id: str, device_id: str) -> frozenset[str]:
         return self._engine.sessions.lic.device_teams(user_id, product_id, device_id)
 
+    def session_teams(self, session_id: str) -> frozenset[str]:
+        return self._engine.sessions.lic.session_teams(session_id)
+
     def invitation_team(self, invitation_token: str) -> str:
         invitation = self._engine.directory.invitation_for_token(invitation_token)
         return invitation.team_id if invitation is not None else ""
@@ -110,10 +114,14 @@ def check(
                 )
         # The audit event names the first two: those it changed, else the caller's.
         return _unique(*touched, *(t for t in teams if t in managed), *teams)
-    for team_id in (*teams, *rule.touches(request, look)):
+    for team_id in teams:
         if team_id and team_id not in managed:
             raise NotTeamAdmin(method, team_id)
-    return teams
+    touched = rule.touches(request, look)
+    for team_id in touched:  # a plugin of another team that ending a session would end
+        if team_id not in managed:
+            raise NotTeamAdmin(method, "", session_id=str(getattr(request, "session_id", "")))
+    return _unique(*teams, *touched)
 
 
 def _unique(*teams: str) -> tuple[str, ...]:

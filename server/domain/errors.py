@@ -184,7 +184,22 @@ class NotTeamAdmin(DomainError):
 
     reason = "NOT_TEAM_ADMIN"
 
-    def __init__(self, method: str, team_id: str, user_id: str = "", device_id: str = "") -> None:
+    def __init__(
+        self,
+        method: str,
+        team_id: str,
+        user_id: str = "",
+        device_id: str = "",
+        session_id: str = "",
+    ) -> None:
+        if session_id:  # the key manages the session's team, not one of its plugins'
+            super().__init__(
+                f"{method}: session {session_id!r} has a plugin running in a team this "
+                "admin key does not manage: ending it is that team's",
+                method=method,
+                session_id=session_id,
+            )
+            return
         if device_id:  # the key manages one of the user's teams, not the session's
             super().__init__(
                 f"{method}: device {device_id!r} of user {user_id!r} runs a session of a "

@@ -78,6 +78,13 @@ class LiveView(SessionBook):
         live = device.sessions() if device is not None else ()
         return frozenset(s.team_id for s in self._with_plugins(live))
 
+    def session_teams(self, session_id: str) -> frozenset[str]:
+        """The teams of the live sessions that ending this one would end (it and its
+        plugins, P4): what EndSession touches (AD1). None for an ended or unknown one."""
+        session = self._sessions.get(session_id)
+        live = (session,) if session is not None and session.live else ()
+        return frozenset(s.team_id for s in self._with_plugins(live))
+
     def devices(self, user_id: str, product_id: str) -> list[Device]:
         """M8/R2: the registered devices, oldest first; ``Device.running`` says
         whether a live session runs there."""

@@ -128,7 +128,7 @@ def test_ad2_a_whole_scenario_leaves_one_event_per_change(
     # Per team: the moved pack is in both teams' trails.
     assert summary(events(desk, "beta"))[::-1] == [
         ("CreateTeam", o, "beta", "beta"),
-        ("MoveTokenPack", o, "alpha", moved),
+        ("MoveTokenPack", o, "beta", moved),  # in beta's trail, beta's (AD1: no other's name)
     ]
     alpha = summary(events(desk, "alpha"))
     assert alpha[0] == ("MoveTokenPack", o, "alpha", moved)

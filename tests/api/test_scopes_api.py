@@ -434,3 +434,44 @@ def test_ad1_a_method_without_a_rule_is_refused_to_everyone(
         assert "no access rule" in info.value.message
     monkeypatch.undo()
     assert world.call("GetTeam", {"team_id": "alpha"})["team"]["team_id"] == "alpha"
+
+
+def test_ad1_ending_a_session_whose_plugin_runs_in_another_team_is_not_team_admin(
+    world: World,
+) -> None:
+    """P4: a host's end ends its plugins. ann's ACAD runs in alpha (the key's) and her
+    ACADEL plugin on it in beta: ending the host would end beta's session, so the key
+    is refused as a device removal would be (the refusal names no team) and nothing
+    ends. The operator may: the event is in both teams' trails, each its own team's."""
+    desk, ann, host = world.desk, world.own.user, world.own.session
+    desk.a("ImportUsers", {"team_id": "beta", "users": [ann], "product_ids": ["ACADEL"]})
+    plugin = desk.entitle(ann, "ACADEL", parent_session_id=host, team_id="beta")["session_id"]
+    err = world.refused("EndSession", {"session_id": host}, "NOT_TEAM_ADMIN")
+    assert err.metadata["session_id"] == host
+    assert "team_id" not in err.metadata and "beta" not in err.message
+    states = {s["session_id"]: s for s in desk.sessions(include_ended=True)}
+    assert states[host]["state"] == states[plugin]["state"] == "SESSION_STATE_ACTIVE"
+    assert states[plugin]["team_id"] == "beta"
+
+    desk.a("EndSession", {"session_id": host})  # the operator's
+    states = {s["session_id"]: s for s in desk.sessions(include_ended=True)}
+    assert states[plugin]["end_reason"] == "END_REASON_HOST_ENDED"
+    for team in ("alpha", "beta"):
+        (event, *_) = desk.a("ListAuditEvents", {"team_id": team})["events"]
+        assert (event["method"], event["target"], event["team_id"]) == ("EndSession", host, team)
+
+
+def test_ad1_a_team_key_ends_a_session_with_its_plugins_in_teams_it_manages(
+    world: World,
+) -> None:
+    """The same host and plugin with the plugin in gamma, the key's other team: the
+    key ends both, and the event is in gamma's trail too."""
+    desk, ann, host = world.desk, world.own.user, world.own.session
+    desk.buy("gamma", 50)
+    desk.a("ImportUsers", {"team_id": "gamma", "users": [ann], "product_ids": ["ACADEL"]})
+    plugin = desk.entitle(ann, "ACADEL", parent_session_id=host, team_id="gamma")["session_id"]
+    world.call("EndSession", {"session_id": host})
+    states = {s["session_id"]: s for s in desk.sessions(include_ended=True)}
+    assert states[plugin]["end_reason"] == "END_REASON_HOST_ENDED"
+    (event, *_) = world.call("ListAuditEvents", {"team_id": "gamma"})["events"]
+    assert (event["method"], event["target"]) == ("EndSession", host)
