@@ -156,11 +156,14 @@ class Licensing(LiveView):
                     or earlier.device_id != device_id
                     or earlier.platform is not platform
                     or earlier.product_version != product_version
+                    or earlier.parent_session_id != parent_session_id  # P4: its host
                 ):
+                    host = earlier.parent_session_id
                     raise AlreadyExists(
                         f"request_id {request_id!r} was already used to entitle "
                         f"{earlier.product_id} {earlier.product_version} on "
-                        f"{earlier.platform.value}, device {earlier.device_id!r}",
+                        f"{earlier.platform.value}, device {earlier.device_id!r}"
+                        + (f", on host session {host!r}" if host else ""),
                         request_id=request_id,
                         session_id=earlier.session_id,
                     )

@@ -765,6 +765,25 @@ def test_m11_repeated_request_id_returns_the_earlier_session(w: World) -> None:
         w.entitle(request_id="req-1", product="MAYA")
 
 
+def test_m11_p4_a_plugins_request_id_repeated_on_another_host_is_already_exists(
+    w: World,
+) -> None:
+    """The host session is part of what a plugin's Entitle asks for: a repeat naming
+    another host, or none that lives, is not the same request (never the first
+    plugin, still on the first host), while the same host is the first answer."""
+    first_host = w.entitle(device="d1", version="2025")
+    plug = w.entitle(product="PLUG", device="d1", parent=first_host.session_id, request_id="p-1")
+    second_host = w.entitle(device="d1", version="2026")
+    for parent in (second_host.session_id, "se_no_such_host"):
+        with pytest.raises(AlreadyExists) as refused:
+            w.entitle(product="PLUG", device="d1", parent=parent, request_id="p-1")
+        assert refused.value.metadata["session_id"] == plug.session_id
+        assert first_host.session_id in str(refused.value)
+    holds = len(w.entries(EntryKind.HOLD))
+    again = w.entitle(product="PLUG", device="d1", parent=first_host.session_id, request_id="p-1")
+    assert again is plug and len(w.entries(EntryKind.HOLD)) == holds
+
+
 def test_m11_repeats_are_found_on_a_device_with_its_most_sessions(w: World) -> None:
     """A live session is found by its request id in its device's set (M13: at
     most 10, past 8 a dict); an ended one in the index of ended sessions."""
