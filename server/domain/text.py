@@ -27,6 +27,11 @@ MAX_REQUEST_ID = 200  # as every other id a request carries (``liveview.MAX_FIEL
 
 _UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 _JOINERS = frozenset({"\u200c", "\u200d"})
+# Letters that draw nothing (the Hangul fillers, the blank Braille pattern), and
+# marks, which draw only on a letter before them (combining accents, variation
+# selectors, the grapheme joiner): a name of these alone shows as nothing.
+_BLANK_LETTERS = frozenset({"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"})
+_MARKS = frozenset({"Mn", "Me"})
 # Printable ASCII, the usual case: nothing in it is refused, so one search in C
 # answers for most values instead of a Python step per character (an Entitle
 # checks six of them: issue 17).
@@ -51,9 +56,21 @@ def name_problem(name: str) -> str | None:
     bad = unprintable(name, joiners=True)
     if bad is not None:
         return f"must not contain a control or format character such as a line break or a bidi override (found {bad})"
-    if name and all(ch.isspace() or ch in _JOINERS for ch in name):
-        return "must have a visible character: a name of joiners alone shows as nothing"
+    if name and all(_shows_nothing(ch) for ch in name):
+        return (
+            "must have a visible character: a name of spaces, joiners, blank letters "
+            "or marks alone shows as nothing"
+        )
     return None
+
+
+def _shows_nothing(ch: str) -> bool:
+    return (
+        ch.isspace()
+        or ch in _JOINERS
+        or ch in _BLANK_LETTERS
+        or unicodedata.category(ch) in _MARKS
+    )
 
 
 def display_name(name: str, field: str, limit: int = MAX_DISPLAY_NAME) -> str:

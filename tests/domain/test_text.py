@@ -56,6 +56,8 @@ def test_h2_8_display_name_refuses_control_format_and_bidi_characters(ch: str) -
         "क्\u200dष",  # ZERO WIDTH JOINER
         "O'Brien & Sons, Ltd.",
         "🎨 Studio",
+        "Jose\u0301",  # an accent on its letter
+        "\u3164\u3131",  # a filler beside a letter that draws
     ],
 )
 def test_h2_8_display_name_keeps_every_script(name: str) -> None:
@@ -63,10 +65,27 @@ def test_h2_8_display_name_keeps_every_script(name: str) -> None:
     assert display_name(f"  {name} ", "product.display_name") == name
 
 
-@pytest.mark.parametrize("name", ["\u200d", "\u200c\u200d", "\u200d \u200c", "\u200d\u3000"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\u200d",
+        "\u200c\u200d",
+        "\u200d \u200c",
+        "\u200d\u3000",
+        "\u3164",  # HANGUL FILLER, a letter that draws nothing
+        "\u115f\u1160",  # the Hangul choseong and jungseong fillers
+        "\uffa0",  # HALFWIDTH HANGUL FILLER
+        "\u2800",  # BRAILLE PATTERN BLANK
+        "\u034f",  # COMBINING GRAPHEME JOINER
+        "\ufe0f",  # VARIATION SELECTOR-16
+        "\u0301",  # a combining accent with no letter under it
+        "\u20dd",  # COMBINING ENCLOSING CIRCLE (Me)
+    ],
+)
 def test_h2_8_a_display_name_of_joiners_alone_is_refused(name: str) -> None:
-    """The joiners are kept for the scripts that spell names with them; a name of
-    nothing else shows as nothing beside what it names."""
+    """The joiners are kept for the scripts that spell names with them, marks for
+    the accents they put on letters; a name of nothing else, or of letters that
+    draw nothing, shows as nothing beside what it names."""
     with pytest.raises(InvalidArgument) as e:
         display_name(name, "display_name")
     assert "visible character" in e.value.violations["display_name"]
