@@ -188,6 +188,8 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             raise InvalidArgument.field("request", request.problem)
         if _has_field(request, "user_id") and request.user_id:  # one user, however spelt
             request.user_id = canonical_user_id(request.user_id)
+            if not request.user_id:  # spaces alone: a filter dropped would answer for all
+                raise InvalidArgument.field("user_id", "must not be blank")
         rule = RULES.get(short)
         teams = scopes.check(short, rule, request, caller, self._lookup)
         if rule is not None and rule.changes:

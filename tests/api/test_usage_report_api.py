@@ -124,6 +124,15 @@ def test_r1_filters_must_name_a_known_user_and_product(desk: Desk) -> None:
     assert "user_id" in err.field_violations
 
 
+@pytest.mark.parametrize("method", ["GetUsageReport", "ListSessions", "ListNotifications"])
+def test_r1_a_user_filter_of_spaces_is_refused_not_dropped(desk: Desk, method: str) -> None:
+    """A user id is read without the spaces around it (A1); spaces alone name no
+    user, and dropping the filter would answer for the whole team."""
+    body = {**WHOLE, "user_id": "   "} if method == "GetUsageReport" else {"user_id": "   "}
+    err = desk.refused(None, method, {"team_id": "alpha", **body}, IA)
+    assert err.field_violations == {"user_id": "must not be blank"}
+
+
 def test_r1_ad1_a_user_of_other_teams_only_is_refused_as_one_of_no_team(
     desk: Desk, two_days: tuple[str, str]
 ) -> None:
