@@ -11,7 +11,7 @@ from server.api.caller import current_caller
 from server.domain.admins import AdminKey
 from server.domain.coverage import SubscriptionKind
 from server.domain.directory import AccessVia, Member, Notification
-from server.domain.errors import InvalidArgument
+from server.domain.errors import InvalidArgument, Problems
 from server.domain.instants import micros
 from server.domain.ledger import TokenPack
 from server.domain.products import Product
@@ -93,8 +93,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     # -- teams ---------------------------------------------------------------
 
     async def CreateTeam(self, request: api.CreateTeamRequest, context: Ctx) -> Any:
-        plan = cv.plan_in(request.plan)
-        team = await self.e.accounts.create_team(request.team_id, request.display_name, plan)
+        bad = Problems()
+        plan = bad.check(lambda: cv.plan_in(request.plan))
+        team = await self.e.accounts.create_team(request.team_id, request.display_name, plan, bad)
         return api.CreateTeamResponse(team=await self._team(team))
 
     async def GetTeam(self, request: api.GetTeamRequest, context: Ctx) -> Any:
@@ -108,7 +109,8 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         )
 
     async def UpdateTeamSettings(self, request: api.UpdateTeamSettingsRequest, context: Ctx) -> Any:
-        plan = cv.plan_in(request.plan)
+        bad = Problems()
+        plan = bad.check(lambda: cv.plan_in(request.plan))
         guests = (
             request.guest_default_assignments
             if request.HasField("guest_default_assignments")
@@ -118,7 +120,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             request.low_balance_threshold if request.HasField("low_balance_threshold") else None
         )
         team = await self.e.accounts.update_team_settings(
-            request.team_id, plan, guests, request.display_name or None, threshold
+            request.team_id, plan, guests, request.display_name or None, threshold, bad
         )
         return api.UpdateTeamSettingsResponse(team=await self._team(team))
 

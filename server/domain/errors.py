@@ -29,7 +29,10 @@ class into a status code lives at the API edge (``server/api/errors.py``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class DomainError(Exception):
@@ -54,6 +57,24 @@ class InvalidArgument(DomainError):
     @classmethod
     def field(cls, field: str, message: str) -> InvalidArgument:
         return cls({field: message})
+
+
+class Problems(dict[str, str]):
+    """Bad fields gathered, so that one ``InvalidArgument`` names each of them
+    (AIP-193) instead of the first a call happens to check."""
+
+    def check(self, run: Callable[[], T]) -> T | None:
+        """``run()``, or None with its bad fields kept (the first word on each)."""
+        try:
+            return run()
+        except InvalidArgument as exc:
+            for name, message in exc.violations.items():
+                self.setdefault(name, message)
+            return None
+
+    def raise_any(self) -> None:
+        if self:
+            raise InvalidArgument(self)
 
 
 class FailedPrecondition(DomainError):

@@ -40,6 +40,7 @@ from server.domain.errors import (
     InsufficientTokens,
     InvalidArgument,
     PackHasHolds,
+    Problems,
     UnknownPack,
     UnknownTeam,
 )
@@ -409,11 +410,11 @@ class Ledger:
         that bought the pack: once moved (T5), a retry from the buyer still returns
         it, now another team's, and is never told to buy again under a new id.)
         Returns (pack, created)."""
-        check_request_id(request_id, required=True)
-        if tokens <= 0 or tokens > MAX_PURCHASE_TOKENS:  # bad whatever the request id
-            raise InvalidArgument.field(
-                "tokens", f"must be a whole number from 1 to {MAX_PURCHASE_TOKENS:,}"
-            )
+        bad = Problems()  # each bad field named, whatever the request id says
+        bad.check(lambda: check_request_id(request_id, required=True))
+        if tokens <= 0 or tokens > MAX_PURCHASE_TOKENS:
+            bad["tokens"] = f"must be a whole number from 1 to {MAX_PURCHASE_TOKENS:,}"
+        bad.raise_any()
         if request_id in self._by_request:
             pack = self.packs[self._by_request[request_id]]
             buyer = pack.bought_by or pack.team_id

@@ -84,7 +84,7 @@ from server.domain.policies import (
     choose_team,
     coverage_of,
 )
-from server.domain.products import Platform, Product, ProductKind, check_runs_on
+from server.domain.products import Platform, Product, ProductKind, check_runs_on, version_year
 from server.domain.sessions import (
     Coverage,
     Device,
@@ -138,7 +138,12 @@ class Licensing(LiveView):
         problems: dict[str, str] = {}
         _check_text(problems, "product_id", product_id, required=True)
         _check_text(problems, "device_id", device_id, required=True)
-        _check_text(problems, "product_version", product_version, required=False)  # format: P2
+        _check_text(problems, "product_version", product_version, required=True)
+        if "product_version" not in problems:  # P2: a year first
+            try:
+                version_year(product_version)
+            except InvalidArgument as exc:
+                problems.update(exc.violations)
         if (problem := request_id_problem(request_id, required=False)) is not None:
             problems["request_id"] = problem  # the rule PurchaseTokens follows too
         _check_text(problems, "parent_session_id", parent_session_id, required=False)
@@ -158,12 +163,12 @@ class Licensing(LiveView):
                     or earlier.product_version != product_version
                     or earlier.parent_session_id != parent_session_id  # P4: its host
                 ):
-                    host = earlier.parent_session_id
+                    first_host = earlier.parent_session_id
                     raise AlreadyExists(
                         f"request_id {request_id!r} was already used to entitle "
                         f"{earlier.product_id} {earlier.product_version} on "
                         f"{earlier.platform.value}, device {earlier.device_id!r}"
-                        + (f", on host session {host!r}" if host else ""),
+                        + (f", on host session {first_host!r}" if first_host else ""),
                         request_id=request_id,
                         session_id=earlier.session_id,
                     )

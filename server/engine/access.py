@@ -24,7 +24,7 @@ from server.domain.directory import (
     access_via,
     effective_products,
 )
-from server.domain.errors import InvalidArgument
+from server.domain.errors import InvalidArgument, Problems
 from server.domain.policies import coverage_of
 from server.domain.products import Product
 from server.domain.search import parse
@@ -232,9 +232,12 @@ class Access:
         self._revoke_losses(team_id, losses, now, changes)
 
     def member(self, team_id: str, user_id: str) -> Member:
+        bad = Problems()
+        for name, value in (("team_id", team_id), ("user_id", user_id)):
+            if not value:
+                bad[name] = "is required"
+        bad.raise_any()
         self.state.team(team_id)
-        if not user_id:
-            raise InvalidArgument.field("user_id", "is required")
         return self.state.directory.member(team_id, user_id)
 
     def members(self, team_id: str) -> list[Member]:

@@ -10,7 +10,12 @@ from server.clock import Clock
 from server.domain import text
 from server.domain.alerts import warning_time
 from server.domain.changes import Changes
-from server.domain.errors import AlreadyExists, InvalidArgument, ProductInUse, UnknownTeam
+from server.domain.errors import (
+    AlreadyExists,
+    Problems,
+    ProductInUse,
+    UnknownTeam,
+)
 from server.domain.forecast import Forecast, PackBalance, forecast
 from server.domain.ledger import LedgerEntry, TokenPack
 from server.domain.products import Product, validate_product
@@ -64,9 +69,16 @@ class Accounts:
     def team(self, team_id: str) -> Team:
         return self.state.team(team_id)
 
-    async def create_team(self, team_id: str, display_name: str, plan: Plan | None) -> Team:
-        validate_team_id(team_id)
-        name = text.display_name(display_name, "display_name") or team_id
+    async def create_team(
+        self, team_id: str, display_name: str, plan: Plan | None, bad: Problems | None = None
+    ) -> Team:
+        """``bad``: fields the edge already found bad (a plan out of range), named
+        with this call's own in one refusal."""
+        bad = Problems(bad or {})
+        bad.check(lambda: validate_team_id(team_id))
+        name = bad.check(lambda: text.display_name(display_name, "display_name"))
+        bad.raise_any()
+        name = name or team_id
         teams = self.state.teams
         if team_id in teams:
             raise AlreadyExists(f"team {team_id!r} already exists", team_id=team_id)
@@ -91,11 +103,20 @@ class Accounts:
         guest_default_assignments: bool | None,
         display_name: str | None,
         low_balance_threshold: int | None = None,
+        bad: Problems | None = None,
     ) -> Team:
-        team = self.team(team_id)
-        name = text.display_name(display_name, "display_name") if display_name else None
+        bad = Problems(bad or {})
+        if not team_id:
+            bad["team_id"] = "is required"
+        name = (
+            bad.check(lambda: text.display_name(display_name, "display_name"))
+            if display_name
+            else None
+        )
         if low_balance_threshold is not None and low_balance_threshold < 0:
-            raise InvalidArgument.field("low_balance_threshold", "must not be negative")
+            bad["low_balance_threshold"] = "must not be negative"
+        bad.raise_any()  # every bad field named, before the team is looked up
+        team = self.team(team_id)
         # What fell due before now first: guests losing the defaults (A6) end their
         # sessions as they stand now (``Scheduler.caught_up``).
         changes = Changes()
@@ -151,10 +172,12 @@ class Accounts:
         return self.state.ledger.team_packs(team_id)
 
     async def move_pack(self, pack_id: str, to_team_id: str) -> TokenPack:
+        bad = Problems()
         if not pack_id:
-            raise InvalidArgument.field("pack_id", "is required")
+            bad["pack_id"] = "is required"
         if not to_team_id:
-            raise InvalidArgument.field("to_team_id", "is required")
+            bad["to_team_id"] = "is required"
+        bad.raise_any()
         ledger = self.state.ledger
         ledger.pack(pack_id)
         if to_team_id not in self.state.teams:

@@ -16,7 +16,7 @@ from server.credentials import ADMIN_PREFIX, hash_secret, new_secret
 from server.domain import text
 from server.domain.admins import AdminKey
 from server.domain.changes import Changes
-from server.domain.errors import InvalidArgument, UnknownAdminKey
+from server.domain.errors import InvalidArgument, Problems, UnknownAdminKey
 from server.engine.commits import Commits
 from server.engine.state import State
 from server.ids import IdFactory
@@ -53,18 +53,20 @@ class AdminKeys:
     async def create(self, display_name: str, team_ids: Iterable[str]) -> tuple[AdminKey, str]:
         """A new key for ``team_ids`` (at least one, each existing) and its secret,
         which is not kept."""
-        name = text.display_name(display_name, "display_name")
+        bad = Problems()
+        name = bad.check(lambda: text.display_name(display_name, "display_name")) or ""
         if not name:
-            raise InvalidArgument.field("display_name", "is required")
-        teams: list[str] = []
-        for i, team_id in enumerate(team_ids):
+            bad.setdefault("display_name", "is required")
+        teams = list(team_ids)
+        for i, team_id in enumerate(teams):
             if not team_id:
-                raise InvalidArgument.field(f"team_ids[{i}]", "must not be empty")
+                bad[f"team_ids[{i}]"] = "must not be empty"
+        if not teams:
+            bad["team_ids"] = "name at least one team the key manages"
+        bad.raise_any()
+        for team_id in teams:
             if team_id not in self.state.teams:
                 self.state.team(team_id)  # UNKNOWN_TEAM naming it
-            teams.append(team_id)
-        if not teams:
-            raise InvalidArgument.field("team_ids", "name at least one team the key manages")
         secret = new_secret(ADMIN_PREFIX)
         key = AdminKey(
             self._ids.new("ak"),

@@ -358,8 +358,13 @@ class Sessions:
         await commit_call(self._commits, changes, fired)  # ended already: no event (AD2)
         return view
 
-    def _check_user_product(self, user_id: str, product_id: str) -> None:
+    def _check_user_product(
+        self, user_id: str, product_id: str, device_id: str | None = None
+    ) -> None:
+        """``device_id``: also required (a call about one device)."""
         problems: dict[str, str] = {}
+        if device_id == "":
+            problems["device_id"] = "is required"
         if not user_id:
             problems["user_id"] = "is required"
         if not product_id:
@@ -381,7 +386,7 @@ class Sessions:
     ) -> list[SessionView]:
         """R2: forget a device; with ``end_sessions``, end its live sessions
         first (else a device in use is refused). Returns the sessions ended."""
-        self._check_user_product(user_id, product_id)
+        self._check_user_product(user_id, product_id, device_id)
         changes = Changes()
         now = self._scheduler.caught_up(changes)
         try:
