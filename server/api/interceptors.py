@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import structlog
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError
 
 from server.api import scopes
@@ -185,7 +186,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         if caller.actor:  # OPERATOR or the admin key's id; none for AcceptInvitation
             call_context.set((*call_context.get(), ("admin", caller.actor)))
         if isinstance(request, Undecodable):
-            raise InvalidArgument.field("request", request.problem)
+            raise InvalidArgument.field(request.field, request.problem)
         if _has_field(request, "user_id") and request.user_id:  # one user, however spelt
             request.user_id = canonical_user_id(request.user_id)
             if not request.user_id:  # spaces alone: a filter dropped would answer for all
@@ -234,7 +235,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                     self._user_limits.take(user_id)
                 current_user.set(user_id)
                 if isinstance(request, Undecodable):
-                    raise InvalidArgument.field("request", request.problem)
+                    raise InvalidArgument.field(request.field, request.problem)
                 return await behavior(request, context)
             except DomainError as exc:
                 reason = exc.reason
@@ -322,25 +323,81 @@ def _secret(metadata: Any) -> str:
 class Undecodable:
     """A request body that is not the method's message (corrupt wire format, a
     string that is not UTF-8): answered INVALID_ARGUMENT once the caller is known,
-    where gRPC alone would answer UNKNOWN naming a Python exception."""
+    where gRPC alone would answer UNKNOWN naming a Python exception. ``field``: the
+    field at fault when it can be told (a string that is not UTF-8), else the
+    request as a whole."""
 
-    def __init__(self, problem: str) -> None:
+    def __init__(self, problem: str, field: str = "request") -> None:
         self.problem = problem
+        self.field = field
 
 
 def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
     if deserialize is None:
         return None
+    message = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
 
     def parse(data: bytes) -> Any:
         try:
             return deserialize(data)
         except DecodeError as exc:
             text = str(exc)
+            field = _bad_utf8(message, data) if message is not None and "UTF-8" in text else None
+            if field is not None:
+                return Undecodable("must be UTF-8 text", field)
             why = text.rsplit(": ", 1)[-1] if ": " in text else "the wire format was corrupt"
             return Undecodable(f"is not a valid protobuf message for this method ({why})")
 
     return parse
+
+
+def _bad_utf8(message: Descriptor, data: bytes) -> str | None:
+    """The path of the first string field in ``data`` (``message``'s wire format)
+    whose bytes are not UTF-8 (``users[2]``, ``product.display_name``), or None
+    (the parser's complaint was about something else, or the bytes end early).
+    Read only for a body protobuf refused, to name the field in its refusal."""
+    seen: dict[int, int] = {}  # field number -> items of it read so far
+    pos = 0
+    try:
+        while pos < len(data):
+            key, pos = _varint(data, pos)
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                _, pos = _varint(data, pos)
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            elif wire == 2:
+                size, pos = _varint(data, pos)
+                chunk, pos = data[pos : pos + size], pos + size
+                field = message.fields_by_number.get(number)
+                if field is None:
+                    continue
+                index = seen[number] = seen.get(number, -1) + 1
+                name = f"{field.name}[{index}]" if field.is_repeated else field.name
+                if field.type == FieldDescriptor.TYPE_STRING:
+                    chunk.decode("utf-8")
+                elif field.message_type is not None:  # a message, a map's entry
+                    inner = _bad_utf8(field.message_type, chunk)
+                    if inner is not None:
+                        return f"{name}.{inner}"
+            else:
+                return None
+    except UnicodeDecodeError:
+        return name
+    except IndexError:
+        return None
+    return None
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
 
 
 _FIELDS: dict[tuple[type, str], bool] = {}  # (a request type, a field): whether it has it
