@@ -120,12 +120,29 @@ def parse_test_clock(text: str) -> datetime:
         t = parse_instant(text)
     except ValueError:
         raise ValueError(f"{text!r} is not an RFC 3339 instant") from None
-    if not MIN_TIME <= t <= LATEST_TEST_CLOCK:
+    except OverflowError:  # a year's first or last hours, with an offset past them
+        t = None
+    if t is None or not MIN_TIME <= t <= LATEST_TEST_CLOCK:
         raise ValueError(
             f"{text!r} is outside the test clock's range, {TEST_CLOCK_RANGE}: "
             "AdvanceClock could not reach it either"
         )
     return t
+
+
+def _admin_token(text: str) -> str:
+    """The operators' token as a client sends it: the spaces around it are not part of
+    it (``Bearer <token>`` is read without them); it must be there, and be what an
+    HTTP/2 header can carry (printable ASCII), or no call could ever present it."""
+    token = text.strip()
+    if not token:
+        raise ValueError("is empty: leave it out to have one made at the first start")
+    if not all(" " <= ch <= "~" for ch in token):
+        raise ValueError(
+            "must be printable ASCII (it travels in the authorization header), "
+            "without line breaks or other control characters"
+        )
+    return token
 
 
 def split_listen(text: str) -> tuple[str, int]:
@@ -358,6 +375,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "admin_token",
         "the operators' bearer token for AdminService",
+        _admin_token,
         metavar="TOKEN",
         default_text="made at the first start, kept owner-only in <db>.admin-token "
         "(PostgreSQL: <secrets dir>/tessera.admin-token)",

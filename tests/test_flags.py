@@ -400,3 +400,43 @@ def test_issue12_matching_tls_files_with_a_client_ca_make_credentials(pki: dict[
     cfg = Config(tls_cert=pki["cert"], tls_key=pki["key"], tls_client_ca=pki["ca"])
     assert tls_credentials(cfg) is not None
     assert tls_credentials(Config()) is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (
+            ["--admin-token", ""],
+            "--admin-token: is empty: leave it out to have one made at the first start",
+        ),
+        (
+            ["--admin-token", "   "],
+            "--admin-token: is empty: leave it out to have one made at the first start",
+        ),
+        (
+            ["--admin-token", "tsa_x\nsecret"],
+            "--admin-token: must be printable ASCII (it travels in the authorization header)",
+        ),
+        (
+            ["--test-clock", "0001-01-01T00:00:00+05:00"],
+            "--test-clock: '0001-01-01T00:00:00+05:00' is outside the test clock's range",
+        ),
+        (
+            ["--test-clock", "9999-12-31T23:00:00-05:00"],
+            "--test-clock: '9999-12-31T23:00:00-05:00' is outside the test clock's range",
+        ),
+    ],
+    ids=["token-empty", "token-blank", "token-newline", "clock-year-1", "clock-year-9999"],
+)
+def test_issue12_an_admin_token_no_call_could_send_or_a_clock_past_the_calendar_is_a_usage_error(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty token served with no operator at all (no empty bearer can be sent);
+    an offset past the first or last hours of the calendar was a traceback."""
+    last = usage_error(argv, capsys)
+    assert last.startswith(f"tessera-server: error: {line}")
+    assert "secret" not in last  # the token's text is never repeated
+
+
+def test_issue12_an_admin_token_is_read_without_the_spaces_around_it() -> None:
+    assert parse_args(["--admin-token", " tsa_abc \n"]).admin_token == "tsa_abc"

@@ -66,10 +66,7 @@ def name_problem(name: str) -> str | None:
 
 def _shows_nothing(ch: str) -> bool:
     return (
-        ch.isspace()
-        or ch in _JOINERS
-        or ch in _BLANK_LETTERS
-        or unicodedata.category(ch) in _MARKS
+        ch.isspace() or ch in _JOINERS or ch in _BLANK_LETTERS or unicodedata.category(ch) in _MARKS
     )
 
 

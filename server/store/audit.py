@@ -33,6 +33,7 @@ checkpoint file (docs/postgres.md says what verify guarantees there).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections import defaultdict
 from collections.abc import Sequence
@@ -110,7 +111,13 @@ def connect_read_only(db: Path) -> sqlite3.Connection:
         raise FileNotFoundError(f"no database at {db}")
     if (problem := not_a_database(db)) is not None:
         raise sqlite3.DatabaseError(problem)
-    return sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+    # Read-only SQLite still makes the WAL's index (``-shm``) beside the file, which a
+    # backup on read-only media has no room for. There no server can be writing, so
+    # without a log to read (none, or empty: the backup's) the file is all there is.
+    wal = db.with_name(db.name + "-wal")
+    settled = not wal.exists() or wal.stat().st_size == 0
+    mode = "ro&immutable=1" if settled and not os.access(db.parent, os.W_OK) else "ro"
+    return sqlite3.connect(f"file:{db}?mode={mode}", uri=True, isolation_level=None)
 
 
 def verify(db: Path) -> Verdict:
@@ -138,7 +145,8 @@ def verify(db: Path) -> Verdict:
                 if all(audit.event(row) for row in events):
                     audit.events_end()
         finally:
-            conn.execute("COMMIT")
+            if conn.in_transaction:  # a failed read (a full disk) may have ended it
+                conn.execute("COMMIT")
     return audit.verdict
 
 

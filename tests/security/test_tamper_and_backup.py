@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from server import tools
+from server.store import audit as audit_mod
 from server.store import backup as backup_mod
 from tests.grpcurl import Grpcurl
 from tests.support import ADMIN_TOKEN, REPO, ServerThread, running
@@ -208,3 +210,55 @@ def test_backup_stopped_midway_leaves_no_half_copy(
         backup_mod.backup(db, target)
     assert info.value.code == 128 + signal.SIGTERM
     assert not (tmp_path / "new").exists()
+
+
+def test_t6_a_backup_in_a_folder_it_cannot_write_to_is_verified_without_writing_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backups kept on read-only media: read-only SQLite would still make the WAL's
+    index (``-shm``) beside the file and fail there. A backup has no log to read, and
+    no server can be writing where nothing may be written, so it is read as the
+    immutable file it is. (Root may write anywhere: the folder's answer is faked.)"""
+    db = tmp_path / "tessera.db"
+    copy = tmp_path / "backup" / "copy.db"
+    with running(db) as srv:
+        _history(srv)
+        assert _cli("backup", "--db", str(db), "--to", str(copy)).returncode == 0
+    real_access = os.access
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda path, mode: False if Path(path) == copy.parent else real_access(path, mode),
+    )
+    before = sorted(p.name for p in copy.parent.iterdir())
+    verdict = audit_mod.verify(copy)
+    assert verdict.ok, verdict
+    assert sorted(p.name for p in copy.parent.iterdir()) == before  # no -shm, no -wal
+
+
+def _no_room() -> None:
+    """A disk with no room for one more byte (a file size limit of 0, its signal off)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+
+def test_t6_verify_on_a_full_disk_says_what_failed(tmp_path: Path) -> None:
+    """Reading makes the WAL's index beside the file; when that fails SQLite ends the
+    snapshot's transaction, and the COMMIT after it hid the I/O error behind 'cannot
+    commit - no transaction is active'."""
+    db = tmp_path / "tessera.db"
+    with running(db) as srv:
+        _history(srv)
+    assert not db.with_name("tessera.db-shm").exists()
+    done = subprocess.run(
+        [sys.executable, "-m", "server", "verify", "--db", str(db)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=_no_room,  # only setrlimit and a signal, before exec
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no transaction is active" not in done.stderr, done.stderr
+    assert "disk I/O error" in done.stderr, done.stderr
