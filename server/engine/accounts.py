@@ -14,6 +14,7 @@ from server.domain.errors import (
     AlreadyExists,
     Problems,
     ProductInUse,
+    UnknownPack,
     UnknownTeam,
 )
 from server.domain.forecast import Forecast, PackBalance, forecast
@@ -218,11 +219,15 @@ class Accounts:
         """Entries of a team in order, after ``since_seq`` (before it, newest first;
         0: from the start); reads the committed history. UNKNOWN_TEAM, UNKNOWN_PACK."""
         self.team(team_id)
-        if pack_id:
-            self.state.ledger.pack(pack_id)
-        return await self._store.ledger_page(
+        pack = self.state.ledger.pack(pack_id) if pack_id else None
+        entries = await self._store.ledger_page(
             team_id, since_seq, limit, pack_id, newest_first=newest_first
         )
+        if pack is not None and not entries and not since_seq and pack.team_id != team_id:
+            # Never this team's (it would have an entry here): answered as no pack at
+            # all, so a team administrator learns nothing of other teams' packs (AD1).
+            raise UnknownPack(f"no token pack {pack_id!r}", pack_id=pack_id)
+        return entries
 
     def _on_pack_expiry(self, pack_id: str, due: datetime, changes: Changes) -> None:
         self.state.ledger.expire(pack_id, due, changes)

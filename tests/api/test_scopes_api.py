@@ -475,3 +475,23 @@ def test_ad1_a_team_key_ends_a_session_with_its_plugins_in_teams_it_manages(
     assert states[plugin]["end_reason"] == "END_REASON_HOST_ENDED"
     (event, *_) = world.call("ListAuditEvents", {"team_id": "gamma"})["events"]
     assert (event["method"], event["target"]) == ("EndSession", host)
+
+
+def test_ad1_another_teams_pack_as_a_ledger_filter_is_no_pack_of_this_team(world: World) -> None:
+    """Filtering alpha's ledger by beta's pack answered an empty page, and an unknown
+    pack UNKNOWN_PACK: the difference told a key which packs exist elsewhere. Both
+    are UNKNOWN_PACK in the same words; a pack that moved out of alpha still has its
+    entries there."""
+    answers = []
+    for pack in (world.other.pack, "pk_none"):
+        with pytest.raises(GrpcurlError) as info:
+            world.call("ListLedgerEntries", {"team_id": "alpha", "pack_id": pack})
+        assert info.value.reason == "UNKNOWN_PACK"
+        answers.append(info.value.message.replace(pack, "PACK"))
+    assert answers[0] == answers[1]
+    world.call("MoveTokenPack", {"pack_id": world.own.pack, "to_team_id": "gamma"})
+    moved = world.call("ListLedgerEntries", {"team_id": "alpha", "pack_id": world.own.pack})
+    assert [e["kind"] for e in moved["entries"]] == [
+        "LEDGER_ENTRY_KIND_PURCHASE",
+        "LEDGER_ENTRY_KIND_MOVE_OUT",
+    ]
