@@ -42,7 +42,7 @@ from client_sdk._retry import RetryPolicy
 from client_sdk.clock import SystemClock
 from client_sdk.errors import TesseraError
 from client_sdk.failover import Failover, Targets
-from client_sdk.transport import TLS, open_channel
+from client_sdk.transport import TLS, bearer_secret, open_channel
 from tessera_api.tessera.v1 import admin_service_pb2 as pb
 from tessera_api.tessera.v1 import admin_service_pb2_grpc as pb_grpc
 from tessera_api.tessera.v1 import common_pb2
@@ -97,7 +97,9 @@ class AsyncAdminClient:
     """AdminService with one credential, for asyncio code (``async with`` or ``close()``).
 
     ``target`` is ``host:port`` (or ``targets``: a deployment's servers); ``credential`` the
-    admin key or the operator's token; ``tls`` as for ``AsyncClient``.
+    admin key or the operator's token, checked as ``AsyncClient``'s ``user_key`` is
+    (surrounding whitespace, such as the newline of a token file, is dropped; one that
+    cannot be sent in a header is a ``ValueError`` here); ``tls`` as for ``AsyncClient``.
     """
 
     def __init__(
@@ -110,8 +112,7 @@ class AsyncAdminClient:
         retry: RetryPolicy | None = None,
         channel_options: Sequence[tuple[str, int | str]] = (),
     ) -> None:
-        if not credential:
-            raise ValueError("an admin key or the operator's token is required")
+        credential = bearer_secret("credential (an admin key or the operator's token)", credential)
         if (target is None) == (targets is None):
             raise ValueError("give the server as target, or several as targets (not both)")
         self.targets = Targets([target] if target is not None else targets or ())

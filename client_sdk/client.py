@@ -34,7 +34,7 @@ from client_sdk._retry import RetryPolicy
 from client_sdk.clock import Clock, DeadlinePassed, SystemClock, within
 from client_sdk.device import default_device_id, default_platform
 from client_sdk.errors import ClientClosed, LeaseInvalid, TesseraError, UnknownSigningKey
-from client_sdk.failover import Failover, Targets
+from client_sdk.failover import Failover, PerAttempt, Targets
 from client_sdk.leases import (
     SigningKeysSource,
     match_session,
@@ -51,7 +51,7 @@ from client_sdk.session import (
     SessionOptions,
     StateCallback,
 )
-from client_sdk.transport import TLS, open_channel
+from client_sdk.transport import TLS, bearer_secret, open_channel
 from tessera_api.tessera.v1 import common_pb2
 from tessera_api.tessera.v1 import licensing_service_pb2 as pb
 from tessera_api.tessera.v1 import licensing_service_pb2_grpc as pb_grpc
@@ -106,7 +106,7 @@ class AsyncClient:
         signing_keys: SigningKeysSource | None = None,
         fetch_signing_keys: bool | None = None,
     ) -> None:
-        user_key = _user_key(user_key)
+        user_key = bearer_secret("user_key", user_key)
         if device_id is not None:
             _text("device_id", device_id)
         pinned = public_keys(signing_keys) if signing_keys is not None else {}
@@ -445,17 +445,16 @@ class AsyncClient:
     async def _heartbeat(
         self,
         session_id: str,
-        seconds_since_activity: int,
+        seconds_since_activity: float,
         *,
         user_id: str | None = None,
         team_id: str | None = None,
         product_id: str | None = None,
         device_id: str | None = None,
     ) -> Session:
-        request = pb.HeartbeatRequest(
-            session_id=session_id, seconds_since_activity=max(0, int(seconds_since_activity))
+        response = await self._invoke(
+            lambda s: s.Heartbeat, self._aging(session_id, seconds_since_activity)
         )
-        response = await self._invoke(lambda s: s.Heartbeat, request)
         return await self._verified(
             Session.from_proto(response.session),
             response.lease if response.HasField("lease") else None,
@@ -465,6 +464,22 @@ class AsyncClient:
             product_id=product_id,
             device_id=device_id,
         )
+
+    def _aging(
+        self, session_id: str, seconds_since_activity: float
+    ) -> PerAttempt[pb.HeartbeatRequest]:
+        """The Heartbeat's request, built for each attempt: one sent again after a wait
+        (a ``RetryInfo``, a backoff) reports the activity as old as it is when it goes
+        out, by the client's clock (RULES M6: else the server would take the user's last
+        action for newer than it was, by the wait, and idle the session that much later)."""
+        built = self.clock.now()
+
+        def request() -> pb.HeartbeatRequest:
+            waited = (self.clock.now() - built).total_seconds()
+            age = max(0, int(seconds_since_activity + max(0.0, waited)))
+            return pb.HeartbeatRequest(session_id=session_id, seconds_since_activity=age)
+
+        return PerAttempt(request)
 
     async def idle(self, session_id: str) -> Session:
         """Tell the server the user stopped working (M6)."""
@@ -489,16 +504,17 @@ class AsyncClient:
         method: Callable[
             [LicensingServiceAsyncStub], grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp]
         ],
-        request: _Req,
+        request: _Req | PerAttempt[_Req],
         *,
         metadata: Sequence[tuple[str, str]] | None = None,
     ) -> _Resp:
         """One call with a deadline per attempt, retried with backoff on transient failures
         and moved to the active server (``client_sdk.failover``).
 
-        The same request object (hence the same ``request_id``) is sent every time, with
-        the user's key unless ``metadata`` says otherwise. Every ``grpc.RpcError`` is
-        turned into a ``TesseraError``.
+        The same request object (hence the same ``request_id``) is sent every time, unless
+        it is built for each attempt (``PerAttempt``), with the user's key unless
+        ``metadata`` says otherwise. Every ``grpc.RpcError`` is turned into a
+        ``TesseraError``.
         """
         sent = self._metadata if metadata is None else tuple(metadata)
         return await self._failover().call(method, request, sent)
@@ -513,19 +529,3 @@ def _text(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a string, not {type(value).__name__}")
     return value
-
-
-def _user_key(key: object) -> str:
-    """The user key as sent in ``authorization: Bearer <key>``: surrounding whitespace
-    (a newline read from a file) is dropped; anything else that is not printable ASCII
-    could not go in that header, and is refused here rather than at the first call."""
-    key = _text("user_key", key).strip()
-    if not key:
-        raise ValueError("user_key is required")
-    bad = next((ch for ch in key if not "!" <= ch <= "~"), None)
-    if bad is not None:
-        raise ValueError(
-            f"user_key holds {bad!r}, which cannot be sent in a header: a key is printable "
-            "ASCII without spaces (was something else pasted with it?)"
-        )
-    return key

@@ -13,6 +13,16 @@ addresses of them all (``targets``) and finds the active itself:
 - ``NOT_LEADER`` without one, a lost or refused connection (``UNAVAILABLE``
   without reason) or no answer in time (``DEADLINE_EXCEEDED``, e.g. a paused
   server): the next attempt goes to the next target, round the list;
+- a call remembers the addresses it could not reach (no connection, no answer in
+  time): a standby's hint may be stale (it still names the active that died or
+  hangs, or advertises an address this client cannot reach), so a ``leader``
+  naming one of them is not followed, and going round the list skips them: the
+  next attempt goes to the next address this call has not failed to reach (the
+  standby itself, when it is the only one left: it serves once it takes over),
+  and round the plain list only when none is left. Without that, a call would
+  bounce between the standby and the address it names until its attempts ran
+  out, and never try the active it was given (or, after a paused server, spend
+  a whole ``call_timeout`` on it again);
 - the retry policy's attempts count across targets: an attempt on a server
   this call has not tried yet goes at once, one on a server it has tried (the
   only one, or round the list again) first waits its backoff (the first wait
@@ -27,7 +37,10 @@ addresses of them all (``targets``) and finds the active itself:
   attempts are spent the refusal itself is raised (``Overloaded``...);
 - every attempt sends the same request, so an Entitle keeps its ``request_id``
   and the active that takes over recognises a repeat (RULES M11); Heartbeat,
-  Idle and Release name their session, which a takeover keeps;
+  Idle and Release name their session, which a takeover keeps. A request that
+  says how long ago something happened is built again for each attempt
+  (``PerAttempt``): a Heartbeat sent after a wait reports the user's activity as
+  old as it is then (RULES M6), not as it was when the first attempt went out;
 - a call that is not ``idempotent`` (a change without a ``request_id``: the
   admin client's ``CreateAdminKey``, ``AcceptInvitation``...) is sent again
   only after a failure that says no server did it: ``NOT_LEADER``, a
@@ -39,8 +52,8 @@ addresses of them all (``targets``) and finds the active itself:
   ``asyncio.CancelledError``, which stays the caller's own cancellation.
 
 The move is a compare-and-set: calls that fail together on the same server move
-the current target once, not once each. A hint names the active, so it always
-wins over a rotation.
+the current target once, not once each. A hint names the active, so it wins over
+a rotation, unless it names an address the call could not reach.
 """
 
 from __future__ import annotations
@@ -48,7 +61,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -92,23 +105,36 @@ class Targets:
         """The listed addresses, then the learned one if any."""
         return self.listed + ((self.learned,) if self.learned else ())
 
-    def after(self, address: str) -> str:
-        """The target tried after ``address``: the next one, round the list."""
+    def after(self, address: str, unreachable: Collection[str] = ()) -> str:
+        """The target tried after ``address``: the next one round the list that is not
+        ``unreachable`` (``address`` itself last), or the plain next one when all are."""
         ring = self.addresses
         at = ring.index(address) if address in ring else -1
-        return ring[(at + 1) % len(ring)]
+        order = [ring[(at + 1 + step) % len(ring)] for step in range(len(ring))]
+        return next((a for a in order if a not in unreachable), order[0])
 
-    def move(self, failed: str, leader: str | None = None) -> str:
+    def move(
+        self, failed: str, leader: str | None = None, unreachable: Collection[str] = ()
+    ) -> str:
         """``failed`` did not serve a call: point at ``leader`` (when hinted) or at the
         target after ``failed`` (unless another call has moved on already); returns
-        where the next attempt goes."""
-        if leader:
+        where the next attempt goes. ``unreachable`` are the addresses the call could
+        not reach: a hint naming one of them is stale, and going round skips them."""
+        if leader and leader not in unreachable:
             if leader not in self.listed:
                 self.learned = leader
             self.current = leader
-        elif self.current == failed:
-            self.current = self.after(failed)
+        elif self.current == failed or self.current in unreachable:
+            self.current = self.after(failed, unreachable)
         return self.current
+
+
+class PerAttempt(Generic[_Req]):
+    """A request built anew for each attempt of a call (``Failover.call``), for one that
+    says how long ago something happened: waiting between attempts ages it."""
+
+    def __init__(self, build: Callable[[], _Req]) -> None:
+        self.build = build
 
 
 class Failover(Generic[StubT]):
@@ -168,7 +194,7 @@ class Failover(Generic[StubT]):
     async def call(
         self,
         method: Callable[[StubT], grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp]],
-        request: _Req,
+        request: _Req | PerAttempt[_Req],
         metadata: Sequence[tuple[str, str]],
         *,
         idempotent: bool = True,
@@ -176,11 +202,13 @@ class Failover(Generic[StubT]):
         """One call (``method`` picks it from a stub, e.g. ``lambda s: s.Heartbeat``) with a
         deadline per attempt, retried on transient failures, across targets.
 
+        ``request`` is sent as it is on every attempt, or (``PerAttempt``) built for each.
         ``idempotent`` says whether sending the request twice does no more than once (a
         read, a call with a ``request_id``, a Release...): when false, it is sent again
         only after a failure that says it was not done, else ``OutcomeUnknown``."""
         policy = self.retry
         tried: list[str] = []
+        unreachable: set[str] = set()  # no connection, or no answer in time: this call's
         attempt = waits = 0
         began = self.clock.now()
         while True:
@@ -190,7 +218,7 @@ class Failover(Generic[StubT]):
             call: grpc.aio.UnaryUnaryCall[_Req, _Resp] | None = None
             try:
                 call = method(self.stub(address))(
-                    request, timeout=policy.call_timeout, metadata=metadata
+                    _built(request), timeout=policy.call_timeout, metadata=metadata
                 )
                 return await call
             except asyncio.CancelledError:
@@ -222,7 +250,9 @@ class Failover(Generic[StubT]):
                 delay, waits = policy.later(error.retry_after or 0.0, waits, self.rng), waits + 1
             else:
                 leader = error.leader if isinstance(error, NotLeader) else None
-                going = self.targets.move(address, leader)
+                if not isinstance(error, NotLeader):  # refused, lost, silent or stopping
+                    unreachable.add(address)
+                going = self.targets.move(address, leader, unreachable)
                 if going in tried:
                     delay, waits = policy.backoff(waits, self.rng), waits + 1
             if policy.out_of_time((self.clock.now() - began).total_seconds(), delay):
@@ -239,6 +269,11 @@ class Failover(Generic[StubT]):
                 await self.clock.sleep(delay)
             if self._closed:
                 raise ClientClosed("the client was closed before the call was sent again")
+
+
+def _built(request: _Req | PerAttempt[_Req]) -> _Req:
+    """The request an attempt sends."""
+    return request.build() if isinstance(request, PerAttempt) else request
 
 
 def _cancelling() -> bool:

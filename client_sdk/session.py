@@ -62,7 +62,10 @@ clocks need not agree: the first lease ends its ``span`` (``lease_expire_time -
 issue_time``, both signed) after the Entitle was *sent*; each later one moves
 that end by as much as the server moved the signed ``lease_expire_time``, and
 never past its own span after the Heartbeat was sent. So a lease replayed by
-someone between the product and the server extends nothing.
+someone between the product and the server extends nothing. The clocks need agree
+only that far: a lease whose signed end (plus ``verify_lease``'s leeway) is already
+past on the SDK's clock is refused (``LeaseExpired``), so that an Entitle answer
+recorded once and replayed days later opens no session with a day offline.
 
 A lease that fails verification is refused:
 
@@ -833,7 +836,7 @@ class AsyncSessionHandle:
         self._resume = False
         sent = self._clock.now()
         activity = self._last_activity
-        since = max(0, int((sent - activity).total_seconds()))
+        since = max(0.0, (sent - activity).total_seconds())  # (aged further by each retry)
         try:
             session = await self._client._heartbeat(
                 self.session.session_id, since, **self._lease_expectations()

@@ -147,10 +147,17 @@ class Client:
         asyncio.set_event_loop(self._loop)
         self._loop.run_forever()
 
-    def _run(self, coro: Coroutine[Any, Any, _T], timeout: float | None = None) -> _T:
+    def _refuse_own_thread(self) -> None:
+        """A call from the client's own loop (a callback) would wait for that loop: never."""
         if threading.current_thread() is self._thread:
-            coro.close()
             raise RuntimeError("do not call the Tessera client from its own callbacks")
+
+    def _run(self, coro: Coroutine[Any, Any, _T], timeout: float | None = None) -> _T:
+        try:
+            self._refuse_own_thread()
+        except RuntimeError:
+            coro.close()
+            raise
         if self._closed:
             coro.close()
             raise ClientClosed("the client is closed")
@@ -160,6 +167,15 @@ class Client:
         except BaseException:
             future.cancel()
             raise
+
+    def _on_loop(self, fn: Callable[[], _T]) -> _T:
+        """``fn()`` run on the client's loop, where the sessions' asyncio work belongs
+        (their events, callbacks and tasks), and waited for; at once when called there
+        already (from a callback), or once the loop has stopped (``close()``: nothing
+        runs on it any more)."""
+        if self._closed or threading.current_thread() is self._thread:
+            return fn()
+        return self._run(_at_once(fn))
 
     def _soon(self, fn: Any, *args: object) -> None:
         if not self._closed:
@@ -179,9 +195,13 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Release the sessions still open, close the channel, stop the thread."""
+        """Release the sessions still open, close the channel, stop the thread.
+
+        Refused (``RuntimeError``) from a callback, before anything changes: the client
+        stays open, and its sessions are released as they are left."""
         if self._closed:
             return
+        self._refuse_own_thread()
         try:
             self._run(self.aio.close())
         finally:
@@ -314,7 +334,10 @@ class SessionHandle:
         return self.aio.error
 
     def ensure_usable(self) -> None:
-        self.aio.ensure_usable()
+        """``AsyncSessionHandle.ensure_usable``, run on the client's loop: a lease found
+        over ends the session there (its callbacks, its plugins' Release), not on the
+        caller's thread, which has no event loop."""
+        self._client._on_loop(self.aio.ensure_usable)
 
     def wait_ended(self, timeout: float | None = None) -> EndReason | None:
         """Block until the session ends (``None`` if ``timeout`` seconds pass first)."""
@@ -387,3 +410,8 @@ class SessionHandle:
         # loop, so that an interruption now (Ctrl+C while it waits for the server) does
         # not cancel it; ``close()`` waits for it rather than sending another.
         self._client._run(self.aio.__aexit__(exc_type, exc, tb))
+
+
+async def _at_once(fn: Callable[[], _T]) -> _T:
+    """``fn()``, as a coroutine for the client's loop."""
+    return fn()

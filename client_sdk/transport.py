@@ -23,6 +23,26 @@ DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
 )
 
 
+def bearer_secret(name: str, value: object) -> str:
+    """A key or token as sent in ``authorization: Bearer <secret>``: surrounding whitespace
+    (a newline read from a file) is dropped; anything else that is not printable ASCII
+    could not go in that header (gRPC would fail every call with an error of its own), so
+    it is refused here, a ``ValueError`` naming ``name`` and the character, never the
+    secret."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, not {type(value).__name__}")
+    secret = value.strip()
+    if not secret:
+        raise ValueError(f"{name} is required")
+    bad = next((ch for ch in secret if not "!" <= ch <= "~"), None)
+    if bad is not None:
+        raise ValueError(
+            f"{name} holds {bad!r}, which cannot be sent in a header: a key is printable "
+            "ASCII without spaces (was something else pasted with it?)"
+        )
+    return secret
+
+
 def read_pem(source: PemSource | None) -> bytes | None:
     """PEM bytes as given, or read from a path; a ``str`` starting ``-----BEGIN`` is PEM."""
     if source is None:

@@ -11,7 +11,7 @@ Like the real server it signs every live session's lease with an Ed25519 key and
 publishes its public keys through ``GetSigningKeys`` (no credential needed). Tests can
 rotate the key, sign with a key it does not publish, sign a lease that says something
 else (``edit_lease``), alter one after signing (``tamper_lease``), leave it out, or
-replay an old one; and run the fake's clock ahead of the test's (``skew``).
+replay an old one; and run the fake's clock ahead of the test's, or behind it (``skew``).
 
 Two fakes can stand for two servers of one deployment on one database (RULES H1):
 ``share(other)`` gives a fake the other's sessions, request ids and keys, and

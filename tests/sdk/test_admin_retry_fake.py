@@ -120,3 +120,25 @@ async def test_h3_admin_change_is_sent_again_when_no_server_did_it(
     assert created.key.admin_key_id == "ak_1" and admin_fake.keys == ["ak_1"]
     assert len(standby.called("CreateAdminKey")) == 1
     assert len(admin_fake.called("CreateAdminKey")) == 2  # OVERLOADED, then made
+
+
+async def test_sdk_admin_credential_read_from_a_file_keeps_working(admin_fake: FakeAdmin) -> None:
+    # Path("var/tessera.db.admin-token").read_text() ends with a newline: it used to reach
+    # grpc and fail every call with grpc's own ExecuteBatchError (not a TesseraError).
+    # Surrounding whitespace is dropped, as AsyncClient drops it from a user key.
+    async with AsyncAdminClient(admin_fake.target, " operator-token\n", retry=RETRY) as admin:
+        assert (await admin.get_team("alpha")).team_id == "alpha"
+    assert admin_fake.called("GetTeam")[0].metadata["authorization"] == "Bearer operator-token"
+
+
+@pytest.mark.parametrize(
+    "credential", ["", " \n", "tsa_secret key", "tsa_secrét", "tsa_secret\x00", "tsa_secret\r\nX"]
+)
+def test_sdk_admin_credential_that_cannot_be_a_header_is_refused_at_construction(
+    credential: str,
+) -> None:
+    with pytest.raises(ValueError, match="credential") as info:
+        AsyncAdminClient("127.0.0.1:1", credential)
+    assert "secret" not in str(info.value)  # names the credential, never shows it
+    with pytest.raises(TypeError, match="credential"):
+        AsyncAdminClient("127.0.0.1:1", b"tsa_secret")  # type: ignore[arg-type]

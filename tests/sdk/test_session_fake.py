@@ -186,6 +186,33 @@ async def test_m6_fresh_activity_reaches_server_before_its_idle_deadline(
         assert s.state is SessionState.ACTIVE and fake.called("Idle") == []
 
 
+async def test_m6_a_heartbeat_sent_again_after_a_wait_reports_the_activity_age_then(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    # The heartbeat at 5 minutes meets an overloaded server that asks for 10 s; the SDK
+    # sends it again once they have passed. The user last acted at 4 minutes: the repeat
+    # must say so, 70 s ago, not 60 as when the first went out, or the server takes that
+    # action for 10 s newer than it was (and idles the session that much later).
+    async with client.session("ACAD", "2026", options=NO_JITTER) as s:
+        await clock.until_sleeping()
+        await step(clock, 4 * MIN)
+        s.touch()
+        fake.refuse(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED", retry_after=10.0, method="Heartbeat"
+        )
+        clock.advance(MIN)
+        await eventually(lambda: len(fake.called("Heartbeat")) == 1)
+        await clock.until_sleeping()  # the client waits out the RetryInfo, on its clock
+        deadline = clock.next_deadline()
+        assert deadline is not None and deadline - clock.now() >= 10 * SEC
+        clock.set(deadline)
+        await eventually(lambda: len(fake.called("Heartbeat")) == 2)
+        first, again = fake.called("Heartbeat")
+        assert first.request.seconds_since_activity == 60
+        age = (again.time - s.last_activity).total_seconds()
+        assert again.request.seconds_since_activity == int(age) >= 70
+
+
 async def test_m6_sdk_stops_calling_idle_when_product_is_not_idle_aware(
     client: AsyncClient, fake: FakeLicensing, clock: ManualClock
 ) -> None:

@@ -5,7 +5,9 @@ The fake runs on its own loop in a thread; the client runs its own in another.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -14,7 +16,15 @@ import grpc
 import pytest
 
 import client_sdk as sdk
-from client_sdk import Client, EndReason, ManualClock, Platform, SessionOptions, SessionState
+from client_sdk import (
+    Client,
+    EndReason,
+    ManualClock,
+    Platform,
+    RetryPolicy,
+    SessionOptions,
+    SessionState,
+)
 from tests.sdk.conftest import FAKE_KEY, QUICK_RETRY
 from tests.sdk.fakes import FakeLicensing, FakeThread
 
@@ -141,6 +151,100 @@ def test_sync_calling_the_client_from_a_callback_is_refused(
     with client.session("ACAD", "2026", on_ended=callback):
         pass
     wait(lambda: len(errors) == 1)
+
+
+def _raised_in_a_thread(fn: Callable[[], object]) -> BaseException | None:
+    """What ``fn()`` raised, called from a thread of the product's own (a GUI's worker)."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            raised.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(10)
+    return raised[0] if raised else None
+
+
+def test_sync_ensure_usable_from_a_product_thread_ends_a_lapsed_lease_on_the_sdk_thread(
+    clock: ManualClock,
+) -> None:
+    # The server is away: its heartbeats (and releases) hang unanswered, so the session's
+    # task cannot end the session itself when the lease runs out. ensure_usable(), called
+    # from one of the product's threads, finds the lease over. The end (asyncio's events,
+    # the callbacks, the plugins' Release) belongs on the SDK's loop: run on the caller's
+    # thread, it failed with "no current event loop" and left a coroutine never awaited.
+    server = FakeThread(clock)
+    ended_on: list[str] = []
+    with server as fake:
+        away = asyncio.Event()
+        fake.gates["Heartbeat"] = fake.gates["Release"] = away
+        with (
+            Client(
+                fake.target,
+                FAKE_KEY,
+                clock=clock,
+                retry=RetryPolicy(max_attempts=1, call_timeout=30.0),
+                session_options=SessionOptions(heartbeat_jitter=0.0),
+            ) as client,
+            client.session(
+                "ACAD", "2026", on_ended=lambda *_: ended_on.append(threading.current_thread().name)
+            ) as s,
+            s.plugin("ARNOLD") as p,
+        ):
+            try:
+                wait(lambda: clock.sleepers == 2)
+                clock.advance(timedelta(minutes=5))  # both heartbeat; neither is answered
+                wait(lambda: len(fake.called("Heartbeat")) == 2)
+                clock.advance(timedelta(hours=24))  # the lease is over
+                raised = _raised_in_a_thread(s.ensure_usable)
+                assert isinstance(raised, sdk.SessionEnded), raised
+                assert raised.end_reason is EndReason.LEASE_EXPIRED
+                assert ended_on == [client._thread.name]
+                # The plugin ends with its host: its Release, unanswered, is given up
+                # after its release_timeout, on the SDK's clock.
+                wait(lambda: clock.sleepers == 1 and len(fake.called("Release")) == 1)
+                clock.advance(p.options.release_timeout)
+                wait(lambda: p.ended)
+                assert p.end_reason is EndReason.HOST_ENDED
+            finally:
+                server.loop.call_soon_threadsafe(away.set)  # the server is back
+            # The host's heartbeat still on its way is answered now: the end stands.
+            wait(lambda: s.aio._task is None or s.aio._task.done())
+            assert s.end_reason is EndReason.LEASE_EXPIRED and not s.usable
+
+
+def test_sync_close_from_a_callback_is_refused_and_changes_nothing(
+    fake: FakeLicensing, clock: ManualClock
+) -> None:
+    # close() in a callback would wait for the loop the callback runs on: it is refused.
+    # It used to mark the client closed and stop its loop all the same, so that leaving
+    # the other session's block afterwards released nothing.
+    client = Client(fake.target, FAKE_KEY, clock=clock, retry=QUICK_RETRY, device_id="dev-sync")
+    refused: list[BaseException] = []
+
+    def on_ended(reason: EndReason, session: sdk.Session) -> None:
+        try:
+            client.close()
+        except RuntimeError as exc:
+            refused.append(exc)
+
+    with (
+        client.session("ACAD", "2026", on_ended=on_ended) as taken,
+        client.session("REVIT", "2026") as other,
+    ):
+        wait(lambda: clock.sleepers == 2)
+        fake.end(taken.session_id, 3)  # END_REASON_TAKEN_OVER: another device took it
+        clock.advance(timedelta(minutes=6))  # the next heartbeat says so
+        wait(lambda: bool(refused))
+        assert client._thread.is_alive() and other.usable
+    assert [c.request.session_id for c in fake.called("Release")] == [other.session_id]
+    assert other.end_reason is EndReason.RELEASED
+    client.close()
+    assert not client._thread.is_alive()
 
 
 def test_sync_client_close_releases_and_stops_thread(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
+import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import client_sdk as sdk
-from client_sdk import TLS, AsyncClient, ManualClock
+from client_sdk import TLS, AsyncClient, ManualClock, device
 from client_sdk.clock import suspend_aware_seconds
 from client_sdk.device import default_device_id, device_id_for, machine_identity
 from client_sdk.transport import read_pem
@@ -118,8 +121,11 @@ async def mtls_fake(pki: Pki) -> AsyncIterator[FakeLicensing]:
         await fake.stop()
 
 
-async def _entitle(target: str, tls: TLS) -> sdk.Session:
-    async with AsyncClient(target, FAKE_KEY, tls=tls, retry=QUICK_RETRY) as client:
+async def _entitle(fake: FakeLicensing, tls: TLS) -> sdk.Session:
+    # On the fake's clock: a lease already over on the client's is refused (RULES M7).
+    async with AsyncClient(
+        fake.target, FAKE_KEY, tls=tls, retry=QUICK_RETRY, clock=fake.clock
+    ) as client:
         return await client.entitle("ACAD", "2026")
 
 
@@ -128,15 +134,15 @@ async def test_tls_with_root_ca_as_bytes_or_path(
 ) -> None:
     ca_file = tmp_path / "ca.pem"
     ca_file.write_bytes(pki.ca.cert)
-    assert (await _entitle(tls_fake.target, TLS(root_ca=pki.ca.cert))).session_id
-    assert (await _entitle(tls_fake.target, TLS(root_ca=ca_file))).session_id
-    assert (await _entitle(tls_fake.target, TLS(root_ca=str(ca_file)))).session_id
+    assert (await _entitle(tls_fake, TLS(root_ca=pki.ca.cert))).session_id
+    assert (await _entitle(tls_fake, TLS(root_ca=ca_file))).session_id
+    assert (await _entitle(tls_fake, TLS(root_ca=str(ca_file)))).session_id
     assert tls_fake.called("Entitle")[0].metadata["authorization"] == f"Bearer {FAKE_KEY}"
 
 
 async def test_tls_refuses_a_server_signed_by_another_ca(tls_fake: FakeLicensing, pki: Pki) -> None:
     with pytest.raises(sdk.Unavailable):
-        await _entitle(tls_fake.target, TLS(root_ca=pki.other_ca.cert))
+        await _entitle(tls_fake, TLS(root_ca=pki.other_ca.cert))
     assert tls_fake.calls == []
 
 
@@ -150,9 +156,9 @@ async def test_tls_mutual_with_client_cert_and_key(
         client_cert=tmp_path / "client.pem",
         client_key=tmp_path / "client.key",
     )
-    assert (await _entitle(mtls_fake.target, tls)).session_id
+    assert (await _entitle(mtls_fake, tls)).session_id
     with pytest.raises(sdk.Unavailable):
-        await _entitle(mtls_fake.target, TLS(root_ca=pki.ca.cert))  # no client certificate
+        await _entitle(mtls_fake, TLS(root_ca=pki.ca.cert))  # no client certificate
     with pytest.raises(ValueError):
         TLS(client_cert=pki.client.cert).credentials()  # a certificate without its key
 
@@ -178,6 +184,78 @@ def test_sdk_device_id_is_stable_and_opaque() -> None:
     assert identity not in first
     assert device_id_for("machine-a") != device_id_for("machine-b")
     assert device_id_for("machine-a") == device_id_for("machine-a")
+
+
+IOREG = """+-o J314sAP  <class IOPlatformExpertDevice, id 0x100000213, registered, matched>
+    {
+      "IOPlatformSerialNumber" = "C02XK0AAJG5H"
+      "IOPlatformUUID" = "6F1E3C2A-9B7D-4E52-8A1C-0D3B5F7E9A11"
+      "model" = <"MacBookPro18,3">
+    }
+"""
+
+
+class FakeRun:
+    """``subprocess.run`` as the device module calls it: ``ioreg``'s answer, or a failure."""
+
+    def __init__(
+        self, stdout: str = IOREG, *, returncode: int = 0, raises: Exception | None = None
+    ) -> None:
+        self.stdout, self.returncode, self.raises = stdout, returncode, raises
+        self.calls: list[tuple[Sequence[str], float | None]] = []
+
+    def __call__(
+        self, args: Sequence[str], *, timeout: float | None = None, **_: object
+    ) -> subprocess.CompletedProcess[str]:
+        self.calls.append((args, timeout))
+        if self.raises is not None:
+            raise self.raises
+        return subprocess.CompletedProcess(args, self.returncode, self.stdout, "")
+
+
+def _a_mac(monkeypatch: pytest.MonkeyPatch, run: FakeRun) -> list[str]:
+    """Make this machine a Mac with ``run`` as its ``ioreg``; returns its host name, to
+    change at will."""
+    host = ["Li-MacBook.local"]
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(socket, "gethostname", lambda: host[0])
+    monkeypatch.setattr(device, "_linux_machine_id", lambda: None)  # no /etc/machine-id
+    return host
+
+
+def test_m8_device_id_on_a_mac_is_its_hardware_uuid_whatever_its_host_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # macOS has no /etc/machine-id, and renames the host by itself (a name given by DHCP,
+    # "-2" added after a clash on the network): a device id hashed from the host name made
+    # one Mac several devices, and the user DEVICE_LIMIT after three renames (RULES M8).
+    run = FakeRun()
+    host = _a_mac(monkeypatch, run)
+    monday = default_device_id()
+    host[0] = "Li-MacBook-2.local"
+    assert default_device_id() == monday == device_id_for("6F1E3C2A-9B7D-4E52-8A1C-0D3B5F7E9A11")
+    args, timeout = run.calls[0]
+    assert list(args[-3:]) == ["-rd1", "-c", "IOPlatformExpertDevice"]
+    assert args[0].endswith("ioreg") and timeout is not None and timeout <= 5
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        FakeRun(raises=subprocess.TimeoutExpired("ioreg", 2.0)),  # no answer in time
+        FakeRun(raises=FileNotFoundError("ioreg")),  # not there (a stripped-down system)
+        FakeRun(returncode=1),  # ioreg failed
+        FakeRun(stdout='    "model" = <"VirtualMac2,1">\n'),  # no UUID in its answer
+    ],
+    ids=["timeout", "missing", "failed", "no uuid"],
+)
+def test_m8_device_id_on_a_mac_without_its_uuid_falls_back_to_host_name_and_mac(
+    monkeypatch: pytest.MonkeyPatch, run: FakeRun
+) -> None:
+    _a_mac(monkeypatch, run)
+    assert machine_identity() == f"Li-MacBook.local|{uuid.getnode():012x}"
+    assert run.calls  # ioreg was asked first
 
 
 async def test_sdk_sends_the_machine_device_id_unless_given(
