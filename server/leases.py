@@ -13,6 +13,14 @@ start. ``python -m server rotate-signing-key --db PATH`` adds a new key and
 retires the old ones: the server signs with the newest after its next start,
 and keeps publishing retired keys for a lease's lifetime so leases they signed
 verify until they end.
+
+A key is retired when the server stops signing with it, not when the tool ran: a
+server running meanwhile still signs with the old key until it restarts (or, with
+PostgreSQL, until another server takes over). So ``rotate`` marks the old keys
+``retire_at_start`` (their ``retired_time`` is the rotation's, until then), and the
+first start after it (``load_or_create``) stamps their ``retired_time`` with that
+start's time, by the server's clock, and clears the mark: a lease the old key
+signed after the rotation still verifies, with the keys fetched, until it ends.
 """
 
 from __future__ import annotations
@@ -56,6 +64,9 @@ class SigningKey:
     private: Ed25519PrivateKey
     create_time: datetime
     retired_time: datetime | None = None
+    # Retired by ``rotate`` while a server may still sign with it: the next start
+    # stamps ``retired_time`` with its own time (``load_or_create``).
+    retire_at_start: bool = False
 
     @property
     def public_bytes(self) -> bytes:
@@ -83,6 +94,7 @@ def _dump(keys: list[SigningKey]) -> str:
                 ).decode(),
                 "create_time": k.create_time.isoformat(),
                 "retired_time": k.retired_time.isoformat() if k.retired_time else None,
+                **({"retire_at_start": True} if k.retire_at_start else {}),
             }
             for k in keys
         ],
@@ -99,6 +111,7 @@ def _load(text: str) -> list[SigningKey]:
             retired_time=(
                 datetime.fromisoformat(item["retired_time"]) if item["retired_time"] else None
             ),
+            retire_at_start=item.get("retire_at_start") is True,  # absent: stamped
         )
         for item in json.loads(text)
     ]
@@ -115,11 +128,27 @@ class DamagedKeys(ValueError):
 
 def load_or_create(path: Path, now: datetime) -> list[SigningKey]:
     """The keys kept in ``path``, made at the first start (by the first of several
-    servers starting together on one secrets directory)."""
+    servers starting together on one secrets directory).
+
+    ``now`` is when this server starts signing, by its clock: the keys a rotation
+    retired since the last start (``retire_at_start``) are stamped retired then,
+    in the file too, since a server running during the rotation signed with them
+    until it stopped (a stamp the rotation made later than ``now`` is kept)."""
     if not path.exists():
         create_once(path, (_dump([_new_key(now)]) + "\n").encode())
     tighten_file(path)
-    return _read(path)
+    keys = _read(path)
+    if any(k.retire_at_start for k in keys):
+        keys = [_retired_at(k, now) if k.retire_at_start else k for k in keys]
+        _write_private(path, _dump(keys))
+    return keys
+
+
+def _retired_at(key: SigningKey, now: datetime) -> SigningKey:
+    """``key``, retired at ``now`` (or at its own stamp, if later), the mark cleared."""
+    stamped = key.retired_time
+    retired = now if stamped is None or stamped < now else stamped
+    return SigningKey(key.key_id, key.private, key.create_time, retired)
 
 
 def _read(path: Path) -> list[SigningKey]:
@@ -137,10 +166,16 @@ def _read(path: Path) -> list[SigningKey]:
 
 
 def rotate(path: Path, now: datetime) -> SigningKey:
-    """Add a new signing key; the others become retired (still published)."""
+    """Add a new signing key; the others become retired (still published).
+
+    A server running now still signs with the old key until it restarts, so the
+    old keys are marked ``retire_at_start``: ``retired_time`` is ``now`` until the
+    next start stamps its own (``load_or_create``), from which a retired key is
+    published for a lease's lifetime."""
     keys = _read(path) if path.exists() else []
     keys = [
-        k if k.retired_time else SigningKey(k.key_id, k.private, k.create_time, now) for k in keys
+        k if k.retired_time else SigningKey(k.key_id, k.private, k.create_time, now, True)
+        for k in keys
     ]
     new = _new_key(now)
     _write_private(path, _dump([new, *keys]))

@@ -10,6 +10,10 @@ Decisions where the rules are silent:
 
 - An invitation is valid for ``INVITATION_VALIDITY`` from ``send_time``:
   accepting at ``expire_time - 1 s`` works, at ``expire_time`` it is expired.
+  The validity is the one in force (``--terms``): ``restore`` gives a pending
+  invitation the expiry ``send_time`` plus it, so a pending one's moves with a
+  changed validity (docs/rules.md, "The numbers"); one recorded expired, or
+  accepted, keeps what was stored.
 - A membership has at most one invitation. Resending reuses its id with a new
   token, ``send_time`` and ``expire_time``; the old token's hash is forgotten,
   so the old token is unknown (``UnknownInvitation``). An accepted token stays
@@ -42,7 +46,7 @@ import bisect
 import hashlib
 import heapq
 from collections.abc import Callable, Collection, Iterable, KeysView, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import NamedTuple
@@ -283,6 +287,9 @@ class Directory:
 
         Give notifications in the order they were created (by rowid, say); the
         outbox is sorted by ``create_time``, keeping that order among equals.
+        A pending invitation expires ``invitation_validity`` after it was sent,
+        whatever the validity was then (the engine's expiry timers, set from
+        ``pending_invitations``, follow).
         """
         directory = cls(invitation_validity)
         for user in users:
@@ -294,6 +301,10 @@ class Directory:
         for member in members:
             directory._add_member(member)
         for invitation in invitations:
+            if invitation.state is InvitationState.PENDING:
+                expire_time = invitation.send_time + invitation_validity
+                if invitation.expire_time != expire_time:  # sent under another validity
+                    invitation = replace(invitation, expire_time=expire_time)
             directory._invitations[invitation.invitation_id] = invitation
             directory._invitation_by_token[invitation.token_hash] = invitation.invitation_id
         for notification in sorted(notifications, key=lambda n: n.create_time):
