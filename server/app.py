@@ -7,6 +7,7 @@ engine and the servicers see only ``server/store/port.py``'s ``StorePort``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import signal
@@ -771,14 +772,22 @@ async def run(config: Config) -> int:
             log.info("stopped while starting")
             return 0
         raise
-    _banner(server)
-    failed = asyncio.ensure_future(server.failed.wait())
-    await asyncio.wait((stopped, failed), return_when=asyncio.FIRST_COMPLETED)
-    asked = stopped.done()  # a stop asked for waits --drain-delay; one on a failure does not
-    for waiter in (stopped, failed):
-        waiter.cancel()
-    log.info("draining")
-    await server.stop(drain_delay=config.drain_delay if asked else 0.0)
+    asked = False
+    try:
+        # The banner goes to a terminal that may close, or a pipe nobody reads any
+        # more: the server serves on (its log lines are dropped the same way).
+        with contextlib.suppress(OSError):
+            _banner(server)
+        failed = asyncio.ensure_future(server.failed.wait())
+        await asyncio.wait((stopped, failed), return_when=asyncio.FIRST_COMPLETED)
+        asked = stopped.done()  # a stop asked for waits --drain-delay; one on a failure does not
+        for waiter in (stopped, failed):
+            waiter.cancel()
+        log.info("draining")
+    finally:
+        # Whatever ended the wait, the server stops: its store's thread is no daemon,
+        # and a process left holding the database's lock could not be started again.
+        await server.stop(drain_delay=config.drain_delay if asked else 0.0)
     if server.failure is not None:
         raise server.failure
     return 0

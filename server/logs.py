@@ -35,7 +35,7 @@ import logging
 import sys
 import threading
 from collections.abc import AsyncIterator
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 import orjson
 import structlog
@@ -62,7 +62,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
             scrub_secrets,
             structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
         ]
-        factory: structlog.typing.WrappedLogger = structlog.PrintLoggerFactory(sys.stderr)
+        factory: structlog.typing.WrappedLogger = _ConsoleLogger.factory(sys.stderr)
     else:
         # No locals in tracebacks: they could hold secrets.
         renderer = structlog.processors.JSONRenderer(
@@ -84,6 +84,23 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+
+
+class _ConsoleLogger(structlog.PrintLogger):
+    """structlog's ``PrintLogger``, which drops a line its terminal can no longer take
+    (closed: EIO; a pipe's reader gone: EPIPE), as ``LineWriter`` does."""
+
+    @classmethod
+    def factory(cls, file: TextIO) -> structlog.typing.WrappedLogger:
+        logger = cls(file)
+        return lambda *args: logger
+
+    def msg(self, message: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            super().msg(message)
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
 
 
 class LineWriter:
@@ -125,7 +142,9 @@ class LineWriter:
             self._write(b"\n".join(lines))
 
     def _write(self, data: bytes) -> None:
-        with self._lock:
+        with self._lock, contextlib.suppress(OSError, ValueError):
+            # Gone (a closed terminal: EIO; a reader that left: EPIPE; closed): the
+            # line is lost, the server is not (a log line is never worth a call).
             self._file.write(data)
             self._file.flush()
 
