@@ -16,6 +16,7 @@ import contextlib
 import errno
 import os
 import secrets
+import sqlite3
 import stat
 import time
 from pathlib import Path
@@ -58,6 +59,68 @@ def not_a_database(db: Path) -> str | None:
             if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
                 return f"{db} is not a SQLite database (it does not begin as one)"
     return None
+
+
+#: Tables every Tessera database has had since its first migration (``schema.py``).
+TESSERA_TABLES = frozenset({"meta", "teams", "packs", "ledger"})
+
+
+def not_tessera(db: Path) -> str | None:
+    """Why ``db``, a SQLite database (``not_a_database`` passed it), is another
+    application's, in words, or None: it has tables of its own, and either no
+    schema version (``PRAGMA user_version`` 0: Tessera's first migration sets 1
+    with its tables) or not Tessera's tables. Asked, like ``not_a_database``,
+    before anything is done to the file, and read so as to change nothing, not
+    even the index of a log (``-shm``) a running server shares: the file alone,
+    without a lock (``immutable``). (A Tessera database always has its tables
+    there: its first start writes its log into the file once migrated.) Only a
+    file with no table whose log (``-wal``) holds commits is read through its
+    log, a young database of another application's perhaps. A file that cannot
+    be read here is not judged (None): the open that follows says what is wrong."""
+    try:
+        if not db.stat().st_size:
+            return None
+        wal = side_path(db, "-wal")
+        logged = wal.exists() and wal.stat().st_size > 0
+    except OSError:
+        return None
+    found = _schema(db, "ro&immutable=1")
+    if found is not None and not found[1] and logged:
+        found = _schema(db, "ro")
+    if found is None:
+        return None
+    version, names = found
+    if not names or (version and TESSERA_TABLES.issubset(names)):
+        return None
+    shown = ", ".join(repr(name) for name in names[:3]) + (", ..." if len(names) > 3 else "")
+    tables = "1 table" if len(names) == 1 else f"{len(names)} tables"
+    what = "no schema version" if not version else f"schema version {version}, not Tessera's tables"
+    return (
+        f"{db} is not a Tessera database: it is another application's SQLite database "
+        f"({tables} of its own: {shown}; {what})"
+    )
+
+
+def _schema(db: Path, mode: str) -> tuple[int, list[str]] | None:
+    """``db``'s ``user_version`` and the names of its tables and views, opened in
+    ``mode``; None if SQLite cannot read them."""
+    uri = f"{db.absolute().as_uri()}?mode={mode}"  # (a name with "?" or "#" quoted)
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            names = [
+                str(row[0])
+                for row in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                    "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
+                )
+            ]
+        finally:
+            conn.close()
+    except (sqlite3.Error, OSError):
+        return None
+    return version, names
 
 
 def side_path(db: Path, suffix: str) -> Path:

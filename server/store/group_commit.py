@@ -15,6 +15,13 @@ transaction (the writer's own bookkeeping, or ``after``): its waiters are told
 their rows are committed, as they are, and everyone else fails rather than
 wait for a writer that is gone.
 
+A write the database refused only for now (``Retry``: SQLite's lock held by
+another process past its busy timeout) is not a failure: the writer rolls it
+back and tries the same transaction again, waiting a little longer each time
+(at most ``max_delay``), for as long as it takes, logging ``store_busy`` (how
+long it has waited) at most every ``log_every`` seconds and ``store_busy_ended``
+once it is through. Its waiters, and the calls queued behind them, wait.
+
 ``plan_writes`` is dialect-neutral: it says which rows to delete and upsert in
 which table; each adapter turns that into its own SQL.
 """
@@ -25,8 +32,10 @@ import asyncio
 import contextlib
 import copy
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import structlog
 
 from server.clock import monotonic
 from server.domain.changes import Changes, Deleted
@@ -37,6 +46,28 @@ from server.store.port import StoreFailed
 Op = tuple[Table, bool, Row]  # (table, delete?, the row or, for a delete, its key)
 Write = tuple[Table, bool, list[Row]]  # (table, delete?, rows or keys): one statement
 R = TypeVar("R")
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Which failed writes are tried again, and how the writer waits between tries.
+
+    ``transient(exc)``: the write failed for now only (SQLite: another process
+    holds the lock, ``sqlite.is_busy``); anything else fails the store. The
+    pause after a try is ``first_delay``, doubled after each, at most
+    ``max_delay``; there is no limit on the tries. ``sleep`` and ``clock``
+    (seconds) are asyncio's and the monotonic clock, a test's own in tests.
+    ``log_fields`` go into each log line (the database)."""
+
+    transient: Callable[[BaseException], bool]
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
+    clock: Callable[[], float] = monotonic
+    first_delay: float = 0.05
+    max_delay: float = 1.0
+    log_every: float = 5.0
+    log_fields: dict[str, str] = field(default_factory=dict)
 
 
 def to_ops(changes: Changes | Iterable[object]) -> list[Op]:
@@ -133,8 +164,10 @@ class GroupCommit(Generic[R]):
         on_failed: Callable[[BaseException], None] | None = None,
         max_batch_ops: int = 50_000,
         name: str = "store-writer",
+        retry: Retry | None = None,
     ) -> None:
         self._write = write
+        self._retry = retry
         self._after = after
         #: Told of a failed write, whoever's it was (a call's, a timer's, a flush's).
         self.on_failed = on_failed
@@ -222,7 +255,7 @@ class GroupCommit(Generic[R]):
         began = monotonic()
         try:
             plan = plan_writes(ops)
-            result = await self._write(plan)
+            result = await self._write_through(plan)
         except BaseException as exc:  # a failed write leaves memory ahead of the database
             self._fail(self._abandoned or exc, batches)
             raise
@@ -232,6 +265,47 @@ class GroupCommit(Generic[R]):
         if self._after is not None:
             self._after(result)
         return stop
+
+    async def _write_through(self, plan: list[Write]) -> R:
+        """``write(plan)``, tried again while it fails for now only (``Retry``)."""
+        retry = self._retry
+        if retry is None:
+            return await self._write(plan)
+        began = retry.clock()
+        tries = 0
+        delay = retry.first_delay
+        logged: float | None = None
+        while True:
+            try:
+                result = await self._write(plan)
+            except Exception as exc:
+                if not retry.transient(exc):
+                    raise
+                tries += 1
+                now = retry.clock()
+                if logged is None or now - logged >= retry.log_every:
+                    logged = now
+                    log.warning(
+                        "store_busy",
+                        **retry.log_fields,
+                        waited_seconds=round(now - began, 1),
+                        tries=tries,
+                        queued=self.queued,
+                        error=str(exc),
+                        note="another process holds the database's lock: "
+                        "the commit is tried again until it gets through",
+                    )
+                await retry.sleep(delay)
+                delay = min(delay * 2, retry.max_delay)
+                continue
+            if tries:
+                log.warning(
+                    "store_busy_ended",
+                    **retry.log_fields,
+                    waited_seconds=round(retry.clock() - began, 1),
+                    tries=tries + 1,
+                )
+            return result
 
     def _fail(self, exc: BaseException, batches: list[_Batch]) -> None:
         """The writer stops for good: ``batches``, everyone queued behind them and

@@ -9,11 +9,18 @@ per second of a commit each). The engine sees this store only through
 ``server/store/port.py``'s ``StorePort``; the SQL of its named reads (a ledger
 page, an ended session, the usage report's facts) is ``reads.py``'s.
 
-Opening a database file first takes its lock (``lock.py``: one server per
-database), makes it and its side files owner-only (``files.py``), loads the
-server's secret key, and checks that the ledger reaches its checkpoint
-(``checkpoint.py``), before SQLite touches it. After each commit that wrote
-ledger entries the checkpoint moves to the new head.
+Opening a database file first makes sure it is a Tessera database or none yet
+(``files.py``: another application's SQLite database is refused, untouched),
+takes its lock (``lock.py``: one server per database), makes it and its side
+files owner-only (``files.py``) and loads the server's secret key, before
+SQLite opens it; then refuses a newer release's schema, migrates an older one,
+and checks that the ledger reaches its checkpoint (``checkpoint.py``). After
+each commit that wrote ledger entries the checkpoint moves to the new head.
+
+Another process holding the write lock (an operator's ``sqlite3`` shell in a
+transaction) past the busy timeout does not fail the store: the writer tries
+the same transaction again until it gets through (``is_busy``, ``GroupCommit``),
+and the calls waiting on it wait (their deadlines apply).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import structlog
 
 from server.credentials import SECRET_KEY_BYTES, load_or_create_secret_key
 from server.domain.changes import Changes
+from server.domain.ledger import GENESIS_HASH, entry_digest
 from server.store import checkpoint
 from server.store.checkpoint import LedgerHead, LedgerMismatch
 from server.store.codec import AUDIT_EVENTS, LEDGER, NOT_LOADED, TABLES, Row, Table, sharing
@@ -41,10 +49,11 @@ from server.store.files import (
     SECRET_KEY_SUFFIX,
     create_private,
     not_a_database,
+    not_tessera,
     side_path,
     tighten,
 )
-from server.store.group_commit import GroupCommit, Write, to_ops
+from server.store.group_commit import GroupCommit, Retry, Write, to_ops
 from server.store.loading import loading
 from server.store.lock import DatabaseLock
 from server.store.port import Snapshot, StoreFailed, newer_schema
@@ -58,6 +67,9 @@ __all__ = ["Snapshot", "Store", "StoreFailed", "loading"]
 log = structlog.get_logger()
 
 LOAD_CHUNK = 4096  # rows per fetch at start
+#: Seconds SQLite waits for another process's lock before a statement gives up
+#: ("database is locked"); the writer then tries the transaction again (``is_busy``).
+BUSY_TIMEOUT = 5.0
 _SEQ, _HASH = LEDGER.columns.index("seq"), LEDGER.columns.index("hash")
 _AUDIT_SEQ, _AUDIT_HASH = (AUDIT_EVENTS.columns.index(c) for c in ("seq", "hash"))
 # What a commit moved: the last (seq, hash) of the ledger and of the audit trail.
@@ -79,6 +91,7 @@ class Store(NamedReads):
         lock: DatabaseLock | None = None,
         path: Path | None = None,
         on_failed: Callable[[BaseException], None] | None = None,
+        retry: Retry | None = None,
     ) -> None:
         self._db = db
         #: Derives invitation tokens (``server/credentials.py``); random for ``:memory:``.
@@ -87,8 +100,15 @@ class Store(NamedReads):
         self._head = checkpoint.EMPTY  # the last ledger entry committed
         self.path = path
         self._lock = lock
+        retry = retry or Retry(is_busy)
+        where = {"db": str(path or ":memory:"), **retry.log_fields}
         self._group = GroupCommit(
-            self._write, after=self._move_anchor, on_failed=on_failed, max_batch_ops=max_batch_ops
+            self._write,
+            after=self._move_anchor,
+            on_failed=on_failed,
+            max_batch_ops=max_batch_ops,
+            # Another process's lock (an operator's sqlite3 shell) is waited out.
+            retry=dataclasses.replace(retry, log_fields=where),
         )
         #: Seconds each table took in the last ``load`` (rows read and decoded), by name.
         self.load_seconds: dict[str, float] = {}
@@ -105,14 +125,23 @@ class Store(NamedReads):
         *,
         synchronous: str = "FULL",
         on_failed: Callable[[BaseException], None] | None = None,
+        busy_timeout: float = BUSY_TIMEOUT,
+        retry: Retry | None = None,
     ) -> Store:
         """The database at ``path``, open and migrated; ``on_failed`` is told of
         any write that fails, also one no call waits for (a timer's, the heartbeat
-        flush's): from then on every write fails (``GroupCommit``)."""
+        flush's): from then on every write fails (``GroupCommit``). A write that
+        another process's lock kept out for ``busy_timeout`` seconds is not a
+        failure: the writer tries it again (``retry``; by default ``is_busy``'s
+        errors, waited out for as long as they last)."""
+        opts: dict[str, Any] = {"on_failed": on_failed, "busy_timeout": busy_timeout}
+        if retry is not None:
+            opts["retry"] = retry
         if str(path) == ":memory:":
-            return await cls._connect(":memory:", synchronous, on_failed=on_failed)
+            return await cls._connect(":memory:", synchronous, **opts)
         file = Path(path)
-        if (problem := not_a_database(file)) is not None:  # before anything is touched
+        # Before anything is touched: not a SQLite file, or another application's.
+        if (problem := not_a_database(file) or not_tessera(file)) is not None:
             raise DatabaseUnusable(
                 f"--db {problem}; it was left as it was: give --db a Tessera database, "
                 "or a new file's name to make one"
@@ -133,7 +162,7 @@ class Store(NamedReads):
                 lock=lock,
                 path=file,
                 expected=expected,
-                on_failed=on_failed,
+                **opts,
             )
         except BaseException as exc:
             if anchor is not None:
@@ -154,16 +183,24 @@ class Store(NamedReads):
         synchronous: str,
         *,
         expected: LedgerHead | None = None,
+        busy_timeout: float = BUSY_TIMEOUT,
         **kw: Any,
     ) -> Store:
-        db = await aiosqlite.connect(str(target), isolation_level=None)
+        db = await aiosqlite.connect(str(target), isolation_level=None, timeout=busy_timeout)
         try:
+            # A newer release's database is refused before anything is written to
+            # it: neither its mode of journal nor its checkpoint (still "stopped").
+            version = await _user_version(db)
+            if (problem := newer_schema(version, len(MIGRATIONS))) is not None:
+                raise DatabaseUnusable(f"cannot open {kw.get('path') or target}: {problem}")
             await _run(db, "PRAGMA journal_mode=WAL")
             await _run(db, f"PRAGMA synchronous={synchronous}")
             await _run(db, "PRAGMA foreign_keys=OFF")
             store = cls(db, **kw)
+            # Migrated first: the head is read as this release keeps it (an older
+            # release's ledger may have no hash yet, migration 4).
+            await store._migrate(version)
             await store._check_ledger_head(expected)
-            await store._migrate()
         except BaseException:
             await db.close()
             raise
@@ -211,12 +248,9 @@ class Store(NamedReads):
         self._head = head
         self._anchor.write(head)  # running: no longer "stopped"
 
-    async def _migrate(self) -> None:
-        async with self._db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        version = int(row[0]) if row else 0
-        if (problem := newer_schema(version, len(MIGRATIONS))) is not None:
-            raise DatabaseUnusable(f"cannot open {self.path}: {problem}")
+    async def _migrate(self, version: int) -> None:
+        """The migrations past ``version`` (the database's, read before), each in a
+        transaction of its own with the step after it (``AFTER_MIGRATION``)."""
         if version == len(MIGRATIONS):
             return
         # A migration that blanks a secret (5) leaves no copy of it in free space.
@@ -228,6 +262,10 @@ class Store(NamedReads):
             for statement in script.split(";"):
                 if statement.strip():
                     await _run(self._db, statement)
+            if (step := AFTER_MIGRATION.get(number)) is not None:
+                db = self._db
+                # (aiosqlite has no public way to run a function on its thread: ``_execute``.)
+                await db._execute(step, db._conn)  # type: ignore[no-untyped-call]
             await _run(self._db, f"PRAGMA user_version={number}")
             await _run(self._db, "COMMIT")
         await _run(self._db, "PRAGMA secure_delete=OFF")
@@ -235,9 +273,7 @@ class Store(NamedReads):
         await _run(self._db, "PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def schema_version(self) -> int:
-        async with self._db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        return await _user_version(self._db)
 
     # -- loading --------------------------------------------------------------
 
@@ -342,6 +378,56 @@ class Store(NamedReads):
             self._anchor.close()
         if self._lock is not None:
             self._lock.release()
+
+
+async def _user_version(db: aiosqlite.Connection) -> int:
+    async with db.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Another connection holds the database's write lock past the busy timeout
+    (SQLITE_BUSY: "database is locked"), an operator's ``sqlite3`` shell in a
+    transaction, a script: it will let go, so the write is tried again
+    (``GroupCommit``'s ``retry``). Any other error (a full disk, an I/O error)
+    fails the store."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF == sqlite3.SQLITE_BUSY)
+    return "database is locked" in str(exc)
+
+
+def _fill_ledger_chain(conn: sqlite3.Connection) -> int:
+    """On the connection's thread, in migration 4's transaction: the hash chain
+    (``server.domain.ledger.entry_digest``, as the ledger and ``verify`` compute
+    it) for every entry stored before it, in order of ``seq`` (the column came
+    with ``hash = ''``), so that a database from before the chain is whole and
+    later entries continue it. Returns the entries filled in."""
+    prev, after, filled = GENESIS_HASH, 0, 0
+    while rows := conn.execute(_CHAIN_SQL, (after, LOAD_CHUNK)).fetchall():
+        hashes = []
+        for *fields, stored in rows:
+            if stored == "":
+                stored = entry_digest(prev, *fields)
+                hashes.append((stored, fields[0]))
+            prev = stored
+        conn.executemany("UPDATE ledger SET hash = ? WHERE seq = ?", hashes)
+        filled += len(hashes)
+        after = rows[-1][0]
+    if filled:
+        log.info("ledger_chain_filled", entries=filled, note="entries stored before migration 4")
+    return filled
+
+
+_CHAIN_SQL = (
+    "SELECT seq, time, kind, team_id, pack_id, amount, remaining_delta, held_delta, "
+    "session_id, user_id, product_id, hash FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?"
+)
+#: A step in Python run after a migration's SQL, in its transaction, by number.
+AFTER_MIGRATION: dict[int, Callable[[sqlite3.Connection], object]] = {4: _fill_ledger_chain}
 
 
 async def _run(db: aiosqlite.Connection, sql: str) -> None:

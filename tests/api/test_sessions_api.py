@@ -127,7 +127,7 @@ def test_m1_running_elsewhere_comes_before_payment(desk: Desk) -> None:
 
 
 def test_m1_bad_fields_are_invalid_argument_naming_each(desk: Desk, ann: str) -> None:
-    V = {"product_version": "2026"}  # noqa: N806 (a valid version, so each case names one field)
+    V = {"product_version": "2026"}  # a valid version, so each case names one field
     err = desk.refused(
         ann, "Entitle", {"platform": "PLATFORM_WINDOWS", "device_id": "d", **V}, IA, None
     )
