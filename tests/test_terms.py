@@ -73,6 +73,7 @@ def test_terms_spans_are_a_whole_number_and_its_unit() -> None:
         ({"grace": "5 minutes"}, "grace is '5 minutes': write a whole number and its unit"),
         ({"grace": 300}, "grace is 300: write a whole number and its unit"),
         ({"charge_window": "30m"}, "charge_window is 30m: it must be from 1h to 366d"),
+        ({"grace": "0s"}, "grace is 0s: it must be from 1s to 365d"),  # not "0d"
         ({"invitation_validity": "400d"}, "invitation_validity is 400d: it must be from 1h to"),
         ({"devices_per_product": 0}, "devices_per_product is 0: it must be a whole number from 1"),
         ({"devices_per_product": True}, "devices_per_product is True: it must be a whole number"),

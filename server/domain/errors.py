@@ -112,7 +112,8 @@ class DeviceLimit(FailedPrecondition):
 
     def __init__(self, product_id: str, limit: int) -> None:
         super().__init__(
-            f"{product_id} is already registered on {limit} devices; an administrator must remove one",
+            f"{product_id} is already registered on {limit} device{'' if limit == 1 else 's'}; "
+            "an administrator must remove one",
             product_id=product_id,
             limit=limit,
         )

@@ -126,7 +126,7 @@ def _text(span: timedelta) -> str:
     """A span in the largest unit that writes it whole: ``"30d"``, ``"90m"``."""
     seconds = int(span.total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
+        if seconds and seconds % size == 0:  # (nothing is "0s", as it was written)
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
 

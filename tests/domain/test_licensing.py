@@ -617,6 +617,7 @@ def test_m8_fourth_device_refused_and_nothing_registered(w: World) -> None:
     with pytest.raises(DeviceLimit) as e:
         w.entitle(device="d4")
     assert e.value.metadata["limit"] == "3"
+    assert "already registered on 3 devices;" in str(e.value)
     assert [d.device_id for d in w.lic.devices("ann", "ACAD")] == ["d1", "d2", "d3"]
     w.entitle(device="d2")  # a registered one is fine
     changes = w.changes()
@@ -1438,3 +1439,8 @@ def test_restore_rebuilds_state_and_deadlines(w: World) -> None:
     assert plug.end_reason is EndReason.HOST_ENDED
     w.advance(to=T0 + 10 * MIN + DAY)
     assert a.end_reason is EndReason.LEASE_EXPIRED
+
+
+def test_m8_a_limit_of_one_device_is_said_in_the_singular() -> None:
+    assert "already registered on 1 device;" in str(DeviceLimit("ACAD", 1))
+    assert "already registered on 2 devices;" in str(DeviceLimit("ACAD", 2))
