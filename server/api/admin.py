@@ -296,19 +296,31 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     # -- subscriptions and trials (RULES C1, C2, AD3) ------------------------------
 
     async def GrantSubscription(self, request: api.GrantSubscriptionRequest, context: Ctx) -> Any:
+        bad = Problems()
         start = (
-            cv.from_ts(request.start_time, "start_time") if request.HasField("start_time") else None
+            bad.check(lambda: cv.from_ts(request.start_time, "start_time"))
+            if request.HasField("start_time")
+            else None
         )
-        end = cv.from_ts(request.end_time, "end_time") if request.HasField("end_time") else None
+        end = (
+            bad.check(lambda: cv.from_ts(request.end_time, "end_time"))
+            if request.HasField("end_time")
+            else None
+        )
         sub = await self.e.access.grant(
-            request.user_id, request.product_id, start, end, SubscriptionKind.SUBSCRIPTION
+            request.user_id, request.product_id, start, end, SubscriptionKind.SUBSCRIPTION, bad
         )
         return api.GrantSubscriptionResponse(subscription=cv.subscription_out(sub))
 
     async def StartTrial(self, request: api.StartTrialRequest, context: Ctx) -> Any:
-        end = cv.from_ts(request.end_time, "end_time") if request.HasField("end_time") else None
+        bad = Problems()
+        end = (
+            bad.check(lambda: cv.from_ts(request.end_time, "end_time"))
+            if request.HasField("end_time")
+            else None
+        )
         sub = await self.e.access.grant(
-            request.user_id, request.product_id, None, end, SubscriptionKind.TRIAL
+            request.user_id, request.product_id, None, end, SubscriptionKind.TRIAL, bad
         )
         return api.StartTrialResponse(subscription=cv.subscription_out(sub))
 

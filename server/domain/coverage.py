@@ -14,7 +14,7 @@ already over is left as it is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -79,14 +79,18 @@ class Coverages:
         changes: Changes,
         known_users: Collection[str],
         known_products: Collection[str],
+        bad: Mapping[str, str] | None = None,
     ) -> Subscription:
-        """C1/C2: record a subscription or trial after checking every field."""
-        problems: dict[str, str] = {}
+        """C1/C2: record a subscription or trial after checking every field (``bad``:
+        those the edge found bad already, an instant out of range, named with these)."""
+        problems: dict[str, str] = dict(bad or {})
         if not user_id:
             problems["user_id"] = "is required"
         if not product_id:
             problems["product_id"] = "is required"
         for name, value in (("start_time", start_time), ("end_time", end_time)):
+            if name in problems:
+                continue
             if value is None:
                 problems[name] = "is required"
             elif value.utcoffset() is None:
@@ -117,6 +121,7 @@ class Coverages:
         changes: Changes,
         known_users: Collection[str],
         known_products: Collection[str],
+        bad: Mapping[str, str] | None = None,
     ) -> Subscription:
         """C2: a trial from now until ``end_time``."""
         return self.grant(
@@ -129,6 +134,7 @@ class Coverages:
             changes,
             known_users,
             known_products,
+            bad,
         )
 
     def covering(self, user_id: str, product_id: str, now: datetime) -> Subscription | None:

@@ -343,6 +343,7 @@ class Access:
         start: datetime | None,
         end: datetime | None,
         kind: SubscriptionKind,
+        bad: Problems | None = None,
     ) -> Subscription:
         """C1/C2: record it; the user's running sessions follow it from now, once the
         deadlines already due have fired (``Scheduler.caught_up``): a grace that
@@ -356,7 +357,7 @@ class Access:
         try:
             if kind is SubscriptionKind.TRIAL:
                 sub = self.state.coverages.start_trial(
-                    user_id, product_id, end, now, new_id, changes, known_users, known_products
+                    user_id, product_id, end, now, new_id, changes, known_users, known_products, bad
                 )
             else:
                 sub = self.state.coverages.grant(
@@ -369,6 +370,7 @@ class Access:
                     changes,
                     known_users,
                     known_products,
+                    bad,
                 )
         except Exception:
             await store_fired(self._commits, changes)

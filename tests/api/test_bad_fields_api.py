@@ -40,6 +40,12 @@ CASES: list[tuple[str, dict[str, Any], set[str]]] = [
     ("RemoveDevice", {}, {"user_id", "product_id", "device_id"}),
     ("CreateAdminKey", {}, {"display_name", "team_ids"}),
     (
+        "GrantSubscription",
+        {"user_id": "", "product_id": "", "end_time": "1960-01-01T00:00:00Z"},
+        {"user_id", "product_id", "start_time", "end_time"},
+    ),
+    ("StartTrial", {"end_time": "1960-01-01T00:00:00Z"}, {"user_id", "product_id", "end_time"}),
+    (
         "CreateAdminKey",
         {"display_name": "a\x00b", "team_ids": ["alpha", ""]},
         {"display_name", "team_ids[1]"},
