@@ -35,7 +35,9 @@ HEARTBEAT = "/tessera.v1.LicensingService/Heartbeat"
 
 
 def strip_signature() -> None:
-    async def unsigned(self: LeaseSigner, out: Any, view: Any, now: Any) -> bool:
+    async def unsigned(
+        self: LeaseSigner, out: Any, view: Any, now: Any, request_id: str = ""
+    ) -> bool:
         return False  # as for an ended session: the answer carries no lease
 
     LeaseSigner.sign_into = unsigned  # type: ignore[method-assign]

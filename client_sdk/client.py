@@ -293,10 +293,12 @@ class AsyncClient:
         team_id: str | None = None,
         product_id: str | None = None,
         device_id: str | None = None,
+        request_id: str | None = None,
     ) -> Session:
         """``session`` with its verified lease; raises ``LeaseInvalid`` (after releasing the
         session) when the lease is not to be trusted, or ``Unavailable`` when the keys to
-        check it could not be fetched (nothing is released then: it may be a rotation)."""
+        check it could not be fetched (nothing is released then: it may be a rotation).
+        ``request_id``: an Entitle's, which its lease must carry (``LEASE_MISMATCH``)."""
         if session.ended:
             return session  # an ended session comes without a lease, and needs none
         try:
@@ -319,6 +321,7 @@ class AsyncClient:
                     team_id=team_id,
                     product_id=product_id,
                     device_id=device_id,
+                    request_id=request_id,
                 )
 
             try:
@@ -431,6 +434,8 @@ class AsyncClient:
             response.lease if response.HasField("lease") else None,
             product_id=product_id,
             device_id=device,
+            # This Entitle's answer, not one recorded earlier and replayed (M7).
+            request_id=request.request_id,
         )
 
     async def heartbeat(self, session_id: str, seconds_since_activity: int = 0) -> Session:

@@ -347,6 +347,7 @@ def verify_lease_signature(
         coverage=_enum(Coverage, raw.coverage),
         lease_expire_time=raw.lease_expire_time.ToDatetime(tzinfo=UTC),
         issue_time=raw.issue_time.ToDatetime(tzinfo=UTC),
+        request_id=raw.request_id,
         key_id=msg.key_id,
         signed=data,
         raw=raw,

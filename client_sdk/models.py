@@ -144,6 +144,8 @@ class Lease:
     coverage: Coverage
     lease_expire_time: datetime
     issue_time: datetime
+    #: On an Entitle's lease, that Entitle's request id ("" on a Heartbeat's).
+    request_id: str
     key_id: str
     signed: bytes = field(repr=False)
     raw: common_pb2.Lease = field(repr=False, compare=False)

@@ -258,13 +258,17 @@ class LeaseSigner:
         self.signatures = 0  # made, alone or for a batch
         self.signed = 0  # leases signed
 
-    async def sign_into(self, out: pb.SignedLease, view: SessionView, now: datetime) -> bool:
+    async def sign_into(
+        self, out: pb.SignedLease, view: SessionView, now: datetime, request_id: str = ""
+    ) -> bool:
         """Sign the session's lease into ``out`` (a response's own field, not copied
         there); False, leaving ``out`` unset, when the session has no lease (ended).
 
         Signed afresh on every Heartbeat: the lease's end moves with each one, the
         SDK checks that it is the session's, and ``issue_time`` lets it see a
-        replayed lease."""
+        replayed lease. An Entitle's lease carries its ``request_id``, which the SDK
+        checks against the one it sent: an Entitle's answer recorded and replayed
+        to a later Entitle (by a stand-in for the server) opens nothing."""
         s = view.session
         if view.lease_expire_time is None:
             return False
@@ -275,6 +279,7 @@ class LeaseSigner:
             product_id=s.product_id,
             device_id=s.device_id,
             coverage=COVERAGES_OUT[s.coverage],
+            request_id=request_id,
         )
         set_ts(lease.lease_expire_time, view.lease_expire_time)
         set_ts(lease.issue_time, now)

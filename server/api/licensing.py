@@ -43,7 +43,7 @@ class LicensingServicer(licensing_service_pb2_grpc.LicensingServiceServicer):
             takeover=request.takeover,
             team_id=request.team_id,
         )
-        return await self._answer(api.EntitleResponse(), view)
+        return await self._answer(api.EntitleResponse(), view, request.request_id)
 
     async def Heartbeat(self, request: api.HeartbeatRequest, context: Ctx) -> Any:
         view = await self.s.heartbeat(
@@ -51,13 +51,13 @@ class LicensingServicer(licensing_service_pb2_grpc.LicensingServiceServicer):
         )
         return await self._answer(api.HeartbeatResponse(), view)
 
-    async def _answer(self, out: Any, view: SessionView) -> Any:
+    async def _answer(self, out: Any, view: SessionView, request_id: str = "") -> Any:
         """An Entitle or Heartbeat answer: the session and its freshly signed lease
         (under load, signed with others in a batch: ``server/leases.py``), written
         into the response's own fields (issue 17: building each message and copying
         it into its parent cost a third of building the answer)."""
         cv.session_into(out.session, view)
-        await self.signer.sign_into(out.lease, view, self.e.now())
+        await self.signer.sign_into(out.lease, view, self.e.now(), request_id)
         return out
 
     async def Idle(self, request: api.IdleRequest, context: Ctx) -> Any:

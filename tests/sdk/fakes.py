@@ -11,7 +11,8 @@ Like the real server it signs every live session's lease with an Ed25519 key and
 publishes its public keys through ``GetSigningKeys`` (no credential needed). Tests can
 rotate the key, sign with a key it does not publish, sign a lease that says something
 else (``edit_lease``), alter one after signing (``tamper_lease``), leave it out, or
-replay an old one; and run the fake's clock ahead of the test's, or behind it (``skew``).
+replay an old one (``replay``; a whole Entitle answer: ``replay_entitle``); and run the
+fake's clock ahead of the test's, or behind it (``skew``).
 
 Two fakes can stand for two servers of one deployment on one database (RULES H1):
 ``share(other)`` gives a fake the other's sessions, request ids and keys, and
@@ -173,6 +174,7 @@ class FakeLicensing(Served, pb_grpc.LicensingServiceServicer):
         self.edit_lease: Callable[[c.Lease], None] | None = None  # before signing
         self.tamper_lease: Callable[[c.SignedLease], None] | None = None  # after signing
         self.replay: c.SignedLease | None = None  # answer Heartbeats with this old lease
+        self.replay_entitle: pb.EntitleResponse | None = None  # answer Entitles with this
         self.my_products: list[pb.MyProduct] = []  # what ListMyProducts answers
 
     async def start(self, credentials: grpc.ServerCredentials | None = None) -> FakeLicensing:
@@ -228,8 +230,9 @@ class FakeLicensing(Served, pb_grpc.LicensingServiceServicer):
         """The fake server's clock: the test's, plus ``skew``."""
         return self.clock.now() + self.skew
 
-    def sign(self, msg: c.Session) -> c.SignedLease | None:
-        """The signed lease for a session, as the real server makes it (``server/leases.py``)."""
+    def sign(self, msg: c.Session, request_id: str = "") -> c.SignedLease | None:
+        """The signed lease for a session, as the real server makes it (``server/leases.py``;
+        ``request_id``: an Entitle's)."""
         if not self.sign_leases or msg.state == c.SESSION_STATE_ENDED:
             return None
         lease = c.Lease(
@@ -239,6 +242,7 @@ class FakeLicensing(Served, pb_grpc.LicensingServiceServicer):
             product_id=msg.product_id,
             device_id=msg.device_id,
             coverage=msg.coverage,
+            request_id=request_id,
         )
         lease.lease_expire_time.CopyFrom(msg.lease_expire_time)
         lease.issue_time.FromDatetime(self.now())
@@ -312,9 +316,11 @@ class FakeLicensing(Served, pb_grpc.LicensingServiceServicer):
         return answer
 
     def _entitle(self, request: pb.EntitleRequest) -> pb.EntitleResponse:
+        if self.replay_entitle is not None:  # a stand-in replays an answer it recorded
+            return self.replay_entitle
         if request.request_id in self.by_request:
             msg = self.sessions[self.by_request[request.request_id]].msg
-            return pb.EntitleResponse(session=msg, lease=self.sign(msg))
+            return pb.EntitleResponse(session=msg, lease=self.sign(msg, request.request_id))
         now = self.now()
         msg = c.Session(
             session_id=f"ses_{next(self._ids)}",
@@ -337,7 +343,7 @@ class FakeLicensing(Served, pb_grpc.LicensingServiceServicer):
         msg.heartbeat_interval.FromTimedelta(self.interval)
         self.sessions[msg.session_id] = FakeSession(msg, now)
         self.by_request[request.request_id] = msg.session_id
-        return pb.EntitleResponse(session=msg, lease=self.sign(msg))
+        return pb.EntitleResponse(session=msg, lease=self.sign(msg, request.request_id))
 
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatResponse:
         await self._enter("Heartbeat", request, context)

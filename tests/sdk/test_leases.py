@@ -407,6 +407,28 @@ async def test_m7_a_replayed_lease_extends_nothing(
         fake.replay = None
 
 
+async def test_m7_an_entitle_answer_recorded_and_replayed_opens_no_session(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    # Monday the product runs once, online, and someone records the server's answer.
+    # Thursday a stand-in for the server replays it: genuine, signed, for this user,
+    # device and product, its span a whole day, but the answer to another Entitle:
+    # its lease names that Entitle's request id, not the one sent now.
+    first = await client.entitle("ACAD", "2026")
+    assert first.lease is not None and first.lease.request_id
+    await client.release(first.session_id)
+    clock.advance(timedelta(days=3))
+    fake.replay_entitle = pb.EntitleResponse(session=first.raw, lease=first.lease.signed_lease())
+    handle = client.session("ACAD", "2026")
+    with pytest.raises(sdk.LeaseInvalid) as info:
+        await handle.start()
+    assert info.value.reason == "LEASE_MISMATCH" and "request_id" in str(info.value)
+    assert not handle.usable and handle.lease is None
+    fake.replay_entitle = None
+    again = await client.entitle("ACAD", "2026", request_id="po-9")  # the server's own answer
+    assert again.lease is not None and again.lease.request_id == "po-9"
+
+
 # -- a stored lease, checked at the next start ------------------------------------------
 
 

@@ -67,13 +67,16 @@ def _keys(stub: lic_grpc.LicensingServiceStub) -> dict[str, bytes]:
     return {k.key_id: k.public_key for k in reply.keys}
 
 
-def _entitle(stub: lic_grpc.LicensingServiceStub, key: str) -> lic.EntitleResponse:
+def _entitle(
+    stub: lic_grpc.LicensingServiceStub, key: str, request_id: str = ""
+) -> lic.EntitleResponse:
     reply: lic.EntitleResponse = stub.Entitle(
         lic.EntitleRequest(
             product_id="ACAD",
             product_version="2026",
             platform=pb.PLATFORM_WINDOWS,
             device_id="dev-1",
+            request_id=request_id,
         ),
         metadata=[("authorization", f"Bearer {key}")],
         timeout=10,
@@ -114,6 +117,25 @@ def test_m7_heartbeat_extends_the_signed_lease(world) -> None:  # type: ignore[n
     )
     lease = verify_lease(reply.lease, _keys(stub))
     assert lease.lease_expire_time.ToDatetime(tzinfo=UTC) == datetime(2026, 1, 2, 1, tzinfo=UTC)
+
+
+def test_m7_m11_an_entitles_lease_carries_its_request_id_and_a_heartbeats_none(world) -> None:  # type: ignore[no-untyped-def]
+    """So a product can tell its Entitle's answer from one recorded and replayed to it:
+    the id it sent is signed into the lease (a repeat, M11, is answered under the
+    same id); a Heartbeat's lease names none."""
+    _srv, stub, key = world
+    first = _entitle(stub, key, "req-7")
+    keys = _keys(stub)
+    assert verify_lease(first.lease, keys).request_id == "req-7"
+    again = _entitle(stub, key, "req-7")
+    assert again.session.session_id == first.session.session_id
+    assert verify_lease(again.lease, keys).request_id == "req-7"
+    reply = stub.Heartbeat(
+        lic.HeartbeatRequest(session_id=first.session.session_id),
+        metadata=[("authorization", f"Bearer {key}")],
+        timeout=10,
+    )
+    assert verify_lease(reply.lease, keys).request_id == ""
 
 
 def test_m7_a_tampered_or_forged_lease_is_refused(world) -> None:  # type: ignore[no-untyped-def]

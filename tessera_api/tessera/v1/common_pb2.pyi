@@ -529,7 +529,7 @@ class PackUsage(_message.Message):
     def __init__(self, pack_id: _Optional[str] = ..., purchased_tokens: _Optional[int] = ..., consumed_tokens: _Optional[int] = ..., held_tokens: _Optional[int] = ..., expired_tokens: _Optional[int] = ..., moved_in_tokens: _Optional[int] = ..., moved_out_tokens: _Optional[int] = ..., remaining_tokens: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[PackState, str]] = ..., team_id: _Optional[str] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("session_id", "user_id", "team_id", "product_id", "device_id", "coverage", "lease_expire_time", "issue_time")
+    __slots__ = ("session_id", "user_id", "team_id", "product_id", "device_id", "coverage", "lease_expire_time", "issue_time", "request_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     TEAM_ID_FIELD_NUMBER: _ClassVar[int]
@@ -538,6 +538,7 @@ class Lease(_message.Message):
     COVERAGE_FIELD_NUMBER: _ClassVar[int]
     LEASE_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     ISSUE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     user_id: str
     team_id: str
@@ -546,7 +547,8 @@ class Lease(_message.Message):
     coverage: Coverage
     lease_expire_time: _timestamp_pb2.Timestamp
     issue_time: _timestamp_pb2.Timestamp
-    def __init__(self, session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., team_id: _Optional[str] = ..., product_id: _Optional[str] = ..., device_id: _Optional[str] = ..., coverage: _Optional[_Union[Coverage, str]] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., issue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., team_id: _Optional[str] = ..., product_id: _Optional[str] = ..., device_id: _Optional[str] = ..., coverage: _Optional[_Union[Coverage, str]] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., issue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class SignedLease(_message.Message):
     __slots__ = ("lease", "signature", "key_id", "tree_path", "tree_index")
