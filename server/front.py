@@ -62,7 +62,7 @@ from server import loops
 from server.api import reflection
 from server.api.health import Health
 from server.clock import monotonic
-from server.config import Config, parse_args
+from server.config import Config, oserror_words, parse_args
 from server.ha.gate import SESSION_CALLS, Gate, GenericOnly
 from server.listen import SERVICE_NAMES, SERVICES, StartRefused, bind, grpc_server
 
@@ -231,9 +231,16 @@ class Back:
                 "--front-process needs Unix sockets, which this platform lacks: "
                 "start with --no-front-process"
             )
-        sweep_folders()
-        # 0700: this user's; named with this process's pid, for a later sweep_folders.
-        self._dir = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-"))
+        try:
+            sweep_folders()
+            # 0700: this user's; named with this process's pid, for a later sweep_folders.
+            self._dir = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-"))
+        except OSError as exc:  # a full or read-only temporary directory
+            raise StartRefused(
+                "the front process's socket needs a folder in the temporary directory, "
+                f"and none could be made ({oserror_words(exc)}): free some space there, "
+                "point TMPDIR elsewhere, or start with --no-front-process"
+            ) from None
         path = self._dir / "back.sock"
         loop = asyncio.get_running_loop()
         self._listening = await loop.create_unix_server(lambda: self.link, str(path))

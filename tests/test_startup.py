@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import pty
+import resource
 import signal
 import socket
 import sqlite3
@@ -235,6 +236,45 @@ def test_h4_8b_a_file_sqlite_cannot_open_is_refused_in_one_line_and_left_as_it_w
     ]
     assert "Traceback" not in result.stdout
     assert db.read_bytes() == before
+
+
+def _no_room() -> None:
+    """A disk with no room for one more byte (a file size limit of 0, its signal off)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+
+@pytest.mark.parametrize("mode", ["--no-front-process", "--front-process"])
+def test_h4_8b_a_start_on_a_disk_with_no_room_is_refused_in_words(
+    tmp_path: Path, mode: str
+) -> None:
+    """The first file a start writes is the front's socket folder (with a front), else
+    the lock beside the database. Each said only errno words: ``[Errno 27] File too
+    large: '...lock'``, ``[Errno 2] No usable temporary directory found in [...]``."""
+    db = tmp_path / "tessera.db"
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--db", str(db), mode],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=_no_room,  # only setrlimit and a signal, before exec
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    if mode == "--no-front-process":
+        assert line == (
+            f"tessera-server: cannot lock the database: its lock file {db}.lock cannot be "
+            "written (file too large); if its disk is full or read-only, mend that and start again"
+        )
+    else:
+        assert line.startswith(
+            "tessera-server: the front process's socket needs a folder in the temporary "
+            "directory, and none could be made ("
+        )
+        assert line.endswith("start with --no-front-process")
+    assert not db.exists()
 
 
 def test_h4_8b_a_database_of_a_newer_release_is_refused_to_start_and_to_verify(

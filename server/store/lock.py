@@ -48,8 +48,11 @@ class DatabaseLock:
     def acquire(cls, db: Path) -> DatabaseLock:
         real = Path(os.path.realpath(db))
         path = side_path(real, LOCK_SUFFIX)
-        private_dir(path.parent)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, OWNER_ONLY)
+        try:
+            private_dir(path.parent)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, OWNER_ONLY)
+        except OSError as exc:  # a read-only mount, a full disk, a folder not ours
+            raise _cannot_lock(path, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -68,7 +71,7 @@ class DatabaseLock:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         except OSError as exc:  # a full disk: say which file, and let the lock go
             os.close(fd)
-            raise OSError(exc.errno, exc.strerror, str(path)) from None
+            raise _cannot_lock(path, exc) from None
         try:
             problem = _other_names(db, real)  # under the lock: a refusal lets it go
         except BaseException:
@@ -102,4 +105,14 @@ def _other_names(db: Path, real: Path) -> str | None:
         "its other files are named after (NAME.secret-key, NAME.ledger-head; "
         f"find / -samefile {real} lists the names), or start this server on a copy "
         "made with python -m server backup"
+    )
+
+
+def _cannot_lock(path: Path, exc: OSError) -> OSError:
+    """The refusal of a start whose lock file cannot be made or written, in words
+    (``[Errno 30] Read-only file system: '...lock'`` said neither what nor why)."""
+    words = (exc.strerror or str(exc)).lower()
+    return OSError(
+        f"cannot lock the database: its lock file {path} cannot be written ({words}); "
+        "if its disk is full or read-only, mend that and start again"
     )
