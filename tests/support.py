@@ -288,6 +288,11 @@ def _limit_file_size(size: int) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 
 
+def no_room() -> None:
+    """``preexec_fn`` of a child on a disk with no room for one more byte."""
+    _limit_file_size(0)
+
+
 @contextmanager
 def running(db: Path | str, **kw: Any) -> Iterator[ServerThread]:
     srv = ServerThread(db, **kw).start()

@@ -9,14 +9,13 @@ import asyncio
 import json
 import os
 import pty
-import resource
 import signal
 import socket
 import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,27 @@ from server.listen import StartRefused
 from server.store.schema import MIGRATIONS
 from tests.grpcurl import Grpcurl
 from tests.security.test_tamper_and_backup import _cli
-from tests.support import ADMIN_TOKEN, NOT_SERVING, REPO, T0, ServerThread, running, wait_for
+from tests.support import (
+    ADMIN_TOKEN,
+    NOT_SERVING,
+    REPO,
+    T0,
+    ServerThread,
+    no_room,
+    running,
+    wait_for,
+)
 
 LATEST = rfc3339(LATEST_TEST_CLOCK)
 
 
-def start_server(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m server ARGS`` for a start that is expected to end by itself."""
+def start_server(
+    *args: str,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m server ARGS`` for a start that is expected to end by itself
+    (``preexec_fn``: run in the child before exec, a file size limit, say)."""
     return subprocess.run(
         [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", *args],
         cwd=REPO,
@@ -48,6 +61,7 @@ def start_server(*args: str, env: dict[str, str] | None = None) -> subprocess.Co
         text=True,
         timeout=60,
         check=False,
+        preexec_fn=preexec_fn,
     )
 
 
@@ -238,12 +252,6 @@ def test_h4_8b_a_file_sqlite_cannot_open_is_refused_in_one_line_and_left_as_it_w
     assert db.read_bytes() == before
 
 
-def _no_room() -> None:
-    """A disk with no room for one more byte (a file size limit of 0, its signal off)."""
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
-
-
 @pytest.mark.parametrize("mode", ["--no-front-process", "--front-process"])
 def test_h4_8b_a_start_on_a_disk_with_no_room_is_refused_in_words(
     tmp_path: Path, mode: str
@@ -252,15 +260,7 @@ def test_h4_8b_a_start_on_a_disk_with_no_room_is_refused_in_words(
     the lock beside the database. Each said only errno words: ``[Errno 27] File too
     large: '...lock'``, ``[Errno 2] No usable temporary directory found in [...]``."""
     db = tmp_path / "tessera.db"
-    result = subprocess.run(
-        [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--db", str(db), mode],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        preexec_fn=_no_room,  # only setrlimit and a signal, before exec
-    )
+    result = start_server("--db", str(db), mode, preexec_fn=no_room)
     assert result.returncode == 1
     (line,) = result.stderr.splitlines()
     if mode == "--no-front-process":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import signal
 import sqlite3
 import subprocess
@@ -23,7 +22,7 @@ from server import tools
 from server.store import audit as audit_mod
 from server.store import backup as backup_mod
 from tests.grpcurl import Grpcurl
-from tests.support import ADMIN_TOKEN, REPO, ServerThread, running
+from tests.support import ADMIN_TOKEN, REPO, ServerThread, no_room, running
 
 A = "tessera.v1.AdminService/"
 
@@ -236,12 +235,6 @@ def test_t6_a_backup_in_a_folder_it_cannot_write_to_is_verified_without_writing_
     assert sorted(p.name for p in copy.parent.iterdir()) == before  # no -shm, no -wal
 
 
-def _no_room() -> None:
-    """A disk with no room for one more byte (a file size limit of 0, its signal off)."""
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
-
-
 def test_t6_verify_on_a_full_disk_says_what_failed(tmp_path: Path) -> None:
     """Reading makes the WAL's index beside the file; when that fails SQLite ends the
     snapshot's transaction, and the COMMIT after it hid the I/O error behind 'cannot
@@ -257,7 +250,7 @@ def test_t6_verify_on_a_full_disk_says_what_failed(tmp_path: Path) -> None:
         text=True,
         timeout=60,
         check=False,
-        preexec_fn=_no_room,  # only setrlimit and a signal, before exec
+        preexec_fn=no_room,
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "no transaction is active" not in done.stderr, done.stderr

@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +22,8 @@ from server.store.checkpoint import LedgerMismatch
 from server.store.codec import TABLES
 from server.store.schema import MIGRATIONS
 from server.store.sqlite import DatabaseUnusable, Store
-from tests.support import ADMIN_TOKEN, REPO
+from tests.support import ADMIN_TOKEN
+from tests.test_startup import start_server
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -177,24 +176,7 @@ def test_store_another_applications_database_is_refused_in_one_line_at_start(
 ) -> None:
     db = tmp_path / "grafana.db"
     before = _another_applications_database(db, 0)
-    started = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            str(db),
-            "--admin-token",
-            ADMIN_TOKEN,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    started = start_server("--db", str(db), "--admin-token", ADMIN_TOKEN)
     assert started.returncode == 1
     (line,) = started.stderr.splitlines()
     assert line.startswith(f"tessera-server: --db {db} is not a Tessera database: ")
