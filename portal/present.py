@@ -28,8 +28,11 @@ CSV_HEADER = (
 
 
 def number(value: int | float) -> str:
-    """``1234567`` as ``1,234,567``; a fraction keeps one decimal (``2.5``)."""
+    """``1234567`` as ``1,234,567``; a fraction keeps one decimal (``2.5``), and one
+    under a tenth two significant digits (``0.033``: a token a month is no ``0.0``)."""
     if isinstance(value, float) and not value.is_integer():
+        if abs(value) < 0.1:
+            return f"{value:.2g}"
         return f"{value:,.1f}"
     return f"{int(value):,}"
 
@@ -241,7 +244,10 @@ LEDGER_KINDS = {
 
 def ledger_kind(entry: common_pb2.LedgerEntry) -> tuple[str, str]:
     """A ledger entry's kind in words, and what it means (for its hover and legend)."""
-    name = common_pb2.LedgerEntryKind.Name(entry.kind) if entry.kind else ""
+    known = common_pb2.LedgerEntryKind.DESCRIPTOR.values_by_number.get(entry.kind)
+    if known is None:  # a kind of a newer server than this portal knows: no 500 for it
+        return f"kind {entry.kind}", ""
+    name = known.name if entry.kind else ""
     return LEDGER_KINDS.get(name, (word(name, "LEDGER_ENTRY_KIND_"), ""))
 
 
@@ -338,9 +344,11 @@ def _team_settings(request: Request, names: Mapping[str, str]) -> list[str]:
 def _users(request: Request, names: Mapping[str, str]) -> list[str]:
     count = len(_ids(request.get("users")))
     guest = request.get("guest")
+    # AssignUsers adds products and never takes one away: with none named it added none.
+    named = request.get("all_products") or _ids(request.get("product_ids"))
     return [
         f"{count} user{'' if count == 1 else 's'}",
-        _products(request, names),
+        _products(request, names) if named else "",
         "" if guest is None else ("as guests" if guest else "not as guests"),
     ]
 

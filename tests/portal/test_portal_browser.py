@@ -367,3 +367,45 @@ def _console(errors: list[str], message: Any) -> None:
     """A script's error or a CSP refusal; the 4xx that error pages answer with are meant."""
     if message.type == "error" and "status of 4" not in message.text:
         errors.append(message.text)
+
+
+def test_r1_download_csv_after_the_key_was_revoked_goes_to_sign_in(page: Any, world: World) -> None:
+    """docs/portal.md: a credential the server no longer takes sends any page, form,
+    search or CSV to sign in. The link's ``download`` attribute made Chromium save the
+    sign-in page as the CSV file instead, and stay on the usage page."""
+    made = world.a("CreateAdminKey", {"display_name": "Dana", "team_ids": ["alpha"]})
+    sign_in(page, made["admin_key"])
+    page.goto("/teams/alpha/usage?from=2026-01-01&to=2026-01-03")
+    world.a("RevokeAdminKey", {"admin_key_id": made["key"]["admin_key_id"]})
+    downloads: list[Any] = []
+    page.on("download", lambda download: downloads.append(download))
+    page.get_by_role("link", name="Download CSV").click()
+    page.wait_for_url("**/signin")
+    assert downloads == []
+
+
+def test_r1_the_usage_page_fits_a_phone_beside_a_member_of_an_ordinary_long_name(
+    browser: Any, world: World
+) -> None:
+    """The User filter's option "Name (email)" of "Christopher Johnson" made the page 499
+    px wide in a 390 px window: the select could not shrink inside its row."""
+    world.a(
+        "ImportUsers",
+        {
+            "team_id": "alpha",
+            "users": ["Christopher Johnson <christopher.johnson@example.com>"],
+            "all_products": True,
+        },
+    )
+    context = browser.new_context(viewport=PHONE, base_url=world.portal)
+    try:
+        tab = context.new_page()
+        tab.set_default_timeout(15_000)
+        sign_in(tab)
+        tab.goto("/teams/alpha/usage?from=2026-01-01&to=2026-01-03")
+        wide, window = tab.evaluate(
+            "() => [document.documentElement.scrollWidth, window.innerWidth]"
+        )
+        assert wide <= window, f"the page is {wide} px wide in a {window} px window"
+    finally:
+        context.close()

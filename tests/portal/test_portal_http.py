@@ -1960,3 +1960,33 @@ def test_portal_by_product_assign_keeps_a_change_made_meanwhile_by_someone_else(
     assert answer.status_code == 200
     assert _flash(answer.text) == ["Viewer added to the products of Carl (carl@example.com)."]
     assert sorted(_member(world, "carl@example.com")["product_ids"]) == ["ACAD", "REVIT", "VIEWER"]
+
+
+def test_ad2_marking_a_member_a_guest_is_not_audited_as_taking_their_products(
+    web: TestClient, world: World
+) -> None:
+    """The member page's "Save guest" is AssignUsers of their id with no product, which
+    adds none and takes none away: the audit row said "products: none", as if Carl's
+    Revit had been taken."""
+    sign_in(web)
+    page = web.get("/teams/alpha/member?user=carl@example.com")
+    web.post(
+        "/teams/alpha/member/guest?user=carl@example.com",
+        data={"csrf": csrf_of(page.text), "guest": "on"},
+    )
+    carl = world.a("GetMember", {"team_id": "alpha", "user_id": "carl@example.com"})["member"]
+    assert carl["guest"] and carl["product_ids"] == ["REVIT"]
+    audit = re.sub(
+        r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", web.get("/teams/alpha/audit").text))
+    )
+    row = audit[audit.index("What changed") :][:400]
+    assert "Assigned users" in row and "as guests" in row
+    assert "products" not in row.split("as guests")[0], row
+
+
+def test_r1_the_portal_takes_an_answer_as_large_as_the_server_sends() -> None:
+    """GetUsageReport is not paged: a year of a large team's usage is past gRPC's default
+    4 MiB, which the portal's client kept, so its usage page and CSV failed with
+    "Received message larger than max"."""
+    options = dict(create_app("127.0.0.1:1").state.client["channel_options"])
+    assert options["grpc.max_receive_message_length"] >= 64 * 1024 * 1024

@@ -162,3 +162,18 @@ def test_portal_every_ledger_kind_has_words_and_a_meaning() -> None:
         if value:
             kind, meaning = present.ledger_kind(common_pb2.LedgerEntry(kind=value))
             assert kind and meaning and "capture" not in kind and "release" not in kind
+
+
+def test_l4_a_burn_under_a_tenth_of_a_token_a_day_is_not_shown_as_none() -> None:
+    """A token a month burns 0.033 a day: "0.0" beside a depletion date read as none."""
+    assert present.number(1 / 30) == "0.033"
+    assert present.number(0.5) == "0.5"
+    assert present.number(12.34) == "12.3"
+
+
+def test_t6_a_ledger_kind_of_a_newer_server_is_words_not_a_failed_page() -> None:
+    """``python -m portal --server`` against a newer Tessera: an entry of a kind this
+    portal does not know is named by its number; the ledger page is not a 500."""
+    assert present.ledger_kind(common_pb2.LedgerEntry(kind=99)) == ("kind 99", "")
+    bought = common_pb2.LedgerEntry(kind=common_pb2.LEDGER_ENTRY_KIND_PURCHASE)
+    assert present.ledger_kind(bought)[0] == "bought"
