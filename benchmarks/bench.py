@@ -109,6 +109,7 @@ from benchmarks.echo_server import DURABLE_KINDS
 from benchmarks.thread_states import thread_schedstat
 from client_sdk.load import LoadConfig, RunResult
 from client_sdk.load.__main__ import report
+from client_sdk.load.config import check_writable_file
 from client_sdk.load.progress import Progress, make_progress
 from client_sdk.load.provision import Users
 from client_sdk.load.runner import Driver
@@ -457,13 +458,15 @@ def explain_ratios(t: RunResult, e: RunResult, t_meter: Meter, e_meter: Meter) -
 def metrics_cost(off: tuple[RunResult, Meter] | None, on: tuple[RunResult, Meter] | None) -> str:
     """`` metrics_heartbeat_rps=… metrics_cost_pct=… metrics_cpu_cost_pct=…`` (empty
     without the metrics run): what serving metrics cost in heartbeats per second and
-    in server CPU per call, against the run without."""
+    in server CPU per call, against the run without (``-`` where that run measured
+    no Heartbeat or no CPU a call)."""
     if on is None:
         return ""
     on_rps, on_cpu = heartbeat_rps(on[0]), cpu_per_call_us(*on)
     cost = cpu_cost = "-"
     if off is not None:
-        cost = f"{100 * (1 - on_rps / heartbeat_rps(off[0])):.1f}"
+        off_rps = heartbeat_rps(off[0])
+        cost = f"{100 * (1 - on_rps / off_rps):.1f}" if off_rps > 0 else "-"
         off_cpu = cpu_per_call_us(*off)
         cpu_cost = f"{100 * (on_cpu / off_cpu - 1):.1f}" if off_cpu > 0 else "-"
     return (
@@ -648,7 +651,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the loop both servers run on (--event-loop of python -m server)",
     )
     p.add_argument("--max-duration", type=float, default=1800.0, help="hard cap per run, s")
-    p.add_argument("--json", type=Path, help="write both results here")
+    p.add_argument("--json", type=Path, help="write both results here (checked before the run)")
     p.add_argument(
         "--py-spy",
         type=Path,
@@ -697,6 +700,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.rounds < 1:
         p.error("--rounds must be 1 or more")
+    if a.json is not None:
+        try:  # before any work: written at the end of a run of minutes
+            check_writable_file(a.json, "--json")
+        except ValueError as exc:
+            p.error(str(exc))
     return a
 
 
@@ -1002,6 +1010,10 @@ def main(argv: list[str] | None = None) -> int:
                 m.driver.run()
             code = m.child.stop()
             print(f"{m.child.name} stopped with exit code {code}", file=sys.stderr)
+            if m.driver.result.aborted == "interrupted":
+                # Its figures are of a run cut short: no BENCH line from them.
+                print("bench: interrupted", file=sys.stderr)
+                return 130
 
         m_pair = (m.driver.result, m.meter) if m is not None else None
         t_result, t_meter = first.driver.result, first.meter

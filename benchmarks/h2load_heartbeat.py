@@ -68,7 +68,7 @@ from pathlib import Path
 
 import grpc
 
-from benchmarks.bench import Child, cpu_seconds
+from benchmarks.bench import Child, _terminate, cpu_seconds
 from client_sdk._retry import RetryPolicy
 from client_sdk.failover import Targets
 from client_sdk.load.provision import provision
@@ -208,7 +208,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--streams", type=int, default=64, help="h2load -m: calls in flight each")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     p.add_argument("--seconds", type=float, default=8.0, help="seconds measured (h2load -D)")
-    p.add_argument("--rounds", type=int, default=1, help="rounds of both; medians printed")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds of both; medians printed (by calls a second; of an even number of "
+        "rounds, the lower of the middle two)",
+    )
     p.add_argument(
         "--py-spy",
         type=Path,
@@ -244,8 +250,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def median(points: list[Point]) -> Point:
+    """The median round by calls a second; of an even number, the lower of the middle
+    two (a round itself, not a mean of two: its CPU figures go with its rate)."""
     ordered = sorted(points, key=lambda p: p.rps)
-    return ordered[len(ordered) // 2]
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def tessera_child(
@@ -268,6 +276,7 @@ def tessera_child(
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)  # stops the servers, removes tmp (finally)
     tmp = Path(tempfile.mkdtemp(prefix="tessera-h2load-"))
     token = "tsa_" + secrets.token_urlsafe(24)
     servers: list[Child] = []

@@ -47,17 +47,19 @@ import asyncio
 import gc
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
 from array import array
 from collections.abc import Awaitable, Callable, Iterator, Sized
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from client_sdk.load.stats import percentile
 from server.app import settle_heap
 from server.clock import TestClock
 from server.domain.changes import Changes
@@ -287,8 +289,8 @@ async def run_pool(
 
 
 def quantile(values: array[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    """The ``q`` quantile (0..1) by the nearest rank, as the load generator's percentiles."""
+    return percentile(sorted(values), q * 100)
 
 
 class GcClock:
@@ -452,6 +454,15 @@ class Bench:
         gc.collect()
         return wall
 
+    async def abandon(self) -> None:
+        """Stop the engine and close its store if a run cut short left them open."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            with suppress(Exception):
+                await engine.stop()
+            with suppress(Exception):
+                await engine.store.close()
+
     async def _open(self) -> tuple[float, float, float, float, float]:
         """What ``server/app.py`` does at start: Store.open, load, Engine.restore,
         engine.start, then settle_heap before it takes calls.
@@ -556,6 +567,30 @@ class Bench:
 
 
 async def main_async(args: argparse.Namespace) -> int:
+    """``measure``, but SIGTERM ends it: the run is cancelled where it waits, its store
+    closed (its connection's thread would keep the process alive) and its temporary
+    folder removed on the way out; a second SIGTERM ends the process at once."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None  # noqa: S101 - run by asyncio.run
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        loop.remove_signal_handler(signal.SIGTERM)  # the default again, for a second one
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
+    try:
+        return await measure(args)
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+        print("million_sessions: terminated", file=sys.stderr, flush=True)
+        return 128 + signal.SIGTERM
+
+
+async def measure(args: argparse.Namespace) -> int:
     print(
         f"million_sessions: N={args.sessions:,}, {args.concurrency} Entitles in flight, "
         f"synchronous={args.sync}, request ids {'on' if args.request_ids else 'off'}; "
@@ -569,7 +604,10 @@ async def main_async(args: argparse.Namespace) -> int:
         with throwaway_postgres(Path(tmp)) if args.postgres else nullcontext("") as pg:
             db = await new_database(pg, "msess") if pg else Path(tmp) / "bench.db"
             bench = Bench(args.sessions, args.concurrency, args.sync, args.request_ids, db)
-            await bench.run()
+            try:
+                await bench.run()
+            finally:
+                await bench.abandon()
         size = sum(f.stat().st_size for f in Path(tmp).iterdir())
     figures = bench.figures
     if not args.postgres:

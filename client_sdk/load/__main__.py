@@ -27,7 +27,7 @@ def report(result: RunResult) -> str:
     cfg = r.config
     lines = [
         f"{'targets' if ',' in r.target else 'target'} {r.target}: {r.users:,} users, {r.sessions:,} sessions, "
-        f"{cfg.workers} workers x {cfg.channels} connections x {cfg.concurrency} in flight",
+        f"{cfg.workers} workers x {cfg.channels} connections x {r.in_flight or cfg.concurrency} in flight",
         f"live sessions: {r.live_after_ramp:,} after ramp-up, {r.live_steady:,} at the end "
         "of the steady state"
         + (

@@ -82,6 +82,10 @@ def split_targets(values: Sequence[str]) -> str:
     return ",".join(t.strip() for v in values for t in v.split(",") if t.strip())
 
 
+#: The most calls in flight a worker may be given (``--concurrency``, ``--ramp-concurrency``):
+#: a coroutine each, and a worker never runs more than it has sessions anyway.
+MAX_CONCURRENCY = 10_000
+
 #: The numeric options: field -> (its flag, the least value, True when the least value is
 #: itself refused, the greatest value or None). Every one is finite: a ``nan`` or ``inf``
 #: would switch a bound off (``--max-duration nan`` never ends). Both the command line
@@ -93,8 +97,8 @@ NUMBERS: dict[str, tuple[str, float, bool, float | None]] = {
     "plugin_rate": ("--plugin-rate", 0, False, None),
     "workers": ("--workers", 1, False, None),
     "channels": ("--channels", 1, False, None),
-    "concurrency": ("--concurrency", 1, False, None),
-    "ramp_concurrency": ("--ramp-concurrency", 0, False, None),
+    "concurrency": ("--concurrency", 1, False, MAX_CONCURRENCY),
+    "ramp_concurrency": ("--ramp-concurrency", 0, False, MAX_CONCURRENCY),
     "ramp_rate": ("--ramp-rate", 0, False, None),
     "heartbeat_rate": ("--heartbeat-rate", 0, False, None),
     "warmup": ("--warmup", 0, False, None),
@@ -300,7 +304,8 @@ def parser(epilog: str | None = None) -> argparse.ArgumentParser:
         "--concurrency",
         type=_number(int, "concurrency"),
         default=d.concurrency,
-        help="calls in flight per worker",
+        help="calls in flight per worker (at most as many as its sessions; "
+        f"{MAX_CONCURRENCY:,} at most)",
     )
     g.add_argument(
         "--ramp-concurrency",

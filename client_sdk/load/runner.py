@@ -65,6 +65,9 @@ class RunResult:
     config: LoadConfig
     users: int = 0
     sessions: int = 0  # host and plugin sessions the ramp-up opens
+    #: Calls in flight per worker in the steady state: ``concurrency``, but no more than
+    #: the worker's sessions (the largest worker's; 0: no worker started).
+    in_flight: int = 0
     team_id: str = ""
     phases: dict[str, PhaseStats] = field(default_factory=dict)
     live_after_ramp: int = 0
@@ -245,6 +248,13 @@ class Driver:
         self.result.team_id = users.team_id
         run_tag = secrets.token_hex(4)
         budgets = _split(cfg.max_calls, cfg.workers)
+        shares = [specs[i :: cfg.workers] for i in range(cfg.workers)]
+        # A worker runs no more lanes than it has sessions (hosts, and plugins if any).
+        most = max(
+            (len(s) + (sum(u.plugin for u in s) if users.plugin_id else 0) for s in shares),
+            default=0,
+        )
+        self.result.in_flight = min(cfg.concurrency, most)
         for i in range(cfg.workers):
             spec = WorkerSpec(
                 index=i,
@@ -253,7 +263,7 @@ class Driver:
                 product_id=users.product_id,
                 plugin_id=users.plugin_id,
                 run_tag=run_tag,
-                users=specs[i :: cfg.workers],
+                users=shares[i],
                 budget=budgets[i],
                 hard_deadline=self.hard_deadline,
             )

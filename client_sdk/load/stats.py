@@ -206,7 +206,8 @@ def render_table(rows: Sequence[RpcSummary]) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(h), *(len(line[i]) for line in body)) for i, h in enumerate(header)]
+    # (A run that made no call has no line: the header's widths.)
+    widths = [max([len(h), *(len(line[i]) for line in body)]) for i, h in enumerate(header)]
     left = {0, 1, 3}  # text columns; the figures are right-aligned
 
     def fmt(cells: Sequence[str]) -> str:

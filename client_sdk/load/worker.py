@@ -108,12 +108,19 @@ class Pacer:
         self.max_lag = max_lag
         self.next = time.monotonic()
 
-    async def wait(self) -> None:
+    async def wait(self, deadline: float, abort: asyncio.Event) -> bool:
+        """Wait for the caller's slot; True when it must stop instead of calling: ``abort``
+        was set, or the slot lies at or past ``deadline`` (``time.monotonic()``). Never
+        waits past either: many lanes take slots far ahead at a low rate."""
         now = time.monotonic()
         slot = max(self.next, now - self.max_lag)
         self.next = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        until = min(slot, deadline)
+        if until > now and not abort.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(until - now):
+                    await abort.wait()
+        return abort.is_set() or slot >= deadline
 
 
 class Worker:
@@ -361,16 +368,19 @@ class Worker:
                         continue
                     if self.stopping(deadline):
                         return
-                    if pacer is not None:
-                        await pacer.wait()
-                        if self.stopping(deadline):  # the caps again: lanes wait together
-                            return
+                    if pacer is not None and (
+                        await pacer.wait(deadline, self.abort)
+                        or self.stopping(deadline)  # the caps again: lanes wait together
+                    ):
+                        return
                     ok = await self.entitle(one, rec)
                     self.units += 1
                     if not ok:
                         break  # no host session: its plugin cannot start
 
-        await self._lanes(self.cfg.ramp_concurrency or self.cfg.concurrency, lane)
+        # No more lanes than hosts (each lane opens a host, then its plugin).
+        lanes = min(self.cfg.ramp_concurrency or self.cfg.concurrency, len(self.hosts))
+        await self._lanes(lanes, lane)
 
     async def phase_steady(
         self,
@@ -432,9 +442,9 @@ class Worker:
                     task.add_done_callback(idling.discard)
                     continue
                 if pacer is not None:
-                    await pacer.wait()
-                    if self.stopping(end):
+                    if await pacer.wait(end, self.abort) or self.stopping(end):
                         return
+                    measured = time.monotonic() >= measure_from  # after its slot's wait
                 self.units += 1
                 await self.heartbeat(s, hb_rec if measured else hb_warm)
 
@@ -478,7 +488,8 @@ class Worker:
         ``RELEASE_ATTEMPTS`` calls per live session (a refusal with a RetryInfo is sent
         again after its delay; any other is not)."""
         rec = stats.rpc("Release")
-        todo = iter([s for s in self.sessions if s.live and s.host] + [s for s in self.hosts])
+        live = [s for s in self.sessions if s.live and s.host] + [s for s in self.hosts if s.live]
+        todo = iter(live)
         self.budget = RELEASE_ATTEMPTS * self.live
 
         async def lane() -> None:
@@ -497,7 +508,8 @@ class Worker:
                     await asyncio.sleep(wait)
                 self.units += 1
 
-        await self._lanes(self.cfg.ramp_concurrency or self.cfg.concurrency, lane)
+        # No more lanes than sessions to release.
+        await self._lanes(min(self.cfg.ramp_concurrency or self.cfg.concurrency, len(live)), lane)
 
     PHASES: ClassVar[dict[str, Callable[..., Awaitable[None]]]] = {
         "ramp": phase_ramp,

@@ -1,0 +1,279 @@
+"""The benchmarks' runs: ``make bench`` interrupted or given a ``--json`` it cannot
+write, their figures' edge cases, and SIGTERM in the benchmarks that leave servers
+and files behind unless they clean up.
+
+``bench.main`` runs here on stand-ins for its servers and load generators (nothing
+is started); the SIGTERM tests run each benchmark in a child process whose servers
+are stand-ins (a sleeping process each) and whose measuring never ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from array import array
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import bench
+from benchmarks.bench import Child, Contender, Meter, Scraper, free_port, metrics_cost
+from benchmarks.h2load_heartbeat import Point, median
+from benchmarks.million_sessions import quantile
+from client_sdk.load import LoadConfig, RunResult
+from client_sdk.load.stats import PhaseStats
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _result(heartbeats: int, aborted: str | None = None) -> RunResult:
+    """A run whose steady state lasted 10 s: ``heartbeats`` answered, one refused."""
+    r = RunResult("127.0.0.1:1", LoadConfig(target="127.0.0.1:1"))
+    steady = PhaseStats("steady", 0.0, 10.0)
+    steady.rpc("Heartbeat").error("UNAVAILABLE", "down")
+    for _ in range(heartbeats):
+        steady.rpc("Heartbeat").ok(0.001)
+    r.phases = {"steady": steady}
+    r.aborted = aborted
+    return r
+
+
+class _Driver:
+    """Stands in for a server's load generator (``runner.Driver``): no process."""
+
+    def __init__(self, result: RunResult) -> None:
+        self.result = result
+
+    def open(self) -> None:
+        return None
+
+    def steady(self, warmup: float, duration: float, *, record: bool = True) -> PhaseStats:
+        return self.result.phases["steady"]
+
+    def cycle(self, duration: float, *, record: bool = True) -> None:
+        return None
+
+    def count(self, users: Any) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+    def close(self) -> RunResult:
+        return self.result
+
+    def run(self) -> RunResult:
+        return self.result
+
+
+@pytest.fixture
+def stand_ins(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """``bench.main``'s servers replaced (``started`` lists what it started); the
+    metrics run's result is ``metrics`` (set by the test). SIGTERM's handler, which
+    ``bench.main`` installs, is put back after."""
+    seen: dict[str, Any] = {"started": [], "metrics": _result(100)}
+
+    def contender(name: str, result: RunResult) -> Contender:
+        seen["started"].append(name)
+        child = Child(name, [], Path("unused"))
+        return Contender(child, _Driver(result), Meter(child))  # type: ignore[arg-type]
+
+    def start_tessera(a: Any, *args: Any, metrics_port: int = 0, **kw: Any) -> Contender:
+        if not metrics_port:
+            return contender("tessera", _result(100))
+        c = contender("tessera-metrics", seen["metrics"])
+        c.scraper = Scraper(free_port(), 60.0)  # never scrapes: nothing listens
+        return c
+
+    def start_echo(a: Any, tmp: Path, token: str, servers: Any, progress: Any, *rest: Any) -> Any:
+        return contender("echo", _result(120))
+
+    monkeypatch.setattr(bench, "start_tessera", start_tessera)
+    monkeypatch.setattr(bench, "start_echo", start_echo)
+    saved = signal.getsignal(signal.SIGTERM)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+
+
+ARGS = ["--users", "3", "--rounds", "1", "--no-progress"]
+
+
+def test_bench_on_stand_ins_prints_its_bench_line(
+    stand_ins: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bench.main(ARGS) == 0
+    assert stand_ins["started"] == ["tessera", "echo", "tessera-metrics"]
+    assert capsys.readouterr().out.splitlines()[-1].startswith("BENCH heartbeat_vs_echo=")
+
+
+def test_bench_interrupted_in_its_metrics_run_exits_130_without_a_bench_line(
+    stand_ins: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ctrl-C in the metrics run: Driver.run ends its phase, releases, and returns.
+    stand_ins["metrics"] = _result(40, aborted="interrupted")
+    assert bench.main(ARGS) == 130
+    out, err = capsys.readouterr()
+    assert "BENCH " not in out
+    assert "interrupted" in err
+
+
+def test_bench_json_that_cannot_be_written_is_refused_before_any_work(
+    stand_ins: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as stop:
+        bench.main([*ARGS, "--json", str(blocker / "run.json")])  # unwritable, even for root
+    assert stop.value.code == 2
+    assert "--json" in capsys.readouterr().err
+    assert stand_ins["started"] == []
+
+
+def test_bench_json_into_a_missing_folder_makes_it_and_writes_the_run(
+    stand_ins: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "missing" / "deeper" / "run.json"
+    assert bench.main([*ARGS, "--json", str(out)]) == 0
+    assert set(json.loads(out.read_text())) >= {"tessera", "echo"}
+    assert "BENCH " in capsys.readouterr().out
+
+
+def test_bench_metrics_cost_without_a_steady_heartbeat_in_the_run_without_is_a_dash() -> None:
+    meter = Meter(Child("x", [], Path("unused")))
+    text = metrics_cost((_result(0), meter), (_result(100), meter))
+    assert " metrics_cost_pct=- " in text
+    assert "metrics_heartbeat_rps=10 " in text  # the metrics run's own rate
+    assert " metrics_cost_pct=50.0 " in metrics_cost((_result(200), meter), (_result(100), meter))
+
+
+def test_bench_h2load_median_of_an_even_number_of_rounds_is_the_lower_one() -> None:
+    slow, fast, mid = Point(1000.0, 1, 100.0), Point(3000.0, 1, 50.0), Point(2000.0, 1, 70.0)
+    assert median([fast, slow]) is slow
+    assert median([fast, slow, mid]) is mid
+    assert median([fast, mid, slow, Point(4000.0, 1, 40.0)]) is mid
+    assert median([fast]) is fast
+
+
+def test_bench_million_sessions_quantile_is_the_nearest_rank() -> None:
+    values = array("d", [float(v) for v in range(100, 0, -1)])  # 100 .. 1, unsorted
+    assert quantile(values, 0.99) == 99.0  # not 100.0, the maximum
+    assert quantile(values, 0.5) == 50.0
+    assert quantile(array("d", [2.0, 1.0]), 0.5) == 1.0
+    assert quantile(array("d", [7.0]), 0.99) == 7.0
+
+
+# -- SIGTERM ------------------------------------------------------------------------------
+
+#: A stand-in server: a process that sleeps until it is stopped.
+SLEEPER = textwrap.dedent(
+    """
+    import subprocess, sys
+    from benchmarks.bench import Child
+
+    STARTED = []
+
+    class Sleeper(Child):
+        def start(self, timeout=60.0):
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "import time; time.sleep(600)"]
+            )
+            self.port = 1
+            STARTED.append(self.proc.pid)
+            return self
+    """
+)
+
+H2LOAD = SLEEPER + textwrap.dedent(
+    """
+    import json, time
+    from benchmarks import h2load_heartbeat as h
+
+    async def open_session(target, token):
+        return "key", b""
+
+    def h2load(a, server, body, key):  # measures for ever
+        print(json.dumps({"tmp": str(body.parent), "pids": STARTED}), flush=True)
+        time.sleep(600)
+
+    h.Child, h.open_session, h.h2load = Sleeper, open_session, h2load
+    raise SystemExit(h.main(["--seconds", "1", "--warmup", "0"]))
+    """
+)
+
+MILLION = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from benchmarks import million_sessions as m
+
+    async def run(self):  # its store open (its connection's thread), then for ever
+        await self.setting()
+        print(json.dumps({"tmp": str(self.db.parent)}), flush=True)
+        await asyncio.sleep(600)
+
+    m.Bench.run = run
+    sys.argv = ["million_sessions", "--sessions", "1", "--tmp", sys.argv[1]]
+    raise SystemExit(m.main())
+    """
+)
+
+
+def _terminated(script: str, *args: str) -> tuple[dict[str, Any], int]:
+    """Run ``script`` until it prints its JSON line, SIGTERM it; (the line, its exit)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, *args], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        text = proc.stdout.readline()
+        while text and not text.startswith("{"):  # a header first
+            text = proc.stdout.readline()
+        line = json.loads(text)
+        assert Path(line["tmp"]).is_dir()
+        proc.send_signal(signal.SIGTERM)
+        return line, proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_bench_h2load_heartbeat_stops_its_servers_and_removes_its_files_on_sigterm() -> None:
+    line, code = _terminated(H2LOAD)
+    try:
+        assert len(line["pids"]) == 2  # Tessera and the echo
+        assert not [p for p in line["pids"] if _running(p)], "its servers were left running"
+        assert not Path(line["tmp"]).exists(), "its temporary folder was left behind"
+        assert code == 128 + signal.SIGTERM
+    finally:
+        for pid in line["pids"]:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(line["tmp"], ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_bench_million_sessions_removes_its_database_on_sigterm(tmp_path: Path) -> None:
+    line, code = _terminated(MILLION, str(tmp_path))
+    assert Path(line["tmp"]).parent == tmp_path
+    assert list(tmp_path.iterdir()) == [], "its database was left behind"
+    assert code == 128 + signal.SIGTERM
