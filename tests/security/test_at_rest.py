@@ -511,7 +511,10 @@ def test_h4_a_lock_file_that_cannot_be_written_names_itself_and_is_let_go(
         patched.setattr(lock_module.os, "pwrite", full)
         with pytest.raises(OSError) as refused:
             lock_module.DatabaseLock.acquire(db)
-    assert str(refused.value) == f"[Errno 28] No space left on device: '{db}.lock'"
+    assert str(refused.value) == (
+        f"cannot lock the database: its lock file {db}.lock cannot be written (no space left "
+        "on device); if its disk is full or read-only, mend that and start again"
+    )
     lock_module.DatabaseLock.acquire(db).release()  # free: the failed start let it go
 
 
