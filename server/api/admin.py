@@ -297,16 +297,8 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
 
     async def GrantSubscription(self, request: api.GrantSubscriptionRequest, context: Ctx) -> Any:
         bad = Problems()
-        start = (
-            bad.check(lambda: cv.from_ts(request.start_time, "start_time"))
-            if request.HasField("start_time")
-            else None
-        )
-        end = (
-            bad.check(lambda: cv.from_ts(request.end_time, "end_time"))
-            if request.HasField("end_time")
-            else None
-        )
+        start = bad.check(lambda: cv.instant_in(request, "start_time"))
+        end = bad.check(lambda: cv.instant_in(request, "end_time"))
         sub = await self.e.access.grant(
             request.user_id, request.product_id, start, end, SubscriptionKind.SUBSCRIPTION, bad
         )
@@ -314,11 +306,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
 
     async def StartTrial(self, request: api.StartTrialRequest, context: Ctx) -> Any:
         bad = Problems()
-        end = (
-            bad.check(lambda: cv.from_ts(request.end_time, "end_time"))
-            if request.HasField("end_time")
-            else None
-        )
+        end = bad.check(lambda: cv.instant_in(request, "end_time"))
         sub = await self.e.access.grant(
             request.user_id, request.product_id, None, end, SubscriptionKind.TRIAL, bad
         )
@@ -386,10 +374,8 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     # -- the usage report (RULES R1) -----------------------------------------------
 
     async def GetUsageReport(self, request: api.GetUsageReportRequest, context: Ctx) -> Any:
-        start = (
-            cv.from_ts(request.start_time, "start_time") if request.HasField("start_time") else None
-        )
-        end = cv.from_ts(request.end_time, "end_time") if request.HasField("end_time") else None
+        start = cv.instant_in(request, "start_time")
+        end = cv.instant_in(request, "end_time")
         report = await self.e.sessions.usage_report(
             request.team_id, start, end, request.user_id, request.product_id
         )

@@ -104,6 +104,11 @@ def from_ts(msg: timestamp_pb2.Timestamp, field: str) -> datetime:
     return t
 
 
+def instant_in(request: Any, field: str) -> datetime | None:
+    """``request``'s Timestamp ``field`` (``from_ts``), or None when it is not set."""
+    return from_ts(getattr(request, field), field) if request.HasField(field) else None
+
+
 # -- enums ------------------------------------------------------------------
 
 PLANS = {pb.PLAN_STANDARD: Plan.STANDARD, pb.PLAN_PREMIUM: Plan.PREMIUM}

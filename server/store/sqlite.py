@@ -134,9 +134,11 @@ class Store(NamedReads):
         another process's lock kept out for ``busy_timeout`` seconds is not a
         failure: the writer tries it again (``retry``; by default ``is_busy``'s
         errors, waited out for as long as they last)."""
-        opts: dict[str, Any] = {"on_failed": on_failed, "busy_timeout": busy_timeout}
-        if retry is not None:
-            opts["retry"] = retry
+        opts: dict[str, Any] = {
+            "on_failed": on_failed,
+            "busy_timeout": busy_timeout,
+            "retry": retry,
+        }
         if str(path) == ":memory:":
             return await cls._connect(":memory:", synchronous, **opts)
         file = Path(path)
