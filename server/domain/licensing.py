@@ -139,9 +139,10 @@ class Licensing(LiveView):
         _check_text(problems, "product_id", product_id, required=True)
         _check_text(problems, "device_id", device_id, required=True)
         _check_text(problems, "product_version", product_version, required=True)
-        if "product_version" not in problems:  # P2: a year first
+        year = 0  # P2: the version's year, read once (P3 compares it below)
+        if "product_version" not in problems:
             try:
-                version_year(product_version)
+                year = version_year(product_version)
             except InvalidArgument as exc:
                 problems.update(exc.violations)
         if (problem := request_id_problem(request_id, required=False)) is not None:
@@ -182,7 +183,7 @@ class Licensing(LiveView):
                 f"must be empty: {product.product_id} is a product, not a plugin, and only "
                 "a plugin's session has a host",
             )
-        check_runs_on(product, platform, product_version)  # P2, P3
+        check_runs_on(product, platform, product_version, year)  # P3
         teams = self.access.teams_for(user_id, product_id, now)  # A1-A5
         devices = self._devices_of(user_id, product_id)
         device = next((d for d in devices if d.device_id == device_id), None)

@@ -108,9 +108,9 @@ def version_year(version: str) -> int:
     return int(m.group(1))
 
 
-def check_runs_on(product: Product, platform: Platform, version: str) -> None:
-    """P3: refuse a platform the product does not run on, or too old a Linux version."""
-    year = version_year(version)
+def check_runs_on(product: Product, platform: Platform, version: str, year: int) -> None:
+    """P3: refuse a platform the product does not run on, or too old a Linux version
+    (``year``: the version's, ``version_year``)."""
     if platform not in product.platforms:
         raise UnsupportedPlatform(
             f"{product.product_id} does not run on {platform.value}",
