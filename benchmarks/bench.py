@@ -700,6 +700,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.rounds < 1:
         p.error("--rounds must be 1 or more")
+    try:  # the load generator's own checks, before a server is started for it
+        load_config(a, "127.0.0.1:1", "tsa_unchecked", None).validate()
+    except ValueError as exc:
+        p.error(str(exc))
     if a.json is not None:
         try:  # before any work: written at the end of a run of minutes
             check_writable_file(a.json, "--json")
@@ -1071,6 +1075,11 @@ def main(argv: list[str] | None = None) -> int:
         off = (t_result, t_meter) if a.metrics == "both" else None
         print(bench_line(t_result, e_result, m_pair, off, (t_meter, e_meter)))
         return 0
+    except KeyboardInterrupt:
+        # Ctrl-C outside a driver's own handling (the pair's phases run without it):
+        # the servers are stopped below, and the run ends as the metrics run's does.
+        print("bench: interrupted", file=sys.stderr)
+        return 130
     finally:
         for c in contenders:
             c.driver.close()

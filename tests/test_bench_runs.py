@@ -126,6 +126,34 @@ def test_bench_interrupted_in_its_metrics_run_exits_130_without_a_bench_line(
     assert "interrupted" in err
 
 
+def test_bench_interrupted_in_the_pairs_steady_state_exits_130_without_a_traceback(
+    stand_ins: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ctrl-C while the pair runs: their phases run without Driver.run's handler, so
+    # SIGINT reaches bench.main as KeyboardInterrupt (its finally stops the servers).
+    def interrupted(self: _Driver, warmup: float, duration: float, **kw: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_Driver, "steady", interrupted)
+    assert bench.main(ARGS) == 130
+    out, err = capsys.readouterr()
+    assert "BENCH " not in out
+    assert "bench: interrupted" in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--concurrency", "10001"), ("--idle-fraction", "1.5"), ("--users", "0")]
+)
+def test_bench_load_figures_out_of_range_are_refused_before_any_work(
+    stand_ins: dict[str, Any], capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        bench.main([*ARGS, flag, value])
+    assert stop.value.code == 2
+    assert flag in capsys.readouterr().err
+    assert stand_ins["started"] == []
+
+
 def test_bench_json_that_cannot_be_written_is_refused_before_any_work(
     stand_ins: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
