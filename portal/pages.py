@@ -207,6 +207,10 @@ async def signin(request: Request) -> Response:
         status = 401 if isinstance(exc, Unauthenticated | PermissionDenied) else status_of(exc)
         return _signin(request, {"errors": {"credential": message}}, status)
     label = "Operator" if operator else "Team administrator"
+    if (earlier := sessions.find(request.cookies.get(COOKIE))) is not None:
+        # A sign-in over a live one (another key, say) ends it: its cookie, which a
+        # copy of the browser's cookies may still hold, is worth nothing from now on.
+        await sessions.end(earlier)
     session = sessions.add(client, operator=operator, label=label)
     response = redirect("/teams")
     response.set_cookie(

@@ -119,6 +119,19 @@ def test_a_signed_out_cookie_no_longer_works(web: TestClient, world: World) -> N
         assert thief.get("/teams", follow_redirects=False).headers["location"] == "/signin"
 
 
+def test_a_sign_in_over_a_live_session_ends_that_session(web: TestClient, world: World) -> None:
+    sign_in(web)
+    operators = web.cookies.get("tessera_portal")
+    assert operators
+    key = world.a("CreateAdminKey", {"display_name": "A", "team_ids": ["alpha"]})
+    assert sign_in(web, key["admin_key"]).headers["location"] == "/teams"  # the same browser
+    assert "Team administrator" in web.get("/teams").text
+    assert len(web.app.state.sessions) == 1
+    with TestClient(web.app, base_url="http://127.0.0.1") as thief:
+        thief.cookies.set("tessera_portal", operators)
+        assert thief.get("/teams", follow_redirects=False).headers["location"] == "/signin"
+
+
 def test_a_refused_field_is_shown_next_to_it_in_words(web: TestClient, world: World) -> None:
     sign_in(web)
     page = web.get("/teams/alpha/users")
