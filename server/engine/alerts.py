@@ -9,7 +9,11 @@ caused it, and filed in the outbox (ListNotifications) at once.
   the alert); the hook replays those balances, in order and at their own
   instants, through the rule. It runs on every commit, the heartbeat flush's included: with
   no balance changed since the last commit it costs one test of an empty dict,
-  and it never looks at the commit's items.
+  and it never looks at the commit's items. It also runs after each deadline
+  fired (``Scheduler.after_each``): one commit may fire many (an AdvanceClock, a
+  start, a lagging loop's catch-up before a call such as UpdateTeamSettings), and
+  each balance must meet the threshold that stood at its instant, each waiting
+  pack the tokens it had then.
 - **L2** is a timer per pack at its warning instant (``TimerKind.PACK_WARNING``):
   scheduled at purchase (``Accounts.purchase``) and, at start, for every pack
   not expired, with tokens, and not yet warned (``schedule_all``); one that fell
@@ -48,6 +52,7 @@ class Alerts:
         self._book = TeamAlerts.restore(state.directory.list_notifications())
         state.ledger.track_balances()
         commits.add_hook(self._balances_changed)
+        scheduler.after_each(self._balances_changed)
         scheduler.on(TimerKind.PACK_WARNING, self._on_pack_warning)
 
     def _new_id(self) -> str:

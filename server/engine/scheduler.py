@@ -32,6 +32,7 @@ class Scheduler:
         self.clock = clock
         self.heap = TimerHeap()
         self._handlers: dict[TimerKind, Handler] = {}
+        self._after_each: list[Callable[[Changes], None]] = []
         self._commit = commit
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -40,6 +41,13 @@ class Scheduler:
 
     def on(self, kind: TimerKind, handler: Handler) -> None:
         self._handlers[kind] = handler
+
+    def after_each(self, hook: Callable[[Changes], None]) -> None:
+        """Run ``hook(changes)`` after each deadline fired, while the state is the
+        state at its instant: one commit may fire many (an AdvanceClock, a start, a
+        lagging loop's catch-up), and a rule that judges the state as it stood (L1's
+        threshold, L2's waiting pack) must not see what later deadlines made of it."""
+        self._after_each.append(hook)
 
     @property
     def sink(self) -> TimerSink:
@@ -63,11 +71,14 @@ class Scheduler:
         handlers = self._handlers
         test_clock = self.clock if isinstance(self.clock, TestClock) else None
         by_kind = self.fired_by_kind
+        after_each = self._after_each
         while (deadline := heap.pop_due(until)) is not None:
             due, kind, key = deadline
             if test_clock is not None and due > test_clock.now():
                 test_clock.set(due)  # each fires at its own instant
             handlers[kind](key, due, changes)
+            for hook in after_each:
+                hook(changes)
             by_kind[kind] += 1
             n += 1
         self.fired += n

@@ -204,6 +204,45 @@ def test_l2_the_warning_names_the_remaining_tokens_not_those_held(sheet_desk: De
     assert (gone["state"], gone.get("remaining_tokens")) == ("PACK_STATE_EXPIRED", None)
 
 
+def test_l2_a_pack_all_held_at_its_instant_is_warned_at_the_release_in_one_long_advance(
+    sheet_desk: Desk,
+) -> None:
+    """One AdvanceClock fires the renewal that holds the pack's last 10 (23:59), its
+    warning instant (00:00: it waits), the idle that releases the hold (00:02: warned
+    then, of 10) and its expiry (2027-01-01): the warning is decided at the release,
+    as steps of the clock would, not on what the whole advance left (tokens expired)."""
+    desk = sheet_desk
+    desk.team("wt", 0)
+    pack = desk.buy("wt", 20)
+    ann = desk.user("wt", "ann")
+    desk.to("2026-11-30T23:59:00Z")
+    s = desk.entitle(ann, "ACAD")  # 10 captured at 00:04: 10 left
+    desk.to("2026-12-01T23:47:00Z")
+    desk.heartbeat(ann, s["session_id"], 0)  # renewal at 23:59 in use; idle at 00:02
+    desk.to("2027-01-02T00:00:00Z")
+    assert alerts(desk, "wt", "PACK_EXPIRING") == [expiring("wt", pack, 10, "2026-12-02T00:02:00Z")]
+    kinds = [e["kind"] for e in desk.ledger("wt")]
+    assert kinds.count("LEDGER_ENTRY_KIND_HOLD_RELEASE") == 1
+
+
+def test_l1_l2_alerts_of_one_advance_are_listed_oldest_first(sheet_desk: Desk) -> None:
+    """ListNotifications is oldest first, each at the instant its rule fired: pack A
+    warned (2026-12-02), A expiring drops the balance under the threshold (LOW_BALANCE,
+    2027-01-01), pack B warned (2027-01-11), all in one AdvanceClock."""
+    desk = sheet_desk
+    desk.team("gamma", 10)
+    desk.to(at(d=40))
+    desk.buy("gamma", 100)
+    threshold(desk, "gamma", 105)
+    desk.to(at(d=365 + 20))
+    notes = desk.a("ListNotifications", {"team_id": "gamma"})["notifications"]
+    assert [(n["kind"].removeprefix("NOTIFICATION_KIND_"), n["create_time"]) for n in notes] == [
+        ("PACK_EXPIRING", "2026-12-02T00:00:00Z"),
+        ("LOW_BALANCE", "2027-01-01T00:00:00Z"),
+        ("PACK_EXPIRING", "2027-01-11T00:00:00Z"),
+    ]
+
+
 def test_l2_a_pack_all_held_at_its_instant_is_warned_when_a_release_gives_them_back(
     database: Path | str,
 ) -> None:

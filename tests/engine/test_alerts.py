@@ -5,19 +5,25 @@ hook looks at nothing of a commit when no balance changed."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import cast
+
+import pytest
 
 from server.clock import TestClock
 from server.domain.changes import Changes
 from server.domain.directory import Notification, NotificationKind
 from server.domain.ledger import Cause
+from server.domain.products import Platform, Product
 from server.domain.teams import Plan, Team
 from server.domain.terms import DEFAULT_TERMS
+from server.engine import Engine
 from server.engine.alerts import Alerts
 from server.engine.commits import Commits
 from server.engine.scheduler import Scheduler
 from server.engine.state import State
 from server.ids import IdFactory
+from server.store.sqlite import Store
 from tests.engine.test_wiring import FakeStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -76,3 +82,75 @@ def test_l1_the_hook_looks_at_nothing_of_a_commit_when_no_balance_changed() -> N
     state.ledger.take_balances()  # what came before
     untouchable = cast(Changes, object())  # any use of it would raise
     alerts._balances_changed(untouchable)
+
+
+async def _warned_across_a_stop(db: Path, restart: bool) -> list[tuple[str, int, datetime]]:
+    """Pack P (30) of team wt, Ann on ACAD (idle-aware) and Bo on REVIT, 10 a day
+    each. Between 23:50 and 00:40: Ann's renewal holds P's last 10 (23:59), P's
+    warning instant passes (00:00: all held, it waits), Ann goes idle and the hold
+    goes back (00:02), Bo's renewal holds P's 10 again (00:30) and captures them
+    (00:35). Fired stepwise on a running server, or all at a start."""
+    windows = frozenset({Platform.WINDOWS})
+    clock = TestClock(T0)
+    store = await Store.open(db)
+    e = Engine(clock, store)
+    await e.start(heartbeat_flush=0)
+
+    async def entitle(user: str, product: str) -> str:
+        view = await e.sessions.entitle(
+            user,
+            product_id=product,
+            product_version="2026",
+            platform=Platform.WINDOWS,
+            device_id="d1",
+            parent_session_id="",
+            request_id="",
+            takeover=False,
+            team_id="",
+        )
+        return view.session.session_id
+
+    await e.accounts.create_team("wt", "Wt", Plan.STANDARD)
+    pack = await e.accounts.purchase("wt", 30, "p-1")
+    await e.accounts.upsert_product(
+        Product("ACAD", "AutoCAD", 10, idle_aware=True, platforms=windows)
+    )
+    await e.accounts.upsert_product(Product("REVIT", "Revit", 10, platforms=windows))
+    people = ["Ann <ann@x.com>", "Bo <bo@x.com>"]
+    await e.access.assign("wt", people, [], True, False, import_=True)
+    await e.advance_clock(datetime(2026, 11, 30, 23, 59, tzinfo=UTC), None)
+    ann = await entitle("ann@x.com", "ACAD")
+    await e.advance_clock(datetime(2026, 12, 1, 0, 30, tzinfo=UTC), None)
+    bo = await entitle("bo@x.com", "REVIT")
+    await e.advance_clock(datetime(2026, 12, 1, 23, 47, tzinfo=UTC), None)
+    await e.sessions.heartbeat("ann@x.com", ann, 0)  # idle at 2026-12-02T00:02
+    await e.sessions.heartbeat("bo@x.com", bo, 0)
+    await e.advance_clock(datetime(2026, 12, 1, 23, 50, tzinfo=UTC), None)
+    end = datetime(2026, 12, 2, 0, 40, tzinfo=UTC)
+    if restart:
+        await e.stop()
+        await store.close()
+        store = await Store.open(db)
+        e = Engine.restore(await store.load(), TestClock(end), store)
+        await e.start(heartbeat_flush=0)  # fires 23:59, 00:00, 00:02, 00:30, 00:35
+    else:
+        await e.advance_clock(datetime(2026, 12, 2, 0, 10, tzinfo=UTC), None)
+        await e.advance_clock(end, None)
+    try:
+        notes = e.access.notifications("wt", "")
+        return [
+            (n.pack_id, n.tokens, n.create_time)
+            for n in notes
+            if n.kind is NotificationKind.PACK_EXPIRING and n.pack_id == pack.pack_id
+        ]
+    finally:
+        await e.stop()
+        await store.close()
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "start"])
+async def test_l2_a_start_warns_a_waiting_pack_at_the_release_as_a_running_server_does(
+    tmp_path: Path, restart: bool
+) -> None:
+    [(_, tokens, when)] = await _warned_across_a_stop(tmp_path / "t.db", restart)
+    assert (tokens, when) == (10, datetime(2026, 12, 2, 0, 2, tzinfo=UTC))

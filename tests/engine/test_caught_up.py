@@ -32,7 +32,7 @@ from server.api.audit import AuditRecorder
 from server.api.caller import NOBODY, THE_OPERATOR, Caller
 from server.clock import TestClock
 from server.domain.coverage import SubscriptionKind
-from server.domain.directory import Invitation, InvitationState, MemberState
+from server.domain.directory import Invitation, InvitationState, MemberState, NotificationKind
 from server.domain.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -750,3 +750,36 @@ async def test_a2_m3_resend_after_a_grace_end_due_stores_the_charge_with_it(
     assert (invitation.send_time, invitation.expire_time) == (T0 + 10 * MIN, T0 + 10 * MIN + WEEK)
     assert await world.events() == [("ResendInvitation", "operator", "operator", BEA)]
     await world.assert_charged()
+
+
+def _lows(world: World) -> list[tuple[int, datetime]]:
+    notes = world.engine.access.notifications("acme", "")
+    return [(n.tokens, n.create_time) for n in notes if n.kind is NotificationKind.LOW_BALANCE]
+
+
+async def test_l1_a_threshold_set_after_a_fall_already_due_alerts_nothing_for_that_fall(
+    world: World,
+) -> None:
+    """The renewal at 1 d (90 -> 80) is due but not fired when
+    a threshold of 85 is set at 1 d 1 h: the fall came before the threshold existed,
+    and a threshold set above the balance queues nothing by itself (L1)."""
+    await _assign(["REVIT"])(world.engine)
+    await world.heartbeat_at_2h(T0 + DAY + HOUR)
+    await world.engine.accounts.update_team_settings("acme", None, None, None, 85)
+    assert world.tokens()[0] == 80
+    assert _lows(world) == []
+
+
+async def test_l1_a_threshold_turned_off_after_a_fall_already_due_still_alerts_that_fall(
+    world: World,
+) -> None:
+    """A threshold of 85 stands when the renewal at 1 d takes the balance from 90 to
+    80; the loop lags, and the threshold is turned off at 1 d 1 h: the fall came
+    while it stood, so its alert is queued at 1 d (L1, RULES §7)."""
+    await world.engine.accounts.update_team_settings("acme", None, None, None, 85)
+    await _assign(["REVIT"])(world.engine)
+    await world.heartbeat_at_2h(T0 + DAY + HOUR)
+    assert world.tokens()[0] == 90 and _lows(world) == []
+    await world.engine.accounts.update_team_settings("acme", None, None, None, 0)
+    assert world.tokens()[0] == 80
+    assert _lows(world) == [(80, T0 + DAY)]
