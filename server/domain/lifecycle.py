@@ -285,6 +285,10 @@ class SessionBook:
             self.meters.close_window(meter, changes)
             if not any(self._paying(s) for s in sessions):
                 self.meters.drop_if_unused(meter, self._meter_live(meter), changes)
+            # A subscription or trial that starts (or ends) at this very instant covers
+            # (or stops covering) the renewal: its deadline may be later in the same
+            # instant's order (C1, C2; from start_time included).
+            self._apply_coverage(meter.user_id, meter.product_id, due, changes, timers)
             self._settle_seat(meter.user_id, meter.product_id, due, changes, timers)  # M5, C3
 
     def _on_coverage_change(
