@@ -20,6 +20,16 @@ def _counter32(n: int) -> str:
     return _PAIRS[n >> 20 & 1023] + _PAIRS[n >> 10 & 1023] + _PAIRS[n & 1023]
 
 
+_DIGITS = frozenset(_ALPHABET)
+
+
+def _un32(digits: str) -> int:
+    n = 0
+    for d in digits:
+        n = n * 32 + _ALPHABET.index(d)
+    return n
+
+
 def _b32(n: int, width: int) -> str:
     out = []
     for _ in range(width):
@@ -41,6 +51,20 @@ class IdFactory:
         # second encode only their counter.
         self._salt32 = _b32(self._salt, 7)
         self._ms32 = _b32(0, 10)
+
+    def not_before(self, newest: str) -> None:
+        """Make every later id sort after ``newest``, an id of this form (any prefix)
+        made by another process, whatever this machine's clock says. A server that
+        starts on a clock behind the last one's (a restart after the clock stepped
+        back, a standby taking over on a machine behind) would otherwise make ids
+        below those stored, and lists paged by id (ListSessions, ListAdminKeys) would
+        skip them. Anything not of this form is ignored."""
+        body = newest.partition("_")[2]
+        if len(body) != 23 or not set(body) <= _DIGITS:
+            return
+        ms, counter = _un32(body[:10]), _un32(body[10:16])
+        if (ms, counter) >= (self._last_ms, self._counter):
+            self._last_ms, self._counter, self._ms32 = ms, counter, body[:10]
 
     def new(self, prefix: str) -> str:
         ms = time.time_ns() // 1_000_000

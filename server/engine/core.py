@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 
 from server.clock import Clock, TestClock
 from server.credentials import hash_secret
 from server.domain.admins import AdminKey
 from server.domain.changes import Changes
+from server.domain.directory import Invitation, Notification
 from server.domain.errors import InvalidArgument, TestClockDisabled
 from server.domain.ledger import Hold
 from server.domain.licensing import Licensing
@@ -65,6 +67,23 @@ def _licensing(state: State, terms: Terms, ids: IdFactory, snapshot: Snapshot | 
     )
 
 
+# The stored objects whose ids order a list (paged by id, or kept in id order).
+_ORDERED_BY_ID = (
+    (Session, attrgetter("session_id")),
+    (Notification, attrgetter("notification_id")),
+    (AdminKey, attrgetter("admin_key_id")),
+    (Invitation, attrgetter("invitation_id")),
+)
+
+
+def _ids_after_the_stored(ids: IdFactory, loaded: Snapshot) -> None:
+    """New ids sort after every stored one, whatever this machine's clock says
+    (``IdFactory.not_before``): one pass over each kind, 40 ms a million sessions."""
+    for kind, id_of in _ORDERED_BY_ID:
+        if found := loaded.of(kind):
+            ids.not_before(max(map(id_of, found)))
+
+
 class Engine:
     def __init__(
         self,
@@ -81,6 +100,8 @@ class Engine:
         self.terms = terms
         self.max_page_size = max_page_size  # configuration (server/config.py), for paging
         self.ids = ids = IdFactory()
+        if snapshot is not None:
+            _ids_after_the_stored(ids, snapshot)
         self._indexing: asyncio.Task[None] | None = None  # the search index's build
         self.commits = commits = Commits(store)
         self.scheduler = scheduler = Scheduler(clock, commits.commit)

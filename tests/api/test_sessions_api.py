@@ -13,14 +13,18 @@ the last tokens are in ``test_metering_api.py``.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 import pytest
 
+import server.ids
 from tests.grpcurl import GrpcurlError
 from tests.licensing_desk import SHEET, T0, Desk, L, at, ended, num
-from tests.support import ServerThread
+from tests.support import ServerThread, running
 
 FP = grpc.StatusCode.FAILED_PRECONDITION
 NF = grpc.StatusCode.NOT_FOUND
@@ -807,6 +811,37 @@ def test_r2_list_sessions_pages_in_opening_order(desk: Desk) -> None:
     err = desk.refused(None, "ListSessions", {"page_token": "garbage!"}, IA)
     assert set(err.field_violations) == {"page_token"}
     desk.refused(None, "ListSessions", {"team_id": "nope"}, NF, "UNKNOWN_TEAM")
+
+
+def test_r2_list_sessions_pages_every_session_after_a_start_on_a_clock_behind(
+    database: Path | str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next server on a database (a restart after the clock stepped back, a
+    standby taking over on a machine behind; skew the rules allow, section 7) runs
+    on a clock 10 minutes behind the last one's: its sessions' ids still sort after
+    the stored ones, so a walk of ListSessions' pages lists them too."""
+    with running(database) as srv:
+        desk = Desk(srv.target).sheet()
+        desk.team("alpha", 1000)
+        before = [desk.entitle(desk.user("alpha", n))["session_id"] for n in ("ann", "bob")]
+        keys = dict(desk.keys)
+        desk.close()
+    real = time.time_ns
+    monkeypatch.setattr(server.ids, "time", SimpleNamespace(time_ns=lambda: real() - 600 * 10**9))
+    with running(database) as srv:
+        desk = Desk(srv.target)
+        desk.keys.update(keys)
+        after = [desk.entitle(desk.user("alpha", n))["session_id"] for n in ("cy", "di")]
+        walked: list[str] = []
+        token = ""
+        for _ in range(10):
+            page = desk.a("ListSessions", {"team_id": "alpha", "page_size": 1, "page_token": token})
+            walked += [s["session_id"] for s in page.get("sessions", [])]
+            if not (token := page.get("next_page_token", "")):
+                break
+        desk.close()
+    assert walked == before + after
+    assert sorted(walked) == walked
 
 
 def test_r2_end_session_ends_it_ended_by_admin(desk: Desk, ann: str) -> None:
