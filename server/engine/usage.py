@@ -160,8 +160,16 @@ def build_report(
                 moved[(p.pack_id, EntryKind.EXPIRY)],
             )
             held, remaining = (p.held, p.remaining) if here_now else (0, 0)
+            # Gone from here: over for this team (nothing left here), by the clock
+            # alone; its state where it is now would tell what that team did with it.
+            state = (
+                p.state
+                if here_now
+                else (PackState.EXPIRED if p.expire_time <= now else PackState.DEPLETED)
+            )
         else:
             consumed, expired, held, remaining = p.consumed, p.expired_tokens, p.held, p.remaining
+            state = p.state
         report.packs.append(
             PackUsage(
                 pack_id=p.pack_id,
@@ -172,7 +180,7 @@ def build_report(
                 expired_tokens=expired,
                 remaining_tokens=remaining,
                 expire_time=p.expire_time,
-                state=p.state,
+                state=state,
                 moved_in_tokens=moved[(p.pack_id, EntryKind.MOVE_IN)],
                 moved_out_tokens=moved[(p.pack_id, EntryKind.MOVE_OUT)],
             )

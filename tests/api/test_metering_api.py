@@ -840,6 +840,41 @@ def test_r1_t5_ad1_a_moved_packs_figures_in_each_teams_report_are_that_teams(
     assert figures(beta) == (10, 10, 70, 90, 0)
 
 
+def test_r1_t5_ad1_a_moved_out_packs_state_in_the_first_teams_report_is_that_teams(
+    desk: Desk, server: ServerThread
+) -> None:
+    """Gamma moves its pack of 10 to beta, which spends all of it: gamma's report of
+    the pack does not change (DEPLETED for gamma from the move on: nothing left
+    there), and it says EXPIRED once the pack's expiry instant has passed, whatever
+    beta did with it."""
+    desk.team("gamma")
+    pack = desk.buy("gamma", 10)["pack_id"]
+    desk.team("beta")
+    desk.a("MoveTokenPack", {"pack_id": pack, "to_team_id": "beta"})
+    key = desk.a("CreateAdminKey", {"display_name": "Gamma's", "team_ids": ["gamma"]})
+    gammas = Grpcurl(server.target, key["admin_key"])
+
+    def gamma_view() -> tuple[Any, ...]:
+        (p,) = gammas(A + "GetUsageReport", {"team_id": "gamma"})["packs"]
+        names = ("consumed", "held", "remaining", "moved_out")
+        return (*(num(p, f"{n}_tokens") for n in names), p["state"])
+
+    try:
+        before = gamma_view()
+        bob = desk.user("beta", "bob")
+        s = desk.entitle(bob, "REVIT")  # beta spends the moved pack's 10 tokens
+        desk.to(at(m=6))
+        desk.release(bob, s["session_id"])
+        assert desk.packs("beta")[0]["state"] == "PACK_STATE_DEPLETED"
+        after = gamma_view()
+        desk.to(at(d=366))
+        expired = gamma_view()
+    finally:
+        gammas.close()
+    assert before == after == (0, 0, 0, 10, "PACK_STATE_DEPLETED")
+    assert expired == (0, 0, 0, 10, "PACK_STATE_EXPIRED")
+
+
 def test_r1_bad_report_requests(desk: Desk) -> None:
     desk.refused(
         None, "GetUsageReport", {"team_id": "nope"}, grpc.StatusCode.NOT_FOUND, "UNKNOWN_TEAM"
