@@ -72,8 +72,11 @@ def _shows_nothing(ch: str) -> bool:
 
 def display_name(name: str, field: str, limit: int = MAX_DISPLAY_NAME) -> str:
     """A display name as stored: trimmed, checked; empty stays empty (the caller
-    picks the default)."""
-    name = name.strip()
+    picks the default), but one of spaces alone is refused as one of other blank
+    characters is: it was given, and shows nothing."""
+    given, name = name, name.strip()
+    if given and not name:
+        raise InvalidArgument.field(field, name_problem(given) or "must not be blank")
     if len(name) > limit:
         raise InvalidArgument.field(field, f"must be at most {limit} characters")
     problem = name_problem(name)

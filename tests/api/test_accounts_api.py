@@ -1003,6 +1003,39 @@ def test_h2_8_display_names_refuse_control_and_bidi_characters(
     assert admin(A + "ListProducts", {}).get("products", []) == []
 
 
+@pytest.mark.parametrize(
+    ("method", "body", "field"),
+    [
+        ("CreateTeam", {"team_id": "blank", "display_name": "   "}, "display_name"),
+        ("UpdateTeamSettings", {"team_id": "acme", "display_name": "   "}, "display_name"),
+        (
+            "UpsertProduct",
+            {
+                "product": {
+                    "product_id": "BL1",
+                    "display_name": "  ",
+                    "daily_rate": "1",
+                    "platforms": ["PLATFORM_WINDOWS"],
+                }
+            },
+            "product.display_name",
+        ),
+    ],
+)
+def test_h2_8_a_display_name_of_spaces_alone_is_refused_not_taken_as_absent(
+    admin: Grpcurl, method: str, body: dict[str, Any], field: str
+) -> None:
+    """A name of spaces was given and shows nothing, as one of other blank
+    characters: refused, where an absent one keeps the name or takes the default."""
+    create_team(admin, "acme")
+    err = refused(admin, A + method, body, grpc.StatusCode.INVALID_ARGUMENT)
+    assert list(err.field_violations) == [field]
+    assert "visible character" in err.field_violations[field]
+    assert [t["team_id"] for t in admin(A + "ListTeams", {})["teams"]] == ["acme"]
+    assert team(admin, "acme")["display_name"] == "Acme"
+    assert admin(A + "ListProducts", {}).get("products", []) == []
+
+
 def test_h2_8_team_rename_and_user_names_follow_the_same_rule(admin: Grpcurl) -> None:
     create_team(admin, "acme")
     err = refused(

@@ -92,7 +92,12 @@ def test_h2_8_a_display_name_of_joiners_alone_is_refused(name: str) -> None:
 
 
 def test_h2_8_display_name_length_and_empty() -> None:
-    assert display_name("   ", "display_name") == ""
+    assert display_name("", "display_name") == ""  # not given: the caller's default
+    assert display_name("  Acme ", "display_name") == "Acme"
+    for blank in ("   ", " \u3000 "):  # given, and shows nothing
+        with pytest.raises(InvalidArgument) as e:
+            display_name(blank, "display_name")
+        assert "visible character" in e.value.violations["display_name"]
     assert display_name("x" * 200, "display_name") == "x" * 200
     with pytest.raises(InvalidArgument) as e:
         display_name("x" * 201, "display_name")
