@@ -65,6 +65,7 @@ from server.domain.few import add_few, drop_few, few
 from server.domain.search import Query, UserIndex
 from server.domain.teams import Team
 from server.domain.terms import DEFAULT_TERMS
+from server.domain.text import quoted
 from server.domain.userentries import (
     ExistingRef,
     NewUser,
@@ -250,7 +251,9 @@ def _product_problems(
         if not product_id:
             problems[f"{field}[{i}]"] = "is empty; name a product id such as ACAD"
         elif product_id not in known_products:
-            problems[f"{field}[{i}]"] = f"names {product_id!r}, which is not on the rate sheet"
+            problems[f"{field}[{i}]"] = (
+                f"names {quoted(product_id)}, which is not on the rate sheet"
+            )
     return problems
 
 
@@ -499,7 +502,7 @@ class Directory:
         for entry in parsed:
             if isinstance(entry, ExistingRef) and entry.user_id not in self._users:
                 errors[entry.index] = (
-                    f"{entry.user_id!r} is not a known user id; "
+                    f"{quoted(entry.user_id)} is not a known user id; "
                     "to invite a new user write Full Name <email>"
                 )
         problems = entry_violations("users", errors)

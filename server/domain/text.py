@@ -70,6 +70,16 @@ def _shows_nothing(ch: str) -> bool:
     )
 
 
+QUOTED = 40  # characters of a caller's value a refusal repeats before what is wrong
+
+
+def quoted(value: str) -> str:
+    """``value`` as a refusal quotes it, cut to ``QUOTED`` characters: what the
+    refusal says after it must survive the edge's clip of each description to 160
+    bytes (``server/api/errors.py``), however long the value sent."""
+    return repr(value if len(value) <= QUOTED else value[:QUOTED] + "\u2026")
+
+
 def display_name(name: str, field: str, limit: int = MAX_DISPLAY_NAME) -> str:
     """A display name as stored: trimmed, checked; empty stays empty (the caller
     picks the default), but one of spaces alone is refused as one of other blank

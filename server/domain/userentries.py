@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from email_validator import EmailNotValidError, validate_email
 
 from server.domain.errors import InvalidArgument
-from server.domain.text import name_problem
+from server.domain.text import name_problem, quoted
 
 MAX_NAME_LENGTH = 256
 
@@ -61,7 +61,7 @@ def normalize_email(address: str) -> str:
     try:
         result = validate_email(address, check_deliverability=False, test_environment=True)
     except EmailNotValidError as exc:
-        raise EntryError(f"the address {address!r} is not valid: {exc}") from None
+        raise EntryError(f"the address {quoted(address)} is not valid: {exc}") from None
     return result.normalized.lower()
 
 
@@ -89,7 +89,7 @@ def parse_entry(raw: str, index: int) -> UserEntry:
     if opens == 0 and closes == 0:
         if "@" not in text:
             raise EntryError(
-                f"{text!r} is neither a user id (an email address) nor Full Name <email>"
+                f"{quoted(text)} is neither a user id (an email address) nor Full Name <email>"
             )
         return ExistingRef(normalize_email(text), index)
     if opens == 0:
@@ -103,17 +103,17 @@ def parse_entry(raw: str, index: int) -> UserEntry:
         raise EntryError("has '>' before '<'; write Full Name <email>")
     tail = text[end + 1 :].strip()
     if tail:
-        raise EntryError(f"has text after the closing '>': {tail!r}")
+        raise EntryError(f"has text after the closing '>': {quoted(tail)}")
     address = text[start + 1 : end].strip()
     if not address:
         raise EntryError("has nothing between '<' and '>'; write the email address there")
     name = text[:start].strip()
-    quoted = len(name) >= 2 and name[0] == name[-1] == '"'
-    if quoted:
+    in_quotes = len(name) >= 2 and name[0] == name[-1] == '"'
+    if in_quotes:
         name = name[1:-1].strip()
     email = normalize_email(address)
     if not name:
-        if quoted:
+        if in_quotes:
             raise EntryError("has an empty name between the double quotes")
         return ExistingRef(email, index)
     _check_name(name)

@@ -347,6 +347,41 @@ def test_a1_malformed_entry_is_invalid_argument_naming_it(sheet: Grpcurl, bad: s
     assert notes(sheet) == []
 
 
+@pytest.mark.parametrize(
+    ("method", "body", "field", "words"),
+    [
+        (
+            "AssignUsers",
+            {"team_id": "alpha", "users": ["Long Name <" + "x" * 600 + "@example.com>"]},
+            "users[0]",
+            "too long",
+        ),
+        ("AssignUsers", {"team_id": "alpha", "users": ["y" * 600]}, "users[0]", "nor Full Name"),
+        (
+            "AssignUsers",
+            {"team_id": "alpha", "users": ["z" * 600 + "@example.com"]},
+            "users[0]",
+            "too long",
+        ),
+        (
+            "SetDefaultAssignments",
+            {"team_id": "alpha", "product_ids": ["P" * 600]},
+            "product_ids[0]",
+            "not on the rate sheet",
+        ),
+    ],
+)
+def test_a1_a_long_bad_value_is_refused_with_what_is_wrong_with_it(
+    sheet: Grpcurl, method: str, body: dict[str, Any], field: str, words: str
+) -> None:
+    """A refusal repeats a caller's value cut short, so that what is wrong with it,
+    said after it, survives the clip of each description to 160 bytes."""
+    err = refused(sheet, A + method, body, grpc.StatusCode.INVALID_ARGUMENT)
+    assert list(err.field_violations) == [field]
+    assert words in err.field_violations[field]
+    assert words in err.message
+
+
 def test_a1_malformed_entry_rejects_the_whole_request(sheet: Grpcurl) -> None:
     create_team(sheet, "beta")
     import_(sheet, "beta", ["Old Timer <old@example.com>"])
