@@ -220,6 +220,9 @@ class Accounts:
         0: from the start); reads the committed history. UNKNOWN_TEAM, UNKNOWN_PACK."""
         self.team(team_id)
         pack = self.state.ledger.pack(pack_id) if pack_id else None
+        # Entries already made in memory (a deadline's, being stored) are listed, as
+        # the balance beside them already counts them.
+        await self._commits.settled()
         entries = await self._store.ledger_page(
             team_id, since_seq, limit, pack_id, newest_first=newest_first
         )

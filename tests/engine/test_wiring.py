@@ -7,6 +7,7 @@ with no Engine."""
 from __future__ import annotations
 
 import ast
+import asyncio
 from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -136,6 +137,34 @@ async def test_issue13_a_use_case_runs_on_fakes_without_an_engine() -> None:
     assert (pack.team_id, pack.tokens) == ("acme", 40)
     entries = await w.accounts.ledger_page("acme", 0, 10)  # through the port's named read
     assert [(e.seq, e.amount) for e in entries] == [(1, 40)]
+
+
+async def test_t2_the_ledger_lists_an_entry_whose_commit_is_under_way() -> None:
+    """A purchase's entry is in memory (the balance counts it) while its commit is
+    still being stored: a ledger page read meanwhile waits for it and lists it."""
+    w = World()
+    await w.accounts.create_team("acme", "Acme", Plan.STANDARD)
+    stored = asyncio.Event()
+    write = w.store.commit
+
+    async def slow_commit(changes: Changes | Iterable[object]) -> None:
+        await stored.wait()
+        await write(changes)
+
+    async def barrier() -> None:
+        await stored.wait()
+
+    w.store.commit = slow_commit  # type: ignore[method-assign]
+    w.store.barrier = barrier  # type: ignore[method-assign]
+    buying = asyncio.create_task(w.accounts.purchase("acme", 40, "po-1"))
+    await asyncio.sleep(0)  # the purchase is made in memory, its commit under way
+    assert w.state.ledger.available("acme") == 40
+    reading = asyncio.create_task(w.accounts.ledger_page("acme", 0, 10))
+    await asyncio.sleep(0)
+    assert not reading.done()
+    stored.set()
+    await buying
+    assert [(e.seq, e.amount) for e in await reading] == [(1, 40)]
 
 
 async def test_a6_access_ends_sessions_through_the_callable_it_was_given() -> None:
