@@ -16,7 +16,9 @@ from server.domain.errors import (
 PRODUCT_ID_RE = re.compile(r"[A-Z0-9]{1,32}")
 # P2: a version is a year, or starts with one ("2025", "2025.1", "2025.2.1").
 # ASCII digits only: "\d" would take any script's (Arabic-Indic, fullwidth).
-VERSION_RE = re.compile(r"([0-9]{4})(?:\.[0-9A-Za-z]+)*")
+# A year, then parts of ASCII letters and digits, each after one of ". -_+": 2025,
+# 2025.1, 2025.0.1, 2025 R2, 2025-SP1, 2025.1-beta, 2025.1+build7.
+VERSION_RE = re.compile(r"([0-9]{4})(?:[.\- _+][0-9A-Za-z]+)*")
 # The year is one the API can name: from 1970, its earliest instant (a Timestamp
 # before it is refused everywhere), to 9999, its latest; "0000" is no release.
 MIN_VERSION_YEAR = 1970
@@ -102,8 +104,9 @@ def version_year(version: str) -> int:
     if m is None or int(m.group(1)) < MIN_VERSION_YEAR:
         raise InvalidArgument.field(
             "product_version",
-            f"must be a year from {MIN_VERSION_YEAR} to 9999 such as 2025, "
-            "or start with one (2025.1)",
+            f"must be a year from {MIN_VERSION_YEAR} to 9999 such as 2025, or start "
+            "with one, then letters and digits after a dot, hyphen, space, underscore "
+            "or plus (2025.1, 2025 R2, 2025-SP1)",
         )
     return int(m.group(1))
 

@@ -106,6 +106,23 @@ def test_p2_version_must_start_with_a_year(w: World) -> None:
 
 
 @pytest.mark.parametrize(
+    "version", ["2025 R2", "2025-SP1", "2025.1-beta", "2025.0.1", "2025_1", "2025.1+build7"]
+)
+def test_p2_a_version_starting_with_a_year_is_taken_whatever_follows_a_separator(
+    w: World, version: str
+) -> None:
+    """P2: "years (2025) or start with one": a vendor's 2025 R2 or 2025-SP1 too."""
+    assert w.entitle(version=version, request_id=version).product_version == version
+
+
+@pytest.mark.parametrize("version", ["20251", "2025R2", "2025 ", "2025..1", "2025 -1", "2025.é"])
+def test_p2_a_year_then_no_separator_or_an_empty_part_is_refused(w: World, version: str) -> None:
+    with pytest.raises(InvalidArgument) as e:
+        w.entitle(version=version)
+    assert set(e.value.violations) == {"product_version"}
+
+
+@pytest.mark.parametrize(
     "version", ["\u0662\u0660\u0662\u0665", "\uff12\uff10\uff12\uff15", "2025\n", "0000", "1969.1"]
 )
 def test_p2_a_year_is_four_ascii_digits(w: World, version: str) -> None:
