@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from server.domain.errors import InvalidArgument
+from server.domain.text import name_problem
 from server.domain.userentries import (
     EntryError,
     ExistingRef,
@@ -128,7 +129,7 @@ names = st.text(
     ),
     min_size=1,
     max_size=60,
-).filter(lambda s: s.strip() != "")
+).filter(lambda s: s.strip() != "" and name_problem(s.strip()) is None)  # shows something
 
 
 @given(names)
