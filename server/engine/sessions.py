@@ -254,12 +254,12 @@ class Sessions:
         """M6, M7, M12. A plain heartbeat answers at once with a view of the live
         session (read it before the next ``await``); one that waits answers with
         a snapshot."""
-        changes = Changes()
-        now = self._scheduler.caught_up(changes)
         before = self.lic.find_session(session_id)
         if before is None and (old := await self._forgotten(user_id, session_id)) is not None:
-            await store_fired(self._commits, changes)
-            return self.lic.session_view(old, now)
+            return await self._as_stored(old)
+        # No await between firing what is due and storing it (``_as_stored``).
+        changes = Changes()
+        now = self._scheduler.caught_up(changes)
         state = before.state if before is not None else None
         lease_end = before.lease_end if before is not None else now
         try:
@@ -308,13 +308,12 @@ class Sessions:
         """Idle or Release (``change``: the domain's): a session memory let go of
         answers from the store as it ended (M12); otherwise the change, stored
         before the answer. Deadlines that fell due first are stored either way."""
-        changes = Changes()
-        now = self._scheduler.caught_up(changes)
         if self.lic.find_session(session_id) is None and (
             old := await self._forgotten(user_id, session_id)
         ):
-            await store_fired(self._commits, changes)
-            return self.lic.session_view(old, now)
+            return await self._as_stored(old)
+        changes = Changes()
+        now = self._scheduler.caught_up(changes)
         try:
             session = change(user_id, session_id, now, changes, self._scheduler)
         except Exception:
@@ -323,6 +322,17 @@ class Sessions:
         view = _snapshot(self.lic.session_view(session, now))
         await self._commits.commit(changes)
         return view
+
+    async def _as_stored(self, old: Session) -> SessionView:
+        """M12's answer for a session memory let go of, read from the store, once
+        the deadlines already due are fired and stored. They are fired after the
+        read, not before it: ledger entries fired and then held over an ``await``
+        would reach the store after entries made meanwhile by calls already
+        answered, and a crash between the two would leave the ledger a gap."""
+        changes = Changes()
+        now = self._scheduler.caught_up(changes)
+        await store_fired(self._commits, changes)
+        return self.lic.session_view(old, now)
 
     async def _forgotten(self, user_id: str, session_id: str) -> Session | None:
         """M12 for a session ended so long ago that memory let it go: the stored

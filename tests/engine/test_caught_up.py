@@ -38,6 +38,7 @@ from server.domain.errors import (
     InvalidArgument,
     InvitationExpired,
     UnknownInvitation,
+    UnknownSession,
     UnknownSubscription,
     UnknownUser,
 )
@@ -783,3 +784,38 @@ async def test_l1_a_threshold_turned_off_after_a_fall_already_due_still_alerts_t
     await world.engine.accounts.update_team_settings("acme", None, None, None, 0)
     assert world.tokens()[0] == 80
     assert _lows(world) == [(80, T0 + DAY)]
+
+
+@pytest.mark.parametrize("call", ["heartbeat", "idle", "release"])
+async def test_t6_m12_a_call_on_a_forgotten_session_fires_what_is_due_after_its_read(
+    world: World, call: str
+) -> None:
+    """A Heartbeat, Idle or Release naming a session memory does not hold reads the
+    store (M12). The capture due meanwhile (a lagging loop) must not wait in that call
+    over its read while another call takes the next ledger entry and is answered: a
+    crash then would leave the ledger a gap, and the pack row ahead of its entries."""
+    await _assign(["REVIT"])(world.engine)
+    await world.grace_end_due()  # the capture at 5 min is due, unfired
+    store = world.engine.store
+    read = store.ended_session
+    go_on = asyncio.Event()
+
+    async def held_read(session_id: str) -> Session | None:
+        found = await read(session_id)
+        await go_on.wait()  # the read takes a while (a busy database)
+        return found
+
+    store.ended_session = held_read  # type: ignore[method-assign]
+    sessions = world.engine.sessions
+    calls = {"heartbeat": lambda: sessions.heartbeat(ANN, "se_gone", 0)}
+    calls |= {"idle": lambda: sessions.idle(ANN, "se_gone")}
+    calls |= {"release": lambda: sessions.release(ANN, "se_gone")}
+    waiting = asyncio.create_task(calls[call]())
+    await asyncio.sleep(0)  # it reaches its read
+    await world.engine.accounts.purchase("acme", 5, "po-late")  # answered: stored
+    on_disk = verify(world.db)  # what a crash now would leave
+    go_on.set()
+    with pytest.raises(UnknownSession):
+        await waiting
+    assert on_disk.ok, on_disk.problems
+    assert await world.moves() == [*CHARGED, ("PURCHASE", 5, T0 + 10 * MIN)]
