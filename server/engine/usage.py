@@ -88,13 +88,23 @@ def _days(start: datetime, end: datetime) -> Iterator[tuple[str, timedelta]]:
         t = stop
 
 
+def open_spans(live: Iterable[Session], now: datetime) -> list[ActivitySpan]:
+    """R1: the active time of the running sessions, each from when it turned active
+    until ``now``."""
+    return [
+        ActivitySpan(s.session_id, s.team_id, s.user_id, s.product_id, s.state_since, now)
+        for s in live
+        if s.state is SessionState.ACTIVE and s.state_since < now
+    ]
+
+
 def build_report(
     team_id: str,
     start: datetime,
     end: datetime,
     now: datetime,
     facts: UsageFacts,
-    live: Iterable[Session],
+    live: Iterable[ActivitySpan],
     ledger: Ledger,
     *,
     user_id: str = "",
@@ -103,7 +113,9 @@ def build_report(
     product_name: Callable[[str], str] = str,
 ) -> UsageReport:
     """The report of ``team_id`` over [start, end): ``facts`` from the store,
-    ``live`` the team's running sessions (active until ``now``). Rows (and so
+    ``live`` the open spans of the team's sessions active at ``now`` (``open_spans``,
+    taken before the store was read: one that a release closed meanwhile is in
+    ``facts`` or here, never in neither; in both, it counts once). Rows (and so
     the totals) are narrowed to ``user_id`` and ``product_id`` when given, and
     name both in words through ``user_name`` and ``product_name``."""
     rows: dict[tuple[str, str, str], UsageRow] = {}
@@ -128,11 +140,8 @@ def build_report(
         row(c.time.date().isoformat(), c.user_id, c.product_id).tokens_charged += c.amount
     for s in facts.session_starts:
         row(s.time.date().isoformat(), s.user_id, s.product_id).sessions += 1
-    spans = facts.spans + [
-        ActivitySpan(s.session_id, s.team_id, s.user_id, s.product_id, s.state_since, now)
-        for s in live
-        if s.state is SessionState.ACTIVE and s.state_since < now
-    ]
+    stored = {(span.session_id, span.start) for span in facts.spans}
+    spans = facts.spans + [span for span in live if (span.session_id, span.start) not in stored]
     for span in spans:
         a, b = max(span.start, start), min(span.end, end)
         for day, time in _days(a, b):

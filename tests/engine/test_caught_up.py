@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from google.protobuf.message import Message
@@ -48,6 +48,7 @@ from server.domain.teams import Plan
 from server.engine import Engine
 from server.store.audit import verify
 from server.store.codec import opt_i2t
+from server.store.port import UsageFacts
 from server.store.sqlite import Store
 from tessera_api.tessera.v1 import admin_service_pb2 as api
 
@@ -819,3 +820,30 @@ async def test_t6_m12_a_call_on_a_forgotten_session_fires_what_is_due_after_its_
         await waiting
     assert on_disk.ok, on_disk.problems
     assert await world.moves() == [*CHARGED, ("PURCHASE", 5, T0 + 10 * MIN)]
+
+
+async def test_r1_a_release_while_the_report_reads_the_store_keeps_its_active_time(
+    world: World,
+) -> None:
+    """Ann's session is active for an hour and released while GetUsageReport reads
+    the store: its span is stored after the read, and it is no longer running when
+    the reads are done. The report still says the hour."""
+    await _assign(["REVIT"])(world.engine)
+    session_id = await world.entitle()
+    await world.engine.advance_clock(T0 + HOUR, None)
+    store = world.engine.store
+    read = store.usage_facts
+    reading, go_on = asyncio.Event(), asyncio.Event()
+
+    async def held_read(*args: Any) -> UsageFacts:
+        facts = await read(*args)
+        reading.set()
+        await go_on.wait()
+        return facts
+
+    store.usage_facts = held_read  # type: ignore[method-assign]
+    report = asyncio.create_task(world.engine.sessions.usage_report("acme", None, None))
+    await reading.wait()
+    await world.engine.sessions.release(ANN, session_id)
+    go_on.set()
+    assert (await report).total_active_seconds == 3600

@@ -133,3 +133,19 @@ def test_r1_a_rows_active_seconds_are_its_exact_total_truncated_and_the_total_th
         timedelta(milliseconds=1500),
         timedelta(milliseconds=2500),
     ]
+
+
+def test_r1_a_span_both_stored_and_open_counts_once_and_one_in_neither_is_not_lost() -> None:
+    """The open spans are taken before the store is read: a release meanwhile stores
+    the span (then in both: counted once), or stores it after the read (then only
+    open: counted, to the report's now)."""
+    zero = timedelta(0)
+    open_then = [_span("ses_a", zero, H), _span("ses_b", zero, H, user="bob")]
+    stored = [_span("ses_a", zero, H + 10 * MS)]  # ann's, released during the read
+    report = build_report(
+        "acme", T0, T0 + 48 * H, T0 + H, UsageFacts(spans=stored), open_then, _ledger()
+    )
+    assert [(r.user_id, r.active) for r in report.rows] == [
+        ("ann", H + 10 * MS),
+        ("bob", H),  # released after the read: in neither the reads nor memory now
+    ]
