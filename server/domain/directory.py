@@ -557,12 +557,16 @@ class Directory:
         changed = (member.guest, member.all_products, member.product_ids) != merged
         member.guest, member.all_products, member.product_ids = merged
         invitation = self.invitation(member.invitation_id)
-        if member.state is MemberState.INVITED and import_:
+        if member.state is MemberState.INVITED and (import_ or self._vouched_for(user)):
+            # Imported, or an existing user by now (they accepted another team's
+            # invitation since, A1): they join at once, as if assigned afresh.
             member.state = MemberState.ACTIVE
             member.invitation_id = None
             call.changes.upsert(member)
             if invitation is not None:
                 self._drop_invitation(invitation, call.changes)
+            if not import_:
+                self._notify(call, user, team.team_id, ACCESS_CHANGED)
         elif member.state is MemberState.INVITED and (
             invitation is None or invitation.state_at(call.now) is not InvitationState.PENDING
         ):

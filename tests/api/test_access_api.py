@@ -601,6 +601,38 @@ def test_a2_assigning_again_after_expiry_sends_a_new_invitation(sheet: Grpcurl) 
     assert accept(sheet, new)["user_id"] == "ann@example.com"
 
 
+@pytest.mark.parametrize("expired", [True, False], ids=["expired", "pending"])
+def test_a1_a2_an_invited_user_who_joined_another_team_since_joins_at_once_when_assigned_again(
+    sheet: Grpcurl, expired: bool
+) -> None:
+    """Ann, invited to alpha and to beta, accepts beta's: she is an existing user now
+    (a key, an active member). Assigned to alpha again (her invitation there lapsed,
+    or still pending), she joins at once, as an existing user does (A1), and her
+    invitation to alpha is withdrawn: its token is worth nothing."""
+    create_team(sheet, "beta")
+    assign(sheet, "alpha", ["Ann Lee <ann@example.com>"], product_ids=["ACAD"])
+    alphas = invitation_token(sheet, "alpha", "ann@example.com")
+    assign(sheet, "beta", ["Ann Lee <ann@example.com>"], product_ids=["ACAD"])
+    accept(sheet, invitation_token(sheet, "beta", "ann@example.com"))
+    if expired:
+        advance_to(sheet, "2026-01-10T00:00:00Z")
+
+    (got,) = assign(sheet, "alpha", ["ann@example.com"], product_ids=["ACAD"])
+
+    assert got["state"] == "MEMBER_STATE_ACTIVE"
+    assert "invitation" not in got
+    assert member(sheet, "alpha", "ann@example.com")["state"] == "MEMBER_STATE_ACTIVE"
+    kinds = [n["kind"] for n in notes(sheet, "alpha", "ann@example.com")]
+    assert kinds == ["NOTIFICATION_KIND_INVITATION", "NOTIFICATION_KIND_ACCESS_CHANGED"]
+    refused(
+        sheet,
+        A + "AcceptInvitation",
+        {"invitation_token": alphas},
+        grpc.StatusCode.NOT_FOUND,
+        token="",
+    )
+
+
 def test_a2_a_spent_or_needless_invitation_is_already_exists(sheet: Grpcurl) -> None:
     assign(sheet, "alpha", ["Ann Lee <ann@example.com>"], product_ids=["ACAD"])
     token = invitation_token(sheet, "alpha", "ann@example.com")
