@@ -16,7 +16,8 @@ Scopes:
 - ``TEAM``: every team the call names (``teams``) must be one the caller
   manages, else ``NOT_TEAM_ADMIN``; for ``any_team`` calls about a user (their
   devices), one of the user's teams is enough. Every team whose sessions the
-  call would end (``touches``: a session's plugins in other teams, P4; a device
+  call would end (``touches``: a session's plugins in other teams, P4, whether
+  the session is ended by EndSession or by taking its product away, A6; a device
   removal with ``end_sessions``, while without it one in use is
   ``DEVICE_IN_USE`` and ends nothing) must be the caller's.
 - ``LISTING``: as ``TEAM`` when a team is named; with none named, the list
@@ -73,6 +74,11 @@ class Lookup(Protocol):
         """The teams of the live sessions that removing the device would end."""
         ...
 
+    def access_teams(self, request: Any, method: str) -> frozenset[str]:
+        """The teams of the live sessions that UnassignUser, SetUserProducts or
+        SetDefaultAssignments (``method``, with ``request``) would end (A6, P4)."""
+        ...
+
 
 Teams = Callable[[Any, Lookup], tuple[str, ...]]
 
@@ -101,6 +107,17 @@ def _session_ends(request: Any, look: Lookup) -> tuple[str, ...]:
     own = look.session_team(request.session_id)
     others = look.session_teams(request.session_id) - {own}
     return (own, *sorted(others)) if others else ()
+
+
+def _access_ends(method: str) -> Teams:
+    def teams(request: Any, look: Lookup) -> tuple[str, ...]:
+        # Its own team first (the audit event's), then those of the plugins that
+        # ending its sessions there would end (P4), as for EndSession.
+        own = request.team_id
+        others = look.access_teams(request, method) - {own}
+        return (own, *sorted(others)) if others else ()
+
+    return teams
 
 
 def _user(request: Any, look: Lookup) -> tuple[str, ...]:
@@ -163,11 +180,21 @@ RULES: dict[str, Rule] = {
     # users and access (RULES A1-A7)
     "AssignUsers": Rule(Scope.TEAM, _TEAM, changes=True, target="users"),
     "ImportUsers": Rule(Scope.TEAM, _TEAM, changes=True, target="users"),
-    "UnassignUser": Rule(Scope.TEAM, _TEAM, changes=True, target="user_id"),
-    "SetUserProducts": Rule(Scope.TEAM, _TEAM, changes=True, target="user_id"),
+    "UnassignUser": Rule(
+        Scope.TEAM, _TEAM, changes=True, target="user_id", touches=_access_ends("UnassignUser")
+    ),
+    "SetUserProducts": Rule(
+        Scope.TEAM, _TEAM, changes=True, target="user_id", touches=_access_ends("SetUserProducts")
+    ),
     "GetMember": Rule(Scope.TEAM, _TEAM),
     "ListMembers": Rule(Scope.TEAM, _TEAM),
-    "SetDefaultAssignments": Rule(Scope.TEAM, _TEAM, changes=True, target="team_id"),
+    "SetDefaultAssignments": Rule(
+        Scope.TEAM,
+        _TEAM,
+        changes=True,
+        target="team_id",
+        touches=_access_ends("SetDefaultAssignments"),
+    ),
     "ResendInvitation": Rule(Scope.TEAM, _TEAM, changes=True, target="user_id"),
     "AcceptInvitation": Rule(Scope.NONE, _invitation, changes=True),
     "IssueUserKey": Rule(Scope.OPERATOR, changes=True, target="user_id"),

@@ -27,6 +27,7 @@ from server.api.caller import Caller
 from server.api.errors import PermissionDenied
 from server.api.methods import Rule, Scope
 from server.domain.errors import DomainError, InvalidArgument, NotTeamAdmin, OperatorOnly
+from server.domain.userentries import canonical_user_id
 from server.engine import Engine
 
 
@@ -63,6 +64,25 @@ class EngineLookup:
 
     def session_teams(self, session_id: str) -> frozenset[str]:
         return self._engine.sessions.lic.session_teams(session_id)
+
+    def access_teams(self, request: Any, method: str) -> frozenset[str]:
+        engine = self._engine
+        team = engine.teams.get(request.team_id)
+        if team is None:
+            return frozenset()  # the use case answers UNKNOWN_TEAM
+        lic, known = engine.sessions.lic, engine.products.keys()
+        if method == "SetDefaultAssignments":
+            losses = engine.directory.losses_if_defaults(team, request.product_ids, known)
+            return frozenset().union(
+                *(lic.access_teams(team.team_id, u, lost) for u, lost in losses.items())
+            )
+        user_id = canonical_user_id(request.user_id)
+        if method == "UnassignUser":
+            return lic.access_teams(team.team_id, user_id, None)
+        lost = engine.directory.losses_if_set(
+            team, user_id, request.product_ids, request.all_products, known
+        )
+        return lic.access_teams(team.team_id, user_id, lost) if lost else frozenset()
 
     def invitation_team(self, invitation_token: str) -> str:
         invitation = self._engine.directory.invitation_for_token(invitation_token)
@@ -120,7 +140,13 @@ def check(
     touched = rule.touches(request, look)
     for team_id in touched:  # a plugin of another team that ending a session would end
         if team_id not in managed:
-            raise NotTeamAdmin(method, "", session_id=str(getattr(request, "session_id", "")))
+            raise NotTeamAdmin(
+                method,
+                "",
+                str(getattr(request, "user_id", "")),
+                session_id=str(getattr(request, "session_id", "")),
+                plugin=True,
+            )
     return _unique(*teams, *touched)
 
 

@@ -690,6 +690,34 @@ class Directory:
         self._notify(call, self._users[user_id], team.team_id, ACCESS_CHANGED)
         return member, lost
 
+    def losses_if_set(
+        self,
+        team: Team,
+        user_id: str,
+        product_ids: Collection[str],
+        all_products: bool,
+        known_products: Collection[str],
+    ) -> frozenset[str]:
+        """What ``set_user_products`` would take from the member (A6), changing
+        nothing: the edge's check of the sessions it would end (AD1)."""
+        member = self._member(team.team_id, user_id)
+        if member is None:
+            return frozenset()
+        chosen = frozenset(p for p in product_ids if p in known_products)
+        after = replace(
+            member, all_products=all_products, product_ids=frozenset() if all_products else chosen
+        )
+        before = effective_products(member, team, known_products)
+        return before - effective_products(after, team, known_products)
+
+    def losses_if_defaults(
+        self, team: Team, product_ids: Collection[str], known_products: Collection[str]
+    ) -> dict[str, frozenset[str]]:
+        """What ``set_default_assignments`` would take from each member (A6),
+        changing nothing: the edge's check of the sessions it would end (AD1)."""
+        chosen = frozenset(p for p in product_ids if p in known_products)
+        return self._losses(team, team.default_product_ids - chosen, known_products)
+
     def unassign(self, team_id: str, user_id: str, changes: Changes) -> Member:
         """A6: remove a membership and its invitation; the engine revokes the sessions."""
         member = self.member(team_id, user_id)

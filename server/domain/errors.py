@@ -213,7 +213,17 @@ class NotTeamAdmin(DomainError):
         user_id: str = "",
         device_id: str = "",
         session_id: str = "",
+        plugin: bool = False,
     ) -> None:
+        if plugin and not session_id:  # taking products away would end such a session
+            whose = f"user {user_id!r}" if user_id else "a member"
+            super().__init__(
+                f"{method}: {whose} runs a plugin of a team this admin key does not manage "
+                "on a session this change would end: ending it is that team's",
+                method=method,
+                **({"user_id": user_id} if user_id else {}),
+            )
+            return
         if session_id:  # the key manages the session's team, not one of its plugins'
             super().__init__(
                 f"{method}: session {session_id!r} has a plugin running in a team this "

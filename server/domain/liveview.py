@@ -9,7 +9,7 @@ Scans are confined to operator paths (``live_sessions``, ``all_sessions``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Self
 
@@ -77,6 +77,17 @@ class LiveView(SessionBook):
         device = self._device(user_id, product_id, device_id)
         live = device.sessions() if device is not None else ()
         return frozenset(s.team_id for s in self._with_plugins(live))
+
+    def access_teams(
+        self, team_id: str, user_id: str, product_ids: Collection[str] | None
+    ) -> frozenset[str]:
+        """The teams of the live sessions that taking ``product_ids`` (None: every
+        product) from the user in ``team_id`` would end (A6: their sessions there
+        and, P4, those sessions' plugins): what UnassignUser, SetUserProducts and
+        SetDefaultAssignments touch (AD1)."""
+        lost = self.products if product_ids is None else product_ids
+        doomed = [s for p in lost for s in self._seat_sessions(user_id, p) if s.team_id == team_id]
+        return frozenset(s.team_id for s in self._with_plugins(doomed))
 
     def session_teams(self, session_id: str) -> frozenset[str]:
         """The teams of the live sessions that ending this one would end (it and its

@@ -461,6 +461,56 @@ def test_ad1_ending_a_session_whose_plugin_runs_in_another_team_is_not_team_admi
         assert (event["method"], event["target"], event["team_id"]) == ("EndSession", host, team)
 
 
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [
+        ("UnassignUser", {}),
+        ("SetUserProducts", {"product_ids": ["REVIT"]}),
+        ("SetDefaultAssignments", {"product_ids": []}),
+    ],
+)
+def test_ad1_a6_taking_away_a_host_whose_plugin_runs_in_another_team_is_not_team_admin(
+    world: World, method: str, body: dict[str, Any]
+) -> None:
+    """A6 ends the sessions of what a member loses, and P4 their plugins: ann's ACAD
+    in alpha (the key's) carries her ACADEL in beta, so unassigning her, taking ACAD
+    from her, or from alpha's defaults she has it through, would end beta's session:
+    refused as EndSession is, naming no team, and nothing changes. The operator may:
+    the event is in beta's trail too."""
+    desk, ann, host = world.desk, world.own.user, world.own.session
+    if method == "SetDefaultAssignments":  # ACAD hers through alpha's defaults alone
+        desk.a("SetDefaultAssignments", {"team_id": "alpha", "product_ids": ["ACAD"]})
+        desk.a("SetUserProducts", {"team_id": "alpha", "user_id": ann, "product_ids": ["REVIT"]})
+    desk.a("ImportUsers", {"team_id": "beta", "users": [ann], "product_ids": ["ACADEL"]})
+    plugin = desk.entitle(ann, "ACADEL", parent_session_id=host, team_id="beta")["session_id"]
+    request = {
+        "team_id": "alpha",
+        **({} if method == "SetDefaultAssignments" else {"user_id": ann}),
+    }
+    request |= body
+    err = world.refused(method, request, "NOT_TEAM_ADMIN")
+    assert "team_id" not in err.metadata and "beta" not in err.message
+    assert "runs a plugin of a team this admin key does not manage" in err.message
+    states = {s["session_id"]: s for s in desk.sessions(include_ended=True)}
+    assert states[host]["state"] == states[plugin]["state"] == "SESSION_STATE_ACTIVE"
+
+    desk.a(method, request)  # the operator's
+    states = {s["session_id"]: s for s in desk.sessions(include_ended=True)}
+    assert states[host]["end_reason"] == "END_REASON_NOT_ASSIGNED"
+    assert states[plugin]["end_reason"] == "END_REASON_HOST_ENDED"
+    (event, *_) = desk.a("ListAuditEvents", {"team_id": "beta"})["events"]
+    assert event["method"] == method
+
+
+def test_ad1_a6_a_team_key_takes_away_a_host_with_no_plugin_elsewhere(world: World) -> None:
+    """Without a plugin in another team, the same calls are the key's to make."""
+    desk, ann, host = world.desk, world.own.user, world.own.session
+    world.call("SetUserProducts", {"team_id": "alpha", "user_id": ann, "product_ids": ["REVIT"]})
+    (ended,) = [s for s in desk.sessions(include_ended=True) if s["session_id"] == host]
+    assert ended["end_reason"] == "END_REASON_NOT_ASSIGNED"
+    world.call("UnassignUser", {"team_id": "alpha", "user_id": ann})
+
+
 def test_ad1_a_team_key_ends_a_session_with_its_plugins_in_teams_it_manages(
     world: World,
 ) -> None:
