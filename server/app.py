@@ -197,6 +197,18 @@ def _terms_in_force(terms: Terms, stored: dict[str, str]) -> list[object]:
     return [MetaValue(TERMS_KEY, text)]
 
 
+def _terms_before(terms: Terms, stored: dict[str, str]) -> Terms | None:
+    """The terms the data was last served by, if they are other than ``terms``
+    (and readable: a record this version cannot read is taken as no change)."""
+    was = stored.get(TERMS_KEY)
+    if was is None or was == json.dumps(terms.shown(), sort_keys=True):
+        return None
+    try:
+        return Terms.from_mapping(json.loads(was))
+    except ValueError:  # (json's errors are ValueErrors too)
+        return None
+
+
 def _loopback(listen: str, port: int) -> str:
     """Where a client in this process reaches the gRPC port: the listen address, or
     loopback when it listens on every address."""
@@ -428,6 +440,7 @@ class TesseraServer:
                     cfg.terms,
                     max_users_per_request=cfg.max_users_per_request,
                     max_page_size=cfg.max_page_size,
+                    terms_before=_terms_before(cfg.terms, stored),
                 )
             marks.append(monotonic())
             await store.commit(_clock_mode(clock, stored) + _terms_in_force(cfg.terms, stored))

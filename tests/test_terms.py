@@ -13,20 +13,24 @@ from __future__ import annotations
 
 import tomllib
 from contextlib import closing
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
 
+from server.clock import SystemClock, TestClock
 from server.config import OPTIONS, parse_args
 from server.domain.alerts import warning_time
 from server.domain.forecast import PackBalance, forecast
 from server.domain.ledger import TokenPack
-from server.domain.terms import DEFAULT_TERMS, Terms
+from server.domain.teams import Plan
+from server.domain.terms import DEFAULT_TERMS, Terms, instant_across_a_change
+from server.engine import Engine
+from server.store.sqlite import Store
 from tests.licensing_desk import Desk, at, num
-from tests.support import REPO, ServerProcess
+from tests.support import REPO, ServerProcess, instant
 
 FP = grpc.StatusCode.FAILED_PRECONDITION
 EXAMPLE = REPO / "docs" / "terms.example.toml"
@@ -185,3 +189,101 @@ def test_l2_l4_the_warning_and_the_burn_window_follow_their_terms() -> None:
     )
     assert seen.daily_burn_tokens == 3.0  # 21 tokens over 7 days
     assert seen.depletion_time == t0 + timedelta(days=70 / 3)
+
+
+@pytest.mark.parametrize(
+    ("base", "span", "before", "changed", "expected"),
+    [
+        # fell before the change, under the span then: stays where it fell
+        (at(), timedelta(hours=4), timedelta(minutes=15), at(h=1), at(m=15)),
+        # after the change under the span then: follows the new one
+        (at(), timedelta(hours=4), timedelta(minutes=15), at(m=10), at(h=4)),
+        # the new span puts it before the change: at the change, never before it
+        (at(), timedelta(minutes=15), timedelta(hours=4), at(h=1), at(h=1)),
+        (at(), timedelta(minutes=15), timedelta(hours=4), at(m=5), at(m=15)),
+        # no change at all
+        (at(), timedelta(minutes=15), timedelta(minutes=15), at(h=9), at(m=15)),
+    ],
+)
+def test_terms_an_instant_a_term_sets_follows_a_change_from_the_start_that_makes_it(
+    base: str, span: timedelta, before: timedelta, changed: str, expected: str
+) -> None:
+    found = instant_across_a_change(instant(base), span, before, instant(changed))
+    assert found == instant(expected)
+
+
+def test_m5_m6_an_idle_instant_that_fell_while_down_keeps_the_threshold_then(
+    tmp_path: Path,
+) -> None:
+    """Ann's window closes at 2020-01-02T00:00, the instant her session goes idle
+    under the 15 minutes then in force (her last activity 23:45), while the server is
+    down. It comes back years later with a 4 h threshold: what fell due meanwhile
+    fell under the terms then, so the meter was not in use at the window's end and
+    nothing renews (M5, M6), where the new threshold would have charged a second day."""
+    db = tmp_path / "t.db"
+    first = ServerProcess(db, test_clock="2020-01-01T00:00:00Z").start()
+    try:
+        with closing(Desk(first.target)) as desk:
+            desk.sheet().team("alpha", 100)
+            ann = desk.user("alpha", "ann")
+            s = desk.entitle(ann)  # ACAD, idle-aware: charged at 00:05, window to 24:00
+            desk.to("2020-01-01T23:45:00Z")
+            desk.heartbeat(ann, s["session_id"], 0)  # idle at 2020-01-02T00:00
+            desk.to("2020-01-01T23:50:00Z")
+    finally:
+        assert first.terminate() == 0
+    terms = terms_file(tmp_path, 'idle_threshold = "4h"\n')
+    second = ServerProcess(
+        db, test_clock=None, extra=["--end-test-clock", "--terms", str(terms)]
+    ).start()
+    try:
+        with closing(Desk(second.target)) as desk:
+            assert desk.token_moves("alpha") == [
+                ("HOLD", 10, "2020-01-01T00:00:00Z"),
+                ("CAPTURE", 10, "2020-01-01T00:05:00Z"),
+                ("EXPIRY", 90, "2021-01-01T00:00:00Z"),
+            ]
+            (ended,) = desk.sessions("alpha", include_ended=True)
+            assert ended["end_reason"] == "END_REASON_LEASE_EXPIRED"
+            assert ended["end_time"] == "2020-01-02T23:45:00Z"
+    finally:
+        assert second.terminate() == 0
+
+
+async def test_l2_a_warning_that_fell_while_down_keeps_the_term_then_and_a_later_one_follows_the_new(
+    tmp_path: Path,
+) -> None:
+    """Two packs; the server is down from their purchase until 20 days before the
+    first expires, and comes back with a 10-day warning instead of 30: the first
+    pack's warning fell meanwhile (30 days before its expiry) and fires at that
+    instant; the second's (bought 15 days later) falls after the start, under the
+    new term: 10 days before its expiry."""
+    db = tmp_path / "t.db"
+    t0 = datetime(2026, 1, 5, 9, tzinfo=UTC)
+    store = await Store.open(db)
+    engine = Engine.restore(await store.load(), TestClock(t0), store)
+    await engine.start(heartbeat_flush=0)
+    await engine.accounts.create_team("acme", "Acme", Plan.STANDARD)
+    first = await engine.accounts.purchase("acme", 100, "po-1")
+    await engine.advance_clock(t0 + timedelta(days=15), None)
+    second = await engine.accounts.purchase("acme", 100, "po-2")
+    await engine.stop()
+    await engine.settled()
+    await store.close()
+
+    store = await Store.open(db)
+    snapshot = await store.load()
+    clock = SystemClock(wall=lambda: first.expire_time - timedelta(days=20))
+    terms = replace(DEFAULT_TERMS, pack_expiry_warning=timedelta(days=10))
+    engine = Engine.restore(snapshot, clock, store, terms, terms_before=DEFAULT_TERMS)
+    await engine.start(heartbeat_flush=0)
+    try:
+        notes = [(n.pack_id, n.create_time) for n in engine.directory.list_notifications("acme")]
+        assert notes == [(first.pack_id, first.expire_time - timedelta(days=30))]
+        (due,) = [
+            d for d, kind, _ in engine.scheduler.heap.pending() if kind.name == "PACK_WARNING"
+        ]
+        assert due == second.expire_time - timedelta(days=10)
+    finally:
+        await engine.stop()
+        await store.close()

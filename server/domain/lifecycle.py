@@ -34,7 +34,7 @@ not renewed).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from operator import attrgetter
 
 from server.domain.changes import Changes
@@ -67,7 +67,7 @@ from server.domain.sessions import (
     seat_key,
 )
 from server.domain.teams import Team
-from server.domain.terms import Terms
+from server.domain.terms import Terms, instant_across_a_change
 from server.domain.timers import TimerKind
 
 _Requests = Session | tuple[Session, ...]
@@ -101,6 +101,8 @@ class SessionBook:
         self.products = products
         self.teams = teams
         self.terms = terms
+        # The idle threshold a start replaced, and when (``terms_changed``).
+        self._idle_before: tuple[timedelta, datetime] | None = None
         self.access = access
         self.coverage = coverage
         self._new_id = new_id
@@ -232,12 +234,28 @@ class SessionBook:
         elif kind is TimerKind.COVERAGE_CHANGE:
             self._on_coverage_change(key, due, changes, timers)
 
+    def terms_changed(self, before: Terms, at: datetime) -> None:
+        """A start at ``at`` serves by ``self.terms`` where the data was served by
+        ``before``: an idle instant that fell before ``at`` under the threshold then
+        stays where it fell; a later one follows the new threshold, from ``at`` on
+        (``instant_across_a_change``)."""
+        if before.idle_threshold != self.terms.idle_threshold:
+            self._idle_before = (before.idle_threshold, at)
+
+    def _idle_instant(self, session: Session) -> datetime:
+        """M6: when the session turns idle unless newer activity is reported."""
+        if self._idle_before is None:
+            return session.idle_instant(self.terms.idle_threshold)
+        return instant_across_a_change(
+            session.last_activity, self.terms.idle_threshold, *self._idle_before
+        )
+
     def _watch(self, session: Session, timers: TimerSink) -> None:
         """Make sure the session's deadline comes no later than it must: its idle
         instant while active and idle-aware, else its lease end."""
         due, kind = session.lease_end, TimerKind.LEASE_END
         if session.active and self._product(session).idle_aware:
-            idle_at = session.idle_instant(self.terms.idle_threshold)
+            idle_at = self._idle_instant(session)
             if idle_at < due:
                 due, kind = idle_at, TimerKind.IDLE
         if session.due is None or due < session.due:
@@ -257,7 +275,7 @@ class SessionBook:
         if (
             session.active
             and self._product(session).idle_aware
-            and session.idle_instant(self.terms.idle_threshold) <= due
+            and self._idle_instant(session) <= due
         ):
             self._go_idle(session, due, changes, timers)  # M6
         self._watch(session, timers)
@@ -316,11 +334,7 @@ class SessionBook:
                 self._end(host, EndReason.LEASE_EXPIRED, due, changes, timers)  # and s
             elif s.lease_end <= due:
                 self._end(s, EndReason.LEASE_EXPIRED, due, changes, timers)
-            elif (
-                s.active
-                and self._product(s).idle_aware
-                and s.idle_instant(self.terms.idle_threshold) <= due
-            ):
+            elif s.active and self._product(s).idle_aware and self._idle_instant(s) <= due:
                 self._go_idle(s, due, changes, timers)
 
     # == paying ========================================================================

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +82,22 @@ class Terms:
 
 
 DEFAULT_TERMS = Terms()
+
+
+def instant_across_a_change(
+    base: datetime, span: timedelta, span_before: timedelta, changed_at: datetime
+) -> datetime:
+    """The instant ``base + span`` that a term sets (an idle instant, a pack's
+    warning), when the term was ``span_before`` until a start at ``changed_at``
+    changed it: a change applies from the start that makes it (docs/rules.md, "The
+    numbers"). One that fell before the change under the earlier span stays where it
+    fell (a start fires it at its own instant); a later one follows the new span,
+    but never falls before the change."""
+    earlier = base + span_before
+    if earlier <= changed_at:
+        return earlier
+    return max(base + span, changed_at)
+
 
 #: Each span's bounds: outside them a term would make the rules meaningless or a
 #: deadline unreachable (a window of a second, an invitation of ten years).

@@ -171,8 +171,12 @@ class Engine:
         *,
         max_users_per_request: int = 10_000,
         max_page_size: int = 1000,
+        terms_before: Terms | None = None,
     ) -> Engine:
-        """The engine over what the store loaded, every deadline scheduled again."""
+        """The engine over what the store loaded, every deadline scheduled again.
+        ``terms_before``: the terms the data was served by, when this start serves
+        by others: what fell due before now under them fires as it would have
+        (docs/rules.md, "The numbers": a change applies from the start that makes it)."""
         engine = cls(
             clock,
             store,
@@ -181,6 +185,10 @@ class Engine:
             max_users_per_request=max_users_per_request,
             max_page_size=max_page_size,
         )
+        if terms_before is not None and terms_before != terms:
+            now = clock.now()
+            engine.sessions.lic.terms_changed(terms_before, now)
+            engine.alerts.terms_changed(terms_before, now)
         engine.accounts.schedule_all()
         engine.alerts.schedule_all()
         engine.access.schedule_all()
