@@ -482,9 +482,13 @@ class Sessions:
         now = self._clock.now()
         # No end: up to now, included (what happened at this instant, the capture of
         # a grace that ended at an AdvanceClock's new instant, say, is reported).
-        end = end or now + _INSTANT
+        given_end, end = end, end or now + _INSTANT
         start = start or EPOCH
         if end <= start:
+            if given_end is None:  # the caller sent a start in the future, no end
+                raise InvalidArgument.field(
+                    "start_time", "must not be after now (the report's end when end_time is absent)"
+                )
             raise InvalidArgument.field("end_time", "must be after start_time")
         # The running sessions' spans before the reads: a release while they run
         # stores a span the reads may miss (``build_report`` counts it once).

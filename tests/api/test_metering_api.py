@@ -888,6 +888,10 @@ def test_r1_bad_report_requests(desk: Desk) -> None:
         IA,
     )
     assert set(err.field_violations) == {"end_time"}
+    # A start in the future and no end (which is then now): the start is what is wrong.
+    err = desk.refused(None, "GetUsageReport", {"team_id": "alpha", "start_time": at(d=1)}, IA)
+    assert set(err.field_violations) == {"start_time"}
+    assert "after now" in err.field_violations["start_time"]
 
 
 def test_admin_token_is_not_a_user_key(server: ServerThread, desk: Desk) -> None:
