@@ -14,8 +14,9 @@ Decisions where L4 is silent:
   continuously at the burn rate; when a pack reaches its expiry with tokens
   left, those are lost at that instant and consumption goes on with the next
   pack. A pack already expired at ``now`` counts for nothing.
-- The depletion time is truncated to the whole second ("pro rata to the
-  second"), unless the last tokens are lost to an expiry: then it is that
+- The time left until depletion is truncated to the whole second ("pro rata
+  to the second"; the depletion time is ``now`` plus it, so never before ``now``),
+  unless the last tokens are lost to an expiry: then it is that
   pack's expiry. With charges but no available tokens it is ``now``; with no
   charges in 30 days there is none (``None``).
 - ``expiring_tokens_30d``: remaining tokens of unexpired packs whose expiry is
