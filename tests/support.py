@@ -37,6 +37,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.app import TesseraServer
 from server.config import Config, parse_instant
+from server.domain.products import Platform
+from server.engine import Engine
 from server.listen import SERVICE_NAMES
 from server.loops import loop_factory
 
@@ -304,3 +306,22 @@ def running(db: Path | str, **kw: Any) -> Iterator[ServerThread]:
 
 def instant(text: str) -> datetime:
     return parse_instant(text)
+
+
+async def entitle_on_engine(
+    engine: Engine, user_id: str, product_id: str, request_id: str = "", device_id: str = "d1"
+) -> str:
+    """``user_id`` opens ``product_id`` (version 2026, Windows) on ``device_id``
+    through the engine, no gRPC; the new session's id."""
+    view = await engine.sessions.entitle(
+        user_id,
+        product_id=product_id,
+        product_version="2026",
+        platform=Platform.WINDOWS,
+        device_id=device_id,
+        parent_session_id="",
+        request_id=request_id,
+        takeover=False,
+        team_id="",
+    )
+    return view.session.session_id

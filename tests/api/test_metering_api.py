@@ -1001,6 +1001,23 @@ def test_c2_trial_ending_inside_a_paid_window_costs_nothing_more(desk: Desk, ann
     assert desk.token_moves("alpha")[-1] == ("HOLD", 10, at(d=1))
 
 
+def _subscribed_as_the_window_closes(
+    desk: Desk, ann: str, start: str, end: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Ann's REVIT, charged at 5 min (its window to 1 d), and a subscription from
+    ``start`` to ``end`` granted at 1 h: her heartbeats at 12 h and at 1 d 1 min."""
+    s = desk.entitle(ann, "REVIT")
+    desk.to(at(h=1))
+    desk.a(
+        "GrantSubscription",
+        {"user_id": ann, "product_id": "REVIT", "start_time": start, "end_time": end},
+    )
+    desk.to(at(h=12))
+    midday = desk.heartbeat(ann, s["session_id"])
+    desk.to(at(d=1, m=1))
+    return midday, desk.heartbeat(ann, s["session_id"])
+
+
 def test_c1_m5_a_subscription_starting_as_the_window_closes_renews_for_nothing(
     sheet_desk: Desk,
 ) -> None:
@@ -1010,16 +1027,7 @@ def test_c1_m5_a_subscription_starting_as_the_window_closes_renews_for_nothing(
     desk = sheet_desk
     desk.team("alpha", 15)
     ann = desk.user("alpha", "ann")
-    s = desk.entitle(ann, "REVIT")  # charged at 5 min, window to 1 d
-    desk.to(at(h=1))
-    desk.a(
-        "GrantSubscription",
-        {"user_id": ann, "product_id": "REVIT", "start_time": at(d=1), "end_time": at(d=30)},
-    )
-    desk.to(at(h=12))
-    desk.heartbeat(ann, s["session_id"])
-    desk.to(at(d=1, m=1))
-    beat = desk.heartbeat(ann, s["session_id"])
+    _, beat = _subscribed_as_the_window_closes(desk, ann, at(d=1), at(d=30))
     assert (beat["state"], beat["coverage"]) == ("SESSION_STATE_ACTIVE", "COVERAGE_SUBSCRIPTION")
     assert desk.token_moves("alpha") == [("HOLD", 10, at()), ("CAPTURE", 10, at(m=5))]
     assert desk.balance("alpha") == (5, 0)
@@ -1029,16 +1037,8 @@ def test_c1_m5_a_subscription_ending_as_the_window_closes_renews_once(desk: Desk
     """A subscription ends at 1 d, the instant the session's paid window closes in
     use: from then tokens pay, one hold (M5), not one for the window and one for the
     coverage's end."""
-    s = desk.entitle(ann, "REVIT")  # charged at 5 min, window to 1 d
-    desk.to(at(h=1))
-    desk.a(
-        "GrantSubscription",
-        {"user_id": ann, "product_id": "REVIT", "start_time": at(h=1), "end_time": at(d=1)},
-    )
-    desk.to(at(h=12))
-    assert desk.heartbeat(ann, s["session_id"])["coverage"] == "COVERAGE_SUBSCRIPTION"
-    desk.to(at(d=1, m=1))
-    beat = desk.heartbeat(ann, s["session_id"])
+    midday, beat = _subscribed_as_the_window_closes(desk, ann, at(h=1), at(d=1))
+    assert midday["coverage"] == "COVERAGE_SUBSCRIPTION"
     assert (beat["coverage"], beat["charge_state"]) == ("COVERAGE_TOKENS", "CHARGE_STATE_GRACE")
     assert beat["grace_end_time"] == at(d=1, m=5)
     assert desk.token_moves("alpha") == [

@@ -25,6 +25,7 @@ from server.engine.state import State
 from server.ids import IdFactory
 from server.store.sqlite import Store
 from tests.engine.test_wiring import FakeStore
+from tests.support import entitle_on_engine
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 WARNING = datetime(2026, 12, 2, tzinfo=UTC)  # a T0 pack's expiry, 2027-01-01, minus 30 days
@@ -96,20 +97,6 @@ async def _warned_across_a_stop(db: Path, restart: bool) -> list[tuple[str, int,
     e = Engine(clock, store)
     await e.start(heartbeat_flush=0)
 
-    async def entitle(user: str, product: str) -> str:
-        view = await e.sessions.entitle(
-            user,
-            product_id=product,
-            product_version="2026",
-            platform=Platform.WINDOWS,
-            device_id="d1",
-            parent_session_id="",
-            request_id="",
-            takeover=False,
-            team_id="",
-        )
-        return view.session.session_id
-
     await e.accounts.create_team("wt", "Wt", Plan.STANDARD)
     pack = await e.accounts.purchase("wt", 30, "p-1")
     await e.accounts.upsert_product(
@@ -119,9 +106,9 @@ async def _warned_across_a_stop(db: Path, restart: bool) -> list[tuple[str, int,
     people = ["Ann <ann@x.com>", "Bo <bo@x.com>"]
     await e.access.assign("wt", people, [], True, False, import_=True)
     await e.advance_clock(datetime(2026, 11, 30, 23, 59, tzinfo=UTC), None)
-    ann = await entitle("ann@x.com", "ACAD")
+    ann = await entitle_on_engine(e, "ann@x.com", "ACAD")
     await e.advance_clock(datetime(2026, 12, 1, 0, 30, tzinfo=UTC), None)
-    bo = await entitle("bo@x.com", "REVIT")
+    bo = await entitle_on_engine(e, "bo@x.com", "REVIT")
     await e.advance_clock(datetime(2026, 12, 1, 23, 47, tzinfo=UTC), None)
     await e.sessions.heartbeat("ann@x.com", ann, 0)  # idle at 2026-12-02T00:02
     await e.sessions.heartbeat("bo@x.com", bo, 0)

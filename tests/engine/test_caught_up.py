@@ -51,6 +51,7 @@ from server.store.codec import opt_i2t
 from server.store.port import UsageFacts
 from server.store.sqlite import Store
 from tessera_api.tessera.v1 import admin_service_pb2 as api
+from tests.support import entitle_on_engine
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 ANN = "ann@example.com"
@@ -70,18 +71,7 @@ class World:
 
     async def entitle(self) -> str:
         """Ann opens REVIT (10 a day, not idle-aware) on d1: 10 held, grace 5 min."""
-        view = await self.engine.sessions.entitle(
-            ANN,
-            product_id="REVIT",
-            product_version="2026",
-            platform=Platform.WINDOWS,
-            device_id="d1",
-            parent_session_id="",
-            request_id="",
-            takeover=False,
-            team_id="",
-        )
-        return view.session.session_id
+        return await entitle_on_engine(self.engine, ANN, "REVIT")
 
     async def audited(
         self,

@@ -19,6 +19,7 @@ from server.domain.teams import Plan
 from server.domain.timers import TimerKind
 from server.engine.core import Engine
 from server.store.sqlite import Store
+from tests.support import entitle_on_engine
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
@@ -43,18 +44,7 @@ async def _ann_and_acad(engine: Engine) -> None:
 
 async def _entitle_ann(engine: Engine, request_id: str, product_id: str = "ACAD") -> str:
     """Ann opens ``product_id`` on device d1; the new session's id."""
-    view = await engine.sessions.entitle(
-        "ann@example.com",
-        product_id=product_id,
-        product_version="2026",
-        platform=Platform.WINDOWS,
-        device_id="d1",
-        parent_session_id="",
-        request_id=request_id,
-        takeover=False,
-        team_id="",
-    )
-    return view.session.session_id
+    return await entitle_on_engine(engine, "ann@example.com", product_id, request_id)
 
 
 async def test_m2_a_restored_hold_is_held_by_its_meter_alone(tmp_path: Path) -> None:
