@@ -45,7 +45,7 @@ from server.domain.audit import event_digest
 from server.domain.ledger import GENESIS_HASH, EntryKind, add_one_year, entry_digest
 from server.store import checkpoint
 from server.store.codec import i2t, t2i
-from server.store.files import not_a_database
+from server.store.files import not_a_database, not_tessera
 from server.store.port import StoreFailed, newer_schema
 from server.store.schema import MIGRATIONS
 
@@ -127,6 +127,8 @@ def verify(db: Path) -> Verdict:
     # taken after it holds at least the entries it names.
     anchor = checkpoint.read(checkpoint.checkpoint_path(db))
     audit = Audit(anchor)
+    if db.exists() and (problem := not_tessera(db)) is not None:
+        raise sqlite3.DatabaseError(problem)  # not "no such table: ledger"
     with connect_read_only(db) as conn:
         conn.execute("BEGIN")  # one snapshot for every query below
         try:

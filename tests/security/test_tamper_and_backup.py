@@ -255,3 +255,19 @@ def test_t6_verify_on_a_full_disk_says_what_failed(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     assert "no transaction is active" not in done.stderr, done.stderr
     assert "disk I/O error" in done.stderr, done.stderr
+
+
+def test_t6_verify_of_another_applications_database_says_what_it_is(tmp_path: Path) -> None:
+    """A SQLite file of another application's, given by mistake: verify says it is
+    not Tessera's (as a start does), not "no such table: ledger", and changes nothing."""
+    db = tmp_path / "notes.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE notes (x)")
+        conn.execute("INSERT INTO notes VALUES ('hi')")
+        conn.commit()
+    before = db.read_bytes()
+    done = _cli("verify", "--db", str(db))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "is not a Tessera database" in done.stderr and "'notes'" in done.stderr
+    assert "no such table" not in done.stderr
+    assert db.read_bytes() == before
