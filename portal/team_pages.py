@@ -602,6 +602,11 @@ async def _member_guest(request: Request, session: Session, data: FormData) -> R
     and sessions of products that were theirs only by it end (A6)."""
     team_id, user_id = request.path_params["team_id"], named(request, "user")
     guest = data.get("guest") == "on"
+    try:  # a member still: AssignUsers would add anyone else (a removal since the page)
+        await session.client.get_member(team_id, user_id)
+    except TesseraError as exc:
+        passed_on(exc)
+        return await again(request, session, member, {}, exc)
     return await change(
         request,
         session,
@@ -648,6 +653,9 @@ async def _issue_key(request: Request, session: Session, data: FormData) -> Resp
     working. A team administrator's form is refused (OPERATOR_ONLY), in words."""
     user_id = named(request, "user")
     try:
+        # A member still (a removal since the confirmation, or another team's user
+        # named in the link): else no key is issued, and the one they have still works.
+        await session.client.get_member(request.path_params["team_id"], user_id)
         key = await session.client.issue_user_key(user_id)
     except TesseraError as exc:
         passed_on(exc)
@@ -682,10 +690,13 @@ remove_member = form(_remove_member)
 async def by_product(request: Request, session: Session, team_id: str) -> dict[str, Any]:
     products = await rate_sheet(session)
     chosen = request.query_params.get("product") or (products[0].product_id if products else "")
-    members, error = (None, None)
-    if chosen:
-        members, error = await maybe(session.client.all_members(team_id, product_id=chosen))
+    members, error, status = (None, None, 200)
+    if chosen:  # a product not on the rate sheet: refused, its status the page's (404)
+        members, error, status = await main_part(
+            session.client.all_members(team_id, product_id=chosen)
+        )
     return {
+        "status": status,
         "products": products,
         "chosen": chosen,
         # The Assign users form is for a product of the rate sheet (an edited link's

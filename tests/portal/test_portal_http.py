@@ -31,6 +31,7 @@ from portal.web import IDLE_SECONDS, Sessions
 from server.app import TesseraServer
 from server.config import Config
 from server.listen import StartRefused
+from tests.grpcurl import GrpcurlError
 from tests.licensing_desk import L, at, num
 from tests.portal.conftest import World, csrf_of
 from tests.portal.test_sessions import Clock
@@ -2003,3 +2004,77 @@ def test_r1_the_portal_takes_an_answer_as_large_as_the_server_sends() -> None:
     "Received message larger than max"."""
     options = dict(create_app("127.0.0.1:1").state.client["channel_options"])
     assert options["grpc.max_receive_message_length"] >= 64 * 1024 * 1024
+
+
+# -- forms about a member who is no longer one (another administrator's change) ---------------
+
+
+def _key_works(world: World, key: str) -> bool:
+    try:
+        world.desk.admin(L + "ListMyProducts", {}, token=key)
+    except GrpcurlError:
+        return False
+    return True
+
+
+def test_a1_a_user_key_for_a_member_removed_since_the_confirmation_is_not_issued(
+    web: TestClient, world: World
+) -> None:
+    """The operator confirms a user key for Ada while another administrator removes
+    her from alpha: nothing is issued (the key she has still works), where her key was
+    replaced everywhere and the new one never shown (the member page was a 404)."""
+    sign_in(web)
+    old = world.desk.keys["ada@example.com"]
+    page = web.get("/teams/alpha/member/key", params={"user": "ada@example.com"})
+    world.a("UnassignUser", {"team_id": "alpha", "user_id": "ada@example.com"})
+    answer = web.post(
+        "/teams/alpha/member/key",
+        params={"user": "ada@example.com"},
+        data={"csrf": csrf_of(page.text)},
+    )
+    assert answer.status_code == 404
+    assert "There is no such user in this team." in answer.text
+    assert _key_works(world, old)
+
+
+@pytest.mark.parametrize("who", ["carl@example.com", "bea@example.com"])
+def test_a5_the_guest_form_of_someone_not_a_member_adds_nobody(
+    web: TestClient, world: World, who: str
+) -> None:
+    """The guest form of a member page sent after Carl was removed (a stale page), or
+    crafted naming beta's Bea: refused as no member of this team, and nobody is added
+    (it is AssignUsers underneath, which adds any known user at once)."""
+    sign_in_as_alphas_admin(web, world)
+    page = web.get("/teams/alpha/users")
+    world.a("UnassignUser", {"team_id": "alpha", "user_id": "carl@example.com"})
+    answer = web.post(
+        "/teams/alpha/member/guest",
+        params={"user": who},
+        data={"csrf": csrf_of(page.text), "guest": "on"},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 404
+    members = {m["user_id"] for m in world.a("ListMembers", {"team_id": "alpha"})["members"]}
+    assert who not in members
+
+
+def test_ad1_a_team_administrators_admin_key_forms_are_refused_once(
+    web: TestClient, world: World
+) -> None:
+    sign_in_as_alphas_admin(web, world)
+    csrf = csrf_of(web.get("/teams").text)
+    for path, data in (
+        ("/admin-keys", {"display_name": "Mine", "team_ids": "alpha"}),
+        ("/admin-keys/revoke?key=ak_x", {}),
+    ):
+        answer = web.post(path, data={"csrf": csrf, **data})
+        assert answer.status_code == 403
+        assert answer.text.count("Only the operator can do this") == 1, path
+
+
+def test_a3_by_product_of_a_product_not_on_the_rate_sheet_is_404(web: TestClient) -> None:
+    sign_in(web)
+    page = web.get("/teams/alpha/products", params={"product": "NOPE"})
+    assert page.status_code == 404
+    assert 'id="assign-users"' not in page.text
+    assert page.text.count("There is no such product.") == 1
