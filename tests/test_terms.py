@@ -287,3 +287,30 @@ async def test_l2_a_warning_that_fell_while_down_keeps_the_term_then_and_a_later
     finally:
         await engine.stop()
         await store.close()
+
+
+def test_m9_with_two_devices_running_at_once_a_takeover_stops_one_the_least_recently_seen(
+    tmp_path: Path,
+) -> None:
+    """``running_devices_per_product = 2``: Ann runs on dev-1, then dev-2 (allowed), and
+    takes over from dev-3: room for one is made, on the device seen least recently
+    (dev-1); dev-2 runs on."""
+    path = terms_file(tmp_path, "running_devices_per_product = 2\n")
+    server = ServerProcess(tmp_path / "t.db", extra=["--terms", str(path)]).start()
+    try:
+        with closing(Desk(server.target).sheet()) as desk:
+            desk.team("alpha", 100)
+            ann = desk.user("alpha", "ann")
+            first = desk.entitle(ann, device_id="dev-1")
+            desk.to(at(m=1))
+            second = desk.entitle(ann, device_id="dev-2")
+            desk.to(at(m=2))
+            desk.heartbeat(ann, second["session_id"])
+            desk.entitle(ann, device_id="dev-3", takeover=True)
+            ends = [desk.heartbeat(ann, s["session_id"]) for s in (first, second)]
+            assert ends[0]["end_reason"] == "END_REASON_TAKEN_OVER"
+            assert ends[1]["state"] == "SESSION_STATE_ACTIVE"
+            running = sorted(d["device_id"] for d in desk.devices(ann) if d.get("running"))
+            assert running == ["dev-2", "dev-3"]
+    finally:
+        server.terminate()

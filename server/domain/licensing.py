@@ -190,7 +190,7 @@ class Licensing(LiveView):
         host: Session | None = None
         taken: list[Session] = []
         if product.kind is ProductKind.PLUGIN:  # P4: the host governs devices
-            host = self._host_session(user_id, product, device_id, parent_session_id)
+            host = self._host_session(user_id, product, device_id, platform, parent_session_id)
         else:
             limit = self.terms.devices_per_product
             if device is None and len(devices) >= limit:  # M8
@@ -199,7 +199,11 @@ class Licensing(LiveView):
             if running and len(running) >= self.terms.running_devices_per_product:  # M9
                 if not takeover:
                     raise RunningElsewhere(product_id, running[0].device_id)
-                taken = order(s for d in running for s in d.sessions())
+                # Room for this one: the least recently seen of the others stop (with
+                # one running at a time, the default, every other device).
+                excess = len(running) - self.terms.running_devices_per_product + 1
+                ousted = sorted(running, key=lambda d: (d.last_seen_time, d.device_id))[:excess]
+                taken = order(s for d in ousted for s in d.sessions())
         live = sum(len(live_list(d.live)) for d in devices) - len(taken)  # those M9 ends
         if live >= self.terms.sessions_per_product:  # M13
             raise SessionLimit(product_id, self.terms.sessions_per_product)
@@ -467,20 +471,28 @@ class Licensing(LiveView):
         return session
 
     def _host_session(
-        self, user_id: str, plugin: Product, device_id: str, parent_session_id: str
+        self,
+        user_id: str,
+        plugin: Product,
+        device_id: str,
+        platform: Platform,
+        parent_session_id: str,
     ) -> Session:
-        """P4: a live session of the plugin's host, same user, same device."""
+        """P4: a live session of the plugin's host, same user, same device (so the
+        same platform: a plugin claiming another would run where P3 refuses it)."""
         host = self._sessions.get(parent_session_id) if parent_session_id else None
         if (
             host is None
             or not host.live
             or host.user_id != user_id
             or host.device_id != device_id
+            or host.platform != platform
             or host.product_id != plugin.host_product_id
         ):
             raise HostSessionRequired(
                 f"{plugin.product_id} is a plugin of {plugin.host_product_id}: parent_session_id "
-                f"must name a live {plugin.host_product_id} session of yours on this device",
+                f"must name a live {plugin.host_product_id} session of yours on this device "
+                "and platform",
                 product_id=plugin.product_id,
                 host_product_id=plugin.host_product_id,
                 parent_session_id=parent_session_id,

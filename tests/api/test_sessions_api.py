@@ -345,6 +345,31 @@ def test_p4_plugin_needs_a_live_host_session_of_the_same_user_and_device(
     assert holds == [("ACAD", 10), ("REVIT", 10), ("ACAD", 10), ("ACADEL", 3)]
 
 
+def test_p3_p4_a_plugin_on_a_host_of_another_platform_is_refused(desk: Desk, ann: str) -> None:
+    """ACADEL runs on Windows and macOS, not Linux (P3). Ann's ACAD runs on Linux: a
+    plugin naming it while claiming Windows would run on Linux after all. Its host must
+    be on this device and platform (P4)."""
+    host = desk.entitle(ann, platform="PLATFORM_LINUX", product_version="2026")
+    desk.refused_entitle(
+        ann,
+        FP,
+        "UNSUPPORTED_PLATFORM",
+        product_id="ACADEL",
+        platform="PLATFORM_LINUX",
+        parent_session_id=host["session_id"],
+    )
+    err = desk.refused_entitle(
+        ann,
+        FP,
+        "HOST_SESSION_REQUIRED",
+        product_id="ACADEL",
+        platform="PLATFORM_WINDOWS",
+        parent_session_id=host["session_id"],
+    )
+    assert "platform" in err.message
+    assert desk.balance("alpha") == (90, 10)  # ACAD's hold alone
+
+
 def test_p4_a_host_named_for_a_product_is_invalid_argument_naming_it(desk: Desk, ann: str) -> None:
     """Only a plugin's session has a host: ``parent_session_id`` on an Entitle of a
     product (ACAD) is refused naming the field, whether it names nothing or a live
