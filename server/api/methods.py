@@ -150,6 +150,9 @@ class Rule:
     touches: Teams = _none
     # LISTING: a team administrator must name a team (the operator may name none).
     team_required: bool = False
+    # The request field naming what the first of ``teams`` was looked up from (a
+    # session, a pack): refused, the call is told that, not the team (AD1).
+    found_by: str = ""
     operator_fields: tuple[str, ...] = ()
 
 
@@ -172,7 +175,7 @@ RULES: dict[str, Rule] = {
     ),
     "PurchaseTokens": Rule(Scope.TEAM, _TEAM, changes=True),
     "ListTokenPacks": Rule(Scope.TEAM, _TEAM),
-    "MoveTokenPack": Rule(Scope.TEAM, _move, changes=True, target="pack_id"),
+    "MoveTokenPack": Rule(Scope.TEAM, _move, changes=True, target="pack_id", found_by="pack_id"),
     "ListLedgerEntries": Rule(Scope.TEAM, _TEAM),
     # the rate sheet (RULES P1)
     "UpsertProduct": Rule(Scope.OPERATOR, changes=True, target="product.product_id"),
@@ -211,7 +214,12 @@ RULES: dict[str, Rule] = {
     ),
     "ListSessions": Rule(Scope.LISTING, _TEAM),
     "EndSession": Rule(
-        Scope.TEAM, _session, changes=True, target="session_id", touches=_session_ends
+        Scope.TEAM,
+        _session,
+        changes=True,
+        target="session_id",
+        touches=_session_ends,
+        found_by="session_id",
     ),
     # reports (RULES R1)
     "GetUsageReport": Rule(Scope.TEAM, _TEAM),

@@ -134,8 +134,12 @@ def check(
                 )
         # The audit event names the first two: those it changed, else the caller's.
         return _unique(*touched, *(t for t in teams if t in managed), *teams)
-    for team_id in teams:
+    for i, team_id in enumerate(teams):
         if team_id and team_id not in managed:
+            if i == 0 and rule.found_by:  # looked up: the key learns no team's name
+                raise NotTeamAdmin(
+                    method, "", found=(rule.found_by, str(getattr(request, rule.found_by)))
+                )
             raise NotTeamAdmin(method, team_id)
     touched = rule.touches(request, look)
     for team_id in touched:  # a plugin of another team that ending a session would end

@@ -214,7 +214,17 @@ class NotTeamAdmin(DomainError):
         device_id: str = "",
         session_id: str = "",
         plugin: bool = False,
+        found: tuple[str, str] | None = None,
     ) -> None:
+        if found is not None:  # (field, id): what the call names is another team's
+            field, value = found
+            super().__init__(
+                f"{method}: {field.removesuffix('_id').replace('_', ' ')} {value!r} is of a "
+                "team this admin key does not manage",
+                method=method,
+                **{field: value},
+            )
+            return
         if plugin and not session_id:  # taking products away would end such a session
             whose = f"user {user_id!r}" if user_id else "a member"
             super().__init__(

@@ -216,6 +216,9 @@ def test_ad1_a_team_key_naming_another_team_is_not_team_admin(world: World) -> N
             # the refusal does not say which they are (the call named none)
             assert err.metadata["user_id"] == "bob@example.com"
             assert "team_id" not in err.metadata and "beta" not in err.message, method
+        elif rule.found_by:  # a session or a pack of beta's: named, not its team
+            assert rule.found_by in err.metadata, f"{method}: {err.metadata}"
+            assert "team_id" not in err.metadata and "beta" not in err.message, method
         else:
             assert err.metadata["team_id"] == "beta", f"{method}: {err.metadata}"
         checked.append(method)
@@ -270,7 +273,8 @@ def test_ad1_moving_a_pack_needs_both_teams(world: World) -> None:
     err = world.refused(
         "MoveTokenPack", {"pack_id": beta_pack, "to_team_id": "alpha"}, "NOT_TEAM_ADMIN"
     )
-    assert err.metadata["team_id"] == "beta"
+    assert err.metadata == {"method": "MoveTokenPack", "pack_id": beta_pack}  # not its team
+    assert "beta" not in err.message
     assert beta_pack in [p["pack_id"] for p in world.desk.packs("beta")]
     assert alpha_pack not in [p["pack_id"] for p in world.desk.packs("beta")]
     # A key for both teams moves it.
@@ -509,6 +513,25 @@ def test_ad1_a6_a_team_key_takes_away_a_host_with_no_plugin_elsewhere(world: Wor
     (ended,) = [s for s in desk.sessions(include_ended=True) if s["session_id"] == host]
     assert ended["end_reason"] == "END_REASON_NOT_ASSIGNED"
     world.call("UnassignUser", {"team_id": "alpha", "user_id": ann})
+
+
+def test_ad1_p4_a_plugins_host_in_a_team_the_key_does_not_manage_is_not_named(
+    world: World,
+) -> None:
+    """Beta's key sees ann's plugin in its ListSessions, and its host's id (in alpha):
+    EndSession on that host is refused naming the session, not alpha (a key learns
+    nothing of the teams it does not manage; its user's other teams included)."""
+    desk, ann, host = world.desk, world.own.user, world.own.session
+    desk.a("ImportUsers", {"team_id": "beta", "users": [ann], "product_ids": ["ACADEL"]})
+    desk.entitle(ann, "ACADEL", parent_session_id=host, team_id="beta")
+    key = desk.a("CreateAdminKey", {"display_name": "Beta's", "team_ids": ["beta"]})
+    listed = desk.admin(f"{SERVICE}/ListSessions", {}, token=key["admin_key"])["sessions"]
+    assert host in [s.get("parent_session_id") for s in listed]
+    with pytest.raises(GrpcurlError) as info:
+        desk.admin(f"{SERVICE}/EndSession", {"session_id": host}, token=key["admin_key"])
+    assert info.value.reason == "NOT_TEAM_ADMIN"
+    assert info.value.metadata == {"method": "EndSession", "session_id": host}
+    assert "alpha" not in info.value.message
 
 
 def test_ad1_a_team_key_ends_a_session_with_its_plugins_in_teams_it_manages(
