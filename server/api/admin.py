@@ -400,6 +400,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         events = events[:size]
         token = paging.encode(kind, str(events[-1].seq)) if more and events else ""
         return api.ListAuditEventsResponse(
-            events=[cv.audit_event_out(x, request.team_id) for x in events],
+            events=[
+                cv.audit_event_out(x, request.team_id, current_caller.get().team_ids)
+                for x in events
+            ],
             next_page_token=token,
         )

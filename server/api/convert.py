@@ -461,12 +461,30 @@ def pack_usage_out(p: PackUsage) -> pb.PackUsage:
     )
 
 
-def audit_event_out(e: AuditEvent, team_id: str = "") -> pb.AuditEvent:
+# The request fields of the audited calls that name teams (a team, a pack's new team,
+# an admin key's teams).
+_TEAM_FIELDS = ("team_id", "to_team_id", "team_ids")
+OTHER_TEAM = "(another team)"
+
+
+def audit_event_out(
+    e: AuditEvent, team_id: str = "", managed: frozenset[str] | None = None
+) -> pb.AuditEvent:
     """``team_id``: the team whose trail it is read in. An event about two teams (a
     pack moved, a device of a user of both) is in each one's trail, and says that
-    team there: a team administrator reading its own learns no other team's name."""
+    team there: a team administrator reading its own learns no other team's name.
+    ``managed``: a team administrator's teams; a team its request names that is not
+    one of them is said as ``OTHER_TEAM`` (AD1)."""
+    body = json.loads(e.request)
+    if managed is not None:
+        for name in _TEAM_FIELDS:
+            value = body.get(name)
+            if isinstance(value, str) and value and value not in managed:
+                body[name] = OTHER_TEAM
+            elif isinstance(value, list):
+                body[name] = [t if t in managed else OTHER_TEAM for t in value]
     request = struct_pb2.Struct()
-    request.update(json.loads(e.request))
+    request.update(body)
     return pb.AuditEvent(
         event_id=e.event_id,
         time=ts(e.time),

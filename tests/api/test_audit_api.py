@@ -217,6 +217,44 @@ def test_ad2_a_team_administrators_events_carry_its_key(desk: Desk, server: Serv
     assert [e["method"] for e in events(desk, "beta")] == ["CreateTeam"]
 
 
+def _events_seen_by(desk: Desk, server: ServerThread, team: str) -> list[dict[str, Any]]:
+    """The trail of ``team`` as a key for that team alone reads it."""
+    key = desk.a("CreateAdminKey", {"display_name": f"{team}'s", "team_ids": [team]})
+    reader = Grpcurl(server.target, key["admin_key"])
+    try:
+        events: list[dict[str, Any]] = reader(A + "ListAuditEvents", {"team_id": team})["events"]
+        return events
+    finally:
+        reader.close()
+
+
+def test_ad1_ad2_an_event_read_in_another_teams_trail_names_no_team_the_key_does_not_manage(
+    desk: Desk, server: ServerThread
+) -> None:
+    """The operator unassigns ann from alpha, which ends her ACADEL in beta (A6, P4):
+    the event is in beta's trail, and its request says alpha as "(another team)" to
+    beta's key. The same for a pack alpha moved to beta, read in alpha's trail. The
+    operator reads every name."""
+    desk.team("beta", 50)
+    ann = desk.user("alpha", "ann", products=["ACAD"])
+    host = desk.entitle(ann)["session_id"]
+    desk.a("ImportUsers", {"team_id": "beta", "users": [ann], "product_ids": ["ACADEL"]})
+    desk.entitle(ann, "ACADEL", parent_session_id=host, team_id="beta")
+    desk.a("UnassignUser", {"team_id": "alpha", "user_id": ann})
+    (event, *_) = _events_seen_by(desk, server, "beta")
+    assert (event["method"], event["team_id"]) == ("UnassignUser", "beta")
+    assert event["request"]["team_id"] == "(another team)"
+    assert "alpha" not in json.dumps(event)
+
+    pack = desk.buy("alpha", 10)["pack_id"]
+    desk.a("MoveTokenPack", {"pack_id": pack, "to_team_id": "beta"})
+    (event, *_) = _events_seen_by(desk, server, "alpha")
+    assert (event["method"], event["team_id"]) == ("MoveTokenPack", "alpha")
+    assert event["request"]["to_team_id"] == "(another team)"
+    (event, *_) = desk.a("ListAuditEvents", {"team_id": "alpha"})["events"]
+    assert event["request"]["to_team_id"] == "beta"  # the operator's read
+
+
 def test_ad2_the_request_id_header_wins_and_pasted_secrets_are_scrubbed(
     desk: Desk, server: ServerThread
 ) -> None:
