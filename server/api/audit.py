@@ -34,6 +34,7 @@ The draft carries:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import json_format, text_format
@@ -78,15 +79,21 @@ def _text(value: str) -> str:
     return scrub(value).replace("\x00", "\ufffd")
 
 
-def target_of(request: Message, path: str) -> str:
-    """The value at ``path`` (dotted) of ``request``; a repeated one's joined."""
+def _shown(text: str) -> str:
+    return text
+
+
+def target_of(request: Message, path: str, hide: Callable[[str], str] = _shown) -> str:
+    """The value at ``path`` (dotted) of ``request``; a repeated one's joined. ``hide``
+    takes out what must never be kept (the admin token), before the text is cut: a
+    secret cut short no longer looks like itself."""
     if not path:
         return ""
     value: Any = request
     for name in path.split("."):
         value = getattr(value, name)
     text = value if isinstance(value, str) else ", ".join(str(v) for v in value)  # repeated
-    return _short(text)
+    return _short(hide(text))
 
 
 def _short(text: str) -> str:
@@ -95,7 +102,7 @@ def _short(text: str) -> str:
     return clip(_text(text[: 4 * TARGET_BYTES]), TARGET_BYTES)
 
 
-def request_json(request: Message) -> str:
+def request_json(request: Message, hide: Callable[[str], str] = _shown) -> str:
     try:
         data = json_format.MessageToDict(request, preserving_proto_field_name=True)
     except json_format.Error:
@@ -112,7 +119,10 @@ def request_json(request: Message) -> str:
     if may_hold_secret(text):
         data = cleaned(data)
         text = _json(data)
-    # Scrubbed before it is cut: a secret cut short might no longer look like one.
+    # Scrubbed and hidden before it is cut: a secret cut short might no longer look
+    # like one (``hide`` keeps the JSON valid: it puts a mark where the text was).
+    if (hidden := hide(text)) != text:
+        text, data = hidden, json.loads(hidden)
     return _json(shortened(data)) if len(text) > REQUEST_CHARS else text
 
 
@@ -169,8 +179,8 @@ class AuditRecorder:
                 actor_name=actor_name,
                 team_id=teams[0] if teams else "",
                 other_team_id=teams[1] if len(teams) > 1 else "",
-                target=hide(target_of(request, rule.target)),
-                request_id=hide(_short(request_id)),
-                request=hide(request_json(request)),
+                target=target_of(request, rule.target, hide),
+                request_id=_short(hide(request_id)),
+                request=request_json(request, hide),
             )
         )

@@ -313,6 +313,31 @@ def test_ad2_the_admin_token_never_lands_in_the_trail_whatever_its_shape(token: 
     assert json.loads(draft.request)["display_name"] == "Alpha \u2026"
 
 
+def test_ad2_the_admin_token_straddling_where_a_long_text_is_cut_is_not_kept() -> None:
+    """A request id, a target or a name is cut to about 1 KB: the admin token across
+    the cut was kept all but its last characters (it was taken out after the cut)."""
+    token = "correct-horse-battery-staple-admin"
+    drafts: list[Draft] = []
+
+    class Trail:
+        def begin(self, draft: Draft) -> None:
+            drafts.append(draft)
+
+    users = [f"User {i:02d} <u{i:02d}@example.com>" for i in range(33)]
+    used = len(", ".join(users)) + 2
+    users.append(f"{'n' * (1021 - used - 30)}{token} <t@example.com>")
+    # A request over 16,384 characters has each string cut to 1,024: one across it.
+    long_name = "n" * 1014 + token + "n" * 16_000
+    request = api.ImportUsersRequest(team_id="alpha", users=[*users, f"{long_name} <l@x.io>"])
+    header = "x" * (1021 - 30) + token
+    AuditRecorder(cast(AuditTrail, Trail()), token)(
+        "ImportUsers", request, THE_OPERATOR, ("alpha",), header
+    )
+    (draft,) = drafts
+    for text in (draft.request_id, draft.target, draft.request):
+        assert token[:10] not in text
+
+
 def test_ad2_team_settings_that_change_nothing_leave_no_event(desk: Desk) -> None:
     """AD2: a change that succeeds leaves one event; a request that changes nothing
     (nothing named, or what is already there) leaves none, as other repeats do."""
