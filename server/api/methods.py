@@ -181,8 +181,12 @@ RULES: dict[str, Rule] = {
     "UpsertProduct": Rule(Scope.OPERATOR, changes=True, target="product.product_id"),
     "ListProducts": Rule(Scope.ANYONE),
     # users and access (RULES A1-A7)
-    "AssignUsers": Rule(Scope.TEAM, _TEAM, changes=True, target="users"),
-    "ImportUsers": Rule(Scope.TEAM, _TEAM, changes=True, target="users"),
+    "AssignUsers": Rule(
+        Scope.TEAM, _TEAM, changes=True, target="users", touches=_access_ends("AssignUsers")
+    ),
+    "ImportUsers": Rule(
+        Scope.TEAM, _TEAM, changes=True, target="users", touches=_access_ends("ImportUsers")
+    ),
     "UnassignUser": Rule(
         Scope.TEAM, _TEAM, changes=True, target="user_id", touches=_access_ends("UnassignUser")
     ),

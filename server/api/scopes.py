@@ -27,7 +27,7 @@ from server.api.caller import Caller
 from server.api.errors import PermissionDenied
 from server.api.methods import Rule, Scope
 from server.domain.errors import DomainError, InvalidArgument, NotTeamAdmin, OperatorOnly
-from server.domain.userentries import canonical_user_id
+from server.domain.userentries import EntryError, canonical_user_id, parse_entry
 from server.engine import Engine
 
 
@@ -76,6 +76,16 @@ class EngineLookup:
             return frozenset().union(
                 *(lic.access_teams(team.team_id, u, lost) for u, lost in losses.items())
             )
+        if method in ("AssignUsers", "ImportUsers"):  # only a guest loses anything
+            if not (request.HasField("guest") and request.guest):
+                return frozenset()
+            users = [_entry_user(raw) for raw in request.users]
+            losses = engine.directory.losses_if_made_guests(
+                team, users, request.product_ids, request.all_products, known
+            )
+            return frozenset().union(
+                *(lic.access_teams(team.team_id, u, lost) for u, lost in losses.items())
+            )
         user_id = canonical_user_id(request.user_id)
         if method == "UnassignUser":
             return lic.access_teams(team.team_id, user_id, None)
@@ -87,6 +97,14 @@ class EngineLookup:
     def invitation_team(self, invitation_token: str) -> str:
         invitation = self._engine.directory.invitation_for_token(invitation_token)
         return invitation.team_id if invitation is not None else ""
+
+
+def _entry_user(raw: str) -> str:
+    """The user id an AssignUsers entry names ("" for one the call will refuse)."""
+    try:
+        return parse_entry(raw, 0).user_id
+    except EntryError:
+        return ""
 
 
 def check(

@@ -710,6 +710,35 @@ class Directory:
         before = effective_products(member, team, known_products)
         return before - effective_products(after, team, known_products)
 
+    def losses_if_made_guests(
+        self,
+        team: Team,
+        user_ids: Iterable[str],
+        product_ids: Collection[str],
+        all_products: bool,
+        known_products: Collection[str],
+    ) -> dict[str, frozenset[str]]:
+        """What ``assign`` with ``guest`` set would take from each member it makes a
+        guest (A5, A6: the defaults they had only as a member), changing nothing: the
+        edge's check of the sessions it would end (AD1)."""
+        chosen = frozenset(p for p in product_ids if p in known_products)
+        losses: dict[str, frozenset[str]] = {}
+        for user_id in user_ids:
+            member = self._member(team.team_id, user_id)
+            if member is None or member.guest:
+                continue
+            every = member.all_products or all_products
+            after = replace(
+                member,
+                guest=True,
+                all_products=every,
+                product_ids=frozenset() if every else member.product_ids | chosen,
+            )
+            before = effective_products(member, team, known_products)
+            if lost := before - effective_products(after, team, known_products):
+                losses[user_id] = lost
+        return losses
+
     def losses_if_defaults(
         self, team: Team, product_ids: Collection[str], known_products: Collection[str]
     ) -> dict[str, frozenset[str]]:

@@ -471,6 +471,8 @@ def test_ad1_ending_a_session_whose_plugin_runs_in_another_team_is_not_team_admi
         ("UnassignUser", {}),
         ("SetUserProducts", {"product_ids": ["REVIT"]}),
         ("SetDefaultAssignments", {"product_ids": []}),
+        ("AssignUsers", {"guest": True}),
+        ("ImportUsers", {"guest": True}),
     ],
 )
 def test_ad1_a6_taking_away_a_host_whose_plugin_runs_in_another_team_is_not_team_admin(
@@ -478,20 +480,22 @@ def test_ad1_a6_taking_away_a_host_whose_plugin_runs_in_another_team_is_not_team
 ) -> None:
     """A6 ends the sessions of what a member loses, and P4 their plugins: ann's ACAD
     in alpha (the key's) carries her ACADEL in beta, so unassigning her, taking ACAD
-    from her, or from alpha's defaults she has it through, would end beta's session:
-    refused as EndSession is, naming no team, and nothing changes. The operator may:
-    the event is in beta's trail too."""
+    from her, or from alpha's defaults she has it through, or making her a guest (to
+    whom the defaults do not apply, A5), would end beta's session: refused as
+    EndSession is, naming no team, and nothing changes. The operator may: the event is
+    in beta's trail too."""
     desk, ann, host = world.desk, world.own.user, world.own.session
-    if method == "SetDefaultAssignments":  # ACAD hers through alpha's defaults alone
+    if method not in ("UnassignUser", "SetUserProducts"):  # ACAD hers by the defaults
         desk.a("SetDefaultAssignments", {"team_id": "alpha", "product_ids": ["ACAD"]})
         desk.a("SetUserProducts", {"team_id": "alpha", "user_id": ann, "product_ids": ["REVIT"]})
     desk.a("ImportUsers", {"team_id": "beta", "users": [ann], "product_ids": ["ACADEL"]})
     plugin = desk.entitle(ann, "ACADEL", parent_session_id=host, team_id="beta")["session_id"]
-    request = {
-        "team_id": "alpha",
-        **({} if method == "SetDefaultAssignments" else {"user_id": ann}),
-    }
-    request |= body
+    who = {
+        "SetDefaultAssignments": {},
+        "AssignUsers": {"users": [ann]},
+        "ImportUsers": {"users": [ann]},
+    }.get(method, {"user_id": ann})
+    request = {"team_id": "alpha", **who, **body}
     err = world.refused(method, request, "NOT_TEAM_ADMIN")
     assert "team_id" not in err.metadata and "beta" not in err.message
     assert "runs a plugin of a team this admin key does not manage" in err.message
