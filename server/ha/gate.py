@@ -49,7 +49,7 @@ import structlog
 
 from server import __version__
 from server.api import convert as cv
-from server.api.errors import NotLeader, Unauthenticated, Unavailable, to_status
+from server.api.errors import NotLeader, Unavailable, to_status
 from server.api.interceptors import ADMIN_PREFIX, LICENSING_PREFIX, Behavior, EdgeInterceptor
 from server.clock import monotonic
 from server.credentials import bearer, same_secret
@@ -245,11 +245,12 @@ class Gate(grpc.aio.ServerInterceptor):
         async def answer(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             start = monotonic()
             refusal: DomainError | None
-            if info:
-                secret = bearer(context.invocation_metadata())
-                ok = secret is not None and same_secret(secret, self._admin_token())
-                refusal = None if ok else Unauthenticated("wrong or missing admin token")
+            secret = bearer(context.invocation_metadata()) if info else None
+            if secret is not None and same_secret(secret, self._admin_token()):
+                refusal = None  # the operator's: this server's own info
             else:
+                # Any other credential (a team administrator's key, a user's, none) is
+                # the active's to judge, as every other call's: follow it there (H3).
                 node = self._node()
                 refusal = not_leader(node.leader_address, node.starting)
             status = None if refusal is None else to_status(refusal)

@@ -8,6 +8,7 @@ asserted of the takeover's time is the rule's bound, 10 s.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -19,6 +20,8 @@ import asyncpg
 import grpc
 import pytest
 
+from client_sdk.admin import AsyncAdminClient
+from client_sdk.errors import Unauthenticated
 from tests.grpcurl import Grpcurl, GrpcurlError
 from tests.licensing_desk import Desk, num
 from tests.pg import run_sync
@@ -123,14 +126,33 @@ def test_h1_one_active_one_standby(pair: tuple[ServerProcess, ServerProcess]) ->
         "role": "NODE_ROLE_STANDBY",
         "leader_address": a.target,
     }
-    # A standby's GetServerInfo wants the admin token too.
-    stranger = Grpcurl(b.target, "wrong")
+    # A standby answers its own info to the operator; any other credential (a team
+    # administrator's key, a wrong one) is the active's to judge: NOT_LEADER naming
+    # it, which the SDK follows (H3), where UNAUTHENTICATED stopped a team
+    # administrator's client (and a portal signing in through a standby).
+    desk = Desk(a.target)
     try:
-        with pytest.raises(GrpcurlError) as refused_info:
-            stranger("tessera.v1.AdminService/GetServerInfo", {})
-        assert refused_info.value.code == grpc.StatusCode.UNAUTHENTICATED
+        desk.team("acme", tokens=10)
+        key = desk.a("CreateAdminKey", {"display_name": "Acme IT", "team_ids": ["acme"]})
     finally:
-        stranger.close()
+        desk.close()
+    for credential in ("wrong", key["admin_key"]):
+        stranger = Grpcurl(b.target, credential)
+        try:
+            with pytest.raises(GrpcurlError) as refused_info:
+                stranger("tessera.v1.AdminService/GetServerInfo", {})
+            assert refused_info.value.reason == "NOT_LEADER"
+            assert refused_info.value.metadata == {"leader": a.target}
+        finally:
+            stranger.close()
+
+    async def followed(credential: str) -> str:
+        async with AsyncAdminClient(targets=[b.target, a.target], credential=credential) as c:
+            return str((await c.get_server_info()).node_id)
+
+    assert asyncio.run(followed(key["admin_key"])) == "a"
+    with pytest.raises(Unauthenticated):
+        asyncio.run(followed("tsa_wrong"))
 
 
 def acknowledged(desk: Desk) -> dict[str, Any]:
