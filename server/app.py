@@ -347,7 +347,7 @@ class TesseraServer:
                     "give it a --node-id (each server of one database its own)"
                 ) from None
         # (the election's row is made by the migrations)
-        await _migrate(cfg.db, cfg.secrets_dir, self.node_id)
+        await _migrate(cfg.db, cfg.secrets_dir, self.node_id, cfg)
         self._load_admin_token()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
@@ -661,16 +661,29 @@ class TesseraServer:
         log.info("stopped")
 
 
-async def _migrate(url: str, secrets_dir: Path | None = None, node_id: str = "") -> None:
+async def _migrate(
+    url: str, secrets_dir: Path | None = None, node_id: str = "", config: Config | None = None
+) -> None:
     """Bring the database's schema up to this release's and (``secrets_dir``) check
     that it is the database's secrets directory, before any file is made there
-    (``server/ha/secrets.py``), on one connection; or refuse to start."""
+    (``server/ha/secrets.py``), on one connection; or refuse to start. With
+    ``config``, its clock too (``_clock``): a standby on the other clock than the
+    data's would stand by looking healthy and, elected, refuse to serve."""
     try:
         conn = await asyncpg.connect(url, timeout=30)
         try:
             await migrate(conn)
             if secrets_dir is not None:
                 await secrets.check(conn, secrets_dir, node_id)
+            if config is not None:
+                rows = await conn.fetch(
+                    "SELECT key, value FROM meta WHERE key = ANY($1::text[])",
+                    [TEST_CLOCK_KEY, REAL_CLOCK_KEY],
+                )
+                has_data = await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM teams) OR EXISTS (SELECT 1 FROM products)"
+                )
+                _clock(config, {r["key"]: r["value"] for r in rows}, bool(has_data))
         finally:
             await conn.close()
     except secrets.SecretsMismatch as exc:

@@ -389,7 +389,8 @@ def test_h1_a_second_server_with_a_node_id_in_use_refuses_to_start(cluster: Clus
     a = cluster.start("a")
     wait_for(a.target, SERVING)
     twin = start_server(
-        *("--db", cluster.url, "--secrets-dir", str(cluster.secrets), "--node-id", "a")
+        *("--db", cluster.url, "--secrets-dir", str(cluster.secrets), "--node-id", "a"),
+        *("--test-clock", "2026-01-01T00:00:00Z"),  # the database's clock, as a's
     )
     assert twin.returncode == 1
     assert twin.stderr.splitlines() == [

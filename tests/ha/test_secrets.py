@@ -209,3 +209,20 @@ def test_h1_a_secret_file_whose_write_fails_leaves_no_copy_behind(
         with pytest.raises(OSError, match="Input/output error"):
             load_or_create_secret_key(tmp_path / "tessera.secret-key")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_h2_a_server_on_another_clock_than_the_databases_is_refused_before_it_stands_by(
+    active: Cluster,
+) -> None:
+    """The active runs on a test clock. A second server started on the real clock (a
+    forgotten --test-clock) stood by looking healthy and, elected when the active
+    died, refused to serve: no active at all. It is refused at its start, as a lone
+    server on that database is; one on the database's clock stands by."""
+    done = start_server(
+        *("--db", active.url, "--secrets-dir", str(active.secrets), "--node-id", "b")
+    )
+    assert done.returncode == 1, done.stderr
+    assert "is a test-clock database" in done.stderr
+    assert info(active.servers[0].target)["role"] == "NODE_ROLE_ACTIVE"
+    b = active.start("b")  # on the test clock, as ServerProcess starts it
+    assert info(b.target)["role"] == "NODE_ROLE_STANDBY"
