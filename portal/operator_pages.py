@@ -169,6 +169,14 @@ async def confirm_revoke(request: Request) -> Response:
     key_id = named(request, "key")
     if not session.operator:  # its form would be refused: nothing is asked
         return refused(request, session, operator_only())
+    try:  # a key that is not one (an edited link) is not asked about
+        keys = await session.client.list_admin_keys()
+    except TesseraError as exc:
+        passed_on(exc)
+        return refused(request, session, exc)
+    if all(k.admin_key_id != key_id for k in keys):
+        context = {"title": "Refused", "message": REASONS["UNKNOWN_ADMIN_KEY"]}
+        return render(request, "error.html", context, session=session, status=404)
     context = confirmation(
         f"Revoke admin key {key_id}?",
         "It stops working at once: whoever holds it is signed out of the portal.",

@@ -359,6 +359,10 @@ def test_the_operator_makes_and_revokes_an_admin_key(web: TestClient, world: Wor
         assert "revoke_time" in world.a("ListAdminKeys")["keys"][0]
         gone = dana.get("/teams", follow_redirects=False)  # revoked at once: signed out
         assert (gone.status_code, gone.headers["location"]) == (303, "/signin")
+        nothing = web.get("/admin-keys/revoke?key=ak_nope")  # an edited link: not asked
+        assert nothing.status_code == 404
+        assert "There is no such admin key." in nothing.text
+        assert "Revoke key" not in nothing.text
 
 
 def test_the_operator_creates_a_team_and_buys_tokens_once(web: TestClient, world: World) -> None:
