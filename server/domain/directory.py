@@ -548,12 +548,7 @@ class Directory:
             if not import_:
                 self._notify(call, user, team.team_id, ACCESS_CHANGED)
             return member, None
-        every = member.all_products or wanted.all_products
-        merged = (
-            member.guest if wanted.guest is None else wanted.guest,
-            every,
-            frozenset() if every else member.product_ids | wanted.product_ids,
-        )
+        merged = _merged(member, wanted)
         changed = (member.guest, member.all_products, member.product_ids) != merged
         member.guest, member.all_products, member.product_ids = merged
         invitation = self.invitation(member.invitation_id)
@@ -682,9 +677,8 @@ class Directory:
         individual: frozenset[str] = frozenset() if all_products else chosen
         if (member.all_products, member.product_ids) == (all_products, individual):
             return member, frozenset()
-        before = effective_products(member, team, known_products)
+        lost = self.losses_if_set(team, user_id, individual, all_products, known_products)
         member.all_products, member.product_ids = all_products, individual
-        lost = before - effective_products(member, team, known_products)
         changes.upsert(member)
         call = _Call(now, _no_token, new_id, changes)
         self._notify(call, self._users[user_id], team.team_id, ACCESS_CHANGED)
@@ -707,8 +701,7 @@ class Directory:
         after = replace(
             member, all_products=all_products, product_ids=frozenset() if all_products else chosen
         )
-        before = effective_products(member, team, known_products)
-        return before - effective_products(after, team, known_products)
+        return _taken(member, after, team, known_products)
 
     def losses_if_made_guests(
         self,
@@ -721,21 +714,17 @@ class Directory:
         """What ``assign`` with ``guest`` set would take from each member it makes a
         guest (A5, A6: the defaults they had only as a member), changing nothing: the
         edge's check of the sessions it would end (AD1)."""
-        chosen = frozenset(p for p in product_ids if p in known_products)
+        wanted = _Wanted(
+            True, all_products, frozenset(p for p in product_ids if p in known_products)
+        )
         losses: dict[str, frozenset[str]] = {}
         for user_id in user_ids:
             member = self._member(team.team_id, user_id)
             if member is None or member.guest:
                 continue
-            every = member.all_products or all_products
-            after = replace(
-                member,
-                guest=True,
-                all_products=every,
-                product_ids=frozenset() if every else member.product_ids | chosen,
-            )
-            before = effective_products(member, team, known_products)
-            if lost := before - effective_products(after, team, known_products):
+            guest, every, products = _merged(member, wanted)
+            after = replace(member, guest=guest, all_products=every, product_ids=products)
+            if lost := _taken(member, after, team, known_products):
                 losses[user_id] = lost
         return losses
 
@@ -771,7 +760,7 @@ class Directory:
         Returns, by user id, what each member can no longer run (A6).
         """
         chosen = check_product_ids(product_ids, known_products)
-        losses = self._losses(team, team.default_product_ids - chosen, known_products)
+        losses = self.losses_if_defaults(team, chosen, known_products)
         if chosen != team.default_product_ids:
             team.default_product_ids = chosen
             changes.upsert(team)
@@ -924,6 +913,25 @@ class _Wanted(NamedTuple):
     guest: bool | None
     all_products: bool
     product_ids: frozenset[str]
+
+
+def _merged(member: Member, wanted: _Wanted) -> tuple[bool, bool, frozenset[str]]:
+    """A member's (guest, all_products, product_ids) once assigned ``wanted``: an
+    assignment adds products, never takes one (A3)."""
+    every = member.all_products or wanted.all_products
+    return (
+        member.guest if wanted.guest is None else wanted.guest,
+        every,
+        frozenset() if every else member.product_ids | wanted.product_ids,
+    )
+
+
+def _taken(
+    member: Member, after: Member, team: Team, known_products: Collection[str]
+) -> frozenset[str]:
+    """What ``member`` could run and, changed to ``after``, cannot (A6)."""
+    before = effective_products(member, team, known_products)
+    return before - effective_products(after, team, known_products)
 
 
 @dataclass(slots=True, frozen=True)
