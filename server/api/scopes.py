@@ -21,6 +21,7 @@ which refuses it as it would the operator (``INVALID_ARGUMENT``, ``UNKNOWN_*``).
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from server.api.caller import Caller
@@ -70,29 +71,30 @@ class EngineLookup:
         team = engine.teams.get(request.team_id)
         if team is None:
             return frozenset()  # the use case answers UNKNOWN_TEAM
-        lic, known = engine.sessions.lic, engine.products.keys()
+        directory, known = engine.directory, engine.products.keys()
+        # What each user would lose (None: everything, they leave the team).
+        losses: Mapping[str, Collection[str] | None]
         if method == "SetDefaultAssignments":
-            losses = engine.directory.losses_if_defaults(team, request.product_ids, known)
-            return frozenset().union(
-                *(lic.access_teams(team.team_id, u, lost) for u, lost in losses.items())
-            )
-        if method in ("AssignUsers", "ImportUsers"):  # only a guest loses anything
+            losses = directory.losses_if_defaults(team, request.product_ids, known)
+        elif method in ("AssignUsers", "ImportUsers"):  # only a guest loses anything
             if not (request.HasField("guest") and request.guest):
                 return frozenset()
             users = [_entry_user(raw) for raw in request.users]
-            losses = engine.directory.losses_if_made_guests(
+            losses = directory.losses_if_made_guests(
                 team, users, request.product_ids, request.all_products, known
             )
-            return frozenset().union(
-                *(lic.access_teams(team.team_id, u, lost) for u, lost in losses.items())
+        elif method == "UnassignUser":
+            losses = {canonical_user_id(request.user_id): None}
+        else:  # SetUserProducts
+            user_id = canonical_user_id(request.user_id)
+            lost = directory.losses_if_set(
+                team, user_id, request.product_ids, request.all_products, known
             )
-        user_id = canonical_user_id(request.user_id)
-        if method == "UnassignUser":
-            return lic.access_teams(team.team_id, user_id, None)
-        lost = engine.directory.losses_if_set(
-            team, user_id, request.product_ids, request.all_products, known
+            losses = {user_id: lost}
+        lic = engine.sessions.lic
+        return frozenset().union(
+            *(lic.access_teams(team.team_id, u, lost) for u, lost in losses.items())
         )
-        return lic.access_teams(team.team_id, user_id, lost) if lost else frozenset()
 
     def invitation_team(self, invitation_token: str) -> str:
         invitation = self._engine.directory.invitation_for_token(invitation_token)
