@@ -188,7 +188,7 @@ def _terms_in_force(terms: Terms, stored: dict[str, str]) -> list[object]:
     with both): a server given other terms than before, or a standby started
     with other terms than the active it takes over from, is seen in the log."""
     shown = terms.shown()
-    text = json.dumps(shown, sort_keys=True)
+    text = _terms_text(terms)
     was = stored.get(TERMS_KEY)
     if was == text:
         return []
@@ -197,11 +197,16 @@ def _terms_in_force(terms: Terms, stored: dict[str, str]) -> list[object]:
     return [MetaValue(TERMS_KEY, text)]
 
 
+def _terms_text(terms: Terms) -> str:
+    """``terms`` as the data records them (``TERMS_KEY``)."""
+    return json.dumps(terms.shown(), sort_keys=True)
+
+
 def _terms_before(terms: Terms, stored: dict[str, str]) -> Terms | None:
     """The terms the data was last served by, if they are other than ``terms``
     (and readable: a record this version cannot read is taken as no change)."""
     was = stored.get(TERMS_KEY)
-    if was is None or was == json.dumps(terms.shown(), sort_keys=True):
+    if was is None or was == _terms_text(terms):
         return None
     try:
         return Terms.from_mapping(json.loads(was))

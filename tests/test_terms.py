@@ -208,7 +208,7 @@ def test_l2_l4_the_warning_and_the_burn_window_follow_their_terms() -> None:
 def test_terms_an_instant_a_term_sets_follows_a_change_from_the_start_that_makes_it(
     base: str, span: timedelta, before: timedelta, changed: str, expected: str
 ) -> None:
-    found = instant_across_a_change(instant(base), span, before, instant(changed))
+    found = instant_across_a_change(instant(base), span, (before, instant(changed)))
     assert found == instant(expected)
 
 

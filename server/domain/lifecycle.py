@@ -34,7 +34,7 @@ not renewed).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from operator import attrgetter
 
 from server.domain.changes import Changes
@@ -67,7 +67,7 @@ from server.domain.sessions import (
     seat_key,
 )
 from server.domain.teams import Team
-from server.domain.terms import Terms, instant_across_a_change
+from server.domain.terms import SpanChange, Terms, instant_across_a_change
 from server.domain.timers import TimerKind
 
 _Requests = Session | tuple[Session, ...]
@@ -102,7 +102,7 @@ class SessionBook:
         self.teams = teams
         self.terms = terms
         # The idle threshold a start replaced, and when (``terms_changed``).
-        self._idle_before: tuple[timedelta, datetime] | None = None
+        self._idle_before: SpanChange | None = None
         self.access = access
         self.coverage = coverage
         self._new_id = new_id
@@ -244,10 +244,8 @@ class SessionBook:
 
     def _idle_instant(self, session: Session) -> datetime:
         """M6: when the session turns idle unless newer activity is reported."""
-        if self._idle_before is None:
-            return session.idle_instant(self.terms.idle_threshold)
         return instant_across_a_change(
-            session.last_activity, self.terms.idle_threshold, *self._idle_before
+            session.last_activity, self.terms.idle_threshold, self._idle_before
         )
 
     def _watch(self, session: Session, timers: TimerSink) -> None:

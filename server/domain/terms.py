@@ -84,15 +84,20 @@ class Terms:
 DEFAULT_TERMS = Terms()
 
 
-def instant_across_a_change(
-    base: datetime, span: timedelta, span_before: timedelta, changed_at: datetime
-) -> datetime:
+#: A term's span until a start changed it, and that start's instant.
+SpanChange = tuple[timedelta, datetime]
+
+
+def instant_across_a_change(base: datetime, span: timedelta, change: SpanChange | None) -> datetime:
     """The instant ``base + span`` that a term sets (an idle instant, a pack's
-    warning), when the term was ``span_before`` until a start at ``changed_at``
+    warning), when the term was ``change``'s span until a start at its instant
     changed it: a change applies from the start that makes it (docs/rules.md, "The
     numbers"). One that fell before the change under the earlier span stays where it
     fell (a start fires it at its own instant); a later one follows the new span,
-    but never falls before the change."""
+    but never falls before the change. No change: ``base + span``."""
+    if change is None:
+        return base + span
+    span_before, changed_at = change
     earlier = base + span_before
     if earlier <= changed_at:
         return earlier

@@ -29,13 +29,13 @@ caused it, and filed in the outbox (ListNotifications) at once.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from server.domain.alerts import TeamAlerts, warning_time
+from server.domain.alerts import TeamAlerts
 from server.domain.changes import Changes
 from server.domain.directory import Notification
 from server.domain.ledger import BalanceNote
-from server.domain.terms import Terms, instant_across_a_change
+from server.domain.terms import SpanChange, Terms, instant_across_a_change
 from server.domain.timers import TimerKind
 from server.engine.commits import Commits
 from server.engine.scheduler import Scheduler
@@ -51,8 +51,9 @@ class Alerts:
         self._scheduler = scheduler
         self._ids = ids
         self._book = TeamAlerts.restore(state.directory.list_notifications())
-        # The warning term a start replaced, and when (``terms_changed``).
-        self._warning_before: tuple[timedelta, datetime] | None = None
+        # The span from a pack's expiry to its warning (the term, less) that a start
+        # replaced, and when (``terms_changed``).
+        self._warning_before: SpanChange | None = None
         state.ledger.track_balances()
         commits.add_hook(self._balances_changed)
         scheduler.after_each(self._balances_changed)
@@ -96,20 +97,15 @@ class Alerts:
         warning that fell before ``at`` under the term then fires at its own instant;
         a later one follows the new term, from ``at`` on."""
         if before.pack_expiry_warning != self.state.terms.pack_expiry_warning:
-            self._warning_before = (before.pack_expiry_warning, at)
+            self._warning_before = (-before.pack_expiry_warning, at)
 
     def schedule_all(self) -> None:
         """At start: the warning of every pack that may still need one."""
         book, warning = self._book, self.state.terms.pack_expiry_warning
-        change = self._warning_before
         for pack in self.state.ledger.packs.values():
             if not pack.expired and (pack.remaining or pack.held) and not book.warned(pack.pack_id):
-                due = (
-                    warning_time(pack, warning)
-                    if change is None
-                    # (a warning is its pack's expiry less the term)
-                    else instant_across_a_change(pack.expire_time, -warning, -change[0], change[1])
-                )
+                # ``warning_time``, the term from a start that changed it on
+                due = instant_across_a_change(pack.expire_time, -warning, self._warning_before)
                 self._scheduler.schedule(due, TimerKind.PACK_WARNING, pack.pack_id)
 
     def _on_pack_warning(self, pack_id: str, due: datetime, changes: Changes) -> None:
