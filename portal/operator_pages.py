@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import grpc
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
-from client_sdk.errors import TesseraError
+from client_sdk.errors import NotFound, TesseraError
 from portal import present
 from portal.pages import (
     REASONS,
@@ -174,9 +175,9 @@ async def confirm_revoke(request: Request) -> Response:
     except TesseraError as exc:
         passed_on(exc)
         return refused(request, session, exc)
-    if all(k.admin_key_id != key_id for k in keys):
-        context = {"title": "Refused", "message": REASONS["UNKNOWN_ADMIN_KEY"]}
-        return render(request, "error.html", context, session=session, status=404)
+    if all(k.admin_key_id != key_id for k in keys):  # as the server would refuse it
+        unknown = NotFound(code=grpc.StatusCode.NOT_FOUND, reason="UNKNOWN_ADMIN_KEY")
+        return refused(request, session, unknown)
     context = confirmation(
         f"Revoke admin key {key_id}?",
         "It stops working at once: whoever holds it is signed out of the portal.",
