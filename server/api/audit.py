@@ -63,14 +63,15 @@ TEXT_CHARS = 1024
 # request's JSON is first checked for either at C speed (a substring search; the
 # run found in the text mapped byte by byte to "a" for such characters), and its
 # strings are scrubbed only when one is there.
-def cleaned(value: Any) -> Any:
-    """A JSON value with every secret field dropped and every string scrubbed."""
+def cleaned(value: Any, change: Callable[[str], str]) -> Any:
+    """A JSON value with every secret field dropped and ``change`` made to every
+    string (never to a field's name or the JSON's punctuation)."""
     if isinstance(value, dict):
-        return {k: cleaned(v) for k, v in value.items() if k not in SECRET_FIELDS}
+        return {k: cleaned(v, change) for k, v in value.items() if k not in SECRET_FIELDS}
     if isinstance(value, list):
-        return [cleaned(v) for v in value]
+        return [cleaned(v, change) for v in value]
     if isinstance(value, str):
-        return _text(value)
+        return change(value)
     return value
 
 
@@ -117,12 +118,14 @@ def request_json(request: Message, hide: Callable[[str], str] = _shown) -> str:
         data = {k: v for k, v in data.items() if k not in SECRET_FIELDS}
     text = _json(data)
     if may_hold_secret(text):
-        data = cleaned(data)
+        data = cleaned(data, _text)
         text = _json(data)
     # Scrubbed and hidden before it is cut: a secret cut short might no longer look
-    # like one (``hide`` keeps the JSON valid: it puts a mark where the text was).
-    if (hidden := hide(text)) != text:
-        text, data = hidden, json.loads(hidden)
+    # like one. Hidden in each string, not in the text: the admin token may be any
+    # text, JSON's punctuation or a field's name included, and the JSON stays whole.
+    if hide(text) != text:
+        data = cleaned(data, hide)
+        text = _json(data)
     return _json(shortened(data)) if len(text) > REQUEST_CHARS else text
 
 
