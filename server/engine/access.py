@@ -448,7 +448,9 @@ class Access:
     def my_products(self, user_id: str) -> list[MyProduct]:
         """AD5: every product the user may run now (their active memberships), by
         product id, with those teams and what would pay an Entitle now: the same
-        choice Entitle makes (``coverage_of`` over the covering subscription or trial)."""
+        choice Entitle makes (``coverage_of`` over the covering subscription or trial).
+        A plugin only with its host, granted in any team: a plugin session needs a
+        live session of its host (P4), so without it the plugin can never run."""
         now = self._clock.now()
         teams_of: dict[str, list[str]] = {}
         for member in self.state.directory.teams_of(user_id):  # by team id
@@ -458,6 +460,8 @@ class Access:
         out = []
         for product_id in sorted(teams_of):
             product = self.state.products[product_id]
+            if product.host_product_id and product.host_product_id not in teams_of:
+                continue
             cov = coverage_of(covering(user_id, product_id, now), product.daily_rate)
             out.append(MyProduct(product, teams_of[product_id], cov))
         return out

@@ -86,6 +86,22 @@ def test_ad5_the_default_set_counts_and_guests_do_not_get_it(desk: Desk) -> None
     assert list(mine(desk, gus)) == ["REVIT"]
 
 
+def test_ad5_p4_a_plugin_is_listed_only_when_its_host_may_be_run(desk: Desk) -> None:
+    """P4: a plugin session needs a live session of its host, so a user granted a
+    plugin and not its host can never run it (HOST_SESSION_REQUIRED): not listed.
+    The host granted in any team is enough; the plugin's teams stay its own."""
+    bob = desk.user("alpha", "bob", ["ACADEL", "REVIT"])
+    assert list(mine(desk, bob)) == ["REVIT"]
+    with pytest.raises(GrpcurlError) as info:
+        desk.entitle(bob, "ACADEL")
+    assert info.value.reason == "HOST_SESSION_REQUIRED"
+    desk.team("beta", 50)
+    desk.user("beta", "bob", ["ACAD"])
+    products = mine(desk, bob)
+    assert list(products) == ["ACAD", "ACADEL", "REVIT"]
+    assert (products["ACAD"]["team_ids"], products["ACADEL"]["team_ids"]) == (["beta"], ["alpha"])
+
+
 def test_ad5_an_invitation_not_accepted_lets_them_run_nothing_yet(desk: Desk) -> None:
     desk.a(
         "AssignUsers",
