@@ -213,7 +213,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             shown_user: str | None = None  # user_id as it may be logged
             entered = shed = False
             metadata = context.invocation_metadata()  # a new tuple each time it is asked
-            sent_id = _request_id_in(metadata, request)
+            sent_id = request_id_in(metadata, request)
             request_id = self._loggable(sent_id)
             answer: tuple[Any, ...]  # abort's arguments, for a refused or failed call
             try:
@@ -303,14 +303,18 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         return shown
 
     def _loggable(self, text: str) -> str | None:
-        """A string the caller chose, as it may be logged: secret-shaped parts and the
-        admin token taken out, then cut to ``LOGGED_CHARS`` (None when empty)."""
-        if not text:
-            return None
-        text = text[:SCRUBBED_CHARS]
-        if self._admin_token:
-            text = text.replace(self._admin_token, "\u2026")
-        return scrub(text)[:LOGGED_CHARS]
+        return loggable(text, self._admin_token)
+
+
+def loggable(text: str, admin_token: str) -> str | None:
+    """A string the caller chose, as it may be logged: secret-shaped parts and the
+    admin token taken out, then cut to ``LOGGED_CHARS`` (None when empty)."""
+    if not text:
+        return None
+    text = text[:SCRUBBED_CHARS]
+    if admin_token:
+        text = text.replace(admin_token, "\u2026")
+    return scrub(text)[:LOGGED_CHARS]
 
 
 def _secret(metadata: Any) -> str:
@@ -414,8 +418,9 @@ def _has_field(request: Any, name: str) -> bool:
     return has
 
 
-def _request_id_in(metadata: Any, request: Any) -> str:
-    """The ``x-request-id`` header, else the request's ``request_id`` field, as sent."""
+def request_id_in(metadata: Any, request: Any) -> str:
+    """The ``x-request-id`` header, else the request's ``request_id`` field (when
+    ``request`` has one), as sent."""
     for key, value in metadata or ():
         if key == "x-request-id" and str(value).strip():  # an empty header says nothing
             return str(value)

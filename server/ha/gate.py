@@ -50,7 +50,14 @@ import structlog
 from server import __version__
 from server.api import convert as cv
 from server.api.errors import NotLeader, Unavailable, to_status
-from server.api.interceptors import ADMIN_PREFIX, LICENSING_PREFIX, Behavior, EdgeInterceptor
+from server.api.interceptors import (
+    ADMIN_PREFIX,
+    LICENSING_PREFIX,
+    Behavior,
+    EdgeInterceptor,
+    loggable,
+    request_id_in,
+)
 from server.clock import monotonic
 from server.credentials import bearer, same_secret
 from server.domain.errors import DomainError
@@ -236,7 +243,9 @@ class Gate(grpc.aio.ServerInterceptor):
 
     def _as_standby(self, method: str) -> Handler:
         """How a standby answers ``method`` (GetServerInfo, else NOT_LEADER), counted
-        by method and code, and logged, as a term's calls are."""
+        by method and code, and logged, as a term's calls are: a refusal's line names
+        the request id (its header: the body is not read) and the client's address,
+        since the calls a standby refuses come from clients pointed at it."""
         short = method.rsplit("/", 1)[-1]
         kind = "admin" if method.startswith(ADMIN_PREFIX) else "user"
         calls = self.metrics.rpc(method) if self.metrics is not None else None
@@ -245,7 +254,8 @@ class Gate(grpc.aio.ServerInterceptor):
         async def answer(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             start = monotonic()
             refusal: DomainError | None
-            secret = bearer(context.invocation_metadata()) if info else None
+            metadata = context.invocation_metadata()
+            secret = bearer(metadata) if info else None
             if secret is not None and same_secret(secret, self._admin_token()):
                 refusal = None  # the operator's: this server's own info
             else:
@@ -264,7 +274,15 @@ class Gate(grpc.aio.ServerInterceptor):
                 method=short,
                 code=code.name,
                 duration_ms=round((monotonic() - start) * 1000, 3),
-                **({} if refusal is None else {"reason": refusal.reason}),
+                **(
+                    {}
+                    if refusal is None
+                    else {
+                        "reason": refusal.reason,
+                        "request_id": loggable(request_id_in(metadata, None), self._admin_token()),
+                        "peer": context.peer(),
+                    }
+                ),
             )
             if status is not None:
                 await context.abort(status.code, status.details, status.trailing_metadata)

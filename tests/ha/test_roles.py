@@ -7,6 +7,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+from structlog.testing import capture_logs
 
 from server import app as app_module
 from server.app import shown_db
@@ -72,10 +73,16 @@ class _Aborted(Exception):
 
 
 class _Context:
-    """What ``Gate`` uses of a call's context: it aborts."""
+    """What ``Gate`` uses of a call's context: its headers and peer; it aborts."""
 
-    def invocation_metadata(self) -> tuple[()]:
-        return ()
+    def __init__(self, *metadata: tuple[str, str]) -> None:
+        self._metadata = metadata
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:40404"
 
     async def abort(self, code: grpc.StatusCode, details: str, trailing: object) -> None:
         raise _Aborted(code, details, trailing)
@@ -109,6 +116,24 @@ async def test_h1_a_server_elected_but_still_loading_does_not_call_itself_a_stan
     info = error_details_pb2.ErrorInfo()
     assert status.details[0].Unpack(info)
     assert (info.reason, dict(info.metadata)) == ("NOT_LEADER", {"leader": "a.internal:50051"})
+
+
+async def test_h1_a_standbys_refusal_line_names_the_request_id_and_the_peer() -> None:
+    """Calls arriving at a standby are clients pointed at the wrong server
+    (docs/ops): its line names them as the active's refusal lines do, the request
+    id scrubbed of the admin token as there."""
+    gate = Gate(lambda: NodeInfo("b", False, "a.internal:50051"), lambda: "tsa_x")
+    answer = gate._as_standby("/tessera.v1.AdminService/ListTeams").unary_unary
+    context = _Context(("authorization", "Bearer tsa_x"), ("x-request-id", "po-7 tsa_x"))
+    with capture_logs() as lines, pytest.raises(_Aborted):
+        await answer(b"", context)  # type: ignore[misc]
+    (line,) = [x for x in lines if x["event"] == "rpc"]
+    assert (line["method"], line["code"], line["reason"]) == (
+        "ListTeams",
+        "UNAVAILABLE",
+        "NOT_LEADER",
+    )
+    assert (line["request_id"], line["peer"]) == ("po-7 \u2026", "ipv4:127.0.0.1:40404")
 
 
 @pytest.mark.parametrize(
