@@ -96,4 +96,10 @@ class RetryPolicy:
         return max(retry_after, self._grown(attempt)) * (1.0 + self.jitter * rng.random())
 
     def _grown(self, attempt: int) -> float:
-        return min(self.max_backoff, self.initial_backoff * self.multiplier**attempt)
+        if not self.initial_backoff:
+            return 0.0
+        try:
+            grown = self.initial_backoff * self.multiplier**attempt
+        except OverflowError:  # 2.0**1024: a call bounded by its attempts alone
+            return self.max_backoff
+        return min(self.max_backoff, grown)

@@ -249,6 +249,16 @@ def test_sdk_backoff_is_exponential_capped_and_jittered() -> None:
         RetryPolicy(jitter=1.5)
 
 
+@pytest.mark.parametrize("attempt", [1024, 10**6])
+def test_sdk_backoff_stays_capped_however_long_the_outage(attempt: int) -> None:
+    """With no total_timeout, only the attempts bound a call: its thousandth
+    backoff is still the cap, not an overflow that kills a session's heartbeat."""
+    policy = RetryPolicy(initial_backoff=0.25, multiplier=2.0, max_backoff=3.0, jitter=0.0)
+    assert policy.backoff(attempt, random.Random(1)) == 3.0
+    assert policy.later(0.5, attempt, random.Random(1)) == 3.0
+    assert RetryPolicy(initial_backoff=0.0, jitter=0.0).backoff(attempt, random.Random(1)) == 0.0
+
+
 async def test_sdk_a_session_the_server_does_not_know_ends_unknown_session(
     client: AsyncClient, fake: FakeLicensing, clock: ManualClock
 ) -> None:
