@@ -13,8 +13,10 @@ addresses of them all (``targets``) and finds the active itself:
 - ``NOT_LEADER`` without one, a lost or refused connection (``UNAVAILABLE``
   without reason) or no answer in time (``DEADLINE_EXCEEDED``, e.g. a paused
   server): the next attempt goes to the next target, round the list;
-- a call remembers the addresses it could not reach (no connection, no answer in
-  time): a standby's hint may be stale (it still names the active that died or
+- a call remembers the addresses it could not reach (no connection could be made,
+  no answer in time; not one that answered ``UNAVAILABLE`` or lost a connection
+  under a call: it is up, and the next attempt there may well be served, and
+  if it is down after all its next refusal is remembered): a standby's hint may be stale (it still names the active that died or
   hangs, or advertises an address this client cannot reach), so a ``leader``
   naming one of them is not followed, and going round the list skips them: the
   next attempt goes to the next address this call has not failed to reach (the
@@ -250,7 +252,7 @@ class Failover(Generic[StubT]):
                 delay, waits = policy.later(error.retry_after or 0.0, waits, self.rng), waits + 1
             else:
                 leader = error.leader if isinstance(error, NotLeader) else None
-                if not isinstance(error, NotLeader):  # refused, lost, silent or stopping
+                if _unreachable(error):  # never connected, or silent
                     unreachable.add(address)
                 going = self.targets.move(address, leader, unreachable)
                 if going in tried:
@@ -296,12 +298,25 @@ def _not_done(error: TesseraError) -> bool:
     call or ``CANCELLED`` say nothing of what the server did."""
     if isinstance(error, NotLeader) or error.retry_after is not None:
         return True
+    return _never_sent(error)
+
+
+def _never_sent(error: TesseraError) -> bool:
+    """Whether gRPC says no connection could be made (``_NEVER_SENT``)."""
     return (
         error.code is grpc.StatusCode.UNAVAILABLE
         and error.reason == "UNAVAILABLE"
         and not error.metadata
         and error.message.startswith(_NEVER_SENT)
     )
+
+
+def _unreachable(error: TesseraError) -> bool:
+    """Whether the address a call failed on could not be reached: no connection could
+    be made (a server that is down), or no answer came in time (a paused one). A
+    server that answered ``UNAVAILABLE`` or ``CANCELLED``, or whose connection was lost
+    under the call, is there or was a moment ago: a hint naming it is followed."""
+    return error.code is grpc.StatusCode.DEADLINE_EXCEEDED or _never_sent(error)
 
 
 def _unknown(error: TesseraError, address: str) -> OutcomeUnknown:

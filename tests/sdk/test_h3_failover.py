@@ -210,7 +210,9 @@ async def test_h3_gives_up_after_the_policy_attempts_naming_the_targets(
     assert type(info.value) is sdk.Unavailable
     assert info.value.targets == (fake.target, other.target)
     assert f"tried {fake.target}, {other.target}" in str(info.value)
-    assert len(other.called("Heartbeat")) == QUICK_RETRY.max_attempts // 2  # every other try
+    # The stopped server refused the connection once and is not asked again by this
+    # call; the one that answers (UNAVAILABLE: it is up) is asked every other time.
+    assert len(other.called("Heartbeat")) == QUICK_RETRY.max_attempts - 1
 
 
 async def test_h3_backoff_counts_across_targets_on_the_injected_clock(
@@ -319,6 +321,27 @@ async def test_h3_a_server_that_did_not_answer_in_time_is_not_called_again_on_a_
         assert client.target == other.target
     assert session.session_id in other.sessions
     assert [len(f.called("Entitle")) for f in (fake, other)] == [1, 2]
+
+
+@pytest.mark.parametrize("policy", [AT_ONCE, QUICK_RETRY], ids=["at_once", "quick"])
+async def test_h3_one_unavailable_from_the_active_does_not_strand_the_call_on_the_standby(
+    fake: FakeLicensing, other: FakeLicensing, clock: ManualClock, policy: RetryPolicy
+) -> None:
+    # The active answers one call UNAVAILABLE (it is up: a connection reset, a
+    # moment's trouble) and serves the next. The standby listed beside it names it:
+    # the hint is followed, since the active answered; only an address that could
+    # not be connected to, or did not answer in time, is not asked again on a hint.
+    fake.refuse(grpc.StatusCode.UNAVAILABLE, "", method="Entitle")
+    other.standby = fake.target
+    async with two_targets(fake, other, clock, policy) as client:
+        call = asyncio.ensure_future(client.entitle("ACAD", "2026"))
+        while not call.done():
+            clock.advance(policy.max_backoff)
+            await asyncio.sleep(0.01)
+        session = await call
+        assert client.target == fake.target
+    assert session.session_id in fake.sessions
+    assert [len(f.called("Entitle")) for f in (fake, other)] == [2, 1]  # fake, other, fake
 
 
 def test_h3_targets_skip_the_addresses_a_call_could_not_reach() -> None:
