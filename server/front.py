@@ -8,7 +8,9 @@ the listen address (TLS included), answers health and reflection itself,
 and hands every Tessera call to the server, **the back**, which runs it
 through the same gate, edge, servicer and engine as a call of its own port.
 
-The two talk over a Unix socket in a directory only this user may enter,
+The two talk over a pair of connected Unix sockets (``socket.socketpair``), the
+front's end inherited by it alone: no path, nothing any other process could
+connect to, and nothing left in the file system when both are killed. They talk
 in batches: what one side has to send in a turn of its event loop goes as
 one frame (a 4-byte length and a ``marshal``-encoded list of tuples), so a
 call's hand-over costs a fraction of a call. A call goes as (id, method,
@@ -31,8 +33,9 @@ write is the back's. So neither outlives the other: a front that ends stops
 the back (an error, for a supervisor to restart both), and a back that ends
 closes the socket, which ends the front. The front ignores SIGINT, SIGTERM
 and SIGHUP: it stops when the back, draining, tells it to, after the calls
-under way have their answers. A socket's folder left by a server killed with
-its front is removed by the next server's start (``sweep_folders``).
+under way have their answers. A back told to stop before the front has said
+its port (a signal in the server's first moment) ends the front at once: it
+holds no call yet.
 """
 
 from __future__ import annotations
@@ -41,17 +44,13 @@ import asyncio
 import itertools
 import json
 import marshal
-import os
-import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
 import grpc
@@ -62,7 +61,7 @@ from server import loops
 from server.api import reflection
 from server.api.health import Health
 from server.clock import monotonic
-from server.config import Config, oserror_words, parse_args
+from server.config import Config, parse_args
 from server.ha.gate import SESSION_CALLS, Gate, GenericOnly
 from server.listen import SERVICE_NAMES, SERVICES, StartRefused, bind, grpc_server
 
@@ -72,7 +71,6 @@ FRAME = struct.Struct(">I")
 CODES = {code.value[0]: code for code in grpc.StatusCode}
 UNKNOWN = grpc.StatusCode.UNKNOWN.value[0]
 UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED.value[0]
-FOLDER_PREFIX = "tessera-front-"
 #: Seconds the back waits for the front to report its port, or to end once told to stop.
 START_TIMEOUT = 30.0
 #: Seconds between the back's "alive" frames, and between the front's looks at them.
@@ -116,8 +114,8 @@ class Link(asyncio.Protocol):
             end = start + 4 + size
             if len(buf) < end:
                 break
-            # Only the other process of this server can connect: the socket is in a
-            # directory only this user may enter (Back.open).
+            # Only the other process of this server is at the other end: the socket
+            # pair's other end is inherited by it alone (Back.open).
             batch = marshal.loads(bytes(buf[start + 4 : end]))  # noqa: S302
             start = end
             self.on_batch(batch)
@@ -216,8 +214,6 @@ class Back:
         self._loop = asyncio.get_running_loop()  # kept (see Link)
         self.ended = self._loop.create_future()  # the front ended unasked
         self._process: subprocess.Popen[bytes] | None = None
-        self._dir: Path | None = None
-        self._listening: asyncio.AbstractServer | None = None
         self._calls: dict[int, asyncio.Task[None]] = {}  # under way, by call id
         self._stopping = False
         self._watch: asyncio.Future[None] | None = None
@@ -225,46 +221,51 @@ class Back:
 
     async def open(self, cfg: Config) -> int:
         """Start the front on ``cfg``'s listen address; its bound port. A front that
-        cannot listen refuses the start with its reason."""
+        cannot listen refuses the start with its reason; a start given up (a signal
+        in the server's first moment) ends the front at once."""
         if not hasattr(socket, "AF_UNIX"):
             raise StartRefused(
                 "--front-process needs Unix sockets, which this platform lacks: "
                 "start with --no-front-process"
             )
-        try:
-            sweep_folders()
-            # 0700: this user's; named with this process's pid, for a later sweep_folders.
-            self._dir = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-"))
-        except OSError as exc:  # a full or read-only temporary directory
-            raise StartRefused(
-                "the front process's socket needs a folder in the temporary directory, "
-                f"and none could be made ({oserror_words(exc)}): free some space there, "
-                "point TMPDIR elsewhere, or start with --no-front-process"
-            ) from None
-        path = self._dir / "back.sock"
         loop = asyncio.get_running_loop()
-        self._listening = await loop.create_unix_server(lambda: self.link, str(path))
-        self._process = subprocess.Popen(  # noqa: S603 - this interpreter, our module
-            [sys.executable, "-m", "server.front", str(path), *front_flags(cfg)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-        )
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            await loop.create_unix_connection(lambda: self.link, sock=ours)
+            self._process = subprocess.Popen(  # noqa: S603 - this interpreter, our module
+                [sys.executable, "-m", "server.front", str(theirs.fileno()), *front_flags(cfg)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                pass_fds=(theirs.fileno(),),
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()  # the front's now: the link ends when the front does
         try:
             first = await asyncio.wait_for(
                 loop.run_in_executor(None, self._first_line), START_TIMEOUT
             )
             said = json.loads(first or b'{"error": "the front process ended at its start"}')
-            if "port" in said:
-                await asyncio.wait_for(asyncio.shield(self.link.connected), START_TIMEOUT)
         except (TimeoutError, ValueError):
             said = {"error": f"the front process did not start within {START_TIMEOUT:g} s"}
+        except BaseException:  # given up: the front holds no call yet
+            await asyncio.shield(self._end_at_start())
+            raise
         if "port" not in said:
-            self._process.kill()  # ended already, or hung
-            await self._reap()
+            await self._end_at_start()  # ended already, or hung
             raise StartRefused(str(said.get("error")))
         self.link.closed.add_done_callback(self._closed)
         self._alive = loop.create_task(self._say_alive(), name="front-alive")
         return int(said["port"])
+
+    async def _end_at_start(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            await self._reap()
+        if self.link.transport is not None:
+            self.link.transport.close()
 
     async def _say_alive(self) -> None:
         """Tell the front this process still runs its loop (``SILENT_AFTER``)."""
@@ -303,7 +304,7 @@ class Back:
 
     async def stop(self, grace: float) -> None:
         """The front stops taking calls, gives those under way ``grace`` seconds to
-        be answered, and ends; then the socket and its directory go."""
+        be answered, and ends."""
         self._stopping = True
         if self._alive is not None:
             self._alive.cancel()
@@ -312,10 +313,8 @@ class Back:
         await self._reap(grace + START_TIMEOUT)
         if self._calls:  # answered, or not, the front is gone: let them end
             await asyncio.wait(list(self._calls.values()), timeout=grace)
-        if self._listening is not None:
-            self._listening.close()
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
+        if self.link.transport is not None:
+            self.link.transport.close()
 
     async def _reap(self, timeout: float = START_TIMEOUT) -> int | None:
         """Wait for the front to end (killed past ``timeout``); its exit code."""
@@ -361,27 +360,6 @@ class Back:
             self._calls.pop(call_id, None)
 
 
-def sweep_folders(base: Path | None = None) -> list[Path]:
-    """Remove the socket folders of servers that are gone: a server and its front
-    killed together (``kill -9`` of the process group, the OOM killer, a cgroup's
-    SIGKILL) leave theirs behind in the temporary directory. A folder is named with
-    its server's pid; one whose process no longer runs, and that is this user's, is
-    removed. Returns those removed."""
-    removed = []
-    for folder in (base or Path(tempfile.gettempdir())).glob(f"{FOLDER_PREFIX}*-*"):
-        pid = folder.name[len(FOLDER_PREFIX) :].split("-", 1)[0]
-        try:
-            if not pid.isdigit() or folder.stat().st_uid != os.getuid():
-                continue
-            os.kill(int(pid), 0)  # its server runs (or another process has its pid)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-        except OSError:  # gone meanwhile, or a process of another user: leave it
-            continue
-    return removed
-
-
 def front_flags(cfg: Config) -> list[str]:
     """The settings the front needs, as the server's own flags."""
     flags = ["--listen", cfg.listen, "--max-message-bytes", str(cfg.max_message_bytes)]
@@ -396,7 +374,7 @@ def front_flags(cfg: Config) -> list[str]:
     return flags
 
 
-# -- the front: python -m server.front SOCKET [server flags] --------------------------
+# -- the front: python -m server.front FD [server flags] ------------------------------
 
 
 class Front(grpc.GenericRpcHandler):
@@ -499,12 +477,13 @@ class Front(grpc.GenericRpcHandler):
                 future.set_result((grpc.StatusCode.UNAVAILABLE.value[0], "the server stopped", ()))
 
 
-async def serve(socket_path: str, cfg: Config) -> int:
+async def serve(fd: int, cfg: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the back decides when it stops
         loop.add_signal_handler(sig, lambda: None)
     front = Front()
-    await loop.create_unix_connection(lambda: front.link, socket_path)
+    # The socket pair's end the back left open for this process alone (Back.open).
+    await loop.create_unix_connection(lambda: front.link, sock=socket.socket(fileno=fd))
     server = grpc_server(cfg)
     # Mounted as server/app.py mounts it: generic, sharing the one queue (ha/gate.py).
     only_generic = cast(grpc.aio.Server, GenericOnly(server))  # a stand-in, by design
@@ -531,22 +510,17 @@ async def serve(socket_path: str, cfg: Config) -> int:
         front.fail_waiting()
     await front.health.close()  # its Watch streams end: the stop waits for none
     await server.stop(grace)
-    if not front.stopping.done():  # the back is gone: what it left is ours to remove
-        folder = Path(socket_path).parent
-        if folder.name.startswith(FOLDER_PREFIX):
-            shutil.rmtree(folder, ignore_errors=True)
-        return 1
-    return 0
+    return 0 if front.stopping.done() else 1  # else the back is gone
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        print("usage: python -m server.front SOCKET [server flags]", file=sys.stderr)
+        print("usage: python -m server.front FD [server flags]", file=sys.stderr)
         return 2
     cfg = parse_args(args[1:])
     with asyncio.Runner(loop_factory=loops.loop_factory(cfg.event_loop)) as runner:
-        return runner.run(serve(args[0], cfg))
+        return runner.run(serve(int(args[0]), cfg))
 
 
 if __name__ == "__main__":
