@@ -278,6 +278,10 @@ class TesseraServer:
         self._server: grpc.aio.Server | Back | None = None
         self._front: Back | None = None
         self._health = Health()
+        # stop() begun: health says NOT_SERVING until the port closes, even if this
+        # server is elected meanwhile (Health ignores sets once shutting down; the
+        # front is told nothing more).
+        self._draining = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.phases: dict[str, float] = {}  # seconds of the last term's start, by phase
         self.portal: PortalServer | None = None  # --http-listen, bound by start()
@@ -630,7 +634,7 @@ class TesseraServer:
     async def _set_health(self, status: Any) -> None:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, status)
-        if self._front is not None:
+        if self._front is not None and not self._draining:
             self._front.health(status)
 
     async def stop(self, grace: float | None = None, drain_delay: float = 0.0) -> None:
@@ -639,6 +643,7 @@ class TesseraServer:
         way, write everything out, and (PostgreSQL) hand the lead over at once."""
         if self.portal is not None:  # no new page while the calls drain
             await self.portal.stop()
+        self._draining = True
         await self._health.enter_graceful_shutdown()  # NOT_SERVING
         if self._front is not None:
             self._front.health(health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -382,3 +382,29 @@ def test_front_process_says_not_serving_while_its_server_is_paused(
     finally:
         os.kill(front.proc.pid, signal.SIGCONT)
     wait_for(front.target, SERVING)
+
+
+def test_front_process_h1_a_draining_server_elected_stays_not_serving(pg_url: str) -> None:
+    """docs/api.md: on SIGTERM the server says NOT_SERVING and goes on answering for
+    --drain-delay seconds, then closes its port. A standby told to stop and elected
+    during its drain (the active died meanwhile) said SERVING through its front, so
+    a load balancer sent clients to a port about to close; one process stays
+    NOT_SERVING (its health ignores a status set once shutting down)."""
+    ready = ("standby", "serving")
+    active = ServerProcess(pg_url, extra=[FLAG], ready=ready).start()
+    standby = None
+    try:
+        asyncio.run(until_serving(active.target))
+        standby = ServerProcess(pg_url, extra=[FLAG, "--drain-delay", "30"], ready=ready)
+        standby.start()
+        assert standby.proc is not None and health(standby.target) == NOT_SERVING
+        standby.proc.send_signal(signal.SIGTERM)
+        when_logged(standby, lambda line: line.get("event") == "not_serving")
+        active.kill()  # its lease (2 s) runs out: the draining standby is elected
+        when_logged(standby, lambda line: line.get("event") == "serving", timeout=30)
+        seen = [health(standby.target) for _ in range(5)]
+        assert seen == [NOT_SERVING] * 5
+    finally:
+        for server in (active, standby):
+            if server is not None and server.proc is not None and server.proc.poll() is None:
+                server.kill()
