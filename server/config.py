@@ -11,6 +11,7 @@ apart. A flag wins over its variable, which wins over the default.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 import os
 import socket
@@ -161,12 +162,25 @@ def _listen(text: str) -> str:
 def _advertised(text: str) -> str:
     """An address others dial: a host (none would be theirs, not this server's) and
     the port itself (0 is no port to dial)."""
-    port = split_listen(text)[1]
+    host, port = split_listen(text)
     if not text.rpartition(":")[0]:
         raise ValueError(f"{text!r} has no host: others could not dial it (e.g. 10.0.0.5:{port})")
+    if _every_address(host):
+        raise ValueError(
+            f"{text!r} is every address of a machine, not one others can dial "
+            f"(e.g. 10.0.0.5:{port})"
+        )
     if port == 0:
         raise ValueError(f"{text!r} has port 0, which no one can dial: give the port bound")
     return text
+
+
+def _every_address(host: str) -> bool:
+    """Whether ``host`` is 0.0.0.0 or ::, which a server binds as all its addresses."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a name
+        return False
 
 
 def _database(text: str) -> Path | str:
@@ -569,7 +583,8 @@ OPTIONS: tuple[Option, ...] = (
         "the active's in NOT_LEADER refusals",
         _advertised,
         metavar="HOST:PORT",
-        default_text="the listen address (with the port bound)",
+        default_text="the listen address (with the port bound); needed with PostgreSQL "
+        "when that is 0.0.0.0 or [::]",
     ),
     Option(
         "node_id",
@@ -649,6 +664,19 @@ def parse_args(argv: Sequence[str] | None = None, *, epilog: str | None = None) 
         p.error("--end-test-clock and --test-clock exclude each other")
     if v["tls_client_ca"] is not None and v["tls_cert"] is None:
         p.error("--tls-client-ca needs --tls-cert and --tls-key")
+    listen = v["listen"]
+    if (
+        isinstance(v["db"], str)
+        and v["advertise"] is None
+        and _every_address(split_listen(listen)[0])
+    ):
+        # The advertised address would be the listen address, which a standby names as
+        # the active's in NOT_LEADER for clients to follow (H3).
+        p.error(
+            f"--listen {listen} is every address of this machine, which no other can dial: "
+            "with a PostgreSQL database give --advertise HOST:PORT, the address clients "
+            "and the other servers reach this one at"
+        )
     return Config(**v)
 
 

@@ -209,11 +209,29 @@ def test_issue12_the_slowest_rate_allowed_still_refuses_with_a_retry_info() -> N
 # -- addresses -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("listen", ["0.0.0.0:50051", "[::]:50051"])
+def test_h1_listening_on_every_address_with_postgresql_needs_an_advertised_one(
+    listen: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The advertised address defaults to the listen address, and a standby names the
+    active's in NOT_LEADER for clients to follow (H3): a wildcard would send a client
+    to its own machine. SQLite's one server advertises nothing: it may listen so."""
+    pg = ["--db", "postgresql://tessera@127.0.0.1:5432/tessera", "--listen", listen]
+    assert usage_error(pg, capsys).startswith(
+        f"tessera-server: error: --listen {listen} is every address of this machine, "
+        "which no other can dial: with a PostgreSQL database give --advertise"
+    )
+    assert parse_args([*pg, "--advertise", "tessera-a.internal:50051"]).listen == listen
+    assert parse_args(["--listen", listen]).advertise is None
+
+
 @pytest.mark.parametrize(
     ("value", "line"),
     [
         (":50051", "--advertise: ':50051' has no host: others could not dial it"),
         ("127.0.0.1:0", "--advertise: '127.0.0.1:0' has port 0, which no one can dial"),
+        ("0.0.0.0:50051", "--advertise: '0.0.0.0:50051' is every address of a machine"),
+        ("[::]:50051", "--advertise: '[::]:50051' is every address of a machine"),
     ],
 )
 def test_issue12_an_advertised_address_without_a_host_or_port_is_a_usage_error(
