@@ -91,6 +91,6 @@ vendor: ## refresh portal/static/vendor from npm (versions pinned in package-loc
 	npm ci --loglevel=error --no-audit --no-fund
 	$(PY) scripts/vendor_js.py
 
-clean: ## remove the venv, var/, node_modules and caches
-	rm -rf $(VENV) node_modules var build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+clean: ## remove the venv, node_modules and caches (never var/: the database and its secrets)
+	rm -rf $(VENV) node_modules build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -path ./node_modules -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
