@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,7 +24,7 @@ from client_sdk.clock import Clock, SystemClock
 from client_sdk.errors import TesseraError
 from client_sdk.models import ChargeState, EndReason, Platform, Session, SessionState
 from client_sdk.session import AsyncSessionHandle, EndedCallback, SessionOptions, StateCallback
-from client_sdk.transport import TLS, open_channel
+from client_sdk.transport import TLS, bearer_secret, open_channel
 from tessera_api.tessera.v1 import admin_service_pb2 as admin_pb
 from tessera_api.tessera.v1 import admin_service_pb2_grpc as admin_grpc
 from tessera_api.tessera.v1 import common_pb2
@@ -47,20 +46,45 @@ def _when(t: datetime | None) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S UTC") if t else "-"
 
 
-def _number(kind: type[int] | type[float], least: float, *, above: bool = False) -> Any:
-    """An argparse ``type``: a finite number of ``kind``, at least ``least`` (above it)."""
+#: The most tokens one PurchaseTokens buys (docs/api.md): the server refuses more, and
+#: past 2**63 the request cannot even be built (a ValueError out of protobuf).
+MAX_TOKENS = 1_000_000_000
+#: The longest ``--work`` or ``--idle-after``, in seconds (some 30 years): far longer ones
+#: overflow the ``timedelta`` or the ``datetime`` that the demo and the SDK make of them.
+MAX_SECONDS = 1e9
+
+
+def _number(
+    kind: type[int] | type[float], least: float, most: float, *, above: bool = False
+) -> Any:
+    """An argparse ``type``: a finite number of ``kind``, at least ``least`` (above it) and
+    at most ``most``."""
 
     def convert(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not math.isfinite(value) or value < least or (above and value == least):
+        if not (least <= value <= most) or (above and value == least):  # (nan: neither)
             bound = "greater than" if above else "at least"
-            raise argparse.ArgumentTypeError(f"{text}: must be a number {bound} {least:g}")
+            raise argparse.ArgumentTypeError(
+                f"{text}: must be a number {bound} {least:g} and at most {most:,.0f}"
+            )
         return value
 
     return convert
+
+
+def _readable(p: argparse.ArgumentParser, flag: str, path: str | None) -> None:
+    """A PEM file named on the command line must be there to read now, not be a
+    traceback when the channel is made (a PEM given as text is taken as it is)."""
+    if path is None or path.lstrip().startswith("-----BEGIN"):  # as ``read_pem``
+        return
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        p.error(f"{flag} {path}: {exc.strerror or exc}")
 
 
 def tokens_request_id(team: str, tokens: int) -> str:
@@ -94,16 +118,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--user", default="Demo User <demo@example.com>")
     p.add_argument(
         "--tokens",
-        type=_number(int, 1),
+        type=_number(int, 1, MAX_TOKENS),
         default=100,
         help="tokens to buy for the team, once per amount (a re-run buys no more)",
     )
     p.add_argument(
-        "--work", type=_number(float, 0), default=2.0, help="seconds of work before going idle"
+        "--work",
+        type=_number(float, 0, MAX_SECONDS),
+        default=2.0,
+        help="seconds of work before going idle",
     )
     p.add_argument(
         "--idle-after",
-        type=_number(float, 0, above=True),
+        type=_number(float, 0, MAX_SECONDS, above=True),
         default=3.0,
         help="seconds without activity before Idle",
     )
@@ -114,6 +141,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.admin_token and not args.user_key:
         p.error("give --admin-token (to provision) or --user-key")
+    # The one that is used (``play``) must go in a header: a line break in it would be
+    # grpc's error on the first call, or a traceback out of the SDK's own check.
+    flag, secret = (
+        ("--user-key", args.user_key) if args.user_key else ("--admin-token", args.admin_token)
+    )
+    try:
+        secret = bearer_secret(flag, secret)
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.user_key:
+        args.user_key = secret
+    else:
+        args.admin_token = secret
+    for flag, path in (
+        ("--root-ca", args.root_ca),
+        ("--client-cert", args.client_cert),
+        ("--client-key", args.client_key),
+    ):
+        _readable(p, flag, path)
+    if bool(args.client_cert) != bool(args.client_key):
+        p.error("--client-cert and --client-key go together (mutual TLS)")
     return args
 
 

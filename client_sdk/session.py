@@ -62,10 +62,17 @@ clocks need not agree: the first lease ends its ``span`` (``lease_expire_time -
 issue_time``, both signed) after the Entitle was *sent*; each later one moves
 that end by as much as the server moved the signed ``lease_expire_time``, and
 never past its own span after the Heartbeat was sent. So a lease replayed by
-someone between the product and the server extends nothing. The clocks need agree
-only that far: a lease whose signed end (plus ``verify_lease``'s leeway) is already
-past on the SDK's clock is refused (``LeaseExpired``), so that an Entitle answer
-recorded once and replayed days later opens no session with a day offline.
+someone between the product and the server extends nothing. The clocks need not
+agree at all: the signed times of a lease the server answers with are never compared
+with the SDK's clock (its signature and whom it is for are checked, not its end:
+``verify_lease``'s expiry check, leeway and all, is for a lease stored and read back),
+so a lease whose signed end is already past on the SDK's clock (a server on a test
+clock, or one whose clock is off) is taken all the same, its end on the SDK's clock
+set as above. What stops an Entitle answer recorded once and replayed later is its
+binding instead: each handle's Entitle goes out under a ``request_id`` of its own
+(sent again only for that same Entitle: its retries, ``start()`` again, the one asked
+again after a failed entry), which its lease must carry, else ``LeaseInvalid``
+(``LEASE_MISMATCH``).
 
 A lease that fails verification is refused:
 

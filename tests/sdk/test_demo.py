@@ -102,6 +102,68 @@ def test_demo_refuses_bad_numbers_as_usage_errors(
     assert f"argument {flag}: {argv[1]}: must be a number" in err, err
 
 
+@pytest.mark.parametrize(
+    ("flag", "most", "past"),
+    [
+        ("--idle-after", "1e9", "1e300"),  # was an OverflowError out of timedelta
+        ("--work", "1e9", "1e300"),
+        ("--tokens", "1000000000", "1000000001"),  # the most one PurchaseTokens buys
+        ("--tokens", "1000000000", str(2**63)),  # was a ValueError out of protobuf
+    ],
+)
+def test_demo_refuses_numbers_past_what_it_can_use_as_usage_errors(
+    flag: str, most: str, past: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--target", "127.0.0.1:1", "--admin-token", "t"]
+    demo.parse_args([*base, flag, most])  # the bound itself is taken
+    with pytest.raises(SystemExit) as stop:  # before any call: nothing listens at port 1
+        main([*base, flag, past])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: {past}: must be a number" in err, err
+    assert "at most 1,000,000,000" in err, err
+
+
+@pytest.mark.parametrize("flag", ["--admin-token", "--user-key"])
+def test_demo_refuses_a_secret_that_cannot_go_in_a_header_as_a_usage_error(
+    flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A line break pasted in: grpc's ExecuteBatchError (the token), a ValueError out of
+    # AsyncClient (the key), each a traceback, before.
+    with pytest.raises(SystemExit) as stop:
+        main(["--target", "127.0.0.1:1", flag, "s3cr\net"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: {flag} holds '\\n', which cannot be sent in a header" in err, err
+    assert "s3cr" not in err  # the secret is never shown
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--root-ca", "{missing}"], "--root-ca {missing}: No such file or directory"),
+        (["--root-ca", "{tmp}"], "--root-ca {tmp}: Is a directory"),
+        (
+            ["--client-cert", "{cert}", "--client-key", "{missing}"],
+            "--client-key {missing}: No such file or directory",
+        ),
+        (["--client-cert", "{cert}"], "--client-cert and --client-key go together"),
+    ],
+)
+def test_demo_refuses_pem_files_it_cannot_use_as_usage_errors(
+    argv: list[str], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Each was a traceback (FileNotFoundError, ValueError) when the channel was made.
+    cert = tmp_path / "cert.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\n")
+    names = {"missing": tmp_path / "missing.pem", "tmp": tmp_path, "cert": cert}
+    with pytest.raises(SystemExit) as stop:
+        main(["--target", "127.0.0.1:1", "--user-key", "k", *(a.format(**names) for a in argv)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: {said.format(**names)}" in err, err
+
+
 def test_demo_says_when_a_release_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
