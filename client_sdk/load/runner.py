@@ -332,7 +332,8 @@ class Driver:
         """Wait for one ``kind`` message from every worker, showing progress meanwhile
         (until ``deadline``, the run's hard deadline by default, and some grace)."""
         limit = (self.hard_deadline if deadline is None else deadline) + STOP_GRACE_SECONDS
-        limit += self.cfg.timeout
+        if kind != "ready":  # a call under way at the deadline has its timeout to end;
+            limit += self.cfg.timeout  # connecting ends at the deadline (``Worker._connect``)
         pending = {i: c for i, c in enumerate(self.conns) if i not in self.lost}
         got: list[tuple[Any, ...]] = []
         window: deque[tuple[float, int]] = deque()
@@ -348,8 +349,10 @@ class Driver:
                     self._lose(index, f"worker {index} exited ({self.procs[index].exitcode})")
                     pending.pop(index, None)
                     continue
-                if msg[0] == "fatal":
-                    self._lose(index, f"worker {msg[1]} failed:\n{msg[2]}")
+                if msg[0] == "fatal":  # a traceback, or one line ("could not connect ...")
+                    text = msg[2].rstrip("\n")
+                    sep = "\n" if "\n" in text else " "
+                    self._lose(index, f"worker {msg[1]} failed:{sep}{text}")
                     pending.pop(index, None)
                     continue
                 if msg[0] == kind:

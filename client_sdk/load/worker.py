@@ -200,8 +200,7 @@ class Worker:
             )
             for _ in range(cfg.channels)
         ]
-        for calls in self.connections:
-            await calls.ready(timeout=max(1.0, cfg.timeout))
+        await self._connect()
         self._build_sessions(self.connections)
         loop.add_reader(self.conn.fileno(), self._on_readable)
         flusher = asyncio.ensure_future(self._flusher())
@@ -231,6 +230,25 @@ class Worker:
             loop.remove_reader(self.conn.fileno())
             for calls in self.connections:
                 await calls.close()
+
+    async def _connect(self) -> None:
+        """Wait until every connection reaches a server: each target for a call's timeout,
+        all of them no later than the run's hard deadline (``ConnectionError`` then). A
+        server that is down must not hold a run capped by ``--max-duration`` for
+        ``--timeout`` (per connection and target) on top. At least a second, as ever: a
+        worker that starts as the deadline comes still connects, so that the run ends
+        stopped early (exit 3), not unable to connect."""
+        cfg = self.cfg
+        left = max(1.0, self.spec.hard_deadline - time.monotonic())
+        try:
+            async with asyncio.timeout(left):
+                for calls in self.connections:
+                    await calls.ready(timeout=min(max(1.0, cfg.timeout), left))
+        except TimeoutError:
+            raise ConnectionError(
+                f"could not connect to {', '.join(cfg.targets)} "
+                f"within --max-duration ({cfg.max_duration:g} s)"
+            ) from None
 
     def _build_sessions(self, connections: list[Calls]) -> None:
         spec = self.spec

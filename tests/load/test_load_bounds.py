@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import selectors
+import socket
 import subprocess
 import sys
+import time
 import types
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -297,6 +299,35 @@ def test_load_a_run_of_three_sessions_says_three_in_flight(tmp_path: Path) -> No
         echo.stop()
     assert out.returncode == 0, out.stderr
     assert "3 sessions, 1 workers x 1 connections x 3 in flight" in out.stdout, out.stdout
+
+
+@pytest.mark.slow
+def test_load_max_duration_bounds_the_wait_for_a_server_that_is_down() -> None:
+    # README: "--max-duration cap[s] the run" (the releases 30 s past it at most). The
+    # workers waited --timeout for a connection whatever the deadline: 46 s for this 2 s
+    # run. The bound asserted is generous (a spawned worker takes a second to start).
+    with socket.socket() as s:  # a loopback port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    began = time.monotonic()
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "client_sdk.load", "--target", f"127.0.0.1:{port}"),
+            *("--fake-users", "-n", "1", "-P", "1", "--warmup", "0", "--steady", "0"),
+            *("--no-progress", "--max-duration", "2", "--timeout", "45"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    took = time.monotonic() - began
+    assert took < 20, f"a 2 s run took {took:.1f} s"
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.splitlines() == [
+        f"client_sdk.load: worker 0 failed: could not connect to 127.0.0.1:{port} "
+        "within --max-duration (2 s)"
+    ], out.stderr
 
 
 # -- a run that made no call -------------------------------------------------------------
