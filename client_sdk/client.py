@@ -136,6 +136,8 @@ class AsyncClient:
         self._keys_lock: asyncio.Lock | None = None
         self._refetched_for: set[str] = set()  # unknown key ids already worth one refetch
         self._cleanups: set[asyncio.Task[None]] = set()
+        #: Entries whose Entitle is under way, by it: ``close()`` releases what each opens.
+        self._entering: dict[asyncio.Future[Session], AsyncSessionHandle] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -164,9 +166,14 @@ class AsyncClient:
         the client's ``session_options.release_timeout`` has passed since ``close()``
         began, so that closing waits about one ``release_timeout`` in all; one still
         unconfirmed then is given up and logged, and the server holds that session until
-        its lease ends (RULES M7).
+        its lease ends (RULES M7). An entry whose Entitle is under way when ``close()``
+        begins fails ``ClientClosed``, and what the server opens for it is released as
+        those are: the product never got the session, so no one else would release it.
         """
         until = self.clock.now() + self.session_options.release_timeout
+        entering, self._entering = self._entering, {}
+        for entitling, handle in entering.items():
+            self._clean_up(handle._release_opened(entitling))
         hosts = [h for h in self._handles if h.parent is None or h.parent not in self._handles]
         await asyncio.gather(*(asyncio.shield(handle._leave()) for handle in hosts))
         for handle in sorted(self._handles, key=lambda h: h.parent is None):

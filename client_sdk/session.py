@@ -103,6 +103,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from client_sdk.clock import DeadlinePassed, within
 from client_sdk.errors import (
+    ClientClosed,
     DeadlineExceeded,
     IdleNotSupported,
     LeaseInvalid,
@@ -481,18 +482,28 @@ class AsyncSessionHandle:
         # The Entitle runs on when the caller is cancelled: the server may open the
         # session whatever happens here, and what it opens must be released.
         entitling = asyncio.ensure_future(self._entitle(takeover=self.takeover))
+        client = self._client
+        client._entering[entitling] = self  # close() meanwhile releases what it opens
         try:
             session = await asyncio.shield(entitling)
         except asyncio.CancelledError:
             self._started = False
-            self._client._clean_up(self._release_opened(entitling))
+            if client._entering.pop(entitling, None) is not None:  # (else close()'s to do)
+                client._clean_up(self._release_opened(entitling))
             self.request_id = new_request_id()  # that session is being released: not reused
             raise
         except BaseException:
             # Starting again sends the same request_id: if the server did open the session
             # (and only the answer was lost), it answers with that session, charged once.
+            client._entering.pop(entitling, None)
             self._started = False
             raise
+        if client._entering.pop(entitling, None) is None:  # the client is closing
+            self._started = False
+            self.request_id = new_request_id()  # that session is being released: not reused
+            raise ClientClosed(
+                "the client was closed while this session was being opened: it is released"
+            )
         self._last_activity = self._reported_activity = max(self._last_activity, sent)
         self._apply(session, sent, extends_lease=True)
         if self.parent is not None:

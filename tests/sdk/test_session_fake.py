@@ -472,6 +472,36 @@ async def test_sdk_cancelled_during_entry_releases_the_session_the_server_opened
     assert len(fake.called("Entitle")) == 1 and entered == []
 
 
+async def test_sdk_close_during_entry_releases_the_session_the_server_opens(
+    client: AsyncClient, fake: FakeLicensing
+) -> None:
+    # The product closes its client while an entry's Entitle is on the server (it is
+    # quitting as it starts). The server opens the session all the same: close() waits
+    # for that answer and releases it, and the entry fails ClientClosed. Before, the
+    # entry went on to look after the session of a closed client, or the channel closed
+    # under the Entitle: either way the session stayed live, in use, until its lease ended.
+    gate = fake.gates["Entitle"] = asyncio.Event()
+    entered: list[str] = []
+
+    async def product() -> None:
+        async with client.session("ACAD", "2026") as s:
+            entered.append(s.session_id)
+
+    task = asyncio.create_task(product())
+    await eventually(lambda: len(fake.called("Entitle")) == 1)
+    closing = asyncio.create_task(client.close())
+    await eventually(lambda: bool(client._cleanups))  # the release of what it opens
+    assert not closing.done()  # it waits for the Entitle's answer
+    gate.set()  # ...now the server opens the session
+    await asyncio.wait_for(closing, 5)
+    with pytest.raises(sdk.ClientClosed):
+        await task
+    (session_id,) = fake.sessions
+    assert [call.request.session_id for call in fake.called("Release")] == [session_id]
+    assert fake.sessions[session_id].msg.state == c.SESSION_STATE_ENDED
+    assert len(fake.called("Entitle")) == 1 and entered == []
+
+
 async def test_sdk_entry_without_answer_releases_what_the_server_may_have_opened(
     client: AsyncClient, fake: FakeLicensing
 ) -> None:
