@@ -59,7 +59,17 @@ def load_or_create_admin_token(path: Path) -> str:
     if not path.exists():
         create_once(path, (new_secret(ADMIN_PREFIX) + "\n").encode())
     tighten_file(path)
-    token = path.read_text(encoding="utf-8").strip()
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        # (A bad sector, an editor saving Latin-1.) An OSError, as for a damaged key
+        # file: one line at start, not a traceback; and not the decoder's words, which
+        # quote a byte of the token.
+        raise OSError(
+            f"{path} is damaged (not UTF-8 text): restore it from a backup or from another "
+            "server's copy, or remove it: the next start makes a new admin token, which the "
+            "operators then use"
+        ) from None
     if token:
         return token
     token = new_secret(ADMIN_PREFIX)  # an empty file: made anew, as if missing
@@ -76,6 +86,12 @@ def load_or_create_secret_key(path: Path) -> bytes:
     if not path.exists():
         create_once(path, (secrets.token_bytes(SECRET_KEY_BYTES).hex() + "\n").encode())
     tighten_file(path)
+    return read_secret_key(path)
+
+
+def read_secret_key(path: Path) -> bytes:
+    """The key in ``path``, never made (for a tool that only compares it): an
+    ``OSError`` naming the file if it cannot be read or holds no key."""
     try:
         key = bytes.fromhex(path.read_text(encoding="ascii").strip())
     except ValueError:

@@ -12,7 +12,9 @@ owner-only (``server/store/backup.py``). Restoring is starting the server with
 
 With ``--db postgresql://...`` verify reads the same checks from PostgreSQL,
 and backup writes ``pg_dump`` of the database and a copy of ``--secrets-dir``
-into the new directory ``--to`` (docs/postgres.md: restoring).
+into the new directory ``--to`` (docs/postgres.md: restoring). Backup and
+rotate-signing-key refuse a ``--secrets-dir`` that is not the database's, as a
+server's start on it is refused (``server/ha/secrets.py``).
 
 ``python -m server adopt-secrets --db postgresql://... --secrets-dir DIR`` makes
 DIR the database's secrets directory (``server/ha/secrets.py``), for the day the
@@ -117,7 +119,8 @@ def main(argv: Sequence[str]) -> int:
 
             # The old key is retired at the database's time: a test-clock database's
             # own (its server publishes a retired key for a lease's life on that clock).
-            if postgres:
+            if postgres:  # (another --secrets-dir: refused, no key where no server reads it)
+                asyncio.run(_same_secrets(a.db, a.secrets_dir))
                 stored = asyncio.run(_stored_clock_pg(a.db))
             else:  # (a mistyped --db: refused here, no stray key file beside nothing)
                 with contextlib.closing(connect_read_only(a.db)) as conn:
@@ -161,6 +164,7 @@ def main(argv: Sequence[str]) -> int:
         asyncpg.ClientConfigurationError,
         ValueError,  # a URL asyncpg cannot read
         StoreFailed,
+        secrets.SecretsMismatch,  # PostgreSQL: a --secrets-dir not the database's
     ) as exc:
         # A ValueError of asyncpg's is a URL it cannot read; another (a damaged
         # signing-keys file, leases.DamagedKeys) says what it is itself.
@@ -186,6 +190,18 @@ async def _stored_clock_pg(url: str) -> str | None:
     return None if value is None else str(value)
 
 
+async def _same_secrets(url: str, secrets_dir: Path) -> None:
+    """Refuse a ``secrets_dir`` that is not the one the database's servers use, in
+    the words their start is refused in (``secrets.compare``): a key rotated into
+    another directory is one no server signs with, and that file, copied to the
+    servers as docs/postgres.md says, would take their current key away."""
+    conn = await asyncpg.connect(url, timeout=30)
+    try:
+        await secrets.compare(conn, secrets_dir)
+    finally:
+        await conn.close()
+
+
 async def _adopt_secrets(url: str, secrets_dir: Path) -> None:
     conn = await asyncpg.connect(url, timeout=30)
     try:
@@ -197,7 +213,8 @@ async def _adopt_secrets(url: str, secrets_dir: Path) -> None:
 
 
 def _backup_postgres(url: str, to: Path, secrets_dir: Path) -> int:
-    copied = backup_postgres(url, to, secrets_dir)
+    with _sigterm_unwinds():  # as SQLite's: no half backup, no pg_dump left writing
+        copied = backup_postgres(url, to, secrets_dir)
     print(f"backed up {shown_db(url)} ({copied.head.seq} ledger entries) to:")
     for path in copied.files:
         print(f"  {path}")

@@ -11,10 +11,12 @@ So the database records which secrets directory its servers use: a digest of
 its secret key, made once and never rotated (``tessera_secrets``, one row, made
 by the first server to start). A server whose key differs, or that has none
 while the database has a record, is refused at start, before it makes any
-file, and again when it is elected, before it serves. The admin token and the
-signing keys are not compared: operators replace those on purpose, one server
-after the other (docs/postgres.md), while a secret key never changes in a
-directory that is the database's.
+file, and again when it is elected, before it serves; so is an operator's
+``backup`` or ``rotate-signing-key`` given another directory (``compare``: a
+backup without the database's secrets, a new key where no server reads it).
+The admin token and the signing keys are not compared: operators replace those
+on purpose, one server after the other (docs/postgres.md), while a secret key
+never changes in a directory that is the database's.
 
 The digest cannot give the key back: it is SHA-256 of the key's 32 random bytes.
 
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import asyncpg
 
-from server.credentials import load_or_create_secret_key
+from server.credentials import load_or_create_secret_key, read_secret_key
 from server.store.files import SECRET_KEY_SUFFIX, side_path
 from server.store.postgres import secrets_base
 
@@ -70,6 +72,33 @@ async def check(conn: asyncpg.Connection, secrets_dir: Path, node_id: str) -> No
         await conn.execute(RECORD, digest(_key(path)), node_id)
     row = await conn.fetchrow(RECORDED)
     assert row is not None  # noqa: S101 (just recorded, and never deleted)
+    _same(row, secrets_dir, make=True)
+
+
+async def compare(conn: asyncpg.Connection, secrets_dir: Path) -> None:
+    """``check`` for the operators' tools that read or add to a secrets directory
+    (``backup``, ``rotate-signing-key``): raise ``SecretsMismatch``, in the words a
+    server's start is refused in, unless ``secrets_dir`` holds the key the database
+    records; it makes no file and records nothing, and reads in the caller's
+    transaction (a backup's snapshot).
+
+    With no record (no server of this release has started on the database yet, or
+    its schema predates the table) there is nothing to compare with, and the
+    directory is accepted: no directory is the database's yet (the first server to
+    start records the one it is given, a restored backup's server the backup's), and
+    refusing would leave such a database with no backup at all."""
+    if await conn.fetchval("SELECT to_regclass('tessera_secrets')") is None:
+        return
+    row = await conn.fetchrow(RECORDED)
+    if row is not None:
+        _same(row, secrets_dir, make=False)
+
+
+def _same(row: asyncpg.Record, secrets_dir: Path, *, make: bool) -> None:
+    """Raise ``SecretsMismatch`` unless the key in ``secrets_dir`` is the one of the
+    database's record ``row`` (``make``: ``check``'s reading, which also tightens
+    the file's mode; else ``compare``'s, which changes nothing)."""
+    path = key_path(secrets_dir)
     recorded = (
         f"the one node {row['node_id']!r} recorded at {row['recorded_at']:%Y-%m-%d %H:%M} UTC"
     )
@@ -78,7 +107,7 @@ async def check(conn: asyncpg.Connection, secrets_dir: Path, node_id: str) -> No
             f"{secrets_dir} holds no secret key ({path.name}), "
             f"while this database's servers use {recorded}"
         )
-    elif digest(_key(path)) != bytes(row["digest"]):
+    elif digest(_key(path, make=make)) != bytes(row["digest"]):
         problem = f"the secret key in {path} is not this database's: its servers use {recorded}"
     else:
         return
@@ -90,11 +119,11 @@ async def check(conn: asyncpg.Connection, secrets_dir: Path, node_id: str) -> No
     )
 
 
-def _key(path: Path) -> bytes:
-    """The directory's key (made if missing); a file that is no key is refused, as
-    a server on it would be (not read as the database failing)."""
+def _key(path: Path, *, make: bool = True) -> bytes:
+    """The directory's key (made if missing, if ``make``); a file that is no key is
+    refused, as a server on it would be (not read as the database failing)."""
     try:
-        return load_or_create_secret_key(path)
+        return load_or_create_secret_key(path) if make else read_secret_key(path)
     except OSError as exc:
         raise SecretsMismatch(str(exc)) from None
 

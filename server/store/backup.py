@@ -34,6 +34,7 @@ from pathlib import Path
 
 import asyncpg
 
+from server.ha import secrets
 from server.store import checkpoint
 from server.store.audit import connect_read_only
 from server.store.checkpoint import LedgerHead, LedgerMismatch
@@ -138,7 +139,11 @@ def _reaches(conn: sqlite3.Connection, anchor: LedgerHead, head: LedgerHead, db:
 #
 # So the directory is itself a secrets directory: restoring is ``pg_restore`` into a
 # new database and starting the server with ``--db`` that database's URL and
-# ``--secrets-dir`` the directory (docs/postgres.md).
+# ``--secrets-dir`` the directory (docs/postgres.md). The dump carries the
+# database's record of its secrets directory (``server/ha/secrets.py``), so a
+# ``--secrets-dir`` that is not the one it records is refused, in the snapshot the
+# dump is taken in: copied, it would make a backup whose restored servers are
+# refused (``secrets.compare``).
 
 DUMP_NAME = "tessera.dump"
 PG_BIN_ENV = "TESSERA_PG_BIN"  # a directory with pg_dump and pg_restore, tried first
@@ -192,15 +197,17 @@ def _tool_major(tool: Path) -> int | None:
 
 def backup_postgres(url: str, to: Path, secrets_dir: Path) -> Copied:
     """Dump the database at ``url`` and copy the secrets of ``secrets_dir`` into the
-    new directory ``to``, while the servers may be running."""
+    new directory ``to``, while the servers may be running; ``secrets_dir`` must be
+    the one the database's servers use (``secrets.SecretsMismatch``)."""
     if to.exists():
         raise FileExistsError(f"{to} exists; choose a new directory")
+    made = [d for d in to.parents if not d.exists()]  # deepest first
     private_dir(to)
     dump = to / DUMP_NAME
     copied = Copied(files=[dump])
     try:
         create_private(dump, exclusive=True)  # pg_dump writes into it, keeping its mode
-        copied.head = asyncio.run(_dump_in_snapshot(url, dump))
+        copied.head = asyncio.run(_dump_in_snapshot(url, dump, secrets_dir))
         source, base = secrets_base(secrets_dir), secrets_base(to)
         for suffix in SECRET_SUFFIXES:
             if side_path(source, suffix).exists():
@@ -208,6 +215,9 @@ def backup_postgres(url: str, to: Path, secrets_dir: Path) -> Copied:
                 write_private(side_path(base, suffix), side_path(source, suffix).read_bytes())
     except BaseException:
         shutil.rmtree(to, ignore_errors=True)  # no half backup that could be taken for one
+        for folder in made:  # nor the folders made for it
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     return copied
 
@@ -243,11 +253,13 @@ def _passphrase_service(passphrase: str | None) -> Iterator[Path | None]:
         path.unlink(missing_ok=True)
 
 
-async def _dump_in_snapshot(url: str, dump: Path) -> LedgerHead:
+async def _dump_in_snapshot(url: str, dump: Path, secrets_dir: Path) -> LedgerHead:
     conn = await asyncpg.connect(url)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+            # The record the dump holds is the one compared with.
+            await secrets.compare(conn, secrets_dir)
             server_major = conn.get_server_version().major
             row = await conn.fetchrow(checkpoint.LAST_ENTRY_SQL)
             head = LedgerHead(int(row[0]), str(row[1])) if row else checkpoint.EMPTY
@@ -274,7 +286,15 @@ async def _dump_in_snapshot(url: str, dump: Path) -> LedgerHead:
                     stderr=asyncio.subprocess.PIPE,
                     env=env,
                 )
-                _, err = await proc.communicate()
+                try:
+                    _, err = await proc.communicate()
+                except BaseException:
+                    # Stopped (SIGTERM, Ctrl+C): pg_dump would go on writing into the
+                    # directory being removed, and outlive this process.
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    await proc.wait()
+                    raise
             if proc.returncode:
                 raise OSError(f"pg_dump failed: {err.decode(errors='replace').strip()}")
     finally:

@@ -43,6 +43,7 @@ from tests.grpcurl import Grpcurl
 from tests.security.test_signed_leases import _entitle, _provision
 from tests.security.test_tamper_and_backup import _cli, _history
 from tests.support import ADMIN_TOKEN, REPO, T0, ServerProcess, ServerThread, running
+from tests.test_startup import start_server
 
 A = "tessera.v1.AdminService/"
 
@@ -225,6 +226,25 @@ def test_issue12_a_damaged_secret_key_stops_the_start_with_a_clear_message(
         pass
     (tmp_path / "tessera.db.secret-key").write_text("not a key\n")
     _refused_start(db, OSError, r"tessera\.db\.secret-key does not hold a 32-byte key")
+
+
+def test_issue12_an_admin_token_file_that_is_not_utf8_stops_the_start_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """A token file a bad sector or an editor saving Latin-1 left undecodable gave a
+    traceback (UnicodeDecodeError); it is refused in one line saying what to do, as
+    a damaged key file is, and left as it was (it may be restored from)."""
+    db = tmp_path / "tessera.db"
+    token_file = tmp_path / "tessera.db.admin-token"
+    token_file.write_bytes(b"tsa_caf\xe9\n")
+    started = start_server("--db", str(db), "--test-clock", T0)  # no --admin-token: the file's
+    assert started.returncode == 1
+    assert started.stderr.splitlines() == [
+        f"tessera-server: {token_file} is damaged (not UTF-8 text): restore it from a backup "
+        "or from another server's copy, or remove it: the next start makes a new admin "
+        "token, which the operators then use"
+    ]
+    assert token_file.read_bytes() == b"tsa_caf\xe9\n"
 
 
 def test_issue12_the_upgrade_blanks_stored_tokens_and_the_emailed_one_still_works(

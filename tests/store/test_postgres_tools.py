@@ -6,6 +6,8 @@ the same state and the same admin token."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import stat
 import subprocess
 import sys
@@ -16,10 +18,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from server import tools
+from server import leases, tools
+from server.credentials import load_or_create_secret_key
 from server.domain.changes import Changes
 from server.domain.ledger import Cause, Ledger
 from server.domain.teams import Plan, Team
+from server.ha import secrets
 from server.store.audit import Verdict, verify
 from server.store.backup import DUMP_NAME, backup_postgres, pg_tool
 from server.store.files import SECRET_SUFFIXES, side_path
@@ -357,3 +361,141 @@ def test_pg_backup_refuses_an_existing_directory(pg_url: str, tmp_path: Path) ->
     (tmp_path / "there").mkdir()
     with pytest.raises(FileExistsError):
         backup_postgres(pg_url, tmp_path / "there", tmp_path)
+
+
+# -- a --secrets-dir that is not the database's ----------------------------------------
+
+
+def _a_deployment(url: str, secrets_dir: Path) -> None:
+    """``a_history`` at ``url``, whose servers use ``secrets_dir``: recorded as the
+    first server's start records it (``secrets.check``), without a server."""
+    run_sync(fill_with_a_history(url))
+    run_sync(lambda: _with_conn(url, lambda conn: secrets.check(conn, secrets_dir, "tessera-a")))
+
+
+async def _with_conn(url: str, work: Callable[[asyncpg.Connection], Awaitable[None]]) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await work(conn)
+    finally:
+        await conn.close()
+
+
+def _not_the_databases(kind: str, tmp_path: Path) -> Path:
+    """A secrets directory the database's servers do not use: a typo (or the default
+    var/ of a forgotten --secrets-dir), or another deployment's."""
+    if kind == "a typo":
+        return tmp_path / "typo"
+    other = tmp_path / "other"
+    load_or_create_secret_key(secrets.key_path(other))
+    return other
+
+
+def _server_words(url: str, secrets_dir: Path) -> str:
+    """What a server's start on ``secrets_dir`` is refused with."""
+    with pytest.raises(secrets.SecretsMismatch) as refused:
+        run_sync(lambda: _with_conn(url, lambda conn: secrets.check(conn, secrets_dir, "b")))
+    return str(refused.value)
+
+
+WRONG_DIRS = ["a typo", "another deployment's"]
+
+
+@pytest.mark.parametrize("kind", WRONG_DIRS)
+def test_pg_backup_refuses_a_secrets_dir_not_the_databases_in_the_servers_words(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """It exited 0 with a dump and none of the secrets (or another deployment's), and
+    printed restore steps whose server is then refused: a backup that restores into
+    nothing. Refused in one line, as a server on that directory is; nothing is left
+    at --to, nor the folders made for it, nor in the directory."""
+    _a_deployment(pg_url, tmp_path / "secrets")
+    wrong = _not_the_databases(kind, tmp_path)
+    before = sorted(wrong.rglob("*")) if wrong.exists() else None
+    copy = tmp_path / "backups" / "today"
+    capsys.readouterr()
+    done = tools.main(["backup", "--db", pg_url, "--secrets-dir", str(wrong), "--to", str(copy)])
+    assert done == 2
+    said = _server_words(pg_url, wrong)
+    assert str(wrong) in said
+    assert capsys.readouterr().err == f"python -m server backup: {said}\n"
+    assert not (tmp_path / "backups").exists()
+    assert (sorted(wrong.rglob("*")) if wrong.exists() else None) == before
+
+
+@pytest.mark.parametrize("kind", WRONG_DIRS)
+def test_pg_rotate_signing_key_refuses_a_secrets_dir_not_the_databases(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """It made a signing-keys file holding only the new key there, which no server
+    reads, and which, copied to the servers as docs/postgres.md says, would take their
+    current key away. Refused in one line, as a server on that directory is (as SQLite's
+    refuses a --db with no database at it); the database's own directory still rotates."""
+    secrets_dir = tmp_path / "secrets"
+    _a_deployment(pg_url, secrets_dir)
+    wrong = _not_the_databases(kind, tmp_path)
+    before = sorted(wrong.rglob("*")) if wrong.exists() else None
+    capsys.readouterr()
+    assert tools.main(["rotate-signing-key", "--db", pg_url, "--secrets-dir", str(wrong)]) == 2
+    said = _server_words(pg_url, wrong)
+    assert capsys.readouterr().err == f"python -m server rotate-signing-key: {said}\n"
+    assert (sorted(wrong.rglob("*")) if wrong.exists() else None) == before
+
+    assert (
+        tools.main(["rotate-signing-key", "--db", pg_url, "--secrets-dir", str(secrets_dir)]) == 0
+    )
+    assert leases.key_path(secrets_base(secrets_dir)).exists()
+
+
+SLOW_PG_DUMP = """#!{python}
+# pg_dump of a big database: it has written part of the dump when the backup is
+# stopped (SIGTERM: cron's `timeout`, systemd's stop), and would go on for long.
+import os, signal, sys, time
+if sys.argv[1:] == ["--version"]:
+    print("pg_dump (PostgreSQL) 99")
+    sys.exit(0)
+dump = next(a for a in sys.argv if a.startswith("--file="))[len("--file="):]
+with open(dump, "w") as out:
+    out.write("PGDMP partial")
+with open({pid!r}, "w") as out:
+    out.write(str(os.getpid()))
+# More than the pipe and asyncio's reader take unread: written once the backup reads
+# it, so the SIGTERM finds it waiting for pg_dump.
+sys.stderr.write("." * (1 << 20))
+sys.stderr.flush()
+os.kill(os.getppid(), signal.SIGTERM)
+time.sleep(60)
+"""
+
+
+def test_pg_backup_stopped_by_sigterm_leaves_no_half_backup_and_no_pg_dump(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """SIGTERM killed the tool where it stood: a directory holding part of a dump (which
+    could be taken for a backup) and pg_dump still writing into it. As SQLite's backup,
+    it unwinds: pg_dump is stopped and waited for, and the directory removed."""
+    secrets_dir, copy = tmp_path / "secrets", tmp_path / "backup"
+    _a_deployment(pg_url, secrets_dir)
+    tools_dir, pid_file = tmp_path / "bin", tmp_path / "pg_dump.pid"
+    tools_dir.mkdir()
+    fake = tools_dir / "pg_dump"
+    fake.write_text(SLOW_PG_DUMP.format(python=sys.executable, pid=str(pid_file)))
+    fake.chmod(0o700)
+    done = subprocess.run(
+        [*BACKUP, "--db", pg_url, "--secrets-dir", str(secrets_dir), "--to", str(copy)],
+        cwd=REPO,
+        env={**os.environ, "TESSERA_PG_BIN": str(tools_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    pid = int(pid_file.read_text())
+    try:
+        os.kill(pid, signal.SIGKILL)  # (a pg_dump left running: ended here)
+        left_running = True
+    except ProcessLookupError:
+        left_running = False
+    assert not left_running, "pg_dump went on after the backup stopped"
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert not copy.exists()
