@@ -11,12 +11,11 @@ one line before the database is touched: ``tests/test_startup.py``, H4.8b.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import signal
 import socket
-import subprocess
-import sys
 import time
 import types
 from collections.abc import Callable, Iterator
@@ -43,7 +42,6 @@ from tests.grpcurl import Grpcurl
 from tests.support import (
     ADMIN_TOKEN,
     NOT_SERVING,
-    REPO,
     SERVING,
     T0,
     SecondsClock,
@@ -53,6 +51,7 @@ from tests.support import (
     until_serving,
     wait_for,
 )
+from tests.test_startup import given_up_at_start, spawn_server
 
 FLAG = "--front-process"
 
@@ -261,30 +260,20 @@ def test_front_process_a_sigterm_in_the_first_moment_ends_the_start_at_once(
     once and exits 0. One that came while the front was still starting (before it
     said its port) waited for the front's start timeout and the grace (40 s): the
     front, holding no call yet, is ended at once."""
-    args = ["--listen", "127.0.0.1:0", "--db", str(tmp_path / "t.db"), "--test-clock", T0]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server", *args, "--admin-token", ADMIN_TOKEN, FLAG],
-        cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "TESSERA_LOG_FORMAT": "json"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = spawn_server(
+        "--db", str(tmp_path / "t.db"), "--test-clock", T0, "--admin-token", ADMIN_TOKEN, FLAG
     )
-    try:
+
+    @contextlib.contextmanager
+    def front_started() -> Iterator[None]:
         deadline = time.monotonic() + 30
         task = f"/proc/{proc.pid}/task/{proc.pid}/children"
         while not any(is_front(pid) for pid in Path(task).read_text().split()):
             assert time.monotonic() < deadline, "no front started"
             time.sleep(0.002)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)  # a bound on a hang, not a speed target
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
-    assert "stopped while starting" in out, out + err
-    assert '"event": "serving"' not in out
+        yield
+
+    given_up_at_start(proc, front_started)
 
 
 async def test_front_process_a_call_its_client_cancels_is_cancelled_in_the_server() -> None:

@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -594,15 +595,23 @@ def test_sigterm_while_starting_gives_the_start_up_and_exits_0(tmp_path: Path) -
         port = silent.getsockname()[1]
         db = f"postgresql://tessera@127.0.0.1:{port}/tessera"
         proc = spawn_server("--db", db, "--admin-token", ADMIN_TOKEN)
-        try:
-            conn, _ = silent.accept()  # the start is under way: it waits for an answer
-            with conn:
-                proc.send_signal(signal.SIGTERM)
-                out, err = proc.communicate(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        # the start is under way once it connects: it waits for an answer
+        given_up_at_start(proc, lambda: silent.accept()[0])
+
+
+def given_up_at_start(
+    proc: subprocess.Popen[str], under_way: Callable[[], AbstractContextManager[object]]
+) -> None:
+    """SIGTERM to ``proc`` inside ``under_way()`` (a moment of its start, held while it
+    lasts): the start is given up at once, the server exits 0 and never served."""
+    try:
+        with under_way():
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=20)  # a bound on a hang, not a speed target
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, err
     assert "stopped while starting" in out, out + err
     assert '"event": "serving"' not in out

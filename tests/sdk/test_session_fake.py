@@ -446,11 +446,16 @@ async def test_sdk_refused_heartbeat_with_activity_due_waits_before_retrying(
         assert len(fake.called("Heartbeat")) == 2 + 8
 
 
-async def test_sdk_cancelled_during_entry_releases_the_session_the_server_opened(
-    client: AsyncClient, fake: FakeLicensing
+@pytest.mark.parametrize("how", ["cancelled", "client closed"])
+async def test_sdk_left_during_entry_releases_the_session_the_server_opens(
+    client: AsyncClient, fake: FakeLicensing, how: str
 ) -> None:
-    # Cancelled while its Entitle is on the server: the server opens the session all the
-    # same, so the SDK must let the call finish and release it (and close() waits for that).
+    # The entry is cancelled, or the product closes its client (quitting as it starts),
+    # while the Entitle is on the server: the server opens the session all the same, so
+    # the SDK lets the call finish and releases it (close() waits for that). A client
+    # closed under an entry used to go on looking after the session of a closed client,
+    # or close the channel under the Entitle: the session stayed live, in use, until its
+    # lease ended.
     gate = fake.gates["Entitle"] = asyncio.Event()
     entered: list[str] = []
 
@@ -460,42 +465,21 @@ async def test_sdk_cancelled_during_entry_releases_the_session_the_server_opened
 
     task = asyncio.create_task(product())
     await eventually(lambda: len(fake.called("Entitle")) == 1)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert fake.sessions == {} and entered == []  # the server has not answered yet
-    gate.set()  # ...now it opens the session
-    await client.close()
-    (session_id,) = fake.sessions
-    assert [call.request.session_id for call in fake.called("Release")] == [session_id]
-    assert fake.sessions[session_id].msg.state == c.SESSION_STATE_ENDED
-    assert len(fake.called("Entitle")) == 1 and entered == []
-
-
-async def test_sdk_close_during_entry_releases_the_session_the_server_opens(
-    client: AsyncClient, fake: FakeLicensing
-) -> None:
-    # The product closes its client while an entry's Entitle is on the server (it is
-    # quitting as it starts). The server opens the session all the same: close() waits
-    # for that answer and releases it, and the entry fails ClientClosed. Before, the
-    # entry went on to look after the session of a closed client, or the channel closed
-    # under the Entitle: either way the session stayed live, in use, until its lease ended.
-    gate = fake.gates["Entitle"] = asyncio.Event()
-    entered: list[str] = []
-
-    async def product() -> None:
-        async with client.session("ACAD", "2026") as s:
-            entered.append(s.session_id)
-
-    task = asyncio.create_task(product())
-    await eventually(lambda: len(fake.called("Entitle")) == 1)
-    closing = asyncio.create_task(client.close())
-    await eventually(lambda: bool(client._cleanups))  # the release of what it opens
-    assert not closing.done()  # it waits for the Entitle's answer
-    gate.set()  # ...now the server opens the session
-    await asyncio.wait_for(closing, 5)
-    with pytest.raises(sdk.ClientClosed):
-        await task
+    if how == "cancelled":
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert fake.sessions == {} and entered == []  # the server has not answered yet
+        gate.set()  # ...now it opens the session
+        await client.close()
+    else:
+        closing = asyncio.create_task(client.close())
+        await eventually(lambda: bool(client._cleanups))  # the release of what it opens
+        assert not closing.done()  # it waits for the Entitle's answer
+        gate.set()  # ...now the server opens the session
+        await asyncio.wait_for(closing, 5)
+        with pytest.raises(sdk.ClientClosed):
+            await task
     (session_id,) = fake.sessions
     assert [call.request.session_id for call in fake.called("Release")] == [session_id]
     assert fake.sessions[session_id].msg.state == c.SESSION_STATE_ENDED
