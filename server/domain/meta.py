@@ -10,6 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: The real clock's high-water mark: the latest time the server has acted at (fired
+#: deadlines, started, stopped, or a minute's wake of its clock), never lowered. A
+#: start's clock does not go back from it (``NamedReads.latest_instant``): a deadline
+#: fired without a dated row (a trial's end, a window closing unused) is not fired
+#: again, nor an ended coverage revived, after a restart on a clock stepped back.
+CLOCK_AT_KEY = "real_clock_at"
+
 
 @dataclass(frozen=True, slots=True)
 class MetaValue:

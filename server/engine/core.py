@@ -25,7 +25,7 @@ from server.domain.directory import Invitation, Notification
 from server.domain.errors import InvalidArgument, TestClockDisabled
 from server.domain.ledger import Hold
 from server.domain.licensing import Licensing
-from server.domain.meta import MetaValue
+from server.domain.meta import CLOCK_AT_KEY, MetaValue
 from server.domain.sessions import Device, Meter, Session
 from server.domain.terms import DEFAULT_TERMS, Terms
 from server.engine.access import Access
@@ -106,6 +106,9 @@ class Engine:
         self.commits = commits = Commits(store)
         self.scheduler = scheduler = Scheduler(clock, commits.commit)
         loaded = snapshot or Snapshot()
+        for meta in loaded.of(MetaValue):
+            if meta.key == CLOCK_AT_KEY:
+                scheduler.clock_at = datetime.fromisoformat(meta.value)
         # RULES AD2: one audit event in the commit of each administrative change.
         self.audit = AuditTrail(
             commits,
@@ -232,7 +235,9 @@ class Engine:
         """Fire what fell due while the server was down, then follow the clock;
         key the users loaded at start for search in the background."""
         changes = Changes()
-        self.scheduler.fire_due(self.clock.now(), changes)
+        now = self.clock.now()
+        self.scheduler.fire_due(now, changes)
+        self.scheduler.mark(now, changes)
         await self.commit(changes)
         self.scheduler.start()
         self.sessions.start(heartbeat_flush)
@@ -258,6 +263,9 @@ class Engine:
             self._indexing = None
         await self.scheduler.stop()
         await self.sessions.stop()
+        changes = Changes()
+        self.scheduler.mark(self.clock.now(), changes)  # the time it stopped at
+        await self.commit(changes)
 
     # -- the test clock (RULES §7) ---------------------------------------------
 

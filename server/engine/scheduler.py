@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
 from server.clock import Clock, TestClock
 from server.domain.changes import Changes
+from server.domain.meta import CLOCK_AT_KEY, MetaValue
 from server.domain.policies import TimerSink
 from server.domain.timers import TimerHeap, TimerKind
 
@@ -25,6 +26,9 @@ Handler = Callable[[str, datetime, Changes], None]
 Commit = Callable[[Changes], Awaitable[None]]
 
 log = structlog.get_logger()
+
+#: How often the real clock's loop stores the clock's time when nothing falls due.
+MARK_EVERY = timedelta(minutes=1)
 
 
 class Scheduler:
@@ -38,6 +42,8 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         self.fired = 0
         self.fired_by_kind: Counter[TimerKind] = Counter()  # for metrics (server/metrics.py)
+        #: The real clock's latest stored time (``CLOCK_AT_KEY``), None before any.
+        self.clock_at: datetime | None = None
 
     def on(self, kind: TimerKind, handler: Handler) -> None:
         self._handlers[kind] = handler
@@ -81,8 +87,20 @@ class Scheduler:
                 hook(changes)
             by_kind[kind] += 1
             n += 1
+        if n and test_clock is None:  # stored with what they did: never fired again
+            self.mark(until, changes)
         self.fired += n
         return n
+
+    def mark(self, now: datetime, changes: Changes, every: timedelta = timedelta(0)) -> None:
+        """The real clock: store ``now`` as the clock's high-water mark (``CLOCK_AT_KEY``)
+        with ``changes`` when it is past the mark stored by more than ``every``; a clock
+        taken behind the mark (far behind the stored data) never lowers it."""
+        if isinstance(self.clock, TestClock):
+            return  # the test clock's own time is stored (TEST_CLOCK_KEY)
+        if self.clock_at is None or now - self.clock_at > every:
+            self.clock_at = now
+            changes.upsert(MetaValue(CLOCK_AT_KEY, now.isoformat()))
 
     def caught_up(self, changes: Changes) -> datetime:
         """The clock's time, after firing into ``changes`` every deadline already due.
@@ -126,6 +144,7 @@ class Scheduler:
             changes = Changes()
             try:
                 self.fire_due(now, changes)
+                self.mark(now, changes, MARK_EVERY)
                 if changes:
                     await self._commit(changes)
             except asyncio.CancelledError:

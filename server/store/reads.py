@@ -17,6 +17,7 @@ from typing import Any
 from server.domain.admins import AuditEvent
 from server.domain.directory import Notification
 from server.domain.ledger import EntryKind, LedgerEntry
+from server.domain.meta import CLOCK_AT_KEY, MetaValue
 from server.domain.sessions import Session
 from server.store.codec import ACTIVITY, AUDIT_EVENTS, LEDGER, SESSIONS, Row, Table, i2t, t2i
 from server.store.port import Capture, SessionStart, Snapshot, UsageFacts
@@ -108,7 +109,13 @@ class NamedReads:
           latest Entitle or stored Heartbeat (``lease_start``), change of state
           (``state_since``: idle, resumed, ended) and decision of coverage
           (``coverage_since``); the sessions loaded are the live ones and those
-          ended in the last days; and the newest notification (L1-L3's warnings).
+          ended in the last days; the newest notification (L1-L3's warnings);
+          and the real clock's high-water mark (``CLOCK_AT_KEY``: the time it
+          last fired deadlines, started or stopped at, or its minute's mark),
+          which covers what is done without a dated row (a trial's end, a window
+          closed unused: fired again, or a coverage revived, were the clock to
+          go back past it), and is never lowered by a start on a clock taken
+          far behind it.
 
         What else the server dates is done at the instant of one of these (a pack
         bought, a hold, a device seen, a meter's grace or window begun). Heartbeats
@@ -124,6 +131,9 @@ class NamedReads:
         notifications: list[Notification] = snapshot.of(Notification)
         if notifications:
             found.append(max(map(attrgetter("create_time"), notifications)))
+        for meta in snapshot.of(MetaValue):
+            if meta.key == CLOCK_AT_KEY:
+                found.append(datetime.fromisoformat(meta.value))
         return max(found, default=None)
 
     async def audit_page(self, team_id: str, before_seq: int, limit: int) -> list[AuditEvent]:

@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 
 from server import app
 from server.clock import MAX_STAND_STILL, SystemClock
+from server.config import rfc3339
 from server.domain.admins import AuditEvent
 from server.domain.changes import Changes
 from server.domain.directory import Notification, NotificationKind
@@ -35,7 +36,7 @@ from server.store.sqlite import Store
 from tessera_api.tessera.v1 import admin_service_pb2 as api
 from tessera_api.tessera.v1 import admin_service_pb2_grpc
 from tests.grpcurl import Grpcurl, GrpcurlError
-from tests.licensing_desk import Desk
+from tests.licensing_desk import Desk, L
 from tests.security.test_at_rest import _verify
 from tests.store.builders import a_session
 from tests.store.test_sqlite_write import T0 as BEGAN
@@ -513,6 +514,69 @@ def test_s7_a_restart_on_a_wall_clock_far_behind_the_stored_data_runs_on_it_and_
     assert _stepped_back(lines) == []
     assert [line["seconds"] for line in lines if line["event"] == FAR_BEHIND] == [3601.0]
     # (Up to it, exactly an hour behind, it stands still: the test before.)
+
+
+def _my_coverage(desk: Desk, user: str, product: str) -> str:
+    mine = desk.admin(L + "ListMyProducts", {}, token=desk.keys[user])["products"]
+    return str(next(p["coverage"] for p in mine if p["product_id"] == product))
+
+
+def test_s7_c2_a_restart_on_a_clock_stepped_back_does_not_revive_an_ended_trial(
+    tmp_path: Path, wall: Wall
+) -> None:
+    """A trial's end writes no dated row when no session runs under it: the clock's
+    high-water mark is stored with the deadlines it fires, so a restart after NTP
+    stepped the clock back (within the hour a start stands still for) stands at the
+    time the trial was seen ended, and does not cover the user's Entitle again."""
+    db, end = tmp_path / "t.db", WALL_AT + timedelta(minutes=30)
+    with running(db, test_clock=None) as srv:  # 09:00: a trial until 09:30
+        desk = Desk(srv.target)
+        try:
+            desk.sheet().team("alpha", 100)
+            ann = desk.user("alpha", "ann")
+            desk.a("StartTrial", {"user_id": ann, "product_id": "REVIT", "end_time": rfc3339(end)})
+            keys = dict(desk.keys)
+        finally:
+            desk.close()
+    for at in (40, 20):  # 09:40: the trial is over; then the clock is stepped back
+        wall.at = WALL_AT + timedelta(minutes=at)
+        with capture_logs() as lines, running(db, test_clock=None) as srv:
+            desk = Desk(srv.target)
+            desk.keys = dict(keys)
+            try:
+                assert desk.now() == "2026-03-02T09:40:00Z"
+                assert _my_coverage(desk, ann, "REVIT") == "COVERAGE_TOKENS"
+            finally:
+                desk.close()
+        assert _stepped_back(lines) == ([] if at == 40 else [1200.0])
+    with running(db, test_clock=None) as srv:
+        desk = Desk(srv.target)
+        desk.keys = dict(keys)
+        try:
+            assert desk.entitle(ann, "REVIT")["coverage"] == "COVERAGE_TOKENS"
+        finally:
+            desk.close()
+
+
+def test_s7_a_clock_far_behind_is_said_at_each_start_and_never_lowers_the_stored_time(
+    database: Path | str, wall: Wall
+) -> None:
+    """docs/rules.md §7: a clock more than an hour behind the stored data is taken as
+    it is, with an error at each such start. The entries such a start dates earlier
+    (a purchase at 07:00) do not lower the time later starts stand at: the second
+    far-behind start says so again, and a start half an hour behind 09:00 stands at
+    09:00, with its warning, rather than dating more before it."""
+    _purchase_on_the_real_clock(database, "po-1")  # 09:00
+    for minutes, request_id in ((0, "po-2"), (1, "po-3")):
+        wall.at = WALL_AT - timedelta(hours=2, minutes=-minutes)
+        with capture_logs() as lines:
+            _purchase_on_the_real_clock(database, request_id)
+        assert [line["event"] for line in lines if line["event"] == FAR_BEHIND] == [FAR_BEHIND]
+    wall.at = WALL_AT - timedelta(minutes=30)
+    with capture_logs() as lines:
+        now, entries = _purchase_on_the_real_clock(database, "po-4")
+    assert (now, entries[-1]["time"]) == ("2026-03-02T09:00:00Z",) * 2
+    assert _stepped_back(lines) == [1800.0]
 
 
 # -- group commit ---------------------------------------------------------------------
