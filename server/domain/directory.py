@@ -180,6 +180,12 @@ def _defaults_apply(member: Member, team: Team) -> bool:
     return bool(team.default_product_ids) and (not member.guest or team.guest_default_assignments)
 
 
+def _what_grants(member: Member, team: Team) -> tuple[object, ...]:
+    """What decides ``granted_products``: the individual assignment, and whether the
+    default set applies (a guest flag alone may not change it)."""
+    return member.all_products, member.product_ids, _defaults_apply(member, team)
+
+
 def granted_products(
     member: Member, team: Team, all_product_ids: Collection[str]
 ) -> frozenset[str]:
@@ -550,6 +556,7 @@ class Directory:
             return member, None
         merged = _merged(member, wanted)
         changed = (member.guest, member.all_products, member.product_ids) != merged
+        granted = _what_grants(member, team)
         member.guest, member.all_products, member.product_ids = merged
         invitation = self.invitation(member.invitation_id)
         if member.state is MemberState.INVITED and (import_ or self._vouched_for(user)):
@@ -568,7 +575,9 @@ class Directory:
             return member, self._send_invitation(call, member, user)
         elif changed:
             call.changes.upsert(member)
-            if not import_:
+            # A7: an email for a change of what they may run, not for a guest flag
+            # that changes nothing (a team without default assignments, say).
+            if not import_ and _what_grants(member, team) != granted:
                 self._notify(call, user, team.team_id, ACCESS_CHANGED)
         return member, None
 

@@ -1112,6 +1112,22 @@ def test_a7_notifications_for_invitations_and_individual_changes_only(sheet: Grp
     assert accept(sheet, invitation["invitation_token"])["user_id"] == "ann@example.com"
 
 
+def test_a7_a_guest_flag_that_changes_nothing_they_may_run_sends_no_email(
+    sheet: Grpcurl,
+) -> None:
+    """A7 emails an assignment, a change of individual products, an invitation. A
+    member made a guest in a team without default assignments may run what they ran:
+    no email; with a default set that guests do not get, they lose it: an email."""
+    import_(sheet, "alpha", ["Bo Chen <bo@example.com>"], product_ids=["ACAD"])
+    [bo] = assign(sheet, "alpha", ["bo@example.com"], guest=True)
+    assert (bo["guest"], bo["effective_product_ids"]) == (True, ["ACAD"])
+    assert notes(sheet, "alpha") == []
+    sheet(A + "SetDefaultAssignments", {"team_id": "alpha", "product_ids": ["REVIT"]})
+    [bo] = assign(sheet, "alpha", ["bo@example.com"], guest=False)
+    assert bo["effective_product_ids"] == ["ACAD", "REVIT"]
+    assert [n["kind"] for n in notes(sheet, "alpha")] == ["NOTIFICATION_KIND_ACCESS_CHANGED"]
+
+
 def test_h2_14_assign_adds_to_a_member_and_notifies_only_when_it_changed(
     sheet: Grpcurl,
 ) -> None:
