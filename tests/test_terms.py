@@ -83,7 +83,11 @@ def test_terms_spans_are_a_whole_number_and_its_unit() -> None:
         ({"devices_per_product": True}, "devices_per_product is True: it must be a whole number"),
         ({"sessions_per_product": 2.5}, "sessions_per_product is 2.5: it must be a whole number"),
         ({"grace": "1d"}, "grace (1d) must be shorter than charge_window (1d)"),
-        ({"heartbeat_interval": "20m"}, "heartbeat_interval (20m) must not be longer than"),
+        ({"heartbeat_interval": "20m"}, "heartbeat_interval (20m) must be at most half of"),
+        # M3/M6: as long as the threshold (or nearly), each heartbeat found the session
+        # idle at its due instant: every grace broken, continuous use never charged.
+        ({"idle_threshold": "5m"}, "heartbeat_interval (5m) must be at most half of"),
+        ({"heartbeat_interval": "451s"}, "heartbeat_interval (451s) must be at most half of"),
         ({"running_devices_per_product": 4}, "running_devices_per_product (4) must not be over"),
         ({"burn_window": "36h"}, "burn_window is 36h: it must be whole days"),
     ],

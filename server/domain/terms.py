@@ -59,11 +59,12 @@ class Terms:
                 f"grace ({_text(self.grace)}) must be shorter than charge_window "
                 f"({_text(self.charge_window)}): a window's first use is free for the grace"
             )
-        if self.heartbeat_interval > self.idle_threshold:
+        if self.heartbeat_interval * 2 > self.idle_threshold:
             raise ValueError(
-                f"heartbeat_interval ({_text(self.heartbeat_interval)}) must not be longer "
-                f"than idle_threshold ({_text(self.idle_threshold)}): a product heartbeating "
-                "that seldom would be taken for idle between two heartbeats"
+                f"heartbeat_interval ({_text(self.heartbeat_interval)}) must be at most half "
+                f"of idle_threshold ({_text(self.idle_threshold)}): a heartbeat a little late "
+                "(the SDK spreads them by a tenth, the network delays them) would find its "
+                "session idle, and a grace broken at every heartbeat is never charged"
             )
         if self.running_devices_per_product > self.devices_per_product:
             raise ValueError(
