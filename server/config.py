@@ -288,6 +288,11 @@ def _terms(text: str) -> Terms:
         raise ValueError(f"cannot read {text}: {oserror_words(exc)}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{text} is not TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # (tomllib's, not a TOMLDecodeError)
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ValueError(
+            f"{text} is not UTF-8 text (a byte at line {line} is not): save it as UTF-8"
+        ) from None
     try:
         return Terms.from_mapping(values)
     except ValueError as exc:

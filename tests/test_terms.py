@@ -106,15 +106,16 @@ def test_terms_a_name_or_value_that_cannot_be_a_term_is_refused_naming_it(
         (None, "cannot read"),
         ("grace = ", "is not TOML"),
         ('grace = "1d"', "grace (1d) must be shorter than charge_window (1d)"),
+        ('# pause\ngrace = "10m"  # caf\xe9', "is not UTF-8 text (a byte at line 2 is not)"),
     ],
-    ids=["missing", "not-toml", "contradiction"],
+    ids=["missing", "not-toml", "contradiction", "latin-1"],
 )
 def test_terms_a_file_that_cannot_be_read_or_used_is_a_usage_error_naming_flag_and_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str | None, words: str
 ) -> None:
     path = tmp_path / "terms.toml"
     if text is not None:
-        path.write_text(text)
+        path.write_bytes(text.encode("latin-1"))  # (all ASCII but the last case's é)
     with pytest.raises(SystemExit) as exit_:
         parse_args(["--terms", str(path)])
     assert exit_.value.code == 2
