@@ -117,6 +117,8 @@ class AsyncAdminClient:
             raise ValueError("give the server as target, or several as targets (not both)")
         self.targets = Targets([target] if target is not None else targets or ())
         self.retry = retry or RetryPolicy()
+        if isinstance(tls, TLS):  # files it cannot use: a ValueError naming them, here
+            tls.credentials()
         self._tls = tls
         self._channel_options = tuple(channel_options)
         self._metadata = (("authorization", f"Bearer {credential}"),)

@@ -122,6 +122,8 @@ class AsyncClient:
         self.platform = platform or default_platform()
         self.session_options = session_options or SessionOptions()
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        if isinstance(tls, TLS):  # files it cannot use: a ValueError naming them, here
+            tls.credentials()
         self._tls = tls
         self._channel_options = tuple(channel_options)
         self._metadata = (("authorization", f"Bearer {user_key}"),)

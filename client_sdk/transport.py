@@ -6,8 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from client_sdk.clock import SystemClock
 
 #: PEM as bytes, or the path of a PEM file (``str`` or ``Path``).
 PemSource = bytes | str | PathLike[str]
@@ -66,12 +71,58 @@ class TLS:
     server_name: str | None = None
 
     def credentials(self) -> grpc.ChannelCredentials:
+        """gRPC's credentials of these files, each checked first (a ``ValueError`` naming
+        it): gRPC would take them, and every connection would then fail its handshake
+        as a server that is down does ("Socket closed"), retried until the call's time
+        is spent. So a root CA must hold a certificate, and a client certificate be
+        valid now (the server checks it against the real time) and be its key's."""
+        root = read_pem(self.root_ca)
         cert, key = read_pem(self.client_cert), read_pem(self.client_key)
         if (cert is None) != (key is None):
             raise ValueError("a client certificate needs its key, and a key its certificate")
+        if root is not None:
+            _certificates("root_ca", root)
+        if cert is not None and key is not None:
+            _a_valid_pair(cert, key)
         return grpc.ssl_channel_credentials(
-            root_certificates=read_pem(self.root_ca), private_key=key, certificate_chain=cert
+            root_certificates=root, private_key=key, certificate_chain=cert
         )
+
+
+def _certificates(name: str, pem: bytes) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise ValueError(f"{name} holds no PEM certificate") from None
+
+
+def _a_valid_pair(cert_pem: bytes, key_pem: bytes) -> None:
+    cert = _certificates("client_cert", cert_pem)[0]
+    now = SystemClock().now()  # what the server checks it against: the real time
+    if cert.not_valid_after_utc < now:
+        raise ValueError(
+            f"client_cert expired at {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC: the server "
+            "would refuse every connection; renew it"
+        )
+    if cert.not_valid_before_utc > now:
+        raise ValueError(
+            f"client_cert is valid only from {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC "
+            "(or this machine's clock is behind)"
+        )
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):  # not a key, or one with a passphrase
+        raise ValueError("client_key holds no unencrypted PEM private key") from None
+    if _public(key.public_key()) != _public(cert.public_key()):
+        raise ValueError("client_key is not the key of client_cert")
+
+
+def _public(key: Any) -> bytes:
+    return bytes(
+        key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
 
 
 def open_channel(

@@ -17,6 +17,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from server.api.admission import PENDING_CALLS
+from server.clock import SystemClock
 from server.config import Config, oserror_words, split_listen
 from tessera_api.tessera.v1 import admin_service_pb2, licensing_service_pb2
 
@@ -122,6 +123,22 @@ def _public(key: Any) -> bytes:
     )
 
 
+def _in_its_dates(path: Path, cert: x509.Certificate) -> None:
+    """Clients check the server's certificate against the real time: one outside its
+    dates would fail every handshake while the server said it was serving."""
+    now = SystemClock().now()  # the real time, whatever clock the data runs on
+    if cert.not_valid_after_utc < now:
+        raise StartRefused(
+            f"--tls-cert {path} expired at {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC: "
+            "every client would refuse it; renew it"
+        )
+    if cert.not_valid_before_utc > now:
+        raise StartRefused(
+            f"--tls-cert {path} is valid only from {cert.not_valid_before_utc:%Y-%m-%d %H:%M} "
+            "UTC: clients would refuse it until then (or this machine's clock is behind)"
+        )
+
+
 def tls_credentials(cfg: Config) -> grpc.ServerCredentials | None:
     """``cfg``'s TLS files as gRPC's credentials (None: plaintext), each checked first:
     gRPC alone would log an error and fail to bind, which reads as a port not available.
@@ -133,6 +150,7 @@ def tls_credentials(cfg: Config) -> grpc.ServerCredentials | None:
     key_pem = _pem_file("--tls-key", cfg.tls_key)
     client_ca = _pem_file("--tls-client-ca", cfg.tls_client_ca) if cfg.tls_client_ca else None
     chain = _certificates("--tls-cert", cfg.tls_cert, chain_pem)
+    _in_its_dates(cfg.tls_cert, chain[0])
     key = _private_key(cfg.tls_key, key_pem)
     if _public(chain[0].public_key()) != _public(key.public_key()):
         raise StartRefused(

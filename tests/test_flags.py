@@ -20,6 +20,7 @@ import asyncio
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -411,6 +412,35 @@ def test_issue12_a_tls_file_too_large_to_be_pem_is_refused_without_reading_it_al
     with pytest.raises(StartRefused) as refusal:
         tls_credentials(cfg)
     assert str(refusal.value) == f"--tls-cert {big} is over 1 MiB: not a PEM file"
+
+
+@pytest.mark.parametrize(
+    ("valid", "words"),
+    [
+        ((-2, -1), "expired at"),
+        ((1, 2), "is valid only from"),
+    ],
+    ids=["expired", "not-yet-valid"],
+)
+def test_issue12_a_tls_certificate_outside_its_dates_is_refused_naming_them(
+    valid: tuple[int, int], words: str, tmp_path: Path
+) -> None:
+    """Every client would refuse it (grpcurl: "x509: certificate has expired or is
+    not yet valid") while the server said it was serving: the start is refused."""
+    made = _issue(
+        "localhost",
+        None,
+        ca=True,
+        server=True,
+        valid=(timedelta(days=valid[0]), timedelta(days=valid[1])),
+    )
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(made.cert)
+    key.write_bytes(made.key)
+    with pytest.raises(StartRefused) as refusal:
+        tls_credentials(Config(tls_cert=cert, tls_key=key))
+    assert str(refusal.value).startswith(f"--tls-cert {cert} {words} ")
+    assert "UTC" in str(refusal.value)
 
 
 def test_issue12_matching_tls_files_with_a_client_ca_make_credentials(pki: dict[str, Path]) -> None:

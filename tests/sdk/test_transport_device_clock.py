@@ -22,12 +22,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import client_sdk as sdk
-from client_sdk import TLS, AsyncClient, ManualClock, device
+from client_sdk import TLS, AsyncAdminClient, AsyncClient, ManualClock, device
 from client_sdk.clock import suspend_aware_seconds
 from client_sdk.device import default_device_id, device_id_for, machine_identity
 from client_sdk.transport import read_pem
 from tests.sdk.conftest import FAKE_KEY, QUICK_RETRY
 from tests.sdk.fakes import FakeLicensing, FakeTime
+from tests.security.test_tls import _issue as issue_pem
 
 # -- a throwaway PKI -------------------------------------------------------------------
 
@@ -161,6 +162,36 @@ async def test_tls_mutual_with_client_cert_and_key(
         await _entitle(mtls_fake, TLS(root_ca=pki.ca.cert))  # no client certificate
     with pytest.raises(ValueError):
         TLS(client_cert=pki.client.cert).credentials()  # a certificate without its key
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        ("expired", "client_cert expired at "),
+        ("not yet valid", "client_cert is valid only from "),
+        ("another key", "client_key is not the key of client_cert"),
+        ("garbage CA", "root_ca holds no PEM certificate"),
+    ],
+)
+def test_tls_files_it_cannot_use_are_refused_at_once_naming_them(
+    pki: Pki, make: str, words: str
+) -> None:
+    """gRPC takes them, and every handshake then fails as a server that is down does
+    ("Socket closed"), retried for the call's 20 s: refused where the client is made."""
+    day = timedelta(days=1)
+    if make in ("expired", "not yet valid"):
+        made = issue_pem(
+            "product", None, valid=(-2 * day, -day) if make == "expired" else (day, 2 * day)
+        )
+        tls = TLS(root_ca=pki.ca.cert, client_cert=made.cert, client_key=made.key)
+    elif make == "another key":
+        tls = TLS(root_ca=pki.ca.cert, client_cert=pki.client.cert, client_key=pki.server.key)
+    else:
+        tls = TLS(root_ca=b"not a certificate\n")
+    for client in (AsyncClient, AsyncAdminClient):
+        with pytest.raises(ValueError) as refused:
+            client("127.0.0.1:1", FAKE_KEY, tls=tls)
+        assert str(refused.value).startswith(words)
 
 
 def test_read_pem_sources(tmp_path: Path) -> None:

@@ -31,7 +31,15 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def _issue(cn: str, issuer: Pem | None, *, ca: bool = False, server: bool = False) -> Pem:
+def _issue(
+    cn: str,
+    issuer: Pem | None,
+    *,
+    ca: bool = False,
+    server: bool = False,
+    valid: tuple[dt.timedelta, dt.timedelta] = (dt.timedelta(minutes=-5), dt.timedelta(days=1)),
+) -> Pem:
+    """A certificate and its key, valid from ``valid[0]`` to ``valid[1]`` from now."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = SystemClock().now()  # certificates are checked against the real time
     issuer_cert = x509.load_pem_x509_certificate(issuer.cert) if issuer else None
@@ -42,8 +50,8 @@ def _issue(cn: str, issuer: Pem | None, *, ca: bool = False, server: bool = Fals
         .issuer_name(issuer_cert.subject if issuer_cert else _name(cn))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_before(now + valid[0])
+        .not_valid_after(now + valid[1])
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if server:
