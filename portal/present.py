@@ -70,7 +70,10 @@ def products_text(ids: Iterable[str], names: Mapping[str, str]) -> str:
 TOKENS = (1, 1_000_000_000)
 INT64 = (0, 2**63 - 1)
 INT32 = (0, 2**31 - 1)
-WHOLE = re.compile(r"-?[0-9]{1,30}")  # ASCII digits only: '²'.isdigit() is True
+#: ASCII digits only ('²'.isdigit() is True), bare or with a comma between each three
+#: (``1,500``): a comma anywhere else (``1,5``, ``2,50``, ``,7``, ``1,,0``) is a decimal
+#: mark or a slip, never a number with the comma left out.
+WHOLE = re.compile(r"-?(?:[0-9]{1,30}|[0-9]{1,3}(?:,[0-9]{3}){1,9})")
 
 #: The days the usage page takes (a day after the last must still be a date).
 FIRST_DAY = date(1970, 1, 1)
@@ -79,15 +82,16 @@ DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def whole(text: str, limits: tuple[int, int], empty: int | None = None) -> int:
-    """A whole number typed in a form (``1,500`` too) within ``limits``; ``empty`` when
-    nothing was typed and that is allowed. ``ValueError`` says, for the person, what to
-    type instead."""
-    typed = text.strip().replace(",", "")
+    """A whole number typed in a form (``1,500`` too: commas only between thousands)
+    within ``limits``; ``empty`` when nothing was typed and that is allowed. ``ValueError``
+    says, for the person, what to type instead."""
+    typed = text.strip()
     if not typed and empty is not None:
         return empty
     low, high = limits
-    if WHOLE.fullmatch(typed) and low <= int(typed) <= high:
-        return int(typed)
+    value = int(typed.replace(",", "")) if WHOLE.fullmatch(typed) else None
+    if value is not None and low <= value <= high:
+        return value
     raise ValueError(f"Enter a whole number from {number(low)} to {number(high)}.")
 
 
@@ -175,6 +179,27 @@ def usage_csv(rows: Sequence[common_pb2.UsageRow]) -> str:
         text = (r.date, r.user_id, r.user_display_name, r.product_id, r.product_display_name)
         writer.writerow((*(_cell(t) for t in text), r.tokens_charged, r.sessions, r.active_seconds))
     return out.getvalue()
+
+
+def packs_bought_before(
+    packs: Sequence[common_pb2.PackUsage], bought: Mapping[str, datetime], end: datetime
+) -> list[common_pb2.PackUsage]:
+    """The usage report's packs (each as it stands now, whatever the days asked) bought
+    before ``end``, the end of the days shown: one bought later had nothing to do with
+    them. ``bought`` holds the purchase times ListTokenPacks gives, of the packs the team
+    holds now; one moved to another team since is not listed there, so its purchase is
+    read from its expiry, a calendar year after it (RULES T1): the earliest it can have
+    been (a purchase on 29 February expires on 28 February), so no pack of the days is
+    ever left out."""
+    return [p for p in packs if bought.get(p.pack_id, _earliest_purchase(p)) < end]
+
+
+def _earliest_purchase(pack: common_pb2.PackUsage) -> datetime:
+    expires = pack.expire_time.ToDatetime(tzinfo=UTC)
+    try:
+        return expires.replace(year=expires.year - 1)
+    except ValueError:  # 29 February, which no expiry is (T1); a year before has none
+        return expires.replace(year=expires.year - 1, day=28)
 
 
 #: What a download's file name keeps of an id: anything else is an underscore.

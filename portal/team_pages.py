@@ -329,6 +329,12 @@ async def usage(request: Request, session: Session, team_id: str) -> dict[str, A
             "status": status_of(exc),
         }
     shown = present.usage(report.rows, start, end)
+    held = await session.client.list_token_packs(team_id) if report.packs else []
+    packs = present.packs_bought_before(
+        report.packs,
+        {p.pack_id: p.purchase_time.ToDatetime(tzinfo=UTC) for p in held},
+        present.day_start(end + timedelta(days=1)),
+    )
     query = {"from": start.isoformat(), "to": end.isoformat()}
     for name, value in (("user", filters["user_id"]), ("product", filters["product_id"])):
         if value:
@@ -340,6 +346,7 @@ async def usage(request: Request, session: Session, team_id: str) -> dict[str, A
         "usage": shown,
         "chart": shown.chart(),
         "report": report,
+        "packs": packs,
         "csv_url": team_url(team_id, "/usage.csv", **query),
     }
 
@@ -365,8 +372,10 @@ async def usage_csv(request: Request) -> Response:
         return Response(in_words(exc) + "\n", status_code=status_of(exc), media_type="text/plain")
     parts = [team_id, start.isoformat(), end.isoformat(), user_id, product_id]
     name = "usage-" + "-".join(present.file_part(p) for p in parts if p) + ".csv"
+    # A byte-order mark first: Excel reads a CSV without one in the ANSI code page
+    # (Zoë as ZoÃ«); with it, as UTF-8, like every other spreadsheet.
     return Response(
-        present.usage_csv(report.rows),
+        "\ufeff" + present.usage_csv(report.rows),
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{name}"'},
     )
@@ -599,22 +608,40 @@ member_products = form(_member_products)
 async def _member_guest(request: Request, session: Session, data: FormData) -> Response:
     """A5: mark a member a guest, or no longer one (AssignUsers of their id, which
     adds no product): the default assignments follow the team's setting for guests,
-    and sessions of products that were theirs only by it end (A6)."""
+    and sessions of products that were theirs only by it end (A6).
+
+    AssignUsers also invites again a member whose invitation expired (a new token good
+    for 7 days, A2, and its email); no other call sets guest, so the confirmation says
+    the invitation went out rather than leave it to be found in the outbox."""
     team_id, user_id = request.path_params["team_id"], named(request, "user")
     guest = data.get("guest") == "on"
     try:  # a member still: AssignUsers would add anyone else (a removal since the page)
-        await session.client.get_member(team_id, user_id)
+        found = await session.client.get_member(team_id, user_id)
     except TesseraError as exc:
         passed_on(exc)
         return await again(request, session, member, {}, exc)
+    said = f"{user_id} is {'now a guest' if guest else 'no longer a guest'}."
+    expired = (
+        found.state == common_pb2.MEMBER_STATE_INVITED
+        and found.invitation.state == common_pb2.INVITATION_STATE_EXPIRED
+    )
     return await change(
         request,
         session,
         member,
         session.client.assign_users(team_id, [user_id], guest=guest),
-        f"{user_id} is {'now a guest' if guest else 'no longer a guest'}.",
+        lambda members: _invited_again(said, members) if expired else said,
         team_url(team_id, "/member", user=user_id),
     )
+
+
+def _invited_again(said: str, members: list[common_pb2.Member]) -> str:
+    """``said``, and that the member's expired invitation was sent again, until when
+    the answer's new invitation says (7 days from now, RULES A2)."""
+    until = [m.invitation.expire_time for m in members if m.invitation.expire_time.seconds]
+    return Markup(
+        "{} Their invitation had expired, so a new one was sent, good for 7 days{}."
+    ).format(said, Markup(" (until {})").format(present.when(until[0])) if until else "")
 
 
 member_guest = form(_member_guest)

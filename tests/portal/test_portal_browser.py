@@ -187,7 +187,7 @@ def test_usage_chart_and_csv_equal_get_usage_report(page: Any, world: World) -> 
     assert page.locator("#total-tokens").inner_text() == str(num(report, "total_tokens_charged"))
     with page.expect_download() as download:
         page.get_by_role("link", name="Download CSV").click()
-    text = Path(download.value.path()).read_text(encoding="utf-8")
+    text = Path(download.value.path()).read_text(encoding="utf-8-sig")
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [(r["date"], r["product_id"], int(r["tokens_charged"])) for r in rows] == [
         (r["date"], r["product_id"], num(r, "tokens_charged")) for r in report["rows"]

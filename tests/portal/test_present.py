@@ -91,6 +91,7 @@ def test_numbers_and_times_are_formatted() -> None:
 
 def test_a_typed_number_is_read_only_within_its_limits() -> None:
     assert present.whole(" 1,500 ", present.TOKENS) == 1500
+    assert present.whole("1,000,000,000", present.TOKENS) == 1_000_000_000
     assert present.whole("", present.INT64, empty=0) == 0
     assert present.whole("9223372036854775807", present.INT64) == 2**63 - 1
     refused = {
@@ -104,6 +105,14 @@ def test_a_typed_number_is_read_only_within_its_limits() -> None:
         "9223372036854775808": present.INT64,
         "99999999999": present.INT32,
         "1e3": present.INT32,
+        # A comma only between thousands: else a decimal mark or a slip, not a number.
+        "1,5": present.TOKENS,
+        "2,50": present.TOKENS,
+        ",7": present.TOKENS,
+        "1,,0": present.TOKENS,
+        "1,000,": present.TOKENS,
+        "1000,000": present.TOKENS,
+        "1 500": present.TOKENS,
     }
     for text, limits in refused.items():
         with pytest.raises(ValueError) as info:
@@ -112,6 +121,32 @@ def test_a_typed_number_is_read_only_within_its_limits() -> None:
         assert str(info.value) == f"Enter a whole number from {low:,} to {high:,}.", text
     with pytest.raises(ValueError, match=r"^Enter a whole number from 1 to 1,000,000,000\.$"):
         present.whole("²", present.TOKENS)
+
+
+def test_the_usage_pages_packs_leave_out_those_bought_after_the_days() -> None:
+    """A pack's purchase is the one ListTokenPacks gives, else (moved to another team
+    since) the earliest its expiry allows: a purchase on 29 February 2028 expires on
+    28 February 2029, as one on the 28th does, so that one is kept."""
+
+    def pack(pack_id: str, expires: datetime) -> common_pb2.PackUsage:
+        found = common_pb2.PackUsage(pack_id=pack_id)
+        found.expire_time.FromDatetime(expires)
+        return found
+
+    end = datetime(2028, 2, 29, tzinfo=UTC)  # the days shown end on 28 February 2028
+    packs = [
+        pack("held-28", datetime(2029, 2, 28, 10, tzinfo=UTC)),
+        pack("held-29", datetime(2029, 2, 28, 10, tzinfo=UTC)),
+        pack("gone-28-or-29", datetime(2029, 2, 28, 10, tzinfo=UTC)),
+        pack("gone-march", datetime(2029, 3, 1, tzinfo=UTC)),
+        pack("gone-before", datetime(2029, 2, 28, 23, 59, tzinfo=UTC)),
+    ]
+    bought = {
+        "held-28": datetime(2028, 2, 28, 10, tzinfo=UTC),
+        "held-29": datetime(2028, 2, 29, 10, tzinfo=UTC),
+    }
+    kept = present.packs_bought_before(packs, bought, end)
+    assert [p.pack_id for p in kept] == ["held-28", "gone-28-or-29", "gone-before"]
 
 
 def test_a_day_is_read_only_from_1970_to_9998() -> None:
