@@ -44,11 +44,36 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="PEM",
         help="the server speaks TLS: verify it with this CA (default: plaintext)",
     )
-    return p.parse_args(argv)
+    p.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        help="the server demands client certificates (--tls-client-ca): the portal's, "
+        "signed by that CA (needs --tls-key and --tls-ca)",
+    )
+    p.add_argument("--tls-key", metavar="PEM", help="the portal's certificate's private key")
+    args = p.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        p.error("--tls-cert and --tls-key go together")
+    if args.tls_cert is not None and args.tls_ca is None:
+        p.error("--tls-cert needs --tls-ca: a server that asks for certificates speaks TLS")
+    return args
+
+
+def tls_of(args: argparse.Namespace) -> TLS | bool:
+    """How the portal reaches its server: plaintext, TLS, or mutual TLS."""
+    if not args.tls_ca:
+        return False
+    return TLS(root_ca=args.tls_ca, client_cert=args.tls_cert, client_key=args.tls_key)
 
 
 async def run(args: argparse.Namespace) -> int:
-    tls: TLS | bool = TLS(root_ca=args.tls_ca) if args.tls_ca else False
+    tls = tls_of(args)
+    try:
+        if isinstance(tls, TLS):  # files it cannot use: said now, not at each sign-in
+            tls.credentials()
+    except (ValueError, OSError) as exc:
+        print(f"python -m portal: {exc}", file=sys.stderr)
+        return 2
     try:
         portal = PortalServer(args.server, args.listen, tls=tls)
     except OSError as exc:

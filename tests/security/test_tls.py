@@ -16,9 +16,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from starlette.testclient import TestClient
 
+from portal import __main__ as portal_main
+from portal.app import create_app
 from server.clock import SystemClock
-from tests.support import running
+from tests.portal.conftest import csrf_of
+from tests.support import ADMIN_TOKEN, running
 
 
 @dataclass
@@ -143,3 +147,38 @@ def test_mtls_demands_a_client_certificate_from_the_ca(
         )
         with pytest.raises(grpc.RpcError):
             _health(srv.target, foreign)
+
+
+def test_mtls_the_portal_on_its_own_signs_in_with_its_client_certificate(
+    tmp_path: Path,
+    pki: dict,  # type: ignore[type-arg]
+) -> None:
+    """docs/portal.md: ``python -m portal`` runs against any Tessera; one that demands
+    client certificates (--tls-client-ca) is reached with the portal's own
+    (--tls-cert, --tls-key), and without one every sign-in met "cannot be reached"."""
+    client: Pem = pki["client"]
+    (tmp_path / "portal.pem").write_bytes(client.cert)
+    (tmp_path / "portal-key.pem").write_bytes(client.key)
+    with running(
+        tmp_path / "t.db",
+        tls_cert=pki["server.pem"],
+        tls_key=pki["server-key.pem"],
+        tls_client_ca=pki["ca.pem"],
+    ) as srv:
+        flags = ["--server", srv.target, "--tls-ca", str(pki["ca.pem"])]
+        mine = [
+            "--tls-cert",
+            str(tmp_path / "portal.pem"),
+            "--tls-key",
+            str(tmp_path / "portal-key.pem"),
+        ]
+        for given, where in ((mine, "/teams"), ([], None)):
+            tls = portal_main.tls_of(portal_main.parse([*flags, *given]))
+            with TestClient(create_app(srv.target, tls=tls), base_url="http://127.0.0.1") as web:
+                page = web.get("/signin")
+                answer = web.post(
+                    "/signin",
+                    data={"csrf": csrf_of(page.text), "credential": ADMIN_TOKEN},
+                    follow_redirects=False,
+                )
+            assert answer.headers.get("location") == where, answer.status_code
