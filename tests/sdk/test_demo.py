@@ -3,12 +3,13 @@ threshold is a fraction of a second, and a test clock would stand still)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from client_sdk import demo
+from client_sdk import RetryPolicy, demo
 from client_sdk.demo import main
 from tests.support import ADMIN_TOKEN, ServerThread
 
@@ -176,6 +177,10 @@ def test_demo_says_when_a_release_fails(
             srv.stop()
 
     monkeypatch.setattr(demo, "_work", work_then_die)
+    # Each Release to the server that went away is retried for the policy's time: the
+    # default's 20 s, twice, is real time spent for nothing here.
+    brief = RetryPolicy(max_attempts=2, initial_backoff=0.0, call_timeout=2.0)
+    monkeypatch.setattr(demo, "AsyncClient", functools.partial(demo.AsyncClient, retry=brief))
     code = main(["--target", srv.target, "--admin-token", ADMIN_TOKEN, *FAST])
     out = capsys.readouterr().out
     assert code == 2, out
