@@ -10,7 +10,9 @@ A user matches a query when, compared as ``server/domain/text.py`` folds text
   zoe.obrien@example.com).
 
 An empty query (or one of spaces) matches everyone: the portal's "search as
-you type" starts empty.
+you type" starts empty. One that folds to nothing (accents alone, typed as
+combining marks) matches no one: it is not empty, and nobody's name begins
+with it.
 
 ``UserIndex`` answers that without scanning every user: each name's word
 suffixes ("zoe obrien", "obrien") and each folded email are kept sorted, and a
@@ -38,18 +40,22 @@ TAIL = 1024  # keys kept unsorted before the next query merges them
 
 
 class Query(NamedTuple):
-    """A query as matched: the name's words joined by one space, the email's fold."""
+    """A query as matched: the name's words joined by one space, the email's fold;
+    ``everyone`` when nothing but spaces was typed."""
 
     name: str
     email: str
+    everyone: bool = False
 
     @property
-    def everyone(self) -> bool:
-        return not self.email
+    def no_one(self) -> bool:
+        """Typed, but folded to nothing (accents alone): nobody begins with it."""
+        return not self.everyone and not self.email
 
 
 def parse(query: str) -> Query:
-    return Query(" ".join(search_words(query)), fold(query.strip()))
+    typed = query.strip()
+    return Query(" ".join(search_words(query)), fold(typed), not typed)
 
 
 def name_keys(display_name: str) -> list[str]:
@@ -63,6 +69,8 @@ def matches(query: Query, display_name: str, email: str) -> bool:
     """Whether the user named ``display_name`` with ``email`` answers ``query``."""
     if query.everyone:
         return True
+    if query.no_one:
+        return False
     if fold(email).startswith(query.email):
         return True
     return bool(query.name) and any(k.startswith(query.name) for k in name_keys(display_name))
@@ -169,6 +177,8 @@ class UserIndex:
 
     def find(self, query: Query) -> set[str]:
         """The ids of the users ``query`` matches (not for the empty query: everyone)."""
+        if query.no_one:
+            return set()
         self.build_some(len(self._todo))
         for user_id, display_name, email in self._new:
             for key in name_keys(display_name):

@@ -83,6 +83,15 @@ def test_ad4_the_empty_query_matches_everyone() -> None:
     assert not parse("'").everyone  # punctuation alone is a query (for emails)
 
 
+def test_ad4_a_query_of_accents_alone_matches_no_one() -> None:
+    """Two combining acute accents fold to nothing: not the empty query (which lists
+    everyone, as the portal's search starts), and no name begins with them."""
+    query = parse("\u0301\u0301")
+    assert not query.everyone
+    assert not matches(query, "Zoë O'Brien", "zoe.obrien@example.com")
+    assert UserIndex([ZOE]).find(query) == set()
+
+
 def test_ad4_the_index_finds_what_the_matcher_matches() -> None:
     index = UserIndex([ZOE, ("ann@example.com", "Ann Lee", "ann@example.com")])
     index.add("zed@example.com", "Zed Olsen", "zed@example.com")
