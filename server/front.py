@@ -90,15 +90,12 @@ class Link(asyncio.Protocol):
         # Kept: asyncio.get_running_loop() makes a getpid system call on each use
         # (Python 3.11), a place for the kernel to take the core away mid-call.
         loop = self._loop = asyncio.get_running_loop()
-        self.connected = loop.create_future()
         self.closed = loop.create_future()
         self._in = bytearray()
         self._out: list[tuple[Any, ...]] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        if not self.connected.done():
-            self.connected.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
