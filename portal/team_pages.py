@@ -611,7 +611,7 @@ async def _member_guest(request: Request, session: Session, data: FormData) -> R
     and sessions of products that were theirs only by it end (A6).
 
     AssignUsers also invites again a member whose invitation expired (a new token good
-    for 7 days, A2, and its email); no other call sets guest, so the confirmation says
+    for the invitation's validity, A2, and its email); no other call sets guest, so the confirmation says
     the invitation went out rather than leave it to be found in the outbox."""
     team_id, user_id = request.path_params["team_id"], named(request, "user")
     guest = data.get("guest") == "on"
@@ -637,11 +637,11 @@ async def _member_guest(request: Request, session: Session, data: FormData) -> R
 
 def _invited_again(said: str, members: list[common_pb2.Member]) -> str:
     """``said``, and that the member's expired invitation was sent again, until when
-    the answer's new invitation says (7 days from now, RULES A2)."""
+    the answer's new invitation says (the terms' validity, 7 days by default: A2)."""
     until = [m.invitation.expire_time for m in members if m.invitation.expire_time.seconds]
-    return Markup(
-        "{} Their invitation had expired, so a new one was sent, good for 7 days{}."
-    ).format(said, Markup(" (until {})").format(present.when(until[0])) if until else "")
+    return Markup("{} Their invitation had expired, so a new one was sent{}.").format(
+        said, Markup(", good until {}").format(present.when(until[0])) if until else ""
+    )
 
 
 member_guest = form(_member_guest)
