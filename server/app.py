@@ -33,7 +33,14 @@ from server.api.licensing import LicensingServicer
 from server.api.limits import RateLimits
 from server.api.scopes import EngineLookup
 from server.clock import MAX_STAND_STILL, Clock, SystemClock, TestClock, monotonic
-from server.config import Config, node_id, oserror_words, parse_instant
+from server.config import (
+    Config,
+    every_address,
+    node_id,
+    oserror_words,
+    parse_instant,
+    split_listen,
+)
 from server.credentials import load_or_create_admin_token
 from server.domain.changes import Deleted
 from server.domain.meta import MetaValue
@@ -217,11 +224,9 @@ def _terms_before(terms: Terms, stored: dict[str, str]) -> Terms | None:
 def _loopback(listen: str, port: int) -> str:
     """Where a client in this process reaches the gRPC port: the listen address, or
     loopback when it listens on every address."""
-    host = listen.rpartition(":")[0].removeprefix("[").removesuffix("]")
-    if host in ("", "0.0.0.0"):  # noqa: S104 - compared, not bound
-        return f"127.0.0.1:{port}"
-    if host == "::":
-        return f"[::1]:{port}"
+    host = split_listen(listen)[0]  # (no host: 127.0.0.1)
+    if every_address(host):
+        return f"[::1]:{port}" if ":" in host else f"127.0.0.1:{port}"
     return _address(listen, port)
 
 

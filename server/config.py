@@ -165,7 +165,7 @@ def _advertised(text: str) -> str:
     host, port = split_listen(text)
     if not text.rpartition(":")[0]:
         raise ValueError(f"{text!r} has no host: others could not dial it (e.g. 10.0.0.5:{port})")
-    if _every_address(host):
+    if every_address(host):
         raise ValueError(
             f"{text!r} is every address of a machine, not one others can dial "
             f"(e.g. 10.0.0.5:{port})"
@@ -175,7 +175,7 @@ def _advertised(text: str) -> str:
     return text
 
 
-def _every_address(host: str) -> bool:
+def every_address(host: str) -> bool:
     """Whether ``host`` is 0.0.0.0 or ::, which a server binds as all its addresses."""
     try:
         return ipaddress.ip_address(host).is_unspecified
@@ -673,7 +673,7 @@ def parse_args(argv: Sequence[str] | None = None, *, epilog: str | None = None) 
     if (
         isinstance(v["db"], str)
         and v["advertise"] is None
-        and _every_address(split_listen(listen)[0])
+        and every_address(split_listen(listen)[0])
     ):
         # The advertised address would be the listen address, which a standby names as
         # the active's in NOT_LEADER for clients to follow (H3).
