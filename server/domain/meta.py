@@ -8,7 +8,9 @@ they live here, beside the domain, and every store adapter writes them to its
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 #: The real clock's high-water mark: the latest time the server has acted at (fired
 #: deadlines, started, stopped, or a minute's wake of its clock), never lowered. A
@@ -24,3 +26,11 @@ class MetaValue:
 
     key: str
     value: str
+
+
+def clock_at(stored: Iterable[MetaValue]) -> datetime | None:
+    """The real clock's high-water mark among ``stored`` (``CLOCK_AT_KEY``), if any."""
+    for meta in stored:
+        if meta.key == CLOCK_AT_KEY:
+            return datetime.fromisoformat(meta.value)
+    return None

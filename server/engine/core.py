@@ -25,7 +25,7 @@ from server.domain.directory import Invitation, Notification
 from server.domain.errors import InvalidArgument, TestClockDisabled
 from server.domain.ledger import Hold
 from server.domain.licensing import Licensing
-from server.domain.meta import CLOCK_AT_KEY, MetaValue
+from server.domain.meta import MetaValue, clock_at
 from server.domain.sessions import Device, Meter, Session
 from server.domain.terms import DEFAULT_TERMS, Terms
 from server.engine.access import Access
@@ -106,9 +106,7 @@ class Engine:
         self.commits = commits = Commits(store)
         self.scheduler = scheduler = Scheduler(clock, commits.commit)
         loaded = snapshot or Snapshot()
-        for meta in loaded.of(MetaValue):
-            if meta.key == CLOCK_AT_KEY:
-                scheduler.clock_at = datetime.fromisoformat(meta.value)
+        scheduler.clock_at = clock_at(loaded.of(MetaValue))
         # RULES AD2: one audit event in the commit of each administrative change.
         self.audit = AuditTrail(
             commits,

@@ -17,7 +17,7 @@ from typing import Any
 from server.domain.admins import AuditEvent
 from server.domain.directory import Notification
 from server.domain.ledger import EntryKind, LedgerEntry
-from server.domain.meta import CLOCK_AT_KEY, MetaValue
+from server.domain.meta import MetaValue, clock_at
 from server.domain.sessions import Session
 from server.store.codec import ACTIVITY, AUDIT_EVENTS, LEDGER, SESSIONS, Row, Table, i2t, t2i
 from server.store.port import Capture, SessionStart, Snapshot, UsageFacts
@@ -131,9 +131,8 @@ class NamedReads:
         notifications: list[Notification] = snapshot.of(Notification)
         if notifications:
             found.append(max(map(attrgetter("create_time"), notifications)))
-        for meta in snapshot.of(MetaValue):
-            if meta.key == CLOCK_AT_KEY:
-                found.append(datetime.fromisoformat(meta.value))
+        if (mark := clock_at(snapshot.of(MetaValue))) is not None:
+            found.append(mark)
         return max(found, default=None)
 
     async def audit_page(self, team_id: str, before_seq: int, limit: int) -> list[AuditEvent]:
