@@ -22,6 +22,7 @@ function searchAsYouType() {
   const input = document.getElementById("q");
   const rows = document.getElementById("user-rows");
   if (!input || !rows || !input.dataset.rows) return;
+  const status = document.getElementById("q-status");
   let timer = null;
   let asked = 0;
   input.addEventListener("input", () => {
@@ -29,17 +30,33 @@ function searchAsYouType() {
     timer = setTimeout(async () => {
       const query = input.value.trim();
       const mine = ++asked;
-      const answer = await fetch(input.dataset.rows + "?q=" + encodeURIComponent(query), {
-        credentials: "same-origin", headers: { accept: "text/html" },
-      });
-      if (answer.redirected) {  // the session is over: the rows' address sent us to sign in
-        window.location.assign(answer.url);
+      let html;
+      try {
+        const answer = await fetch(input.dataset.rows + "?q=" + encodeURIComponent(query), {
+          credentials: "same-origin", headers: { accept: "text/html" },
+        });
+        if (answer.redirected) {  // the session is over: the rows' address sent us to sign in
+          window.location.assign(answer.url);
+          return;
+        }
+        // Rows come marked, a refusal's (403, 503...) too; anything else (a proxy's error
+        // page, the portal's own for a failure) is not put in the table.
+        if (mine !== asked) return;
+        if (answer.headers.get("X-Tessera-Rows") !== "1") throw new Error(String(answer.status));
+        html = await answer.text();
+      } catch {
+        // Offline, or an answer that is not rows: the table still shows the last list, so
+        // say that it is not this search's, and that the button still works.
+        if (mine === asked && status) {
+          status.textContent = "The search for \u201c" + query + "\u201d could not be made "
+            + "(the portal did not answer); the list below is the one before. "
+            + "Press Search to try again.";
+        }
         return;
       }
-      // Rows come marked, a refusal's (403, 503...) too; anything else (a proxy's error
-      // page, the portal's own for a failure) is not put in the table.
-      if (mine !== asked || answer.headers.get("X-Tessera-Rows") !== "1") return;
-      rows.innerHTML = await answer.text();
+      if (mine !== asked) return;
+      if (status) status.textContent = "";
+      rows.innerHTML = html;
       localTimes(rows);
       const url = new URL(window.location.href);
       if (query) url.searchParams.set("q", query); else url.searchParams.delete("q");

@@ -266,6 +266,32 @@ def test_search_as_you_type_after_the_key_was_revoked_goes_to_sign_in(
     assert page.url.endswith("/signin")  # the portal's session ended too
 
 
+def test_search_as_you_type_says_when_the_portal_did_not_answer(page: Any, world: World) -> None:
+    """A search the portal does not answer (offline, or a proxy's error page) leaves the
+    last list, says under the box that the list is not this search's, with no error
+    thrown in the page; the next search that is answered clears the words."""
+    thrown: list[str] = []
+    page.on("pageerror", lambda error: thrown.append(str(error)))
+    sign_in(page)
+    page.goto("/teams/alpha/users")
+    before = page.locator("#user-rows").inner_text()
+    page.route("**/users/rows*", lambda route: route.abort())
+    page.get_by_label("Find a user").press_sequentially("car", delay=30)
+    status = page.locator("#q-status")
+    expect(status).to_contain_text("The search for \u201ccar\u201d could not be made")
+    assert page.locator("#user-rows").inner_text() == before
+    page.unroute("**/users/rows*")
+    page.route("**/users/rows*", lambda route: route.fulfill(status=502, body="Bad gateway"))
+    page.get_by_label("Find a user").press_sequentially("l", delay=30)
+    expect(status).to_contain_text("The search for \u201ccarl\u201d could not be made")
+    page.unroute("**/users/rows*")
+    page.get_by_label("Find a user").press("Backspace")
+    expect(page.locator("#user-rows")).to_contain_text("carl@example.com")
+    expect(page.locator("#user-rows")).not_to_contain_text("ada@example.com")
+    expect(status).to_have_text("")
+    assert thrown == []
+
+
 def test_portal_assign_boxes_suggest_a_member_as_a_name_is_typed_and_pick_them(
     page: Any, world: World
 ) -> None:
