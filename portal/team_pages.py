@@ -859,11 +859,22 @@ def _address(line: str) -> str | None:
     return line
 
 
+# Invitations a page shows at least (a page of members at a time is read until this
+# many are found, or the list ends), so a team that invited thousands at once gets pages
+# of a readable length instead of one table of thousands of forms.
+INVITATIONS_PAGE = 100
+
+
 @team_page("invitations.html")
 async def invitations(request: Request, session: Session, team_id: str) -> dict[str, Any]:
-    members = await session.client.all_members(team_id)
-    invited = [m for m in members if m.state == common_pb2.MEMBER_STATE_INVITED]
-    return {"invited": invited}
+    invited: list[common_pb2.Member] = []
+    token = request.query_params.get("page", "")
+    while True:
+        page = await session.client.list_members(team_id, page_token=token)
+        invited += [m for m in page.members if m.state == common_pb2.MEMBER_STATE_INVITED]
+        token = page.next_page_token
+        if not token or len(invited) >= INVITATIONS_PAGE:
+            return {"invited": invited, "next_page": token}
 
 
 async def _resend(request: Request, session: Session, data: FormData) -> Response:

@@ -1782,6 +1782,30 @@ def test_portal_an_expired_invitation_says_when_it_expired(web: TestClient, worl
     assert "expires" not in said.group(1)
 
 
+def test_portal_invitations_come_in_pages_each_invitee_once(web: TestClient, world: World) -> None:
+    """A team that invited hundreds at once gets its invitations a page at a time (at
+    least ``INVITATIONS_PAGE`` a page, members read a list page at a time until that many
+    are found), not one table of every invitee; the pages together hold each once."""
+    lines = [f"Invitee {n} <invitee{n:03}@example.com>" for n in range(250)]
+    world.a("AssignUsers", {"team_id": "alpha", "users": lines, "product_ids": ["ACAD"]})
+    sign_in(web)
+    seen: list[str] = []
+    url = "/teams/alpha/invitations"
+    pages_read = 0
+    while url:
+        page = web.get(url)
+        assert page.status_code == 200
+        shown = re.findall(r"Resend the invitation to ([^\"]+)\"", page.text)
+        assert len(shown) >= team_pages.INVITATIONS_PAGE or "Next page" not in page.text
+        seen += shown
+        pages_read += 1
+        more = re.search(r'<a class="button" href="([^"]+)">Next page</a>', page.text)
+        url = urljoin(str(page.url), unescape(more.group(1))) if more else ""
+    assert pages_read >= 2
+    expected = {"bob@example.com"} | {f"invitee{n:03}@example.com" for n in range(250)}
+    assert sorted(seen) == sorted(expected)
+
+
 def test_portal_an_empty_low_balance_threshold_turns_the_alert_off_as_the_page_says(
     web: TestClient, world: World
 ) -> None:
