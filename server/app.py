@@ -210,13 +210,14 @@ def _terms_text(terms: Terms) -> str:
 
 
 def _terms_before(terms: Terms, stored: dict[str, str]) -> Terms | None:
-    """The terms the data was last served by, if they are other than ``terms``
-    (and readable: a record this version cannot read is taken as no change)."""
+    """The terms the data was last served by, if they are other than ``terms``: read
+    as recorded, though this version's checks may refuse them for a start (a record
+    this version cannot read at all is taken as no change)."""
     was = stored.get(TERMS_KEY)
     if was is None or was == _terms_text(terms):
         return None
     try:
-        return Terms.from_mapping(json.loads(was))
+        return Terms.recorded(json.loads(was))
     except ValueError:  # (json's errors are ValueErrors too)
         return None
 

@@ -11,6 +11,7 @@ M8, the heartbeat interval, L2, L4), records them with the data, and logs
 
 from __future__ import annotations
 
+import json
 import tomllib
 from contextlib import closing
 from dataclasses import fields, replace
@@ -20,6 +21,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from server.app import TERMS_KEY, _terms_before
 from server.clock import SystemClock, TestClock
 from server.config import OPTIONS, parse_args
 from server.domain.alerts import warning_time
@@ -180,6 +182,22 @@ def test_terms_a_start_with_other_terms_than_the_last_logs_both(tmp_path: Path) 
     third = ServerProcess(db, extra=["--terms", str(path)]).start()  # the same again
     third.terminate()
     assert not [x for x in third.lines if x.get("event") == "terms_changed"]
+
+
+def test_m6_terms_refused_now_are_still_read_as_those_the_data_was_served_by() -> None:
+    """A database last served with a 10-minute heartbeat and the 15-minute idle
+    threshold (allowed before the heartbeat had to be at most half the threshold) is
+    started with other terms: what fell due while down keeps the terms then (M6's 15
+    minutes), so the terms recorded are read back as they were, not taken as no
+    change because a start may no longer use them."""
+    was = replace(DEFAULT_TERMS, heartbeat_interval=timedelta(minutes=10))
+    with pytest.raises(ValueError, match="heartbeat_interval"):
+        Terms.from_mapping(was.shown())
+    now = replace(DEFAULT_TERMS, idle_threshold=timedelta(hours=4))
+    stored = {TERMS_KEY: json.dumps(was.shown(), sort_keys=True)}
+    assert _terms_before(now, stored) == was
+    assert _terms_before(was, stored) is None
+    assert _terms_before(now, {TERMS_KEY: '{"not_a_term": 1}'}) is None
 
 
 def test_l2_l4_the_warning_and_the_burn_window_follow_their_terms() -> None:

@@ -34,15 +34,7 @@ class Terms:
         """The defaults with ``values`` (a TOML file's table) in their place; a
         name or value that cannot be a term is refused with a ``ValueError``
         naming it and saying what it may be."""
-        known = {f.name: f for f in fields(cls)}
-        changed: dict[str, object] = {}
-        for name, value in values.items():
-            if name not in known:
-                raise ValueError(f"{name!r} is not a term (the terms: {', '.join(known)})")
-            changed[name] = (
-                _duration(name, value) if name in _SPANS else _count(name, value, _COUNTS[name])
-            )
-        terms = replace(cls(), **changed)  # type: ignore[arg-type]
+        terms = cls.recorded(values)
         for name, (low, high) in _SPANS.items():
             span = getattr(terms, name)
             if not low <= span <= high:
@@ -51,6 +43,22 @@ class Terms:
                 )
         terms._check()
         return terms
+
+    @classmethod
+    def recorded(cls, values: Mapping[str, object]) -> Terms:
+        """The terms ``values`` write (as ``shown`` does), without the bounds and the
+        checks of one term against another: the terms a database was last served by
+        are read back as they were, though a later version may refuse them as a start's
+        (``from_mapping``). A name or value that cannot be a term is a ``ValueError``."""
+        known = {f.name: f for f in fields(cls)}
+        changed: dict[str, object] = {}
+        for name, value in values.items():
+            if name not in known:
+                raise ValueError(f"{name!r} is not a term (the terms: {', '.join(known)})")
+            changed[name] = (
+                _duration(name, value) if name in _SPANS else _count(name, value, _COUNTS[name])
+            )
+        return replace(cls(), **changed)  # type: ignore[arg-type]
 
     def _check(self) -> None:
         """What the terms must be of one another."""
