@@ -40,14 +40,14 @@ def no_tessera_variables(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(option.env, raising=False)
 
 
-def test_h4_13_every_config_field_is_an_option_with_help() -> None:
+def test_issue12_h4_13_every_config_field_is_an_option_with_help() -> None:
     assert [o.field for o in OPTIONS] == [f.name for f in dataclasses.fields(Config)]
     for o in OPTIONS:
         assert o.env == "TESSERA_" + o.flag[2:].replace("-", "_").upper()
         assert len(o.help) > 20, o.flag
 
 
-def test_h4_13_help_shows_every_flag_with_its_variable_and_default() -> None:
+def test_issue12_h4_13_help_shows_every_flag_with_its_variable_and_default() -> None:
     result = run("--help")
     assert result.returncode == 0
     out = words(result.stdout)
@@ -59,7 +59,7 @@ def test_h4_13_help_shows_every_flag_with_its_variable_and_default() -> None:
     assert "[TESSERA_LOG_HEARTBEATS; default: off]" in out
 
 
-def test_h4_13_help_lists_the_operator_tools_one_line_each() -> None:
+def test_issue12_h4_13_help_lists_the_operator_tools_one_line_each() -> None:
     lines = run("--help").stdout.splitlines()
     for name in COMMANDS:
         (line,) = (line for line in lines if line.startswith(f"  {name} "))
@@ -67,7 +67,7 @@ def test_h4_13_help_lists_the_operator_tools_one_line_each() -> None:
 
 
 @pytest.mark.parametrize("tool", list(COMMANDS))
-def test_h4_13_each_tool_has_its_own_help(tool: str) -> None:
+def test_issue12_h4_13_each_tool_has_its_own_help(tool: str) -> None:
     result = run(tool, "--help")
     assert result.returncode == 0
     assert result.stdout.startswith(f"usage: python -m server {tool} ")
@@ -77,7 +77,9 @@ def test_h4_13_each_tool_has_its_own_help(tool: str) -> None:
     assert "[TESSERA_DB; default: var/tessera.db]" in text
 
 
-def test_h4_13_every_variable_is_read_and_a_flag_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_issue12_h4_13_every_variable_is_read_and_a_flag_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     samples = {
         "listen": "127.0.0.1:6000",
         "http_listen": "127.0.0.1:8081",
@@ -133,7 +135,7 @@ def test_h4_13_every_variable_is_read_and_a_flag_wins(monkeypatch: pytest.Monkey
         ),
     ],
 )
-def test_h4_13_a_bad_variable_is_a_usage_error_naming_it(
+def test_issue12_h4_13_a_bad_variable_is_a_usage_error_naming_it(
     variable: str,
     value: str,
     message: str,
@@ -147,7 +149,7 @@ def test_h4_13_a_bad_variable_is_a_usage_error_naming_it(
     assert message in capsys.readouterr().err
 
 
-def test_h4_13_readme_flags_table_is_the_one_the_options_make() -> None:
+def test_issue12_h4_13_readme_flags_table_is_the_one_the_options_make() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert readme.count(BEGIN) == 1 and readme.count(END) == 1
     table = readme.split(BEGIN)[1].split(END)[0].lstrip("\n")
@@ -159,7 +161,7 @@ def test_h4_13_readme_flags_table_is_the_one_the_options_make() -> None:
         assert f"| `{o.flag}`" in table and f"`{o.env}`" in table
 
 
-def test_h4_13_flags_table_script_prints_the_table() -> None:
+def test_issue12_h4_13_flags_table_script_prints_the_table() -> None:
     result = subprocess.run(
         [sys.executable, "scripts/flags_table.py"],
         cwd=REPO,
@@ -172,7 +174,7 @@ def test_h4_13_flags_table_script_prints_the_table() -> None:
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make")
-def test_h4_13_make_help_lists_every_target_with_one_line() -> None:
+def test_issue12_h4_13_make_help_lists_every_target_with_one_line() -> None:
     makefile = (REPO / "Makefile").read_text(encoding="utf-8")
     targets = re.findall(r"^([a-z][a-z-]*):(?!=)", makefile, re.M)
     result = subprocess.run(

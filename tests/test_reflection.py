@@ -56,13 +56,13 @@ def described(server: ServerThread, symbol: str) -> list[str]:
     return [line.strip() for line in result.stdout.splitlines()]
 
 
-def test_h4_12_describe_resolves_a_method_name(server: ServerThread) -> None:
+def test_issue12_h4_12_describe_resolves_a_method_name(server: ServerThread) -> None:
     out = described(server, "tessera.v1.AdminService.CreateTeam")
     assert out[0] == "tessera.v1.AdminService.CreateTeam is a method:"
     assert "rpc CreateTeam ( .tessera.v1.CreateTeamRequest ) returns" in out[-1]
 
 
-def test_h4_12_describe_a_method_prints_its_comment(server: ServerThread) -> None:
+def test_issue12_h4_12_describe_a_method_prints_its_comment(server: ServerThread) -> None:
     file = api_file("tessera/v1/admin_service.proto")
     (service,) = file.service
     index = [m.name for m in service.method].index("CreateTeam")
@@ -79,7 +79,7 @@ def test_h4_12_describe_a_method_prints_its_comment(server: ServerThread) -> Non
         ("tessera.v1.LicensingService", "tessera/v1/licensing_service.proto"),
     ],
 )
-def test_h4_12_describe_a_service_prints_every_rpc_comment(
+def test_issue12_h4_12_describe_a_service_prints_every_rpc_comment(
     server: ServerThread, service: str, file_name: str
 ) -> None:
     file = api_file(file_name)
@@ -90,7 +90,7 @@ def test_h4_12_describe_a_service_prints_every_rpc_comment(
         assert "\n".join([*expected, f"rpc {method.name} ("]) in out
 
 
-def test_h4_12_describe_a_message_prints_its_field_comments(server: ServerThread) -> None:
+def test_issue12_h4_12_describe_a_message_prints_its_field_comments(server: ServerThread) -> None:
     file = api_file("tessera/v1/admin_service.proto")
     index = [m.name for m in file.message_type].index("CreateTeamRequest")
     out = "\n".join(described(server, "tessera.v1.CreateTeamRequest"))
@@ -99,13 +99,13 @@ def test_h4_12_describe_a_message_prints_its_field_comments(server: ServerThread
     assert "\n".join([*team_id, "string team_id = 1;"]) in out
 
 
-def test_h4_12_an_unknown_method_is_still_not_found(server: ServerThread) -> None:
+def test_issue12_h4_12_an_unknown_method_is_still_not_found(server: ServerThread) -> None:
     result = grpcurl(server.target, "describe", "tessera.v1.AdminService.NoSuchMethod")
     assert result.returncode != 0
     assert "Symbol not found: tessera.v1.AdminService.NoSuchMethod" in result.stderr
 
 
-def test_h4_12_list_shows_both_reflection_versions(server: ServerThread) -> None:
+def test_issue12_h4_12_list_shows_both_reflection_versions(server: ServerThread) -> None:
     result = grpcurl(server.target, "list")
     assert result.returncode == 0, result.stderr
     assert {
@@ -115,7 +115,9 @@ def test_h4_12_list_shows_both_reflection_versions(server: ServerThread) -> None
     } <= set(result.stdout.split())
 
 
-def test_h4_12_grpcurl_prints_fields_by_their_names_in_the_proto(server: ServerThread) -> None:
+def test_issue12_h4_12_grpcurl_prints_fields_by_their_names_in_the_proto(
+    server: ServerThread,
+) -> None:
     """The descriptor set has a json_name per field; served, grpcurl would print
     ``testClock``. The contract's names are the proto's."""
     auth = ("-H", f"authorization: Bearer {ADMIN_TOKEN}")
@@ -125,7 +127,7 @@ def test_h4_12_grpcurl_prints_fields_by_their_names_in_the_proto(server: ServerT
     assert '"test_clock": true' in result.stdout
 
 
-def test_h4_12_error_details_resolve_for_grpcurl(server: ServerThread) -> None:
+def test_issue12_h4_12_error_details_resolve_for_grpcurl(server: ServerThread) -> None:
     out = described(server, "google.rpc.ErrorInfo")
     assert out[0] == "google.rpc.ErrorInfo is a message:"
 
@@ -137,7 +139,7 @@ def _v1alpha(target: str, request: reflection_pb2.ServerReflectionRequest) -> li
 
 
 @pytest.mark.parametrize("version", ["v1alpha", "v1"])
-def test_h4_12_both_versions_send_a_methods_file_with_its_comments(
+def test_issue12_h4_12_both_versions_send_a_methods_file_with_its_comments(
     server: ServerThread, version: str
 ) -> None:
     request = reflection_pb2.ServerReflectionRequest(
@@ -161,7 +163,7 @@ def test_h4_12_both_versions_send_a_methods_file_with_its_comments(
     assert len(source_info.location) > 100
 
 
-def test_h4_12_the_served_files_are_the_generated_modules_with_comments() -> None:
+def test_issue12_h4_12_the_served_files_are_the_generated_modules_with_comments() -> None:
     """descriptors.binpb and the *_pb2 modules come from one `make protos`: what
     reflection serves is what the code was compiled from, plus the comments."""
     served = Descriptors.served().serialized

@@ -130,7 +130,7 @@ def now_of(srv: ServerThread) -> str:
         "1969-12-31T23:59:59Z",
     ],
 )
-def test_h4_7_test_clock_outside_advance_clocks_range_is_a_usage_error(
+def test_issue12_h4_7_test_clock_outside_advance_clocks_range_is_a_usage_error(
     instant: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("TESSERA_TEST_CLOCK", raising=False)
@@ -142,7 +142,7 @@ def test_h4_7_test_clock_outside_advance_clocks_range_is_a_usage_error(
     assert f"{rfc3339(MIN_TIME)} to {LATEST}" in err
 
 
-def test_h4_7_test_clock_from_the_environment_is_bounded_too(
+def test_issue12_h4_7_test_clock_from_the_environment_is_bounded_too(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TESSERA_TEST_CLOCK", "9999-12-31T00:00:00Z")
@@ -152,7 +152,7 @@ def test_h4_7_test_clock_from_the_environment_is_bounded_too(
     assert "TESSERA_TEST_CLOCK: '9999-12-31T00:00:00Z' is outside" in capsys.readouterr().err
 
 
-def test_h4_7_the_range_ends_exactly_where_advance_clock_stops(
+def test_issue12_h4_7_the_range_ends_exactly_where_advance_clock_stops(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("TESSERA_TEST_CLOCK", raising=False)
@@ -160,7 +160,7 @@ def test_h4_7_the_range_ends_exactly_where_advance_clock_stops(
     assert parse_args(["--test-clock", rfc3339(MIN_TIME)]).test_clock == MIN_TIME
 
 
-def test_h4_7_a_server_at_the_latest_instant_still_sells_tokens(tmp_path: Path) -> None:
+def test_issue12_h4_7_a_server_at_the_latest_instant_still_sells_tokens(tmp_path: Path) -> None:
     """The old failure: a clock in year 9999 made PurchaseTokens INTERNAL (a pack
     expires a year on). At the range's end a purchase works."""
     with running(tmp_path / "tessera.db", test_clock=LATEST) as srv:
@@ -177,7 +177,9 @@ def test_h4_7_a_server_at_the_latest_instant_still_sells_tokens(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("via", ["flag", "environment"])
-def test_h4_7_start_at_year_9999_exits_2_before_opening_anything(via: str, tmp_path: Path) -> None:
+def test_issue12_h4_7_start_at_year_9999_exits_2_before_opening_anything(
+    via: str, tmp_path: Path
+) -> None:
     db = tmp_path / "new" / "tessera.db"
     if via == "flag":
         result = start_server("--db", str(db), "--test-clock", "9999-12-31T00:00:00Z")
@@ -208,7 +210,7 @@ def busy_port() -> Iterator[int]:
 @pytest.mark.parametrize(
     "flags", [("--no-front-process",), ("--front-process",)], ids=["one-process", "front"]
 )
-def test_h4_8b_port_in_use_is_one_line_and_the_database_is_untouched(
+def test_issue12_h4_8b_port_in_use_is_one_line_and_the_database_is_untouched(
     busy_port: int, tmp_path: Path, flags: tuple[str, ...]
 ) -> None:
     """With --front-process the front binds, and says why it cannot, before the
@@ -223,7 +225,7 @@ def test_h4_8b_port_in_use_is_one_line_and_the_database_is_untouched(
     assert not db.parent.exists()
 
 
-def test_h4_8b_port_in_use_leaves_an_existing_database_as_it_was(
+def test_issue12_h4_8b_port_in_use_leaves_an_existing_database_as_it_was(
     busy_port: int, tmp_path: Path
 ) -> None:
     db = tmp_path / "tessera.db"
@@ -235,7 +237,7 @@ def test_h4_8b_port_in_use_leaves_an_existing_database_as_it_was(
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
-def test_h4_8b_a_file_sqlite_cannot_open_is_refused_in_one_line_and_left_as_it_was(
+def test_issue12_h4_8b_a_file_sqlite_cannot_open_is_refused_in_one_line_and_left_as_it_was(
     tmp_path: Path,
 ) -> None:
     """A damaged database (or a disk too full to open one): what to do, not a traceback."""
@@ -254,7 +256,7 @@ def test_h4_8b_a_file_sqlite_cannot_open_is_refused_in_one_line_and_left_as_it_w
 
 
 @pytest.mark.parametrize("mode", ["--no-front-process", "--front-process"])
-def test_h4_8b_a_start_on_a_disk_with_no_room_is_refused_in_words(
+def test_issue12_h4_8b_a_start_on_a_disk_with_no_room_is_refused_in_words(
     tmp_path: Path, mode: str
 ) -> None:
     """The first file a start writes is the lock beside the database, with a front or
@@ -270,7 +272,7 @@ def test_h4_8b_a_start_on_a_disk_with_no_room_is_refused_in_words(
     assert not db.exists()
 
 
-def test_h4_8b_a_database_of_a_newer_release_is_refused_to_start_and_to_verify(
+def test_issue12_h4_8b_a_database_of_a_newer_release_is_refused_to_start_and_to_verify(
     tmp_path: Path,
 ) -> None:
     """A release that does not know a database's last migrations would read and write
@@ -314,7 +316,7 @@ def test_m7_a_damaged_signing_keys_file_is_refused_in_one_line(tmp_path: Path, d
 
 
 @pytest.mark.parametrize("kind", ["directory", "text file"])
-def test_h4_8b_a_db_that_is_no_database_is_refused_before_anything_is_done_to_it(
+def test_issue12_h4_8b_a_db_that_is_no_database_is_refused_before_anything_is_done_to_it(
     tmp_path: Path, kind: str
 ) -> None:
     """A mistyped --db (a shared directory, someone's file): refused in one line
@@ -343,7 +345,7 @@ def test_h4_8b_a_db_that_is_no_database_is_refused_before_anything_is_done_to_it
 # -- point 8b: a database keeps its clock ---------------------------------------
 
 
-def test_h4_8b_test_clock_database_without_test_clock_is_refused(tmp_path: Path) -> None:
+def test_issue12_h4_8b_test_clock_database_without_test_clock_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "tessera.db"
     with running(db) as srv:
         srv.call(srv.server.engine.advance_clock(None, 3600))
@@ -358,7 +360,7 @@ def test_h4_8b_test_clock_database_without_test_clock_is_refused(tmp_path: Path)
         assert now_of(srv) == "2026-01-01T01:00:00Z|True"
 
 
-def test_h4_8b_test_clock_database_refusal_from_the_command_line(tmp_path: Path) -> None:
+def test_issue12_h4_8b_test_clock_database_refusal_from_the_command_line(tmp_path: Path) -> None:
     db = tmp_path / "tessera.db"
     with running(db):
         pass
@@ -368,7 +370,7 @@ def test_h4_8b_test_clock_database_refusal_from_the_command_line(tmp_path: Path)
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_h4_8b_real_clock_database_refuses_a_test_clock(tmp_path: Path) -> None:
+def test_issue12_h4_8b_real_clock_database_refuses_a_test_clock(tmp_path: Path) -> None:
     db = tmp_path / "tessera.db"
     with running(db, test_clock=None):
         pass
@@ -380,7 +382,7 @@ def test_h4_8b_real_clock_database_refuses_a_test_clock(tmp_path: Path) -> None:
     )
 
 
-def test_h4_8b_real_clock_database_from_before_the_mark_refuses_a_test_clock(
+def test_issue12_h4_8b_real_clock_database_from_before_the_mark_refuses_a_test_clock(
     tmp_path: Path,
 ) -> None:
     """A database that holds data but no clock mark (made before the mark
@@ -399,7 +401,7 @@ def test_h4_8b_real_clock_database_from_before_the_mark_refuses_a_test_clock(
     )
 
 
-def test_h4_8b_end_test_clock_moves_a_database_to_the_real_clock_for_good(
+def test_issue12_h4_8b_end_test_clock_moves_a_database_to_the_real_clock_for_good(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "tessera.db"
@@ -413,7 +415,7 @@ def test_h4_8b_end_test_clock_moves_a_database_to_the_real_clock_for_good(
     assert refused(db, T0).startswith(f"{db} runs on the real clock (since ")
 
 
-def test_h4_8b_end_test_clock_and_test_clock_exclude_each_other(
+def test_issue12_h4_8b_end_test_clock_and_test_clock_exclude_each_other(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with pytest.raises(SystemExit) as exit_:
@@ -547,7 +549,7 @@ def banner(db: Path, *, terminal: bool = False) -> tuple[str, str]:
     return "".join(lines), out
 
 
-def test_h4_8b_admin_token_is_shown_once_to_a_terminal_and_never_to_a_log(
+def test_issue12_h4_8b_admin_token_is_shown_once_to_a_terminal_and_never_to_a_log(
     tmp_path: Path,
 ) -> None:
     """The token a first start makes is printed once, to a terminal (the operator

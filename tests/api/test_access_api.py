@@ -1128,7 +1128,7 @@ def test_a7_a_guest_flag_that_changes_nothing_they_may_run_sends_no_email(
     assert [n["kind"] for n in notes(sheet, "alpha")] == ["NOTIFICATION_KIND_ACCESS_CHANGED"]
 
 
-def test_h2_14_assign_adds_to_a_member_and_notifies_only_when_it_changed(
+def test_issue12_h2_14_assign_adds_to_a_member_and_notifies_only_when_it_changed(
     sheet: Grpcurl,
 ) -> None:
     """Issue 12, point 14: AssignUsers on a member replaced their products."""

@@ -992,7 +992,7 @@ RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: "Acme\u202eevil" reads "Acmelive"
         ),
     ],
 )
-def test_h2_8_display_names_refuse_control_and_bidi_characters(
+def test_issue12_h2_8_display_names_refuse_control_and_bidi_characters(
     admin: Grpcurl, method: str, body: dict[str, Any], field: str
 ) -> None:
     """Issue 12, point 8: display names took control characters and U+202E."""
@@ -1022,7 +1022,7 @@ def test_h2_8_display_names_refuse_control_and_bidi_characters(
         ),
     ],
 )
-def test_h2_8_a_display_name_of_spaces_alone_is_refused_not_taken_as_absent(
+def test_issue12_h2_8_a_display_name_of_spaces_alone_is_refused_not_taken_as_absent(
     admin: Grpcurl, method: str, body: dict[str, Any], field: str
 ) -> None:
     """A name of spaces was given and shows nothing, as one of other blank
@@ -1036,7 +1036,7 @@ def test_h2_8_a_display_name_of_spaces_alone_is_refused_not_taken_as_absent(
     assert admin(A + "ListProducts", {}).get("products", []) == []
 
 
-def test_h2_8_team_rename_and_user_names_follow_the_same_rule(admin: Grpcurl) -> None:
+def test_issue12_h2_8_team_rename_and_user_names_follow_the_same_rule(admin: Grpcurl) -> None:
     create_team(admin, "acme")
     err = refused(
         admin,
@@ -1070,7 +1070,7 @@ def test_h2_8_team_rename_and_user_names_follow_the_same_rule(admin: Grpcurl) ->
         (10**12, 0, "10,000 years"),
     ],
 )
-def test_h2_8_duration_with_disagreeing_signs_is_refused(
+def test_issue12_h2_8_duration_with_disagreeing_signs_is_refused(
     server: ServerThread, seconds: int, nanos: int, words: str
 ) -> None:
     """Issue 12, point 8: AdvanceClock took ``by`` {seconds: 1, nanos: -500000000}."""
@@ -1101,7 +1101,7 @@ def test_h2_8_duration_with_disagreeing_signs_is_refused(
         ("p" * 201, "at most 200 characters"),
     ],
 )
-def test_h2_14_purchase_needs_a_request_id_by_entitles_rule(
+def test_issue12_h2_14_purchase_needs_a_request_id_by_entitles_rule(
     admin: Grpcurl, request_id: str, words: str
 ) -> None:
     """Issue 12, points 6 and 14: PurchaseTokens took a NUL in request_id (Entitle
@@ -1114,7 +1114,7 @@ def test_h2_14_purchase_needs_a_request_id_by_entitles_rule(
     assert packs(admin, "acme") == []
 
 
-def test_h2_14_purchase_retry_returns_the_first_pack_and_other_teams_are_refused(
+def test_issue12_h2_14_purchase_retry_returns_the_first_pack_and_other_teams_are_refused(
     admin: Grpcurl,
 ) -> None:
     create_team(admin, "acme")

@@ -740,7 +740,7 @@ def test_m13_ten_live_sessions_then_session_limit_until_one_is_released(
 
 
 @pytest.mark.parametrize("request_id", ["rq\x00", "rq\x85", "rq\u202e1", "  ", "r" * 201])
-def test_h2_6_entitle_request_id_follows_the_one_rule(
+def test_issue12_h2_6_entitle_request_id_follows_the_one_rule(
     desk: Desk, ann: str, request_id: str
 ) -> None:
     """Issue 12, point 6: one rule for request ids (PurchaseTokens follows it too)."""
@@ -882,7 +882,9 @@ def test_r2_end_session_ends_it_ended_by_admin(desk: Desk, ann: str) -> None:
     assert set(err.field_violations) == {"session_id"}
 
 
-def test_h2_14_list_devices_and_remove_a_running_one_only_when_told(desk: Desk, ann: str) -> None:
+def test_issue12_h2_14_list_devices_and_remove_a_running_one_only_when_told(
+    desk: Desk, ann: str
+) -> None:
     desk.release(ann, desk.entitle(ann, device_id="dev-1")["session_id"])
     desk.to(at(m=1))
     s = desk.entitle(ann, device_id="dev-2")

@@ -302,7 +302,7 @@ def test_a1_import_activates_an_invited_member_and_withdraws_the_invitation(
         world.directory.accept_invitation(token, T0, Changes())
 
 
-def test_h2_14_reassigning_a_member_adds_products_and_notifies_only_on_change(
+def test_issue12_h2_14_reassigning_a_member_adds_products_and_notifies_only_on_change(
     world: World,
 ) -> None:
     """Issue 12, point 14: AssignUsers on a member replaced their products."""
@@ -321,7 +321,7 @@ def test_h2_14_reassigning_a_member_adds_products_and_notifies_only_on_change(
     assert len(world.directory.list_notifications()) == 1
 
 
-def test_h2_14_all_products_is_added_and_never_taken_back_by_assign(world: World) -> None:
+def test_issue12_h2_14_all_products_is_added_and_never_taken_back_by_assign(world: World) -> None:
     world.imported("ann@x.com", products=["ACAD"])
     [(member, _)] = world.assign(["ann@x.com"], all_products=True)
     assert (member.all_products, member.product_ids) == (True, frozenset())

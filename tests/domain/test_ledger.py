@@ -270,7 +270,7 @@ def test_t1_a_bad_number_of_tokens_is_refused_naming_it_even_under_a_used_reques
     assert list(w.ledger.packs) == ["pk-001"]
 
 
-def test_h2_14_repeated_request_id_for_another_team_is_already_exists() -> None:
+def test_issue12_h2_14_repeated_request_id_for_another_team_is_already_exists() -> None:
     w = World("acme", "beta")
     w.buy("acme", 100, request_id="rq-1")
     changes = Changes()
@@ -294,7 +294,9 @@ def test_h2_14_repeated_request_id_for_another_team_is_already_exists() -> None:
         ("x" * 201, "at most 200 characters"),
     ],
 )
-def test_h2_14_purchase_needs_a_request_id_by_the_one_rule(request_id: str, words: str) -> None:
+def test_issue12_h2_14_purchase_needs_a_request_id_by_the_one_rule(
+    request_id: str, words: str
+) -> None:
     """Issue 12, points 6 and 14: a purchase without a key bought twice on retry,
     and one with a NUL in it was accepted (Entitle refused it)."""
     w = World("acme")

@@ -1369,7 +1369,7 @@ def test_r2_end_session_by_admin(w: World) -> None:
         w.lic.end_session("nope", EndReason.ENDED_BY_ADMIN, w.now, changes, w.heap)
 
 
-def test_h2_14_remove_device_in_use_is_refused_and_changes_nothing(w: World) -> None:
+def test_issue12_h2_14_remove_device_in_use_is_refused_and_changes_nothing(w: World) -> None:
     """Issue 12, point 14: RemoveDevice silently ended running sessions."""
     a = w.entitle(device="d1")
     b = w.entitle(device="d1", version="2026")
@@ -1381,7 +1381,7 @@ def test_h2_14_remove_device_in_use_is_refused_and_changes_nothing(w: World) -> 
     assert [d.device_id for d in w.lic.devices("ann", "ACAD")] == ["d1"]
 
 
-def test_h2_14_remove_device_with_end_sessions_ends_them_and_says_which(w: World) -> None:
+def test_issue12_h2_14_remove_device_with_end_sessions_ends_them_and_says_which(w: World) -> None:
     a = w.entitle(device="d1")
     plug = w.entitle(product="PLUG", device="d1", parent=a.session_id)
     b = w.entitle(device="d1", version="2026")
@@ -1398,7 +1398,7 @@ def test_h2_14_remove_device_with_end_sessions_ends_them_and_says_which(w: World
     assert set(e.value.violations) == {"device_id"}
 
 
-def test_h2_14_remove_device_without_live_sessions_needs_no_flag(w: World) -> None:
+def test_issue12_h2_14_remove_device_without_live_sessions_needs_no_flag(w: World) -> None:
     w.release(w.entitle(device="d1"))
     assert w._run(w.lic.remove_device, "ann", "ACAD", "d1") == []
     assert w.lic.devices("ann", "ACAD") == []

@@ -37,7 +37,7 @@ SEPARATORS = ["\u2028", "\u2029"]
 
 
 @pytest.mark.parametrize("ch", BIDI + CONTROL + OTHER_FORMAT + SEPARATORS)
-def test_h2_8_display_name_refuses_control_format_and_bidi_characters(ch: str) -> None:
+def test_issue12_h2_8_display_name_refuses_control_format_and_bidi_characters(ch: str) -> None:
     with pytest.raises(InvalidArgument) as e:
         display_name(f"Acme{ch}Corp", "display_name")
     assert list(e.value.violations) == ["display_name"]
@@ -60,7 +60,7 @@ def test_h2_8_display_name_refuses_control_format_and_bidi_characters(ch: str) -
         "\u3164\u3131",  # a filler beside a letter that draws
     ],
 )
-def test_h2_8_display_name_keeps_every_script(name: str) -> None:
+def test_issue12_h2_8_display_name_keeps_every_script(name: str) -> None:
     assert name_problem(name) is None
     assert display_name(f"  {name} ", "product.display_name") == name
 
@@ -82,7 +82,7 @@ def test_h2_8_display_name_keeps_every_script(name: str) -> None:
         "\u20dd",  # COMBINING ENCLOSING CIRCLE (Me)
     ],
 )
-def test_h2_8_a_display_name_of_joiners_alone_is_refused(name: str) -> None:
+def test_issue12_h2_8_a_display_name_of_joiners_alone_is_refused(name: str) -> None:
     """The joiners are kept for the scripts that spell names with them, marks for
     the accents they put on letters; a name of nothing else, or of letters that
     draw nothing, shows as nothing beside what it names."""
@@ -91,7 +91,7 @@ def test_h2_8_a_display_name_of_joiners_alone_is_refused(name: str) -> None:
     assert "visible character" in e.value.violations["display_name"]
 
 
-def test_h2_8_display_name_length_and_empty() -> None:
+def test_issue12_h2_8_display_name_length_and_empty() -> None:
     assert display_name("", "display_name") == ""  # not given: the caller's default
     assert display_name("  Acme ", "display_name") == "Acme"
     for blank in ("   ", " \u3000 "):  # given, and shows nothing
@@ -116,7 +116,7 @@ def test_h2_8_display_name_length_and_empty() -> None:
         ("x" * 201, "at most 200 characters"),
     ],
 )
-def test_h2_6_one_request_id_rule(request_id: str, words: str) -> None:
+def test_issue12_h2_6_one_request_id_rule(request_id: str, words: str) -> None:
     for required in (True, False):
         problem = request_id_problem(request_id, required=required)
         assert problem is not None and words in problem
@@ -125,7 +125,7 @@ def test_h2_6_one_request_id_rule(request_id: str, words: str) -> None:
     assert list(e.value.violations) == ["request_id"]
 
 
-def test_h2_6_request_id_may_be_empty_only_where_it_is_optional() -> None:
+def test_issue12_h2_6_request_id_may_be_empty_only_where_it_is_optional() -> None:
     assert request_id_problem("", required=False) is None
     assert request_id_problem("", required=True) == (
         "is required: a key unique to this request, so that a retry is not applied twice"
@@ -145,7 +145,7 @@ def _refused_one_by_one(value: str, joiners: bool) -> str | None:
 
 
 @given(st.text(), st.booleans())
-def test_h2_8_printable_ascii_shortcut_refuses_what_the_rule_refuses(
+def test_issue12_h2_8_printable_ascii_shortcut_refuses_what_the_rule_refuses(
     value: str, joiners: bool
 ) -> None:
     """``unprintable`` answers printable ASCII with one search (issue 17): the
