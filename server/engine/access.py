@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Collection, Mapping, Sequence
+from copy import copy
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -161,8 +162,10 @@ class Access:
             if member.user_id in before:
                 losses[member.user_id] = before[member.user_id] - self.effective(member)
         self._revoke_losses(team_id, losses, now, changes)
+        # The members as this call left them: others may change them while it is stored.
+        answer = [copy(m) for m, _ in assigned]
         await commit_call(self._commits, changes, fired)
-        return [m for m, _ in assigned]
+        return answer
 
     async def unassign(self, team_id: str, user_id: str) -> None:
         self.state.team(team_id)
@@ -202,8 +205,9 @@ class Access:
             await store_fired(self._commits, changes)
             raise
         self._revoke_losses(team_id, {user_id: lost}, now, changes)
+        answer = copy(member)
         await commit_call(self._commits, changes, fired)
-        return member
+        return answer
 
     async def set_default_assignments(self, team_id: str, product_ids: Sequence[str]) -> None:
         team = self.state.team(team_id)
@@ -271,8 +275,9 @@ class Access:
             await store_fired(self._commits, changes)
             raise
         self._schedule_invitation(team_id, user_id)
+        answer = copy(invitation)
         await commit_call(self._commits, changes, fired)
-        return invitation, token
+        return answer, token
 
     async def accept_invitation(self, token: str) -> tuple[str, str]:
         """A2: activate the membership and issue the key, once the deadlines already
@@ -376,8 +381,9 @@ class Access:
             await store_fired(self._commits, changes)
             raise
         self._coverage_changed(sub, now, changes)
+        answer = copy(sub)
         await self._commits.commit(changes)
-        return sub
+        return answer
 
     def list_subscriptions(
         self, user_id: str, product_id: str, include_ended: bool
@@ -402,8 +408,9 @@ class Access:
             raise
         self._coverage_changed(sub, now, changes)
         # One already over (its end fired above, or long ago) changes nothing: no event (AD2).
+        answer = copy(sub)
         await commit_call(self._commits, changes, fired)
-        return sub
+        return answer
 
     # -- the directory (AD4, AD5) ------------------------------------------------------
 

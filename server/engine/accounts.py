@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from copy import copy
 from dataclasses import replace
 from datetime import datetime
 
@@ -88,8 +89,9 @@ class Accounts:
         self.state.ledger.add_team(team_id)
         changes = Changes()
         changes.upsert(team)
+        answer = copy(team)  # as this call left it: others may change it while it is stored
         await self._commits.commit(changes)
-        return team
+        return answer
 
     def list_teams(self, visible: frozenset[str] | None = None) -> list[Team]:
         """Every team, or those in ``visible`` (a team administrator's, RULES AD1)."""
@@ -140,8 +142,9 @@ class Accounts:
             changes.upsert(team)
         # A request that changes nothing leaves no audit event (AD2), and stores only
         # the deadlines it fired.
+        answer = copy(team)
         await commit_call(self._commits, changes, fired)
-        return team
+        return answer
 
     # -- tokens --------------------------------------------------------------
 
@@ -164,9 +167,11 @@ class Accounts:
             warning = warning_time(pack, self.state.terms.pack_expiry_warning)
             self._scheduler.schedule(warning, TimerKind.PACK_WARNING, pack.pack_id)
         # (a retry, nothing of its own to store and no event (AD2), answers once the
-        # first purchase is stored)
+        # first purchase is stored). The pack as this call left it: an Entitle may hold
+        # from it while it is stored, and that hold is not stored with it.
+        answer = copy(pack)
         await commit_call(self._commits, changes, fired)
-        return pack
+        return answer
 
     def list_packs(self, team_id: str) -> list[TokenPack]:
         self.team(team_id)
@@ -193,8 +198,9 @@ class Accounts:
         except Exception:
             await store_fired(self._commits, changes)
             raise
+        answer = copy(pack)
         await self._commits.commit(changes)
-        return pack
+        return answer
 
     async def forecast(self, team_id: str) -> Forecast:
         """L4 as of now; the charges are read from the committed ledger."""

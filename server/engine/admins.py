@@ -10,6 +10,7 @@ refused.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from copy import copy
 
 from server.clock import Clock
 from server.credentials import ADMIN_PREFIX, hash_secret, new_secret
@@ -79,8 +80,9 @@ class AdminKeys:
         self._live[key.key_hash] = key
         changes = Changes()
         changes.upsert(key)
+        answer = copy(key)  # as this call left it: a revocation may come while it is stored
         await self._commits.commit(changes)
-        return key, secret
+        return answer, secret
 
     def list(self) -> list[AdminKey]:
         """Every key, revoked ones too, oldest first."""
@@ -102,5 +104,6 @@ class AdminKeys:
         self._live.pop(key.key_hash, None)
         changes = Changes()
         changes.upsert(key)
+        answer = copy(key)
         await self._commits.commit(changes)
-        return key
+        return answer

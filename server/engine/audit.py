@@ -108,10 +108,13 @@ async def store_fired(commits: Commits, changes: Changes) -> None:
     """Store what the deadlines a refused call fired on its way in did
     (``Scheduler.caught_up``): a capture, a release, an expiry. The call changed
     nothing itself, so they carry no event of it (AD2), but left unstored the
-    stored ledger would miss entries its hash chain and the packs' sums count on."""
+    stored ledger would miss entries its hash chain and the packs' sums count on.
+    With nothing fired, it still waits for what other calls are storing: a refusal
+    or a read drawn from memory (RUNNING_ELSEWHERE naming a session, a hold listed)
+    must not tell what a crash could undo (``Commits.commit``)."""
     if changes:
         abandon()
-        await commits.commit(changes)
+    await commits.commit(changes)
 
 
 async def commit_call(commits: Commits, changes: Changes, fired: int) -> None:

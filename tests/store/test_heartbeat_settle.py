@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,36 +23,9 @@ from server.domain.changes import Changes
 from server.domain.products import Platform
 from server.engine import Engine
 from server.engine import sessions as sessions_module
-from server.store.sqlite import Store
 from tests.licensing_desk import Desk
+from tests.store.held import held_writer
 from tests.support import ServerThread
-
-
-@contextlib.asynccontextmanager
-async def held_writer(
-    store: Store,
-) -> AsyncIterator[tuple[asyncio.Event, asyncio.Event, list[list[Any]]]]:
-    """Hold the store's writer at a gate (set it to let writes through) and
-    record the ops of each transaction (one per row written); ``holding`` is set once the writer has
-    taken a transaction and waits at the gate. The writer is restored on the
-    way out."""
-    gate, holding = asyncio.Event(), asyncio.Event()
-    writes: list[list[Any]] = []
-    group = store._group  # the group commit's writer calls its _write per transaction
-    write = group._write
-
-    async def held(plan: Any) -> Any:
-        holding.set()
-        await gate.wait()
-        writes.append([(table, delete, row) for table, delete, rows in plan for row in rows])
-        return await write(plan)
-
-    group._write = held
-    try:
-        yield gate, holding, writes
-    finally:
-        gate.set()
-        group._write = write
 
 
 @pytest.fixture
