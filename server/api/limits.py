@@ -18,7 +18,7 @@ credential has no bucket yet, it cost 4.6-5.9 µs a call on a quiet host against
 
 A bucket that has refilled completely is worth nothing kept: it is forgotten, so
 a million users cost memory only while busy. The buckets are kept least recently
-used first, and each new one looks at the oldest ``FORGET_PER_NEW`` and forgets
+used first, and each call looks at the oldest ``FORGET_PER_NEW`` and forgets
 those that are full again, stopping at the first that is not (issue 17). A sweep
 of every bucket each 10,000 new ones did the same, but held the event loop for
 12.5 ms each time, every 2.6 s in ``make bench``. A bucket still refilling is never
@@ -33,7 +33,7 @@ from collections.abc import Callable
 from server.api.errors import ResourceExhausted
 from server.clock import monotonic
 
-#: Oldest buckets each new one looks at: more than one, so that they shrink
+#: Oldest buckets each call looks at: more than one, so that they shrink
 #: when fewer credentials are busy than before.
 FORGET_PER_NEW = 2
 
@@ -69,6 +69,9 @@ class RateLimits:
             full_at = now
         else:
             buckets.move_to_end(credential)  # the newest use, last
+            # Known credentials forget too: after a crowd has gone, the few still
+            # calling would otherwise keep every bucket of it for good.
+            self._forget_full(now)
             if full_at < now:
                 full_at = now
         if full_at - now > self._slack:  # a refusal takes nothing

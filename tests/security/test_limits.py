@@ -129,6 +129,22 @@ def test_rate_limit_a_bucket_full_again_is_forgotten_by_the_next_new_ones() -> N
     assert len(limits) == 5
 
 
+def test_rate_limit_buckets_of_a_crowd_gone_are_forgotten_while_a_few_known_ones_call() -> None:
+    """5,000 users call once, then only 3 of them go on calling for an hour: the
+    crowd's buckets, full again, are forgotten by the known ones' calls too, not
+    kept for good because no new credential comes to forget them."""
+    clock = SecondsClock()
+    limits = RateLimits(rate=200.0, burst=1000, clock=clock)
+    for i in range(5000):
+        limits.take(f"user{i}@example.com")
+    clock.t += 3600.0  # every bucket long full again
+    for _ in range(3600):
+        for u in range(3):
+            limits.take(f"user{u}@example.com")
+        clock.t += 1.0
+    assert len(limits) == 3
+
+
 def test_rate_limit_a_bucket_still_refilling_is_kept_and_still_limits() -> None:
     clock = SecondsClock()
     limits = RateLimits(rate=1.0, burst=2, clock=clock)
