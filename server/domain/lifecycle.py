@@ -70,7 +70,7 @@ from server.domain.teams import Team
 from server.domain.terms import SpanChange, Terms, instant_across_a_change
 from server.domain.timers import TimerKind
 
-_Requests = Session | tuple[Session, ...]
+_Requests = Session | dict[str, Session]  # by user, once users share the id
 
 
 # The sort key a lambda would make, made in C: a restart sorts a million sessions.
@@ -192,25 +192,40 @@ class SessionBook:
         found = self._by_request.get(request_id)
         if found is None:
             return None
-        candidates = (found,) if isinstance(found, Session) else found
-        return next((s for s in candidates if s.user_id == user_id), None)
+        if isinstance(found, Session):
+            return found if found.user_id == user_id else None
+        return found.get(user_id)
 
     def _remember(self, session: Session) -> None:
-        found = self._by_request.get(session.request_id)
+        """Index an ended ``session`` by its request id: the first of a user's kept
+        (M11 finds it; a second of theirs cannot be opened while it is in memory).
+        Users whose ids collide share a dict by user, so that a thousand of them
+        (every client copying one example's ``"e-1"``) cost each one a dict entry,
+        not a copy of everyone's."""
+        rid, user_id = session.request_id, session.user_id
+        by_request = self._by_request
+        found = by_request.get(rid)
         if found is None:
-            self._by_request[session.request_id] = session
+            by_request[rid] = session
         elif isinstance(found, Session):
-            self._by_request[session.request_id] = (found, session)
+            if found.user_id != user_id:
+                by_request[rid] = {found.user_id: found, user_id: session}
         else:
-            self._by_request[session.request_id] = (*found, session)
+            found.setdefault(user_id, session)
 
     def _forget_request(self, session: Session) -> None:
-        found = self._by_request.pop(session.request_id, None)
-        if found is None or isinstance(found, Session):
+        rid, by_request = session.request_id, self._by_request
+        found = by_request.get(rid)
+        if found is None:
             return
-        rest = tuple(s for s in found if s is not session)
-        if rest:
-            self._by_request[session.request_id] = rest[0] if len(rest) == 1 else rest
+        if isinstance(found, Session):
+            if found is session:
+                del by_request[rid]
+            return
+        if found.get(session.user_id) is session:
+            del found[session.user_id]
+            if len(found) == 1:
+                (by_request[rid],) = found.values()
 
     def _link(self, session: Session, meter: Meter, device: Device, host: Session | None) -> None:
         if session.active:

@@ -1,0 +1,109 @@
+"""M11's index of ended sessions by request id, when users share one.
+
+Request ids are the client's: a hand-written client that copies the README's
+``"request_id": "e-1"`` gives every user the same one. Each user's repeat must
+still find their own session, and the index must grow and shrink a session at a
+time: kept as one tuple of everyone's sessions, each end copied it and each
+forgotten session rebuilt it (20,000 users: 2-4 s to restore, 10-20 s on the event
+loop to forget them, holding every call).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from server.domain.ledger import Ledger
+from server.domain.liveview import LiveView
+from server.domain.products import Platform
+from server.domain.sessions import Coverage, EndReason, Session, SessionState
+from server.domain.teams import Plan
+from server.domain.terms import DEFAULT_TERMS
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _ended(i: int, user: str, request_id: str = "e-1") -> Session:
+    t = T0 + timedelta(seconds=i)
+    return Session(
+        session_id=f"se_{i:08d}",
+        user_id=user,
+        team_id="alpha",
+        product_id="ACAD",
+        product_version="2026",
+        platform=Platform.WINDOWS,
+        device_id="pc-1",
+        parent_session_id="",
+        request_id=request_id,
+        coverage=Coverage.TOKENS,
+        plan=Plan.STANDARD,
+        daily_rate=10,
+        start_time=t,
+        lease_start=t,
+        last_activity=t,
+        state_since=t,
+        coverage_since=t,
+        state=SessionState.ENDED,
+        end_reason=EndReason.RELEASED,
+    )
+
+
+def _restored(sessions: list[Session]) -> LiveView:
+    return LiveView.restore(
+        sessions,
+        [],
+        [],
+        [],
+        ledger=Ledger(),
+        products={},
+        teams={},
+        terms=DEFAULT_TERMS,
+        access=None,  # type: ignore[arg-type]
+        coverage=None,  # type: ignore[arg-type]
+        new_id=lambda prefix: prefix,
+    )
+
+
+def test_m11_users_sharing_a_request_id_each_find_their_own_ended_session() -> None:
+    sessions = [_ended(i, f"u{i}@example.com") for i in range(3000)]
+    sessions.append(_ended(3000, "solo@example.com", "s-1"))
+    lic = _restored(sessions)
+    for s in sessions:
+        assert lic._earlier(s.user_id, s.request_id) is s
+    assert lic._earlier("nobody@example.com", "e-1") is None
+    assert lic._earlier("solo@example.com", "e-1") is None
+    assert lic._earlier("u1@example.com", "s-1") is None
+
+
+def test_m11_the_shared_request_id_index_grows_and_shrinks_in_place() -> None:
+    """One more user's session joins the index in place, and forgetting the 1,500
+    that ended first leaves exactly the others, each still found; once all are
+    forgotten the id is gone from the index."""
+    sessions = [_ended(i, f"u{i}@example.com") for i in range(3000)]
+    lic = _restored(sessions)
+    index = lic._by_request["e-1"]
+    late = _ended(3000, "late@example.com")
+    lic._remember(late)
+    assert lic._by_request["e-1"] is index  # not a copy of everyone's
+    assert lic._earlier("late@example.com", "e-1") is late
+
+    lic._sessions.update({late.session_id: late})
+    assert lic.forget_ended(T0 + timedelta(seconds=1500)) == 1500
+    assert lic._by_request["e-1"] is index
+    assert [lic._earlier(s.user_id, "e-1") is None for s in sessions[:1500]] == [True] * 1500
+    assert all(lic._earlier(s.user_id, "e-1") is s for s in sessions[1500:])
+    assert lic.forget_ended(T0 + timedelta(days=1)) == 1501
+    assert "e-1" not in lic._by_request
+
+
+def test_m11_a_user_s_first_session_of_an_id_is_the_one_kept() -> None:
+    """A user's second session of one id (one opened after the first was let go of
+    and stored, both restored) does not replace the first; forgetting a session no
+    longer indexed leaves the index alone."""
+    first, second = _ended(0, "ann@example.com"), _ended(1, "ann@example.com")
+    other = _ended(2, "bob@example.com")
+    lic = _restored([first, second, other])
+    assert lic._earlier("ann@example.com", "e-1") is first
+    lic._forget_request(second)
+    assert lic._earlier("ann@example.com", "e-1") is first
+    lic._forget_request(other)
+    assert lic._by_request["e-1"] is first  # one user left: the session itself
