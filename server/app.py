@@ -466,6 +466,7 @@ class TesseraServer:
                 lookup=EngineLookup(engine),
                 audit=AuditRecorder(engine.audit, self.admin_token),
                 log_calls=lambda method: cfg.log_heartbeats or not method.endswith("/Heartbeat"),
+                max_entries=cfg.max_users_per_request,
                 user_limits=RateLimits(cfg.user_rate_limit, cfg.user_burst),
                 admin_limits=RateLimits(cfg.admin_rate_limit, cfg.admin_burst),
                 metrics=self.metrics,

@@ -540,7 +540,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "max_users_per_request",
-        "most entries in one AssignUsers or ImportUsers (at least 1)",
+        "most entries in one list of an AdminService request, such as AssignUsers' users "
+        "(at least 1)",
         _within(int, 1, math.inf, "every AssignUsers and ImportUsers would be refused", ""),
         metavar="N",
     ),

@@ -91,6 +91,11 @@ def _no_audit(
     pass
 
 
+#: The most entries a list of an AdminService request may hold unless configured
+#: (``Config.max_users_per_request``'s default).
+MAX_ENTRIES = 10_000
+
+
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self,
@@ -105,8 +110,12 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         metrics: Metrics | None = None,
         admission: Admission | None = None,
         catch_up: Callable[[], Awaitable[None]] | None = None,
+        max_entries: int = MAX_ENTRIES,
     ) -> None:
+        """``max_entries``: the most entries an AdminService request's list may hold
+        (``--max-users-per-request``)."""
         self._admin_token = admin_token
+        self._max_entries = max_entries
         self._catch_up = catch_up
         self._resolve_user = resolve_user
         self._lookup = lookup
@@ -187,6 +196,15 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             call_context.set((*call_context.get(), ("admin", caller.actor)))
         if isinstance(request, Undecodable):
             raise InvalidArgument.field(request.field, request.problem)
+        if (crowded := too_many_entries(request, self._max_entries)) is not None:
+            # Before anything reads them: 4 MiB of ids is a million entries, seconds
+            # of the event loop for whoever parses them first (a guest's AssignUsers
+            # parses every address to find whose sessions it may end).
+            raise InvalidArgument.field(
+                crowded,
+                f"must name at most {self._max_entries:,} "
+                f"{crowded.rsplit('.', 1)[-1].replace('_', ' ')} per request",
+            )
         if _has_field(request, "user_id") and request.user_id:  # one user, however spelt
             request.user_id = canonical_user_id(request.user_id)
             if not request.user_id:  # spaces alone: a filter dropped would answer for all
@@ -405,6 +423,21 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 _FIELDS: dict[tuple[type, str], bool] = {}  # (a request type, a field): whether it has it
+
+
+def too_many_entries(message: Any, limit: int, prefix: str = "") -> str | None:
+    """The first list in ``message`` (or a message inside it: ``product.platforms``)
+    holding more than ``limit`` entries, named as a field path; else None."""
+    field: FieldDescriptor
+    for field, value in message.ListFields():
+        if field.is_repeated:
+            if len(value) > limit:
+                return f"{prefix}{field.name}"
+        elif field.message_type is not None and field.message_type.full_name.startswith("tessera."):
+            found = too_many_entries(value, limit, f"{prefix}{field.name}.")
+            if found is not None:
+                return found
+    return None
 
 
 def _has_field(request: Any, name: str) -> bool:

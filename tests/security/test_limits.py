@@ -10,6 +10,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from server.api import scopes
 from server.api.errors import ResourceExhausted
 from server.api.limits import FORGET_PER_NEW, RateLimits
 from tessera_api.tessera.v1 import admin_service_pb2 as api
@@ -84,6 +85,58 @@ def test_a1_entries_per_request_are_capped(tmp_path: Path) -> None:
                 len(admin(A + "ImportUsers", {"team_id": "acme", "users": users[:3]})["members"])
                 == 3
             )
+        finally:
+            admin.close()
+
+
+def test_a1_every_list_of_an_admin_request_is_capped_before_an_entry_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A guest's AssignUsers parsed every address at the edge (whose sessions may it
+    end?) before the use case counted them: 100,000 of them held the event loop
+    7-14 s, every other call waiting. Every list of an AdminService request is
+    counted first, nested ones too, and refused naming it."""
+    parsed: list[str] = []
+    entry_user = scopes._entry_user
+    monkeypatch.setattr(scopes, "_entry_user", lambda raw: parsed.append(raw) or entry_user(raw))
+    with running(tmp_path / "t.db", max_users_per_request=3) as srv:
+        admin = Grpcurl(srv.target, ADMIN_TOKEN)
+        try:
+            admin(A + "CreateTeam", {"team_id": "acme"})
+            refused = {
+                "users": (
+                    "AssignUsers",
+                    {"team_id": "acme", "users": [f"u{i}@x.io" for i in range(4)], "guest": True},
+                ),
+                "product_ids": (
+                    "SetDefaultAssignments",
+                    {"team_id": "acme", "product_ids": ["A", "B", "C", "D"]},
+                ),
+                "team_ids": ("CreateAdminKey", {"display_name": "K", "team_ids": ["acme"] * 4}),
+                "product.platforms": (
+                    "UpsertProduct",
+                    {
+                        "product": {
+                            "product_id": "ACAD",
+                            "display_name": "AutoCAD",
+                            "daily_rate": 10,
+                            "platforms": ["PLATFORM_WINDOWS"] * 4,
+                        }
+                    },
+                ),
+            }
+            for field, (method, body) in refused.items():
+                with pytest.raises(GrpcurlError) as info:
+                    admin(A + method, body)
+                assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
+                noun = field.rsplit(".", 1)[-1].replace("_", " ")
+                assert info.value.field_violations == {
+                    field: f"must name at most 3 {noun} per request"
+                }, method
+            assert parsed == []
+            three = [f"U{i} <u{i}@x.io>" for i in range(3)]
+            done = admin(A + "AssignUsers", {"team_id": "acme", "users": three, "guest": True})
+            assert len(done["members"]) == 3 and len(parsed) == 3
         finally:
             admin.close()
 
