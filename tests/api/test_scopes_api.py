@@ -23,7 +23,9 @@ from uuid import uuid4
 import grpc
 import pytest
 
+from server.api import paging
 from server.api.methods import RULES, Scope
+from tessera_api.tessera.v1 import admin_service_pb2 as admin_pb2
 from tests.grpcurl import GrpcurlError
 from tests.licensing_desk import SHEET, Desk
 
@@ -561,14 +563,27 @@ def test_ad1_another_teams_pack_as_a_ledger_filter_is_no_pack_of_this_team(world
     entries there."""
     answers = []
     for pack in (world.other.pack, "pk_none"):
-        with pytest.raises(GrpcurlError) as info:
-            world.call("ListLedgerEntries", {"team_id": "alpha", "pack_id": pack})
-        assert info.value.reason == "UNKNOWN_PACK"
-        answers.append(info.value.message.replace(pack, "PACK"))
-    assert answers[0] == answers[1]
+        for page in ("", _forged_ledger_token(pack)):  # a page token anyone can make
+            with pytest.raises(GrpcurlError) as info:
+                world.call(
+                    "ListLedgerEntries", {"team_id": "alpha", "pack_id": pack, "page_token": page}
+                )
+            assert info.value.reason == "UNKNOWN_PACK"
+            answers.append(info.value.message.replace(pack, "PACK"))
+    assert len(set(answers)) == 1
     world.call("MoveTokenPack", {"pack_id": world.own.pack, "to_team_id": "gamma"})
     moved = world.call("ListLedgerEntries", {"team_id": "alpha", "pack_id": world.own.pack})
     assert [e["kind"] for e in moved["entries"]] == [
         "LEDGER_ENTRY_KIND_PURCHASE",
         "LEDGER_ENTRY_KIND_MOVE_OUT",
     ]
+    past = {"team_id": "alpha", "pack_id": world.own.pack}
+    past["page_token"] = _forged_ledger_token(world.own.pack, after=10**9)
+    assert world.call("ListLedgerEntries", past).get("entries", []) == []
+
+
+def _forged_ledger_token(pack_id: str, after: int = 1) -> str:
+    """A ListLedgerEntries page token of alpha's ledger filtered by ``pack_id``, made
+    the way the server makes one (it is not signed)."""
+    request = admin_pb2.ListLedgerEntriesRequest(team_id="alpha", pack_id=pack_id)
+    return paging.encode(paging.of_query("ledger", request), str(after))
