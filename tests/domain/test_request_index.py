@@ -14,37 +14,16 @@ from datetime import UTC, datetime, timedelta
 
 from server.domain.ledger import Ledger
 from server.domain.liveview import LiveView
-from server.domain.products import Platform
-from server.domain.sessions import Coverage, EndReason, Session, SessionState
-from server.domain.teams import Plan
+from server.domain.sessions import Session
 from server.domain.terms import DEFAULT_TERMS
+from tests.store.builders import a_session
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _ended(i: int, user: str, request_id: str = "e-1") -> Session:
     t = T0 + timedelta(seconds=i)
-    return Session(
-        session_id=f"se_{i:08d}",
-        user_id=user,
-        team_id="alpha",
-        product_id="ACAD",
-        product_version="2026",
-        platform=Platform.WINDOWS,
-        device_id="pc-1",
-        parent_session_id="",
-        request_id=request_id,
-        coverage=Coverage.TOKENS,
-        plan=Plan.STANDARD,
-        daily_rate=10,
-        start_time=t,
-        lease_start=t,
-        last_activity=t,
-        state_since=t,
-        coverage_since=t,
-        state=SessionState.ENDED,
-        end_reason=EndReason.RELEASED,
-    )
+    return a_session(f"se_{i:08d}", t, ended=t, user_id=user, request_id=request_id)
 
 
 def _restored(sessions: list[Session]) -> LiveView:
