@@ -216,7 +216,8 @@ class Worker:
                 stats = PhaseStats(name)
                 stats.started = time.monotonic()
                 await self.PHASES[name](self, stats, **args)
-                stats.ended = max(stats.ended, time.monotonic())
+                if not stats.ended:  # a phase that closed its own window keeps it
+                    stats.ended = time.monotonic()
                 self.flush()
                 info = {
                     "live": self.live,
@@ -467,11 +468,12 @@ class Worker:
                 await self.heartbeat(s, hb_rec if measured else hb_warm)
 
         await self._lanes(min(self.cfg.concurrency, n), lane)
+        window_end = time.monotonic()  # no Heartbeat starts after this
         if idling:
             await asyncio.gather(*idling)
         warm.started, warm.ended = start_at, min(measure_from, time.monotonic())
         self.extra.append(warm)
-        stats.started = measure_from
+        stats.started, stats.ended = measure_from, window_end
         if not hb_rec.calls and not idle_rec.calls:
             stats.started = stats.ended = 0.0
 
