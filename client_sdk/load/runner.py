@@ -404,9 +404,11 @@ class Driver:
         between them) adds to what its earlier slices measured (``PhaseStats.then``);
         one run with ``record=False`` is measured by nobody (a priming run)."""
         self.progress.phase(name, total)
-        if record and self.on_phase is not None:
-            self.on_phase(self, name, "start")
         self._send_all((name, args))
+        if "start_at" in args:  # the workers begin together then, not at once
+            time.sleep(max(0.0, args["start_at"] - time.monotonic()))
+        if record and self.on_phase is not None:  # (bench's meter: CPU from here)
+            self.on_phase(self, name, "start")
         msgs = self._collect(
             "done", total, clock_from, args.get("deadline") if name == "release" else None
         )

@@ -82,6 +82,43 @@ def test_a_short_run_opens_holds_cycles_and_releases_every_session(
     assert json.loads(users_file.read_text())["team_id"] == r.team_id
 
 
+def test_a_phase_is_metered_from_when_its_workers_begin_not_before(
+    server: ServerThread,
+) -> None:
+    """``on_phase`` (the benchmark's meter of the cores each run keeps busy) was told a
+    steady or cycle slice began when the command went out, 0.2 s before the workers
+    begin together (``start_at``): the cores it printed counted those idle 0.2 s."""
+    marks: dict[str, float] = {}
+
+    def hook(driver: Driver, phase: str, when: str) -> None:
+        marks[f"{phase}-{when}"] = time.monotonic()
+
+    cfg = LoadConfig(
+        target=server.target,
+        admin_token=ADMIN_TOKEN,
+        users=40,
+        plugin_fraction=0.0,
+        workers=1,
+        concurrency=4,
+        warmup=0.0,
+        steady=0.3,
+        cycle=0.3,
+        release=True,
+        max_duration=50,
+    )
+    d = Driver(cfg, on_phase=hook)
+    d.open()
+    try:
+        d.steady(cfg.warmup, cfg.steady)
+        d.cycle(cfg.cycle)
+    finally:
+        d.close()
+    for phase in ("steady", "cycle"):
+        began = d.result.phases[phase].started  # its workers' own start (no warm-up)
+        assert began > 0
+        assert marks[f"{phase}-start"] > began - 0.05, phase  # (a worker wakes late, not early)
+
+
 def test_the_command_reuses_a_users_file_and_writes_json(
     server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
