@@ -327,7 +327,8 @@ class Meter:
             self.cores[phase] = (ds / dt, dw / dt)
             self.loop[phase] = [(on / dt, waiting / dt) for on, waiting in dl]
         if phase == "steady":
-            self.rss_kib = status_kib(self.server.pid, "VmRSS")
+            # every process of the server (with the front, both): "everything included"
+            self.rss_kib = sum(status_kib(pid, "VmRSS") for pid in self.server.pids)
         if phase == self.spy_phase and phase not in self.profiled:
             self.profiled.add(phase)
             self._stop_spy()

@@ -16,8 +16,10 @@ what the server alone can do. In one run this:
 3. runs ``h2load -c CONNECTIONS -m STREAMS --warm-up-time W -D SECONDS`` on
    ``/tessera.v1.LicensingService/Heartbeat`` with the user's key, and reads
    the server's CPU time over the run (``/proc``);
-4. does 3 against ``benchmarks/echo_server.py`` (canned responses, nothing
-   else), the same h2load flags;
+4. does 3 against ``benchmarks/echo_server.py`` (canned responses: Tessera's
+   own answer to that Heartbeat, lease and all, so that both answer the same
+   bytes; nothing else), the same h2load flags, first in every other round so
+   that a host slowing through a run does not favour one side;
 5. with ``--ladder``, does 3 against Tessera with parts of the Heartbeat taken
    away as well (``benchmarks/stripped_server.py``: without the signature, without
    the engine, without the edge), printing each one's share of the echo: where
@@ -28,8 +30,9 @@ what the server alone can do. In one run this:
    both processes, the loop named is the front's, and the back's is shown
    beside it);
 6. checks Tessera's log: gRPC puts a failure in the trailers of an HTTP 200,
-   which h2load counts as a success, and the server logs every failed call, so
-   the run is refused when the log names any;
+   which h2load counts as a success, and the server logs every failed call (the
+   calls shed at admission in one line a second that counts them), so the run is
+   refused when the log names any;
 7. prints the last line
 
    ``H2LOAD heartbeat_rps=… echo_rps=… heartbeat_vs_echo=… heartbeat_cpu_us=…
@@ -99,6 +102,11 @@ class Point:
         )
 
 
+def grpc_unframed(path: Path) -> bytes:
+    """The message of the length-prefixed frame ``grpc_frame`` wrote to ``path``."""
+    return path.read_bytes()[5:]
+
+
 def grpc_frame(message: bytes) -> bytes:
     """A gRPC length-prefixed message: not compressed, then the length, big-endian."""
     return struct.pack(">BI", 0, len(message)) + message
@@ -122,6 +130,17 @@ async def open_session(target: str, admin_token: str) -> tuple[str, bytes]:
         )
     request = lic.HeartbeatRequest(session_id=answer.session.session_id, seconds_since_activity=1)
     return key, request.SerializeToString()
+
+
+async def heartbeat_answer(target: str, key: str, body: bytes) -> bytes:
+    """The server's answer to one Heartbeat ``body`` (serialized): the echo answers
+    the same bytes, a lease and all, so that both send the same size back."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = licensing_service_pb2_grpc.LicensingServiceStub(channel)
+        answer = await stub.Heartbeat(
+            lic.HeartbeatRequest.FromString(body), metadata=(("authorization", f"Bearer {key}"),)
+        )
+    return answer.SerializeToString()
 
 
 def h2load(a: argparse.Namespace, server: Child, body: Path, key: str) -> Point:
@@ -188,15 +207,20 @@ def spying(a: argparse.Namespace | None, pid: int) -> Iterator[None]:
 
 
 def failed_calls(log: Path) -> dict[str, int]:
-    """Codes of the failed calls the server logged (every failure gets a line)."""
+    """Codes of the failed calls the server logged: a line each, but calls shed at
+    admission (``OVERLOADED``) in one line a second that counts them (``shed``)."""
     codes: dict[str, int] = {}
     for raw in log.read_bytes().splitlines():
         try:
             line = json.loads(raw)
         except ValueError:
             continue
-        if isinstance(line, dict) and line.get("event") == "rpc" and line.get("code") != "OK":
+        if not isinstance(line, dict):
+            continue
+        if line.get("event") == "rpc" and line.get("code") != "OK":
             codes[str(line.get("code"))] = codes.get(str(line.get("code")), 0) + 1
+        elif line.get("event") == "overloaded" and isinstance(shed := line.get("shed"), int):
+            codes["RESOURCE_EXHAUSTED"] = codes.get("RESOURCE_EXHAUSTED", 0) + shed
     return codes
 
 
@@ -290,11 +314,12 @@ def main(argv: list[str] | None = None) -> int:
         if a.one_process:
             one = tessera_child("one-process", tmp, token, a.event_loop, None, "--no-front-process")
             stripped.append(one)
+        responses = tmp / "responses.json"  # Tessera's own Heartbeat answer, below
         echo = Child(
             "echo",
             [
                 *(sys.executable, "-m", "benchmarks.echo_server", "--listen", "127.0.0.1:0"),
-                *("--event-loop", a.event_loop),
+                *("--event-loop", a.event_loop, "--responses", str(responses)),
             ],
             tmp,
         )
@@ -306,18 +331,18 @@ def main(argv: list[str] | None = None) -> int:
             body = tmp / f"{child.name}.bin"
             body.write_bytes(grpc_frame(request))
             keys[child.name] = (key, body)
+        key, body = keys["tessera"]
+        answer = asyncio.run(heartbeat_answer(tessera.target, key, grpc_unframed(body)))
+        responses.write_text(json.dumps({"Heartbeat": answer.hex()}))
         echo.start()
         flags = f"-c {a.connections} -m {a.streams} --warm-up-time {a.warmup:g} -D {a.seconds:g}"
         print(f"h2load {flags}; load average {os.getloadavg()[0]:.2f}", file=sys.stderr)
         points: dict[str, list[Point]] = {c.name: [] for c in (tessera, *stripped, echo)}
         for n in range(a.rounds):
-            for child in (tessera, *stripped):
+            for child in (tessera, *stripped, echo) if n % 2 == 0 else (echo, tessera, *stripped):
+                key, body = keys["tessera" if child is echo else child.name]
                 with spying(a if n == 0 and child is tessera else None, child.pid):
-                    points[child.name].append(
-                        h2load(a, child, keys[child.name][1], keys[child.name][0])
-                    )
-            key, body = keys["tessera"]
-            points["echo"].append(h2load(a, echo, body, key))
+                    points[child.name].append(h2load(a, child, body, key))
             print(
                 f"round {n + 1}: "
                 + "; ".join(f"{name} {p[-1].describe()}" for name, p in points.items())

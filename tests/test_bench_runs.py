@@ -25,7 +25,7 @@ import pytest
 
 from benchmarks import bench
 from benchmarks.bench import Child, Contender, Meter, Scraper, free_port, metrics_cost
-from benchmarks.h2load_heartbeat import Point, median
+from benchmarks.h2load_heartbeat import Point, failed_calls, median
 from benchmarks.million_sessions import quantile
 from client_sdk.load import LoadConfig, RunResult
 from client_sdk.load.stats import PhaseStats
@@ -228,14 +228,107 @@ H2LOAD = SLEEPER + textwrap.dedent(
     async def open_session(target, token):
         return "key", b""
 
+    async def heartbeat_answer(target, key, body):
+        return b""
+
     def h2load(a, server, body, key):  # measures for ever
         print(json.dumps({"tmp": str(body.parent), "pids": STARTED}), flush=True)
         time.sleep(600)
 
     h.Child, h.open_session, h.h2load = Sleeper, open_session, h2load
+    h.heartbeat_answer = heartbeat_answer
     raise SystemExit(h.main(["--seconds", "1", "--warmup", "0"]))
     """
 )
+
+#: h2load_heartbeat with stand-in servers and an h2load that says what it was given.
+H2LOAD_ROUNDS = SLEEPER + textwrap.dedent(
+    """
+    import json
+    from pathlib import Path
+    from benchmarks import h2load_heartbeat as h
+
+    async def open_session(target, token):
+        return "key", b"request"
+
+    async def heartbeat_answer(target, key, body):
+        assert body == b"request"
+        return b"tessera's answer, its lease and all"
+
+    def h2load(a, server, body, key):
+        if server.name == "echo":
+            responses = Path(server.args[server.args.index("--responses") + 1])
+            print(json.dumps({"echo_answers": json.loads(responses.read_text())}), flush=True)
+        print(json.dumps({"measured": server.name}), flush=True)
+        return h.Point(1000.0, 1000, 100.0)
+
+    h.Child, h.open_session, h.h2load = Sleeper, open_session, h2load
+    h.heartbeat_answer = heartbeat_answer
+    raise SystemExit(h.main(["--seconds", "1", "--warmup", "0", "--rounds", "2"]))
+    """
+)
+
+
+@pytest.mark.slow
+def test_bench_h2load_echo_answers_tessera_s_own_heartbeat_and_goes_first_every_other_round() -> (
+    None
+):
+    """The echo answered a synthetic Heartbeat without a lease, 193 bytes against
+    Tessera's 399: it now answers Tessera's own answer. And it always ran after
+    Tessera in a round; a host slowing through a run then favoured one side."""
+    done = subprocess.run(
+        [sys.executable, "-c", H2LOAD_ROUNDS], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    lines = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
+    answers = [x["echo_answers"] for x in lines if "echo_answers" in x]
+    assert answers == [{"Heartbeat": b"tessera's answer, its lease and all".hex()}] * 2
+    assert [x["measured"] for x in lines if "measured" in x] == [
+        "tessera",
+        "echo",
+        "echo",
+        "tessera",
+    ]
+
+
+def test_bench_server_rss_counts_every_process_of_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ "server RSS ... bytes per live session, everything included" read the back's
+    RSS only; with the front (the default on two cores) the front's ~58 MiB were
+    left out, about 600 bytes a session at 100,000."""
+    rss = {101: 65_284, 202: 58_796}  # KiB: the back, the front
+    monkeypatch.setattr(bench, "status_kib", lambda pid, field: rss[pid])
+
+    class TwoProcesses(Child):
+        @property
+        def pids(self) -> list[int]:
+            return [101, 202]
+
+    meter = Meter(TwoProcesses("tessera", [], Path("unused")))
+    meter.record("steady", "start", 0.0, 0.0, 0.0, [(0.0, 0.0)] * 2)
+    meter.record("steady", "end", 1.0, 1.0, 1.0, [(1.0, 0.0)] * 2)
+    assert meter.rss_kib == 65_284 + 58_796
+
+
+def test_bench_h2load_failed_calls_count_the_calls_shed_at_admission(tmp_path: Path) -> None:
+    """A call shed at admission (``OVERLOADED``) gets no ``rpc`` line, only a count in
+    the ``overloaded`` line written once a second: h2load counts it a success (an
+    HTTP 200), and the log is what refuses such a run."""
+    log = tmp_path / "tessera.out"
+    log.write_text(
+        "\n".join(
+            json.dumps(line)
+            for line in (
+                {"event": "rpc", "code": "OK"},
+                {"event": "rpc", "code": "INVALID_ARGUMENT"},
+                {"event": "overloaded", "shed": 5000},
+                {"event": "overloaded", "shed": 7},
+            )
+        )
+        + "\nnot json\n"
+    )
+    assert failed_calls(log) == {"INVALID_ARGUMENT": 1, "RESOURCE_EXHAUSTED": 5007}
+
 
 MILLION = textwrap.dedent(
     """
