@@ -24,7 +24,9 @@ from starlette.responses import Response
 
 from client_sdk.admin import AsyncAdminClient, unimplemented
 from client_sdk.errors import (
+    DeadlineExceeded,
     InvalidArgument,
+    OutcomeUnknown,
     PermissionDenied,
     TesseraError,
     Unauthenticated,
@@ -32,12 +34,15 @@ from client_sdk.errors import (
 )
 from portal.web import (
     COOKIE,
+    IDLE,
     SIGNIN_COOKIE,
+    TOO_OLD,
     Session,
     form,
     form_of,
     redirect,
     render,
+    safe_next,
     same,
     sessions_of,
     signed_in,
@@ -65,17 +70,48 @@ REASONS = {
 }
 
 
-def in_words(error: TesseraError) -> str:
-    """What went wrong, for a person: the reason in words, else the server's message."""
+#: A server that did not answer in time (``DeadlineExceeded``: a hung or paused server, a
+#: black-holed route): on a page, and for a form, whose change may or may not be made.
+NO_ANSWER = "The Tessera server did not answer in time; try again in a moment."
+NO_ANSWER_FORM = (
+    "The Tessera server did not answer in time: the change may or may not have been made. "
+    "Check what happened before sending the form again."
+)
+#: A change sent without a request id that got no answer saying whether it was made
+#: (``OutcomeUnknown``: the SDK did not send it again).
+NOT_SAID = (
+    "The Tessera server did not say whether it made the change (it did not answer in time, "
+    "or the connection was lost): it may or may not have been made. Check what happened "
+    "before sending the form again."
+)
+
+
+def in_words(error: TesseraError, *, form: bool = False) -> str:
+    """What went wrong, for a person: the reason in words, else the server's message. A
+    server that did not answer (or could not be reached) is said in words, never by
+    gRPC's ("Deadline Exceeded") nor with the addresses tried; ``form``: the refusal
+    of a form's change, which such a failure may or may not have left made."""
     if unimplemented(error):
         return NOT_OFFERED
+    if isinstance(error, OutcomeUnknown):
+        return NOT_SAID
+    if isinstance(error, DeadlineExceeded) or error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return NO_ANSWER_FORM if form else NO_ANSWER
     known = REASONS.get(error.reason or "")
     if known:
         return known
+    if isinstance(error, Unavailable):  # a reason of a newer server's: still unreachable
+        return REASONS["UNAVAILABLE"]
     said = error.message.strip()
     if not said:
         return "The server refused this."
     return _sentence(said)
+
+
+def said(request: Request, error: TesseraError) -> str:
+    """``in_words`` for the page answering ``request``: a form's (a POST's) refusal is
+    the refusal of a change."""
+    return in_words(error, form=request.method == "POST")
 
 
 #: A first word that is a plain word (``team 'x' already exists``), not an identifier
@@ -169,12 +205,29 @@ async def main_part(call: Awaitable[T]) -> tuple[T | None, str | None, int]:
 
 
 async def signin_page(request: Request) -> Response:
-    return _signin(request, {})
+    """The sign-in form; ``?next=`` the page to go to afterwards (``web.signed_in``),
+    ``?ended=`` why the session ended (``ENDED``), ``&form=1``: a form was not sent."""
+    query = request.query_params
+    context: dict[str, Any] = {"next": query.get("next", "")}
+    why = ENDED.get(query.get("ended", ""))
+    if why:
+        context["ended"] = why + (ENDED_FORM if query.get("form") == "1" else ".")
+    return _signin(request, context)
+
+
+#: What the sign-in page says of a session that ended by time (``?ended=``, ``web.IDLE``
+#: and ``web.TOO_OLD``), and of the form that was sent after it ended (``&form=1``).
+ENDED = {
+    IDLE: "Your session ended (unused for 8 hours): sign in again",
+    TOO_OLD: "Your session ended (12 hours after its sign-in): sign in again",
+}
+ENDED_FORM = "; the form was not sent."
 
 
 def _signin(request: Request, context: dict[str, Any], status: int = 200) -> Response:
     nonce = request.cookies.get(SIGNIN_COOKIE) or secrets.token_urlsafe(24)
     context["signin_csrf"] = sessions_of(request).signin_token(nonce)
+    context["next"] = context.get("next", "") if safe_next(context.get("next", "")) else ""
     context.setdefault("title", "Sign in")
     response = render(request, "signin.html", context, status=status)
     response.set_cookie(SIGNIN_COOKIE, nonce, httponly=True, samesite="strict", path="/signin")
@@ -185,13 +238,16 @@ async def signin(request: Request) -> Response:
     sessions = sessions_of(request)
     async with form_of(request, max_fields=10) as data:
         token, credential = str(data.get("csrf", "")), str(data.get("credential", "")).strip()
+        back = str(data.get("next", ""))
     nonce = request.cookies.get(SIGNIN_COOKIE, "")
     if not nonce or not same(token, sessions.signin_token(nonce)):
-        return _signin(request, {"error": "The sign-in form expired: try again."}, 403)
+        context = {"error": "The sign-in form expired: try again.", "next": back}
+        return _signin(request, context, 403)
     if not credential:
-        return _signin(request, {"errors": {"credential": "Paste your admin key."}}, 400)
+        empty = {"errors": {"credential": "Paste your admin key."}, "next": back}
+        return _signin(request, empty, 400)
     if not _could_be_a_key(credential):
-        return _signin(request, {"errors": {"credential": UNKNOWN_KEY}}, 401)
+        return _signin(request, {"errors": {"credential": UNKNOWN_KEY}, "next": back}, 401)
     client = AsyncAdminClient(request.app.state.target, credential, **request.app.state.client)
     try:
         await client.get_server_info()
@@ -205,14 +261,15 @@ async def signin(request: Request) -> Response:
         else:
             message = in_words(exc)
         status = 401 if isinstance(exc, Unauthenticated | PermissionDenied) else status_of(exc)
-        return _signin(request, {"errors": {"credential": message}}, status)
+        return _signin(request, {"errors": {"credential": message}, "next": back}, status)
     label = "Operator" if operator else "Team administrator"
     if (earlier := sessions.find(request.cookies.get(COOKIE))) is not None:
         # A sign-in over a live one (another key, say) ends it: its cookie, which a
         # copy of the browser's cookies may still hold, is worth nothing from now on.
         await sessions.end(earlier)
     session = sessions.add(client, operator=operator, label=label)
-    response = redirect("/teams")
+    # Back to the page the session ended on: only a path of this portal, never elsewhere.
+    response = redirect(back if safe_next(back) else "/teams")
     response.set_cookie(
         COOKIE, sessions.cookie_value(session), httponly=True, samesite="strict", path="/"
     )
@@ -326,7 +383,7 @@ def operator_only() -> PermissionDenied:
 
 def refused(request: Request, session: Session, exc: TesseraError) -> Response:
     """The usual page of a refusal: its words, under the status of its code."""
-    context = {"title": "Refused", "message": in_words(exc)}
+    context = {"title": "Refused", "message": said(request, exc)}
     return render(request, "error.html", context, session=session, status=status_of(exc))
 
 
@@ -360,7 +417,7 @@ def team_page(
                 # The team's tabs only once the server showed the team (a member not
                 # found, say): none of a team refused (not managed, unknown).
                 tabs = {"team_id": team_id} if context else {}
-                context = {"title": team_id, **tabs, "message": in_words(exc)}
+                context = {"title": team_id, **tabs, "message": said(request, exc)}
                 context["form_error"] = None  # a form's refusal is this message: said once
                 return render(
                     request, "error.html", context, session=session, status=status_of(exc)
@@ -426,10 +483,12 @@ async def again(
     """The page again (as its GET shows it), with what was refused next to its field, or
     the server's refusal in words above the form, under the status of its code."""
     request.state.errors = errors
-    request.state.error = None if errors or refusal is None else in_words(refusal)
+    request.state.error = None if errors or refusal is None else said(request, refusal)
     # Said above the form instead when the page has no control for a refused field
     # (a device already removed, a form's hidden request id): never a silent 400.
-    request.state.unshown = in_words(refusal) if refusal is not None else " ".join(errors.values())
+    request.state.unshown = (
+        said(request, refusal) if refusal is not None else " ".join(errors.values())
+    )
     # What the page may need to know of it (the Buy form: a refused purchase's id
     # is not used again; one whose outcome is unknown, 5xx, must be).
     request.state.refused_status = status_of(refusal) if refusal is not None else 0

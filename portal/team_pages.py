@@ -450,7 +450,9 @@ async def user_rows(request: Request) -> Response:
     query = request.query_params.get("q", "").strip()
     try:
         context = await _user_rows(session, team_id, query, "")
-        context["names"] = await product_names(session)
+        # A search refused (or not answered) shows no member: no further call, which
+        # a server that does not answer would make wait as long again.
+        context["names"] = {} if context.get("search_error") else await product_names(session)
     except TesseraError as exc:
         passed_on(exc)
         context = {"query": query, "members": [], "search_error": in_words(exc)}
@@ -713,14 +715,24 @@ async def _remove_member(request: Request, session: Session, data: FormData) -> 
 remove_member = form(_remove_member)
 
 
+#: Members By Product shows a page (ListMembers with ``product_id``, a page at a time), so
+#: a product that thousands may run is pages with a Next link, not one table of thousands.
+BY_PRODUCT_PAGE = 100
+
+
 @team_page("products.html")
 async def by_product(request: Request, session: Session, team_id: str) -> dict[str, Any]:
     products = await rate_sheet(session)
     chosen = request.query_params.get("product") or (products[0].product_id if products else "")
-    members, error, status = (None, None, 200)
+    listed, error, status = (None, None, 200)
     if chosen:  # a product not on the rate sheet: refused, its status the page's (404)
-        members, error, status = await main_part(
-            session.client.all_members(team_id, product_id=chosen)
+        listed, error, status = await main_part(
+            session.client.list_members(
+                team_id,
+                product_id=chosen,
+                page_size=BY_PRODUCT_PAGE,
+                page_token=request.query_params.get("page", ""),
+            )
         )
     return {
         "status": status,
@@ -731,7 +743,8 @@ async def by_product(request: Request, session: Session, team_id: str) -> dict[s
         "chosen_name": next(
             (p.display_name or p.product_id for p in products if p.product_id == chosen), None
         ),
-        "members": members or [],
+        "members": listed.members if listed else [],
+        "next_page": listed.next_page_token if listed else "",
         "members_error": error,
         "page": "products",
     }

@@ -23,12 +23,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Match, Mount
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,6 +41,8 @@ SIGNIN_COOKIE = "tessera_signin"
 IDLE_SECONDS = 8 * 3600  # a session unused this long is over
 LIFETIME_SECONDS = 12 * 3600  # and any session this long after its sign-in
 SWEEP_SECONDS = 60  # how often the sessions whose cookie never returns are looked for
+ENDED_KEPT_SECONDS = 7 * 24 * 3600  # how long a session that ended so is remembered
+MAX_ENDED = 10_000  # and at most this many of them (the oldest forgotten first)
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -68,6 +71,12 @@ def team_url(team_id: str, tail: str = "", **query: str) -> str:
     return href(f"/teams/{quote(team_id, safe='')}{tail}", **query)
 
 
+def next_href(next_page: str, **query: str) -> str:
+    """The Next page link of a list: this page's address with ``page=`` the server's next
+    page token, keeping what the list is of (``q=``, ``product=``; empty ones left out)."""
+    return href("", **{name: value for name, value in query.items() if value}, page=next_page)
+
+
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.globals.update(
@@ -79,6 +88,7 @@ templates.env.globals.update(
     products_text=present.products_text,
     ledger_kind=present.ledger_kind,
     href=href,
+    next_href=next_href,
     team_url=team_url,
 )
 
@@ -105,13 +115,17 @@ class Sessions:
     ``IDLE_SECONDS`` or ``LIFETIME_SECONDS`` after its sign-in, on ``clock`` (monotonic
     seconds): when its cookie returns, or in a sweep at most every ``SWEEP_SECONDS``, so one
     whose cookie never returns is dropped too. The client of an ended session is closed
-    in a task of ``closing``."""
+    in a task of ``closing``; why it ended is kept a while (``ended``), for the sign-in
+    page to say when its cookie comes back."""
 
     def __init__(
         self, key: bytes | None = None, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._key = key or secrets.token_bytes(32)
         self._by_id: dict[str, Session] = {}
+        #: The sessions that ended unused or too old: when, and which of the two (the
+        #: sign-in page says so to a cookie that comes back), for ``ENDED_KEPT_SECONDS``.
+        self._ended: dict[str, tuple[float, str]] = {}
         self._clock = clock
         self._swept = clock()
         self.closing: set[asyncio.Task[None]] = set()
@@ -144,10 +158,20 @@ class Sessions:
         if session is None:
             return None
         if self._over(session, now):
-            self._drop(session)
+            self._drop(session, now)
             return None
         session.last_seen = now
         return session
+
+    def ended(self, cookie: str | None) -> str:
+        """Why the session of ``cookie`` (one this portal signed) ended, when it ended
+        by time: ``IDLE`` or ``TOO_OLD``; "" for any other cookie (none, forged, signed
+        out, or ended too long ago to be remembered)."""
+        sid, _, mac = (cookie or "").partition(".")
+        if not sid or not same(mac, self._sign(sid)):
+            return ""
+        self.find(cookie)  # a session over now ends here, and is remembered
+        return self._ended.get(sid, (0.0, ""))[1]
 
     def _over(self, session: Session, now: float) -> bool:
         return now - session.last_seen > IDLE_SECONDS or now - session.started > LIFETIME_SECONDS
@@ -157,9 +181,18 @@ class Sessions:
             return
         self._swept = now
         for session in [s for s in self._by_id.values() if self._over(s, now)]:
-            self._drop(session)
+            self._drop(session, now)
+        for sid in [sid for sid, (at, _) in self._ended.items() if now - at > ENDED_KEPT_SECONDS]:
+            del self._ended[sid]
 
-    def _drop(self, session: Session) -> None:
+    def _drop(self, session: Session, now: float) -> None:
+        """``session`` ended by time: remembered (``ended``), its client closed."""
+        self._ended[session.sid] = (
+            now,
+            IDLE if now - session.last_seen > IDLE_SECONDS else TOO_OLD,
+        )
+        while len(self._ended) > MAX_ENDED:
+            del self._ended[next(iter(self._ended))]
         self._by_id.pop(session.sid, None)
         task = asyncio.get_running_loop().create_task(session.client.close())
         self.closing.add(task)
@@ -219,12 +252,85 @@ def sessions_of(request: Request) -> Sessions:
     return found
 
 
+#: Why a session ended, as the sign-in page's ``?ended=`` says it.
+IDLE = "1"  # unused for IDLE_SECONDS
+TOO_OLD = "2"  # LIFETIME_SECONDS after its sign-in
+#: The page to come back to for an address that is not a page (``back_to``): the rows of
+#: By User's search as you type (their query is the page's), its users boxes'
+#: suggestions (not: their ``q`` is a line being typed) and the usage CSV (its filter).
+NOT_PAGES = {
+    "/users/rows": ("/users", True),
+    "/users/suggest": ("/users", False),
+    "/usage.csv": ("/usage", True),
+}
+
+
 def signed_in(request: Request) -> Session:
-    """The request's session; without one, a redirect to the sign-in page."""
-    session = sessions_of(request).find(request.cookies.get(COOKIE))
+    """The request's session; without one, a redirect to the sign-in page, which comes
+    back here afterwards (``?next=``, ``back_to``) and, when the session ended by time,
+    says so (``?ended=``; ``&form=1``: the form sent was not)."""
+    sessions = sessions_of(request)
+    cookie = request.cookies.get(COOKIE)
+    session = sessions.find(cookie)
     if session is None:
-        raise HTTPException(303, headers={"location": "/signin"})
+        query: dict[str, str] = {}
+        if ended := sessions.ended(cookie):
+            query["ended"] = ended
+            if request.method == "POST":
+                query["form"] = "1"
+        back = back_to(request)
+        if back not in ("", "/", "/teams"):  # where sign-in goes anyway
+            query["next"] = back
+        raise HTTPException(303, headers={"location": href("/signin", **query)})
     return session
+
+
+def back_to(request: Request) -> str:
+    """The page to come back to after signing in (a path and query of this portal), or
+    "": a GET's own address (of its page, for the few that are not pages:
+    ``NOT_PAGES``), a form's page: its action's address when that is a page too (By
+    User's Add users), else its Referer when of this portal, else the nearest page
+    above its action (``/teams/T/member?user=U`` for ``/teams/T/member/products?user=U``,
+    since the portal's own pages send no Referer)."""
+    path, query = request.url.path, request.url.query
+    if request.method in ("GET", "HEAD"):
+        for tail, (page, keep) in NOT_PAGES.items():
+            if path.endswith(tail):
+                return path[: -len(tail)] + page + (f"?{query}" if query and keep else "")
+        return path + (f"?{query}" if query else "")
+    if _is_page(request, path):
+        return path + (f"?{query}" if query else "")
+    referer = urlsplit(request.headers.get("referer", ""))
+    if (referer.scheme, referer.netloc) == (request.url.scheme, request.url.netloc):
+        back = referer.path + (f"?{referer.query}" if referer.query else "")
+        if safe_next(back):
+            return back
+    while "/" in path.rstrip("/"):
+        path = path.rstrip("/").rsplit("/", 1)[0] or "/"
+        if _is_page(request, path):
+            return path + (f"?{query}" if query else "")
+    return ""
+
+
+def _is_page(request: Request, path: str) -> bool:
+    """Whether ``path`` is one of the portal's pages (a GET route's full match)."""
+    scope = {"type": "http", "method": "GET", "path": path, "root_path": ""}
+    routes: list[BaseRoute] = request.app.routes
+    return any(
+        route.matches(scope)[0] == Match.FULL and not isinstance(route, Mount) for route in routes
+    )
+
+
+def safe_next(url: str) -> bool:
+    """Whether sign-in may send the browser to ``url``: a path of this portal only (it
+    starts with one "/", not "//" nor "/\\" that a browser reads as another host; no
+    scheme, no backslash, printable ASCII), never elsewhere (an open redirect)."""
+    if not url.startswith("/") or url.startswith(("//", "/\\")) or len(url) > 2000:
+        return False
+    if "\\" in url or not (url.isascii() and url.isprintable()) or " " in url:
+        return False
+    parts = urlsplit(url)
+    return not parts.scheme and not parts.netloc
 
 
 MAX_FORM_BYTES = 1024 * 1024  # 10,000 "Name <email>" lines fit (AssignUsers' default cap)

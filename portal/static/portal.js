@@ -25,11 +25,23 @@ function searchAsYouType() {
   const status = document.getElementById("q-status");
   let timer = null;
   let asked = 0;
+  // While a search is under way (a server slow to answer may take a minute), the status
+  // line says so and the rows are marked busy; the latest search's answer clears both.
+  function settled() {
+    rows.removeAttribute("aria-busy");
+    if (status) status.textContent = "";
+  }
   input.addEventListener("input", () => {
     clearTimeout(timer);
     timer = setTimeout(async () => {
       const query = input.value.trim();
       const mine = ++asked;
+      rows.setAttribute("aria-busy", "true");
+      if (status) {
+        status.textContent = query
+          ? "Searching for \u201c" + query + "\u201d\u2026"
+          : "Loading the team's members\u2026";
+      }
       let html;
       try {
         const answer = await fetch(input.dataset.rows + "?q=" + encodeURIComponent(query), {
@@ -47,15 +59,18 @@ function searchAsYouType() {
       } catch {
         // Offline, or an answer that is not rows: the table still shows the last list, so
         // say that it is not this search's, and that the button still works.
-        if (mine === asked && status) {
-          status.textContent = "The search for \u201c" + query + "\u201d could not be made "
-            + "(the portal did not answer); the list below is the one before. "
-            + "Press Search to try again.";
+        if (mine === asked) {
+          settled();
+          if (status) {
+            status.textContent = "The search for \u201c" + query + "\u201d could not be made "
+              + "(the portal did not answer); the list below is the one before. "
+              + "Press Search to try again.";
+          }
         }
         return;
       }
       if (mine !== asked) return;
-      if (status) status.textContent = "";
+      settled();
       rows.innerHTML = html;
       localTimes(rows);
       const url = new URL(window.location.href);
@@ -171,21 +186,29 @@ function suggesting(box) {
     }
     timer = setTimeout(async () => {
       const mine = ++asked;
-      let answer;
+      let body;
       try {
-        answer = await fetch(box.dataset.suggest + "?q=" + encodeURIComponent(query), {
+        const answer = await fetch(box.dataset.suggest + "?q=" + encodeURIComponent(query), {
           credentials: "same-origin", headers: { accept: "application/json" },
         });
+        if (answer.redirected) {  // the session is over: the address sent us to sign in
+          window.location.assign(answer.url);
+          return;
+        }
+        if (mine !== asked) return;
+        const kind = answer.headers.get("content-type") || "";
+        if (!kind.startsWith("application/json")) throw new Error(String(answer.status));
+        body = await answer.json();  // throws on a proxy's page labelled JSON
       } catch {
-        return;  // offline: the box is still typed in
-      }
-      if (answer.redirected) {  // the session is over: the address sent us to sign in
-        window.location.assign(answer.url);
+        // Offline, or an answer that is not the portal's JSON: the list shown is another
+        // line's, so it is closed (Enter keeps the line typed), and the status says so.
+        if (mine === asked) {
+          close();
+          status.textContent = "Suggestions are unavailable (the portal did not answer): "
+            + "type the line in full, as Full Name <email>.";
+        }
         return;
       }
-      const kind = answer.headers.get("content-type") || "";
-      if (mine !== asked || !kind.startsWith("application/json")) return;
-      const body = await answer.json();
       if (mine !== asked || document.activeElement !== box) return;
       if (body.error) {
         close();

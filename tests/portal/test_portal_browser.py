@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from portal.web import IDLE_SECONDS
 from tests.licensing_desk import at, num
 from tests.portal.conftest import SHOTS, World
 from tests.support import ADMIN_TOKEN
@@ -435,3 +436,94 @@ def test_r1_the_usage_page_fits_a_phone_beside_a_member_of_an_ordinary_long_name
         assert wide <= window, f"the page is {wide} px wide in a {window} px window"
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("failure", ["offline", "not JSON"])
+def test_portal_suggestions_not_answered_close_the_list_and_say_so(
+    page: Any, world: World, failure: str
+) -> None:
+    """The users box's suggestions when the portal does not answer (offline) or answers
+    what is not its JSON (a proxy's 502 page labelled application/json): the previous
+    line's list stayed open under a line it does not match, Enter wrote its suggestion
+    over the line typed, and the page threw. Now the list closes, the status line says
+    that suggestions are unavailable and to type the line in full, and Enter keeps the
+    line as typed (it starts the next one); nothing is thrown."""
+    thrown: list[str] = []
+    page.on("pageerror", lambda error: thrown.append(str(error)))
+    sign_in(page)
+    page.goto("/teams/alpha/users")
+    box = page.get_by_label("One user a line")
+    box.press_sequentially("ca", delay=30)
+    found = page.locator("#users-suggestions")
+    expect(found).to_contain_text("carl@example.com")
+    if failure == "offline":
+        page.route("**/users/suggest*", lambda route: route.abort())
+    else:
+        page.route(
+            "**/users/suggest*",
+            lambda route: route.fulfill(
+                status=502, content_type="application/json", body="<html>Bad gateway</html>"
+            ),
+        )
+    box.press_sequentially("x", delay=30)  # "cax": nobody's
+    expect(page.locator("#users-found")).to_have_text(
+        "Suggestions are unavailable (the portal did not answer): type the line in full, "
+        "as Full Name <email>."
+    )
+    expect(found).to_be_hidden()
+    box.press("ArrowDown")
+    box.press("Enter")
+    assert box.input_value() == "cax\n"
+    assert thrown == []
+
+
+def test_portal_search_as_you_type_says_it_is_searching_until_the_answer_is_in(
+    page: Any, world: World
+) -> None:
+    """A search the portal is slow to answer (over 60 s when the server hangs) left the
+    whole list in the table with nothing saying it was not the search's yet. Now the
+    status line says "Searching for “car”…" and the rows are aria-busy until the answer
+    is in, which clears both."""
+    sign_in(page)
+    page.goto("/teams/alpha/users")
+    held: list[Any] = []
+    page.route("**/users/rows*", lambda route: held.append(route))
+    rows = page.locator("#user-rows")
+    status = page.locator("#q-status")
+    with page.expect_request("**/users/rows*"):
+        page.get_by_label("Find a user").press_sequentially("car", delay=30)
+    expect(status).to_have_text("Searching for \u201ccar\u201d\u2026")
+    expect(rows).to_have_attribute("aria-busy", "true")
+    assert "ada@example.com" in rows.inner_text()  # the list before, dimmed, said so
+    assert len(held) == 1
+    held[0].continue_()
+    expect(rows).not_to_contain_text("ada@example.com")
+    expect(status).to_have_text("")
+    expect(rows).not_to_have_attribute("aria-busy", "true")
+    assert rows.locator("tr").all_inner_texts() == ["Carl\tcarl@example.com\tRevit\tactive"]
+
+
+def test_portal_a_session_ended_mid_form_says_so_and_signs_in_back_to_the_form(
+    page: Any, world: World
+) -> None:
+    """A form sent once the session ended (unused for 8 hours) went to a sign-in page
+    that said nothing of it, then to /teams. Now sign-in says that the session ended
+    and the form was not sent, and comes back to the form's page."""
+    sign_in(page)
+    page.goto("/teams/alpha/users")
+    page.get_by_label("One user a line").fill("Dora Explorer <dora@example.com>")
+    assert world.server.server.portal is not None
+    sessions = world.server.server.portal.app.state.sessions
+    for session in sessions._by_id.values():
+        session.last_seen -= IDLE_SECONDS + 1  # unused for over 8 hours
+    page.get_by_role("button", name="Add users").click()
+    page.wait_for_url("**/signin?**")
+    expect(page.locator("#session-ended")).to_have_text(
+        "Your session ended (unused for 8 hours): sign in again; the form was not sent."
+    )
+    page.get_by_label("Admin key or operator token").fill(ADMIN_TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/teams/alpha/users")
+    expect(page.get_by_role("heading", name="Users of Alpha")).to_be_visible()
+    members = world.a("ListMembers", {"team_id": "alpha"})["members"]
+    assert "dora@example.com" not in {m["user_id"] for m in members}

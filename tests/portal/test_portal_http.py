@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from html import unescape
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
@@ -20,6 +23,7 @@ import httpx2
 import pytest
 from starlette.testclient import TestClient
 
+from client_sdk import RetryPolicy
 from client_sdk.admin import AsyncAdminClient
 from client_sdk.errors import ServerError
 from portal import operator_pages, pages, present, team_pages
@@ -32,10 +36,10 @@ from server.app import TesseraServer
 from server.config import Config
 from server.listen import StartRefused
 from tests.grpcurl import GrpcurlError
-from tests.licensing_desk import L, at, num
+from tests.licensing_desk import Desk, L, at, num
 from tests.portal.conftest import World, csrf_of
 from tests.portal.test_sessions import Clock
-from tests.support import ADMIN_TOKEN, ServerThread
+from tests.support import ADMIN_TOKEN, ServerProcess, ServerThread
 
 
 @pytest.fixture
@@ -44,13 +48,16 @@ def web(world: World) -> Iterator[TestClient]:
         yield client
 
 
-def sign_in(client: TestClient, credential: str = ADMIN_TOKEN) -> httpx2.Response:
+def sign_in(
+    client: TestClient, credential: str = ADMIN_TOKEN, next_page: str | None = None
+) -> httpx2.Response:
+    """Sign in with ``credential`` (``next_page``: the form's ``next``, the page to go
+    back to); the answer, not followed."""
     page = client.get("/signin")
-    return client.post(
-        "/signin",
-        data={"csrf": csrf_of(page.text), "credential": credential},
-        follow_redirects=False,
-    )
+    data = {"csrf": csrf_of(page.text), "credential": credential}
+    if next_page is not None:
+        data["next"] = next_page
+    return client.post("/signin", data=data, follow_redirects=False)
 
 
 def sign_in_as_alphas_admin(web: TestClient, world: World) -> dict[str, Any]:
@@ -833,7 +840,8 @@ def test_a_session_unused_for_8_hours_sends_the_browser_to_sign_in(world: World)
         assert web.get("/teams").status_code == 200
         clock.now += IDLE_SECONDS + 1
         gone = web.get("/teams", follow_redirects=False)
-        assert (gone.status_code, gone.headers["location"]) == (303, "/signin")
+        # Sign-in says so (``?ended=1``), and goes to /teams afterwards anyway: no next.
+        assert (gone.status_code, gone.headers["location"]) == (303, "/signin?ended=1")
         assert len(app.state.sessions) == 0
 
 
@@ -2219,3 +2227,215 @@ def test_a3_by_product_of_a_product_not_on_the_rate_sheet_is_404(web: TestClient
     assert page.status_code == 404
     assert 'id="assign-users"' not in page.text
     assert page.text.count("There is no such product.") == 1
+
+
+def _members_of(world: World, product_id: str) -> list[str]:
+    """Every member of alpha who may run ``product_id``, read over gRPC page after page."""
+    found: list[str] = []
+    token = ""
+    while True:
+        body = {"team_id": "alpha", "product_id": product_id, "page_token": token}
+        page = world.a("ListMembers", body)
+        found += [m["user_id"] for m in page.get("members", [])]
+        token = page.get("next_page_token", "")
+        if not token:
+            return found
+
+
+def test_portal_by_product_comes_a_page_at_a_time_with_a_next_link_keeping_the_product(
+    web: TestClient, world: World
+) -> None:
+    """By Product listed every member who may run the product in one table (1,201 rows
+    for a team of 1,200 imported at once): now a page of ``BY_PRODUCT_PAGE`` at a time
+    (ListMembers with ``product_id``), whose Next page link keeps ``product=``; the
+    pages together hold each member once, and an edited page link is the lists' 400."""
+    lines = [f"User {n} <u{n:04}@example.com>" for n in range(250)]
+    world.a("ImportUsers", {"team_id": "alpha", "users": lines, "product_ids": ["ACAD"]})
+    sign_in(web)
+    seen: list[str] = []
+    url = "/teams/alpha/products?product=ACAD"
+    links: list[str] = []
+    while url:
+        page = web.get(url)
+        assert page.status_code == 200
+        rows = re.findall(r'<tr><td><a href="/teams/alpha/member\?user=([^"]+)">', page.text)
+        assert 0 < len(rows) <= 100  # team_pages.BY_PRODUCT_PAGE
+        seen += [unescape(r) for r in rows]
+        more = re.search(r'<a class="button" href="([^"]+)">Next page</a>', page.text)
+        if more:
+            links.append(unescape(more.group(1)))
+        url = urljoin(str(page.url), links[-1]) if more else ""
+    assert len(links) == 2  # 251 members: 100, 100, 51
+    assert all(parse_qs(urlsplit(link).query)["product"] == ["ACAD"] for link in links)
+    assert sorted(seen) == sorted(_members_of(world, "ACAD"))
+    assert len(seen) == 251  # Ada (all products) and the 250 (Bob, invited, may not yet)
+    gone = web.get("/teams/alpha/products?product=ACAD&page=nonsense")
+    assert (gone.status_code, pages.PAGE_GONE in gone.text) == (400, True)
+
+
+def test_portal_in_words_a_server_that_did_not_answer_names_no_address_nor_grpc() -> None:
+    """client_sdk's DeadlineExceeded (an Unavailable, its message gRPC's with the
+    addresses tried) is said in words: on a page, try again; for a form, that the change
+    may or may not have been made. So is a change without a request id that got no
+    answer (OutcomeUnknown), and an Unavailable of a reason the portal does not know."""
+    import grpc
+
+    from client_sdk.errors import DeadlineExceeded, OutcomeUnknown, Unavailable
+
+    late = DeadlineExceeded(
+        "Deadline Exceeded (tried 127.0.0.1:50051)", code=grpc.StatusCode.DEADLINE_EXCEEDED
+    )
+    assert in_words(late) == "The Tessera server did not answer in time; try again in a moment."
+    assert in_words(late, form=True) == (
+        "The Tessera server did not answer in time: the change may or may not have been "
+        "made. Check what happened before sending the form again."
+    )
+    unknown = OutcomeUnknown("127.0.0.1:50051 did not say whether it made the change", cause=late)
+    assert in_words(unknown) == pages.NOT_SAID
+    odd = Unavailable("draining (tried 127.0.0.1:50051)", reason="DRAINING")
+    assert in_words(odd) == pages.REASONS["UNAVAILABLE"]
+    for words in (in_words(late), in_words(late, form=True), pages.NOT_SAID, in_words(odd)):
+        assert "127.0.0.1" not in words and "Deadline" not in words
+
+
+@pytest.mark.sqlite_only("a server process paused with SIGSTOP; the words are the portal's")
+@pytest.mark.timeout(120)
+def test_portal_a_server_that_does_not_answer_in_time_is_said_in_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that hangs (SIGSTOP: a paused VM, a black-holed route): the page, the
+    search's rows and a form said gRPC's "Deadline Exceeded (tried 127.0.0.1:PORT)."; now
+    words, without the address, under 504; the rows of a search not answered make no
+    further call (product_names), which would keep the browser waiting as long again."""
+    srv = ServerProcess(tmp_path / "t.db").start()
+    desk = Desk(srv.target).sheet()
+    named: list[str] = []
+
+    async def product_names(session: Any) -> dict[str, str]:
+        named.append("called")
+        return {}
+
+    monkeypatch.setattr(team_pages, "product_names", product_names)
+    try:
+        desk.team("alpha", 1000)
+        app = create_app(srv.target)
+        app.state.client["retry"] = RetryPolicy(max_attempts=1, call_timeout=1.0)
+        with TestClient(app, base_url="http://127.0.0.1") as web:
+            sign_in(web)
+            csrf = csrf_of(web.get("/teams/alpha").text)
+            assert srv.proc is not None
+            os.kill(srv.proc.pid, signal.SIGSTOP)
+            try:
+                page = web.get("/teams/alpha/users")
+                rows = web.get("/teams/alpha/users/rows?q=car")
+                sent = web.post(
+                    "/teams/alpha/threshold", data={"csrf": csrf, "low_balance_threshold": "7"}
+                )
+            finally:
+                os.kill(srv.proc.pid, signal.SIGCONT)
+        for answer in (page, rows, sent):
+            assert answer.status_code == 504
+            assert "Deadline" not in answer.text and "tried" not in answer.text
+            assert "127.0.0.1" not in answer.text
+        assert pages.NO_ANSWER in page.text and pages.NO_ANSWER in rows.text
+        assert "the change may or may not have been made" in sent.text
+        assert named == []
+    finally:
+        desk.close()
+        srv.kill()
+
+
+def test_portal_a_session_ended_mid_form_says_so_and_signs_in_back_to_the_form_page(
+    world: World,
+) -> None:
+    """A form sent after the session ended (unused for 8 hours) went to a sign-in page
+    that said nothing, and then to /teams. Now sign-in says the session ended and the
+    form was not sent, and comes back to the form's page: its action when that is a
+    page (By User), else the page above it (a member's products: the member's page); a
+    GET comes back to itself (the search's rows: to their page); 12 hours after the
+    sign-in, it says so. Nothing the form asked was done."""
+    clock = Clock()
+    app = create_app(world.target, sessions=Sessions(clock=clock))
+    with TestClient(app, base_url="http://127.0.0.1") as web:
+        sign_in(web)
+        csrf = csrf_of(web.get("/teams/alpha/users").text)
+        clock.now += IDLE_SECONDS + 1
+        sent = web.post(
+            "/teams/alpha/users",
+            data={"csrf": csrf, "users": "Dora Explorer <dora@example.com>", "mode": "assign"},
+            follow_redirects=False,
+        )
+        assert sent.status_code == 303
+        location = sent.headers["location"]
+        assert location == "/signin?ended=1&form=1&next=%2Fteams%2Falpha%2Fusers"
+        page = web.get(location)
+        words = "Your session ended (unused for 8 hours): sign in again; the form was not sent."
+        assert f'<p class="notice" id="session-ended" role="status">{words}</p>' in page.text
+        assert '<input type="hidden" name="next" value="/teams/alpha/users">' in page.text
+        back = sign_in(web, next_page="/teams/alpha/users")
+        assert (back.status_code, back.headers["location"]) == (303, "/teams/alpha/users")
+        members = world.a("ListMembers", {"team_id": "alpha"})["members"]
+        assert "dora@example.com" not in {m["user_id"] for m in members}
+
+        csrf = csrf_of(web.get("/teams/alpha/member?user=carl@example.com").text)
+        clock.now += IDLE_SECONDS + 1
+        sent = web.post(
+            "/teams/alpha/member/products?user=carl%40example.com",
+            data={"csrf": csrf, "product_ids": "ACAD"},
+            follow_redirects=False,
+        )
+        query = parse_qs(urlsplit(sent.headers["location"]).query)
+        assert query == {
+            "ended": ["1"],
+            "form": ["1"],
+            "next": ["/teams/alpha/member?user=carl%40example.com"],
+        }
+        sign_in(web)
+        clock.now += IDLE_SECONDS + 1
+        rows = web.get("/teams/alpha/users/rows?q=car", follow_redirects=False)
+        query = parse_qs(urlsplit(rows.headers["location"]).query)
+        assert query == {"ended": ["1"], "next": ["/teams/alpha/users?q=car"]}
+        said = web.get(rows.headers["location"]).text
+        assert "Your session ended (unused for 8 hours): sign in again.</p>" in said
+        sign_in(web)
+        for _ in range(12):
+            clock.now += 3600
+            web.get("/teams")
+        clock.now += 1
+        usage = web.get("/teams/alpha/usage?from=2026-01-01", follow_redirects=False)
+        query = parse_qs(urlsplit(usage.headers["location"]).query)
+        assert query == {"ended": ["2"], "next": ["/teams/alpha/usage?from=2026-01-01"]}
+        said = web.get(usage.headers["location"]).text
+        assert "Your session ended (12 hours after its sign-in): sign in again.</p>" in said
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        "//evil.example/teams",
+        "/\\evil.example/teams",
+        "/\\/evil.example",
+        "https://evil.example/teams",
+        "http:/evil.example",
+        "javascript:alert(1)",
+        "evil.example/teams",
+        "/\t/evil.example",
+        " /teams",
+        "",
+    ],
+)
+def test_portal_sign_in_goes_to_next_only_on_this_portal(
+    web: TestClient, world: World, elsewhere: str
+) -> None:
+    """The sign-in form's ``next`` (a page the session ended on) is followed only when it
+    is a path of this portal: anything a browser could read as another site (``//host``,
+    ``/\\host``, a scheme, a control character) is an open redirect, and goes to /teams."""
+    page = web.get("/signin", params={"next": elsewhere})
+    assert 'name="next"' not in page.text
+    answer = sign_in(web, next_page=elsewhere)
+    assert (answer.status_code, answer.headers["location"]) == (303, "/teams")
+    web.cookies.clear()
+    page = web.get("/signin", params={"next": "/teams/alpha/users?q=car"})
+    assert 'name="next" value="/teams/alpha/users?q=car"' in page.text
+    answer = sign_in(web, next_page="/teams/alpha/users?q=car")
+    assert answer.headers["location"] == "/teams/alpha/users?q=car"

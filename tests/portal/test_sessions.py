@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from portal.web import IDLE_SECONDS, LIFETIME_SECONDS, SWEEP_SECONDS, Sessions
+from portal.web import IDLE, IDLE_SECONDS, LIFETIME_SECONDS, SWEEP_SECONDS, TOO_OLD, Sessions
 
 
 class Clock:
@@ -60,3 +60,29 @@ async def test_a_session_ends_12_hours_after_its_sign_in_however_busy() -> None:
     assert sessions.find(cookie) is None
     await asyncio.gather(*sessions.closing)
     assert (len(sessions), client.closed) == (0, True)
+
+
+async def test_portal_a_session_ended_by_time_is_remembered_for_the_sign_in_page() -> None:
+    """Why a session ended reaches the sign-in page when its cookie comes back: unused
+    (``IDLE``), also when a sweep made for another session dropped it first; too old
+    (``TOO_OLD``). A session signed out, or a cookie this portal did not sign, ended
+    by no time: nothing is said."""
+    clock = Clock()
+    sessions = Sessions(clock=clock)
+    idle = sessions.cookie_value(sessions.add(Client(), operator=True, label="a"))  # type: ignore[arg-type]
+    other = sessions.cookie_value(sessions.add(Client(), operator=True, label="b"))  # type: ignore[arg-type]
+    out = sessions.add(Client(), operator=True, label="c")  # type: ignore[arg-type]
+    await sessions.end(out)
+    clock.now += IDLE_SECONDS + 1
+    assert sessions.find(other) is None  # its find sweeps: "a" is dropped unseen
+    assert len(sessions) == 0
+    assert (sessions.ended(idle), sessions.ended(other)) == (IDLE, IDLE)
+    assert sessions.ended(sessions.cookie_value(out)) == ""
+    assert sessions.ended(idle.split(".")[0] + ".forged") == ""
+    old = sessions.add(Client(), operator=True, label="d")  # type: ignore[arg-type]
+    for _ in range(12):
+        clock.now += 3600
+        assert sessions.find(sessions.cookie_value(old)) is old
+    clock.now += 1
+    assert sessions.ended(sessions.cookie_value(old)) == TOO_OLD
+    await asyncio.gather(*sessions.closing)
