@@ -232,13 +232,17 @@ class Accounts:
         entries = await self._store.ledger_page(
             team_id, since_seq, limit, pack_id, newest_first=newest_first
         )
-        if pack is not None and not entries and pack.team_id != team_id:
-            # Never this team's (it would have an entry here): answered as no pack at
-            # all, so a team administrator learns nothing of other teams' packs (AD1);
-            # past the first page too (a page token is not a secret: anyone can make
-            # one), asking whether the team has any entry of it at all.
-            if not since_seq or not await self._store.ledger_page(team_id, 0, 1, pack_id):
-                raise UnknownPack(f"no token pack {pack_id!r}", pack_id=pack_id)
+        # Never this team's (it would have an entry here): answered as no pack at all,
+        # so a team administrator learns nothing of other teams' packs (AD1); past the
+        # first page too (a page token is not a secret: anyone can make one), asking
+        # whether the team has any entry of it at all.
+        if (
+            pack is not None
+            and not entries
+            and pack.team_id != team_id
+            and (not since_seq or not await self._store.ledger_page(team_id, 0, 1, pack_id))
+        ):
+            raise UnknownPack(f"no token pack {pack_id!r}", pack_id=pack_id)
         return entries
 
     def _on_pack_expiry(self, pack_id: str, due: datetime, changes: Changes) -> None:
