@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 import asyncpg
 import grpc
 import structlog
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from server import leases, loops
 from server.api import reflection
@@ -300,7 +300,7 @@ class TesseraServer:
         registered, each its own queue of calls not yet taken in; all the rest sharing
         one (``ha/gate.py``'s docstring: health's generated code would register it)."""
         only_generic = cast(grpc.aio.Server, GenericOnly(server))  # a stand-in, by design
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, only_generic)
+        reflection.add_health(self._health, only_generic)  # its requests parsed strictly
         reflection.enable(server, SERVICE_NAMES)
         self.gate.register(server)
 

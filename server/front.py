@@ -22,11 +22,18 @@ in the back too (``("cancel", id)``), as gRPC cancels it in one process. The bac
 also tells the front its health (``("health", service, status)``), when to
 take calls (``("start",)``) and when to stop (``("stop", grace)``).
 
-The back also says it is alive (``("alive",)``) every ``ALIVE_EVERY``
-seconds. A back the front has not heard from for ``SILENT_AFTER`` seconds
-(paused by SIGSTOP, or its loop held) is reported ``NOT_SERVING`` by the
-front's health until it is heard again, as a server in one process in that
-state answers no health check at all: a load balancer takes it out either way.
+Each side says it is alive (``("alive",)``) every ``ALIVE_EVERY`` seconds.
+A back the front has not heard from for ``SILENT_AFTER`` seconds (paused by
+SIGSTOP, or its loop held) is reported ``NOT_SERVING`` by the front's health
+until it is heard again, as a server in one process in that state answers no
+health check at all: a load balancer takes it out either way. A front the back
+has not heard from for ``SILENT_AFTER`` seconds (paused, or hung) is killed by
+the back (SIGKILL), which then stops as for any front that ends (below): a hung
+front holds the port answering nothing, and a back that went on renewing its
+lease would keep a standby from taking over (RULES H2). Silence is judged from
+the frames received, and only at a look that comes on time: a back whose own
+loop was held (a long load at its start) may not have read what the front sent
+meanwhile, so it looks again, a turn later, before it judges.
 
 The front holds nothing but calls under way: every token, session and
 write is the back's. So neither outlives the other: a front that ends stops
@@ -55,7 +62,7 @@ from typing import Any, cast
 
 import grpc
 import structlog
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from server import loops
 from server.api import reflection
@@ -73,10 +80,14 @@ UNKNOWN = grpc.StatusCode.UNKNOWN.value[0]
 UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED.value[0]
 #: Seconds the back waits for the front to report its port, or to end once told to stop.
 START_TIMEOUT = 30.0
-#: Seconds between the back's "alive" frames, and between the front's looks at them.
+#: Seconds between each side's "alive" frames, and between its looks at the other's.
 ALIVE_EVERY = 1.0
-#: Seconds of silence from the back after which the front reports it NOT_SERVING.
+#: Seconds of silence from the back after which the front reports it NOT_SERVING, and
+#: from the front after which the back kills it.
 SILENT_AFTER = 3.0
+#: A look this many seconds after the last one came late: its loop was held, and what
+#: the other side sent meanwhile may not be read yet (``Back.look``).
+LATE_LOOK = 2 * ALIVE_EVERY
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
@@ -205,10 +216,14 @@ class Back:
     ``start()`` and ``stop(grace)`` as a grpc.aio server's, so the server holds
     either."""
 
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: Gate, now: Callable[[], float] = monotonic) -> None:
         self.gate = gate
         self.link = Link(self._on_batch)
         self._loop = asyncio.get_running_loop()  # kept (see Link)
+        self._now = now
+        self.heard = now()  # when the front last sent anything
+        self._looked = self.heard  # when this process last looked at that (look)
+        self.killed = False  # silent for SILENT_AFTER: killed
         self.ended = self._loop.create_future()  # the front ended unasked
         self._process: subprocess.Popen[bytes] | None = None
         self._calls: dict[int, asyncio.Task[None]] = {}  # under way, by call id
@@ -254,6 +269,7 @@ class Back:
             await self._end_at_start()  # ended already, or hung
             raise StartRefused(str(said.get("error")))
         self.link.closed.add_done_callback(self._closed)
+        self.heard = self._looked = self._now()
         self._alive = loop.create_task(self._say_alive(), name="front-alive")
         return int(said["port"])
 
@@ -265,10 +281,29 @@ class Back:
             self.link.transport.close()
 
     async def _say_alive(self) -> None:
-        """Tell the front this process still runs its loop (``SILENT_AFTER``)."""
+        """Tell the front this process still runs its loop, and see that the front
+        still runs its own (``SILENT_AFTER``)."""
         while True:
             self.link.send(("alive",))
             await asyncio.sleep(ALIVE_EVERY)
+            self.look()
+
+    def look(self) -> None:
+        """Kill the front once it has sent nothing for ``SILENT_AFTER`` seconds: the
+        link then closes, and the server stops (``ended``). A look that comes late
+        (``LATE_LOOK``: this loop was held) judges nothing: what the front sent
+        meanwhile may wait unread in the socket, and is read before the next."""
+        now = self._now()
+        late = now - self._looked > LATE_LOOK
+        self._looked = now
+        if late or self.killed or self._stopping or now - self.heard <= SILENT_AFTER:
+            return
+        process = self._process
+        if process is None:
+            return
+        self.killed = True
+        log.error("front_process_silent", seconds=round(now - self.heard, 1), pid=process.pid)
+        process.kill()
 
     @property
     def pid(self) -> int:
@@ -329,15 +364,17 @@ class Back:
         return code
 
     def _on_batch(self, batch: list[tuple[Any, ...]]) -> None:
+        self.heard = self._now()  # any frame says the front runs
         loop, calls = self._loop, self._calls
         for item in batch:
-            if item[0] == "cancel":  # its client gave up: as gRPC would, cancel it
+            if type(item[0]) is int:
+                call_id, method, metadata, body, peer = item
+                calls[call_id] = loop.create_task(self._run(call_id, method, metadata, body, peer))
+            elif item[0] == "cancel":  # its client gave up: as gRPC would, cancel it
                 cancelled = calls.pop(item[1], None)  # one not yet begun never ends itself
                 if cancelled is not None:
                     cancelled.cancel()
-                continue
-            call_id, method, metadata, body, peer = item
-            calls[call_id] = loop.create_task(self._run(call_id, method, metadata, body, peer))
+            # ("alive",): heard, as every frame
 
     async def _run(self, call_id: int, method: str, metadata: Any, body: bytes, peer: str) -> None:
         """One call, as gRPC would run it on the server's own port."""
@@ -429,6 +466,13 @@ class Front(grpc.GenericRpcHandler):
             await asyncio.sleep(ALIVE_EVERY)
             self.look()
 
+    async def say_alive(self) -> None:
+        """Tell the back this process still runs its loop: a front silent for
+        ``SILENT_AFTER`` seconds is killed by it (``Back.look``)."""
+        while True:
+            self.link.send(("alive",))
+            await asyncio.sleep(ALIVE_EVERY)
+
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
         return self._handlers.get(details.method)
 
@@ -481,15 +525,17 @@ async def serve(fd: int, cfg: Config) -> int:
     front = Front()
     # The socket pair's end the back left open for this process alone (Back.open).
     await loop.create_unix_connection(lambda: front.link, sock=socket.socket(fileno=fd))
+    alive = asyncio.ensure_future(front.say_alive())
     server = grpc_server(cfg)
     # Mounted as server/app.py mounts it: generic, sharing the one queue (ha/gate.py).
     only_generic = cast(grpc.aio.Server, GenericOnly(server))  # a stand-in, by design
-    health_pb2_grpc.add_HealthServicer_to_server(front.health, only_generic)
+    reflection.add_health(front.health, only_generic)  # its requests parsed strictly
     reflection.enable(server, SERVICE_NAMES)
     front.mount(server)
     try:
         port = bind(server, cfg)
     except StartRefused as refused:
+        alive.cancel()
         print(json.dumps({"error": str(refused)}), flush=True)
         return 1
     print(json.dumps({"port": port}), flush=True)
@@ -507,6 +553,7 @@ async def serve(fd: int, cfg: Config) -> int:
         front.fail_waiting()
     await front.health.close()  # its Watch streams end: the stop waits for none
     await server.stop(grace)
+    alive.cancel()
     return 0 if front.stopping.done() else 1  # else the back is gone
 
 

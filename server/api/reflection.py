@@ -20,21 +20,33 @@ Two requests are answered here:
 grpcio-reflection serves only ``grpc.reflection.v1alpha``; ``v1`` has the same
 messages under another package, so the same servicer answers under both names,
 and v1's descriptor is derived from v1alpha's.
+
+Health (``add_health``) and reflection parse their requests strictly: a body that
+is not the method's message (a corrupt wire format, a string that is not UTF-8) is
+refused ``INVALID_ARGUMENT``, "the request is not a valid
+grpc.health.v1.HealthCheckRequest (...)", with a ``BadRequest`` naming the field
+``request``, as Tessera's own methods refuse one (``api/interceptors.py``), where
+gRPC alone answered ``UNKNOWN`` naming a Python exception and logged a traceback.
 """
 
 from __future__ import annotations
 
 import importlib.resources
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+import inspect
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any, cast
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import FileDescriptor
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2
-from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_reflection.v1alpha._async import ReflectionServicer as _LibraryServicer
+
+from server.api.errors import to_status
+from server.domain.errors import InvalidArgument
 
 DESCRIPTOR_SET = "descriptors.binpb"  # in the package tessera_api
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
@@ -187,18 +199,134 @@ async def _one(request: Request) -> AsyncIterator[Request]:
 
 def enable(server: grpc.aio.Server, service_names: Iterable[str]) -> None:
     """Serve reflection for ``service_names`` and reflection's own services,
-    under v1alpha and v1."""
+    under v1alpha and v1, its requests parsed strictly."""
     servicer = ReflectionServicer((*service_names, *REFLECTION_SERVICES), Descriptors.served())
-    handlers = {
-        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
-            servicer.ServerReflectionInfo,
-            request_deserializer=Request.FromString,
-            response_serializer=Response.SerializeToString,
-        )
-    }
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=Request.FromString,
+        response_serializer=Response.SerializeToString,
+    )
     server.add_generic_rpc_handlers(
         tuple(
-            grpc.method_handlers_generic_handler(name, handlers)
+            grpc.method_handlers_generic_handler(
+                name, {"ServerReflectionInfo": strict(handler, name.rpartition(".")[0])}
+            )
             for name in (reflection.SERVICE_NAME, REFLECTION_V1)
         )
     )
+
+
+def add_health(servicer: health_pb2_grpc.HealthServicer, server: grpc.aio.Server) -> None:
+    """``health_pb2_grpc.add_HealthServicer_to_server``, its requests parsed strictly
+    (on a ``GenericOnly`` stand-in, its generic handlers alone: ``ha/gate.py``)."""
+    collected = _Collector()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, collected)  # type: ignore[arg-type]
+    for service, methods in collected.services.items():
+        package = service.rpartition(".")[0]
+        checked = {name: strict(handler, package) for name, handler in methods.items()}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, checked),))
+        server.add_registered_method_handlers(service, checked)
+
+
+class _Collector:
+    """Stands in for a gRPC server to collect a servicer's method handlers."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, dict[str, Any]] = {}
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass  # the registered handlers below are the same methods
+
+    def add_registered_method_handlers(self, service: str, methods: dict[str, Any]) -> None:
+        self.services[service] = dict(methods)
+
+
+class Unparsed:
+    """A request body that is not its method's message: refused once the handler runs."""
+
+    __slots__ = ("details",)
+
+    def __init__(self, details: str) -> None:
+        self.details = details
+
+
+def strict(handler: Any, package: str) -> Any:
+    """``handler`` (a grpc.RpcMethodHandler) with its request parsed strictly: a body
+    that is not its message (named in ``package``: ``grpc.reflection.v1`` serves
+    v1alpha's messages under its own name) is refused INVALID_ARGUMENT, naming it,
+    instead of gRPC's UNKNOWN and a traceback in the log."""
+    parse = _parse(handler.request_deserializer, package)
+    kind = "unary_unary" if handler.unary_unary is not None else None
+    for name in ("unary_stream", "stream_unary", "stream_stream"):
+        if getattr(handler, name) is not None:
+            kind = name
+    assert kind is not None  # noqa: S101 (a handler has one behaviour)
+    behavior = getattr(handler, kind)
+    make = getattr(grpc, f"{kind}_rpc_method_handler")
+    wrapped = _streamed(behavior) if kind.startswith("stream") else _unary(behavior)
+    return make(
+        wrapped, request_deserializer=parse, response_serializer=handler.response_serializer
+    )
+
+
+def _parse(deserialize: Callable[[bytes], Any], package: str) -> Callable[[bytes], Any]:
+    message = getattr(deserialize, "__self__").DESCRIPTOR.name  # noqa: B009 (a bound FromString)
+    full_name = f"{package}.{message}"
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as exc:
+            text = str(exc)
+            why = text.rsplit(": ", 1)[-1] if ": " in text else "the wire format was corrupt"
+            return Unparsed(f"is not a valid {full_name} ({why})")
+
+    return parse
+
+
+async def refuse(context: Any, unparsed: Unparsed) -> None:
+    """INVALID_ARGUMENT naming the field ``request`` (a BadRequest) and saying why."""
+    problem = InvalidArgument.field("request", unparsed.details)
+    problem.message = f"the request {unparsed.details}"
+    status = to_status(problem)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def _unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.isasyncgenfunction(behavior):
+
+        async def answers(request: Any, context: Any) -> AsyncIterator[Any]:
+            if isinstance(request, Unparsed):
+                await refuse(context, request)
+            async for answer in behavior(request, context):
+                yield answer
+
+        return answers
+
+    async def answer(request: Any, context: Any) -> Any:
+        if isinstance(request, Unparsed):
+            await refuse(context, request)
+        return await behavior(request, context)
+
+    return answer
+
+
+def _streamed(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    async def checked(requests: AsyncIterable[Any], context: Any) -> AsyncIterator[Any]:
+        async for request in requests:
+            if isinstance(request, Unparsed):
+                await refuse(context, request)
+            yield request
+
+    if inspect.isasyncgenfunction(behavior):
+
+        async def answers(requests: AsyncIterable[Any], context: Any) -> AsyncIterator[Any]:
+            async for answer in behavior(checked(requests, context), context):
+                yield answer
+
+        return answers
+
+    async def answer(requests: AsyncIterable[Any], context: Any) -> Any:
+        return await behavior(checked(requests, context), context)
+
+    return answer
