@@ -66,6 +66,8 @@ from grpc_health.v1 import health_pb2
 
 from server import loops
 from server.api import reflection
+from server.api.admission import Admission
+from server.api.errors import Overloaded, to_status
 from server.api.health import Health
 from server.clock import monotonic
 from server.config import Config, parse_args
@@ -88,6 +90,12 @@ SILENT_AFTER = 3.0
 #: A look this many seconds after the last one came late: its loop was held, and what
 #: the other side sent meanwhile may not be read yet (``Back.look``).
 LATE_LOOK = 2 * ALIVE_EVERY
+#: What a call is told while the back is silent (``Front.silent``): the SDK repeats it
+#: (the same request id) after its backoff, or at another server.
+SILENT = (
+    f"the server has not answered its front for over {SILENT_AFTER:g} s (paused, or its "
+    "loop held); try again in a moment, or another server"
+)
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
@@ -398,6 +406,7 @@ def front_flags(cfg: Config) -> list[str]:
     """The settings the front needs, as the server's own flags."""
     flags = ["--listen", cfg.listen, "--max-message-bytes", str(cfg.max_message_bytes)]
     flags += ["--event-loop", cfg.event_loop]
+    flags += ["--max-calls-in-flight", str(cfg.max_calls_in_flight)]
     for flag, path in (
         ("--tls-cert", cfg.tls_cert),
         ("--tls-key", cfg.tls_key),
@@ -414,9 +423,15 @@ def front_flags(cfg: Config) -> list[str]:
 class Front(grpc.GenericRpcHandler):
     """Hands every Tessera call to the back and answers what comes back."""
 
-    def __init__(self, now: Callable[[], float] = monotonic) -> None:
+    def __init__(self, now: Callable[[], float] = monotonic, max_calls: int = 0) -> None:
+        """``max_calls``: the calls it holds for the back at once (``--max-calls-in-flight``;
+        0: no limit)."""
         self.link = Link(self._on_batch)
         self.health = Health()
+        # Calls waiting for the back: at most the server's own limit, so that a back
+        # whose loop is held (or paused) does not leave the front taking calls without
+        # end; the next is refused as the back refuses one (OVERLOADED, RetryInfo).
+        self.admission = Admission(max_calls)
         self._now = now
         self.heard = now()  # when the back last sent anything
         self.statuses: dict[str, int] = {}  # each service's health, as the back set it
@@ -492,7 +507,17 @@ class Front(grpc.GenericRpcHandler):
         loop = asyncio.get_running_loop()
         waiting, ids, link = self._waiting, self._ids, self.link
 
+        admission = self.admission if self.admission.enabled else None
+
         async def forward(body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+            if self.silent:  # its health says NOT_SERVING: a client goes elsewhere, or waits
+                await context.abort(grpc.StatusCode.UNAVAILABLE, SILENT)
+            if admission is not None:
+                try:
+                    admission.enter()
+                except Overloaded as refused:
+                    status = to_status(refused)
+                    await context.abort(status.code, status.details, status.trailing_metadata)
             call_id = next(ids)
             future: asyncio.Future[tuple[int, str, Any]] = loop.create_future()
             waiting[call_id] = future
@@ -505,6 +530,8 @@ class Front(grpc.GenericRpcHandler):
                 raise
             finally:
                 waiting.pop(call_id, None)
+                if admission is not None:
+                    admission.leave()
             if code:
                 await context.abort(CODES.get(code, grpc.StatusCode.UNKNOWN), details, answer)
             return bytes(answer)
@@ -522,7 +549,7 @@ async def serve(fd: int, cfg: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the back decides when it stops
         loop.add_signal_handler(sig, lambda: None)
-    front = Front()
+    front = Front(max_calls=cfg.max_calls_in_flight)
     # The socket pair's end the back left open for this process alone (Back.open).
     await loop.create_unix_connection(lambda: front.link, sock=socket.socket(fileno=fd))
     alive = asyncio.ensure_future(front.say_alive())

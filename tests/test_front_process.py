@@ -276,30 +276,33 @@ def test_front_process_a_sigterm_in_the_first_moment_ends_the_start_at_once(
     given_up_at_start(proc, front_started)
 
 
-async def test_front_process_a_call_its_client_cancels_is_cancelled_in_the_server() -> None:
-    """As gRPC cancels a handler in one process when its client cancels (or its
-    deadline passes), the front tells the back, which cancels the call: a client
-    that gave up costs the server no more work. Both ends of the link in this
-    process, joined by a socket pair; the front behind a real grpc.aio server."""
-    entered, cancelled = asyncio.Event(), asyncio.Event()
+class _HoldingGate:
+    """The gate's one method the back uses: every call waits for ever (until
+    cancelled), counted in ``entered``."""
 
-    async def held(request: bytes, context: object) -> bytes:
-        entered.set()
+    def __init__(self) -> None:
+        self.entered = 0
+        self.cancelled = asyncio.Event()
+
+    async def intercept_service(self, continuation: object, details: object) -> object:
+        return grpc.unary_unary_rpc_method_handler(self._held)
+
+    async def _held(self, request: bytes, context: object) -> bytes:
+        self.entered += 1
         try:
             await asyncio.Event().wait()  # never answered
         except asyncio.CancelledError:
-            cancelled.set()
+            self.cancelled.set()
             raise
         return b""
 
-    class HoldingGate:
-        """The gate's one method the back uses: every call gets ``held``."""
 
-        async def intercept_service(self, continuation: object, details: object) -> object:
-            return grpc.unary_unary_rpc_method_handler(held)
-
+@contextlib.asynccontextmanager
+async def _front_and_back(front: Front, gate: object) -> Any:
+    """``front`` behind a real grpc.aio server, linked to a back whose calls go to
+    ``gate``, both in this process (joined by a socket pair); (back, a channel)."""
     loop = asyncio.get_running_loop()
-    back, front = Back(cast(Gate, HoldingGate())), Front()
+    back = Back(cast(Gate, gate))
     back_end, front_end = socket.socketpair()
     await loop.create_unix_connection(lambda: back.link, sock=back_end)
     await loop.create_unix_connection(lambda: front.link, sock=front_end)
@@ -309,20 +312,98 @@ async def test_front_process_a_call_its_client_cancels_is_cancelled_in_the_serve
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            call = channel.unary_unary("/tessera.v1.LicensingService/Heartbeat")(b"")
-            await asyncio.wait_for(entered.wait(), 10)  # the back runs it
-            (running,) = back._calls.values()
-            call.cancel()
-            await asyncio.wait_for(cancelled.wait(), 10)
-            assert await call.code() == grpc.StatusCode.CANCELLED
-        await asyncio.wait([running], timeout=10)
-        assert running.cancelled()
-        assert back._calls == {}  # let go of, as every call that ends
+            yield back, channel
     finally:
         await server.stop(None)
         for link in (front.link, back.link):
             if link.transport is not None:
                 link.transport.close()
+
+
+async def test_front_process_holds_at_most_the_calls_in_flight_it_may_then_refuses_overloaded() -> (
+    None
+):
+    """A back whose loop is held takes no call: its front took every call it was
+    sent, without end. It holds at most ``--max-calls-in-flight`` for the back and
+    refuses the next as the back would (OVERLOADED, a RetryInfo); a call that ends
+    (here cancelled) gives its place back."""
+    gate = _HoldingGate()
+    async with _front_and_back(Front(max_calls=2), gate) as (_, channel):
+        heartbeat = channel.unary_unary("/tessera.v1.LicensingService/Heartbeat")
+        held = [heartbeat(b""), heartbeat(b"")]
+        for _ in range(200):
+            if gate.entered == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert gate.entered == 2
+        refused = heartbeat(b"")
+        assert await refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        status = await rpc_status.aio.from_call(refused)
+        assert status is not None
+        details = {d.type_url.rsplit("/", 1)[-1]: d for d in status.details}
+        info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
+        details["google.rpc.ErrorInfo"].Unpack(info)
+        details["google.rpc.RetryInfo"].Unpack(retry)
+        assert info.reason == "OVERLOADED"
+        assert retry.retry_delay.ToTimedelta().total_seconds() == 0.5
+        assert gate.entered == 2  # the back never saw it
+        held[0].cancel()
+        await asyncio.wait_for(gate.cancelled.wait(), 10)
+        again = heartbeat(b"")
+        for _ in range(200):
+            if gate.entered == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert gate.entered == 3  # its place came back
+        for call in (held[1], again):
+            call.cancel()
+
+
+async def test_front_process_a_call_while_its_server_is_silent_is_unavailable_at_once() -> None:
+    """While the back is silent (its health NOT_SERVING), a call is answered
+    UNAVAILABLE at once, never handed to a back that takes none: the SDK sends it
+    again after its backoff (the same request id), or to another server. Once the
+    back is heard again, calls go through."""
+    clock = SecondsClock()
+    front, gate = Front(now=clock), _HoldingGate()
+    async with _front_and_back(front, gate) as (_, channel):
+        heartbeat = channel.unary_unary("/tessera.v1.LicensingService/Heartbeat")
+        clock.t += SILENT_AFTER + 0.1
+        front.look()
+        assert front.silent
+        refused = heartbeat(b"")
+        assert await refused.code() == grpc.StatusCode.UNAVAILABLE
+        assert "has not answered its front for over 3 s" in await refused.details()
+        assert gate.entered == 0
+        front._on_batch([("alive",)])  # heard again
+        taken = heartbeat(b"")
+        for _ in range(200):
+            if gate.entered == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert gate.entered == 1
+        taken.cancel()
+
+
+async def test_front_process_a_call_its_client_cancels_is_cancelled_in_the_server() -> None:
+    """As gRPC cancels a handler in one process when its client cancels (or its
+    deadline passes), the front tells the back, which cancels the call: a client
+    that gave up costs the server no more work. Both ends of the link in this
+    process, joined by a socket pair; the front behind a real grpc.aio server."""
+    gate = _HoldingGate()
+    async with _front_and_back(Front(), gate) as (back, channel):
+        call = channel.unary_unary("/tessera.v1.LicensingService/Heartbeat")(b"")
+        for _ in range(1000):
+            if back._calls:
+                break
+            await asyncio.sleep(0.01)
+        (running,) = back._calls.values()  # the back runs it
+        call.cancel()
+        await asyncio.wait_for(gate.cancelled.wait(), 10)
+        assert await call.code() == grpc.StatusCode.CANCELLED
+        await asyncio.wait([running], timeout=10)
+        assert running.cancelled()
+        assert back._calls == {}  # let go of, as every call that ends
 
 
 async def _status(front: Front, service: str = "") -> int:
