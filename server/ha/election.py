@@ -11,19 +11,27 @@ never meet, so they cannot disagree.
 - A standby tries every ``interval`` to take the row over: it succeeds only
   once the lease has run out, and then the epoch grows by one.
 - Fencing: every write transaction of the store first runs ``fence`` (the row
-  with this server's epoch and a running lease, ``FOR SHARE``). A server that
-  has lost its place finds no row and raises ``NotLeader``: even one that was
-  paused (SIGSTOP) and has not noticed yet can no longer commit. ``FOR SHARE``
-  makes a takeover wait for a write transaction that passed its fence, so
-  nothing is committed under an epoch after the next one began. The fence also
-  bounds how long such a transaction may sit idle (``idle_limit``, the lease): a server paused
-  inside one would otherwise hold its lock, and block every takeover, for as
-  long as it stays paused. A server paused in the middle of a statement (the
-  database waiting for the rest of a COPY's rows) is not idle, and a statement
-  timeout cannot end it either (PostgreSQL reads the client without taking a
-  cancel): a standby kept waiting on the lock for ``blocker_wait`` after the
-  lease ran out (the lease less two rounds: H2's 10 s are the lease, a round
-  and this) ends the sessions that hold it (``END_BLOCKERS``).
+  with this server's epoch and a running lease, ``FOR KEY SHARE``). A server
+  that has lost its place finds no row and raises ``NotLeader``: even one that
+  was paused (SIGSTOP) and has not noticed yet can no longer commit. A takeover
+  first locks the row ``FOR UPDATE``, which waits for every write transaction
+  that passed its fence, so nothing is committed under an epoch after the next
+  one began. The renewal, an ``UPDATE`` of a column no key holds, does not wait
+  for them (``FOR KEY SHARE`` lets it through; ``FOR SHARE`` did not): a write
+  of a burst longer than the lease (a day of deadlines fired at once) held the
+  active's own renewal until the lease ran out, and the active stepped down
+  with its write cut. A server paused (SIGSTOP) inside such a transaction, idle
+  or in the middle of a statement (the database waiting for the rest of a
+  COPY's rows; a statement timeout cannot end that: PostgreSQL reads the client
+  without taking a cancel), would hold its lock, and block every takeover, for
+  as long as it stays paused: a standby kept waiting on the lock for
+  ``blocker_wait`` after the lease ran out (the lease less two rounds: H2's 10 s
+  are the lease, a round and this) ends the sessions that hold it
+  (``END_BLOCKERS``). The fence also lets a transaction sit idle for at most
+  ``idle_limit`` (a minute by default), so that an abandoned one ends with no
+  standby there; not less, because the active's own event loop may be held
+  that long between two statements (a burst of deadlines) and its writer must
+  not be cut for it.
 
 A server is "still there" while any of its sessions that only its death
 closes is connected: its election session or its store's writer, each named
@@ -160,8 +168,14 @@ FENCE = """
 SELECT set_config('idle_in_transaction_session_timeout', $2, true)
 FROM tessera_leader
 WHERE id = 1 AND epoch = $1 AND lease_until > now()
-FOR SHARE
+FOR KEY SHARE
 """
+# A takeover's first statement, in its transaction: it waits for every fenced write
+# under way (their FOR KEY SHARE), which TAKE_OVER's own lock (an update of no key
+# column) would not.
+LOCK_ROW = "SELECT 1 FROM tessera_leader WHERE id = 1 FOR UPDATE"
+#: Seconds a fenced transaction may sit idle unless told otherwise (``idle_limit``).
+IDLE_LIMIT = 60.0
 
 
 class NodeIdInUse(Exception):
@@ -220,9 +234,10 @@ class Election:
         self.interval = interval
         self.on_elected = on_elected
         self.on_lost = on_lost
-        # How long a fenced transaction may sit idle before the database ends
-        # its session (and so its lock): the lease unless told otherwise.
-        self.idle_limit = lease if idle_limit is None else idle_limit
+        # How long a fenced transaction may sit idle before the database ends its
+        # session (and so its lock): a minute (at least the lease) unless told
+        # otherwise, the module docstring says why.
+        self.idle_limit = max(IDLE_LIMIT, lease) if idle_limit is None else idle_limit
         # How long a takeover, the lease run out, waits on the row's lock before it
         # ends the sessions holding it (END_BLOCKERS): a write that passed its fence
         # just before may still commit, but H2's 10 s for a hung active are the
@@ -399,17 +414,22 @@ class Election:
     async def _take_over(self, conn: asyncpg.Connection) -> int | None:
         """TAKE_OVER; kept waiting on the row's lock past ``blocker_wait``, it ends
         the sessions holding it (``END_BLOCKERS``: the module docstring)."""
-        take = asyncio.ensure_future(
-            conn.fetchval(
-                TAKE_OVER,
-                self.node_id,
-                self.address,
-                self.lease,
-                APP_PREFIX,
-                WRITER_PREFIX,
-                timeout=self.idle_limit + self.lease,
-            )
-        )
+
+        async def locked_take() -> int | None:
+            async with conn.transaction():
+                await conn.execute(LOCK_ROW, timeout=self.idle_limit + self.lease)
+                won: int | None = await conn.fetchval(
+                    TAKE_OVER,
+                    self.node_id,
+                    self.address,
+                    self.lease,
+                    APP_PREFIX,
+                    WRITER_PREFIX,
+                    timeout=self.lease,
+                )
+                return won
+
+        take = asyncio.ensure_future(locked_take())
         done, _ = await asyncio.wait({take}, timeout=self.blocker_wait)
         # END_BLOCKERS finds the blockers only while the take still waits (through
         # pg_blocking_pids of its session): the election connection's lock_timeout
@@ -494,8 +514,8 @@ class Election:
             # A takeover waiting behind a fenced transaction gives up and tries again,
             # but only after its END_BLOCKERS (blocker_wait in) has had the time to end
             # a session paused inside a statement: END_BLOCKERS finds that session
-            # through the waiting one, so a lock_timeout of idle_limit (the lease, by
-            # default) ended every try, blocker unfound, just before it looked. The
+            # through the waiting one, so a lock_timeout of idle_limit alone (when it
+            # was the lease) ended every try, blocker unfound, just before it looked. The
             # client's timeouts (the lease, for a renewal) end other statements first.
             millis = str(max(1, round((self.idle_limit + self.lease) * 1000)))
             name = application_name(APP_PREFIX, self.node_id)

@@ -204,6 +204,37 @@ async def test_h1_a_fenced_transaction_holds_off_the_takeover(
         await watcher.close()
 
 
+async def test_h1_a_fenced_transaction_does_not_hold_off_its_own_renewal(
+    elect: Factory, db: asyncpg.Connection
+) -> None:
+    """The active's write of a day's burst of deadlines took longer than the lease;
+    its fence held the row FOR SHARE, which the renewal (an UPDATE) waits for, so the
+    lease ran out, the active stepped down and its write was cut: nothing stored,
+    and the same again at every try. The fence's lock lets the renewal through."""
+    a = elect("a", lease=30.0)
+    await a.tick()
+    async with db.transaction():
+        await a.fence_for(a.epoch)(db)
+        await asyncio.wait_for(a.tick(), timeout=10)  # its renewal, the write under way
+        assert a.leading and a.epoch == 1
+        await db.execute("INSERT INTO purchases VALUES (1)")
+    assert await db.fetchval("SELECT count(*) FROM purchases") == 1
+
+
+async def test_h1_a_fenced_transaction_may_wait_a_minute_for_its_server_s_loop(
+    elect: Factory, db: asyncpg.Connection
+) -> None:
+    """The database ended a fenced transaction idle for the lease (5 s): an active
+    whose event loop was held that long between two statements (a burst of
+    deadlines fired in one piece) had its writer cut, and stepped down. It may sit
+    idle a minute; a paused server's is ended by the standby (``END_BLOCKERS``)."""
+    a = elect("a", lease=5.0, interval=1.0)
+    await a.tick()
+    async with db.transaction():
+        await a.fence_for(a.epoch)(db)
+        assert await db.fetchval("SHOW idle_in_transaction_session_timeout") == "1min"
+
+
 async def test_h1_the_local_lease_lapses_without_renewal(elect: Factory) -> None:
     """A server resumed after a pause refuses calls before its loop runs: its
     own deadline (counted from when it sent the renewal) has passed."""
@@ -247,10 +278,12 @@ async def test_h2_a_paused_transaction_cannot_hold_off_the_takeover(
     elect: Factory, db: asyncpg.Connection, pg_url: str
 ) -> None:
     """An active paused (SIGSTOP) inside a fenced transaction would hold its
-    share lock for as long as it stays paused: the database ends its session
-    once it has sat idle for the lease, so the takeover goes through."""
+    lock for as long as it stays paused: the standby, kept waiting on it for
+    ``blocker_wait`` after the lease ran out, ends that session, so the takeover
+    goes through (the database's own idle limit, a minute, is for a transaction
+    abandoned with no standby there)."""
     a = elect("a", lease=0.3)
-    b = elect("b")
+    b = elect("b", lease=1.0)
     await a.tick()
     watcher = await asyncpg.connect(pg_url)
     try:
