@@ -117,7 +117,38 @@ def build_report(
     taken before the store was read: one that a release closed meanwhile is in
     ``facts`` or here, never in neither; in both, it counts once). Rows (and so
     the totals) are narrowed to ``user_id`` and ``product_id`` when given, and
-    name both in words through ``user_name`` and ``product_name``."""
+    name both in words through ``user_name`` and ``product_name``: ``report_rows``,
+    then ``pack_usage`` of the ledger's packs."""
+    report = UsageReport(
+        rows=report_rows(
+            start,
+            end,
+            facts,
+            live,
+            user_id=user_id,
+            product_id=product_id,
+            user_name=user_name,
+            product_name=product_name,
+        )
+    )
+    report.packs = pack_usage(team_id, now, facts, ledger)
+    return report
+
+
+def report_rows(
+    start: datetime,
+    end: datetime,
+    facts: UsageFacts,
+    live: Iterable[ActivitySpan],
+    *,
+    user_id: str = "",
+    product_id: str = "",
+    user_name: Callable[[str], str] = str,
+    product_name: Callable[[str], str] = str,
+) -> list[UsageRow]:
+    """``build_report``'s rows, from ``facts`` and ``live`` alone (and the names): a
+    year of a large team is a hundred thousand rows and more, built on a thread of
+    its own (``Sessions.usage_report``) while the event loop serves the calls."""
     rows: dict[tuple[str, str, str], UsageRow] = {}
     spare = UsageRow("", "", "")  # what a row filtered out adds to: never reported
 
@@ -146,7 +177,12 @@ def build_report(
         a, b = max(span.start, start), min(span.end, end)
         for day, time in _days(a, b):
             row(day, span.user_id, span.product_id).active += time
-    report = UsageReport(rows=[rows[k] for k in sorted(rows)])
+    return [rows[k] for k in sorted(rows)]
+
+
+def pack_usage(team_id: str, now: datetime, facts: UsageFacts, ledger: Ledger) -> list[PackUsage]:
+    """``build_report``'s packs: read from the ledger as it stands (on the event loop)."""
+    out: list[PackUsage] = []
     moved: defaultdict[tuple[str, EntryKind], int] = defaultdict(int, facts.moved)
     # Every pack the team holds, and those it moved out: what they paid for
     # stays in this team's history (T5), and ``team_id`` names the holder now.
@@ -179,7 +215,7 @@ def build_report(
         else:
             consumed, expired, held, remaining = p.consumed, p.expired_tokens, p.held, p.remaining
             state = p.state
-        report.packs.append(
+        out.append(
             PackUsage(
                 pack_id=p.pack_id,
                 team_id=p.team_id,
@@ -194,4 +230,4 @@ def build_report(
                 moved_out_tokens=moved[(p.pack_id, EntryKind.MOVE_OUT)],
             )
         )
-    return report
+    return out

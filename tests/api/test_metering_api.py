@@ -1215,3 +1215,40 @@ def test_h2_refused_calls_store_the_deadlines_they_fired(
     desk.refused(None, "RemoveDevice", body, FP, "DEVICE_IN_USE")
     assert desk.token_moves("alpha")[-1] == ("CAPTURE", 10, at(m=25))
     desk.assert_ledger_adds_up("alpha")
+
+
+def test_r1_a_usage_report_is_built_and_made_off_the_event_loop(
+    server: ServerThread, desk: Desk, ann: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A year of a large team (160,000 rows, a 10 MB answer) held the event loop for
+    3.5 s, every Heartbeat waiting, and a front reporting its server silent: the rows
+    are built, and the answer's messages made, on threads of their own."""
+    from server.api import admin as admin_module
+    from server.engine import sessions as sessions_module
+
+    threads: dict[str, int] = {}
+
+    def recorded(name: str, work: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            threads[name] = threading.get_ident()
+            return work(*args, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(
+        sessions_module, "report_rows", recorded("rows", sessions_module.report_rows)
+    )
+    monkeypatch.setattr(
+        admin_module, "_usage_report_out", recorded("answer", admin_module._usage_report_out)
+    )
+    desk.entitle(ann)
+    desk.to(at(h=1))
+    report = desk.a("GetUsageReport", {"team_id": "alpha"})
+    assert [num(r, "tokens_charged") for r in report["rows"]] == [10]
+
+    async def loop_thread() -> int:
+        return threading.get_ident()
+
+    loop = server.call(loop_thread())
+    assert set(threads) == {"rows", "answer"}
+    assert loop not in threads.values()
