@@ -493,6 +493,7 @@ class Directory:
         *,
         import_: bool = False,
         known_products: Collection[str],
+        before_change: Callable[[Member], object] = lambda member: None,
     ) -> list[tuple[Member, str | None]]:
         """A1: assign (``import_``: import) users to a team, all or nothing.
 
@@ -501,6 +502,8 @@ class Directory:
         the plaintext invitation token when this call sent one. ``guest`` None
         (not given): a new member is not a guest, an existing one stays what
         they are (A5); an assignment adds products, never takes them away.
+        ``before_change`` sees each member named who was one already, as they
+        were (what they may run now: the caller's, for what a guest loses).
         """
         if not entries:
             raise InvalidArgument.field("users", "must name at least one user")
@@ -520,10 +523,18 @@ class Directory:
         wanted = _Wanted(
             guest, all_products, frozenset() if all_products else frozenset(product_ids)
         )
-        return [self._assign_one(call, team, entry, wanted, import_) for entry in parsed]
+        return [
+            self._assign_one(call, team, entry, wanted, import_, before_change) for entry in parsed
+        ]
 
     def _assign_one(
-        self, call: _Call, team: Team, entry: UserEntry, wanted: _Wanted, import_: bool
+        self,
+        call: _Call,
+        team: Team,
+        entry: UserEntry,
+        wanted: _Wanted,
+        import_: bool,
+        before_change: Callable[[Member], object],
     ) -> tuple[Member, str | None]:
         user = self._users.get(entry.user_id)
         if user is None:  # assign has rejected bare ids of unknown users
@@ -554,6 +565,7 @@ class Directory:
             if not import_:
                 self._notify(call, user, team.team_id, ACCESS_CHANGED)
             return member, None
+        before_change(member)
         merged = _merged(member, wanted)
         changed = (member.guest, member.all_products, member.product_ids) != merged
         granted = _what_grants(member, team)

@@ -175,6 +175,26 @@ async def test_a6_access_ends_sessions_through_the_callable_it_was_given() -> No
     assert w.revoked == [("acme", "ann@x.io", None, T0)]
 
 
+async def test_a5_making_a_member_a_guest_weighs_what_that_member_loses_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """AssignUsers with guest set ends what a member loses (A5, A6): it worked out
+    what every member of the team could run first, a second a call on a team of
+    50,000. Only the members it names are weighed."""
+    w = World()
+    await w.accounts.create_team("acme", "Acme", Plan.STANDARD)
+    people = [f"P{i} <p{i}@x.io>" for i in range(300)]
+    await w.access.assign("acme", people, [], True, False, import_=True)
+    weighed: list[str] = []
+    effective = w.access.effective
+    monkeypatch.setattr(
+        w.access, "effective", lambda member: weighed.append(member.user_id) or effective(member)
+    )
+    (member,) = await w.access.assign("acme", ["p7@x.io"], [], True, True, import_=False)
+    assert member.guest
+    assert set(weighed) == {"p7@x.io"}
+
+
 async def test_a5_team_settings_change_guest_defaults_through_the_callable() -> None:
     w = World()
     await w.accounts.create_team("acme", "Acme", Plan.STANDARD)
