@@ -556,6 +556,9 @@ class Ledger:
                 held_tokens=pack.held,
             )
         from_team_id = pack.team_id
+        # T1: its buyer kept as it leaves (a pack an older release sold has none
+        # written: unmoved so far, the team holding it bought it).
+        pack.bought_by = pack.bought_by or from_team_id
         from_bal = self._balance(from_team_id)
         n = pack.remaining
         self._entry(changes, now, EntryKind.MOVE_OUT, pack, n, -n, 0)

@@ -10,7 +10,11 @@ that elects one active server and fences the others (RULES H1,
 
 ``schema_version`` records every migration applied. A migration is never
 edited once released: change the schema by appending a new one (and the same
-change to SQLite's).
+change to SQLite's). A migration that adds a column to a table an older release
+still writes gets its back-fill in ``schema.BACKFILLS`` too (the same statements
+on both stores), run again whenever a store opens to serve: an older active
+serves on while a standby of the new release migrates (docs/postgres.md,
+"Upgrading").
 """
 
 from __future__ import annotations

@@ -8,7 +8,10 @@ as in SQLite, through the same codec.
 
 - Migrations (``pg_schema.py``) run at open, numbered, recorded in
   ``schema_version``, under an advisory lock: servers starting together on a
-  new database take turns. A database not encoded UTF8 is refused first.
+  new database take turns. A database not encoded UTF8 is refused first, and a
+  role that may not create tables is told to let the owner migrate. Then what
+  an older release left out of the rows it wrote (a rolling upgrade's old
+  active) is filled in, fenced, before the load (``backfill``).
 - Group commit (``group_commit.py``): one writer connection and task; many
   callers share one transaction and are answered only after its COMMIT
   (``synchronous_commit`` is forced on for that connection: the answer waits
@@ -53,6 +56,7 @@ from server.store.loading import loading
 from server.store.pg_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION_TABLE
 from server.store.port import NotLeader, ReadFailed, Snapshot, StoreFailed, newer_schema
 from server.store.reads import LAST_AUDIT_SQL, NamedReads
+from server.store.schema import BACKFILLS
 
 __all__ = [
     "Fence",
@@ -236,6 +240,7 @@ class PostgresStore(NamedReads):
         )
         try:
             await migrate(writer)
+            await backfill(writer, fence)
             pool = await asyncpg.create_pool(
                 url,
                 min_size=1,
@@ -421,20 +426,64 @@ async def migrate(conn: asyncpg.Connection) -> int:
     release is refused: this one would not know its tables; and, before anything
     is made in it, one not encoded UTF8 (``_utf8``). An up-to-date database is
     only read, so a role without the right to create tables can serve one its
-    owner migrated (docs/postgres.md)."""
+    owner migrated (docs/postgres.md); on one that needs migrating, such a role
+    is refused in words that say so (``_cannot_migrate``), nothing applied."""
     await _utf8(conn)
-    if _checked(await schema_version(conn)) == len(MIGRATIONS):
+    version = _checked(await schema_version(conn))
+    if version == len(MIGRATIONS):
         return 0
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-        await conn.execute(SCHEMA_VERSION_TABLE)
-        version = _checked(await schema_version(conn))
-        for number, script in enumerate(MIGRATIONS, start=1):
-            if number > version:
-                await conn.execute(script)
-                await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
-                log.info("schema_migrated", store="postgresql", version=number)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await conn.execute(SCHEMA_VERSION_TABLE)
+            version = _checked(await schema_version(conn))
+            for number, script in enumerate(MIGRATIONS, start=1):
+                if number > version:
+                    await conn.execute(script)
+                    await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
+                    log.info("schema_migrated", store="postgresql", version=number)
+    except asyncpg.InsufficientPrivilegeError as exc:  # rolled back: nothing was applied
+        raise StoreFailed(await _cannot_migrate(conn, version, exc)) from None
     return len(MIGRATIONS) - version
+
+
+async def _cannot_migrate(conn: asyncpg.Connection, version: int, exc: Exception) -> str:
+    """Why this role cannot migrate, and what to do: the least-privilege role of
+    docs/postgres.md may read and write the tables, not create or alter them."""
+    role = str(await conn.fetchval("SELECT current_user"))
+    where = (
+        f"the database is at schema version {version}"
+        if version
+        else "the database has no Tessera tables yet (schema version 0)"
+    )
+    return (
+        f"{where}, this release needs {len(MIGRATIONS)}: its migrations need a role that may "
+        f"create and alter the tables, and {role!r} may not (PostgreSQL: {exc}). Start one "
+        "server of this release once as the tables' owner, which migrates the database, then "
+        'this one (docs/postgres.md, "Upgrading"); nothing was changed'
+    )
+
+
+async def backfill(conn: asyncpg.Connection, fence: Fence | None = None) -> dict[str, int]:
+    """``schema.BACKFILLS``: the columns an older release leaves at their defaults in
+    the rows it writes on this schema (a rolling upgrade's old active serves on while
+    a standby of this release migrates), filled in before the load. Run by ``open``,
+    so by a server just elected: the old active's writes are over by then (their
+    fence fails once the epoch has moved). Looked for first, and a database of this
+    release's rows alone is only read; what is found is written in one transaction,
+    fenced first as every write. Returns the rows filled in, by table."""
+    due = [b for b in BACKFILLS if await conn.fetchval(b.find_sql)]
+    if not due:
+        return {}
+    filled: dict[str, int] = {}
+    async with conn.transaction():
+        if fence is not None:
+            await fence(conn)
+        for b in due:
+            status = await conn.execute(b.sql)  # "UPDATE n"
+            filled[b.table] = int(status.rsplit(" ", 1)[-1])
+    log.warning("older_release_rows_filled", store="postgresql", **filled)
+    return filled
 
 
 async def _utf8(conn: asyncpg.Connection) -> None:

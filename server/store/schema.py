@@ -1,11 +1,20 @@
 """The database schema, as numbered migrations applied in order at start.
 
 ``PRAGMA user_version`` records how far a database has come; a migration is
-never edited once released: change the schema by appending a new one.
+never edited once released: change the schema by appending a new one. One that
+adds a column to a table an older release may still write gets its back-fill in
+``BACKFILLS`` (below) too.
 Instants are stored as integer microseconds since the Unix epoch (UTC).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from server.domain.terms import LEASE
+
+LEASE_US = LEASE // timedelta(microseconds=1)
 
 MIGRATIONS: list[str] = [
     # 1: token accounts and the rate sheet (RULES T1-T6, P1)
@@ -298,3 +307,63 @@ MIGRATIONS: list[str] = [
     );
     """,
 ]
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """A column an older release leaves out, filled in from what it does write."""
+
+    table: str
+    set: str  # the column = its value
+    where: str  # the rows that lack it
+
+    @property
+    def find_sql(self) -> str:
+        """Whether any row lacks it: one pass over the table when none does."""
+        return f"SELECT EXISTS (SELECT 1 FROM {self.table} WHERE {self.where})"  # noqa: S608
+
+    @property
+    def sql(self) -> str:
+        return f"UPDATE {self.table} SET {self.set} WHERE {self.where}"  # noqa: S608
+
+
+# The team of a pack's PURCHASE entry (in an UPDATE of ``packs``), or NULL.
+_BUYER = (
+    "(SELECT l.team_id FROM ledger l WHERE l.pack_id = packs.pack_id AND l.kind = 'PURCHASE' "
+    "ORDER BY l.seq LIMIT 1)"
+)
+
+# The back-fills of the columns that migrations added to tables an older release
+# still writes (SQLite's 9 and 11, PostgreSQL's 5 and 7), run again each time a
+# store opens to serve (SQLite at every start; PostgreSQL when a server is elected,
+# fenced), before the state loads; the same statements on both stores. An older
+# release writes rows without them: on PostgreSQL the active one goes on serving
+# while a standby of the new release migrates the database at its start (a rolling
+# upgrade, docs/postgres.md), and on SQLite a release from before the refusal of
+# newer schemas can be run again on a migrated file. Its INSERTs leave the columns
+# at their defaults, and its upserts leave them as they were, so each back-fill
+# takes what every release writes. Each is looked for first and written only when
+# found: a database of this release's rows alone is only read (about 20 ms for
+# 100,000 sessions on either store, docs/postgres.md).
+BACKFILLS: tuple[Backfill, ...] = (
+    # M7: a lease begins LEASE before its end, the column every release writes (its
+    # end is what the product was told), for a session an older release inserted
+    # (``lease_start`` 0: its lease would have ended in 1970) or renewed (its
+    # ``lease_start`` still the one before). This release writes both, LEASE apart,
+    # so its own rows never match.
+    Backfill(
+        "sessions",
+        f"lease_start = lease_end - {LEASE_US}",
+        f"lease_start <> lease_end - {LEASE_US}",
+    ),
+    # T1: the team that bought a pack an older release sold (``bought_by`` ''), from
+    # its PURCHASE entry, where the pack has moved since (T5) to a team that is not
+    # its buyer. One that has not moved keeps '': the team holding it is its buyer,
+    # as the engine takes it (``TokenPack.bought_by``), and records when it moves it
+    # (``Ledger.move``). Only the packs with '' look at the ledger (``ledger_pack``).
+    Backfill(
+        "packs",
+        f"bought_by = {_BUYER}",
+        f"bought_by = '' AND team_id <> COALESCE({_BUYER}, team_id)",
+    ),
+)

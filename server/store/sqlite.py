@@ -14,8 +14,9 @@ Opening a database file first makes sure it is a Tessera database or none yet
 takes its lock (``lock.py``: one server per database), makes it and its side
 files owner-only (``files.py``) and loads the server's secret key, before
 SQLite opens it; then refuses a newer release's schema, migrates an older one,
-and checks that the ledger reaches its checkpoint (``checkpoint.py``). After
-each commit that wrote ledger entries the checkpoint moves to the new head.
+checks that the ledger reaches its checkpoint (``checkpoint.py``), and fills in
+what an older release left out of the rows it wrote (``schema.BACKFILLS``).
+After each commit that wrote ledger entries the checkpoint moves to the new head.
 
 Another process holding the write lock (an operator's ``sqlite3`` shell in a
 transaction) past the busy timeout does not fail the store: the writer tries
@@ -58,7 +59,7 @@ from server.store.loading import loading
 from server.store.lock import DatabaseLock
 from server.store.port import Snapshot, StoreFailed, newer_schema
 from server.store.reads import LAST_AUDIT_SQL, NamedReads
-from server.store.schema import MIGRATIONS
+from server.store.schema import BACKFILLS, MIGRATIONS
 
 # Snapshot, StoreFailed and loading lived here before the port: still importable
 # from here.
@@ -203,6 +204,7 @@ class Store(NamedReads):
             # release's ledger may have no hash yet, migration 4).
             await store._migrate(version)
             await store._check_ledger_head(expected)
+            await store._backfill()  # a database refused above is left as it was
         except BaseException:
             await db.close()
             raise
@@ -273,6 +275,27 @@ class Store(NamedReads):
         await _run(self._db, "PRAGMA secure_delete=OFF")
         # ... nor in the log: the old pages are overwritten and the log emptied.
         await _run(self._db, "PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def _backfill(self) -> None:
+        """``schema.BACKFILLS``: the columns an older release left at their defaults
+        in the rows it wrote on this schema (it was run again after an upgrade, and
+        this one again after it), filled in before the load, in one transaction.
+        Looked for first: a database of this release's rows alone is only read."""
+        due = [b for b in BACKFILLS if (await self.query(b.find_sql))[0][0]]
+        if not due:
+            return
+        await _run(self._db, "BEGIN IMMEDIATE")
+        try:
+            filled: dict[str, int] = {}
+            for backfill in due:
+                async with self._db.execute(backfill.sql) as cur:
+                    filled[backfill.table] = cur.rowcount
+            await _run(self._db, "COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await _run(self._db, "ROLLBACK")
+            raise
+        log.warning("older_release_rows_filled", store="sqlite", **filled)
 
     async def schema_version(self) -> int:
         return await _user_version(self._db)

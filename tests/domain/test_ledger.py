@@ -706,6 +706,21 @@ def test_t5_move_carries_the_remaining_tokens_to_the_other_team() -> None:
     assert w.hold("globex", 70, at=at).parts == (("pk-001", 70),)
 
 
+def test_t1_t5_a_pack_sold_without_its_buyer_recorded_is_its_holder_s_once_moved() -> None:
+    """A pack an older release sold has no buyer stored (``bought_by`` ""): unmoved,
+    the team holding it bought it. Moved, it keeps that team as its buyer, so the
+    buyer's retry of the purchase still finds it and the new holder's is refused
+    (it was the other way round: the holder then passed for the buyer)."""
+    w = World("acme", "globex")
+    pack = w.buy("acme", 100, request_id="po-2")
+    pack.bought_by = ""  # as an older release stored it
+    w.move(pack.pack_id, "globex", at=T0 + DAY)
+    assert pack.bought_by == "acme"
+    assert w.buy("acme", 100, request_id="po-2") is pack
+    with pytest.raises(AlreadyExists):
+        w.buy("globex", 100, request_id="po-2")
+
+
 def test_t5_a_pack_with_held_tokens_cannot_move() -> None:
     w = World("acme", "globex")
     pack = w.buy("acme", 100)

@@ -1,0 +1,110 @@
+"""The first start of a release as docs/postgres.md's least-privilege role
+(rev5-upgrade, point 2): the tables are owned by another role, which migrates;
+the servers' role may read and write them, not create or alter them. Started on
+a database that still needs this release's migrations, it says so and what to do,
+instead of PostgreSQL's bare "permission denied for schema public", and changes
+nothing; once the owner has started once, the same role serves."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from server.store.pg_schema import MIGRATIONS
+from server.store.port import StoreFailed
+from server.store.postgres import PostgresStore, schema_version, shown_url
+from tests.support import REPO
+
+
+async def _sql(url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def _version(url: str) -> tuple[int, bool]:
+    """The schema version, and whether ``packs.bought_by`` (migration 7) is there."""
+    conn = await asyncpg.connect(url)
+    try:
+        column = await conn.fetchval(
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE table_name = 'packs' AND column_name = 'bought_by'"
+        )
+        return await schema_version(conn), bool(column)
+    finally:
+        await conn.close()
+
+
+def _told(role: str, version: int) -> str:
+    where = (
+        f"the database is at schema version {version}"
+        if version
+        else "the database has no Tessera tables yet (schema version 0)"
+    )
+    return (
+        f"{where}, this release needs {len(MIGRATIONS)}: its migrations need a role that may "
+        f"create and alter the tables, and '{role}' may not (PostgreSQL: permission denied for "
+        "schema public). Start one server of this release once as the tables' owner, which "
+        'migrates the database, then this one (docs/postgres.md, "Upgrading"); nothing was '
+        "changed"
+    )
+
+
+async def test_pg_a_role_that_cannot_migrate_is_told_to_start_the_tables_owner_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    role, password = f"tessera_app_{secrets.token_hex(4)}", secrets.token_hex(8)
+    parts = urlsplit(pg_url)
+    host = parts.netloc.rpartition("@")[2]
+    app_url = urlunsplit(parts._replace(netloc=f"{role}:{password}@{host}"))
+    await _sql(
+        pg_url,
+        f"CREATE ROLE {role} LOGIN PASSWORD '{password}'",
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+    )
+    try:
+        # A new database: the tables' owner has not started yet.
+        with pytest.raises(StoreFailed) as refused:
+            await PostgresStore.open(app_url)
+        assert str(refused.value) == _told(role, 0)
+        assert await _version(pg_url) == (0, False)
+
+        # The previous release's database (schema 6, before packs.bought_by), its
+        # tables the owner's, the servers' role granted as docs/postgres.md says.
+        await (await PostgresStore.open(pg_url)).close()
+        await _sql(
+            pg_url,
+            "ALTER TABLE packs DROP COLUMN bought_by",
+            "DELETE FROM schema_version WHERE version = 7",
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+            f"REVOKE UPDATE, DELETE ON ledger, activity, audit_events, notifications FROM {role}",
+        )
+        run = subprocess.run(
+            [sys.executable, "-m", "server", "--listen", "127.0.0.1:0", "--db", app_url,
+             "--secrets-dir", str(tmp_path), "--admin-token", "tsa_x", "--log-format", "json"],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert run.returncode == 1
+        assert run.stderr.splitlines()[-1] == (
+            f"tessera-server: cannot open {shown_url(app_url)}: {_told(role, 6)}"
+        )
+        assert await _version(pg_url) == (6, False)  # nothing applied
+
+        # The owner's start migrates; then the servers' role serves.
+        await (await PostgresStore.open(pg_url)).close()
+        store = await PostgresStore.open(app_url)
+        try:
+            assert await store.schema_version() == len(MIGRATIONS) == 7
+        finally:
+            await store.close()
+    finally:
+        await _sql(pg_url, f"DROP OWNED BY {role}", f"DROP ROLE {role}")
