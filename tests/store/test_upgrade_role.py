@@ -44,19 +44,26 @@ async def _version(url: str) -> tuple[int, bool]:
         await conn.close()
 
 
-def _told(role: str, version: int) -> str:
-    where = (
-        f"the database is at schema version {version}"
-        if version
-        else "the database has no Tessera tables yet (schema version 0)"
-    )
-    return (
-        f"{where}, this release needs {len(MIGRATIONS)}: its migrations need a role that may "
-        f"create and alter the tables, and '{role}' may not (PostgreSQL: permission denied for "
-        "schema public). Start one server of this release once as the tables' owner, which "
-        'migrates the database, then this one (docs/postgres.md, "Upgrading"); nothing was '
-        "changed"
-    )
+def _told(role: str, version: int) -> list[str]:
+    """What a refused role is told: where the database stands, what this release
+    needs, who may migrate it and what to do (the refusal's words, in order)."""
+    where = f"schema version {version}" if version else "no Tessera tables yet (schema version 0)"
+    return [
+        where,
+        f"this release needs {len(MIGRATIONS)}",
+        f"'{role}' may not (PostgreSQL: permission denied for schema public)",
+        "Start one server of this release once as the tables' owner",
+        "nothing was changed",
+    ]
+
+
+def _in_order(text: str, parts: list[str]) -> bool:
+    at = 0
+    for part in parts:
+        at = text.find(part, at)
+        if at < 0:
+            return False
+    return True
 
 
 async def test_pg_a_role_that_cannot_migrate_is_told_to_start_the_tables_owner_once(
@@ -75,7 +82,7 @@ async def test_pg_a_role_that_cannot_migrate_is_told_to_start_the_tables_owner_o
         # A new database: the tables' owner has not started yet.
         with pytest.raises(StoreFailed) as refused:
             await PostgresStore.open(app_url)
-        assert str(refused.value) == _told(role, 0)
+        assert _in_order(str(refused.value), _told(role, 0))
         assert await _version(pg_url) == (0, False)
 
         # The previous release's database (schema 6, before packs.bought_by), its
@@ -94,9 +101,9 @@ async def test_pg_a_role_that_cannot_migrate_is_told_to_start_the_tables_owner_o
             cwd=REPO, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert run.returncode == 1
-        assert run.stderr.splitlines()[-1] == (
-            f"tessera-server: cannot open {shown_url(app_url)}: {_told(role, 6)}"
-        )
+        (line,) = run.stderr.splitlines()[-1:]
+        assert line.startswith(f"tessera-server: cannot open {shown_url(app_url)}: the database")
+        assert _in_order(line, _told(role, 6))
         assert await _version(pg_url) == (6, False)  # nothing applied
 
         # The owner's start migrates; then the servers' role serves.
