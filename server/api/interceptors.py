@@ -428,8 +428,11 @@ _FIELDS: dict[tuple[type, str], bool] = {}  # (a request type, a field): whether
 def too_many_entries(message: Any, limit: int, prefix: str = "") -> str | None:
     """The first list in ``message`` (or a message inside it: ``product.platforms``)
     holding more than ``limit`` entries, named as a field path; else None."""
+    listed = getattr(message, "ListFields", None)  # (not a message: nothing to count)
+    if listed is None:
+        return None
     field: FieldDescriptor
-    for field, value in message.ListFields():
+    for field, value in listed():
         if field.is_repeated:
             if len(value) > limit:
                 return f"{prefix}{field.name}"
