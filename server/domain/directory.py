@@ -494,6 +494,7 @@ class Directory:
         import_: bool = False,
         known_products: Collection[str],
         before_change: Callable[[Member], object] = lambda member: None,
+        checked: tuple[list[UserEntry], dict[int, str]] | None = None,
     ) -> list[tuple[Member, str | None]]:
         """A1: assign (``import_``: import) users to a team, all or nothing.
 
@@ -504,10 +505,12 @@ class Directory:
         they are (A5); an assignment adds products, never takes them away.
         ``before_change`` sees each member named who was one already, as they
         were (what they may run now: the caller's, for what a guest loses).
+        ``checked``: ``check_user_entries(entries)`` already (off the event loop:
+        ten thousand addresses are most of a second to read).
         """
         if not entries:
             raise InvalidArgument.field("users", "must name at least one user")
-        parsed, errors = check_user_entries(entries)
+        parsed, errors = checked if checked is not None else check_user_entries(entries)
         for entry in parsed:
             if isinstance(entry, ExistingRef) and entry.user_id not in self._users:
                 errors[entry.index] = (
