@@ -3,9 +3,11 @@
 Starts a real server as a child process (``python -m server`` on 127.0.0.1
 port 0, test clock, a throwaway database), creates a team, calls
 ``ImportUsers`` once with 10,000 entries ``User N <userN@example.com>``, and
-prints the call's wall time and the server's peak resident memory (``VmHWM``
-from ``/proc/<pid>/status``) before and after. Then stops the server with
-SIGTERM. Loopback only; one call.
+prints the call's wall time, the server's peak resident memory (``VmHWM``
+from ``/proc/<pid>/status``) before and after, and the longest wait of a
+``GetServerInfo`` sent every 20 ms on another connection meanwhile (how long the
+call kept the server's event loop from every other call). Then stops the server
+with SIGTERM. Loopback only; one call, and the probe's calls while it runs.
 
 Run: ``.venv/bin/python -m benchmarks.import_users`` (``--users N`` to change the count).
 """
@@ -33,6 +35,29 @@ def proc_status(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     raise KeyError(field)
+
+
+class Probe(threading.Thread):
+    """``GetServerInfo`` every ``every`` seconds until ``stop``: the longest wait."""
+
+    def __init__(self, target: str, auth: tuple[tuple[str, str], ...], every: float = 0.02):
+        super().__init__(name="probe", daemon=True)
+        self.target, self.auth, self.every = target, auth, every
+        self.worst, self.calls = 0.0, 0
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        with grpc.insecure_channel(self.target) as channel:
+            stub = admin_service_pb2_grpc.AdminServiceStub(channel)
+            while not self._stopping.wait(self.every):
+                sent = time.perf_counter()
+                stub.GetServerInfo(api.GetServerInfoRequest(), metadata=self.auth, timeout=60)
+                self.worst = max(self.worst, time.perf_counter() - sent)
+                self.calls += 1
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(70)
 
 
 def main() -> int:
@@ -64,9 +89,14 @@ def main() -> int:
                 hwm_before = proc_status(pid, "VmHWM")
                 rss_before = proc_status(pid, "VmRSS")
 
+                probe = Probe(server.target, auth)
+                probe.start()
                 start = time.perf_counter()
-                response = stub.ImportUsers(request, metadata=auth, timeout=600)
-                elapsed = time.perf_counter() - start
+                try:
+                    response = stub.ImportUsers(request, metadata=auth, timeout=600)
+                finally:
+                    elapsed = time.perf_counter() - start
+                    probe.stop()
 
                 hwm_after = proc_status(pid, "VmHWM")
                 rss_after = proc_status(pid, "VmRSS")
@@ -78,6 +108,10 @@ def main() -> int:
                 f"({len(response.members):,} members, {active:,} active)"
             )
             print(f"  wall time        {elapsed:8.3f} s")
+            print(
+                f"  other calls      {probe.worst * 1000:8.0f} ms the longest wait "
+                f"({probe.calls:,} GetServerInfo, one every 20 ms)"
+            )
             print(
                 f"  server VmHWM     {hwm_before / MIB:8.1f} MiB before -> "
                 f"{hwm_after / MIB:.1f} MiB after (+{(hwm_after - hwm_before) / MIB:.1f} MiB)"
