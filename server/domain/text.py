@@ -56,12 +56,24 @@ def name_problem(name: str) -> str | None:
     bad = unprintable(name, joiners=True)
     if bad is not None:
         return f"must not contain a control or format character such as a line break or a bidi override (found {bad})"
+    odd = next((ch for ch in name if _noncharacter(ch)), None)
+    if odd is not None:  # never a character: Unicode keeps them out of text for good
+        return f"must not contain a noncharacter (found U+{ord(odd):04X})"
     if name and all(_shows_nothing(ch) for ch in name):
         return (
             "must have a visible character: a name of spaces, joiners, blank letters "
             "or marks alone shows as nothing"
         )
     return None
+
+
+def _noncharacter(ch: str) -> bool:
+    """U+FDD0-U+FDEF and the last two code points of every plane (U+FFFE, U+FFFF,
+    U+1FFFE...): Unicode's 66 noncharacters, never assigned, shown as nothing or a
+    box. (Unassigned code points are not refused: a newer Unicode than this
+    Python's may have made them a letter or an emoji.)"""
+    code = ord(ch)
+    return 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE
 
 
 def _shows_nothing(ch: str) -> bool:

@@ -65,6 +65,20 @@ def test_issue12_h2_8_display_name_keeps_every_script(name: str) -> None:
     assert display_name(f"  {name} ", "product.display_name") == name
 
 
+@pytest.mark.parametrize("ch", ["\ufdd0", "\ufdef", "\ufffe", "\uffff", "\U0001fffe", "\U0010ffff"])
+def test_a1_a_display_name_with_a_noncharacter_is_refused_naming_it(ch: str) -> None:
+    """Unicode's 66 noncharacters are never letters: a name holding one shows a box
+    or nothing there. Private-use and not-yet-assigned code points are kept (a
+    newer Unicode than this Python's may have made one an emoji)."""
+    with pytest.raises(InvalidArgument) as e:
+        display_name(f"Acme{ch}Corp", "display_name")
+    assert e.value.violations == {
+        "display_name": f"must not contain a noncharacter (found U+{ord(ch):04X})"
+    }
+    for kept in ("\ue000", "\U000e0fff", "\ufffd"):  # private use, unassigned, replacement
+        assert name_problem(f"Acme{kept}") is None
+
+
 @pytest.mark.parametrize(
     "name",
     [
