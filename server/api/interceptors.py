@@ -367,10 +367,18 @@ def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], An
             field = _bad_utf8(message, data) if message is not None and "UTF-8" in text else None
             if field is not None:
                 return Undecodable("must be UTF-8 text", field)
-            why = text.rsplit(": ", 1)[-1] if ": " in text else "the wire format was corrupt"
-            return Undecodable(f"is not a valid protobuf message for this method ({why})")
+            return Undecodable(
+                f"is not a valid protobuf message for this method ({decode_failure(exc)})"
+            )
 
     return parse
+
+
+def decode_failure(exc: DecodeError) -> str:
+    """What protobuf found wrong in a body it could not read, without its own
+    preamble naming the message type ("Wire format was corrupt")."""
+    text = str(exc)
+    return text.rsplit(": ", 1)[-1] if ": " in text else "the wire format was corrupt"
 
 
 def _bad_utf8(message: Descriptor, data: bytes) -> str | None:

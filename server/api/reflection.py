@@ -46,6 +46,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_reflection.v1alpha._async import ReflectionServicer as _LibraryServicer
 
 from server.api.errors import to_status
+from server.api.interceptors import Undecodable, decode_failure
 from server.domain.errors import InvalidArgument
 
 DESCRIPTOR_SET = "descriptors.binpb"  # in the package tessera_api
@@ -241,15 +242,6 @@ class _Collector:
         self.services[service] = dict(methods)
 
 
-class Unparsed:
-    """A request body that is not its method's message: refused once the handler runs."""
-
-    __slots__ = ("details",)
-
-    def __init__(self, details: str) -> None:
-        self.details = details
-
-
 def strict(handler: Any, package: str) -> Any:
     """``handler`` (a grpc.RpcMethodHandler) with its request parsed strictly: a body
     that is not its message (named in ``package``: ``grpc.reflection.v1`` serves
@@ -277,17 +269,15 @@ def _parse(deserialize: Callable[[bytes], Any], package: str) -> Callable[[bytes
         try:
             return deserialize(data)
         except DecodeError as exc:
-            text = str(exc)
-            why = text.rsplit(": ", 1)[-1] if ": " in text else "the wire format was corrupt"
-            return Unparsed(f"is not a valid {full_name} ({why})")
+            return Undecodable(f"is not a valid {full_name} ({decode_failure(exc)})")
 
     return parse
 
 
-async def refuse(context: Any, unparsed: Unparsed) -> None:
+async def refuse(context: Any, unparsed: Undecodable) -> None:
     """INVALID_ARGUMENT naming the field ``request`` (a BadRequest) and saying why."""
-    problem = InvalidArgument.field("request", unparsed.details)
-    problem.message = f"the request {unparsed.details}"
+    problem = InvalidArgument.field(unparsed.field, unparsed.problem)
+    problem.message = f"the request {unparsed.problem}"
     status = to_status(problem)
     await context.abort(status.code, status.details, status.trailing_metadata)
 
@@ -296,7 +286,7 @@ def _unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(behavior):
 
         async def answers(request: Any, context: Any) -> AsyncIterator[Any]:
-            if isinstance(request, Unparsed):
+            if isinstance(request, Undecodable):
                 await refuse(context, request)
             async for answer in behavior(request, context):
                 yield answer
@@ -304,7 +294,7 @@ def _unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
         return answers
 
     async def answer(request: Any, context: Any) -> Any:
-        if isinstance(request, Unparsed):
+        if isinstance(request, Undecodable):
             await refuse(context, request)
         return await behavior(request, context)
 
@@ -314,7 +304,7 @@ def _unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
 def _streamed(behavior: Callable[..., Any]) -> Callable[..., Any]:
     async def checked(requests: AsyncIterable[Any], context: Any) -> AsyncIterator[Any]:
         async for request in requests:
-            if isinstance(request, Unparsed):
+            if isinstance(request, Undecodable):
                 await refuse(context, request)
             yield request
 
