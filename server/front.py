@@ -476,17 +476,15 @@ class Front(grpc.GenericRpcHandler):
             for service in self.statuses:
                 self._set_health(service, NOT_SERVING)
 
-    async def watch(self) -> None:
-        while True:
-            await asyncio.sleep(ALIVE_EVERY)
-            self.look()
-
     async def say_alive(self) -> None:
-        """Tell the back this process still runs its loop: a front silent for
-        ``SILENT_AFTER`` seconds is killed by it (``Back.look``)."""
+        """Tell the back this process still runs its loop (a front silent for
+        ``SILENT_AFTER`` seconds is killed by it: ``Back.look``), and, once it
+        serves, see that the back still runs its own (``look``), as the back does."""
         while True:
             self.link.send(("alive",))
             await asyncio.sleep(ALIVE_EVERY)
+            if self.started.is_set():
+                self.look()
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
         return self._handlers.get(details.method)
@@ -571,9 +569,7 @@ async def serve(fd: int, cfg: Config) -> int:
     await asyncio.wait([started, *ends], return_when=asyncio.FIRST_COMPLETED)
     if front.started.is_set():
         await server.start()
-        watching = asyncio.ensure_future(front.watch())
         await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
-        watching.cancel()
     started.cancel()
     grace = front.stopping.result() if front.stopping.done() else 0.0
     if front.link.closed.done():
