@@ -111,10 +111,9 @@ async def store_fired(commits: Commits, changes: Changes) -> None:
     stored ledger would miss entries its hash chain and the packs' sums count on.
     With nothing fired, it still waits for what other calls are storing: a refusal
     or a read drawn from memory (RUNNING_ELSEWHERE naming a session, a hold listed)
-    must not tell what a crash could undo (``Commits.commit``)."""
-    if changes:
-        abandon()
-    await commits.commit(changes)
+    must not tell what a crash could undo (``Commits.commit``): ``commit_call``
+    with every change the deadlines'."""
+    await commit_call(commits, changes, len(changes))
 
 
 async def commit_call(commits: Commits, changes: Changes, fired: int) -> None:
