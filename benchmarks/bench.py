@@ -128,9 +128,10 @@ class Child:
     """A server as a child process: stdout and stderr to files, the port from the
     JSON line ``{"event": "serving", "port": N}`` it prints once it listens."""
 
-    def __init__(self, name: str, args: list[str], logdir: Path) -> None:
+    def __init__(self, name: str, args: list[str], logdir: Path, cwd: Path = REPO) -> None:
         self.name = name
         self.args = args
+        self.cwd = cwd  # the checkout it runs from (``python -m`` imports from there)
         self.out_path = logdir / f"{name}.out"
         self.err_path = logdir / f"{name}.err"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -159,7 +160,7 @@ class Child:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
             self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-                self.args, cwd=REPO, stdout=out, stderr=err, env=env, stdin=subprocess.DEVNULL
+                self.args, cwd=self.cwd, stdout=out, stderr=err, env=env, stdin=subprocess.DEVNULL
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -71,7 +71,7 @@ from pathlib import Path
 
 import grpc
 
-from benchmarks.bench import Child, _terminate, cpu_seconds
+from benchmarks.bench import REPO, Child, _terminate, cpu_seconds
 from client_sdk._retry import RetryPolicy
 from client_sdk.failover import Targets
 from client_sdk.load.provision import provision
@@ -206,9 +206,13 @@ def spying(a: argparse.Namespace | None, pid: int) -> Iterator[None]:
             spy.kill()
 
 
-def failed_calls(log: Path) -> dict[str, int]:
+def failed_calls(log: Path, cut: int = 0) -> dict[str, int]:
     """Codes of the failed calls the server logged: a line each, but calls shed at
-    admission (``OVERLOADED``) in one line a second that counts them (``shed``)."""
+    admission (``OVERLOADED``) in one line a second that counts them (``shed``).
+    Up to ``cut`` ``CANCELLED`` calls are not counted: h2load ends a run by closing
+    its connections with its streams in flight (``-c`` times ``-m`` a run at most), and
+    gRPC reports those calls cancelled by their client; h2load does not count
+    them answered, so they move no figure."""
     codes: dict[str, int] = {}
     for raw in log.read_bytes().splitlines():
         try:
@@ -221,6 +225,10 @@ def failed_calls(log: Path) -> dict[str, int]:
             codes[str(line.get("code"))] = codes.get(str(line.get("code")), 0) + 1
         elif line.get("event") == "overloaded" and isinstance(shed := line.get("shed"), int):
             codes["RESOURCE_EXHAUSTED"] = codes.get("RESOURCE_EXHAUSTED", 0) + shed
+    if "CANCELLED" in codes:
+        codes["CANCELLED"] -= min(cut, codes["CANCELLED"])
+        if not codes["CANCELLED"]:
+            del codes["CANCELLED"]
     return codes
 
 
@@ -270,6 +278,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also run Tessera with parts of a Heartbeat taken away "
         "(benchmarks/stripped_server.py): what each part costs against the echo",
     )
+    p.add_argument(
+        "--against",
+        type=Path,
+        metavar="DIR",
+        help="also run the Tessera of another checkout (git worktree add DIR REV), in "
+        "turn with this one in every round: what a change did, on the same host and hour",
+    )
     return p.parse_args(argv)
 
 
@@ -281,10 +296,16 @@ def median(points: list[Point]) -> Point:
 
 
 def tessera_child(
-    name: str, tmp: Path, token: str, loop: str, strip: str | None = None, *flags: str
+    name: str,
+    tmp: Path,
+    token: str,
+    loop: str,
+    strip: str | None = None,
+    *flags: str,
+    cwd: Path = REPO,
 ) -> Child:
     """Tessera on a throwaway database: ``python -m server`` (with ``flags``), or with
-    ``strip`` the stripped server of that level."""
+    ``strip`` the stripped server of that level; run from the checkout ``cwd``."""
     runner = ["-m", "server"] if strip is None else ["-m", "benchmarks.stripped_server"]
     return Child(
         name,
@@ -295,6 +316,7 @@ def tessera_child(
             *("--event-loop", loop, *flags),
         ],
         tmp,
+        cwd,
     )
 
 
@@ -314,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.one_process:
             one = tessera_child("one-process", tmp, token, a.event_loop, None, "--no-front-process")
             stripped.append(one)
+        if a.against is not None:  # another checkout's server, the same instrument
+            stripped.append(tessera_child("against", tmp, token, a.event_loop, cwd=a.against))
         responses = tmp / "responses.json"  # Tessera's own Heartbeat answer, below
         echo = Child(
             "echo",
@@ -354,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         failed: dict[str, int] = {}
         for child in (tessera, *stripped):
             if not child.name.startswith("stripped-"):  # those that answer rightly
-                for code, n in failed_calls(child.out_path).items():
+                cut = a.connections * a.streams * a.rounds  # each run's end (failed_calls)
+                for code, n in failed_calls(child.out_path, cut).items():
                     failed[code] = failed.get(code, 0) + n
         t, e = median(points["tessera"]), median(points["echo"])
         print(f"tessera Heartbeat: {t.describe()}")

@@ -330,6 +330,20 @@ def test_bench_h2load_failed_calls_count_the_calls_shed_at_admission(tmp_path: P
     assert failed_calls(log) == {"INVALID_ARGUMENT": 1, "RESOURCE_EXHAUSTED": 5007}
 
 
+def test_bench_h2load_failed_calls_leave_out_the_calls_cancelled_at_a_run_s_end(
+    tmp_path: Path,
+) -> None:
+    """h2load ends each run with its streams in flight: those calls are CANCELLED by
+    their client, not failed by the server, up to ``-c`` times ``-m`` a run; beyond that
+    a CANCELLED is counted."""
+    log = tmp_path / "tessera.out"
+    lines = [{"event": "rpc", "code": "CANCELLED"}] * 70 + [{"event": "rpc", "code": "OK"}]
+    log.write_text("\n".join(json.dumps(line) for line in lines))
+    assert failed_calls(log, cut=64) == {"CANCELLED": 6}
+    assert failed_calls(log, cut=128) == {}
+    assert failed_calls(log) == {"CANCELLED": 70}
+
+
 MILLION = textwrap.dedent(
     """
     import asyncio, json, sys
@@ -398,3 +412,18 @@ def test_bench_million_sessions_removes_its_database_on_sigterm(tmp_path: Path) 
     assert Path(line["tmp"]).parent == tmp_path
     assert list(tmp_path.iterdir()) == [], "its database was left behind"
     assert code == 128 + signal.SIGTERM
+
+
+def test_bench_h2load_against_runs_the_other_checkout_s_server(tmp_path: Path) -> None:
+    """``--against DIR``: a server started from ``DIR`` (``python -m server`` imports
+    that checkout's code), with the same flags as this checkout's."""
+    from benchmarks.bench import REPO
+    from benchmarks.h2load_heartbeat import parse_args, tessera_child
+
+    other = tmp_path / "old"
+    assert parse_args(["--against", str(other)]).against == other
+    ours = tessera_child("tessera", tmp_path, "t", "asyncio")
+    theirs = tessera_child("against", tmp_path, "t", "asyncio", cwd=other)
+    assert (ours.cwd, theirs.cwd) == (REPO, other)
+    assert theirs.args[1:3] == ["-m", "server"]
+    assert theirs.args[3:] == [a.replace("tessera.db", "against.db") for a in ours.args[3:]]
