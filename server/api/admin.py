@@ -130,7 +130,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
 
     async def PurchaseTokens(self, request: api.PurchaseTokensRequest, context: Ctx) -> Any:
         pack = await self.e.accounts.purchase(request.team_id, request.tokens, request.request_id)
-        return api.PurchaseTokensResponse(token_pack=cv.pack_out(pack))
+        return api.PurchaseTokensResponse(
+            token_pack=cv.pack_out(pack, current_caller.get().team_ids)
+        )
 
     async def ListTokenPacks(self, request: api.ListTokenPacksRequest, context: Ctx) -> Any:
         packs, token = self._page(
@@ -383,7 +385,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         )
         # Its messages made on a thread too (``Sessions.usage_report``): the report is
         # this call's own, and 160,000 rows are a second of Python.
-        return await asyncio.to_thread(_usage_report_out, report)
+        return await asyncio.to_thread(_usage_report_out, report, current_caller.get().team_ids)
 
     # -- the audit trail (RULES AD2) -------------------------------------------------
 
@@ -406,11 +408,13 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         )
 
 
-def _usage_report_out(report: UsageReport) -> api.GetUsageReportResponse:
+def _usage_report_out(
+    report: UsageReport, managed: frozenset[str] | None
+) -> api.GetUsageReportResponse:
     return api.GetUsageReportResponse(
         rows=[cv.usage_row_out(r) for r in report.rows],
         total_tokens_charged=report.total_tokens_charged,
-        packs=[cv.pack_usage_out(p) for p in report.packs],
+        packs=[cv.pack_usage_out(p, managed) for p in report.packs],
         total_sessions=report.total_sessions,
         total_active_seconds=report.total_active_seconds,
     )

@@ -175,7 +175,23 @@ def team_out(team: Team, available: int, held: int, forecast: Forecast) -> pb.Te
     )
 
 
-def pack_out(p: TokenPack) -> pb.TokenPack:
+#: How a team a team administrator does not manage is named to it (AD1).
+OTHER_TEAM = "(another team)"
+
+
+def pack_out(p: TokenPack, managed: frozenset[str] | None = None) -> pb.TokenPack:
+    """``managed``: a team administrator's teams. A pack now of a team not one of them
+    (a purchase of its own, retried after the operator moved the pack, T1/T5) is
+    said only as bought: its team ``OTHER_TEAM``, none of that team's figures (AD1)."""
+    if managed is not None and p.team_id not in managed:
+        return pb.TokenPack(
+            pack_id=p.pack_id,
+            team_id=OTHER_TEAM,
+            tokens=p.tokens,
+            purchase_time=ts(p.purchase_time),
+            expire_time=ts(p.expire_time),
+            request_id=p.request_id,
+        )
     return pb.TokenPack(
         pack_id=p.pack_id,
         team_id=p.team_id,
@@ -445,10 +461,13 @@ def usage_row_out(r: UsageRow) -> pb.UsageRow:
     )
 
 
-def pack_usage_out(p: PackUsage) -> pb.PackUsage:
+def pack_usage_out(p: PackUsage, managed: frozenset[str] | None = None) -> pb.PackUsage:
+    """``managed``: a team administrator's teams; a pack moved since to a team not one
+    of them says ``OTHER_TEAM`` where the team holding it now is (AD1), as its move
+    does in the audit trail."""
     return pb.PackUsage(
         pack_id=p.pack_id,
-        team_id=p.team_id,
+        team_id=p.team_id if managed is None or p.team_id in managed else OTHER_TEAM,
         purchased_tokens=p.purchased_tokens,
         consumed_tokens=p.consumed_tokens,
         held_tokens=p.held_tokens,
@@ -464,7 +483,6 @@ def pack_usage_out(p: PackUsage) -> pb.PackUsage:
 # The request fields of the audited calls that name teams (a team, a pack's new team,
 # an admin key's teams).
 _TEAM_FIELDS = ("team_id", "to_team_id", "team_ids")
-OTHER_TEAM = "(another team)"
 
 
 def audit_event_out(

@@ -587,3 +587,45 @@ def _forged_ledger_token(pack_id: str, after: int = 1) -> str:
     the way the server makes one (it is not signed)."""
     request = admin_pb2.ListLedgerEntriesRequest(team_id="alpha", pack_id=pack_id)
     return paging.encode(paging.of_query("ledger", request), str(after))
+
+
+def test_ad1_t1_a_purchase_retried_after_its_pack_moved_away_names_no_other_team(
+    world: World,
+) -> None:
+    """A key's own purchase, moved by the operator to a team the key does not manage
+    (T5), then retried with its request id (T1: it buys nothing): the answer is the
+    pack as bought, its team "(another team)", none of that team's figures."""
+    body = {"team_id": "alpha", "tokens": 40, "request_id": "po-77"}
+    bought = world.call("PurchaseTokens", body)["token_pack"]
+    world.desk.a("MoveTokenPack", {"pack_id": bought["pack_id"], "to_team_id": "beta"})
+    available = world.call("GetTeam", {"team_id": "alpha"})["team"]["available_tokens"]
+    again = world.call("PurchaseTokens", body)["token_pack"]
+    assert again == {
+        "pack_id": bought["pack_id"],
+        "team_id": "(another team)",
+        "tokens": "40",
+        "purchase_time": bought["purchase_time"],
+        "expire_time": bought["expire_time"],
+        "request_id": "po-77",
+    }
+    assert world.desk.a("PurchaseTokens", body)["token_pack"]["team_id"] == "beta"  # operator
+    assert world.call("GetTeam", {"team_id": "alpha"})["team"]["available_tokens"] == available
+
+
+def test_ad1_r1_a_usage_report_names_no_team_a_pack_moved_to(world: World) -> None:
+    """Alpha's report lists its packs as they stand now; one the operator moved to
+    beta (T5) is said there as in alpha's audit trail: "(another team)". The operator
+    reading the same report sees beta."""
+    world.desk.a("MoveTokenPack", {"pack_id": world.own.pack, "to_team_id": "beta"})
+    window = {"start_time": "2020-01-01T00:00:00Z", "end_time": "2100-01-01T00:00:00Z"}
+    body = {"team_id": "alpha", **window}
+    (moved,) = [
+        p for p in world.call("GetUsageReport", body)["packs"] if p["pack_id"] == world.own.pack
+    ]
+    assert (moved["team_id"], moved["moved_out_tokens"]) == ("(another team)", "50")
+    (seen,) = [
+        p for p in world.desk.a("GetUsageReport", body)["packs"] if p["pack_id"] == world.own.pack
+    ]
+    assert seen["team_id"] == "beta"
+    (event, *_) = world.call("ListAuditEvents", {"team_id": "alpha"})["events"]
+    assert event["request"]["to_team_id"] == moved["team_id"]
