@@ -197,11 +197,12 @@ class SessionBook:
         return found.get(user_id)
 
     def _remember(self, session: Session) -> None:
-        """Index an ended ``session`` by its request id: the first of a user's kept
-        (M11 finds it; a second of theirs cannot be opened while it is in memory).
-        Users whose ids collide share a dict by user, so that a thousand of them
-        (every client copying one example's ``"e-1"``) cost each one a dict entry,
-        not a copy of everyone's."""
+        """Index an ended ``session`` by its request id: the latest of a user's kept,
+        the one a repeat is the repeat of (M11). A second of theirs is opened only
+        once the first is let go of, but both may be stored and restored, in any
+        order. Users whose ids collide share a dict by user, so that a thousand of
+        them (every client copying one example's ``"e-1"``) cost each one a dict
+        entry, not a copy of everyone's."""
         rid, user_id = session.request_id, session.user_id
         by_request = self._by_request
         found = by_request.get(rid)
@@ -210,8 +211,12 @@ class SessionBook:
         elif isinstance(found, Session):
             if found.user_id != user_id:
                 by_request[rid] = {found.user_id: found, user_id: session}
+            elif session.start_time > found.start_time:
+                by_request[rid] = session
         else:
-            found.setdefault(user_id, session)
+            kept = found.get(user_id)
+            if kept is None or session.start_time > kept.start_time:
+                found[user_id] = session
 
     def _forget_request(self, session: Session) -> None:
         rid, by_request = session.request_id, self._by_request

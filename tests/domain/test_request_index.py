@@ -74,15 +74,18 @@ def test_m11_the_shared_request_id_index_grows_and_shrinks_in_place() -> None:
     assert "e-1" not in lic._by_request
 
 
-def test_m11_a_user_s_first_session_of_an_id_is_the_one_kept() -> None:
-    """A user's second session of one id (one opened after the first was let go of
-    and stored, both restored) does not replace the first; forgetting a session no
-    longer indexed leaves the index alone."""
+def test_m11_a_user_s_latest_session_of_an_id_is_the_one_kept() -> None:
+    """A user's second session of one id (opened once the first was let go of, both
+    stored and restored, in either order) is the one a repeat finds; forgetting the
+    first, no longer indexed, leaves the index alone."""
     first, second = _ended(0, "ann@example.com"), _ended(1, "ann@example.com")
     other = _ended(2, "bob@example.com")
-    lic = _restored([first, second, other])
-    assert lic._earlier("ann@example.com", "e-1") is first
-    lic._forget_request(second)
-    assert lic._earlier("ann@example.com", "e-1") is first
-    lic._forget_request(other)
-    assert lic._by_request["e-1"] is first  # one user left: the session itself
+    for order in ([first, second, other], [second, other, first]):
+        lic = _restored(order)
+        assert lic._earlier("ann@example.com", "e-1") is second
+        lic._forget_request(first)
+        assert lic._earlier("ann@example.com", "e-1") is second
+        lic._forget_request(other)
+        assert lic._by_request["e-1"] is second  # one user left: the session itself
+    lic = _restored([second, first])  # ann's alone: the session itself, not a dict
+    assert lic._by_request["e-1"] is second

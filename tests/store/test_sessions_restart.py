@@ -352,3 +352,46 @@ def test_restart_kill_9_keeps_the_heartbeats_that_acknowledged_charges_depended_
     finally:
         desk.close()
     assert second.terminate() == 0
+
+
+def _let_go_of_ended(srv: Any) -> int:
+    """What the server's flush loop does every ``FORGET_EVERY`` seconds."""
+
+    async def go() -> int:
+        assert srv.server.engine is not None
+        return int(srv.server.engine.sessions.forget_ended())
+
+    return int(srv.call(go()))
+
+
+def test_m11_a_reused_request_id_finds_the_latest_session_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """ann's Entitle reuses "e-1" three days after its first session ended (let go
+    of, so it opens a second: M11). After a restart, repeating it answers the second
+    session, before and after the first is let go of again, and holds nothing."""
+    db = tmp_path / "t.db"
+    with running(db) as srv:
+        d = Desk(srv.target).sheet()
+        d.team("alpha", 100)
+        ann = d.user("alpha", "ann")
+        s1 = d.entitle(ann, request_id="e-1")["session_id"]
+        d.to(at(m=1))
+        d.release(ann, s1)
+        d.to(at(d=3))
+        assert _let_go_of_ended(srv) == 1
+        s2 = d.entitle(ann, request_id="e-1")["session_id"]
+        assert s2 != s1
+        d.to(at(d=3, m=1))
+        d.release(ann, s2)
+        keys = dict(d.keys)
+        d.close()
+    with running(db) as srv:
+        d = Desk(srv.target)
+        d.keys.update(keys)
+        d.to(at(d=3, m=2))
+        assert d.entitle(ann, request_id="e-1")["session_id"] == s2
+        _let_go_of_ended(srv)  # s1 ended three days ago; s2 two minutes ago
+        assert d.entitle(ann, request_id="e-1")["session_id"] == s2
+        assert d.balance("alpha") == (100, 0)
+        d.close()
