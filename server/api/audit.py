@@ -23,9 +23,10 @@ The draft carries:
 - the request id the edge found: the ``x-request-id`` header, else the
   request's ``request_id`` (as the edge logs it);
 - the teams the rule resolved: the first is the event's ``team_id``, the
-  second (MoveTokenPack's destination) its ``other_team_id``, so the event is
-  read in both teams (RemoveDevice: the teams whose sessions it ended, then
-  the caller's own, ``scopes.check``);
+  second (MoveTokenPack's destination) its ``other_team_id``, and any more
+  (a host's plugins in two other teams) its ``more_team_ids``, so the event is
+  read in every one of them (RemoveDevice: the teams whose sessions it ended,
+  then the caller's own, ``scopes.check``);
 - who: the operator, or the admin key's id and name; AcceptInvitation, made
   without a credential, is the invitee's (actor ``invitee``, see
   ``server/engine/audit.py``).
@@ -182,6 +183,7 @@ class AuditRecorder:
                 actor_name=actor_name,
                 team_id=teams[0] if teams else "",
                 other_team_id=teams[1] if len(teams) > 1 else "",
+                more_team_ids=tuple(sorted({t for t in teams[2:] if t} - set(teams[:2]))),
                 target=target_of(request, rule.target, hide),
                 request_id=_short(hide(request_id)),
                 request=request_json(request, hide),

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from server.domain.changes import DERIVED
+
 OPERATOR = "operator"  # the actor of a change made with the deployment's admin token
 
 
@@ -40,3 +42,16 @@ class AuditEvent:
     request_id: str
     request: str  # the request as JSON, every secret removed
     hash: str = field(default="")
+    # Every other team the call touched, past the first two, sorted (a host's
+    # plugins in two other teams, ended with it): read in each of their trails too.
+    # Not a column of ``audit_events``: one ``AuditTeam`` row each, in the same commit.
+    more_team_ids: tuple[str, ...] = field(default=(), metadata=DERIVED)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditTeam:
+    """One of an event's ``more_team_ids``: the event numbered ``seq`` is in the
+    trail of ``team_id`` too (the table ``audit_teams``, appended to with the event)."""
+
+    team_id: str
+    seq: int

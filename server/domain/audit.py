@@ -7,12 +7,17 @@ middle breaks every hash after it, and ``python -m server verify`` finds it
 (``server/store/audit.py``). The fields are hashed as one JSON array, not
 joined with a separator: an event's request, names and targets are free text
 that may hold any separator.
+
+An event's ``more_team_ids`` (the teams of a call that touched three or more)
+are hashed only when there are some, appended to the array, sorted: every event
+without them keeps the hash it always had, so an older database still verifies.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import replace
 
 from server.domain.admins import AuditEvent
@@ -34,10 +39,13 @@ def event_digest(
     target: str,
     request_id: str,
     request: str,
+    *,
+    more_team_ids: Iterable[str] = (),
 ) -> str:
     """The chain hash of one event: its predecessor's hash and every stored field
-    (the time in microseconds since the epoch, as the store keeps it)."""
-    fields = [
+    (the time in microseconds since the epoch, as the store keeps it), then its
+    more teams (sorted) if it has any."""
+    fields: list[object] = [
         prev_hash,
         seq,
         event_id,
@@ -51,6 +59,9 @@ def event_digest(
         request_id,
         request,
     ]
+    more = sorted(more_team_ids)
+    if more:
+        fields.append(more)
     text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -71,5 +82,6 @@ def chained(event: AuditEvent, prev_hash: str) -> AuditEvent:
         e.target,
         e.request_id,
         e.request,
+        more_team_ids=e.more_team_ids,
     )
     return replace(e, hash=digest)

@@ -7,7 +7,9 @@ that may change state, in the call's own task, before the servicer runs
 ``Commits`` hook: on the first non-empty commit that task makes, it appends one
 ``AuditEvent`` to the commit's changes (the next ``seq``, a new id, the clock's
 time, the hash chained to the previous event), so the store writes the event
-and the change in one transaction, and a crash keeps both or neither. A second
+and the change in one transaction, and a crash keeps both or neither; an event
+of three teams or more also appends one ``AuditTeam`` per team past the second
+(its ``more_team_ids``) to the same changes. A second
 commit of the same call writes no second event; a call that commits nothing
 (an idempotent repeat, a refusal) writes none.
 
@@ -30,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from server.clock import Clock
-from server.domain.admins import AdminKey, AuditEvent
+from server.domain.admins import AdminKey, AuditEvent, AuditTeam
 from server.domain.audit import GENESIS_HASH, chained
 from server.domain.changes import Changes
 from server.domain.directory import Member
@@ -56,6 +58,8 @@ class Draft:
     target: str
     request_id: str
     request: str  # JSON, every secret removed
+    # The teams it touched past ``team_id`` and ``other_team_id``, sorted.
+    more_team_ids: tuple[str, ...] = ()
     task: asyncio.Task[object] | None = None
     written: bool = False
 
@@ -181,8 +185,11 @@ class AuditTrail:
                 d.target,
                 d.request_id,
                 d.request,
+                more_team_ids=d.more_team_ids,
             ),
             self._hash,
         )
         self._hash = event.hash
         changes.upsert(event)
+        for team_id in event.more_team_ids:  # in the same commit as the event
+            changes.upsert(AuditTeam(team_id, event.seq))

@@ -20,7 +20,9 @@ Checked, reading one consistent snapshot (the server may be running):
   (``server.domain.audit.event_digest``), and its end reaching the checkpoint's
   audit head (the same checkpoint line, ``checkpoint.py``): an event altered,
   removed or inserted, the newest events removed, or an event appended while no
-  server ran are each reported.
+  server ran are each reported. An event's more teams (``audit_teams``, past
+  its first two) are part of its hash: one of them removed, altered or added
+  breaks it, and a row naming no stored event is reported.
 
 What it cannot see: a pack's ``request_id`` is in no entry; and whoever can
 rewrite both the database and its checkpoint can forge a consistent history
@@ -36,7 +38,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,8 @@ AUDIT_SQL = (
     "SELECT seq, event_id, time, actor, actor_name, method, team_id, other_team_id, "
     "target, request_id, request, hash FROM audit_events ORDER BY seq"
 )
+# Every event's more teams (``AuditEvent.more_team_ids``), fed to ``Audit.more_teams``.
+AUDIT_TEAMS_SQL = "SELECT seq, team_id FROM audit_teams"
 PACKS_SQL = (
     "SELECT pack_id, team_id, tokens, remaining, held, consumed, expired_tokens, "
     "purchase_time, expire_time, expired FROM packs ORDER BY pack_id"
@@ -144,6 +148,9 @@ def verify(db: Path) -> Verdict:
             if audit.verdict.ok:
                 sql = "SELECT 1 FROM sqlite_master WHERE name = 'audit_events'"
                 events = conn.execute(AUDIT_SQL) if conn.execute(sql).fetchone() else ()
+                sql = "SELECT 1 FROM sqlite_master WHERE name = 'audit_teams'"
+                if conn.execute(sql).fetchone():  # schema 12 on
+                    audit.more_teams(conn.execute(AUDIT_TEAMS_SQL))
                 if all(audit.event(row) for row in events):
                     audit.events_end()
         finally:
@@ -158,8 +165,9 @@ class Audit:
 
     Feed ``entry`` every ledger row in order while it returns True (False: a broken
     link, reported; stop there), then ``chain_end``; then, if the verdict is still
-    ok, ``pack`` every pack row and ``packs_end``; then, if still ok, ``event``
-    every row of ``AUDIT_SQL`` while it returns True, then ``events_end``.
+    ok, ``pack`` every pack row and ``packs_end``; then, if still ok, the rows of
+    ``AUDIT_TEAMS_SQL`` to ``more_teams`` (where the table is), ``event`` every
+    row of ``AUDIT_SQL`` while it returns True, then ``events_end``.
     """
 
     def __init__(self, anchor: checkpoint.LedgerHead | None) -> None:
@@ -171,6 +179,12 @@ class Audit:
         self._seen: set[str] = set()
         self._prev_event = GENESIS_HASH
         self._event_at_anchor: str | None = None
+        self._more: dict[int, list[str]] = defaultdict(list)  # an event's more teams
+
+    def more_teams(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Rows of ``AUDIT_TEAMS_SQL`` (any order): the more teams of each event."""
+        for seq, team_id in rows:
+            self._more[int(seq)].append(str(team_id))
 
     def entry(self, row: Sequence[Any]) -> bool:
         verdict = self.verdict
@@ -216,7 +230,8 @@ class Audit:
                 f"audit event {verdict.events:012d} is missing (next stored is {seq:012d})"
             )
             return False
-        if event_digest(self._prev_event, *row[:-1]) != stored:
+        more = self._more.pop(seq, ())
+        if event_digest(self._prev_event, *row[:-1], more_team_ids=more) != stored:
             verdict.problems.append(
                 f"audit event {seq:012d} ({row[5]} by {row[3]}) does not match its hash: "
                 "it or an event before it was altered"
@@ -228,7 +243,14 @@ class Audit:
         return True
 
     def events_end(self) -> None:
-        """The whole audit trail was walked: does it reach the checkpoint?"""
+        """The whole audit trail was walked: does it reach the checkpoint? Is every
+        row of ``audit_teams`` some event's?"""
+        for seq in sorted(self._more):
+            self.verdict.problems.append(
+                f"audit_teams names audit event {seq:012d}, which is not stored "
+                f"(teams {', '.join(sorted(self._more[seq]))}): it was added by hand, "
+                "or its event removed"
+            )
         if self._anchor is not None:
             short = checkpoint.audit_problem(
                 self._anchor, self.verdict.events, self._event_at_anchor

@@ -29,7 +29,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import orjson
 
-from server.domain.admins import AdminKey, AuditEvent
+from server.domain.admins import AdminKey, AuditEvent, AuditTeam
 from server.domain.coverage import Subscription
 from server.domain.directory import (
     Invitation,
@@ -413,6 +413,8 @@ ACTIVITY = mapped(
 META = mapped("meta", MetaValue, ("key",))
 ADMIN_KEYS = mapped("admin_keys", AdminKey, ("admin_key_id",))
 AUDIT_EVENTS = mapped("audit_events", AuditEvent, ("seq",), append_only=True)
+# An event's teams past its first two (``AuditEvent.more_team_ids``), one row each.
+AUDIT_TEAMS = mapped("audit_teams", AuditTeam, ("team_id", "seq"), append_only=True)
 
 # -- tables written out by hand (their rows are not their fields) ------------------------
 
@@ -608,7 +610,8 @@ TABLES: dict[type, Table] = {
     MetaValue: META,
     AdminKey: ADMIN_KEYS,
     AuditEvent: AUDIT_EVENTS,
+    AuditTeam: AUDIT_TEAMS,
 }
 
 # History that stays on disk: read on demand, not loaded into memory at start.
-NOT_LOADED: frozenset[str] = frozenset({"ledger", "activity", "audit_events"})
+NOT_LOADED: frozenset[str] = frozenset({"ledger", "activity", "audit_events", "audit_teams"})

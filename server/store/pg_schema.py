@@ -265,4 +265,13 @@ MIGRATIONS: list[str] = [
         team_id
     );
     """,
+    # 8: the teams of an audit event past its first two (RULES AD2), as SQLite's
+    # migration 12
+    """
+    CREATE TABLE audit_teams (
+        team_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        PRIMARY KEY (team_id, seq)
+    );
+    """,
 ]

@@ -48,7 +48,7 @@ import structlog
 from server.clock import monotonic
 from server.credentials import SECRET_KEY_BYTES, load_or_create_secret_key
 from server.domain.changes import Changes
-from server.store.audit import AUDIT_SQL, LEDGER_SQL, PACKS_SQL, Audit, Verdict
+from server.store.audit import AUDIT_SQL, AUDIT_TEAMS_SQL, LEDGER_SQL, PACKS_SQL, Audit, Verdict
 from server.store.codec import NOT_LOADED, TABLES, Row, Table, sharing
 from server.store.files import SECRET_KEY_SUFFIX, side_path
 from server.store.group_commit import GroupCommit, Write, to_ops
@@ -240,6 +240,7 @@ class PostgresStore(NamedReads):
         )
         try:
             await migrate(writer)
+            await _granted(writer)
             await backfill(writer, fence)
             pool = await asyncpg.create_pool(
                 url,
@@ -447,6 +448,27 @@ async def migrate(conn: asyncpg.Connection) -> int:
     return len(MIGRATIONS) - version
 
 
+async def _granted(conn: asyncpg.Connection) -> None:
+    """Refuse the start, in one line, when this role may not read and add rows to a
+    table it uses: a table a migration added and the servers' role was not granted
+    (docs/postgres.md, "the grant again once its owner has migrated") would
+    otherwise fail a call that reads it, or a commit that writes it, much later."""
+    names = sorted(table.name for table in TABLES.values())
+    rows = await conn.fetch(
+        "SELECT name FROM unnest($1::text[]) AS name WHERE NOT ("
+        "has_table_privilege(name, 'SELECT') AND has_table_privilege(name, 'INSERT'))",
+        names,
+    )
+    if rows:
+        role = str(await conn.fetchval("SELECT current_user"))
+        missing = ", ".join(str(row[0]) for row in rows)
+        raise StoreFailed(
+            f"the role {role!r} may not read and add rows to {missing}: a table a migration "
+            "of this release added needs the grant again once its owner has migrated "
+            '(docs/postgres.md, "What is in the database, and what is not"); nothing was changed'
+        )
+
+
 async def _cannot_migrate(conn: asyncpg.Connection, version: int, exc: Exception) -> str:
     """Why this role cannot migrate, and what to do: the least-privilege role of
     docs/postgres.md may read and write the tables, not create or alter them."""
@@ -535,6 +557,10 @@ async def verify_postgres(url: str) -> Verdict:
                         audit.pack(tuple(row))
                 audit.packs_end()
             if audit.verdict.ok:  # the audit trail's chain (RULES AD2)
+                if await conn.fetchval("SELECT to_regclass('audit_teams') IS NOT NULL"):
+                    audit.more_teams(
+                        map(tuple, await conn.fetch(AUDIT_TEAMS_SQL))
+                    )  # migration 8 on
                 events = await conn.cursor(AUDIT_SQL)
                 whole = True
                 while whole and (rows := await events.fetch(LOAD_CHUNK)):

@@ -10,6 +10,7 @@ written once here, with SQLite's ``?`` marks; an adapter gives the mixin
 from __future__ import annotations
 
 from abc import abstractmethod
+from dataclasses import replace
 from datetime import datetime
 from operator import attrgetter
 from typing import Any
@@ -39,6 +40,8 @@ SPANS_WHERE = (
 )
 # The audit trail's head, which the engine's chain goes on from (AD2).
 LAST_AUDIT_SQL = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
+# The more teams (``AuditEvent.more_team_ids``) of the events in a range of seqs.
+AUDIT_TEAMS_RANGE_SQL = "SELECT seq, team_id FROM audit_teams WHERE seq >= ? AND seq <= ?"
 # The times of the two chains' heads, each found by its primary key (``latest_instant``).
 LAST_TIMES_SQL = (
     "SELECT (SELECT time FROM ledger ORDER BY seq DESC LIMIT 1), "
@@ -136,17 +139,33 @@ class NamedReads:
         return max(found, default=None)
 
     async def audit_page(self, team_id: str, before_seq: int, limit: int) -> list[AuditEvent]:
+        """A team's events are those naming it as team, as other team, or among their
+        more teams (``audit_teams``); each read back with its more teams."""
         where: list[str] = []
         params: list[Any] = []
         if team_id:
-            where.append("(team_id = ? OR other_team_id = ?)")
-            params += [team_id, team_id]
+            where.append(
+                "(team_id = ? OR other_team_id = ? "
+                "OR seq IN (SELECT seq FROM audit_teams WHERE team_id = ?))"
+            )
+            params += [team_id, team_id, team_id]
         if before_seq:
             where.append("seq < ?")
             params.append(before_seq)
         clause = f"WHERE {' AND '.join(where)} " if where else ""
         sql = f"{clause}ORDER BY seq DESC LIMIT ?"
-        return await self._select(AUDIT_EVENTS, sql, (*params, limit))
+        events: list[AuditEvent] = await self._select(AUDIT_EVENTS, sql, (*params, limit))
+        if not events:
+            return events
+        more: dict[int, list[str]] = {}
+        for seq, team in await self._rows(AUDIT_TEAMS_RANGE_SQL, (events[-1].seq, events[0].seq)):
+            more.setdefault(int(seq), []).append(str(team))
+        if not more:
+            return events
+        return [
+            replace(e, more_team_ids=tuple(sorted(more[e.seq]))) if e.seq in more else e
+            for e in events
+        ]
 
     async def usage_facts(self, team_id: str, start: datetime, end: datetime) -> UsageFacts:
         lo, hi = t2i(start), t2i(end)

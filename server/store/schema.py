@@ -306,6 +306,16 @@ MIGRATIONS: list[str] = [
         team_id
     );
     """,
+    # 12: the teams of an audit event past its first two (RULES AD2: a host's
+    # plugins in two other teams ended with it), one row each, appended with the
+    # event; a team's trail reads its events by this key too.
+    """
+    CREATE TABLE audit_teams (
+        team_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (team_id, seq)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

@@ -385,7 +385,8 @@ def test_ad2_a_device_removed_by_a_team_administrator_is_in_its_teams_trail(
     desk: Desk, server: ServerThread
 ) -> None:
     """The event names the team whose session the removal ended, first: gamma's
-    administrator finds it in gamma's trail, though bob's teams sort alpha first."""
+    administrator finds it in gamma's trail, though bob's teams sort alpha first.
+    bob's other teams read it too, each in its own trail."""
     desk.team("beta")
     desk.team("gamma", 100)
     for team in ("alpha", "beta", "gamma"):
@@ -401,9 +402,12 @@ def test_ad2_a_device_removed_by_a_team_administrator_is_in_its_teams_trail(
     finally:
         team_admin.close()
     assert summary(mine)[0] == ("RemoveDevice", made["key"]["admin_key_id"], "gamma", "dev-1")
-    # Its second team (listed there too) is the user's first other team; beta's has none.
-    assert summary(events(desk, "alpha"))[0][0] == "RemoveDevice"
-    assert "RemoveDevice" not in [e[0] for e in summary(events(desk, "beta"))]
+    # Its second team is the user's first other team, and the rest its more teams
+    # (beta's was left out while an event named two teams at most).
+    key_id = made["key"]["admin_key_id"]
+    for team in ("alpha", "beta"):
+        found = [e for e in summary(events(desk, team)) if e[0] == "RemoveDevice"]
+        assert found == [("RemoveDevice", key_id, team, "dev-1")], team
 
 
 def test_ad2_the_quick_secret_check_never_misses_what_scrub_finds() -> None:
@@ -470,3 +474,72 @@ def test_ad2_a_large_import_is_kept_short_in_the_trail(desk: Desk) -> None:
     assert newest["request"]["all_products"] is True
     assert newest["target"].startswith("User 0 <user0@example.com>, User 1 <")
     assert len(newest["target"].encode()) <= 1024
+
+
+# -- an event of three teams (a host whose plugins run in two other teams) -----------
+
+
+def three_team_host(desk: Desk) -> tuple[str, str, str, str]:
+    """ann's ACAD in alpha (on dev-1) with an ACADEL plugin paid by beta and a
+    FREEPLUG plugin paid by gamma: ending the host ends sessions of three teams (P4).
+    Returns ann, the host's and the plugins' session ids."""
+    for team in ("alpha", "beta", "gamma"):
+        desk.team(team, 100)
+    ann = desk.user("alpha", "ann")
+    host = desk.entitle(ann)["session_id"]
+    desk.a("ImportUsers", {"team_id": "beta", "users": [ann], "product_ids": ["ACADEL"]})
+    desk.a("ImportUsers", {"team_id": "gamma", "users": [ann], "product_ids": ["FREEPLUG"]})
+    beta = desk.entitle(ann, "ACADEL", parent_session_id=host, team_id="beta")["session_id"]
+    gamma = desk.entitle(ann, "FREEPLUG", parent_session_id=host, team_id="gamma")["session_id"]
+    return ann, host, beta, gamma
+
+
+def _in_each_trail(desk: Desk, method: str, target: str, actor: str) -> None:
+    """The one event of ``method`` about ``target`` is in alpha's, beta's and gamma's
+    trails, once each, saying the team whose trail it is read in; once in every
+    team's; and gamma's trail pages over it without a gap or a repeat."""
+    for team in ("alpha", "beta", "gamma"):
+        found = [e for e in summary(events(desk, team)) if e[0] == method and e[3] == target]
+        assert found == [(method, actor, team, target)], team
+    everyone = [e for e in summary(events(desk)) if e[0] == method and e[3] == target]
+    assert everyone == [(method, actor, "alpha", target)]  # its first team
+    assert events(desk, "gamma", page_size=1) == events(desk, "gamma")
+
+
+def test_ad2_an_end_session_by_a_key_of_three_teams_is_in_each_teams_trail(
+    sheet_desk: Desk, server: ServerThread
+) -> None:
+    """EndSession of a host whose plugins run in beta and gamma, by a key managing
+    the three: the event is read in all three trails (it once named two teams only,
+    and gamma, whose session it ended, never saw it)."""
+    desk = sheet_desk
+    _, host, in_beta, in_gamma = three_team_host(desk)
+    made = desk.a(
+        "CreateAdminKey", {"display_name": "All three", "team_ids": ["alpha", "beta", "gamma"]}
+    )
+    key = Grpcurl(server.target, made["admin_key"])
+    try:
+        key(A + "EndSession", {"session_id": host})
+        seen = key(A + "ListAuditEvents", {"team_id": "gamma"})["events"]
+    finally:
+        key.close()
+    ended = {s["session_id"]: s for s in desk.sessions(include_ended=True)}
+    assert {ended[s]["end_reason"] for s in (in_beta, in_gamma)} == {"END_REASON_HOST_ENDED"}
+    key_id = made["key"]["admin_key_id"]
+    _in_each_trail(desk, "EndSession", host, key_id)
+    assert summary(seen)[0] == ("EndSession", key_id, "gamma", host)  # the key's own read
+    # gamma's own administrator finds it too, naming no other team.
+    (event, *_) = _events_seen_by(desk, server, "gamma")
+    assert (event["method"], event["team_id"], event["target"]) == ("EndSession", "gamma", host)
+
+
+def test_ad2_a_device_removed_by_the_operator_ending_three_teams_sessions_is_in_each_trail(
+    sheet_desk: Desk,
+) -> None:
+    desk = sheet_desk
+    ann, _, _, in_gamma = three_team_host(desk)
+    body = {"user_id": ann, "product_id": "ACAD", "device_id": "dev-1", "end_sessions": True}
+    desk.a("RemoveDevice", body)
+    ended = {s["session_id"]: s for s in desk.sessions(include_ended=True)}
+    assert ended[in_gamma]["state"] == "SESSION_STATE_ENDED"
+    _in_each_trail(desk, "RemoveDevice", "dev-1", "operator")

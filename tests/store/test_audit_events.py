@@ -11,6 +11,8 @@ transaction, and ``verify`` checks the audit trail as it checks the ledger.
 - ``verify`` finds an altered event, a deleted middle event and one slipped in
   (on both stores), and on SQLite, whose checkpoint anchors the end, deleted newest
   events and an event added by hand, also in a backup.
+- An event of three teams (its more teams in ``audit_teams``) verifies, and a row
+  of ``audit_teams`` deleted, altered or added by hand is found (on both stores).
 """
 
 from __future__ import annotations
@@ -42,11 +44,13 @@ from server.store.checkpoint import LedgerHead
 from server.store.port import StoreFailed
 from server.store.postgres import verify_postgres
 from server.store.sqlite import Store
+from server.tools import main as server_main
 from tessera_api.tessera.v1 import admin_service_pb2 as api
 from tessera_api.tessera.v1 import admin_service_pb2_grpc
+from tests.api.test_audit_api import three_team_host
 from tests.engine.test_restore import _ann_and_acad, _entitle_ann
 from tests.grpcurl import Grpcurl
-from tests.licensing_desk import T0, A
+from tests.licensing_desk import T0, A, Desk
 from tests.pg import run_sync
 from tests.support import ADMIN_TOKEN, ServerProcess, running
 
@@ -319,6 +323,74 @@ def test_ad2_verify_finds_an_event_slipped_in_between_two_others(trail: Path | s
         "audit event 000000000003 (PurchaseTokens by operator) does not match its hash: "
         "it or an event before it was altered"
     ]
+
+
+def test_ad2_verify_checks_the_more_teams_of_an_event_of_three_teams(
+    database: Path | str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator ends a host whose plugins run in beta and gamma: its event keeps
+    gamma in ``audit_teams``, which its hash covers. ``python -m server verify``
+    passes; gamma's row deleted, altered, or one added (to that event or to none)
+    is each found, and the database verifies again once it is put back."""
+    with running(database) as srv:
+        desk = Desk(srv.target).sheet()
+        try:
+            _, host, _, _ = three_team_host(desk)
+            desk.a("EndSession", {"session_id": host})
+            desk.a("PurchaseTokens", {"team_id": "gamma", "tokens": 1, "request_id": "later"})
+        finally:
+            desk.close()
+    rows = _select(database, "SELECT seq, team_id FROM audit_teams")
+    assert len(rows) == 1 and rows[0][1] == "gamma", rows
+    seq = int(str(rows[0][0]))
+    assert server_main(["verify", "--db", str(database)]) == 0
+    assert "audit events chained" in capsys.readouterr().out
+    broken = [
+        f"audit event {seq:012d} (EndSession by operator) does not match its hash: "
+        "it or an event before it was altered"
+    ]
+    gamma = _more_team("gamma", seq)
+    assert _tamper(database, "DELETE FROM audit_teams") == broken
+    assert server_main(["verify", "--db", str(database)]) == 1
+    assert _tamper(database, gamma) == []
+    assert _tamper(database, "UPDATE audit_teams SET team_id = 'delta'") == broken
+    assert _tamper(database, "UPDATE audit_teams SET team_id = 'gamma'") == []
+    added = _more_team("delta", seq)
+    assert _tamper(database, added) == broken
+    assert _tamper(database, "DELETE FROM audit_teams WHERE team_id = 'delta'") == []
+    added = _more_team("delta", seq + 1)
+    problem = _tamper(database, added)
+    assert problem == [
+        f"audit event {seq + 1:012d} (PurchaseTokens by operator) does not match its hash: "
+        "it or an event before it was altered"
+    ]
+    assert _tamper(database, "UPDATE audit_teams SET seq = 999 WHERE team_id = 'delta'") == [
+        "audit_teams names audit event 000000000999, which is not stored (teams delta): "
+        "it was added by hand, or its event removed"
+    ]
+    assert server_main(["verify", "--db", str(database)]) == 1
+
+
+def _more_team(team_id: str, seq: int) -> str:
+    """A row of ``audit_teams`` added by hand (the test's own values)."""
+    return f"INSERT INTO audit_teams (team_id, seq) VALUES ('{team_id}', {seq})"  # noqa: S608
+
+
+def _select(database: Path | str, sql: str) -> list[tuple[object, ...]]:
+    if isinstance(database, Path):
+        with sqlite3.connect(database) as conn:
+            found = conn.execute(sql).fetchall()
+        conn.close()
+        return found
+
+    async def run() -> list[tuple[object, ...]]:
+        conn = await asyncpg.connect(database)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql)]
+        finally:
+            await conn.close()
+
+    return run_sync(run)
 
 
 # The end of the trail is anchored by SQLite's checkpoint; PostgreSQL keeps none

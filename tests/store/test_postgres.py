@@ -513,7 +513,7 @@ async def test_pg_an_error_in_the_fence_fails_waiters_with_store_failed(pg_url: 
 async def test_pg_migrations_apply_once_and_are_recorded(pg_url: str) -> None:
     store = await PostgresStore.open(pg_url)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 7
+        assert await store.schema_version() == len(MIGRATIONS) == 8
         await store.commit([MetaValue("marker", "kept")])
     finally:
         await store.close()
@@ -547,10 +547,11 @@ async def test_m7_pg_migration_5_derives_each_lease_start_from_the_stored_lease_
     await _sql(pg_url, "ALTER TABLE sessions DROP COLUMN lease_start")
     await _sql(pg_url, "DROP TABLE tessera_secrets")
     await _sql(pg_url, "ALTER TABLE packs DROP COLUMN bought_by")
+    await _sql(pg_url, "DROP TABLE audit_teams")
     await _sql(pg_url, "DELETE FROM schema_version WHERE version >= 5")
     store = await PostgresStore.open(pg_url)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 7
+        assert await store.schema_version() == len(MIGRATIONS) == 8
         loaded = {s.session_id: s for s in (await store.load()).of(Session)}
     finally:
         await store.close()
@@ -632,7 +633,8 @@ async def test_pg_a_role_that_cannot_alter_the_ledger_serves_a_migrated_database
     try:
         for grant in (
             f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
-            f"REVOKE UPDATE, DELETE ON ledger, activity, audit_events, notifications FROM {role}",
+            f"REVOKE UPDATE, DELETE ON ledger, activity, audit_events, audit_teams, "
+            f"notifications FROM {role}",
         ):
             await _sql(pg_url, grant)
         parts = urlsplit(pg_url)
@@ -644,7 +646,7 @@ async def test_pg_a_role_that_cannot_alter_the_ledger_serves_a_migrated_database
             assert rows(await store.load()) == expected_rows(every_object(), later_changes())
         finally:
             await store.close()
-        for table in ("ledger", "activity", "audit_events", "notifications"):
+        for table in ("ledger", "activity", "audit_events", "audit_teams", "notifications"):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await _sql(app_url, f"DELETE FROM {table}")  # noqa: S608 (the test's own names)
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
