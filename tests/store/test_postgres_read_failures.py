@@ -28,7 +28,10 @@ async def a_role(pg_url: str, limit: int) -> AsyncIterator[str]:
     role = f"tessera_few_{secrets.token_hex(4)}"
     await _sql(pg_url, f"CREATE ROLE {role} LOGIN PASSWORD 'app' CONNECTION LIMIT {limit}")
     try:
-        await _sql(pg_url, f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+        # A servers' role as docs/postgres.md grants one (a store refuses to open without).
+        await _sql(
+            pg_url, f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+        )
         parts = urlsplit(pg_url)
         yield urlunsplit(parts._replace(netloc=f"{role}:app@{parts.netloc.rpartition('@')[2]}"))
     finally:
