@@ -491,7 +491,7 @@ class Sessions:
                 )
             raise InvalidArgument.field("end_time", "must be after start_time")
         # The running sessions' spans before the reads: a release while they run
-        # stores a span the reads may miss (``build_report`` counts it once).
+        # stores a span the reads may miss (``report_rows`` counts it once).
         live = open_spans(self.lic.live_sessions(team_id), now)
         await self._commits.settled()  # everything answered so far is in the history read
         await self.flush()

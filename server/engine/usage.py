@@ -3,7 +3,8 @@
 The store answers a team's committed history over the period (``UsageFacts``:
 charges, sessions begun, stored spans of active time, tokens moved); memory
 adds the active time of sessions still running and the packs as they stand.
-No I/O here: ``Sessions.usage_report`` settles, reads and calls ``build_report``.
+No I/O here: ``Sessions.usage_report`` settles, reads, and makes the rows with
+``report_rows`` (on a thread) and the packs with ``pack_usage``.
 
 Active time is added up exactly, as ``timedelta`` (whole microseconds, the
 instants' own resolution), and made whole seconds once, at the end, for each
@@ -98,43 +99,6 @@ def open_spans(live: Iterable[Session], now: datetime) -> list[ActivitySpan]:
     ]
 
 
-def build_report(
-    team_id: str,
-    start: datetime,
-    end: datetime,
-    now: datetime,
-    facts: UsageFacts,
-    live: Iterable[ActivitySpan],
-    ledger: Ledger,
-    *,
-    user_id: str = "",
-    product_id: str = "",
-    user_name: Callable[[str], str] = str,
-    product_name: Callable[[str], str] = str,
-) -> UsageReport:
-    """The report of ``team_id`` over [start, end): ``facts`` from the store,
-    ``live`` the open spans of the team's sessions active at ``now`` (``open_spans``,
-    taken before the store was read: one that a release closed meanwhile is in
-    ``facts`` or here, never in neither; in both, it counts once). Rows (and so
-    the totals) are narrowed to ``user_id`` and ``product_id`` when given, and
-    name both in words through ``user_name`` and ``product_name``: ``report_rows``,
-    then ``pack_usage`` of the ledger's packs."""
-    report = UsageReport(
-        rows=report_rows(
-            start,
-            end,
-            facts,
-            live,
-            user_id=user_id,
-            product_id=product_id,
-            user_name=user_name,
-            product_name=product_name,
-        )
-    )
-    report.packs = pack_usage(team_id, now, facts, ledger)
-    return report
-
-
 def report_rows(
     start: datetime,
     end: datetime,
@@ -146,9 +110,13 @@ def report_rows(
     user_name: Callable[[str], str] = str,
     product_name: Callable[[str], str] = str,
 ) -> list[UsageRow]:
-    """``build_report``'s rows, from ``facts`` and ``live`` alone (and the names): a
-    year of a large team is a hundred thousand rows and more, built on a thread of
-    its own (``Sessions.usage_report``) while the event loop serves the calls."""
+    """A report's rows over [start, end), from ``facts`` (the store's) and ``live``
+    (``open_spans``, taken before the store was read: a span a release closed
+    meanwhile is in ``facts`` or here, never in neither; in both, it counts once),
+    narrowed to ``user_id`` and ``product_id`` when given, each named in words
+    through ``user_name`` and ``product_name``. A year of a large team is a hundred
+    thousand rows and more, built on a thread of its own (``Sessions.usage_report``)
+    while the event loop serves the calls."""
     rows: dict[tuple[str, str, str], UsageRow] = {}
     spare = UsageRow("", "", "")  # what a row filtered out adds to: never reported
 
@@ -181,7 +149,7 @@ def report_rows(
 
 
 def pack_usage(team_id: str, now: datetime, facts: UsageFacts, ledger: Ledger) -> list[PackUsage]:
-    """``build_report``'s packs: read from the ledger as it stands (on the event loop)."""
+    """A report's packs: read from the ledger as it stands (on the event loop)."""
     out: list[PackUsage] = []
     moved: defaultdict[tuple[str, EntryKind], int] = defaultdict(int, facts.moved)
     # Every pack the team holds, and those it moved out: what they paid for

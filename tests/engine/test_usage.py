@@ -10,7 +10,7 @@ from server.api.convert import usage_row_out
 from server.domain.changes import Changes
 from server.domain.ledger import EntryKind, Ledger
 from server.domain.sessions import ActivitySpan
-from server.engine.usage import build_report
+from server.engine.usage import UsageReport, pack_usage, report_rows
 from server.store.port import Capture, SessionStart, UsageFacts
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -40,10 +40,8 @@ def test_r1_t5_a_pack_moved_out_and_back_is_reported_once_with_both_moves() -> N
             ("pk_2", EntryKind.MOVE_OUT): 5,
         }
     )
-    report = build_report("acme", T0, T0 + 24 * H, T0 + 5 * H, facts, [], _ledger())
-    assert [
-        (p.pack_id, p.team_id, p.moved_in_tokens, p.moved_out_tokens) for p in report.packs
-    ] == [
+    packs = pack_usage("acme", T0 + 5 * H, facts, _ledger())
+    assert [(p.pack_id, p.team_id, p.moved_in_tokens, p.moved_out_tokens) for p in packs] == [
         ("pk_1", "acme", 30, 30),
         ("pk_2", "zeta", 0, 5),  # moved out: still in acme's history (T5)
     ]
@@ -61,7 +59,7 @@ def test_r1_rows_per_day_user_and_product_from_the_facts() -> None:
             SessionStart(T0 + 2 * H, "ann", "ACAD"),
         ],
     )
-    report = build_report("acme", T0, T0 + 48 * H, T0 + 30 * H, facts, [], _ledger())
+    report = UsageReport(report_rows(T0, T0 + 48 * H, facts, []))
     rows = [(r.date, r.user_id, r.product_id, r.tokens_charged, r.sessions) for r in report.rows]
     assert rows == [
         ("2026-03-01", "ann", "ACAD", 10, 2),
@@ -78,9 +76,7 @@ def _span(session_id: str, start: timedelta, end: timedelta, user: str = "ann") 
 def _seconds(spans: list[ActivitySpan]) -> list[tuple[str, str, int, int]]:
     """Each row's active seconds as the report and the API (``usage_row_out``) say
     them, and the report's total."""
-    report = build_report(
-        "acme", T0, T0 + 48 * H, T0 + 30 * H, UsageFacts(spans=spans), [], _ledger()
-    )
+    report = UsageReport(report_rows(T0, T0 + 48 * H, UsageFacts(spans=spans), []))
     rows = [
         (r.date, r.user_id, r.active_seconds, usage_row_out(r).active_seconds) for r in report.rows
     ]
@@ -124,9 +120,7 @@ def test_r1_a_rows_active_seconds_are_its_exact_total_truncated_and_the_total_th
         ("2026-03-02", "cal", 2, 2),
         ("total", "", 6, 6),
     ]
-    report = build_report(
-        "acme", T0, T0 + 48 * H, T0 + 30 * H, UsageFacts(spans=spans), [], _ledger()
-    )
+    report = UsageReport(report_rows(T0, T0 + 48 * H, UsageFacts(spans=spans), []))
     assert [r.active for r in report.rows] == [
         timedelta(microseconds=2_998_999),
         timedelta(milliseconds=1200),
@@ -142,9 +136,7 @@ def test_r1_a_span_both_stored_and_open_counts_once_and_one_in_neither_is_not_lo
     zero = timedelta(0)
     open_then = [_span("ses_a", zero, H), _span("ses_b", zero, H, user="bob")]
     stored = [_span("ses_a", zero, H + 10 * MS)]  # ann's, released during the read
-    report = build_report(
-        "acme", T0, T0 + 48 * H, T0 + H, UsageFacts(spans=stored), open_then, _ledger()
-    )
+    report = UsageReport(report_rows(T0, T0 + 48 * H, UsageFacts(spans=stored), open_then))
     assert [(r.user_id, r.active) for r in report.rows] == [
         ("ann", H + 10 * MS),
         ("bob", H),  # released after the read: in neither the reads nor memory now

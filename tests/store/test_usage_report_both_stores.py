@@ -16,9 +16,8 @@ import asyncpg
 
 from server.api.convert import usage_row_out
 from server.domain.changes import Changes
-from server.domain.ledger import Ledger
 from server.domain.sessions import ActivitySpan
-from server.engine.usage import build_report
+from server.engine.usage import UsageReport, report_rows
 from server.store.port import StorePort
 from server.store.postgres import PostgresStore
 from server.store.sqlite import Store
@@ -54,9 +53,7 @@ async def report_of(store: StorePort, analyze_url: str = "") -> tuple[list[objec
             finally:
                 await conn.close()
         facts = await store.usage_facts("acme", LO, HI)
-        ledger = Ledger()
-        ledger.add_team("acme")
-        report = build_report("acme", LO, HI, T0 + timedelta(hours=1), facts, [], ledger)
+        report = UsageReport(report_rows(LO, HI, facts, []))
         rows = [usage_row_out(r) for r in report.rows]
         return (
             [s for s in facts.spans if s.user_id == "maya@x.test"],
