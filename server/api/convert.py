@@ -179,14 +179,20 @@ def team_out(team: Team, available: int, held: int, forecast: Forecast) -> pb.Te
 OTHER_TEAM = "(another team)"
 
 
+def team_shown(team_id: str, managed: frozenset[str] | None) -> str:
+    """``team_id`` as a caller managing ``managed`` may see it (None: the operator,
+    every team): ``OTHER_TEAM`` for a team not one of them (AD1); none stays none."""
+    return team_id if managed is None or not team_id or team_id in managed else OTHER_TEAM
+
+
 def pack_out(p: TokenPack, managed: frozenset[str] | None = None) -> pb.TokenPack:
     """``managed``: a team administrator's teams. A pack now of a team not one of them
     (a purchase of its own, retried after the operator moved the pack, T1/T5) is
     said only as bought: its team ``OTHER_TEAM``, none of that team's figures (AD1)."""
-    if managed is not None and p.team_id not in managed:
+    if (shown := team_shown(p.team_id, managed)) != p.team_id:
         return pb.TokenPack(
             pack_id=p.pack_id,
-            team_id=OTHER_TEAM,
+            team_id=shown,
             tokens=p.tokens,
             purchase_time=ts(p.purchase_time),
             expire_time=ts(p.expire_time),
@@ -467,7 +473,7 @@ def pack_usage_out(p: PackUsage, managed: frozenset[str] | None = None) -> pb.Pa
     does in the audit trail."""
     return pb.PackUsage(
         pack_id=p.pack_id,
-        team_id=p.team_id if managed is None or p.team_id in managed else OTHER_TEAM,
+        team_id=team_shown(p.team_id, managed),
         purchased_tokens=p.purchased_tokens,
         consumed_tokens=p.consumed_tokens,
         held_tokens=p.held_tokens,
@@ -497,10 +503,10 @@ def audit_event_out(
     if managed is not None:
         for name in _TEAM_FIELDS:
             value = body.get(name)
-            if isinstance(value, str) and value and value not in managed:
-                body[name] = OTHER_TEAM
+            if isinstance(value, str):
+                body[name] = team_shown(value, managed)
             elif isinstance(value, list):
-                body[name] = [t if t in managed else OTHER_TEAM for t in value]
+                body[name] = [team_shown(t, managed) for t in value]
     request = struct_pb2.Struct()
     request.update(body)
     return pb.AuditEvent(
