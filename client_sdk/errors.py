@@ -1,7 +1,9 @@
 """Every error the SDK raises, as one tree; ``grpc.RpcError`` never leaves the SDK.
 
     TesseraError                     root: code, reason, message, metadata
-    ├── Unavailable                  no server could be reached (retries exhausted; targets)
+    ├── Unavailable                  no server could be reached (retries exhausted; targets);
+    │                                also NOT_SERVING: its front had no answer from the server
+    │                                (with RetryInfo: nothing was done, sent again)
     │   ├── DeadlineExceeded         ... or none answered in time (retries exhausted)
     │   └── NotLeader                NOT_LEADER: a standby answered (leader: the active's address)
     ├── Unauthenticated              missing or wrong user key

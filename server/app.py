@@ -562,6 +562,7 @@ class TesseraServer:
             tls="mutual" if cfg.tls_client_ca else "on" if cfg.tls_cert else "off",
             event_loop=loops.name_of(asyncio.get_running_loop()),
             **({"front_pid": self._front.pid} if self._front is not None else {}),
+            **({"metrics_port": self.metrics_port} if self.metrics_port else {}),
         )
 
     async def _take_over(self, election: Election, epoch: int) -> None:

@@ -20,7 +20,16 @@ sees the same status, details and ``ErrorInfo`` as from one process. A call
 the client cancels (or whose deadline passes) before its answer is cancelled
 in the back too (``("cancel", id)``), as gRPC cancels it in one process. The back
 also tells the front its health (``("health", service, status)``), when to
-take calls (``("start",)``) and when to stop (``("stop", grace)``).
+take calls (``("start",)``) and when to stop (``("stop", grace)``). The front
+tells the back the calls it refused itself (``("refused", [(method, reason,
+n)...])``, with its next sign of life), which the back's metrics count as its
+own refusals.
+
+The front says its port (or why it could not bind) as one JSON line on a pipe
+of its own; its stdout and stderr are the server's, so its log lines (marked
+``"process": "front"``) go where the server's go. (They went to a pipe the back
+read only the port from: eleven minutes of shedding filled it, and the front's
+next line stopped its loop for good.)
 
 Each side says it is alive (``("alive",)``) every ``ALIVE_EVERY`` seconds.
 A back the front has not heard from for ``SILENT_AFTER`` seconds (paused by
@@ -51,12 +60,14 @@ import asyncio
 import itertools
 import json
 import marshal
+import os
 import signal
 import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -64,10 +75,10 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2
 
-from server import loops
+from server import logs, loops
 from server.api import reflection
 from server.api.admission import Admission
-from server.api.errors import Overloaded, to_status
+from server.api.errors import NotServing, Overloaded, to_status
 from server.api.health import Health
 from server.clock import monotonic
 from server.config import Config, parse_args
@@ -90,12 +101,18 @@ SILENT_AFTER = 3.0
 #: A look this many seconds after the last one came late: its loop was held, and what
 #: the other side sent meanwhile may not be read yet (``Back.look``).
 LATE_LOOK = 2 * ALIVE_EVERY
-#: What a call is told while the back is silent (``Front.silent``): the SDK repeats it
-#: (the same request id) after its backoff, or at another server.
+#: What a call is told while the back is silent (``Front.silent``): UNAVAILABLE, reason
+#: NOT_SERVING, with a RetryInfo of ``ALIVE_EVERY`` (the back's next sign of life). The
+#: call was not handed over, so the SDK sends it again then, to the same server.
 SILENT = (
     f"the server has not answered its front for over {SILENT_AFTER:g} s (paused, or its "
-    "loop held); try again in a moment, or another server"
+    "loop held); nothing was done: try again in a moment, or another server"
 )
+#: The status code a refusal made by the front counts under, by its reason (metrics).
+FRONT_REFUSALS = {
+    "OVERLOADED": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "NOT_SERVING": grpc.StatusCode.UNAVAILABLE,
+}
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
@@ -234,6 +251,7 @@ class Back:
         self.killed = False  # silent for SILENT_AFTER: killed
         self.ended = self._loop.create_future()  # the front ended unasked
         self._process: subprocess.Popen[bytes] | None = None
+        self._said: Any = None  # the pipe the front says its port on (open)
         self._calls: dict[int, asyncio.Task[None]] = {}  # under way, by call id
         self._stopping = False
         self._watch: asyncio.Future[None] | None = None
@@ -250,19 +268,31 @@ class Back:
             )
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # The front says its port (or why it has none) on a pipe of its own: its
+        # stdout and stderr are the server's, where its log lines go with the back's.
+        said_r, said_w = os.pipe()
         try:
             await loop.create_unix_connection(lambda: self.link, sock=ours)
             self._process = subprocess.Popen(  # noqa: S603 - this interpreter, our module
-                [sys.executable, "-m", "server.front", str(theirs.fileno()), *front_flags(cfg)],
+                [
+                    sys.executable,
+                    "-m",
+                    "server.front",
+                    str(theirs.fileno()),
+                    str(said_w),
+                    *front_flags(cfg),
+                ],
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                pass_fds=(theirs.fileno(),),
+                pass_fds=(theirs.fileno(), said_w),
             )
         except BaseException:
             ours.close()
+            os.close(said_r)
             raise
         finally:
             theirs.close()  # the front's now: the link ends when the front does
+            os.close(said_w)
+        self._said = os.fdopen(said_r, "rb")
         try:
             first = await asyncio.wait_for(
                 loop.run_in_executor(None, self._first_line), START_TIMEOUT
@@ -318,8 +348,7 @@ class Back:
         return self._process.pid if self._process is not None else 0
 
     def _first_line(self) -> bytes:
-        out = self._process.stdout if self._process is not None else None
-        return out.readline() if out is not None else b""
+        return self._said.readline() if self._said is not None else b""
 
     def _closed(self, _: object) -> None:
         if self._alive is not None:
@@ -367,8 +396,8 @@ class Back:
         except subprocess.TimeoutExpired:
             process.kill()
             code = await loop.run_in_executor(None, process.wait)
-        if process.stdout is not None:
-            process.stdout.close()
+        if self._said is not None:
+            self._said.close()
         return code
 
     def _on_batch(self, batch: list[tuple[Any, ...]]) -> None:
@@ -382,7 +411,22 @@ class Back:
                 cancelled = calls.pop(item[1], None)  # one not yet begun never ends itself
                 if cancelled is not None:
                     cancelled.cancel()
+            elif item[0] == "refused":
+                self._count_refused(item[1])
             # ("alive",): heard, as every frame
+
+    def _count_refused(self, refused: Iterable[tuple[str, str, int]]) -> None:
+        """Count the calls the front refused itself, by method and reason, as the edge
+        counts its own refusals (they never reached it)."""
+        metrics = self.gate.metrics
+        if metrics is None:
+            return
+        for method, reason, n in refused:
+            code = FRONT_REFUSALS.get(reason, grpc.StatusCode.UNAVAILABLE)
+            calls = metrics.rpc(method)
+            for _ in range(n):
+                metrics.refused(reason, "none")
+                calls.observe(code, 0.0)
 
     async def _run(self, call_id: int, method: str, metadata: Any, body: bytes, peer: str) -> None:
         """One call, as gRPC would run it on the server's own port."""
@@ -407,6 +451,7 @@ def front_flags(cfg: Config) -> list[str]:
     flags = ["--listen", cfg.listen, "--max-message-bytes", str(cfg.max_message_bytes)]
     flags += ["--event-loop", cfg.event_loop]
     flags += ["--max-calls-in-flight", str(cfg.max_calls_in_flight)]
+    flags += ["--log-format", cfg.log_format, "--log-level", cfg.log_level]
     for flag, path in (
         ("--tls-cert", cfg.tls_cert),
         ("--tls-key", cfg.tls_key),
@@ -432,6 +477,9 @@ class Front(grpc.GenericRpcHandler):
         # whose loop is held (or paused) does not leave the front taking calls without
         # end; the next is refused as the back refuses one (OVERLOADED, RetryInfo).
         self.admission = Admission(max_calls)
+        #: Calls refused here, by method and reason, not yet told to the back (whose
+        #: metrics count them: ``Back._count_refused``); sent with the next "alive".
+        self.refused: Counter[tuple[str, str]] = Counter()
         self._now = now
         self.heard = now()  # when the back last sent anything
         self.statuses: dict[str, int] = {}  # each service's health, as the back set it
@@ -482,6 +530,9 @@ class Front(grpc.GenericRpcHandler):
         serves, see that the back still runs its own (``look``), as the back does."""
         while True:
             self.link.send(("alive",))
+            if self.refused:
+                self.link.send(("refused", [(*k, n) for k, n in self.refused.items()]))
+                self.refused.clear()
             await asyncio.sleep(ALIVE_EVERY)
             if self.started.is_set():
                 self.look()
@@ -506,16 +557,22 @@ class Front(grpc.GenericRpcHandler):
         waiting, ids, link = self._waiting, self._ids, self.link
 
         admission = self.admission if self.admission.enabled else None
+        refused_here = self.refused
 
         async def forward(body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-            if self.silent:  # its health says NOT_SERVING: a client goes elsewhere, or waits
-                await context.abort(grpc.StatusCode.UNAVAILABLE, SILENT)
-            if admission is not None:
+            refusal: NotServing | Overloaded | None = None
+            if self.silent:  # its health says NOT_SERVING: a client waits, or goes elsewhere
+                silent_for = round(self._now() - self.heard, 1)
+                refusal = NotServing(SILENT, retry_after_seconds=ALIVE_EVERY, silent_s=silent_for)
+            elif admission is not None:
                 try:
                     admission.enter()
-                except Overloaded as refused:
-                    status = to_status(refused)
-                    await context.abort(status.code, status.details, status.trailing_metadata)
+                except Overloaded as overloaded:
+                    refusal = overloaded
+            if refusal is not None:
+                refused_here[(method, refusal.reason)] += 1
+                status = to_status(refusal)
+                await context.abort(status.code, status.details, status.trailing_metadata)
             call_id = next(ids)
             future: asyncio.Future[tuple[int, str, Any]] = loop.create_future()
             waiting[call_id] = future
@@ -543,8 +600,12 @@ class Front(grpc.GenericRpcHandler):
                 future.set_result((grpc.StatusCode.UNAVAILABLE.value[0], "the server stopped", ()))
 
 
-async def serve(fd: int, cfg: Config) -> int:
+async def serve(fd: int, said: int, cfg: Config) -> int:
+    """The front: ``fd``, its end of the link; ``said``, the pipe it says its port on."""
     loop = asyncio.get_running_loop()
+    # Its lines go where the back's go (the same stdout and stderr), marked as its own.
+    logs.configure(cfg.log_format, cfg.log_level)
+    structlog.contextvars.bind_contextvars(process="front")
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the back decides when it stops
         loop.add_signal_handler(sig, lambda: None)
     front = Front(max_calls=cfg.max_calls_in_flight)
@@ -561,9 +622,9 @@ async def serve(fd: int, cfg: Config) -> int:
         port = bind(server, cfg)
     except StartRefused as refused:
         alive.cancel()
-        print(json.dumps({"error": str(refused)}), flush=True)
+        _say(said, {"error": str(refused)})
         return 1
-    print(json.dumps({"port": port}), flush=True)
+    _say(said, {"port": port})
     started: asyncio.Future[Any] = asyncio.ensure_future(front.started.wait())
     ends: list[asyncio.Future[Any]] = [front.stopping, front.link.closed]
     await asyncio.wait([started, *ends], return_when=asyncio.FIRST_COMPLETED)
@@ -580,14 +641,20 @@ async def serve(fd: int, cfg: Config) -> int:
     return 0 if front.stopping.done() else 1  # else the back is gone
 
 
+def _say(fd: int, what: dict[str, Any]) -> None:
+    """One JSON line on the pipe the back reads the front's start from, then closed."""
+    with os.fdopen(fd, "wb") as said:
+        said.write(json.dumps(what).encode() + b"\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args:
-        print("usage: python -m server.front FD [server flags]", file=sys.stderr)
+    if len(args) < 2:
+        print("usage: python -m server.front LINK_FD SAID_FD [server flags]", file=sys.stderr)
         return 2
-    cfg = parse_args(args[1:])
+    cfg = parse_args(args[2:])
     with asyncio.Runner(loop_factory=loops.loop_factory(cfg.event_loop)) as runner:
-        return runner.run(serve(int(args[0]), cfg))
+        return runner.run(serve(int(args[0]), int(args[1]), cfg))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
+from urllib.request import urlopen
 
 import grpc
 import pytest
@@ -29,6 +30,8 @@ from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 
 from benchmarks.h2load_heartbeat import open_session
+from client_sdk import errors as sdk_errors
+from client_sdk.failover import _not_done
 from client_sdk.leases import keys_from_response, verify_lease
 from server import config
 from server import front as front_module
@@ -236,6 +239,63 @@ def test_front_process_ends_with_its_server(front: ServerProcess) -> None:
     assert ended(pid)
 
 
+def test_overload_the_front_s_refusals_are_logged_and_counted_by_the_server(
+    tmp_path: Path,
+) -> None:
+    """Calls the front sheds (OVERLOADED: a back whose loop is held, here paused)
+    are told as the server's own are: an ``overloaded`` line in the server's log
+    (marked ``process: front``) and ``tessera_refusals_total{reason="OVERLOADED"}``
+    in its metrics. The front's lines go to the server's own stdout: they went to
+    a pipe the server read only the port from, where the lines of about eleven
+    minutes of shedding filled it, the front's loop stopped at its next line, and
+    the server, finding its front silent, killed it and stopped."""
+    server = ServerProcess(
+        tmp_path / "t.db",
+        extra=[FLAG, "--max-calls-in-flight", "1", "--metrics-listen", "127.0.0.1:0"],
+    ).start()
+    try:
+        assert server.proc is not None
+        back, front = server.proc.pid, front_pid(server)
+        assert os.readlink(f"/proc/{front}/fd/1") == os.readlink(f"/proc/{back}/fd/1")
+        (serving,) = [x for x in server.lines if x.get("event") == "serving"]
+        metrics = f"http://127.0.0.1:{serving['metrics_port']}/metrics"
+        info = "/tessera.v1.AdminService/GetServerInfo"
+        auth = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+        with grpc.insecure_channel(server.target) as channel:
+            call = channel.unary_unary(info)
+            call(b"", metadata=auth, timeout=10)  # connected
+            os.kill(back, signal.SIGSTOP)  # the back takes no call: the front holds one
+            try:
+                calls = [call.future(b"", metadata=auth, timeout=20) for _ in range(2)]
+                done = asyncio.run(_first_done(calls))
+                assert done.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # the other is held
+            finally:
+                os.kill(back, signal.SIGCONT)
+            assert [c.result() for c in calls if c is not done]  # answered once the back ran
+        (line,) = when_logged(server, lambda x: x.get("event") == "overloaded")
+        assert (line["process"], line["shed"], line["limit"]) == ("front", 1, 1)
+        # Told to the back with the front's next "alive", a second later at most.
+        counted = 'tessera_refusals_total{reason="OVERLOADED"} 1.0'
+        deadline = time.monotonic() + 10
+        while counted not in urlopen(metrics, timeout=5).read().decode():
+            assert time.monotonic() < deadline, f"no {counted} in the server's metrics"
+            time.sleep(0.05)
+        assert server.proc.poll() is None
+    finally:
+        server.kill()
+
+
+async def _first_done(calls: list[Any]) -> Any:
+    """The first of ``calls`` (grpc futures) to end, waited for without polling."""
+    loop = asyncio.get_running_loop()
+    first: asyncio.Future[Any] = loop.create_future()
+    for c in calls:
+        c.add_done_callback(
+            lambda done: loop.call_soon_threadsafe(lambda: first.done() or first.set_result(done))
+        )
+    return await asyncio.wait_for(first, 10)
+
+
 def test_front_process_the_link_needs_no_file_so_a_long_tmpdir_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -338,14 +398,8 @@ async def test_front_process_holds_at_most_the_calls_in_flight_it_may_then_refus
         assert gate.entered == 2
         refused = heartbeat(b"")
         assert await refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        status = await rpc_status.aio.from_call(refused)
-        assert status is not None
-        details = {d.type_url.rsplit("/", 1)[-1]: d for d in status.details}
-        info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
-        details["google.rpc.ErrorInfo"].Unpack(info)
-        details["google.rpc.RetryInfo"].Unpack(retry)
-        assert info.reason == "OVERLOADED"
-        assert retry.retry_delay.ToTimedelta().total_seconds() == 0.5
+        info, retry_after = _refusal(await rpc_status.aio.from_call(refused))
+        assert (info.reason, retry_after) == ("OVERLOADED", 0.5)
         assert gate.entered == 2  # the back never saw it
         held[0].cancel()
         await asyncio.wait_for(gate.cancelled.wait(), 10)
@@ -359,10 +413,22 @@ async def test_front_process_holds_at_most_the_calls_in_flight_it_may_then_refus
             call.cancel()
 
 
+def _refusal(status: Any) -> tuple[error_details_pb2.ErrorInfo, float]:
+    """A refusal's ErrorInfo and its RetryInfo's delay in seconds."""
+    assert status is not None, "a refusal with no details"
+    details = {d.type_url.rsplit("/", 1)[-1]: d for d in status.details}
+    info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
+    details["google.rpc.ErrorInfo"].Unpack(info)
+    details["google.rpc.RetryInfo"].Unpack(retry)
+    return info, retry.retry_delay.ToTimedelta().total_seconds()
+
+
 async def test_front_process_a_call_while_its_server_is_silent_is_unavailable_at_once() -> None:
     """While the back is silent (its health NOT_SERVING), a call is answered
-    UNAVAILABLE at once, never handed to a back that takes none: the SDK sends it
-    again after its backoff (the same request id), or to another server. Once the
+    UNAVAILABLE at once, never handed to a back that takes none. The refusal says
+    so (reason NOT_SERVING, a RetryInfo of a second: the back's next sign of life),
+    so the SDK knows nothing was done and sends it again, even a change without a
+    request id, where a bare UNAVAILABLE would leave its outcome unknown. Once the
     back is heard again, calls go through."""
     clock = SecondsClock()
     front, gate = Front(now=clock), _HoldingGate()
@@ -374,6 +440,14 @@ async def test_front_process_a_call_while_its_server_is_silent_is_unavailable_at
         refused = heartbeat(b"")
         assert await refused.code() == grpc.StatusCode.UNAVAILABLE
         assert "has not answered its front for over 3 s" in await refused.details()
+        status = await rpc_status.aio.from_call(refused)
+        info, retry_after = _refusal(status)
+        assert (info.domain, info.reason, retry_after) == ("tessera", "NOT_SERVING", 1.0)
+        assert info.metadata["silent_s"] == "3.1"
+        said = await refused.details()
+        error = sdk_errors.from_status(grpc.StatusCode.UNAVAILABLE, said or "", status)
+        assert isinstance(error, sdk_errors.Unavailable) and error.retry_after == 1.0
+        assert _not_done(error)  # the SDK's test for "nothing was done: send it again"
         assert gate.entered == 0
         front._on_batch([("alive",)])  # heard again
         taken = heartbeat(b"")

@@ -34,14 +34,20 @@ class Unimplemented(e.DomainError):
     reason = "UNIMPLEMENTED"
 
 
-class ResourceExhausted(e.DomainError):
-    """A credential's rate limit: ``retry_after_seconds`` goes out as RetryInfo."""
-
-    reason = "RATE_LIMITED"
+class RetryLater(e.DomainError):
+    """A refusal made before anything was done: ``retry_after_seconds`` goes out as
+    RetryInfo, which tells a client to send the same request again then (the SDK
+    does, even a change without a request id: nothing was done)."""
 
     def __init__(self, message: str, *, retry_after_seconds: float, **metadata: object) -> None:
         super().__init__(message, retry_after_seconds=f"{retry_after_seconds:.3f}", **metadata)
         self.retry_after = retry_after_seconds
+
+
+class ResourceExhausted(RetryLater):
+    """A credential's rate limit."""
+
+    reason = "RATE_LIMITED"
 
 
 class Overloaded(ResourceExhausted):
@@ -49,6 +55,13 @@ class Overloaded(ResourceExhausted):
     done, and RetryInfo says when to send the same request again."""
 
     reason = "OVERLOADED"
+
+
+class NotServing(RetryLater):
+    """The front process's answer while its server (the back) has not answered it for
+    a while (``server/front.py``, ``SILENT``): the call was not handed over."""
+
+    reason = "NOT_SERVING"
 
 
 class NotLeader(e.DomainError):
@@ -80,6 +93,7 @@ STATUS_CODES: dict[type[e.DomainError], grpc.StatusCode] = {
     Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotLeader: grpc.StatusCode.UNAVAILABLE,
+    NotServing: grpc.StatusCode.UNAVAILABLE,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     ReadFailed: grpc.StatusCode.UNAVAILABLE,
 }
@@ -183,7 +197,7 @@ def to_status(exc: e.DomainError) -> grpc.Status:
                 )
             )
         )
-    if isinstance(exc, ResourceExhausted):
+    if isinstance(exc, RetryLater):
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(exc.retry_after * 1e9))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
