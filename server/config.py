@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from server.api.convert import MIN_TIME
+from server.domain.instants import rfc3339
 from server.domain.terms import DEFAULT_TERMS, Terms
 from server.engine.core import LATEST_TEST_CLOCK
 from server.loops import EVENT_LOOPS
@@ -104,10 +105,6 @@ def parse_instant(text: str) -> datetime:
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
     return t.astimezone(UTC)
-
-
-def rfc3339(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 # The test clock's range is AdvanceClock's: a target between 1970 (the API's

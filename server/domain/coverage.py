@@ -26,6 +26,7 @@ from server.domain.errors import (
     UnknownSubscription,
     UnknownUser,
 )
+from server.domain.instants import rfc3339
 
 
 class SubscriptionKind(Enum):
@@ -98,7 +99,7 @@ class Coverages:
         times_ok = not problems.keys() & {"start_time", "end_time"}
         if times_ok and start_time and end_time and end_time <= start_time:
             problems["end_time"] = (
-                f"must be after the start ({start_time.isoformat()}); it is {end_time.isoformat()}"
+                f"must be after the start ({rfc3339(start_time)}); it is {rfc3339(end_time)}"
             )
         if problems or start_time is None or end_time is None:
             raise InvalidArgument(problems)

@@ -62,6 +62,7 @@ from server.domain.errors import (
     UnknownUser,
 )
 from server.domain.few import add_few, drop_few, few
+from server.domain.instants import rfc3339
 from server.domain.search import Query, UserIndex
 from server.domain.teams import Team
 from server.domain.terms import DEFAULT_TERMS
@@ -465,11 +466,11 @@ class Directory:
         if expired is not None:
             raise InvitationExpired(
                 f"the invitation of {user_id} to team {expired.team_id!r} expired at "
-                f"{expired.expire_time.isoformat()}; an administrator must resend it",
+                f"{rfc3339(expired.expire_time)}; an administrator must resend it",
                 team_id=expired.team_id,
                 user_id=user_id,
                 product_id=product_id,
-                expire_time=expired.expire_time.isoformat(),
+                expire_time=rfc3339(expired.expire_time),
             )
         raise NotAssigned(
             f"{user_id} is not assigned {product_id} in any team",
@@ -642,8 +643,8 @@ class Directory:
         if state is InvitationState.EXPIRED:
             raise InvitationExpired(
                 f"this invitation to team {invitation.team_id!r} expired at "
-                f"{invitation.expire_time.isoformat()}; ask an administrator to resend it",
-                expire_time=invitation.expire_time.isoformat(),
+                f"{rfc3339(invitation.expire_time)}; ask an administrator to resend it",
+                expire_time=rfc3339(invitation.expire_time),
                 **ids,
             )
         member = self.member(invitation.team_id, invitation.user_id)

@@ -253,7 +253,7 @@ class NotTeamAdmin(DomainError):
             return
         if user_id:  # a call about a user (their devices): one of their teams is enough
             super().__init__(
-                f"{method}: this admin key manages none of user {user_id!r}'s teams",
+                f"{method}: this admin key manages none of the teams of user {user_id!r}",
                 method=method,
                 user_id=user_id,
             )

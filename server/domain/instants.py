@@ -24,6 +24,12 @@ def micros(t: datetime) -> int:
     return (t - EPOCH) // MICROSECOND
 
 
+def rfc3339(t: datetime) -> str:
+    """``t`` as the API writes an instant (RFC 3339 in UTC, with a ``Z``, as grpcurl
+    shows a Timestamp): in refusals' messages and metadata too."""
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def instant(us: int) -> datetime:
     """The instant ``us`` microseconds from the epoch: ``micros``' inverse (exact,
     and three times faster than ``timedelta(microseconds=us)``)."""

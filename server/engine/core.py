@@ -23,6 +23,7 @@ from server.domain.admins import AdminKey
 from server.domain.changes import Changes
 from server.domain.directory import Invitation, Notification
 from server.domain.errors import InvalidArgument, TestClockDisabled
+from server.domain.instants import rfc3339
 from server.domain.ledger import Hold
 from server.domain.licensing import Licensing
 from server.domain.meta import MetaValue, clock_at
@@ -282,17 +283,17 @@ class Engine:
             if by_seconds > (LATEST_TEST_CLOCK - now).total_seconds():
                 raise InvalidArgument.field(
                     "by",
-                    f"would move the clock past {LATEST_TEST_CLOCK.isoformat()}, its latest time",
+                    f"would move the clock past {rfc3339(LATEST_TEST_CLOCK)}, its latest time",
                 )
             to = now + timedelta(seconds=by_seconds)
         elif to < now:
             raise InvalidArgument.field(
                 "to_time",
-                f"is before the clock's time {now.isoformat()}: the clock never goes back",
+                f"is before the clock's time {rfc3339(now)}: the clock never goes back",
             )
         elif to > LATEST_TEST_CLOCK:
             raise InvalidArgument.field(
-                "to_time", f"is past {LATEST_TEST_CLOCK.isoformat()}, the clock's latest time"
+                "to_time", f"is past {rfc3339(LATEST_TEST_CLOCK)}, the clock's latest time"
             )
         changes = Changes()
         if to != now:  # AD2: a move of no time changes nothing and leaves no event

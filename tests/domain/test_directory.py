@@ -375,7 +375,7 @@ def test_a2_invitation_expires_after_7_days(world: World) -> None:
     assert caught.value.metadata == {
         "team_id": "acme",
         "user_id": "ann@x.com",
-        "expire_time": "2026-03-08T12:00:00+00:00",
+        "expire_time": "2026-03-08T12:00:00Z",
     }
     assert not changes
     assert world.directory.member("acme", "ann@x.com").state is MemberState.INVITED
@@ -680,7 +680,7 @@ def test_m1_pending_then_expired_invitation_explains_the_refusal(world: World) -
     }
     with pytest.raises(InvitationExpired) as expired:
         world.teams_for("ann@x.com", "ACAD", T0 + 7 * DAY)
-    assert expired.value.metadata["expire_time"] == "2026-03-08T12:00:00+00:00"
+    assert expired.value.metadata["expire_time"] == "2026-03-08T12:00:00Z"
     world.invite("Ann <ann@x.com>", team="beta", products=["ACAD"], now=T0 + 6 * DAY)
     with pytest.raises(InvitationPending) as still_pending:
         world.teams_for("ann@x.com", "ACAD", T0 + 7 * DAY)
