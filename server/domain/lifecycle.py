@@ -298,10 +298,18 @@ class SessionBook:
             self._go_idle(session, due, changes, timers)  # M6
         self._watch(session, timers)
 
+    def _meters_in_order(self, user_id: str) -> list[Meter]:
+        """A user's meters by team, then product: the order a deadline keyed by the
+        user (a grace's or window's end) settles those due at its instant, which
+        decides which renewal a team that can pay one of two pays (M5). Not the
+        order the meters were made in, which a restart does not keep (``timers``:
+        the order of what falls due depends on nothing but the deadlines)."""
+        return sorted(self.meters.of_user(user_id), key=attrgetter("team_id", "product_id"))
+
     def _on_grace_end(
         self, user_id: str, due: datetime, changes: Changes, timers: TimerSink
     ) -> None:
-        for meter in self.meters.of_user(user_id):
+        for meter in self._meters_in_order(user_id):
             if meter.state is not ChargeState.GRACE or meter.grace_end != due:
                 continue  # not this meter, or that grace was broken
             if meter.in_use:
@@ -313,7 +321,7 @@ class SessionBook:
     def _on_window_end(
         self, user_id: str, due: datetime, changes: Changes, timers: TimerSink
     ) -> None:
-        for meter in self.meters.of_user(user_id):
+        for meter in self._meters_in_order(user_id):
             if meter.state is not ChargeState.CHARGED or meter.window_end != due:
                 continue
             sessions = self._meter_sessions(meter)

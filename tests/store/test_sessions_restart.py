@@ -12,10 +12,12 @@ only the SIGTERM test looks at a lease a heartbeat moved.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 
 from tests.licensing_desk import Desk, at, ended, num
 from tests.support import ServerProcess, running
@@ -394,4 +396,48 @@ def test_m11_a_reused_request_id_finds_the_latest_session_after_a_restart(
         _let_go_of_ended(srv)  # s1 ended three days ago; s2 two minutes ago
         assert d.entitle(ann, request_id="e-1")["session_id"] == s2
         assert d.balance("alpha") == (100, 0)
+        d.close()
+
+
+ZED = {
+    "product_id": "ZED",
+    "display_name": "Zed",
+    "daily_rate": 10,
+    "kind": "PRODUCT_KIND_PRODUCT",
+    "platforms": ["PLATFORM_WINDOWS"],
+}
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
+def test_m5_renewals_due_at_one_instant_are_paid_by_team_then_product_restart_or_not(
+    database: Path | str, restart: bool
+) -> None:
+    """ann opens ZED, then REVIT (10 tokens a day each, neither idle-aware) at T0:
+    alpha's 30 tokens pay both days and leave 10, one renewal. Both windows close
+    in use at 24 h (M5). The one renewed is REVIT's, by team then product, whether
+    the server ran through or restarted at 12 h: it was the meter made first
+    (ZED's) while it ran, and the stored order's first (REVIT's) after a restart,
+    so which product a user kept depended on a restart (RULES §7)."""
+    with contextlib.ExitStack() as stack:
+        srv = stack.enter_context(running(database))
+        d = Desk(srv.target).sheet()
+        d.a("UpsertProduct", {"product": ZED})
+        d.team("alpha", 30)
+        ann = d.user("alpha", "ann")
+        zed = d.entitle(ann, "ZED")["session_id"]
+        revit = d.entitle(ann, "REVIT")["session_id"]
+        d.to(at(h=12))
+        d.heartbeat(ann, zed)
+        d.heartbeat(ann, revit)
+        keys = dict(d.keys)
+        d.close()
+        if restart:
+            stack.close()  # stopped, then started again on the same database
+            srv = stack.enter_context(running(database))
+        d = Desk(srv.target)
+        d.keys.update(keys)
+        d.to(at(d=1, m=1))
+        assert d.heartbeat(ann, zed).get("end_reason") == "END_REASON_INSUFFICIENT_TOKENS"
+        assert "end_reason" not in d.heartbeat(ann, revit)
+        assert d.balance("alpha") == (0, 10)  # REVIT's renewal, held for its grace (M3)
         d.close()
