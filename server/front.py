@@ -604,8 +604,7 @@ async def serve(fd: int, said: int, cfg: Config) -> int:
     """The front: ``fd``, its end of the link; ``said``, the pipe it says its port on."""
     loop = asyncio.get_running_loop()
     # Its lines go where the back's go (the same stdout and stderr), marked as its own.
-    logs.configure(cfg.log_format, cfg.log_level)
-    structlog.contextvars.bind_contextvars(process="front")
+    logs.configure(cfg.log_format, cfg.log_level, process="front")
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the back decides when it stops
         loop.add_signal_handler(sig, lambda: None)
     front = Front(max_calls=cfg.max_calls_in_flight)

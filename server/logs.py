@@ -35,7 +35,7 @@ import logging
 import sys
 import threading
 from collections.abc import AsyncIterator
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import orjson
 import structlog
@@ -44,7 +44,9 @@ from server.api.errors import scrub
 from server.clock import wall_clock
 
 
-def configure(fmt: str = "auto", level: str = "info") -> None:
+def configure(fmt: str = "auto", level: str = "info", process: str = "") -> None:
+    """``process``: a name every line carries (``"process": "front"``), for a process
+    whose lines go to the same output as the server's (``server/front.py``)."""
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
     shared: list[structlog.typing.Processor] = [
@@ -52,6 +54,8 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         merge_call_context,
         structlog.processors.add_log_level,
     ]
+    if process:
+        shared.append(_naming(process))
     renderer: structlog.typing.Processor
     processors: list[structlog.typing.Processor]
     if fmt == "console":
@@ -84,6 +88,14 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+
+
+def _naming(process: str) -> structlog.typing.Processor:
+    def name(_: object, __: str, event_dict: structlog.typing.EventDict) -> Any:
+        event_dict["process"] = process
+        return event_dict
+
+    return name
 
 
 class _ConsoleLogger(structlog.PrintLogger):
