@@ -141,11 +141,31 @@ def report_rows(
         row(s.time.date().isoformat(), s.user_id, s.product_id).sessions += 1
     stored = {(span.session_id, span.start) for span in facts.spans}
     spans = facts.spans + [span for span in live if (span.session_id, span.start) not in stored]
+    # A user's time with a product counts once, however many of its sessions ran
+    # side by side (two versions on one device, M9; up to ten sessions, M13).
+    seats: defaultdict[tuple[str, str], list[tuple[datetime, datetime]]] = defaultdict(list)
     for span in spans:
         a, b = max(span.start, start), min(span.end, end)
-        for day, time in _days(a, b):
-            row(day, span.user_id, span.product_id).active += time
+        if a < b:
+            seats[(span.user_id, span.product_id)].append((a, b))
+    for (user, product), pieces in seats.items():
+        for a, b in _union(pieces):
+            for day, time in _days(a, b):
+                row(day, user, product).active += time
     return [rows[k] for k in sorted(rows)]
+
+
+def _union(pieces: list[tuple[datetime, datetime]]) -> Iterator[tuple[datetime, datetime]]:
+    """The intervals ``pieces`` cover, each [start, end), as disjoint intervals in order."""
+    pieces.sort()
+    a, b = pieces[0]
+    for c, d in pieces[1:]:
+        if c > b:
+            yield a, b
+            a, b = c, d
+        elif d > b:
+            b = d
+    yield a, b
 
 
 def pack_usage(team_id: str, now: datetime, facts: UsageFacts, ledger: Ledger) -> list[PackUsage]:

@@ -166,3 +166,17 @@ def test_r1_a_report_without_an_end_includes_what_happened_now(desk: Desk) -> No
     assert num(report, "total_tokens_charged") == 10
     assert num(report["packs"][0], "consumed_tokens") == 10
     assert [(r["date"], num(r, "tokens_charged")) for r in report["rows"]] == [("2026-01-01", 10)]
+
+
+def test_r1_three_versions_side_by_side_report_the_user_s_hours_once(desk: Desk) -> None:
+    """Ann runs Revit 2024, 2025 and 2026 side by side on one device for 10 hours
+    (M9: allowed, one charge). Her row says 10 hours of active time, not the 30
+    the three sessions add up to, and three sessions, 10 tokens."""
+    ann = desk.user("alpha", "ann")
+    sessions = [desk.entitle(ann, "REVIT", product_version=v) for v in ("2024", "2025", "2026")]
+    desk.to(at(h=10))
+    for s in sessions:
+        desk.release(ann, s["session_id"])
+    rows, totals = _report(desk)
+    assert rows == [("2026-01-01", ann, "Ann", "REVIT", "Revit", 10, 3, 10 * 3600)]
+    assert totals == (10, 3, 10 * 3600)

@@ -84,13 +84,13 @@ def _seconds(spans: list[ActivitySpan]) -> list[tuple[str, str, int, int]]:
 
 
 def test_r1_active_seconds_are_the_exact_sum_whatever_the_order_spans_are_read_in() -> None:
-    """Three of ann's sessions active at once for 0.7, 0.2 and 0.1 s: 1 s in all, in
-    every order a store may read them in (as float seconds, 0.7 + 0.2 + 0.1 is
-    0.999..., which truncated said 0 s, and 0.1 + 0.2 + 0.7 said 1 s)."""
+    """Three of ann's sessions active one after another for 0.7, 0.2 and 0.1 s: 1 s
+    in all, in every order a store may read them in (as float seconds, 0.7 + 0.2 +
+    0.1 is 0.999..., which truncated said 0 s, and 0.1 + 0.2 + 0.7 said 1 s)."""
     spans = [
         _span("ses_a", 0 * MS, 700 * MS),
-        _span("ses_b", 100 * MS, 300 * MS),
-        _span("ses_c", 200 * MS, 300 * MS),
+        _span("ses_b", 1000 * MS, 1200 * MS),
+        _span("ses_c", 2000 * MS, 2100 * MS),
     ]
     for order in permutations(spans):
         assert _seconds(list(order)) == [("2026-03-01", "ann", 1, 1), ("total", "", 1, 1)], order
@@ -98,6 +98,27 @@ def test_r1_active_seconds_are_the_exact_sum_whatever_the_order_spans_are_read_i
     tenths = [_span(f"ses_{i}", i * 100 * MS, (i + 1) * 100 * MS) for i in range(10)]
     assert _seconds(tenths) == [("2026-03-01", "ann", 1, 1), ("total", "", 1, 1)]
     assert _seconds(tenths[::-1]) == _seconds(tenths)
+
+
+def test_r1_sessions_side_by_side_count_the_user_s_time_once() -> None:
+    """ann runs three sessions of one product at once (two versions side by side
+    on a device, M9; up to ten, M13): 0-10 h, 2-4 h and 9-12 h. Her active time is
+    the 12 h she had it running, not the 15 h the sessions add up to (a day of such
+    work said more hours than the day has). Another user's time, and gaps between
+    her sessions, stay apart: bob's 1-2 h, and ann's 20-21 h, count on their own."""
+    spans = [
+        _span("ses_1", 0 * H, 10 * H),
+        _span("ses_2", 2 * H, 4 * H),
+        _span("ses_3", 9 * H, 12 * H),
+        _span("ses_4", 20 * H, 21 * H),
+        _span("ses_5", 1 * H, 2 * H, user="bob"),
+    ]
+    for order in (spans, spans[::-1]):
+        assert _seconds(list(order)) == [
+            ("2026-03-01", "ann", 13 * 3600, 13 * 3600),
+            ("2026-03-01", "bob", 3600, 3600),
+            ("total", "", 14 * 3600, 14 * 3600),
+        ]
 
 
 def test_r1_a_rows_active_seconds_are_its_exact_total_truncated_and_the_total_their_sum() -> None:

@@ -33,10 +33,10 @@ def span(session_id: str, start_ms: int, end_ms: int, user: str = "maya@x.test")
 
 # Other users' activity that day: enough rows for PostgreSQL's planner to scan the table.
 OTHERS = [span(f"ses_o{i}", 1000 + i, 2000 + i, user=f"u{i % 50}@x.test") for i in range(5000)]
-# Three of maya's sessions active at once (M13), each span appended when it ended, the
-# shortest first: 0.1 + 0.2 + 0.7 s = 1 s exactly (as float seconds, 0.7 + 0.2 + 0.1,
-# SQLite's order, is 0.999..., and truncated it was 0 s there and 1 s on PostgreSQL).
-MAYA = [span("ses_c", 200, 300), span("ses_b", 100, 300), span("ses_a", 0, 700)]
+# Three of maya's sessions, stored latest first: 0.1 + 0.2 + 0.7 s = 1 s exactly (as
+# float seconds, 0.7 + 0.2 + 0.1, SQLite's order, is 0.999..., and truncated it was
+# 0 s there and 1 s on PostgreSQL).
+MAYA = [span("ses_c", 2000, 2100), span("ses_b", 1000, 1200), span("ses_a", 0, 700)]
 
 
 async def report_of(store: StorePort, analyze_url: str = "") -> tuple[list[object], ...]:
@@ -73,8 +73,9 @@ async def test_r1_one_history_gives_the_same_usage_report_on_sqlite_and_postgres
     spans, rows, total = lite
     assert spans == sorted(MAYA, key=lambda s: (s.start, s.session_id))  # in one order
     assert ("2028-03-01", "maya@x.test", 1) in rows  # the exact 1 s
-    # each of the 50 others: 100 spans of 1 s, overlapping or not, all in the day
+    # each of the 50 others: 100 spans of 1 s, 50 ms apart, so side by side (R1: the
+    # user's time counts once): 5.95 s from the first's start to the last's end
     assert sorted(r for r in rows if r[1] != "maya@x.test") == sorted(
-        ("2028-03-01", f"u{i}@x.test", 100) for i in range(50)
+        ("2028-03-01", f"u{i}@x.test", 5) for i in range(50)
     )
-    assert total == [1 + 50 * 100]
+    assert total == [1 + 50 * 5]
