@@ -134,8 +134,7 @@ def test_grant_end_before_start_says_so(coverages: Coverages) -> None:
     with pytest.raises(InvalidArgument) as caught:
         grant(coverages, T0, T0 - DAY)
     assert caught.value.violations == {
-        "end_time": "must be after the start (2026-03-01T12:00:00Z); "
-        "it is 2026-02-28T12:00:00Z"
+        "end_time": "must be after the start (2026-03-01T12:00:00Z); it is 2026-02-28T12:00:00Z"
     }
 
 
