@@ -266,8 +266,9 @@ class Licensing(LiveView):
         self._ensure_paid(session, now, changes, timers)  # cannot fail: checked above
         self._watch(session, timers)
         self._schedule_coverage(user_id, product_id, now, timers)
-        for old in taken:  # M9: after the new session opened, so the meter stays in use
-            self._end(old, EndReason.TAKEN_OVER, now, changes, timers)
+        # M9: after the new session opened, so the meter stays in use; together, so
+        # that one old host's plugin never pays for another's as both end (P4, C3).
+        self._end_together(taken, EndReason.TAKEN_OVER, now, changes, timers)
         return session
 
     def heartbeat(

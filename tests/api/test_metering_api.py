@@ -1252,3 +1252,37 @@ def test_r1_a_usage_report_is_built_and_made_off_the_event_loop(
     loop = server.call(loop_thread())
     assert set(threads) == {"rows", "answer"}
     assert loop not in threads.values()
+
+
+@pytest.mark.parametrize("beta_tokens", [0, 50])
+def test_p4_c3_a_takeover_ends_two_hosts_plugins_together_and_neither_pays_for_the_other(
+    sheet_desk: Desk, beta_tokens: int
+) -> None:
+    """Ann runs two AutoCAD hosts (2025, 2026) on dev-1, an AutoCAD Electrical plugin
+    on each: p1 in alpha, p2 in beta. Once her trial of the plugin is over (00:10),
+    alpha holds its 3 tokens and p2 rides on that hold (C3). A takeover from dev-2
+    (M9) ends both hosts, and both plugins with them (P4: HOST_ENDED), as one
+    change: p2 was asked to pay when p1 ended with the first host, so it ended
+    INSUFFICIENT_TOKENS (beta without tokens), or beta held 3 and gave them back in
+    the same instant (beta with 50)."""
+    desk = sheet_desk
+    desk.team("alpha", 100)
+    desk.team("beta", beta_tokens)
+    ann = desk.user("alpha", "ann", products=["ACAD", "ACADEL"])
+    desk.user("beta", "ann", products=["ACADEL"])
+    desk.a("StartTrial", {"user_id": ann, "product_id": "ACADEL", "end_time": at(m=10)})
+    h1 = desk.entitle(ann, product_version="2025")
+    h2 = desk.entitle(ann, product_version="2026")
+    p1 = desk.entitle(ann, "ACADEL", parent_session_id=h1["session_id"], team_id="alpha")
+    p2 = desk.entitle(
+        ann, "ACADEL", parent_session_id=h2["session_id"], team_id="beta", product_version="2025"
+    )
+    assert (p1["team_id"], p2["team_id"]) == ("alpha", "beta")
+    desk.to(at(m=12))
+    assert desk.balance("alpha") == (100 - 10 - 3, 3)  # ACAD charged, ACADEL held
+    desk.entitle(ann, device_id="dev-2", takeover=True)
+    reasons = [desk.heartbeat(ann, s["session_id"]).get("end_reason") for s in (h1, h2, p1, p2)]
+    assert reasons == ["END_REASON_TAKEN_OVER"] * 2 + ["END_REASON_HOST_ENDED"] * 2
+    assert desk.token_moves("beta") == []  # beta neither held nor gave back
+    assert desk.balance("beta") == (beta_tokens, 0)
+    desk.assert_ledger_adds_up("alpha")
