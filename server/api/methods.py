@@ -75,8 +75,10 @@ class Lookup(Protocol):
         ...
 
     def access_teams(self, request: Any, method: str) -> frozenset[str]:
-        """The teams of the live sessions that UnassignUser, SetUserProducts or
-        SetDefaultAssignments (``method``, with ``request``) would end (A6, P4)."""
+        """The teams of the live sessions that UnassignUser, SetUserProducts,
+        SetDefaultAssignments, a guest's AssignUsers or ImportUsers, or
+        UpdateTeamSettings turning the guests' defaults off (``method``, with
+        ``request``) would end (A6, P4)."""
         ...
 
 
@@ -172,6 +174,7 @@ RULES: dict[str, Rule] = {
         changes=True,
         target="team_id",
         operator_fields=("plan", "guest_default_assignments"),
+        touches=_access_ends("UpdateTeamSettings"),
     ),
     "PurchaseTokens": Rule(Scope.TEAM, _TEAM, changes=True),
     "ListTokenPacks": Rule(Scope.TEAM, _TEAM),

@@ -76,6 +76,12 @@ class EngineLookup:
         losses: Mapping[str, Collection[str] | None]
         if method == "SetDefaultAssignments":
             losses = directory.losses_if_defaults(team, request.product_ids, known)
+        elif method == "UpdateTeamSettings":  # only guests lose anything, their defaults
+            if not request.HasField("guest_default_assignments"):
+                return frozenset()
+            losses = directory.losses_if_guest_defaults(
+                team, request.guest_default_assignments, known
+            )
         elif method in ("AssignUsers", "ImportUsers"):  # only a guest loses anything
             if not (request.HasField("guest") and request.guest):
                 return frozenset()

@@ -761,6 +761,15 @@ class Directory:
         chosen = frozenset(p for p in product_ids if p in known_products)
         return self._losses(team, team.default_product_ids - chosen, known_products)
 
+    def losses_if_guest_defaults(
+        self, team: Team, enabled: bool, known_products: Collection[str]
+    ) -> dict[str, frozenset[str]]:
+        """What ``set_guest_default_assignments`` would take from each guest (A5, A6),
+        changing nothing: the edge's check of the sessions it would end (AD1)."""
+        if not (team.guest_default_assignments and not enabled):
+            return {}
+        return self._losses(team, team.default_product_ids, known_products, guests_only=True)
+
     def unassign(self, team_id: str, user_id: str, changes: Changes) -> Member:
         """A6: remove a membership and its invitation; the engine revokes the sessions."""
         member = self.member(team_id, user_id)
@@ -795,9 +804,7 @@ class Directory:
         self, team: Team, enabled: bool, changes: Changes, known_products: Collection[str]
     ) -> dict[str, frozenset[str]]:
         """A5: whether defaults apply to guests; returns what guests lost (A6)."""
-        losses: dict[str, frozenset[str]] = {}
-        if team.guest_default_assignments and not enabled:
-            losses = self._losses(team, team.default_product_ids, known_products, guests_only=True)
+        losses = self.losses_if_guest_defaults(team, enabled, known_products)
         if team.guest_default_assignments != enabled:
             team.guest_default_assignments = enabled
             changes.upsert(team)

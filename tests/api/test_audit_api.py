@@ -543,3 +543,32 @@ def test_ad2_a_device_removed_by_the_operator_ending_three_teams_sessions_is_in_
     ended = {s["session_id"]: s for s in desk.sessions(include_ended=True)}
     assert ended[in_gamma]["state"] == "SESSION_STATE_ENDED"
     _in_each_trail(desk, "RemoveDevice", "dev-1", "operator")
+
+
+def test_ad2_guest_defaults_turned_off_ending_another_team_s_plugin_is_in_its_trail(
+    sheet_desk: Desk,
+) -> None:
+    """Ann is a guest of alpha, whose defaults (AutoCAD) apply to guests, and runs
+    AutoCAD there with an AutoCAD Electrical plugin paid by beta. Turning the
+    guests' defaults off (A5) ends her AutoCAD (A6) and its plugin (P4): beta's
+    trail reads the call that ended its session, as it reads SetDefaultAssignments
+    or UnassignUser doing the same (it did not)."""
+    desk = sheet_desk
+    desk.team("alpha", 100)
+    desk.team("beta", 100)
+    desk.a("UpdateTeamSettings", {"team_id": "alpha", "guest_default_assignments": True})
+    desk.a("SetDefaultAssignments", {"team_id": "alpha", "product_ids": ["ACAD"]})
+    ann = desk.user("alpha", "ann", products=[], guest=True)
+    desk.user("beta", "ann", products=["ACADEL"])
+    host = desk.entitle(ann)
+    plug = desk.entitle(ann, "ACADEL", parent_session_id=host["session_id"])
+    assert (host["team_id"], plug["team_id"]) == ("alpha", "beta")
+    desk.to(at(m=1))
+    desk.a("UpdateTeamSettings", {"team_id": "alpha", "guest_default_assignments": False})
+    assert desk.heartbeat(ann, plug["session_id"])["end_reason"] == "END_REASON_HOST_ENDED"
+    (event, *_) = desk.a("ListAuditEvents", {"team_id": "beta"})["events"]
+    assert (event["method"], event["team_id"], event["target"]) == (
+        "UpdateTeamSettings",
+        "beta",
+        "alpha",
+    )
