@@ -26,10 +26,12 @@ n)...])``, with its next sign of life), which the back's metrics count as its
 own refusals.
 
 The front says its port (or why it could not bind) as one JSON line on a pipe
-of its own; its stdout and stderr are the server's, so its log lines (marked
-``"process": "front"``) go where the server's go. (They went to a pipe the back
-read only the port from: eleven minutes of shedding filled it, and the front's
-next line stopped its loop for good.)
+of its own. Its log lines (marked ``"process": "front"``) go to the back
+(``("log", line)``), which writes them as its own: a log reader that pauses
+holds the back, as it holds a server in one process, never the front, which
+the back would take for hung after ``SILENT_AFTER`` and kill. (The front wrote
+them to a pipe the back read only the port from: eleven minutes of shedding
+filled it, and its next line stopped its loop for good.)
 
 Each side says it is alive (``("alive",)``) every ``ALIVE_EVERY`` seconds.
 A back the front has not heard from for ``SILENT_AFTER`` seconds (paused by
@@ -66,6 +68,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -413,6 +416,8 @@ class Back:
                     cancelled.cancel()
             elif item[0] == "refused":
                 self._count_refused(item[1])
+            elif item[0] == "log":  # one of the front's log lines
+                logs.write_line(item[1])
             # ("alive",): heard, as every frame
 
     def _count_refused(self, refused: Iterable[tuple[str, str, int]]) -> None:
@@ -481,6 +486,8 @@ class Front(grpc.GenericRpcHandler):
         #: metrics count them: ``Back._count_refused``); sent with the next "alive".
         self.refused: Counter[tuple[str, str]] = Counter()
         self._now = now
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()  # the loop's
         self.heard = now()  # when the back last sent anything
         self.statuses: dict[str, int] = {}  # each service's health, as the back set it
         self.silent = False  # the back unheard for SILENT_AFTER: reported NOT_SERVING
@@ -510,6 +517,20 @@ class Front(grpc.GenericRpcHandler):
                 self.started.set()
             elif item[0] == "stop" and not self.stopping.done():
                 self.stopping.set_result(float(item[1]))
+
+    def say_line(self, line: str | bytes) -> None:
+        """One of this process's log lines (``logs.configure``'s sink), handed to the
+        back, which writes it as its own (``logs.write_line``). A stdout whose reader
+        pauses then holds the back, as it holds a server in one process, and never
+        this loop: the back would take a front held that long for hung and kill it
+        (``Back.look``), stopping the server. Written here once the back is gone."""
+        transport = self.link.transport
+        if transport is None or transport.is_closing():
+            logs.write_line(line)
+        elif threading.get_ident() == self._thread:
+            self.link.send(("log", line))
+        else:
+            self._loop.call_soon_threadsafe(self.link.send, ("log", line))
 
     def _set_health(self, service: str, status: int) -> None:
         setting = asyncio.get_running_loop().create_task(self.health.set(service, status))
@@ -603,11 +624,11 @@ class Front(grpc.GenericRpcHandler):
 async def serve(fd: int, said: int, cfg: Config) -> int:
     """The front: ``fd``, its end of the link; ``said``, the pipe it says its port on."""
     loop = asyncio.get_running_loop()
-    # Its lines go where the back's go (the same stdout and stderr), marked as its own.
-    logs.configure(cfg.log_format, cfg.log_level, process="front")
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the back decides when it stops
         loop.add_signal_handler(sig, lambda: None)
     front = Front(max_calls=cfg.max_calls_in_flight)
+    # Its lines go to the back, which writes them as its own, marked as the front's.
+    logs.configure(cfg.log_format, cfg.log_level, process="front", sink=front.say_line)
     # The socket pair's end the back left open for this process alone (Back.open).
     await loop.create_unix_connection(lambda: front.link, sock=socket.socket(fileno=fd))
     alive = asyncio.ensure_future(front.say_alive())

@@ -34,8 +34,8 @@ import contextvars
 import logging
 import sys
 import threading
-from collections.abc import AsyncIterator
-from typing import Any, BinaryIO, TextIO
+from collections.abc import AsyncIterator, Callable
+from typing import Any, BinaryIO
 
 import orjson
 import structlog
@@ -44,9 +44,17 @@ from server.api.errors import scrub
 from server.clock import wall_clock
 
 
-def configure(fmt: str = "auto", level: str = "info", process: str = "") -> None:
+def configure(
+    fmt: str = "auto",
+    level: str = "info",
+    process: str = "",
+    sink: Callable[[str | bytes], None] | None = None,
+) -> None:
     """``process``: a name every line carries (``"process": "front"``), for a process
-    whose lines go to the same output as the server's (``server/front.py``)."""
+    whose lines go to the same output as the server's (``server/front.py``);
+    ``sink``: where its lines go instead of stdout or stderr (the front hands them
+    to the server, which writes them as its own: ``write_line``)."""
+    global _out
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
     shared: list[structlog.typing.Processor] = [
@@ -66,7 +74,7 @@ def configure(fmt: str = "auto", level: str = "info", process: str = "") -> None
             scrub_secrets,
             structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
         ]
-        factory: structlog.typing.WrappedLogger = _ConsoleLogger.factory(sys.stderr)
+        out: Any = _ConsoleLogger(sys.stderr)
     else:
         # No locals in tracebacks: they could hold secrets.
         renderer = structlog.processors.JSONRenderer(
@@ -79,15 +87,42 @@ def configure(fmt: str = "auto", level: str = "info", process: str = "") -> None
             scrub_secrets,
             renderer,
         ]
-        factory = LineWriter.factory(sys.stdout.buffer)
+        out = LineWriter.of(sys.stdout.buffer)
+    _out = out
+    if sink is not None:
+        out = _SinkLogger(sink)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelName(level.upper()) if isinstance(level, str) else level
         ),
-        logger_factory=factory,
+        logger_factory=lambda *args: out,
         cache_logger_on_first_use=True,
     )
+
+
+#: Where ``configure`` sends this process's own lines: stderr's or stdout's writer.
+_out: Any = None
+
+
+def write_line(line: str | bytes) -> None:
+    """Write a line another process rendered (the front's, with the same format) as
+    this process writes its own."""
+    out = _out if _out is not None else LineWriter.of(sys.stdout.buffer)
+    if isinstance(out, _ConsoleLogger):
+        out.msg(line.decode() if isinstance(line, bytes) else line)
+    else:
+        out.msg(line.encode() if isinstance(line, str) else line)
+
+
+class _SinkLogger:
+    """A structlog logger that hands each rendered line to a function."""
+
+    def __init__(self, sink: Callable[[str | bytes], None]) -> None:
+        self.msg = sink
+
+    def __getattr__(self, name: str) -> Callable[[str | bytes], None]:
+        return self.msg  # log, info, warning, error...
 
 
 def _naming(process: str) -> structlog.typing.Processor:
@@ -101,11 +136,6 @@ def _naming(process: str) -> structlog.typing.Processor:
 class _ConsoleLogger(structlog.PrintLogger):
     """structlog's ``PrintLogger``, which drops a line its terminal can no longer take
     (closed: EIO; a pipe's reader gone: EPIPE), as ``LineWriter`` does."""
-
-    @classmethod
-    def factory(cls, file: TextIO) -> structlog.typing.WrappedLogger:
-        logger = cls(file)
-        return lambda *args: logger
 
     def msg(self, message: str) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -128,11 +158,12 @@ class LineWriter:
         self._thread: int | None = None  # the attached loop's
 
     @classmethod
-    def factory(cls, file: BinaryIO) -> structlog.typing.WrappedLogger:
+    def of(cls, file: BinaryIO) -> LineWriter:
+        """The one writer of ``file``."""
         writer = _writers.get(file)
         if writer is None:
             writer = _writers[file] = cls(file)
-        return lambda *args: writer
+        return writer
 
     def msg(self, message: bytes) -> None:
         loop = self._loop

@@ -185,6 +185,12 @@ class ServerThread:
             self.loop.close()
 
 
+def _reading() -> threading.Event:
+    reading = threading.Event()
+    reading.set()
+    return reading
+
+
 @dataclass
 class ServerProcess:
     """``python -m server`` as a child process, as an operator would run it."""
@@ -201,6 +207,8 @@ class ServerProcess:
     ready: tuple[str, ...] = ("serving",)
     #: Bytes past which no file of the server's may grow (RLIMIT_FSIZE): a disk that fills.
     file_size_limit: int | None = None
+    #: Cleared, the test stops reading the server's output (a log reader that pauses).
+    reading: threading.Event = field(default_factory=_reading)
 
     @property
     def target(self) -> str:
@@ -252,7 +260,7 @@ class ServerProcess:
 
     def _drain(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        for raw in self.proc.stdout:
+        while self.reading.wait() and (raw := self.proc.stdout.readline()):
             try:
                 self.lines.append(json.loads(raw))
             except ValueError:

@@ -16,10 +16,14 @@ import time
 from pathlib import Path
 from typing import cast
 
+import grpc
 import pytest
 
 from server.front import ALIVE_EVERY, LATE_LOOK, SILENT_AFTER, Back, Front
 from server.ha.gate import Gate
+from tessera_api.tessera.v1 import licensing_service_pb2 as lic
+from tessera_api.tessera.v1 import licensing_service_pb2_grpc
+from tests.licensing_desk import Desk
 from tests.support import (
     NOT_SERVING,
     SERVING,
@@ -29,7 +33,7 @@ from tests.support import (
     until_serving,
     wait_for,
 )
-from tests.test_front_process import FLAG, ended, front_pid
+from tests.test_front_process import FLAG, ended, front_pid, when_logged
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -177,3 +181,63 @@ def test_h2_a_standby_takes_over_within_10_s_from_an_active_whose_front_is_pause
         for server in (active, standby):
             if server is not None and server.proc is not None and server.proc.poll() is None:
                 server.kill()
+
+
+def _fill(path: str) -> None:
+    """Fill the pipe at ``path`` (one end of it, opened anew so that not blocking is
+    this test's alone) with log-shaped lines until it takes no more."""
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(fd, b'{"event": "filler"}\n')
+    finally:
+        os.close(fd)
+
+
+def test_front_process_a_log_reader_that_pauses_holds_the_server_and_never_ends_it(
+    tmp_path: Path,
+) -> None:
+    """The server's output is a pipe whose reader (journald, a container's log
+    driver, `| tee`) pauses while its front sheds calls. The front wrote its
+    `overloaded` line itself, blocked on the full pipe, and its back, serving
+    Heartbeats (which log nothing), took it for hung after SILENT_AFTER, killed it
+    and stopped the server. The front's lines now go through its back, so it is
+    the back that waits for the reader, as a server in one process does, and
+    the two go on together once the reader reads again."""
+    server = ServerProcess(
+        tmp_path / "t.db", extra=[FLAG, "--max-calls-in-flight", "1", "--user-rate-limit", "0"]
+    ).start()
+    try:
+        assert server.proc is not None
+        desk = Desk(server.target).sheet()
+        desk.team("alpha", 100)
+        ann = desk.user("alpha", "ann")
+        session = lic.HeartbeatRequest(session_id=desk.entitle(ann)["session_id"])
+        auth = (("authorization", f"Bearer {desk.keys[ann]}"),)
+        desk.close()
+        out = f"/proc/{server.proc.pid}/fd/1"
+        server.reading.clear()  # the reader pauses (once it has read the line it waits for)
+        with open(out, "wb") as pipe:
+            pipe.write(b'{"event": "paused"}\n')
+        when_logged(server, lambda x: x.get("event") == "paused")
+        _fill(out)  # ... with its pipe full
+        codes: set[str] = set()
+        with grpc.insecure_channel(server.target) as channel:
+            heartbeat = licensing_service_pb2_grpc.LicensingServiceStub(channel).Heartbeat
+            until = time.monotonic() + SILENT_AFTER + 1.5
+            while time.monotonic() < until:  # 20 at once, one place: the front sheds
+                calls = [heartbeat.future(session, metadata=auth, timeout=2) for _ in range(20)]
+                for call in calls:
+                    codes.add(call.code().name)
+    finally:
+        server.reading.set()  # ... and reads again
+    try:
+        assert server.proc.poll() is None, "the server stopped"
+        asyncio.run(until_serving(server.target))  # health answers again
+        assert not [x for x in server.lines if str(x.get("event")).startswith("front_process_")]
+        assert "RESOURCE_EXHAUSTED" in codes  # the front shed calls meanwhile
+        (line, *_) = when_logged(server, lambda x: x.get("event") == "overloaded")
+        assert line["process"] == "front"
+    finally:
+        server.terminate()

@@ -288,7 +288,7 @@ async def test_ops_the_lines_of_a_loop_turn_go_out_together_once_it_ends() -> No
     a line from another thread goes out at once, and every waiting line is out when
     the server's ``lines_per_turn`` ends."""
     file = Recording()
-    writer = cast(LineWriter, LineWriter.factory(file)())  # type: ignore[arg-type]
+    writer = LineWriter.of(file)  # type: ignore[arg-type]
     writer.msg(b"before")  # no loop attached: at once
     assert file.writes == [b"before\n"]
     async with lines_per_turn():
