@@ -34,6 +34,15 @@ class StartRefused(Exception):
     process gone, its database failing); the message says why and what to do."""
 
 
+#: Calls one connection may have open at once (HTTP/2's MAX_CONCURRENT_STREAMS; gRPC
+#: sets no limit): a gRPC client waits for a place past it. An answer the client does
+#: not let through (its flow-control window kept shut) is held here once its handler
+#: has returned, about 24 KB a call: one connection holds at most this many, where it
+#: held as many as it opened (24 MB a thousand, with no credential: health checks).
+#: ``make bench``'s and h2load's connections hold 16 and 64.
+MAX_STREAMS = 1_000
+
+
 def grpc_server(cfg: Config, interceptors: Sequence[Any] = ()) -> grpc.aio.Server:
     return grpc.aio.server(
         interceptors=list(interceptors) or None,
@@ -41,6 +50,7 @@ def grpc_server(cfg: Config, interceptors: Sequence[Any] = ()) -> grpc.aio.Serve
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
+            ("grpc.max_concurrent_streams", MAX_STREAMS),
             # Calls gRPC holds until the loop takes them: past these it cancels them
             # without a word (api/admission.py).
             ("grpc.server.max_pending_requests", PENDING_CALLS),

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import grpc
@@ -25,8 +27,9 @@ from server.api.errors import Overloaded
 from server.api.interceptors import EdgeInterceptor
 from server.app import TesseraServer
 from server.config import Config
+from server.listen import MAX_STREAMS
 from tests.licensing_desk import Desk
-from tests.support import ServerThread
+from tests.support import ServerThread, running
 
 KEY = "tsu_ann-key-for-this-test"
 HEARTBEAT = "/tessera.v1.LicensingService/Heartbeat"
@@ -251,3 +254,42 @@ async def test_overload_calls_shed_after_a_line_are_told_in_the_next_within_a_se
         later[0][1]()
     assert [line["shed"] for line in lines] == [1, 5]
     assert gate.shed == 6
+
+
+_EMPTY_SETTINGS = bytes(3) + b"\x04\x00" + bytes(4)  # length 0, SETTINGS, no flags, stream 0
+_MAX_CONCURRENT_STREAMS = 0x3  # HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS
+
+
+def _server_settings(target: str) -> dict[int, int]:
+    """The HTTP/2 SETTINGS the server at ``target`` sends a new connection."""
+    host, port = target.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _EMPTY_SETTINGS)
+        data = b""
+        while True:
+            while len(data) < 9 or len(data) < 9 + int.from_bytes(data[:3], "big"):
+                chunk = conn.recv(65536)
+                assert chunk, "the server closed the connection"
+                data += chunk
+            size, kind, flags = int.from_bytes(data[:3], "big"), data[3], data[4]
+            payload, data = data[9 : 9 + size], data[9 + size :]
+            if kind == 4 and not flags & 1:  # SETTINGS, not an ACK
+                return {
+                    int.from_bytes(payload[i : i + 2], "big"): int.from_bytes(
+                        payload[i + 2 : i + 6], "big"
+                    )
+                    for i in range(0, size, 6)
+                }
+
+
+@pytest.mark.parametrize("front_process", [False, True], ids=["one-process", "front"])
+def test_overload_one_connection_has_at_most_max_streams_calls_open(
+    tmp_path: Path, front_process: bool
+) -> None:
+    """A connection may open at most MAX_STREAMS calls at once (HTTP/2's
+    MAX_CONCURRENT_STREAMS, which gRPC leaves unlimited): a client that lets no
+    answer through (its window kept shut) held one in memory for every call it
+    opened, about 24 MB a thousand, with no credential (health checks), since an
+    answer given leaves its place in the calls under way."""
+    with running(tmp_path / "t.db", front_process=front_process) as srv:
+        assert _server_settings(srv.target)[_MAX_CONCURRENT_STREAMS] == MAX_STREAMS == 1_000
