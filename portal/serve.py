@@ -13,11 +13,47 @@ import contextlib
 import socket
 from collections.abc import Iterator
 
+import h11
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from client_sdk.transport import TLS
 from portal.app import create_app
+
+#: Seconds a connection has to send a request's head (its line and headers), first or
+#: next: one that sends nothing, or part of a head, is closed then. uvicorn's own timer
+#: starts only after a first answer, so such connections were kept for good, one of the
+#: server's file descriptors each (``/metrics`` closes them after 10 s too).
+REQUEST_SECONDS = 10.0
+
+
+class _TimedH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, whose connections must send each request's head
+    whole within ``REQUEST_SECONDS`` of their start or of the last answer: its
+    keep-alive timer, which uvicorn arms only after an answer and disarms at any
+    byte received, is armed from the first moment and again after a part of a head
+    (to the same deadline). A whole head disarms it, as in uvicorn."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_by = self.loop.time() + REQUEST_SECONDS
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is h11.IDLE and self.timeout_keep_alive_task is None:
+            self._arm()  # part of a head: the rest by the same deadline
+
+    def on_response_complete(self) -> None:
+        self._head_by = self.loop.time() + REQUEST_SECONDS
+        super().on_response_complete()  # arms uvicorn's keep-alive, a shorter wait
+
+    def _arm(self) -> None:
+        if not self.transport.is_closing():
+            self.timeout_keep_alive_task = self.loop.call_at(
+                self._head_by, self.timeout_keep_alive_handler
+            )
 
 
 class _Embedded(uvicorn.Server):
@@ -68,6 +104,7 @@ class PortalServer:
             server_header=False,
             timeout_graceful_shutdown=5,
             lifespan="on",
+            http=_TimedH11,
         )
         self._server = _Embedded(config)
         self._task: asyncio.Task[None] | None = None

@@ -26,7 +26,7 @@ from starlette.testclient import TestClient
 from client_sdk import RetryPolicy
 from client_sdk.admin import AsyncAdminClient
 from client_sdk.errors import ServerError
-from portal import operator_pages, pages, present, team_pages
+from portal import operator_pages, pages, present, serve, team_pages
 from portal import web as portal_web
 from portal.app import create_app
 from portal.pages import NOT_OFFERED, in_words
@@ -39,7 +39,7 @@ from tests.grpcurl import GrpcurlError
 from tests.licensing_desk import Desk, L, at, num
 from tests.portal.conftest import World, csrf_of
 from tests.portal.test_sessions import Clock
-from tests.support import ADMIN_TOKEN, ServerProcess, ServerThread
+from tests.support import ADMIN_TOKEN, ServerProcess, ServerThread, running
 
 
 @pytest.fixture
@@ -2439,3 +2439,24 @@ def test_portal_sign_in_goes_to_next_only_on_this_portal(
     assert 'name="next" value="/teams/alpha/users?q=car"' in page.text
     answer = sign_in(web, next_page="/teams/alpha/users?q=car")
     assert answer.headers["location"] == "/teams/alpha/users?q=car"
+
+
+def test_portal_a_connection_that_sends_no_whole_request_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection that sends nothing, or part of a request's head, is closed once
+    ``REQUEST_SECONDS`` pass (here a fifth of a second), as ``/metrics`` closes
+    one: uvicorn's timer starts only after a first answer, so they were kept for
+    good, one of the server's file descriptors each (120 idle connections, 120
+    descriptors, never given back). A whole request is answered."""
+    monkeypatch.setattr(serve, "REQUEST_SECONDS", 0.2, raising=False)
+    with running(tmp_path / "t.db", http_listen="127.0.0.1:0") as srv:
+        assert srv.server.portal is not None
+        address = ("127.0.0.1", srv.server.portal.port)
+        silent, partial, whole = (socket.create_connection(address, timeout=10) for _ in range(3))
+        with silent, partial, whole:
+            partial.sendall(b"GET /signin HTTP/1.1\r\nHost: x\r\n")
+            whole.sendall(b"GET /signin HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert whole.recv(12) == b"HTTP/1.1 200"
+            assert silent.recv(1) == b""  # closed by the server
+            assert partial.recv(1) == b""
