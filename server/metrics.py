@@ -211,18 +211,20 @@ class Metrics(Collector):
             return
         self._connections += 1
         try:
-            try:
-                async with asyncio.timeout(REQUEST_SECONDS):
+            # The request, and the answer's way out: a client that reads nothing keeps
+            # no place for longer (its connection is cut, what it left unread dropped).
+            async with asyncio.timeout(REQUEST_SECONDS):
+                try:
                     line = await reader.readline()
                     for _ in range(MAX_HEADER_LINES):
                         if await reader.readline() in (b"\r\n", b"\n", b""):
                             break
-            except ValueError:  # a line past the reader's limit (64 KiB)
-                line = b""
-            writer.write(self._reply(line))
-            await writer.drain()
+                except ValueError:  # a line past the reader's limit (64 KiB)
+                    line = b""
+                writer.write(self._reply(line))
+                await writer.drain()
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            pass
+            writer.transport.abort()
         finally:
             self._connections -= 1
             writer.close()

@@ -3,13 +3,17 @@ through the wire with the test clock (so on both stores)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections import Counter
 from pathlib import Path
+from typing import cast
 
 import grpc
+import pytest
 
+from server import metrics as metrics_module
 from server.domain.timers import TimerKind
 from server.metrics import REQUEST_SECONDS
 from tests.licensing_desk import Desk, num
@@ -190,3 +194,43 @@ def test_metrics_a_front_process_has_its_own_process_series(tmp_path: Path) -> N
         cpu_now = int(stat[11]) / ticks + int(stat[12]) / ticks
         assert value(m, "tessera_front_process_cpu_seconds_total") <= cpu_now + 1e-9
         assert value(m, "tessera_front_process_resident_memory_bytes") > 10 * 2**20
+
+
+class _Unread:
+    """A scrape's connection whose client sent its request and reads nothing: the
+    answer's way out (``drain``) never clears."""
+
+    def __init__(self) -> None:
+        self.transport = self
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    async def drain(self) -> None:
+        await asyncio.Event().wait()
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def close(self) -> None:
+        pass
+
+    async def wait_closed(self) -> None:
+        pass
+
+
+async def test_metrics_a_client_that_reads_no_answer_keeps_its_place_no_longer_than_a_request(
+    metered: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline of a scrape's request covers its answer's way out too: a client
+    that reads nothing is cut off (its connection aborted) and gives its place back,
+    where it kept one of the MAX_CONNECTIONS places for as long as it stayed."""
+    monkeypatch.setattr(metrics_module, "REQUEST_SECONDS", 0.05)
+    metrics = metered.server.metrics
+    assert metrics is not None
+    reader = asyncio.StreamReader()
+    reader.feed_data(b"GET /elsewhere HTTP/1.1\r\n\r\n")  # a 404: nothing of the server read
+    unread = _Unread()
+    await asyncio.wait_for(metrics._answer(reader, cast(asyncio.StreamWriter, unread)), 10)
+    assert unread.aborted and metrics._connections == 0
