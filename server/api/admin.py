@@ -143,7 +143,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         )
 
     async def MoveTokenPack(self, request: api.MoveTokenPackRequest, context: Ctx) -> Any:
-        pack = await self.e.accounts.move_pack(request.pack_id, request.to_team_id)
+        pack = await self.e.accounts.move_pack(
+            request.pack_id, request.to_team_id, request.from_team_id
+        )
         return api.MoveTokenPackResponse(token_pack=cv.pack_out(pack))
 
     async def ListLedgerEntries(self, request: api.ListLedgerEntriesRequest, context: Ctx) -> Any:

@@ -147,6 +147,13 @@ class PackHasHolds(FailedPrecondition):
     reason = "PACK_HAS_HOLDS"
 
 
+class PackMoved(FailedPrecondition):
+    """MoveTokenPack naming the team the pack was in (``from_team_id``) after it was
+    moved elsewhere: the administrator's page was older than the pack's move."""
+
+    reason = "PACK_MOVED"
+
+
 class DeviceInUse(FailedPrecondition):
     """RemoveDevice on a device where sessions run, without ``end_sessions``."""
 

@@ -40,6 +40,7 @@ from server.domain.errors import (
     InsufficientTokens,
     InvalidArgument,
     PackHasHolds,
+    PackMoved,
     Problems,
     UnknownPack,
     UnknownTeam,
@@ -539,12 +540,23 @@ class Ledger:
         self._balance(pack.team_id).remaining -= n
         self._entry(changes, now, EntryKind.EXPIRY, pack, n, -n, 0)
 
-    def move(self, pack_id: str, to_team_id: str, now: datetime, changes: Changes) -> TokenPack:
+    def move(
+        self, pack_id: str, to_team_id: str, now: datetime, changes: Changes, from_team_id: str = ""
+    ) -> TokenPack:
         """T5: the pack and its remaining tokens go to another team; what it paid
         for stays in the first team's entries. A pack with no tokens left still
         moves by its two entries (T6: every move out and in; their amount is 0),
-        but lowers no balance, so L1 hears of no fall."""
+        but lowers no balance, so L1 hears of no fall. ``from_team_id``, when
+        given, is where the pack must be now (``PackMoved`` if it was moved since)."""
         pack = self.pack(pack_id)
+        if from_team_id and pack.team_id != from_team_id:
+            raise PackMoved(
+                f"pack {pack_id!r} is no longer in team {from_team_id!r} (it was moved to "
+                f"{pack.team_id!r}); nothing was moved",
+                pack_id=pack_id,
+                from_team_id=from_team_id,
+                team_id=pack.team_id,
+            )
         to_bal = self._balance(to_team_id)
         if to_team_id == pack.team_id:
             raise InvalidArgument.field("to_team_id", f"the pack already belongs to {to_team_id!r}")

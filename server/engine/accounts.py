@@ -177,7 +177,7 @@ class Accounts:
         self.team(team_id)
         return self.state.ledger.team_packs(team_id)
 
-    async def move_pack(self, pack_id: str, to_team_id: str) -> TokenPack:
+    async def move_pack(self, pack_id: str, to_team_id: str, from_team_id: str = "") -> TokenPack:
         bad = Problems()
         if not pack_id:
             bad["pack_id"] = "is required"
@@ -194,7 +194,7 @@ class Accounts:
         changes = Changes()
         now = self._scheduler.caught_up(changes)
         try:
-            pack = ledger.move(pack_id, to_team_id, now, changes)
+            pack = ledger.move(pack_id, to_team_id, now, changes, from_team_id)
         except Exception:
             await store_fired(self._commits, changes)
             raise

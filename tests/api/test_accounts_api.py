@@ -1131,3 +1131,29 @@ def test_issue12_h2_14_purchase_retry_returns_the_first_pack_and_other_teams_are
     assert err.metadata == {"request_id": "po-7"}  # acme's pack is none of beta's (AD1)
     assert packs(admin, "beta") == []
     assert [p["pack_id"] for p in packs(admin, "acme")] == [first["pack_id"]]
+
+
+def test_t5_a_move_from_a_team_the_pack_has_left_moves_nothing(admin: Grpcurl) -> None:
+    """Two administrators move acme's pack: one to beta, then the other, from a
+    page that still shows it in acme, to gamma. Naming the team it moves from
+    (``from_team_id``), the second is refused (PACK_MOVED, naming where the pack
+    is) and nothing moves: without it, the pack was taken out of beta, and the
+    first move silently undone."""
+    for team in ("acme", "beta", "gamma"):
+        create_team(admin, team)
+    pack = purchase(admin, "acme", 100)["pack_id"]
+    moved = admin(
+        A + "MoveTokenPack", {"pack_id": pack, "to_team_id": "beta", "from_team_id": "acme"}
+    )
+    assert moved["token_pack"]["team_id"] == "beta"
+    err = refused(
+        admin,
+        A + "MoveTokenPack",
+        {"pack_id": pack, "to_team_id": "gamma", "from_team_id": "acme"},
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "PACK_MOVED",
+    )
+    assert (err.metadata["from_team_id"], err.metadata["team_id"]) == ("acme", "beta")
+    assert [p["pack_id"] for p in packs(admin, "beta")] == [pack]
+    assert packs(admin, "gamma") == []
+    assert [e["kind"] for e in ledger(admin, "gamma")] == []

@@ -154,12 +154,14 @@ class ListTokenPacksResponse(_message.Message):
     def __init__(self, packs: _Optional[_Iterable[_Union[_common_pb2.TokenPack, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class MoveTokenPackRequest(_message.Message):
-    __slots__ = ("pack_id", "to_team_id")
+    __slots__ = ("pack_id", "to_team_id", "from_team_id")
     PACK_ID_FIELD_NUMBER: _ClassVar[int]
     TO_TEAM_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_TEAM_ID_FIELD_NUMBER: _ClassVar[int]
     pack_id: str
     to_team_id: str
-    def __init__(self, pack_id: _Optional[str] = ..., to_team_id: _Optional[str] = ...) -> None: ...
+    from_team_id: str
+    def __init__(self, pack_id: _Optional[str] = ..., to_team_id: _Optional[str] = ..., from_team_id: _Optional[str] = ...) -> None: ...
 
 class MoveTokenPackResponse(_message.Message):
     __slots__ = ("token_pack",)
