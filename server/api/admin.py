@@ -200,6 +200,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             request.all_products,
             request.guest if request.HasField("guest") else None,
             import_=False,
+            members_only=request.members_only,
         )
         return api.AssignUsersResponse(members=[self._member(m) for m in members])
 

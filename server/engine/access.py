@@ -130,7 +130,11 @@ class Access:
         guest: bool | None,
         *,
         import_: bool,
+        members_only: bool = False,
     ) -> list[Member]:
+        """A1, A3, A5: add users to the team, or change members' products; with
+        ``members_only``, every user named must be a member already (UNKNOWN_USER,
+        nothing changed), checked where the change is made, with nothing between."""
         team = self.state.team(team_id)
         if len(users) > self._max_users:
             raise InvalidArgument.field(
@@ -150,6 +154,9 @@ class Access:
             before.setdefault(member.user_id, self.effective(member))
 
         try:
+            if members_only and checked is not None:
+                for entry in checked[0]:
+                    self.state.directory.member(team_id, entry.user_id)  # or UNKNOWN_USER
             assigned = self.state.directory.assign(
                 team,
                 users,

@@ -999,6 +999,28 @@ def test_a5_assigning_a_member_again_keeps_their_guest_mark_unless_it_is_given(
     assert new.get("guest", False) is False
 
 
+def test_a5_a_guest_mark_for_members_only_adds_no_one_removed_meanwhile(sheet: Grpcurl) -> None:
+    """A page makes Gus a guest (AssignUsers, ``guest``) after another administrator
+    removed him: without ``members_only`` he was added back, as a guest, by a call
+    meant to change a member. With it he is refused (UNKNOWN_USER) and stays out;
+    a member named with it is changed as before."""
+    gus, nia = "gus@example.com", "nia@example.com"
+    import_(sheet, "alpha", [f"Gus Guest <{gus}>", f"Nia New <{nia}>"], product_ids=["ACAD"])
+    sheet(A + "UnassignUser", {"team_id": "alpha", "user_id": gus})
+    err = refused(
+        sheet,
+        A + "AssignUsers",
+        {"team_id": "alpha", "users": [nia, gus], "guest": True, "members_only": True},
+        grpc.StatusCode.NOT_FOUND,
+        "UNKNOWN_USER",
+    )
+    assert err.metadata["user_id"] == gus
+    assert [m["user_id"] for m in members(sheet, "alpha")] == [nia]
+    assert member(sheet, "alpha", nia).get("guest", False) is False  # nothing changed
+    (nia_now,) = assign(sheet, "alpha", [nia], guest=True, members_only=True)
+    assert nia_now["guest"] is True
+
+
 # -- A6 removing access -------------------------------------------------------------------
 
 

@@ -220,18 +220,20 @@ class ListProductsResponse(_message.Message):
     def __init__(self, products: _Optional[_Iterable[_Union[_common_pb2.Product, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class AssignUsersRequest(_message.Message):
-    __slots__ = ("team_id", "users", "product_ids", "all_products", "guest")
+    __slots__ = ("team_id", "users", "product_ids", "all_products", "guest", "members_only")
     TEAM_ID_FIELD_NUMBER: _ClassVar[int]
     USERS_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
     ALL_PRODUCTS_FIELD_NUMBER: _ClassVar[int]
     GUEST_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_ONLY_FIELD_NUMBER: _ClassVar[int]
     team_id: str
     users: _containers.RepeatedScalarFieldContainer[str]
     product_ids: _containers.RepeatedScalarFieldContainer[str]
     all_products: bool
     guest: bool
-    def __init__(self, team_id: _Optional[str] = ..., users: _Optional[_Iterable[str]] = ..., product_ids: _Optional[_Iterable[str]] = ..., all_products: _Optional[bool] = ..., guest: _Optional[bool] = ...) -> None: ...
+    members_only: bool
+    def __init__(self, team_id: _Optional[str] = ..., users: _Optional[_Iterable[str]] = ..., product_ids: _Optional[_Iterable[str]] = ..., all_products: _Optional[bool] = ..., guest: _Optional[bool] = ..., members_only: _Optional[bool] = ...) -> None: ...
 
 class AssignUsersResponse(_message.Message):
     __slots__ = ("members",)
