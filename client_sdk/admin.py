@@ -216,9 +216,14 @@ class AsyncAdminClient:
         request = pb.PurchaseTokensRequest(team_id=team_id, tokens=tokens, request_id=request_id)
         return (await self._call(lambda s: s.PurchaseTokens, request)).token_pack
 
-    async def move_token_pack(self, pack_id: str, to_team_id: str) -> common_pb2.TokenPack:
-        """MoveTokenPack (RULES T5): the pack, now ``to_team_id``'s."""
-        request = pb.MoveTokenPackRequest(pack_id=pack_id, to_team_id=to_team_id)
+    async def move_token_pack(
+        self, pack_id: str, to_team_id: str, *, from_team_id: str = ""
+    ) -> common_pb2.TokenPack:
+        """MoveTokenPack (RULES T5): the pack, now ``to_team_id``'s; with ``from_team_id``,
+        only while the pack is still that team's (else ``FailedPrecondition``, PACK_MOVED)."""
+        request = pb.MoveTokenPackRequest(
+            pack_id=pack_id, to_team_id=to_team_id, from_team_id=from_team_id
+        )
         return (await self._call(lambda s: s.MoveTokenPack, request)).token_pack
 
     async def list_token_packs(self, team_id: str) -> list[common_pb2.TokenPack]:
@@ -279,15 +284,21 @@ class AsyncAdminClient:
         all_products: bool = False,
         guest: bool | None = None,
         import_: bool = False,
+        members_only: bool = False,
     ) -> list[common_pb2.Member]:
         """AssignUsers (or ImportUsers with ``import_``): each user an id or ``Name <email>``;
-        ``guest`` None leaves existing members as they are (new ones are not guests)."""
+        ``guest`` None leaves existing members as they are (new ones are not guests);
+        ``members_only``: each must be a member already (else ``NotFound``, UNKNOWN_USER,
+        and nothing changes)."""
+        if import_ and members_only:
+            raise ValueError("members_only is AssignUsers': ImportUsers adds users")
         request = pb.AssignUsersRequest(
             team_id=team_id,
             users=users,
             product_ids=product_ids,
             all_products=all_products,
             guest=guest,
+            members_only=members_only,
         )
         if import_:
             imported = pb.ImportUsersRequest.FromString(request.SerializeToString())
