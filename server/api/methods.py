@@ -74,6 +74,12 @@ class Lookup(Protocol):
         """The teams of the live sessions that removing the device would end."""
         ...
 
+    def coverage_teams(self, request: Any, method: str) -> frozenset[str]:
+        """The teams of the user's live sessions (and their plugins) of the product
+        whose coverage GrantSubscription, StartTrial or EndSubscription changes: each
+        may hold tokens, give a hold back, or end (C1, C2)."""
+        ...
+
     def access_teams(self, request: Any, method: str) -> frozenset[str]:
         """The teams of the live sessions that UnassignUser, SetUserProducts,
         SetDefaultAssignments, a guest's AssignUsers or ImportUsers, or
@@ -118,6 +124,13 @@ def _access_ends(method: str) -> Teams:
         own = request.team_id
         others = look.access_teams(request, method) - {own}
         return (own, *sorted(others)) if others else ()
+
+    return teams
+
+
+def _coverage_changes(method: str) -> Teams:
+    def teams(request: Any, look: Lookup) -> tuple[str, ...]:
+        return tuple(sorted(look.coverage_teams(request, method)))
 
     return teams
 
@@ -210,10 +223,23 @@ RULES: dict[str, Rule] = {
     "IssueUserKey": Rule(Scope.OPERATOR, changes=True, target="user_id"),
     "ListNotifications": Rule(Scope.LISTING, _TEAM),
     # subscriptions and trials (RULES C1, C2, AD3)
-    "GrantSubscription": Rule(Scope.OPERATOR, changes=True, target="user_id"),
-    "StartTrial": Rule(Scope.OPERATOR, changes=True, target="user_id"),
+    # The operator's alone, read in the trail of each team whose sessions they touch.
+    "GrantSubscription": Rule(
+        Scope.OPERATOR,
+        changes=True,
+        target="user_id",
+        touches=_coverage_changes("GrantSubscription"),
+    ),
+    "StartTrial": Rule(
+        Scope.OPERATOR, changes=True, target="user_id", touches=_coverage_changes("StartTrial")
+    ),
     "ListSubscriptions": Rule(Scope.OPERATOR),
-    "EndSubscription": Rule(Scope.OPERATOR, changes=True, target="subscription_id"),
+    "EndSubscription": Rule(
+        Scope.OPERATOR,
+        changes=True,
+        target="subscription_id",
+        touches=_coverage_changes("EndSubscription"),
+    ),
     # devices and sessions (RULES M8, R2)
     "ListDevices": Rule(Scope.TEAM, _user, any_team=True),
     "RemoveDevice": Rule(

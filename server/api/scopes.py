@@ -66,6 +66,20 @@ class EngineLookup:
     def session_teams(self, session_id: str) -> frozenset[str]:
         return self._engine.sessions.lic.session_teams(session_id)
 
+    def coverage_teams(self, request: Any, method: str) -> frozenset[str]:
+        engine = self._engine
+        if method == "EndSubscription":
+            sub = engine.coverages.get(request.subscription_id)
+            if sub is None:
+                return frozenset()  # the use case answers UNKNOWN_SUBSCRIPTION
+            user_id, product_id = sub.user_id, sub.product_id
+        else:
+            user_id, product_id = canonical_user_id(request.user_id), request.product_id
+        lic = engine.sessions.lic
+        return frozenset().union(
+            *(lic.session_teams(s.session_id) for s in lic.sessions_of_user(user_id, product_id))
+        )
+
     def access_teams(self, request: Any, method: str) -> frozenset[str]:
         engine = self._engine
         team = engine.teams.get(request.team_id)

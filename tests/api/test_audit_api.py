@@ -572,3 +572,54 @@ def test_ad2_guest_defaults_turned_off_ending_another_team_s_plugin_is_in_its_tr
         "beta",
         "alpha",
     )
+
+
+def _trail(desk: Desk, team_id: str) -> list[str]:
+    return [e["method"] for e in desk.a("ListAuditEvents", {"team_id": team_id}).get("events", [])]
+
+
+def test_ad2_c2_a_trial_ended_ending_a_teams_session_is_in_that_teams_trail(desk: Desk) -> None:
+    """Cat's trial of Revit ends at the operator's word (AD3): her session goes on
+    under tokens (C2), which poor (5 tokens) cannot pay, so it ends. poor's trail
+    reads the call that ended it (it held only its own calls: the event named no
+    team); alpha's, where Cat runs nothing, does not, nor poor's the trial's start,
+    which touched no session of poor's (Cat opened hers after it)."""
+    desk.team("poor", 5)
+    cat = desk.user("poor", "cat")
+    trial = desk.a("StartTrial", {"user_id": cat, "product_id": "REVIT", "end_time": at(d=7)})
+    session = desk.entitle(cat, "REVIT")
+    desk.to(at(h=3))
+    desk.a("EndSubscription", {"subscription_id": trial["subscription"]["subscription_id"]})
+    ended = desk.heartbeat(cat, session["session_id"])
+    assert ended["end_reason"] == "END_REASON_INSUFFICIENT_TOKENS"
+    assert _trail(desk, "poor") == [
+        "EndSubscription",
+        "ImportUsers",
+        "PurchaseTokens",
+        "CreateTeam",
+    ]
+    assert "EndSubscription" not in _trail(desk, "alpha")
+
+
+def test_ad2_c1_c2_coverage_given_and_ended_is_in_the_trail_of_the_team_that_pays(
+    desk: Desk,
+) -> None:
+    """Ann opens Revit in alpha, which holds 10 tokens for its grace. A subscription
+    granted two minutes later gives the hold back (C1); ended two hours later,
+    alpha holds 10 again (C2). Both calls are in alpha's trail, beside the
+    holds they made and gave back."""
+    ann = desk.user("alpha", "ann")
+    desk.entitle(ann, "REVIT")
+    desk.to(at(m=2))
+    sub = desk.a(
+        "GrantSubscription",
+        {"user_id": ann, "product_id": "REVIT", "start_time": at(m=2), "end_time": at(d=30)},
+    )
+    desk.to(at(h=2))
+    desk.a("EndSubscription", {"subscription_id": sub["subscription"]["subscription_id"]})
+    assert desk.token_moves("alpha")[-3:] == [
+        ("HOLD", 10, at()),
+        ("HOLD_RELEASE", 10, at(m=2)),
+        ("HOLD", 10, at(h=2)),
+    ]
+    assert _trail(desk, "alpha")[:2] == ["EndSubscription", "GrantSubscription"]
