@@ -298,8 +298,14 @@ def _store(store: StorePort | None) -> Iterator[Metric]:
     )
     yield _gauge(
         "tessera_store_commit_queue",
-        "Commits waiting for the store's writer (each a call or a timer waiting)",
+        "Commits waiting for the store's writer or being written (each a call or a timer)",
         group.queued,
+    )
+    yield _gauge(
+        "tessera_store_commit_age_seconds",
+        "Seconds the transaction under way has been writing (0 when none is): one that "
+        "does not get through (another process holding the lock) shows here",
+        group.writing_seconds,
     )
 
 

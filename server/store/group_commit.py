@@ -186,6 +186,11 @@ class GroupCommit(Generic[R]):
         #: when one is due; PostgreSQL: the round trip, the WAL flush included).
         #: The rest of ``stats.seconds`` is writing the rows and waiting for a turn.
         self.syncs = Distribution()
+        #: The transaction under way: its batches, and when it began (metrics: a
+        #: commit that does not get through, another process holding the lock, is
+        #: seen while it waits, not only once it is through).
+        self._writing = 0
+        self._writing_since: float | None = None
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._run(), name=self._name)
@@ -252,13 +257,16 @@ class GroupCommit(Generic[R]):
         if not ops:  # barriers only: everything before them is committed
             _wake(batches, None)
             return stop
-        began = monotonic()
+        began = self._writing_since = monotonic()
+        self._writing = len(batches)
         try:
             plan = plan_writes(ops)
             result = await self._write_through(plan)
         except BaseException as exc:  # a failed write leaves memory ahead of the database
             self._fail(self._abandoned or exc, batches)
             raise
+        finally:
+            self._writing, self._writing_since = 0, None
         _wake(batches, None)  # committed: whatever happens next, they were
         self.commits += 1
         self.stats.observe(sum(len(rows) for _, _, rows in plan), monotonic() - began)
@@ -347,8 +355,15 @@ class GroupCommit(Generic[R]):
 
     @property
     def queued(self) -> int:
-        """Calls waiting for the next transaction (the queue's depth, for metrics)."""
-        return self._queue.qsize()
+        """Calls waiting for their commit: those in the transaction under way and
+        those queued for the next (for metrics and ``store_busy``)."""
+        return self._writing + self._queue.qsize()
+
+    @property
+    def writing_seconds(self) -> float:
+        """How long the transaction under way has been writing (0: none is)."""
+        since = self._writing_since
+        return 0.0 if since is None else monotonic() - since
 
     @property
     def running(self) -> bool:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sqlite3
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import cast
@@ -154,7 +157,7 @@ def test_metrics_endpoint_serves_a_bounded_number_of_connections(metered: Server
     assert fetch(metered)[0] == 200
 
 
-def test_series_count_is_4_per_team_4_per_product_and_79_plus_timer_kinds(
+def test_series_count_is_4_per_team_4_per_product_and_80_plus_timer_kinds(
     metered: ServerThread, ops_desk: Desk
 ) -> None:
     """docs/ops/README.md's count, before the calls' own series (16 per method and
@@ -165,7 +168,7 @@ def test_series_count_is_4_per_team_4_per_product_and_79_plus_timer_kinds(
     d.entitle(d.user("alpha", "ann"))
     m = scrape(metered)
     calls = {k for k in m if k[0].startswith(("tessera_rpc_", "tessera_refusals"))}
-    assert len(m) - len(calls) == 4 * 3 + 4 * 5 + 79 + len(TimerKind)
+    assert len(m) - len(calls) == 4 * 3 + 4 * 5 + 80 + len(TimerKind)
     per_call = [k for k in calls if dict(k[1]).get("method") == "Entitle"]
     assert len(per_call) == 16  # 13 buckets, +Inf, sum, count: one status code so far
 
@@ -234,3 +237,36 @@ async def test_metrics_a_client_that_reads_no_answer_keeps_its_place_no_longer_t
     unread = _Unread()
     await asyncio.wait_for(metrics._answer(reader, cast(asyncio.StreamWriter, unread)), 10)
     assert unread.aborted and metrics._connections == 0
+
+
+def test_metrics_a_commit_that_does_not_get_through_shows_its_age_and_its_waiters(
+    tmp_path: Path,
+) -> None:
+    """Another process holds the SQLite database's lock while a purchase commits: the
+    commit histogram does not move until it gets through, so a stall showed nowhere
+    (the queue gauge counted only calls queued behind it: 0). The transaction under
+    way is now counted in the queue, and its age grows; both fall back once the lock
+    is let go."""
+    db = tmp_path / "t.db"
+    with running(db, metrics_listen="127.0.0.1:0") as srv:
+        desk = Desk(srv.target)
+        desk.team("acme")
+        holder = sqlite3.connect(db, isolation_level=None, timeout=1)
+        holder.execute("BEGIN IMMEDIATE")
+        buying = threading.Thread(target=desk.buy, args=("acme", 5))
+        buying.start()
+        try:
+            deadline = time.monotonic() + 30
+            while value(m := scrape(srv), "tessera_store_commit_age_seconds") < 0.5:
+                assert time.monotonic() < deadline, "no commit under way"
+                time.sleep(0.05)
+            assert value(m, "tessera_store_commit_queue") == 1
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+            buying.join(30)
+        m = scrape(srv)
+        assert value(m, "tessera_store_commit_age_seconds") == 0
+        assert value(m, "tessera_store_commit_queue") == 0
+        assert desk.balance("acme") == (5, 0)
+        desk.close()
