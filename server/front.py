@@ -491,6 +491,7 @@ class Front(grpc.GenericRpcHandler):
         self.heard = now()  # when the back last sent anything
         self.statuses: dict[str, int] = {}  # each service's health, as the back set it
         self.silent = False  # the back unheard for SILENT_AFTER: reported NOT_SERVING
+        self.silent_refused = 0  # calls refused NOT_SERVING while silent (logged after)
         self.started = asyncio.Event()
         self.stopping: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._waiting: dict[int, asyncio.Future[tuple[int, str, Any]]] = {}
@@ -499,11 +500,18 @@ class Front(grpc.GenericRpcHandler):
         self._settings: set[asyncio.Task[None]] = set()
 
     def _on_batch(self, batch: list[tuple[Any, ...]]) -> None:
-        self.heard = self._now()
+        now = self._now()
         if self.silent:
             self.silent = False
+            log.warning(
+                "back_heard",
+                silent_s=round(now - self.heard, 1),
+                refused=self.silent_refused,
+                note="the server answers its front again: its health is back",
+            )
             for service, status in self.statuses.items():
                 self._set_health(service, status)
+        self.heard = now
         waiting = self._waiting
         for item in batch:
             if type(item[0]) is int:
@@ -541,7 +549,13 @@ class Front(grpc.GenericRpcHandler):
         """Report every service NOT_SERVING once the back has been silent for
         ``SILENT_AFTER`` seconds; its next frame puts back what it had set."""
         if not self.silent and self._now() - self.heard > SILENT_AFTER:
-            self.silent = True
+            self.silent, self.silent_refused = True, 0
+            log.warning(
+                "back_silent",
+                silent_s=round(self._now() - self.heard, 1),
+                note="the server has not answered its front (paused, or its loop held): "
+                "health NOT_SERVING, calls refused NOT_SERVING until it is heard",
+            )
             for service in self.statuses:
                 self._set_health(service, NOT_SERVING)
 
@@ -583,6 +597,7 @@ class Front(grpc.GenericRpcHandler):
         async def forward(body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
             refusal: NotServing | Overloaded | None = None
             if self.silent:  # its health says NOT_SERVING: a client waits, or goes elsewhere
+                self.silent_refused += 1
                 silent_for = round(self._now() - self.heard, 1)
                 refusal = NotServing(SILENT, retry_after_seconds=ALIVE_EVERY, silent_s=silent_for)
             elif admission is not None:

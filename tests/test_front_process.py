@@ -28,6 +28,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
+from structlog.testing import capture_logs
 
 from benchmarks.h2load_heartbeat import open_session
 from client_sdk import errors as sdk_errors
@@ -429,14 +430,18 @@ async def test_front_process_a_call_while_its_server_is_silent_is_unavailable_at
     so (reason NOT_SERVING, a RetryInfo of a second: the back's next sign of life),
     so the SDK knows nothing was done and sends it again, even a change without a
     request id, where a bare UNAVAILABLE would leave its outcome unknown. Once the
-    back is heard again, calls go through."""
+    back is heard again, calls go through. The silence and the calls refused in it
+    are logged (``back_silent``, then ``back_heard`` with their count): nothing
+    said so."""
     clock = SecondsClock()
     front, gate = Front(now=clock), _HoldingGate()
     async with _front_and_back(front, gate) as (_, channel):
         heartbeat = channel.unary_unary("/tessera.v1.LicensingService/Heartbeat")
         clock.t += SILENT_AFTER + 0.1
-        front.look()
+        with capture_logs() as silence:
+            front.look()
         assert front.silent
+        assert [(x["event"], x["silent_s"]) for x in silence] == [("back_silent", 3.1)]
         refused = heartbeat(b"")
         assert await refused.code() == grpc.StatusCode.UNAVAILABLE
         assert "has not answered its front for over 3 s" in await refused.details()
@@ -449,7 +454,12 @@ async def test_front_process_a_call_while_its_server_is_silent_is_unavailable_at
         assert isinstance(error, sdk_errors.Unavailable) and error.retry_after == 1.0
         assert _not_done(error)  # the SDK's test for "nothing was done: send it again"
         assert gate.entered == 0
-        front._on_batch([("alive",)])  # heard again
+        clock.t += 0.9
+        with capture_logs() as heard:
+            front._on_batch([("alive",)])  # heard again
+        assert [(x["event"], x["silent_s"], x["refused"]) for x in heard] == [
+            ("back_heard", 4.0, 1)
+        ]
         taken = heartbeat(b"")
         for _ in range(200):
             if gate.entered == 1:
