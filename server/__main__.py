@@ -8,11 +8,15 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+import structlog
+
 from server import app, logs
 from server.config import Config, parse_args
 from server.listen import StartRefused
 from server.loops import LoopUnavailable, loop_factory
 from server.tools import COMMANDS
+
+log = structlog.get_logger()
 
 
 def commands_help() -> str:
@@ -39,7 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
             return runner.run(_serve(config))
     except (OSError, LoopUnavailable, StartRefused) as exc:
-        # One line, no traceback: what is wrong and what to do is in the message.
+        # One line, no traceback: what is wrong and what to do is in the message; the
+        # log says it too, for a reader of the JSON lines alone (a log collector).
+        log.error("stopped_on_error", error=str(exc), exit_code=1)
         print(f"tessera-server: {exc}", file=sys.stderr)
         return 1
 

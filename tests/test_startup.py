@@ -338,6 +338,10 @@ def test_issue12_h4_8b_a_db_that_is_no_database_is_refused_before_anything_is_do
         "database, or a new file's name to make one"
     ]
     assert "Traceback" not in result.stdout
+    # A log collector reading the JSON lines alone reads the same words, as an error.
+    (*_, last) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert (last["event"], last["level"], last["exit_code"]) == ("stopped_on_error", "error", 1)
+    assert f"tessera-server: {last['error']}" == result.stderr.strip()
     assert stat.S_IMODE(db.stat().st_mode) == mode
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"]
 

@@ -262,7 +262,8 @@ def test_store_a_lone_server_whose_write_fails_answers_unavailable_and_stops(
     assert "same request_id" in cut.message
     assert full.wait() == 1  # on its own: nobody sent a signal
     assert [line["event"] for line in full.lines if line.get("level") == "error"] == [
-        "store_failed"
+        "store_failed",
+        "stopped_on_error",
     ]
 
     mended = start(processes, db)
