@@ -27,7 +27,7 @@ from portal.pages import (
     refused,
     violations,
 )
-from portal.web import Session, form, href, render, signed_in
+from portal.web import Session, form, href, redirect, render, signed_in
 from tessera_api.tessera.v1 import common_pb2
 
 PLATFORMS = (
@@ -77,7 +77,25 @@ def _filled(product: common_pb2.Product) -> FormData:
     fields += [("platforms", common_pb2.Platform.Name(p)) for p in product.platforms]
     if product.idle_aware:
         fields.append(("idle_aware", "on"))
+    # And the product as the page drew it, in hidden fields: the save applies only the
+    # fields changed here (``_save_product``), and a refused form carries them on.
+    fields += [("shown", "1"), *((f"{SHOWN}{name}", value) for name, value in fields)]
     return FormData(fields)
+
+
+#: The prefix of the rate sheet's hidden fields that hold the product as its page drew it.
+SHOWN = "shown_"
+
+#: The product's fields a Change form may change, each with its words (a plugin's host
+#: goes with its kind: one is never applied without the other).
+PRODUCT_FIELDS = (
+    (("display_name",), "name"),
+    (("daily_rate",), "tokens a day"),
+    (("kind", "host_product_id"), "kind"),
+    (("platforms",), "platforms"),
+    (("min_linux_version",), "oldest Linux release"),
+    (("idle_aware",), "idle-aware"),
+)
 
 
 #: A blank "Tokens a day" is refused: a free product says 0 (RULES P1), never by omission.
@@ -115,16 +133,71 @@ def _product(data: FormData) -> tuple[common_pb2.Product, dict[str, str]]:
 
 
 async def _save_product(request: Request, session: Session, data: FormData) -> Response:
+    """UpsertProduct, which replaces the whole product. A Change form (``?edit=``) says
+    how its page drew the product (``_shown``): only the fields changed on it are
+    applied, on top of the product as the rate sheet holds it now, so a field another
+    operator changed since (a new rate, P1) stays, unless this form changed it too (the
+    last change wins). A form that does not say (the blank one, an older page, a form
+    posted by hand) is the whole product, as typed."""
     product, errors = _product(data)
     if errors:
         return await again(request, session, products, errors)
+    shown = _shown(data)
+    now: common_pb2.Product | None = None
+    if shown is not None and shown.product_id == product.product_id:
+        try:
+            sheet = await rate_sheet(session)
+        except TesseraError as exc:
+            passed_on(exc)
+            return await again(request, session, products, {}, exc)
+        now = next((p for p in sheet if p.product_id == product.product_id), None)
+    if shown is None or now is None:
+        return await change(
+            request,
+            session,
+            products,
+            session.client.upsert_product(product),
+            f"Product {product.product_id} saved.",
+            "/products",
+        )
+    changed = [(names, words) for names, words in PRODUCT_FIELDS if _differ(product, shown, names)]
+    if not changed:
+        session.flash.append(f"Product {product.product_id}: nothing changed.")
+        return redirect("/products")
+    saved = common_pb2.Product()
+    saved.CopyFrom(now)
+    for names, _ in changed:
+        for name in names:
+            saved.ClearField(name)
+        saved.MergeFrom(common_pb2.Product(**{n: getattr(product, n) for n in names}))
     return await change(
         request,
         session,
         products,
-        session.client.upsert_product(product),
-        f"Product {product.product_id} saved.",
+        session.client.upsert_product(saved),
+        f"Product {product.product_id} saved. Changed: {', '.join(w for _, w in changed)}.",
         "/products",
+    )
+
+
+def _shown(data: FormData) -> common_pb2.Product | None:
+    """The product as a Change form's page drew it (its hidden ``shown_`` fields, read as
+    the form is), or None for a form without them or with one that cannot be read."""
+    if data.get("shown") != "1":
+        return None
+    drawn = FormData([(k[len(SHOWN) :], v) for k, v in data.multi_items() if k.startswith(SHOWN)])
+    product, errors = _product(drawn)
+    return None if errors else product
+
+
+def _differ(one: common_pb2.Product, other: common_pb2.Product, names: tuple[str, ...]) -> bool:
+    """Whether the two products differ in any of the fields ``names`` (platforms in any
+    order)."""
+    return any(
+        sorted(getattr(one, n)) != sorted(getattr(other, n))
+        if n == "platforms"
+        else getattr(one, n) != getattr(other, n)
+        for n in names
     )
 
 

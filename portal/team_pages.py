@@ -47,7 +47,7 @@ from portal.pages import (
     status_of,
     team_page,
 )
-from portal.web import Session, form, render, signed_in, team_url
+from portal.web import Session, form, redirect, render, signed_in, team_url
 from tessera_api.tessera.v1 import common_pb2
 
 ALERT_KINDS = {
@@ -519,8 +519,8 @@ def _line_of(user: common_pb2.UserSummary) -> str:
 
 
 def _chosen_products(data: FormData) -> tuple[list[str], bool]:
-    """The form's choice: "All products" ticked wins over the products also ticked
-    (the member page ticks a member's own), which the server refuses beside it (A3)."""
+    """By User's add form's choice: "All products" ticked wins over the products also
+    ticked, which the server refuses beside it (A3)."""
     if data.get("all_products") == "on":
         return [], True
     return [str(p) for p in data.getlist("product_ids")], False
@@ -601,18 +601,79 @@ async def member(request: Request, session: Session, team_id: str) -> dict[str, 
 
 
 async def _member_products(request: Request, session: Session, data: FormData) -> Response:
+    """SetUserProducts of what this administrator changed on the page, on top of the
+    member's products as they are now (GetMember): a product another administrator
+    added or took away since the page was drawn stays so, and none of the member's
+    sessions ends (A6) for a product this form did not untick. The form carries what
+    its page showed (``_shown_ids``); one without it counts every box as changed."""
     team_id, user_id = request.path_params["team_id"], named(request, "user")
-    product_ids, all_products = _chosen_products(data)
+    back = team_url(team_id, "/member", user=user_id)
+    try:
+        now = await session.client.get_member(team_id, user_id)
+    except TesseraError as exc:
+        passed_on(exc)
+        return await again(request, session, member, {}, exc)
+    shown = _shown_ids(data)
+    ticked = [str(p) for p in data.getlist("product_ids")]
+    product_ids, added, removed = _merged(
+        now.product_ids, now.product_ids if shown is None else shown, ticked
+    )
+    all_ticked = data.get("all_products") == "on"
+    all_shown = now.all_products if shown is None else data.get("shown_all_products") == "on"
+    all_products = all_ticked if all_ticked != all_shown else now.all_products
+    if not added and not removed and all_ticked == all_shown:
+        session.flash.append(f"Products of {user_id}: nothing changed.")
+        return redirect(back)
+    names = await product_names(session)
+    said = _changes(names, added, removed)
+    if all_ticked != all_shown:
+        said.insert(0, "All products: " + ("yes." if all_ticked else "no."))
     return await change(
         request,
         session,
         member,
         session.client.set_user_products(
-            team_id, user_id, product_ids=product_ids, all_products=all_products
+            team_id,
+            user_id,
+            # All products grants every product: the server takes one or the other (A3).
+            product_ids=[] if all_products else product_ids,
+            all_products=all_products,
         ),
-        f"Products of {user_id} changed.",
-        team_url(team_id, "/member", user=user_id),
+        " ".join([f"Products of {user_id} changed.", *said]),
+        back,
     )
+
+
+def _shown_ids(data: FormData) -> list[str] | None:
+    """The products a member's or the default assignments' form showed ticked when its
+    page was drawn (its hidden ``shown_product_ids``), or None when the form carries
+    none (a page drawn before the portal sent them, a form posted by hand)."""
+    if data.get("shown") != "1":
+        return None
+    return [str(p) for p in data.getlist("shown_product_ids")]
+
+
+def _merged(
+    now: Sequence[str], shown: Sequence[str], ticked: Sequence[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """The products after a form's change, with what it added and what it took away:
+    those ticked that its page did not show are added to the products as they are now,
+    those it showed that are no longer ticked are taken away, and the rest stays as it
+    is now (another administrator's change since the page was drawn included). A form
+    that showed ``now`` gives what is ticked."""
+    added = [p for p in dict.fromkeys(ticked) if p not in shown]
+    removed = [p for p in dict.fromkeys(shown) if p not in ticked]
+    kept = [p for p in now if p not in removed]
+    return kept + [p for p in added if p not in kept], added, removed
+
+
+def _changes(names: dict[str, str], added: Sequence[str], removed: Sequence[str]) -> list[str]:
+    """What a products form changed, in sentences: the products added and taken away."""
+    said = []
+    for ids, what in ((added, "Added"), (removed, "Taken away")):
+        if ids:
+            said.append(f"{what}: {', '.join(names.get(p, p) for p in ids)}.")
+    return said
 
 
 member_products = form(_member_products)
@@ -922,15 +983,32 @@ async def defaults(request: Request, session: Session, team_id: str) -> dict[str
 
 
 async def _set_defaults(request: Request, session: Session, data: FormData) -> Response:
+    """SetDefaultAssignments of what this administrator changed on the page, on top of
+    the team's default set as it is now (GetTeam), as a member's products form does
+    (``_merged``): a default another administrator set since the page was drawn stays,
+    and so do the sessions it pays for (A4, A6)."""
     team_id = request.path_params["team_id"]
-    product_ids = [str(p) for p in data.getlist("product_ids")]
+    back = team_url(team_id, "/defaults")
+    try:
+        now = (await session.client.get_team(team_id)).default_product_ids
+    except TesseraError as exc:
+        passed_on(exc)
+        return await again(request, session, defaults, {}, exc)
+    shown = _shown_ids(data)
+    ticked = [str(p) for p in data.getlist("product_ids")]
+    product_ids, added, removed = _merged(now, now if shown is None else shown, ticked)
+    if not added and not removed:
+        session.flash.append("Default assignments: nothing changed.")
+        return redirect(back)
+    said = _changes(await product_names(session), added, removed)
+    done = "Default assignments saved." if product_ids else "Default assignments turned off."
     return await change(
         request,
         session,
         defaults,
         session.client.set_default_assignments(team_id, product_ids),
-        "Default assignments saved." if product_ids else "Default assignments turned off.",
-        team_url(team_id, "/defaults"),
+        " ".join([done, *said]),
+        back,
     )
 
 
@@ -943,20 +1021,55 @@ PLANS = {"standard": common_pb2.PLAN_STANDARD, "premium": common_pb2.PLAN_PREMIU
 async def _operator_settings(request: Request, session: Session, data: FormData) -> Response:
     """A8 and A5, the operator's ("contact support", the guide says to a team's
     administrator): the team's plan, and whether guests get the default assignments.
-    A team administrator's form is refused by the server (OPERATOR_ONLY), in words."""
+    A team administrator's form is refused by the server (OPERATOR_ONLY), in words. The
+    form carries what its page showed (``shown_plan``, ``shown_guest_defaults``): only
+    what was changed on it is sent, so another operator's change since stays."""
     team_id = request.path_params["team_id"]
+    back = team_url(team_id, "/defaults")
     plan = PLANS.get(str(data.get("plan", "")))
     if plan is None:
         return await again(request, session, defaults, {"plan": "Choose Standard or Premium."})
+    guests = data.get("guest_defaults") == "on"
+    shown_plan = PLANS.get(str(data.get("shown_plan", "")))
+    if shown_plan is None:  # a form that does not say what its page showed: both are sent
+        return await change(
+            request,
+            session,
+            defaults,
+            session.client.update_team_settings(
+                team_id, plan=plan, guest_default_assignments=guests
+            ),
+            "Plan and guests' default assignments saved.",
+            back,
+        )
+    # UpdateTeamSettings leaves what it is not given: a plan unspecified, no guests.
+    new_plan = plan if plan != shown_plan else None
+    new_guests = guests if guests != (data.get("shown_guest_defaults") == "on") else None
+    if new_plan is None and new_guests is None:
+        session.flash.append("Plan and guests: nothing changed.")
+        return redirect(back)
+    said = []
+    if new_plan is not None:
+        said.append(
+            f"Plan set to {'Premium' if new_plan == common_pb2.PLAN_PREMIUM else 'Standard'}."
+        )
+    if new_guests is not None:
+        said.append(
+            "Guests now get the default assignments."
+            if new_guests
+            else "Guests no longer get the default assignments."
+        )
     return await change(
         request,
         session,
         defaults,
         session.client.update_team_settings(
-            team_id, plan=plan, guest_default_assignments=data.get("guest_defaults") == "on"
+            team_id,
+            plan=common_pb2.PLAN_UNSPECIFIED if new_plan is None else new_plan,
+            guest_default_assignments=new_guests,
         ),
-        "Plan and guests' default assignments saved.",
-        team_url(team_id, "/defaults"),
+        " ".join(said),
+        back,
     )
 
 
