@@ -186,10 +186,23 @@ async def _move(request: Request, session: Session, data: FormData) -> Response:
         request,
         session,
         move_pack,
-        _move_pack(session.client, team_id, pack_id, to_team_id),
-        f"Pack {pack_id} moved to {to_team_id}.",
+        _moved(session.client, team_id, pack_id, to_team_id),
+        str,
         team_url(team_id),
     )
+
+
+async def _moved(client: AsyncAdminClient, team_id: str, pack_id: str, to_team_id: str) -> str:
+    """What the move did, in words: moved; or not, the pack having been moved by another
+    administrator since the page was drawn (``PACK_MOVED``: it is no longer this team's,
+    so the overview, not this pack's page, says so)."""
+    try:
+        await _move_pack(client, team_id, pack_id, to_team_id)
+    except FailedPrecondition as exc:
+        if exc.reason != "PACK_MOVED":
+            raise
+        return MOVED_MEANWHILE.format(team=exc.metadata.get("team_id", "another team"))
+    return f"Pack {pack_id} moved to {to_team_id}."
 
 
 move_token_pack = form(_move)
@@ -203,8 +216,8 @@ async def _move_pack(
     the key does not manage (``NOT_TEAM_ADMIN`` naming it: on this team's page, "You do
     not manage this team" would name the wrong one)."""
     await _pack_here(client, team_id, pack_id)
-    try:
-        return await client.move_token_pack(pack_id, to_team_id)
+    try:  # from this team only: a move by another administrator since is not undone
+        return await client.move_token_pack(pack_id, to_team_id, from_team_id=team_id)
     except PermissionDenied as exc:
         if exc.reason != "NOT_TEAM_ADMIN" or exc.metadata.get("team_id") != to_team_id:
             raise
@@ -223,6 +236,10 @@ async def _move_pack(
 
 
 NOT_DESTINATION = "You do not manage team {team}: a pack moves only to a team you manage."
+MOVED_MEANWHILE = (
+    "This pack was moved to {team} by another administrator since this page was drawn: "
+    "nothing was moved."
+)
 HAS_HOLDS = (
     "This pack cannot move now: {held} are on hold for sessions started in the last few "
     "minutes (their grace period). Try again in a few minutes, once the hold is charged "
@@ -689,7 +706,7 @@ async def _member_guest(request: Request, session: Session, data: FormData) -> R
     the invitation went out rather than leave it to be found in the outbox."""
     team_id, user_id = request.path_params["team_id"], named(request, "user")
     guest = data.get("guest") == "on"
-    try:  # a member still: AssignUsers would add anyone else (a removal since the page)
+    try:  # a member still (read to tell an expired invitation: see below)
         found = await session.client.get_member(team_id, user_id)
     except TesseraError as exc:
         passed_on(exc)
@@ -703,7 +720,8 @@ async def _member_guest(request: Request, session: Session, data: FormData) -> R
         request,
         session,
         member,
-        session.client.assign_users(team_id, [user_id], guest=guest),
+        # members_only: one removed since GetMember is refused, never added back
+        session.client.assign_users(team_id, [user_id], guest=guest, members_only=True),
         lambda members: _invited_again(said, members) if expired else said,
         team_url(team_id, "/member", user=user_id),
     )

@@ -303,3 +303,69 @@ def test_p1_portal_rate_sheet_change_from_an_older_form_keeps_another_operators_
         "daily_rate": "12",
         "platforms": ["PLATFORM_WINDOWS", "PLATFORM_LINUX"],
     }
+
+
+def test_a5_portal_save_guest_adds_back_no_one_another_admin_removed_meanwhile(
+    world: World, two: tuple[TestClient, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alice ticks "guest" on Carl's page; between the form's read of Carl (GetMember)
+    and its AssignUsers, the operator removes Carl from alpha. AssignUsers added him
+    back, as a guest, and the page said "now a guest": the removal was undone. The
+    form now asks for members only (``members_only``): Carl stays out, and the page
+    says he is no longer in the team."""
+    from client_sdk.admin import AsyncAdminClient
+
+    _, alice = two
+    page = alice.get(MEMBER)
+    read = AsyncAdminClient.get_member
+
+    async def read_then_removed(self: AsyncAdminClient, team_id: str, user_id: str) -> Any:
+        member = await read(self, team_id, user_id)
+        monkeypatch.undo()  # once: the form's read
+        world.a("UnassignUser", {"team_id": team_id, "user_id": user_id})
+        return member
+
+    monkeypatch.setattr(AsyncAdminClient, "get_member", read_then_removed)
+    answer = alice.post(
+        f"/teams/alpha/member/guest?user={CARL}", data={"csrf": csrf_of(page.text), "guest": "on"}
+    )
+    members = [m["user_id"] for m in world.a("ListMembers", {"team_id": "alpha"})["members"]]
+    assert CARL not in members
+    assert answer.status_code == 404
+    assert "There is no such user in this team." in unescape(answer.text)
+
+
+def test_t5_portal_a_move_from_an_older_page_undoes_no_other_administrator_s_move(
+    world: World, two: tuple[TestClient, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator moves one of alpha's packs to gamma; between the form's check that
+    the pack is alpha's and its MoveTokenPack, Bert (a key for alpha and beta) moves it
+    to beta. The move took it out of beta, undoing Bert's. It now names the team it
+    moves from (``from_team_id``): refused, in words, and the pack stays in beta."""
+    from client_sdk.admin import AsyncAdminClient
+
+    world.desk.team("gamma")
+    operator, _ = two
+    bert = world.a("CreateAdminKey", {"display_name": "Bert", "team_ids": ["alpha", "beta"]})
+    pack = world.desk.buy("alpha", 300)["pack_id"]
+    page = operator.get(f"/teams/alpha/packs/move?pack={pack}")
+    listed = AsyncAdminClient.list_token_packs
+
+    async def listed_then_moved(self: AsyncAdminClient, team_id: str) -> Any:
+        packs = await listed(self, team_id)
+        monkeypatch.undo()  # once: the form's check
+        body = {"pack_id": pack, "to_team_id": "beta"}
+        world.desk.admin("tessera.v1.AdminService/MoveTokenPack", body, token=bert["admin_key"])
+        return packs
+
+    monkeypatch.setattr(AsyncAdminClient, "list_token_packs", listed_then_moved)
+    answer = operator.post(
+        f"/teams/alpha/packs/move?pack={pack}",
+        data={"csrf": csrf_of(page.text), "to_team_id": "gamma"},
+    )
+    assert pack in [p["pack_id"] for p in world.desk.packs("beta")]
+    assert world.desk.packs("gamma") == []
+    assert _flash(answer.text) == [
+        "This pack was moved to beta by another administrator since this page was drawn: "
+        "nothing was moved."
+    ]
