@@ -27,6 +27,8 @@ from tests.support import ADMIN_TOKEN
 CARL = "carl@example.com"
 MEMBER = f"/teams/alpha/member?user={CARL}"
 MEMBER_PRODUCTS = f"/teams/alpha/member/products?user={CARL}"
+DEFAULTS = "/teams/alpha/defaults"
+SETTINGS = "/teams/alpha/settings"
 
 
 def _flash(html: str) -> list[str]:
@@ -56,6 +58,16 @@ def operators(world: World) -> Iterator[tuple[TestClient, TestClient]]:
     """Two browsers signed in with the operator's token."""
     with _browser(world) as one, _browser(world) as other:
         yield one, other
+
+
+def _older_then(
+    stale: TestClient, fresh: TestClient, page: str, action: str, **change: Any
+) -> tuple[str, Any]:
+    """``page`` as ``stale`` draws it now (its form sent later, from an older page), and
+    ``fresh``'s answer to its form ``action`` sent at once from the page drawn now, with
+    ``change`` (``_send``'s ticks, unticks and typed fields)."""
+    older = stale.get(page).text
+    return older, _send(fresh, fresh.get(page).text, action, **change)
 
 
 def _send(
@@ -121,8 +133,9 @@ def test_a6_portal_member_products_from_an_older_page_keep_another_admins_produc
     operator, from the page drawn before, adds Viewer and takes Revit away: AutoCAD is
     kept and Carl's AutoCAD runs on; what the operator changed is said and made."""
     operator, alice = two
-    older = operator.get(MEMBER).text
-    first = _send(alice, alice.get(MEMBER).text, MEMBER_PRODUCTS, tick=(("product_ids", "ACAD"),))
+    older, first = _older_then(
+        operator, alice, MEMBER, MEMBER_PRODUCTS, tick=(("product_ids", "ACAD"),)
+    )
     acad = world.desk.entitle(CARL, "ACAD", device_id="dev-c")
     second = _send(
         operator,
@@ -163,8 +176,9 @@ def test_a6_portal_member_all_products_from_an_older_page_keep_another_admins_ch
     drawn before (Revit only, all products unticked), adds Viewer: all products stays,
     as only Viewer was changed there, and Carl's AutoCAD runs on."""
     operator, alice = two
-    older = operator.get(MEMBER).text
-    first = _send(alice, alice.get(MEMBER).text, MEMBER_PRODUCTS, tick=(("all_products", "on"),))
+    older, first = _older_then(
+        operator, alice, MEMBER, MEMBER_PRODUCTS, tick=(("all_products", "on"),)
+    )
     acad = world.desk.entitle(CARL, "ACAD", device_id="dev-c")
     second = _send(operator, older, MEMBER_PRODUCTS, tick=(("product_ids", "VIEWER"),))
     assert _member(world) == ([], True)
@@ -180,29 +194,23 @@ def test_a4_portal_default_assignments_from_an_older_page_keep_another_admins_de
     and Carl (Revit only) starts AutoCAD through it. The operator, from the page drawn
     before, ticks Viewer: the set is AutoCAD and Viewer, and Carl's AutoCAD runs on."""
     operator, alice = two
-    older = operator.get("/teams/alpha/defaults").text
-    first = _send(
-        alice,
-        alice.get("/teams/alpha/defaults").text,
-        "/teams/alpha/defaults",
-        tick=(("product_ids", "ACAD"),),
-    )
+    older, first = _older_then(operator, alice, DEFAULTS, DEFAULTS, tick=(("product_ids", "ACAD"),))
     acad = world.desk.entitle(CARL, "ACAD", device_id="dev-c")
-    second = _send(operator, older, "/teams/alpha/defaults", tick=(("product_ids", "VIEWER"),))
+    second = _send(operator, older, DEFAULTS, tick=(("product_ids", "VIEWER"),))
     assert sorted(_team(world)["default_product_ids"]) == ["ACAD", "VIEWER"]
     assert _session(world, acad["session_id"]) == ("SESSION_STATE_ACTIVE", "")
     assert _flash(first.text) == ["Default assignments saved. Added: AutoCAD."]
     assert _flash(second.text) == ["Default assignments saved. Added: Viewer."]
 
     # Unticking only what the page showed takes only that away.
-    page = operator.get("/teams/alpha/defaults").text
+    page = operator.get(DEFAULTS).text
     world.a(
         "SetDefaultAssignments", {"team_id": "alpha", "product_ids": ["ACAD", "VIEWER", "REVIT"]}
     )
-    third = _send(operator, page, "/teams/alpha/defaults", untick=(("product_ids", "VIEWER"),))
+    third = _send(operator, page, DEFAULTS, untick=(("product_ids", "VIEWER"),))
     assert _flash(third.text) == ["Default assignments saved. Taken away: Viewer."]
     assert sorted(_team(world)["default_product_ids"]) == ["ACAD", "REVIT"]
-    unchanged = _send(operator, older, "/teams/alpha/defaults")
+    unchanged = _send(operator, older, DEFAULTS)
     assert _flash(unchanged.text) == ["Default assignments: nothing changed."]
     assert sorted(_team(world)["default_product_ids"]) == ["ACAD", "REVIT"]
 
@@ -214,14 +222,8 @@ def test_a5_portal_guests_from_an_older_settings_page_keep_another_operators_pla
     makes it Premium; the other, from the page drawn before, only ticks "Guests get the
     default assignments too": alpha stays Premium, and its guests get the defaults."""
     one, other = operators
-    older = other.get("/teams/alpha/defaults").text
-    first = _send(
-        one,
-        one.get("/teams/alpha/defaults").text,
-        "/teams/alpha/settings",
-        typed={"plan": "premium"},
-    )
-    second = _send(other, older, "/teams/alpha/settings", tick=(("guest_defaults", "on"),))
+    older, first = _older_then(other, one, DEFAULTS, SETTINGS, typed={"plan": "premium"})
+    second = _send(other, older, SETTINGS, tick=(("guest_defaults", "on"),))
     team = _team(world)
     assert (team["plan"], team.get("guest_default_assignments")) == ("PLAN_PREMIUM", True)
     assert _flash(first.text) == ["Plan set to Premium."]
@@ -229,7 +231,7 @@ def test_a5_portal_guests_from_an_older_settings_page_keep_another_operators_pla
 
     # Sent from that older page with nothing changed: said so, and nothing sent.
     before = _audited(world, "UpdateTeamSettings")
-    unchanged = _send(other, older, "/teams/alpha/settings")
+    unchanged = _send(other, older, SETTINGS)
     assert _flash(unchanged.text) == ["Plan and guests: nothing changed."]
     assert _audited(world, "UpdateTeamSettings") == before
     team = _team(world)
@@ -242,14 +244,8 @@ def test_a8_portal_plan_from_an_older_settings_page_keeps_another_operators_gues
     """One operator gives alpha's guests the default assignments; the other, from the
     page drawn before, only makes alpha Premium: guests keep the defaults."""
     one, other = operators
-    older = other.get("/teams/alpha/defaults").text
-    _send(
-        one,
-        one.get("/teams/alpha/defaults").text,
-        "/teams/alpha/settings",
-        tick=(("guest_defaults", "on"),),
-    )
-    second = _send(other, older, "/teams/alpha/settings", typed={"plan": "premium"})
+    older, _ = _older_then(other, one, DEFAULTS, SETTINGS, tick=(("guest_defaults", "on"),))
+    second = _send(other, older, SETTINGS, typed={"plan": "premium"})
     team = _team(world)
     assert (team["plan"], team.get("guest_default_assignments")) == ("PLAN_PREMIUM", True)
     assert _flash(second.text) == ["Plan set to Premium."]
@@ -278,8 +274,9 @@ def test_p1_portal_rate_sheet_change_from_an_older_form_keeps_another_operators_
     the form drawn before, only renames it: the rate stays 99. When the other changes
     the rate too, theirs wins (the last change)."""
     one, other = operators
-    older = other.get("/products?edit=ACAD").text
-    first = _send(one, one.get("/products?edit=ACAD").text, "/products", typed={"daily_rate": "99"})
+    older, first = _older_then(
+        other, one, "/products?edit=ACAD", "/products", typed={"daily_rate": "99"}
+    )
     second = _send(other, older, "/products", typed={"display_name": "AutoCAD 2026"})
     assert _acad(world) == {**ACAD, "display_name": "AutoCAD 2026", "daily_rate": "99"}
     assert _flash(first.text) == ["Product ACAD saved. Changed: tokens a day."]
