@@ -47,7 +47,7 @@ from server.domain.meta import MetaValue
 from server.domain.terms import LEASE, Terms
 from server.engine import Engine
 from server.engine.core import TEST_CLOCK_KEY
-from server.front import Back
+from server.front import SILENT_AFTER, Back
 from server.ha import secrets
 from server.ha.election import Election, NodeIdInUse
 from server.ha.gate import Gate, GenericOnly, NodeInfo, Term, handlers
@@ -632,7 +632,13 @@ class TesseraServer:
         error, for a supervisor to start both again (``server/front.py``)."""
         code = ended.result()
         log.error("front_process_ended", exit_code=code)
-        how = "killed by a signal" if code is None or code < 0 else f"exit code {code}"
+        front = self._front
+        if front is not None and front.killed:  # by this process: it had gone silent
+            how = f"killed by the server: it answered nothing for {SILENT_AFTER:g} s"
+        elif code is None or code < 0:
+            how = "killed by a signal"
+        else:
+            how = f"exit code {code}"
         self.failure = StartRefused(
             f"the front process (--front-process) ended unasked ({how}): "
             "the server stops; start it again"

@@ -147,6 +147,8 @@ def test_h2_a_paused_front_is_killed_by_its_back_and_the_server_stops(tmp_path: 
         (silent,) = [line for line in server.lines if line.get("event") == "front_process_silent"]
         assert silent["pid"] == pid and silent["seconds"] >= SILENT_AFTER
         assert events[-2:] == ["stopped", "stopped_on_error"]  # the store closed, then why
+        # Said as it was: the server killed it, no stranger's signal.
+        assert "(killed by the server: it answered nothing for 3 s)" in server.lines[-1]["error"]
     finally:
         _resume(pid)
         if server.proc is not None and server.proc.poll() is None:
