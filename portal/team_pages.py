@@ -627,6 +627,7 @@ async def _member_products(request: Request, session: Session, data: FormData) -
     back = team_url(team_id, "/member", user=user_id)
     try:
         now = await session.client.get_member(team_id, user_id)
+        names = await product_names(session)
     except TesseraError as exc:
         passed_on(exc)
         return await again(request, session, member, {}, exc)
@@ -641,7 +642,6 @@ async def _member_products(request: Request, session: Session, data: FormData) -
     if not added and not removed and all_ticked == all_shown:
         session.flash.append(f"Products of {user_id}: nothing changed.")
         return redirect(back)
-    names = await product_names(session)
     said = _changes(names, added, removed)
     if all_ticked != all_shown:
         said.insert(0, "All products: " + ("yes." if all_ticked else "no."))
@@ -1009,6 +1009,7 @@ async def _set_defaults(request: Request, session: Session, data: FormData) -> R
     back = team_url(team_id, "/defaults")
     try:
         now = (await session.client.get_team(team_id)).default_product_ids
+        names = await product_names(session)
     except TesseraError as exc:
         passed_on(exc)
         return await again(request, session, defaults, {}, exc)
@@ -1018,7 +1019,7 @@ async def _set_defaults(request: Request, session: Session, data: FormData) -> R
     if not added and not removed:
         session.flash.append("Default assignments: nothing changed.")
         return redirect(back)
-    said = _changes(await product_names(session), added, removed)
+    said = _changes(names, added, removed)
     done = "Default assignments saved." if product_ids else "Default assignments turned off."
     return await change(
         request,

@@ -533,12 +533,15 @@ class Front(grpc.GenericRpcHandler):
         this loop: the back would take a front held that long for hung and kill it
         (``Back.look``), stopping the server. Written here once the back is gone."""
         transport = self.link.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self._loop.is_closed():
             logs.write_line(line)
         elif threading.get_ident() == self._thread:
             self.link.send(("log", line))
         else:
-            self._loop.call_soon_threadsafe(self.link.send, ("log", line))
+            try:
+                self._loop.call_soon_threadsafe(self.link.send, ("log", line))
+            except RuntimeError:  # the loop closed meanwhile
+                logs.write_line(line)
 
     def _set_health(self, service: str, status: int) -> None:
         setting = asyncio.get_running_loop().create_task(self.health.set(service, status))

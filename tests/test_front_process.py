@@ -16,6 +16,7 @@ import os
 import select
 import signal
 import socket
+import threading
 import time
 import types
 from collections.abc import Callable, Iterator
@@ -562,3 +563,34 @@ def test_front_process_h1_a_draining_server_elected_stays_not_serving(pg_url: st
         for server in (active, standby):
             if server is not None and server.proc is not None and server.proc.poll() is None:
                 server.kill()
+
+
+class _OpenTransport:
+    """A link's transport still open (as the front's is when its loop closes at exit)."""
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_front_process_a_line_logged_once_its_loop_has_closed_is_written_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The front's lines go to the back over the link while its loop runs; once the
+    loop has closed (the front ending, its link still open), a line logged on its
+    thread or another is written by the front itself, never an exception into
+    whoever logged (it was: "Event loop is closed")."""
+    written: list[str | bytes] = []
+    monkeypatch.setattr(front_module.logs, "write_line", written.append)
+    loop = asyncio.new_event_loop()
+
+    async def made() -> Front:
+        return Front()
+
+    front = loop.run_until_complete(made())
+    front.link.transport = cast(asyncio.WriteTransport, _OpenTransport())
+    loop.close()
+    front.say_line(b'{"event": "here"}')
+    elsewhere = threading.Thread(target=front.say_line, args=(b'{"event": "there"}',))
+    elsewhere.start()
+    elsewhere.join()
+    assert written == [b'{"event": "here"}', b'{"event": "there"}']

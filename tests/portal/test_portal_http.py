@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
+import grpc
 import httpx2
 import pytest
 from starlette.testclient import TestClient
 
 from client_sdk import RetryPolicy
 from client_sdk.admin import AsyncAdminClient
-from client_sdk.errors import ServerError
+from client_sdk.errors import ServerError, Unavailable
 from portal import operator_pages, pages, present, serve, team_pages
 from portal import web as portal_web
 from portal.app import create_app
@@ -2462,3 +2463,31 @@ def test_portal_a_connection_that_sends_no_whole_request_is_closed(
             assert whole.recv(12) == b"HTTP/1.1 200"
             assert silent.recv(1) == b""  # closed by the server
             assert partial.recv(1) == b""
+
+
+@pytest.mark.parametrize("form", ["member", "defaults"])
+def test_portal_a_products_form_whose_rate_sheet_read_fails_is_refused_in_words(
+    web: TestClient, world: World, monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    """A member's products and the default assignments read the rate sheet to say what
+    changed; a server that fails that read (a takeover under way) got the 500 page
+    "Something went wrong". The form is refused in words instead, nothing changed."""
+    sign_in(web)
+    page, action = {
+        "member": (
+            "/teams/alpha/member?user=carl@example.com",
+            "/teams/alpha/member/products?user=carl@example.com",
+        ),
+        "defaults": ("/teams/alpha/defaults", "/teams/alpha/defaults"),
+    }[form]
+    drawn = web.get(page).text
+
+    async def unavailable(session: Any) -> dict[str, str]:
+        raise Unavailable("no server could be reached", code=grpc.StatusCode.UNAVAILABLE)
+
+    monkeypatch.setattr(team_pages, "product_names", unavailable)
+    answer = web.post(action, data={"csrf": csrf_of(drawn), "product_ids": ["VIEWER"]})
+    assert answer.status_code == 503 and "Something went wrong" not in answer.text
+    carl = world.a("GetMember", {"team_id": "alpha", "user_id": "carl@example.com"})["member"]
+    assert carl["product_ids"] == ["REVIT"]
+    assert world.a("GetTeam", {"team_id": "alpha"})["team"].get("default_product_ids", []) == []
