@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import json_format
@@ -626,8 +626,7 @@ async def _member_products(request: Request, session: Session, data: FormData) -
     team_id, user_id = request.path_params["team_id"], named(request, "user")
     back = team_url(team_id, "/member", user=user_id)
     try:
-        now = await session.client.get_member(team_id, user_id)
-        names = await product_names(session)
+        now, names = await _with_names(session, session.client.get_member(team_id, user_id))
     except TesseraError as exc:
         passed_on(exc)
         return await again(request, session, member, {}, exc)
@@ -659,6 +658,14 @@ async def _member_products(request: Request, session: Session, data: FormData) -
         " ".join([f"Products of {user_id} changed.", *said]),
         back,
     )
+
+
+_Read = TypeVar("_Read")
+
+
+async def _with_names(session: Session, read: Awaitable[_Read]) -> tuple[_Read, dict[str, str]]:
+    """What ``read`` answers, and the rate sheet's names (to say what a form changed)."""
+    return await read, await product_names(session)
 
 
 def _shown_ids(data: FormData) -> list[str] | None:
@@ -1008,11 +1015,11 @@ async def _set_defaults(request: Request, session: Session, data: FormData) -> R
     team_id = request.path_params["team_id"]
     back = team_url(team_id, "/defaults")
     try:
-        now = (await session.client.get_team(team_id)).default_product_ids
-        names = await product_names(session)
+        team, names = await _with_names(session, session.client.get_team(team_id))
     except TesseraError as exc:
         passed_on(exc)
         return await again(request, session, defaults, {}, exc)
+    now = team.default_product_ids
     shown = _shown_ids(data)
     ticked = [str(p) for p in data.getlist("product_ids")]
     product_ids, added, removed = _merged(now, now if shown is None else shown, ticked)
