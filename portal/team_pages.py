@@ -622,7 +622,7 @@ async def _member_products(request: Request, session: Session, data: FormData) -
     member's products as they are now (GetMember): a product another administrator
     added or took away since the page was drawn stays so, and none of the member's
     sessions ends (A6) for a product this form did not untick. The form carries what
-    its page showed (``_shown_ids``); one without it counts every box as changed."""
+    its page showed (``_changed``); one without it counts every box as changed."""
     team_id, user_id = request.path_params["team_id"], named(request, "user")
     back = team_url(team_id, "/member", user=user_id)
     try:
@@ -630,13 +630,9 @@ async def _member_products(request: Request, session: Session, data: FormData) -
     except TesseraError as exc:
         passed_on(exc)
         return await again(request, session, member, {}, exc)
-    shown = _shown_ids(data)
-    ticked = [str(p) for p in data.getlist("product_ids")]
-    product_ids, added, removed = _merged(
-        now.product_ids, now.product_ids if shown is None else shown, ticked
-    )
+    product_ids, added, removed = _changed(data, now.product_ids)
     all_ticked = data.get("all_products") == "on"
-    all_shown = now.all_products if shown is None else data.get("shown_all_products") == "on"
+    all_shown = data.get("shown_all_products") == "on" if _drawn(data) else now.all_products
     all_products = all_ticked if all_ticked != all_shown else now.all_products
     if not added and not removed and all_ticked == all_shown:
         session.flash.append(f"Products of {user_id}: nothing changed.")
@@ -668,23 +664,22 @@ async def _with_names(session: Session, read: Awaitable[_Read]) -> tuple[_Read, 
     return await read, await product_names(session)
 
 
-def _shown_ids(data: FormData) -> list[str] | None:
-    """The products a member's or the default assignments' form showed ticked when its
-    page was drawn (its hidden ``shown_product_ids``), or None when the form carries
-    none (a page drawn before the portal sent them, a form posted by hand)."""
-    if data.get("shown") != "1":
-        return None
-    return [str(p) for p in data.getlist("shown_product_ids")]
+def _drawn(data: FormData) -> bool:
+    """Whether a form says what its page showed (its hidden ``shown`` fields): not one
+    from a page drawn before the portal sent them, nor one posted by hand."""
+    return data.get("shown") == "1"
 
 
-def _merged(
-    now: Sequence[str], shown: Sequence[str], ticked: Sequence[str]
-) -> tuple[list[str], list[str], list[str]]:
-    """The products after a form's change, with what it added and what it took away:
-    those ticked that its page did not show are added to the products as they are now,
-    those it showed that are no longer ticked are taken away, and the rest stays as it
-    is now (another administrator's change since the page was drawn included). A form
-    that showed ``now`` gives what is ticked."""
+def _changed(data: FormData, now: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """The products after a member's or the default assignments' form, with what it
+    added and what it took away: those ticked that its page did not show (its hidden
+    ``shown_product_ids``) are added to the products as they are ``now``, those it
+    showed that are no longer ticked are taken away, and the rest stays as it is now
+    (another administrator's change since the page was drawn included). A form that
+    does not say what its page showed counts as showing ``now``: it gives what is
+    ticked."""
+    shown = [str(p) for p in data.getlist("shown_product_ids")] if _drawn(data) else now
+    ticked = [str(p) for p in data.getlist("product_ids")]
     added = [p for p in dict.fromkeys(ticked) if p not in shown]
     removed = [p for p in dict.fromkeys(shown) if p not in ticked]
     kept = [p for p in now if p not in removed]
@@ -1010,7 +1005,7 @@ async def defaults(request: Request, session: Session, team_id: str) -> dict[str
 async def _set_defaults(request: Request, session: Session, data: FormData) -> Response:
     """SetDefaultAssignments of what this administrator changed on the page, on top of
     the team's default set as it is now (GetTeam), as a member's products form does
-    (``_merged``): a default another administrator set since the page was drawn stays,
+    (``_changed``): a default another administrator set since the page was drawn stays,
     and so do the sessions it pays for (A4, A6)."""
     team_id = request.path_params["team_id"]
     back = team_url(team_id, "/defaults")
@@ -1019,10 +1014,7 @@ async def _set_defaults(request: Request, session: Session, data: FormData) -> R
     except TesseraError as exc:
         passed_on(exc)
         return await again(request, session, defaults, {}, exc)
-    now = team.default_product_ids
-    shown = _shown_ids(data)
-    ticked = [str(p) for p in data.getlist("product_ids")]
-    product_ids, added, removed = _merged(now, now if shown is None else shown, ticked)
+    product_ids, added, removed = _changed(data, team.default_product_ids)
     if not added and not removed:
         session.flash.append("Default assignments: nothing changed.")
         return redirect(back)

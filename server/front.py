@@ -271,8 +271,8 @@ class Back:
             )
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        # The front says its port (or why it has none) on a pipe of its own: its
-        # stdout and stderr are the server's, where its log lines go with the back's.
+        # The front says its port (or why it has none) on a pipe of its own; its log
+        # lines come over the link (``Front.say_line``), its stdout and stderr are ours.
         said_r, said_w = os.pipe()
         try:
             await loop.create_unix_connection(lambda: self.link, sock=ours)
