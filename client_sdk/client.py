@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
@@ -61,6 +62,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("client_sdk")
 
+#: A Heartbeat's ``seconds_since_activity`` is an int64 on the wire.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # A release the SDK ran for the product and could not confirm: what it leaves behind.
 _UNCONFIRMED = "tessera: releasing %s not confirmed (the server holds it until its lease ends): %s"
 
@@ -485,12 +488,24 @@ class AsyncClient:
         """The Heartbeat's request, built for each attempt: one sent again after a wait
         (a ``RetryInfo``, a backoff) reports the activity as old as it is when it goes
         out, by the client's clock (RULES M6: else the server would take the user's last
-        action for newer than it was, by the wait, and idle the session that much later)."""
+        action for newer than it was, by the wait, and idle the session that much later).
+
+        A negative figure, the caller's mistake, goes out as it is, for the server to
+        refuse naming the field (sent as 0 it would say "just now" and wake an idle
+        session); a whole number is added to in whole numbers, up to int64's largest,
+        which the server takes as "before the session began"."""
         built = self.clock.now()
 
         def request() -> pb.HeartbeatRequest:
-            waited = (self.clock.now() - built).total_seconds()
-            age = max(0, int(seconds_since_activity + max(0.0, waited)))
+            if seconds_since_activity < 0:
+                age = max(_INT64_MIN, math.floor(seconds_since_activity))
+            else:
+                waited = max(0.0, (self.clock.now() - built).total_seconds())
+                if isinstance(seconds_since_activity, int):
+                    age = seconds_since_activity + math.floor(waited)
+                else:
+                    age = math.floor(seconds_since_activity + waited)
+                age = min(_INT64_MAX, age)
             return pb.HeartbeatRequest(session_id=session_id, seconds_since_activity=age)
 
         return PerAttempt(request)

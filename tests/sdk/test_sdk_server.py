@@ -120,6 +120,47 @@ async def test_m6_sdk_goes_idle_after_threshold_and_resumes(world: World) -> Non
     ]
 
 
+async def test_m6_sdk_heartbeat_sends_a_negative_activity_age_for_the_server_to_refuse(
+    world: World,
+) -> None:
+    """A negative ``seconds_since_activity`` is the caller's mistake: it goes out as it is
+    and comes back INVALID_ARGUMENT naming the field, as a call on the wire would. Sent
+    as 0 ("just now"), it woke an idle session in grace and held the rate again."""
+    client = world.client()
+    s = await client.entitle("ACAD", "2026")
+    await world.admin.advance_by(2 * MIN)
+    assert (await client.idle(s.session_id)).state is SessionState.IDLE  # the hold released
+    await world.admin.advance_by(MIN)
+    with pytest.raises(sdk.InvalidArgument) as refused:
+        await client.heartbeat(s.session_id, -60)
+    assert list(refused.value.field_violations) == ["seconds_since_activity"]
+    [stored] = await world.admin.sessions(ALICE)
+    assert stored.state == c.SESSION_STATE_IDLE
+    kinds = [(e.kind, e.amount) for e in await world.admin.ledger("acme")]
+    assert kinds == [
+        (c.LEDGER_ENTRY_KIND_PURCHASE, 100),
+        (c.LEDGER_ENTRY_KIND_HOLD, 10),
+        (c.LEDGER_ENTRY_KIND_HOLD_RELEASE, 10),
+    ]
+
+
+async def test_m6_sdk_heartbeat_sends_the_largest_activity_age_the_wire_takes(
+    world: World,
+) -> None:
+    """int64's largest (before anything the session knows) is a figure the server takes,
+    as the session's start; the SDK sent it through a float, past int64, and failed with
+    protobuf's ValueError instead of calling."""
+    client = world.client()
+    s = await client.entitle("ACAD", "2026")
+    await world.admin.advance_by(2 * MIN)
+    assert (await client.heartbeat(s.session_id, 2**63 - 1)).state is SessionState.ACTIVE
+    # The activity taken as the session's start (its Entitle, at 0): idle at 15 minutes,
+    # not 15 after the heartbeat (as an age sent as 0 would make it).
+    await world.admin.advance_by(13 * MIN)
+    [stored] = await world.admin.sessions(ALICE)
+    assert stored.state == c.SESSION_STATE_IDLE
+
+
 async def test_m6_default_threshold_matches_the_server(world: World) -> None:
     client = world.client(options=NO_JITTER)
     async with client.session("ACAD", "2026") as s:
