@@ -6,15 +6,17 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from google.protobuf.message import Message
+
 from server.api import convert as cv
 from server.api import paging
 from server.api.caller import current_caller
-from server.domain.admins import AdminKey
+from server.domain.admins import AdminKey, AuditEvent
 from server.domain.coverage import SubscriptionKind
 from server.domain.directory import AccessVia, Member, Notification
 from server.domain.errors import InvalidArgument, Problems
 from server.domain.instants import micros
-from server.domain.ledger import TokenPack
+from server.domain.ledger import LedgerEntry, TokenPack
 from server.domain.products import Product
 from server.domain.teams import Team
 from server.engine import Engine
@@ -25,6 +27,7 @@ from tessera_api.tessera.v1 import admin_service_pb2_grpc
 
 Ctx = Any
 _T = TypeVar("_T")
+_M = TypeVar("_M", bound=Message)
 
 
 # The order and page position of each paged list (unique, stable keys).
@@ -38,6 +41,11 @@ def _product_key(p: Product) -> str:
 
 def _member_key(m: Member) -> str:
     return m.user_id
+
+
+def _seq(x: LedgerEntry | AuditEvent) -> str:
+    """A ledger entry's or an audit event's place: its sequence number."""
+    return str(x.seq)
 
 
 def _notification_key(n: Notification) -> str:
@@ -60,13 +68,21 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         self.node = node or (lambda: NodeInfo("", True, ""))  # RULES H1: this server's role
 
     def _page(
-        self, request: Any, kind: str, items: Sequence[_T], key: Callable[[_T], str]
-    ) -> tuple[list[_T], str]:
-        """A page of a list sorted by ``key`` (AIP-158), as ListSessions pages."""
+        self,
+        request: Any,
+        kind: str,
+        items: Sequence[_T],
+        key: Callable[[_T], str],
+        out: Callable[[_T], _M],
+    ) -> tuple[list[_M], str]:
+        """A page of a list sorted by ``key`` (AIP-158), as ListSessions pages: its items'
+        messages (``out``) and the next page's token, the page cut short of a client's
+        4 MiB (``paging.fitted``)."""
         kind = paging.of_query(kind, request)
-        return paging.paginate(
+        page, token = paging.paginate(
             items, key, kind, request.page_size, request.page_token, self.e.max_page_size
         )
+        return paging.fitted(page, [out(x) for x in page], token, kind, key)
 
     async def _team(self, team: Team) -> Any:
         ledger, team_id = self.e.ledger, team.team_id
@@ -105,10 +121,18 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
 
     async def ListTeams(self, request: api.ListTeamsRequest, context: Ctx) -> Any:
         visible = current_caller.get().team_ids  # RULES AD1: a team administrator's only
-        teams, token = self._page(request, "teams", self.e.accounts.list_teams(visible), _team_key)
-        return api.ListTeamsResponse(
-            teams=[await self._team(t) for t in teams], next_page_token=token
+        kind = paging.of_query("teams", request)
+        teams, token = paging.paginate(
+            self.e.accounts.list_teams(visible),
+            _team_key,
+            kind,
+            request.page_size,
+            request.page_token,
+            self.e.max_page_size,
         )
+        answers = [await self._team(t) for t in teams]  # each with its forecast
+        answers, token = paging.fitted(teams, answers, token, kind, _team_key)
+        return api.ListTeamsResponse(teams=answers, next_page_token=token)
 
     async def UpdateTeamSettings(self, request: api.UpdateTeamSettingsRequest, context: Ctx) -> Any:
         bad = Problems()
@@ -136,11 +160,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
 
     async def ListTokenPacks(self, request: api.ListTokenPacksRequest, context: Ctx) -> Any:
         packs, token = self._page(
-            request, "packs", self.e.accounts.list_packs(request.team_id), _pack_key
+            request, "packs", self.e.accounts.list_packs(request.team_id), _pack_key, cv.pack_out
         )
-        return api.ListTokenPacksResponse(
-            packs=[cv.pack_out(p) for p in packs], next_page_token=token
-        )
+        return api.ListTokenPacksResponse(packs=packs, next_page_token=token)
 
     async def MoveTokenPack(self, request: api.MoveTokenPackRequest, context: Ctx) -> Any:
         pack = await self.e.accounts.move_pack(
@@ -158,10 +180,11 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         )
         more = len(entries) > size
         entries = entries[:size]
-        token = paging.encode(kind, str(entries[-1].seq)) if more and entries else ""
-        return api.ListLedgerEntriesResponse(
-            entries=[cv.entry_out(x) for x in entries], next_page_token=token
+        token = paging.encode(kind, _seq(entries[-1])) if more and entries else ""
+        answers, token = paging.fitted(
+            entries, [cv.entry_out(x) for x in entries], token, kind, _seq
         )
+        return api.ListLedgerEntriesResponse(entries=answers, next_page_token=token)
 
     # -- rate sheet ------------------------------------------------------------
 
@@ -173,11 +196,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
 
     async def ListProducts(self, request: api.ListProductsRequest, context: Ctx) -> Any:
         products, token = self._page(
-            request, "products", self.e.accounts.list_products(), _product_key
+            request, "products", self.e.accounts.list_products(), _product_key, cv.product_out
         )
-        return api.ListProductsResponse(
-            products=[cv.product_out(p) for p in products], next_page_token=token
-        )
+        return api.ListProductsResponse(products=products, next_page_token=token)
 
     # -- users and access (RULES §3) ------------------------------------------------
 
@@ -236,16 +257,13 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
                 "members",
                 self.e.access.members_with(request.team_id, request.product_id),
                 lambda pair: pair[0].user_id,
+                lambda pair: self._member(*pair),
             )
-            return api.ListMembersResponse(
-                members=[self._member(m, via) for m, via in granted], next_page_token=token
-            )
+            return api.ListMembersResponse(members=granted, next_page_token=token)
         members, token = self._page(
-            request, "members", self.e.access.members(request.team_id), _member_key
+            request, "members", self.e.access.members(request.team_id), _member_key, self._member
         )
-        return api.ListMembersResponse(
-            members=[self._member(m) for m in members], next_page_token=token
-        )
+        return api.ListMembersResponse(members=members, next_page_token=token)
 
     async def SetDefaultAssignments(
         self, request: api.SetDefaultAssignmentsRequest, context: Ctx
@@ -268,22 +286,25 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return api.IssueUserKeyResponse(user_id=request.user_id, user_key=key)
 
     async def ListNotifications(self, request: api.ListNotificationsRequest, context: Ctx) -> Any:
-        notes, token = self._page(
-            request,
-            "notifications",
+        kind = paging.of_query("notifications", request)
+        notes, token = paging.paginate(
             self.e.access.notifications(
                 request.team_id, request.user_id, current_caller.get().team_ids
             ),
             _notification_key,
+            kind,
+            request.page_size,
+            request.page_token,
+            self.e.max_page_size,
         )
         # The tokens, derived for this page only, are the mailer's, that is the
         # operator's: a team administrator who could read one could accept it and
         # hold that user's key (AD1: user keys are the operator's).
         if current_caller.get().team_ids is None:
             notes = self.e.access.with_tokens(notes)
-        return api.ListNotificationsResponse(
-            notifications=[cv.notification_out(n) for n in notes], next_page_token=token
-        )
+        answers = [cv.notification_out(n) for n in notes]
+        answers, token = paging.fitted(notes, answers, token, kind, _notification_key)
+        return api.ListNotificationsResponse(notifications=answers, next_page_token=token)
 
     async def SearchUsers(self, request: api.SearchUsersRequest, context: Ctx) -> Any:
         """RULES AD4: within the caller's teams (the operator: every user)."""
@@ -295,10 +316,14 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             request.query, request.team_id, visible, after, size
         )
         team_ids = self.e.access.user_teams
-        return api.SearchUsersResponse(
-            users=[cv.user_summary_out(u, team_ids(u.user_id, visible)) for u in users],
-            next_page_token=paging.encode(kind, users[-1].user_id) if more else "",
+        answers, token = paging.fitted(
+            users,
+            [cv.user_summary_out(u, team_ids(u.user_id, visible)) for u in users],
+            paging.encode(kind, users[-1].user_id) if more else "",
+            kind,
+            lambda u: u.user_id,
         )
+        return api.SearchUsersResponse(users=answers, next_page_token=token)
 
     # -- subscriptions and trials (RULES C1, C2, AD3) ------------------------------
 
@@ -353,10 +378,14 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             limit,
             current_caller.get().team_ids,
         )
-        return api.ListSessionsResponse(
-            sessions=[cv.session_out(v) for v in views],
-            next_page_token=paging.encode(kind, last) if last else "",
+        answers, token = paging.fitted(
+            views,
+            [cv.session_out(v) for v in views],
+            paging.encode(kind, last) if last else "",
+            kind,
+            lambda v: v.session.session_id,
         )
+        return api.ListSessionsResponse(sessions=answers, next_page_token=token)
 
     async def EndSession(self, request: api.EndSessionRequest, context: Ctx) -> Any:
         view = await self.e.sessions.end_session(request.session_id)
@@ -369,10 +398,10 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return api.CreateAdminKeyResponse(admin_key=secret, key=cv.admin_key_out(key))
 
     async def ListAdminKeys(self, request: api.ListAdminKeysRequest, context: Ctx) -> Any:
-        keys, token = self._page(request, "admin_keys", self.e.admins.list(), _admin_key_key)
-        return api.ListAdminKeysResponse(
-            keys=[cv.admin_key_out(k) for k in keys], next_page_token=token
+        keys, token = self._page(
+            request, "admin_keys", self.e.admins.list(), _admin_key_key, cv.admin_key_out
         )
+        return api.ListAdminKeysResponse(keys=keys, next_page_token=token)
 
     async def RevokeAdminKey(self, request: api.RevokeAdminKeyRequest, context: Ctx) -> Any:
         key = await self.e.admins.revoke(request.admin_key_id)
@@ -401,14 +430,16 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         events = await self.e.audit.page(request.team_id, before, size + 1)
         more = len(events) > size
         events = events[:size]
-        token = paging.encode(kind, str(events[-1].seq)) if more and events else ""
-        return api.ListAuditEventsResponse(
-            events=[
-                cv.audit_event_out(x, request.team_id, current_caller.get().team_ids)
-                for x in events
-            ],
-            next_page_token=token,
+        token = paging.encode(kind, _seq(events[-1])) if more and events else ""
+        managed = current_caller.get().team_ids
+        answers, token = paging.fitted(
+            events,
+            [cv.audit_event_out(x, request.team_id, managed) for x in events],
+            token,
+            kind,
+            _seq,
         )
+        return api.ListAuditEventsResponse(events=answers, next_page_token=token)
 
 
 def _usage_report_out(

@@ -15,11 +15,15 @@ from server.domain.errors import InvalidArgument
 
 _T = TypeVar("_T")
 
-# 100 of the largest messages a list returns (a Member with its invitation, a
-# few hundred bytes) is tens of KB: far below grpcurl's 4 MiB limit. So is the
-# most a caller may ask for (``max_page_size``, 1000 unless configured).
+# 100 of most lists' messages (a Member with its invitation, a few hundred bytes)
+# are tens of KB. Some can be far larger (a Member who may run each of hundreds of
+# products, an audit event keeping a 16 KB request), so a page also stops before
+# ``ANSWER_BYTES`` (AIP-158 lets a page hold fewer than asked): under the 4 MiB that
+# gRPC clients (grpcurl, the SDK) receive unless told otherwise.
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+ANSWER_BYTES = 3 << 20
+_M = TypeVar("_M", bound=Message)
 
 
 def page_size(value: int, field: str = "page_size", limit: int = MAX_PAGE_SIZE) -> int:
@@ -43,8 +47,20 @@ def of_query(kind: str, request: Message) -> str:
     return f"{kind}.{digest.hexdigest()}"
 
 
+def _check(body: bytes) -> bytes:
+    return hashlib.blake2b(body, digest_size=_CHECK_BYTES).digest()
+
+
+_CHECK_BYTES = 4
+
+
 def encode(kind: str, position: str) -> str:
-    return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode().rstrip("=")
+    """The token of the page after ``position``: its query's kind and the position, behind
+    a checksum, so that a token cut short (a link copied in part) is refused rather than
+    read as an earlier position. Opaque, not secret: a forged one lists only what the
+    caller may list anyway."""
+    body = f"{kind}:{position}".encode()
+    return base64.urlsafe_b64encode(_check(body) + body).decode().rstrip("=")
 
 
 def decode(token: str, kind: str, field: str = "page_token") -> str | None:
@@ -52,7 +68,11 @@ def decode(token: str, kind: str, field: str = "page_token") -> str | None:
     if not token:
         return None
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        whole = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        check, body = whole[:_CHECK_BYTES], whole[_CHECK_BYTES:]
+        if check != _check(body):
+            raise ValueError("its checksum does not match")
+        raw = body.decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidArgument.field(field, "is not a page token this server gave out") from exc
     prefix, sep, position = raw.partition(":")
@@ -110,3 +130,21 @@ def paginate(
     page = list(items[start : start + size])
     more = start + size < len(items)
     return page, encode(kind, key(page[-1])) if more and page else ""
+
+
+def fitted(
+    items: Sequence[_T],
+    answers: list[_M],
+    token: str,
+    kind: str,
+    key: Callable[[_T], str],
+) -> tuple[list[_M], str]:
+    """A page's ``answers`` (one message an item of ``items``, in order) and its next
+    page's ``token``, cut before ``ANSWER_BYTES`` (one message at least, whatever its
+    size): the next page then starts after the last one kept."""
+    total = 0
+    for n, answer in enumerate(answers):
+        total += answer.ByteSize()
+        if total > ANSWER_BYTES and n:
+            return answers[:n], encode(kind, key(items[n - 1]))
+    return answers, token

@@ -52,3 +52,75 @@ def test_aip158_tokens_of_sessions_and_audit_events_keep_their_filters(desk: Des
     assert [s["user_id"] for s in rest["sessions"]] == [ann]
     audit = desk.a("ListAuditEvents", {"team_id": "alpha", "page_size": 1})
     _refused_token(desk, "ListAuditEvents", {"page_token": audit["next_page_token"]})
+
+
+def test_aip158_a_token_cut_short_is_refused_not_read_as_an_earlier_place(desk: Desk) -> None:
+    """A token missing its last characters (a link copied short) decoded to a shorter
+    position, and the list went on from before where it was: page 1's members again."""
+    for n in range(10):
+        desk.user("alpha", f"member{n:02}")
+    first = desk.a("ListMembers", {"team_id": "alpha", "page_size": 5})
+    token = first["next_page_token"]
+    for cut in (1, 2, 4, 8):
+        said = _refused_token(
+            desk, "ListMembers", {"team_id": "alpha", "page_size": 5, "page_token": token[:-cut]}
+        )
+        assert "not a page token this server gave out" in said
+    rest = desk.a("ListMembers", {"team_id": "alpha", "page_size": 5, "page_token": token})
+    assert not {m["user_id"] for m in first["members"]} & {m["user_id"] for m in rest["members"]}
+
+
+def _long_products(desk: Desk, n: int) -> list[str]:
+    """``n`` products whose ids are 32 characters, the longest allowed."""
+    ids = [f"PRODUCT{i:025d}" for i in range(n)]
+    for product_id in ids:
+        product = {
+            "product_id": product_id,
+            "display_name": product_id,
+            "daily_rate": 1,
+            "kind": "PRODUCT_KIND_PRODUCT",
+            "platforms": ["PLATFORM_WINDOWS"],
+        }
+        desk.a("UpsertProduct", {"product": product})
+    return ids
+
+
+def _walk(desk: Desk, method: str, body: dict[str, object], items: str) -> list[list[str]]:
+    """Every page of a list at the largest page size, as the ids on each (a client with
+    gRPC's default 4 MiB limit on what it receives, as grpcurl and the SDK have)."""
+    pages: list[list[str]] = []
+    token = ""
+    while True:
+        page = desk.a(method, {**body, "page_size": 1000, "page_token": token})
+        pages.append([x.get("user_id") or x["event_id"] for x in page[items]])
+        token = page.get("next_page_token", "")
+        if not token:
+            return pages
+
+
+def test_aip158_a_page_at_the_largest_size_stops_short_of_a_clients_4_mib(desk: Desk) -> None:
+    """1,000 members who may run each of 150 products (ids of 32 characters): a page of
+    all of them was 5.6 MB, which a client refuses (RESOURCE_EXHAUSTED, received message
+    larger than max); a page stops before 4 MiB and the next one goes on from there."""
+    _long_products(desk, 150)
+    for start in range(0, 1000, 250):
+        users = [f"Member {n:04} <m{n:04}@example.com>" for n in range(start, start + 250)]
+        desk.a("ImportUsers", {"team_id": "alpha", "users": users, "all_products": True})
+    pages = _walk(desk, "ListMembers", {"team_id": "alpha"}, "members")
+    listed = [user for page in pages for user in page]
+    assert len(pages) == 2 and 500 < len(pages[0]) < 1000
+    assert sorted(listed) == listed and len(set(listed)) == 1000
+
+
+def test_ad2_an_audit_page_at_the_largest_size_stops_short_of_a_clients_4_mib(
+    desk: Desk,
+) -> None:
+    """Each event keeps its request whole up to 16 KB: 300 default sets of 440 long
+    product ids (15.9 KB each) made a page of 1,000 events over 4 MiB."""
+    ids = _long_products(desk, 440)
+    for n in range(300):
+        desk.a("SetDefaultAssignments", {"team_id": "alpha", "product_ids": ids[n % 2 :]})
+    pages = _walk(desk, "ListAuditEvents", {"team_id": "alpha"}, "events")
+    listed = [event for page in pages for event in page]
+    assert len(pages) == 2 and 100 < len(pages[0]) < 300
+    assert len(set(listed)) == len(listed) == 302  # and alpha's creation and purchase

@@ -47,6 +47,7 @@ from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from server.api import paging
 from server.config import Config
 from tessera_api.tessera.v1 import admin_service_pb2, licensing_service_pb2
 from tests.pg import PgServer
@@ -275,8 +276,8 @@ def _populate(w: World) -> None:
     sessions_page = _admin(w, "ListSessions", team_id="acme", include_ended=True, page_size=1)
     ledger_page = _admin(w, "ListLedgerEntries", team_id="acme", page_size=1)
 
-    def b64(text: str) -> str:
-        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+    def b64(text: str) -> str:  # a token as the server makes them, of any kind and position
+        return paging.encode(*text.split(":", 1))
 
     page_tokens = [
         sessions_page.next_page_token,
