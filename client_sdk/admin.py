@@ -93,6 +93,10 @@ async def pages(
             return
 
 
+#: The most the admin client receives in one answer: what the server sends at most.
+ANSWER_BYTES = 64 << 20
+
+
 class AsyncAdminClient:
     """AdminService with one credential, for asyncio code (``async with`` or ``close()``).
 
@@ -120,7 +124,10 @@ class AsyncAdminClient:
         if isinstance(tls, TLS):  # files it cannot use: a ValueError naming them, here
             tls.credentials()
         self._tls = tls
-        self._channel_options = tuple(channel_options)
+        # What the server may send (a bulk assignment's members, a year's usage report)
+        # is past gRPC's default 4 MiB; ``channel_options`` may say otherwise.
+        options = dict([("grpc.max_receive_message_length", ANSWER_BYTES), *channel_options])
+        self._channel_options = tuple(options.items())
         self._metadata = (("authorization", f"Bearer {credential}"),)
         self._calls: Failover[AdminServiceAsyncStub] | None = None
 
