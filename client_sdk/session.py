@@ -95,6 +95,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -758,6 +759,11 @@ class AsyncSessionHandle:
         except Exception:
             log.exception("tessera: a session callback raised")
             return
+        except SystemExit:
+            if _ends_the_program():
+                raise
+            log.exception(_EXIT_OFF_MAIN)
+            return
         if inspect.isawaitable(result):
             _keep(asyncio.ensure_future(_guard(result)))
 
@@ -965,3 +971,20 @@ async def _guard(awaitable: Awaitable[None]) -> None:
         await awaitable
     except Exception:
         log.exception("tessera: a session callback raised")
+    except SystemExit:
+        if _ends_the_program():
+            raise
+        log.exception(_EXIT_OFF_MAIN)
+
+
+# ``sys.exit()`` in a callback: on the main thread (an asyncio product's loop) it ends
+# the program, as the product meant; on another (``Client``'s own thread) it could only
+# end that thread, and with it every session's heartbeats and every call waiting there.
+_EXIT_OFF_MAIN = (
+    "tessera: a session callback called sys.exit() on the SDK's thread, where it cannot "
+    "end the program (end it from the product's own thread): the SDK goes on"
+)
+
+
+def _ends_the_program() -> bool:
+    return threading.current_thread() is threading.main_thread()

@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import functools
 import inspect
+import logging
 import random
 import threading
 from collections.abc import Callable, Coroutine
@@ -42,6 +43,7 @@ from client_sdk.session import (
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
+log = logging.getLogger("client_sdk")
 
 
 def _same_arguments(
@@ -102,6 +104,12 @@ class Client:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name="tessera-sdk", daemon=True)
         self._closed = False
+        # Held while a call is handed to the loop and while the client becomes closed, so
+        # that no call reaches a loop that has stopped; ``_waiting``: the calls handed over
+        # and not yet answered, failed ``ClientClosed`` if the loop stops under them.
+        self._handing = threading.Lock()
+        self._waiting: set[concurrent.futures.Future[Any]] = set()
+        self._closing = threading.Lock()  # one close() at a time; the others wait for it
         self._thread.start()
 
     @property
@@ -145,7 +153,14 @@ class Client:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._loop.run_forever()
+        try:
+            self._loop.run_forever()
+        except BaseException:  # never the product's doing (a callback's is logged): an SDK bug
+            log.exception("tessera: the SDK's thread stopped")
+            with self._handing:
+                self._closed = True
+            self._fail_waiting("the SDK's thread stopped")
+            raise
 
     def _refuse_own_thread(self) -> None:
         """A call from the client's own loop (a callback) would wait for that loop: never."""
@@ -158,15 +173,19 @@ class Client:
         except RuntimeError:
             coro.close()
             raise
-        if self._closed:
-            coro.close()
-            raise ClientClosed("the client is closed")
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        with self._handing:
+            if self._closed:
+                coro.close()
+                raise ClientClosed("the client is closed")
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+            self._waiting.add(future)
         try:
             return future.result(timeout)
         except BaseException:
             future.cancel()
             raise
+        finally:
+            self._waiting.discard(future)
 
     def _on_loop(self, fn: Callable[[], _T]) -> _T:
         """``fn()`` run on the client's loop, where the sessions' asyncio work belongs
@@ -178,8 +197,9 @@ class Client:
         return self._run(_at_once(fn))
 
     def _soon(self, fn: Any, *args: object) -> None:
-        if not self._closed:
-            self._loop.call_soon_threadsafe(fn, *args)
+        with self._handing:
+            if not self._closed:
+                self._loop.call_soon_threadsafe(fn, *args)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -198,18 +218,32 @@ class Client:
         """Release the sessions still open, close the channel, stop the thread.
 
         Refused (``RuntimeError``) from a callback, before anything changes: the client
-        stays open, and its sessions are released as they are left."""
+        stays open, and its sessions are released as they are left. Interrupted (Ctrl+C
+        while it waits for the server), it leaves the client open and the Releases going
+        on: ``close()`` again waits for them. From several threads at once, one closes
+        and the others wait for it; a call from another thread meanwhile answers or
+        fails ``ClientClosed``."""
         if self._closed:
             return
         self._refuse_own_thread()
-        try:
+        with self._closing:
+            if self._closed:
+                return
             self._run(self.aio.close())
-        finally:
-            self._closed = True
+            with self._handing:
+                self._closed = True
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
-            if not self._thread.is_alive():
-                self._loop.close()
+            if self._thread.is_alive():
+                return  # a callback holds the thread: its loop is closed with the process
+            self._loop.close()
+            self._fail_waiting("the client is closed")
+
+    def _fail_waiting(self, why: str) -> None:
+        """The calls handed to the loop that it will never answer now fail ``ClientClosed``."""
+        for future in list(self._waiting):
+            if not future.done() and future.set_running_or_notify_cancel():
+                future.set_exception(ClientClosed(why))
 
     # -- the calls and sessions: AsyncClient's ----------------------------------------------
 
@@ -341,6 +375,8 @@ class SessionHandle:
 
     def wait_ended(self, timeout: float | None = None) -> EndReason | None:
         """Block until the session ends (``None`` if ``timeout`` seconds pass first)."""
+        if self.aio.ended:  # at once, even with no time to wait, or the client closed
+            return self.aio.end_reason or EndReason.UNSPECIFIED
         try:
             return self._client._run(self.aio.wait_ended(), timeout)
         except (TimeoutError, concurrent.futures.TimeoutError):
@@ -392,6 +428,8 @@ class SessionHandle:
 
     def release(self, *, timeout: timedelta | None = None) -> Session:
         """``AsyncSessionHandle.release``: ``timeout`` bounds it on the SDK's clock."""
+        if self.aio.ended and (timeout is None or timeout > timedelta(0)):
+            return self.aio.session  # unchanged, as releasing an ended session answers
         return self._client._run(self.aio.release(timeout=timeout))
 
     def __enter__(self) -> SessionHandle:

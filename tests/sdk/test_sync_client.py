@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -325,3 +326,132 @@ def test_m10_sync_leaving_a_block_after_close_raises_nothing(
     with client.session("ACAD", "2026") as s:
         client.close()
     assert s.end_reason is EndReason.RELEASED and len(fake.called("Release")) == 1
+
+
+def _in_thread(fn: Callable[[], object], timeout: float = 15.0) -> list[object]:
+    """``fn()`` on a thread of its own, waited for ``timeout`` real seconds: what it
+    returned or raised, or nothing if it is still waiting (a hang)."""
+    out: list[object] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return out
+
+
+def test_sync_a_callback_calling_sys_exit_is_logged_and_the_sdk_goes_on(
+    client: Client, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    """``sys.exit()`` in ``on_ended`` ("your licence is gone: quit") runs on the SDK's
+    thread, where it cannot end the program; it ended that thread instead, and every
+    later call, ``close()`` too, waited for it forever."""
+    other = client.session("REVIT", "2026")
+    other.start()
+    taken = client.session("ACAD", "2026", on_ended=lambda r, s: sys.exit(0))
+    taken.start()
+    wait(lambda: clock.sleepers == 2)
+    fake.end(taken.session_id, 3)  # END_REASON_TAKEN_OVER
+    clock.advance(timedelta(minutes=6))  # both heartbeat: one learns it is over
+    wait(lambda: taken.ended)
+    wait(lambda: clock.sleepers == 1)
+    assert client._thread.is_alive()
+    assert _in_thread(lambda: client.heartbeat(other.session_id).state) == [SessionState.ACTIVE]
+    assert _in_thread(client.close) == [None]
+    assert other.end_reason is EndReason.RELEASED
+
+
+def test_sync_calls_racing_close_from_other_threads_end_in_client_closed(
+    client: Client, fake: FakeLicensing
+) -> None:
+    """Eight threads calling while another closes the client: each call answers or
+    fails ``ClientClosed``; one handed to the loop as it stopped waited forever."""
+    s = client.session("ACAD", "2026")
+    s.start()
+    outcomes: list[str] = []
+    started = threading.Barrier(9)
+
+    def calls() -> None:
+        started.wait()
+        for _ in range(200):
+            try:
+                client.heartbeat(s.session_id)
+            except sdk.ClientClosed:
+                outcomes.append("ClientClosed")
+                return
+            except sdk.TesseraError as exc:  # the session released by close(), say
+                outcomes.append(type(exc).__name__)
+                return
+        outcomes.append("done")
+
+    workers = [threading.Thread(target=calls, daemon=True) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    started.wait()
+    assert _in_thread(client.close) == [None]
+    for worker in workers:
+        worker.join(15)
+    assert not [w for w in workers if w.is_alive()], f"callers hung: {outcomes}"
+    assert len(outcomes) == 8 and "ClientClosed" in outcomes
+
+
+def test_sync_close_from_three_threads_at_once_closes_once(
+    client: Client, fake: FakeLicensing
+) -> None:
+    client.session("ACAD", "2026").start()
+    together = threading.Barrier(3)
+    results: list[object] = []
+
+    def close() -> None:
+        together.wait()
+        results.extend(_in_thread(client.close))
+
+    closers = [threading.Thread(target=close) for _ in range(3)]
+    for closer in closers:
+        closer.start()
+    for closer in closers:
+        closer.join(20)
+    assert results == [None, None, None]
+    assert len(fake.called("Release")) == 1 and not client._thread.is_alive()
+
+
+def test_m10_sync_close_interrupted_then_closed_again_releases_the_sessions(
+    client: Client, fake: FakeLicensing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl+C while ``close()`` waits for the Releases: the client stays open, the
+    Releases go on, and ``close()`` again waits for them. It stopped the loop under
+    them, and the sessions stayed live on the server for a day (RULES M7)."""
+    s = client.session("ACAD", "2026")
+    s.start()
+    fake.delay = 0.5
+
+    def interrupted(self: concurrent.futures.Future[object], timeout: float | None = None) -> None:
+        wait(lambda: len(fake.called("Release")) == 1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(concurrent.futures.Future, "result", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        client.close()
+    monkeypatch.undo()
+    assert _in_thread(client.close) == [None]
+    assert s.end_reason is EndReason.RELEASED
+    assert len(fake.called("Release")) == 1
+
+
+def test_sync_wait_ended_and_release_of_an_ended_session_answer_at_once(
+    client: Client, fake: FakeLicensing
+) -> None:
+    """As ``AsyncSessionHandle``'s: ``wait_ended`` of a session over is why it ended,
+    even with no time to wait, and after ``close()``; releasing it again returns it."""
+    with client.session("ACAD", "2026") as s:
+        pass
+    assert [s.wait_ended(timeout=0) for _ in range(5)] == [EndReason.RELEASED] * 5
+    client.close()
+    assert s.wait_ended(timeout=1) is EndReason.RELEASED
+    assert s.release().end_reason is EndReason.RELEASED
+    assert len(fake.called("Release")) == 1
