@@ -6,11 +6,12 @@ import argparse
 import ipaddress
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from client_sdk._retry import RetryPolicy
+from client_sdk.failover import Targets
 
 # Where ``python -m server`` (``make run``) keeps the token it generates by default.
 DEFAULT_TOKEN_FILE = Path("var/tessera.db.admin-token")
@@ -54,6 +55,17 @@ def is_loopback(target: str) -> bool:
         return False
 
 
+class LoopbackTargets(Targets):
+    """Targets whose calls follow a standby's hint (NOT_LEADER naming the active) only to
+    a loopback address: an active advertising another machine's name is not followed
+    there without ``--allow-remote``; the calls go round the listed targets instead."""
+
+    def move(
+        self, failed: str, leader: str | None = None, unreachable: Collection[str] = ()
+    ) -> str:
+        return super().move(failed, leader if leader and is_loopback(leader) else None, unreachable)
+
+
 def check_target(target: str, allow_remote: bool) -> None:
     if not allow_remote and not is_loopback(target):
         raise RemoteTargetError(
@@ -85,6 +97,13 @@ def split_targets(values: Sequence[str]) -> str:
 #: The most calls in flight a worker may be given (``--concurrency``, ``--ramp-concurrency``):
 #: a coroutine each, and a worker never runs more than it has sessions anyway.
 MAX_CONCURRENCY = 10_000
+#: The most worker processes and connections a worker (``--workers``, ``--channels``):
+#: a Python process each (``-P 100000`` started one a user), a TCP connection each.
+MAX_WORKERS = 256
+MAX_CHANNELS = 1000
+#: The most users (``--users``): 10,000,000 made-up keys are some 3 GB, built before the
+#: caps apply.
+MAX_USERS = 10_000_000
 
 #: The numeric options: field -> (its flag, the least value, True when the least value is
 #: itself refused, the greatest value or None). Every one is finite: a ``nan`` or ``inf``
@@ -92,11 +111,11 @@ MAX_CONCURRENCY = 10_000
 #: (a usage error, exit 2) and ``LoadConfig.validate`` check them.
 NUMBERS: dict[str, tuple[str, float, bool, float | None]] = {
     "attempts": ("--attempts", 0, False, None),
-    "users": ("--users", 1, False, None),
+    "users": ("--users", 1, False, MAX_USERS),
     "daily_rate": ("--daily-rate", 0, False, None),
     "plugin_rate": ("--plugin-rate", 0, False, None),
-    "workers": ("--workers", 1, False, None),
-    "channels": ("--channels", 1, False, None),
+    "workers": ("--workers", 1, False, MAX_WORKERS),
+    "channels": ("--channels", 1, False, MAX_CHANNELS),
     "concurrency": ("--concurrency", 1, False, MAX_CONCURRENCY),
     "ramp_concurrency": ("--ramp-concurrency", 0, False, MAX_CONCURRENCY),
     "ramp_rate": ("--ramp-rate", 0, False, None),
@@ -216,6 +235,10 @@ class LoadConfig:
     @property
     def targets(self) -> tuple[str, ...]:
         return tuple(t.strip() for t in self.target.split(",") if t.strip())
+
+    def new_targets(self) -> Targets:
+        """The targets to call, followed only to loopback ones unless ``allow_remote``."""
+        return Targets(self.targets) if self.allow_remote else LoopbackTargets(self.targets)
 
     def retry(self, call_timeout: float | None = None) -> RetryPolicy:
         """How a call is tried (across targets): ``attempts``, the SDK's backoff."""
@@ -352,8 +375,9 @@ def parser(epilog: str | None = None) -> argparse.ArgumentParser:
         "--max-duration",
         type=_number(float, "max_duration"),
         default=d.max_duration,
-        help="hard cap, s, before the final releases (they get at most "
-        f"{RELEASE_GRACE_SECONDS:g} s more and {RELEASE_ATTEMPTS} calls per session)",
+        help="hard cap, s, before the final releases (none begun later than "
+        f"{RELEASE_GRACE_SECONDS:g} s past it, each waiting at most --timeout; "
+        f"{RELEASE_ATTEMPTS} calls per session at most)",
     )
     g.add_argument(
         "--timeout", type=_number(float, "timeout"), default=d.timeout, help="deadline per call, s"

@@ -8,8 +8,8 @@ by the run's hard caps: ``max_duration`` seconds from the start of the run and
 
 The final releases come after those caps, with bounds of their own: at most
 ``RELEASE_ATTEMPTS`` calls per live session (a Release refused with a RetryInfo
-is sent again after its delay), until ``RELEASE_GRACE_SECONDS`` past
-``max_duration``. So a run stopped early by a cap still releases what it opened;
+is sent again after its delay), none begun later than ``RELEASE_GRACE_SECONDS``
+past ``max_duration`` (one under way then waits at most its ``timeout``). So a run stopped early by a cap still releases what it opened;
 what it could not release is reported (``live_at_end``).
 
 A first SIGINT or SIGTERM ends the phase under way and goes on to the
@@ -35,7 +35,6 @@ from types import FrameType
 from typing import Any
 
 from client_sdk.errors import TesseraError
-from client_sdk.failover import Targets
 from client_sdk.load.config import RELEASE_GRACE_SECONDS, LoadConfig
 from client_sdk.load.progress import NoProgress, Progress
 from client_sdk.load.provision import Users, count_live_sessions, fake_users, provision
@@ -216,7 +215,7 @@ class Driver:
         return asyncio.run(
             asyncio.wait_for(
                 provision(
-                    Targets(cfg.targets),
+                    cfg.new_targets(),
                     cfg.retry(call_timeout=120.0),
                     cfg.admin_token,
                     cfg.users,
@@ -290,7 +289,7 @@ class Driver:
             proc.join(max(0.1, deadline - time.monotonic()))
         for proc in self.procs:
             if proc.is_alive():
-                proc.terminate()
+                proc.kill()  # (a worker ignores SIGTERM: the driver handles it)
                 proc.join(5)
         for conn in self.conns:
             conn.close()
@@ -434,7 +433,8 @@ class Driver:
             for rpc, hexed in m[3]["samples"].items():
                 r.samples.setdefault(rpc, hexed)
         if name != "release":  # which has bounds of its own, past the run's
-            if self._sum(CALLS) >= self.cfg.max_calls and r.aborted is None:
+            # Stopped by it with work left: calls that came to it exactly did it all.
+            if any(m[3]["spent"] for m in msgs) and r.aborted is None:
                 r.aborted = "max_calls reached"
             if time.monotonic() >= self.hard_deadline and r.aborted is None:
                 r.aborted = "max_duration reached"
@@ -497,7 +497,7 @@ class Driver:
         try:
             r.server_live_sessions = asyncio.run(
                 count_live_sessions(
-                    Targets(cfg.targets),
+                    cfg.new_targets(),
                     cfg.retry(call_timeout=60.0),
                     cfg.admin_token,
                     users.team_id,

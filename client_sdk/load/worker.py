@@ -31,7 +31,7 @@ import grpc
 
 from client_sdk.clock import SystemClock
 from client_sdk.errors import TesseraError
-from client_sdk.failover import Failover, Targets
+from client_sdk.failover import Failover
 from client_sdk.load.config import RELEASE_ATTEMPTS, RELEASE_RETRY_WAIT, LoadConfig
 from client_sdk.load.stats import PhaseStats, Recorder
 from tessera_api.tessera.v1 import common_pb2, licensing_service_pb2_grpc
@@ -131,6 +131,7 @@ class Worker:
         self.counters = counters
         self.base = spec.index * SLOTS
         self.budget = spec.budget
+        self.spent = False  # the phase under way stopped with its calls spent, work left
         self.rng = random.Random(self.cfg.seed * 1000 + spec.index)  # noqa: S311 - not a secret
         self.calls = 0
         self.errors = 0
@@ -173,7 +174,14 @@ class Worker:
             await asyncio.sleep(0.1)
 
     def stopping(self, deadline: float) -> bool:
-        return self.budget <= 0 or self.abort.is_set() or time.monotonic() >= deadline
+        """Whether the phase under way stops now: at its end (``deadline``), when the
+        driver says so, or with its calls spent (``spent``: work left undone)."""
+        if self.abort.is_set() or time.monotonic() >= deadline:
+            return True
+        if self.budget <= 0:
+            self.spent = True
+            return True
+        return False
 
     def failed(self, rec: Recorder, exc: TesseraError) -> None:
         self.calls += 1
@@ -188,7 +196,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         cfg = self.cfg
         options = [("grpc.use_local_subchannel_pool", 1)]  # one TCP connection per channel
-        targets = Targets(cfg.targets)  # shared: a move to the active is made once for all
+        targets = cfg.new_targets()  # shared: a move to the active is made once for all
         self.connections = [
             Failover(
                 targets,
@@ -212,6 +220,7 @@ class Worker:
                     break
                 self.abort.clear()
                 self.units = 0
+                self.spent = False
                 self.extra = []
                 stats = PhaseStats(name)
                 stats.started = time.monotonic()
@@ -221,6 +230,7 @@ class Worker:
                 self.flush()
                 info = {
                     "live": self.live,
+                    "spent": self.spent,
                     "ended": dict(self.ended),
                     "samples": self.samples,
                     "extra": self.extra,
@@ -541,7 +551,11 @@ class Worker:
 
 def worker_main(spec: WorkerSpec, conn: Connection, counters: Any) -> None:
     """Entry point of a worker process (started with the ``spawn`` method)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what an interrupt does
+    # The driver decides what an interrupt does: Ctrl+C, and a SIGTERM sent to the whole
+    # process group (``timeout``, ``kill -- -PGID``, a CI job cancelled), reach the
+    # workers too; ended by them, they left every session of theirs live on the server.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         asyncio.run(Worker(spec, conn, counters).main())
     except BaseException as exc:

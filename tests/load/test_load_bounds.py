@@ -395,3 +395,33 @@ def test_load_run_stopped_before_any_call_prints_its_report_and_exits_3(
     code = load_main.main(["--target", "127.0.0.1:1", "--fake-users", "--no-progress"])
     assert code == 3
     assert "STOPPED EARLY: max_duration reached" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--workers", "100000"), ("--channels", "100000"), ("--users", "1e9")]
+)
+def test_load_workers_channels_and_users_have_an_upper_bound(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``-P 100000`` started a Python process a user (a thousand of them on two cores);
+    ``--fake-users -n 100000000`` made its keys for 11 s and died of a MemoryError,
+    before ``--max-duration`` applies."""
+    with pytest.raises(SystemExit) as stop:
+        load_main.main(["--target", "127.0.0.1:1", "--fake-users", flag, str(int(float(value)))])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and "must be within" in err, err
+
+
+def test_h3_load_follows_a_standbys_hint_only_to_a_loopback_address() -> None:
+    """The README: the tool "refuses non-loopback targets unless --allow-remote"; a
+    standby's NOT_LEADER naming the active's advertised name (``tessera-a.internal``)
+    took the load there all the same. Unfollowed, the calls go round the listed ones."""
+    listed = "127.0.0.1:7001,127.0.0.1:7002"
+    targets = LoadConfig(target=listed, fake_users=True).new_targets()
+    assert targets.move("127.0.0.1:7001", leader="tessera-a.internal:50051") == "127.0.0.1:7002"
+    assert targets.move("127.0.0.1:7002", leader="[::1]:7003") == "[::1]:7003"
+    remote = LoadConfig(target=listed, fake_users=True, allow_remote=True).new_targets()
+    assert remote.move("127.0.0.1:7001", leader="tessera-a.internal:50051") == (
+        "tessera-a.internal:50051"
+    )

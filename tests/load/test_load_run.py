@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,11 +24,13 @@ from client_sdk import ManualClock
 from client_sdk.load import LoadConfig, run
 from client_sdk.load.__main__ import main
 from client_sdk.load.runner import Driver, LoadError
+from tessera_api.tessera.v1.common_pb2 import SESSION_STATE_ENDED
 from tests.grpcurl import Grpcurl
-from tests.sdk.fakes import FakeThread
+from tests.sdk.fakes import FakeLicensing, FakeThread
 from tests.support import ADMIN_TOKEN, ServerThread
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -406,3 +411,64 @@ def test_a_worker_that_dies_fails_the_run_and_the_others_release_their_sessions(
     finally:
         srv.stop()
     assert len(live) == 20  # the dead worker's half, left to the server
+
+
+def test_a_run_whose_calls_came_to_max_calls_exactly_did_it_all_and_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 3 is "stopped early: --max-calls or --max-duration was reached before the
+    phases were done"; three users' Entitles in a budget of three did every phase, and
+    were reported STOPPED EARLY."""
+    with FakeThread(ManualClock()) as fake:
+        users = _fake_users(tmp_path / "users.json", 3)
+        code = main(
+            [
+                *("--target", fake.target, "--users-file", str(users), "-n", "3", "-P", "1"),
+                *("--plugin-fraction", "0", "--warmup", "0", "--steady", "0"),
+                *("--max-calls", "3", "--no-progress"),
+            ]
+        )
+        entitles, releases = len(fake.called("Entitle")), len(fake.called("Release"))
+    out = capsys.readouterr().out
+    assert (code, entitles, releases) == (0, 3, 3), out
+    assert "STOPPED EARLY" not in out
+
+
+def _live(fake: FakeLicensing) -> int:
+    return sum(s.msg.state != SESSION_STATE_ENDED for s in fake.sessions.values())
+
+
+def test_a_sigterm_to_the_whole_process_group_releases_every_session_and_exits_130(
+    tmp_path: Path,
+) -> None:
+    """``timeout 600 python -m client_sdk.load ...``, ``kill -- -PGID`` and a CI job
+    cancelled send SIGTERM to every process of the group: the workers died of it, and
+    every session they held stayed live on the server (exit 1, no report)."""
+    with FakeThread(ManualClock()) as fake:
+        users = _fake_users(tmp_path / "users.json", 10)
+        tool = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "client_sdk.load", "--target", fake.target),
+                *("--users-file", str(users), "-n", "10", "-P", "2", "--plugin-fraction", "0"),
+                *("--warmup", "0", "--steady", "60", "--no-progress", "--max-duration", "90"),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # a group of its own, as under timeout(1)
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while len(fake.called("Heartbeat")) < 20:  # the steady state is under way
+                assert time.monotonic() < deadline and tool.poll() is None
+                time.sleep(0.05)
+            assert _live(fake) == 10
+            os.killpg(tool.pid, signal.SIGTERM)
+            out, err = tool.communicate(timeout=60)
+        finally:
+            if tool.poll() is None:
+                os.killpg(tool.pid, signal.SIGKILL)
+                tool.wait()
+        left = _live(fake)
+    assert (tool.returncode, left) == (130, 0), (err, out)
