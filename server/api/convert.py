@@ -488,7 +488,7 @@ def pack_usage_out(p: PackUsage, managed: frozenset[str] | None = None) -> pb.Pa
 
 # The request fields of the audited calls that name teams (a team, a pack's new team,
 # an admin key's teams).
-_TEAM_FIELDS = ("team_id", "to_team_id", "team_ids")
+_TEAM_FIELDS = ("team_id", "to_team_id", "from_team_id", "team_ids")
 
 
 def audit_event_out(
@@ -500,6 +500,9 @@ def audit_event_out(
     ``managed``: a team administrator's teams; a team its request names that is not
     one of them is said as ``OTHER_TEAM`` (AD1)."""
     body = json.loads(e.request)
+    target = e.target
+    if managed is not None and target and target == body.get("team_id"):
+        target = team_shown(target, managed)  # the event is about a team (its settings)
     if managed is not None:
         for name in _TEAM_FIELDS:
             value = body.get(name)
@@ -516,7 +519,7 @@ def audit_event_out(
         actor_name=e.actor_name,
         method=e.method,
         team_id=team_id or e.team_id,
-        target=e.target,
+        target=target,
         request_id=e.request_id,
         request=request,
     )

@@ -623,3 +623,43 @@ def test_ad2_c1_c2_coverage_given_and_ended_is_in_the_trail_of_the_team_that_pay
         ("HOLD", 10, at(h=2)),
     ]
     assert _trail(desk, "alpha")[:2] == ["EndSubscription", "GrantSubscription"]
+
+
+def test_ad1_ad2_a_move_read_in_the_new_teams_trail_names_not_the_team_it_left(
+    desk: Desk, server: ServerThread
+) -> None:
+    """A pack bought for alpha and moved to beta naming `from_team_id` (as the
+    portal always does): beta's own administrator reads the event in beta's
+    trail, and must not learn alpha's name (AD1; docs/api.md: "(another team)",
+    "as the audit trail does")."""
+    desk.team("beta", 50)
+    pack = desk.buy("alpha", 10)["pack_id"]
+    desk.a("MoveTokenPack", {"pack_id": pack, "to_team_id": "beta", "from_team_id": "alpha"})
+    (event, *_) = _events_seen_by(desk, server, "beta")
+    assert (event["method"], event["team_id"]) == ("MoveTokenPack", "beta")
+    assert event["request"]["from_team_id"] == "(another team)", event["request"]
+    assert "alpha" not in json.dumps(event)
+
+
+def test_ad1_ad2_an_event_about_another_teams_settings_names_it_not_by_its_target(
+    sheet_desk: Desk, server: ServerThread
+) -> None:
+    """Ann runs AutoCAD in alpha through alpha's default set, with an AutoCAD
+    Electrical plugin paid by beta. Clearing alpha's default set ends both (A6,
+    P4), so the event is in beta's trail (AD2). Beta's own administrator reads it:
+    the request's team_id is "(another team)", but `target` still says "alpha"."""
+    desk = sheet_desk
+    desk.team("alpha", 100)
+    desk.team("beta", 100)
+    desk.a("SetDefaultAssignments", {"team_id": "alpha", "product_ids": ["ACAD"]})
+    ann = desk.user("alpha", "ann", products=[])
+    desk.user("beta", "ann", products=["ACADEL"])
+    host = desk.entitle(ann)
+    plug = desk.entitle(ann, "ACADEL", parent_session_id=host["session_id"])
+    assert (host["team_id"], plug["team_id"]) == ("alpha", "beta")
+    desk.a("SetDefaultAssignments", {"team_id": "alpha", "product_ids": []})
+    assert desk.heartbeat(ann, plug["session_id"])["end_reason"] == "END_REASON_HOST_ENDED"
+    (event, *_) = _events_seen_by(desk, server, "beta")
+    assert (event["method"], event["team_id"]) == ("SetDefaultAssignments", "beta")
+    assert event["request"]["team_id"] == "(another team)"
+    assert "alpha" not in json.dumps(event), event
