@@ -225,7 +225,10 @@ class Accounts:
         """Entries of a team in order, after ``since_seq`` (before it, newest first;
         0: from the start); reads the committed history. UNKNOWN_TEAM, UNKNOWN_PACK."""
         self.team(team_id)
-        pack = self.state.ledger.pack(pack_id) if pack_id else None
+        try:
+            pack = self.state.ledger.pack(pack_id) if pack_id else None
+        except UnknownPack:  # in the same words as another team's pack (below)
+            raise _never_the_teams(team_id, pack_id) from None
         # Entries already made in memory (a deadline's, being stored) are listed, as
         # the balance beside them already counts them.
         await self._commits.settled()
@@ -242,7 +245,7 @@ class Accounts:
             and pack.team_id != team_id
             and (not since_seq or not await self._store.ledger_page(team_id, 0, 1, pack_id))
         ):
-            raise UnknownPack(f"no token pack {pack_id!r}", pack_id=pack_id)
+            raise _never_the_teams(team_id, pack_id)
         return entries
 
     def _on_pack_expiry(self, pack_id: str, due: datetime, changes: Changes) -> None:
@@ -292,3 +295,11 @@ class Accounts:
 
     def list_products(self) -> list[Product]:
         return sorted(self.state.products.values(), key=lambda p: p.product_id)
+
+
+def _never_the_teams(team_id: str, pack_id: str) -> UnknownPack:
+    """A ledger filtered by a pack that was never the team's: whether it is another
+    team's or no pack at all, in the same words (AD1), neither saying it does not exist."""
+    return UnknownPack(
+        f"team {team_id!r} has no token pack {pack_id!r}, and never had", pack_id=pack_id
+    )

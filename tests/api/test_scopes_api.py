@@ -571,6 +571,8 @@ def test_ad1_another_teams_pack_as_a_ledger_filter_is_no_pack_of_this_team(world
             assert info.value.reason == "UNKNOWN_PACK"
             answers.append(info.value.message.replace(pack, "PACK"))
     assert len(set(answers)) == 1
+    # Of the team, not of the server: beta's pack exists ("no token pack" said it did not).
+    assert answers[0] == "team 'alpha' has no token pack 'PACK', and never had"
     world.call("MoveTokenPack", {"pack_id": world.own.pack, "to_team_id": "gamma"})
     moved = world.call("ListLedgerEntries", {"team_id": "alpha", "pack_id": world.own.pack})
     assert [e["kind"] for e in moved["entries"]] == [
