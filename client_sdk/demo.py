@@ -1,10 +1,13 @@
 """A demo product: ``python -m client_sdk.demo --target 127.0.0.1:50051 --admin-token ...``.
 
 With the admin token it first provisions what it needs through AdminService (a team
-with tokens, the product ``DEMOCAD`` and its plugin ``DEMOPLUG``, an imported user and
-a key for them); with ``--user-key`` it uses that user's key as it is. Then it plays a
-product: entitles, works for a while, stops working until the SDK reports it idle, comes
-back, opens its plugin, and releases both, printing what happens on the way.
+with tokens, the product ``DEMOCAD`` and its plugin ``DEMOPLUG`` unless the rate sheet
+has them, an imported user and a key for them, kept in ``--keys-dir`` for the next run:
+issuing another would revoke the one a demo still running holds); with ``--user-key``
+it uses that user's key as it is. Then it plays a product: entitles, works for a while,
+stops working until the SDK reports it idle, comes back, opens its plugin, and releases
+both, printing what happens on the way. Ctrl+C, SIGTERM and SIGHUP (a terminal closed)
+stop it the same way: what it opened is released first.
 """
 
 from __future__ import annotations
@@ -12,16 +15,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 
+from client_sdk._retry import RetryPolicy
 from client_sdk.client import AsyncClient
 from client_sdk.clock import Clock, SystemClock
-from client_sdk.errors import TesseraError
+from client_sdk.errors import TesseraError, Unauthenticated
 from client_sdk.models import ChargeState, EndReason, Platform, Session, SessionState
 from client_sdk.session import AsyncSessionHandle, EndedCallback, SessionOptions, StateCallback
 from client_sdk.transport import TLS, bearer_secret, open_channel
@@ -30,6 +36,7 @@ from tessera_api.tessera.v1 import admin_service_pb2_grpc as admin_grpc
 from tessera_api.tessera.v1 import common_pb2
 
 ALL_PLATFORMS = [common_pb2.PLATFORM_WINDOWS, common_pb2.PLATFORM_MACOS, common_pb2.PLATFORM_LINUX]
+_T = TypeVar("_T")
 
 
 class Printer:
@@ -99,15 +106,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m client_sdk.demo", description="Play a product against a Tessera server."
     )
-    p.add_argument("--target", default=os.environ.get("TESSERA_TARGET", "127.0.0.1:50051"))
+    p.add_argument(
+        "--target", default=os.environ.get("TESSERA_TARGET", "127.0.0.1:50051"), help="host:port"
+    )
     who = p.add_mutually_exclusive_group()
     who.add_argument(
         "--admin-token",
-        default=os.environ.get("TESSERA_ADMIN_TOKEN"),
         help="provision a team, products, a user and their key first (TESSERA_ADMIN_TOKEN)",
     )
-    who.add_argument(
-        "--user-key", default=os.environ.get("TESSERA_USER_KEY"), help="(TESSERA_USER_KEY)"
+    who.add_argument("--user-key", help="(TESSERA_USER_KEY)")
+    p.add_argument(
+        "--keys-dir",
+        type=Path,
+        default=Path("var/demo-keys"),
+        help="where provisioning keeps the user's key for the next run (owner-only)",
+    )
+    p.add_argument(
+        "--takeover",
+        action="store_true",
+        help="move the product here from another device that runs it (RULES M9)",
     )
     p.add_argument("--product", default="DEMOCAD")
     p.add_argument("--plugin", default="DEMOPLUG")
@@ -139,6 +156,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--client-cert", default=None, help="PEM file, for mutual TLS")
     p.add_argument("--client-key", default=None, help="PEM file, for mutual TLS")
     args = p.parse_args(argv)
+    problem = _target_problem(args.target)
+    if problem:
+        p.error(f"--target {args.target!r}: {problem}")
+    if args.admin_token is None and args.user_key is None:  # a flag given beats the environment
+        args.admin_token = os.environ.get("TESSERA_ADMIN_TOKEN")
+        args.user_key = os.environ.get("TESSERA_USER_KEY")
     if not args.admin_token and not args.user_key:
         p.error("give --admin-token (to provision) or --user-key")
     # The one that is used (``play``) must go in a header: a line break in it would be
@@ -163,6 +186,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if bool(args.client_cert) != bool(args.client_key):
         p.error("--client-cert and --client-key go together (mutual TLS)")
     return args
+
+
+def _target_problem(target: str) -> str | None:
+    """What is wrong with ``target`` as ``host:port`` (None: nothing); gRPC itself takes
+    a port past 65535 modulo 65536, and an empty one as 443."""
+    host, sep, port = target.rpartition(":")
+    if not sep or not host.strip("[]"):
+        return "must be host:port, such as 127.0.0.1:50051"
+    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return "its port must be a number from 1 to 65535"
+    return None
 
 
 def _tls(args: argparse.Namespace) -> TLS | bool:
@@ -202,6 +236,7 @@ async def provision(args: argparse.Namespace, say: Printer) -> str:
                 request_id=tokens_request_id(args.team, args.tokens),
             ),
         )
+        sheet = await _product_ids(call)
         for product in (
             common_pb2.Product(
                 product_id=args.product,
@@ -220,6 +255,9 @@ async def provision(args: argparse.Namespace, say: Printer) -> str:
                 platforms=ALL_PLATFORMS,
             ),
         ):
+            if product.product_id in sheet:  # the operator's: played as the sheet has it
+                say(f"product {product.product_id} is on the rate sheet already: left as it is")
+                continue
             await call("UpsertProduct", admin_pb.UpsertProductRequest(product=product))
         members = await call(
             "ImportUsers",
@@ -227,16 +265,70 @@ async def provision(args: argparse.Namespace, say: Printer) -> str:
             exists_ok=True,
         )
         user_id = members.members[0].user_id if members else _email(args.user)
-        issued = await call("IssueUserKey", admin_pb.IssueUserKeyRequest(user_id=user_id))
+        kept = _key_file(args, user_id)
+        key = await _kept_key(args, kept)
+        how = f"the key kept in {kept}"
+        if key is None:  # none yet, or this server does not know it: a new one
+            issued = await call("IssueUserKey", admin_pb.IssueUserKeyRequest(user_id=user_id))
+            key = str(issued.user_key)
+            how = _keep(kept, key)
         team = (await call("GetTeam", admin_pb.GetTeamRequest(team_id=args.team))).team
         say(
             f"provisioned team {args.team!r} ({team.available_tokens} tokens available; "
             f"pack {pack.token_pack.pack_id}), products {args.product} and plugin {args.plugin}, "
-            f"user {user_id} with a fresh key"
+            f"user {user_id} with {how}"
         )
-        return str(issued.user_key)
+        return key
     finally:
         await channel.close()
+
+
+async def _product_ids(call: Callable[..., Awaitable[Any]]) -> set[str]:
+    """The ids on the rate sheet."""
+    ids: set[str] = set()
+    token = ""
+    while True:
+        page = await call(
+            "ListProducts", admin_pb.ListProductsRequest(page_size=1000, page_token=token)
+        )
+        ids.update(p.product_id for p in page.products)
+        token = page.next_page_token
+        if not token:
+            return ids
+
+
+def _key_file(args: argparse.Namespace, user_id: str) -> Path:
+    safe = "".join(ch if ch.isalnum() or ch in "@.-_" else "_" for ch in user_id)
+    return Path(args.keys_dir) / f"{safe}.key"
+
+
+async def _kept_key(args: argparse.Namespace, path: Path) -> str | None:
+    """The key a run before kept for this user, if this server still takes it."""
+    try:
+        key = path.read_text().strip()
+        bearer_secret("kept key", key)
+    except (OSError, ValueError):
+        return None
+    async with AsyncClient(
+        args.target, key, tls=_tls(args), retry=RetryPolicy(max_attempts=1)
+    ) as c:
+        try:
+            await c.list_my_products()
+        except Unauthenticated:  # another server's, or issued again since
+            return None
+    return key
+
+
+def _keep(path: Path, key: str) -> str:
+    """Keep ``key`` in ``path``, readable by this user alone; says where (or why not)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+    except OSError as exc:
+        return f"a new key (not kept: {exc.strerror or exc}; the next run issues another)"
+    return f"a new key, kept in {path}"
 
 
 def _email(entry: str) -> str:
@@ -291,13 +383,27 @@ async def _play(
     )
     say(f"working for {args.work:g}s (touching on every action)")
     await _work(clock, s, args.work)
+    if s.ended:  # (``ended`` said why)
+        return
     say(f"the user stops; the SDK calls Idle after {args.idle_after:g}s without activity")
     if not await _wait_for(clock, s, SessionState.IDLE, args.idle_after + 10):
-        say("the session did not go idle (is the product idle-aware?)")
+        if s.ended:
+            return
+        say(
+            "the session did not go idle: the server does not answer"
+            if not s.online
+            else "the session did not go idle (is the product idle-aware?)"
+        )
     say("the user is back: touch()")
     s.touch()
     if not await _wait_for(clock, s, SessionState.ACTIVE, 10):
-        say("the session did not come back (a test clock that stands still?)")
+        if s.ended:
+            return
+        say(
+            "the session did not come back: the server does not answer"
+            if not s.online
+            else "the session did not come back (a test clock that stands still?)"
+        )
     async with s.plugin(args.plugin, on_ended=ended, on_state_changed=state) as p:
         try:
             say(f"opened plugin {args.plugin}: {_describe(p.session)}")
@@ -342,13 +448,15 @@ async def play(args: argparse.Namespace) -> int:
             say(f"{s.product_id} is offline and its lease ends in {left}: reconnect soon")
 
         async def release(handle: AsyncSessionHandle) -> None:
-            """Release ``handle`` and say what came of it."""
+            """Release ``handle`` and say what came of it: within the options'
+            ``release_timeout``, as leaving the block would (the product is closing)."""
             if handle.ended:  # the server ended it already (``ended`` said why)
                 await handle.release()
                 return
             releasing.add(handle.product_id)
+            say(f"releasing {handle.product_id}")
             try:
-                session = await handle.release()
+                session = await handle.release(timeout=options.release_timeout)
             except TesseraError as exc:
                 failed.append(handle.product_id)
                 say(
@@ -364,6 +472,7 @@ async def play(args: argparse.Namespace) -> int:
             async with client.session(
                 args.product,
                 args.version,
+                takeover=args.takeover,
                 on_ended=ended,
                 on_state_changed=state,
                 on_charge_state_changed=charge,
@@ -381,15 +490,41 @@ async def play(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _stoppable(work: Coroutine[Any, Any, _T], stopped: list[int]) -> _T:
+    """``work``, cancelled by SIGTERM or SIGHUP as Ctrl+C cancels it (what it opened is
+    released on the way out); the signal is added to ``stopped``."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def stop(signum: int) -> None:
+        stopped.append(signum)
+        if task is not None:
+            task.cancel()
+
+    signals = (signal.SIGTERM, signal.SIGHUP)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await work
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    stopped: list[int] = []
     try:
-        return asyncio.run(play(args))
+        return asyncio.run(_stoppable(play(args), stopped))
     except grpc.aio.AioRpcError as exc:  # only the admin calls of the provisioning step
         print(f"provisioning failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except asyncio.CancelledError:
+        if not stopped:
+            raise
+        return 128 + stopped[0]  # as a shell says a process ended by that signal
 
 
 if __name__ == "__main__":

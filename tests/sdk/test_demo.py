@@ -4,16 +4,34 @@ threshold is a fraction of a second, and a test clock would stand still)."""
 from __future__ import annotations
 
 import functools
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from client_sdk import RetryPolicy, demo
 from client_sdk.demo import main
-from tests.support import ADMIN_TOKEN, ServerThread
+from tessera_api.tessera.v1 import admin_service_pb2 as admin_pb
+from tessera_api.tessera.v1 import admin_service_pb2_grpc as admin_grpc
+from tessera_api.tessera.v1 import common_pb2
+from tests.support import ADMIN_TOKEN, REPO, ServerThread
 
 FAST = ["--work", "0.2", "--idle-after", "0.2"]
+MD = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+
+
+@pytest.fixture(autouse=True)
+def _keys_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo keeps the user's key under ``var/demo-keys`` of where it runs: here."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
@@ -188,3 +206,219 @@ def test_demo_says_when_a_release_fails(
     assert "DEMOPLUG: Release failed (Unavailable" in out
     assert "DEMOCAD: Release failed (Unavailable" in out
     assert "ended: released" not in out and "released DEMOCAD" not in out
+
+
+# -- the demo as a newcomer runs it: in a terminal, twice, against a rate sheet of theirs ----
+
+
+def _admin(target: str, method: str, request: object) -> object:
+    with grpc.insecure_channel(target) as channel:
+        stub = admin_grpc.AdminServiceStub(channel)
+        return getattr(stub, method)(request, metadata=MD, timeout=10)
+
+
+def _live(target: str) -> list[tuple[str, str, str]]:
+    answer: object = _admin(target, "ListSessions", admin_pb.ListSessionsRequest(team_id="demo"))
+    return [(s.session_id, s.device_id, s.product_id) for s in answer.sessions]  # type: ignore[attr-defined]
+
+
+class Demo:
+    """The demo in a process of its own (provisioning with the admin token), its output
+    read line by line as it comes (a thread reads it: select() cannot see what a text
+    stream has buffered already)."""
+
+    def __init__(self, target: str, keys: Path, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "client_sdk.demo", "--target", target),
+                *("--admin-token", ADMIN_TOKEN, "--keys-dir", str(keys), *extra),
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen = ""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put("")  # the end
+
+    def until(self, text: str, timeout: float = 30) -> str:
+        """The output up to the first line holding ``text``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            self.seen += line
+            if text in line:
+                return self.seen
+            if not line:
+                break
+        self.proc.kill()
+        raise AssertionError(f"never saw {text!r}:\n{self.seen}")
+
+    def finish(self, timeout: float = 60) -> tuple[int, str]:
+        """Its exit code and all it wrote."""
+        try:
+            self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        while not self.lines.empty():
+            self.seen += self.lines.get()
+        return self.proc.returncode, self.seen
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_m3_demo_stopped_by_sigterm_or_sighup_releases_its_session(
+    live_server: ServerThread, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """As Ctrl+C does: killed on the spot, the session stayed live for its lease, was
+    charged at 5 minutes, and the user's other devices were refused RUNNING_ELSEWHERE."""
+    run = Demo(live_server.target, tmp_path, "--work", "60", "--device-id", "dev-a")
+    run.until("working for")
+    run.proc.send_signal(sig)
+    code, out = run.finish()
+    assert (code, _live(live_server.target)) == (128 + sig, []), out
+
+
+def test_m9_a_second_demo_keeps_the_first_ones_key_and_offers_the_takeover(
+    live_server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Provisioning issued the user a new key on every run, which revoked the key of a
+    demo still running: that one ended KEY_REFUSED and could not release its session.
+    And the refusal says "set takeover", which the demo had no flag for."""
+    first = Demo(live_server.target, tmp_path, "--device-id", "dev-a", "--work", "30")
+    try:
+        first.until("working for")
+        base = ["--target", live_server.target, "--admin-token", ADMIN_TOKEN, *FAST]
+        here = [*base, "--keys-dir", str(tmp_path), "--device-id", "dev-b"]
+        assert main(here) == 2
+        out = capsys.readouterr().out
+        assert "RunningElsewhere" in out and "set takeover to move it here" in out, out
+        assert "with the key kept in" in out, out
+        assert main([*here, "--takeover"]) == 0
+        out = capsys.readouterr().out
+        assert "DEMOCAD ended: released" in out, out
+        code, out = first.finish()
+    finally:
+        if first.proc.poll() is None:
+            first.proc.kill()
+            first.finish()
+    assert "DEMOCAD ended: taken_over" in out, out
+    assert (code, _live(live_server.target)) == (0, [])
+
+
+def test_m12_demo_says_so_when_the_server_ended_its_session(
+    live_server: ServerThread, tmp_path: Path
+) -> None:
+    run = Demo(live_server.target, tmp_path, "--work", "2", "--idle-after", "0.5")
+    seen = run.until("working for")
+    session = re.search(r"entitled DEMOCAD 2026: session (se_\S+):", seen)
+    assert session, seen
+    _admin(live_server.target, "EndSession", admin_pb.EndSessionRequest(session_id=session[1]))
+    code, out = run.finish()
+    assert code == 0 and "DEMOCAD ended: ended_by_admin" in out, out
+    for wrong in ("idle-aware", "stands still", "refused"):  # it played on, blaming those
+        assert wrong not in out, out
+
+
+def test_demo_does_not_blame_idle_awareness_when_the_server_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    srv = ServerThread(tmp_path / "tessera.db", test_clock=None).start()
+    works: list[float] = []
+    real_work = demo._work
+
+    async def work_then_stop(clock: object, handle: object, seconds: float) -> None:
+        works.append(seconds)
+        await real_work(clock, handle, seconds)  # type: ignore[arg-type]
+        if len(works) == 1:  # the host's work done: the server goes away
+            srv.stop()
+
+    monkeypatch.setattr(demo, "_work", work_then_stop)
+    brief = RetryPolicy(max_attempts=2, initial_backoff=0.0, call_timeout=1.0)
+    monkeypatch.setattr(demo, "AsyncClient", functools.partial(demo.AsyncClient, retry=brief))
+    main(["--target", srv.target, "--admin-token", ADMIN_TOKEN, *FAST])
+    out = capsys.readouterr().out
+    assert "the session did not go idle: the server does not answer" in out, out
+    assert "idle-aware" not in out, out
+
+
+def test_p1_demo_leaves_a_product_already_on_the_rate_sheet_as_it_is(
+    live_server: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--product MAYA`` (the README's product) rewrote the operator's MAYA as Demo CAD,
+    10 tokens a day, idle-aware."""
+    maya = common_pb2.Product(
+        product_id="MAYA",
+        display_name="Autodesk Maya",
+        daily_rate=50,
+        kind=common_pb2.PRODUCT_KIND_PRODUCT,
+        idle_aware=False,
+        platforms=demo.ALL_PLATFORMS,
+    )
+    _admin(live_server.target, "UpsertProduct", admin_pb.UpsertProductRequest(product=maya))
+    main(["--target", live_server.target, "--admin-token", ADMIN_TOKEN, "--product", "MAYA", *FAST])
+    out = capsys.readouterr().out
+    assert "product MAYA is on the rate sheet already: left as it is" in out, out
+    listed: object = _admin(live_server.target, "ListProducts", admin_pb.ListProductsRequest())
+    after = {p.product_id: p for p in listed.products}["MAYA"]  # type: ignore[attr-defined]
+    assert (after.display_name, after.daily_rate, after.idle_aware) == ("Autodesk Maya", 50, False)
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1:115536", "127.0.0.1:", "", "nohost", ":50051"])
+def test_demo_refuses_a_target_that_is_not_host_port_as_a_usage_error(
+    target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """gRPC takes a port past 65535 modulo 65536 (the demo played another server) and an
+    empty one as 443; an empty target was a traceback out of the SDK."""
+    with pytest.raises(SystemExit) as stop:
+        main(["--target", target, "--user-key", "tsu_x", *FAST])
+    assert stop.value.code == 2
+    assert "--target" in capsys.readouterr().err
+
+
+def test_demo_ends_within_its_release_timeouts_when_the_server_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each release ran the whole retry policy (20 s) with nothing printed: 40 s to end."""
+    srv = ServerThread(tmp_path / "tessera.db", test_clock=None).start()
+    works: list[float] = []
+    stopped: list[float] = []
+
+    async def work_then_die(clock: object, handle: object, seconds: float) -> None:
+        works.append(seconds)
+        if len(works) == 2:  # the plugin's work: the server goes away under it
+            srv.stop()
+            stopped.append(time.monotonic())
+
+    monkeypatch.setattr(demo, "_work", work_then_die)
+    main(["--target", srv.target, "--admin-token", ADMIN_TOKEN, *FAST])
+    took = time.monotonic() - stopped[0]
+    out = capsys.readouterr().out
+    assert "releasing DEMOPLUG" in out and "DEMOPLUG: Release failed" in out, out
+    assert took < 2 * demo.SessionOptions().release_timeout.total_seconds() + 3, out
+
+
+def test_demo_an_admin_token_given_beats_a_user_key_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TESSERA_USER_KEY", "tsk_stale")
+    args = demo.parse_args(["--target", "127.0.0.1:1", "--admin-token", "tsa_given"])
+    assert (args.admin_token, args.user_key) == ("tsa_given", None)
+    monkeypatch.setenv("TESSERA_ADMIN_TOKEN", "tsa_env")
+    args = demo.parse_args(["--target", "127.0.0.1:1"])
+    assert (args.admin_token, args.user_key) == ("tsa_env", "tsk_stale")  # as before
