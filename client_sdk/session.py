@@ -784,7 +784,8 @@ class AsyncSessionHandle:
             or self._idle_tried_for == self._last_activity
         ):
             return None
-        return self._last_activity + self.options.idle_threshold
+        # An Idle refused (a rate limit, a server error) is sent again after the pause.
+        return max(self._hold_until, self._last_activity + self.options.idle_threshold)
 
     def _report_due_at(self) -> datetime | None:
         """When fresh activity must reach the server, before its own idle deadline."""
@@ -874,6 +875,8 @@ class AsyncSessionHandle:
         except TesseraError as exc:
             self._refused(exc, sent)
             return
+        if self._ended_meanwhile(session):
+            return
         self._reported_activity = max(self._reported_activity, activity)
         self._next_heartbeat = sent + self._jittered(self._interval)
         self._hold_until = sent
@@ -889,15 +892,32 @@ class AsyncSessionHandle:
             self._idle_aware = False
             return
         except Unavailable as exc:
+            # Not done: sent again once the server answers (else it keeps the session in
+            # use, and a grace running is charged for a user who went idle: RULES M3, M6).
+            self._idle_tried_for = None
             self._went_offline(exc, sent)
             return
         except TesseraError as exc:
+            self._idle_tried_for = None  # sent again after the pause (``_idle_due_at``)
             self._refused(exc, sent, heartbeat=False)
+            return
+        if self._ended_meanwhile(session):
             return
         self._idle_aware = True
         self._apply(session, sent, extends_lease=False)
         if self._last_activity > activity and session.idle:
             self._resume = True  # touched while Idle was on its way: come back at once
+
+    def _ended_meanwhile(self, session: Session) -> bool:
+        """Whether the session ended on this side while ``session``, the server's answer,
+        was on its way (``ensure_usable`` found the lease over): the answer is not taken,
+        and a session it shows live (a heartbeat renewed its lease) is released, as
+        nobody holds it any more."""
+        if not self.ended:
+            return False
+        if not session.ended:
+            self._client._release_refused(session.session_id)
+        return True
 
     def _lease_ended(self) -> None:
         s = self.session

@@ -420,3 +420,33 @@ async def test_a6_unassigned_user_sees_the_session_end_not_assigned(world: World
         await world.advance(5 * MIN)
         await eventually(lambda: s.ended)
         assert s.end_reason is EndReason.NOT_ASSIGNED and s.error is None
+
+
+async def test_m3_m6_an_idle_lost_to_an_outage_reaches_the_server_and_nothing_is_charged(
+    world: World, proxy: Proxy
+) -> None:
+    """The user signs in and does nothing; the SDK's Idle at 3:00 meets a network outage
+    (2:30 to about 4:00). It was never sent again: the server kept the session in use
+    and charged its grace at 5:00 (M3: a meter idle before its 5 minutes costs nothing)."""
+    options = SessionOptions(idle_threshold=3 * MIN, heartbeat_jitter=0.0)
+    client = world.client(target=proxy.target, options=options)
+    async with client.session("ACAD", "2026") as s:
+        await world.advance(2 * MIN + 30 * timedelta(seconds=1))
+        proxy.go_down()
+        await world.advance(MIN)  # 3:30: the Idle at 3:00 failed
+        assert not s.online
+        proxy.go_up()
+        # (gRPC's reconnect backoff is real time: as in the test above.)
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            await world.advance(10 * timedelta(seconds=1))
+            if s.online:
+                break
+        await eventually(lambda: s.state is SessionState.IDLE)
+        await world.advance(2 * MIN)  # past 5:00
+        [stored] = await world.admin.sessions(ALICE)
+        assert stored.state == c.SESSION_STATE_IDLE
+        assert kinds(await world.admin.ledger("acme"), s.session_id) == [
+            ("HOLD", 10),
+            ("HOLD_RELEASE", 10),
+        ]

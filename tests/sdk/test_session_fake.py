@@ -12,6 +12,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -31,6 +32,7 @@ from client_sdk import (
 from tessera_api.tessera.v1 import common_pb2 as c
 from tests.sdk.conftest import FAKE_KEY, QUICK_RETRY, client_for, eventually
 from tests.sdk.fakes import FakeLicensing, FakeTime
+from tests.sdk.test_h3_failover import two_targets
 
 MIN = timedelta(minutes=1)
 SEC = timedelta(seconds=1)
@@ -916,3 +918,121 @@ async def test_m7_time_asleep_or_a_clock_set_back_gives_no_more_than_24_h_offlin
             s.ensure_usable()
         assert info.value.end_reason is EndReason.LEASE_EXPIRED and s.ended
     assert fake.called("Release") == []  # the lease is over: nothing left to release
+
+
+# -- an Idle, or a renewal, across an outage ----------------------------------------------
+
+
+async def test_m6_an_idle_lost_to_an_outage_is_sent_once_the_server_is_back(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    """The Idle at 3:00 meets an outage (2:30 to 3:30). The user never comes back: the
+    server must hear of it once it answers, not keep the session in use (a grace under
+    way charged at 5:00, M3) until its own 15 minutes. It was never sent again."""
+    options = SessionOptions(idle_threshold=3 * MIN, heartbeat_jitter=0.0)
+    async with client.session("ACAD", "2026", options=options) as s:
+        await clock.until_sleeping()
+        await walk(clock, 2 * MIN + 30 * SEC)
+        fake.down = True
+        await walk(clock, MIN)  # the Idle at 3:00 fails
+        lost = len(fake.called("Idle"))  # (the retry policy's attempts)
+        assert lost >= 1 and not s.online
+        fake.down = False
+        await walk(clock, 6 * MIN)
+        assert s.online and s.state is SessionState.IDLE
+        assert len(fake.called("Idle")) == lost + 1  # once, after the first heartbeat back
+        assert fake.sessions[s.session_id].msg.state == c.SESSION_STATE_IDLE
+
+
+async def test_m6_an_idle_refused_once_by_a_server_error_is_sent_again_after_a_pause(
+    client: AsyncClient, fake: FakeLicensing, clock: ManualClock
+) -> None:
+    options = SessionOptions(idle_threshold=3 * MIN, heartbeat_jitter=0.0)
+    async with client.session("ACAD", "2026", options=options) as s:
+        await clock.until_sleeping()
+        fake.refuse(grpc.StatusCode.INTERNAL, "INTERNAL", method="Idle")
+        await walk(clock, 8 * MIN)
+        idles = [call.time - s.session.start_time for call in fake.called("Idle")]
+        assert s.state is SessionState.IDLE
+        assert len(idles) == 2 and idles[0] == 3 * MIN and idles[1] > idles[0]  # not at once
+
+
+async def test_h3_an_idle_lost_to_a_takeover_is_sent_to_the_new_active(
+    fake: FakeLicensing, clock: ManualClock
+) -> None:
+    """The active dies as the Idle goes out and the standby takes over only after the
+    retries gave up: the Idle follows the session to the new active."""
+    other = await FakeLicensing(clock).share(fake).start()
+    try:
+        other.standby = ""  # a standby that knows no leader yet
+        options = SessionOptions(idle_threshold=3 * MIN, heartbeat_jitter=0.0)
+        async with (
+            two_targets(fake, other, clock) as client,
+            client.session("ACAD", "2026", options=options) as s,
+        ):
+            await clock.until_sleeping()
+            await walk(clock, 2 * MIN)
+            fake.down = True  # the active dies
+            await walk(clock, MIN + 30 * SEC)  # the Idle at 3:00 fails
+            assert not s.online
+            other.standby = None  # the standby takes over
+            await walk(clock, 5 * MIN)
+            assert s.online and s.state is SessionState.IDLE
+            assert other.called("Idle"), "the Idle never reached the new active"
+    finally:
+        await other.stop()
+
+
+class _SlowHeartbeats(FakeLicensing):
+    """Heartbeats done at once and answered only once ``gate`` opens (when ``slow``)."""
+
+    slow = False
+    gate: asyncio.Event
+
+    async def Heartbeat(self, request: Any, context: Any) -> Any:
+        answer = await super().Heartbeat(request, context)
+        if self.slow:
+            await self.gate.wait()
+        return answer
+
+
+async def test_m7_a_renewal_answered_after_the_lease_ended_here_is_released_not_taken(
+    clock: ManualClock,
+) -> None:
+    """Offline near its lease's end (10 minutes here), the SDK's retry at 9:40 reaches
+    the server, which renews the lease; the answer comes after 10:00, when
+    ``ensure_usable()`` has ended the session LEASE_EXPIRED. The SDK took that answer
+    (its end reason became UNSPECIFIED) and, the handle ended, released nothing: the
+    server held a live, renewed session nobody heartbeats (M9 refusing other devices)."""
+    fake = _SlowHeartbeats(clock)
+    fake.gate = asyncio.Event()
+    await fake.start()
+    fake.lease = 10 * MIN
+    options = SessionOptions(
+        heartbeat_jitter=0.0, idle_aware=False, offline_retry_interval=70 * SEC
+    )
+    try:
+        async with client_for(fake, clock) as client:
+            async with client.session("REVIT", "2026", options=options) as s:
+                await clock.until_sleeping()
+                fake.down = True
+                await walk(clock, 9 * MIN + 30 * SEC)  # tried at 5:00 ... 8:30
+                assert not s.online
+                fake.down, fake.slow = False, True
+                clock.advance(10 * SEC)  # 9:40: the retry goes out
+                await eventually(
+                    lambda: (
+                        bool(fake.called("Heartbeat"))
+                        and fake.called("Heartbeat")[-1].time == clock.now()
+                    )
+                )
+                clock.advance(25 * SEC)  # 10:05: the lease is over on the SDK's clock
+                with pytest.raises(SessionEnded):
+                    s.ensure_usable()
+                assert s.end_reason is EndReason.LEASE_EXPIRED
+                fake.gate.set()  # the renewal's answer arrives
+                await eventually(lambda: bool(fake.called("Release")))
+            assert s.end_reason is EndReason.LEASE_EXPIRED and s.state is SessionState.ENDED
+        assert fake.sessions[s.session_id].msg.state == c.SESSION_STATE_ENDED
+    finally:
+        await fake.stop()
