@@ -370,7 +370,10 @@ class AsyncSessionHandle:
         return callback
 
     def on_charge_state_changed(self, callback: ChargeStateCallback) -> ChargeStateCallback:
-        """Call ``callback(old, new, session)`` when the charge state changes."""
+        """Call ``callback(old, new, session)`` when the charge state changes: each change
+        once, in the order it happened (after the state change that caused it: idle, back,
+        ended), a renewal the server made between two answers too (CHARGED -> GRACE ->
+        CHARGED, when the next answer shows the next day's window)."""
         self._charge_cbs.append(callback)
         return callback
 
@@ -683,13 +686,14 @@ class AsyncSessionHandle:
             self._warned = False
         if session.heartbeat_interval and session.heartbeat_interval > timedelta(0):
             self._interval = session.heartbeat_interval
-        if old is not None:
-            if old.charge_state != session.charge_state:
-                for charge_cb in self._charge_cbs:
-                    self._fire(charge_cb, old.charge_state, session.charge_state, session)
-            if old.state != session.state and not session.ended:
+        if old is not None and not session.ended:
+            # The cause before its effect: idle (or back), then the grace given up (or begun).
+            if old.state != session.state:
                 for state_cb in self._state_cbs:
                     self._fire(state_cb, old.state, session.state, session)
+            for before, after in _charge_changes(old, session):
+                for charge_cb in self._charge_cbs:
+                    self._fire(charge_cb, before, after, session)
         if session.ended:
             self._finish(session, previous=old)
 
@@ -711,13 +715,17 @@ class AsyncSessionHandle:
         """The session is over: record it, tell the callbacks once, end the plugins."""
         if self._ended_event.is_set():
             return
-        old_state = (previous or self._session or session).state
+        before = previous or self._session or session
+        old_state = before.state
         self._session = session
         self._ended_event.set()
         self._wake.set()
         if old_state is not SessionState.ENDED:
             for state_cb in self._state_cbs:
                 self._fire(state_cb, old_state, SessionState.ENDED, session)
+        if before.charge_state != session.charge_state:
+            for charge_cb in self._charge_cbs:
+                self._fire(charge_cb, before.charge_state, session.charge_state, session)
         for ended_cb in self._ended_cbs:
             self._fire(ended_cb, session.end_reason, session)
         # A key the server refused would be refused for the plugins' Release too.
@@ -984,6 +992,24 @@ class AsyncSessionHandle:
         self._hold_until = self._clock.now() + self._jittered(pause)
         if heartbeat:
             self._next_heartbeat = max(self._hold_until, sent + self._jittered(self._interval))
+
+
+def _charge_changes(old: Session, new: Session) -> list[tuple[ChargeState, ChargeState]]:
+    """The charge state's changes from one answer to the next, each as it happened: a
+    renewal made between them (a window closed in use, held and charged again, RULES
+    M5: no heartbeat fell in its 5 minutes of grace, or the product was offline) shows as
+    CHARGED then CHARGED with a later window, and is told as CHARGED -> GRACE -> CHARGED."""
+    if old.charge_state is not new.charge_state:
+        return [(old.charge_state, new.charge_state)]
+    renewed = (
+        new.charge_state is ChargeState.CHARGED
+        and old.window_end_time is not None
+        and new.window_end_time is not None
+        and new.window_end_time > old.window_end_time
+    )
+    if renewed:
+        return [(ChargeState.CHARGED, ChargeState.GRACE), (ChargeState.GRACE, ChargeState.CHARGED)]
+    return []
 
 
 async def _guard(awaitable: Awaitable[None]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -450,3 +451,94 @@ async def test_m3_m6_an_idle_lost_to_an_outage_reaches_the_server_and_nothing_is
             ("HOLD", 10),
             ("HOLD_RELEASE", 10),
         ]
+
+
+# -- what the callbacks tell the product, against what the server holds --------------------
+
+
+def _recorder(log: list[tuple[object, ...]], tag: str) -> dict[str, Any]:
+    """Callbacks that add what they are told to ``log``, in the order they are told."""
+    return {
+        "on_charge_state_changed": lambda o, n, s: log.append((tag, "charge", o.name, n.name)),
+        "on_state_changed": lambda o, n, s: log.append((tag, "state", o.name, n.name)),
+        "on_ended": lambda r, s: log.append((tag, "ended", r.name)),
+    }
+
+
+async def _charge_state(world: World, session_id: str) -> str:
+    [found] = [s for s in await world.admin.sessions(ALICE) if s.session_id == session_id]
+    return c.ChargeState.Name(found.charge_state).removeprefix("CHARGE_STATE_")
+
+
+async def test_m3_a_release_in_grace_tells_the_product_its_charge_state_went(
+    world: World,
+) -> None:
+    """Released within the grace, the hold is given back (charge state NONE, as the
+    server and the handle both say); ``on_charge_state_changed`` said nothing of it,
+    though it did for the same end learnt from a heartbeat. A plugin's too."""
+    log: list[tuple[object, ...]] = []
+    client = world.client(options=NO_JITTER)
+    async with client.session("ACAD", "2026", **_recorder(log, "host")) as host:
+        async with host.plugin("ARNOLD", **_recorder(log, "plugin")) as plugin:
+            await world.advance(2 * MIN)
+        assert await _charge_state(world, plugin.session_id) == "NONE"
+    assert await _charge_state(world, host.session_id) == "NONE"
+    assert host.session.charge_state is ChargeState.NONE
+    assert log == [
+        ("plugin", "state", "ACTIVE", "ENDED"),
+        ("plugin", "charge", "GRACE", "NONE"),
+        ("plugin", "ended", "RELEASED"),
+        ("host", "state", "ACTIVE", "ENDED"),
+        ("host", "charge", "GRACE", "NONE"),
+        ("host", "ended", "RELEASED"),
+    ]
+
+
+async def test_m3_m6_idle_and_back_are_told_cause_first(world: World) -> None:
+    """Going idle gives up the grace, coming back begins another: the callbacks said
+    each effect before its cause (GRACE -> NONE before ACTIVE -> IDLE)."""
+    log: list[tuple[object, ...]] = []
+    options = SessionOptions(idle_threshold=3 * MIN, heartbeat_jitter=0.0)
+    client = world.client(options=options)
+    async with client.session("ACAD", "2026", **_recorder(log, "acad")) as s:
+        await world.advance(3 * MIN)  # the SDK's Idle at 3:00, in grace
+        assert s.state is SessionState.IDLE
+        await world.advance(MIN)
+        s.touch()
+        await eventually(lambda: s.state is SessionState.ACTIVE)
+        await world.settle()
+    assert log[:4] == [
+        ("acad", "state", "ACTIVE", "IDLE"),
+        ("acad", "charge", "GRACE", "NONE"),
+        ("acad", "state", "IDLE", "ACTIVE"),
+        ("acad", "charge", "NONE", "GRACE"),
+    ]
+
+
+async def test_m5_a_renewal_made_between_two_heartbeats_is_told(world: World, proxy: Proxy) -> None:
+    """Charged at 0:05, the window to 24:00; the product offline from 23:58 to 24:07:
+    the server renewed at 24:00 and charged again at 24:05. Both answers said CHARGED
+    (the second with the next day's window), and the product was told nothing."""
+    log: list[tuple[object, ...]] = []
+    client = world.client(target=proxy.target, options=NO_JITTER)
+    async with client.session("REVIT", "2026", **_recorder(log, "revit")) as s:
+        start = world.clock.now()
+        await world.advance(6 * MIN)
+        assert s.session.charge_state is ChargeState.CHARGED
+        await world.advance(24 * HOUR - 8 * MIN, coarse=HOUR)
+        proxy.go_down()
+        await world.advance(8 * MIN, coarse=MIN)
+        proxy.go_up()
+        for _ in range(40):  # (gRPC's reconnect backoff is real time)
+            await asyncio.sleep(0.05)
+            await world.advance(10 * timedelta(seconds=1))
+            if s.online:
+                break
+        assert s.online and s.session.charge_state is ChargeState.CHARGED
+        assert s.session.window_end_time == start + 48 * HOUR
+    charges = [entry[2:] for entry in log if entry[1] == "charge"]
+    assert charges == [
+        ("GRACE", "CHARGED"),
+        ("CHARGED", "GRACE"),
+        ("GRACE", "CHARGED"),
+    ]
