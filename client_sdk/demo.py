@@ -298,8 +298,13 @@ async def _product_ids(call: Callable[..., Awaitable[Any]]) -> set[str]:
 
 
 def _key_file(args: argparse.Namespace, user_id: str) -> Path:
-    safe = "".join(ch if ch.isalnum() or ch in "@.-_" else "_" for ch in user_id)
-    return Path(args.keys_dir) / f"{safe}.key"
+    """Where the key of ``user_id`` on this server is kept: a server each (two servers'
+    keys in one file would issue each other's away, revoking a running demo's)."""
+
+    def safe(text: str) -> str:
+        return "".join(ch if ch.isalnum() or ch in "@.-_" else "_" for ch in text)
+
+    return Path(args.keys_dir) / safe(args.target) / f"{safe(user_id)}.key"
 
 
 async def _kept_key(args: argparse.Namespace, path: Path) -> str | None:
@@ -314,8 +319,10 @@ async def _kept_key(args: argparse.Namespace, path: Path) -> str | None:
     ) as c:
         try:
             await c.list_my_products()
-        except Unauthenticated:  # another server's, or issued again since
+        except Unauthenticated:  # issued again since (or the server's data is another's)
             return None
+        except TesseraError:  # not a refusal of the key: the provisioning's calls say more
+            return key
     return key
 
 
@@ -325,6 +332,7 @@ def _keep(path: Path, key: str) -> str:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
+            os.fchmod(fd, 0o600)  # (a file there already keeps its mode otherwise)
             f.write(key + "\n")
     except OSError as exc:
         return f"a new key (not kept: {exc.strerror or exc}; the next run issues another)"
@@ -345,7 +353,7 @@ def _describe(s: Session) -> str:
 async def _work(clock: Clock, handle: AsyncSessionHandle, seconds: float) -> None:
     """The user does something meaningful every quarter of a second."""
     until = clock.now() + timedelta(seconds=seconds)
-    while clock.now() < until:
+    while clock.now() < until and not handle.ended:
         handle.touch()
         await clock.sleep(min(0.25, seconds))
 
@@ -353,8 +361,8 @@ async def _work(clock: Clock, handle: AsyncSessionHandle, seconds: float) -> Non
 async def _wait_for(
     clock: Clock, handle: AsyncSessionHandle, state: SessionState, timeout: float
 ) -> bool:
-    async def reached() -> None:
-        while handle.state is not state and not handle.ended:
+    async def reached() -> None:  # (or it never will: ended, or the server not answering)
+        while handle.state is not state and not handle.ended and handle.online:
             await clock.sleep(0.05)
 
     try:

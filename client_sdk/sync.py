@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import inspect
 import logging
@@ -109,7 +110,9 @@ class Client:
         # and not yet answered, failed ``ClientClosed`` if the loop stops under them.
         self._handing = threading.Lock()
         self._waiting: set[concurrent.futures.Future[Any]] = set()
-        self._closing = threading.Lock()  # one close() at a time; the others wait for it
+        # One close() at a time, the others waiting for it; re-entrant: a signal handler
+        # calling close() on the thread already in it (SIGTERM while it releases).
+        self._closing = threading.RLock()
         self._thread.start()
 
     @property
@@ -155,6 +158,8 @@ class Client:
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_forever()
+            if self._closed:  # (after close() gave up waiting for a callback holding it)
+                self._fail_waiting("the client is closed")
         except BaseException:  # never the product's doing (a callback's is logged): an SDK bug
             log.exception("tessera: the SDK's thread stopped")
             with self._handing:
@@ -181,6 +186,10 @@ class Client:
             self._waiting.add(future)
         try:
             return future.result(timeout)
+        except concurrent.futures.CancelledError:
+            if self._closed:  # cancelled by close() (``_cancel_the_rest``)
+                raise ClientClosed("the client is closed") from None
+            raise
         except BaseException:
             future.cancel()
             raise
@@ -229,9 +238,20 @@ class Client:
         with self._closing:
             if self._closed:
                 return
-            self._run(self.aio.close())
+            try:
+                self._run(self.aio.close())
+            except ClientClosed:
+                if not self._closed:
+                    raise
+            if self._closed:  # a close() nested in this one (a signal handler) did it all
+                return
             with self._handing:
                 self._closed = True
+            # A call handed over as this close() went on is cancelled on the loop (its
+            # caller hears ClientClosed), not left a task pending when the loop stops.
+            rest = asyncio.run_coroutine_threadsafe(_cancel_the_rest(), self._loop)
+            with contextlib.suppress(concurrent.futures.TimeoutError, TimeoutError):
+                rest.result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
             if self._thread.is_alive():
@@ -448,6 +468,15 @@ class SessionHandle:
         # loop, so that an interruption now (Ctrl+C while it waits for the server) does
         # not cancel it; ``close()`` waits for it rather than sending another.
         self._client._run(self.aio.__aexit__(exc_type, exc, tb))
+
+
+async def _cancel_the_rest() -> None:
+    """Cancel the loop's other tasks and wait for them to end."""
+    me = asyncio.current_task()
+    rest = [task for task in asyncio.all_tasks() if task is not me]
+    for task in rest:
+        task.cancel()
+    await asyncio.gather(*rest, return_exceptions=True)
 
 
 async def _at_once(fn: Callable[[], _T]) -> _T:

@@ -4,9 +4,11 @@ threshold is a fraction of a second, and a test clock would stand still)."""
 from __future__ import annotations
 
 import functools
+import os
 import queue
 import re
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -367,7 +369,7 @@ def test_p1_demo_leaves_a_product_already_on_the_rate_sheet_as_it_is(
         display_name="Autodesk Maya",
         daily_rate=50,
         kind=common_pb2.PRODUCT_KIND_PRODUCT,
-        idle_aware=False,
+        idle_aware=True,
         platforms=demo.ALL_PLATFORMS,
     )
     _admin(live_server.target, "UpsertProduct", admin_pb.UpsertProductRequest(product=maya))
@@ -376,7 +378,7 @@ def test_p1_demo_leaves_a_product_already_on_the_rate_sheet_as_it_is(
     assert "product MAYA is on the rate sheet already: left as it is" in out, out
     listed: object = _admin(live_server.target, "ListProducts", admin_pb.ListProductsRequest())
     after = {p.product_id: p for p in listed.products}["MAYA"]  # type: ignore[attr-defined]
-    assert (after.display_name, after.daily_rate, after.idle_aware) == ("Autodesk Maya", 50, False)
+    assert (after.display_name, after.daily_rate) == ("Autodesk Maya", 50)
 
 
 @pytest.mark.parametrize("target", ["127.0.0.1:115536", "127.0.0.1:", "", "nohost", ":50051"])
@@ -422,3 +424,41 @@ def test_demo_an_admin_token_given_beats_a_user_key_in_the_environment(
     monkeypatch.setenv("TESSERA_ADMIN_TOKEN", "tsa_env")
     args = demo.parse_args(["--target", "127.0.0.1:1"])
     assert (args.admin_token, args.user_key) == ("tsa_env", "tsk_stale")  # as before
+
+
+def test_demo_a_keys_dir_used_with_two_servers_keeps_the_running_demos_key(
+    tmp_path: Path,
+) -> None:
+    """Keys were kept by user id alone: a run on another server replaced the file, and
+    the next run on the first issued a key there again, revoking a running demo's."""
+    a = ServerThread(tmp_path / "a.db", test_clock=None).start()
+    b = ServerThread(tmp_path / "b.db", test_clock=None).start()
+    keys = tmp_path / "keys"
+    try:
+        first = Demo(a.target, keys, "--device-id", "dev-a", "--work", "6", "--idle-after", "0.2")
+        try:
+            first.until("working for")
+            for target in (b.target, a.target):  # another server, then this one again
+                argv = ["--target", target, "--admin-token", ADMIN_TOKEN, *FAST]
+                assert main([*argv, "--keys-dir", str(keys), "--device-id", "dev-a"]) == 0
+            code, out = first.finish()
+        finally:
+            if first.proc.poll() is None:
+                first.proc.kill()
+                first.finish()
+        assert code == 0, out
+        assert "key_refused" not in out and "Release failed" not in out, out
+        assert _live(a.target) == []
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_demo_a_key_written_over_a_stale_file_is_the_owners_alone(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "demo@example.com.key"
+    path.parent.mkdir(mode=0o700)
+    path.write_text("tsu_stale\n")
+    os.chmod(path, 0o644)  # a file left there readable by all: it kept that mode
+    assert "kept in" in demo._keep(path, "tsu_new-secret")
+    assert path.read_text() == "tsu_new-secret\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -455,3 +457,37 @@ def test_sync_wait_ended_and_release_of_an_ended_session_answer_at_once(
     assert s.wait_ended(timeout=1) is EndReason.RELEASED
     assert s.release().end_reason is EndReason.RELEASED
     assert len(fake.called("Release")) == 1
+
+
+_CLOSED_FROM_A_SIGNAL_HANDLER = """
+import os, signal, threading
+from client_sdk import Client, ManualClock, Platform
+from tests.sdk.conftest import FAKE_KEY, QUICK_RETRY
+from tests.sdk.fakes import FakeThread
+
+clock = ManualClock()
+with FakeThread(clock) as fake:
+    client = Client(fake.target, FAKE_KEY, clock=clock, retry=QUICK_RETRY,
+                    device_id="dev-sig", platform=Platform.LINUX)
+    signal.signal(signal.SIGTERM, lambda *a: client.close())  # the product's own hook
+    s = client.session("ACAD", "2026")
+    s.start()
+    fake.delay = 1.0  # the Release takes a second to answer
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    client.close()  # the product leaves; SIGTERM arrives meanwhile
+    print("closed", s.end_reason.name, len(fake.called("Release")), flush=True)
+"""
+
+
+def test_m10_sync_close_called_again_by_a_signal_handler_during_close_returns() -> None:
+    """A SIGTERM handler calling ``close()`` while the product's own ``close()`` waits
+    for the Release runs on the same thread: it waited for the first one's lock forever
+    (before that lock, the first one then failed: the loop closed under it)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CLOSED_FROM_A_SIGNAL_HANDLER],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "closed RELEASED 1"), done.stderr
