@@ -67,6 +67,17 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         self.e = engine
         self.node = node or (lambda: NodeInfo("", True, ""))  # RULES H1: this server's role
 
+    def _window(
+        self, request: Any, kind: str, items: Sequence[_T], key: Callable[[_T], str]
+    ) -> tuple[list[_T], str, str]:
+        """A page of a list sorted by ``key`` (AIP-158), as ListSessions pages, the next
+        page's token, and the kind of query that token is bound to (``paging.fitted``)."""
+        kind = paging.of_query(kind, request)
+        page, token = paging.paginate(
+            items, key, kind, request.page_size, request.page_token, self.e.max_page_size
+        )
+        return page, token, kind
+
     def _page(
         self,
         request: Any,
@@ -75,13 +86,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         key: Callable[[_T], str],
         out: Callable[[_T], _M],
     ) -> tuple[list[_M], str]:
-        """A page of a list sorted by ``key`` (AIP-158), as ListSessions pages: its items'
-        messages (``out``) and the next page's token, the page cut short of a client's
-        4 MiB (``paging.fitted``)."""
-        kind = paging.of_query(kind, request)
-        page, token = paging.paginate(
-            items, key, kind, request.page_size, request.page_token, self.e.max_page_size
-        )
+        """``_window``'s page as its items' messages (``out``) and the next page's token,
+        the page cut short of a client's 4 MiB (``paging.fitted``)."""
+        page, token, kind = self._window(request, kind, items, key)
         return paging.fitted(page, [out(x) for x in page], token, kind, key)
 
     async def _team(self, team: Team) -> Any:
@@ -121,14 +128,8 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
 
     async def ListTeams(self, request: api.ListTeamsRequest, context: Ctx) -> Any:
         visible = current_caller.get().team_ids  # RULES AD1: a team administrator's only
-        kind = paging.of_query("teams", request)
-        teams, token = paging.paginate(
-            self.e.accounts.list_teams(visible),
-            _team_key,
-            kind,
-            request.page_size,
-            request.page_token,
-            self.e.max_page_size,
+        teams, token, kind = self._window(
+            request, "teams", self.e.accounts.list_teams(visible), _team_key
         )
         answers = [await self._team(t) for t in teams]  # each with its forecast
         answers, token = paging.fitted(teams, answers, token, kind, _team_key)
@@ -286,16 +287,13 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return api.IssueUserKeyResponse(user_id=request.user_id, user_key=key)
 
     async def ListNotifications(self, request: api.ListNotificationsRequest, context: Ctx) -> Any:
-        kind = paging.of_query("notifications", request)
-        notes, token = paging.paginate(
+        notes, token, kind = self._window(
+            request,
+            "notifications",
             self.e.access.notifications(
                 request.team_id, request.user_id, current_caller.get().team_ids
             ),
             _notification_key,
-            kind,
-            request.page_size,
-            request.page_token,
-            self.e.max_page_size,
         )
         # The tokens, derived for this page only, are the mailer's, that is the
         # operator's: a team administrator who could read one could accept it and
