@@ -96,7 +96,7 @@ import contextlib
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -762,16 +762,9 @@ class AsyncSessionHandle:
         self._finish(session)
 
     def _fire(self, callback: Callable[..., Awaitable[None] | None], *args: object) -> None:
-        try:
+        result: Awaitable[None] | None = None
+        with _contained():
             result = callback(*args)
-        except Exception:
-            log.exception("tessera: a session callback raised")
-            return
-        except SystemExit:
-            if _ends_the_program():
-                raise
-            log.exception(_EXIT_OFF_MAIN)
-            return
         if inspect.isawaitable(result):
             _keep(asyncio.ensure_future(_guard(result)))
 
@@ -1013,24 +1006,24 @@ def _charge_changes(old: Session, new: Session) -> list[tuple[ChargeState, Charg
 
 
 async def _guard(awaitable: Awaitable[None]) -> None:
-    try:
+    with _contained():
         await awaitable
+
+
+@contextlib.contextmanager
+def _contained() -> Iterator[None]:
+    """A session callback's failure is logged, never raised into the SDK. So is its
+    ``sys.exit()`` off the main thread (``Client``'s own), where it could only end that
+    thread, and with it every session's heartbeats and every call waiting there; on the
+    main thread (an asyncio product's loop) it ends the program, as the product meant."""
+    try:
+        yield
     except Exception:
         log.exception("tessera: a session callback raised")
     except SystemExit:
-        if _ends_the_program():
+        if threading.current_thread() is threading.main_thread():
             raise
-        log.exception(_EXIT_OFF_MAIN)
-
-
-# ``sys.exit()`` in a callback: on the main thread (an asyncio product's loop) it ends
-# the program, as the product meant; on another (``Client``'s own thread) it could only
-# end that thread, and with it every session's heartbeats and every call waiting there.
-_EXIT_OFF_MAIN = (
-    "tessera: a session callback called sys.exit() on the SDK's thread, where it cannot "
-    "end the program (end it from the product's own thread): the SDK goes on"
-)
-
-
-def _ends_the_program() -> bool:
-    return threading.current_thread() is threading.main_thread()
+        log.exception(
+            "tessera: a session callback called sys.exit() on the SDK's thread, where it "
+            "cannot end the program (end it from the product's own thread): the SDK goes on"
+        )
