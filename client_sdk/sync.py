@@ -256,8 +256,7 @@ class Client:
             self._thread.join(10)
             if self._thread.is_alive():
                 return  # a callback holds the thread: its loop is closed with the process
-            self._loop.close()
-            self._fail_waiting("the client is closed")
+            self._loop.close()  # (what was still waiting was failed as it stopped: ``_serve``)
 
     def _fail_waiting(self, why: str) -> None:
         """The calls handed to the loop that it will never answer now fail ``ClientClosed``."""
