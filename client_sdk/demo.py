@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import grpc
 
 from client_sdk._retry import RetryPolicy
+from client_sdk.admin import pages
 from client_sdk.client import AsyncClient
 from client_sdk.clock import Clock, SystemClock
 from client_sdk.errors import TesseraError, Unauthenticated
@@ -285,16 +286,13 @@ async def provision(args: argparse.Namespace, say: Printer) -> str:
 
 async def _product_ids(call: Callable[..., Awaitable[Any]]) -> set[str]:
     """The ids on the rate sheet."""
-    ids: set[str] = set()
-    token = ""
-    while True:
-        page = await call(
+    listed = pages(
+        lambda token: call(
             "ListProducts", admin_pb.ListProductsRequest(page_size=1000, page_token=token)
-        )
-        ids.update(p.product_id for p in page.products)
-        token = page.next_page_token
-        if not token:
-            return ids
+        ),
+        lambda page: page.products,
+    )
+    return {p.product_id async for p in listed}
 
 
 def _key_file(args: argparse.Namespace, user_id: str) -> Path:
@@ -372,6 +370,27 @@ async def _wait_for(
     return handle.state is state
 
 
+async def _goes_on(
+    clock: Clock,
+    s: AsyncSessionHandle,
+    state: SessionState,
+    timeout: float,
+    what: str,
+    guess: str,
+    say: Printer,
+) -> bool:
+    """Whether the demo goes on once ``s`` reached ``state`` (or did not, said why with
+    ``guess`` unless the server does not answer): not once the session has ended
+    (``ended`` said why)."""
+    if await _wait_for(clock, s, state, timeout):
+        return True
+    if s.ended:
+        return False
+    why = ": the server does not answer" if not s.online else f" ({guess})"
+    say(f"the session did not {what}{why}")
+    return True
+
+
 async def _play(
     args: argparse.Namespace,
     clock: Clock,
@@ -394,24 +413,14 @@ async def _play(
     if s.ended:  # (``ended`` said why)
         return
     say(f"the user stops; the SDK calls Idle after {args.idle_after:g}s without activity")
-    if not await _wait_for(clock, s, SessionState.IDLE, args.idle_after + 10):
-        if s.ended:
-            return
-        say(
-            "the session did not go idle: the server does not answer"
-            if not s.online
-            else "the session did not go idle (is the product idle-aware?)"
-        )
+    idle = (SessionState.IDLE, args.idle_after + 10, "go idle", "is the product idle-aware?")
+    if not await _goes_on(clock, s, *idle, say):
+        return
     say("the user is back: touch()")
     s.touch()
-    if not await _wait_for(clock, s, SessionState.ACTIVE, 10):
-        if s.ended:
-            return
-        say(
-            "the session did not come back: the server does not answer"
-            if not s.online
-            else "the session did not come back (a test clock that stands still?)"
-        )
+    back = (SessionState.ACTIVE, 10, "come back", "a test clock that stands still?")
+    if not await _goes_on(clock, s, *back, say):
+        return
     async with s.plugin(args.plugin, on_ended=ended, on_state_changed=state) as p:
         try:
             say(f"opened plugin {args.plugin}: {_describe(p.session)}")

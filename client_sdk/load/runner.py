@@ -9,8 +9,9 @@ by the run's hard caps: ``max_duration`` seconds from the start of the run and
 The final releases come after those caps, with bounds of their own: at most
 ``RELEASE_ATTEMPTS`` calls per live session (a Release refused with a RetryInfo
 is sent again after its delay), none begun later than ``RELEASE_GRACE_SECONDS``
-past ``max_duration`` (one under way then waits at most its ``timeout``). So a run stopped early by a cap still releases what it opened;
-what it could not release is reported (``live_at_end``).
+past ``max_duration`` (one under way then waits at most its ``timeout``). So a run
+stopped early by a cap still releases what it opened; what it could not release is
+reported (``live_at_end``).
 
 A first SIGINT or SIGTERM ends the phase under way and goes on to the
 releases (for at most 30 s); a second one stops the workers at once.
