@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -518,9 +519,15 @@ async def _stoppable(work: Coroutine[Any, Any, _T], stopped: list[int]) -> _T:
         if task is not None:
             task.cancel()
 
-    signals = (signal.SIGTERM, signal.SIGHUP)
-    for signum in signals:
-        loop.add_signal_handler(signum, stop, signum)
+    # Windows has no SIGHUP, and its event loop takes no signal handlers: there Ctrl+C
+    # (KeyboardInterrupt) is the one way to stop, as main() handles it.
+    signals: list[int] = []
+    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if signum is None:
+            continue
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop, signum)
+            signals.append(signum)
     try:
         return await work
     finally:

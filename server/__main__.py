@@ -8,13 +8,19 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-import structlog
+try:
+    import structlog
 
-from server import app, logs
-from server.config import Config, parse_args
-from server.listen import StartRefused
-from server.loops import LoopUnavailable, loop_factory
-from server.tools import COMMANDS
+    from server import app, logs
+    from server.config import Config, parse_args
+    from server.listen import StartRefused
+    from server.loops import LoopUnavailable, loop_factory
+    from server.tools import COMMANDS
+except ModuleNotFoundError as missing:  # `pip install tessera` is the client SDK alone
+    sys.exit(
+        f"tessera-server: {missing.name} is not installed: the server needs the "
+        "'server' extra (pip install 'tessera[server]')"
+    )
 
 log = structlog.get_logger()
 

@@ -44,7 +44,7 @@ def report(result: RunResult) -> str:
         lines.append(f"provisioning took {r.provision_seconds:.1f} s")
     if r.phases.get("cycle") is not None:
         lines.append(f"Release+Entitle cycle: {r.cycle_rps():,.0f} calls/s")
-    la = ", ".join(f"{x:.2f}" for x in r.load_average)
+    la = ", ".join(f"{x:.2f}" for x in r.load_average) or "unknown"
     lines.append(f"run took {r.seconds:.1f} s; load average at the start {la}")
     if r.aborted:
         lines.append(f"STOPPED EARLY: {r.aborted}")

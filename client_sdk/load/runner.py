@@ -78,7 +78,7 @@ class RunResult:
     samples: dict[str, str] = field(default_factory=dict)  # a response per RPC, hex
     provision_seconds: float = 0.0
     seconds: float = 0.0
-    load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)  # at the start
+    load_average: tuple[float, ...] = (0.0, 0.0, 0.0)  # at the start (none on Windows)
     aborted: str | None = None
 
     def rows(self) -> list[RpcSummary]:
@@ -456,7 +456,7 @@ class Driver:
         cfg = self.cfg
         cfg.validate()
         r = self.result
-        r.load_average = os.getloadavg()
+        r.load_average = os.getloadavg() if hasattr(os, "getloadavg") else ()  # not on Windows
         self.signals.raise_now = True
         users = self.users()
         self.signals.raise_now = False
