@@ -42,10 +42,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import math
 import os
+import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,6 +72,27 @@ SigningKeysSource = Mapping[str, PublicKey] | str | os.PathLike[str]
 #: How far past its end ``verify_lease`` still accepts a lease by default: the clock
 #: skew tolerated between the product's machine and the server (see ``verify_lease``).
 DEFAULT_LEEWAY = timedelta(seconds=60)
+
+
+def same_user(user_id: str) -> str:
+    """``user_id`` as ``verify_lease`` compares it with a lease's: the server finds a user
+    by any spelling of their address (RULES A1: ``Zoe@Example.COM``, spaces around it,
+    ``zoë`` typed with a combining accent, a domain in Punycode or full-width letters),
+    so a product may keep the address as its user typed it. The address in lower case,
+    its local part in Unicode NFC, its domain's labels decoded from Punycode and
+    compatibility-normalized (NFKC, as IDNA maps them); text without ``@`` as it is."""
+    text = user_id.strip()
+    local, at, domain = text.rpartition("@")
+    if not at:
+        return text
+    labels = []
+    for label in domain.split("."):
+        if label[:4].lower() == "xn--":
+            with contextlib.suppress(UnicodeError):
+                label = label.encode("ascii").decode("idna")
+        labels.append(label)
+    domain = unicodedata.normalize("NFKC", ".".join(labels))
+    return f"{unicodedata.normalize('NFC', local)}@{domain}".lower()
 
 
 def raw_public_key(key: Ed25519PublicKey) -> bytes:
@@ -183,7 +206,8 @@ def verify_lease(
 
     The lease is accepted only when it is genuine (``verify_lease_signature``), made for
     this ``user_id``, ``device_id`` and ``product_id`` (required: a genuine lease of
-    another user, device or product is refused), and not over: its end plus ``leeway``
+    another user, device or product is refused; the user's address in any spelling the
+    server takes for it, ``same_user``), and not over: its end plus ``leeway``
     must be after ``now``, which is the wall clock unless given (or read from ``clock``,
     e.g. a ``ManualClock`` in tests). ``session_id`` and ``team_id``, when given, must
     match too.
@@ -222,15 +246,10 @@ def verify_lease(
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (UTC)")
     slack = _leeway(leeway)
-    lease = verify_bound(
-        signed,
-        keys,
-        session_id=session_id,
-        user_id=user_id,
-        team_id=team_id,
-        product_id=product_id,
-        device_id=device_id,
-    )
+    lease = verify_bound(signed, keys, session_id=session_id)
+    if same_user(lease.user_id) != same_user(user_id):
+        expect(lease, user_id=user_id)  # refused, in the words of the other fields'
+    expect(lease, team_id=team_id, product_id=product_id, device_id=device_id)
     if now >= lease.lease_expire_time + slack:
         late = f" (checked at {now.isoformat()}, allowing {slack.total_seconds():g} s)"
         raise LeaseExpired(

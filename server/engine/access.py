@@ -32,7 +32,7 @@ from server.domain.products import Product
 from server.domain.search import parse
 from server.domain.sessions import Coverage
 from server.domain.timers import TimerKind
-from server.domain.userentries import check_user_entries
+from server.domain.userentries import MAX_EMAIL_CHARS, MAX_NAME_LENGTH, check_user_entries
 from server.engine.audit import commit_call, store_fired
 from server.engine.commits import Commits
 from server.engine.scheduler import Scheduler
@@ -46,6 +46,9 @@ from server.ids import IdFactory
 RevokeAccess = Callable[[str, str, Collection[str] | None, datetime, Changes], None]
 # C1/C2: a subscription or trial was granted; running sessions follow it.
 CoverageChanged = Callable[[Subscription, datetime, Changes], None]
+
+#: SearchUsers: the longest query that can begin a name or an email address (AD4).
+MAX_QUERY_CHARS = max(MAX_NAME_LENGTH, MAX_EMAIL_CHARS)
 
 
 @dataclass(frozen=True)
@@ -440,6 +443,12 @@ class Access:
         """AD4: users whose name or email begins with ``query`` among the members of
         ``team_id`` (when given) or of the ``visible`` teams (None: everyone), by user
         id after ``after``; and whether more follow."""
+        if len(query) > MAX_QUERY_CHARS:  # before folding it, whose cost grows with it
+            raise InvalidArgument.field(
+                "query",
+                f"is {len(query):,} characters long; a name or an email address it may "
+                f"begin has at most {MAX_QUERY_CHARS}",
+            )
         teams: Collection[str] | None = visible
         if team_id:
             self.state.team(team_id)

@@ -132,6 +132,19 @@ def test_ad4_search_is_paged_by_user_id(sheet_desk: Desk) -> None:
     assert set(err.field_violations) == {"page_size"}
 
 
+def test_ad4_a_query_longer_than_any_name_or_address_is_refused_naming_it(town: Desk) -> None:
+    """A name has at most 256 characters and an address 254: a longer query can begin
+    neither, and is refused before it is folded (3 MB of compatibility characters, each
+    18 once decomposed, held the server's loop for 12 s)."""
+    err = town.refused(
+        None, "SearchUsers", {"query": "\ufdfa" * 257}, grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert list(err.field_violations) == ["query"]
+    assert "257 characters long" in err.field_violations["query"]
+    assert search(town, "zoë o'brien".ljust(256, "x")) == []  # the longest: searched
+    assert search(town, "Zoë O'Brien") == [ZOE]
+
+
 # -- members by product (the guide's "By Product" view) ----------------------------------
 
 

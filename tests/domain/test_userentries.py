@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from server.domain import userentries
 from server.domain.errors import InvalidArgument
 from server.domain.text import name_problem
 from server.domain.userentries import (
@@ -146,3 +149,34 @@ def test_a1_any_text_parses_or_is_explained(text: str) -> None:
     else:
         assert entry.user_id == entry.user_id.lower()
         assert "@" in entry.user_id
+
+
+def test_a1_text_longer_than_any_address_is_refused_before_the_address_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The address checks cost with the text's length (seconds for the 4 MB a request
+    may carry, on the event loop of every call that names a user): text longer than
+    any address, spaces and combining accents included, is refused without them, as
+    the address it cannot be; one of an address's length still gets them."""
+    checked: list[int] = []
+    real = userentries.validate_email
+
+    def counted(address: str, **kwargs: Any) -> Any:
+        checked.append(len(address))
+        return real(address, **kwargs)
+
+    monkeypatch.setattr(userentries, "validate_email", counted)
+    huge = "a" * 4_000_000 + "@example.com"
+    with pytest.raises(
+        EntryError, match="is 4,000,012 characters long; an address has at most 254"
+    ):
+        userentries.normalize_email(huge)
+    assert userentries.canonical_user_id(f" {huge} ") == huge  # no one's: no user has it
+    with pytest.raises(EntryError, match="characters long"):
+        userentries.parse_entry(f"Huge <{huge}>", 0)
+    assert checked == []
+    longest = "z" * 64 + "@" + ".".join(["d" * 61] * 3) + ".com"  # 254 characters
+    assert userentries.normalize_email(longest.upper()) == longest
+    spaced = " " * 700 + "Zoe@Example.COM"
+    assert userentries.canonical_user_id(spaced) == "zoe@example.com"
+    assert checked == [254, 15]

@@ -31,6 +31,7 @@ from client_sdk import (
     SessionOptions,
     SessionState,
 )
+from server.domain.userentries import canonical_user_id
 from tessera_api.tessera.v1 import common_pb2 as c
 from tessera_api.tessera.v1 import licensing_service_pb2 as pb
 from tests.sdk.conftest import FAKE_KEY, QUICK_RETRY, client_for, eventually
@@ -780,3 +781,29 @@ async def test_m7_sdk_offline_use_continues_until_the_signed_lease_ends(
         proxy.go_up()
     [stored_session] = await world.admin.sessions(ALICE)
     assert stored_session.end_reason == c.END_REASON_LEASE_EXPIRED
+
+
+@pytest.mark.parametrize(
+    "spelt",
+    [
+        "Zo\u00cb@Example.COM",
+        "zoe\u0308@example.com",  # ë typed as e and a combining diaeresis
+        "  zo\u00eb@example.com\n",
+        "zo\u00eb@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com",  # a full-width domain
+        "zo\u00eb@xn--exmple-cua.com",  # exämple.com in Punycode
+    ],
+)
+def test_a1_verify_lease_takes_its_user_in_any_spelling_the_server_takes(spelt: str) -> None:
+    """RULES A1: a user is found by any spelling of their address, so a product may keep
+    it as typed; its stored lease, made for the id as the server keeps it, is theirs."""
+    domain = "ex\u00e4mple.com" if "xn--" in spelt else "example.com"
+    kept = f"zo\u00eb@{domain}"
+    assert canonical_user_id(spelt) == kept  # the server's own reading of the spelling
+    clock = ManualClock()
+    stored, keys = _stored_lease(clock, user_id=kept)
+    mine = MINE | {"user_id": spelt}
+    assert sdk.verify_lease(stored, keys, **mine, clock=clock).user_id == kept
+    for someone_else in ("zoe@example.com", f"zo\u00eb@{domain}.org", "zo\u00eb"):
+        with pytest.raises(LeaseInvalid, match="user_id") as info:
+            sdk.verify_lease(stored, keys, **(MINE | {"user_id": someone_else}), clock=clock)
+        assert info.value.reason == "LEASE_MISMATCH"
