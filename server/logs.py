@@ -99,6 +99,40 @@ def configure(
         logger_factory=lambda *args: out,
         cache_logger_on_first_use=True,
     )
+    _take_stdlib_lines()
+
+
+class _Forwarded(logging.Handler):
+    """The lines the libraries write through the standard library's ``logging``
+    (uvicorn's ``Invalid HTTP request received.``, asyncio's ``Task exception was never
+    retrieved``, the SDK's inside the portal), warnings and worse, as lines of this
+    process like its own: the same format, scrubber and output, with ``logger``
+    naming where they come from. Without it they went to stderr bare, or nowhere."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a library's bad format string: its text as given
+            message = str(record.msg)
+        fields: dict[str, Any] = {"logger": record.name}
+        if record.exc_info:
+            fields["exc_info"] = record.exc_info
+        _stdlib_log.log(record.levelno, message, **fields)
+
+
+_stdlib_log = structlog.get_logger()
+
+
+def _take_stdlib_lines() -> None:
+    """Route the standard library's warnings and errors through ``_Forwarded`` (once,
+    however many times ``configure`` is called)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _Forwarded):
+            root.removeHandler(handler)
+    root.addHandler(_Forwarded(logging.WARNING))
+    if root.level > logging.WARNING or root.level == logging.NOTSET:
+        root.setLevel(logging.WARNING)
 
 
 #: Where ``configure`` sends this process's own lines: stderr's or stdout's writer.

@@ -94,6 +94,12 @@ def _no_audit(
 #: The most entries a list of an AdminService request may hold unless configured
 #: (``Config.max_users_per_request``'s default).
 MAX_ENTRIES = 10_000
+#: The fields of a call's ``rpc`` line (and of every line: ``event``, ``level``...), which
+#: a refusal's metadata never replaces on it.
+RPC_LINE_FIELDS = frozenset(
+    {"event", "level", "timestamp", "process", "method", "code", "duration_ms"}
+    | {"request_id", "user_id", "admin", "reason", "peer"}
+)
 
 
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
@@ -227,6 +233,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             start = monotonic()
             code = grpc.StatusCode.OK
             reason: str | None = None  # a refusal's ErrorInfo reason, for its log line
+            said: dict[str, str | None] = {}  # and what else it says (_refusal_fields)
             user_id = ""
             shown_user: str | None = None  # user_id as it may be logged
             entered = shed = False
@@ -257,6 +264,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 return await behavior(request, context)
             except DomainError as exc:
                 reason = exc.reason
+                said = self._refusal_fields(exc, request)
                 if metrics is not None:
                     metrics.refused(exc.reason, kind)
                 status = to_status(exc)
@@ -293,6 +301,8 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                         # which of a code's refusals (RUNNING_ELSEWHERE, INSUFFICIENT_TOKENS
                         # and DEVICE_LIMIT are all FAILED_PRECONDITION): only on a refusal
                         **({"reason": reason} if reason is not None else {}),
+                        # and whom it concerns (the team short of tokens, the product)
+                        **said,
                         # who called, for a change or a refusal (a key tried from where?);
                         # not on an answered session call, the hot path's line
                         **(
@@ -307,6 +317,20 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             await context.abort(*answer)
 
         return wrapped
+
+    def _refusal_fields(self, exc: DomainError, request: Any) -> dict[str, str | None]:
+        """What a refusal's line says besides its reason: its ErrorInfo's metadata (the
+        team short of tokens and what it has, the device it runs on...) and the product
+        the request names, each as it may be logged; never a field the line has of its
+        own (``RPC_LINE_FIELDS``)."""
+        fields: dict[str, str | None] = {}
+        product_id = getattr(request, "product_id", "")
+        if product_id and isinstance(product_id, str):
+            fields["product_id"] = self._loggable(product_id)
+        for key, value in exc.metadata.items():
+            if key not in RPC_LINE_FIELDS:
+                fields[key] = self._loggable(value)
+        return fields
 
     def _shown_user(self, user_id: str) -> str | None:
         """``_loggable(user_id)``, kept for the users seen lately: a user id is scrubbed

@@ -9,14 +9,17 @@ meter is in one of them (a heartbeat's answer waits only for its own).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
+
+import structlog
 
 from server.domain.changes import Changes, Deleted
 from server.domain.sessions import Meter, Session
 from server.store.port import StorePort
 
 Hook = Callable[[Changes], None]
+
+log = structlog.get_logger()
 
 
 class Commits:
@@ -80,8 +83,15 @@ class Commits:
         """Settle a commit whose caller was cancelled once everything queued with it
         is stored (or the store has failed, which fails every later write too)."""
         try:
-            with contextlib.suppress(Exception):  # a failed store is told elsewhere
+            try:
                 await self.settled()  # this commit is still counted: a barrier
+            except Exception:  # noqa: S110 - a failed store is told elsewhere (store_failed)
+                pass
+            else:
+                # Its call's line said CANCELLED (its client saw DEADLINE_EXCEEDED or
+                # its own cancel): the change was made all the same. This line, in the
+                # call's context (method, request_id), says so.
+                log.info("cancelled_call_committed")
         finally:
             self._settle(watched)
 

@@ -107,6 +107,28 @@ def _check_length(name: str, value: str) -> None:
         raise InvalidArgument.field(name, f"must be at most {MAX_FIELD} characters")
 
 
+def _say_ended_for_tokens(changes: Changes) -> None:
+    """M5: one warning line for the running sessions a commit ends because their team
+    cannot pay the daily rate (a renewal, a grace that ran out, a return from idle),
+    by team, user and product: the user is told (END_REASON_INSUFFICIENT_TOKENS), and
+    so is whoever buys the team's tokens. (An Entitle refused for tokens is its call's
+    own line, and RULES L3's alert.)"""
+    ended: dict[tuple[str, str, str], list[str]] = {}
+    for item in changes.items:
+        if type(item) is Session and item.end_reason is EndReason.INSUFFICIENT_TOKENS:
+            ids = ended.setdefault((item.team_id, item.user_id, item.product_id), [])
+            if item.session_id not in ids:  # (one change may hold it twice)
+                ids.append(item.session_id)
+    for (team_id, user_id, product_id), session_ids in ended.items():
+        log.warning(
+            "sessions_ended_for_tokens",
+            team_id=team_id,
+            user_id=user_id,
+            product_id=product_id,
+            session_ids=session_ids,
+        )
+
+
 class Sessions:
     def __init__(
         self,
@@ -133,6 +155,7 @@ class Sessions:
         self.flushes = Batches()  # each flush's objects and seconds (server/metrics.py)
         for kind in SESSION_TIMERS:
             scheduler.on(kind, self._timer_handler(kind))
+        commits.add_hook(_say_ended_for_tokens)
 
     def schedule_all(self) -> None:
         self.lic.schedule_all(self._scheduler.sink, self._clock.now())

@@ -24,13 +24,16 @@ from structlog.testing import capture_logs
 from server.api.interceptors import EdgeInterceptor
 from server.api.limits import RateLimits
 from server.clock import SystemClock
+from server.domain.changes import Changes
 from server.domain.errors import InvalidArgument, RunningElsewhere
-from server.logs import LineWriter, lines_per_turn, merge_call_context
+from server.engine.commits import Commits
+from server.logs import LineWriter, call_context, lines_per_turn, merge_call_context
 from server.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "tsa_operator-token-for-this-test"
 KEY = "tsu_ann-key-for-this-test"
+SECRET_KEY = "tsk_" + "Ab3" * 14  # shaped as a user key is (server/credentials.py)
 PEER = "ipv4:127.0.0.1:50412"
 deep = structlog.get_logger("deep")
 
@@ -334,3 +337,90 @@ async def test_a_refused_calls_line_names_its_reason_and_a_served_ones_has_none(
     assert (refused["code"], refused["reason"]) == ("FAILED_PRECONDITION", "RUNNING_ELSEWHERE")
     assert served["code"] == "OK" and "reason" not in served
     assert refused["peer"] == served["peer"] == PEER
+
+
+class HeldStore:
+    """A store whose writes are queued at once and written once let go (a lock another
+    process held), or fail then; a caller that stops waiting leaves its rows queued,
+    as the real stores do."""
+
+    def __init__(self) -> None:
+        self.let_go = asyncio.Event()
+        self.fails = False
+        self.queued: list[object] = []
+        self.committed: list[object] = []
+
+    async def commit(self, changes: Changes) -> None:
+        self.queued += changes.items
+        await self.barrier()
+
+    async def barrier(self) -> None:
+        await self.let_go.wait()
+        if self.fails:
+            raise OSError("disk I/O error")
+        self.committed += self.queued
+        self.queued = []
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["stored", "store-failed"])
+async def test_ops_a_cancelled_calls_change_stored_all_the_same_says_so_with_its_request_id(
+    fails: bool,
+) -> None:
+    """A purchase whose client gave up while its commit waited (a lock) is logged
+    CANCELLED, and is still stored once the lock goes: one line, in the call's context,
+    says so then; a store that fails stores nothing, and says nothing of the kind."""
+    store = HeldStore()
+    commits = Commits(cast(Any, store))
+    with capture_logs(processors=[merge_call_context]) as lines:
+        said = call_context.set((("method", "PurchaseTokens"), ("request_id", "po-late")))
+        try:
+            task = asyncio.ensure_future(commits.commit(Changes(["a pack"])))
+        finally:
+            call_context.reset(said)
+        await asyncio.sleep(0)  # (a turn of the loop: the commit is queued in the store)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert lines == [] and commits.committing  # still under way
+        store.fails = fails
+        store.let_go.set()
+        await asyncio.gather(*commits._waiting)
+    assert not commits.committing
+    if fails:
+        assert lines == [] and store.committed == []
+    else:
+        assert store.committed == ["a pack"]
+        assert lines == [
+            {
+                "event": "cancelled_call_committed",
+                "log_level": "info",
+                "method": "PurchaseTokens",
+                "request_id": "po-late",
+            }
+        ]
+
+
+def test_ops_a_librarys_own_warning_is_a_json_line_of_the_server_not_bare_stderr() -> None:
+    """uvicorn's "Invalid HTTP request received." (anyone who reaches the portal's port
+    can write it), asyncio's, the SDK's inside the portal: through the standard
+    library's logging, each is the server's JSON line on stdout, with its ``logger``,
+    scrubbed as every line; its info lines stay out, as before."""
+    program = (
+        "import logging\n"
+        "from server import logs\n"
+        "logs.configure('json')\n"
+        "logs.configure('json')  # again: still one line each\n"
+        "logging.getLogger('uvicorn.error').warning('Invalid HTTP request received.')\n"
+        "logging.getLogger('uvicorn.error').info('Started server process')\n"
+        f"logging.getLogger('client_sdk').error('key %s refused', {SECRET_KEY!r})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    lines = [json.loads(x) for x in done.stdout.splitlines()]
+    assert [(x["event"], x["level"], x["logger"]) for x in lines] == [
+        ("Invalid HTTP request received.", "warning", "uvicorn.error"),
+        (lines[1]["event"], "error", "client_sdk"),
+    ]
+    assert SECRET_KEY not in done.stdout and lines[1]["event"].startswith("key ")
