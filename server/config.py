@@ -68,6 +68,7 @@ class Config:
     admin_rate_limit: float = 0.0  # calls per second with the admin token (0: off)
     admin_burst: int = 0
     max_calls_in_flight: int = 2000  # calls under way at once; more: OVERLOADED (0: no limit)
+    max_connection_age: float = 1800.0  # seconds a client's connection lasts (server/listen.py)
     max_message_bytes: int = 4 * 1024 * 1024
     max_users_per_request: int = 10_000  # AssignUsers / ImportUsers entries
     max_page_size: int = 1000
@@ -522,6 +523,15 @@ OPTIONS: tuple[Option, ...] = (
         "with RESOURCE_EXHAUSTED, reason OVERLOADED, and a RetryInfo (0: no limit)",
         _number(int),
         metavar="CALLS",
+    ),
+    Option(
+        "max_connection_age",
+        "seconds a client's connection lasts before the server asks the client to make "
+        "another (HTTP/2 GOAWAY; gRPC clients, the SDK's, do so between calls): its calls "
+        "under way get a minute more (at most as long again), then end, a call whose "
+        "request never came among them (1 to 86400)",
+        _within(float, 1, 86400, "", "a day is long enough to hold a forgotten call"),
+        metavar="SECONDS",
     ),
     Option(
         "max_message_bytes",

@@ -456,6 +456,7 @@ def front_flags(cfg: Config) -> list[str]:
     flags = ["--listen", cfg.listen, "--max-message-bytes", str(cfg.max_message_bytes)]
     flags += ["--event-loop", cfg.event_loop]
     flags += ["--max-calls-in-flight", str(cfg.max_calls_in_flight)]
+    flags += ["--max-connection-age", repr(cfg.max_connection_age)]
     flags += ["--log-format", cfg.log_format, "--log-level", cfg.log_level]
     for flag, path in (
         ("--tls-cert", cfg.tls_cert),

@@ -43,6 +43,16 @@ class StartRefused(Exception):
 MAX_STREAMS = 1_000
 
 
+#: Seconds a connection's calls under way get once it is past ``--max-connection-age``: a
+#: long admin call (a year's usage report) finishes within it.
+CONNECTION_AGE_GRACE = 60.0
+
+
+def age_grace(cfg: Config) -> float:
+    """``CONNECTION_AGE_GRACE``, or the connection's age if shorter (a test's)."""
+    return min(CONNECTION_AGE_GRACE, cfg.max_connection_age)
+
+
 def grpc_server(cfg: Config, interceptors: Sequence[Any] = ()) -> grpc.aio.Server:
     return grpc.aio.server(
         interceptors=list(interceptors) or None,
@@ -51,6 +61,12 @@ def grpc_server(cfg: Config, interceptors: Sequence[Any] = ()) -> grpc.aio.Serve
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
             ("grpc.max_concurrent_streams", MAX_STREAMS),
+            # A call whose request never comes (a stream opened and left: no credential
+            # is read before the request) is held until its connection ends: these end
+            # every connection in time (gRPC adds up to a tenth at random, so that its
+            # clients do not all reconnect at once).
+            ("grpc.max_connection_age_ms", round(cfg.max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", round(age_grace(cfg) * 1000)),
             # Calls gRPC holds until the loop takes them: past these it cancels them
             # without a word (api/admission.py).
             ("grpc.server.max_pending_requests", PENDING_CALLS),

@@ -293,3 +293,30 @@ def test_overload_one_connection_has_at_most_max_streams_calls_open(
     answer given leaves its place in the calls under way."""
     with running(tmp_path / "t.db", front_process=front_process) as srv:
         assert _server_settings(srv.target)[_MAX_CONCURRENT_STREAMS] == MAX_STREAMS == 1_000
+
+
+@pytest.mark.parametrize("front_process", [False, True], ids=["one-process", "front"])
+async def test_overload_a_call_whose_request_never_comes_ends_with_its_connections_age(
+    tmp_path: Path, front_process: bool
+) -> None:
+    """A stream opened for a call and left without its request (no credential is read
+    before the request) was held for as long as the connection lasted, which was for
+    ever: any client could hold the front's memory, 21 KB a call, a thousand a
+    connection, without end. ``--max-connection-age`` ends each connection: the call
+    left ends UNAVAILABLE within the age and its grace, and the client's next call goes
+    on another connection and is answered."""
+    with running(tmp_path / "t.db", front_process=front_process, max_connection_age=1.0) as srv:
+        async with grpc.aio.insecure_channel(srv.target) as channel:
+            never_sent = asyncio.Event()
+
+            async def no_request() -> Any:
+                await never_sent.wait()  # the request never comes
+                yield b""
+
+            left = channel.stream_unary(HEARTBEAT)(no_request(), metadata=(("x", "y"),))
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await asyncio.wait_for(left, 60)  # ended by the server: 1 s + 1 s + a tenth
+            assert ended.value.code() is grpc.StatusCode.UNAVAILABLE
+            health = health_pb2_grpc.HealthStub(channel)
+            answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=30)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
