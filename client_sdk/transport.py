@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -87,6 +88,28 @@ class TLS:
         return grpc.ssl_channel_credentials(
             root_certificates=root, private_key=key, certificate_chain=cert
         )
+
+
+def tls_problem(tls: TLS, names: Mapping[str, str]) -> str | None:
+    """What keeps ``tls`` from being used (None: nothing), in the words of the tool that
+    took its files: ``names`` maps ``root_ca``, ``client_cert`` and ``client_key`` to its
+    flags (``{"root_ca": "--tls-ca"}``), so that a file it cannot read or use is named
+    as its user gave it, once, at the tool's start."""
+    for field, flag in names.items():
+        source = getattr(tls, field)
+        if isinstance(source, str | PathLike) and not str(source).lstrip().startswith("-----"):
+            try:
+                read_pem(source)
+            except OSError as exc:
+                return f"{flag} {str(source)!r}: {(exc.strerror or str(exc)).lower()}"
+    try:
+        tls.credentials()
+    except ValueError as exc:
+        text = str(exc)
+        for field, flag in names.items():
+            text = re.sub(rf"\b{field}\b", flag, text)
+        return text
+    return None
 
 
 def _certificates(name: str, pem: bytes) -> list[x509.Certificate]:

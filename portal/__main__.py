@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from client_sdk.transport import TLS
+from client_sdk.transport import TLS, tls_problem
 from portal.serve import PortalServer, split
 
 
@@ -59,6 +59,10 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+#: The portal's flag for each file of its TLS (what a refusal names).
+TLS_FLAGS = {"root_ca": "--tls-ca", "client_cert": "--tls-cert", "client_key": "--tls-key"}
+
+
 def tls_of(args: argparse.Namespace) -> TLS | bool:
     """How the portal reaches its server: plaintext, TLS, or mutual TLS."""
     if not args.tls_ca:
@@ -68,11 +72,9 @@ def tls_of(args: argparse.Namespace) -> TLS | bool:
 
 async def run(args: argparse.Namespace) -> int:
     tls = tls_of(args)
-    try:
-        if isinstance(tls, TLS):  # files it cannot use: said now, not at each sign-in
-            tls.credentials()
-    except (ValueError, OSError) as exc:
-        print(f"python -m portal: {exc}", file=sys.stderr)
+    problem = tls_problem(tls, TLS_FLAGS) if isinstance(tls, TLS) else None
+    if problem:  # files it cannot use: said now, not at each sign-in
+        print(f"python -m portal: {problem}", file=sys.stderr)
         return 2
     try:
         portal = PortalServer(args.server, args.listen, tls=tls)

@@ -66,9 +66,14 @@ class _Embedded(uvicorn.Server):
 
 def split(listen: str) -> tuple[str, int]:
     host, colon, port = listen.rpartition(":")
-    if not colon or not port.isdigit() or int(port) > 65535:
+    if not colon or not port.isascii() or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"{listen!r} is not host:port (e.g. 127.0.0.1:8080)")
-    return host.removeprefix("[").removesuffix("]") or "127.0.0.1", int(port)
+    bare = host[1:-1] if host[:1] == "[" and host[-1:] == "]" else host
+    if "[" in bare or "]" in bare or (":" in bare and bare == host):
+        raise ValueError(
+            f"{listen!r}: an IPv6 address goes in brackets, before its port ([::1]:8080)"
+        )
+    return bare or "127.0.0.1", int(port)
 
 
 def bind(listen: str) -> socket.socket:

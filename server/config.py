@@ -147,9 +147,14 @@ def _admin_token(text: str) -> str:
 def split_listen(text: str) -> tuple[str, int]:
     """``host:port`` (``[::1]:port`` for IPv6) as (host, port)."""
     host, colon, port = text.rpartition(":")
-    if not colon or not port.isdigit() or int(port) > 65535:
+    if not colon or not port.isascii() or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"{text!r} is not host:port (e.g. 127.0.0.1:50051, [::1]:50051)")
-    return host.removeprefix("[").removesuffix("]") or "127.0.0.1", int(port)
+    bare = host[1:-1] if host[:1] == "[" and host[-1:] == "]" else host
+    if "[" in bare or "]" in bare or (":" in bare and bare == host):
+        raise ValueError(
+            f"{text!r}: an IPv6 address goes in brackets, before its port ([::1]:50051)"
+        )
+    return bare or "127.0.0.1", int(port)
 
 
 def _listen(text: str) -> str:

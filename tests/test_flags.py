@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -36,6 +37,7 @@ from server.config import (
     OPTIONS,
     Config,
     parse_args,
+    split_listen,
 )
 from server.listen import StartRefused, grpc_address, grpc_server, tls_credentials
 from tests.security.test_tls import _issue
@@ -241,6 +243,27 @@ def test_issue12_an_advertised_address_without_a_host_or_port_is_a_usage_error(
     """Others dial it as given (NOT_LEADER names it): no host and port 0 are
     nowhere, unlike --listen's, which this server binds."""
     assert usage_error(["--advertise", value], capsys).startswith(f"tessera-server: error: {line}")
+
+
+@pytest.mark.parametrize(
+    ("value", "line"),
+    [
+        ("::1", "--listen: '::1': an IPv6 address goes in brackets, before its port"),
+        ("[::1", "--listen: '[::1': an IPv6 address goes in brackets"),
+        ("[::1:50051", "--listen: '[::1:50051': an IPv6 address goes in brackets"),
+        ("::1]:50051", "--listen: '::1]:50051': an IPv6 address goes in brackets"),
+        ("localhost:\u00b2", "--listen: 'localhost:\u00b2' is not host:port"),
+        ("localhost:\uff11\uff12", "--listen: 'localhost:\uff11\uff12' is not host:port"),
+    ],
+)
+def test_issue12_a_listen_address_gRPC_would_misread_is_a_usage_error(
+    value: str, line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``::1`` was read as host ``:`` and port 1 (then "name or service not known", exit
+    1), and a superscript or full-width digit passed as a port's: each is refused at
+    start naming the flag, as any address that is not host:port."""
+    assert usage_error(["--listen", value], capsys).startswith(f"tessera-server: error: {line}")
+    assert parse_args(["--listen", "[::1]:0"]).listen == "[::1]:0"
 
 
 def test_issue12_a_listen_address_without_a_host_binds_127_0_0_1_as_its_help_says() -> None:
@@ -488,3 +511,20 @@ def test_issue12_an_admin_token_no_call_could_send_or_a_clock_past_the_calendar_
 
 def test_issue12_an_admin_token_is_read_without_the_spaces_around_it() -> None:
     assert parse_args(["--admin-token", " tsa_abc \n"]).admin_token == "tsa_abc"
+
+
+@pytest.mark.parametrize(
+    "value", ["::1", "[::1", "[::1:8080", "::1]:8080", "h:\u00b2", "[::1]:0", ":8080", "h:1"]
+)
+def test_issue12_the_portal_reads_a_listen_address_as_the_server_does(value: str) -> None:
+    """``python -m portal --listen`` (and ``--http-listen``'s portal) takes and refuses
+    the same addresses as the server's ``--listen``, for the same reason."""
+    from portal.serve import split
+
+    def read(parse: Any) -> tuple[str, int] | str:
+        try:
+            return parse(value)  # type: ignore[no-any-return]
+        except ValueError as exc:
+            return str(exc).split(" (e.g.")[0].split(", before its port")[0]
+
+    assert read(split) == read(split_listen)

@@ -26,10 +26,12 @@ from server.clock import SystemClock, TestClock
 from server.config import OPTIONS, parse_args
 from server.domain.alerts import warning_time
 from server.domain.forecast import PackBalance, forecast
+from server.domain.instants import rfc3339
 from server.domain.ledger import TokenPack
 from server.domain.teams import Plan
 from server.domain.terms import DEFAULT_TERMS, Terms, instant_across_a_change
 from server.engine import Engine
+from server.engine.core import LATEST_TEST_CLOCK
 from server.store.sqlite import Store
 from tests.licensing_desk import Desk, at, num
 from tests.support import REPO, ServerProcess, instant
@@ -335,5 +337,34 @@ def test_m9_with_two_devices_running_at_once_a_takeover_stops_one_the_least_rece
             assert ends[1]["state"] == "SESSION_STATE_ACTIVE"
             running = sorted(d["device_id"] for d in desk.devices(ann) if d.get("running"))
             assert running == ["dev-2", "dev-3"]
+    finally:
+        server.terminate()
+
+
+def test_a1_terms_at_their_longest_with_the_test_clock_at_its_latest_still_serve(
+    tmp_path: Path,
+) -> None:
+    """The longest invitation, window and burn rate --terms allow (366 days) from the
+    test clock's latest time (both taken at start) end within the last day an instant
+    may have: an invitation sent then expires on 9999-12-31, where it overflowed
+    (INTERNAL, and a member left invited with no invitation)."""
+    path = terms_file(
+        tmp_path,
+        'invitation_validity = "366d"\ncharge_window = "366d"\nburn_window = "366d"\n',
+    )
+    latest = rfc3339(LATEST_TEST_CLOCK)  # the latest --test-clock takes
+    assert parse_args(["--test-clock", latest]).test_clock == LATEST_TEST_CLOCK
+    server = ServerProcess(tmp_path / "t.db", extra=["--terms", str(path)], test_clock=latest)
+    server.start()
+    try:
+        with closing(Desk(server.target).sheet()) as desk:
+            desk.team("tm", 100)
+            desk.a("AssignUsers", {"team_id": "tm", "users": ["Ann <ann@example.com>"]})
+            ann = desk.a("GetMember", {"team_id": "tm", "user_id": "ann@example.com"})
+            assert ann["member"]["state"] == "MEMBER_STATE_INVITED"
+            assert ann["member"]["invitation"]["expire_time"] == "9999-12-31T00:00:00Z"
+            bob = desk.user("tm", "bob")
+            s = desk.entitle(bob, "REVIT")
+            assert s["charge_state"] == "CHARGE_STATE_GRACE"
     finally:
         server.terminate()

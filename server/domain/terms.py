@@ -124,6 +124,9 @@ _SPANS: dict[str, tuple[timedelta, timedelta]] = {
     "pack_expiry_warning": (timedelta(hours=1), timedelta(days=364)),
     "burn_window": (timedelta(days=1), timedelta(days=366)),
 }
+#: The longest a span term may be (``--terms``): what the test clock's latest time
+#: leaves before the last day an instant may have (``engine/core.py``).
+LONGEST_SPAN = max(high for _, high in _SPANS.values())
 #: Each count's bounds.
 _COUNTS: dict[str, tuple[int, int]] = {
     "devices_per_product": (1, 100),

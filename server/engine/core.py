@@ -28,7 +28,7 @@ from server.domain.ledger import Hold
 from server.domain.licensing import Licensing
 from server.domain.meta import MetaValue, clock_at
 from server.domain.sessions import Device, Meter, Session
-from server.domain.terms import DEFAULT_TERMS, Terms
+from server.domain.terms import DEFAULT_TERMS, LONGEST_SPAN, Terms
 from server.engine.access import Access
 from server.engine.accounts import Accounts
 from server.engine.admins import AdminKeys
@@ -42,10 +42,11 @@ from server.ids import IdFactory
 from server.store.port import Snapshot, StorePort
 
 TEST_CLOCK_KEY = "test_clock_now"
-# The test clock stops a year short of the last instant a Timestamp carries, so that
-# every instant the rules derive from it (a pack's expiry one calendar year on, a
-# lease, a window, an invitation) stays representable.
-LATEST_TEST_CLOCK = datetime(9998, 12, 31, tzinfo=UTC)
+# The test clock stops the longest span a term may have (366 days) short of the last
+# day a Timestamp carries, so that every instant the rules derive from it (a pack's
+# expiry one calendar year on, a lease, a window, an invitation valid for the longest
+# --terms allow) stays representable: 9998-12-30.
+LATEST_TEST_CLOCK = datetime(9999, 12, 31, tzinfo=UTC) - LONGEST_SPAN
 
 SEARCH_INDEX_SLICE = 2_000  # users keyed per step of the search index's build at start
 

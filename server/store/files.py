@@ -50,6 +50,9 @@ def not_a_database(db: Path) -> str | None:
         st = db.stat()
     except FileNotFoundError:
         return None
+    except NotADirectoryError:  # /etc/passwd/tessera.db
+        file = next(p for p in db.parents if p.exists() and not p.is_dir())
+        return f"{db} cannot be a database file: {file} is a file, not a directory"
     if stat.S_ISDIR(st.st_mode):
         return f"{db} is a directory, not a database file"
     if not stat.S_ISREG(st.st_mode):

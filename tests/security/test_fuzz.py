@@ -407,7 +407,7 @@ def _int(lo: int, hi: int) -> st.SearchStrategy[int]:
 # Timestamp's valid range is 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
 TS_MIN, TS_MAX = -62_135_596_800, 253_402_300_799
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z, the test clock's start
-Y9998 = 253_370_764_800  # 9998-12-31T00:00:00Z, the test clock's latest time
+Y9998 = 253_370_592_000  # 9998-12-30T00:00:00Z, the test clock's latest time
 Y9999 = 253_402_214_400  # 9999-12-31T00:00:00Z
 DURATION_MAX = 315_576_000_000  # Duration's valid range is +-10,000 years
 

@@ -182,3 +182,38 @@ def test_mtls_the_portal_on_its_own_signs_in_with_its_client_certificate(
                     follow_redirects=False,
                 )
             assert answer.headers.get("location") == where, answer.status_code
+
+
+@pytest.mark.parametrize(
+    ("files", "line"),
+    [
+        ({"--tls-ca": "{dir}"}, "--tls-ca '{dir}': is a directory"),
+        ({"--tls-ca": "{missing}"}, "--tls-ca '{missing}': no such file or directory"),
+        ({"--tls-ca": "{garbage}"}, "--tls-ca holds no PEM certificate"),
+        (
+            {"--tls-ca": "{ca}", "--tls-cert": "{garbage}", "--tls-key": "{garbage}"},
+            "--tls-cert holds no PEM certificate",
+        ),
+    ],
+)
+async def test_mtls_the_portal_on_its_own_refuses_a_tls_file_naming_its_flag(
+    tmp_path: Path,
+    pki: dict,  # type: ignore[type-arg]
+    capsys: pytest.CaptureFixture[str],
+    files: dict[str, str],
+    line: str,
+) -> None:
+    """A file ``python -m portal`` cannot use is refused at its start, exit 2, in one
+    line naming the flag it came from, where it named the SDK's parameter
+    (``root_ca holds no PEM certificate``) or no flag at all (``[Errno 21] ...``)."""
+    (tmp_path / "garbage.pem").write_text("not a certificate\n")
+    paths = {
+        "dir": str(tmp_path),
+        "missing": str(tmp_path / "missing.pem"),
+        "garbage": str(tmp_path / "garbage.pem"),
+        "ca": str(pki["ca.pem"]),
+    }
+    flags = [x for flag, path in files.items() for x in (flag, path.format(**paths))]
+    args = portal_main.parse(["--listen", "127.0.0.1:0", "--server", "127.0.0.1:1", *flags])
+    assert await portal_main.run(args) == 2
+    assert capsys.readouterr().err == f"python -m portal: {line.format(**paths)}\n"
