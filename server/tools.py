@@ -14,7 +14,9 @@ With ``--db postgresql://...`` verify reads the same checks from PostgreSQL,
 and backup writes ``pg_dump`` of the database and a copy of ``--secrets-dir``
 into the new directory ``--to`` (docs/postgres.md: restoring). Backup and
 rotate-signing-key refuse a ``--secrets-dir`` that is not the database's, as a
-server's start on it is refused (``server/ha/secrets.py``).
+server's start on it is refused (``server/ha/secrets.py``). Verify, backup and
+rotate-signing-key refuse another application's database and an empty one in
+the same words (exit 2), before anything is written for it.
 
 ``python -m server adopt-secrets --db postgresql://... --secrets-dir DIR`` makes
 DIR the database's secrets directory (``server/ha/secrets.py``), for the day the
@@ -41,8 +43,8 @@ from server.app import cannot_open, shown_db
 from server.config import OPTIONS, help_line, parse_instant
 from server.engine.core import TEST_CLOCK_KEY
 from server.ha import secrets
-from server.store.audit import Verdict, connect_read_only, verify
-from server.store.backup import DUMP_NAME, backup, backup_postgres
+from server.store.audit import Verdict, connect_read_only, not_tessera_here, verify
+from server.store.backup import DUMP_NAME, PassphraseRefused, backup, backup_postgres
 from server.store.port import StoreFailed
 from server.store.postgres import hidden, schema_version, secrets_base, verify_postgres
 
@@ -105,6 +107,15 @@ def main(argv: Sequence[str]) -> int:
     a = p.parse_args(argv)
     postgres = isinstance(a.db, str)
     try:
+        # Another application's database, or an empty one, said to be so as verify
+        # says it (not "no such table: ledger"), before anything is written for it.
+        problem = None
+        if postgres and a.command != "adopt-secrets":
+            problem = asyncio.run(_not_tessera_pg(a.db))
+        elif not postgres and a.command in ("backup", "rotate-signing-key"):
+            problem = not_tessera_here(a.db)  # (verify asks it itself)
+        if problem is not None:
+            raise StoreFailed(problem)
         if a.command == "verify":
             verdict = asyncio.run(verify_postgres(a.db)) if postgres else verify(a.db)
             if verdict.ok:
@@ -165,6 +176,7 @@ def main(argv: Sequence[str]) -> int:
         ValueError,  # a URL asyncpg cannot read
         StoreFailed,
         secrets.SecretsMismatch,  # PostgreSQL: a --secrets-dir not the database's
+        PassphraseRefused,  # PostgreSQL: a client key's passphrase pg_dump cannot get
     ) as exc:
         # A ValueError of asyncpg's is a URL it cannot read; another (a damaged
         # signing-keys file, leases.DamagedKeys) says what it is itself.
@@ -188,6 +200,24 @@ async def _stored_clock_pg(url: str) -> str | None:
     finally:
         await conn.close()
     return None if value is None else str(value)
+
+
+async def _not_tessera_pg(url: str) -> str | None:
+    """Why the PostgreSQL database at ``url`` is no Tessera database, or None: no
+    table at all (empty), or tables but no ``schema_version`` (another application's)."""
+    conn = await asyncpg.connect(url, timeout=30)
+    try:
+        if await schema_version(conn) != 0:
+            return None
+        tables = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.tables "
+            "WHERE table_schema NOT IN ('pg_catalog', 'information_schema'))"
+        )
+    finally:
+        await conn.close()
+    if not tables:
+        return f"no Tessera database at {shown_db(url)} (empty)"
+    return "no Tessera database there (no schema_version table)"
 
 
 async def _same_secrets(url: str, secrets_dir: Path) -> None:

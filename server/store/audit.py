@@ -35,6 +35,7 @@ checkpoint file (docs/postgres.md says what verify guarantees there).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections import defaultdict
@@ -121,7 +122,41 @@ def connect_read_only(db: Path) -> sqlite3.Connection:
     wal = db.with_name(db.name + "-wal")
     settled = not wal.exists() or wal.stat().st_size == 0
     mode = "ro&immutable=1" if settled and not os.access(db.parent, os.W_OK) else "ro"
-    return sqlite3.connect(f"file:{db}?mode={mode}", uri=True, isolation_level=None)
+    uri = f"{db.absolute().as_uri()}?mode={mode}"  # (a name with "#", "?" or "%" quoted)
+    return sqlite3.connect(uri, uri=True, isolation_level=None)
+
+
+def not_tessera_here(db: Path) -> str | None:
+    """Why the SQLite file ``db`` is no Tessera database, in the words verify, backup
+    and rotate-signing-key all say it in, or None (a missing file too: the open that
+    follows says so). Not a SQLite file, another application's (``files.not_tessera``),
+    or empty: a file of no bytes, or a database with no table at all."""
+    if not db.exists():
+        return None
+    if (problem := not_a_database(db) or not_tessera(db)) is not None:
+        return problem
+    if not db.stat().st_size:
+        return f"no Tessera database at {db} (empty)"
+    with contextlib.closing(connect_read_only(db)) as conn:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'ledger'").fetchone() is None:
+            return f"no Tessera database at {db} (empty)"
+    return None
+
+
+def chained_ledger(conn: sqlite3.Connection) -> bool:
+    """Whether the ledger has its hash chain's column: schema 4 on (an older
+    database gets it, and its entries their hashes, at a server's start)."""
+    sql = "SELECT 1 FROM pragma_table_info('ledger') WHERE name = 'hash'"
+    return conn.execute(sql).fetchone() is not None
+
+
+def predates_the_chain(db: Path, version: int) -> str:
+    """What verify says of a database older than the ledger's hash chain."""
+    return (
+        f"{db} is of schema version {version}, older than the ledger's hash chain, so there "
+        "is no chain to verify: start this release on it once (the server upgrades it and "
+        "chains its ledger), then verify"
+    )
 
 
 def verify(db: Path) -> Verdict:
@@ -131,7 +166,7 @@ def verify(db: Path) -> Verdict:
     # taken after it holds at least the entries it names.
     anchor = checkpoint.read(checkpoint.checkpoint_path(db))
     audit = Audit(anchor)
-    if db.exists() and (problem := not_tessera(db)) is not None:
+    if (problem := not_tessera_here(db)) is not None:
         raise sqlite3.DatabaseError(problem)  # not "no such table: ledger"
     with connect_read_only(db) as conn:
         conn.execute("BEGIN")  # one snapshot for every query below
@@ -139,6 +174,8 @@ def verify(db: Path) -> Verdict:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if (problem := newer_schema(version, len(MIGRATIONS))) is not None:
                 raise StoreFailed(problem)
+            if not chained_ledger(conn):  # not "no such column: hash"
+                raise StoreFailed(predates_the_chain(db, version))
             if all(audit.entry(row) for row in conn.execute(LEDGER_SQL)):
                 audit.chain_end()
             if audit.verdict.ok:
@@ -180,11 +217,15 @@ class Audit:
         self._prev_event = GENESIS_HASH
         self._event_at_anchor: str | None = None
         self._more: dict[int, list[str]] = defaultdict(list)  # an event's more teams
+        self._stray: list[str] = []  # rows of audit_teams whose seq is no number
 
     def more_teams(self, rows: Iterable[Sequence[Any]]) -> None:
         """Rows of ``AUDIT_TEAMS_SQL`` (any order): the more teams of each event."""
         for seq, team_id in rows:
-            self._more[int(seq)].append(str(team_id))
+            if isinstance(seq, int):  # else one no event has: reported by events_end
+                self._more[seq].append(str(team_id))
+            else:
+                self._stray.append(f"audit_teams names an audit event {seq!r}")
 
     def entry(self, row: Sequence[Any]) -> bool:
         verdict = self.verdict
@@ -195,10 +236,13 @@ class Audit:
                 f"ledger entry {verdict.entries:012d} is missing (next stored is {seq:012d})"
             )
             return False
-        digest = entry_digest(
+        # A field of another type than the store writes (a BLOB, a REAL put in by
+        # hand) is an altered entry: never a hash of it, nor a sum.
+        typed = _typed(row, _ENTRY_TYPES)
+        digest = typed and entry_digest(
             self._prev, seq, time_us, kind, team_id, pack_id, amount, rd, hd, sid, uid, pid
         )
-        if digest != stored:
+        if not typed or digest != stored:
             verdict.problems.append(
                 f"ledger entry {seq:012d} ({kind} of {amount} on pack {pack_id}) does not "
                 "match its hash: it or an entry before it was altered"
@@ -231,7 +275,8 @@ class Audit:
             )
             return False
         more = self._more.pop(seq, ())
-        if event_digest(self._prev_event, *row[:-1], more_team_ids=more) != stored:
+        typed = _typed(row, _EVENT_TYPES)  # as an entry's: another type is an alteration
+        if not typed or event_digest(self._prev_event, *row[:-1], more_team_ids=more) != stored:
             verdict.problems.append(
                 f"audit event {seq:012d} ({row[5]} by {row[3]}) does not match its hash: "
                 "it or an event before it was altered"
@@ -251,6 +296,8 @@ class Audit:
                 f"(teams {', '.join(sorted(self._more[seq]))}): it was added by hand, "
                 "or its event removed"
             )
+        for stray in self._stray:
+            self.verdict.problems.append(f"{stray}, which is not stored: it was added by hand")
         if self._anchor is not None:
             short = checkpoint.audit_problem(
                 self._anchor, self.verdict.events, self._event_at_anchor
@@ -267,6 +314,19 @@ class Audit:
             self.verdict.problems.append(
                 f"pack {pack_id} has ledger entries but no pack row: it was deleted"
             )
+
+
+#: The types of a row of ``LEDGER_SQL`` and of ``AUDIT_SQL``, as both stores return them.
+_ENTRY_TYPES = (int, int, str, str, str, int, int, int, str, str, str, str)
+_EVENT_TYPES = (int, str, int, str, str, str, str, str, str, str, str, str)
+
+
+def _typed(row: Sequence[Any], types: Sequence[type]) -> bool:
+    """Whether every field of ``row`` is of its type (a bool is no int here)."""
+    return len(row) == len(types) and all(
+        isinstance(value, kind) and not isinstance(value, bool)
+        for value, kind in zip(row, types, strict=False)
+    )
 
 
 def _follow(

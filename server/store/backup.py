@@ -36,7 +36,7 @@ import asyncpg
 
 from server.ha import secrets
 from server.store import checkpoint
-from server.store.audit import connect_read_only
+from server.store.audit import chained_ledger, connect_read_only
 from server.store.checkpoint import LedgerHead, LedgerMismatch
 from server.store.files import (
     SECRET_SUFFIXES,
@@ -78,11 +78,14 @@ def backup(db: Path, to: Path) -> Copied:
             src.backup(dst, pages=-1)
             copied.pages = int(dst.execute("PRAGMA page_count").fetchone()[0])
             copied.head = _head(dst)
+            chained = chained_ledger(dst)
             if anchor is not None:
-                _reaches(dst, anchor, copied.head, db)
-        # No server ran on the copy: it ends exactly here.
-        copied.files.append(anchor_path)
-        checkpoint.write(anchor_path, dataclasses.replace(copied.head, stopped=True))
+                _reaches(dst, anchor, copied.head, db, chained)
+        if chained:  # No server ran on the copy: it ends exactly here.
+            copied.files.append(anchor_path)
+            checkpoint.write(anchor_path, dataclasses.replace(copied.head, stopped=True))
+        # (Else an older release's database, backed up before an upgrade, whose ledger
+        # has no chain yet: the server chains and anchors it at its start on the copy.)
         for suffix in SECRET_SUFFIXES:
             source = side_path(db, suffix)
             if source.exists():
@@ -99,7 +102,11 @@ def backup(db: Path, to: Path) -> Copied:
 
 
 def _head(conn: sqlite3.Connection) -> LedgerHead:
-    """The ledger's head and the audit trail's (one checkpoint holds both)."""
+    """The ledger's head and the audit trail's (one checkpoint holds both); of a
+    ledger without its hash chain (schema 3 and older), its last entry's seq alone."""
+    if not chained_ledger(conn):
+        row = conn.execute("SELECT MAX(seq) FROM ledger").fetchone()
+        return LedgerHead(int(row[0] or 0), "")
     row = conn.execute(checkpoint.LAST_ENTRY_SQL).fetchone()
     head = LedgerHead(int(row[0]), str(row[1])) if row else checkpoint.EMPTY
     audit = conn.execute(LAST_AUDIT_SQL).fetchone() if _audited(conn) else None
@@ -114,8 +121,13 @@ def _audited(conn: sqlite3.Connection) -> bool:
     return conn.execute(sql).fetchone() is not None
 
 
-def _reaches(conn: sqlite3.Connection, anchor: LedgerHead, head: LedgerHead, db: Path) -> None:
-    row = conn.execute("SELECT hash FROM ledger WHERE seq = ?", (anchor.seq,)).fetchone()
+def _reaches(
+    conn: sqlite3.Connection, anchor: LedgerHead, head: LedgerHead, db: Path, chained: bool
+) -> None:
+    """Refuse a snapshot that does not reach the live checkpoint (a ledger with no
+    chain reaches none: it is an older copy than the checkpoint's database)."""
+    sql = "SELECT hash FROM ledger WHERE seq = ?"
+    row = conn.execute(sql, (anchor.seq,)).fetchone() if chained else None
     problem = checkpoint.problem(anchor, head.seq, str(row[0]) if row else None)
     sql = "SELECT hash FROM audit_events WHERE seq = ?"
     row = conn.execute(sql, (anchor.audit_seq,)).fetchone() if _audited(conn) else None
@@ -222,6 +234,12 @@ def backup_postgres(url: str, to: Path, secrets_dir: Path) -> Copied:
     return copied
 
 
+class PassphraseRefused(Exception):
+    """The URL's ``sslpassword`` is one pg_dump cannot be given privately: its words
+    are the operator's to read (not a ValueError, which ``tools.main`` reads as a URL
+    that cannot be parsed)."""
+
+
 #: The section of the connection service file that gives pg_dump the client key's
 #: passphrase (``_passphrase_service``).
 SERVICE = "tessera-backup"
@@ -238,7 +256,7 @@ def _passphrase_service(passphrase: str | None) -> Iterator[Path | None]:
         return
     if passphrase != passphrase.strip() or "\n" in passphrase or "\r" in passphrase:
         # libpq's service file ends a value at the line, and drops its trailing spaces.
-        raise ValueError(
+        raise PassphraseRefused(
             "the URL's sslpassword starts or ends with a space or holds a line break, "
             "which pg_dump cannot be given privately: back up with a client key whose "
             "passphrase has none"

@@ -19,13 +19,14 @@ import asyncpg
 import pytest
 
 from server import leases, tools
+from server.app import shown_db
 from server.credentials import load_or_create_secret_key
 from server.domain.changes import Changes
 from server.domain.ledger import Cause, Ledger
 from server.domain.teams import Plan, Team
 from server.ha import secrets
 from server.store.audit import Verdict, verify
-from server.store.backup import DUMP_NAME, backup_postgres, pg_tool
+from server.store.backup import DUMP_NAME, PassphraseRefused, backup_postgres, pg_tool
 from server.store.files import SECRET_SUFFIXES, side_path
 from server.store.pg_schema import MIGRATIONS
 from server.store.port import StorePort
@@ -145,8 +146,45 @@ async def _execute(url: str, sql: str) -> None:
 def test_pg_verify_of_a_database_without_tessera_says_so(
     pg_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    run_sync(lambda: _execute(pg_url, "CREATE TABLE notes (x text)"))  # another app's
     assert tools.main(["verify", "--db", pg_url]) == 2
-    assert "no Tessera database there" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "python -m server verify: no Tessera database there (no schema_version table)\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["backup", "rotate-signing-key"])
+def test_pg_backup_and_rotation_on_another_applications_database_say_it_is_not_tessera(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """In verify's words, not 'relation "ledger" does not exist' (backup) or
+    'relation "meta" does not exist' (rotate-signing-key); nothing written."""
+    run_sync(lambda: _execute(pg_url, "CREATE TABLE notes (x text)"))
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    to = ["--to", str(tmp_path / "backup")] if command == "backup" else []
+    assert tools.main([command, "--db", pg_url, "--secrets-dir", str(secrets_dir), *to]) == 2
+    assert capsys.readouterr().err == (
+        f"python -m server {command}: no Tessera database there (no schema_version table)\n"
+    )
+    assert sorted(tmp_path.iterdir()) == [secrets_dir]
+    assert not list(secrets_dir.iterdir())
+
+
+@pytest.mark.parametrize("command", ["verify", "backup", "rotate-signing-key"])
+def test_pg_tools_on_an_empty_database_say_there_is_no_tessera_database(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    secrets_args = [] if command == "verify" else ["--secrets-dir", str(secrets_dir)]
+    to = ["--to", str(tmp_path / "backup")] if command == "backup" else []
+    assert tools.main([command, "--db", pg_url, *secrets_args, *to]) == 2
+    assert capsys.readouterr().err == (
+        f"python -m server {command}: no Tessera database at {shown_db(pg_url)} (empty)\n"
+    )
+    assert sorted(tmp_path.iterdir()) == [secrets_dir]
+    assert not list(secrets_dir.iterdir())
 
 
 def test_pg_verify_of_a_database_of_a_newer_release_says_so(
@@ -352,9 +390,26 @@ def test_pg_backup_refuses_a_key_passphrase_it_cannot_hand_over_privately(
     run_sync(fill_with_a_history(pg_url))
     seen = _fake_pg_dump(tmp_path, monkeypatch)
     url = pg_url + ("&" if "?" in pg_url else "?") + "sslpassword=ends%20in%20a%20space%20"
-    with pytest.raises(ValueError, match="sslpassword starts or ends with a space"):
+    with pytest.raises(PassphraseRefused, match="sslpassword starts or ends with a space"):
         backup_postgres(url, tmp_path / "there", tmp_path)
     assert not seen.exists()  # pg_dump never ran
+
+
+def test_pg_backup_command_says_why_it_refuses_a_key_passphrase_with_a_space(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In its own words, exit 2: not "the URL cannot be read", which the command says
+    of a ValueError (asyncpg's, on a URL it cannot parse)."""
+    run_sync(fill_with_a_history(pg_url))
+    url = pg_url + ("&" if "?" in pg_url else "?") + "sslpassword=ends%20in%20a%20space%20"
+    to = tmp_path / "backup"
+    assert tools.main(["backup", "--db", url, "--secrets-dir", str(tmp_path), "--to", str(to)]) == 2
+    assert capsys.readouterr().err == (
+        "python -m server backup: the URL's sslpassword starts or ends with a space or "
+        "holds a line break, which pg_dump cannot be given privately: back up with a "
+        "client key whose passphrase has none\n"
+    )
+    assert not to.exists()
 
 
 def test_pg_backup_refuses_an_existing_directory(pg_url: str, tmp_path: Path) -> None:
