@@ -32,7 +32,7 @@ from client_sdk.clock import Clock, SystemClock
 from client_sdk.errors import TesseraError, Unauthenticated
 from client_sdk.models import ChargeState, EndReason, Platform, Session, SessionState
 from client_sdk.session import AsyncSessionHandle, EndedCallback, SessionOptions, StateCallback
-from client_sdk.transport import TLS, bearer_secret, open_channel
+from client_sdk.transport import TLS, bearer_secret, open_channel, target_problem, tls_problem
 from tessera_api.tessera.v1 import admin_service_pb2 as admin_pb
 from tessera_api.tessera.v1 import admin_service_pb2_grpc as admin_grpc
 from tessera_api.tessera.v1 import common_pb2
@@ -61,6 +61,8 @@ MAX_TOKENS = 1_000_000_000
 #: The longest ``--work`` or ``--idle-after``, in seconds (some 30 years): far longer ones
 #: overflow the ``timedelta`` or the ``datetime`` that the demo and the SDK make of them.
 MAX_SECONDS = 1e9
+#: The server the demo plays without ``--target`` or ``TESSERA_TARGET`` (``make run``'s).
+TARGET = "127.0.0.1:50051"
 
 
 def _number(
@@ -108,9 +110,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m client_sdk.demo", description="Play a product against a Tessera server."
     )
-    p.add_argument(
-        "--target", default=os.environ.get("TESSERA_TARGET", "127.0.0.1:50051"), help="host:port"
-    )
+    p.add_argument("--target", default=None, help=f"host:port (TESSERA_TARGET; default {TARGET})")
     who = p.add_mutually_exclusive_group()
     who.add_argument(
         "--admin-token",
@@ -158,19 +158,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--client-cert", default=None, help="PEM file, for mutual TLS")
     p.add_argument("--client-key", default=None, help="PEM file, for mutual TLS")
     args = p.parse_args(argv)
-    problem = _target_problem(args.target)
+    # A flag given beats the environment; a problem is named after where the value came
+    # from (the variable, when it is the environment's).
+    said = {"target": "--target", "admin_token": "--admin-token", "user_key": "--user-key"}
+    if args.target is None:
+        args.target = os.environ.get("TESSERA_TARGET")
+        said["target"] = "TESSERA_TARGET"
+        if args.target is None:
+            args.target, said["target"] = TARGET, "--target"
+    problem = target_problem(args.target)
     if problem:
-        p.error(f"--target {args.target!r}: {problem}")
-    if args.admin_token is None and args.user_key is None:  # a flag given beats the environment
+        p.error(f"{said['target']} {args.target!r}: {problem}")
+    if args.admin_token is None and args.user_key is None:
         args.admin_token = os.environ.get("TESSERA_ADMIN_TOKEN")
         args.user_key = os.environ.get("TESSERA_USER_KEY")
+        said["admin_token"], said["user_key"] = "TESSERA_ADMIN_TOKEN", "TESSERA_USER_KEY"
     if not args.admin_token and not args.user_key:
         p.error("give --admin-token (to provision) or --user-key")
     # The one that is used (``play``) must go in a header: a line break in it would be
     # grpc's error on the first call, or a traceback out of the SDK's own check.
-    flag, secret = (
-        ("--user-key", args.user_key) if args.user_key else ("--admin-token", args.admin_token)
-    )
+    which = "user_key" if args.user_key else "admin_token"
+    flag, secret = said[which], getattr(args, which)
     try:
         secret = bearer_secret(flag, secret)
     except ValueError as exc:
@@ -187,18 +195,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         _readable(p, flag, path)
     if bool(args.client_cert) != bool(args.client_key):
         p.error("--client-cert and --client-key go together (mutual TLS)")
+    problem = _tls_problem(args)
+    if problem:
+        p.error(problem)
     return args
 
 
-def _target_problem(target: str) -> str | None:
-    """What is wrong with ``target`` as ``host:port`` (None: nothing); gRPC itself takes
-    a port past 65535 modulo 65536, and an empty one as 443."""
-    host, sep, port = target.rpartition(":")
-    if not sep or not host.strip("[]"):
-        return "must be host:port, such as 127.0.0.1:50051"
-    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
-        return "its port must be a number from 1 to 65535"
-    return None
+#: The demo's flag for each file of its TLS (what a refusal names).
+TLS_FLAGS = {"root_ca": "--root-ca", "client_cert": "--client-cert", "client_key": "--client-key"}
+
+
+def _tls_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the PEM files given (None: nothing), named by their flags
+    (``transport.tls_problem``): they were a traceback (a ``ValueError`` naming
+    ``root_ca``) when the channel was made."""
+    tls = _tls(args)
+    return tls_problem(tls, TLS_FLAGS) if isinstance(tls, TLS) else None
 
 
 def _tls(args: argparse.Namespace) -> TLS | bool:

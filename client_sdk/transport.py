@@ -90,23 +90,58 @@ class TLS:
         )
 
 
+#: The schemes of gRPC's own whose address is still ``host:port`` (``dns:///h:p``).
+_HOST_PORT_SCHEMES = ("dns:///", "dns:", "ipv4:", "ipv6:")
+
+
+def target_problem(target: str) -> str | None:
+    """What is wrong with ``target`` as ``host:port`` (None: nothing); gRPC itself takes
+    a port past 65535 modulo 65536, and a missing or empty one as 443. One of gRPC's
+    schemes may lead it (``dns:///``, ``ipv4:``); a Unix socket (``unix:PATH``) has no
+    port. The demo and ``python -m client_sdk.load`` check their targets with it."""
+    if target.startswith(("unix:", "unix-abstract:")):
+        return None if target.partition(":")[2] else "names no socket"
+    address = target
+    for scheme in _HOST_PORT_SCHEMES:
+        if address.startswith(scheme):
+            address = address[len(scheme) :]
+            break
+    host, sep, port = address.rpartition(":")
+    if not sep or not host.strip("[]"):
+        return "must be host:port, such as 127.0.0.1:50051"
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        return "an IPv6 address goes in brackets, such as [::1]:50051"
+    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return "its port must be a number from 1 to 65535"
+    return None
+
+
 def tls_problem(tls: TLS, names: Mapping[str, str]) -> str | None:
     """What keeps ``tls`` from being used (None: nothing), in the words of the tool that
     took its files: ``names`` maps ``root_ca``, ``client_cert`` and ``client_key`` to its
-    flags (``{"root_ca": "--tls-ca"}``), so that a file it cannot read or use is named
-    as its user gave it, once, at the tool's start."""
-    for field, flag in names.items():
-        source = getattr(tls, field)
-        if isinstance(source, str | PathLike) and not str(source).lstrip().startswith("-----"):
-            try:
-                read_pem(source)
-            except OSError as exc:
-                return f"{flag} {str(source)!r}: {(exc.strerror or str(exc)).lower()}"
+    flags (``{"root_ca": "--tls-ca"}``), so that a file it cannot read or use (one that
+    holds no certificate, an expired one, a key that is not its certificate's) is named
+    as its user gave it, once, at the tool's start, not a traceback when the channel is
+    made: ``--tls-ca ca.pem holds no PEM certificate``."""
+    given = {field: getattr(tls, field) for field in names}
+    files = {
+        field: str(source)
+        for field, source in given.items()
+        if isinstance(source, str | PathLike) and not str(source).lstrip().startswith("-----")
+    }
+    for field, path in files.items():
+        try:
+            read_pem(path)
+        except OSError as exc:
+            return f"{names[field]} {path}: {(exc.strerror or str(exc)).lower()}"
     try:
         tls.credentials()
     except ValueError as exc:
         text = str(exc)
         for field, flag in names.items():
+            if text.startswith(field):  # "root_ca holds no ...": "--root-ca FILE holds no ..."
+                shown = f" {files[field]}" if field in files else ""
+                text = f"{flag}{shown}{text[len(field) :]}"
             text = re.sub(rf"\b{field}\b", flag, text)
         return text
     return None

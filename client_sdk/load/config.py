@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client_sdk._retry import RetryPolicy
+from client_sdk.demo import MAX_TOKENS
 from client_sdk.failover import Targets
+from client_sdk.transport import target_problem
 
 # Where ``python -m server`` (``make run``) keeps the token it generates by default.
 DEFAULT_TOKEN_FILE = Path("var/tessera.db.admin-token")
@@ -104,6 +106,18 @@ MAX_CHANNELS = 1000
 #: The most users (``--users``): 10,000,000 made-up keys are some 3 GB, built before the
 #: caps apply.
 MAX_USERS = 10_000_000
+#: The longest ``--timeout``, ``--max-duration`` and phase (``--warmup``, ``--steady``,
+#: ``--cycle``), in seconds (some 11.6 days): gRPC's deadline of a call of ``--timeout
+#: 1e10`` overflows, and every call failed DEADLINE_EXCEEDED at once.
+MAX_SECONDS = 1e6
+#: The most tokens one PurchaseTokens buys (the server's ``MAX_PURCHASE_TOKENS``, as the
+#: demo's ``--tokens``): the highest ``--daily-rate`` and ``--plugin-rate`` too (the
+#: server takes any int64 as a product's rate, but a run buys four days of it a user).
+MAX_PACK_TOKENS = MAX_TOKENS
+MAX_RATE = MAX_PACK_TOKENS
+#: The most packs provisioning buys (of ``MAX_PACK_TOKENS`` each): every hold looks
+#: through the team's packs, so thousands of them would slow the Entitles measured.
+MAX_PACKS = 100
 
 #: The numeric options: field -> (its flag, the least value, True when the least value is
 #: itself refused, the greatest value or None). Every one is finite: a ``nan`` or ``inf``
@@ -112,37 +126,49 @@ MAX_USERS = 10_000_000
 NUMBERS: dict[str, tuple[str, float, bool, float | None]] = {
     "attempts": ("--attempts", 0, False, None),
     "users": ("--users", 1, False, MAX_USERS),
-    "daily_rate": ("--daily-rate", 0, False, None),
-    "plugin_rate": ("--plugin-rate", 0, False, None),
+    "daily_rate": ("--daily-rate", 0, False, MAX_RATE),
+    "plugin_rate": ("--plugin-rate", 0, False, MAX_RATE),
     "workers": ("--workers", 1, False, MAX_WORKERS),
     "channels": ("--channels", 1, False, MAX_CHANNELS),
     "concurrency": ("--concurrency", 1, False, MAX_CONCURRENCY),
     "ramp_concurrency": ("--ramp-concurrency", 0, False, MAX_CONCURRENCY),
     "ramp_rate": ("--ramp-rate", 0, False, None),
     "heartbeat_rate": ("--heartbeat-rate", 0, False, None),
-    "warmup": ("--warmup", 0, False, None),
-    "steady": ("--steady", 0, False, None),
-    "cycle": ("--cycle", 0, False, None),
+    "warmup": ("--warmup", 0, False, MAX_SECONDS),
+    "steady": ("--steady", 0, False, MAX_SECONDS),
+    "cycle": ("--cycle", 0, False, MAX_SECONDS),
     "idle_fraction": ("--idle-fraction", 0, False, 1),
     "plugin_fraction": ("--plugin-fraction", 0, False, 1),
     "max_calls": ("--max-calls", 1, False, None),
-    "max_duration": ("--max-duration", 0, True, None),
-    "timeout": ("--timeout", 0, True, None),
+    "max_duration": ("--max-duration", 0, True, MAX_SECONDS),
+    "timeout": ("--timeout", 0, True, MAX_SECONDS),
 }
 
 
 def number_problem(field: str, value: float) -> str | None:
     """What is wrong with ``value`` for the option ``field`` (None: nothing)."""
     _, low, low_refused, high = NUMBERS[field]
-    if not math.isfinite(value):
-        return "must be a finite number"
+    if not isinstance(value, int) and not math.isfinite(value):  # (an int of 400 digits
+        return "must be a finite number"  # is finite, and no float: an OverflowError)
     if low_refused and value <= low:
         return f"must be greater than {low:g}"
     if value < low:
         return f"must be at least {low:g}"
     if high is not None and value > high:
-        return f"must be within {low:g}..{high:g}"
+        return f"must be within {_shown(low)}..{_shown(high)}"
     return None
+
+
+def _shown(bound: float) -> str:
+    """A bound as the messages give it: ``1,000,000``, not ``1e+06``."""
+    return f"{bound:,.0f}" if float(bound).is_integer() else f"{bound:g}"
+
+
+def provision_tokens(users: int, daily_rate: int, plugin_rate: int) -> int:
+    """The tokens provisioning buys for ``users``: every meter holds its daily rate while
+    in grace; captures, resumes after Idle and Release+Entitle cycles may take it again:
+    four times that, and 1,000 more."""
+    return max(1, users * (daily_rate + plugin_rate) * 4 + 1000)
 
 
 def _number(kind: type[int] | type[float], field: str) -> Callable[[str], float]:
@@ -249,11 +275,22 @@ class LoadConfig:
         if not self.targets:
             raise ValueError("--target: at least one server address is required")
         for target in self.targets:
+            problem = target_problem(target)
+            if problem is not None:  # gRPC would load another port, or 443
+                raise ValueError(f"--target {target!r}: {problem}")
             check_target(target, self.allow_remote)
         for name, (flag, *_) in NUMBERS.items():
             problem = number_problem(name, getattr(self, name))
             if problem is not None:
                 raise ValueError(f"{flag} {problem}")
+        provisioned = self.admin_token and self.users_file is None and not self.fake_users
+        tokens = provision_tokens(self.users, self.daily_rate, self.plugin_rate)
+        if provisioned and tokens > MAX_PACKS * MAX_PACK_TOKENS:
+            raise ValueError(
+                f"--daily-rate {self.daily_rate:,} and --plugin-rate {self.plugin_rate:,} for "
+                f"--users {self.users:,} would buy {tokens:,} tokens, more than the "
+                f"{MAX_PACKS * MAX_PACK_TOKENS:,} a run provisions: lower them"
+            )
         if self.users_file is not None and self.fake_users:
             raise ValueError("--users-file and --fake-users exclude each other")
         if self.users_file is None and not self.fake_users and not self.admin_token:
@@ -310,8 +347,18 @@ def parser(epilog: str | None = None) -> argparse.ArgumentParser:
     g.add_argument(
         "-n", "--users", type=_number(int, "users"), default=d.users, help="users = host sessions"
     )
-    g.add_argument("--daily-rate", type=_number(int, "daily_rate"), default=d.daily_rate)
-    g.add_argument("--plugin-rate", type=_number(int, "plugin_rate"), default=d.plugin_rate)
+    g.add_argument(
+        "--daily-rate",
+        type=_number(int, "daily_rate"),
+        default=d.daily_rate,
+        help=f"tokens a day of the product provisioned (at most {MAX_RATE:,})",
+    )
+    g.add_argument(
+        "--plugin-rate",
+        type=_number(int, "plugin_rate"),
+        default=d.plugin_rate,
+        help=f"tokens a day of its plugin (at most {MAX_RATE:,})",
+    )
     g = p.add_argument_group("processes")
     g.add_argument(
         "-P", "--workers", type=_number(int, "workers"), default=d.workers, help="worker processes"

@@ -25,6 +25,7 @@ import grpc
 from client_sdk._retry import RetryPolicy
 from client_sdk.clock import SystemClock
 from client_sdk.failover import Failover, Targets
+from client_sdk.load.config import MAX_PACK_TOKENS, provision_tokens
 from tessera_api.tessera.v1 import admin_service_pb2 as adm
 from tessera_api.tessera.v1 import admin_service_pb2_grpc, common_pb2
 
@@ -128,6 +129,12 @@ def admin_calls(targets: Targets, retry: RetryPolicy) -> Failover[AdminServiceAs
     )
 
 
+def packs(tokens: int) -> list[int]:
+    """``tokens`` as the packs that buy them, each of ``MAX_PACK_TOKENS`` at most."""
+    full, rest = divmod(tokens, MAX_PACK_TOKENS)
+    return [MAX_PACK_TOKENS] * full + ([rest] if rest else [])
+
+
 async def provision(
     targets: Targets,
     retry: RetryPolicy,
@@ -157,14 +164,15 @@ async def provision(
             ),
             md,
         )
-        # Every meter holds its daily rate while in grace; captures, resumes after
-        # Idle and Release+Entitle cycles may take it again: buy four times that.
-        tokens = max(1, n * (daily_rate + plugin_rate) * 4 + 1000)
-        await admin.call(
-            lambda s: s.PurchaseTokens,
-            adm.PurchaseTokensRequest(team_id=team_id, tokens=tokens, request_id=f"{team_id}-1"),
-            md,
-        )
+        # In as many packs as it takes: the server sells at most MAX_PACK_TOKENS in one.
+        for i, tokens in enumerate(packs(provision_tokens(n, daily_rate, plugin_rate)), 1):
+            await admin.call(
+                lambda s: s.PurchaseTokens,
+                adm.PurchaseTokensRequest(
+                    team_id=team_id, tokens=tokens, request_id=f"{team_id}-{i}"
+                ),
+                md,
+            )
         platforms = [
             common_pb2.PLATFORM_WINDOWS,
             common_pb2.PLATFORM_MACOS,

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from pathlib import Path
 
+import grpc
 import pytest
 
 from client_sdk.load import LoadConfig, RemoteTargetError, check_target, is_loopback
 from client_sdk.load.__main__ import main
-from client_sdk.load.config import FAILOVER_ATTEMPTS, check_writable_file, parse, target_host
+from client_sdk.load.config import (
+    FAILOVER_ATTEMPTS,
+    check_writable_file,
+    parse,
+    provision_tokens,
+    target_host,
+)
+from client_sdk.load.provision import packs, provision
+from tessera_api.tessera.v1 import admin_service_pb2 as admin_pb
+from tessera_api.tessera.v1 import admin_service_pb2_grpc as admin_grpc
+from tests.support import ADMIN_TOKEN, ServerThread
 
 
 @pytest.mark.parametrize(
@@ -204,3 +217,113 @@ def test_checking_a_writable_path_leaves_nothing_behind(tmp_path: Path) -> None:
     kept.write_text("old")
     check_writable_file(kept, "--json")
     assert kept.read_text() == "old"
+
+
+# -- targets that gRPC would take for another (rev16) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "problem"),
+    [
+        ("127.0.0.1:115536", "its port must be a number from 1 to 65535"),  # gRPC: 50000
+        ("127.0.0.1", "must be host:port"),  # gRPC: 443
+        ("127.0.0.1:", "its port must be a number"),
+        ("127.0.0.1:1,localhost", "must be host:port"),  # every one of a list
+        ("::1", "an IPv6 address goes in brackets"),
+        ("dns:///localhost", "must be host:port"),
+    ],
+)
+def test_load_a_target_that_is_not_host_port_is_a_usage_error(
+    target: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--target 127.0.0.1:<port+65536>`` loaded the server at ``port`` (gRPC takes the
+    port modulo 65536), and ``--target 127.0.0.1`` dialled port 443."""
+    cfg, _ = parse(["--target", target, "--fake-users"])
+    bad = target.split(",")[-1]
+    with pytest.raises(ValueError, match=rf"^--target '{re.escape(bad)}': {problem}"):
+        cfg.validate()
+    code = main(["--target", target, "--fake-users", "--no-progress", "-n", "1", "-P", "1"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"client_sdk.load: --target '{bad}'"), err
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["127.0.0.1:65535", "[::1]:1", "ipv4:127.0.0.1:5", "dns:///localhost:5", "unix:/tmp/t.sock"],
+)
+def test_load_targets_of_every_form_it_documents_pass_the_target_check(target: str) -> None:
+    parse(["--target", target, "--fake-users"])[0].validate()
+
+
+# -- numbers past what gRPC or the server can take (rev16) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flag", "most", "past"),
+    [
+        ("--timeout", "1e6", "1e10"),  # every call failed DEADLINE_EXCEEDED at once
+        ("--max-duration", "1e6", "1e7"),
+        ("--warmup", "1e6", "1e7"),
+        ("--steady", "1e6", "1e7"),
+        ("--cycle", "1e6", "1e7"),
+        ("--daily-rate", "1000000000", "99999999999999999999"),
+        ("--plugin-rate", "1000000000", "1000000001"),
+        ("--daily-rate", "1000000000", "9" * 400),  # no float: was an OverflowError
+    ],
+)
+def test_load_a_number_past_its_upper_bound_is_a_usage_error_naming_the_flag(
+    flag: str, most: str, past: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parse(["--target", "127.0.0.1:1", "--fake-users", flag, most])[0].validate()  # taken
+    with pytest.raises(SystemExit) as stop:
+        main(["--target", "127.0.0.1:1", "--fake-users", "--no-progress", flag, past])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    shown = f"{float(most):,.0f}"
+    assert f"argument {flag}: {past}: must be within 0..{shown}" in err, err
+
+
+def test_load_a_timeout_made_in_code_past_its_bound_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"--timeout must be within 0\.\.1,000,000"):
+        LoadConfig(fake_users=True, timeout=1e10).validate()
+
+
+def test_load_rates_too_dear_to_provision_for_the_users_are_refused_naming_the_flags() -> None:
+    cfg = LoadConfig(admin_token="t", users=1000, daily_rate=1_000_000_000)
+    with pytest.raises(ValueError, match=r"^--daily-rate 1,000,000,000 and --plugin-rate 1 for"):
+        cfg.validate()
+    LoadConfig(fake_users=True, users=1000, daily_rate=1_000_000_000).validate()  # buys none
+    LoadConfig(admin_token="t", users=2, daily_rate=1_000_000_000).validate()  # 9 packs
+
+
+def test_load_provisioning_buys_tokens_in_packs_the_server_sells() -> None:
+    assert packs(1_000_000_000) == [1_000_000_000]
+    assert packs(1_600_001_000) == [1_000_000_000, 600_001_000]
+    assert packs(1) == [1]
+    assert provision_tokens(2, 200_000_000, 1) == 1_600_001_008
+
+
+@pytest.mark.slow
+def test_load_a_daily_rate_past_one_pack_provisions(tmp_path: Path) -> None:
+    """``--daily-rate 200000000 -n 2`` needs 1,600,001,008 tokens: one PurchaseTokens of
+    them was refused (``tokens: must be a whole number from 1 to 1,000,000,000``)."""
+    srv = ServerThread(tmp_path / "t.db").start()
+    try:
+        cfg = LoadConfig(
+            target=srv.target, admin_token=ADMIN_TOKEN, users=2, daily_rate=200_000_000
+        )
+        cfg.validate()
+        users = asyncio.run(
+            provision(cfg.new_targets(), cfg.retry(), ADMIN_TOKEN, 2, daily_rate=200_000_000)
+        )
+        with grpc.insecure_channel(srv.target) as channel:
+            team = admin_grpc.AdminServiceStub(channel).GetTeam(
+                admin_pb.GetTeamRequest(team_id=users.team_id),
+                metadata=(("authorization", f"Bearer {ADMIN_TOKEN}"),),
+                timeout=10,
+            )
+    finally:
+        srv.stop()
+    assert len(users.users) == 2
+    assert team.team.available_tokens == provision_tokens(2, 200_000_000, 1) == 1_600_001_008

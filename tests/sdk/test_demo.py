@@ -24,6 +24,7 @@ from client_sdk.demo import main
 from tessera_api.tessera.v1 import admin_service_pb2 as admin_pb
 from tessera_api.tessera.v1 import admin_service_pb2_grpc as admin_grpc
 from tessera_api.tessera.v1 import common_pb2
+from tests.security.test_tls import _issue
 from tests.support import ADMIN_TOKEN, REPO, ServerThread
 
 FAST = ["--work", "0.2", "--idle-after", "0.2"]
@@ -462,3 +463,109 @@ def test_demo_a_key_written_over_a_stale_file_is_the_owners_alone(tmp_path: Path
     assert "kept in" in demo._keep(path, "tsu_new-secret")
     assert path.read_text() == "tsu_new-secret\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def _usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """The last line of the demo's usage error (exit 2) on ``argv``, before any call."""
+    with pytest.raises(SystemExit) as stop:  # nothing listens at port 1
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--root-ca", "{garbage}"], "--root-ca {garbage} holds no PEM certificate"),
+        (
+            ["--client-cert", "{garbage}", "--client-key", "{garbage}"],
+            "--client-cert {garbage} holds no PEM certificate",
+        ),
+        (
+            ["--client-cert", "{cert}", "--client-key", "{garbage}"],
+            "--client-key {garbage} holds no unencrypted PEM private key",
+        ),
+        (
+            ["--client-cert", "{cert}", "--client-key", "{other_key}"],
+            "--client-key {other_key} is not the key of --client-cert",
+        ),
+    ],
+)
+def test_demo_pem_files_that_hold_no_usable_pem_are_usage_errors_naming_the_flag(
+    argv: list[str], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each was a traceback ending ``ValueError: root_ca holds no PEM certificate`` (exit 1)
+    when the channel was made."""
+    files = {"garbage": "not a certificate\n", "cert": _issue("me", None).cert.decode()}
+    files["other_key"] = _issue("other", None).key.decode()
+    names = {}
+    for name, text in files.items():
+        names[name] = tmp_path / f"{name}.pem"
+        names[name].write_text(text)
+    argv = [a.format(**names) for a in argv]
+    line = _usage_error(capsys, ["--target", "127.0.0.1:1", "--user-key", "tsu_x", *argv])
+    assert line.endswith(f"error: {said.format(**names)}"), line
+
+
+def test_demo_usable_pem_files_pass_the_check(tmp_path: Path) -> None:
+    made = _issue("me", None)
+    (tmp_path / "c.pem").write_bytes(made.cert)
+    (tmp_path / "k.pem").write_bytes(made.key)
+    tls = ["--root-ca", str(tmp_path / "c.pem"), "--client-cert", str(tmp_path / "c.pem")]
+    args = demo.parse_args(
+        [
+            "--target",
+            "127.0.0.1:1",
+            "--user-key",
+            "k",
+            *tls,
+            "--client-key",
+            str(tmp_path / "k.pem"),
+        ]
+    )
+    assert args.root_ca == str(tmp_path / "c.pem")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("TESSERA_TARGET", "nonsense", "TESSERA_TARGET 'nonsense': must be host:port"),
+        ("TESSERA_TARGET", "127.0.0.1:115536", "TESSERA_TARGET '127.0.0.1:115536': its port"),
+        ("TESSERA_USER_KEY", "s3cr\net", "TESSERA_USER_KEY holds '\\n'"),
+        ("TESSERA_ADMIN_TOKEN", "s3cr\tet", "TESSERA_ADMIN_TOKEN holds '\\t'"),
+    ],
+)
+def test_demo_a_bad_environment_variable_is_named_as_the_variable(
+    variable: str,
+    value: str,
+    said: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each was reported as the flag (``--target 'nonsense': ...``), which was not given."""
+    for name in ("TESSERA_TARGET", "TESSERA_USER_KEY", "TESSERA_ADMIN_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, value)
+    argv = ["--user-key", "tsu_x"] if variable == "TESSERA_TARGET" else ["--target", "127.0.0.1:1"]
+    line = _usage_error(capsys, argv)
+    assert f"error: {said}" in line, line
+    assert "s3cr" not in line  # the secret is never shown
+
+
+def test_demo_flags_given_beat_bad_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TESSERA_TARGET", "nonsense")
+    monkeypatch.setenv("TESSERA_USER_KEY", "s3cr\net")
+    args = demo.parse_args(["--target", "127.0.0.1:1", "--user-key", "tsu_given"])
+    assert (args.target, args.user_key) == ("127.0.0.1:1", "tsu_given")
+    monkeypatch.delenv("TESSERA_TARGET")
+    assert demo.parse_args(["--user-key", "tsu_given"]).target == "127.0.0.1:50051"
+
+
+def test_demo_a_bad_target_flag_is_still_named_as_the_flag(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TESSERA_TARGET", "127.0.0.1:1")
+    line = _usage_error(capsys, ["--target", "nonsense", "--user-key", "tsu_x"])
+    assert "error: --target 'nonsense': must be host:port" in line, line

@@ -187,12 +187,12 @@ def test_mtls_the_portal_on_its_own_signs_in_with_its_client_certificate(
 @pytest.mark.parametrize(
     ("files", "line"),
     [
-        ({"--tls-ca": "{dir}"}, "--tls-ca '{dir}': is a directory"),
-        ({"--tls-ca": "{missing}"}, "--tls-ca '{missing}': no such file or directory"),
-        ({"--tls-ca": "{garbage}"}, "--tls-ca holds no PEM certificate"),
+        ({"--tls-ca": "{dir}"}, "--tls-ca {dir}: is a directory"),
+        ({"--tls-ca": "{missing}"}, "--tls-ca {missing}: no such file or directory"),
+        ({"--tls-ca": "{garbage}"}, "--tls-ca {garbage} holds no PEM certificate"),
         (
             {"--tls-ca": "{ca}", "--tls-cert": "{garbage}", "--tls-key": "{garbage}"},
-            "--tls-cert holds no PEM certificate",
+            "--tls-cert {garbage} holds no PEM certificate",
         ),
     ],
 )
