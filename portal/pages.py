@@ -389,7 +389,22 @@ def refused(request: Request, session: Session, exc: TesseraError) -> Response:
 
 async def _team_context(session: Session, team_id: str) -> dict[str, Any]:
     team = await session.client.get_team(team_id)
-    return {"team": team, "team_id": team_id, "title": team.display_name or team_id}
+    name = team.display_name or team_id
+    return {"team": team, "team_id": team_id, "team_name": name, "title": name}
+
+
+#: The team's tabs (base.html), by page: a page's title names its tab, then its team.
+TABS = {
+    "overview": "Overview",
+    "usage": "Usage",
+    "users": "By User",
+    "products": "By Product",
+    "invitations": "Invitations",
+    "defaults": "Team settings",
+    "sessions": "Sessions & devices",
+    "ledger": "Ledger",
+    "audit": "Audit",
+}
 
 
 def team_page(
@@ -400,7 +415,9 @@ def team_page(
 ]:
     """A page about one team: the handler adds its parts to the team's context; a refusal
     of the team itself (not managed, unknown) is the page's message in words, without the
-    team's tabs."""
+    team's tabs. Its title says which page of which team (``Usage · Alpha``; a handler's
+    own title first, a member's name or a question), or the refusal's kind (``Error: Not
+    found · nobody``)."""
 
     def wrap(
         handler: Callable[[Request, Session, str], Awaitable[dict[str, Any]]],
@@ -411,18 +428,23 @@ def team_page(
             context: dict[str, Any] = {}
             try:
                 context = await _team_context(session, team_id)
-                context.update(await handler(request, session, team_id))
+                shown = await handler(request, session, team_id)
+                context.update(shown)
             except TesseraError as exc:
                 passed_on(exc)
                 # The team's tabs only once the server showed the team (a member not
                 # found, say): none of a team refused (not managed, unknown).
                 tabs = {"team_id": team_id} if context else {}
-                context = {"title": team_id, **tabs, "message": said(request, exc)}
+                team, status = context.get("team_name", team_id), status_of(exc)
+                context = {"title": f"Error: {_kind(status)} · {team}", "heading": team, **tabs}
+                context["message"] = said(request, exc)
                 context["form_error"] = None  # a form's refusal is this message: said once
-                return render(
-                    request, "error.html", context, session=session, status=status_of(exc)
-                )
+                context["errors"] = {}  # and the title's Error said once
+                return render(request, "error.html", context, session=session, status=status)
             context.setdefault("page", handler.__name__)
+            own = shown.get("title") or TABS.get(context["page"])
+            team = context["team_name"]
+            context["title"] = f"{own} · {team}" if own else team
             status = context.pop("status", 200)
             return render(request, template, context, session=session, status=status)
 
@@ -430,6 +452,13 @@ def team_page(
         return endpoint
 
     return wrap
+
+
+def _kind(status: int) -> str:
+    """A refusal's kind, for a page's title (its words are said once, on the page)."""
+    if status == 404:
+        return "Not found"
+    return "No answer from the server" if status >= 500 else "Refused"
 
 
 def named(request: Request, name: str) -> str:

@@ -317,6 +317,7 @@ async def usage(request: Request, session: Session, team_id: str) -> dict[str, A
         today = now.astimezone(UTC).date()
         return {
             **filters,
+            "title": "Error: Usage",  # the page's refusal, as a form's (base.html)
             "range_error": f"Dates: {exc}.",
             "from_day": request.query_params.get("from")
             or (today - timedelta(days=29)).isoformat(),
@@ -605,6 +606,7 @@ async def member(request: Request, session: Session, team_id: str) -> dict[str, 
     live = await _live_sessions(session.client, team_id, user_id)  # one read for both
     elsewhere = _elsewhere(devices or [], _on_devices(live))
     return {
+        "title": found.display_name or user_id,
         "member": found,
         "elsewhere": elsewhere,
         "products": products,

@@ -4,8 +4,24 @@
 // - users boxes (By User's add form, By Product's assign form): the team's members whose
 //   name or email begins with the line being typed, in a listbox to pick from; the one
 //   picked is written as "Full Name <email>" (without script, the box is typed in);
-// - usage: the stacked chart, drawn by the vendored Chart.js from the page's JSON.
+// - usage: the stacked chart, drawn by the vendored Chart.js from the page's JSON;
+// - the focus at load on what a form's answer says (a refusal above the form, else what
+//   was done), unless a control has it already (autofocus: the first refused control).
 "use strict";
+
+// A screen reader starts where the focus is: on the page's refusal (base.html's form
+// error, error.html's message), else on the line saying what a form did (the flash). A
+// refused control (autofocus, _macros.html) keeps it; so does a page moved from already.
+function focusTheAnswer() {
+  if (document.querySelector("[autofocus]")) return;
+  const active = document.activeElement;
+  if (active && active !== document.body) return;
+  const said = document.querySelector("main > p.error[role=alert]")
+    || document.querySelector("main > p.flash");
+  if (!said) return;
+  said.tabIndex = -1;
+  said.focus();
+}
 
 function localTimes(root) {
   const format = new Intl.DateTimeFormat(undefined, {
@@ -265,6 +281,7 @@ function usageChart() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  focusTheAnswer();
   localTimes(document);
   searchAsYouType();
   memberSuggestions();

@@ -98,7 +98,7 @@ def test_portal_changes_are_read_back_over_grpc(page: Any, world: World) -> None
 
     # end a session, with confirmation
     page.get_by_role("link", name="Sessions & devices").click()
-    page.locator("#sessions").get_by_role("link", name="End…").click()
+    page.get_by_role("link", name="End session of ada@example.com AutoCAD on dev-1").click()
     question = "End the AutoCAD session of Ada (ada@example.com) on device dev-1?"
     assert page.get_by_role("heading", name=question).is_visible()
     page.get_by_role("button", name="End session").click()
