@@ -92,27 +92,35 @@ class TLS:
 
 #: The schemes of gRPC's own whose address is still ``host:port`` (``dns:///h:p``).
 _HOST_PORT_SCHEMES = ("dns:///", "dns:", "ipv4:", "ipv6:")
+#: gRPC's resolvers whose targets are not ``host:port`` (a service's name, a vsock's CID).
+_OTHER_RESOLVERS = ("xds:", "vsock:", "google-c2p:")
 
 
 def target_problem(target: str) -> str | None:
     """What is wrong with ``target`` as ``host:port`` (None: nothing); gRPC itself takes
     a port past 65535 modulo 65536, and a missing or empty one as 443. One of gRPC's
-    schemes may lead it (``dns:///``, ``ipv4:``); a Unix socket (``unix:PATH``) has no
-    port. The demo and ``python -m client_sdk.load`` check their targets with it."""
+    schemes may lead it (``dns:///``; ``ipv4:`` and ``ipv6:`` with a list of addresses,
+    each checked); a Unix socket (``unix:PATH``) has no port, and the targets of gRPC's
+    other resolvers (``xds:``, ``vsock:``) are theirs to read. The demo and
+    ``python -m client_sdk.load`` check their targets with it."""
     if target.startswith(("unix:", "unix-abstract:")):
         return None if target.partition(":")[2] else "names no socket"
-    address = target
+    if target.startswith(_OTHER_RESOLVERS):
+        return None
+    addresses = [target]
     for scheme in _HOST_PORT_SCHEMES:
-        if address.startswith(scheme):
-            address = address[len(scheme) :]
+        if target.startswith(scheme):
+            rest = target[len(scheme) :]
+            addresses = rest.split(",") if scheme in ("ipv4:", "ipv6:") else [rest]
             break
-    host, sep, port = address.rpartition(":")
-    if not sep or not host.strip("[]"):
-        return "must be host:port, such as 127.0.0.1:50051"
-    if ":" in host and not (host.startswith("[") and host.endswith("]")):
-        return "an IPv6 address goes in brackets, such as [::1]:50051"
-    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
-        return "its port must be a number from 1 to 65535"
+    for address in addresses:
+        host, sep, port = address.rpartition(":")
+        if not sep or not host.strip("[]"):
+            return "must be host:port, such as 127.0.0.1:50051"
+        if ":" in host and not (host.startswith("[") and host.endswith("]")):
+            return "an IPv6 address goes in brackets, such as [::1]:50051"
+        if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+            return "its port must be a number from 1 to 65535"
     return None
 
 

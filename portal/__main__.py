@@ -11,7 +11,14 @@ import sys
 from collections.abc import Sequence
 
 from client_sdk.transport import TLS, tls_problem
-from portal.serve import PortalServer, split
+
+try:
+    from portal.serve import PortalServer, split
+except ModuleNotFoundError as missing:  # `pip install tessera` is the client SDK alone
+    sys.exit(
+        f"python -m portal: {missing.name} is not installed: the portal needs the "
+        "'server' extra (pip install 'tessera[server]')"
+    )
 
 
 def _address(text: str) -> str:

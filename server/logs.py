@@ -117,7 +117,15 @@ class _Forwarded(logging.Handler):
         fields: dict[str, Any] = {"logger": record.name}
         if record.exc_info:
             fields["exc_info"] = record.exc_info
-        _stdlib_log.log(record.levelno, message, **fields)
+        # A level of the library's own (35, "NOTICE") as the standard one below it:
+        # structlog knows those alone, and a log call must never raise into its caller.
+        level = next(
+            n for n in (logging.CRITICAL, logging.ERROR, logging.WARNING, 0) if record.levelno >= n
+        )
+        try:
+            _stdlib_log.log(level or logging.WARNING, message, **fields)
+        except Exception:
+            self.handleError(record)
 
 
 _stdlib_log = structlog.get_logger()

@@ -182,6 +182,9 @@ def main(argv: Sequence[str]) -> int:
         # signing-keys file, leases.DamagedKeys) says what it is itself.
         url_unread = postgres and type(exc) is ValueError
         said = cannot_open(a.db, exc) if url_unread else str(exc)
+        if isinstance(exc, TimeoutError):  # (an OSError whose words are none)
+            said = f"no answer from {shown_db(a.db) if postgres else a.db} within {PG_WAIT:g} s"
+        said = said or type(exc).__name__
         print(
             f"python -m server {a.command}: {hidden(said, a.db) if postgres else said}",
             file=sys.stderr,
@@ -190,11 +193,13 @@ def main(argv: Sequence[str]) -> int:
 
 
 CLOCK_SQL = "SELECT value FROM meta WHERE key = ?"
+#: Seconds a tool waits for PostgreSQL to answer its connection.
+PG_WAIT = 30.0
 
 
 async def _stored_clock_pg(url: str) -> str | None:
     """A test-clock database's time (None on the real clock)."""
-    conn = await asyncpg.connect(url, timeout=30)
+    conn = await asyncpg.connect(url, timeout=PG_WAIT)
     try:
         value = await conn.fetchval(CLOCK_SQL.replace("?", "$1"), TEST_CLOCK_KEY)
     finally:
@@ -205,7 +210,7 @@ async def _stored_clock_pg(url: str) -> str | None:
 async def _not_tessera_pg(url: str) -> str | None:
     """Why the PostgreSQL database at ``url`` is no Tessera database, or None: no
     table at all (empty), or tables but no ``schema_version`` (another application's)."""
-    conn = await asyncpg.connect(url, timeout=30)
+    conn = await asyncpg.connect(url, timeout=PG_WAIT)
     try:
         if await schema_version(conn) != 0:
             return None
@@ -225,7 +230,7 @@ async def _same_secrets(url: str, secrets_dir: Path) -> None:
     the words their start is refused in (``secrets.compare``): a key rotated into
     another directory is one no server signs with, and that file, copied to the
     servers as docs/postgres.md says, would take their current key away."""
-    conn = await asyncpg.connect(url, timeout=30)
+    conn = await asyncpg.connect(url, timeout=PG_WAIT)
     try:
         await secrets.compare(conn, secrets_dir)
     finally:
@@ -233,7 +238,7 @@ async def _same_secrets(url: str, secrets_dir: Path) -> None:
 
 
 async def _adopt_secrets(url: str, secrets_dir: Path) -> None:
-    conn = await asyncpg.connect(url, timeout=30)
+    conn = await asyncpg.connect(url, timeout=PG_WAIT)
     try:
         if await schema_version(conn) == 0:
             raise StoreFailed("no Tessera database there (no schema_version table)")

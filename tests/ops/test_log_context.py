@@ -424,3 +424,28 @@ def test_ops_a_librarys_own_warning_is_a_json_line_of_the_server_not_bare_stderr
         (lines[1]["event"], "error", "client_sdk"),
     ]
     assert SECRET_KEY not in done.stdout and lines[1]["event"].startswith("key ")
+
+
+def test_ops_a_librarys_own_level_is_written_at_the_standard_level_below_it() -> None:
+    """A library's level of its own (35, "NOTICE"; 60) reached structlog, which knows
+    the five standard ones alone: a KeyError out of the library's own log call, which
+    stopped what it was doing. It is written at the standard level below it."""
+    program = (
+        "import logging\n"
+        "from server import logs\n"
+        "logs.configure('json')\n"
+        "logging.addLevelName(35, 'NOTICE')\n"
+        "logging.getLogger('somelib').log(35, 'a notice of its own')\n"
+        "logging.getLogger('somelib').log(60, 'past critical')\n"
+        'print(\'{"event": "the library went on"}\')\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    lines = [json.loads(x) for x in done.stdout.splitlines()]
+    assert [(x["event"], x.get("level")) for x in lines] == [
+        ("a notice of its own", "warning"),
+        ("past critical", "critical"),
+        ("the library went on", None),
+    ]

@@ -382,6 +382,23 @@ def test_p1_demo_leaves_a_product_already_on_the_rate_sheet_as_it_is(
     assert (after.display_name, after.daily_rate) == ("Autodesk Maya", 50)
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "127.0.0.1:50051",
+        "[::1]:50051",
+        "dns:///localhost:50051",
+        "ipv4:127.0.0.1:1,127.0.0.2:2",  # gRPC's list of addresses: each checked
+        "ipv6:[::1]:1",
+        "unix:/tmp/tessera.sock",
+        "xds:///licenses",  # gRPC's other resolvers: their targets are theirs
+        "vsock:3:5000",
+    ],
+)
+def test_demo_takes_every_target_form_grpc_does(target: str) -> None:
+    assert demo.parse_args(["--target", target, "--user-key", "tsu_key"]).target == target
+
+
 @pytest.mark.parametrize("target", ["127.0.0.1:115536", "127.0.0.1:", "", "nohost", ":50051"])
 def test_demo_refuses_a_target_that_is_not_host_port_as_a_usage_error(
     target: str, capsys: pytest.CaptureFixture[str]

@@ -184,26 +184,31 @@ def test_sdk_types_reach_a_vendors_mypy(wheel: Path, tmp_path: Path) -> None:
     assert 'Incompatible types in assignment (expression has type "int"' in done.stdout
 
 
-def test_server_without_its_extra_says_what_to_install() -> None:
-    """``tessera-server`` from a plain install (the SDK's dependencies only) ends with
-    one line naming the missing module and the extra, not a traceback."""
+@pytest.mark.parametrize(
+    ("module", "gone", "said"),
+    [
+        ("server.__main__", "structlog", "tessera-server: structlog is not installed: the server"),
+        ("portal.__main__", "h11", "python -m portal: h11 is not installed: the portal"),
+    ],
+)
+def test_server_without_its_extra_says_what_to_install(module: str, gone: str, said: str) -> None:
+    """``tessera-server`` and ``python -m portal`` from a plain install (the SDK's
+    dependencies only) end with one line naming the missing module and the extra, not
+    a traceback."""
     code = (
         "import sys\n"
         "class Gone:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'structlog':\n"
+        f"        if name == {gone!r}:\n"
         "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
         "sys.meta_path.insert(0, Gone())\n"
-        "from server.__main__ import main\n"
+        f"import {module}\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 1
-    assert done.stderr.strip() == (
-        "tessera-server: structlog is not installed: the server needs the 'server' extra "
-        "(pip install 'tessera[server]')"
-    )
+    assert done.stderr.strip() == f"{said} needs the 'server' extra (pip install 'tessera[server]')"
 
 
 def test_demo_starts_without_unix_signals(monkeypatch: pytest.MonkeyPatch) -> None:

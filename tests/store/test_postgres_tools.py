@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -554,3 +555,27 @@ def test_pg_backup_stopped_by_sigterm_leaves_no_half_backup_and_no_pg_dump(
     assert not left_running, "pg_dump went on after the backup stopped"
     assert done.returncode == 128 + signal.SIGTERM, done.stderr
     assert not copy.exists()
+
+
+@pytest.mark.parametrize("command", ["verify", "backup", "rotate-signing-key"])
+def test_pg_a_postgresql_that_never_answers_is_named_with_the_wait(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    """A PostgreSQL that takes the connection and never answers (hung, or a port held by
+    something else): each tool gives up after its wait and says so, where it printed an
+    empty reason (a TimeoutError has no words)."""
+    monkeypatch.setattr(tools, "PG_WAIT", 0.5)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"postgresql://u:s3cret-pw@127.0.0.1:{silent.getsockname()[1]}/db?sslmode=disable"
+        extra = ["--to", str(tmp_path / "copy")] if command == "backup" else []
+        secrets_dir = [] if command == "verify" else ["--secrets-dir", str(tmp_path)]
+        code = tools.main([command, "--db", url, *secrets_dir, *extra])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"python -m server {command}: no answer from {shown_db(url)} within 0.5 s\n"
+    )
