@@ -61,6 +61,7 @@ from server.clock import monotonic
 from server.credentials import bearer, same_secret
 from server.domain.errors import DomainError, InvalidArgument
 from server.domain.userentries import canonical_user_id
+from server.engine.access import read_entries
 from server.logs import call_context
 
 if TYPE_CHECKING:
@@ -94,6 +95,8 @@ def _no_audit(
 #: The most entries a list of an AdminService request may hold unless configured
 #: (``Config.max_users_per_request``'s default).
 MAX_ENTRIES = 10_000
+#: The calls whose ``users`` are entries to read (``Access.read_entries``).
+ENTRY_LISTS = frozenset({"AssignUsers", "ImportUsers"})
 #: The fields of a call's ``rpc`` line (and of every line: ``event``, ``level``...), which
 #: a refusal's metadata never replaces on it.
 RPC_LINE_FIELDS = frozenset(
@@ -215,6 +218,11 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             request.user_id = canonical_user_id(request.user_id)
             if not request.user_id:  # spaces alone: a filter dropped would answer for all
                 raise InvalidArgument.field("user_id", "must not be blank")
+        if short in ENTRY_LISTS and request.users:
+            # Read on a thread, before the check of whom the call touches (a guest's
+            # sessions in other teams: AD1), and kept for the call, which changes the
+            # state with no wait after that check, where a session could open unchecked.
+            await read_entries(request.users)
         rule = RULES.get(short)
         teams = scopes.check(short, rule, request, caller, self._lookup)
         if rule is not None and rule.changes:

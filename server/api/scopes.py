@@ -28,8 +28,9 @@ from server.api.caller import Caller
 from server.api.errors import PermissionDenied
 from server.api.methods import Rule, Scope
 from server.domain.errors import DomainError, InvalidArgument, NotTeamAdmin, OperatorOnly
-from server.domain.userentries import EntryError, canonical_user_id, parse_entry
+from server.domain.userentries import canonical_user_id
 from server.engine import Engine
+from server.engine.access import entries_read
 
 
 class EngineLookup:
@@ -99,7 +100,10 @@ class EngineLookup:
         elif method in ("AssignUsers", "ImportUsers"):  # only a guest loses anything
             if not (request.HasField("guest") and request.guest):
                 return frozenset()
-            users = [_entry_user(raw) for raw in request.users]
+            # As the edge read them, on a thread (``Access.read_entries``): a call that
+            # names one bad entry changes nothing, so its good ones are whom it touches.
+            read = entries_read.get()
+            users = [e.user_id for e in read[1][0]] if read is not None else []
             losses = directory.losses_if_made_guests(
                 team, users, request.product_ids, request.all_products, known
             )
@@ -119,14 +123,6 @@ class EngineLookup:
     def invitation_team(self, invitation_token: str) -> str:
         invitation = self._engine.directory.invitation_for_token(invitation_token)
         return invitation.team_id if invitation is not None else ""
-
-
-def _entry_user(raw: str) -> str:
-    """The user id an AssignUsers entry names ("" for one the call will refuse)."""
-    try:
-        return parse_entry(raw, 0).user_id
-    except EntryError:
-        return ""
 
 
 def check(

@@ -142,7 +142,11 @@ def _check_name(name: str) -> None:
         raise EntryError(f"has a name that {problem}")
 
 
-def check_user_entries(entries: Sequence[str]) -> tuple[list[UserEntry], dict[int, str]]:
+#: What ``check_user_entries`` gives: the good entries and the errors by index.
+CheckedEntries = tuple[list[UserEntry], dict[int, str]]
+
+
+def check_user_entries(entries: Sequence[str]) -> CheckedEntries:
     """Read every entry; return the good ones (duplicates once) and the errors by index.
 
     A user named twice counts once, at the place of their first entry; when one

@@ -5,6 +5,7 @@ found, members by product, what a user may run)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 from collections.abc import Callable, Collection, Mapping, Sequence
 from copy import copy
@@ -32,7 +33,12 @@ from server.domain.products import Product
 from server.domain.search import parse
 from server.domain.sessions import Coverage
 from server.domain.timers import TimerKind
-from server.domain.userentries import MAX_EMAIL_CHARS, MAX_NAME_LENGTH, check_user_entries
+from server.domain.userentries import (
+    MAX_EMAIL_CHARS,
+    MAX_NAME_LENGTH,
+    CheckedEntries,
+    check_user_entries,
+)
 from server.engine.audit import commit_call, store_fired
 from server.engine.commits import Commits
 from server.engine.scheduler import Scheduler
@@ -46,6 +52,25 @@ from server.ids import IdFactory
 RevokeAccess = Callable[[str, str, Collection[str] | None, datetime, Changes], None]
 # C1/C2: a subscription or trial was granted; running sessions follow it.
 CoverageChanged = Callable[[Subscription, datetime, Changes], None]
+
+#: AssignUsers/ImportUsers: the entries as the edge read them, on a thread, before it
+#: checked whom the call may touch (AD1: a guest's sessions in other teams), and what it
+#: read: the call uses that reading, with no wait between the check and the change in
+#: which a session could open unchecked (``Access.assign``).
+entries_read: contextvars.ContextVar[tuple[list[str], CheckedEntries] | None] = (
+    contextvars.ContextVar("entries_read", default=None)
+)
+
+
+async def read_entries(users: Sequence[str]) -> CheckedEntries:
+    """``check_user_entries(users)`` on a thread (the addresses' checks are 90 µs each:
+    10,000 of them held the event loop for a second), kept for this call's
+    ``Access.assign``."""
+    entries = list(users)
+    checked = await asyncio.to_thread(check_user_entries, entries)
+    entries_read.set((entries, checked))
+    return checked
+
 
 #: SearchUsers: the longest query that can begin a name or an email address (AD4).
 MAX_QUERY_CHARS = max(MAX_NAME_LENGTH, MAX_EMAIL_CHARS)
@@ -143,9 +168,15 @@ class Access:
             raise InvalidArgument.field(
                 "users", f"must name at most {self._max_users:,} users per request"
             )
-        # The entries read on a thread first (the addresses' checks are 90 µs each:
-        # 10,000 of them held the event loop for a second); nothing of the state.
-        checked = await asyncio.to_thread(check_user_entries, users) if users else None
+        # The entries read on a thread (``read_entries``): by the edge already, before its
+        # check of whom the call touches, or else here; nothing of the state.
+        read = entries_read.get()
+        if not users:
+            checked = None
+        elif read is not None and read[0] == list(users):
+            checked = read[1]
+        else:
+            checked = await read_entries(users)
         changes = Changes()
         now = self._scheduler.caught_up(changes)
         fired = len(changes)

@@ -15,6 +15,7 @@ and a request here. With a key that manages teams ``alpha`` and ``gamma``:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,8 +27,9 @@ import pytest
 from server.api import paging
 from server.api.methods import RULES, Scope
 from tessera_api.tessera.v1 import admin_service_pb2 as admin_pb2
-from tests.grpcurl import GrpcurlError
+from tests.grpcurl import Grpcurl, GrpcurlError
 from tests.licensing_desk import SHEET, Desk
+from tests.support import ServerThread
 
 SERVICE = "tessera.v1.AdminService"
 
@@ -631,3 +633,57 @@ def test_ad1_r1_a_usage_report_names_no_team_a_pack_moved_to(world: World) -> No
     assert seen["team_id"] == "beta"
     (event, *_) = world.call("ListAuditEvents", {"team_id": "alpha"})["events"]
     assert event["request"]["to_team_id"] == moved["team_id"]
+
+
+def test_ad1_ad2_a_plugin_opened_while_a_guest_assignment_reads_its_entries_is_checked(
+    server: ServerThread, desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """alpha's default set gives ann ACAD, and beta gives her its plugin ACADEL. A key
+    of alpha makes her a guest there (her ACAD ends, and a plugin on it, beta's, with
+    it). The call's entries are read on a thread; a plugin opened meanwhile was ended
+    unchecked (a key of alpha ending beta's session, AD1) and unaudited in beta's trail
+    (AD2), because the check of whom the call touches came before that read. It now
+    comes after: the plugin is seen, and the call is NOT_TEAM_ADMIN."""
+    from server.engine import access as access_module
+
+    desk.team("beta", 100)
+    desk.a("SetDefaultAssignments", {"team_id": "alpha", "product_ids": ["ACAD"]})
+    ann = desk.user("alpha", "ann", products=[])
+    desk.user("beta", "ann", products=["ACADEL"])
+    host = desk.entitle(ann)  # ACAD in alpha, through the default set
+    key = desk.a("CreateAdminKey", {"display_name": "a", "team_ids": ["alpha"]})["admin_key"]
+    reading, read_on = threading.Event(), threading.Event()
+    check = access_module.check_user_entries
+
+    def held(entries: Any) -> Any:  # the guest assignment's read, held until told
+        if "Hold <hold@example.com>" in entries:
+            reading.set()
+            read_on.wait(60)
+        return check(entries)
+
+    monkeypatch.setattr(access_module, "check_user_entries", held)
+    answer: dict[str, Any] = {}
+
+    def make_her_a_guest() -> None:
+        client = Grpcurl(server.target, key)
+        try:
+            body = {"team_id": "alpha", "users": [ann, "Hold <hold@example.com>"], "guest": True}
+            answer["ok"] = client(f"{SERVICE}/AssignUsers", body)
+        except GrpcurlError as err:
+            answer["refused"] = err
+        finally:
+            client.close()
+
+    call = threading.Thread(target=make_her_a_guest)
+    call.start()
+    try:
+        assert reading.wait(60)
+        plugin = desk.entitle(ann, "ACADEL", parent_session_id=host["session_id"])
+        assert plugin["team_id"] == "beta"
+    finally:
+        read_on.set()
+        call.join(60)
+    assert answer["refused"].reason == "NOT_TEAM_ADMIN", answer
+    running = desk.heartbeat(ann, plugin["session_id"])
+    assert running["state"] == "SESSION_STATE_ACTIVE"
+    assert desk.heartbeat(ann, host["session_id"])["state"] == "SESSION_STATE_ACTIVE"
