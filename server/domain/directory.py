@@ -182,9 +182,14 @@ def _defaults_apply(member: Member, team: Team) -> bool:
 
 
 def _what_grants(member: Member, team: Team) -> tuple[object, ...]:
-    """What decides ``granted_products``: the individual assignment, and whether the
-    default set applies (a guest flag alone may not change it)."""
-    return member.all_products, member.product_ids, _defaults_apply(member, team)
+    """What decides ``granted_products``: the individual assignment, and what the default
+    set adds to it (A7: a guest flag alone may not change that: not in a team without a
+    default set, nor for a member whose own products hold it already)."""
+    if member.all_products or not _defaults_apply(member, team):
+        added: frozenset[str] = frozenset()
+    else:
+        added = team.default_product_ids - member.product_ids
+    return member.all_products, member.product_ids, added
 
 
 def granted_products(

@@ -1150,6 +1150,22 @@ def test_a7_a_guest_flag_that_changes_nothing_they_may_run_sends_no_email(
     assert [n["kind"] for n in notes(sheet, "alpha")] == ["NOTIFICATION_KIND_ACCESS_CHANGED"]
 
 
+@pytest.mark.parametrize("own", [{"all_products": True}, {"product_ids": ["REVIT"]}])
+def test_a7_a_guest_flag_is_no_email_for_a_member_whose_own_products_hold_the_defaults(
+    sheet: Grpcurl, own: dict[str, Any]
+) -> None:
+    """The default set (REVIT) adds nothing to what cy runs by her own assignment (every
+    product, or REVIT): made a guest, and back, she may run the same, and no email is
+    queued (each flip queued one)."""
+    sheet(A + "SetDefaultAssignments", {"team_id": "alpha", "product_ids": ["REVIT"]})
+    [cy] = import_(sheet, "alpha", ["Cy Ng <cy@example.com>"], **own)
+    runs = cy["effective_product_ids"]
+    for guest in (True, False):
+        [cy] = assign(sheet, "alpha", ["cy@example.com"], guest=guest)
+        assert (cy.get("guest", False), cy["effective_product_ids"]) == (guest, runs)
+    assert notes(sheet, "alpha") == []
+
+
 def test_issue12_h2_14_assign_adds_to_a_member_and_notifies_only_when_it_changed(
     sheet: Grpcurl,
 ) -> None:
