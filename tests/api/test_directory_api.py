@@ -132,6 +132,21 @@ def test_ad4_search_is_paged_by_user_id(sheet_desk: Desk) -> None:
     assert set(err.field_violations) == {"page_size"}
 
 
+def test_ad4_a_query_in_devanagari_finds_names_beginning_with_it_vowel_signs_and_all(
+    sheet_desk: Desk,
+) -> None:
+    """ "कि" (ki) begins Kishore's name, not Kamal's (क alone), and "शोर" is the middle of
+    Kishore's first name, which begins no word of it."""
+    d = sheet_desk
+    d.team("alpha")
+    people(d, "alpha", "किशोर कुमार <kishore@example.com>", "कमल शर्मा <kamal@example.com>")
+    assert search(d, "कि") == ["kishore@example.com"]
+    assert search(d, "कु") == ["kishore@example.com"]
+    assert search(d, "क") == ["kamal@example.com", "kishore@example.com"]
+    assert search(d, "शर्") == ["kamal@example.com"]
+    assert search(d, "शोर") == []
+
+
 def test_ad4_a_query_longer_than_any_name_or_address_is_refused_naming_it(town: Desk) -> None:
     """A name has at most 256 characters and an address 254: a longer query can begin
     neither, and is refused before it is folded (3 MB of compatibility characters, each

@@ -41,6 +41,19 @@ def test_ad4_words_join_at_apostrophes_and_split_at_other_marks() -> None:
     assert search_words("--") == []
 
 
+def test_ad4_the_vowel_signs_of_indic_scripts_are_part_of_their_words() -> None:
+    """A vowel sign is a mark, neither letter nor digit, and no accent that fold drops:
+    "किशोर" (Kishore) was read as the words क श र, so "कि" (ki) began every name
+    beginning with क (Kamal's too), and "शोर" the middle of Kishore's."""
+    assert search_words("किशोर कुमार") == ["किशोर", "कुमार"]
+    assert search_words("कि") == ["कि"]
+    # A virama (्) is an accent to fold (combining class 9): dropped in names and
+    # queries alike; the words stay whole.
+    assert name_keys("कमल शर्मा") == ["कमल शरमा", "शरमा"] == [fold("कमल शर्मा"), fold("शर्मा")]
+    assert search_words("தமிழ் செல்வி") == [fold("தமிழ்"), fold("செல்வி")]  # Tamil
+    assert search_words("\u0301a") == ["a"]  # a mark alone begins no word
+
+
 def test_ad4_name_keys_are_the_suffixes_of_its_words() -> None:
     assert name_keys("Zoë O'Brien") == ["zoe obrien", "obrien"]
     assert name_keys("Mary Ann Lee") == ["mary ann lee", "ann lee", "lee"]
