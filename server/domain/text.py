@@ -83,14 +83,18 @@ def _shows_nothing(ch: str) -> bool:
     )
 
 
-QUOTED = 40  # characters of a caller's value a refusal repeats before what is wrong
+QUOTED = 40  # bytes (UTF-8) of a caller's value a refusal repeats before what is wrong
 
 
 def quoted(value: str) -> str:
-    """``value`` as a refusal quotes it, cut to ``QUOTED`` characters: what the
-    refusal says after it must survive the edge's clip of each description to 160
-    bytes (``server/api/errors.py``), however long the value sent."""
-    return repr(value if len(value) <= QUOTED else value[:QUOTED] + "\u2026")
+    """``value`` as a refusal quotes it, cut to ``QUOTED`` bytes of UTF-8 (40 letters of
+    a Latin name, 13 of a Chinese one, 10 emoji): what the refusal says after it must
+    survive the edge's clip of each description to 160 bytes (``server/api/errors.py``),
+    however long the value sent, and in whatever script (40 emoji were all of it)."""
+    raw = value.encode("utf-8", "surrogatepass")
+    if len(raw) <= QUOTED:
+        return repr(value)
+    return repr(raw[:QUOTED].decode("utf-8", "ignore") + "\u2026")
 
 
 def display_name(name: str, field: str, limit: int = MAX_DISPLAY_NAME) -> str:

@@ -357,6 +357,14 @@ def test_a1_malformed_entry_is_invalid_argument_naming_it(sheet: Grpcurl, bad: s
             "too long",
         ),
         ("AssignUsers", {"team_id": "alpha", "users": ["y" * 600]}, "users[0]", "nor Full Name"),
+        # 45 Chinese characters are 135 bytes, 41 emoji 164: a value is cut by its bytes
+        (
+            "AssignUsers",
+            {"team_id": "alpha", "users": ["销售部北京办公室华北区大客户经理王小明" * 3]},
+            "users[0]",
+            "nor Full Name <email>",
+        ),
+        ("AssignUsers", {"team_id": "alpha", "users": ["🎉" * 41]}, "users[0]", "nor Full Name"),
         (
             "AssignUsers",
             {"team_id": "alpha", "users": ["z" * 600 + "@example.com"]},
