@@ -390,6 +390,35 @@ def test_every_page_photographed_wide_and_on_a_phone(page: Any, world: World) ->
     assert errors == []
 
 
+@pytest.mark.timeout(240)
+def test_every_page_keeps_within_the_window_with_the_longest_names(page: Any, world: World) -> None:
+    """docs/portal.md: the pages read at 1280 px and at a phone's width, only tables
+    scrolling in their frame. A product's and a team's display name of 200 characters,
+    a device id of 200 and a user's name of 256, none with a space (a name in a script
+    without them, or a pasted id), made eight pages up to twice the window's width."""
+    longest = {"team": "T" * 200, "product": "AutoCAD" + "\u00e9" * 193, "user": "\u00d6" * 256}
+    world.a("UpdateTeamSettings", {"team_id": "alpha", "display_name": longest["team"]})
+    acad = next(p for p in world.a("ListProducts")["products"] if p["product_id"] == "ACAD")
+    world.a("UpsertProduct", {"product": {**acad, "display_name": longest["product"]}})
+    user = f"{longest['user']} <ada@example.com>"
+    world.a("ImportUsers", {"team_id": "alpha", "users": [user], "all_products": True})
+    device = world.desk.entitle("carl@example.com", "REVIT", device_id="host-" + "x" * 195)
+    pages = [
+        *PAGES,
+        ("end-on-long-device", f"/teams/alpha/sessions/end?session={device['session_id']}"),
+    ]
+    sign_in(page)
+    wider: list[str] = []
+    for size_name, size in (("1280", WIDE), ("phone", PHONE)):
+        page.set_viewport_size(size)
+        for name, path in pages:
+            page.goto(path.format(session=world.session_id))
+            wide = page.evaluate("() => document.documentElement.scrollWidth")
+            if wide > size["width"]:
+                wider.append(f"{name} is {wide} px wide at {size_name}")
+    assert wider == []
+
+
 def _console(errors: list[str], message: Any) -> None:
     """A script's error or a CSP refusal; the 4xx that error pages answer with are meant."""
     if message.type == "error" and "status of 4" not in message.text:
