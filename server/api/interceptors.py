@@ -61,7 +61,7 @@ from server.clock import monotonic
 from server.credentials import bearer, same_secret
 from server.domain.errors import DomainError, InvalidArgument
 from server.domain.userentries import canonical_user_id
-from server.engine.access import read_entries
+from server.engine.access import entries_read, read_entries
 from server.logs import call_context
 
 if TYPE_CHECKING:
@@ -218,11 +218,20 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             request.user_id = canonical_user_id(request.user_id)
             if not request.user_id:  # spaces alone: a filter dropped would answer for all
                 raise InvalidArgument.field("user_id", "must not be blank")
-        if short in ENTRY_LISTS and request.users:
+        if (
+            short in ENTRY_LISTS
+            and request.users
+            and request.guest  # only a guest loses anything: whom it touches needs them
+            and caller.may_see(request.team_id)
+        ):
             # Read on a thread, before the check of whom the call touches (a guest's
             # sessions in other teams: AD1), and kept for the call, which changes the
             # state with no wait after that check, where a session could open unchecked.
+            # A call that may not touch the team at all is refused without them; one
+            # that ends no session reads them in the use case.
             await read_entries(request.users)
+        elif short in ENTRY_LISTS:
+            entries_read.set(None)  # (none of an earlier call's, whatever runs calls)
         rule = RULES.get(short)
         teams = scopes.check(short, rule, request, caller, self._lookup)
         if rule is not None and rule.changes:

@@ -87,14 +87,15 @@ QUOTED = 40  # bytes (UTF-8) of a caller's value a refusal repeats before what i
 
 
 def quoted(value: str) -> str:
-    """``value`` as a refusal quotes it, cut to ``QUOTED`` bytes of UTF-8 (40 letters of
-    a Latin name, 13 of a Chinese one, 10 emoji): what the refusal says after it must
-    survive the edge's clip of each description to 160 bytes (``server/api/errors.py``),
-    however long the value sent, and in whatever script (40 emoji were all of it)."""
-    raw = value.encode("utf-8", "surrogatepass")
-    if len(raw) <= QUOTED:
-        return repr(value)
-    return repr(raw[:QUOTED].decode("utf-8", "ignore") + "\u2026")
+    """``value`` as a refusal quotes it, cut to ``QUOTED`` bytes of UTF-8 as it is shown
+    (40 letters of a Latin name, 13 of a Chinese one, 10 emoji, 10 control characters
+    written ``\\x01``): what the refusal says after it must survive the edge's clip of
+    each description to 160 bytes (``server/api/errors.py``), however long the value
+    sent, and in whatever script (40 emoji were all of it)."""
+    head = value[:QUOTED]  # (no more characters than bytes can fit)
+    while len(repr(head).encode("utf-8", "surrogatepass")) > QUOTED + 2:  # 2: the quotes
+        head = head[:-1]  # a control character is 4 bytes as repr shows it (\x01)
+    return repr(head) if len(head) == len(value) else repr(head + "\u2026")
 
 
 def display_name(name: str, field: str, limit: int = MAX_DISPLAY_NAME) -> str:
@@ -141,6 +142,7 @@ def check_request_id(request_id: str, *, required: bool, field: str = "request_i
 # Apostrophes join the letters around them ("O'Brien" is one word, "obrien"); every
 # other character that is neither a letter nor a digit separates words.
 _NO_APOSTROPHES = str.maketrans(dict.fromkeys("'\u2019\u02bc\u2018`\u00b4"))
+_SEPARATED = str.maketrans({**dict.fromkeys("'\u2019\u02bc\u2018`\u00b4"), "_": " "})
 
 
 @functools.cache
@@ -158,14 +160,19 @@ def _word() -> re.Pattern[str]:
             else:
                 ranges.append([code, code])
     marks = "".join(f"\\U{low:08x}-\\U{high:08x}" for low, high in ranges)
-    return re.compile(rf"[^\W_](?:[^\W_]|[{marks}])*")
+    return re.compile(rf"\w[\w{marks}]*")  # (underscores are spaces by then: _SEPARATED)
 
 
 # Letters whose stroke or ligature Unicode does not decompose, spelled as people
 # type them on a keyboard without them ("Øster" is found by "oster").
-_UNDECOMPOSED = str.maketrans(
-    {"ø": "o", "ł": "l", "đ": "d", "ħ": "h", "\u0131": "i", "æ": "ae", "œ": "oe"}
-)
+_SPELLED: dict[str | int, str | None] = {
+    **{"ø": "o", "ł": "l", "đ": "d", "ħ": "h", "\u0131": "i", "æ": "ae", "œ": "oe"},
+    # Variation selectors choose a glyph and change no letter (葛\U000e0100城 is 葛城
+    # drawn the Japanese way, typed without it): dropped, as accents are.
+    **dict.fromkeys([*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)]),
+    **dict.fromkeys([0x180B, 0x180C, 0x180D, 0x180F]),
+}
+_UNDECOMPOSED = str.maketrans(_SPELLED)
 
 
 def fold(text: str) -> str:
@@ -184,4 +191,4 @@ def search_words(text: str) -> list[str]:
     split at anything else that is not a letter, a digit or a mark within a word
     ("Zoë O'Brien" gives ["zoe", "obrien"]; "Jean-Luc" gives ["jean", "luc"]; "किशोर"
     is one word, its vowel signs in it)."""
-    return _word().findall(fold(text).translate(_NO_APOSTROPHES))
+    return _word().findall(fold(text).translate(_SEPARATED))

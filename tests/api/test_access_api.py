@@ -365,6 +365,14 @@ def test_a1_malformed_entry_is_invalid_argument_naming_it(sheet: Grpcurl, bad: s
             "nor Full Name <email>",
         ),
         ("AssignUsers", {"team_id": "alpha", "users": ["🎉" * 41]}, "users[0]", "nor Full Name"),
+        # a control character is shown as 4 bytes (\x01)
+        ("AssignUsers", {"team_id": "alpha", "users": ["\x01" * 40]}, "users[0]", "nor Full Name"),
+        (
+            "SetDefaultAssignments",
+            {"team_id": "alpha", "product_ids": ["\x02" * 200]},
+            "product_ids[0]",
+            "not on the rate sheet",
+        ),
         (
             "AssignUsers",
             {"team_id": "alpha", "users": ["z" * 600 + "@example.com"]},

@@ -687,3 +687,36 @@ def test_ad1_ad2_a_plugin_opened_while_a_guest_assignment_reads_its_entries_is_c
     running = desk.heartbeat(ann, plugin["session_id"])
     assert running["state"] == "SESSION_STATE_ACTIVE"
     assert desk.heartbeat(ann, host["session_id"])["state"] == "SESSION_STATE_ACTIVE"
+
+
+@pytest.mark.parametrize("guest", [True, False])
+def test_ad1_a_key_of_another_team_is_refused_before_its_entries_are_read(
+    server: ServerThread, desk: Desk, monkeypatch: pytest.MonkeyPatch, guest: bool
+) -> None:
+    """Reading 10,000 entries holds the server for most of a second (the addresses'
+    checks hold the GIL on their thread): a key that may not touch the team is refused
+    without them, and a call that may reads them once."""
+    from server.engine import access as access_module
+
+    desk.team("beta")
+    key = desk.a("CreateAdminKey", {"display_name": "b", "team_ids": ["beta"]})["admin_key"]
+    read: list[int] = []
+    check = access_module.check_user_entries
+
+    def counted(entries: Any) -> Any:
+        read.append(len(entries))
+        return check(entries)
+
+    monkeypatch.setattr(access_module, "check_user_entries", counted)
+    users = [f"User Number {i} <user{i}@example.com>" for i in range(2_000)]
+    body = {"team_id": "alpha", "users": users, "all_products": True, "guest": guest}
+    client = Grpcurl(server.target, key)
+    try:
+        with pytest.raises(GrpcurlError) as refused:
+            client(f"{SERVICE}/AssignUsers", body)
+        assert refused.value.reason == "NOT_TEAM_ADMIN"
+        assert read == []
+        answer = client(f"{SERVICE}/AssignUsers", {**body, "team_id": "beta"})
+        assert len(answer["members"]) == 2_000 and read == [2_000]
+    finally:
+        client.close()

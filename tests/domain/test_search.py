@@ -54,6 +54,15 @@ def test_ad4_the_vowel_signs_of_indic_scripts_are_part_of_their_words() -> None:
     assert search_words("\u0301a") == ["a"]  # a mark alone begins no word
 
 
+def test_ad4_a_variation_selector_is_no_part_of_what_is_searched() -> None:
+    """葛城 drawn the Japanese way (an ideographic variation selector after 葛, or a
+    standardized one) is typed 葛城: the selector changes no letter, and split the name
+    into words, so "葛城" did not find it and "城" did."""
+    for drawn in ("葛\U000e0100城 太郎", "葛\ufe00城 太郎"):
+        assert search_words(drawn) == ["葛城", "太郎"]
+        assert name_keys(drawn) == ["葛城 太郎", "太郎"]
+
+
 def test_ad4_name_keys_are_the_suffixes_of_its_words() -> None:
     assert name_keys("Zoë O'Brien") == ["zoe obrien", "obrien"]
     assert name_keys("Mary Ann Lee") == ["mary ann lee", "ann lee", "lee"]
