@@ -31,6 +31,19 @@ def focused(page: Any) -> str:
     return found
 
 
+def buy(page: Any, tokens: str, answered: str, *, click: bool = False) -> None:
+    """Overview's Buy tokens form sent with ``tokens`` typed, by Enter (or the button),
+    once its answer (``answered``, a selector) is on the page."""
+    page.goto("/teams/alpha")
+    box = page.get_by_label("Tokens", exact=True)
+    box.fill(tokens)
+    if click:
+        page.get_by_role("button", name="Buy tokens").click()
+    else:
+        box.press("Enter")
+    page.wait_for_selector(answered)
+
+
 def test_portal_a11y_each_page_title_names_its_tab(page: Any, world: World) -> None:
     sign_in(page)
     tabs = [
@@ -65,10 +78,7 @@ def test_portal_a11y_an_error_page_title_says_the_error(page: Any, world: World)
     page.goto("/teams/alpha/member?user=nobody@example.com")
     assert page.title() == "Error: Not found · Alpha · Tessera portal"
     # A refused form's page, and a page refusing what it was asked (the usage's days).
-    page.goto("/teams/alpha")
-    page.get_by_label("Tokens", exact=True).fill("abc")
-    page.get_by_role("button", name="Buy tokens").click()
-    page.wait_for_selector("#tokens-error")
+    buy(page, "abc", "#tokens-error", click=True)
     assert page.title() == "Error: Overview · Alpha · Tessera portal"
     page.goto("/teams/alpha/usage?from=2026-01-03&to=2026-01-01")
     assert page.title() == "Error: Usage · Alpha · Tessera portal"
@@ -87,11 +97,7 @@ def test_portal_a11y_a_refused_form_puts_the_focus_on_the_first_refused_control(
     """``autofocus`` (no script needed) on the first refused control, and on that one
     alone: a page has one element with it."""
     sign_in(page)
-    page.goto("/teams/alpha")
-    box = page.get_by_label("Tokens", exact=True)
-    box.fill("abc")
-    box.press("Enter")
-    page.wait_for_selector("#tokens-error")
+    buy(page, "abc", "#tokens-error")
     assert focused(page) == "tokens"
 
     # Two refused: the first in the page's order has the focus, and only it autofocus.
@@ -131,10 +137,7 @@ def test_portal_a11y_a_refused_control_has_the_focus_without_script(
     try:
         tab.set_default_timeout(15_000)
         sign_in(tab)
-        tab.goto("/teams/alpha")
-        tab.get_by_label("Tokens", exact=True).fill("abc")
-        tab.get_by_role("button", name="Buy tokens").click()
-        tab.wait_for_selector("#tokens-error")
+        buy(tab, "abc", "#tokens-error", click=True)
         assert focused(tab) == "tokens"
     finally:
         tab.context.close()
@@ -157,11 +160,7 @@ def test_portal_a11y_a_refusal_above_the_form_has_the_focus(page: Any, world: Wo
 
 def test_portal_a11y_a_done_form_puts_the_focus_on_what_it_says(page: Any, world: World) -> None:
     sign_in(page)
-    page.goto("/teams/alpha")
-    box = page.get_by_label("Tokens", exact=True)
-    box.fill("10")
-    box.press("Enter")
-    page.wait_for_selector(".flash")
+    buy(page, "10", ".flash")
     assert focused(page) == "flash"
     assert page.evaluate("() => document.activeElement.textContent") == "Bought 10 tokens."
     # A new key's secret, shown once: the focus on the card that says so.
