@@ -333,3 +333,11 @@ async def entitle_on_engine(
         team_id="",
     )
     return view.session.session_id
+
+
+def run_python(program: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -c program`` in a fresh interpreter of the venv, from the repository,
+    its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -29,6 +27,7 @@ from server.domain.errors import InvalidArgument, RunningElsewhere
 from server.engine.commits import Commits
 from server.logs import LineWriter, call_context, lines_per_turn, merge_call_context
 from server.metrics import Metrics
+from tests.support import run_python
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "tsa_operator-token-for-this-test"
@@ -259,9 +258,7 @@ def test_ops_a_json_line_carries_its_instant_in_rfc3339_utc() -> None:
         "structlog.get_logger().info('rpc', method='Heartbeat')\n"
     )
     before = SystemClock().now()
-    done = subprocess.run(
-        [sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
+    done = run_python(program)
     after = SystemClock().now()
     assert done.returncode == 0, done.stderr
     line = json.loads(done.stdout)
@@ -414,9 +411,7 @@ def test_ops_a_librarys_own_warning_is_a_json_line_of_the_server_not_bare_stderr
         "logging.getLogger('uvicorn.error').info('Started server process')\n"
         f"logging.getLogger('client_sdk').error('key %s refused', {SECRET_KEY!r})\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
+    done = run_python(program)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     lines = [json.loads(x) for x in done.stdout.splitlines()]
     assert [(x["event"], x["level"], x["logger"]) for x in lines] == [
@@ -439,9 +434,7 @@ def test_ops_a_librarys_own_level_is_written_at_the_standard_level_below_it() ->
         "logging.getLogger('somelib').log(60, 'past critical')\n"
         'print(\'{"event": "the library went on"}\')\n'
     )
-    done = subprocess.run(
-        [sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
+    done = run_python(program)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     lines = [json.loads(x) for x in done.stdout.splitlines()]
     assert [(x["event"], x.get("level")) for x in lines] == [

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO
+from tests.support import REPO, run_python
 
 VENV_BIN = Path(sys.executable).parent
 PIP = (sys.executable, "-m", "pip")
@@ -139,9 +139,7 @@ def test_sdk_imports_only_what_its_install_brings() -> None:
         "loaded = {n.split('.')[0] for n in sys.modules} - before\n"
         "print(json.dumps(sorted(loaded & blocked)))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
+    done = run_python(code)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
 
@@ -204,9 +202,7 @@ def test_server_without_its_extra_says_what_to_install(module: str, gone: str, s
         "sys.meta_path.insert(0, Gone())\n"
         f"import {module}\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30
-    )
+    done = run_python(code, timeout=30)
     assert done.returncode == 1
     assert done.stderr.strip() == f"{said} needs the 'server' extra (pip install 'tessera[server]')"
 
