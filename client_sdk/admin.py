@@ -54,6 +54,10 @@ _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 _Item = TypeVar("_Item")
 
+#: The most tokens one PurchaseTokens buys (docs/api.md): the server refuses more, and
+#: past 2**63 the request cannot even be built (a ValueError out of protobuf).
+MAX_PURCHASE_TOKENS = 1_000_000_000
+
 
 class _Page(Protocol):
     @property

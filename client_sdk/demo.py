@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import grpc
 
 from client_sdk._retry import RetryPolicy
-from client_sdk.admin import pages
+from client_sdk.admin import MAX_PURCHASE_TOKENS, pages
 from client_sdk.client import AsyncClient
 from client_sdk.clock import Clock, SystemClock
 from client_sdk.errors import TesseraError, Unauthenticated
@@ -55,9 +55,6 @@ def _when(t: datetime | None) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S UTC") if t else "-"
 
 
-#: The most tokens one PurchaseTokens buys (docs/api.md): the server refuses more, and
-#: past 2**63 the request cannot even be built (a ValueError out of protobuf).
-MAX_TOKENS = 1_000_000_000
 #: The longest ``--work`` or ``--idle-after``, in seconds (some 30 years): far longer ones
 #: overflow the ``timedelta`` or the ``datetime`` that the demo and the SDK make of them.
 MAX_SECONDS = 1e9
@@ -137,7 +134,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--user", default="Demo User <demo@example.com>")
     p.add_argument(
         "--tokens",
-        type=_number(int, 1, MAX_TOKENS),
+        type=_number(int, 1, MAX_PURCHASE_TOKENS),
         default=100,
         help="tokens to buy for the team, once per amount (a re-run buys no more)",
     )

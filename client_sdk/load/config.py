@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client_sdk._retry import RetryPolicy
-from client_sdk.demo import MAX_TOKENS
+from client_sdk.admin import MAX_PURCHASE_TOKENS
 from client_sdk.failover import Targets
 from client_sdk.transport import target_problem
 
@@ -110,10 +110,10 @@ MAX_USERS = 10_000_000
 #: ``--cycle``), in seconds (some 11.6 days): gRPC's deadline of a call of ``--timeout
 #: 1e10`` overflows, and every call failed DEADLINE_EXCEEDED at once.
 MAX_SECONDS = 1e6
-#: The most tokens one PurchaseTokens buys (the server's ``MAX_PURCHASE_TOKENS``, as the
-#: demo's ``--tokens``): the highest ``--daily-rate`` and ``--plugin-rate`` too (the
-#: server takes any int64 as a product's rate, but a run buys four days of it a user).
-MAX_PACK_TOKENS = MAX_TOKENS
+#: The most tokens one PurchaseTokens buys (as the demo's ``--tokens``): the highest
+#: ``--daily-rate`` and ``--plugin-rate`` too (the server takes any int64 as a product's
+#: rate, but a run buys four days of it a user).
+MAX_PACK_TOKENS = MAX_PURCHASE_TOKENS
 MAX_RATE = MAX_PACK_TOKENS
 #: The most packs provisioning buys (of ``MAX_PACK_TOKENS`` each): every hold looks
 #: through the team's packs, so thousands of them would slow the Entitles measured.
