@@ -119,11 +119,10 @@ class _Forwarded(logging.Handler):
             fields["exc_info"] = record.exc_info
         # A level of the library's own (35, "NOTICE") as the standard one below it:
         # structlog knows those alone, and a log call must never raise into its caller.
-        level = next(
-            n for n in (logging.CRITICAL, logging.ERROR, logging.WARNING, 0) if record.levelno >= n
-        )
+        levels = (logging.CRITICAL, logging.ERROR)
+        level = next((n for n in levels if record.levelno >= n), logging.WARNING)
         try:
-            _stdlib_log.log(level or logging.WARNING, message, **fields)
+            _stdlib_log.log(level, message, **fields)
         except Exception:
             self.handleError(record)
 

@@ -140,8 +140,8 @@ def check_request_id(request_id: str, *, required: bool, field: str = "request_i
 # -- search (RULES AD4) ------------------------------------------------------------
 
 # Apostrophes join the letters around them ("O'Brien" is one word, "obrien"); every
-# other character that is neither a letter nor a digit separates words.
-_NO_APOSTROPHES = str.maketrans(dict.fromkeys("'\u2019\u02bc\u2018`\u00b4"))
+# other character that is neither a letter, a digit nor a mark within a word (``_word``)
+# separates words, the underscore too.
 _SEPARATED = str.maketrans({**dict.fromkeys("'\u2019\u02bc\u2018`\u00b4"), "_": " "})
 
 
