@@ -46,7 +46,13 @@ from server.ha import secrets
 from server.store.audit import Verdict, connect_read_only, not_tessera_here, verify
 from server.store.backup import DUMP_NAME, PassphraseRefused, backup, backup_postgres
 from server.store.port import StoreFailed
-from server.store.postgres import hidden, schema_version, secrets_base, verify_postgres
+from server.store.postgres import (
+    NOT_TESSERA,
+    hidden,
+    schema_version,
+    secrets_base,
+    verify_postgres,
+)
 
 __all__ = ["COMMANDS", "Verdict", "backup", "main", "verify"]
 
@@ -222,7 +228,7 @@ async def _not_tessera_pg(url: str) -> str | None:
         await conn.close()
     if not tables:
         return f"no Tessera database at {shown_db(url)} (empty)"
-    return "no Tessera database there (no schema_version table)"
+    return NOT_TESSERA
 
 
 async def _same_secrets(url: str, secrets_dir: Path) -> None:
@@ -241,7 +247,7 @@ async def _adopt_secrets(url: str, secrets_dir: Path) -> None:
     conn = await asyncpg.connect(url, timeout=PG_WAIT)
     try:
         if await schema_version(conn) == 0:
-            raise StoreFailed("no Tessera database there (no schema_version table)")
+            raise StoreFailed(NOT_TESSERA)
         await secrets.adopt(conn, secrets_dir)
     finally:
         await conn.close()

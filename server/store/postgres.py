@@ -74,6 +74,8 @@ CLOSE_TIMEOUT = 10.0  # seconds close() waits for the writer, then for each conn
 COPY_FROM = 10  # append-only rows from which COPY beats a batched INSERT (measured)
 LAST_ENTRY_SQL = "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1"
 SECRETS_NAME = "tessera"  # secrets_dir/tessera.admin-token, .signing-keys, .secret-key
+#: What verify and the operator tools say of a database with no Tessera schema in it.
+NOT_TESSERA = "no Tessera database there (no schema_version table)"
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 Fence = Callable[[asyncpg.Connection], Awaitable[None]]
@@ -543,7 +545,7 @@ async def verify_postgres(url: str) -> Verdict:
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             if _checked(await schema_version(conn)) == 0:
-                raise StoreFailed("no Tessera database there (no schema_version table)")
+                raise StoreFailed(NOT_TESSERA)
             ledger = await conn.cursor(LEDGER_SQL)
             whole = True
             while whole and (rows := await ledger.fetch(LOAD_CHUNK)):
