@@ -91,7 +91,7 @@ class TLS:
 
 
 #: The schemes of gRPC's own whose address is still ``host:port`` (``dns:///h:p``).
-_HOST_PORT_SCHEMES = ("dns:///", "dns:", "ipv4:", "ipv6:")
+HOST_PORT_SCHEMES = ("dns:///", "dns:", "ipv4:", "ipv6:")
 #: gRPC's resolvers whose targets are not ``host:port`` (a service's name, a vsock's CID).
 _OTHER_RESOLVERS = ("xds:", "vsock:", "google-c2p:")
 
@@ -108,7 +108,7 @@ def target_problem(target: str) -> str | None:
     if target.startswith(_OTHER_RESOLVERS):
         return None
     addresses = [target]
-    for scheme in _HOST_PORT_SCHEMES:
+    for scheme in HOST_PORT_SCHEMES:
         if target.startswith(scheme):
             rest = target[len(scheme) :]
             addresses = rest.split(",") if scheme in ("ipv4:", "ipv6:") else [rest]

@@ -13,7 +13,7 @@ from pathlib import Path
 from client_sdk._retry import RetryPolicy
 from client_sdk.admin import MAX_PURCHASE_TOKENS
 from client_sdk.failover import Targets
-from client_sdk.transport import target_problem
+from client_sdk.transport import HOST_PORT_SCHEMES, target_problem
 
 # Where ``python -m server`` (``make run``) keeps the token it generates by default.
 DEFAULT_TOKEN_FILE = Path("var/tessera.db.admin-token")
@@ -26,7 +26,7 @@ class RemoteTargetError(ValueError):
 def target_host(target: str) -> str:
     """The host part of a gRPC target (``host:port``, ``[v6]:port``, ``ipv4:``, ``dns:///``)."""
     t = target.strip()
-    for scheme in ("dns:///", "dns:", "ipv4:", "ipv6:"):
+    for scheme in HOST_PORT_SCHEMES:
         if t.startswith(scheme):
             t = t[len(scheme) :]
             break
