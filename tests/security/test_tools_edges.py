@@ -164,30 +164,20 @@ def _notes(tmp_path: Path) -> Path:
     return db
 
 
-def test_sec_backup_of_another_applications_database_says_it_is_not_tessera(
-    tmp_path: Path,
+@pytest.mark.parametrize("command", ["backup", "rotate-signing-key"])
+def test_sec_backup_and_rotation_on_another_applications_database_say_it_is_not_tessera(
+    tmp_path: Path, command: str
 ) -> None:
+    """Refused in verify's words, before anything is written: no copy begun, no key file."""
     db = _notes(tmp_path)
-    done = _cli("backup", "--db", str(db), "--to", str(tmp_path / "copy" / "notes.db"))
+    to = ["--to", str(tmp_path / "copy" / "notes.db")] if command == "backup" else []
+    done = _cli(command, "--db", str(db), *to)
     assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
     assert done.stderr == (
-        f"python -m server backup: {db} is not a Tessera database: it is another "
+        f"python -m server {command}: {db} is not a Tessera database: it is another "
         "application's SQLite database (1 table of its own: 'notes'; no schema version)\n"
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]  # no copy begun
-
-
-def test_sec_rotate_signing_key_on_another_applications_database_says_it_is_not_tessera(
-    tmp_path: Path,
-) -> None:
-    db = _notes(tmp_path)
-    done = _cli("rotate-signing-key", "--db", str(db))
-    assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
-    assert done.stderr == (
-        f"python -m server rotate-signing-key: {db} is not a Tessera database: it is another "
-        "application's SQLite database (1 table of its own: 'notes'; no schema version)\n"
-    )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]  # no key file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
 
 
 @pytest.mark.parametrize(
