@@ -224,6 +224,8 @@ class LoadConfig:
     # One server, or several of one deployment separated by commas (the active and its
     # standbys, RULES H3): every call goes to the active and follows it to another.
     target: str = "127.0.0.1:50051"
+    # Where ``target`` came from, as a refusal names it: the flag, or TESSERA_TARGET.
+    target_from: str = "--target"
     allow_remote: bool = False
     # Attempts per call: 0 is 1 with one target (every failure counted, as measured) and
     # FAILOVER_ATTEMPTS with several (calls follow NOT_LEADER and lost connections).
@@ -273,11 +275,11 @@ class LoadConfig:
 
     def validate(self) -> None:
         if not self.targets:
-            raise ValueError("--target: at least one server address is required")
+            raise ValueError(f"{self.target_from}: at least one server address is required")
         for target in self.targets:
             problem = target_problem(target)
             if problem is not None:  # gRPC would load another port, or 443
-                raise ValueError(f"--target {target!r}: {problem}")
+                raise ValueError(f"{self.target_from} {target!r}: {problem}")
             check_target(target, self.allow_remote)
         for name, (flag, *_) in NUMBERS.items():
             problem = number_problem(name, getattr(self, name))
@@ -450,6 +452,7 @@ def default_admin_token(path: Path = DEFAULT_TOKEN_FILE) -> str | None:
 
 
 def from_args(ns: argparse.Namespace) -> LoadConfig:
+    from_env = not ns.target and "TESSERA_TARGET" in os.environ
     target = split_targets(ns.target or [os.environ.get("TESSERA_TARGET", LoadConfig.target)])
     token = ns.admin_token
     local = all(is_loopback(t) for t in target.split(","))
@@ -457,6 +460,7 @@ def from_args(ns: argparse.Namespace) -> LoadConfig:
         token = default_admin_token()
     return LoadConfig(
         target=target,
+        target_from="TESSERA_TARGET" if from_env else "--target",
         allow_remote=ns.allow_remote,
         attempts=ns.attempts,
         admin_token=token,

@@ -112,6 +112,19 @@ def test_h3_load_takes_several_targets(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse(["--fake-users"])[0].targets == ("127.0.0.1:7", "127.0.0.1:8")
 
 
+def test_a_bad_tessera_target_is_named_as_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused address names where it came from: TESSERA_TARGET when the environment gave
+    it (an operator looks for a flag they never typed otherwise), --target when the flag did."""
+    monkeypatch.setenv("TESSERA_TARGET", "127.0.0.1:115536")
+    with pytest.raises(ValueError, match=r"^TESSERA_TARGET '127\.0\.0\.1:115536': its port"):
+        parse(["--fake-users"])[0].validate()
+    with pytest.raises(ValueError, match=r"^--target 'nonsense': must be host:port"):
+        parse(["--target", "nonsense", "--fake-users"])[0].validate()
+    monkeypatch.setenv("TESSERA_TARGET", ",")
+    with pytest.raises(ValueError, match=r"^TESSERA_TARGET: at least one"):
+        parse(["--fake-users"])[0].validate()
+
+
 def test_h3_every_target_passes_the_loopback_guard() -> None:
     cfg, _ = parse(["--target", "127.0.0.1:1,203.0.113.7:50051", "--fake-users"])
     with pytest.raises(RemoteTargetError, match=r"203\.0\.113\.7"):
