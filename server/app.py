@@ -541,6 +541,8 @@ class TesseraServer:
             return
         db, reason = shown_db(self.config.db), str(exc) or type(exc).__name__
         log.error("store_failed", db=db, error=reason)
+        if (term := self.gate.term) is not None:
+            term.stopping = True  # no call answered from memory from now on
         self.failure = StartRefused(
             f"a write to {db} failed ({reason}): the server stops, "
             "since what it holds in memory can no longer be stored; mend the disk (room, "
@@ -809,7 +811,7 @@ async def run(config: Config) -> int:
             gave_up = True
             starting.cancel()
         await starting
-    except BaseException:
+    except BaseException as exc:
         # Close what did open (the store's worker thread is not a daemon): a start
         # that fails must end the process with an error, not leave it hanging.
         stopped.cancel()
@@ -821,6 +823,11 @@ async def run(config: Config) -> int:
         if gave_up and starting.cancelled() and not (me is not None and me.cancelling()):
             log.info("stopped while starting")
             return 0
+        if isinstance(exc, port.StoreFailed) and server.failure is not None:
+            # The start's own commit failed (a disk with room to open the database but
+            # not to write): the one-line refusal store_failed built, as for a write
+            # that fails later.
+            raise server.failure from None
         raise
     asked = False
     try:

@@ -40,6 +40,7 @@ from tests.support import (
     T0,
     ServerThread,
     no_room,
+    run_python,
     running,
     wait_for,
 )
@@ -270,6 +271,40 @@ def test_issue12_h4_8b_a_start_on_a_disk_with_no_room_is_refused_in_words(
         "written (file too large); if its disk is full or read-only, mend that and start again"
     ]
     assert not db.exists()
+
+
+_EVERY_COMMIT_FULL = """
+import sqlite3, sys
+from server.store import sqlite as store
+def full(conn, plan):
+    raise sqlite3.OperationalError("database or disk is full")
+store._write_plan = full  # opening and migrating work (statements of their own)
+from server.__main__ import main
+sys.exit(main({argv!r}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["--no-front-process", "--front-process"])
+def test_issue12_h4_8b_a_start_whose_first_commit_finds_the_disk_full_is_refused_in_one_line(
+    tmp_path: Path, mode: str
+) -> None:
+    """A start on a disk with room to open the database but not for the start's own
+    commit (the clock's mark, the deadlines that fell due): the restart a supervisor
+    makes after a `store_failed`. It is refused as a write that fails later is, one
+    `stopped_on_error` line and `tessera-server: ...` on stderr, exit code 1, not a
+    Python traceback."""
+    db = tmp_path / "t.db"
+    argv = ["--listen", "127.0.0.1:0", "--db", str(db), "--admin-token", ADMIN_TOKEN]
+    argv += ["--log-format", "json", mode]
+    result = run_python(_EVERY_COMMIT_FULL.format(argv=argv))
+    events = [json.loads(x)["event"] for x in result.stdout.splitlines() if x.startswith("{")]
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"tessera-server: a write to {db} failed (database or disk is full): the server "
+        "stops, since what it holds in memory can no longer be stored; mend the disk (room, "
+        "permissions) and start it again, and it resumes from its last commit"
+    ]
+    assert "store_failed" in events and events[-1] == "stopped_on_error"
 
 
 def test_issue12_h4_8b_a_database_of_a_newer_release_is_refused_to_start_and_to_verify(

@@ -21,6 +21,7 @@ from server.domain.changes import Changes
 from server.domain.meta import CLOCK_AT_KEY, MetaValue
 from server.domain.policies import TimerSink
 from server.domain.timers import TimerHeap, TimerKind
+from server.store.port import StoreFailed
 
 Handler = Callable[[str, datetime, Changes], None]
 Commit = Callable[[Changes], Awaitable[None]]
@@ -149,6 +150,8 @@ class Scheduler:
                     await self._commit(changes)
             except asyncio.CancelledError:
                 raise
+            except StoreFailed:
+                pass  # the store's line says it (store_failed), and the server stops
             except Exception:
                 log.exception("timer_failed")
             nxt = self.heap.next_due()

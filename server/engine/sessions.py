@@ -43,7 +43,7 @@ from server.engine.scheduler import Scheduler
 from server.engine.state import State
 from server.engine.usage import UsageReport, open_spans, pack_usage, report_rows
 from server.stats import Batches
-from server.store.port import StorePort
+from server.store.port import StoreFailed, StorePort
 
 log = structlog.get_logger()
 
@@ -609,8 +609,8 @@ class Sessions:
                 await self.flush()
                 if rounds % max(1, int(FORGET_EVERY_SECONDS / every)) == 0:
                     self.forget_ended()
-            except asyncio.CancelledError:
-                raise
+            except (asyncio.CancelledError, StoreFailed):
+                raise  # a failed store is the store's line (store_failed), not a bug's
             except Exception:
                 log.exception("heartbeat_flush_failed")
                 raise

@@ -164,6 +164,12 @@ class Term:
     leader: Callable[[], str] = lambda: ""
     #: Told when a write fails for another reason than the fence (the store is lost).
     on_store_failed: Callable[[], None] = lambda: None
+    #: Set once its store has failed, on a server alone on its database (which then
+    #: stops): every call is refused ``STOPPING`` from then on, so that none is answered
+    #: from memory the database no longer follows (M11: the repeat of a call whose
+    #: commit failed would find its change in memory, and no commit under way to wait
+    #: for).
+    stopping: bool = False
     _fenced: dict[str, Handler] = field(default_factory=dict)
 
     async def lookup(self, details: grpc.HandlerCallDetails) -> Handler | None:
@@ -182,6 +188,8 @@ class Term:
 
     def _fence(self, behavior: Behavior) -> Behavior:
         async def fenced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if self.stopping:
+                raise Unavailable(STOPPING)
             try:
                 return await behavior(request, context)
             except port.NotLeader:
