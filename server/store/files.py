@@ -244,3 +244,39 @@ def tighten(db: Path) -> list[Path]:
     by hand); returns the files tightened."""
     paths = (db, *(side_path(db, s) for s in SIDE_SUFFIXES))
     return [p for p in paths if tighten_file(p)]
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file at ``path`` (device, inode), or None when there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class FilesWatch:
+    """Whether the database and its ``-wal`` are still, at their names, the files
+    SQLite opened. Removed or replaced under a running server (a clean-up of
+    "temporary" ``-wal`` files, a restore done while it runs), SQLite writes on into
+    the files it holds open and no write fails: every commit would be answered as
+    stored while nothing at the database's name holds it. The writer asks after
+    each commit (``moved``, two ``stat`` calls), before anyone is told it is stored."""
+
+    def __init__(self, db: Path) -> None:
+        self.db, self.wal = db, side_path(db, "-wal")
+        self._db_id = _identity(db)
+        self._wal_id = _identity(self.wal)  # None until SQLite made it (the first commit)
+
+    def moved(self) -> str | None:
+        """None while both are the files opened; else which is not, and how:
+        ``"db removed"``, ``"db replaced"``, ``"wal removed"``, ``"wal replaced"``."""
+        now = _identity(self.db)
+        if now != self._db_id:
+            return "db removed" if now is None else "db replaced"
+        wal = _identity(self.wal)
+        if self._wal_id is None:
+            self._wal_id = wal
+        elif wal != self._wal_id:
+            return "wal removed" if wal is None else "wal replaced"
+        return None

@@ -48,6 +48,7 @@ from server.store.checkpoint import LedgerHead, LedgerMismatch
 from server.store.codec import AUDIT_EVENTS, LEDGER, NOT_LOADED, TABLES, Row, Table, sharing
 from server.store.files import (
     SECRET_KEY_SUFFIX,
+    FilesWatch,
     create_private,
     not_a_database,
     not_tessera,
@@ -101,6 +102,8 @@ class Store(NamedReads):
         self._head = checkpoint.EMPTY  # the last ledger entry committed
         self.path = path
         self._lock = lock
+        # The database's files, looked at after each commit (``_write``): None in memory.
+        self._files = FilesWatch(path) if path is not None else None
         retry = retry or Retry(is_busy)
         where = {"db": str(path or ":memory:"), **retry.log_fields}
         self._group = GroupCommit(
@@ -385,7 +388,50 @@ class Store(NamedReads):
         # (aiosqlite has no public way to run a function on its thread: ``_execute``.)
         synced = await db._execute(_write_plan, db._conn, plan)  # type: ignore[no-untyped-call]
         self._group.syncs.observe(synced)
+        if self._files is not None and (moved := self._files.moved()) is not None:
+            # Committed into files no longer at the database's name: not stored, as far
+            # as a restart can tell. Its waiters are told so (repeat it, same request id)
+            # and the store fails (the server stops), what can be saved saved first.
+            raise StoreFailed(await self._rescue(moved))
         return head
+
+    async def _rescue(self, moved: str) -> str:
+        """What is done when ``FilesWatch.moved`` says ``moved``, in words for the
+        failure: the ``-wal`` removed, its commits are written into the database (a
+        checkpoint reads the open, removed file); the database removed, a copy of it
+        is written where it was (VACUUM INTO, from the open files); a file put in the
+        place of either (a restore while the server runs) is left as it is."""
+        files = self._files
+        assert files is not None  # noqa: S101 (only asked with a file)
+        db, wal = files.db, files.wal
+        try:
+            if moved == "wal removed":
+                await _run(self._db, "PRAGMA wal_checkpoint(TRUNCATE)")
+                return (
+                    f"{wal} was removed while the server ran; every commit it held was "
+                    f"written into {db} before the server stopped: start it again"
+                )
+            if moved == "db removed":
+                create_private(db)  # owner-only, and empty: VACUUM INTO writes into it
+                async with self._db.execute("VACUUM INTO ?", (str(db),)):
+                    pass
+                return (
+                    f"{db} was removed while the server ran; a copy of everything it held, "
+                    "the last commit included, was written back in its place before the "
+                    "server stopped: start it again (files removed beside it, such as its "
+                    "keys, are not restored: restore those from a backup)"
+                )
+        except (sqlite3.Error, OSError) as exc:
+            return (
+                f"{db if moved.startswith('db') else wal} was removed while the server ran, "
+                f"and its last commits could not be saved ({exc}): restore a backup"
+            )
+        which = db if moved == "db replaced" else wal
+        return (
+            f"{which} is no longer the file the server opened (moved, or another put in "
+            "its place while the server ran): the server stops and leaves it as it is; "
+            "the commits since went into the file it opened"
+        )
 
     async def close(self) -> None:
         """Write out everything queued, then close."""

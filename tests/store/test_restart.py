@@ -317,6 +317,130 @@ def test_store_a_lone_server_whose_heartbeat_flush_fails_stops_and_closes_its_st
     assert not worker.is_alive()
 
 
+def _full(conn: sqlite3.Connection, plan: list[Any]) -> float:
+    raise sqlite3.OperationalError("database or disk is full")
+
+
+@pytest.mark.sqlite_only("SQLite's own write fails; on PostgreSQL a failed write steps down (H2)")
+def test_m11_a_repeat_of_an_entitle_whose_commit_failed_is_refused_not_answered_from_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """M11: a repeat answers only once the first one's change is stored. An Entitle
+    whose commit failed (a full disk) is refused UNAVAILABLE, "repeat it with the same
+    request_id"; a repeat made at once, before the server has stopped, finds the
+    session in memory and no commit under way: it must be refused too, never answered
+    with a session id and a signed lease the database does not hold."""
+    srv = ServerThread(tmp_path / "t.db").start()
+    try:
+        desk = Desk(srv.target).sheet()
+        desk.team("alpha", 100)
+        ann = desk.user("alpha", "ann")
+        monkeypatch.setattr(sqlite_store, "_write_plan", _full)
+        body = {"product_id": "ACAD", "product_version": "2026", "platform": "PLATFORM_WINDOWS"}
+        body |= {"device_id": "dev-1", "request_id": "sign-in"}
+        first = desk.refused(ann, "Entitle", body, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
+        again = desk.refused(ann, "Entitle", body, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
+        assert "same request_id" in first.message and again.message == first.message
+        # Every other call too: memory is ahead of the database from now on.
+        desk.refused(None, "GetTeam", {"team_id": "alpha"}, grpc.StatusCode.UNAVAILABLE)
+        desk.close()
+    finally:
+        srv.stop()
+
+
+@pytest.mark.sqlite_only("SQLite's own write fails; on PostgreSQL a failed write steps down (H2)")
+def test_ops_a_full_disk_under_the_heartbeat_flush_is_store_failed_not_a_bug(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/ops: `heartbeat_flush_failed` and `timer_failed` mean "a bug, report it";
+    a full disk is `store_failed` ("mend the disk and start it") and nothing else: an
+    operator is not sent to file a bug for a full disk."""
+    srv = ServerThread(tmp_path / "t.db", heartbeat_flush=0.05).start()
+    try:
+        desk = Desk(srv.target).sheet()
+        desk.team("alpha", 100)
+        ann = desk.user("alpha", "ann")
+        sid = desk.entitle(ann)["session_id"]
+        desk.advance(600)  # a deadline falls due too (the lease's renewal window)
+        with capture_logs() as lines:
+            monkeypatch.setattr(sqlite_store, "_write_plan", _full)
+            desk.heartbeat(ann, sid)  # in memory, for the next flush
+            srv.call(asyncio.wait_for(srv.server.failed.wait(), 30))
+        desk.close()
+    finally:
+        srv.stop()
+    errors = [x["event"] for x in lines if x.get("log_level") == "error"]
+    assert errors == ["store_failed"]
+
+
+@pytest.mark.sqlite_only("SQLite's own files")
+@pytest.mark.parametrize("removed", ["-wal", "the database", "every file"])
+def test_store_a_file_removed_under_the_server_loses_no_acknowledged_token(
+    tmp_path: Path, processes: list[ServerProcess], removed: str
+) -> None:
+    """No token is ever lost, across crashes and restarts. Someone removes the
+    database's -wal while the server runs (a clean-up of "temporary" files), or the
+    database itself: SQLite writes on into the files it holds open, so every commit
+    would be answered as stored while nothing at the database's name holds it, and a
+    kill -9 would lose them all (the -wal: the start refused, the ledger short of its
+    checkpoint; the database: a new, empty one). The next commit sees it: what the
+    open files hold is written back (the -wal into the database; the database where it
+    was), that call is refused UNAVAILABLE, and the server stops with store_failed.
+    After a kill -9 of what is left and a restart, every pack is there, the refused
+    one included (its repeat, with the same request id, answers it), and verify is ok."""
+    db = tmp_path / "t.db"
+    first = start(processes, db)
+    desk = Desk(first.target).sheet()
+    desk.team("alpha", 100)
+    bought = [desk.buy("alpha", 10 + i)["pack_id"] for i in range(3)]
+    files = {"-wal": [Path(f"{db}-wal")], "the database": [db]}.get(removed)
+    for f in files or [f for f in tmp_path.iterdir() if f.name.startswith("t.db")]:
+        f.unlink()
+    body = {"team_id": "alpha", "tokens": 50, "request_id": "po-after"}
+    cut = desk.refused(None, "PurchaseTokens", body, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
+    assert "same request_id" in cut.message
+    assert first.wait() == 1  # on its own
+    failed = [x for x in first.lines if x.get("event") == "store_failed"]
+    assert len(failed) == 1 and "was removed while the server ran" in failed[0]["error"]
+    desk.close()
+    again = start(processes, db)
+    desk = Desk(again.target)
+    try:
+        after = desk.a("PurchaseTokens", body)["token_pack"]  # the repeat: stored once
+        packs = {p["pack_id"]: int(p["tokens"]) for p in desk.packs("alpha")}
+        assert {*bought, after["pack_id"]} <= set(packs)
+        assert sorted(packs.values()) == [10, 11, 12, 50, 100]  # the team's first pack: 100
+        assert desk.balance("alpha") == (183, 0)
+    finally:
+        desk.close()
+    assert again.terminate() == 0
+    assert _verify(db).startswith("ok:")
+
+
+@pytest.mark.sqlite_only("SQLite's own files")
+def test_store_a_database_put_in_place_of_the_servers_is_left_as_it_is(
+    tmp_path: Path, processes: list[ServerProcess]
+) -> None:
+    """A file put at the database's name while the server runs (a restore done the
+    wrong way round): the server's next commit is refused UNAVAILABLE and the server
+    stops (store_failed), never writing over the file put there nor answering as
+    stored what no file at that name holds."""
+    db = tmp_path / "t.db"
+    first = start(processes, db)
+    desk = Desk(first.target).sheet()
+    desk.team("alpha", 100)
+    other = tmp_path / "restored.db"
+    other.write_bytes(b"")  # what was restored (any file: the server must not touch it)
+    other.replace(db)
+    body = {"team_id": "alpha", "tokens": 50, "request_id": "po-after"}
+    desk.refused(None, "PurchaseTokens", body, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
+    desk.close()
+    assert first.wait() == 1
+    failed = [x for x in first.lines if x.get("event") == "store_failed"]
+    assert len(failed) == 1 and "is no longer the file the server opened" in failed[0]["error"]
+    assert db.read_bytes() == b""
+
+
 def test_store_kill_9_after_advance_clock_keeps_the_time_and_expiry(
     database: Path | str, processes: list[ServerProcess]
 ) -> None:
