@@ -311,7 +311,8 @@ def test_store_a_lone_server_whose_heartbeat_flush_fails_stops_and_closes_its_st
         assert "database or disk is full" in str(srv.server.failure)
         store = srv.server.store
         assert isinstance(store, sqlite_store.Store)
-        worker = store._db._thread  # aiosqlite's, not a daemon
+        # aiosqlite's, not a daemon (before 0.22 the connection is that thread itself)
+        worker = getattr(store._db, "_thread", store._db)
     finally:
         srv.stop()  # raises if the store's failure escapes the stop
     assert not worker.is_alive()
