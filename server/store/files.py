@@ -246,7 +246,7 @@ def tighten(db: Path) -> list[Path]:
     return [p for p in paths if tighten_file(p)]
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def _identity(path: str) -> tuple[int, int] | None:
     """The file at ``path`` (device, inode), or None when there is none."""
     try:
         st = os.stat(path)
@@ -265,16 +265,17 @@ class FilesWatch:
 
     def __init__(self, db: Path) -> None:
         self.db, self.wal = db, side_path(db, "-wal")
-        self._db_id = _identity(db)
-        self._wal_id = _identity(self.wal)  # None until SQLite made it (the first commit)
+        self._paths = str(db), str(self.wal)  # (a str is stat'ed without a conversion)
+        self._db_id = _identity(self._paths[0])
+        self._wal_id = _identity(self._paths[1])  # None until SQLite made it
 
     def moved(self) -> str | None:
         """None while both are the files opened; else which is not, and how:
         ``"db removed"``, ``"db replaced"``, ``"wal removed"``, ``"wal replaced"``."""
-        now = _identity(self.db)
+        now = _identity(self._paths[0])
         if now != self._db_id:
             return "db removed" if now is None else "db replaced"
-        wal = _identity(self.wal)
+        wal = _identity(self._paths[1])
         if self._wal_id is None:
             self._wal_id = wal
         elif wal != self._wal_id:
