@@ -368,3 +368,13 @@ def test_a1_terms_at_their_longest_with_the_test_clock_at_its_latest_still_serve
             assert s["charge_state"] == "CHARGE_STATE_GRACE"
     finally:
         server.terminate()
+
+
+def test_terms_a_heartbeat_interval_of_exactly_half_the_idle_threshold_is_accepted() -> None:
+    """docs/rules.md, "The numbers": terms are refused for "a heartbeat interval
+    longer than half the idle threshold"; exactly half is not longer, so it serves."""
+    terms = Terms.from_mapping({"heartbeat_interval": "10m", "idle_threshold": "20m"})
+    assert (terms.heartbeat_interval, terms.idle_threshold) == (
+        timedelta(minutes=10),
+        timedelta(minutes=20),
+    )

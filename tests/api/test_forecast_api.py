@@ -113,3 +113,17 @@ def test_l1_negative_low_balance_threshold_is_refused_naming_the_field(desk: Des
     assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
     assert list(info.value.field_violations) == ["low_balance_threshold"]
     assert num(team(desk, "neg"), "low_balance_threshold") == 4  # nothing changed
+
+
+def test_l4_a_charge_older_than_the_burn_window_is_not_in_the_rate(sheet_desk: Desk) -> None:
+    """L4: "burn rate over the last 30 days". Ann's one REVIT day was charged on day
+    0 (10 tokens at 00:05); on day 31 that charge is older than 30 days, so the team
+    has no burn rate and no depletion time (as with no charges at all)."""
+    desk = sheet_desk
+    desk.team("fo", 100)
+    ann = desk.user("fo", "ann")
+    charge_a_day(desk, ann, 0)
+    desk.to(at(d=30))
+    assert team(desk, "fo")["forecast"]["daily_burn_tokens"] > 0  # still within 30 days
+    desk.to(at(d=31))
+    assert team(desk, "fo")["forecast"] == {}

@@ -175,3 +175,15 @@ def test_restore_gives_back_the_same_lookups(coverages: Coverages) -> None:
     assert restored.covering("ann@x.com", "ACAD", T0 + 5 * DAY) is trial
     assert restored.of_user("ann@x.com") == [sub, trial, other]
     assert restored.get("sub-3") is other
+
+
+def test_ad3_ending_one_at_its_very_end_changes_nothing() -> None:
+    """AD3: "one already over comes back unchanged"; a period is [start, end), so at
+    its end_time it is over (C1). EndSubscription then records no change, so the call
+    leaves no audit event (AD2: a call that changes nothing leaves none)."""
+    coverages = Coverages()
+    sub = grant(coverages, T0, T0 + DAY)
+    changes = Changes()
+    ended = coverages.end(sub.subscription_id, T0 + DAY, changes)
+    assert (ended.start_time, ended.end_time) == (T0, T0 + DAY)
+    assert changes.items == []

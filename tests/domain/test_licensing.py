@@ -1461,3 +1461,89 @@ def test_restore_rebuilds_state_and_deadlines(w: World) -> None:
 def test_m8_a_limit_of_one_device_is_said_in_the_singular() -> None:
     assert "already registered on 1 device;" in str(DeviceLimit("ACAD", 1))
     assert "already registered on 2 devices;" in str(DeviceLimit("ACAD", 2))
+
+
+def test_m9_a_takeover_stops_the_least_recently_seen_device_not_the_first_by_id() -> None:
+    """M9 with running_devices_per_product = 2: Ann runs on dev-b, then on dev-a
+    (allowed: two at once), and takes over from dev-c. Room for one is made on the
+    device seen least recently, dev-b, though dev-a comes first by id."""
+    w = World()
+    w.lic.terms = dataclasses.replace(DEFAULT_TERMS, running_devices_per_product=2)
+    w.access.grant("ann", "alpha", "ACAD")
+    w.buy("alpha", 100)
+    older = w.entitle(device="dev-b")
+    w.advance(MIN)
+    newer = w.entitle(device="dev-a")
+    w.advance(MIN)
+    w.heartbeat(newer)
+    w.entitle(device="dev-c", takeover=True)
+    assert (older.state, older.end_reason) == (SessionState.ENDED, EndReason.TAKEN_OVER)
+    assert (newer.state, newer.end_reason) == (SessionState.ACTIVE, None)
+
+
+def test_m6_activity_exactly_the_idle_threshold_ago_does_not_resume_an_idle_session() -> None:
+    """M6 (licensing.py: a heartbeat resumes an idle session only if the activity it
+    reports is *less than* the idle threshold ago): Ann's MAYA went idle; a day and
+    more later its heartbeat reports activity exactly 15 minutes (900 s) ago. That
+    activity has lapsed already: the session stays idle, holds nothing, and so is not
+    ended for want of tokens (alpha has none left after the first day)."""
+    w = World()
+    w.access.grant("ann", "alpha", "MAYA")
+    w.buy("alpha", 8)  # MAYA: 8 a day
+    s = w.entitle(product="MAYA")
+    w.advance(10 * MIN)  # charged: window [T0, T0 + 24 h)
+    w.idle(s)
+    w.advance(12 * 60 * MIN)
+    w.heartbeat(s, seconds=12 * 3600)  # keeps the lease; activity from before the idle
+    w.advance(18 * 60 * MIN)  # T0 + 30 h 10 min: the window is over
+    w.heartbeat(s, seconds=900)
+    assert (s.state, s.end_reason) == (SessionState.IDLE, None)
+    assert w.held() == 0
+
+
+def test_m6_a_heartbeat_reporting_activity_at_the_idle_instant_does_not_resume_it() -> None:
+    """M6: "a heartbeat reporting activity *after* the session went idle makes it
+    active again". Ann's MAYA goes idle in its grace at T0 + 2 min (the hold goes
+    back, M3); a minute later its heartbeat reports activity 60 s ago, at the very
+    instant it went idle: nothing new, so it stays idle and nothing is held or
+    charged (resumed, a new grace would be charged at T0 + 8 min)."""
+    w = World()
+    w.access.grant("ann", "alpha", "MAYA")
+    w.buy("alpha", 50)
+    s = w.entitle(product="MAYA")
+    w.advance(2 * MIN)
+    w.idle(s)
+    assert w.held() == 0
+    w.advance(MIN)
+    w.heartbeat(s, seconds=60)
+    assert s.state is SessionState.IDLE and w.held() == 0
+    w.advance(10 * MIN)
+    assert w.charged() == 0
+
+
+def test_c3_p4_a_covered_plugin_runs_in_its_hosts_team_though_that_team_cannot_pay() -> None:
+    """C3: "a plugin runs in its host's team when that team can pay (or coverage
+    does)". Ann's ACAD runs in beta and takes beta's last tokens; her PLUG is under a
+    trial, so it runs in beta too, not in alpha (which could pay)."""
+    w = two_teams()
+    w.buy("alpha", 50)
+    w.buy("beta", 10)  # ACAD: 10 a day
+    w.coverage.subs.append(FakeSub("ann", "PLUG", "TRIAL", T0, T0 + DAY))
+    host = w.entitle(team="beta")
+    assert host.team_id == "beta" and w.available("beta") == 0
+    plug = w.entitle(product="PLUG", parent=host.session_id)
+    assert plug.team_id == "beta"
+
+
+def test_c3_p4_a_plugin_runs_in_its_hosts_team_when_that_team_has_exactly_its_rate() -> None:
+    """C3: the host's team "can pay" with exactly the plugin's daily rate left (M2:
+    "at least the daily rate"): Ann's PLUG (3 a day) runs in beta, which has 3 left
+    after her ACAD's hold, though alpha's tokens expire sooner."""
+    w = two_teams()
+    w.buy("alpha", 50)
+    w.now += MIN
+    w.buy("beta", 13)
+    host = w.entitle(team="beta")
+    assert w.available("beta") == 3
+    plug = w.entitle(product="PLUG", parent=host.session_id)
+    assert plug.team_id == "beta" and w.held("beta") == 13 and w.held("alpha") == 0

@@ -35,6 +35,7 @@ from server.domain.coverage import SubscriptionKind
 from server.domain.directory import Invitation, InvitationState, MemberState, NotificationKind
 from server.domain.errors import (
     AlreadyExists,
+    InsufficientTokens,
     InvalidArgument,
     InvitationExpired,
     UnknownInvitation,
@@ -837,3 +838,19 @@ async def test_r1_a_release_while_the_report_reads_the_store_keeps_its_active_ti
     await world.engine.sessions.release(ANN, session_id)
     go_on.set()
     assert (await report).total_active_seconds == 3600
+
+
+async def test_t4_m2_an_entitle_after_a_pack_expiry_due_finds_the_pack_expired(
+    world: World,
+) -> None:
+    """§7: Entitle first fires the deadlines already due. pack-1 (acme's only 100
+    tokens, bought at T0) expired a year later (T4: its unused tokens are lost); the
+    scheduler lags, and Ann's Entitle an hour after the expiry must find nothing to
+    hold (INSUFFICIENT_TOKENS), not hold 10 of the expired pack's tokens."""
+    await _assign(["REVIT"])(world.engine)
+    expiry = datetime(2027, 1, 5, 9, 0, tzinfo=UTC)
+    world.late(expiry + HOUR)
+    with pytest.raises(InsufficientTokens):
+        await entitle_on_engine(world.engine, "ann@example.com", "REVIT")
+    assert await world.moves() == [("EXPIRY", 100, expiry)]
+    assert world.tokens() == (0, 0, 0)

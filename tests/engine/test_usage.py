@@ -8,7 +8,7 @@ from itertools import permutations
 
 from server.api.convert import usage_row_out
 from server.domain.changes import Changes
-from server.domain.ledger import EntryKind, Ledger
+from server.domain.ledger import EntryKind, Ledger, PackState
 from server.domain.sessions import ActivitySpan
 from server.engine.usage import UsageReport, pack_usage, report_rows
 from server.store.port import Capture, SessionStart, UsageFacts
@@ -162,3 +162,20 @@ def test_r1_a_span_both_stored_and_open_counts_once_and_one_in_neither_is_not_lo
         ("ann", H + 10 * MS),
         ("bob", H),  # released after the read: in neither the reads nor memory now
     ]
+
+
+_MOVED_OUT_AND_IN = {
+    ("pk_1", EntryKind.MOVE_OUT): 30,
+    ("pk_1", EntryKind.MOVE_IN): 30,
+    ("pk_2", EntryKind.MOVE_OUT): 5,
+}
+
+
+def test_r1_t4_a_pack_moved_out_is_expired_in_the_old_team_from_its_expiry_instant() -> None:
+    """R1 with T4: "at its expiry a pack's unused tokens are lost" (T4's instant is
+    the expiry itself): acme's report at pk_2's expire_time shows it EXPIRED."""
+    ledger = _ledger()
+    expiry = ledger.packs["pk_2"].expire_time
+    usage = pack_usage("acme", expiry, UsageFacts(moved=_MOVED_OUT_AND_IN), ledger)
+    (pk_2,) = [p for p in usage if p.pack_id == "pk_2"]
+    assert pk_2.state is PackState.EXPIRED
