@@ -222,12 +222,12 @@ def test_m1_refused_entitle_changes_nothing(w: World) -> None:
     first = w.entitle(user="cat", device="d1")
     before_items = len(w.items)
     before_heap = len(w.heap)
-    for kwargs in (
-        {"device": "d2"},  # running elsewhere
-        {"product": "NOPE"},
-        {"platform": Platform.LINUX},
+    for kwargs, refusal in (
+        ({"device": "d2"}, RunningElsewhere),
+        ({"product": "NOPE"}, UnknownProduct),
+        ({"platform": Platform.LINUX}, UnsupportedPlatform),
     ):
-        with pytest.raises(Exception):  # noqa: B017 (each refusal is tested elsewhere)
+        with pytest.raises(refusal):  # a refusal, not a crash
             w.entitle(user="cat", **kwargs)  # type: ignore[arg-type]
         assert not w.last_changes
     assert len(w.items) == before_items and len(w.heap) == before_heap
