@@ -514,6 +514,7 @@ class TesseraServer:
     def _install(self, engine: Engine, store: StorePort, term: Term) -> None:
         """From now on the gate hands calls to this term."""
         self.engine, self.store = engine, store
+        term.stopping = self.failure is not None  # a store that failed while it started
         self.gate.term = term
 
     @staticmethod

@@ -33,6 +33,8 @@ SIGNING_KEYS_SUFFIX = ".signing-keys"
 SECRET_KEY_SUFFIX = ".secret-key"  # noqa: S105 (a file name, not a secret)
 LEDGER_HEAD_SUFFIX = ".ledger-head"
 LOCK_SUFFIX = ".lock"
+#: A complete copy the server writes when its files were removed under it (sqlite.py).
+RESCUED_SUFFIX = ".rescued"
 #: Side files a backup carries along (the checkpoint is recomputed from the copy).
 SECRET_SUFFIXES = (ADMIN_TOKEN_SUFFIX, SIGNING_KEYS_SUFFIX, SECRET_KEY_SUFFIX)
 SIDE_SUFFIXES = (*SQLITE_SUFFIXES, *SECRET_SUFFIXES, LEDGER_HEAD_SUFFIX, LOCK_SUFFIX)
@@ -281,3 +283,17 @@ class FilesWatch:
         elif wal != self._wal_id:
             return "wal removed" if wal is None else "wal replaced"
         return None
+
+    def foreign_wal(self) -> bool:
+        """Whether a file other than the ``-wal`` SQLite opened is at its name."""
+        now = _identity(self._paths[1])
+        return now is not None and self._wal_id is not None and now != self._wal_id
+
+    def wal_aside(self) -> Path | None:
+        """A foreign ``-wal`` (``foreign_wal``) moved out of the way of SQLite's close,
+        which removes the file at that name: where it went, to be put back; else None."""
+        if not self.foreign_wal():
+            return None
+        aside = side_path(self.db, "-wal.kept")
+        os.replace(self.wal, aside)
+        return aside

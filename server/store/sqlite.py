@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import secrets
 import sqlite3
 import threading
@@ -47,6 +48,7 @@ from server.store import checkpoint
 from server.store.checkpoint import LedgerHead, LedgerMismatch
 from server.store.codec import AUDIT_EVENTS, LEDGER, NOT_LOADED, TABLES, Row, Table, sharing
 from server.store.files import (
+    RESCUED_SUFFIX,
     SECRET_KEY_SUFFIX,
     FilesWatch,
     create_private,
@@ -397,41 +399,81 @@ class Store(NamedReads):
 
     async def _rescue(self, moved: str) -> str:
         """What is done when ``FilesWatch.moved`` says ``moved``, in words for the
-        failure: the ``-wal`` removed, its commits are written into the database (a
-        checkpoint reads the open, removed file); the database removed, a copy of it
-        is written where it was (VACUUM INTO, from the open files); a file put in the
-        place of either (a restore while the server runs) is left as it is."""
+        failure. A file put in the place of the database or its ``-wal`` (a restore
+        while the server runs) is left as it is (``close`` keeps SQLite from removing
+        a ``-wal`` not its own). A removed ``-wal``: its commits are written into the
+        database (a checkpoint reads the open, removed file). A removed database: a
+        copy of it, from the open files, is put where it was (VACUUM INTO a side file,
+        then renamed into place). Where neither can be done (a reader, a backup, holds
+        an older snapshot, which a checkpoint cannot pass), a complete copy is written
+        beside the database, and the words say how to put it in place."""
         files = self._files
         assert files is not None  # noqa: S101 (only asked with a file)
         db, wal = files.db, files.wal
+        if moved.endswith("replaced"):
+            which = db if moved == "db replaced" else wal
+            return (
+                f"{which} is no longer the file the server opened (moved, or another put in "
+                "its place while the server ran): the server stops and leaves it as it is; "
+                "the commits since went into the file it opened"
+            )
+        gone = db if moved == "db removed" else wal
         try:
-            if moved == "wal removed":
-                await _run(self._db, "PRAGMA wal_checkpoint(TRUNCATE)")
+            saved = await self._checkpoint()
+            if saved and moved == "wal removed":
                 return (
                     f"{wal} was removed while the server ran; every commit it held was "
                     f"written into {db} before the server stopped: start it again"
                 )
-            if moved == "db removed":
-                create_private(db)  # owner-only, and empty: VACUUM INTO writes into it
-                async with self._db.execute("VACUUM INTO ?", (str(db),)):
-                    pass
+            if saved and not files.foreign_wal():
+                # Its -wal, emptied, and -shm go with the file they served: left at their
+                # names they could be taken for the copy's.
+                copy = await self._copy()
+                for side in (wal, side_path(db, "-shm")):
+                    side.unlink(missing_ok=True)
+                os.replace(copy, db)
                 return (
                     f"{db} was removed while the server ran; a copy of everything it held, "
-                    "the last commit included, was written back in its place before the "
-                    "server stopped: start it again (files removed beside it, such as its "
-                    "keys, are not restored: restore those from a backup)"
+                    "the last commit included, was put back in its place before the server "
+                    "stopped: start it again (files removed beside it, such as its keys, "
+                    "are not restored: restore those from a backup)"
                 )
+            copy = await self._copy()
         except (sqlite3.Error, OSError) as exc:
             return (
-                f"{db if moved.startswith('db') else wal} was removed while the server ran, "
-                f"and its last commits could not be saved ({exc}): restore a backup"
+                f"{gone} was removed while the server ran (or its directory moved), and its "
+                f"last commits could not be saved ({exc}): if its directory was moved or "
+                "renamed, the database is whole there; look for it before restoring a backup"
             )
-        which = db if moved == "db replaced" else wal
         return (
-            f"{which} is no longer the file the server opened (moved, or another put in "
-            "its place while the server ran): the server stops and leaves it as it is; "
-            "the commits since went into the file it opened"
+            f"{gone} was removed while the server ran, and its last commits could not be "
+            f"written into {db} (a reader, such as a backup, held an older snapshot): a "
+            f"complete copy is at {copy}; stop what reads {db}, remove {db}-wal and "
+            f"{db}-shm, put the copy in its place (mv {copy} {db}) and start again"
         )
+
+    async def _checkpoint(self) -> bool:
+        """The whole log written into the database and emptied (TRUNCATE): False when
+        a reader's older snapshot kept part of it out (SQLite says so in a row, not an
+        error, once its busy timeout has passed)."""
+        async with self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
+            row = await cur.fetchone()
+        return row is not None and int(row[0]) == 0
+
+    async def _copy(self) -> Path:
+        """A complete copy of the database as this connection sees it (every commit),
+        owner-only, in a new file beside it: ``PATH.rescued`` (or ``PATH.rescued-N``)."""
+        files = self._files
+        assert files is not None  # noqa: S101 (only asked with a file)
+        copy = side_path(files.db, RESCUED_SUFFIX)
+        n = 1
+        while copy.exists():
+            n += 1
+            copy = side_path(files.db, f"{RESCUED_SUFFIX}-{n}")
+        create_private(copy)  # owner-only, and empty: VACUUM INTO writes into it
+        async with self._db.execute("VACUUM INTO ?", (str(copy),)):
+            pass
+        return copy
 
     async def close(self) -> None:
         """Write out everything queued, then close."""
@@ -444,7 +486,14 @@ class Store(NamedReads):
                 stopped = dataclasses.replace(self._head, stopped=True)
                 with contextlib.suppress(OSError):
                     self._anchor.write(stopped)
-        await self._db.close()
+        # SQLite's last connection removes the file at the -wal's name as it closes:
+        # one put there while the server ran (a restore) is kept out of its way.
+        aside = self._files.wal_aside() if self._files is not None else None
+        try:
+            await self._db.close()
+        finally:
+            if aside is not None:
+                os.replace(aside, self._files.wal)  # type: ignore[union-attr]
         if self._anchor is not None:
             self._anchor.close()
         if self._lock is not None:

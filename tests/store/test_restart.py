@@ -7,6 +7,7 @@ import asyncio
 import gc
 import signal
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,7 @@ from server.domain.products import Platform, Product, ProductKind
 from server.domain.sessions import ChargeState, Device, Meter, Session, SessionState
 from server.domain.teams import Plan, Team
 from server.store import sqlite as sqlite_store
+from server.store.audit import connect_read_only
 from server.store.codec import NOT_LOADED, TABLES, Table
 from server.store.port import StorePort
 from server.store.schema import MIGRATIONS
@@ -440,6 +442,73 @@ def test_store_a_database_put_in_place_of_the_servers_is_left_as_it_is(
     failed = [x for x in first.lines if x.get("event") == "store_failed"]
     assert len(failed) == 1 and "is no longer the file the server opened" in failed[0]["error"]
     assert db.read_bytes() == b""
+
+
+@pytest.mark.sqlite_only("SQLite's own files")
+def test_store_a_wal_removed_while_a_backup_reads_is_saved_to_a_copy_named_in_the_error(
+    tmp_path: Path, processes: list[ServerProcess]
+) -> None:
+    """The -wal is removed while a reader holds an older snapshot (`backup`'s
+    read-only connection): the checkpoint that would save its commits cannot pass that
+    snapshot (SQLite says so in a row, not an error), so they are not in the database.
+    The server says so and writes a complete copy beside it, named in `store_failed`;
+    put in place as the words say, it holds every pack answered."""
+    db = tmp_path / "t.db"
+    first = start(processes, db)
+    desk = Desk(first.target).sheet()
+    desk.team("alpha", 100)
+    reader = connect_read_only(db)  # what `backup` holds for its one-step copy
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM ledger").fetchone()  # its snapshot
+    bought = [desk.buy("alpha", 10 + i)["pack_id"] for i in range(3)]
+    Path(f"{db}-wal").unlink()
+    body = {"team_id": "alpha", "tokens": 50, "request_id": "po-after"}
+    desk.refused(None, "PurchaseTokens", body, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
+    desk.close()
+    assert first.wait(60) == 1
+    (failed,) = [x["error"] for x in first.lines if x.get("event") == "store_failed"]
+    copy = Path(f"{db}.rescued")
+    assert f"a complete copy is at {copy}" in failed and "held an older snapshot" in failed
+    reader.close()  # the backup ends; the operator does as told
+    for side in (Path(f"{db}-wal"), Path(f"{db}-shm")):
+        side.unlink(missing_ok=True)
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+    copy.replace(db)
+    again = start(processes, db)
+    desk = Desk(again.target)
+    try:
+        after = desk.a("PurchaseTokens", body)["token_pack"]  # the repeat: stored once
+        packs = {p["pack_id"]: int(p["tokens"]) for p in desk.packs("alpha")}
+        assert {*bought, after["pack_id"]} <= set(packs)
+        assert sorted(packs.values()) == [10, 11, 12, 50, 100]
+    finally:
+        desk.close()
+    assert again.terminate() == 0
+    assert _verify(db).startswith("ok:")
+
+
+@pytest.mark.sqlite_only("SQLite's own files")
+def test_store_a_wal_put_in_place_of_the_servers_is_left_as_it_is(
+    tmp_path: Path, processes: list[ServerProcess]
+) -> None:
+    """A file put at the -wal's name while the server runs: the server stops
+    (store_failed) and the file is there as it was afterwards, though SQLite's last
+    connection removes whatever is at that name as it closes."""
+    db = tmp_path / "t.db"
+    first = start(processes, db)
+    desk = Desk(first.target).sheet()
+    desk.team("alpha", 100)
+    wal = Path(f"{db}-wal")
+    put = tmp_path / "restored-wal"
+    put.write_bytes(b"restored")
+    put.replace(wal)
+    body = {"team_id": "alpha", "tokens": 50, "request_id": "po-after"}
+    desk.refused(None, "PurchaseTokens", body, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
+    desk.close()
+    assert first.wait(60) == 1
+    (failed,) = [x["error"] for x in first.lines if x.get("event") == "store_failed"]
+    assert f"{wal} is no longer the file the server opened" in failed
+    assert wal.read_bytes() == b"restored"
 
 
 def test_store_kill_9_after_advance_clock_keeps_the_time_and_expiry(
