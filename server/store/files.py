@@ -266,7 +266,10 @@ class FilesWatch:
     each commit (``moved``, two ``stat`` calls), before anyone is told it is stored."""
 
     def __init__(self, db: Path) -> None:
-        self.db, self.wal = db, side_path(db, "-wal")
+        # SQLite keeps its side files beside the database's real path (a symbolic link
+        # followed); the database is looked at by its name, links followed too.
+        real = Path(os.path.realpath(db))
+        self.db, self.wal, self.shm = db, side_path(real, "-wal"), side_path(real, "-shm")
         self._paths = str(db), str(self.wal)  # (a str is stat'ed without a conversion)
         self._db_id = _identity(self._paths[0])
         self._wal_id = _identity(self._paths[1])  # None until SQLite made it

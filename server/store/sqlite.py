@@ -429,7 +429,7 @@ class Store(NamedReads):
                 # Its -wal, emptied, and -shm go with the file they served: left at their
                 # names they could be taken for the copy's.
                 copy = await self._copy()
-                for side in (wal, side_path(db, "-shm")):
+                for side in (wal, files.shm):
                     side.unlink(missing_ok=True)
                 os.replace(copy, db)
                 return (
@@ -448,8 +448,8 @@ class Store(NamedReads):
         return (
             f"{gone} was removed while the server ran, and its last commits could not be "
             f"written into {db} (a reader, such as a backup, held an older snapshot): a "
-            f"complete copy is at {copy}; stop what reads {db}, remove {db}-wal and "
-            f"{db}-shm, put the copy in its place (mv {copy} {db}) and start again"
+            f"complete copy is at {copy}; stop what reads {db}, remove {wal} and "
+            f"{files.shm}, put the copy in its place (mv {copy} {db}) and start again"
         )
 
     async def _checkpoint(self) -> bool:

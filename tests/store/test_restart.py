@@ -377,7 +377,7 @@ def test_ops_a_full_disk_under_the_heartbeat_flush_is_store_failed_not_a_bug(
 
 
 @pytest.mark.sqlite_only("SQLite's own files")
-@pytest.mark.parametrize("removed", ["-wal", "the database", "every file"])
+@pytest.mark.parametrize("removed", ["-wal", "the database", "every file", "a linked one's -wal"])
 def test_store_a_file_removed_under_the_server_loses_no_acknowledged_token(
     tmp_path: Path, processes: list[ServerProcess], removed: str
 ) -> None:
@@ -390,13 +390,21 @@ def test_store_a_file_removed_under_the_server_loses_no_acknowledged_token(
     open files hold is written back (the -wal into the database; the database where it
     was), that call is refused UNAVAILABLE, and the server stops with store_failed.
     After a kill -9 of what is left and a restart, every pack is there, the refused
-    one included (its repeat, with the same request id, answers it), and verify is ok."""
+    one included (its repeat, with the same request id, answers it), and verify is ok.
+    A database given as a symbolic link has its -wal beside the link's target."""
     db = tmp_path / "t.db"
+    if removed == "a linked one's -wal":
+        (tmp_path / "data").mkdir()
+        db.symlink_to(tmp_path / "data" / "t.db")
     first = start(processes, db)
     desk = Desk(first.target).sheet()
     desk.team("alpha", 100)
     bought = [desk.buy("alpha", 10 + i)["pack_id"] for i in range(3)]
-    files = {"-wal": [Path(f"{db}-wal")], "the database": [db]}.get(removed)
+    files = {
+        "-wal": [Path(f"{db}-wal")],
+        "the database": [db],
+        "a linked one's -wal": [tmp_path / "data" / "t.db-wal"],
+    }.get(removed)
     for f in files or [f for f in tmp_path.iterdir() if f.name.startswith("t.db")]:
         f.unlink()
     body = {"team_id": "alpha", "tokens": 50, "request_id": "po-after"}
