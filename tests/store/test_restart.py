@@ -376,6 +376,48 @@ def test_ops_a_full_disk_under_the_heartbeat_flush_is_store_failed_not_a_bug(
     assert errors == ["store_failed"]
 
 
+#: The purchase made after a file was removed or replaced: refused, then repeated.
+AFTER = {"team_id": "alpha", "tokens": 50, "request_id": "po-after"}
+
+
+def _team_on(processes: list[ServerProcess], db: Path) -> tuple[ServerProcess, Desk]:
+    """A server on ``db`` with team alpha and its first pack (100 tokens)."""
+    first = start(processes, db)
+    desk = Desk(first.target).sheet()
+    desk.team("alpha", 100)
+    return first, desk
+
+
+def _refused_and_stopped(first: ServerProcess, desk: Desk) -> str:
+    """AFTER is refused UNAVAILABLE, to be repeated; the server stops on its own with
+    exit code 1 and one store_failed line, whose words this returns."""
+    cut = desk.refused(None, "PurchaseTokens", AFTER, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
+    assert "same request_id" in cut.message
+    desk.close()
+    assert first.wait(60) == 1
+    (failed,) = [x["error"] for x in first.lines if x.get("event") == "store_failed"]
+    return str(failed)
+
+
+def _every_pack_after_a_restart(
+    processes: list[ServerProcess], db: Path, bought: list[str]
+) -> None:
+    """Started again on ``db``: every pack answered is there, AFTER's repeat (same
+    request id) is stored once, the balance adds up and verify is ok."""
+    again = start(processes, db)
+    desk = Desk(again.target)
+    try:
+        after = desk.a("PurchaseTokens", AFTER)["token_pack"]
+        packs = {p["pack_id"]: int(p["tokens"]) for p in desk.packs("alpha")}
+        assert {*bought, after["pack_id"]} <= set(packs)
+        assert sorted(packs.values()) == [10, 11, 12, 50, 100]  # the team's first pack: 100
+        assert desk.balance("alpha") == (183, 0)
+    finally:
+        desk.close()
+    assert again.terminate() == 0
+    assert _verify(db).startswith("ok:")
+
+
 @pytest.mark.sqlite_only("SQLite's own files")
 @pytest.mark.parametrize("removed", ["-wal", "the database", "every file", "a linked one's -wal"])
 def test_store_a_file_removed_under_the_server_loses_no_acknowledged_token(
@@ -389,16 +431,14 @@ def test_store_a_file_removed_under_the_server_loses_no_acknowledged_token(
     checkpoint; the database: a new, empty one). The next commit sees it: what the
     open files hold is written back (the -wal into the database; the database where it
     was), that call is refused UNAVAILABLE, and the server stops with store_failed.
-    After a kill -9 of what is left and a restart, every pack is there, the refused
-    one included (its repeat, with the same request id, answers it), and verify is ok.
-    A database given as a symbolic link has its -wal beside the link's target."""
+    After a restart every pack is there, the refused one included (its repeat, with
+    the same request id, answers it), and verify is ok. A database given as a symbolic
+    link has its -wal beside the link's target."""
     db = tmp_path / "t.db"
     if removed == "a linked one's -wal":
         (tmp_path / "data").mkdir()
         db.symlink_to(tmp_path / "data" / "t.db")
-    first = start(processes, db)
-    desk = Desk(first.target).sheet()
-    desk.team("alpha", 100)
+    first, desk = _team_on(processes, db)
     bought = [desk.buy("alpha", 10 + i)["pack_id"] for i in range(3)]
     files = {
         "-wal": [Path(f"{db}-wal")],
@@ -407,49 +447,8 @@ def test_store_a_file_removed_under_the_server_loses_no_acknowledged_token(
     }.get(removed)
     for f in files or [f for f in tmp_path.iterdir() if f.name.startswith("t.db")]:
         f.unlink()
-    body = {"team_id": "alpha", "tokens": 50, "request_id": "po-after"}
-    cut = desk.refused(None, "PurchaseTokens", body, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
-    assert "same request_id" in cut.message
-    assert first.wait() == 1  # on its own
-    failed = [x for x in first.lines if x.get("event") == "store_failed"]
-    assert len(failed) == 1 and "was removed while the server ran" in failed[0]["error"]
-    desk.close()
-    again = start(processes, db)
-    desk = Desk(again.target)
-    try:
-        after = desk.a("PurchaseTokens", body)["token_pack"]  # the repeat: stored once
-        packs = {p["pack_id"]: int(p["tokens"]) for p in desk.packs("alpha")}
-        assert {*bought, after["pack_id"]} <= set(packs)
-        assert sorted(packs.values()) == [10, 11, 12, 50, 100]  # the team's first pack: 100
-        assert desk.balance("alpha") == (183, 0)
-    finally:
-        desk.close()
-    assert again.terminate() == 0
-    assert _verify(db).startswith("ok:")
-
-
-@pytest.mark.sqlite_only("SQLite's own files")
-def test_store_a_database_put_in_place_of_the_servers_is_left_as_it_is(
-    tmp_path: Path, processes: list[ServerProcess]
-) -> None:
-    """A file put at the database's name while the server runs (a restore done the
-    wrong way round): the server's next commit is refused UNAVAILABLE and the server
-    stops (store_failed), never writing over the file put there nor answering as
-    stored what no file at that name holds."""
-    db = tmp_path / "t.db"
-    first = start(processes, db)
-    desk = Desk(first.target).sheet()
-    desk.team("alpha", 100)
-    other = tmp_path / "restored.db"
-    other.write_bytes(b"")  # what was restored (any file: the server must not touch it)
-    other.replace(db)
-    body = {"team_id": "alpha", "tokens": 50, "request_id": "po-after"}
-    desk.refused(None, "PurchaseTokens", body, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
-    desk.close()
-    assert first.wait() == 1
-    failed = [x for x in first.lines if x.get("event") == "store_failed"]
-    assert len(failed) == 1 and "is no longer the file the server opened" in failed[0]["error"]
-    assert db.read_bytes() == b""
+    assert "was removed while the server ran" in _refused_and_stopped(first, desk)
+    _every_pack_after_a_restart(processes, db, bought)
 
 
 @pytest.mark.sqlite_only("SQLite's own files")
@@ -462,19 +461,13 @@ def test_store_a_wal_removed_while_a_backup_reads_is_saved_to_a_copy_named_in_th
     The server says so and writes a complete copy beside it, named in `store_failed`;
     put in place as the words say, it holds every pack answered."""
     db = tmp_path / "t.db"
-    first = start(processes, db)
-    desk = Desk(first.target).sheet()
-    desk.team("alpha", 100)
+    first, desk = _team_on(processes, db)
     reader = connect_read_only(db)  # what `backup` holds for its one-step copy
     reader.execute("BEGIN")
     reader.execute("SELECT COUNT(*) FROM ledger").fetchone()  # its snapshot
     bought = [desk.buy("alpha", 10 + i)["pack_id"] for i in range(3)]
     Path(f"{db}-wal").unlink()
-    body = {"team_id": "alpha", "tokens": 50, "request_id": "po-after"}
-    desk.refused(None, "PurchaseTokens", body, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
-    desk.close()
-    assert first.wait(60) == 1
-    (failed,) = [x["error"] for x in first.lines if x.get("event") == "store_failed"]
+    failed = _refused_and_stopped(first, desk)
     copy = Path(f"{db}.rescued")
     assert f"a complete copy is at {copy}" in failed and "held an older snapshot" in failed
     reader.close()  # the backup ends; the operator does as told
@@ -482,41 +475,27 @@ def test_store_a_wal_removed_while_a_backup_reads_is_saved_to_a_copy_named_in_th
         side.unlink(missing_ok=True)
     assert stat.S_IMODE(copy.stat().st_mode) == 0o600
     copy.replace(db)
-    again = start(processes, db)
-    desk = Desk(again.target)
-    try:
-        after = desk.a("PurchaseTokens", body)["token_pack"]  # the repeat: stored once
-        packs = {p["pack_id"]: int(p["tokens"]) for p in desk.packs("alpha")}
-        assert {*bought, after["pack_id"]} <= set(packs)
-        assert sorted(packs.values()) == [10, 11, 12, 50, 100]
-    finally:
-        desk.close()
-    assert again.terminate() == 0
-    assert _verify(db).startswith("ok:")
+    _every_pack_after_a_restart(processes, db, bought)
 
 
 @pytest.mark.sqlite_only("SQLite's own files")
-def test_store_a_wal_put_in_place_of_the_servers_is_left_as_it_is(
-    tmp_path: Path, processes: list[ServerProcess]
+@pytest.mark.parametrize("name", ["the database", "its -wal"])
+def test_store_a_file_put_in_place_of_the_servers_is_left_as_it_is(
+    tmp_path: Path, processes: list[ServerProcess], name: str
 ) -> None:
-    """A file put at the -wal's name while the server runs: the server stops
-    (store_failed) and the file is there as it was afterwards, though SQLite's last
-    connection removes whatever is at that name as it closes."""
+    """A file put at the database's name or its -wal's while the server runs (a
+    restore done the wrong way round): the server's next commit is refused UNAVAILABLE
+    and the server stops (store_failed), never answering as stored what no file at
+    that name holds; the file put there is as it was afterwards, though SQLite's last
+    connection removes whatever is at the -wal's name as it closes."""
     db = tmp_path / "t.db"
-    first = start(processes, db)
-    desk = Desk(first.target).sheet()
-    desk.team("alpha", 100)
-    wal = Path(f"{db}-wal")
-    put = tmp_path / "restored-wal"
-    put.write_bytes(b"restored")
-    put.replace(wal)
-    body = {"team_id": "alpha", "tokens": 50, "request_id": "po-after"}
-    desk.refused(None, "PurchaseTokens", body, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
-    desk.close()
-    assert first.wait(60) == 1
-    (failed,) = [x["error"] for x in first.lines if x.get("event") == "store_failed"]
-    assert f"{wal} is no longer the file the server opened" in failed
-    assert wal.read_bytes() == b"restored"
+    first, desk = _team_on(processes, db)
+    at = db if name == "the database" else Path(f"{db}-wal")
+    put = tmp_path / "restored"
+    put.write_bytes(b"restored")  # any file: the server must not touch it
+    put.replace(at)
+    assert f"{at} is no longer the file the server opened" in _refused_and_stopped(first, desk)
+    assert at.read_bytes() == b"restored"
 
 
 def test_store_kill_9_after_advance_clock_keeps_the_time_and_expiry(
