@@ -297,6 +297,6 @@ class FilesWatch:
         which removes the file at that name: where it went, to be put back; else None."""
         if not self.foreign_wal():
             return None
-        aside = side_path(self.db, "-wal.kept")
+        aside = self.wal.with_name(self.wal.name + ".kept")  # beside it (a link's target)
         os.replace(self.wal, aside)
         return aside
