@@ -161,33 +161,56 @@ class PostgresCount:
     """Counts the PostgreSQL tests collected and passed; under CI a run of the
     whole suite, or of a selection holding PostgreSQL tests, fails when none
     passed: skipped, deselected or never collected, CI must not pass without
-    them (``tests/pg.py`` already fails each one it cannot give a database)."""
+    them (``tests/pg.py`` already fails each one it cannot give a database).
+
+    Under pytest-xdist (``make test`` runs ``-n``) the workers collect and the
+    controller judges: each worker hands the ids it collected back in
+    ``workeroutput`` (xdist's channel for what a worker found), and the
+    controller counts the passes every worker reports to it."""
+
+    KEY = "tessera_postgres_collected"
 
     def __init__(self) -> None:
         self.collected: set[str] = set()
-        self.passed = 0
+        self.passed: set[str] = set()
 
     # First, before -k, -m or --deselect take any away: a test deselected is not run.
     @pytest.hookimpl(tryfirst=True)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
         self.collected = {item.nodeid for item in items if _on_postgres(item)}
+        workeroutput = getattr(config, "workeroutput", None)
+        if workeroutput is not None:  # an xdist worker: the controller judges
+            workeroutput[self.KEY] = sorted(self.collected)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """An xdist worker ended (on the controller): take the ids it collected."""
+        self.collected.update(getattr(node, "workeroutput", {}).get(self.KEY, ()))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when == "call" and report.passed and report.nodeid in self.collected:
-            self.passed += 1
+        if report.when == "call" and report.passed:
+            self.passed.add(report.nodeid)
 
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if self.collected and not terminalreporter.config.option.collectonly:
+    def _judges(self, config: pytest.Config) -> bool:
+        return not hasattr(config, "workerinput") and not config.option.collectonly
+
+    def pytest_terminal_summary(
+        self, terminalreporter: pytest.TerminalReporter, config: pytest.Config
+    ) -> None:
+        if self.collected and self._judges(config):
+            passed = len(self.passed & self.collected)
             terminalreporter.write_line(
-                f"PostgreSQL: {self.passed} tests passed of {len(self.collected)} collected"
+                f"PostgreSQL: {passed} tests passed of {len(self.collected)} collected"
             )
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         config = session.config
         whole = config.args_source == pytest.Config.ArgsSource.TESTPATHS
-        if config.option.collectonly or not os.environ.get("CI") or not (whole or self.collected):
+        if not self._judges(config) or not os.environ.get("CI") or not (whole or self.collected):
             return
-        if self.passed == 0 and exitstatus == pytest.ExitCode.OK:
+        if not self.passed & self.collected and exitstatus == pytest.ExitCode.OK:
             reporter = config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None:
                 reporter.write_line("error: under CI, no PostgreSQL test ran (issue 13, point 7)")

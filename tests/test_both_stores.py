@@ -44,14 +44,32 @@ def test_point7_every_api_test_runs_on_both_stores() -> None:
     assert on["postgres"] == on["sqlite"]  # none runs on one store only
 
 
-def test_point7_under_ci_a_run_whose_postgresql_tests_did_not_run_fails() -> None:
-    deselected = ("--deselect", f"{FORGOTTEN_TEST}[postgres]", FORGOTTEN)
+# In one process, and as `make test` runs it: in xdist's workers, judged by its controller.
+IN = pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["one process", "xdist workers"])
+
+
+@IN
+def test_point7_under_ci_a_run_whose_postgresql_tests_did_not_run_fails(
+    workers: tuple[str, ...],
+) -> None:
+    deselected = (*workers, "--deselect", f"{FORGOTTEN_TEST}[postgres]", FORGOTTEN)
     result = pytest_run(*deselected, ci=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout + result.stderr
-    assert "1 passed, 1 deselected" in result.stdout
+    assert "1 passed" in result.stdout
+    assert "PostgreSQL: 0 tests passed of 1 collected" in result.stdout
     assert "error: under CI, no PostgreSQL test ran" in result.stdout
     # The same run outside CI passes: a developer may choose what to run.
     assert pytest_run(*deselected, ci=False).returncode == 0
+
+
+@IN
+def test_point7_under_ci_a_run_whose_postgresql_tests_passed_passes_and_counts_them(
+    workers: tuple[str, ...],
+) -> None:
+    result = pytest_run(*workers, FORGOTTEN, ci=True)
+    assert result.returncode == pytest.ExitCode.OK, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+    assert "PostgreSQL: 1 tests passed of 1 collected" in result.stdout
 
 
 @pytest.mark.sqlite_only("guards the marker itself")
