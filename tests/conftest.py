@@ -2,7 +2,7 @@
 
 The wire tests run on both stores: ``backend`` is "sqlite" or "postgres", and
 ``database`` the test's database on it (a SQLite file in ``tmp_path``, or a
-fresh database of the run's PostgreSQL, ``tests/pg.py``); ``server`` starts on
+database of the run's PostgreSQL, migrated and empty, ``tests/pg.py``); ``server`` starts on
 it. A test that uses any of the three runs once per store, its id saying which
 (``test_x[postgres]``). A test about SQLite itself (the file's modes, its lock
 file, its checkpoint, its backup, bytes grepped from the file) says so with
@@ -37,7 +37,8 @@ from tests.support import (
     running,
 )
 
-# PostgreSQL for the tests: the fixtures `pg` (the run's server) and `pg_url` (a fresh database).
+# PostgreSQL for the tests: the fixtures `pg` (the run's server), `pg_url` (a fresh, empty
+# database) and `pg_migrated_url` (every table, no row: `database`'s).
 pytest_plugins = ["tests.pg"]
 
 
@@ -100,11 +101,12 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
-    """The test's database on ``backend``: a SQLite file's path, or a PostgreSQL URL."""
+    """The test's database on ``backend``: a SQLite file's path (none yet), or a PostgreSQL
+    URL (every table, no row: as a server's first start leaves it, ``tests/pg.py``)."""
     if backend == "sqlite":
         yield tmp_path / "tessera.db"
         return
-    url: str = request.getfixturevalue("pg_url")
+    url: str = request.getfixturevalue("pg_migrated_url")
     try:
         yield url
     finally:

@@ -1,0 +1,109 @@
+"""The wire tests' PostgreSQL databases are reused (``tests/pg.py``): a test must find
+its database as a server's first start leaves it, whatever the test before did in it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.pg import TABLES_SQL, PgServer, run_sync
+
+
+def _fetch(url: str, sql: str) -> list[Any]:
+    async def go() -> list[Any]:
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            return list(await conn.fetch(sql))
+        finally:
+            await conn.close()
+
+    return run_sync(go)
+
+
+def _execute(url: str, *statements: str) -> None:
+    async def go() -> None:
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            for sql in statements:
+                await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    run_sync(go)
+
+
+def _rows(url: str) -> dict[str, int]:
+    tables = [row[0] for row in _fetch(url, TABLES_SQL)]
+    return {t: int(_fetch(url, f"SELECT count(*) FROM {t}")[0][0]) for t in tables}  # noqa: S608
+
+
+def _name(url: str) -> str:
+    return url.split("?", 1)[0].rsplit("/", 1)[-1]
+
+
+def test_pg_a_database_given_back_comes_to_the_next_test_empty_under_another_name(
+    pg: PgServer,
+) -> None:
+    first = pg.migrated()
+    fresh = _rows(first)
+    assert len(fresh) >= 20 and set(fresh.values()) == {0}  # every table, no row
+    _execute(first, "INSERT INTO teams VALUES ('alpha', 'Alpha', 'flex', 0, '', 0)")
+    assert _rows(first)["teams"] == 1
+    kept = pg.reusable
+    pg.give_back(first)
+    assert pg.reusable == kept + 1
+    second = pg.migrated()  # the one just given back (the last kept is the first given)
+    assert _name(second) != _name(first)  # renamed: what reached the first cannot reach it
+    assert _rows(second) == fresh
+    assert [tuple(r) for r in _fetch(second, "SELECT count(*) FROM schema_version")] != [(0,)]
+    with pytest.raises(asyncpg.InvalidCatalogNameError):
+        _fetch(first, "SELECT 1")
+    pg.give_back(second)
+
+
+def test_pg_a_session_the_test_left_open_is_ended_before_the_database_is_reused(
+    pg: PgServer,
+) -> None:
+    url = pg.migrated()
+    kept = pg.reusable
+
+    async def left_open() -> bool:
+        conn = await asyncpg.connect(url, timeout=10)
+        await conn.execute("BEGIN; LOCK TABLE teams IN ACCESS EXCLUSIVE MODE")
+        pg.give_back(url)  # ends it (the lock with it) rather than waiting on it
+        try:
+            await conn.fetchval("SELECT 1")
+        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
+            return True
+        finally:
+            await conn.close(timeout=1)
+        return False
+
+    assert run_sync(left_open)
+    assert pg.reusable == kept + 1  # emptied for the next test, not dropped
+    again = pg.migrated()
+    assert set(_rows(again).values()) == {0}
+    pg.give_back(again)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "ALTER TABLE teams ADD COLUMN extra INTEGER",
+        "CREATE INDEX teams_extra ON teams (display_name)",
+        "REVOKE INSERT ON teams FROM PUBLIC; REVOKE INSERT ON teams FROM CURRENT_USER",
+        "DELETE FROM schema_version WHERE version = (SELECT max(version) FROM schema_version)",
+        "CREATE TABLE extra (x INTEGER)",
+    ],
+    ids=["a column", "an index", "a grant", "a migration", "a table"],
+)
+def test_pg_a_database_changed_beyond_its_rows_is_dropped_not_reused(
+    pg: PgServer, change: str
+) -> None:
+    url = pg.migrated()
+    _execute(url, change)
+    kept = pg.reusable
+    pg.give_back(url)
+    assert pg.reusable == kept  # not kept for another test
