@@ -692,13 +692,15 @@ async def test_pg_a_read_whose_connection_is_lost_is_unavailable_not_internal(
 
 async def _cut_the_read(pg_url: str, function: str) -> None:
     """Call ``function`` (pg_terminate_backend, pg_cancel_backend) on the reader's
-    backend running pg_sleep, once the read is under way (5 s at most)."""
+    backend running pg_sleep, once the read is under way (5 s at most): sleeping, not
+    only named in pg_stat_activity, which it is from its Parse on, and PostgreSQL
+    drops a cancel that finds the backend waiting for the client's Execute."""
     for _ in range(250):
         cut = await _sql(
             pg_url,
             f"SELECT {function}(pid) FROM pg_stat_activity "  # noqa: S608 (the test's own names)
             "WHERE application_name LIKE 'tessera-reader:%' AND query LIKE '%pg_sleep%' "
-            "AND datname = current_database()",
+            "AND wait_event = 'PgSleep' AND datname = current_database()",
         )
         if cut:
             return
