@@ -84,6 +84,33 @@ async def _wrap(make: Callable[[], Awaitable[_T]]) -> _T:
     return await make()
 
 
+def execute(url: str, *statements: str) -> None:
+    """Run ``statements`` on ``url``'s database, in order, from sync code."""
+
+    async def go() -> None:
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            for sql in statements:
+                await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    run_sync(go)
+
+
+def fetch(url: str, sql: str) -> list[Any]:
+    """The rows of ``sql`` on ``url``'s database, from sync code."""
+
+    async def go() -> list[Any]:
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            return list(await conn.fetch(sql))
+        finally:
+            await conn.close()
+
+    return run_sync(go)
+
+
 class PgServer:
     """One PostgreSQL server; makes and drops the tests' databases.
 

@@ -3,40 +3,15 @@ its database as a server's first start leaves it, whatever the test before did i
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
 import pytest
 
-from tests.pg import TABLES_SQL, PgServer, run_sync
-
-
-def _fetch(url: str, sql: str) -> list[Any]:
-    async def go() -> list[Any]:
-        conn = await asyncpg.connect(url, timeout=10)
-        try:
-            return list(await conn.fetch(sql))
-        finally:
-            await conn.close()
-
-    return run_sync(go)
-
-
-def _execute(url: str, *statements: str) -> None:
-    async def go() -> None:
-        conn = await asyncpg.connect(url, timeout=10)
-        try:
-            for sql in statements:
-                await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    run_sync(go)
+from tests.pg import TABLES_SQL, PgServer, execute, fetch, run_sync
 
 
 def _rows(url: str) -> dict[str, int]:
-    tables = [row[0] for row in _fetch(url, TABLES_SQL)]
-    return {t: int(_fetch(url, f"SELECT count(*) FROM {t}")[0][0]) for t in tables}  # noqa: S608
+    tables = [row[0] for row in fetch(url, TABLES_SQL)]
+    return {t: int(fetch(url, f"SELECT count(*) FROM {t}")[0][0]) for t in tables}  # noqa: S608
 
 
 def _name(url: str) -> str:
@@ -49,7 +24,7 @@ def test_pg_a_database_given_back_comes_to_the_next_test_empty_under_another_nam
     first = pg.migrated()
     fresh = _rows(first)
     assert len(fresh) >= 20 and set(fresh.values()) == {0}  # every table, no row
-    _execute(first, "INSERT INTO teams VALUES ('alpha', 'Alpha', 'flex', 0, '', 0)")
+    execute(first, "INSERT INTO teams VALUES ('alpha', 'Alpha', 'flex', 0, '', 0)")
     assert _rows(first)["teams"] == 1
     kept = pg.reusable
     pg.give_back(first)
@@ -57,9 +32,9 @@ def test_pg_a_database_given_back_comes_to_the_next_test_empty_under_another_nam
     second = pg.migrated()  # the one just given back (the last kept is the first given)
     assert _name(second) != _name(first)  # renamed: what reached the first cannot reach it
     assert _rows(second) == fresh
-    assert [tuple(r) for r in _fetch(second, "SELECT count(*) FROM schema_version")] != [(0,)]
+    assert [tuple(r) for r in fetch(second, "SELECT count(*) FROM schema_version")] != [(0,)]
     with pytest.raises(asyncpg.InvalidCatalogNameError):
-        _fetch(first, "SELECT 1")
+        fetch(first, "SELECT 1")
     pg.give_back(second)
 
 
@@ -103,7 +78,7 @@ def test_pg_a_database_changed_beyond_its_rows_is_dropped_not_reused(
     pg: PgServer, change: str
 ) -> None:
     url = pg.migrated()
-    _execute(url, change)
+    execute(url, change)
     kept = pg.reusable
     pg.give_back(url)
     assert pg.reusable == kept  # not kept for another test

@@ -27,7 +27,6 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
-import asyncpg
 import grpc
 import pytest
 
@@ -51,7 +50,7 @@ from tests.api.test_audit_api import three_team_host
 from tests.engine.test_restore import _ann_and_acad, _entitle_ann
 from tests.grpcurl import Grpcurl
 from tests.licensing_desk import T0, A, Desk
-from tests.pg import run_sync
+from tests.pg import execute, fetch, run_sync
 from tests.support import ADMIN_TOKEN, ServerProcess, running
 
 # -- a failed commit stores neither ------------------------------------------------
@@ -284,16 +283,7 @@ def _tamper(database: Path | str, *statements: str) -> list[str]:
                 conn.execute(sql)
         conn.close()
     else:
-
-        async def run() -> None:
-            conn = await asyncpg.connect(database)
-            try:
-                for sql in statements:
-                    await conn.execute(sql)
-            finally:
-                await conn.close()
-
-        run_sync(run)
+        execute(database, *statements)
     return _verify(database).problems
 
 
@@ -382,15 +372,7 @@ def _select(database: Path | str, sql: str) -> list[tuple[object, ...]]:
             found = conn.execute(sql).fetchall()
         conn.close()
         return found
-
-    async def run() -> list[tuple[object, ...]]:
-        conn = await asyncpg.connect(database)
-        try:
-            return [tuple(r) for r in await conn.fetch(sql)]
-        finally:
-            await conn.close()
-
-    return run_sync(run)
+    return [tuple(r) for r in fetch(database, sql)]
 
 
 # The end of the trail is anchored by SQLite's checkpoint; PostgreSQL keeps none
