@@ -214,6 +214,9 @@ class ServerProcess:
     file_size_limit: int | None = None
     #: Cleared, the test stops reading the server's output (a log reader that pauses).
     reading: threading.Event = field(default_factory=_reading)
+    #: The reader clears ``reading`` itself once it has read a line with this event: it
+    #: pauses right there, every line before read (``pause_reading_after``).
+    pause_after: str | None = None
 
     @property
     def target(self) -> str:
@@ -267,9 +270,20 @@ class ServerProcess:
         assert self.proc is not None and self.proc.stdout is not None
         while self.reading.wait() and (raw := self.proc.stdout.readline()):
             try:
-                self.lines.append(json.loads(raw))
+                line = json.loads(raw)
             except ValueError:
-                self.lines.append({"raw": raw.decode(errors="replace")})
+                line = {"raw": raw.decode(errors="replace")}
+            wanted = self.pause_after
+            if wanted is not None and isinstance(line, dict) and line.get("event") == wanted:
+                self.pause_after = None
+                self.reading.clear()
+            self.lines.append(line)
+
+    def pause_reading_after(self, event: str) -> None:
+        """Stop reading the server's output once the line with ``event`` is read (a log
+        reader that pauses); ``reading.set()`` reads on. Clearing ``reading`` from the
+        test instead would leave unread whatever the reader had not reached yet."""
+        self.pause_after = event
 
     def terminate(self, timeout: float = 30) -> int:
         assert self.proc is not None

@@ -219,7 +219,7 @@ def test_front_process_a_log_reader_that_pauses_holds_the_server_and_never_ends_
         auth = (("authorization", f"Bearer {desk.keys[ann]}"),)
         desk.close()
         out = f"/proc/{server.proc.pid}/fd/1"
-        server.reading.clear()  # the reader pauses (once it has read the line it waits for)
+        server.pause_reading_after("paused")  # the reader pauses at the line written here
         with open(out, "wb") as pipe:
             pipe.write(b'{"event": "paused"}\n')
         when_logged(server, lambda x: x.get("event") == "paused")
