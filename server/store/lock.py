@@ -17,6 +17,14 @@ own. A database that does not exist yet (a first start) is not refused.
 The lock is the kernel's: it goes with the process however it ends (kill -9
 included), so there is never a stale lock to remove. ``flock`` belongs to the
 open file description, so two stores in one process exclude each other too.
+The store also takes a ``flock`` on the database file itself once the lock is
+held (``hold``), so that a lock file removed by hand while its server runs (a
+clean-up of ``var/``) lets no second server in: the second one takes a new
+``PATH.lock`` but not the file, and is refused naming the holder's pid (read
+from ``/proc/locks``). A ``flock`` and SQLite's own ``fcntl`` locks do not meet
+on a local file system (SQLite's WAL needs one anyway); the descriptor stays
+open until SQLite has closed the file, as closing any descriptor of a file lets
+go of the process's ``fcntl`` locks on it.
 Readers (``verify``, ``backup``) take no lock: SQLite's WAL lets them read a
 consistent snapshot beside the writer. The file is left in place when the store
 closes (removing it would race with the next server taking it).
@@ -42,6 +50,7 @@ class DatabaseHardLinked(OSError):
 class DatabaseLock:
     def __init__(self, fd: int, path: Path) -> None:
         self._fd: int | None = fd
+        self._held: int | None = None  # the database file's own descriptor (``hold``)
         self.path = path
 
     @classmethod
@@ -82,10 +91,54 @@ class DatabaseLock:
             raise DatabaseHardLinked(problem)
         return cls(fd, path)
 
+    def hold(self, db: Path) -> None:
+        """Take the database file itself too (made owner-only if there is none yet):
+        a second server whose lock file was made anew is refused here. Called once
+        this lock is held, before SQLite opens the file."""
+        real = os.path.realpath(db)
+        fd = os.open(real, os.O_RDONLY | os.O_CREAT, OWNER_ONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _flock_holder(os.fstat(fd))
+            os.close(fd)
+            who = f"server pid {holder}" if holder else "another server"
+            raise DatabaseInUse(
+                f"database {db} is in use by {who}, which holds the file itself: its lock "
+                f"file {self.path} was removed or replaced while it ran; stop that server "
+                "first (its next start makes the lock file again), or give this server "
+                "another --db"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._held = fd
+
     def release(self) -> None:
+        """Let go of both (after SQLite has closed the database)."""
+        if self._held is not None:
+            os.close(self._held)
+            self._held = None
         if self._fd is not None:
             os.close(self._fd)  # closing the last descriptor releases the flock
             self._fd = None
+
+
+def _flock_holder(st: os.stat_result) -> str | None:
+    """The pid holding a ``flock`` on the file ``st`` describes, from ``/proc/locks``
+    (``1: FLOCK ADVISORY WRITE 4242 fd:01:123456 0 EOF``), or None."""
+    inode = f":{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            for line in locks:
+                fields = line.split()
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].endswith(inode):
+                    major, minor = (int(part, 16) for part in fields[5].split(":")[:2])
+                    if os.makedev(major, minor) == st.st_dev and fields[4].isdigit():
+                        return fields[4]
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def _other_names(db: Path, real: Path) -> str | None:

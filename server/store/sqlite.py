@@ -157,6 +157,7 @@ class Store(NamedReads):
         lock = DatabaseLock.acquire(file)  # before anything is written
         anchor = None
         try:
+            lock.hold(file)  # the file itself too: a lock file removed by hand lets none in
             tighten(file)
             create_private(file)  # SQLite gives -wal and -shm the database's mode
             key = load_or_create_secret_key(side_path(file, SECRET_KEY_SUFFIX))

@@ -624,6 +624,28 @@ def test_h4_a_server_on_a_hard_linked_database_refuses_to_start_in_one_line(
     assert before == after  # it touched nothing: no -wal, -shm or secret beside either name
 
 
+def test_h4_a_lock_file_removed_by_hand_lets_no_second_server_in(tmp_path: Path) -> None:
+    """A clean-up of the database's folder while its server runs removes PATH.lock: a
+    second server made a new one, took it, and opened the database beside the first.
+    The first holds the database file itself too, so the second is refused, naming
+    the first's pid; once the first stops, a server starts and makes the lock again."""
+    db = tmp_path / "tessera.db"
+    with running(db) as first:
+        (tmp_path / "tessera.db.lock").unlink()
+        message = _refused_start(db, DatabaseInUse, "which holds the file itself")
+        assert message == (
+            f"database {db} is in use by server pid {os.getpid()}, which holds the file "
+            f"itself: its lock file {db}.lock was removed or replaced while it ran; stop "
+            "that server first (its next start makes the lock file again), or give this "
+            "server another --db"
+        )
+        with _admin(first.target) as admin:  # the first one serves on
+            admin(A + "CreateTeam", {"team_id": "acme"})
+    with running(db) as again, _admin(again.target) as admin:  # the file goes with the server
+        assert [t["team_id"] for t in admin(A + "ListTeams", {})["teams"]] == ["acme"]
+    assert (tmp_path / "tessera.db.lock").exists()
+
+
 def test_h4_two_servers_in_one_process_exclude_each_other(tmp_path: Path) -> None:
     db = tmp_path / "tessera.db"
     with running(db):
