@@ -84,6 +84,11 @@ async def _wrap(make: Callable[[], Awaitable[_T]]) -> _T:
     return await make()
 
 
+def database_name(url: str) -> str:
+    """The database a PostgreSQL URL names."""
+    return urlsplit(url).path.lstrip("/")
+
+
 def execute(url: str, *statements: str) -> None:
     """Run ``statements`` on ``url``'s database, in order, from sync code."""
 
@@ -124,7 +129,7 @@ class PgServer:
         self._spare: Future[str] | None = None
         self._emptied: list[str] = []  # migrated databases emptied after their test
         self._shape: str | None = None  # a freshly migrated database's (``SHAPE_SQL``)
-        version = run_sync(lambda: self._fetchval("SHOW server_version_num"))
+        version = fetch(admin_url, "SHOW server_version_num")[0][0]
         self._copy = " STRATEGY FILE_COPY" if int(version) >= 150000 else ""  # new in 15
 
     def url(self, name: str) -> str:
@@ -137,7 +142,7 @@ class PgServer:
 
     def _make(self) -> str:
         name = f"t_{secrets.token_hex(6)}"
-        run_sync(lambda: self._admin(f'CREATE DATABASE "{name}"{self._copy}'))
+        execute(self.admin_url, f'CREATE DATABASE "{name}"{self._copy}')
         return self.url(name)
 
     @property
@@ -160,14 +165,17 @@ class PgServer:
         name = f"t_{secrets.token_hex(6)}"
         try:
             run_sync(lambda: _rename(self.admin_url, url, name))
-            emptied = run_sync(lambda: _emptied(self.url(name), self._shape))
         except Exception:  # whatever it was, the database is not reused
+            self.drop(url)
+            return
+        try:
+            emptied = run_sync(lambda: _truncated(self.url(name), self._shape))
+        except Exception:  # the same
             emptied = False
         if emptied:
             self._emptied.append(name)
         else:
             self.drop(self.url(name))
-            self.drop(url)  # the rename failed
 
     def close(self) -> None:
         """Drop the spare database and the emptied ones."""
@@ -181,29 +189,13 @@ class PgServer:
                 self.drop(self.url(name))
 
     def drop(self, url: str) -> None:
-        name = urlsplit(url).path.lstrip("/")
-        run_sync(lambda: self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    async def _admin(self, *statements: str) -> None:
-        conn = await asyncpg.connect(self.admin_url, timeout=10)
-        try:
-            for sql in statements:
-                await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    async def _fetchval(self, sql: str) -> Any:
-        conn = await asyncpg.connect(self.admin_url, timeout=10)
-        try:
-            return await conn.fetchval(sql)
-        finally:
-            await conn.close()
+        execute(self.admin_url, f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
 
     def without_fsync(self) -> None:
         """A throwaway server's settings for speed (see the module docstring)."""
         off = ("fsync", "full_page_writes", "synchronous_commit")
         sets = [f"ALTER SYSTEM SET {name} = off" for name in off]
-        run_sync(lambda: self._admin(*sets, "SELECT pg_reload_conf()"))
+        execute(self.admin_url, *sets, "SELECT pg_reload_conf()")
 
 
 #: What a test may change in its database besides rows, as one digest: tables, columns,
@@ -255,7 +247,7 @@ async def _migrate(url: str) -> str:
 async def _rename(admin_url: str, url: str, name: str) -> None:
     """End every session on ``url``'s database, then rename it ``name``: a server the test
     left running (a child process, a stopped one) cannot reach it again."""
-    old = urlsplit(url).path.lstrip("/")
+    old = database_name(url)
     conn = await asyncpg.connect(admin_url, timeout=10)
     try:
         for _ in range(100):  # the sessions ended leave within milliseconds
@@ -271,7 +263,7 @@ async def _rename(admin_url: str, url: str, name: str) -> None:
         await conn.close()
 
 
-async def _emptied(url: str, shape: str | None) -> bool:
+async def _truncated(url: str, shape: str | None) -> bool:
     """Truncate every table of ``url``'s database if its shape is a fresh migration's;
     whether it was."""
     conn = await asyncpg.connect(url, timeout=10)

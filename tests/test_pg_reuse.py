@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from tests.pg import TABLES_SQL, PgServer, execute, fetch, run_sync
+from tests.pg import TABLES_SQL, PgServer, database_name, execute, fetch, run_sync
 
 
 def _rows(url: str) -> dict[str, int]:
@@ -14,11 +14,7 @@ def _rows(url: str) -> dict[str, int]:
     return {t: int(fetch(url, f"SELECT count(*) FROM {t}")[0][0]) for t in tables}  # noqa: S608
 
 
-def _name(url: str) -> str:
-    return url.split("?", 1)[0].rsplit("/", 1)[-1]
-
-
-def test_pg_a_database_given_back_comes_to_the_next_test_empty_under_another_name(
+def test_pg_a_database_given_back_comes_to_the_next_test_empty_under_anotherdatabase_name(
     pg: PgServer,
 ) -> None:
     first = pg.migrated()
@@ -30,7 +26,9 @@ def test_pg_a_database_given_back_comes_to_the_next_test_empty_under_another_nam
     pg.give_back(first)
     assert pg.reusable == kept + 1
     second = pg.migrated()  # the one just given back (the last kept is the first given)
-    assert _name(second) != _name(first)  # renamed: what reached the first cannot reach it
+    assert database_name(second) != database_name(
+        first
+    )  # renamed: what reached the first cannot reach it
     assert _rows(second) == fresh
     assert [tuple(r) for r in fetch(second, "SELECT count(*) FROM schema_version")] != [(0,)]
     with pytest.raises(asyncpg.InvalidCatalogNameError):
