@@ -157,9 +157,10 @@ class Store(NamedReads):
         lock = DatabaseLock.acquire(file)  # before anything is written
         anchor = None
         try:
-            lock.hold(file)  # the file itself too: a lock file removed by hand lets none in
+            # The file itself too (a lock file removed by hand lets none in), made owner-only
+            # if new: SQLite gives -wal and -shm the database's mode.
+            lock.hold(file)
             tighten(file)
-            create_private(file)  # SQLite gives -wal and -shm the database's mode
             key = load_or_create_secret_key(side_path(file, SECRET_KEY_SUFFIX))
             expected = checkpoint.read(checkpoint.checkpoint_path(file))
             anchor = checkpoint.Anchor(checkpoint.checkpoint_path(file))
@@ -481,7 +482,7 @@ class Store(NamedReads):
         await self._group.close()
         if self._group.failed is None:
             with contextlib.suppress(Exception):
-                await _run(self._db, "PRAGMA wal_checkpoint(TRUNCATE)")
+                await self._checkpoint()
             if self._anchor is not None and self._group.running:
                 # Everything is written: the database ends exactly here.
                 stopped = dataclasses.replace(self._head, stopped=True)
