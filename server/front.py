@@ -123,8 +123,15 @@ class Link(asyncio.Protocol):
     """One end of the Unix socket: frames of marshalled lists of tuples, each
     side sending, once a turn of its loop, what it gathered in that turn."""
 
-    def __init__(self, on_batch: Callable[[list[tuple[Any, ...]]], None]) -> None:
+    def __init__(
+        self,
+        on_batch: Callable[[list[tuple[Any, ...]]], None],
+        undelivered: Callable[[list[tuple[Any, ...]]], None] | None = None,
+    ) -> None:
+        """``undelivered``: given what a turn gathered once the other end is gone (the
+        socket closed between the send and its turn's flush), else it is dropped."""
         self.on_batch = on_batch
+        self.undelivered = undelivered
         self.transport: asyncio.WriteTransport | None = None
         # Kept: asyncio.get_running_loop() makes a getpid system call on each use
         # (Python 3.11), a place for the kernel to take the core away mid-call.
@@ -166,10 +173,12 @@ class Link(asyncio.Protocol):
     def flush(self) -> None:
         if not self._out:
             return
-        body = marshal.dumps(self._out)
-        self._out = []
+        items, self._out = self._out, []
         if self.transport is not None and not self.transport.is_closing():
+            body = marshal.dumps(items)
             self.transport.write(FRAME.pack(len(body)) + body)
+        elif self.undelivered is not None:
+            self.undelivered(items)
 
 
 # -- the back: the server's side ----------------------------------------------------
@@ -477,7 +486,7 @@ class Front(grpc.GenericRpcHandler):
     def __init__(self, now: Callable[[], float] = monotonic, max_calls: int = 0) -> None:
         """``max_calls``: the calls it holds for the back at once (``--max-calls-in-flight``;
         0: no limit)."""
-        self.link = Link(self._on_batch)
+        self.link = Link(self._on_batch, undelivered=_write_lines)
         self.health = Health()
         # Calls waiting for the back: at most the server's own limit, so that a back
         # whose loop is held (or paused) does not leave the front taking calls without
@@ -638,6 +647,14 @@ class Front(grpc.GenericRpcHandler):
         for future in self._waiting.values():
             if not future.done():
                 future.set_result((grpc.StatusCode.UNAVAILABLE.value[0], "the server stopped", ()))
+
+
+def _write_lines(items: list[tuple[Any, ...]]) -> None:
+    """The front's log lines of a turn whose flush found the back gone: written here,
+    as a line logged after that is (``Front.say_line``); the rest is for the back alone."""
+    for item in items:
+        if item[0] == "log":
+            logs.write_line(item[1])
 
 
 async def serve(fd: int, said: int, cfg: Config) -> int:

@@ -594,3 +594,24 @@ def test_front_process_a_line_logged_once_its_loop_has_closed_is_written_here(
     elsewhere.start()
     elsewhere.join()
     assert written == [b'{"event": "here"}', b'{"event": "there"}']
+
+
+def test_front_process_a_line_queued_as_the_back_goes_is_written_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A line the front logs goes out with its turn's frame; if the back's end closes
+    between the line and that frame (connection_lost), the line is written by the
+    front itself, not dropped with the frame: it is often the one saying why."""
+    written: list[str | bytes] = []
+    monkeypatch.setattr(front_module.logs, "write_line", written.append)
+
+    async def scenario() -> None:
+        front = Front()
+        front.link.transport = cast(asyncio.WriteTransport, _OpenTransport())
+        front.say_line(b'{"event": "last words"}')
+        front.link.send(("alive",))
+        front.link.connection_lost(None)  # before the turn's flush
+        await asyncio.sleep(0)  # the flush's turn
+
+    asyncio.run(scenario())
+    assert written == [b'{"event": "last words"}']
