@@ -260,6 +260,7 @@ class Licensing(LiveView):
             coverage_since=now,
         )
         self._sessions[session.session_id] = session
+        self._index(session.session_id)
         meter = self.meters.get_or_create(team_id, user_id, product_id)
         self._link(session, meter, device, host)
         changes.upsert(session)

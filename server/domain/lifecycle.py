@@ -108,6 +108,9 @@ class SessionBook:
         self._new_id = new_id
         self.meters = Meters(ledger, terms)
         self._sessions: dict[str, Session] = {}
+        # Their ids, sorted: ListSessions seeks its page here (``LiveView.sessions_after``)
+        # instead of walking every session before it (a million, deep in a listing).
+        self._ids: list[str] = []
         # M11: ended sessions in memory by request_id (users may collide); a live
         # session is found in its device's set (``live_find``), at no index entry
         self._by_request: dict[str, _Requests] = {}

@@ -9,8 +9,10 @@ Scans are confined to operator paths (``live_sessions``, ``all_sessions``,
 
 from __future__ import annotations
 
+from bisect import bisect_right, insort
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import datetime
+from itertools import islice
 from typing import Self
 
 from server.domain.errors import InvalidArgument, UnknownSession
@@ -68,8 +70,25 @@ class LiveView(SessionBook):
         )
 
     def all_sessions(self, team_id: str | None = None) -> Iterator[Session]:
-        """Every session in memory, ended ones included (ListSessions include_ended)."""
+        """Every session in memory, ended ones included."""
         return (s for s in self._sessions.values() if team_id is None or s.team_id == team_id)
+
+    def sessions_after(self, after: str | None) -> Iterator[Session]:
+        """Every session in memory, ended ones included, in the order of their ids (the
+        order they opened in), from the first after ``after`` (None: from the first).
+        A page deep in a listing starts where it left off: it does not walk the
+        sessions before it, a million at most."""
+        ids, by_id = self._ids, self._sessions
+        start = bisect_right(ids, after) if after is not None else 0
+        return (by_id[i] for i in islice(ids, start, None))
+
+    def _index(self, session_id: str) -> None:
+        """Put a new session's id in ``_ids``: at its end, as ids grow (``server/ids.py``)."""
+        ids = self._ids
+        if not ids or session_id > ids[-1]:
+            ids.append(session_id)
+        else:  # made by a process whose clock was ahead: not seen, but kept in order
+            insort(ids, session_id)
 
     def device_teams(self, user_id: str, product_id: str, device_id: str) -> frozenset[str]:
         """The teams of the live sessions that removing this device would end (its
@@ -142,6 +161,8 @@ class LiveView(SessionBook):
             del self._sessions[s.session_id]
             if s.request_id:
                 self._forget_request(s)
+        if old:
+            self._ids = [i for i in self._ids if i in self._sessions]
         return len(old)
 
     # == restart ======================================================================
@@ -191,6 +212,7 @@ class LiveView(SessionBook):
             by_id[session.session_id] = session
             if session.request_id and session.state is ended:
                 lic._remember(session)  # a live one is found in its device's set
+        lic._ids = sorted(by_id)  # in the order they opened, bar a clock stepped back
         for session in ordered:  # the order ``lic._sessions`` has them in: oldest first
             if session.state is ended:
                 continue

@@ -453,22 +453,20 @@ class Sessions:
         limit: int,
         visible: frozenset[str] | None = None,
     ) -> tuple[list[SessionView], str | None]:
-        """A page of sessions in the order they opened (ids grow with time); only
-        ``visible`` teams' for a team administrator who names none (RULES AD1)."""
+        """A page of sessions in the order of their ids (the order they opened in), the
+        page after ``after`` found without walking those before it; only ``visible``
+        teams' for a team administrator who names none (RULES AD1)."""
         _check_length("team_id", team_id)
         _check_length("user_id", user_id)
         if team_id:
             self.state.team(team_id)
         now = self._clock.now()
-        found = (
-            self.lic.all_sessions(team_id or None)
-            if include_ended
-            else (self.lic.live_sessions(team_id or None))
-        )
         page: list[SessionView] = []
         last: str | None = None
-        for s in found:
-            if after is not None and s.session_id <= after:
+        for s in self.lic.sessions_after(after):
+            if not (include_ended or s.live):
+                continue
+            if team_id and s.team_id != team_id:
                 continue
             if user_id and s.user_id != user_id:
                 continue

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -1414,6 +1416,45 @@ def test_r2_live_sessions_and_queries(w: World) -> None:
     assert w.lic.session(a.session_id) is a
 
 
+class _CountedSessions(dict[str, Session]):
+    """The sessions in memory, counting those read by id, and refusing a walk of all."""
+
+    reads = 0
+
+    def __getitem__(self, session_id: str) -> Session:
+        self.reads += 1
+        return super().__getitem__(session_id)
+
+    def values(self) -> Any:
+        raise AssertionError("walked every session in memory")
+
+
+def test_r2_a_page_of_sessions_starts_after_the_last_without_reading_those_before() -> None:
+    """ListSessions' next page starts at the session after the last one listed: it
+    reads the page's sessions, not every session before it (a million, deep in a
+    listing, on the loop every call waits for). Ended ones in memory are listed too,
+    all in the order of their ids; sessions forgotten (``forget_ended``) are not."""
+    w = World()
+    w.buy("alpha", 10_000)
+    users = [f"u{i:03d}" for i in range(200)]
+    for user in users:
+        w.access.grant(user, "alpha", "ACAD")
+    opened = [w.entitle(user=user, device=user) for user in users]
+    for s in opened[::3]:
+        w.release(s)
+    w.lic._sessions = counted = _CountedSessions(w.lic._sessions)
+    page = list(itertools.islice(w.lic.sessions_after(opened[150].session_id), 5))
+    assert page == opened[151:156]
+    assert counted.reads == 5
+    assert list(w.lic.sessions_after(None)) == opened
+    assert list(w.lic.sessions_after(opened[-1].session_id)) == []
+    w.lic._sessions = dict(counted)
+    assert w.lic.forget_ended(w.now + timedelta(seconds=1)) == len(opened[::3])
+    kept = [s for s in opened if s.live]
+    assert list(w.lic.sessions_after(None)) == kept
+    assert list(w.lic.sessions_after(opened[0].session_id)) == kept
+
+
 # -- restart --------------------------------------------------------------------------------------
 
 
@@ -1446,6 +1487,9 @@ def test_restore_rebuilds_state_and_deadlines(w: World) -> None:
     lic.schedule_all(heap, w.now)
     w.lic, w.heap = lic, heap
     assert {len(d.sessions()) for d in lic.devices("ann", "ACAD")} == {1}
+    assert [s.session_id for s in lic.sessions_after(None)] == sorted(
+        s.session_id for s in sessions
+    )
     a, b, plug = (lic.session(x.session_id) for x in (a, b, plug))
     assert w.entitle(product="MAYA", request_id="r1") is a
     with pytest.raises(RunningElsewhere):
