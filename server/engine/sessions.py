@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 import structlog
 
@@ -65,6 +66,7 @@ _LIGHT = (Session, Device)  # what a plain heartbeat touches
 STORED_WHEN_LEASE_ENDS_WITHIN = timedelta(hours=1)
 _INSTANT = timedelta(microseconds=1)  # the store's resolution: [start, now] is [start, now + 1 µs)
 ENDED_KEPT = timedelta(days=2)  # ended sessions stay in memory this long (M11, M12)
+_ID = attrgetter("session_id")  # ListSessions' order (ids grow with time: ``server/ids.py``)
 FORGET_EVERY_SECONDS = 600.0
 # Objects per commit of a heartbeat batch. Commits go one at a time, so an Idle
 # or an Entitle that comes during a flush waits behind one chunk, not the whole
@@ -454,8 +456,9 @@ class Sessions:
         visible: frozenset[str] | None = None,
     ) -> tuple[list[SessionView], str | None]:
         """A page of sessions in the order of their ids (the order they opened in), the
-        page after ``after`` found without walking those before it; only ``visible``
-        teams' for a team administrator who names none (RULES AD1)."""
+        page after ``after`` found without walking those before it, one user's live
+        sessions without walking anyone else's; only ``visible`` teams' for a team
+        administrator who names none (RULES AD1)."""
         _check_length("team_id", team_id)
         _check_length("user_id", user_id)
         if team_id:
@@ -463,7 +466,14 @@ class Sessions:
         now = self._clock.now()
         page: list[SessionView] = []
         last: str | None = None
-        for s in self.lic.sessions_after(after):
+        found: Iterable[Session]
+        if user_id and not include_ended:  # the user's few, from their devices (a portal's
+            # member page): not a walk of every session after ``after``
+            mine = self.lic.sessions_of_user(user_id)
+            found = sorted((s for s in mine if after is None or s.session_id > after), key=_ID)
+        else:
+            found = self.lic.sessions_after(after)
+        for s in found:
             if not (include_ended or s.live):
                 continue
             if team_id and s.team_id != team_id:

@@ -17,6 +17,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import grpc
 import pytest
@@ -867,6 +868,43 @@ def test_r2_list_sessions_pages_every_session_after_a_start_on_a_clock_behind(
         desk.close()
     assert walked == before + after
     assert sorted(walked) == walked
+
+
+class _CountedSessions(dict[str, Any]):
+    """The server's sessions in memory, counting those read by id, refusing a walk of all."""
+
+    reads = 0
+
+    def __getitem__(self, session_id: str) -> Any:
+        self.reads += 1
+        return super().__getitem__(session_id)
+
+    def values(self) -> Any:
+        raise AssertionError("walked every session in memory")
+
+
+def test_r2_list_sessions_reads_a_users_own_and_a_deep_pages_own_not_every_session(
+    server: ServerThread, desk: Desk
+) -> None:
+    """ListSessions runs on the loop every call waits for: one user's live sessions (a
+    portal's member page asks for them) come from that user's devices, and a page deep
+    in a listing starts after the last one listed; neither walks every session in
+    memory (a million at most: a quarter of a second each, on the loop)."""
+    users = [desk.user("alpha", n) for n in ("ann", "bob", "cy", "di", "eve")]
+    opened = [desk.entitle(user)["session_id"] for user in users]
+    lic = server.server.engine.sessions.lic  # type: ignore[attr-defined]
+    lic._sessions = counted = _CountedSessions(lic._sessions)
+
+    only_bob = desk.a("ListSessions", {"team_id": "alpha", "user_id": users[1]})["sessions"]
+    assert [s["session_id"] for s in only_bob] == [opened[1]]
+    assert counted.reads == 0
+    token = desk.a("ListSessions", {"team_id": "alpha", "page_size": 3})["next_page_token"]
+    counted.reads = 0
+    page = desk.a("ListSessions", {"team_id": "alpha", "page_size": 1, "page_token": token})
+    assert [s["session_id"] for s in page["sessions"]] == [opened[3]]
+    assert counted.reads == 2  # the page's one, and the next, which says there is more
+    last = desk.a("ListSessions", {"team_id": "alpha", "page_token": page["next_page_token"]})
+    assert [s["session_id"] for s in last["sessions"]] == [opened[4]]
 
 
 def test_r2_end_session_ends_it_ended_by_admin(desk: Desk, ann: str) -> None:
