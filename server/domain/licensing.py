@@ -261,6 +261,7 @@ class Licensing(LiveView):
         )
         self._sessions[session.session_id] = session
         self._index(session.session_id)
+        self.live_counts[session.product_id, session.state] += 1
         meter = self.meters.get_or_create(team_id, user_id, product_id)
         self._link(session, meter, device, host)
         changes.upsert(session)

@@ -33,6 +33,7 @@ not renewed).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from operator import attrgetter
@@ -111,6 +112,9 @@ class SessionBook:
         # Their ids, sorted: ListSessions seeks its page here (``LiveView.sessions_after``)
         # instead of walking every session before it (a million, deep in a listing).
         self._ids: list[str] = []
+        #: Live sessions by (product, state): the metrics' gauge, kept as states change
+        #: (``_set_state``), so a scrape walks none of a million sessions.
+        self.live_counts: Counter[tuple[str, SessionState]] = Counter()
         # M11: ended sessions in memory by request_id (users may collide); a live
         # session is found in its device's set (``live_find``), at no index entry
         self._by_request: dict[str, _Requests] = {}
@@ -152,6 +156,15 @@ class SessionBook:
         """The user's live sessions of a product, on every device (3 at most, M8)
         and in every team, in no particular order."""
         return (s for d in self._devices_of(user_id, product_id) for s in live_list(d.live))
+
+    def _set_state(self, session: Session, state: SessionState) -> None:
+        """``session.state = state``, kept in ``live_counts``."""
+        ended, counts = SessionState.ENDED, self.live_counts
+        if session.state is not ended:
+            counts[session.product_id, session.state] -= 1
+        if state is not ended:
+            counts[session.product_id, state] += 1
+        session.state = state
 
     def _seat_sessions(self, user_id: str, product_id: str) -> list[Session]:
         """The user's live sessions of a product, oldest first."""
@@ -500,14 +513,14 @@ class SessionBook:
         self, session: Session, now: datetime, changes: Changes, timers: TimerSink
     ) -> None:
         self._stop_active(session, now, changes, timers)
-        session.state = SessionState.IDLE
+        self._set_state(session, SessionState.IDLE)
         session.state_since = now
         changes.upsert(session)
 
     def _resume(self, session: Session, now: datetime, changes: Changes, timers: TimerSink) -> None:
         """M6: active again from ``now``; a new grace unless a window covers now,
         and the session ends if that hold cannot be made."""
-        session.state = SessionState.ACTIVE
+        self._set_state(session, SessionState.ACTIVE)
         session.state_since = now
         if (meter := self.meter_of(session)) is not None:
             meter.active += 1
@@ -572,7 +585,7 @@ class SessionBook:
         if session.active:
             self._stop_active(session, now, changes, timers)
         meter, device = self.meter_of(session), self.device_of(session)
-        session.state = SessionState.ENDED
+        self._set_state(session, SessionState.ENDED)
         session.end_reason = reason
         team, product = self.teams.get(session.team_id), self.products.get(session.product_id)
         if team is not None:  # A8: the plan it ran under last, as its last answer said

@@ -216,6 +216,7 @@ class LiveView(SessionBook):
         for session in ordered:  # the order ``lic._sessions`` has them in: oldest first
             if session.state is ended:
                 continue
+            lic.live_counts[session.product_id, session.state] += 1
             host = (
                 lic._sessions.get(session.parent_session_id) if session.parent_session_id else None
             )

@@ -22,6 +22,7 @@ whose grace or window ends at that instant.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
@@ -39,6 +40,9 @@ class Meters:
         self.ledger = ledger
         self.terms = terms
         self._by_user: dict[str, Meter | tuple[Meter, ...]] = {}
+        #: Meters holding or charged, by (product, state): the metrics' gauge, kept as
+        #: states change (``_set``), so a scrape walks none of a million meters.
+        self.counts: Counter[tuple[str, ChargeState]] = Counter()
 
     # -- finding -------------------------------------------------------------
 
@@ -68,10 +72,21 @@ class Meters:
             if hold is None:
                 raise RuntimeError(f"meter {meter.key} is in grace but no hold is stored for it")
             meter.hold = hold
+        if meter.state is not ChargeState.NONE:
+            self.counts[meter.product_id, meter.state] += 1
         self._put(meter)
 
     def _put(self, meter: Meter) -> None:
         add_few(self._by_user, meter.user_id, meter)
+
+    def _set(self, meter: Meter, state: ChargeState) -> None:
+        """``meter.state = state``, kept in ``counts``."""
+        none, counts = ChargeState.NONE, self.counts
+        if meter.state is not none:
+            counts[meter.product_id, meter.state] -= 1
+        if state is not none:
+            counts[meter.product_id, state] += 1
+        meter.state = state
 
     def drop_if_unused(self, meter: Meter, live: bool, changes: Changes) -> None:
         """A meter with nothing held, no window and no live session (``live``:
@@ -120,7 +135,7 @@ class Meters:
         commit the last write of a key wins). A million meters in grace then
         keep no hold id of their own (80 bytes each)."""
         hold = self.ledger.hold(meter.team_id, rate, cause, now, cause.session_id, changes)
-        meter.state = ChargeState.GRACE
+        self._set(meter, ChargeState.GRACE)
         meter.start = start = now if since is None else since
         meter.end = end = start + self.terms.grace
         meter.hold = hold
@@ -139,7 +154,7 @@ class Meters:
         if hold is None or start is None or end is None:
             raise RuntimeError(f"meter {meter.key} is not in grace")
         self.ledger.capture(hold, end, changes)
-        meter.state = ChargeState.CHARGED
+        self._set(meter, ChargeState.CHARGED)
         meter.end = window_end = start + self.terms.charge_window  # ``start`` stays
         meter.hold = None
         changes.upsert(meter)
@@ -149,7 +164,7 @@ class Meters:
         """M3: grace broken (or no longer needed, C2): the hold goes back, nothing is charged."""
         if meter.hold is not None:
             self.ledger.release(meter.hold, now, changes)
-        meter.state = ChargeState.NONE
+        self._set(meter, ChargeState.NONE)
         meter.start = meter.end = None
         meter.hold = None
         changes.upsert(meter)
@@ -157,7 +172,7 @@ class Meters:
     # -- M5: window end -------------------------------------------------------------
 
     def close_window(self, meter: Meter, changes: Changes) -> None:
-        meter.state = ChargeState.NONE
+        self._set(meter, ChargeState.NONE)
         meter.start = meter.end = None
         changes.upsert(meter)
 

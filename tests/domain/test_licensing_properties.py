@@ -10,7 +10,7 @@ capture, the invariants below must hold.
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -191,6 +191,7 @@ def check_invariants(w: World) -> None:
             assert meter.grace_end is not None and meter.grace_end > w.now
             held_meters += meter.hold.amount
     assert held_meters == sum(ledger.held(t) for t in w.teams)
+    check_kept_counts(w)
 
     # The store leaves a session's ``fixed`` columns as they were inserted
     # (server/store/codec.py, SESSIONS): no event may change them.
@@ -217,6 +218,16 @@ def check_invariants(w: World) -> None:
         assert s.due <= s.lease_end
         if s.active and w.products[s.product_id].idle_aware:
             assert s.due <= s.idle_instant(DEFAULT_TERMS.idle_threshold)
+
+
+def check_kept_counts(w: World) -> None:
+    """The metrics' gauges, kept as states change, are what a walk of every live
+    session and meter counts."""
+    kept = {key: n for key, n in w.lic.live_counts.items() if n}
+    assert kept == Counter((s.product_id, s.state) for s in w.lic.all_sessions() if s.live)
+    kept = {key: n for key, n in w.lic.meters.counts.items() if n}
+    none = ChargeState.NONE
+    assert kept == Counter((m.product_id, m.state) for m in w.lic.meters if m.state is not none)
 
 
 def check_no_team_left_to_pay(w: World, ended_before: set[str]) -> None:
@@ -411,7 +422,9 @@ def test_restart_changes_nothing(events: list[tuple[Any, ...]], cut: int) -> Non
                 w.heap = TimerHeap()
                 w.lic.schedule_all(w.heap, w.now)
                 sessions = [w.lic.session(s.session_id) for s in sessions]
+                check_kept_counts(w)
             apply(w, event, sessions)
+        check_kept_counts(w)
         w.advance(timedelta(days=3))
         # Deadlines of different meters due at one instant may pop in another order.
         return sorted((e.time, e.kind.value, e.pack_id, e.amount) for e in w.entries())
