@@ -274,4 +274,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (team_id, seq)
     );
     """,
+    # 9: the ledger's captures and moves by team, as SQLite's migration 13
+    """
+    CREATE INDEX ledger_team_captures ON ledger (team_id, time) WHERE kind = 'CAPTURE';
+    CREATE INDEX ledger_team_moves ON ledger (kind, team_id, pack_id)
+        WHERE kind IN ('MOVE_IN', 'MOVE_OUT');
+    """,
 ]

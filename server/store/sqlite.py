@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 import structlog
@@ -342,7 +342,8 @@ class Store(NamedReads):
     async def query(self, sql: str, params: Row = ()) -> list[Row]:
         """Rows of any SQL (this adapter's own reads, and tests); not in the port."""
         async with self._db.execute(sql, params) as cur:
-            return [tuple(r) for r in await cur.fetchall()]
+            # tuples (no row factory), made on the connection's thread
+            return cast(list[Row], list(await cur.fetchall()))
 
     async def _rows(self, sql: str, params: Row = ()) -> list[Row]:
         return await self.query(sql, params)  # the named reads' (``reads.py``)

@@ -272,6 +272,8 @@ def test_issue12_the_upgrade_blanks_stored_tokens_and_the_emailed_one_still_work
         conn.execute("ALTER TABLE sessions DROP COLUMN lease_start")  # came in 9
         conn.execute("ALTER TABLE packs DROP COLUMN bought_by")  # came in 11
         conn.execute("DROP TABLE audit_teams")  # came in 12
+        conn.execute("DROP INDEX ledger_team_captures")  # migration 13's
+        conn.execute("DROP INDEX ledger_team_moves")
         conn.execute("PRAGMA user_version = 4")
     conn.close()
     # That release's checkpoint knew no audit trail.

@@ -4,8 +4,13 @@ to the same answers (the ``store`` fixture runs them on each)."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from server.domain.changes import Changes
 from server.domain.ledger import Cause, EntryKind, LedgerEntry
@@ -14,7 +19,10 @@ from server.domain.sessions import (
     Session,
     SessionState,
 )
+from server.store import reads
+from server.store.codec import Row
 from server.store.port import Capture, SessionStart, StorePort
+from server.store.sqlite import Store
 from tests.store.builders import a_session
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -165,3 +173,61 @@ async def test_port_named_reads_answer_what_a_commit_just_stored(store: StorePor
     assert found is not None and found.state is SessionState.ENDED
     facts = await store.usage_facts("acme", T0, T0 + H)
     assert facts.captures == [Capture(T0, "ann", "ACAD", 10)]
+
+
+async def test_r1_a_reports_captures_and_moves_are_read_by_index_not_the_whole_ledger(
+    tmp_path: Path,
+) -> None:
+    """R1's captures of the days asked for, the forecast's captures since a day (L2)
+    and the packs a team moved (T5) are each found by an index of just those entries:
+    by ``ledger_team`` alone, each read every entry the team ever had (a year of a
+    team of a thousand users: 0.1-0.3 s a read, whatever the days)."""
+    store = await Store.open(tmp_path / "plan.db")
+    try:
+        plans = {
+            name: " ".join(r[3] for r in await store.query(f"EXPLAIN QUERY PLAN {sql}", params))
+            for name, sql, params in [
+                ("captures", reads.CAPTURES_SQL, ("acme", 0, 1)),
+                ("since", reads.CAPTURED_SINCE_SQL, ("acme", 0)),
+                ("moved", reads.MOVED_SQL, ("acme", "acme")),
+            ]
+        }
+    finally:
+        await store.close()
+    assert "ledger_team_captures (team_id=? AND time>? AND time<?)" in plans["captures"]
+    assert "ledger_team_captures (team_id=? AND time>?)" in plans["since"]
+    assert "ledger_team_moves (kind=? AND team_id=?)" in plans["moved"]
+    assert "ledger_pack (pack_id=?)" in plans["moved"]
+    assert not any("ledger_team " in plan or "SCAN" in plan for plan in plans.values()), plans
+
+
+async def test_r1_a_reports_many_rows_are_made_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A report's facts of many rows (a year of a team: 300,000 and more) are made into
+    objects on a thread of their own, not on the event loop every call waits for (it
+    held them for seconds); a few are made in place."""
+    made_on: list[int] = []
+
+    class Seen(Capture):
+        def __init__(self, *args: object) -> None:
+            made_on.append(threading.get_ident())
+            super().__init__(*args)  # type: ignore[arg-type]
+
+    class Rows(reads.NamedReads):
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        async def _rows(self, sql: str, params: Row = ()) -> list[Any]:
+            if sql is reads.CAPTURES_SQL:
+                return [(0, "ann", "ACAD", 10)] * self.n
+            return []
+
+    monkeypatch.setattr(reads, "Capture", Seen)
+    loop_thread = threading.get_ident()
+    many = await Rows(reads.MADE_ON_THE_LOOP + 1).usage_facts("acme", T0, T0 + H)
+    assert len(many.captures) == reads.MADE_ON_THE_LOOP + 1
+    assert loop_thread not in made_on
+    made_on.clear()
+    few = await Rows(3).usage_facts("acme", T0, T0 + H)
+    assert len(few.captures) == 3 and set(made_on) == {loop_thread}
