@@ -668,6 +668,9 @@ class TesseraServer:
             log.info("not_serving", port_closes_in_seconds=drain_delay)
             await asyncio.sleep(drain_delay)
         await self._health.close()  # its Watch streams end: the stop waits for none
+        if self._front is None:  # (the front closes so itself, ``server/front.py``)
+            self.gate.closing.begin()  # gRPC's queue emptied first: its stop cancels bare
+            await self.gate.closing.emptied()
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace if grace is None else grace)
         for task in list(self._tasks):

@@ -51,7 +51,9 @@ write is the back's. So neither outlives the other: a front that ends stops
 the back (an error, for a supervisor to restart both), and a back that ends
 closes the socket, which ends the front. The front ignores SIGINT, SIGTERM
 and SIGHUP: it stops when the back, draining, tells it to, after the calls
-under way have their answers. A back told to stop before the front has said
+under way have their answers; in its last moment it refuses every call that
+comes with a RetryInfo until gRPC's queue is empty, so that gRPC's stop cancels
+none of them bare (``api/admission.py``, ``Closing``). A back told to stop before the front has said
 its port (a signal in the server's first moment) ends the front at once: it
 holds no call yet.
 """
@@ -80,7 +82,7 @@ from grpc_health.v1 import health_pb2
 
 from server import logs, loops
 from server.api import reflection
-from server.api.admission import Admission
+from server.api.admission import Admission, Closing
 from server.api.errors import NotServing, Overloaded, to_status
 from server.api.health import Health
 from server.clock import monotonic
@@ -492,6 +494,9 @@ class Front(grpc.GenericRpcHandler):
         # whose loop is held (or paused) does not leave the front taking calls without
         # end; the next is refused as the back refuses one (OVERLOADED, RetryInfo).
         self.admission = Admission(max_calls)
+        # Its stop: calls refused with a RetryInfo until gRPC's queue has emptied, so
+        # that gRPC's own stop cancels none of them bare (``api/admission.py``).
+        self.closing = Closing()
         #: Calls refused here, by method and reason, not yet told to the back (whose
         #: metrics count them: ``Back._count_refused``); sent with the next "alive".
         self.refused: Counter[tuple[str, str]] = Counter()
@@ -609,7 +614,9 @@ class Front(grpc.GenericRpcHandler):
 
         async def forward(body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
             refusal: NotServing | Overloaded | None = None
-            if self.silent:  # its health says NOT_SERVING: a client waits, or goes elsewhere
+            if self.closing.on:  # the server stops: nothing is handed over any more
+                refusal = self.closing.refusal()
+            elif self.silent:  # its health says NOT_SERVING: a client waits, or goes elsewhere
                 self.silent_refused += 1
                 silent_for = round(self._now() - self.heard, 1)
                 refusal = NotServing(SILENT, retry_after_seconds=ALIVE_EVERY, silent_s=silent_for)
@@ -691,6 +698,8 @@ async def serve(fd: int, said: int, cfg: Config) -> int:
     grace = front.stopping.result() if front.stopping.done() else 0.0
     if front.link.closed.done():
         front.fail_waiting()
+    front.closing.begin()  # gRPC's queue emptied first: its stop would cancel those bare
+    await front.closing.emptied()
     await front.health.close()  # its Watch streams end: the stop waits for none
     await server.stop(grace)
     alive.cancel()

@@ -15,6 +15,8 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import timedelta
@@ -25,12 +27,15 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from client_sdk.errors import TesseraError, from_rpc_error
 from server.api.convert import MIN_TIME
 from server.app import REAL_CLOCK_KEY, TesseraServer
 from server.config import Config, parse_args, parse_instant, rfc3339
 from server.engine.core import LATEST_TEST_CLOCK
 from server.listen import StartRefused
 from server.store.schema import MIGRATIONS
+from tessera_api.tessera.v1 import licensing_service_pb2 as lic_pb2
+from tessera_api.tessera.v1.licensing_service_pb2_grpc import LicensingServiceStub
 from tests.grpcurl import Grpcurl
 from tests.security.test_tamper_and_backup import _cli
 from tests.support import (
@@ -529,6 +534,81 @@ def test_shutdown_drain_delay_says_not_serving_and_still_answers_before_the_port
     assert proc.returncode == 0, err
     events = [json.loads(line).get("event") for line in out.splitlines() if line.startswith("{")]
     assert events.index("not_serving") < events.index("stopped")
+
+
+async def _calls_through_a_stop(
+    target: str, proc: subprocess.Popen[str], lanes: int = 256
+) -> list[TesseraError]:
+    """``lanes`` calls kept in flight (GetSigningKeys, on 4 connections), SIGTERM to
+    the server once they run; each lane stops at its first failure, as a client that
+    honours RetryInfo waits. The failures."""
+    channels = [
+        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(4)
+    ]
+    stubs = [LicensingServiceStub(c) for c in channels]
+    failed: list[TesseraError] = []
+    answered = asyncio.Event()
+
+    async def lane(stub: LicensingServiceStub) -> None:
+        for _ in range(10_000):  # bounded: the stop ends every lane in a few seconds
+            try:
+                await stub.GetSigningKeys(lic_pb2.GetSigningKeysRequest(), timeout=20)
+            except grpc.aio.AioRpcError as exc:
+                failed.append(from_rpc_error(exc))
+                return
+            answered.set()
+
+    try:
+        running = [asyncio.ensure_future(lane(stubs[i % 4])) for i in range(lanes)]
+        await asyncio.wait_for(answered.wait(), 30)
+        await asyncio.sleep(0.2)  # every lane under way
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(asyncio.gather(*running), 60)
+    finally:
+        for channel in channels:
+            await channel.close()
+    return failed
+
+
+@pytest.mark.parametrize("front", ["--front-process", "--no-front-process"])
+def test_overload_a_stop_refuses_the_calls_in_flight_with_retry_info_never_bare_cancelled(
+    tmp_path: Path, front: str
+) -> None:
+    """A stop (SIGTERM: a restart, an upgrade) with calls in flight: gRPC's own stop
+    cancelled every call still in its queue, bare (445 of 512 came back CANCELLED,
+    which a client cannot tell from its own cancellation, and the SDK took a change
+    among them for one whose outcome is unknown). The server first refuses calls
+    UNAVAILABLE, reason NOT_SERVING, with a RetryInfo (nothing was done), until its
+    queue has emptied: not one call is CANCELLED."""
+    proc = spawn_server(*("--db", str(tmp_path / "t.db"), "--admin-token", ADMIN_TOKEN, front))
+    lines: list[str] = []
+    try:
+        target = serving_at(proc)
+        # read as it is written (a line a call): a full pipe would hold the server
+        reader = threading.Thread(target=lines.extend, args=(proc.stdout,), daemon=True)
+        reader.start()
+        failed = asyncio.run(_calls_through_a_stop(target, proc))
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    assert proc.returncode == 0
+    out = "".join(lines)
+    codes = Counter(e.code for e in failed)
+    assert codes[grpc.StatusCode.CANCELLED] == 0, codes
+    refused = [e for e in failed if e.reason == "NOT_SERVING"]
+    assert refused, Counter((e.code, e.reason, str(e)[:60]) for e in failed)
+    assert all(e.code is grpc.StatusCode.UNAVAILABLE and e.retry_after == 1.0 for e in refused)
+    # the rest came after the port closed: never sent, which a client knows
+    assert all("failed to connect" in str(e) for e in failed if e.reason != "NOT_SERVING")
+    closing = [json.loads(line) for line in out.splitlines() if '"closing_refused"' in line]
+    assert [line["refused"] for line in closing] == [len(refused)]
 
 
 @pytest.mark.parametrize("front", ["--front-process", "--no-front-process"])

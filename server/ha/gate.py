@@ -49,6 +49,7 @@ import structlog
 
 from server import __version__
 from server.api import convert as cv
+from server.api.admission import Closing
 from server.api.errors import NotLeader, Unavailable, to_status
 from server.api.interceptors import (
     ADMIN_PREFIX,
@@ -224,6 +225,10 @@ class Gate(grpc.aio.ServerInterceptor):
         self._node = node
         self._admin_token = admin_token
         self._standby: dict[str, Handler] = {}
+        #: The server's stop, in one process (the front's own otherwise): every Tessera
+        #: call refused with a RetryInfo until gRPC's queue has emptied (``admission``).
+        self.closing = Closing()
+        self._closing: Handler = grpc.unary_unary_rpc_method_handler(self._refuse_closing)
 
     def register(self, server: grpc.aio.Server) -> None:
         """``SESSION_CALLS`` registered with ``server``, each its own queue (see the
@@ -239,6 +244,8 @@ class Gate(grpc.aio.ServerInterceptor):
         method: str = details.method
         if not method.startswith((ADMIN_PREFIX, LICENSING_PREFIX)):
             return await continuation(details)  # health, reflection
+        if self.closing.on:
+            return self._closing
         term = self.term
         if term is not None and term.holds():
             return await term.edge.intercept_service(term.lookup, details)
@@ -300,6 +307,15 @@ class Gate(grpc.aio.ServerInterceptor):
             answer,
             response_serializer=api.GetServerInfoResponse.SerializeToString if info else None,
         )
+
+    async def _refuse_closing(
+        self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        refusal = self.closing.refusal()
+        if self.metrics is not None:
+            self.metrics.refused(refusal.reason, "none")
+        status = to_status(refusal)
+        await context.abort(status.code, status.details, status.trailing_metadata)
 
     async def _unused(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         raise AssertionError("the gate answers every Tessera call")  # pragma: no cover
