@@ -15,6 +15,7 @@ import structlog
 
 from server.domain.changes import Changes, Deleted
 from server.domain.sessions import Meter, Session
+from server.logs import call_context
 from server.store.port import StorePort
 
 Hook = Callable[[Changes], None]
@@ -90,8 +91,10 @@ class Commits:
             else:
                 # Its call's line said CANCELLED (its client saw DEADLINE_EXCEEDED or
                 # its own cancel): the change was made all the same. This line, in the
-                # call's context (method, request_id), says so.
-                log.info("cancelled_call_committed")
+                # call's context (method, request_id), says so; a timer's commit, whose
+                # task a stop cancelled, is no call's (nobody was told otherwise).
+                if call_context.get():
+                    log.info("cancelled_call_committed")
         finally:
             self._settle(watched)
 

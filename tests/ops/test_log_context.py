@@ -397,6 +397,24 @@ async def test_ops_a_cancelled_calls_change_stored_all_the_same_says_so_with_its
         ]
 
 
+async def test_ops_a_timers_commit_cancelled_by_a_stop_is_no_cancelled_calls_line() -> None:
+    """A deadline's commit (no call's: no method, no request id) whose task a stop
+    cancelled is stored all the same, and says nothing of a cancelled call: the line
+    that did came with neither of the fields the log's table names."""
+    store = HeldStore()
+    commits = Commits(cast(Any, store))
+    with capture_logs(processors=[merge_call_context]) as lines:
+        task = asyncio.ensure_future(commits.commit(Changes(["a grace's capture"])))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        store.let_go.set()
+        await asyncio.gather(*commits._waiting)
+    assert store.committed == ["a grace's capture"]
+    assert lines == []
+
+
 def test_ops_a_librarys_own_warning_is_a_json_line_of_the_server_not_bare_stderr() -> None:
     """uvicorn's "Invalid HTTP request received." (anyone who reaches the portal's port
     can write it), asyncio's, the SDK's inside the portal: through the standard
