@@ -57,7 +57,14 @@ from server.metrics import Metrics
 from server.store import port
 from server.store.loading import loading
 from server.store.port import Snapshot, StorePort
-from server.store.postgres import Fence, PostgresStore, hidden, migrate, shown_url
+from server.store.postgres import (
+    DATABASE_GONE,
+    Fence,
+    PostgresStore,
+    hidden,
+    migrate,
+    shown_url,
+)
 from server.store.sqlite import Store
 
 if TYPE_CHECKING:
@@ -68,6 +75,9 @@ from tessera_api.tessera.v1 import (
 )
 
 log = structlog.get_logger()
+
+#: A store that failed, or a database out of reach.
+_STORE_GONE: tuple[type[Exception], ...] = (port.StoreFailed, *DATABASE_GONE)
 
 # The cyclic collector's thresholds while serving (CPython's default: 700, 10,
 # 10). Sessions, meters and devices live for hours, so every Entitle adds
@@ -579,7 +589,7 @@ class TesseraServer:
         except port.NotLeader:
             log.warning("lost the lead while taking over", epoch=epoch)
             return
-        except (port.StoreFailed, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _STORE_GONE as exc:
             log.error("could not take over", epoch=epoch, error=str(exc) or type(exc).__name__)
             election.give_up("the store could not be opened")
             return
@@ -746,7 +756,7 @@ async def _quietly(work: Awaitable[object]) -> None:
     """Await ``work``; a store that fails or a task cancelled is logged, not raised."""
     try:
         await work
-    except (port.StoreFailed, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except _STORE_GONE as exc:
         log.warning("on the way out", error=str(exc) or type(exc).__name__)
     except asyncio.CancelledError:
         pass

@@ -76,7 +76,7 @@ import structlog
 
 from server.clock import monotonic
 from server.store.port import NotLeader
-from server.store.postgres import WRITER_PREFIX, application_name
+from server.store.postgres import DATABASE_GONE, WRITER_PREFIX, application_name
 
 log = structlog.get_logger()
 
@@ -405,7 +405,7 @@ class Election:
             self.refused = str(exc)
             log.error("election: node id in use", node_id=self.node_id, error=self.refused)
             self._step_down("another server took its node id")
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DATABASE_GONE as exc:
             log.warning("election: database unreachable", error=str(exc) or type(exc).__name__)
             await self._close()
         if self.epoch is not None and not self.leading:
@@ -451,7 +451,7 @@ class Election:
                 )
             finally:
                 await other.close(timeout=self.lease)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DATABASE_GONE as exc:
             log.warning("election: could not end a takeover's blockers", error=str(exc))
             return
         if ended:
@@ -488,9 +488,7 @@ class Election:
         epoch, self.epoch = self.epoch, None
         if epoch is None:
             return
-        with contextlib.suppress(
-            OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, NodeIdInUse
-        ):
+        with contextlib.suppress(*DATABASE_GONE, NodeIdInUse):
             conn = await self._connection()
             await conn.execute(RESIGN, epoch, timeout=self.interval)
             log.info("resigned", node_id=self.node_id, epoch=epoch)
@@ -573,5 +571,7 @@ class Election:
     async def _close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
-            with contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError):
+            try:
                 await conn.close(timeout=self.interval)
+            except DATABASE_GONE:
+                conn.terminate()  # a connection in no state to say goodbye

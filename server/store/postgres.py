@@ -84,6 +84,18 @@ Fence = Callable[[asyncpg.Connection], Awaitable[None]]
 #: A session's ``application_name`` is its part and its server's node id: the
 #: election finds a server's writer by it (``server/ha/election.py``), and an
 #: operator reads in ``pg_stat_activity`` whose session is whose.
+#: What asyncpg raises when the database is out of reach or a connection is gone:
+#: besides its own errors, ``InternalClientError`` ("cannot switch to state 12; another
+#: operation (2) is in progress"), which a connection the database ended while it was
+#: idle (``pg_terminate_backend``, a restart) raises at its next use until asyncpg has
+#: seen its socket close: it ended an active server's election rounds for good.
+DATABASE_GONE: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 WRITER_PREFIX = "tessera-writer:"
 READER_PREFIX = "tessera-reader:"
 
@@ -318,6 +330,7 @@ class PostgresStore(NamedReads):
         except (
             OSError,
             asyncpg.InterfaceError,
+            asyncpg.InternalClientError,  # a pooled connection the database ended (above)
             asyncpg.PostgresConnectionError,
             asyncpg.OperatorInterventionError,  # a restart, an administrator's shutdown
             # the pool's new connection refused: the database's (or the role's) are all taken

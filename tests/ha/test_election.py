@@ -496,6 +496,46 @@ async def test_h2_an_active_whose_election_session_alone_is_dropped_keeps_its_pl
     assert b.epoch == 2
 
 
+class _EndedWhileIdle:
+    """An election connection the database ended while it was idle, before asyncpg saw
+    its socket close: every use raises asyncpg's InternalClientError (met in a run of
+    the test above, which it failed: the round raised, and the rounds stopped)."""
+
+    closed = False
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+    async def _refuse(self, *args: object, **kwargs: object) -> Any:
+        raise asyncpg.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        )
+
+    fetchval = fetch = fetchrow = execute = close = _refuse
+
+    def terminate(self) -> None:
+        self.closed = True
+
+
+async def test_h2_an_election_connection_in_asyncpgs_broken_state_is_made_anew(
+    elect: Factory, db: asyncpg.Connection
+) -> None:
+    """A round that meets a connection ended while idle, in asyncpg's in-between state,
+    takes the database as unreachable for that round (the lease still runs: no step
+    down) and makes a new connection for the next, which renews under the same epoch."""
+    a = elect("a")
+    await a.tick()
+    assert a._conn is not None
+    await a._conn.close()  # the database ended it (its node id's lock goes with it) ...
+    broken = _EndedWhileIdle()
+    a._conn = broken  # type: ignore[assignment]  # ... and asyncpg has yet to see so
+    await a.tick()  # the round is over, not raised out of
+    assert broken.closed and a._conn is None
+    assert a.leading and a.epoch == 1
+    await a.tick()
+    assert a.leading and a.epoch == 1 and (await row(db))["epoch"] == 1
+
+
 async def test_h1_a_session_this_server_gave_up_on_does_not_keep_its_node_id(
     elect: Factory, db: asyncpg.Connection, pg_url: str
 ) -> None:
