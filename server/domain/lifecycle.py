@@ -61,6 +61,7 @@ from server.domain.sessions import (
     Meter,
     Session,
     SessionState,
+    count_move,
     live_add,
     live_find,
     live_list,
@@ -159,11 +160,7 @@ class SessionBook:
 
     def _set_state(self, session: Session, state: SessionState) -> None:
         """``session.state = state``, kept in ``live_counts``."""
-        ended, counts = SessionState.ENDED, self.live_counts
-        if session.state is not ended:
-            counts[session.product_id, session.state] -= 1
-        if state is not ended:
-            counts[session.product_id, state] += 1
+        count_move(self.live_counts, session.product_id, session.state, state, SessionState.ENDED)
         session.state = state
 
     def _seat_sessions(self, user_id: str, product_id: str) -> list[Session]:

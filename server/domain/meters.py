@@ -30,7 +30,7 @@ from server.domain.changes import Changes
 from server.domain.few import add_few, drop_few, few
 from server.domain.ledger import Cause, Hold, Ledger
 from server.domain.policies import TimerSink
-from server.domain.sessions import ChargeState, Meter
+from server.domain.sessions import ChargeState, Meter, count_move
 from server.domain.terms import Terms
 from server.domain.timers import TimerKind
 
@@ -81,11 +81,7 @@ class Meters:
 
     def _set(self, meter: Meter, state: ChargeState) -> None:
         """``meter.state = state``, kept in ``counts``."""
-        none, counts = ChargeState.NONE, self.counts
-        if meter.state is not none:
-            counts[meter.product_id, meter.state] -= 1
-        if state is not none:
-            counts[meter.product_id, state] += 1
+        count_move(self.counts, meter.product_id, meter.state, state, ChargeState.NONE)
         meter.state = state
 
     def drop_if_unused(self, meter: Meter, live: bool, changes: Changes) -> None:

@@ -17,11 +17,12 @@ indexes that the aggregate rebuilds on restore: the store does not write them.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from enum import Enum
 from operator import attrgetter
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 from server.domain.changes import DERIVED
 from server.domain.ledger import Hold
@@ -304,3 +305,18 @@ class SessionView:
 
 
 _view_fields = attrgetter(*(f.name for f in fields(SessionView) if f.name != "session"))
+
+
+E = TypeVar("E", SessionState, ChargeState)
+
+
+def count_move(
+    counts: Counter[tuple[str, E]], product_id: str, was: E, now: E, uncounted: E
+) -> None:
+    """One of ``product_id``'s counts moved from state ``was`` to ``now`` (the metrics'
+    gauges, kept as states change: ``SessionBook.live_counts``, ``Meters.counts``);
+    the ``uncounted`` state (an ended session, a meter with nothing on it) is in none."""
+    if was is not uncounted:
+        counts[product_id, was] -= 1
+    if now is not uncounted:
+        counts[product_id, now] += 1

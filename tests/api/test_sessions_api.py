@@ -17,12 +17,12 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import grpc
 import pytest
 
 import server.ids
+from tests.domain.licensing_world import CountedSessions
 from tests.grpcurl import GrpcurlError
 from tests.licensing_desk import SHEET, T0, Desk, L, at, ended, num
 from tests.support import ServerThread, running
@@ -870,19 +870,6 @@ def test_r2_list_sessions_pages_every_session_after_a_start_on_a_clock_behind(
     assert sorted(walked) == walked
 
 
-class _CountedSessions(dict[str, Any]):
-    """The server's sessions in memory, counting those read by id, refusing a walk of all."""
-
-    reads = 0
-
-    def __getitem__(self, session_id: str) -> Any:
-        self.reads += 1
-        return super().__getitem__(session_id)
-
-    def values(self) -> Any:
-        raise AssertionError("walked every session in memory")
-
-
 def test_r2_list_sessions_reads_a_users_own_and_a_deep_pages_own_not_every_session(
     server: ServerThread, desk: Desk
 ) -> None:
@@ -893,7 +880,7 @@ def test_r2_list_sessions_reads_a_users_own_and_a_deep_pages_own_not_every_sessi
     users = [desk.user("alpha", n) for n in ("ann", "bob", "cy", "di", "eve")]
     opened = [desk.entitle(user)["session_id"] for user in users]
     lic = server.server.engine.sessions.lic  # type: ignore[attr-defined]
-    lic._sessions = counted = _CountedSessions(lic._sessions)
+    lic._sessions = counted = CountedSessions(lic._sessions)
 
     only_bob = desk.a("ListSessions", {"team_id": "alpha", "user_id": users[1]})["sessions"]
     assert [s["session_id"] for s in only_bob] == [opened[1]]

@@ -102,6 +102,20 @@ class FakeCoverage:
         return {(s.user_id, s.product_id) for s in self.subs}
 
 
+class CountedSessions(dict[str, Session]):
+    """The sessions in memory (``SessionBook._sessions``), counting those read by id,
+    and refusing a walk of them all: what a read that should find its few reads."""
+
+    reads = 0
+
+    def __getitem__(self, session_id: str) -> Session:
+        self.reads += 1
+        return super().__getitem__(session_id)
+
+    def values(self) -> Any:
+        raise AssertionError("walked every session in memory")
+
+
 class World:
     def __init__(self, teams: dict[str, Plan] | None = None, ledger: Ledger | None = None) -> None:
         self.now = T0

@@ -6,7 +6,6 @@ import copy
 import dataclasses
 import itertools
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -43,7 +42,7 @@ from server.domain.sessions import (
 from server.domain.teams import Plan
 from server.domain.terms import DEFAULT_TERMS
 from server.domain.timers import TimerHeap
-from tests.domain.licensing_world import T0, FakeSub, World
+from tests.domain.licensing_world import T0, CountedSessions, FakeSub, World
 
 MIN = timedelta(minutes=1)
 SEC = timedelta(seconds=1)
@@ -1416,19 +1415,6 @@ def test_r2_live_sessions_and_queries(w: World) -> None:
     assert w.lic.session(a.session_id) is a
 
 
-class _CountedSessions(dict[str, Session]):
-    """The sessions in memory, counting those read by id, and refusing a walk of all."""
-
-    reads = 0
-
-    def __getitem__(self, session_id: str) -> Session:
-        self.reads += 1
-        return super().__getitem__(session_id)
-
-    def values(self) -> Any:
-        raise AssertionError("walked every session in memory")
-
-
 def test_r2_a_page_of_sessions_starts_after_the_last_without_reading_those_before() -> None:
     """ListSessions' next page starts at the session after the last one listed: it
     reads the page's sessions, not every session before it (a million, deep in a
@@ -1442,7 +1428,7 @@ def test_r2_a_page_of_sessions_starts_after_the_last_without_reading_those_befor
     opened = [w.entitle(user=user, device=user) for user in users]
     for s in opened[::3]:
         w.release(s)
-    w.lic._sessions = counted = _CountedSessions(w.lic._sessions)
+    w.lic._sessions = counted = CountedSessions(w.lic._sessions)
     page = list(itertools.islice(w.lic.sessions_after(opened[150].session_id), 5))
     assert page == opened[151:156]
     assert counted.reads == 5
