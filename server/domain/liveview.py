@@ -87,7 +87,7 @@ class LiveView(SessionBook):
         ids = self._ids
         if not ids or session_id > ids[-1]:
             ids.append(session_id)
-        else:  # made by a process whose clock was ahead: not seen, but kept in order
+        else:  # never seen (ids grow across restarts too), but kept in order all the same
             insort(ids, session_id)
 
     def device_teams(self, user_id: str, product_id: str, device_id: str) -> frozenset[str]:
