@@ -679,8 +679,7 @@ class TesseraServer:
             await asyncio.sleep(drain_delay)
         await self._health.close()  # its Watch streams end: the stop waits for none
         if self._front is None:  # (the front closes so itself, ``server/front.py``)
-            self.gate.closing.begin()  # gRPC's queue emptied first: its stop cancels bare
-            await self.gate.closing.emptied()
+            await self.gate.closing.close()  # gRPC's queue emptied first: its stop cancels bare
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace if grace is None else grace)
         for task in list(self._tasks):

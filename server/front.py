@@ -698,8 +698,7 @@ async def serve(fd: int, said: int, cfg: Config) -> int:
     grace = front.stopping.result() if front.stopping.done() else 0.0
     if front.link.closed.done():
         front.fail_waiting()
-    front.closing.begin()  # gRPC's queue emptied first: its stop would cancel those bare
-    await front.closing.emptied()
+    await front.closing.close()  # gRPC's queue emptied first: its stop would cancel those bare
     await front.health.close()  # its Watch streams end: the stop waits for none
     await server.stop(grace)
     alive.cancel()

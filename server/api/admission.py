@@ -56,7 +56,7 @@ LOG_EVERY = 1.0  # seconds: at most one line about shed calls this often
 
 
 #: Seconds without a new call after which gRPC's queue of calls not yet taken in is
-#: taken to be empty (``Closing.emptied``).
+#: taken to be empty (``Closing.close``).
 QUIET = 0.05
 #: The longest a stop refuses calls before gRPC's own stop, which cancels the rest bare.
 LONGEST_CLOSING = 2.0
@@ -77,20 +77,18 @@ class Closing:
         self.refused = 0
         self._last = 0.0  # when the last call came (or the closing began)
 
-    def begin(self) -> None:
-        self.on = True
-        self._last = monotonic()
-
     def refusal(self) -> NotServing:
         """What a call that comes now is told (counted: ``refused``)."""
         self._last = monotonic()
         self.refused += 1
         return NotServing(CLOSING, retry_after_seconds=CLOSING_RETRY)
 
-    async def emptied(self, longest: float = LONGEST_CLOSING) -> None:
-        """Return once no call has come for ``QUIET`` seconds, or ``longest`` after
-        this wait began, whichever is first."""
-        end = monotonic() + longest
+    async def close(self, longest: float = LONGEST_CLOSING) -> None:
+        """Refuse every call from now on; return once none has come for ``QUIET``
+        seconds, or after ``longest``, whichever is first."""
+        self.on = True
+        self._last = monotonic()
+        end = self._last + longest
         while (now := monotonic()) < end:
             wait = self._last + QUIET - now
             if wait <= 0:
