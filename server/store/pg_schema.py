@@ -19,6 +19,8 @@ serves on while a standby of the new release migrates (docs/postgres.md,
 
 from __future__ import annotations
 
+from server.store.schema import LONG_SPAN_US
+
 # pg_advisory_xact_lock key held while migrating: two servers starting together
 # on a new database take turns instead of both creating the tables.
 MIGRATION_LOCK = 0x7E55E7A_0001
@@ -279,5 +281,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX ledger_team_captures ON ledger (team_id, time) WHERE kind = 'CAPTURE';
     CREATE INDEX ledger_team_moves ON ledger (kind, team_id, pack_id)
         WHERE kind IN ('MOVE_IN', 'MOVE_OUT');
+    """,
+    # 10: the spans longer than a day, by team and end, as SQLite's migration 14
+    f"""
+    CREATE INDEX activity_team_long ON activity (team_id, end_time)
+        WHERE end_time - start_time > {LONG_SPAN_US};
     """,
 ]

@@ -15,6 +15,10 @@ from datetime import timedelta
 from server.domain.terms import LEASE
 
 LEASE_US = LEASE // timedelta(microseconds=1)
+#: Activity spans longer than this (a day) are also in ``activity_team_long``
+#: (migration 14): a report finds a period's spans from this long before it on
+#: (``reads.SPANS_SQL``). Written into that migration's index: never changed.
+LONG_SPAN_US = 86_400_000_000
 
 MIGRATIONS: list[str] = [
     # 1: token accounts and the rate sheet (RULES T1-T6, P1)
@@ -325,6 +329,14 @@ MIGRATIONS: list[str] = [
     CREATE INDEX ledger_team_captures ON ledger (team_id, time) WHERE kind = 'CAPTURE';
     CREATE INDEX ledger_team_moves ON ledger (kind, team_id, pack_id)
         WHERE kind IN ('MOVE_IN', 'MOVE_OUT');
+    """,
+    # 14: a report's spans (R1) are read from a day before its start
+    # (``activity_team_start``), and the few longer than a day that began earlier
+    # by this index, which holds those alone (``reads.SPANS_SQL``): from the team's
+    # first span, a day of a year's history read every span of the year before it.
+    f"""
+    CREATE INDEX activity_team_long ON activity (team_id, end_time)
+        WHERE end_time - start_time > {LONG_SPAN_US};
     """,
 ]
 

@@ -162,6 +162,31 @@ async def test_port_usage_facts_are_one_teams_history_over_the_period(store: Sto
     assert (empty.captures, empty.session_starts, empty.spans, empty.moved) == ([], [], [], {})
 
 
+async def test_r1_a_periods_spans_include_those_longer_than_a_day_begun_long_before_it(
+    store: StorePort,
+) -> None:
+    """A report's spans are read from a day before its start, and those longer than a
+    day that began earlier from the index of long spans alone (``reads.SPANS_SQL``):
+    each overlapping span comes once, whichever part finds it, in start order."""
+    day = timedelta(days=1)
+    us = timedelta(microseconds=1)
+    start, end = T0 + 10 * day, T0 + 11 * day
+
+    def span(session: str, began: datetime, ended: datetime, team: str = "acme") -> ActivitySpan:
+        return ActivitySpan(session, team, "ann", "ACAD", began, ended)
+
+    month = span("ses_month", T0 - 20 * day, end + H)  # long, began 30 days before: in
+    edge = span("ses_edge", start - day, start + us)  # began exactly a day before: in
+    past = span("ses_past", start - day - us, start + us)  # a day and 2 us long: in
+    ends_at_start = span("ses_out", start - 5 * day, start)  # long, ends at the start: out
+    after = span("ses_after", end, end + 3 * day)  # long, begins at the end: out
+    other = span("ses_other", T0, end, "zeta")  # long, another team's: out
+    short = span("ses_short", start + H, start + 2 * H)
+    await _commit(store, month, edge, past, ends_at_start, after, other, short)
+    facts = await store.usage_facts("acme", start, end)
+    assert facts.spans == [month, past, edge, short]
+
+
 async def test_port_named_reads_answer_what_a_commit_just_stored(store: StorePort) -> None:
     """The reads see every commit that returned (the engine reads right after its
     own ``settled``)."""
@@ -199,6 +224,25 @@ async def test_r1_a_reports_captures_and_moves_are_read_by_index_not_the_whole_l
     assert "ledger_team_moves (kind=? AND team_id=?)" in plans["moved"]
     assert "ledger_pack (pack_id=?)" in plans["moved"]
     assert not any("ledger_team " in plan or "SCAN" in plan for plan in plans.values()), plans
+
+
+async def test_r1_a_reports_spans_are_read_from_a_day_before_it_not_the_teams_first(
+    tmp_path: Path,
+) -> None:
+    """R1's spans of a period are found from a day before its start by
+    ``activity_team_start``, and the longer ones that began earlier by
+    ``activity_team_long``, which holds only those: from the team's first span, a
+    day of a year's history read every span of the year (0.13 s of SQL where
+    commits wait, on the review's database)."""
+    store = await Store.open(tmp_path / "plan.db")
+    try:
+        sql = f"EXPLAIN QUERY PLAN {reads.SPANS_SQL}"
+        plan = " ".join(r[3] for r in await store.query(sql, ("acme", 0, 1, 0, "acme", 0, 0)))
+    finally:
+        await store.close()
+    assert "activity_team_start (team_id=? AND start_time>? AND start_time<?)" in plan
+    assert "activity_team_long (team_id=? AND end_time>?)" in plan
+    assert "SCAN" not in plan, plan
 
 
 async def test_r1_a_reports_many_rows_are_made_off_the_event_loop(

@@ -88,7 +88,7 @@ async def test_pg_a_role_that_cannot_migrate_is_told_to_start_the_tables_owner_o
         await _sql(
             pg_url,
             "DROP TABLE audit_teams",
-            "DROP INDEX ledger_team_captures, ledger_team_moves",
+            "DROP INDEX ledger_team_captures, ledger_team_moves, activity_team_long",
             "DELETE FROM schema_version WHERE version >= 8",
             f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
             f"REVOKE UPDATE, DELETE ON ledger, activity, audit_events, notifications FROM {role}",
@@ -122,7 +122,7 @@ async def test_pg_a_role_that_cannot_migrate_is_told_to_start_the_tables_owner_o
         )
         store = await PostgresStore.open(app_url)
         try:
-            assert await store.schema_version() == len(MIGRATIONS) == 9
+            assert await store.schema_version() == len(MIGRATIONS) == 10
             assert await store.audit_page("acme", 0, 10) == []
         finally:
             await store.close()
