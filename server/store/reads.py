@@ -60,6 +60,13 @@ SPANS_SQL = (
 )
 # The audit trail's head, which the engine's chain goes on from (AD2).
 LAST_AUDIT_SQL = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
+# Where a team's audit events name it: as the team, the other team, or among the
+# more teams (table, column).
+AUDIT_TEAM_PARTS = (
+    ("audit_events", "team_id"),
+    ("audit_events", "other_team_id"),
+    ("audit_teams", "team_id"),
+)
 # The more teams (``AuditEvent.more_team_ids``) of the events in a range of seqs.
 AUDIT_TEAMS_RANGE_SQL = "SELECT seq, team_id FROM audit_teams WHERE seq >= ? AND seq <= ?"
 # The times of the two chains' heads, each found by its primary key (``latest_instant``).
@@ -180,19 +187,24 @@ class NamedReads:
     async def audit_page(self, team_id: str, before_seq: int, limit: int) -> list[AuditEvent]:
         """A team's events are those naming it as team, as other team, or among their
         more teams (``audit_teams``); each read back with its more teams."""
-        where: list[str] = []
-        params: list[Any] = []
+        before = " AND seq < ?" if before_seq else ""
+        bound: Row = (before_seq,) if before_seq else ()
         if team_id:
-            where.append(
-                "(team_id = ? OR other_team_id = ? "
-                "OR seq IN (SELECT seq FROM audit_teams WHERE team_id = ?))"
+            # The page's newest of each of the three, each by its index from the
+            # page's end (``audit_team``, ``audit_other_team``, ``audit_teams``' key):
+            # their newest ``limit`` are the page's. (An OR of the three read every
+            # event of the team for each page, and sorted them.)
+            parts = " UNION ".join(
+                f"SELECT seq FROM (SELECT seq FROM {table} WHERE {column} = ?{before} "  # noqa: S608
+                f"ORDER BY seq DESC LIMIT ?) AS part{n}"
+                for n, (table, column) in enumerate(AUDIT_TEAM_PARTS)
             )
-            params += [team_id, team_id, team_id]
-        if before_seq:
-            where.append("seq < ?")
-            params.append(before_seq)
-        clause = f"WHERE {' AND '.join(where)} " if where else ""
-        sql = f"{clause}ORDER BY seq DESC LIMIT ?"
+            where = f"WHERE seq IN ({parts}) "
+            params: Row = (team_id, *bound, limit) * len(AUDIT_TEAM_PARTS)
+        else:
+            where = "WHERE seq < ? " if before_seq else ""
+            params = bound
+        sql = f"{where}ORDER BY seq DESC LIMIT ?"
         events: list[AuditEvent] = await self._select(AUDIT_EVENTS, sql, (*params, limit))
         if not events:
             return events

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from server.domain.admins import AuditEvent, AuditTeam
 from server.domain.changes import Changes
 from server.domain.ledger import Cause, EntryKind, LedgerEntry
 from server.domain.sessions import (
@@ -187,6 +188,40 @@ async def test_r1_a_periods_spans_include_those_longer_than_a_day_begun_long_bef
     assert facts.spans == [month, past, edge, short]
 
 
+async def test_ad2_a_teams_audit_pages_merge_its_three_ways_of_being_named(
+    store: StorePort,
+) -> None:
+    """A team's trail, a page at a time from its newest: the events naming it as team
+    (1, 4), as other team (2, 6) or among the more teams (3, 7), in seq order, each
+    once, never another team's (5, 8), however the pages cut them."""
+
+    def event(seq: int, team: str, other: str = "", *more: str) -> AuditEvent:
+        return AuditEvent(
+            seq, f"ev_{seq}", T0, "OPERATOR", "", "X", team, other, "", "", "{}",
+            more_team_ids=more,
+        )  # fmt: skip
+
+    events = [
+        event(1, "acme"),
+        event(2, "beta", "acme"),
+        event(3, "beta", "zeta", "acme"),
+        event(4, "acme", "beta"),
+        event(5, "beta"),
+        event(6, "zeta", "acme"),
+        event(7, "beta", "zeta", "acme", "omega"),
+        event(8, "zeta", "beta", "omega"),
+    ]
+    await _commit(store, *events, *(AuditTeam(t, e.seq) for e in events for t in e.more_team_ids))
+    pages, before = [], 0
+    while page := await store.audit_page("acme", before, 2):
+        pages.append([e.seq for e in page])
+        before = page[-1].seq
+    assert pages == [[7, 6], [4, 3], [2, 1]]
+    assert [e.seq for e in await store.audit_page("acme", 7, 3)] == [6, 4, 3]
+    assert [e.more_team_ids for e in await store.audit_page("acme", 8, 1)] == [("acme", "omega")]
+    assert [e.seq for e in await store.audit_page("", 6, 3)] == [5, 4, 3]  # every team's
+
+
 async def test_port_named_reads_answer_what_a_commit_just_stored(store: StorePort) -> None:
     """The reads see every commit that returned (the engine reads right after its
     own ``settled``)."""
@@ -243,6 +278,35 @@ async def test_r1_a_reports_spans_are_read_from_a_day_before_it_not_the_teams_fi
     assert "activity_team_start (team_id=? AND start_time>? AND start_time<?)" in plan
     assert "activity_team_long (team_id=? AND end_time>?)" in plan
     assert "SCAN" not in plan, plan
+
+
+async def test_ad2_a_teams_audit_page_reads_a_pages_worth_of_each_index_not_its_history(
+    tmp_path: Path,
+) -> None:
+    """A team's trail (AD2) is the events naming it as team, as other team or among
+    their more teams: a page takes the newest ``limit`` before its end from each of
+    the three indexes, not (an OR of the three) every event the team ever had,
+    sorted, for every page."""
+    store = await Store.open(tmp_path / "plan.db")
+    asked: list[tuple[str, Row]] = []
+    rows = store._rows
+
+    async def seen(sql: str, params: Row = ()) -> list[Any]:
+        asked.append((sql, params))
+        return await rows(sql, params)
+
+    store._rows = seen  # type: ignore[method-assign]
+    try:
+        await store.audit_page("acme", 500, 10)
+        sql, params = asked[0]
+        plan = " ".join(r[3] for r in await store.query(f"EXPLAIN QUERY PLAN {sql}", params))
+    finally:
+        await store.close()
+    assert "INDEX audit_team (team_id=? AND seq<?)" in plan
+    assert "INDEX audit_other_team (other_team_id=? AND seq<?)" in plan
+    assert "audit_teams USING PRIMARY KEY (team_id=? AND seq<?)" in plan
+    assert "MULTI-INDEX OR" not in plan and "SCAN audit_events" not in plan, plan
+    assert params.count(10) == 4  # each part's page, and the page's
 
 
 async def test_r1_a_reports_many_rows_are_made_off_the_event_loop(
