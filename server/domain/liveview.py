@@ -82,6 +82,11 @@ class LiveView(SessionBook):
         start = bisect_right(ids, after) if after is not None else 0
         return (by_id[i] for i in islice(ids, start, None))
 
+    def first_session_id(self) -> str | None:
+        """The least id of the sessions in memory (live, and ended of the last days),
+        or None when there are none."""
+        return self._ids[0] if self._ids else None
+
     def _index(self, session_id: str) -> None:
         """Put a new session's id in ``_ids``: at its end, as ids grow (``server/ids.py``)."""
         ids = self._ids

@@ -19,6 +19,15 @@ from datetime import datetime
 #: again, nor an ended coverage revived, after a restart on a clock stepped back.
 CLOCK_AT_KEY = "real_clock_at"
 
+#: A session id no session a start loads is below (the live ones, and those ended in
+#: the days a start loads: ``store/codec.py``, ``SESSIONS``): a start reads the
+#: sessions from it on, not every session ever stored. Kept by the engine
+#: (``Sessions.keep_load_bound``) as the least of the first such stored session and
+#: every session in memory; valid for every later start too, since a session that
+#: a later start loads was live at the time it was kept, or opened after (ids grow
+#: with time: ``server/ids.py``).
+SESSIONS_FROM_KEY = "sessions_loaded_from"
+
 
 @dataclass(frozen=True, slots=True)
 class MetaValue:

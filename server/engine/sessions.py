@@ -28,6 +28,7 @@ from server.domain.errors import InsufficientTokens, InvalidArgument, UnknownTea
 from server.domain.instants import EPOCH
 from server.domain.licensing import Licensing
 from server.domain.liveview import MAX_FIELD
+from server.domain.meta import SESSIONS_FROM_KEY, MetaValue
 from server.domain.policies import TimerSink
 from server.domain.products import Platform, Product
 from server.domain.sessions import (
@@ -155,6 +156,7 @@ class Sessions:
         self._flush_lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
         self.flushes = Batches()  # each flush's objects and seconds (server/metrics.py)
+        self._load_bound: str | None = None  # the last stored (``keep_load_bound``)
         for kind in SESSION_TIMERS:
             scheduler.on(kind, self._timer_handler(kind))
         commits.add_hook(_say_ended_for_tokens)
@@ -372,6 +374,25 @@ class Sessions:
     def forget_ended(self) -> int:
         """Let go of sessions ended more than ``ENDED_KEPT`` ago (they stay stored)."""
         return self.lic.forget_ended(self._clock.now() - ENDED_KEPT)
+
+    async def keep_load_bound(self, *, read: bool = True) -> str | None:
+        """Store the id from which a start reads the sessions (``SESSIONS_FROM_KEY``):
+        the least of the first stored session a start would load and every session
+        in memory. Memory's count too: a session opened (or ended) here whose commit
+        is still under way is not stored yet, and is in memory by the time the read
+        returns. Not ``read``: memory alone, right after the start's load, before
+        any session was let go (memory then holds what a start loads; a start that
+        loaded none found none stored). The bound stored, or None when there is
+        none to store (or it is the one this server stored last)."""
+        found = [self.lic.first_session_id()]
+        if read:
+            found = [await self._store.sessions_load_bound(), self.lic.first_session_id()]
+        bound = min((b for b in found if b is not None), default=None)
+        if bound is None or bound == self._load_bound:
+            return None
+        await self._commits.commit(Changes([MetaValue(SESSIONS_FROM_KEY, bound)]))
+        self._load_bound = bound
+        return bound
 
     # -- operators (R2) ------------------------------------------------------------
 
@@ -615,8 +636,11 @@ class Sessions:
             rounds += 1
             try:
                 await self.flush()
+                if rounds == 1:  # memory holds what the start loaded: nothing let go yet
+                    await self.keep_load_bound(read=False)
                 if rounds % max(1, int(FORGET_EVERY_SECONDS / every)) == 0:
                     self.forget_ended()
+                    await self.keep_load_bound()
             except (asyncio.CancelledError, StoreFailed):
                 raise  # a failed store is the store's line (store_failed), not a bug's
             except Exception:

@@ -40,7 +40,7 @@ from server.domain.directory import (
 )
 from server.domain.instants import instant, micros
 from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack, shared_parts
-from server.domain.meta import MetaValue
+from server.domain.meta import SESSIONS_FROM_KEY, MetaValue
 from server.domain.products import Product
 from server.domain.sessions import (
     ActivitySpan,
@@ -381,6 +381,10 @@ MEMBERS = mapped("members", Member, ("team_id", "user_id"))
 INVITATIONS = mapped("invitations", Invitation, ("invitation_id",))
 SUBSCRIPTIONS = mapped("subscriptions", Subscription, ("subscription_id",))
 ENDED_LOADED_US = 7 * 86400 * 1_000_000  # ended sessions loaded at start: 7 days
+# The sessions at or after the stored load bound (all of them before one is stored).
+SESSIONS_FROM = (
+    f"session_id >= COALESCE((SELECT value FROM meta WHERE key = '{SESSIONS_FROM_KEY}'), '')"
+)
 SESSIONS = mapped(
     "sessions",
     Session,
@@ -392,9 +396,11 @@ SESSIONS = mapped(
     # span is a literal computed here: PostgreSQL would compute `7 * 86400 * 1000000`
     # in 32 bits and overflow. (``IS NOT NULL`` lets SQLite take MAX from its partial
     # index ``sessions_end``, which holds ended sessions only: schema.py, 8.)
+    # From the stored bound below which none of those is (``SESSIONS_FROM_KEY``), by
+    # the key's index: not every session ever stored (a year of a busy server's).
     load_where=(
-        "WHERE end_time IS NULL OR end_time >= (SELECT COALESCE(MAX(end_time), 0) "
-        f"FROM sessions WHERE end_time IS NOT NULL) - {ENDED_LOADED_US}"
+        f"WHERE {SESSIONS_FROM} AND (end_time IS NULL OR end_time >= (SELECT "
+        f"COALESCE(MAX(end_time), 0) FROM sessions WHERE end_time IS NOT NULL) - {ENDED_LOADED_US})"
     ),
     order_by="ORDER BY session_id",
     # ``sessions_team_start``'s columns: a session's team and start are decided

@@ -154,6 +154,12 @@ class StorePort(Protocol):
         """The amounts of a team's CAPTURE entries at or after ``since`` (L4)."""
         ...
 
+    async def sessions_load_bound(self) -> str | None:
+        """The id of the first stored session (by id) that a start would load now (a
+        live one, or one ended in the days a start loads; no later start loads one
+        below it, as ids grow), or None when none is stored."""
+        ...
+
     async def latest_instant(self, snapshot: Snapshot) -> datetime | None:
         """The latest instant the stored data (and ``snapshot``, what ``load``
         returned) says something was done, or None (``server/store/reads.py``)."""

@@ -58,6 +58,13 @@ SPANS_SQL = (
     f"{LONG_SPAN_US} AND end_time > ? AND +start_time < ? "
     "ORDER BY start_time, session_id"
 )
+# The first session a start would load (``SESSIONS``' load: from the stored bound on),
+# by the key's index (``Sessions.keep_load_bound``). There is one whenever any
+# session is stored: the last to end is loaded, if none is live.
+LOAD_BOUND_SQL = (
+    f"SELECT session_id FROM sessions {SESSIONS.load_where} "  # noqa: S608 - our own SQL
+    "ORDER BY session_id LIMIT 1"
+)
 # The audit trail's head, which the engine's chain goes on from (AD2).
 LAST_AUDIT_SQL = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
 # Where a team's audit events name it: as the team, the other team, or among the
@@ -143,6 +150,10 @@ class NamedReads:
     async def captured_since(self, team_id: str, since: datetime) -> list[int]:
         rows = await self._rows(CAPTURED_SINCE_SQL, (team_id, t2i(since)))
         return [int(n) for (n,) in rows]
+
+    async def sessions_load_bound(self) -> str | None:
+        rows = await self._rows(LOAD_BOUND_SQL)
+        return str(rows[0][0]) if rows else None
 
     async def latest_instant(self, snapshot: Snapshot) -> datetime | None:
         """The latest instant the stored data says something was done, or None

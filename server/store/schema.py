@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from server.domain.terms import LEASE
+from server.store.codec import SESSIONS_FROM
 
 LEASE_US = LEASE // timedelta(microseconds=1)
 #: Activity spans longer than this (a day) are also in ``activity_team_long``
@@ -382,11 +383,13 @@ BACKFILLS: tuple[Backfill, ...] = (
     # end is what the product was told), for a session an older release inserted
     # (``lease_start`` 0: its lease would have ended in 1970) or renewed (its
     # ``lease_start`` still the one before). This release writes both, LEASE apart,
-    # so its own rows never match.
+    # so its own rows never match. Only from the stored load bound on: an older
+    # release writes the sessions it opens or renews, all of them at or after it
+    # (``SESSIONS_FROM_KEY``), and the look need not read every session ever stored.
     Backfill(
         "sessions",
         f"lease_start = lease_end - {LEASE_US}",
-        f"lease_start <> lease_end - {LEASE_US}",
+        f"{SESSIONS_FROM} AND lease_start <> lease_end - {LEASE_US}",
     ),
     # T1: the team that bought a pack an older release sold (``bought_by`` ''), from
     # its PURCHASE entry, where the pack has moved since (T5) to a team that is not

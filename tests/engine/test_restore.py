@@ -13,6 +13,7 @@ from server.clock import TestClock
 from server.domain.changes import Changes, Deleted
 from server.domain.coverage import SubscriptionKind
 from server.domain.ledger import Cause, Hold
+from server.domain.meta import SESSIONS_FROM_KEY, MetaValue
 from server.domain.products import Platform, Product
 from server.domain.sessions import ChargeState, Coverage
 from server.domain.teams import Plan
@@ -172,3 +173,58 @@ async def test_c1_a_restart_does_not_replay_a_subscription_granted_after_its_per
         ("CAPTURE", 10, T0 + day + 5 * minute),
     ]
     assert (session.live, session.coverage, fired) == (True, Coverage.TOKENS, 0)
+
+
+async def test_m11_a_start_reads_the_sessions_from_the_kept_bound_and_loads_the_same_ones(
+    tmp_path: Path,
+) -> None:
+    """A start loads the live sessions and those ended in the last days (M11, M12)
+    from the bound the engine keeps (``keep_load_bound``): the first stored session
+    a start would load, lowered by any in memory. Loaded from it, a start finds the
+    same sessions as from the first ever stored; the older ones stay stored."""
+    user = "ann@example.com"
+    clock = TestClock(T0)
+    engine = await _engine(tmp_path / "t.db", clock)
+    await _ann_and_acad(engine)
+    first = await _entitle_ann(engine, "r1")
+    await engine.sessions.release(user, first)
+    await engine.advance_clock(None, timedelta(days=10).total_seconds())
+    second = await _entitle_ann(engine, "r2")
+    await engine.sessions.release(user, second)  # the last to end: loaded (M11)
+    third = await _entitle_ann(engine, "r3")  # live
+    # Right after a start's load memory holds what it loaded: no read needed.
+    assert await engine.sessions.keep_load_bound(read=False) == first
+    engine.sessions.forget_ended()  # the first, ended 10 days ago, let go
+    assert await engine.sessions.keep_load_bound() == second  # stored, and first loaded
+    assert await engine.sessions.keep_load_bound() is None  # the same: not stored again
+    stored = {m.key: m.value for m in (await engine.store.load()).of(MetaValue)}
+    assert stored[SESSIONS_FROM_KEY] == second
+    await engine.stop()
+    await engine.store.close()
+
+    again = await _engine(tmp_path / "t.db", clock)
+    assert sorted(s.session_id for s in again.sessions.lic.all_sessions()) == [second, third]
+    old = await again.store.ended_session(first)
+    assert old is not None and old.session_id == first  # stored still (M12 reads it)
+    await again.store.close()
+
+
+async def test_m11_the_load_bound_counts_a_session_in_memory_whose_commit_is_under_way(
+    tmp_path: Path,
+) -> None:
+    """A session opened here whose commit has not reached the store when the bound
+    is read is in memory by then: the bound kept is never above it, or a start
+    after it was stored would not load it."""
+    clock = TestClock(T0)
+    engine = await _engine(tmp_path / "t.db", clock)
+    await _ann_and_acad(engine)
+    earlier = await _entitle_ann(engine, "r1")
+    later = earlier[:-1] + chr(ord(earlier[-1]) + 1)  # a session stored after it
+
+    async def first_stored() -> str | None:
+        return later  # as if ``earlier`` were not stored yet
+
+    engine.store.sessions_load_bound = first_stored  # type: ignore[method-assign]
+    assert await engine.sessions.keep_load_bound() == earlier
+    await engine.stop()
+    await engine.store.close()

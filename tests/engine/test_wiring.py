@@ -84,6 +84,9 @@ class FakeStore:
     async def captured_since(self, team_id: str, since: datetime) -> list[int]:
         return []
 
+    async def sessions_load_bound(self) -> str | None:
+        return None
+
 
 Revoked = tuple[str, str, Collection[str] | None, datetime]
 
