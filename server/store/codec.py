@@ -40,7 +40,7 @@ from server.domain.directory import (
 )
 from server.domain.instants import instant, micros
 from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack, shared_parts
-from server.domain.meta import SESSIONS_FROM_KEY, MetaValue
+from server.domain.meta import MetaValue
 from server.domain.products import Product
 from server.domain.sessions import (
     ActivitySpan,
@@ -50,6 +50,7 @@ from server.domain.sessions import (
     Session,
 )
 from server.domain.teams import Team
+from server.store.schema import SESSIONS_BOUND_SQL
 
 Row = tuple[Any, ...]
 _E = TypeVar("_E", bound=Enum)
@@ -382,9 +383,7 @@ INVITATIONS = mapped("invitations", Invitation, ("invitation_id",))
 SUBSCRIPTIONS = mapped("subscriptions", Subscription, ("subscription_id",))
 ENDED_LOADED_US = 7 * 86400 * 1_000_000  # ended sessions loaded at start: 7 days
 # The sessions at or after the stored load bound (all of them before one is stored).
-SESSIONS_FROM = (
-    f"session_id >= COALESCE((SELECT value FROM meta WHERE key = '{SESSIONS_FROM_KEY}'), '')"
-)
+SESSIONS_FROM = f"session_id >= ({SESSIONS_BOUND_SQL})"
 SESSIONS = mapped(
     "sessions",
     Session,

@@ -509,15 +509,19 @@ async def backfill(conn: asyncpg.Connection, fence: Fence | None = None) -> dict
     fence fails once the epoch has moved). Looked for first, and a database of this
     release's rows alone is only read; what is found is written in one transaction,
     fenced first as every write. Returns the rows filled in, by table."""
-    due = [b for b in BACKFILLS if await conn.fetchval(b.find_sql)]
+    due = []
+    for b in BACKFILLS:
+        mark = (await conn.fetchval(b.mark_sql),) if b.mark_sql else ()
+        if await conn.fetchval(numbered(b.find_sql), *mark):
+            due.append((b, mark))
     if not due:
         return {}
     filled: dict[str, int] = {}
     async with conn.transaction():
         if fence is not None:
             await fence(conn)
-        for b in due:
-            status = await conn.execute(b.sql)  # "UPDATE n"
+        for b, mark in due:
+            status = await conn.execute(numbered(b.sql), *mark)  # "UPDATE n"
             filled[b.table] = int(status.rsplit(" ", 1)[-1])
     log.warning("older_release_rows_filled", store="postgresql", **filled)
     return filled

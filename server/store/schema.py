@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from server.domain.meta import SESSIONS_FROM_KEY
 from server.domain.terms import LEASE
-from server.store.codec import SESSIONS_FROM
 
 LEASE_US = LEASE // timedelta(microseconds=1)
 #: Activity spans longer than this (a day) are also in ``activity_team_long``
@@ -342,6 +342,12 @@ MIGRATIONS: list[str] = [
 ]
 
 
+# The stored load bound of the sessions ('' before one is stored).
+SESSIONS_BOUND_SQL = (
+    f"SELECT COALESCE((SELECT value FROM meta WHERE key = '{SESSIONS_FROM_KEY}'), '')"  # noqa: S608
+)
+
+
 @dataclass(frozen=True)
 class Backfill:
     """A column an older release leaves out, filled in from what it does write."""
@@ -349,10 +355,14 @@ class Backfill:
     table: str
     set: str  # the column = its value
     where: str  # the rows that lack it
+    # What gives the value of the one ``?`` mark in ``where``, read first ("": none). A
+    # value of its own, not a subquery: PostgreSQL plans a subquery's value as if it
+    # kept a third of the table, and reads the whole table rather than the index.
+    mark_sql: str = ""
 
     @property
     def find_sql(self) -> str:
-        """Whether any row lacks it: one pass over the table when none does."""
+        """Whether any row lacks it: one pass over the rows it looks at when none does."""
         return f"SELECT EXISTS (SELECT 1 FROM {self.table} WHERE {self.where})"  # noqa: S608
 
     @property
@@ -389,7 +399,8 @@ BACKFILLS: tuple[Backfill, ...] = (
     Backfill(
         "sessions",
         f"lease_start = lease_end - {LEASE_US}",
-        f"{SESSIONS_FROM} AND lease_start <> lease_end - {LEASE_US}",
+        f"session_id >= ? AND lease_start <> lease_end - {LEASE_US}",
+        SESSIONS_BOUND_SQL,
     ),
     # T1: the team that bought a pack an older release sold (``bought_by`` ''), from
     # its PURCHASE entry, where the pack has moved since (T5) to a team that is not

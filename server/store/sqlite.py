@@ -288,14 +288,18 @@ class Store(NamedReads):
         in the rows it wrote on this schema (it was run again after an upgrade, and
         this one again after it), filled in before the load, in one transaction.
         Looked for first: a database of this release's rows alone is only read."""
-        due = [b for b in BACKFILLS if (await self.query(b.find_sql))[0][0]]
+        due = []
+        for backfill in BACKFILLS:
+            mark = (await self.query(backfill.mark_sql))[0] if backfill.mark_sql else ()
+            if (await self.query(backfill.find_sql, mark))[0][0]:
+                due.append((backfill, mark))
         if not due:
             return
         await _run(self._db, "BEGIN IMMEDIATE")
         try:
             filled: dict[str, int] = {}
-            for backfill in due:
-                async with self._db.execute(backfill.sql) as cur:
+            for backfill, mark in due:
+                async with self._db.execute(backfill.sql, mark) as cur:
                     filled[backfill.table] = cur.rowcount
             await _run(self._db, "COMMIT")
         except BaseException:

@@ -354,11 +354,11 @@ async def test_m11_a_start_reads_the_sessions_from_the_bound_by_the_keys_index(
     store = await Store.open(tmp_path / "plan.db")
     try:
         plans = [
-            " ".join(r[3] for r in await store.query(f"EXPLAIN QUERY PLAN {sql}"))
-            for sql in (
-                f"{SESSIONS.select_sql} {SESSIONS.load_where} {SESSIONS.order_by}",
-                BACKFILLS[0].find_sql,
-                reads.LOAD_BOUND_SQL,
+            " ".join(r[3] for r in await store.query(f"EXPLAIN QUERY PLAN {sql}", marks))
+            for sql, marks in (
+                (f"{SESSIONS.select_sql} {SESSIONS.load_where} {SESSIONS.order_by}", ()),
+                (BACKFILLS[0].find_sql, ("se_",)),
+                (reads.LOAD_BOUND_SQL, ()),
             )
         ]
     finally:
