@@ -1,13 +1,15 @@
 """SQLite through aiosqlite: migrations, group commit, and loading at start.
 
-One connection, one writer task (``group_commit.py``, shared with the
+One writing connection, one writer task (``group_commit.py``, shared with the
 PostgreSQL adapter): ``commit(changes)`` turns the changes into rows at once,
 queues them and waits; the writer takes everything queued so far, writes it in
 one transaction, commits, and wakes every waiter. So each RPC answers only
 after its change is on disk, while many RPCs share one commit (20-60x the rows
 per second of a commit each). The engine sees this store only through
 ``server/store/port.py``'s ``StorePort``; the SQL of its named reads (a ledger
-page, an ended session, the usage report's facts) is ``reads.py``'s.
+page, an ended session, the usage report's facts) is ``reads.py``'s, run on a
+second connection that only reads (a database file's; in memory, the one), so
+that a long one (a year's report) never holds up the commits.
 
 Opening a database file first makes sure it is a Tessera database or none yet
 (``files.py``: another application's SQLite database is refused, untouched),
@@ -118,6 +120,10 @@ class Store(NamedReads):
         )
         #: Seconds each table took in the last ``load`` (rows read and decoded), by name.
         self.load_seconds: dict[str, float] = {}
+        #: The named reads' own connection (``_open_reader``; None in memory, or until
+        #: the store is ready): a long one (a year's report) no longer holds up the
+        #: commits, which wait behind whatever runs on the writer's connection.
+        self._reader: aiosqlite.Connection | None = None
 
     @property
     def commits(self) -> int:
@@ -212,6 +218,8 @@ class Store(NamedReads):
             await store._migrate(version)
             await store._check_ledger_head(expected)
             await store._backfill()  # a database refused above is left as it was
+            if kw.get("path") is not None:
+                store._reader = await _open_reader(target, busy_timeout)
         except BaseException:
             await db.close()
             raise
@@ -350,7 +358,12 @@ class Store(NamedReads):
             return cast(list[Row], list(await cur.fetchall()))
 
     async def _rows(self, sql: str, params: Row = ()) -> list[Row]:
-        return await self.query(sql, params)  # the named reads' (``reads.py``)
+        """The named reads' (``reads.py``), on their own connection: each sees every
+        commit that returned before it began (WAL), and no commit waits for it."""
+        if self._reader is None:
+            return await self.query(sql, params)
+        async with self._reader.execute(sql, params) as cur:
+            return cast(list[Row], list(await cur.fetchall()))
 
     # -- writing --------------------------------------------------------------
 
@@ -493,6 +506,9 @@ class Store(NamedReads):
                 stopped = dataclasses.replace(self._head, stopped=True)
                 with contextlib.suppress(OSError):
                     self._anchor.write(stopped)
+        if self._reader is not None:  # first: the writer's is the last connection
+            with contextlib.suppress(Exception):
+                await self._reader.close()
         # SQLite's last connection removes the file at the -wal's name as it closes:
         # one put there while the server ran (a restore) is kept out of its way.
         aside = self._files.wal_aside() if self._files is not None else None
@@ -505,6 +521,18 @@ class Store(NamedReads):
             self._anchor.close()
         if self._lock is not None:
             self._lock.release()
+
+
+async def _open_reader(target: str | Path, busy_timeout: float) -> aiosqlite.Connection:
+    """A second connection to the database, for the named reads alone (it refuses
+    to write: ``query_only``)."""
+    reader = await aiosqlite.connect(str(target), isolation_level=None, timeout=busy_timeout)
+    try:
+        await _run(reader, "PRAGMA query_only=ON")
+    except BaseException:
+        await reader.close()
+        raise
+    return reader
 
 
 async def _user_version(db: aiosqlite.Connection) -> int:

@@ -4,6 +4,8 @@ to the same answers (the ``store`` fixture runs them on each)."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import threading
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
@@ -367,6 +369,33 @@ async def test_m11_a_start_reads_the_sessions_from_the_bound_by_the_keys_index(
     for plan in plans:
         assert "SEARCH sessions USING INDEX sqlite_autoindex_sessions_1 (session_id>?)" in plan
         assert "SCAN sessions" not in plan, plan
+
+
+async def test_r1_a_commit_does_not_wait_for_a_long_named_read(tmp_path: Path) -> None:
+    """The named reads (a report's facts: a year's are seconds of SQL) run on a
+    connection of their own: a commit made while one runs is stored and answered
+    without waiting for it (on the writer's connection, every Entitle, Idle and
+    Release waited behind a year's report: 0.32 s on the review's database), and
+    the read connection refuses to write."""
+    store = await Store.open(tmp_path / "r.db")
+    reader = store._reader
+    assert reader is not None
+    held = threading.Event()
+    await reader.create_function("held", 0, lambda: held.wait(60))
+    try:
+        reading = asyncio.create_task(store._rows("SELECT held()"))
+        await asyncio.sleep(0)
+        await asyncio.wait_for(store.commit([MetaValue("k", "v")]), 30)
+        assert not reading.done()  # the read is still held, the commit is stored
+        stored = await store.query("SELECT value FROM meta WHERE key = 'k'")
+        assert stored == [("v",)]
+        held.set()
+        assert await reading == [(1,)]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await store._rows("INSERT INTO meta (key, value) VALUES ('x', 'y')")
+    finally:
+        held.set()
+        await store.close()
 
 
 async def test_r1_a_reports_many_rows_are_made_off_the_event_loop(
