@@ -22,6 +22,7 @@ from server.domain.teams import Team
 from server.engine import Engine
 from server.engine.usage import UsageReport
 from server.ha.gate import NodeInfo, server_info
+from server.loops import LET_GO_AT_ONCE, let_go
 from tessera_api.tessera.v1 import admin_service_pb2 as api
 from tessera_api.tessera.v1 import admin_service_pb2_grpc
 
@@ -443,10 +444,17 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
 def _usage_report_out(
     report: UsageReport, managed: frozenset[str] | None
 ) -> api.GetUsageReportResponse:
-    return api.GetUsageReportResponse(
-        rows=[cv.usage_row_out(r) for r in report.rows],
+    """The answer, on a thread: its rows added a slice at a time (one call of
+    protobuf's for a year's 286,842 rows held the GIL, and the event loop, 0.37 s),
+    and the report freed here as they are, not on the loop."""
+    out = api.GetUsageReportResponse(
         total_tokens_charged=report.total_tokens_charged,
         packs=[cv.pack_usage_out(p, managed) for p in report.packs],
         total_sessions=report.total_sessions,
         total_active_seconds=report.total_active_seconds,
     )
+    rows = report.rows
+    for first in range(0, len(rows), LET_GO_AT_ONCE):
+        out.rows.extend([cv.usage_row_out(r) for r in rows[first : first + LET_GO_AT_ONCE]])
+    let_go(rows)
+    return out

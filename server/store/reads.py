@@ -22,6 +22,7 @@ from server.domain.directory import Notification
 from server.domain.ledger import EntryKind, LedgerEntry
 from server.domain.meta import MetaValue, clock_at
 from server.domain.sessions import Session
+from server.loops import let_go
 from server.store.codec import ACTIVITY, AUDIT_EVENTS, LEDGER, SESSIONS, Row, Table, i2t, t2i
 from server.store.port import Capture, SessionStart, Snapshot, UsageFacts
 from server.store.schema import LONG_SPAN_US
@@ -247,7 +248,9 @@ class NamedReads:
 
 
 def _make_each(make: Callable[[Any], T], rows: list[Any]) -> list[T]:
-    return [make(r) for r in rows]
+    made = [make(r) for r in rows]
+    let_go(rows)  # here, not on the loop
+    return made
 
 
 def _capture(row: Row) -> Capture:

@@ -9,11 +9,15 @@ and REVIT ("Revit") cost 10 tokens a day; the clock starts at
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import grpc
 import pytest
 
+from server.api.admin import _usage_report_out
+from server.engine.usage import UsageReport, UsageRow
+from server.loops import LET_GO_AT_ONCE
 from tests.licensing_desk import Desk, at, num
 
 NF = grpc.StatusCode.NOT_FOUND
@@ -180,3 +184,22 @@ def test_r1_three_versions_side_by_side_report_the_user_s_hours_once(desk: Desk)
     rows, totals = _report(desk)
     assert rows == [("2026-01-01", ann, "Ann", "REVIT", "Revit", 10, 3, 10 * 3600)]
     assert totals == (10, 3, 10 * 3600)
+
+
+def test_r1_a_long_reports_answer_has_every_row_in_order_and_frees_it_as_made() -> None:
+    """A report of many rows (a year of a team: 286,842) is made into its answer a
+    slice at a time on a thread, every row in order, the totals of them all; the
+    report's rows are let go there, not on the event loop."""
+    n = 2 * LET_GO_AT_ONCE + 3
+    rows = [
+        UsageRow(f"2026-01-{1 + i % 28:02d}", f"u{i}", "ACAD", i % 7, 1, timedelta(seconds=i))
+        for i in range(n)
+    ]
+    report = UsageReport(list(rows))
+    out = _usage_report_out(report, None)
+    assert [(r.user_id, r.date, r.tokens_charged, r.active_seconds) for r in out.rows] == [
+        (r.user_id, r.date, r.tokens_charged, r.active_seconds) for r in rows
+    ]
+    assert out.total_tokens_charged == sum(i % 7 for i in range(n))
+    assert out.total_sessions == n and out.total_active_seconds == sum(range(n))
+    assert report.rows == []  # let go on the thread that made the answer

@@ -403,7 +403,7 @@ async def test_r1_a_reports_many_rows_are_made_off_the_event_loop(
 ) -> None:
     """A report's facts of many rows (a year of a team: 300,000 and more) are made into
     objects on a thread of their own, not on the event loop every call waits for (it
-    held them for seconds); a few are made in place."""
+    held them for seconds), and their rows freed there; a few are made in place."""
     made_on: list[int] = []
 
     class Seen(Capture):
@@ -411,13 +411,19 @@ async def test_r1_a_reports_many_rows_are_made_off_the_event_loop(
             made_on.append(threading.get_ident())
             super().__init__(*args)  # type: ignore[arg-type]
 
+    freed_on: list[int] = []
+
+    class Freed(tuple[Any, ...]):
+        def __del__(self) -> None:
+            freed_on.append(threading.get_ident())
+
     class Rows(reads.NamedReads):
         def __init__(self, n: int) -> None:
             self.n = n
 
         async def _rows(self, sql: str, params: Row = ()) -> list[Any]:
             if sql is reads.CAPTURES_SQL:
-                return [(0, "ann", "ACAD", 10)] * self.n
+                return [Freed((0, "ann", "ACAD", 10)) for _ in range(self.n)]
             return []
 
     monkeypatch.setattr(reads, "Capture", Seen)
@@ -425,6 +431,8 @@ async def test_r1_a_reports_many_rows_are_made_off_the_event_loop(
     many = await Rows(reads.MADE_ON_THE_LOOP + 1).usage_facts("acme", T0, T0 + H)
     assert len(many.captures) == reads.MADE_ON_THE_LOOP + 1
     assert loop_thread not in made_on
+    # ... and the rows they were made from freed there too, not on the loop.
+    assert len(freed_on) == reads.MADE_ON_THE_LOOP + 1 and loop_thread not in freed_on
     made_on.clear()
     few = await Rows(3).usage_facts("acme", T0, T0 + H)
     assert len(few.captures) == 3 and set(made_on) == {loop_thread}
