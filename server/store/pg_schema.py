@@ -19,7 +19,7 @@ serves on while a standby of the new release migrates (docs/postgres.md,
 
 from __future__ import annotations
 
-from server.store.schema import LONG_SPAN_US
+from server.store.schema import ACTIVITY_TEAM_LONG_INDEX, LEDGER_TEAM_INDEXES
 
 # pg_advisory_xact_lock key held while migrating: two servers starting together
 # on a new database take turns instead of both creating the tables.
@@ -277,14 +277,7 @@ MIGRATIONS: list[str] = [
     );
     """,
     # 9: the ledger's captures and moves by team, as SQLite's migration 13
-    """
-    CREATE INDEX ledger_team_captures ON ledger (team_id, time) WHERE kind = 'CAPTURE';
-    CREATE INDEX ledger_team_moves ON ledger (kind, team_id, pack_id)
-        WHERE kind IN ('MOVE_IN', 'MOVE_OUT');
-    """,
+    LEDGER_TEAM_INDEXES,
     # 10: the spans longer than a day, by team and end, as SQLite's migration 14
-    f"""
-    CREATE INDEX activity_team_long ON activity (team_id, end_time)
-        WHERE end_time - start_time > {LONG_SPAN_US};
-    """,
+    ACTIVITY_TEAM_LONG_INDEX,
 ]

@@ -21,6 +21,18 @@ LEASE_US = LEASE // timedelta(microseconds=1)
 #: (``reads.SPANS_SQL``). Written into that migration's index: never changed.
 LONG_SPAN_US = 86_400_000_000
 
+# Indexes made by the same statements on both stores (SQLite's migrations 13 and 14,
+# PostgreSQL's 9 and 10): one text each, so that the two cannot drift apart.
+LEDGER_TEAM_INDEXES = """
+    CREATE INDEX ledger_team_captures ON ledger (team_id, time) WHERE kind = 'CAPTURE';
+    CREATE INDEX ledger_team_moves ON ledger (kind, team_id, pack_id)
+        WHERE kind IN ('MOVE_IN', 'MOVE_OUT');
+    """
+ACTIVITY_TEAM_LONG_INDEX = f"""
+    CREATE INDEX activity_team_long ON activity (team_id, end_time)
+        WHERE end_time - start_time > {LONG_SPAN_US};
+    """
+
 MIGRATIONS: list[str] = [
     # 1: token accounts and the rate sheet (RULES T1-T6, P1)
     """
@@ -326,19 +338,12 @@ MIGRATIONS: list[str] = [
     # alone made each read every entry the team ever had (a year of a team of 1,000
     # users: 0.1-0.3 s a read, whatever the days). Partial: a Release's entries
     # (HOLD, HOLD_RELEASE: the Entitle+Release cycle's) are in neither.
-    """
-    CREATE INDEX ledger_team_captures ON ledger (team_id, time) WHERE kind = 'CAPTURE';
-    CREATE INDEX ledger_team_moves ON ledger (kind, team_id, pack_id)
-        WHERE kind IN ('MOVE_IN', 'MOVE_OUT');
-    """,
+    LEDGER_TEAM_INDEXES,
     # 14: a report's spans (R1) are read from a day before its start
     # (``activity_team_start``), and the few longer than a day that began earlier
     # by this index, which holds those alone (``reads.SPANS_SQL``): from the team's
     # first span, a day of a year's history read every span of the year before it.
-    f"""
-    CREATE INDEX activity_team_long ON activity (team_id, end_time)
-        WHERE end_time - start_time > {LONG_SPAN_US};
-    """,
+    ACTIVITY_TEAM_LONG_INDEX,
 ]
 
 
