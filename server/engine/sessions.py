@@ -550,9 +550,6 @@ class Sessions:
         await self.flush()
         facts = await self._store.usage_facts(team_id, start, end)
         packs = pack_usage(team_id, now, facts, self.state.ledger)  # as they stand now
-        # The rows on a thread of their own: a year of a large team (160,000 rows)
-        # held the event loop, and every call, for seconds (the names are read
-        # from the directory there, one dictionary lookup each).
 
         def rows_of_facts() -> list[UsageRow]:
             try:
@@ -569,6 +566,9 @@ class Sessions:
             finally:  # the facts freed here too, not on the loop
                 let_go(facts.captures, facts.session_starts, facts.spans)
 
+        # The rows on a thread of their own: a year of a large team (160,000 rows)
+        # held the event loop, and every call, for seconds (the names are read
+        # from the directory there, one dictionary lookup each).
         rows = await asyncio.to_thread(rows_of_facts)
         report = UsageReport(rows, packs)
         if user_id and not report.rows and not self.state.directory.is_member(team_id, user_id):
