@@ -314,7 +314,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                         code=code.name,
                         duration_ms=round((monotonic() - start) * 1000, 3),
                         request_id=request_id,
-                        user_id=shown_user,
+                        # its caller: a user, or (bound) the admin an AdminService
+                        # call is made by, whose line has no user_id at all
+                        **({} if admin else {"user_id": shown_user}),
                         # which of a code's refusals (RUNNING_ELSEWHERE, INSUFFICIENT_TOKENS
                         # and DEVICE_LIMIT are all FAILED_PRECONDITION): only on a refusal
                         **({"reason": reason} if reason is not None else {}),

@@ -150,7 +150,9 @@ async def test_a_line_written_deeper_carries_the_method_request_id_and_user(
     assert calls[grpc.StatusCode.OK].count == 1
 
 
-async def test_an_admin_call_carries_who_made_it(edge: tuple[EdgeInterceptor, Metrics]) -> None:
+async def test_ops_an_admin_calls_lines_carry_the_admin_who_made_it_and_no_user(
+    edge: tuple[EdgeInterceptor, Metrics],
+) -> None:
     interceptor, _ = edge
     with capture_logs(processors=[merge_contextvars, merge_call_context]) as lines:
         await call(interceptor, "/tessera.v1.AdminService/GetServerInfo", TOKEN, "r-2")
@@ -160,6 +162,9 @@ async def test_an_admin_call_carries_who_made_it(edge: tuple[EdgeInterceptor, Me
         "r-2",
         "operator",
     )
+    # Its own line names the admin alone: no user made it (it said "user_id": null).
+    [own] = [x for x in lines if x["event"] == "rpc"]
+    assert own["admin"] == "operator" and "user_id" not in own
 
 
 async def test_the_admin_token_sent_as_request_id_is_not_bound(
