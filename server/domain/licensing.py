@@ -363,10 +363,9 @@ class Licensing(LiveView):
         everything) with NOT_ASSIGNED; paid windows stay paid. Plugins of a
         revoked host that the user keeps end as HOST_ENDED. Returns every
         session ended."""
-        lost = sorted(self.products if product_ids is None else product_ids)
-        doomed = order(
-            s for p in lost for s in self._seat_sessions(user_id, p) if s.team_id == team_id
-        )
+        doomed = self._losing(team_id, user_id, product_ids)
+        if not doomed:  # most of a team's members, when a change takes from them all
+            return doomed
         # A plugin the user lost too ends for that (NOT_ASSIGNED) before its host,
         # whose end would otherwise end it as HOST_ENDED. Stable: oldest first.
         doomed.sort(key=lambda s: not s.parent_session_id)

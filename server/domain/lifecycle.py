@@ -34,7 +34,7 @@ not renewed).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import datetime
 from operator import attrgetter
 
@@ -157,6 +157,28 @@ class SessionBook:
         """The user's live sessions of a product, on every device (3 at most, M8)
         and in every team, in no particular order."""
         return (s for d in self._devices_of(user_id, product_id) for s in live_list(d.live))
+
+    def _losing(
+        self, team_id: str, user_id: str, product_ids: Collection[str] | None
+    ) -> list[Session]:
+        """The user's live sessions in ``team_id`` of ``product_ids`` (None: of every
+        product), oldest first: what taking those products from them there ends (A6).
+        Found from their devices (a few: M8), never by walking the products: taking
+        a whole catalog from each of a team's members walked every product of each
+        (a default set cleared for 300,000 members: 4.4 s on the event loop)."""
+        if user_id not in self._devices:  # never ran anything: nothing to end
+            return []
+        lost = None if product_ids is None else frozenset(product_ids)
+        return order(
+            s
+            for s in self._user_live(user_id)
+            if s.team_id == team_id and (lost is None or s.product_id in lost)
+        )
+
+    def _user_live(self, user_id: str) -> Iterator[Session]:
+        """The user's live sessions of every product, on every device, in no
+        particular order."""
+        return (s for d in few(self._devices.get(user_id)) for s in live_list(d.live))
 
     def _set_state(self, session: Session, state: SessionState) -> None:
         """``session.state = state``, kept in ``live_counts``."""

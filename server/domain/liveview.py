@@ -58,8 +58,9 @@ class LiveView(SessionBook):
 
     def sessions_of_user(self, user_id: str, product_id: str | None = None) -> list[Session]:
         """A user's live sessions (of one product, or of all), oldest first."""
-        products = sorted(self.products) if product_id is None else [product_id]
-        return order(s for p in products for s in self._seat_sessions(user_id, p))
+        if product_id is None:  # from their devices, not by walking the catalog
+            return order(self._user_live(user_id))
+        return self._seat_sessions(user_id, product_id)
 
     def live_sessions(self, team_id: str | None = None) -> Iterator[Session]:
         """Live sessions (of a team) in the order they opened. Scans: the admin path."""
@@ -109,8 +110,7 @@ class LiveView(SessionBook):
         product) from the user in ``team_id`` would end (A6: their sessions there
         and, P4, those sessions' plugins): what UnassignUser, SetUserProducts and
         SetDefaultAssignments touch (AD1)."""
-        lost = self.products if product_ids is None else product_ids
-        doomed = [s for p in lost for s in self._seat_sessions(user_id, p) if s.team_id == team_id]
+        doomed = self._losing(team_id, user_id, product_ids)
         return frozenset(s.team_id for s in self._with_plugins(doomed))
 
     def session_teams(self, session_id: str) -> frozenset[str]:

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import itertools
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -1359,6 +1360,42 @@ def test_a6_revoking_access_ends_sessions_without_refund(w: World) -> None:
     assert w.charged() == 18 and [e.amount for e in w.entries(EntryKind.HOLD_RELEASE)] == [3]
     changes = w.changes()
     assert w.lic.revoke_access("alpha", "ann", None, w.now, changes, w.heap) == [maya]
+
+
+class UnwalkedCatalog(dict[str, object]):
+    """The rate sheet, whose products may be looked up but not walked."""
+
+    def __iter__(self) -> Any:
+        raise AssertionError("the whole catalog was walked")
+
+    def keys(self) -> Any:
+        raise AssertionError("the whole catalog was walked")
+
+
+def test_a6_taking_every_product_finds_the_users_sessions_from_their_devices() -> None:
+    """Taking everything from a user (UnassignUser, a default set cleared for each
+    member) ends their sessions in that team found from their few devices, not by
+    walking the rate sheet: for each of a team's members it walked every product
+    (a default set cleared for 300,000 members held the event loop 4.4 s)."""
+    w = two_teams()
+    w.buy("alpha", 100)
+    w.buy("beta", 100)
+    acad = w.entitle(team="alpha")
+    maya = w.entitle(product="MAYA", team="alpha", device="d2")
+    plug = w.entitle(product="PLUG", parent=acad.session_id, team="alpha")
+    w.access.grant("ann", "beta", "FREE")  # hers in beta alone
+    kept = w.entitle(product="FREE", team="beta", device="d2")
+    w.lic.products = UnwalkedCatalog(w.lic.products)  # type: ignore[assignment]
+    assert w.lic.sessions_of_user("ann") == [acad, maya, plug, kept]
+    assert w.lic.access_teams("alpha", "ann", None) == {"alpha"}
+    assert w.lic.access_teams("beta", "ann", ["ACAD"]) == frozenset()
+    assert kept.team_id == "beta"
+    changes = w.changes()
+    assert w.lic.revoke_access("alpha", "ann", ["MAYA"], w.now, changes, w.heap) == [maya]
+    # the plugin lost too first, for that, then its host (``revoke_access``)
+    assert w.lic.revoke_access("alpha", "ann", None, w.now, changes, w.heap) == [plug, acad]
+    assert [acad.end_reason, plug.end_reason] == [EndReason.NOT_ASSIGNED] * 2
+    assert kept.live and w.lic.sessions_of_user("ann") == [kept]
 
 
 def test_r2_end_session_by_admin(w: World) -> None:
