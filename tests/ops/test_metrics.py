@@ -11,7 +11,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -171,6 +171,50 @@ def test_series_count_is_4_per_team_4_per_product_and_80_plus_timer_kinds(
     assert len(m) - len(calls) == 4 * 3 + 4 * 5 + 80 + len(TimerKind)
     per_call = [k for k in calls if dict(k[1]).get("method") == "Entitle"]
     assert len(per_call) == 16  # 13 buckets, +Inf, sum, count: one status code so far
+
+
+def test_metrics_a_scrape_reads_the_engine_on_its_loop_and_writes_the_text_on_a_thread(
+    metered: ServerThread, ops_desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine is read on the loop that changes it (one consistent state, as the
+    rows of its teams and products); their families and the text are made on a
+    thread: with 10,000 teams (40,000 series) that held the loop, and every call,
+    a third of a second at each scrape."""
+    d = ops_desk
+    d.team("alpha", 10)
+    made_on: dict[str, int] = {}
+    written_on: list[int] = []
+    gauge, write = metrics_module.GaugeMetricFamily, metrics_module.generate_latest
+
+    def made(name: str, *args: Any, **kwargs: Any) -> Any:
+        made_on[name] = threading.get_ident()
+        return gauge(name, *args, **kwargs)
+
+    def written(registry: Any) -> bytes:
+        written_on.append(threading.get_ident())
+        return write(registry)
+
+    monkeypatch.setattr(metrics_module, "GaugeMetricFamily", made)
+    monkeypatch.setattr(metrics_module, "generate_latest", written)
+    m = scrape(metered)
+    assert value(m, "tessera_team_tokens_available", team="alpha") == 10
+    loop = metered._thread.ident
+    assert made_on["tessera_server_active"] == loop  # the few, made as read
+    wide = ("tessera_team_tokens_available", "tessera_live_sessions", "tessera_meters")
+    assert all(made_on[name] != loop for name in wide), made_on
+    assert len(written_on) == 1 and written_on[0] != loop
+    # What was read stays as read: the families say the state of their read.
+    metrics = metered.server.metrics
+    assert metrics is not None
+    families = asyncio.run_coroutine_threadsafe(_read(metrics), metered.loop).result(10)
+    d.buy("alpha", 5)
+    before = {f.name: f.samples for f in families()}["tessera_team_tokens_available"]
+    assert [(s.labels["team"], s.value) for s in before] == [("alpha", 10)]
+    assert value(scrape(metered), "tessera_team_tokens_available", team="alpha") == 15
+
+
+async def _read(metrics: metrics_module.Metrics) -> Any:
+    return metrics.read()
 
 
 def test_metrics_process_series_are_the_servers_own(metered: ServerThread) -> None:
