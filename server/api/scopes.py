@@ -117,7 +117,7 @@ class EngineLookup:
             losses = {user_id: lost}
         lic = engine.sessions.lic
         return frozenset().union(
-            *(lic.access_teams(team.team_id, u, lost) for u, lost in losses.items())
+            *(lic.access_teams(team.team_id, u, losses[u]) for u in lic.running(losses))
         )
 
     def invitation_team(self, invitation_token: str) -> str:

@@ -76,6 +76,14 @@ from server.domain.userentries import (
 )
 
 INVITATION_VALIDITY = DEFAULT_TERMS.invitation_validity
+#: An assignment naming more users than this sorts the team's members (and the user
+#: ids) again at the next read, instead of putting each in its place: each insertion
+#: moves the list's tail (at 300,000 members, 0.1 ms), a sort is a few times 100 ms.
+KEEP_SORTED_UP_TO = 100
+
+
+def _user_id(member: Member) -> str:
+    return member.user_id
 
 
 class MemberState(Enum):
@@ -358,14 +366,16 @@ class Directory:
     def is_member(self, team_id: str, user_id: str) -> bool:
         return self._member(team_id, user_id) is not None
 
-    def members_of(self, team_id: str) -> list[Member]:
-        """A team's members, by user id (sorted once per change of membership:
-        ListMembers pages through 40,000 members a page at a time)."""
+    def members_of(self, team_id: str) -> Sequence[Member]:
+        """A team's members, by user id: sorted once, then kept in order as members
+        come and go (ListMembers pages through 300,000 members a page at a time;
+        sorting them again after each change held the loop 89 ms, and copying them
+        for each page 7.6 ms). Read-only: the directory's own list."""
         found = self._sorted_members.get(team_id)
         if found is None:
             members = self._members_of.get(team_id, {}).values()
-            found = self._sorted_members[team_id] = sorted(members, key=lambda m: m.user_id)
-        return list(found)
+            found = self._sorted_members[team_id] = sorted(members, key=_user_id)
+        return found
 
     def teams_of(self, user_id: str) -> list[Member]:
         """A user's memberships, by team id."""
@@ -391,7 +401,7 @@ class Directory:
             page = heapq.nsmallest(limit + 1, (u for u in found if u > after))
         return [self._users[u] for u in page[:limit]], len(page) > limit
 
-    def _all_ids(self) -> list[str]:
+    def _all_ids(self) -> Sequence[str]:
         if self._sorted_ids is None:
             self._sorted_ids = sorted(self._users)
         return self._sorted_ids
@@ -529,6 +539,9 @@ class Directory:
         if problems:
             raise InvalidArgument(problems)
         call = _Call(now, new_token, new_id, changes)
+        if len(parsed) > KEEP_SORTED_UP_TO:  # sorted again once, not put in place each
+            self._sorted_members.pop(team.team_id, None)
+            self._sorted_ids = None
         wanted = _Wanted(
             guest, all_products, frozenset() if all_products else frozenset(product_ids)
         )
@@ -551,7 +564,8 @@ class Directory:
             user = User(entry.user_id, name, entry.user_id)
             self._users[user.user_id] = user
             self._search.add(user.user_id, user.display_name, user.email)
-            self._sorted_ids = None
+            if self._sorted_ids is not None:
+                bisect.insort(self._sorted_ids, user.user_id)
             call.changes.upsert(user)
         member = self._member(team.team_id, user.user_id)
         if member is None:
@@ -783,7 +797,8 @@ class Directory:
             self._drop_invitation(invitation, changes)
         drop_few(self._teams_of, user_id, member)
         del self._members_of[team_id][user_id]
-        self._sorted_members.pop(team_id, None)
+        if (members := self._sorted_members.get(team_id)) is not None:
+            del members[bisect.bisect_left(members, user_id, key=_user_id)]
         changes.delete(member)
         return member
 
@@ -826,15 +841,23 @@ class Directory:
         losses: dict[str, frozenset[str]] = {}
         if not removed:
             return losses
+        # What a member loses depends on their own products alone: worked out once
+        # for each set of them (a team of 300,000 has a few), not once a member.
+        all_lose = frozenset(p for p in removed if p not in known_products)
+        lose_by_own: dict[frozenset[str], frozenset[str]] = {}
         for member in self._members_of.get(team.team_id, {}).values():
             if member.state is not MemberState.ACTIVE or not _defaults_apply(member, team):
                 continue
             if guests_only and not member.guest:
                 continue
             if member.all_products:
-                lost = frozenset(p for p in removed if p not in known_products)
+                lost = all_lose
             else:
-                lost = removed - member.product_ids
+                own = member.product_ids
+                found = lose_by_own.get(own)
+                if found is None:
+                    found = lose_by_own[own] = removed - own
+                lost = found
             if lost:
                 losses[member.user_id] = lost
         return losses
@@ -858,7 +881,8 @@ class Directory:
         """Index a new membership (the user is not yet a member of that team)."""
         add_few(self._teams_of, member.user_id, member)
         self._members_of.setdefault(member.team_id, {})[member.user_id] = member
-        self._sorted_members.pop(member.team_id, None)
+        if (members := self._sorted_members.get(member.team_id)) is not None:
+            bisect.insort(members, member, key=_user_id)
 
     def _send_invitation(self, call: _Call, member: Member, user: User) -> str:
         """Send, or resend reusing its id, the member's invitation; return the token

@@ -62,6 +62,12 @@ class LiveView(SessionBook):
             return order(self._user_live(user_id))
         return self._seat_sessions(user_id, product_id)
 
+    def running(self, user_ids: Iterable[str]) -> list[str]:
+        """Those of ``user_ids`` (in their order) with a device registered: the only
+        ones who may have a live session (M8)."""
+        devices = self._devices
+        return [u for u in user_ids if u in devices]
+
     def live_sessions(self, team_id: str | None = None) -> Iterator[Session]:
         """Live sessions (of a team) in the order they opened. Scans: the admin path."""
         return (

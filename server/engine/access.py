@@ -49,7 +49,7 @@ from server.ids import IdFactory
 # ``Sessions.coverage_changed``), the two calls this use case makes into another.
 # A6: end a user's live sessions in a team for what they lost (None: everything):
 # (team_id, user_id, product_ids, now, changes).
-RevokeAccess = Callable[[str, str, Collection[str] | None, datetime, Changes], None]
+RevokeAccess = Callable[[str, Mapping[str, Collection[str] | None], datetime, Changes], None]
 # C1/C2: a subscription or trial was granted; running sessions follow it.
 CoverageChanged = Callable[[Subscription, datetime, Changes], None]
 
@@ -143,9 +143,7 @@ class Access:
         that may revoke first fire the deadlines already due (``Scheduler.caught_up``),
         before they change anything: a session whose lease lapsed ended then
         (LEASE_EXPIRED), a window that closed in use was renewed (M5)."""
-        for user_id, lost in losses.items():
-            if lost:
-                self._revoke_access(team_id, user_id, lost, now, changes)
+        self._revoke_access(team_id, losses, now, changes)
 
     # -- assigning -----------------------------------------------------------
 
@@ -232,7 +230,7 @@ class Access:
         except Exception:
             await store_fired(self._commits, changes)
             raise
-        self._revoke_access(team_id, user_id, None, now, changes)
+        self._revoke_access(team_id, {user_id: None}, now, changes)
         await self._commits.commit(changes)
 
     async def set_user_products(
@@ -298,7 +296,7 @@ class Access:
         self.state.team(team_id)
         return self.state.directory.member(team_id, user_id)
 
-    def members(self, team_id: str) -> list[Member]:
+    def members(self, team_id: str) -> Sequence[Member]:
         self.state.team(team_id)
         return self.state.directory.members_of(team_id)
 

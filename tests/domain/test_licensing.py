@@ -1386,6 +1386,8 @@ def test_a6_taking_every_product_finds_the_users_sessions_from_their_devices() -
     w.access.grant("ann", "beta", "FREE")  # hers in beta alone
     kept = w.entitle(product="FREE", team="beta", device="d2")
     w.lic.products = UnwalkedCatalog(w.lic.products)  # type: ignore[assignment]
+    # whom a team-wide change must look at: those with a device (the rest run nothing)
+    assert w.lic.running(["zed", "ann", "bob"]) == ["ann"]
     assert w.lic.sessions_of_user("ann") == [acad, maya, plug, kept]
     assert w.lic.access_teams("alpha", "ann", None) == {"alpha"}
     assert w.lic.access_teams("beta", "ann", ["ACAD"]) == frozenset()

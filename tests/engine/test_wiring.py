@@ -111,8 +111,8 @@ class World:
             ids=IdFactory(),
             secret_key=self.store.secret_key,
             max_users_per_request=max_users_per_request,
-            revoke_access=lambda team, user, lost, now, changes: self.revoked.append(
-                (team, user, lost, now)
+            revoke_access=lambda team, losses, now, changes: self.revoked.extend(
+                (team, user, lost, now) for user, lost in losses.items()
             ),
             coverage_changed=lambda sub, now, changes: None,
         )
