@@ -90,7 +90,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         """``_window``'s page as its items' messages (``out``) and the next page's token,
         the page cut short of a client's 4 MiB (``paging.fitted``)."""
         page, token, kind = self._window(request, kind, items, key)
-        return paging.fitted(page, [out(x) for x in page], token, kind, key)
+        return paging.fitted(page, map(out, page), token, kind, key)
 
     async def _team(self, team: Team) -> Any:
         ledger, team_id = self.e.ledger, team.team_id

@@ -6,7 +6,7 @@ import base64
 import binascii
 import bisect
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from google.protobuf.message import Message
@@ -134,17 +134,21 @@ def paginate(
 
 def fitted(
     items: Sequence[_T],
-    answers: list[_M],
+    answers: Iterable[_M],
     token: str,
     kind: str,
     key: Callable[[_T], str],
 ) -> tuple[list[_M], str]:
     """A page's ``answers`` (one message an item of ``items``, in order) and its next
     page's ``token``, cut before ``ANSWER_BYTES`` (one message at least, whatever its
-    size): the next page then starts after the last one kept."""
+    size): the next page then starts after the last one kept. ``answers`` may be made
+    as they are taken: none is made past the cut (a page of 1,000 members, each with
+    a catalog of 10,000 products, made all 1,000 to keep 30)."""
+    kept: list[_M] = []
     total = 0
-    for n, answer in enumerate(answers):
+    for answer in answers:
         total += answer.ByteSize()
-        if total > ANSWER_BYTES and n:
-            return answers[:n], encode(kind, key(items[n - 1]))
-    return answers, token
+        if total > ANSWER_BYTES and kept:
+            return kept, encode(kind, key(items[len(kept) - 1]))
+        kept.append(answer)
+    return kept, token
