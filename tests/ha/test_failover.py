@@ -22,6 +22,8 @@ import pytest
 
 from client_sdk.admin import AsyncAdminClient
 from client_sdk.errors import Unauthenticated
+from server.ha.election import APP_PREFIX
+from server.store.postgres import application_name
 from tests.grpcurl import Grpcurl, GrpcurlError
 from tests.licensing_desk import Desk, num
 from tests.pg import run_sync
@@ -324,12 +326,19 @@ def test_h1_a_write_after_a_takeover_it_missed_is_fenced_and_steps_it_down(
     """The active has not noticed that another server took over (its own lease
     runs 60 s): its next write is refused by the fence in the database, leaves
     as NOT_LEADER (not committed: the client may repeat it on the new active),
-    and the server stops answering as active at once."""
+    and the server stops answering as active at once.
+
+    The other server runs: its election's session is open. Without one, its row's
+    holder is dead to this server's next round (``still_there``), which takes the row
+    straight back: that round comes 12 s after the last, and a test slowed that much
+    (a loaded machine) finds this server active again, GetTeam answered."""
     srv = ServerThread(pg_url, secrets_dir=tmp_path, leader_lease=60.0).start()
     desk = Desk(srv.target)
+    other: asyncpg.Connection | None = None
     try:
         wait_for(srv.target, SERVING)
         desk.team("acme", tokens=10)
+        other = _the_other_server_runs(srv, pg_url)
         run_sync(lambda: _execute(pg_url, TAKE_OVER_BEHIND_ITS_BACK))
         with pytest.raises(GrpcurlError) as refused:
             desk.buy("acme", 5)
@@ -342,6 +351,8 @@ def test_h1_a_write_after_a_takeover_it_missed_is_fenced_and_steps_it_down(
         assert run_sync(lambda: _execute(pg_url, "SELECT count(*) FROM packs")) == 1
     finally:
         desk.close()
+        if other is not None:
+            srv.call(other.close())
         srv.stop()
 
 
@@ -349,6 +360,18 @@ TAKE_OVER_BEHIND_ITS_BACK = """
 UPDATE tessera_leader SET node_id = 'other', address = '127.0.0.1:1', epoch = epoch + 1,
     lease_until = now() + interval '60 seconds'
 """
+
+
+def _the_other_server_runs(srv: ServerThread, url: str) -> asyncpg.Connection:
+    """An open session named as the election of ``TAKE_OVER_BEHIND_ITS_BACK``'s
+    server: without one, that row's holder is dead to ``srv``'s next round
+    (``still_there``), which takes the row straight back, whatever its lease (opened
+    on the server's loop, which outlives it: a sync test has none of its own)."""
+    name = application_name(APP_PREFIX, "other")
+    conn: asyncpg.Connection = srv.call(
+        asyncpg.connect(url, server_settings={"application_name": name})
+    )
+    return conn
 
 
 async def _execute(url: str, sql: str) -> Any:
@@ -364,12 +387,18 @@ def test_h1_a_server_that_lost_its_place_is_a_standby_and_may_win_anew(
 ) -> None:
     srv = ServerThread(pg_url, secrets_dir=tmp_path, leader_lease=2.0).start()
     desk = Desk(srv.target)
+    other: asyncpg.Connection | None = None
     try:
         wait_for(srv.target, SERVING)
         desk.team("acme", tokens=10)
+        # (the other server runs while it holds the place: with no session of its own,
+        # this server's next round, 0.4 s later, took it straight back, racing the
+        # checks of its standby role)
+        other = _the_other_server_runs(srv, pg_url)
         run_sync(lambda: _execute(pg_url, TAKE_OVER_BEHIND_ITS_BACK))
         wait_for(srv.target, NOT_SERVING)  # its next renewal finds the epoch moved on
         assert info(srv.target)["role"] == "NODE_ROLE_STANDBY"
+        srv.call(other.close())
         run_sync(lambda: _execute(pg_url, "UPDATE tessera_leader SET lease_until = now()"))
         wait_for(srv.target, SERVING)  # the other one is gone: elected again, a new term
         assert info(srv.target)["role"] == "NODE_ROLE_ACTIVE"
@@ -379,6 +408,8 @@ def test_h1_a_server_that_lost_its_place_is_a_standby_and_may_win_anew(
         assert run_sync(lambda: _execute(pg_url, "SELECT epoch FROM tessera_leader")) == 3
     finally:
         desk.close()
+        if other is not None and not other.is_closed():
+            srv.call(other.close())
         srv.stop()
 
 
