@@ -1222,7 +1222,7 @@ def test_r1_a_usage_report_is_built_and_made_off_the_event_loop(
 ) -> None:
     """A year of a large team (160,000 rows, a 10 MB answer) held the event loop for
     3.5 s, every Heartbeat waiting, and a front reporting its server silent: the rows
-    are built, and the answer's messages made, on threads of their own."""
+    are built, and the answer's messages made and serialized, on threads of their own."""
     from server.api import admin as admin_module
     from server.engine import sessions as sessions_module
 
@@ -1238,9 +1238,17 @@ def test_r1_a_usage_report_is_built_and_made_off_the_event_loop(
     monkeypatch.setattr(
         sessions_module, "report_rows", recorded("rows", sessions_module.report_rows)
     )
-    monkeypatch.setattr(
-        admin_module, "_usage_report_out", recorded("answer", admin_module._usage_report_out)
-    )
+    made = recorded("answer", admin_module._usage_report_out)
+
+    class Serialized:  # where the answer's bytes are made: on that thread too
+        def __init__(self, answer: Any) -> None:
+            self.answer = answer
+
+        def SerializeToString(self) -> bytes:
+            threads["bytes"] = threading.get_ident()
+            return bytes(self.answer.SerializeToString())
+
+    monkeypatch.setattr(admin_module, "_usage_report_out", lambda *a: Serialized(made(*a)))
     desk.entitle(ann)
     desk.to(at(h=1))
     report = desk.a("GetUsageReport", {"team_id": "alpha"})
@@ -1250,7 +1258,7 @@ def test_r1_a_usage_report_is_built_and_made_off_the_event_loop(
         return threading.get_ident()
 
     loop = server.call(loop_thread())
-    assert set(threads) == {"rows", "answer"}
+    assert set(threads) == {"rows", "answer", "bytes"}
     assert loop not in threads.values()
 
 
