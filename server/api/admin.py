@@ -44,6 +44,10 @@ def _member_key(m: Member) -> str:
     return m.user_id
 
 
+def _pair_key(pair: tuple[Member, Any]) -> str:
+    return pair[0].user_id
+
+
 def _seq(x: LedgerEntry | AuditEvent) -> str:
     """A ledger entry's or an audit event's place: its sequence number."""
     return str(x.seq)
@@ -177,12 +181,14 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         newest_first = paging.time_order(request.order_by)
         kind = paging.of_query("ledger", request)  # a token keeps its order and pack
         since = paging.decode_seq(request.page_token, kind) or 0
-        entries = await self.e.accounts.ledger_page(
-            request.team_id, since, size + 1, request.pack_id, newest_first=newest_first
+        entries, token = paging.page_of(
+            await self.e.accounts.ledger_page(
+                request.team_id, since, size + 1, request.pack_id, newest_first=newest_first
+            ),
+            size,
+            kind,
+            _seq,
         )
-        more = len(entries) > size
-        entries = entries[:size]
-        token = paging.encode(kind, _seq(entries[-1])) if more and entries else ""
         answers, token = paging.fitted(
             entries, [cv.entry_out(x) for x in entries], token, kind, _seq
         )
@@ -254,12 +260,17 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
 
     async def ListMembers(self, request: api.ListMembersRequest, context: Ctx) -> Any:
         if request.product_id:  # RULES AD4: the "By Product" view
-            granted, token = self._page(
-                request,
-                "members",
-                self.e.access.members_with(request.team_id, request.product_id),
-                lambda pair: pair[0].user_id,
-                lambda pair: self._member(*pair),
+            size = paging.page_size(request.page_size, limit=self.e.max_page_size)
+            kind = paging.of_query("members", request)
+            after = paging.decode(request.page_token, kind)
+            # Read from the page's start, and only a page and one: a filter of the whole
+            # team for each page was 25 ms a page of a team of 50,000.
+            found = self.e.access.members_with(
+                request.team_id, request.product_id, after=after, limit=size + 1
+            )
+            page, token = paging.page_of(found, size, kind, _pair_key)
+            granted, token = paging.fitted(
+                page, (self._member(*pair) for pair in page), token, kind, _pair_key
             )
             return api.ListMembersResponse(members=granted, next_page_token=token)
         members, token = self._page(
@@ -430,10 +441,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         size = paging.page_size(request.page_size, limit=self.e.max_page_size)
         kind = paging.of_query("audit", request)
         before = paging.decode_seq(request.page_token, kind) or 0  # newest first
-        events = await self.e.audit.page(request.team_id, before, size + 1)
-        more = len(events) > size
-        events = events[:size]
-        token = paging.encode(kind, _seq(events[-1])) if more and events else ""
+        events, token = paging.page_of(
+            await self.e.audit.page(request.team_id, before, size + 1), size, kind, _seq
+        )
         managed = current_caller.get().team_ids
         answers, token = paging.fitted(
             events,

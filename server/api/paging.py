@@ -132,6 +132,17 @@ def paginate(
     return page, encode(kind, key(page[-1])) if more and page else ""
 
 
+def page_of(
+    found: list[_T], size: int, kind: str, key: Callable[[_T], str]
+) -> tuple[list[_T], str]:
+    """The page of ``found``, read as a page and one more (``size + 1`` items from
+    the page's start, in order), and the next page's token ("" when nothing more
+    was found): the reads that seek the page's start themselves (the ledger, the
+    audit trail, the members by product) ask for no more than that."""
+    page = found[:size]
+    return page, encode(kind, key(page[-1])) if len(found) > size and page else ""
+
+
 def fitted(
     items: Sequence[_T],
     answers: Iterable[_M],

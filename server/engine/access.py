@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+from bisect import bisect_right
 from collections.abc import Callable, Collection, Mapping, Sequence
 from copy import copy
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from itertools import islice
+from operator import attrgetter
 
 from server.clock import Clock
 from server.credentials import USER_KEY_PREFIX, hash_secret, invitation_token, new_secret
@@ -493,21 +496,28 @@ class Access:
             if visible is None or m.team_id in visible
         ]
 
-    def members_with(self, team_id: str, product_id: str) -> list[tuple[Member, AccessVia]]:
+    def members_with(
+        self, team_id: str, product_id: str, *, after: str | None = None, limit: int = 0
+    ) -> list[tuple[Member, AccessVia]]:
         """AD4 ("By Product"): the team's members who may run the product, by user
-        id, each with the assignment that grants it. Invited members are not among
-        them: they can run nothing until they accept (A1); ListMembers without a
-        product shows them with what they were assigned."""
+        id, each with the assignment that grants it: from the first after ``after``,
+        at most ``limit`` (0: all). Invited members are not among them: they can run
+        nothing until they accept (A1); ListMembers without a product shows them
+        with what they were assigned."""
         team = self.state.team(team_id)
         self.state.product(product_id)
         known = self.state.products.keys()
+        members = self.state.directory.members_of(team_id)
+        start = 0 if after is None else bisect_right(members, after, key=attrgetter("user_id"))
         out = []
-        for member in self.state.directory.members_of(team_id):
+        for member in islice(members, start, None):
             if member.state is not MemberState.ACTIVE:
                 continue
             via = access_via(member, team, product_id, known)
             if via is not None:
                 out.append((member, via))
+                if len(out) == limit:
+                    break
         return out
 
     def my_products(self, user_id: str) -> list[MyProduct]:
