@@ -195,7 +195,9 @@ function suggesting(box) {
   box.addEventListener("input", () => {
     clearTimeout(timer);
     const query = currentLine().text.trim();
-    if (query.length < 2 || /[<>]/.test(query)) {  // too short, or written out already
+    // Too short (two characters: an emoji is two UTF-16 units of .length), or written
+    // out already.
+    if ([...query].length < 2 || /[<>]/.test(query)) {
       asked++;
       close();
       return;

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from playwright.sync_api import expect
@@ -465,6 +466,33 @@ def test_r1_the_usage_page_fits_a_phone_beside_a_member_of_an_ordinary_long_name
         assert wide <= window, f"the page is {wide} px wide in a {window} px window"
     finally:
         context.close()
+
+
+def test_portal_suggestions_wait_for_two_characters_not_two_utf16_units(
+    page: Any, world: World
+) -> None:
+    """The users box asks for suggestions once its line has two characters. It counted
+    UTF-16 units, so one emoji (two of them) asked the portal for the members matching
+    it. The box's wait is the page's clock, moved by the test, not slept through."""
+    asked: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            asked.append(unquote(request.url.split("q=", 1)[1]))
+            if "/users/suggest" in request.url
+            else None
+        ),
+    )
+    page.clock.install()
+    sign_in(page)
+    page.goto("/teams/alpha/users")
+    box = page.get_by_label("One user a line")
+    box.fill("\N{SLIGHTLY SMILING FACE}")
+    page.clock.run_for(1_000)
+    box.fill("ca")  # two characters: asked, and answered
+    page.clock.run_for(1_000)
+    expect(page.locator("#users-suggestions")).to_contain_text("carl@example.com")
+    assert asked == ["ca"]
 
 
 @pytest.mark.parametrize("failure", ["offline", "not JSON"])
