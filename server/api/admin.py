@@ -13,7 +13,7 @@ from server.api import paging
 from server.api.caller import current_caller
 from server.domain.admins import AdminKey, AuditEvent
 from server.domain.coverage import SubscriptionKind
-from server.domain.directory import AccessVia, Member, Notification
+from server.domain.directory import AccessVia, Member, Notification, by_user_id
 from server.domain.errors import InvalidArgument, Problems
 from server.domain.instants import micros
 from server.domain.ledger import LedgerEntry, TokenPack
@@ -40,12 +40,8 @@ def _product_key(p: Product) -> str:
     return p.product_id
 
 
-def _member_key(m: Member) -> str:
-    return m.user_id
-
-
 def _pair_key(pair: tuple[Member, Any]) -> str:
-    return pair[0].user_id
+    return by_user_id(pair[0])
 
 
 def _seq(x: LedgerEntry | AuditEvent) -> str:
@@ -274,7 +270,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             )
             return api.ListMembersResponse(members=granted, next_page_token=token)
         members, token = self._page(
-            request, "members", self.e.access.members(request.team_id), _member_key, self._member
+            request, "members", self.e.access.members(request.team_id), by_user_id, self._member
         )
         return api.ListMembersResponse(members=members, next_page_token=token)
 

@@ -127,9 +127,7 @@ def paginate(
     size = page_size(page_size_value, limit=limit)
     after = decode(page_token, kind)
     start = 0 if after is None else bisect.bisect_right(items, after, key=key)
-    page = list(items[start : start + size])
-    more = start + size < len(items)
-    return page, encode(kind, key(page[-1])) if more and page else ""
+    return page_of(list(items[start : start + size + 1]), size, kind, key)
 
 
 def page_of(

@@ -82,7 +82,8 @@ INVITATION_VALIDITY = DEFAULT_TERMS.invitation_validity
 KEEP_SORTED_UP_TO = 100
 
 
-def _user_id(member: Member) -> str:
+def by_user_id(member: Member) -> str:
+    """A member's place in a team's members (``members_of``), and in their pages."""
     return member.user_id
 
 
@@ -374,7 +375,7 @@ class Directory:
         found = self._sorted_members.get(team_id)
         if found is None:
             members = self._members_of.get(team_id, {}).values()
-            found = self._sorted_members[team_id] = sorted(members, key=_user_id)
+            found = self._sorted_members[team_id] = sorted(members, key=by_user_id)
         return found
 
     def teams_of(self, user_id: str) -> list[Member]:
@@ -798,7 +799,7 @@ class Directory:
         drop_few(self._teams_of, user_id, member)
         del self._members_of[team_id][user_id]
         if (members := self._sorted_members.get(team_id)) is not None:
-            del members[bisect.bisect_left(members, user_id, key=_user_id)]
+            del members[bisect.bisect_left(members, user_id, key=by_user_id)]
         changes.delete(member)
         return member
 
@@ -882,7 +883,7 @@ class Directory:
         add_few(self._teams_of, member.user_id, member)
         self._members_of.setdefault(member.team_id, {})[member.user_id] = member
         if (members := self._sorted_members.get(member.team_id)) is not None:
-            bisect.insort(members, member, key=_user_id)
+            bisect.insort(members, member, key=by_user_id)
 
     def _send_invitation(self, call: _Call, member: Member, user: User) -> str:
         """Send, or resend reusing its id, the member's invitation; return the token

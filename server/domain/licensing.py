@@ -364,8 +364,6 @@ class Licensing(LiveView):
         revoked host that the user keeps end as HOST_ENDED. Returns every
         session ended."""
         doomed = self._losing(team_id, user_id, product_ids)
-        if not doomed:  # most of a team's members, when a change takes from them all
-            return doomed
         # A plugin the user lost too ends for that (NOT_ASSIGNED) before its host,
         # whose end would otherwise end it as HOST_ENDED. Stable: oldest first.
         doomed.sort(key=lambda s: not s.parent_session_id)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from itertools import islice
-from operator import attrgetter
 
 from server.clock import Clock
 from server.credentials import USER_KEY_PREFIX, hash_secret, invitation_token, new_secret
@@ -28,6 +27,7 @@ from server.domain.directory import (
     Notification,
     User,
     access_via,
+    by_user_id,
     effective_products,
 )
 from server.domain.errors import InvalidArgument, Problems
@@ -508,7 +508,7 @@ class Access:
         self.state.product(product_id)
         known = self.state.products.keys()
         members = self.state.directory.members_of(team_id)
-        start = 0 if after is None else bisect_right(members, after, key=attrgetter("user_id"))
+        start = 0 if after is None else bisect_right(members, after, key=by_user_id)
         out = []
         for member in islice(members, start, None):
             if member.state is not MemberState.ACTIVE:

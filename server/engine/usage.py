@@ -162,7 +162,7 @@ def report_rows(
             for day, time in _days(a, b):
                 row(day, user, product).active += time
         pieces.clear()  # freed a seat at a time, here: not all at once as ``seats`` goes
-    return [rows[k] for day in sorted(days) for rows in (days[day],) for k in sorted(rows)]
+    return [rows[k] for _, rows in sorted(days.items()) for k in sorted(rows)]
 
 
 def _union(pieces: list[tuple[datetime, datetime]]) -> Iterator[tuple[datetime, datetime]]:
