@@ -25,6 +25,7 @@ the team's packs in the order of T3, possibly spanning several packs, and
 
 from __future__ import annotations
 
+import bisect
 import calendar
 import hashlib
 from collections import Counter
@@ -241,6 +242,21 @@ class _Balance:
     remaining: int = 0
     held: int = 0
     packs: list[TokenPack] = field(default_factory=list)
+    # The packs with tokens to take (remaining, not expired), in T3 order: a hold
+    # takes from the front and C3 reads the front's expiry, neither walking the
+    # packs a team has spent or seen expire (a team buying daily keeps hundreds).
+    live: list[TokenPack] = field(default_factory=list)
+
+    def take_up(self, pack: TokenPack) -> None:
+        """``pack`` has tokens to take again (bought, moved in, given back)."""
+        bisect.insort(self.live, pack, key=TokenPack.order_key)
+
+    def put_down(self, pack: TokenPack) -> None:
+        """``pack`` has none to take any more (expired, moved out)."""
+        live = self.live
+        i = bisect.bisect_left(live, pack.order_key(), key=TokenPack.order_key)
+        if i < len(live) and live[i] is pack:
+            del live[i]
 
 
 class Ledger:
@@ -277,13 +293,20 @@ class Ledger:
         for team_id in team_ids:
             ledger.add_team(team_id)
         for pack in packs:
-            ledger._index(pack)
+            ledger._index(pack, in_order=False)
+        for bal in ledger._balances.values():
+            bal.live.sort(key=TokenPack.order_key)
         return ledger
 
-    def _index(self, pack: TokenPack) -> None:
+    def _index(self, pack: TokenPack, in_order: bool = True) -> None:
         self.packs[pack.pack_id] = pack
         bal = self._balances.setdefault(pack.team_id, _Balance())
         bal.packs.append(pack)
+        if pack.remaining > 0 and not pack.expired:
+            if in_order:
+                bal.take_up(pack)
+            else:
+                bal.live.append(pack)
         bal.remaining += pack.remaining
         bal.held += pack.held
         if pack.request_id:
@@ -315,10 +338,8 @@ class Ledger:
 
     def next_expiry(self, team_id: str) -> datetime | None:
         """C3: when the team's next tokens to be consumed expire."""
-        candidates = [p for p in self._balance(team_id).packs if p.remaining > 0 and not p.expired]
-        if not candidates:
-            return None
-        return min(candidates, key=TokenPack.order_key).expire_time
+        live = self._balance(team_id).live
+        return live[0].expire_time if live else None
 
     @property
     def next_seq(self) -> int:
@@ -467,9 +488,8 @@ class Ledger:
             raise InsufficientTokens(team_id, bal.remaining, amount)
         parts: list[tuple[str, int]] = []
         need = amount
-        for pack in sorted(
-            (p for p in bal.packs if p.remaining > 0 and not p.expired), key=TokenPack.order_key
-        ):
+        spent = 0  # the packs at the front that this hold empties
+        for pack in bal.live:
             take = min(need, pack.remaining)
             pack.remaining -= take
             pack.held += take
@@ -477,8 +497,10 @@ class Ledger:
             self._entry(changes, now, EntryKind.HOLD, pack, take, -take, take, cause)
             changes.upsert(pack)
             need -= take
+            spent += pack.remaining == 0
             if need == 0:
                 break
+        del bal.live[:spent]
         bal.remaining -= amount
         bal.held += amount
         hold = Hold.of(hold_id, team_id, amount, tuple(parts), cause, now)
@@ -511,6 +533,8 @@ class Ledger:
             self._entry(changes, now, EntryKind.HOLD_RELEASE, pack, take, take, -take, hold.cause)
             if pack.expired:
                 self._expire_remaining(pack, now, changes)
+            elif pack.remaining == take:  # it had none left to take: it has again
+                bal.take_up(pack)
             changes.upsert(pack)
         changes.delete(hold)
         self.note_balance(hold.team_id, now)  # a pack with holds never moves
@@ -534,10 +558,12 @@ class Ledger:
         n = pack.remaining
         if n == 0:
             return
+        bal = self._balance(pack.team_id)
+        bal.put_down(pack)
         pack.remaining = 0
         pack.expired_tokens += n
         self.expired[pack.team_id] += n
-        self._balance(pack.team_id).remaining -= n
+        bal.remaining -= n
         self._entry(changes, now, EntryKind.EXPIRY, pack, n, -n, 0)
 
     def move(
@@ -579,6 +605,9 @@ class Ledger:
         pack.team_id = to_team_id
         to_bal.packs.append(pack)
         to_bal.remaining += n
+        if n and not pack.expired:
+            from_bal.put_down(pack)
+            to_bal.take_up(pack)
         self._entry(changes, now, EntryKind.MOVE_IN, pack, n, n, 0)
         changes.upsert(pack)
         self.note_balance(from_team_id, now, fell=n > 0)

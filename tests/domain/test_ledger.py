@@ -529,6 +529,48 @@ def test_c3_next_expiry_skips_expired_packs_and_follows_t3_order() -> None:
     assert w.hold("acme", 1).parts == (("pk-002", 1),)
 
 
+class WatchedPack(TokenPack):
+    """A pack that counts how often its tokens are looked at (``remaining``)."""
+
+    looked = 0
+
+    def __getattribute__(self, name: str) -> object:
+        if name == "remaining":
+            type(self).looked += 1
+        return super().__getattribute__(name)
+
+
+class SpentPack(WatchedPack):
+    looked = 0
+
+
+def test_c3_t3_the_next_tokens_are_found_without_looking_at_spent_or_expired_packs() -> None:
+    """A team that bought daily for years keeps every pack it spent (T6): C3's next
+    expiry and M2's hold read only the packs with tokens left, in T3 order."""
+    spent = [
+        SpentPack(f"old-{i:04d}", "acme", 10, T0 + i * SECOND, YEAR_LATER + i * SECOND, consumed=10)
+        for i in range(1_000)
+    ] + [
+        SpentPack(f"gone-{i:03d}", "acme", 5, T0, T0 + DAY, expired_tokens=5, expired=True)
+        for i in range(100)
+    ]
+    live = [
+        WatchedPack(f"pk-{i}", "acme", 10, T0 + DAY, YEAR_LATER + (3 - i) * DAY, remaining=10)
+        for i in range(3)
+    ]
+    w = World(ledger=Ledger.restore(["acme"], spent + live, next_seq=1))
+    SpentPack.looked = WatchedPack.looked = 0
+    assert w.ledger.next_expiry("acme") == YEAR_LATER + DAY  # pk-2, the earliest
+    hold = w.hold("acme", 25)
+    assert hold.parts == (("pk-2", 10), ("pk-1", 10), ("pk-0", 5))
+    assert w.ledger.next_expiry("acme") == YEAR_LATER + 3 * DAY  # pk-0's 5 left
+    w.release(hold)
+    assert w.ledger.next_expiry("acme") == YEAR_LATER + DAY  # pk-2 has tokens again
+    assert w.ledger.available("acme") == 30
+    assert SpentPack.looked == 0
+    assert WatchedPack.looked > 0
+
+
 # -- T4 Expiry -----------------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
@@ -11,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from server.domain.changes import Changes, Deleted
 from server.domain.errors import InsufficientTokens, InvalidArgument, PackHasHolds
-from server.domain.ledger import Cause, Hold, Ledger, LedgerEntry, TokenPack, add_one_year
+from server.domain.ledger import NO_CAUSE, Cause, Hold, Ledger, LedgerEntry, TokenPack, add_one_year
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 TEAMS = ("acme", "globex", "initech")
@@ -371,6 +372,19 @@ class LedgerMachine(RuleBasedStateMachine):
                 min(nxt, key=t3_key).expire_time if nxt else None
             )
         assert seen == len(self.ledger.packs)
+
+    @invariant()
+    def a_restart_takes_the_same_tokens_next(self) -> None:
+        """The packs as stored, loaded again: C3 and T3 find the same next tokens."""
+        copies = [replace(p) for p in self.ledger.packs.values()]
+        restored = Ledger.restore(TEAMS, copies, next_seq=self.ledger.next_seq)
+        for team in TEAMS:
+            assert restored.next_expiry(team) == self.ledger.next_expiry(team)
+            available = restored.available(team)
+            if available:
+                want = expected_parts(restored.team_packs(team), available)
+                hold = restored.hold(team, available, NO_CAUSE, self.now, "h", Changes())
+                assert list(hold.parts) == want
 
     @invariant()
     def holds_account_for_every_held_token(self) -> None:
