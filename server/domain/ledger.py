@@ -29,7 +29,7 @@ import bisect
 import calendar
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -105,6 +105,10 @@ class TokenPack:
     def order_key(self) -> tuple[datetime, int, datetime, str]:
         """T3: earliest expiry, then smallest pack, then earliest purchase, then id."""
         return (self.expire_time, self.tokens, self.purchase_time, self.pack_id)
+
+    def bought_key(self) -> tuple[datetime, str]:
+        """A team's packs as listed: by purchase, then id."""
+        return (self.purchase_time, self.pack_id)
 
 
 @dataclass(slots=True, frozen=True)
@@ -241,6 +245,7 @@ class BalanceNote(NamedTuple):
 class _Balance:
     remaining: int = 0
     held: int = 0
+    # Every pack the team holds, as listed (``TokenPack.bought_key``).
     packs: list[TokenPack] = field(default_factory=list)
     # The packs with tokens to take (remaining, not expired), in T3 order: a hold
     # takes from the front and C3 reads the front's expiry, neither walking the
@@ -295,17 +300,21 @@ class Ledger:
         for pack in packs:
             ledger._index(pack, in_order=False)
         for bal in ledger._balances.values():
+            bal.packs.sort(key=TokenPack.bought_key)
             bal.live.sort(key=TokenPack.order_key)
         return ledger
 
     def _index(self, pack: TokenPack, in_order: bool = True) -> None:
         self.packs[pack.pack_id] = pack
         bal = self._balances.setdefault(pack.team_id, _Balance())
-        bal.packs.append(pack)
-        if pack.remaining > 0 and not pack.expired:
-            if in_order:
+        live = pack.remaining > 0 and not pack.expired
+        if in_order:
+            bisect.insort(bal.packs, pack, key=TokenPack.bought_key)
+            if live:
                 bal.take_up(pack)
-            else:
+        else:
+            bal.packs.append(pack)
+            if live:
                 bal.live.append(pack)
         bal.remaining += pack.remaining
         bal.held += pack.held
@@ -327,8 +336,10 @@ class Ledger:
     def held(self, team_id: str) -> int:
         return self._balance(team_id).held
 
-    def team_packs(self, team_id: str) -> list[TokenPack]:
-        return sorted(self._balance(team_id).packs, key=lambda p: (p.purchase_time, p.pack_id))
+    def team_packs(self, team_id: str) -> Sequence[TokenPack]:
+        """The team's packs by purchase, then id (``TokenPack.bought_key``): the
+        ledger's own list, kept in that order, to be read, not changed."""
+        return self._balance(team_id).packs
 
     def pack(self, pack_id: str) -> TokenPack:
         pack = self.packs.get(pack_id)
@@ -603,7 +614,7 @@ class Ledger:
         from_bal.packs.remove(pack)
         from_bal.remaining -= n
         pack.team_id = to_team_id
-        to_bal.packs.append(pack)
+        bisect.insort(to_bal.packs, pack, key=TokenPack.bought_key)
         to_bal.remaining += n
         if n and not pack.expired:
             from_bal.put_down(pack)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from copy import copy
 from dataclasses import replace
 from datetime import datetime
@@ -173,7 +173,7 @@ class Accounts:
         await commit_call(self._commits, changes, fired)
         return answer
 
-    def list_packs(self, team_id: str) -> list[TokenPack]:
+    def list_packs(self, team_id: str) -> Sequence[TokenPack]:
         self.team(team_id)
         return self.state.ledger.team_packs(team_id)
 

@@ -184,7 +184,7 @@ def pack_usage(team_id: str, now: datetime, facts: UsageFacts, ledger: Ledger) -
     moved: defaultdict[tuple[str, EntryKind], int] = defaultdict(int, facts.moved)
     # Every pack the team holds, and those it moved out: what they paid for
     # stays in this team's history (T5), and ``team_id`` names the holder now.
-    packs = ledger.team_packs(team_id)
+    packs = list(ledger.team_packs(team_id))
     here = {p.pack_id for p in packs}
     packs += [
         ledger.packs[pack_id]

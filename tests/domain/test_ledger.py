@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 import pytest
 
@@ -530,18 +532,17 @@ def test_c3_next_expiry_skips_expired_packs_and_follows_t3_order() -> None:
 
 
 class WatchedPack(TokenPack):
-    """A pack that counts how often its tokens are looked at (``remaining``)."""
+    """A pack that counts how often each of its fields is read, per class."""
 
-    looked = 0
+    looked: ClassVar[collections.Counter[str]] = collections.Counter()
 
     def __getattribute__(self, name: str) -> object:
-        if name == "remaining":
-            type(self).looked += 1
+        type(self).looked[name] += 1
         return super().__getattribute__(name)
 
 
 class SpentPack(WatchedPack):
-    looked = 0
+    looked: ClassVar[collections.Counter[str]] = collections.Counter()
 
 
 def test_c3_t3_the_next_tokens_are_found_without_looking_at_spent_or_expired_packs() -> None:
@@ -559,7 +560,8 @@ def test_c3_t3_the_next_tokens_are_found_without_looking_at_spent_or_expired_pac
         for i in range(3)
     ]
     w = World(ledger=Ledger.restore(["acme"], spent + live, next_seq=1))
-    SpentPack.looked = WatchedPack.looked = 0
+    SpentPack.looked.clear()
+    WatchedPack.looked.clear()
     assert w.ledger.next_expiry("acme") == YEAR_LATER + DAY  # pk-2, the earliest
     hold = w.hold("acme", 25)
     assert hold.parts == (("pk-2", 10), ("pk-1", 10), ("pk-0", 5))
@@ -567,8 +569,32 @@ def test_c3_t3_the_next_tokens_are_found_without_looking_at_spent_or_expired_pac
     w.release(hold)
     assert w.ledger.next_expiry("acme") == YEAR_LATER + DAY  # pk-2 has tokens again
     assert w.ledger.available("acme") == 30
-    assert SpentPack.looked == 0
-    assert WatchedPack.looked > 0
+    assert SpentPack.looked["remaining"] == 0
+    assert WatchedPack.looked["remaining"] > 0
+
+
+def test_t2_a_team_s_packs_are_listed_by_purchase_as_they_come_and_go() -> None:
+    """ListTokenPacks pages through a team's packs by purchase, then id: the ledger
+    keeps them in that order as they are bought, moved in and out and loaded, so a
+    page is read from its start, not sorted from all of them."""
+    stored = [
+        WatchedPack(f"pk-{i:04d}", "acme", 10, T0 + (i % 97) * SECOND, YEAR_LATER, remaining=10)
+        for i in range(1_000)
+    ]
+    w = World(ledger=Ledger.restore(["acme", "globex"], stored[::-1], next_seq=1))
+    w.buy("acme", 5, at=T0 + DAY)
+    older = w.buy("globex", 5, at=T0 - DAY)
+    w.move(older.pack_id, "acme")
+    w.move("pk-0500", "globex")
+    WatchedPack.looked.clear()
+    listed = w.ledger.team_packs("acme")
+    assert WatchedPack.looked["purchase_time"] == 0
+    assert len(listed) == 1_001
+    assert listed[0] is older
+    assert [p.bought_key() for p in listed] == sorted(
+        (p.purchase_time, p.pack_id) for p in w.ledger.packs.values() if p.team_id == "acme"
+    )
+    assert [p.pack_id for p in w.ledger.team_packs("globex")] == ["pk-0500"]
 
 
 # -- T4 Expiry -----------------------------------------------------------------------------------
