@@ -341,6 +341,11 @@ class Ledger:
         ledger's own list, kept in that order, to be read, not changed."""
         return self._balance(team_id).packs
 
+    def live_packs(self, team_id: str) -> Sequence[TokenPack]:
+        """The team's packs with tokens to take, in T3 order (the next taken first):
+        the ledger's own list, to be read, not changed."""
+        return self._balance(team_id).live
+
     def pack(self, pack_id: str) -> TokenPack:
         pack = self.packs.get(pack_id)
         if pack is None:

@@ -209,7 +209,8 @@ class Accounts:
         await self._commits.settled()  # charges already made in memory are counted
         window = self.state.terms.burn_window
         charged = await self._store.captured_since(team_id, now - window)
-        packs = sorted(self.state.ledger.team_packs(team_id), key=TokenPack.order_key)
+        # L4 counts only tokens left to take (a pack spent or held counts for nothing)
+        packs = self.state.ledger.live_packs(team_id)
         balances = [PackBalance(p.remaining, p.held, p.expire_time) for p in packs]
         return forecast(now, balances, charged, window_days=window.days)
 

@@ -547,7 +547,8 @@ class SpentPack(WatchedPack):
 
 def test_c3_t3_the_next_tokens_are_found_without_looking_at_spent_or_expired_packs() -> None:
     """A team that bought daily for years keeps every pack it spent (T6): C3's next
-    expiry and M2's hold read only the packs with tokens left, in T3 order."""
+    expiry, M2's hold and L4's forecast read only the packs with tokens left, in T3
+    order."""
     spent = [
         SpentPack(f"old-{i:04d}", "acme", 10, T0 + i * SECOND, YEAR_LATER + i * SECOND, consumed=10)
         for i in range(1_000)
@@ -569,6 +570,8 @@ def test_c3_t3_the_next_tokens_are_found_without_looking_at_spent_or_expired_pac
     w.release(hold)
     assert w.ledger.next_expiry("acme") == YEAR_LATER + DAY  # pk-2 has tokens again
     assert w.ledger.available("acme") == 30
+    # L4's forecast reads the same packs, in the order they will be taken
+    assert [p.pack_id for p in w.ledger.live_packs("acme")] == ["pk-2", "pk-1", "pk-0"]
     assert SpentPack.looked["remaining"] == 0
     assert WatchedPack.looked["remaining"] > 0
 

@@ -371,6 +371,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert self.ledger.next_expiry(team) == (
                 min(nxt, key=t3_key).expire_time if nxt else None
             )
+            assert list(self.ledger.live_packs(team)) == sorted(nxt, key=t3_key)
         assert seen == len(self.ledger.packs)
 
     @invariant()
