@@ -109,6 +109,11 @@ class NamedReads:
     async def _rows(self, sql: str, params: Row = ()) -> list[Any]:
         """The rows of ``sql`` (with ``?`` marks), each indexable by position."""
 
+    async def _moved(self, team_id: str) -> list[Any]:
+        """(pack id, kind, sum) of the entries in ``team_id`` of each pack it moved
+        in or out (``MOVED_SQL``)."""
+        return await self._rows(MOVED_SQL, (team_id, team_id))
+
     async def _select(self, table: Table, rest: str, params: Row) -> list[Any]:
         return await self._made(f"{table.select_sql} {rest}", params, table.from_row)
 
@@ -238,7 +243,7 @@ class NamedReads:
         spans = await self._made(
             SPANS_SQL, (team_id, since, hi, lo, team_id, lo, since), ACTIVITY.from_row
         )
-        moved = await self._rows(MOVED_SQL, (team_id, team_id))
+        moved = await self._moved(team_id)
         return UsageFacts(
             captures=captures,
             session_starts=starts,
