@@ -358,6 +358,13 @@ class PostgresStore(NamedReads):
                 error=type(exc).__name__,
             ) from None
 
+    def _among(self, column: str, subquery: str) -> str:
+        """As an array of the subquery's values, each found by ``column``'s index:
+        ``IN (subquery)`` let PostgreSQL join them to the table by walking its key
+        from the end (a team's audit page in the middle of a trail of 300,000 events
+        read the 159,071 events after it, 35 ms, growing with the events after it)."""
+        return f"{column} = ANY(ARRAY({subquery}))"
+
     async def _moved(self, team_id: str) -> list[Any]:
         packs = [str(pack_id) for (pack_id,) in await self._rows(MOVED_PACKS_SQL, (team_id,))]
         if not packs:

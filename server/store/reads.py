@@ -109,6 +109,10 @@ class NamedReads:
     async def _rows(self, sql: str, params: Row = ()) -> list[Any]:
         """The rows of ``sql`` (with ``?`` marks), each indexable by position."""
 
+    def _among(self, column: str, subquery: str) -> str:
+        """SQL: ``column`` is one of the values ``subquery`` gives."""
+        return f"{column} IN ({subquery})"
+
     async def _moved(self, team_id: str) -> list[Any]:
         """(pack id, kind, sum) of the entries in ``team_id`` of each pack it moved
         in or out (``MOVED_SQL``)."""
@@ -216,7 +220,7 @@ class NamedReads:
                 f"ORDER BY seq DESC LIMIT ?) AS part{n}"
                 for n, (table, column) in enumerate(AUDIT_TEAM_PARTS)
             )
-            where = f"WHERE seq IN ({parts}) "
+            where = f"WHERE {self._among('seq', parts)} "
             params: Row = (team_id, *bound, limit) * len(AUDIT_TEAM_PARTS)
         else:
             where = "WHERE seq < ? " if before_seq else ""
