@@ -74,11 +74,12 @@ CLOSE_TIMEOUT = 10.0  # seconds close() waits for the writer, then for each conn
 COPY_FROM = 10  # append-only rows from which COPY beats a batched INSERT (measured)
 LAST_ENTRY_SQL = "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1"
 # The packs a team moved in or out, then what each of their entries in that team came
-# to (``reads.MOVED_SQL`` in two steps). As one statement PostgreSQL planned a scan of
-# the whole ledger, sorted on disk, for every report (83 ms at 146,000 entries, growing
-# with every team's history): it could not know which packs the subquery gives, so it
-# took each for an average pack, and a ledger of a few big packs makes that most of it.
-# Given the packs by value, it weighs each by its own statistics and reads those by
+# to (``reads.MOVED_SQL`` in two steps). As one statement PostgreSQL could not know
+# which packs the subquery gives, so it took each for an average pack, and where a few
+# big packs hold the ledger (one company's server, a pack a year) that is most of it:
+# it scanned the whole ledger for every report, a day's too (360-386 ms at 1.15 M
+# entries on two packs, 83 ms at 146,000 on one, growing with the history). Given the
+# packs by value, it weighs each by its own statistics and reads those by
 # ``ledger_pack``; a team that moved none (most) reads nothing more.
 MOVED_PACKS_SQL = (
     "SELECT DISTINCT pack_id FROM ledger WHERE kind IN ('MOVE_IN', 'MOVE_OUT') AND team_id = ?"
