@@ -19,7 +19,11 @@ serves on while a standby of the new release migrates (docs/postgres.md,
 
 from __future__ import annotations
 
-from server.store.schema import ACTIVITY_TEAM_LONG_INDEX, LEDGER_TEAM_INDEXES
+from server.store.schema import (
+    ACTIVITY_TEAM_LONG_INDEX,
+    AUDIT_TEAMS_SEQ_INDEX,
+    LEDGER_TEAM_INDEXES,
+)
 
 # pg_advisory_xact_lock key held while migrating: two servers starting together
 # on a new database take turns instead of both creating the tables.
@@ -280,4 +284,6 @@ MIGRATIONS: list[str] = [
     LEDGER_TEAM_INDEXES,
     # 10: the spans longer than a day, by team and end, as SQLite's migration 14
     ACTIVITY_TEAM_LONG_INDEX,
+    # 11: an audit event's more teams by its seq, as SQLite's migration 15
+    AUDIT_TEAMS_SEQ_INDEX,
 ]

@@ -32,6 +32,12 @@ ACTIVITY_TEAM_LONG_INDEX = f"""
     CREATE INDEX activity_team_long ON activity (team_id, end_time)
         WHERE end_time - start_time > {LONG_SPAN_US};
     """
+# An audit page's events are read back with their more teams by seq
+# (``reads.AUDIT_TEAMS_RANGE_SQL``); ``audit_teams``' key leads with the team, so
+# each page read the whole table (500,000 rows: about 30 ms a page on either store).
+AUDIT_TEAMS_SEQ_INDEX = """
+    CREATE INDEX audit_teams_seq ON audit_teams (seq);
+    """
 
 MIGRATIONS: list[str] = [
     # 1: token accounts and the rate sheet (RULES T1-T6, P1)
@@ -344,6 +350,8 @@ MIGRATIONS: list[str] = [
     # by this index, which holds those alone (``reads.SPANS_SQL``): from the team's
     # first span, a day of a year's history read every span of the year before it.
     ACTIVITY_TEAM_LONG_INDEX,
+    # 15: an audit event's more teams by its seq (an audit page's, RULES AD2)
+    AUDIT_TEAMS_SEQ_INDEX,
 ]
 
 

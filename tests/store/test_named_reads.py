@@ -345,6 +345,19 @@ async def test_ad2_a_teams_audit_page_reads_a_pages_worth_of_each_index_not_its_
     assert params.count(10) == 4  # each part's page, and the page's
 
 
+async def test_ad2_an_audit_pages_more_teams_are_read_by_their_seqs(tmp_path: Path) -> None:
+    """A page's events come back with their more teams, read by the page's seqs
+    (``audit_teams_seq``, migration 15): ``audit_teams``' key leads with the team,
+    and each page read the whole table (500,000 rows: about 30 ms a page)."""
+    store = await Store.open(tmp_path / "plan.db")
+    try:
+        sql = f"EXPLAIN QUERY PLAN {reads.AUDIT_TEAMS_RANGE_SQL}"
+        plan = " ".join(r[3] for r in await store.query(sql, (5_001, 5_050)))
+    finally:
+        await store.close()
+    assert "INDEX audit_teams_seq (seq>? AND seq<?)" in plan, plan
+
+
 async def test_m11_a_start_reads_the_sessions_from_the_bound_by_the_keys_index(
     tmp_path: Path,
 ) -> None:

@@ -513,7 +513,7 @@ async def test_pg_an_error_in_the_fence_fails_waiters_with_store_failed(pg_url: 
 async def test_pg_migrations_apply_once_and_are_recorded(pg_url: str) -> None:
     store = await PostgresStore.open(pg_url)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 10
+        assert await store.schema_version() == len(MIGRATIONS) == 11
         await store.commit([MetaValue("marker", "kept")])
     finally:
         await store.close()
@@ -552,7 +552,7 @@ async def test_m7_pg_migration_5_derives_each_lease_start_from_the_stored_lease_
     await _sql(pg_url, "DELETE FROM schema_version WHERE version >= 5")
     store = await PostgresStore.open(pg_url)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 10
+        assert await store.schema_version() == len(MIGRATIONS) == 11
         loaded = {s.session_id: s for s in (await store.load()).of(Session)}
     finally:
         await store.close()

@@ -18,6 +18,7 @@ import pytest
 from server.domain.admins import AuditEvent, AuditTeam
 from server.domain.changes import Changes
 from server.domain.ledger import Cause, EntryKind, LedgerEntry
+from server.store import reads
 from server.store.codec import Row
 from server.store.postgres import PostgresStore, numbered
 
@@ -172,3 +173,21 @@ async def test_pg_a_teams_audit_page_deep_in_its_trail_reads_a_page_not_the_even
     # acme's own page, a tenth of the trail, by the key from the page's end, 500
     # events), not the 11,001 events from the trail's newest down to the page's last
     assert read <= 1_000, (read, scans)
+
+
+async def test_pg_an_audit_pages_more_teams_are_read_by_seq_not_the_whole_table(
+    pgstore: PostgresStore, pg_url: str
+) -> None:
+    """AD2: a page's events come back with their more teams, read by the page's
+    seqs (``audit_teams_seq``, migration 11): ``audit_teams``' key leads with the
+    team, and each page read the whole table (500,000 rows: about 30 ms a page)."""
+    rows = [AuditTeam(f"t{n}", seq) for seq in range(1, 10_001) for n in range(3)]
+    await pgstore.commit(Changes(rows))
+    await pgstore.query("ANALYZE audit_teams")
+
+    read, scans = await _read(
+        pg_url, [(reads.AUDIT_TEAMS_RANGE_SQL, (5_001, 5_050))], "audit_teams"
+    )
+
+    assert "Seq Scan" not in scans, scans
+    assert read == 150, (read, scans)  # the 50 events' 3 teams each, not 30,000

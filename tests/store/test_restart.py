@@ -883,7 +883,7 @@ async def test_store_migration_8_keeps_live_sessions_out_of_sessions_end(tmp_pat
     conn.close()
     store = await Store.open(db)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 14
+        assert await store.schema_version() == len(MIGRATIONS) == 15
         index = await store.query("SELECT sql FROM sqlite_master WHERE name = 'sessions_end'")
         plan = await store.query(
             "EXPLAIN QUERY PLAN SELECT MAX(end_time) FROM sessions WHERE end_time IS NOT NULL"
@@ -915,7 +915,7 @@ async def test_m7_store_migration_9_derives_each_lease_start_from_the_stored_lea
     conn.close()
     store = await Store.open(db)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 14
+        assert await store.schema_version() == len(MIGRATIONS) == 15
         loaded = {s.session_id: s for s in (await store.load()).of(Session)}
     finally:
         await store.close()
@@ -966,7 +966,7 @@ async def test_store_migration_10_keeps_holds_meters_and_devices_in_their_key_bt
     assert autoindexes == 3  # the release-9 shape: a key index beside each table
     store = await Store.open(db)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 14
+        assert await store.schema_version() == len(MIGRATIONS) == 15
         shapes = await store.query(
             "SELECT name, sql FROM sqlite_master WHERE tbl_name IN ('holds', 'meters', 'devices')"
         )
@@ -1010,7 +1010,7 @@ async def test_t1_store_migration_11_names_each_packs_buyer_from_its_purchase(
     conn.close()
     store = await Store.open(db)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 14
+        assert await store.schema_version() == len(MIGRATIONS) == 15
         loaded = {p.pack_id: p.bought_by for p in (await store.load()).of(TokenPack)}
     finally:
         await store.close()

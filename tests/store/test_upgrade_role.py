@@ -122,7 +122,7 @@ async def test_pg_a_role_that_cannot_migrate_is_told_to_start_the_tables_owner_o
         )
         store = await PostgresStore.open(app_url)
         try:
-            assert await store.schema_version() == len(MIGRATIONS) == 10
+            assert await store.schema_version() == len(MIGRATIONS) == 11
             assert await store.audit_page("acme", 0, 10) == []
         finally:
             await store.close()
