@@ -34,7 +34,7 @@ notifications at start (``TeamAlerts.restore``); L1 keeps its flag on the team.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, KeysView
 from datetime import date, datetime, timedelta
 
 from server.domain.directory import Notification, NotificationKind
@@ -87,8 +87,11 @@ class TeamAlerts:
 
     def __init__(self) -> None:
         self._warned: set[str] = set()  # L2: packs already warned of
-        # L2: packs past their warning instant whose tokens were all held then
-        self.waiting: set[str] = set()
+        # L2: packs past their warning instant whose tokens were all held then, by
+        # the team each was in when it began to wait (in the order they began), and
+        # that team by pack: a change of a team's balance looks at its own packs only
+        self._waiting: dict[str, dict[str, None]] = {}
+        self._waiting_in: dict[str, str] = {}
         self._exhausted: dict[str, date] = {}  # L3: each team's last alerted day
 
     @classmethod
@@ -131,9 +134,39 @@ class TeamAlerts:
     def warned(self, pack_id: str) -> bool:
         return pack_id in self._warned
 
+    @property
+    def waiting(self) -> KeysView[str]:
+        """The packs that wait for tokens back (``pack_expiring``)."""
+        return self._waiting_in.keys()
+
+    def waiting_in(self, team_ids: Iterable[str]) -> list[str]:
+        """The waiting packs that were in these teams when they began to wait: every
+        waiting pack now in one of them is among them (a pack with tokens held never
+        moves, T5, and a move changes both teams' balances, so the first look after
+        it finds a pack in the team it left)."""
+        waiting = self._waiting
+        return [p for t in team_ids if (packs := waiting.get(t)) for p in packs]
+
+    def _wait(self, pack: TokenPack) -> None:
+        self._stop_waiting(pack.pack_id)  # (in the team it is in now)
+        self._waiting.setdefault(pack.team_id, {})[pack.pack_id] = None
+        self._waiting_in[pack.pack_id] = pack.team_id
+
+    def _stop_waiting(self, pack_id: str) -> None:
+        team_id = self._waiting_in.pop(pack_id, None)
+        if team_id is not None:
+            packs = self._waiting[team_id]
+            del packs[pack_id]
+            if not packs:
+                del self._waiting[team_id]
+
+    def forget_waiting(self, pack_id: str) -> None:
+        """A waiting pack that is no more."""
+        self._stop_waiting(pack_id)
+
     def pack_expiring(self, pack: TokenPack, now: datetime, new_id: NewId) -> Notification | None:
         """L2 at the pack's warning instant ``now``, or at a later instant when a
-        pack in ``waiting`` got tokens back: the alert naming its remaining tokens,
+        waiting pack got tokens back: the alert naming its remaining tokens,
         if it has some and was not warned of before. A pack whose tokens are all
         held waits for its holds' end: released, they are its again (warned then);
         captured, they are gone. Whether a pack is warned thus depends only on the
@@ -142,9 +175,9 @@ class TeamAlerts:
         server would have."""
         pack_id = pack.pack_id
         if pack.remaining <= 0 and pack.held > 0 and not pack.expired and not self.warned(pack_id):
-            self.waiting.add(pack_id)  # all held: released, they are its again
+            self._wait(pack)  # all held: released, they are its again
             return None
-        self.waiting.discard(pack_id)
+        self._stop_waiting(pack_id)
         if pack_id in self._warned or pack.expired or pack.remaining <= 0:
             return None
         self._warned.add(pack_id)

@@ -116,12 +116,13 @@ class Alerts:
     def _tokens_back(self, balances: dict[str, list[BalanceNote]], changes: Changes) -> None:
         """A pack past its warning instant with all its tokens held then: warned
         when a hold's release gives it tokens back (at that instant), dropped once
-        it has none left to warn of."""
+        it has none left to warn of. Only the packs of the teams whose balance
+        changed are looked at (``TeamAlerts.waiting_in``), not every waiting pack."""
         packs, book = self.state.ledger.packs, self._book
-        for pack_id in list(book.waiting):
+        for pack_id in book.waiting_in(balances):
             pack = packs.get(pack_id)
             if pack is None:
-                book.waiting.discard(pack_id)
+                book.forget_waiting(pack_id)
                 continue
             seen = balances.get(pack.team_id)
             if seen is not None and (note := book.pack_expiring(pack, seen[-1].time, self._new_id)):

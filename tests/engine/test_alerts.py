@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
 from server.clock import TestClock
 from server.domain.changes import Changes
 from server.domain.directory import Notification, NotificationKind
-from server.domain.ledger import Cause
+from server.domain.ledger import Cause, TokenPack
 from server.domain.products import Platform, Product
 from server.domain.teams import Plan, Team
 from server.domain.terms import DEFAULT_TERMS
@@ -141,3 +141,58 @@ async def test_l2_a_start_warns_a_waiting_pack_at_the_release_as_a_running_serve
 ) -> None:
     [(_, tokens, when)] = await _warned_across_a_stop(tmp_path / "t.db", restart)
     assert (tokens, when) == (10, datetime(2026, 12, 2, 0, 2, tzinfo=UTC))
+
+
+class CountingPacks(dict[str, TokenPack]):
+    """The ledger's packs, counting the packs the alerts look up."""
+
+    looked_up = 0
+
+    def get(self, pack_id: str, default: object = None) -> Any:
+        self.looked_up += 1
+        return super().get(pack_id, default)
+
+
+def test_l2_a_balance_change_looks_at_the_waiting_packs_of_its_own_team_only() -> None:
+    """100 teams' packs wait, all their tokens held at their warning instant. A
+    purchase in one team looks at that team's waiting pack, not at all 100 (every
+    Entitle's hold, every release and every deadline fired that changed a balance
+    walked them all: 2 ms a commit at 10,000 waiting packs, and a herd of 4,000
+    expiries with 4,000 packs waiting 1.03 s); a release in another team gives its
+    pack tokens back and warns it then, and the others wait on."""
+    state = State.empty(DEFAULT_TERMS)
+    holds = {}
+    for i in range(100):
+        team_id = f"t{i:03d}"
+        state.teams[team_id] = Team(team_id, team_id, Plan.STANDARD, T0)
+        state.ledger.add_team(team_id)
+        state.ledger.purchase(team_id, 10, f"po-{i}", T0, lambda i=i: f"pk-{i:03d}", Changes())
+        holds[team_id] = state.ledger.hold(team_id, 10, Cause(), T0, f"hd-{i}", Changes())
+    alerts, scheduler = started(state, T0)
+    state.ledger.take_balances()  # what came before
+    scheduler.fire_due(WARNING, Changes())
+    assert expiring_of(state) == []  # all 100 wait
+
+    packs = CountingPacks(state.ledger.packs)
+    state.ledger.packs = packs
+    later = WARNING + timedelta(hours=1)
+    state.ledger.purchase("t007", 5, "po-more", later, lambda: "pk-more", Changes())
+    alerts._balances_changed(Changes())
+    assert packs.looked_up == 1  # t007's pack (still all held: it waits on); was 100
+
+    packs.looked_up = 0
+    state.ledger.release(holds["t042"], later, Changes())
+    alerts._balances_changed(Changes())
+    assert packs.looked_up == 1
+    [note] = expiring_of(state)
+    assert (note.team_id, note.pack_id, note.tokens, note.create_time) == (
+        "t042",
+        "pk-042",
+        10,
+        later,
+    )
+
+
+def expiring_of(state: State) -> list[Notification]:
+    notes = state.directory.list_notifications()
+    return [n for n in notes if n.kind is NotificationKind.PACK_EXPIRING]
