@@ -427,15 +427,29 @@ class Directory:
         invitation_id = self._invitation_by_token.get(secret_hash(token))
         return self._invitations.get(invitation_id) if invitation_id else None
 
-    def list_notifications(self, team_id: str = "", user_id: str = "") -> list[Notification]:
+    def list_notifications(
+        self, team_id: str = "", user_id: str = "", teams: Collection[str] | None = None
+    ) -> Sequence[Notification]:
         """The outbox in creation order (by id: ids grow with time): for a team, a
-        user, both, or (neither) all."""
+        user, both, or (neither) all; only ``teams``' when given. To be read, not
+        changed: a team's, or the whole outbox, is the index itself, not a copy (a
+        page of ListNotifications is a bisection and a slice of it)."""
         if user_id:
             found = self._outbox_of_user.get(user_id, [])
-            return [n for n in found if n.team_id == team_id] if team_id else list(found)
+            if team_id:
+                return [n for n in found if n.team_id == team_id]
+            return found if teams is None else [n for n in found if n.team_id in teams]
         if team_id:
-            return list(self._outbox_of_team.get(team_id, []))
-        return list(self._outbox)
+            return (
+                self._outbox_of_team.get(team_id, []) if teams is None or team_id in teams else []
+            )
+        if teams is None:
+            return self._outbox
+        # those teams' own outboxes merged, not the whole outbox filtered
+        boxes = [box for t in teams if (box := self._outbox_of_team.get(t))]
+        if len(boxes) == 1:
+            return boxes[0]
+        return list(heapq.merge(*boxes, key=_notification_id))
 
     def teams_for(
         self,
@@ -1009,6 +1023,10 @@ class _Call:
 def _first_team(kept: Invitation | None, other: Invitation) -> Invitation:
     """Of two invitations, the one to the team whose id sorts first (a stable answer)."""
     return other if kept is None or other.team_id < kept.team_id else kept
+
+
+def _notification_id(n: Notification) -> str:
+    return n.notification_id
 
 
 def _no_token(invitation_id: str, notification_id: str) -> str:

@@ -374,13 +374,13 @@ class Access:
 
     def notifications(
         self, team_id: str, user_id: str, visible: frozenset[str] | None = None
-    ) -> list[Notification]:
+    ) -> Sequence[Notification]:
         """The outbox (of a team, a user); only ``visible`` teams' for a team
-        administrator who names none (RULES AD1)."""
+        administrator who names none (RULES AD1). To be read, not changed: it may be
+        the outbox's own index (``Directory.list_notifications``)."""
         if team_id:
             self.state.team(team_id)
-        found = self.state.directory.list_notifications(team_id, user_id)
-        return found if visible is None else [n for n in found if n.team_id in visible]
+        return self.state.directory.list_notifications(team_id, user_id, visible)
 
     def with_tokens(self, notes: list[Notification]) -> list[Notification]:
         """Notifications as the mailer reads them: each pending invitation's current
