@@ -971,12 +971,13 @@ class Directory:
 
     def _file(self, notification: Notification) -> None:
         """Into the outbox and its indexes, each kept in id order (ListNotifications
-        pages by id; one made before a wall-clock step back still finds its place)."""
-        for box in (
-            self._outbox,
-            self._outbox_of_team.setdefault(notification.team_id, []),
-            self._outbox_of_user.setdefault(notification.user_id, []),
-        ):
+        pages by id; one made before a wall-clock step back still finds its place).
+        A team alert naming no user (L1, L2) is in no user's index: no list is asked
+        for by an empty user id."""
+        boxes = [self._outbox, self._outbox_of_team.setdefault(notification.team_id, [])]
+        if notification.user_id:
+            boxes.append(self._outbox_of_user.setdefault(notification.user_id, []))
+        for box in boxes:
             if box and box[-1].notification_id > notification.notification_id:
                 bisect.insort(box, notification, key=lambda n: n.notification_id)
             else:

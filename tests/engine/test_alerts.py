@@ -270,3 +270,12 @@ def test_l1_a_team_administrators_page_of_alerts_reads_its_teams_not_every_team(
     page = _page(e.access.notifications("", "", frozenset({"a", "c"})), "ntf-001499")
     assert page == [f"ntf-{i:06d}" for i in range(1500, 1515) if i % 3 != 1]
     assert boxes[""].read == 0 and boxes["b"].read == 0  # its two teams' only
+
+
+def test_l1_a_team_alert_naming_no_user_is_kept_in_no_users_index() -> None:
+    """LOW_BALANCE and PACK_EXPIRING name no user: they were also kept, every one
+    for ever, in a list of user "" that nothing reads (ListNotifications asks a
+    user's index only for a user named)."""
+    e, _ = _outbox_of_three_teams(100)
+    assert sum(map(len, e.state.directory._outbox_of_user.values())) == 0  # was 300
+    assert len(e.access.notifications("a", "")) == 100
