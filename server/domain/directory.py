@@ -886,11 +886,11 @@ class Directory:
         )
 
     def _member(self, team_id: str, user_id: str) -> Member | None:
-        """The user's membership of the team: among the user's few."""
-        found = self._teams_of.get(user_id)
-        if type(found) is Member:
-            return found if found.team_id == team_id else None
-        return next((m for m in few(found) if m.team_id == team_id), None)
+        """The user's membership of the team, by the team's members' index: not among
+        the user's memberships, which a user invited to 500 teams made a walk of 500
+        for each (each notification of a page of theirs, each call naming them)."""
+        members = self._members_of.get(team_id)
+        return None if members is None else members.get(user_id)
 
     def _add_member(self, member: Member) -> None:
         """Index a new membership (the user is not yet a member of that team)."""
