@@ -1,0 +1,73 @@
+"""The portal with wide data (docs/performance.md, stop 65): a big team, a big catalog.
+Each test counts what a page reads and renders (calls made, rows, controls), never time."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+from html import unescape
+from typing import Any
+from urllib.parse import urljoin
+
+import pytest
+from starlette.testclient import TestClient
+
+from client_sdk.admin import AsyncAdminClient
+from portal import team_pages
+from portal.app import create_app
+from tests.portal.conftest import World
+from tests.portal.test_portal_http import sign_in
+
+
+@pytest.fixture
+def web(world: World) -> Iterator[TestClient]:
+    with TestClient(create_app(world.target), base_url="http://127.0.0.1") as client:
+        yield client
+
+
+class _Name:
+    def __getattr__(self, name: str) -> str:
+        return name
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """The AdminService calls the portal makes, by method, from now on."""
+    made: Counter[str] = Counter()
+    real = AsyncAdminClient._call
+
+    async def counted(self: AsyncAdminClient, method: Any, request: Any) -> Any:
+        made[method(_Name())] += 1
+        return await real(self, method, request)
+
+    monkeypatch.setattr(AsyncAdminClient, "_call", counted)
+    return made
+
+
+def _import(world: World, team_id: str, lines: list[str], **body: Any) -> None:
+    world.a("ImportUsers", {"team_id": team_id, "users": lines, **body})
+
+
+def test_portal_invitations_read_a_bounded_number_of_member_pages(
+    web: TestClient, world: World, calls: Counter[str]
+) -> None:
+    """A big team with few invitees: each Invitations page reads at most
+    ``INVITATIONS_READS`` pages of members (a team of 50,000 with none was read whole,
+    642 calls), says it looked through part of the team, and links on; the invitee past
+    them is on a later page."""
+    _import(world, "alpha", [f"A {n} <a{n:03}@example.com>" for n in range(600)])  # before bob
+    sign_in(web)
+    url, pages, seen = "/teams/alpha/invitations", 0, []
+    while url:
+        calls.clear()
+        page = web.get(url)
+        assert page.status_code == 200
+        assert calls["ListMembers"] <= getattr(team_pages, "INVITATIONS_READS", 5)
+        seen += re.findall(r"Resend the invitation to ([^\"]+)\"", page.text)
+        pages += 1
+        more = re.search(r'<a class="button" href="([^"]+)">Next page</a>', page.text)
+        if pages == 1:
+            assert seen == [] and more and 'id="invitations-partial"' in page.text
+        url = urljoin(str(page.url), unescape(more.group(1))) if more else ""
+    assert seen == ["bob@example.com"] and pages == 2
