@@ -598,25 +598,54 @@ async def member(request: Request, session: Session, team_id: str) -> dict[str, 
     user_id = named(request, "user")
     found = await session.client.get_member(team_id, user_id)
     products = await rate_sheet(session)
-    # Every product's, not only those they may run now: a device registered for a
-    # product they lost still counts toward its 3 devices (M8), and is removed here.
-    devices, devices_error = await maybe(
-        _devices(session, [(user_id, p.product_id) for p in products])
-    )
     live = await _live_sessions(session.client, team_id, user_id)  # one read for both
-    elsewhere = _elsewhere(devices or [], _on_devices(live))
+    names = {p.product_id: p.display_name or p.product_id for p in products}
+    asked = request.query_params.get("devices", "").strip()
+    looked_up, capped = _device_products(found, live, names, asked)
+    devices, devices_error = await maybe(_devices(session, [(user_id, p) for p in looked_up]))
+    place = {p: n for n, p in enumerate(names)}  # shown in the rate sheet's order
+    devices = sorted(devices or [], key=lambda d: place.get(d.product_id, len(place)))
+    elsewhere = _elsewhere(devices, _on_devices(live))
     return {
         "title": found.display_name or user_id,
         "member": found,
         "elsewhere": elsewhere,
         "products": products,
-        "names": {p.product_id: p.display_name or p.product_id for p in products},
-        "devices": devices or [],
+        "names": names,
+        "devices": devices,
         "devices_error": devices_error,
+        "devices_capped": capped,
+        "devices_looked_up": len(looked_up),
+        "devices_asked": asked if asked in names else "",
+        "devices_unknown": asked if asked and asked not in names else "",
         "sessions": live,
         "issued_key": getattr(request.state, "issued_key", None),
         "page": "users",
     }
+
+
+#: The most products a member's page asks ListDevices about, one call each (the API has
+#: no call for all of a user's devices): every product of a 10,000-product rate sheet was
+#: asked, 10,000 calls and 10 s a view. A larger sheet's products are asked in order of
+#: likelihood (``_device_products``), and the page offers to look up any other.
+DEVICE_PRODUCTS = 50
+
+
+def _device_products(
+    member: common_pb2.Member,
+    live: Sequence[common_pb2.Session],
+    names: dict[str, str],
+    asked: str,
+) -> tuple[list[str], bool]:
+    """The products whose devices a member's page lists: every product on the rate sheet
+    when it has at most ``DEVICE_PRODUCTS`` (a device of a product they lost still counts
+    toward its 3, M8, and is removed here); else the product looked up (``?devices=``),
+    those running now, the member's own, those they may run, then the sheet's first, up
+    to that many. Second: whether some of the sheet's were left out."""
+    likely = [asked, *(s.product_id for s in live), *member.product_ids]
+    likely += [*member.effective_product_ids, *names]
+    chosen = list(dict.fromkeys(p for p in likely if p in names))
+    return chosen[:DEVICE_PRODUCTS], len(chosen) > DEVICE_PRODUCTS
 
 
 async def _member_products(request: Request, session: Session, data: FormData) -> Response:
