@@ -270,6 +270,11 @@ async def _now(session: Session) -> datetime:
 #: team types the user's id (one page of ListMembers tells which, never the whole team).
 USER_CHOICES = 500
 
+#: At most this many products make a product a choice from a list (Usage, By Product);
+#: a larger rate sheet types the product's id: a select of a 10,000-product sheet was
+#: 10,000 options (450-530 kB a page).
+PRODUCT_CHOICES = 500
+
 #: The refusals of a usage filter, by reason, with the control each is shown next to.
 FILTER_REASONS = {"UNKNOWN_USER": "user_id", "UNKNOWN_PRODUCT": "product_id"}
 
@@ -291,6 +296,7 @@ async def _filters(request: Request, session: Session, team_id: str) -> dict[str
         "user_listed": not user_id or members is None or any(m.user_id == user_id for m in members),
         "products": products,
         "product_listed": not product_id or any(p.product_id == product_id for p in products),
+        "product_choices": PRODUCT_CHOICES,
     }
 
 
@@ -870,6 +876,7 @@ async def by_product(request: Request, session: Session, team_id: str) -> dict[s
         "next_page": listed.next_page_token if listed else "",
         "members_error": error,
         "page": "products",
+        "product_choices": PRODUCT_CHOICES,
     }
 
 

@@ -136,3 +136,21 @@ def test_portal_reads_the_rate_sheet_a_thousand_products_a_call(
     calls.clear()
     sheet = web.get("/products")
     assert calls["ListProducts"] == 1 and "Wide 249" in sheet.text and "Wide 0<" in sheet.text
+
+
+def test_portal_a_large_rate_sheet_is_typed_not_a_select_of_every_product(
+    web: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Usage's and By Product's product was a select of the whole rate sheet (10,000
+    options, 450-530 kB a page at a 10,000-product catalog): past ``PRODUCT_CHOICES``
+    products it is a box for the product's id, which narrows the page as the choice did."""
+    monkeypatch.setattr(team_pages, "PRODUCT_CHOICES", 2, raising=False)
+    sign_in(web)
+    usage = web.get("/teams/alpha/usage", params={"product": "REVIT"})
+    assert usage.status_code == 200
+    assert '<option value="ACAD"' not in usage.text
+    assert re.search(r'<input name="product" value="REVIT"', usage.text)
+    by_product = web.get("/teams/alpha/products", params={"product": "REVIT"})
+    assert by_product.status_code == 200 and by_product.text.count("<option") == 0
+    assert re.search(r'<input id="product" name="product" value="REVIT"', by_product.text)
+    assert "carl@example.com" in by_product.text  # who may run Revit, as before
