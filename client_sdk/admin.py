@@ -81,6 +81,14 @@ def timestamp(t: datetime | None) -> Timestamp | None:
     return ts
 
 
+#: What the reads of a whole list (``list_products``, ``list_token_packs``, ``all_members``,
+#: ``list_admin_keys``) ask for a page: the server's most by default (its
+#: ``--max-page-size``; a larger ask gets its most, AIP-158), not its default 100: a
+#: 10,000-product rate sheet, which the portal reads on most pages for the products'
+#: names, was 100 calls, now 10. A page still ends before 3 MiB, whatever is asked.
+WHOLE_LIST_PAGE = 1000
+
+
 async def pages(
     fetch: Callable[[str], Awaitable[_PageT]],
     items: Callable[[_PageT], Iterable[_Item]],
@@ -239,7 +247,9 @@ class AsyncAdminClient:
 
     async def list_token_packs(self, team_id: str) -> list[common_pb2.TokenPack]:
         async def fetch(token: str) -> pb.ListTokenPacksResponse:
-            request = pb.ListTokenPacksRequest(team_id=team_id, page_token=token)
+            request = pb.ListTokenPacksRequest(
+                team_id=team_id, page_size=WHOLE_LIST_PAGE, page_token=token
+            )
             return await self._call(lambda s: s.ListTokenPacks, request)
 
         return [p async for p in pages(fetch, lambda r: r.packs)]
@@ -275,7 +285,7 @@ class AsyncAdminClient:
 
     async def list_products(self) -> list[common_pb2.Product]:
         async def fetch(token: str) -> pb.ListProductsResponse:
-            request = pb.ListProductsRequest(page_token=token)
+            request = pb.ListProductsRequest(page_size=WHOLE_LIST_PAGE, page_token=token)
             return await self._call(lambda s: s.ListProducts, request)
 
         return [p async for p in pages(fetch, lambda r: r.products)]
@@ -348,7 +358,9 @@ class AsyncAdminClient:
         return await self._call(lambda s: s.ListMembers, request)
 
     async def all_members(self, team_id: str, *, product_id: str = "") -> list[common_pb2.Member]:
-        fetch = lambda token: self.list_members(team_id, product_id=product_id, page_token=token)  # noqa: E731
+        fetch = lambda token: self.list_members(  # noqa: E731
+            team_id, product_id=product_id, page_size=WHOLE_LIST_PAGE, page_token=token
+        )
         return [m async for m in pages(fetch, lambda r: r.members)]
 
     async def search_users(
@@ -442,7 +454,7 @@ class AsyncAdminClient:
 
     async def list_admin_keys(self) -> list[common_pb2.AdminKey]:
         async def fetch(token: str) -> pb.ListAdminKeysResponse:
-            request = pb.ListAdminKeysRequest(page_token=token)
+            request = pb.ListAdminKeysRequest(page_size=WHOLE_LIST_PAGE, page_token=token)
             return await self._call(lambda s: s.ListAdminKeys, request)
 
         return [k async for k in pages(fetch, lambda r: r.keys)]

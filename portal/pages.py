@@ -48,7 +48,7 @@ from portal.web import (
     signed_in,
     team_url,
 )
-from tessera_api.tessera.v1 import admin_service_pb2, common_pb2
+from tessera_api.tessera.v1 import common_pb2
 
 T = TypeVar("T")
 
@@ -498,25 +498,9 @@ async def product_names(session: Session) -> dict[str, str]:
     return {p.product_id: p.display_name or p.product_id for p in await rate_sheet(session)}
 
 
-#: Products a ListProducts call asks for: the server's most (``--max-page-size``, 1,000
-#: by default; a larger ask gets that many). The SDK's ``list_products`` asks for its
-#: default 100, so a 10,000-product rate sheet, which most pages read for the products'
-#: names, was 100 calls a page view; it is 10.
-RATE_SHEET_PAGE = 1000
-
-
 async def rate_sheet(session: Session) -> list[common_pb2.Product]:
-    """The whole rate sheet, read ``RATE_SHEET_PAGE`` products a call."""
-    client, found, token = session.client, list[common_pb2.Product](), ""
-    while True:
-        request = admin_service_pb2.ListProductsRequest(page_size=RATE_SHEET_PAGE, page_token=token)
-        # The SDK's paging of ListProducts takes no page size (its list_products): the
-        # call itself, as the SDK makes it (its retries, its failover).
-        page = await client._call(lambda s: s.ListProducts, request)
-        found += page.products
-        token = page.next_page_token
-        if not token:
-            return found
+    """The whole rate sheet, read the server's largest page a call (``WHOLE_LIST_PAGE``)."""
+    return await session.client.list_products()
 
 
 async def again(
