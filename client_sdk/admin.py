@@ -390,10 +390,24 @@ class AsyncAdminClient:
         return (await self._call(lambda s: s.IssueUserKey, request)).user_key
 
     async def list_notifications(
-        self, *, team_id: str = "", user_id: str = "", page_size: int = 0, page_token: str = ""
+        self,
+        *,
+        team_id: str = "",
+        user_id: str = "",
+        kinds: Iterable[common_pb2.NotificationKind] = (),
+        order_by: str = "",
+        page_size: int = 0,
+        page_token: str = "",
     ) -> pb.ListNotificationsResponse:
+        """A page of the outbox; ``kinds`` only those (none: every kind), ``order_by``
+        "time desc" newest first."""
         request = pb.ListNotificationsRequest(
-            team_id=team_id, user_id=user_id, page_size=page_size, page_token=page_token
+            team_id=team_id,
+            user_id=user_id,
+            kinds=kinds,
+            order_by=order_by,
+            page_size=page_size,
+            page_token=page_token,
         )
         return await self._call(lambda s: s.ListNotifications, request)
 

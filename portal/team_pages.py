@@ -70,15 +70,17 @@ async def overview(request: Request, session: Session, team_id: str) -> dict[str
     }
 
 
+#: The overview's latest alerts.
+LATEST_ALERTS = 50
+
+
 async def _alerts(client: AsyncAdminClient, team_id: str) -> list[common_pb2.Notification]:
-    found: list[common_pb2.Notification] = []
-    token = ""
-    while True:
-        page = await client.list_notifications(team_id=team_id, page_token=token)
-        found += [n for n in page.notifications if n.kind in ALERT_KINDS]
-        token = page.next_page_token
-        if not token:
-            return list(reversed(found))[:50]
+    """The team's latest alerts, newest first: one page of those kinds (the team's
+    whole outbox was read for them, 101 calls for a team of 10,000 invitations)."""
+    page = await client.list_notifications(
+        team_id=team_id, kinds=sorted(ALERT_KINDS), order_by="time desc", page_size=LATEST_ALERTS
+    )
+    return list(page.notifications)
 
 
 async def _threshold(request: Request, session: Session, data: FormData) -> Response:

@@ -295,14 +295,18 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return api.IssueUserKeyResponse(user_id=request.user_id, user_key=key)
 
     async def ListNotifications(self, request: api.ListNotificationsRequest, context: Ctx) -> Any:
-        notes, token, kind = self._window(
-            request,
-            "notifications",
-            self.e.access.notifications(
-                request.team_id, request.user_id, current_caller.get().team_ids
-            ),
-            _notification_key,
+        kinds = cv.notification_kinds_in(request.kinds)
+        lists = self.e.access.notification_lists(
+            request.team_id, request.user_id, current_caller.get().team_ids, kinds
         )
+        size = paging.page_size(request.page_size, limit=self.e.max_page_size)
+        newest_first = paging.time_order(request.order_by)
+        kind = paging.of_query("notifications", request)  # a token keeps its order and kinds
+        after = paging.decode(request.page_token, kind)
+        # Read from the page's start, a page and one, in each list merged: a team's
+        # alerts are not looked for among every invitation it ever sent.
+        found = paging.merged_page(lists, _notification_key, after, size + 1, newest_first)
+        notes, token = paging.page_of(found, size, kind, _notification_key)
         # The tokens, derived for this page only, are the mailer's, that is the
         # operator's: a team administrator who could read one could accept it and
         # hold that user's key (AD1: user keys are the operator's).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -149,6 +150,17 @@ def platform_in(value: int, field: str = "platform") -> Platform:
     return platform
 
 
+def notification_kinds_in(
+    values: Iterable[int], field: str = "kinds"
+) -> frozenset[NotificationKind]:
+    """The kinds a ListNotifications asks for (none: every kind)."""
+    wanted = {NOTIFICATION_KINDS_IN.get(v) for v in values}  # type: ignore[call-overload]
+    if None in wanted:
+        names = ", ".join(pb.NotificationKind.Name(k) for k in NOTIFICATION_KINDS_IN)
+        raise InvalidArgument.field(field, f"each must be one of {names}")
+    return frozenset(k for k in wanted if k is not None)
+
+
 # -- messages ---------------------------------------------------------------
 
 
@@ -292,6 +304,7 @@ NOTIFICATION_KINDS_OUT = {
     NotificationKind.PACK_EXPIRING: pb.NOTIFICATION_KIND_PACK_EXPIRING,
     NotificationKind.TOKENS_EXHAUSTED: pb.NOTIFICATION_KIND_TOKENS_EXHAUSTED,
 }
+NOTIFICATION_KINDS_IN = {v: k for k, v in NOTIFICATION_KINDS_OUT.items()}
 SUBSCRIPTION_KINDS_OUT = {
     SubscriptionKind.SUBSCRIPTION: pb.SUBSCRIPTION_KIND_SUBSCRIPTION,
     SubscriptionKind.TRIAL: pb.SUBSCRIPTION_KIND_TRIAL,

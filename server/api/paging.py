@@ -6,7 +6,9 @@ import base64
 import binascii
 import bisect
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+import heapq
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
 from google.protobuf.message import Message
@@ -128,6 +130,34 @@ def paginate(
     after = decode(page_token, kind)
     start = 0 if after is None else bisect.bisect_right(items, after, key=key)
     return page_of(list(items[start : start + size + 1]), size, kind, key)
+
+
+def merged_page(
+    lists: Sequence[Sequence[_T]],
+    key: Callable[[_T], str],
+    after: str | None,
+    limit: int,
+    newest_first: bool = False,
+) -> list[_T]:
+    """The first ``limit`` items after the key ``after`` (None: from the start) of
+    the merge of ``lists``, each sorted by ``key`` (unique across them), in that
+    order or (``newest_first``) the reverse: each list is entered by bisection and
+    read no further than the page needs (``page_of``'s page and one)."""
+    walks: list[Iterator[_T]] = []
+    for items in lists:
+        if newest_first:
+            end = len(items) if after is None else bisect.bisect_left(items, after, key=key)
+            walks.append(_walk(items, range(end - 1, -1, -1)))
+        else:
+            start = 0 if after is None else bisect.bisect_right(items, after, key=key)
+            walks.append(_walk(items, range(start, len(items))))
+    merged = walks[0] if len(walks) == 1 else heapq.merge(*walks, key=key, reverse=newest_first)
+    return list(itertools.islice(merged, limit))
+
+
+def _walk(items: Sequence[_T], places: range) -> Iterator[_T]:
+    """``items`` at ``places``, read as they are taken."""
+    return (items[i] for i in places)
 
 
 def page_of(

@@ -297,6 +297,10 @@ class Directory:
         self._outbox: list[Notification] = []
         self._outbox_of_team: dict[str, list[Notification]] = {}
         self._outbox_of_user: dict[str, list[Notification]] = {}
+        # By kind, whole and per team: a page of a team's alerts (L1-L3) is read
+        # from those lists, not through every invitation the team ever sent.
+        self._outbox_of_kind: dict[NotificationKind, list[Notification]] = {}
+        self._outbox_of_team_kind: dict[tuple[str, NotificationKind], list[Notification]] = {}
 
     @classmethod
     def restore(
@@ -450,6 +454,36 @@ class Directory:
         if len(boxes) == 1:
             return boxes[0]
         return list(heapq.merge(*boxes, key=_notification_id))
+
+    def notification_lists(
+        self,
+        team_id: str = "",
+        user_id: str = "",
+        teams: Collection[str] | None = None,
+        kinds: Collection[NotificationKind] = (),
+    ) -> list[Sequence[Notification]]:
+        """``list_notifications``, of ``kinds`` only when any is given, as lists each
+        in id order whose merge it is (``paging.merged_page`` reads a page of them from
+        its start): a team's alerts are its lists of those kinds, not its whole outbox
+        filtered. To be read, not changed. A user's (a few) are filtered into one."""
+        if user_id:
+            found = self.list_notifications(team_id, user_id, teams)
+            return [[n for n in found if n.kind in kinds] if kinds else found]
+        if team_id:
+            if teams is not None and team_id not in teams:
+                return []
+            if not kinds:
+                return [self._outbox_of_team.get(team_id, [])]
+            by_team = self._outbox_of_team_kind
+            return [box for k in kinds if (box := by_team.get((team_id, k)))]
+        if teams is None:
+            if not kinds:
+                return [self._outbox]
+            return [box for k in kinds if (box := self._outbox_of_kind.get(k))]
+        if not kinds:
+            return [box for t in teams if (box := self._outbox_of_team.get(t))]
+        by_team = self._outbox_of_team_kind
+        return [box for t in teams for k in kinds if (box := by_team.get((t, k)))]
 
     def teams_for(
         self,
@@ -974,7 +1008,13 @@ class Directory:
         pages by id; one made before a wall-clock step back still finds its place).
         A team alert naming no user (L1, L2) is in no user's index: no list is asked
         for by an empty user id."""
-        boxes = [self._outbox, self._outbox_of_team.setdefault(notification.team_id, [])]
+        team_id, kind = notification.team_id, notification.kind
+        boxes = [
+            self._outbox,
+            self._outbox_of_team.setdefault(team_id, []),
+            self._outbox_of_kind.setdefault(kind, []),
+            self._outbox_of_team_kind.setdefault((team_id, kind), []),
+        ]
         if notification.user_id:
             boxes.append(self._outbox_of_user.setdefault(notification.user_id, []))
         for box in boxes:

@@ -25,6 +25,7 @@ from server.domain.directory import (
     Member,
     MemberState,
     Notification,
+    NotificationKind,
     User,
     access_via,
     by_user_id,
@@ -381,6 +382,19 @@ class Access:
         if team_id:
             self.state.team(team_id)
         return self.state.directory.list_notifications(team_id, user_id, visible)
+
+    def notification_lists(
+        self,
+        team_id: str,
+        user_id: str,
+        visible: frozenset[str] | None,
+        kinds: Collection[NotificationKind],
+    ) -> list[Sequence[Notification]]:
+        """``notifications``, of ``kinds`` when any is given, as lists in id order to
+        merge (``Directory.notification_lists``, ``paging.merged_page``)."""
+        if team_id:
+            self.state.team(team_id)
+        return self.state.directory.notification_lists(team_id, user_id, visible, kinds)
 
     def with_tokens(self, notes: list[Notification]) -> list[Notification]:
         """Notifications as the mailer reads them: each pending invitation's current

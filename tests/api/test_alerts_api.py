@@ -243,6 +243,55 @@ def test_l1_l2_alerts_of_one_advance_are_listed_oldest_first(sheet_desk: Desk) -
     ]
 
 
+def test_l1_l2_a_teams_alerts_are_listed_newest_first_without_its_invitations(
+    sheet_desk: Desk,
+) -> None:
+    """ListNotifications of some kinds only, newest first (``order_by`` "time desc"):
+    the same three alerts as above, a page of two and then one, never the team's
+    invitations; a page's token goes with its order and kinds, and a kind or an
+    order the API does not have is refused naming its field."""
+    desk = sheet_desk
+    desk.team("gamma", 10)
+    desk.to(at(d=40))
+    desk.buy("gamma", 100)
+    threshold(desk, "gamma", 105)
+    invitees = [f"P{i} <p{i}@example.com>" for i in range(3)]
+    desk.a("AssignUsers", {"team_id": "gamma", "users": invitees, "all_products": True})
+    desk.to(at(d=365 + 20))
+    body: dict[str, Any] = {
+        "team_id": "gamma",
+        "kinds": ["NOTIFICATION_KIND_LOW_BALANCE", "NOTIFICATION_KIND_PACK_EXPIRING"],
+        "order_by": "time desc",
+        "page_size": 2,
+    }
+
+    def seen(page: dict[str, Any]) -> list[tuple[str, str]]:
+        notes = page.get("notifications", [])
+        return [(n["kind"].removeprefix("NOTIFICATION_KIND_"), n["create_time"]) for n in notes]
+
+    first = desk.a("ListNotifications", body)
+    last = desk.a("ListNotifications", body | {"page_token": first["next_page_token"]})
+    everything = desk.a("ListNotifications", {"team_id": "gamma"})
+
+    assert seen(first) == [
+        ("PACK_EXPIRING", "2027-01-11T00:00:00Z"),
+        ("LOW_BALANCE", "2027-01-01T00:00:00Z"),
+    ]
+    assert seen(last) == [("PACK_EXPIRING", "2026-12-02T00:00:00Z")]
+    assert "next_page_token" not in last
+    assert [k for k, _ in seen(everything)].count("INVITATION") == 3
+    assert len(seen(everything)) == 6
+    IA = grpc.StatusCode.INVALID_ARGUMENT
+    oldest_first = {"team_id": "gamma", "page_token": first["next_page_token"]}
+    for bad, field in (
+        (oldest_first, "page_token"),
+        (body | {"kinds": ["NOTIFICATION_KIND_UNSPECIFIED"]}, "kinds"),
+        (body | {"order_by": "kind"}, "order_by"),
+    ):
+        err = desk.refused(None, "ListNotifications", bad, IA)
+        assert list(err.field_violations) == [field], err
+
+
 def test_l2_a_pack_all_held_at_its_instant_is_warned_when_a_release_gives_them_back(
     database: Path | str,
 ) -> None:

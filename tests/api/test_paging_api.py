@@ -6,8 +6,12 @@ team ``alpha`` exists with 100 tokens.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from server.api import paging
 from tessera_api.tessera.v1.common_pb2 import Member
@@ -142,3 +146,42 @@ def test_aip158_no_message_past_a_pages_cut_is_made() -> None:
     answers, token = paging.fitted(items, map(member, items), "", "members", str)
     assert len(answers) == 2 and made == [0, 1, 2]  # each 1.1 MB: the third over 3 MiB
     assert paging.decode(token, "members") == "1"  # the next page goes on after the last kept
+
+
+@given(
+    lists=st.lists(st.sets(st.integers(0, 400)), max_size=5),
+    after=st.none() | st.integers(-1, 401),
+    limit=st.integers(1, 30),
+    newest_first=st.booleans(),
+)
+def test_aip158_a_page_of_merged_lists_is_the_merge_read_from_the_pages_start(
+    lists: list[set[int]], after: int | None, limit: int, newest_first: bool
+) -> None:
+    """``merged_page``: the page after a key of lists each in key order (a team's
+    notifications of some kinds, an administrator's teams'), either way, as the
+    sorted whole would give it; each list read no further than the page."""
+    taken: set[int] = set()
+    disjoint = [sorted(s - taken) for s in lists if not taken.update(s)]  # keys unique across
+
+    def key(n: int) -> str:
+        return f"{n:04d}"
+
+    whole = sorted((n for s in disjoint for n in s), reverse=newest_first)
+    if after is not None:
+        whole = [n for n in whole if (n < after if newest_first else n > after)]
+    reads: list[int] = []
+
+    class Watched(list[int]):
+        def __getitem__(self, i: object) -> Any:
+            reads.append(1)
+            return super().__getitem__(i)  # type: ignore[index]
+
+    page = paging.merged_page(
+        [Watched(s) for s in disjoint],
+        key,
+        None if after is None else key(after),
+        limit,
+        newest_first,
+    )
+    assert page == whole[:limit]
+    assert len(reads) <= limit + len(disjoint) * 10  # the page, and each list's bisection

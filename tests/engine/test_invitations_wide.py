@@ -8,7 +8,7 @@ never how long it takes.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, SupportsIndex, overload
 
@@ -18,12 +18,14 @@ from server.api.admin import AdminServicer
 from server.api.caller import THE_OPERATOR, Caller, current_caller
 from server.clock import TestClock
 from server.domain import directory as directory_module
-from server.domain.directory import Notification
+from server.domain.changes import Changes
+from server.domain.directory import Notification, NotificationKind
 from server.domain.products import Platform, Product
 from server.domain.teams import Plan
 from server.engine import Engine
 from server.store.sqlite import Store
 from tessera_api.tessera.v1 import admin_service_pb2 as api
+from tessera_api.tessera.v1 import common_pb2
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
@@ -52,7 +54,7 @@ def counted(engine: Engine) -> None:
     """The outbox and its indexes as lists that count what is read of them."""
     d: Any = engine.directory
     d._outbox = Counting(d._outbox)
-    for index in (d._outbox_of_team, d._outbox_of_user):
+    for index in (d._outbox_of_team, d._outbox_of_user, d._outbox_of_kind, d._outbox_of_team_kind):
         for key, box in index.items():
             index[key] = Counting(box)
     Counting.looked = 0
@@ -81,7 +83,7 @@ async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
 
 
 async def pages(
-    engine: Engine, caller: Caller, page_size: int, **query: str
+    engine: Engine, caller: Caller, page_size: int, **query: Any
 ) -> tuple[list[list[str]], int]:
     """Every page of ListNotifications for ``caller`` (ids), and the most items a
     page's call read of the outbox and its indexes."""
@@ -160,6 +162,36 @@ async def test_ad1_a_team_administrators_outbox_page_reads_its_own_teams_lists(
     # A team it does not manage, named: nothing of it (the edge refuses it first).
     found, most = await pages(engine, admin, 100, team_id="alpha")
     assert (found, most) == ([[]], 0)
+
+
+async def test_l1_l3_a_page_of_a_teams_alerts_reads_its_alerts_not_its_invitations(
+    engine: Engine,
+) -> None:
+    """The portal's overview shows a team's latest alerts: ListNotifications of those
+    kinds, newest first, reads the team's lists of those kinds from the page's start,
+    not its outbox (alpha's 300 invitations; a team of 10,000 was 101 calls of 100
+    for the overview, reading every invitation)."""
+    for _ in range(3):  # three days' first refusals for tokens (L3)
+        engine.alerts.tokens_exhausted("alpha", "p001@x.io", "ACAD", engine.now(), Changes())
+        engine.clock.set(engine.now() + timedelta(days=1))
+    exhausted = [
+        n.notification_id
+        for n in engine.access.notifications("alpha", "")
+        if n.kind is NotificationKind.TOKENS_EXHAUSTED
+    ]
+    assert len(exhausted) == 3
+    counted(engine)
+    kinds = [
+        common_pb2.NOTIFICATION_KIND_LOW_BALANCE,
+        common_pb2.NOTIFICATION_KIND_TOKENS_EXHAUSTED,
+    ]
+    found, most = await pages(
+        engine, THE_OPERATOR, 2, team_id="alpha", kinds=kinds, order_by="time desc"
+    )
+    assert found == [exhausted[:0:-1], exhausted[:1]]
+    assert most <= 3, most  # a page and one of the alerts, not 300 invitations
+    found, most = await pages(engine, THE_OPERATOR, 50, kinds=kinds)  # every team's
+    assert (flat(found), most) == (exhausted, 3)
 
 
 class CountingFew(tuple[Any, ...]):

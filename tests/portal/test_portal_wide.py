@@ -154,3 +154,24 @@ def test_portal_a_large_rate_sheet_is_typed_not_a_select_of_every_product(
     assert by_product.status_code == 200 and by_product.text.count("<option") == 0
     assert re.search(r'<input id="product" name="product" value="REVIT"', by_product.text)
     assert "carl@example.com" in by_product.text  # who may run Revit, as before
+
+
+def test_portal_the_overview_reads_a_teams_latest_alerts_in_one_call(
+    web: TestClient, world: World, calls: Counter[str]
+) -> None:
+    """The overview shows the team's latest alerts: one ListNotifications of the
+    alerts' kinds, newest first. It read the team's whole outbox for them, oldest
+    first, every invitation included (101 calls for a team of 10,000 invitees)."""
+    world.desk.team("gamma")
+    gus = world.desk.user("gamma", "gus")
+    world.desk.refused_entitle(
+        gus, __import__("grpc").StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_TOKENS"
+    )
+    invitees = [f"I {n} <i{n:03}@example.com>" for n in range(150)]  # after the alert
+    world.a("AssignUsers", {"team_id": "gamma", "users": invitees, "all_products": True})
+    sign_in(web)
+    calls.clear()
+    overview = web.get("/teams/gamma")
+    assert overview.status_code == 200
+    assert "Tokens ran out: gus@example.com was refused" in overview.text
+    assert calls["ListNotifications"] == 1

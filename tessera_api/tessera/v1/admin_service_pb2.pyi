@@ -382,16 +382,20 @@ class IssueUserKeyResponse(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., user_key: _Optional[str] = ...) -> None: ...
 
 class ListNotificationsRequest(_message.Message):
-    __slots__ = ("team_id", "user_id", "page_size", "page_token")
+    __slots__ = ("team_id", "user_id", "page_size", "page_token", "kinds", "order_by")
     TEAM_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     team_id: str
     user_id: str
     page_size: int
     page_token: str
-    def __init__(self, team_id: _Optional[str] = ..., user_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    kinds: _containers.RepeatedScalarFieldContainer[_common_pb2.NotificationKind]
+    order_by: str
+    def __init__(self, team_id: _Optional[str] = ..., user_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[_common_pb2.NotificationKind, str]]] = ..., order_by: _Optional[str] = ...) -> None: ...
 
 class ListNotificationsResponse(_message.Message):
     __slots__ = ("notifications", "next_page_token")
