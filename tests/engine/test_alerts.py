@@ -4,7 +4,7 @@ hook looks at nothing of a commit when no balance changed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from pathlib import Path
@@ -27,6 +27,7 @@ from server.engine.scheduler import Scheduler
 from server.engine.state import State
 from server.ids import IdFactory
 from server.store.sqlite import Store
+from tests.engine.counting import CountingList
 from tests.engine.test_wiring import FakeStore
 from tests.support import entitle_on_engine
 
@@ -199,22 +200,6 @@ def test_l2_a_balance_change_looks_at_the_waiting_packs_of_its_own_team_only() -
 def expiring_of(state: State) -> list[Notification]:
     notes = state.directory.list_notifications()
     return [n for n in notes if n.kind is NotificationKind.PACK_EXPIRING]
-
-
-class CountingList(list[Notification]):
-    """An outbox index counting the notifications read from it."""
-
-    read = 0
-
-    def __iter__(self) -> Iterator[Notification]:
-        for n in super().__iter__():
-            self.read += 1
-            yield n
-
-    def __getitem__(self, at: Any) -> Any:
-        got = super().__getitem__(at)
-        self.read += len(got) if isinstance(at, slice) else 1
-        return got
 
 
 def _outbox_of_three_teams(per_team: int) -> tuple[Engine, dict[str, CountingList]]:

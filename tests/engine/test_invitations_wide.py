@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, SupportsIndex, overload
+from typing import Any
 
 import pytest
 
@@ -26,38 +26,35 @@ from server.engine import Engine
 from server.store.sqlite import Store
 from tessera_api.tessera.v1 import admin_service_pb2 as api
 from tessera_api.tessera.v1 import common_pb2
+from tests.engine.counting import CountingList
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
 
-class Counting(list[Notification]):
-    """A list of notifications that counts the items read from it."""
+#: The outbox's lists as ``counted`` left them, counting what is read of them.
+WATCHED: list[CountingList] = []
 
-    looked = 0
 
-    def __iter__(self) -> Iterator[Notification]:
-        for item in super().__iter__():
-            Counting.looked += 1
-            yield item
+def looked() -> int:
+    """The notifications read from the outbox and its indexes since the last reset."""
+    return sum(box.read for box in WATCHED)
 
-    @overload
-    def __getitem__(self, i: SupportsIndex) -> Notification: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[Notification]: ...
-    def __getitem__(self, i: SupportsIndex | slice) -> Notification | list[Notification]:
-        found = super().__getitem__(i)
-        Counting.looked += len(found) if isinstance(i, slice) else 1
-        return found
+
+def reset_reads() -> None:
+    for box in WATCHED:
+        box.read = 0
 
 
 def counted(engine: Engine) -> None:
     """The outbox and its indexes as lists that count what is read of them."""
     d: Any = engine.directory
-    d._outbox = Counting(d._outbox)
+    WATCHED.clear()
+    d._outbox = CountingList(d._outbox)
+    WATCHED.append(d._outbox)
     for index in (d._outbox_of_team, d._outbox_of_user, d._outbox_of_kind, d._outbox_of_team_kind):
         for key, box in index.items():
-            index[key] = Counting(box)
-    Counting.looked = 0
+            index[key] = CountingList(box)
+            WATCHED.append(index[key])
 
 
 @pytest.fixture
@@ -94,9 +91,9 @@ async def pages(
     reset = current_caller.set(caller)
     try:
         while True:
-            Counting.looked = 0
+            reset_reads()
             answer = await servicer.ListNotifications(request, None)
-            most = max(most, Counting.looked)
+            most = max(most, looked())
             found.append([n.notification_id for n in answer.notifications])
             if not answer.next_page_token:
                 return found, most

@@ -35,3 +35,13 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture
+async def pgstore(pg_url: str) -> AsyncIterator[PostgresStore]:
+    """An open, migrated, empty PostgreSQL store (tests/pg.py); closed after the test."""
+    store = await PostgresStore.open(pg_url)
+    try:
+        yield store
+    finally:
+        await store.close()

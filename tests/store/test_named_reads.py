@@ -29,6 +29,7 @@ from server.store.port import Capture, SessionStart, StorePort
 from server.store.schema import BACKFILLS
 from server.store.sqlite import Store
 from tests.store.builders import a_session
+from tests.store.sent import statements_sent
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -324,14 +325,7 @@ async def test_ad2_a_teams_audit_page_reads_a_pages_worth_of_each_index_not_its_
     the three indexes, not (an OR of the three) every event the team ever had,
     sorted, for every page."""
     store = await Store.open(tmp_path / "plan.db")
-    asked: list[tuple[str, Row]] = []
-    rows = store._rows
-
-    async def seen(sql: str, params: Row = ()) -> list[Any]:
-        asked.append((sql, params))
-        return await rows(sql, params)
-
-    store._rows = seen  # type: ignore[method-assign]
+    asked = statements_sent(store)
     try:
         await store.audit_page("acme", 500, 10)
         sql, params = asked[0]

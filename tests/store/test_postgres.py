@@ -61,15 +61,6 @@ LEADER_FENCE = (
 )
 
 
-@pytest.fixture
-async def pgstore(pg_url: str) -> AsyncIterator[PostgresStore]:
-    store = await PostgresStore.open(pg_url)
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
 async def _sql(url: str, sql: str, *args: object) -> list[asyncpg.Record]:
     """Run SQL on a connection of its own (another client of the database)."""
     conn = await asyncpg.connect(url)

@@ -8,12 +8,11 @@ timing."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import pytest
 
 from server.domain.admins import AuditEvent, AuditTeam
 from server.domain.changes import Changes
@@ -21,31 +20,10 @@ from server.domain.ledger import Cause, EntryKind, LedgerEntry
 from server.store import reads
 from server.store.codec import Row
 from server.store.postgres import PostgresStore, numbered
+from tests.store.sent import statements_sent
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 H = timedelta(hours=1)
-
-
-@pytest.fixture
-async def pgstore(pg_url: str) -> AsyncIterator[PostgresStore]:
-    store = await PostgresStore.open(pg_url)
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-def _asked(store: PostgresStore) -> list[tuple[str, Row]]:
-    """Every statement the store's named reads send from now on, with its values."""
-    asked: list[tuple[str, Row]] = []
-    rows = store._rows
-
-    async def seen(sql: str, params: Row = ()) -> list[Any]:
-        asked.append((sql, params))
-        return await rows(sql, params)
-
-    store._rows = seen  # type: ignore[method-assign]
-    return asked
 
 
 def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -107,7 +85,7 @@ async def test_pg_a_reports_moved_packs_are_read_by_their_packs_not_the_whole_le
         entries.append(_entry(seq, kind, team, "pk_a", amount, T0 + 5_000 * H))
     await pgstore.commit(Changes(entries))
     await pgstore.query("ANALYZE ledger")
-    asked = _asked(pgstore)
+    asked = statements_sent(pgstore)
 
     facts = await pgstore.usage_facts("acme", T0 + 4_999 * H, T0 + 5_001 * H)
     lonely = await pgstore.usage_facts("big", T0, T0 + H)  # a team that moved nothing
@@ -160,7 +138,7 @@ async def test_pg_a_teams_audit_page_deep_in_its_trail_reads_a_page_not_the_even
     await pgstore.commit(Changes(events))
     await pgstore.query("ANALYZE audit_events")
     await pgstore.query("ANALYZE audit_teams")
-    asked = _asked(pgstore)
+    asked = statements_sent(pgstore)
 
     page = await pgstore.audit_page("acme", 10_000, 50)
 
