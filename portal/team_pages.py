@@ -606,11 +606,12 @@ async def member(request: Request, session: Session, team_id: str) -> dict[str, 
     user_id = named(request, "user")
     found = await session.client.get_member(team_id, user_id)
     products = await rate_sheet(session)
+    # Every product's, not only those they may run now: a device registered for a
+    # product they lost still counts toward its 3 devices (M8), and is removed here.
+    # One call (ListDevices naming no product), not one for each product on the sheet.
+    devices, devices_error = await maybe(_devices(session, [user_id]))
     live = await _live_sessions(session.client, team_id, user_id)  # one read for both
     names = {p.product_id: p.display_name or p.product_id for p in products}
-    asked = request.query_params.get("devices", "").strip()
-    looked_up, capped = _device_products(found, live, names, asked)
-    devices, devices_error = await maybe(_devices(session, [(user_id, p) for p in looked_up]))
     place = {p: n for n, p in enumerate(names)}  # shown in the rate sheet's order
     devices = sorted(devices or [], key=lambda d: place.get(d.product_id, len(place)))
     elsewhere = _elsewhere(devices, _on_devices(live))
@@ -622,38 +623,10 @@ async def member(request: Request, session: Session, team_id: str) -> dict[str, 
         "names": names,
         "devices": devices,
         "devices_error": devices_error,
-        "devices_capped": capped,
-        "devices_looked_up": len(looked_up),
-        "devices_asked": asked if asked in names else "",
-        "devices_unknown": asked if asked and asked not in names else "",
         "sessions": live,
         "issued_key": getattr(request.state, "issued_key", None),
         "page": "users",
     }
-
-
-#: The most products a member's page asks ListDevices about, one call each (the API has
-#: no call for all of a user's devices): every product of a 10,000-product rate sheet was
-#: asked, 10,000 calls and 10 s a view. A larger sheet's products are asked in order of
-#: likelihood (``_device_products``), and the page offers to look up any other.
-DEVICE_PRODUCTS = 50
-
-
-def _device_products(
-    member: common_pb2.Member,
-    live: Sequence[common_pb2.Session],
-    names: dict[str, str],
-    asked: str,
-) -> tuple[list[str], bool]:
-    """The products whose devices a member's page lists: every product on the rate sheet
-    when it has at most ``DEVICE_PRODUCTS`` (a device of a product they lost still counts
-    toward its 3, M8, and is removed here); else the product looked up (``?devices=``),
-    those running now, the member's own, those they may run, then the sheet's first, up
-    to that many. Second: whether some of the sheet's were left out."""
-    likely = [asked, *(s.product_id for s in live), *member.product_ids]
-    likely += [*member.effective_product_ids, *names]
-    chosen = list(dict.fromkeys(p for p in likely if p in names))
-    return chosen[:DEVICE_PRODUCTS], len(chosen) > DEVICE_PRODUCTS
 
 
 async def _member_products(request: Request, session: Session, data: FormData) -> Response:
@@ -1153,10 +1126,10 @@ async def live_sessions(request: Request, session: Session, team_id: str) -> dic
     listed = await session.client.list_sessions(
         team_id, page_token=request.query_params.get("page", "")
     )
-    devices, devices_error = await maybe(
-        _devices(session, sorted({(s.user_id, s.product_id) for s in listed.sessions}))
-    )
     users = sorted({s.user_id for s in listed.sessions})
+    shown = {(s.user_id, s.product_id) for s in listed.sessions}
+    devices, devices_error = await maybe(_devices(session, users))
+    devices = [d for d in devices or [] if (d.user_id, d.product_id) in shown]
     return {
         "sessions": listed.sessions,
         "next_page": listed.next_page_token,
@@ -1168,11 +1141,11 @@ async def live_sessions(request: Request, session: Session, team_id: str) -> dic
     }
 
 
-async def _devices(session: Session, pairs: Iterable[tuple[str, str]]) -> list[common_pb2.Device]:
-    """The devices of each (user, product)."""
+async def _devices(session: Session, user_ids: Iterable[str]) -> list[common_pb2.Device]:
+    """Each user's devices of every product (one ListDevices a user)."""
     found: list[common_pb2.Device] = []
-    for user_id, product_id in pairs:
-        found += await session.client.list_devices(user_id, product_id)
+    for user_id in user_ids:
+        found += await session.client.list_devices(user_id)
     return found
 
 

@@ -16,6 +16,7 @@ from itertools import islice
 from typing import Self
 
 from server.domain.errors import InvalidArgument, UnknownSession
+from server.domain.few import few
 from server.domain.ledger import Hold, Ledger
 from server.domain.lifecycle import SessionBook, order
 from server.domain.meters import holds_by_meter
@@ -126,9 +127,13 @@ class LiveView(SessionBook):
         live = (session,) if session is not None and session.live else ()
         return frozenset(s.team_id for s in self._with_plugins(live))
 
-    def devices(self, user_id: str, product_id: str) -> list[Device]:
-        """M8/R2: the registered devices, oldest first; ``Device.running`` says
-        whether a live session runs there."""
+    def devices(self, user_id: str, product_id: str = "") -> list[Device]:
+        """M8/R2: the registered devices of the product, oldest first (no product:
+        every product's, by product); ``Device.running`` says whether a live session
+        runs there."""
+        if not product_id:
+            every = few(self._devices.get(user_id))
+            return sorted(every, key=lambda d: (d.product_id, d.register_time, d.device_id))
         found = self._devices_of(user_id, product_id)
         return sorted(found, key=lambda d: (d.register_time, d.device_id))
 

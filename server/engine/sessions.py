@@ -420,15 +420,21 @@ class Sessions:
         return view
 
     def _check_user_product(
-        self, user_id: str, product_id: str, device_id: str | None = None
+        self,
+        user_id: str,
+        product_id: str,
+        device_id: str | None = None,
+        *,
+        any_product: bool = False,
     ) -> None:
-        """``device_id``: also required (a call about one device)."""
+        """``device_id``: also required (a call about one device); ``any_product``:
+        the product may be left out (every product's)."""
         problems: dict[str, str] = {}
         if device_id == "":
             problems["device_id"] = "is required"
         if not user_id:
             problems["user_id"] = "is required"
-        if not product_id:
+        if not product_id and not any_product:
             problems["product_id"] = "is required"
         for name, value in (("user_id", user_id), ("product_id", product_id)):
             if len(value) > MAX_FIELD:
@@ -436,10 +442,12 @@ class Sessions:
         if problems:
             raise InvalidArgument(problems)
         self.state.directory.user(user_id)  # UNKNOWN_USER
-        self.state.product(product_id)  # UNKNOWN_PRODUCT
+        if product_id:
+            self.state.product(product_id)  # UNKNOWN_PRODUCT
 
     def devices(self, user_id: str, product_id: str) -> list[Device]:
-        self._check_user_product(user_id, product_id)
+        """M8/R2: the user's devices of the product, or (none named) of every product."""
+        self._check_user_product(user_id, product_id, any_product=True)
         return self.lic.devices(user_id, product_id)
 
     async def remove_device(

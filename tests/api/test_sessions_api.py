@@ -954,12 +954,37 @@ def test_issue12_h2_14_list_devices_and_remove_a_running_one_only_when_told(
         "UNKNOWN_USER",
     )
     desk.refused(None, "ListDevices", {"user_id": ann, "product_id": "NOPE"}, NF, "UNKNOWN_PRODUCT")
-    err = desk.refused(None, "ListDevices", {"user_id": ann}, IA)
-    assert set(err.field_violations) == {"product_id"}
+    err = desk.refused(None, "ListDevices", {"product_id": "ACAD"}, IA)
+    assert set(err.field_violations) == {"user_id"}
     err = desk.refused(
         None, "RemoveDevice", {"user_id": ann, "product_id": "ACAD", "device_id": "dev-9"}, IA
     )
     assert set(err.field_violations) == {"device_id"}
+
+
+def test_m8_a_users_devices_of_every_product_come_in_one_list(desk: Desk, ann: str) -> None:
+    """ListDevices naming no product: the user's devices of every product, by product
+    then oldest first, those of a product they may no longer run included (they still
+    count toward its limit, M8). A page about a member asked product by product: at
+    a 10,000-product rate sheet, 10,000 calls."""
+    desk.release(ann, desk.entitle(ann, "REVIT", device_id="dev-r")["session_id"])
+    desk.to(at(m=1))
+    desk.release(ann, desk.entitle(ann, device_id="dev-2")["session_id"])
+    desk.to(at(m=2))
+    s = desk.entitle(ann, device_id="dev-1")
+    desk.a("AssignUsers", {"team_id": "alpha", "users": [ann], "all_products": False})
+    desk.a("SetUserProducts", {"team_id": "alpha", "user_id": ann, "product_ids": ["ACAD"]})
+    member = desk.a("GetMember", {"team_id": "alpha", "user_id": ann})["member"]
+    assert member["effective_product_ids"] == ["ACAD"]  # REVIT taken
+    every = desk.a("ListDevices", {"user_id": ann})["devices"]
+    assert [(d["product_id"], d["device_id"], d.get("running", False)) for d in every] == [
+        ("ACAD", "dev-2", False),
+        ("ACAD", "dev-1", True),
+        ("REVIT", "dev-r", False),
+    ]
+    assert every[:2] == desk.devices(ann)  # as the product's own list gives them
+    assert s["session_id"]
+    desk.refused(None, "ListDevices", {"user_id": "nobody@example.com"}, NF, "UNKNOWN_USER")
 
 
 def test_m1_plugin_access_comes_before_its_host_and_then_payment(desk: Desk) -> None:
