@@ -148,21 +148,18 @@ class TeamAlerts:
         return [p for t in team_ids if (packs := waiting.get(t)) for p in packs]
 
     def _wait(self, pack: TokenPack) -> None:
-        self._stop_waiting(pack.pack_id)  # (in the team it is in now)
+        self.forget_waiting(pack.pack_id)  # (in the team it is in now)
         self._waiting.setdefault(pack.team_id, {})[pack.pack_id] = None
         self._waiting_in[pack.pack_id] = pack.team_id
 
-    def _stop_waiting(self, pack_id: str) -> None:
+    def forget_waiting(self, pack_id: str) -> None:
+        """The pack waits no more (warned, spent, or no more)."""
         team_id = self._waiting_in.pop(pack_id, None)
         if team_id is not None:
             packs = self._waiting[team_id]
             del packs[pack_id]
             if not packs:
                 del self._waiting[team_id]
-
-    def forget_waiting(self, pack_id: str) -> None:
-        """A waiting pack that is no more."""
-        self._stop_waiting(pack_id)
 
     def pack_expiring(self, pack: TokenPack, now: datetime, new_id: NewId) -> Notification | None:
         """L2 at the pack's warning instant ``now``, or at a later instant when a
@@ -177,7 +174,7 @@ class TeamAlerts:
         if pack.remaining <= 0 and pack.held > 0 and not pack.expired and not self.warned(pack_id):
             self._wait(pack)  # all held: released, they are its again
             return None
-        self._stop_waiting(pack_id)
+        self.forget_waiting(pack_id)
         if pack_id in self._warned or pack.expired or pack.remaining <= 0:
             return None
         self._warned.add(pack_id)

@@ -436,24 +436,8 @@ class Directory:
     ) -> Sequence[Notification]:
         """The outbox in creation order (by id: ids grow with time): for a team, a
         user, both, or (neither) all; only ``teams``' when given. To be read, not
-        changed: a team's, or the whole outbox, is the index itself, not a copy (a
-        page of ListNotifications is a bisection and a slice of it)."""
-        if user_id:
-            found = self._outbox_of_user.get(user_id, [])
-            if team_id:
-                return [n for n in found if n.team_id == team_id]
-            return found if teams is None else [n for n in found if n.team_id in teams]
-        if team_id:
-            return (
-                self._outbox_of_team.get(team_id, []) if teams is None or team_id in teams else []
-            )
-        if teams is None:
-            return self._outbox
-        # those teams' own outboxes merged, not the whole outbox filtered
-        boxes = [box for t in teams if (box := self._outbox_of_team.get(t))]
-        if len(boxes) == 1:
-            return boxes[0]
-        return list(heapq.merge(*boxes, key=_notification_id))
+        changed: a team's, or the whole outbox, is the index itself, not a copy."""
+        return in_id_order(self.notification_lists(team_id, user_id, teams))
 
     def notification_lists(
         self,
@@ -465,10 +449,21 @@ class Directory:
         """``list_notifications``, of ``kinds`` only when any is given, as lists each
         in id order whose merge it is (``paging.merged_page`` reads a page of them from
         its start): a team's alerts are its lists of those kinds, not its whole outbox
-        filtered. To be read, not changed. A user's (a few) are filtered into one."""
+        filtered; several teams' are their own lists, not the whole outbox filtered.
+        To be read, not changed. A user's (a few) are filtered into one."""
         if user_id:
-            found = self.list_notifications(team_id, user_id, teams)
-            return [[n for n in found if n.kind in kinds] if kinds else found]
+            found = self._outbox_of_user.get(user_id, [])
+            if not team_id and teams is None and not kinds:
+                return [found]
+            return [
+                [
+                    n
+                    for n in found
+                    if (not team_id or n.team_id == team_id)
+                    and (teams is None or n.team_id in teams)
+                    and (not kinds or n.kind in kinds)
+                ]
+            ]
         if team_id:
             if teams is not None and team_id not in teams:
                 return []
@@ -1068,6 +1063,14 @@ def _first_team(kept: Invitation | None, other: Invitation) -> Invitation:
 
 def _notification_id(n: Notification) -> str:
     return n.notification_id
+
+
+def in_id_order(lists: Sequence[Sequence[Notification]]) -> Sequence[Notification]:
+    """The merge of lists of notifications each in id order: the one list itself
+    when there is one (not a copy)."""
+    if len(lists) == 1:
+        return lists[0]
+    return list(heapq.merge(*lists, key=_notification_id))
 
 
 def _no_token(invitation_id: str, notification_id: str) -> str:

@@ -621,7 +621,7 @@ class Ledger:
         pack.team_id = to_team_id
         bisect.insort(to_bal.packs, pack, key=TokenPack.bought_key)
         to_bal.remaining += n
-        if n and not pack.expired:
+        if n:  # tokens to take (an expired pack has none left)
             from_bal.put_down(pack)
             to_bal.take_up(pack)
         self._entry(changes, now, EntryKind.MOVE_IN, pack, n, n, 0)

@@ -30,6 +30,7 @@ from server.domain.directory import (
     access_via,
     by_user_id,
     effective_products,
+    in_id_order,
 )
 from server.domain.errors import InvalidArgument, Problems
 from server.domain.policies import coverage_of
@@ -379,9 +380,7 @@ class Access:
         """The outbox (of a team, a user); only ``visible`` teams' for a team
         administrator who names none (RULES AD1). To be read, not changed: it may be
         the outbox's own index (``Directory.list_notifications``)."""
-        if team_id:
-            self.state.team(team_id)
-        return self.state.directory.list_notifications(team_id, user_id, visible)
+        return in_id_order(self.notification_lists(team_id, user_id, visible, ()))
 
     def notification_lists(
         self,
