@@ -282,7 +282,7 @@ async def test_h2_a_paused_transaction_cannot_hold_off_the_takeover(
     ``blocker_wait`` after the lease ran out, ends that session, so the takeover
     goes through (the database's own idle limit, a minute, is for a transaction
     abandoned with no standby there)."""
-    a = elect("a", lease=0.3)
+    a = elect("a", lease=1.0)
     b = elect("b", lease=1.0)
     await a.tick()
     watcher = await asyncpg.connect(pg_url)
@@ -322,7 +322,7 @@ async def test_h2_a_transaction_paused_inside_a_statement_cannot_hold_off_the_ta
     the lock for ``idle_limit`` after the lease ran out, ends that session, and
     the takeover goes through, with a lease still running; nothing of the paused
     write is committed."""
-    a = elect("a", lease=0.3)
+    a = elect("a", lease=1.0)
     b = elect("b", **b_settings)
     await a.tick()
     watcher = await asyncpg.connect(pg_url)
@@ -403,7 +403,7 @@ async def test_h2_a_server_whose_store_failed_lets_a_standby_come_first(
 ) -> None:
     """It sits out the takeover for one lease: a standby with a working store
     wins; with none, it wins anew (a fresh store) once that lease has passed."""
-    a = elect("a", lease=0.3)
+    a = elect("a", lease=1.0)
     await a.tick()
     a.give_up("a write failed")
     await a.tick()  # resigns, and does not take the row back
