@@ -10,14 +10,21 @@ Ending one early (AD3) sets its ``end_time`` to now: one that has not begun yet
 gets an empty period at now (its ``start_time`` becomes now too), so that
 ``start_time <= end_time`` always holds and it never covers anything; one
 already over is left as it is.
+
+Each user's, product's and (user, product)'s list is kept by start time then id
+(``by_start``), the order AD3 lists them in, so that a page of a product's is
+read from its start (a bisection) rather than sorted whole: ``end`` moves the one
+whose start it changes (always to an earlier place).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
+from itertools import islice
 
 from server.domain.changes import Changes
 from server.domain.errors import (
@@ -26,7 +33,7 @@ from server.domain.errors import (
     UnknownSubscription,
     UnknownUser,
 )
-from server.domain.instants import rfc3339
+from server.domain.instants import MICROSECOND, rfc3339
 
 
 class SubscriptionKind(Enum):
@@ -45,6 +52,21 @@ class Subscription:
 
     def active_at(self, now: datetime) -> bool:
         return self.start_time <= now < self.end_time
+
+
+def _order(sub: Subscription) -> tuple[datetime, str]:
+    """A subscription's place in each list: start time, then id (``by_start``'s order)."""
+    return (sub.start_time, sub.subscription_id)
+
+
+_FIRST = datetime(1, 1, 1, tzinfo=UTC)
+
+
+def by_start(sub: Subscription) -> str:
+    """A subscription's place in AD3's lists, as the key of their pages (AIP-158): its
+    start (microseconds since the year 1, fixed width, so that any instant orders as a
+    string as it does as a time), then its id; ``_order``'s order."""
+    return f"{(sub.start_time - _FIRST) // MICROSECOND:018d}.{sub.subscription_id}"
 
 
 def _preference(sub: Subscription) -> tuple[int, float, str]:
@@ -66,7 +88,10 @@ class Coverages:
     def restore(cls, subscriptions: Iterable[Subscription]) -> Coverages:
         coverages = cls()
         for sub in subscriptions:
-            coverages._add(sub)
+            coverages._add(sub, keep_order=False)
+        for lists in (coverages._by_meter, coverages._by_user, coverages._by_product):
+            for subs in lists.values():
+                subs.sort(key=_order)  # once each, not one insertion at a time
         return coverages
 
     def grant(
@@ -166,11 +191,21 @@ class Coverages:
         return self._by_id.get(subscription_id)
 
     def listing(
-        self, user_id: str, product_id: str, include_ended: bool, now: datetime
+        self,
+        user_id: str,
+        product_id: str,
+        include_ended: bool,
+        now: datetime,
+        *,
+        after: str | None = None,
+        limit: int = 0,
     ) -> list[Subscription]:
         """AD3: a user's, a product's, or (both given) a user's of one product, by
-        start time then id; those whose end has passed only with ``include_ended``.
-        The caller checks that the user and product it names exist."""
+        start time then id; those whose end has passed only with ``include_ended``:
+        from the first after the ``by_start`` key ``after``, at most ``limit`` (0: all).
+        Read from the list kept in that order, from the page's start: a product's
+        whole list was sorted for each call. The caller checks that the user and
+        product it names exist."""
         if not user_id and not product_id:
             raise InvalidArgument.field("user_id", "give a user_id, a product_id or both")
         if user_id:
@@ -179,10 +214,14 @@ class Coverages:
                 subs = self._by_meter.get((user_id, product_id), [])
         else:
             subs = self._by_product.get(product_id, [])
-        return sorted(
-            (s for s in subs if include_ended or s.end_time > now),
-            key=lambda s: (s.start_time, s.subscription_id),
-        )
+        start = 0 if after is None else bisect_right(subs, after, key=by_start)
+        out = []
+        for sub in islice(subs, start, None):
+            if include_ended or sub.end_time > now:
+                out.append(sub)
+                if len(out) == limit:
+                    break
+        return out
 
     def end(self, subscription_id: str, now: datetime, changes: Changes) -> Subscription:
         """AD3: end a subscription or trial at ``now``; one already over comes back
@@ -195,13 +234,31 @@ class Coverages:
                 f"no subscription or trial {subscription_id!r}", subscription_id=subscription_id
             )
         if sub.end_time > now:
-            sub.start_time = min(sub.start_time, now)
+            if sub.start_time > now:  # not begun: it moves to now, earlier in its lists
+                lists = self._lists(sub)
+                for subs in lists:
+                    del subs[bisect_left(subs, _order(sub), key=_order)]
+                sub.start_time = now
+                for subs in lists:
+                    insort(subs, sub, key=_order)
             sub.end_time = now
             changes.upsert(sub)
         return sub
 
-    def _add(self, sub: Subscription) -> None:
+    def _lists(self, sub: Subscription) -> tuple[list[Subscription], ...]:
+        """The lists ``sub`` is in: its (user, product)'s, its user's, its product's."""
+        return (
+            self._by_meter.setdefault((sub.user_id, sub.product_id), []),
+            self._by_user.setdefault(sub.user_id, []),
+            self._by_product.setdefault(sub.product_id, []),
+        )
+
+    def _add(self, sub: Subscription, keep_order: bool = True) -> None:
+        """Index ``sub``, each list kept in ``_order`` (``restore`` sorts them once
+        after adding every one, ``keep_order`` False)."""
         self._by_id[sub.subscription_id] = sub
-        self._by_meter.setdefault((sub.user_id, sub.product_id), []).append(sub)
-        self._by_user.setdefault(sub.user_id, []).append(sub)
-        self._by_product.setdefault(sub.product_id, []).append(sub)
+        for subs in self._lists(sub):
+            if keep_order:
+                insort(subs, sub, key=_order)
+            else:
+                subs.append(sub)

@@ -454,14 +454,25 @@ class Access:
         return answer
 
     def list_subscriptions(
-        self, user_id: str, product_id: str, include_ended: bool
+        self,
+        user_id: str,
+        product_id: str,
+        include_ended: bool,
+        *,
+        after: str | None = None,
+        limit: int = 0,
     ) -> list[Subscription]:
-        """AD3: by user, by product or both (each named one must exist)."""
+        """AD3: by user, by product or both (each named one must exist), by start
+        time then id: from the first after ``after`` (a ``by_start`` key), at most
+        ``limit`` (0: all)."""
         if user_id:
             self.state.directory.user(user_id)
         if product_id:
             self.state.product(product_id)
-        return self.state.coverages.listing(user_id, product_id, include_ended, self._clock.now())
+        now = self._clock.now()
+        return self.state.coverages.listing(
+            user_id, product_id, include_ended, now, after=after, limit=limit
+        )
 
     async def end_subscription(self, subscription_id: str) -> Subscription:
         """AD3: end it now; its running sessions go on under tokens from this instant

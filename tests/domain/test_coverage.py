@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from server.domain.changes import Changes
-from server.domain.coverage import Coverages, Subscription, SubscriptionKind
+from server.domain.coverage import Coverages, Subscription, SubscriptionKind, by_start
 from server.domain.errors import InvalidArgument, UnknownProduct, UnknownUser
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -187,3 +189,62 @@ def test_ad3_ending_one_at_its_very_end_changes_nothing() -> None:
     ended = coverages.end(sub.subscription_id, T0 + DAY, changes)
     assert (ended.start_time, ended.end_time) == (T0, T0 + DAY)
     assert changes.items == []
+
+
+HOUR = timedelta(hours=1)
+_GRANT = st.tuples(
+    st.sampled_from(sorted(USERS)),
+    st.sampled_from(sorted(PRODUCTS)),
+    st.integers(0, 30),  # start, hours after T0 (before the clock, or after it)
+    st.integers(1, 30),  # length, hours
+)
+_END = st.tuples(st.integers(0, 50), st.integers(0, 4))  # which one, hours the clock moves first
+
+
+@given(steps=st.lists(st.one_of(_GRANT, _END), max_size=40), limit=st.integers(1, 4))
+def test_ad3_lists_stay_in_start_order_as_ones_not_begun_are_ended(
+    steps: list[tuple[str, str, int, int] | tuple[int, int]], limit: int
+) -> None:
+    """AD3 lists by start time then id, read from each list as it is kept (no sort
+    per call): ending one not yet begun moves its start to now, and with it its place
+    in its user's, product's and (user, product)'s lists. Each listing, whole or a
+    page at a time after a ``by_start`` key, is the sorted filter of every one, and so
+    after a restore."""
+    coverages, ids, now, every = Coverages(), Counter(), T0, []
+    for step in steps:
+        if len(step) == 4:
+            user_id, product_id, start, hours = step
+            begin = T0 + start * HOUR
+            every.append(
+                grant(coverages, begin, begin + hours * HOUR, SUB, user_id, product_id, None, ids)
+            )
+        elif every:
+            which, hours = step
+            now += hours * HOUR
+            coverages.end(every[which % len(every)].subscription_id, now, Changes())
+    for listed in (coverages, Coverages.restore(reversed(every))):
+        for user_id, product_id in [(u, "") for u in USERS] + [
+            (u, p) for u in ("", *USERS) for p in PRODUCTS
+        ]:
+            for include_ended in (False, True):
+                expected = sorted(
+                    (
+                        s
+                        for s in every
+                        if user_id in ("", s.user_id)
+                        and product_id in ("", s.product_id)
+                        and (include_ended or s.end_time > now)
+                    ),
+                    key=lambda s: (s.start_time, s.subscription_id),
+                )
+                assert listed.listing(user_id, product_id, include_ended, now) == expected
+                walked: list[Subscription] = []
+                while True:
+                    after = by_start(walked[-1]) if walked else None
+                    page = listed.listing(
+                        user_id, product_id, include_ended, now, after=after, limit=limit
+                    )
+                    walked += page
+                    if len(page) < limit:
+                        break
+                assert walked == expected
