@@ -82,7 +82,7 @@ def timestamp(t: datetime | None) -> Timestamp | None:
 
 
 #: What the reads of a whole list (``list_products``, ``list_token_packs``, ``all_members``,
-#: ``list_admin_keys``) ask for a page: the server's most by default (its
+#: ``list_admin_keys``, ``list_subscriptions``) ask for a page: the server's most by default (its
 #: ``--max-page-size``; a larger ask gets its most, AIP-158), not its default 100: a
 #: 10,000-product rate sheet, which the portal reads on most pages for the products'
 #: names, was 100 calls, now 10. A page still ends before 3 MiB, whatever is asked.
@@ -416,10 +416,20 @@ class AsyncAdminClient:
     async def list_subscriptions(
         self, *, user_id: str = "", product_id: str = "", include_ended: bool = False
     ) -> list[common_pb2.Subscription]:
-        request = pb.ListSubscriptionsRequest(
-            user_id=user_id, product_id=product_id, include_ended=include_ended
-        )
-        return list((await self._call(lambda s: s.ListSubscriptions, request)).subscriptions)
+        """Every subscription and trial of the user, the product or both (RULES AD3), by
+        start time then id: read a page at a time (a product's can be tens of thousands)."""
+
+        async def fetch(token: str) -> pb.ListSubscriptionsResponse:
+            request = pb.ListSubscriptionsRequest(
+                user_id=user_id,
+                product_id=product_id,
+                include_ended=include_ended,
+                page_size=WHOLE_LIST_PAGE,
+                page_token=token,
+            )
+            return await self._call(lambda s: s.ListSubscriptions, request)
+
+        return [s async for s in pages(fetch, lambda r: r.subscriptions)]
 
     # -- devices and sessions ------------------------------------------------------------------------
 

@@ -4,13 +4,14 @@ calls the portal makes, and refusals as the SDK's typed errors with their field 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from client_sdk import AsyncAdminClient, InvalidArgument, NotFound, RetryPolicy, Unauthenticated
 from tessera_api.tessera.v1 import common_pb2
-from tests.licensing_desk import SHEET, Desk
-from tests.support import ADMIN_TOKEN, ServerThread
+from tests.licensing_desk import SHEET, Desk, at
+from tests.support import ADMIN_TOKEN, ServerThread, running
 
 ONCE = RetryPolicy(max_attempts=1, call_timeout=10.0)
 
@@ -59,6 +60,30 @@ async def test_admin_client_raises_typed_errors(desk: Desk, server: ServerThread
     async with AsyncAdminClient(server.target, "tsa_wrong", retry=ONCE) as stranger:
         with pytest.raises(Unauthenticated):
             await stranger.get_server_info()
+
+
+async def test_ad3_admin_client_lists_every_page_of_a_products_subscriptions(
+    tmp_path: Path,
+) -> None:
+    """ListSubscriptions is paged (a product's can be tens of thousands): the admin
+    client's ``list_subscriptions`` follows every page, so a caller still gets the
+    whole list, by start time then id; here at a server's largest page of 2."""
+    with running(tmp_path / "t.db", max_page_size=2) as server:
+        desk = Desk(server.target).sheet()
+        try:
+            desk.team("alpha")
+            ann = desk.user("alpha", "ann")
+            body = {"user_id": ann, "product_id": "ACAD", "end_time": at(d=40)}
+            granted = [
+                desk.a("GrantSubscription", {**body, "start_time": at(d=d)})["subscription"]
+                for d in (4, 0, 3, 1, 2)
+            ]
+        finally:
+            desk.close()
+        async with AsyncAdminClient(server.target, ADMIN_TOKEN, retry=ONCE) as admin:
+            listed = await admin.list_subscriptions(product_id="ACAD")
+    by_start = sorted(granted, key=lambda g: g["start_time"])
+    assert [s.subscription_id for s in listed] == [g["subscription_id"] for g in by_start]
 
 
 def test_admin_client_needs_a_credential() -> None:

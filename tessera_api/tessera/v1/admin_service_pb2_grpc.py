@@ -502,8 +502,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSubscriptions(self, request, context):
-        """Subscriptions and trials by user, by product or both (RULES AD3).
-        Operator only.
+        """Subscriptions and trials by user, by product or both (RULES AD3), a
+        page at a time. Operator only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

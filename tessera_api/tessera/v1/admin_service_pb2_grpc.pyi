@@ -159,8 +159,8 @@ class AdminServiceStub:
     operator when `team_id` is empty.
     """
     ListSubscriptions: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListSubscriptionsRequest, _admin_service_pb2.ListSubscriptionsResponse]
-    """Subscriptions and trials by user, by product or both (RULES AD3).
-    Operator only.
+    """Subscriptions and trials by user, by product or both (RULES AD3), a
+    page at a time. Operator only.
     """
     EndSubscription: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.EndSubscriptionRequest, _admin_service_pb2.EndSubscriptionResponse]
     """Ends a subscription or trial now: sessions running under it go on under
@@ -302,8 +302,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     operator when `team_id` is empty.
     """
     ListSubscriptions: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListSubscriptionsRequest, _admin_service_pb2.ListSubscriptionsResponse]  # type: ignore[assignment]
-    """Subscriptions and trials by user, by product or both (RULES AD3).
-    Operator only.
+    """Subscriptions and trials by user, by product or both (RULES AD3), a
+    page at a time. Operator only.
     """
     EndSubscription: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.EndSubscriptionRequest, _admin_service_pb2.EndSubscriptionResponse]  # type: ignore[assignment]
     """Ends a subscription or trial now: sessions running under it go on under
@@ -652,8 +652,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.ListSubscriptionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.ListSubscriptionsResponse, _abc.Awaitable[_admin_service_pb2.ListSubscriptionsResponse]]:
-        """Subscriptions and trials by user, by product or both (RULES AD3).
-        Operator only.
+        """Subscriptions and trials by user, by product or both (RULES AD3), a
+        page at a time. Operator only.
         """
 
     @_abc_1.abstractmethod
