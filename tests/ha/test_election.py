@@ -16,6 +16,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from server.clock import monotonic
+from server.ha import election as election_module
 from server.ha.election import (
     APP_PREFIX,
     LEADER_DDL,
@@ -235,13 +237,18 @@ async def test_h1_a_fenced_transaction_may_wait_a_minute_for_its_server_s_loop(
         assert await db.fetchval("SHOW idle_in_transaction_session_timeout") == "1min"
 
 
-async def test_h1_the_local_lease_lapses_without_renewal(elect: Factory) -> None:
+async def test_h1_the_local_lease_lapses_without_renewal(
+    elect: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A server resumed after a pause refuses calls before its loop runs: its
-    own deadline (counted from when it sent the renewal) has passed."""
-    a = elect("a", lease=0.2)
+    own deadline (counted from when it sent the renewal) has passed. The lease is
+    long enough for a first round on a loaded host (0.2 s was not, now and then);
+    its end comes from the module's clock, moved past it, not from a sleep."""
+    a = elect("a", lease=1.0)
     await a.tick()
     assert a.leading and a.leader_address() == "a:50051"
-    await asyncio.sleep(0.25)
+    # A lease later (counted from before the renewal was sent), the clock running on.
+    monkeypatch.setattr(election_module, "monotonic", lambda: monotonic() + 1.0)
     assert not a.leading
     assert a.leader_address() == ""  # its own row, read while it led, no longer names it
 
