@@ -4,6 +4,8 @@
 // - users boxes (By User's add form, By Product's assign form): the team's members whose
 //   name or email begins with the line being typed, in a listbox to pick from; the one
 //   picked is written as "Full Name <email>" (without script, the box is typed in);
+// - long product lists (a member's products, By User's add form, team defaults): a box
+//   that narrows the boxes shown to the products whose name or id holds what is typed;
 // - usage: the stacked chart, drawn by the vendored Chart.js from the page's JSON;
 // - the focus at load on what a form's answer says (a refusal above the form, else what
 //   was done), unless a control has it already (autofocus: the first refused control).
@@ -260,6 +262,63 @@ function suggesting(box) {
 
 const COLORS = ["#2f6fdf", "#e07b24", "#2e9e5b", "#b4407a", "#7a5bd0", "#c9a227", "#1f9bb3", "#8a8a8a"];
 
+// Past this many product boxes, a list gets a filter above it.
+const FILTER_FROM = 10;
+
+// Case and accents aside: "revit" finds "Révit".
+function folded(text) {
+  return text.normalize("NFD").replace(/\p{M}/gu, "").toLowerCase();
+}
+
+// A product list's boxes are hidden, never unticked, by its filter: a form sent while the
+// filter hides a ticked box still sends it, and the status line says how many it hides.
+function productFilters() {
+  let n = 0;
+  for (const set of document.querySelectorAll("fieldset.choices")) {
+    const labels = [...set.querySelectorAll("label")].filter(
+      (label) => label.querySelector("input[name=product_ids]"),
+    );
+    if (labels.length <= FILTER_FROM) continue;
+    const texts = labels.map(
+      (label) => folded(label.textContent + " " + label.querySelector("input").value),
+    );
+    const id = "product-filter-" + ++n;
+    const line = document.createElement("p");
+    line.className = "filter";
+    const name = document.createElement("label");
+    name.htmlFor = id;
+    name.textContent = "Filter products";
+    const box = document.createElement("input");
+    box.type = "search";
+    box.id = id;
+    box.autocomplete = "off";
+    const status = document.createElement("span");
+    status.id = id + "-status";
+    status.className = "muted";
+    status.setAttribute("aria-live", "polite");
+    box.setAttribute("aria-describedby", status.id);
+    line.append(name, " ", box, " ", status);
+    labels[0].before(line);
+    // Enter in the filter would send the form with what the filter happens to show.
+    box.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") event.preventDefault();
+    });
+    box.addEventListener("input", () => {
+      const query = folded(box.value.trim());
+      let shown = 0;
+      let tickedHidden = 0;
+      labels.forEach((label, i) => {
+        label.hidden = Boolean(query) && !texts[i].includes(query);
+        if (!label.hidden) shown++;
+        else if (label.querySelector("input").checked) tickedHidden++;
+      });
+      let said = query ? shown + " of " + labels.length + " products shown" : "";
+      if (tickedHidden) said += "; " + tickedHidden + " ticked, hidden by the filter, stay ticked";
+      status.textContent = said;
+    });
+  }
+}
+
 function usageChart() {
   const data = document.getElementById("usage-data");
   const canvas = document.getElementById("usage-chart");
@@ -287,5 +346,6 @@ document.addEventListener("DOMContentLoaded", () => {
   localTimes(document);
   searchAsYouType();
   memberSuggestions();
+  productFilters();
   usageChart();
 });

@@ -562,6 +562,56 @@ def test_portal_search_as_you_type_says_it_is_searching_until_the_answer_is_in(
     assert rows.locator("tr").all_inner_texts() == ["Carl\tcarl@example.com\tRevit\tactive"]
 
 
+def test_a4_a_long_product_list_narrows_as_its_filter_is_typed_and_keeps_the_ticks_it_hides(
+    page: Any, world: World
+) -> None:
+    """A member's products are a box per product of the rate sheet, with nothing to find
+    one by in a long one. Past 10, a filter above the boxes shows those whose name or id
+    holds what is typed (case and accents aside); it hides boxes and never unticks one,
+    says how many ticked ones it hides, and Enter in it sends nothing: a save sends
+    the hidden ticks as they are."""
+    sign_in(page)
+    page.goto("/teams/alpha/member?user=carl@example.com")
+    short = page.locator("input[name=product_ids]").count()
+    assert short <= 10
+    assert page.get_by_label("Filter products").count() == 0  # a short list has none
+    acad = next(p for p in world.a("ListProducts")["products"] if p["product_id"] == "ACAD")
+    for n in range(12):
+        plant = {**acad, "product_id": f"PLANT{n:02d}", "display_name": f"Plant Design {n:02d}"}
+        world.a("UpsertProduct", {"product": plant})
+    sheet = len(world.a("ListProducts", {"page_size": 1000})["products"])
+    assert sheet == short + 12
+    page.reload()
+    boxes = page.locator("input[name=product_ids]")
+    assert boxes.count() == sheet > 10
+    status = page.locator("#product-filter-1-status")
+    page.get_by_label("Filter products").fill("PLÁNT design 0")
+    expect(status).to_have_text(
+        f"10 of {sheet} products shown; 1 ticked, hidden by the filter, stay ticked"
+    )
+    assert page.locator("input[name=product_ids]:visible").count() == 10
+    revit = page.locator("input[name=product_ids][value=REVIT]")
+    assert revit.is_hidden() and revit.is_checked()
+    page.get_by_role("checkbox", name="Plant Design 03 (").check()
+    page.get_by_label("Filter products").press("Enter")
+    expect(page.locator("main > p.flash")).to_have_count(0)  # nothing sent
+    page.get_by_label("Filter products").fill("plant12")
+    expect(status).to_have_text(
+        f"0 of {sheet} products shown; 2 ticked, hidden by the filter, stay ticked"
+    )
+    page.get_by_label("Filter products").fill("")
+    expect(status).to_have_text("")
+    assert page.locator("input[name=product_ids]:visible").count() == sheet
+    page.get_by_label("Filter products").fill("plant11")
+    expect(status).to_have_text(
+        f"1 of {sheet} products shown; 2 ticked, hidden by the filter, stay ticked"
+    )
+    page.get_by_role("button", name="Save products").click()
+    assert "Products of carl@example.com changed." in flash(page)
+    carl = world.a("GetMember", {"team_id": "alpha", "user_id": "carl@example.com"})["member"]
+    assert sorted(carl["product_ids"]) == ["PLANT03", "REVIT"]
+
+
 def test_portal_a_session_ended_mid_form_says_so_and_signs_in_back_to_the_form(
     page: Any, world: World
 ) -> None:
