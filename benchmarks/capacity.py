@@ -17,7 +17,11 @@ as a child process (``python -m server``'s own ``main`` on 127.0.0.1 port 0,
    each session's hold is captured); at 12:00 every session goes ``Idle`` and
    heartbeats idle through lunch, resumes at 13:00 (a heartbeat with activity
    just now) and heartbeats on until the day's ``--hours`` are over; then every
-   session is released.
+   session is released. With ``--days N`` the same day is played N times, a day
+   apart, and what the days after the first added is read at the end (on
+   PostgreSQL, the dead versions of rewritten rows that autovacuum has not let
+   later rows reuse yet: the test clock plays a day in a minute or two, and
+   autovacuum's pace is the machine's clock).
 3. **Ended sessions let go**: the test clock moves past ``ENDED_KEPT`` (2 days,
    ``server/engine/sessions.py``) and the benchmark waits for the server's pass
    that forgets them (it polls ``ListSessions`` with ended sessions until it
@@ -332,6 +336,7 @@ class Player:
         self.concurrency = concurrency
         self.md = [(("authorization", f"Bearer {key}"),) for _, key in users.users]
         self.sessions = [""] * len(users.users)
+        self.day = 0  # the day played (its Entitles' request ids)
 
     async def each(self, call: Callable[[int], Awaitable[None]]) -> None:
         await in_flight((call(i) for i in range(len(self.sessions))), self.concurrency)
@@ -343,7 +348,7 @@ class Player:
                 product_version="2026",
                 platform=common_pb2.PLATFORM_WINDOWS,
                 device_id=f"pc-{i:06d}",
-                request_id=f"cap-e-{i}",
+                request_id=f"cap-e-{self.day}-{i}",
             ),
             metadata=self.md[i],
             timeout=60,
@@ -376,23 +381,30 @@ class Player:
 
 
 async def play_day(
-    admin: Admin, player: Player, a: argparse.Namespace, day: Day, read: Callable[[str], Any]
+    admin: Admin,
+    player: Player,
+    a: argparse.Namespace,
+    day: Day,
+    read: Callable[[str], Any] | None,
+    start: datetime = T0,
 ) -> dict[str, Reading]:
-    """08:00 Entitle; heartbeats every ``a.every`` minutes; Idle 12:00-13:00; Release."""
+    """08:00 Entitle; heartbeats every ``a.every`` minutes; Idle 12:00-13:00; Release.
+    ``read``: the readings of the first day (None on the days after it)."""
     n = len(player.sessions)
     every = timedelta(minutes=a.every)
     readings: dict[str, Reading] = {}
     await player.each(player.entitle)
     day.count("Entitle", n)
-    now = T0
-    lunch, back, end = (T0 + timedelta(hours=h) for h in (4, 5, a.hours))
+    now = start
+    lunch, back, end = (start + timedelta(hours=h) for h in (4, 5, a.hours))
     morning_started = False
     while now + every <= end:
         await admin.advance(every)
         now += every
         day.count("AdvanceClock")
         if now == lunch:
-            readings["morning"] = await read("morning heartbeats done")
+            if read is not None:
+                readings["morning"] = await read("morning heartbeats done")
             await player.each(player.idle)
             day.count("Idle", n)
             continue
@@ -400,8 +412,8 @@ async def play_day(
         await player.each(player.heartbeat(idle_for))
         day.count("Heartbeat", n)
         day.heartbeats += n
-        if now < lunch:
-            if not morning_started and now >= T0 + timedelta(minutes=10):
+        if now < lunch and read is not None:
+            if not morning_started and now >= start + timedelta(minutes=10):
                 # The grace ends are behind (captured at 08:05): from here to 12:00 only
                 # heartbeats change anything.
                 readings["entitled"] = await read("entitled, graces captured")
@@ -516,6 +528,17 @@ def summary(
         f"{a.days_a_year} such days: {year / MIB:,.2f} MiB a user "
         f"({year * 1000 / MIB / 1024:,.2f} GiB for 1,000 users)",
     ]
+    later = ""
+    if "last" in r:  # what each day after the first added, as stored (dead versions too)
+        days = a.days - 1
+        later_b = (r["last"].total - ended.total) / days / users
+        later_rows = (sum(r["last"].rows.values()) - sum(ended.rows.values())) / days / users
+        lines.append(
+            f"Each of the {days} days after the first: {later_b:,.0f} B of tables and "
+            f"{later_rows:.2f} rows a user (the first: {user_day:,.0f} B in its rows; "
+            "the test clock's AdvanceClock audit events included)"
+        )
+        later = f" later_day_user_b={later_b:.0f}"
     rss = {
         k: r[k].rss / MIB
         for k in ("empty", "setting", "day", "forgotten", "restarted", "reforgotten")
@@ -534,7 +557,7 @@ def summary(
         f"heartbeat_rows={hb_rows} heartbeat_bytes={hb_bytes} "
         + " ".join(f"{k}={v:.0f}" for k, v in figures.items())
         + f" user_day_b={user_day:.0f} user_year_mib={year / MIB:.2f} "
-        f"db_day_mib={ended.files / MIB:.2f} "
+        f"db_day_mib={ended.files / MIB:.2f}{later} "
         + " ".join(f"rss_{k}_mib={v:.1f}" for k, v in rss.items())
     )
     return lines, line
@@ -572,6 +595,12 @@ async def measure(a: argparse.Namespace, server: Server, store: str) -> int:
             player = Player(channel, users, a.concurrency)
             readings |= await play_day(admin, player, a, day, lambda step: server.read(step, admin))
             readings["day"] = await server.read("the day, released", admin)
+            for k in range(1, a.days):  # the same day again, from 08:00 the day after
+                await admin.advance(timedelta(hours=24 - a.hours))
+                player.day = k
+                await play_day(admin, player, a, day, None, T0 + timedelta(days=k))
+            if a.days > 1:
+                readings["last"] = await server.read(f"day {a.days}, released", admin)
             await admin.advance(timedelta(days=2, hours=1))
             readings["forgotten"] = await forgotten(server, admin, "ENDED_KEPT past")
         server.stop()
@@ -591,6 +620,7 @@ async def measure(a: argparse.Namespace, server: Server, store: str) -> int:
         "entitled",
         "morning",
         "day",
+        *(["last"] if a.days > 1 else []),
         "forgotten",
         "restarted",
         "reforgotten",
@@ -617,6 +647,7 @@ async def forgotten(server: Server, admin: Admin, step: str, timeout: float = 12
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--users", type=int, default=2000, help="users, one session a day each")
+    p.add_argument("--days", type=int, default=1, help="working days played, one after another")
     p.add_argument("--hours", type=int, default=9, help="the working day's hours from 08:00")
     p.add_argument("--every", type=int, default=5, help="minutes of test clock between heartbeats")
     p.add_argument("--invites", type=int, default=200, help="new people invited")
@@ -631,10 +662,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL (pgserver)")
     a = p.parse_args(argv)
-    if a.hours < 6 or 60 % a.every or a.every >= 15 or a.users < 1:
+    if a.hours < 6 or 60 % a.every or a.every >= 15 or a.users < 1 or a.days < 1:
         p.error(
             "--hours at least 6 (lunch is 12:00-13:00), --every a divisor of 60 under 15 "
-            "(a session heartbeating less often goes idle, RULES M6), --users at least 1"
+            "(a session heartbeating less often goes idle, RULES M6), --users and --days at least 1"
         )
     return a
 
