@@ -27,8 +27,8 @@ as a child process (``python -m server``'s own ``main`` on 127.0.0.1 port 0,
    that forgets them (it polls ``ListSessions`` with ended sessions until it
    lists none).
 4. **A restart** (SIGTERM, start again on the same database), and the forget
-   pass again: a start loads the sessions ended in the last week of stored ends
-   (``ENDED_LOADED_US``, ``server/store/codec.py``).
+   pass again: a start loads the sessions ended in the 2 days before the newest
+   stored end, what memory keeps (``ENDED_LOADED_US``, ``server/store/codec.py``).
 
 At each step it reads, beside the running server, every table's rows and bytes
 (SQLite: ``dbstat``, indexes counted with their table, and the files after a

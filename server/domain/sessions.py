@@ -64,6 +64,13 @@ class ChargeState(Enum):
     CHARGED = "CHARGED"
 
 
+#: How long an ended session stays in memory (M11: an Entitle repeated within it gets
+#: its first answer; M12: Heartbeat, Idle and Release answer it): the engine's pass
+#: lets older ones go (the store still answers for them), and a start loads those
+#: that ended this long before the newest end, no more.
+ENDED_KEPT = timedelta(days=2)
+
+
 # A set of sessions, smallest form first: none, the one session, a tuple while
 # small, a dict (insertion-ordered, O(1) removal) once it grows, so a device with
 # thousands of sessions stays fast and the usual one costs no container at all.

@@ -32,6 +32,7 @@ from server.domain.meta import SESSIONS_FROM_KEY, MetaValue
 from server.domain.policies import TimerSink
 from server.domain.products import Platform, Product
 from server.domain.sessions import (
+    ENDED_KEPT,
     Device,
     EndReason,
     Session,
@@ -67,7 +68,6 @@ _LIGHT = (Session, Device)  # what a plain heartbeat touches
 # few minutes never comes near; one back from a day offline does, once.
 STORED_WHEN_LEASE_ENDS_WITHIN = timedelta(hours=1)
 _INSTANT = timedelta(microseconds=1)  # the store's resolution: [start, now] is [start, now + 1 µs)
-ENDED_KEPT = timedelta(days=2)  # ended sessions stay in memory this long (M11, M12)
 _ID = attrgetter("session_id")  # ListSessions' order (ids grow with time: ``server/ids.py``)
 FORGET_EVERY_SECONDS = 600.0
 # Objects per commit of a heartbeat batch. Commits go one at a time, so an Idle

@@ -38,11 +38,12 @@ from server.domain.directory import (
     NotificationKind,
     User,
 )
-from server.domain.instants import instant, micros
+from server.domain.instants import MICROSECOND, instant, micros
 from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack, shared_parts
 from server.domain.meta import MetaValue
 from server.domain.products import Product
 from server.domain.sessions import (
+    ENDED_KEPT,
     ActivitySpan,
     ChargeState,
     Device,
@@ -381,7 +382,9 @@ USERS = mapped("users", User, ("user_id",))
 MEMBERS = mapped("members", Member, ("team_id", "user_id"))
 INVITATIONS = mapped("invitations", Invitation, ("invitation_id",))
 SUBSCRIPTIONS = mapped("subscriptions", Subscription, ("subscription_id",))
-ENDED_LOADED_US = 7 * 86400 * 1_000_000  # ended sessions loaded at start: 7 days
+# Ended sessions loaded at start: those memory keeps (a week was loaded, of which the
+# engine's first pass let go all but these 2 days ten minutes later).
+ENDED_LOADED_US = ENDED_KEPT // MICROSECOND
 # The sessions at or after the stored load bound (all of them before one is stored).
 SESSIONS_FROM = f"session_id >= ({SESSIONS_BOUND_SQL})"
 SESSIONS = mapped(
@@ -392,7 +395,7 @@ SESSIONS = mapped(
     # after it began (M7): columns for the readers of the table, derived in memory.
     computed={"end_time": datetime | None, "lease_end": datetime},
     # Live sessions, and ended ones of the last days (M11 and M12 answer them). The
-    # span is a literal computed here: PostgreSQL would compute `7 * 86400 * 1000000`
+    # span is a literal computed here: PostgreSQL would compute `2 * 86400 * 1000000`
     # in 32 bits and overflow. (``IS NOT NULL`` lets SQLite take MAX from its partial
     # index ``sessions_end``, which holds ended sessions only: schema.py, 8.)
     # From the stored bound below which none of those is (``SESSIONS_FROM_KEY``), by

@@ -19,6 +19,7 @@ from server.domain.changes import Changes
 from server.domain.ledger import Cause, EntryKind, LedgerEntry
 from server.domain.meta import SESSIONS_FROM_KEY, MetaValue
 from server.domain.sessions import (
+    ENDED_KEPT,
     ActivitySpan,
     Session,
     SessionState,
@@ -116,6 +117,29 @@ async def test_port_ended_session_reads_a_stored_session_by_id(store: StorePort)
     assert other is not None and other.state is SessionState.ACTIVE and other.user_id == "bob"
     assert await store.ended_session("ses_9") is None
     assert await store.ended_session("") is None
+
+
+async def test_m11_m12_a_start_loads_the_ended_sessions_memory_keeps_and_no_older_ones(
+    store: StorePort,
+) -> None:
+    """Memory keeps an ended session for ``ENDED_KEPT`` (2 days); a start loaded those
+    that ended in the 7 days before the newest end, and the engine's first pass let go
+    of five days of them ten minutes later (at 100,000 sessions a day, half a million
+    loaded for nothing). It loads the 2 days memory keeps, the live ones whatever their
+    age, and reads the others from the store when asked (M12)."""
+    newest = T0 + timedelta(days=30)
+    await _commit(
+        store,
+        a_session("ses_1_live", T0),  # a month live: loaded
+        a_session("ses_2_three_days", newest - timedelta(days=4), ended=newest - timedelta(days=3)),
+        a_session("ses_3_kept", newest - timedelta(days=2), ended=newest - ENDED_KEPT),
+        a_session("ses_4_one_day", newest - timedelta(days=2), ended=newest - timedelta(days=1)),
+        a_session("ses_5_newest", newest - H, ended=newest),
+    )
+    loaded = sorted(s.session_id for s in (await store.load()).of(Session))
+    assert loaded == ["ses_1_live", "ses_3_kept", "ses_4_one_day", "ses_5_newest"]
+    older = await store.ended_session("ses_2_three_days")
+    assert older is not None and older.end_time == newest - timedelta(days=3)
 
 
 async def test_port_usage_facts_are_one_teams_history_over_the_period(store: StorePort) -> None:

@@ -298,11 +298,11 @@ async def test_pg_named_reads_equal_sqlites_on_the_same_data(pg_url: str, tmp_pa
     assert pg[2] is not None and pg[3] is None and len(pg[4]) == 1
 
 
-async def test_pg_load_keeps_live_and_last_weeks_ended_sessions_only(
+async def test_pg_load_keeps_live_and_last_days_ended_sessions_only(
     pgstore: PostgresStore,
 ) -> None:
-    """codec's load filter (ended more than 7 days before the newest end: left on
-    disk) runs on PostgreSQL too: its 7 days in microseconds overflow a 32-bit
+    """codec's load filter (ended more than ``ENDED_KEPT`` before the newest end: left
+    on disk) runs on PostgreSQL too: its days in microseconds overflow a 32-bit
     integer, which PostgreSQL refused."""
     await pgstore.commit(
         [
