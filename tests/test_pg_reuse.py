@@ -3,9 +3,16 @@ its database as a server's first start leaves it, whatever the test before did i
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import types
+from pathlib import Path
+
 import asyncpg
 import pytest
 
+from tests import pg as pg_harness
 from tests.pg import TABLES_SQL, PgServer, database_name, execute, fetch, run_sync
 
 
@@ -80,3 +87,42 @@ def test_pg_a_database_changed_beyond_its_rows_is_dropped_not_reused(
     kept = pg.reusable
     pg.give_back(url)
     assert pg.reusable == kept  # not kept for another test
+
+
+def _fake_pgserver(monkeypatch: pytest.MonkeyPatch, first: int) -> list[Path]:
+    """A stand-in ``pgserver`` whose first start fails with ``first`` as the return
+    code (negative: killed by that signal), the next ones start."""
+    started: list[Path] = []
+
+    class Started:
+        def get_uri(self) -> str:
+            return "postgresql://postgres@127.0.0.1:5432/postgres"
+
+    def get_server(data: Path, cleanup_mode: str) -> Started:
+        started.append(data)
+        if len(started) == 1:
+            raise subprocess.CalledProcessError(first, ["initdb", "-D", str(data)])
+        return Started()
+
+    monkeypatch.setitem(sys.modules, "pgserver", types.SimpleNamespace(get_server=get_server))
+    return started
+
+
+def test_pg_an_initdb_killed_by_a_signal_is_started_once_more_in_a_fresh_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """initdb died with SIGSEGV in one CI run, and one worker's 129 PostgreSQL tests
+    failed while the others' passed: a start killed by a signal is made once more."""
+    started = _fake_pgserver(monkeypatch, -signal.SIGSEGV)
+    _, url = pg_harness._start_pgserver(tmp_path / "data")
+    assert url.startswith("postgresql://")
+    assert [p.name for p in started] == ["data", "data-again"]
+
+
+def test_pg_an_initdb_that_fails_on_its_own_is_not_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = _fake_pgserver(monkeypatch, 1)
+    with pytest.raises(subprocess.CalledProcessError):
+        pg_harness._start_pgserver(tmp_path / "data")
+    assert len(started) == 1
