@@ -79,6 +79,14 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         )
         return page, token, kind
 
+    def _cursor(self, request: Any, kind: str) -> tuple[int, str, str | None]:
+        """A paged request's size (AIP-158: the default for 0, at most the server's
+        maximum), the kind of query its token is bound to, and the key its page starts
+        after (None: the first page), for a list read from its page's start."""
+        size = paging.page_size(request.page_size, limit=self.e.max_page_size)
+        kind = paging.of_query(kind, request)
+        return size, kind, paging.decode(request.page_token, kind)
+
     def _page(
         self,
         request: Any,
@@ -256,9 +264,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
 
     async def ListMembers(self, request: api.ListMembersRequest, context: Ctx) -> Any:
         if request.product_id:  # RULES AD4: the "By Product" view
-            size = paging.page_size(request.page_size, limit=self.e.max_page_size)
-            kind = paging.of_query("members", request)
-            after = paging.decode(request.page_token, kind)
+            size, kind, after = self._cursor(request, "members")
             # Read from the page's start, and only a page and one: a filter of the whole
             # team for each page was 25 ms a page of a team of 50,000.
             found = self.e.access.members_with(
@@ -319,11 +325,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     async def SearchUsers(self, request: api.SearchUsersRequest, context: Ctx) -> Any:
         """RULES AD4: within the caller's teams (the operator: every user)."""
         visible = current_caller.get().team_ids
-        size = paging.page_size(request.page_size, limit=self.e.max_page_size)
-        kind = paging.of_query("users", request)
-        after = paging.decode(request.page_token, kind) or ""
+        size, kind, after = self._cursor(request, "users")
         users, more = self.e.access.search_users(
-            request.query, request.team_id, visible, after, size
+            request.query, request.team_id, visible, after or "", size
         )
         team_ids = self.e.access.user_teams
         answers, token = paging.fitted(
@@ -355,9 +359,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return api.StartTrialResponse(subscription=cv.subscription_out(sub))
 
     async def ListSubscriptions(self, request: api.ListSubscriptionsRequest, context: Ctx) -> Any:
-        size = paging.page_size(request.page_size, limit=self.e.max_page_size)
-        kind = paging.of_query("subscriptions", request)  # a token keeps user, product, ended
-        after = paging.decode(request.page_token, kind)
+        size, kind, after = self._cursor(request, "subscriptions")  # user, product, ended
         # Read from the page's start (the lists are kept by start then id), a page and
         # one: a product's whole list was sorted and sent at once (50,000: 0.6-0.8 s).
         found = self.e.access.list_subscriptions(
@@ -384,9 +386,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return api.RemoveDeviceResponse(ended_sessions=[cv.session_out(v) for v in ended])
 
     async def ListSessions(self, request: api.ListSessionsRequest, context: Ctx) -> Any:
-        limit = paging.page_size(request.page_size, limit=self.e.max_page_size)
-        kind = paging.of_query("sessions", request)
-        after = paging.decode(request.page_token, kind)
+        limit, kind, after = self._cursor(request, "sessions")
         views, last = self.e.sessions.list_sessions(
             request.team_id,
             request.user_id,
