@@ -33,7 +33,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, Self, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -143,7 +143,7 @@ class AsyncAdminClient:
         self._metadata = (("authorization", f"Bearer {credential}"),)
         self._calls: Failover[AdminServiceAsyncStub] | None = None
 
-    async def __aenter__(self) -> AsyncAdminClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
