@@ -68,15 +68,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf.duration_pb2 import Duration
 
 from benchmarks.bench import Child, new_database, status_kib, throwaway_postgres
 from client_sdk._retry import RetryPolicy
+from client_sdk.admin import AsyncAdminClient, pages
 from client_sdk.failover import Targets
 from client_sdk.load.provision import Users, provision
-from tessera_api.tessera.v1 import admin_service_pb2 as adm
 from tessera_api.tessera.v1 import (
-    admin_service_pb2_grpc,
     common_pb2,
     licensing_service_pb2_grpc,
 )
@@ -247,33 +245,25 @@ class Server:
         return reading
 
 
-class Admin:
-    """AdminService with the operator's token."""
+class Admin(AsyncAdminClient):
+    """The SDK's admin client with the operator's token, and what the day asks of it."""
 
-    def __init__(self, channel: grpc.aio.Channel, token: str) -> None:
-        self.stub: Any = admin_service_pb2_grpc.AdminServiceStub(channel)
-        self.md = (("authorization", f"Bearer {token}"),)
+    def __init__(self, target: str, token: str) -> None:
+        # AdvanceClock fires every deadline of the hours it passes: a long call.
+        super().__init__(target, token, retry=RetryPolicy(call_timeout=600.0, total_timeout=None))
 
     async def advance(self, by: timedelta) -> None:
-        await self.stub.AdvanceClock(
-            adm.AdvanceClockRequest(by=Duration(seconds=int(by.total_seconds()))),
-            metadata=self.md,
-            timeout=600,
-        )
+        """AdvanceClock by ``by``, as an instant from the server's own now."""
+        now = (await self.get_server_info()).now.ToDatetime(tzinfo=UTC)
+        await self.advance_clock(to_time=now + by)
 
     async def sessions_in_memory(self) -> int:
         """Sessions ListSessions lists with the ended ones: those memory holds."""
-        n, token = 0, ""
-        while True:
-            page = await self.stub.ListSessions(
-                adm.ListSessionsRequest(include_ended=True, page_size=1000, page_token=token),
-                metadata=self.md,
-                timeout=60,
-            )
-            n += len(page.sessions)
-            token = page.next_page_token
-            if not token:
-                return n
+
+        async def fetch(token: str) -> Any:
+            return await self.list_sessions(include_ended=True, page_size=1000, page_token=token)
+
+        return sum([1 async for _ in pages(fetch, lambda page: page.sessions)])
 
 
 async def in_flight(calls: Iterable[Awaitable[None]], limit: int) -> None:
@@ -295,31 +285,15 @@ async def admin_work(admin: Admin, users: Users, a: argparse.Namespace, day: Day
     run = secrets.token_hex(3)
     invited = [f"Invitee {i} <invitee-{i:05d}-{run}@example.org>" for i in range(a.invites)]
     if invited:
-        answer = await admin.stub.AssignUsers(
-            adm.AssignUsersRequest(
-                team_id=users.team_id, users=invited, product_ids=[users.product_id]
-            ),
-            metadata=admin.md,
-            timeout=120,
-        )
+        members = await admin.assign_users(users.team_id, invited, product_ids=[users.product_id])
         day.count("AssignUsers")
-        for member in answer.members[: max(1, len(answer.members) // 10)]:
-            await admin.stub.ResendInvitation(
-                adm.ResendInvitationRequest(team_id=users.team_id, user_id=member.user_id),
-                metadata=admin.md,
-                timeout=60,
-            )
+        for member in members[: max(1, len(members) // 10)]:
+            await admin.resend_invitation(users.team_id, member.user_id)
             day.count("ResendInvitation")
 
     async def assign(user_id: str) -> None:
-        await admin.stub.SetUserProducts(
-            adm.SetUserProductsRequest(
-                team_id=users.team_id,
-                user_id=user_id,
-                product_ids=[users.product_id, users.plugin_id],
-            ),
-            metadata=admin.md,
-            timeout=60,
+        await admin.set_user_products(
+            users.team_id, user_id, product_ids=[users.product_id, users.plugin_id]
         )
 
     some = [u for u, _ in users.users[: a.assignments]]
@@ -583,13 +557,15 @@ async def measure(a: argparse.Namespace, server: Server, store: str) -> int:
     readings: dict[str, Reading] = {}
     t0 = time.monotonic()
     try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            readings["empty"] = await server.read("empty", Admin(channel, token))
+        async with Admin(server.target, token) as admin:
+            readings["empty"] = await server.read("empty", admin)
         users = await provision(
             Targets([server.target]), RetryPolicy(call_timeout=120.0), token, a.users
         )
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            admin = Admin(channel, token)
+        async with (
+            grpc.aio.insecure_channel(server.target) as channel,
+            Admin(server.target, token) as admin,
+        ):
             await admin_work(admin, users, a, day)
             readings["setting"] = await server.read("setting", admin)
             player = Player(channel, users, a.concurrency)
@@ -605,8 +581,7 @@ async def measure(a: argparse.Namespace, server: Server, store: str) -> int:
             readings["forgotten"] = await forgotten(server, admin, "ENDED_KEPT past")
         server.stop()
         server.start()
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            admin = Admin(channel, token)
+        async with Admin(server.target, token) as admin:
             readings["restarted"] = await server.read("restarted", admin, settle=False)
             readings["reforgotten"] = await forgotten(server, admin, "restarted, let go")
     finally:
