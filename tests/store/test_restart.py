@@ -305,6 +305,9 @@ def test_store_a_lone_server_whose_heartbeat_flush_fails_stops_and_closes_its_st
         def full(conn: sqlite3.Connection, plan: list[Any]) -> float:
             raise sqlite3.OperationalError("database or disk is full")
 
+        # What is dirty now written first: a flush of it after the patch failed the
+        # store before the heartbeat below came, which was then refused (a CI run).
+        srv.call(srv.server.engine.sessions.flush())
         monkeypatch.setattr(sqlite_store, "_write_plan", full)
         # One call, in memory, for the next flush to write: a second could come after
         # that flush failed, and be refused as the server stops (a slow host did).
