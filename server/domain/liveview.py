@@ -37,6 +37,9 @@ from server.domain.terms import Terms
 # fields before any lookup, so that no error repeats kilobytes of input back
 # (gRPC clients drop trailers over 8 KiB, turning NOT_FOUND into a failure).
 MAX_FIELD = 200
+# The most sessions a start loads from below its recent bound by name
+# (``recent_split``, ``SESSIONS_RECENT_FROM_KEY``).
+OLDER_NAMED = 10_000
 
 
 class LiveView(SessionBook):
@@ -94,6 +97,24 @@ class LiveView(SessionBook):
         """The least id of the sessions in memory (live, and ended of the last days),
         or None when there are none."""
         return self._ids[0] if self._ids else None
+
+    def recent_split(
+        self, opened_from: datetime, most: int = OLDER_NAMED
+    ) -> tuple[str, list[str]] | None:
+        """Where memory's sessions opened from ``opened_from`` on begin, by id, and
+        those before it: the first session in memory (by id) opened at or after
+        ``opened_from`` (the last one when none was), and the ids below it, at most
+        ``most`` of them (past that the bound stays lower: a start reads more, and
+        a commit does not name a million). None when memory holds no session.
+        Walks only the ones before it: the sessions of the last days are not
+        looked at."""
+        ids, by_id = self._ids, self._sessions
+        if not ids:
+            return None
+        i, last = 0, min(len(ids) - 1, most)
+        while i < last and by_id[ids[i]].start_time < opened_from:
+            i += 1
+        return ids[i], ids[:i]
 
     def _index(self, session_id: str) -> None:
         """Put a new session's id in ``_ids``: at its end, as ids grow (``server/ids.py``)."""

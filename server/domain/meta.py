@@ -28,6 +28,14 @@ CLOCK_AT_KEY = "real_clock_at"
 #: with time: ``server/ids.py``).
 SESSIONS_FROM_KEY = "sessions_loaded_from"
 
+#: Where this release's start reads the sessions from, besides those named in the
+#: table ``sessions_older_loaded`` (``OlderLoaded``): the first session in memory
+#: opened in the days memory keeps ended ones (``Sessions.keep_load_bound``). One
+#: session live for months no longer makes every start read every session stored
+#: since it opened (``SESSIONS_FROM_KEY``, kept as before, lies below it: a server of
+#: the release before reads from that one).
+SESSIONS_RECENT_FROM_KEY = "sessions_recent_from"
+
 
 @dataclass(frozen=True, slots=True)
 class MetaValue:
@@ -37,9 +45,22 @@ class MetaValue:
     value: str
 
 
+def meta_value(stored: Iterable[MetaValue], key: str) -> str | None:
+    """The value stored under ``key`` among ``stored``, if any."""
+    return next((meta.value for meta in stored if meta.key == key), None)
+
+
 def clock_at(stored: Iterable[MetaValue]) -> datetime | None:
     """The real clock's high-water mark among ``stored`` (``CLOCK_AT_KEY``), if any."""
-    for meta in stored:
-        if meta.key == CLOCK_AT_KEY:
-            return datetime.fromisoformat(meta.value)
-    return None
+    value = meta_value(stored, CLOCK_AT_KEY)
+    return None if value is None else datetime.fromisoformat(value)
+
+
+@dataclass(frozen=True, slots=True)
+class OlderLoaded:
+    """A session a start loads whose id is below ``SESSIONS_RECENT_FROM_KEY``: one in
+    memory that opened before the days memory keeps ended ones (live for days, or
+    ended lately after a long run). Kept with that bound, in one commit, by
+    ``Sessions.keep_load_bound``."""
+
+    session_id: str

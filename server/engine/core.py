@@ -26,7 +26,13 @@ from server.domain.errors import InvalidArgument, TestClockDisabled
 from server.domain.instants import rfc3339
 from server.domain.ledger import Hold
 from server.domain.licensing import Licensing
-from server.domain.meta import MetaValue, clock_at
+from server.domain.meta import (
+    SESSIONS_RECENT_FROM_KEY,
+    MetaValue,
+    OlderLoaded,
+    clock_at,
+    meta_value,
+)
 from server.domain.sessions import Device, Meter, Session
 from server.domain.terms import DEFAULT_TERMS, LONGEST_SPAN, Terms
 from server.engine.access import Access
@@ -133,6 +139,8 @@ class Engine:
             clock=clock,
             commits=commits,
             tokens_exhausted=self.alerts.tokens_exhausted,
+            recent_bound=meta_value(loaded.of(MetaValue), SESSIONS_RECENT_FROM_KEY),
+            older_loaded=[o.session_id for o in loaded.of(OlderLoaded)],
         )
         self.access = Access(
             state,

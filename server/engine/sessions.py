@@ -28,7 +28,12 @@ from server.domain.errors import InsufficientTokens, InvalidArgument, UnknownTea
 from server.domain.instants import EPOCH
 from server.domain.licensing import Licensing
 from server.domain.liveview import MAX_FIELD
-from server.domain.meta import SESSIONS_FROM_KEY, MetaValue
+from server.domain.meta import (
+    SESSIONS_FROM_KEY,
+    SESSIONS_RECENT_FROM_KEY,
+    MetaValue,
+    OlderLoaded,
+)
 from server.domain.policies import TimerSink
 from server.domain.products import Platform, Product
 from server.domain.sessions import (
@@ -144,6 +149,8 @@ class Sessions:
         clock: Clock,
         commits: Commits,
         tokens_exhausted: TokensExhausted,
+        recent_bound: str | None = None,
+        older_loaded: Collection[str] = (),
     ) -> None:
         self.lic = lic
         self.state = state
@@ -158,6 +165,8 @@ class Sessions:
         self._flusher: asyncio.Task[None] | None = None
         self.flushes = Batches()  # each flush's objects and seconds (server/metrics.py)
         self._load_bound: str | None = None  # the last stored (``keep_load_bound``)
+        # As stored (at start: as loaded): ``SESSIONS_RECENT_FROM_KEY``, ``OlderLoaded``.
+        self._recent_bound, self._older_loaded = recent_bound, set(older_loaded)
         for kind in SESSION_TIMERS:
             scheduler.on(kind, self._timer_handler(kind))
         commits.add_hook(_say_ended_for_tokens)
@@ -381,23 +390,54 @@ class Sessions:
         return self.lic.forget_ended(self._clock.now() - ENDED_KEPT)
 
     async def keep_load_bound(self, *, read: bool = True) -> str | None:
-        """Store the id from which a start reads the sessions (``SESSIONS_FROM_KEY``):
-        the least of the first stored session a start would load and every session
-        in memory. Memory's count too: a session opened (or ended) here whose commit
-        is still under way is not stored yet, and is in memory by the time the read
-        returns. Not ``read``: memory alone, right after the start's load, before
-        any session was let go (memory then holds what a start loads; a start that
-        loaded none found none stored). The bound stored, or None when there is
-        none to store (or it is the one this server stored last)."""
+        """Store where a start reads the sessions from, in one commit:
+
+        - for a server of the release before, ``SESSIONS_FROM_KEY``: the least of
+          the first stored session a start would load and every session in memory.
+          Memory's count too: a session opened (or ended) here whose commit is still
+          under way is not stored yet, and is in memory by the time the read
+          returns. Not ``read``: memory alone, right after the start's load, before
+          any session was let go (memory then holds what a start loads; a start
+          that loaded none found none stored);
+        - for this release's, ``SESSIONS_RECENT_FROM_KEY``: the first session in
+          memory opened in the days memory keeps ended ones, and the sessions in
+          memory below it (``OlderLoaded``: live for days, or ended lately after a
+          long run), so that one session live for a month does not make every start
+          read a month of sessions. A start loads what memory held then, and every
+          session opened since (ids grow, ``server/ids.py``).
+
+        ``SESSIONS_FROM_KEY``'s bound, or None when it is the one this server stored
+        last (or there is none)."""
         found = [self.lic.first_session_id()]
         if read:
             found = [await self._store.sessions_load_bound(), self.lic.first_session_id()]
         bound = min((b for b in found if b is not None), default=None)
-        if bound is None or bound == self._load_bound:
+        changes = Changes()
+        new_bound = bound if bound != self._load_bound else None
+        if new_bound is not None:
+            changes.upsert(MetaValue(SESSIONS_FROM_KEY, new_bound))
+        # Memory empty (nothing live, nothing ended lately): no bound of its own, and a
+        # start loads what the release before's loads (the last ended, and those ended
+        # in the days before).
+        split = self.lic.recent_split(self._clock.now() - ENDED_KEPT)
+        recent, older = (split[0], set(split[1])) if split else (None, set())
+        if recent != self._recent_bound:
+            key = SESSIONS_RECENT_FROM_KEY
+            if recent is None:
+                changes.delete(MetaValue(key, ""))
+            else:
+                changes.upsert(MetaValue(key, recent))
+        for session_id in sorted(older - self._older_loaded):
+            changes.upsert(OlderLoaded(session_id))
+        for session_id in sorted(self._older_loaded - older):
+            changes.delete(OlderLoaded(session_id))
+        if not changes:
             return None
-        await self._commits.commit(Changes([MetaValue(SESSIONS_FROM_KEY, bound)]))
-        self._load_bound = bound
-        return bound
+        await self._commits.commit(changes)
+        self._recent_bound, self._older_loaded = recent, older
+        if new_bound is not None:
+            self._load_bound = new_bound
+        return new_bound
 
     # -- operators (R2) ------------------------------------------------------------
 

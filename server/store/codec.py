@@ -40,7 +40,7 @@ from server.domain.directory import (
 )
 from server.domain.instants import MICROSECOND, instant, micros
 from server.domain.ledger import Cause, EntryKind, Hold, LedgerEntry, TokenPack, shared_parts
-from server.domain.meta import MetaValue
+from server.domain.meta import MetaValue, OlderLoaded
 from server.domain.products import Product
 from server.domain.sessions import (
     ENDED_KEPT,
@@ -51,7 +51,7 @@ from server.domain.sessions import (
     Session,
 )
 from server.domain.teams import Team
-from server.store.schema import SESSIONS_BOUND_SQL
+from server.store.schema import RECENT_BOUND_SQL, SESSIONS_BOUND_SQL
 
 Row = tuple[Any, ...]
 _E = TypeVar("_E", bound=Enum)
@@ -164,6 +164,8 @@ class Table:
     append_only: bool = False
     order_by: str = ""
     load_where: str = ""  # which rows come back into memory at start (all by default)
+    # More of them, by a second WHERE (with UNION ALL: each part read by its index).
+    load_also: str = ""
     # How many leading columns ``from_row`` reads (all by default): the columns
     # after them are written for readers of the table and derived in memory.
     read: int = 0
@@ -203,6 +205,11 @@ class Table:
         init(self, "key_positions", tuple(self.columns.index(k) for k in self.key))
         n = len(self.key)
         init(self, "key_prefix", n if self.columns[:n] == self.key else 0)
+
+    def load_sql(self, order_by: str) -> str:
+        """The statement that reads the rows a start loads, in ``order_by``'s order."""
+        also = f" UNION ALL {self.select_sql} {self.load_also}" if self.load_also else ""
+        return f"{self.select_sql} {self.load_where}{also} {order_by}"
 
     def key_of(self, row: Row) -> Row:
         """The primary key's values of a full row."""
@@ -354,6 +361,7 @@ def mapped(
     append_only: bool = False,
     order_by: str = "",
     load_where: str = "",
+    load_also: str = "",
     fixed: tuple[str, ...] = (),
 ) -> Table:
     """The table of ``kind``: a column per stored field, named as the field
@@ -370,6 +378,7 @@ def mapped(
         append_only=append_only,
         order_by=order_by,
         load_where=load_where,
+        load_also=load_also,
         read=len(stored),
         fixed=fixed,
     )
@@ -385,8 +394,17 @@ SUBSCRIPTIONS = mapped("subscriptions", Subscription, ("subscription_id",))
 # Ended sessions loaded at start: those memory keeps (a week was loaded, of which the
 # engine's first pass let go all but these 2 days ten minutes later).
 ENDED_LOADED_US = ENDED_KEPT // MICROSECOND
-# The sessions at or after the stored load bound (all of them before one is stored).
-SESSIONS_FROM = f"session_id >= ({SESSIONS_BOUND_SQL})"
+# Live sessions, and ended ones of the last days (M11 and M12 answer them). The span
+# is a literal computed here: PostgreSQL would compute `2 * 86400 * 1000000` in 32
+# bits and overflow. (``IS NOT NULL`` lets SQLite take MAX from its partial index
+# ``sessions_end``, which holds ended sessions only: schema.py, 8.)
+SESSIONS_LOADED = (
+    f"(end_time IS NULL OR end_time >= (SELECT COALESCE(MAX(end_time), 0) FROM sessions "
+    f"WHERE end_time IS NOT NULL) - {ENDED_LOADED_US})"
+)
+# Those of them at or after the release before's stored bound (all of them before one
+# is stored: ``SESSIONS_FROM_KEY``), by the key's index: what that release loads.
+SESSIONS_LOADED_FROM = f"WHERE session_id >= ({SESSIONS_BOUND_SQL}) AND {SESSIONS_LOADED}"
 SESSIONS = mapped(
     "sessions",
     Session,
@@ -394,15 +412,14 @@ SESSIONS = mapped(
     # When it ended is when its state (ENDED) began, and its lease ends LEASE
     # after it began (M7): columns for the readers of the table, derived in memory.
     computed={"end_time": datetime | None, "lease_end": datetime},
-    # Live sessions, and ended ones of the last days (M11 and M12 answer them). The
-    # span is a literal computed here: PostgreSQL would compute `2 * 86400 * 1000000`
-    # in 32 bits and overflow. (``IS NOT NULL`` lets SQLite take MAX from its partial
-    # index ``sessions_end``, which holds ended sessions only: schema.py, 8.)
-    # From the stored bound below which none of those is (``SESSIONS_FROM_KEY``), by
-    # the key's index: not every session ever stored (a year of a busy server's).
-    load_where=(
-        f"WHERE {SESSIONS_FROM} AND (end_time IS NULL OR end_time >= (SELECT "
-        f"COALESCE(MAX(end_time), 0) FROM sessions WHERE end_time IS NOT NULL) - {ENDED_LOADED_US})"
+    # This release's: those at or after its recent bound, by the key's index, and
+    # the few below it named in ``sessions_older_loaded`` (``SESSIONS_RECENT_FROM_KEY``):
+    # not every session stored since the oldest live one opened (one live for a
+    # month: a month of a busy server's), nor every one ever stored.
+    load_where=f"WHERE session_id >= ({RECENT_BOUND_SQL}) AND {SESSIONS_LOADED}",
+    load_also=(
+        "WHERE session_id IN (SELECT session_id FROM sessions_older_loaded "
+        f"WHERE session_id < ({RECENT_BOUND_SQL})) AND {SESSIONS_LOADED}"
     ),
     order_by="ORDER BY session_id",
     # ``sessions_team_start``'s columns: a session's team and start are decided
@@ -419,6 +436,7 @@ ACTIVITY = mapped(
     append_only=True,
 )
 META = mapped("meta", MetaValue, ("key",))
+OLDER_LOADED = mapped("sessions_older_loaded", OlderLoaded, ("session_id",))
 ADMIN_KEYS = mapped("admin_keys", AdminKey, ("admin_key_id",))
 AUDIT_EVENTS = mapped("audit_events", AuditEvent, ("seq",), append_only=True)
 # An event's teams past its first two (``AuditEvent.more_team_ids``), one row each.
@@ -616,6 +634,7 @@ TABLES: dict[type, Table] = {
     Device: DEVICES,
     ActivitySpan: ACTIVITY,
     MetaValue: META,
+    OlderLoaded: OLDER_LOADED,
     AdminKey: ADMIN_KEYS,
     AuditEvent: AUDIT_EVENTS,
     AuditTeam: AUDIT_TEAMS,

@@ -286,4 +286,9 @@ MIGRATIONS: list[str] = [
     ACTIVITY_TEAM_LONG_INDEX,
     # 11: an audit event's more teams by its seq, as SQLite's migration 15
     AUDIT_TEAMS_SEQ_INDEX,
+    # 12: the sessions a start loads from below its recent bound, as SQLite's
+    # migration 16
+    """
+    CREATE TABLE sessions_older_loaded (session_id TEXT PRIMARY KEY);
+    """,
 ]

@@ -217,8 +217,7 @@ def numbered(sql: str) -> str:
 
 
 def _load_sql(table: Table) -> str:
-    order = table.order_by or f"ORDER BY {', '.join(table.key)}"
-    return f"{table.select_sql} {table.load_where} {order}"
+    return table.load_sql(table.order_by or f"ORDER BY {', '.join(table.key)}")
 
 
 class PostgresStore(NamedReads):
@@ -493,23 +492,29 @@ async def migrate(conn: asyncpg.Connection) -> int:
 
 
 async def _granted(conn: asyncpg.Connection) -> None:
-    """Refuse the start, in one line, when this role may not read and add rows to a
-    table it uses: a table a migration added and the servers' role was not granted
-    (docs/postgres.md, "the grant again once its owner has migrated") would
-    otherwise fail a call that reads it, or a commit that writes it, much later."""
-    names = sorted(table.name for table in TABLES.values())
+    """Refuse the start, in one line, when this role lacks a grant of
+    docs/postgres.md on a table it uses (read and add rows to each; change and
+    remove rows too, but of the history it only appends to): a table a migration
+    added and the servers' role was not granted (docs/postgres.md, "the grant again
+    once its owner has migrated") would otherwise fail a call that reads it, or a
+    commit that writes it, much later (the sessions' load bound, ten minutes on)."""
+    tables = sorted((t.name, not t.append_only) for t in TABLES.values())
     rows = await conn.fetch(
-        "SELECT name FROM unnest($1::text[]) AS name WHERE NOT ("
-        "has_table_privilege(name, 'SELECT') AND has_table_privilege(name, 'INSERT'))",
-        names,
+        "SELECT name FROM unnest($1::text[], $2::bool[]) AS t(name, changed) WHERE NOT ("
+        "has_table_privilege(name, 'SELECT') AND has_table_privilege(name, 'INSERT') AND "
+        "(NOT changed OR (has_table_privilege(name, 'UPDATE') AND "
+        "has_table_privilege(name, 'DELETE'))))",
+        [name for name, _ in tables],
+        [changed for _, changed in tables],
     )
     if rows:
         role = str(await conn.fetchval("SELECT current_user"))
         missing = ", ".join(str(row[0]) for row in rows)
         raise StoreFailed(
-            f"the role {role!r} may not read and add rows to {missing}: a table a migration "
-            "of this release added needs the grant again once its owner has migrated "
-            '(docs/postgres.md, "What is in the database, and what is not"); nothing was changed'
+            f"the role {role!r} lacks the grants of docs/postgres.md on {missing}: a table a "
+            "migration of this release added needs the grant again once its owner has "
+            'migrated (docs/postgres.md, "What is in the database, and what is not"); '
+            "nothing was changed"
         )
 
 
@@ -551,7 +556,7 @@ async def backfill(conn: asyncpg.Connection, fence: Fence | None = None) -> dict
             await fence(conn)
         for b, mark in due:
             status = await conn.execute(numbered(b.sql), *mark)  # "UPDATE n"
-            filled[b.table] = int(status.rsplit(" ", 1)[-1])
+            filled[b.table] = filled.get(b.table, 0) + int(status.rsplit(" ", 1)[-1])
     log.warning("older_release_rows_filled", store="postgresql", **filled)
     return filled
 

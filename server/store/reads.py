@@ -23,7 +23,17 @@ from server.domain.ledger import EntryKind, LedgerEntry
 from server.domain.meta import MetaValue, clock_at
 from server.domain.sessions import Session
 from server.loops import let_go
-from server.store.codec import ACTIVITY, AUDIT_EVENTS, LEDGER, SESSIONS, Row, Table, i2t, t2i
+from server.store.codec import (
+    ACTIVITY,
+    AUDIT_EVENTS,
+    LEDGER,
+    SESSIONS,
+    SESSIONS_LOADED_FROM,
+    Row,
+    Table,
+    i2t,
+    t2i,
+)
 from server.store.port import Capture, SessionStart, Snapshot, UsageFacts
 from server.store.schema import LONG_SPAN_US
 
@@ -59,11 +69,11 @@ SPANS_SQL = (
     f"{LONG_SPAN_US} AND end_time > ? AND +start_time < ? "
     "ORDER BY start_time, session_id"
 )
-# The first session a start would load (``SESSIONS``' load: from the stored bound on),
-# by the key's index (``Sessions.keep_load_bound``). There is one whenever any
+# The first session a start of the release before would load (from its stored bound
+# on), by the key's index (``Sessions.keep_load_bound``). There is one whenever any
 # session is stored: the last to end is loaded, if none is live.
 LOAD_BOUND_SQL = (
-    f"SELECT session_id FROM sessions {SESSIONS.load_where} "  # noqa: S608 - our own SQL
+    f"SELECT session_id FROM sessions {SESSIONS_LOADED_FROM} "  # noqa: S608 - our own SQL
     "ORDER BY session_id LIMIT 1"
 )
 # The audit trail's head, which the engine's chain goes on from (AD2).

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from server.domain.meta import SESSIONS_FROM_KEY
+from server.domain.meta import SESSIONS_FROM_KEY, SESSIONS_RECENT_FROM_KEY
 from server.domain.terms import LEASE
 
 LEASE_US = LEASE // timedelta(microseconds=1)
@@ -352,12 +352,25 @@ MIGRATIONS: list[str] = [
     ACTIVITY_TEAM_LONG_INDEX,
     # 15: an audit event's more teams by its seq (an audit page's, RULES AD2)
     AUDIT_TEAMS_SEQ_INDEX,
+    # 16: the sessions a start loads from below its recent bound (M11, M12:
+    # ``SESSIONS_RECENT_FROM_KEY``): one session live for a month made every start
+    # read a month of sessions, from the release before's bound on.
+    """
+    CREATE TABLE sessions_older_loaded (session_id TEXT PRIMARY KEY) WITHOUT ROWID;
+    """,
 ]
 
 
-# The stored load bound of the sessions ('' before one is stored).
+# The stored load bound of the sessions ('' before one is stored), the release
+# before's (``SESSIONS_FROM_KEY``): a server of this release keeps it for them.
 SESSIONS_BOUND_SQL = (
     f"SELECT COALESCE((SELECT value FROM meta WHERE key = '{SESSIONS_FROM_KEY}'), '')"  # noqa: S608
+)
+# This release's (``SESSIONS_RECENT_FROM_KEY``, with ``sessions_older_loaded``): the
+# release before's until one is stored, then '' (every session) before that.
+RECENT_BOUND_SQL = (
+    f"SELECT COALESCE((SELECT value FROM meta WHERE key = '{SESSIONS_RECENT_FROM_KEY}'), "  # noqa: S608
+    f"(SELECT value FROM meta WHERE key = '{SESSIONS_FROM_KEY}'), '')"
 )
 
 
@@ -406,14 +419,23 @@ BACKFILLS: tuple[Backfill, ...] = (
     # end is what the product was told), for a session an older release inserted
     # (``lease_start`` 0: its lease would have ended in 1970) or renewed (its
     # ``lease_start`` still the one before). This release writes both, LEASE apart,
-    # so its own rows never match. Only from the stored load bound on: an older
-    # release writes the sessions it opens or renews, all of them at or after it
-    # (``SESSIONS_FROM_KEY``), and the look need not read every session ever stored.
+    # so its own rows never match. Only where this release's start loads from: an
+    # older release writes the sessions it opens or renews, those opened after the
+    # recent bound (``SESSIONS_RECENT_FROM_KEY``; the release before's, before
+    # there is one) or live before it, named in ``sessions_older_loaded``; the
+    # look need not read every session ever stored, nor every one since the
+    # oldest live one opened. Two looks, each by an index.
     Backfill(
         "sessions",
         f"lease_start = lease_end - {LEASE_US}",
         f"session_id >= ? AND lease_start <> lease_end - {LEASE_US}",
-        SESSIONS_BOUND_SQL,
+        RECENT_BOUND_SQL,
+    ),
+    Backfill(
+        "sessions",
+        f"lease_start = lease_end - {LEASE_US}",
+        "session_id IN (SELECT session_id FROM sessions_older_loaded) "  # noqa: S608
+        f"AND lease_start <> lease_end - {LEASE_US}",
     ),
     # T1: the team that bought a pack an older release sold (``bought_by`` ''), from
     # its PURCHASE entry, where the pack has moved since (T5) to a team that is not

@@ -308,7 +308,7 @@ class Store(NamedReads):
             filled: dict[str, int] = {}
             for backfill, mark in due:
                 async with self._db.execute(backfill.sql, mark) as cur:
-                    filled[backfill.table] = cur.rowcount
+                    filled[backfill.table] = filled.get(backfill.table, 0) + cur.rowcount
             await _run(self._db, "COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
@@ -625,7 +625,7 @@ def _load_tables(
         start = time.perf_counter()
         from_row = table.from_row
         objects: list[Any] = []
-        cur = conn.execute(f"{table.select_sql} {table.load_where} {table.order_by}")
+        cur = conn.execute(table.load_sql(table.order_by))
         try:
             while rows := cur.fetchmany(LOAD_CHUNK):
                 objects.extend([from_row(r) for r in rows])

@@ -1480,6 +1480,33 @@ def test_r2_a_page_of_sessions_starts_after_the_last_without_reading_those_befor
     assert list(w.lic.sessions_after(opened[0].session_id)) == kept
 
 
+def test_m11_the_recent_bound_is_the_first_session_opened_lately_and_names_those_before() -> None:
+    """Where a start reads the sessions from (``SESSIONS_RECENT_FROM_KEY``): the first
+    in memory opened in the days asked for, and the ids of those before it (a
+    session live for weeks), at most ``most`` of them: past that, the bound stays
+    on the first not named. Only the sessions before the bound are looked at."""
+    w = World()
+    w.buy("alpha", 10_000)
+    users = [f"u{i:03d}" for i in range(10)]
+    for user in users:
+        w.access.grant(user, "alpha", "ACAD")
+    opened = []
+    for user in users:
+        opened.append(w.entitle(user=user, device=user))
+        w.advance(timedelta(hours=1))
+    ids = [s.session_id for s in opened]
+    lately = opened[6].start_time
+    w.lic._sessions = counted = CountedSessions(w.lic._sessions)
+    assert w.lic.recent_split(lately) == (ids[6], ids[:6])
+    assert counted.reads == 7
+    assert w.lic.recent_split(lately, most=4) == (ids[4], ids[:4])
+    assert w.lic.recent_split(opened[0].start_time) == (ids[0], [])
+    assert w.lic.recent_split(w.now + timedelta(days=1)) == (ids[-1], ids[:-1])  # none lately
+    w.lic._sessions = dict(counted)
+    w.lic._ids = []
+    assert w.lic.recent_split(lately) is None
+
+
 # -- restart --------------------------------------------------------------------------------------
 
 

@@ -13,9 +13,14 @@ from server.clock import TestClock
 from server.domain.changes import Changes, Deleted
 from server.domain.coverage import SubscriptionKind
 from server.domain.ledger import Cause, Hold
-from server.domain.meta import SESSIONS_FROM_KEY, MetaValue
+from server.domain.meta import (
+    SESSIONS_FROM_KEY,
+    SESSIONS_RECENT_FROM_KEY,
+    MetaValue,
+    OlderLoaded,
+)
 from server.domain.products import Platform, Product
-from server.domain.sessions import ChargeState, Coverage
+from server.domain.sessions import ChargeState, Coverage, Session
 from server.domain.teams import Plan
 from server.domain.timers import TimerKind
 from server.engine.core import Engine
@@ -206,6 +211,64 @@ async def test_m11_a_start_reads_the_sessions_from_the_kept_bound_and_loads_the_
     assert sorted(s.session_id for s in again.sessions.lic.all_sessions()) == [second, third]
     old = await again.store.ended_session(first)
     assert old is not None and old.session_id == first  # stored still (M12 reads it)
+    await again.store.close()
+
+
+async def test_m11_a_session_live_for_weeks_is_loaded_from_below_the_recent_bound(
+    tmp_path: Path,
+) -> None:
+    """Ann's session, live for three weeks (a Heartbeat a day renews its lease, M7),
+    held the load bound where it opened: every start read every session stored
+    since (a month of a busy server's, to load a few days of them). The engine
+    keeps a recent bound too, the first session in memory opened in the days
+    memory keeps ended ones (``ENDED_KEPT``), and names the sessions in memory
+    below it (``OlderLoaded``); a start loads those and the ones from the bound on,
+    the same sessions as before. The release before's bound stays where it was."""
+    clock = TestClock(T0)
+    engine = await _engine(tmp_path / "t.db", clock)
+    await _ann_and_acad(engine)
+    await engine.accounts.purchase("acme", 1000, "pack-2")
+    bob = "bob@example.com"
+    await engine.access.assign("acme", [f"Bob <{bob}>"], ["ACAD"], False, False, import_=True)
+    day = timedelta(days=1)
+    long = await _entitle_ann(engine, "long")
+    bobs = []
+    for n in range(1, 22):
+        for hours in (12, 1):  # two Heartbeats a day: the lease never runs out
+            await engine.advance_clock(T0 + n * day - timedelta(hours=hours), None)
+            await engine.sessions.heartbeat("ann@example.com", long, 0)
+        bobs.append(await entitle_on_engine(engine, bob, "ACAD", f"b{n}"))
+        await engine.sessions.release(bob, bobs[-1])
+    assert engine.sessions.lic.session(long).live
+    engine.sessions.forget_ended()
+    kept = [s.session_id for s in engine.sessions.lic.all_sessions() if s.session_id != long]
+    assert kept == bobs[-3:]  # ended within the 2 days (the one 2 days ago, at the edge)
+    assert await engine.sessions.keep_load_bound() == long  # the release before's: unmoved
+    loaded = await engine.store.load()
+    stored = {m.key: m.value for m in loaded.of(MetaValue)}
+    assert (stored[SESSIONS_FROM_KEY], stored[SESSIONS_RECENT_FROM_KEY]) == (long, bobs[-3])
+    assert loaded.of(OlderLoaded) == [OlderLoaded(long)]
+    assert sorted(s.session_id for s in loaded.of(Session)) == [long, *bobs[-3:]]
+
+    await engine.stop()
+    await engine.store.close()
+    again = await _engine(tmp_path / "t.db", clock)
+    assert sorted(s.session_id for s in again.sessions.lic.all_sessions()) == [long, *bobs[-3:]]
+    assert again.sessions.lic.session(long).live
+
+    # Ann's session ends, the server goes quiet: once memory lets every session go,
+    # no session is named and the bound is the release before's (a start loads what
+    # it loads: the last to end, and those ended in the days before).
+    await again.start(heartbeat_flush=0)
+    await again.sessions.release("ann@example.com", long)
+    await again.advance_clock(T0 + 24 * day, None)
+    again.sessions.forget_ended()
+    await again.sessions.keep_load_bound()
+    loaded = await again.store.load()
+    assert SESSIONS_RECENT_FROM_KEY not in {m.key for m in loaded.of(MetaValue)}
+    assert loaded.of(OlderLoaded) == []
+    assert sorted(s.session_id for s in loaded.of(Session)) == [long, *bobs[-3:]]
+    await again.stop()
     await again.store.close()
 
 

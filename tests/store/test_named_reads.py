@@ -17,7 +17,7 @@ import pytest
 from server.domain.admins import AuditEvent, AuditTeam
 from server.domain.changes import Changes
 from server.domain.ledger import Cause, EntryKind, LedgerEntry
-from server.domain.meta import SESSIONS_FROM_KEY, MetaValue
+from server.domain.meta import SESSIONS_FROM_KEY, SESSIONS_RECENT_FROM_KEY, MetaValue, OlderLoaded
 from server.domain.sessions import (
     ENDED_KEPT,
     ActivitySpan,
@@ -283,6 +283,33 @@ async def test_m11_a_start_loads_from_the_stored_bound_the_sessions_it_loaded_be
     assert found is not None and found.session_id == "ses_1"  # stored still
 
 
+async def test_m11_a_start_loads_from_the_recent_bound_and_the_older_sessions_named(
+    store: StorePort,
+) -> None:
+    """This release's start reads the sessions from its recent bound on
+    (``SESSIONS_RECENT_FROM_KEY``) and those below it named in
+    ``sessions_older_loaded``, each by the key's index: not the sessions between the
+    oldest live one and the bound (a month of them, for one session live a month).
+    A live session below the bound that is not named is not read: only a store
+    written by hand holds one (the engine names every session in memory below it).
+    The release before's bound and first loaded session are as they were."""
+    day = timedelta(days=1)
+    await _commit(
+        store,
+        _session("ses_1", "acme", "ann", "ACAD", T0),  # live a month: named
+        _session("ses_2", "acme", "bob", "ACAD", T0 + H),  # live, not named: not read
+        _session("ses_3", "acme", "cat", "ACAD", T0 + 2 * H, SessionState.ENDED, T0 + 3 * H),
+        _session("ses_4", "acme", "bob", "ACAD", T0 + 29 * day),  # the bound
+        _session("ses_5", "acme", "cat", "ACAD", T0 + 29 * day, SessionState.ENDED, T0 + 30 * day),
+        MetaValue(SESSIONS_FROM_KEY, "ses_1"),
+        MetaValue(SESSIONS_RECENT_FROM_KEY, "ses_4"),
+        OlderLoaded("ses_1"),
+    )
+    loaded = [s.session_id for s in (await store.load()).of(Session)]
+    assert loaded == ["ses_1", "ses_4", "ses_5"]  # in the order of their ids
+    assert await store.sessions_load_bound() == "ses_1"  # the release before's
+
+
 async def test_port_named_reads_answer_what_a_commit_just_stored(store: StorePort) -> None:
     """The reads see every commit that returned (the engine reads right after its
     own ``settled``)."""
@@ -386,19 +413,26 @@ async def test_m11_a_start_reads_the_sessions_from_the_bound_by_the_keys_index(
     the review's database, growing with the history)."""
     store = await Store.open(tmp_path / "plan.db")
     try:
-        plans = [
+        load, recent, named, bound = [
             " ".join(r[3] for r in await store.query(f"EXPLAIN QUERY PLAN {sql}", marks))
             for sql, marks in (
-                (f"{SESSIONS.select_sql} {SESSIONS.load_where} {SESSIONS.order_by}", ()),
+                (SESSIONS.load_sql(SESSIONS.order_by), ()),
                 (BACKFILLS[0].find_sql, ("se_",)),
+                (BACKFILLS[1].find_sql, ()),
                 (reads.LOAD_BOUND_SQL, ()),
             )
         ]
     finally:
         await store.close()
-    assert BACKFILLS[0].table == "sessions"
-    for plan in plans:
-        assert "SEARCH sessions USING INDEX sqlite_autoindex_sessions_1 (session_id>?)" in plan
+    assert BACKFILLS[0].table == BACKFILLS[1].table == "sessions"
+    from_bound = "SEARCH sessions USING INDEX sqlite_autoindex_sessions_1 (session_id>?)"
+    by_name = "SEARCH sessions USING INDEX sqlite_autoindex_sessions_1 (session_id=?)"
+    # This release's load: from its recent bound, and the older ones named, merged.
+    assert "MERGE (UNION ALL)" in load and from_bound in load and by_name in load
+    assert "SEARCH sessions_older_loaded USING PRIMARY KEY (session_id<?)" in load
+    assert from_bound in recent and by_name in named
+    assert from_bound in bound  # the release before's bound
+    for plan in (load, recent, named, bound):
         assert "SCAN sessions" not in plan, plan
 
 

@@ -504,7 +504,7 @@ async def test_pg_an_error_in_the_fence_fails_waiters_with_store_failed(pg_url: 
 async def test_pg_migrations_apply_once_and_are_recorded(pg_url: str) -> None:
     store = await PostgresStore.open(pg_url)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 11
+        assert await store.schema_version() == len(MIGRATIONS) == 12
         await store.commit([MetaValue("marker", "kept")])
     finally:
         await store.close()
@@ -538,12 +538,12 @@ async def test_m7_pg_migration_5_derives_each_lease_start_from_the_stored_lease_
     await _sql(pg_url, "ALTER TABLE sessions DROP COLUMN lease_start")
     await _sql(pg_url, "DROP TABLE tessera_secrets")
     await _sql(pg_url, "ALTER TABLE packs DROP COLUMN bought_by")
-    await _sql(pg_url, "DROP TABLE audit_teams")
+    await _sql(pg_url, "DROP TABLE audit_teams, sessions_older_loaded")
     await _sql(pg_url, "DROP INDEX ledger_team_captures, ledger_team_moves, activity_team_long")
     await _sql(pg_url, "DELETE FROM schema_version WHERE version >= 5")
     store = await PostgresStore.open(pg_url)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 11
+        assert await store.schema_version() == len(MIGRATIONS) == 12
         loaded = {s.session_id: s for s in (await store.load()).of(Session)}
     finally:
         await store.close()

@@ -17,9 +17,13 @@ import asyncpg
 from server.domain.admins import AuditEvent, AuditTeam
 from server.domain.changes import Changes
 from server.domain.ledger import Cause, EntryKind, LedgerEntry
+from server.domain.meta import SESSIONS_FROM_KEY, SESSIONS_RECENT_FROM_KEY, MetaValue, OlderLoaded
+from server.domain.sessions import Session
 from server.store import reads
-from server.store.codec import Row
+from server.store.codec import SESSIONS, Row
 from server.store.postgres import PostgresStore, numbered
+from server.store.schema import BACKFILLS
+from tests.store.builders import a_session
 from tests.store.sent import statements_sent
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -169,3 +173,45 @@ async def test_pg_an_audit_pages_more_teams_are_read_by_seq_not_the_whole_table(
 
     assert "Seq Scan" not in scans, scans
     assert read == 150, (read, scans)  # the 50 events' 3 teams each, not 30,000
+
+
+async def test_pg_m11_a_start_reads_the_sessions_from_the_recent_bound_not_the_oldest_live_one(
+    pgstore: PostgresStore, pg_url: str
+) -> None:
+    """M11, M12: one session live for weeks, 5,000 ended since, and the last few
+    (the recent bound's, ``SESSIONS_RECENT_FROM_KEY``). A start's load and the
+    back-fill's looks (``schema.BACKFILLS``) read the live one by its name
+    (``sessions_older_loaded``) and the sessions from the bound on: not the 5,000
+    between them, which the release before's bound (the oldest live session) made
+    every start and takeover read."""
+    sessions = [a_session("se_0_pinned", T0)]
+    sessions += [
+        a_session(f"se_1_{n:05d}", T0 + n * H, ended=T0 + n * H + H / 2) for n in range(5_000)
+    ]
+    last = T0 + 5_000 * H
+    sessions += [a_session(f"se_2_{n}", last + n * H) for n in range(10)]
+    await pgstore.commit(
+        Changes(
+            [
+                *sessions,
+                MetaValue(SESSIONS_FROM_KEY, "se_0_pinned"),
+                MetaValue(SESSIONS_RECENT_FROM_KEY, "se_2_0"),
+                OlderLoaded("se_0_pinned"),
+            ]
+        )
+    )
+    await pgstore.query("ANALYZE sessions")
+    await pgstore.query("ANALYZE sessions_older_loaded")
+    recent = await pgstore.query(BACKFILLS[0].mark_sql)
+    asked = [
+        (SESSIONS.load_sql(SESSIONS.order_by), ()),
+        (BACKFILLS[0].find_sql, tuple(recent[0])),
+        (BACKFILLS[1].find_sql, ()),
+    ]
+    read, scans = await _read(pg_url, asked, "sessions")
+
+    assert "Seq Scan" not in scans, scans
+    assert read <= 40, (read, scans)  # 11 loaded (twice: the load's two parts), not 5,000
+    loaded = (await pgstore.load()).of(Session)
+    # The ended ones are months older than the newest end (none): none is loaded.
+    assert [s.session_id for s in loaded] == ["se_0_pinned"] + [f"se_2_{n}" for n in range(10)]

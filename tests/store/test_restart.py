@@ -882,11 +882,12 @@ async def test_store_migration_8_keeps_live_sessions_out_of_sessions_end(tmp_pat
         conn.execute("DROP INDEX ledger_team_captures")  # migration 13's
         conn.execute("DROP INDEX ledger_team_moves")
         conn.execute("DROP INDEX activity_team_long")  # migration 14's
+        conn.execute("DROP TABLE sessions_older_loaded")  # migration 16's
         conn.execute("PRAGMA user_version = 7")
     conn.close()
     store = await Store.open(db)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 15
+        assert await store.schema_version() == len(MIGRATIONS) == 16
         index = await store.query("SELECT sql FROM sqlite_master WHERE name = 'sessions_end'")
         plan = await store.query(
             "EXPLAIN QUERY PLAN SELECT MAX(end_time) FROM sessions WHERE end_time IS NOT NULL"
@@ -914,11 +915,12 @@ async def test_m7_store_migration_9_derives_each_lease_start_from_the_stored_lea
         conn.execute("DROP INDEX ledger_team_captures")  # migration 13's
         conn.execute("DROP INDEX ledger_team_moves")
         conn.execute("DROP INDEX activity_team_long")  # migration 14's
+        conn.execute("DROP TABLE sessions_older_loaded")  # migration 16's
         conn.execute("PRAGMA user_version = 8")
     conn.close()
     store = await Store.open(db)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 15
+        assert await store.schema_version() == len(MIGRATIONS) == 16
         loaded = {s.session_id: s for s in (await store.load()).of(Session)}
     finally:
         await store.close()
@@ -960,6 +962,7 @@ async def test_store_migration_10_keeps_holds_meters_and_devices_in_their_key_bt
         conn.execute("DROP INDEX ledger_team_captures")  # migration 13's
         conn.execute("DROP INDEX ledger_team_moves")
         conn.execute("DROP INDEX activity_team_long")  # migration 14's
+        conn.execute("DROP TABLE sessions_older_loaded")  # migration 16's
         conn.execute("PRAGMA user_version = 9")
         autoindexes = conn.execute(
             "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'sqlite_autoindex_%'"
@@ -969,7 +972,7 @@ async def test_store_migration_10_keeps_holds_meters_and_devices_in_their_key_bt
     assert autoindexes == 3  # the release-9 shape: a key index beside each table
     store = await Store.open(db)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 15
+        assert await store.schema_version() == len(MIGRATIONS) == 16
         shapes = await store.query(
             "SELECT name, sql FROM sqlite_master WHERE tbl_name IN ('holds', 'meters', 'devices')"
         )
@@ -1009,11 +1012,12 @@ async def test_t1_store_migration_11_names_each_packs_buyer_from_its_purchase(
         conn.execute("DROP INDEX ledger_team_captures")  # migration 13's
         conn.execute("DROP INDEX ledger_team_moves")
         conn.execute("DROP INDEX activity_team_long")  # migration 14's
+        conn.execute("DROP TABLE sessions_older_loaded")  # migration 16's
         conn.execute("PRAGMA user_version = 10")
     conn.close()
     store = await Store.open(db)
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 15
+        assert await store.schema_version() == len(MIGRATIONS) == 16
         loaded = {p.pack_id: p.bought_by for p in (await store.load()).of(TokenPack)}
     finally:
         await store.close()
