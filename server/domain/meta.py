@@ -32,8 +32,8 @@ SESSIONS_FROM_KEY = "sessions_loaded_from"
 #: table ``sessions_older_loaded`` (``OlderLoaded``): the first session in memory
 #: opened in the days memory keeps ended ones (``Sessions.keep_load_bound``). One
 #: session live for months no longer makes every start read every session stored
-#: since it opened (``SESSIONS_FROM_KEY``, kept as before, lies below it: a server of
-#: the release before reads from that one).
+#: since it opened (``SESSIONS_FROM_KEY``, kept as before, lies at or below it: a
+#: start reads from it when there is no recent bound, as the release before did).
 SESSIONS_RECENT_FROM_KEY = "sessions_recent_from"
 
 

@@ -392,7 +392,8 @@ class Sessions:
     async def keep_load_bound(self, *, read: bool = True) -> str | None:
         """Store where a start reads the sessions from, in one commit:
 
-        - for a server of the release before, ``SESSIONS_FROM_KEY``: the least of
+        - ``SESSIONS_FROM_KEY``, the release before's bound, which a start reads
+          from when there is no recent bound (below): the least of
           the first stored session a start would load and every session in memory.
           Memory's count too: a session opened (or ended) here whose commit is still
           under way is not stored yet, and is in memory by the time the read
@@ -417,8 +418,8 @@ class Sessions:
         if new_bound is not None:
             changes.upsert(MetaValue(SESSIONS_FROM_KEY, new_bound))
         # Memory empty (nothing live, nothing ended lately): no bound of its own, and a
-        # start loads what the release before's loads (the last ended, and those ended
-        # in the days before).
+        # start reads from ``SESSIONS_FROM_KEY`` as the release before did (the last
+        # ended, and those ended in the days before).
         split = self.lic.recent_split(self._clock.now() - ENDED_KEPT)
         recent, older = (split[0], set(split[1])) if split else (None, set())
         if recent != self._recent_bound:

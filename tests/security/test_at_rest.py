@@ -275,6 +275,7 @@ def test_issue12_the_upgrade_blanks_stored_tokens_and_the_emailed_one_still_work
         conn.execute("DROP INDEX ledger_team_captures")  # migration 13's
         conn.execute("DROP INDEX ledger_team_moves")
         conn.execute("DROP INDEX activity_team_long")  # migration 14's
+        conn.execute("DROP TABLE sessions_older_loaded")  # migration 16's
         conn.execute("PRAGMA user_version = 4")
     conn.close()
     # That release's checkpoint knew no audit trail.
