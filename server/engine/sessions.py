@@ -400,8 +400,8 @@ class Sessions:
           returns. Not ``read``: memory alone, right after the start's load, before
           any session was let go (memory then holds what a start loads; a start
           that loaded none found none stored);
-        - for this release's, ``SESSIONS_RECENT_FROM_KEY``: the first session in
-          memory opened in the days memory keeps ended ones, and the sessions in
+        - ``SESSIONS_RECENT_FROM_KEY``, where a start reads from: the first session
+          in memory opened in the days memory keeps ended ones, and the sessions in
           memory below it (``OlderLoaded``: live for days, or ended lately after a
           long run), so that one session live for a month does not make every start
           read a month of sessions. A start loads what memory held then, and every
