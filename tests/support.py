@@ -119,6 +119,9 @@ def wait_for(target: str, status: int, timeout: float = 10.0) -> float:
         time.sleep(0.05)
 
 
+STOP_JOIN = 30  # seconds a stopped server's loop thread may take to return
+
+
 class ServerThread:
     """A TesseraServer running on its own event loop in a background thread."""
 
@@ -186,7 +189,12 @@ class ServerThread:
             self.call(self.server.stop(grace=1.0))
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(10)
+            # Closed only once its thread has left ``run_forever``: uvloop's close
+            # while that thread was still on its way out (a loaded host, 10 s) hung
+            # both threads until the run's timeout ended the worker (CI, stop 66).
+            self._thread.join(STOP_JOIN)
+            if self._thread.is_alive():
+                raise RuntimeError(f"the server's loop did not stop within {STOP_JOIN} s")
             self.loop.close()
 
 
