@@ -362,7 +362,8 @@ MIGRATIONS: list[str] = [
 
 
 # The stored load bound of the sessions ('' before one is stored), the release
-# before's (``SESSIONS_FROM_KEY``): a server of this release keeps it for them.
+# before's (``SESSIONS_FROM_KEY``), kept as ever: a start reads from it when there
+# is no recent bound.
 SESSIONS_BOUND_SQL = (
     f"SELECT COALESCE((SELECT value FROM meta WHERE key = '{SESSIONS_FROM_KEY}'), '')"  # noqa: S608
 )
