@@ -4,11 +4,16 @@ of the test clock, which refuses to be moved back)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from structlog.testing import capture_logs
 
 from server.clock import SystemClock, wall_clock
+from server.domain.changes import Changes
+from server.domain.meta import CLOCK_AT_KEY, MetaValue
+from server.domain.timers import TimerKind
+from server.engine.scheduler import FIRE_TURN, Scheduler
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -77,3 +82,50 @@ def test_s7_a_start_ahead_of_the_stored_data_follows_the_wall_clock_and_says_not
         clock.not_before(T0)  # an equal instant is not behind
         assert clock.now() == T0
     assert lines == []
+
+
+async def test_a2_a_herd_due_at_one_instant_is_fired_a_turn_at_a_time_calls_between() -> None:
+    """10,000 invitations sent in one call expire at one instant (A2): the real
+    clock's loop fired them all in one turn of the event loop and held every call
+    for 48-101 ms. It fires ``FIRE_TURN`` a turn, each turn's changes committed, and a
+    call waiting on the loop runs between turns; the clock's mark stored with each
+    turn is the last deadline it fired, the clock's time once none is left."""
+    wall = Wall()
+    commits: list[Changes] = []
+
+    async def commit(changes: Changes) -> None:
+        commits.append(changes)
+
+    scheduler = Scheduler(SystemClock(wall), commit)
+    fired: list[str] = []
+    scheduler.on(TimerKind.INVITATION_EXPIRY, lambda key, due, changes: fired.append(key))
+    herd = 2 * FIRE_TURN + 500
+    for n in range(herd):
+        scheduler.schedule(
+            T0 + timedelta(seconds=n // FIRE_TURN), TimerKind.INVITATION_EXPIRY, f"i{n:05d}"
+        )
+    wall.at = T0 + timedelta(minutes=1)  # every one due
+    seen: list[int] = []
+
+    async def a_call() -> None:  # what the loop runs between the scheduler's turns
+        while len(fired) < herd:
+            seen.append(len(fired))
+            await asyncio.sleep(0)
+
+    call = asyncio.create_task(a_call())
+    scheduler.start()
+    try:
+        await asyncio.wait_for(call, 10)
+    finally:
+        await scheduler.stop()
+    assert fired == [f"i{n:05d}" for n in range(herd)]  # in time order, each once
+    assert {FIRE_TURN, 2 * FIRE_TURN} <= set(seen)  # the call ran between the turns
+    marks = [
+        [m.value for m in c.items if isinstance(m, MetaValue) and m.key == CLOCK_AT_KEY]
+        for c in commits
+    ]
+    assert marks == [
+        [(T0 + timedelta(seconds=0)).isoformat()],
+        [(T0 + timedelta(seconds=1)).isoformat()],
+        [wall.at.isoformat()],
+    ]
