@@ -247,6 +247,38 @@ def test_readme_and_docs_links_resolve_inside_the_repository() -> None:
     assert broken == []
 
 
+def _anchors(doc: Path) -> set[str]:
+    """The anchors GitHub gives ``doc``'s headings: lower case, punctuation
+    dropped, spaces as hyphens, a repeated one numbered (``-1``, ``-2``)."""
+    anchors: set[str] = set()
+    fenced = False
+    for line in doc.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (heading := re.match(r"#{1,6} (.+)", line)):
+            slug = re.sub(r"[^\w\- ]", "", heading[1].strip().lower()).replace(" ", "-")
+            n = 0
+            while (f"{slug}-{n}" if n else slug) in anchors:
+                n += 1
+            anchors.add(f"{slug}-{n}" if n else slug)
+    return anchors
+
+
+def test_readme_and_docs_anchors_name_a_heading_of_their_page() -> None:
+    """A link to a section (``docs/performance.md#overload``) finds it: a heading
+    renamed or moved to another page must take its links along."""
+    broken = []
+    for doc in _documents():
+        for match in _LINK.finditer(doc.read_text()):
+            href, _, anchor = match["href"].partition("#")
+            if not anchor or re.match(r"^[a-z]+:", href):
+                continue
+            target = (doc.parent / href).resolve() if href else doc
+            if target.suffix == ".md" and target.exists() and anchor not in _anchors(target):
+                broken.append(f"{doc.relative_to(REPO)}: {match['href']}")
+    assert broken == []
+
+
 def test_readme_links_the_rules_and_api_documents() -> None:
     text = README.read_text()
     for doc in ("docs/rules.md", "docs/api.md", "docs/security.md"):
