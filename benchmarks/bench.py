@@ -65,7 +65,7 @@ repeat a run taken while something else was busy.
 echo whose Idle answers only once its request is stored (``echo_server.py
 --durable-idle``), so that what storing an Idle the plain way costs stands
 beside Tessera's Idle; a ``DURABLE_IDLE`` line before the BENCH line gives the
-three Idle p99s and their ratios (docs/performance.md, "An echo that stores
+three Idle p99s and their ratios (docs/performance-log.md, "An echo that stores
 its Idles").
 
 ``--postgres`` runs Tessera on PostgreSQL instead of SQLite: a throwaway server
@@ -573,7 +573,7 @@ def store_summary(metrics_text: str) -> str:
     """The group commit's transactions from a scrape: how many, their seconds, the
     COMMITs' alone (``tessera_store_commit_sync_seconds``), and how many of each took
     over ``SLOW_COMMIT``. Slow transactions whose COMMIT was slow too waited for the
-    database's sync (the disk), the others for the server (docs/performance.md, stop 20)."""
+    database's sync (the disk), the others for the server (docs/performance-log.md, stop 20)."""
     found: dict[str, tuple[float, float, float]] = {}  # name: (count, sum, count <= 0.1 s)
     for family in text_string_to_metric_families(metrics_text):
         if family.name not in COMMIT_HISTOGRAMS:

@@ -30,7 +30,7 @@ came while the last one ran:
 
 Nothing else: no state, no other row. What it takes over the bare echo's
 Idle p99 is what storing an Idle the plain way costs here (not a floor:
-docs/performance.md, "An echo that stores its Idles").
+docs/performance-log.md, "An echo that stores its Idles").
 
 Run: ``python -m benchmarks.echo_server --listen 127.0.0.1:0``; it prints one
 JSON line ``{"event": "serving", "port": N}`` on stdout once it listens and

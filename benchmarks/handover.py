@@ -13,7 +13,7 @@ had spent when it became ready), then a ``HANDOVER`` line.
 Under ``make bench`` the front's frames carry one call each (calls arrive
 about half a millisecond apart); how many calls a frame carries at a given
 number in flight, and what each call then costs the back, is what this shows
-(``docs/performance.md``, "Where an Entitle's wait goes").
+(``docs/performance-log.md``, "Where an Entitle's wait goes").
 
 Run: ``.venv/bin/python -m benchmarks.handover [--calls N] [--in-flight 2 8 32]
 [--one-per-frame]``.

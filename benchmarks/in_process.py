@@ -16,7 +16,7 @@ counted: it is the loop's thread that limits a server here.
 
 Under load a server's loop thread is saturated, so its calls per second follow
 its CPU per call; this is the part of that CPU a change to Tessera's Python can
-move (issue 17: ``docs/performance.md``, "Where a Heartbeat's time goes").
+move (issue 17: ``docs/performance-log.md``, "Where a Heartbeat's time goes").
 
 Run: ``.venv/bin/python -m benchmarks.in_process [--rpc entitle-release] [--calls N]``.
 """

@@ -6,7 +6,7 @@ seconds runnable but waiting for one) at the start and the end, then prints one
 line per thread. A thread runnable in most samples with little time in
 ``do_epoll_wait`` is saturated even when it runs below one core: it waits for a
 core, not for I/O, and a futex wait channel is a lock (the GIL among them).
-docs/performance.md, "Stop 19: the loop's thread is not idle".
+docs/performance-log.md, "Stop 19: the loop's thread is not idle".
 
 Run beside a benchmark: ``python -m benchmarks.thread_states --pid PID --seconds 10``
 (``--match 'server --listen'`` finds the first process whose command line has it).

@@ -91,7 +91,7 @@ _STORE_GONE: tuple[type[Exception], ...] = (port.StoreFailed, *DATABASE_GONE)
 # objects, not 700: most of a call's objects die with it, so a pass finds few,
 # and in the Entitle+Release cycle the collector's time fell from 1.6 % of a
 # core to 0.15 % (20,000 users, 15 s timed by gc.callbacks; issue 17;
-# docs/performance.md, "The collector's thresholds").
+# docs/performance-log.md, "The collector's thresholds").
 GC_THRESHOLDS = (7000, 10, 1000)
 
 

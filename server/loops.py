@@ -4,7 +4,7 @@ uvloop, libuv's loop for asyncio, is the default: grpc.aio, aiosqlite, asyncpg
 and uvicorn all run on it unchanged (the test suite runs on it), and it spends
 about an eighth less of the event loop's thread on a Heartbeat than asyncio's
 own loop, so the server answers about an eighth more of them a second
-(docs/performance.md, "Stop 19: the event loop"). ``asyncio`` is asyncio's own
+(docs/performance-log.md, "Stop 19: the event loop"). ``asyncio`` is asyncio's own
 loop, for a platform without uvloop (Windows) or to rule the loop out.
 """
 

@@ -1,4 +1,4 @@
-"""``benchmarks.start_read`` (docs/performance.md, stop 67): small enough for the
+"""``benchmarks.start_read`` (docs/performance-log.md, stop 67): small enough for the
 suite on both stores; the release before's load and this release's find the same
 sessions (the benchmark fails otherwise) and the line says how many."""
 

@@ -1,6 +1,6 @@
 """``make bench``'s store line (``benchmarks.bench.store_summary``): read from a
 scrape, it tells the transactions that waited for the database's sync from those
-that waited for the server (issue 17, docs/performance.md stop 20)."""
+that waited for the server (issue 17, docs/performance-log.md stop 20)."""
 
 from __future__ import annotations
 

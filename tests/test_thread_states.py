@@ -1,4 +1,4 @@
-"""benchmarks/thread_states.py: where a process's threads are, sampled (docs/performance.md)."""
+"""benchmarks/thread_states.py: where a process's threads are, sampled (docs/performance-log.md)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ before (aiolimiter's leaky bucket, made for callers that *wait* for capacity:
 a loop-bound object per credential, a waiter heap, an ``async acquire``); this
 server only refuses, and at 100,000 users, where almost every Heartbeat's
 credential has no bucket yet, it cost 4.6-5.9 µs a call on a quiet host against
-0.7-1.2 µs for this (``docs/performance.md``, stop 33).
+0.7-1.2 µs for this (``docs/performance-log.md``, stop 33).
 
 A bucket that has refilled completely is worth nothing kept: it is forgotten, so
 a million users cost memory only while busy. The buckets are kept least recently

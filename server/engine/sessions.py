@@ -82,7 +82,7 @@ FORGET_EVERY_SECONDS = 600.0
 # 1,000 took 6 ms alone and 24-130 ms on the busy server (its rows are bound
 # holding the GIL the event loop wants): 250 kept that wait a quarter as long,
 # for an extra transaction (~0.2 ms of fsync here) per 250 rows. 100 (stop 24,
-# docs/performance.md): Idle's p99 28-35 ms against 31-42 ms with 250, in four
+# docs/performance-log.md): Idle's p99 28-35 ms against 31-42 ms with 250, in four
 # runs each, alternating, with Heartbeats no fewer.
 FLUSH_CHUNK = 100
 # The last flush, at stop, comes once no call is left to wait behind it: fewer,

@@ -34,7 +34,7 @@ methods. Nothing else is: each registered method costs every call taken in a
 little more of the loop's time (grpc.aio waits on one future per method: about
 7 µs a call with 4 of them, 10 with 8, 26 with 45, on this host), so health
 checks, reflection, the AdminService and the two other LicensingService methods
-share the one remaining queue (issue 17; ``docs/performance.md``, stop 21).
+share the one remaining queue (issue 17; ``docs/performance-log.md``, stop 21).
 """
 
 from __future__ import annotations

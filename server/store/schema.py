@@ -276,7 +276,7 @@ MIGRATIONS: list[str] = [
     # (WITHOUT ROWID), not in a rowid table beside an index of that key: a hold or
     # meter taken or let go (every Entitle and Release that pays in tokens) writes
     # one B-tree instead of two (issue 17: 12 % fewer pages a commit in the
-    # Entitle+Release cycle, docs/performance.md). Rows are copied once, at the
+    # Entitle+Release cycle, docs/performance-log.md). Rows are copied once, at the
     # start that applies it (8.8 s for a million of each). Sessions stay as they
     # are: their rows are wide and two more indexes would carry the key.
     """

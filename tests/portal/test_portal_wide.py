@@ -1,4 +1,4 @@
-"""The portal with wide data (docs/performance.md, stop 65): a big team, a big catalog.
+"""The portal with wide data (docs/performance-log.md, stop 65): a big team, a big catalog.
 Each test counts what a page reads and renders (calls made, rows, controls), never time."""
 
 from __future__ import annotations
