@@ -355,23 +355,24 @@ def _calls_with_the_window_shut(target: str, calls: int) -> tuple[int, int]:
         out += [_frame(1, 0x4, stream, headers), _frame(0, 0x1, stream, bytes(5))]
     taken: set[int] = set()
     refused: set[int] = set()
-    with socket.create_connection((host, int(port)), timeout=10) as conn:
+    with socket.create_connection((host, int(port)), timeout=60) as conn:
         conn.sendall(b"".join(out))
-        conn.settimeout(2.0)  # the server has said all it will once it is quiet this long
         data = b""
-        with contextlib.suppress(TimeoutError):
-            while chunk := conn.recv(1 << 20):
-                data += chunk
-                while len(data) >= 9 and len(data) >= 9 + int.from_bytes(data[:3], "big"):
-                    size, kind, flags = int.from_bytes(data[:3], "big"), data[3], data[4]
-                    stream = int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
-                    data = data[9 + size :]
-                    if kind == 4 and not flags & 1:  # the server's SETTINGS: acknowledged
-                        conn.sendall(_frame(4, 1, 0))
-                    elif kind == 1:
-                        taken.add(stream)
-                    elif kind == 3:
-                        refused.add(stream)
+        while len(taken) + len(refused) < calls:  # each is taken or refused, or a minute ends
+            chunk = conn.recv(1 << 20)
+            if not chunk:
+                break
+            data += chunk
+            while len(data) >= 9 and len(data) >= 9 + int.from_bytes(data[:3], "big"):
+                size, kind, flags = int.from_bytes(data[:3], "big"), data[3], data[4]
+                stream = int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
+                data = data[9 + size :]
+                if kind == 4 and not flags & 1:  # the server's SETTINGS: acknowledged
+                    conn.sendall(_frame(4, 1, 0))
+                elif kind == 1:
+                    taken.add(stream)
+                elif kind == 3:
+                    refused.add(stream)
     return len(taken), len(refused)
 
 
