@@ -256,30 +256,43 @@ async def test_overload_calls_shed_after_a_line_are_told_in_the_next_within_a_se
     assert gate.shed == 6
 
 
-_EMPTY_SETTINGS = bytes(3) + b"\x04\x00" + bytes(4)  # length 0, SETTINGS, no flags, stream 0
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # a client's first bytes (RFC 9113, 3.4)
+_SETTINGS, _HEADERS, _DATA, _RST_STREAM = 0x4, 0x1, 0x0, 0x3  # HTTP/2 frame types
 _MAX_CONCURRENT_STREAMS = 0x3  # HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return (
+        len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream.to_bytes(4, "big") + payload
+    )
+
+
+def _frames(conn: socket.socket) -> Iterator[tuple[int, int, int, bytes]]:
+    """The HTTP/2 frames ``conn`` receives, as (type, flags, stream, payload), until
+    the server closes it."""
+    data = b""
+    while chunk := conn.recv(1 << 20):
+        data += chunk
+        while len(data) >= 9 and len(data) >= 9 + (size := int.from_bytes(data[:3], "big")):
+            stream = int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
+            yield data[3], data[4], stream, data[9 : 9 + size]
+            data = data[9 + size :]
 
 
 def _server_settings(target: str) -> dict[int, int]:
     """The HTTP/2 SETTINGS the server at ``target`` sends a new connection."""
     host, port = target.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as conn:
-        conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _EMPTY_SETTINGS)
-        data = b""
-        while True:
-            while len(data) < 9 or len(data) < 9 + int.from_bytes(data[:3], "big"):
-                chunk = conn.recv(65536)
-                assert chunk, "the server closed the connection"
-                data += chunk
-            size, kind, flags = int.from_bytes(data[:3], "big"), data[3], data[4]
-            payload, data = data[9 : 9 + size], data[9 + size :]
-            if kind == 4 and not flags & 1:  # SETTINGS, not an ACK
+        conn.sendall(_PREFACE + _frame(_SETTINGS, 0, 0))
+        for kind, flags, _, payload in _frames(conn):
+            if kind == _SETTINGS and not flags & 1:  # not an ACK
                 return {
                     int.from_bytes(payload[i : i + 2], "big"): int.from_bytes(
                         payload[i + 2 : i + 6], "big"
                     )
-                    for i in range(0, size, 6)
+                    for i in range(0, len(payload), 6)
                 }
+    raise AssertionError("the server closed the connection")
 
 
 @pytest.mark.parametrize("front_process", [False, True], ids=["one-process", "front"])
@@ -322,12 +335,6 @@ async def test_overload_calls_past_max_streams_on_one_connection_wait_none_refus
     assert refused == []
 
 
-def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return (
-        len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream.to_bytes(4, "big") + payload
-    )
-
-
 def _literal(name: str, value: str) -> bytes:
     """One HPACK header, a literal with a new name, not indexed (RFC 7541, 6.2.2)."""
     return b"\x00" + bytes((len(name),)) + name.encode() + bytes((len(value),)) + value.encode()
@@ -349,30 +356,23 @@ def _calls_with_the_window_shut(target: str, calls: int) -> tuple[int, int]:
             ("te", "trailers"),
         )
     )
-    shut = _frame(4, 0, 0, (4).to_bytes(2, "big") + (0).to_bytes(4, "big"))
-    out = [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", shut]
+    shut = _frame(_SETTINGS, 0, 0, (4).to_bytes(2, "big") + (0).to_bytes(4, "big"))
+    out = [_PREFACE, shut]
     for stream in range(1, 2 * calls, 2):  # HEADERS (END_HEADERS), then an empty message
-        out += [_frame(1, 0x4, stream, headers), _frame(0, 0x1, stream, bytes(5))]
+        out += [_frame(_HEADERS, 0x4, stream, headers), _frame(_DATA, 0x1, stream, bytes(5))]
     taken: set[int] = set()
     refused: set[int] = set()
     with socket.create_connection((host, int(port)), timeout=60) as conn:
         conn.sendall(b"".join(out))
-        data = b""
-        while len(taken) + len(refused) < calls:  # each is taken or refused, or a minute ends
-            chunk = conn.recv(1 << 20)
-            if not chunk:
+        for kind, flags, stream, _ in _frames(conn):  # each taken or refused, or a minute ends
+            if kind == _SETTINGS and not flags & 1:  # the server's: acknowledged
+                conn.sendall(_frame(_SETTINGS, 1, 0))
+            elif kind == _HEADERS:
+                taken.add(stream)
+            elif kind == _RST_STREAM:
+                refused.add(stream)
+            if len(taken) + len(refused) == calls:
                 break
-            data += chunk
-            while len(data) >= 9 and len(data) >= 9 + int.from_bytes(data[:3], "big"):
-                size, kind, flags = int.from_bytes(data[:3], "big"), data[3], data[4]
-                stream = int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
-                data = data[9 + size :]
-                if kind == 4 and not flags & 1:  # the server's SETTINGS: acknowledged
-                    conn.sendall(_frame(4, 1, 0))
-                elif kind == 1:
-                    taken.add(stream)
-                elif kind == 3:
-                    refused.add(stream)
     return len(taken), len(refused)
 
 
