@@ -36,7 +36,7 @@ from pathlib import Path
 
 import asyncpg
 
-from benchmarks.store_commit import _session, postgres
+from benchmarks.store_commit import postgres, stored_session
 from server.domain.changes import Changes
 from server.domain.meta import SESSIONS_FROM_KEY, SESSIONS_RECENT_FROM_KEY, MetaValue, OlderLoaded
 from server.domain.sessions import EndReason, Session, SessionState
@@ -57,7 +57,7 @@ BEFORE_LOOK = (
 
 def _made(session_id: str, start: datetime, ended: datetime | None) -> Session:
     session = dataclasses.replace(
-        _session(0),
+        stored_session(0),
         session_id=session_id,
         start_time=start,
         lease_start=start,

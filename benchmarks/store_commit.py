@@ -43,7 +43,9 @@ SIZES = (1, 100, 1000)
 IN_FLIGHT = 200  # callers committing one row each at once (group commit)
 
 
-def _session(i: int) -> Session:
+def stored_session(i: int) -> Session:
+    """The ``i``-th live session the store benchmarks write (ids in ``i``'s order, one
+    of 5,000 users), which ``benchmarks.start_read`` makes its own from."""
     start = T0 + timedelta(microseconds=i)
     return Session(
         f"ses_{i:012d}",
@@ -96,7 +98,7 @@ async def _concurrent_rate(store: StorePort, first: int, seconds: float) -> floa
     async def caller() -> None:
         nonlocal rows
         while time.perf_counter() - start < seconds:
-            await store.commit([_session(next(next_id))])
+            await store.commit([stored_session(next(next_id))])
             rows += 1
 
     await asyncio.gather(*(caller() for _ in range(IN_FLIGHT)))
@@ -111,7 +113,9 @@ async def measure(store: StorePort, seconds: float) -> dict[tuple[str, int], flo
         count = max(50, int(80_000 * seconds) // size)  # more than can be written in time
         ids = range(next_id, next_id + count * size)
         next_id += count * size
-        sessions = [[_session(i) for i in ids[k : k + size]] for k in range(0, len(ids), size)]
+        sessions = [
+            [stored_session(i) for i in ids[k : k + size]] for k in range(0, len(ids), size)
+        ]
         out["sessions", size] = await _rate(store, sessions, seconds)
         entries = [[_entry(i) for i in ids[k : k + size]] for k in range(0, len(ids), size)]
         out["ledger", size] = await _rate(store, entries, seconds)
