@@ -110,6 +110,42 @@ async def test_m2_m3_a_meters_hold_is_named_after_its_session_through_a_break_an
     await again.store.close()
 
 
+async def test_m3_a_restart_keeps_the_grace_end_of_each_meter_of_a_user(tmp_path: Path) -> None:
+    """Ann's ACAD meter has nothing due (its session went idle in grace: the hold
+    went back, M3) and her REVIT meter is in grace. A restart schedules the grace
+    end of every meter of hers, not only of those before the first with nothing
+    due: 5 minutes after REVIT's Entitle its hold is captured (M3)."""
+    clock = TestClock(T0)
+    engine = await _engine(tmp_path / "t.db", clock)
+    await _ann_and_acad(engine)
+    await engine.accounts.upsert_product(
+        Product("REVIT", "Revit", 7, idle_aware=True, platforms=frozenset({Platform.WINDOWS}))
+    )
+    await engine.access.assign("acme", ["ann@example.com"], ["REVIT"], False, False, import_=False)
+    ann = "ann@example.com"
+    acad = await _entitle_ann(engine, "r1")
+    clock.set(T0 + timedelta(minutes=1))
+    await engine.sessions.idle(ann, acad)
+    await _entitle_ann(engine, "r2", "REVIT")
+    await engine.stop()
+    await engine.store.close()
+
+    again = await _engine(tmp_path / "t.db", clock)
+    meters = again.sessions.lic.meters
+    assert [m.product_id for m in meters.of_user(ann)] == ["ACAD", "REVIT"]
+    assert [(m.state, m.end) for m in meters.of_user(ann)] == [
+        (ChargeState.NONE, None),
+        (ChargeState.GRACE, T0 + timedelta(minutes=6)),
+    ]
+    await again.start(heartbeat_flush=0)
+    await again.advance_clock(None, timedelta(minutes=5).total_seconds())
+    revit = again.sessions.lic.meter("acme", ann, "REVIT")
+    assert revit is not None and revit.state is ChargeState.CHARGED and revit.hold is None
+    assert again.ledger.held("acme") == 0 and again.ledger.available("acme") == 93
+    await again.stop()
+    await again.store.close()
+
+
 async def test_m2_m3_a_hold_released_and_taken_again_in_one_commit_is_stored_once(
     tmp_path: Path,
 ) -> None:
