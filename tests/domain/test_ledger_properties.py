@@ -416,7 +416,6 @@ class LedgerMachine(RuleBasedStateMachine):
 LedgerMachine.TestCase.settings = settings(
     max_examples=100,
     stateful_step_count=30,
-    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_t1_to_t6_ledger_state_machine = LedgerMachine.TestCase

@@ -316,7 +316,6 @@ def run_history(w: World, events: list[tuple[Any, ...]]) -> None:
 
 @settings(
     max_examples=800,
-    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(
@@ -363,7 +362,7 @@ SEAT_EVENTS = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(
     tokens=st.lists(st.sampled_from([0, 8, 10, 18, 40, 1000]), min_size=2, max_size=2),
     trial=st.sampled_from([0, 600, 3600]),
@@ -382,7 +381,7 @@ def test_c3_one_user_in_two_teams_pays_once_a_day_over_random_histories(
     run_history(w, events)
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=250)
 @given(events=st.lists(STEADY_EVENTS, min_size=10, max_size=40), cut=st.integers(0, 40))
 def test_restart_changes_nothing(events: list[tuple[Any, ...]], cut: int) -> None:
     """Restoring from what was recorded, mid-history, gives the same ledger."""

@@ -26,7 +26,7 @@ SCHEDULE = st.tuples(st.just("schedule"), OFFSETS, st.sampled_from(KINDS), st.sa
 POP = st.tuples(st.just("pop"), OFFSETS)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400)
 @given(st.lists(st.one_of(SCHEDULE, POP), max_size=80))
 def test_s7_deadlines_fire_in_time_then_kind_then_key_order(
     steps: list[tuple[object, ...]],

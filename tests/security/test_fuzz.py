@@ -61,7 +61,6 @@ pytestmark = pytest.mark.timeout(max(60, EXAMPLES // 5) if EXAMPLES else 60)
 
 FUZZ = settings(
     max_examples=EXAMPLES or DEFAULT_EXAMPLES,
-    deadline=None,
     database=None,  # the server's state moves on; a stored example may not replay
     suppress_health_check=list(HealthCheck),
 )
