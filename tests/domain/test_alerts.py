@@ -97,6 +97,14 @@ def test_l1_off_by_default_and_turning_it_off_clears_the_flag() -> None:
     assert replay(t, [4], start=5)[0][1] is not None
 
 
+def test_l1_a_threshold_of_one_alerts_when_the_last_token_goes() -> None:
+    t = team(threshold=1)
+    assert replay(t, [1, 0]) == [
+        (False, None),  # at the threshold
+        (True, alert(NotificationKind.LOW_BALANCE, T0 + SECOND, tokens=0)),
+    ]
+
+
 def test_l1_the_alert_is_addressed_to_the_team() -> None:
     _, note = replay(team(threshold=30), [7])[0]
     assert note is not None
@@ -207,6 +215,24 @@ def test_l2_a_pack_all_held_waits_and_is_warned_when_tokens_come_back() -> None:
     note = book.pack_expiring(p, later, ids)
     assert note is not None and (note.tokens, note.create_time) == (2, later)
     assert book.waiting == set() and book.warned(p.pack_id)
+
+
+def test_l2_one_token_left_is_warned_at_once_and_one_token_held_waits() -> None:
+    """The edges of "still has tokens": one remaining, others held beside it, is
+    warned at the instant; none remaining and one held waits for that hold's end."""
+    book, ids = TeamAlerts(), Ids()
+    p = pack(remaining=1)
+    p.held = 2
+    note = book.pack_expiring(p, warning_time(p), ids)
+    assert note is not None and note.tokens == 1
+    q = TokenPack("pk-2", "acme", 100, T0, p.expire_time, remaining=0)
+    q.held = 1
+    assert book.pack_expiring(q, warning_time(q), ids) is None
+    assert book.waiting == {"pk-2"}
+    q.held, q.remaining = 0, 1  # released
+    later = warning_time(q) + timedelta(minutes=1)
+    note = book.pack_expiring(q, later, ids)
+    assert note is not None and (note.pack_id, note.tokens, note.create_time) == ("pk-2", 1, later)
 
 
 def test_l2_a_waiting_pack_whose_holds_are_captured_is_never_warned() -> None:

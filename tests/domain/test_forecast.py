@@ -46,6 +46,27 @@ def test_l4_last_pack_lost_to_expiry_depletes_at_its_expiry() -> None:
     assert f.depletion_time == NOW + 4 * DAY
 
 
+def test_l4_a_pack_expiring_as_use_reaches_it_is_lost_and_the_next_one_is_used() -> None:
+    # 30 charged: 1/day. A: 10 tokens expiring in 5 days: 5 used, 5 lost at day 5.
+    # B expires at that same instant, as use reaches it: all 10 lost, none used.
+    # C: 3 tokens expiring in 100 days, used from day 5: runs out at day 8.
+    packs = [
+        PackBalance(10, 0, NOW + 5 * DAY),
+        PackBalance(10, 0, NOW + 5 * DAY),
+        PackBalance(3, 0, NOW + 100 * DAY),
+    ]
+    assert forecast(NOW, packs, [30]).depletion_time == NOW + 8 * DAY
+
+
+def test_l4_a_pack_all_held_after_the_last_lost_tokens_leaves_their_expiry_exact() -> None:
+    # 30 charged: 1/day. A: 10 tokens expiring 4 days and half a second from now: the
+    # last used tokens are lost then, so depletion is that instant, not truncated to the
+    # second. B has nothing available (all held): it changes nothing.
+    expiry = NOW + 4 * DAY + timedelta(milliseconds=500)
+    packs = [PackBalance(10, 0, expiry), PackBalance(0, 5, NOW + 50 * DAY)]
+    assert forecast(NOW, packs, [30]).depletion_time == expiry
+
+
 def test_l4_held_tokens_are_not_available() -> None:
     # 30 charged: 1/day; 5 remaining (+50 held) last 5 days; held never expire-counted.
     f = forecast(NOW, [PackBalance(5, 50, NOW + 10 * DAY)], [30])
