@@ -27,7 +27,7 @@ PYTEST_ARGS ?=
 # each of the hundreds of servers the tests start compiles the server again.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); n=$$((n * 2)); echo $$((n > 8 ? 8 : n)))
 
-.PHONY: help run test lint protos clean install protos-drift buf-lint load bench docs vendor
+.PHONY: help run test lint protos clean install protos-drift buf-lint load bench docs vendor mutation
 
 help: ## list the targets, one line each
 	@echo "make TARGET [ARGS='...'] [PYTEST_ARGS='...'], TARGET one of:"
@@ -54,6 +54,12 @@ load: $(STAMP) ## the load generator against a running server (ARGS: --target ..
 
 bench: $(STAMP) ## Tessera vs a bare echo server; the BENCH line comes last
 	$(PY) -m benchmarks.bench $(ARGS)
+
+# About two hours on two cores (5,400 mutants); ARGS names the mutants to run, e.g. again
+# after a test was added. The survivors are listed last; `mutmut show NAME` shows one.
+mutation: $(STAMP) ## mutmut on server/domain against tests/domain and tests/engine; lists survivors
+	$(PY) -m pip install --quiet -e '.[mutation]'
+	$(VENV)/bin/mutmut run $(ARGS); $(VENV)/bin/mutmut results | grep -v ': not checked$$' || true
 
 protos: $(STAMP) ## regenerate tessera_api (and its descriptors.binpb) from protos/
 	$(PY) scripts/gen_protos.py
@@ -99,5 +105,5 @@ vendor: ## refresh portal/static/vendor from npm (versions pinned in package-loc
 	$(PY) scripts/vendor_js.py
 
 clean: ## remove the venv, node_modules and caches (never var/: the database and its secrets)
-	rm -rf $(VENV) node_modules build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis mutants
 	find . -path ./node_modules -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
