@@ -106,6 +106,25 @@ def test_metrics_count_what_happens_next(metered: ServerThread, ops_desk: Desk) 
     )
 
 
+def test_metrics_t4_tokens_expired_add_up_every_pack_of_a_team(
+    metered: ServerThread, ops_desk: Desk
+) -> None:
+    """The expired counter is the sum of the team's EXPIRY entries (T4), one pack
+    after another, not the last pack's."""
+    d = ops_desk
+    d.team("alpha", 30)
+    d.advance(10 * 86400)
+    d.buy("alpha", 20)
+    d.advance(366 * 86400)  # a year after each purchase: both packs expired
+    expired = [
+        num(e, "amount") for e in d.ledger("alpha") if e["kind"] == "LEDGER_ENTRY_KIND_EXPIRY"
+    ]
+    assert sorted(expired) == [20, 30]
+    m = scrape(metered)
+    assert value(m, "tessera_tokens_expired_total", team="alpha") == 50
+    assert d.balance("alpha") == (0, 0)
+
+
 def test_metrics_endpoint_answers_only_metrics(metered: ServerThread) -> None:
     status, kind, body = fetch(metered)
     assert status == 200 and kind.startswith("text/plain; version=0.0.4"), kind
