@@ -44,6 +44,11 @@ CASES: list[tuple[str, dict[str, Any], set[str]]] = [
         {"user_id": "", "product_id": "", "end_time": "1960-01-01T00:00:00Z"},
         {"user_id", "product_id", "start_time", "end_time"},
     ),
+    (  # a start out of range, found at the edge, and no end: both named
+        "GrantSubscription",
+        {"user_id": "", "product_id": "", "start_time": "1960-01-01T00:00:00Z"},
+        {"user_id", "product_id", "start_time", "end_time"},
+    ),
     ("StartTrial", {"end_time": "1960-01-01T00:00:00Z"}, {"user_id", "product_id", "end_time"}),
     (
         "CreateAdminKey",
