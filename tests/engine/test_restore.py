@@ -216,6 +216,47 @@ async def test_c1_a_restart_does_not_replay_a_subscription_granted_after_its_per
     assert (session.live, session.coverage, fired) == (True, Coverage.TOKENS, 0)
 
 
+async def test_c1_a_subscription_ending_after_a_restart_stops_covering_at_its_end(
+    tmp_path: Path,
+) -> None:
+    """Ann runs REVIT (10 a day) under a subscription that ends at 1 h; the server
+    restarts at 30 min. At 1 h her session pays by tokens (C1): 10 held then,
+    captured at 1 h 5 min (M3), as on a server that did not restart."""
+    minute = timedelta(minutes=1)
+    clock = TestClock(T0)
+    db = tmp_path / "t.db"
+    engine = await _engine(db, clock)
+    await engine.start(heartbeat_flush=0)
+    await engine.accounts.create_team("acme", "Acme", Plan.STANDARD)
+    await engine.accounts.purchase("acme", 100, "pack-1")
+    windows = frozenset({Platform.WINDOWS})
+    await engine.accounts.upsert_product(Product("REVIT", "Revit", 10, platforms=windows))
+    ann = "ann@example.com"
+    await engine.access.assign("acme", [f"Ann <{ann}>"], ["REVIT"], False, False, import_=True)
+    sub = SubscriptionKind.SUBSCRIPTION
+    await engine.access.grant(ann, "REVIT", T0, T0 + 60 * minute, sub)
+    session_id = await _entitle_ann(engine, "", "REVIT")
+    assert engine.sessions.lic.session(session_id).coverage is Coverage.SUBSCRIPTION
+    await engine.advance_clock(T0 + 30 * minute, None)
+    await engine.stop()
+    await engine.store.close()
+
+    again = await _engine(db, clock)
+    try:
+        await again.start(heartbeat_flush=0)
+        await again.advance_clock(T0 + 70 * minute, None)
+        entries = await again.accounts.ledger_page("acme", 1, 100)
+        session = again.sessions.lic.session(session_id)
+    finally:
+        await again.stop()
+        await again.store.close()
+    assert [(e.kind.value, e.amount, e.time) for e in entries] == [
+        ("HOLD", 10, T0 + 60 * minute),
+        ("CAPTURE", 10, T0 + 65 * minute),
+    ]
+    assert (session.live, session.coverage) == (True, Coverage.TOKENS)
+
+
 async def test_m11_a_start_reads_the_sessions_from_the_kept_bound_and_loads_the_same_ones(
     tmp_path: Path,
 ) -> None:
