@@ -48,6 +48,21 @@ async def _ann_and_acad(engine: Engine) -> None:
     )
 
 
+async def _ann_and_revit(db: Path, clock: TestClock) -> Engine:
+    """A started engine on ``db``: team acme with 100 tokens; REVIT at 10 a day,
+    not idle-aware; Ann assigned it."""
+    engine = await _engine(db, clock)
+    await engine.start(heartbeat_flush=0)
+    await engine.accounts.create_team("acme", "Acme", Plan.STANDARD)
+    await engine.accounts.purchase("acme", 100, "pack-1")
+    windows = frozenset({Platform.WINDOWS})
+    await engine.accounts.upsert_product(Product("REVIT", "Revit", 10, platforms=windows))
+    await engine.access.assign(
+        "acme", ["Ann <ann@example.com>"], ["REVIT"], False, False, import_=True
+    )
+    return engine
+
+
 async def _entitle_ann(engine: Engine, request_id: str, product_id: str = "ACAD") -> str:
     """Ann opens ``product_id`` on device d1; the new session's id."""
     return await entitle_on_engine(engine, "ann@example.com", product_id, request_id)
@@ -179,14 +194,8 @@ async def test_c1_a_restart_does_not_replay_a_subscription_granted_after_its_per
     day, minute = timedelta(days=1), timedelta(minutes=1)
     clock = TestClock(T0)
     db = tmp_path / "t.db"
-    engine = await _engine(db, clock)
-    await engine.start(heartbeat_flush=0)
-    await engine.accounts.create_team("acme", "Acme", Plan.STANDARD)
-    await engine.accounts.purchase("acme", 100, "pack-1")
-    windows = frozenset({Platform.WINDOWS})
-    await engine.accounts.upsert_product(Product("REVIT", "Revit", 10, platforms=windows))
+    engine = await _ann_and_revit(db, clock)
     ann = "ann@example.com"
-    await engine.access.assign("acme", [f"Ann <{ann}>"], ["REVIT"], False, False, import_=True)
     session_id = await _entitle_ann(engine, "", "REVIT")
     await engine.advance_clock(T0 + timedelta(hours=2), None)
     await engine.sessions.heartbeat(ann, session_id, 0)  # the lease until 1 d 2 h
@@ -225,14 +234,8 @@ async def test_c1_a_subscription_ending_after_a_restart_stops_covering_at_its_en
     minute = timedelta(minutes=1)
     clock = TestClock(T0)
     db = tmp_path / "t.db"
-    engine = await _engine(db, clock)
-    await engine.start(heartbeat_flush=0)
-    await engine.accounts.create_team("acme", "Acme", Plan.STANDARD)
-    await engine.accounts.purchase("acme", 100, "pack-1")
-    windows = frozenset({Platform.WINDOWS})
-    await engine.accounts.upsert_product(Product("REVIT", "Revit", 10, platforms=windows))
+    engine = await _ann_and_revit(db, clock)
     ann = "ann@example.com"
-    await engine.access.assign("acme", [f"Ann <{ann}>"], ["REVIT"], False, False, import_=True)
     sub = SubscriptionKind.SUBSCRIPTION
     await engine.access.grant(ann, "REVIT", T0, T0 + 60 * minute, sub)
     session_id = await _entitle_ann(engine, "", "REVIT")
