@@ -48,10 +48,8 @@ async def _ann_and_acad(engine: Engine) -> None:
     )
 
 
-async def _ann_and_revit(db: Path, clock: TestClock) -> Engine:
-    """A started engine on ``db``: team acme with 100 tokens; REVIT at 10 a day,
-    not idle-aware; Ann assigned it."""
-    engine = await _engine(db, clock)
+async def _ann_and_revit(engine: Engine) -> None:
+    """Team acme with 100 tokens; REVIT at 10 a day, not idle-aware; Ann assigned it."""
     await engine.start(heartbeat_flush=0)
     await engine.accounts.create_team("acme", "Acme", Plan.STANDARD)
     await engine.accounts.purchase("acme", 100, "pack-1")
@@ -60,7 +58,6 @@ async def _ann_and_revit(db: Path, clock: TestClock) -> Engine:
     await engine.access.assign(
         "acme", ["Ann <ann@example.com>"], ["REVIT"], False, False, import_=True
     )
-    return engine
 
 
 async def _entitle_ann(engine: Engine, request_id: str, product_id: str = "ACAD") -> str:
@@ -194,7 +191,8 @@ async def test_c1_a_restart_does_not_replay_a_subscription_granted_after_its_per
     day, minute = timedelta(days=1), timedelta(minutes=1)
     clock = TestClock(T0)
     db = tmp_path / "t.db"
-    engine = await _ann_and_revit(db, clock)
+    engine = await _engine(db, clock)
+    await _ann_and_revit(engine)
     ann = "ann@example.com"
     session_id = await _entitle_ann(engine, "", "REVIT")
     await engine.advance_clock(T0 + timedelta(hours=2), None)
@@ -234,7 +232,8 @@ async def test_c1_a_subscription_ending_after_a_restart_stops_covering_at_its_en
     minute = timedelta(minutes=1)
     clock = TestClock(T0)
     db = tmp_path / "t.db"
-    engine = await _ann_and_revit(db, clock)
+    engine = await _engine(db, clock)
+    await _ann_and_revit(engine)
     ann = "ann@example.com"
     sub = SubscriptionKind.SUBSCRIPTION
     await engine.access.grant(ann, "REVIT", T0, T0 + 60 * minute, sub)
