@@ -36,6 +36,7 @@ at the spec's directory beside the working tree, which a clone does not have.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -247,9 +248,11 @@ def test_readme_and_docs_links_resolve_inside_the_repository() -> None:
     assert broken == []
 
 
+@functools.cache
 def _anchors(doc: Path) -> set[str]:
     """The anchors GitHub gives ``doc``'s headings: lower case, punctuation
-    dropped, spaces as hyphens, a repeated one numbered (``-1``, ``-2``)."""
+    dropped, spaces as hyphens, a repeated one numbered (``-1``, ``-2``); each
+    page read once, however many links name it."""
     anchors: set[str] = set()
     fenced = False
     for line in doc.read_text().splitlines():
